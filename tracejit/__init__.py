@@ -1,0 +1,26 @@
+"""tracejit: a tracing JIT compiler for define-by-run tensor programs."""
+from . import ir
+from .ir import dtypes as _dt
+from .tracer import Tensor
+from .tracer import autograd_api as autograd
+from .tracer.composites import (cross_entropy, gelu, layer_norm, log_softmax, logsumexp, mean,
+                                mse, mse_loss, relu, sigmoid, softmax, softplus, var)
+from .tracer.creation import (arange, empty, full, full_like, linspace, manual_seed, ones,
+                              ones_like, rand, randint, randn, tensor, zeros, zeros_like)
+from .tracer.function import checkpoint
+from .tracer.functional import grad, hessian, jacobian, value_and_grad, vjp
+from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, cos, div, eq,
+                         exp, expand, flatten, ge, gt, le, log, logical_and, logical_not,
+                         logical_or, lt, matmul, max, maximum, min, minimum, mul, ne, neg, pad,
+                         permute, pow, reshape, sign, sin, sqrt, squeeze, stack, stop_gradient,
+                         sub, sum, swapaxes, tanh, transpose, unsqueeze, where)
+from .tracer.state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .runtime.compile import clear_cache, compile, jit
+from .tracer.ops import cast as astype
+
+float16, float32, float64 = _dt.f16, _dt.f32, _dt.f64
+int32, int64, bool_ = _dt.i32, _dt.i64, _dt.bool_
+half, float, double, long = _dt.f16, _dt.f32, _dt.f64, _dt.i64       # noqa: A001
+clamp = clip
+detach = stop_gradient
+__version__ = "0.1.0"

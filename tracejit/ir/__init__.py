@@ -1,0 +1,9 @@
+"""The SSA IR: dtypes, the primitive registry, graphs, text form, passes, interpreter."""
+from . import dtypes
+from .core import Aval, Graph, Instr, Value, replay, user_location
+from .primitives import P, Primitive, bind, const_like
+from . import prims_elementwise as _prims_elementwise  # noqa: F401  (registers primitives)
+from . import prims_structural as _prims_structural    # noqa: F401
+
+__all__ = ["dtypes", "Aval", "Graph", "Instr", "Value", "replay", "user_location", "P",
+           "Primitive", "bind", "const_like"]

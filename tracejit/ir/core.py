@@ -1,0 +1,181 @@
+"""The typed SSA IR: abstract values, values, instructions and graphs."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .dtypes import DType
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def user_location() -> str:
+    """file:line of the innermost stack frame outside the tracejit package."""
+    f = sys._getframe(1)
+    while f is not None:
+        fn = f.f_code.co_filename
+        if not fn.startswith(_PKG_DIR) and "importlib" not in fn:
+            return f"{os.path.basename(fn)}:{f.f_lineno}"
+        f = f.f_back
+    return "<unknown>:0"
+
+
+class Aval:
+    """The static type of a value: a shape and a dtype."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape: Sequence[int], dtype: DType) -> None:
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Aval) and self.shape == other.shape and self.dtype is other.dtype
+
+    def __hash__(self) -> int:
+        return hash((self.shape, self.dtype.name))
+
+    def __str__(self) -> str:
+        return f"{self.dtype.name}[{','.join(map(str, self.shape))}]"
+
+    __repr__ = __str__
+
+
+class Value:
+    """An SSA value of a Graph: a graph input or the result of one instruction."""
+
+    __slots__ = ("aval", "graph", "producer", "name", "__weakref__")
+
+    def __init__(self, aval: Aval, graph: "Graph", producer: "Instr | None" = None,
+                 name: str | None = None) -> None:
+        self.aval = aval
+        self.graph = graph
+        self.producer = producer
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.aval.shape
+
+    @property
+    def dtype(self) -> DType:
+        return self.aval.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.aval.shape)
+
+    def __repr__(self) -> str:
+        return f"%{self.name or hex(id(self))[-6:]}: {self.aval}"
+
+    # -- the registry's binding protocol (see primitives.bind) --
+    def __tj_bind__(self, prim, args: Sequence[Any], params: dict) -> "Value":
+        vals = []
+        for a in args:
+            if not isinstance(a, Value):
+                raise TypeError(f"{prim.name}: cannot mix an IR value with {type(a).__name__}")
+            if a.graph is not self.graph:
+                raise ValueError(f"{prim.name}: operands come from different graphs")
+            vals.append(a)
+        return self.graph.emit(prim, vals, params)
+
+    def __tj_const__(self, array: np.ndarray) -> "Value":
+        from .primitives import P
+        return self.graph.emit(P.constant, [], {"value": array})
+
+
+class Instr:
+    """One instruction: `out = prim(*inputs) {params}`, with the user's source location."""
+
+    __slots__ = ("prim", "inputs", "params", "out", "loc")
+
+    def __init__(self, prim, inputs: list[Value], params: dict, out: Value, loc: str) -> None:
+        self.prim = prim
+        self.inputs = inputs
+        self.params = params
+        self.out = out
+        self.loc = loc
+
+    def __repr__(self) -> str:
+        return f"<Instr {self.prim.name} -> {self.out.aval}>"
+
+
+class Graph:
+    """A function in SSA form: typed inputs, instructions in topological order, outputs."""
+
+    def __init__(self, name: str = "f") -> None:
+        self.name = name
+        self.inputs: list[Value] = []
+        self.instrs: list[Instr] = []
+        self.outputs: list[Value] = []
+        self.loc_override: str | None = None   # set while replaying instructions elsewhere
+
+    def add_input(self, aval: Aval, name: str | None = None) -> Value:
+        v = Value(aval, self, None, name)
+        self.inputs.append(v)
+        return v
+
+    def emit(self, prim, inputs: list[Value], params: dict, loc: str | None = None) -> Value:
+        """Append `prim(*inputs)`; shape/dtype inference raises on a user mistake."""
+        params = prim.normalize(params)
+        aval = prim.infer([v.aval for v in inputs], params)
+        out = Value(aval, self)
+        ins = Instr(prim, list(inputs), params, out,
+                    loc or self.loc_override or user_location())
+        out.producer = ins
+        self.instrs.append(ins)
+        return out
+
+    def __repr__(self) -> str:
+        from .printer import print_graph
+        return print_graph(self)
+
+    def as_text(self) -> str:
+        from .printer import print_graph
+        return print_graph(self)
+
+    def users(self) -> dict[Value, list[Instr]]:
+        uses: dict[Value, list[Instr]] = {}
+        for ins in self.instrs:
+            for v in ins.inputs:
+                uses.setdefault(v, []).append(ins)
+        return uses
+
+    @property
+    def in_avals(self) -> list[Aval]:
+        return [v.aval for v in self.inputs]
+
+    @property
+    def out_avals(self) -> list[Aval]:
+        return [v.aval for v in self.outputs]
+
+
+def replay(graph: Graph, args: Iterable[Any], bind_fn=None) -> list[Any]:
+    """Run `graph` by binding each instruction on `args` (Tensors, Values, arrays).
+
+    This is how a graph is inlined into another trace or into the eager tape.
+    """
+    from .primitives import bind, const_like
+    env: dict[Value, Any] = dict(zip(graph.inputs, args))
+    like = next(iter(env.values()), None)
+    for ins in graph.instrs:
+        if ins.prim.name == "constant":
+            if like is None:
+                env[ins.out] = ins.params["value"]
+            else:
+                env[ins.out] = const_like(like, ins.params["value"])
+            continue
+        env[ins.out] = (bind_fn or bind)(ins.prim, *[env[v] for v in ins.inputs], **ins.params)
+    return [env[v] for v in graph.outputs]

@@ -1,0 +1,76 @@
+"""The IR's element types: a closed set, each tied to one NumPy dtype."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class DType:
+    """An IR element type. Instances are singletons; compare with `is` or `==`."""
+
+    __slots__ = ("name", "np", "kind", "bits")
+
+    def __init__(self, name: str, np_dtype: type, kind: str, bits: int) -> None:
+        self.name = name            # short form used in IR text: f32, i64, bool
+        self.np = np.dtype(np_dtype)
+        self.kind = kind            # "f" float, "i" signed int, "b" bool
+        self.bits = bits
+
+    @property
+    def is_float(self) -> bool:
+        return self.kind == "f"
+
+    @property
+    def is_int(self) -> bool:
+        return self.kind == "i"
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __reduce__(self):           # pickles as a reference to the singleton
+        return (dtype_from_name, (self.name,))
+
+
+f16 = DType("f16", np.float16, "f", 16)
+f32 = DType("f32", np.float32, "f", 32)
+f64 = DType("f64", np.float64, "f", 64)
+i32 = DType("i32", np.int32, "i", 32)
+i64 = DType("i64", np.int64, "i", 64)
+bool_ = DType("bool", np.bool_, "b", 8)
+
+ALL = (f16, f32, f64, i32, i64, bool_)
+_BY_NAME = {d.name: d for d in ALL}
+_BY_NP = {d.np: d for d in ALL}
+_ALIASES = {"float16": f16, "float32": f32, "float64": f64, "float": f32, "double": f64,
+            "half": f16, "int32": i32, "int64": i64, "int": i64, "long": i64,
+            "bool": bool_, "bool_": bool_}
+
+
+def dtype_from_name(name: str) -> DType:
+    return _BY_NAME[name]
+
+
+def as_dtype(x) -> DType:
+    """Accept a DType, its name, a NumPy dtype or a Python/NumPy type; raise TypeError otherwise."""
+    if isinstance(x, DType):
+        return x
+    if isinstance(x, str):
+        d = _BY_NAME.get(x) or _ALIASES.get(x)
+        if d is not None:
+            return d
+    if x is float:
+        return f32
+    if x is int:
+        return i64
+    if x is bool:
+        return bool_
+    try:
+        npd = np.dtype(x)
+    except TypeError:
+        npd = None
+    if npd is not None and npd in _BY_NP:
+        return _BY_NP[npd]
+    raise TypeError(f"unsupported dtype {x!r}; tracejit supports {', '.join(d.name for d in ALL)}")
+
+
+def from_numpy(npd: np.dtype) -> DType | None:
+    return _BY_NP.get(np.dtype(npd))

@@ -1,0 +1,198 @@
+"""The one registry of primitives and the binding that applies them.
+
+A primitive is declared once with everything a stage needs: shape/dtype inference, its NumPy
+implementation, its VJP rule and (for elementwise ops) its scalar expression. `bind(prim,
+*args)` applies a primitive to whatever the arguments are: objects with a `__tj_bind__` method
+(IR values, tracer Tensors) handle the application themselves; plain arrays run the NumPy
+implementation. VJP rules call the helpers at the bottom of this file, so one rule serves the
+eager engine, the eager engine with create_graph=True and the IR transform alike.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import dtypes as dt
+from .core import Aval, user_location
+
+
+def op_error(name: str, msg: str, cls: type = ValueError) -> Exception:
+    """An exception naming the op, the problem and the user's own file:line."""
+    return cls(f"{name}: {msg} (at {user_location()})")
+
+
+# kinds: "elementwise", "reduce", "shape", "index", "matmul", "constant"
+class Primitive:
+    def __init__(self, name: str, kind: str, infer: Callable, impl: Callable, *,
+                 vjp: Callable | None = None, saves: Sequence[int] = (), save_out: bool = False,
+                 scalar: Callable | None = None, params: dict[str, str] | None = None,
+                 node_name: str | Callable | None = None, arity: int | None = None) -> None:
+        self.name = name
+        self.kind = kind
+        self.infer_rule = infer
+        self.impl = impl
+        self.vjp = vjp                      # (g, ins, out, params, need) -> list[cotangent|None]
+        self.saves = tuple(saves)           # inputs whose values the VJP rule reads
+        self.save_out = save_out            # whether the VJP rule reads the output
+        self.scalar = scalar                # (sb, *scalars, **params) -> scalar, elementwise only
+        self.param_types = params or {}     # name -> "ints" | "int" | "dtype" | "array" | "bool"
+        self.node_name = node_name or (name.capitalize() + "Backward0")
+        self.arity = arity
+
+    def __repr__(self) -> str:
+        return f"<prim {self.name}>"
+
+    def normalize(self, params: dict) -> dict:
+        out = {}
+        for k, v in params.items():
+            t = self.param_types.get(k)
+            if t is None:
+                raise TypeError(f"{self.name}: unknown parameter {k!r}")
+            if t == "ints":
+                v = tuple(int(i) for i in v)
+            elif t == "int":
+                v = int(v)
+            elif t == "bool":
+                v = bool(v)
+            elif t == "dtype":
+                v = dt.as_dtype(v)
+            elif t == "array":
+                v = np.asarray(v)
+            out[k] = v
+        return out
+
+    def infer(self, avals: list[Aval], params: dict) -> Aval:
+        if self.arity is not None and len(avals) != self.arity:
+            raise op_error(self.name, f"takes {self.arity} operands, got {len(avals)}", TypeError)
+        return self.infer_rule(self.name, avals, **params)
+
+    def torch_node_name(self, params: dict, in_avals: list[Aval], requires: Sequence[bool]) -> str:
+        """The name PyTorch gives this op's backward node (AddBackward0, ...)."""
+        n = self.node_name
+        return n(params, in_avals, requires) if callable(n) else n
+
+
+class _Registry:
+    """Attribute access to every primitive: `P.add`, `P.sum`, ..."""
+
+    def __init__(self) -> None:
+        self._prims: dict[str, Primitive] = {}
+
+    def register(self, prim: Primitive) -> Primitive:
+        if prim.name in self._prims:
+            raise ValueError(f"primitive {prim.name} declared twice")
+        self._prims[prim.name] = prim
+        setattr(self, prim.name, prim)
+        return prim
+
+    def get(self, name: str) -> Primitive:
+        try:
+            return self._prims[name]
+        except KeyError:
+            raise ValueError(f"unknown primitive {name!r}") from None
+
+    def __iter__(self):
+        return iter(self._prims.values())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._prims
+
+
+P = _Registry()
+
+
+def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
+    """Apply `prim` to `args`: the first argument that knows how (`__tj_bind__`) handles it."""
+    for a in args:
+        h = getattr(a, "__tj_bind__", None)
+        if h is not None:
+            return h(prim, args, params)
+    params = prim.normalize(params)
+    prim.infer([Aval(np.shape(a), dt.as_dtype(np.asarray(a).dtype)) for a in args], params)
+    with np.errstate(all="ignore"):
+        return np.asarray(prim.impl(*args, **params))
+
+
+def const_like(like: Any, value: Any) -> Any:
+    """A constant array in the same world as `like` (a Tensor, an IR value or an array)."""
+    h = getattr(like, "__tj_const__", None)
+    return h(np.asarray(value)) if h is not None else np.asarray(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers VJP rules and composites are written in. Operands must already agree in shape and
+# dtype, except that a Python number is splat to the other operand's type.
+
+def _splat(x: Any, v: float) -> Any:
+    return broadcast(const_like(x, np.array(v, dtype=x.dtype.np)), x.shape)
+
+
+def _binary(name: str):
+    def f(a, b):
+        if not hasattr(a, "shape"):
+            a = _splat(b, a)
+        if not hasattr(b, "shape"):
+            b = _splat(a, b)
+        return bind(P.get(name), a, b)
+    f.__name__ = name
+    return f
+
+
+add, sub, mul, div, pow_ = (_binary(n) for n in ("add", "sub", "mul", "div", "pow"))
+maximum, minimum = _binary("maximum"), _binary("minimum")
+lt, le, gt, ge, eq, ne = (_binary(n) for n in ("lt", "le", "gt", "ge", "eq", "ne"))
+
+
+def neg(x): return bind(P.neg, x)
+def exp(x): return bind(P.exp, x)
+def log(x): return bind(P.log, x)
+def sin(x): return bind(P.sin, x)
+def cos(x): return bind(P.cos, x)
+def tanh(x): return bind(P.tanh, x)
+def sqrt(x): return bind(P.sqrt, x)
+def sign(x): return bind(P.sign, x)
+def cast(x, dtype): return x if x.dtype is dt.as_dtype(dtype) else bind(P.cast, x, dtype=dtype)
+
+
+def where(c, a, b):
+    if not hasattr(a, "shape"):
+        a = _splat(b, a)
+    if not hasattr(b, "shape"):
+        b = _splat(a, b)
+    return bind(P.where, c, a, b)
+
+
+def reduce_sum(x, axes): return bind(P.sum, x, axes=tuple(axes))
+def reshape(x, shape): return x if tuple(x.shape) == tuple(shape) else bind(P.reshape, x, shape=shape)
+def transpose(x, perm): return bind(P.transpose, x, perm=perm)
+
+
+def broadcast(x, shape):
+    return x if tuple(x.shape) == tuple(shape) else bind(P.broadcast, x, shape=shape)
+
+
+def zeros_like(x): return _splat(x, 0)
+
+
+def full_like(x, v): return _splat(x, v)
+
+
+def matmul(a, b): return bind(P.matmul, a, b)
+
+
+def swap_last(x):
+    perm = list(range(len(x.shape)))
+    perm[-1], perm[-2] = perm[-2], perm[-1]
+    return transpose(x, perm)
+
+
+def sum_to_shape(g, shape: tuple[int, ...]):
+    """Undo a NumPy broadcast of `shape` to g.shape by summing (the VJP of broadcasting)."""
+    shape = tuple(shape)
+    if tuple(g.shape) == shape:
+        return g
+    lead = len(g.shape) - len(shape)
+    axes = list(range(lead)) + [lead + i for i, d in enumerate(shape)
+                                if d == 1 and g.shape[lead + i] != 1]
+    return reshape(reduce_sum(g, axes), shape)

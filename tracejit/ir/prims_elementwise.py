@@ -1,0 +1,164 @@
+"""Elementwise primitives. Operands agree exactly in shape and dtype (the tracer inserts
+broadcasts and casts), so every rule here is shape-preserving.
+
+Subgradients at kinks (documented in the README): abs'(0) = 0, sign' = 0, maximum/minimum
+split the gradient evenly on ties, sqrt'(0) = inf (as PyTorch), where sends the gradient to
+the chosen branch only, comparisons have no gradient.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import dtypes as dt
+from .core import Aval
+from .primitives import (P, Primitive, cast, cos, div, eq, gt, log, lt, mul, neg, op_error,
+                         pow_, sign, sin, sub, where)
+
+
+def _same(name: str, avals: list[Aval], float_only: bool = False) -> Aval:
+    a0 = avals[0]
+    for a in avals[1:]:
+        if a.shape != a0.shape:
+            raise op_error(name, "operand shapes differ: " + ", ".join(map(str, avals)))
+        if a.dtype is not a0.dtype:
+            raise op_error(name, "operand dtypes differ: " + ", ".join(map(str, avals)), TypeError)
+    if float_only and not a0.dtype.is_float:
+        raise op_error(name, f"needs a floating-point operand, got {a0}", TypeError)
+    if a0.dtype is dt.bool_ and name not in ("eq", "ne", "where", "maximum", "minimum"):
+        raise op_error(name, f"does not take bool operands, got {a0}", TypeError)
+    return a0
+
+
+def _infer(float_only: bool = False):
+    return lambda name, avals: _same(name, avals, float_only)
+
+
+def _infer_cmp(name, avals):
+    a = _same(name, avals)
+    return Aval(a.shape, dt.bool_)
+
+
+def _elementwise(name: str, impl, vjp=None, *, saves=(), save_out=False, float_only=False,
+                 infer=None, arity=None, scalar=None, params=None, node_name=None) -> Primitive:
+    def default_scalar(sb, *xs, **p):
+        return getattr(sb, name)(*xs)
+    return P.register(Primitive(
+        name, "elementwise", infer or _infer(float_only), impl, vjp=vjp, saves=saves,
+        save_out=save_out, scalar=scalar or default_scalar, params=params, node_name=node_name,
+        arity=arity if arity is not None else impl.__code__.co_argcount if hasattr(impl, "__code__") else None))
+
+
+# -- unary ------------------------------------------------------------------------------------
+_elementwise("neg", lambda x: np.negative(x), lambda g, i, o, p, n: [neg(g)], arity=1)
+_elementwise("exp", lambda x: np.exp(x), lambda g, i, o, p, n: [mul(g, o)],
+             save_out=True, float_only=True, arity=1)
+_elementwise("log", lambda x: np.log(x), lambda g, i, o, p, n: [div(g, i[0])],
+             saves=(0,), float_only=True, arity=1)
+_elementwise("sin", lambda x: np.sin(x), lambda g, i, o, p, n: [mul(g, cos(i[0]))],
+             saves=(0,), float_only=True, arity=1)
+_elementwise("cos", lambda x: np.cos(x), lambda g, i, o, p, n: [neg(mul(g, sin(i[0])))],
+             saves=(0,), float_only=True, arity=1)
+_elementwise("tanh", lambda x: np.tanh(x),
+             lambda g, i, o, p, n: [mul(g, sub(1.0, mul(o, o)))],
+             save_out=True, float_only=True, arity=1)
+_elementwise("sqrt", lambda x: np.sqrt(x), lambda g, i, o, p, n: [div(mul(g, 0.5), o)],
+             save_out=True, float_only=True, arity=1)
+_elementwise("abs", lambda x: np.abs(x), lambda g, i, o, p, n: [mul(g, sign(i[0]))],
+             saves=(0,), arity=1)
+_elementwise("sign", lambda x: np.sign(x), lambda g, i, o, p, n: [None], arity=1,
+             scalar=lambda sb, x: sb.select(sb.gt(x, sb.const(0, x)), sb.const(1, x),
+                                            sb.select(sb.lt(x, sb.const(0, x)),
+                                                      sb.const(-1, x), x)))
+
+
+_elementwise("stop_gradient", lambda x: x, lambda g, i, o, p, n: [None], arity=1,
+             node_name="DetachBackward0", scalar=lambda sb, x: x)
+
+
+def _infer_cast(name, avals, dtype):
+    return Aval(avals[0].shape, dtype)
+
+
+def _vjp_cast(g, ins, out, params, need):
+    src = ins[0].dtype
+    return [cast(g, src) if src.is_float else None]
+
+
+_elementwise("cast", lambda x, dtype: x.astype(dtype.np), _vjp_cast, infer=_infer_cast,
+             arity=1, params={"dtype": "dtype"}, node_name="ToCopyBackward0",
+             scalar=lambda sb, x, dtype: sb.cast(x, dtype))
+
+# -- binary -----------------------------------------------------------------------------------
+_elementwise("add", lambda x, y: np.add(x, y), lambda g, i, o, p, n: [g, g])
+_elementwise("sub", lambda x, y: np.subtract(x, y), lambda g, i, o, p, n: [g, neg(g)])
+_elementwise("mul", lambda x, y: np.multiply(x, y),
+             lambda g, i, o, p, n: [mul(g, i[1]) if n[0] else None,
+                                    mul(g, i[0]) if n[1] else None], saves=(0, 1))
+
+
+def _vjp_div(g, ins, out, params, need):
+    gx = div(g, ins[1])
+    return [gx, neg(mul(gx, out)) if need[1] else None]
+
+
+_elementwise("div", lambda x, y: np.divide(x, y), _vjp_div, saves=(1,), save_out=True,
+             float_only=True)
+
+
+def _vjp_pow(g, ins, out, params, need):
+    x, y = ins
+    gx = gy = None
+    if need[0]:   # PyTorch's convention: zero where the exponent is zero
+        gx = where(eq(y, 0.0), 0.0, mul(g, mul(y, pow_(x, sub(y, 1.0)))))
+    if need[1]:   # and zero where the base is zero and the exponent non-negative
+        safe = where(eq(x, 0.0), 1.0, x)
+        gy = where(eq(x, 0.0), 0.0, mul(g, mul(out, log(safe))))
+    return [gx, gy]
+
+
+_elementwise("pow", lambda x, y: np.power(x, y), _vjp_pow, saves=(0, 1), save_out=True,
+             float_only=True,
+             node_name=lambda p, a, r: "PowBackward1" if r[1] else "PowBackward0")
+
+
+def _vjp_minmax(pick):
+    def vjp(g, ins, out, params, need):
+        x, y = ins
+        half = mul(g, 0.5)
+        gx = where(pick(x, y), g, where(eq(x, y), half, 0.0))
+        gy = where(pick(y, x), g, where(eq(x, y), half, 0.0))
+        return [gx, gy]
+    return vjp
+
+
+_elementwise("maximum", lambda x, y: np.maximum(x, y), _vjp_minmax(gt), saves=(0, 1),
+             scalar=lambda sb, x, y: sb.max(x, y))
+_elementwise("minimum", lambda x, y: np.minimum(x, y), _vjp_minmax(lt), saves=(0, 1),
+             scalar=lambda sb, x, y: sb.min(x, y))
+
+for _name, _fn in (("lt", np.less), ("le", np.less_equal), ("gt", np.greater),
+                   ("ge", np.greater_equal), ("eq", np.equal), ("ne", np.not_equal)):
+    _elementwise(_name, (lambda f: lambda x, y: f(x, y))(_fn), lambda g, i, o, p, n: [None, None],
+                 infer=_infer_cmp, arity=2,
+                 scalar=(lambda op: lambda sb, x, y: sb.cmp(op, x, y))(_name))
+
+
+# -- ternary ----------------------------------------------------------------------------------
+def _infer_where(name, avals):
+    c, a, b = avals
+    if c.dtype is not dt.bool_:
+        raise op_error(name, f"condition must be bool, got {c}", TypeError)
+    if not (c.shape == a.shape == b.shape):
+        raise op_error(name, f"operand shapes differ: {c}, {a}, {b}")
+    if a.dtype is not b.dtype:
+        raise op_error(name, f"branch dtypes differ: {a}, {b}", TypeError)
+    return a
+
+
+_elementwise("where", lambda c, x, y: np.where(c, x, y),
+             lambda g, i, o, p, n: [None, where(i[0], g, 0.0) if n[1] else None,
+                                    where(i[0], 0.0, g) if n[2] else None],
+             saves=(0,), infer=_infer_where, arity=3,
+             scalar=lambda sb, c, x, y: sb.select(c, x, y))
+
+del _name, _fn

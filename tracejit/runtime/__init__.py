@@ -1,0 +1,1 @@
+"""Compiled executables, backends, the kernel cache and the @compile entry point."""

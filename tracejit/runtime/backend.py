@@ -1,0 +1,63 @@
+"""The seam between compiled graphs and the code that runs them.
+
+A backend turns a Graph into an Executable: `run(list of arrays) -> list of arrays`. The NumPy
+reference interpreter is the backend until the LLVM backend lands; tests keep it as the oracle."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ..ir.core import Graph
+from ..ir.interpret import interpret
+
+
+class Executable:
+    """A compiled graph. Subclasses provide run(); the dumps are optional per backend."""
+
+    backend = "?"
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def stage_text(self, stage: str) -> str:
+        raise NotImplementedError(f"the {self.backend} backend has no '{stage}' stage: kernels, "
+                                  f"LLVM IR and assembly come from the LLVM backend "
+                                  f"(TRACEJIT_BACKEND=llvm), CUDA source from device='cuda'")
+
+
+class InterpreterExecutable(Executable):
+    backend = "interpreter"
+
+    def run(self, args):
+        return interpret(self.graph, args)
+
+
+class InterpreterBackend:
+    name = "interpreter"
+
+    def compile(self, graph: Graph) -> Executable:
+        return InterpreterExecutable(graph)
+
+
+_BACKENDS = {"interpreter": InterpreterBackend}
+
+
+def register_backend(name: str, factory) -> None:
+    _BACKENDS[name] = factory
+
+
+def get_backend(name: str | None = None):
+    name = name or os.environ.get("TRACEJIT_BACKEND") or default_backend_name()
+    try:
+        return _BACKENDS[name]()
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; available: {sorted(_BACKENDS)}") from None
+
+
+def default_backend_name() -> str:
+    return "llvm" if "llvm" in _BACKENDS else "interpreter"

@@ -1,0 +1,316 @@
+"""`@tj.compile`: trace once per signature, optimize, compile through a backend, cache."""
+from __future__ import annotations
+
+import functools
+import time
+import weakref
+from collections import namedtuple
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..ir.autodiff import split, vjp_graph
+from ..ir.passes import optimize
+from ..ir.printer import print_graph
+from ..ir.verify import verify
+from ..tracer.pytree import tree_flatten, tree_unflatten
+from ..tracer.state import STATE, current_trace
+from ..tracer.tensor import Tensor
+from ..tracer.trace import Traced, arg_names, leaf_aval, trace
+from .backend import get_backend
+from .debug import dump, log_recompile
+from .grad_node import CompiledNode
+
+CacheInfo = namedtuple("CacheInfo", "hits misses entries")
+_ALL: "weakref.WeakSet[CompiledFunction]" = weakref.WeakSet()
+
+
+def _leaf_key(x: Any):
+    if isinstance(x, Tensor):
+        return (x.shape, x.dtype.name)
+    if isinstance(x, bool):
+        return "b"
+    if isinstance(x, int):
+        return "i"
+    if isinstance(x, float):
+        return "f"
+    a = np.asarray(x)
+    return (a.shape, a.dtype.str)
+
+
+def _describe(k) -> str:
+    if isinstance(k, str):
+        return {"b": "bool", "i": "int", "f": "float"}[k]
+    shape, d = k
+    from ..ir import dtypes as dt
+    name = d if isinstance(d, str) and len(d) <= 4 else dt.as_dtype(np.dtype(d)).name
+    return f"{name}[{','.join(map(str, shape))}]"
+
+
+class Entry:
+    """One compiled signature."""
+
+    def __init__(self, traced: Traced, graph, exe, names: list[str], compile_s: float) -> None:
+        self.traced = traced
+        self.graph = graph
+        self.exe = exe
+        self.names = names
+        self.captures = traced.captures
+        self.cap_avals = [(c.shape, c.dtype) for c in traced.captures]
+        self.in_avals = graph.in_avals
+        self.grad_cache: dict[tuple, tuple] = {}
+        self.compile_s = compile_s
+
+    def stale_capture(self) -> str | None:
+        for i, (c, (shape, dtype)) in enumerate(zip(self.captures, self.cap_avals)):
+            if c._traced or c.shape != shape or c.dtype is not dtype:
+                return f"captured tensor cap{i} changed: {dtype.name}{list(shape)} -> " \
+                       f"{c.dtype.name}{list(c.shape)}"
+        return None
+
+
+class Lowered:
+    """What `.lower(*args)` returns: the graph and every stage the backend can show."""
+
+    def __init__(self, entry: Entry) -> None:
+        self._entry = entry
+        self.graph = entry.graph
+        self.compile_time_s = entry.compile_s
+
+    def as_text(self) -> str:
+        return print_graph(self.graph)
+
+    def __str__(self) -> str:
+        return self.as_text()
+
+    kernels = property(lambda self: self._entry.exe.stage_text("kernels"))
+    llvm_ir = property(lambda self: self._entry.exe.stage_text("llvm"))
+    asm = property(lambda self: self._entry.exe.stage_text("asm"))
+    cuda_source = property(lambda self: self._entry.exe.stage_text("cuda"))
+
+
+class CompiledFunction:
+    def __init__(self, fn: Callable, static_argnums: int | Sequence[int] = (),
+                 static_argnames: str | Sequence[str] = (), device: str | None = None,
+                 backend: str | None = None) -> None:
+        if device not in (None, "cpu"):
+            raise RuntimeError(f"compile: device {device!r} is not available: tracejit has no "
+                               f"CUDA backend yet")
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.static_argnums = (static_argnums,) if isinstance(static_argnums, int) \
+            else tuple(static_argnums)
+        self.static_argnames = (static_argnames,) if isinstance(static_argnames, str) \
+            else tuple(static_argnames)
+        self.backend_name = backend
+        self._cache: dict[tuple, Entry] = {}
+        self._last_key: tuple | None = None
+        self.hits = self.misses = 0
+        _ALL.add(self)
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__name__", "f")
+
+    def __repr__(self) -> str:
+        return f"<tracejit compiled {self.name}>"
+
+    # -- signatures ------------------------------------------------------------------------------
+    def _static(self, args, kwargs) -> dict:
+        static = {}
+        for i in self.static_argnums:
+            if i < len(args):
+                static[i % len(args)] = args[i]
+        for k in self.static_argnames:
+            if k in kwargs:
+                static[k] = kwargs[k]
+        return static
+
+    def _key(self, args, kwargs):
+        static = self._static(args, kwargs)
+        dyn = ([a for i, a in enumerate(args) if i not in static],
+               {k: v for k, v in kwargs.items() if k not in static})
+        flat, tree = tree_flatten(dyn)
+        try:
+            skey = tuple(sorted(((str(k), v) for k, v in static.items()), key=lambda kv: kv[0]))
+            hash(skey)
+        except TypeError:
+            raise TypeError(f"{self.name}: static arguments must be hashable, got "
+                            f"{[type(v).__name__ for v in static.values()]}") from None
+        return (tree, tuple(_leaf_key(x) for x in flat), skey), flat, static
+
+    def _explain(self, old, new, names) -> str:
+        if old[0] != new[0]:
+            return "the structure of the arguments changed"
+        if old[2] != new[2]:
+            a, b = dict(old[2]), dict(new[2])
+            k = next(k for k in b if a.get(k) != b[k])
+            return f"static argument {k}: {a.get(k)!r} -> {b[k]!r}"
+        for n, a, b in zip(names, old[1], new[1]):
+            if a != b:
+                return f"{n}: {_describe(a)} -> {_describe(b)}"
+        return "unknown"
+
+    # -- tracing and compiling -------------------------------------------------------------------
+    def _trace(self, args, kwargs, static) -> Traced:
+        return trace(self.fn, args, kwargs, static, self.name)
+
+    def _entry(self, args, kwargs):
+        key, flat, static = self._key(args, kwargs)
+        entry = self._cache.get(key)
+        reason = None
+        if entry is not None:
+            reason = entry.stale_capture()
+            if reason is None:
+                self.hits += 1
+                return entry, flat
+        names = arg_names(self.fn, [a for i, a in enumerate(args) if i not in static],
+                          {k: v for k, v in kwargs.items() if k not in static})
+        if reason is None and self._last_key is not None:
+            reason = self._explain(self._last_key, key, names)
+        if reason is not None:
+            log_recompile(self.name, reason)
+        self.misses += 1
+        t0 = time.perf_counter()
+        traced = self._trace(args, kwargs, static)
+        graph = verify(optimize(traced.graph))
+        dump("ir", self.name, print_graph(graph))
+        exe = get_backend(self.backend_name).compile(graph)
+        entry = Entry(traced, graph, exe, names, time.perf_counter() - t0)
+        self._cache[key] = entry
+        self._last_key = key
+        return entry, flat
+
+    def lower(self, *args, **kwargs) -> Lowered:
+        return Lowered(self._entry(args, kwargs)[0])
+
+    def cache_info(self) -> CacheInfo:
+        return CacheInfo(self.hits, self.misses, len(self._cache))
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._last_key = None
+        self.hits = self.misses = 0
+
+    # -- calling -----------------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        if current_trace() is not None:      # inside another trace: inline
+            return self.fn(*args, **kwargs)
+        entry, flat = self._entry(args, kwargs)
+        arrays = []
+        for x, aval in zip(flat, entry.in_avals):
+            arrays.append(x._data if isinstance(x, Tensor) else np.asarray(x, aval.dtype.np))
+        arrays += [c._data for c in entry.captures]
+        tensors = [x if isinstance(x, Tensor) else None for x in flat] + list(entry.captures)
+        if STATE.grad_enabled and any(t is not None and t._requires_grad for t in tensors):
+            outs = self._call_with_grad(entry, arrays, tensors)
+        else:
+            outs = [Tensor(o) for o in entry.exe.run(arrays)]
+        return tree_unflatten(entry.traced.out_tree, outs)
+
+    def _call_with_grad(self, entry: Entry, arrays, tensors) -> list[Tensor]:
+        wrt = tuple(i for i, t in enumerate(tensors) if t is not None and t._requires_grad)
+        parts = entry.grad_cache.get(wrt)
+        if parts is None:
+            n_out = len(entry.graph.outputs)
+            joint = vjp_graph(entry.graph, wrt, self.name + "_vjp")
+            fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out)
+            dump("grad", self.name, print_graph(bwd))
+            backend = get_backend(self.backend_name)
+            parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)
+            entry.grad_cache[wrt] = parts
+        fwd_exe, bwd_exe, n_out = parts
+        res = fwd_exe.run(arrays)
+        outs = [Tensor(o) for o in res[:n_out]]
+        CompiledNode.record(self.name, entry.graph, outs, res[n_out:], bwd_exe, tensors, arrays,
+                            wrt)
+        return outs
+
+    # -- transforms (tj.grad & co. of a compiled function) -----------------------------------------
+    def _tj_transform(self, kind: str, argnums=0, has_aux: bool = False) -> "CompiledFunction":
+        from ..tracer import functional as F
+        if kind in ("grad", "value_and_grad"):
+            return GradCompiledFunction(self, kind, argnums, has_aux)
+        py = getattr(F, kind)(self.fn, argnums)
+        return CompiledFunction(py, self.static_argnums, self.static_argnames,
+                                backend=self.backend_name)
+
+
+class GradCompiledFunction(CompiledFunction):
+    """grad / value_and_grad of a compiled function, built by the reverse-mode IR transform."""
+
+    def __init__(self, base: CompiledFunction, kind: str, argnums, has_aux: bool) -> None:
+        from ..tracer import functional as F
+        py = getattr(F, kind)(base.fn, argnums, has_aux)
+        functools.update_wrapper(py, base.fn)
+        py.__name__ = f"{kind}_{base.name}"
+        super().__init__(py, base.static_argnums, base.static_argnames,
+                         backend=base.backend_name)
+        self.base, self.kind, self.argnums, self.has_aux = base, kind, argnums, has_aux
+
+    def _trace(self, args, kwargs, static) -> Traced:
+        from ..tracer.functional import _argnums
+        base = trace(self.base.fn, args, kwargs, static, self.name)
+        g = base.graph
+        nums = _argnums(self.argnums, len(args))
+        dyn_pos = [i for i in range(len(args)) if i not in static]
+        if any(i in static for i in nums):
+            raise ValueError(f"{self.name}: cannot differentiate with respect to a static argument")
+        # flat input ranges of each positional argument
+        starts, off = {}, 0
+        for i in dyn_pos:
+            n = len(tree_flatten(args[i])[0])
+            starts[i] = (off, n, tree_flatten(args[i])[1])
+            off += n
+        wrt = [j for i in nums for j in range(starts[i][0], starts[i][0] + starts[i][1])]
+        for j in wrt:
+            if not g.inputs[j].dtype.is_float:
+                raise TypeError(f"{self.name}: differentiated arguments must be floating point, "
+                                f"got {g.inputs[j].aval}")
+        out_leaves = g.outputs
+        loss = out_leaves[0] if out_leaves else None
+        if loss is None or loss.aval.size != 1 or not loss.dtype.is_float or \
+                (not self.has_aux and len(out_leaves) != 1):
+            raise TypeError(f"{self.name}: the function must return a scalar float Tensor"
+                            + (" (and aux)" if self.has_aux else "")
+                            + f", got {[str(v.aval) for v in out_leaves]}")
+        joint = vjp_graph(g, wrt, self.name, seed_first=True)
+        dump("grad", self.name, print_graph(joint))
+        n_out = len(out_leaves)
+        grads = joint.outputs[n_out:]
+        it = iter(range(len(grads)))
+        grad_trees = [tree_unflatten(starts[i][2], [("g", next(it)) for _ in range(starts[i][1])])
+                      for i in nums]
+        gtree = grad_trees[0] if isinstance(self.argnums, int) else tuple(grad_trees)
+        value = ("v", 0)
+        if self.has_aux:
+            aux = tree_unflatten(base.out_tree, [("v", k) for k in range(n_out)])[1]
+            value = (value, aux)
+        struct = (gtree if self.kind == "grad" else (value, gtree))
+        if self.kind == "grad" and self.has_aux:
+            struct = (gtree, value[1])
+        order = []
+        leaves, out_tree = tree_flatten(struct, leaf=lambda x: isinstance(x, tuple) and
+                                        len(x) == 2 and x[0] in ("g", "v"))
+        for kind, k in leaves:
+            order.append(joint.outputs[n_out + k] if kind == "g" else joint.outputs[k])
+        joint.outputs = order
+        return Traced(joint, base.n_args, out_tree, base.captures, [False] * len(order))
+
+
+def compile(fn: Callable | None = None, *, static_argnums=(), static_argnames=(),  # noqa: A001
+            device: str | None = None, backend: str | None = None):
+    """Compile `fn`: `@tj.compile` or `tj.compile(fn, static_argnums=..., ...)`."""
+    if fn is None:
+        return lambda f: CompiledFunction(f, static_argnums, static_argnames, device, backend)
+    return CompiledFunction(fn, static_argnums, static_argnames, device, backend)
+
+
+def jit(fn=None, **kw):
+    return compile(fn, **kw)
+
+
+def clear_cache() -> None:
+    """Drop every compiled function's in-memory cache."""
+    for f in list(_ALL):
+        f.clear_cache()

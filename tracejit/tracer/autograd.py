@@ -1,0 +1,313 @@
+"""The eager autograd engine: backward nodes recorded by ops, and an iterative walk over
+them. Every node's `apply` runs VJP rules on Tensors, so with create_graph=True the backward
+pass itself is recorded (higher-order gradients), and on traced tensors it emits IR."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..ir.core import user_location
+from .state import set_grad_enabled
+from .tensor import Tensor
+
+
+class SavedTensor:
+    """A tensor saved for backward, with the version it had, checked when it is unpacked."""
+
+    __slots__ = ("tensor", "version")
+
+    def __init__(self, t: Tensor) -> None:
+        self.tensor = t
+        self.version = t._version[0]
+
+    def unpack(self, node: "Node") -> Tensor:
+        t = self.tensor
+        if t._version[0] != self.version:
+            raise RuntimeError(
+                f"one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: [{t.dtype.name}{list(t.shape)}] is at version "
+                f"{t._version[0]}; expected version {self.version} instead. It was saved by "
+                f"{node.name()} (created at {node.loc}).")
+        return t
+
+
+class Node:
+    """A backward function of the graph (PyTorch's grad_fn)."""
+
+    n_outputs = 1
+    _freed_msg = ("Trying to backward through the graph a second time (or directly access saved "
+                  "tensors after they have already been freed). Saved intermediate values of the "
+                  "graph are freed when you call .backward() or autograd.grad(). Specify "
+                  "retain_graph=True if you need to backward through the graph a second time or "
+                  "if you need to access saved tensors after calling backward.")
+
+    def __init__(self, inputs: Sequence) -> None:
+        edges = []
+        for t in inputs:
+            if isinstance(t, Tensor) and t._requires_grad:
+                edges.append((t.grad_fn, t._out_idx) if t.grad_fn is not None
+                             else (accumulate_node(t), 0))
+            else:
+                edges.append((None, 0))
+        self.next_functions = tuple(edges)
+        self.loc = user_location()
+        self.freed = False
+        self.out_hooks: dict[int, list] | None = None   # tensor hooks per output index
+        self.retained: dict[int, object] | None = None  # weakrefs of retain_grad tensors
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object>"
+
+    def apply(self, grads: list, create_graph: bool) -> list:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        self.freed = True
+
+
+class PrimNode(Node):
+    """The backward of one primitive application: runs the primitive's VJP rule."""
+
+    def __init__(self, prim, params, args, out: Tensor) -> None:
+        super().__init__(args)
+        self.prim, self.params = prim, params
+        self.in_avals = [(a.shape, a.dtype) for a in args]
+        self.need = tuple(a._requires_grad for a in args)
+        self.saved = [SavedTensor(args[i]) if i in prim.saves else None for i in range(len(args))]
+        self.saved_out = SavedTensor(out) if prim.save_out else None
+        self._name = None
+
+    @classmethod
+    def record(cls, prim, params, args, out: Tensor) -> None:
+        out.grad_fn = cls(prim, params, args, out)
+        out._requires_grad = True
+        out._out_idx = 0
+
+    def name(self) -> str:
+        if self._name is None:
+            from ..ir.core import Aval
+            self._name = self.prim.torch_node_name(
+                self.params, [Aval(s, d) for s, d in self.in_avals], self.need)
+        return self._name
+
+    def apply(self, grads, create_graph):
+        if self.freed:
+            raise RuntimeError(self._freed_msg)
+        from ..ir.core import Aval
+        ins = [s.unpack(self) if s is not None else Aval(*av)
+               for s, av in zip(self.saved, self.in_avals)]
+        out = self.saved_out.unpack(self) if self.saved_out is not None else None
+        res = self.prim.vjp(grads[0], ins, out, self.params, self.need)
+        return [r if n else None for r, n in zip(res, self.need)]
+
+    def release(self) -> None:
+        super().release()
+        self.saved = [None] * len(self.saved)
+        self.saved_out = None
+
+
+class AccumulateGrad(Node):
+    def __init__(self, variable: Tensor) -> None:
+        super().__init__(())
+        self.variable = variable
+
+    def apply(self, grads, create_graph):
+        return []
+
+
+def accumulate_node(t: Tensor) -> AccumulateGrad:
+    if t._accum is None:
+        t._accum = AccumulateGrad(t)
+    return t._accum
+
+
+def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool) -> None:
+    if g.shape != t.shape:
+        raise RuntimeError(f"gradient of shape {list(g.shape)} does not match leaf of shape "
+                           f"{list(t.shape)}")
+    if t._grad is None:
+        t._grad = g if create_graph else Tensor(np.array(g._data, copy=True))
+    elif create_graph or t._grad._traced or g._traced:
+        t._grad = t._grad + g
+    else:
+        np.add(t._grad._data, g._data, out=t._grad._data, casting="unsafe")
+
+
+# -- the engine ---------------------------------------------------------------------------------
+def _walk(roots: list[Node]) -> tuple[list[Node], dict[Node, int]]:
+    """Post-order of all nodes reachable from roots, and each node's number of consumers."""
+    order: list[Node] = []
+    deps: dict[Node, int] = {}
+    seen: set[int] = set()
+    stack = [(r, False) for r in roots]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for nxt, _ in node.next_functions:
+            if nxt is not None:
+                deps[nxt] = deps.get(nxt, 0) + 1
+                if id(nxt) not in seen:
+                    stack.append((nxt, False))
+    return order, deps
+
+
+def _run_hooks(hooks, g):
+    for h in list(hooks or ()):
+        r = h(g)
+        if r is not None:
+            g = r
+    return g
+
+
+def _make_grad(t: Tensor, g) -> Tensor:
+    if g is None:
+        if t.numel() != 1:
+            raise RuntimeError(f"grad can be implicitly created only for scalar outputs; "
+                               f"got an output of shape {list(t.shape)} (at {user_location()}). "
+                               f"Pass gradient= (or grad_outputs=) explicitly.")
+        if t._traced:
+            from ..ir.primitives import full_like
+            return full_like(t, 1.0)
+        return Tensor(np.ones(t.shape, t.dtype.np))
+    g = g if isinstance(g, Tensor) else Tensor(np.asarray(g, dtype=t.dtype.np))
+    if g.shape != t.shape:
+        raise RuntimeError(f"Mismatch in shape: grad_output has shape {list(g.shape)} and "
+                           f"output has shape {list(t.shape)}")
+    return g
+
+
+def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
+                 create_graph: bool, inputs: Sequence[Tensor] | None = None,
+                 accumulate: bool = True) -> dict:
+    """Propagate gradients from `outputs`. With `inputs`, return {id(input): grad} for them
+    (and only run the part of the graph that leads to them); with `accumulate`, leaves'
+    `.grad` is updated."""
+    roots, buffers = [], {}
+    for i, t in enumerate(outputs):
+        if not t._requires_grad:
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not have a "
+                               f"grad_fn (at {user_location()})")
+        g = _make_grad(t, None if grad_outputs is None else grad_outputs[i])
+        node = t.grad_fn if t.grad_fn is not None else accumulate_node(t)
+        idx = t._out_idx if t.grad_fn is not None else 0
+        roots.append(node)
+        buf = buffers.setdefault(node, [None] * node.n_outputs)
+        buf[idx] = g if buf[idx] is None else buf[idx] + g
+    order, deps = _walk(roots)
+
+    targets: dict[tuple[int, int], Tensor] = {}
+    needed = None
+    if inputs is not None:
+        for t in inputs:
+            node = t.grad_fn if t.grad_fn is not None else accumulate_node(t)
+            targets[(id(node), t._out_idx if t.grad_fn is not None else 0)] = t
+        target_nodes = {k[0] for k in targets}
+        needed = set()
+        for node in order:                # children come before parents in post-order
+            if id(node) in target_nodes or any(n is not None and id(n) in needed
+                                               for n, _ in node.next_functions):
+                needed.add(id(node))
+    captured: dict[int, Tensor] = {}
+
+    ready = [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
+    with set_grad_enabled(create_graph):
+        while ready:
+            node = ready.pop()
+            grads = buffers.pop(node, [None] * node.n_outputs)
+            if node.out_hooks:
+                grads = [_run_hooks(node.out_hooks.get(i), g) if g is not None else g
+                         for i, g in enumerate(grads)]
+            if node.retained:
+                for i, g in enumerate(grads):
+                    ref = node.retained.get(i)
+                    t = ref() if ref is not None else None
+                    if t is not None and g is not None:
+                        t._grad = g if t._grad is None else t._grad + g
+            for i, g in enumerate(grads):
+                key = (id(node), i)
+                if key in targets and g is not None:
+                    t = targets[key]
+                    if isinstance(node, AccumulateGrad):
+                        g = _run_hooks(t._hooks, g)
+                    captured[id(t)] = g if id(t) not in captured else captured[id(t)] + g
+            if isinstance(node, AccumulateGrad):
+                t = node.variable
+                g = grads[0]
+                if g is not None and accumulate and (needed is None or id(node) in needed):
+                    _accumulate_leaf(t, _run_hooks(t._hooks, g), create_graph)
+                continue
+            if needed is not None and id(node) not in needed:
+                results = [None] * len(node.next_functions)
+            elif all(g is None for g in grads):
+                results = [None] * len(node.next_functions)
+            else:
+                results = node.apply(grads, create_graph)
+                if not retain_graph:
+                    node.release()
+            for (nxt, idx), g in zip(node.next_functions, results):
+                if nxt is None:
+                    continue
+                if g is not None:
+                    buf = buffers.setdefault(nxt, [None] * nxt.n_outputs)
+                    buf[idx] = g if buf[idx] is None else buf[idx] + g
+                deps[nxt] -= 1
+                if deps[nxt] == 0:
+                    ready.append(nxt)
+    return captured
+
+
+def backward(tensors: Sequence[Tensor], grad_tensors=None, retain_graph=None,
+             create_graph: bool = False, inputs=None) -> None:
+    retain = create_graph if retain_graph is None else retain_graph
+    if inputs is not None:
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        caps = run_backward(tensors, grad_tensors, retain, create_graph, inputs, accumulate=False)
+        for t in inputs:
+            if id(t) in caps:
+                if t.is_leaf:
+                    _accumulate_leaf(t, caps[id(t)], create_graph)
+                else:
+                    t._grad = caps[id(t)]
+        return
+    run_backward(tensors, grad_tensors, retain, create_graph)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bool = False,
+         allow_unused: bool = False, materialize_grads: bool = False):
+    """Gradients of `outputs` with respect to `inputs`, without touching `.grad`."""
+    single = isinstance(inputs, Tensor)
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    inputs = [inputs] if single else list(inputs)
+    if grad_outputs is not None:
+        grad_outputs = [grad_outputs] if isinstance(grad_outputs, Tensor) else list(grad_outputs)
+    for t in inputs:
+        if not t._requires_grad:
+            raise RuntimeError(f"One of the differentiated Tensors does not require grad "
+                               f"(at {user_location()})")
+    retain = create_graph if retain_graph is None else retain_graph
+    caps = run_backward(outputs, grad_outputs, retain, create_graph, inputs, accumulate=False)
+    res = []
+    for i, t in enumerate(inputs):
+        g = caps.get(id(t))
+        if g is None:
+            if materialize_grads:
+                from ..ir.primitives import zeros_like
+                g = zeros_like(t.detach())
+            elif not allow_unused:
+                raise RuntimeError(f"One of the differentiated Tensors (input {i}, "
+                                   f"{t.dtype.name}{list(t.shape)}) appears to not have been used "
+                                   f"in the graph. Set allow_unused=True if this is the desired "
+                                   f"behavior.")
+        res.append(g)
+    return tuple(res)
+

@@ -1,0 +1,246 @@
+"""Composite ops built from primitives. In eager mode with gradients each shows up as one
+backward node with PyTorch's name (MeanBackward0, SoftmaxBackward0, ...); when traced they
+inline into primitives, which fusion then merges."""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from .autograd import Node, SavedTensor, grad as autograd_grad
+from .state import STATE, enable_grad
+from .tensor import Tensor
+from . import ops
+
+
+class CompositeNode(Node):
+    """Backward of a composite: differentiates the primitives it recorded inside."""
+
+    def __init__(self, name, fn, args, kwargs, inner_in, inner_out) -> None:
+        super().__init__([a for a in _tensors(args, kwargs)])
+        self._name = name
+        self.fn = fn
+        self.args = [SavedTensor(a) if isinstance(a, Tensor) else a for a in args]
+        self.kwargs = {k: SavedTensor(v) if isinstance(v, Tensor) else v
+                       for k, v in kwargs.items()}
+        self.inner_in, self.inner_out = inner_in, inner_out
+
+    def name(self) -> str:
+        return self._name
+
+    def apply(self, grads, create_graph):
+        if self.freed:
+            raise RuntimeError(self._freed_msg)
+        unpack = (lambda a: a.unpack(self) if isinstance(a, SavedTensor) else a)
+        args = [unpack(a) for a in self.args]
+        kwargs = {k: unpack(v) for k, v in self.kwargs.items()}
+        tensors = _tensors(args, kwargs)
+        if create_graph:   # recompute on the real inputs so the result is differentiable again
+            with enable_grad():
+                out = self.fn(*args, **kwargs)
+            wrt = [t for t in tensors if t._requires_grad]
+        else:
+            out = self.inner_out
+            wrt = [l for l, t in zip(self.inner_in, tensors) if t._requires_grad]
+        gs = iter(autograd_grad([out], wrt, [grads[0]], retain_graph=True,
+                                create_graph=create_graph, allow_unused=True))
+        return [next(gs) if t._requires_grad else None for t in tensors]
+
+    def release(self) -> None:
+        super().release()
+        self.args = self.kwargs = self.inner_in = self.inner_out = None
+
+
+def _tensors(args, kwargs) -> list[Tensor]:
+    return [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
+
+
+def _leaf(a):
+    if not isinstance(a, Tensor):
+        return a
+    leaf = Tensor(a._data, requires_grad=a._requires_grad)
+    leaf._version = a._version         # in-place changes to the inputs are still detected
+    return leaf
+
+
+def composite(node_name):
+    """Mark `fn` as a composite whose eager backward node is called `node_name` (a string, or a
+    function of the call's arguments)."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            ts = _tensors(args, kwargs)
+            if (not STATE.grad_enabled or not any(t._requires_grad for t in ts)
+                    or any(t._traced for t in ts)):
+                return fn(*args, **kwargs)
+            inner_args = [_leaf(a) for a in args]
+            inner_kwargs = {k: _leaf(v) for k, v in kwargs.items()}
+            out = fn(*inner_args, **inner_kwargs)
+            if not out._requires_grad:
+                return out
+            name = node_name(*args, **kwargs) if callable(node_name) else node_name
+            res = Tensor(out._data)
+            res.grad_fn = CompositeNode(name, fn, list(args), kwargs,
+                                        _tensors(inner_args, inner_kwargs), out)
+            res._requires_grad = True
+            return res
+        return wrapper
+    return deco
+
+
+def _reduce_name(base):
+    return lambda x, axis=None, *a, dim=None, **k: \
+        f"{base}Backward0" if (axis if dim is None else dim) is None else f"{base}Backward1"
+
+
+@composite(_reduce_name("Mean"))
+def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    x = ops.as_tensor(x)
+    if not x.dtype.is_float:
+        x = ops.cast(x, dt.f32)
+    axes = ops._axes(x, axis, dim, "mean")
+    n = math.prod(x.shape[a] for a in axes)
+    return ops.div(ops.sum(x, axes, keepdims, keepdim=keepdim), float(n) if n else float("nan"))
+
+
+@composite("VarBackward0")
+def var(x, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=None, unbiased=None,
+        ddof=None):
+    """Variance; like PyTorch the default is unbiased (correction=1); ddof= as NumPy."""
+    x = ops.as_tensor(x)
+    if not x.dtype.is_float:
+        x = ops.cast(x, dt.f32)
+    corr = 1 if correction is None else correction
+    if unbiased is not None:
+        corr = 1 if unbiased else 0
+    if ddof is not None:
+        corr = ddof
+    axes = ops._axes(x, axis, dim, "var")
+    n = math.prod(x.shape[a] for a in axes)
+    d = ops.sub(x, ops.div(ops.sum(x, axes, True), float(n) if n else float("nan")))
+    denom = float(n - corr) if n - corr > 0 else float("nan")
+    return ops.div(ops.sum(ops.mul(d, d), axes, keepdims, keepdim=keepdim), denom)
+
+
+@composite("SigmoidBackward0")
+def sigmoid(x):
+    x = ops.as_tensor(x)
+    z = ops.exp(ops.neg(ops.abs(x)))          # never overflows, so gradients stay finite
+    return ops.where(ops.ge(x, 0), ops.div(1.0, ops.add(z, 1.0)), ops.div(z, ops.add(z, 1.0)))
+
+
+@composite("ReluBackward0")
+def relu(x):
+    """max(x, 0) with relu'(0) = 0."""
+    x = ops.as_tensor(x)
+    return ops.where(ops.gt(x, 0), x, 0)
+
+
+@composite("SoftplusBackward0")
+def softplus(x):
+    x = ops.as_tensor(x)
+    return ops.add(relu(x), ops.log(ops.add(ops.exp(ops.neg(ops.abs(x))), 1.0)))
+
+
+@composite("GeluBackward0")
+def gelu(x, approximate: str = "tanh"):
+    """GELU with the tanh approximation (tracejit has no erf primitive yet)."""
+    if approximate != "tanh":
+        raise NotImplementedError("gelu: only approximate='tanh' is implemented (no erf yet)")
+    x = ops.as_tensor(x)
+    inner = ops.mul(ops.add(x, ops.mul(ops.mul(ops.mul(x, x), x), 0.044715)),
+                    math.sqrt(2.0 / math.pi))
+    return ops.mul(ops.mul(x, 0.5), ops.add(ops.tanh(inner), 1.0))
+
+
+def _finite_or_zero(m):
+    return ops.where(ops.eq(ops.sub(m, m), 0), m, 0)      # inf - inf and nan are not 0
+
+
+@composite("LogsumexpBackward0")
+def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    x = ops.as_tensor(x)
+    if not x.dtype.is_float:
+        x = ops.cast(x, dt.f32)
+    axes = ops._axes(x, axis, dim, "logsumexp")
+    m = _finite_or_zero(ops.stop_gradient(ops.max(x, axes, True)))
+    s = ops.log(ops.sum(ops.exp(ops.sub(x, m)), axes, True))
+    r = ops.add(s, m)
+    return r if ops._kd(keepdims, keepdim) else ops.squeeze(r, axes) if axes else r
+
+
+@composite("SoftmaxBackward0")
+def softmax(x, axis: int = -1, *, dim=None):
+    x = ops.as_tensor(x)
+    axes = ops._axes(x, axis, dim, "softmax")
+    e = ops.exp(ops.sub(x, _finite_or_zero(ops.stop_gradient(ops.max(x, axes, True)))))
+    return ops.div(e, ops.sum(e, axes, True))
+
+
+@composite("LogSoftmaxBackward0")
+def log_softmax(x, axis: int = -1, *, dim=None):
+    x = ops.as_tensor(x)
+    return ops.sub(x, logsumexp(x, axis, True, dim=dim))
+
+
+@composite("NativeLayerNormBackward0")
+def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps: float = 1e-5):
+    """Normalize over the trailing `normalized_shape` dims (default: the last one)."""
+    x = ops.as_tensor(x)
+    if normalized_shape is None:
+        normalized_shape = x.shape[-1:]
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    k = len(normalized_shape)
+    if tuple(x.shape[x.ndim - k:]) != tuple(normalized_shape):
+        raise ops._err("layer_norm", f"normalized_shape {list(normalized_shape)} does not match "
+                       f"the trailing dims of {ops._fmt(x)}")
+    axes = tuple(range(x.ndim - k, x.ndim))
+    n = float(math.prod(normalized_shape))
+    d = ops.sub(x, ops.div(ops.sum(x, axes, True), n))
+    v = ops.div(ops.sum(ops.mul(d, d), axes, True), n)
+    y = ops.div(d, ops.sqrt(ops.add(v, eps)))
+    if weight is not None:
+        y = ops.mul(y, weight)
+    if bias is not None:
+        y = ops.add(y, bias)
+    return y
+
+
+def _reduce(loss, reduction: str, op: str):
+    if reduction == "mean":
+        return mean(loss)
+    if reduction == "sum":
+        return ops.sum(loss)
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+@composite("MseLossBackward0")
+def mse_loss(input, target, reduction: str = "mean"):    # noqa: A002
+    d = ops.sub(input, target)
+    return _reduce(ops.mul(d, d), reduction, "mse_loss")
+
+
+mse = mse_loss
+
+
+@composite("NllLossBackward0")
+def cross_entropy(logits, target, reduction: str = "mean"):
+    """Cross entropy of logits [N, C] (or [C]) against class indices [N] or probabilities."""
+    logits = ops.as_tensor(logits)
+    logp = log_softmax(logits, -1)
+    target = ops.as_tensor(target)
+    if target.dtype.is_int:
+        if target.shape != logits.shape[:-1]:
+            raise ops._err("cross_entropy", f"class indices {ops._fmt(target)} do not match "
+                           f"logits {ops._fmt(logits)}")
+        classes = ops.as_tensor(np.arange(logits.shape[-1]), like=logits)
+        target = ops.cast(ops.eq(ops.unsqueeze(target, -1), classes), logits.dtype)
+    elif target.shape != logits.shape:
+        raise ops._err("cross_entropy", f"probability targets {ops._fmt(target)} must have the "
+                       f"shape of the logits {ops._fmt(logits)}")
+    return _reduce(ops.neg(ops.sum(ops.mul(logp, target), -1)), reduction, "cross_entropy")

@@ -1,0 +1,60 @@
+"""How a primitive is applied to Tensors: NumPy in eager mode, an IR instruction while
+tracing, and a backward node on the tape when gradients are being recorded."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.core import Aval, Value, user_location
+from .state import STATE, current_trace
+from .tensor import Tensor
+
+
+def to_traced(t: Tensor, graph) -> Value:
+    """The IR value standing for `t` inside `graph`; eager tensors become captures."""
+    d = t._data
+    if isinstance(d, Value):
+        if d.graph is not graph:
+            raise RuntimeError(
+                f"a traced tensor {d.aval} from another @tj.compile trace is used here "
+                f"(at {user_location()}); traced tensors must not escape the function that "
+                f"traced them (e.g. stored in a global or on self)")
+        return d
+    ctx = current_trace()
+    if ctx is None or ctx.graph is not graph:
+        raise RuntimeError(f"cannot mix an eager tensor with a traced one outside its trace "
+                           f"(at {user_location()})")
+    return ctx.capture(t)
+
+
+def apply_primitive(prim, args, params) -> Tensor:
+    params = prim.normalize(params)
+    graph = None
+    for a in args:
+        if not isinstance(a, Tensor):
+            raise TypeError(f"{prim.name}: expected Tensors, got {type(a).__name__} "
+                            f"(at {user_location()})")
+        if graph is None and isinstance(a._data, Value):
+            graph = a._data.graph
+    if graph is not None:
+        vals = [to_traced(a, graph) for a in args]
+        if any(not isinstance(a._data, Value) for a in args):
+            args = [a if isinstance(a._data, Value) else Tensor(v) for a, v in zip(args, vals)]
+        out = Tensor(graph.emit(prim, vals, params), _weak=bool(args) and all(a._weak for a in args))
+    else:
+        aval = prim.infer([Aval(a._data.shape, a.dtype) for a in args], params)
+        try:
+            with np.errstate(all="ignore"):
+                res = prim.impl(*[a._data for a in args], **params)
+        except (IndexError, ValueError, TypeError) as e:
+            raise type(e)(f"{prim.name}: {e} (at {user_location()})") from None
+        res = np.asarray(res)
+        if res.dtype != aval.dtype.np:
+            res = res.astype(aval.dtype.np)
+        elif res.base is not None or not res.flags.writeable:
+            res = res.copy()          # results own their memory: in-place ops stay local
+        out = Tensor(res)
+    if (STATE.grad_enabled and prim.vjp is not None and out.dtype.is_float
+            and any(a._requires_grad for a in args)):
+        from .autograd import PrimNode
+        PrimNode.record(prim, params, args, out)
+    return out

@@ -1,0 +1,222 @@
+"""User-defined autograd: custom Function, checkpointing, and gradcheck."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.core import user_location
+from .autograd import Node, SavedTensor, grad as autograd_grad
+from .state import STATE, enable_grad, no_grad
+from .tensor import Tensor
+
+
+class FunctionCtx:
+    def __init__(self) -> None:
+        self._saved: list[SavedTensor | None] = []
+        self.needs_input_grad: tuple[bool, ...] = ()
+        self.materialize_grads = True
+        self._node: Node | None = None
+
+    def save_for_backward(self, *tensors) -> None:
+        self._saved = [SavedTensor(t) if isinstance(t, Tensor) else t for t in tensors]
+
+    @property
+    def saved_tensors(self) -> tuple:
+        if self._saved is None:
+            raise RuntimeError(Node._freed_msg)
+        return tuple(s.unpack(self._node) if isinstance(s, SavedTensor) else s
+                     for s in self._saved)
+
+    def set_materialize_grads(self, value: bool) -> None:
+        self.materialize_grads = value
+
+    def mark_non_differentiable(self, *tensors) -> None:
+        self._non_diff = {id(t) for t in tensors}
+
+
+class FunctionNode(Node):
+    def __init__(self, cls, ctx: FunctionCtx, args, outputs: list[Tensor]) -> None:
+        super().__init__(args)
+        self.cls, self.ctx = cls, ctx
+        self.n_outputs = len(outputs)
+        self.n_args = len(args)
+        self.out_meta = [(o.shape, o.dtype) for o in outputs]
+        self.in_meta = [(a.shape, a.dtype) if isinstance(a, Tensor) else None for a in args]
+        ctx._node = self
+
+    def name(self) -> str:
+        return f"{self.cls.__name__}Backward"
+
+    def apply(self, grads, create_graph):
+        if self.freed:
+            raise RuntimeError(self._freed_msg)
+        if self.ctx.materialize_grads:
+            grads = [g if g is not None else Tensor(np.zeros(s, d.np))
+                     for g, (s, d) in zip(grads, self.out_meta)]
+        res = self.cls.backward(self.ctx, *grads)
+        res = res if isinstance(res, tuple) else (res,)
+        if len(res) != self.n_args:
+            raise RuntimeError(f"function {self.name()} returned an incorrect number of gradients "
+                               f"(expected {self.n_args}, got {len(res)})")
+        out = []
+        for i, (g, meta, (nxt, _)) in enumerate(zip(res, self.in_meta, self.next_functions)):
+            if g is None or nxt is None:
+                out.append(None)
+                continue
+            if not isinstance(g, Tensor):
+                g = Tensor(np.asarray(g, dtype=meta[1].np))
+            if g.shape != tuple(meta[0]):
+                raise RuntimeError(f"function {self.name()} returned an invalid gradient at index "
+                                   f"{i} - got {list(g.shape)} but expected shape compatible "
+                                   f"with {list(meta[0])}")
+            out.append(g)
+        return out
+
+    def release(self) -> None:
+        super().release()
+        self.ctx._saved = None
+
+
+class Function:
+    """Subclass with static `forward(ctx, *args)` and `backward(ctx, *grads)`; call `.apply`."""
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args):
+        ctx = FunctionCtx()
+        ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a._requires_grad for a in args)
+        with no_grad():
+            outs = cls.forward(ctx, *args)
+        single = not isinstance(outs, tuple)
+        outs_t = [outs] if single else list(outs)
+        if STATE.grad_enabled and any(ctx.needs_input_grad):
+            non_diff = getattr(ctx, "_non_diff", set())
+            wrapped = []
+            for o in outs_t:
+                if isinstance(o, Tensor):
+                    o2 = Tensor(o._data)
+                    o2._version = o._version
+                    wrapped.append(o2)
+                else:
+                    wrapped.append(o)
+            tensors = [o for o in wrapped if isinstance(o, Tensor)]
+            node = FunctionNode(cls, ctx, args, tensors)
+            for i, (o, orig) in enumerate(zip(tensors, [o for o in outs_t if isinstance(o, Tensor)])):
+                if id(orig) not in non_diff and o.dtype.is_float:
+                    o.grad_fn, o._out_idx, o._requires_grad = node, i, True
+            outs_t = wrapped
+        return outs_t[0] if single else tuple(outs_t)
+
+
+class CheckpointNode(Node):
+    """Backward of `checkpoint(fn, *args)`: runs fn again with gradients, then differentiates."""
+
+    def __init__(self, fn, args, kwargs) -> None:
+        super().__init__([a for a in args if isinstance(a, Tensor)])
+        self.fn, self.kwargs = fn, kwargs
+        self.args = [SavedTensor(a) if isinstance(a, Tensor) else a for a in args]
+
+    def name(self) -> str:
+        return "CheckpointFunctionBackward"
+
+    def apply(self, grads, create_graph):
+        if self.freed:
+            raise RuntimeError(self._freed_msg)
+        args = [a.unpack(self) if isinstance(a, SavedTensor) else a for a in self.args]
+        if create_graph:
+            inner = args
+        else:
+            inner = [Tensor(a._data, requires_grad=a._requires_grad) if isinstance(a, Tensor)
+                     else a for a in args]
+        with enable_grad():
+            out = self.fn(*inner, **self.kwargs)
+        wrt = [t for t in inner if isinstance(t, Tensor) and t._requires_grad]
+        gs = iter(autograd_grad([out], wrt, [grads[0]], create_graph=create_graph,
+                                allow_unused=True))
+        return [next(gs) if isinstance(a, Tensor) and a._requires_grad else None
+                for a in args if isinstance(a, Tensor)]
+
+    def release(self) -> None:
+        super().release()
+        self.args = None
+
+
+def checkpoint(fn: Callable, *args, use_reentrant: bool | None = None, **kwargs):
+    """Run fn without keeping its activations; backward recomputes them."""
+    needs = STATE.grad_enabled and any(isinstance(a, Tensor) and a._requires_grad for a in args)
+    with no_grad():
+        out = fn(*args, **kwargs)
+    if not needs:
+        return out
+    if not isinstance(out, Tensor):
+        raise TypeError("checkpoint: fn must return a single Tensor")
+    res = Tensor(out._data)
+    res.grad_fn, res._requires_grad = CheckpointNode(fn, args, kwargs), True
+    return res
+
+
+class GradcheckError(RuntimeError):
+    pass
+
+
+def gradcheck(fn: Callable, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+              raise_exception: bool = True) -> bool:
+    """Compare autograd gradients of fn at `inputs` with central finite differences (float64)."""
+    inputs = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    xs = []
+    for x in inputs:
+        if isinstance(x, Tensor) and x._requires_grad and x.dtype is not dt.f64:
+            raise GradcheckError(f"gradcheck: inputs that require grad must be float64, got "
+                                 f"{x.dtype.name} (at {user_location()})")
+        xs.append(x)
+    wrt = [x for x in xs if isinstance(x, Tensor) and x._requires_grad]
+    out = fn(*xs)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    for k, o in enumerate(outs):
+        n_out = o.numel()
+        analytic = [np.zeros((n_out, w.numel())) for w in wrt]
+        for r in range(n_out):
+            ct = np.zeros(n_out)
+            ct[r] = 1.0
+            gs = autograd_grad([o], wrt, [Tensor(ct.reshape(o.shape))], retain_graph=True,
+                               allow_unused=True)
+            for j, g in enumerate(gs):
+                if g is not None:
+                    analytic[j][r] = g._data.reshape(-1)
+        for j, w in enumerate(wrt):
+            numeric = np.zeros((n_out, w.numel()))
+            w._data = np.ascontiguousarray(w._data)
+            flat = w._data.reshape(-1)
+            for c in range(w.numel()):
+                orig = flat[c]
+                with no_grad():
+                    flat[c] = orig + eps
+                    hi = _as_outs(fn(*xs))[k]._data.reshape(-1).copy()
+                    flat[c] = orig - eps
+                    lo = _as_outs(fn(*xs))[k]._data.reshape(-1).copy()
+                flat[c] = orig
+                numeric[:, c] = (hi - lo) / (2 * eps)
+            if not np.allclose(analytic[j], numeric, atol=atol, rtol=rtol):
+                if not raise_exception:
+                    return False
+                err = np.abs(analytic[j] - numeric).max()
+                raise GradcheckError(f"Jacobian mismatch for output {k} with respect to input "
+                                     f"{j}: max abs difference {err:.3g}\nnumerical:\n{numeric}\n"
+                                     f"analytical:\n{analytic[j]}")
+    return True
+
+
+def _as_outs(out) -> Sequence[Tensor]:
+    return out if isinstance(out, (tuple, list)) else (out,)
+
+
+__all__ = ["Function", "FunctionCtx", "checkpoint", "gradcheck", "GradcheckError"]

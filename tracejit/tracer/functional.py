@@ -1,0 +1,177 @@
+"""JAX-style function transforms: grad, value_and_grad, vjp, jacobian, hessian.
+
+On a plain Python function they run the eager engine (which also works on traced tensors,
+so inside @tj.compile they emit IR). On a compiled function they return a compiled function
+(see runtime.compile: compiled functions implement `_tj_transform`)."""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..ir.core import user_location
+from . import ops
+from .autograd import Node, grad as autograd_grad
+from .pytree import tree_flatten, tree_unflatten
+from .state import enable_grad
+from .tensor import Tensor
+
+
+class AliasNode(Node):
+    """Identity with a node of its own, so a transform differentiates w.r.t. its own handle."""
+
+    def name(self) -> str:
+        return "AliasBackward0"
+
+    def apply(self, grads, create_graph):
+        return [grads[0]]
+
+
+def _fresh(x) -> Tensor:
+    """A differentiable handle on leaf `x` for one transform."""
+    if not isinstance(x, Tensor):
+        x = ops.as_tensor(x)
+        if not x.dtype.is_float:
+            raise TypeError(f"grad: differentiated arguments must be floating point, got "
+                            f"{x.dtype.name} (at {user_location()})")
+    if not x.dtype.is_float:
+        raise TypeError(f"grad: differentiated arguments must be floating point, got "
+                        f"{x.dtype.name}{list(x.shape)} (at {user_location()})")
+    t = Tensor(x._data)
+    if x._requires_grad:            # nested transform: stay connected to the outer graph
+        t.grad_fn, t._requires_grad = AliasNode([x]), True
+    else:
+        t._requires_grad = True
+    return t
+
+
+def _argnums(argnums, n: int) -> tuple[int, ...]:
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    for a in nums:
+        if not -n <= a < n:
+            raise ValueError(f"argnums {argnums} out of range for {n} positional arguments")
+    return tuple(a % n for a in nums)
+
+
+def _prepare(args, argnums):
+    args = list(args)
+    wrt, trees = [], []
+    for i in argnums:
+        leaves, tree = tree_flatten(args[i])
+        fresh = [_fresh(l) for l in leaves]
+        wrt.append(fresh)
+        trees.append(tree)
+        args[i] = tree_unflatten(tree, fresh)
+    return args, wrt, trees
+
+
+def _scalar_out(out, name: str) -> Tensor:
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{name}: the function must return a scalar Tensor, got "
+                        f"{type(out).__name__} (use has_aux=True to return (loss, aux))")
+    if out.numel() != 1 or not out.dtype.is_float:
+        raise TypeError(f"{name}: the function must return a scalar float Tensor, got "
+                        f"{out.dtype.name}{list(out.shape)}")
+    return out
+
+
+def _grads(out: Tensor, wrt, trees, ct=None):
+    flat = [t for group in wrt for t in group]
+    nested = any(t.grad_fn is not None for t in flat)
+    if not out._requires_grad:
+        gs = [None] * len(flat)
+    else:
+        gs = autograd_grad([out], flat, None if ct is None else [ct], retain_graph=nested,
+                           create_graph=nested, allow_unused=True)
+    gs = [g if g is not None else ops.mul(t.detach(), 0.0) for g, t in zip(gs, flat)]
+    it = iter(gs)
+    return [tree_unflatten(tree, [next(it) for _ in group]) for tree, group in zip(trees, wrt)]
+
+
+def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False):
+    """fn(*args) -> ((value[, aux]), grads) where grads match argnums' structure."""
+    if hasattr(fn, "_tj_transform"):
+        return fn._tj_transform("value_and_grad", argnums=argnums, has_aux=has_aux)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        nums = _argnums(argnums, len(args))
+        call_args, wrt, trees = _prepare(args, nums)
+        with enable_grad():
+            res = fn(*call_args, **kwargs)
+        out, aux = (res[0], res[1]) if has_aux else (res, None)
+        out = _scalar_out(out, "grad")
+        gs = _grads(out, wrt, trees)
+        gs = gs[0] if isinstance(argnums, int) else tuple(gs)
+        value = out if any(t.grad_fn is not None for g in wrt for t in g) else out.detach()
+        return ((value, aux) if has_aux else value), gs
+    return wrapper
+
+
+def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False):
+    """The gradient of scalar-valued fn with respect to the arguments in argnums."""
+    if hasattr(fn, "_tj_transform"):
+        return fn._tj_transform("grad", argnums=argnums, has_aux=has_aux)
+    vg = value_and_grad(fn, argnums, has_aux)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        res, gs = vg(*args, **kwargs)
+        return (gs, res[1]) if has_aux else gs
+    return wrapper
+
+
+def vjp(fn: Callable, *primals, has_aux: bool = False):
+    """(fn(*primals), vjp_fn) where vjp_fn(cotangent) returns one gradient per primal."""
+    nums = tuple(range(len(primals)))
+    call_args, wrt, trees = _prepare(primals, nums)
+    with enable_grad():
+        res = fn(*call_args)
+    out, aux = (res[0], res[1]) if has_aux else (res, None)
+
+    def vjp_fn(ct):
+        ct = ct if isinstance(ct, Tensor) else ops.as_tensor(np.asarray(ct, out.dtype.np))
+        return tuple(_grads(out, wrt, trees, ct))
+    primal_out = out.detach() if not any(t.grad_fn is not None for g in wrt for t in g) else out
+    return (primal_out, vjp_fn, aux) if has_aux else (primal_out, vjp_fn)
+
+
+def jacobian(fn: Callable, argnums: int | Sequence[int] = 0):
+    """d fn(*args) / d args[argnums]: shape out.shape + arg.shape (reverse mode, row by row)."""
+    if hasattr(fn, "_tj_transform"):
+        return fn._tj_transform("jacobian", argnums=argnums)
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        nums = _argnums(argnums, len(args))
+        call_args, wrt, trees = _prepare(args, nums)
+        flat = [t for g in wrt for t in g]
+        with enable_grad():
+            out = ops.as_tensor(fn(*call_args))
+        nested = any(t.grad_fn is not None for t in flat)
+        rows = [[] for _ in flat]
+        n = out.numel()
+        flat_out = ops.reshape(out, (n,)) if out._requires_grad else None
+        for r in range(n):
+            if flat_out is None:
+                gs = [None] * len(flat)
+            else:
+                gs = autograd_grad([flat_out[r]], flat, retain_graph=True, create_graph=nested,
+                                   allow_unused=True)
+            for j, (g, t) in enumerate(zip(gs, flat)):
+                rows[j].append(g if g is not None else ops.mul(t.detach(), 0.0))
+        jacs = [ops.reshape(ops.stack(rs) if rs else ops.as_tensor(np.zeros((0,) + t.shape,
+                                                                             t.dtype.np)),
+                            out.shape + t.shape) for rs, t in zip(rows, flat)]
+        it = iter(jacs)
+        res = [tree_unflatten(tree, [next(it) for _ in g]) for tree, g in zip(trees, wrt)]
+        return res[0] if isinstance(argnums, int) else tuple(res)
+    return wrapper
+
+
+def hessian(fn: Callable, argnums: int | Sequence[int] = 0):
+    """The Jacobian of the gradient."""
+    if hasattr(fn, "_tj_transform"):
+        return fn._tj_transform("hessian", argnums=argnums)
+    return jacobian(grad(fn, argnums), argnums)

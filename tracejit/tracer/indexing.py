@@ -1,0 +1,157 @@
+"""Tensor indexing: basic (ints, slices, None, ...) and integer-array indexing, plus
+`__setitem__` expressed as a functional update."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.core import user_location
+from ..ir.primitives import P, bind
+from . import ops
+from .tensor import Tensor
+
+
+def _err(msg: str, cls=IndexError) -> Exception:
+    return cls(f"index: {msg} (at {user_location()})")
+
+
+def _is_bool_index(k) -> bool:
+    if isinstance(k, Tensor):
+        return k.dtype is dt.bool_
+    return isinstance(k, (np.ndarray, list)) and np.asarray(k).dtype == np.bool_
+
+
+def _expand_key(x: Tensor, key) -> list:
+    """The key as a list with Ellipsis expanded and boolean masks turned into integer arrays."""
+    out = []
+    for k in (key if isinstance(key, tuple) else (key,)):
+        if _is_bool_index(k):
+            arr = k._concrete("boolean mask indexing (its result shape depends on the data; "
+                              "use tj.where(mask, x, 0) instead)") if isinstance(k, Tensor) \
+                else np.asarray(k)
+            out.extend(np.nonzero(arr))
+        else:
+            out.append(k)
+    n_real = sum(1 for k in out if k is not None and k is not Ellipsis)
+    n_ell = sum(1 for k in out if k is Ellipsis)
+    if n_ell > 1:
+        raise _err("an index can only have a single ellipsis")
+    if n_real > x.ndim:
+        raise _err(f"too many indices for {ops._fmt(x)}: {n_real} given")
+    if n_ell:
+        i = next(j for j, k in enumerate(out) if k is Ellipsis)
+        out[i:i + 1] = [slice(None)] * (x.ndim - n_real)
+    return out
+
+
+def getitem(x: Tensor, key) -> Tensor:
+    key = _expand_key(x, key)
+    starts, stops, steps, shape = [], [], [], []
+    adv: list[tuple[int, object]] = []       # (axis in the sliced result, integer array)
+    axis = 0
+    out_axis = 0
+    for k in key:
+        if axis >= x.ndim and k is not None:
+            break
+        if k is None:
+            shape.append(1)
+            out_axis += 1
+            continue
+        n = x.shape[axis]
+        if isinstance(k, slice):
+            if k.step is not None and k.step <= 0:
+                raise _err("step must be greater than zero (negative steps are not supported)",
+                           ValueError)
+            a, b, s = k.indices(n)
+            b = max(a, b)
+            starts.append(a), stops.append(b), steps.append(s)
+            shape.append(-(-(b - a) // s))
+            out_axis += 1
+        elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            i = int(k)
+            if not -n <= i < n:
+                raise _err(f"index {i} is out of bounds for axis {axis} with size {n} "
+                           f"in {ops._fmt(x)}")
+            i %= n
+            starts.append(i), stops.append(i + 1), steps.append(1)
+        else:
+            idx = k if isinstance(k, Tensor) else np.asarray(k)
+            if not (idx.dtype.is_int if isinstance(idx, Tensor) else idx.dtype.kind in "iu"):
+                raise _err(f"indices must be integers, slices, None, ... or integer/boolean "
+                           f"arrays, got {type(k).__name__}", TypeError)
+            starts.append(0), stops.append(n), steps.append(1)
+            adv.append((out_axis, idx, n))
+            shape.append(n)
+            out_axis += 1
+        axis += 1
+    while axis < x.ndim:
+        starts.append(0), stops.append(x.shape[axis]), steps.append(1)
+        shape.append(x.shape[axis])
+        axis += 1
+        out_axis += 1
+    y = x
+    if (tuple(starts), tuple(stops)) != ((0,) * x.ndim, x.shape) or any(s != 1 for s in steps):
+        y = bind(P.slice, x, starts=starts, stops=stops, steps=steps)
+    y = ops.reshape(y, tuple(shape))
+    return _advanced(y, adv) if adv else y
+
+
+def _norm_index(idx, n: int, like: Tensor) -> Tensor:
+    if isinstance(idx, Tensor):
+        t = ops.cast(idx, dt.i64)
+        return ops.where(ops.lt(t, 0), ops.add(t, n), t)
+    idx = np.asarray(idx, dtype=np.int64)
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise _err(f"index {int(idx.max() if idx.max() >= n else idx.min())} is out of bounds "
+                   f"for an axis of size {n}")
+    return ops.as_tensor(np.where(idx < 0, idx + n, idx), like=like)
+
+
+def _advanced(y: Tensor, adv) -> Tensor:
+    axes = [a for a, _, _ in adv]
+    adjacent = axes == list(range(axes[0], axes[0] + len(axes)))
+    if not adjacent:          # NumPy puts the indexed dims first when they are not adjacent
+        rest = [i for i in range(y.ndim) if i not in axes]
+        y = ops.permute(y, tuple(axes + rest))
+        axes = list(range(len(axes)))
+    first = axes[0]
+    idxs = [_norm_index(i, n, y) for _, i, n in adv]
+    try:
+        bshape = np.broadcast_shapes(*(i.shape for i in idxs))
+    except ValueError:
+        raise _err("shape mismatch: indexing arrays could not be broadcast together") from None
+    flat = None
+    for (_, _, n), i in zip(adv, idxs):       # row-major linear index over the indexed dims
+        i = ops.broadcast_to(i, bshape)
+        flat = i if flat is None else ops.add(ops.mul(flat, n), i)
+    sizes = [y.shape[a] for a in axes]
+    merged = ops.reshape(y, y.shape[:first] + (int(np.prod(sizes)),) + y.shape[first + len(axes):])
+    return bind(P.gather, merged, flat, axis=first)
+
+
+def setitem(x: Tensor, key, value) -> None:
+    """x[key] = value, as an in-place functional update (recorded for autograd)."""
+    from .inplace import inplace
+    keys = key if isinstance(key, tuple) else (key,)
+    np_key = tuple(k._concrete("assignment through a tensor index (use tj.where inside "
+                               "@tj.compile)") if isinstance(k, Tensor) else k for k in keys)
+    pos = np.arange(x.numel(), dtype=np.int64).reshape(x.shape)
+    try:
+        pos = pos[np_key if isinstance(key, tuple) else np_key[0]]
+    except IndexError as e:
+        raise _err(str(e)) from None
+    mask = np.zeros(x.numel(), bool)
+    mask[pos.reshape(-1)] = True
+
+    def update(old: Tensor) -> Tensor:
+        v = ops.as_tensor(value, old.dtype, like=old if old._traced else None)
+        try:
+            v = ops.broadcast_to(ops.cast(v, old.dtype), pos.shape)
+        except ValueError:
+            raise _err(f"cannot assign {ops._fmt(v)} to a selection of shape {list(pos.shape)}",
+                       ValueError) from None
+        flat_pos = ops.as_tensor(pos.reshape(-1), like=old)
+        upd = bind(P.scatter_add, flat_pos, ops.reshape(v, (-1,)), axis=0, shape=(x.numel(),))
+        m = ops.as_tensor(mask, like=old)
+        return ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), x.shape)
+    inplace(x, update, "__setitem__")

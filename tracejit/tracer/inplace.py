@@ -1,0 +1,78 @@
+"""In-place ops (add_, mul_, zero_, __setitem__, ...): a functional update written back into
+the tensor's own storage, with the version counter bumped so that saved tensors notice."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.core import user_location
+from . import ops
+from .state import STATE
+from .tensor import Tensor
+
+
+def inplace(x: Tensor, update, op: str) -> Tensor:
+    """Replace x's value by update(x) in place; autograd sees x's new history."""
+    records = STATE.grad_enabled
+    if records and x._requires_grad and x.is_leaf:
+        raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an "
+                           f"in-place operation (at {user_location()}); wrap it in "
+                           f"`with tj.no_grad():` or operate on x.detach()")
+    if x._traced:
+        new = update(x)
+        x._data, x.grad_fn, x._out_idx = new._data, new.grad_fn, new._out_idx
+        x._requires_grad = new._requires_grad
+        return x
+    src = x
+    if records and x._requires_grad:
+        # nodes recorded by `update` may save the old value: give them a snapshot of it
+        src = Tensor(x._data.copy())
+        src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, True
+    new = update(src)
+    if new.shape != x.shape:
+        raise RuntimeError(f"{op}: output with shape {list(x.shape)} doesn't match the "
+                           f"broadcast shape {list(new.shape)} (at {user_location()})")
+    if new.dtype.is_float and not x.dtype.is_float:
+        raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the desired "
+                           f"output type {x.dtype.name} (at {user_location()})")
+    if not x._data.flags.writeable:
+        x._data = x._data.copy()
+    np.copyto(x._data, new._data, casting="unsafe")
+    x._version[0] += 1
+    if records and new._requires_grad:
+        if new.dtype is not x.dtype:
+            new = ops.cast(new, x.dtype)
+        x.grad_fn, x._out_idx, x._requires_grad = new.grad_fn, new._out_idx, True
+    elif records and x._requires_grad:      # the new value no longer depends on the old history
+        x.grad_fn, x._requires_grad = None, False
+    return x
+
+
+def _method(name: str, fn):
+    def method(self, *args, **kwargs):
+        return inplace(self, lambda old: fn(old, *args, **kwargs), name)
+    method.__name__ = name
+    return method
+
+
+INPLACE = {
+    "add_": lambda x, y, alpha=1: ops.add(x, ops.mul(y, alpha) if alpha != 1 else y),
+    "sub_": lambda x, y, alpha=1: ops.sub(x, ops.mul(y, alpha) if alpha != 1 else y),
+    "mul_": ops.mul,
+    "div_": ops.div,
+    "pow_": ops.pow,
+    "clamp_": ops.clip,
+    "clip_": ops.clip,
+    "zero_": lambda x: ops.as_tensor(np.zeros(x.shape, x.dtype.np), like=x),
+    "fill_": lambda x, v: ops.broadcast_to(ops.as_tensor(v, x.dtype, like=x), x.shape),
+    "copy_": lambda x, src: ops.broadcast_to(ops.cast(ops.as_tensor(src), x.dtype), x.shape),
+    "exp_": ops.exp, "tanh_": ops.tanh, "neg_": ops.neg, "sqrt_": ops.sqrt, "abs_": ops.abs,
+}
+
+
+def install(cls) -> None:
+    for name, fn in INPLACE.items():
+        setattr(cls, name, _method(name, fn))
+    cls.__iadd__ = lambda self, o: self.add_(o)
+    cls.__isub__ = lambda self, o: self.sub_(o)
+    cls.__imul__ = lambda self, o: self.mul_(o)
+    cls.__itruediv__ = lambda self, o: self.div_(o)

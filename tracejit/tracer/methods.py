@@ -1,0 +1,67 @@
+"""Python operators and methods of Tensor, attached in one place."""
+from __future__ import annotations
+
+from ..ir import dtypes as dt
+from . import composites as C
+from . import indexing, inplace, ops
+from .tensor import Tensor
+
+
+def _flip(f):
+    return lambda self, other: f(other, self)
+
+
+def install() -> None:
+    T = Tensor
+    T.__add__, T.__radd__ = ops.add, _flip(ops.add)
+    T.__sub__, T.__rsub__ = ops.sub, _flip(ops.sub)
+    T.__mul__, T.__rmul__ = ops.mul, _flip(ops.mul)
+    T.__truediv__, T.__rtruediv__ = ops.div, _flip(ops.div)
+    T.__pow__, T.__rpow__ = ops.pow, _flip(ops.pow)
+    T.__matmul__, T.__rmatmul__ = ops.matmul, _flip(ops.matmul)
+    T.__neg__ = ops.neg
+    T.__pos__ = lambda self: self
+    T.__abs__ = ops.abs
+    T.__lt__, T.__le__, T.__gt__, T.__ge__ = ops.lt, ops.le, ops.gt, ops.ge
+    T.__eq__, T.__ne__ = ops.eq, ops.ne
+    T.__and__ = T.__rand__ = ops.logical_and
+    T.__or__ = T.__ror__ = ops.logical_or
+    T.__invert__ = ops.logical_not
+    T.__getitem__ = indexing.getitem
+    T.__setitem__ = indexing.setitem
+    for name in ("exp", "log", "sin", "cos", "tanh", "sqrt", "abs", "sign", "neg", "reshape",
+                 "permute", "swapaxes", "transpose", "squeeze", "unsqueeze", "flatten",
+                 "matmul", "maximum", "minimum", "expand", "sum", "max", "min"):
+        setattr(T, name, getattr(ops, name))
+    T.clamp = T.clip = ops.clip
+    T.view = ops.reshape
+    T.broadcast_to = ops.broadcast_to
+    T.pow = ops.pow
+    T.add, T.sub, T.mul, T.div = ops.add, ops.sub, ops.mul, ops.div
+    T.where = lambda self, cond, other: ops.where(cond, self, other)
+    for name in ("mean", "var", "sigmoid", "relu", "softmax", "log_softmax", "logsumexp"):
+        setattr(T, name, getattr(C, name))
+    T.amax, T.amin = ops.max, ops.min
+    T.astype = T.to_dtype = ops.cast
+    T.float = lambda self: ops.cast(self, dt.f32)
+    T.double = lambda self: ops.cast(self, dt.f64)
+    T.half = lambda self: ops.cast(self, dt.f16)
+    T.int = lambda self: ops.cast(self, dt.i32)
+    T.long = lambda self: ops.cast(self, dt.i64)
+    T.bool = lambda self: ops.cast(self, dt.bool_)
+    T.clone = lambda self: ops.add(self, 0) if self.dtype is not dt.bool_ else ops.eq(self, True)
+    T.contiguous = lambda self: self
+    T.to = _to
+    T.cpu = lambda self: self
+    inplace.install(T)
+
+
+def _to(self, *args, dtype=None, device=None):
+    for a in args:
+        if isinstance(a, str) and a in ("cpu", "cuda") or (isinstance(a, str) and ":" in a):
+            device = a
+        else:
+            dtype = a
+    if device not in (None, "cpu"):
+        raise RuntimeError(f"device {device!r} is not available: tracejit has no CUDA backend yet")
+    return ops.cast(self, dtype) if dtype is not None else self

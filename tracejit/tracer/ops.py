@@ -1,0 +1,397 @@
+"""The op functions users call (`tj.add`, `tj.sum`, `tj.matmul`, ...): NumPy broadcasting and
+type promotion on top of the strict primitives."""
+from __future__ import annotations
+
+import builtins
+import math
+import numbers
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.core import user_location
+from ..ir.primitives import P, bind
+from .tensor import Tensor
+
+CONST_INLINE = 16       # arrays up to this size met while tracing are baked into the graph
+
+
+def _err(op: str, msg: str, cls=ValueError) -> Exception:
+    return cls(f"{op}: {msg} (at {user_location()})")
+
+
+def _fmt(t) -> str:
+    return f"{t.dtype.name}{list(t.shape)}" if isinstance(t, Tensor) else repr(t)
+
+
+# -- operands and promotion ---------------------------------------------------------------------
+_CAT = {"b": 0, "i": 1, "f": 2}
+
+
+def _is_scalar(x: Any) -> bool:
+    return isinstance(x, (numbers.Number, np.bool_)) and not isinstance(x, np.ndarray)
+
+
+def _scalar_dtype(x) -> dt.DType:
+    if isinstance(x, (bool, np.bool_)):
+        return dt.bool_
+    if isinstance(x, numbers.Integral):
+        return dt.i64
+    if isinstance(x, numbers.Real):
+        return dt.f32
+    raise TypeError(f"unsupported scalar {x!r}")
+
+
+def result_dtype(*xs: Any) -> dt.DType:
+    """PyTorch/JAX promotion: Python scalars and weak traced scalars only raise the category."""
+    strong = [x.dtype for x in xs if isinstance(x, Tensor) and not x._weak]
+    strong += [dt.as_dtype(x.dtype) for x in xs if isinstance(x, np.ndarray)]
+    weak = [x.dtype if isinstance(x, Tensor) else _scalar_dtype(x)
+            for x in xs if (isinstance(x, Tensor) and x._weak) or _is_scalar(x)]
+    if not strong:
+        return builtins.max(weak, key=lambda d: (_CAT[d.kind], d.bits))
+    best = builtins.max(strong, key=lambda d: (_CAT[d.kind], d.bits))
+    wcat = builtins.max((_CAT[d.kind] for d in weak), default=-1)
+    if wcat > _CAT[best.kind]:
+        return dt.f32 if wcat == 2 else dt.i64
+    return best
+
+
+def as_tensor(x: Any, dtype: dt.DType | None = None, like: Tensor | None = None) -> Tensor:
+    """An operand as a Tensor of `dtype` (a cast is recorded for Tensors)."""
+    if isinstance(x, Tensor):
+        return cast(x, dtype) if dtype is not None and x.dtype is not dtype else x
+    if isinstance(x, (list, tuple)):
+        x = np.asarray(x)
+    if not (_is_scalar(x) or isinstance(x, np.ndarray)):
+        raise TypeError(f"expected a Tensor, NumPy array or number, got {type(x).__name__} "
+                        f"(at {user_location()})")
+    if isinstance(x, np.ndarray) and dt.from_numpy(x.dtype) is None:
+        raise TypeError(f"unsupported NumPy dtype {x.dtype} (at {user_location()})")
+    arr = np.asarray(x, dtype=(dtype or (_scalar_dtype(x) if _is_scalar(x)
+                                         else dt.as_dtype(x.dtype))).np)
+    if like is not None and like._traced:
+        if arr.size > CONST_INLINE and not np.all(arr == arr.reshape(-1)[0]):
+            t = Tensor(arr)
+            t._born_in = None           # lifted: read by reference at each call
+            return t
+        return like.__tj_const__(arr)
+    return Tensor(arr)
+
+
+def _operands(op: str, xs: Sequence[Any], dtype: dt.DType | None = None):
+    like = next((x for x in xs if isinstance(x, Tensor) and x._traced), None)
+    if dtype is None:
+        dtype = result_dtype(*xs)
+    ts = [as_tensor(x, dtype, like) for x in xs]
+    try:
+        shape = np.broadcast_shapes(*(t.shape for t in ts))
+    except ValueError:
+        raise _err(op, "shapes " + ", ".join(_fmt(t) for t in ts) + " are not broadcastable") \
+            from None
+    return [broadcast_to(t, shape) for t in ts]
+
+
+def _binary(op: str, a, b, dtype=None):
+    x, y = _operands(op, (a, b), dtype)
+    return bind(P.get(op), x, y)
+
+
+def _float_dtype(*xs) -> dt.DType:
+    d = result_dtype(*xs)
+    return d if d.is_float else dt.f32
+
+
+def _arith_dtype(*xs) -> dt.DType:
+    d = result_dtype(*xs)
+    return dt.i64 if d is dt.bool_ else d
+
+
+def add(a, b): return _binary("add", a, b, _arith_dtype(a, b))
+def sub(a, b): return _binary("sub", a, b, _arith_dtype(a, b))
+def mul(a, b): return _binary("mul", a, b, _arith_dtype(a, b))
+def div(a, b): return _binary("div", a, b, _float_dtype(a, b))
+def pow(a, b): return _binary("pow", a, b, _float_dtype(a, b))       # noqa: A001
+def maximum(a, b): return _binary("maximum", a, b)
+def minimum(a, b): return _binary("minimum", a, b)
+def lt(a, b): return _binary("lt", a, b, _arith_dtype(a, b))
+def le(a, b): return _binary("le", a, b, _arith_dtype(a, b))
+def gt(a, b): return _binary("gt", a, b, _arith_dtype(a, b))
+def ge(a, b): return _binary("ge", a, b, _arith_dtype(a, b))
+def eq(a, b): return _binary("eq", a, b)
+def ne(a, b): return _binary("ne", a, b)
+
+
+def _unary(op: str, x, float_only: bool = False):
+    x = as_tensor(x)
+    if float_only and not x.dtype.is_float:
+        x = cast(x, dt.f32)
+    elif x.dtype is dt.bool_ and op not in ("stop_gradient",):
+        x = cast(x, dt.i64)
+    return bind(P.get(op), x)
+
+
+def neg(x): return _unary("neg", x)
+def exp(x): return _unary("exp", x, True)
+def log(x): return _unary("log", x, True)
+def sin(x): return _unary("sin", x, True)
+def cos(x): return _unary("cos", x, True)
+def tanh(x): return _unary("tanh", x, True)
+def sqrt(x): return _unary("sqrt", x, True)
+def abs(x): return _unary("abs", x)         # noqa: A001
+def sign(x): return _unary("sign", x)
+def stop_gradient(x): return as_tensor(x).detach()
+
+
+def where(cond, a, b):
+    cond = as_tensor(cond)
+    if cond.dtype is not dt.bool_:
+        cond = ne(cond, 0)
+    c, x, y = _operands("where", (cond, a, b), None)
+    d = result_dtype(a, b)
+    return bind(P.where, cast(c, dt.bool_), cast(x, d), cast(y, d))
+
+
+def cast(x, dtype) -> Tensor:
+    dtype = dt.as_dtype(dtype)
+    x = as_tensor(x)
+    if x.dtype is dtype:
+        return x
+    out = bind(P.cast, x, dtype=dtype)
+    return out
+
+
+def logical_not(x): return eq(cast(x, dt.bool_), False)
+def logical_and(a, b): return where(cast(a, dt.bool_), cast(b, dt.bool_), False)
+def logical_or(a, b): return where(cast(a, dt.bool_), True, cast(b, dt.bool_))
+
+
+def clip(x, min=None, max=None):     # noqa: A002
+    """Clamp to [min, max]; the gradient passes where min <= x <= max (as torch.clamp)."""
+    x = as_tensor(x)
+    if min is not None:
+        x = where(lt(x, min), as_tensor(min, x.dtype, x), x)
+    if max is not None:
+        x = where(gt(x, max), as_tensor(max, x.dtype, x), x)
+    return x
+
+
+# -- reductions ---------------------------------------------------------------------------------
+def _axes(x: Tensor, axis, dim=None, op: str = "reduce") -> tuple[int, ...]:
+    if dim is not None:
+        axis = dim
+    if axis is None:
+        return tuple(range(x.ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -x.ndim <= a < builtins.max(x.ndim, 1):
+            raise _err(op, f"axis {a} is out of range for {_fmt(x)}", IndexError)
+        out.append(a % x.ndim if x.ndim else 0)
+    if len(set(out)) != len(out):
+        raise _err(op, f"repeated axis in {axes}")
+    return tuple(sorted(out)) if x.ndim else ()
+
+
+def _keep(x: Tensor, r: Tensor, axes, keepdims: bool) -> Tensor:
+    if not keepdims:
+        return r
+    return reshape(r, tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
+
+
+def _kd(keepdims, keepdim):
+    return bool(keepdim if keepdim is not None else keepdims)
+
+
+def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=None, dtype=None):  # noqa: A001
+    x = as_tensor(x)
+    if dtype is not None:
+        x = cast(x, dtype)
+    elif not x.dtype.is_float:
+        x = cast(x, dt.i64)
+    axes = _axes(x, axis, dim, "sum")
+    return _keep(x, bind(P.sum, x, axes=axes), axes, _kd(keepdims, keepdim))
+
+
+def _extreme(op: str, x, axis, keepdims, dim, keepdim):
+    x = as_tensor(x)
+    if x.dtype is dt.bool_:
+        x = cast(x, dt.i64)
+    axes = _axes(x, axis, dim, op)
+    return _keep(x, bind(P.get(op), x, axes=axes), axes, _kd(keepdims, keepdim))
+
+
+def max(x, axis=None, keepdims=False, *, dim=None, keepdim=None):   # noqa: A001
+    """Maximum over axes (values only, like amax); ties share the gradient evenly."""
+    return _extreme("max", x, axis, keepdims, dim, keepdim)
+
+
+def min(x, axis=None, keepdims=False, *, dim=None, keepdim=None):   # noqa: A001
+    return _extreme("min", x, axis, keepdims, dim, keepdim)
+
+
+# -- shapes -------------------------------------------------------------------------------------
+def _resolve_shape(x: Tensor, shape) -> tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    shape = tuple(int(s) for s in shape)
+    if shape.count(-1) > 1:
+        raise _err("reshape", f"only one dimension can be -1, got {list(shape)}")
+    if -1 in shape:
+        rest = math.prod(s for s in shape if s != -1)
+        if rest == 0 or x.numel() % rest:
+            raise _err("reshape", f"cannot reshape {_fmt(x)} to {list(shape)}")
+        shape = tuple(x.numel() // rest if s == -1 else s for s in shape)
+    if math.prod(shape) != x.numel() or any(s < 0 for s in shape):
+        raise _err("reshape", f"cannot reshape {_fmt(x)} to {list(shape)}")
+    return shape
+
+
+def reshape(x, *shape) -> Tensor:
+    x = as_tensor(x)
+    shape = _resolve_shape(x, shape)
+    return x if shape == x.shape else bind(P.reshape, x, shape=shape)
+
+
+def broadcast_to(x, shape) -> Tensor:
+    x = as_tensor(x)
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    lead = len(shape) - x.ndim
+    if lead < 0 or any(d not in (1, shape[lead + i]) for i, d in enumerate(x.shape)):
+        raise _err("broadcast_to", f"cannot broadcast {_fmt(x)} to {list(shape)}")
+    return bind(P.broadcast, x, shape=shape)
+
+
+def expand(x, *shape) -> Tensor:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    lead = len(shape) - x.ndim
+    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
+    return broadcast_to(x, shape)
+
+
+def permute(x, *perm) -> Tensor:
+    x = as_tensor(x)
+    if len(perm) == 1 and isinstance(perm[0], (tuple, list)):
+        perm = tuple(perm[0])
+    perm = tuple(p % x.ndim if x.ndim else p for p in perm)
+    if sorted(perm) != list(range(x.ndim)):
+        raise _err("permute", f"{list(perm)} is not a permutation of the axes of {_fmt(x)}")
+    return x if perm == tuple(range(x.ndim)) else bind(P.transpose, x, perm=perm)
+
+
+def swapaxes(x, a: int, b: int) -> Tensor:
+    x = as_tensor(x)
+    perm = list(range(x.ndim))
+    a, b = a % x.ndim, b % x.ndim
+    perm[a], perm[b] = perm[b], perm[a]
+    return permute(x, tuple(perm))
+
+
+def transpose(x, *axes) -> Tensor:
+    """NumPy style `transpose(x, axes=None)` or PyTorch style `transpose(x, dim0, dim1)`."""
+    x = as_tensor(x)
+    if len(axes) == 2 and all(isinstance(a, int) for a in axes):
+        return swapaxes(x, *axes)
+    if not axes or axes[0] is None:
+        return permute(x, tuple(reversed(range(x.ndim))))
+    return permute(x, *axes)
+
+
+def squeeze(x, axis=None, *, dim=None) -> Tensor:
+    x = as_tensor(x)
+    axes = [a for a, d in enumerate(x.shape) if d == 1] if (axis if dim is None else dim) is None \
+        else [a for a in _axes(x, axis, dim, "squeeze") if x.shape[a] == 1]
+    return reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
+
+
+def unsqueeze(x, dim: int) -> Tensor:
+    x = as_tensor(x)
+    dim = dim % (x.ndim + 1)
+    return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
+
+
+def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    x = as_tensor(x)
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    s, e = start_dim % x.ndim, end_dim % x.ndim
+    return reshape(x, x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:])
+
+
+def concatenate(xs, axis: int = 0, *, dim=None) -> Tensor:
+    xs = list(xs)
+    if not xs:
+        raise _err("concatenate", "needs at least one tensor")
+    d = result_dtype(*xs)
+    like = next((x for x in xs if isinstance(x, Tensor) and x._traced), None)
+    ts = [as_tensor(x, d, like) for x in xs]
+    axis = (dim if dim is not None else axis)
+    if ts[0].ndim == 0:
+        raise _err("concatenate", "zero-dimensional tensors cannot be concatenated")
+    axis %= ts[0].ndim
+    return bind(P.concatenate, *ts, axis=axis)
+
+
+cat = concatenate
+
+
+def stack(xs, axis: int = 0, *, dim=None) -> Tensor:
+    axis = dim if dim is not None else axis
+    xs = [as_tensor(x) for x in xs]
+    if not xs:
+        raise _err("stack", "needs at least one tensor")
+    if len({x.shape for x in xs}) != 1:
+        raise _err("stack", "all tensors must have the same shape, got "
+                   + ", ".join(_fmt(x) for x in xs))
+    return concatenate([unsqueeze(x, axis) for x in xs], axis % (xs[0].ndim + 1))
+
+
+def pad(x, pad_width, value: float = 0.0) -> Tensor:
+    """NumPy-style constant padding: pad_width is ((lo, hi), ...) per axis, or one (lo, hi)."""
+    x = as_tensor(x)
+    pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64).reshape(-1, 2)
+                         if np.ndim(pad_width) else np.full((1, 2), pad_width), (x.ndim, 2))
+    if (pw < 0).any():
+        raise _err("pad", "negative padding is not supported")
+    lo, hi = tuple(int(v) for v in pw[:, 0]), tuple(int(v) for v in pw[:, 1])
+    out = bind(P.pad, x, lo=lo, hi=hi, interior=(0,) * x.ndim)
+    if value != 0:
+        mask = bind(P.pad, as_tensor(np.ones(x.shape, bool), like=x), lo=lo, hi=hi,
+                    interior=(0,) * x.ndim)
+        out = where(mask, out, value)
+    return out
+
+
+# -- matmul -------------------------------------------------------------------------------------
+def matmul(a, b) -> Tensor:
+    d = result_dtype(a, b)
+    if d is dt.bool_:
+        d = dt.i64
+    like = next((x for x in (a, b) if isinstance(x, Tensor) and x._traced), None)
+    a, b = as_tensor(a, d, like), as_tensor(b, d, like)
+    if a.ndim == 0 or b.ndim == 0:
+        raise _err("matmul", f"both operands need at least one dimension: {_fmt(a)} @ {_fmt(b)}")
+    va, vb = a.ndim == 1, b.ndim == 1
+    x = reshape(a, (1,) + a.shape) if va else a
+    y = reshape(b, b.shape + (1,)) if vb else b
+    if x.shape[-1] != y.shape[-2]:
+        raise _err("matmul", f"shapes do not align: {_fmt(a)} @ {_fmt(b)} "
+                   f"({x.shape[-1]} != {y.shape[-2]})")
+    try:
+        batch = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    except ValueError:
+        raise _err("matmul", f"batch dimensions do not broadcast: {_fmt(a)} @ {_fmt(b)}") from None
+    x = broadcast_to(x, batch + x.shape[-2:])
+    y = broadcast_to(y, batch + y.shape[-2:])
+    out = bind(P.matmul, x, y)
+    shape = out.shape
+    if va:
+        shape = shape[:-2] + shape[-1:]
+    if vb:
+        shape = shape[:-1]
+    return reshape(out, shape)
+

@@ -1,0 +1,274 @@
+"""The user-facing Tensor: eager (holds a NumPy array) or traced (holds an IR value)."""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.core import Value, user_location
+from .state import STATE, current_trace
+
+
+class Tensor:
+    __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_idx", "_version",
+                 "_weak", "_retains_grad", "_hooks", "_accum", "_born_in", "__weakref__")
+
+    __array_priority__ = 1000        # so `ndarray * Tensor` calls Tensor.__rmul__
+
+    def __init__(self, data: Any, requires_grad: bool = False, *, _weak: bool = False) -> None:
+        self._data = data                   # np.ndarray or ir Value
+        self._requires_grad = False
+        self._grad: Tensor | None = None
+        self.grad_fn = None
+        self._out_idx = 0
+        self._version = [0]                 # shared with detach() aliases
+        self._weak = _weak                  # a traced Python scalar: does not promote
+        self._retains_grad = False
+        self._hooks: list | None = None
+        self._accum = None
+        self._born_in = current_trace()
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # -- basic properties --------------------------------------------------------------------
+    @property
+    def _traced(self) -> bool:
+        return isinstance(self._data, Value)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._data.shape)
+
+    @property
+    def dtype(self) -> dt.DType:
+        d = self._data.dtype
+        return d if isinstance(d, dt.DType) else dt.from_numpy(d)
+
+    @property
+    def ndim(self) -> int:
+        return len(self._data.shape)
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def size(self, dim: int | None = None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, b: bool) -> None:
+        self.requires_grad_(b)
+
+    def requires_grad_(self, b: bool = True) -> "Tensor":
+        if not self.is_leaf:
+            if not b:
+                raise RuntimeError("you can only change requires_grad flags of leaf variables; "
+                                   "use .detach() to get a tensor that does not require grad")
+            return self
+        if b and not self.dtype.is_float:
+            raise RuntimeError(f"only Tensors of floating point dtype can require gradients "
+                               f"(got {self.dtype}) (at {user_location()})")
+        self._requires_grad = bool(b)
+        return self
+
+    @property
+    def grad(self) -> "Tensor | None":
+        if not self.is_leaf and not self._retains_grad and self._requires_grad:
+            warnings.warn("The .grad attribute of a Tensor that is not a leaf Tensor is being "
+                          "accessed. Its .grad attribute won't be populated during backward(). "
+                          "Use .retain_grad() on the non-leaf Tensor if you want its gradient.",
+                          UserWarning, stacklevel=2)
+        return self._grad
+
+    @grad.setter
+    def grad(self, g: "Tensor | None") -> None:
+        if g is not None and tuple(g.shape) != self.shape:
+            raise RuntimeError(f"assigned grad has shape {list(g.shape)} but the tensor has "
+                               f"shape {list(self.shape)}")
+        self._grad = g
+
+    @property
+    def data(self) -> "Tensor":
+        """The same storage, detached, with a version counter of its own (as PyTorch)."""
+        t = Tensor(self._data)
+        return t
+
+    @data.setter
+    def data(self, other: "Tensor") -> None:
+        self._data = other._data if isinstance(other, Tensor) else np.asarray(other)
+
+    @property
+    def T(self) -> "Tensor":
+        from . import ops
+        return ops.permute(self, tuple(reversed(range(self.ndim))))
+
+    @property
+    def mT(self) -> "Tensor":
+        from . import ops
+        return ops.swapaxes(self, -1, -2)
+
+    # -- conversion --------------------------------------------------------------------------
+    def _concrete(self, what: str) -> np.ndarray:
+        if self._traced:
+            raise RuntimeError(
+                f"{what} needs a concrete value, but this tensor {self._data.aval} is traced "
+                f"inside @tj.compile (at {user_location()}). Python control flow and conversions "
+                f"cannot depend on traced values: use tj.where(cond, a, b) for data-dependent "
+                f"choices, or mark the argument static (static_argnums / static_argnames).")
+        return self._data
+
+    def numpy(self) -> np.ndarray:
+        if self._requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
+                               "Use tensor.detach().numpy() instead.")
+        return self._concrete("numpy()")
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._concrete("converting to a NumPy array")
+        return a.astype(dtype) if dtype is not None else a
+
+    def item(self):
+        a = self._concrete("item()")
+        if a.size != 1:
+            raise ValueError(f"item(): only one-element tensors can be converted to Python "
+                             f"scalars, got shape {list(a.shape)}")
+        return a.reshape(()).item()
+
+    def tolist(self):
+        return self._concrete("tolist()").tolist()
+
+    def __bool__(self) -> bool:
+        a = self._concrete("bool() (an `if` or `while` on a tensor)")
+        if a.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value "
+                               f"(shape {list(a.shape)}) is ambiguous")
+        return bool(a.reshape(()))
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if not self.dtype.is_int:
+            raise TypeError("only integer tensors can be used as an index")
+        return int(self.item())
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.grad_fn is not None:
+            extra = f", grad_fn=<{self.grad_fn.name()}>"
+        elif self._requires_grad:
+            extra = ", requires_grad=True"
+        if self._traced:
+            return f"Tensor(traced {self._data.aval}{extra})"
+        body = np.array2string(self._data, separator=", ", prefix="tensor(")
+        return f"tensor({body}, dtype={self.dtype.name}{extra})"
+
+    # -- the registry's binding protocol -----------------------------------------------------
+    def __tj_bind__(self, prim, args, params):
+        from .dispatch import apply_primitive
+        return apply_primitive(prim, args, params)
+
+    def __tj_const__(self, array: np.ndarray) -> "Tensor":
+        if self._traced:
+            from ..ir.primitives import P
+            return Tensor(self._data.graph.emit(P.constant, [], {"value": array}))
+        return Tensor(array)
+
+    # -- autograd ----------------------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None) -> None:
+        from .autograd import backward
+        backward([self], None if gradient is None else [gradient], retain_graph, create_graph,
+                 inputs)
+
+    def detach(self) -> "Tensor":
+        from ..ir.primitives import P
+        if self._traced:
+            return Tensor(self._data.graph.emit(P.stop_gradient, [self._data], {}))
+        t = Tensor(self._data)
+        t._version = self._version
+        return t
+
+    def detach_(self) -> "Tensor":
+        self.grad_fn = None
+        self._requires_grad = False
+        return self
+
+    def retain_grad(self) -> None:
+        if not self._requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if not self.is_leaf and not self._retains_grad:
+            import weakref
+            self._retains_grad = True
+            if self.grad_fn.retained is None:
+                self.grad_fn.retained = {}
+            self.grad_fn.retained[self._out_idx] = weakref.ref(self)
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad
+
+    def register_hook(self, hook):
+        """`hook(grad)` runs when this tensor's gradient is computed; a returned tensor
+        replaces the gradient. Returns a handle with `.remove()`."""
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is None:
+            if self._hooks is None:
+                self._hooks = []
+            hooks = self._hooks
+        else:
+            if self.grad_fn.out_hooks is None:
+                self.grad_fn.out_hooks = {}
+            hooks = self.grad_fn.out_hooks.setdefault(self._out_idx, [])
+        hooks.append(hook)
+        return _RemovableHandle(hooks, hook)
+
+    @property
+    def _version_count(self) -> int:
+        return self._version[0]
+
+    # in-place helpers, methods and operators are attached in ops.py / inplace.py
+
+
+class _RemovableHandle:
+    def __init__(self, hooks: list, hook) -> None:
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def is_tensor(x: Any) -> bool:
+    return isinstance(x, Tensor)
