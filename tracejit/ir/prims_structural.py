@@ -126,7 +126,7 @@ def _infer_slice(name, avals, starts, stops, steps):
 
 def _vjp_slice(g, ins, out, params, need):
     lo, hi, it = [], [], []
-    for d, n, a, st in zip(ins[0].shape, out.shape, params["starts"], params["steps"]):
+    for d, n, a, st in zip(ins[0].shape, g.shape, params["starts"], params["steps"]):
         if n == 0:
             lo.append(0), hi.append(d), it.append(0)
         else:

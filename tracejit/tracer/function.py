@@ -198,11 +198,11 @@ def gradcheck(fn: Callable, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol:
             flat = w._data.reshape(-1)
             for c in range(w.numel()):
                 orig = flat[c]
-                with no_grad():
-                    flat[c] = orig + eps
-                    hi = _as_outs(fn(*xs))[k]._data.reshape(-1).copy()
-                    flat[c] = orig - eps
-                    lo = _as_outs(fn(*xs))[k]._data.reshape(-1).copy()
+                # evaluated with grad mode on: fn may itself use autograd (double backward)
+                flat[c] = orig + eps
+                hi = _as_outs(fn(*xs))[k]._data.reshape(-1).copy()
+                flat[c] = orig - eps
+                lo = _as_outs(fn(*xs))[k]._data.reshape(-1).copy()
                 flat[c] = orig
                 numeric[:, c] = (hi - lo) / (2 * eps)
             if not np.allclose(analytic[j], numeric, atol=atol, rtol=rtol):

@@ -1,0 +1,24 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import tracejit as tj  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(monkeypatch):
+    for var in ("TRACEJIT_DUMP", "TRACEJIT_DUMP_DIR", "TRACEJIT_LOG", "TRACEJIT_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    tj.manual_seed(0)
+    yield
+
+
+def assert_close(a, b, rtol=1e-5, atol=1e-6):
+    a = a.detach().numpy() if isinstance(a, tj.Tensor) else np.asarray(a)
+    b = b.detach().numpy() if isinstance(b, tj.Tensor) else np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
