@@ -30,7 +30,7 @@ class Aval:
     __slots__ = ("shape", "dtype")
 
     def __init__(self, shape: Sequence[int], dtype: DType) -> None:
-        self.shape = tuple(int(d) for d in shape)
+        self.shape = shape if type(shape) is tuple else tuple(int(d) for d in shape)
         self.dtype = dtype
 
     @property

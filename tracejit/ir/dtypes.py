@@ -40,6 +40,7 @@ bool_ = DType("bool", np.bool_, "b", 8)
 ALL = (f16, f32, f64, i32, i64, bool_)
 _BY_NAME = {d.name: d for d in ALL}
 _BY_NP = {d.np: d for d in ALL}
+NP_TO_DTYPE = _BY_NP          # numpy dtype -> DType, for hot paths that hold a numpy dtype
 _ALIASES = {"float16": f16, "float32": f32, "float64": f64, "float": f32, "double": f64,
             "half": f16, "int32": i32, "int64": i64, "int": i64, "long": i64,
             "bool": bool_, "bool_": bool_}

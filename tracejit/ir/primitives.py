@@ -44,13 +44,16 @@ class Primitive:
         return f"<prim {self.name}>"
 
     def normalize(self, params: dict) -> dict:
+        if not params:
+            return params
         out = {}
         for k, v in params.items():
             t = self.param_types.get(k)
             if t is None:
                 raise TypeError(f"{self.name}: unknown parameter {k!r}")
             if t == "ints":
-                v = tuple(int(i) for i in v)
+                if type(v) is not tuple or not all(type(i) is int for i in v):
+                    v = tuple(int(i) for i in v)
             elif t == "int":
                 v = int(v)
             elif t == "bool":

@@ -28,7 +28,7 @@ class SavedTensor:
                 f"one of the variables needed for gradient computation has been modified by an "
                 f"inplace operation: [{t.dtype.name}{list(t.shape)}] is at version "
                 f"{t._version[0]}; expected version {self.version} instead. It was saved by "
-                f"{node.name()} (created at {node.loc}).")
+                f"{node.name()}.")
         return t
 
 
@@ -51,7 +51,6 @@ class Node:
             else:
                 edges.append((None, 0))
         self.next_functions = tuple(edges)
-        self.loc = user_location()
         self.freed = False
         self.out_hooks: dict[int, list] | None = None   # tensor hooks per output index
         self.retained: dict[int, object] | None = None  # weakrefs of retain_grad tensors

@@ -50,8 +50,10 @@ def apply_primitive(prim, args, params) -> Tensor:
         res = np.asarray(res)
         if res.dtype != aval.dtype.np:
             res = res.astype(aval.dtype.np)
-        elif res.base is not None or not res.flags.writeable:
-            res = res.copy()          # results own their memory: in-place ops stay local
+        elif res.base is not None and res.flags.writeable:
+            # a view of an input (reshape, slice, ...) is a lazy copy: read-only, and copied
+            # before anything writes to it or aliases it (see Tensor.detach, inplace)
+            res.flags.writeable = False
         out = Tensor(res)
     if (STATE.grad_enabled and prim.vjp is not None and out.dtype.is_float
             and any(a._requires_grad for a in args)):

@@ -86,7 +86,9 @@ def _operands(op: str, xs: Sequence[Any], dtype: dt.DType | None = None):
         dtype = result_dtype(*xs)
     ts = [as_tensor(x, dtype, like) for x in xs]
     try:
-        shape = np.broadcast_shapes(*(t.shape for t in ts))
+        shape = ts[0].shape
+        if any(t.shape != shape for t in ts):
+            shape = np.broadcast_shapes(*(t.shape for t in ts))
     except ValueError:
         raise _err(op, "shapes " + ", ".join(_fmt(t) for t in ts) + " are not broadcastable") \
             from None
@@ -94,6 +96,9 @@ def _operands(op: str, xs: Sequence[Any], dtype: dt.DType | None = None):
 
 
 def _binary(op: str, a, b, dtype=None):
+    if (type(a) is Tensor and type(b) is Tensor and a.shape == b.shape and not a._weak
+            and not b._weak and a.dtype is b.dtype and (dtype is None or dtype is a.dtype)):
+        return bind(P.get(op), a, b)           # the common case: nothing to promote or broadcast
     x, y = _operands(op, (a, b), dtype)
     return bind(P.get(op), x, y)
 

@@ -44,7 +44,7 @@ class Tensor:
     @property
     def dtype(self) -> dt.DType:
         d = self._data.dtype
-        return d if isinstance(d, dt.DType) else dt.from_numpy(d)
+        return d if type(d) is dt.DType else dt.NP_TO_DTYPE[d]
 
     @property
     def ndim(self) -> int:
@@ -108,11 +108,16 @@ class Tensor:
                                f"shape {list(self.shape)}")
         self._grad = g
 
+    def _own(self) -> np.ndarray:
+        """Make the storage writable (a read-only view is a lazy copy) before aliasing it."""
+        if not self._traced and not self._data.flags.writeable:
+            self._data = self._data.copy()
+        return self._data
+
     @property
     def data(self) -> "Tensor":
         """The same storage, detached, with a version counter of its own (as PyTorch)."""
-        t = Tensor(self._data)
-        return t
+        return Tensor(self._own())
 
     @data.setter
     def data(self, other: "Tensor") -> None:
@@ -142,7 +147,8 @@ class Tensor:
         if self._requires_grad:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
                                "Use tensor.detach().numpy() instead.")
-        return self._concrete("numpy()")
+        self._concrete("numpy()")
+        return self._own()
 
     def __array__(self, dtype=None, copy=None):
         a = self._concrete("converting to a NumPy array")
@@ -215,7 +221,7 @@ class Tensor:
         from ..ir.primitives import P
         if self._traced:
             return Tensor(self._data.graph.emit(P.stop_gradient, [self._data], {}))
-        t = Tensor(self._data)
+        t = Tensor(self._own())
         t._version = self._version
         return t
 
