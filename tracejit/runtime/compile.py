@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..ir import dtypes as dt
 from ..ir.autodiff import split, vjp_graph
 from ..ir.passes import optimize
 from ..ir.printer import print_graph
@@ -26,8 +27,9 @@ _ALL: "weakref.WeakSet[CompiledFunction]" = weakref.WeakSet()
 
 
 def _leaf_key(x: Any):
+    """What a leaf contributes to the cache key: its shape and dtype (weak scalars: a kind)."""
     if isinstance(x, Tensor):
-        return (x.shape, x.dtype.name)
+        return (x.shape, x.dtype)
     if isinstance(x, bool):
         return "b"
     if isinstance(x, int):
@@ -35,16 +37,17 @@ def _leaf_key(x: Any):
     if isinstance(x, float):
         return "f"
     a = np.asarray(x)
-    return (a.shape, a.dtype.str)
+    d = dt.from_numpy(a.dtype)
+    if d is None:
+        raise TypeError(f"unsupported array dtype {a.dtype} for a compiled function argument")
+    return (a.shape, d)
 
 
 def _describe(k) -> str:
     if isinstance(k, str):
         return {"b": "bool", "i": "int", "f": "float"}[k]
     shape, d = k
-    from ..ir import dtypes as dt
-    name = d if isinstance(d, str) and len(d) <= 4 else dt.as_dtype(np.dtype(d)).name
-    return f"{name}[{','.join(map(str, shape))}]"
+    return f"{d.name}[{','.join(map(str, shape))}]"
 
 
 class Entry:
