@@ -15,6 +15,7 @@ from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, c
                          permute, pow, reshape, sign, sin, sqrt, squeeze, stack, stop_gradient,
                          sub, sum, swapaxes, tanh, transpose, unsqueeze, where)
 from .tracer.state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime.compile import clear_cache, compile, jit
 from .tracer.ops import cast as astype
 

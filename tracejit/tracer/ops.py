@@ -150,12 +150,17 @@ def stop_gradient(x): return as_tensor(x).detach()
 
 
 def where(cond, a, b):
-    cond = as_tensor(cond)
+    like = next((x for x in (cond, a, b) if isinstance(x, Tensor) and x._traced), None)
+    cond = as_tensor(cond, like=like)
     if cond.dtype is not dt.bool_:
         cond = ne(cond, 0)
-    c, x, y = _operands("where", (cond, a, b), None)
-    d = result_dtype(a, b)
-    return bind(P.where, cast(c, dt.bool_), cast(x, d), cast(y, d))
+    x, y = _operands("where", (a, b), result_dtype(a, b))
+    try:
+        shape = np.broadcast_shapes(cond.shape, x.shape)
+    except ValueError:
+        raise _err("where", f"condition {_fmt(cond)} does not broadcast with branches "
+                   f"{_fmt(x)}") from None
+    return bind(P.where, broadcast_to(cond, shape), broadcast_to(x, shape), broadcast_to(y, shape))
 
 
 def cast(x, dtype) -> Tensor:

@@ -1,0 +1,208 @@
+"""Fusion: partition a Graph into kernels (the kernel IR both backends lower).
+
+The model: every value is a function of its index vector. Elementwise ops and view ops
+(broadcast, transpose, slice, reshape, pad, concatenate, gather) compose such functions, so
+chains of them fuse into the loop of whichever kernel consumes them, and each input is read
+once per output element. A value becomes a *buffer* (written to memory) only when it must:
+graph inputs and outputs, results of reductions, matmuls and scatter-adds, matmul operands
+that are not views of buffers, and very large expressions shared between kernels.
+
+Kernels: `loop` (elementwise, possibly several outputs of one shape sharing all their
+intermediate values), `reduce` (a reduction that evaluates its producer expression inline),
+`scatter` (scatter-add, sequential), `matmul` (an extern BLAS call). Loop kernels of the same
+shape at the same dependency level merge into one, which can never create a cycle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from ..ir.core import Graph, Instr, Value
+from ..ir.printer import value_names
+
+VIEW_OPS = {"broadcast", "transpose", "slice", "reshape"}
+FUSIBLE = {"elementwise", "shape", "index", "constant"}    # index: gather only (see below)
+SHARED_EXPR_LIMIT = 64     # a shared expression bigger than this is materialized once
+
+
+@dataclass
+class Kernel:
+    kind: str                       # "loop" | "reduce" | "scatter" | "matmul"
+    outputs: list[Value]
+    shape: tuple[int, ...]          # the loop shape (reduce: its input's shape)
+    inputs: list[Value] = field(default_factory=list)
+    ops: list[Instr] = field(default_factory=list)
+    name: str = ""
+
+    @property
+    def instr(self) -> Instr | None:
+        """The single instruction of a reduce/scatter/matmul kernel."""
+        return self.outputs[0].producer if self.kind != "loop" else None
+
+
+@dataclass
+class Plan:
+    graph: Graph
+    kernels: list[Kernel]
+    buffers: set[Value]             # every value that lives in memory
+    hard: set[Value]                # buffers that kernels read instead of recomputing
+    constants: list[Value]          # array constants passed as buffers
+
+    def describe(self) -> str:
+        names = value_names(self.graph)
+        n = lambda v: "%" + names.get(v, "?")            # noqa: E731
+        lines = []
+        for k in self.kernels:
+            shape = "x".join(map(str, k.shape)) or "scalar"
+            ops = ",".join(i.prim.name for i in k.ops)
+            how = "extern BLAS" if k.kind == "matmul" else "generated"
+            extra = ""
+            if k.kind == "reduce":
+                extra = f" {k.instr.prim.name} axes={list(k.instr.params['axes'])}"
+            lines.append(f"{k.name}: {k.kind}{extra} [{shape}] ops({ops}) "
+                         f"in({', '.join(map(n, k.inputs))}) out({', '.join(map(n, k.outputs))}) "
+                         f"{how}")
+        return "\n".join(lines)
+
+
+def _is_fusible(ins: Instr) -> bool:
+    return ins.prim.kind in ("elementwise", "shape", "constant") or ins.prim.name == "gather"
+
+
+def _expr_ops(v: Value, buffers: set[Value], seen: set[Value], out: list[Instr],
+              root: bool = False) -> None:
+    """The instructions an expression for v evaluates (stops at buffers other than the root
+    itself), producers first."""
+    stack = [(v, False)]
+    while stack:
+        x, done = stack.pop()
+        if done:
+            out.append(x.producer)
+            continue
+        if x in seen or x.producer is None or (x in buffers and not (root and x is v)):
+            continue
+        seen.add(x)
+        stack.append((x, True))
+        for i in x.producer.inputs:
+            stack.append((i, False))
+
+
+def _kernel_inputs(k: Kernel, buffers: set[Value]) -> list[Value]:
+    ins = []
+    for op in k.ops:
+        for v in op.inputs:
+            if v in buffers and v not in ins:
+                ins.append(v)
+    return ins
+
+
+def plan(g: Graph) -> Plan:
+    uses: dict[Value, list[Instr]] = {}
+    for ins in g.instrs:
+        for v in ins.inputs:
+            uses.setdefault(v, []).append(ins)
+
+    # hard buffers stop fusion: kernels read them from memory
+    hard: set[Value] = set(g.inputs)
+    constants: list[Value] = []
+    for ins in g.instrs:
+        name, out = ins.prim.name, ins.out
+        if name == "constant" and out.aval.size > 1:
+            hard.add(out)
+            constants.append(out)
+        elif not _is_fusible(ins):
+            hard.add(out)
+            if name == "matmul":
+                for v in ins.inputs:
+                    if not _is_buffer_view(v, hard):
+                        hard.add(v)
+    # expressions shared by several kernels are recomputed, unless they are big
+    for ins in g.instrs:
+        v = ins.out
+        if v in hard or len(uses.get(v, ())) < 2:
+            continue
+        ops: list[Instr] = []
+        _expr_ops(v, hard, set(), ops)
+        if len(ops) > SHARED_EXPR_LIMIT:
+            hard.add(v)
+    # graph outputs computed by loops are written, but consumers still fuse through them
+    buffers = hard | set(g.outputs)
+
+    # one kernel per buffer written by code
+    kernels: list[Kernel] = []
+    producer_kernel: dict[Value, Kernel] = {}
+    for ins in g.instrs:
+        v = ins.out
+        if v not in buffers or v in constants:
+            continue
+        kind = {"reduce": "reduce", "matmul": "matmul"}.get(ins.prim.kind, "loop")
+        if ins.prim.name == "scatter_add":
+            kind = "scatter"
+        shape = ins.inputs[0].shape if kind == "reduce" else v.shape
+        k = Kernel(kind, [v], shape)
+        if kind == "loop":
+            _expr_ops(v, hard, set(), k.ops, root=True)
+        else:
+            seen: set[Value] = set()
+            for i in ins.inputs:
+                _expr_ops(i, hard, seen, k.ops)
+            k.ops.append(ins)
+        kernels.append(k)
+        producer_kernel[v] = k
+
+    for k in kernels:
+        k.inputs = _kernel_inputs(k, hard)
+
+    # dependency levels; merge loop kernels of one shape and level
+    level: dict[int, int] = {}
+    for k in kernels:         # creation order is topological (graph order)
+        level[id(k)] = 1 + max((level[id(producer_kernel[v])] for v in k.inputs
+                                if v in producer_kernel), default=0)
+    merged: list[Kernel] = []
+    groups: dict[tuple, Kernel] = {}
+    for k in kernels:
+        if k.kind != "loop":
+            merged.append(k)
+            continue
+        key = (level[id(k)], k.shape)
+        if key in groups:
+            m = groups[key]
+            m.outputs += k.outputs
+            m.ops += [op for op in k.ops if op not in m.ops]
+            m.inputs += [v for v in k.inputs if v not in m.inputs]
+            for v in k.outputs:
+                producer_kernel[v] = m
+        else:
+            groups[key] = k
+            merged.append(k)
+
+    dag = nx.DiGraph()
+    for k in merged:
+        dag.add_node(id(k))
+        for v in k.inputs:
+            if v in producer_kernel and producer_kernel[v] is not k:
+                dag.add_edge(id(producer_kernel[v]), id(k))
+    if not nx.is_directed_acyclic_graph(dag):     # fusion must never create a cycle
+        raise AssertionError("fusion created a cycle between kernels")
+    by_id = {id(k): k for k in merged}
+    order = [by_id[i] for i in nx.lexicographical_topological_sort(
+        dag, key=lambda i: merged.index(by_id[i]))]
+    for n, k in enumerate(order):
+        k.name = f"k{n}"
+    return Plan(g, order, buffers, hard, constants)
+
+
+def _is_buffer_view(v: Value, buffers: set[Value]) -> bool:
+    """Whether v is a buffer, or a transpose of the last two axes / batch broadcast of one
+    (BLAS and NumPy take those without a copy)."""
+    while v not in buffers:
+        p = v.producer
+        if p is None or p.prim.name not in ("transpose", "broadcast"):
+            return False
+        if p.prim.name == "transpose":
+            perm = p.params["perm"]
+            if list(perm[:-2]) != list(range(len(perm) - 2)):
+                return False
+        v = p.inputs[0]
+    return True

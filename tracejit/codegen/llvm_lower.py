@@ -1,0 +1,203 @@
+"""Lowering of kernels (codegen.fusion) to an LLVM module (text).
+
+Every kernel `kN` becomes `kN_body(ptr noalias ..., i64 begin, i64 end)`, whose outermost
+loop runs over [begin, end) so the runtime can split it across threads, and a wrapper
+`kN(ptr bufs, i64 begin, i64 end)` that reads the buffer pointers from a table. Segments
+`segN(ptr bufs)` run several kernels over their whole range in one native call."""
+from __future__ import annotations
+
+from ..ir import dtypes as dt
+from ..ir.core import Value
+from .fusion import Kernel, Plan
+from .llvm_expr import COMPUTE, STORE, Body, Emitter, S, literal, strides
+from .llvm_math import library
+
+
+class _Loops:
+    """Nested counted loops with phi induction variables, emitted into a Body."""
+
+    def __init__(self, b: Body, prefix: str) -> None:
+        self.b, self.prefix, self.n = b, prefix, 0
+        self.block = "entry"
+
+    def nest(self, ranges: list[tuple[str, str]], body_fn) -> None:
+        b = self.b
+        tag = f"{self.prefix}{self.n}"
+        self.n += 1
+        idx = []
+        for d, (lo, hi) in enumerate(ranges):
+            pre = self.block
+            b.raw(f"br label %{tag}h{d}")
+            b.label(f"{tag}h{d}")
+            i = f"%{tag}i{d}"
+            b.raw(f"{i} = phi i64 [{lo}, %{pre}], [{i}n, %{tag}l{d}]")
+            b.raw(f"%{tag}c{d} = icmp slt i64 {i}, {hi}")
+            b.raw(f"br i1 %{tag}c{d}, label %{tag}b{d}, label %{tag}x{d}")
+            b.label(f"{tag}b{d}")
+            self.block = f"{tag}b{d}"
+            idx.append(i)
+        body_fn(idx)
+        for d in reversed(range(len(ranges))):
+            i = f"%{tag}i{d}"
+            b.raw(f"br label %{tag}l{d}")
+            b.label(f"{tag}l{d}")
+            b.raw(f"{i}n = add nuw nsw i64 {i}, 1")
+            b.raw(f"br label %{tag}h{d}")
+            b.label(f"{tag}x{d}")
+            self.block = f"{tag}x{d}"
+
+
+def _ranges(shape, parallel: bool = True) -> list[tuple[str, str]]:
+    return [("%begin", "%end") if d == 0 and parallel else ("0", str(n))
+            for d, n in enumerate(shape)]
+
+
+def _loop_kernel(k: Kernel, e: Emitter, loops: _Loops) -> None:
+    def body(idx):
+        for v in k.outputs:
+            e.store(v, e.linear(idx, v.shape), e.emit(v, idx))
+    if k.shape:
+        loops.nest(_ranges(k.shape), body)
+    else:
+        body([])
+
+
+def _reduce_kernel(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str]) -> None:
+    ins = k.instr
+    op, axes = ins.prim.name, ins.params["axes"]
+    x, out = ins.inputs[0], ins.out
+    kept = [d for d in range(len(x.shape)) if d not in axes]
+    red = list(axes)
+    cdt = COMPUTE[out.dtype.name]
+    acc_dt = dt.f64 if op == "sum" and out.dtype in (dt.f32, dt.f64) else out.dtype
+    acc_ty = COMPUTE[acc_dt.name] if acc_dt is not dt.f16 else "float"
+    acc = "%acc"
+    allocas.append(f"{acc} = alloca {acc_ty}")
+    if op == "sum":
+        init = literal(0, acc_dt)
+    elif out.dtype.is_float:
+        init = "0x" + ("FFF0000000000000" if op == "max" else "7FF0000000000000")
+    else:
+        bound = 2 ** (out.dtype.bits - 1)
+        init = str(-bound if op == "max" else bound - 1)
+
+    def outer(oidx):
+        e.b.raw(f"store {acc_ty} {init}, ptr {acc}")
+
+        def inner(ridx):
+            full = [None] * len(x.shape)
+            for d, i in zip(kept, oidx):
+                full[d] = i
+            for d, i in zip(red, ridx):
+                full[d] = i
+            v = e.emit(x, full)
+            a = S(e.b.op(f"load {acc_ty}, ptr {acc}"), acc_dt)
+            if op == "sum":
+                if acc_dt is not v.dtype:
+                    v = e.sb.cast(v, acc_dt)
+                if acc_dt.is_float:
+                    r = S(e.b.op(f"fadd reassoc contract {acc_ty} {a.ref}, {v.ref}"), acc_dt)
+                else:
+                    r = e.sb.add(a, v)
+            else:
+                r = e.sb.max(a, v) if op == "max" else e.sb.min(a, v)
+            e.b.raw(f"store {acc_ty} {r.ref}, ptr {acc}")
+        loops.nest([("0", str(x.shape[d])) for d in red], inner)
+        e.memo.clear()      # values of the inner loop do not dominate what follows
+        res = S(e.b.op(f"load {acc_ty}, ptr {acc}"), acc_dt)
+        res = e.sb.cast(res, out.dtype)
+        e.store(out, e.linear(oidx, out.shape), res)
+    if kept:
+        loops.nest([("%begin", "%end") if j == 0 else ("0", str(x.shape[d]))
+                    for j, d in enumerate(kept)], outer)
+    else:
+        outer([])
+
+
+def _scatter_kernel(k: Kernel, e: Emitter, loops: _Loops) -> None:
+    ins = k.instr
+    ind, upd = ins.inputs
+    out, axis = ins.out, ins.params["axis"]
+    st = STORE[out.dtype.name]
+
+    def zero(idx):
+        e.store(out, idx[0], S(literal(0, out.dtype), out.dtype))
+    loops.nest([("0", str(out.aval.size))], zero)
+    n = out.shape[axis]
+    nk = len(ind.shape)
+
+    def add(idx):
+        i = e.emit(ind, idx[axis:axis + nk])
+        if i.dtype is not dt.i64:
+            i = e.sb.cast(i, dt.i64)
+        neg = e.b.op(f"icmp slt i64 {i.ref}, 0")
+        wrapped = e.b.op(f"add i64 {i.ref}, {n}")
+        j = e.clamp(e.b.op(f"select i1 {neg}, i64 {wrapped}, i64 {i.ref}"), n)
+        target = idx[:axis] + [j] + idx[axis + nk:]
+        flat = e.linear(target, out.shape)
+        p = e.b.op(f"getelementptr inbounds {st}, ptr {e.outputs[out]}, i64 {flat}")
+        old = S(e.b.op(f"load {st}, ptr {p}"), out.dtype)
+        if out.dtype is dt.f16:
+            old = S(e.b.op(f"fpext half {old.ref} to float"), out.dtype)
+        new = e.sb.add(old, e.emit(upd, idx))
+        e.store(out, flat, new)
+    if upd.aval.size and n:
+        loops.nest([("0", str(d)) for d in upd.shape], add)
+
+
+def lower_kernel(k: Kernel, slots: dict[Value, int]) -> str:
+    """LLVM text for one generated kernel: its body and its table-reading wrapper."""
+    args = k.inputs + [v for v in k.outputs if v not in k.inputs]
+    names = {v: f"%a{i}" for i, v in enumerate(args)}
+    b = Body()
+    e = Emitter(b, {v: names[v] for v in k.inputs}, {v: names[v] for v in k.outputs})
+    loops = _Loops(b, "L")
+    allocas: list[str] = []
+    if k.kind == "loop":
+        _loop_kernel(k, e, loops)
+    elif k.kind == "reduce":
+        _reduce_kernel(k, e, loops, allocas)
+    elif k.kind == "scatter":
+        _scatter_kernel(k, e, loops)
+    else:
+        raise ValueError(f"kernel kind {k.kind} is not generated")
+    params = ", ".join(f"ptr noalias {names[v]}" for v in args)
+    body = "\n".join(b.lines)
+    text = [f"define internal void @{k.name}_body({params}, i64 %begin, i64 %end) {{",
+            "entry:", *(f"  {a}" for a in allocas), body, "  ret void", "}", "",
+            f"define void @{k.name}(ptr %bufs, i64 %begin, i64 %end) {{"]
+    for i, v in enumerate(args):
+        text.append(f"  %g{i} = getelementptr ptr, ptr %bufs, i64 {slots[v]}")
+        text.append(f"  %p{i} = load ptr, ptr %g{i}")
+    call_args = ", ".join(f"ptr %p{i}" for i in range(len(args)))
+    text += [f"  call void @{k.name}_body({call_args}, i64 %begin, i64 %end)", "  ret void", "}"]
+    return "\n".join(text)
+
+
+def parallel_extent(k: Kernel) -> int:
+    """The size of the loop that [begin, end) ranges over (1 when there is none)."""
+    if k.kind == "loop":
+        return k.shape[0] if k.shape else 1
+    if k.kind == "reduce":
+        axes = k.instr.params["axes"]
+        kept = [d for d in range(len(k.shape)) if d not in axes]
+        return k.shape[kept[0]] if kept else 1
+    return 1
+
+
+def lower_module(plan: Plan, slots: dict[Value, int], segments: list[list[Kernel]]) -> str:
+    parts = [library(),
+             "declare i64 @llvm.smax.i64(i64, i64)\ndeclare i64 @llvm.smin.i64(i64, i64)"]
+    for k in plan.kernels:
+        if k.kind != "matmul":
+            parts.append(lower_kernel(k, slots))
+    for n, seg in enumerate(segments):
+        lines = [f"define void @seg{n}(ptr %bufs) {{"]
+        for k in seg:
+            lines.append(f"  call void @{k.name}(ptr %bufs, i64 0, i64 {parallel_extent(k)})")
+        lines += ["  ret void", "}"]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+__all__ = ["lower_module", "lower_kernel", "parallel_extent", "strides"]

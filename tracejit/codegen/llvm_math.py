@@ -1,0 +1,171 @@
+"""Vectorizable float32 transcendentals written in LLVM IR.
+
+Calls to expf/tanhf do not vectorize, so exp, log and tanh for float32 are polynomial
+implementations (Cephes' coefficients) marked alwaysinline: the loop vectorizer sees plain
+arithmetic. Each handles inf, nan, overflow, underflow and denormals explicitly. float64 and
+the rest (sin, cos, pow) call the C library."""
+from __future__ import annotations
+
+import struct
+
+
+def f32(v: float) -> str:
+    """An exact LLVM literal for the float32 nearest to v."""
+    d = struct.unpack("<f", struct.pack("<f", v))[0]
+    return "0x%016X" % struct.unpack("<Q", struct.pack("<d", d))[0]
+
+
+def _poly(var: str, coeffs: list[float], prefix: str) -> tuple[list[str], str]:
+    """Horner evaluation with FMAs; returns (lines, result name)."""
+    lines = []
+    acc = f32(coeffs[0])
+    for i, c in enumerate(coeffs[1:]):
+        name = f"%{prefix}{i}"
+        lines.append(f"  {name} = call float @llvm.fma.f32(float {acc}, float {var}, float {f32(c)})")
+        acc = name
+    return lines, acc
+
+
+def _expf() -> str:
+    p, pr = _poly("%r", [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                         1.6666665459e-1, 5.0000001201e-1], "p")
+    return "\n".join([
+        "define internal float @tj_expf(float %x) alwaysinline {",
+        f"  %big = fcmp ogt float %x, {f32(88.72283905206835)}",
+        f"  %small = fcmp olt float %x, {f32(-103.97207708)}",
+        # clamped so that 2^n splits into two normal scale factors; beyond: inf or 0
+        f"  %lo = fcmp olt float %x, {f32(-104.0)}",
+        f"  %x1 = select i1 %lo, float {f32(-104.0)}, float %x",
+        f"  %hi = fcmp ogt float %x1, {f32(88.8)}",
+        f"  %xc = select i1 %hi, float {f32(88.8)}, float %x1",
+        f"  %t = fmul float %xc, {f32(1.44269504088896341)}",
+        "  %n = call float @llvm.rint.f32(float %t)",
+        "  %nn = fneg float %n",
+        f"  %r0 = call float @llvm.fma.f32(float %nn, float {f32(0.693359375)}, float %xc)",
+        f"  %r = call float @llvm.fma.f32(float %nn, float {f32(-2.12194440e-4)}, float %r0)",
+        "  %r2 = fmul float %r, %r",
+        *p,
+        f"  %q = call float @llvm.fma.f32(float {pr}, float %r2, float %r)",
+        "  %y = fadd float %q, 1.0",
+        "  %ni = fptosi float %n to i32",
+        "  %n1 = sdiv i32 %ni, 2",
+        "  %n2 = sub i32 %ni, %n1",
+        "  %e1 = add i32 %n1, 127",
+        "  %e2 = add i32 %n2, 127",
+        "  %b1 = shl i32 %e1, 23",
+        "  %b2 = shl i32 %e2, 23",
+        "  %s1 = bitcast i32 %b1 to float",
+        "  %s2 = bitcast i32 %b2 to float",
+        "  %y1 = fmul float %y, %s1",
+        "  %y2 = fmul float %y1, %s2",
+        "  %o1 = select i1 %big, float 0x7FF0000000000000, float %y2",
+        "  %o2 = select i1 %small, float 0.0, float %o1",
+        "  ret float %o2",
+        "}"])
+
+
+def _logf() -> str:
+    p, pr = _poly("%m", [7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+                         1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+                         3.3333331174e-1], "p")
+    return "\n".join([
+        "define internal float @tj_logf(float %x) alwaysinline {",
+        f"  %den = fcmp olt float %x, {f32(1.17549435e-38)}",
+        f"  %xs0 = fmul float %x, {f32(8388608.0)}",
+        "  %xs = select i1 %den, float %xs0, float %x",
+        "  %eadj = select i1 %den, i32 -23, i32 0",
+        "  %bits = bitcast float %xs to i32",
+        "  %eb = lshr i32 %bits, 23",
+        "  %eb2 = and i32 %eb, 255",
+        "  %e0 = sub i32 %eb2, 126",
+        "  %mb0 = and i32 %bits, 8388607",
+        "  %mb = or i32 %mb0, 1056964608",
+        "  %mf = bitcast i32 %mb to float",
+        f"  %lt = fcmp olt float %mf, {f32(0.707106781186547524)}",
+        "  %lti = zext i1 %lt to i32",
+        "  %e1 = sub i32 %e0, %lti",
+        "  %e = add i32 %e1, %eadj",
+        "  %mm = fadd float %mf, %mf",
+        "  %ma = fsub float %mm, 1.0",
+        "  %mb1 = fsub float %mf, 1.0",
+        "  %m = select i1 %lt, float %ma, float %mb1",
+        "  %z = fmul float %m, %m",
+        *p,
+        f"  %y0 = fmul float {pr}, %m",
+        "  %y1 = fmul float %y0, %z",
+        "  %fe = sitofp i32 %e to float",
+        f"  %y2 = call float @llvm.fma.f32(float %fe, float {f32(-2.12194440e-4)}, float %y1)",
+        "  %y3 = call float @llvm.fma.f32(float %z, float -0.5, float %y2)",
+        "  %r0 = fadd float %m, %y3",
+        f"  %r = call float @llvm.fma.f32(float %fe, float {f32(0.693359375)}, float %r0)",
+        "  %neg = fcmp olt float %x, 0.0",
+        "  %zero = fcmp oeq float %x, 0.0",
+        "  %inf = fcmp oeq float %x, 0x7FF0000000000000",
+        "  %nan = fcmp uno float %x, 0.0",
+        "  %o1 = select i1 %zero, float 0xFFF0000000000000, float %r",
+        "  %o2 = select i1 %inf, float 0x7FF0000000000000, float %o1",
+        "  %bad = or i1 %neg, %nan",
+        "  %o3 = select i1 %bad, float 0x7FF8000000000000, float %o2",
+        "  ret float %o3",
+        "}"])
+
+
+def _tanhf() -> str:
+    p, pr = _poly("%z", [-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2,
+                         1.33314422036e-1, -3.33332819422e-1], "p")
+    return "\n".join([
+        "define internal float @tj_tanhf(float %x) alwaysinline {",
+        "  %ax = call float @llvm.fabs.f32(float %x)",
+        "  %z = fmul float %x, %x",
+        *p,
+        f"  %s0 = fmul float {pr}, %z",
+        "  %small = call float @llvm.fma.f32(float %s0, float %x, float %x)",
+        "  %a2 = fadd float %ax, %ax",
+        "  %e = call float @tj_expf(float %a2)",
+        "  %e1 = fadd float %e, 1.0",
+        "  %q = fdiv float 2.0, %e1",
+        "  %l = fsub float 1.0, %q",
+        "  %big = call float @llvm.copysign.f32(float %l, float %x)",
+        f"  %issmall = fcmp olt float %ax, {f32(0.625)}",
+        "  %r = select i1 %issmall, float %small, float %big",
+        "  ret float %r",
+        "}"])
+
+
+DECLS = """declare float @llvm.fma.f32(float, float, float)
+declare float @llvm.rint.f32(float)
+declare float @llvm.fabs.f32(float)
+declare double @llvm.fabs.f64(double)
+declare float @llvm.copysign.f32(float, float)
+declare float @llvm.sqrt.f32(float)
+declare double @llvm.sqrt.f64(double)
+declare i32 @llvm.abs.i32(i32, i1)
+declare i64 @llvm.abs.i64(i64, i1)
+declare i32 @llvm.fptosi.sat.i32.f32(float)
+declare i64 @llvm.fptosi.sat.i64.f32(float)
+declare i32 @llvm.fptosi.sat.i32.f64(double)
+declare i64 @llvm.fptosi.sat.i64.f64(double)
+declare float @sinf(float)
+declare float @cosf(float)
+declare float @powf(float, float)
+declare double @exp(double)
+declare double @log(double)
+declare double @tanh(double)
+declare double @sin(double)
+declare double @cos(double)
+declare double @pow(double, double)
+"""
+
+
+def library() -> str:
+    """The module prelude: intrinsic and libm declarations plus the float32 functions."""
+    return "\n\n".join([DECLS, _expf(), _logf(), _tanhf()])
+
+
+# (dtype name, op) -> the function a scalar op calls
+CALLS = {
+    ("f32", "exp"): "tj_expf", ("f32", "log"): "tj_logf", ("f32", "tanh"): "tj_tanhf",
+    ("f32", "sin"): "sinf", ("f32", "cos"): "cosf", ("f32", "pow"): "powf",
+    ("f64", "exp"): "exp", ("f64", "log"): "log", ("f64", "tanh"): "tanh",
+    ("f64", "sin"): "sin", ("f64", "cos"): "cos", ("f64", "pow"): "pow",
+}

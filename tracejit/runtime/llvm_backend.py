@@ -1,0 +1,209 @@
+"""The LLVM CPU backend: fuse, lower, JIT, and run a graph with as little Python as possible.
+
+A run is a short list of steps: native segments (several kernels in one call), large
+kernels split across threads, and matmuls (an extern BLAS call through NumPy). Intermediate
+buffers are allocated once per executable and reused by every call."""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+
+from ..codegen.fusion import Kernel, plan as make_plan
+from ..codegen.llvm_lower import lower_module, parallel_extent
+from ..ir.core import Graph, Value
+from . import cache, llvm_jit
+from .backend import Executable, register_backend
+from .debug import dump
+
+PARALLEL_MIN = 1 << 17          # elements a kernel needs before it is split across threads
+_SEG = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_KERN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+_pool: ThreadPoolExecutor | None = None
+
+
+def n_threads() -> int:
+    return int(os.environ.get("TRACEJIT_NUM_THREADS", os.cpu_count() or 1))
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=max(n_threads() - 1, 1),
+                                   thread_name_prefix="tracejit")
+    return _pool
+
+
+def _view_recipe(v: Value, slots: dict[Value, int]):
+    """How to get v as a NumPy view of a buffer: (slot, [ops]) for a matmul operand."""
+    ops = []
+    while v not in slots:
+        p = v.producer
+        ops.append((p.prim.name, p.params))
+        v = p.inputs[0]
+    return slots[v], ops[::-1]
+
+
+def _apply_view(arr: np.ndarray, ops) -> np.ndarray:
+    for name, p in ops:
+        arr = np.transpose(arr, p["perm"]) if name == "transpose" else \
+            np.broadcast_to(arr, p["shape"])
+    return arr
+
+
+class LLVMExecutable(Executable):
+    backend = "llvm"
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__(graph)
+        t0 = time.perf_counter()
+        self.plan = make_plan(graph)
+        self._assign_slots()
+        self._make_steps()
+        self.llvm_text = lower_module(self.plan, self.slots, self.segments)
+        key = cache.key(self.llvm_text, llvm_jit.target_id())
+        obj = cache.load(key)
+        self._mod = None
+        if obj is None:
+            self._mod = llvm_jit.optimize(self.llvm_text)
+            obj = llvm_jit.object_code(self._mod)
+            cache.store(key, obj)
+        self.engine = llvm_jit.Engine(obj=obj)
+        self._bind_functions()
+        self.compile_s = time.perf_counter() - t0
+        self._lock = threading.Lock()
+        dump("kernels", graph.name, self.plan.describe())
+        dump("llvm", graph.name, self.llvm_text)
+        from .debug import dump_stages
+        if "asm" in dump_stages():
+            dump("asm", graph.name, self.stage_text("asm"))
+
+    # -- layout ---------------------------------------------------------------------------
+    def _assign_slots(self) -> None:
+        g, p = self.graph, self.plan
+        self.slots: dict[Value, int] = {}
+        order = list(g.inputs) + p.constants
+        written = [v for k in p.kernels for v in k.outputs]
+        order += [v for v in written if v not in g.outputs] + [v for v in written if v in g.outputs]
+        for v in order:
+            self.slots.setdefault(v, len(self.slots))
+        self.table = (ctypes.c_void_p * max(len(self.slots), 1))()
+        self.table_addr = ctypes.addressof(self.table)
+        self.arrays: list[np.ndarray | None] = [None] * len(self.slots)
+        for v in p.constants:
+            a = np.ascontiguousarray(v.producer.params["value"], v.dtype.np)
+            self._set(v, a)
+        outs = set(g.outputs)
+        for v in written:
+            if v not in outs:
+                self._set(v, np.empty(v.shape, v.dtype.np))
+        # outputs written by kernels get fresh arrays per call; the rest are copies
+        self.out_alloc = [(self.slots[v], v.shape, v.dtype.np) for v in dict.fromkeys(written)
+                          if v in outs]
+        fresh = {s for s, _, _ in self.out_alloc}
+        self.out_plan, seen = [], set()
+        for v in g.outputs:
+            s = self.slots[v]
+            self.out_plan.append((s, s not in fresh or s in seen))
+            seen.add(s)
+
+    def _set(self, v: Value, arr: np.ndarray) -> None:
+        i = self.slots[v]
+        self.arrays[i] = arr
+        self.table[i] = arr.ctypes.data if arr.size else 0
+
+    def _make_steps(self) -> None:
+        """Group kernels into native segments; big kernels and matmuls are steps of their own."""
+        self.segments: list[list[Kernel]] = []
+        self.steps: list[tuple] = []
+        cur: list[Kernel] = []
+        threads = n_threads()
+        for k in self.plan.kernels:
+            big = threads > 1 and k.kind in ("loop", "reduce") and \
+                int(np.prod(k.shape)) >= PARALLEL_MIN and parallel_extent(k) >= 2
+            if k.kind == "matmul" or big:
+                if cur:
+                    self.steps.append(("seg", len(self.segments)))
+                    self.segments.append(cur)
+                    cur = []
+                self.steps.append(("matmul", k) if k.kind == "matmul" else ("par", k))
+            else:
+                cur.append(k)
+        if cur:
+            self.steps.append(("seg", len(self.segments)))
+            self.segments.append(cur)
+
+    def _bind_functions(self) -> None:
+        self.run_steps = []
+        for kind, x in self.steps:
+            if kind == "seg":
+                self.run_steps.append(("seg", _SEG(self.engine.address(f"seg{x}"))))
+            elif kind == "par":
+                fn = _KERN(self.engine.address(x.name))
+                n = parallel_extent(x)
+                t = min(n_threads(), n)
+                bounds = [n * i // t for i in range(t + 1)]
+                self.run_steps.append(("par", (fn, list(zip(bounds[:-1], bounds[1:])))))
+            else:
+                ins = x.instr
+                a = _view_recipe(ins.inputs[0], self.slots)
+                b = _view_recipe(ins.inputs[1], self.slots)
+                self.run_steps.append(("matmul", (a, b, self.slots[ins.out])))
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            arrays, table = self.arrays, self.table
+            for i, a in enumerate(args):
+                if not a.flags.c_contiguous:
+                    a = np.ascontiguousarray(a)
+                arrays[i] = a
+                table[i] = a.ctypes.data
+            for s, shape, dtype in self.out_alloc:
+                o = np.empty(shape, dtype)
+                arrays[s] = o
+                table[s] = o.ctypes.data
+            for kind, x in self.run_steps:
+                if kind == "seg":
+                    x(self.table_addr)
+                elif kind == "par":
+                    fn, chunks = x
+                    futs = [_thread_pool().submit(fn, self.table_addr, lo, hi)
+                            for lo, hi in chunks[1:]]
+                    fn(self.table_addr, *chunks[0])
+                    for f in futs:
+                        f.result()
+                else:
+                    (sa, va), (sb, vb), so = x
+                    np.matmul(_apply_view(arrays[sa], va), _apply_view(arrays[sb], vb),
+                              out=arrays[so])
+            outs = [arrays[s].copy() if copy else arrays[s] for s, copy in self.out_plan]
+            for i in range(len(args)):
+                arrays[i] = None      # do not keep the caller's arrays alive
+            return outs
+
+    def stage_text(self, stage: str) -> str:
+        if stage == "kernels":
+            return self.plan.describe()
+        if stage == "llvm":
+            return self.llvm_text
+        if stage == "asm":
+            if self._mod is None:
+                self._mod = llvm_jit.optimize(self.llvm_text)
+            return llvm_jit.assembly(self._mod)
+        return super().stage_text(stage)
+
+
+class LLVMBackend:
+    name = "llvm"
+
+    def compile(self, graph: Graph) -> Executable:
+        return LLVMExecutable(graph)
+
+
+register_backend("llvm", LLVMBackend)
