@@ -1,10 +1,13 @@
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+# the test session never writes to the user's cache directory
+os.environ.setdefault("TRACEJIT_CACHE_DIR", tempfile.mkdtemp(prefix="tracejit-test-cache-"))
 
 import tracejit as tj  # noqa: E402
 

@@ -2,7 +2,8 @@
 
 Every kernel `kN` becomes `kN_body(ptr noalias ..., i64 begin, i64 end)`, whose outermost
 loop runs over [begin, end) so the runtime can split it across threads, and a wrapper
-`kN(ptr bufs, i64 begin, i64 end)` that reads the buffer pointers from a table. Segments
+`kN(ptr bufs, i64 begin, i64 end)` that reads the buffer pointers from a table of NumPy
+array objects (so the runtime only stores `id(array)`, the cheapest handle Python has). Segments
 `segN(ptr bufs)` run several kernels over their whole range in one native call."""
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from ..ir.core import Value
 from .fusion import Kernel, Plan
 from .llvm_expr import COMPUTE, STORE, Body, Emitter, S, literal, strides
 from .llvm_math import library
+
+# offset of `data` in NumPy's PyArrayObject (right after PyObject_HEAD); checked at run time
+DATA_OFFSET = 16
 
 
 class _Loops:
@@ -167,8 +171,11 @@ def lower_kernel(k: Kernel, slots: dict[Value, int]) -> str:
             "entry:", *(f"  {a}" for a in allocas), body, "  ret void", "}", "",
             f"define void @{k.name}(ptr %bufs, i64 %begin, i64 %end) {{"]
     for i, v in enumerate(args):
+        # the table holds array objects; their data pointer sits DATA_OFFSET bytes in
         text.append(f"  %g{i} = getelementptr ptr, ptr %bufs, i64 {slots[v]}")
-        text.append(f"  %p{i} = load ptr, ptr %g{i}")
+        text.append(f"  %o{i} = load ptr, ptr %g{i}")
+        text.append(f"  %d{i} = getelementptr i8, ptr %o{i}, i64 {DATA_OFFSET}")
+        text.append(f"  %p{i} = load ptr, ptr %d{i}")
     call_args = ", ".join(f"ptr %p{i}" for i in range(len(args)))
     text += [f"  call void @{k.name}_body({call_args}, i64 %begin, i64 %end)", "  ret void", "}"]
     return "\n".join(text)

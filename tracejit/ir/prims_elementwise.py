@@ -84,7 +84,18 @@ def _vjp_cast(g, ins, out, params, need):
     return [cast(g, src) if src.is_float else None]
 
 
-_elementwise("cast", lambda x, dtype: x.astype(dtype.np), _vjp_cast, infer=_infer_cast,
+def _impl_cast(x, dtype):
+    """Float to int saturates and maps NaN to 0 (defined behaviour on every backend)."""
+    x = np.asarray(x)
+    if x.dtype.kind == "f" and dtype.is_int:
+        info = np.iinfo(dtype.np)
+        x = np.clip(np.nan_to_num(x, nan=0.0, posinf=info.max, neginf=info.min),
+                    info.min, info.max)
+        return np.where(x >= float(info.max), info.max, x.astype(np.float64)).astype(dtype.np)
+    return x.astype(dtype.np)
+
+
+_elementwise("cast", _impl_cast, _vjp_cast, infer=_infer_cast,
              arity=1, params={"dtype": "dtype"}, node_name="ToCopyBackward0",
              scalar=lambda sb, x, dtype: sb.cast(x, dtype))
 

@@ -15,7 +15,7 @@ from ..ir.passes import optimize
 from ..ir.printer import print_graph
 from ..ir.verify import verify
 from ..tracer.pytree import tree_flatten, tree_unflatten
-from ..tracer.state import STATE, current_trace
+from ..tracer.state import STATE
 from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced, arg_names, leaf_aval, trace
 from .backend import get_backend
@@ -50,6 +50,25 @@ def _describe(k) -> str:
     return f"{d.name}[{','.join(map(str, shape))}]"
 
 
+def _fast_key(args) -> tuple | None:
+    """A cache key for calls whose arguments are all arrays, eager Tensors that need no
+    gradient, or Python scalars; None sends the call down the general path."""
+    key = []
+    for a in args:
+        t = type(a)
+        if t is np.ndarray:
+            key.append((a.shape, a.dtype))
+        elif t is Tensor:
+            if (a._requires_grad and STATE.grad_enabled) or type(a._data) is not np.ndarray:
+                return None
+            key.append((a._data.shape, a._data.dtype))
+        elif t is float or t is int or t is bool:
+            key.append(t)
+        else:
+            return None
+    return tuple(key)
+
+
 class Entry:
     """One compiled signature."""
 
@@ -63,6 +82,12 @@ class Entry:
         self.in_avals = graph.in_avals
         self.grad_cache: dict[tuple, tuple] = {}
         self.compile_s = compile_s
+        self.single_out = traced.out_tree == ("leaf",)
+
+    def fast_ok(self) -> bool:
+        """Captures unchanged and none of them needs a gradient now."""
+        return self.stale_capture() is None and not (
+            STATE.grad_enabled and any(c._requires_grad for c in self.captures))
 
     def stale_capture(self) -> str | None:
         for i, (c, (shape, dtype)) in enumerate(zip(self.captures, self.cap_avals)):
@@ -107,6 +132,7 @@ class CompiledFunction:
             else tuple(static_argnames)
         self.backend_name = backend
         self._cache: dict[tuple, Entry] = {}
+        self._fast: dict[tuple, Entry] = {}       # positional arrays only: a cheaper key
         self._last_key: tuple | None = None
         self.hits = self.misses = 0
         _ALL.add(self)
@@ -192,14 +218,30 @@ class CompiledFunction:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._fast.clear()
         self._last_key = None
         self.hits = self.misses = 0
 
     # -- calling -----------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        if current_trace() is not None:      # inside another trace: inline
+        if STATE.traces:                     # inside another trace: inline
             return self.fn(*args, **kwargs)
+        if not kwargs and not self.static_argnums:
+            key = _fast_key(args)
+            entry = self._fast.get(key) if key is not None else None
+            if entry is not None and (not entry.captures or entry.fast_ok()):
+                self.hits += 1
+                outs = entry.exe.run([a if type(a) is np.ndarray else
+                                      a._data if type(a) is Tensor else
+                                      np.asarray(a, v.dtype.np)
+                                      for a, v in zip(args, entry.graph.inputs)])
+                if entry.single_out:
+                    return Tensor(outs[0])
+                return tree_unflatten(entry.traced.out_tree, [Tensor(o) for o in outs])
         entry, flat = self._entry(args, kwargs)
+        if not kwargs and not self.static_argnums and key is not None \
+                and len(entry.graph.inputs) == len(args):
+            self._fast[key] = entry
         arrays = []
         for x, aval in zip(flat, entry.in_avals):
             arrays.append(x._data if isinstance(x, Tensor) else np.asarray(x, aval.dtype.np))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..codegen.fusion import Kernel, plan as make_plan
-from ..codegen.llvm_lower import lower_module, parallel_extent
+from ..codegen.llvm_lower import DATA_OFFSET, lower_module, parallel_extent
 from ..ir.core import Graph, Value
 from . import cache, llvm_jit
 from .backend import Executable, register_backend
@@ -25,6 +26,17 @@ PARALLEL_MIN = 1 << 17          # elements a kernel needs before it is split acr
 _SEG = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _KERN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 _pool: ThreadPoolExecutor | None = None
+
+
+def _check_array_layout() -> None:
+    """Generated code reads an array's data pointer straight from the array object."""
+    a = np.arange(3.0)
+    if ctypes.c_void_p.from_address(id(a) + DATA_OFFSET).value != a.ctypes.data:
+        raise RuntimeError("tracejit: unexpected NumPy array layout; the LLVM backend cannot "
+                           "run here (use backend='interpreter')")
+
+
+_check_array_layout()
 
 
 def n_threads() -> int:
@@ -115,7 +127,7 @@ class LLVMExecutable(Executable):
     def _set(self, v: Value, arr: np.ndarray) -> None:
         i = self.slots[v]
         self.arrays[i] = arr
-        self.table[i] = arr.ctypes.data if arr.size else 0
+        self.table[i] = id(arr)
 
     def _make_steps(self) -> None:
         """Group kernels into native segments; big kernels and matmuls are steps of their own."""
@@ -140,6 +152,7 @@ class LLVMExecutable(Executable):
 
     def _bind_functions(self) -> None:
         self.run_steps = []
+        self.only_seg = None
         for kind, x in self.steps:
             if kind == "seg":
                 self.run_steps.append(("seg", _SEG(self.engine.address(f"seg{x}"))))
@@ -154,6 +167,8 @@ class LLVMExecutable(Executable):
                 a = _view_recipe(ins.inputs[0], self.slots)
                 b = _view_recipe(ins.inputs[1], self.slots)
                 self.run_steps.append(("matmul", (a, b, self.slots[ins.out])))
+        if len(self.run_steps) == 1 and self.run_steps[0][0] == "seg":
+            self.only_seg = self.run_steps[0][1]        # the common case: one native call
 
     # -- running --------------------------------------------------------------------------
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -163,29 +178,39 @@ class LLVMExecutable(Executable):
                 if not a.flags.c_contiguous:
                     a = np.ascontiguousarray(a)
                 arrays[i] = a
-                table[i] = a.ctypes.data
+                table[i] = id(a)
             for s, shape, dtype in self.out_alloc:
-                o = np.empty(shape, dtype)
-                arrays[s] = o
-                table[s] = o.ctypes.data
-            for kind, x in self.run_steps:
-                if kind == "seg":
-                    x(self.table_addr)
-                elif kind == "par":
-                    fn, chunks = x
-                    futs = [_thread_pool().submit(fn, self.table_addr, lo, hi)
-                            for lo, hi in chunks[1:]]
-                    fn(self.table_addr, *chunks[0])
-                    for f in futs:
-                        f.result()
-                else:
-                    (sa, va), (sb, vb), so = x
-                    np.matmul(_apply_view(arrays[sa], va), _apply_view(arrays[sb], vb),
-                              out=arrays[so])
+                o = arrays[s]
+                # reuse last call's output once nobody else holds it: fresh pages cost more
+                # than the kernel for large outputs (a caching allocator, in one line)
+                if o is None or sys.getrefcount(o) > 2:
+                    o = np.empty(shape, dtype)
+                    arrays[s] = o
+                    table[s] = id(o)
+            if self.only_seg is not None:
+                self.only_seg(self.table_addr)
+            else:
+                self._run_steps(arrays)
             outs = [arrays[s].copy() if copy else arrays[s] for s, copy in self.out_plan]
             for i in range(len(args)):
                 arrays[i] = None      # do not keep the caller's arrays alive
             return outs
+
+    def _run_steps(self, arrays) -> None:
+        for kind, x in self.run_steps:
+            if kind == "seg":
+                x(self.table_addr)
+            elif kind == "par":
+                fn, chunks = x
+                futs = [_thread_pool().submit(fn, self.table_addr, lo, hi)
+                        for lo, hi in chunks[1:]]
+                fn(self.table_addr, *chunks[0])
+                for f in futs:
+                    f.result()
+            else:
+                (sa, va), (sb, vb), so = x
+                np.matmul(_apply_view(arrays[sa], va), _apply_view(arrays[sb], vb),
+                          out=arrays[so])
 
     def stage_text(self, stage: str) -> str:
         if stage == "kernels":

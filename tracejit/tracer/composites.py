@@ -128,7 +128,8 @@ def var(x, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=None
 def sigmoid(x):
     x = ops.as_tensor(x)
     z = ops.exp(ops.neg(ops.abs(x)))          # never overflows, so gradients stay finite
-    return ops.where(ops.ge(x, 0), ops.div(1.0, ops.add(z, 1.0)), ops.div(z, ops.add(z, 1.0)))
+    r = ops.div(1.0, ops.add(z, 1.0))
+    return ops.where(ops.ge(x, 0), r, ops.mul(z, r))
 
 
 @composite("ReluBackward0")

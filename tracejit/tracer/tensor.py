@@ -8,7 +8,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import Value, user_location
-from .state import STATE, current_trace
+from .state import STATE
 
 
 class Tensor:
@@ -28,7 +28,8 @@ class Tensor:
         self._retains_grad = False
         self._hooks: list | None = None
         self._accum = None
-        self._born_in = current_trace()
+        traces = STATE.traces
+        self._born_in = traces[-1] if traces else None
         if requires_grad:
             self.requires_grad_(True)
 

@@ -1,0 +1,172 @@
+"""The LLVM backend against the reference interpreter, its math accuracy, vectorization and
+the behaviour of generated code on awkward inputs."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import tracejit as tj
+from cases import CASES, float_positions, make_inputs
+from conftest import assert_close
+from randgraph import build, inputs, programs
+
+
+def _both(fn, *args, **kw):
+    a = tj.compile(fn, backend="llvm", **kw)(*args)
+    b = tj.compile(fn, backend="interpreter", **kw)(*args)
+    return a, b
+
+
+def _close(a, b, rtol, atol):
+    la = a if isinstance(a, (tuple, list)) else [a]
+    lb = b if isinstance(b, (tuple, list)) else [b]
+    for x, y in zip(la, lb):
+        assert_close(x, y, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_case_forward_and_backward(name, dtype):
+    fn, _, specs = CASES[name]
+    xs = make_inputs(specs, dtype, seed=7)
+    tol = 3e-6 if dtype == np.float32 else 1e-12
+    _close(*_both(fn, *xs), rtol=tol, atol=tol)
+    if name == "cast":
+        return
+    pos = tuple(float_positions(specs))
+    loss = lambda *a: (fn(*a) * 1.25).sum()     # noqa: E731
+    a = tj.grad(tj.compile(loss, backend="llvm"), argnums=pos)(*xs)
+    b = tj.grad(tj.compile(loss, backend="interpreter"), argnums=pos)(*xs)
+    _close(a, b, rtol=tol * 10, atol=tol * 10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(programs, st.integers(0, 2**16), st.sampled_from([np.float32, np.float64]))
+def test_random_fused_graphs_match_interpreter(prog, seed, dtype):
+    f = build(prog)
+    xs = inputs(seed, dtype)
+    tol = 2e-5 if dtype == np.float32 else 1e-11
+    _close(*_both(f, *xs), rtol=tol, atol=tol)
+    loss = lambda x, y, z: f(x, y, z)[1].sum()   # noqa: E731
+    a = tj.grad(tj.compile(loss, backend="llvm"), argnums=(0, 1, 2))(*xs)
+    b = tj.grad(tj.compile(loss, backend="interpreter"), argnums=(0, 1, 2))(*xs)
+    _close(a, b, rtol=tol * 10, atol=tol * 10)
+
+
+def _ulp_error(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    same = (np.isnan(got) & np.isnan(want)) | (got == want)
+    spacing = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(same, 0.0, np.abs(got.astype(np.float64) - want) / spacing)
+
+
+SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-40, 1.17e-38,
+                    88.72, 88.73, 89.0, -87.3, -103.0, -103.9, -104.0, -200.0, 0.625, -0.625,
+                    1e-8, -1e-8, 9.0, -9.0, 3.4e38, -3.4e38], np.float32)
+
+
+@pytest.mark.parametrize("name,fn,ref,max_ulp", [
+    ("exp", tj.exp, np.exp, 2), ("log", tj.log, np.log, 3), ("tanh", tj.tanh, np.tanh, 2),
+    ("sin", tj.sin, np.sin, 2), ("cos", tj.cos, np.cos, 2), ("sqrt", tj.sqrt, np.sqrt, 0),
+    ("sigmoid", tj.sigmoid, lambda x: 1 / (1 + np.exp(-x.astype(np.float64))), 4),
+])
+def test_transcendental_accuracy_over_float_range(name, fn, ref, max_ulp):
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, 400_000, dtype=np.uint64).astype(np.uint32)
+    x = np.concatenate([bits.view(np.float32), SPECIAL,
+                        np.linspace(-30, 30, 60_001, dtype=np.float32)])
+    got = tj.compile(fn)(x).numpy()
+    with np.errstate(all="ignore"):
+        want = ref(x.astype(np.float64)).astype(np.float32).astype(np.float64)
+    err = _ulp_error(got, want)
+    worst = int(np.argmax(err))
+    assert err.max() <= max_ulp, f"{name}({x[worst]!r}) = {got[worst]!r}, want {want[worst]!r}"
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+
+
+def test_float32_sum_is_as_accurate_as_numpy():
+    x = (np.random.default_rng(0).random(1_000_003) * 10).astype(np.float32)
+    exact = np.sum(x.astype(np.float64))
+    ours = tj.compile(lambda a: a.sum())(x).item()
+    assert abs(ours - exact) <= abs(float(np.sum(x)) - exact) + 1e-3 * abs(exact) * 1e-6
+
+
+def test_elementwise_loop_vectorizes():
+    x = np.ones(4096, np.float32)
+    asm = tj.compile(lambda a, b: tj.tanh(a * b + 1.0)).lower(x, x).asm
+    assert any(r in asm for r in ("zmm", "ymm")), "no packed vector registers in the kernel"
+    assert any(op in asm for op in ("vfmadd", "vmulps", "vaddps"))
+
+
+def test_lowered_stages_are_readable():
+    x = np.ones((8, 16), np.float32)
+    low = tj.compile(lambda a: tj.softmax(a, -1)).lower(x)
+    assert low.kernels.splitlines()[0].startswith("k0: reduce max")
+    assert "define void @k0" in low.llvm_ir and "@tj_expf" in low.llvm_ir
+    assert ".text" in low.asm or "k0" in low.asm
+    with pytest.raises(NotImplementedError, match="CUDA"):
+        low.cuda_source
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (0, 5), (5, 0), (1, 1), (3, 1, 2), (7,)], ids=str)
+def test_every_shape_including_empty(shape):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    f = lambda a: (tj.exp(a) * 2 + a.sum(axis=-1, keepdims=True), a.T * 1.0)   # noqa: E731
+    _close(*_both(f, x), rtol=1e-6, atol=1e-6)
+
+
+def test_broadcast_strided_and_noncontiguous_inputs():
+    base = np.random.default_rng(1).standard_normal((6, 8)).astype(np.float32)
+    x = base[::2, 1::3]                   # strided view
+    y = base.T[:3, :3]                    # transposed view
+    f = lambda a, b, c: a[:, :3] * b + c  # noqa: E731
+    c = np.float32(0.5)
+    _close(*_both(f, x, y, c), rtol=1e-6, atol=1e-6)
+
+
+def test_gather_out_of_range_is_clamped_not_a_crash():
+    x = np.arange(5, dtype=np.float32)
+    idx = np.array([0, 4, 100, -1, -100])
+    out = tj.compile(lambda a, i: a[i])(x, idx).numpy()
+    assert out.tolist() == [0.0, 4.0, 4.0, 4.0, 0.0]      # clamped like JAX
+    with pytest.raises(IndexError):
+        tj.tensor(x)[tj.tensor(idx)]                     # eager mode checks
+
+
+def test_float16_storage_and_int_ops():
+    x = np.linspace(-2, 2, 17).astype(np.float16)
+    _close(*_both(lambda a: tj.tanh(a) * 2 + a, x), rtol=1e-3, atol=1e-3)
+    i = np.arange(-5, 5, dtype=np.int32)
+    _close(*_both(lambda a: (tj.abs(a) * 3 - a, tj.maximum(a, 0), a.sum(), tj.sign(a)), i), 0, 0)
+    sat = tj.compile(lambda a: tj.cast(a * 1.7, tj.int32))
+    x = np.array([1.5, -2.5, 1e30, -1e30, np.nan], np.float32)
+    assert sat(x).tolist() == [2, -4, 2**31 - 1, -2**31, 0]     # saturating, NaN -> 0
+    _close(*_both(lambda a: tj.cast(a * 1.7, tj.int32), x), 0, 0)
+
+
+def test_nan_propagation_in_max_min():
+    x = np.array([[1.0, np.nan, 3.0], [2.0, 1.0, 0.0]], np.float32)
+    a = tj.compile(lambda v: (v.max(axis=1), tj.maximum(v, 1.5)))(x)
+    assert np.isnan(a[0].numpy()[0]) and a[0].numpy()[1] == 2.0
+    assert np.isnan(a[1].numpy()[0, 1])
+
+
+def test_large_kernels_run_threaded_and_match():
+    x = np.random.default_rng(2).standard_normal((1024, 300)).astype(np.float32)
+    _close(*_both(lambda a: (tj.tanh(a) * 2, tj.logsumexp(a, axis=1)), x), rtol=2e-6, atol=2e-6)
+
+
+def test_matmul_with_transposed_and_batched_operands():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    b = rng.standard_normal((5, 3)).astype(np.float32)
+    f = lambda x, y: (tj.tanh(x @ y.T) + 1.0, x.mT @ x)   # noqa: E731
+    _close(*_both(f, a, b), rtol=1e-5, atol=1e-5)
+
+
+def test_scatter_add_in_backward_of_gather():
+    x = np.arange(6, dtype=np.float64)
+    idx = np.array([1, 1, 3, 5, 1])
+    g = tj.grad(tj.compile(lambda a: (a[idx] * np.arange(5.0)).sum()))(x)
+    want = np.zeros(6)
+    np.add.at(want, idx, np.arange(5.0))
+    assert_close(g, want)
