@@ -1,4 +1,8 @@
-"""Pytrees: nested tuples, lists and dicts of leaves (tensors, arrays, numbers)."""
+"""Pytrees: nested tuples, lists and dicts of leaves (tensors, arrays, numbers).
+
+Written as module-level recursion on purpose: a self-referencing closure would form a
+reference cycle that keeps results alive until the garbage collector runs (which defeats the
+runtime's reuse of output buffers)."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -7,53 +11,57 @@ import numpy as np
 
 from .tensor import Tensor
 
+_LEAF = ("leaf",)
+_NONE = ("none",)
+
 
 def is_leaf(x: Any) -> bool:
     return isinstance(x, (Tensor, np.ndarray, int, float, bool, np.number, np.bool_))
+
+
+def _flatten(x: Any, leaves: list, leaf) -> tuple:
+    if leaf is not None and leaf(x):
+        leaves.append(x)
+        return _LEAF
+    if isinstance(x, tuple) and not hasattr(x, "_fields"):
+        return ("tuple", tuple(_flatten(c, leaves, leaf) for c in x))
+    if isinstance(x, list):
+        return ("list", tuple(_flatten(c, leaves, leaf) for c in x))
+    if isinstance(x, dict):
+        keys = tuple(x.keys())
+        return ("dict", keys, tuple(_flatten(x[k], leaves, leaf) for k in keys))
+    if x is None:
+        return _NONE
+    if is_leaf(x):
+        leaves.append(x)
+        return _LEAF
+    raise TypeError(f"unsupported argument type {type(x).__name__}: tracejit takes "
+                    f"Tensors, NumPy arrays, Python numbers and tuples/lists/dicts of them "
+                    f"(mark other arguments static with static_argnums/static_argnames)")
 
 
 def tree_flatten(x: Any, leaf: Callable[[Any], bool] | None = None) -> tuple[list, tuple]:
     """Leaves in order, and a hashable description of the structure. `leaf` may declare
     extra objects to be leaves."""
     leaves: list = []
+    return leaves, _flatten(x, leaves, leaf)
 
-    def rec(x):
-        if leaf is not None and leaf(x):
-            leaves.append(x)
-            return ("leaf",)
-        if isinstance(x, tuple) and not hasattr(x, "_fields"):
-            return ("tuple", tuple(rec(c) for c in x))
-        if isinstance(x, list):
-            return ("list", tuple(rec(c) for c in x))
-        if isinstance(x, dict):
-            keys = tuple(x.keys())
-            return ("dict", keys, tuple(rec(x[k]) for k in keys))
-        if x is None:
-            return ("none",)
-        if is_leaf(x):
-            leaves.append(x)
-            return ("leaf",)
-        raise TypeError(f"unsupported argument type {type(x).__name__}: tracejit takes "
-                        f"Tensors, NumPy arrays, Python numbers and tuples/lists/dicts of them "
-                        f"(mark other arguments static with static_argnums/static_argnames)")
-    return leaves, rec(x)
+
+def _unflatten(t: tuple, it) -> Any:
+    kind = t[0]
+    if kind == "leaf":
+        return next(it)
+    if kind == "none":
+        return None
+    if kind == "tuple":
+        return tuple(_unflatten(c, it) for c in t[1])
+    if kind == "list":
+        return [_unflatten(c, it) for c in t[1]]
+    return {k: _unflatten(c, it) for k, c in zip(t[1], t[2])}
 
 
 def tree_unflatten(tree: tuple, leaves) -> Any:
-    it = iter(leaves)
-
-    def rec(t):
-        kind = t[0]
-        if kind == "leaf":
-            return next(it)
-        if kind == "none":
-            return None
-        if kind == "tuple":
-            return tuple(rec(c) for c in t[1])
-        if kind == "list":
-            return [rec(c) for c in t[1]]
-        return {k: rec(c) for k, c in zip(t[1], t[2])}
-    return rec(tree)
+    return _unflatten(tree, iter(leaves))
 
 
 def tree_map(fn: Callable, x: Any) -> Any:

@@ -79,19 +79,26 @@ class Traced:
         self.out_is_weak = out_is_weak
 
 
+def _leaf_paths(x: Any, base: str) -> list[str]:
+    """Names of the leaves of a pytree: base, base.0, base.key, ... (in flatten order)."""
+    if isinstance(x, (tuple, list)):
+        return [p for i, c in enumerate(x) for p in _leaf_paths(c, f"{base}.{i}")]
+    if isinstance(x, dict):
+        return [p for k, c in x.items() for p in _leaf_paths(c, f"{base}.{k}")]
+    return [] if x is None else [base]
+
+
 def arg_names(fn: Callable, args: Sequence, kwargs: dict) -> list[str]:
+    """Readable names of the flat arguments, for the IR and for retrace messages."""
     try:
         params = list(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         params = []
     names = []
     for i, a in enumerate(args):
-        base = params[i] if i < len(params) else f"arg{i}"
-        n = len(tree_flatten(a)[0])
-        names += [base] if n == 1 else [f"{base}.{j}" for j in range(n)]
+        names += _leaf_paths(a, params[i] if i < len(params) else f"arg{i}")
     for k, v in kwargs.items():
-        n = len(tree_flatten(v)[0])
-        names += [k] if n == 1 else [f"{k}.{j}" for j in range(n)]
+        names += _leaf_paths(v, k)
     return names
 
 
