@@ -92,6 +92,7 @@ def test_cache_key_depends_on_code_target_and_version():
 def test_eviction_bounds_the_directory(cache_env, monkeypatch):
     _, root = cache_env
     monkeypatch.setenv("TRACEJIT_CACHE_LIMIT", "3000")
+    monkeypatch.setattr(cache, "EVICT_EVERY", 1)
     for i in range(10):
         cache.store(cache.key(f"m{i}", "t"), b"x" * 1000)
     total = sum(os.path.getsize(p) for p in _entries(root))

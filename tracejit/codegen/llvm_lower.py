@@ -7,6 +7,8 @@ array objects (so the runtime only stores `id(array)`, the cheapest handle Pytho
 `segN(ptr bufs)` run several kernels over their whole range in one native call."""
 from __future__ import annotations
 
+import math
+
 from ..ir import dtypes as dt
 from ..ir.core import Value
 from .fusion import Kernel, Plan
@@ -192,8 +194,16 @@ def parallel_extent(k: Kernel) -> int:
     return 1
 
 
+SMALL_KERNEL = 1 << 15    # below this many elements, compile time matters more than vector code
+
+
+def is_small(plan: Plan) -> bool:
+    """Whether every kernel is small: the module is then built for compile speed."""
+    return all(int(math.prod(k.shape)) < SMALL_KERNEL for k in plan.kernels)
+
+
 def lower_module(plan: Plan, slots: dict[Value, int], segments: list[list[Kernel]]) -> str:
-    parts = [library(),
+    parts = [library(inline=not is_small(plan)),
              "declare i64 @llvm.smax.i64(i64, i64)\ndeclare i64 @llvm.smin.i64(i64, i64)"]
     for k in plan.kernels:
         if k.kind != "matmul":

@@ -157,9 +157,11 @@ declare double @pow(double, double)
 """
 
 
-def library() -> str:
-    """The module prelude: intrinsic and libm declarations plus the float32 functions."""
-    return "\n\n".join([DECLS, _expf(), _logf(), _tanhf()])
+def library(inline: bool = True) -> str:
+    """The module prelude: intrinsic and libm declarations plus the float32 functions, inlined
+    into loops (so they vectorize) or, for modules that favour compile time, called."""
+    text = "\n\n".join([DECLS, _expf(), _logf(), _tanhf()])
+    return text if inline else text.replace("alwaysinline", "noinline")
 
 
 # (dtype name, op) -> the function a scalar op calls

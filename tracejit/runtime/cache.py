@@ -14,6 +14,8 @@ import tempfile
 
 MAGIC = b"TJOBJ1\n"
 DEFAULT_LIMIT = 256 * 1024 * 1024
+EVICT_EVERY = 32                      # stores between scans of the directory
+_stores = 0
 
 
 def directory() -> str | None:
@@ -74,7 +76,10 @@ def store(k: str, payload: bytes) -> None:
             f.write(hashlib.sha256(payload).hexdigest().encode())
             f.write(payload)
         os.replace(tmp, p)
-        _evict(os.path.dirname(os.path.dirname(p)))
+        global _stores
+        if _stores % EVICT_EVERY == 0:       # scanning the directory costs; do it now and then
+            _evict(os.path.dirname(os.path.dirname(p)))
+        _stores += 1
     except OSError:
         pass                          # a read-only or full disk only costs recompiles
 

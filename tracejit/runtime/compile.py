@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import time
 import weakref
 from collections import namedtuple
@@ -201,10 +202,16 @@ class CompiledFunction:
             log_recompile(self.name, reason)
         self.misses += 1
         t0 = time.perf_counter()
-        traced = self._trace(args, kwargs, static)
-        graph = verify(optimize(traced.graph))
-        dump("ir", self.name, print_graph(graph))
-        exe = get_backend(self.backend_name).compile(graph)
+        gc_was_on = gc.isenabled()
+        gc.disable()              # tracing makes many small cycles; collecting them mid-way costs
+        try:
+            traced = self._trace(args, kwargs, static)
+            graph = verify(optimize(traced.graph))
+            dump("ir", self.name, lambda: print_graph(graph))
+            exe = get_backend(self.backend_name).compile(graph)
+        finally:
+            if gc_was_on:
+                gc.enable()
         entry = Entry(traced, graph, exe, names, time.perf_counter() - t0)
         self._cache[key] = entry
         self._last_key = key
@@ -260,7 +267,7 @@ class CompiledFunction:
             n_out = len(entry.graph.outputs)
             joint = vjp_graph(entry.graph, wrt, self.name + "_vjp")
             fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out)
-            dump("grad", self.name, print_graph(bwd))
+            dump("grad", self.name, lambda: print_graph(bwd))
             backend = get_backend(self.backend_name)
             parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)
             entry.grad_cache[wrt] = parts
@@ -320,7 +327,7 @@ class GradCompiledFunction(CompiledFunction):
                             + (" (and aux)" if self.has_aux else "")
                             + f", got {[str(v.aval) for v in out_leaves]}")
         joint = vjp_graph(g, wrt, self.name, seed_first=True)
-        dump("grad", self.name, print_graph(joint))
+        dump("grad", self.name, lambda: print_graph(joint))
         n_out = len(out_leaves)
         grads = joint.outputs[n_out:]
         it = iter(range(len(grads)))

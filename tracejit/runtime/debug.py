@@ -17,10 +17,13 @@ def dump_stages() -> set[str]:
     return set(STAGES) if "all" in stages else stages
 
 
-def dump(stage: str, name: str, text: str) -> None:
-    """Print (or, with TRACEJIT_DUMP_DIR, write) one stage of a compilation if asked for."""
+def dump(stage: str, name: str, text) -> None:
+    """Print (or, with TRACEJIT_DUMP_DIR, write) one stage of a compilation if asked for.
+    `text` may be a function, so nothing is formatted unless the stage is dumped."""
     if stage not in dump_stages():
         return
+    if callable(text):
+        text = text()
     out_dir = os.environ.get("TRACEJIT_DUMP_DIR")
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)

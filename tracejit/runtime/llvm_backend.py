@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..codegen.fusion import Kernel, plan as make_plan
-from ..codegen.llvm_lower import DATA_OFFSET, lower_module, parallel_extent
+from ..codegen.llvm_lower import DATA_OFFSET, is_small, lower_module, parallel_extent
 from ..ir.core import Graph, Value
 from . import cache, llvm_jit
 from .backend import Executable, register_backend
@@ -78,22 +78,21 @@ class LLVMExecutable(Executable):
         self._assign_slots()
         self._make_steps()
         self.llvm_text = lower_module(self.plan, self.slots, self.segments)
+        self.speed_level = 2 if is_small(self.plan) else 3
         key = cache.key(self.llvm_text, llvm_jit.target_id())
         obj = cache.load(key)
         self._mod = None
         if obj is None:
-            self._mod = llvm_jit.optimize(self.llvm_text)
+            self._mod = llvm_jit.optimize(self.llvm_text, self.speed_level)
             obj = llvm_jit.object_code(self._mod)
             cache.store(key, obj)
         self.engine = llvm_jit.Engine(obj=obj)
         self._bind_functions()
         self.compile_s = time.perf_counter() - t0
         self._lock = threading.Lock()
-        dump("kernels", graph.name, self.plan.describe())
-        dump("llvm", graph.name, self.llvm_text)
-        from .debug import dump_stages
-        if "asm" in dump_stages():
-            dump("asm", graph.name, self.stage_text("asm"))
+        dump("kernels", graph.name, lambda: self.plan.describe())
+        dump("llvm", graph.name, lambda: self.llvm_text)
+        dump("asm", graph.name, lambda: self.stage_text("asm"))
 
     # -- layout ---------------------------------------------------------------------------
     def _assign_slots(self) -> None:
@@ -219,7 +218,7 @@ class LLVMExecutable(Executable):
             return self.llvm_text
         if stage == "asm":
             if self._mod is None:
-                self._mod = llvm_jit.optimize(self.llvm_text)
+                self._mod = llvm_jit.optimize(self.llvm_text, self.speed_level)
             return llvm_jit.assembly(self._mod)
         return super().stage_text(stage)
 

@@ -33,12 +33,12 @@ def target_id() -> str:
     return f"{llvm.get_default_triple()}|{_state['cpu']}|{_state['features']}"
 
 
-def optimize(text: str):
-    """Parse and run the O3 pipeline; returns the module."""
+def optimize(text: str, speed_level: int = 3):
+    """Parse and run the optimization pipeline (O3, or O2 for fast compiles)."""
     tm = target_machine()
     mod = llvm.parse_assembly(text)
     mod.verify()
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto = llvm.create_pipeline_tuning_options(speed_level=speed_level)
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
     return mod

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..ir.core import user_location
+from ..ir.core import Aval, user_location
 from .state import set_grad_enabled
 from .tensor import Tensor
 
@@ -74,9 +74,10 @@ class PrimNode(Node):
     def __init__(self, prim, params, args, out: Tensor) -> None:
         super().__init__(args)
         self.prim, self.params = prim, params
-        self.in_avals = [(a.shape, a.dtype) for a in args]
+        self.in_avals = [(a._data.shape, a.dtype) for a in args]
         self.need = tuple(a._requires_grad for a in args)
-        self.saved = [SavedTensor(args[i]) if i in prim.saves else None for i in range(len(args))]
+        saves = prim.saves
+        self.saved = [SavedTensor(a) if i in saves else None for i, a in enumerate(args)]
         self.saved_out = SavedTensor(out) if prim.save_out else None
         self._name = None
 
@@ -88,7 +89,6 @@ class PrimNode(Node):
 
     def name(self) -> str:
         if self._name is None:
-            from ..ir.core import Aval
             self._name = self.prim.torch_node_name(
                 self.params, [Aval(s, d) for s, d in self.in_avals], self.need)
         return self._name
@@ -96,7 +96,6 @@ class PrimNode(Node):
     def apply(self, grads, create_graph):
         if self.freed:
             raise RuntimeError(self._freed_msg)
-        from ..ir.core import Aval
         ins = [s.unpack(self) if s is not None else Aval(*av)
                for s, av in zip(self.saved, self.in_avals)]
         out = self.saved_out.unpack(self) if self.saved_out is not None else None

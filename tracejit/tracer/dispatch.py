@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.core import Aval, Value, user_location
+from . import tensor as _tensor_module
+from .autograd import PrimNode
 from .state import STATE, current_trace
 from .tensor import Tensor
 
@@ -29,11 +31,13 @@ def to_traced(t: Tensor, graph) -> Value:
 def apply_primitive(prim, args, params) -> Tensor:
     params = prim.normalize(params)
     graph = None
+    requires = False
     for a in args:
-        if not isinstance(a, Tensor):
+        if type(a) is not Tensor:
             raise TypeError(f"{prim.name}: expected Tensors, got {type(a).__name__} "
                             f"(at {user_location()})")
-        if graph is None and isinstance(a._data, Value):
+        requires = requires or a._requires_grad
+        if graph is None and type(a._data) is Value:
             graph = a._data.graph
     if graph is not None:
         vals = [to_traced(a, graph) for a in args]
@@ -55,8 +59,9 @@ def apply_primitive(prim, args, params) -> Tensor:
             # before anything writes to it or aliases it (see Tensor.detach, inplace)
             res.flags.writeable = False
         out = Tensor(res)
-    if (STATE.grad_enabled and prim.vjp is not None and out.dtype.is_float
-            and any(a._requires_grad for a in args)):
-        from .autograd import PrimNode
+    if requires and STATE.grad_enabled and prim.vjp is not None and out.dtype.is_float:
         PrimNode.record(prim, params, args, out)
     return out
+
+
+_tensor_module._apply_primitive = apply_primitive    # Tensor.__tj_bind__ calls this

@@ -12,6 +12,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
+from .state import STATE
 from .tensor import Tensor
 
 CONST_INLINE = 16       # arrays up to this size met while tracing are baked into the graph
@@ -95,10 +96,30 @@ def _operands(op: str, xs: Sequence[Any], dtype: dt.DType | None = None):
     return [broadcast_to(t, shape) for t in ts]
 
 
-def _binary(op: str, a, b, dtype=None):
-    if (type(a) is Tensor and type(b) is Tensor and a.shape == b.shape and not a._weak
-            and not b._weak and a.dtype is b.dtype and (dtype is None or dtype is a.dtype)):
-        return bind(P.get(op), a, b)           # the common case: nothing to promote or broadcast
+def _splat_scalar(x: Tensor, v, d: dt.DType) -> Tensor:
+    """A Python number as a tensor of x's shape and dtype d."""
+    if type(x._data) is np.ndarray:
+        a = np.asarray(v, d.np)
+        return Tensor(np.full(x.shape, a) if x._data.size <= 4096 else np.broadcast_to(a, x.shape))
+    return broadcast_to(as_tensor(v, d, x), x.shape)
+
+
+def _binary(op: str, a, b, kind: str):
+    """kind: "arith" (bool computes as int64), "float" (true division, pow), "any", "cmp"."""
+    ta, tb = type(a), type(b)
+    if ta is Tensor and not a._weak:
+        d = a.dtype
+        ok = d.is_float or (kind != "float" and (d is not dt.bool_ or kind == "any"))
+        if ok and tb is Tensor and not b._weak and b.dtype is d and a.shape == b.shape:
+            return bind(P.get(op), a, b)     # the common case: nothing to promote or broadcast
+        if ok and (tb is float and d.is_float or tb is int and d is not dt.bool_):
+            return bind(P.get(op), a, _splat_scalar(a, b, d))
+    elif tb is Tensor and not b._weak and (ta is float or ta is int):
+        d = b.dtype
+        if d.is_float or (kind != "float" and d is not dt.bool_ and ta is int):
+            return bind(P.get(op), _splat_scalar(b, a, d), b)
+    dtype = {"arith": _arith_dtype, "float": _float_dtype, "cmp": _arith_dtype,
+             "any": lambda *x: None}[kind](a, b)
     x, y = _operands(op, (a, b), dtype)
     return bind(P.get(op), x, y)
 
@@ -113,19 +134,19 @@ def _arith_dtype(*xs) -> dt.DType:
     return dt.i64 if d is dt.bool_ else d
 
 
-def add(a, b): return _binary("add", a, b, _arith_dtype(a, b))
-def sub(a, b): return _binary("sub", a, b, _arith_dtype(a, b))
-def mul(a, b): return _binary("mul", a, b, _arith_dtype(a, b))
-def div(a, b): return _binary("div", a, b, _float_dtype(a, b))
-def pow(a, b): return _binary("pow", a, b, _float_dtype(a, b))       # noqa: A001
-def maximum(a, b): return _binary("maximum", a, b)
-def minimum(a, b): return _binary("minimum", a, b)
-def lt(a, b): return _binary("lt", a, b, _arith_dtype(a, b))
-def le(a, b): return _binary("le", a, b, _arith_dtype(a, b))
-def gt(a, b): return _binary("gt", a, b, _arith_dtype(a, b))
-def ge(a, b): return _binary("ge", a, b, _arith_dtype(a, b))
-def eq(a, b): return _binary("eq", a, b)
-def ne(a, b): return _binary("ne", a, b)
+def add(a, b): return _binary("add", a, b, "arith")
+def sub(a, b): return _binary("sub", a, b, "arith")
+def mul(a, b): return _binary("mul", a, b, "arith")
+def div(a, b): return _binary("div", a, b, "float")
+def pow(a, b): return _binary("pow", a, b, "float")       # noqa: A001
+def maximum(a, b): return _binary("maximum", a, b, "any")
+def minimum(a, b): return _binary("minimum", a, b, "any")
+def lt(a, b): return _binary("lt", a, b, "cmp")
+def le(a, b): return _binary("le", a, b, "cmp")
+def gt(a, b): return _binary("gt", a, b, "cmp")
+def ge(a, b): return _binary("ge", a, b, "cmp")
+def eq(a, b): return _binary("eq", a, b, "any")
+def ne(a, b): return _binary("ne", a, b, "any")
 
 
 def _unary(op: str, x, float_only: bool = False):
@@ -272,6 +293,8 @@ def broadcast_to(x, shape) -> Tensor:
     lead = len(shape) - x.ndim
     if lead < 0 or any(d not in (1, shape[lead + i]) for i, d in enumerate(x.shape)):
         raise _err("broadcast_to", f"cannot broadcast {_fmt(x)} to {list(shape)}")
+    if type(x._data) is np.ndarray and not (x._requires_grad and STATE.grad_enabled):
+        return Tensor(np.broadcast_to(x._data, shape))    # eager, no gradient: a read-only view
     return bind(P.broadcast, x, shape=shape)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import Value, user_location
+from ..ir.primitives import P
 from .state import STATE
 
 
@@ -203,12 +204,10 @@ class Tensor:
 
     # -- the registry's binding protocol -----------------------------------------------------
     def __tj_bind__(self, prim, args, params):
-        from .dispatch import apply_primitive
-        return apply_primitive(prim, args, params)
+        return _apply_primitive(prim, args, params)
 
     def __tj_const__(self, array: np.ndarray) -> "Tensor":
         if self._traced:
-            from ..ir.primitives import P
             return Tensor(self._data.graph.emit(P.constant, [], {"value": array}))
         return Tensor(array)
 
@@ -219,7 +218,6 @@ class Tensor:
                  inputs)
 
     def detach(self) -> "Tensor":
-        from ..ir.primitives import P
         if self._traced:
             return Tensor(self._data.graph.emit(P.stop_gradient, [self._data], {}))
         t = Tensor(self._own())
@@ -279,3 +277,8 @@ class _RemovableHandle:
 
 def is_tensor(x: Any) -> bool:
     return isinstance(x, Tensor)
+
+
+def _apply_primitive(prim, args, params):      # replaced by dispatch.apply_primitive on import
+    from .dispatch import apply_primitive
+    return apply_primitive(prim, args, params)
