@@ -28,12 +28,14 @@ SHARED_EXPR_LIMIT = 64     # a shared expression bigger than this is materialize
 
 @dataclass
 class Kernel:
-    kind: str                       # "loop" | "reduce" | "scatter" | "matmul"
+    kind: str                       # "loop" | "reduce" | "scatter" | "matmul" | "rows"
     outputs: list[Value]
     shape: tuple[int, ...]          # the loop shape (reduce: its input's shape)
     inputs: list[Value] = field(default_factory=list)
     ops: list[Instr] = field(default_factory=list)
     name: str = ""
+    stages: list["Kernel"] = field(default_factory=list)   # rows: the kernels run per row
+    outer: int = 0                  # rows: how many leading axes index a row
 
     @property
     def instr(self) -> Instr | None:
@@ -55,11 +57,16 @@ class Plan:
         lines = []
         for k in self.kernels:
             shape = "x".join(map(str, k.shape)) or "scalar"
-            ops = ",".join(i.prim.name for i in k.ops)
+            opnames = [i.prim.name for i in k.ops]
+            ops = ",".join(dict.fromkeys(opnames) if k.kind == "rows" else opnames)
             how = "extern BLAS" if k.kind == "matmul" else "generated"
             extra = ""
             if k.kind == "reduce":
                 extra = f" {k.instr.prim.name} axes={list(k.instr.params['axes'])}"
+            if k.kind == "rows":
+                extra = " stages(" + ", ".join(
+                    f"{st.instr.prim.name}" if st.kind == "reduce" else "loop"
+                    for st in k.stages) + f") over {k.outer} outer axes"
             lines.append(f"{k.name}: {k.kind}{extra} [{shape}] ops({ops}) "
                          f"in({', '.join(map(n, k.inputs))}) out({', '.join(map(n, k.outputs))}) "
                          f"{how}")
@@ -188,9 +195,96 @@ def plan(g: Graph) -> Plan:
     by_id = {id(k): k for k in merged}
     order = [by_id[i] for i in nx.lexicographical_topological_sort(
         dag, key=lambda i: merged.index(by_id[i]))]
+    order = _row_groups(order, producer_kernel)
     for n, k in enumerate(order):
         k.name = f"k{n}"
     return Plan(g, order, buffers, hard, constants)
+
+
+# -- row-wise fusion ------------------------------------------------------------------------------
+def _row_shape(k: Kernel) -> tuple[int, ...] | None:
+    """The row axes of a reduction over trailing axes (softmax, layer_norm, logsumexp)."""
+    if k.kind != "reduce":
+        return None
+    axes, n = k.instr.params["axes"], len(k.shape)
+    j = n - len(axes)
+    return k.shape[:j] if j >= 1 and tuple(axes) == tuple(range(j, n)) else None
+
+
+def _keeps_rows(op: Instr, dep: set[Value], rows: tuple[int, ...]) -> bool:
+    """Whether op reads its operands in `dep` at the same row it writes."""
+    j = len(rows)
+    if tuple(op.out.shape[:j]) != rows:
+        return False
+    if any(tuple(i.shape[:j]) != rows for i in op.inputs if i in dep):
+        return False
+    name, p = op.prim.name, op.params
+    if op.prim.kind == "elementwise" or name == "reshape":
+        return True
+    if op.prim.kind == "reduce":
+        return min(p["axes"], default=j) >= j
+    if name == "broadcast":
+        return len(op.inputs[0].shape) == len(op.out.shape)
+    if name == "transpose":
+        return tuple(p["perm"][:j]) == tuple(range(j))
+    if name == "slice":
+        return all(a == 0 for a in p["starts"][:j]) and all(st == 1 for st in p["steps"][:j])
+    if name == "pad":
+        return not any((*p["lo"][:j], *p["hi"][:j], *p["interior"][:j]))
+    if name == "concatenate":
+        return p["axis"] >= j
+    if name == "gather":
+        return p["axis"] >= j and op.inputs[1] not in dep
+    return False
+
+
+def _row_local(k: Kernel, group_bufs: set[Value], rows: tuple[int, ...]) -> bool:
+    """Whether kernel k reads what the group wrote only at the row it is working on."""
+    dep = set(group_bufs)
+    for op in k.ops:                       # producers first
+        if any(i in dep for i in op.inputs):
+            if not _keeps_rows(op, dep, rows):
+                return False
+            dep.add(op.out)
+    return True
+
+
+def _row_groups(order: list[Kernel], producer_kernel: dict[Value, Kernel]) -> list[Kernel]:
+    """Merge consecutive kernels that walk the same rows into one "rows" kernel: per row, the
+    reductions and elementwise stages run one after another while the row is in cache."""
+    out: list[Kernel] = []
+    group: list[Kernel] = []
+    rows: tuple[int, ...] = ()
+
+    def close():
+        if len(group) > 1:
+            ins, outs, ops = [], [], []
+            for k in group:
+                ins += [v for v in k.inputs if v not in ins]
+                outs += k.outputs
+                ops += k.ops
+            out.append(Kernel("rows", outs, rows + group[0].shape[len(rows):], ins, ops,
+                              stages=list(group), outer=len(rows)))
+        else:
+            out.extend(group)
+        group.clear()
+
+    for k in order:
+        if group:
+            fits = k.kind in ("loop", "reduce") and tuple(k.shape[:len(rows)]) == rows and \
+                (k.kind == "loop" or _row_shape(k) == rows)
+            if fits and _row_local(k, {v for g in group for v in g.outputs}, rows):
+                group.append(k)
+                continue
+            close()
+        r = _row_shape(k)
+        if r is not None:
+            group.append(k)
+            rows = r
+        else:
+            out.append(k)
+    close()
+    return out
 
 
 def _is_buffer_view(v: Value, buffers: set[Value]) -> bool:

@@ -68,16 +68,15 @@ def _loop_kernel(k: Kernel, e: Emitter, loops: _Loops) -> None:
         body([])
 
 
-def _reduce_kernel(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str]) -> None:
+def _reduce_at(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str], oidx: list[str]) -> None:
+    """Reduce k's input over its reduced axes at the kept index oidx and store the result."""
     ins = k.instr
     op, axes = ins.prim.name, ins.params["axes"]
     x, out = ins.inputs[0], ins.out
     kept = [d for d in range(len(x.shape)) if d not in axes]
-    red = list(axes)
-    cdt = COMPUTE[out.dtype.name]
     acc_dt = dt.f64 if op == "sum" and out.dtype in (dt.f32, dt.f64) else out.dtype
-    acc_ty = COMPUTE[acc_dt.name] if acc_dt is not dt.f16 else "float"
-    acc = "%acc"
+    acc_ty = COMPUTE[acc_dt.name]
+    acc = f"%acc{len(allocas)}"
     allocas.append(f"{acc} = alloca {acc_ty}")
     if op == "sum":
         init = literal(0, acc_dt)
@@ -86,38 +85,68 @@ def _reduce_kernel(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str]) -> 
     else:
         bound = 2 ** (out.dtype.bits - 1)
         init = str(-bound if op == "max" else bound - 1)
+    e.b.raw(f"store {acc_ty} {init}, ptr {acc}")
 
-    def outer(oidx):
-        e.b.raw(f"store {acc_ty} {init}, ptr {acc}")
-
-        def inner(ridx):
-            full = [None] * len(x.shape)
-            for d, i in zip(kept, oidx):
-                full[d] = i
-            for d, i in zip(red, ridx):
-                full[d] = i
-            v = e.emit(x, full)
-            a = S(e.b.op(f"load {acc_ty}, ptr {acc}"), acc_dt)
-            if op == "sum":
-                if acc_dt is not v.dtype:
-                    v = e.sb.cast(v, acc_dt)
-                if acc_dt.is_float:
-                    r = S(e.b.op(f"fadd reassoc contract {acc_ty} {a.ref}, {v.ref}"), acc_dt)
-                else:
-                    r = e.sb.add(a, v)
+    def inner(ridx):
+        full = [None] * len(x.shape)
+        for d, i in zip(kept, oidx):
+            full[d] = i
+        for d, i in zip(axes, ridx):
+            full[d] = i
+        v = e.emit(x, full)
+        a = S(e.b.op(f"load {acc_ty}, ptr {acc}"), acc_dt)
+        if op == "sum":
+            if acc_dt is not v.dtype:
+                v = e.sb.cast(v, acc_dt)
+            if acc_dt.is_float:        # reassoc: vectorized partial sums
+                r = S(e.b.op(f"fadd reassoc contract {acc_ty} {a.ref}, {v.ref}"), acc_dt)
             else:
-                r = e.sb.max(a, v) if op == "max" else e.sb.min(a, v)
-            e.b.raw(f"store {acc_ty} {r.ref}, ptr {acc}")
-        loops.nest([("0", str(x.shape[d])) for d in red], inner)
-        e.memo.clear()      # values of the inner loop do not dominate what follows
-        res = S(e.b.op(f"load {acc_ty}, ptr {acc}"), acc_dt)
-        res = e.sb.cast(res, out.dtype)
-        e.store(out, e.linear(oidx, out.shape), res)
+                r = e.sb.add(a, v)
+        else:
+            r = e.sb.max(a, v) if op == "max" else e.sb.min(a, v)
+        e.b.raw(f"store {acc_ty} {r.ref}, ptr {acc}")
+    loops.nest([("0", str(x.shape[d])) for d in axes], inner)
+    e.memo.clear()      # values of the inner loop do not dominate what follows
+    res = e.sb.cast(S(e.b.op(f"load {acc_ty}, ptr {acc}"), acc_dt), out.dtype)
+    e.store(out, e.linear(oidx, out.shape), res)
+
+
+def _reduce_kernel(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str]) -> None:
+    axes = k.instr.params["axes"]
+    kept = [d for d in range(len(k.shape)) if d not in axes]
+    body = lambda oidx: _reduce_at(k, e, loops, allocas, oidx)      # noqa: E731
     if kept:
-        loops.nest([("%begin", "%end") if j == 0 else ("0", str(x.shape[d]))
-                    for j, d in enumerate(kept)], outer)
+        loops.nest([("%begin", "%end") if j == 0 else ("0", str(k.shape[d]))
+                    for j, d in enumerate(kept)], body)
     else:
-        outer([])
+        body([])
+
+
+def _rows_kernel(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str]) -> None:
+    """Per row: each stage (a reduction over the row, or an elementwise loop over it) in turn,
+    so the row is read from memory once and from cache afterwards."""
+    j = k.outer
+
+    def row(oidx):
+        for st in k.stages:
+            if st.kind == "reduce":
+                _reduce_at(st, e, loops, allocas, oidx)
+                continue
+            inner = st.shape[j:]
+            # a later stage may load this stage's outputs; this one must compute them
+            hidden = {v: e.buffers.pop(v) for v in st.outputs if v in e.buffers}
+
+            def body(iidx, st=st):
+                idx = oidx + iidx
+                for v in st.outputs:
+                    e.store(v, e.linear(idx, v.shape), e.emit(v, idx))
+            if inner:
+                loops.nest([("0", str(n)) for n in inner], body)
+            else:
+                body([])
+            e.memo.clear()
+            e.buffers.update(hidden)
+    loops.nest(_ranges(k.shape[:j]), row)
 
 
 def _scatter_kernel(k: Kernel, e: Emitter, loops: _Loops) -> None:
@@ -163,6 +192,8 @@ def lower_kernel(k: Kernel, slots: dict[Value, int]) -> str:
         _loop_kernel(k, e, loops)
     elif k.kind == "reduce":
         _reduce_kernel(k, e, loops, allocas)
+    elif k.kind == "rows":
+        _rows_kernel(k, e, loops, allocas)
     elif k.kind == "scatter":
         _scatter_kernel(k, e, loops)
     else:
@@ -185,7 +216,7 @@ def lower_kernel(k: Kernel, slots: dict[Value, int]) -> str:
 
 def parallel_extent(k: Kernel) -> int:
     """The size of the loop that [begin, end) ranges over (1 when there is none)."""
-    if k.kind == "loop":
+    if k.kind in ("loop", "rows"):
         return k.shape[0] if k.shape else 1
     if k.kind == "reduce":
         axes = k.instr.params["axes"]

@@ -135,7 +135,7 @@ class LLVMExecutable(Executable):
         cur: list[Kernel] = []
         threads = n_threads()
         for k in self.plan.kernels:
-            big = threads > 1 and k.kind in ("loop", "reduce") and \
+            big = threads > 1 and k.kind in ("loop", "reduce", "rows") and \
                 int(np.prod(k.shape)) >= PARALLEL_MIN and parallel_extent(k) >= 2
             if k.kind == "matmul" or big:
                 if cur:
