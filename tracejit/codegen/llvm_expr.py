@@ -135,15 +135,11 @@ class ScalarBuilder:
         return S(self.b.op(f"select i1 {c.ref}, {a.ty} {a.ref}, {b.ty} {b.ref}"), a.dtype)
 
     def _extreme(self, a: S, b: S, pick: str) -> S:
-        # NumPy's maximum/minimum: NaN in either operand gives NaN
-        c = self.cmp(pick, a, b)
-        r = self.select(c, a, b)
         if not a.dtype.is_float:
-            return r
-        na = S(self.b.op(f"fcmp uno {a.ty} {a.ref}, 0.0"), dt.bool_)
-        r = self.select(na, a, r)
-        nb = S(self.b.op(f"fcmp uno {b.ty} {b.ref}, 0.0"), dt.bool_)
-        return self.select(nb, b, r)
+            return self.select(self.cmp(pick, a, b), a, b)
+        # llvm.maximum/minimum propagate NaN like NumPy, and vectorize (also as reductions)
+        fn = ("maximum" if pick == "gt" else "minimum") + (".f32" if a.ty == "float" else ".f64")
+        return S(self.b.op(f"call {a.ty} @llvm.{fn}({a.ty} {a.ref}, {b.ty} {b.ref})"), a.dtype)
 
     def max(self, a, b): return self._extreme(a, b, "gt")
     def min(self, a, b): return self._extreme(a, b, "lt")

@@ -20,11 +20,13 @@ DATA_OFFSET = 16
 
 
 class _Loops:
-    """Nested counted loops with phi induction variables, emitted into a Body."""
+    """Nested counted loops with phi induction variables, emitted into a Body. With `md`, each
+    innermost loop gets metadata asking the vectorizer for `width` lanes."""
 
-    def __init__(self, b: Body, prefix: str) -> None:
+    def __init__(self, b: Body, prefix: str, md: list[str] | None = None, width: int = 16) -> None:
         self.b, self.prefix, self.n = b, prefix, 0
         self.block = "entry"
+        self.md, self.width = md, width
 
     def nest(self, ranges: list[tuple[str, str]], body_fn) -> None:
         b = self.b
@@ -48,7 +50,12 @@ class _Loops:
             b.raw(f"br label %{tag}l{d}")
             b.label(f"{tag}l{d}")
             b.raw(f"{i}n = add nuw nsw i64 {i}, 1")
-            b.raw(f"br label %{tag}h{d}")
+            if self.md is not None and d == len(ranges) - 1:
+                n = 1000 + len(self.md)
+                self.md.append(f"!{n} = distinct !{{!{n}, !{n + 1}}}")
+                self.md.append(f'!{n + 1} = !{{!"llvm.loop.vectorize.width", i32 {self.width}}}')
+            hint = f", !llvm.loop !{n}" if self.md is not None and d == len(ranges) - 1 else ""
+            b.raw(f"br label %{tag}h{d}{hint}")
             b.label(f"{tag}x{d}")
             self.block = f"{tag}x{d}"
 
@@ -180,13 +187,14 @@ def _scatter_kernel(k: Kernel, e: Emitter, loops: _Loops) -> None:
         loops.nest([("0", str(d)) for d in upd.shape], add)
 
 
-def lower_kernel(k: Kernel, slots: dict[Value, int]) -> str:
-    """LLVM text for one generated kernel: its body and its table-reading wrapper."""
+def lower_kernel(k: Kernel, slots: dict[Value, int], md: list[str] | None = None) -> str:
+    """LLVM text for one generated kernel: its body and its table-reading wrapper. With `md`,
+    innermost loops carry vector-width hints (collected into md)."""
     args = k.inputs + [v for v in k.outputs if v not in k.inputs]
     names = {v: f"%a{i}" for i, v in enumerate(args)}
     b = Body()
     e = Emitter(b, {v: names[v] for v in k.inputs}, {v: names[v] for v in k.outputs})
-    loops = _Loops(b, "L")
+    loops = _Loops(b, "L", md if k.kind in ("rows", "reduce") else None)
     allocas: list[str] = []
     if k.kind == "loop":
         _loop_kernel(k, e, loops)
@@ -236,15 +244,18 @@ def is_small(plan: Plan) -> bool:
 def lower_module(plan: Plan, slots: dict[Value, int], segments: list[list[Kernel]]) -> str:
     parts = [library(inline=not is_small(plan)),
              "declare i64 @llvm.smax.i64(i64, i64)\ndeclare i64 @llvm.smin.i64(i64, i64)"]
+    md: list[str] | None = None if is_small(plan) else []
     for k in plan.kernels:
         if k.kind != "matmul":
-            parts.append(lower_kernel(k, slots))
+            parts.append(lower_kernel(k, slots, md))
     for n, seg in enumerate(segments):
         lines = [f"define void @seg{n}(ptr %bufs) {{"]
         for k in seg:
             lines.append(f"  call void @{k.name}(ptr %bufs, i64 0, i64 {parallel_extent(k)})")
         lines += ["  ret void", "}"]
         parts.append("\n".join(lines))
+    if md:
+        parts.append("\n".join(md))
     return "\n\n".join(parts) + "\n"
 
 

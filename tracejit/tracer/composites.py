@@ -177,7 +177,8 @@ def softmax(x, axis: int = -1, *, dim=None):
     x = ops.as_tensor(x)
     axes = ops._axes(x, axis, dim, "softmax")
     e = ops.exp(ops.sub(x, _finite_or_zero(ops.stop_gradient(ops.max(x, axes, True)))))
-    return ops.div(e, ops.sum(e, axes, True))
+    # one division per row, a multiply per element
+    return ops.mul(e, ops.div(1.0, ops.sum(e, axes, True)))
 
 
 @composite("LogSoftmaxBackward0")
@@ -202,7 +203,7 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps: float = 1e
     n = float(math.prod(normalized_shape))
     d = ops.sub(x, ops.div(ops.sum(x, axes, True), n))
     v = ops.div(ops.sum(ops.mul(d, d), axes, True), n)
-    y = ops.div(d, ops.sqrt(ops.add(v, eps)))
+    y = ops.mul(d, ops.div(1.0, ops.sqrt(ops.add(v, eps))))   # a division per row only
     if weight is not None:
         y = ops.mul(y, weight)
     if bias is not None:
