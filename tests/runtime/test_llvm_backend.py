@@ -199,3 +199,11 @@ def test_row_kernel_stage_computes_what_a_later_stage_loads():
     a = tj.grad(tj.compile(loss, backend="llvm"), argnums=(0, 1, 2))(*xs)
     b = tj.grad(tj.compile(loss, backend="interpreter"), argnums=(0, 1, 2))(*xs)
     _close(a, b, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_reductions_over_leading_axes(dtype):
+    x = (np.random.default_rng(5).standard_normal((300, 7, 40)) * 10).astype(dtype)
+    f = lambda a: (a.sum(axis=0), tj.max(a, axis=(0, 1)), tj.min(a, axis=0, keepdims=True))  # noqa
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    _close(*_both(f, x), rtol=tol, atol=tol)

@@ -75,6 +75,43 @@ def _loop_kernel(k: Kernel, e: Emitter, loops: _Loops) -> None:
         body([])
 
 
+def _reduce_init(op: str, d: dt.DType) -> str:
+    if op == "sum":
+        return literal(0, d)
+    if d.is_float:
+        return "0x" + ("FFF0000000000000" if op == "max" else "7FF0000000000000")
+    bound = 2 ** (d.bits - 1)
+    return str(-bound if op == "max" else bound - 1)
+
+
+def _reduce_leading(k: Kernel, e: Emitter, loops: _Loops) -> None:
+    """A reduction over leading axes (a column sum, a bias gradient): rows outer, the kept
+    trailing axes inner and contiguous, accumulating in the output (as NumPy does)."""
+    ins = k.instr
+    op, m = ins.prim.name, len(ins.params["axes"])
+    x, out = ins.inputs[0], ins.out
+    kept = [("%begin", "%end")] + [("0", str(n)) for n in x.shape[m + 1:]]
+    init = S(_reduce_init(op, out.dtype), out.dtype)
+    loops.nest(kept, lambda kidx: e.store(out, e.linear(kidx, out.shape), init))
+    st = STORE[out.dtype.name]
+
+    def row(ridx):
+        def inner(kidx):
+            v = e.emit(x, ridx + kidx)
+            flat = e.linear(kidx, out.shape)
+            p = e.b.op(f"getelementptr inbounds {st}, ptr {e.outputs[out]}, i64 {flat}")
+            old = e.b.op(f"load {st}, ptr {p}")
+            if out.dtype is dt.f16:
+                old = e.b.op(f"fpext half {old} to float")
+            a = S(old, out.dtype)
+            r = e.sb.add(a, v) if op == "sum" else e.sb.max(a, v) if op == "max" \
+                else e.sb.min(a, v)
+            e.store(out, flat, r)
+        loops.nest(kept, inner)
+        e.memo.clear()
+    loops.nest([("0", str(n)) for n in x.shape[:m]], row)
+
+
 def _reduce_at(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str], oidx: list[str]) -> None:
     """Reduce k's input over its reduced axes at the kept index oidx and store the result."""
     ins = k.instr
@@ -85,14 +122,7 @@ def _reduce_at(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str], oidx: l
     acc_ty = COMPUTE[acc_dt.name]
     acc = f"%acc{len(allocas)}"
     allocas.append(f"{acc} = alloca {acc_ty}")
-    if op == "sum":
-        init = literal(0, acc_dt)
-    elif out.dtype.is_float:
-        init = "0x" + ("FFF0000000000000" if op == "max" else "7FF0000000000000")
-    else:
-        bound = 2 ** (out.dtype.bits - 1)
-        init = str(-bound if op == "max" else bound - 1)
-    e.b.raw(f"store {acc_ty} {init}, ptr {acc}")
+    e.b.raw(f"store {acc_ty} {_reduce_init(op, acc_dt)}, ptr {acc}")
 
     def inner(ridx):
         full = [None] * len(x.shape)
@@ -120,6 +150,8 @@ def _reduce_at(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str], oidx: l
 
 def _reduce_kernel(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str]) -> None:
     axes = k.instr.params["axes"]
+    if axes and tuple(axes) == tuple(range(len(axes))) and len(axes) < len(k.shape):
+        return _reduce_leading(k, e, loops)
     kept = [d for d in range(len(k.shape)) if d not in axes]
     body = lambda oidx: _reduce_at(k, e, loops, allocas, oidx)      # noqa: E731
     if kept:
