@@ -207,3 +207,19 @@ def test_reductions_over_leading_axes(dtype):
     f = lambda a: (a.sum(axis=0), tj.max(a, axis=(0, 1)), tj.min(a, axis=0, keepdims=True))  # noqa
     tol = 1e-4 if dtype == np.float32 else 1e-12
     _close(*_both(f, x), rtol=tol, atol=tol)
+
+
+def test_output_buffers_are_reused_only_once_released():
+    f = tj.compile(lambda a: a * 2.0)
+    x = np.arange(4, dtype=np.float32)
+    first = f(x)
+    second = f(x)                      # the first result is still held: a new array
+    assert first.numpy() is not second.numpy()
+    addr = second.numpy().ctypes.data
+    del first, second
+    third = f(x + 1)                   # released: the buffer is reused
+    assert third.numpy().ctypes.data == addr and third.tolist() == [2.0, 4.0, 6.0, 8.0]
+    keep = third.numpy()[1:]           # a view keeps the buffer alive too
+    del third
+    fourth = f(x)
+    assert fourth.numpy().ctypes.data != keep.ctypes.data - 4 and keep.tolist() == [4.0, 6.0, 8.0]

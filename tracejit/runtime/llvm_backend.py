@@ -182,7 +182,8 @@ class LLVMExecutable(Executable):
                 o = arrays[s]
                 # reuse last call's output once nobody else holds it: fresh pages cost more
                 # than the kernel for large outputs (a caching allocator, in one line)
-                if o is None or sys.getrefcount(o) > 2:
+                # references: the slot, `o`, getrefcount's argument; any more is the caller's
+                if o is None or sys.getrefcount(o) > 3:
                     o = np.empty(shape, dtype)
                     arrays[s] = o
                     table[s] = id(o)
