@@ -96,6 +96,9 @@ def test_subgradients_at_kinks():
     s = tj.tensor(np.array([0.0]), requires_grad=True)
     tj.sqrt(s).sum().backward()
     assert np.isinf(s.grad.item())                     # sqrt'(0) = inf, as PyTorch
+    z = tj.tensor(np.array([0.0]), requires_grad=True)
+    (tj.sigmoid(z) + tj.softplus(z)).sum().backward()
+    assert z.grad.item() == 0.75                       # smooth composites: exact at 0 too
     c = tj.tensor(np.array([-1.0, 0.5, 1.0]), requires_grad=True)
     tj.clip(c, -1.0, 1.0).sum().backward()
     assert c.grad.tolist() == [1.0, 1.0, 1.0]          # clamp passes at the bounds

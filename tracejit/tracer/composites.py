@@ -127,9 +127,12 @@ def var(x, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=None
 @composite("SigmoidBackward0")
 def sigmoid(x):
     x = ops.as_tensor(x)
-    z = ops.exp(ops.neg(ops.abs(x)))          # never overflows, so gradients stay finite
+    pos = ops.ge(x, 0)
+    # z = exp(-|x|) never overflows; -|x| written with `where`, not abs, so that the
+    # derivative at 0 is sigmoid'(0) = 1/4 rather than abs's subgradient
+    z = ops.exp(ops.where(pos, ops.neg(x), x))
     r = ops.div(1.0, ops.add(z, 1.0))
-    return ops.where(ops.ge(x, 0), r, ops.mul(z, r))
+    return ops.where(pos, r, ops.mul(z, r))
 
 
 @composite("ReluBackward0")
@@ -142,7 +145,13 @@ def relu(x):
 @composite("SoftplusBackward0")
 def softplus(x):
     x = ops.as_tensor(x)
-    return ops.add(relu(x), ops.log(ops.add(ops.exp(ops.neg(ops.abs(x))), 1.0)))
+    pos = ops.gt(x, 0)
+    # each branch sees a clamped input (no overflow, finite gradients) and is smooth at 0
+    xp = ops.where(pos, x, 0.0)
+    xn = ops.where(pos, 0.0, x)
+    up = ops.add(xp, ops.log(ops.add(ops.exp(ops.neg(xp)), 1.0)))
+    down = ops.log(ops.add(ops.exp(xn), 1.0))
+    return ops.where(pos, up, down)
 
 
 @composite("GeluBackward0")
