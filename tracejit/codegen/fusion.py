@@ -21,8 +21,6 @@ import networkx as nx
 from ..ir.core import Graph, Instr, Value
 from ..ir.printer import value_names
 
-VIEW_OPS = {"broadcast", "transpose", "slice", "reshape"}
-FUSIBLE = {"elementwise", "shape", "index", "constant"}    # index: gather only (see below)
 SHARED_EXPR_LIMIT = 64     # a shared expression bigger than this is materialized once
 
 

@@ -18,7 +18,7 @@ from ..ir.verify import verify
 from ..tracer.pytree import tree_flatten, tree_unflatten
 from ..tracer.state import STATE
 from ..tracer.tensor import Tensor
-from ..tracer.trace import Traced, arg_names, leaf_aval, trace
+from ..tracer.trace import Traced, arg_names, trace
 from .backend import get_backend
 from .debug import dump, log_recompile
 from .grad_node import CompiledNode

@@ -244,9 +244,8 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                 if g is not None and accumulate and (needed is None or id(node) in needed):
                     _accumulate_leaf(t, _run_hooks(t._hooks, g), create_graph)
                 continue
-            if needed is not None and id(node) not in needed:
-                results = [None] * len(node.next_functions)
-            elif all(g is None for g in grads):
+            off_path = needed is not None and id(node) not in needed
+            if off_path or all(g is None for g in grads):
                 results = [None] * len(node.next_functions)
             else:
                 results = node.apply(grads, create_graph)
