@@ -12,6 +12,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.autodiff import split, vjp_graph
+from ..ir.core import user_location
 from ..ir.passes import optimize
 from ..ir.printer import print_graph
 from ..ir.verify import verify
@@ -40,7 +41,8 @@ def _leaf_key(x: Any):
     a = np.asarray(x)
     d = dt.from_numpy(a.dtype)
     if d is None:
-        raise TypeError(f"unsupported array dtype {a.dtype} for a compiled function argument")
+        raise TypeError(f"unsupported array dtype {a.dtype} for a compiled function argument "
+                        f"(at {user_location()})")
     return (a.shape, d)
 
 

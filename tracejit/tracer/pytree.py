@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..ir.core import user_location
 from .tensor import Tensor
 
 _LEAF = ("leaf",)
@@ -37,7 +38,8 @@ def _flatten(x: Any, leaves: list, leaf) -> tuple:
         return _LEAF
     raise TypeError(f"unsupported argument type {type(x).__name__}: tracejit takes "
                     f"Tensors, NumPy arrays, Python numbers and tuples/lists/dicts of them "
-                    f"(mark other arguments static with static_argnums/static_argnames)")
+                    f"(mark other arguments static with static_argnums/static_argnames) "
+                    f"(at {user_location()})")
 
 
 def tree_flatten(x: Any, leaf: Callable[[Any], bool] | None = None) -> tuple[list, tuple]:
