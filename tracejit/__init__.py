@@ -2,6 +2,7 @@
 from . import ir
 from .ir import dtypes as _dt
 from .tracer import Tensor
+from .tracer.tensor import is_tensor
 from .tracer import autograd_api as autograd
 from .tracer.composites import (cross_entropy, gelu, layer_norm, log_softmax, logsumexp, mean,
                                 mse, mse_loss, relu, sigmoid, softmax, softplus, var)

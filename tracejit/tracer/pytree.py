@@ -65,7 +65,3 @@ def _unflatten(t: tuple, it) -> Any:
 def tree_unflatten(tree: tuple, leaves) -> Any:
     return _unflatten(tree, iter(leaves))
 
-
-def tree_map(fn: Callable, x: Any) -> Any:
-    leaves, tree = tree_flatten(x)
-    return tree_unflatten(tree, [fn(l) for l in leaves])
