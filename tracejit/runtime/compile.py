@@ -54,22 +54,26 @@ def _describe(k) -> str:
 
 
 def _fast_key(args) -> tuple | None:
-    """A cache key for calls whose arguments are all arrays, eager Tensors that need no
-    gradient, or Python scalars; None sends the call down the general path."""
-    key = []
+    """For calls whose arguments are all arrays, eager Tensors that need no gradient, or Python
+    scalars: (cache key, the arguments as arrays or scalars), in one pass. None otherwise."""
+    key, vals = [], []
     for a in args:
         t = type(a)
         if t is np.ndarray:
             key.append((a.shape, a.dtype))
+            vals.append(a)
         elif t is Tensor:
-            if (a._requires_grad and STATE.grad_enabled) or type(a._data) is not np.ndarray:
+            d = a._data
+            if (a._requires_grad and STATE.grad_enabled) or type(d) is not np.ndarray:
                 return None
-            key.append((a._data.shape, a._data.dtype))
+            key.append((d.shape, d.dtype))
+            vals.append(d)
         elif t is float or t is int or t is bool:
             key.append(t)
+            vals.append(a)
         else:
             return None
-    return tuple(key)
+    return tuple(key), vals
 
 
 class Entry:
@@ -86,6 +90,7 @@ class Entry:
         self.grad_cache: dict[tuple, tuple] = {}
         self.compile_s = compile_s
         self.single_out = traced.out_tree == ("leaf",)
+        self.has_scalars = any(v.ndim == 0 for v in graph.inputs)
 
     def fast_ok(self) -> bool:
         """Captures unchanged and none of them needs a gradient now."""
@@ -235,21 +240,22 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs):
         if STATE.traces:                     # inside another trace: inline
             return self.fn(*args, **kwargs)
+        key = None
         if not kwargs and not self.static_argnums:
-            key = _fast_key(args)
+            fast = _fast_key(args)
+            key, vals = fast if fast is not None else (None, None)
             entry = self._fast.get(key) if key is not None else None
             if entry is not None and (not entry.captures or entry.fast_ok()):
                 self.hits += 1
-                outs = entry.exe.run([a if type(a) is np.ndarray else
-                                      a._data if type(a) is Tensor else
-                                      np.asarray(a, v.dtype.np)
-                                      for a, v in zip(args, entry.graph.inputs)])
+                if entry.has_scalars:
+                    vals = [np.asarray(a, v.dtype.np) if type(a) is not np.ndarray else a
+                            for a, v in zip(vals, entry.graph.inputs)]
+                outs = entry.exe.run(vals)
                 if entry.single_out:
                     return Tensor(outs[0])
                 return tree_unflatten(entry.traced.out_tree, [Tensor(o) for o in outs])
         entry, flat = self._entry(args, kwargs)
-        if not kwargs and not self.static_argnums and key is not None \
-                and len(entry.graph.inputs) == len(args):
+        if key is not None and len(entry.graph.inputs) == len(args):
             self._fast[key] = entry
         arrays = []
         for x, aval in zip(flat, entry.in_avals):
