@@ -288,3 +288,17 @@ def test_non_float_outputs_and_int_inputs():
     assert_close(a, np.array([3.0, 1.0], np.float32))
     assert b.dtype is tj.int64 and b.tolist() == [4, 0]
     assert c.dtype is tj.bool_
+
+
+def test_escaped_tracer_is_a_clear_error():
+    leaked = []
+
+    @tj.compile
+    def f(x):
+        leaked.append(x)
+        return x * 2
+
+    f(np.ones(2, np.float32))
+    g = tj.compile(lambda y: y + leaked[0])
+    with pytest.raises(RuntimeError, match=r"another @tj.compile trace.*must not escape"):
+        g(np.ones(2, np.float32))
