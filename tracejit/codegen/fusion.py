@@ -45,8 +45,6 @@ class Kernel:
 class Plan:
     graph: Graph
     kernels: list[Kernel]
-    buffers: set[Value]             # every value that lives in memory
-    hard: set[Value]                # buffers that kernels read instead of recomputing
     constants: list[Value]          # array constants passed as buffers
 
     def describe(self) -> str:
@@ -193,10 +191,10 @@ def plan(g: Graph) -> Plan:
     by_id = {id(k): k for k in merged}
     order = [by_id[i] for i in nx.lexicographical_topological_sort(
         dag, key=lambda i: merged.index(by_id[i]))]
-    order = _row_groups(order, producer_kernel)
+    order = _row_groups(order)
     for n, k in enumerate(order):
         k.name = f"k{n}"
-    return Plan(g, order, buffers, hard, constants)
+    return Plan(g, order, constants)
 
 
 # -- row-wise fusion ------------------------------------------------------------------------------
@@ -247,7 +245,7 @@ def _row_local(k: Kernel, group_bufs: set[Value], rows: tuple[int, ...]) -> bool
     return True
 
 
-def _row_groups(order: list[Kernel], producer_kernel: dict[Value, Kernel]) -> list[Kernel]:
+def _row_groups(order: list[Kernel]) -> list[Kernel]:
     """Merge consecutive kernels that walk the same rows into one "rows" kernel: per row, the
     reductions and elementwise stages run one after another while the row is in cache."""
     out: list[Kernel] = []

@@ -21,7 +21,7 @@ from ..tracer.state import STATE
 from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced, arg_names, trace
 from .backend import get_backend
-from .debug import dump, log_recompile
+from .debug import dump, log_enabled, log_recompile
 from .grad_node import CompiledNode
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
@@ -79,11 +79,10 @@ def _fast_key(args) -> tuple | None:
 class Entry:
     """One compiled signature."""
 
-    def __init__(self, traced: Traced, graph, exe, names: list[str], compile_s: float) -> None:
+    def __init__(self, traced: Traced, graph, exe, compile_s: float) -> None:
         self.traced = traced
         self.graph = graph
         self.exe = exe
-        self.names = names
         self.captures = traced.captures
         self.cap_avals = [(c.shape, c.dtype) for c in traced.captures]
         self.in_avals = graph.in_avals
@@ -201,12 +200,13 @@ class CompiledFunction:
             if reason is None:
                 self.hits += 1
                 return entry, flat
-        names = arg_names(self.fn, [a for i, a in enumerate(args) if i not in static],
-                          {k: v for k, v in kwargs.items() if k not in static})
-        if reason is None and self._last_key is not None:
-            reason = self._explain(self._last_key, key, names)
-        if reason is not None:
-            log_recompile(self.name, reason)
+        if log_enabled("recompiles"):        # naming what changed costs; only when asked
+            if reason is None and self._last_key is not None:
+                names = arg_names(self.fn, [a for i, a in enumerate(args) if i not in static],
+                                  {k: v for k, v in kwargs.items() if k not in static})
+                reason = self._explain(self._last_key, key, names)
+            if reason is not None:
+                log_recompile(self.name, reason)
         self.misses += 1
         t0 = time.perf_counter()
         gc_was_on = gc.isenabled()
@@ -219,7 +219,7 @@ class CompiledFunction:
         finally:
             if gc_was_on:
                 gc.enable()
-        entry = Entry(traced, graph, exe, names, time.perf_counter() - t0)
+        entry = Entry(traced, graph, exe, time.perf_counter() - t0)
         self._cache[key] = entry
         self._last_key = key
         return entry, flat
@@ -355,7 +355,7 @@ class GradCompiledFunction(CompiledFunction):
         for kind, k in leaves:
             order.append(joint.outputs[n_out + k] if kind == "g" else joint.outputs[k])
         joint.outputs = order
-        return Traced(joint, base.n_args, out_tree, base.captures, [False] * len(order))
+        return Traced(joint, out_tree, base.captures)
 
 
 def compile(fn: Callable | None = None, *, static_argnums=(), static_argnames=(),  # noqa: A001

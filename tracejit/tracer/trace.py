@@ -70,13 +70,10 @@ class TraceContext:
 class Traced:
     """The result of tracing: the graph, how to rebuild outputs, and what was captured."""
 
-    def __init__(self, graph: Graph, n_args: int, out_tree, captures: list,
-                 out_is_weak: list[bool]) -> None:
-        self.graph = graph
-        self.n_args = n_args               # graph inputs [0, n_args) are the flat arguments
+    def __init__(self, graph: Graph, out_tree, captures: list) -> None:
+        self.graph = graph                 # inputs: the flat arguments, then the captures
         self.out_tree = out_tree
         self.captures = captures
-        self.out_is_weak = out_is_weak
 
 
 def _leaf_paths(x: Any, base: str) -> list[str]:
@@ -123,7 +120,7 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
         call_kwargs = {k: static.get(k, t_kwargs.get(k)) for k in kwargs}
         out = fn(*call_args, **call_kwargs)
         out_flat, out_tree = tree_flatten(out)
-        outs, weak = [], []
+        outs = []
         for o in out_flat:
             if not isinstance(o, Tensor):
                 from .ops import as_tensor
@@ -132,6 +129,5 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
             if not o._traced:
                 o = Tensor(ctx.capture(o))
             outs.append(o._data)
-            weak.append(o._weak)
     ctx.graph.outputs = outs
-    return Traced(ctx.graph, len(flat), out_tree, ctx.captures, weak)
+    return Traced(ctx.graph, out_tree, ctx.captures)
