@@ -50,19 +50,20 @@ class _Loops:
             b.raw(f"br label %{tag}l{d}")
             b.label(f"{tag}l{d}")
             b.raw(f"{i}n = add nuw nsw i64 {i}, 1")
+            hint = ""
             if self.md is not None and d == len(ranges) - 1:
                 n = 1000 + len(self.md)
                 self.md.append(f"!{n} = distinct !{{!{n}, !{n + 1}}}")
                 self.md.append(f'!{n + 1} = !{{!"llvm.loop.vectorize.width", i32 {self.width}}}')
-            hint = f", !llvm.loop !{n}" if self.md is not None and d == len(ranges) - 1 else ""
+                hint = f", !llvm.loop !{n}"
             b.raw(f"br label %{tag}h{d}{hint}")
             b.label(f"{tag}x{d}")
             self.block = f"{tag}x{d}"
 
 
-def _ranges(shape, parallel: bool = True) -> list[tuple[str, str]]:
-    return [("%begin", "%end") if d == 0 and parallel else ("0", str(n))
-            for d, n in enumerate(shape)]
+def _ranges(shape) -> list[tuple[str, str]]:
+    """Loop bounds for shape; the outermost loop runs over the thread's [begin, end)."""
+    return [("%begin", "%end") if d == 0 else ("0", str(n)) for d, n in enumerate(shape)]
 
 
 def _loop_kernel(k: Kernel, e: Emitter, loops: _Loops) -> None:
@@ -90,7 +91,7 @@ def _reduce_leading(k: Kernel, e: Emitter, loops: _Loops) -> None:
     ins = k.instr
     op, m = ins.prim.name, len(ins.params["axes"])
     x, out = ins.inputs[0], ins.out
-    kept = [("%begin", "%end")] + [("0", str(n)) for n in x.shape[m + 1:]]
+    kept = _ranges(x.shape[m:])
     init = S(_reduce_init(op, out.dtype), out.dtype)
     loops.nest(kept, lambda kidx: e.store(out, e.linear(kidx, out.shape), init))
     st = STORE[out.dtype.name]
@@ -155,8 +156,7 @@ def _reduce_kernel(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str]) -> 
     kept = [d for d in range(len(k.shape)) if d not in axes]
     body = lambda oidx: _reduce_at(k, e, loops, allocas, oidx)      # noqa: E731
     if kept:
-        loops.nest([("%begin", "%end") if j == 0 else ("0", str(k.shape[d]))
-                    for j, d in enumerate(kept)], body)
+        loops.nest(_ranges([k.shape[d] for d in kept]), body)
     else:
         body([])
 
