@@ -8,16 +8,13 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import Value
+from .expr import ExprEmitter, compute_dtype, strides
 from .llvm_math import CALLS
 
 # storage type in memory, compute type in registers
 STORE = {"f16": "half", "f32": "float", "f64": "double", "i32": "i32", "i64": "i64", "bool": "i8"}
 COMPUTE = {"f16": "float", "f32": "float", "f64": "double", "i32": "i32", "i64": "i64",
            "bool": "i1"}
-
-
-def compute_dtype(d: dt.DType) -> dt.DType:
-    return dt.f32 if d is dt.f16 else d
 
 
 def literal(value, d: dt.DType) -> str:
@@ -79,6 +76,9 @@ class ScalarBuilder:
 
     def const(self, value, like: S) -> S:
         return S(literal(value, like.dtype), like.dtype)
+
+    def literal(self, value, d: dt.DType) -> S:
+        return S(literal(value, d), d)
 
     def _arith(self, fop: str, iop: str, a: S, b: S) -> S:
         if a.dtype.is_float:
@@ -168,49 +168,45 @@ class ScalarBuilder:
         return S(self.b.op(f"{op} {a.ty} {a.ref} to {ty}"), to)
 
 
-def strides(shape) -> list[int]:
-    out, acc = [], 1
-    for d in reversed(shape):
-        out.append(acc)
-        acc *= d
-    return out[::-1]
+class Emitter(ExprEmitter):
+    """The LLVM side of ExprEmitter: index values are i64 SSA names or literals; `loads` and
+    `stores` map values to the LLVM pointers they live at."""
 
-
-class Emitter:
-    """Evaluates fused expressions at index vectors. `buffers` maps a value held in memory to
-    the LLVM pointer it is read from; everything else is recomputed from its producer."""
+    S = S
 
     def __init__(self, body: Body, loads: dict[Value, str], stores: dict[Value, str]) -> None:
+        super().__init__(loads, stores)
         self.b = body
         self.sb = ScalarBuilder(body)
-        self.buffers = loads          # read from memory (never a kernel's own outputs)
-        self.outputs = stores
-        self.memo: dict[tuple, S] = {}
 
-    # -- index arithmetic on i64 (strings are SSA names or integer literals) --
-    def imul(self, a: str, k: int) -> str:
-        if k == 0 or a == "0":
-            return "0"
-        if k == 1:
-            return a
-        if a.lstrip("-").isdigit():
-            return str(int(a) * k)
+    def _mul(self, a: str, k: int) -> str:
         return self.b.op(f"mul i64 {a}, {k}")
 
-    def iadd(self, a: str, b: str) -> str:
-        if a == "0":
-            return b
-        if b == "0":
-            return a
-        if a.lstrip("-").isdigit() and b.lstrip("-").isdigit():
-            return str(int(a) + int(b))
+    def _add(self, a: str, b: str) -> str:
         return self.b.op(f"add i64 {a}, {b}")
 
-    def linear(self, idx: list[str], shape) -> str:
-        off = "0"
-        for i, s in zip(idx, strides(shape)):
-            off = self.iadd(off, self.imul(i, s))
-        return off
+    def idiv(self, a: str, k: int, signed: bool = False) -> str:
+        return self.b.op(f"{'sdiv' if signed else 'udiv'} i64 {a}, {k}")
+
+    def irem(self, a: str, k: int, signed: bool = False) -> str:
+        return self.b.op(f"{'srem' if signed else 'urem'} i64 {a}, {k}")
+
+    def icmp(self, op: str, a: str, b: str) -> str:
+        return self.b.op(f"icmp {_IPRED[op]} i64 {a}, {b}")
+
+    def iand(self, a: str, b: str) -> str:
+        return self.b.op(f"and i1 {a}, {b}")
+
+    def iselect(self, c: str, a: str, b: str) -> str:
+        return self.b.op(f"select i1 {c}, i64 {a}, i64 {b}")
+
+    def to_index(self, s: S) -> str:
+        return (s if s.dtype is dt.i64 else self.sb.cast(s, dt.i64)).ref
+
+    def clamp(self, i: str, n: int) -> str:
+        """i clamped into [0, n-1]: out-of-range indices never reach memory."""
+        lo = self.b.op(f"call i64 @llvm.smax.i64(i64 {i}, i64 0)")
+        return self.b.op(f"call i64 @llvm.smin.i64(i64 {lo}, i64 {max(n - 1, 0)})")
 
     def load(self, v: Value, flat: str) -> S:
         key = ("load", v, flat)
@@ -237,118 +233,5 @@ class Emitter:
         p = self.b.op(f"getelementptr inbounds {st}, ptr {self.outputs[v]}, i64 {flat}")
         self.b.raw(f"store {st} {x}, ptr {p}")
 
-    def clamp(self, i: str, n: int) -> str:
-        """i clamped into [0, n-1]: out-of-range indices never reach memory."""
-        lo = self.b.op(f"call i64 @llvm.smax.i64(i64 {i}, i64 0)")
-        return self.b.op(f"call i64 @llvm.smin.i64(i64 {lo}, i64 {max(n - 1, 0)})")
 
-    # -- expressions --
-    def emit(self, v: Value, idx: list[str]) -> S:
-        key = (v, tuple(idx))
-        hit = self.memo.get(key)
-        if hit is not None:
-            return hit
-        if v in self.buffers:
-            r = self.load(v, self.linear(idx, v.shape))
-        else:
-            r = self._emit_op(v, idx)
-        self.memo[key] = r
-        return r
-
-    def _emit_op(self, v: Value, idx: list[str]) -> S:
-        ins = v.producer
-        name, p = ins.prim.name, ins.params
-        if name == "constant":
-            val = p["value"].reshape(-1)[0] if p["value"].size else 0
-            return S(literal(val, v.dtype), v.dtype)
-        if ins.prim.kind == "elementwise":
-            args = [self.emit(x, idx) for x in ins.inputs]
-            return ins.prim.scalar(self.sb, *args, **p)
-        x = ins.inputs[0]
-        if name == "broadcast":
-            lead = len(v.shape) - len(x.shape)
-            return self.emit(x, ["0" if d == 1 else idx[lead + i] for i, d in enumerate(x.shape)])
-        if name == "transpose":
-            inv = [0] * len(p["perm"])
-            for k, q in enumerate(p["perm"]):
-                inv[q] = k
-            return self.emit(x, [idx[inv[j]] for j in range(len(inv))])
-        if name == "slice":
-            return self.emit(x, [self.iadd(str(a), self.imul(i, s))
-                                 for i, a, s in zip(idx, p["starts"], p["steps"])])
-        if name == "reshape":
-            return self._reshape(x, v, idx)
-        if name == "pad":
-            return self._pad(x, v, idx, p)
-        if name == "concatenate":
-            return self._concat(ins.inputs, v, idx, p["axis"])
-        if name == "gather":
-            return self._gather(x, ins.inputs[1], idx, p["axis"])
-        raise NotImplementedError(f"cannot fuse {name}")
-
-    def _reshape(self, x: Value, v: Value, idx: list[str]) -> S:
-        xs = [d for d in x.shape if d != 1]
-        if xs == [d for d in v.shape if d != 1]:      # only size-1 axes change: no division
-            it = iter(i for i, d in zip(idx, v.shape) if d != 1)
-            return self.emit(x, ["0" if d == 1 else next(it) for d in x.shape])
-        flat = self.linear(idx, v.shape)
-        if x in self.buffers:
-            return self.load(x, flat)
-        out = []
-        for d, s in zip(x.shape, strides(x.shape)):
-            q = flat if s == 1 else self.b.op(f"udiv i64 {flat}, {s}")
-            out.append("0" if d == 1 else self.b.op(f"urem i64 {q}, {d}"))
-        return self.emit(x, out)
-
-    def _pad(self, x: Value, v: Value, idx: list[str], p) -> S:
-        ok = None
-        src = []
-        for i, n, lo, it in zip(idx, x.shape, p["lo"], p["interior"]):
-            j = self.iadd(i, str(-lo))
-            step = it + 1
-            conds = [self.b.op(f"icmp sge i64 {j}, 0")]
-            q = j
-            if step > 1:
-                q = self.b.op(f"sdiv i64 {j}, {step}")
-                r = self.b.op(f"srem i64 {j}, {step}")
-                conds.append(self.b.op(f"icmp eq i64 {r}, 0"))
-            conds.append(self.b.op(f"icmp slt i64 {q}, {n}"))
-            for c in conds:
-                ok = c if ok is None else self.b.op(f"and i1 {ok}, {c}")
-            src.append(self.clamp(q, n) if n else "0")
-        if x.aval.size == 0:
-            return S(literal(0, v.dtype), v.dtype)
-        val = self.emit(x, src)
-        zero = S(literal(0, v.dtype), v.dtype)
-        return self.sb.select(S(ok, dt.bool_), val, zero) if ok else val
-
-    def _concat(self, xs, v: Value, idx: list[str], axis: int) -> S:
-        offs, o = [], 0
-        for x in xs:
-            offs.append(o)
-            o += x.shape[axis]
-        result = None
-        for x, off in reversed(list(zip(xs, offs))):
-            n = x.shape[axis]
-            if n == 0:
-                continue
-            j = self.clamp(self.iadd(idx[axis], str(-off)), n)
-            val = self.emit(x, idx[:axis] + [j] + idx[axis + 1:])
-            if result is None:
-                result = val
-            else:
-                c = S(self.b.op(f"icmp slt i64 {idx[axis]}, {off + n}"), dt.bool_)
-                result = self.sb.select(c, val, result)
-        return result
-
-    def _gather(self, x: Value, ind: Value, idx: list[str], axis: int) -> S:
-        k = len(ind.shape)
-        i = self.emit(ind, idx[axis:axis + k])
-        if i.dtype is not dt.i64:
-            i = self.sb.cast(i, dt.i64)
-        n = x.shape[axis]
-        neg = self.b.op(f"icmp slt i64 {i.ref}, 0")
-        wrapped = self.b.op(f"add i64 {i.ref}, {n}")
-        j = self.b.op(f"select i1 {neg}, i64 {wrapped}, i64 {i.ref}")
-        return self.emit(x, idx[:axis] + [self.clamp(j, n)] + idx[axis + k:])
-
+_IPRED = {"lt": "slt", "ge": "sge", "eq": "eq"}

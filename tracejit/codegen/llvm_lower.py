@@ -201,12 +201,7 @@ def _scatter_kernel(k: Kernel, e: Emitter, loops: _Loops) -> None:
     nk = len(ind.shape)
 
     def add(idx):
-        i = e.emit(ind, idx[axis:axis + nk])
-        if i.dtype is not dt.i64:
-            i = e.sb.cast(i, dt.i64)
-        neg = e.b.op(f"icmp slt i64 {i.ref}, 0")
-        wrapped = e.b.op(f"add i64 {i.ref}, {n}")
-        j = e.clamp(e.b.op(f"select i1 {neg}, i64 {wrapped}, i64 {i.ref}"), n)
+        j = e.wrap_index(e.emit(ind, idx[axis:axis + nk]), n)
         target = idx[:axis] + [j] + idx[axis + nk:]
         flat = e.linear(target, out.shape)
         p = e.b.op(f"getelementptr inbounds {st}, ptr {e.outputs[out]}, i64 {flat}")

@@ -1,0 +1,175 @@
+"""Backend-neutral evaluation of a fused expression at an index vector.
+
+A kernel computes each output element as an expression over its producers. Elementwise ops
+call the primitive's `scalar` rule on a backend's scalar builder; view ops (broadcast,
+transpose, slice, reshape, pad, concatenate, gather) only rewrite the index vector. That index
+logic lives here once; the LLVM and CUDA emitters supply the integer operations, loads and the
+scalar builder."""
+from __future__ import annotations
+
+from ..ir import dtypes as dt
+from ..ir.core import Value
+
+
+def compute_dtype(d: dt.DType) -> dt.DType:
+    """Arithmetic type of a stored dtype: float16 computes in float32."""
+    return dt.f32 if d is dt.f16 else d
+
+
+def strides(shape) -> list[int]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+def _is_int_literal(a: str) -> bool:
+    return a.lstrip("-").isdigit()
+
+
+class ExprEmitter:
+    """Evaluates fused expressions at index vectors (lists of index expressions, as strings).
+    `loads` maps a value held in memory to what it is read from; everything else is recomputed
+    from its producer. Subclasses provide: `sb` (the scalar builder), `S` (its scalar class),
+    `load`, and the integer operations `_mul`, `_add`, `idiv`, `irem`, `icmp`, `iand`,
+    `iselect`, `clamp`, `to_index`."""
+
+    S: type
+
+    def __init__(self, loads: dict[Value, str], stores: dict[Value, str]) -> None:
+        self.buffers = loads          # read from memory (never a kernel's own outputs)
+        self.outputs = stores
+        self.memo: dict[tuple, object] = {}
+
+    # -- index arithmetic (folds literals, so static offsets cost nothing) --
+    def imul(self, a: str, k: int) -> str:
+        if k == 0 or a == "0":
+            return "0"
+        if k == 1:
+            return a
+        if _is_int_literal(a):
+            return str(int(a) * k)
+        return self._mul(a, k)
+
+    def iadd(self, a: str, b: str) -> str:
+        if a == "0":
+            return b
+        if b == "0":
+            return a
+        if _is_int_literal(a) and _is_int_literal(b):
+            return str(int(a) + int(b))
+        return self._add(a, b)
+
+    def linear(self, idx: list[str], shape) -> str:
+        off = "0"
+        for i, s in zip(idx, strides(shape)):
+            off = self.iadd(off, self.imul(i, s))
+        return off
+
+    def wrap_index(self, i, n: int) -> str:
+        """A gathered index (a scalar), negative counting from the end, clamped into [0, n)."""
+        j = self.to_index(i)
+        neg = self.icmp("lt", j, "0")
+        return self.clamp(self.iselect(neg, self.iadd(j, str(n)), j), n)
+
+    # -- expressions --
+    def emit(self, v: Value, idx: list[str]):
+        key = (v, tuple(idx))
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit
+        if v in self.buffers:
+            r = self.load(v, self.linear(idx, v.shape))
+        else:
+            r = self._emit_op(v, idx)
+        self.memo[key] = r
+        return r
+
+    def _emit_op(self, v: Value, idx: list[str]):
+        ins = v.producer
+        name, p = ins.prim.name, ins.params
+        if name == "constant":
+            val = p["value"].reshape(-1)[0] if p["value"].size else 0
+            return self.sb.literal(val, v.dtype)
+        if ins.prim.kind == "elementwise":
+            args = [self.emit(x, idx) for x in ins.inputs]
+            return ins.prim.scalar(self.sb, *args, **p)
+        x = ins.inputs[0]
+        if name == "broadcast":
+            lead = len(v.shape) - len(x.shape)
+            return self.emit(x, ["0" if d == 1 else idx[lead + i] for i, d in enumerate(x.shape)])
+        if name == "transpose":
+            inv = [0] * len(p["perm"])
+            for k, q in enumerate(p["perm"]):
+                inv[q] = k
+            return self.emit(x, [idx[inv[j]] for j in range(len(inv))])
+        if name == "slice":
+            return self.emit(x, [self.iadd(str(a), self.imul(i, s))
+                                 for i, a, s in zip(idx, p["starts"], p["steps"])])
+        if name == "reshape":
+            return self._reshape(x, v, idx)
+        if name == "pad":
+            return self._pad(x, v, idx, p)
+        if name == "concatenate":
+            return self._concat(ins.inputs, v, idx, p["axis"])
+        if name == "gather":
+            ind, axis = ins.inputs[1], p["axis"]
+            k = len(ind.shape)
+            j = self.wrap_index(self.emit(ind, idx[axis:axis + k]), x.shape[axis])
+            return self.emit(x, idx[:axis] + [j] + idx[axis + k:])
+        raise NotImplementedError(f"cannot fuse {name}")
+
+    def _reshape(self, x: Value, v: Value, idx: list[str]):
+        xs = [d for d in x.shape if d != 1]
+        if xs == [d for d in v.shape if d != 1]:      # only size-1 axes change: no division
+            it = iter(i for i, d in zip(idx, v.shape) if d != 1)
+            return self.emit(x, ["0" if d == 1 else next(it) for d in x.shape])
+        flat = self.linear(idx, v.shape)
+        if x in self.buffers:
+            return self.load(x, flat)
+        out = []
+        for d, s in zip(x.shape, strides(x.shape)):
+            q = flat if s == 1 else self.idiv(flat, s)
+            out.append("0" if d == 1 else self.irem(q, d))
+        return self.emit(x, out)
+
+    def _pad(self, x: Value, v: Value, idx: list[str], p):
+        ok = None
+        src = []
+        for i, n, lo, it in zip(idx, x.shape, p["lo"], p["interior"]):
+            j = self.iadd(i, str(-lo))
+            step = it + 1
+            conds = [self.icmp("ge", j, "0")]
+            q = j
+            if step > 1:
+                q = self.idiv(j, step, signed=True)
+                conds.append(self.icmp("eq", self.irem(j, step, signed=True), "0"))
+            conds.append(self.icmp("lt", q, str(n)))
+            for c in conds:
+                ok = c if ok is None else self.iand(ok, c)
+            src.append(self.clamp(q, n) if n else "0")
+        zero = self.sb.literal(0, v.dtype)
+        if x.aval.size == 0:
+            return zero
+        val = self.emit(x, src)
+        return self.sb.select(self.S(ok, dt.bool_), val, zero) if ok else val
+
+    def _concat(self, xs, v: Value, idx: list[str], axis: int):
+        offs, o = [], 0
+        for x in xs:
+            offs.append(o)
+            o += x.shape[axis]
+        result = None
+        for x, off in reversed(list(zip(xs, offs))):
+            n = x.shape[axis]
+            if n == 0:
+                continue
+            j = self.clamp(self.iadd(idx[axis], str(-off)), n)
+            val = self.emit(x, idx[:axis] + [j] + idx[axis + 1:])
+            if result is None:
+                result = val
+            else:
+                c = self.S(self.icmp("lt", idx[axis], str(off + n)), dt.bool_)
+                result = self.sb.select(c, val, result)
+        return result
