@@ -17,6 +17,8 @@ from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, c
                          sub, sum, swapaxes, tanh, transpose, unsqueeze, where)
 from .tracer.state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
+from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")
+from .runtime.devices import Device, cuda_available, device
 from .runtime.compile import clear_cache, compile, jit
 from .tracer.ops import cast as astype
 

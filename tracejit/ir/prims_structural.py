@@ -151,7 +151,7 @@ def _infer_pad(name, avals, lo, hi, interior):
 
 def _impl_pad(x, lo, hi, interior):
     shape = [l + h + n + max(n - 1, 0) * i for n, l, h, i in zip(x.shape, lo, hi, interior)]
-    out = np.zeros(shape, x.dtype)
+    out = np.zeros_like(x, shape=shape)      # *_like: stays on x's device (NEP 18)
     out[tuple(slice(l, l + (n - 1) * (i + 1) + 1, i + 1)
               for n, l, i in zip(x.shape, lo, interior))] = x
     return out
@@ -244,7 +244,7 @@ def _infer_scatter_add(name, avals, axis, shape):
 
 
 def _impl_scatter_add(idx, upd, axis, shape):
-    out = np.zeros(shape, upd.dtype)
+    out = np.zeros_like(upd, shape=shape)
     np.add.at(out, (slice(None),) * axis + (idx,), upd)
     return out
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..ir.core import Graph
+from ..ir.core import Graph, Value
 from ..ir.interpret import interpret
 
 
@@ -57,6 +57,25 @@ def get_backend(name: str | None = None):
         return _BACKENDS[name]()
     except KeyError:
         raise ValueError(f"unknown backend {name!r}; available: {sorted(_BACKENDS)}") from None
+
+
+def view_chain(v: Value, buffers) -> tuple[Value, list]:
+    """A matmul operand as (the buffer it views, [(transpose|broadcast, params)...]): BLAS and
+    cuBLAS take such views without a copy."""
+    ops = []
+    while v not in buffers:
+        p = v.producer
+        ops.append((p.prim.name, p.params))
+        v = p.inputs[0]
+    return v, ops[::-1]
+
+
+def apply_view(arr, ops):
+    """Apply view_chain's ops to an array (NumPy or CuPy: the calls dispatch by NEP 18)."""
+    for name, p in ops:
+        arr = np.transpose(arr, p["perm"]) if name == "transpose" else \
+            np.broadcast_to(arr, p["shape"])
+    return arr
 
 
 def default_backend_name() -> str:

@@ -22,6 +22,7 @@ from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced, arg_names, trace
 from .backend import get_backend
 from .debug import dump, log_enabled, log_recompile
+from .devices import CPU, Device, device as as_device, device_of
 from .grad_node import CompiledNode
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
@@ -31,7 +32,11 @@ _ALL: "weakref.WeakSet[CompiledFunction]" = weakref.WeakSet()
 def _leaf_key(x: Any):
     """What a leaf contributes to the cache key: its shape and dtype (weak scalars: a kind)."""
     if isinstance(x, Tensor):
-        return (x.shape, x.dtype)
+        d = x._data
+        return (x.shape, x.dtype) if type(d) is np.ndarray or x._traced else \
+            (x.shape, x.dtype, str(device_of(d)))
+    if hasattr(x, "__cuda_array_interface__"):
+        return (x.shape, dt.from_numpy(x.dtype), str(device_of(x)))
     if isinstance(x, bool):
         return "b"
     if isinstance(x, int):
@@ -49,8 +54,8 @@ def _leaf_key(x: Any):
 def _describe(k) -> str:
     if isinstance(k, str):
         return {"b": "bool", "i": "int", "f": "float"}[k]
-    shape, d = k
-    return f"{d.name}[{','.join(map(str, shape))}]"
+    shape, d = k[:2]
+    return f"{d.name}[{','.join(map(str, shape))}]" + (f" on {k[2]}" if len(k) > 2 else "")
 
 
 def _fast_key(args) -> tuple | None:
@@ -79,8 +84,9 @@ def _fast_key(args) -> tuple | None:
 class Entry:
     """One compiled signature."""
 
-    def __init__(self, traced: Traced, graph, exe, compile_s: float) -> None:
+    def __init__(self, traced: Traced, graph, exe, compile_s: float, device: Device = CPU) -> None:
         self.traced = traced
+        self.device = device
         self.graph = graph
         self.exe = exe
         self.captures = traced.captures
@@ -128,10 +134,8 @@ class CompiledFunction:
     def __init__(self, fn: Callable, static_argnums: int | Sequence[int] = (),
                  static_argnames: str | Sequence[str] = (), device: str | None = None,
                  backend: str | None = None) -> None:
-        if device not in (None, "cpu"):
-            raise RuntimeError(f"compile: device {device!r} is not available: tracejit has no "
-                               f"CUDA backend yet")
         functools.update_wrapper(self, fn)
+        self.device = None if device is None else as_device(device)
         self.fn = fn
         self.static_argnums = (static_argnums,) if isinstance(static_argnums, int) \
             else tuple(static_argnums)
@@ -188,8 +192,29 @@ class CompiledFunction:
         return "unknown"
 
     # -- tracing and compiling -------------------------------------------------------------------
-    def _trace(self, args, kwargs, static) -> Traced:
-        return trace(self.fn, args, kwargs, static, self.name)
+    def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:
+        return trace(self.fn, args, kwargs, static, self.name, device)
+
+    def _device_for(self, flat) -> Device:
+        """The device this call runs on: `device=` if given, else where the arguments live
+        (all of them on one device; host arrays and Python scalars go anywhere)."""
+        if self.device is not None:
+            return self.device
+        devs = {}
+        for x in flat:
+            d = x._data if isinstance(x, Tensor) else x
+            if not (isinstance(x, Tensor) and x._traced) and hasattr(d, "__cuda_array_interface__"):
+                devs.setdefault(device_of(d), x)
+            elif isinstance(x, Tensor) and not x._traced:
+                devs.setdefault(CPU, x)
+        if len(devs) > 1:
+            raise RuntimeError(f"{self.name}: arguments are on different devices "
+                               f"({', '.join(sorted(map(str, devs)))}) (at {user_location()}); "
+                               f"move them to one device with .to(device)")
+        return next(iter(devs), CPU)
+
+    def _backend(self, device: Device):
+        return get_backend("cuda" if device.type == "cuda" else self.backend_name)
 
     def _entry(self, args, kwargs):
         key, flat, static = self._key(args, kwargs)
@@ -212,14 +237,15 @@ class CompiledFunction:
         gc_was_on = gc.isenabled()
         gc.disable()              # tracing makes many small cycles; collecting them mid-way costs
         try:
-            traced = self._trace(args, kwargs, static)
+            device = self._device_for(flat)
+            traced = self._trace(args, kwargs, static, device)
             graph = verify(optimize(traced.graph))
             dump("ir", self.name, lambda: print_graph(graph))
-            exe = get_backend(self.backend_name).compile(graph)
+            exe = self._backend(device).compile(graph)
         finally:
             if gc_was_on:
                 gc.enable()
-        entry = Entry(traced, graph, exe, time.perf_counter() - t0)
+        entry = Entry(traced, graph, exe, time.perf_counter() - t0, device)
         self._cache[key] = entry
         self._last_key = key
         return entry, flat
@@ -259,7 +285,9 @@ class CompiledFunction:
             self._fast[key] = entry
         arrays = []
         for x, aval in zip(flat, entry.in_avals):
-            arrays.append(x._data if isinstance(x, Tensor) else np.asarray(x, aval.dtype.np))
+            d = x._data if isinstance(x, Tensor) else x
+            arrays.append(d if hasattr(d, "__cuda_array_interface__") else
+                          np.asarray(d, aval.dtype.np))
         arrays += [c._data for c in entry.captures]
         tensors = [x if isinstance(x, Tensor) else None for x in flat] + list(entry.captures)
         if STATE.grad_enabled and any(t is not None and t._requires_grad for t in tensors):
@@ -276,7 +304,7 @@ class CompiledFunction:
             joint = vjp_graph(entry.graph, wrt, self.name + "_vjp")
             fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out)
             dump("grad", self.name, lambda: print_graph(bwd))
-            backend = get_backend(self.backend_name)
+            backend = self._backend(entry.device)
             parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)
             entry.grad_cache[wrt] = parts
         fwd_exe, bwd_exe, n_out = parts
@@ -292,7 +320,7 @@ class CompiledFunction:
         if kind in ("grad", "value_and_grad"):
             return GradCompiledFunction(self, kind, argnums, has_aux)
         py = getattr(F, kind)(self.fn, argnums)
-        return CompiledFunction(py, self.static_argnums, self.static_argnames,
+        return CompiledFunction(py, self.static_argnums, self.static_argnames, self.device,
                                 backend=self.backend_name)
 
 
@@ -304,13 +332,13 @@ class GradCompiledFunction(CompiledFunction):
         py = getattr(F, kind)(base.fn, argnums, has_aux)
         functools.update_wrapper(py, base.fn)
         py.__name__ = f"{kind}_{base.name}"
-        super().__init__(py, base.static_argnums, base.static_argnames,
+        super().__init__(py, base.static_argnums, base.static_argnames, base.device,
                          backend=base.backend_name)
         self.base, self.kind, self.argnums, self.has_aux = base, kind, argnums, has_aux
 
-    def _trace(self, args, kwargs, static) -> Traced:
+    def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:
         from ..tracer.functional import _argnums
-        base = trace(self.base.fn, args, kwargs, static, self.name)
+        base = trace(self.base.fn, args, kwargs, static, self.name, device)
         g = base.graph
         nums = _argnums(self.argnums, len(args))
         dyn_pos = [i for i in range(len(args)) if i not in static]

@@ -19,7 +19,7 @@ from ..codegen.fusion import Kernel, plan as make_plan
 from ..codegen.llvm_lower import DATA_OFFSET, is_small, lower_module, parallel_extent
 from ..ir.core import Graph, Value
 from . import cache, llvm_jit
-from .backend import Executable, register_backend
+from .backend import Executable, apply_view, register_backend, view_chain
 from .debug import dump
 
 PARALLEL_MIN = 1 << 17          # elements a kernel needs before it is split across threads
@@ -49,23 +49,6 @@ def _thread_pool() -> ThreadPoolExecutor:
         _pool = ThreadPoolExecutor(max_workers=max(n_threads() - 1, 1),
                                    thread_name_prefix="tracejit")
     return _pool
-
-
-def _view_recipe(v: Value, slots: dict[Value, int]):
-    """How to get v as a NumPy view of a buffer: (slot, [ops]) for a matmul operand."""
-    ops = []
-    while v not in slots:
-        p = v.producer
-        ops.append((p.prim.name, p.params))
-        v = p.inputs[0]
-    return slots[v], ops[::-1]
-
-
-def _apply_view(arr: np.ndarray, ops) -> np.ndarray:
-    for name, p in ops:
-        arr = np.transpose(arr, p["perm"]) if name == "transpose" else \
-            np.broadcast_to(arr, p["shape"])
-    return arr
 
 
 class LLVMExecutable(Executable):
@@ -163,9 +146,9 @@ class LLVMExecutable(Executable):
                 self.run_steps.append(("par", (fn, list(zip(bounds[:-1], bounds[1:])))))
             else:
                 ins = x.instr
-                a = _view_recipe(ins.inputs[0], self.slots)
-                b = _view_recipe(ins.inputs[1], self.slots)
-                self.run_steps.append(("matmul", (a, b, self.slots[ins.out])))
+                (ra, va), (rb, vb) = (view_chain(v, self.slots) for v in ins.inputs)
+                self.run_steps.append(("matmul", ((self.slots[ra], va), (self.slots[rb], vb),
+                                                  self.slots[ins.out])))
         if len(self.run_steps) == 1 and self.run_steps[0][0] == "seg":
             self.only_seg = self.run_steps[0][1]        # the common case: one native call
 
@@ -209,7 +192,7 @@ class LLVMExecutable(Executable):
                     f.result()
             else:
                 (sa, va), (sb, vb), so = x
-                np.matmul(_apply_view(arrays[sa], va), _apply_view(arrays[sb], vb),
+                np.matmul(apply_view(arrays[sa], va), apply_view(arrays[sb], vb),
                           out=arrays[so])
 
     def stage_text(self, stage: str) -> str:

@@ -128,7 +128,7 @@ def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool) -> None:
         raise RuntimeError(f"gradient of shape {list(g.shape)} does not match leaf of shape "
                            f"{list(t.shape)}")
     if t._grad is None:
-        t._grad = g if create_graph else Tensor(np.array(g._data, copy=True))
+        t._grad = g if create_graph else Tensor(g._data.copy())
     elif create_graph or t._grad._traced or g._traced:
         t._grad = t._grad + g
     else:
@@ -176,7 +176,7 @@ def _make_grad(t: Tensor, g) -> Tensor:
         if t._traced:
             from ..ir.primitives import full_like
             return full_like(t, 1.0)
-        return Tensor(np.ones(t.shape, t.dtype.np))
+        return Tensor(np.ones_like(t._data))     # on t's device
     g = g if isinstance(g, Tensor) else Tensor(np.asarray(g, dtype=t.dtype.np))
     if g.shape != t.shape:
         raise RuntimeError(f"Mismatch in shape: grad_output has shape {list(g.shape)} and "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..runtime.devices import device as as_device, to_device
 from .tensor import Tensor
 
 _rng = np.random.default_rng(0)
@@ -23,14 +24,20 @@ def _default_dtype(data) -> dt.DType:
     return d
 
 
+def _new(array: np.ndarray, device, requires_grad: bool) -> Tensor:
+    """A tensor made on the host, moved to `device` ("cpu" unless given)."""
+    if device is not None:
+        array = to_device(array, as_device(device))
+    return Tensor(array, requires_grad=requires_grad)
+
+
 def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
     """A new eager tensor holding a copy of `data` (Python floats become float32)."""
-    if device not in (None, "cpu"):
-        raise RuntimeError(f"device {device!r} is not available: tracejit has no CUDA backend yet")
     if isinstance(data, Tensor):
-        data = data._concrete("tensor()")
+        device = data.device if device is None else device
+        data = data._host("tensor()")
     d = dt.as_dtype(dtype) if dtype is not None else _default_dtype(data)
-    return Tensor(np.array(data, dtype=d.np, copy=True), requires_grad=requires_grad)
+    return _new(np.array(data, dtype=d.np, copy=True), device, requires_grad)
 
 
 def _shape(shape) -> tuple[int, ...]:
@@ -39,43 +46,53 @@ def _shape(shape) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
-def full(shape, fill_value, dtype=None, requires_grad: bool = False) -> Tensor:
+def full(shape, fill_value, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
     shape = shape if isinstance(shape, (tuple, list)) else (shape,)
     d = dt.as_dtype(dtype) if dtype is not None else _default_dtype(fill_value)
-    return Tensor(np.full(tuple(shape), fill_value, d.np), requires_grad=requires_grad)
+    return _new(np.full(tuple(shape), fill_value, d.np), device, requires_grad)
 
 
-def zeros(*shape, dtype=None, requires_grad: bool = False) -> Tensor:
-    return full(_shape(shape), 0.0, dtype or dt.f32, requires_grad)
+def zeros(*shape, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
+    return full(_shape(shape), 0.0, dtype or dt.f32, requires_grad, device)
 
 
-def ones(*shape, dtype=None, requires_grad: bool = False) -> Tensor:
-    return full(_shape(shape), 1.0, dtype or dt.f32, requires_grad)
+def ones(*shape, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
+    return full(_shape(shape), 1.0, dtype or dt.f32, requires_grad, device)
 
 
-def empty(*shape, dtype=None, requires_grad: bool = False) -> Tensor:
-    return zeros(*shape, dtype=dtype, requires_grad=requires_grad)
+def empty(*shape, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
+    return zeros(*shape, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
-def _like(x, value, dtype, requires_grad):
-    return full(x.shape, value, dtype or x.dtype, requires_grad)
+def _like(x, value, dtype, requires_grad, device):
+    return full(x.shape, value, dtype or x.dtype, requires_grad,
+                device if device is not None else x.device)
 
 
-def zeros_like(x, dtype=None, requires_grad=False): return _like(x, 0, dtype, requires_grad)
-def ones_like(x, dtype=None, requires_grad=False): return _like(x, 1, dtype, requires_grad)
-def full_like(x, v, dtype=None, requires_grad=False): return _like(x, v, dtype, requires_grad)
+def zeros_like(x, dtype=None, requires_grad=False, device=None):
+    return _like(x, 0, dtype, requires_grad, device)
 
 
-def arange(start, stop=None, step=1, dtype=None, requires_grad: bool = False) -> Tensor:
+def ones_like(x, dtype=None, requires_grad=False, device=None):
+    return _like(x, 1, dtype, requires_grad, device)
+
+
+def full_like(x, v, dtype=None, requires_grad=False, device=None):
+    return _like(x, v, dtype, requires_grad, device)
+
+
+def arange(start, stop=None, step=1, dtype=None, requires_grad: bool = False,
+           device=None) -> Tensor:
     if stop is None:
         start, stop = 0, start
     d = dt.as_dtype(dtype) if dtype is not None else \
         (dt.i64 if all(isinstance(v, int) for v in (start, stop, step)) else dt.f32)
-    return Tensor(np.arange(start, stop, step).astype(d.np), requires_grad=requires_grad)
+    return _new(np.arange(start, stop, step).astype(d.np), device, requires_grad)
 
 
-def linspace(start, stop, num: int, dtype=None) -> Tensor:
-    return Tensor(np.linspace(start, stop, num).astype((dt.as_dtype(dtype or "f32")).np))
+def linspace(start, stop, num: int, dtype=None, device=None) -> Tensor:
+    return _new(np.linspace(start, stop, num).astype((dt.as_dtype(dtype or "f32")).np), device,
+                False)
 
 
 def manual_seed(seed: int) -> None:
@@ -83,16 +100,16 @@ def manual_seed(seed: int) -> None:
     _rng = np.random.default_rng(seed)
 
 
-def randn(*shape, dtype=None, requires_grad: bool = False) -> Tensor:
+def randn(*shape, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
     d = dt.as_dtype(dtype or "f32")
-    return Tensor(_rng.standard_normal(_shape(shape)).astype(d.np), requires_grad=requires_grad)
+    return _new(_rng.standard_normal(_shape(shape)).astype(d.np), device, requires_grad)
 
 
-def rand(*shape, dtype=None, requires_grad: bool = False) -> Tensor:
+def rand(*shape, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
     d = dt.as_dtype(dtype or "f32")
-    return Tensor(_rng.random(_shape(shape)).astype(d.np), requires_grad=requires_grad)
+    return _new(_rng.random(_shape(shape)).astype(d.np), device, requires_grad)
 
 
-def randint(low: int, high: int, size, dtype=None) -> Tensor:
+def randint(low: int, high: int, size, dtype=None, device=None) -> Tensor:
     d = dt.as_dtype(dtype or "i64")
-    return Tensor(_rng.integers(low, high, size).astype(d.np))
+    return _new(_rng.integers(low, high, size).astype(d.np), device, False)

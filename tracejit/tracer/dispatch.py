@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.core import Aval, Value, user_location
+from ..runtime.devices import device_of
 from . import tensor as _tensor_module
 from .autograd import PrimNode
 from .state import STATE, current_trace
@@ -45,16 +46,20 @@ def apply_primitive(prim, args, params) -> Tensor:
             args = [a if isinstance(a._data, Value) else Tensor(v) for a, v in zip(args, vals)]
         out = Tensor(graph.emit(prim, vals, params), _weak=bool(args) and all(a._weak for a in args))
     else:
+        data = [a._data for a in args]
+        if any(type(d) is not np.ndarray for d in data):
+            _check_devices(prim, args)
         aval = prim.infer([Aval(a._data.shape, a.dtype) for a in args], params)
         try:
             with np.errstate(all="ignore"):
-                res = prim.impl(*[a._data for a in args], **params)
+                res = prim.impl(*data, **params)
         except (IndexError, ValueError, TypeError) as e:
             raise type(e)(f"{prim.name}: {e} (at {user_location()})") from None
-        res = np.asarray(res)
+        if not hasattr(res, "__cuda_array_interface__"):      # CuPy results stay on the GPU
+            res = np.asarray(res)
         if res.dtype != aval.dtype.np:
             res = res.astype(aval.dtype.np)
-        elif res.base is not None and res.flags.writeable:
+        elif type(res) is np.ndarray and res.base is not None and res.flags.writeable:
             # a view of an input (reshape, slice, ...) is a lazy copy: read-only, and copied
             # before anything writes to it or aliases it (see Tensor.detach, inplace)
             res.flags.writeable = False
@@ -62,6 +67,14 @@ def apply_primitive(prim, args, params) -> Tensor:
     if requires and STATE.grad_enabled and prim.vjp is not None and out.dtype.is_float:
         PrimNode.record(prim, params, args, out)
     return out
+
+
+def _check_devices(prim, args) -> None:
+    devs = [device_of(a._data) for a in args]
+    if any(d != devs[0] for d in devs):
+        desc = ", ".join(f"{a.dtype.name}{list(a.shape)} on {d}" for a, d in zip(args, devs))
+        raise RuntimeError(f"{prim.name}: expected all tensors on the same device, got {desc} "
+                           f"(at {user_location()}); move them with .to(device)")
 
 
 _tensor_module._apply_primitive = apply_primitive    # Tensor.__tj_bind__ calls this

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from ..ir import dtypes as dt
+from ..runtime.devices import Device, device as as_device, to_device
 from . import composites as C
 from . import indexing, inplace, ops
+from .function import Function
 from .tensor import Tensor
 
 
@@ -52,16 +54,36 @@ def install() -> None:
     T.clone = lambda self: ops.add(self, 0) if self.dtype is not dt.bool_ else ops.eq(self, True)
     T.contiguous = lambda self: self
     T.to = _to
-    T.cpu = lambda self: self
+    T.cpu = lambda self: _to(self, device="cpu")
+    T.cuda = lambda self, device=None: _to(self, device=device or "cuda")
     inplace.install(T)
 
 
+class ToCopy(Function):
+    """A copy to another device; its gradient is copied back (so `.to` is differentiable)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dev: Device) -> Tensor:
+        ctx.src = x.device
+        return Tensor(to_device(x._data, dev))
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        return ToCopy.apply(g, ctx.src), None
+
+
 def _to(self, *args, dtype=None, device=None):
+    """`t.to("cuda")`, `t.to(tj.float64)`, `t.to("cpu", tj.float16)`, `t.to(other_tensor)`."""
     for a in args:
-        if isinstance(a, str) and a in ("cpu", "cuda") or (isinstance(a, str) and ":" in a):
+        if isinstance(a, Tensor):
+            device, dtype = a.device, a.dtype
+        elif isinstance(a, Device) or (isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda")):
             device = a
         else:
             dtype = a
-    if device not in (None, "cpu"):
-        raise RuntimeError(f"device {device!r} is not available: tracejit has no CUDA backend yet")
-    return ops.cast(self, dtype) if dtype is not None else self
+    out = self
+    if device is not None and not self._traced:    # a compiled function runs on one device
+        dev = as_device(device)
+        if dev != self.device:
+            out = ToCopy.apply(self, dev)
+    return ops.cast(out, dtype) if dtype is not None else out

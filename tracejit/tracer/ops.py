@@ -78,11 +78,16 @@ def as_tensor(x: Any, dtype: dt.DType | None = None, like: Tensor | None = None)
             t._born_in = None           # lifted: read by reference at each call
             return t
         return like.__tj_const__(arr)
+    if like is not None:                # eager: the constant lives on like's device
+        return like.__tj_const__(arr)
     return Tensor(arr)
 
 
 def _operands(op: str, xs: Sequence[Any], dtype: dt.DType | None = None):
     like = next((x for x in xs if isinstance(x, Tensor) and x._traced), None)
+    if like is None:       # constants go to the device of an eager GPU operand
+        like = next((x for x in xs if isinstance(x, Tensor) and type(x._data) is not np.ndarray),
+                    None)
     if dtype is None:
         dtype = result_dtype(*xs)
     ts = [as_tensor(x, dtype, like) for x in xs]

@@ -9,6 +9,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import Value, user_location
 from ..ir.primitives import P
+from ..runtime.devices import CPU, Device, device_of, is_host, to_device
 from .state import STATE
 
 
@@ -67,8 +68,14 @@ class Tensor:
         return self.shape[0]
 
     @property
-    def device(self) -> str:
-        return "cpu"
+    def device(self) -> Device:
+        if self._traced:          # a compiled function runs on one device: its trace's
+            return getattr(self._born_in, "device", CPU)
+        return device_of(self._data)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
 
     @property
     def is_leaf(self) -> bool:
@@ -112,7 +119,7 @@ class Tensor:
 
     def _own(self) -> np.ndarray:
         """Make the storage writable (a read-only view is a lazy copy) before aliasing it."""
-        if not self._traced and not self._data.flags.writeable:
+        if not self._traced and not getattr(self._data.flags, "writeable", True):
             self._data = self._data.copy()
         return self._data
 
@@ -150,24 +157,36 @@ class Tensor:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
                                "Use tensor.detach().numpy() instead.")
         self._concrete("numpy()")
+        self._on_host("numpy()")
         return self._own()
+
+    def _on_host(self, what: str) -> None:
+        if not is_host(self._data):
+            raise TypeError(f"{what}: can't convert a {self.device} tensor to a NumPy array; "
+                            f"use .cpu() to copy it to host memory first")
+
+    def _host(self, what: str) -> np.ndarray:
+        """The value in host memory (copied from the GPU for a cuda tensor)."""
+        a = self._concrete(what)
+        return a if is_host(a) else a.get()
 
     def __array__(self, dtype=None, copy=None):
         a = self._concrete("converting to a NumPy array")
+        self._on_host("converting to a NumPy array")
         return a.astype(dtype) if dtype is not None else a
 
     def item(self):
-        a = self._concrete("item()")
+        a = self._host("item()")
         if a.size != 1:
             raise ValueError(f"item(): only one-element tensors can be converted to Python "
                              f"scalars, got shape {list(a.shape)}")
         return a.reshape(()).item()
 
     def tolist(self):
-        return self._concrete("tolist()").tolist()
+        return self._host("tolist()").tolist()
 
     def __bool__(self) -> bool:
-        a = self._concrete("bool() (an `if` or `while` on a tensor)")
+        a = self._host("bool() (an `if` or `while` on a tensor)")
         if a.size != 1:
             raise RuntimeError(f"Boolean value of Tensor with more than one value "
                                f"(shape {list(a.shape)}) is ambiguous")
@@ -199,7 +218,9 @@ class Tensor:
             extra = ", requires_grad=True"
         if self._traced:
             return f"Tensor(traced {self._data.aval}{extra})"
-        body = np.array2string(self._data, separator=", ", prefix="tensor(")
+        if not is_host(self._data):
+            extra = f", device='{self.device}'" + extra
+        body = np.array2string(self._host("repr"), separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype.name}{extra})"
 
     # -- the registry's binding protocol -----------------------------------------------------
@@ -209,7 +230,7 @@ class Tensor:
     def __tj_const__(self, array: np.ndarray) -> "Tensor":
         if self._traced:
             return Tensor(self._data.graph.emit(P.constant, [], {"value": array}))
-        return Tensor(array)
+        return Tensor(array if is_host(self._data) else to_device(array, self.device))
 
     # -- autograd ----------------------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None) -> None:

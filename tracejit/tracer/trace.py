@@ -9,6 +9,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import Aval, Graph, Value
 from ..ir.primitives import P
+from ..runtime.devices import CPU
 from .pytree import tree_flatten, tree_unflatten
 from .state import STATE
 from .tensor import Tensor
@@ -27,7 +28,7 @@ def leaf_aval(x: Any) -> tuple[Aval, bool]:
         return Aval((), dt.i64), True
     if isinstance(x, float):
         return Aval((), dt.f64), True
-    a = np.asarray(x)
+    a = x if hasattr(x, "__cuda_array_interface__") else np.asarray(x)   # a CuPy array stays
     d = dt.from_numpy(a.dtype)
     if d is None:
         raise TypeError(f"unsupported array dtype {a.dtype} for a compiled function argument")
@@ -37,8 +38,9 @@ def leaf_aval(x: Any) -> tuple[Aval, bool]:
 class TraceContext:
     """An active trace: the graph being built and the eager tensors it captured."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, device=CPU) -> None:
         self.graph = Graph(name)
+        self.device = device                  # what traced tensors report as their .device
         self.captures: list[Any] = []        # captured objects, in graph-input order
         self._cap_index: dict[int, Value] = {}
 
@@ -55,6 +57,8 @@ class TraceContext:
         each call reads afresh, so updating a captured tensor never leaves a stale value."""
         arr = t._data
         if t._born_in is self:
+            if hasattr(arr, "__cuda_array_interface__"):
+                arr = arr.get()          # IR constants live on the host
             if arr.size > INLINE_CONST and np.all(arr == arr.reshape(-1)[0]):
                 c = self.graph.emit(P.constant, [], {"value": arr.reshape(-1)[:1].reshape(())})
                 return self.graph.emit(P.broadcast, [c], {"shape": arr.shape})
@@ -100,14 +104,14 @@ def arg_names(fn: Callable, args: Sequence, kwargs: dict) -> list[str]:
 
 
 def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, Any] | None = None,
-          name: str | None = None) -> Traced:
+          name: str | None = None, device=CPU) -> Traced:
     """Trace fn(*args, **kwargs); entries of `static` (by position or name) are passed as is."""
     static = static or {}
     dyn_args = [a for i, a in enumerate(args) if i not in static]
     dyn_kwargs = {k: v for k, v in kwargs.items() if k not in static}
     flat, in_tree = tree_flatten((dyn_args, dyn_kwargs))
     names = arg_names(fn, dyn_args, dyn_kwargs)
-    ctx = TraceContext(name or getattr(fn, "__name__", "f"))
+    ctx = TraceContext(name or getattr(fn, "__name__", "f"), device)
     with ctx:
         tracers = []
         for leaf, nm in zip(flat, names):

@@ -1,0 +1,212 @@
+"""Scalar expressions in CUDA C: the scalar builder that primitives' `scalar` rules call, and
+the emitter that evaluates a fused expression at an index vector. Every intermediate is a named
+`const` local, so the source reads like the IR it came from."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.core import Value
+from .expr import ExprEmitter, compute_dtype
+
+# storage type in memory (float16 as raw bits), compute type in registers
+STORE = {"f16": "unsigned short", "f32": "float", "f64": "double", "i32": "int",
+         "i64": "long long", "bool": "unsigned char"}
+COMPUTE = {"f32": "float", "f64": "double", "i32": "int", "i64": "long long", "bool": "bool"}
+
+
+def literal(value, d: dt.DType) -> str:
+    """An exact C literal of compute type for `value` (hex floats; inf/nan by bit pattern)."""
+    d = compute_dtype(d)
+    if d.is_float:
+        x = np.asarray(value, d.np)[()]
+        if not np.isfinite(x):
+            if d is dt.f32:
+                return f"__int_as_float(0x{int(x.view(np.uint32)):08x})"
+            return f"__longlong_as_double(0x{int(x.view(np.uint64)):016x}LL)"
+        return float(x).hex() + ("f" if d is dt.f32 else "")
+    if d is dt.bool_:
+        return "true" if bool(value) else "false"
+    v = int(value)
+    if v == -2 ** (d.bits - 1):        # the literal 2**(bits-1) itself would overflow
+        return f"({v + 1}{'LL' if d is dt.i64 else ''} - 1)"
+    return f"{v}LL" if d is dt.i64 else str(v)
+
+
+class CS:
+    """A scalar in C: the expression (a local's name or a literal) and its dtype."""
+
+    __slots__ = ("ref", "dtype")
+
+    def __init__(self, ref: str, dtype: dt.DType) -> None:
+        self.ref, self.dtype = ref, compute_dtype(dtype)
+
+    @property
+    def ty(self) -> str:
+        return COMPUTE[self.dtype.name]
+
+
+class CBody:
+    """Lines of C with indentation; hands out fresh local names."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.n = 0
+        self.depth = 1
+
+    def let(self, ty: str, expr: str) -> str:
+        self.n += 1
+        name = f"t{self.n}"
+        self.line(f"const {ty} {name} = {expr};")
+        return name
+
+    def line(self, text: str) -> None:
+        self.lines.append("  " * self.depth + text)
+
+    def open(self, header: str) -> None:
+        self.line(header + " {")
+        self.depth += 1
+
+    def close(self) -> None:
+        self.depth -= 1
+        self.line("}")
+
+
+_UNARY = {"exp": ("expf", "exp"), "log": ("logf", "log"), "sin": ("sinf", "sin"),
+          "cos": ("cosf", "cos"), "tanh": ("tanhf", "tanh"), "sqrt": ("sqrtf", "sqrt"),
+          "pow": ("powf", "pow")}
+_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+
+
+class CScalarBuilder:
+    """The vocabulary of the primitives' scalar rules, lowered to CUDA C. Functions are CUDA's
+    IEEE versions (no fast-math), so results stay within a few ulp of NumPy."""
+
+    def __init__(self, body: CBody) -> None:
+        self.b = body
+
+    def _let(self, d: dt.DType, expr: str) -> CS:
+        return CS(self.b.let(COMPUTE[compute_dtype(d).name], expr), d)
+
+    def const(self, value, like: CS) -> CS:
+        return CS(literal(value, like.dtype), like.dtype)
+
+    def literal(self, value, d: dt.DType) -> CS:
+        return CS(literal(value, d), d)
+
+    def add(self, a, b): return self._let(a.dtype, f"{a.ref} + {b.ref}")
+    def sub(self, a, b): return self._let(a.dtype, f"{a.ref} - {b.ref}")
+    def mul(self, a, b): return self._let(a.dtype, f"{a.ref} * {b.ref}")
+    def div(self, a, b): return self._let(a.dtype, f"{a.ref} / {b.ref}")
+    def neg(self, a): return self._let(a.dtype, f"-({a.ref})")
+
+    def _call(self, name: str, *args: CS) -> CS:
+        fn = _UNARY[name][0 if args[0].dtype is dt.f32 else 1]
+        return self._let(args[0].dtype, f"{fn}({', '.join(x.ref for x in args)})")
+
+    def exp(self, a): return self._call("exp", a)
+    def log(self, a): return self._call("log", a)
+    def sin(self, a): return self._call("sin", a)
+    def cos(self, a): return self._call("cos", a)
+    def tanh(self, a): return self._call("tanh", a)
+    def sqrt(self, a): return self._call("sqrt", a)
+    def pow(self, a, b): return self._call("pow", a, b)
+
+    def abs(self, a):
+        fn = {"f32": "fabsf", "f64": "fabs", "i32": "abs", "i64": "llabs"}[a.dtype.name]
+        return self._let(a.dtype, f"{fn}({a.ref})")
+
+    def cmp(self, op: str, a: CS, b: CS) -> CS:
+        return self._let(dt.bool_, f"{a.ref} {_CMP[op]} {b.ref}")
+
+    def lt(self, a, b): return self.cmp("lt", a, b)
+    def gt(self, a, b): return self.cmp("gt", a, b)
+
+    def select(self, c: CS, a: CS, b: CS) -> CS:
+        return self._let(a.dtype, f"{c.ref} ? {a.ref} : {b.ref}")
+
+    def _extreme(self, a: CS, b: CS, op: str) -> CS:
+        if a.dtype.is_float:       # NaN in either operand wins, as in NumPy
+            return self._let(a.dtype, f"({a.ref} {op} {b.ref} || {a.ref} != {a.ref}) "
+                                      f"? {a.ref} : {b.ref}")
+        return self._let(a.dtype, f"{a.ref} {op} {b.ref} ? {a.ref} : {b.ref}")
+
+    def max(self, a, b): return self._extreme(a, b, ">")
+    def min(self, a, b): return self._extreme(a, b, "<")
+
+    def cast(self, a: CS, to: dt.DType) -> CS:
+        to = compute_dtype(to)
+        src = a.dtype
+        if src is to:
+            return a
+        if to is dt.bool_:
+            return self._let(to, f"{a.ref} != 0")
+        if src.is_float and to.is_int:
+            # cvt.rzi saturates to the integer range and maps NaN to 0, like the CPU path
+            fn = ("__float2" if src is dt.f32 else "__double2") + \
+                ("ll_rz" if to is dt.i64 else "int_rz")
+            return self._let(to, f"{fn}({a.ref})")
+        return self._let(to, f"({COMPUTE[to.name]}){a.ref}")
+
+
+class CEmitter(ExprEmitter):
+    """The CUDA side of ExprEmitter: index values are C expressions of type `index` (int when
+    every buffer of the kernel has fewer than 2**31 elements, else long long)."""
+
+    S = CS
+
+    def __init__(self, body: CBody, loads: dict[Value, str], stores: dict[Value, str],
+                 index: str = "int") -> None:
+        super().__init__(loads, stores)
+        self.b = body
+        self.sb = CScalarBuilder(body)
+        self.index = index
+
+    def _mul(self, a: str, k: int) -> str:
+        return self.b.let(self.index, f"{a} * {k}")
+
+    def _add(self, a: str, b: str) -> str:
+        return self.b.let(self.index, f"{a} + {b}")
+
+    def idiv(self, a: str, k: int, signed: bool = False) -> str:
+        return self.b.let(self.index, f"{a} / {k}")
+
+    def irem(self, a: str, k: int, signed: bool = False) -> str:
+        return self.b.let(self.index, f"{a} % {k}")
+
+    def icmp(self, op: str, a: str, b: str) -> str:
+        return self.b.let("bool", f"{a} {_CMP[op]} {b}")
+
+    def iand(self, a: str, b: str) -> str:
+        return self.b.let("bool", f"{a} && {b}")
+
+    def iselect(self, c: str, a: str, b: str) -> str:
+        return self.b.let(self.index, f"{c} ? {a} : {b}")
+
+    def to_index(self, s: CS) -> str:
+        return self.b.let(self.index, f"({self.index}){s.ref}")
+
+    def clamp(self, i: str, n: int) -> str:
+        """i clamped into [0, n-1]: out-of-range indices never reach memory."""
+        return self.b.let(self.index, f"min(max({i}, ({self.index})0), ({self.index}){max(n - 1, 0)})")
+
+    def load(self, v: Value, flat: str) -> CS:
+        key = ("load", v, flat)
+        if key in self.memo:
+            return self.memo[key]
+        x = f"{self.buffers[v]}[{flat}]"
+        if v.dtype is dt.f16:
+            x = f"tj_h2f({x})"
+        elif v.dtype is dt.bool_:
+            x = f"{x} != 0"
+        s = CS(self.b.let(COMPUTE[compute_dtype(v.dtype).name], x), v.dtype)
+        self.memo[key] = s
+        return s
+
+    def store(self, v: Value, flat: str, s: CS) -> None:
+        x = s.ref
+        if v.dtype is dt.f16:
+            x = f"tj_f2h({x})"
+        elif v.dtype is dt.bool_:
+            x = f"(unsigned char){x}"
+        self.b.line(f"{self.outputs[v]}[{flat}] = {x};")

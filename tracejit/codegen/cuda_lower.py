@@ -1,0 +1,344 @@
+"""Lowering of the kernel plan (codegen.fusion) to CUDA C: one translation unit, one
+`extern "C" __global__` function per generated kernel, and the launch list that runs them.
+
+Kernel kinds map to CUDA as follows:
+- loop: a grid-stride loop over the flat output index, unflattened into the loop's index vector;
+- reduce over trailing axes (and reductions in general): one block per output element, threads
+  stride over the reduced elements, then warp shuffles and a block reduction;
+- reduce over leading axes (a column sum): one thread per output, looping down the column, so
+  neighbouring threads read neighbouring memory;
+- rows (softmax, layer_norm, logsumexp and their backward): one block per row; the stages run
+  in turn, separated by `__syncthreads()`, so a row is read from DRAM once and from cache after;
+- scatter: a zero fill, then atomic adds;
+- matmul: not generated; the runtime calls cuBLAS (through CuPy) and the epilogue fuses into the
+  next loop kernel, as on the CPU.
+Sums accumulate in double for float32 (as the CPU path does) so they are as accurate as NumPy's
+pairwise sums. Sizes are compile-time constants, so every index division is by a constant."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..ir import dtypes as dt
+from ..ir.core import Value
+from .cuda_expr import COMPUTE, STORE, CBody, CEmitter, CS, literal
+from .expr import compute_dtype, strides
+from .fusion import Kernel, Plan
+
+LOOP_BLOCK = 256
+MAX_GRID = 1 << 16           # grid-stride loops cover anything larger
+
+PRELUDE = r"""// tracejit CUDA prelude: float16 as raw bits, NumPy-style NaN-propagating max/min,
+// block reductions (warp shuffles, then one warp over the per-warp partials), atomic adds.
+__device__ __forceinline__ float tj_h2f(unsigned short h) {
+  float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+__device__ __forceinline__ unsigned short tj_f2h(float f) {
+  unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+}
+struct TjSum { template <class T> __device__ T operator()(T a, T b) const { return a + b; } };
+struct TjMax {
+  template <class T> __device__ T operator()(T a, T b) const { return (a > b || a != a) ? a : b; }
+};
+struct TjMin {
+  template <class T> __device__ T operator()(T a, T b) const { return (a < b || a != a) ? a : b; }
+};
+// blockDim.x must be a multiple of 32; every thread gets the result
+template <class T, class Op>
+__device__ __forceinline__ T tj_block_reduce(T v, T init, Op op) {
+  __shared__ T part[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
+  __syncthreads();                       // part[] may still be read by the last reduction
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < (int)(blockDim.x >> 5) ? part[lane] : init;
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
+    if (lane == 0) part[0] = v;
+  }
+  __syncthreads();
+  return part[0];
+}
+__device__ __forceinline__ void tj_atomic_add(float* p, float v) { atomicAdd(p, v); }
+__device__ __forceinline__ void tj_atomic_add(double* p, double v) { atomicAdd(p, v); }
+__device__ __forceinline__ void tj_atomic_add(int* p, int v) { atomicAdd(p, v); }
+__device__ __forceinline__ void tj_atomic_add(long long* p, long long v) {
+  atomicAdd((unsigned long long*)p, (unsigned long long)v);   // two's complement: same bits
+}
+__device__ __forceinline__ void tj_atomic_add(unsigned short* p, float v) {
+  // float16: compare-and-swap on the aligned 32-bit word that holds *p
+  unsigned int* w = (unsigned int*)((size_t)p & ~(size_t)3);
+  const unsigned int shift = ((size_t)p & 2) ? 16u : 0u;
+  unsigned int old = *w, seen;
+  do {
+    seen = old;
+    const unsigned short h = (unsigned short)((seen >> shift) & 0xffffu);
+    const unsigned int now = (unsigned int)tj_f2h(tj_h2f(h) + v);
+    old = atomicCAS(w, seen, (seen & ~(0xffffu << shift)) | (now << shift));
+  } while (seen != old);
+}
+"""
+
+
+@dataclass
+class Launch:
+    """One step of a compiled graph on the GPU: a generated kernel (name, grid, block and its
+    buffer arguments) or a matmul the runtime hands to cuBLAS."""
+    kind: str                              # "kernel" | "matmul"
+    name: str = ""
+    grid: int = 0
+    block: int = 0
+    args: list[Value] = field(default_factory=list)
+    kernel: Kernel | None = None
+
+
+@dataclass
+class CudaProgram:
+    source: str
+    launches: list[Launch]
+
+
+def _size(shape) -> int:
+    return int(math.prod(shape))
+
+
+def _unflatten(e: CEmitter, flat: str, shape) -> list[str]:
+    """The index vector of flat position `flat` in a C-ordered `shape`."""
+    idx, rest = [], flat
+    for d, (n, s) in enumerate(zip(shape, strides(shape))):
+        if n == 1:
+            idx.append("0")
+            continue
+        q = rest if s == 1 else e.idiv(rest, s)
+        idx.append(q)
+        if s != 1 and d < len(shape) - 1:
+            rest = e.iadd(rest, e.imul(q, -s))
+    return idx
+
+
+def _acc_type(op: str, d: dt.DType) -> dt.DType:
+    if op == "sum":
+        return dt.f64 if d.is_float else dt.i64
+    return dt.i32 if d is dt.bool_ else compute_dtype(d)
+
+
+def _init(op: str, d: dt.DType) -> str:
+    if op == "sum":
+        return literal(0, d)
+    if d.is_float:
+        return literal(float("-inf") if op == "max" else float("inf"), d)
+    bound = 2 ** (d.bits - 1)
+    return literal(-bound if op == "max" else bound - 1, d)
+
+
+def _block_size(n: int) -> int:
+    """Threads for a block that strides over n elements: a multiple of 32, at most 256."""
+    return max(32, min(256, 32 * -(-n // 32)))
+
+
+class _Writer:
+    """Emits one kernel's C function."""
+
+    def __init__(self, k: Kernel) -> None:
+        self.k = k
+        self.args = k.inputs + [v for v in k.outputs if v not in k.inputs]
+        names = {v: f"a{i}" for i, v in enumerate(self.args)}
+        sizes = [_size(v.shape) for v in self.args] + [_size(k.shape)]
+        index = "long long" if max(sizes) >= 2 ** 31 else "int"
+        self.b = CBody()
+        self.e = CEmitter(self.b, {v: names[v] for v in k.inputs},
+                          {v: names[v] for v in k.outputs}, index)
+        self.names = names
+
+    def signature(self, name: str, block: int) -> str:
+        params = []
+        for v in self.args:
+            const = "" if v in self.k.outputs else "const "
+            params.append(f"{const}{STORE[v.dtype.name]}* __restrict__ {self.names[v]}")
+        return (f'extern "C" __global__ void __launch_bounds__({block}) '
+                f'{name}({", ".join(params)})')
+
+    def function(self, name: str, block: int) -> str:
+        return "\n".join([self.signature(name, block) + " {", *self.b.lines, "}"])
+
+    # -- loops -------------------------------------------------------------------------------
+    def grid_stride(self, n: int, body, per_block: bool = False) -> None:
+        """for each i in [0, n): threads (or, with per_block, whole blocks) take turns."""
+        ix = self.e.index
+        if per_block:
+            self.b.open(f"for ({ix} i = blockIdx.x; i < {n}; i += gridDim.x)")
+        else:
+            self.b.open(f"for ({ix} i = ({ix})blockIdx.x * blockDim.x + threadIdx.x; i < {n}; "
+                        f"i += ({ix})gridDim.x * blockDim.x)")
+        body("i")
+        self.b.close()
+        self.e.memo.clear()        # locals of the loop body are out of scope after it
+
+    def block_stride(self, var: str, n: int, body) -> None:
+        ix = self.e.index
+        self.b.open(f"for ({ix} {var} = threadIdx.x; {var} < {n}; {var} += blockDim.x)")
+        body(var)
+        self.b.close()
+        self.e.memo.clear()
+
+    def store_all(self, outputs, idx: list[str]) -> None:
+        for v in outputs:
+            self.e.store(v, self.e.linear(idx, v.shape), self.e.emit(v, idx))
+
+    # -- reductions --------------------------------------------------------------------------
+    def reduce_at(self, k: Kernel, oidx: list[str], by_block: bool) -> None:
+        """Reduce k's input over its reduced axes at kept index oidx and store the result:
+        cooperatively by the block (by_block) or sequentially by one thread."""
+        ins = k.instr
+        op, axes = ins.prim.name, ins.params["axes"]
+        x, out = ins.inputs[0], ins.out
+        kept = [d for d in range(len(x.shape)) if d not in axes]
+        acc_dt = _acc_type(op, out.dtype)
+        acc_ty = COMPUTE[acc_dt.name]
+        n = self.b.n = self.b.n + 1
+        acc, init = f"acc{n}", _init(op, acc_dt)
+        fn = {"sum": "TjSum", "max": "TjMax", "min": "TjMin"}[op]
+        self.b.line(f"{acc_ty} {acc} = {init};")
+        red_shape = [x.shape[d] for d in axes]
+
+        def inner(r):
+            full: list = [None] * len(x.shape)
+            for d, i in zip(kept, oidx):
+                full[d] = i
+            for d, i in zip(axes, _unflatten(self.e, r, red_shape)):
+                full[d] = i
+            v = self.e.emit(x, full)
+            if v.dtype is not acc_dt:
+                v = self.e.sb.cast(v, acc_dt)
+            self.b.line(f"{acc} = {fn}()({acc}, {v.ref});")
+        r = f"r{n}"
+        if by_block:
+            self.block_stride(r, _size(red_shape), inner)
+            self.b.line(f"{acc} = tj_block_reduce<{acc_ty}>({acc}, ({acc_ty}){init}, {fn}());")
+            self.b.open("if (threadIdx.x == 0)")
+        else:
+            self.b.open(f"for ({self.e.index} {r} = 0; {r} < {_size(red_shape)}; ++{r})")
+            inner(r)
+            self.b.close()
+            self.e.memo.clear()
+            self.b.open("")
+        res = self.e.sb.cast(CS(acc, acc_dt), out.dtype)
+        self.e.store(out, self.e.linear(oidx, out.shape), res)
+        self.b.close()
+
+
+def _kept_shape(k: Kernel) -> list[int]:
+    axes = k.instr.params["axes"]
+    return [n for d, n in enumerate(k.shape) if d not in axes]
+
+
+def _loop(k: Kernel) -> tuple[str, list[Launch]]:
+    w = _Writer(k)
+    n = _size(k.shape)
+
+    def body(i):
+        idx = _unflatten(w.e, i, k.shape)
+        for v in k.outputs:                # outputs have the loop's shape: flat index i
+            w.e.store(v, i, w.e.emit(v, idx))
+    w.grid_stride(n, body)
+    grid = min(-(-n // LOOP_BLOCK), MAX_GRID)
+    return w.function(k.name, LOOP_BLOCK), [Launch("kernel", k.name, grid, LOOP_BLOCK, w.args)]
+
+
+def _reduce(k: Kernel) -> tuple[str, list[Launch]]:
+    w = _Writer(k)
+    axes = k.instr.params["axes"]
+    kept = _kept_shape(k)
+    n_out, n_red = _size(kept), _size([k.shape[d] for d in axes])
+    leading = bool(axes) and tuple(axes) == tuple(range(len(axes))) and len(axes) < len(k.shape)
+    if leading:                     # a column sum: one thread per output, coalesced
+        block = LOOP_BLOCK
+        w.grid_stride(n_out, lambda o: w.reduce_at(k, _unflatten(w.e, o, kept), False))
+        grid = -(-n_out // block)
+    else:
+        block = _block_size(n_red)
+        w.grid_stride(n_out, lambda o: w.reduce_at(k, _unflatten(w.e, o, kept), True),
+                      per_block=True)
+        grid = n_out
+    return w.function(k.name, block), [Launch("kernel", k.name, min(grid, MAX_GRID), block,
+                                              w.args)]
+
+
+def _rows(k: Kernel) -> tuple[str, list[Launch]]:
+    w = _Writer(k)
+    j = k.outer
+    rows = k.shape[:j]
+    width = max(_size(st.shape[j:]) for st in k.stages)
+    block = _block_size(width)
+
+    def row(r):
+        oidx = _unflatten(w.e, r, rows)
+        for st in k.stages:
+            if st.kind == "reduce":
+                w.reduce_at(st, oidx, True)
+            else:
+                inner = st.shape[j:]
+                # a later stage may load this stage's outputs; this one must compute them
+                hidden = {v: w.e.buffers.pop(v) for v in st.outputs if v in w.e.buffers}
+                w.block_stride("c", _size(inner), lambda c, st=st, inner=inner: w.store_all(
+                    st.outputs, oidx + _unflatten(w.e, c, inner)))
+                w.e.buffers.update(hidden)
+            w.b.line("__syncthreads();     // the next stage reads what this one wrote")
+    w.grid_stride(_size(rows), row, per_block=True)
+    return w.function(k.name, block), [Launch("kernel", k.name, min(_size(rows), MAX_GRID),
+                                              block, w.args)]
+
+
+def _scatter(k: Kernel) -> tuple[str, list[Launch]]:
+    ins = k.instr
+    ind, upd = ins.inputs
+    out, axis = ins.out, ins.params["axis"]
+    if out.dtype is dt.bool_:
+        raise NotImplementedError("scatter_add: bool outputs have no CUDA atomic add; "
+                                  "cast to an integer type first")
+    zero = _Writer(k)
+    zero.grid_stride(_size(out.shape), lambda i: zero.e.store(out, i, zero.e.sb.literal(0, out.dtype)))
+    w = _Writer(k)
+    nk, n = len(ind.shape), out.shape[axis]
+
+    def add(i):
+        idx = _unflatten(w.e, i, upd.shape)
+        j = w.e.wrap_index(w.e.emit(ind, idx[axis:axis + nk]), n)
+        flat = w.e.linear(idx[:axis] + [j] + idx[axis + nk:], out.shape)
+        val = w.e.emit(upd, idx)
+        if out.dtype is not dt.f16 and val.dtype is not compute_dtype(out.dtype):
+            val = w.e.sb.cast(val, out.dtype)
+        w.b.line(f"tj_atomic_add(&{w.e.outputs[out]}[{flat}], {val.ref});")
+    w.grid_stride(_size(upd.shape), add)
+    launches = []
+    if _size(out.shape):
+        launches.append(Launch("kernel", k.name + "_zero",
+                               min(-(-_size(out.shape) // LOOP_BLOCK), MAX_GRID), LOOP_BLOCK,
+                               zero.args))
+    if _size(upd.shape) and n:
+        launches.append(Launch("kernel", k.name, min(-(-_size(upd.shape) // LOOP_BLOCK),
+                                                     MAX_GRID), LOOP_BLOCK, w.args))
+    return (zero.function(k.name + "_zero", LOOP_BLOCK) + "\n\n" +
+            w.function(k.name, LOOP_BLOCK)), launches
+
+
+_LOWER = {"loop": _loop, "reduce": _reduce, "rows": _rows, "scatter": _scatter}
+
+
+def lower_program(plan: Plan) -> CudaProgram:
+    """CUDA C for every generated kernel of the plan, and the launches that run the graph."""
+    parts = [PRELUDE]
+    launches: list[Launch] = []
+    for k in plan.kernels:
+        if k.kind == "matmul":
+            launches.append(Launch("matmul", k.name, kernel=k))
+            continue
+        text, ls = _LOWER[k.kind](k)
+        parts.append(f"// {k.name}: {k.kind} [{'x'.join(map(str, k.shape)) or 'scalar'}] "
+                     f"ops({','.join(dict.fromkeys(i.prim.name for i in k.ops))})\n{text}")
+        launches += [ln for ln in ls if ln.grid > 0]
+    return CudaProgram("\n\n".join(parts) + "\n", launches)
+
+
+__all__ = ["CudaProgram", "Launch", "lower_program", "PRELUDE"]
