@@ -233,7 +233,7 @@ def _kept_shape(k: Kernel) -> list[int]:
     return [n for d, n in enumerate(k.shape) if d not in axes]
 
 
-def _loop(k: Kernel) -> tuple[str, list[Launch]]:
+def _loop(k: Kernel, name: str) -> tuple[str, list[Launch]]:
     w = _Writer(k)
     n = _size(k.shape)
 
@@ -243,10 +243,10 @@ def _loop(k: Kernel) -> tuple[str, list[Launch]]:
             w.e.store(v, i, w.e.emit(v, idx))
     w.grid_stride(n, body)
     grid = min(-(-n // LOOP_BLOCK), MAX_GRID)
-    return w.function(k.name, LOOP_BLOCK), [Launch("kernel", k.name, grid, LOOP_BLOCK, w.args)]
+    return w.function(name, LOOP_BLOCK), [Launch("kernel", name, grid, LOOP_BLOCK, w.args)]
 
 
-def _reduce(k: Kernel) -> tuple[str, list[Launch]]:
+def _reduce(k: Kernel, name: str) -> tuple[str, list[Launch]]:
     w = _Writer(k)
     axes = k.instr.params["axes"]
     kept = _kept_shape(k)
@@ -261,11 +261,10 @@ def _reduce(k: Kernel) -> tuple[str, list[Launch]]:
         w.grid_stride(n_out, lambda o: w.reduce_at(k, _unflatten(w.e, o, kept), True),
                       per_block=True)
         grid = n_out
-    return w.function(k.name, block), [Launch("kernel", k.name, min(grid, MAX_GRID), block,
-                                              w.args)]
+    return w.function(name, block), [Launch("kernel", name, min(grid, MAX_GRID), block, w.args)]
 
 
-def _rows(k: Kernel) -> tuple[str, list[Launch]]:
+def _rows(k: Kernel, name: str) -> tuple[str, list[Launch]]:
     w = _Writer(k)
     j = k.outer
     rows = k.shape[:j]
@@ -286,11 +285,11 @@ def _rows(k: Kernel) -> tuple[str, list[Launch]]:
                 w.e.buffers.update(hidden)
             w.b.line("__syncthreads();     // the next stage reads what this one wrote")
     w.grid_stride(_size(rows), row, per_block=True)
-    return w.function(k.name, block), [Launch("kernel", k.name, min(_size(rows), MAX_GRID),
-                                              block, w.args)]
+    return w.function(name, block), [Launch("kernel", name, min(_size(rows), MAX_GRID), block,
+                                            w.args)]
 
 
-def _scatter(k: Kernel) -> tuple[str, list[Launch]]:
+def _scatter(k: Kernel, name: str) -> tuple[str, list[Launch]]:
     ins = k.instr
     ind, upd = ins.inputs
     out, axis = ins.out, ins.params["axis"]
@@ -313,28 +312,29 @@ def _scatter(k: Kernel) -> tuple[str, list[Launch]]:
     w.grid_stride(_size(upd.shape), add)
     launches = []
     if _size(out.shape):
-        launches.append(Launch("kernel", k.name + "_zero",
+        launches.append(Launch("kernel", name + "_zero",
                                min(-(-_size(out.shape) // LOOP_BLOCK), MAX_GRID), LOOP_BLOCK,
                                zero.args))
     if _size(upd.shape) and n:
-        launches.append(Launch("kernel", k.name, min(-(-_size(upd.shape) // LOOP_BLOCK),
-                                                     MAX_GRID), LOOP_BLOCK, w.args))
-    return (zero.function(k.name + "_zero", LOOP_BLOCK) + "\n\n" +
-            w.function(k.name, LOOP_BLOCK)), launches
+        launches.append(Launch("kernel", name, min(-(-_size(upd.shape) // LOOP_BLOCK),
+                                                   MAX_GRID), LOOP_BLOCK, w.args))
+    return (zero.function(name + "_zero", LOOP_BLOCK) + "\n\n" +
+            w.function(name, LOOP_BLOCK)), launches
 
 
 _LOWER = {"loop": _loop, "reduce": _reduce, "rows": _rows, "scatter": _scatter}
 
 
-def lower_program(plan: Plan) -> CudaProgram:
-    """CUDA C for every generated kernel of the plan, and the launches that run the graph."""
-    parts = [PRELUDE]
+def lower_program(plan: Plan, prefix: str = "", prelude: bool = True) -> CudaProgram:
+    """CUDA C for every generated kernel of the plan, and the launches that run the graph.
+    Kernel names get `prefix` (several programs can then share one translation unit)."""
+    parts = [PRELUDE] if prelude else []
     launches: list[Launch] = []
     for k in plan.kernels:
         if k.kind == "matmul":
             launches.append(Launch("matmul", k.name, kernel=k))
             continue
-        text, ls = _LOWER[k.kind](k)
+        text, ls = _LOWER[k.kind](k, prefix + k.name)
         parts.append(f"// {k.name}: {k.kind} [{'x'.join(map(str, k.shape)) or 'scalar'}] "
                      f"ops({','.join(dict.fromkeys(i.prim.name for i in k.ops))})\n{text}")
         launches += [ln for ln in ls if ln.grid > 0]

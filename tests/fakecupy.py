@@ -1,0 +1,145 @@
+"""A strict stand-in for CuPy, for testing the device plumbing on machines without a GPU.
+
+Arrays keep their data in host memory but behave like CuPy's where it matters to tracejit:
+NumPy functions and ufuncs dispatch to them (NEP 13/18) and return them, `.get()` copies to the
+host, `.device.id` says where they live, and — the point of it — any implicit conversion to a
+NumPy array, or mixing with a NumPy array in one call, raises TypeError as CuPy does. It says
+nothing about CUDA kernels; those run only in the `gpu` tests."""
+from __future__ import annotations
+
+import types
+
+import numpy as np
+
+_HOST_ERR = "Implicit conversion to a NumPy array is not allowed"
+
+
+def _unwrap(x):
+    if isinstance(x, ndarray):
+        return x._a
+    if isinstance(x, np.ndarray) and x.ndim > 0:
+        raise TypeError(f"Unsupported type {type(x)} (a host array mixed with device arrays)")
+    if isinstance(x, (list, tuple)):
+        return type(x)(_unwrap(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _unwrap(v) for k, v in x.items()}
+    return x
+
+
+def _wrap(x):
+    if isinstance(x, (np.ndarray, np.generic)):
+        return ndarray(np.asarray(x))
+    if isinstance(x, (list, tuple)):
+        return type(x)(_wrap(v) for v in x)
+    return x
+
+
+class _Device:
+    def __init__(self, id: int = 0) -> None:       # noqa: A002
+        self.id = id
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
+    __array_priority__ = 2000
+
+    def __init__(self, a) -> None:
+        self._a = a
+        self.device = _Device(0)
+
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+    size = property(lambda self: self._a.size)
+    base = property(lambda self: None)
+    flags = property(lambda self: types.SimpleNamespace(c_contiguous=True, f_contiguous=False,
+                                                        owndata=True))
+    T = property(lambda self: ndarray(self._a.T))
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.shape, "typestr": self.dtype.str, "version": 3,
+                "data": (self._a.ctypes.data, False)}
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError(_HOST_ERR)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _wrap(getattr(ufunc, method)(*_unwrap(inputs), **_unwrap(kwargs)))
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
+
+    def __getattr__(self, name):
+        # methods CuPy arrays share with NumPy's (min, max, sum, transpose, ...) stay on device
+        if name.startswith("_") or name in ("tobytes", "tofile", "ctypes", "data"):
+            raise AttributeError(name)
+        attr = getattr(self._a, name)
+        if not callable(attr):
+            return _wrap(attr)
+        return lambda *a, **k: _wrap(attr(*_unwrap(a), **_unwrap(k)))
+
+    def get(self) -> np.ndarray:
+        return self._a.copy()
+
+    def copy(self) -> "ndarray":
+        return ndarray(self._a.copy())
+
+    def astype(self, dtype, **kw) -> "ndarray":
+        return ndarray(self._a.astype(dtype, **kw))
+
+    def reshape(self, *shape) -> "ndarray":
+        return ndarray(self._a.reshape(*shape))
+
+    def item(self):
+        return self._a.item()
+
+    def tolist(self):
+        return self._a.tolist()
+
+    def __getitem__(self, key):
+        return _wrap(self._a[_unwrap(key)])
+
+    def __setitem__(self, key, value):
+        self._a[_unwrap(key)] = _unwrap(value)
+
+    def __len__(self) -> int:
+        return len(self._a)
+
+    def __bool__(self) -> bool:
+        return bool(self._a)
+
+    def __float__(self) -> float:
+        return float(self._a)
+
+    def __repr__(self) -> str:
+        return f"fakecupy.array({self._a!r})"
+
+
+def asarray(a, dtype=None) -> ndarray:
+    if isinstance(a, ndarray):
+        return a if dtype is None else a.astype(dtype)
+    return ndarray(np.array(a, dtype=dtype))
+
+
+def ascontiguousarray(a, dtype=None) -> ndarray:
+    return asarray(a, dtype)
+
+
+def empty(shape, dtype=float) -> ndarray:
+    return ndarray(np.empty(shape, dtype))
+
+
+def module() -> types.ModuleType:
+    """A module object that looks like `import cupy` on a one-GPU machine."""
+    m = types.ModuleType("cupy")
+    m.ndarray, m.asarray, m.ascontiguousarray, m.empty = ndarray, asarray, ascontiguousarray, empty
+    m.cuda = types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+        Device=_Device)
+    return m
