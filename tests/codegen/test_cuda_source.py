@@ -76,6 +76,9 @@ def test_corpus_compiles_with_nvcc(tmp_path):
         # integer reductions and casts
         ("int_ops", tj.compile(lambda x: (x * 3).max(0) + tj.cast(x, tj.int32).sum(),
                                device="cuda").lower(np.ones((7, 5), np.int64)).graph),
+        # a loss-style full sum: split into partial blocks and a finishing kernel
+        ("split_sum", tj.compile(lambda x: (x * x).sum(), device="cuda").lower(
+            np.broadcast_to(np.float32(0), (1 << 22,))).graph),
         # more than 2**31 elements: 64-bit indexing (a broadcast view costs no memory)
         ("big", tj.compile(lambda x: tj.tanh(x) * 2, device="cuda").lower(
             np.broadcast_to(np.float32(0), (1 << 31,))).graph),
@@ -85,6 +88,7 @@ def test_corpus_compiles_with_nvcc(tmp_path):
     n_kernels = len(re.findall(r'extern "C" __global__', source))
     assert len(re.findall(r"\.entry ", ptx)) == n_kernels > 300
     assert "long long i = " in source.split("===== big")[1]
+    assert "_finish(const double*" in source.split("===== split_sum")[1]
     assert "shfl.sync.down" in ptx               # warp-shuffle reductions
     assert "atom.global" in ptx                  # scatter-add atomics
     assert "cvt.f32.f16" in ptx and "cvt.rn.f16.f32" in ptx

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..ir import dtypes as dt
-from ..ir.core import Value
+from ..ir.core import Aval, Value
 from .cuda_expr import COMPUTE, STORE, CBody, CEmitter, CS, literal
 from .expr import compute_dtype, strides
 from .fusion import Kernel, Plan
@@ -97,6 +97,7 @@ class Launch:
 class CudaProgram:
     source: str
     launches: list[Launch]
+    scratch: list[Value] = field(default_factory=list)   # buffers only the kernels use
 
 
 def _size(shape) -> int:
@@ -140,21 +141,24 @@ def _block_size(n: int) -> int:
 class _Writer:
     """Emits one kernel's C function."""
 
-    def __init__(self, k: Kernel) -> None:
+    def __init__(self, k: Kernel, inputs: list[Value] | None = None,
+                 outputs: list[Value] | None = None) -> None:
         self.k = k
-        self.args = k.inputs + [v for v in k.outputs if v not in k.inputs]
+        inputs = k.inputs if inputs is None else inputs
+        self.outputs = k.outputs if outputs is None else outputs
+        self.args = inputs + [v for v in self.outputs if v not in inputs]
         names = {v: f"a{i}" for i, v in enumerate(self.args)}
         sizes = [_size(v.shape) for v in self.args] + [_size(k.shape)]
         index = "long long" if max(sizes) >= 2 ** 31 else "int"
         self.b = CBody()
-        self.e = CEmitter(self.b, {v: names[v] for v in k.inputs},
-                          {v: names[v] for v in k.outputs}, index)
+        self.e = CEmitter(self.b, {v: names[v] for v in inputs},
+                          {v: names[v] for v in self.outputs}, index)
         self.names = names
 
     def signature(self, name: str, block: int) -> str:
         params = []
         for v in self.args:
-            const = "" if v in self.k.outputs else "const "
+            const = "" if v in self.outputs else "const "
             params.append(f"{const}{STORE[v.dtype.name]}* __restrict__ {self.names[v]}")
         return (f'extern "C" __global__ void __launch_bounds__({block}) '
                 f'{name}({", ".join(params)})')
@@ -175,9 +179,11 @@ class _Writer:
         self.b.close()
         self.e.memo.clear()        # locals of the loop body are out of scope after it
 
-    def block_stride(self, var: str, n: int, body) -> None:
+    def block_stride(self, var: str, n: int, body, span: tuple[str, str] | None = None) -> None:
         ix = self.e.index
-        self.b.open(f"for ({ix} {var} = threadIdx.x; {var} < {n}; {var} += blockDim.x)")
+        lo, hi = span or ("0", str(n))
+        start = "threadIdx.x" if lo == "0" else f"{lo} + threadIdx.x"
+        self.b.open(f"for ({ix} {var} = {start}; {var} < {hi}; {var} += blockDim.x)")
         body(var)
         self.b.close()
         self.e.memo.clear()
@@ -187,9 +193,12 @@ class _Writer:
             self.e.store(v, self.e.linear(idx, v.shape), self.e.emit(v, idx))
 
     # -- reductions --------------------------------------------------------------------------
-    def reduce_at(self, k: Kernel, oidx: list[str], by_block: bool) -> None:
+    def reduce_at(self, k: Kernel, oidx: list[str], by_block: bool, span: tuple[str, str] |
+                  None = None, partial: tuple[Value, str] | None = None) -> None:
         """Reduce k's input over its reduced axes at kept index oidx and store the result:
-        cooperatively by the block (by_block) or sequentially by one thread."""
+        cooperatively by the block (by_block) or sequentially by one thread. With `span`
+        (lo, hi) only that range of the flattened reduced elements, and with `partial`
+        (buffer, flat index) the accumulator is stored there, unconverted."""
         ins = k.instr
         op, axes = ins.prim.name, ins.params["axes"]
         x, out = ins.inputs[0], ins.out
@@ -214,7 +223,7 @@ class _Writer:
             self.b.line(f"{acc} = {fn}()({acc}, {v.ref});")
         r = f"r{n}"
         if by_block:
-            self.block_stride(r, _size(red_shape), inner)
+            self.block_stride(r, _size(red_shape), inner, span)
             self.b.line(f"{acc} = tj_block_reduce<{acc_ty}>({acc}, ({acc_ty}){init}, {fn}());")
             self.b.open("if (threadIdx.x == 0)")
         else:
@@ -223,8 +232,11 @@ class _Writer:
             self.b.close()
             self.e.memo.clear()
             self.b.open("")
-        res = self.e.sb.cast(CS(acc, acc_dt), out.dtype)
-        self.e.store(out, self.e.linear(oidx, out.shape), res)
+        if partial is not None:
+            self.e.store(partial[0], partial[1], CS(acc, acc_dt))
+        else:
+            res = self.e.sb.cast(CS(acc, acc_dt), out.dtype)
+            self.e.store(out, self.e.linear(oidx, out.shape), res)
         self.b.close()
 
 
@@ -246,12 +258,61 @@ def _loop(k: Kernel, name: str) -> tuple[str, list[Launch]]:
     return w.function(name, LOOP_BLOCK), [Launch("kernel", name, grid, LOOP_BLOCK, w.args)]
 
 
+SPLIT_OUTPUTS = 256         # fewer outputs than this cannot fill the GPU with one block each
+SPLIT_MIN = 1 << 15         # ... when each has at least this many elements to reduce
+SPLIT_CHUNK = 1 << 13       # elements per block of a split reduction
+
+
+def _split_reduce(k: Kernel, name: str, n_out: int, n_red: int) -> tuple[str, list[Launch],
+                                                                         list[Value]]:
+    """A reduction with few, long outputs (a loss sum): pass 1 reduces chunks of each output's
+    elements in parallel blocks into partials; pass 2 reduces the partials, one block each."""
+    ins = k.instr
+    op, out = ins.prim.name, ins.out
+    acc_dt = _acc_type(op, out.dtype)
+    parts = min(1024, -(-n_red // SPLIT_CHUNK))
+    chunk = -(-n_red // parts)
+    part = Value(Aval((n_out * parts,), acc_dt), None, name=f"{name}_partials")
+    w = _Writer(k, outputs=[part])
+    kept = _kept_shape(k)
+
+    def block(b):
+        o = w.e.idiv(b, parts) if parts > 1 else b
+        s = w.e.iadd(b, w.e.imul(o, -parts))
+        lo = w.e.imul(s, chunk)
+        hi = w.b.let(w.e.index, f"min({w.e.iadd(lo, str(chunk))}, ({w.e.index}){n_red})")
+        w.reduce_at(k, _unflatten(w.e, o, kept), True, (lo, hi), (part, b))
+    w.grid_stride(n_out * parts, block, per_block=True)
+    block1 = 256
+
+    fin = _Writer(k, inputs=[part], outputs=[out])
+    fn = {"sum": "TjSum", "max": "TjMax", "min": "TjMin"}[op]
+    acc_ty, init = COMPUTE[acc_dt.name], _init(op, acc_dt)
+
+    def finish(o):
+        fin.b.line(f"{acc_ty} acc = {init};")
+        fin.block_stride("j", parts, lambda j: fin.b.line(
+            f"acc = {fn}()(acc, {fin.e.load(part, fin.e.iadd(fin.e.imul(o, parts), j)).ref});"))
+        fin.b.line(f"acc = tj_block_reduce<{acc_ty}>(acc, ({acc_ty}){init}, {fn}());")
+        fin.b.open("if (threadIdx.x == 0)")
+        fin.e.store(out, o, fin.e.sb.cast(CS("acc", acc_dt), out.dtype))
+        fin.b.close()
+    fin.grid_stride(n_out, finish, per_block=True)
+    block2 = _block_size(parts)
+    text = w.function(name, block1) + "\n\n" + fin.function(name + "_finish", block2)
+    return text, [Launch("kernel", name, min(n_out * parts, MAX_GRID), block1, w.args),
+                  Launch("kernel", name + "_finish", min(n_out, MAX_GRID), block2, fin.args)], \
+        [part]
+
+
 def _reduce(k: Kernel, name: str) -> tuple[str, list[Launch]]:
     w = _Writer(k)
     axes = k.instr.params["axes"]
     kept = _kept_shape(k)
     n_out, n_red = _size(kept), _size([k.shape[d] for d in axes])
     leading = bool(axes) and tuple(axes) == tuple(range(len(axes))) and len(axes) < len(k.shape)
+    if not leading and 0 < n_out < SPLIT_OUTPUTS and n_red >= SPLIT_MIN:
+        return _split_reduce(k, name, n_out, n_red)
     if leading:                     # a column sum: one thread per output, coalesced
         block = LOOP_BLOCK
         w.grid_stride(n_out, lambda o: w.reduce_at(k, _unflatten(w.e, o, kept), False))
@@ -330,15 +391,17 @@ def lower_program(plan: Plan, prefix: str = "", prelude: bool = True) -> CudaPro
     Kernel names get `prefix` (several programs can then share one translation unit)."""
     parts = [PRELUDE] if prelude else []
     launches: list[Launch] = []
+    scratch: list[Value] = []
     for k in plan.kernels:
         if k.kind == "matmul":
             launches.append(Launch("matmul", k.name, kernel=k))
             continue
-        text, ls = _LOWER[k.kind](k, prefix + k.name)
+        text, ls, *extra = _LOWER[k.kind](k, prefix + k.name)
+        scratch += extra[0] if extra else []
         parts.append(f"// {k.name}: {k.kind} [{'x'.join(map(str, k.shape)) or 'scalar'}] "
                      f"ops({','.join(dict.fromkeys(i.prim.name for i in k.ops))})\n{text}")
         launches += [ln for ln in ls if ln.grid > 0]
-    return CudaProgram("\n\n".join(parts) + "\n", launches)
+    return CudaProgram("\n\n".join(parts) + "\n", launches, scratch)
 
 
 __all__ = ["CudaProgram", "Launch", "lower_program", "PRELUDE"]

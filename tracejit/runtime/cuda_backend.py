@@ -95,6 +95,8 @@ class CudaExecutable(Executable):
         # CuPy's memory pool hands back the blocks of the last call: allocation is cheap
         for v in self.written:
             env[v] = cp.empty(v.shape, v.dtype.np)
+        for v in self.program.scratch:
+            env[v] = cp.empty(v.shape, v.dtype.np)
         for fn, a, b, c in bound.steps:
             if fn is not None:
                 fn(a, b, tuple(env[v] for v in c))
