@@ -1,12 +1,16 @@
 """Vectorizable float32 transcendentals written in LLVM IR.
 
-Calls to expf/tanhf do not vectorize, so exp, log and tanh for float32 are polynomial
-implementations (Cephes' coefficients) marked alwaysinline: the loop vectorizer sees plain
-arithmetic. Each handles inf, nan, overflow, underflow and denormals explicitly. float64 and
-the rest (sin, cos, pow) call the C library."""
+Calls to expf/tanhf do not vectorize, so exp, log, tanh, sin and cos for float32 are
+polynomial implementations marked alwaysinline: the loop vectorizer sees plain arithmetic.
+Each handles inf, nan, overflow, underflow and denormals explicitly. float64, and pow, call
+the C library."""
 from __future__ import annotations
 
 import struct
+
+
+def f64(v: float) -> str:
+    return "0x%016X" % struct.unpack("<Q", struct.pack("<d", v))[0]
 
 
 def f32(v: float) -> str:
@@ -132,7 +136,167 @@ def _tanhf() -> str:
         "}"])
 
 
-DECLS = """declare float @llvm.fma.f32(float, float, float)
+# -- sin and cos ------------------------------------------------------------------------------
+# Both work in double precision, then round once to float32. The argument |x| is reduced to
+# r in [-pi/4, pi/4] and a quadrant j: below 2**23 by x - j*pi/2 with pi/2 in three parts
+# (Cody-Waite, each step one FMA); above, where a float32 is M * 2**k with an integer M < 2**24,
+# by M * ((2**k * 2/pi) mod 4), with that constant from a table of 24-bit chunks so that every
+# product is exact (Payne-Hanek in miniature). Both paths run for every lane and a select picks
+# one, so the loop still vectorizes.
+def _pi_scaled(bits: int) -> int:
+    """floor(pi * 2**bits), by Machin's formula in integer arithmetic."""
+    guard = bits + 64
+    one = 1 << guard
+
+    def arctan_inv(n: int) -> int:
+        total, term, k, sign = 0, one // n, 1, 1
+        while term:
+            total += sign * (term // k)
+            term //= n * n
+            k += 2
+            sign = -sign
+        return total
+    return (4 * (4 * arctan_inv(5) - arctan_inv(239))) >> 64
+
+
+def _two_over_pi_bits(frac_bits: int) -> int:
+    """floor(2/pi * 2**frac_bits)."""
+    n = frac_bits + 8
+    return (1 << (frac_bits + n + 1)) // _pi_scaled(n)
+
+
+def _pi_over_2_parts() -> list[float]:
+    """pi/2 as p1 + p2 + p3: each the double nearest to what the previous ones leave."""
+    from fractions import Fraction
+    rest = Fraction(_pi_scaled(300), 1 << 301)
+    parts = []
+    for _ in range(3):
+        parts.append(float(rest))
+        rest -= Fraction(parts[-1])
+    return parts
+
+
+TRIG_KMAX = 104          # float32 exponents above 2**23: x = M * 2**k with k in [0, 104]
+
+
+def _trig_table() -> str:
+    bits = _two_over_pi_bits(TRIG_KMAX + 96)
+    vals = []
+    for k in range(TRIG_KMAX + 1):
+        v = (bits >> (TRIG_KMAX + 2 - k)) % (4 << 94)   # (2**k * 2/pi) mod 4, 94 fraction bits
+        for c in range(4):
+            chunk = (v >> (72 - 24 * c)) & 0xFFFFFF
+            vals.append(f"double {f64(chunk * 2.0 ** (-22 - 24 * c))}")
+    return (f"@tj_2opi = internal unnamed_addr constant [{4 * (TRIG_KMAX + 1)} x double] "
+            f"[{', '.join(vals)}]")
+
+
+def _dpoly(var: str, coeffs: list[float], prefix: str) -> tuple[list[str], str]:
+    lines, acc = [], f64(coeffs[0])
+    for i, c in enumerate(coeffs[1:]):
+        name = f"%{prefix}{i}"
+        lines.append(f"  {name} = call double @llvm.fma.f64(double {acc}, double {var}, "
+                     f"double {f64(c)})")
+        acc = name
+    return lines, acc
+
+
+def _trigf() -> str:
+    """@tj_trigf(x, q0): sin(x) for q0 = 0, cos(x) for q0 = 1 (cos x = sin(x + pi/2))."""
+    import math
+    sp, spr = _dpoly("%z", [1 / math.factorial(n) * (-1) ** ((n - 1) // 2)
+                            for n in (13, 11, 9, 7, 5, 3)], "sp")
+    cp, cpr = _dpoly("%z", [1 / math.factorial(n) * (-1) ** (n // 2)
+                            for n in (14, 12, 10, 8, 6, 4, 2)], "cp")
+    p1, p2, p3 = _pi_over_2_parts()
+    return "\n".join([
+        "define internal float @tj_trigf(float %x, i32 %q0) alwaysinline {",
+        "  %ax = call float @llvm.fabs.f32(float %x)",
+        "  %xd = fpext float %ax to double",
+        # |x| < 2**23: Cody-Waite
+        f"  %t = fmul double %xd, {f64(2 / math.pi)}",
+        "  %js = call double @llvm.rint.f64(double %t)",
+        "  %njs = fneg double %js",
+        f"  %rs1 = call double @llvm.fma.f64(double %njs, double {f64(p1)}, double %xd)",
+        f"  %rs2 = call double @llvm.fma.f64(double %njs, double {f64(p2)}, double %rs1)",
+        f"  %rs = call double @llvm.fma.f64(double %njs, double {f64(p3)}, double %rs2)",
+        "  %jsi = fptosi double %js to i32",
+        # |x| >= 2**23: M * table[k]
+        "  %bits = bitcast float %ax to i32",
+        "  %e = lshr i32 %bits, 23",
+        "  %k0 = sub i32 %e, 150",
+        "  %k1 = call i32 @llvm.smax.i32(i32 %k0, i32 0)",
+        f"  %k = call i32 @llvm.smin.i32(i32 %k1, i32 {TRIG_KMAX})",
+        "  %mb = and i32 %bits, 8388607",
+        "  %mi = or i32 %mb, 8388608",
+        "  %m = sitofp i32 %mi to double",
+        "  %i0 = shl i32 %k, 2",
+        *[line for c in range(4) for line in (
+            f"  %i{c + 1} = add i32 %i0, {c}",
+            f"  %g{c} = getelementptr inbounds [{4 * (TRIG_KMAX + 1)} x double], ptr @tj_2opi, "
+            f"i32 0, i32 %i{c + 1}",
+            f"  %c{c} = load double, ptr %g{c}")],
+        "  %pa = fmul double %m, %c0",
+        "  %pa4 = fmul double %pa, 0.25",
+        "  %pf = call double @llvm.floor.f64(double %pa4)",
+        "  %p0 = call double @llvm.fma.f64(double %pf, double -4.0, double %pa)",
+        "  %s0 = call double @llvm.fma.f64(double %m, double %c1, double %p0)",
+        "  %s04 = fmul double %s0, 0.25",
+        "  %sf = call double @llvm.floor.f64(double %s04)",
+        "  %s = call double @llvm.fma.f64(double %sf, double -4.0, double %s0)",
+        "  %jl = call double @llvm.rint.f64(double %s)",
+        "  %f0 = fsub double %s, %jl",
+        "  %u0 = fmul double %m, %c3",
+        "  %u = call double @llvm.fma.f64(double %m, double %c2, double %u0)",
+        "  %f = fadd double %f0, %u",
+        f"  %rl = fmul double %f, {f64(math.pi / 2)}",
+        "  %jli = fptosi double %jl to i32",
+        f"  %big = fcmp oge float %ax, {f32(8388608.0)}",
+        "  %r = select i1 %big, double %rl, double %rs",
+        "  %j = select i1 %big, i32 %jli, i32 %jsi",
+        # polynomials on [-pi/4, pi/4], then the quadrant
+        "  %z = fmul double %r, %r",
+        *sp,
+        f"  %sz = fmul double {spr}, %z",
+        f"  %sr = fmul double %sz, %r",
+        "  %sn = fadd double %sr, %r",
+        *cp,
+        f"  %cn = call double @llvm.fma.f64(double {cpr}, double %z, double 1.0)",
+        "  %jq = add i32 %j, %q0",
+        "  %q = and i32 %jq, 3",
+        "  %odd = trunc i32 %q to i1",
+        "  %v = select i1 %odd, double %cn, double %sn",
+        "  %q2 = and i32 %q, 2",
+        "  %flip = icmp ne i32 %q2, 0",
+        "  %nv = fneg double %v",
+        "  %v1 = select i1 %flip, double %nv, double %v",
+        # sin is odd: the sign of x; cos is even
+        "  %neg = fcmp olt float %x, 0.0",
+        "  %issin = icmp eq i32 %q0, 0",
+        "  %sflip = and i1 %neg, %issin",
+        "  %nv1 = fneg double %v1",
+        "  %v2 = select i1 %sflip, double %nv1, double %v1",
+        "  %y = fptrunc double %v2 to float",
+        "  %bad = fcmp ueq float %ax, 0x7FF0000000000000",     # inf or nan
+        "  %o = select i1 %bad, float 0x7FF8000000000000, float %y",
+        "  ret float %o",
+        "}",
+        "define internal float @tj_sinf(float %x) alwaysinline {",
+        "  %r = call float @tj_trigf(float %x, i32 0)",
+        "  ret float %r",
+        "}",
+        "define internal float @tj_cosf(float %x) alwaysinline {",
+        "  %r = call float @tj_trigf(float %x, i32 1)",
+        "  ret float %r",
+        "}"])
+
+
+DECLS = """declare double @llvm.fma.f64(double, double, double)
+declare double @llvm.rint.f64(double)
+declare double @llvm.floor.f64(double)
+declare i32 @llvm.smax.i32(i32, i32)
+declare i32 @llvm.smin.i32(i32, i32)
+declare float @llvm.fma.f32(float, float, float)
 declare float @llvm.rint.f32(float)
 declare float @llvm.fabs.f32(float)
 declare double @llvm.fabs.f64(double)
@@ -164,14 +328,21 @@ declare double @pow(double, double)
 def library(inline: bool = True) -> str:
     """The module prelude: intrinsic and libm declarations plus the float32 functions, inlined
     into loops (so they vectorize) or, for modules that favour compile time, called."""
-    text = "\n\n".join([DECLS, _expf(), _logf(), _tanhf()])
-    return text if inline else text.replace("alwaysinline", "noinline")
+    if inline:
+        return "\n\n".join([DECLS, _trig_table(), _expf(), _logf(), _tanhf(), _trigf()])
+    # built for compile time: nothing vectorizes across these calls anyway, and the C
+    # library's scalar sinf/cosf (also within an ulp) beat the double-precision reduction
+    libm_trig = "\n".join(f"define internal float @tj_{f}(float %x) noinline {{\n"
+                           f"  %r = call float @{f}(float %x)\n  ret float %r\n}}"
+                           for f in ("sinf", "cosf"))
+    text = "\n\n".join([DECLS, _expf(), _logf(), _tanhf(), libm_trig])
+    return text.replace("alwaysinline", "noinline")
 
 
 # (dtype name, op) -> the function a scalar op calls
 CALLS = {
     ("f32", "exp"): "tj_expf", ("f32", "log"): "tj_logf", ("f32", "tanh"): "tj_tanhf",
-    ("f32", "sin"): "sinf", ("f32", "cos"): "cosf", ("f32", "pow"): "powf",
+    ("f32", "sin"): "tj_sinf", ("f32", "cos"): "tj_cosf", ("f32", "pow"): "powf",
     ("f64", "exp"): "exp", ("f64", "log"): "log", ("f64", "tanh"): "tanh",
     ("f64", "sin"): "sin", ("f64", "cos"): "cos", ("f64", "pow"): "pow",
 }
