@@ -103,11 +103,33 @@ def test_elementwise_loop_vectorizes():
     assert any(op in asm for op in ("vfmadd", "vmulps", "vaddps"))
 
 
-@pytest.mark.parametrize("fn", [tj.sin, tj.cos, tj.exp, tj.log, tj.tanh])
+def test_pow_accuracy_over_float_range():
+    rng = np.random.default_rng(0)
+    n = 200_000
+    rand_bits = lambda: rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(  # noqa
+        np.float32)
+    special = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 2.0, 0.5, -2.0, 1e-45,
+                        3.4e38, -3.0, 0.3], np.float32)
+    sx, sy = (a.ravel() for a in np.meshgrid(special, special))
+    x = np.concatenate([rand_bits(), (rng.random(n) * 10).astype(np.float32),
+                        -(rng.random(n) * 4).astype(np.float32), sx, np.full(1000, 2, np.float32)])
+    y = np.concatenate([rand_bits(), (rng.standard_normal(n) * 10).astype(np.float32),
+                        rng.integers(-20, 20, n).astype(np.float32), sy,
+                        np.linspace(-160, 140, 1000, dtype=np.float32)])   # 2**y: under/overflow
+    got = tj.compile(lambda a, b: a ** b)(x, y).numpy()
+    with np.errstate(all="ignore"):
+        want = np.power(x.astype(np.float64), y.astype(np.float64)).astype(np.float32)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    err = _ulp_error(got, want.astype(np.float64))
+    worst = int(np.argmax(err))
+    assert err.max() <= 1, f"pow({x[worst]!r}, {y[worst]!r}) = {got[worst]!r}, want {want[worst]!r}"
+
+
+@pytest.mark.parametrize("fn", [tj.sin, tj.cos, tj.exp, tj.log, tj.tanh, lambda x: x ** x])
 def test_float32_transcendentals_are_inline_vector_code(fn):
     x = np.ones(1 << 16, np.float32)
     asm = tj.compile(fn).lower(x).asm
-    assert not re.search(r"call.*\b(sinf|cosf|expf|logf|tanhf)\b", asm), "a libm call remains"
+    assert not re.search(r"call.*\b(sinf|cosf|expf|logf|tanhf|powf)\b", asm), "a libm call remains"
     assert any(r in asm for r in ("zmm", "ymm")), "no packed vector registers in the kernel"
 
 

@@ -1,9 +1,10 @@
 """Vectorizable float32 transcendentals written in LLVM IR.
 
-Calls to expf/tanhf do not vectorize, so exp, log, tanh, sin and cos for float32 are
+Calls to expf/tanhf do not vectorize, so exp, log, tanh, sin, cos and pow for float32 are
 polynomial implementations marked alwaysinline: the loop vectorizer sees plain arithmetic.
-Each handles inf, nan, overflow, underflow and denormals explicitly. float64, and pow, call
-the C library."""
+exp/log/tanh compute in float32 (Cephes' coefficients); sin, cos and pow compute in double and
+round once. Each handles inf, nan, overflow, underflow and denormals explicitly. float64 calls
+the C library, and so do sin, cos and pow in small modules built for compile speed."""
 from __future__ import annotations
 
 import struct
@@ -291,7 +292,103 @@ def _trigf() -> str:
         "}"])
 
 
-DECLS = """declare double @llvm.fma.f64(double, double, double)
+# -- pow ---------------------------------------------------------------------------------------
+# exp(y * log|x|) in double precision (log by atanh series around the mantissa, exp by Taylor
+# after a two-part ln2 reduction), rounded once to float32; IEEE's special cases by selects.
+def _powf() -> str:
+    import math
+    lp, lpr = _dpoly("%s2", [2 / (2 * n + 1) for n in range(9, -1, -1)], "lp")
+    ep, epr = _dpoly("%r", [1 / math.factorial(n) for n in range(13, -1, -1)], "ep")
+    ln2_hi = float.fromhex("0x1.62e42fee00000p-1")       # few bits: n * ln2_hi is exact
+    ln2_lo = math.log(2) - ln2_hi
+    return "\n".join([
+        "define internal float @tj_powf(float %x, float %y) alwaysinline {",
+        "  %axf = call float @llvm.fabs.f32(float %x)",
+        "  %ax = fpext float %axf to double",
+        "  %yd = fpext float %y to double",
+        # log|x| = e*ln2 + 2*atanh((m-1)/(m+1)), m in [sqrt(1/2), sqrt(2))
+        "  %b = bitcast double %ax to i64",
+        "  %eb = lshr i64 %b, 52",
+        "  %e0 = sub i64 %eb, 1023",
+        "  %mb = and i64 %b, 4503599627370495",
+        "  %mb1 = or i64 %mb, 4607182418800017408",
+        "  %m0 = bitcast i64 %mb1 to double",
+        f"  %hi = fcmp ogt double %m0, {f64(math.sqrt(2))}",
+        "  %mh = fmul double %m0, 0.5",
+        "  %m = select i1 %hi, double %mh, double %m0",
+        "  %e1 = add i64 %e0, 1",
+        "  %e = select i1 %hi, i64 %e1, i64 %e0",
+        "  %num = fsub double %m, 1.0",
+        "  %den = fadd double %m, 1.0",
+        "  %s = fdiv double %num, %den",
+        "  %s2 = fmul double %s, %s",
+        *lp,
+        f"  %at = fmul double {lpr}, %s",
+        "  %ed = sitofp i64 %e to double",
+        f"  %lg0 = call double @llvm.fma.f64(double %ed, double {f64(math.log(2))}, double %at)",
+        "  %xz = fcmp oeq double %ax, 0.0",
+        "  %xi = fcmp oeq double %ax, 0x7FF0000000000000",
+        "  %lg1 = select i1 %xz, double 0xFFF0000000000000, double %lg0",
+        "  %lg = select i1 %xi, double 0x7FF0000000000000, double %lg1",
+        # exp(y * log|x|), clamped to where float32 results are 0 or inf anyway
+        "  %t0 = fmul double %yd, %lg",
+        "  %tb = fcmp ogt double %t0, 200.0",
+        "  %t1 = select i1 %tb, double 200.0, double %t0",
+        "  %ts = fcmp olt double %t1, -200.0",
+        "  %t2 = select i1 %ts, double -200.0, double %t1",
+        "  %tn = fcmp uno double %t0, 0.0",
+        "  %t = select i1 %tn, double 0.0, double %t2",
+        f"  %nf0 = fmul double %t, {f64(1 / math.log(2))}",
+        "  %nf = call double @llvm.rint.f64(double %nf0)",
+        "  %nn = fneg double %nf",
+        f"  %r0 = call double @llvm.fma.f64(double %nn, double {f64(ln2_hi)}, double %t)",
+        f"  %r = call double @llvm.fma.f64(double %nn, double {f64(ln2_lo)}, double %r0)",
+        *ep,
+        "  %ni = fptosi double %nf to i64",
+        "  %nb = add i64 %ni, 1023",
+        "  %nsh = shl i64 %nb, 52",
+        "  %sc = bitcast i64 %nsh to double",
+        f"  %pw = fmul double {epr}, %sc",
+        # the sign for a negative base and an odd integer exponent; NaN for a non-integer one
+        "  %yf = call float @llvm.floor.f32(float %y)",
+        "  %yint = fcmp oeq float %yf, %y",
+        "  %yh = fmul float %y, 0.5",
+        "  %yhf = call float @llvm.floor.f32(float %yh)",
+        "  %yeven = fcmp oeq float %yhf, %yh",
+        "  %notev = xor i1 %yeven, true",
+        "  %yodd = and i1 %yint, %notev",
+        "  %xneg = fcmp olt float %x, 0.0",
+        "  %xsign = bitcast float %x to i32",
+        "  %xsb = icmp slt i32 %xsign, 0",                      # includes -0.0
+        "  %negodd = and i1 %xsb, %yodd",
+        "  %npw = fneg double %pw",
+        "  %v0 = select i1 %negodd, double %npw, double %pw",
+        "  %v = fptrunc double %v0 to float",
+        "  %ynint = xor i1 %yint, true",
+        "  %xfin = fcmp one float %x, 0xFFF0000000000000",      # (-inf) ** y is +-inf or +-0
+        "  %negfin = and i1 %xneg, %xfin",
+        "  %badneg = and i1 %negfin, %ynint",
+        "  %xnan = fcmp uno float %x, 0.0",
+        "  %ynan = fcmp uno float %y, 0.0",
+        "  %anynan = or i1 %xnan, %ynan",
+        "  %isnan = or i1 %anynan, %badneg",
+        "  %o1 = select i1 %isnan, float 0x7FF8000000000000, float %v",
+        # 1 ** y = 1, x ** 0 = 1, (-1) ** +-inf = 1 (even for NaN operands)
+        "  %x1 = fcmp oeq float %x, 1.0",
+        "  %y0 = fcmp oeq float %y, 0.0",
+        "  %xm1 = fcmp oeq float %x, -1.0",
+        "  %ay = call float @llvm.fabs.f32(float %y)",
+        "  %yinf = fcmp oeq float %ay, 0x7FF0000000000000",
+        "  %m1inf = and i1 %xm1, %yinf",
+        "  %one0 = or i1 %x1, %y0",
+        "  %one = or i1 %one0, %m1inf",
+        "  %o = select i1 %one, float 1.0, float %o1",
+        "  ret float %o",
+        "}"])
+
+
+DECLS = """declare float @llvm.floor.f32(float)
+declare double @llvm.fma.f64(double, double, double)
 declare double @llvm.rint.f64(double)
 declare double @llvm.floor.f64(double)
 declare i32 @llvm.smax.i32(i32, i32)
@@ -329,12 +426,15 @@ def library(inline: bool = True) -> str:
     """The module prelude: intrinsic and libm declarations plus the float32 functions, inlined
     into loops (so they vectorize) or, for modules that favour compile time, called."""
     if inline:
-        return "\n\n".join([DECLS, _trig_table(), _expf(), _logf(), _tanhf(), _trigf()])
+        return "\n\n".join([DECLS, _trig_table(), _expf(), _logf(), _tanhf(), _trigf(),
+                              _powf()])
     # built for compile time: nothing vectorizes across these calls anyway, and the C
     # library's scalar sinf/cosf (also within an ulp) beat the double-precision reduction
     libm_trig = "\n".join(f"define internal float @tj_{f}(float %x) noinline {{\n"
                            f"  %r = call float @{f}(float %x)\n  ret float %r\n}}"
-                           for f in ("sinf", "cosf"))
+                           for f in ("sinf", "cosf")) + \
+        "\ndefine internal float @tj_powf(float %x, float %y) noinline {\n" \
+        "  %r = call float @powf(float %x, float %y)\n  ret float %r\n}"
     text = "\n\n".join([DECLS, _expf(), _logf(), _tanhf(), libm_trig])
     return text.replace("alwaysinline", "noinline")
 
@@ -342,7 +442,7 @@ def library(inline: bool = True) -> str:
 # (dtype name, op) -> the function a scalar op calls
 CALLS = {
     ("f32", "exp"): "tj_expf", ("f32", "log"): "tj_logf", ("f32", "tanh"): "tj_tanhf",
-    ("f32", "sin"): "tj_sinf", ("f32", "cos"): "tj_cosf", ("f32", "pow"): "powf",
+    ("f32", "sin"): "tj_sinf", ("f32", "cos"): "tj_cosf", ("f32", "pow"): "tj_powf",
     ("f64", "exp"): "exp", ("f64", "log"): "log", ("f64", "tanh"): "tanh",
     ("f64", "sin"): "sin", ("f64", "cos"): "cos", ("f64", "pow"): "pow",
 }
