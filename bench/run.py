@@ -25,13 +25,18 @@ import tracejit as tj  # noqa: E402
 ROWS: list[dict] = []
 
 
-def median_ms(fn, reps: int, warmup: int = 2) -> float:
+def median_ms(fn, reps: int, warmup: int = 2, sync=None) -> float:
+    """Median wall time of fn(); with `sync` (a GPU's synchronize) each call is waited for."""
     for _ in range(warmup):
         fn()
+    if sync:
+        sync()
     ts = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
+        if sync:
+            sync()
         ts.append(time.perf_counter() - t)
     return float(np.median(ts)) * 1e3
 
@@ -85,8 +90,9 @@ def bench_arrays(args, reps, P):
         bench_jax(P["jax"], args, reps, (base, base2, base3, base4))
 
 
-def bench_torch(torch, args, reps, bases):
-    T = lambda arrs: [torch.from_numpy(np.ascontiguousarray(a)) for a in arrs]   # noqa: E731
+def bench_torch(torch, args, reps, bases, device: str = "cpu", sync=None):
+    T = lambda arrs: [torch.from_numpy(np.ascontiguousarray(a)).to(device)    # noqa: E731
+                      for a in arrs]
     x, a, b = T(args["w1"])
     f1 = lambda x, a, b: torch.tanh(x * a + b) * torch.sigmoid(x) + 0.5 * x * x  # noqa: E731
 
@@ -108,10 +114,11 @@ def bench_torch(torch, args, reps, bases):
                                   ("W2 grad of sum(W1)", f2, (x, a, b), bases[1]),
                                   ("W3 MLP step grads", f3, w3, bases[2]),
                                   ("W4 layer_norm+logsumexp grad", f4, (x4,), bases[3])]:
-        row(name, "torch eager", median_ms(lambda: fn(*fargs), reps), base)
+        row(name, "torch eager", median_ms(lambda: fn(*fargs), reps, sync=sync), base)
         try:
             cf = torch.compile(fn)
-            row(name, "torch.compile", median_ms(lambda: cf(*fargs), reps, warmup=3), base)
+            row(name, "torch.compile", median_ms(lambda: cf(*fargs), reps, warmup=3, sync=sync),
+                base)
         except Exception as e:          # torch.compile needs a C++ compiler at run time
             print(f"torch.compile failed on {name}: {type(e).__name__}", file=sys.stderr)
 
