@@ -14,7 +14,8 @@ import tracejit as tj  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _fresh_state(monkeypatch):
-    for var in ("TRACEJIT_DUMP", "TRACEJIT_DUMP_DIR", "TRACEJIT_LOG", "TRACEJIT_BACKEND"):
+    for var in ("TRACEJIT_DUMP", "TRACEJIT_DUMP_DIR", "TRACEJIT_LOG", "TRACEJIT_BACKEND",
+                "TRACEJIT_DEVICE"):
         monkeypatch.delenv(var, raising=False)
     tj.manual_seed(0)
     yield

@@ -75,6 +75,9 @@ def test_corpus_compiles_with_nvcc(tmp_path):
         # integer reductions and casts
         ("int_ops", tj.compile(lambda x: (x * 3).max(0) + tj.cast(x, tj.int32).sum(),
                                device="cuda").lower(np.ones((7, 5), np.int64)).graph),
+        # W2: float32 loops of 4k elements load and store float4
+        ("vec4", tj.grad(tj.compile(lambda x, a: (tj.tanh(x * a) * x).sum(), device="cuda"),
+                         argnums=(0, 1)).lower(*[np.ones((64, 256), np.float32)] * 2).graph),
         # a loss-style full sum: split into partial blocks and a finishing kernel
         ("split_sum", tj.compile(lambda x: (x * x).sum(), device="cuda").lower(
             np.broadcast_to(np.float32(0), (1 << 22,))).graph),
@@ -91,6 +94,7 @@ def test_corpus_compiles_with_nvcc(tmp_path):
     assert "shfl.sync.down" in ptx               # warp-shuffle reductions
     assert "atom.global" in ptx                  # scatter-add atomics
     assert "cvt.f32.f16" in ptx and "cvt.rn.f16.f32" in ptx
+    assert "ld.global.nc.v4.f32" in ptx and "st.global.v4.f32" in ptx   # float4 loads, stores
 
 
 def test_kernel_kinds_lower_to_their_shapes():

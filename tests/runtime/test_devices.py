@@ -142,3 +142,12 @@ def test_compile_picks_the_backend_from_the_inputs(fake_gpu):
         return a + 1
     g.lower(tj.ones(2, device="cuda"))
     assert seen == ["cuda:0"]                    # traced tensors report their trace's device
+
+
+def test_default_device_from_the_environment(fake_gpu, monkeypatch):
+    monkeypatch.setenv("TRACEJIT_DEVICE", "cuda")
+    assert tj.zeros(2).device == "cuda:0" and tj.tensor([1.0]).device == "cuda:0"
+    assert tj.tensor([1.0], device="cpu").device == "cpu"
+    monkeypatch.setenv("TRACEJIT_DEVICE", "gpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        tj.ones(1)

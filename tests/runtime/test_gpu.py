@@ -74,6 +74,9 @@ def test_large_elementwise_and_noncontiguous_inputs():
     assert_close(f(x).cpu(), ref, rtol=1e-5, atol=1e-5)
     xt = x.T                                   # a transposed view as a compiled input
     assert_close(f(xt).cpu(), ref.T, rtol=1e-5, atol=1e-5)
+    flat = tj.tensor(a.reshape(-1)[: 4097], device="cuda")
+    odd = flat[1:]                             # contiguous, but 4 bytes past 16-byte alignment
+    assert_close(f(odd).cpu(), ref.reshape(-1)[1:4097], rtol=1e-5, atol=1e-5)
 
 
 def test_eager_and_compiled_autograd_on_the_gpu():

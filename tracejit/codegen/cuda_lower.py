@@ -3,6 +3,7 @@
 
 Kernel kinds map to CUDA as follows:
 - loop: a grid-stride loop over the flat output index, unflattened into the loop's index vector;
+  float32 loops of a size divisible by 4 load same-shape inputs and store outputs as float4;
 - reduce over trailing axes (and reductions in general): one block per output element, threads
   stride over the reduced elements, then warp shuffles and a block reduction;
 - reduce over leading axes (a column sum): one thread per output, looping down the column, so
@@ -91,6 +92,7 @@ class Launch:
     block: int = 0
     args: list[Value] = field(default_factory=list)
     kernel: Kernel | None = None
+    aligned: list[Value] = field(default_factory=list)    # read 16 bytes at a time
 
 
 @dataclass
@@ -245,7 +247,54 @@ def _kept_shape(k: Kernel) -> list[int]:
     return [n for d, n in enumerate(k.shape) if d not in axes]
 
 
+VEC = 4                     # float32 lanes of one 16-byte load or store
+VEC_MIN = 1 << 12           # below this, one element per thread is as good
+
+
+def _vector_inputs(k: Kernel) -> list[Value] | None:
+    """For a float32 loop kernel whose size is a multiple of 4: the inputs read at the loop's
+    own index (same shape), which it can then load, and all outputs store, 16 bytes at a time."""
+    n = _size(k.shape)
+    if n < VEC_MIN or n % VEC or any(v.dtype is not dt.f32 for v in k.outputs):
+        return None
+    return [v for v in k.inputs if v.shape == k.shape and v.dtype is dt.f32]
+
+
+def _loop_vec(k: Kernel, name: str, vec_in: list[Value]) -> tuple[str, list[Launch]]:
+    w = _Writer(k)
+    n = _size(k.shape)
+    ix, lanes = w.e.index, "xyzw"
+
+    def body(q):
+        for v in vec_in:
+            w.b.line(f"const float4 {w.names[v]}v = reinterpret_cast<const float4*>"
+                     f"({w.names[v]})[{q}];")
+        for j, v in enumerate(k.outputs):
+            w.b.line(f"float4 o{j};")
+        for u in range(VEC):
+            w.b.open("")
+            w.b.n += 1
+            i = f"t{w.b.n}"
+            w.b.line(f"[[maybe_unused]] const {ix} {i} = {q} * {VEC} + {u};")
+            idx = _unflatten(w.e, i, k.shape)
+            for v in vec_in:              # the element this lane needs is already loaded
+                w.e.memo[(v, tuple(idx))] = CS(f"{w.names[v]}v.{lanes[u]}", dt.f32)
+            for j, v in enumerate(k.outputs):
+                w.b.line(f"o{j}.{lanes[u]} = {w.e.emit(v, idx).ref};")
+            w.b.close()
+            w.e.memo.clear()
+        for j, v in enumerate(k.outputs):
+            w.b.line(f"reinterpret_cast<float4*>({w.names[v]})[{q}] = o{j};")
+    w.grid_stride(n // VEC, body)
+    grid = min(-(-n // (VEC * LOOP_BLOCK)), MAX_GRID)
+    return w.function(name, LOOP_BLOCK), [Launch("kernel", name, grid, LOOP_BLOCK, w.args,
+                                                 aligned=vec_in)]
+
+
 def _loop(k: Kernel, name: str) -> tuple[str, list[Launch]]:
+    vec_in = _vector_inputs(k)
+    if vec_in is not None:
+        return _loop_vec(k, name, vec_in)
     w = _Writer(k)
     n = _size(k.shape)
 

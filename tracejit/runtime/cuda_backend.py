@@ -78,6 +78,7 @@ class CudaExecutable(Executable):
         self.program = lower_program(self.plan)
         self.source = self.program.source
         self.written = list(dict.fromkeys(v for k in self.plan.kernels for v in k.outputs))
+        self.aligned = {v for ln in self.program.launches for v in ln.aligned}
         self._bound: dict[int, _Bound] = {}
         self.compile_s = time.perf_counter() - t0
         dump("kernels", graph.name, lambda: self.plan.describe())
@@ -91,7 +92,10 @@ class CudaExecutable(Executable):
             bound = self._bound[dev] = _Bound(self, cp)
         env: dict = dict(bound.constants)
         for v, a in zip(self.graph.inputs, args):
-            env[v] = cp.ascontiguousarray(cp.asarray(a, v.dtype.np))
+            a = cp.ascontiguousarray(cp.asarray(a, v.dtype.np))
+            if v in self.aligned and a.data.ptr % 16:
+                a = a.copy()             # a view at an odd offset: float4 loads need 16 bytes
+            env[v] = a
         # CuPy's memory pool hands back the blocks of the last call: allocation is cheap
         for v in self.written:
             env[v] = cp.empty(v.shape, v.dtype.np)

@@ -25,9 +25,10 @@ def _default_dtype(data) -> dt.DType:
 
 
 def _new(array: np.ndarray, device, requires_grad: bool) -> Tensor:
-    """A tensor made on the host, moved to `device` ("cpu" unless given)."""
-    if device is not None:
-        array = to_device(array, as_device(device))
+    """A tensor made on the host, moved to `device` (default: TRACEJIT_DEVICE, else cpu)."""
+    dev = as_device(device)
+    if dev.type != "cpu":
+        array = to_device(array, dev)
     return Tensor(array, requires_grad=requires_grad)
 
 

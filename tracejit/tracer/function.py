@@ -7,6 +7,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import user_location
+from ..runtime.devices import to_device
 from .autograd import Node, SavedTensor, grad as autograd_grad
 from .state import STATE, enable_grad, no_grad
 from .tensor import Tensor
@@ -42,7 +43,7 @@ class FunctionNode(Node):
         self.cls, self.ctx = cls, ctx
         self.n_outputs = len(outputs)
         self.n_args = len(args)
-        self.out_meta = [(o.shape, o.dtype) for o in outputs]
+        self.out_meta = [(o.shape, o.dtype, o.device) for o in outputs]
         self.in_meta = [(a.shape, a.dtype) if isinstance(a, Tensor) else None for a in args]
         ctx._node = self
 
@@ -53,8 +54,8 @@ class FunctionNode(Node):
         if self.freed:
             raise RuntimeError(self._freed_msg)
         if self.ctx.materialize_grads:
-            grads = [g if g is not None else Tensor(np.zeros(s, d.np))
-                     for g, (s, d) in zip(grads, self.out_meta)]
+            grads = [g if g is not None else Tensor(to_device(np.zeros(s, d.np), dev))
+                     for g, (s, d, dev) in zip(grads, self.out_meta)]
         res = self.cls.backward(self.ctx, *grads)
         res = res if isinstance(res, tuple) else (res,)
         if len(res) != self.n_args:
