@@ -8,7 +8,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import Value
-from .expr import ExprEmitter, compute_dtype, strides
+from .expr import ExprEmitter, compute_dtype
 from .llvm_math import CALLS
 
 # storage type in memory, compute type in registers

@@ -11,8 +11,9 @@ import math
 
 from ..ir import dtypes as dt
 from ..ir.core import Value
+from .expr import strides
 from .fusion import Kernel, Plan
-from .llvm_expr import COMPUTE, STORE, Body, Emitter, S, literal, strides
+from .llvm_expr import COMPUTE, STORE, Body, Emitter, S, literal
 from .llvm_math import library
 
 # offset of `data` in NumPy's PyArrayObject (right after PyObject_HEAD); checked at run time

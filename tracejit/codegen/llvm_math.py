@@ -259,7 +259,7 @@ def _trigf() -> str:
         "  %z = fmul double %r, %r",
         *sp,
         f"  %sz = fmul double {spr}, %z",
-        f"  %sr = fmul double %sz, %r",
+        "  %sr = fmul double %sz, %r",
         "  %sn = fadd double %sr, %r",
         *cp,
         f"  %cn = call double @llvm.fma.f64(double {cpr}, double %z, double 1.0)",

@@ -112,8 +112,3 @@ def to_device(a: Any, dev: Device) -> Any:
     with cp.cuda.Device(dev.index):
         return cp.asarray(a)
 
-
-def zeros(shape, dtype, like: Any) -> Any:
-    """Zeros on the device of `like`."""
-    return np.zeros(shape, dtype) if is_host(like) else np.zeros_like(like, dtype=dtype,
-                                                                        shape=shape)
