@@ -7,7 +7,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import Value
-from .expr import ExprEmitter, compute_dtype
+from .expr import ExprEmitter, Scalar, compute_dtype
 
 # storage type in memory (float16 as raw bits), compute type in registers
 STORE = {"f16": "unsigned short", "f32": "float", "f64": "double", "i32": "int",
@@ -33,17 +33,11 @@ def literal(value, d: dt.DType) -> str:
     return f"{v}LL" if d is dt.i64 else str(v)
 
 
-class CS:
+class CS(Scalar):
     """A scalar in C: the expression (a local's name or a literal) and its dtype."""
 
-    __slots__ = ("ref", "dtype")
-
-    def __init__(self, ref: str, dtype: dt.DType) -> None:
-        self.ref, self.dtype = ref, compute_dtype(dtype)
-
-    @property
-    def ty(self) -> str:
-        return COMPUTE[self.dtype.name]
+    __slots__ = ()
+    TYPES = COMPUTE
 
 
 class CBody:

@@ -16,6 +16,21 @@ def compute_dtype(d: dt.DType) -> dt.DType:
     return dt.f32 if d is dt.f16 else d
 
 
+class Scalar:
+    """A scalar in generated code: how the backend names it (an SSA name, a C local or a
+    literal) and its compute dtype. Subclasses give `TYPES`, dtype name -> backend type."""
+
+    __slots__ = ("ref", "dtype")
+    TYPES: dict[str, str] = {}
+
+    def __init__(self, ref: str, dtype: dt.DType) -> None:
+        self.ref, self.dtype = ref, compute_dtype(dtype)
+
+    @property
+    def ty(self) -> str:
+        return self.TYPES[self.dtype.name]
+
+
 def strides(shape) -> list[int]:
     out, acc = [], 1
     for d in reversed(shape):

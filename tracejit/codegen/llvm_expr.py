@@ -8,7 +8,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import Value
-from .expr import ExprEmitter, compute_dtype
+from .expr import ExprEmitter, Scalar, compute_dtype
 from .llvm_math import CALLS
 
 # storage type in memory, compute type in registers
@@ -30,17 +30,11 @@ def literal(value, d: dt.DType) -> str:
     return str(int(value))
 
 
-class S:
+class S(Scalar):
     """A scalar SSA value: its LLVM name and its dtype."""
 
-    __slots__ = ("ref", "dtype")
-
-    def __init__(self, ref: str, dtype: dt.DType) -> None:
-        self.ref, self.dtype = ref, compute_dtype(dtype)
-
-    @property
-    def ty(self) -> str:
-        return COMPUTE[self.dtype.name]
+    __slots__ = ()
+    TYPES = COMPUTE
 
 
 class Body:
