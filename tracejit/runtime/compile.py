@@ -22,7 +22,7 @@ from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced, arg_names, trace
 from .backend import get_backend
 from .debug import dump, log_enabled, log_recompile
-from .devices import CPU, Device, device as as_device, device_of
+from .devices import CPU, Device, device as as_device, device_of, is_gpu_array
 from .grad_node import CompiledNode
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
@@ -35,7 +35,7 @@ def _leaf_key(x: Any):
         d = x._data
         return (x.shape, x.dtype) if type(d) is np.ndarray or x._traced else \
             (x.shape, x.dtype, str(device_of(d)))
-    if hasattr(x, "__cuda_array_interface__"):
+    if is_gpu_array(x):
         return (x.shape, dt.from_numpy(x.dtype), str(device_of(x)))
     if isinstance(x, bool):
         return "b"
@@ -200,13 +200,12 @@ class CompiledFunction:
         (all of them on one device; host arrays and Python scalars go anywhere)."""
         if self.device is not None:
             return self.device
-        devs = {}
+        devs = set()
         for x in flat:
-            d = x._data if isinstance(x, Tensor) else x
-            if not (isinstance(x, Tensor) and x._traced) and hasattr(d, "__cuda_array_interface__"):
-                devs.setdefault(device_of(d), x)
-            elif isinstance(x, Tensor) and not x._traced:
-                devs.setdefault(CPU, x)
+            if isinstance(x, Tensor) and not x._traced:
+                devs.add(device_of(x._data))
+            elif is_gpu_array(x):
+                devs.add(device_of(x))
         if len(devs) > 1:
             raise RuntimeError(f"{self.name}: arguments are on different devices "
                                f"({', '.join(sorted(map(str, devs)))}) (at {user_location()}); "
@@ -286,8 +285,7 @@ class CompiledFunction:
         arrays = []
         for x, aval in zip(flat, entry.in_avals):
             d = x._data if isinstance(x, Tensor) else x
-            arrays.append(d if hasattr(d, "__cuda_array_interface__") else
-                          np.asarray(d, aval.dtype.np))
+            arrays.append(d if is_gpu_array(d) else np.asarray(d, aval.dtype.np))
         arrays += [c._data for c in entry.captures]
         tensors = [x if isinstance(x, Tensor) else None for x in flat] + list(entry.captures)
         if STATE.grad_enabled and any(t is not None and t._requires_grad for t in tensors):

@@ -90,6 +90,11 @@ def cuda_available() -> bool:
         return False
 
 
+def is_gpu_array(a: Any) -> bool:
+    """A CuPy array (anything exposing the CUDA array interface)."""
+    return hasattr(a, "__cuda_array_interface__")
+
+
 def is_host(a: Any) -> bool:
     return type(a) is np.ndarray or isinstance(a, (np.ndarray, np.generic))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.core import Aval, Value, user_location
-from ..runtime.devices import device_of
+from ..runtime.devices import device_of, is_gpu_array
 from . import tensor as _tensor_module
 from .autograd import PrimNode
 from .state import STATE, current_trace
@@ -55,7 +55,7 @@ def apply_primitive(prim, args, params) -> Tensor:
                 res = prim.impl(*data, **params)
         except (IndexError, ValueError, TypeError) as e:
             raise type(e)(f"{prim.name}: {e} (at {user_location()})") from None
-        if not hasattr(res, "__cuda_array_interface__"):      # CuPy results stay on the GPU
+        if not is_gpu_array(res):            # CuPy results stay on the GPU
             res = np.asarray(res)
         if res.dtype != aval.dtype.np:
             res = res.astype(aval.dtype.np)

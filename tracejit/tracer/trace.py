@@ -9,7 +9,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import Aval, Graph, Value
 from ..ir.primitives import P
-from ..runtime.devices import CPU
+from ..runtime.devices import CPU, is_gpu_array
 from .pytree import tree_flatten, tree_unflatten
 from .state import STATE
 from .tensor import Tensor
@@ -28,7 +28,7 @@ def leaf_aval(x: Any) -> tuple[Aval, bool]:
         return Aval((), dt.i64), True
     if isinstance(x, float):
         return Aval((), dt.f64), True
-    a = x if hasattr(x, "__cuda_array_interface__") else np.asarray(x)   # a CuPy array stays
+    a = x if is_gpu_array(x) else np.asarray(x)      # a CuPy array stays where it is
     d = dt.from_numpy(a.dtype)
     if d is None:
         raise TypeError(f"unsupported array dtype {a.dtype} for a compiled function argument")
@@ -57,7 +57,7 @@ class TraceContext:
         each call reads afresh, so updating a captured tensor never leaves a stale value."""
         arr = t._data
         if t._born_in is self:
-            if hasattr(arr, "__cuda_array_interface__"):
+            if is_gpu_array(arr):
                 arr = arr.get()          # IR constants live on the host
             if arr.size > INLINE_CONST and np.all(arr == arr.reshape(-1)[0]):
                 c = self.graph.emit(P.constant, [], {"value": arr.reshape(-1)[:1].reshape(())})
