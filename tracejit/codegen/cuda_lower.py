@@ -120,6 +120,9 @@ def _unflatten(e: CEmitter, flat: str, shape) -> list[str]:
     return idx
 
 
+_FUNCTOR = {"sum": "TjSum", "max": "TjMax", "min": "TjMin"}     # the prelude's reductions
+
+
 def _acc_type(op: str, d: dt.DType) -> dt.DType:
     if op == "sum":
         return dt.f64 if d.is_float else dt.i64
@@ -209,7 +212,7 @@ class _Writer:
         acc_ty = COMPUTE[acc_dt.name]
         n = self.b.n = self.b.n + 1
         acc, init = f"acc{n}", _init(op, acc_dt)
-        fn = {"sum": "TjSum", "max": "TjMax", "min": "TjMin"}[op]
+        fn = _FUNCTOR[op]
         self.b.line(f"{acc_ty} {acc} = {init};")
         red_shape = [x.shape[d] for d in axes]
 
@@ -335,7 +338,7 @@ def _split_reduce(k: Kernel, name: str, n_out: int, n_red: int) -> tuple[str, li
     block1 = 256
 
     fin = _Writer(k, inputs=[part], outputs=[out])
-    fn = {"sum": "TjSum", "max": "TjMax", "min": "TjMin"}[op]
+    fn = _FUNCTOR[op]
     acc_ty, init = COMPUTE[acc_dt.name], _init(op, acc_dt)
 
     def finish(o):

@@ -7,6 +7,7 @@ round once. Each handles inf, nan, overflow, underflow and denormals explicitly.
 the C library, and so do sin, cos and pow in small modules built for compile speed."""
 from __future__ import annotations
 
+import functools
 import struct
 
 
@@ -422,6 +423,7 @@ declare double @pow(double, double)
 """
 
 
+@functools.lru_cache(maxsize=None)
 def library(inline: bool = True) -> str:
     """The module prelude: intrinsic and libm declarations plus the float32 functions, inlined
     into loops (so they vectorize) or, for modules that favour compile time, called."""

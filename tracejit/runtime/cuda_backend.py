@@ -79,6 +79,9 @@ class CudaExecutable(Executable):
         self.source = self.program.source
         self.written = list(dict.fromkeys(v for k in self.plan.kernels for v in k.outputs))
         self.aligned = {v for ln in self.program.launches for v in ln.aligned}
+        # an output that is an input, a constant or repeated is copied; the rest are fresh
+        outs = graph.outputs
+        self.out_plan = [(v, v not in self.written or v in outs[:i]) for i, v in enumerate(outs)]
         self._bound: dict[int, _Bound] = {}
         self.compile_s = time.perf_counter() - t0
         dump("kernels", graph.name, lambda: self.plan.describe())
@@ -107,13 +110,7 @@ class CudaExecutable(Executable):
             else:
                 (ra, va), (rb, vb) = a, b
                 cp.matmul(apply_view(env[ra], va), apply_view(env[rb], vb), out=env[c])
-        outs, seen = [], set()
-        fresh = set(self.written)
-        for v in self.graph.outputs:
-            arr = env[v]
-            outs.append(arr if v in fresh and v not in seen else arr.copy())
-            seen.add(v)
-        return outs
+        return [env[v].copy() if copy else env[v] for v, copy in self.out_plan]
 
     def stage_text(self, stage: str) -> str:
         if stage == "kernels":
