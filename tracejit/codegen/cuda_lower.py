@@ -409,7 +409,7 @@ def _scatter(k: Kernel, name: str) -> tuple[str, list[Launch]]:
     if out.dtype is dt.bool_:
         raise NotImplementedError("scatter_add: bool outputs have no CUDA atomic add; "
                                   "cast to an integer type first")
-    zero = _Writer(k)
+    zero = _Writer(k, inputs=[], outputs=[out])      # the zero fill reads nothing
     zero.grid_stride(_size(out.shape), lambda i: zero.e.store(out, i, zero.e.sb.literal(0, out.dtype)))
     w = _Writer(k)
     nk, n = len(ind.shape), out.shape[axis]
