@@ -24,5 +24,6 @@ def _fresh_state(monkeypatch):
 def assert_close(a, b, rtol=1e-5, atol=1e-6):
     a = a.detach().numpy() if isinstance(a, tj.Tensor) else np.asarray(a)
     b = b.detach().numpy() if isinstance(b, tj.Tensor) else np.asarray(b)
+    a, b = (x.astype(np.float32) if x.dtype == tj.bfloat16.np else x for x in (a, b))
     assert a.shape == b.shape, (a.shape, b.shape)
     np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)

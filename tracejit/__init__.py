@@ -22,7 +22,7 @@ from .runtime.devices import Device, cuda_available, device
 from .runtime.compile import clear_cache, compile, jit
 from .tracer.ops import cast as astype
 
-float16, float32, float64 = _dt.f16, _dt.f32, _dt.f64
+float16, bfloat16, float32, float64 = _dt.f16, _dt.bf16, _dt.f32, _dt.f64
 int32, int64, bool_ = _dt.i32, _dt.i64, _dt.bool_
 half, float, double, long = _dt.f16, _dt.f32, _dt.f64, _dt.i64       # noqa: A001
 clamp = clip

@@ -181,6 +181,96 @@ def test_float16_storage_and_int_ops():
     _close(*_both(lambda a: tj.cast(a * 1.7, tj.int32), x), 0, 0)
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("half", [tj.float16, tj.bfloat16], ids=str)
+def test_every_case_in_16_bit_floats(name, half):
+    """Stored narrow, computed in float32: both backends land within a few 16-bit ulps of the
+    float32 result on the same (exactly representable) inputs, forward and backward."""
+    fn, _, specs = CASES[name]
+    xs = [x.astype(half.np) if x.dtype.kind == "f" else x
+          for x in make_inputs(specs, np.float32, seed=7)]
+    wide = [x.astype(np.float32) if x.dtype == half.np else x for x in xs]
+    ulp = 2.0 ** -10 if half is tj.float16 else 2.0 ** -7
+    want = tj.compile(fn, backend="interpreter")(*wide)
+    for backend in ("llvm", "interpreter"):
+        got = tj.compile(fn, backend=backend)(*xs)
+        assert got.dtype is (tj.float32 if name == "cast" else half)
+        _close(got, want, rtol=8 * ulp, atol=8 * ulp)
+    pos = tuple(float_positions(specs))
+    loss = lambda *a: (fn(*a) * 1.25).sum()     # noqa: E731
+    want = tj.grad(tj.compile(loss, backend="interpreter"), argnums=pos)(*wide)
+    for backend in ("llvm", "interpreter"):
+        got = tj.grad(tj.compile(loss, backend=backend), argnums=pos)(*xs)
+        assert all(g.dtype is half for g in got)
+        _close(got, want, rtol=16 * ulp, atol=16 * ulp)
+
+
+def _bits_sweep(n: int, seed: int) -> np.ndarray:
+    """float32 values from random bit patterns (every exponent, denormals, inf, NaN) plus
+    exact 16-bit rounding ties."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ties = (np.float32(1) + np.arange(64, dtype=np.float32) * np.float32(2.0 ** -11))
+    special = np.array([np.inf, -np.inf, np.nan, 0, -0.0, 3.4e38], np.float32)
+    return np.concatenate([x, ties, -ties, special])
+
+
+@pytest.mark.parametrize("half", [tj.float16, tj.bfloat16], ids=str)
+def test_16_bit_casts_round_like_numpy(half):
+    """Rounding to 16 bits is exact (nearest even; inf on overflow; NaN stays NaN) both when the
+    result is stored and when it stays inside a fused kernel (`x.half().float()`)."""
+    x32 = _bits_sweep(20000, 1)
+    with np.errstate(all="ignore"):
+        x64 = x32.astype(np.float64) * (1 + 2.0 ** -30)  # between float32 values
+        for x in (x32, x64):
+            want = x.astype(half.np).astype(np.float32)   # ml_dtypes goes through float32
+            f = tj.compile(lambda a: (a.to(half), a.to(half).float() * 1.0), backend="llvm")
+            stored, fused = (t.numpy().astype(np.float32) for t in f(x))
+            for got in (stored, fused):
+                same = (got.view(np.uint32) == want.view(np.uint32)) | \
+                    (np.isnan(got) & np.isnan(want))
+                assert same.all(), (x[~same][:5], got[~same][:5], want[~same][:5])
+
+
+@pytest.mark.parametrize("half", [tj.float16, tj.bfloat16], ids=str)
+def test_16_bit_sums_accumulate_in_float32(half):
+    """A 16-bit accumulator stalls (bfloat16: 256 + 1 == 256); every path accumulates in
+    float32 and rounds once, leading and trailing axes alike."""
+    x = np.ones((10000, 3), half.np)
+    want = np.float32(10000).astype(half.np)             # bf16: 9984, f16: 10000
+    for backend in ("llvm", "interpreter"):
+        a, b = tj.compile(lambda v: (v.sum(0), v.T.sum(1)), backend=backend)(x)
+        assert a.dtype is half and (a.numpy() == want).all() and (b.numpy() == want).all()
+    assert (tj.tensor(x).sum(0).numpy() == want).all()   # eager
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s).astype(half.np) for s in ((64, 300), (300, 32)))
+    want = (a.astype(np.float32) @ b.astype(np.float32)).astype(half.np)
+    got = tj.compile(lambda p, q: p @ q, backend="llvm")(a, b)
+    assert got.dtype is half
+    assert_close(got.numpy().astype(np.float32), want.astype(np.float32), rtol=0, atol=0)
+
+
+def test_16_bit_promotion():
+    h, b = tj.ones(2, dtype=tj.float16), tj.ones(2, dtype=tj.bfloat16)
+    assert (h + b).dtype is tj.float32                   # neither holds the other
+    assert (b + 1.5).dtype is tj.bfloat16 and (b * 2).dtype is tj.bfloat16
+    assert (b + tj.ones(2, dtype=tj.int32)).dtype is tj.bfloat16
+    assert (b + tj.ones(2)).dtype is tj.float32
+    assert tj.compile(lambda p, q: p + q)(h, b).dtype is tj.float32
+    assert tj.zeros(2, dtype="bfloat16").dtype is tj.bfloat16 and b.bfloat16() is b
+
+
+def test_object_code_calling_a_missing_function_is_refused():
+    """MCJIT would jump to address 0; the engine names the missing symbol instead."""
+    from tracejit.runtime import llvm_jit
+    mod = llvm_jit.optimize("declare void @tj_no_such_fn()\n"
+                            "define void @f() {\n  call void @tj_no_such_fn()\n  ret void\n}")
+    obj = llvm_jit.object_code(mod)
+    assert "tj_no_such_fn" in llvm_jit.undefined_symbols(obj)
+    with pytest.raises(RuntimeError, match="tj_no_such_fn"):
+        llvm_jit.Engine(obj=obj)
+
+
 def test_nan_propagation_in_max_min():
     x = np.array([[1.0, np.nan, 3.0], [2.0, 1.0, 0.0]], np.float32)
     a = tj.compile(lambda v: (v.max(axis=1), tj.maximum(v, 1.5)))(x)

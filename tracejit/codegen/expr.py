@@ -12,8 +12,8 @@ from ..ir.core import Value
 
 
 def compute_dtype(d: dt.DType) -> dt.DType:
-    """Arithmetic type of a stored dtype: float16 computes in float32."""
-    return dt.f32 if d is dt.f16 else d
+    """Arithmetic type of a stored dtype: 16-bit floats compute in float32."""
+    return dt.f32 if d in dt.HALF else d
 
 
 class Scalar:

@@ -12,9 +12,11 @@ from .expr import ExprEmitter, Scalar, compute_dtype
 from .llvm_math import CALLS
 
 # storage type in memory, compute type in registers
-STORE = {"f16": "half", "f32": "float", "f64": "double", "i32": "i32", "i64": "i64", "bool": "i8"}
-COMPUTE = {"f16": "float", "f32": "float", "f64": "double", "i32": "i32", "i64": "i64",
-           "bool": "i1"}
+# (bfloat16 as raw bits: LLVM's bfloat type needs compiler-rt helpers on most x86 CPUs)
+STORE = {"f16": "half", "bf16": "i16", "f32": "float", "f64": "double", "i32": "i32",
+         "i64": "i64", "bool": "i8"}
+COMPUTE = {"f16": "float", "bf16": "float", "f32": "float", "f64": "double", "i32": "i32",
+           "i64": "i64", "bool": "i1"}
 
 
 def literal(value, d: dt.DType) -> str:
@@ -138,7 +140,58 @@ class ScalarBuilder:
     def max(self, a, b): return self._extreme(a, b, "gt")
     def min(self, a, b): return self._extreme(a, b, "lt")
 
+    # -- storage: 16-bit floats live narrow in memory and compute in float32 ------------------
+    def widen(self, raw: str, d: dt.DType) -> S:
+        """A value loaded as `d`'s storage type, in its compute type."""
+        if d is dt.f16:
+            return S(self.b.op(f"fpext half {raw} to float"), d)
+        if d is dt.bf16:
+            w = self.b.op(f"zext i16 {raw} to i32")
+            w = self.b.op(f"shl i32 {w}, 16")
+            return S(self.b.op(f"bitcast i32 {w} to float"), d)
+        if d is dt.bool_:
+            return S(self.b.op(f"trunc i8 {raw} to i1"), d)
+        return S(raw, d)
+
+    def narrow(self, s: S, d: dt.DType) -> str:
+        """`s` in `d`'s storage type; floats round to nearest even, NaN stays NaN."""
+        if d is dt.f16:
+            return self.b.op(f"fptrunc float {s.ref} to half")
+        if d is dt.bf16:
+            op = self.b.op
+            u = op(f"bitcast float {s.ref} to i32")
+            hi = op(f"lshr i32 {u}, 16")
+            odd = op(f"and i32 {hi}, 1")
+            r = op(f"add i32 {u}, 32767")
+            r = op(f"lshr i32 {op(f'add i32 {r}, {odd}')}, 16")
+            quiet = op(f"or i32 {hi}, 64")
+            nan = op(f"fcmp uno float {s.ref}, 0.0")
+            r = op(f"select i1 {nan}, i32 {quiet}, i32 {r}")
+            return op(f"trunc i32 {r} to i16")
+        if d is dt.bool_:
+            return self.b.op(f"zext i1 {s.ref} to i8")
+        return s.ref
+
+    def _to_f32_odd(self, a: S) -> S:
+        """double -> float rounding to odd: rounding that again to a narrower format rounds
+        correctly (LLVM's direct double -> half needs a compiler-rt helper)."""
+        op = self.b.op
+        t = op(f"fptrunc double {a.ref} to float")
+        back = op(f"fpext float {t} to double")
+        bits = op(f"bitcast float {t} to i32")
+        above = op(f"fcmp ogt double {op(f'call double @llvm.fabs.f64(double {back})')}, "
+                   f"{op(f'call double @llvm.fabs.f64(double {a.ref})')}")
+        toward_zero = op(f"sub i32 {bits}, {op(f'zext i1 {above} to i32')}")
+        inexact = op(f"fcmp one double {back}, {a.ref}")
+        odd = op(f"select i1 {inexact}, i32 {op(f'or i32 {toward_zero}, 1')}, i32 {bits}")
+        return S(op(f"bitcast i32 {odd} to float"), dt.f32)
+
     def cast(self, a: S, to: dt.DType) -> S:
+        if to in dt.HALF:
+            # rounding to 16 bits is real work even though the result computes in float32
+            if to is dt.f16 and a.dtype is dt.f64:     # one rounding, as NumPy does
+                return self.widen(self.narrow(self._to_f32_odd(a), to), to)
+            return self.widen(self.narrow(self.cast(a, dt.f32), to), to)
         to = compute_dtype(to)
         src, ty = a.dtype, COMPUTE[to.name]
         if src is to:
@@ -208,22 +261,13 @@ class Emitter(ExprEmitter):
             return self.memo[key]
         st = STORE[v.dtype.name]
         p = self.b.op(f"getelementptr inbounds {st}, ptr {self.buffers[v]}, i64 {flat}")
-        x = self.b.op(f"load {st}, ptr {p}")
-        if v.dtype is dt.f16:
-            x = self.b.op(f"fpext half {x} to float")
-        elif v.dtype is dt.bool_:
-            x = self.b.op(f"trunc i8 {x} to i1")
-        s = S(x, v.dtype)
+        s = self.sb.widen(self.b.op(f"load {st}, ptr {p}"), v.dtype)
         self.memo[key] = s
         return s
 
     def store(self, v: Value, flat: str, s: S) -> None:
         st = STORE[v.dtype.name]
-        x = s.ref
-        if v.dtype is dt.f16:
-            x = self.b.op(f"fptrunc float {x} to half")
-        elif v.dtype is dt.bool_:
-            x = self.b.op(f"zext i1 {x} to i8")
+        x = self.sb.narrow(s, v.dtype)
         p = self.b.op(f"getelementptr inbounds {st}, ptr {self.outputs[v]}, i64 {flat}")
         self.b.raw(f"store {st} {x}, ptr {p}")
 

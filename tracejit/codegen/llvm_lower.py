@@ -102,10 +102,7 @@ def _reduce_leading(k: Kernel, e: Emitter, loops: _Loops) -> None:
             v = e.emit(x, ridx + kidx)
             flat = e.linear(kidx, out.shape)
             p = e.b.op(f"getelementptr inbounds {st}, ptr {e.outputs[out]}, i64 {flat}")
-            old = e.b.op(f"load {st}, ptr {p}")
-            if out.dtype is dt.f16:
-                old = e.b.op(f"fpext half {old} to float")
-            a = S(old, out.dtype)
+            a = e.sb.widen(e.b.op(f"load {st}, ptr {p}"), out.dtype)
             r = e.sb.add(a, v) if op == "sum" else e.sb.max(a, v) if op == "max" \
                 else e.sb.min(a, v)
             e.store(out, flat, r)
@@ -206,9 +203,7 @@ def _scatter_kernel(k: Kernel, e: Emitter, loops: _Loops) -> None:
         target = idx[:axis] + [j] + idx[axis + nk:]
         flat = e.linear(target, out.shape)
         p = e.b.op(f"getelementptr inbounds {st}, ptr {e.outputs[out]}, i64 {flat}")
-        old = S(e.b.op(f"load {st}, ptr {p}"), out.dtype)
-        if out.dtype is dt.f16:
-            old = S(e.b.op(f"fpext half {old.ref} to float"), out.dtype)
+        old = e.sb.widen(e.b.op(f"load {st}, ptr {p}"), out.dtype)
         new = e.sb.add(old, e.emit(upd, idx))
         e.store(out, flat, new)
     if upd.aval.size and n:

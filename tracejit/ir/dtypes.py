@@ -1,6 +1,8 @@
-"""The IR's element types: a closed set, each tied to one NumPy dtype."""
+"""The IR's element types: a closed set, each tied to one NumPy dtype. bfloat16 is the
+`ml_dtypes` NumPy dtype (the one JAX and CuPy use): NumPy has none of its own."""
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 
@@ -31,18 +33,21 @@ class DType:
 
 
 f16 = DType("f16", np.float16, "f", 16)
+bf16 = DType("bf16", ml_dtypes.bfloat16, "f", 16)
 f32 = DType("f32", np.float32, "f", 32)
 f64 = DType("f64", np.float64, "f", 64)
 i32 = DType("i32", np.int32, "i", 32)
 i64 = DType("i64", np.int64, "i", 64)
 bool_ = DType("bool", np.bool_, "b", 8)
 
-ALL = (f16, f32, f64, i32, i64, bool_)
+ALL = (f16, bf16, f32, f64, i32, i64, bool_)
+HALF = (f16, bf16)            # 16-bit floats: stored narrow, computed in float32
+HALF_NP = (f16.np, bf16.np)
 _BY_NAME = {d.name: d for d in ALL}
 _BY_NP = {d.np: d for d in ALL}
 NP_TO_DTYPE = _BY_NP          # numpy dtype -> DType, for hot paths that hold a numpy dtype
 _ALIASES = {"float16": f16, "float32": f32, "float64": f64, "float": f32, "double": f64,
-            "half": f16, "int32": i32, "int64": i64, "int": i64, "long": i64,
+            "half": f16, "bfloat16": bf16, "int32": i32, "int64": i64, "int": i64, "long": i64,
             "bool": bool_, "bool_": bool_}
 
 

@@ -1,5 +1,6 @@
 """Graph-to-graph rewrites: dead-code elimination, common subexpressions, constant folding,
-algebraic simplification. Each pass rewrites the graph in place and returns it."""
+algebraic simplification rewrite the graph in place and return it; `widen_half`, run by the
+backends before fusion, returns a new graph."""
 from __future__ import annotations
 
 import numpy as np
@@ -132,3 +133,31 @@ def simplify(g: Graph) -> Graph:
 def optimize(g: Graph) -> Graph:
     """The standard pipeline run on every traced graph."""
     return dce(cse(simplify(fold_constants(cse(g)))))
+
+
+def widen_half(g: Graph, matmul_dtypes: tuple = ()) -> Graph:
+    """Sums of 16-bit floats (and matmuls of `matmul_dtypes`) become
+    cast(op(cast(x, f32)), x.dtype): they accumulate in float32 and round once, as the
+    interpreter's rules say. The casts fuse into the neighbouring kernels. Returns `g` itself
+    when nothing needs widening, else a new graph, so the graph IR dumps show keeps its ops."""
+    from .dtypes import HALF, f32
+    from .primitives import P
+
+    def needs(ins: Instr) -> bool:
+        d = ins.out.dtype
+        return (ins.prim.name == "sum" and d in HALF) or \
+            (ins.prim.name == "matmul" and d in matmul_dtypes)
+    if not any(needs(ins) for ins in g.instrs):
+        return g
+    new = Graph(g.name)
+    env = {v: new.add_input(v.aval, v.name) for v in g.inputs}
+    for ins in g.instrs:
+        args = [env[v] for v in ins.inputs]
+        if needs(ins):
+            wide = [new.emit(P.cast, [a], {"dtype": f32}, ins.loc) for a in args]
+            res = new.emit(ins.prim, wide, ins.params, ins.loc)
+            env[ins.out] = new.emit(P.cast, [res], {"dtype": ins.out.dtype}, ins.loc)
+        else:
+            env[ins.out] = new.emit(ins.prim, args, ins.params, ins.loc)
+    new.outputs = [env[v] for v in g.outputs]
+    return new

@@ -87,6 +87,8 @@ def _vjp_cast(g, ins, out, params, need):
 def _impl_cast(x, dtype):
     """Float to int saturates and maps NaN to 0 (defined behaviour on every backend)."""
     x = x if hasattr(x, "astype") else np.asarray(x)
+    if x.dtype in dt.HALF_NP and dtype.is_int:
+        x = x.astype(np.float32)
     if x.dtype.kind == "f" and dtype.is_int:
         info = np.iinfo(dtype.np)
         x = np.clip(np.nan_to_num(x, nan=0.0, posinf=info.max, neginf=info.min),

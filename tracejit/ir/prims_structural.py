@@ -50,8 +50,18 @@ def _sum_node(params, in_avals, requires):
     return "SumBackward0" if len(params["axes"]) == in_avals[0].ndim else "SumBackward1"
 
 
+def _in_float32(fn):
+    """16-bit floats accumulate in float32 and round once, as PyTorch and the kernels do."""
+    def impl(*xs, **params):
+        d = xs[0].dtype
+        if d in dt.HALF_NP:
+            return fn(*(x.astype(np.float32) for x in xs), **params).astype(d)
+        return fn(*xs, **params)
+    return impl
+
+
 P.register(Primitive("sum", "reduce", _infer_reduce,
-                     lambda x, axes: np.sum(x, axis=axes, dtype=x.dtype),
+                     _in_float32(lambda x, axes: np.sum(x, axis=axes, dtype=x.dtype)),
                      vjp=_vjp_sum, params={"axes": "ints"}, arity=1,
                      node_name=_sum_node))
 P.register(Primitive("max", "reduce", _infer_reduce, lambda x, axes: np.max(x, axis=axes),
@@ -265,7 +275,7 @@ def _infer_matmul(name, avals):
     return Aval(a.shape[:-1] + b.shape[-1:], a.dtype)
 
 
-P.register(Primitive("matmul", "matmul", _infer_matmul, lambda a, b: np.matmul(a, b),
+P.register(Primitive("matmul", "matmul", _infer_matmul, _in_float32(lambda a, b: np.matmul(a, b)),
                      vjp=lambda g, i, o, p, n: [
                          matmul(g, swap_last(i[1])) if n[0] else None,
                          matmul(swap_last(i[0]), g) if n[1] else None],

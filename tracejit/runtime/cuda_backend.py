@@ -15,6 +15,8 @@ import numpy as np
 from ..codegen.cuda_lower import lower_program
 from ..codegen.fusion import plan as make_plan
 from ..ir.core import Graph
+from ..ir.dtypes import bf16
+from ..ir.passes import widen_half
 from . import cache
 from .backend import Executable, apply_view, register_backend, view_chain
 from .debug import dump
@@ -72,15 +74,17 @@ class CudaExecutable(Executable):
     backend = "cuda"
 
     def __init__(self, graph: Graph) -> None:
-        super().__init__(graph)
+        # float16 matmuls stay cuBLAS half GEMMs (float32 accumulation); bfloat16 ones run in
+        # float32, which every CuPy version supports
+        super().__init__(widen_half(graph, matmul_dtypes=(bf16,)))
         t0 = time.perf_counter()
-        self.plan = make_plan(graph)
+        self.plan = make_plan(self.graph)
         self.program = lower_program(self.plan)
         self.source = self.program.source
         self.written = list(dict.fromkeys(v for k in self.plan.kernels for v in k.outputs))
         self.aligned = {v for ln in self.program.launches for v in ln.aligned}
         # an output that is an input, a constant or repeated is copied; the rest are fresh
-        outs = graph.outputs
+        outs = self.graph.outputs
         self.out_plan = [(v, v not in self.written or v in outs[:i]) for i, v in enumerate(outs)]
         self._bound: dict[int, _Bound] = {}
         self.compile_s = time.perf_counter() - t0

@@ -18,6 +18,8 @@ import numpy as np
 from ..codegen.fusion import Kernel, plan as make_plan
 from ..codegen.llvm_lower import DATA_OFFSET, is_small, lower_module, parallel_extent
 from ..ir.core import Graph, Value
+from ..ir.dtypes import HALF
+from ..ir.passes import widen_half
 from . import cache, llvm_jit
 from .backend import Executable, apply_view, register_backend, view_chain
 from .debug import dump
@@ -55,9 +57,10 @@ class LLVMExecutable(Executable):
     backend = "llvm"
 
     def __init__(self, graph: Graph) -> None:
-        super().__init__(graph)
+        # 16-bit matmuls run as float32 BLAS calls: NumPy has no half-precision BLAS
+        super().__init__(widen_half(graph, matmul_dtypes=HALF))
         t0 = time.perf_counter()
-        self.plan = make_plan(graph)
+        self.plan = make_plan(self.graph)
         self._assign_slots()
         self._make_steps()
         self.llvm_text = lower_module(self.plan, self.slots, self.segments)

@@ -1,6 +1,7 @@
 """llvmlite plumbing: the host target machine, O3, JIT engines, object code."""
 from __future__ import annotations
 
+import struct
 import threading
 
 import llvmlite.binding as llvm
@@ -61,6 +62,7 @@ class Engine:
         if mod is None:
             mod = llvm.parse_assembly("")
             self.ee = llvm.create_mcjit_compiler(mod, tm)
+            _check_symbols(obj)
             self.ee.add_object_file(llvm.ObjectFileRef.from_data(obj))
         else:
             self.ee = llvm.create_mcjit_compiler(mod, tm)
@@ -71,3 +73,34 @@ class Engine:
         if not addr:
             raise RuntimeError(f"JIT: function {name} not found")
         return addr
+
+
+def undefined_symbols(obj: bytes) -> list[str]:
+    """Names an ELF64 object file imports (its undefined symbols); [] for other formats."""
+    if obj[:5] != b"\x7fELF\x02" or obj[5] != 1:        # 64-bit little-endian ELF only
+        return []
+    shoff, = struct.unpack_from("<Q", obj, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * shentsize)
+                for i in range(shnum)]
+    names = []
+    for _, sh_type, _, _, off, size, link, _, _, entsize in sections:
+        if sh_type != 2 or not entsize:                   # SHT_SYMTAB
+            continue
+        stroff = sections[link][4]
+        for at in range(off, off + size, entsize):
+            name, _, _, shndx = struct.unpack_from("<IBBH", obj, at)
+            if shndx == 0 and name:                       # SHN_UNDEF
+                end = obj.index(b"\0", stroff + name)
+                names.append(obj[stroff + name:end].decode())
+    return names
+
+
+def _check_symbols(obj: bytes) -> None:
+    """Refuse object code that calls a function this process lacks: MCJIT would jump to
+    address 0 (a compiler-runtime helper such as __truncdfhf2 is the usual culprit)."""
+    missing = [n for n in undefined_symbols(obj)
+               if n != "_GLOBAL_OFFSET_TABLE_" and not llvm.address_of_symbol(n)]
+    if missing:
+        raise RuntimeError(f"tracejit internal error: generated code calls {', '.join(missing)}, "
+                           f"which this process does not provide; please report this graph")

@@ -48,6 +48,7 @@ def install() -> None:
     T.float = lambda self: ops.cast(self, dt.f32)
     T.double = lambda self: ops.cast(self, dt.f64)
     T.half = lambda self: ops.cast(self, dt.f16)
+    T.bfloat16 = lambda self: ops.cast(self, dt.bf16)
     T.int = lambda self: ops.cast(self, dt.i32)
     T.long = lambda self: ops.cast(self, dt.i64)
     T.bool = lambda self: ops.cast(self, dt.bool_)

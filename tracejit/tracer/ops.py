@@ -53,6 +53,8 @@ def result_dtype(*xs: Any) -> dt.DType:
     if not strong:
         return builtins.max(weak, key=lambda d: (_CAT[d.kind], d.bits))
     best = builtins.max(strong, key=lambda d: (_CAT[d.kind], d.bits))
+    if best in dt.HALF and dt.f16 in strong and dt.bf16 in strong:
+        best = dt.f32                # neither 16-bit float holds the other (PyTorch, JAX agree)
     wcat = builtins.max((_CAT[d.kind] for d in weak), default=-1)
     if wcat > _CAT[best.kind]:
         return dt.f32 if wcat == 2 else dt.i64
