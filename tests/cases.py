@@ -134,3 +134,13 @@ def make_inputs(specs, dtype=np.float64, seed: int = 0):
 
 def float_positions(specs):
     return [i for i, (_, dom) in enumerate(specs) if dom != "bool"]
+
+
+def bits_sweep(n: int, seed: int) -> np.ndarray:
+    """float32 values from random bit patterns (every exponent, denormals, inf, NaN) plus
+    exact 16-bit rounding ties."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ties = (np.float32(1) + np.arange(64, dtype=np.float32) * np.float32(2.0 ** -11))
+    special = np.array([np.inf, -np.inf, np.nan, 0, -0.0, 3.4e38], np.float32)
+    return np.concatenate([x, ties, -ties, special])

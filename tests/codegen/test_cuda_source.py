@@ -1,6 +1,7 @@
 """CUDA C lowering without a GPU: the generated source of a corpus of graphs (every op case,
-forward and gradient, in float32, float16 and float64; reductions, row-wise kernels, scatters,
-64-bit indexing) compiles with `nvcc -ptx`, and has the structure each kernel kind promises.
+forward and gradient, in float32, float64, float16 and bfloat16; reductions, row-wise kernels,
+scatters, 64-bit indexing) compiles with `nvcc -ptx`, and has the structure each kernel kind
+promises.
 Skips cleanly when nvcc is not installed."""
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from cases import CASES, float_positions, make_inputs
-from tracejit.codegen.cuda_lower import PRELUDE, lower_program
+from cases import CASES, bits_sweep, float_positions, make_inputs
+from tracejit.codegen.cuda_lower import BF16, PRELUDE, lower_program
 from tracejit.codegen.fusion import plan as make_plan
+from tracejit.runtime.cuda_backend import prepare
 
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 
-# float16 runs the cases that take float inputs only and stay well inside its range
+# the 16-bit floats run the cases that take float inputs only and stay well inside float16's
+# range
 F16_CASES = [n for n in CASES if n not in ("cast", "pow", "cross_entropy", "matmul_batched",
                                            "matmul_vec", "matmul")]
 
@@ -29,10 +32,12 @@ def _inputs(specs, dtype):
 
 
 def _graphs():
-    """(label, graph) for every case: forward (f32, f64, f16) and gradient (f32, f16)."""
+    """(label, graph) for every case: forward (f32, f64, f16, bf16) and gradient (all but
+    f64)."""
     out = []
+    half = (np.float16, tj.bfloat16.np)
     for name, (fn, _, specs) in CASES.items():
-        for dtype in (np.float32, np.float64) + ((np.float16,) if name in F16_CASES else ()):
+        for dtype in (np.float32, np.float64) + (half if name in F16_CASES else ()):
             args = _inputs(specs, dtype)
             f = tj.compile(fn, device="cuda")
             out.append((f"{name}_{np.dtype(dtype).name}", f.lower(*args).graph))
@@ -47,7 +52,7 @@ def _graphs():
 def _source(graphs) -> str:
     parts = [PRELUDE]
     for i, (label, g) in enumerate(graphs):
-        prog = lower_program(make_plan(g), prefix=f"g{i}_", prelude=False)
+        prog = lower_program(make_plan(prepare(g)), prefix=f"g{i}_", prelude=False)
         parts.append(f"// ===== {label}\n{prog.source}")
     return "\n".join(parts)
 
@@ -69,9 +74,15 @@ def test_corpus_compiles_with_nvcc(tmp_path):
         ("softmax_rows", tj.grad(tj.compile(lambda x: (tj.softmax(x, -1) * x).sum(),
                                             device="cuda")).lower(
             np.ones((64, 300), np.float32)).graph),
-        # scatter-add from the gradient of a gather, with int32 indices, in float16
+        # scatter-add from the gradient of a gather, with int32 indices, in 16-bit floats
+        # (atomics on a float32 buffer)
         ("scatter_f16", tj.grad(tj.compile(lambda x, i: (x[i] ** 2).sum(), device="cuda")).lower(
             np.ones((5, 3), np.float16), np.array([0, 4, 0], np.int32)).graph),
+        ("scatter_bf16", tj.grad(tj.compile(lambda x, i: (x[i] ** 2).sum(), device="cuda")).lower(
+            np.ones((5, 3), tj.bfloat16.np), np.array([0, 4, 0], np.int32)).graph),
+        # casts that round to 16 bits inside a kernel (double -> half in one rounding)
+        ("casts16", tj.compile(lambda x: x.half().float() + x.bfloat16().float() + x.float(),
+                               device="cuda").lower(np.ones(9)).graph),
         # integer reductions and casts
         ("int_ops", tj.compile(lambda x: (x * 3).max(0) + tj.cast(x, tj.int32).sum(),
                                device="cuda").lower(np.ones((7, 5), np.int64)).graph),
@@ -93,8 +104,53 @@ def test_corpus_compiles_with_nvcc(tmp_path):
     assert "_finish(const double*" in source.split("===== split_sum")[1]
     assert "shfl.sync.down" in ptx               # warp-shuffle reductions
     assert "atom.global" in ptx                  # scatter-add atomics
-    assert "cvt.f32.f16" in ptx and "cvt.rn.f16.f32" in ptx
+    assert "cvt.f32.f16" in ptx and "cvt.rn.f16.f32" in ptx and "cvt.rn.f16.f64" in ptx
+    scatter_bf16 = source.split("===== scatter_bf16")[1].split("=====")[0]
+    assert "tj_atomic_add(&" in scatter_bf16 and "float* __restrict__" in scatter_bf16
+    assert "tj_f2bf(" in source.split("===== casts16")[1].split("=====")[0]
     assert "ld.global.nc.v4.f32" in ptx and "st.global.v4.f32" in ptx   # float4 loads, stores
+
+
+_HOST_SHIM = r"""#include <cstring>
+#define __device__
+#define __forceinline__ inline
+static unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
+static float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+def test_bfloat16_conversions_match_ml_dtypes_on_the_host(tmp_path):
+    """The prelude's bfloat16 code is plain integer C: compiled for the host, it rounds every
+    float32 bit pattern class exactly as ml_dtypes does."""
+    import ctypes
+    src = tmp_path / "bf16.cpp"
+    src.write_text(_HOST_SHIM + BF16 + r"""
+extern "C" void narrow(const float* x, unsigned short* y, long n) {
+  for (long i = 0; i < n; i++) y[i] = tj_f2bf(x[i]);
+}
+extern "C" void widen(const unsigned short* x, float* y, long n) {
+  for (long i = 0; i < n; i++) y[i] = tj_bf2f(x[i]);
+}
+""")
+    lib = tmp_path / "bf16.so"
+    r = subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-o", str(lib), str(src)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    dll = ctypes.CDLL(str(lib))
+    for fn in (dll.narrow, dll.widen):
+        fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long], None
+    x = bits_sweep(200000, 0)
+    bits = np.empty(x.size, np.uint16)
+    dll.narrow(x.ctypes.data, bits.ctypes.data, x.size)
+    with np.errstate(invalid="ignore"):
+        want = x.astype(tj.bfloat16.np)
+    nan = np.isnan(x)
+    assert (bits[~nan] == want.view(np.uint16)[~nan]).all()
+    assert np.isnan(bits[nan].view(tj.bfloat16.np).astype(np.float32)).all()
+    back = np.empty(x.size, np.float32)
+    dll.widen(bits.ctypes.data, back.ctypes.data, x.size)
+    assert (back[~nan] == want[~nan].astype(np.float32)).all()
 
 
 def test_kernel_kinds_lower_to_their_shapes():

@@ -101,6 +101,29 @@ def test_autograd_on_the_device_matches_cpu(fake_gpu):
     assert_close(wg.grad.cpu(), ws.grad, rtol=1e-10, atol=1e-12)
 
 
+def test_bfloat16_on_the_device(fake_gpu, monkeypatch):
+    """Eager bfloat16 autograd on the device agrees with the CPU bit for bit; a CuPy without
+    bfloat16 is named in the error."""
+    x = np.linspace(-2, 2, 12).reshape(3, 4).astype(tj.bfloat16.np)
+    grads = []
+    for dev in ("cpu", "cuda"):
+        t = tj.tensor(x, device=dev, requires_grad=True)
+        y = (tj.tanh(t) * t).sum(1).exp().sum()
+        y.backward()
+        assert y.dtype is tj.bfloat16 and t.grad.dtype is tj.bfloat16
+        grads.append(t.grad.cpu().numpy())
+    assert (grads[0].view(np.uint16) == grads[1].view(np.uint16)).all()
+
+    def no_bf16(a, dtype=None):
+        if np.asarray(a).dtype == tj.bfloat16.np:
+            raise ValueError("Unsupported dtype bfloat16")
+        return fakecupy.asarray(a, dtype)
+    monkeypatch.setattr(fake_gpu, "asarray", no_bf16)
+    with pytest.raises(TypeError, match=r"bfloat16 tensors on the GPU need a CuPy with "
+                                        r"bfloat16 support .* says: Unsupported dtype"):
+        tj.tensor(x, device="cuda")
+
+
 def test_to_is_differentiable_and_second_order(fake_gpu):
     x = tj.tensor([0.5, -1.0, 2.0], dtype=tj.float64, requires_grad=True)
     y = x.to("cuda")

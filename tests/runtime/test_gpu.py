@@ -1,5 +1,6 @@
 """The CUDA backend on a real GPU: every op case, forward and gradient, against the reference
-interpreter; float16 storage; reduction accuracy; eager and compiled autograd on GPU tensors;
+interpreter; float16 and bfloat16 storage (every case, exact casts, float32 accumulation);
+reduction accuracy; eager and compiled autograd on GPU tensors;
 the disk cache of CUBINs. Marked `gpu`; skipped cleanly without CuPy and a GPU."""
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from cases import CASES, float_positions, make_inputs
+from cases import CASES, bits_sweep, float_positions, make_inputs
 from conftest import assert_close
 
 pytestmark = [pytest.mark.gpu,
@@ -54,6 +55,54 @@ def test_float16_storage_computes_in_float32():
     want = tj.compile(f.fn, backend="interpreter")(x).numpy()
     assert got.dtype == np.float16
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), atol=2e-3)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("half", [tj.float16, tj.bfloat16], ids=str)
+def test_case_in_16_bit_floats(name, half):
+    """Within a few 16-bit ulps of the float32 result on the same inputs, forward and back."""
+    fn, _, specs = CASES[name]
+    xs = _inputs(specs, half.np)
+    wide = [a.astype(np.float32) if a.dtype == half.np else a for a in xs]
+    ulp = 2.0 ** -10 if half is tj.float16 else 2.0 ** -7
+    want = tj.compile(fn, backend="interpreter")(*wide)
+    got = tj.compile(fn)(*_on_gpu(xs))
+    assert got.dtype is (tj.float32 if name == "cast" else half)
+    assert_close(got.cpu(), want, rtol=8 * ulp, atol=8 * ulp)
+    pos = tuple(float_positions(specs))
+    loss = lambda *a: (fn(*a) * 1.25).sum()     # noqa: E731
+    want = tj.grad(tj.compile(loss, backend="interpreter"), argnums=pos)(*wide)
+    got = tj.grad(tj.compile(loss), argnums=pos)(*_on_gpu(xs))
+    for g, w in zip(got, want):
+        assert g.dtype is half and g.device == "cuda:0"
+        assert_close(g.cpu(), w, rtol=16 * ulp, atol=16 * ulp)
+
+
+@pytest.mark.parametrize("half", [tj.float16, tj.bfloat16], ids=str)
+def test_16_bit_casts_round_like_numpy(half):
+    x32 = bits_sweep(1 << 16, 1)
+    with np.errstate(all="ignore"):
+        x64 = x32.astype(np.float64) * (1 + 2.0 ** -30)
+        for x in (x32, x64):
+            want = x.astype(half.np).astype(np.float32)
+            f = tj.compile(lambda a: (a.to(half), a.to(half).float() * 1.0))
+            for got in f(tj.tensor(x, device="cuda")):
+                got = got.cpu().numpy().astype(np.float32)
+                same = (got.view(np.uint32) == want.view(np.uint32)) | \
+                    (np.isnan(got) & np.isnan(want))
+                assert same.all(), (x[~same][:5], got[~same][:5], want[~same][:5])
+
+
+def test_16_bit_sums_and_scatter_accumulate_in_float32():
+    for half in (tj.float16, tj.bfloat16):
+        x = np.ones((10000, 3), half.np)
+        want = np.float32(10000).astype(half.np)
+        a, b = tj.compile(lambda v: (v.sum(0), v.T.sum(1)))(tj.tensor(x, device="cuda"))
+        assert (a.cpu().numpy() == want).all() and (b.cpu().numpy() == want).all()
+        idx = np.zeros(300, np.int32)                      # 300 atomic adds into one slot
+        g = tj.grad(tj.compile(lambda v, i: v[i].sum()))(
+            tj.tensor(np.ones((4, 2), half.np), device="cuda"), tj.tensor(idx, device="cuda"))
+        assert g.dtype is half and g.cpu().numpy()[0].tolist() == [300, 300]
 
 
 @pytest.mark.parametrize("shape,axis", [((1 << 22,), None), ((64, 1 << 16), -1),

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tracejit as tj
-from cases import CASES, float_positions, make_inputs
+from cases import CASES, bits_sweep, float_positions, make_inputs
 from conftest import assert_close
 from randgraph import build, inputs, programs
 
@@ -205,21 +205,11 @@ def test_every_case_in_16_bit_floats(name, half):
         _close(got, want, rtol=16 * ulp, atol=16 * ulp)
 
 
-def _bits_sweep(n: int, seed: int) -> np.ndarray:
-    """float32 values from random bit patterns (every exponent, denormals, inf, NaN) plus
-    exact 16-bit rounding ties."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32)
-    ties = (np.float32(1) + np.arange(64, dtype=np.float32) * np.float32(2.0 ** -11))
-    special = np.array([np.inf, -np.inf, np.nan, 0, -0.0, 3.4e38], np.float32)
-    return np.concatenate([x, ties, -ties, special])
-
-
 @pytest.mark.parametrize("half", [tj.float16, tj.bfloat16], ids=str)
 def test_16_bit_casts_round_like_numpy(half):
     """Rounding to 16 bits is exact (nearest even; inf on overflow; NaN stays NaN) both when the
     result is stored and when it stays inside a fused kernel (`x.half().float()`)."""
-    x32 = _bits_sweep(20000, 1)
+    x32 = bits_sweep(20000, 1)
     with np.errstate(all="ignore"):
         x64 = x32.astype(np.float64) * (1 + 2.0 ** -30)  # between float32 values
         for x in (x32, x64):
@@ -235,13 +225,21 @@ def test_16_bit_casts_round_like_numpy(half):
 @pytest.mark.parametrize("half", [tj.float16, tj.bfloat16], ids=str)
 def test_16_bit_sums_accumulate_in_float32(half):
     """A 16-bit accumulator stalls (bfloat16: 256 + 1 == 256); every path accumulates in
-    float32 and rounds once, leading and trailing axes alike."""
+    float32 and rounds once: leading and trailing axes, matmuls, scatter-adds."""
     x = np.ones((10000, 3), half.np)
     want = np.float32(10000).astype(half.np)             # bf16: 9984, f16: 10000
     for backend in ("llvm", "interpreter"):
         a, b = tj.compile(lambda v: (v.sum(0), v.T.sum(1)), backend=backend)(x)
         assert a.dtype is half and (a.numpy() == want).all() and (b.numpy() == want).all()
     assert (tj.tensor(x).sum(0).numpy() == want).all()   # eager
+    idx = np.zeros(300, np.int64)                        # a scatter-add of 300 ones, one slot
+    for backend in ("llvm", "interpreter"):
+        f = tj.compile(lambda v, i: v[i].sum(), backend=backend)
+        g = tj.grad(f)(np.ones((4, 2), half.np), idx)
+        assert g.dtype is half and g.numpy()[0].tolist() == [300, 300]
+    v = tj.tensor(np.ones((4, 2), half.np), requires_grad=True)
+    v[tj.tensor(idx)].sum().backward()
+    assert v.grad.numpy()[0].tolist() == [300, 300]
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal(s).astype(half.np) for s in ((64, 300), (300, 32)))
     want = (a.astype(np.float32) @ b.astype(np.float32)).astype(half.np)

@@ -9,9 +9,12 @@ from ..ir import dtypes as dt
 from ..ir.core import Value
 from .expr import ExprEmitter, Scalar, compute_dtype
 
-# storage type in memory (float16 as raw bits), compute type in registers
-STORE = {"f16": "unsigned short", "f32": "float", "f64": "double", "i32": "int",
-         "i64": "long long", "bool": "unsigned char"}
+# storage type in memory (16-bit floats as raw bits: no cuda_fp16.h/cuda_bf16.h needed),
+# compute type in registers
+STORE = {"f16": "unsigned short", "bf16": "unsigned short", "f32": "float", "f64": "double",
+         "i32": "int", "i64": "long long", "bool": "unsigned char"}
+_WIDEN = {"f16": "tj_h2f", "bf16": "tj_bf2f"}      # prelude functions: bits <-> float
+_NARROW = {"f16": "tj_f2h", "bf16": "tj_f2bf"}
 COMPUTE = {"f32": "float", "f64": "double", "i32": "int", "i64": "long long", "bool": "bool"}
 
 
@@ -128,7 +131,25 @@ class CScalarBuilder:
     def max(self, a, b): return self._extreme(a, b, ">")
     def min(self, a, b): return self._extreme(a, b, "<")
 
+    # -- storage: 16-bit floats live as bits in memory and compute in float32 ---------------
+    def widen(self, raw: str, d: dt.DType) -> CS:
+        """A value read as `d`'s storage type, in its compute type."""
+        if d.name in _WIDEN:
+            return self._let(d, f"{_WIDEN[d.name]}({raw})")
+        return self._let(d, f"{raw} != 0" if d is dt.bool_ else raw)
+
+    def narrow(self, s: CS, d: dt.DType) -> str:
+        """`s` as `d`'s storage type; floats round to nearest even, NaN stays NaN."""
+        if d.name in _NARROW:
+            return f"{_NARROW[d.name]}({s.ref})"
+        return f"(unsigned char){s.ref}" if d is dt.bool_ else s.ref
+
     def cast(self, a: CS, to: dt.DType) -> CS:
+        if to in dt.HALF:
+            # rounding to 16 bits is real work even though the result computes in float32
+            if to is dt.f16 and a.dtype is dt.f64:     # one rounding, as NumPy does
+                return self.widen(f"tj_d2h({a.ref})", to)
+            return self.widen(self.narrow(self.cast(a, dt.f32), to), to)
         to = compute_dtype(to)
         src = a.dtype
         if src is to:
@@ -188,19 +209,9 @@ class CEmitter(ExprEmitter):
         key = ("load", v, flat)
         if key in self.memo:
             return self.memo[key]
-        x = f"{self.buffers[v]}[{flat}]"
-        if v.dtype is dt.f16:
-            x = f"tj_h2f({x})"
-        elif v.dtype is dt.bool_:
-            x = f"{x} != 0"
-        s = CS(self.b.let(COMPUTE[compute_dtype(v.dtype).name], x), v.dtype)
+        s = self.sb.widen(f"{self.buffers[v]}[{flat}]", v.dtype)
         self.memo[key] = s
         return s
 
     def store(self, v: Value, flat: str, s: CS) -> None:
-        x = s.ref
-        if v.dtype is dt.f16:
-            x = f"tj_f2h({x})"
-        elif v.dtype is dt.bool_:
-            x = f"(unsigned char){x}"
-        self.b.line(f"{self.outputs[v]}[{flat}] = {x};")
+        self.b.line(f"{self.outputs[v]}[{flat}] = {self.sb.narrow(s, v.dtype)};")

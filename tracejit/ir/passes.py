@@ -136,7 +136,7 @@ def optimize(g: Graph) -> Graph:
 
 
 def widen_half(g: Graph, matmul_dtypes: tuple = ()) -> Graph:
-    """Sums of 16-bit floats (and matmuls of `matmul_dtypes`) become
+    """Sums and scatter-adds of 16-bit floats (and matmuls of `matmul_dtypes`) become
     cast(op(cast(x, f32)), x.dtype): they accumulate in float32 and round once, as the
     interpreter's rules say. The casts fuse into the neighbouring kernels. Returns `g` itself
     when nothing needs widening, else a new graph, so the graph IR dumps show keeps its ops."""
@@ -145,7 +145,7 @@ def widen_half(g: Graph, matmul_dtypes: tuple = ()) -> Graph:
 
     def needs(ins: Instr) -> bool:
         d = ins.out.dtype
-        return (ins.prim.name == "sum" and d in HALF) or \
+        return (ins.prim.name in ("sum", "scatter_add") and d in HALF) or \
             (ins.prim.name == "matmul" and d in matmul_dtypes)
     if not any(needs(ins) for ins in g.instrs):
         return g
@@ -154,7 +154,8 @@ def widen_half(g: Graph, matmul_dtypes: tuple = ()) -> Graph:
     for ins in g.instrs:
         args = [env[v] for v in ins.inputs]
         if needs(ins):
-            wide = [new.emit(P.cast, [a], {"dtype": f32}, ins.loc) for a in args]
+            wide = [new.emit(P.cast, [a], {"dtype": f32}, ins.loc) if a.dtype in HALF else a
+                    for a in args]
             res = new.emit(ins.prim, wide, ins.params, ins.loc)
             env[ins.out] = new.emit(P.cast, [res], {"dtype": ins.out.dtype}, ins.loc)
         else:

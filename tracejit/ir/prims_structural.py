@@ -53,10 +53,11 @@ def _sum_node(params, in_avals, requires):
 def _in_float32(fn):
     """16-bit floats accumulate in float32 and round once, as PyTorch and the kernels do."""
     def impl(*xs, **params):
-        d = xs[0].dtype
-        if d in dt.HALF_NP:
-            return fn(*(x.astype(np.float32) for x in xs), **params).astype(d)
-        return fn(*xs, **params)
+        half = next((x.dtype for x in xs if x.dtype in dt.HALF_NP), None)
+        if half is None:
+            return fn(*xs, **params)
+        wide = (x.astype(np.float32) if x.dtype == half else x for x in xs)
+        return fn(*wide, **params).astype(half)
     return impl
 
 
@@ -259,7 +260,7 @@ def _impl_scatter_add(idx, upd, axis, shape):
     return out
 
 
-P.register(Primitive("scatter_add", "index", _infer_scatter_add, _impl_scatter_add,
+P.register(Primitive("scatter_add", "index", _infer_scatter_add, _in_float32(_impl_scatter_add),
                      vjp=lambda g, i, o, p, n: [None, bind(P.gather, g, i[0], axis=p["axis"])],
                      saves=(0,), params={"axis": "int", "shape": "ints"}, arity=2,
                      node_name="ScatterAddBackward0"))
@@ -275,7 +276,7 @@ def _infer_matmul(name, avals):
     return Aval(a.shape[:-1] + b.shape[-1:], a.dtype)
 
 
-P.register(Primitive("matmul", "matmul", _infer_matmul, _in_float32(lambda a, b: np.matmul(a, b)),
+P.register(Primitive("matmul", "matmul", _infer_matmul, _in_float32(np.matmul),
                      vjp=lambda g, i, o, p, n: [
                          matmul(g, swap_last(i[1])) if n[0] else None,
                          matmul(swap_last(i[0]), g) if n[1] else None],

@@ -70,13 +70,18 @@ class _Bound:
                                    view_chain(ins.inputs[1], buffers), ins.out))
 
 
+def prepare(graph: Graph) -> Graph:
+    """The graph the CUDA backend lowers: 16-bit sums accumulate in float32; float16 matmuls
+    stay cuBLAS half GEMMs (float32 accumulation), bfloat16 ones run in float32, which every
+    CuPy version supports."""
+    return widen_half(graph, matmul_dtypes=(bf16,))
+
+
 class CudaExecutable(Executable):
     backend = "cuda"
 
     def __init__(self, graph: Graph) -> None:
-        # float16 matmuls stay cuBLAS half GEMMs (float32 accumulation); bfloat16 ones run in
-        # float32, which every CuPy version supports
-        super().__init__(widen_half(graph, matmul_dtypes=(bf16,)))
+        super().__init__(prepare(graph))
         t0 = time.perf_counter()
         self.plan = make_plan(self.graph)
         self.program = lower_program(self.plan)

@@ -1,14 +1,16 @@
 """Devices: "cpu" holds NumPy arrays, "cuda[:N]" holds CuPy arrays on GPU N.
 
-A leaf module (NumPy and, on demand, CuPy only): the tracer asks it where a tensor lives and how
-to move one; the runtime asks it for CuPy. Without CuPy or without a GPU, asking for "cuda"
-raises a RuntimeError that says which of the two is missing."""
+A leaf module (NumPy, the IR's dtype table and, on demand, CuPy): the tracer asks it where a
+tensor lives and how to move one; the runtime asks it for CuPy. Without CuPy or without a GPU,
+asking for "cuda" raises a RuntimeError that says which of the two is missing."""
 from __future__ import annotations
 
 import os
 from typing import Any
 
 import numpy as np
+
+from ..ir import dtypes as dt
 
 
 class Device:
@@ -115,5 +117,12 @@ def to_device(a: Any, dev: Device) -> Any:
         return a.get()
     cp = cupy_module()
     with cp.cuda.Device(dev.index):
-        return cp.asarray(a)
+        try:
+            return cp.asarray(a)
+        except Exception as e:       # CuPy's error for a dtype it lacks varies by version
+            if a.dtype != dt.bf16.np:
+                raise
+            raise TypeError(f"bfloat16 tensors on the GPU need a CuPy with bfloat16 support "
+                            f"(CuPy 14 or newer, with ml_dtypes); CuPy "
+                            f"{getattr(cp, '__version__', '?')} says: {e}") from None
 
