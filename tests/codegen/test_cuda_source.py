@@ -86,9 +86,12 @@ def test_corpus_compiles_with_nvcc(tmp_path):
         # integer reductions and casts
         ("int_ops", tj.compile(lambda x: (x * 3).max(0) + tj.cast(x, tj.int32).sum(),
                                device="cuda").lower(np.ones((7, 5), np.int64)).graph),
-        # W2: float32 loops of 4k elements load and store float4
+        # W2: float32 loops of 4k elements load and store 16 bytes (4 lanes) at a time
         ("vec4", tj.grad(tj.compile(lambda x, a: (tj.tanh(x * a) * x).sum(), device="cuda"),
                          argnums=(0, 1)).lower(*[np.ones((64, 256), np.float32)] * 2).graph),
+        # 16-bit in, float32 and float64 out: 8 lanes, one word in, two and four words out
+        ("vec_mixed", tj.compile(lambda x: (x.float() * 2, x.double() + 1, x * x),
+                                 device="cuda").lower(np.ones(4096, tj.bfloat16.np)).graph),
         # a loss-style full sum: split into partial blocks and a finishing kernel
         ("split_sum", tj.compile(lambda x: (x * x).sum(), device="cuda").lower(
             np.broadcast_to(np.float32(0), (1 << 22,))).graph),
@@ -108,7 +111,11 @@ def test_corpus_compiles_with_nvcc(tmp_path):
     scatter_bf16 = source.split("===== scatter_bf16")[1].split("=====")[0]
     assert "tj_atomic_add(&" in scatter_bf16 and "float* __restrict__" in scatter_bf16
     assert "tj_f2bf(" in source.split("===== casts16")[1].split("=====")[0]
-    assert "ld.global.nc.v4.f32" in ptx and "st.global.v4.f32" in ptx   # float4 loads, stores
+    assert "ld.global.nc.v4.u32" in ptx and "st.global.v4.u32" in ptx   # 16-byte loads, stores
+    mixed = source.split("===== vec_mixed")[1].split("=====")[0]
+    for decl in ("uint4 u[1]; unsigned short e[8];", "uint4 u[2]; float e[8];",
+                 "uint4 u[4]; double e[8];"):
+        assert decl in mixed
 
 
 _HOST_SHIM = r"""#include <cstring>

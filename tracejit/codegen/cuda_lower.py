@@ -3,7 +3,8 @@
 
 Kernel kinds map to CUDA as follows:
 - loop: a grid-stride loop over the flat output index, unflattened into the loop's index vector;
-  float32 loops of a size divisible by 4 load same-shape inputs and store outputs as float4;
+  big loops move 16 bytes per load and store (same-shape inputs, outputs): each thread takes 16
+  bytes' worth of the narrowest type (4 float32, 8 float16, ...) when the size divides;
 - reduce over trailing axes (and reductions in general): one block per output element, threads
   stride over the reduced elements, then warp shuffles and a block reduction;
 - reduce over leading axes (a column sum): one thread per output, looping down the column, so
@@ -254,54 +255,66 @@ def _kept_shape(k: Kernel) -> list[int]:
     return [n for d, n in enumerate(k.shape) if d not in axes]
 
 
-VEC = 4                     # float32 lanes of one 16-byte load or store
-VEC_MIN = 1 << 12           # below this, one element per thread is as good
+VEC_MIN = 1 << 12           # below this many elements, one per thread is as good
 
 
-def _vector_inputs(k: Kernel) -> list[Value] | None:
-    """For a float32 loop kernel whose size is a multiple of 4: the inputs read at the loop's
-    own index (same shape), which it can then load, and all outputs store, 16 bytes at a time."""
+def _vector_plan(k: Kernel) -> tuple[int, list[Value]] | None:
+    """For a loop kernel whose outputs (and the inputs it reads at its own index) are all
+    numbers of 2, 4 or 8 bytes: (lanes, those inputs). Each thread then handles `lanes`
+    consecutive elements (16 bytes of the narrowest type) with 16-byte loads and stores."""
     n = _size(k.shape)
-    if n < VEC_MIN or n % VEC or any(v.dtype is not dt.f32 for v in k.outputs):
+    vec_in = [v for v in k.inputs if v.shape == k.shape and v.dtype is not dt.bool_]
+    if n < VEC_MIN or any(v.dtype is dt.bool_ for v in k.outputs):
         return None
-    return [v for v in k.inputs if v.shape == k.shape and v.dtype is dt.f32]
+    lanes = 16 // min(v.dtype.np.itemsize for v in vec_in + k.outputs)
+    return (lanes, vec_in) if n % lanes == 0 else None
 
 
-def _loop_vec(k: Kernel, name: str, vec_in: list[Value]) -> tuple[str, list[Launch]]:
+def _loop_vec(k: Kernel, name: str, lanes: int, vec_in: list[Value]) -> tuple[str, list[Launch]]:
     w = _Writer(k)
     n = _size(k.shape)
-    ix, lanes = w.e.index, "xyzw"
+    ix = w.e.index
+
+    def words(v: Value) -> int:                 # 16-byte words per `lanes` elements of v
+        return lanes * v.dtype.np.itemsize // 16
+
+    def declare(v: Value, var: str) -> None:    # a register block seen as words or elements
+        w.b.line(f"union {{ uint4 u[{words(v)}]; {STORE[v.dtype.name]} e[{lanes}]; }} {var};")
 
     def body(q):
         for v in vec_in:
-            w.b.line(f"const float4 {w.names[v]}v = reinterpret_cast<const float4*>"
-                     f"({w.names[v]})[{q}];")
+            declare(v, f"{w.names[v]}v")
+            for j in range(words(v)):
+                w.b.line(f"{w.names[v]}v.u[{j}] = reinterpret_cast<const uint4*>"
+                         f"({w.names[v]})[{q} * {words(v)} + {j}];")
         for j, v in enumerate(k.outputs):
-            w.b.line(f"float4 o{j};")
-        for u in range(VEC):
+            declare(v, f"o{j}")
+        for u in range(lanes):
             w.b.open("")
             w.b.n += 1
             i = f"t{w.b.n}"
-            w.b.line(f"[[maybe_unused]] const {ix} {i} = {q} * {VEC} + {u};")
+            w.b.line(f"[[maybe_unused]] const {ix} {i} = {q} * {lanes} + {u};")
             idx = _unflatten(w.e, i, k.shape)
             for v in vec_in:              # the element this lane needs is already loaded
-                w.e.memo[(v, tuple(idx))] = CS(f"{w.names[v]}v.{lanes[u]}", dt.f32)
+                w.e.memo[(v, tuple(idx))] = w.e.sb.widen(f"{w.names[v]}v.e[{u}]", v.dtype)
             for j, v in enumerate(k.outputs):
-                w.b.line(f"o{j}.{lanes[u]} = {w.e.emit(v, idx).ref};")
+                w.b.line(f"o{j}.e[{u}] = {w.e.sb.narrow(w.e.emit(v, idx), v.dtype)};")
             w.b.close()
             w.e.memo.clear()
         for j, v in enumerate(k.outputs):
-            w.b.line(f"reinterpret_cast<float4*>({w.names[v]})[{q}] = o{j};")
-    w.grid_stride(n // VEC, body)
-    grid = min(-(-n // (VEC * LOOP_BLOCK)), MAX_GRID)
+            for m in range(words(v)):
+                w.b.line(f"reinterpret_cast<uint4*>({w.names[v]})[{q} * {words(v)} + {m}] = "
+                         f"o{j}.u[{m}];")
+    w.grid_stride(n // lanes, body)
+    grid = min(-(-n // (lanes * LOOP_BLOCK)), MAX_GRID)
     return w.function(name, LOOP_BLOCK), [Launch("kernel", name, grid, LOOP_BLOCK, w.args,
                                                  aligned=vec_in)]
 
 
 def _loop(k: Kernel, name: str) -> tuple[str, list[Launch]]:
-    vec_in = _vector_inputs(k)
-    if vec_in is not None:
-        return _loop_vec(k, name, vec_in)
+    vec = _vector_plan(k)
+    if vec is not None:
+        return _loop_vec(k, name, *vec)
     w = _Writer(k)
     n = _size(k.shape)
 

@@ -106,7 +106,7 @@ class CudaExecutable(Executable):
         for v, a in zip(self.graph.inputs, args):
             a = cp.ascontiguousarray(cp.asarray(a, v.dtype.np))
             if v in self.aligned and a.data.ptr % 16:
-                a = a.copy()             # a view at an odd offset: float4 loads need 16 bytes
+                a = a.copy()             # a view at an odd offset: 16-byte loads need 16 bytes
             env[v] = a
         # CuPy's memory pool hands back the blocks of the last call: allocation is cheap
         for v in self.written:
