@@ -1,9 +1,10 @@
-"""Generated CUDA loop kernels, run without a GPU: the source of a one-kernel program is
-compiled for the host with g++ (a few shims stand in for CUDA's built-ins), every thread of the
-launch runs in turn, and the results must match the reference interpreter. This executes the
-index arithmetic, the 16-byte vector path, bfloat16 conversions, casts and literals that the
-nvcc corpus only compiles. Loop kernels only: reductions need warps; float16 is left to the
-GPU tests (its conversions are PTX instructions)."""
+"""Generated CUDA kernels, run without a GPU: the CUDA source of a compiled program is built
+for the host with g++ (a few shims stand in for CUDA's built-ins; atomics become plain adds),
+every thread of every launch runs in turn, and the results must match the reference
+interpreter. This executes the index arithmetic, the 16-byte vector path, bfloat16
+conversions, casts, literals, scatter-adds and column sums that the nvcc corpus only compiles.
+Programs whose kernels cooperate within a block (warp shuffles, `__syncthreads`) are left to the
+GPU tests, as is float16 (its conversions are PTX instructions)."""
 from __future__ import annotations
 
 import ctypes
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from cases import CASES, make_inputs
+from cases import CASES, bits_sweep, make_inputs
 from tracejit.codegen.cuda_expr import STORE
-from tracejit.codegen.cuda_lower import BF16, lower_program
+from tracejit.codegen.cuda_lower import PORTABLE, lower_program
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.ir.interpret import interpret
 from tracejit.runtime.cuda_backend import prepare
@@ -55,35 +56,37 @@ static int __float2int_rz(float x) { return tj_rz<int>(x); }
 static long long __float2ll_rz(float x) { return tj_rz<long long>(x); }
 static int __double2int_rz(double x) { return tj_rz<int>(x); }
 static long long __double2ll_rz(double x) { return tj_rz<long long>(x); }
+template <class T> static T atomicAdd(T* p, T v) { T old = *p; *p += v; return old; }
 """
 
 
 class HostBuild:
-    """One-kernel programs lowered for CUDA, compiled together into one host library."""
+    """Compiled programs lowered for CUDA, built together into one host library."""
 
     def __init__(self) -> None:
-        self.parts: list[str] = [SHIMS + BF16]
+        self.parts: list[str] = [SHIMS + PORTABLE]
         self.jobs: list = []
 
     def add(self, fn, args) -> bool:
-        """Lower fn(*args); False (and nothing added) unless it is a single loop kernel."""
+        """Lower fn(*args); False (and nothing added) if a kernel needs a real GPU."""
         graph = prepare(tj.compile(fn, device="cuda").lower(*args).graph)
         plan = make_plan(graph)
-        if [k.kind for k in plan.kernels] != ["loop"]:
-            return False
         n = len(self.jobs)
         prog = lower_program(plan, prefix=f"c{n}_", prelude=False)
-        (launch,) = prog.launches
-        params = ", ".join(f"({STORE[v.dtype.name]}*)a[{i}]" for i, v in enumerate(launch.args))
-        self.parts.append(
-            f"{prog.source}\n"
-            f'extern "C" void run{n}(void** a) {{\n'
-            f"  gridDim.x = {launch.grid}; blockDim.x = {launch.block};\n"
-            f"  for (unsigned b = 0; b < {launch.grid}; b++)\n"
-            f"    for (unsigned t = 0; t < {launch.block}; t++) {{\n"
-            f"      blockIdx.x = b; threadIdx.x = t; {launch.name}({params});\n"
-            f"    }}\n}}\n")
-        self.jobs.append((graph, plan, launch, args))
+        if any(ln.kind != "kernel" for ln in prog.launches) or \
+                any(t in prog.source for t in ("tj_block_reduce", "__syncthreads", "__shfl")):
+            return False
+        slots = {v: i for i, v in enumerate(dict.fromkeys(
+            v for ln in prog.launches for v in ln.args))}
+        lines = [prog.source, f'extern "C" void run{n}(void** a) {{']
+        for ln in prog.launches:
+            params = ", ".join(f"({STORE[v.dtype.name]}*)a[{slots[v]}]" for v in ln.args)
+            lines += [f"  gridDim.x = {ln.grid}; blockDim.x = {ln.block};",
+                      f"  for (unsigned b = 0; b < {ln.grid}; b++)",
+                      f"    for (unsigned t = 0; t < {ln.block}; t++) {{",
+                      f"      blockIdx.x = b; threadIdx.x = t; {ln.name}({params});", "    }"]
+        self.parts.append("\n".join(lines + ["}"]))
+        self.jobs.append((graph, plan, slots, args))
         return True
 
     def run(self, tmp_path):
@@ -95,18 +98,19 @@ class HostBuild:
         assert r.returncode == 0, r.stderr[-3000:]
         dll = ctypes.CDLL(str(lib))
         results = []
-        for n, (graph, plan, launch, args) in enumerate(self.jobs):
+        for n, (graph, plan, slots, args) in enumerate(self.jobs):
             env = dict(zip(graph.inputs, args))
             for v in plan.constants:
                 env[v] = np.ascontiguousarray(v.producer.params["value"])
-            for v in launch.args:
-                if v not in env:
-                    env[v] = np.full(v.shape, 7, v.dtype.np)   # outputs: garbage until written
-            arrays = [np.ascontiguousarray(env[v]) for v in launch.args]
-            getattr(dll, f"run{n}")((ctypes.c_void_p * len(arrays))(
-                *[a.ctypes.data for a in arrays]))
-            out = dict(zip(launch.args, arrays))
-            results.append((graph, args, [out[v] for v in graph.outputs]))
+            for v in slots:
+                if v not in env:                  # written by a kernel: garbage until then
+                    env[v] = np.full(v.shape, 7, v.dtype.np)
+            env = {v: np.ascontiguousarray(a) for v, a in env.items()}
+            ptrs = [0] * len(slots)
+            for v, i in slots.items():
+                ptrs[i] = env[v].ctypes.data
+            getattr(dll, f"run{n}")((ctypes.c_void_p * len(ptrs))(*ptrs))
+            results.append((graph, args, [env[v] for v in graph.outputs]))
         return results
 
 
@@ -153,3 +157,55 @@ def test_mixed_widths_and_casts_in_the_vector_path(tmp_path):
     for g, w in zip(got, interpret(graph, [x])):
         assert g.dtype == w.dtype
         assert (g.view(np.uint8) == w.view(np.uint8)).all()
+
+
+def test_scatters_and_column_sums(tmp_path):
+    """Multi-launch programs: scatter-adds (zero fill, then atomics) from gathers' gradients,
+    in float32, float64 and bfloat16 (a float32 buffer), and column sums (a thread per
+    output walking down its column)."""
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 50, 700)
+    build, ran = HostBuild(), 0
+    for d in (np.float32, np.float64, tj.bfloat16.np):
+        x = rng.standard_normal((50, 6)).astype(d)
+        ran += build.add(tj.grad(lambda v, i: (v[i] * v[i]).sum()), [x, idx])
+        ran += build.add(lambda v: (v * 2).sum(0), [rng.standard_normal((300, 700)).astype(d)])
+    ran += build.add(lambda v: v.sum(0), [rng.integers(-9, 9, (300, 700))])
+    assert ran == 7
+    for graph, args, got in build.run(tmp_path):
+        for g, w in zip(got, interpret(graph, args)):
+            tol = 2.0 ** -6 if g.dtype == tj.bfloat16.np else 1e-5
+            assert g.dtype == w.dtype
+            np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=tol,
+                                       atol=tol, err_msg=graph.as_text())
+
+
+def test_bfloat16_conversions_match_ml_dtypes(tmp_path):
+    """The prelude's bfloat16 code is plain integer C: built for the host, it rounds every
+    class of float32 bit pattern exactly as ml_dtypes does, and widens exactly back."""
+    src, lib = tmp_path / "bf16.cpp", tmp_path / "bf16.so"
+    src.write_text(SHIMS + PORTABLE + r"""
+extern "C" void narrow(const float* x, unsigned short* y, long n) {
+  for (long i = 0; i < n; i++) y[i] = tj_f2bf(x[i]);
+}
+extern "C" void widen(const unsigned short* x, float* y, long n) {
+  for (long i = 0; i < n; i++) y[i] = tj_bf2f(x[i]);
+}
+""")
+    r = subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-w", "-o", str(lib), str(src)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    dll = ctypes.CDLL(str(lib))
+    for fn in (dll.narrow, dll.widen):
+        fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long], None
+    x = bits_sweep(200000, 0)
+    bits = np.empty(x.size, np.uint16)
+    dll.narrow(x.ctypes.data, bits.ctypes.data, x.size)
+    with np.errstate(invalid="ignore"):
+        want = x.astype(tj.bfloat16.np)
+    nan = np.isnan(x)
+    assert (bits[~nan] == want.view(np.uint16)[~nan]).all()
+    assert np.isnan(bits[nan].view(tj.bfloat16.np).astype(np.float32)).all()
+    back = np.empty(x.size, np.float32)
+    dll.widen(bits.ctypes.data, back.ctypes.data, x.size)
+    assert (back[~nan] == want[~nan].astype(np.float32)).all()

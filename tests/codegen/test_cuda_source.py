@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from cases import CASES, bits_sweep, float_positions, make_inputs
-from tracejit.codegen.cuda_lower import BF16, PRELUDE, lower_program
+from cases import CASES, float_positions, make_inputs
+from tracejit.codegen.cuda_lower import PRELUDE, lower_program
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.runtime.cuda_backend import prepare
 
@@ -116,48 +116,6 @@ def test_corpus_compiles_with_nvcc(tmp_path):
     for decl in ("uint4 u[1]; unsigned short e[8];", "uint4 u[2]; float e[8];",
                  "uint4 u[4]; double e[8];"):
         assert decl in mixed
-
-
-_HOST_SHIM = r"""#include <cstring>
-#define __device__
-#define __forceinline__ inline
-static unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
-static float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
-"""
-
-
-@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
-def test_bfloat16_conversions_match_ml_dtypes_on_the_host(tmp_path):
-    """The prelude's bfloat16 code is plain integer C: compiled for the host, it rounds every
-    float32 bit pattern class exactly as ml_dtypes does."""
-    import ctypes
-    src = tmp_path / "bf16.cpp"
-    src.write_text(_HOST_SHIM + BF16 + r"""
-extern "C" void narrow(const float* x, unsigned short* y, long n) {
-  for (long i = 0; i < n; i++) y[i] = tj_f2bf(x[i]);
-}
-extern "C" void widen(const unsigned short* x, float* y, long n) {
-  for (long i = 0; i < n; i++) y[i] = tj_bf2f(x[i]);
-}
-""")
-    lib = tmp_path / "bf16.so"
-    r = subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-o", str(lib), str(src)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    dll = ctypes.CDLL(str(lib))
-    for fn in (dll.narrow, dll.widen):
-        fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long], None
-    x = bits_sweep(200000, 0)
-    bits = np.empty(x.size, np.uint16)
-    dll.narrow(x.ctypes.data, bits.ctypes.data, x.size)
-    with np.errstate(invalid="ignore"):
-        want = x.astype(tj.bfloat16.np)
-    nan = np.isnan(x)
-    assert (bits[~nan] == want.view(np.uint16)[~nan]).all()
-    assert np.isnan(bits[nan].view(tj.bfloat16.np).astype(np.float32)).all()
-    back = np.empty(x.size, np.float32)
-    dll.widen(bits.ctypes.data, back.ctypes.data, x.size)
-    assert (back[~nan] == want[~nan].astype(np.float32)).all()
 
 
 def test_kernel_kinds_lower_to_their_shapes():

@@ -30,8 +30,10 @@ from .fusion import Kernel, Plan
 LOOP_BLOCK = 256
 MAX_GRID = 1 << 16           # grid-stride loops cover anything larger
 
-# bfloat16 <-> float in plain integer code (any architecture; tested on the host too)
-BF16 = r"""__device__ __forceinline__ float tj_bf2f(unsigned short b) {
+# The prelude's plain C++ part (bfloat16 conversions in integer code, the reduction functors,
+# atomic adds): it compiles for the host too, given shims for a few CUDA built-ins, and the
+# tests run generated kernels that way.
+PORTABLE = r"""__device__ __forceinline__ float tj_bf2f(unsigned short b) {
   return __uint_as_float((unsigned int)b << 16);
 }
 __device__ __forceinline__ unsigned short tj_f2bf(float f) {   // round to nearest even
@@ -39,11 +41,24 @@ __device__ __forceinline__ unsigned short tj_f2bf(float f) {   // round to neare
   if (f != f) return (unsigned short)((u >> 16) | 0x40u);       // NaN stays a (quiet) NaN
   return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
+struct TjSum { template <class T> __device__ T operator()(T a, T b) const { return a + b; } };
+struct TjMax {
+  template <class T> __device__ T operator()(T a, T b) const { return (a > b || a != a) ? a : b; }
+};
+struct TjMin {
+  template <class T> __device__ T operator()(T a, T b) const { return (a < b || a != a) ? a : b; }
+};
+__device__ __forceinline__ void tj_atomic_add(float* p, float v) { atomicAdd(p, v); }
+__device__ __forceinline__ void tj_atomic_add(double* p, double v) { atomicAdd(p, v); }
+__device__ __forceinline__ void tj_atomic_add(int* p, int v) { atomicAdd(p, v); }
+__device__ __forceinline__ void tj_atomic_add(long long* p, long long v) {
+  atomicAdd((unsigned long long*)p, (unsigned long long)v);   // two's complement: same bits
+}
 """
 
 PRELUDE = r"""// tracejit CUDA prelude: float16 and bfloat16 as raw bits, NumPy-style
-// NaN-propagating max/min, block reductions (warp shuffles, then one warp over the per-warp
-// partials), atomic adds (16-bit scatters are widened to float32 before lowering).
+// NaN-propagating max/min, atomic adds (16-bit scatters are widened to float32 before
+// lowering), block reductions (warp shuffles, then one warp over the per-warp partials).
 __device__ __forceinline__ float tj_h2f(unsigned short h) {
   float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
 }
@@ -53,15 +68,7 @@ __device__ __forceinline__ unsigned short tj_f2h(float f) {
 __device__ __forceinline__ unsigned short tj_d2h(double d) {
   unsigned short h; asm("cvt.rn.f16.f64 %0, %1;" : "=h"(h) : "d"(d)); return h;
 }
-""" + BF16 + r"""
-struct TjSum { template <class T> __device__ T operator()(T a, T b) const { return a + b; } };
-struct TjMax {
-  template <class T> __device__ T operator()(T a, T b) const { return (a > b || a != a) ? a : b; }
-};
-struct TjMin {
-  template <class T> __device__ T operator()(T a, T b) const { return (a < b || a != a) ? a : b; }
-};
-// blockDim.x must be a multiple of 32; every thread gets the result
+""" + PORTABLE + r"""// blockDim.x must be a multiple of 32; every thread gets the result
 template <class T, class Op>
 __device__ __forceinline__ T tj_block_reduce(T v, T init, Op op) {
   __shared__ T part[32];
@@ -77,12 +84,6 @@ __device__ __forceinline__ T tj_block_reduce(T v, T init, Op op) {
   }
   __syncthreads();
   return part[0];
-}
-__device__ __forceinline__ void tj_atomic_add(float* p, float v) { atomicAdd(p, v); }
-__device__ __forceinline__ void tj_atomic_add(double* p, double v) { atomicAdd(p, v); }
-__device__ __forceinline__ void tj_atomic_add(int* p, int v) { atomicAdd(p, v); }
-__device__ __forceinline__ void tj_atomic_add(long long* p, long long v) {
-  atomicAdd((unsigned long long*)p, (unsigned long long)v);   // two's complement: same bits
 }
 """
 
