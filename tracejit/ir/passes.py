@@ -1,6 +1,6 @@
-"""Graph-to-graph rewrites: dead-code elimination, common subexpressions, constant folding,
-algebraic simplification rewrite the graph in place and return it; `widen_half`, run by the
-backends before fusion, returns a new graph."""
+"""Graph-to-graph rewrites. Dead-code elimination, common subexpressions, constant folding and
+algebraic simplification rewrite the graph in place and return it; `widen_half`, which the
+backends run before fusion, returns a new graph."""
 from __future__ import annotations
 
 import numpy as np
