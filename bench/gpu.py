@@ -1,7 +1,7 @@
 """GPU benchmarks: W1-W4 through tracejit's CUDA backend against CuPy eager (the NumPy
 workloads run on CuPy arrays) and, where PyTorch has CUDA, torch eager and torch.compile. Each
-figure is a median with the device synchronized after every call; W1/W2 are also given as
-GB/s against the device's measured copy bandwidth. Needs CuPy and an NVIDIA GPU; elsewhere it
+figure is a median with the device synchronized after every call; W1/W2 (and W1 with float16
+and bfloat16 storage) are also given as GB/s against the device's measured copy bandwidth. Needs CuPy and an NVIDIA GPU; elsewhere it
 says so and exits.
 
     python bench/gpu.py [--quick]
@@ -56,6 +56,16 @@ def main() -> None:
     R.row("W2 grad of sum(W1)", "tracejit cuda", R.median_ms(lambda: g2(*tt["w1"]), reps,
                                                              sync=sync), base2)
     gbs("W2", 6 * n1)
+    for half in (tj.float16, tj.bfloat16):      # 16-bit storage: half the bytes to move
+        try:
+            th = [t.to(half) for t in tt["w1"]]
+        except Exception as e:                  # bfloat16 needs CuPy 14 with ml_dtypes
+            print(f"W1 in {half}: skipped ({e})", file=sys.stderr)
+            continue
+        fh = tj.compile(W.w1)
+        R.row(f"W1 elementwise fwd, {half}", "tracejit cuda",
+              R.median_ms(lambda: fh(*th), reps, sync=sync), base)
+        gbs(f"W1 {half}", 2 * n1)
     base3 = R.median_ms(lambda: W.w3_np(*cu["w3"]), reps, sync=sync)
     R.row("W3 MLP step grads", "cupy by hand", base3, base3)
     R.row("W3 MLP step grads", "its 5 GEMMs (cuBLAS)",

@@ -68,6 +68,9 @@ def bench_arrays(args, reps, P):
     row("W1 elementwise fwd", "numpy eager", base, base)
     f = tj.compile(W.w1)
     row("W1 elementwise fwd", "tracejit", median_ms(lambda: f(x, a, b), reps), base)
+    for half in (tj.float16, tj.bfloat16):     # 16-bit storage, float32 arithmetic
+        h = [v.astype(half.np) for v in (x, a, b)]
+        row(f"W1 elementwise fwd, {half}", "tracejit", median_ms(lambda: f(*h), reps), base)
     base2 = median_ms(lambda: W.w2_np(x, a, b), reps)
     row("W2 grad of sum(W1)", "numpy by hand", base2, base2)
     g = tj.grad(tj.compile(W.w2_loss), argnums=(0, 1, 2))
