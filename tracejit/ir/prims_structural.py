@@ -53,11 +53,10 @@ def _sum_node(params, in_avals, requires):
 def _in_float32(fn):
     """16-bit floats accumulate in float32 and round once, as PyTorch and the kernels do."""
     def impl(*xs, **params):
-        half = next((x.dtype for x in xs if x.dtype in dt.HALF_NP), None)
-        if half is None:
+        d = xs[-1].dtype                # the data: sum's x, matmul's b, scatter_add's updates
+        if d not in dt.HALF_NP:
             return fn(*xs, **params)
-        wide = (x.astype(np.float32) if x.dtype == half else x for x in xs)
-        return fn(*wide, **params).astype(half)
+        return fn(*(x.astype(np.float32) if x.dtype == d else x for x in xs), **params).astype(d)
     return impl
 
 
