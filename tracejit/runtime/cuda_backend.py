@@ -7,6 +7,7 @@ Building an executable needs no GPU: the source is generated eagerly (so `.cuda_
 `TRACEJIT_DUMP=cuda` work anywhere) and compiled on the first run."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Sequence
 
@@ -92,6 +93,7 @@ class CudaExecutable(Executable):
         outs = self.graph.outputs
         self.out_plan = [(v, v not in self.written or v in outs[:i]) for i, v in enumerate(outs)]
         self._bound: dict[int, _Bound] = {}
+        self._bind_lock = threading.Lock()      # threads' first calls build one module per device
         self.compile_s = time.perf_counter() - t0
         dump("kernels", graph.name, lambda: self.plan.describe())
         dump("cuda", graph.name, lambda: self.source)
@@ -101,14 +103,19 @@ class CudaExecutable(Executable):
         dev = cp.cuda.Device().id
         bound = self._bound.get(dev)
         if bound is None:
-            bound = self._bound[dev] = _Bound(self, cp)
+            with self._bind_lock:
+                bound = self._bound.get(dev)
+                if bound is None:
+                    bound = self._bound[dev] = _Bound(self, cp)
         env: dict = dict(bound.constants)
         for v, a in zip(self.graph.inputs, args):
             a = cp.ascontiguousarray(cp.asarray(a, v.dtype.np))
             if v in self.aligned and a.data.ptr % 16:
                 a = a.copy()             # a view at an odd offset: 16-byte loads need 16 bytes
             env[v] = a
-        # CuPy's memory pool hands back the blocks of the last call: allocation is cheap
+        # every call has its own buffers (so threads never share one) and hands its outputs to
+        # the caller; CuPy's memory pool makes the allocations cheap and reuses a block only
+        # after its array is freed
         for v in self.written:
             env[v] = cp.empty(v.shape, v.dtype.np)
         for v in self.program.scratch:

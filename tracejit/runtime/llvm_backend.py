@@ -1,13 +1,17 @@
 """The LLVM CPU backend: fuse, lower, JIT, and run a graph with as little Python as possible.
 
 A run is a short list of steps: native segments (several kernels in one call), large
-kernels split across threads, and matmuls (an extern BLAS call through NumPy). Intermediate
-buffers are allocated once per executable and reused by every call."""
+kernels split across threads, and matmuls (an extern BLAS call through NumPy).
+
+Calls may come from several threads at once. Each call takes a frame (the pointer table the
+native code reads, and the intermediate buffers it writes) from a free list and puts it back
+afterwards, so concurrent calls never share a buffer and are never serialized; a second frame
+exists only once two calls have overlapped. Outputs follow runtime.buffers' ownership rule: an
+array handed to the caller is never written again while anything can still reach it."""
 from __future__ import annotations
 
 import ctypes
 import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +26,14 @@ from ..ir.dtypes import HALF
 from ..ir.passes import widen_half
 from . import cache, llvm_jit
 from .backend import Executable, apply_view, register_backend, view_chain
+from .buffers import POOL_MIN_BYTES, OutputPool
 from .debug import dump
 
 PARALLEL_MIN = 1 << 17          # elements a kernel needs before it is split across threads
 _SEG = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _KERN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def _check_array_layout() -> None:
@@ -48,8 +54,10 @@ def n_threads() -> int:
 def _thread_pool() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=max(n_threads() - 1, 1),
-                                   thread_name_prefix="tracejit")
+        with _pool_lock:          # two threads' first parallel kernels must share one pool
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=max(n_threads() - 1, 1),
+                                           thread_name_prefix="tracejit")
     return _pool
 
 
@@ -75,7 +83,6 @@ class LLVMExecutable(Executable):
         self.engine = llvm_jit.Engine(obj=obj)
         self._bind_functions()
         self.compile_s = time.perf_counter() - t0
-        self._lock = threading.Lock()
         dump("kernels", graph.name, lambda: self.plan.describe())
         dump("llvm", graph.name, lambda: self.llvm_text)
         dump("asm", graph.name, lambda: self.stage_text("asm"))
@@ -89,30 +96,39 @@ class LLVMExecutable(Executable):
         order += [v for v in written if v not in g.outputs] + [v for v in written if v in g.outputs]
         for v in order:
             self.slots.setdefault(v, len(self.slots))
-        self.table = (ctypes.c_void_p * max(len(self.slots), 1))()
-        self.table_addr = ctypes.addressof(self.table)
-        self.arrays: list[np.ndarray | None] = [None] * len(self.slots)
-        for v in p.constants:
-            a = np.ascontiguousarray(v.producer.params["value"], v.dtype.np)
-            self._set(v, a)
+        self.n_slots = max(len(self.slots), 1)
+        # every frame shares the constants (read only) and has its own intermediates
+        self.constants = [(self.slots[v], np.ascontiguousarray(v.producer.params["value"],
+                                                                v.dtype.np))
+                          for v in p.constants]
         outs = set(g.outputs)
-        for v in written:
-            if v not in outs:
-                self._set(v, np.empty(v.shape, v.dtype.np))
-        # outputs written by kernels get fresh arrays per call; the rest are copies
-        self.out_alloc = [(self.slots[v], v.shape, v.dtype.np) for v in dict.fromkeys(written)
-                          if v in outs]
-        fresh = {s for s, _, _ in self.out_alloc}
+        self.temps = [(self.slots[v], v.shape, v.dtype.np) for v in dict.fromkeys(written)
+                      if v not in outs]
+        # outputs written by kernels get new arrays per call (pooled when large); the rest,
+        # an input, a constant or a repeated output, are copies
+        self.out_alloc = []
+        for v in dict.fromkeys(written):
+            if v in outs:
+                nbytes = int(np.prod(v.shape, dtype=np.int64)) * v.dtype.np.itemsize
+                self.out_alloc.append((self.slots[v], v.shape, v.dtype.np,
+                                       nbytes >= POOL_MIN_BYTES))
+        fresh = {a[0] for a in self.out_alloc}
         self.out_plan, seen = [], set()
         for v in g.outputs:
             s = self.slots[v]
             self.out_plan.append((s, s not in fresh or s in seen))
             seen.add(s)
+        self.out_slots = sorted(fresh)
+        self._pool = OutputPool()
+        self._frames: list[_Frame] = [self._new_frame()]
 
-    def _set(self, v: Value, arr: np.ndarray) -> None:
-        i = self.slots[v]
-        self.arrays[i] = arr
-        self.table[i] = id(arr)
+    def _new_frame(self) -> "_Frame":
+        fr = _Frame(self.n_slots)
+        for s, a in self.constants:
+            fr.set(s, a)
+        for s, shape, dtype in self.temps:
+            fr.set(s, np.empty(shape, dtype))
+        return fr
 
     def _make_steps(self) -> None:
         """Group kernels into native segments; big kernels and matmuls are steps of their own."""
@@ -157,40 +173,43 @@ class LLVMExecutable(Executable):
 
     # -- running --------------------------------------------------------------------------
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-        with self._lock:
-            arrays, table = self.arrays, self.table
+        frames = self._frames
+        try:
+            fr = frames.pop()           # atomic: two threads never get the same frame
+        except IndexError:
+            fr = self._new_frame()      # calls overlap: one more frame, kept for later
+        arrays, table = fr.arrays, fr.table
+        try:
             for i, a in enumerate(args):
                 if not a.flags.c_contiguous:
                     a = np.ascontiguousarray(a)
                 arrays[i] = a
                 table[i] = id(a)
-            for s, shape, dtype in self.out_alloc:
-                o = arrays[s]
-                # reuse last call's output once nobody else holds it: fresh pages cost more
-                # than the kernel for large outputs (a caching allocator, in one line)
-                # references: the slot, `o`, getrefcount's argument; any more is the caller's
-                if o is None or sys.getrefcount(o) > 3:
-                    o = np.empty(shape, dtype)
-                    arrays[s] = o
-                    table[s] = id(o)
+            for s, shape, dtype, pooled in self.out_alloc:
+                o = self._pool.empty(shape, dtype) if pooled else np.empty(shape, dtype)
+                arrays[s] = o
+                table[s] = id(o)
             if self.only_seg is not None:
-                self.only_seg(self.table_addr)
+                self.only_seg(fr.addr)
             else:
-                self._run_steps(arrays)
-            outs = [arrays[s].copy() if copy else arrays[s] for s, copy in self.out_plan]
+                self._run_steps(arrays, fr.addr)
+            return [arrays[s].copy() if copy else arrays[s] for s, copy in self.out_plan]
+        finally:
+            # the frame keeps neither the caller's arrays nor the results alive
             for i in range(len(args)):
-                arrays[i] = None      # do not keep the caller's arrays alive
-            return outs
+                arrays[i] = None
+            for s in self.out_slots:
+                arrays[s] = None
+            frames.append(fr)
 
-    def _run_steps(self, arrays) -> None:
+    def _run_steps(self, arrays, addr: int) -> None:
         for kind, x in self.run_steps:
             if kind == "seg":
-                x(self.table_addr)
+                x(addr)
             elif kind == "par":
                 fn, chunks = x
-                futs = [_thread_pool().submit(fn, self.table_addr, lo, hi)
-                        for lo, hi in chunks[1:]]
-                fn(self.table_addr, *chunks[0])
+                futs = [_thread_pool().submit(fn, addr, lo, hi) for lo, hi in chunks[1:]]
+                fn(addr, *chunks[0])
                 for f in futs:
                     f.result()
             else:
@@ -208,6 +227,23 @@ class LLVMExecutable(Executable):
                 self._mod = llvm_jit.optimize(self.llvm_text, self.speed_level)
             return llvm_jit.assembly(self._mod)
         return super().stage_text(stage)
+
+
+class _Frame:
+    """One call's view of the executable's buffers: the table of array addresses that the
+    native code reads (slot i holds id(array i); the code finds the data pointer in the array
+    object) and the arrays themselves, which the table does not keep alive."""
+
+    __slots__ = ("table", "addr", "arrays")
+
+    def __init__(self, n: int) -> None:
+        self.table = (ctypes.c_void_p * n)()
+        self.addr = ctypes.addressof(self.table)
+        self.arrays: list[np.ndarray | None] = [None] * n
+
+    def set(self, slot: int, arr: np.ndarray) -> None:
+        self.arrays[slot] = arr
+        self.table[slot] = id(arr)
 
 
 class LLVMBackend:
