@@ -5,17 +5,31 @@ Entries are keyed by a hash of the LLVM module text (which determines the code),
 full key and a SHA-256 of the payload; anything that does not check out (truncated, corrupted,
 foreign) is ignored and recompiled. Writes go to a temporary file renamed into place, so two
 processes compiling the same function at once both end up with a valid entry. The directory
-is bounded in size: the least recently used entries are evicted."""
+is bounded in size: the least recently used entries are evicted.
+
+The directory is a trust boundary: tracejit runs the native code it finds there, and a checksum
+only catches accidents, so whoever can write the directory could run code as the user. As
+OpenSSH does with ~/.ssh, the cache directory is created private (0700), and an entry is loaded
+only if it, its directory and the cache root belong to the current user and are not writable by
+group or others. Otherwise the code is compiled in memory, nothing is stored there, and one
+warning per offending path says which path and why. A shared TRACEJIT_CACHE_DIR gets the same
+check."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
+import threading
+import warnings
 
 MAGIC = b"TJOBJ1\n"
 DEFAULT_LIMIT = 256 * 1024 * 1024
 EVICT_EVERY = 32                      # stores between scans of the directory
 _stores = 0
+_warned: set[str] = set()             # paths already warned about, in this process
+_warn_lock = threading.Lock()
 
 
 def directory() -> str | None:
@@ -42,15 +56,64 @@ def _path(k: str) -> str | None:
     return None if d is None else os.path.join(d, k[:2], k + ".o")
 
 
+def _untrusted(st: os.stat_result, what: str) -> str | None:
+    """Why a file or directory with this status must not be trusted, or None."""
+    if not hasattr(os, "getuid"):           # no POSIX owners (Windows): nothing to check
+        return None
+    if st.st_uid != os.getuid():
+        return f"{what} belongs to uid {st.st_uid}, not to the current user (uid {os.getuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{what} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _warn_once(path: str, reason: str) -> None:
+    with _warn_lock:
+        if path in _warned:
+            return
+        _warned.add(path)
+    warnings.warn(f"tracejit: not loading compiled code from the disk cache: {path}: {reason}; "
+                  f"compiling in memory instead. The cache must be yours and private (chmod 700 "
+                  f"its directories, chmod 600 its entries), or set TRACEJIT_CACHE_DIR elsewhere.",
+                  RuntimeWarning, stacklevel=2)
+
+
+def _dirs_untrusted(p: str) -> bool:
+    """Whether the entry's directory or the cache root fails the check (warning once)."""
+    shard = os.path.dirname(p)
+    for d in (os.path.dirname(shard), shard):
+        try:
+            st = os.stat(d)
+        except OSError:
+            return False                    # not there yet: nothing to load, store creates it
+        why = _untrusted(st, "the directory")
+        if why is not None:
+            _warn_once(d, why)
+            return True
+    return False
+
+
 def load(k: str) -> bytes | None:
     p = _path(k)
-    if p is None:
+    if p is None or _dirs_untrusted(p):
         return None
     try:
-        with open(p, "rb") as f:
-            data = f.read()
-    except OSError:
+        # a planted symlink is refused and a FIFO cannot block; fstat checks what was opened
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            _warn_once(p, "the entry is a symbolic link")
         return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        why = _untrusted(st, "the entry") if stat.S_ISREG(st.st_mode) else "not a regular file"
+        if why is not None:
+            _warn_once(p, why)
+            return None
+        try:
+            data = f.read()
+        except OSError:
+            return None
     head = MAGIC + k.encode() + b"\n"
     if not data.startswith(head) or len(data) < len(head) + 64:
         return None
@@ -69,8 +132,12 @@ def store(k: str, payload: bytes) -> None:
     if p is None:
         return
     try:
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(p), suffix=".tmp")
+        root = os.path.dirname(os.path.dirname(p))
+        os.makedirs(root, mode=0o700, exist_ok=True)        # private, like ~/.ssh
+        os.makedirs(os.path.dirname(p), mode=0o700, exist_ok=True)
+        if _dirs_untrusted(p):
+            return                    # an entry written there could be swapped before loading
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(p), suffix=".tmp")   # mode 0600
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC + k.encode() + b"\n")
             f.write(hashlib.sha256(payload).hexdigest().encode())
