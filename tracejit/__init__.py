@@ -4,17 +4,22 @@ from .ir import dtypes as _dt
 from .tracer import Tensor
 from .tracer.tensor import is_tensor
 from .tracer import autograd_api as autograd
-from .tracer.composites import (cross_entropy, gelu, layer_norm, log_softmax, logsumexp, mean,
+from .tracer.composites import (gelu, layer_norm, log_softmax, logsumexp, mean,
                                 mse, mse_loss, relu, sigmoid, softmax, softplus, var)
-from .tracer.creation import (arange, empty, full, full_like, linspace, manual_seed, ones,
-                              ones_like, rand, randint, randn, tensor, zeros, zeros_like)
+from .tracer.losses import cross_entropy
+from .tracer.creation import (arange, empty, full, full_like, linspace, ones, ones_like, tensor,
+                              zeros, zeros_like)
+from .tracer.rng import (Generator, default_generator, dropout, get_rng_state, initial_seed,
+                         manual_seed, rand, rand_like, randint, randn, randn_like, set_rng_state)
 from .tracer.function import checkpoint
 from .tracer.functional import grad, hessian, jacobian, value_and_grad, vjp
 from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, cos, div, eq,
                          exp, expand, flatten, ge, gt, le, log, logical_and, logical_not,
-                         logical_or, lt, matmul, max, maximum, min, minimum, mul, ne, neg, pad,
+                         logical_or, lt, matmul, maximum, minimum, mul, ne, neg, pad,
                          permute, pow, reshape, sign, sin, sqrt, squeeze, stack, stop_gradient,
                          sub, sum, swapaxes, tanh, transpose, unsqueeze, where)
+from .tracer.ops import floor_divide, fmod, remainder
+from .tracer.selection import amax, amin, argmax, argmin, max, min
 from .tracer.state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")

@@ -97,6 +97,17 @@ class CScalarBuilder:
     def div(self, a, b): return self._let(a.dtype, f"{a.ref} / {b.ref}")
     def neg(self, a): return self._let(a.dtype, f"-({a.ref})")
 
+    # integer division truncating toward zero (the caller keeps the divisor off 0 and -1)
+    def tdiv(self, a, b): return self._let(a.dtype, f"{a.ref} / {b.ref}")
+    def trem(self, a, b): return self._let(a.dtype, f"{a.ref} % {b.ref}")
+
+    def fmod(self, a, b):
+        fn = "fmodf" if a.dtype is dt.f32 else "fmod"
+        return self._let(a.dtype, f"{fn}({a.ref}, {b.ref})")
+
+    def floor(self, a):
+        return self._let(a.dtype, f"{'floorf' if a.dtype is dt.f32 else 'floor'}({a.ref})")
+
     def _call(self, name: str, *args: CS) -> CS:
         fn = _UNARY[name][0 if args[0].dtype is dt.f32 else 1]
         return self._let(args[0].dtype, f"{fn}({', '.join(x.ref for x in args)})")
@@ -130,6 +141,36 @@ class CScalarBuilder:
 
     def max(self, a, b): return self._extreme(a, b, ">")
     def min(self, a, b): return self._extreme(a, b, "<")
+
+    # -- 32-bit unsigned words (the random primitive's Philox): `unsigned int` locals -------
+    def u32_word(self, a: CS, hi: int) -> str:
+        """The low (hi=0) or high (hi=1) 32 bits of an i64 scalar."""
+        x = f"(unsigned long long)({a.ref})"
+        return self.b.let("unsigned int", f"(unsigned int)({x} >> 32)" if hi else
+                          f"(unsigned int){x}")
+
+    def u32_add(self, a: str, k: int) -> str:
+        return self.b.let("unsigned int", f"{a} + {k & 0xFFFFFFFF}u")
+
+    def u32_xor(self, a: str, b: str) -> str:
+        return self.b.let("unsigned int", f"{a} ^ {b}")
+
+    def u32_mulhilo(self, a: str, k: int) -> tuple[str, str]:
+        """(high, low) words of the 64-bit product a * k (a mul.wide.u32 on the GPU)."""
+        p = self.b.let("unsigned long long", f"(unsigned long long){a} * {k}ull")
+        return (self.b.let("unsigned int", f"(unsigned int)({p} >> 32)"),
+                self.b.let("unsigned int", f"(unsigned int){p}"))
+
+    def u32_unit(self, words: list[str], d: dt.DType, plus_one: bool) -> CS:
+        """Words -> a float in [0, 1) ((0, 1] with plus_one): 24 or 53 bits, exactly."""
+        if d is dt.f32:
+            k = f"({words[0]} >> 8)" + (" + 1u" if plus_one else "")
+            return self._let(d, f"(float)({k}) * {literal(2.0 ** -24, d)}")
+        k = self.b.let("unsigned long long",
+                       f"((unsigned long long){words[0]} << 21) | ({words[1]} >> 11)")
+        if plus_one:
+            k = self.b.let("unsigned long long", f"{k} + 1ull")
+        return self._let(d, f"(double){k} * {literal(2.0 ** -53, d)}")
 
     # -- storage: 16-bit floats live as bits in memory and compute in float32 ---------------
     def widen(self, raw: str, d: dt.DType) -> CS:
@@ -200,6 +241,9 @@ class CEmitter(ExprEmitter):
 
     def to_index(self, s: CS) -> str:
         return self.b.let(self.index, f"({self.index}){s.ref}")
+
+    def index_scalar(self, i: str) -> CS:
+        return self.sb._let(dt.i64, f"(long long)({i})")
 
     def clamp(self, i: str, n: int) -> str:
         """i clamped into [0, n-1]: out-of-range indices never reach memory."""

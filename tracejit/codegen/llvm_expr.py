@@ -32,6 +32,12 @@ def literal(value, d: dt.DType) -> str:
     return str(int(value))
 
 
+def _i32(k: int) -> str:
+    """A 32-bit word as an i32 literal (LLVM reads them signed)."""
+    k &= 0xFFFFFFFF
+    return str(k - (1 << 32) if k >= 1 << 31 else k)
+
+
 class S(Scalar):
     """A scalar SSA value: its LLVM name and its dtype."""
 
@@ -88,6 +94,17 @@ class ScalarBuilder:
     def div(self, a, b):
         return S(self.b.op(f"fdiv {a.ty} {a.ref}, {b.ref}"), a.dtype)
 
+    # integer division truncating toward zero (the caller keeps the divisor off 0 and -1)
+    def tdiv(self, a, b): return S(self.b.op(f"sdiv {a.ty} {a.ref}, {b.ref}"), a.dtype)
+    def trem(self, a, b): return S(self.b.op(f"srem {a.ty} {a.ref}, {b.ref}"), a.dtype)
+
+    def fmod(self, a, b):
+        return S(self.b.op(f"frem {a.ty} {a.ref}, {b.ref}"), a.dtype)   # C's fmod, exact
+
+    def floor(self, a):
+        suf = "f32" if a.dtype is dt.f32 else "f64"
+        return S(self.b.op(f"call {a.ty} @llvm.floor.{suf}({a.ty} {a.ref})"), a.dtype)
+
     def neg(self, a):
         if a.dtype.is_float:
             return S(self.b.op(f"fneg {a.ty} {a.ref}"), a.dtype)
@@ -139,6 +156,40 @@ class ScalarBuilder:
 
     def max(self, a, b): return self._extreme(a, b, "gt")
     def min(self, a, b): return self._extreme(a, b, "lt")
+
+    # -- 32-bit unsigned words (the random primitive's Philox): plain i32 SSA names; LLVM's
+    # add, mul and xor do not care about signedness, shifts are logical ------------------------
+    def u32_word(self, a: S, hi: int) -> str:
+        """The low (hi=0) or high (hi=1) 32 bits of an i64 scalar."""
+        x = self.b.op(f"lshr i64 {a.ref}, 32") if hi else a.ref
+        return self.b.op(f"trunc i64 {x} to i32")
+
+    def u32_add(self, a: str, k: int) -> str:
+        return self.b.op(f"add i32 {a}, {_i32(k)}")
+
+    def u32_xor(self, a: str, b: str) -> str:
+        return self.b.op(f"xor i32 {a}, {b}")
+
+    def u32_mulhilo(self, a: str, k: int) -> tuple[str, str]:
+        """(high, low) words of the 64-bit product a * k."""
+        p = self.b.op(f"mul nuw i64 {self.b.op(f'zext i32 {a} to i64')}, {k}")
+        hi = self.b.op(f"trunc i64 {self.b.op(f'lshr i64 {p}, 32')} to i32")
+        return hi, self.b.op(f"trunc i64 {p} to i32")
+
+    def u32_unit(self, words: list[str], d: dt.DType, plus_one: bool) -> S:
+        """Words -> a float in [0, 1) ((0, 1] with plus_one): 24 or 53 bits, exactly."""
+        op = self.b.op
+        if d is dt.f32:
+            k = op(f"lshr i32 {words[0]}, 8")
+            k = op(f"add nuw i32 {k}, 1") if plus_one else k
+            x = op(f"uitofp i32 {k} to float")
+            return S(op(f"fmul float {x}, {literal(2.0 ** -24, d)}"), d)
+        hi = op(f"shl i64 {op(f'zext i32 {words[0]} to i64')}, 21")
+        lo = op(f"lshr i32 {words[1]}, 11")
+        k = op(f"or i64 {hi}, {op(f'zext i32 {lo} to i64')}")
+        k = op(f"add nuw i64 {k}, 1") if plus_one else k
+        x = op(f"uitofp i64 {k} to double")
+        return S(op(f"fmul double {x}, {literal(2.0 ** -53, d)}"), d)
 
     # -- storage: 16-bit floats live narrow in memory and compute in float32 ------------------
     def widen(self, raw: str, d: dt.DType) -> S:
@@ -249,6 +300,9 @@ class Emitter(ExprEmitter):
 
     def to_index(self, s: S) -> str:
         return (s if s.dtype is dt.i64 else self.sb.cast(s, dt.i64)).ref
+
+    def index_scalar(self, i: str) -> S:
+        return S(i, dt.i64)
 
     def clamp(self, i: str, n: int) -> str:
         """i clamped into [0, n-1]: out-of-range indices never reach memory."""

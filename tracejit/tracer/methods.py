@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..ir import dtypes as dt
 from ..runtime.devices import Device, device as as_device, to_device
 from . import composites as C
-from . import indexing, inplace, ops
+from . import indexing, inplace, ops, selection
 from .function import Function
 from .tensor import Tensor
 
@@ -21,6 +21,9 @@ def install() -> None:
     T.__truediv__, T.__rtruediv__ = ops.div, _flip(ops.div)
     T.__pow__, T.__rpow__ = ops.pow, _flip(ops.pow)
     T.__matmul__, T.__rmatmul__ = ops.matmul, _flip(ops.matmul)
+    T.__floordiv__, T.__rfloordiv__ = ops.floor_divide, _flip(ops.floor_divide)
+    T.__mod__, T.__rmod__ = ops.remainder, _flip(ops.remainder)
+    T.floor_divide, T.remainder, T.fmod = ops.floor_divide, ops.remainder, ops.fmod
     T.__neg__ = ops.neg
     T.__pos__ = lambda self: self
     T.__abs__ = ops.abs
@@ -33,7 +36,7 @@ def install() -> None:
     T.__setitem__ = indexing.setitem
     for name in ("exp", "log", "sin", "cos", "tanh", "sqrt", "abs", "sign", "neg", "reshape",
                  "permute", "swapaxes", "transpose", "squeeze", "unsqueeze", "flatten",
-                 "matmul", "maximum", "minimum", "expand", "sum", "max", "min"):
+                 "matmul", "maximum", "minimum", "expand", "sum"):
         setattr(T, name, getattr(ops, name))
     T.clamp = T.clip = ops.clip
     T.view = ops.reshape
@@ -43,21 +46,31 @@ def install() -> None:
     T.where = lambda self, cond, other: ops.where(cond, self, other)
     for name in ("mean", "var", "sigmoid", "relu", "softmax", "log_softmax", "logsumexp"):
         setattr(T, name, getattr(C, name))
-    T.amax, T.amin = ops.max, ops.min
+    T.max, T.min, T.amax, T.amin = selection.max, selection.min, selection.amax, selection.amin
+    T.argmax, T.argmin = selection.argmax, selection.argmin
     T.astype = T.to_dtype = ops.cast
-    T.float = lambda self: ops.cast(self, dt.f32)
-    T.double = lambda self: ops.cast(self, dt.f64)
-    T.half = lambda self: ops.cast(self, dt.f16)
-    T.bfloat16 = lambda self: ops.cast(self, dt.bf16)
-    T.int = lambda self: ops.cast(self, dt.i32)
-    T.long = lambda self: ops.cast(self, dt.i64)
-    T.bool = lambda self: ops.cast(self, dt.bool_)
-    T.clone = lambda self: ops.add(self, 0) if self.dtype is not dt.bool_ else ops.eq(self, True)
-    T.contiguous = lambda self: self
+    T.float, T.double, T.half = _convert(dt.f32), _convert(dt.f64), _convert(dt.f16)
+    T.bfloat16, T.int, T.long, T.bool = (_convert(dt.bf16), _convert(dt.i32),
+                                         _convert(dt.i64), _convert(dt.bool_))
+    T.clone = _clone
+    T.contiguous = lambda self, memory_format=None: self
     T.to = _to
     T.cpu = lambda self: _to(self, device="cpu")
     T.cuda = lambda self, device=None: _to(self, device=device or "cuda")
     inplace.install(T)
+
+
+# `memory_format=` (torch.preserve_format, channels_last, ...) is accepted and has nothing to
+# do: tracejit tensors are always dense and row-major, and the values are the same either way.
+def _convert(dtype: dt.DType):
+    def convert(self, memory_format=None):
+        return ops.cast(self, dtype)
+    convert.__name__ = dtype.np.name
+    return convert
+
+
+def _clone(self, memory_format=None):
+    return ops.add(self, 0) if self.dtype is not dt.bool_ else ops.eq(self, True)
 
 
 class ToCopy(Function):
@@ -73,7 +86,8 @@ class ToCopy(Function):
         return ToCopy.apply(g, ctx.src), None
 
 
-def _to(self, *args, dtype=None, device=None):
+def _to(self, *args, dtype=None, device=None, non_blocking=False, copy=False,
+        memory_format=None):
     """`t.to("cuda")`, `t.to(tj.float64)`, `t.to("cpu", tj.float16)`, `t.to(other_tensor)`."""
     for a in args:
         if isinstance(a, Tensor):
@@ -83,7 +97,7 @@ def _to(self, *args, dtype=None, device=None):
         else:
             dtype = a
     out = self
-    if device is not None and not self._traced:    # a compiled function runs on one device
+    if device is not None and not (self._traced or self._captured()):   # traced: one device
         dev = as_device(device)
         if dev != self.device:
             out = ToCopy.apply(self, dev)

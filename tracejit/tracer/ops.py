@@ -12,10 +12,10 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
+from .autograd import PrimNode
 from .state import STATE
 from .tensor import Tensor
 
-CONST_INLINE = 16       # arrays up to this size met while tracing are baked into the graph
 
 
 def _err(op: str, msg: str, cls=ValueError) -> Exception:
@@ -61,24 +61,30 @@ def result_dtype(*xs: Any) -> dt.DType:
     return best
 
 
-def as_tensor(x: Any, dtype: dt.DType | None = None, like: Tensor | None = None) -> Tensor:
-    """An operand as a Tensor of `dtype` (a cast is recorded for Tensors)."""
+def as_tensor(x: Any, dtype: dt.DType | None = None, like: Tensor | None = None,
+              const: bool = False) -> Tensor:
+    """An operand as a Tensor of `dtype` (a cast is recorded for Tensors).
+
+    While tracing, a user's NumPy array is captured by reference, whatever its size: an input
+    read afresh at every call, and a dtype change is a cast in the graph, so an in-place change
+    of the array is always seen. Python scalars and lists, and arrays the library builds itself
+    (`const=True`), are constants of the trace."""
     if isinstance(x, Tensor):
         return cast(x, dtype) if dtype is not None and x.dtype is not dtype else x
     if isinstance(x, (list, tuple)):
         x = np.asarray(x)
+        const = True
     if not (_is_scalar(x) or isinstance(x, np.ndarray)):
         raise TypeError(f"expected a Tensor, NumPy array or number, got {type(x).__name__} "
                         f"(at {user_location()})")
     if isinstance(x, np.ndarray) and dt.from_numpy(x.dtype) is None:
         raise TypeError(f"unsupported NumPy dtype {x.dtype} (at {user_location()})")
+    if not const and STATE.traces and isinstance(x, np.ndarray):
+        t = STATE.traces[-1].lift_array(x)
+        return cast(t, dtype) if dtype is not None and t.dtype is not dtype else t
     arr = np.asarray(x, dtype=(dtype or (_scalar_dtype(x) if _is_scalar(x)
                                          else dt.as_dtype(x.dtype))).np)
     if like is not None and like._traced:
-        if arr.size > CONST_INLINE and not np.all(arr == arr.reshape(-1)[0]):
-            t = Tensor(arr)
-            t._born_in = None           # lifted: read by reference at each call
-            return t
         return like.__tj_const__(arr)
     if like is not None:                # eager: the constant lives on like's device
         return like.__tj_const__(arr)
@@ -111,24 +117,56 @@ def _splat_scalar(x: Tensor, v, d: dt.DType) -> Tensor:
     return broadcast_to(as_tensor(v, d, x), x.shape)
 
 
+# PyTorch's graph for an op with a Python number: the tensor comes first in `5 * t` and
+# `5 + t` (they are t.__rmul__(5), t.__radd__(5)), and `5 / t` is t.reciprocal() * 5
+_COMMUTATIVE = frozenset(("add", "mul"))
+
+
 def _binary(op: str, a, b, kind: str):
     """kind: "arith" (bool computes as int64), "float" (true division, pow), "any", "cmp"."""
     ta, tb = type(a), type(b)
+    if tb is Tensor and ta is not Tensor and _is_scalar(a) and ta is not bool:
+        if op in _COMMUTATIVE:
+            a, b = b, a
+            ta, tb = tb, ta
+        elif op == "div":
+            return mul(_unary("reciprocal", b, True), a)
     if ta is Tensor and not a._weak:
         d = a.dtype
         ok = d.is_float or (kind != "float" and (d is not dt.bool_ or kind == "any"))
         if ok and tb is Tensor and not b._weak and b.dtype is d and a.shape == b.shape:
             return bind(P.get(op), a, b)     # the common case: nothing to promote or broadcast
         if ok and (tb is float and d.is_float or tb is int and d is not dt.bool_):
-            return bind(P.get(op), a, _splat_scalar(a, b, d))
+            return _scalar_operand(bind(P.get(op), a, _splat_scalar(a, b, d)), 1)
     elif tb is Tensor and not b._weak and (ta is float or ta is int):
         d = b.dtype
         if d.is_float or (kind != "float" and d is not dt.bool_ and ta is int):
-            return bind(P.get(op), _splat_scalar(b, a, d), b)
+            return _scalar_operand(bind(P.get(op), _splat_scalar(b, a, d), b), 0)
     dtype = {"arith": _arith_dtype, "float": _float_dtype, "cmp": _arith_dtype,
              "any": lambda *x: None}[kind](a, b)
     x, y = _operands(op, (a, b), dtype)
-    return bind(P.get(op), x, y)
+    out = bind(P.get(op), x, y)
+    for i, v in enumerate((a, b)):
+        if _is_scalar(v) and not isinstance(v, Tensor):
+            _scalar_operand(out, i)
+    return out
+
+
+def _scalar_operand(out: Tensor, i: int) -> Tensor:
+    """Tell out's backward node that operand i was a Python number (see PrimNode)."""
+    node = out.grad_fn
+    if isinstance(node, PrimNode):
+        node.scalar_operand(i)
+    return out
+
+
+def _times(b, alpha):
+    """torch's `alpha=` of add and sub: the second operand scaled first."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Number):
+        raise TypeError(f"add/sub: alpha must be a number, got {alpha!r} (at {user_location()})")
+    if alpha == 1:
+        return b
+    return b * alpha if _is_scalar(b) else mul(b, alpha)
 
 
 def _float_dtype(*xs) -> dt.DType:
@@ -141,8 +179,8 @@ def _arith_dtype(*xs) -> dt.DType:
     return dt.i64 if d is dt.bool_ else d
 
 
-def add(a, b): return _binary("add", a, b, "arith")
-def sub(a, b): return _binary("sub", a, b, "arith")
+def add(a, b, *, alpha=1): return _binary("add", a, _times(b, alpha), "arith")
+def sub(a, b, *, alpha=1): return _binary("sub", a, _times(b, alpha), "arith")
 def mul(a, b): return _binary("mul", a, b, "arith")
 def div(a, b): return _binary("div", a, b, "float")
 def pow(a, b): return _binary("pow", a, b, "float")       # noqa: A001
@@ -154,6 +192,22 @@ def gt(a, b): return _binary("gt", a, b, "cmp")
 def ge(a, b): return _binary("ge", a, b, "cmp")
 def eq(a, b): return _binary("eq", a, b, "any")
 def ne(a, b): return _binary("ne", a, b, "any")
+
+
+def floor_divide(a, b):
+    """a // b rounded toward -inf (Python's rule, as torch); integer division by zero gives 0
+    (NumPy's answer: torch's CPU kernel raises) and int_min // -1 wraps. No gradient."""
+    return _binary("floor_divide", a, b, "arith")
+
+
+def remainder(a, b):
+    """a % b with the sign of b (Python's rule, as torch.remainder); integer % 0 gives 0."""
+    return _binary("remainder", a, b, "arith")
+
+
+def fmod(a, b):
+    """C's fmod: the remainder of the truncated division, with the sign of a."""
+    return _binary("fmod", a, b, "arith")
 
 
 def _unary(op: str, x, float_only: bool = False):
@@ -206,13 +260,26 @@ def logical_or(a, b): return where(cast(a, dt.bool_), True, cast(b, dt.bool_))
 
 
 def clip(x, min=None, max=None):     # noqa: A002
-    """Clamp to [min, max]; the gradient passes where min <= x <= max (as torch.clamp)."""
+    """Clamp to [min, max] (max wins if min > max); the gradient passes where
+    min <= x <= max (as torch.clamp). NaN wins, as in NumPy and PyTorch: a NaN in x or in a
+    bound gives NaN, and x gets no gradient there."""
     x = as_tensor(x)
-    if min is not None:
-        x = where(lt(x, min), as_tensor(min, x.dtype, x), x)
-    if max is not None:
-        x = where(gt(x, max), as_tensor(max, x.dtype, x), x)
-    return x
+    y = x
+    nan_bound = None
+    for bound, loses in ((min, lt), (max, gt)):
+        if bound is None:
+            continue
+        b = as_tensor(bound, x.dtype, x)
+        y = where(loses(y, b), b, y)
+        if x.dtype.is_float:
+            unordered = ne(b, b)
+            nan_bound = unordered if nan_bound is None else logical_or(nan_bound, unordered)
+    if not x.dtype.is_float or (min is None and max is None):
+        return y
+    # the comparisons above are false for NaN, which would pass x's NaN through as if it were
+    # in range (with its gradient) and ignore a NaN bound
+    nan = ne(x, x) if nan_bound is None else logical_or(ne(x, x), nan_bound)
+    return where(nan, float("nan"), y)
 
 
 # -- reductions ---------------------------------------------------------------------------------
@@ -224,7 +291,7 @@ def _axes(x: Tensor, axis, dim=None, op: str = "reduce") -> tuple[int, ...]:
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     out = []
     for a in axes:
-        if not -x.ndim <= a < builtins.max(x.ndim, 1):
+        if not -builtins.max(x.ndim, 1) <= a < builtins.max(x.ndim, 1):   # 0-d: 0 and -1
             raise _err(op, f"axis {a} is out of range for {_fmt(x)}", IndexError)
         out.append(a % x.ndim if x.ndim else 0)
     if len(set(out)) != len(out):
@@ -260,12 +327,13 @@ def _extreme(op: str, x, axis, keepdims, dim, keepdim):
     return _keep(x, bind(P.get(op), x, axes=axes), axes, _kd(keepdims, keepdim))
 
 
-def max(x, axis=None, keepdims=False, *, dim=None, keepdim=None):   # noqa: A001
-    """Maximum over axes (values only, like amax); ties share the gradient evenly."""
+def amax(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Maximum over axes (values only); ties share the gradient evenly. The user-facing
+    `max`, which also gives indices, is in selection.py."""
     return _extreme("max", x, axis, keepdims, dim, keepdim)
 
 
-def min(x, axis=None, keepdims=False, *, dim=None, keepdim=None):   # noqa: A001
+def amin(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
     return _extreme("min", x, axis, keepdims, dim, keepdim)
 
 
@@ -300,7 +368,9 @@ def broadcast_to(x, shape) -> Tensor:
     lead = len(shape) - x.ndim
     if lead < 0 or any(d not in (1, shape[lead + i]) for i, d in enumerate(x.shape)):
         raise _err("broadcast_to", f"cannot broadcast {_fmt(x)} to {list(shape)}")
-    if type(x._data) is np.ndarray and not (x._requires_grad and STATE.grad_enabled):
+    # (a checkpoint listening for the tensors its function reads needs the dispatch too)
+    if type(x._data) is np.ndarray and not x._captured() and not (
+            x._requires_grad and (STATE.grad_enabled or STATE.reads is not None)):
         return Tensor(np.broadcast_to(x._data, shape))    # eager, no gradient: a read-only view
     return bind(P.broadcast, x, shape=shape)
 
@@ -325,8 +395,11 @@ def permute(x, *perm) -> Tensor:
 
 def swapaxes(x, a: int, b: int) -> Tensor:
     x = as_tensor(x)
+    if x.ndim == 0:             # PyTorch accepts dims 0 and -1 of a 0-d tensor
+        _axes(x, a, None, "transpose"), _axes(x, b, None, "transpose")     # range checks
+        return x
+    a, b = _axes(x, a, None, "transpose")[0], _axes(x, b, None, "transpose")[0]
     perm = list(range(x.ndim))
-    a, b = a % x.ndim, b % x.ndim
     perm[a], perm[b] = perm[b], perm[a]
     return permute(x, tuple(perm))
 
@@ -395,12 +468,18 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
     x = as_tensor(x)
     pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64).reshape(-1, 2)
                          if np.ndim(pad_width) else np.full((1, 2), pad_width), (x.ndim, 2))
-    if (pw < 0).any():
-        raise _err("pad", "negative padding is not supported")
+    if (pw < 0).any():          # negative padding crops, as torch.nn.functional.pad
+        cut = np.maximum(-pw, 0)
+        if any(lo + hi > n for (lo, hi), n in zip(cut.tolist(), x.shape)):
+            raise _err("pad", f"padding {pw.tolist()} crops more than all of {_fmt(x)}")
+        x = bind(P.slice, x, starts=tuple(int(c) for c in cut[:, 0]),
+                 stops=tuple(int(n - c) for n, c in zip(x.shape, cut[:, 1])),
+                 steps=(1,) * x.ndim)
+        pw = np.maximum(pw, 0)
     lo, hi = tuple(int(v) for v in pw[:, 0]), tuple(int(v) for v in pw[:, 1])
     out = bind(P.pad, x, lo=lo, hi=hi, interior=(0,) * x.ndim)
     if value != 0:
-        mask = bind(P.pad, as_tensor(np.ones(x.shape, bool), like=x), lo=lo, hi=hi,
+        mask = bind(P.pad, as_tensor(np.ones(x.shape, bool), like=x, const=True), lo=lo, hi=hi,
                     interior=(0,) * x.ndim)
         out = where(mask, out, value)
     return out
