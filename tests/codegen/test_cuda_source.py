@@ -84,7 +84,7 @@ def test_corpus_compiles_with_nvcc(tmp_path):
         ("casts16", tj.compile(lambda x: x.half().float() + x.bfloat16().float() + x.float(),
                                device="cuda").lower(np.ones(9)).graph),
         # integer reductions and casts
-        ("int_ops", tj.compile(lambda x: (x * 3).max(0) + tj.cast(x, tj.int32).sum(),
+        ("int_ops", tj.compile(lambda x: (x * 3).amax(0) + tj.cast(x, tj.int32).sum(),
                                device="cuda").lower(np.ones((7, 5), np.int64)).graph),
         # W2: float32 loops of 4k elements load and store 16 bytes (4 lanes) at a time
         ("vec4", tj.grad(tj.compile(lambda x, a: (tj.tanh(x * a) * x).sum(), device="cuda"),

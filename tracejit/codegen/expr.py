@@ -48,7 +48,7 @@ class ExprEmitter:
     `loads` maps a value held in memory to what it is read from; everything else is recomputed
     from its producer. Subclasses provide: `sb` (the scalar builder), `S` (its scalar class),
     `load`, and the integer operations `_mul`, `_add`, `idiv`, `irem`, `icmp`, `iand`,
-    `iselect`, `clamp`, `to_index`."""
+    `iselect`, `clamp`, `to_index`, `index_scalar`."""
 
     S: type
 
@@ -110,6 +110,11 @@ class ExprEmitter:
         if ins.prim.kind == "elementwise":
             args = [self.emit(x, idx) for x in ins.inputs]
             return ins.prim.scalar(self.sb, *args, **p)
+        if ins.prim.kind == "random":
+            # a function of scalar operands (seed, offset) and the element's linear index
+            args = [self.emit(x, []) for x in ins.inputs]
+            flat = self.index_scalar(self.linear(idx, v.shape))
+            return ins.prim.scalar(self.sb, *args, flat, **p)
         x = ins.inputs[0]
         if name == "broadcast":
             lead = len(v.shape) - len(x.shape)
@@ -187,4 +192,5 @@ class ExprEmitter:
             else:
                 c = self.S(self.icmp("lt", idx[axis], str(off + n)), dt.bool_)
                 result = self.sb.select(c, val, result)
-        return result
+        # every operand empty on the axis: so is the result, and the loop never runs
+        return result if result is not None else self.sb.literal(0, v.dtype)

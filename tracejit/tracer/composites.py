@@ -73,7 +73,7 @@ def composite(node_name):
         def wrapper(*args, **kwargs):
             ts = _tensors(args, kwargs)
             if (not STATE.grad_enabled or not any(t._requires_grad for t in ts)
-                    or any(t._traced for t in ts)):
+                    or STATE.traces):     # tracing: no eager node (captures are inputs)
                 return fn(*args, **kwargs)
             inner_args = [_leaf(a) for a in args]
             inner_kwargs = {k: _leaf(v) for k, v in kwargs.items()}
@@ -137,21 +137,26 @@ def sigmoid(x):
 
 @composite("ReluBackward0")
 def relu(x):
-    """max(x, 0) with relu'(0) = 0."""
+    """max(x, 0) with relu'(0) = 0; NaN stays NaN, with relu'(NaN) = 1 (as PyTorch)."""
     x = ops.as_tensor(x)
-    return ops.where(ops.gt(x, 0), x, 0)
+    return ops.where(ops.le(x, 0), 0, x)
 
 
 @composite("SoftplusBackward0")
-def softplus(x):
+def softplus(x, beta: float = 1.0, threshold: float = 20.0):
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as torch)."""
     x = ops.as_tensor(x)
-    pos = ops.gt(x, 0)
+    z = ops.mul(x, beta) if beta != 1 else x
+    pos = ops.gt(z, 0)
     # each branch sees a clamped input (no overflow, finite gradients) and is smooth at 0
-    xp = ops.where(pos, x, 0.0)
-    xn = ops.where(pos, 0.0, x)
-    up = ops.add(xp, ops.log(ops.add(ops.exp(ops.neg(xp)), 1.0)))
-    down = ops.log(ops.add(ops.exp(xn), 1.0))
-    return ops.where(pos, up, down)
+    zp = ops.where(pos, z, 0.0)
+    zn = ops.where(pos, 0.0, z)
+    up = ops.add(zp, ops.log(ops.add(ops.exp(ops.neg(zp)), 1.0)))
+    down = ops.log(ops.add(ops.exp(zn), 1.0))
+    sp = ops.where(pos, up, down)
+    if beta != 1:
+        sp = ops.div(sp, beta)
+    return ops.where(ops.gt(z, threshold), x, sp)
 
 
 @composite("GeluBackward0")
@@ -169,30 +174,39 @@ def _finite_or_zero(m):
     return ops.where(ops.eq(ops.sub(m, m), 0), m, 0)      # inf - inf and nan are not 0
 
 
+def _row_shift(x, axes):
+    """The row maximum that keeps exp() from overflowing; 0 for empty rows, which have none
+    (their softmax is empty and their logsumexp -inf, as torch)."""
+    if any(x.shape[a] == 0 for a in axes):
+        return 0.0
+    return _finite_or_zero(ops.stop_gradient(ops.amax(x, axes, True)))
+
+
 @composite("LogsumexpBackward0")
 def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
     x = ops.as_tensor(x)
     if not x.dtype.is_float:
         x = ops.cast(x, dt.f32)
     axes = ops._axes(x, axis, dim, "logsumexp")
-    m = _finite_or_zero(ops.stop_gradient(ops.max(x, axes, True)))
+    m = _row_shift(x, axes)
     s = ops.log(ops.sum(ops.exp(ops.sub(x, m)), axes, True))
     r = ops.add(s, m)
     return r if ops._kd(keepdims, keepdim) else ops.squeeze(r, axes) if axes else r
 
 
 @composite("SoftmaxBackward0")
-def softmax(x, axis: int = -1, *, dim=None):
-    x = ops.as_tensor(x)
+def softmax(x, axis: int = -1, *, dim=None, dtype=None):
+    """Softmax over an axis; `dtype` casts the input first (as torch)."""
+    x = ops.as_tensor(x) if dtype is None else ops.cast(x, dtype)
     axes = ops._axes(x, axis, dim, "softmax")
-    e = ops.exp(ops.sub(x, _finite_or_zero(ops.stop_gradient(ops.max(x, axes, True)))))
+    e = ops.exp(ops.sub(x, _row_shift(x, axes)))
     # one division per row, a multiply per element
     return ops.mul(e, ops.div(1.0, ops.sum(e, axes, True)))
 
 
 @composite("LogSoftmaxBackward0")
-def log_softmax(x, axis: int = -1, *, dim=None):
-    x = ops.as_tensor(x)
+def log_softmax(x, axis: int = -1, *, dim=None, dtype=None):
+    x = ops.as_tensor(x) if dtype is None else ops.cast(x, dtype)
     return ops.sub(x, logsumexp(x, axis, True, dim=dim))
 
 
@@ -237,21 +251,3 @@ def mse_loss(input, target, reduction: str = "mean"):    # noqa: A002
 
 
 mse = mse_loss
-
-
-@composite("NllLossBackward0")
-def cross_entropy(logits, target, reduction: str = "mean"):
-    """Cross entropy of logits [N, C] (or [C]) against class indices [N] or probabilities."""
-    logits = ops.as_tensor(logits)
-    logp = log_softmax(logits, -1)
-    target = ops.as_tensor(target)
-    if target.dtype.is_int:
-        if target.shape != logits.shape[:-1]:
-            raise ops._err("cross_entropy", f"class indices {ops._fmt(target)} do not match "
-                           f"logits {ops._fmt(logits)}")
-        classes = ops.as_tensor(np.arange(logits.shape[-1]), like=logits)
-        target = ops.cast(ops.eq(ops.unsqueeze(target, -1), classes), logits.dtype)
-    elif target.shape != logits.shape:
-        raise ops._err("cross_entropy", f"probability targets {ops._fmt(target)} must have the "
-                       f"shape of the logits {ops._fmt(logits)}")
-    return _reduce(ops.neg(ops.sum(ops.mul(logp, target), -1)), reduction, "cross_entropy")

@@ -26,6 +26,8 @@ def _flatten(x: Any, leaves: list, leaf) -> tuple:
         return _LEAF
     if isinstance(x, tuple) and not hasattr(x, "_fields"):
         return ("tuple", tuple(_flatten(c, leaves, leaf) for c in x))
+    if isinstance(x, tuple):           # a named tuple (max(dim)'s values and indices)
+        return ("namedtuple", type(x), tuple(_flatten(c, leaves, leaf) for c in x))
     if isinstance(x, list):
         return ("list", tuple(_flatten(c, leaves, leaf) for c in x))
     if isinstance(x, dict):
@@ -59,6 +61,8 @@ def _unflatten(t: tuple, it) -> Any:
         return tuple(_unflatten(c, it) for c in t[1])
     if kind == "list":
         return [_unflatten(c, it) for c in t[1]]
+    if kind == "namedtuple":
+        return t[1](*(_unflatten(c, it) for c in t[2]))
     return {k: _unflatten(c, it) for k, c in zip(t[1], t[2])}
 
 
