@@ -70,7 +70,8 @@ class Plan:
 
 
 def _is_fusible(ins: Instr) -> bool:
-    return ins.prim.kind in ("elementwise", "shape", "constant") or ins.prim.name == "gather"
+    return ins.prim.kind in ("elementwise", "shape", "constant", "random") or \
+        ins.prim.name == "gather"
 
 
 def _expr_ops(v: Value, buffers: set[Value], seen: set[Value], out: list[Instr],

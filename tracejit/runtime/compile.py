@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-import gc
+import threading
 import time
 import weakref
 from collections import namedtuple
@@ -17,7 +17,8 @@ from ..ir.passes import optimize
 from ..ir.printer import print_graph
 from ..ir.verify import verify
 from ..tracer.pytree import tree_flatten, tree_unflatten
-from ..tracer.state import STATE
+from ..tracer.rng import default_generator
+from ..tracer.state import STATE, note_reads
 from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced, arg_names, trace
 from .backend import get_backend
@@ -81,6 +82,16 @@ def _fast_key(args) -> tuple | None:
     return tuple(key), vals
 
 
+class _Flight:
+    """A compilation in progress: the thread doing it, and an event set when it ends."""
+
+    __slots__ = ("owner", "done")
+
+    def __init__(self, owner: int) -> None:
+        self.owner = owner
+        self.done = threading.Event()
+
+
 class Entry:
     """One compiled signature."""
 
@@ -91,11 +102,21 @@ class Entry:
         self.exe = exe
         self.captures = traced.captures
         self.cap_avals = [(c.shape, c.dtype) for c in traced.captures]
+        self.plain = not self.captures and not traced.guards    # nothing to check per call
         self.in_avals = graph.in_avals
         self.grad_cache: dict[tuple, tuple] = {}
+        self.grad_lock = threading.Lock()
         self.compile_s = compile_s
         self.single_out = traced.out_tree == ("leaf",)
         self.has_scalars = any(v.ndim == 0 for v in graph.inputs)
+        self.n_random = traced.n_random          # random ops: the graph's last two inputs
+        self.n_hidden = 2 if self.n_random else 0  # are the generator's seed and offset
+
+    def hidden_inputs(self) -> list[np.ndarray]:
+        """This call's seed and offset, advancing the device's generator past them."""
+        if not self.n_random:
+            return []
+        return default_generator(self.device).hidden_inputs(self.n_random)
 
     def fast_ok(self) -> bool:
         """Captures unchanged and none of them needs a gradient now."""
@@ -107,7 +128,7 @@ class Entry:
             if c._traced or c.shape != shape or c.dtype is not dtype:
                 return f"captured tensor cap{i} changed: {dtype.name}{list(shape)} -> " \
                        f"{c.dtype.name}{list(c.shape)}"
-        return None
+        return None if self.plain else self.traced.stale()
 
 
 class Lowered:
@@ -146,6 +167,9 @@ class CompiledFunction:
         self._fast: dict[tuple, Entry] = {}       # positional arrays only: a cheaper key
         self._last_key: tuple | None = None
         self.hits = self.misses = 0
+        # compilation is single-flight per key: one thread compiles, the others wait for it
+        self._lock = threading.Lock()
+        self._inflight: dict[tuple, _Flight] = {}
         _ALL.add(self)
 
     @property
@@ -217,36 +241,45 @@ class CompiledFunction:
 
     def _entry(self, args, kwargs):
         key, flat, static = self._key(args, kwargs)
-        entry = self._cache.get(key)
-        reason = None
-        if entry is not None:
-            reason = entry.stale_capture()
-            if reason is None:
-                self.hits += 1
-                return entry, flat
-        if log_enabled("recompiles"):        # naming what changed costs; only when asked
-            if reason is None and self._last_key is not None:
-                names = arg_names(self.fn, [a for i, a in enumerate(args) if i not in static],
-                                  {k: v for k, v in kwargs.items() if k not in static})
-                reason = self._explain(self._last_key, key, names)
-            if reason is not None:
-                log_recompile(self.name, reason)
-        self.misses += 1
-        t0 = time.perf_counter()
-        gc_was_on = gc.isenabled()
-        gc.disable()              # tracing makes many small cycles; collecting them mid-way costs
+        me = threading.get_ident()
+        while True:
+            with self._lock:
+                entry = self._cache.get(key)
+                reason = None
+                if entry is not None:
+                    reason = entry.stale_capture()
+                    if reason is None:
+                        self.hits += 1
+                        return entry, flat
+                flight = self._inflight.get(key)
+                if flight is None or flight.owner == me:   # the same thread again: no waiting
+                    flight = self._inflight[key] = _Flight(me)
+                    self.misses += 1
+                    break
+            flight.done.wait()          # then look again: its entry, or compile if it failed
         try:
+            if log_enabled("recompiles"):        # naming what changed costs; only when asked
+                if reason is None and self._last_key is not None:
+                    names = arg_names(self.fn, [a for i, a in enumerate(args) if i not in static],
+                                      {k: v for k, v in kwargs.items() if k not in static})
+                    reason = self._explain(self._last_key, key, names)
+                if reason is not None:
+                    log_recompile(self.name, reason)
+            t0 = time.perf_counter()
             device = self._device_for(flat)
             traced = self._trace(args, kwargs, static, device)
             graph = verify(optimize(traced.graph))
             dump("ir", self.name, lambda: print_graph(graph))
             exe = self._backend(device).compile(graph)
+            entry = Entry(traced, graph, exe, time.perf_counter() - t0, device)
+            with self._lock:
+                self._cache[key] = entry
+                self._last_key = key
         finally:
-            if gc_was_on:
-                gc.enable()
-        entry = Entry(traced, graph, exe, time.perf_counter() - t0, device)
-        self._cache[key] = entry
-        self._last_key = key
+            with self._lock:
+                if self._inflight.get(key) is flight:
+                    del self._inflight[key]
+            flight.done.set()
         return entry, flat
 
     def lower(self, *args, **kwargs) -> Lowered:
@@ -266,21 +299,24 @@ class CompiledFunction:
         if STATE.traces:                     # inside another trace: inline
             return self.fn(*args, **kwargs)
         key = None
-        if not kwargs and not self.static_argnums:
+        # (a checkpoint listening for, or standing in for, the tensors read takes the long way)
+        if not kwargs and not self.static_argnums and STATE.reads is None and not STATE.subst:
             fast = _fast_key(args)
             key, vals = fast if fast is not None else (None, None)
             entry = self._fast.get(key) if key is not None else None
-            if entry is not None and (not entry.captures or entry.fast_ok()):
+            if entry is not None and (entry.plain or entry.fast_ok()):
                 self.hits += 1
                 if entry.has_scalars:
                     vals = [np.asarray(a, v.dtype.np) if type(a) is not np.ndarray else a
                             for a, v in zip(vals, entry.graph.inputs)]
+                if entry.n_random:
+                    vals = vals + entry.hidden_inputs()
                 outs = entry.exe.run(vals)
                 if entry.single_out:
                     return Tensor(outs[0])
                 return tree_unflatten(entry.traced.out_tree, [Tensor(o) for o in outs])
         entry, flat = self._entry(args, kwargs)
-        if key is not None and len(entry.graph.inputs) == len(args):
+        if key is not None and len(entry.graph.inputs) == len(args) + entry.n_hidden:
             self._fast[key] = entry
         arrays = []
         for x, aval in zip(flat, entry.in_avals):
@@ -288,6 +324,12 @@ class CompiledFunction:
             arrays.append(d if is_gpu_array(d) else np.asarray(d, aval.dtype.np))
         arrays += [c._data for c in entry.captures]
         tensors = [x if isinstance(x, Tensor) else None for x in flat] + list(entry.captures)
+        hidden = entry.hidden_inputs()
+        arrays += hidden
+        tensors += [None] * len(hidden)
+        if STATE.subst:
+            tensors = [STATE.subst.get(id(t), t) for t in tensors]
+        note_reads(tensors)
         if STATE.grad_enabled and any(t is not None and t._requires_grad for t in tensors):
             outs = self._call_with_grad(entry, arrays, tensors)
         else:
@@ -298,19 +340,24 @@ class CompiledFunction:
         wrt = tuple(i for i, t in enumerate(tensors) if t is not None and t._requires_grad)
         parts = entry.grad_cache.get(wrt)
         if parts is None:
-            n_out = len(entry.graph.outputs)
-            joint = vjp_graph(entry.graph, wrt, self.name + "_vjp")
-            fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out)
-            dump("grad", self.name, lambda: print_graph(bwd))
-            backend = self._backend(entry.device)
-            parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)
-            entry.grad_cache[wrt] = parts
+            with entry.grad_lock:       # one thread compiles; the others find its result
+                parts = entry.grad_cache.get(wrt) or self._compile_grad(entry, wrt)
         fwd_exe, bwd_exe, n_out = parts
         res = fwd_exe.run(arrays)
         outs = [Tensor(o) for o in res[:n_out]]
         CompiledNode.record(self.name, entry.graph, outs, res[n_out:], bwd_exe, tensors, arrays,
                             wrt)
         return outs
+
+    def _compile_grad(self, entry: Entry, wrt: tuple) -> tuple:
+        n_out = len(entry.graph.outputs)
+        joint = vjp_graph(entry.graph, wrt, self.name + "_vjp")
+        fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out)
+        dump("grad", self.name, lambda: print_graph(bwd))
+        backend = self._backend(entry.device)
+        parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)
+        entry.grad_cache[wrt] = parts
+        return parts
 
     # -- transforms (tj.grad & co. of a compiled function) -----------------------------------------
     def _tj_transform(self, kind: str, argnums=0, has_aux: bool = False) -> "CompiledFunction":
@@ -381,7 +428,8 @@ class GradCompiledFunction(CompiledFunction):
         for kind, k in leaves:
             order.append(joint.outputs[n_out + k] if kind == "g" else joint.outputs[k])
         joint.outputs = order
-        return Traced(joint, out_tree, base.captures)
+        return Traced(joint, out_tree, base.captures, base.guards, base.n_random,
+                      bindings=base.bindings)
 
 
 def compile(fn: Callable | None = None, *, static_argnums=(), static_argnames=(),  # noqa: A001

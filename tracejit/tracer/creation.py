@@ -1,4 +1,5 @@
-"""Tensor constructors: tensor, zeros, ones, full, arange, linspace, *_like, random."""
+"""Tensor constructors: tensor, zeros, ones, full, arange, linspace, *_like (random ones:
+rng.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,6 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..runtime.devices import device as as_device, to_device
 from .tensor import Tensor
-
-_rng = np.random.default_rng(0)
 
 
 def _default_dtype(data) -> dt.DType:
@@ -92,25 +91,9 @@ def arange(start, stop=None, step=1, dtype=None, requires_grad: bool = False,
 
 
 def linspace(start, stop, num: int, dtype=None, device=None) -> Tensor:
-    return _new(np.linspace(start, stop, num).astype((dt.as_dtype(dtype or "f32")).np), device,
+    """`num` points from start to stop, computed in float64 and rounded once to `dtype`
+    (default float32), whatever the dtype of a tensor `start` or `stop`."""
+    ends = [np.float64(v._host("linspace()") if isinstance(v, Tensor) else v)
+            for v in (start, stop)]
+    return _new(np.linspace(*ends, num).astype((dt.as_dtype(dtype or "f32")).np), device,
                 False)
-
-
-def manual_seed(seed: int) -> None:
-    global _rng
-    _rng = np.random.default_rng(seed)
-
-
-def randn(*shape, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
-    d = dt.as_dtype(dtype or "f32")
-    return _new(_rng.standard_normal(_shape(shape)).astype(d.np), device, requires_grad)
-
-
-def rand(*shape, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
-    d = dt.as_dtype(dtype or "f32")
-    return _new(_rng.random(_shape(shape)).astype(d.np), device, requires_grad)
-
-
-def randint(low: int, high: int, size, dtype=None, device=None) -> Tensor:
-    d = dt.as_dtype(dtype or "i64")
-    return _new(_rng.integers(low, high, size).astype(d.np), device, False)

@@ -20,7 +20,7 @@ INLINE_CONST = 16
 def leaf_aval(x: Any) -> tuple[Aval, bool]:
     """The abstract value of an argument leaf, and whether it is a weak Python scalar."""
     if isinstance(x, Tensor):
-        x._concrete("passing a tensor to a compiled function")
+        x._concrete("passing a tensor to a compiled function", guard=False)
         return Aval(x.shape, x.dtype), False
     if isinstance(x, (bool, np.bool_)):
         return Aval((), dt.bool_), isinstance(x, bool)
@@ -36,13 +36,24 @@ def leaf_aval(x: Any) -> tuple[Aval, bool]:
 
 
 class TraceContext:
-    """An active trace: the graph being built and the eager tensors it captured."""
+    """An active trace: the graph being built and the eager tensors it captured.
+
+    Every eager tensor from outside the trace that an op reads is a capture: an extra graph
+    input that each call reads afresh (so in-place updates are seen and captures that require
+    grad get gradients). NumPy arrays met while tracing are captured the same way, by reference.
+    A capture's value read into Python (`.item()`, `.numpy()`, `bool()`) is a guard: the trace
+    depends on that value, so a call that finds it changed traces again."""
 
     def __init__(self, name: str, device=CPU) -> None:
         self.graph = Graph(name)
         self.device = device                  # what traced tensors report as their .device
         self.captures: list[Any] = []        # captured objects, in graph-input order
         self._cap_index: dict[int, Value] = {}
+        self.rng: tuple[Value, Value] | None = None   # hidden (seed, offset) inputs
+        self.n_random = 0                    # random ops so far: the next one's stream
+        self._arrays: dict[int, Tensor] = {}  # id(user ndarray) -> the tensor wrapping it
+        self.guards: list[tuple[Tensor, Any]] = []   # (capture, the value read from it)
+        self._guarded: set[int] = set()
 
     def __enter__(self) -> "TraceContext":
         STATE.traces.append(self)
@@ -70,14 +81,102 @@ class TraceContext:
             self.captures.append(t)
         return v
 
+    def lift_array(self, arr: np.ndarray) -> Tensor:
+        """A user's NumPy array met while tracing: a tensor sharing its memory, not born in
+        the trace, so that ops capture it as an input (never a copy that could go stale)."""
+        t = self._arrays.get(id(arr))
+        if t is None:
+            t = Tensor(arr)
+            t._born_in = None
+            self._arrays[id(arr)] = t     # also keeps arr alive, so its id stays unique
+        return t
+
+    def guard_read(self, t: Tensor) -> None:
+        """`t`'s value was read into Python while tracing: remember it (see the class doc)."""
+        if id(t) not in self._guarded:
+            self._guarded.add(id(t))
+            a = t._data
+            self.guards.append((t, np.array(a.get() if is_gpu_array(a) else a, copy=True)))
+
+    def random_stream(self) -> tuple[Value, Value, int]:
+        """For a random op: the graph's hidden seed and offset inputs (added on first use)
+        and the op's stream number, in trace order."""
+        if self.rng is None:
+            self.rng = (self.graph.add_input(Aval((), dt.i64), "rng_seed"),
+                        self.graph.add_input(Aval((), dt.i64), "rng_offset"))
+        self.n_random += 1
+        return self.rng[0], self.rng[1], self.n_random - 1
+
+
+def guard_changed(guards: list) -> str | None:
+    """Why a trace's guards no longer hold (a guarded capture's value changed), or None."""
+    for i, (t, seen) in enumerate(guards):
+        a = t._data
+        if isinstance(a, Value) or a.shape != seen.shape or a.dtype != seen.dtype:
+            return f"guarded capture {i} ({seen.dtype}{list(seen.shape)}) changed type or shape"
+        a = a.get() if is_gpu_array(a) else a
+        if not np.array_equal(a, seen, equal_nan=True):
+            return (f"the value of a captured tensor {seen.dtype}{list(seen.shape)} that the "
+                    f"function read into Python (.item(), .numpy(), bool(), ...) changed")
+    return None
+
 
 class Traced:
     """The result of tracing: the graph, how to rebuild outputs, and what was captured."""
 
-    def __init__(self, graph: Graph, out_tree, captures: list) -> None:
-        self.graph = graph                 # inputs: the flat arguments, then the captures
+    def __init__(self, graph: Graph, out_tree, captures: list, guards: list | None = None,
+                 n_random: int = 0, *, bindings: list | None = None) -> None:
+        self.n_random = n_random           # random ops: the offset advances by this per call
+        self.graph = graph                 # inputs: the flat arguments, then the captures,
+        #                                    then the hidden rng seed and offset if n_random
         self.out_tree = out_tree
         self.captures = captures
+        self.guards = guards or []         # see TraceContext.guard_read
+        self.bindings = bindings or []     # see capture_bindings
+
+    def stale(self) -> str | None:
+        """Why this trace no longer describes the function (its captures were rebound or a
+        value it read changed), or None. Captures' shapes and dtypes are the caller's check."""
+        return (bindings_changed(self.bindings) if self.bindings else None) or \
+            (guard_changed(self.guards) if self.guards else None)
+
+
+def capture_bindings(fn: Callable, captures: list) -> list[tuple[str, Any, str, Any]]:
+    """Where fn itself names a captured object, in a closure variable or a global:
+    (kind, cell or globals dict, name, object). A call that finds one of these names bound to
+    another object traces again instead of reading the old object."""
+    while hasattr(fn, "__wrapped__"):
+        fn = fn.__wrapped__
+    code = getattr(fn, "__code__", None)
+    if code is None or not captures:
+        return []
+    objs = {id(c): c for c in captures}
+    objs.update((id(c._data), c._data) for c in captures)     # a captured NumPy array
+    found = []
+    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
+        try:
+            value = cell.cell_contents
+        except ValueError:                 # an empty cell
+            continue
+        if id(value) in objs:
+            found.append(("closure variable", cell, name, value))
+    glob = getattr(fn, "__globals__", {})
+    for name in code.co_names:
+        value = glob.get(name)
+        if value is not None and id(value) in objs:
+            found.append(("global", glob, name, value))
+    return found
+
+
+def bindings_changed(bindings: list) -> str | None:
+    for kind, where, name, obj in bindings:
+        try:
+            now = where.get(name) if kind == "global" else where.cell_contents
+        except ValueError:
+            now = None
+        if now is not obj:
+            return f"captured {kind} '{name}' now names another object"
+    return None
 
 
 def _leaf_paths(x: Any, base: str) -> list[str]:
@@ -134,4 +233,7 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
                 o = Tensor(ctx.capture(o))
             outs.append(o._data)
     ctx.graph.outputs = outs
-    return Traced(ctx.graph, out_tree, ctx.captures)
+    if ctx.rng is not None:       # the hidden inputs go last, after the captures
+        ctx.graph.inputs = [v for v in ctx.graph.inputs if v not in ctx.rng] + list(ctx.rng)
+    return Traced(ctx.graph, out_tree, ctx.captures, ctx.guards, ctx.n_random,
+                  bindings=capture_bindings(fn, ctx.captures))
