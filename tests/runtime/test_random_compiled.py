@@ -231,3 +231,15 @@ def test_eager_cuda_draws_the_cpu_generators_numbers_from_its_own_state(monkeypa
     assert tj.get_rng_state("cuda") == (8, 1) and tj.get_rng_state("cpu") == (8, 0)
     c = tj.rand(3, 4)
     assert np.array_equal(g.cpu().numpy(), c.numpy())
+
+
+def test_checkpoint_recomputes_the_same_dropout_mask():
+    """checkpoint's backward runs fn again: it must draw the forward's numbers (PyTorch's
+    preserve_rng_state) and leave the generator where the program left it."""
+    x = tj.tensor(np.linspace(1, 2, 1000, dtype=np.float32), requires_grad=True)
+    y = tj.checkpoint(lambda v: tj.dropout(v * 2, 0.5), x)
+    state = tj.get_rng_state()
+    y.sum().backward()
+    assert tj.get_rng_state() == state
+    keep = (y.detach().numpy() != 0).astype(np.float32)
+    np.testing.assert_allclose(x.grad.numpy(), keep * 4, rtol=1e-6)

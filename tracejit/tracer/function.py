@@ -9,7 +9,8 @@ from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..runtime.devices import to_device
 from .autograd import Node, SavedTensor, grad as autograd_grad
-from .state import STATE, enable_grad, no_grad
+from .state import STATE, enable_grad, no_grad, note_reads, recording_reads, substituting
+from .rng import all_states, replaying
 from .tensor import Tensor
 
 
@@ -95,6 +96,7 @@ class Function:
     def apply(cls, *args):
         ctx = FunctionCtx()
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a._requires_grad for a in args)
+        note_reads([a for a in args if isinstance(a, Tensor)])      # (for a checkpoint)
         with no_grad():
             outs = cls.forward(ctx, *args)
         single = not isinstance(outs, tuple)
@@ -119,12 +121,17 @@ class Function:
 
 
 class CheckpointNode(Node):
-    """Backward of `checkpoint(fn, *args)`: runs fn again with gradients, then differentiates."""
+    """Backward of `checkpoint(fn, *args)`: runs fn again with gradients, then differentiates
+    with respect to every tensor needing grad that fn read: its arguments and what it reads
+    from its closure (parameters), found while the forward ran."""
 
-    def __init__(self, fn, args, kwargs) -> None:
-        super().__init__([a for a in args if isinstance(a, Tensor)])
+    def __init__(self, fn, args, kwargs, reads: list[Tensor]) -> None:
+        super().__init__(reads)
         self.fn, self.kwargs = fn, kwargs
-        self.args = [SavedTensor(a) if isinstance(a, Tensor) else a for a in args]
+        self.args = args
+        self.saved = [SavedTensor(t) for t in reads]
+        # made while an enclosing checkpoint recomputed: its stand-ins must apply again
+        self.outer_subst = STATE.subst
 
     def name(self) -> str:
         return "CheckpointFunctionBackward"
@@ -132,36 +139,42 @@ class CheckpointNode(Node):
     def apply(self, grads, create_graph):
         if self.freed:
             raise RuntimeError(self._freed_msg)
-        args = [a.unpack(self) if isinstance(a, SavedTensor) else a for a in self.args]
-        if create_graph:
-            inner = args
-        else:
-            inner = [Tensor(a._data, requires_grad=a._requires_grad) if isinstance(a, Tensor)
-                     else a for a in args]
-        with enable_grad():
-            out = self.fn(*inner, **self.kwargs)
-        wrt = [t for t in inner if isinstance(t, Tensor) and t._requires_grad]
-        gs = iter(autograd_grad([out], wrt, [grads[0]], create_graph=create_graph,
-                                allow_unused=True))
-        return [next(gs) if isinstance(a, Tensor) and a._requires_grad else None
-                for a in args if isinstance(a, Tensor)]
+        reads = [s.unpack(self) for s in self.saved]
+        if create_graph:                # differentiate through the originals' own history
+            inner, stand_ins = reads, {}
+        else:                           # fresh leaves stop the recomputed graph at fn's inputs
+            inner = [Tensor(t._data, requires_grad=True) for t in reads]
+            stand_ins = {id(t): s for t, s in zip(reads, inner)}
+        args = [stand_ins.get(id(a), a) if isinstance(a, Tensor) else a for a in self.args]
+        if self.outer_subst:          # original -> the enclosing stand-in -> ours
+            stand_ins = {**{k: stand_ins.get(id(v), v) for k, v in self.outer_subst.items()},
+                         **stand_ins}
+        with enable_grad(), substituting(stand_ins), replaying(getattr(self, "rng_states", None)):
+            out = self.fn(*args, **self.kwargs)
+        if not out._requires_grad:
+            return [None] * len(inner)
+        return list(autograd_grad([out], inner, [grads[0]], create_graph=create_graph,
+                                  allow_unused=True))
 
     def release(self) -> None:
         super().release()
-        self.args = None
+        self.args = self.saved = self.outer_subst = None
 
 
 def checkpoint(fn: Callable, *args, use_reentrant: bool | None = None, **kwargs):
-    """Run fn without keeping its activations; backward recomputes them."""
-    needs = STATE.grad_enabled and any(isinstance(a, Tensor) and a._requires_grad for a in args)
-    with no_grad():
+    """Run fn without keeping its activations; backward recomputes them. Gradients flow to
+    fn's arguments and to the tensors it reads from its closure, as in PyTorch."""
+    rng_states = all_states()           # the recomputation draws the same random numbers
+    with no_grad(), recording_reads() as rec:
         out = fn(*args, **kwargs)
-    if not needs:
+    reads = list({id(t): t for t in rec.tensors}.values())
+    if not STATE.grad_enabled or not reads:
         return out
     if not isinstance(out, Tensor):
         raise TypeError("checkpoint: fn must return a single Tensor")
     res = Tensor(out._data)
-    res.grad_fn, res._requires_grad = CheckpointNode(fn, args, kwargs), True
+    res.grad_fn, res._requires_grad = CheckpointNode(fn, args, kwargs, reads), True
+    res.grad_fn.rng_states = rng_states
     return res
 
 

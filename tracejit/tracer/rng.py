@@ -12,6 +12,7 @@ GPU are generated on the host and copied over.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 
@@ -119,6 +120,31 @@ def get_rng_state(device=None) -> tuple[int, int]:
 
 def set_rng_state(state: tuple[int, int], device=None) -> None:
     default_generator(device).set_state(state)
+
+
+def all_states() -> dict[str, tuple[int, int]]:
+    """Every device generator's (seed, offset), for `replaying`."""
+    default_generator("cpu")
+    with _GLOBAL_LOCK:
+        return {k: g.get_state() for k, g in _GENERATORS.items()}
+
+
+@contextlib.contextmanager
+def replaying(states: dict[str, tuple[int, int]] | None):
+    """Run a block with the generators back at `states` (from `all_states`), then put them
+    where they were: a recomputation (checkpoint's backward) draws the numbers the first run
+    drew, and the sequence the rest of the program sees does not change. None: as they are."""
+    if states is None:
+        yield
+        return
+    now = all_states()
+    for key in now:               # a generator made since then started from the default seed
+        default_generator(key).set_state(states.get(key, (_DEFAULT[0], 0)))
+    try:
+        yield
+    finally:
+        for key, state in now.items():
+            default_generator(key).set_state(state)
 
 
 # -- random tensors ------------------------------------------------------------------------------
