@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..ir.core import Aval, user_location
+from ..ir.core import Aval, Value, user_location
 from .state import set_grad_enabled
 from .tensor import Tensor
 
@@ -36,6 +36,7 @@ class Node:
     """A backward function of the graph (PyTorch's grad_fn)."""
 
     n_outputs = 1
+    fwd_loc: tuple | None = None     # (graph, file:line) of a traced forward op
     _freed_msg = ("Trying to backward through the graph a second time (or directly access saved "
                   "tensors after they have already been freed). Saved intermediate values of the "
                   "graph are freed when you call .backward() or autograd.grad(). Specify "
@@ -76,16 +77,31 @@ class PrimNode(Node):
         self.prim, self.params = prim, params
         self.in_avals = [(a._data.shape, a.dtype) for a in args]
         self.need = tuple(a._requires_grad for a in args)
-        saves = prim.saves
+        if type(out._data) is Value:     # traced: the backward IR gets the op's line
+            self.fwd_loc = (out._data.graph, out._data.producer.loc)
+        saves, save_out = prim.saved_for(self.need)
         self.saved = [SavedTensor(a) if i in saves else None for i, a in enumerate(args)]
-        self.saved_out = SavedTensor(out) if prim.save_out else None
+        self.saved_out = SavedTensor(out) if save_out else None
+        # a node that keeps nothing alive can run again after backward, as in PyTorch
+        self.keeps_saved = bool(saves) or save_out
         self._name = None
+        self._scalar_arg: int | None = None
 
     @classmethod
     def record(cls, prim, params, args, out: Tensor) -> None:
         out.grad_fn = cls(prim, params, args, out)
         out._requires_grad = True
         out._out_idx = 0
+
+    def scalar_operand(self, i: int) -> None:
+        """Operand i was a Python number. Where PyTorch has a Scalar overload for it (5 - t,
+        t ** 2, 2 ** t), the node takes that overload's name and has no edge for the number."""
+        name = self.prim.scalar_overloads.get(i)
+        if name is None:
+            return
+        self._name = name
+        self._scalar_arg = i
+        self.next_functions = tuple(e for k, e in enumerate(self.next_functions) if k != i)
 
     def name(self) -> str:
         if self._name is None:
@@ -94,13 +110,16 @@ class PrimNode(Node):
         return self._name
 
     def apply(self, grads, create_graph):
-        if self.freed:
+        if self.freed and self.keeps_saved:
             raise RuntimeError(self._freed_msg)
         ins = [s.unpack(self) if s is not None else Aval(*av)
                for s, av in zip(self.saved, self.in_avals)]
         out = self.saved_out.unpack(self) if self.saved_out is not None else None
         res = self.prim.vjp(grads[0], ins, out, self.params, self.need)
-        return [r if n else None for r, n in zip(res, self.need)]
+        res = [r if n else None for r, n in zip(res, self.need)]
+        if self._scalar_arg is not None:
+            del res[self._scalar_arg]
+        return res
 
     def release(self) -> None:
         super().release()
@@ -159,6 +178,37 @@ def _walk(roots: list[Node]) -> tuple[list[Node], dict[Node, int]]:
     return order, deps
 
 
+def _prune(order: list[Node], target_nodes: set[int]) -> tuple[set[int], set[int]]:
+    """(the nodes on a path to a target, the nodes among them to execute), as node ids.
+
+    Like PyTorch's engine, autograd.grad and backward(inputs=...) run, and free, only the nodes
+    with a target below them; a target's own node runs only when another target is below it.
+    So grad(f, x) then grad(f, z) works when the two paths share no node that saved values."""
+    reach: set[int] = set()
+    runs: set[int] = set()
+    for node in order:                   # post-order: a node's inputs come before it
+        if any(n is not None and id(n) in reach for n, _ in node.next_functions):
+            runs.add(id(node))
+            reach.add(id(node))
+        elif id(node) in target_nodes:
+            reach.add(id(node))
+    return reach, runs
+
+
+def _apply(node: Node, grads: list, create_graph: bool) -> list:
+    """node.apply; while tracing, the IR it emits carries the forward op's file:line (as the
+    reverse-mode IR transform does), not the line of the call that started the trace."""
+    if node.fwd_loc is None:
+        return node.apply(grads, create_graph)
+    graph, loc = node.fwd_loc
+    prev = graph.loc_override
+    graph.loc_override = loc
+    try:
+        return node.apply(grads, create_graph)
+    finally:
+        graph.loc_override = prev
+
+
 def _run_hooks(hooks, g):
     for h in list(hooks or ()):
         r = h(g)
@@ -204,17 +254,19 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
     order, deps = _walk(roots)
 
     targets: dict[tuple[int, int], Tensor] = {}
-    needed = None
+    runs = None                 # the nodes to execute; None: all of them
     if inputs is not None:
         for t in inputs:
             node = t.grad_fn if t.grad_fn is not None else accumulate_node(t)
             targets[(id(node), t._out_idx if t.grad_fn is not None else 0)] = t
-        target_nodes = {k[0] for k in targets}
-        needed = set()
-        for node in order:                # children come before parents in post-order
-            if id(node) in target_nodes or any(n is not None and id(n) in needed
-                                               for n, _ in node.next_functions):
-                needed.add(id(node))
+        reach, runs = _prune(order, {k[0] for k in targets})
+        deps = {}
+        for node in order:
+            if id(node) in runs:
+                for nxt, _ in node.next_functions:
+                    if nxt is not None and id(nxt) in reach:
+                        deps[nxt] = deps.get(nxt, 0) + 1
+        roots = [r for r in roots if id(r) in reach]
     captured: dict[int, Tensor] = {}
 
     ready = [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
@@ -241,18 +293,19 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
             if isinstance(node, AccumulateGrad):
                 t = node.variable
                 g = grads[0]
-                if g is not None and accumulate and (needed is None or id(node) in needed):
+                if g is not None and accumulate:
                     _accumulate_leaf(t, _run_hooks(t._hooks, g), create_graph)
                 continue
-            off_path = needed is not None and id(node) not in needed
-            if off_path or all(g is None for g in grads):
+            if runs is not None and id(node) not in runs:
+                continue            # an input of autograd.grad whose own inputs are not wanted
+            if all(g is None for g in grads):
                 results = [None] * len(node.next_functions)
             else:
-                results = node.apply(grads, create_graph)
+                results = _apply(node, grads, create_graph)
                 if not retain_graph:
                     node.release()
             for (nxt, idx), g in zip(node.next_functions, results):
-                if nxt is None:
+                if nxt is None or (runs is not None and id(nxt) not in reach):
                     continue
                 if g is not None:
                     buf = buffers.setdefault(nxt, [None] * nxt.n_outputs)

@@ -11,11 +11,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..ir.core import user_location
+from ..ir.primitives import zeros_like
 from . import ops
 from .autograd import Node, grad as autograd_grad
 from .pytree import tree_flatten, tree_unflatten
 from .state import enable_grad
-from .tensor import Tensor
+from .tensor import Tensor, lift
 
 
 class AliasNode(Node):
@@ -35,6 +36,7 @@ def _fresh(x) -> Tensor:
         if not x.dtype.is_float:
             raise TypeError(f"grad: differentiated arguments must be floating point, got "
                             f"{x.dtype.name} (at {user_location()})")
+    x = lift(x)                     # inside a trace, a capture is an input, not a constant
     if not x.dtype.is_float:
         raise TypeError(f"grad: differentiated arguments must be floating point, got "
                         f"{x.dtype.name}{list(x.shape)} (at {user_location()})")
@@ -76,6 +78,12 @@ def _scalar_out(out, name: str) -> Tensor:
     return out
 
 
+def _zeros(t: Tensor) -> Tensor:
+    """The gradient with respect to an argument the result does not depend on: zeros of its
+    shape, dtype and device (not t * 0, which is NaN where t is inf or NaN)."""
+    return zeros_like(t.detach())
+
+
 def _grads(out: Tensor, wrt, trees, ct=None):
     flat = [t for group in wrt for t in group]
     nested = any(t.grad_fn is not None for t in flat)
@@ -84,9 +92,18 @@ def _grads(out: Tensor, wrt, trees, ct=None):
     else:
         gs = autograd_grad([out], flat, None if ct is None else [ct], retain_graph=nested,
                            create_graph=nested, allow_unused=True)
-    gs = [g if g is not None else ops.mul(t.detach(), 0.0) for g, t in zip(gs, flat)]
+    gs = [g if g is not None else _zeros(t) for g, t in zip(gs, flat)]
     it = iter(gs)
     return [tree_unflatten(tree, [next(it) for _ in group]) for tree, group in zip(trees, wrt)]
+
+
+def _named(wrapper: Callable, kind: str, fn: Callable) -> Callable:
+    """`kind_fn`, as the transform of a compiled function is named: tj.compile(tj.grad(f))
+    then names its graph grad_f, not f."""
+    name = getattr(fn, "__name__", "f")
+    wrapper.__name__ = f"{kind}_{name}"
+    wrapper.__qualname__ = f"{kind}_{getattr(fn, '__qualname__', name)}"
+    return wrapper
 
 
 def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False):
@@ -106,7 +123,7 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
         gs = gs[0] if isinstance(argnums, int) else tuple(gs)
         value = out if any(t.grad_fn is not None for g in wrt for t in g) else out.detach()
         return ((value, aux) if has_aux else value), gs
-    return wrapper
+    return _named(wrapper, "value_and_grad", fn)
 
 
 def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False):
@@ -119,7 +136,7 @@ def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False):
     def wrapper(*args, **kwargs):
         res, gs = vg(*args, **kwargs)
         return (gs, res[1]) if has_aux else gs
-    return wrapper
+    return _named(wrapper, "grad", fn)
 
 
 def vjp(fn: Callable, *primals, has_aux: bool = False):
@@ -160,18 +177,18 @@ def jacobian(fn: Callable, argnums: int | Sequence[int] = 0):
                 gs = autograd_grad([flat_out[r]], flat, retain_graph=True, create_graph=nested,
                                    allow_unused=True)
             for j, (g, t) in enumerate(zip(gs, flat)):
-                rows[j].append(g if g is not None else ops.mul(t.detach(), 0.0))
-        jacs = [ops.reshape(ops.stack(rs) if rs else ops.as_tensor(np.zeros((0,) + t.shape,
-                                                                             t.dtype.np)),
+                rows[j].append(g if g is not None else _zeros(t))
+        jacs = [ops.reshape(ops.stack(rs) if rs else
+                            ops.as_tensor(np.zeros((0,) + t.shape, t.dtype.np), const=True),
                             out.shape + t.shape) for rs, t in zip(rows, flat)]
         it = iter(jacs)
         res = [tree_unflatten(tree, [next(it) for _ in g]) for tree, g in zip(trees, wrt)]
         return res[0] if isinstance(argnums, int) else tuple(res)
-    return wrapper
+    return _named(wrapper, "jacobian", fn)
 
 
 def hessian(fn: Callable, argnums: int | Sequence[int] = 0):
     """The Jacobian of the gradient."""
     if hasattr(fn, "_tj_transform"):
         return fn._tj_transform("hessian", argnums=argnums)
-    return jacobian(grad(fn, argnums), argnums)
+    return _named(jacobian(grad(fn, argnums), argnums), "hessian", fn)
