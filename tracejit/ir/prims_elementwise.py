@@ -2,8 +2,10 @@
 broadcasts and casts), so every rule here is shape-preserving.
 
 Subgradients at kinks (documented in the README): abs'(0) = 0, sign' = 0, maximum/minimum
-split the gradient evenly on ties, sqrt'(0) = inf (as PyTorch), where sends the gradient to
-the chosen branch only, comparisons have no gradient.
+split the gradient evenly on ties (and give it whole to both operands where one is NaN, as
+PyTorch), sqrt'(0) = inf (as PyTorch), where sends the gradient to the chosen branch only,
+comparisons have no gradient. NaN propagates through maximum/minimum (NumPy's rule); sign(NaN)
+is 0 (PyTorch's).
 """
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import numpy as np
 
 from . import dtypes as dt
 from .core import Aval
-from .primitives import (P, Primitive, cast, cos, div, eq, gt, log, lt, mul, neg, op_error,
-                         pow_, sign, sin, sub, where)
+from .primitives import (P, Primitive, cast, cos, div, eq, ge, gt, log, lt, mul, neg,
+                         op_error, pow_, sign, sin, sub, where)
 
 
 def _same(name: str, avals: list[Aval], float_only: bool = False) -> Aval:
@@ -65,10 +67,18 @@ _elementwise("sqrt", lambda x: np.sqrt(x), lambda g, i, o, p, n: [div(mul(g, 0.5
              save_out=True, float_only=True, arity=1)
 _elementwise("abs", lambda x: np.abs(x), lambda g, i, o, p, n: [mul(g, sign(i[0]))],
              saves=(0,), arity=1)
-_elementwise("sign", lambda x: np.sign(x), lambda g, i, o, p, n: [None], arity=1,
+def _impl_sign(x):
+    """PyTorch's sign: NaN and -0.0 give +0.0 (NumPy's gives NaN and -0.0), so abs'(NaN) = 0."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f" and x.dtype not in dt.HALF_NP:
+        return np.sign(x)
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
+_elementwise("sign", _impl_sign, lambda g, i, o, p, n: [None], arity=1,
              scalar=lambda sb, x: sb.select(sb.gt(x, sb.const(0, x)), sb.const(1, x),
                                             sb.select(sb.lt(x, sb.const(0, x)),
-                                                      sb.const(-1, x), x)))
+                                                      sb.const(-1, x), sb.const(0, x))))
 
 
 _elementwise("stop_gradient", lambda x: x, lambda g, i, o, p, n: [None], arity=1,
@@ -90,10 +100,14 @@ def _impl_cast(x, dtype):
     if x.dtype in dt.HALF_NP and dtype.is_int:
         x = x.astype(np.float32)
     if x.dtype.kind == "f" and dtype.is_int:
-        info = np.iinfo(dtype.np)
-        x = np.clip(np.nan_to_num(x, nan=0.0, posinf=info.max, neginf=info.min),
-                    info.min, info.max)
-        return np.where(x >= float(info.max), info.max, x.astype(np.float64)).astype(dtype.np)
+        # the int range is [-2**(b-1), 2**(b-1)): both bounds are exact in float64, while
+        # float(info.max) rounds up to 2**63 and would overflow the final conversion
+        info, f = np.iinfo(dtype.np), x.astype(np.float64)
+        high, low = f >= -float(info.min), f < float(info.min)
+        out = np.where(high | low | np.isnan(f), 0.0, f).astype(dtype.np)
+        out[high] = info.max
+        out[low] = info.min
+        return out
     return x.astype(dtype.np)
 
 
@@ -123,9 +137,13 @@ def _vjp_pow(g, ins, out, params, need):
     gx = gy = None
     if need[0]:   # PyTorch's convention: zero where the exponent is zero
         gx = where(eq(y, 0.0), 0.0, mul(g, mul(y, pow_(x, sub(y, 1.0)))))
-    if need[1]:   # and zero where the base is zero and the exponent non-negative
-        safe = where(eq(x, 0.0), 1.0, x)
-        gy = where(eq(x, 0.0), 0.0, mul(g, mul(out, log(safe))))
+    if need[1]:   # and zero where the base is zero and the exponent non-negative; a zero
+        # base with a negative exponent gives out * log(0) = -inf (or +inf for -0.0 and odd
+        # exponents), as PyTorch
+        zero = eq(x, 0.0)
+        masked = where(zero, ge(y, 0.0), zero)
+        safe = where(masked, 1.0, x)      # keeps log's own gradient finite where masked
+        gy = where(masked, 0.0, mul(g, mul(out, log(safe))))
     return [gx, gy]
 
 
@@ -134,19 +152,21 @@ _elementwise("pow", lambda x, y: np.power(x, y), _vjp_pow, saves=(0, 1), save_ou
              node_name=lambda p, a, r: "PowBackward1" if r[1] else "PowBackward0")
 
 
-def _vjp_minmax(pick):
+def _vjp_minmax(loses):
+    # PyTorch's rule: an operand gets nothing where it loses, half on a tie and all of the
+    # gradient otherwise, so where either operand is NaN (the NaN wins) both get all of it
     def vjp(g, ins, out, params, need):
         x, y = ins
         half = mul(g, 0.5)
-        gx = where(pick(x, y), g, where(eq(x, y), half, 0.0))
-        gy = where(pick(y, x), g, where(eq(x, y), half, 0.0))
+        gx = where(loses(x, y), 0.0, where(eq(x, y), half, g))
+        gy = where(loses(y, x), 0.0, where(eq(x, y), half, g))
         return [gx, gy]
     return vjp
 
 
-_elementwise("maximum", lambda x, y: np.maximum(x, y), _vjp_minmax(gt), saves=(0, 1),
+_elementwise("maximum", lambda x, y: np.maximum(x, y), _vjp_minmax(lt), saves=(0, 1),
              scalar=lambda sb, x, y: sb.max(x, y))
-_elementwise("minimum", lambda x, y: np.minimum(x, y), _vjp_minmax(lt), saves=(0, 1),
+_elementwise("minimum", lambda x, y: np.minimum(x, y), _vjp_minmax(gt), saves=(0, 1),
              scalar=lambda sb, x, y: sb.min(x, y))
 
 for _name, _fn in (("lt", np.less), ("le", np.less_equal), ("gt", np.greater),

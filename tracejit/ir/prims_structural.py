@@ -60,8 +60,16 @@ def _in_float32(fn):
     return impl
 
 
-P.register(Primitive("sum", "reduce", _infer_reduce,
-                     _in_float32(lambda x, axes: np.sum(x, axis=axes, dtype=x.dtype)),
+def _impl_sum(x, axes):
+    """The accumulation rule, the same on every axis and every backend: float32 sums accumulate
+    in float64 and round once (16-bit floats reach here as float32, see `_in_float32`); float64
+    and integer sums accumulate in their own type."""
+    if x.dtype == np.float32:
+        return np.sum(x, axis=axes, dtype=np.float64).astype(np.float32)
+    return np.sum(x, axis=axes, dtype=x.dtype)
+
+
+P.register(Primitive("sum", "reduce", _infer_reduce, _in_float32(_impl_sum),
                      vjp=_vjp_sum, params={"axes": "ints"}, arity=1,
                      node_name=_sum_node))
 P.register(Primitive("max", "reduce", _infer_reduce, lambda x, axes: np.max(x, axis=axes),
