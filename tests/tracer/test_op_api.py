@@ -150,3 +150,119 @@ def test_max_namedtuple_is_a_pytree_of_a_compiled_function():
     assert type(got["m"]).__name__ == "ValuesIndices"
     _same(got["m"].values, x.max(1))
     assert (_np(got["n"].indices) == x.argmin(0)[None]).all()
+
+
+# -- edge cases that used to crash -----------------------------------------------------------
+def test_compiled_cat_of_empty_tensors():
+    e = np.zeros((0, 3), np.float32)
+    assert tj.compile(lambda a, b: tj.cat([a, b]))(e, e).shape == (0, 3)
+    assert tj.compile(lambda a, b: tj.cat([a, b * 2], 1))(e, e).shape == (0, 6)
+    x = np.ones((2, 3), np.float32)
+    _same(tj.compile(lambda a, b: tj.cat([a, b, a]))(e, x), np.concatenate([e, x, e]))
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "amax", "amin"])
+def test_reductions_of_a_0d_tensor_accept_dim_minus_one(op):
+    want = getattr(torch, op)(torch.tensor(2.5), dim=-1)
+    _same(getattr(tj, op)(tj.tensor(2.5), dim=-1), want)
+    _same(tj.compile(lambda a: getattr(tj, op)(a, dim=-1))(np.float32(2.5)), want)
+    _same(getattr(tj, op)(tj.tensor(2.5), dim=0, keepdim=True), want)
+    with pytest.raises(IndexError, match=f"{op}: axis 1 is out of range"):
+        getattr(tj, op)(tj.tensor(2.5), dim=1)
+
+
+def test_transpose_of_a_0d_tensor():
+    s = tj.tensor(4.0)
+    for a, b in ((0, 0), (-1, 0), (0, -1)):
+        assert s.transpose(a, b).item() == torch.tensor(4.0).transpose(a, b).item()
+        assert tj.compile(lambda v: tj.transpose(v, a, b))(np.float32(4)).item() == 4.0
+    with pytest.raises(IndexError, match="transpose: axis 1 is out of range"):
+        s.transpose(0, 1)
+    x = np.arange(6.0).reshape(2, 3)
+    _same(tj.tensor(x).transpose(-1, 0), x.T)
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "logsumexp"])
+def test_softmax_family_over_an_empty_axis(fn):
+    x = np.zeros((2, 0), np.float32)
+    want = getattr(torch, fn)(torch.tensor(x), 1)
+    _same(getattr(tj, fn)(tj.tensor(x), 1), want)
+    _same(tj.compile(lambda a: getattr(tj, fn)(a, 1))(x), want)
+    y = np.zeros((0, 3), np.float32)            # an empty batch of non-empty rows
+    _same(getattr(tj, fn)(tj.tensor(y), 1), getattr(torch, fn)(torch.tensor(y), 1))
+
+
+def test_negative_padding_crops_like_torch():
+    x = np.arange(20, dtype=np.float32).reshape(4, 5)
+    # tracejit takes NumPy's ((lo, hi), ...) per axis; torch's F.pad the last axis first
+    ours, theirs = ((-1, 2), (1, -3)), (1, -3, -1, 2)
+    xt = torch.tensor(x, requires_grad=True)
+    want = F.pad(xt, theirs, value=7.0)
+    (want * want).sum().backward()
+    xj = tj.tensor(x, requires_grad=True)
+    got = tj.pad(xj, ours, value=7.0)
+    (got * got).sum().backward()
+    _same(got, want)
+    _same(xj.grad, xt.grad)
+    _same(tj.compile(lambda a: tj.pad(a, ours, value=7.0))(x), want)
+    _same(tj.grad(tj.compile(lambda a: (tj.pad(a, ours) ** 2).sum()))(x),
+          torch.autograd.grad((F.pad(xt, theirs) ** 2).sum(), xt)[0])
+    with pytest.raises(ValueError, match=r"pad: padding .* crops more than all of f32\[4, 5\]"):
+        tj.pad(tj.tensor(x), ((-3, -2), (0, 0)))
+
+
+# -- keyword arguments PyTorch code passes -----------------------------------------------------
+def test_add_and_sub_take_alpha():
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    for op in ("add", "sub"):
+        at, bt = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+        getattr(torch, op)(at, bt, alpha=2.5).sum().backward()
+        aj, bj = tj.tensor(a, requires_grad=True), tj.tensor(b, requires_grad=True)
+        got = getattr(aj, op)(bj, alpha=2.5)
+        _same(got, getattr(torch, op)(torch.tensor(a), torch.tensor(b), alpha=2.5))
+        got.sum().backward()
+        _same(aj.grad, at.grad)
+        _same(bj.grad, bt.grad)
+        _same(tj.compile(lambda u, v: getattr(tj, op)(u, v, alpha=-3))(a, b),
+              getattr(torch, op)(torch.tensor(a), torch.tensor(b), alpha=-3))
+    assert tj.add(tj.tensor([1, 2]), 3, alpha=2).numpy().tolist() == [7, 8]
+    with pytest.raises(TypeError, match="alpha must be a number"):
+        tj.add(tj.tensor([1.0]), 1.0, alpha="2")
+
+
+def test_softmax_and_log_softmax_take_dtype():
+    x = np.array([[1, 2, 3], [0, 0, 5]], np.int64)
+    for fn in ("softmax", "log_softmax"):
+        want = getattr(torch, fn)(torch.tensor(x), 1, dtype=torch.float64)
+        got = getattr(tj, fn)(tj.tensor(x), 1, dtype=tj.float64)
+        assert got.dtype is tj.float64
+        _same(got, want, rtol=1e-12)
+        got = getattr(tj.tensor(x.astype(np.float32)), fn)(dim=0, dtype=tj.float64)
+        assert got.dtype is tj.float64
+
+
+def test_conversions_take_memory_format():
+    x = tj.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    pf = torch.preserve_format
+    for conv, dtype in (("float", tj.float32), ("double", tj.float64), ("half", tj.float16),
+                        ("int", tj.int32), ("long", tj.int64), ("bool", tj.bool_),
+                        ("bfloat16", tj.bfloat16)):
+        assert getattr(x, conv)(memory_format=pf).dtype is dtype
+    assert x.to(tj.float64, memory_format=torch.contiguous_format).dtype is tj.float64
+    _same(x.clone(memory_format=pf), x)
+    _same(x.contiguous(memory_format=torch.contiguous_format), x)
+
+
+def test_softplus_takes_beta_and_threshold():
+    x = np.array([-30.0, -2.0, -0.1, 0.0, 0.3, 2.0, 4.9, 5.1, 30.0], np.float32)
+    for kw in ({}, {"beta": 2.0}, {"beta": 0.5, "threshold": 1.0}, {"threshold": 5.0}):
+        xt = torch.tensor(x, requires_grad=True)
+        want = F.softplus(xt, **kw)
+        want.sum().backward()
+        xj = tj.tensor(x, requires_grad=True)
+        got = tj.softplus(xj, **kw)
+        got.sum().backward()
+        _same(got, want)
+        _same(xj.grad, xt.grad)
+        _same(tj.compile(lambda a: tj.softplus(a, **kw))(x), want)

@@ -122,9 +122,10 @@ def _class_targets(x, logp, target, wb, cdim, ignore_index, reduction, eps):
     n_classes = x.shape[cdim]
     _check_targets(target, n_classes, ignore_index)
     t = ops.cast(target, dt.i64)
-    where = [1] * x.ndim
-    where[cdim] = n_classes
-    classes = ops.as_tensor(np.arange(n_classes, dtype=np.int64).reshape(where), like=x)
+    cshape = [1] * x.ndim
+    cshape[cdim] = n_classes
+    classes = ops.as_tensor(np.arange(n_classes, dtype=np.int64).reshape(cshape), like=x,
+                            const=True)
     onehot = ops.eq(ops.unsqueeze(t, cdim), classes)
     valid = ops.ne(t, ignore_index)
     # where, not a product with the one-hot: a -inf log-probability elsewhere must not leak

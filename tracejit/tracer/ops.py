@@ -323,7 +323,7 @@ def _extreme(op: str, x, axis, keepdims, dim, keepdim):
     x = as_tensor(x)
     if x.dtype is dt.bool_:
         x = cast(x, dt.i64)
-    axes = _axes(x, axis, dim, op)
+    axes = _axes(x, axis, dim, "a" + op)
     return _keep(x, bind(P.get(op), x, axes=axes), axes, _kd(keepdims, keepdim))
 
 

@@ -66,9 +66,9 @@ def _arg(op: str, x: Tensor, d: int) -> Tensor:
     hit = ops.eq(x, extreme)
     if x.dtype.is_float:
         hit = ops.logical_or(hit, ops.ne(x, x))
-    where = [1] * x.ndim
-    where[d] = n
-    iota = ops.as_tensor(np.arange(n, dtype=np.int64).reshape(where), like=x)
+    shape = [1] * x.ndim
+    shape[d] = n
+    iota = ops.as_tensor(np.arange(n, dtype=np.int64).reshape(shape), like=x, const=True)
     pos = ops.where(hit, ops.broadcast_to(iota, x.shape), n)
     return ops.amin(pos, d)
 
@@ -84,7 +84,7 @@ def _values_at(x, idx, d: int, op: str):
     xm = ops.permute(x, [a for a in range(x.ndim) if a != d] + [d])
     n = x.shape[d]
     rows = math.prod(idx.shape)
-    base = ops.as_tensor(np.arange(rows, dtype=np.int64) * n, like=x)
+    base = ops.as_tensor(np.arange(rows, dtype=np.int64) * n, like=x, const=True)
     flat = ops.add(base, ops.reshape(ops.cast(idx, dt.i64), (rows,)))
     picked = bind(P.gather, ops.reshape(xm, (rows * n,)), flat, axis=0)
     return ops.reshape(picked, idx.shape)
