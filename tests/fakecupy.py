@@ -70,7 +70,12 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         raise TypeError(_HOST_ERR)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return _wrap(getattr(ufunc, method)(*_unwrap(inputs), **_unwrap(kwargs)))
+        # CuPy's __array_ufunc__ forwards plain calls only: `np.add.at(a, i, v)` and the other
+        # ufunc methods return NotImplemented, so NumPy raises TypeError (seen on an H200);
+        # CuPy's spelling of np.add.at is `a.scatter_add(i, v)` (cupyx.scatter_add)
+        if method != "__call__":
+            return NotImplemented
+        return _wrap(ufunc(*_unwrap(inputs), **_unwrap(kwargs)))
 
     def __array_function__(self, func, types, args, kwargs):
         return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
@@ -104,6 +109,10 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
 
     def __getitem__(self, key):
         return _wrap(self._a[_unwrap(key)])
+
+    def scatter_add(self, slices, value) -> None:
+        """np.add.at on the device: repeated indices accumulate."""
+        np.add.at(self._a, _unwrap(slices), _unwrap(value))
 
     def __setitem__(self, key, value):
         self._a[_unwrap(key)] = _unwrap(value)

@@ -25,20 +25,30 @@ def op_error(name: str, msg: str, cls: type = ValueError) -> Exception:
 # kinds: "elementwise", "reduce", "shape", "index", "matmul", "constant"
 class Primitive:
     def __init__(self, name: str, kind: str, infer: Callable, impl: Callable, *,
-                 vjp: Callable | None = None, saves: Sequence[int] = (), save_out: bool = False,
+                 vjp: Callable | None = None, saves: Sequence[int] | Callable = (),
+                 save_out: bool | Callable = False,
                  scalar: Callable | None = None, params: dict[str, str] | None = None,
-                 node_name: str | Callable | None = None, arity: int | None = None) -> None:
+                 node_name: str | Callable | None = None, arity: int | None = None,
+                 scalar_overloads: dict[int, str] | None = None) -> None:
         self.name = name
         self.kind = kind
         self.infer_rule = infer
         self.impl = impl
         self.vjp = vjp                      # (g, ins, out, params, need) -> list[cotangent|None]
-        self.saves = tuple(saves)           # inputs whose values the VJP rule reads
-        self.save_out = save_out            # whether the VJP rule reads the output
+        # What the VJP rule reads, so the eager engine keeps exactly that alive (and checks it
+        # for in-place changes): the inputs `saves` names and, with `save_out`, the output.
+        # Either may be a function of `need` (which operands want a gradient): x / 2 needs
+        # only the divisor, as in PyTorch, so changing the quotient in place stays legal.
+        self.saves = saves if callable(saves) else tuple(saves)
+        self.save_out = save_out
         self.scalar = scalar                # (sb, *scalars, **params) -> scalar, elementwise only
         self.param_types = params or {}     # name -> "ints" | "int" | "dtype" | "array" | "bool"
         self.node_name = node_name or (name.capitalize() + "Backward0")
         self.arity = arity
+        # operand index -> PyTorch's node name when that operand is a Python number: torch
+        # then calls its Scalar overload, whose node has no edge for the number (5 - t is
+        # RsubBackward1 with one edge, t ** 2 is PowBackward0)
+        self.scalar_overloads = scalar_overloads or {}
 
     def __repr__(self) -> str:
         return f"<prim {self.name}>"
@@ -69,6 +79,12 @@ class Primitive:
         if self.arity is not None and len(avals) != self.arity:
             raise op_error(self.name, f"takes {self.arity} operands, got {len(avals)}", TypeError)
         return self.infer_rule(self.name, avals, **params)
+
+    def saved_for(self, need: Sequence[bool]) -> tuple[tuple[int, ...], bool]:
+        """(the inputs the VJP rule reads, whether it reads the output) for this `need`."""
+        saves = self.saves(need) if callable(self.saves) else self.saves
+        save_out = self.save_out(need) if callable(self.save_out) else self.save_out
+        return tuple(saves), bool(save_out)
 
     def torch_node_name(self, params: dict, in_avals: list[Aval], requires: Sequence[bool]) -> str:
         """The name PyTorch gives this op's backward node (AddBackward0, ...)."""

@@ -41,12 +41,14 @@ def _infer_cmp(name, avals):
 
 
 def _elementwise(name: str, impl, vjp=None, *, saves=(), save_out=False, float_only=False,
-                 infer=None, arity=None, scalar=None, params=None, node_name=None) -> Primitive:
+                 infer=None, arity=None, scalar=None, params=None, node_name=None,
+                 scalar_overloads=None) -> Primitive:
     def default_scalar(sb, *xs, **p):
         return getattr(sb, name)(*xs)
     return P.register(Primitive(
         name, "elementwise", infer or _infer(float_only), impl, vjp=vjp, saves=saves,
         save_out=save_out, scalar=scalar or default_scalar, params=params, node_name=node_name,
+        scalar_overloads=scalar_overloads,
         arity=arity if arity is not None else impl.__code__.co_argcount if hasattr(impl, "__code__") else None))
 
 
@@ -117,19 +119,35 @@ _elementwise("cast", _impl_cast, _vjp_cast, infer=_infer_cast,
 
 # -- binary -----------------------------------------------------------------------------------
 _elementwise("add", lambda x, y: np.add(x, y), lambda g, i, o, p, n: [g, g])
-_elementwise("sub", lambda x, y: np.subtract(x, y), lambda g, i, o, p, n: [g, neg(g)])
+_elementwise("sub", lambda x, y: np.subtract(x, y), lambda g, i, o, p, n: [g, neg(g)],
+             scalar_overloads={0: "RsubBackward1"})
+
+
+def _saves_other(need):
+    """Binary rules where each operand's gradient reads only the other operand."""
+    return (1,) * need[0] + (0,) * need[1]
+
+
 _elementwise("mul", lambda x, y: np.multiply(x, y),
              lambda g, i, o, p, n: [mul(g, i[1]) if n[0] else None,
-                                    mul(g, i[0]) if n[1] else None], saves=(0, 1))
+                                    mul(g, i[0]) if n[1] else None], saves=_saves_other)
 
 
 def _vjp_div(g, ins, out, params, need):
-    gx = div(g, ins[1])
-    return [gx, neg(mul(gx, out)) if need[1] else None]
+    # the divisor's gradient is -g x / y^2 from the inputs, as PyTorch's, not -g out / y: the
+    # quotient is not saved, so `q = x / y; q += 1` is legal before backward
+    x, y = ins
+    gx = div(g, y) if need[0] else None
+    gy = neg(mul(g, div(div(x, y), y))) if need[1] else None
+    return [gx, gy]
 
 
-_elementwise("div", lambda x, y: np.divide(x, y), _vjp_div, saves=(1,), save_out=True,
-             float_only=True)
+_elementwise("div", lambda x, y: np.divide(x, y), _vjp_div,
+             saves=lambda need: (0, 1) if need[1] else (1,), float_only=True)
+# 1 / x; `s / t` for a Python number s is reciprocal(t) * s, PyTorch's spelling (and rounding)
+_elementwise("reciprocal", lambda x: np.reciprocal(x),
+             lambda g, i, o, p, n: [neg(mul(g, mul(o, o)))], save_out=True, float_only=True,
+             arity=1, scalar=lambda sb, x: sb.div(sb.const(1, x), x))
 
 
 def _vjp_pow(g, ins, out, params, need):
@@ -147,9 +165,9 @@ def _vjp_pow(g, ins, out, params, need):
     return [gx, gy]
 
 
-_elementwise("pow", lambda x, y: np.power(x, y), _vjp_pow, saves=(0, 1), save_out=True,
-             float_only=True,
-             node_name=lambda p, a, r: "PowBackward1" if r[1] else "PowBackward0")
+_elementwise("pow", lambda x, y: np.power(x, y), _vjp_pow, saves=(0, 1),
+             save_out=lambda need: need[1], float_only=True, node_name="PowBackward1",
+             scalar_overloads={1: "PowBackward0", 0: "PowBackward2"})
 
 
 def _vjp_minmax(loses):

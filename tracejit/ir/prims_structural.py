@@ -262,8 +262,12 @@ def _infer_scatter_add(name, avals, axis, shape):
 
 
 def _impl_scatter_add(idx, upd, axis, shape):
-    out = np.zeros_like(upd, shape=shape)
-    np.add.at(out, (slice(None),) * axis + (idx,), upd)
+    out = np.zeros_like(upd, shape=shape)       # on upd's device (NEP 18)
+    where = (slice(None),) * axis + (idx,)
+    if hasattr(out, "scatter_add"):     # a CuPy array: it has no ufunc.at, but this method
+        out.scatter_add(where, upd)     # (what cupyx.scatter_add calls) is np.add.at's twin
+    else:
+        np.add.at(out, where, upd)
     return out
 
 
@@ -287,7 +291,7 @@ P.register(Primitive("matmul", "matmul", _infer_matmul, _in_float32(np.matmul),
                      vjp=lambda g, i, o, p, n: [
                          matmul(g, swap_last(i[1])) if n[0] else None,
                          matmul(swap_last(i[0]), g) if n[1] else None],
-                     saves=(0, 1), arity=2,
+                     saves=lambda need: (1,) * need[0] + (0,) * need[1], arity=2,
                      node_name=lambda p, a, r: "MmBackward0" if a[0].ndim == 2 else "BmmBackward0"))
 
 
