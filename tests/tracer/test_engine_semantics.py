@@ -349,3 +349,29 @@ def test_materialize_grads_gives_zeros_for_unused_inf_inputs():
     ga, gu = tj.autograd.grad(a * 2, [a, u], materialize_grads=True)
     assert ga.item() == 2.0
     np.testing.assert_array_equal(gu.numpy(), np.zeros(2, np.float32))
+
+
+# -- Jacobians of pytree results (found while checking item 9: hessian with several argnums
+# turned the tuple of gradients into a constant and returned zeros) ---------------------------
+def _mixed(x, y):
+    return tj.sum(x * x * y) + tj.sum(tj.exp(x))
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_hessian_with_several_argnums_is_a_tuple_of_tuples(compiled):
+    x = np.array([0.5, -1.0], np.float32)
+    y = np.array([2.0, 3.0], np.float32)
+    f = tj.compile(_mixed) if compiled else _mixed
+    (hxx, hxy), (hyx, hyy) = tj.hessian(f, argnums=(0, 1))(x, y)
+    assert_close(hxx, np.diag(2 * y + np.exp(x)))
+    assert_close(hxy, np.diag(2 * x))
+    assert_close(hyx, np.diag(2 * x))
+    np.testing.assert_array_equal(hyy.numpy(), np.zeros((2, 2), np.float32))
+
+
+def test_jacobian_of_a_dict_result():
+    x = np.array([1.0, 2.0, 3.0])
+    jac = tj.jacobian(lambda x: {"sq": x * x, "total": tj.sum(x)})(x)
+    assert set(jac) == {"sq", "total"}
+    assert_close(jac["sq"], np.diag(2 * x))
+    assert_close(jac["total"], np.ones(3))

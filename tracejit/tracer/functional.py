@@ -154,8 +154,29 @@ def vjp(fn: Callable, *primals, has_aux: bool = False):
     return (primal_out, vjp_fn, aux) if has_aux else (primal_out, vjp_fn)
 
 
+def _jacobian_of(out: Tensor, flat: list[Tensor], nested: bool) -> list[Tensor]:
+    """d out / d t for each t in flat, shape out.shape + t.shape, one reverse pass per row."""
+    rows: list[list[Tensor]] = [[] for _ in flat]
+    n = out.numel()
+    flat_out = ops.reshape(out, (n,)) if out._requires_grad else None
+    for r in range(n):
+        if flat_out is None:
+            gs = [None] * len(flat)
+        else:
+            gs = autograd_grad([flat_out[r]], flat, retain_graph=True, create_graph=nested,
+                               allow_unused=True)
+        for j, (g, t) in enumerate(zip(gs, flat)):
+            rows[j].append(g if g is not None else _zeros(t))
+    return [ops.reshape(ops.stack(rs) if rs else
+                        ops.as_tensor(np.zeros((0,) + t.shape, t.dtype.np), const=True),
+                        out.shape + t.shape) for rs, t in zip(rows, flat)]
+
+
 def jacobian(fn: Callable, argnums: int | Sequence[int] = 0):
-    """d fn(*args) / d args[argnums]: shape out.shape + arg.shape (reverse mode, row by row)."""
+    """d fn(*args) / d args[argnums]: shape out.shape + arg.shape (reverse mode, row by row).
+
+    As JAX's jacrev, a pytree result gives the same pytree of Jacobians (hessian with several
+    argnums is a tuple of tuples), each shaped like argnums' structure."""
     if hasattr(fn, "_tj_transform"):
         return fn._tj_transform("jacobian", argnums=argnums)
 
@@ -165,25 +186,14 @@ def jacobian(fn: Callable, argnums: int | Sequence[int] = 0):
         call_args, wrt, trees = _prepare(args, nums)
         flat = [t for g in wrt for t in g]
         with enable_grad():
-            out = ops.as_tensor(fn(*call_args))
+            outs, out_tree = tree_flatten(fn(*call_args))
         nested = any(t.grad_fn is not None for t in flat)
-        rows = [[] for _ in flat]
-        n = out.numel()
-        flat_out = ops.reshape(out, (n,)) if out._requires_grad else None
-        for r in range(n):
-            if flat_out is None:
-                gs = [None] * len(flat)
-            else:
-                gs = autograd_grad([flat_out[r]], flat, retain_graph=True, create_graph=nested,
-                                   allow_unused=True)
-            for j, (g, t) in enumerate(zip(gs, flat)):
-                rows[j].append(g if g is not None else _zeros(t))
-        jacs = [ops.reshape(ops.stack(rs) if rs else
-                            ops.as_tensor(np.zeros((0,) + t.shape, t.dtype.np), const=True),
-                            out.shape + t.shape) for rs, t in zip(rows, flat)]
-        it = iter(jacs)
-        res = [tree_unflatten(tree, [next(it) for _ in g]) for tree, g in zip(trees, wrt)]
-        return res[0] if isinstance(argnums, int) else tuple(res)
+        per_out = []
+        for out in outs:
+            it = iter(_jacobian_of(ops.as_tensor(out), flat, nested))
+            res = [tree_unflatten(tree, [next(it) for _ in g]) for tree, g in zip(trees, wrt)]
+            per_out.append(res[0] if isinstance(argnums, int) else tuple(res))
+        return tree_unflatten(out_tree, per_out)
     return _named(wrapper, "jacobian", fn)
 
 
