@@ -8,7 +8,9 @@ import pytest
 import tracejit as tj
 
 MODES = ("eager", "interpreter", "llvm")
-ONES = 999                   # 1e8 + 999 rounds to 100000992 in float32; 1e8 + 1 to 1e8
+# 1e8 + 1002 rounds to 100001000 in float32, 1e8 + 1 to 1e8; 1003 rows, not a multiple of the
+# LLVM column sum's row unrolling
+ONES = 1002
 
 
 def ill(n: int = ONES + 1, at: int = 0) -> np.ndarray:

@@ -87,6 +87,7 @@ def _reduce_init(op: str, d: dt.DType) -> str:
 
 
 COLUMN_TILE = 512     # float64 accumulators of a float32 column sum: 4 KiB, held in L1
+ROW_UNROLL = 4        # rows a column sum adds together before updating its accumulators
 
 
 def _column_tiling(kept: tuple[int, ...]) -> tuple[int, int]:
@@ -135,15 +136,28 @@ def _sum_leading_wide(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str]) 
             cols = [("0", n)] + inner_ranges
             loops.nest(cols, lambda j: b.raw(f"store double 0.0, ptr {acc_at(j)}"))
 
-            def add(idx: list[str]) -> None:
+            def add(idx: list[str], unroll: int, base: int) -> None:
+                # `unroll` rows of the last reduced axis at a time: one accumulator update
+                # per group of rows halves the stack traffic of the innermost loop
                 j = idx[m:]
                 col = oidx + [b.op(f"add i64 {first}, {j[0]}")] + j[1:]
-                v = e.sb.cast(e.emit(x, idx[:m] + col), dt.f64)
+                row = e.iadd(e.imul(idx[m - 1], unroll), str(base))
+                vals = [e.sb.cast(e.emit(x, idx[:m - 1] + [e.iadd(row, str(u))] + col), dt.f64)
+                        for u in range(unroll)]
+                while len(vals) > 1:        # a balanced tree of adds
+                    vals = [S(b.op(f"fadd double {vals[i].ref}, {vals[i + 1].ref}"), dt.f64)
+                            if i + 1 < len(vals) else vals[i] for i in range(0, len(vals), 2)]
                 ptr = acc_at(j)
-                total = b.op(f"fadd double {b.op(f'load double, ptr {ptr}')}, {v.ref}")
+                total = b.op(f"fadd double {b.op(f'load double, ptr {ptr}')}, {vals[0].ref}")
                 b.raw(f"store double {total}, ptr {ptr}")
-            loops.nest([("0", str(d)) for d in x.shape[:m]] + cols, add)
-            e.memo.clear()      # values of the row loop do not dominate what follows
+            outer = [("0", str(d)) for d in x.shape[:m - 1]]
+            last = x.shape[m - 1]
+            for unroll, base, count in ((ROW_UNROLL, 0, last // ROW_UNROLL),
+                                        (1, last - last % ROW_UNROLL, last % ROW_UNROLL)):
+                if count:
+                    loops.nest(outer + [("0", str(count))] + cols,
+                               lambda idx, u=unroll, r=base: add(idx, u, r))
+                    e.memo.clear()  # values of the row loop do not dominate what follows
 
             def store(j: list[str]) -> None:
                 col = oidx + [b.op(f"add i64 {first}, {j[0]}")] + j[1:]
