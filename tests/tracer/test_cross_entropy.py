@@ -116,3 +116,15 @@ def test_bad_targets_are_clear_errors():
         tj.cross_entropy(x, np.array([0, 1, 2]), weight=np.ones(3, np.float32))
     with pytest.raises(ValueError, match="reduction must be"):
         tj.cross_entropy(x, np.array([0, 1, 2]), reduction="avg")
+
+
+def test_new_targets_do_not_retrace_a_compiled_loss():
+    """Targets are runtime inputs: the eager range check must not read them while tracing
+    (that would make their values part of the trace)."""
+    x, idx, _, _ = _data((4, 5), 4)
+    f = tj.compile(lambda a, t: tj.cross_entropy(a, t, ignore_index=-1))
+    for k in range(3):
+        t = np.roll(idx, k)
+        want = F.cross_entropy(torch.tensor(x), torch.tensor(t), ignore_index=-1).item()
+        assert abs(f(x, t).item() - want) < 1e-5
+    assert f.cache_info().misses == 1

@@ -115,6 +115,8 @@ class ExprEmitter:
             args = [self.emit(x, []) for x in ins.inputs]
             flat = self.index_scalar(self.linear(idx, v.shape))
             return ins.prim.scalar(self.sb, *args, flat, **p)
+        if name == "iota":            # the element's own position along the axis
+            return self.index_scalar(idx[p["axis"]])
         x = ins.inputs[0]
         if name == "broadcast":
             lead = len(v.shape) - len(x.shape)

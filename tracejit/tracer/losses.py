@@ -8,6 +8,8 @@ import numpy as np
 from ..ir import dtypes as dt
 from . import ops
 from .composites import composite, log_softmax
+from .selection import positions
+from .state import STATE
 from .tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -39,11 +41,12 @@ def _node_name(input, target, weight=None, size_average=None, ignore_index=-100,
 
 
 def _check_targets(target: Tensor, classes: int, ignore_index: int) -> None:
-    """Eager targets are checked as PyTorch checks them (traced ones cannot be: an
-    out-of-range class index there contributes 0 to the loss)."""
-    if target._traced or target.numel() == 0:
+    """Eager targets are checked as PyTorch checks them. Inside a trace they are not: reading
+    them would make their values part of the trace (a retrace per batch), so an out-of-range
+    class index in a compiled function contributes 0 to the loss."""
+    if target._traced or STATE.traces or target.numel() == 0:
         return
-    t = np.asarray(target.numpy())
+    t = target._host("cross_entropy")
     bad = t[((t < 0) | (t >= classes)) & (t != ignore_index)]
     if bad.size:
         raise ops._err("cross_entropy", f"target {int(bad[0])} is out of bounds for "
@@ -122,11 +125,7 @@ def _class_targets(x, logp, target, wb, cdim, ignore_index, reduction, eps):
     n_classes = x.shape[cdim]
     _check_targets(target, n_classes, ignore_index)
     t = ops.cast(target, dt.i64)
-    cshape = [1] * x.ndim
-    cshape[cdim] = n_classes
-    classes = ops.as_tensor(np.arange(n_classes, dtype=np.int64).reshape(cshape), like=x,
-                            const=True)
-    onehot = ops.eq(ops.unsqueeze(t, cdim), classes)
+    onehot = ops.eq(ops.unsqueeze(t, cdim), positions(x, x.shape, cdim))
     valid = ops.ne(t, ignore_index)
     # where, not a product with the one-hot: a -inf log-probability elsewhere must not leak
     picked = ops.where(valid, ops.sum(ops.where(onehot, logp, 0.0), cdim), 0.0)

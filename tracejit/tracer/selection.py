@@ -1,12 +1,11 @@
 """Reductions that select an element: `max`/`min` with a dimension (values and indices, as
 PyTorch), `argmax`/`argmin` and `amax`/`amin`.
 
-Indices are composed from primitives, so they fuse and lower on every backend: the extreme
-value per row, then the smallest position that holds it (ties go to the first index, as in
-PyTorch), where a NaN counts as the extreme (PyTorch's and NumPy's argmax and argmin pick the
-first NaN). The values of `max(dim)` are read at those indices, so their gradient goes to the
-selected element only (PyTorch's MaxBackward0); `amax`, `amin` and the full `max()` split it
-evenly between ties (PyTorch's AmaxBackward0 and MaxBackward1).
+Indices come from the argmax/argmin primitives (ir/prims_select.py): the first index on
+ties, as in PyTorch, and a NaN counts as the extreme (PyTorch's and NumPy's argmax and argmin
+pick the first NaN). The values of `max(dim)` are read at those indices, so their gradient
+goes to the selected element only (PyTorch's MaxBackward0); `amax`, `amin` and the full
+`max()` split it evenly between ties (PyTorch's AmaxBackward0 and MaxBackward1).
 """
 from __future__ import annotations
 
@@ -45,6 +44,13 @@ def _amaxmin(op, x, dim, keepdim, axis, keepdims):
     return ops.amax(x, axis, kd) if op == "max" else ops.amin(x, axis, kd)
 
 
+def positions(like: Tensor, shape: tuple[int, ...], axis: int) -> Tensor:
+    """int64 positions along `axis` of an array of `shape`, in like's world (eager device or
+    trace): an iota primitive, not an O(n) constant."""
+    zero = ops.broadcast_to(ops.as_tensor(0, dt.i64, like=like), shape)
+    return bind(P.iota, zero, axis=axis)
+
+
 def _dim(op: str, x: Tensor, dim) -> int:
     if isinstance(dim, (tuple, list)) or not isinstance(dim, (int, np.integer)):
         raise ops._err(op, f"dim must be an int, got {dim!r} (for several axes use amax/amin, "
@@ -59,18 +65,9 @@ def _arg(op: str, x: Tensor, d: int) -> Tensor:
     if n == 0:
         raise ops._err(op, f"cannot reduce over the empty axis {d} of {ops._fmt(x)}",
                        IndexError)
-    x = ops.stop_gradient(x)
     if x.dtype is dt.bool_:
         x = ops.cast(x, dt.i64)
-    extreme = ops.amax(x, d, True) if op in ("max", "argmax") else ops.amin(x, d, True)
-    hit = ops.eq(x, extreme)
-    if x.dtype.is_float:
-        hit = ops.logical_or(hit, ops.ne(x, x))
-    shape = [1] * x.ndim
-    shape[d] = n
-    iota = ops.as_tensor(np.arange(n, dtype=np.int64).reshape(shape), like=x, const=True)
-    pos = ops.where(hit, ops.broadcast_to(iota, x.shape), n)
-    return ops.amin(pos, d)
+    return bind(P.argmax if op in ("max", "argmax") else P.argmin, x, axis=d)
 
 
 def _select_name(x, idx, d, op):
@@ -84,7 +81,7 @@ def _values_at(x, idx, d: int, op: str):
     xm = ops.permute(x, [a for a in range(x.ndim) if a != d] + [d])
     n = x.shape[d]
     rows = math.prod(idx.shape)
-    base = ops.as_tensor(np.arange(rows, dtype=np.int64) * n, like=x, const=True)
+    base = ops.mul(positions(x, (rows,), 0), n)
     flat = ops.add(base, ops.reshape(ops.cast(idx, dt.i64), (rows,)))
     picked = bind(P.gather, ops.reshape(xm, (rows * n,)), flat, axis=0)
     return ops.reshape(picked, idx.shape)
