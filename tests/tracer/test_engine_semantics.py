@@ -375,3 +375,31 @@ def test_jacobian_of_a_dict_result():
     assert set(jac) == {"sq", "total"}
     assert_close(jac["sq"], np.diag(2 * x))
     assert_close(jac["total"], np.ones(3))
+
+
+@pytest.mark.parametrize("op", ["mean", "softmax", "log_softmax", "sigmoid", "relu"])
+def test_composite_input_changed_in_place_is_legal_as_in_torch(op):
+    # PyTorch's nodes for these keep their result (or nothing), not their input
+    w = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)
+    fn = {"mean": lambda a: a.mean() * tj.tensor(w), "softmax": lambda a: tj.softmax(a, -1),
+          "log_softmax": lambda a: tj.log_softmax(a, -1), "sigmoid": tj.sigmoid,
+          "relu": tj.relu}[op]
+    grads = []
+    for change in (False, True):
+        x = tj.tensor([[1.0, -2.0, 3.0], [0.5, 2.0, -1.0]], requires_grad=True)
+        a = x * 1
+        y = fn(a)
+        if change:
+            a += 1
+        (y * tj.tensor(w)).sum().backward()
+        grads.append(x.grad.numpy())
+    np.testing.assert_array_equal(grads[1], grads[0])
+
+
+def test_composite_recomputed_for_create_graph_still_checks_its_inputs():
+    x = tj.tensor([1.0, 2.0], requires_grad=True)
+    a = x * 1
+    y = a.mean()
+    a += 1
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        tj.autograd.grad(y, x, create_graph=True)

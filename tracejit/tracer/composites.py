@@ -33,7 +33,12 @@ class CompositeNode(Node):
     def apply(self, grads, create_graph):
         if self.freed:
             raise RuntimeError(self._freed_msg)
-        unpack = (lambda a: a.unpack(self) if isinstance(a, SavedTensor) else a)
+        # recomputing reads every input, so each must be unchanged; otherwise the inner graph's
+        # own nodes check (they share the inputs' version counters) just what their rules read
+        if create_graph:
+            unpack = (lambda a: a.unpack(self) if isinstance(a, SavedTensor) else a)
+        else:
+            unpack = (lambda a: a.tensor if isinstance(a, SavedTensor) else a)
         args = [unpack(a) for a in self.args]
         kwargs = {k: unpack(v) for k, v in self.kwargs.items()}
         tensors = _tensors(args, kwargs)
