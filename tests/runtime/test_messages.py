@@ -98,3 +98,27 @@ def test_gradient_ir_names_and_lines(order):
     assert backward and all(_instr_locs(ln)[0] in ops for ln in backward), text
     assert sum(loc in ops for loc in locs) >= len(locs) - 2, text    # seed and accumulation
     assert locs.count(lower_line) <= 2, text
+
+
+@pytest.mark.parametrize("op", ["exp", "log", "tanh", "sin", "cos", "pow"])
+def test_no_llvm_remarks_on_stderr(op, capfd, tmp_path, monkeypatch):
+    """float64 transcendentals call the C library, so their loops cannot vectorize; a
+    vectorize-width hint on such a loop made LLVM print 'remark: loop not vectorized' on fd 2."""
+    monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(tmp_path))      # really compile
+    x = np.linspace(0.5, 1.5, 512 * 128).reshape(512, 128)       # large: built for speed
+    fn = (lambda a: a ** 1.5) if op == "pow" else getattr(tj, op)
+    f = tj.compile(lambda a: fn(a).sum(axis=1))
+    y = f(x)
+    err = capfd.readouterr().err
+    assert "remark" not in err and "not vectorized" not in err, err
+    want = (x ** 1.5 if op == "pow" else getattr(np, op)(x)).sum(axis=1)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-12)
+
+
+def test_vectorizable_loops_keep_their_width_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(tmp_path))
+    big = np.ones((512, 128), np.float32)
+    f = tj.compile(lambda a: tj.exp(a).sum(axis=1))       # reductions carry the hint
+    assert "llvm.loop.vectorize.width" in f.lower(big).llvm_ir
+    text = f.lower(big.astype(np.float64)).llvm_ir
+    assert "call double @exp" in text and "llvm.loop.vectorize.width" not in text

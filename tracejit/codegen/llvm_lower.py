@@ -8,6 +8,7 @@ array objects (so the runtime only stores `id(array)`, the cheapest handle Pytho
 from __future__ import annotations
 
 import math
+import re
 
 from ..ir import dtypes as dt
 from ..ir.core import Value
@@ -18,6 +19,9 @@ from .llvm_math import library
 
 # offset of `data` in NumPy's PyArrayObject (right after PyObject_HEAD); checked at run time
 DATA_OFFSET = 16
+# a call the vectorizer cannot widen: anything but an intrinsic or our inlined math library
+# (float64 exp, log, tanh, sin, cos and pow call the C library)
+_SCALAR_CALL = re.compile(r"\bcall [^@]*@(?!llvm\.|tj_)")
 
 
 class _Loops:
@@ -45,14 +49,19 @@ class _Loops:
             b.label(f"{tag}b{d}")
             self.block = f"{tag}b{d}"
             idx.append(i)
+        start = len(b.lines)
         body_fn(idx)
+        # A width hint on a loop that cannot vectorize makes LLVM print "remark: loop not
+        # vectorized" to stderr whatever the remark options say (a requested transformation
+        # that failed); a scalar library call is the case we know, so such loops get none.
+        vectorizable = not any(_SCALAR_CALL.search(ln) for ln in b.lines[start:])
         for d in reversed(range(len(ranges))):
             i = f"%{tag}i{d}"
             b.raw(f"br label %{tag}l{d}")
             b.label(f"{tag}l{d}")
             b.raw(f"{i}n = add nuw nsw i64 {i}, 1")
             hint = ""
-            if self.md is not None and d == len(ranges) - 1:
+            if self.md is not None and d == len(ranges) - 1 and vectorizable:
                 n = 1000 + len(self.md)
                 self.md.append(f"!{n} = distinct !{{!{n}, !{n + 1}}}")
                 self.md.append(f'!{n + 1} = !{{!"llvm.loop.vectorize.width", i32 {self.width}}}')
