@@ -88,3 +88,71 @@ def test_embedding_backward_on_a_real_gpu(dtype):
     assert wg.grad.device == "cuda:0"
     assert_close(wg.grad.cpu(), wc.grad, rtol=1e-5, atol=1e-5)
     assert_close(pg.grad.cpu(), pc.grad, rtol=1e-5, atol=1e-5)
+
+
+def _tiny_gpt_loss(p, idx, tgt, mask):
+    """One causal self-attention layer with token and position embeddings, as nanoGPT."""
+    t, c = p["wpe"].shape
+    x = tj.layer_norm(p["wte"][idx] + p["wpe"][np.arange(t)], (c,))
+    q, k, v = x @ p["wq"], x @ p["wk"], x @ p["wv"]
+    att = tj.softmax(tj.where(mask, (q @ k.transpose(-1, -2)) * c ** -0.5, float("-inf")), -1)
+    logits = (att @ v) @ p["head"]
+    return tj.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+
+
+def _train_tiny_gpt_on_both():
+    rng = np.random.default_rng(2)
+    vocab, t, c = 11, 6, 8
+    shapes = {"wte": (vocab, c), "wpe": (t, c), "wq": (c, c), "wk": (c, c), "wv": (c, c),
+              "head": (c, vocab)}
+    init = {k: (0.3 * rng.standard_normal(s)).astype(np.float32) for k, s in shapes.items()}
+    idx, tgt = rng.integers(0, vocab, (2, t)), rng.integers(0, vocab, (2, t))
+    mask = np.tril(np.ones((t, t), bool))
+    results = {}
+    for dev in ("cpu", "cuda"):
+        p = {k: tj.tensor(v, device=dev, requires_grad=True) for k, v in init.items()}
+        losses = []
+        for _ in range(3):                    # a few SGD steps, all eager
+            loss = _tiny_gpt_loss(p, tj.tensor(idx, device=dev), tj.tensor(tgt, device=dev),
+                                  tj.tensor(mask, device=dev))
+            loss.backward()
+            with tj.no_grad():
+                for w in p.values():
+                    w -= 0.5 * w.grad
+                    w.grad = None
+            losses.append(loss.item())
+        assert all(w.device == dev for w in p.values())
+        results[dev] = (losses, {k: w.detach().cpu().numpy() for k, w in p.items()})
+    return results
+
+
+def test_tiny_gpt_trains_eagerly_on_the_device_like_on_the_cpu(fake_gpu):
+    results = _train_tiny_gpt_on_both()
+    assert results["cuda"][0] == pytest.approx(results["cpu"][0], rel=1e-6)
+    assert results["cuda"][0][-1] < results["cuda"][0][0]
+    for k, w in results["cpu"][1].items():
+        assert_close(results["cuda"][1][k], w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tj.cuda_available(), reason="needs an NVIDIA GPU and CuPy")
+def test_tiny_gpt_trains_eagerly_on_a_real_gpu():
+    results = _train_tiny_gpt_on_both()
+    assert results["cuda"][0] == pytest.approx(results["cpu"][0], rel=1e-4)
+    for k, w in results["cpu"][1].items():
+        assert_close(results["cuda"][1][k], w, rtol=1e-4, atol=1e-5)
+
+
+def test_inplace_updates_on_device_tensors(fake_gpu):
+    # CuPy's flags have no `writeable`: an SGD step `w -= lr * w.grad` used to raise there
+    w0 = np.array([1.0, -2.0, 3.0], np.float32)
+    w = tj.tensor(w0, device="cuda", requires_grad=True)
+    (w * w).sum().backward()
+    with tj.no_grad():
+        w -= 0.25 * w.grad
+    np.testing.assert_array_equal(w.detach().cpu().numpy(), w0 - 0.5 * w0)
+    v = tj.tensor(w0, device="cuda")
+    v.mul_(2).add_(1).clamp_(max=4.0)
+    np.testing.assert_array_equal(v.cpu().numpy(), np.minimum(2 * w0 + 1, 4.0))
+    v.zero_()
+    assert isinstance(v._data, fakecupy.ndarray) and not v.cpu().numpy().any()

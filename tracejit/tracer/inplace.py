@@ -34,7 +34,7 @@ def inplace(x: Tensor, update, op: str) -> Tensor:
     if new.dtype.is_float and not x.dtype.is_float:
         raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the desired "
                            f"output type {x.dtype.name} (at {user_location()})")
-    if not x._data.flags.writeable:
+    if not getattr(x._data.flags, "writeable", True):    # CuPy's flags have no writeable
         x._data = x._data.copy()
     np.copyto(x._data, new._data, casting="unsafe")
     x._version[0] += 1
