@@ -179,3 +179,22 @@ def test_compilation_leaves_the_garbage_collector_on():
         seen.append(gc.isenabled())
     run_threads(4, call)
     assert seen and all(seen) and gc.isenabled()
+
+
+def test_different_signatures_compile_concurrently_and_correctly():
+    """Eight threads compile eight signatures at once (llvmlite serializes its LLVM calls)."""
+    @tj.compile
+    def f(x):
+        return tj.log(tj.exp(x) + 1.0) * x.sum(axis=-1, keepdims=True)
+
+    xs = [np.linspace(-1, 1, 3 * (i + 2)).astype(np.float32).reshape(3, i + 2)
+          for i in range(N_THREADS)]
+    results = [None] * N_THREADS
+
+    def call(i):
+        results[i] = f(xs[i]).numpy()
+    run_threads(N_THREADS, call)
+    assert f.cache_info().misses == N_THREADS
+    for x, r in zip(xs, results):
+        np.testing.assert_allclose(r, np.log(np.exp(x) + 1.0) * x.sum(-1, keepdims=True),
+                                   rtol=1e-5, atol=1e-6)
