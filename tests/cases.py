@@ -47,6 +47,7 @@ CASES = {
     "sub": (lambda a, b: a - b, np.subtract, [(S, "any"), ((3, 1), "any")]),
     "mul": (lambda a, b: a * b, np.multiply, [(S, "any"), (S, "any")]),
     "div": (lambda a, b: a / b, np.divide, [(S, "any"), (S, "pos")]),
+    "rdiv": (lambda x: 2.0 / x, lambda x: 2.0 / x, [(S, "pos")]),     # reciprocal(x) * 2
     "pow": (lambda a, b: a ** b, np.power, [(S, "pos"), (S, "any")]),
     "pow_scalar": (lambda a: a ** 3, lambda a: a ** 3, [(S, "any")]),
     "maximum": (tj.maximum, np.maximum, [(S, "any"), (S, "any")]),
