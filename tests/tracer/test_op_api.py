@@ -209,6 +209,11 @@ def test_negative_padding_crops_like_torch():
           torch.autograd.grad((F.pad(xt, theirs) ** 2).sum(), xt)[0])
     with pytest.raises(ValueError, match=r"pad: padding .* crops more than all of f32\[4, 5\]"):
         tj.pad(tj.tensor(x), ((-3, -2), (0, 0)))
+    # the fill value takes the input's dtype, as in torch
+    n = np.arange(6).reshape(2, 3)
+    got = tj.pad(tj.tensor(n), ((0, 1), (-1, 1)), value=2.0)
+    want = F.pad(torch.tensor(n), (-1, 1, 0, 1), value=2.0)
+    assert got.dtype is tj.int64 and (got.numpy() == want.numpy()).all()
 
 
 # -- keyword arguments PyTorch code passes -----------------------------------------------------

@@ -481,7 +481,8 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
     if value != 0:
         mask = bind(P.pad, as_tensor(np.ones(x.shape, bool), like=x, const=True), lo=lo, hi=hi,
                     interior=(0,) * x.ndim)
-        out = where(mask, out, value)
+        # the fill takes the input's dtype (as torch), never promotes it
+        out = where(mask, out, as_tensor(value, out.dtype, like=out))
     return out
 
 

@@ -1,0 +1,215 @@
+"""Which PyTorch OpInfo (torch.testing._internal.common_methods_invocations.op_db) is which
+tracejit op, with the adapters where the spellings differ, and the explicit rules for samples
+that use a feature tracejit does not have at all. Nothing here may hide a wrong value: a rule
+drops a sample only for a feature tracejit rejects by design, each with its reason."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import tracejit as tj
+
+
+@dataclass
+class Entry:
+    fn: Callable                                   # called as fn(input, *args, **kwargs)
+    # sample -> reason why tracejit cannot take it at all, or None (torch-side sample objects)
+    unsupported: Callable[[Any], str | None] = lambda s: None
+    # sample -> reason why it cannot run inside @tj.compile by design, or None
+    not_compilable: Callable[[Any], str | None] = lambda s: None
+    int_ok: bool = True                            # tracejit takes integer inputs for this op
+    grad: bool = True                              # compare gradients (a differentiable op)
+
+
+def _kw(*allowed: str) -> Callable[[Any], str | None]:
+    """A rule: the sample passes only keyword arguments tracejit takes."""
+    def rule(s):
+        bad = sorted(k for k in s.kwargs if k not in allowed)
+        return f"keyword arguments {bad} have no tracejit counterpart" if bad else None
+    return rule
+
+
+def _alpha(op):
+    """torch.add/sub(x, y, alpha=a) is x op a*y."""
+    def fn(x, y, alpha=1):
+        return op(x, y if alpha == 1 else y * alpha)
+    return fn
+
+
+def _torch_pad_to_numpy(ndim: int, pad: tuple[int, ...]) -> list[tuple[int, int]]:
+    """F.pad's (last_lo, last_hi, prev_lo, prev_hi, ...) as NumPy's per-axis pad widths."""
+    widths = [(0, 0)] * ndim
+    for i in range(len(pad) // 2):
+        widths[ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    return widths
+
+
+def _pad(x, pad, mode="constant", value=None):
+    return tj.pad(x, _torch_pad_to_numpy(x.ndim, tuple(pad)), 0.0 if value is None else value)
+
+
+def _negative_pad(s) -> str | None:
+    pad = s.args[0]
+    return "negative padding (cropping): tj.pad rejects it" if min(pad, default=0) < 0 else None
+
+
+def _var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return tj.var(x, dim, keepdim, unbiased=unbiased, correction=correction)
+
+
+def _clamp(x, min=None, max=None):           # noqa: A002
+    return tj.clamp(x, min, max)
+
+
+def _getitem_has_bool_mask(s) -> str | None:
+    keys = s.args[0] if isinstance(s.args[0], tuple) else (s.args[0],)
+    for k in keys:
+        if getattr(k, "dtype", None) is not None and str(k.dtype) == "torch.bool":
+            return "boolean-mask indexing has a data-dependent shape: eager mode only"
+    return None
+
+
+def _gelu_none(s) -> str | None:
+    return ("gelu(approximate='none') needs erf, which tracejit does not have "
+            "(NotImplementedError by design)") \
+        if s.kwargs.get("approximate", "none") == "none" else None
+
+
+def _softplus(x, beta=1, threshold=20):
+    """F.softplus(x, beta, threshold): softplus(beta x) / beta, linear above the threshold."""
+    return tj.where(x * beta > threshold, x, tj.softplus(x * beta) / beta)
+
+
+def _cat_legacy_empty(s) -> str | None:
+    """torch.cat still skips 1-D empty tensors of any other rank (a legacy rule it warns about
+    deprecating); tracejit follows NumPy and asks for matching ranks (a clear ValueError)."""
+    ts = s.input
+    ranks = {t.ndim for t in ts}
+    if len(ranks) > 1 and any(t.ndim == 1 and t.numel() == 0 for t in ts):
+        return "torch.cat's legacy skipping of 1-D empty tensors"
+    return None
+
+
+def _ln(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    return tj.layer_norm(x, normalized_shape, weight, bias, eps)
+
+
+def _squeeze(x, dim=None):
+    if isinstance(dim, (tuple, list)):
+        for d in sorted((d % x.ndim for d in dim), reverse=True) if x.ndim else ():
+            x = tj.squeeze(x, d)
+        return x
+    return tj.squeeze(x, dim)
+
+
+def _permute(x, *dims):
+    return tj.permute(x, *dims)
+
+
+def _cast(method: str):
+    def fn(x, memory_format=None):              # memory formats do not change values
+        return getattr(x, method)()
+    return fn
+
+
+def _mse(x, y, reduction="mean"):
+    return tj.mse_loss(x, y, reduction=reduction)
+
+
+TABLE: dict[str, Entry] = {
+    # elementwise unary
+    "abs": Entry(tj.abs),
+    "neg": Entry(tj.neg),
+    "positive": Entry(lambda x: +x),
+    "exp": Entry(tj.exp),
+    "log": Entry(tj.log),
+    "sin": Entry(tj.sin),
+    "cos": Entry(tj.cos),
+    "tanh": Entry(tj.tanh),
+    "sqrt": Entry(tj.sqrt),
+    "sign": Entry(tj.sign),
+    "sigmoid": Entry(tj.sigmoid),
+    "nn.functional.relu": Entry(tj.relu),
+    "nn.functional.softplus": Entry(_softplus),
+    "nn.functional.gelu": Entry(lambda x, approximate="none": tj.gelu(x, approximate),
+                                unsupported=_gelu_none),
+    "logical_not": Entry(tj.logical_not, grad=False),
+    "clone": Entry(lambda x, memory_format=None: x.clone()),   # formats do not change values
+    "contiguous": Entry(lambda x, memory_format=None: x.contiguous()),
+    # elementwise binary
+    "add": Entry(_alpha(tj.add)),
+    "sub": Entry(_alpha(tj.sub)),
+    "rsub": Entry(lambda x, y, alpha=1: tj.sub(y, x if alpha == 1 else x * alpha)),
+    "mul": Entry(tj.mul),
+    "div.no_rounding_mode": Entry(tj.div),
+    "true_divide": Entry(tj.div),
+    "pow": Entry(tj.pow),
+    "maximum": Entry(tj.maximum),
+    "minimum": Entry(tj.minimum),
+    "max.binary": Entry(tj.maximum),
+    "min.binary": Entry(tj.minimum),
+    "eq": Entry(tj.eq, grad=False),
+    "ne": Entry(tj.ne, grad=False),
+    "lt": Entry(tj.lt, grad=False),
+    "le": Entry(tj.le, grad=False),
+    "gt": Entry(tj.gt, grad=False),
+    "ge": Entry(tj.ge, grad=False),
+    "logical_and": Entry(tj.logical_and, grad=False),
+    "logical_or": Entry(tj.logical_or, grad=False),
+    "__radd__": Entry(lambda x, s: s + x),
+    "__rsub__": Entry(lambda x, s: s - x),
+    "__rmul__": Entry(lambda x, s: s * x),
+    "__rdiv__": Entry(lambda x, s: s / x),
+    "__rpow__": Entry(lambda x, s: s ** x),
+    "__rmatmul__": Entry(lambda x, s: s @ x),
+    "clamp": Entry(_clamp),
+    "clamp_min": Entry(lambda x, m: tj.clamp(x, m, None)),
+    "clamp_max": Entry(lambda x, m: tj.clamp(x, None, m)),
+    # torch's OpInfo op is where(self, condition, other) = torch.where(condition, self, other)
+    "where": Entry(lambda x, cond, other: tj.where(cond, x, other)),
+    # reductions and row-wise composites
+    "sum": Entry(tj.sum, unsupported=_kw("dim", "keepdim", "dtype")),
+    "amax": Entry(tj.amax),
+    "amin": Entry(tj.amin),
+    "max.reduction_no_dim": Entry(tj.max),
+    "min.reduction_no_dim": Entry(tj.min),
+    "mean": Entry(tj.mean, int_ok=False, unsupported=_kw("dim", "keepdim")),
+    "var": Entry(_var, int_ok=False),
+    "var.unbiased": Entry(lambda x, unbiased: tj.var(x, unbiased=unbiased), int_ok=False),
+    "logsumexp": Entry(tj.logsumexp, int_ok=False),
+    "softmax": Entry(tj.softmax, int_ok=False, unsupported=_kw()),
+    "log_softmax": Entry(tj.log_softmax, int_ok=False, unsupported=_kw()),
+    "nn.functional.layer_norm": Entry(_ln, int_ok=False),
+    "nn.functional.mse_loss": Entry(_mse, int_ok=False),
+    "nn.functional.cross_entropy": Entry(tj.cross_entropy, int_ok=False),
+    # shapes and layout
+    "reshape": Entry(tj.reshape),
+    "view": Entry(lambda x, shape: x.view(shape)),
+    "broadcast_to": Entry(tj.broadcast_to),
+    "expand": Entry(lambda x, shape: x.expand(shape)),
+    "permute": Entry(_permute),
+    "transpose": Entry(tj.transpose),
+    "t": Entry(lambda x: x.T),
+    "mT": Entry(lambda x: x.mT),
+    "squeeze": Entry(_squeeze),
+    "squeeze.multiple": Entry(_squeeze),
+    "unsqueeze": Entry(tj.unsqueeze),
+    "flatten": Entry(tj.flatten),
+    "cat": Entry(tj.cat, unsupported=_cat_legacy_empty),
+    "stack": Entry(tj.stack),
+    "nn.functional.pad.constant": Entry(_pad, unsupported=_negative_pad),
+    "constant_pad_nd": Entry(lambda x, pad, value=0: _pad(x, pad, value=value),
+                             unsupported=_negative_pad),
+    "__getitem__": Entry(lambda x, key: x[key], not_compilable=_getitem_has_bool_mask),
+    "matmul": Entry(tj.matmul),
+    "mm": Entry(tj.matmul),
+    "bmm": Entry(tj.matmul),
+    "mv": Entry(tj.matmul),
+    "dot": Entry(tj.matmul),
+    # casts
+    "float": Entry(_cast("float")),
+    "double": Entry(_cast("double")),
+    "long": Entry(_cast("long"), grad=False),
+    "int": Entry(_cast("int"), grad=False),
+    "bool": Entry(_cast("bool"), grad=False),
+}
