@@ -111,7 +111,7 @@ class LLVMExecutable(Executable):
         for v in dict.fromkeys(written):
             if v in outs:
                 nbytes = int(np.prod(v.shape, dtype=np.int64)) * v.dtype.np.itemsize
-                self.out_alloc.append((self.slots[v], v.shape, v.dtype.np,
+                self.out_alloc.append((self.slots[v], v.shape, np.dtype(v.dtype.np),
                                        nbytes >= POOL_MIN_BYTES))
         fresh = {a[0] for a in self.out_alloc}
         self.out_plan, seen = [], set()
@@ -171,6 +171,13 @@ class LLVMExecutable(Executable):
                                                   self.slots[ins.out])))
         if len(self.run_steps) == 1 and self.run_steps[0][0] == "seg":
             self.only_seg = self.run_steps[0][1]        # the common case: one native call
+        # with one native call and only new outputs, run() returns them in this order
+        # (True: as allocated), without storing anything in the frame
+        self._direct = None
+        if self.only_seg is not None and not any(copy for _, copy in self.out_plan):
+            order = {a[0]: k for k, a in enumerate(self.out_alloc)}
+            idx = [order[s] for s, _ in self.out_plan]
+            self._direct = True if idx == list(range(len(idx))) else idx
 
     # -- running --------------------------------------------------------------------------
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -179,6 +186,31 @@ class LLVMExecutable(Executable):
             fr = frames.pop()           # atomic: two threads never get the same frame
         except IndexError:
             fr = self._new_frame()      # calls overlap: one more frame, kept for later
+        direct = self._direct
+        if direct is None:
+            return self._run_frame(fr, args)
+        # the common case: one native call, every output a new array. Only the table sees
+        # the arguments and results, so the frame keeps no reference to either. (An exception
+        # here loses the frame, which costs a new one later, nothing else.)
+        table = fr.table
+        held = []
+        for i, a in enumerate(args):
+            if not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a)
+                held.append(a)          # the table holds no reference: keep it to the end
+            table[i] = id(a)
+        outs = []
+        for s, shape, dtype, pooled in self.out_alloc:
+            o = self._pool.empty(shape, dtype) if pooled else np.empty(shape, dtype)
+            table[s] = id(o)
+            outs.append(o)
+        self.only_seg(fr.addr)
+        frames.append(fr)
+        return outs if direct is True else [outs[k] for k in direct]
+
+    def _run_frame(self, fr: "_Frame", args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Several steps, or outputs that are copies: the frame's arrays hold this call's."""
+        frames = self._frames
         arrays, table = fr.arrays, fr.table
         try:
             for i, a in enumerate(args):
