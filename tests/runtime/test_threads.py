@@ -198,3 +198,24 @@ def test_different_signatures_compile_concurrently_and_correctly():
     for x, r in zip(xs, results):
         np.testing.assert_allclose(r, np.log(np.exp(x) + 1.0) * x.sum(-1, keepdims=True),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_backward_through_a_compiled_function_from_threads():
+    @tj.compile
+    def f(x, w):
+        return (tj.tanh(x @ w) ** 2).sum()
+
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal((5, 3)).astype(np.float32)
+    xs = [rng.standard_normal((4, 5)).astype(np.float32) for _ in range(N_THREADS)]
+    grads = [None] * N_THREADS
+
+    def call(i):
+        w = tj.tensor(w0, requires_grad=True)
+        f(xs[i], w).backward()
+        grads[i] = w.grad.numpy()
+    run_threads(N_THREADS, call)
+    for x, g in zip(xs, grads):
+        t = np.tanh(x @ w0)
+        np.testing.assert_allclose(g, x.T @ (2 * t * (1 - t * t)), rtol=1e-4, atol=1e-5)
+    assert f.cache_info().misses == 1
