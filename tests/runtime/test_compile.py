@@ -269,10 +269,11 @@ def test_captured_tensors_are_read_fresh_and_get_gradients():
         f(x)
 
 
-def test_closure_numpy_constant_is_baked_and_shown():
-    c = np.array([1.0, 2.0], np.float32)
-    f = tj.compile(lambda x: x * c)
-    assert "constant {value=[1.0, 2.0]}" in f.lower(np.ones(2, np.float32)).as_text()
+def test_closure_numpy_array_is_an_input_and_a_list_a_constant():
+    c = np.array([1.0, 2.0], np.float32)           # read by reference at every call
+    f = tj.compile(lambda x: x * c + [3.0, 4.0])
+    text = f.lower(np.ones(2, np.float32)).as_text()
+    assert "%cap0: f32[2]" in text and "constant {value=[3.0, 4.0]}" in text
 
 
 def test_compile_inside_compile_inlines():

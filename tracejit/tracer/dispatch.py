@@ -8,7 +8,7 @@ from ..ir.core import Aval, Value, user_location
 from ..runtime.devices import device_of, is_gpu_array
 from . import tensor as _tensor_module
 from .autograd import PrimNode
-from .state import STATE, current_trace
+from .state import STATE, current_trace, note_reads
 from .tensor import Tensor
 
 
@@ -31,6 +31,8 @@ def to_traced(t: Tensor, graph) -> Value:
 
 def apply_primitive(prim, args, params) -> Tensor:
     params = prim.normalize(params)
+    if STATE.subst:                      # a checkpointed function being recomputed
+        args = [STATE.subst.get(id(a), a) for a in args]
     graph = None
     requires = False
     for a in args:
@@ -40,10 +42,17 @@ def apply_primitive(prim, args, params) -> Tensor:
         requires = requires or a._requires_grad
         if graph is None and type(a._data) is Value:
             graph = a._data.graph
+    traces = STATE.traces
+    if graph is None and traces and any(a._born_in is not traces[-1] for a in args):
+        # an eager tensor from outside the trace (a capture) is an input of the graph, whatever
+        # op reads it first; only ops over the trace's own constants run (fold) eagerly
+        graph = traces[-1].graph
     if graph is not None:
         vals = [to_traced(a, graph) for a in args]
         if any(not isinstance(a._data, Value) for a in args):
+            # captures enter as plain inputs: the compiled call, not this tape, differentiates them
             args = [a if isinstance(a._data, Value) else Tensor(v) for a, v in zip(args, vals)]
+            requires = any(a._requires_grad for a in args)
         out = Tensor(graph.emit(prim, vals, params), _weak=bool(args) and all(a._weak for a in args))
     else:
         data = [a._data for a in args]
@@ -64,6 +73,8 @@ def apply_primitive(prim, args, params) -> Tensor:
             # before anything writes to it or aliases it (see Tensor.detach, inplace)
             res.flags.writeable = False
         out = Tensor(res)
+    if requires and STATE.reads is not None:
+        note_reads(args)
     if requires and STATE.grad_enabled and prim.vjp is not None and out.dtype.is_float:
         PrimNode.record(prim, params, args, out)
     return out

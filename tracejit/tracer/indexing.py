@@ -104,7 +104,8 @@ def _norm_index(idx, n: int, like: Tensor) -> Tensor:
     if idx.size and (idx.min() < -n or idx.max() >= n):
         raise _err(f"index {int(idx.max() if idx.max() >= n else idx.min())} is out of bounds "
                    f"for an axis of size {n}")
-    return ops.as_tensor(np.where(idx < 0, idx + n, idx), like=like)
+    # index arrays are constants of a trace: their bounds were checked just above
+    return ops.as_tensor(np.where(idx < 0, idx + n, idx), like=like, const=True)
 
 
 def _advanced(y: Tensor, adv) -> Tensor:
@@ -150,8 +151,8 @@ def setitem(x: Tensor, key, value) -> None:
         except ValueError:
             raise _err(f"cannot assign {ops._fmt(v)} to a selection of shape {list(pos.shape)}",
                        ValueError) from None
-        flat_pos = ops.as_tensor(pos.reshape(-1), like=old)
+        flat_pos = ops.as_tensor(pos.reshape(-1), like=old, const=True)
         upd = bind(P.scatter_add, flat_pos, ops.reshape(v, (-1,)), axis=0, shape=(x.numel(),))
-        m = ops.as_tensor(mask, like=old)
+        m = ops.as_tensor(mask, like=old, const=True)
         return ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), x.shape)
     inplace(x, update, "__setitem__")

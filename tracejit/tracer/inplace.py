@@ -34,6 +34,16 @@ def inplace(x: Tensor, update, op: str) -> Tensor:
     if new.dtype.is_float and not x.dtype.is_float:
         raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the desired "
                            f"output type {x.dtype.name} (at {user_location()})")
+    if new._traced:                   # tracing, and x is an eager tensor
+        if x._captured():
+            raise RuntimeError(
+                f"{op}: in-place update of a tensor {x.dtype.name}{list(x.shape)} captured by a "
+                f"compiled function (at {user_location()}); a compiled function cannot write "
+                f"to what it captures: return the new value and assign it after the call")
+        # a constant made inside the trace: from here on it holds the traced value
+        x._data, x.grad_fn, x._out_idx = new._data, new.grad_fn, new._out_idx
+        x._requires_grad = new._requires_grad
+        return x
     if not getattr(x._data.flags, "writeable", True):    # CuPy's flags have no writeable
         x._data = x._data.copy()
     np.copyto(x._data, new._data, casting="unsafe")
@@ -62,7 +72,7 @@ INPLACE = {
     "pow_": ops.pow,
     "clamp_": ops.clip,
     "clip_": ops.clip,
-    "zero_": lambda x: ops.as_tensor(np.zeros(x.shape, x.dtype.np), like=x),
+    "zero_": lambda x: ops.as_tensor(np.zeros(x.shape, x.dtype.np), like=x, const=True),
     "fill_": lambda x, v: ops.broadcast_to(ops.as_tensor(v, x.dtype, like=x), x.shape),
     "copy_": lambda x, src: ops.broadcast_to(ops.cast(ops.as_tensor(src), x.dtype), x.shape),
     "exp_": ops.exp, "tanh_": ops.tanh, "neg_": ops.neg, "sqrt_": ops.sqrt, "abs_": ops.abs,

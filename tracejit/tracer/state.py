@@ -1,6 +1,8 @@
-"""Process-wide tracer state: grad mode and the stack of active traces."""
+"""Process-wide tracer state: grad mode, the stack of active traces, and the bookkeeping
+`checkpoint` uses to find (and stand in for) the tensors its function reads."""
 from __future__ import annotations
 
+import functools
 import threading
 
 
@@ -8,6 +10,10 @@ class _State(threading.local):
     def __init__(self) -> None:
         self.grad_enabled = True
         self.traces: list = []          # active TraceContexts, innermost last
+        # tensors that require grad read by ops while a checkpointed function runs (or None)
+        self.reads: list | None = None
+        # id(tensor) -> stand-in leaf while a checkpointed function is recomputed (or None)
+        self.subst: dict | None = None
 
 
 STATE = _State()
@@ -34,12 +40,13 @@ class _GradMode:
         STATE.grad_enabled = self._prev
         return False
 
-    def __call__(self, fn):
-        import functools
+    def _fresh(self) -> "_GradMode":
+        return type(self)()
 
+    def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*a, **k):
-            with type(self)():
+            with self._fresh():
                 return fn(*a, **k)
         return wrapper
 
@@ -53,5 +60,62 @@ class enable_grad(_GradMode):
 
 
 class set_grad_enabled(_GradMode):
+    """As PyTorch: `set_grad_enabled(False)` called on its own sets the mode at once; used as a
+    context manager it restores the previous mode on exit; as a decorator it sets the mode only
+    while the decorated function runs."""
+
     def __init__(self, mode: bool) -> None:
         self.mode = bool(mode)
+        self._prev = STATE.grad_enabled
+        STATE.grad_enabled = self.mode
+
+    def __enter__(self):
+        STATE.grad_enabled = self.mode
+
+    def _fresh(self) -> "_GradMode":
+        return set_grad_enabled(self.mode)
+
+    def __call__(self, fn):
+        STATE.grad_enabled = self._prev       # decorating must not change the mode now
+        return super().__call__(fn)
+
+
+def note_reads(tensors) -> None:
+    """Record the tensors that require grad among `tensors`, if a checkpoint is listening."""
+    reads = STATE.reads
+    if reads is not None:
+        reads.extend(t for t in tensors if t is not None and t._requires_grad)
+
+
+class recording_reads:
+    """Collect (into `.tensors`) the tensors needing grad that ops read inside the block; an
+    enclosing recording also sees them."""
+
+    def __enter__(self) -> "recording_reads":
+        self._outer = STATE.reads
+        self.tensors: list = []
+        STATE.reads = self.tensors
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        STATE.reads = self._outer
+        if self._outer is not None:
+            self._outer.extend(self.tensors)
+        return False
+
+
+class substituting:
+    """While active, ops read `mapping[id(t)]` in place of tensor t (checkpoint recomputation
+    uses it to give the tensors it differentiates fresh leaves of their own)."""
+
+    def __init__(self, mapping: dict) -> None:
+        self.mapping = mapping
+
+    def __enter__(self) -> "substituting":
+        self._outer = STATE.subst
+        STATE.subst = {**self._outer, **self.mapping} if self._outer else self.mapping
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        STATE.subst = self._outer
+        return False

@@ -126,11 +126,19 @@ class Tensor:
     @property
     def data(self) -> "Tensor":
         """The same storage, detached, with a version counter of its own (as PyTorch)."""
+        if self._captured():
+            return self.detach()
         return Tensor(self._own())
 
     @data.setter
     def data(self, other: "Tensor") -> None:
         self._data = other._data if isinstance(other, Tensor) else np.asarray(other)
+
+    def _captured(self) -> bool:
+        """An eager tensor from outside the innermost active trace: the trace reads it as an
+        input (see TraceContext), never as a constant."""
+        traces = STATE.traces
+        return bool(traces) and not self._traced and self._born_in is not traces[-1]
 
     @property
     def T(self) -> "Tensor":
@@ -143,13 +151,19 @@ class Tensor:
         return ops.swapaxes(self, -1, -2)
 
     # -- conversion --------------------------------------------------------------------------
-    def _concrete(self, what: str) -> np.ndarray:
+    def _concrete(self, what: str, guard: bool = True) -> np.ndarray:
         if self._traced:
             raise RuntimeError(
                 f"{what} needs a concrete value, but this tensor {self._data.aval} is traced "
                 f"inside @tj.compile (at {user_location()}). Python control flow and conversions "
                 f"cannot depend on traced values: use tj.where(cond, a, b) for data-dependent "
                 f"choices, or mark the argument static (static_argnums / static_argnames).")
+        if guard and STATE.traces:
+            # a capture's value read into Python: the traces it is foreign to depend on it
+            for ctx in reversed(STATE.traces):
+                if self._born_in is ctx:
+                    break
+                ctx.guard_read(self)
         return self._data
 
     def numpy(self) -> np.ndarray:
@@ -220,7 +234,8 @@ class Tensor:
             return f"Tensor(traced {self._data.aval}{extra})"
         if not is_host(self._data):
             extra = f", device='{self.device}'" + extra
-        body = np.array2string(self._host("repr"), separator=", ", prefix="tensor(")
+        a = self._concrete("repr", guard=False)
+        body = np.array2string(a if is_host(a) else a.get(), separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype.name}{extra})"
 
     # -- the registry's binding protocol -----------------------------------------------------
@@ -239,6 +254,8 @@ class Tensor:
                  inputs)
 
     def detach(self) -> "Tensor":
+        if self._captured():
+            return lift(self).detach()
         if self._traced:
             return Tensor(self._data.graph.emit(P.stop_gradient, [self._data], {}))
         t = Tensor(self._own())
@@ -294,6 +311,14 @@ class _RemovableHandle:
     def remove(self) -> None:
         if self._hook in self._hooks:
             self._hooks.remove(self._hook)
+
+
+def lift(t: Tensor) -> Tensor:
+    """`t` as a traced tensor of the innermost trace if it is a capture there (an eager tensor
+    from outside that trace: an input read afresh at every call); `t` itself otherwise."""
+    if not t._captured():
+        return t
+    return Tensor(STATE.traces[-1].capture(t), _weak=t._weak)
 
 
 def is_tensor(x: Any) -> bool:
