@@ -23,7 +23,7 @@ from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced, arg_names, trace
 from .backend import get_backend
 from .debug import dump, log_enabled, log_recompile
-from .devices import CPU, Device, device as as_device, device_of, is_gpu_array
+from .devices import CPU, Device, device as as_device, device_of, is_gpu_array, is_host
 from .grad_node import CompiledNode
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
@@ -101,7 +101,7 @@ class Entry:
         self.graph = graph
         self.exe = exe
         self.captures = traced.captures
-        self.cap_avals = [(c.shape, c.dtype) for c in traced.captures]
+        self.cap_avals = [(c.shape, c.dtype, device_of(c._data)) for c in traced.captures]
         self.plain = not self.captures and not traced.guards    # nothing to check per call
         self.in_avals = graph.in_avals
         self.grad_cache: dict[tuple, tuple] = {}
@@ -124,10 +124,13 @@ class Entry:
             STATE.grad_enabled and any(c._requires_grad for c in self.captures))
 
     def stale_capture(self) -> str | None:
-        for i, (c, (shape, dtype)) in enumerate(zip(self.captures, self.cap_avals)):
+        for i, (c, (shape, dtype, dev)) in enumerate(zip(self.captures, self.cap_avals)):
             if c._traced or c.shape != shape or c.dtype is not dtype:
                 return f"captured tensor cap{i} changed: {dtype.name}{list(shape)} -> " \
                        f"{c.dtype.name}{list(c.shape)}"
+            if type(c._data) is not np.ndarray and device_of(c._data) != dev or \
+                    type(c._data) is np.ndarray and dev != CPU:
+                return f"captured tensor cap{i} moved: {dev} -> {device_of(c._data)}"
         return None if self.plain else self.traced.stale()
 
 
@@ -236,6 +239,23 @@ class CompiledFunction:
                                f"move them to one device with .to(device)")
         return next(iter(devs), CPU)
 
+    def _device_with_captures(self, flat, captures, device: Device) -> Device:
+        """Captures on a GPU choose the device when neither `device=` nor the arguments do; a
+        GPU capture elsewhere than the call's device is an error (a kernel cannot read it)."""
+        devs = {device_of(c._data) for c in captures if not is_host(c._data)}
+        if not devs:
+            return device
+        decided = self.device is not None or any(         # (host arrays go anywhere)
+            isinstance(x, Tensor) and not x._traced or is_gpu_array(x) for x in flat)
+        if not decided and len(devs) == 1:
+            return devs.pop()
+        if devs != {device}:
+            raise RuntimeError(f"{self.name}: it reads captured tensors on "
+                               f"{', '.join(sorted(map(str, devs)))} but runs on {device} "
+                               f"(at {user_location()}); move them with .to(device), or pass "
+                               f"them as arguments")
+        return device
+
     def _backend(self, device: Device):
         return get_backend("cuda" if device.type == "cuda" else self.backend_name)
 
@@ -268,6 +288,7 @@ class CompiledFunction:
             t0 = time.perf_counter()
             device = self._device_for(flat)
             traced = self._trace(args, kwargs, static, device)
+            device = self._device_with_captures(flat, traced.captures, device)
             graph = verify(optimize(traced.graph))
             dump("ir", self.name, lambda: print_graph(graph))
             exe = self._backend(device).compile(graph)
