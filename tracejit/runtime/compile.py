@@ -330,6 +330,8 @@ class CompiledFunction:
                 if entry.has_scalars:
                     vals = [np.asarray(a, v.dtype.np) if type(a) is not np.ndarray else a
                             for a, v in zip(vals, entry.graph.inputs)]
+                if entry.captures:
+                    vals = vals + [c._data for c in entry.captures]
                 if entry.n_random:
                     vals = vals + entry.hidden_inputs()
                 outs = entry.exe.run(vals)
@@ -337,7 +339,8 @@ class CompiledFunction:
                     return Tensor(outs[0])
                 return tree_unflatten(entry.traced.out_tree, [Tensor(o) for o in outs])
         entry, flat = self._entry(args, kwargs)
-        if key is not None and len(entry.graph.inputs) == len(args) + entry.n_hidden:
+        if key is not None and \
+                len(entry.graph.inputs) == len(args) + len(entry.captures) + entry.n_hidden:
             self._fast[key] = entry
         arrays = []
         for x, aval in zip(flat, entry.in_avals):
