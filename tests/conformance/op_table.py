@@ -112,6 +112,29 @@ def _cast(method: str):
     return fn
 
 
+def _int_cast_undefined(s) -> str | None:
+    """A float -> int cast of NaN, inf or a value out of the integer range is undefined
+    behaviour in torch's C++ (on x86 it gives INT_MIN); tracejit saturates and maps NaN to 0,
+    the same on every backend, by design (README, 'Semantics worth knowing')."""
+    x = s.input
+    if not x.is_floating_point():
+        return None
+    v = x.detach().double()
+    if not v.isfinite().all() or (v.abs() >= 2.0 ** 31).any():
+        return "float -> int cast of NaN/inf/out-of-range values (undefined in torch)"
+    return None
+
+
+def _complex_operand(s) -> str | None:
+    if any(isinstance(v, complex) for v in (s.input, *s.args)):
+        return "a complex scalar: tracejit has no complex dtypes"
+    return None
+
+
+def _embedding(weight, idx, **kwargs):
+    return weight[idx]
+
+
 def _mse(x, y, reduction="mean"):
     return tj.mse_loss(x, y, reduction=reduction)
 
@@ -142,6 +165,11 @@ TABLE: dict[str, Entry] = {
     "rsub": Entry(lambda x, y, alpha=1: tj.sub(y, x if alpha == 1 else x * alpha)),
     "mul": Entry(tj.mul),
     "div.no_rounding_mode": Entry(tj.div),
+    "div.floor_rounding": Entry(lambda x, y, rounding_mode: tj.floor_divide(x, y)),
+    "floor_divide": Entry(tj.floor_divide),
+    "remainder": Entry(tj.remainder),
+    "fmod": Entry(tj.fmod),
+    "__rmod__": Entry(lambda x, s: s % x),
     "true_divide": Entry(tj.div),
     "pow": Entry(tj.pow),
     "maximum": Entry(tj.maximum),
@@ -166,13 +194,17 @@ TABLE: dict[str, Entry] = {
     "clamp_min": Entry(lambda x, m: tj.clamp(x, m, None)),
     "clamp_max": Entry(lambda x, m: tj.clamp(x, None, m)),
     # torch's OpInfo op is where(self, condition, other) = torch.where(condition, self, other)
-    "where": Entry(lambda x, cond, other: tj.where(cond, x, other)),
+    "where": Entry(lambda x, cond, other: tj.where(cond, x, other), unsupported=_complex_operand),
     # reductions and row-wise composites
     "sum": Entry(tj.sum, unsupported=_kw("dim", "keepdim", "dtype")),
     "amax": Entry(tj.amax),
     "amin": Entry(tj.amin),
     "max.reduction_no_dim": Entry(tj.max),
     "min.reduction_no_dim": Entry(tj.min),
+    "max.reduction_with_dim": Entry(tj.max),        # (values, indices) as torch
+    "min.reduction_with_dim": Entry(tj.min),
+    "argmax": Entry(tj.argmax, grad=False),
+    "argmin": Entry(tj.argmin, grad=False),
     "mean": Entry(tj.mean, int_ok=False, unsupported=_kw("dim", "keepdim")),
     "var": Entry(_var, int_ok=False),
     "var.unbiased": Entry(lambda x, unbiased: tj.var(x, unbiased=unbiased), int_ok=False),
@@ -200,6 +232,9 @@ TABLE: dict[str, Entry] = {
     "nn.functional.pad.constant": Entry(_pad, unsupported=_negative_pad),
     "constant_pad_nd": Entry(lambda x, pad, value=0: _pad(x, pad, value=value),
                              unsupported=_negative_pad),
+    # torch's OpInfo op is embedding(weight, idx); max_norm (which renormalises the weight in
+    # place) and padding_idx have no tracejit counterpart
+    "nn.functional.embedding": Entry(_embedding, int_ok=False, unsupported=_kw()),
     "__getitem__": Entry(lambda x, key: x[key], not_compilable=_getitem_has_bool_mask),
     "matmul": Entry(tj.matmul),
     "mm": Entry(tj.matmul),
@@ -209,7 +244,7 @@ TABLE: dict[str, Entry] = {
     # casts
     "float": Entry(_cast("float")),
     "double": Entry(_cast("double")),
-    "long": Entry(_cast("long"), grad=False),
-    "int": Entry(_cast("int"), grad=False),
+    "long": Entry(_cast("long"), grad=False, unsupported=_int_cast_undefined),
+    "int": Entry(_cast("int"), grad=False, unsupported=_int_cast_undefined),
     "bool": Entry(_cast("bool"), grad=False),
 }
