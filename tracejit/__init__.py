@@ -25,6 +25,7 @@ from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")
 from .runtime.devices import Device, cuda_available, device
 from .runtime.compile import clear_cache, compile, jit
+from . import nn
 from .tracer.ops import cast as astype
 
 float16, bfloat16, float32, float64 = _dt.f16, _dt.bf16, _dt.f32, _dt.f64

@@ -36,7 +36,7 @@ def apply_primitive(prim, args, params) -> Tensor:
     graph = None
     requires = False
     for a in args:
-        if type(a) is not Tensor:
+        if type(a) is not Tensor and not isinstance(a, Tensor):   # nn.Parameter is a subclass
             raise TypeError(f"{prim.name}: expected Tensors, got {type(a).__name__} "
                             f"(at {user_location()})")
         requires = requires or a._requires_grad

@@ -1,0 +1,3 @@
+"""`tracejit.nn` (also `tj.nn`): torch.nn's modules, layers, losses and helpers."""
+from . import functional, init, utils
+from .parameter import Parameter
