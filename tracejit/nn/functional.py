@@ -1,2 +1,412 @@
-"""`tracejit.nn.functional` (import it as F): torch.nn.functional's names over tracejit ops."""
+"""`tracejit.nn.functional` (import it as F): torch.nn.functional's names, signatures and
+defaults over tracejit ops. Each works eagerly, inside @tj.compile and under tj.grad."""
 from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..tracer import composites as C
+from ..tracer import ops
+from ..tracer.composites import composite, log_softmax as _log_softmax, softmax as _softmax
+from ..tracer.losses import _class_targets, _legacy_reduction, cross_entropy
+from ..tracer.rng import dropout as _dropout
+from ..tracer.tensor import Tensor
+
+__all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "relu", "relu6",
+           "leaky_relu", "elu", "silu", "mish", "softplus", "hardtanh", "tanh", "sigmoid",
+           "logsigmoid", "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss",
+           "l1_loss", "binary_cross_entropy_with_logits", "one_hot", "pad", "normalize",
+           "scaled_dot_product_attention"]
+
+
+def _t(x) -> Tensor:
+    return x if isinstance(x, Tensor) else ops.as_tensor(x)
+
+
+def _no_inplace(op: str, inplace: bool) -> None:
+    if inplace:
+        raise NotImplementedError(f"F.{op}: inplace=True is not supported; tracejit ops return "
+                                  f"new tensors (drop inplace=, the values are the same)")
+
+
+# -- linear layers ---------------------------------------------------------------------------
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
+    """input @ weight.T + bias, with weight [out_features, in_features]."""
+    x = _t(input)
+    if weight.ndim not in (1, 2):
+        raise ops._err("linear", f"weight must be 1-D or 2-D, got {ops._fmt(weight)}")
+    if x.ndim == 0 or x.shape[-1] != weight.shape[-1]:
+        raise ops._err("linear", f"input {ops._fmt(x)} does not match weight "
+                       f"{ops._fmt(weight)}: the last dims must agree (in_features)")
+    y = ops.matmul(x, ops.swapaxes(weight, -1, -2) if weight.ndim == 2 else weight)
+    return y if bias is None else ops.add(y, bias)
+
+
+def embedding(input, weight: Tensor, padding_idx: int | None = None,   # noqa: A002
+              max_norm: float | None = None, norm_type: float = 2.0,
+              scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
+    """Rows of `weight` picked by integer indices; the padding row receives no gradient."""
+    if max_norm is not None or scale_grad_by_freq:
+        raise NotImplementedError("F.embedding: max_norm= and scale_grad_by_freq= are not "
+                                  "supported")
+    idx = _t(input)
+    if not idx.dtype.is_int:
+        raise ops._err("embedding", f"indices must be an integer tensor, got {ops._fmt(idx)}",
+                       TypeError)
+    if weight.ndim != 2:
+        raise ops._err("embedding", f"weight must be 2-D, got {ops._fmt(weight)}")
+    out = weight[idx]
+    if padding_idx is not None:
+        n = weight.shape[0]
+        if not -n <= padding_idx < n:
+            raise ops._err("embedding", f"padding_idx {padding_idx} must be within "
+                           f"num_embeddings ({n})")
+        pad_at = ops.unsqueeze(ops.eq(idx, padding_idx % n), -1)
+        # same values; lookups of the padding row pass no gradient to it (as torch)
+        out = ops.where(pad_at, ops.stop_gradient(out), out)
+    return out
+
+
+# -- normalization ---------------------------------------------------------------------------
+def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,  # noqa: A002
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    return C.layer_norm(input, tuple(_shape_arg(normalized_shape)), weight, bias, eps)
+
+
+def _shape_arg(s) -> tuple[int, ...]:
+    return (int(s),) if isinstance(s, (int, np.integer)) else tuple(int(v) for v in s)
+
+
+def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,  # noqa: A002
+             eps: float | None = None) -> Tensor:
+    """x / sqrt(mean(x**2) + eps) over the trailing dims; eps None -> the dtype's epsilon."""
+    x = _t(input)
+    shape = _shape_arg(normalized_shape)
+    k = len(shape)
+    if tuple(x.shape[x.ndim - k:]) != shape:
+        raise ops._err("rms_norm", f"normalized_shape {list(shape)} does not match the "
+                       f"trailing dims of {ops._fmt(x)}")
+    if eps is None:
+        eps = float(np.finfo(x.dtype.np).eps) if x.dtype in (dt.f32, dt.f64) else \
+            float(np.finfo(np.float32).eps)
+    axes = tuple(range(x.ndim - k, x.ndim))
+    ms = C.mean(ops.mul(x, x), axes, True)
+    y = ops.mul(x, ops.div(1.0, ops.sqrt(ops.add(ms, eps))))
+    return y if weight is None else ops.mul(y, weight)
+
+
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12,  # noqa: A002
+              out=None) -> Tensor:
+    """x / max(||x||_p, eps) along dim."""
+    if out is not None:
+        raise NotImplementedError("F.normalize: out= is not supported")
+    x = _t(input)
+    s = ops.sum(ops.pow(ops.abs(x), float(p)) if p != 2 else ops.mul(x, x), dim, True)
+    zero = ops.eq(s, 0)
+    # the norm's derivative at 0 is 0/0: take the root of 1 there, so the gradient stays
+    # finite, and the clamp at eps (whose gradient is 0 there) gives the value
+    root = ops.pow(ops.where(zero, 1.0, s), 1.0 / p) if p != 2 else ops.sqrt(ops.where(zero, 1.0, s))
+    norm = ops.where(zero, 0.0, root)
+    return ops.div(x, ops.maximum(norm, ops.as_tensor(eps, norm.dtype, like=norm)))
+
+
+# -- dropout and activations ---------------------------------------------------------------
+def dropout(input: Tensor, p: float = 0.5, training: bool = True,  # noqa: A002
+            inplace: bool = False) -> Tensor:
+    _no_inplace("dropout", inplace)
+    return _dropout(input, p, training)
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:  # noqa: A002
+    """torch's default is the exact GELU (approximate='none'), x * Phi(x)."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"F.gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return C.gelu(input, approximate=approximate)
+
+
+def relu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
+    _no_inplace("relu", inplace)
+    return C.relu(input)
+
+
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0,  # noqa: A002
+             inplace: bool = False) -> Tensor:
+    _no_inplace("hardtanh", inplace)
+    return ops.clip(input, min_val, max_val)
+
+
+def relu6(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
+    return hardtanh(input, 0.0, 6.0, inplace)
+
+
+@composite("LeakyReluBackward0")
+def leaky_relu(input: Tensor, negative_slope: float = 0.01,  # noqa: A002
+               inplace: bool = False) -> Tensor:
+    _no_inplace("leaky_relu", inplace)
+    x = _t(input)
+    return ops.where(ops.gt(x, 0), x, ops.mul(x, negative_slope))
+
+
+@composite("EluBackward0")
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:  # noqa: A002
+    _no_inplace("elu", inplace)
+    x = _t(input)
+    # exp of the clamped input: the branch not taken must not overflow into a NaN gradient
+    neg = ops.mul(ops.sub(ops.exp(ops.minimum(x, ops.as_tensor(0.0, x.dtype, like=x))), 1.0),
+                  alpha)
+    return ops.where(ops.gt(x, 0), x, neg)
+
+
+@composite("SiluBackward0")
+def silu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
+    _no_inplace("silu", inplace)
+    x = _t(input)
+    return ops.mul(x, C.sigmoid(x))
+
+
+@composite("MishBackward0")
+def mish(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
+    _no_inplace("mish", inplace)
+    x = _t(input)
+    return ops.mul(x, ops.tanh(C.softplus(x)))
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:  # noqa: A002
+    return C.softplus(input, beta, threshold)
+
+
+def logsigmoid(input: Tensor) -> Tensor:  # noqa: A002
+    return ops.neg(C.softplus(ops.neg(_t(input))))
+
+
+def tanh(input: Tensor) -> Tensor:  # noqa: A002
+    return ops.tanh(input)
+
+
+def sigmoid(input: Tensor) -> Tensor:  # noqa: A002
+    return C.sigmoid(input)
+
+
+def _softmax_dim(x: Tensor, dim, name: str) -> int:
+    if dim is not None:
+        return dim
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call "
+                  f"to include dim=X as an argument.", stacklevel=3)
+    return 0 if x.ndim in (0, 1, 3) else 1
+
+
+def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,  # noqa: A002
+            dtype=None) -> Tensor:
+    x = _t(input)
+    return _softmax(x, _softmax_dim(x, dim, "softmax"), dtype=dtype)
+
+
+def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,  # noqa: A002
+                dtype=None) -> Tensor:
+    x = _t(input)
+    return _log_softmax(x, _softmax_dim(x, dim, "log_softmax"), dtype=dtype)
+
+
+# -- losses ----------------------------------------------------------------------------------
+@composite("NllLossBackward0")
+def _nll(x: Tensor, target: Tensor, weight, ignore_index: int, reduction: str) -> Tensor:
+    cdim = 0 if x.ndim == 1 else 1
+    wb = None
+    if weight is not None:
+        w = ops.as_tensor(weight, x.dtype, like=x)
+        if w.shape != (x.shape[cdim],):
+            raise ops._err("nll_loss", f"weight {ops._fmt(w)} must have one entry per class "
+                           f"({x.shape[cdim]}) of {ops._fmt(x)}")
+        shape = [1] * x.ndim
+        shape[cdim] = x.shape[cdim]
+        wb = ops.reshape(w, tuple(shape))
+    return _class_targets(x, x, target, wb, cdim, ignore_index, reduction, 0.0)
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,  # noqa: A002
+             size_average=None, ignore_index: int = -100, reduce=None,
+             reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood of class indices, input being log-probabilities [N, C, ...]
+    or [C]; 'mean' averages over non-ignored targets weighted by weight[target]."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction not in ("mean", "sum", "none"):
+        raise ops._err("nll_loss", f"reduction must be 'mean', 'sum' or 'none', got "
+                       f"{reduction!r}")
+    x = _t(input)
+    if x.ndim == 0 or not x.dtype.is_float:
+        raise ops._err("nll_loss", f"input must be floating-point log-probabilities with a "
+                       f"class dimension, got {ops._fmt(x)}", TypeError)
+    return _nll(x, ops.as_tensor(target, like=x), weight, ignore_index, reduction)
+
+
+def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,  # noqa: A002
+             reduction: str = "mean") -> Tensor:
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    x, y = _t(input), _t(target)
+    if x.shape != y.shape:
+        warnings.warn(f"Using a target size ({list(y.shape)}) that is different to the input "
+                      f"size ({list(x.shape)}). This will likely lead to incorrect results due "
+                      f"to broadcasting. Please ensure they have the same size.", stacklevel=2)
+    return C.mse_loss(x, y, reduction=reduction)
+
+
+def _reduce(loss: Tensor, reduction: str, op: str) -> Tensor:
+    if reduction == "mean":
+        return C.mean(loss)
+    if reduction == "sum":
+        return ops.sum(loss)
+    if reduction == "none":
+        return loss
+    raise ops._err(op, f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,  # noqa: A002
+            reduction: str = "mean") -> Tensor:
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return _reduce(ops.abs(ops.sub(input, target)), reduction, "l1_loss")
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,  # noqa: A002
+                                     weight: Tensor | None = None, size_average=None,
+                                     reduce=None, reduction: str = "mean",
+                                     pos_weight: Tensor | None = None) -> Tensor:
+    """(1 - y) x + (1 + (pw - 1) y) softplus(-x), torch's stable form."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    x, y = _t(input), _t(target)
+    if x.shape != y.shape:
+        raise ops._err("binary_cross_entropy_with_logits", f"target size {list(y.shape)} must "
+                       f"be the same as input size {list(x.shape)}")
+    sp = C.softplus(ops.neg(x))
+    if pos_weight is None:
+        loss = ops.add(ops.mul(ops.sub(1.0, y), x), sp)
+    else:
+        coef = ops.add(ops.mul(ops.sub(pos_weight, 1.0), y), 1.0)
+        loss = ops.add(ops.mul(ops.sub(1.0, y), x), ops.mul(coef, sp))
+    if weight is not None:
+        loss = ops.mul(loss, weight)
+    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
+
+
+# -- one_hot, pad ----------------------------------------------------------------------------
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """int64 one-hot vectors along a new last dim; num_classes=-1 means max(tensor) + 1 (a
+    value read from the data, so not inside a compiled function)."""
+    t = _t(tensor)
+    if t.dtype is not dt.i64:
+        raise ops._err("one_hot", f"one_hot is only applicable to index tensor of type int64, "
+                       f"got {ops._fmt(t)}", TypeError)
+    if num_classes == -1:
+        if t.numel() == 0:
+            raise ops._err("one_hot", "Can not infer total number of classes from empty tensor.",
+                           RuntimeError)
+        num_classes = int(t._host("one_hot with num_classes=-1").max()) + 1
+    if not t._traced and t.numel():
+        vals = t._host("one_hot")
+        if vals.min() < 0 or vals.max() >= num_classes:
+            raise ops._err("one_hot", f"Class values must be in [0, {num_classes}), got "
+                           f"[{int(vals.min())}, {int(vals.max())}]", RuntimeError)
+    classes = ops.as_tensor(np.arange(num_classes, dtype=np.int64), like=t, const=True)
+    return ops.cast(ops.eq(ops.unsqueeze(t, -1), classes), dt.i64)
+
+
+def pad(input: Tensor, pad: tuple[int, ...], mode: str = "constant",  # noqa: A002
+        value: float | None = None) -> Tensor:
+    """torch's spelling: `pad` lists (left, right) for the last dim, then the one before, ...
+    mode: 'constant' (value, default 0), 'reflect', 'replicate' or 'circular'."""
+    x = _t(input)
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise ops._err("pad", f"padding {list(pad)} must have an even length of at most "
+                       f"2 * ndim for {ops._fmt(x)}")
+    k = len(pad) // 2
+    widths = [(0, 0)] * (x.ndim - k) + [(pad[2 * i], pad[2 * i + 1]) for i in range(k)][::-1]
+    if mode == "constant":
+        return ops.pad(x, widths, 0.0 if value is None else value)
+    if value not in (None, 0):
+        raise ops._err("pad", f"padding mode {mode!r} doesn't take in value argument")
+    if mode not in ("reflect", "replicate", "circular"):
+        raise ops._err("pad", f"mode must be 'constant', 'reflect', 'replicate' or 'circular', "
+                       f"got {mode!r}", NotImplementedError)
+    for axis, (lo, hi) in enumerate(widths):
+        if lo == 0 and hi == 0:
+            continue
+        n = x.shape[axis]
+        if mode == "reflect" and (lo >= n or hi >= n):
+            raise ops._err("pad", f"padding ({lo}, {hi}) should be less than the input size "
+                           f"{n} of dim {axis} in reflect mode")
+        if mode == "circular" and (lo > n or hi > n):
+            raise ops._err("pad", f"padding ({lo}, {hi}) can wrap around at most once (input "
+                           f"size {n} of dim {axis})")
+        if n == 0:
+            raise ops._err("pad", f"cannot pad an empty dim {axis} in {mode} mode")
+        pos = np.arange(-lo, n + hi)
+        if mode == "replicate":
+            src = np.clip(pos, 0, n - 1)
+        elif mode == "circular":
+            src = pos % n
+        else:
+            period = 2 * (n - 1) if n > 1 else 1
+            m = np.abs(pos) % period
+            src = np.where(m < n, m, period - m)
+        key = (slice(None),) * axis + (ops.as_tensor(src.astype(np.int64), like=x, const=True),)
+        x = x[key]
+    return x
+
+
+# -- attention -------------------------------------------------------------------------------
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
+                                 attn_mask: Tensor | None = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None,
+                                 enable_gqa: bool = False) -> Tensor:
+    """softmax(q k^T * scale + mask) v over the last two dims (torch's math reference). A bool
+    mask is True where attention is allowed; a float mask is added. Rows with every position
+    masked give 0 (as torch's math path)."""
+    q, k, v = _t(query), _t(key), _t(value)
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
+        raise ops._err("scaled_dot_product_attention", f"query, key and value need at least 2 "
+                       f"dims, got {ops._fmt(q)}, {ops._fmt(k)}, {ops._fmt(v)}")
+    if is_causal and attn_mask is not None:
+        raise ops._err("scaled_dot_product_attention", "Explicit attn_mask should not be set "
+                       "when is_causal=True", RuntimeError)
+    if enable_gqa and q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
+        k, v = _repeat_heads(k, q.shape[-3]), _repeat_heads(v, q.shape[-3])
+    if q.shape[-1] != k.shape[-1]:
+        raise ops._err("scaled_dot_product_attention", f"query {ops._fmt(q)} and key "
+                       f"{ops._fmt(k)} must have the same last dim")
+    L, S = q.shape[-2], k.shape[-2]
+    factor = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scores = ops.mul(ops.matmul(q, ops.swapaxes(k, -2, -1)), factor)
+    allowed = None
+    if is_causal:
+        allowed = ops.as_tensor(np.tril(np.ones((L, S), bool)), like=scores, const=True)
+    elif attn_mask is not None:
+        m = _t(attn_mask)
+        if m.dtype is dt.bool_:
+            allowed = m
+        else:
+            scores = ops.add(scores, m)
+    if allowed is not None:
+        scores = ops.where(allowed, scores, float("-inf"))
+    attn = _softmax(scores, -1)
+    if attn_mask is not None:
+        # a row with no allowed position: 0, not softmax's 0/0 (torch's _safe_softmax); a
+        # causal mask always allows the first position
+        any_ok = ops.ne(ops.amax(ops.stop_gradient(scores), -1, True), float("-inf"))
+        attn = ops.where(any_ok, attn, 0.0)
+    if dropout_p > 0.0:
+        attn = _dropout(attn, dropout_p, True)
+    return ops.matmul(attn, v)
+
+
+def _repeat_heads(t: Tensor, heads: int) -> Tensor:
+    h = t.shape[-3]
+    if heads % h:
+        raise ops._err("scaled_dot_product_attention", f"enable_gqa: {heads} query heads are "
+                       f"not a multiple of {h} key/value heads")
+    rep = heads // h
+    e = ops.unsqueeze(t, -3)
+    e = ops.broadcast_to(e, t.shape[:-2] + (rep,) + t.shape[-2:])
+    return ops.reshape(e, t.shape[:-3] + (heads,) + t.shape[-2:])
