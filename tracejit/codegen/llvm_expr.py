@@ -138,7 +138,11 @@ class ScalarBuilder:
             pred = {"lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge", "eq": "oeq",
                     "ne": "une"}[op]
             return S(self.b.op(f"fcmp {pred} {a.ty} {a.ref}, {b.ref}"), dt.bool_)
-        pred = {"lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge", "eq": "eq", "ne": "ne"}[op]
+        if a.dtype is dt.bool_:     # as a signed i1, true is -1: bools compare unsigned
+            pred = {"lt": "ult", "le": "ule", "gt": "ugt", "ge": "uge", "eq": "eq", "ne": "ne"}[op]
+        else:
+            pred = {"lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge", "eq": "eq",
+                    "ne": "ne"}[op]
         return S(self.b.op(f"icmp {pred} {a.ty} {a.ref}, {b.ref}"), dt.bool_)
 
     def lt(self, a, b): return self.cmp("lt", a, b)
