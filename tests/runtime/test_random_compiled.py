@@ -243,3 +243,20 @@ def test_checkpoint_recomputes_the_same_dropout_mask():
     assert tj.get_rng_state() == state
     keep = (y.detach().numpy() != 0).astype(np.float32)
     np.testing.assert_allclose(x.grad.numpy(), keep * 4, rtol=1e-6)
+
+
+def test_dropout_backward_regenerates_the_mask_instead_of_saving_it():
+    """Through eager autograd a compiled dropout saves only the 0-d seed and offset: its
+    backward kernel regenerates the mask (and fuses it with the gradient's product)."""
+    f = tj.compile(lambda x, w: tj.dropout(x * w, 0.5))
+    xv = np.linspace(1, 2, 64 * 128, dtype=np.float32).reshape(64, 128)
+    x = tj.tensor(xv, requires_grad=True)
+    y = f(x, xv)
+    y.sum().backward()
+    keep = (y.detach().numpy() != 0).astype(np.float32)
+    np.testing.assert_allclose(x.grad.numpy(), keep * 2 * xv, rtol=1e-6)
+    entry = next(iter(f._cache.values()))
+    fwd, bwd, n_out = next(iter(entry.grad_cache.values()))
+    residuals = fwd.graph.outputs[n_out:]
+    assert sorted(str(v.aval) for v in residuals) == ["f32[64,128]", "i64[]", "i64[]"]
+    assert "random" in bwd.stage_text("kernels")

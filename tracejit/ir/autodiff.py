@@ -73,15 +73,20 @@ def split(joint: Graph, n_primal: int, n_outputs: int) -> tuple[Graph, Graph, in
 
     forward: primal inputs -> outputs + residuals; backward: residuals + cotangents -> grads.
     Returns (forward, backward, number of residuals). Constant-only instructions are
-    recomputed where needed instead of being saved."""
+    recomputed where needed instead of being saved, and so are random numbers (a dropout
+    mask): the backward regenerates them from the 0-d seed and offset, which are all it
+    saves of them."""
     primal, cts = joint.inputs[:n_primal], joint.inputs[n_primal:]
-    dep_ct, dep_primal = set(cts), set(primal)
+    uses = joint.users()
+    rng = {v for v in primal if v in uses and all(i.prim.name == "random" for i in uses[v])}
+    dep_ct, dep_primal = set(cts), set(primal) - rng
     for ins in joint.instrs:
         if any(v in dep_ct for v in ins.inputs):
             dep_ct.add(ins.out)
         if any(v in dep_primal for v in ins.inputs):
             dep_primal.add(ins.out)
     is_bwd = lambda v: v in dep_ct or (v not in dep_primal and v not in primal)  # noqa: E731
+    # (a value made from random numbers and constants only is not in dep_primal: recomputed)
 
     grads = joint.outputs[n_outputs:]
     bwd = Graph(joint.name + "_bwd")
