@@ -3,3 +3,10 @@ from . import functional, init, utils
 from .parameter import Parameter
 from .module import Module
 from .container import ModuleDict, ModuleList, Sequential
+from .linear import Flatten, Identity, Linear, Unflatten
+from .activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish, ReLU,
+                         ReLU6, SiLU, Sigmoid, Softmax, Softplus, Tanh)
+from .normalization import LayerNorm, RMSNorm
+from .dropout import Dropout
+from .sparse import Embedding
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss

@@ -12,6 +12,7 @@ from ..tracer import composites as C
 from ..tracer import ops
 from ..tracer.composites import composite, log_softmax as _log_softmax, softmax as _softmax
 from ..tracer.losses import _class_targets, _legacy_reduction, cross_entropy
+from ..tracer.inplace import inplace as _inplace
 from ..tracer.rng import dropout as _dropout
 from ..tracer.tensor import Tensor
 
@@ -26,10 +27,10 @@ def _t(x) -> Tensor:
     return x if isinstance(x, Tensor) else ops.as_tensor(x)
 
 
-def _no_inplace(op: str, inplace: bool) -> None:
-    if inplace:
-        raise NotImplementedError(f"F.{op}: inplace=True is not supported; tracejit ops return "
-                                  f"new tensors (drop inplace=, the values are the same)")
+def _maybe_inplace(fn, x, inplace: bool, name: str) -> Tensor:
+    """fn(x); with inplace=True the result is also written into x's own storage (a real
+    in-place update: version bump and autograd history, as torch's relu_ and friends)."""
+    return _inplace(_t(x), fn, name) if inplace else fn(x)
 
 
 # -- linear layers ---------------------------------------------------------------------------
@@ -116,8 +117,8 @@ def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12,  
 # -- dropout and activations ---------------------------------------------------------------
 def dropout(input: Tensor, p: float = 0.5, training: bool = True,  # noqa: A002
             inplace: bool = False) -> Tensor:
-    _no_inplace("dropout", inplace)
-    return _dropout(input, p, training)
+    return _maybe_inplace(lambda x: _dropout(x, p, training), input, inplace and training,
+                          "dropout_")
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:  # noqa: A002
@@ -128,49 +129,60 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:  # noqa: A002
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
-    _no_inplace("relu", inplace)
-    return C.relu(input)
+    return _maybe_inplace(C.relu, input, inplace, "relu_")
 
 
 def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0,  # noqa: A002
              inplace: bool = False) -> Tensor:
-    _no_inplace("hardtanh", inplace)
-    return ops.clip(input, min_val, max_val)
+    return _maybe_inplace(lambda x: ops.clip(x, min_val, max_val), input, inplace, "hardtanh_")
 
 
 def relu6(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
     return hardtanh(input, 0.0, 6.0, inplace)
 
 
-@composite("LeakyReluBackward0")
 def leaky_relu(input: Tensor, negative_slope: float = 0.01,  # noqa: A002
                inplace: bool = False) -> Tensor:
-    _no_inplace("leaky_relu", inplace)
-    x = _t(input)
+    return _maybe_inplace(lambda x: _leaky_relu(x, negative_slope), input, inplace,
+                          "leaky_relu_")
+
+
+@composite("LeakyReluBackward0")
+def _leaky_relu(x: Tensor, negative_slope: float) -> Tensor:
+    x = _t(x)
     return ops.where(ops.gt(x, 0), x, ops.mul(x, negative_slope))
 
 
-@composite("EluBackward0")
 def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:  # noqa: A002
-    _no_inplace("elu", inplace)
-    x = _t(input)
+    return _maybe_inplace(lambda x: _elu(x, alpha), input, inplace, "elu_")
+
+
+@composite("EluBackward0")
+def _elu(x: Tensor, alpha: float) -> Tensor:
+    x = _t(x)
     # exp of the clamped input: the branch not taken must not overflow into a NaN gradient
     neg = ops.mul(ops.sub(ops.exp(ops.minimum(x, ops.as_tensor(0.0, x.dtype, like=x))), 1.0),
                   alpha)
     return ops.where(ops.gt(x, 0), x, neg)
 
 
-@composite("SiluBackward0")
 def silu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
-    _no_inplace("silu", inplace)
-    x = _t(input)
+    return _maybe_inplace(_silu, input, inplace, "silu_")
+
+
+@composite("SiluBackward0")
+def _silu(x: Tensor) -> Tensor:
+    x = _t(x)
     return ops.mul(x, C.sigmoid(x))
 
 
-@composite("MishBackward0")
 def mish(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
-    _no_inplace("mish", inplace)
-    x = _t(input)
+    return _maybe_inplace(_mish, input, inplace, "mish_")
+
+
+@composite("MishBackward0")
+def _mish(x: Tensor) -> Tensor:
+    x = _t(x)
     return ops.mul(x, ops.tanh(C.softplus(x)))
 
 
