@@ -4,6 +4,8 @@ Each case: a function on tracejit tensors, the NumPy reference, and input specs
 (shape, domain) where domain is "any", "pos" (> 0.1), "int" (small integers) or "bool"."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 import tracejit as tj
@@ -26,6 +28,9 @@ def _ln(x):
 
 def _gelu(x):
     return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+_erf, _erfc = np.vectorize(math.erf), np.vectorize(math.erfc)
 
 
 S = (3, 4)
@@ -101,7 +106,10 @@ CASES = {
     "sigmoid": (tj.sigmoid, lambda x: 1 / (1 + np.exp(-x)), [(S, "any")]),
     "relu": (tj.relu, lambda x: np.maximum(x, 0), [(S, "any")]),
     "softplus": (tj.softplus, lambda x: np.log1p(np.exp(x)), [(S, "any")]),
-    "gelu": (tj.gelu, _gelu, [(S, "any")]),
+    "gelu": (lambda x: tj.gelu(x, approximate="tanh"), _gelu, [(S, "any")]),
+    "gelu_exact": (tj.gelu, lambda x: 0.5 * x * (1 + _erf(x / np.sqrt(2))), [(S, "any")]),
+    "erf": (tj.erf, _erf, [(S, "any")]),
+    "erfc": (tj.erfc, _erfc, [(S, "any")]),
     "logsumexp": (lambda x: tj.logsumexp(x, axis=1), lambda x: _lse(x, 1), [(S, "any")]),
     "softmax": (lambda x: tj.softmax(x, -1), _softmax, [(S, "any")]),
     "log_softmax": (lambda x: tj.log_softmax(x, -1), lambda x: np.log(_softmax(x)), [(S, "any")]),

@@ -71,7 +71,7 @@ class CBody:
 
 _UNARY = {"exp": ("expf", "exp"), "log": ("logf", "log"), "sin": ("sinf", "sin"),
           "cos": ("cosf", "cos"), "tanh": ("tanhf", "tanh"), "sqrt": ("sqrtf", "sqrt"),
-          "pow": ("powf", "pow")}
+          "pow": ("powf", "pow"), "erf": ("erff", "erf"), "erfc": ("erfcf", "erfc")}
 _CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 
 
@@ -119,6 +119,8 @@ class CScalarBuilder:
     def tanh(self, a): return self._call("tanh", a)
     def sqrt(self, a): return self._call("sqrt", a)
     def pow(self, a, b): return self._call("pow", a, b)
+    def erf(self, a): return self._call("erf", a)
+    def erfc(self, a): return self._call("erfc", a)
 
     def abs(self, a):
         fn = {"f32": "fabsf", "f64": "fabs", "i32": "abs", "i64": "llabs"}[a.dtype.name]

@@ -122,6 +122,8 @@ class ScalarBuilder:
     def cos(self, a): return self._call("cos", a)
     def tanh(self, a): return self._call("tanh", a)
     def pow(self, a, b): return self._call("pow", a, b)
+    def erf(self, a): return self._call("erf", a)
+    def erfc(self, a): return self._call("erfc", a)
 
     def sqrt(self, a):
         suf = "f32" if a.dtype is dt.f32 else "f64"

@@ -16,6 +16,7 @@ from .expr import strides
 from .fusion import Kernel, Plan
 from .llvm_expr import COMPUTE, STORE, Body, Emitter, S, literal
 from .llvm_math import library
+from .llvm_special import special_library
 
 # offset of `data` in NumPy's PyArrayObject (right after PyObject_HEAD); checked at run time
 DATA_OFFSET = 16
@@ -363,11 +364,11 @@ def is_small(plan: Plan) -> bool:
 
 
 def lower_module(plan: Plan, slots: dict[Value, int], segments: list[list[Kernel]]) -> str:
-    parts = [library(inline=not is_small(plan)),
+    parts = [library(inline=not is_small(plan)), special_library(inline=not is_small(plan)),
              "declare i64 @llvm.smax.i64(i64, i64)\ndeclare i64 @llvm.smin.i64(i64, i64)"]
     md: list[str] | None = None if is_small(plan) else []
     for k in plan.kernels:
-        if k.kind != "matmul":
+        if k.kind not in ("matmul", "extern"):
             parts.append(lower_kernel(k, slots, md))
     for n, seg in enumerate(segments):
         lines = [f"define void @seg{n}(ptr %bufs) {{"]

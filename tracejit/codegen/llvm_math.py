@@ -447,4 +447,7 @@ CALLS = {
     ("f32", "sin"): "tj_sinf", ("f32", "cos"): "tj_cosf", ("f32", "pow"): "tj_powf",
     ("f64", "exp"): "exp", ("f64", "log"): "log", ("f64", "tanh"): "tanh",
     ("f64", "sin"): "sin", ("f64", "cos"): "cos", ("f64", "pow"): "pow",
+    # erf and erfc: llvm_special.py (tj_erff vectorizes; erfc calls the C library)
+    ("f32", "erf"): "tj_erff", ("f64", "erf"): "erf",
+    ("f32", "erfc"): "erfcf", ("f64", "erfc"): "erfc",
 }

@@ -7,6 +7,9 @@ from . import prims_structural as _prims_structural    # noqa: F401
 from . import prims_division as _prims_division        # noqa: F401
 from . import prims_select as _prims_select            # noqa: F401
 from . import prims_random as _prims_random            # noqa: F401
+from . import prims_special as _prims_special          # noqa: F401
+from . import prims_scan as _prims_scan                # noqa: F401
+from . import prims_sort as _prims_sort                # noqa: F401
 
 __all__ = ["dtypes", "Aval", "Graph", "Instr", "Value", "replay", "user_location", "P",
            "Primitive", "bind", "const_like"]

@@ -165,11 +165,13 @@ def softplus(x, beta: float = 1.0, threshold: float = 20.0):
 
 
 @composite("GeluBackward0")
-def gelu(x, approximate: str = "tanh"):
-    """GELU with the tanh approximation (tracejit has no erf primitive yet)."""
-    if approximate != "tanh":
-        raise NotImplementedError("gelu: only approximate='tanh' is implemented (no erf yet)")
+def gelu(x, approximate: str = "none"):
+    """GELU: exact, x * Phi(x) through erf (PyTorch's default), or approximate='tanh'."""
+    if approximate not in ("none", "tanh"):
+        raise ops._err("gelu", f"approximate must be 'none' or 'tanh', got {approximate!r}")
     x = ops.as_tensor(x)
+    if approximate == "none":
+        return ops.mul(ops.mul(x, 0.5), ops.add(ops.erf(ops.mul(x, math.sqrt(0.5))), 1.0))
     inner = ops.mul(ops.add(x, ops.mul(ops.mul(ops.mul(x, x), x), 0.044715)),
                     math.sqrt(2.0 / math.pi))
     return ops.mul(ops.mul(x, 0.5), ops.add(ops.tanh(inner), 1.0))

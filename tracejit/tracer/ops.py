@@ -225,6 +225,8 @@ def log(x): return _unary("log", x, True)
 def sin(x): return _unary("sin", x, True)
 def cos(x): return _unary("cos", x, True)
 def tanh(x): return _unary("tanh", x, True)
+def erf(x): return _unary("erf", x, True)
+def erfc(x): return _unary("erfc", x, True)
 def sqrt(x): return _unary("sqrt", x, True)
 def abs(x): return _unary("abs", x)         # noqa: A001
 def sign(x): return _unary("sign", x)
