@@ -19,6 +19,10 @@ from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, c
                          permute, pow, reshape, sign, sin, sqrt, squeeze, stack, stop_gradient,
                          sub, sum, swapaxes, tanh, transpose, unsqueeze, where)
 from .tracer.ops import floor_divide, fmod, remainder
+from .tracer.ops import erf, erfc
+from .tracer.scans import all, any, cumprod, cumsum, prod  # noqa: A004
+from .tracer.sorting import argsort, sort, topk
+from .tracer.sampling import multinomial, randperm
 from .tracer.selection import amax, amin, argmax, argmin, max, min
 from .tracer.state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
@@ -26,6 +30,7 @@ from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cu
 from .runtime.devices import Device, cuda_available, device
 from .runtime.compile import clear_cache, compile, jit
 from . import nn
+from . import optim
 from .tracer.ops import cast as astype
 
 float16, bfloat16, float32, float64 = _dt.f16, _dt.bf16, _dt.f32, _dt.f64

@@ -13,7 +13,9 @@ Kernel kinds map to CUDA as follows:
   in turn, separated by `__syncthreads()`, so a row is read from DRAM once and from cache after;
 - scatter: a zero fill, then atomic adds;
 - matmul: not generated; the runtime calls cuBLAS (through CuPy) and the epilogue fuses into the
-  next loop kernel, as on the CPU.
+  next loop kernel, as on the CPU;
+- extern (cumsum, cumprod, argsort): not generated; the runtime calls the primitive's
+  implementation on CuPy arrays (CuPy's own scan and sort kernels).
 Sums accumulate in double for float32 (as the CPU path does) so they are as accurate as NumPy's
 pairwise sums. Sizes are compile-time constants, so every index division is by a constant."""
 from __future__ import annotations
@@ -92,7 +94,7 @@ __device__ __forceinline__ T tj_block_reduce(T v, T init, Op op) {
 class Launch:
     """One step of a compiled graph on the GPU: a generated kernel (name, grid, block and its
     buffer arguments) or a matmul the runtime hands to cuBLAS."""
-    kind: str                              # "kernel" | "matmul"
+    kind: str                              # "kernel" | "matmul" | "extern"
     name: str = ""
     grid: int = 0
     block: int = 0
@@ -465,8 +467,8 @@ def lower_program(plan: Plan, prefix: str = "", prelude: bool = True) -> CudaPro
     launches: list[Launch] = []
     scratch: list[Value] = []
     for k in plan.kernels:
-        if k.kind == "matmul":
-            launches.append(Launch("matmul", k.name, kernel=k))
+        if k.kind in ("matmul", "extern"):     # run by the runtime: cuBLAS, CuPy
+            launches.append(Launch(k.kind, k.name, kernel=k))
             continue
         text, ls, *extra = _LOWER[k.kind](k, prefix + k.name)
         scratch += extra[0] if extra else []

@@ -9,7 +9,9 @@ that are not views of buffers, and very large expressions shared between kernels
 
 Kernels: `loop` (elementwise, possibly several outputs of one shape sharing all their
 intermediate values), `reduce` (a reduction that evaluates its producer expression inline),
-`scatter` (scatter-add, sequential), `matmul` (an extern BLAS call). Loop kernels of the same
+`scatter` (scatter-add, sequential), `matmul` (an extern BLAS call), `extern` (a primitive of
+kind "extern", such as cumsum or argsort, that the runtime runs through its NumPy/CuPy
+implementation on materialized operands). Loop kernels of the same
 shape at the same dependency level merge into one, which can never create a cycle.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ SHARED_EXPR_LIMIT = 64     # a shared expression bigger than this is materialize
 
 @dataclass
 class Kernel:
-    kind: str                       # "loop" | "reduce" | "scatter" | "matmul" | "rows"
+    kind: str                       # "loop" | "reduce" | "scatter" | "matmul" | "rows" | "extern"
     outputs: list[Value]
     shape: tuple[int, ...]          # the loop shape (reduce: its input's shape)
     inputs: list[Value] = field(default_factory=list)
@@ -55,7 +57,7 @@ class Plan:
             shape = "x".join(map(str, k.shape)) or "scalar"
             opnames = [i.prim.name for i in k.ops]
             ops = ",".join(dict.fromkeys(opnames) if k.kind == "rows" else opnames)
-            how = "extern BLAS" if k.kind == "matmul" else "generated"
+            how = {"matmul": "extern BLAS", "extern": "extern NumPy/CuPy"}.get(k.kind, "generated")
             extra = ""
             if k.kind == "reduce":
                 extra = f" {k.instr.prim.name} axes={list(k.instr.params['axes'])}"
@@ -121,6 +123,8 @@ def plan(g: Graph) -> Plan:
                 for v in ins.inputs:
                     if not _is_buffer_view(v, hard):
                         hard.add(v)
+            elif ins.prim.kind == "extern":     # NumPy/CuPy read its operands from memory
+                hard.update(ins.inputs)
     # expressions shared by several kernels are recomputed, unless they are big
     for ins in g.instrs:
         v = ins.out
@@ -140,7 +144,8 @@ def plan(g: Graph) -> Plan:
         v = ins.out
         if v not in buffers or v in constants:
             continue
-        kind = {"reduce": "reduce", "matmul": "matmul"}.get(ins.prim.kind, "loop")
+        kind = {"reduce": "reduce", "matmul": "matmul", "extern": "extern"}.get(ins.prim.kind,
+                                                                                "loop")
         if ins.prim.name == "scatter_add":
             kind = "scatter"
         shape = ins.inputs[0].shape if kind == "reduce" else v.shape

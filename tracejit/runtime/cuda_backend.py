@@ -1,7 +1,8 @@
 """The CUDA backend: the kernel plan lowered to CUDA C (codegen.cuda_lower), compiled by NVRTC
 through CuPy to a CUBIN for the device's architecture, cached in memory (per executable and
 device) and on disk (keyed by the source, the architecture, NVRTC's version and tracejit's),
-and launched through CuPy. Matmuls go to cuBLAS through `cupy.matmul`.
+and launched through CuPy. Matmuls go to cuBLAS through `cupy.matmul`; extern primitives (cumsum,
+cumprod, argsort) run their implementation on CuPy arrays.
 
 Building an executable needs no GPU: the source is generated eagerly (so `.cuda_source` and
 `TRACEJIT_DUMP=cuda` work anywhere) and compiled on the first run."""
@@ -48,6 +49,9 @@ def compile_cubin(source: str, arch: str) -> bytes:
     return cubin
 
 
+_EXTERN = object()      # marks a step that runs a primitive's implementation on CuPy arrays
+
+
 class _Bound:
     """An executable's compiled module on one device, with its launches resolved."""
 
@@ -66,6 +70,8 @@ class _Bound:
             if ln.kind == "kernel":
                 self.steps.append((self.module.get_function(ln.name), (ln.grid,), (ln.block,),
                                    ln.args))
+            elif ln.kind == "extern":
+                self.steps.append((_EXTERN, ln.kernel.instr, None, None))
             else:
                 ins = ln.kernel.instr
                 self.steps.append((None, view_chain(ins.inputs[0], buffers),
@@ -122,7 +128,11 @@ class CudaExecutable(Executable):
         for v in self.program.scratch:
             env[v] = cp.empty(v.shape, v.dtype.np)
         for fn, a, b, c in bound.steps:
-            if fn is not None:
+            if fn is _EXTERN:
+                ins = a
+                r = ins.prim.impl(*[env[v] for v in ins.inputs], **ins.params)
+                env[ins.out] = cp.ascontiguousarray(cp.asarray(r, ins.out.dtype.np))
+            elif fn is not None:
                 fn(a, b, tuple(env[v] for v in c))
             else:
                 (ra, va), (rb, vb) = a, b

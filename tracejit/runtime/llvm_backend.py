@@ -1,7 +1,8 @@
 """The LLVM CPU backend: fuse, lower, JIT, and run a graph with as little Python as possible.
 
 A run is a short list of steps: native segments (several kernels in one call), large
-kernels split across threads, and matmuls (an extern BLAS call through NumPy).
+kernels split across threads, matmuls (an extern BLAS call through NumPy) and extern
+primitives (cumsum, argsort, ...: their NumPy implementation).
 
 Calls may come from several threads at once. Each call takes a frame (the pointer table the
 native code reads, and the intermediate buffers it writes) from a free list and puts it back
@@ -140,12 +141,12 @@ class LLVMExecutable(Executable):
         for k in self.plan.kernels:
             big = threads > 1 and k.kind in ("loop", "reduce", "rows") and \
                 int(np.prod(k.shape)) >= PARALLEL_MIN and parallel_extent(k) >= 2
-            if k.kind == "matmul" or big:
+            if k.kind in ("matmul", "extern") or big:
                 if cur:
                     self.steps.append(("seg", len(self.segments)))
                     self.segments.append(cur)
                     cur = []
-                self.steps.append(("matmul", k) if k.kind == "matmul" else ("par", k))
+                self.steps.append((k.kind, k) if k.kind in ("matmul", "extern") else ("par", k))
             else:
                 cur.append(k)
         if cur:
@@ -164,6 +165,11 @@ class LLVMExecutable(Executable):
                 t = min(n_threads(), n)
                 bounds = [n * i // t for i in range(t + 1)]
                 self.run_steps.append(("par", (fn, list(zip(bounds[:-1], bounds[1:])))))
+            elif kind == "extern":
+                ins = x.instr
+                self.run_steps.append(("extern", (ins.prim.impl, ins.params,
+                                                  [self.slots[v] for v in ins.inputs],
+                                                  self.slots[ins.out])))
             else:
                 ins = x.instr
                 (ra, va), (rb, vb) = (view_chain(v, self.slots) for v in ins.inputs)
@@ -245,6 +251,11 @@ class LLVMExecutable(Executable):
                 fn(addr, *chunks[0])
                 for f in futs:
                     f.result()
+            elif kind == "extern":
+                impl, params, ins, so = x
+                with np.errstate(all="ignore"):
+                    r = impl(*[arrays[s] for s in ins], **params)
+                np.copyto(arrays[so], r, casting="unsafe")
             else:
                 (sa, va), (sb, vb), so = x
                 np.matmul(apply_view(arrays[sa], va), apply_view(arrays[sb], vb),

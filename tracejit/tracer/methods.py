@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..ir import dtypes as dt
 from ..runtime.devices import Device, device as as_device, to_device
 from . import composites as C
-from . import indexing, inplace, ops, selection
+from . import indexing, inplace, ops, sampling, scans, selection, sorting
 from .function import Function
 from .tensor import Tensor
 
@@ -58,6 +58,10 @@ def install() -> None:
     T.cpu = lambda self: _to(self, device="cpu")
     T.cuda = lambda self, device=None: _to(self, device=device or "cuda")
     inplace.install(T)
+    T.erf, T.erfc = ops.erf, ops.erfc
+    scans.install(T)
+    sorting.install(T)
+    sampling.install(T)
 
 
 # `memory_format=` (torch.preserve_format, channels_last, ...) is accepted and has nothing to

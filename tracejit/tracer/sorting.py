@@ -1,0 +1,93 @@
+"""Sorting in PyTorch's spelling: `sort` and `topk` return (values, indices), `argsort` the
+indices. All are stable (equal elements keep their order, in both directions) and NaN sorts as
+the largest value, as PyTorch. The indices come from the argsort primitive
+(ir/prims_sort.py); the values are a gather at them, so their gradient goes back to the
+selected elements through the gather's adjoint (a scatter-add).
+"""
+from __future__ import annotations
+
+import math
+import operator
+from typing import NamedTuple
+
+from ..ir import dtypes as dt
+from ..ir.primitives import P, bind
+from . import ops
+from .selection import positions
+from .tensor import Tensor
+
+
+class SortResult(NamedTuple):
+    """What `sort` and `topk` return (PyTorch's torch.return_types.sort / topk)."""
+    values: Tensor
+    indices: Tensor
+
+
+def _dim(op: str, x: Tensor, dim) -> int:
+    if isinstance(dim, (tuple, list)) or dim is None:
+        raise ops._err(op, f"dim must be an int, got {dim!r}", TypeError)
+    axes = ops._axes(x, int(dim), None, op)
+    return axes[0] if axes else 0
+
+
+def take_along(x: Tensor, idx: Tensor, d: int) -> Tensor:
+    """x[..., idx[..., j, ...], ...] along axis d, where idx has x's shape except (maybe) on d:
+    a gather from the rows, so the gradient reaches the selected elements only."""
+    order = [a for a in range(x.ndim) if a != d] + [d]
+    inverse = [order.index(a) for a in range(x.ndim)]
+    xm, im = ops.permute(x, order), ops.permute(idx, order)
+    n, k = x.shape[d], idx.shape[d]
+    rows = math.prod(im.shape[:-1])
+    base = ops.mul(positions(x, (rows, k), 0), n)
+    flat = ops.add(base, ops.reshape(ops.cast(im, dt.i64), (rows, k)))
+    picked = bind(P.gather, ops.reshape(xm, (rows * n,)), ops.reshape(flat, (rows * k,)), axis=0)
+    return ops.permute(ops.reshape(picked, im.shape), inverse)
+
+
+def _argsort(op: str, x: Tensor, d: int, descending: bool) -> Tensor:
+    return bind(P.argsort, x, axis=d, descending=bool(descending))
+
+
+def argsort(x, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
+    """int64 positions that sort x along `dim` (always stable; NaN is the largest)."""
+    x = ops.as_tensor(x)
+    d = _dim("argsort", x, dim)
+    if x.ndim == 0:
+        return ops.reshape(_argsort("argsort", ops.reshape(x, (1,)), 0, descending), ())
+    return _argsort("argsort", x, d, descending)
+
+
+def sort(x, dim: int = -1, descending: bool = False, stable: bool = False) -> SortResult:
+    """(values, indices) of x sorted along `dim`; the gradient flows to the sorted elements."""
+    x = ops.as_tensor(x)
+    d = _dim("sort", x, dim)
+    if x.ndim == 0:
+        return SortResult(x, ops.as_tensor(0, dt.i64, like=x))
+    idx = _argsort("sort", x, d, descending)
+    return SortResult(take_along(x, idx, d), idx)
+
+
+def topk(x, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> SortResult:  # noqa: A002
+    """The k largest (smallest with largest=False) values along `dim` and their indices, in
+    sorted order (also for sorted=False, which allows any order); ties keep their order."""
+    x = ops.as_tensor(x)
+    d = _dim("topk", x, dim)
+    n = x.shape[d] if x.ndim else 1
+    try:
+        k = operator.index(k)
+    except TypeError:
+        raise ops._err("topk", f"k must be an int, got {k!r}", TypeError) from None
+    if not 0 <= k <= n:
+        raise ops._err("topk", f"k={k} is out of range for dimension {d} of size {n} "
+                       f"({ops._fmt(x)})", IndexError)
+    if x.ndim == 0:
+        return SortResult(x, ops.as_tensor(0, dt.i64, like=x))
+    idx = _argsort("topk", x, d, largest)
+    if k < n:
+        idx = idx[(slice(None),) * d + (slice(0, k),)]
+    return SortResult(take_along(x, idx, d), idx)
+
+
+def install(T: type) -> None:
+    """The Tensor methods of this module (called from methods.install)."""
+    T.sort, T.argsort, T.topk = sort, argsort, topk
