@@ -14,7 +14,7 @@ from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from .autograd import PrimNode
 from .state import STATE
-from .tensor import Tensor
+from .tensor import SUBCLASSES, Tensor
 
 
 
@@ -125,6 +125,10 @@ _COMMUTATIVE = frozenset(("add", "mul"))
 def _binary(op: str, a, b, kind: str):
     """kind: "arith" (bool computes as int64), "float" (true division, pow), "any", "cmp"."""
     ta, tb = type(a), type(b)
+    if ta in SUBCLASSES:
+        ta = Tensor
+    if tb in SUBCLASSES:
+        tb = Tensor
     if tb is Tensor and ta is not Tensor and _is_scalar(a) and ta is not bool:
         if op in _COMMUTATIVE:
             a, b = b, a

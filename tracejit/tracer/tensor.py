@@ -13,11 +13,20 @@ from ..runtime.devices import CPU, Device, device_of, is_host, to_device
 from .state import STATE
 
 
+# Tensor's subclasses (nn.Parameter), so that fast paths keyed on `type(x) is Tensor` also
+# take them without an isinstance call for every Python number they meet
+SUBCLASSES: set[type] = set()
+
+
 class Tensor:
     __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_idx", "_version",
                  "_weak", "_retains_grad", "_hooks", "_accum", "_born_in", "__weakref__")
 
     __array_priority__ = 1000        # so `ndarray * Tensor` calls Tensor.__rmul__
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        SUBCLASSES.add(cls)          # nn.Parameter: hot paths that test `type(x) is Tensor`
 
     def __init__(self, data: Any, requires_grad: bool = False, *, _weak: bool = False) -> None:
         self._data = data                   # np.ndarray or ir Value
