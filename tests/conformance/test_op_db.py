@@ -19,7 +19,7 @@ from torch.testing._internal.common_methods_invocations import op_db  # noqa: E4
 from conformance.op_table import TABLE  # noqa: E402
 
 OPINFOS = {o.name + (f".{o.variant_test_name}" if o.variant_test_name else ""): o for o in op_db}
-DTYPES = (torch.float32, torch.float64, torch.int64)
+DTYPES = (torch.float32, torch.float64, torch.int64, torch.bool)
 COMPILED_SAMPLES = 1           # per op and dtype, plus the first sample with an empty tensor
 REFERENCE_DTYPES = (torch.float32,)
 REFERENCE_PLAIN = 12           # reference samples per op without NaN, inf or empty tensors
@@ -52,7 +52,7 @@ def _to_tj(x):
         return tj.tensor(x.detach().numpy().copy(), requires_grad=x.requires_grad)
     if isinstance(x, torch.dtype):
         return {torch.float32: tj.float32, torch.float64: tj.float64,
-                torch.int64: tj.int64}[x]
+                torch.int64: tj.int64, torch.bool: tj.bool_}[x]
     return x
 
 
@@ -188,6 +188,11 @@ def _leaves_tj(x) -> list:
     return out
 
 
+def _has_nonfinite(sample) -> bool:
+    return any(not np.isfinite(t.detach().numpy()).all()
+               for t in _leaves((sample.input, sample.args, sample.kwargs)))
+
+
 def _has_empty(sample) -> bool:
     return any(t.numel() == 0 for t in _leaves((sample.input, sample.args, sample.kwargs)))
 
@@ -195,7 +200,7 @@ def _has_empty(sample) -> bool:
 def _samples(opinfo, dtype, grad: bool) -> list[tuple[str, object]]:
     """('sample i', s) for the OpInfo's sample inputs and, for float32, ('reference i', s) for
     some of its reference inputs too (those with extremal values: NaN, inf, empty tensors; and
-    the first few others), run eagerly only, to keep the run short."""
+    the first few others)."""
     # the generators themselves, seeded once: OpInfo.sample_inputs wraps them in an iterator
     # that reseeds and records a traceback per sample, a third of this test's time
     torch.manual_seed(0)
@@ -209,8 +214,7 @@ def _samples(opinfo, dtype, grad: bool) -> list[tuple[str, object]]:
         plain = 0
         for i, s in enumerate(refs):
             # every reference sample with a NaN, an inf or an empty tensor, the first few others
-            special = any(t.numel() == 0 or not np.isfinite(t.detach().numpy()).all()
-                          for t in _leaves((s.input, s.args, s.kwargs)))
+            special = _has_empty(s) or _has_nonfinite(s)
             if special or plain < REFERENCE_PLAIN:
                 out.append((f"reference {i}", s))
                 plain += not special
@@ -222,17 +226,22 @@ def run_op(name: str) -> tuple[int, list[str]]:
     entry, opinfo = TABLE[name], OPINFOS[name]
     checked, failures = 0, []
     for dtype in DTYPES:
-        if dtype not in opinfo.dtypes or (dtype is torch.int64 and not entry.int_ok):
+        if dtype not in opinfo.dtypes or (not dtype.is_floating_point and not entry.int_ok):
             continue
         grad = dtype.is_floating_point and opinfo.supports_autograd
-        n_compiled, empty_done = 0, False
+        n_compiled, empty_done, nonfinite_done = 0, False, False
         for label, sample in _samples(opinfo, dtype, grad):
             if entry.unsupported(sample):
                 continue
-            compiled = label.startswith("sample") and (
-                n_compiled < COMPILED_SAMPLES or (not empty_done and _has_empty(sample)))
-            n_compiled += compiled
-            empty_done |= compiled and _has_empty(sample)
+            # compiled: the first samples, the first with an empty tensor and the first
+            # reference sample with NaN or inf (generated code must place them as torch does)
+            if label.startswith("sample"):
+                compiled = n_compiled < COMPILED_SAMPLES or (not empty_done and _has_empty(sample))
+                n_compiled += compiled
+                empty_done |= compiled and _has_empty(sample)
+            else:
+                compiled = not nonfinite_done and _has_nonfinite(sample)
+                nonfinite_done |= compiled
             checked += 1
             for f in _run_sample(entry, opinfo, sample, dtype, compiled):
                 failures.append(f"{name} {str(dtype)[6:]} {label} ({_describe(sample)}) {f}")
