@@ -35,20 +35,39 @@ ROUNDS = 10
 _MASK = np.uint64(0xFFFFFFFF)
 
 
+CHUNK = 1 << 16          # elements per pass: the temporaries of a round stay in cache
+
+
 def philox4x32_10(ctr: tuple, key: tuple) -> list[np.ndarray]:
-    """Philox4x32-10 on uint32 arrays: ctr is four words, key two; returns four words."""
-    c = [np.asarray(x, np.uint32) for x in ctr]
-    k0, k1 = (np.asarray(x, np.uint64) for x in key)
+    """Philox4x32-10 on arrays of 32-bit words: ctr is four words, key two (broadcastable);
+    returns four uint32 words of the counter's shape."""
+    c = [np.asarray(x).astype(np.uint64) for x in ctr]
+    shape = np.broadcast_shapes(*(x.shape for x in c))
+    n = math.prod(shape)
+    # words shared by every element stay scalars; the others are flat arrays
+    flat = [x.reshape(-1)[0] if x.size == 1 else
+            np.ascontiguousarray(np.broadcast_to(x, shape)).reshape(-1) for x in c]
+    out = [np.empty(n, np.uint32) for _ in range(4)]
+    k0, k1 = (int(np.asarray(x).astype(np.uint64)) & 0xFFFFFFFF for x in key)
+    for lo in range(0, n, CHUNK):
+        words = _rounds([x if x.ndim == 0 else x[lo:lo + CHUNK] for x in flat], k0, k1)
+        for o, w in zip(out, words):
+            o[lo:lo + CHUNK] = w
+    return [o.reshape(shape) for o in out]
+
+
+def _rounds(c: list[np.ndarray], k0: int, k1: int) -> list[np.ndarray]:
+    """Ten rounds on uint64 arrays holding 32-bit words (products fit in 64 bits)."""
+    m0, m1, shift = np.uint64(M0), np.uint64(M1), np.uint64(32)
+    c0, c1, c2, c3 = c
     for r in range(ROUNDS):
         if r:
-            k0, k1 = (k0 + W0) & _MASK, (k1 + W1) & _MASK
-        p0 = c[0].astype(np.uint64) * np.uint64(M0)
-        p1 = c[2].astype(np.uint64) * np.uint64(M1)
-        hi0, lo0 = p0 >> np.uint64(32), p0 & _MASK
-        hi1, lo1 = p1 >> np.uint64(32), p1 & _MASK
-        c = [(hi1 ^ c[1] ^ k0).astype(np.uint32), lo1.astype(np.uint32),
-             (hi0 ^ c[3] ^ k1).astype(np.uint32), lo0.astype(np.uint32)]
-    return c
+            k0, k1 = (k0 + W0) & 0xFFFFFFFF, (k1 + W1) & 0xFFFFFFFF
+        p0, p1 = c0 * m0, c2 * m1
+        c0 = (p1 >> shift) ^ c1 ^ np.uint64(k0)
+        c2 = (p0 >> shift) ^ c3 ^ np.uint64(k1)
+        c1, c3 = p1 & _MASK, p0 & _MASK
+    return [c0, c1, c2, c3]
 
 
 def _split64(x) -> tuple[np.ndarray, np.ndarray]:
@@ -69,10 +88,11 @@ def _unit(words: list[np.ndarray], d: dt.DType, plus_one: bool) -> np.ndarray:
 def _impl(seed, offset, shape, stream, dtype, normal):
     n = math.prod(shape)
     key = _split64(seed)
-    idx_lo, idx_hi = _split64(np.arange(n, dtype=np.uint64))
+    idx = np.arange(n, dtype=np.uint64)
+    idx_lo, idx_hi = (idx & _MASK, idx >> np.uint64(32)) if n > 1 << 32 else (idx, 0)
     base = np.asarray(offset).astype(np.uint64) + np.uint64(stream)   # wraps mod 2**64
     c_lo, c_hi = _split64(base)
-    w = philox4x32_10((idx_lo, idx_hi, np.full(n, c_lo), np.full(n, c_hi)), key)
+    w = philox4x32_10((idx_lo, idx_hi, c_lo, c_hi), key)
     d = dt.as_dtype(dtype)
     if not normal:
         return _unit(w, d, False).reshape(shape)
