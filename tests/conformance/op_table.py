@@ -69,12 +69,6 @@ def _getitem_has_bool_mask(s) -> str | None:
     return None
 
 
-def _gelu_none(s) -> str | None:
-    return ("gelu(approximate='none') needs erf, which tracejit does not have "
-            "(NotImplementedError by design)") \
-        if s.kwargs.get("approximate", "none") == "none" else None
-
-
 def _softplus(x, beta=1, threshold=20):
     """F.softplus(x, beta, threshold): softplus(beta x) / beta, linear above the threshold."""
     return tj.where(x * beta > threshold, x, tj.softplus(x * beta) / beta)
@@ -135,6 +129,25 @@ def _embedding(weight, idx, **kwargs):
     return weight[idx]
 
 
+def _unspecified_order(s) -> str | None:
+    """Which of equal elements comes first is unspecified for an unstable sort (and topk);
+    then the indices may differ from torch's and both be right."""
+    if s.kwargs.get("stable") or (len(s.args) > 2 and s.args[2] is True and "stable" in
+                                  s.kwargs):
+        return None
+    x = s.input.detach()
+    if x.numel() != x.unique().numel():
+        return "ties in an unstable sort: the order of equal elements is unspecified"
+    return None
+
+
+def _creation(fn):
+    """torch's creation ops take device=; tracejit's too, but the samples' 'cpu' is implied."""
+    def call(*args, device=None, **kwargs):
+        return fn(*args, **kwargs)
+    return call
+
+
 def _mse(x, y, reduction="mean"):
     return tj.mse_loss(x, y, reduction=reduction)
 
@@ -154,8 +167,7 @@ TABLE: dict[str, Entry] = {
     "sigmoid": Entry(tj.sigmoid),
     "nn.functional.relu": Entry(tj.relu),
     "nn.functional.softplus": Entry(_softplus),
-    "nn.functional.gelu": Entry(lambda x, approximate="none": tj.gelu(x, approximate),
-                                unsupported=_gelu_none),
+    "nn.functional.gelu": Entry(lambda x, approximate="none": tj.gelu(x, approximate)),
     "logical_not": Entry(tj.logical_not, grad=False),
     "clone": Entry(lambda x, memory_format=None: x.clone()),   # formats do not change values
     "contiguous": Entry(lambda x, memory_format=None: x.contiguous()),
@@ -241,6 +253,28 @@ TABLE: dict[str, Entry] = {
     "bmm": Entry(tj.matmul),
     "mv": Entry(tj.matmul),
     "dot": Entry(tj.matmul),
+    # sorting, scans and logical reductions
+    "all": Entry(tj.all, grad=False),
+    "any": Entry(tj.any, grad=False),
+    "prod": Entry(tj.prod),
+    "cumsum": Entry(tj.cumsum),
+    "cumprod": Entry(tj.cumprod),
+    "sort": Entry(tj.sort, unsupported=_unspecified_order),
+    "argsort": Entry(tj.argsort, grad=False, unsupported=_unspecified_order),
+    "topk": Entry(tj.topk, unsupported=_unspecified_order),
+    "erf": Entry(tj.erf),
+    "erfc": Entry(tj.erfc),
+    # creation (forward only: nothing to differentiate)
+    "arange": Entry(_creation(lambda start, end=None, step=1, dtype=None:
+                              tj.arange(start, end, step, dtype=dtype))),
+    "linspace": Entry(_creation(lambda start, end, steps, dtype=None:
+                                tj.linspace(start, end, steps, dtype=dtype))),
+    "full": Entry(_creation(lambda shape, value, dtype=None: tj.full(shape, value, dtype=dtype))),
+    "zeros": Entry(_creation(lambda shape, dtype=None: tj.zeros(shape, dtype=dtype))),
+    "ones": Entry(_creation(lambda shape, dtype=None: tj.ones(shape, dtype=dtype))),
+    "zeros_like": Entry(_creation(lambda x, dtype=None: tj.zeros_like(x, dtype=dtype))),
+    "ones_like": Entry(_creation(lambda x, dtype=None: tj.ones_like(x, dtype=dtype))),
+    "full_like": Entry(_creation(lambda x, v, dtype=None: tj.full_like(x, v, dtype=dtype))),
     # casts
     "float": Entry(_cast("float")),
     "double": Entry(_cast("double")),
