@@ -134,7 +134,14 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
 
 def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0,  # noqa: A002
              inplace: bool = False) -> Tensor:
-    return _maybe_inplace(lambda x: ops.clip(x, min_val, max_val), input, inplace, "hardtanh_")
+    return _maybe_inplace(lambda x: _hardtanh(x, min_val, max_val), input, inplace, "hardtanh_")
+
+
+@composite("HardtanhBackward0")
+def _hardtanh(x: Tensor, min_val: float, max_val: float) -> Tensor:
+    # torch's derivative is 0 at the bounds themselves (clip would pass it there)
+    x = _t(x)
+    return ops.where(ops.le(x, min_val), min_val, ops.where(ops.ge(x, max_val), max_val, x))
 
 
 def relu6(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
@@ -161,9 +168,9 @@ def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:  # 
 def _elu(x: Tensor, alpha: float) -> Tensor:
     x = _t(x)
     # exp of the clamped input: the branch not taken must not overflow into a NaN gradient
-    neg = ops.mul(ops.sub(ops.exp(ops.minimum(x, ops.as_tensor(0.0, x.dtype, like=x))), 1.0),
-                  alpha)
-    return ops.where(ops.gt(x, 0), x, neg)
+    pos = ops.gt(x, 0)
+    neg = ops.mul(ops.sub(ops.exp(ops.where(pos, 0.0, x)), 1.0), alpha)
+    return ops.where(pos, x, neg)
 
 
 def silu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
