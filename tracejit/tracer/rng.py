@@ -21,7 +21,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
-from ..runtime.devices import Device, device as as_device
+from ..runtime.devices import Device, device as as_device, to_device
 from . import ops
 from .state import current_trace
 from .tensor import Tensor
@@ -184,17 +184,14 @@ def _draw(shape: tuple[int, ...], d: dt.DType, normal: bool, device,
         dev = as_device(device)
         seed, offset = default_generator(dev).hidden_inputs(1)
         arr = bind(P.random, seed, offset, stream=0, **params)
-        out = Tensor(arr if dev.type == "cpu" else _to_device(arr, dev))
+        out = Tensor(arr if dev.type == "cpu" else to_device(arr, dev))
     if gen_d is not d:
         out = ops.cast(out, d)
+        if not normal:        # rounding to 16 bits can reach 1.0: keep [0, 1)
+            out = ops.minimum(out, 1 - 2.0 ** -(11 if d is dt.f16 else 8))
     if requires_grad:
         out.requires_grad_(True)
     return out
-
-
-def _to_device(arr: np.ndarray, dev: Device):
-    from ..runtime.devices import to_device
-    return to_device(arr, dev)
 
 
 def rand(*size, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
