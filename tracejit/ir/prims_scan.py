@@ -12,7 +12,9 @@ Gradients: cumsum's is the cumsum of the cotangent in the other direction. cumpr
 PyTorch's formula, which stays exact where the input has zeros: before the first zero of a row
 it is rev_cumsum(g * out) / x; at the first zero it is rev_cumsum(g * cumprod(x with that zero
 replaced by 1)); after it, 0. It is written with these same primitives, so it differentiates
-again.
+again: exactly where x has no zeros; at an exact zero the masks make the later positions'
+gradient a constant 0, so the second derivative misses the terms through that zero (PyTorch's
+double backward has them).
 """
 from __future__ import annotations
 
