@@ -48,11 +48,6 @@ def _pad(x, pad, mode="constant", value=None):
     return tj.pad(x, _torch_pad_to_numpy(x.ndim, tuple(pad)), 0.0 if value is None else value)
 
 
-def _negative_pad(s) -> str | None:
-    pad = s.args[0]
-    return "negative padding (cropping): tj.pad rejects it" if min(pad, default=0) < 0 else None
-
-
 def _var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return tj.var(x, dim, keepdim, unbiased=unbiased, correction=correction)
 
@@ -106,17 +101,19 @@ def _cast(method: str):
     return fn
 
 
-def _int_cast_undefined(s) -> str | None:
+def _int_cast_undefined(bits: int):
     """A float -> int cast of NaN, inf or a value out of the integer range is undefined
     behaviour in torch's C++ (on x86 it gives INT_MIN); tracejit saturates and maps NaN to 0,
     the same on every backend, by design (README, 'Semantics worth knowing')."""
-    x = s.input
-    if not x.is_floating_point():
+    def rule(s) -> str | None:
+        x = s.input
+        if not x.is_floating_point():
+            return None
+        v = x.detach().double()
+        if not v.isfinite().all() or (v.abs() >= 2.0 ** (bits - 1)).any():
+            return "float -> int cast of NaN/inf/out-of-range values (undefined in torch)"
         return None
-    v = x.detach().double()
-    if not v.isfinite().all() or (v.abs() >= 2.0 ** 31).any():
-        return "float -> int cast of NaN/inf/out-of-range values (undefined in torch)"
-    return None
+    return rule
 
 
 def _complex_operand(s) -> str | None:
@@ -125,15 +122,14 @@ def _complex_operand(s) -> str | None:
     return None
 
 
-def _embedding(weight, idx, **kwargs):
+def _embedding(weight, idx):
     return weight[idx]
 
 
 def _unspecified_order(s) -> str | None:
     """Which of equal elements comes first is unspecified for an unstable sort (and topk);
     then the indices may differ from torch's and both be right."""
-    if s.kwargs.get("stable") or (len(s.args) > 2 and s.args[2] is True and "stable" in
-                                  s.kwargs):
+    if s.kwargs.get("stable"):
         return None
     x = s.input.detach()
     if x.numel() != x.unique().numel():
@@ -241,9 +237,8 @@ TABLE: dict[str, Entry] = {
     "flatten": Entry(tj.flatten),
     "cat": Entry(tj.cat, unsupported=_cat_legacy_empty),
     "stack": Entry(tj.stack),
-    "nn.functional.pad.constant": Entry(_pad, unsupported=_negative_pad),
-    "constant_pad_nd": Entry(lambda x, pad, value=0: _pad(x, pad, value=value),
-                             unsupported=_negative_pad),
+    "nn.functional.pad.constant": Entry(_pad),
+    "constant_pad_nd": Entry(lambda x, pad, value=0: _pad(x, pad, value=value)),
     # torch's OpInfo op is embedding(weight, idx); max_norm (which renormalises the weight in
     # place) and padding_idx have no tracejit counterpart
     "nn.functional.embedding": Entry(_embedding, int_ok=False, unsupported=_kw()),
@@ -278,7 +273,7 @@ TABLE: dict[str, Entry] = {
     # casts
     "float": Entry(_cast("float")),
     "double": Entry(_cast("double")),
-    "long": Entry(_cast("long"), grad=False, unsupported=_int_cast_undefined),
-    "int": Entry(_cast("int"), grad=False, unsupported=_int_cast_undefined),
+    "long": Entry(_cast("long"), grad=False, unsupported=_int_cast_undefined(64)),
+    "int": Entry(_cast("int"), grad=False, unsupported=_int_cast_undefined(32)),
     "bool": Entry(_cast("bool"), grad=False),
 }
