@@ -43,6 +43,7 @@ CASES = {
     "elu": (F.elu, TF.elu, [X], []),
     "silu": (F.silu, TF.silu, [X], []),
     "mish": (F.mish, TF.mish, [X], []),
+    "gelu": (F.gelu, TF.gelu, [X], []),
     "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"),
                   lambda x: TF.gelu(x, approximate="tanh"), [X], []),
     "softplus": (lambda x: F.softplus(x, 2.0, 1.0), lambda x: TF.softplus(x, 2.0, 1.0), [X], []),
