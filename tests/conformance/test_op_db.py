@@ -73,6 +73,11 @@ def _describe(sample) -> str:
 
 # -- comparisons --------------------------------------------------------------------------------
 def _check_values(got, want, tol) -> None:
+    if isinstance(want, torch.Tensor) and want.dtype is torch.bfloat16:
+        # torch has no NumPy bfloat16: compare the (exactly representable) float32 values
+        assert isinstance(got, tj.Tensor) and got.dtype is tj.bfloat16, \
+            f"dtype {getattr(got, 'dtype', type(got))} != torch's bfloat16"
+        got, want = got.float(), want.float()
     g = got.detach().numpy() if isinstance(got, tj.Tensor) else np.asarray(got)
     w = want.detach().numpy() if isinstance(want, torch.Tensor) else np.asarray(want)
     assert g.shape == w.shape, f"shape {g.shape} != torch's {w.shape}"
@@ -84,8 +89,9 @@ def _check_values(got, want, tol) -> None:
 
 
 def _cotangents(outs) -> list[np.ndarray]:
+    """The same float32 values for both libraries (each casts them to its result's dtype)."""
     rng = np.random.default_rng(0)
-    return [rng.standard_normal(o.shape).astype(o.detach().numpy().dtype) for o in outs]
+    return [rng.standard_normal(tuple(o.shape)).astype(np.float32) for o in outs]
 
 
 def _torch_grads(outs, inputs):
@@ -93,12 +99,14 @@ def _torch_grads(outs, inputs):
     if not diff or not inputs:
         return None
     return torch.autograd.grad([o for o, _ in diff], inputs,
-                               [torch.tensor(c) for _, c in diff], allow_unused=True)
+                               [torch.tensor(c).to(o.dtype) for o, c in diff],
+                               allow_unused=True)
 
 
 def _check_grads(tj_outs, tj_inputs, want) -> None:
-    outs = [o for o, w in zip(tj_outs, _cotangents(tj_outs)) if o.requires_grad]
-    cots = [tj.tensor(c) for o, c in zip(tj_outs, _cotangents(tj_outs)) if o.requires_grad]
+    outs = [o for o in tj_outs if o.requires_grad]
+    cots = [tj.tensor(c).astype(o.dtype) for o, c in zip(tj_outs, _cotangents(tj_outs))
+            if o.requires_grad]
     assert outs, "the result does not require grad, torch's does"
     got = tj.autograd.grad(outs, tj_inputs, cots, allow_unused=True)
     for i, (g, w) in enumerate(zip(got, want)):
