@@ -126,6 +126,9 @@ def test_integer_and_bool_scans_give_int64_and_dtype_casts():
     assert r.dtype is tj.float64
     assert tj.prod(tj.tensor(x)).item() == 720 and tj.prod(tj.tensor(x)).dtype is tj.int64
     assert tj.tensor(x).prod(1, dtype=tj.float32).dtype is tj.float32
+    m = np.array([[True, False], [True, True]])     # dtype=bool: a product of bools is `all`
+    np.testing.assert_array_equal(tj.prod(tj.tensor(m), 1, dtype=tj.bool_).numpy(),
+                                  torch.prod(torch.tensor(m), 1, dtype=torch.bool).numpy())
 
 
 def test_float32_cumsum_accumulates_in_float64():

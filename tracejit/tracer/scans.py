@@ -32,12 +32,24 @@ def _scan_input(x, dtype) -> Tensor:
     return ops.cast(x, dt.i64) if not x.dtype.is_float else x
 
 
+def _bool_result(fn, x, dtype, *args) -> Tensor:
+    """dtype=bool: computed in int64, then cast (a product of bools is their `all`)."""
+    if dtype is not None and dt.as_dtype(dtype) is dt.bool_:
+        return ops.cast(fn(_scan_input(x, dt.i64), *args), dt.bool_)
+    return fn(_scan_input(x, dtype), *args)
+
+
+def _scan_op(op: str):
+    def run(x: Tensor, dim) -> Tensor:
+        d = _int_dim(op, x, dim)
+        if x.ndim == 0:
+            return ops.reshape(bind(P.get(op), ops.reshape(x, (1,)), axis=0, reverse=False), ())
+        return bind(P.get(op), x, axis=d, reverse=False)
+    return run
+
+
 def _scan(op: str, x, dim, dtype) -> Tensor:
-    x = _scan_input(x, dtype)
-    d = _int_dim(op, x, dim)
-    if x.ndim == 0:
-        return ops.reshape(bind(P.get(op), ops.reshape(x, (1,)), axis=0, reverse=False), ())
-    return bind(P.get(op), x, axis=d, reverse=False)
+    return _bool_result(_scan_op(op), x, dtype, dim)
 
 
 def cumsum(x, dim, *, dtype=None) -> Tensor:
@@ -83,7 +95,7 @@ def _prod(x: Tensor, dim, keepdim: bool) -> Tensor:
 def prod(x, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """The product over `dim` (every element when None), as torch.prod; zeros handled in the
     gradient as PyTorch (through cumprod's rule)."""
-    return _prod(_scan_input(x, dtype), dim, bool(keepdim))
+    return _bool_result(_prod, x, dtype, dim, bool(keepdim))
 
 
 def _count(x, dim, keepdim, zero: bool) -> Tensor:
