@@ -174,19 +174,6 @@ def test_data_dependent_control_flow_on_a_capture_is_a_clear_error():
         f(np.ones(3, np.float32))
 
 
-def test_in_place_update_of_a_capture_inside_compile_is_a_clear_error():
-    b = tj.zeros(3)
-
-    @tj.compile
-    def f(x):
-        b.add_(x)
-        return x
-
-    with pytest.raises(RuntimeError, match=r"add_: .*captured"):
-        f(np.ones(3, np.float32))
-    assert b.tolist() == [0.0, 0.0, 0.0]
-
-
 def test_in_place_update_of_a_trace_constant_by_a_traced_value():
     @tj.compile
     def f(x):

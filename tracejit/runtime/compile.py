@@ -23,7 +23,8 @@ from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced, arg_names, trace
 from .backend import get_backend
 from .debug import dump, log_enabled, log_recompile
-from .devices import CPU, Device, device as as_device, device_of, is_gpu_array, is_host
+from .devices import (CPU, Device, device as as_device, device_of, is_gpu_array, is_host,
+                      to_device)
 from .grad_node import CompiledNode
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
@@ -101,8 +102,12 @@ class Entry:
         self.graph = graph
         self.exe = exe
         self.captures = traced.captures
-        self.cap_avals = [(c.shape, c.dtype, device_of(c._data)) for c in traced.captures]
-        self.plain = not self.captures and not traced.guards    # nothing to check per call
+        self.writes = traced.writes             # captures updated in place: the last outputs
+        self.n_user = len(graph.outputs) - len(self.writes)
+        ids = {id(c) for c in self.captures}
+        self.watched = self.captures + [w for w in self.writes if id(w) not in ids]
+        self.cap_avals = [(c.shape, c.dtype, device_of(c._data)) for c in self.watched]
+        self.plain = not self.watched and not traced.guards    # nothing to check per call
         self.in_avals = graph.in_avals
         self.grad_cache: dict[tuple, tuple] = {}
         self.grad_lock = threading.Lock()
@@ -124,7 +129,7 @@ class Entry:
             STATE.grad_enabled and any(c._requires_grad for c in self.captures))
 
     def stale_capture(self) -> str | None:
-        for i, (c, (shape, dtype, dev)) in enumerate(zip(self.captures, self.cap_avals)):
+        for i, (c, (shape, dtype, dev)) in enumerate(zip(self.watched, self.cap_avals)):
             if c._traced or c.shape != shape or c.dtype is not dtype:
                 return f"captured tensor cap{i} changed: {dtype.name}{list(shape)} -> " \
                        f"{c.dtype.name}{list(c.shape)}"
@@ -132,6 +137,18 @@ class Entry:
                     type(c._data) is np.ndarray and dev != CPU:
                 return f"captured tensor cap{i} moved: {dev} -> {device_of(c._data)}"
         return None if self.plain else self.traced.stale()
+
+    def store_writes(self, outs: list) -> list:
+        """Store the new values of the captures the function updated in place (the outputs
+        after the user's) into their own storage, as the eager in-place op would; return the
+        user's outputs."""
+        for t, new in zip(self.writes, outs[self.n_user:]):
+            new = to_device(new._data if isinstance(new, Tensor) else new, device_of(t._data))
+            if not getattr(t._data.flags, "writeable", True):   # a read-only lazy view
+                t._data = t._data.copy()
+            t._data[...] = new
+            t._version[0] += 1
+        return outs[:self.n_user]
 
 
 class Lowered:
@@ -335,6 +352,8 @@ class CompiledFunction:
                 if entry.n_random:
                     vals = vals + entry.hidden_inputs()
                 outs = entry.exe.run(vals)
+                if entry.writes:
+                    outs = entry.store_writes(outs)
                 if entry.single_out:
                     return Tensor(outs[0])
                 return tree_unflatten(entry.traced.out_tree, [Tensor(o) for o in outs])
@@ -358,6 +377,8 @@ class CompiledFunction:
             outs = self._call_with_grad(entry, arrays, tensors)
         else:
             outs = [Tensor(o) for o in entry.exe.run(arrays)]
+        if entry.writes:
+            outs = entry.store_writes(outs)
         return tree_unflatten(entry.traced.out_tree, outs)
 
     def _call_with_grad(self, entry: Entry, arrays, tensors) -> list[Tensor]:
@@ -424,7 +445,8 @@ class GradCompiledFunction(CompiledFunction):
             if not g.inputs[j].dtype.is_float:
                 raise TypeError(f"{self.name}: differentiated arguments must be floating point, "
                                 f"got {g.inputs[j].aval}")
-        out_leaves = g.outputs
+        n_user = len(g.outputs) - len(base.writes)     # then the captures' in-place updates
+        out_leaves = g.outputs[:n_user]
         loss = out_leaves[0] if out_leaves else None
         if loss is None or loss.aval.size != 1 or not loss.dtype.is_float or \
                 (not self.has_aux and len(out_leaves) != 1):
@@ -433,7 +455,7 @@ class GradCompiledFunction(CompiledFunction):
                             + f", got {[str(v.aval) for v in out_leaves]}")
         joint = vjp_graph(g, wrt, self.name, seed_first=True)
         dump("grad", self.name, lambda: print_graph(joint))
-        n_out = len(out_leaves)
+        n_out = len(g.outputs)
         grads = joint.outputs[n_out:]
         it = iter(range(len(grads)))
         grad_trees = [tree_unflatten(starts[i][2], [("g", next(it)) for _ in range(starts[i][1])])
@@ -441,7 +463,7 @@ class GradCompiledFunction(CompiledFunction):
         gtree = grad_trees[0] if isinstance(self.argnums, int) else tuple(grad_trees)
         value = ("v", 0)
         if self.has_aux:
-            aux = tree_unflatten(base.out_tree, [("v", k) for k in range(n_out)])[1]
+            aux = tree_unflatten(base.out_tree, [("v", k) for k in range(n_user)])[1]
             value = (value, aux)
         struct = (gtree if self.kind == "grad" else (value, gtree))
         if self.kind == "grad" and self.has_aux:
@@ -451,9 +473,9 @@ class GradCompiledFunction(CompiledFunction):
                                         len(x) == 2 and x[0] in ("g", "v"))
         for kind, k in leaves:
             order.append(joint.outputs[n_out + k] if kind == "g" else joint.outputs[k])
-        joint.outputs = order
+        joint.outputs = order + joint.outputs[n_user:n_out]
         return Traced(joint, out_tree, base.captures, base.guards, base.n_random,
-                      bindings=base.bindings)
+                      bindings=base.bindings, writes=base.writes)
 
 
 def compile(fn: Callable | None = None, *, static_argnums=(), static_argnames=(),  # noqa: A001

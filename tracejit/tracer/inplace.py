@@ -35,11 +35,9 @@ def inplace(x: Tensor, update, op: str) -> Tensor:
         raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the desired "
                            f"output type {x.dtype.name} (at {user_location()})")
     if new._traced:                   # tracing, and x is an eager tensor
-        if x._captured():
-            raise RuntimeError(
-                f"{op}: in-place update of a tensor {x.dtype.name}{list(x.shape)} captured by a "
-                f"compiled function (at {user_location()}); a compiled function cannot write "
-                f"to what it captures: return the new value and assign it after the call")
+        if x._captured():             # stored into x after each call of the compiled function
+            STATE.traces[-1].write(x, ops.cast(new, x.dtype)._data)
+            return x
         # a constant made inside the trace: from here on it holds the traced value
         x._data, x.grad_fn, x._out_idx = new._data, new.grad_fn, new._out_idx
         x._requires_grad = new._requires_grad

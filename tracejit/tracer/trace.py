@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..ir import dtypes as dt
-from ..ir.core import Aval, Graph, Value
+from ..ir.core import Aval, Graph, Value, user_location
 from ..ir.primitives import P
 from ..runtime.devices import CPU, is_gpu_array
 from .pytree import tree_flatten, tree_unflatten
@@ -42,7 +42,9 @@ class TraceContext:
     input that each call reads afresh (so in-place updates are seen and captures that require
     grad get gradients). NumPy arrays met while tracing are captured the same way, by reference.
     A capture's value read into Python (`.item()`, `.numpy()`, `bool()`) is a guard: the trace
-    depends on that value, so a call that finds it changed traces again."""
+    depends on that value, so a call that finds it changed traces again. An in-place update of
+    a capture (an optimizer's `p.sub_(...)` under no_grad) is a write: later reads in the trace
+    see the new value, which is an extra graph output stored into the tensor after each call."""
 
     def __init__(self, name: str, device=CPU) -> None:
         self.graph = Graph(name)
@@ -54,6 +56,7 @@ class TraceContext:
         self._arrays: dict[int, Tensor] = {}  # id(user ndarray) -> the tensor wrapping it
         self.guards: list[tuple[Tensor, Any]] = []   # (capture, the value read from it)
         self._guarded: set[int] = set()
+        self.writes: dict[int, tuple[Tensor, Value]] = {}   # id -> (capture, its new value)
 
     def __enter__(self) -> "TraceContext":
         STATE.traces.append(self)
@@ -91,8 +94,18 @@ class TraceContext:
             self._arrays[id(arr)] = t     # also keeps arr alive, so its id stays unique
         return t
 
+    def write(self, t: Tensor, v: Value) -> None:
+        """An in-place update of capture `t` to `v` (see the class doc)."""
+        self.writes[id(t)] = (t, v)
+        self._cap_index[id(t)] = v
+
     def guard_read(self, t: Tensor) -> None:
         """`t`'s value was read into Python while tracing: remember it (see the class doc)."""
+        if id(t) in self.writes:
+            raise RuntimeError(
+                f"reading the value of a captured tensor {t.dtype.name}{list(t.shape)} that the "
+                f"compiled function updated in place needs a concrete value, but its new value "
+                f"is traced (at {user_location()}); use tensor ops (tj.where) instead")
         if id(t) not in self._guarded:
             self._guarded.add(id(t))
             a = t._data
@@ -125,7 +138,8 @@ class Traced:
     """The result of tracing: the graph, how to rebuild outputs, and what was captured."""
 
     def __init__(self, graph: Graph, out_tree, captures: list, guards: list | None = None,
-                 n_random: int = 0, *, bindings: list | None = None) -> None:
+                 n_random: int = 0, *, bindings: list | None = None,
+                 writes: list | None = None) -> None:
         self.n_random = n_random           # random ops: the offset advances by this per call
         self.graph = graph                 # inputs: the flat arguments, then the captures,
         #                                    then the hidden rng seed and offset if n_random
@@ -133,6 +147,7 @@ class Traced:
         self.captures = captures
         self.guards = guards or []         # see TraceContext.guard_read
         self.bindings = bindings or []     # see capture_bindings
+        self.writes = writes or []         # captures whose new values are the last outputs
 
     def stale(self) -> str | None:
         """Why this trace no longer describes the function (its captures were rebound or a
@@ -232,8 +247,9 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
             if not o._traced:
                 o = Tensor(ctx.capture(o))
             outs.append(o._data)
-    ctx.graph.outputs = outs
+    ctx.graph.outputs = outs + [v for _, v in ctx.writes.values()]   # the writes go last
     if ctx.rng is not None:       # the hidden inputs go last, after the captures
         ctx.graph.inputs = [v for v in ctx.graph.inputs if v not in ctx.rng] + list(ctx.rng)
     return Traced(ctx.graph, out_tree, ctx.captures, ctx.guards, ctx.n_random,
-                  bindings=capture_bindings(fn, ctx.captures))
+                  bindings=capture_bindings(fn, ctx.captures),
+                  writes=[t for t, _ in ctx.writes.values()])
