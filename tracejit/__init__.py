@@ -25,6 +25,13 @@ from .tracer.sorting import argsort, sort, topk
 from .tracer.sampling import multinomial, randperm
 from .tracer.selection import amax, amin, argmax, argmin, max, min
 from .tracer.state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .tracer.state import inference_mode, is_inference_mode_enabled
+from .tracer.layout import (bmm, chunk, flip, fliplr, flipud, narrow, repeat, roll, split, t,
+                            tile, unbind)
+from .tracer.masking import eye, masked_fill, one_hot, tril, triu
+from .tracer.norms import norm, std
+from .tracer.einsum import einsum
+from .tracer import linalg_api as linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")
 from .runtime.devices import Device, cuda_available, device

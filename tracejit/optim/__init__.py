@@ -1,0 +1,7 @@
+"""tracejit.optim: torch.optim's optimizers and schedulers, each step a fused compiled update."""
+from . import lr_scheduler
+from .adam import Adam, AdamW
+from .optimizer import Optimizer
+from .sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
