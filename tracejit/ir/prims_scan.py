@@ -43,7 +43,7 @@ def _scan(fn):
         out = fn(x, axis=axis, dtype=acc)
         if reverse:
             out = np.flip(out, axis)
-        return np.ascontiguousarray(out.astype(d))
+        return out.astype(d, order="C")      # (np.ascontiguousarray would not dispatch)
     return impl
 
 

@@ -32,7 +32,7 @@ def _impl(x, axis, descending):
         return np.argsort(x, axis=axis, kind="stable").astype(np.int64)
     n = x.shape[axis]
     rev = np.argsort(np.flip(x, axis), axis=axis, kind="stable")
-    return np.ascontiguousarray(np.flip((n - 1) - rev, axis)).astype(np.int64)
+    return np.flip((n - 1) - rev, axis).astype(np.int64, order="C")
 
 
 P.register(Primitive("argsort", "extern", _infer, _impl, vjp=lambda g, i, o, p, n: [None],
