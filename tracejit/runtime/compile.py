@@ -21,10 +21,10 @@ from ..tracer.rng import default_generator
 from ..tracer.state import STATE, note_reads
 from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced, arg_names, trace
+from . import captures
 from .backend import get_backend
 from .debug import dump, log_enabled, log_recompile
-from .devices import (CPU, Device, device as as_device, device_of, is_gpu_array, is_host,
-                      to_device)
+from .devices import CPU, Device, device as as_device, device_of, is_gpu_array
 from .grad_node import CompiledNode
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
@@ -106,7 +106,7 @@ class Entry:
         self.n_user = len(graph.outputs) - len(self.writes)
         ids = {id(c) for c in self.captures}
         self.watched = self.captures + [w for w in self.writes if id(w) not in ids]
-        self.cap_avals = [(c.shape, c.dtype, device_of(c._data)) for c in self.watched]
+        self.cap_sig = captures.signature(self.watched)
         self.plain = not self.watched and not traced.guards    # nothing to check per call
         self.in_avals = graph.in_avals
         self.grad_cache: dict[tuple, tuple] = {}
@@ -129,25 +129,14 @@ class Entry:
             STATE.grad_enabled and any(c._requires_grad for c in self.captures))
 
     def stale_capture(self) -> str | None:
-        for i, (c, (shape, dtype, dev)) in enumerate(zip(self.watched, self.cap_avals)):
-            if c._traced or c.shape != shape or c.dtype is not dtype:
-                return f"captured tensor cap{i} changed: {dtype.name}{list(shape)} -> " \
-                       f"{c.dtype.name}{list(c.shape)}"
-            if type(c._data) is not np.ndarray and device_of(c._data) != dev or \
-                    type(c._data) is np.ndarray and dev != CPU:
-                return f"captured tensor cap{i} moved: {dev} -> {device_of(c._data)}"
-        return None if self.plain else self.traced.stale()
+        if self.plain:
+            return None
+        return captures.changed(self.watched, self.cap_sig) or self.traced.stale()
 
     def store_writes(self, outs: list) -> list:
-        """Store the new values of the captures the function updated in place (the outputs
-        after the user's) into their own storage, as the eager in-place op would; return the
+        """Store the in-place updates of captures (the outputs after the user's); return the
         user's outputs."""
-        for t, new in zip(self.writes, outs[self.n_user:]):
-            new = to_device(new._data if isinstance(new, Tensor) else new, device_of(t._data))
-            if not getattr(t._data.flags, "writeable", True):   # a read-only lazy view
-                t._data = t._data.copy()
-            t._data[...] = new
-            t._version[0] += 1
+        captures.store_writes(self.writes, outs[self.n_user:])
         return outs[:self.n_user]
 
 
@@ -256,23 +245,6 @@ class CompiledFunction:
                                f"move them to one device with .to(device)")
         return next(iter(devs), CPU)
 
-    def _device_with_captures(self, flat, captures, device: Device) -> Device:
-        """Captures on a GPU choose the device when neither `device=` nor the arguments do; a
-        GPU capture elsewhere than the call's device is an error (a kernel cannot read it)."""
-        devs = {device_of(c._data) for c in captures if not is_host(c._data)}
-        if not devs:
-            return device
-        decided = self.device is not None or any(         # (host arrays go anywhere)
-            isinstance(x, Tensor) and not x._traced or is_gpu_array(x) for x in flat)
-        if not decided and len(devs) == 1:
-            return devs.pop()
-        if devs != {device}:
-            raise RuntimeError(f"{self.name}: it reads captured tensors on "
-                               f"{', '.join(sorted(map(str, devs)))} but runs on {device} "
-                               f"(at {user_location()}); move them with .to(device), or pass "
-                               f"them as arguments")
-        return device
-
     def _backend(self, device: Device):
         return get_backend("cuda" if device.type == "cuda" else self.backend_name)
 
@@ -305,7 +277,8 @@ class CompiledFunction:
             t0 = time.perf_counter()
             device = self._device_for(flat)
             traced = self._trace(args, kwargs, static, device)
-            device = self._device_with_captures(flat, traced.captures, device)
+            device = captures.call_device(self.name, self.device is not None, flat,
+                                          traced.captures, device)
             graph = verify(optimize(traced.graph))
             dump("ir", self.name, lambda: print_graph(graph))
             exe = self._backend(device).compile(graph)

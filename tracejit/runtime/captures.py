@@ -1,0 +1,62 @@
+"""What a compiled call does with the tensors its function captured (see tracer/trace.py's
+TraceContext): check them before reusing a cached trace, pick the device they live on, and
+store the new values of those the function updated in place."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..ir.core import user_location
+from ..tracer.tensor import Tensor
+from .devices import CPU, Device, device_of, is_gpu_array, is_host, to_device
+
+
+def signature(tensors: Sequence[Tensor]) -> list[tuple]:
+    """What a trace assumed of each captured tensor: shape, dtype and device."""
+    return [(t.shape, t.dtype, device_of(t._data)) for t in tensors]
+
+
+def changed(tensors: Sequence[Tensor], sig: list[tuple]) -> str | None:
+    """Why the captured tensors no longer match the trace's signature of them, or None."""
+    for i, (t, (shape, dtype, dev)) in enumerate(zip(tensors, sig)):
+        if t._traced or t.shape != shape or t.dtype is not dtype:
+            return f"captured tensor cap{i} changed: {dtype.name}{list(shape)} -> " \
+                   f"{t.dtype.name}{list(t.shape)}"
+        if type(t._data) is np.ndarray:
+            if dev != CPU:
+                return f"captured tensor cap{i} moved: {dev} -> cpu"
+        elif device_of(t._data) != dev:
+            return f"captured tensor cap{i} moved: {dev} -> {device_of(t._data)}"
+    return None
+
+
+def call_device(name: str, explicit: bool, flat: Sequence[Any], captures: Sequence[Tensor],
+                device: Device) -> Device:
+    """Captures on a GPU choose the device when neither `device=` (explicit) nor the arguments
+    do (host arrays go anywhere); a GPU capture elsewhere than the call's device is an error,
+    since a kernel cannot read it."""
+    devs = {device_of(c._data) for c in captures if not is_host(c._data)}
+    if not devs:
+        return device
+    decided = explicit or any(isinstance(x, Tensor) and not x._traced or is_gpu_array(x)
+                              for x in flat)
+    if not decided and len(devs) == 1:
+        return devs.pop()
+    if devs != {device}:
+        raise RuntimeError(f"{name}: it reads captured tensors on "
+                           f"{', '.join(sorted(map(str, devs)))} but runs on {device} "
+                           f"(at {user_location()}); move them with .to(device), or pass them "
+                           f"as arguments")
+    return device
+
+
+def store_writes(writes: Sequence[Tensor], new_values: Sequence[Any]) -> None:
+    """Store the new values of the captures a compiled function updated in place into their
+    own storage, as the eager in-place op would (the version counter moves too)."""
+    for t, new in zip(writes, new_values):
+        new = to_device(new._data if isinstance(new, Tensor) else new, device_of(t._data))
+        if not getattr(t._data.flags, "writeable", True):      # a read-only lazy view
+            t._data = t._data.copy()
+        t._data[...] = new
+        t._version[0] += 1
