@@ -358,3 +358,21 @@ def test_module_dict():
     d.update([("e", nn.Identity())])
     assert [n for n, _ in d.named_parameters()] == ["a.weight", "a.bias"]
     assert [k for k, _ in d.items()] == ["a", "c", "e"]
+
+
+def test_compiled_model_follows_train_and_eval():
+    m = nn.Sequential(nn.Linear(16, 16), nn.Dropout(0.5))
+    x = tj.randn(8, 16)
+    f = tj.compile(m)
+    assert (f(x).detach().numpy() == 0).mean() > 0.2          # dropout active
+    m.eval()
+    assert_close(f(x), m[0](x))                               # traced again: the identity
+    m.train()
+    assert (f(x).detach().numpy() == 0).mean() > 0.2
+    m[1].training = False                                     # a flag set by hand counts too
+    assert_close(f(x), m[0](x))
+    g = tj.compile(lambda x: m(x) * 2)                        # a function calling the model
+    m.train()
+    assert (g(x).detach().numpy() == 0).mean() > 0.2
+    m.eval()
+    assert_close(g(x), m[0](x) * 2)
