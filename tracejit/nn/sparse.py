@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..tracer.creation import zeros
 from ..tracer.state import no_grad
 from ..tracer.tensor import Tensor
 from . import functional as F
@@ -52,8 +53,9 @@ class Embedding(Module):
 
     def _fill_padding_idx_with_zero(self) -> None:
         if self.padding_idx is not None:
-            with no_grad():
-                self.weight[self.padding_idx] = 0.0
+            w = self.weight
+            with no_grad():     # a zero row on w's device (a Python 0.0 would be a host value)
+                w[self.padding_idx] = zeros(w.shape[1], dtype=w.dtype, device=w.device)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
         return F.embedding(input, self.weight, self.padding_idx)
