@@ -365,7 +365,8 @@ def _state_value(p: Tensor, value: Any, name: str) -> Any:
         if isinstance(value, (bool, int, float)) or value is None or \
                 not hasattr(value, "__array__"):
             return value
-        value = Tensor(np.array(value, copy=True))
+        value = Tensor(np.array(value.detach().cpu().numpy() if hasattr(value, "detach")
+                                else value, copy=True))
     arr = value._host("optimizer.load_state_dict")
     arr = np.array(arr, copy=True)
     if name != "step" and p.dtype.is_float:
