@@ -71,6 +71,10 @@ def write_back(t: Tensor, new: Any) -> None:
     t._version[0] += 1
 
 
+def _arg(arr: Any) -> Any:
+    return arr if is_host(arr) else Tensor(arr)
+
+
 def _compiled(name: str, math: Callable, layout: tuple) -> CompiledFunction:
     key = (name, math, layout)
     fn = _CACHE.get(key)
@@ -134,7 +138,8 @@ def run_update(name: str, math: Callable, flags: tuple, slots: dict[str, list[Te
         fn = _compiled(name, math, layout)
         if used is not None:
             used[(name, math, layout)] = fn
-        flat: list[Any] = [t._data for s in slots.values() for t in s[a:b]]
+        # host arrays take the compiled call's fast path; device arrays go in a plain Tensor
+        flat: list[Any] = [_arg(t._data) for s in slots.values() for t in s[a:b]]
         flat += [float(x) for s in per_param.values() for x in s[a:b]]
         flat += [float(x) for x in scalars.values()]
         res = fn(*flat)
