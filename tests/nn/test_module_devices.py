@@ -56,3 +56,13 @@ def test_layers_built_on_cuda(fake_gpu):
     nn.init.trunc_normal_(lin.weight, std=0.02)
     assert lin.weight.device == "cuda:0"
     assert np.abs(lin.weight.cpu().detach().numpy()).max() <= 0.04
+
+
+def test_setitem_of_a_number_on_a_cuda_tensor(fake_gpu):
+    # nanoGPT's generate(): logits[logits < v[:, [-1]]] = -float('Inf') on the GPU
+    x = tj.tensor(np.array([[1.0, 5.0, 3.0]]), device="cuda")
+    with tj.no_grad():
+        x[x < 3.0] = -float("inf")
+        x[0, 1] = 2.0
+    assert x.device == "cuda:0"
+    assert_close(x.cpu(), [[-np.inf, 2.0, 3.0]])

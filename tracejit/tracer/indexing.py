@@ -134,8 +134,8 @@ def setitem(x: Tensor, key, value) -> None:
     """x[key] = value, as an in-place functional update (recorded for autograd)."""
     from .inplace import inplace
     keys = key if isinstance(key, tuple) else (key,)
-    np_key = tuple(k._concrete("assignment through a tensor index (use tj.where inside "
-                               "@tj.compile)") if isinstance(k, Tensor) else k for k in keys)
+    np_key = tuple(k._host("assignment through a tensor index (use tj.where inside "
+                           "@tj.compile)") if isinstance(k, Tensor) else k for k in keys)
     pos = np.arange(x.numel(), dtype=np.int64).reshape(x.shape)
     try:
         pos = pos[np_key if isinstance(key, tuple) else np_key[0]]
@@ -145,7 +145,7 @@ def setitem(x: Tensor, key, value) -> None:
     mask[pos.reshape(-1)] = True
 
     def update(old: Tensor) -> Tensor:
-        v = ops.as_tensor(value, old.dtype, like=old if old._traced else None)
+        v = ops.as_tensor(value, old.dtype, like=old)     # a number goes to old's device
         try:
             v = ops.broadcast_to(ops.cast(v, old.dtype), pos.shape)
         except ValueError:
