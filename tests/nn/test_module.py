@@ -376,3 +376,32 @@ def test_compiled_model_follows_train_and_eval():
     assert (g(x).detach().numpy() == 0).mean() > 0.2
     m.eval()
     assert_close(g(x), m[0](x) * 2)
+
+
+def test_parameter_list_and_dict():
+    pl = nn.ParameterList([nn.Parameter(tj.ones(3, 4)), tj.zeros(5)])
+    assert len(pl) == 2 and isinstance(pl[1], nn.Parameter) and pl[1].requires_grad
+    pl.append(tj.ones(2))
+    assert [n for n, _ in pl.named_parameters()] == ["0", "1", "2"]
+    assert [tuple(p.shape) for p in pl] == [(3, 4), (5,), (2,)]
+    assert "(1): Parameter containing: [tracejit.f32 of size 5]" in repr(pl)
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ws = nn.ParameterList([tj.ones(2), tj.ones(2) * 2])
+            self.named = nn.ParameterDict({"a": tj.ones(1)})
+
+        def forward(self, x):
+            for w in self.ws:
+                x = x * w
+            return x * self.named["a"]
+    m = M()
+    assert list(m.state_dict()) == ["ws.0", "ws.1", "named.a"]
+    m(tj.ones(2)).sum().backward()
+    assert_close(m.ws[0].grad, [2.0, 2.0]) and None
+    assert_close(m.named["a"].grad, [4.0])
+    pd = m.named
+    pd["b"] = nn.Parameter(tj.zeros(3))
+    assert list(pd.keys()) == ["a", "b"] and "b" in pd and len(pd) == 2
+    assert pd.pop("a").shape == (1,) and list(pd) == ["b"]

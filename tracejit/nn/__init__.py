@@ -2,7 +2,7 @@
 from . import functional, init, utils
 from .parameter import Parameter
 from .module import Module
-from .container import ModuleDict, ModuleList, Sequential
+from .container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .linear import Flatten, Identity, Linear, Unflatten
 from .activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish, ReLU,
                          ReLU6, SiLU, Sigmoid, Softmax, Softplus, Tanh)

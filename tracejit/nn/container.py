@@ -6,7 +6,9 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Iterator
 
+from ..tracer.tensor import Tensor
 from .module import Module, _addindent
+from .parameter import Parameter
 
 
 def _abs_index(idx: Any, n: int) -> int:
@@ -253,3 +255,125 @@ class ModuleDict(Module):
                 raise ValueError(f"ModuleDict update sequence element #{j} has length "
                                  f"{len(kv)}; 2 is required")
             self[kv[0]] = kv[1]
+
+
+def _as_parameter(value: Any) -> Any:
+    """Tensors stored in a ParameterList/ParameterDict become Parameters (as torch)."""
+    if isinstance(value, Tensor) and not isinstance(value, Parameter):
+        return Parameter(value)
+    return value
+
+
+def _param_line(key: str, p: Any) -> str:
+    if isinstance(p, Tensor):
+        kind = "Parameter containing" if isinstance(p, Parameter) else "Tensor"
+        size = "x".join(str(s) for s in p.shape)
+        dev = "" if p.device.type == "cpu" else f" ({p.device})"
+        return f"({key}): {kind}: [tracejit.{p.dtype.name} of size {size}{dev}]"
+    return f"({key}): Object of type: {type(p).__name__}"
+
+
+class ParameterList(Module):
+    """A list of parameters, registered under the names "0", "1", ..."""
+
+    def __init__(self, values: Iterable[Any] | None = None) -> None:
+        super().__init__()
+        self._size = 0
+        if values is not None:
+            self += values
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)([self[i] for i in range(len(self))[idx]])
+        return getattr(self, str(_abs_index(idx, len(self))))
+
+    def __setitem__(self, idx: int, param: Any) -> None:
+        setattr(self, str(_abs_index(idx, len(self))), _as_parameter(param))
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(len(self)))
+
+    def __iadd__(self, parameters: Iterable[Any]) -> "ParameterList":
+        return self.extend(parameters)
+
+    def __dir__(self) -> list[str]:
+        return [k for k in super().__dir__() if not k.isdigit()]
+
+    def append(self, value: Any) -> "ParameterList":
+        self._size += 1
+        setattr(self, str(self._size - 1), _as_parameter(value))
+        return self
+
+    def extend(self, values: Iterable[Any]) -> "ParameterList":
+        if not isinstance(values, Iterable) or isinstance(values, Tensor):
+            raise TypeError("ParameterList.extend should be called with an iterable, but got "
+                            + type(values).__name__)
+        for v in values:
+            self.append(v)
+        return self
+
+    def extra_repr(self) -> str:
+        return "\n".join(_param_line(str(i), p) for i, p in enumerate(self))
+
+
+class ParameterDict(Module):
+    """An ordered dict of parameters, registered under their keys."""
+
+    def __init__(self, parameters: Mapping[str, Any] | Iterable | None = None) -> None:
+        super().__init__()
+        self._keys: dict[str, None] = {}
+        if parameters is not None:
+            self.update(parameters)
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._keys[key] = None
+        setattr(self, key, _as_parameter(value))
+
+    def __delitem__(self, key: str) -> None:
+        del self._keys[key]
+        delattr(self, key)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def keys(self):
+        return self._keys.keys()
+
+    def items(self):
+        return ((k, self[k]) for k in self._keys)
+
+    def values(self):
+        return (self[k] for k in self._keys)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def pop(self, key: str) -> Any:
+        v = self[key]
+        del self[key]
+        return v
+
+    def clear(self) -> None:
+        for k in list(self._keys):
+            del self[k]
+
+    def update(self, parameters: Mapping[str, Any] | Iterable) -> None:
+        items = parameters.items() if isinstance(parameters, Mapping) else parameters
+        for kv in items:
+            k, v = kv
+            self[k] = v
+
+    def extra_repr(self) -> str:
+        return "\n".join(_param_line(k, p) for k, p in self.items())
