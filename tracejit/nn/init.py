@@ -8,11 +8,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from ..ir import dtypes as dt
-from ..ir.primitives import P, bind
-from ..runtime.devices import to_device
-from ..tracer import ops
-from ..tracer.rng import Generator, rand, randn
+from ..tracer.fills import draw_like
+from ..tracer.rng import Generator
 from ..tracer.state import no_grad
 from ..tracer.tensor import Tensor
 
@@ -64,21 +61,6 @@ def _check(tensor: Tensor, op: str) -> None:
                            f"@tj.compile; initialise parameters outside compiled functions")
 
 
-def _draw(tensor: Tensor, normal: bool, generator: Generator | None) -> Tensor:
-    """Uniform [0, 1) or standard normal numbers of tensor's shape, on its device, in float64
-    for float64 tensors and float32 otherwise (16-bit tensors round the float32 draw)."""
-    d = dt.f64 if tensor.dtype is dt.f64 else dt.f32
-    if generator is None:
-        fn = randn if normal else rand
-        return fn(*tensor.shape, dtype=d, device=tensor.device)
-    seed, offset = generator.hidden_inputs(1)
-    arr = bind(P.random, seed, offset, stream=0, shape=tuple(tensor.shape), dtype=d,
-               normal=normal)
-    if tensor.device.type != "cpu":
-        arr = to_device(arr, tensor.device)
-    return Tensor(arr)
-
-
 def _write(tensor: Tensor, value: Tensor) -> Tensor:
     with no_grad():
         if value.device != tensor.device:
@@ -92,8 +74,7 @@ def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0,
     """Fill with U(a, b)."""
     _check(tensor, "uniform_")
     with no_grad():
-        u = _draw(tensor, False, generator)
-        return _write(tensor, ops.add(ops.mul(u, float(b) - float(a)), float(a)))
+        return tensor.uniform_(a, b, generator=generator)
 
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0,
@@ -101,8 +82,7 @@ def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0,
     """Fill with N(mean, std**2)."""
     _check(tensor, "normal_")
     with no_grad():
-        z = _draw(tensor, True, generator)
-        return _write(tensor, ops.add(ops.mul(z, float(std)), float(mean)))
+        return tensor.normal_(mean, std, generator=generator)
 
 
 def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
@@ -113,7 +93,7 @@ def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float 
     nd = NormalDist()
     lo, hi = nd.cdf((a - mean) / std), nd.cdf((b - mean) / std)
     with no_grad():
-        u = _draw(tensor, False, generator)
+        u = draw_like(tensor, False, generator)
         p = lo + (hi - lo) * np.asarray(u._host("trunc_normal_"), np.float64)
         # inv_cdf is undefined at exactly 0 and 1: keep p strictly inside (0, 1)
         p = np.clip(p, np.nextafter(0.0, 1.0), np.nextafter(1.0, 0.0))
@@ -199,7 +179,7 @@ def orthogonal_(tensor: Tensor, gain: float = 1.0,
     rows = tensor.shape[0]
     cols = tensor.numel() // rows
     with no_grad():
-        z = np.asarray(_draw(tensor, True, generator)._host("orthogonal_"), np.float64)
+        z = np.asarray(draw_like(tensor, True, generator)._host("orthogonal_"), np.float64)
     flat = z.reshape(rows, cols)
     if rows < cols:
         flat = flat.T

@@ -5,6 +5,8 @@ from ..ir import dtypes as dt
 from ..runtime.devices import Device, device as as_device, to_device
 from . import composites as C
 from . import indexing, inplace, ops, sampling, scans, selection, sorting
+from . import layout, masking, norms
+from . import fills
 from .function import Function
 from .tensor import Tensor
 
@@ -58,6 +60,10 @@ def install() -> None:
     T.cpu = lambda self: _to(self, device="cpu")
     T.cuda = lambda self, device=None: _to(self, device=device or "cuda")
     inplace.install(T)
+    fills.install(T)
+    layout.install(T)
+    masking.install(T)
+    norms.install(T)
     T.erf, T.erfc = ops.erf, ops.erfc
     scans.install(T)
     sorting.install(T)
