@@ -3,7 +3,7 @@ from . import ir
 from .ir import dtypes as _dt
 from .tracer import Tensor
 from .tracer.tensor import is_tensor
-from .tracer import autograd_api as autograd
+from . import autograd
 from .tracer.composites import (gelu, layer_norm, log_softmax, logsumexp, mean,
                                 mse, mse_loss, relu, sigmoid, softmax, softplus, var)
 from .tracer.losses import cross_entropy
@@ -31,7 +31,7 @@ from .tracer.layout import (bmm, chunk, flip, fliplr, flipud, narrow, repeat, ro
 from .tracer.masking import eye, masked_fill, one_hot, tril, triu
 from .tracer.norms import norm, std
 from .tracer.einsum import einsum
-from .tracer import linalg_api as linalg
+from . import linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")
 from .runtime.devices import Device, cuda_available, device

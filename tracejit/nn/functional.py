@@ -13,6 +13,7 @@ from ..tracer import ops
 from ..tracer.composites import composite, log_softmax as _log_softmax, softmax as _softmax
 from ..tracer.losses import _class_targets, _legacy_reduction, cross_entropy
 from ..tracer.inplace import inplace as _inplace
+from ..tracer.masking import one_hot  # noqa: F401  (tj.one_hot: iota classes, no constant)
 from ..tracer.rng import dropout as _dropout
 from ..tracer.tensor import Tensor
 
@@ -310,27 +311,6 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,  # noqa: A00
 
 
 # -- one_hot, pad ----------------------------------------------------------------------------
-def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
-    """int64 one-hot vectors along a new last dim; num_classes=-1 means max(tensor) + 1 (a
-    value read from the data, so not inside a compiled function)."""
-    t = _t(tensor)
-    if t.dtype is not dt.i64:
-        raise ops._err("one_hot", f"one_hot is only applicable to index tensor of type int64, "
-                       f"got {ops._fmt(t)}", TypeError)
-    if num_classes == -1:
-        if t.numel() == 0:
-            raise ops._err("one_hot", "Can not infer total number of classes from empty tensor.",
-                           RuntimeError)
-        num_classes = int(t._host("one_hot with num_classes=-1").max()) + 1
-    if not t._traced and t.numel():
-        vals = t._host("one_hot")
-        if vals.min() < 0 or vals.max() >= num_classes:
-            raise ops._err("one_hot", f"Class values must be in [0, {num_classes}), got "
-                           f"[{int(vals.min())}, {int(vals.max())}]", RuntimeError)
-    classes = ops.as_tensor(np.arange(num_classes, dtype=np.int64), like=t, const=True)
-    return ops.cast(ops.eq(ops.unsqueeze(t, -1), classes), dt.i64)
-
-
 def pad(input: Tensor, pad: tuple[int, ...], mode: str = "constant",  # noqa: A002
         value: float | None = None) -> Tensor:
     """torch's spelling: `pad` lists (left, right) for the last dim, then the one before, ...

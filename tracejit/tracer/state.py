@@ -14,6 +14,7 @@ class _State(threading.local):
         self.reads: list | None = None
         # id(tensor) -> stand-in leaf while a checkpointed function is recomputed (or None)
         self.subst: dict | None = None
+        self.inference = False          # inside tj.inference_mode()
 
 
 STATE = _State()
@@ -21,6 +22,10 @@ STATE = _State()
 
 def is_grad_enabled() -> bool:
     return STATE.grad_enabled
+
+
+def is_inference_mode_enabled() -> bool:
+    return STATE.inference
 
 
 def current_trace():
@@ -78,6 +83,32 @@ class set_grad_enabled(_GradMode):
     def __call__(self, fn):
         STATE.grad_enabled = self._prev       # decorating must not change the mode now
         return super().__call__(fn)
+
+
+class inference_mode(_GradMode):
+    """PyTorch's inference_mode: no_grad for a block or a function (tensors made inside do
+    not require grad). `inference_mode(False)` changes nothing; `@inference_mode` works with
+    or without the parentheses, as in PyTorch."""
+
+    def __new__(cls, mode=True):
+        if isinstance(mode, bool):
+            return super().__new__(cls)
+        return cls()(mode)                    # @inference_mode on a function, bare
+
+    def __init__(self, mode: bool = True) -> None:
+        self.enabled = bool(mode)
+
+    def __enter__(self):
+        self._prev = STATE.grad_enabled, STATE.inference
+        if self.enabled:
+            STATE.grad_enabled, STATE.inference = False, True
+
+    def __exit__(self, *exc):
+        STATE.grad_enabled, STATE.inference = self._prev
+        return False
+
+    def _fresh(self) -> "inference_mode":
+        return inference_mode(self.enabled)
 
 
 def note_reads(tensors) -> None:
