@@ -356,3 +356,17 @@ def test_init_is_in_place_without_grad_and_seeded():
     assert (nn.init.normal_(tj.empty(4), generator=g).numpy() == b).all()
     d = nn.init.normal_(tj.empty(3, dtype=tj.float64))
     assert d.dtype is tj.float64
+
+
+def test_trunc_normal_inverse_cdf_is_accurate():
+    from statistics import NormalDist
+    from tracejit.nn.init import _ndtri
+    p = np.concatenate([np.geomspace(1e-300, 1e-3, 60), np.linspace(1e-3, 1 - 1e-3, 2001),
+                        1 - np.geomspace(1e-15, 1e-3, 60)])
+    ref = np.array([NormalDist().inv_cdf(v) for v in p])
+    got = _ndtri(p)
+    nz = ref != 0
+    assert np.max(np.abs(got[nz] - ref[nz]) / np.abs(ref[nz])) < 2e-9
+    w = nn.init.trunc_normal_(tj.empty(200, 100), std=0.02)     # timm/ViT-style use
+    a = w.numpy()
+    assert np.abs(a).max() <= 2.0 and abs(a.std() - 0.02) < 0.001

@@ -85,6 +85,34 @@ def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0,
         return tensor.normal_(mean, std, generator=generator)
 
 
+def _ndtri(p: np.ndarray) -> np.ndarray:
+    """The inverse standard normal CDF of p in (0, 1), vectorised: Acklam's rational
+    approximation, relative error below 1.2e-9 (far below float32 resolution; a random
+    initialisation needs no more)."""
+    a = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+         1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00)
+    b = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+         6.680131188771972e+01, -1.328068155288572e+01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+         -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+         3.754408661907416e+00)
+
+    def poly(coef, x):
+        out = np.zeros_like(x)
+        for k in coef:
+            out = out * x + k
+        return out
+    r = (p - 0.5) ** 2
+    x = poly(a, r) * (p - 0.5) / (poly(b, r) * r + 1.0)
+    in_tail = np.minimum(p, 1.0 - p) < 0.02425          # about 5% of a uniform draw
+    pt = p[in_tail]
+    q = np.sqrt(-2.0 * np.log(np.minimum(pt, 1.0 - pt)))
+    xt = poly(c, q) / (poly(d, q) * q + 1.0)
+    x[in_tail] = np.where(pt < 0.5, xt, -xt)
+    return x
+
+
 def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
                   b: float = 2.0, generator: Generator | None = None) -> Tensor:
     """Fill with N(mean, std**2) truncated to [a, b] (a and b are absolute bounds, as torch):
@@ -95,10 +123,9 @@ def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float 
     with no_grad():
         u = draw_like(tensor, False, generator)
         p = lo + (hi - lo) * np.asarray(u._host("trunc_normal_"), np.float64)
-        # inv_cdf is undefined at exactly 0 and 1: keep p strictly inside (0, 1)
+        # the inverse CDF is infinite at exactly 0 and 1: keep p strictly inside (0, 1)
         p = np.clip(p, np.nextafter(0.0, 1.0), np.nextafter(1.0, 0.0))
-        z = np.vectorize(nd.inv_cdf, otypes=[np.float64])(p) if p.size else p
-        x = np.clip(z * std + mean, a, b)
+        x = np.clip(_ndtri(p) * std + mean, a, b)
         return _write(tensor, Tensor(x))
 
 
