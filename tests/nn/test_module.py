@@ -405,3 +405,16 @@ def test_parameter_list_and_dict():
     pd["b"] = nn.Parameter(tj.zeros(3))
     assert list(pd.keys()) == ["a", "b"] and "b" in pd and len(pd) == 2
     assert pd.pop("a").shape == (1,) and list(pd) == ["b"]
+
+
+def test_load_state_dict_value_kinds():
+    m = nn.Linear(2, 2)
+    t = torch.nn.Linear(2, 2)
+    m.load_state_dict(t.state_dict())            # CPU torch tensors convert through NumPy
+    assert_close(m.weight, t.weight.detach().numpy())
+    with pytest.raises(RuntimeError, match='While copying the parameter named "bias", expected '
+                       'a Tensor or NumPy array'):
+        m.load_state_dict({"weight": np.zeros((2, 2)), "bias": "zeros"})
+    m.load_state_dict({"weight": np.ones((2, 2), np.float64), "bias": np.zeros(2)})
+    assert m.weight.dtype is tj.float32                   # values are cast to the parameter's
+    assert_close(m.weight, np.ones((2, 2)))

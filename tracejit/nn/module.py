@@ -517,12 +517,16 @@ class Module:
                 continue
             value = state_dict[key]
             if not isinstance(value, Tensor):
-                if not (isinstance(value, (np.ndarray, np.generic)) or hasattr(value, "__array__")):
+                try:
+                    if not (isinstance(value, (np.ndarray, np.generic))
+                            or hasattr(value, "__array__")):
+                        raise TypeError("not an array")
+                    value = Tensor(np.asarray(value))
+                except (TypeError, ValueError, RuntimeError):
                     errors.append(f'While copying the parameter named "{key}", expected a '
                                   f'Tensor or NumPy array from checkpoint but received '
                                   f'{type(value)}')
                     continue
-                value = Tensor(np.asarray(value))
             if param.ndim == 0 and value.shape == (1,):
                 value = value.reshape(())
             if tuple(value.shape) != tuple(param.shape):
