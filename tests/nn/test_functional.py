@@ -370,3 +370,13 @@ def test_trunc_normal_inverse_cdf_is_accurate():
     w = nn.init.trunc_normal_(tj.empty(200, 100), std=0.02)     # timm/ViT-style use
     a = w.numpy()
     assert np.abs(a).max() <= 2.0 and abs(a.std() - 0.02) < 0.001
+
+
+def test_clip_grad_norm_error_if_nonfinite_inside_compile_is_an_error():
+    def step(g):
+        p = nn.Parameter(tj.zeros(3))
+        p.grad = g * 1.0
+        return nn.utils.clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
+    with pytest.raises(RuntimeError, match="needs a concrete value"):
+        tj.compile(step)(tj.ones(3))
+    assert_close(step(tj.ones(3)), math.sqrt(3))

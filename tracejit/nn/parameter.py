@@ -34,7 +34,8 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
     def __reduce_ex__(self, protocol):
-        return (Parameter, (Tensor(np.array(self.detach()._data)), self._requires_grad))
+        return (Parameter, (Tensor(np.array(self.detach()._host("pickling a Parameter"))),
+                            self._requires_grad))
 
     def __deepcopy__(self, memo: dict) -> "Parameter":
         if id(self) in memo:

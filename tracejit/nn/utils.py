@@ -46,7 +46,9 @@ def get_total_norm(tensors: Tensor | Iterable[Tensor], norm_type: float = 2.0,
         first = ts[0]
         norms = [ops.cast(_norm(t, p), first.dtype) for t in ts]
         total = _norm(ops.stack(norms), p)
-    if error_if_nonfinite and not total._traced:
+    if error_if_nonfinite:
+        # a data-dependent check: inside a compiled function .item() says it needs a
+        # concrete value (pass error_if_nonfinite=False there), never skips it silently
         v = total.item()
         if math.isnan(v) or math.isinf(v):
             raise RuntimeError(f"The total norm of order {p} for gradients from `parameters` is "
