@@ -9,8 +9,9 @@ from .tracer.composites import (gelu, layer_norm, log_softmax, logsumexp, mean,
 from .tracer.losses import cross_entropy
 from .tracer.creation import (arange, empty, full, full_like, linspace, ones, ones_like, tensor,
                               zeros, zeros_like)
-from .tracer.rng import (Generator, default_generator, dropout, get_rng_state, initial_seed,
-                         manual_seed, rand, rand_like, randint, randn, randn_like, set_rng_state)
+from .tracer.rng import (Generator, bernoulli, default_generator, dropout, get_rng_state,
+                         initial_seed, manual_seed, rand, rand_like, randint, randn, randn_like,
+                         set_rng_state)
 from .tracer.function import checkpoint
 from .tracer.functional import grad, hessian, jacobian, value_and_grad, vjp
 from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, cos, div, eq,
@@ -38,6 +39,9 @@ from .runtime.devices import Device, cuda_available, device
 from .runtime.compile import clear_cache, compile, jit
 from . import nn
 from . import optim
+from . import amp
+from .tracer.autocast import autocast, get_autocast_dtype, is_autocast_enabled
+from .serialization import load, save
 from .tracer.ops import cast as astype
 
 float16, bfloat16, float32, float64 = _dt.f16, _dt.bf16, _dt.f32, _dt.f64

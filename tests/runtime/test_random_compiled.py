@@ -261,3 +261,21 @@ def test_dropout_backward_regenerates_the_mask_instead_of_saving_it():
     residuals = fwd.graph.outputs[n_out:]
     assert sorted(str(v.aval) for v in residuals) == ["f32[64,128]", "i64[]", "i64[]"]
     assert "random" in bwd.stage_text("kernels")
+
+
+def test_bernoulli():
+    probs = np.linspace(0, 1, 11, dtype=np.float32)
+    tj.manual_seed(4)
+    draws = np.stack([tj.bernoulli(tj.tensor(probs)).numpy() for _ in range(4000)])
+    assert draws.dtype == np.float32 and set(np.unique(draws)) <= {0.0, 1.0}
+    assert (draws[:, 0] == 0).all() and (draws[:, -1] == 1).all()
+    np.testing.assert_allclose(draws.mean(0), probs, atol=0.03)
+    tj.manual_seed(4)
+    u = tj.rand(11).numpy()
+    assert np.array_equal(draws[0], (u < probs).astype(np.float32))
+    tj.manual_seed(4)
+    c = tj.compile(lambda p: tj.bernoulli(p))(probs).numpy()
+    assert np.array_equal(c, draws[0])
+    assert tj.bernoulli(tj.zeros(5, dtype=tj.float64), 0.5).dtype == tj.float64
+    with pytest.raises(TypeError, match="bernoulli: needs floating-point probabilities"):
+        tj.bernoulli(tj.tensor([1, 0]))

@@ -240,6 +240,18 @@ def randint(low: int, high=None, size=None, *, dtype=None, device=None) -> Tenso
     return ops.cast(ops.add(k, low), d)
 
 
+def bernoulli(input, p: float | None = None) -> Tensor:
+    """0/1 draws with probabilities `input` (or the scalar `p`), in input's dtype, as
+    torch.bernoulli: one uniform u per element, 1 where u < probability."""
+    x = input if isinstance(input, Tensor) else ops.as_tensor(input)
+    if not x.dtype.is_float:
+        raise TypeError(f"bernoulli: needs floating-point probabilities, got {x.dtype.name}"
+                        f"{list(x.shape)} (at {user_location()})")
+    u = rand_like(x, dtype=dt.f64 if x.dtype is dt.f64 else dt.f32)
+    prob = float(p) if p is not None else x
+    return ops.cast(ops.lt(u, prob), x.dtype)
+
+
 def dropout(x, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     """Zero each element with probability p and scale the kept ones by 1/(1-p); the identity
     when not training or p == 0. The mask comes from one uniform draw (kept where u < 1-p) and
