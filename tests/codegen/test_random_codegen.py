@@ -63,7 +63,6 @@ def test_llvm_matches_the_interpreter(shape):
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 def test_cuda_kernels_run_on_the_host_match_the_interpreter(tmp_path):
     build = HostBuild()
-    jobs = []
     for shape in ((64, 64), (37, 11)):
         x = np.linspace(-1, 1, int(np.prod(shape)), dtype=np.float32).reshape(shape)
         for seed, off in STATES:
@@ -72,7 +71,6 @@ def test_cuda_kernels_run_on_the_host_match_the_interpreter(tmp_path):
             assert build.add(fn, [x])
             graph, plan, slots, args = build.jobs[-1]
             build.jobs[-1] = (graph, plan, slots, args + _hidden(seed, off))
-            jobs.append(graph)
     assert any("uint4" in p for p in build.parts)           # the 16-byte path was taken
     for graph, args, got in build.run(tmp_path):
         want = interpret(graph, args)

@@ -3,11 +3,13 @@ from manual_seed, the same numbers as eager mode and the interpreter for the sam
 state, hidden seed/offset inputs in the IR, and dropout's forward, gradient and fusion."""
 from __future__ import annotations
 
+import sys
+import threading
+
 import numpy as np
 import pytest
 
 import fakecupy
-import sys
 import tracejit as tj
 from tracejit.ir.interpret import interpret
 from tracejit.runtime import devices
@@ -135,7 +137,6 @@ def test_randint():
 
 def test_threads_see_one_offset_sequence():
     """The generator hands out each offset once, whichever thread asks."""
-    import threading
     tj.manual_seed(0)
     seen = []
 
