@@ -24,6 +24,10 @@ from ..ir.core import Graph, Instr, Value
 from ..ir.printer import value_names
 
 SHARED_EXPR_LIMIT = 64     # a shared expression bigger than this is materialized once
+# scalar ops cheap enough to recompute per element (LLVM hoists them out of the loop anyway)
+CHEAP_SCALAR_OPS = frozenset({"constant", "cast", "neg", "add", "sub", "mul", "abs", "lt",
+                              "le", "gt", "ge", "eq", "ne", "where", "maximum", "minimum",
+                              "broadcast", "reshape"})
 
 
 @dataclass
@@ -134,6 +138,16 @@ def plan(g: Graph) -> Plan:
         _expr_ops(v, hard, set(), ops)
         if len(ops) > SHARED_EXPR_LIMIT:
             hard.add(v)
+    # a 0-d expression with transcendental work that a larger loop reads is computed once, in
+    # a scalar kernel, not per element (pow(beta, step) of an optimizer step inside a compiled
+    # training step made that loop several times slower)
+    for ins in g.instrs:
+        v = ins.inputs[0] if ins.prim.name == "broadcast" else None
+        if v is not None and v.ndim == 0 and v not in hard and ins.out.aval.size > 1:
+            ops: list[Instr] = []
+            _expr_ops(v, hard, set(), ops)
+            if any(op.prim.name not in CHEAP_SCALAR_OPS for op in ops):
+                hard.add(v)
     # graph outputs computed by loops are written, but consumers still fuse through them
     buffers = hard | set(g.outputs)
 
