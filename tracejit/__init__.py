@@ -39,6 +39,9 @@ from .runtime.devices import Device, cuda_available, device
 from .runtime.compile import clear_cache, compile, jit
 from . import nn
 from . import optim
+from . import amp
+from .tracer.autocast import autocast, get_autocast_dtype, is_autocast_enabled
+from .serialization import load, save
 from .tracer.ops import cast as astype
 
 float16, bfloat16, float32, float64 = _dt.f16, _dt.bf16, _dt.f32, _dt.f64

@@ -10,6 +10,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..tracer import composites as C
 from ..tracer import ops
+from ..tracer.autocast import FP32, LOWER, autocast_op
 from ..tracer.composites import composite, log_softmax as _log_softmax, softmax as _softmax
 from ..tracer.losses import _class_targets, _legacy_reduction, cross_entropy
 from ..tracer.inplace import inplace as _inplace
@@ -35,6 +36,7 @@ def _maybe_inplace(fn, x, inplace: bool, name: str) -> Tensor:
 
 
 # -- linear layers ---------------------------------------------------------------------------
+@autocast_op(LOWER)
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
     """input @ weight.T + bias, with weight [out_features, in_features]."""
     x = _t(input)
@@ -100,6 +102,7 @@ def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,  # n
     return y if weight is None else ops.mul(y, weight)
 
 
+@autocast_op(FP32)
 def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12,  # noqa: A002
               out=None) -> Tensor:
     """x / max(||x||_p, eps) along dim."""
@@ -246,6 +249,7 @@ def _nll(x: Tensor, target: Tensor, weight, ignore_index: int, reduction: str) -
     return _class_targets(x, x, target, wb, cdim, ignore_index, reduction, 0.0)
 
 
+@autocast_op(FP32)
 def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,  # noqa: A002
              size_average=None, ignore_index: int = -100, reduce=None,
              reduction: str = "mean") -> Tensor:
@@ -283,12 +287,14 @@ def _reduce(loss: Tensor, reduction: str, op: str) -> Tensor:
     raise ops._err(op, f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+@autocast_op(FP32)
 def l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,  # noqa: A002
             reduction: str = "mean") -> Tensor:
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return _reduce(ops.abs(ops.sub(input, target)), reduction, "l1_loss")
 
 
+@autocast_op(FP32)
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,  # noqa: A002
                                      weight: Tensor | None = None, size_average=None,
                                      reduce=None, reduction: str = "mean",

@@ -16,6 +16,7 @@ from ..ir.core import user_location
 from ..ir.passes import optimize
 from ..ir.printer import print_graph
 from ..ir.verify import verify
+from ..tracer import autocast as _autocast
 from ..tracer.pytree import tree_flatten, tree_unflatten
 from ..tracer.rng import default_generator
 from ..tracer.state import STATE, note_reads
@@ -210,11 +211,15 @@ class CompiledFunction:
         except TypeError:
             raise TypeError(f"{self.name}: static arguments must be hashable, got "
                             f"{[type(v).__name__ for v in static.values()]}") from None
-        return (tree, tuple(_leaf_key(x) for x in flat), skey), flat, static
+        # the autocast state changes the traced graph (its casts): part of the key
+        return (tree, tuple(_leaf_key(x) for x in flat), skey, _autocast.autocast_key()), \
+            flat, static
 
     def _explain(self, old, new, names) -> str:
         if old[0] != new[0]:
             return "the structure of the arguments changed"
+        if old[3] != new[3]:
+            return f"autocast state: {_describe_autocast(old[3])} -> {_describe_autocast(new[3])}"
         if old[2] != new[2]:
             a, b = dict(old[2]), dict(new[2])
             k = next(k for k in b if a.get(k) != b[k])
@@ -311,7 +316,8 @@ class CompiledFunction:
             return self.fn(*args, **kwargs)
         key = None
         # (a checkpoint listening for, or standing in for, the tensors read takes the long way)
-        if not kwargs and not self.static_argnums and STATE.reads is None and not STATE.subst:
+        if not kwargs and not self.static_argnums and STATE.reads is None and not STATE.subst \
+                and not _autocast.STATE.active:      # (the fast key omits autocast)
             fast = _fast_key(args)
             key, vals = fast if fast is not None else (None, None)
             entry = self._fast.get(key) if key is not None else None
@@ -385,6 +391,10 @@ class CompiledFunction:
         py = getattr(F, kind)(self.fn, argnums)
         return CompiledFunction(py, self.static_argnums, self.static_argnames, self.device,
                                 backend=self.backend_name)
+
+
+def _describe_autocast(key: tuple) -> str:
+    return ", ".join(f"{d}:{t.name}" for d, t in key) or "off"
 
 
 class GradCompiledFunction(CompiledFunction):

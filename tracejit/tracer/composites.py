@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ..ir import dtypes as dt
+from .autocast import FP32, atomic, autocast_op
 from .autograd import Node, SavedTensor, grad as autograd_grad
 from .state import STATE, enable_grad
 from .tensor import Tensor
@@ -72,8 +73,11 @@ def _leaf(a):
 
 def composite(node_name):
     """Mark `fn` as a composite whose eager backward node is called `node_name` (a string, or a
-    function of the call's arguments)."""
+    function of the call's arguments). A composite is one op to autocast: its inner ops do
+    not autocast on their own."""
     def deco(fn):
+        fn = atomic(fn)
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             ts = _tensors(args, kwargs)
@@ -147,6 +151,7 @@ def relu(x):
     return ops.where(ops.le(x, 0), 0, x)
 
 
+@autocast_op(FP32)
 @composite("SoftplusBackward0")
 def softplus(x, beta: float = 1.0, threshold: float = 20.0):
     """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as torch)."""
@@ -189,6 +194,7 @@ def _row_shift(x, axes):
     return _finite_or_zero(ops.stop_gradient(ops.amax(x, axes, True)))
 
 
+@autocast_op(FP32)
 @composite("LogsumexpBackward0")
 def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
     x = ops.as_tensor(x)
@@ -201,6 +207,7 @@ def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
     return r if ops._kd(keepdims, keepdim) else ops.squeeze(r, axes) if axes else r
 
 
+@autocast_op(FP32)
 @composite("SoftmaxBackward0")
 def softmax(x, axis: int = -1, *, dim=None, dtype=None):
     """Softmax over an axis; `dtype` casts the input first (as torch)."""
@@ -211,12 +218,14 @@ def softmax(x, axis: int = -1, *, dim=None, dtype=None):
     return ops.mul(e, ops.div(1.0, ops.sum(e, axes, True)))
 
 
+@autocast_op(FP32)
 @composite("LogSoftmaxBackward0")
 def log_softmax(x, axis: int = -1, *, dim=None, dtype=None):
     x = ops.as_tensor(x) if dtype is None else ops.cast(x, dtype)
     return ops.sub(x, logsumexp(x, axis, True, dim=dim))
 
 
+@autocast_op(FP32)
 @composite("NativeLayerNormBackward0")
 def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps: float = 1e-5):
     """Normalize over the trailing `normalized_shape` dims (default: the last one)."""
@@ -251,6 +260,7 @@ def _reduce(loss, reduction: str, op: str):
     raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+@autocast_op(FP32)
 @composite("MseLossBackward0")
 def mse_loss(input, target, reduction: str = "mean"):    # noqa: A002
     d = ops.sub(input, target)

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from . import ops
+from .autocast import FP32, autocast_op
 from .composites import composite, log_softmax
 from .selection import positions
 from .state import STATE
@@ -53,6 +54,7 @@ def _check_targets(target: Tensor, classes: int, ignore_index: int) -> None:
                        f"{classes} classes", IndexError)
 
 
+@autocast_op(FP32)
 @composite(_node_name)
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index: int = -100,
                   reduce=None, reduction: str = "mean", label_smoothing: float = 0.0):

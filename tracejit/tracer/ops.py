@@ -12,6 +12,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
+from .autocast import FP32, LOWER, autocast_op
 from .autograd import PrimNode
 from .state import STATE
 from .tensor import SUBCLASSES, Tensor
@@ -187,6 +188,7 @@ def add(a, b, *, alpha=1): return _binary("add", a, _times(b, alpha), "arith")
 def sub(a, b, *, alpha=1): return _binary("sub", a, _times(b, alpha), "arith")
 def mul(a, b): return _binary("mul", a, b, "arith")
 def div(a, b): return _binary("div", a, b, "float")
+@autocast_op(FP32)
 def pow(a, b): return _binary("pow", a, b, "float")       # noqa: A001
 def maximum(a, b): return _binary("maximum", a, b, "any")
 def minimum(a, b): return _binary("minimum", a, b, "any")
@@ -224,7 +226,9 @@ def _unary(op: str, x, float_only: bool = False):
 
 
 def neg(x): return _unary("neg", x)
+@autocast_op(FP32)
 def exp(x): return _unary("exp", x, True)
+@autocast_op(FP32)
 def log(x): return _unary("log", x, True)
 def sin(x): return _unary("sin", x, True)
 def cos(x): return _unary("cos", x, True)
@@ -315,6 +319,7 @@ def _kd(keepdims, keepdim):
     return bool(keepdim if keepdim is not None else keepdims)
 
 
+@autocast_op(FP32)
 def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=None, dtype=None):  # noqa: A001
     x = as_tensor(x)
     if dtype is not None:
@@ -493,6 +498,7 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
 
 
 # -- matmul -------------------------------------------------------------------------------------
+@autocast_op(LOWER)
 def matmul(a, b) -> Tensor:
     d = result_dtype(a, b)
     if d is dt.bool_:

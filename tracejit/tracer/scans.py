@@ -14,6 +14,7 @@ import math
 from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import ops
+from .autocast import FP32, autocast_op
 from .composites import composite
 from .tensor import Tensor
 
@@ -52,11 +53,13 @@ def _scan(op: str, x, dim, dtype) -> Tensor:
     return _bool_result(_scan_op(op), x, dtype, dim)
 
 
+@autocast_op(FP32)
 def cumsum(x, dim, *, dtype=None) -> Tensor:
     """Running sums along `dim` (float32 accumulates in float64, as `sum`)."""
     return _scan("cumsum", x, dim, dtype)
 
 
+@autocast_op(FP32)
 def cumprod(x, dim, *, dtype=None) -> Tensor:
     """Running products along `dim`; the gradient is exact where x has zeros."""
     return _scan("cumprod", x, dim, dtype)
@@ -92,6 +95,7 @@ def _prod(x: Tensor, dim, keepdim: bool) -> Tensor:
     return r
 
 
+@autocast_op(FP32)
 def prod(x, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """The product over `dim` (every element when None), as torch.prod; zeros handled in the
     gradient as PyTorch (through cumprod's rule)."""
