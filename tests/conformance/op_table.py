@@ -148,6 +148,24 @@ def _mse(x, y, reduction="mean"):
     return tj.mse_loss(x, y, reduction=reduction)
 
 
+# -- ops composed from existing primitives (masking.py, layout.py, norms.py, einsum.py) ----------
+def _tensor_arg(i: int, why: str) -> Callable[[Any], str | None]:
+    """A rule for compilation: the sample passes a tensor where the op needs a Python int."""
+    def rule(s):
+        v = s.args[i] if len(s.args) > i else None
+        return why if getattr(v, "ndim", None) is not None else None
+    return rule
+
+
+def _norm_nuc(s) -> str | None:
+    return "the nuclear norm needs an SVD (NotImplementedError by design)" \
+        if "nuc" in s.args or s.kwargs.get("p") == "nuc" else None
+
+
+def _eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
+    return tj.eye(n, m, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
 TABLE: dict[str, Entry] = {
     # elementwise unary
     "abs": Entry(tj.abs),
@@ -231,7 +249,7 @@ TABLE: dict[str, Entry] = {
     "expand": Entry(lambda x, shape: x.expand(shape)),
     "permute": Entry(_permute),
     "transpose": Entry(tj.transpose),
-    "t": Entry(lambda x: x.T),
+    "t": Entry(lambda x: x.t()),
     "mT": Entry(lambda x: x.mT),
     "squeeze": Entry(_squeeze),
     "squeeze.multiple": Entry(_squeeze),
@@ -247,7 +265,7 @@ TABLE: dict[str, Entry] = {
     "__getitem__": Entry(lambda x, key: x[key], not_compilable=_getitem_has_bool_mask),
     "matmul": Entry(tj.matmul),
     "mm": Entry(tj.matmul),
-    "bmm": Entry(tj.matmul),
+    "bmm": Entry(tj.bmm),
     "mv": Entry(tj.matmul),
     "dot": Entry(tj.matmul),
     # sorting, scans and logical reductions
@@ -272,6 +290,41 @@ TABLE: dict[str, Entry] = {
     "zeros_like": Entry(_creation(lambda x, dtype=None: tj.zeros_like(x, dtype=dtype))),
     "ones_like": Entry(_creation(lambda x, dtype=None: tj.ones_like(x, dtype=dtype))),
     "full_like": Entry(_creation(lambda x, v, dtype=None: tj.full_like(x, v, dtype=dtype))),
+    # composed from existing primitives: masks, pieces, layout, norms, einsum, constructors
+    "masked_fill": Entry(lambda x, mask, value: x.masked_fill(mask, value)),
+    "tril": Entry(tj.tril),
+    "triu": Entry(tj.triu),
+    "nn.functional.one_hot": Entry(tj.one_hot, grad=False,
+                                   not_compilable=lambda s: "num_classes=-1 reads the data"
+                                   if s.kwargs.get("num_classes", -1) == -1 else None),
+    "eye": Entry(_eye, grad=False),
+    "split": Entry(tj.split),
+    "split.list_args": Entry(tj.split),
+    "split_with_sizes": Entry(tj.split),
+    "chunk": Entry(tj.chunk),
+    "unbind": Entry(tj.unbind),
+    "narrow": Entry(tj.narrow, not_compilable=_tensor_arg(
+        1, "start given as a tensor: a data-dependent slice position")),
+    "repeat": Entry(lambda x, *sizes: x.repeat(*sizes)),
+    "tile": Entry(tj.tile),
+    "flip": Entry(tj.flip),
+    "fliplr": Entry(tj.fliplr),
+    "flipud": Entry(tj.flipud),
+    "roll": Entry(tj.roll),
+    "std": Entry(tj.std, int_ok=False),
+    "std.unbiased": Entry(tj.std, int_ok=False),
+    "norm": Entry(tj.norm, int_ok=False, unsupported=_norm_nuc),
+    "norm.fro": Entry(tj.norm, int_ok=False),
+    "norm.inf": Entry(tj.norm, int_ok=False),
+    "linalg.vector_norm": Entry(tj.linalg.vector_norm, int_ok=False),
+    # torch's OpInfo op is einsum(operands, equation)
+    "einsum": Entry(lambda xs, eq: tj.einsum(eq, *xs)),
+    "new_zeros": Entry(lambda x, *a, **k: x.new_zeros(*a, **k), grad=False),
+    "new_ones": Entry(lambda x, *a, **k: x.new_ones(*a, **k), grad=False),
+    "new_full": Entry(lambda x, *a, **k: x.new_full(*a, **k), grad=False),
+    "expand_as": Entry(lambda x, other: x.expand_as(other)),
+    "view_as": Entry(lambda x, other: x.view_as(other)),
+    "reshape_as": Entry(lambda x, other: x.reshape_as(other)),
     # casts
     "float": Entry(_cast("float")),
     "double": Entry(_cast("double")),

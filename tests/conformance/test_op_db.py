@@ -34,6 +34,8 @@ def _tol(table, want) -> dict:
 
 # -- moving a sample between the libraries ------------------------------------------------------
 def _map(x, f):
+    if isinstance(x, torch.Size):      # sizes (split_with_sizes' argument) hold no tensors
+        return x
     if isinstance(x, (list, tuple)):
         return type(x)(_map(v, f) for v in x)
     if isinstance(x, dict):

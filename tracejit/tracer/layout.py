@@ -157,10 +157,14 @@ def _flip(x: Tensor, axes: tuple[int, ...]) -> Tensor:
     return x
 
 
-def flip(x, *dims) -> Tensor:
+def flip(x, *args, dims=None) -> Tensor:
     """Reverse the order of elements along `dims` (a tuple, or ints as Tensor.flip(0, 1))."""
     x = ops.as_tensor(x)
-    axes = _dims("flip", x, dims[0] if len(dims) == 1 else dims)
+    if dims is None:
+        if not args:
+            raise ops._err("flip", "missing the dims to flip", TypeError)
+        dims = args[0] if len(args) == 1 else args
+    axes = _dims("flip", x, dims)
     return _flip(x, axes)
 
 

@@ -71,8 +71,11 @@ def _vector_norm(x: Tensor, p: float, dim, keepdim: bool) -> Tensor:
         return ops.amax(a, dim, keepdim)
     if p == -math.inf:
         return ops.amin(a, dim, keepdim)
-    if p == 0:          # the count of nonzero elements: no gradient, as torch
-        return ops.sum(ops.cast(ops.ne(a, 0), x.dtype), dim, keepdim)
+    if p == 0:
+        # the count of nonzero elements; as torch, it is differentiable with gradient 0 (the
+        # untaken branch of a where, so no 0 * inf can make it NaN)
+        count = ops.sum(ops.cast(ops.ne(a, 0), x.dtype), dim, keepdim)
+        return ops.where(ops.ne(count, count), ops.sum(a, dim, keepdim), count)
     if p == 1:
         return ops.sum(a, dim, keepdim)
     if p == 2:
