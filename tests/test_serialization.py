@@ -248,3 +248,21 @@ def test_pickled_code_is_never_run(tmp_path):
         tj.load(tpath)
     assert not marker.exists()
     assert os.path.getsize(tpath) > 0
+
+
+def test_forged_index_is_refused(tmp_path):
+    path = tmp_path / "forged.tj"
+    for depth in (300, 100000):          # deeper than the loader allows, than JSON parses
+        deep = '{"t":"list","v":[' * depth + '{"t":"none"}' + ']}' * depth
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("tracejit.json", '{"format":"tracejit.save","version":1,"arrays":[],'
+                                         '"root":' + deep + '}')
+        with pytest.raises(ValueError, match="forged.tj"):
+            tj.load(path)
+    # an array entry claiming a huge shape: refused before anything is allocated
+    tj.save(tj.ones(2), path)
+    _edit_index(path, lambda ix: ix["arrays"][0].__setitem__("shape", [2 ** 40, 2 ** 20]))
+    with pytest.raises(ValueError, match="forged.tj"):
+        tj.load(path)
+    with pytest.raises(ValueError, match="unknown device"):
+        tj.load(path, map_location={"cuda:0": "tpu"})

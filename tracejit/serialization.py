@@ -39,6 +39,7 @@ VERSION = 1
 _DT_BY_NAME = {d.name: d for d in dt.ALL}
 # NumPy arrays may also hold these plain numeric types (no objects, no structured dtypes)
 _NP_KINDS = "biuf"
+_MAX_DEPTH = 200       # nesting a loaded file may have (well inside Python's recursion limit)
 
 
 # -- saving -------------------------------------------------------------------------------------
@@ -187,8 +188,10 @@ def _np_dtype(name: Any) -> np.dtype:
 
 
 class _Reader:
-    def __init__(self, zf: zipfile.ZipFile, index: Any, map_location: Any) -> None:
+    def __init__(self, zf: zipfile.ZipFile, index: Any, map_location: Any,
+                 size: int | None) -> None:
         self.zf = zf
+        self.size = size                      # the archive's length in bytes, if known
         _need(isinstance(index, dict) and index.get("format") == FORMAT, "no tracejit index")
         _need(index.get("version") == VERSION,
               f"format version {index.get('version')!r} is not supported (expected {VERSION})")
@@ -200,7 +203,7 @@ class _Reader:
 
     def node(self, n: Any, depth: int = 0) -> Any:
         _need(isinstance(n, dict) and isinstance(n.get("t"), str), "bad node")
-        _need(depth < 1000, "structure nested too deeply")
+        _need(depth < _MAX_DEPTH, "structure nested too deeply")
         t, v = n["t"], n.get("v")
         if t == "none":
             return None
@@ -275,6 +278,11 @@ class _Reader:
             raise _Corrupt(f"member {member!r} is missing") from None
         _need(info.file_size == nbytes, f"member {member!r} holds {info.file_size} bytes, "
               f"expected {nbytes} for {d.name}{shape}")
+        # stored uncompressed, inside the archive: a forged size cannot make us allocate more
+        # than the file holds
+        _need(info.compress_type == zipfile.ZIP_STORED and info.compress_size == nbytes and
+              (self.size is None or info.header_offset + nbytes <= self.size),
+              f"member {member!r} is not {nbytes} stored bytes")
         buf = bytearray(nbytes)
         with self.zf.open(info) as fh:
             got = fh.readinto(buf) if nbytes else 0
@@ -333,8 +341,10 @@ def load(f: Any, map_location: Any = None, *, weights_only: bool = True) -> Any:
     if not (map_location is None or isinstance(map_location, (str, Device, dict))):
         raise TypeError(f"tj.load: map_location must be None, a device string, a Device or a "
                         f"dict, got {type(map_location).__name__}")
-    if isinstance(map_location, (str, Device)):
-        as_device(map_location)            # a bad spelling is the caller's error, said now
+    targets = map_location.values() if isinstance(map_location, dict) else [map_location]
+    for target in targets:
+        if target is not None:
+            as_device(target)              # a bad spelling is the caller's error, said now
     name = _name(f)
     own = isinstance(f, (str, os.PathLike))
     fh = open(f, "rb") if own else f
@@ -342,6 +352,11 @@ def load(f: Any, map_location: Any = None, *, weights_only: bool = True) -> Any:
         raise TypeError(f"tj.load: f must be a path or a readable binary file object, got "
                         f"{type(f).__name__}")
     try:
+        size = None
+        if hasattr(fh, "seek") and hasattr(fh, "tell"):
+            start = fh.tell()
+            size = fh.seek(0, io.SEEK_END)
+            fh.seek(start)
         try:
             with zipfile.ZipFile(fh, "r") as zf:
                 names = zf.namelist()
@@ -352,11 +367,11 @@ def load(f: Any, map_location: Any = None, *, weights_only: bool = True) -> Any:
                         "unpickles: load it with torch and convert the tensors)"
                         if pickled else ""))
                 index = json.loads(zf.read(INDEX).decode("utf-8"))
-                reader = _Reader(zf, index, map_location)
+                reader = _Reader(zf, index, map_location, size)
                 return reader.node(index.get("root"))
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error,
-                UnicodeDecodeError, json.JSONDecodeError, struct.error, OverflowError,
-                NotImplementedError, io.UnsupportedOperation) as e:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, ValueError,
+                struct.error, OverflowError, NotImplementedError, io.UnsupportedOperation,
+                RecursionError) as e:          # (JSON and Unicode errors are ValueErrors)
             raise ValueError(f"tj.load: {name} is not a readable tracejit save file (truncated "
                              f"or corrupted?): {type(e).__name__}: {e}") from None
         except _Corrupt as e:
