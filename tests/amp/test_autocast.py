@@ -33,6 +33,7 @@ def test_op_dtypes_follow_the_lists():
         assert tj.cumsum(h, 0).dtype is tj.float32
         assert F.cross_entropy(h, tj.tensor([0, 1, 2, 0])).dtype is tj.float32
         assert F.mse_loss(h, h).dtype is tj.float32
+        assert tj.norm(h).dtype is tj.float32 and tj.linalg.vector_norm(h).dtype is tj.float32
         # other ops keep the operands' dtype; a composite is one op (gelu's inner pow stays bf16)
         assert tj.gelu(h, approximate="tanh").dtype is tj.bfloat16
         assert (h + 1).dtype is tj.bfloat16 and tj.relu(h).dtype is tj.bfloat16

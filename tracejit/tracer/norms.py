@@ -12,6 +12,7 @@ import numbers
 
 from . import composites as C
 from . import ops
+from .autocast import FP32, autocast_op
 from .composites import composite
 from .tensor import Tensor
 
@@ -94,6 +95,7 @@ def _norm_dims(op: str, x: Tensor, dim) -> tuple[int, ...] | None:
     return ops._axes(x, dims, None, op) if x.ndim else None
 
 
+@autocast_op(FP32)
 def vector_norm(x, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:  # noqa: A002
     """torch.linalg.vector_norm: (sum |x|^ord)^(1/ord) over dim (all elements when None);
     ord inf/-inf is the largest/smallest |x| (ties share the gradient), 0 counts nonzeros."""
@@ -112,6 +114,7 @@ def vector_norm(x, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Ten
     return _vector_norm(x, p, dims, bool(keepdim))
 
 
+@autocast_op(FP32)
 def norm(x, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     """torch.norm: 'fro' (or None) is the 2-norm of the elements over dim; a number p is the
     vector p-norm over dim (all elements when None). 'nuc' needs an SVD: not supported."""
