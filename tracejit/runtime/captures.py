@@ -51,12 +51,25 @@ def call_device(name: str, explicit: bool, flat: Sequence[Any], captures: Sequen
     return device
 
 
-def store_writes(writes: Sequence[Tensor], new_values: Sequence[Any]) -> None:
+def store_writes(writes: Sequence[Tensor], new_values: Sequence[Any],
+                 counts: Sequence[int] | None = None) -> None:
     """Store the new values of the captures a compiled function updated in place into their
-    own storage, as the eager in-place op would (the version counter moves too)."""
-    for t, new in zip(writes, new_values):
+    own storage, as the eager in-place ops would (the version counter moves once per op)."""
+    for i, (t, new) in enumerate(zip(writes, new_values)):
         new = to_device(new._data if isinstance(new, Tensor) else new, device_of(t._data))
         if not getattr(t._data.flags, "writeable", True):      # a read-only lazy view
             t._data = t._data.copy()
         t._data[...] = new
-        t._version[0] += 1
+        t._version[0] += counts[i] if counts is not None else 1
+
+
+def set_grads(actions: Sequence[tuple], new_values: Sequence[Any]) -> None:
+    """Set the `.grad`s a compiled call changed (see tracer/grad_slots.py): None, a new
+    tensor holding the next of `new_values`, or another tensor of the user's."""
+    it = iter(new_values)
+    for t, kind, obj in actions:
+        if kind == "new":
+            new = next(it)
+            t._grad = new if isinstance(new, Tensor) else Tensor(new)
+        else:
+            t._grad = obj

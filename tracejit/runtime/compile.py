@@ -4,13 +4,13 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import types
 import weakref
 from collections import namedtuple
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ..ir import dtypes as dt
 from ..ir.autodiff import split, vjp_graph
 from ..ir.core import user_location
 from ..ir.passes import optimize
@@ -18,7 +18,6 @@ from ..ir.printer import print_graph
 from ..ir.verify import verify
 from ..tracer import autocast as _autocast
 from ..tracer.pytree import tree_flatten, tree_unflatten
-from ..tracer.rng import default_generator
 from ..tracer.state import STATE, note_reads
 from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced, arg_names, trace
@@ -26,62 +25,12 @@ from . import captures
 from .backend import get_backend
 from .debug import dump, log_enabled, log_recompile
 from .devices import CPU, Device, device as as_device, device_of, is_gpu_array
+from .entry import Entry, Lowered
 from .grad_node import CompiledNode
+from .signature import describe, fast_key, leaf_key
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
 _ALL: "weakref.WeakSet[CompiledFunction]" = weakref.WeakSet()
-
-
-def _leaf_key(x: Any):
-    """What a leaf contributes to the cache key: its shape and dtype (weak scalars: a kind)."""
-    if isinstance(x, Tensor):
-        d = x._data
-        return (x.shape, x.dtype) if type(d) is np.ndarray or x._traced else \
-            (x.shape, x.dtype, str(device_of(d)))
-    if is_gpu_array(x):
-        return (x.shape, dt.from_numpy(x.dtype), str(device_of(x)))
-    if isinstance(x, bool):
-        return "b"
-    if isinstance(x, int):
-        return "i"
-    if isinstance(x, float):
-        return "f"
-    a = np.asarray(x)
-    d = dt.from_numpy(a.dtype)
-    if d is None:
-        raise TypeError(f"unsupported array dtype {a.dtype} for a compiled function argument "
-                        f"(at {user_location()})")
-    return (a.shape, d)
-
-
-def _describe(k) -> str:
-    if isinstance(k, str):
-        return {"b": "bool", "i": "int", "f": "float"}[k]
-    shape, d = k[:2]
-    return f"{d.name}[{','.join(map(str, shape))}]" + (f" on {k[2]}" if len(k) > 2 else "")
-
-
-def _fast_key(args) -> tuple | None:
-    """For calls whose arguments are all arrays, eager Tensors that need no gradient, or Python
-    scalars: (cache key, the arguments as arrays or scalars), in one pass. None otherwise."""
-    key, vals = [], []
-    for a in args:
-        t = type(a)
-        if t is np.ndarray:
-            key.append((a.shape, a.dtype))
-            vals.append(a)
-        elif t is Tensor:
-            d = a._data
-            if (a._requires_grad and STATE.grad_enabled) or type(d) is not np.ndarray:
-                return None
-            key.append((d.shape, d.dtype))
-            vals.append(d)
-        elif t is float or t is int or t is bool:
-            key.append(t)
-            vals.append(a)
-        else:
-            return None
-    return tuple(key), vals
 
 
 class _Flight:
@@ -92,73 +41,6 @@ class _Flight:
     def __init__(self, owner: int) -> None:
         self.owner = owner
         self.done = threading.Event()
-
-
-class Entry:
-    """One compiled signature."""
-
-    def __init__(self, traced: Traced, graph, exe, compile_s: float, device: Device = CPU) -> None:
-        self.traced = traced
-        self.device = device
-        self.graph = graph
-        self.exe = exe
-        self.captures = traced.captures
-        self.writes = traced.writes             # captures updated in place: the last outputs
-        self.n_user = len(graph.outputs) - len(self.writes)
-        ids = {id(c) for c in self.captures}
-        self.watched = self.captures + [w for w in self.writes if id(w) not in ids]
-        self.cap_sig = captures.signature(self.watched)
-        self.plain = not self.watched and not traced.guards    # nothing to check per call
-        self.in_avals = graph.in_avals
-        self.grad_cache: dict[tuple, tuple] = {}
-        self.grad_lock = threading.Lock()
-        self.compile_s = compile_s
-        self.single_out = traced.out_tree == ("leaf",)
-        self.has_scalars = any(v.ndim == 0 for v in graph.inputs)
-        self.n_random = traced.n_random          # random ops: the graph's last two inputs
-        self.n_hidden = 2 if self.n_random else 0  # are the generator's seed and offset
-
-    def hidden_inputs(self) -> list[np.ndarray]:
-        """This call's seed and offset, advancing the device's generator past them."""
-        if not self.n_random:
-            return []
-        return default_generator(self.device).hidden_inputs(self.n_random)
-
-    def fast_ok(self) -> bool:
-        """Captures unchanged and none of them needs a gradient now."""
-        return self.stale_capture() is None and not (
-            STATE.grad_enabled and any(c._requires_grad for c in self.captures))
-
-    def stale_capture(self) -> str | None:
-        if self.plain:
-            return None
-        return captures.changed(self.watched, self.cap_sig) or self.traced.stale()
-
-    def store_writes(self, outs: list) -> list:
-        """Store the in-place updates of captures (the outputs after the user's); return the
-        user's outputs."""
-        captures.store_writes(self.writes, outs[self.n_user:])
-        return outs[:self.n_user]
-
-
-class Lowered:
-    """What `.lower(*args)` returns: the graph and every stage the backend can show."""
-
-    def __init__(self, entry: Entry) -> None:
-        self._entry = entry
-        self.graph = entry.graph
-        self.compile_time_s = entry.compile_s
-
-    def as_text(self) -> str:
-        return print_graph(self.graph)
-
-    def __str__(self) -> str:
-        return self.as_text()
-
-    kernels = property(lambda self: self._entry.exe.stage_text("kernels"))
-    llvm_ir = property(lambda self: self._entry.exe.stage_text("llvm"))
-    asm = property(lambda self: self._entry.exe.stage_text("asm"))
-    cuda_source = property(lambda self: self._entry.exe.stage_text("cuda"))
 
 
 class CompiledFunction:
@@ -180,7 +62,27 @@ class CompiledFunction:
         # compilation is single-flight per key: one thread compiles, the others wait for it
         self._lock = threading.Lock()
         self._inflight: dict[tuple, _Flight] = {}
+        self._bound: dict[int, tuple] = {}      # id(instance) -> (weakref, compiled method)
+        # a module's method: its own `training` flag shapes the trace (dropout), so it is part
+        # of the key (modules it calls guard the trace on their modes themselves)
+        owner = getattr(fn, "__self__", None)
+        self._mode_owner = owner if isinstance(getattr(owner, "training", None), bool) else None
         _ALL.add(self)
+
+    def __get__(self, obj, objtype=None):
+        """`@tj.compile` on a method: each instance gets a compiled function of its own, bound
+        to it (so `self` is not an argument of the graph)."""
+        if obj is None:
+            return self
+        found = self._bound.get(id(obj))
+        if found is not None and found[0]() is obj:
+            return found[1]
+        nums = tuple(i - 1 if i > 0 else i for i in self.static_argnums if i != 0)
+        bound = CompiledFunction(self.fn.__get__(obj, objtype), nums, self.static_argnames,
+                                 self.device, backend=self.backend_name)
+        key = id(obj)
+        self._bound[key] = (weakref.ref(obj, lambda _: self._bound.pop(key, None)), bound)
+        return bound
 
     @property
     def name(self) -> str:
@@ -212,7 +114,8 @@ class CompiledFunction:
             raise TypeError(f"{self.name}: static arguments must be hashable, got "
                             f"{[type(v).__name__ for v in static.values()]}") from None
         # the autocast state changes the traced graph (its casts): part of the key
-        return (tree, tuple(_leaf_key(x) for x in flat), skey, _autocast.autocast_key()), \
+        mode = self._mode_owner.training if self._mode_owner is not None else None
+        return (tree, tuple(leaf_key(x) for x in flat), skey, _autocast.autocast_key(), mode), \
             flat, static
 
     def _explain(self, old, new, names) -> str:
@@ -220,13 +123,15 @@ class CompiledFunction:
             return "the structure of the arguments changed"
         if old[3] != new[3]:
             return f"autocast state: {_describe_autocast(old[3])} -> {_describe_autocast(new[3])}"
+        if old[4] != new[4]:
+            return f"training mode: {old[4]} -> {new[4]}"
         if old[2] != new[2]:
             a, b = dict(old[2]), dict(new[2])
             k = next(k for k in b if a.get(k) != b[k])
             return f"static argument {k}: {a.get(k)!r} -> {b[k]!r}"
         for n, a, b in zip(names, old[1], new[1]):
             if a != b:
-                return f"{n}: {_describe(a)} -> {_describe(b)}"
+                return f"{n}: {describe(a)} -> {describe(b)}"
         return "unknown"
 
     # -- tracing and compiling -------------------------------------------------------------------
@@ -318,8 +223,10 @@ class CompiledFunction:
         # (a checkpoint listening for, or standing in for, the tensors read takes the long way)
         if not kwargs and not self.static_argnums and STATE.reads is None and not STATE.subst \
                 and not _autocast.STATE.active:      # (the fast key omits autocast)
-            fast = _fast_key(args)
+            fast = fast_key(args)
             key, vals = fast if fast is not None else (None, None)
+            if key is not None and self._mode_owner is not None:
+                key += (self._mode_owner.training,)
             entry = self._fast.get(key) if key is not None else None
             if entry is not None and (entry.plain or entry.fast_ok()):
                 self.hits += 1
@@ -331,7 +238,7 @@ class CompiledFunction:
                 if entry.n_random:
                     vals = vals + entry.hidden_inputs()
                 outs = entry.exe.run(vals)
-                if entry.writes:
+                if entry.extra:
                     outs = entry.store_writes(outs)
                 if entry.single_out:
                     return Tensor(outs[0])
@@ -352,11 +259,12 @@ class CompiledFunction:
         if STATE.subst:
             tensors = [STATE.subst.get(id(t), t) for t in tensors]
         note_reads(tensors)
-        if STATE.grad_enabled and any(t is not None and t._requires_grad for t in tensors):
+        if entry.differentiable and STATE.grad_enabled and \
+                any(t is not None and t._requires_grad for t in tensors):
             outs = self._call_with_grad(entry, arrays, tensors)
         else:
             outs = [Tensor(o) for o in entry.exe.run(arrays)]
-        if entry.writes:
+        if entry.extra:
             outs = entry.store_writes(outs)
         return tree_unflatten(entry.traced.out_tree, outs)
 
@@ -428,7 +336,7 @@ class GradCompiledFunction(CompiledFunction):
             if not g.inputs[j].dtype.is_float:
                 raise TypeError(f"{self.name}: differentiated arguments must be floating point, "
                                 f"got {g.inputs[j].aval}")
-        n_user = len(g.outputs) - len(base.writes)     # then the captures' in-place updates
+        n_user = len(g.outputs) - base.n_extra     # then in-place updates and new .grads
         out_leaves = g.outputs[:n_user]
         loss = out_leaves[0] if out_leaves else None
         if loss is None or loss.aval.size != 1 or not loss.dtype.is_float or \
@@ -458,14 +366,77 @@ class GradCompiledFunction(CompiledFunction):
             order.append(joint.outputs[n_out + k] if kind == "g" else joint.outputs[k])
         joint.outputs = order + joint.outputs[n_user:n_out]
         return Traced(joint, out_tree, base.captures, base.guards, base.n_random,
-                      bindings=base.bindings, writes=base.writes)
+                      bindings=base.bindings, writes=base.writes,
+                      write_counts=base.write_counts, grad_guards=base.grad_guards,
+                      grad_sets=base.grad_sets, backward_ran=base.backward_ran)
+
+
+class CompiledModule:
+    """What `tj.compile(module)` returns (torch's OptimizedModule): calling it runs the module
+    (its hooks, then forward) as a compiled function. Parameters and buffers are captures, read
+    afresh by each call, so `loss.backward()` on its result runs the compiled backward and fills
+    their `.grad`; modules guard their traces on their train/eval modes. Everything else is the
+    module's own: attributes read and set, `train()`/`eval()`, `parameters()`, `state_dict()`
+    (the same keys as the module's, without torch's `_orig_mod.` prefix)."""
+
+    def __init__(self, module, static_argnums=(), static_argnames=(), device=None,
+                 backend=None) -> None:
+        def call(*args, **kwargs):
+            return module(*args, **kwargs)
+        call.__name__ = call.__qualname__ = type(module).__name__
+        d = self.__dict__
+        d["_orig_mod"] = d["__wrapped__"] = module
+        d["_compiled"] = CompiledFunction(call, static_argnums, static_argnames, device, backend)
+
+    def __call__(self, *args, **kwargs):
+        return self._compiled(*args, **kwargs)
+
+    forward = __call__
+
+    def lower(self, *args, **kwargs) -> Lowered:
+        return self._compiled.lower(*args, **kwargs)
+
+    def cache_info(self) -> CacheInfo:
+        return self._compiled.cache_info()
+
+    def clear_cache(self) -> None:
+        self._compiled.clear_cache()
+
+    def __getattr__(self, name: str):
+        mod = self.__dict__["_orig_mod"]
+        if name == "module" and not hasattr(mod, "module"):
+            return mod
+        return getattr(mod, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._orig_mod, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._orig_mod, name)
+
+    def __dir__(self):
+        return sorted(set(dir(self._orig_mod)) | set(dir(type(self))))
+
+    def __repr__(self) -> str:
+        return f"CompiledModule({self._orig_mod!r})"
+
+
+def _is_module(fn) -> bool:
+    """An object called through its forward (an nn.Module), not a function or method."""
+    return not isinstance(fn, (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
+                               functools.partial, CompiledFunction, CompiledModule)) and \
+        callable(fn) and callable(getattr(fn, "forward", None))
 
 
 def compile(fn: Callable | None = None, *, static_argnums=(), static_argnames=(),  # noqa: A001
             device: str | None = None, backend: str | None = None):
-    """Compile `fn`: `@tj.compile` or `tj.compile(fn, static_argnums=..., ...)`."""
+    """Compile `fn`: `@tj.compile` or `tj.compile(fn, static_argnums=..., ...)`; a function,
+    a method (also as a decorator in a class body) or a module (see CompiledModule)."""
     if fn is None:
-        return lambda f: CompiledFunction(f, static_argnums, static_argnames, device, backend)
+        return lambda f: compile(f, static_argnums=static_argnums,
+                                 static_argnames=static_argnames, device=device, backend=backend)
+    if _is_module(fn):
+        return CompiledModule(fn, static_argnums, static_argnames, device, backend)
     return CompiledFunction(fn, static_argnums, static_argnames, device, backend)
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..ir.core import Aval, Value, user_location
-from .state import set_grad_enabled
+from .state import STATE, set_grad_enabled
 from .tensor import Tensor
 
 
@@ -146,8 +146,15 @@ def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool) -> None:
     if g.shape != t.shape:
         raise RuntimeError(f"gradient of shape {list(g.shape)} does not match leaf of shape "
                            f"{list(t.shape)}")
+    if t._captured():                # inside a trace: see grad_slots.py
+        STATE.traces[-1].grad_slots.note(t)
     if t._grad is None:
-        t._grad = g if create_graph else Tensor(g._data.copy())
+        # a traced value is immutable: a Tensor of its own is enough (in-place ops on it
+        # rebind that Tensor only)
+        t._grad = g if create_graph else Tensor(g._data if g._traced else g._data.copy())
+    elif g._traced and not create_graph and t._grad._captured():
+        with set_grad_enabled(False):  # the existing .grad updated in place, as eagerly: a
+            t._grad.add_(g)            # write of that tensor, stored after each call
     elif create_graph or t._grad._traced or g._traced:
         t._grad = t._grad + g
     else:
@@ -319,6 +326,8 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
 def backward(tensors: Sequence[Tensor], grad_tensors=None, retain_graph=None,
              create_graph: bool = False, inputs=None) -> None:
     retain = create_graph if retain_graph is None else retain_graph
+    if STATE.traces and any(t._traced for t in tensors):
+        STATE.traces[-1].backward_ran = True
     if inputs is not None:
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         caps = run_backward(tensors, grad_tensors, retain, create_graph, inputs, accumulate=False)

@@ -50,8 +50,13 @@ def apply_primitive(prim, args, params) -> Tensor:
     if graph is not None:
         vals = [to_traced(a, graph) for a in args]
         if any(not isinstance(a._data, Value) for a in args):
-            # captures enter as plain inputs: the compiled call, not this tape, differentiates them
-            args = [a if isinstance(a._data, Value) else Tensor(v) for a, v in zip(args, vals)]
+            # captures enter as inputs; one that requires grad through its traced leaf, so that
+            # a backward() inside the trace fills its .grad (the compiled call otherwise
+            # differentiates the graph w.r.t. the capture inputs, see runtime/compile.py)
+            ctx = traces[-1]
+            args = [a if isinstance(a._data, Value) else
+                    ctx.grad_leaf(a, v) if a._requires_grad and a._born_in is not ctx else
+                    Tensor(v) for a, v in zip(args, vals)]
             requires = any(a._requires_grad for a in args)
         out = Tensor(graph.emit(prim, vals, params), _weak=bool(args) and all(a._weak for a in args))
     else:

@@ -117,6 +117,8 @@ class Tensor:
                           "accessed. Its .grad attribute won't be populated during backward(). "
                           "Use .retain_grad() on the non-leaf Tensor if you want its gradient.",
                           UserWarning, stacklevel=2)
+        if STATE.traces and self._captured():     # see grad_slots.py
+            STATE.traces[-1].grad_slots.note(self)
         return self._grad
 
     @grad.setter
@@ -124,6 +126,8 @@ class Tensor:
         if g is not None and tuple(g.shape) != self.shape:
             raise RuntimeError(f"assigned grad has shape {list(g.shape)} but the tensor has "
                                f"shape {list(self.shape)}")
+        if STATE.traces and self._captured():
+            STATE.traces[-1].grad_slots.note(self)
         self._grad = g
 
     def _own(self) -> np.ndarray:

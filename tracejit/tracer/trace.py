@@ -10,6 +10,8 @@ from ..ir import dtypes as dt
 from ..ir.core import Aval, Graph, Value, user_location
 from ..ir.primitives import P
 from ..runtime.devices import CPU, is_gpu_array
+from .autograd import accumulate_node
+from .grad_slots import GradSlots, slot_guards_changed
 from .pytree import tree_flatten, tree_unflatten
 from .state import STATE
 from .tensor import Tensor
@@ -44,7 +46,10 @@ class TraceContext:
     A capture's value read into Python (`.item()`, `.numpy()`, `bool()`) is a guard: the trace
     depends on that value, so a call that finds it changed traces again. An in-place update of
     a capture (an optimizer's `p.sub_(...)` under no_grad) is a write: later reads in the trace
-    see the new value, which is an extra graph output stored into the tensor after each call."""
+    see the new value, which is an extra graph output stored into the tensor after each call.
+    A capture that requires grad is read through a traced leaf of its own (`grad_leaf`), so
+    `loss.backward()` inside the trace differentiates the graph built so far and accumulates
+    into the capture's `.grad` (see grad_slots.py)."""
 
     def __init__(self, name: str, device=CPU) -> None:
         self.graph = Graph(name)
@@ -57,6 +62,10 @@ class TraceContext:
         self.guards: list[tuple[Tensor, Any]] = []   # (capture, the value read from it)
         self._guarded: set[int] = set()
         self.writes: dict[int, tuple[Tensor, Value]] = {}   # id -> (capture, its new value)
+        self.n_writes: dict[int, int] = {}   # id -> in-place ops on it (its version's steps)
+        self.grad_slots = GradSlots()
+        self._leaves: dict[int, Tensor] = {}  # id(capture) -> its traced leaf for autograd
+        self.backward_ran = False            # .backward() ran on a traced tensor
 
     def __enter__(self) -> "TraceContext":
         STATE.traces.append(self)
@@ -98,6 +107,25 @@ class TraceContext:
         """An in-place update of capture `t` to `v` (see the class doc)."""
         self.writes[id(t)] = (t, v)
         self._cap_index[id(t)] = v
+        self.n_writes[id(t)] = self.n_writes.get(id(t), 0) + 1
+        leaf = self._leaves.get(id(t))
+        if leaf is not None:        # what backward saved of the old value is now stale, as
+            leaf._version[0] += 1   # eagerly: backward reports the in-place change
+
+    def grad_leaf(self, t: Tensor, v: Value) -> Tensor:
+        """The traced tensor through which ops read capture `t` (value `v`) when `t` requires
+        grad: a leaf sharing `t`'s AccumulateGrad node, so backward fills `t.grad`."""
+        leaf = self._leaves.get(id(t))
+        if leaf is None or leaf._data is not v:
+            leaf = Tensor(v, _weak=t._weak)
+            leaf._requires_grad = True
+            leaf._accum = accumulate_node(t)
+            self._leaves[id(t)] = leaf
+        return leaf
+
+    def read_ids(self) -> dict[int, Value]:
+        """ids of the outside tensors whose values the graph reads (or writes)."""
+        return self._cap_index
 
     def guard_read(self, t: Tensor) -> None:
         """`t`'s value was read into Python while tracing: remember it (see the class doc)."""
@@ -143,7 +171,9 @@ class Traced:
 
     def __init__(self, graph: Graph, out_tree, captures: list, guards: list | None = None,
                  n_random: int = 0, *, bindings: list | None = None,
-                 writes: list | None = None) -> None:
+                 writes: list | None = None, write_counts: list | None = None,
+                 grad_guards: list | None = None, grad_sets: list | None = None,
+                 backward_ran: bool = False) -> None:
         self.n_random = n_random           # random ops: the offset advances by this per call
         self.graph = graph                 # inputs: the flat arguments, then the captures,
         #                                    then the hidden rng seed and offset if n_random
@@ -151,13 +181,24 @@ class Traced:
         self.captures = captures
         self.guards = guards or []         # see TraceContext.guard_read
         self.bindings = bindings or []     # see capture_bindings
-        self.writes = writes or []         # captures whose new values are the last outputs
+        self.writes = writes or []         # captures whose new values follow the user's outputs
+        self.write_counts = write_counts or [1] * len(self.writes)   # in-place ops on each
+        self.grad_guards = grad_guards or []   # see grad_slots.py: `.grad` slots assumed,
+        self.grad_sets = grad_sets or []       # and set after each call (values: last outputs)
+        self.n_grad_outs = sum(kind == "new" for _, kind, _ in self.grad_sets)
+        self.backward_ran = backward_ran   # results are not differentiable by eager autograd
+
+    @property
+    def n_extra(self) -> int:
+        """Graph outputs after the user's: the writes, then the new `.grad` values."""
+        return len(self.writes) + self.n_grad_outs
 
     def stale(self) -> str | None:
         """Why this trace no longer describes the function (its captures were rebound or a
         value it read changed), or None. Captures' shapes and dtypes are the caller's check."""
         return (bindings_changed(self.bindings) if self.bindings else None) or \
-            (guard_changed(self.guards) if self.guards else None)
+            (guard_changed(self.guards) if self.guards else None) or \
+            (slot_guards_changed(self.grad_guards) if self.grad_guards else None)
 
 
 def capture_bindings(fn: Callable, captures: list) -> list[tuple[str, Any, str, Any]]:
@@ -230,6 +271,25 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
     flat, in_tree = tree_flatten((dyn_args, dyn_kwargs))
     names = arg_names(fn, dyn_args, dyn_kwargs)
     ctx = TraceContext(name or getattr(fn, "__name__", "f"), device)
+    try:
+        out_tree, outs = _run(ctx, fn, args, kwargs, static, flat, in_tree, names)
+    except BaseException:
+        ctx.grad_slots.restore()        # no traced value may stay in an outside `.grad`
+        raise
+    grad_guards, grad_sets, grad_outs = ctx.grad_slots.finish(ctx)
+    writes = list(ctx.writes.values())
+    ctx.graph.outputs = outs + [v for _, v in writes] + grad_outs   # the writes, then grads
+    if ctx.rng is not None:       # the hidden inputs go last, after the captures
+        ctx.graph.inputs = [v for v in ctx.graph.inputs if v not in ctx.rng] + list(ctx.rng)
+    return Traced(ctx.graph, out_tree, ctx.captures, ctx.guards, ctx.n_random,
+                  bindings=capture_bindings(fn, ctx.captures),
+                  writes=[t for t, _ in writes],
+                  write_counts=[ctx.n_writes.get(id(t), 1) for t, _ in writes],
+                  grad_guards=grad_guards, grad_sets=grad_sets, backward_ran=ctx.backward_ran)
+
+
+def _run(ctx: TraceContext, fn: Callable, args, kwargs, static, flat, in_tree, names):
+    """Call fn on traced arguments inside ctx; (the output tree, the output values)."""
     with ctx:
         tracers = []
         for leaf, nm in zip(flat, names):
@@ -251,9 +311,4 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
             if not o._traced:
                 o = Tensor(ctx.capture(o))
             outs.append(o._data)
-    ctx.graph.outputs = outs + [v for _, v in ctx.writes.values()]   # the writes go last
-    if ctx.rng is not None:       # the hidden inputs go last, after the captures
-        ctx.graph.inputs = [v for v in ctx.graph.inputs if v not in ctx.rng] + list(ctx.rng)
-    return Traced(ctx.graph, out_tree, ctx.captures, ctx.guards, ctx.n_random,
-                  bindings=capture_bindings(fn, ctx.captures),
-                  writes=[t for t, _ in ctx.writes.values()])
+    return out_tree, outs

@@ -1,0 +1,88 @@
+"""One compiled signature of a compiled function (its trace, graph and executable, and what a
+call must check and store besides running it), and what `.lower()` shows of it."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..ir.printer import print_graph
+from ..tracer.rng import default_generator
+from ..tracer.state import STATE
+from ..tracer.trace import Traced
+from . import captures
+from .devices import CPU, Device
+
+
+class Entry:
+    """One compiled signature."""
+
+    def __init__(self, traced: Traced, graph, exe, compile_s: float, device: Device = CPU) -> None:
+        self.traced = traced
+        self.device = device
+        self.graph = graph
+        self.exe = exe
+        self.captures = traced.captures
+        self.writes = traced.writes             # captures updated in place, then `.grad`s
+        self.n_user = len(graph.outputs) - traced.n_extra     # set: outputs after the user's
+        self.extra = bool(traced.n_extra or traced.grad_sets)
+        # a step that ran backward() inside gives plain results (its gradients are in .grad)
+        self.differentiable = not traced.backward_ran
+        ids = {id(c) for c in self.captures}
+        self.watched = self.captures + [w for w in self.writes if id(w) not in ids]
+        self.cap_sig = captures.signature(self.watched)
+        self.plain = not self.watched and not traced.guards and not traced.grad_guards
+        self.in_avals = graph.in_avals
+        self.grad_cache: dict[tuple, tuple] = {}
+        self.grad_lock = threading.Lock()
+        self.compile_s = compile_s
+        self.single_out = traced.out_tree == ("leaf",)
+        self.has_scalars = any(v.ndim == 0 for v in graph.inputs)
+        self.n_random = traced.n_random          # random ops: the graph's last two inputs
+        self.n_hidden = 2 if self.n_random else 0  # are the generator's seed and offset
+
+    def hidden_inputs(self) -> list[np.ndarray]:
+        """This call's seed and offset, advancing the device's generator past them."""
+        if not self.n_random:
+            return []
+        return default_generator(self.device).hidden_inputs(self.n_random)
+
+    def fast_ok(self) -> bool:
+        """Captures unchanged and none of them needs a gradient now."""
+        return self.stale_capture() is None and not (
+            self.differentiable and STATE.grad_enabled and
+            any(c._requires_grad for c in self.captures))
+
+    def stale_capture(self) -> str | None:
+        if self.plain:
+            return None
+        return captures.changed(self.watched, self.cap_sig) or self.traced.stale()
+
+    def store_writes(self, outs: list) -> list:
+        """Store the in-place updates of captures and set the `.grad`s the call changed (the
+        outputs after the user's); return the user's outputs."""
+        n = self.n_user + len(self.writes)
+        captures.store_writes(self.writes, outs[self.n_user:n], self.traced.write_counts)
+        if self.traced.grad_sets:
+            captures.set_grads(self.traced.grad_sets, outs[n:])
+        return outs[:self.n_user]
+
+
+class Lowered:
+    """What `.lower(*args)` returns: the graph and every stage the backend can show."""
+
+    def __init__(self, entry: Entry) -> None:
+        self._entry = entry
+        self.graph = entry.graph
+        self.compile_time_s = entry.compile_s
+
+    def as_text(self) -> str:
+        return print_graph(self.graph)
+
+    def __str__(self) -> str:
+        return self.as_text()
+
+    kernels = property(lambda self: self._entry.exe.stage_text("kernels"))
+    llvm_ir = property(lambda self: self._entry.exe.stage_text("llvm"))
+    asm = property(lambda self: self._entry.exe.stage_text("asm"))
+    cuda_source = property(lambda self: self._entry.exe.stage_text("cuda"))

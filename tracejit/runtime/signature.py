@@ -1,0 +1,65 @@
+"""Cache keys of compiled calls: what each argument contributes (shape, dtype, device; a weak
+Python scalar only its kind), and the cheaper key of calls whose arguments are all arrays."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.core import user_location
+from ..tracer.state import STATE
+from ..tracer.tensor import Tensor
+from .devices import device_of, is_gpu_array
+
+
+def leaf_key(x: Any):
+    """What a leaf contributes to the cache key: its shape and dtype (weak scalars: a kind)."""
+    if isinstance(x, Tensor):
+        d = x._data
+        return (x.shape, x.dtype) if type(d) is np.ndarray or x._traced else \
+            (x.shape, x.dtype, str(device_of(d)))
+    if is_gpu_array(x):
+        return (x.shape, dt.from_numpy(x.dtype), str(device_of(x)))
+    if isinstance(x, bool):
+        return "b"
+    if isinstance(x, int):
+        return "i"
+    if isinstance(x, float):
+        return "f"
+    a = np.asarray(x)
+    d = dt.from_numpy(a.dtype)
+    if d is None:
+        raise TypeError(f"unsupported array dtype {a.dtype} for a compiled function argument "
+                        f"(at {user_location()})")
+    return (a.shape, d)
+
+
+def describe(k) -> str:
+    if isinstance(k, str):
+        return {"b": "bool", "i": "int", "f": "float"}[k]
+    shape, d = k[:2]
+    return f"{d.name}[{','.join(map(str, shape))}]" + (f" on {k[2]}" if len(k) > 2 else "")
+
+
+def fast_key(args) -> tuple | None:
+    """For calls whose arguments are all arrays, eager Tensors that need no gradient, or Python
+    scalars: (cache key, the arguments as arrays or scalars), in one pass. None otherwise."""
+    key, vals = [], []
+    for a in args:
+        t = type(a)
+        if t is np.ndarray:
+            key.append((a.shape, a.dtype))
+            vals.append(a)
+        elif t is Tensor:
+            d = a._data
+            if (a._requires_grad and STATE.grad_enabled) or type(d) is not np.ndarray:
+                return None
+            key.append((d.shape, d.dtype))
+            vals.append(d)
+        elif t is float or t is int or t is bool:
+            key.append(t)
+            vals.append(a)
+        else:
+            return None
+    return tuple(key), vals
