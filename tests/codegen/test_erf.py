@@ -19,7 +19,8 @@ _erfc = np.frompyfunc(math.erfc, 1, 1)
 def _rounded(fn, x: np.ndarray) -> np.ndarray:
     """fn in double precision, rounded once to float32 (the correctly rounded result but for
     halfway cases within math.erf's own error)."""
-    return fn(x.astype(np.float64)).astype(np.float64).astype(np.float32)
+    with np.errstate(invalid="ignore"):            # NaN inputs
+        return fn(x.astype(np.float64)).astype(np.float64).astype(np.float32)
 
 
 def _ulps(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -74,16 +74,25 @@ def test_cumprod_gradient_with_one_and_several_zeros(dtype):
         _check(lambda a: tj.prod(a, dim), lambda a: torch.prod(a, dim), x, dtype)
 
 
-def test_cumprod_second_derivative_against_central_differences():
-    # (away from zeros: at an exact zero the rule's masks give the right gradient, but its own
-    # derivative misses the terms through the zero; see prims_scan.py)
-    x = np.array([0.7, -1.3, 0.3, 2.1, 0.4])
-    f = lambda a: (tj.cumprod(a, 0) * tj.tensor([1.0, -2.0, 0.5, 3.0, 1.5])).sum()  # noqa: E731
+@pytest.mark.parametrize("x", [[0.7, -1.3, 0.3, 2.1, 0.4], [0.7, -1.3, 0.0, 2.1, 0.4],
+                               [0.0, -1.3, 0.5, 0.0, 0.4], [0.7, 0.0, 0.0, 2.1, 0.0]])
+def test_cumprod_second_derivative_matches_torch_and_central_differences(x):
+    x = np.array(x)
+    w = np.array([1.0, -2.0, 0.5, 3.0, 1.5])
+    f = lambda a: (tj.cumprod(a, 0) * tj.tensor(w)).sum()                           # noqa: E731
     h = tj.hessian(f)(x).numpy()
+    ref = torch.autograd.functional.hessian(lambda a: (torch.cumprod(a, 0) * _t(w)).sum(),
+                                            _t(x)).numpy()
+    np.testing.assert_allclose(h, ref, rtol=1e-12, atol=1e-12)
     eps = 1e-5
     g = lambda a: tj.grad(f)(a).numpy()                                            # noqa: E731
     fd = np.stack([(g(x + eps * e) - g(x - eps * e)) / (2 * eps) for e in np.eye(5)], 1)
     np.testing.assert_allclose(h, fd, rtol=1e-6, atol=1e-6)
+    # eager double backward (create_graph) too
+    a = tj.tensor(x, requires_grad=True)
+    (ga,) = tj.autograd.grad(f(a), [a], create_graph=True)
+    (ga * tj.tensor(w)).sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), ref @ w, rtol=1e-12, atol=1e-12)
 
 
 def test_non_contiguous_and_0d_inputs():

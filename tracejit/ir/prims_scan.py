@@ -11,10 +11,10 @@ type), so every backend computes the same function. Their operands are materiali
 Gradients: cumsum's is the cumsum of the cotangent in the other direction. cumprod's is
 PyTorch's formula, which stays exact where the input has zeros: before the first zero of a row
 it is rev_cumsum(g * out) / x; at the first zero it is rev_cumsum(g * cumprod(x with that zero
-replaced by 1)); after it, 0. It is written with these same primitives, so it differentiates
-again: exactly where x has no zeros; at an exact zero the masks make the later positions'
-gradient a constant 0, so the second derivative misses the terms through that zero (PyTorch's
-double backward has them).
+replaced by 1)); after it, 0, written as x_z times the same rule applied to x with that zero
+replaced by 1, so that its derivative with respect to x_z is right. It is written with these
+same primitives, so it differentiates again, and the second derivative is exact also where x
+has zeros (as PyTorch's double backward).
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ import numpy as np
 
 from . import dtypes as dt
 from .core import Aval
-from .primitives import P, Primitive, bind, cast, div, eq, mul, op_error, where
+from .primitives import (P, Primitive, bind, broadcast, cast, div, eq, mul, op_error,
+                         reduce_sum, reshape, where)
 
 
 def _infer(name: str, avals: list[Aval], axis: int, reverse: bool) -> Aval:
@@ -59,18 +60,35 @@ def _vjp_cumsum(g, ins, out, params, need):
     return [cumsum(g, params["axis"], not params["reverse"])]
 
 
+def _masks(x, axis: int, rev: bool):
+    """(strictly before the first zero of the row, the first zero itself), as bool arrays."""
+    zero = eq(x, 0.0)
+    seen = cumsum(cast(zero, dt.i64), axis, rev)         # zeros up to and including here
+    return eq(seen, 0), where(zero, eq(seen, 1), zero)
+
+
+def _up_to_first_zero(g, x, out, axis: int, rev: bool):
+    """cumprod's gradient before and at each row's first zero (0 after it), x with that zero
+    replaced by 1, and the cumprod of that."""
+    before, first = _masks(x, axis, rev)
+    g_before = div(cumsum(mul(g, out), axis, not rev), where(before, x, 1.0))
+    x1 = where(first, 1.0, x)
+    out1 = cumprod(x1, axis, rev)
+    g_first = cumsum(mul(g, out1), axis, not rev)
+    return where(before, g_before, where(first, g_first, 0.0)), before, first, x1, out1
+
+
 def _vjp_cumprod(g, ins, out, params, need):
     x = ins[0]
     axis, rev = params["axis"], params["reverse"]
-    zero = eq(x, 0.0)
-    seen = cumsum(cast(zero, dt.i64), axis, rev)         # zeros up to and including here
-    before = eq(seen, 0)                                 # strictly before the first zero
-    first = where(zero, eq(seen, 1), zero)               # the first zero itself
-    safe = where(before, x, 1.0)
-    g_before = div(cumsum(mul(g, out), axis, not rev), safe)
-    skip_zero = cumprod(where(first, 1.0, x), axis, rev)
-    g_first = cumsum(mul(g, skip_zero), axis, not rev)
-    return [where(before, g_before, where(first, g_first, 0.0))]
+    head, before, first, x1, out1 = _up_to_first_zero(g, x, out, axis, rev)
+    # after the first zero x_z, the gradient is x_z times cumprod's gradient at x1 (x_z
+    # replaced by 1): 0, but with the right derivative with respect to x_z, so that the
+    # second derivative is exact too
+    tail = _up_to_first_zero(g, x1, out1, axis, rev)[0]
+    keep = tuple(1 if a == axis else d for a, d in enumerate(x.shape))
+    x_z = broadcast(reshape(reduce_sum(where(first, x, 0.0), (axis,)), keep), x.shape)
+    return [where(before, head, where(first, head, mul(x_z, tail)))]
 
 
 _PARAMS = {"axis": "int", "reverse": "bool"}
