@@ -43,3 +43,17 @@ def test_zero_size_and_one_element_loops():
     for shape in [(0, 3), (1,), (1, 1)]:
         x = np.ones(shape)
         np.testing.assert_allclose(cf(x, 2.0).numpy(), x * np.exp(1.0), rtol=1e-15)
+
+
+def test_loops_reading_a_hoisted_scalar_still_merge_with_their_siblings():
+    def f(m, g, beta, t):
+        m2 = m * beta + g                          # does not read the scalar kernel
+        return m2, m2 / (1 - beta ** t)            # reads it
+
+    cf = tj.compile(f)
+    m, g = np.ones((32, 32)), np.full((32, 32), 2.0)
+    low, kernels = _loops(cf, m, g, 0.9, 2.0)
+    assert [k.shape for k in kernels] == [(), (32, 32)]
+    a, b = cf(m, g, 0.9, 2.0)
+    np.testing.assert_allclose(a.numpy(), np.full((32, 32), 2.9))
+    np.testing.assert_allclose(b.numpy(), np.full((32, 32), 2.9 / (1 - 0.81)), rtol=1e-15)

@@ -180,8 +180,10 @@ def plan(g: Graph) -> Plan:
     # dependency levels; merge loop kernels of one shape and level
     level: dict[int, int] = {}
     for k in kernels:         # creation order is topological (graph order)
-        level[id(k)] = 1 + max((level[id(producer_kernel[v])] for v in k.inputs
-                                if v in producer_kernel), default=0)
+        deps = [level[id(producer_kernel[v])] for v in k.inputs if v in producer_kernel]
+        # a scalar loop of inputs alone comes first, so that the loops reading it still merge
+        # with their siblings
+        level[id(k)] = 1 + max(deps) if deps else int(k.kind != "loop" or k.shape != ())
     merged: list[Kernel] = []
     groups: dict[tuple, Kernel] = {}
     for k in kernels:
