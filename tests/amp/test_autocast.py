@@ -229,3 +229,16 @@ def test_autocast_inside_a_compiled_function_and_its_gradient():
     assert "bf16" in cf.lower(x, w).as_text()
     np.testing.assert_allclose(out.item(), eager.item(), rtol=1e-6)
     np.testing.assert_allclose(w.grad.numpy(), ge, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_module_follows_the_autocast_state_of_each_call():
+    m = nn.Linear(4, 3)
+    cm = tj.compile(m)
+    x = tj.randn(2, 4)
+    assert cm(x).dtype is tj.float32
+    with tj.autocast("cpu"):
+        y = cm(x)
+        assert y.dtype is tj.bfloat16
+        np.testing.assert_allclose(y.float().numpy(), m(x).float().numpy(), rtol=1e-2,
+                                   atol=1e-2)
+    assert cm(x).dtype is tj.float32
