@@ -3,8 +3,9 @@ per-parameter state, `zero_grad`, `state_dict`/`load_state_dict` in torch's layo
 ways a step runs.
 
 Eagerly, `step()` calls one compiled update per (device, dtype) group of parameters (see
-fused.py): every parameter of the group in one graph, hyperparameters as runtime scalars, and
-the new values written back into the parameters' and the state's own storage.
+fused.py): the group's parameters in one graph (on the host, in calls of at most 256 KiB of
+parameters each), hyperparameters as runtime scalars, and the new values written back into the
+parameters' and the state's own storage.
 
 Inside an outer `tj.compile` trace (a whole training step compiled as one graph), `step()`
 applies the same update function as traced ops on the captured parameters and state, and
