@@ -147,3 +147,46 @@ def test_optimizer_hyperparameters_are_graph_inputs():
     want = before - 0.1 / (1 - 0.5 ** t) * m / (np.sqrt(v) / np.sqrt(1 - 0.6 ** t) + 1e-3)
     np.testing.assert_allclose(ps[0].detach().numpy(), want, rtol=1e-12)
     assert step.cache_info().misses == 1
+
+
+@pytest.mark.parametrize("name,kw,traces", [
+    ("AdamW", dict(lr=0.01, weight_decay=0.1, amsgrad=True), 1),
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True), 2)])
+def test_whole_training_step_compiled_with_a_schedule(name, kw, traces):
+    """forward, backward, step and zero_grad in one compiled graph, the lr from a scheduler:
+    the same losses and parameters as torch's eager loop."""
+    from tracejit import nn
+    torch.manual_seed(0)
+    tm = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(),
+                             torch.nn.Linear(16, 1)).double()
+    m = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+    m.load_state_dict({k: tj.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 4))
+    y = np.sin(x.sum(1, keepdims=True))
+    opt = getattr(tj.optim, name)(m.parameters(), **kw)
+    topt = getattr(torch.optim, name)(tm.parameters(), foreach=False, **kw)
+    sched = tj.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    tsched = torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=10)
+
+    @tj.compile
+    def train_step(X, Y):
+        loss = ((m(X) - Y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    X, Y, TX, TY = tj.tensor(x), tj.tensor(y), torch.tensor(x), torch.tensor(y)
+    for _ in range(12):
+        loss = train_step(X, Y)
+        sched.step()
+        topt.zero_grad()
+        tloss = ((tm(TX) - TY) ** 2).mean()
+        tloss.backward()
+        topt.step()
+        tsched.step()
+        np.testing.assert_allclose(loss.item(), tloss.item(), rtol=1e-12)
+    _close(list(m.parameters()), list(tm.parameters()))
+    assert all(p.grad is None for p in m.parameters())
+    assert train_step.cache_info().misses == traces
