@@ -115,3 +115,13 @@ def test_cuda_source_uses_cuda_erf():
     assert "erff(" in src and "erfcf(" in src
     src = tj.compile(lambda a: tj.erf(a), device="cuda").lower(x.astype(np.float64)).cuda_source
     assert "erf(" in src and "erff(" not in src
+
+
+def test_numpy_erf_paths_agree_bit_for_bit():
+    from tracejit.ir.prims_special import _erf_narrow_numpy, erf_narrow
+    x = _sweep()
+    h = x[np.isfinite(x) & (np.abs(x) < 60000)].astype(np.float16)
+    with np.errstate(all="ignore"):          # NaN inputs
+        for a, view in ((x, np.int32), (h, np.int16)):
+            np.testing.assert_array_equal(_erf_narrow_numpy(a).view(view),
+                                          erf_narrow(a).view(view))

