@@ -379,11 +379,11 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
-            g = p._grad
+            g = p.grad           # (the property: inside a compiled step it notes the slot)
             if g is None:
                 continue
             if set_to_none:
-                p._grad = None
+                p.grad = None
             else:
                 if g.grad_fn is not None:
                     g.detach_()

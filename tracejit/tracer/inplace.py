@@ -34,10 +34,12 @@ def inplace(x: Tensor, update, op: str) -> Tensor:
     if new.dtype.is_float and not x.dtype.is_float:
         raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the desired "
                            f"output type {x.dtype.name} (at {user_location()})")
+    if x._captured():                 # stored into x after each call of the compiled function,
+        ctx = STATE.traces[-1]        # also when the new value is a constant (zero_, fill_)
+        new = ops.cast(new, x.dtype)
+        ctx.write(x, new._data if new._traced else ctx.capture(new))
+        return x
     if new._traced:                   # tracing, and x is an eager tensor
-        if x._captured():             # stored into x after each call of the compiled function
-            STATE.traces[-1].write(x, ops.cast(new, x.dtype)._data)
-            return x
         # a constant made inside the trace: from here on it holds the traced value
         x._data, x.grad_fn, x._out_idx = new._data, new.grad_fn, new._out_idx
         x._requires_grad = new._requires_grad
