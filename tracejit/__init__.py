@@ -18,7 +18,7 @@ from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, c
                          exp, expand, flatten, ge, gt, le, log, logical_and, logical_not,
                          logical_or, lt, matmul, maximum, minimum, mul, ne, neg, pad,
                          permute, pow, reshape, sign, sin, sqrt, squeeze, stack, stop_gradient,
-                         sub, sum, swapaxes, tanh, transpose, unsqueeze, where)
+                         sub, sum, swapaxes, tanh, transpose, unsqueeze)
 from .tracer.ops import floor_divide, fmod, remainder
 from .tracer.ops import erf, erfc
 from .tracer.scans import all, any, cumprod, cumsum, prod  # noqa: A004
@@ -29,9 +29,14 @@ from .tracer.state import enable_grad, is_grad_enabled, no_grad, set_grad_enable
 from .tracer.state import inference_mode, is_inference_mode_enabled
 from .tracer.layout import (bmm, chunk, flip, fliplr, flipud, narrow, repeat, roll, split, t,
                             tile, unbind)
-from .tracer.masking import eye, masked_fill, one_hot, tril, triu
+from .tracer.masking import eye, masked_fill, nonzero, one_hot, tril, triu, where
 from .tracer.norms import norm, std
 from .tracer.einsum import einsum
+from .tracer.products import (addbmm, addmm, baddbmm, diag, diagonal, dot, kron, mv, outer,
+                              tensordot, trace)
+from .tracer.stacking import (atleast_1d, atleast_2d, atleast_3d, column_stack, count_nonzero,
+                              dsplit, dstack, hsplit, hstack, index_select, movedim, rot90,
+                              rsqrt, select, square, tensor_split, vsplit, vstack)
 from . import linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")

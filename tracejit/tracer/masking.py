@@ -113,6 +113,35 @@ def triu_(x: Tensor, diagonal: int = 0) -> Tensor:
     return inplace(x, lambda old: triu(old, diagonal), "triu_")
 
 
+# -- nonzero, one-argument where -------------------------------------------------------------------
+def nonzero(x, *, as_tuple: bool = False):
+    """Indices of the nonzero elements: an int64 [count, ndim] tensor, or (as_tuple=True) one
+    1-d tensor per dim (a 0-d input counts as 1-d). The count depends on the data, so this
+    is eager only: inside a compiled function it is a clear error."""
+    x = ops.as_tensor(x)
+    arr = x._host("nonzero / one-argument tj.where(cond) (the result's shape depends on the "
+                  "data; use tj.where(cond, a, b) for a fixed shape)")
+    idx = np.nonzero(np.atleast_1d(arr))
+    if as_tuple:
+        return tuple(creation._new(np.asarray(i, np.int64), x.device, False) for i in idx)
+    stacked = np.stack(idx, axis=1) if x.ndim else np.zeros((len(idx[0]), 0), np.int64)
+    return creation._new(stacked.astype(np.int64), x.device, False)
+
+
+_MISSING = object()
+
+
+def where(condition, input=_MISSING, other=_MISSING):     # noqa: A002
+    """torch.where: `where(cond, a, b)` picks elementwise; `where(cond)` is
+    `nonzero(cond, as_tuple=True)` (eager only: its shape depends on the data)."""
+    if input is _MISSING and other is _MISSING:
+        return nonzero(condition, as_tuple=True)
+    if input is _MISSING or other is _MISSING:
+        raise ops._err("where", "takes a condition and both branches, or the condition alone",
+                       TypeError)
+    return ops.where(condition, input, other)
+
+
 # -- one_hot, eye -------------------------------------------------------------------------------
 def one_hot(tensor, num_classes: int = -1) -> Tensor:
     """int64 one-hot vectors along a new last dim. num_classes=-1 means max(tensor) + 1, a
@@ -156,3 +185,4 @@ def eye(n: int, m: int | None = None, *, dtype=None, device=None,
 def install(T: type) -> None:
     T.masked_fill, T.masked_fill_ = masked_fill, masked_fill_
     T.tril, T.triu, T.tril_, T.triu_ = tril, triu, tril_, triu_
+    T.nonzero = nonzero

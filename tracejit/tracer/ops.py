@@ -434,6 +434,9 @@ def squeeze(x, axis=None, *, dim=None) -> Tensor:
 
 def unsqueeze(x, dim: int) -> Tensor:
     x = as_tensor(x)
+    if not -(x.ndim + 1) <= dim <= x.ndim:       # (was: wrapped silently to another place)
+        raise _err("unsqueeze", f"dim {dim} is out of range [{-(x.ndim + 1)}, {x.ndim}] for "
+                   f"{_fmt(x)}", IndexError)
     dim = dim % (x.ndim + 1)
     return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
 

@@ -1,0 +1,216 @@
+"""Stacking, splitting and axis moves composed from existing primitives, in PyTorch's
+spelling: `hstack`/`vstack`/`dstack`/`column_stack`, `atleast_1d/2d/3d`, `tensor_split`/
+`hsplit`/`vsplit`/`dsplit`, `movedim`/`moveaxis`, `select`, `index_select`, `rot90`,
+`count_nonzero`, `square`, `rsqrt`."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.primitives import P, bind
+from . import ops
+from .layout import _dim, _narrow, flip
+from .tensor import Tensor
+
+
+# -- atleast_nd, stacks -------------------------------------------------------------------------
+def _atleast(shapes_for, args):
+    """One tensor -> one result; several (or a list) -> a tuple, as torch."""
+    many = len(args) != 1 or isinstance(args[0], (list, tuple))
+    xs = [ops.as_tensor(x) for x in (args[0] if len(args) == 1 and many else args)]
+    out = tuple(ops.reshape(x, shapes_for(x.shape)) for x in xs)
+    return out if many else out[0]
+
+
+def atleast_1d(*tensors):
+    return _atleast(lambda s: s if len(s) >= 1 else (1,), tensors)
+
+
+def atleast_2d(*tensors):
+    return _atleast(lambda s: s if len(s) >= 2 else (1,) * (2 - len(s)) + s, tensors)
+
+
+def atleast_3d(*tensors):
+    def shape(s):
+        return {0: (1, 1, 1), 1: (1,) + s + (1,), 2: s + (1,)}.get(len(s), s)
+    return _atleast(shape, tensors)
+
+
+def _seq(op: str, tensors) -> list[Tensor]:
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        raise ops._err(op, "expects a non-empty list or tuple of tensors", TypeError)
+    return list(tensors)
+
+
+def hstack(tensors) -> Tensor:
+    xs = atleast_1d(tuple(_seq("hstack", tensors)))
+    return ops.concatenate(xs, 0 if all(x.ndim == 1 for x in xs) else 1)
+
+
+def vstack(tensors) -> Tensor:
+    return ops.concatenate(atleast_2d(tuple(_seq("vstack", tensors))), 0)
+
+
+def dstack(tensors) -> Tensor:
+    return ops.concatenate(atleast_3d(tuple(_seq("dstack", tensors))), 2)
+
+
+def column_stack(tensors) -> Tensor:
+    xs = [ops.as_tensor(x) for x in _seq("column_stack", tensors)]
+    xs = [ops.reshape(x, (x.numel(), 1)) if x.ndim <= 1 else x for x in xs]
+    return ops.concatenate(xs, 1)
+
+
+# -- tensor_split and friends -------------------------------------------------------------------
+def tensor_split(x, indices_or_sections, dim: int = 0) -> tuple[Tensor, ...]:
+    """n nearly equal pieces (the first n % size one longer), or pieces between the listed
+    indices (clamped as Python slices)."""
+    x = ops.as_tensor(x)
+    d = _dim("tensor_split", x, dim)
+    n = x.shape[d]
+    ios = indices_or_sections
+    if isinstance(ios, Tensor):          # torch accepts a 0-d (sections) or 1-d (indices) one
+        ios = ios._host("tensor_split's indices_or_sections given as a tensor").tolist()
+    if isinstance(ios, numbers.Integral) and not isinstance(ios, bool):
+        if ios <= 0:
+            raise ops._err("tensor_split", f"number of sections must be larger than 0, got "
+                           f"{ios}", RuntimeError)
+        q, r = divmod(n, int(ios))
+        bounds = np.cumsum([0] + [q + (i < r) for i in range(int(ios))]).tolist()
+    else:
+        idx = [int(i) for i in ios]
+        bounds = [0] + idx + [n]
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        a, b, _ = slice(a, b).indices(n)
+        out.append(_narrow(x, d, a, max(0, b - a)))
+    return tuple(out)
+
+
+def _split_dim(op: str, x: Tensor, sections, d: int, need: int):
+    if x.ndim < need:
+        raise ops._err(op, f"requires a tensor with at least {need} dimension(s), got "
+                       f"{ops._fmt(x)}", RuntimeError)
+    if isinstance(sections, numbers.Integral):
+        if sections == 0 or x.shape[d] % sections:
+            raise ops._err(op, f"attempted to split along dimension {d}, but the size of the "
+                           f"dimension {x.shape[d]} is not divisible by the split_size "
+                           f"{sections}!", RuntimeError)
+    return tensor_split(x, sections, d)
+
+
+def hsplit(x, sections) -> tuple[Tensor, ...]:
+    x = ops.as_tensor(x)
+    return _split_dim("hsplit", x, sections, 1 if x.ndim >= 2 else 0, 1)
+
+
+def vsplit(x, sections) -> tuple[Tensor, ...]:
+    return _split_dim("vsplit", ops.as_tensor(x), sections, 0, 2)
+
+
+def dsplit(x, sections) -> tuple[Tensor, ...]:
+    return _split_dim("dsplit", ops.as_tensor(x), sections, 2, 3)
+
+
+# -- moving and picking axes --------------------------------------------------------------------
+def movedim(x, source, destination) -> Tensor:
+    """Move dims `source` to positions `destination`; the others keep their order."""
+    x = ops.as_tensor(x)
+    src = (source,) if isinstance(source, numbers.Integral) else tuple(source)
+    dst = (destination,) if isinstance(destination, numbers.Integral) else tuple(destination)
+    if len(src) != len(dst):
+        raise ops._err("movedim", f"source {list(src)} and destination {list(dst)} must have "
+                       f"the same number of dims", RuntimeError)
+    if x.ndim == 0:
+        ops._axes(x, src, None, "movedim"), ops._axes(x, dst, None, "movedim")
+        return x
+    s = [ops._axes(x, int(v), None, "movedim")[0] for v in src]
+    t = [ops._axes(x, int(v), None, "movedim")[0] for v in dst]
+    if len(set(s)) != len(s) or len(set(t)) != len(t):
+        raise ops._err("movedim", f"repeated dim in source {list(src)} or destination "
+                       f"{list(dst)}", RuntimeError)
+    perm = [None] * x.ndim
+    for a, b in zip(s, t):
+        perm[b] = a
+    rest = iter(i for i in range(x.ndim) if i not in s)
+    perm = [p if p is not None else next(rest) for p in perm]
+    return ops.permute(x, tuple(perm))
+
+
+def select(x, dim: int, index: int) -> Tensor:
+    """x indexed by `index` along dim, which disappears."""
+    x = ops.as_tensor(x)
+    d = _dim("select", x, dim)
+    n = x.shape[d]
+    i = int(index)
+    if not -n <= i < n:
+        raise ops._err("select", f"index {i} is out of range for dim {dim} of size {n} in "
+                       f"{ops._fmt(x)}", IndexError)
+    return ops.reshape(_narrow(x, d, i % n, 1), x.shape[:d] + x.shape[d + 1:])
+
+
+def index_select(x, dim: int, index) -> Tensor:
+    """The entries at the int `index` (0-d or 1-d) along dim; the gradient scatters back."""
+    x = ops.as_tensor(x)
+    idx = ops.as_tensor(index, like=x if x._traced else None)
+    if not idx.dtype.is_int or idx.ndim > 1:
+        raise ops._err("index_select", f"index must be a 0-d or 1-d integer tensor, got "
+                       f"{ops._fmt(idx)}", IndexError)
+    if x.ndim == 0:
+        ops._axes(x, dim, None, "index_select")
+        x1 = ops.reshape(x, (1,))
+        return ops.reshape(index_select(x1, 0, idx), ())
+    d = ops._axes(x, dim, None, "index_select")[0]
+    n = x.shape[d]
+    if not idx._traced and not idx._captured() and idx.numel():
+        vals = idx._host("index_select")
+        if vals.min() < 0 or vals.max() >= n:
+            raise ops._err("index_select", f"index out of range in self: indices "
+                           f"[{int(vals.min())}, {int(vals.max())}] for dim {dim} of size {n}",
+                           IndexError)
+    flat = ops.reshape(ops.cast(idx, dt.i64), (idx.numel(),))
+    return bind(P.gather, x, flat, axis=d)
+
+
+def rot90(x, k: int = 1, dims=(0, 1)) -> Tensor:
+    """Rotate by 90 degrees k times, from the first dim of `dims` toward the second."""
+    x = ops.as_tensor(x)
+    dims = tuple(dims)
+    if len(dims) != 2 or x.ndim < 2:
+        raise ops._err("rot90", f"expects 2 dims and a tensor of at least 2 dims, got dims "
+                       f"{list(dims)} for {ops._fmt(x)}", RuntimeError)
+    d0, d1 = (ops._axes(x, int(d), None, "rot90")[0] for d in dims)
+    if d0 == d1:
+        raise ops._err("rot90", f"dims {list(dims)} name the same dim", RuntimeError)
+    k %= 4
+    if k == 1:
+        return ops.swapaxes(flip(x, (d1,)), d0, d1)
+    if k == 2:
+        return flip(x, (d0, d1))
+    if k == 3:
+        return ops.swapaxes(flip(x, (d0,)), d0, d1)
+    return x
+
+
+def count_nonzero(x, dim=None) -> Tensor:
+    x = ops.as_tensor(x)
+    return ops.sum(ops.ne(x, False if x.dtype is dt.bool_ else 0), dim)
+
+
+def square(x) -> Tensor:
+    return ops.mul(x, x)
+
+
+def rsqrt(x) -> Tensor:
+    return ops.div(1.0, ops.sqrt(x))
+
+
+def install(T: type) -> None:
+    T.tensor_split, T.hsplit, T.vsplit, T.dsplit = tensor_split, hsplit, vsplit, dsplit
+    T.movedim = T.moveaxis = movedim
+    T.swapdims = ops.swapaxes
+    T.select, T.index_select, T.rot90 = select, index_select, rot90
+    T.count_nonzero, T.square, T.rsqrt = count_nonzero, square, rsqrt
+
