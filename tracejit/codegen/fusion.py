@@ -9,8 +9,9 @@ that are not views of buffers, and very large expressions shared between kernels
 
 Kernels: `loop` (elementwise, possibly several outputs of one shape sharing all their
 intermediate values), `reduce` (a reduction that evaluates its producer expression inline),
-`scatter` (scatter-add, sequential), `matmul` (an extern BLAS call), `extern` (a primitive of
-kind "extern", such as cumsum or argsort, that the runtime runs through its NumPy/CuPy
+`scatter` (scatter-add, sequential), `scan` (cumsum/cumprod: a sequential loop along the
+axis per row, evaluating its producer inline), `matmul` (an extern BLAS call), `extern` (a
+primitive of kind "extern", such as argsort, that the runtime runs through its NumPy/CuPy
 implementation on materialized operands). Loop kernels of the same
 shape at the same dependency level merge into one, which can never create a cycle.
 """
@@ -24,15 +25,14 @@ from ..ir.core import Graph, Instr, Value
 from ..ir.printer import value_names
 
 SHARED_EXPR_LIMIT = 64     # a shared expression bigger than this is materialized once
-# scalar ops cheap enough to recompute per element (LLVM hoists them out of the loop anyway)
-CHEAP_SCALAR_OPS = frozenset({"constant", "cast", "neg", "add", "sub", "mul", "abs", "lt",
-                              "le", "gt", "ge", "eq", "ne", "where", "maximum", "minimum",
-                              "broadcast", "reshape"})
+# scalar ops worth computing once when a loop reads their result: transcendental ones (cheap
+# arithmetic stays in the loop, where LLVM hoists it and reading a buffer would cost more)
+TRANSCENDENTAL = frozenset({"pow", "exp", "log", "sin", "cos", "tanh", "erf", "erfc"})
 
 
 @dataclass
 class Kernel:
-    kind: str                       # "loop" | "reduce" | "scatter" | "matmul" | "rows" | "extern"
+    kind: str        # "loop" | "reduce" | "scatter" | "matmul" | "rows" | "scan" | "extern"
     outputs: list[Value]
     shape: tuple[int, ...]          # the loop shape (reduce: its input's shape)
     inputs: list[Value] = field(default_factory=list)
@@ -65,6 +65,9 @@ class Plan:
             extra = ""
             if k.kind == "reduce":
                 extra = f" {k.instr.prim.name} axes={list(k.instr.params['axes'])}"
+            if k.kind == "scan":
+                p = k.instr.params
+                extra = f" {k.instr.prim.name} axis={p['axis']}" + " reverse" * p["reverse"]
             if k.kind == "rows":
                 extra = " stages(" + ", ".join(
                     f"{st.instr.prim.name}" if st.kind == "reduce" else "loop"
@@ -146,7 +149,7 @@ def plan(g: Graph) -> Plan:
         if v is not None and v.ndim == 0 and v not in hard and ins.out.aval.size > 1:
             ops: list[Instr] = []
             _expr_ops(v, hard, set(), ops)
-            if any(op.prim.name not in CHEAP_SCALAR_OPS for op in ops):
+            if any(op.prim.name in TRANSCENDENTAL for op in ops):
                 hard.add(v)
     # graph outputs computed by loops are written, but consumers still fuse through them
     buffers = hard | set(g.outputs)
@@ -158,8 +161,8 @@ def plan(g: Graph) -> Plan:
         v = ins.out
         if v not in buffers or v in constants:
             continue
-        kind = {"reduce": "reduce", "matmul": "matmul", "extern": "extern"}.get(ins.prim.kind,
-                                                                                "loop")
+        kind = {"reduce": "reduce", "matmul": "matmul", "scan": "scan",
+                "extern": "extern"}.get(ins.prim.kind, "loop")
         if ins.prim.name == "scatter_add":
             kind = "scatter"
         shape = ins.inputs[0].shape if kind == "reduce" else v.shape
