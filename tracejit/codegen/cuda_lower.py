@@ -12,10 +12,11 @@ Kernel kinds map to CUDA as follows:
 - rows (softmax, layer_norm, logsumexp and their backward): one block per row; the stages run
   in turn, separated by `__syncthreads()`, so a row is read from DRAM once and from cache after;
 - scatter: a zero fill, then atomic adds;
+- scan (cumsum, cumprod): a thread per row walks along the axis, carrying the accumulator;
 - matmul: not generated; the runtime calls cuBLAS (through CuPy) and the epilogue fuses into the
   next loop kernel, as on the CPU;
-- extern (cumsum, cumprod, argsort): not generated; the runtime calls the primitive's
-  implementation on CuPy arrays (CuPy's own scan and sort kernels).
+- extern (argsort): not generated; the runtime calls the primitive's implementation on CuPy
+  arrays (CuPy's sort).
 Sums accumulate in double for float32 (as the CPU path does) so they are as accurate as NumPy's
 pairwise sums. Sizes are compile-time constants, so every index division is by a constant."""
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 
 from ..ir import dtypes as dt
 from ..ir.core import Aval, Value
+from ..ir.prims_scan import scan_acc_dtype
 from .cuda_expr import COMPUTE, STORE, CBody, CEmitter, CS, literal
 from .expr import compute_dtype, strides
 from .fusion import Kernel, Plan
@@ -457,7 +459,36 @@ def _scatter(k: Kernel, name: str) -> tuple[str, list[Launch]]:
             w.function(name, LOOP_BLOCK)), launches
 
 
-_LOWER = {"loop": _loop, "reduce": _reduce, "rows": _rows, "scatter": _scatter}
+def _scan(k: Kernel, name: str) -> tuple[str, list[Launch]]:
+    """cumsum/cumprod: a thread per row walks along the axis, carrying the accumulator."""
+    ins = k.instr
+    x, out = ins.inputs[0], ins.out
+    axis, rev, n = ins.params["axis"], ins.params["reverse"], x.shape[ins.params["axis"]]
+    acc_dt = scan_acc_dtype(out.dtype)
+    init, op = (0, "+") if ins.prim.name == "cumsum" else (1, "*")
+    outer = [d for i, d in enumerate(x.shape) if i != axis]
+    w = _Writer(k)
+
+    def row(i):
+        oidx = _unflatten(w.e, i, outer)
+        w.b.line(f"{COMPUTE[acc_dt.name]} acc = {literal(init, acc_dt)};")
+        w.b.open(f"for ({w.e.index} r = 0; r < {n}; ++r)")
+        j = w.e.iadd(str(n - 1), w.e.imul("r", -1)) if rev else "r"
+        full = oidx[:axis] + [j] + oidx[axis:]
+        v = w.e.emit(x, full)
+        if v.dtype is not acc_dt:
+            v = w.e.sb.cast(v, acc_dt)
+        w.b.line(f"acc = acc {op} {v.ref};")
+        w.e.store(out, w.e.linear(full, out.shape), w.e.sb.cast(CS("acc", acc_dt), out.dtype))
+        w.b.close()
+        w.e.memo.clear()
+    m = _size(outer)
+    w.grid_stride(m, row)
+    grid = min(-(-m // LOOP_BLOCK), MAX_GRID) if n else 0
+    return w.function(name, LOOP_BLOCK), [Launch("kernel", name, grid, LOOP_BLOCK, w.args)]
+
+
+_LOWER = {"loop": _loop, "reduce": _reduce, "rows": _rows, "scatter": _scatter, "scan": _scan}
 
 
 def lower_program(plan: Plan, prefix: str = "", prelude: bool = True) -> CudaProgram:

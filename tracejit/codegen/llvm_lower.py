@@ -12,6 +12,7 @@ import re
 
 from ..ir import dtypes as dt
 from ..ir.core import Value
+from ..ir.prims_scan import scan_acc_dtype
 from .expr import strides
 from .fusion import Kernel, Plan
 from .llvm_expr import COMPUTE, STORE, Body, Emitter, S, literal
@@ -309,6 +310,41 @@ def _scatter_kernel(k: Kernel, e: Emitter, loops: _Loops) -> None:
         loops.nest([("0", str(d)) for d in upd.shape], add)
 
 
+def _scan_kernel(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str]) -> None:
+    """cumsum/cumprod: per row along the axis, a sequential loop that carries the accumulator
+    (float32 in float64, as NumPy's order and the interpreter) and stores every prefix; the
+    first other axis is the parallel one."""
+    ins = k.instr
+    x, out = ins.inputs[0], ins.out
+    axis, rev, n = ins.params["axis"], ins.params["reverse"], x.shape[ins.params["axis"]]
+    acc_dt = scan_acc_dtype(out.dtype)
+    acc_ty = COMPUTE[acc_dt.name]
+    acc = f"%acc{len(allocas)}"
+    allocas.append(f"{acc} = alloca {acc_ty}")
+    combine = e.sb.add if ins.prim.name == "cumsum" else e.sb.mul
+
+    def row(oidx):
+        e.b.raw(f"store {acc_ty} {literal(0 if ins.prim.name == 'cumsum' else 1, acc_dt)}, "
+                f"ptr {acc}")
+
+        def step(ridx):
+            j = e.b.op(f"sub i64 {n - 1}, {ridx[0]}") if rev else ridx[0]
+            full = oidx[:axis] + [j] + oidx[axis:]
+            v = e.emit(x, full)
+            if v.dtype is not acc_dt:
+                v = e.sb.cast(v, acc_dt)
+            r = combine(S(e.b.op(f"load {acc_ty}, ptr {acc}"), acc_dt), v)
+            e.b.raw(f"store {acc_ty} {r.ref}, ptr {acc}")
+            e.store(out, e.linear(full, out.shape), e.sb.cast(r, out.dtype))
+        loops.nest([("0", str(n))], step)
+        e.memo.clear()      # values of the scan loop do not dominate what follows
+    outer = [d for i, d in enumerate(x.shape) if i != axis]
+    if outer:
+        loops.nest(_ranges(outer), row)
+    else:
+        row([])
+
+
 def lower_kernel(k: Kernel, slots: dict[Value, int], md: list[str] | None = None) -> str:
     """LLVM text for one generated kernel: its body and its table-reading wrapper. With `md`,
     innermost loops carry vector-width hints (collected into md)."""
@@ -326,6 +362,8 @@ def lower_kernel(k: Kernel, slots: dict[Value, int], md: list[str] | None = None
         _rows_kernel(k, e, loops, allocas)
     elif k.kind == "scatter":
         _scatter_kernel(k, e, loops)
+    elif k.kind == "scan":
+        _scan_kernel(k, e, loops, allocas)
     else:
         raise ValueError(f"kernel kind {k.kind} is not generated")
     params = ", ".join(f"ptr noalias {names[v]}" for v in args)
@@ -352,6 +390,9 @@ def parallel_extent(k: Kernel) -> int:
         axes = k.instr.params["axes"]
         kept = [d for d in range(len(k.shape)) if d not in axes]
         return k.shape[kept[0]] if kept else 1
+    if k.kind == "scan":
+        outer = [d for i, d in enumerate(k.shape) if i != k.instr.params["axis"]]
+        return outer[0] if outer else 1
     return 1
 
 

@@ -22,8 +22,8 @@ def op_error(name: str, msg: str, cls: type = ValueError) -> Exception:
     return cls(f"{name}: {msg} (at {user_location()})")
 
 
-# kinds: "elementwise", "reduce", "shape", "index", "matmul", "constant", "random", "extern"
-# ("extern": not generated; backends call the NumPy/CuPy implementation, see prims_scan.py)
+# kinds: "elementwise", "reduce", "shape", "index", "matmul", "constant", "random", "scan",
+# "extern" (not generated: backends call the NumPy/CuPy implementation, see prims_sort.py)
 class Primitive:
     def __init__(self, name: str, kind: str, infer: Callable, impl: Callable, *,
                  vjp: Callable | None = None, saves: Sequence[int] | Callable = (),

@@ -3,10 +3,11 @@
 They follow the accumulation rule of `sum`: float32 accumulates in float64 and rounds each
 prefix once, 16-bit floats accumulate in float32, float64 and integers in their own type.
 
-Lowering: both are *extern* primitives (kind "extern"): the code generators do not generate
-them; the CPU backend calls the NumPy implementation between native segments (as it calls BLAS
-for matmul) and the CUDA backend calls CuPy's (the implementation dispatches on the array
-type), so every backend computes the same function. Their operands are materialized first.
+Lowering: kind "scan", a kernel of its own (codegen: `scan`): per row along the axis, a
+sequential loop that carries the accumulator and stores every prefix, rows in parallel (LLVM:
+rows split across threads' ranges; CUDA: a thread per row). The producer expression of the
+input is evaluated inline, as in a reduction. The sequential order is NumPy's, so generated
+code, eager mode and the interpreter agree bit for bit.
 
 Gradients: cumsum's is the cumsum of the cotangent in the other direction. cumprod's is
 PyTorch's formula, which stays exact where the input has zeros: before the first zero of a row
@@ -46,6 +47,13 @@ def _scan(fn):
             out = np.flip(out, axis)
         return out.astype(d, order="C")      # (np.ascontiguousarray would not dispatch)
     return impl
+
+
+def scan_acc_dtype(d: dt.DType) -> dt.DType:
+    """What a scan of dtype d accumulates in (the rule of `sum`)."""
+    if d is dt.f32:
+        return dt.f64
+    return dt.f32 if d in dt.HALF else d
 
 
 def cumsum(x, axis: int, reverse: bool = False):
@@ -92,9 +100,9 @@ def _vjp_cumprod(g, ins, out, params, need):
 
 
 _PARAMS = {"axis": "int", "reverse": "bool"}
-P.register(Primitive("cumsum", "extern", _infer, _scan(np.cumsum), vjp=_vjp_cumsum,
+P.register(Primitive("cumsum", "scan", _infer, _scan(np.cumsum), vjp=_vjp_cumsum,
                      params=_PARAMS, arity=1))
-P.register(Primitive("cumprod", "extern", _infer, _scan(np.cumprod), vjp=_vjp_cumprod,
+P.register(Primitive("cumprod", "scan", _infer, _scan(np.cumprod), vjp=_vjp_cumprod,
                      saves=(0,), save_out=True, params=_PARAMS, arity=1))
 
-__all__ = ["cumsum", "cumprod"]
+__all__ = ["cumsum", "cumprod", "scan_acc_dtype"]

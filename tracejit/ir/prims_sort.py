@@ -4,8 +4,10 @@ largest value (last ascending, first descending), as PyTorch. sort, topk and the
 are built on it in the tracer: the values are a gather at these positions, so their gradient
 is the gather's adjoint, a scatter-add.
 
-Lowering: an *extern* primitive (see prims_scan.py): NumPy's stable argsort on the CPU between
-native segments, CuPy's (also stable) on the GPU. Descending order is the ascending order of
+Lowering: an *extern* primitive (kind "extern"): the code generators do not generate it; the
+CPU backend calls this NumPy implementation between native segments (as it calls BLAS for
+matmul), the CUDA backend calls it on CuPy arrays (CuPy's stable sort); its operand is
+materialized first. Descending order is the ascending order of
 the reversed row, reversed, which keeps ties stable and puts NaN first without negating
 (negation would overflow the smallest integer).
 """
