@@ -135,6 +135,12 @@ class ExprEmitter:
             return self._pad(x, v, idx, p)
         if name == "concatenate":
             return self._concat(ins.inputs, v, idx, p["axis"])
+        if name == "windows":         # im2col: [.., i, j, oh, ow] reads x[.., oh*s + i*d, ..]
+            lead = len(x.shape) - 2
+            i, j, oh, ow = idx[lead:]
+            (sh, sw), (dh, dw) = p["stride"], p["dilation"]
+            return self.emit(x, idx[:lead] + [self.iadd(self.imul(oh, sh), self.imul(i, dh)),
+                                              self.iadd(self.imul(ow, sw), self.imul(j, dw))])
         if name == "gather":
             ind, axis = ins.inputs[1], p["axis"]
             k = len(ind.shape)

@@ -1,0 +1,343 @@
+"""2-D convolution and the window view that convolution and pooling are built on.
+
+Primitives:
+- `windows %x {window, stride, dilation}`: x[..., H, W] -> [..., kH, kW, OH, OW], element
+  (i, j, oh, ow) = x[..., oh*sH + i*dH, ow*sW + j*dW] (im2col / unfold). A view: the code
+  generators evaluate its index map inside the consuming kernel, so a pooling reduction reads
+  each window straight from the input and the im2col of a convolution is one fused loop.
+  Its VJP is col2im: the sum, over the kH*kW window offsets, of the cotangent slice placed
+  back with `pad` (interior = stride - 1); a sum of views fuses into one parallel loop (no
+  scatter, no atomics), and differentiates again into `windows`.
+- `conv2d %x, %w {stride, padding, dilation, groups}`: NCHW input, weight [O, C/groups, kH,
+  kW], padding (top, bottom, left, right) so that 'same' with an even kernel is asymmetric
+  as in torch. Its gradients are primitives too: `conv2d_input_grad %g, %w` (the transposed
+  convolution) and `conv2d_weight_grad %x, %g` (the correlation of input and cotangent). The
+  three are each other's VJPs, so every order of derivative stays in these three ops.
+
+Eager mode and the interpreter run NumPy im2col + matmul (grouped, batched). The code
+generators never see conv2d: before fusion `expand_convs` rewrites the three into windows (a
+fused gather loop) + matmul (the extern BLAS/cuBLAS GEMM) + reshapes, and col2im for the input
+gradient. The IR dumps keep showing conv2d.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import dtypes as dt
+from .core import Aval, Graph
+from .primitives import P, Primitive, add, bind, matmul, op_error, reshape, transpose
+
+CONVS = ("conv2d", "conv2d_input_grad", "conv2d_weight_grad")
+
+
+def out_size(n: int, k: int, s: int, d: int) -> int:
+    """Output length of a window of k taps, dilation d, stride s over n (padded) elements."""
+    return (n - d * (k - 1) - 1) // s + 1
+
+
+# -- windows --------------------------------------------------------------------------------
+def _infer_windows(name: str, avals: list[Aval], window, stride, dilation) -> Aval:
+    a = avals[0]
+    if a.ndim < 2 or not len(window) == len(stride) == len(dilation) == 2:
+        raise op_error(name, f"needs an operand of rank >= 2 and 2-D window/stride/dilation, "
+                       f"got {a}")
+    if min(*window, *stride, *dilation) < 1:
+        raise op_error(name, f"window {window}, stride {stride} and dilation {dilation} "
+                       "must be positive")
+    oh, ow = (out_size(n, k, s, d) for n, k, s, d in zip(a.shape[-2:], window, stride, dilation))
+    if oh < 1 or ow < 1:
+        raise op_error(name, f"window {window} with dilation {dilation} does not fit in the "
+                       f"spatial size {a.shape[-2:]} of {a}")
+    return Aval(a.shape[:-2] + tuple(window) + (oh, ow), a.dtype)
+
+
+def _impl_windows(x, window, stride, dilation):
+    (kh, kw), (sh, sw), (dh, dw) = window, stride, dilation
+    oh, ow = (out_size(n, k, s, d) for n, k, s, d in zip(x.shape[-2:], window, stride, dilation))
+    # one strided slice per tap, stacked: plain slicing, so it runs on NumPy and CuPy alike
+    taps = [x[..., i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
+            for i in range(kh) for j in range(kw)]
+    out = np.stack(taps, axis=-3)
+    return out.reshape(x.shape[:-2] + (kh, kw, oh, ow))
+
+
+def col2im(cols, hw, stride, dilation):
+    """The adjoint of `windows`: cols[..., kH, kW, OH, OW] summed back onto [..., H, W]."""
+    lead = tuple(cols.shape[:-4])
+    kh, kw, oh, ow = cols.shape[-4:]
+    (sh, sw), (dh, dw) = stride, dilation
+    z = (0,) * len(lead)
+    total = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = bind(P.slice, cols, starts=z + (i, j, 0, 0), stops=lead + (i + 1, j + 1, oh, ow),
+                       steps=(1,) * (len(lead) + 4))
+            tap = reshape(tap, lead + (oh, ow))
+            lo = z + (i * dh, j * dw)
+            hi = z + (hw[0] - (i * dh + (oh - 1) * sh + 1), hw[1] - (j * dw + (ow - 1) * sw + 1))
+            placed = bind(P.pad, tap, lo=lo, hi=hi, interior=z + (sh - 1, sw - 1))
+            total = placed if total is None else add(total, placed)
+    return total
+
+
+def _vjp_windows(g, ins, out, params, need):
+    return [col2im(g, ins[0].shape[-2:], params["stride"], params["dilation"])]
+
+
+P.register(Primitive("windows", "shape", _infer_windows, _impl_windows, vjp=_vjp_windows,
+                     params={"window": "ints", "stride": "ints", "dilation": "ints"}, arity=1,
+                     node_name="Im2ColBackward0"))
+
+
+def windows(x, window, stride, dilation):
+    return bind(P.windows, x, window=tuple(window), stride=tuple(stride),
+                dilation=tuple(dilation))
+
+
+# -- conv2d and its gradients ----------------------------------------------------------------
+_CONV_PARAMS = {"stride": "ints", "padding": "ints", "dilation": "ints", "groups": "int"}
+
+
+def _check_common(name, x: Aval, w: Aval, stride, padding, dilation, groups) -> None:
+    if x.ndim != 4 or w.ndim != 4:
+        raise op_error(name, f"expects a 4-D input (N, C, H, W) and a 4-D weight "
+                       f"(O, C/groups, kH, kW), got {x} and {w}")
+    if x.dtype is not w.dtype or not x.dtype.is_float:
+        raise op_error(name, f"input and weight must have the same floating dtype, got {x} "
+                       f"and {w}", TypeError)
+    if len(stride) != 2 or len(dilation) != 2 or len(padding) != 4:
+        raise op_error(name, "stride and dilation take 2 ints, padding 4 (top, bottom, left, "
+                       f"right), got {stride}, {dilation}, {padding}")
+    if min(*stride, *dilation) < 1 or min(padding) < 0 or groups < 1:
+        raise op_error(name, f"stride {stride} and dilation {dilation} must be positive, "
+                       f"padding {padding} non-negative and groups {groups} positive")
+
+
+def _conv_out(name, x: Aval, w: Aval, stride, padding, dilation, groups) -> tuple[int, int]:
+    _check_common(name, x, w, stride, padding, dilation, groups)
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    if c != cg * groups or o % groups:
+        raise op_error(name, f"input {x} has {c} channels but weight {w} with groups={groups} "
+                       f"expects {cg * groups} (and out_channels divisible by groups)")
+    hp, wp = h + padding[0] + padding[1], wd + padding[2] + padding[3]
+    oh, ow = out_size(hp, kh, stride[0], dilation[0]), out_size(wp, kw, stride[1], dilation[1])
+    if oh < 1 or ow < 1:
+        raise op_error(name, f"kernel {(kh, kw)} with dilation {tuple(dilation)} is larger than "
+                       f"the padded input {(hp, wp)} of {x}")
+    return oh, ow
+
+
+def _infer_conv(name, avals, stride, padding, dilation, groups):
+    x, w = avals
+    oh, ow = _conv_out(name, x, w, stride, padding, dilation, groups)
+    return Aval((x.shape[0], w.shape[0], oh, ow), x.dtype)
+
+
+def _infer_input_grad(name, avals, in_hw, stride, padding, dilation, groups):
+    g, w = avals
+    x = Aval((g.shape[0], w.shape[1] * groups) + tuple(in_hw), g.dtype) if g.ndim == 4 else g
+    if g.ndim == 4 and g.shape[1:] != (w.shape[0],) + _conv_out(name, x, w, stride, padding,
+                                                                 dilation, groups):
+        raise op_error(name, f"cotangent {g} does not match weight {w} and input size {in_hw}")
+    _check_common(name, g, w, stride, padding, dilation, groups)
+    return x
+
+
+def _infer_weight_grad(name, avals, kernel, stride, padding, dilation, groups):
+    x, g = avals
+    if x.ndim != 4 or g.ndim != 4:
+        raise op_error(name, f"expects 4-D input and cotangent, got {x} and {g}")
+    w = Aval((g.shape[1], x.shape[1] // groups) + tuple(kernel), x.dtype)
+    if g.shape != (x.shape[0], w.shape[0]) + _conv_out(name, x, w, stride, padding, dilation,
+                                                       groups):
+        raise op_error(name, f"cotangent {g} does not match input {x} and kernel {kernel}")
+    return w
+
+
+def _compute(x):
+    """16-bit floats multiply and accumulate in float32 (as matmul does)."""
+    return x.astype(np.float32) if x.dtype in dt.HALF_NP else x
+
+
+def _padded(x, padding):
+    t, b, lft, r = padding
+    if not any(padding):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (t, b), (lft, r)))
+
+
+def _cols(x, kernel, stride, padding, dilation, groups):
+    """im2col of x: [N, G, Cg*kH*kW, OH*OW], and (OH, OW)."""
+    c = _impl_windows(_padded(x, padding), kernel, stride, dilation)
+    n, ch, kh, kw, oh, ow = c.shape
+    return c.reshape(n, groups, ch // groups * kh * kw, oh * ow), (oh, ow)
+
+
+def _impl_conv(x, w, stride, padding, dilation, groups):
+    dtype = x.dtype
+    x, w = _compute(x), _compute(w)
+    cols, (oh, ow) = _cols(x, w.shape[2:], stride, padding, dilation, groups)
+    wm = w.reshape(groups, w.shape[0] // groups, w[0].size)
+    out = np.matmul(wm, cols)                                 # [N, G, Og, L]
+    return out.reshape(x.shape[0], w.shape[0], oh, ow).astype(dtype, copy=False)
+
+
+def _impl_weight_grad(x, g, kernel, stride, padding, dilation, groups):
+    dtype = x.dtype
+    x, g = _compute(x), _compute(g)
+    cols, _ = _cols(x, kernel, stride, padding, dilation, groups)
+    n, o = g.shape[:2]
+    gm = g.reshape(n, groups, o // groups, g.shape[2] * g.shape[3])
+    dw = np.matmul(gm, np.swapaxes(cols, -1, -2)).sum(axis=0)  # [G, Og, K]
+    return dw.reshape((o, x.shape[1] // groups) + tuple(kernel)).astype(dtype, copy=False)
+
+
+def _impl_input_grad(g, w, in_hw, stride, padding, dilation, groups):
+    dtype = g.dtype
+    g, w = _compute(g), _compute(w)
+    n, o, oh, ow = g.shape
+    _, cg, kh, kw = w.shape
+    wm = np.swapaxes(w.reshape(groups, o // groups, cg * kh * kw), -1, -2)   # [G, K, Og]
+    dcols = np.matmul(wm, g.reshape(n, groups, o // groups, oh * ow))    # [N, G, K, L]
+    dcols = dcols.reshape(n, groups * cg, kh, kw, oh, ow)
+    hp, wp = in_hw[0] + padding[0] + padding[1], in_hw[1] + padding[2] + padding[3]
+    out = np.zeros_like(dcols, shape=(n, groups * cg, hp, wp))
+    (sh, sw), (dh, dw) = stride, dilation
+    for i in range(kh):
+        for j in range(kw):
+            out[..., i * dh:i * dh + (oh - 1) * sh + 1:sh,
+                j * dw:j * dw + (ow - 1) * sw + 1:sw] += dcols[:, :, i, j]
+    out = out[..., padding[0]:padding[0] + in_hw[0], padding[2]:padding[2] + in_hw[1]]
+    return out.astype(dtype)
+
+
+def _conv_params(p: dict) -> dict:
+    return {k: p[k] for k in _CONV_PARAMS}
+
+
+def conv2d(x, w, **p):
+    return bind(P.conv2d, x, w, **_conv_params(p))
+
+
+def conv2d_input_grad(g, w, in_hw, **p):
+    return bind(P.conv2d_input_grad, g, w, in_hw=tuple(in_hw), **_conv_params(p))
+
+
+def conv2d_weight_grad(x, g, kernel, **p):
+    return bind(P.conv2d_weight_grad, x, g, kernel=tuple(kernel), **_conv_params(p))
+
+
+def _vjp_conv(g, ins, out, p, need):
+    x, w = ins
+    return [conv2d_input_grad(g, w, x.shape[2:], **p) if need[0] else None,
+            conv2d_weight_grad(x, g, w.shape[2:], **p) if need[1] else None]
+
+
+def _vjp_input_grad(c, ins, out, p, need):
+    g, w = ins        # out = conv2d_input_grad(g, w): linear in each, adjoint of conv2d
+    return [conv2d(c, w, **p) if need[0] else None,
+            conv2d_weight_grad(c, g, w.shape[2:], **p) if need[1] else None]
+
+
+def _vjp_weight_grad(c, ins, out, p, need):
+    x, g = ins        # out = conv2d_weight_grad(x, g)
+    return [conv2d_input_grad(g, c, x.shape[2:], **p) if need[0] else None,
+            conv2d(x, c, **p) if need[1] else None]
+
+
+def _saves(need):
+    return tuple(i for i, n in ((1, need[0]), (0, need[1])) if n)
+
+
+P.register(Primitive("conv2d", "other", _infer_conv, _impl_conv, vjp=_vjp_conv, saves=_saves,
+                     params=_CONV_PARAMS, arity=2, node_name="ConvolutionBackward0"))
+P.register(Primitive("conv2d_input_grad", "other", _infer_input_grad, _impl_input_grad,
+                     vjp=_vjp_input_grad, saves=_saves,
+                     params={"in_hw": "ints", **_CONV_PARAMS}, arity=2,
+                     node_name="ConvolutionBackwardBackward0"))
+P.register(Primitive("conv2d_weight_grad", "other", _infer_weight_grad, _impl_weight_grad,
+                     vjp=_vjp_weight_grad, saves=_saves,
+                     params={"kernel": "ints", **_CONV_PARAMS}, arity=2,
+                     node_name="ConvolutionBackwardBackward0"))
+
+
+# -- the expansion the code generators see ---------------------------------------------------
+def _im2col(x, kernel, p):
+    """x [N, C, H, W] -> windows [N, C, kH, kW, OH, OW] of the zero-padded input."""
+    t, b, lft, r = p["padding"]
+    if any(p["padding"]):
+        x = bind(P.pad, x, lo=(0, 0, t, lft), hi=(0, 0, b, r), interior=(0, 0, 0, 0))
+    return windows(x, kernel, p["stride"], p["dilation"])
+
+
+def _expand_conv(x, w, p):
+    # one GEMM per group with batch and positions side by side, [Og, K] @ [K, N*L]: the weight
+    # is read as it is (no copy per batch element) and the im2col loop writes [G, K, N*L]
+    n, c = x.shape[:2]
+    o, cg, kh, kw = w.shape
+    gr = p["groups"]
+    k = cg * kh * kw
+    cols = _im2col(x, (kh, kw), p)
+    oh, ow = cols.shape[-2:]
+    cols = reshape(transpose(reshape(cols, (n, gr, k, oh * ow)), (1, 2, 0, 3)),
+                   (gr, k, n * oh * ow))
+    out = matmul(reshape(w, (gr, o // gr, k)), cols)                 # [G, Og, N*L]
+    out = transpose(reshape(out, (gr, o // gr, n, oh * ow)), (2, 0, 1, 3))
+    return reshape(out, (n, o, oh, ow))
+
+
+def _expand_weight_grad(x, g, p):
+    n, c = x.shape[:2]
+    gr = p["groups"]
+    kh, kw = p["kernel"]
+    o, oh, ow = g.shape[1:]
+    k = c // gr * kh * kw
+    # one GEMM per group contracting over batch and positions together: [Og, N*L] @ [N*L, K]
+    cols = reshape(_im2col(x, (kh, kw), p), (n, gr, k, oh * ow))
+    cols = reshape(transpose(cols, (1, 0, 3, 2)), (gr, n * oh * ow, k))
+    gm = reshape(transpose(reshape(g, (n, gr, o // gr, oh * ow)), (1, 2, 0, 3)),
+                 (gr, o // gr, n * oh * ow))
+    return reshape(matmul(gm, cols), (o, c // gr, kh, kw))
+
+
+def _expand_input_grad(g, w, p):
+    n, o, oh, ow = g.shape
+    _, cg, kh, kw = w.shape
+    gr = p["groups"]
+    h, wd = p["in_hw"]
+    t, b, lft, r = p["padding"]
+    k = cg * kh * kw
+    wm = transpose(reshape(w, (gr, o // gr, k)), (0, 2, 1))          # [G, K, Og]
+    gm = reshape(transpose(reshape(g, (n, gr, o // gr, oh * ow)), (1, 2, 0, 3)),
+                 (gr, o // gr, n * oh * ow))
+    dcols = reshape(matmul(wm, gm), (gr, cg, kh, kw, n, oh, ow))     # [G, K, N*L]
+    dcols = reshape(transpose(dcols, (4, 0, 1, 2, 3, 5, 6)), (n, gr * cg, kh, kw, oh, ow))
+    full = col2im(dcols, (h + t + b, wd + lft + r), p["stride"], p["dilation"])
+    if not any(p["padding"]):
+        return full
+    return bind(P.slice, full, starts=(0, 0, t, lft), stops=(n, gr * cg, t + h, lft + wd),
+                steps=(1, 1, 1, 1))
+
+
+_EXPAND = {"conv2d": _expand_conv, "conv2d_input_grad": _expand_input_grad,
+           "conv2d_weight_grad": _expand_weight_grad}
+
+
+def expand_convs(g: Graph) -> Graph:
+    """A graph without conv2d and its gradient ops (the backends run this before fusion);
+    `g` itself when it has none, so the IR dumps keep showing them."""
+    if not any(ins.prim.name in CONVS for ins in g.instrs):
+        return g
+    new = Graph(g.name)
+    env = {v: new.add_input(v.aval, v.name) for v in g.inputs}
+    for ins in g.instrs:
+        args = [env[v] for v in ins.inputs]
+        if ins.prim.name in CONVS:
+            new.loc_override = ins.loc
+            env[ins.out] = _EXPAND[ins.prim.name](*args, ins.params)
+            new.loc_override = None
+        else:
+            env[ins.out] = new.emit(ins.prim, args, ins.params, ins.loc)
+    new.outputs = [env[v] for v in g.outputs]
+    return new
