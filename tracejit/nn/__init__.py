@@ -7,6 +7,9 @@ from .linear import Flatten, Identity, Linear, Unflatten
 from .activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish, ReLU,
                          ReLU6, SiLU, Sigmoid, Softmax, Softplus, Tanh)
 from .normalization import LayerNorm, RMSNorm
+from .conv import Conv2d
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .batchnorm import BatchNorm1d, BatchNorm2d
 from .dropout import Dropout
 from .sparse import Embedding
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss

@@ -12,7 +12,9 @@ from ..tracer import composites as C
 from ..tracer import ops
 from ..tracer.autocast import FP32, LOWER, autocast_op
 from ..tracer.composites import composite, log_softmax as _log_softmax, softmax as _softmax
-from ..tracer.losses import _class_targets, _legacy_reduction, cross_entropy
+from ..tracer.conv import (adaptive_avg_pool2d, avg_pool2d, batch_norm,  # noqa: F401
+                           conv2d, max_pool2d)
+from ..tracer.losses import _class_targets, _legacy_reduction, cross_entropy  # noqa: F401
 from ..tracer.inplace import inplace as _inplace
 from ..tracer.masking import one_hot  # noqa: F401  (tj.one_hot: iota classes, no constant)
 from ..tracer.rng import dropout as _dropout
@@ -22,7 +24,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "
            "leaky_relu", "elu", "silu", "mish", "softplus", "hardtanh", "tanh", "sigmoid",
            "logsigmoid", "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss",
            "l1_loss", "binary_cross_entropy_with_logits", "one_hot", "pad", "normalize",
-           "scaled_dot_product_attention"]
+           "scaled_dot_product_attention", "conv2d", "max_pool2d", "avg_pool2d",
+           "adaptive_avg_pool2d", "batch_norm"]
 
 
 def _t(x) -> Tensor:

@@ -277,8 +277,14 @@ class CompiledFunction:
         fwd_exe, bwd_exe, n_out = parts
         res = fwd_exe.run(arrays)
         outs = [Tensor(o) for o in res[:n_out]]
-        CompiledNode.record(self.name, entry.graph, outs, res[n_out:], bwd_exe, tensors, arrays,
-                            wrt)
+        # captures the call itself updates in place (BatchNorm's running statistics) are kept
+        # as copies of the values it read: the write-back after this call is not a user's
+        # in-place change of a saved tensor (small edit by N2)
+        written = {id(w) for w in entry.writes}
+        own = [t is not None and id(t) in written and not t._requires_grad for t in tensors]
+        CompiledNode.record(self.name, entry.graph, outs, res[n_out:], bwd_exe,
+                            [None if o else t for o, t in zip(own, tensors)],
+                            [a.copy() if o else a for o, a in zip(own, arrays)], wrt)
         return outs
 
     def _compile_grad(self, entry: Entry, wrt: tuple) -> tuple:
