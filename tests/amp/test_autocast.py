@@ -242,3 +242,22 @@ def test_compiled_module_follows_the_autocast_state_of_each_call():
         np.testing.assert_allclose(y.float().detach().numpy(), m(x).float().detach().numpy(),
                                    rtol=1e-2, atol=1e-2)
     assert cm(x).dtype is tj.float32
+
+
+def test_conv2d_runs_in_the_low_dtype_as_torch():
+    rs = np.random.RandomState(0)
+    x = rs.randn(2, 3, 8, 8).astype(np.float32)
+    w = rs.randn(4, 3, 3, 3).astype(np.float32)
+    b = rs.randn(4).astype(np.float32)
+    wt = tj.tensor(w, requires_grad=True)
+    with tj.autocast("cpu"):
+        y = F.conv2d(_t(x), wt, _t(b), padding=1)
+    tw = torch.tensor(w, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ty = torch.nn.functional.conv2d(torch.from_numpy(x), tw, torch.from_numpy(b), padding=1)
+    assert y.dtype is tj.bfloat16 and ty.dtype is torch.bfloat16
+    y.float().sum().backward()
+    ty.float().sum().backward()
+    assert _rel(y.float().detach().numpy(), ty.float().detach().numpy()) < 1e-2
+    assert wt.grad.dtype is tj.float32
+    assert _rel(wt.grad.numpy(), tw.grad.numpy()) < 1e-2
