@@ -196,3 +196,27 @@ def test_unbatched_input():
     want = TF.conv2d(torch.tensor(x[0]), torch.tensor(w), torch.tensor(b), **kw).numpy()
     _close(F.conv2d(tj.tensor(x[0]), tj.tensor(w), tj.tensor(b), **kw), want, 1e-12)
 
+
+
+def test_ir_text_round_trips_through_the_parser():
+    """Op names with digits (conv2d) parse back (the parser took `conv` before)."""
+    from tracejit.ir.parser import parse_graph
+    x, w, b, kw = _data(CASES[3], np.float32)
+    f = tj.grad(lambda x, w: (F.max_pool2d(F.conv2d(x, w, **kw), 2, ceil_mode=True) ** 2).sum(),
+                argnums=(0, 1))
+    text = tj.compile(f).lower(x, w).graph.as_text()
+    assert "conv2d_weight_grad" in text and "windows" in text
+    assert parse_graph(text).as_text() == text
+
+
+def test_autocast_runs_conv2d_in_bfloat16_as_torch():
+    x, w, b, kw = _data(CASES[1], np.float32)
+    with tj.autocast("cpu", dtype=tj.bfloat16):
+        y = F.conv2d(tj.tensor(x), tj.tensor(w), tj.tensor(b), **kw)
+        yc = tj.compile(lambda x, w, b: F.conv2d(x, w, b, **kw))(x, w, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ty = TF.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), **kw)
+    assert y.dtype == tj.bfloat16 and yc.dtype == tj.bfloat16 and ty.dtype == torch.bfloat16
+    for got in (y, yc):
+        np.testing.assert_allclose(got.float().numpy(), ty.float().numpy(), rtol=2e-2,
+                                   atol=2e-2 * float(ty.abs().max()))

@@ -12,7 +12,7 @@ from .primitives import P
 
 _TYPE = r"([a-z0-9]+)\[([0-9,]*)\]"
 _HEADER = re.compile(r"^graph @([^\s(]+)\((.*)\) -> \((.*)\) \{$")
-_INSTR = re.compile(r"^%([A-Za-z0-9_.]+) = ([a-z_]+)(.*?)\s*:\s*" + _TYPE + r"\s*(?:#\s*(.*))?$")
+_INSTR = re.compile(r"^%([A-Za-z0-9_.]+) = ([a-z_][a-z0-9_]*)(.*?)\s*:\s*" + _TYPE + r"\s*(?:#\s*(.*))?$")
 _TOKEN = re.compile(r"\s*(-?inf|nan|true|false|-?[0-9.eE+\-]+|\[|\]|,)")
 
 
