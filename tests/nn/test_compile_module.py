@@ -153,6 +153,15 @@ def test_compiled_module_traces_again_on_train_and_eval():
     assert cm.cache_info().misses == misses
     m.train()
     assert (cm(x).detach().numpy() == 0).mean() > 0.2
+    m[1].training = False                                 # a flag set by hand counts too
+    _close(cm(x), m[0](x), 1e-6)
+    m.eval()
+    _close(cm(x), m[0](x), 1e-6)
+    m.train()
+    assert (cm(x).detach().numpy() == 0).mean() > 0.2
+    # each mode traced once: switching back reuses the earlier trace (train, eval, and the
+    # hand-set mix)
+    assert cm.cache_info().misses == 3
 
 
 class _Scaled(nn.Module):

@@ -2,6 +2,8 @@
 is the reverse transform and fills `.grad` as eagerly (set, accumulated in place, read later in
 the step, set to None), in-place updates of captured tensors are written back into the same
 tensors, and what the user sees after each call is what the eager step leaves."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -76,10 +78,10 @@ def test_grad_accumulates_across_calls_as_eager():
         _close(wc.grad, we.grad)
     # the first call traced with .grad None, the second with a .grad: two traces, then hits
     assert compiled.cache_info().misses == 2
-    wc.grad = None                     # a None slot again: traced again (one entry per key)
+    wc.grad = None                     # a None slot again: the first trace is reused
     compiled(tj.tensor(XS[0]))
     _close(wc.grad, _grad_of_one_call(XS[0]))
-    assert compiled.cache_info().misses == 3
+    assert compiled.cache_info() == (4, 2, 2)
 
 
 def _grad_of_one_call(x):
@@ -273,3 +275,54 @@ def test_constant_in_place_fill_of_a_capture_is_a_write():
     reset(tj.ones(2))                             # every call writes, not only the trace
     assert np.all(buf.numpy() == 0)
     assert reset.cache_info().misses == 1
+
+
+def _momentum_step(w, state):
+    def step(x):
+        loss = (x * w).sum()
+        loss.backward()
+        with tj.no_grad():
+            if "m" not in state:                  # state made lazily, as optimizers do
+                state["m"] = tj.zeros_like(w)
+            m = state["m"]
+            m.mul_(0.9).add_(w.grad)
+            w.sub_(0.1 * m)
+        w.grad = None
+        return loss
+    return step
+
+
+def test_state_made_inside_the_first_compiled_step_is_stored_as_eager():
+    we, wc = (tj.tensor(np.arange(3.0), requires_grad=True) for _ in range(2))
+    se, sc = {}, {}
+    eager, compiled = _momentum_step(we, se), tj.compile(_momentum_step(wc, sc))
+    for i in range(4):
+        x = tj.tensor(np.full(3, i + 1.0))
+        eager(x)
+        compiled(x)
+        m = sc["m"]
+        assert not m._traced and m.grad_fn is None and not m.requires_grad
+        _close(m, se["m"])
+        _close(wc, we)
+    # the first call stored the new state and was not cached; the second traced with it
+    assert compiled.cache_info().misses == 2 and compiled.cache_info().entries == 1
+
+
+def test_tensors_stored_outside_on_every_call_stay_right_and_warn_once():
+    w = tj.tensor(np.ones(3), requires_grad=True)
+    log = {}
+
+    @tj.compile
+    def f(x):
+        y = (x * w).sum()
+        log["last"] = y * 2                       # escapes on every call
+        return y
+    f(tj.ones(3))
+    assert log["last"].item() == 6.0
+    with pytest.warns(UserWarning, match="every call traces again"):
+        f(tj.full((3,), 2.0))
+    assert log["last"].item() == 12.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # said once
+        f(tj.full((3,), 3.0))
+    assert log["last"].item() == 18.0

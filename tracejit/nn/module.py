@@ -83,17 +83,6 @@ def _parse_to(args, kwargs) -> tuple[Device | None, dt.DType | None]:
     return (as_device(device) if device is not None else None), dtype
 
 
-# Changes whenever some module's `training` flag changes. Calling a module inside a trace
-# reads it as a guard (see TraceContext.guard_read), so a compiled function that called
-# modules traces again after model.train()/eval() instead of keeping the old mode's dropout.
-_MODE_EPOCH = Tensor(np.zeros((), np.int64))
-_MODE_EPOCH._born_in = None
-
-
-def _bump_mode_epoch() -> None:
-    _MODE_EPOCH._data = _MODE_EPOCH._data + 1
-
-
 class Module:
     """Base class of all layers: assign Parameters, Modules and buffers as attributes and they
     are registered (found by parameters(), state_dict(), to(), ...), as in torch.nn."""
@@ -118,8 +107,8 @@ class Module:
                                   f'"forward" function')
 
     def __call__(self, *args, **kwargs):
-        if STATE.traces:
-            _MODE_EPOCH._concrete("module call")      # guards the trace on train/eval modes
+        if STATE.traces:     # the trace depends on the mode: a call in the other one retraces
+            STATE.traces[-1].guard_attr(self, "training")
         if not self._forward_hooks and not self._forward_pre_hooks:
             return self.forward(*args, **kwargs)
         for hook in list(self._forward_pre_hooks.values()):
@@ -195,8 +184,6 @@ class Module:
 
     def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
-        if name == "training" and d.get("training", value) != value:
-            _bump_mode_epoch()
 
         def remove_from(*tables) -> None:
             for t in tables:

@@ -73,3 +73,13 @@ def set_grads(actions: Sequence[tuple], new_values: Sequence[Any]) -> None:
             t._grad = new if isinstance(new, Tensor) else Tensor(new)
         else:
             t._grad = obj
+
+
+def settle_escapes(escaped: Sequence[Tensor], values: Sequence[Any]) -> None:
+    """Tensors made inside the trace and stored outside it (see tracer/trace.py's
+    find_escapes) become the eager tensors the eager call would have left there."""
+    for t, v in zip(escaped, values):
+        t._data = v._data if isinstance(v, Tensor) else v
+        t._born_in = None
+        t.grad_fn, t._out_idx, t._requires_grad = None, 0, False
+

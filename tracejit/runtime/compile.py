@@ -5,6 +5,7 @@ import functools
 import threading
 import time
 import types
+import warnings
 import weakref
 from collections import namedtuple
 from typing import Callable, Sequence
@@ -30,6 +31,7 @@ from .grad_node import CompiledNode
 from .signature import describe, fast_key, leaf_key
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
+MAX_VARIANTS = 8              # traces kept per signature (see CompiledFunction._variants)
 _ALL: "weakref.WeakSet[CompiledFunction]" = weakref.WeakSet()
 
 
@@ -56,12 +58,16 @@ class CompiledFunction:
             else tuple(static_argnames)
         self.backend_name = backend
         self._cache: dict[tuple, Entry] = {}
+        # older traces of a key whose guards failed once (a few, newest first): reused when
+        # they hold again, instead of tracing again
+        self._variants: dict[tuple, list[Entry]] = {}
         self._fast: dict[tuple, Entry] = {}       # positional arrays only: a cheaper key
         self._last_key: tuple | None = None
         self.hits = self.misses = 0
         # compilation is single-flight per key: one thread compiles, the others wait for it
         self._lock = threading.Lock()
         self._inflight: dict[tuple, _Flight] = {}
+        self._escape_keys: dict = {}        # signature -> traces that stored new tensors
         self._bound: dict[int, tuple] = {}      # id(instance) -> (weakref, compiled method)
         # a module's method: its own `training` flag shapes the trace (dropout), so it is part
         # of the key (modules it calls guard the trace on their modes themselves)
@@ -170,6 +176,10 @@ class CompiledFunction:
                     if reason is None:
                         self.hits += 1
                         return entry, flat
+                    entry = self._other_variant(key)
+                    if entry is not None:
+                        self.hits += 1
+                        return entry, flat
                 flight = self._inflight.get(key)
                 if flight is None or flight.owner == me:   # the same thread again: no waiting
                     flight = self._inflight[key] = _Flight(me)
@@ -193,8 +203,15 @@ class CompiledFunction:
             dump("ir", self.name, lambda: print_graph(graph))
             exe = self._backend(device).compile(graph)
             entry = Entry(traced, graph, exe, time.perf_counter() - t0, device)
+            if entry.once:
+                self._escaped(key, traced)
             with self._lock:
-                self._cache[key] = entry
+                if not entry.once:
+                    old = self._cache.get(key)
+                    if old is not None:
+                        self._variants.setdefault(key, []).insert(0, old)
+                        del self._variants[key][MAX_VARIANTS - 1:]
+                    self._cache[key] = entry
                 self._last_key = key
         finally:
             with self._lock:
@@ -203,14 +220,41 @@ class CompiledFunction:
             flight.done.set()
         return entry, flat
 
+    def _other_variant(self, key) -> Entry | None:
+        """An older trace of this signature whose guards hold now (the `.grad`s None again, a
+        module back in training mode): it becomes the current one."""
+        variants = self._variants.get(key, ())
+        for i, entry in enumerate(variants):
+            if entry.stale_capture() is None:
+                variants[i] = self._cache[key]
+                self._cache[key] = entry
+                return entry
+        return None
+
+    def _escaped(self, key, traced: Traced) -> None:
+        """This trace stored tensors it made into outside state: its call stores their values
+        and is not cached (see tracer/trace.py's find_escapes). Twice for one signature means
+        every call does it: say so (once), since every call then traces again."""
+        seen = self._escape_keys[key] = self._escape_keys.get(key, 0) + 1
+        if seen != 2:
+            return
+        where = ", ".join(sorted({f"{t._data.aval} made at {t._data.producer.loc}"
+                                  if t._data.producer is not None else str(t._data.aval)
+                                  for t in traced.escapes}))
+        warnings.warn(f"{self.name}: every call stores tensors it makes into state outside the "
+                      f"function ({where}), so every call traces again; return them instead, "
+                      f"or create them once outside and update them in place", stacklevel=4)
+
     def lower(self, *args, **kwargs) -> Lowered:
         return Lowered(self._entry(args, kwargs)[0])
 
     def cache_info(self) -> CacheInfo:
-        return CacheInfo(self.hits, self.misses, len(self._cache))
+        return CacheInfo(self.hits, self.misses,
+                         len(self._cache) + sum(map(len, self._variants.values())))
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._variants.clear()
         self._fast.clear()
         self._last_key = None
         self.hits = self.misses = 0
@@ -244,7 +288,7 @@ class CompiledFunction:
                     return Tensor(outs[0])
                 return tree_unflatten(entry.traced.out_tree, [Tensor(o) for o in outs])
         entry, flat = self._entry(args, kwargs)
-        if key is not None and \
+        if key is not None and not entry.once and \
                 len(entry.graph.inputs) == len(args) + len(entry.captures) + entry.n_hidden:
             self._fast[key] = entry
         arrays = []
@@ -374,7 +418,8 @@ class GradCompiledFunction(CompiledFunction):
         return Traced(joint, out_tree, base.captures, base.guards, base.n_random,
                       bindings=base.bindings, writes=base.writes,
                       write_counts=base.write_counts, grad_guards=base.grad_guards,
-                      grad_sets=base.grad_sets, backward_ran=base.backward_ran)
+                      grad_sets=base.grad_sets, backward_ran=base.backward_ran,
+                      escapes=base.escapes, attr_guards=base.attr_guards)
 
 
 class CompiledModule:

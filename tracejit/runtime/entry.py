@@ -28,10 +28,13 @@ class Entry:
         self.extra = bool(traced.n_extra or traced.grad_sets)
         # a step that ran backward() inside gives plain results (its gradients are in .grad)
         self.differentiable = not traced.backward_ran
+        # tensors made by the trace were stored outside it: run once, then trace again
+        self.once = bool(traced.escapes)
         ids = {id(c) for c in self.captures}
         self.watched = self.captures + [w for w in self.writes if id(w) not in ids]
         self.cap_sig = captures.signature(self.watched)
-        self.plain = not self.watched and not traced.guards and not traced.grad_guards
+        self.plain = not (self.watched or traced.guards or traced.grad_guards or
+                          traced.attr_guards)          # nothing to check per call
         self.in_avals = graph.in_avals
         self.grad_cache: dict[tuple, tuple] = {}
         self.grad_lock = threading.Lock()
@@ -61,10 +64,14 @@ class Entry:
     def store_writes(self, outs: list) -> list:
         """Store the in-place updates of captures and set the `.grad`s the call changed (the
         outputs after the user's); return the user's outputs."""
+        traced = self.traced
         n = self.n_user + len(self.writes)
-        captures.store_writes(self.writes, outs[self.n_user:n], self.traced.write_counts)
-        if self.traced.grad_sets:
-            captures.set_grads(self.traced.grad_sets, outs[n:])
+        captures.store_writes(self.writes, outs[self.n_user:n], traced.write_counts)
+        m = n + traced.n_grad_outs
+        if traced.grad_sets:
+            captures.set_grads(traced.grad_sets, outs[n:m])
+        if traced.escapes:
+            captures.settle_escapes(traced.escapes, outs[m:])
         return outs[:self.n_user]
 
 

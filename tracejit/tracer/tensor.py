@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,8 @@ class Tensor:
         self._accum = None
         traces = STATE.traces
         self._born_in = traces[-1] if traces else None
+        if traces:                          # (to find tensors that escape the trace)
+            traces[-1].born.append(weakref.ref(self))
         if requires_grad:
             self.requires_grad_(True)
 
@@ -284,7 +287,6 @@ class Tensor:
         if not self._requires_grad:
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         if not self.is_leaf and not self._retains_grad:
-            import weakref
             self._retains_grad = True
             if self.grad_fn.retained is None:
                 self.grad_fn.retained = {}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -66,6 +67,9 @@ class TraceContext:
         self.grad_slots = GradSlots()
         self._leaves: dict[int, Tensor] = {}  # id(capture) -> its traced leaf for autograd
         self.backward_ran = False            # .backward() ran on a traced tensor
+        self.born: list = []                 # weakrefs of the tensors made while tracing
+        self.attr_guards: list[tuple[Any, str, Any]] = []   # (object, attribute, value seen)
+        self._attr_guarded: set[tuple[int, str]] = set()
 
     def __enter__(self) -> "TraceContext":
         STATE.traces.append(self)
@@ -139,6 +143,13 @@ class TraceContext:
             a = t._data
             self.guards.append((t, np.array(a.get() if is_gpu_array(a) else a, copy=True)))
 
+    def guard_attr(self, obj: Any, name: str) -> None:
+        """The trace depends on `obj.name` (a module's `training` flag): a call that finds
+        another value there does not reuse it."""
+        if (id(obj), name) not in self._attr_guarded:
+            self._attr_guarded.add((id(obj), name))
+            self.attr_guards.append((obj, name, getattr(obj, name)))
+
     def random_stream(self) -> tuple[Value, Value, int]:
         """For a random op: the graph's hidden seed and offset inputs (added on first use)
         and the op's stream number, in trace order."""
@@ -166,6 +177,14 @@ def guard_changed(guards: list) -> str | None:
     return None
 
 
+def attr_guards_changed(guards: list) -> str | None:
+    for obj, name, seen in guards:
+        now = getattr(obj, name, None)
+        if now is not seen and now != seen:
+            return f"{type(obj).__name__}.{name} changed: {seen!r} -> {now!r}"
+    return None
+
+
 class Traced:
     """The result of tracing: the graph, how to rebuild outputs, and what was captured."""
 
@@ -173,7 +192,8 @@ class Traced:
                  n_random: int = 0, *, bindings: list | None = None,
                  writes: list | None = None, write_counts: list | None = None,
                  grad_guards: list | None = None, grad_sets: list | None = None,
-                 backward_ran: bool = False) -> None:
+                 backward_ran: bool = False, escapes: list | None = None,
+                 attr_guards: list | None = None) -> None:
         self.n_random = n_random           # random ops: the offset advances by this per call
         self.graph = graph                 # inputs: the flat arguments, then the captures,
         #                                    then the hidden rng seed and offset if n_random
@@ -187,18 +207,21 @@ class Traced:
         self.grad_sets = grad_sets or []       # and set after each call (values: last outputs)
         self.n_grad_outs = sum(kind == "new" for _, kind, _ in self.grad_sets)
         self.backward_ran = backward_ran   # results are not differentiable by eager autograd
+        self.escapes = escapes or []       # see find_escapes: their values are the last outputs
+        self.attr_guards = attr_guards or []   # see TraceContext.guard_attr
 
     @property
     def n_extra(self) -> int:
-        """Graph outputs after the user's: the writes, then the new `.grad` values."""
-        return len(self.writes) + self.n_grad_outs
+        """Graph outputs after the user's: the writes, the new `.grad`s, the escapes."""
+        return len(self.writes) + self.n_grad_outs + len(self.escapes)
 
     def stale(self) -> str | None:
         """Why this trace no longer describes the function (its captures were rebound or a
         value it read changed), or None. Captures' shapes and dtypes are the caller's check."""
         return (bindings_changed(self.bindings) if self.bindings else None) or \
             (guard_changed(self.guards) if self.guards else None) or \
-            (slot_guards_changed(self.grad_guards) if self.grad_guards else None)
+            (slot_guards_changed(self.grad_guards) if self.grad_guards else None) or \
+            (attr_guards_changed(self.attr_guards) if self.attr_guards else None)
 
 
 def capture_bindings(fn: Callable, captures: list) -> list[tuple[str, Any, str, Any]]:
@@ -277,15 +300,41 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
         ctx.grad_slots.restore()        # no traced value may stay in an outside `.grad`
         raise
     grad_guards, grad_sets, grad_outs = ctx.grad_slots.finish(ctx)
+    escapes = find_escapes(ctx)
     writes = list(ctx.writes.values())
-    ctx.graph.outputs = outs + [v for _, v in writes] + grad_outs   # the writes, then grads
+    ctx.graph.outputs = outs + [v for _, v in writes] + grad_outs + [t._data for t in escapes]
     if ctx.rng is not None:       # the hidden inputs go last, after the captures
         ctx.graph.inputs = [v for v in ctx.graph.inputs if v not in ctx.rng] + list(ctx.rng)
     return Traced(ctx.graph, out_tree, ctx.captures, ctx.guards, ctx.n_random,
                   bindings=capture_bindings(fn, ctx.captures),
                   writes=[t for t, _ in writes],
                   write_counts=[ctx.n_writes.get(id(t), 1) for t, _ in writes],
-                  grad_guards=grad_guards, grad_sets=grad_sets, backward_ran=ctx.backward_ran)
+                  grad_guards=grad_guards, grad_sets=grad_sets, backward_ran=ctx.backward_ran,
+                  escapes=escapes, attr_guards=ctx.attr_guards)
+
+
+def find_escapes(ctx: TraceContext) -> list[Tensor]:
+    """Traced tensors made during the trace that outlive it: stored into outside state (an
+    optimizer creating its state on its first step, a hook keeping an activation, a global).
+    A cached graph would never update them again, so the call that traced them stores their
+    values into them as eager tensors and the next call traces again (then they are captures
+    like any outside tensor; see runtime/compile.py). Found without a garbage collection: the
+    trace's own references are dropped and the autograd tape's cycles (tensor -> grad_fn ->
+    saved output -> tensor) cut, so what is still alive is held from outside."""
+    ctx._leaves.clear()
+    refs, ctx.born = ctx.born, []
+    for r in refs:
+        t = r()
+        if t is not None:
+            t.grad_fn = None
+            t._accum = None
+    t = None
+    found = []
+    for r in refs:
+        t = r()
+        if t is not None and t._traced and t._born_in is ctx:
+            found.append(t)
+    return found
 
 
 def _run(ctx: TraceContext, fn: Callable, args, kwargs, static, flat, in_tree, names):
