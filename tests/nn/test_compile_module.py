@@ -207,3 +207,43 @@ def test_state_created_inside_the_first_compiled_step_is_eager():
         st = opt.state[p]
         assert not st["exp_avg"]._traced and st["exp_avg"].shape == p.shape
         assert np.abs(st["exp_avg"].numpy()).sum() > 0
+
+
+def _cnn(lib):
+    n = lib.nn
+    return n.Sequential(n.Conv2d(2, 4, 3, padding=1), n.BatchNorm2d(4), n.ReLU(),
+                        n.MaxPool2d(2), n.Flatten(), n.Linear(4 * 3 * 3, 3),
+                        n.BatchNorm1d(3)).double()
+
+
+def test_whole_step_of_a_cnn_with_batchnorm_matches_torch_then_eval():
+    tm = _cnn(torch)
+    m = _cnn(tj)
+    m.load_state_dict({k: v.detach().numpy().copy() for k, v in tm.state_dict().items()})
+    kw = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    opt = tj.optim.SGD(m.parameters(), **kw)
+    topt = torch.optim.SGD(tm.parameters(), foreach=False, **kw)
+    compiled = tj.compile(_train_step(m, opt, nn, F))
+    ref = _train_step(tm, topt, torch.nn, torch.nn.functional)
+    bufs = [b for _, b in m.named_buffers()]
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        x, y = rng.standard_normal((5, 2, 6, 6)), rng.integers(0, 3, 5)
+        lc, nc = compiled(tj.tensor(x), tj.tensor(y))
+        lt, nt = ref(torch.tensor(x), torch.tensor(y))
+        _close(lc, lt.item())
+        _close(nc, nt.item())
+    for (n, b), (tn, tb) in zip(m.named_buffers(), tm.named_buffers()):
+        assert n == tn
+        _close(b, tb)                           # running statistics and num_batches_tracked
+    assert [b for _, b in m.named_buffers()] == bufs   # the same tensors, updated in place
+    for p, tp in zip(m.parameters(), tm.parameters()):
+        _close(p, tp)
+    # SGD with momentum traces twice (its first step copies the gradient into the buffer)
+    assert compiled.cache_info().misses == 2
+    m.eval()
+    tm.eval()
+    cm = tj.compile(m)
+    x = rng.standard_normal((2, 2, 6, 6))
+    with tj.no_grad():
+        _close(cm(tj.tensor(x)), tm(torch.tensor(x)))
