@@ -43,6 +43,33 @@ def _is_int_literal(a: str) -> bool:
     return a.lstrip("-").isdigit()
 
 
+def _reshape_runs(a, b) -> list[tuple[list[int], list[int]]]:
+    """Pair up runs of axes of shapes a and b (same size) whose products agree; each run of
+    a is merged or split into its run of b."""
+    if 0 in a or 0 in b:              # no elements: the loop never runs, one run will do
+        return [(list(range(len(a))), list(range(len(b))))]
+    runs, i, j = [], 0, 0
+    while i < len(a) or j < len(b):
+        ra, rb = [], []
+        pa = pb = 1
+        while True:
+            if (pa <= pb or j == len(b)) and i < len(a):
+                pa *= a[i]
+                ra.append(i)
+                i += 1
+            elif j < len(b):
+                pb *= b[j]
+                rb.append(j)
+                j += 1
+            else:
+                break
+            if pa == pb and ra and rb and (i == len(a) or a[i] != 1 or j == len(b)) and \
+                    (j == len(b) or b[j] != 1 or i == len(a)):
+                break
+        runs.append((ra, rb))
+    return runs
+
+
 class ExprEmitter:
     """Evaluates fused expressions at index vectors (lists of index expressions, as strings).
     `loads` maps a value held in memory to what it is read from; everything else is recomputed
@@ -153,13 +180,20 @@ class ExprEmitter:
         if xs == [d for d in v.shape if d != 1]:      # only size-1 axes change: no division
             it = iter(i for i, d in zip(idx, v.shape) if d != 1)
             return self.emit(x, ["0" if d == 1 else next(it) for d in x.shape])
-        flat = self.linear(idx, v.shape)
         if x in self.buffers:
-            return self.load(x, flat)
-        out = []
-        for d, s in zip(x.shape, strides(x.shape)):
-            q = flat if s == 1 else self.idiv(flat, s)
-            out.append("0" if d == 1 else self.irem(q, d))
+            return self.load(x, self.linear(idx, v.shape))
+        # split both shapes into runs of axes with equal products (merged or split axes) and
+        # re-index each run alone: an axis that stays as it is costs no division
+        out: list[str] = []
+        for vr, xr in _reshape_runs(v.shape, x.shape):
+            if len(vr) == 1 and len(xr) == 1:
+                out.append(idx[vr[0]])
+                continue
+            vs, xs = [v.shape[i] for i in vr], [x.shape[i] for i in xr]
+            flat = self.linear([idx[i] for i in vr], vs)
+            for k, (d, s) in enumerate(zip(xs, strides(xs))):
+                q = flat if s == 1 else self.idiv(flat, s)
+                out.append("0" if d == 1 else q if k == 0 else self.irem(q, d))
         return self.emit(x, out)
 
     def _pad(self, x: Value, v: Value, idx: list[str], p):

@@ -271,6 +271,14 @@ def _im2col(x, kernel, p):
     return windows(x, kernel, p["stride"], p["dilation"])
 
 
+def _gemm(a, b):
+    """[G, M, K] @ [G, K, P]; a plain 2-D GEMM when there is one group."""
+    if a.shape[0] != 1:
+        return matmul(a, b)
+    m, p = a.shape[1], b.shape[2]
+    return reshape(matmul(reshape(a, a.shape[1:]), reshape(b, b.shape[1:])), (1, m, p))
+
+
 def _expand_conv(x, w, p):
     # one GEMM per group with batch and positions side by side, [Og, K] @ [K, N*L]: the weight
     # is read as it is (no copy per batch element) and the im2col loop writes [G, K, N*L]
@@ -282,7 +290,7 @@ def _expand_conv(x, w, p):
     oh, ow = cols.shape[-2:]
     cols = reshape(transpose(reshape(cols, (n, gr, k, oh * ow)), (1, 2, 0, 3)),
                    (gr, k, n * oh * ow))
-    out = matmul(reshape(w, (gr, o // gr, k)), cols)                 # [G, Og, N*L]
+    out = _gemm(reshape(w, (gr, o // gr, k)), cols)                 # [G, Og, N*L]
     out = transpose(reshape(out, (gr, o // gr, n, oh * ow)), (2, 0, 1, 3))
     return reshape(out, (n, o, oh, ow))
 
@@ -298,7 +306,7 @@ def _expand_weight_grad(x, g, p):
     cols = reshape(transpose(cols, (1, 0, 3, 2)), (gr, n * oh * ow, k))
     gm = reshape(transpose(reshape(g, (n, gr, o // gr, oh * ow)), (1, 2, 0, 3)),
                  (gr, o // gr, n * oh * ow))
-    return reshape(matmul(gm, cols), (o, c // gr, kh, kw))
+    return reshape(_gemm(gm, cols), (o, c // gr, kh, kw))
 
 
 def _expand_input_grad(g, w, p):
@@ -311,7 +319,7 @@ def _expand_input_grad(g, w, p):
     wm = transpose(reshape(w, (gr, o // gr, k)), (0, 2, 1))          # [G, K, Og]
     gm = reshape(transpose(reshape(g, (n, gr, o // gr, oh * ow)), (1, 2, 0, 3)),
                  (gr, o // gr, n * oh * ow))
-    dcols = reshape(matmul(wm, gm), (gr, cg, kh, kw, n, oh, ow))     # [G, K, N*L]
+    dcols = reshape(_gemm(wm, gm), (gr, cg, kh, kw, n, oh, ow))     # [G, K, N*L]
     dcols = reshape(transpose(dcols, (4, 0, 1, 2, 3, 5, 6)), (n, gr * cg, kh, kw, oh, ow))
     full = col2im(dcols, (h + t + b, wd + lft + r), p["stride"], p["dilation"])
     if not any(p["padding"]):
