@@ -110,3 +110,37 @@ def test_multihead_attention_init_compile_and_errors():
         m(x, x, x, is_causal=True)
     with pytest.raises(ValueError, match="embedding dimension of 16, but got 8"):
         m(tj.randn(5, 2, 8), x, x)
+
+
+@pytest.mark.parametrize("variant", ["post_norm", "pre_norm_gelu_batch_first", "masks"])
+def test_transformer_encoder_matches_torch(variant):
+    kw = {"dim_feedforward": 16}
+    call = {}
+    rng = np.random.default_rng(9)
+    L, N, E = 6, 3, 8
+    if variant == "pre_norm_gelu_batch_first":
+        kw.update(norm_first=True, activation="gelu", batch_first=True)
+    tl = torch.nn.TransformerEncoderLayer(E, 2, **kw)
+    jl = nn.TransformerEncoderLayer(E, 2, **kw)
+    tm = torch.nn.TransformerEncoder(tl, 2, norm=torch.nn.LayerNorm(E),
+                                     enable_nested_tensor=False).double().eval()
+    m = nn.TransformerEncoder(jl, 2, norm=nn.LayerNorm(E)).double().eval()
+    assert repr(m) == repr(tm)
+    m.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    x = rng.standard_normal((N, L, E) if kw.get("batch_first") else (L, N, E))
+    if variant == "masks":
+        causal = np.triu(np.ones((L, L), bool), 1)
+        pad = np.zeros((N, L), bool)
+        pad[1, -2:] = True
+        call = {"mask": causal, "src_key_padding_mask": pad}
+    tx = torch.tensor(x, requires_grad=True)
+    jx = tj.tensor(x, requires_grad=True)
+    tout = tm(tx, **{k: torch.tensor(v) for k, v in call.items()})
+    out = m(jx, **{k: tj.tensor(v) for k, v in call.items()})
+    assert_close(out, tout.detach().numpy(), 1e-10, 1e-11)
+    g = rng.standard_normal(tuple(tout.shape))
+    (tout * torch.tensor(g)).sum().backward()
+    (out * tj.tensor(g)).sum().backward()
+    assert_close(jx.grad, tx.grad.numpy(), 1e-9, 1e-11)
+    for (n, p), (_, tp) in zip(m.named_parameters(), tm.named_parameters()):
+        assert_close(p.grad, tp.grad.numpy(), 1e-9, 1e-11)

@@ -14,3 +14,4 @@ from .dropout import Dropout
 from .sparse import Embedding
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .attention import MultiheadAttention
+from .transformer import TransformerEncoder, TransformerEncoderLayer
