@@ -240,6 +240,17 @@ TABLE: dict[str, Entry] = {
     "softmax.with_dtype": Entry(tj.softmax),
     "log_softmax.with_dtype": Entry(tj.log_softmax),
     "nn.functional.layer_norm": Entry(_ln, int_ok=False),
+    # convolution and pooling primitives, batch norm (tracejit.nn.functional)
+    "nn.functional.conv2d": Entry(lambda *a, **k: tj.nn.functional.conv2d(*a, **k),
+                                  int_ok=False),
+    "nn.functional.max_pool2d": Entry(lambda *a, **k: tj.nn.functional.max_pool2d(*a, **k),
+                                      int_ok=False),
+    "nn.functional.avg_pool2d": Entry(lambda *a, **k: tj.nn.functional.avg_pool2d(*a, **k),
+                                      int_ok=False),
+    "nn.functional.adaptive_avg_pool2d": Entry(
+        lambda *a, **k: tj.nn.functional.adaptive_avg_pool2d(*a, **k), int_ok=False),
+    "nn.functional.batch_norm": Entry(lambda *a, **k: tj.nn.functional.batch_norm(*a, **k),
+                                      int_ok=False),
     "nn.functional.mse_loss": Entry(_mse, int_ok=False),
     "nn.functional.cross_entropy": Entry(tj.cross_entropy, int_ok=False),
     # shapes and layout

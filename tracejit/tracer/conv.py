@@ -234,6 +234,9 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     variance and, given running stats, updates them in place: running_mean <- (1 - m) *
     running_mean + m * mean, running_var likewise with the unbiased variance."""
     x = ops.as_tensor(input)
+    if x.ndim < 2 and x.numel() == 0 and all(t is None or t.numel() == 0 for t in
+                                             (running_mean, running_var, weight, bias)):
+        return ops.add(x, 0.0)                      # torch: an empty 1-D input has no channels
     if x.ndim < 2:
         raise ops._err("batch_norm", f"expects an input with a channel axis (N, C, ...), got "
                        f"{ops._fmt(x)}")
