@@ -326,3 +326,19 @@ def test_tensors_stored_outside_on_every_call_stay_right_and_warn_once():
         warnings.simplefilter("error")            # said once
         f(tj.full((3,), 3.0))
     assert log["last"].item() == 18.0
+
+
+def test_state_kept_from_a_failed_trace_is_a_clear_error():
+    state = {}
+
+    @tj.compile
+    def f(x):
+        state["y"] = x * 2
+        if x.sum() > 0:                           # fails while tracing
+            return x
+        return -x
+    with pytest.raises(RuntimeError, match="tj.where"):
+        f(tj.ones(2))
+    with pytest.raises(RuntimeError, match=r"made while tracing a compiled function \(at "
+                                           r".*test_compiled_step.py:\d+\).*never ran"):
+        state["y"].item()

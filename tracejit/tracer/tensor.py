@@ -168,6 +168,13 @@ class Tensor:
 
     # -- conversion --------------------------------------------------------------------------
     def _concrete(self, what: str, guard: bool = True) -> np.ndarray:
+        if self._traced and not any(c.graph is self._data.graph for c in STATE.traces):
+            loc = self._data.producer.loc if self._data.producer is not None else "?"
+            raise RuntimeError(
+                f"{what}: this tensor {self._data.aval} was made while tracing a compiled "
+                f"function (at {loc}) and kept outside it, but that trace never ran to give it "
+                f"a value (it failed, or was only lowered) (at {user_location()}); run the "
+                f"compiled function, or make such state outside it")
         if self._traced:
             raise RuntimeError(
                 f"{what} needs a concrete value, but this tensor {self._data.aval} is traced "
