@@ -2,12 +2,17 @@
 is the reverse transform and fills `.grad` as eagerly (set, accumulated in place, read later in
 the step, set to None), in-place updates of captured tensors are written back into the same
 tensors, and what the user sees after each call is what the eager step leaves."""
+import sys
 import warnings
 
 import numpy as np
 import pytest
 
+import fakecupy
 import tracejit as tj
+from tracejit.ir.interpret import interpret
+from tracejit.runtime import devices
+from tracejit.runtime.cuda_backend import CudaExecutable
 
 RNG = np.random.default_rng(0)
 W0, B0 = RNG.standard_normal((3, 2)), RNG.standard_normal(2)
@@ -342,3 +347,39 @@ def test_state_kept_from_a_failed_trace_is_a_clear_error():
     with pytest.raises(RuntimeError, match=r"made while tracing a compiled function \(at "
                                            r".*test_compiled_step.py:\d+\).*never ran"):
         state["y"].item()
+
+
+def test_whole_step_on_a_gpu_stores_writes_and_grads_on_the_device(monkeypatch):
+    """The device plumbing through the strict fake CuPy: kernels are run by the reference
+    interpreter on host copies (the fake cannot launch them); parameters, their new `.grad`
+    and the in-place updates stay device arrays, with the eager step's values."""
+    fake = fakecupy.module()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(devices, "_cupy", None)
+
+    def run(self, args):
+        host = [a.get() if hasattr(a, "get") else np.asarray(a) for a in args]
+        return [fake.asarray(o) for o in interpret(self.graph, host)]
+    monkeypatch.setattr(CudaExecutable, "run", run)
+
+    def step(w, mean, x):
+        loss = ((x @ w).tanh() ** 2).sum()
+        loss.backward()
+        with tj.no_grad():
+            mean.mul_(0.5).add_(w.mean(1))
+            w.sub_(0.1 * w.grad)
+        return loss
+    we, me = tj.tensor(W0.copy(), requires_grad=True), tj.zeros(3, dtype=tj.float64)
+    wc = tj.tensor(W0.copy(), requires_grad=True, device="cuda")
+    mc = tj.zeros(3, dtype=tj.float64, device="cuda")
+    compiled = tj.compile(lambda x: step(wc, mc, x))
+    for x in XS[:3]:
+        le = step(we, me, tj.tensor(x))
+        lc = compiled(tj.tensor(x, device="cuda"))
+        _close(lc.cpu(), le)
+        assert wc.device == "cuda:0" and mc.device == "cuda:0" and wc.grad.device == "cuda:0"
+        _close(wc.cpu(), we)
+        _close(mc.cpu(), me)
+        _close(wc.grad.cpu(), we.grad)
+    assert compiled.cache_info().misses == 2          # .grad None, then a tensor
+    assert isinstance(compiled.lower(tj.tensor(XS[0], device="cuda"))._entry.exe, CudaExecutable)
