@@ -418,3 +418,22 @@ def test_load_state_dict_value_kinds():
     m.load_state_dict({"weight": np.ones((2, 2), np.float64), "bias": np.zeros(2)})
     assert m.weight.dtype is tj.float32                   # values are cast to the parameter's
     assert_close(m.weight, np.ones((2, 2)))
+
+
+def test_module_compile_in_place():
+    m = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
+    x = tj.randn(3, 4)
+    eager = m(x)
+    (eager ** 2).sum().backward()
+    grads = [p.grad.numpy().copy() for p in m.parameters()]
+    m.zero_grad()
+    assert m.compile() is None
+    y = m(x)
+    assert y.grad_fn.name().startswith("CompiledFunctionBackward")
+    assert_close(y, eager, 1e-5, 1e-6)
+    (y ** 2).sum().backward()
+    for p, g in zip(m.parameters(), grads):
+        assert_close(p.grad, g, 1e-4, 1e-6)
+    outer = tj.compile(lambda x: m(x) * 2)          # inside another trace it inlines
+    assert_close(outer(x), eager * 2, 1e-5, 1e-6)
+    assert list(m.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]

@@ -6,6 +6,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterator
 
 from ..ir import dtypes as dt
+from ..runtime.compile import compile as _tj_compile
 from ..runtime.devices import Device, device as as_device
 from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor
@@ -95,6 +96,20 @@ class Module(StateDictMixin):
                                   f'"forward" function')
 
     def __call__(self, *args, **kwargs):
+        compiled = self.__dict__.get("_compiled_call")
+        if compiled is not None and not STATE.traces:    # see compile(); traced: inline
+            return compiled(*args, **kwargs)
+        return self._call_impl(*args, **kwargs)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """torch's Module.compile(): from now on calling this module runs it compiled, as
+        tj.compile(module) would (arguments as tj.compile's), with no wrapper object."""
+        def call(*a, **k):
+            return self._call_impl(*a, **k)
+        call.__name__ = call.__qualname__ = type(self).__name__
+        self.__dict__["_compiled_call"] = _tj_compile(call, *args, **kwargs)
+
+    def _call_impl(self, *args, **kwargs):
         if STATE.traces:     # the trace depends on the mode: a call in the other one retraces
             STATE.traces[-1].guard_attr(self, "training")
         if not self._forward_hooks and not self._forward_pre_hooks:
