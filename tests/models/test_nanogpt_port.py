@@ -79,9 +79,9 @@ def _train(lib, model, forward):
     return optimizer, step
 
 
-def _run_torch(dtype: str):
+def _run_torch(dtype: str, flash: bool = True):
     tmod = _load("torch")
-    tmod.FLASH = True
+    tmod.FLASH = flash
     torch.manual_seed(0)
     model = tmod.GPT(tmod.GPTConfig(**CONFIG)).to(getattr(torch, dtype))
     start = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
@@ -95,9 +95,9 @@ def _run_torch(dtype: str):
     return start, losses, params, model
 
 
-def _run_tracejit(start, dtype: str, mode: str):
+def _run_tracejit(start, dtype: str, mode: str, flash: bool = True):
     jmod = _load("tracejit")
-    jmod.FLASH = True
+    jmod.FLASH = flash
     model = jmod.GPT(jmod.GPTConfig(**CONFIG)).to(getattr(tj, dtype))
     model.load_state_dict(start)
     forward = tj.compile(model) if mode == "compiled_model" else model
@@ -116,14 +116,15 @@ def _run_tracejit(start, dtype: str, mode: str):
 SLOW = pytest.mark.slow       # each compiled mode traces and compiles the model (~15 s here)
 
 
-@pytest.mark.parametrize("mode,dtype", [
-    ("eager", "float32"), ("eager", "float64"),
-    pytest.param("compiled_model", "float32", marks=SLOW),
-    pytest.param("compiled_step", "float32", marks=SLOW),
-    pytest.param("compiled_step", "float64", marks=SLOW)])
-def test_nanogpt_trains_five_adamw_steps_as_torch(mode, dtype):
-    start, t_losses, t_params, _ = _run_torch(dtype)
-    model, losses, params = _run_tracejit(start, dtype, mode)
+@pytest.mark.parametrize("mode,dtype,flash", [
+    ("eager", "float32", True), ("eager", "float64", True),
+    ("eager", "float64", False),         # the explicit causal-mask buffer instead of sdpa
+    pytest.param("compiled_model", "float32", True, marks=SLOW),
+    pytest.param("compiled_step", "float32", True, marks=SLOW),
+    pytest.param("compiled_step", "float64", True, marks=SLOW)])
+def test_nanogpt_trains_five_adamw_steps_as_torch(mode, dtype, flash):
+    start, t_losses, t_params, _ = _run_torch(dtype, flash)
+    model, losses, params = _run_tracejit(start, dtype, mode, flash)
     np.testing.assert_allclose(losses, t_losses, **LOSS_TOL[dtype])
     assert losses[-1] < losses[0]                      # it learns: the comparison is not vacuous
     assert list(params) == list(t_params)              # tied wte/lm_head counted once, same order
@@ -150,3 +151,36 @@ def test_nanogpt_generate_after_training_as_torch():
     b = model.generate(tj.tensor(prompt), 6, temperature=0.8, top_k=5).numpy()
     np.testing.assert_array_equal(a, b)
     assert (a[:, :5] == prompt).all() and a.min() >= 0 and a.max() < CONFIG["vocab_size"]
+
+
+def test_crop_block_size_surgery_and_fused_flag_as_torch():
+    """nanoGPT's crop_block_size (left out of the ported file) does model surgery that must work
+    unchanged: a sliced Parameter replaces wpe's weight, and a sliced tensor replaces the
+    registered mask buffer; configure_optimizers on 'cuda' passes AdamW(fused=True)."""
+    models, start = {}, None
+    for lib, name in ((torch, "torch"), (tj, "tracejit")):
+        mod = _load(name)
+        mod.FLASH = False
+        torch.manual_seed(0)
+        models[name] = model = mod.GPT(mod.GPTConfig(**CONFIG)).double()
+        if start is None:
+            start = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+        else:
+            model.load_state_dict(start)
+        block_size = 8
+        model.config.block_size = block_size
+        model.transformer.wpe.weight = lib.nn.Parameter(model.transformer.wpe.weight[:block_size])
+        for block in model.transformer.h:
+            if hasattr(block.attn, "bias"):
+                block.attn.bias = block.attn.bias[:, :, :block_size, :block_size]
+    t, j = models["torch"], models["tracejit"]
+    assert [(k, tuple(v.shape)) for k, v in j.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in t.state_dict().items()]
+    assert [n for n, _ in j.named_buffers()] == [n for n, _ in t.named_buffers()]
+    x, y = _batches(2)[0]
+    _, loss = j(tj.tensor(x[:, :8]), tj.tensor(y[:, :8]))
+    _, t_loss = t(torch.tensor(x[:, :8]), torch.tensor(y[:, :8]))
+    np.testing.assert_allclose(loss.item(), t_loss.item(), rtol=1e-12)
+    loss.backward()
+    assert j.transformer.wpe.weight.grad.shape == (8, CONFIG["n_embd"])
+    assert j.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cuda").defaults["fused"] is True
