@@ -32,6 +32,7 @@ from .tracer.layout import (bmm, chunk, flip, fliplr, flipud, narrow, repeat, ro
 from .tracer.masking import eye, masked_fill, nonzero, one_hot, tril, triu, where
 from .tracer.norms import norm, std
 from .tracer.einsum import einsum
+from .tracer.gathering import gather, meshgrid, ravel, scatter_add, take_along_dim
 from .tracer.products import (addbmm, addmm, baddbmm, diag, diagonal, dot, kron, mv, outer,
                               tensordot, trace)
 from .tracer.stacking import (atleast_1d, atleast_2d, atleast_3d, column_stack, count_nonzero,

@@ -1,5 +1,5 @@
 """The composed ops (tril/triu, masked_fill, flip, roll, repeat, one_hot, einsum, diag,
-diagonal, index_select, kron, norm, std) through the CUDA lowering without a GPU: forward and
+diagonal, index_select, kron, gather, scatter_add, norm, std) through the CUDA lowering without a GPU: forward and
 gradient programs compile with `nvcc -ptx`, and those whose kernels need no block cooperation
 run on the host (g++, every thread in turn) and match the reference interpreter."""
 from __future__ import annotations
@@ -35,6 +35,9 @@ def _cases(dtype):
         ("diagonal", lambda a: tj.diagonal(a, -2, 1, 2), [b3]),
         ("index_select", lambda a: tj.index_select(a, 1, tj.tensor([4, 0, 4, 2])), [b3]),
         ("kron", tj.kron, [sq[:2, :3].copy(), sq[:3, :2].copy()]),
+        ("gather", lambda a, i: tj.gather(a, 1, i), [x, rng.integers(0, 45, (37, 7))]),
+        ("scatter_add", lambda a, i, s: tj.scatter_add(a, 0, i, s),
+         [x, rng.integers(0, 37, (5, 45)), x[:5].copy()]),
         ("norm", lambda a: tj.norm(a, 3, dim=1), [x]),
         ("std", lambda a: tj.std(a, 0), [x]),
     ]

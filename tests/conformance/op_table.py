@@ -365,6 +365,14 @@ TABLE: dict[str, Entry] = {
     "count_nonzero": Entry(tj.count_nonzero, grad=False),
     "square": Entry(tj.square),
     "rsqrt": Entry(tj.rsqrt),
+    "gather": Entry(lambda x, dim, index, sparse_grad=False: tj.gather(x, dim, index)),
+    "take_along_dim": Entry(tj.take_along_dim),
+    "scatter_add": Entry(tj.scatter_add),
+    "meshgrid.variadic_tensors": Entry(lambda *ts, indexing=None: tj.meshgrid(
+        *ts, indexing=indexing)),
+    "meshgrid.list_of_tensors": Entry(lambda ts, indexing=None: tj.meshgrid(
+        ts, indexing=indexing)),
+    "ravel": Entry(tj.ravel),
     # the number of nonzero elements is the result's shape: eager only, by design
     "nonzero": Entry(tj.nonzero, grad=False,
                      not_compilable=lambda s: "data-dependent result shape"),

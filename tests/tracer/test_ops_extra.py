@@ -209,3 +209,49 @@ def test_unsqueeze_out_of_range_is_an_error_not_a_wrap():
     for d in (3, -4):
         with pytest.raises(IndexError, match=r"unsqueeze: dim .* out of range.*test_ops_extra"):
             x.unsqueeze(d)
+
+
+# -- gather, take_along_dim, scatter_add, meshgrid, ravel -------------------------------------------
+@FLOATS
+@pytest.mark.parametrize("shape,dim,ishape", [((3, 4), 1, (3, 2)), ((3, 4), 0, (5, 4)),
+                                              ((2, 3, 4), -1, (2, 2, 6)), ((3, 4), 1, (2, 0)),
+                                              ((1, 4), 0, (1, 4)), ((), 0, ())])
+def test_gather_and_scatter_add(dtype, shape, dim, ishape):
+    x = rand(*shape, dtype=dtype)
+    n = x.shape[dim] if x.ndim else 1
+    idx = np.random.default_rng(3).integers(0, n, ishape)
+    check(lambda a, i: tj.gather(a, dim, i), lambda a, i: torch.gather(a, dim, i), x, idx)
+    check(lambda a, i: a.gather(dim, i), lambda a, i: a.gather(dim, i), x, idx, strided=True)
+    if all(i <= s for i, s in zip(ishape, shape)) or not shape:
+        src = rand(*ishape, dtype=dtype, seed=4)
+        check(lambda a, i, s: tj.scatter_add(a, dim, i, s),
+              lambda a, i, s: torch.scatter_add(a, dim, i, s), x, idx, src)
+
+
+@FLOATS
+@pytest.mark.parametrize("shape,ishape,dim", [((3, 4), (3, 2), 1), ((3, 4), (1, 2), 1),
+                                              ((3, 4), (5,), None), ((3, 1), (3, 6), 1)])
+def test_take_along_dim(dtype, shape, ishape, dim):
+    x = rand(*shape, dtype=dtype)
+    n = x.size if dim is None else x.shape[dim]
+    idx = np.random.default_rng(5).integers(0, n, ishape)
+    check(lambda a, i: tj.take_along_dim(a, i, dim), lambda a, i: torch.take_along_dim(a, i, dim),
+          x, idx)
+
+
+def test_gather_errors():
+    x = tj.tensor(rand(3, 4))
+    with pytest.raises(RuntimeError, match=r"gather: index \[0, 4\] is out of bounds.*test_ops"):
+        tj.gather(x, 1, tj.tensor([[0, 4]]))
+    with pytest.raises(RuntimeError, match=r"gather: index .* must have as many dims"):
+        tj.gather(x, 1, tj.tensor([0]))
+
+
+@pytest.mark.parametrize("indexing", ["ij", "xy"])
+def test_meshgrid_and_ravel(indexing):
+    a, b, c = rand(3), rand(4, seed=1), rand(2, seed=2)
+    check(lambda *t: tj.meshgrid(*t, indexing=indexing),
+          lambda *t: torch.meshgrid(*t, indexing=indexing), a, b, c)
+    check(lambda *t: tj.meshgrid(list(t), indexing=indexing),
+          lambda *t: torch.meshgrid(list(t), indexing=indexing), a, b)
+    check(tj.ravel, torch.ravel, rand(2, 3), strided=True)

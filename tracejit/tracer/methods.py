@@ -5,7 +5,7 @@ from ..ir import dtypes as dt
 from ..runtime.devices import Device, device as as_device, to_device
 from . import composites as C
 from . import indexing, inplace, ops, sampling, scans, selection, sorting
-from . import layout, masking, norms, products, stacking
+from . import gathering, layout, masking, norms, products, stacking
 from . import fills
 from .function import Function
 from .tensor import Tensor
@@ -66,6 +66,7 @@ def install() -> None:
     norms.install(T)
     products.install(T)
     stacking.install(T)
+    gathering.install(T)
     T.erf, T.erfc = ops.erf, ops.erfc
     scans.install(T)
     sorting.install(T)
