@@ -25,8 +25,8 @@ CLASSES = ("circle", "square", "cross")
 SIZE = 16
 
 
-def draw_shapes(n: int, rng: np.random.Generator, noise: float = 0.3) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
+def draw_shapes(n: int, rng: np.random.Generator,
+                noise: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """n images [n, 1, SIZE, SIZE] float32 and their labels (indices into CLASSES)."""
     labels = rng.integers(0, len(CLASSES), n)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
@@ -35,7 +35,7 @@ def draw_shapes(n: int, rng: np.random.Generator, noise: float = 0.3) -> tuple[n
     cx = rng.uniform(r[:, 0, 0], SIZE - 1 - r[:, 0, 0])[:, None, None]
     dy, dx = yy - cy, xx - cx
     circle = np.abs(np.sqrt(dy ** 2 + dx ** 2) - r) < 0.9                      # a ring
-    square = (np.abs(np.maximum(np.abs(dy), np.abs(dx)) - r) < 0.9)           # an outline
+    square = np.abs(np.maximum(np.abs(dy), np.abs(dx)) - r) < 0.9             # an outline
     cross = ((np.abs(dy) < 0.9) | (np.abs(dx) < 0.9)) & (np.maximum(np.abs(dy), np.abs(dx)) <= r)
     shape = np.where(labels[:, None, None] == 0, circle,
                      np.where(labels[:, None, None] == 1, square, cross))
