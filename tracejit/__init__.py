@@ -29,8 +29,9 @@ from .tracer.state import enable_grad, is_grad_enabled, no_grad, set_grad_enable
 from .tracer.state import inference_mode, is_inference_mode_enabled
 from .tracer.layout import (bmm, chunk, flip, fliplr, flipud, narrow, repeat, roll, split, t,
                             tile, unbind)
-from .tracer.masking import eye, masked_fill, nonzero, one_hot, tril, triu, where
-from .tracer.norms import norm, std
+from .tracer.masking import (eye, masked_fill, nonzero, one_hot, tril, tril_indices, triu,
+                             triu_indices, where)
+from .tracer.norms import dist, norm, std
 from .tracer.einsum import einsum
 from .tracer.gathering import gather, meshgrid, ravel, scatter_add, take_along_dim
 from .tracer.products import (addbmm, addmm, baddbmm, diag, diagonal, dot, kron, mv, outer,
@@ -38,6 +39,7 @@ from .tracer.products import (addbmm, addmm, baddbmm, diag, diagonal, dot, kron,
 from .tracer.stacking import (atleast_1d, atleast_2d, atleast_3d, column_stack, count_nonzero,
                               dsplit, dstack, hsplit, hstack, index_select, movedim, rot90,
                               rsqrt, select, square, tensor_split, vsplit, vstack)
+from .tracer.stacking import cartesian_prod, repeat_interleave
 from . import linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")

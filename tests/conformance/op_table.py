@@ -373,6 +373,22 @@ TABLE: dict[str, Entry] = {
     "meshgrid.list_of_tensors": Entry(lambda ts, indexing=None: tj.meshgrid(
         ts, indexing=indexing)),
     "ravel": Entry(tj.ravel),
+    "repeat_interleave": Entry(tj.repeat_interleave),
+    "cartesian_prod": Entry(tj.cartesian_prod),
+    "dist": Entry(tj.dist, int_ok=False),
+    "tril_indices": Entry(lambda r, c, offset=0, **k: tj.tril_indices(r, c, offset, **k),
+                          grad=False),
+    "triu_indices": Entry(lambda r, c, offset=0, **k: tj.triu_indices(r, c, offset, **k),
+                          grad=False),
+    # the *_copy and unsafe_* variants compute the same values as the plain ops
+    "unsafe_split": Entry(tj.split),
+    "unsafe_chunk": Entry(tj.chunk),
+    "split_with_sizes_copy": Entry(tj.split),
+    "unbind_copy": Entry(tj.unbind),
+    "t_copy": Entry(tj.t),
+    "permute_copy": Entry(_permute),
+    "transpose_copy": Entry(tj.transpose),
+    "unsqueeze_copy": Entry(tj.unsqueeze),
     # the number of nonzero elements is the result's shape: eager only, by design
     "nonzero": Entry(tj.nonzero, grad=False,
                      not_compilable=lambda s: "data-dependent result shape"),

@@ -255,3 +255,31 @@ def test_meshgrid_and_ravel(indexing):
     check(lambda *t: tj.meshgrid(list(t), indexing=indexing),
           lambda *t: torch.meshgrid(list(t), indexing=indexing), a, b)
     check(tj.ravel, torch.ravel, rand(2, 3), strided=True)
+
+
+# -- repeat_interleave, cartesian_prod, dist, tril/triu_indices -------------------------------------
+@FLOATS
+@pytest.mark.parametrize("shape,repeats,dim", [((2, 3), 2, None), ((2, 3), 3, 1), ((2, 3), 0, 0),
+                                               ((), 2, None), ((3,), [1, 0, 2], 0),
+                                               ((2, 3), [2, 1], -2)])
+def test_repeat_interleave(dtype, shape, repeats, dim):
+    x = rand(*shape, dtype=dtype)
+    reps = (lambda t: t.tensor(repeats)) if isinstance(repeats, list) else (lambda t: repeats)
+    check(lambda a: tj.repeat_interleave(a, reps(tj), dim),
+          lambda a: torch.repeat_interleave(a, reps(torch), dim), x,
+          compiled=not isinstance(repeats, list))
+    check(lambda a: a.repeat_interleave(reps(tj), dim),
+          lambda a: a.repeat_interleave(reps(torch), dim), x, compiled=False, strided=True)
+
+
+def test_cartesian_prod_dist_and_triangle_indices():
+    check(lambda a, b, c: tj.cartesian_prod(a, b, c), lambda a, b, c: torch.cartesian_prod(a, b, c),
+          rand(2), rand(3, seed=1), rand(1, seed=2))
+    check(tj.cartesian_prod, torch.cartesian_prod, rand(3))
+    for p in (2, 1, 3.5, float("inf")):
+        check(lambda a, b: tj.dist(a, b, p), lambda a, b: torch.dist(a, b, p), rand(3, 4),
+              rand(4, seed=1))
+    for r, c, off in ((4, 3, 0), (3, 5, 1), (0, 2, 0), (4, 4, -2)):
+        for name in ("tril_indices", "triu_indices"):
+            np.testing.assert_array_equal(getattr(tj, name)(r, c, off).numpy(),
+                                          getattr(torch, name)(r, c, off).numpy())

@@ -182,6 +182,25 @@ def eye(n: int, m: int | None = None, *, dtype=None, device=None,
     return creation._new(np.eye(int(n), int(m), dtype=d.np), device, requires_grad)
 
 
+def _tri_indices(op: str, row: int, col: int, offset: int, dtype, device) -> Tensor:
+    if row < 0 or col < 0:
+        raise ops._err(op, f"row and col must be non-negative, got {row}, {col}", RuntimeError)
+    fn = np.tril_indices if op == "tril_indices" else np.triu_indices
+    rc = np.stack(fn(row, offset, col)).astype((dt.as_dtype(dtype) if dtype else dt.i64).np)
+    return creation._new(rc.reshape(2, -1), device, False)
+
+
+def tril_indices(row: int, col: int, offset: int = 0, *, dtype=None, device=None,
+                 layout=None) -> Tensor:
+    """The [2, N] row/column coordinates of the lower triangle, in row-major order."""
+    return _tri_indices("tril_indices", row, col, offset, dtype, device)
+
+
+def triu_indices(row: int, col: int, offset: int = 0, *, dtype=None, device=None,
+                 layout=None) -> Tensor:
+    return _tri_indices("triu_indices", row, col, offset, dtype, device)
+
+
 def install(T: type) -> None:
     T.masked_fill, T.masked_fill_ = masked_fill, masked_fill_
     T.tril, T.triu, T.tril_, T.triu_ = tril, triu, tril_, triu_

@@ -130,6 +130,11 @@ def norm(x, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     return vector_norm(x, 2 if p is None else p, dim, keepdim, dtype=dtype)
 
 
+def dist(a, b, p=2) -> Tensor:
+    """The p-norm of a - b (broadcast)."""
+    return vector_norm(ops.sub(a, b), p)
+
+
 def install(T: type) -> None:
-    T.std, T.norm = std, norm
+    T.std, T.norm, T.dist = std, norm, dist
 

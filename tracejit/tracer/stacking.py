@@ -1,7 +1,7 @@
 """Stacking, splitting and axis moves composed from existing primitives, in PyTorch's
 spelling: `hstack`/`vstack`/`dstack`/`column_stack`, `atleast_1d/2d/3d`, `tensor_split`/
 `hsplit`/`vsplit`/`dsplit`, `movedim`/`moveaxis`, `select`, `index_select`, `rot90`,
-`count_nonzero`, `square`, `rsqrt`."""
+`count_nonzero`, `square`, `rsqrt`, `repeat_interleave`, `cartesian_prod`."""
 from __future__ import annotations
 
 import numbers
@@ -11,6 +11,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import ops
+from .gathering import meshgrid
 from .layout import _dim, _narrow, flip
 from .tensor import Tensor
 
@@ -194,12 +195,52 @@ def rot90(x, k: int = 1, dims=(0, 1)) -> Tensor:
     return x
 
 
+def repeat_interleave(x, repeats, dim=None, *, output_size=None) -> Tensor:
+    """Each element repeated `repeats` times along dim (of the flattened tensor when None).
+    An int count is a broadcast between reshapes; per-element counts (a tensor) are read
+    from the data, so they work eagerly only."""
+    x = ops.as_tensor(x)
+    if dim is None:
+        x, d = ops.reshape(x, (x.numel(),)), 0
+    else:
+        d = _dim("repeat_interleave", x, dim)
+    if isinstance(repeats, Tensor) and repeats.ndim == 0:
+        repeats = int(repeats._host("repeat_interleave's repeats given as a tensor"))
+    if isinstance(repeats, numbers.Integral):
+        if repeats < 0:
+            raise ops._err("repeat_interleave", f"repeats must be non-negative, got {repeats}",
+                           RuntimeError)
+        n = x.shape[d]
+        spread = ops.reshape(x, x.shape[:d + 1] + (1,) + x.shape[d + 1:])
+        full = ops.broadcast_to(spread, x.shape[:d + 1] + (int(repeats),) + x.shape[d + 1:])
+        return ops.reshape(full, x.shape[:d] + (n * int(repeats),) + x.shape[d + 1:])
+    counts = np.asarray(repeats._host("repeat_interleave's per-element repeats (the result's "
+                                      "shape depends on the data)") if isinstance(repeats, Tensor)
+                        else repeats, np.int64).reshape(-1)
+    if counts.shape[0] != x.shape[d] or (counts < 0).any():
+        raise ops._err("repeat_interleave", f"repeats must be non-negative, one per element of "
+                       f"dim {dim} (size {x.shape[d]}), got {counts.tolist()}", RuntimeError)
+    idx = np.repeat(np.arange(x.shape[d], dtype=np.int64), counts)
+    return bind(P.gather, x, ops.as_tensor(idx, like=x, const=True), axis=d)
+
+
+def cartesian_prod(*tensors) -> Tensor:
+    """Every combination of the 1-d tensors' elements, one per row (a 1-d input as it is)."""
+    if len(tensors) == 1:
+        return ops.as_tensor(tensors[0])
+    grids = meshgrid(*tensors, indexing="ij")
+    return ops.stack([ops.reshape(g, (g.numel(),)) for g in grids], 1)
+
+
 def count_nonzero(x, dim=None) -> Tensor:
     x = ops.as_tensor(x)
     return ops.sum(ops.ne(x, False if x.dtype is dt.bool_ else 0), dim)
 
 
 def square(x) -> Tensor:
+    x = ops.as_tensor(x)
+    if x.dtype is dt.bool_:        # PyTorch: int64 (bool * bool alone stays bool)
+        x = ops.cast(x, dt.i64)
     return ops.mul(x, x)
 
 
@@ -213,4 +254,5 @@ def install(T: type) -> None:
     T.swapdims = ops.swapaxes
     T.select, T.index_select, T.rot90 = select, index_select, rot90
     T.count_nonzero, T.square, T.rsqrt = count_nonzero, square, rsqrt
+    T.repeat_interleave = repeat_interleave
 
