@@ -1,14 +1,31 @@
 """nanoGPT (tests/nn/nanogpt_model.py, ported by changing only its imports): five AdamW steps
 with a changing learning rate, its own configure_optimizers and gradient clipping, as one
 compiled graph per step, give torch's losses and parameters."""
+import os
+import types
+
 import numpy as np
 import pytest
 
 import tracejit as tj
 from conftest import assert_close
-from test_nanogpt_port import _load
 
 torch = pytest.importorskip("torch")
+MODEL = os.path.join(os.path.dirname(__file__), "nanogpt_model.py")
+
+
+def _load(lib: str) -> types.ModuleType:
+    """The model's source with tracejit's imports, or with torch's put back."""
+    src = open(MODEL).read()
+    if lib == "torch":
+        for a, b in (("import tracejit as torch", "import torch"),
+                     ("import tracejit.nn as nn", "import torch.nn as nn"),
+                     ("from tracejit.nn import functional as F",
+                      "from torch.nn import functional as F")):
+            src = src.replace(a, b)
+    mod = types.ModuleType(f"nanogpt_whole_step_{lib}")
+    exec(compile(src, MODEL, "exec"), mod.__dict__)
+    return mod
 
 
 def _step(lib, model, opt):
