@@ -247,3 +247,32 @@ def test_whole_step_of_a_cnn_with_batchnorm_matches_torch_then_eval():
     x = rng.standard_normal((2, 2, 6, 6))
     with tj.no_grad():
         _close(cm(tj.tensor(x)), tm(torch.tensor(x)))
+
+
+def test_zero_grad_keeping_tensors_at_the_start_of_a_compiled_step():
+    tm, (mc,) = _models(1)
+    oc = tj.optim.SGD(mc.parameters(), lr=0.1, momentum=0.9)
+    ot = torch.optim.SGD(tm.parameters(), lr=0.1, momentum=0.9, foreach=False)
+
+    def make(model, opt, F_):
+        def step(x, y):
+            opt.zero_grad(set_to_none=False)      # zeroes the existing .grad in place
+            loss = F_.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return step
+    compiled, ref = tj.compile(make(mc, oc, F)), make(tm, ot, torch.nn.functional)
+    rng = np.random.default_rng(6)
+    grads = None
+    for i in range(5):
+        x, y = rng.standard_normal((3, 4)), rng.standard_normal((3, 3))
+        _close(compiled(tj.tensor(x), tj.tensor(y)), ref(torch.tensor(x), torch.tensor(y)).item())
+        for p, tp in zip(mc.parameters(), tm.parameters()):
+            _close(p, tp)
+            _close(p.grad, tp.grad)
+        if i == 1:
+            grads = [p.grad for p in mc.parameters()]
+        if i > 1:                                 # the same .grad tensors, as eagerly
+            assert all(p.grad is g for p, g in zip(mc.parameters(), grads))
+    assert compiled.cache_info().misses == 2
