@@ -325,7 +325,7 @@ def find_escapes(ctx: TraceContext) -> list[Tensor]:
     refs, ctx.born = ctx.born, []
     for r in refs:
         t = r()
-        if t is not None:
+        if t is not None and t._traced:   # (eager constants' tape holds no traced tensor)
             t.grad_fn = None
             t._accum = None
     t = None
