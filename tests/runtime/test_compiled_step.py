@@ -383,3 +383,20 @@ def test_whole_step_on_a_gpu_stores_writes_and_grads_on_the_device(monkeypatch):
         _close(wc.grad.cpu(), we.grad)
     assert compiled.cache_info().misses == 2          # .grad None, then a tensor
     assert isinstance(compiled.lower(tj.tensor(XS[0], device="cuda"))._entry.exe, CudaExecutable)
+
+
+def test_checkpoint_inside_a_compiled_step_fills_grads():
+    def make(w):
+        def block(x):
+            return (x @ w).tanh() @ w.T
+
+        def step(x):
+            loss = tj.checkpoint(block, x).pow(2).sum()
+            loss.backward()
+            return loss
+        return step
+    we = tj.tensor(W0.copy(), requires_grad=True)
+    wc = tj.tensor(W0.copy(), requires_grad=True)
+    x = tj.tensor(XS[2])
+    _close(tj.compile(make(wc))(x), make(we)(x))
+    _close(wc.grad, we.grad)

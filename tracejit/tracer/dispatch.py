@@ -57,6 +57,8 @@ def apply_primitive(prim, args, params) -> Tensor:
             args = [a if isinstance(a._data, Value) else
                     ctx.grad_leaf(a, v) if a._requires_grad and a._born_in is not ctx else
                     Tensor(v) for a, v in zip(args, vals)]
+            if STATE.subst:              # a checkpoint recomputing: its stand-ins for the leaves
+                args = [STATE.subst.get(id(a), a) for a in args]
             requires = any(a._requires_grad for a in args)
         out = Tensor(graph.emit(prim, vals, params), _weak=bool(args) and all(a._weak for a in args))
     else:
