@@ -118,8 +118,12 @@ class CScalarBuilder:
     def cos(self, a): return self._call("cos", a)
     def tanh(self, a): return self._call("tanh", a)
     def sqrt(self, a): return self._call("sqrt", a)
-    def pow(self, a, b): return self._call("pow", a, b)
     def erf(self, a): return self._call("erf", a)
+
+    def pow(self, a, b):
+        if a.dtype.is_float:
+            return self._call("pow", a, b)
+        return self._let(a.dtype, f"tj_ipow({a.ref}, {b.ref})")   # the prelude's integer power
     def erfc(self, a): return self._call("erfc", a)
 
     def abs(self, a):

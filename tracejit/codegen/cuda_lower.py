@@ -52,6 +52,20 @@ struct TjMax {
 struct TjMin {
   template <class T> __device__ T operator()(T a, T b) const { return (a < b || a != a) ? a : b; }
 };
+// PyTorch's integer power: square-and-multiply (wraps, as two's complement, through unsigned
+// arithmetic), 0 ** 0 = 1, a negative exponent gives 1, +-1 or 0 by the base
+template <class T>
+__device__ __forceinline__ T tj_ipow(T x, T y) {
+  if (y < 0) return x == 1 ? T(1) : x == -1 ? ((y & 1) ? T(-1) : T(1)) : T(0);
+  typedef unsigned long long U;
+  U acc = 1, b = (U)x, e = (U)y;
+  while (e) {
+    if (e & 1) acc *= b;
+    b *= b;
+    e >>= 1;
+  }
+  return (T)acc;
+}
 __device__ __forceinline__ void tj_atomic_add(float* p, float v) { atomicAdd(p, v); }
 __device__ __forceinline__ void tj_atomic_add(double* p, double v) { atomicAdd(p, v); }
 __device__ __forceinline__ void tj_atomic_add(int* p, int v) { atomicAdd(p, v); }

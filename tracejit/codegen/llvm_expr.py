@@ -121,8 +121,14 @@ class ScalarBuilder:
     def sin(self, a): return self._call("sin", a)
     def cos(self, a): return self._call("cos", a)
     def tanh(self, a): return self._call("tanh", a)
-    def pow(self, a, b): return self._call("pow", a, b)
     def erf(self, a): return self._call("erf", a)
+
+    def pow(self, a, b):
+        if a.dtype.is_float:
+            return self._call("pow", a, b)
+        # integers: llvm_ipow.py's square-and-multiply (PyTorch's semantics)
+        return S(self.b.op(f"call {a.ty} @tj_ipow_{a.ty}({a.ty} {a.ref}, {b.ty} {b.ref})"),
+                 a.dtype)
     def erfc(self, a): return self._call("erfc", a)
 
     def sqrt(self, a):

@@ -18,6 +18,7 @@ from .fusion import Kernel, Plan
 from .llvm_expr import COMPUTE, STORE, Body, Emitter, S, literal
 from .llvm_math import library
 from .llvm_special import special_library
+from .llvm_ipow import ipow_library
 
 # offset of `data` in NumPy's PyArrayObject (right after PyObject_HEAD); checked at run time
 DATA_OFFSET = 16
@@ -406,6 +407,7 @@ def is_small(plan: Plan) -> bool:
 
 def lower_module(plan: Plan, slots: dict[Value, int], segments: list[list[Kernel]]) -> str:
     parts = [library(inline=not is_small(plan)), special_library(inline=not is_small(plan)),
+             ipow_library(),
              "declare i64 @llvm.smax.i64(i64, i64)\ndeclare i64 @llvm.smin.i64(i64, i64)"]
     md: list[str] | None = None if is_small(plan) else []
     for k in plan.kernels:

@@ -165,9 +165,22 @@ def _vjp_pow(g, ins, out, params, need):
     return [gx, gy]
 
 
-_elementwise("pow", lambda x, y: np.power(x, y), _vjp_pow, saves=(0, 1),
-             save_out=lambda need: need[1], float_only=True, node_name="PowBackward1",
-             scalar_overloads={1: "PowBackward0", 0: "PowBackward2"})
+def _impl_pow(x, y):
+    """Floats: NumPy's power. Integers: PyTorch's integer power, which wraps on overflow (as
+    NumPy's), gives 0 ** 0 = 1, and for a negative exponent gives 0 except for bases 1 and -1
+    (NumPy refuses negative integer exponents)."""
+    if x.dtype.kind == "f" or x.dtype in dt.HALF_NP:
+        return np.power(x, y)
+    negative = y < 0
+    out = np.power(x, np.where(negative, 0, y).astype(y.dtype))
+    odd = (y & 1).astype(bool)
+    small = np.where(x == 1, 1, np.where(x == -1, np.where(odd, -1, 1), 0)).astype(x.dtype)
+    return np.where(negative, small, out).astype(x.dtype)
+
+
+_elementwise("pow", _impl_pow, _vjp_pow, saves=(0, 1),
+             save_out=lambda need: need[1], arity=2,
+             node_name="PowBackward1", scalar_overloads={1: "PowBackward0", 0: "PowBackward2"})
 
 
 def _vjp_minmax(loses):

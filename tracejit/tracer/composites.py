@@ -136,6 +136,8 @@ def var(x, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=None
 @composite("SigmoidBackward0")
 def sigmoid(x):
     x = ops.as_tensor(x)
+    if not x.dtype.is_float:          # integers and bools give float32, as PyTorch
+        x = ops.cast(x, dt.f32)
     pos = ops.ge(x, 0)
     # z = exp(-|x|) never overflows; -|x| written with `where`, not abs, so that the
     # derivative at 0 is sigmoid'(0) = 1/4 rather than abs's subgradient

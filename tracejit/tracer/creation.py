@@ -2,6 +2,9 @@
 rng.py)."""
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from ..ir import dtypes as dt
@@ -81,19 +84,66 @@ def full_like(x, v, dtype=None, requires_grad=False, device=None):
     return _like(x, v, dtype, requires_grad, device)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
 def arange(start, stop=None, step=1, dtype=None, requires_grad: bool = False,
            device=None) -> Tensor:
+    """PyTorch's arange, including its integer-dtype rules for float bounds: the values are
+    trunc(start) + i * trunc(step); the length is ceil((stop - start) / step) in float64,
+    except for int64, where it comes from the truncated bounds (so arange(3.1, dtype=int64)
+    is [0, 1, 2] but the int32 one is [0, 1, 2, 3], as torch)."""
     if stop is None:
         start, stop = 0, start
     d = dt.as_dtype(dtype) if dtype is not None else \
-        (dt.i64 if all(isinstance(v, int) for v in (start, stop, step)) else dt.f32)
-    return _new(np.arange(start, stop, step).astype(d.np), device, requires_grad)
+        (dt.i64 if all(_is_int(v) for v in (start, stop, step)) else dt.f32)
+    fs, fe, fst = (float(v) for v in (start, stop, step))
+    if not (math.isfinite(fs) and math.isfinite(fe)):
+        raise ValueError(f"arange: unsupported range {start} -> {stop}")
+    if not d.is_int:
+        if fst == 0:
+            raise ValueError("arange: step must be nonzero")
+        _check_arange_sign(fs, fe, fst)
+        return _new(np.arange(start, stop, step).astype(d.np), device, requires_grad)
+    xs, xe, xst = int(start), int(stop), int(step)        # truncated toward zero, as C++
+    if d is dt.i64:
+        if xst == 0:
+            raise ValueError(f"arange: step must be nonzero (step {step} truncates to 0 for "
+                             f"int64)")
+        _check_arange_sign(fs, fe, fst)
+        sgn = (xst > 0) - (xst < 0)
+        n = (xe - xs + xst - sgn) // xst        # both signs agree here: floor == trunc
+    else:
+        if fst == 0:
+            raise ValueError("arange: step must be nonzero")
+        _check_arange_sign(fs, fe, fst)
+        n = math.ceil((fe - fs) / fst)
+    values = np.int64(xs) + np.arange(n, dtype=np.int64) * np.int64(xst)
+    return _new(values.astype(d.np), device, requires_grad)
+
+
+def _check_arange_sign(start: float, stop: float, step: float) -> None:
+    if not ((step > 0 and stop >= start) or (step < 0 and stop <= start)):
+        raise ValueError(f"arange: upper bound and lower bound inconsistent with step sign "
+                         f"(start {start}, end {stop}, step {step})")
 
 
 def linspace(start, stop, num: int, dtype=None, device=None) -> Tensor:
-    """`num` points from start to stop, computed in float64 and rounded once to `dtype`
-    (default float32), whatever the dtype of a tensor `start` or `stop`."""
+    """`num` points from start to stop. Floats: computed in float64 and rounded once to
+    `dtype` (default float32), whatever the dtype of a tensor `start` or `stop`. Integer
+    dtypes follow PyTorch: the ends are truncated first, the step is a float64, the first
+    half counts up from start and the second down from stop, each value truncated."""
     ends = [np.float64(v._host("linspace()") if isinstance(v, Tensor) else v)
             for v in (start, stop)]
-    return _new(np.linspace(*ends, num).astype((dt.as_dtype(dtype or "f32")).np), device,
-                False)
+    d = dt.as_dtype(dtype or "f32")
+    if not d.is_int or num <= 1:
+        if d.is_int:
+            ends = [np.float64(np.trunc(e)) for e in ends]
+        return _new(np.linspace(*ends, num).astype(d.np), device, False)
+    first, last = (float(np.trunc(e)) for e in ends)
+    step = (last - first) / (num - 1)
+    i = np.arange(num, dtype=np.float64)
+    half = num // 2
+    values = np.where(i < half, first + step * i, last - step * (num - i - 1))
+    return _new(np.trunc(values).astype(np.int64).astype(d.np), device, False)

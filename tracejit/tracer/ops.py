@@ -124,7 +124,8 @@ _COMMUTATIVE = frozenset(("add", "mul"))
 
 
 def _binary(op: str, a, b, kind: str):
-    """kind: "arith" (bool computes as int64), "float" (true division, pow), "any", "cmp"."""
+    """kind: "arith" (bool computes as int64), "float" (true division), "pow" (integers stay
+    integers), "any", "cmp"."""
     ta, tb = type(a), type(b)
     if ta in SUBCLASSES:
         ta = Tensor
@@ -148,7 +149,7 @@ def _binary(op: str, a, b, kind: str):
         if d.is_float or (kind != "float" and d is not dt.bool_ and ta is int):
             return _scalar_operand(bind(P.get(op), _splat_scalar(b, a, d), b), 0)
     dtype = {"arith": _arith_dtype, "float": _float_dtype, "cmp": _arith_dtype,
-             "any": lambda *x: None}[kind](a, b)
+             "pow": _pow_dtype, "any": lambda *x: None}[kind](a, b)
     x, y = _operands(op, (a, b), dtype)
     out = bind(P.get(op), x, y)
     for i, v in enumerate((a, b)):
@@ -184,12 +185,64 @@ def _arith_dtype(*xs) -> dt.DType:
     return dt.i64 if d is dt.bool_ else d
 
 
-def add(a, b, *, alpha=1): return _binary("add", a, _times(b, alpha), "arith")
-def sub(a, b, *, alpha=1): return _binary("sub", a, _times(b, alpha), "arith")
-def mul(a, b): return _binary("mul", a, b, "arith")
+def _pow_dtype(*xs) -> dt.DType:
+    d = result_dtype(*xs)
+    return dt.i64 if d is dt.bool_ else d
+
+
+def _is_bool(x) -> bool:
+    """A bool tensor, bool array or Python/NumPy bool."""
+    if isinstance(x, (Tensor, np.ndarray)):
+        return x.dtype is dt.bool_ if isinstance(x, Tensor) else x.dtype == np.bool_
+    return isinstance(x, (bool, np.bool_))
+
+
+def _all_bool(a, b) -> bool:
+    return _is_bool(a) and _is_bool(b) and (isinstance(a, Tensor) or isinstance(b, Tensor))
+
+
+def add(a, b, *, alpha=1):
+    """a + alpha * b; on two bools it is logical or and stays bool (PyTorch, NumPy, JAX)."""
+    if _all_bool(a, b):
+        _times(b, alpha)           # alpha is still checked; torch ignores it for bools
+        return _binary("maximum", a, b, "any")
+    return _binary("add", a, _times(b, alpha), "arith")
+
+
+def sub(a, b, *, alpha=1):
+    """a - alpha * b. A bool tensor operand is an error, as in PyTorch (use ~ or ^)."""
+    if any(isinstance(x, Tensor) and x.dtype is dt.bool_ for x in (a, b)):
+        raise _err("sub", f"subtraction with a bool tensor is not supported ({_fmt(a)} - "
+                   f"{_fmt(b)}); to invert a mask use ~ or logical_not, for two masks ^ or "
+                   f"logical_xor", TypeError)
+    return _binary("sub", a, _times(b, alpha), "arith")
+
+
+def mul(a, b):
+    """a * b; on two bools it is logical and and stays bool (PyTorch, NumPy, JAX)."""
+    if _all_bool(a, b):
+        return _binary("minimum", a, b, "any")
+    return _binary("mul", a, b, "arith")
+
+
 def div(a, b): return _binary("div", a, b, "float")
+
+
 @autocast_op(FP32)
-def pow(a, b): return _binary("pow", a, b, "float")       # noqa: A001
+def pow(a, b):       # noqa: A001
+    """a ** b, PyTorch's dtypes: integers (and bools, as int64) give an integer power that
+    wraps on overflow; a negative integer exponent gives 0 except for bases 1 and -1, and a
+    negative Python int exponent of an integer tensor is an error. Floats give a float."""
+    if _all_bool(a, b) and isinstance(a, Tensor) and isinstance(b, Tensor):
+        raise _err("pow", f"not implemented for two bool tensors ({_fmt(a)} ** {_fmt(b)})",
+                   TypeError)
+    if isinstance(b, numbers.Integral) and not isinstance(b, (bool, np.bool_)) and b < 0 \
+            and isinstance(a, Tensor) and not _pow_dtype(a, b).is_float:
+        raise _err("pow", f"Integers to negative integer powers are not allowed "
+                   f"({_fmt(a)} ** {b}); use a float base or exponent")
+    return _binary("pow", a, b, "pow")
+
+
 def maximum(a, b): return _binary("maximum", a, b, "any")
 def minimum(a, b): return _binary("minimum", a, b, "any")
 def lt(a, b): return _binary("lt", a, b, "cmp")
@@ -220,6 +273,11 @@ def _unary(op: str, x, float_only: bool = False):
     x = as_tensor(x)
     if float_only and not x.dtype.is_float:
         x = cast(x, dt.f32)
+    elif x.dtype is dt.bool_ and op in ("neg", "abs"):     # PyTorch refuses both
+        raise _err(op, f"not supported on a bool tensor ({_fmt(x)}); to invert a mask use ~ "
+                   f"or logical_not", TypeError)
+    elif x.dtype is dt.bool_ and op == "sign":
+        return ne(x, False)             # PyTorch: sign of a bool is the bool (a new tensor)
     elif x.dtype is dt.bool_ and op not in ("stop_gradient",):
         x = cast(x, dt.i64)
     return bind(P.get(op), x)
@@ -332,8 +390,8 @@ def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=None, dtype=None):  #
 
 def _extreme(op: str, x, axis, keepdims, dim, keepdim):
     x = as_tensor(x)
-    if x.dtype is dt.bool_:
-        x = cast(x, dt.i64)
+    if x.dtype is dt.bool_:     # reduced as int64; the result stays bool, as PyTorch's
+        return cast(_extreme(op, cast(x, dt.i64), axis, keepdims, dim, keepdim), dt.bool_)
     axes = _axes(x, axis, dim, "a" + op)
     return _keep(x, bind(P.get(op), x, axes=axes), axes, _kd(keepdims, keepdim))
 
