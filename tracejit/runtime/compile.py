@@ -28,7 +28,7 @@ from .debug import dump, log_enabled, log_recompile
 from .devices import CPU, Device, device as as_device, device_of, is_gpu_array
 from .entry import Entry, Lowered
 from .grad_node import CompiledNode
-from .signature import describe, fast_key, leaf_key
+from .signature import describe, describe_autocast, fast_key, leaf_key
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
 MAX_VARIANTS = 8              # traces kept per signature (see CompiledFunction._variants)
@@ -128,7 +128,7 @@ class CompiledFunction:
         if old[0] != new[0]:
             return "the structure of the arguments changed"
         if old[3] != new[3]:
-            return f"autocast state: {_describe_autocast(old[3])} -> {_describe_autocast(new[3])}"
+            return f"autocast state: {describe_autocast(old[3])} -> {describe_autocast(new[3])}"
         if old[4] != new[4]:
             return f"training mode: {old[4]} -> {new[4]}"
         if old[2] != new[2]:
@@ -349,10 +349,6 @@ class CompiledFunction:
         py = getattr(F, kind)(self.fn, argnums)
         return CompiledFunction(py, self.static_argnums, self.static_argnames, self.device,
                                 backend=self.backend_name)
-
-
-def _describe_autocast(key: tuple) -> str:
-    return ", ".join(f"{d}:{t.name}" for d, t in key) or "off"
 
 
 class GradCompiledFunction(CompiledFunction):

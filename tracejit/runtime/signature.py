@@ -63,3 +63,7 @@ def fast_key(args) -> tuple | None:
         else:
             return None
     return tuple(key), vals
+
+
+def describe_autocast(key: tuple) -> str:
+    return ", ".join(f"{d}:{t.name}" for d, t in key) or "off"
