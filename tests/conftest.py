@@ -27,3 +27,14 @@ def assert_close(a, b, rtol=1e-5, atol=1e-6):
     a, b = (x.astype(np.float32) if x.dtype == tj.bfloat16.np else x for x in (a, b))
     assert a.shape == b.shape, (a.shape, b.shape)
     np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A "cuda" device through the strict CuPy stand-in (tests/fakecupy.py); returns the module."""
+    import fakecupy
+    from tracejit.runtime import devices
+    fake = fakecupy.module()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(devices, "_cupy", None)
+    return fake

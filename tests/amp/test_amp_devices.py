@@ -1,22 +1,12 @@
 """Autocast, GradScaler and save/load with "cuda" tensors, through the strict CuPy stand-in
 (tests/fakecupy.py): the device plumbing (no implicit host copies, devices kept or mapped)."""
 import io
-import sys
 
 import numpy as np
-import pytest
 
 import fakecupy
 import tracejit as tj
 from tracejit.runtime import devices
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch):
-    fake = fakecupy.module()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(devices, "_cupy", None)
-    return fake
 
 
 def test_autocast_cuda_casts_cuda_tensors_only(fake_gpu):

@@ -2,24 +2,12 @@
 (tests/fakecupy.py): the eager NumPy-style implementations dispatch to CuPy and agree with the
 CPU, forward, backward and running statistics. (The compiled CUDA expansion is checked by nvcc
 and host-run kernels in tests/codegen/test_conv_cuda.py.)"""
-import sys
-
 import numpy as np
-import pytest
 
 import fakecupy
 import tracejit as tj
 from conftest import assert_close
 from tracejit import nn
-from tracejit.runtime import devices
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch):
-    fake = fakecupy.module()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(devices, "_cupy", None)
-    return fake
 
 
 def _model():

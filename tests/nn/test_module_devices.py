@@ -1,23 +1,11 @@
 """Modules on a "cuda" device, through the strict CuPy stand-in (tests/fakecupy.py): to(),
 cuda(), cpu(), init, eager forward/backward, state_dict round trip and clip_grad_norm_."""
-import sys
-
 import numpy as np
-import pytest
 
 import fakecupy
 import tracejit as tj
 from conftest import assert_close
 from tracejit import nn
-from tracejit.runtime import devices
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch):
-    fake = fakecupy.module()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(devices, "_cupy", None)
-    return fake
 
 
 def test_module_moves_to_cuda_and_back(fake_gpu):

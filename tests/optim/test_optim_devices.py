@@ -1,23 +1,11 @@
 """Optimizers on a "cuda" device: state on the device, one compiled update per group (no
 host chunking), through the strict CuPy stand-in; real GPU trajectories are marked `gpu`."""
-import sys
-
 import numpy as np
 import pytest
 
-import fakecupy
 import tracejit as tj
 from tracejit.optim import fused
-from tracejit.runtime import devices
 from tracejit.runtime.cuda_backend import CudaExecutable
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch):
-    fake = fakecupy.module()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(devices, "_cupy", None)
-    return fake
 
 
 def test_state_lives_on_the_device_and_the_group_is_one_call(fake_gpu, monkeypatch):

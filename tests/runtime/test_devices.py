@@ -20,14 +20,6 @@ def no_cupy(monkeypatch):
     monkeypatch.setattr(devices, "_cupy", None)
 
 
-@pytest.fixture
-def fake_gpu(monkeypatch):
-    fake = fakecupy.module()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(devices, "_cupy", None)
-    return fake
-
-
 def test_device_parsing_and_equality():
     assert tj.device("cuda") == "cuda:0" == tj.device("cuda:0")
     assert tj.device("cpu") == "cpu" and tj.device("cpu") != "cuda"

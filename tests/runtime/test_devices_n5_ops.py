@@ -3,22 +3,10 @@ CuPy (tests/fakecupy.py: any implicit host copy raises): results stay on the dev
 the CPU's."""
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-import pytest
 
 import fakecupy
 import tracejit as tj
-from tracejit.runtime import devices
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch):
-    fake = fakecupy.module()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(devices, "_cupy", None)
-    return fake
 
 
 def test_scans_sorting_and_erf_on_device_tensors(fake_gpu):

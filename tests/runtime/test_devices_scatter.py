@@ -3,23 +3,12 @@ scatter-add, which on CuPy arrays must use CuPy's own scatter_add (CuPy has no n
 Checked against the strict CuPy stand-in here, and on a real GPU in the `gpu` test below."""
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
 import fakecupy
 import tracejit as tj
 from conftest import assert_close
-from tracejit.runtime import devices
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch):
-    fake = fakecupy.module()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(devices, "_cupy", None)
-    return fake
 
 
 def test_the_stand_in_refuses_ufunc_at_like_cupy(fake_gpu):

@@ -2,22 +2,10 @@
 its gradient, cross_entropy, // and % compute on the device and never mix in a host array."""
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-import pytest
 
 import fakecupy
 import tracejit as tj
-from tracejit.runtime import devices
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch):
-    fake = fakecupy.module()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(devices, "_cupy", None)
-    return fake
 
 
 def _on_device(t: tj.Tensor) -> np.ndarray:

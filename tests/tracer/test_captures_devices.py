@@ -1,23 +1,12 @@
 """Captured tensors on a GPU (the strict fake CuPy of tests/fakecupy.py): they choose the device
 when the arguments don't, and a capture on another device than the call is a clear error."""
-import sys
-
 import numpy as np
 import pytest
 
 import fakecupy
 import tracejit as tj
-from tracejit.runtime import devices
 from tracejit.runtime.cuda_backend import CudaExecutable
 from tracejit.runtime.llvm_backend import LLVMExecutable
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch):
-    fake = fakecupy.module()
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(devices, "_cupy", None)
-    return fake
 
 
 def test_gpu_capture_with_cpu_arguments_is_a_clear_error(fake_gpu):
