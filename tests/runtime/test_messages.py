@@ -122,3 +122,20 @@ def test_vectorizable_loops_keep_their_width_hint(tmp_path, monkeypatch):
     assert "llvm.loop.vectorize.width" in f.lower(big).llvm_ir
     text = f.lower(big.astype(np.float64)).llvm_ir
     assert "call double @exp" in text and "llvm.loop.vectorize.width" not in text
+
+
+def test_no_llvm_remarks_for_a_causal_attention_softmax(capfd, tmp_path, monkeypatch):
+    """A masked softmax row (causal attention, as in nanoGPT): its NaN-propagating row max was
+    not recognised as a reduction, and the width hint on that loop printed a remark on fd 2."""
+    monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(tmp_path))
+    rng = np.random.default_rng(0)
+    att = rng.standard_normal((8, 4, 64, 64)).astype(np.float32)
+    mask = np.tril(np.ones((64, 64), bool))
+    f = tj.compile(lambda a: tj.softmax(tj.where(tj.tensor(mask), a, float("-inf")), -1))
+    y = f(att)
+    err = capfd.readouterr().err
+    assert "remark" not in err and "not vectorized" not in err, err
+    z = np.where(mask, att, -np.inf)
+    want = np.exp(z - z.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-7)

@@ -36,7 +36,7 @@ class _Loops:
         self.block = "entry"
         self.md, self.width = md, width
 
-    def nest(self, ranges: list[tuple[str, str]], body_fn) -> None:
+    def nest(self, ranges: list[tuple[str, str]], body_fn, width_hint: bool = True) -> None:
         b = self.b
         tag = f"{self.prefix}{self.n}"
         self.n += 1
@@ -64,7 +64,7 @@ class _Loops:
             b.label(f"{tag}l{d}")
             b.raw(f"{i}n = add nuw nsw i64 {i}, 1")
             hint = ""
-            if self.md is not None and d == len(ranges) - 1 and vectorizable:
+            if self.md is not None and d == len(ranges) - 1 and vectorizable and width_hint:
                 n = 1000 + len(self.md)
                 self.md.append(f"!{n} = distinct !{{!{n}, !{n + 1}}}")
                 self.md.append(f'!{n + 1} = !{{!"llvm.loop.vectorize.width", i32 {self.width}}}')
@@ -242,7 +242,9 @@ def _reduce_at(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str], oidx: l
         else:
             r = e.sb.max(a, v) if op == "max" else e.sb.min(a, v)
         e.b.raw(f"store {acc_ty} {r.ref}, ptr {acc}")
-    loops.nest([("0", str(x.shape[d])) for d in axes], inner)
+    # NaN-propagating max/min is not always recognised as a reduction (a masked softmax row
+    # was not), and a failed hinted loop prints a remark: those loops are left to LLVM's choice
+    loops.nest([("0", str(x.shape[d])) for d in axes], inner, width_hint=op == "sum")
     e.memo.clear()      # values of the inner loop do not dominate what follows
     res = e.sb.cast(S(e.b.op(f"load {acc_ty}, ptr {acc}"), acc_dt), out.dtype)
     e.store(out, e.linear(oidx, out.shape), res)
