@@ -1,31 +1,12 @@
 """nanoGPT (tests/nn/nanogpt_model.py, ported by changing only the imports) under autocast to
 bfloat16 against the same model under torch's CPU autocast: loss and every gradient agree to
 bfloat16 tolerance, eagerly and compiled."""
-import os
-import types
-
 import numpy as np
 import pytest
 import torch
 
 import tracejit as tj
-
-MODEL = os.path.join(os.path.dirname(__file__), os.pardir, "nn", "nanogpt_model.py")
-
-
-def _load(lib: str) -> types.ModuleType:
-    src = open(MODEL).read()
-    if lib == "torch":
-        for a, b in (("import tracejit as torch", "import torch"),
-                     ("import tracejit.nn as nn", "import torch.nn as nn"),
-                     ("from tracejit.nn import functional as F",
-                      "from torch.nn import functional as F")):
-            assert a in src
-            src = src.replace(a, b)
-    mod = types.ModuleType(f"nanogpt_amp_{lib}")
-    exec(compile(src, MODEL, "exec"), mod.__dict__)
-    return mod
-
+from nanogpt_helpers import torch_twin
 
 def _rel(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -34,12 +15,7 @@ def _rel(a, b) -> float:
 
 @pytest.mark.parametrize("flash,compiled", [(True, False), (False, False), (True, True)])
 def test_nanogpt_autocast_bf16_matches_torch(flash, compiled):
-    tmod, jmod = _load("torch"), _load("tracejit")
-    tmod.FLASH = jmod.FLASH = flash
-    torch.manual_seed(0)
-    tm = tmod.GPT(tmod.GPTConfig())
-    m = jmod.GPT(jmod.GPTConfig())
-    m.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
+    tm, m = torch_twin("nanogpt_amp", flash)
     rng = np.random.default_rng(0)
     idx = rng.integers(0, 32, (4, 16))
     tgt = rng.integers(0, 32, (4, 16))

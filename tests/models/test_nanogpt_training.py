@@ -8,16 +8,14 @@ step and the gradient clipped to norm 1.0. tracejit runs the loop three ways: ea
 `tj.compile(model)` (compiled forward and backward, eager clip and optimizer), and with the whole
 step (forward, backward, clip, AdamW, zero_grad) compiled as one graph."""
 import math
-import os
-import types
 
 import numpy as np
 import pytest
 import torch
 
 import tracejit as tj
+from nanogpt_helpers import load_nanogpt
 
-MODEL = os.path.join(os.path.dirname(__file__), os.pardir, "nn", "nanogpt_model.py")
 CONFIG = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65, dropout=0.0,
               bias=True)
 STEPS, BATCH = 5, 4
@@ -26,20 +24,6 @@ LOSS_TOL = {"float32": dict(rtol=1e-4, atol=0), "float64": dict(rtol=1e-12, atol
 # +-lr whatever its size, so float32 rounding in the gradient moves a parameter by up to ~0.2% of
 # the peak lr (measured 1.4e-5 at lr 6e-3). float64 agrees to ~3e-14.
 PARAM_TOL = {"float32": dict(rtol=1e-4, atol=5e-5), "float64": dict(rtol=1e-10, atol=1e-12)}
-
-
-def _load(lib: str) -> types.ModuleType:
-    src = open(MODEL).read()
-    if lib == "torch":
-        for a, b in (("import tracejit as torch", "import torch"),
-                     ("import tracejit.nn as nn", "import torch.nn as nn"),
-                     ("from tracejit.nn import functional as F",
-                      "from torch.nn import functional as F")):
-            assert a in src
-            src = src.replace(a, b)
-    mod = types.ModuleType(f"nanogpt_train_{lib}")
-    exec(compile(src, MODEL, "exec"), mod.__dict__)
-    return mod
 
 
 def get_lr(it: int, learning_rate=6e-3, warmup_iters=2, lr_decay_iters=5, min_lr=6e-4) -> float:
@@ -80,7 +64,7 @@ def _train(lib, model, forward):
 
 
 def _run_torch(dtype: str, flash: bool = True):
-    tmod = _load("torch")
+    tmod = load_nanogpt("torch", "nanogpt_train")
     tmod.FLASH = flash
     torch.manual_seed(0)
     model = tmod.GPT(tmod.GPTConfig(**CONFIG)).to(getattr(torch, dtype))
@@ -96,7 +80,7 @@ def _run_torch(dtype: str, flash: bool = True):
 
 
 def _run_tracejit(start, dtype: str, mode: str, flash: bool = True):
-    jmod = _load("tracejit")
+    jmod = load_nanogpt("tracejit", "nanogpt_train")
     jmod.FLASH = flash
     model = jmod.GPT(jmod.GPTConfig(**CONFIG)).to(getattr(tj, dtype))
     model.load_state_dict(start)
@@ -159,7 +143,7 @@ def test_crop_block_size_surgery_and_fused_flag_as_torch():
     registered mask buffer; configure_optimizers on 'cuda' passes AdamW(fused=True)."""
     models, start = {}, None
     for lib, name in ((torch, "torch"), (tj, "tracejit")):
-        mod = _load(name)
+        mod = load_nanogpt(name, "nanogpt_train")
         mod.FLASH = False
         torch.manual_seed(0)
         models[name] = model = mod.GPT(mod.GPTConfig(**CONFIG)).double()

@@ -1,40 +1,16 @@
 """nanoGPT's model, ported by changing only its imports, against the same code on torch:
 loaded torch state_dict, loss and every parameter gradient (float64), eager and compiled,
 with scaled_dot_product_attention and with the explicit causal mask; generate() runs."""
-import os
-import types
-
 import numpy as np
 import pytest
 import torch
 
 import tracejit as tj
 from conftest import assert_close
-
-HERE = os.path.dirname(__file__)
-
-
-def _load(lib: str) -> types.ModuleType:
-    src = open(os.path.join(HERE, "nanogpt_model.py")).read()
-    if lib == "torch":
-        for a, b in (("import tracejit as torch", "import torch"),
-                     ("import tracejit.nn as nn", "import torch.nn as nn"),
-                     ("from tracejit.nn import functional as F",
-                      "from torch.nn import functional as F")):
-            assert a in src
-            src = src.replace(a, b)
-    mod = types.ModuleType(f"nanogpt_{lib}")
-    exec(compile(src, os.path.join(HERE, "nanogpt_model.py"), "exec"), mod.__dict__)
-    return mod
-
+from nanogpt_helpers import torch_twin
 
 def _pair(flash: bool, **cfg):
-    tmod, jmod = _load("torch"), _load("tracejit")
-    tmod.FLASH = jmod.FLASH = flash
-    torch.manual_seed(0)
-    tm = tmod.GPT(tmod.GPTConfig(**cfg)).double()
-    m = jmod.GPT(jmod.GPTConfig(**cfg)).double()
-    m.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
+    tm, m = torch_twin("nanogpt", flash, double=True, **cfg)
     rng = np.random.default_rng(0)
     t = tm.config.block_size
     idx = rng.integers(0, 32, (3, t))

@@ -1,0 +1,45 @@
+"""nanoGPT's model.py ported by changing only its imports (tests/nn/nanogpt_model.py): load it
+for tracejit or, with torch's imports put back, for torch, and build a torch GPT and its tracejit
+twin holding the same weights. Shared by the nanoGPT tests in amp/, models/ and nn/.
+(No `from __future__ import annotations` here: compile() would pass it on to the model's
+source, and its dataclass would then look its module up in sys.modules.)"""
+import os
+import types
+
+MODEL = os.path.join(os.path.dirname(__file__), "nn", "nanogpt_model.py")
+TORCH_IMPORTS = (("import tracejit as torch", "import torch"),
+                 ("import tracejit.nn as nn", "import torch.nn as nn"),
+                 ("from tracejit.nn import functional as F",
+                  "from torch.nn import functional as F"))
+
+
+def load_nanogpt(lib: str, name: str = "nanogpt") -> types.ModuleType:
+    """The model's source with tracejit's imports (lib "tracejit"), or with torch's put back
+    (lib "torch"), run as a fresh module named f"{name}_{lib}"."""
+    src = open(MODEL).read()
+    if lib == "torch":
+        for a, b in TORCH_IMPORTS:
+            assert a in src
+            src = src.replace(a, b)
+    mod = types.ModuleType(f"{name}_{lib}")
+    exec(compile(src, MODEL, "exec"), mod.__dict__)
+    return mod
+
+
+def torch_twin(name: str = "nanogpt", flash: bool | None = None, double: bool = False, **cfg):
+    """(torch GPT, tracejit GPT): GPTConfig(**cfg), the torch one initialised under
+    torch.manual_seed(0) and its state_dict loaded into the tracejit one; FLASH set in both
+    modules unless flash is None; both in float64 if double."""
+    import torch
+    tmod, jmod = load_nanogpt("torch", name), load_nanogpt("tracejit", name)
+    if flash is not None:
+        tmod.FLASH = jmod.FLASH = flash
+    torch.manual_seed(0)
+    tm = tmod.GPT(tmod.GPTConfig(**cfg))
+    if double:
+        tm = tm.double()
+    m = jmod.GPT(jmod.GPTConfig(**cfg))
+    if double:
+        m = m.double()
+    m.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
+    return tm, m
