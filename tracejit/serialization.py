@@ -6,8 +6,9 @@ of the object tree, and one member `data/<i>` per distinct tensor or array: its 
 C order, little-endian, with dtype and shape in the JSON. Nothing is pickled, so loading a file
 cannot execute anything: a member can only become a numeric array of an allowed dtype, and the
 JSON only builds None, bools, ints, floats, strings, lists, tuples, dicts, OrderedDicts, tensors,
-Parameters, NumPy arrays, dtypes and devices. A tensor object that appears twice (tied weights)
-is stored once and loads as one object. Python floats are stored as float.hex(), exactly.
+Parameters, NumPy arrays, dtypes and devices. A tensor object that appears twice, or tensors
+sharing one storage (tied weights in a state_dict, whose entries are detached tensors of their
+own), are stored once and load as one object. Python floats are stored as float.hex(), exactly.
 
 What goes wrong is said plainly: an unsupported object is a TypeError naming its type and where
 it sits (`obj['layers'][0]`); a truncated, corrupted or foreign file (e.g. one torch.save wrote)
@@ -19,6 +20,7 @@ import io
 import json
 import os
 import struct
+import sys
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -40,6 +42,8 @@ _DT_BY_NAME = {d.name: d for d in dt.ALL}
 # NumPy arrays may also hold these plain numeric types (no objects, no structured dtypes)
 _NP_KINDS = "biuf"
 _MAX_DEPTH = 200       # nesting a loaded file may have (well inside Python's recursion limit)
+_MAX_INDEX = 64 << 20  # bytes the JSON index may hold (read whole into memory)
+_KEY_ITEM_TYPES = (bool, int, float, str)   # what a tuple dict key may hold
 
 
 # -- saving -------------------------------------------------------------------------------------
@@ -47,7 +51,9 @@ class _Writer:
     def __init__(self) -> None:
         self.arrays: list[np.ndarray] = []
         self.entries: list[dict] = []
-        self.memo: dict[int, int] = {}        # id(tensor or array) -> entry index
+        self.memo: dict[Any, int] = {}        # id(tensor or array) -> entry index; also
+        # (id(tensor storage), kind, requires_grad) -> entry index, so that tensors sharing one
+        # storage (a tied state_dict: state_dict() detaches each name anew) are stored once
         self.keep: list[Any] = []             # keeps memoized objects alive while saving
         self.open: set[int] = set()           # containers being written (cycle check)
 
@@ -98,7 +104,7 @@ class _Writer:
 
     def key(self, k: Any, where: str) -> dict:
         if k is None or type(k) in (bool, int, float, str) or \
-                (type(k) is tuple and all(type(v) in (bool, int, float, str) for v in k)):
+                (type(k) is tuple and all(type(v) in _KEY_ITEM_TYPES for v in k)):
             return self.node(k, where)
         raise TypeError(f"tj.save: cannot save the dict key {k!r} of type "
                         f"{type(k).__name__} in {where} (keys must be None, bool, int, float, "
@@ -109,10 +115,17 @@ class _Writer:
         if got is not None:
             return got
         entry: dict[str, Any] = {}
+        storage_key = None
         if isinstance(x, Tensor):
             if x._traced:
                 raise TypeError(f"tj.save: the tensor at {where} is traced inside a compiled "
                                 f"function and has no value yet; return it and save it outside")
+            storage_key = (id(x._data), isinstance(x, Parameter), bool(x._requires_grad))
+            got = self.memo.get(storage_key)
+            if got is not None:
+                self.memo[id(x)] = got
+                self.keep.append(x)
+                return got
             arr = x._data if isinstance(x._data, np.ndarray) else x._host("tj.save")
             entry["kind"] = "parameter" if isinstance(x, Parameter) else "tensor"
             entry["requires_grad"] = bool(x._requires_grad)
@@ -131,15 +144,32 @@ class _Writer:
                                 f"{where} (numeric dtypes only)")
         if not arr.flags.c_contiguous:      # (np.ascontiguousarray would make 0-d arrays 1-d)
             arr = arr.copy(order="C")
-        if arr.dtype.byteorder == ">":
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        arr = _to_little(arr)
         entry["shape"] = list(arr.shape)
         entry["member"] = f"data/{len(self.entries)}"
         self.entries.append(entry)
         self.arrays.append(arr)
         self.memo[id(x)] = len(self.entries) - 1
         self.keep.append(x)
+        if storage_key is not None:
+            self.memo[storage_key] = len(self.entries) - 1
+            self.keep.append(x._data)         # its id stays unique while saving
         return len(self.entries) - 1
+
+
+def _to_little(arr: np.ndarray) -> np.ndarray:
+    """`arr` with little-endian bytes (a copy only where its bytes are not already so)."""
+    le = arr.dtype.newbyteorder("<")
+    return arr if arr.dtype == le else arr.astype(le)
+
+
+def _from_little(buf: Any, d: np.dtype, shape: list, byteorder: str = sys.byteorder) -> np.ndarray:
+    """The array of dtype `d` (native byte order) and `shape` whose little-endian bytes are
+    `buf`. `byteorder` is the host's (a parameter so the big-endian path can be tested)."""
+    arr = np.frombuffer(buf, d.newbyteorder("<")).reshape(shape)
+    if byteorder != "little":
+        arr = arr.astype(d.newbyteorder("="))
+    return arr
 
 
 def save(obj: Any, f: Any) -> None:
@@ -238,7 +268,9 @@ class _Reader:
             out = OrderedDict() if t == "odict" else {}
             for k, x in v:
                 key = self.node(k, depth + 1)
-                _need(key is None or type(key) in (bool, int, float, str, tuple), "bad key")
+                _need(key is None or type(key) in _KEY_ITEM_TYPES or
+                      (type(key) is tuple and all(type(y) in _KEY_ITEM_TYPES for y in key)),
+                      "bad key")
                 out[key] = self.node(x, depth + 1)
             return out
         if t in ("tensor", "ndarray", "npscalar"):
@@ -287,9 +319,7 @@ class _Reader:
         with self.zf.open(info) as fh:
             got = fh.readinto(buf) if nbytes else 0
             _need(got == nbytes and fh.read(1) == b"", f"member {member!r} is truncated")
-        arr = np.frombuffer(buf, d).reshape(shape) if nbytes else np.zeros(shape, d)
-        if d.byteorder == ">" or (d.byteorder == "=" and not _little()):
-            arr = arr.astype(d.newbyteorder("="))
+        arr = _from_little(buf, d, shape) if nbytes else np.zeros(shape, d.newbyteorder("="))
         if kind == "ndarray":
             return arr[()] if node_type == "npscalar" else arr
         rg = e.get("requires_grad", False)
@@ -321,10 +351,6 @@ class _Reader:
                                "but CUDA is not available here; pass map_location='cpu' to "
                                "load it to the CPU")
         return dev
-
-
-def _little() -> bool:
-    return struct.pack("=H", 1) == b"\x01\x00"
 
 
 def _name(f: Any) -> str:
@@ -366,7 +392,16 @@ def load(f: Any, map_location: Any = None, *, weights_only: bool = True) -> Any:
                         " (it holds pickled data, e.g. a torch.save file; tj.load never "
                         "unpickles: load it with torch and convert the tensors)"
                         if pickled else ""))
-                index = json.loads(zf.read(INDEX).decode("utf-8"))
+                info = zf.getinfo(INDEX)
+                _need(info.compress_type == zipfile.ZIP_STORED and
+                      info.compress_size == info.file_size,
+                      f"the index {INDEX!r} is not stored uncompressed")
+                _need(info.file_size <= _MAX_INDEX,
+                      f"the index {INDEX!r} holds {info.file_size} bytes, more than the "
+                      f"{_MAX_INDEX} allowed")
+                _need(size is None or info.header_offset + info.file_size <= size,
+                      f"the index {INDEX!r} is truncated")
+                index = json.loads(zf.read(info).decode("utf-8"))
                 reader = _Reader(zf, index, map_location, size)
                 return reader.node(index.get("root"))
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, ValueError,
