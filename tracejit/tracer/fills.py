@@ -9,14 +9,28 @@ from ..ir.primitives import P, bind
 from ..runtime.devices import to_device
 from . import ops
 from .inplace import inplace
+from ..ir.core import user_location
+from . import rng
 from .rng import Generator, rand, randn
+from .state import STATE
 from .tensor import Tensor
 
 
-def draw_like(x: Tensor, normal: bool, generator: Generator | None = None) -> Tensor:
+def draw_like(x: Tensor, normal: bool, generator: Generator | None = None,
+              op: str = "normal_") -> Tensor:
     """Uniform [0, 1) or standard normal numbers of x's shape, on x's device, in float64 for
     float64 tensors and float32 otherwise (16-bit tensors round the float32 draw)."""
     d = dt.f64 if x.dtype is dt.f64 else dt.f32
+    if generator is not None and STATE.traces:
+        # an explicit generator's numbers would be drawn once, at trace time, and baked into
+        # the compiled function; a device's default generator is what traced draws read
+        if not any(generator is g for g in rng._GENERATORS.values()):
+            raise RuntimeError(
+                f"{op}(generator=...) inside a "
+                f"@tj.compile'd function (at {user_location()}): a compiled function can only "
+                f"draw from the default generator (tj.manual_seed); drop generator=, or "
+                f"initialise outside the compiled function")
+        generator = None
     if generator is None or x._traced:
         fn = randn if normal else rand
         return fn(*x.shape, dtype=d, device=None if x._traced else x.device)
@@ -38,7 +52,7 @@ def normal_(self: Tensor, mean: float = 0.0, std: float = 1.0, *,
     _need_float(self, "normal_")
     if std < 0:
         raise ops._err("normal_", f"expects std >= 0.0, but found std {std}")
-    return inplace(self, lambda old: ops.add(ops.mul(draw_like(old, True, generator),
+    return inplace(self, lambda old: ops.add(ops.mul(draw_like(old, True, generator, "normal_"),
                                                      float(std)), float(mean)), "normal_")
 
 
@@ -53,7 +67,7 @@ def uniform_(self: Tensor, a: float = 0.0, b: float = 1.0, *,
     if a > b:
         raise ops._err("uniform_", f"expects to return a [from, to) range, but found "
                        f"from={a} > to={b}")
-    return inplace(self, lambda old: ops.add(ops.mul(draw_like(old, False, generator),
+    return inplace(self, lambda old: ops.add(ops.mul(draw_like(old, False, generator, "uniform_"),
                                                      float(b) - float(a)), float(a)), "uniform_")
 
 
@@ -61,7 +75,8 @@ def bernoulli_(self: Tensor, p: float = 0.5, *, generator: Generator | None = No
     """Fill with 1 with probability p, else 0, in place."""
     if not 0.0 <= p <= 1.0:
         raise ops._err("bernoulli_", f"expects p to be in [0, 1], but got p={p}")
-    return inplace(self, lambda old: ops.cast(ops.lt(draw_like(old, False, generator), p),
+    return inplace(self, lambda old: ops.cast(ops.lt(draw_like(old, False, generator,
+                                                               "bernoulli_"), p),
                                               old.dtype), "bernoulli_")
 
 

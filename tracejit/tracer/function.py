@@ -10,7 +10,7 @@ from ..ir.core import user_location
 from ..runtime.devices import to_device
 from .autograd import Node, SavedTensor, grad as autograd_grad
 from .state import STATE, enable_grad, no_grad, note_reads, recording_reads, substituting
-from .rng import all_states, replaying
+from .rng import all_states, replaying, trace_rng_position
 from .tensor import Tensor
 
 
@@ -149,7 +149,8 @@ class CheckpointNode(Node):
         if self.outer_subst:          # original -> the enclosing stand-in -> ours
             stand_ins = {**{k: stand_ins.get(id(v), v) for k, v in self.outer_subst.items()},
                          **stand_ins}
-        with enable_grad(), substituting(stand_ins), replaying(getattr(self, "rng_states", None)):
+        with enable_grad(), substituting(stand_ins), \
+                replaying(getattr(self, "rng_states", None), getattr(self, "rng_trace", None)):
             out = self.fn(*args, **self.kwargs)
         if not out._requires_grad:
             return [None] * len(inner)
@@ -159,12 +160,14 @@ class CheckpointNode(Node):
     def release(self) -> None:
         super().release()
         self.args = self.saved = self.outer_subst = None
+        self.rng_trace = None
 
 
 def checkpoint(fn: Callable, *args, use_reentrant: bool | None = None, **kwargs):
     """Run fn without keeping its activations; backward recomputes them. Gradients flow to
     fn's arguments and to the tensors it reads from its closure, as in PyTorch."""
     rng_states = all_states()           # the recomputation draws the same random numbers
+    rng_trace = trace_rng_position()    # (inside a trace: from the same random streams)
     with no_grad(), recording_reads() as rec:
         out = fn(*args, **kwargs)
     reads = list({id(t): t for t in rec.tensors}.values())
@@ -175,6 +178,7 @@ def checkpoint(fn: Callable, *args, use_reentrant: bool | None = None, **kwargs)
     res = Tensor(out._data)
     res.grad_fn, res._requires_grad = CheckpointNode(fn, args, kwargs, reads), True
     res.grad_fn.rng_states = rng_states
+    res.grad_fn.rng_trace = rng_trace
     return res
 
 

@@ -19,6 +19,18 @@ def inplace(x: Tensor, update, op: str) -> Tensor:
                            f"`with tj.no_grad():` or operate on x.detach()")
     if x._traced:
         new = update(x)
+        of = getattr(x, "_data_of", None)
+        if of is not None and STATE.traces and of[1] is STATE.traces[-1]:
+            # x is `c.data` of a capture c: the update goes into c's storage, as eagerly
+            if new.shape != x.shape:
+                raise RuntimeError(f"{op}: output with shape {list(x.shape)} doesn't match "
+                                   f"the broadcast shape {list(new.shape)} "
+                                   f"(at {user_location()})")
+            if new.dtype.is_float and not x.dtype.is_float:
+                raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the "
+                                   f"desired output type {x.dtype.name} (at {user_location()})")
+            new = ops.cast(new, x.dtype)
+            write_capture(of[0], new)
         x._data, x.grad_fn, x._out_idx = new._data, new.grad_fn, new._out_idx
         x._requires_grad = new._requires_grad
         return x
@@ -55,6 +67,26 @@ def inplace(x: Tensor, update, op: str) -> Tensor:
     elif records and x._requires_grad:      # the new value no longer depends on the old history
         x.grad_fn, x._requires_grad = None, False
     return x
+
+
+def write_capture(t: Tensor, new: Tensor) -> None:
+    """Store `new` (same shape and dtype as capture `t`) into `t` after each call of the
+    compiled function being traced."""
+    ctx = STATE.traces[-1]
+    ctx.write(t, new._data if new._traced else ctx.capture(new))
+
+
+def set_data(t: Tensor, other) -> None:
+    """`t.data = other` for a capture `t` of the innermost trace: a write-back into `t`."""
+    new = other if isinstance(other, Tensor) else ops.as_tensor(other)
+    if tuple(new.shape) != tuple(t.shape) or new.dtype is not t.dtype:
+        raise RuntimeError(
+            f"`.data = ...` on a tensor captured by a compiled function (shape {list(t.shape)}, "
+            f"{t.dtype.name}) with a value of shape {list(new.shape)}, {new.dtype.name} "
+            f"(at {user_location()}): inside @tj.compile a captured tensor's .data can only be "
+            f"replaced by a value of the same shape and dtype; assign outside the compiled "
+            f"function, or use .data.copy_(...)")
+    write_capture(t, new.detach())
 
 
 def _method(name: str, fn):

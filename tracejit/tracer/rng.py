@@ -129,11 +129,31 @@ def all_states() -> dict[str, tuple[int, int]]:
         return {k: g.get_state() for k, g in _GENERATORS.items()}
 
 
+def trace_rng_position():
+    """(the innermost trace, its next random stream number), or None outside a trace: where a
+    checkpoint's forward starts drawing, for `replaying` to draw the same traced numbers."""
+    ctx = current_trace()
+    return None if ctx is None else (ctx, ctx.n_random)
+
+
 @contextlib.contextmanager
-def replaying(states: dict[str, tuple[int, int]] | None):
+def replaying(states: dict[str, tuple[int, int]] | None, trace_pos=None):
     """Run a block with the generators back at `states` (from `all_states`), then put them
     where they were: a recomputation (checkpoint's backward) draws the numbers the first run
-    drew, and the sequence the rest of the program sees does not change. None: as they are."""
+    drew, and the sequence the rest of the program sees does not change. None: as they are.
+    Inside a trace, random ops take stream numbers instead: with `trace_pos` (from
+    `trace_rng_position` at the first run) and that trace still innermost, the block reuses
+    the first run's stream numbers, and the streams after it stay the trace's own."""
+    ctx = current_trace()
+    if trace_pos is not None and trace_pos[0] is ctx:
+        later = ctx.n_random
+        ctx.n_random = trace_pos[1]
+        try:
+            with replaying(states):
+                yield
+        finally:
+            ctx.n_random = max(later, ctx.n_random)
+        return
     if states is None:
         yield
         return

@@ -91,9 +91,9 @@ class inference_mode(_GradMode):
     or without the parentheses, as in PyTorch."""
 
     def __new__(cls, mode=True):
-        if isinstance(mode, bool):
-            return super().__new__(cls)
-        return cls()(mode)                    # @inference_mode on a function, bare
+        if callable(mode) and not isinstance(mode, (bool, int)):
+            return cls()(mode)                # @inference_mode on a function, bare
+        return super().__new__(cls)
 
     def __init__(self, mode: bool = True) -> None:
         self.enabled = bool(mode)

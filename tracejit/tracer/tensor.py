@@ -21,7 +21,8 @@ SUBCLASSES: set[type] = set()
 
 class Tensor:
     __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_idx", "_version",
-                 "_weak", "_retains_grad", "_hooks", "_accum", "_born_in", "__weakref__")
+                 "_weak", "_retains_grad", "_hooks", "_accum", "_born_in", "_data_of",
+                 "__weakref__")     # _data_of: set only on `.data` of a capture (see data)
 
     __array_priority__ = 1000        # so `ndarray * Tensor` calls Tensor.__rmul__
 
@@ -143,11 +144,18 @@ class Tensor:
     def data(self) -> "Tensor":
         """The same storage, detached, with a version counter of its own (as PyTorch)."""
         if self._captured():
-            return self.detach()
+            d = self.detach()
+            # in-place ops on d write back into the capture, as they would into shared storage
+            d._data_of = (self, STATE.traces[-1])
+            return d
         return Tensor(self._own())
 
     @data.setter
     def data(self, other: "Tensor") -> None:
+        if self._captured():            # inside a trace: written back after each call
+            from .inplace import set_data
+            set_data(self, other)
+            return
         self._data = other._data if isinstance(other, Tensor) else np.asarray(other)
 
     def _captured(self) -> bool:
