@@ -9,6 +9,7 @@ import math
 from typing import Iterable
 
 from ..tracer import ops
+from ..tracer.norms import vector_norm
 from ..tracer.state import no_grad
 from ..tracer.tensor import Tensor
 
@@ -20,21 +21,6 @@ def _as_list(tensors: Tensor | Iterable[Tensor]) -> list[Tensor]:
     return [tensors] if isinstance(tensors, Tensor) else list(tensors)
 
 
-def _norm(t: Tensor, p: float) -> Tensor:
-    """The vector p-norm of all of t's elements (torch.linalg.vector_norm)."""
-    if p == 2.0:
-        return ops.sqrt(ops.sum(ops.mul(t, t)))
-    if p == math.inf:
-        return ops.amax(ops.abs(t)) if t.numel() else ops.sum(ops.abs(t))
-    if p == -math.inf:
-        return ops.amin(ops.abs(t))
-    if p == 0.0:
-        return ops.sum(ops.cast(ops.ne(t, 0), t.dtype))
-    if p == 1.0:
-        return ops.sum(ops.abs(t))
-    return ops.pow(ops.sum(ops.pow(ops.abs(t), p)), 1.0 / p)
-
-
 def get_total_norm(tensors: Tensor | Iterable[Tensor], norm_type: float = 2.0,
                    error_if_nonfinite: bool = False, foreach: bool | None = None) -> Tensor:
     """The p-norm of the per-tensor p-norms (the norm of all elements together)."""
@@ -44,8 +30,8 @@ def get_total_norm(tensors: Tensor | Iterable[Tensor], norm_type: float = 2.0,
         return ops.as_tensor(0.0)
     with no_grad():
         first = ts[0]
-        norms = [ops.cast(_norm(t, p), first.dtype) for t in ts]
-        total = _norm(ops.stack(norms), p)
+        norms = [ops.cast(vector_norm(t, p), first.dtype) for t in ts]
+        total = vector_norm(ops.stack(norms), p)
     if error_if_nonfinite:
         # a data-dependent check: inside a compiled function .item() says it needs a
         # concrete value (pass error_if_nonfinite=False there), never skips it silently

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 
+from ..ir import dtypes as dt
 from . import composites as C
 from . import ops
 from .autocast import FP32, autocast_op
@@ -67,6 +68,14 @@ def _vnorm_name(x, p, dim, keepdim):
 
 @composite(_vnorm_name)
 def _vector_norm(x: Tensor, p: float, dim, keepdim: bool) -> Tensor:
+    if x.dtype in dt.HALF:
+        # as torch: a 16-bit input is accumulated in float32 (four float16 300s have 2-norm
+        # 600, whose square 360000 overflows float16) and the norm cast back to its dtype
+        return ops.cast(_vector_norm_impl(ops.cast(x, dt.f32), p, dim, keepdim), x.dtype)
+    return _vector_norm_impl(x, p, dim, keepdim)
+
+
+def _vector_norm_impl(x: Tensor, p: float, dim, keepdim: bool) -> Tensor:
     a = ops.abs(x)
     if p == math.inf:
         return ops.amax(a, dim, keepdim)

