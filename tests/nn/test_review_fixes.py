@@ -40,3 +40,21 @@ def test_clip_grad_norm_float16_grads_of_300():
     for p, tp in zip(ours, theirs):
         assert_close(p.grad, tp.grad.float().numpy(), 1e-3, 0)
         assert float(p.grad.sum()) > 0
+
+
+@pytest.mark.parametrize("p", [math.inf, -math.inf, 0.0, 1.0, 2.0, 3.0])
+def test_normalize_every_p_matches_torch(p):
+    x = np.array([[3.0, -4.0, 0.0], [0.0, 0.0, 0.0], [0.5, 2.0, -1.0]], np.float32)
+    ours = F.normalize(tj.tensor(x), p=p, dim=1)
+    theirs = TF.normalize(torch.tensor(x), p=p, dim=1)
+    assert_close(ours, theirs.numpy(), 1e-5, 1e-6)
+
+
+def test_normalize_grad_matches_torch():
+    x = np.array([[3.0, -4.0, 0.0], [0.0, 0.0, 0.0], [0.5, 2.0, -1.0]], np.float32)
+    for p in (2.0, math.inf, 3.0):
+        a = tj.tensor(x, requires_grad=True)
+        F.normalize(a, p=p, dim=1).sum().backward()
+        ta = torch.tensor(x, requires_grad=True)
+        TF.normalize(ta, p=p, dim=1).sum().backward()
+        assert_close(a.grad, ta.grad.numpy(), 1e-5, 1e-6)

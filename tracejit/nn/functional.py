@@ -16,6 +16,7 @@ from ..tracer.conv import (adaptive_avg_pool2d, avg_pool2d, batch_norm,  # noqa:
                            conv2d, max_pool2d)
 from ..tracer.losses import _class_targets, _legacy_reduction, cross_entropy  # noqa: F401
 from ..tracer.inplace import inplace as _inplace
+from ..tracer.norms import vector_norm as _vector_norm
 from ..tracer.masking import one_hot  # noqa: F401  (tj.one_hot: iota classes, no constant)
 from ..tracer.rng import dropout as _dropout
 from ..tracer.tensor import Tensor
@@ -108,16 +109,13 @@ def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,  # n
 @autocast_op(FP32)
 def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12,  # noqa: A002
               out=None) -> Tensor:
-    """x / max(||x||_p, eps) along dim."""
+    """x / max(||x||_p, eps) along dim (torch's formula)."""
     if out is not None:
         raise NotImplementedError("F.normalize: out= is not supported")
     x = _t(input)
-    s = ops.sum(ops.pow(ops.abs(x), float(p)) if p != 2 else ops.mul(x, x), dim, True)
-    zero = ops.eq(s, 0)
-    # the norm's derivative at 0 is 0/0: take the root of 1 there, so the gradient stays
-    # finite, and the clamp at eps (whose gradient is 0 there) gives the value
-    root = ops.pow(ops.where(zero, 1.0, s), 1.0 / p) if p != 2 else ops.sqrt(ops.where(zero, 1.0, s))
-    norm = ops.where(zero, 0.0, root)
+    # as torch: x / input.norm(p, dim, keepdim=True).clamp_min(eps), for every p (inf, -inf
+    # and 0 included); vector_norm gives a zero norm gradient 0
+    norm = _vector_norm(x, p, dim, True)
     return ops.div(x, ops.maximum(norm, ops.as_tensor(eps, norm.dtype, like=norm)))
 
 
