@@ -58,3 +58,19 @@ def test_normalize_grad_matches_torch():
         ta = torch.tensor(x, requires_grad=True)
         TF.normalize(ta, p=p, dim=1).sum().backward()
         assert_close(a.grad, ta.grad.numpy(), 1e-5, 1e-6)
+
+
+def test_deepcopy_and_pickle_of_a_compiled_module():
+    m = nn.Linear(3, 2)
+    m.compile()
+    x = tj.ones(4, 3)
+    y = m(x)
+    c = copy.deepcopy(m)
+    assert_close(c(x), y.detach().numpy(), 1e-6)
+    with tj.no_grad():
+        c.weight.mul_(0.0)
+        c.bias.mul_(0.0)
+    assert_close(c(x), np.zeros((4, 2)), 0, 0)        # the copy's call uses the copy's weights
+    assert_close(m(x), y.detach().numpy(), 1e-6)       # and the original's is untouched
+    q = pickle.loads(pickle.dumps(m))
+    assert_close(q(x), y.detach().numpy(), 1e-6)

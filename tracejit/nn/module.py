@@ -108,6 +108,7 @@ class Module(StateDictMixin):
             return self._call_impl(*a, **k)
         call.__name__ = call.__qualname__ = type(self).__name__
         self.__dict__["_compiled_call"] = _tj_compile(call, *args, **kwargs)
+        self.__dict__["_compile_args"] = (args, kwargs)     # to recompile a copy: __setstate__
 
     def _call_impl(self, *args, **kwargs):
         if STATE.traces:     # the trace depends on the mode: a call in the other one retraces
@@ -250,8 +251,18 @@ class Module(StateDictMixin):
         keys.update(self._parameters, self._buffers, self._modules)
         return sorted(k for k in keys if not k[0].isdigit())
 
+    def __getstate__(self) -> dict:
+        # the compiled call (see compile()) holds a lock and is bound to this module: a copy or
+        # a pickle leaves it out, and __setstate__ compiles the copy afresh, bound to the copy
+        state = self.__dict__.copy()
+        state.pop("_compiled_call", None)
+        return state
+
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        compile_args = state.get("_compile_args")
+        if compile_args is not None and "_compiled_call" not in self.__dict__:
+            self.compile(*compile_args[0], **compile_args[1])
 
     # -- traversal ---------------------------------------------------------------------------
     def _named_members(self, get_members, prefix: str = "", recurse: bool = True,
