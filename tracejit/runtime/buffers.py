@@ -21,41 +21,70 @@ import numpy as np
 
 POOL_MIN_BYTES = 4 << 20         # smaller outputs come straight from np.empty
 POOL_KEEP = 4                    # free blocks kept per size; more are released to the system
+POOL_MAX_BYTES = 256 << 20       # free bytes kept per pool (all sizes); more are released
+_POOLS: "weakref.WeakSet[OutputPool]" = weakref.WeakSet()
+
+
+def clear_pools() -> None:
+    """Release every pool's free blocks (compile.clear_cache does). Blocks still held by live
+    arrays are untouched; they return to their pool when those die, within its caps."""
+    for pool in list(_POOLS):
+        pool.clear()
 
 
 class OutputPool:
     """Recycles the memory of large outputs once their arrays are garbage. Thread-safe: the
-    free lists change only by list.append / list.pop, and the live-reference set under a lock
-    (weakref callbacks run in whichever thread drops the last reference)."""
+    free lists, their byte count and the live-reference set change under a lock (weakref
+    callbacks run in whichever thread drops the last reference). A pool keeps at most
+    POOL_KEEP free blocks of a size and POOL_MAX_BYTES free bytes in all."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int | None = None) -> None:
         self._free: dict[int, list[np.ndarray]] = {}
+        self._free_bytes = 0
+        self.max_bytes = POOL_MAX_BYTES if max_bytes is None else max_bytes
         self._live: dict[int, weakref.ref] = {}     # by id: a ref hashes as its array
         self._lock = threading.Lock()
+        _POOLS.add(self)
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if nbytes < POOL_MIN_BYTES:
             return np.empty(shape, dtype)
-        free = self._free.setdefault(nbytes, [])
-        try:
-            block = free.pop()
-        except IndexError:
+        block = None
+        with self._lock:
+            free = self._free.get(nbytes)
+            if free:
+                block = free.pop()
+                self._free_bytes -= nbytes
+        if block is None:
             block = np.empty(nbytes, np.uint8)
         anchor = np.frombuffer(memoryview(block), dtype)
-        ref = weakref.ref(anchor, self._returner(block, free))
+        ref = weakref.ref(anchor, self._returner(block))
         with self._lock:
             self._live[id(ref)] = ref
         return anchor.reshape(shape)
 
-    def _returner(self, block: np.ndarray, free: list):
+    def _returner(self, block: np.ndarray):
         def give_back(ref: weakref.ref) -> None:
+            n = block.nbytes
             with self._lock:
                 self._live.pop(id(ref), None)
-            if len(free) < POOL_KEEP:
-                free.append(block)
+                free = self._free.setdefault(n, [])
+                if len(free) < POOL_KEEP and self._free_bytes + n <= self.max_bytes:
+                    free.append(block)
+                    self._free_bytes += n
         return give_back
+
+    def clear(self) -> None:
+        """Release the free blocks."""
+        with self._lock:
+            self._free.clear()
+            self._free_bytes = 0
+
+    def free_bytes(self) -> int:
+        """Bytes held in free blocks, waiting for reuse."""
+        return self._free_bytes
 
     def live(self) -> int:
         """How many pooled blocks are held by arrays that are still alive."""

@@ -13,7 +13,18 @@ OpenSSH does with ~/.ssh, the cache directory is created private (0700), and an 
 only if it, its directory and the cache root belong to the current user and are not writable by
 group or others. Otherwise the code is compiled in memory, nothing is stored there, and one
 warning per offending path says which path and why. A shared TRACEJIT_CACHE_DIR gets the same
-check."""
+check.
+
+One repair, unlike OpenSSH: older versions created the directories with the umask's mode (0775
+under umask 002), which the check refuses forever. So the first time a process stores into the
+cache, the default root (not a TRACEJIT_CACHE_DIR the user chose: that one may be shared on
+purpose, and is only refused) and the entry's shard directory (tracejit's own), if they are
+real directories (not symlinks) owned by the current user and writable by group or others, are
+tightened to 0700 (see `_tighten_once`). Only then, only once per directory per process, and
+only when writing: a directory found too open later (made so after tracejit has used it) is
+refused as before, the load check never changes anything (so the first load after an upgrade
+still refuses, once), and entries are never repaired (a refused entry is recompiled and
+rewritten private). A directory owned by anyone else is never touched."""
 from __future__ import annotations
 
 import errno
@@ -30,6 +41,7 @@ EVICT_EVERY = 32                      # stores between scans of the directory
 _stores = 0
 _warned: set[str] = set()             # paths already warned about, in this process
 _warn_lock = threading.Lock()
+_opened: set[str] = set()             # directories store has seen (and tightened) this process
 
 
 def directory() -> str | None:
@@ -76,6 +88,32 @@ def _warn_once(path: str, reason: str) -> None:
                   f"compiling in memory instead. The cache must be yours and private (chmod 700 "
                   f"its directories, chmod 600 its entries), or set TRACEJIT_CACHE_DIR elsewhere.",
                   RuntimeWarning, stacklevel=2)
+
+
+def _tighten_once(d: str) -> None:
+    """The first time this process stores under `d`: if it is a directory of the current user
+    open to group or others (an older tracejit made it under the umask), make it 0700. Opened
+    with O_NOFOLLOW and changed through the descriptor, so a symlink is never followed."""
+    with _warn_lock:
+        if d in _opened:
+            return
+        _opened.add(d)
+    if not hasattr(os, "getuid") or not hasattr(os, "fchmod"):
+        return
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(d, flags)
+    except OSError:
+        return                              # a symlink, gone, not ours to open: the check decides
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and \
+                st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            os.fchmod(fd, 0o700)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _dirs_untrusted(p: str) -> bool:
@@ -134,7 +172,10 @@ def store(k: str, payload: bytes) -> None:
     try:
         root = os.path.dirname(os.path.dirname(p))
         os.makedirs(root, mode=0o700, exist_ok=True)        # private, like ~/.ssh
+        if "TRACEJIT_CACHE_DIR" not in os.environ:     # a root the user chose is theirs
+            _tighten_once(root)               # (the root first: then the shard cannot move)
         os.makedirs(os.path.dirname(p), mode=0o700, exist_ok=True)
+        _tighten_once(os.path.dirname(p))
         if _dirs_untrusted(p):
             return                    # an entry written there could be swapped before loading
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(p), suffix=".tmp")   # mode 0600

@@ -24,6 +24,7 @@ from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced, arg_names, trace
 from . import captures
 from .backend import get_backend
+from .buffers import clear_pools
 from .debug import dump, log_enabled, log_recompile
 from .devices import CPU, Device, device as as_device, device_of, is_gpu_array
 from .entry import Entry, Lowered
@@ -68,27 +69,59 @@ class CompiledFunction:
         self._lock = threading.Lock()
         self._inflight: dict[tuple, _Flight] = {}
         self._escape_keys: dict = {}        # signature -> traces that stored new tensors
-        self._bound: dict[int, tuple] = {}      # id(instance) -> (weakref, compiled method)
+        self._attr: str | None = None       # the class attribute it is (set by __set_name__)
+        self._unbound: CompiledFunction | None = None   # a per-instance one: the class's
+        self._warned_slots = False
         # a module's method: its own `training` flag shapes the trace (dropout), so it is part
         # of the key (modules it calls guard the trace on their modes themselves)
         owner = getattr(fn, "__self__", None)
         self._mode_owner = owner if isinstance(getattr(owner, "training", None), bool) else None
         _ALL.add(self)
 
+    def __set_name__(self, owner, name: str) -> None:
+        self._attr = name
+
+    def _is_attr_of(self, obj, name: str) -> bool:
+        for klass in type(obj).__mro__:
+            if name in vars(klass):
+                return vars(klass)[name] is self
+        return False
+
     def __get__(self, obj, objtype=None):
         """`@tj.compile` on a method: each instance gets a compiled function of its own, bound
-        to it (so `self` is not an argument of the graph)."""
+        to it (so `self` is not an argument of the graph). It is cached in the instance's
+        `__dict__` under the method's name: this is a non-data descriptor, so later lookups find
+        it there without coming here, and it lives (and dies) with the instance (a reference
+        cycle the garbage collector frees). An instance without a `__dict__` (`__slots__`) gets
+        an uncached one each time: it compiles again on every call (warned once)."""
         if obj is None:
             return self
-        found = self._bound.get(id(obj))
-        if found is not None and found[0]() is obj:
-            return found[1]
+        name = self._attr or getattr(self.fn, "__name__", None)
+        d = getattr(obj, "__dict__", None)
+        found = d.get(name) if isinstance(d, dict) and name is not None else None
+        if isinstance(found, CompiledFunction) and found._unbound is self:
+            return found                    # (an explicit __get__ call: the cached one)
         nums = tuple(i - 1 if i > 0 else i for i in self.static_argnums if i != 0)
         bound = CompiledFunction(self.fn.__get__(obj, objtype), nums, self.static_argnames,
                                  self.device, backend=self.backend_name)
-        key = id(obj)
-        self._bound[key] = (weakref.ref(obj, lambda _: self._bound.pop(key, None)), bound)
+        bound._unbound = self
+        if isinstance(d, dict) and name is not None and self._is_attr_of(obj, name):
+            bound._attr = name
+            d[name] = bound
+        elif not self._warned_slots:
+            self._warned_slots = True
+            warnings.warn(f"tj.compile: {type(obj).__name__}.{self.name}: no instance "
+                          f"__dict__ entry to keep its compiled method in (__slots__?), so "
+                          f"every lookup compiles again (add '__dict__' to __slots__)",
+                          stacklevel=2)
         return bound
+
+    def __reduce_ex__(self, protocol):
+        """A per-instance compiled method (in its instance's `__dict__`) copies and pickles as
+        the method looked up again on the copy: a fresh compiled function bound to the copy."""
+        if self._unbound is not None and self._attr is not None:
+            return getattr, (self.fn.__self__, self._attr)
+        return super().__reduce_ex__(protocol)
 
     @property
     def name(self) -> str:
@@ -256,6 +289,7 @@ class CompiledFunction:
         self._cache.clear()
         self._variants.clear()
         self._fast.clear()
+        self._escape_keys.clear()
         self._last_key = None
         self.hits = self.misses = 0
 
@@ -492,6 +526,8 @@ def jit(fn=None, **kw):
 
 
 def clear_cache() -> None:
-    """Drop every compiled function's in-memory cache."""
+    """Drop every compiled function's in-memory cache, and the free output blocks pooled by
+    executables (see buffers.OutputPool)."""
     for f in list(_ALL):
         f.clear_cache()
+    clear_pools()

@@ -1,8 +1,8 @@
 """The CUDA backend: the kernel plan lowered to CUDA C (codegen.cuda_lower), compiled by NVRTC
 through CuPy to a CUBIN for the device's architecture, cached in memory (per executable and
 device) and on disk (keyed by the source, the architecture, NVRTC's version and tracejit's),
-and launched through CuPy. Matmuls go to cuBLAS through `cupy.matmul`; extern primitives (cumsum,
-cumprod, argsort) run their implementation on CuPy arrays.
+and launched through CuPy. Matmuls go to cuBLAS through `cupy.matmul`; extern primitives
+(argsort) run their implementation on CuPy arrays; cumsum/cumprod are generated `scan` kernels.
 
 Building an executable needs no GPU: the source is generated eagerly (so `.cuda_source` and
 `TRACEJIT_DUMP=cuda` work anywhere) and compiled on the first run."""

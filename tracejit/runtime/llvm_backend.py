@@ -2,7 +2,8 @@
 
 A run is a short list of steps: native segments (several kernels in one call), large
 kernels split across threads, matmuls (an extern BLAS call through NumPy) and extern
-primitives (cumsum, argsort, ...: their NumPy implementation).
+primitives (argsort: its NumPy implementation). cumsum/cumprod are not extern: they are
+generated `scan` kernels like the others.
 
 Calls may come from several threads at once. Each call takes a frame (the pointer table the
 native code reads, and the intermediate buffers it writes) from a free list and puts it back
