@@ -68,7 +68,7 @@ def test_data_assignment_on_a_capture_with_another_shape_raises():
         r.data = tj.zeros(4) + x.sum()
         return x
 
-    with pytest.raises(RuntimeError, match=r"\.data = .*test_review_fixes\.py:\d+"):
+    with pytest.raises(RuntimeError, match=r"\.data = .*test_tracer_review_fixes\.py:\d+"):
         f(np.ones(2, np.float32))
     assert_close(r, np.zeros(3, np.float32))
 
@@ -86,7 +86,7 @@ def test_fill_with_an_explicit_generator_inside_compile_raises():
         w.normal_(generator=g)
         return w + x
 
-    with pytest.raises(RuntimeError, match=r"normal_\(generator=.*test_review_fixes\.py:\d+"):
+    with pytest.raises(RuntimeError, match=r"normal_\(generator=.*test_tracer_review_fixes\.py:\d+"):
         f(np.zeros(4, np.float32))
 
 
