@@ -1,0 +1,272 @@
+"""Eager mode against torch eager: issue #14's goals table, measured in one run.
+
+  chain     a 60-op chain on 16 floats, forward and backward, time per op+node (1 thread)
+  models    nanoGPT-small (B=8 T=64 C=128, 2 layers), makemore MLP, LSTM (20 unrolled steps):
+            one eager forward+backward step each, 1 thread
+  ew        the elementwise chain tanh(x*a+b)*sigmoid(x)+0.5*x*x on 4M float32, eager, 2 threads
+  rss       peak RSS of one eager nanoGPT step (B=16 T=128 C=256, 4 layers), each library in a
+            fresh process (--rss to include it: it takes a while)
+
+Each section runs in its own process (thread counts are fixed before numpy/torch load), and
+tracejit and torch alternate inside it, so load from other tenants falls on both. Figures are
+medians; compare the ratios.
+
+    python bench/eager.py [--rss] [--rounds N] [--only chain,models,ew]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+THREADS = {"chain": 1, "models": 1, "ew": 2, "rss": 1}
+
+
+def _set_threads(n: int) -> None:
+    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "TRACEJIT_NUM_THREADS"):
+        os.environ[v] = str(n)
+
+
+def _median_ms(fn, rounds: int, inner: int = 1) -> float:
+    ts = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        ts.append((time.perf_counter() - t0) * 1e3 / inner)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def _pair(tj_fn, torch_fn, rounds: int, inner: int = 1) -> tuple[float, float]:
+    """Medians of tj_fn and torch_fn, interleaved round by round."""
+    tj_fn(), torch_fn()                   # warm
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(_median_ms(tj_fn, 1, inner))
+        b.append(_median_ms(torch_fn, 1, inner))
+    a.sort(), b.sort()
+    return a[len(a) // 2], b[len(b) // 2]
+
+
+# -- chain --------------------------------------------------------------------------------------
+N_OPS = 60
+
+
+def _chain(lib, x):
+    y = x
+    for i in range(N_OPS // 6):       # six ops per round: mul, add, sin, tanh, exp-free sub, mul
+        y = y * 1.01
+        y = y + x
+        y = lib.sin(y)
+        y = lib.tanh(y)
+        y = y - 0.5
+        y = y * x
+    return y
+
+
+def section_chain(rounds: int) -> dict:
+    import numpy as np
+    import torch
+
+    import tracejit as tj
+    v = np.linspace(-1, 1, 16, dtype=np.float32)
+
+    def run_tj():
+        x = tj.tensor(v, requires_grad=True)
+        _chain(tj, x).sum().backward()
+
+    def run_torch():
+        x = torch.tensor(v, requires_grad=True)
+        _chain(torch, x).sum().backward()
+    a, b = _pair(run_tj, run_torch, rounds, inner=20)
+    # per op+node: 60 ops plus the sum, forward and backward
+    n = N_OPS + 1
+    return {"chain_us_per_op_tj": a * 1e3 / n, "chain_us_per_op_torch": b * 1e3 / n,
+            "chain_ratio": a / b}
+
+
+# -- models -------------------------------------------------------------------------------------
+def _load_test_module(rel: str, name: str):
+    import importlib.util
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tests", rel))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _loss_step(model, lib, F, p_np, d_np, dtype_tensor):
+    """A function running one forward+backward of a tests/models loss with lib's tensors."""
+    def step():
+        p = {k: dtype_tensor(v, True) for k, v in p_np.items()}
+        d = {k: dtype_tensor(v, False) for k, v in d_np.items()}
+        model.loss(lib, F, p, d).backward()
+    return step
+
+
+def section_models(rounds: int) -> dict:
+    import numpy as np
+    import torch
+
+    import tracejit as tj
+    torch.set_num_threads(1)
+    out = {}
+
+    # nanoGPT-small, as bench/train_step.py: B=8 T=64 C=128, 2 layers, float32
+    helpers = _load_test_module("nanogpt_helpers.py", "nanogpt_helpers")
+    cfg = dict(n_layer=2, n_head=4, n_embd=128, block_size=64, vocab_size=65, dropout=0.0,
+               bias=True)
+    tm, m = helpers.torch_twin("bench_eager", **cfg)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 65, (8, 64))
+    tgt = rng.integers(0, 65, (8, 64))
+
+    def gpt_tj():
+        m.zero_grad()
+        _, loss = m(tj.tensor(idx), tj.tensor(tgt))
+        loss.backward()
+
+    def gpt_torch():
+        tm.zero_grad()
+        _, loss = tm(torch.tensor(idx), torch.tensor(tgt))
+        loss.backward()
+    a, b = _pair(gpt_tj, gpt_torch, rounds)
+    out.update(nanogpt_ms_tj=a, nanogpt_ms_torch=b, nanogpt_ratio=a / b)
+
+    for rel, name, tweak in (("models/test_makemore_mlp.py", "makemore", None),
+                             ("models/test_lstm.py", "lstm", ("STEPS", 20))):
+        mod = _load_test_module(rel, "bench_" + name)
+        if tweak:
+            setattr(mod, *tweak)
+        rng = np.random.default_rng(0)
+        p = {k: v.astype(np.float32) for k, v in mod.params(rng).items()}
+        d = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
+             for k, v in mod.data(rng).items()}
+        tj_step = _loss_step(mod.MODEL, tj, tj, p, d,
+                             lambda v, g: tj.tensor(v, requires_grad=g))
+        torch_step = _loss_step(mod.MODEL, torch, torch.nn.functional, p, d,
+                                lambda v, g: torch.tensor(v, requires_grad=g))
+        a, b = _pair(tj_step, torch_step, rounds, inner=5)
+        out.update({f"{name}_ms_tj": a, f"{name}_ms_torch": b, f"{name}_ratio": a / b})
+    return out
+
+
+# -- 4M-float elementwise chain -----------------------------------------------------------------
+def section_ew(rounds: int) -> dict:
+    import numpy as np
+    import torch
+
+    import tracejit as tj
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    n = 4 * 1024 * 1024
+    xs = [rng.standard_normal(n).astype(np.float32) for _ in range(3)]
+    tx, ta, tb = (tj.tensor(v) for v in xs)
+    qx, qa, qb = (torch.tensor(v) for v in xs)
+
+    def run_tj():
+        return tj.tanh(tx * ta + tb) * tj.sigmoid(tx) + 0.5 * tx * tx
+
+    def run_torch():
+        return torch.tanh(qx * qa + qb) * torch.sigmoid(qx) + 0.5 * qx * qx
+
+    def run_np():
+        x, a, b = xs
+        return np.tanh(x * a + b) * (1 / (1 + np.exp(-x))) + 0.5 * x * x
+    np.testing.assert_allclose(run_tj().numpy(), run_torch().numpy(), rtol=1e-4, atol=1e-5)
+    a, b = _pair(run_tj, run_torch, rounds)
+    c = _median_ms(run_np, rounds)
+    return {"ew_ms_tj": a, "ew_ms_torch": b, "ew_ms_numpy": c, "ew_ratio": a / b}
+
+
+# -- peak RSS -----------------------------------------------------------------------------------
+def section_rss_one(lib: str) -> dict:
+    import resource
+
+    import numpy as np
+    helpers = _load_test_module("nanogpt_helpers.py", "nanogpt_helpers")
+    cfg = dict(n_layer=4, n_head=4, n_embd=256, block_size=128, vocab_size=65, dropout=0.0,
+               bias=True)
+    rng = np.random.default_rng(0)
+    idx, tgt = rng.integers(0, 65, (16, 128)), rng.integers(0, 65, (16, 128))
+    if lib == "torch":
+        import torch
+        torch.set_num_threads(1)
+        mod = helpers.load_nanogpt("torch", "rss")
+        torch.manual_seed(0)
+        m = mod.GPT(mod.GPTConfig(**cfg))
+        conv = torch.tensor
+    else:
+        import tracejit as tj
+        mod = helpers.load_nanogpt("tracejit", "rss")
+        m = mod.GPT(mod.GPTConfig(**cfg))
+        conv = tj.tensor
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for _ in range(2):
+        m.zero_grad()
+        _, loss = m(conv(idx), conv(tgt))
+        loss.backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {f"rss_peak_mib_{lib}": peak, f"rss_before_mib_{lib}": before}
+
+
+def _child(section: str, rounds: int) -> dict:
+    env = dict(os.environ)
+    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "TRACEJIT_NUM_THREADS"):
+        env[v] = str(THREADS.get(section.split(":")[0], 1))
+    r = subprocess.run([sys.executable, __file__, "--child", section, "--rounds", str(rounds)],
+                       env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"[{section}] failed:\n{r.stderr[-3000:]}", file=sys.stderr)
+        return {}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--only", default="chain,models,ew")
+    ap.add_argument("--rss", action="store_true")
+    ap.add_argument("--child")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    if args.child:
+        _set_threads(THREADS.get(args.child.split(":")[0], 1))
+        sec, _, lib = args.child.partition(":")
+        res = section_rss_one(lib) if sec == "rss" else globals()["section_" + sec](args.rounds)
+        print(json.dumps(res))
+        return
+    res = {}
+    for sec in args.only.split(","):
+        res.update(_child(sec, args.rounds))
+    if args.rss:
+        res.update(_child("rss:tracejit", 1))
+        res.update(_child("rss:torch", 1))
+        if "rss_peak_mib_tracejit" in res and "rss_peak_mib_torch" in res:
+            res["rss_ratio"] = res["rss_peak_mib_tracejit"] / res["rss_peak_mib_torch"]
+    goals = [("60-op chain, per op+node", "chain_ratio", 1.5),
+             ("nanoGPT-small eager step, 1 thread", "nanogpt_ratio", 1.5),
+             ("makemore MLP eager step, 1 thread", "makemore_ratio", 1.5),
+             ("LSTM (20 steps) eager step, 1 thread", "lstm_ratio", 1.5),
+             ("4M-float elementwise chain, 2 threads", "ew_ratio", 1.0),
+             ("peak RSS, eager nanoGPT step", "rss_ratio", 1.2)]
+    for k, v in sorted(res.items()):
+        print(f"{k:28s} {v:10.3f}")
+    print("\ngoal (tracejit / torch eager)            ratio   goal   met")
+    for label, key, goal in goals:
+        if key in res:
+            print(f"{label:40s} {res[key]:6.2f}  <={goal:<4} {'yes' if res[key] <= goal else 'no'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
