@@ -33,7 +33,7 @@ def assert_close(a, b, rtol=1e-5, atol=1e-6):
 def fake_gpu(monkeypatch):
     """A "cuda" device through the strict CuPy stand-in (tests/fakecupy.py); returns the module."""
     import fakecupy
-    from tracejit.runtime import devices
+    from tracejit import devices
     fake = fakecupy.module()
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(devices, "_cupy", None)

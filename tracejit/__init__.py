@@ -13,7 +13,7 @@ from .tracer.rng import (Generator, bernoulli, default_generator, dropout, get_r
                          initial_seed, manual_seed, rand, rand_like, randint, randn, randn_like,
                          set_rng_state)
 from .tracer.function import checkpoint
-from .tracer.functional import grad, hessian, jacobian, value_and_grad, vjp
+from .tracer.functional import vjp
 from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, cos, div, eq,
                          exp, expand, flatten, ge, gt, le, log, logical_and, logical_not,
                          logical_or, lt, matmul, maximum, minimum, mul, ne, neg, pad,
@@ -43,8 +43,9 @@ from .tracer.stacking import cartesian_prod, repeat_interleave
 from . import linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")
-from .runtime.devices import Device, cuda_available, device
+from .devices import Device, cuda_available, device
 from .runtime.compile import clear_cache, compile, jit
+from .transforms import grad, hessian, jacobian, value_and_grad
 from . import nn
 from . import optim
 from . import amp
@@ -57,4 +58,4 @@ int32, int64, bool_ = _dt.i32, _dt.i64, _dt.bool_
 half, float, double, long = _dt.f16, _dt.f32, _dt.f64, _dt.i64       # noqa: A001
 clamp = clip
 detach = stop_gradient
-__version__ = "0.1.0"
+from ._version import __version__

@@ -30,7 +30,7 @@ import numpy as np
 
 from .ir import dtypes as dt
 from .nn.parameter import Parameter
-from .runtime.devices import CPU, Device, cuda_available, device as as_device
+from .devices import CPU, Device, cuda_available, device as as_device
 from .tracer.tensor import Tensor
 
 __all__ = ["save", "load"]

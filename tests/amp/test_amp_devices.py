@@ -6,7 +6,7 @@ import numpy as np
 
 import fakecupy
 import tracejit as tj
-from tracejit.runtime import devices
+from tracejit import devices
 
 
 def test_autocast_cuda_casts_cuda_tensors_only(fake_gpu):

@@ -55,7 +55,7 @@ def fake_gpu(monkeypatch):
     import fakecupy
     import numpy as np
     from tracejit.ir.interpret import interpret
-    from tracejit.runtime import devices
+    from tracejit import devices
     from tracejit.runtime.cuda_backend import CudaExecutable
     fake = fakecupy.module()
 

@@ -11,7 +11,7 @@ import pytest
 import fakecupy
 import tracejit as tj
 from tracejit.ir.interpret import interpret
-from tracejit.runtime import devices
+from tracejit import devices
 from tracejit.runtime.cuda_backend import CudaExecutable
 
 RNG = np.random.default_rng(0)

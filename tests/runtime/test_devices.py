@@ -11,7 +11,7 @@ import pytest
 import fakecupy
 import tracejit as tj
 from conftest import assert_close
-from tracejit.runtime import devices
+from tracejit import devices
 
 
 @pytest.fixture

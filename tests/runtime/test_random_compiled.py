@@ -12,7 +12,7 @@ import pytest
 import fakecupy
 import tracejit as tj
 from tracejit.ir.interpret import interpret
-from tracejit.runtime import devices
+from tracejit import devices
 
 
 def _f32(*shape):

@@ -77,7 +77,7 @@ def test_fill_with_an_explicit_generator_inside_compile_raises():
     g = tj.Generator("cpu") if hasattr(tj, "Generator") else None
     if g is None:
         from tracejit.tracer.rng import Generator
-        from tracejit.runtime.devices import device
+        from tracejit.devices import device
         g = Generator(device("cpu"))
     w = tj.zeros(4)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import dtypes as dt
-from ..runtime.devices import cuda_available
+from ..devices import cuda_available
 from ..tracer import ops
 from ..tracer.state import no_grad
 from ..tracer.tensor import Tensor

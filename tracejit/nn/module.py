@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator
 
 from ..ir import dtypes as dt
 from ..runtime.compile import compile as _tj_compile
-from ..runtime.devices import Device, device as as_device
+from ..devices import Device, device as as_device
 from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor
 from .parameter import Parameter

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from ..ir import dtypes as dt
 from ..runtime.compile import CompiledFunction, compile as tj_compile
-from ..runtime.devices import is_host
+from ..devices import is_host
 from ..tracer import ops
 from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import user_location
-from ..runtime.devices import is_host, to_device
+from ..devices import is_host, to_device
 from ..tracer.state import STATE, enable_grad, no_grad
 from ..tracer.tensor import Tensor
 from .fused import cache_info

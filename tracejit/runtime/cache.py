@@ -35,6 +35,8 @@ import tempfile
 import threading
 import warnings
 
+from .._version import __version__
+
 MAGIC = b"TJOBJ1\n"
 DEFAULT_LIMIT = 256 * 1024 * 1024
 EVICT_EVERY = 32                      # stores between scans of the directory
@@ -55,7 +57,6 @@ def directory() -> str | None:
 
 
 def key(module_text: str, target: str) -> str:
-    from .. import __version__
     h = hashlib.sha256()
     for part in (__version__, target, module_text):
         h.update(part.encode())

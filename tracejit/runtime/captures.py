@@ -9,7 +9,7 @@ import numpy as np
 
 from ..ir.core import user_location
 from ..tracer.tensor import Tensor
-from .devices import CPU, Device, device_of, is_gpu_array, is_host, to_device
+from ..devices import CPU, Device, device_of, is_gpu_array, is_host, to_device
 
 
 def signature(tensors: Sequence[Tensor]) -> list[tuple]:

@@ -18,6 +18,7 @@ from ..ir.passes import optimize
 from ..ir.printer import print_graph
 from ..ir.verify import verify
 from ..tracer import autocast as _autocast
+from ..tracer import functional
 from ..tracer.pytree import tree_flatten, tree_unflatten
 from ..tracer.state import STATE, note_reads
 from ..tracer.tensor import Tensor
@@ -26,7 +27,7 @@ from . import captures
 from .backend import get_backend
 from .buffers import clear_pools
 from .debug import dump, log_enabled, log_recompile
-from .devices import CPU, Device, device as as_device, device_of, is_gpu_array
+from ..devices import CPU, Device, device as as_device, device_of, is_gpu_array
 from .entry import Entry, Lowered
 from .grad_node import CompiledNode
 from .signature import describe, describe_autocast, fast_key, leaf_key
@@ -376,11 +377,12 @@ class CompiledFunction:
         return parts
 
     # -- transforms (tj.grad & co. of a compiled function) -----------------------------------------
-    def _tj_transform(self, kind: str, argnums=0, has_aux: bool = False) -> "CompiledFunction":
-        from ..tracer import functional as F
+    def transform(self, kind: str, argnums=0, has_aux: bool = False) -> "CompiledFunction":
+        """`kind` ("grad", "value_and_grad", "jacobian", "hessian") of this function, compiled
+        (tracejit.transforms calls this for the public tj.grad & co.)."""
         if kind in ("grad", "value_and_grad"):
             return GradCompiledFunction(self, kind, argnums, has_aux)
-        py = getattr(F, kind)(self.fn, argnums)
+        py = getattr(functional, kind)(self.fn, argnums)
         return CompiledFunction(py, self.static_argnums, self.static_argnames, self.device,
                                 backend=self.backend_name)
 
@@ -389,8 +391,7 @@ class GradCompiledFunction(CompiledFunction):
     """grad / value_and_grad of a compiled function, built by the reverse-mode IR transform."""
 
     def __init__(self, base: CompiledFunction, kind: str, argnums, has_aux: bool) -> None:
-        from ..tracer import functional as F
-        py = getattr(F, kind)(base.fn, argnums, has_aux)
+        py = getattr(functional, kind)(base.fn, argnums, has_aux)
         functools.update_wrapper(py, base.fn)
         py.__name__ = f"{kind}_{base.name}"
         super().__init__(py, base.static_argnums, base.static_argnames, base.device,
@@ -398,10 +399,9 @@ class GradCompiledFunction(CompiledFunction):
         self.base, self.kind, self.argnums, self.has_aux = base, kind, argnums, has_aux
 
     def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:
-        from ..tracer.functional import _argnums
         base = trace(self.base.fn, args, kwargs, static, self.name, device)
         g = base.graph
-        nums = _argnums(self.argnums, len(args))
+        nums = functional._argnums(self.argnums, len(args))
         dyn_pos = [i for i in range(len(args)) if i not in static]
         if any(i in static for i in nums):
             raise ValueError(f"{self.name}: cannot differentiate with respect to a static argument")

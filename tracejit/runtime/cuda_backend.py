@@ -24,7 +24,7 @@ from ..ir.prims_select import expand_arg_reductions
 from . import cache
 from .backend import Executable, apply_view, register_backend, view_chain
 from .debug import dump
-from .devices import cupy_module
+from ..devices import cupy_module
 
 
 def compile_cubin(source: str, arch: str) -> bytes:

@@ -11,7 +11,7 @@ from ..tracer.rng import default_generator
 from ..tracer.state import STATE
 from ..tracer.trace import Traced
 from . import captures
-from .devices import CPU, Device
+from ..devices import CPU, Device
 
 
 class Entry:

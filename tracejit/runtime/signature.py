@@ -10,7 +10,7 @@ from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..tracer.state import STATE
 from ..tracer.tensor import Tensor
-from .devices import device_of, is_gpu_array
+from ..devices import device_of, is_gpu_array
 
 
 def leaf_key(x: Any):

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 
 from ..ir import dtypes as dt
-from ..runtime.devices import device as as_device, to_device
+from ..devices import device as as_device, to_device
 from .tensor import Tensor
 
 

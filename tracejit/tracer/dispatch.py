@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.core import Aval, Value, user_location
-from ..runtime.devices import device_of, is_gpu_array
+from ..devices import device_of, is_gpu_array
 from . import tensor as _tensor_module
 from .autograd import PrimNode
 from .state import STATE, current_trace, note_reads

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
-from ..runtime.devices import to_device
+from ..devices import to_device
 from . import ops
 from .inplace import inplace
 from ..ir.core import user_location

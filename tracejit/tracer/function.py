@@ -7,7 +7,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import user_location
-from ..runtime.devices import to_device
+from ..devices import to_device
 from .autograd import Node, SavedTensor, grad as autograd_grad
 from .state import STATE, enable_grad, no_grad, note_reads, recording_reads, substituting
 from .rng import all_states, replaying, trace_rng_position

@@ -1,8 +1,8 @@
 """JAX-style function transforms: grad, value_and_grad, vjp, jacobian, hessian.
 
-On a plain Python function they run the eager engine (which also works on traced tensors,
-so inside @tj.compile they emit IR). On a compiled function they return a compiled function
-(see runtime.compile: compiled functions implement `_tj_transform`)."""
+They run the eager engine (which also works on traced tensors, so inside @tj.compile they
+emit IR). They know nothing of compiled functions: the public tj.grad & co.
+(tracejit/transforms.py) hand a compiled function to the runtime, which compiles its transform."""
 from __future__ import annotations
 
 import functools
@@ -108,8 +108,6 @@ def _named(wrapper: Callable, kind: str, fn: Callable) -> Callable:
 
 def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False):
     """fn(*args) -> ((value[, aux]), grads) where grads match argnums' structure."""
-    if hasattr(fn, "_tj_transform"):
-        return fn._tj_transform("value_and_grad", argnums=argnums, has_aux=has_aux)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -128,8 +126,6 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
 
 def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False):
     """The gradient of scalar-valued fn with respect to the arguments in argnums."""
-    if hasattr(fn, "_tj_transform"):
-        return fn._tj_transform("grad", argnums=argnums, has_aux=has_aux)
     vg = value_and_grad(fn, argnums, has_aux)
 
     @functools.wraps(fn)
@@ -177,8 +173,6 @@ def jacobian(fn: Callable, argnums: int | Sequence[int] = 0):
 
     As JAX's jacrev, a pytree result gives the same pytree of Jacobians (hessian with several
     argnums is a tuple of tuples), each shaped like argnums' structure."""
-    if hasattr(fn, "_tj_transform"):
-        return fn._tj_transform("jacobian", argnums=argnums)
 
     @functools.wraps(fn)
     def wrapper(*args):
@@ -199,6 +193,4 @@ def jacobian(fn: Callable, argnums: int | Sequence[int] = 0):
 
 def hessian(fn: Callable, argnums: int | Sequence[int] = 0):
     """The Jacobian of the gradient."""
-    if hasattr(fn, "_tj_transform"):
-        return fn._tj_transform("hessian", argnums=argnums)
     return _named(jacobian(grad(fn, argnums), argnums), "hessian", fn)

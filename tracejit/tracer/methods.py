@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ir import dtypes as dt
-from ..runtime.devices import Device, device as as_device, to_device
+from ..devices import Device, device as as_device, to_device
 from . import composites as C
 from . import indexing, inplace, ops, sampling, scans, selection, sorting
 from . import gathering, layout, masking, norms, products, stacking

@@ -21,7 +21,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
-from ..runtime.devices import Device, device as as_device, to_device
+from ..devices import Device, device as as_device, to_device
 from . import ops
 from .state import current_trace
 from .tensor import Tensor

@@ -10,7 +10,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import Value, user_location
 from ..ir.primitives import P
-from ..runtime.devices import CPU, Device, device_of, is_host, to_device
+from ..devices import CPU, Device, device_of, is_host, to_device
 from .state import STATE
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import Aval, Graph, Value, user_location
 from ..ir.primitives import P
-from ..runtime.devices import CPU, is_gpu_array
+from ..devices import CPU, is_gpu_array
 from .autograd import accumulate_node
 from .grad_slots import GradSlots, slot_guards_changed
 from .pytree import tree_flatten, tree_unflatten

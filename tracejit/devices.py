@@ -1,7 +1,8 @@
 """Devices: "cpu" holds NumPy arrays, "cuda[:N]" holds CuPy arrays on GPU N.
 
-A leaf module (NumPy, the IR's dtype table and, on demand, CuPy): the tracer asks it where a
-tensor lives and how to move one; the runtime asks it for CuPy. Without CuPy or without a GPU,
+A leaf below both the tracer and the runtime (it imports only NumPy, the IR's dtype table and,
+on demand, CuPy): the tracer asks it where a tensor lives and how to move one; the runtime asks
+it for CuPy. Without CuPy or without a GPU,
 asking for "cuda" raises a RuntimeError that says which of the two is missing."""
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ir import dtypes as dt
+from .ir import dtypes as dt
 
 
 class Device:

@@ -1,0 +1,41 @@
+"""The public function transforms `tj.grad`, `tj.value_and_grad`, `tj.jacobian`, `tj.hessian`.
+
+They live above both the tracer and the runtime because they choose between the two: the
+transform of a compiled function is itself a compiled function (the runtime builds `grad` and
+`value_and_grad` from the reverse-mode IR transform), and the transform of any other function
+runs the eager transforms of `tracer.functional`, which know nothing of compiled functions."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from .runtime.compile import CompiledFunction
+from .tracer import functional
+
+
+def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0,
+                   has_aux: bool = False) -> Callable:
+    """fn(*args) -> ((value[, aux]), grads) where grads match argnums' structure."""
+    if isinstance(fn, CompiledFunction):
+        return fn.transform("value_and_grad", argnums=argnums, has_aux=has_aux)
+    return functional.value_and_grad(fn, argnums, has_aux)
+
+
+def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
+    """The gradient of scalar-valued fn with respect to the arguments in argnums."""
+    if isinstance(fn, CompiledFunction):
+        return fn.transform("grad", argnums=argnums, has_aux=has_aux)
+    return functional.grad(fn, argnums, has_aux)
+
+
+def jacobian(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+    """d fn(*args) / d args[argnums]: shape out.shape + arg.shape (reverse mode, row by row)."""
+    if isinstance(fn, CompiledFunction):
+        return fn.transform("jacobian", argnums=argnums)
+    return functional.jacobian(fn, argnums)
+
+
+def hessian(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+    """The Jacobian of the gradient."""
+    if isinstance(fn, CompiledFunction):
+        return fn.transform("hessian", argnums=argnums)
+    return functional.hessian(fn, argnums)
