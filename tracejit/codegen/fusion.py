@@ -129,7 +129,7 @@ def plan(g: Graph) -> Plan:
             if name == "matmul":
                 for v in ins.inputs:
                     if not _is_buffer_view(v, hard):
-                        hard.add(v)
+                        hard.add(_view_base(v))
             elif ins.prim.kind == "extern":     # NumPy/CuPy read its operands from memory
                 hard.update(ins.inputs)
     # expressions shared by several kernels are recomputed, unless they are big
@@ -309,10 +309,13 @@ def _row_groups(order: list[Kernel]) -> list[Kernel]:
 
 
 def _is_buffer_view(v: Value, buffers: set[Value]) -> bool:
-    """Whether v is a buffer, or a transpose of the last two axes / batch broadcast of one
-    (BLAS and NumPy take those without a copy)."""
+    """Whether v is a buffer, or a transpose of the last two axes / batch broadcast of one,
+    or of a reshape of one (BLAS and NumPy take those without a copy: buffers are contiguous,
+    so their reshapes are views)."""
     while v not in buffers:
         p = v.producer
+        if p is not None and p.prim.name == "reshape":
+            return p.inputs[0] in buffers
         if p is None or p.prim.name not in ("transpose", "broadcast"):
             return False
         if p.prim.name == "transpose":
@@ -321,3 +324,19 @@ def _is_buffer_view(v: Value, buffers: set[Value]) -> bool:
                 return False
         v = p.inputs[0]
     return True
+
+
+def _view_base(v: Value) -> Value:
+    """The value under a matmul operand's free views (transposes of the last two axes and
+    broadcasts, then one reshape): materializing it, not v, leaves the views to BLAS, so no
+    kernel writes a transposed copy of a GEMM operand."""
+    while v.producer is not None and v.producer.prim.name in ("transpose", "broadcast"):
+        p = v.producer
+        if p.prim.name == "transpose":
+            perm = p.params["perm"]
+            if list(perm[:-2]) != list(range(len(perm) - 2)):
+                break
+        v = p.inputs[0]
+    if v.producer is not None and v.producer.prim.name == "reshape":
+        v = v.producer.inputs[0]
+    return v

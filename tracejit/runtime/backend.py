@@ -60,8 +60,8 @@ def get_backend(name: str | None = None):
 
 
 def view_chain(v: Value, buffers) -> tuple[Value, list]:
-    """A matmul operand as (the buffer it views, [(transpose|broadcast, params)...]): BLAS and
-    cuBLAS take such views without a copy."""
+    """A matmul operand as (the buffer it views, [(reshape|transpose|broadcast, params)...]):
+    BLAS and cuBLAS take such views without a copy (a reshape only of the contiguous buffer)."""
     ops = []
     while v not in buffers:
         p = v.producer
@@ -73,8 +73,12 @@ def view_chain(v: Value, buffers) -> tuple[Value, list]:
 def apply_view(arr, ops):
     """Apply view_chain's ops to an array (NumPy or CuPy: the calls dispatch by NEP 18)."""
     for name, p in ops:
-        arr = np.transpose(arr, p["perm"]) if name == "transpose" else \
-            np.broadcast_to(arr, p["shape"])
+        if name == "reshape":
+            arr = arr.reshape(p["shape"])
+        elif name == "transpose":
+            arr = np.transpose(arr, p["perm"])
+        else:
+            arr = np.broadcast_to(arr, p["shape"])
     return arr
 
 

@@ -18,6 +18,7 @@ from ..codegen.cuda_lower import lower_program
 from ..codegen.fusion import plan as make_plan
 from ..ir.core import Graph
 from ..ir.dtypes import bf16
+from ..ir.matmul_fold import fold_matmuls
 from ..ir.passes import widen_half
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
@@ -83,7 +84,8 @@ def prepare(graph: Graph) -> Graph:
     """The graph the CUDA backend lowers: 16-bit sums accumulate in float32; float16 matmuls
     stay cuBLAS half GEMMs (float32 accumulation), bfloat16 ones run in float32, which every
     CuPy version supports."""
-    return widen_half(expand_arg_reductions(expand_convs(graph)), matmul_dtypes=(bf16,))
+    return widen_half(fold_matmuls(expand_arg_reductions(expand_convs(graph))),
+                      matmul_dtypes=(bf16,))
 
 
 class CudaExecutable(Executable):

@@ -25,6 +25,7 @@ from ..codegen.fusion import Kernel, plan as make_plan
 from ..codegen.llvm_lower import DATA_OFFSET, is_small, lower_module, parallel_extent
 from ..ir.core import Graph, Value
 from ..ir.dtypes import HALF
+from ..ir.matmul_fold import fold_matmuls
 from ..ir.passes import widen_half
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
@@ -70,7 +71,8 @@ class LLVMExecutable(Executable):
 
     def __init__(self, graph: Graph) -> None:
         # 16-bit matmuls run as float32 BLAS calls: NumPy has no half-precision BLAS
-        super().__init__(widen_half(expand_arg_reductions(expand_convs(graph)), matmul_dtypes=HALF))
+        super().__init__(widen_half(fold_matmuls(expand_arg_reductions(expand_convs(graph))),
+                                    matmul_dtypes=HALF))
         t0 = time.perf_counter()
         self.plan = make_plan(self.graph)
         self._assign_slots()

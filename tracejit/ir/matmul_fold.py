@@ -1,0 +1,192 @@
+"""Matmul rewrites the backends run before fusion, so that BLAS and cuBLAS get the few large 2-D
+GEMMs that PyTorch gives them instead of batched GEMMs over a broadcast weight.
+
+Three rules, one job each:
+
+- `fold_batch`: `matmul(a[..., M, K], b)` where every batch of `b` is the same [K, N] matrix (a
+  weight broadcast over the batch, possibly transposed) is one GEMM with the batch folded into
+  M: `reshape(matmul(reshape(a, [B*M, K]), w), [..., M, N])`.
+- `weight_grad`: `sum(matmul(a[..., K, M], g[..., M, N]), axes=batch)` (the gradient of such a
+  weight: a batched GEMM followed by a sum over the batch) is one GEMM with K = B*M:
+  `matmul(transpose(reshape(swap(a), [B*M, K])), reshape(g, [B*M, N]))`.
+- `transpose_product`: `transpose(matmul(a, b))` of 2-D operands, when the transpose is the
+  product's only use, is `matmul(b^T, a^T)`: a weight gradient of `x @ W.T` comes out in W's
+  layout without a transposing loop.
+
+Operands stay views where BLAS takes views: a reshape of a buffer and a transpose of its last
+two axes are free (fusion and the runtime's `view_chain` know both). The weight-gradient GEMM
+accumulates in the GEMM's precision, as BLAS does for every matmul, where the batched form
+accumulated the batch sum per the reduction rule; the difference is rounding.
+`fold_matmuls(g)` returns `g` itself when no rule applies, else a new graph, so the graph IR
+dumps keep showing the traced ops."""
+from __future__ import annotations
+
+import math
+
+from .core import Graph, Instr, Value
+from .passes import cse, dce
+from .primitives import broadcast, matmul, reshape, transpose
+
+MAX_ROUNDS = 3      # a weight gradient's GEMM is transposed by the round after it appears
+
+
+def _is_swap(ins: Instr | None) -> bool:
+    """Whether ins transposes exactly the last two axes."""
+    if ins is None or ins.prim.name != "transpose":
+        return False
+    perm = list(ins.params["perm"])
+    n = len(perm)
+    return n >= 2 and perm == list(range(n - 2)) + [n - 1, n - 2]
+
+
+def _shared_matrix(b: Value, nb: int) -> list[tuple[str, object]] | None:
+    """If every batch of b (its first nb axes) is the same matrix: how to build that matrix
+    from the value at the root of b's producer chain, as (op, arg) steps after ("root", v).
+    Follows transposes that keep the batch axes in place and a broadcast that adds them."""
+    steps: list[tuple[str, object]] = []
+    v = b
+    while True:
+        p = v.producer
+        if p is None:
+            return None
+        if p.prim.name == "transpose":
+            perm = tuple(p.params["perm"])
+            if perm[:nb] != tuple(range(nb)):
+                return None
+            if perm[nb:] == (nb + 1, nb):
+                steps.append(("swap", None))
+            v = p.inputs[0]
+            continue
+        if p.prim.name != "broadcast":
+            return None
+        x = p.inputs[0]
+        lead = x.ndim - 2
+        if lead > 0 and any(d != 1 for d in x.shape[:lead]):
+            return None                  # the batch is not broadcast: a real batched operand
+        mat = tuple(v.shape[-2:])
+        steps.append(("broadcast", mat))
+        if lead > 0:
+            steps.append(("reshape", tuple(x.shape[lead:])))
+        steps.append(("root", x))
+        return steps[::-1]
+
+
+def _build_matrix(steps, env: dict[Value, Value]) -> Value:
+    w = env[steps[0][1]]
+    for op, arg in steps[1:]:
+        if op == "reshape":
+            w = reshape(w, arg)
+        elif op == "broadcast":
+            w = broadcast(w, arg)
+        else:
+            w = transpose(w, (1, 0))
+    return w
+
+
+def _a_reshapes_freely(a: Value) -> bool:
+    """Whether reshaping a (folding its batch into M) costs no copy a batched GEMM avoids: a is
+    a buffer or an expression fusion materializes anyway, not a transposed/broadcast view."""
+    p = a.producer
+    return p is None or p.prim.name not in ("transpose", "broadcast")
+
+
+def _weight_grad_sums(g: Graph, uses: dict[Value, list[Instr]]) -> dict[Instr, Instr]:
+    """sum instructions of rule `weight_grad` -> the batched matmul each replaces."""
+    outs = set(g.outputs)
+    found = {}
+    for ins in g.instrs:
+        if ins.prim.name != "sum":
+            continue
+        m = ins.inputs[0].producer
+        if m is None or m.prim.name != "matmul" or m.out in outs or len(uses[m.out]) != 1:
+            continue
+        nb = m.out.ndim - 2
+        if nb >= 1 and tuple(ins.params["axes"]) == tuple(range(nb)):
+            found[ins] = m
+    return found
+
+
+def fold_matmuls(g: Graph) -> Graph:
+    for _ in range(MAX_ROUNDS):
+        new = _fold_once(g)
+        if new is g:
+            break
+        g = new
+    return g
+
+
+def _fold_once(g: Graph) -> Graph:
+    uses = g.users()
+    sums = _weight_grad_sums(g, uses)
+    replaced = set(sums.values())
+    folds: dict[Instr, list] = {}
+    for ins in g.instrs:
+        # a graph output keeps its batched GEMM, which writes it in place: folded, a loop
+        # would copy the 2-D product into the output's shape
+        if ins.prim.name == "matmul" and ins not in replaced and ins.out.ndim > 2 and \
+                ins.out not in g.outputs:
+            steps = _shared_matrix(ins.inputs[1], ins.out.ndim - 2)
+            if steps is not None and _a_reshapes_freely(ins.inputs[0]):
+                folds[ins] = steps
+    swaps = {ins for ins in g.instrs if _is_swap(ins) and ins.out.ndim == 2
+             and ins.inputs[0].producer is not None
+             and ins.inputs[0].producer.prim.name == "matmul"
+             and len(uses[ins.inputs[0]]) == 1 and ins.inputs[0] not in g.outputs}
+    if not (sums or folds or swaps):
+        return g
+
+    new = Graph(g.name)
+    env = {v: new.add_input(v.aval, v.name) for v in g.inputs}
+    for ins in g.instrs:
+        if ins in replaced:
+            continue                      # its sum below computes it as one GEMM
+        new.loc_override = ins.loc
+        if ins in sums:
+            env[ins.out] = _weight_grad(sums[ins], env)
+        elif ins in folds:
+            env[ins.out] = _fold_batch(ins, folds[ins], env)
+        elif ins in swaps:
+            a, b = ins.inputs[0].producer.inputs
+            env[ins.out] = matmul(_swap(env[b]), _swap(env[a]))
+        else:
+            env[ins.out] = new.emit(ins.prim, [env[v] for v in ins.inputs], ins.params, ins.loc)
+        new.loc_override = None
+    new.outputs = [env[v] for v in g.outputs]
+    # the same reshape made twice (a saved activation folded for its forward and its weight
+    # gradient's GEMM) is written once; dead: swaps whose only users were rewritten
+    return dce(cse(new))
+
+
+def _swap(x: Value) -> Value:
+    """x with its last two axes swapped; a swap of a swap is its input (no instruction)."""
+    p = x.producer
+    if _is_swap(p):
+        return p.inputs[0]
+    perm = list(range(x.ndim))
+    perm[-2:] = perm[-1], perm[-2]
+    return transpose(x, tuple(perm))
+
+
+def _reshape(x: Value, shape: tuple[int, ...]) -> Value:
+    """reshape, looking through a reshape producer: a reshape of a buffer stays a view."""
+    p = x.producer
+    if p is not None and p.prim.name == "reshape":
+        x = p.inputs[0]
+    return reshape(x, shape)
+
+
+def _fold_batch(ins: Instr, steps, env: dict[Value, Value]) -> Value:
+    a = env[ins.inputs[0]]
+    *batch, m, k = a.shape
+    w = _build_matrix(steps, env)
+    rows = math.prod(batch) * m
+    return reshape(matmul(_reshape(a, (rows, k)), w), tuple(batch) + (m, w.shape[1]))
+
+
+def _weight_grad(m: Instr, env: dict[Value, Value]) -> Value:
+    a, gr = (env[v] for v in m.inputs)
+    *batch, k, mm = a.shape
+    n = gr.shape[-1]
+    rows = math.prod(batch) * mm
+    x = _swap(a)                                           # [..., M, K]
+    return matmul(transpose(_reshape(x, (rows, k)), (1, 0)), _reshape(gr, (rows, n)))
