@@ -26,16 +26,24 @@ def op_error(name: str, msg: str, cls: type = ValueError) -> Exception:
 # "extern" (not generated: backends call the NumPy/CuPy implementation, see prims_sort.py)
 class Primitive:
     def __init__(self, name: str, kind: str, infer: Callable, impl: Callable, *,
-                 vjp: Callable | None = None, saves: Sequence[int] | Callable = (),
+                 vjp: Callable | None = None, jvp: Callable | None = None,
+                 saves: Sequence[int] | Callable = (),
                  save_out: bool | Callable = False,
                  scalar: Callable | None = None, params: dict[str, str] | None = None,
-                 node_name: str | Callable | None = None, arity: int | None = None,
-                 scalar_overloads: dict[int, str] | None = None) -> None:
+                 arity: int | None = None,
+                 batch: Callable | None = None, bounds: Callable | None = None,
+                 index_map: Callable | None = None, rows: Callable | None = None) -> None:
         self.name = name
+        # index primitives: (input avals, params) -> (the index operand, the length of the
+        # axis it indexes); a compiled program checks those indices (tracer/trace.py's checks)
+        self.bounds = bounds
         self.kind = kind
         self.infer_rule = infer
         self.impl = impl
         self.vjp = vjp                      # (g, ins, out, params, need) -> list[cotangent|None]
+        # (tangents, ins, out, params) -> tangent of out, or None for a zero tangent; each
+        # entry of `tangents` is None where that operand's tangent is zero (never materialized)
+        self.jvp = jvp
         # What the VJP rule reads, so the eager engine keeps exactly that alive (and checks it
         # for in-place changes): the inputs `saves` names and, with `save_out`, the output.
         # Either may be a function of `need` (which operands want a gradient): x / 2 needs
@@ -43,13 +51,16 @@ class Primitive:
         self.saves = saves if callable(saves) else tuple(saves)
         self.save_out = save_out
         self.scalar = scalar                # (sb, *scalars, **params) -> scalar, elementwise only
+        # view and index ops: which operand element each output element is, and whether the op
+        # keeps rows (see ir/index_maps.py); a fused kernel evaluates them, any backend alike
+        self.index_map = index_map          # (ix, idx, site, **params) -> index_maps.Access
+        self.rows = rows                    # (j, in_shapes, out_shape, dep, **params) -> bool
         self.param_types = params or {}     # name -> "ints" | "int" | "dtype" | "array" | "bool"
-        self.node_name = node_name or (name.capitalize() + "Backward0")
         self.arity = arity
-        # operand index -> PyTorch's node name when that operand is a Python number: torch
-        # then calls its Scalar overload, whose node has no edge for the number (5 - t is
-        # RsubBackward1 with one edge, t ** 2 is PowBackward0)
-        self.scalar_overloads = scalar_overloads or {}
+        # the batching rule (vmap): (axis, args, batched, params) -> (out, out_batched), where
+        # a batched operand carries the vmapped axis first (axis 0) and `axis` is a
+        # batching.BatchAxis (the axis size and the randomness mode); see ir/batching.py
+        self.batch = batch
 
     def __repr__(self) -> str:
         return f"<prim {self.name}>"
@@ -87,10 +98,15 @@ class Primitive:
         save_out = self.save_out(need) if callable(self.save_out) else self.save_out
         return tuple(saves), bool(save_out)
 
-    def torch_node_name(self, params: dict, in_avals: list[Aval], requires: Sequence[bool]) -> str:
-        """The name PyTorch gives this op's backward node (AddBackward0, ...)."""
-        n = self.node_name
-        return n(params, in_avals, requires) if callable(n) else n
+    def keeps_rows(self, j: int, in_shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...],
+                   dep: Sequence[bool], params: dict) -> bool:
+        """Whether this op reads its operands marked in `dep` at the same first j axes (the
+        row) it writes: always for elementwise ops, per the declared `rows` rule otherwise, and
+        conservatively not for an op that declares none."""
+        if self.kind == "elementwise":
+            return True
+        return self.rows is not None and bool(self.rows(j, in_shapes, out_shape, dep, **params))
+
 
 
 class _Registry:
@@ -193,6 +209,20 @@ def broadcast(x, shape):
 
 
 def zeros_like(x): return _splat(x, 0)
+
+
+def tangent_sum(*terms):
+    """The sum of the tangent terms that are not None (a symbolic zero); None if all are."""
+    out = None
+    for t in terms:
+        if t is not None:
+            out = t if out is None else add(out, t)
+    return out
+
+
+def tangent_or_zeros(t, like):
+    """A JVP rule's tangent `t`, materialized as zeros shaped like `like` where it is None."""
+    return zeros_like(like) if t is None else t
 
 
 def full_like(x, v): return _splat(x, v)

@@ -24,8 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import dtypes as dt
+from .batching import all_batched, batch_same_params, to_batched
 from .core import Aval, Graph
-from .primitives import P, Primitive, add, bind, matmul, op_error, reshape, transpose
+from .primitives import (P, Primitive, add, bind, matmul, op_error, reshape, tangent_sum,
+                         transpose)
 
 CONVS = ("conv2d", "conv2d_input_grad", "conv2d_weight_grad")
 
@@ -84,9 +86,24 @@ def _vjp_windows(g, ins, out, params, need):
     return [col2im(g, ins[0].shape[-2:], params["stride"], params["dilation"])]
 
 
+def _index_windows(ix, idx, site, window, stride, dilation):
+    # im2col: [.., i, j, oh, ow] reads x[.., oh*s + i*d, ow*s + j*d]
+    lead = len(site.in_shapes[0]) - 2
+    i, j, oh, ow = idx[lead:]
+    (sh, sw), (dh, dw) = stride, dilation
+    return Read(0, list(idx[:lead]) + [ix.iadd(ix.imul(oh, sh), ix.imul(i, dh)),
+                                       ix.iadd(ix.imul(ow, sw), ix.imul(j, dw))])
+
+
+def _rows_windows(j, ins, out, dep, window, stride, dilation):
+    return j <= len(ins[0]) - 2         # the leading (batch, channel) axes are kept
+
+
 P.register(Primitive("windows", "shape", _infer_windows, _impl_windows, vjp=_vjp_windows,
+                     jvp=lambda t, i, o, p: bind(P.windows, t[0], **p),
                      params={"window": "ints", "stride": "ints", "dilation": "ints"}, arity=1,
-                     node_name="Im2ColBackward0"))
+                     index_map=_index_windows, rows=_rows_windows,
+                     batch=batch_same_params))
 
 
 def windows(x, window, stride, dilation):
@@ -246,20 +263,86 @@ def _vjp_weight_grad(c, ins, out, p, need):
             conv2d(x, c, **p) if need[1] else None]
 
 
+def _bilinear_jvp(prim_name: str):
+    """The tangent of a product linear in each operand: f(ta, b) + f(a, tb)."""
+    def jvp(t, ins, out, params):
+        prim = P.get(prim_name)
+        return tangent_sum(None if t[0] is None else bind(prim, t[0], ins[1], **params),
+                           None if t[1] is None else bind(prim, ins[0], t[1], **params))
+    return jvp
+
+
 def _saves(need):
     return tuple(i for i, n in ((1, need[0]), (0, need[1])) if n)
 
 
-P.register(Primitive("conv2d", "other", _infer_conv, _impl_conv, vjp=_vjp_conv, saves=_saves,
-                     params=_CONV_PARAMS, arity=2, node_name="ConvolutionBackward0"))
+# -- batching (vmap): a batch of inputs joins the images (N); a batch of weights becomes
+# groups, so every case is one convolution
+def _fold_images(x):
+    """(B, N, ...) -> (B*N, ...)."""
+    return reshape(x, (x.shape[0] * x.shape[1],) + tuple(x.shape[2:]))
+
+
+def _as_groups(x):
+    """(B, N, C, H, W) -> (N, B*C, H, W): the batch as channel groups."""
+    b, n, c, h, w = x.shape
+    return reshape(transpose(x, (1, 0, 2, 3, 4)), (n, b * c, h, w))
+
+
+def _from_groups(y, size):
+    """(N, B*C, H, W) -> (B, N, C, H, W)."""
+    n, bc, h, w = y.shape
+    return transpose(reshape(y, (n, size, bc // size, h, w)), (1, 0, 2, 3, 4))
+
+
+def _grouped(p, size):
+    return {**_conv_params(p), "groups": p["groups"] * size}
+
+
+def _batch_conv(prim, ax, args, batched, params):
+    x, w = args
+    size = ax.size
+    if not batched[1]:                       # only the input: more images
+        y = conv2d(_fold_images(x), w, **params)
+        return reshape(y, (size, x.shape[1]) + tuple(y.shape[1:])), True
+    x = x if batched[0] else to_batched(x, ax)
+    y = conv2d(_as_groups(x), _fold_images(w), **_grouped(params, size))
+    return _from_groups(y, size), True
+
+
+def _batch_input_grad(prim, ax, args, batched, params):
+    g, w = args
+    size, hw = ax.size, params["in_hw"]
+    if not batched[1]:
+        y = conv2d_input_grad(_fold_images(g), w, hw, **params)
+        return reshape(y, (size, g.shape[1]) + tuple(y.shape[1:])), True
+    g = g if batched[0] else to_batched(g, ax)
+    y = conv2d_input_grad(_as_groups(g), _fold_images(w), hw, **_grouped(params, size))
+    return _from_groups(y, size), True
+
+
+def _batch_weight_grad(prim, ax, args, batched, params):
+    x, g = all_batched(args, batched, ax)
+    size = ax.size
+    y = conv2d_weight_grad(_as_groups(x), _as_groups(g), params["kernel"],
+                           **_grouped(params, size))
+    return reshape(y, (size, y.shape[0] // size) + tuple(y.shape[1:])), True
+
+
+P.register(Primitive("conv2d", "other", _infer_conv, _impl_conv, vjp=_vjp_conv,
+                     jvp=_bilinear_jvp("conv2d"), saves=_saves,
+                     params=_CONV_PARAMS, arity=2,
+                     batch=_batch_conv))
 P.register(Primitive("conv2d_input_grad", "other", _infer_input_grad, _impl_input_grad,
-                     vjp=_vjp_input_grad, saves=_saves,
+                     vjp=_vjp_input_grad, jvp=_bilinear_jvp("conv2d_input_grad"),
+                     saves=_saves,
                      params={"in_hw": "ints", **_CONV_PARAMS}, arity=2,
-                     node_name="ConvolutionBackwardBackward0"))
+                     batch=_batch_input_grad))
 P.register(Primitive("conv2d_weight_grad", "other", _infer_weight_grad, _impl_weight_grad,
-                     vjp=_vjp_weight_grad, saves=_saves,
+                     vjp=_vjp_weight_grad, jvp=_bilinear_jvp("conv2d_weight_grad"),
+                     saves=_saves,
                      params={"kernel": "ints", **_CONV_PARAMS}, arity=2,
-                     node_name="ConvolutionBackwardBackward0"))
+                     batch=_batch_weight_grad))
 
 
 # -- the expansion the code generators see ---------------------------------------------------

@@ -16,8 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import dtypes as dt
+from .batching import batch_elementwise
 from .core import Aval
-from .primitives import P, Primitive, bind, div, mul, neg, op_error, sub, zeros_like
+from .primitives import (P, Primitive, bind, div, mul, neg, op_error, sub, tangent_sum,
+                         zeros_like)
 
 
 def _infer(name: str, avals: list[Aval]) -> Aval:
@@ -112,13 +114,27 @@ def _vjp_fmod(g, ins, out, params, need):
     return [g, neg(mul(g, div(sub(a, fmod(a, b)), b))) if need[1] else None]
 
 
-def _register(name, impl, vjp, scalar, node_name, saves):
-    P.register(Primitive(name, "elementwise", _infer, impl, vjp=vjp, saves=saves,
-                         scalar=scalar, arity=2, node_name=node_name))
+def _jvp_remainder(t, ins, out, params):
+    a, b = ins
+    return tangent_sum(t[0], None if t[1] is None else neg(mul(t[1], floor_divide(a, b))))
+
+
+def _jvp_fmod(t, ins, out, params):
+    a, b = ins
+    return tangent_sum(t[0], None if t[1] is None else
+                       neg(mul(t[1], div(sub(a, fmod(a, b)), b))))
+
+
+def _register(name, impl, vjp, jvp, scalar, saves):
+    P.register(Primitive(name, "elementwise", _infer, impl, vjp=vjp, jvp=jvp, saves=saves,
+                         scalar=scalar, arity=2,
+                         batch=batch_elementwise))
 
 
 _register("floor_divide", lambda a, b: np.floor_divide(a, b), _vjp_floor_divide,
-          _floor_divide_scalar, "FloorDivideBackward0", ())
-_register("remainder", lambda a, b: np.remainder(a, b), _vjp_remainder, _remainder_scalar,
-          "RemainderBackward0", (0, 1))
-_register("fmod", lambda a, b: np.fmod(a, b), _vjp_fmod, _fmod_scalar, "FmodBackward0", (0, 1))
+          lambda t, i, o, p: None,
+          _floor_divide_scalar, ())
+_register("remainder", lambda a, b: np.remainder(a, b), _vjp_remainder, _jvp_remainder,
+          _remainder_scalar,
+          (0, 1))
+_register("fmod", lambda a, b: np.fmod(a, b), _vjp_fmod, _jvp_fmod, _fmod_scalar, (0, 1))

@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import dtypes as dt
+from .batching import batch_elementwise
 from .core import Aval
 from .primitives import (P, Primitive, cast, cos, div, eq, ge, gt, log, lt, mul, neg,
-                         op_error, pow_, sign, sin, sub, where)
+                         op_error, pow_, sign, sin, sub, tangent_or_zeros, tangent_sum, where)
 
 
 def _same(name: str, avals: list[Aval], float_only: bool = False) -> Aval:
@@ -40,35 +41,36 @@ def _infer_cmp(name, avals):
     return Aval(a.shape, dt.bool_)
 
 
-def _elementwise(name: str, impl, vjp=None, *, saves=(), save_out=False, float_only=False,
-                 infer=None, arity=None, scalar=None, params=None, node_name=None,
-                 scalar_overloads=None) -> Primitive:
+def _elementwise(name: str, impl, vjp=None, *, jvp=None, saves=(), save_out=False,
+                 float_only=False, infer=None, arity=None, scalar=None,
+                 params=None) -> Primitive:
     def default_scalar(sb, *xs, **p):
         return getattr(sb, name)(*xs)
     return P.register(Primitive(
-        name, "elementwise", infer or _infer(float_only), impl, vjp=vjp, saves=saves,
-        save_out=save_out, scalar=scalar or default_scalar, params=params, node_name=node_name,
-        scalar_overloads=scalar_overloads,
+        name, "elementwise", infer or _infer(float_only), impl, vjp=vjp, jvp=jvp, saves=saves,
+        save_out=save_out, scalar=scalar or default_scalar, params=params,
+        batch=batch_elementwise,
         arity=arity if arity is not None else impl.__code__.co_argcount if hasattr(impl, "__code__") else None))
 
 
 # -- unary ------------------------------------------------------------------------------------
-_elementwise("neg", lambda x: np.negative(x), lambda g, i, o, p, n: [neg(g)], arity=1)
+_elementwise("neg", lambda x: np.negative(x), lambda g, i, o, p, n: [neg(g)],
+             jvp=lambda t, i, o, p: neg(t[0]), arity=1)
 _elementwise("exp", lambda x: np.exp(x), lambda g, i, o, p, n: [mul(g, o)],
-             save_out=True, float_only=True, arity=1)
+             jvp=lambda t, i, o, p: mul(t[0], o), save_out=True, float_only=True, arity=1)
 _elementwise("log", lambda x: np.log(x), lambda g, i, o, p, n: [div(g, i[0])],
-             saves=(0,), float_only=True, arity=1)
+             jvp=lambda t, i, o, p: div(t[0], i[0]), saves=(0,), float_only=True, arity=1)
 _elementwise("sin", lambda x: np.sin(x), lambda g, i, o, p, n: [mul(g, cos(i[0]))],
-             saves=(0,), float_only=True, arity=1)
+             jvp=lambda t, i, o, p: mul(t[0], cos(i[0])), saves=(0,), float_only=True, arity=1)
 _elementwise("cos", lambda x: np.cos(x), lambda g, i, o, p, n: [neg(mul(g, sin(i[0])))],
-             saves=(0,), float_only=True, arity=1)
+             jvp=lambda t, i, o, p: neg(mul(t[0], sin(i[0]))), saves=(0,), float_only=True, arity=1)
 _elementwise("tanh", lambda x: np.tanh(x),
              lambda g, i, o, p, n: [mul(g, sub(1.0, mul(o, o)))],
-             save_out=True, float_only=True, arity=1)
+             jvp=lambda t, i, o, p: mul(t[0], sub(1.0, mul(o, o))), save_out=True, float_only=True, arity=1)
 _elementwise("sqrt", lambda x: np.sqrt(x), lambda g, i, o, p, n: [div(mul(g, 0.5), o)],
-             save_out=True, float_only=True, arity=1)
+             jvp=lambda t, i, o, p: div(mul(t[0], 0.5), o), save_out=True, float_only=True, arity=1)
 _elementwise("abs", lambda x: np.abs(x), lambda g, i, o, p, n: [mul(g, sign(i[0]))],
-             saves=(0,), arity=1)
+             jvp=lambda t, i, o, p: mul(t[0], sign(i[0])), saves=(0,), arity=1)
 def _impl_sign(x):
     """PyTorch's sign: NaN and -0.0 give +0.0 (NumPy's gives NaN and -0.0), so abs'(NaN) = 0."""
     x = np.asarray(x)
@@ -77,14 +79,16 @@ def _impl_sign(x):
     return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
 
 
-_elementwise("sign", _impl_sign, lambda g, i, o, p, n: [None], arity=1,
+_elementwise("sign", _impl_sign, lambda g, i, o, p, n: [None],
+             jvp=lambda t, i, o, p: None, arity=1,
              scalar=lambda sb, x: sb.select(sb.gt(x, sb.const(0, x)), sb.const(1, x),
                                             sb.select(sb.lt(x, sb.const(0, x)),
                                                       sb.const(-1, x), sb.const(0, x))))
 
 
-_elementwise("stop_gradient", lambda x: x, lambda g, i, o, p, n: [None], arity=1,
-             node_name="DetachBackward0", scalar=lambda sb, x: x)
+_elementwise("stop_gradient", lambda x: x, lambda g, i, o, p, n: [None],
+             jvp=lambda t, i, o, p: None, arity=1,
+             scalar=lambda sb, x: x)
 
 
 def _infer_cast(name, avals, dtype):
@@ -94,6 +98,11 @@ def _infer_cast(name, avals, dtype):
 def _vjp_cast(g, ins, out, params, need):
     src = ins[0].dtype
     return [cast(g, src) if src.is_float else None]
+
+
+def _jvp_cast(t, ins, out, params):
+    # float -> float carries the tangent over; to an integer or bool there is none
+    return cast(t[0], out.dtype) if out.dtype.is_float and t[0] is not None else None
 
 
 def _impl_cast(x, dtype):
@@ -113,14 +122,15 @@ def _impl_cast(x, dtype):
     return x.astype(dtype.np)
 
 
-_elementwise("cast", _impl_cast, _vjp_cast, infer=_infer_cast,
-             arity=1, params={"dtype": "dtype"}, node_name="ToCopyBackward0",
+_elementwise("cast", _impl_cast, _vjp_cast, jvp=_jvp_cast, infer=_infer_cast,
+             arity=1, params={"dtype": "dtype"},
              scalar=lambda sb, x, dtype: sb.cast(x, dtype))
 
 # -- binary -----------------------------------------------------------------------------------
-_elementwise("add", lambda x, y: np.add(x, y), lambda g, i, o, p, n: [g, g])
+_elementwise("add", lambda x, y: np.add(x, y), lambda g, i, o, p, n: [g, g],
+             jvp=lambda t, i, o, p: tangent_sum(t[0], t[1]))
 _elementwise("sub", lambda x, y: np.subtract(x, y), lambda g, i, o, p, n: [g, neg(g)],
-             scalar_overloads={0: "RsubBackward1"})
+             jvp=lambda t, i, o, p: tangent_sum(t[0], None if t[1] is None else neg(t[1])))
 
 
 def _saves_other(need):
@@ -130,7 +140,9 @@ def _saves_other(need):
 
 _elementwise("mul", lambda x, y: np.multiply(x, y),
              lambda g, i, o, p, n: [mul(g, i[1]) if n[0] else None,
-                                    mul(g, i[0]) if n[1] else None], saves=_saves_other)
+                                    mul(g, i[0]) if n[1] else None], saves=_saves_other,
+             jvp=lambda t, i, o, p: tangent_sum(None if t[0] is None else mul(t[0], i[1]),
+                                                None if t[1] is None else mul(i[0], t[1])))
 
 
 def _vjp_div(g, ins, out, params, need):
@@ -142,11 +154,18 @@ def _vjp_div(g, ins, out, params, need):
     return [gx, gy]
 
 
-_elementwise("div", lambda x, y: np.divide(x, y), _vjp_div,
+def _jvp_div(t, ins, out, params):
+    tx, ty = t
+    num = tangent_sum(tx, None if ty is None else neg(mul(out, ty)))
+    return div(num, ins[1])
+
+
+_elementwise("div", lambda x, y: np.divide(x, y), _vjp_div, jvp=_jvp_div,
              saves=lambda need: (0, 1) if need[1] else (1,), float_only=True)
 # 1 / x; `s / t` for a Python number s is reciprocal(t) * s, PyTorch's spelling (and rounding)
 _elementwise("reciprocal", lambda x: np.reciprocal(x),
              lambda g, i, o, p, n: [neg(mul(g, mul(o, o)))], save_out=True, float_only=True,
+             jvp=lambda t, i, o, p: neg(mul(t[0], mul(o, o))),
              arity=1, scalar=lambda sb, x: sb.div(sb.const(1, x), x))
 
 
@@ -165,6 +184,19 @@ def _vjp_pow(g, ins, out, params, need):
     return [gx, gy]
 
 
+def _jvp_pow(t, ins, out, params):
+    # the VJP's conventions: no x-term where y == 0, no y-term where x == 0 and y >= 0
+    x, y = ins
+    tx, ty = t
+    if tx is not None:
+        tx = where(eq(y, 0.0), 0.0, mul(tx, mul(y, pow_(x, sub(y, 1.0)))))
+    if ty is not None:
+        zero = eq(x, 0.0)
+        masked = where(zero, ge(y, 0.0), zero)
+        ty = where(masked, 0.0, mul(ty, mul(out, log(where(masked, 1.0, x)))))
+    return tangent_sum(tx, ty)
+
+
 def _impl_pow(x, y):
     """Floats: NumPy's power. Integers: PyTorch's integer power, which wraps on overflow (as
     NumPy's), gives 0 ** 0 = 1, and for a negative exponent gives 0 except for bases 1 and -1
@@ -178,9 +210,8 @@ def _impl_pow(x, y):
     return np.where(negative, small, out).astype(x.dtype)
 
 
-_elementwise("pow", _impl_pow, _vjp_pow, saves=(0, 1),
-             save_out=lambda need: need[1], arity=2,
-             node_name="PowBackward1", scalar_overloads={1: "PowBackward0", 0: "PowBackward2"})
+_elementwise("pow", _impl_pow, _vjp_pow, jvp=_jvp_pow, saves=(0, 1),
+             save_out=lambda need: need[1], arity=2)
 
 
 def _vjp_minmax(loses):
@@ -195,15 +226,31 @@ def _vjp_minmax(loses):
     return vjp
 
 
-_elementwise("maximum", lambda x, y: np.maximum(x, y), _vjp_minmax(lt), saves=(0, 1),
+def _jvp_minmax(loses):
+    # the VJP's split, applied forward: all of a winner's tangent, half of each on a tie
+    def jvp(t, ins, out, params):
+        x, y = ins
+        tie = eq(x, y)
+        tx, ty = t
+        if tx is not None:
+            tx = where(loses(x, y), 0.0, where(tie, mul(tx, 0.5), tx))
+        if ty is not None:
+            ty = where(loses(y, x), 0.0, where(tie, mul(ty, 0.5), ty))
+        return tangent_sum(tx, ty)
+    return jvp
+
+
+_elementwise("maximum", lambda x, y: np.maximum(x, y), _vjp_minmax(lt), jvp=_jvp_minmax(lt),
+             saves=(0, 1),
              scalar=lambda sb, x, y: sb.max(x, y))
-_elementwise("minimum", lambda x, y: np.minimum(x, y), _vjp_minmax(gt), saves=(0, 1),
+_elementwise("minimum", lambda x, y: np.minimum(x, y), _vjp_minmax(gt), jvp=_jvp_minmax(gt),
+             saves=(0, 1),
              scalar=lambda sb, x, y: sb.min(x, y))
 
 for _name, _fn in (("lt", np.less), ("le", np.less_equal), ("gt", np.greater),
                    ("ge", np.greater_equal), ("eq", np.equal), ("ne", np.not_equal)):
     _elementwise(_name, (lambda f: lambda x, y: f(x, y))(_fn), lambda g, i, o, p, n: [None, None],
-                 infer=_infer_cmp, arity=2,
+                 jvp=lambda t, i, o, p: None, infer=_infer_cmp, arity=2,
                  scalar=(lambda op: lambda sb, x, y: sb.cmp(op, x, y))(_name))
 
 
@@ -222,6 +269,8 @@ def _infer_where(name, avals):
 _elementwise("where", lambda c, x, y: np.where(c, x, y),
              lambda g, i, o, p, n: [None, where(i[0], g, 0.0) if n[1] else None,
                                     where(i[0], 0.0, g) if n[2] else None],
+             jvp=lambda t, i, o, p: None if t[1] is None and t[2] is None else
+             where(i[0], tangent_or_zeros(t[1], o), tangent_or_zeros(t[2], o)),
              saves=(0,), infer=_infer_where, arity=3,
              scalar=lambda sb, c, x, y: sb.select(c, x, y))
 

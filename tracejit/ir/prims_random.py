@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from . import dtypes as dt
+from .batching import batch_random
 from .core import Aval
 from .primitives import P, Primitive, op_error
 
@@ -140,5 +141,6 @@ def _scalar(sb, seed, offset, index, shape, stream, dtype, normal):
 
 
 P.register(Primitive(
-    "random", "random", _infer, _impl, scalar=_scalar, arity=2,
-    params={"shape": "ints", "stream": "int", "dtype": "dtype", "normal": "bool"}))
+    "random", "random", _infer, _impl, scalar=_scalar, arity=2, jvp=lambda t, i, o, p: None,
+    params={"shape": "ints", "stream": "int", "dtype": "dtype", "normal": "bool"},
+    batch=batch_random))

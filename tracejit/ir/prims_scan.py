@@ -22,8 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import dtypes as dt
+from .batching import batch_axes_param
 from .core import Aval
-from .primitives import (P, Primitive, bind, broadcast, cast, div, eq, mul, op_error,
+from .primitives import (P, Primitive, add, bind, broadcast, cast, div, eq, mul, op_error,
                          reduce_sum, reshape, where)
 
 
@@ -99,10 +100,37 @@ def _vjp_cumprod(g, ins, out, params, need):
     return [where(before, head, where(first, head, mul(x_z, tail)))]
 
 
+def _jvp_first_zero(x, t, out, axis: int, rev: bool):
+    """cumprod's tangent, exact to first order where rows have zeros: before the first zero
+    out * cumsum(t / x); from it on, only the term of the zero survives, t_z * cumprod(x1)
+    (x1: x with that zero replaced by 1). Also returns the masks, x1 and cumprod(x1)."""
+    before, first = _masks(x, axis, rev)
+    head = mul(out, cumsum(div(t, where(before, x, 1.0)), axis, rev))
+    x1 = where(first, 1.0, x)
+    out1 = cumprod(x1, axis, rev)
+    keep = tuple(1 if a == axis else d for a, d in enumerate(x.shape))
+    t_z = broadcast(reshape(reduce_sum(where(first, t, 0.0), (axis,)), keep), x.shape)
+    return where(before, head, mul(t_z, out1)), before, first, x1, out1, keep
+
+
+def _jvp_cumprod(t, ins, out, params):
+    x, axis, rev = ins[0], params["axis"], params["reverse"]
+    res, before, first, x1, out1, keep = _jvp_first_zero(x, t[0], out, axis, rev)
+    # the other terms after the first zero x_z are x_z times the tangent at x1 (without t_z's
+    # term): 0 here, but with the right derivative with respect to x_z (second order exact)
+    rest = _jvp_first_zero(x1, where(first, 0.0, t[0]), out1, axis, rev)[0]
+    x_z = broadcast(reshape(reduce_sum(where(first, x, 0.0), (axis,)), keep), x.shape)
+    return where(before, res, add(res, mul(x_z, rest)))
+
+
 _PARAMS = {"axis": "int", "reverse": "bool"}
 P.register(Primitive("cumsum", "scan", _infer, _scan(np.cumsum), vjp=_vjp_cumsum,
-                     params=_PARAMS, arity=1))
+                     jvp=lambda t, i, o, p: cumsum(t[0], p["axis"], p["reverse"]),
+                     params=_PARAMS, arity=1,
+                     batch=batch_axes_param("axis")))
 P.register(Primitive("cumprod", "scan", _infer, _scan(np.cumprod), vjp=_vjp_cumprod,
-                     saves=(0,), save_out=True, params=_PARAMS, arity=1))
+                     jvp=_jvp_cumprod,
+                     saves=(0,), save_out=True, params=_PARAMS, arity=1,
+                     batch=batch_axes_param("axis")))
 
 __all__ = ["cumsum", "cumprod", "scan_acc_dtype"]

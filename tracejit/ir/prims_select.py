@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import dtypes as dt
+from .batching import batch_axes_param
 from .core import Aval, Graph
 from .primitives import (P, Primitive, bind, broadcast, const_like, eq, ne, op_error, reshape,
                          where)
@@ -37,8 +38,15 @@ def _impl_iota(like, axis):
 
 # `iota %z {axis=k}`: the index along axis k of each element of z's shape. It takes an operand
 # only for its shape (and its world: eager device, graph); code generators emit the loop index.
+def _index_iota(ix, idx, site, axis):
+    return Position(idx[axis])          # the element's own position; the operand is not read
+
+
 P.register(Primitive("iota", "shape", _infer_iota, _impl_iota, vjp=lambda g, i, o, p, n: [None],
-                     params={"axis": "int"}, arity=1, node_name="IotaBackward0"))
+                     jvp=lambda t, i, o, p: None,
+                     params={"axis": "int"}, arity=1,
+                     index_map=_index_iota, rows=lambda j, ins, out, dep, axis: True,
+                     batch=batch_axes_param("axis")))
 
 
 def iota(like, axis: int):
@@ -67,7 +75,8 @@ def _impl(fn):
 
 for _name, _fn in (("argmax", np.argmax), ("argmin", np.argmin)):
     P.register(Primitive(_name, "reduce", _infer, _impl(_fn), vjp=lambda g, i, o, p, n: [None],
-                         params={"axis": "int"}, arity=1))
+                         jvp=lambda t, i, o, p: None,
+                         params={"axis": "int"}, arity=1, batch=batch_axes_param("axis")))
 del _name, _fn
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import dtypes as dt
+from .batching import batch_axes_param
 from .core import Aval
 from .primitives import P, Primitive, op_error
 
@@ -38,4 +39,6 @@ def _impl(x, axis, descending):
 
 
 P.register(Primitive("argsort", "extern", _infer, _impl, vjp=lambda g, i, o, p, n: [None],
-                     params={"axis": "int", "descending": "bool"}, arity=1))
+                     jvp=lambda t, i, o, p: None,
+                     params={"axis": "int", "descending": "bool"}, arity=1,
+                     batch=batch_axes_param("axis")))

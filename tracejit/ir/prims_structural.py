@@ -6,9 +6,15 @@ import math
 import numpy as np
 
 from . import dtypes as dt
+from .batching import (batch_axes_param, batch_broadcast, batch_concatenate,
+                       batch_prefix, batch_transpose, batch_unbatched, moveaxis,
+                       to_batched)
 from .core import Aval
+from .index_maps import Position, Read, Select, Zero, reshape_index
+from .primitives import add, ge, lt, ne, where
 from .primitives import (P, Primitive, bind, broadcast, cast, div, eq, matmul, mul, op_error,
-                         reduce_sum, reshape, swap_last, transpose)
+                         reduce_sum, reshape, swap_last, tangent_or_zeros, tangent_sum,
+                         transpose)
 
 
 def _check_axes(name: str, a: Aval, axes: tuple[int, ...]) -> None:
@@ -45,9 +51,17 @@ def _vjp_extreme(g, ins, out, params, need):
     return [div(mul(mask, broadcast(reshape(g, keep), x.shape)), count)]
 
 
-def _sum_node(params, in_avals, requires):
-    # PyTorch names a full reduction to a scalar SumBackward0, one over given dims SumBackward1
-    return "SumBackward0" if len(params["axes"]) == in_avals[0].ndim else "SumBackward1"
+def _jvp_extreme(t, ins, out, params):
+    # the VJP's even split of ties, forward: the mean of the tangents at the extreme
+    x, axes = ins[0], params["axes"]
+    keep = _keep_shape(x.shape, axes)
+    mask = cast(eq(x, broadcast(reshape(out, keep), x.shape)), x.dtype)
+    return div(reduce_sum(mul(mask, t[0]), axes), reduce_sum(mask, axes))
+
+
+def _rows_reduce(j, ins, out, dep, axes):
+    # a reduction over trailing axes only keeps the leading j (row) axes
+    return min(axes, default=j) >= j
 
 
 def _in_float32(fn):
@@ -70,14 +84,18 @@ def _impl_sum(x, axes):
 
 
 P.register(Primitive("sum", "reduce", _infer_reduce, _in_float32(_impl_sum),
-                     vjp=_vjp_sum, params={"axes": "ints"}, arity=1,
-                     node_name=_sum_node))
+                     vjp=_vjp_sum, jvp=lambda t, i, o, p: reduce_sum(t[0], p["axes"]),
+                     params={"axes": "ints"}, arity=1,
+                     rows=_rows_reduce,
+                     batch=batch_axes_param("axes")))
 P.register(Primitive("max", "reduce", _infer_reduce, lambda x, axes: np.max(x, axis=axes),
-                     vjp=_vjp_extreme, saves=(0,), save_out=True, params={"axes": "ints"},
-                     arity=1, node_name="AmaxBackward0"))
+                     vjp=_vjp_extreme, jvp=_jvp_extreme, saves=(0,), save_out=True, params={"axes": "ints"},
+                     arity=1, rows=_rows_reduce,
+                     batch=batch_axes_param("axes")))
 P.register(Primitive("min", "reduce", _infer_reduce, lambda x, axes: np.min(x, axis=axes),
-                     vjp=_vjp_extreme, saves=(0,), save_out=True, params={"axes": "ints"},
-                     arity=1, node_name="AminBackward0"))
+                     vjp=_vjp_extreme, jvp=_jvp_extreme, saves=(0,), save_out=True, params={"axes": "ints"},
+                     arity=1, rows=_rows_reduce,
+                     batch=batch_axes_param("axes")))
 
 
 # -- shape and layout -------------------------------------------------------------------------
@@ -88,9 +106,26 @@ def _infer_reshape(name, avals, shape):
     return Aval(shape, a.dtype)
 
 
+def _index_reshape(ix, idx, site, shape):
+    x = site.in_shapes[0]
+    if [d for d in x if d != 1] == [d for d in shape if d != 1]:   # only size-1 axes change
+        it = iter(i for i, d in zip(idx, shape) if d != 1)
+        return Read(0, ["0" if d == 1 else next(it) for d in x])
+    return Read(0, lambda: reshape_index(ix, idx, shape, x), same_offset=True)
+
+
+def _rows_same(j, ins, out, dep, **params):
+    # the leading j axes of operands and output agree (fusion checks that), and so does the
+    # offset within the row: reshape, and ops that read nothing at other rows
+    return True
+
+
 P.register(Primitive("reshape", "shape", _infer_reshape, lambda x, shape: np.reshape(x, shape),
                      vjp=lambda g, i, o, p, n: [reshape(g, i[0].shape)],
-                     params={"shape": "ints"}, arity=1, node_name="ViewBackward0"))
+                     jvp=lambda t, i, o, p: reshape(t[0], p["shape"]),
+                     params={"shape": "ints"}, arity=1,
+                     index_map=_index_reshape, rows=_rows_same,
+                     batch=batch_prefix(shape=-1)))
 
 
 def _infer_broadcast(name, avals, shape):
@@ -106,9 +141,22 @@ def _vjp_broadcast(g, ins, out, params, need):
     return [sum_to_shape(g, ins[0].shape)]
 
 
+def _index_broadcast(ix, idx, site, shape):
+    x = site.in_shapes[0]
+    lead = len(shape) - len(x)
+    return Read(0, ["0" if d == 1 else idx[lead + i] for i, d in enumerate(x)])
+
+
+def _rows_broadcast(j, ins, out, dep, shape):
+    return len(ins[0]) == len(out)      # no new leading axes: the row axes stay the rows
+
+
 P.register(Primitive("broadcast", "shape", _infer_broadcast,
                      lambda x, shape: np.broadcast_to(x, shape), vjp=_vjp_broadcast,
-                     params={"shape": "ints"}, arity=1, node_name="ExpandBackward0"))
+                     jvp=lambda t, i, o, p: broadcast(t[0], p["shape"]),
+                     params={"shape": "ints"}, arity=1,
+                     index_map=_index_broadcast, rows=_rows_broadcast,
+                     batch=batch_broadcast))
 
 
 def _infer_transpose(name, avals, perm):
@@ -118,14 +166,24 @@ def _infer_transpose(name, avals, perm):
     return Aval(tuple(a.shape[p] for p in perm), a.dtype)
 
 
-def _transpose_node(params, in_avals, requires):
-    return "PermuteBackward0"        # what PyTorch names .T and .permute
+def _index_transpose(ix, idx, site, perm):
+    inv = [0] * len(perm)
+    for k, q in enumerate(perm):
+        inv[q] = k
+    return Read(0, [idx[inv[j]] for j in range(len(inv))])
+
+
+def _rows_transpose(j, ins, out, dep, perm):
+    return tuple(perm[:j]) == tuple(range(j))
 
 
 P.register(Primitive("transpose", "shape", _infer_transpose,
                      lambda x, perm: np.transpose(x, perm),
                      vjp=lambda g, i, o, p, n: [transpose(g, tuple(np.argsort(p["perm"])))],
-                     params={"perm": "ints"}, arity=1, node_name=_transpose_node))
+                     jvp=lambda t, i, o, p: transpose(t[0], p["perm"]),
+                     params={"perm": "ints"}, arity=1,
+                     index_map=_index_transpose, rows=_rows_transpose,
+                     batch=batch_transpose))
 
 
 def _infer_slice(name, avals, starts, stops, steps):
@@ -150,11 +208,21 @@ def _vjp_slice(g, ins, out, params, need):
     return [bind(P.pad, g, lo=lo, hi=hi, interior=it)]
 
 
+def _index_slice(ix, idx, site, starts, stops, steps):
+    return Read(0, [ix.iadd(str(a), ix.imul(i, s)) for i, a, s in zip(idx, starts, steps)])
+
+
+def _rows_slice(j, ins, out, dep, starts, stops, steps):
+    return all(a == 0 for a in starts[:j]) and all(st == 1 for st in steps[:j])
+
+
 P.register(Primitive("slice", "shape", _infer_slice,
                      lambda x, starts, stops, steps:
                          x[tuple(slice(a, b, s) for a, b, s in zip(starts, stops, steps))],
-                     vjp=_vjp_slice, params={"starts": "ints", "stops": "ints", "steps": "ints"},
-                     arity=1, node_name="SliceBackward0"))
+                     vjp=_vjp_slice, jvp=lambda t, i, o, p: bind(P.slice, t[0], **p),
+                     params={"starts": "ints", "stops": "ints", "steps": "ints"},
+                     arity=1, index_map=_index_slice, rows=_rows_slice,
+                     batch=batch_prefix(starts=0, stops=-1, steps=1)))
 
 
 def _infer_pad(name, avals, lo, hi, interior):
@@ -183,9 +251,35 @@ def _vjp_pad(g, ins, out, params, need):
     return [bind(P.slice, g, starts=starts, stops=stops, steps=steps)]
 
 
+def _index_pad(ix, idx, site, lo, hi, interior):
+    x = site.in_shapes[0]
+    if 0 in x:
+        return Zero()
+    ok, src = None, []
+    for i, n, l, it in zip(idx, x, lo, interior):
+        j = ix.iadd(i, str(-l))
+        step = it + 1
+        conds = [ix.icmp("ge", j, "0")]
+        q = j
+        if step > 1:            # interior padding: only every step-th position is an element
+            q = ix.idiv(j, step, signed=True)
+            conds.append(ix.icmp("eq", ix.irem(j, step, signed=True), "0"))
+        conds.append(ix.icmp("lt", q, str(n)))
+        for c in conds:
+            ok = c if ok is None else ix.iand(ok, c)
+        src.append(ix.clamp(q, n))          # in range even where the element is padding
+    return Read(0, src) if ok is None else Select(ok, Read(0, src), Zero())
+
+
+def _rows_pad(j, ins, out, dep, lo, hi, interior):
+    return not any((*lo[:j], *hi[:j], *interior[:j]))
+
+
 P.register(Primitive("pad", "shape", _infer_pad, _impl_pad, vjp=_vjp_pad,
+                     jvp=lambda t, i, o, p: bind(P.pad, t[0], **p),
                      params={"lo": "ints", "hi": "ints", "interior": "ints"}, arity=1,
-                     node_name="ConstantPadNdBackward0"))
+                     index_map=_index_pad, rows=_rows_pad,
+                     batch=batch_prefix(lo=0, hi=0, interior=0)))
 
 
 def _infer_concat(name, avals, axis):
@@ -217,9 +311,40 @@ def _vjp_concat(g, ins, out, params, need):
     return res
 
 
+def _jvp_concat(t, ins, out, params):
+    if all(x is None for x in t):
+        return None
+    return bind(P.concatenate, *[tangent_or_zeros(x, v) for x, v in zip(t, ins)], **params)
+
+
+def _index_concat(ix, idx, site, axis):
+    offs, o = [], 0
+    for x in site.in_shapes:
+        offs.append(o)
+        o += x[axis]
+    result = None
+    for k in reversed(range(len(site.in_shapes))):
+        n, off = site.in_shapes[k][axis], offs[k]
+        if n == 0:
+            continue
+        j = ix.clamp(ix.iadd(idx[axis], str(-off)), n)
+        read = Read(k, idx[:axis] + [j] + idx[axis + 1:])
+        result = read if result is None else \
+            Select(ix.icmp("lt", idx[axis], str(off + n)), read, result)
+    # every operand empty on the axis: so is the result, and the loop never runs
+    return Zero() if result is None else result
+
+
+def _rows_concat(j, ins, out, dep, axis):
+    return axis >= j
+
+
 P.register(Primitive("concatenate", "shape", _infer_concat,
                      lambda *xs, axis: np.concatenate(xs, axis=axis), vjp=_vjp_concat,
-                     params={"axis": "int"}, node_name="CatBackward0"))
+                     jvp=_jvp_concat,
+                     params={"axis": "int"},
+                     index_map=_index_concat, rows=_rows_concat,
+                     batch=batch_concatenate))
 
 
 # -- gather and its adjoint -------------------------------------------------------------------
@@ -245,10 +370,54 @@ def _impl_gather(x, idx, axis):
     return np.take(x, idx, axis=axis)
 
 
+def _batch_flat_index(idx, n: int, ax):
+    """Per-example indices into an axis of size n as indices into the batch folded into that
+    axis (B*n rows): valid ones gain b*n; invalid ones become B*n, out of range there too."""
+    if idx.dtype is not dt.i64:
+        idx = cast(idx, dt.i64)
+    idx = where(lt(idx, 0), add(idx, n), idx)
+    bad = ne(lt(idx, 0), ge(idx, n))            # (both cannot hold: this is their "or")
+    rows = mul(bind(P.iota, idx, axis=0), n)
+    return where(bad, ax.size * n, add(idx, rows))
+
+
+def _batch_gather(prim, ax, args, batched, params):
+    x, idx = args
+    axis = params["axis"]
+    if not batched[1]:
+        return bind(P.gather, x, idx, axis=axis + 1), True
+    if not batched[0]:                 # x[:axis] + (B, I...) + rest
+        return moveaxis(bind(P.gather, x, idx, axis=axis), axis, 0), True
+    # both batched: one gather from x with the batch folded into the indexed axis
+    n = x.shape[axis + 1]
+    xt = moveaxis(x, axis + 1, 1)                       # (B, n, a..., rest)
+    flat = reshape(xt, (ax.size * n,) + tuple(xt.shape[2:]))
+    out = bind(P.gather, flat, _batch_flat_index(idx, n, ax), axis=0)   # (B, I..., a..., rest)
+    k = len(idx.shape) - 1
+    perm = ([0] + list(range(1 + k, 1 + k + axis)) + list(range(1, 1 + k))
+            + list(range(1 + k + axis, len(out.shape))))
+    return transpose(out, tuple(perm)), True
+
+
+def _index_gather(ix, idx, site, axis):
+    k = len(site.in_shapes[1])
+    j = ix.wrap_index(site.operand(1, idx[axis:axis + k]), site.in_shapes[0][axis])
+    return Read(0, idx[:axis] + [j] + idx[axis + k:])
+
+
+def _rows_gather(j, ins, out, dep, axis):
+    # indices computed in the same rows would have to be read across rows: not row-local
+    return axis >= j and not dep[1]
+
+
 P.register(Primitive("gather", "index", _infer_gather, _impl_gather,
                      vjp=lambda g, i, o, p, n: [
                          bind(P.scatter_add, i[1], g, axis=p["axis"], shape=i[0].shape), None],
-                     saves=(1,), params={"axis": "int"}, arity=2, node_name="IndexBackward0"))
+                     jvp=lambda t, i, o, p: bind(P.gather, t[0], i[1], **p),
+                     saves=(1,), params={"axis": "int"}, arity=2,
+                     index_map=_index_gather, rows=_rows_gather,
+                     bounds=lambda avals, p: (1, avals[0].shape[p["axis"]]),
+                     batch=_batch_gather))
 
 
 def _infer_scatter_add(name, avals, axis, shape):
@@ -271,10 +440,29 @@ def _impl_scatter_add(idx, upd, axis, shape):
     return out
 
 
+def _batch_scatter_add(prim, ax, args, batched, params):
+    idx, upd = args
+    axis, shape = params["axis"], tuple(params["shape"])
+    if not batched[0]:
+        return bind(P.scatter_add, idx, upd, axis=axis + 1, shape=(ax.size,) + shape), True
+    if not batched[1]:
+        upd = to_batched(upd, ax)
+    # both batched: one scatter into the batch folded into the indexed axis
+    n, k = shape[axis], len(idx.shape) - 1
+    perm = ([0] + list(range(1 + axis, 1 + axis + k)) + list(range(1, 1 + axis))
+            + list(range(1 + axis + k, len(upd.shape))))
+    rest = shape[:axis] + shape[axis + 1:]
+    flat = bind(P.scatter_add, _batch_flat_index(idx, n, ax), transpose(upd, tuple(perm)),
+                axis=0, shape=(ax.size * n,) + rest)
+    return moveaxis(reshape(flat, (ax.size, n) + rest), 1, axis + 1), True
+
+
 P.register(Primitive("scatter_add", "index", _infer_scatter_add, _in_float32(_impl_scatter_add),
                      vjp=lambda g, i, o, p, n: [None, bind(P.gather, g, i[0], axis=p["axis"])],
+                     jvp=lambda t, i, o, p: bind(P.scatter_add, i[0], t[1], **p),
                      saves=(0,), params={"axis": "int", "shape": "ints"}, arity=2,
-                     node_name="ScatterAddBackward0"))
+                     bounds=lambda avals, p: (0, p["shape"][p["axis"]]),
+                     batch=_batch_scatter_add))
 
 
 # -- matmul -----------------------------------------------------------------------------------
@@ -287,15 +475,41 @@ def _infer_matmul(name, avals):
     return Aval(a.shape[:-1] + b.shape[-1:], a.dtype)
 
 
+def _batch_matmul(prim, ax, args, batched, params):
+    """One batched side folds the batch into its rows (a) or columns (b): one GEMM."""
+    a, b = args
+    size = ax.size
+    if batched[0] and batched[1]:
+        return matmul(a, b), True
+    if batched[0]:                                     # a: (B, ..., m, k); b: (..., k, n)
+        r = len(a.shape)
+        at = moveaxis(a, 0, r - 3)                     # (..., B, m, k)
+        lead, m, k = tuple(at.shape[:-3]), at.shape[-2], at.shape[-1]
+        out = matmul(reshape(at, lead + (size * m, k)), b)
+        out = reshape(out, lead + (size, m, b.shape[-1]))
+        return moveaxis(out, r - 3, 0), True
+    r = len(b.shape)                                   # b: (B, ..., k, n); a: (..., m, k)
+    bt = moveaxis(b, 0, r - 2)                         # (..., k, B, n)
+    lead, k, n = tuple(bt.shape[:-3]), bt.shape[-3], bt.shape[-1]
+    out = matmul(a, reshape(bt, lead + (k, size * n)))
+    out = reshape(out, lead + (a.shape[-2], size, n))
+    return moveaxis(out, r - 2, 0), True
+
+
 P.register(Primitive("matmul", "matmul", _infer_matmul, _in_float32(np.matmul),
                      vjp=lambda g, i, o, p, n: [
                          matmul(g, swap_last(i[1])) if n[0] else None,
                          matmul(swap_last(i[0]), g) if n[1] else None],
+                     jvp=lambda t, i, o, p: tangent_sum(
+                         None if t[0] is None else matmul(t[0], i[1]),
+                         None if t[1] is None else matmul(i[0], t[1])),
                      saves=lambda need: (1,) * need[0] + (0,) * need[1], arity=2,
-                     node_name=lambda p, a, r: "MmBackward0" if a[0].ndim == 2 else "BmmBackward0"))
+                     batch=_batch_matmul))
 
 
 # -- constants --------------------------------------------------------------------------------
 P.register(Primitive("constant", "constant",
                      lambda name, avals, value: Aval(value.shape, dt.as_dtype(value.dtype)),
-                     lambda value: value, params={"value": "array"}, arity=0))
+                     lambda value: value, jvp=lambda t, i, o, p: None,
+                     params={"value": "array"}, arity=0,
+                     batch=batch_unbatched))

@@ -9,7 +9,7 @@ import sys
 logger = logging.getLogger("tracejit")
 _counter = itertools.count()
 # The one list of dump stages: a new stage is added here, and TRACEJIT_DUMP accepts it.
-STAGES = ("ir", "grad", "kernels", "llvm", "asm", "cuda")
+STAGES = ("ir", "grad", "kernels", "program", "llvm", "asm", "cuda", "vmap")
 LOGS = ("recompiles",)          # what TRACEJIT_LOG can name
 
 
