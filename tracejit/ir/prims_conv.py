@@ -26,6 +26,7 @@ import numpy as np
 from . import dtypes as dt
 from .batching import all_batched, batch_same_params, to_batched
 from .core import Aval, Graph
+from .index_maps import Read
 from .primitives import (P, Primitive, add, bind, matmul, op_error, reshape, tangent_sum,
                          transpose)
 
@@ -303,7 +304,7 @@ def _batch_conv(prim, ax, args, batched, params):
     x, w = args
     size = ax.size
     if not batched[1]:                       # only the input: more images
-        y = conv2d(_fold_images(x), w, **params)
+        y = conv2d(_fold_images(x), w, **_conv_params(params))
         return reshape(y, (size, x.shape[1]) + tuple(y.shape[1:])), True
     x = x if batched[0] else to_batched(x, ax)
     y = conv2d(_as_groups(x), _fold_images(w), **_grouped(params, size))
@@ -314,7 +315,7 @@ def _batch_input_grad(prim, ax, args, batched, params):
     g, w = args
     size, hw = ax.size, params["in_hw"]
     if not batched[1]:
-        y = conv2d_input_grad(_fold_images(g), w, hw, **params)
+        y = conv2d_input_grad(_fold_images(g), w, hw, **_conv_params(params))
         return reshape(y, (size, g.shape[1]) + tuple(y.shape[1:])), True
     g = g if batched[0] else to_batched(g, ax)
     y = conv2d_input_grad(_as_groups(g), _fold_images(w), hw, **_grouped(params, size))
