@@ -14,6 +14,7 @@ from .tracer.rng import (Generator, bernoulli, default_generator, dropout, get_r
                          set_rng_state)
 from .tracer.function import checkpoint
 from .tracer.functional import vjp
+from .tracer.vmap import vmap
 from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, cos, div, eq,
                          exp, expand, flatten, ge, gt, le, log, logical_and, logical_not,
                          logical_or, lt, matmul, maximum, minimum, mul, ne, neg, pad,

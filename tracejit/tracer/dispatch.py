@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.core import Aval, Value, user_location
-from ..devices import device_of, is_gpu_array
+from ..ir.core import Value, user_location
+from ..devices import device_of
+from . import checks
 from . import tensor as _tensor_module
 from .autograd import PrimNode
+from . import eager
+from . import forward_ad
+from .forward_ad import FWD
 from .state import STATE, current_trace, note_reads
-from .tensor import Tensor
+from .tensor import SUBCLASSES, Tensor
 
 
 def to_traced(t: Tensor, graph) -> Value:
@@ -17,6 +21,8 @@ def to_traced(t: Tensor, graph) -> Value:
     d = t._data
     if isinstance(d, Value):
         if d.graph is not graph:
+            if _enclosing(d.graph, graph):
+                return current_trace().capture(t)
             raise RuntimeError(
                 f"a traced tensor {d.aval} from another @tj.compile trace is used here "
                 f"(at {user_location()}); traced tensors must not escape the function that "
@@ -29,7 +35,45 @@ def to_traced(t: Tensor, graph) -> Value:
     return ctx.capture(t)
 
 
+def _enclosing(outer, inner) -> bool:
+    """`inner` is the innermost trace's graph and `outer` an enclosing trace's: a value of
+    an enclosing trace read inside a nested one (tj.vmap tracing one example) is a capture."""
+    traces = STATE.traces
+    return bool(traces) and traces[-1].graph is inner and \
+        any(c.graph is outer for c in traces[:-1])
+
+
 def apply_primitive(prim, args, params) -> Tensor:
+    """Apply `prim` to Tensors: the lean eager path for host arrays outside any trace, the
+    general path (traces, captures, checkpoint stand-ins, GPU arrays) otherwise."""
+    if FWD.levels:                      # forward-mode dual tensors are live: see forward_ad
+        return forward_ad.apply_dual(_apply_general, prim, args, params)
+    if not STATE.traces and not STATE.subst:
+        data = []
+        requires = False
+        for a in args:
+            ta = type(a)
+            if ta is not Tensor and ta not in SUBCLASSES:
+                break
+            d = a._data
+            if type(d) is not np.ndarray:
+                break
+            data.append(d)
+            if a._requires_grad:
+                requires = True
+        else:
+            params, out_np, is_float = eager.infer(prim, params, data)
+            out = Tensor(eager.run_impl(prim, data, params, out_np))
+            if requires:
+                if STATE.reads is not None:
+                    note_reads(args)
+                if STATE.grad_enabled and is_float and prim.vjp is not None:
+                    PrimNode.record(prim, params, args, out)
+            return out
+    return _apply_general(prim, args, params)
+
+
+def _apply_general(prim, args, params) -> Tensor:
     params = prim.normalize(params)
     if STATE.subst:                      # a checkpointed function being recomputed
         args = [STATE.subst.get(id(a), a) for a in args]
@@ -47,44 +91,46 @@ def apply_primitive(prim, args, params) -> Tensor:
         # an eager tensor from outside the trace (a capture) is an input of the graph, whatever
         # op reads it first; only ops over the trace's own constants run (fold) eagerly
         graph = traces[-1].graph
+    if graph is not None and traces and _enclosing(graph, traces[-1].graph):
+        graph = traces[-1].graph
     if graph is not None:
         vals = [to_traced(a, graph) for a in args]
-        if any(not isinstance(a._data, Value) for a in args):
+        if any(not isinstance(a._data, Value) or a._data.graph is not graph for a in args):
             # captures enter as inputs; one that requires grad through its traced leaf, so that
             # a backward() inside the trace fills its .grad (the compiled call otherwise
             # differentiates the graph w.r.t. the capture inputs, see runtime/compile.py)
             ctx = traces[-1]
-            args = [a if isinstance(a._data, Value) else
-                    ctx.grad_leaf(a, v) if a._requires_grad and a._born_in is not ctx else
+            args = [a if isinstance(a._data, Value) and a._data.graph is graph else
+                    ctx.grad_leaf(a, v) if a._requires_grad and a._born_in is not ctx
+                    and not isinstance(a._data, Value) else
+                    ctx.outer_leaf(a, v) if a._requires_grad and isinstance(a._data, Value) else
                     Tensor(v) for a, v in zip(args, vals)]
             if STATE.subst:              # a checkpoint recomputing: its stand-ins for the leaves
                 args = [STATE.subst.get(id(a), a) for a in args]
             requires = any(a._requires_grad for a in args)
         out = Tensor(graph.emit(prim, vals, params), _weak=bool(args) and all(a._weak for a in args))
+        if prim.bounds is not None and traces:
+            _check_bounds(prim, vals, params, graph, traces)
     else:
         data = [a._data for a in args]
         if any(type(d) is not np.ndarray for d in data):
             _check_devices(prim, args)
-        aval = prim.infer([Aval(a._data.shape, a.dtype) for a in args], params)
-        try:
-            with np.errstate(all="ignore"):
-                res = prim.impl(*data, **params)
-        except (IndexError, ValueError, TypeError) as e:
-            raise type(e)(f"{prim.name}: {e} (at {user_location()})") from None
-        if not is_gpu_array(res):            # CuPy results stay on the GPU
-            res = np.asarray(res)
-        if res.dtype != aval.dtype.np:
-            res = res.astype(aval.dtype.np)
-        elif type(res) is np.ndarray and res.base is not None and res.flags.writeable:
-            # a view of an input (reshape, slice, ...) is a lazy copy: read-only, and copied
-            # before anything writes to it or aliases it (see Tensor.detach, inplace)
-            res.flags.writeable = False
-        out = Tensor(res)
+        params, out_np, _ = eager.infer(prim, params, data)
+        out = Tensor(eager.run_impl(prim, data, params, out_np))
     if requires and STATE.reads is not None:
         note_reads(args)
     if requires and STATE.grad_enabled and prim.vjp is not None and out.dtype.is_float:
         PrimNode.record(prim, params, args, out)
     return out
+
+
+def _check_bounds(prim, vals, params, graph, traces) -> None:
+    """Index operands known only when a compiled call runs are checked then (checks.py)."""
+    for ctx in reversed(traces):
+        if ctx.graph is graph:
+            k, n = prim.bounds([v.aval for v in vals], params)
+            checks.check_operand(ctx, prim.name, vals[k], n)
+            return
 
 
 def _check_devices(prim, args) -> None:

@@ -183,6 +183,13 @@ class Tensor:
                 f"function (at {loc}) and kept outside it, but that trace never ran to give it "
                 f"a value (it failed, or was only lowered) (at {user_location()}); run the "
                 f"compiled function, or make such state outside it")
+        if self._traced and any(c.graph is self._data.graph and c.transform == "vmap"
+                                for c in STATE.traces):
+            raise RuntimeError(
+                f"{what} on a batched tensor {self._data.aval} inside tj.vmap (at "
+                f"{user_location()}): the vmapped function runs once for the whole batch, so "
+                f"Python control flow and conversions cannot depend on the values of its "
+                f"tensors; use tj.where(cond, a, b) for data-dependent choices")
         if self._traced:
             raise RuntimeError(
                 f"{what} needs a concrete value, but this tensor {self._data.aval} is traced "
@@ -355,6 +362,6 @@ def is_tensor(x: Any) -> bool:
     return isinstance(x, Tensor)
 
 
-def _apply_primitive(prim, args, params):      # replaced by dispatch.apply_primitive on import
-    from .dispatch import apply_primitive
-    return apply_primitive(prim, args, params)
+# How Tensor.__tj_bind__ applies a primitive: tracer/dispatch.py (which imports this module)
+# sets it when it loads, so the arrow runs dispatch -> tensor only
+_apply_primitive = None

@@ -10,14 +10,14 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import Aval, Graph, Value, user_location
 from ..ir.primitives import P
+from ..ir.printer import INLINE_LIMIT
 from ..devices import CPU, is_gpu_array
-from .autograd import accumulate_node
+from . import checks
+from .autograd import Node, accumulate_node
 from .grad_slots import GradSlots, slot_guards_changed
 from .pytree import tree_flatten, tree_unflatten
 from .state import STATE
 from .tensor import Tensor
-
-INLINE_CONST = 16
 
 
 def leaf_aval(x: Any) -> tuple[Aval, bool]:
@@ -69,7 +69,10 @@ class TraceContext:
         self.backward_ran = False            # .backward() ran on a traced tensor
         self.born: list = []                 # weakrefs of the tensors made while tracing
         self.attr_guards: list[tuple[Any, str, Any]] = []   # (object, attribute, value seen)
+        self.transform: str | None = None    # "vmap": tracing one example for tj.vmap
         self._attr_guarded: set[tuple[int, str]] = set()
+        self.checks: list[tuple[Value, str]] = []   # (count of bad indices, error); checks.py
+        self.checked: set[tuple[int, int]] = set()   # (id(index value), axis length)
 
     def __enter__(self) -> "TraceContext":
         STATE.traces.append(self)
@@ -83,10 +86,11 @@ class TraceContext:
         """Tensors made during the trace are constants; others are lifted to extra inputs that
         each call reads afresh, so updating a captured tensor never leaves a stale value."""
         arr = t._data
-        if t._born_in is self:
+        if t._born_in is self and not isinstance(arr, Value):   # (a Value: of an enclosing
+            #                                                        trace, see tj.vmap)
             if is_gpu_array(arr):
                 arr = arr.get()          # IR constants live on the host
-            if arr.size > INLINE_CONST and np.all(arr == arr.reshape(-1)[0]):
+            if arr.size > INLINE_LIMIT and np.all(arr == arr.reshape(-1)[0]):
                 c = self.graph.emit(P.constant, [], {"value": arr.reshape(-1)[:1].reshape(())})
                 return self.graph.emit(P.broadcast, [c], {"shape": arr.shape})
             return self.graph.emit(P.constant, [], {"value": arr})
@@ -115,6 +119,17 @@ class TraceContext:
         leaf = self._leaves.get(id(t))
         if leaf is not None:        # what backward saved of the old value is now stale, as
             leaf._version[0] += 1   # eagerly: backward reports the in-place change
+
+    def outer_leaf(self, t: Tensor, v: Value) -> Tensor:
+        """The tensor through which ops of this (nested, tj.vmap) trace read `t`, a tensor of
+        an enclosing trace that requires grad (value `v` here): a transform inside the nested
+        trace (vmap(grad(f))) differentiates with respect to `t` through it."""
+        leaf = self._leaves.get(id(t))
+        if leaf is None or leaf._data is not v:
+            leaf = Tensor(v, _weak=t._weak)
+            leaf.grad_fn, leaf._requires_grad = _OuterAlias([t]), True
+            self._leaves[id(t)] = leaf
+        return leaf
 
     def grad_leaf(self, t: Tensor, v: Value) -> Tensor:
         """The traced tensor through which ops read capture `t` (value `v`) when `t` requires
@@ -160,6 +175,18 @@ class TraceContext:
         return self.rng[0], self.rng[1], self.n_random - 1
 
 
+class _OuterAlias(Node):
+    """Identity from a nested trace's view of an enclosing trace's tensor to that tensor."""
+
+    keeps_saved = False
+
+    def name(self) -> str:
+        return "AliasBackward0"
+
+    def apply(self, grads, create_graph):
+        return [grads[0]]
+
+
 def guard_changed(guards: list) -> str | None:
     """Why a trace's guards no longer hold (a guarded capture's value changed), or None."""
     for i, (t, seen) in enumerate(guards):
@@ -193,7 +220,7 @@ class Traced:
                  writes: list | None = None, write_counts: list | None = None,
                  grad_guards: list | None = None, grad_sets: list | None = None,
                  backward_ran: bool = False, escapes: list | None = None,
-                 attr_guards: list | None = None) -> None:
+                 attr_guards: list | None = None, checks: list | None = None) -> None:
         self.n_random = n_random           # random ops: the offset advances by this per call
         self.graph = graph                 # inputs: the flat arguments, then the captures,
         #                                    then the hidden rng seed and offset if n_random
@@ -209,11 +236,13 @@ class Traced:
         self.backward_ran = backward_ran   # results are not differentiable by eager autograd
         self.escapes = escapes or []       # see find_escapes: their values are the last outputs
         self.attr_guards = attr_guards or []   # see TraceContext.guard_attr
+        self.checks = checks or []         # error messages; their code is the last output
 
     @property
     def n_extra(self) -> int:
-        """Graph outputs after the user's: the writes, the new `.grad`s, the escapes."""
-        return len(self.writes) + self.n_grad_outs + len(self.escapes)
+        """Graph outputs after the user's: the writes, the new `.grad`s, the escapes, and
+        the checks' code (see checks.py)."""
+        return len(self.writes) + self.n_grad_outs + len(self.escapes) + bool(self.checks)
 
     def stale(self) -> str | None:
         """Why this trace no longer describes the function (its captures were rebound or a
@@ -286,7 +315,7 @@ def arg_names(fn: Callable, args: Sequence, kwargs: dict) -> list[str]:
 
 
 def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, Any] | None = None,
-          name: str | None = None, device=CPU) -> Traced:
+          name: str | None = None, device=CPU, transform: str | None = None) -> Traced:
     """Trace fn(*args, **kwargs); entries of `static` (by position or name) are passed as is."""
     static = static or {}
     dyn_args = [a for i, a in enumerate(args) if i not in static]
@@ -294,6 +323,7 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
     flat, in_tree = tree_flatten((dyn_args, dyn_kwargs))
     names = arg_names(fn, dyn_args, dyn_kwargs)
     ctx = TraceContext(name or getattr(fn, "__name__", "f"), device)
+    ctx.transform = transform
     try:
         out_tree, outs = _run(ctx, fn, args, kwargs, static, flat, in_tree, names)
     except BaseException:
@@ -302,7 +332,10 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
     grad_guards, grad_sets, grad_outs = ctx.grad_slots.finish(ctx)
     escapes = find_escapes(ctx)
     writes = list(ctx.writes.values())
-    ctx.graph.outputs = outs + [v for _, v in writes] + grad_outs + [t._data for t in escapes]
+    with ctx:
+        code = checks.finish(ctx)
+    ctx.graph.outputs = outs + [v for _, v in writes] + grad_outs + [t._data for t in escapes] \
+        + ([code] if code is not None else [])
     if ctx.rng is not None:       # the hidden inputs go last, after the captures
         ctx.graph.inputs = [v for v in ctx.graph.inputs if v not in ctx.rng] + list(ctx.rng)
     return Traced(ctx.graph, out_tree, ctx.captures, ctx.guards, ctx.n_random,
@@ -310,7 +343,8 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
                   writes=[t for t, _ in writes],
                   write_counts=[ctx.n_writes.get(id(t), 1) for t, _ in writes],
                   grad_guards=grad_guards, grad_sets=grad_sets, backward_ran=ctx.backward_ran,
-                  escapes=escapes, attr_guards=ctx.attr_guards)
+                  escapes=escapes, attr_guards=ctx.attr_guards,
+                  checks=[m for _, m in ctx.checks])
 
 
 def find_escapes(ctx: TraceContext) -> list[Tensor]:
@@ -325,14 +359,16 @@ def find_escapes(ctx: TraceContext) -> list[Tensor]:
     refs, ctx.born = ctx.born, []
     for r in refs:
         t = r()
-        if t is not None and t._traced:   # (eager constants' tape holds no traced tensor)
+        # (eager constants' tape holds no traced tensor; a handle on a value of an enclosing
+        # trace, made by a transform inside tj.vmap, keeps its tape in that trace)
+        if t is not None and t._traced and t._data.graph is ctx.graph:
             t.grad_fn = None
             t._accum = None
     t = None
     found = []
     for r in refs:
         t = r()
-        if t is not None and t._traced and t._born_in is ctx:
+        if t is not None and t._traced and t._born_in is ctx and t._data.graph is ctx.graph:
             found.append(t)
     return found
 

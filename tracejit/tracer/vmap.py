@@ -1,0 +1,238 @@
+"""tj.vmap: the batching transform, as JAX's `vmap` (in_axes/out_axes) and torch.func's
+(in_dims/out_dims, randomness, chunk_size).
+
+`vmap(f)(*args)` traces f once on one example (the mapped axis of each batched argument
+removed) into a Graph, turns that graph into the batched graph with the registry's batching
+rules (ir/batching.py; TRACEJIT_DUMP=vmap prints it), and runs the batched graph by binding
+each instruction on the real arguments. Binding is what every other transform also listens
+to, so the result is eager tensors with an autograd tape when called eagerly (grad(vmap(f))),
+IR of the enclosing trace under @tj.compile (compile(vmap(f)) compiles the batched graph into
+kernels), and the outer graph of an enclosing vmap (nesting). Arguments with in_axes None are
+not traced as inputs: f reads them as captures, so they stay unbatched (a weight shared by the
+batch is multiplied as one matrix: a matmul with one batched side is one GEMM).
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Any, Callable
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.batching import RANDOMNESS, BatchAxis, batch_graph
+from ..ir.core import Value, user_location
+from ..ir.primitives import P, bind, broadcast, const_like
+from ..ir.printer import print_graph
+from ..debug import dump
+from . import ops
+from .pytree import tree_flatten, tree_unflatten
+from .rng import _as_i64, default_generator
+from .stacking import movedim
+from .state import current_trace
+from .tensor import Tensor
+from .trace import trace
+
+
+def _err(msg: str, cls: type = ValueError) -> Exception:
+    return cls(f"vmap: {msg} (at {user_location()})")
+
+
+def _prefix_axes(prefix: Any, tree: Any, what: str) -> list:
+    """One axis (int or None) per leaf of `tree`: `prefix` is an int/None for a whole subtree
+    or a tuple/list/dict matching its structure (JAX's in_axes/out_axes rule)."""
+    if prefix is None or isinstance(prefix, numbers.Integral) and not isinstance(prefix, bool):
+        return [prefix] * len(tree_flatten(tree)[0])
+    if isinstance(prefix, (tuple, list)) and isinstance(tree, (tuple, list)):
+        if len(prefix) != len(tree):
+            raise _err(f"{what} {prefix!r} has {len(prefix)} entries but the value has "
+                       f"{len(tree)}")
+        return [a for p, t in zip(prefix, tree) for a in _prefix_axes(p, t, what)]
+    if isinstance(prefix, dict) and isinstance(tree, dict):
+        if set(prefix) != set(tree):
+            raise _err(f"{what} keys {sorted(prefix)} do not match the value's "
+                       f"{sorted(tree)}")
+        return [a for k in tree for a in _prefix_axes(prefix[k], tree[k], what)]
+    raise _err(f"{what} must be an int, None, or a tuple/list/dict matching the structure of "
+               f"the value, got {prefix!r} for a {type(tree).__name__}")
+
+
+def _norm_axis(ax: int, ndim: int, what: str) -> int:
+    if not -ndim <= ax < ndim:
+        raise _err(f"{what}={ax} is out of range for a tensor of {ndim} dims", IndexError)
+    return ax % ndim
+
+
+def vmap(fn: Callable, in_axes: Any = 0, out_axes: Any = 0, randomness: str = "error",
+         *, chunk_size: int | None = None, in_dims: Any = None, out_dims: Any = None) -> Callable:
+    """Map fn over an axis of its arguments: vmap(f)(xs)[i] == f(xs[i]).
+
+    in_axes (or in_dims): per positional argument the mapped axis, None for an argument
+    shared by the whole batch; an int or None applies to every argument, a tuple/list/dict
+    gives one per argument (nested like the argument). out_axes (or out_dims): where the
+    mapped axis goes in each result. randomness: 'error' (random numbers raise), 'different'
+    (each example its own) or 'same' (one set for the batch), as torch.func.vmap.
+    chunk_size: run the batch in chunks of at most this size (less memory)."""
+    if in_dims is not None:
+        in_axes = in_dims
+    if out_dims is not None:
+        out_axes = out_dims
+    if randomness not in RANDOMNESS:
+        raise _err(f"randomness must be one of {', '.join(RANDOMNESS)}, got {randomness!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, numbers.Integral)
+                                   or chunk_size < 1):
+        raise _err(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if isinstance(in_axes, list):
+        in_axes = tuple(in_axes)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        axes = in_axes
+        if isinstance(axes, tuple) and len(axes) != len(args):
+            raise _err(f"in_axes {axes!r} has {len(axes)} entries but the function got "
+                       f"{len(args)} positional arguments")
+        flat, tree = tree_flatten(tuple(args))
+        leaf_axes = _prefix_axes(axes if isinstance(axes, tuple) else axes, tuple(args),
+                                 "in_axes")
+        size, norm = None, []
+        for x, a in zip(flat, leaf_axes):
+            if a is None:
+                norm.append(None)
+                continue
+            if not isinstance(x, (Tensor, np.ndarray)):
+                raise _err(f"in_axes={a} for an argument of type {type(x).__name__}: only "
+                           f"tensors can be mapped over; use None for it")
+            a = _norm_axis(a, len(x.shape), "in_axes")
+            n = x.shape[a]
+            if size is not None and n != size:
+                raise _err(f"the mapped axes of the arguments have different sizes: {size} "
+                           f"and {n} (shapes {[tuple(y.shape) for y in flat if hasattr(y, 'shape')]})")
+            size = n
+            norm.append(a)
+        if size is None:
+            raise _err("at least one argument must be a tensor mapped over (an in_axes entry "
+                       "that is not None)")
+        if chunk_size is not None and size > chunk_size:
+            return _chunked(wrapper_one, flat, norm, tree, kwargs, size)
+        return wrapper_one(flat, norm, tree, kwargs, size)
+
+    def wrapper_one(flat, norm, tree, kwargs, size):
+        return _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness)
+
+    def _chunked(call, flat, norm, tree, kwargs, size):
+        pieces = []
+        for lo in range(0, size, chunk_size):
+            hi = min(lo + chunk_size, size)
+            part = [x if a is None else ops.as_tensor(x).narrow(a, lo, hi - lo)
+                    for x, a in zip(flat, norm)]
+            pieces.append(call(part, norm, tree, kwargs, hi - lo))
+        leaves = [tree_flatten(p) for p in pieces]
+        out_tree = leaves[0][1]
+        oaxes = _prefix_axes(out_axes, tree_unflatten(out_tree, leaves[0][0]), "out_axes")
+        res = []
+        for k, a in enumerate(oaxes):
+            if a is None:
+                res.append(leaves[0][0][k])
+            else:
+                parts = [p[0][k] for p in leaves]
+                res.append(ops.concatenate(parts, _norm_axis(a, parts[0].ndim, "out_axes")))
+        return tree_unflatten(out_tree, res)
+
+    wrapper.__name__ = f"vmap_{getattr(fn, '__name__', 'f')}"
+    return wrapper
+
+
+def _placeholder(x, a: int):
+    """A zero-cost array of one example's shape and dtype, to trace fn on."""
+    shape = tuple(x.shape[:a]) + tuple(x.shape[a + 1:])
+    d = x.dtype if isinstance(x, Tensor) else dt.from_numpy(np.asarray(x).dtype)
+    return np.broadcast_to(np.zeros((), d.np), shape)
+
+
+def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
+    batched_pos = [i for i, a in enumerate(norm) if a is not None]
+
+    def per_example(*xs):
+        leaves = list(flat)
+        for i, x in zip(batched_pos, xs):
+            leaves[i] = x
+        return fn(*tree_unflatten(tree, leaves), **kwargs)
+
+    name = getattr(fn, "__name__", "f")
+    outer = current_trace()
+    device = outer.device if outer is not None else next(
+        (flat[i].device for i in batched_pos if isinstance(flat[i], Tensor)), None)
+    tr = trace(per_example, [_placeholder(flat[i], norm[i]) for i in batched_pos], {},
+               name=name, transform="vmap", **({"device": device} if device else {}))
+    g = tr.graph
+    if tr.backward_ran or tr.grad_sets:
+        raise _err(".backward() inside a vmapped function is not supported; use tj.grad "
+                   "(or tj.autograd.grad) on the function instead", RuntimeError)
+    if tr.escapes:
+        raise _err(f"{len(tr.escapes)} tensor(s) made inside the vmapped function were kept "
+                   f"outside it (stored on an object or in a global); return them instead",
+                   RuntimeError)
+    n_in = len(batched_pos)
+    in_batched = [True] * n_in + [False] * (len(g.inputs) - n_in)
+    bg, out_b = batch_graph(g, in_batched, BatchAxis(size, randomness), f"vmap_{name}")
+    dump("vmap", bg.name, lambda: print_graph(bg))
+
+    n_user = len(g.outputs) - tr.n_extra
+    for k, t in enumerate(tr.writes):
+        if out_b[n_user + k]:
+            loc = g.outputs[n_user + k].producer.loc if g.outputs[n_user + k].producer else "?"
+            raise RuntimeError(
+                f"vmap: an in-place operation writes a batched value into the unbatched tensor "
+                f"{t.dtype.name}{list(t.shape)} (at {loc}); each example would overwrite it. "
+                f"Write into a batched tensor, or return the value and reduce it outside vmap")
+
+    inputs = [movedim(ops.as_tensor(flat[i]), norm[i], 0) for i in batched_pos]
+    inputs += list(tr.captures)
+    outs = _replay(bg, inputs, tr.n_random, device)
+    for k, t in enumerate(tr.writes):
+        from .state import no_grad
+        with no_grad():
+            t.copy_(outs[n_user + k])
+
+    results = []
+    user_outs = outs[:n_user]
+    out_tree = tr.out_tree
+    oaxes = _prefix_axes(out_axes, tree_unflatten(out_tree, list(range(n_user))), "out_axes")
+    for v, b, a in zip(user_outs, out_b[:n_user], oaxes):
+        if a is None:
+            if b:
+                raise _err(f"out_axes=None for a result {v.dtype.name}{list(v.shape[1:])} that "
+                           f"depends on the mapped inputs: it differs per example; give it an "
+                           f"axis")
+            results.append(v)
+            continue
+        if not b:
+            v = broadcast(v, (size,) + tuple(v.shape))
+        results.append(movedim(v, 0, _norm_axis(a, len(v.shape), "out_axes")))
+    return tree_unflatten(out_tree, results)
+
+
+def _replay(g, inputs: list, n_random: int, device) -> list:
+    """Run the batched graph by binding each instruction on `inputs` (eager tensors, or
+    tensors of an enclosing trace, which then records the instructions)."""
+    env: dict[Value, Any] = dict(zip(g.inputs, inputs))
+    like = inputs[0]
+    ctx = current_trace()
+    if n_random and ctx is None:        # eager: this call's streams from the generator
+        seed, off = default_generator(device).reserve(n_random)
+        rng = [Tensor(_as_i64(seed)), Tensor(_as_i64(off))]
+        env.update(zip(g.inputs[len(g.inputs) - 2:], rng))
+    for ins in g.instrs:
+        if ins.prim is P.constant:
+            env[ins.out] = const_like(like, ins.params["value"])
+        elif ins.prim is P.random and ctx is not None:
+            # inside an enclosing trace, each random op takes the next stream of that trace
+            seed, off, stream = ctx.random_stream()
+            env[ins.out] = Tensor(ctx.graph.emit(P.random, [seed, off],
+                                                 {**ins.params, "stream": stream}, ins.loc))
+        else:
+            env[ins.out] = bind(ins.prim, *[env[v] for v in ins.inputs], **ins.params)
+    return [env[v] for v in g.outputs]
+
+
+__all__ = ["vmap"]
