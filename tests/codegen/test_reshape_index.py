@@ -9,7 +9,7 @@ import re
 import numpy as np
 
 import tracejit as tj
-from tracejit.codegen.expr import _reshape_runs
+from tracejit.ir.index_maps import reshape_runs as _reshape_runs
 
 
 def test_runs_pair_axes_with_equal_products():

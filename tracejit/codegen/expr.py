@@ -1,14 +1,18 @@
 """Backend-neutral evaluation of a fused expression at an index vector.
 
 A kernel computes each output element as an expression over its producers. Elementwise ops
-call the primitive's `scalar` rule on a backend's scalar builder; view ops (broadcast,
-transpose, slice, reshape, pad, concatenate, gather) only rewrite the index vector. That index
-logic lives here once; the LLVM and CUDA emitters supply the integer operations, loads and the
-scalar builder."""
+call the primitive's `scalar` rule on a backend's scalar builder; view and index ops
+(broadcast, transpose, slice, reshape, pad, concatenate, gather, windows, iota) evaluate the
+`index_map` declared beside the primitive in the registry (ir/index_maps.py), which only
+rewrites the index vector. The LLVM and CUDA emitters supply the integer operations, loads and
+the scalar builder."""
 from __future__ import annotations
 
 from ..ir import dtypes as dt
-from ..ir.core import Value
+from ..ir.core import Instr, Value
+from ..ir.index_maps import Access, Position, Read, Select, Site, Zero, strides
+
+__all__ = ["ExprEmitter", "Scalar", "compute_dtype", "strides"]
 
 
 def compute_dtype(d: dt.DType) -> dt.DType:
@@ -31,43 +35,8 @@ class Scalar:
         return self.TYPES[self.dtype.name]
 
 
-def strides(shape) -> list[int]:
-    out, acc = [], 1
-    for d in reversed(shape):
-        out.append(acc)
-        acc *= d
-    return out[::-1]
-
-
 def _is_int_literal(a: str) -> bool:
     return a.lstrip("-").isdigit()
-
-
-def _reshape_runs(a, b) -> list[tuple[list[int], list[int]]]:
-    """Pair up runs of axes of shapes a and b (same size) whose products agree; each run of
-    a is merged or split into its run of b."""
-    if 0 in a or 0 in b:              # no elements: the loop never runs, one run will do
-        return [(list(range(len(a))), list(range(len(b))))]
-    runs, i, j = [], 0, 0
-    while i < len(a) or j < len(b):
-        ra, rb = [], []
-        pa = pb = 1
-        while True:
-            if (pa <= pb or j == len(b)) and i < len(a):
-                pa *= a[i]
-                ra.append(i)
-                i += 1
-            elif j < len(b):
-                pb *= b[j]
-                rb.append(j)
-                j += 1
-            else:
-                break
-            if pa == pb and ra and rb and (i == len(a) or a[i] != 1 or j == len(b)) and \
-                    (j == len(b) or b[j] != 1 or i == len(a)):
-                break
-        runs.append((ra, rb))
-    return runs
 
 
 class ExprEmitter:
@@ -142,97 +111,30 @@ class ExprEmitter:
             args = [self.emit(x, []) for x in ins.inputs]
             flat = self.index_scalar(self.linear(idx, v.shape))
             return ins.prim.scalar(self.sb, *args, flat, **p)
-        if name == "iota":            # the element's own position along the axis
-            return self.index_scalar(idx[p["axis"]])
-        x = ins.inputs[0]
-        if name == "broadcast":
-            lead = len(v.shape) - len(x.shape)
-            return self.emit(x, ["0" if d == 1 else idx[lead + i] for i, d in enumerate(x.shape)])
-        if name == "transpose":
-            inv = [0] * len(p["perm"])
-            for k, q in enumerate(p["perm"]):
-                inv[q] = k
-            return self.emit(x, [idx[inv[j]] for j in range(len(inv))])
-        if name == "slice":
-            return self.emit(x, [self.iadd(str(a), self.imul(i, s))
-                                 for i, a, s in zip(idx, p["starts"], p["steps"])])
-        if name == "reshape":
-            return self._reshape(x, v, idx)
-        if name == "pad":
-            return self._pad(x, v, idx, p)
-        if name == "concatenate":
-            return self._concat(ins.inputs, v, idx, p["axis"])
-        if name == "windows":         # im2col: [.., i, j, oh, ow] reads x[.., oh*s + i*d, ..]
-            lead = len(x.shape) - 2
-            i, j, oh, ow = idx[lead:]
-            (sh, sw), (dh, dw) = p["stride"], p["dilation"]
-            return self.emit(x, idx[:lead] + [self.iadd(self.imul(oh, sh), self.imul(i, dh)),
-                                              self.iadd(self.imul(ow, sw), self.imul(j, dw))])
-        if name == "gather":
-            ind, axis = ins.inputs[1], p["axis"]
-            k = len(ind.shape)
-            j = self.wrap_index(self.emit(ind, idx[axis:axis + k]), x.shape[axis])
-            return self.emit(x, idx[:axis] + [j] + idx[axis + k:])
+        if ins.prim.index_map is not None:
+            site = Site(tuple(tuple(x.shape) for x in ins.inputs), tuple(v.shape),
+                        lambda k, i: self.emit(ins.inputs[k], list(i)))
+            return self._access(ins, v, idx, ins.prim.index_map(self, list(idx), site, **p))
         raise NotImplementedError(f"cannot fuse {name}")
 
-    def _reshape(self, x: Value, v: Value, idx: list[str]):
-        xs = [d for d in x.shape if d != 1]
-        if xs == [d for d in v.shape if d != 1]:      # only size-1 axes change: no division
-            it = iter(i for i, d in zip(idx, v.shape) if d != 1)
-            return self.emit(x, ["0" if d == 1 else next(it) for d in x.shape])
-        if x in self.buffers:
-            return self.load(x, self.linear(idx, v.shape))
-        # split both shapes into runs of axes with equal products (merged or split axes) and
-        # re-index each run alone: an axis that stays as it is costs no division
-        out: list[str] = []
-        for vr, xr in _reshape_runs(v.shape, x.shape):
-            if len(vr) == 1 and len(xr) == 1:
-                out.append(idx[vr[0]])
-                continue
-            vs, xs = [v.shape[i] for i in vr], [x.shape[i] for i in xr]
-            flat = self.linear([idx[i] for i in vr], vs)
-            for k, (d, s) in enumerate(zip(xs, strides(xs))):
-                q = flat if s == 1 else self.idiv(flat, s)
-                out.append("0" if d == 1 else q if k == 0 else self.irem(q, d))
-        return self.emit(x, out)
-
-    def _pad(self, x: Value, v: Value, idx: list[str], p):
-        ok = None
-        src = []
-        for i, n, lo, it in zip(idx, x.shape, p["lo"], p["interior"]):
-            j = self.iadd(i, str(-lo))
-            step = it + 1
-            conds = [self.icmp("ge", j, "0")]
-            q = j
-            if step > 1:
-                q = self.idiv(j, step, signed=True)
-                conds.append(self.icmp("eq", self.irem(j, step, signed=True), "0"))
-            conds.append(self.icmp("lt", q, str(n)))
-            for c in conds:
-                ok = c if ok is None else self.iand(ok, c)
-            src.append(self.clamp(q, n) if n else "0")
-        zero = self.sb.literal(0, v.dtype)
-        if x.aval.size == 0:
-            return zero
-        val = self.emit(x, src)
-        return self.sb.select(self.S(ok, dt.bool_), val, zero) if ok else val
-
-    def _concat(self, xs, v: Value, idx: list[str], axis: int):
-        offs, o = [], 0
-        for x in xs:
-            offs.append(o)
-            o += x.shape[axis]
-        result = None
-        for x, off in reversed(list(zip(xs, offs))):
-            n = x.shape[axis]
-            if n == 0:
-                continue
-            j = self.clamp(self.iadd(idx[axis], str(-off)), n)
-            val = self.emit(x, idx[:axis] + [j] + idx[axis + 1:])
-            if result is None:
-                result = val
-            else:
-                c = self.S(self.icmp("lt", idx[axis], str(off + n)), dt.bool_)
-                result = self.sb.select(c, val, result)
-        # every operand empty on the axis: so is the result, and the loop never runs
-        return result if result is not None else self.sb.literal(0, v.dtype)
+    def _access(self, ins: Instr, v: Value, idx: list[str], a: Access):
+        """The value an index map's answer stands for."""
+        if isinstance(a, Read):
+            x = ins.inputs[a.k]
+            if a.same_offset and x in self.buffers:     # same row-major offset: no arithmetic
+                return self.load(x, self.linear(idx, v.shape))
+            return self.emit(x, a.vector())
+        if isinstance(a, Position):
+            return self.index_scalar(a.index)
+        if isinstance(a, Zero):
+            return self.sb.literal(0, v.dtype)
+        # a chain of selects (concatenate of many operands) is walked in a loop, not by
+        # recursion: the innermost fallback first, so the operands are read last to first
+        chain = []
+        while isinstance(a, Select):
+            chain.append(a)
+            a = a.other
+        r = self._access(ins, v, idx, a)
+        for sel in reversed(chain):
+            r = self.sb.select(self.S(sel.cond, dt.bool_), self._access(ins, v, idx, sel.then), r)
+        return r

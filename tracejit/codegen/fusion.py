@@ -1,7 +1,8 @@
 """Fusion: partition a Graph into kernels (the kernel IR both backends lower).
 
 The model: every value is a function of its index vector. Elementwise ops and view ops
-(broadcast, transpose, slice, reshape, pad, concatenate, gather) compose such functions, so
+(broadcast, transpose, slice, reshape, pad, concatenate, gather, ...: whatever declares an
+index map in the registry, see ir/index_maps.py) compose such functions, so
 chains of them fuse into the loop of whichever kernel consumes them, and each input is read
 once per output element. A value becomes a *buffer* (written to memory) only when it must:
 graph inputs and outputs, results of reductions, matmuls and scatter-adds, matmul operands
@@ -79,8 +80,9 @@ class Plan:
 
 
 def _is_fusible(ins: Instr) -> bool:
-    return ins.prim.kind in ("elementwise", "shape", "constant", "random") or \
-        ins.prim.name == "gather"
+    # view and index ops declare an index map in the registry: a kernel evaluates them inline
+    return ins.prim.kind in ("elementwise", "constant", "random") or \
+        ins.prim.index_map is not None
 
 
 def _expr_ops(v: Value, buffers: set[Value], seen: set[Value], out: list[Instr],
@@ -239,24 +241,9 @@ def _keeps_rows(op: Instr, dep: set[Value], rows: tuple[int, ...]) -> bool:
         return False
     if any(tuple(i.shape[:j]) != rows for i in op.inputs if i in dep):
         return False
-    name, p = op.prim.name, op.params
-    if op.prim.kind == "elementwise" or name == "reshape":
-        return True
-    if op.prim.kind == "reduce":
-        return min(p["axes"], default=j) >= j
-    if name == "broadcast":
-        return len(op.inputs[0].shape) == len(op.out.shape)
-    if name == "transpose":
-        return tuple(p["perm"][:j]) == tuple(range(j))
-    if name == "slice":
-        return all(a == 0 for a in p["starts"][:j]) and all(st == 1 for st in p["steps"][:j])
-    if name == "pad":
-        return not any((*p["lo"][:j], *p["hi"][:j], *p["interior"][:j]))
-    if name == "concatenate":
-        return p["axis"] >= j
-    if name == "gather":
-        return p["axis"] >= j and op.inputs[1] not in dep
-    return False
+    # the rest is the op's own row rule, declared beside it in the registry
+    return op.prim.keeps_rows(j, [tuple(i.shape) for i in op.inputs], tuple(op.out.shape),
+                              [i in dep for i in op.inputs], op.params)
 
 
 def _row_local(k: Kernel, group_bufs: set[Value], rows: tuple[int, ...]) -> bool:

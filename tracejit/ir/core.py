@@ -157,10 +157,6 @@ class Graph:
     def in_avals(self) -> list[Aval]:
         return [v.aval for v in self.inputs]
 
-    @property
-    def out_avals(self) -> list[Aval]:
-        return [v.aval for v in self.outputs]
-
 
 def replay(graph: Graph, args: Iterable[Any], bind_fn=None) -> list[Any]:
     """Run `graph` by binding each instruction on `args` (Tensors, Values, arrays).

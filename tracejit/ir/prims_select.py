@@ -15,6 +15,7 @@ import numpy as np
 from . import dtypes as dt
 from .batching import batch_axes_param
 from .core import Aval, Graph
+from .index_maps import Position
 from .primitives import (P, Primitive, bind, broadcast, const_like, eq, ne, op_error, reshape,
                          where)
 

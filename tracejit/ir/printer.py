@@ -8,7 +8,9 @@ import numpy as np
 
 from .core import Graph, Value
 
-INLINE_LIMIT = 16   # constants with more elements print as base64 of their bytes
+# constants with more elements print as base64 of their bytes; the tracer also turns a uniform
+# capture larger than this into a splat (a scalar constant and a broadcast)
+INLINE_LIMIT = 16
 
 
 def format_scalar(v) -> str:

@@ -1,7 +1,9 @@
 """The seam between compiled graphs and the code that runs them.
 
-A backend turns a Graph into an Executable: `run(list of arrays) -> list of arrays`. The NumPy
-reference interpreter is the backend until the LLVM backend lands; tests keep it as the oracle."""
+A backend turns a Graph into an Executable: `run(list of arrays) -> list of arrays`. "llvm"
+(runtime/llvm_backend.py) is the default and "cuda" (runtime/cuda_backend.py) runs on the GPU;
+"interpreter" runs the NumPy reference interpreter, which tests keep as the oracle
+(`tj.compile(fn, backend="interpreter")`)."""
 from __future__ import annotations
 
 import os
@@ -37,24 +39,32 @@ class InterpreterExecutable(Executable):
         return interpret(self.graph, args)
 
 
-class InterpreterBackend:
-    name = "interpreter"
+class Backend:
+    """A named backend: `compile(graph)` builds its Executable."""
+
+    def __init__(self, name: str, executable: type[Executable]) -> None:
+        self.name = name
+        self.executable = executable
 
     def compile(self, graph: Graph) -> Executable:
-        return InterpreterExecutable(graph)
+        return self.executable(graph)
 
 
-_BACKENDS = {"interpreter": InterpreterBackend}
+_BACKENDS: dict[str, Backend] = {}
+DEFAULT_BACKEND = "llvm"      # registered when the package is imported (llvmlite is required)
 
 
-def register_backend(name: str, factory) -> None:
-    _BACKENDS[name] = factory
+def register_backend(name: str, executable: type[Executable]) -> None:
+    _BACKENDS[name] = Backend(name, executable)
 
 
-def get_backend(name: str | None = None):
-    name = name or os.environ.get("TRACEJIT_BACKEND") or default_backend_name()
+register_backend("interpreter", InterpreterExecutable)
+
+
+def get_backend(name: str | None = None) -> Backend:
+    name = name or os.environ.get("TRACEJIT_BACKEND") or DEFAULT_BACKEND
     try:
-        return _BACKENDS[name]()
+        return _BACKENDS[name]
     except KeyError:
         raise ValueError(f"unknown backend {name!r}; available: {sorted(_BACKENDS)}") from None
 
@@ -81,6 +91,3 @@ def apply_view(arr, ops):
             arr = np.broadcast_to(arr, p["shape"])
     return arr
 
-
-def default_backend_name() -> str:
-    return "llvm" if "llvm" in _BACKENDS else "interpreter"

@@ -26,7 +26,7 @@ from ..tracer.trace import Traced, arg_names, trace
 from . import captures
 from .backend import get_backend
 from .buffers import clear_pools
-from .debug import dump, log_enabled, log_recompile
+from ..debug import dump, log_enabled, log_recompile
 from ..devices import CPU, Device, device as as_device, device_of, is_gpu_array
 from .entry import Entry, Lowered
 from .grad_node import CompiledNode

@@ -24,7 +24,7 @@ from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
 from . import cache
 from .backend import Executable, apply_view, register_backend, view_chain
-from .debug import dump
+from ..debug import dump
 from ..devices import cupy_module
 
 
@@ -152,11 +152,4 @@ class CudaExecutable(Executable):
                                   f"and 'cuda'")
 
 
-class CudaBackend:
-    name = "cuda"
-
-    def compile(self, graph: Graph) -> Executable:
-        return CudaExecutable(graph)
-
-
-register_backend("cuda", CudaBackend)
+register_backend("cuda", CudaExecutable)

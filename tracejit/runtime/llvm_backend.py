@@ -32,7 +32,7 @@ from ..ir.prims_select import expand_arg_reductions
 from . import cache, llvm_jit
 from .backend import Executable, apply_view, register_backend, view_chain
 from .buffers import POOL_MIN_BYTES, OutputPool
-from .debug import dump
+from ..debug import dump
 
 PARALLEL_MIN = 1 << 17          # elements a kernel needs before it is split across threads
 _SEG = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -294,11 +294,4 @@ class _Frame:
         self.table[slot] = id(arr)
 
 
-class LLVMBackend:
-    name = "llvm"
-
-    def compile(self, graph: Graph) -> Executable:
-        return LLVMExecutable(graph)
-
-
-register_backend("llvm", LLVMBackend)
+register_backend("llvm", LLVMExecutable)

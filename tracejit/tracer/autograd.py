@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..ir.core import Aval, Value, user_location
+from .node_names import node_name, scalar_overload
 from .state import STATE, set_grad_enabled
 from .tensor import Tensor
 
@@ -96,7 +97,7 @@ class PrimNode(Node):
     def scalar_operand(self, i: int) -> None:
         """Operand i was a Python number. Where PyTorch has a Scalar overload for it (5 - t,
         t ** 2, 2 ** t), the node takes that overload's name and has no edge for the number."""
-        name = self.prim.scalar_overloads.get(i)
+        name = scalar_overload(self.prim.name, i)
         if name is None:
             return
         self._name = name
@@ -105,8 +106,8 @@ class PrimNode(Node):
 
     def name(self) -> str:
         if self._name is None:
-            self._name = self.prim.torch_node_name(
-                self.params, [Aval(s, d) for s, d in self.in_avals], self.need)
+            self._name = node_name(
+                self.prim.name, self.params, [Aval(s, d) for s, d in self.in_avals], self.need)
         return self._name
 
     def apply(self, grads, create_graph):

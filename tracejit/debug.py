@@ -1,4 +1,7 @@
-"""TRACEJIT_DUMP (stage dumps) and TRACEJIT_LOG (recompile reasons)."""
+"""TRACEJIT_DUMP (stage dumps) and TRACEJIT_LOG (recompile reasons).
+
+A leaf module (environment variables and printing only), below the tracer and the runtime,
+which both dump stages."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +12,7 @@ import sys
 logger = logging.getLogger("tracejit")
 _counter = itertools.count()
 # The one list of dump stages: a new stage is added here, and TRACEJIT_DUMP accepts it.
-STAGES = ("ir", "grad", "kernels", "program", "llvm", "asm", "cuda", "vmap")
+STAGES = ("ir", "grad", "jvp", "kernels", "program", "llvm", "asm", "cuda", "vmap")
 LOGS = ("recompiles",)          # what TRACEJIT_LOG can name
 
 
