@@ -47,6 +47,7 @@ from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cu
 from .devices import Device, cuda_available, device
 from .runtime.compile import clear_cache, compile, jit
 from .transforms import grad, hessian, jacobian, value_and_grad
+from .transforms import jacfwd, jacrev, jvp, linearize
 from . import nn
 from . import optim
 from . import amp

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from .runtime.compile import CompiledFunction
-from .tracer import functional
+from .runtime import forward as runtime_forward
+from .tracer import forward, functional
 
 
 def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0,
@@ -39,3 +40,31 @@ def hessian(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     if isinstance(fn, CompiledFunction):
         return fn.transform("hessian", argnums=argnums)
     return functional.hessian(fn, argnums)
+
+
+# -- forward mode -------------------------------------------------------------------------------
+def jvp(fn: Callable, primals, tangents) -> tuple:
+    """(fn(*primals), the derivative of fn at primals applied to tangents), as jax.jvp and
+    torch.func.jvp. A compiled fn runs its compiled JVP graph (TRACEJIT_DUMP=jvp)."""
+    if isinstance(fn, CompiledFunction):
+        return runtime_forward.compiled_jvp(fn, primals, tangents)
+    return forward.jvp(fn, primals, tangents)
+
+
+def linearize(fn: Callable, *primals) -> tuple:
+    """(fn(*primals), f_jvp): fn runs once; f_jvp(*tangents) runs only the linear part."""
+    if isinstance(fn, CompiledFunction):
+        return runtime_forward.compiled_linearize(fn, *primals)
+    return forward.linearize(fn, *primals)
+
+
+def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+    """The Jacobian by forward mode, shaped out.shape + arg.shape (as jacrev)."""
+    if isinstance(fn, CompiledFunction):
+        return fn.transform("jacfwd", argnums=argnums)
+    return functional.jacfwd(fn, argnums)
+
+
+def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+    """The Jacobian by reverse mode (tj.jacobian)."""
+    return jacobian(fn, argnums)

@@ -126,7 +126,16 @@ def _vjp_erf(sign: float):
     return vjp
 
 
-_elementwise("erf", _impl_erf, _vjp_erf(1.0), saves=(0,), float_only=True, arity=1)
-_elementwise("erfc", _impl_erfc, _vjp_erf(-1.0), saves=(0,), float_only=True, arity=1)
+def _jvp_erf(sign: float):
+    def jvp(t, ins, out, params):
+        x = ins[0]
+        return mul(t[0], mul(exp(neg(mul(x, x))), sign * _TWO_OVER_SQRT_PI))
+    return jvp
+
+
+_elementwise("erf", _impl_erf, _vjp_erf(1.0), jvp=_jvp_erf(1.0), saves=(0,), float_only=True,
+             arity=1)
+_elementwise("erfc", _impl_erfc, _vjp_erf(-1.0), jvp=_jvp_erf(-1.0), saves=(0,),
+             float_only=True, arity=1)
 
 __all__ = ["ERF_SMALL", "ERFC_MID", "erf_narrow"]

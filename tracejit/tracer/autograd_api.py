@@ -1,4 +1,5 @@
 """`tj.autograd`: the PyTorch-style autograd namespace."""
+from . import forward_ad
 from .autograd import AccumulateGrad, Node, backward, grad
 from .function import Function, FunctionCtx, GradcheckError, checkpoint, gradcheck
 from .state import enable_grad, inference_mode, no_grad, set_grad_enabled
@@ -16,6 +17,6 @@ def Variable(data: Tensor, requires_grad: bool = False, volatile: bool = False) 
     return out
 
 
-__all__ = ["AccumulateGrad", "Node", "backward", "grad", "Function", "FunctionCtx",
+__all__ = ["forward_ad", "AccumulateGrad", "Node", "backward", "grad", "Function", "FunctionCtx",
            "GradcheckError", "checkpoint", "gradcheck", "enable_grad", "no_grad",
            "set_grad_enabled", "inference_mode", "Variable"]

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..ir.core import user_location
 from ..ir.primitives import zeros_like
-from . import ops
+from . import forward, ops
 from .autograd import Node, grad as autograd_grad
 from .pytree import tree_flatten, tree_unflatten
 from .state import enable_grad
@@ -191,6 +191,13 @@ def jacobian(fn: Callable, argnums: int | Sequence[int] = 0):
     return _named(wrapper, "jacobian", fn)
 
 
+def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0):
+    """The Jacobian by forward mode (see tracer/forward.py)."""
+    return forward.jacfwd(fn, argnums)
+
+
 def hessian(fn: Callable, argnums: int | Sequence[int] = 0):
-    """The Jacobian of the gradient."""
-    return _named(jacobian(grad(fn, argnums), argnums), "hessian", fn)
+    """Forward over reverse, as JAX's: jacfwd(jacrev(fn)). One reverse pass is traced and
+    its linear part runs once per input element (reverse over reverse, row by row, ran the
+    whole backward once per gradient element)."""
+    return _named(jacfwd(jacobian(fn, argnums), argnums), "hessian", fn)

@@ -1,0 +1,275 @@
+"""Forward-mode transforms of Python functions: jvp, linearize, jacfwd.
+
+Each one traces the function into a graph (`trace_pure`), applies the IR transform of
+`ir.forward` (`jvp_graph`, and `linear_split` for linearize) and runs the resulting graph by
+replaying it on the caller's tensors. Replaying binds every instruction through the registry,
+so the run is eager NumPy outside a trace (and recorded on the eager tape when the arguments
+require grad: `grad` of a `jvp` works), and emits IR inside an enclosing trace (`tj.compile`
+of a function that calls `tj.jvp` works, and so does `jacfwd(jacrev(f))`: the gradient inside
+is traced like any op).
+
+A trace is taken per call (plain functions are not cached; compile the function for that).
+What the function reads from outside (eager tensors, or traced values of an enclosing trace)
+enters the graph as an extra input and is replayed as the same tensor, so gradients reach it.
+Python control flow on values inside the function raises the tracer's usual error: the
+function is traced, as under tj.compile."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..debug import dump
+from ..devices import CPU
+from ..ir.core import Aval, Graph, replay, user_location
+from ..ir.forward import jvp_graph, linear_split
+from ..ir.printer import print_graph
+from . import ops
+from .pytree import tree_flatten, tree_unflatten
+from .rng import default_generator
+from .state import STATE
+from .tensor import Tensor
+from .trace import TraceContext
+
+class Pure:
+    """A traced function: its graph (inputs: the flat arguments, then what it read from
+    outside, then the random seed and offset if it draws random numbers), the output
+    structure, and the outside tensors in graph-input order."""
+
+    def __init__(self, graph: Graph, out_tree, captures: list, n_random: int, device) -> None:
+        self.graph, self.out_tree, self.captures = graph, out_tree, captures
+        self.n_random, self.device = n_random, device
+
+    def extra_inputs(self) -> list[Tensor]:
+        """The tensors for the graph's inputs after the arguments, for one run."""
+        extra = list(self.captures)
+        if self.n_random:
+            ctx = STATE.traces[-1] if STATE.traces else None
+            if ctx is None:
+                extra += [Tensor(a) for a in default_generator(self.device)
+                          .hidden_inputs(self.n_random)]
+            else:       # inside a trace: this graph's streams are the next ones of that trace
+                seed, offset, base = ctx.random_stream()
+                for _ in range(self.n_random - 1):
+                    ctx.random_stream()
+                off = Tensor(offset)
+                extra += [Tensor(seed), off + base if base else off]
+        return extra
+
+
+def _device_of(flat: list) -> Any:
+    for x in flat:
+        if isinstance(x, Tensor):
+            return x.device
+    return STATE.traces[-1].device if STATE.traces else CPU
+
+
+def trace_pure(fn: Callable, args: Sequence[Tensor], in_tree, name: str) -> Pure:
+    """Trace fn(*tree_unflatten(in_tree, args)) into a graph of its own (see the module doc)."""
+    device = _device_of(list(args))
+    ctx = TraceContext(name, device)
+    try:
+        with ctx:
+            tracers = [Tensor(ctx.graph.add_input(Aval(a.shape, a.dtype), f"x{i}"),
+                              _weak=a._weak) for i, a in enumerate(args)]
+            out = fn(*tree_unflatten(in_tree, tracers))
+            out_flat, out_tree = tree_flatten(out)
+            outs = []
+            for o in out_flat:
+                o = o if isinstance(o, Tensor) else ops.as_tensor(o)
+                outs.append(o._data if o._traced and o._data.graph is ctx.graph
+                            else ctx.capture(o))
+    finally:
+        ctx.grad_slots.restore()       # a traced value must not stay in an outside `.grad`
+    if ctx.writes:
+        raise RuntimeError(f"{name}: the function updates a tensor from outside it in place "
+                           f"(at {user_location()}); forward-mode transforms need a function "
+                           f"without such side effects (return the new value instead)")
+    g = ctx.graph
+    g.outputs = outs
+    if ctx.rng is not None:
+        g.inputs = [v for v in g.inputs if v not in ctx.rng] + list(ctx.rng)
+    return Pure(g, out_tree, ctx.captures, ctx.n_random, device)
+
+
+def _leaf_tensor(x: Any, what: str) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    try:
+        return ops.as_tensor(x)
+    except TypeError:
+        raise TypeError(f"{what}: expected Tensors, NumPy arrays or numbers, got "
+                        f"{type(x).__name__} (at {user_location()})") from None
+
+
+def _check_tangent(name: str, i: int, p: Tensor, t: Tensor) -> Tensor:
+    if not p.dtype.is_float:
+        raise TypeError(f"{name}: primal {i} is {p.dtype.name}{list(p.shape)}; only "
+                        f"floating-point primals have tangents (at {user_location()})")
+    if t.shape != p.shape or t.dtype is not p.dtype:
+        raise ValueError(f"{name}: tangent {i} is {t.dtype.name}{list(t.shape)} but its primal "
+                         f"is {p.dtype.name}{list(p.shape)}; a tangent must have its primal's "
+                         f"shape and dtype (at {user_location()})")
+    return t
+
+
+def _flat_primals(name: str, primals) -> tuple[list[Tensor], Any]:
+    if not isinstance(primals, (tuple, list)):
+        raise TypeError(f"{name}: primals must be a tuple or list of arguments, got "
+                        f"{type(primals).__name__} (at {user_location()})")
+    flat, tree = tree_flatten(tuple(primals))
+    return [_leaf_tensor(x, name) for x in flat], tree
+
+
+def _tangent_tree(out_tree, outs: list, touts: list):
+    """The output tangents in the outputs' structure: None for integer and bool outputs."""
+    it = iter(touts)
+    return tree_unflatten(out_tree, [next(it) if o.dtype.is_float else None for o in outs])
+
+
+def _run(graph: Graph, args: list[Tensor]) -> list[Tensor]:
+    outs = replay(graph, args)
+    return [o if isinstance(o, Tensor) else Tensor(np.asarray(o)) for o in outs]
+
+
+def _transformed(pure: Pure, wrt: Sequence[int], name: str) -> Graph:
+    j = jvp_graph(pure.graph, wrt, name)
+    dump("jvp", name, lambda: print_graph(j))
+    return j
+
+
+def check_tangents(name: str, primals, tangents) -> list[Tensor]:
+    """The flat tangents as Tensors, after checking them against the primals: the same
+    structure, and each one the shape and dtype of its (floating-point) primal."""
+    flat_p, tree_p = _flat_primals(name, primals)
+    if not isinstance(tangents, (tuple, list)):
+        raise TypeError(f"{name}: tangents must be a tuple or list like primals, got "
+                        f"{type(tangents).__name__} (at {user_location()})")
+    flat_t, tree_t = tree_flatten(tuple(tangents))
+    if tree_t != tree_p:
+        raise ValueError(f"{name}: tangents must have the structure of primals ({len(flat_p)} "
+                         f"leaves), got {len(flat_t)} leaves in another structure "
+                         f"(at {user_location()})")
+    return [_check_tangent(name, i, p, _leaf_tensor(t, name))
+            for i, (p, t) in enumerate(zip(flat_p, flat_t))]
+
+
+def jvp(fn: Callable, primals, tangents) -> tuple[Any, Any]:
+    """(fn(*primals), the derivative of fn at primals in the direction tangents), as JAX's
+    jax.jvp and torch.func.jvp: tangents has the structure of primals; the output tangent has
+    the structure of the output (None for integer and bool outputs)."""
+    name = f"jvp_{getattr(fn, '__name__', 'f')}"
+    flat_p, tree_p = _flat_primals("jvp", primals)
+    flat_t = check_tangents("jvp", primals, tangents)
+    pure = trace_pure(fn, flat_p, tree_p, name)
+    j = _transformed(pure, range(len(flat_p)), name)
+    res = _run(j, flat_p + pure.extra_inputs() + flat_t)
+    n = len(pure.graph.outputs)
+    outs = res[:n]
+    return tree_unflatten(pure.out_tree, outs), _tangent_tree(pure.out_tree, outs, res[n:])
+
+
+def linearize(fn: Callable, *primals) -> tuple[Any, Callable]:
+    """(fn(*primals), f_jvp) where f_jvp(*tangents) is the derivative at primals applied to
+    tangents. fn runs once here; f_jvp runs only the part of the JVP linear in the tangents,
+    on the values (residuals) this call saved."""
+    name = f"linearize_{getattr(fn, '__name__', 'f')}"
+    flat_p, tree_p = _flat_primals("linearize", primals)
+    for i, p in enumerate(flat_p):
+        if not p.dtype.is_float:
+            raise TypeError(f"linearize: primal {i} is {p.dtype.name}{list(p.shape)}; only "
+                            f"floating-point primals have tangents (at {user_location()})")
+    pure = trace_pure(fn, flat_p, tree_p, name)
+    j = _transformed(pure, range(len(flat_p)), name)
+    n_in, n_out = len(pure.graph.inputs), len(pure.graph.outputs)
+    primal_g, tangent_g, n_res = linear_split(j, n_in, n_out)
+    res = _run(primal_g, flat_p + pure.extra_inputs())
+    outs, residuals = res[:n_out], res[n_out:]
+    out_tree = pure.out_tree
+
+    def f_jvp(*tangents):
+        flat_t = check_tangents("linearize", primals, tangents)
+        return _tangent_tree(out_tree, outs, _run(tangent_g, residuals + flat_t))
+    f_jvp.__name__ = f"{name}_jvp"
+    return tree_unflatten(out_tree, outs), f_jvp
+
+
+def _argnums(argnums, n: int) -> tuple[int, ...]:
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    for a in nums:
+        if not -n <= a < n:
+            raise ValueError(f"argnums {argnums} out of range for {n} positional arguments")
+    return tuple(a % n for a in nums)
+
+
+def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+    """d fn(*args) / d args[argnums] by forward mode: shape out.shape + arg.shape, the layout of
+    tj.jacrev (and JAX's jacfwd). The function is linearized once (its primal part runs once)
+    and the linear part runs once per input element, on the standard basis."""
+    name = f"jacfwd_{getattr(fn, '__name__', 'f')}"
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        nums = _argnums(argnums, len(args))
+        groups = []                      # per argnum: (first flat index, leaves, tree)
+        flat_args, off = [], 0
+        for i, a in enumerate(args):
+            leaves, tree = tree_flatten(a)
+            leaves = [_leaf_tensor(x, "jacfwd") for x in leaves]
+            if i in nums:
+                groups.append((off, leaves, tree))
+            flat_args += leaves
+            off += len(leaves)
+        wrt = [k for start, leaves, _ in groups for k in range(start, start + len(leaves))]
+        for k in wrt:
+            p = flat_args[k]
+            if not p.dtype.is_float:
+                raise TypeError(f"jacfwd: differentiated arguments must be floating point, got "
+                                f"{p.dtype.name}{list(p.shape)} (at {user_location()})")
+        _, in_tree = tree_flatten(tuple(args))
+        pure = trace_pure(fn, flat_args, in_tree, name)
+        j = _transformed(pure, wrt, name)
+        n_in, n_out = len(pure.graph.inputs), len(pure.graph.outputs)
+        primal_g, tangent_g, _ = linear_split(j, n_in, n_out)
+        res = _run(primal_g, flat_args + pure.extra_inputs())
+        outs, residuals = res[:n_out], res[n_out:]
+        float_outs = [o for o in outs if o.dtype.is_float]
+        # columns[o][k]: d out_o / d (element of the flat wrt leaves), one basis tangent each
+        columns: list[list[Tensor]] = [[] for _ in float_outs]
+        for k in wrt:
+            p = flat_args[k]
+            for e in range(int(np.prod(p.shape, dtype=np.int64))):
+                basis = []
+                for k2 in wrt:
+                    q = flat_args[k2]
+                    z = np.zeros(q.shape, q.dtype.np)
+                    if k2 == k:
+                        z.reshape(-1)[e] = 1
+                    basis.append(ops.as_tensor(z, const=True))
+                for col, t in zip(columns, _run(tangent_g, residuals + basis)):
+                    col.append(t)
+        per_out, it_cols = [], iter(columns)
+        for o in outs:
+            if not o.dtype.is_float:
+                per_out.append(None)
+                continue
+            col = next(it_cols)
+            blocks, pos = [], 0
+            for start, leaves, tree in groups:
+                jacs = []
+                for leaf in leaves:
+                    n = int(np.prod(leaf.shape, dtype=np.int64))
+                    part = col[pos:pos + n]
+                    pos += n
+                    stacked = ops.stack(part, -1) if part else ops.as_tensor(
+                        np.zeros(o.shape + (0,), o.dtype.np), const=True)
+                    jacs.append(ops.reshape(stacked, o.shape + leaf.shape))
+                blocks.append(tree_unflatten(tree, jacs))
+            per_out.append(blocks[0] if isinstance(argnums, int) else tuple(blocks))
+        return tree_unflatten(pure.out_tree, per_out)
+    wrapper.__name__ = name
+    return wrapper
+
+
+__all__ = ["Pure", "trace_pure", "check_tangents", "jvp", "linearize", "jacfwd"]
