@@ -66,5 +66,8 @@ def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
 
 
 def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
-    """The Jacobian by reverse mode (tj.jacobian)."""
-    return jacobian(fn, argnums)
+    """The Jacobian by reverse mode, the backward pass run on the whole basis through vmap
+    (tj.jacobian: the same by the eager engine, row by row, also for untraceable functions)."""
+    if isinstance(fn, CompiledFunction):
+        return fn.transform("jacrev", argnums=argnums)
+    return functional.jacrev(fn, argnums)

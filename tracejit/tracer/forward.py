@@ -23,6 +23,7 @@ import numpy as np
 from ..debug import dump
 from ..devices import CPU
 from ..ir.core import Aval, Graph, replay, user_location
+from ..ir.autodiff import split, vjp_graph
 from ..ir.forward import jvp_graph, linear_split
 from ..ir.printer import print_graph
 from . import ops
@@ -31,6 +32,7 @@ from .rng import default_generator
 from .state import STATE
 from .tensor import Tensor
 from .trace import TraceContext
+from .vmap import vmap
 
 class Pure:
     """A traced function: its graph (inputs: the flat arguments, then what it read from
@@ -203,30 +205,47 @@ def _argnums(argnums, n: int) -> tuple[int, ...]:
     return tuple(a % n for a in nums)
 
 
+def _basis(wrt: list[Tensor]) -> list[Tensor]:
+    """The standard basis of the flat wrt leaves, one [n, *leaf.shape] tensor per leaf (n: the
+    elements of all of them): row e is the tangent that is 1 at element e, 0 elsewhere."""
+    sizes = [int(np.prod(p.shape, dtype=np.int64)) for p in wrt]
+    n, off, out = sum(sizes), 0, []
+    for p, size in zip(wrt, sizes):
+        b = np.zeros((n, size), p.dtype.np)
+        b[off:off + size] = np.eye(size, dtype=p.dtype.np)
+        off += size
+        out.append(ops.as_tensor(b.reshape((n,) + p.shape), const=True))
+    return out
+
+
+def _columns(tangent_g: Graph, residuals: list[Tensor], wrt: list[Tensor]) -> list[Tensor]:
+    """The tangent graph applied to every basis tangent: per float output a [*out.shape, n]
+    tensor. Built on tj.vmap (one batched run of the tangent graph); a graph that draws random
+    numbers (recomputed from the saved seed, which vmap would replace by fresh streams inside
+    a trace) runs once per basis tangent instead."""
+    basis = _basis(wrt)
+    n = basis[0].shape[0] if basis else 0
+
+    def tangent_fn(*ts):
+        return tuple(_run(tangent_g, residuals + list(ts)))
+    if n and not any(ins.prim.name == "random" for ins in tangent_g.instrs):
+        return list(vmap(tangent_fn, in_axes=0, out_axes=-1)(*basis))
+    cols = [tangent_fn(*[b[e] for b in basis]) for e in range(n)]
+    return [ops.stack([c[i] for c in cols], -1) if cols else
+            ops.as_tensor(np.zeros(tuple(v.shape) + (0,), v.dtype.np), const=True)
+            for i, v in enumerate(tangent_g.outputs)]
+
+
 def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     """d fn(*args) / d args[argnums] by forward mode: shape out.shape + arg.shape, the layout of
     tj.jacrev (and JAX's jacfwd). The function is linearized once (its primal part runs once)
-    and the linear part runs once per input element, on the standard basis."""
+    and the linear part runs on the whole standard basis at once, through tj.vmap."""
     name = f"jacfwd_{getattr(fn, '__name__', 'f')}"
 
     @functools.wraps(fn)
     def wrapper(*args):
         nums = _argnums(argnums, len(args))
-        groups = []                      # per argnum: (first flat index, leaves, tree)
-        flat_args, off = [], 0
-        for i, a in enumerate(args):
-            leaves, tree = tree_flatten(a)
-            leaves = [_leaf_tensor(x, "jacfwd") for x in leaves]
-            if i in nums:
-                groups.append((off, leaves, tree))
-            flat_args += leaves
-            off += len(leaves)
-        wrt = [k for start, leaves, _ in groups for k in range(start, start + len(leaves))]
-        for k in wrt:
-            p = flat_args[k]
-            if not p.dtype.is_float:
-                raise TypeError(f"jacfwd: differentiated arguments must be floating point, got "
-                                f"{p.dtype.name}{list(p.shape)} (at {user_location()})")
+        flat_args, wrt, groups = _wrt_groups(args, nums, "jacfwd")
         _, in_tree = tree_flatten(tuple(args))
         pure = trace_pure(fn, flat_args, in_tree, name)
         j = _transformed(pure, wrt, name)
@@ -234,22 +253,8 @@ def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
         primal_g, tangent_g, _ = linear_split(j, n_in, n_out)
         res = _run(primal_g, flat_args + pure.extra_inputs())
         outs, residuals = res[:n_out], res[n_out:]
-        float_outs = [o for o in outs if o.dtype.is_float]
-        # columns[o][k]: d out_o / d (element of the flat wrt leaves), one basis tangent each
-        columns: list[list[Tensor]] = [[] for _ in float_outs]
-        for k in wrt:
-            p = flat_args[k]
-            for e in range(int(np.prod(p.shape, dtype=np.int64))):
-                basis = []
-                for k2 in wrt:
-                    q = flat_args[k2]
-                    z = np.zeros(q.shape, q.dtype.np)
-                    if k2 == k:
-                        z.reshape(-1)[e] = 1
-                    basis.append(ops.as_tensor(z, const=True))
-                for col, t in zip(columns, _run(tangent_g, residuals + basis)):
-                    col.append(t)
-        per_out, it_cols = [], iter(columns)
+        columns = _columns(tangent_g, residuals, [flat_args[k] for k in wrt])
+        per_out, it_cols = [], iter(columns)    # per float output: [*out.shape, n]
         for o in outs:
             if not o.dtype.is_float:
                 per_out.append(None)
@@ -260,11 +265,9 @@ def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
                 jacs = []
                 for leaf in leaves:
                     n = int(np.prod(leaf.shape, dtype=np.int64))
-                    part = col[pos:pos + n]
+                    part = col.narrow(-1, pos, n) if n != col.shape[-1] else col
                     pos += n
-                    stacked = ops.stack(part, -1) if part else ops.as_tensor(
-                        np.zeros(o.shape + (0,), o.dtype.np), const=True)
-                    jacs.append(ops.reshape(stacked, o.shape + leaf.shape))
+                    jacs.append(ops.reshape(part, o.shape + leaf.shape))
                 blocks.append(tree_unflatten(tree, jacs))
             per_out.append(blocks[0] if isinstance(argnums, int) else tuple(blocks))
         return tree_unflatten(pure.out_tree, per_out)
@@ -272,4 +275,81 @@ def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     return wrapper
 
 
-__all__ = ["Pure", "trace_pure", "check_tangents", "jvp", "linearize", "jacfwd"]
+def _wrt_groups(args: tuple, nums: tuple[int, ...], what: str):
+    """(flat argument tensors, the flat indices to differentiate, per argnum (first flat index,
+    leaves, tree))."""
+    groups, flat_args, off = [], [], 0
+    for i, a in enumerate(args):
+        leaves, tree = tree_flatten(a)
+        leaves = [_leaf_tensor(x, what) for x in leaves]
+        if i in nums:
+            groups.append((off, leaves, tree))
+        flat_args += leaves
+        off += len(leaves)
+    wrt = [k for start, leaves, _ in groups for k in range(start, start + len(leaves))]
+    for k in wrt:
+        p = flat_args[k]
+        if not p.dtype.is_float:
+            raise TypeError(f"{what}: differentiated arguments must be floating point, got "
+                            f"{p.dtype.name}{list(p.shape)} (at {user_location()})")
+    return flat_args, wrt, groups
+
+
+def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+    """d fn(*args) / d args[argnums] by reverse mode, shaped out.shape + arg.shape (JAX's
+    jacrev): the reverse-mode transform (ir.autodiff) of the traced function, cut into its
+    forward part, which runs once, and its backward part, which runs on the whole standard
+    basis of each output's cotangent at once, through tj.vmap."""
+    name = f"jacrev_{getattr(fn, '__name__', 'f')}"
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        nums = _argnums(argnums, len(args))
+        flat_args, wrt, groups = _wrt_groups(args, nums, "jacrev")
+        _, in_tree = tree_flatten(tuple(args))
+        pure = trace_pure(fn, flat_args, in_tree, name)
+        g = pure.graph
+        joint = vjp_graph(g, wrt, name)
+        dump("grad", name, lambda: print_graph(joint))
+        n_in, n_out = len(g.inputs), len(g.outputs)
+        fwd_g, bwd_g, _ = split(joint, n_in, n_out)
+        res = _run(fwd_g, flat_args + pure.extra_inputs())
+        outs, residuals = res[:n_out], res[n_out:]
+        float_outs = [o for o in outs if o.dtype.is_float]
+        zeros = [ops.as_tensor(np.zeros(o.shape, o.dtype.np), const=True) for o in float_outs]
+        per_out, fi = [], 0
+        for o in outs:
+            if not o.dtype.is_float:
+                per_out.append(None)
+                continue
+            i, fi = fi, fi + 1
+
+            def backward(ct, i=i):
+                cts = zeros[:i] + [ct] + zeros[i + 1:]
+                return tuple(_run(bwd_g, residuals + cts))
+            rows = _rows(backward, bwd_g, o, [flat_args[k] for k in wrt])
+            blocks, pos = [], 0
+            for start, leaves, tree in groups:
+                jacs = [ops.reshape(rows[pos + j], o.shape + leaf.shape)
+                        for j, leaf in enumerate(leaves)]
+                pos += len(leaves)
+                blocks.append(tree_unflatten(tree, jacs))
+            per_out.append(blocks[0] if isinstance(argnums, int) else tuple(blocks))
+        return tree_unflatten(pure.out_tree, per_out)
+    wrapper.__name__ = name
+    return wrapper
+
+
+def _rows(backward: Callable, bwd_g: Graph, out: Tensor, wrt: list[Tensor]) -> list[Tensor]:
+    """backward applied to every basis cotangent of `out`: per wrt leaf [n, *leaf.shape]."""
+    n = int(np.prod(out.shape, dtype=np.int64))
+    basis = ops.as_tensor(np.eye(n, dtype=out.dtype.np).reshape((n,) + out.shape), const=True)
+    if n and not any(ins.prim.name == "random" for ins in bwd_g.instrs):
+        return list(vmap(backward, in_axes=0, out_axes=0)(basis))
+    rows = [backward(basis[e]) for e in range(n)]
+    return [ops.stack([r[j] for r in rows], 0) if rows else
+            ops.as_tensor(np.zeros((0,) + p.shape, p.dtype.np), const=True)
+            for j, p in enumerate(wrt)]
+
+
+__all__ = ["Pure", "trace_pure", "check_tangents", "jvp", "linearize", "jacfwd", "jacrev"]

@@ -22,6 +22,8 @@ from .tensor import Tensor, lift
 class AliasNode(Node):
     """Identity with a node of its own, so a transform differentiates w.r.t. its own handle."""
 
+    keeps_saved = False
+
     def name(self) -> str:
         return "AliasBackward0"
 
@@ -192,12 +194,18 @@ def jacobian(fn: Callable, argnums: int | Sequence[int] = 0):
 
 
 def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0):
-    """The Jacobian by forward mode (see tracer/forward.py)."""
+    """The Jacobian by forward mode on vmap (see tracer/forward.py)."""
     return forward.jacfwd(fn, argnums)
 
 
+def jacrev(fn: Callable, argnums: int | Sequence[int] = 0):
+    """The Jacobian by reverse mode on vmap (see tracer/forward.py); `jacobian` is the same
+    derivative by the eager engine, row by row, for functions that cannot be traced."""
+    return forward.jacrev(fn, argnums)
+
+
 def hessian(fn: Callable, argnums: int | Sequence[int] = 0):
-    """Forward over reverse, as JAX's: jacfwd(jacrev(fn)). One reverse pass is traced and
-    its linear part runs once per input element (reverse over reverse, row by row, ran the
-    whole backward once per gradient element)."""
-    return _named(jacfwd(jacobian(fn, argnums), argnums), "hessian", fn)
+    """Forward over reverse, as JAX's: jacfwd(jacrev(fn)). The gradient is traced once and
+    its linear part runs on the whole basis at once (reverse over reverse, row by row, ran
+    the whole backward of the gradient once per element)."""
+    return _named(jacfwd(jacrev(fn, argnums), argnums), "hessian", fn)
