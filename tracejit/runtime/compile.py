@@ -19,6 +19,7 @@ from ..ir.printer import print_graph
 from ..ir.verify import verify
 from ..tracer import autocast as _autocast
 from ..tracer import functional
+from ..tracer.forward_ad import FWD, any_dual
 from ..tracer.pytree import tree_flatten, tree_unflatten
 from ..tracer.state import STATE, note_reads
 from ..tracer.tensor import Tensor
@@ -297,6 +298,9 @@ class CompiledFunction:
     # -- calling -----------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         if STATE.traces:                     # inside another trace: inline
+            return self.fn(*args, **kwargs)
+        if FWD.levels and any_dual(tree_flatten((args, kwargs))[0]):
+            # forward_ad dual tensors: run the Python function on them, so tangents flow
             return self.fn(*args, **kwargs)
         key = None
         # (a checkpoint listening for, or standing in for, the tensors read takes the long way)

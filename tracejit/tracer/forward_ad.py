@@ -184,6 +184,31 @@ def carry_over(src: Tensor, dst: Tensor) -> None:
         lvl.set(dst, lvl.get(src))
 
 
+def inplace_dual(x: Tensor, update: Callable, op: str, run: Callable) -> Tensor:
+    """run(x, update, op) (inplace.inplace) for dual tensors: the old value that update reads
+    (x, or a snapshot of it) carries x's tangents, and x then takes the new value's."""
+    levels = _active()
+    old = [lvl.get(x) for lvl in levels]
+    made: list[Tensor] = []
+
+    def upd(src: Tensor) -> Tensor:
+        for lvl, t in zip(levels, old):
+            lvl.set(src, t)
+        new = update(src)
+        made.append(new)
+        return new
+    upd.dual = True
+    out = run(x, upd, op)
+    if made:
+        new = made[-1]
+        for lvl in levels:
+            t = lvl.get(new)
+            if t is not None and t.dtype is not x.dtype:
+                t = bind(P.cast, t, dtype=x.dtype) if x.dtype.is_float else None
+            lvl.set(x, t)
+    return out
+
+
 def any_dual(xs: Any) -> bool:
     """Whether any of the tensors xs has a tangent at an open level."""
     levels = FWD.levels

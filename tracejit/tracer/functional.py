@@ -12,7 +12,8 @@ import numpy as np
 
 from ..ir.core import user_location
 from ..ir.primitives import zeros_like
-from . import forward, ops
+from . import forward, forward_ad, ops
+from .forward_ad import FWD
 from .autograd import Node, grad as autograd_grad
 from .pytree import tree_flatten, tree_unflatten
 from .state import enable_grad
@@ -47,6 +48,8 @@ def _fresh(x) -> Tensor:
         t.grad_fn, t._requires_grad = AliasNode([x]), True
     else:
         t._requires_grad = True
+    if FWD.levels:                  # a dual tensor (forward_ad): the handle keeps its tangents
+        forward_ad.carry_over(x, t)
     return t
 
 
@@ -88,7 +91,8 @@ def _zeros(t: Tensor) -> Tensor:
 
 def _grads(out: Tensor, wrt, trees, ct=None):
     flat = [t for group in wrt for t in group]
-    nested = any(t.grad_fn is not None for t in flat)
+    # dual tensors: the backward ops run on Tensors and are recorded, so tangents flow through
+    nested = any(t.grad_fn is not None for t in flat) or bool(FWD.levels)
     if not out._requires_grad:
         gs = [None] * len(flat)
     else:

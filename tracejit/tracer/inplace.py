@@ -6,12 +6,16 @@ import numpy as np
 
 from ..ir.core import user_location
 from . import ops
+from . import forward_ad
+from .forward_ad import FWD
 from .state import STATE
 from .tensor import Tensor
 
 
 def inplace(x: Tensor, update, op: str) -> Tensor:
     """Replace x's value by update(x) in place; autograd sees x's new history."""
+    if FWD.levels and not getattr(update, "dual", False):    # dual tensors: see forward_ad
+        return forward_ad.inplace_dual(x, update, op, inplace)
     records = STATE.grad_enabled
     if records and x._requires_grad and x.is_leaf:
         raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an "
