@@ -63,7 +63,8 @@ SAMPLES = {
                ([f64(3, 4), ints(2, lo=0, hi=4).astype(np.int32)], {"axis": 1})],
     "scatter_add": [([ints(2, 3, lo=-5, hi=5), f64(2, 3, 4)], {"axis": 0, "shape": (5, 4)}),
                     ([ints(4, lo=0, hi=5), f64(3, 4, 2)], {"axis": 1, "shape": (3, 5, 2)})],
-    "matmul": [([f64(3, 4), f64(4, 2)], {}), ([f64(2, 3, 4), f64(2, 4, 5)], {})],
+    "matmul": [([f64(3, 4), f64(4, 2)], {}), ([f64(2, 3, 4), f64(2, 4, 5)], {}),
+               ([f64(3, 1), f64(1, 2)], {})],
     "constant": [([], {"value": np.arange(3.0)})],
     "iota": [([f64(3, 4)], {"axis": 1})],
     "random": [([np.array(7, np.int64), np.array(5, np.int64)],
@@ -71,6 +72,7 @@ SAMPLES = {
     "cumsum": [([f64(3, 4)], {"axis": 1, "reverse": True})],
     "cumprod": [([f64(3, 4)], {"axis": 0, "reverse": False})],
     "argsort": [([ints(3, 4)], {"axis": 1, "descending": True})],
+    "dist_all_reduce": [([f64(3, 4), f64(3, 4)], {"op": 0})],   # no group: a world of 1
     "windows": [([f64(2, 6, 5)], {"window": (2, 3), "stride": (2, 1), "dilation": (1, 2)})],
     "conv2d": [([f64(2, 4, 6, 5), f64(6, 2, 3, 2)], _CONV)],
     "conv2d_input_grad": [([f64(2, 6, 5, 3), f64(6, 2, 3, 2)], {"in_hw": (6, 5), **_CONV})],

@@ -480,6 +480,11 @@ def _batch_matmul(prim, ax, args, batched, params):
     a, b = args
     size = ax.size
     if batched[0] and batched[1]:
+        if a.shape[-1] == 1 and a.dtype.is_float:
+            # an outer product (a per-example weight gradient): elementwise, so it fuses
+            # with its operands instead of running one GEMM call per example
+            shape = tuple(a.shape[:-1]) + (b.shape[-1],)
+            return mul(broadcast(a, shape), broadcast(b, shape)), True
         return matmul(a, b), True
     if batched[0]:                                     # a: (B, ..., m, k); b: (..., k, n)
         r = len(a.shape)
