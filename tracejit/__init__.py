@@ -14,7 +14,6 @@ from .tracer.rng import (Generator, bernoulli, default_generator, dropout, get_r
                          set_rng_state)
 from .tracer.function import checkpoint
 from .tracer.functional import vjp
-from .tracer.vmap import vmap
 from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, cos, div, eq,
                          exp, expand, flatten, ge, gt, le, log, logical_and, logical_not,
                          logical_or, lt, matmul, maximum, minimum, mul, ne, neg, pad,
@@ -44,11 +43,14 @@ from .tracer.stacking import cartesian_prod, repeat_interleave
 from . import linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")
+from .runtime import eager_kernels as _eager_kernels  # noqa: F401  (large eager ops)
 from .devices import Device, cuda_available, device
 from .runtime.compile import clear_cache, compile, jit
 from .transforms import grad, hessian, jacobian, value_and_grad
 from .transforms import jacfwd, jacrev, jvp, linearize
+from .transforms import vmap
 from . import nn
+from . import distributed
 from . import optim
 from . import amp
 from .tracer.autocast import autocast, get_autocast_dtype, is_autocast_enabled

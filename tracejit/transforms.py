@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 from .runtime.compile import CompiledFunction
 from .runtime import forward as runtime_forward
 from .tracer import forward, functional
+from .tracer import vmap as _vmap
 
 
 def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0,
@@ -71,3 +72,18 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     if isinstance(fn, CompiledFunction):
         return fn.transform("jacrev", argnums=argnums)
     return functional.jacrev(fn, argnums)
+
+
+# -- batching -----------------------------------------------------------------------------------
+def vmap(fn: Callable, in_axes=0, out_axes=0, randomness: str = "error", *,
+         chunk_size: int | None = None, in_dims=None, out_dims=None) -> Callable:
+    """Map fn over an axis of its arguments (JAX's in_axes/out_axes, PyTorch's in_dims/out_dims,
+    randomness and chunk_size): see tracer/vmap.py. The vmap of a compiled function is a
+    compiled function of the batched graph."""
+    if isinstance(fn, CompiledFunction):
+        inner = _vmap.vmap(fn.fn, in_axes, out_axes, randomness, chunk_size=chunk_size,
+                           in_dims=in_dims, out_dims=out_dims)
+        return CompiledFunction(inner, fn.static_argnums, fn.static_argnames, fn.device,
+                                backend=fn.backend_name)
+    return _vmap.vmap(fn, in_axes, out_axes, randomness, chunk_size=chunk_size,
+                      in_dims=in_dims, out_dims=out_dims)

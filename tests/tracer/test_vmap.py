@@ -174,8 +174,13 @@ def test_vmap_of_a_compiled_function_and_chunks():
     f = tj.compile(lambda x: tj.exp(x) * x.sum())
     xs = rng.standard_normal((7, 3))
     want = np.stack([np.exp(r) * r.sum() for r in xs])
-    np.testing.assert_allclose(_np(tj.vmap(f)(tj.tensor(xs))), want, rtol=1e-12)
+    vf = tj.vmap(f)                       # the vmap of a compiled function is compiled
+    np.testing.assert_allclose(_np(vf(tj.tensor(xs))), want, rtol=1e-12)
+    np.testing.assert_allclose(_np(vf(xs)), want, rtol=1e-12)
+    assert vf.cache_info().hits == 1 and vf.cache_info().entries == 1
     np.testing.assert_allclose(_np(tj.vmap(f, chunk_size=3)(tj.tensor(xs))), want, rtol=1e-12)
+    py = tj.vmap(f.fn if hasattr(f, "fn") else f, chunk_size=4)
+    np.testing.assert_allclose(_np(py(tj.tensor(xs))), want, rtol=1e-12)
 
 
 def test_sizes_zero_and_one():
