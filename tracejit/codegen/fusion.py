@@ -295,22 +295,31 @@ def _row_groups(order: list[Kernel]) -> list[Kernel]:
     return out
 
 
-def _is_buffer_view(v: Value, buffers: set[Value]) -> bool:
-    """Whether v is a buffer, or a transpose of the last two axes / batch broadcast of one,
-    or of a reshape of one (BLAS and NumPy take those without a copy: buffers are contiguous,
-    so their reshapes are views)."""
+def _buffer_view(v: Value, buffers) -> tuple[Value, list[tuple[str, dict]]] | None:
+    """v as (the buffer it views, [(op name, params), ...] applied in order), or None when v is
+    not a view BLAS/cuBLAS take without a copy: a buffer, or transposes of the last two axes and
+    batch broadcasts of one or of a reshape of one (buffers are contiguous, so their reshapes
+    are views). The one place that decides it: fusion materializes a matmul operand that is not
+    such a view, and both backends read their operands through `operand_view`."""
+    ops = []
     while v not in buffers:
         p = v.producer
         if p is not None and p.prim.name == "reshape":
-            return p.inputs[0] in buffers
-        if p is None or p.prim.name not in ("transpose", "broadcast"):
-            return False
-        if p.prim.name == "transpose":
+            if p.inputs[0] not in buffers:
+                return None
+        elif p is None or p.prim.name not in ("transpose", "broadcast"):
+            return None
+        elif p.prim.name == "transpose":
             perm = p.params["perm"]
             if list(perm[:-2]) != list(range(len(perm) - 2)):
-                return False
+                return None
+        ops.append((p.prim.name, p.params))
         v = p.inputs[0]
-    return True
+    return v, ops[::-1]
+
+
+def _is_buffer_view(v: Value, buffers: set[Value]) -> bool:
+    return _buffer_view(v, buffers) is not None
 
 
 def _view_base(v: Value) -> Value:
@@ -327,3 +336,11 @@ def _view_base(v: Value) -> Value:
     if v.producer is not None and v.producer.prim.name == "reshape":
         v = v.producer.inputs[0]
     return v
+
+
+def operand_view(v: Value, buffers) -> tuple[Value, list[tuple[str, dict]]]:
+    """A matmul operand of a planned graph as (the buffer it views, its views in order)."""
+    view = _buffer_view(v, buffers)
+    if view is None:            # plan() materializes every operand that is not a view
+        raise AssertionError(f"matmul operand {v} is not a view of a buffer")
+    return view

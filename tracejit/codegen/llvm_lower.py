@@ -1,10 +1,8 @@
-"""Lowering of kernels (codegen.fusion) to an LLVM module (text).
+"""Lowering of one kernel (codegen.fusion) to an LLVM function (text).
 
-Every kernel `kN` becomes `kN_body(ptr noalias ..., i64 begin, i64 end)`, whose outermost
-loop runs over [begin, end) so the runtime can split it across threads, and a wrapper
-`kN(ptr bufs, i64 begin, i64 end)` that reads the buffer pointers from a table of NumPy
-array objects (so the runtime only stores `id(array)`, the cheapest handle Python has). Segments
-`segN(ptr bufs)` run several kernels over their whole range in one native call."""
+Every generated kernel becomes `body(ptr noalias ..., i64 begin, i64 end)`, whose outermost
+loop runs over [begin, end) so the runtime can split it across threads. How kernels are put
+into modules, called and bound to buffers is codegen.llvm_program's business."""
 from __future__ import annotations
 
 import math
@@ -14,14 +12,9 @@ from ..ir import dtypes as dt
 from ..ir.core import Value
 from ..ir.prims_scan import scan_acc_dtype
 from .expr import strides
-from .fusion import Kernel, Plan
+from .fusion import Kernel
 from .llvm_expr import COMPUTE, STORE, Body, Emitter, S, literal
-from .llvm_math import library
-from .llvm_special import special_library
-from .llvm_ipow import ipow_library
 
-# offset of `data` in NumPy's PyArrayObject (right after PyObject_HEAD); checked at run time
-DATA_OFFSET = 16
 # a call the vectorizer cannot widen: anything but an intrinsic or our inlined math library
 # (float64 exp, log, tanh, sin, cos and pow call the C library)
 _SCALAR_CALL = re.compile(r"\bcall [^@]*@(?!llvm\.|tj_)")
@@ -348,9 +341,12 @@ def _scan_kernel(k: Kernel, e: Emitter, loops: _Loops, allocas: list[str]) -> No
         row([])
 
 
-def lower_kernel(k: Kernel, slots: dict[Value, int], md: list[str] | None = None) -> str:
-    """LLVM text for one generated kernel: its body and its table-reading wrapper. With `md`,
-    innermost loops carry vector-width hints (collected into md)."""
+def kernel_body(k: Kernel, name: str, md: list[str] | None = None) -> tuple[list[Value], str]:
+    """One generated kernel as `define internal void @name(ptr noalias %a0, ..., i64 %begin,
+    i64 %end)` whose outermost loop runs over [begin, end), and the values its pointer
+    arguments hold, in order. The text depends on the kernel's structure only (not on its
+    position in the plan), so identical kernels render identically. With `md`, innermost loops
+    carry vector-width hints (collected into md)."""
     args = k.inputs + [v for v in k.outputs if v not in k.inputs]
     names = {v: f"%a{i}" for i, v in enumerate(args)}
     b = Body()
@@ -370,19 +366,9 @@ def lower_kernel(k: Kernel, slots: dict[Value, int], md: list[str] | None = None
     else:
         raise ValueError(f"kernel kind {k.kind} is not generated")
     params = ", ".join(f"ptr noalias {names[v]}" for v in args)
-    body = "\n".join(b.lines)
-    text = [f"define internal void @{k.name}_body({params}, i64 %begin, i64 %end) {{",
-            "entry:", *(f"  {a}" for a in allocas), body, "  ret void", "}", "",
-            f"define void @{k.name}(ptr %bufs, i64 %begin, i64 %end) {{"]
-    for i, v in enumerate(args):
-        # the table holds array objects; their data pointer sits DATA_OFFSET bytes in
-        text.append(f"  %g{i} = getelementptr ptr, ptr %bufs, i64 {slots[v]}")
-        text.append(f"  %o{i} = load ptr, ptr %g{i}")
-        text.append(f"  %d{i} = getelementptr i8, ptr %o{i}, i64 {DATA_OFFSET}")
-        text.append(f"  %p{i} = load ptr, ptr %d{i}")
-    call_args = ", ".join(f"ptr %p{i}" for i in range(len(args)))
-    text += [f"  call void @{k.name}_body({call_args}, i64 %begin, i64 %end)", "  ret void", "}"]
-    return "\n".join(text)
+    text = [f"define internal void @{name}({params}, i64 %begin, i64 %end) {{",
+            "entry:", *(f"  {a}" for a in allocas), *b.lines, "  ret void", "}"]
+    return args, "\n".join(text)
 
 
 def parallel_extent(k: Kernel) -> int:
@@ -399,31 +385,4 @@ def parallel_extent(k: Kernel) -> int:
     return 1
 
 
-SMALL_KERNEL = 1 << 15    # below this many elements, compile time matters more than vector code
-
-
-def is_small(plan: Plan) -> bool:
-    """Whether every kernel is small: the module is then built for compile speed."""
-    return all(int(math.prod(k.shape)) < SMALL_KERNEL for k in plan.kernels)
-
-
-def lower_module(plan: Plan, slots: dict[Value, int], segments: list[list[Kernel]]) -> str:
-    parts = [library(inline=not is_small(plan)), special_library(inline=not is_small(plan)),
-             ipow_library(),
-             "declare i64 @llvm.smax.i64(i64, i64)\ndeclare i64 @llvm.smin.i64(i64, i64)"]
-    md: list[str] | None = None if is_small(plan) else []
-    for k in plan.kernels:
-        if k.kind not in ("matmul", "extern"):
-            parts.append(lower_kernel(k, slots, md))
-    for n, seg in enumerate(segments):
-        lines = [f"define void @seg{n}(ptr %bufs) {{"]
-        for k in seg:
-            lines.append(f"  call void @{k.name}(ptr %bufs, i64 0, i64 {parallel_extent(k)})")
-        lines += ["  ret void", "}"]
-        parts.append("\n".join(lines))
-    if md:
-        parts.append("\n".join(md))
-    return "\n\n".join(parts) + "\n"
-
-
-__all__ = ["lower_module", "lower_kernel", "parallel_extent", "strides"]
+__all__ = ["kernel_body", "parallel_extent", "strides"]

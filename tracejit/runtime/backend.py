@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..ir.core import Graph, Value
+from ..ir.core import Graph
 from ..ir.interpret import interpret
 
 
@@ -69,19 +69,8 @@ def get_backend(name: str | None = None) -> Backend:
         raise ValueError(f"unknown backend {name!r}; available: {sorted(_BACKENDS)}") from None
 
 
-def view_chain(v: Value, buffers) -> tuple[Value, list]:
-    """A matmul operand as (the buffer it views, [(reshape|transpose|broadcast, params)...]):
-    BLAS and cuBLAS take such views without a copy (a reshape only of the contiguous buffer)."""
-    ops = []
-    while v not in buffers:
-        p = v.producer
-        ops.append((p.prim.name, p.params))
-        v = p.inputs[0]
-    return v, ops[::-1]
-
-
 def apply_view(arr, ops):
-    """Apply view_chain's ops to an array (NumPy or CuPy: the calls dispatch by NEP 18)."""
+    """Apply a matmul operand's views (codegen.fusion.operand_view) to an array (NumPy or CuPy: the calls dispatch by NEP 18)."""
     for name, p in ops:
         if name == "reshape":
             arr = arr.reshape(p["shape"])

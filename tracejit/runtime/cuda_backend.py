@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..codegen.cuda_lower import lower_program
-from ..codegen.fusion import plan as make_plan
+from ..codegen.fusion import operand_view, plan as make_plan
 from ..ir.core import Graph
 from ..ir.dtypes import bf16
 from ..ir.matmul_fold import fold_matmuls
@@ -23,7 +23,7 @@ from ..ir.passes import widen_half
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
 from . import cache
-from .backend import Executable, apply_view, register_backend, view_chain
+from .backend import Executable, apply_view, register_backend
 from ..debug import dump
 from ..devices import cupy_module
 
@@ -76,8 +76,8 @@ class _Bound:
                 self.steps.append((_EXTERN, ln.kernel.instr, None, None))
             else:
                 ins = ln.kernel.instr
-                self.steps.append((None, view_chain(ins.inputs[0], buffers),
-                                   view_chain(ins.inputs[1], buffers), ins.out))
+                self.steps.append((None, operand_view(ins.inputs[0], buffers),
+                                   operand_view(ins.inputs[1], buffers), ins.out))
 
 
 def prepare(graph: Graph) -> Graph:

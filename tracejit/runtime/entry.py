@@ -90,6 +90,8 @@ class Lowered:
         return self.as_text()
 
     kernels = property(lambda self: self._entry.exe.stage_text("kernels"))
+    # the CPU's LLVM program: slots, steps, kernel calls and the distinct kernel modules
+    program = property(lambda self: self._entry.exe.stage_text("program"))
     llvm_ir = property(lambda self: self._entry.exe.stage_text("llvm"))
     asm = property(lambda self: self._entry.exe.stage_text("asm"))
     cuda_source = property(lambda self: self._entry.exe.stage_text("cuda"))

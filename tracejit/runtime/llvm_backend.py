@@ -1,11 +1,12 @@
-"""The LLVM CPU backend: fuse, lower, JIT, and run a graph with as little Python as possible.
+"""The LLVM CPU backend: the graph's LLVM program (codegen.llvm_program) JIT-compiled, bound to
+buffers and run, with as little Python as possible.
 
-A run is a short list of steps: native segments (several kernels in one call), large
-kernels split across threads, matmuls (an extern BLAS call through NumPy) and extern
-primitives (argsort: its NumPy implementation). cumsum/cumprod are not extern: they are
-generated `scan` kernels like the others.
+Codegen decides everything about the program: its slots, its steps (native segments of kernel
+calls, large kernels split across threads, matmuls as BLAS calls on operand views, extern
+primitives), and the distinct kernel modules. This module compiles those modules (each at most
+once per process: llvm_jit.jit_kernels), builds the call tables, and runs.
 
-Calls may come from several threads at once. Each call takes a frame (the pointer table the
+Calls may come from several threads at once. Each call takes a frame (the word table the
 native code reads, and the intermediate buffers it writes) from a free list and puts it back
 afterwards, so concurrent calls never share a buffer and are never serialized; a second frame
 exists only once two calls have overlapped. Outputs follow runtime.buffers' ownership rule: an
@@ -21,35 +22,24 @@ from typing import Sequence
 
 import numpy as np
 
-from ..codegen.fusion import Kernel, plan as make_plan
-from ..codegen.llvm_lower import DATA_OFFSET, is_small, lower_module, parallel_extent
-from ..ir.core import Graph, Value
+from ..codegen.fusion import plan as make_plan
+from ..codegen.llvm_program import CALL_WORDS, HEADER, build_program
+from ..ir.core import Graph
 from ..ir.dtypes import HALF
 from ..ir.matmul_fold import fold_matmuls
 from ..ir.passes import widen_half
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
-from . import cache, llvm_jit
-from .backend import Executable, apply_view, register_backend, view_chain
+from . import llvm_jit
+from .backend import Executable, apply_view, register_backend
 from .buffers import POOL_MIN_BYTES, OutputPool
 from ..debug import dump
 
-PARALLEL_MIN = 1 << 17          # elements a kernel needs before it is split across threads
 _SEG = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_KERN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+_CALLS = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+_KERN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-
-
-def _check_array_layout() -> None:
-    """Generated code reads an array's data pointer straight from the array object."""
-    a = np.arange(3.0)
-    if ctypes.c_void_p.from_address(id(a) + DATA_OFFSET).value != a.ctypes.data:
-        raise RuntimeError("tracejit: unexpected NumPy array layout; the LLVM backend cannot "
-                           "run here (use backend='interpreter')")
-
-
-_check_array_layout()
 
 
 def n_threads() -> int:
@@ -75,112 +65,81 @@ class LLVMExecutable(Executable):
                                     matmul_dtypes=HALF))
         t0 = time.perf_counter()
         self.plan = make_plan(self.graph)
-        self._assign_slots()
-        self._make_steps()
-        self.llvm_text = lower_module(self.plan, self.slots, self.segments)
-        self.speed_level = 2 if is_small(self.plan) else 3
-        key = cache.key(self.llvm_text, llvm_jit.target_id())
-        obj = cache.load(key)
-        self._mod = None
-        if obj is None:
-            self._mod = llvm_jit.optimize(self.llvm_text, self.speed_level)
-            obj = llvm_jit.object_code(self._mod)
-            cache.store(key, obj)
-        self.engine = llvm_jit.Engine(obj=obj)
+        self.program = build_program(self.plan, n_threads())
+        self._jit = llvm_jit.jit_kernels(self.program.codes.values())
+        self._make_buffers()
         self._bind_functions()
         self.compile_s = time.perf_counter() - t0
         dump("kernels", graph.name, lambda: self.plan.describe())
-        dump("llvm", graph.name, lambda: self.llvm_text)
+        dump("program", graph.name, lambda: self.program.describe())
+        dump("llvm", graph.name, lambda: self.program.llvm_text())
         dump("asm", graph.name, lambda: self.stage_text("asm"))
 
-    # -- layout ---------------------------------------------------------------------------
-    def _assign_slots(self) -> None:
-        g, p = self.graph, self.plan
-        self.slots: dict[Value, int] = {}
-        order = list(g.inputs) + p.constants
-        written = [v for k in p.kernels for v in k.outputs]
-        order += [v for v in written if v not in g.outputs] + [v for v in written if v in g.outputs]
-        for v in order:
-            self.slots.setdefault(v, len(self.slots))
-        self.n_slots = max(len(self.slots), 1)
+    # -- buffers ----------------------------------------------------------------------------
+    def _make_buffers(self) -> None:
+        prog = self.program
+        self.n_words = prog.n_words
         # every frame shares the constants (read only) and has its own intermediates
-        self.constants = [(self.slots[v], np.ascontiguousarray(v.producer.params["value"],
-                                                                v.dtype.np))
-                          for v in p.constants]
-        outs = set(g.outputs)
-        self.temps = [(self.slots[v], v.shape, v.dtype.np) for v in dict.fromkeys(written)
-                      if v not in outs]
-        # outputs written by kernels get new arrays per call (pooled when large); the rest,
-        # an input, a constant or a repeated output, are copies
+        self.constants = [(s, np.ascontiguousarray(v.producer.params["value"], v.dtype.np))
+                          for s, v in prog.constants]
+        self.temps = [(s, v.shape, v.dtype.np) for s, v in prog.temps]
+        # outputs written by kernels get new arrays per call (pooled when large)
         self.out_alloc = []
-        for v in dict.fromkeys(written):
-            if v in outs:
-                nbytes = int(np.prod(v.shape, dtype=np.int64)) * v.dtype.np.itemsize
-                self.out_alloc.append((self.slots[v], v.shape, np.dtype(v.dtype.np),
-                                       nbytes >= POOL_MIN_BYTES))
-        fresh = {a[0] for a in self.out_alloc}
-        self.out_plan, seen = [], set()
-        for v in g.outputs:
-            s = self.slots[v]
-            self.out_plan.append((s, s not in fresh or s in seen))
-            seen.add(s)
-        self.out_slots = sorted(fresh)
+        for s, v in prog.fresh:
+            nbytes = int(np.prod(v.shape, dtype=np.int64)) * v.dtype.np.itemsize
+            self.out_alloc.append((s, v.shape, np.dtype(v.dtype.np), nbytes >= POOL_MIN_BYTES))
+        self.out_plan = prog.out_plan
+        self.out_slots = [s for s, _ in prog.fresh]
         self._pool = OutputPool()
-        self._frames: list[_Frame] = [self._new_frame()]
 
     def _new_frame(self) -> "_Frame":
-        fr = _Frame(self.n_slots)
+        fr = _Frame(self.n_words)
+        fr.table[0], fr.table[1] = self._header
         for s, a in self.constants:
             fr.set(s, a)
         for s, shape, dtype in self.temps:
             fr.set(s, np.empty(shape, dtype))
         return fr
 
-    def _make_steps(self) -> None:
-        """Group kernels into native segments; big kernels and matmuls are steps of their own."""
-        self.segments: list[list[Kernel]] = []
-        self.steps: list[tuple] = []
-        cur: list[Kernel] = []
-        threads = n_threads()
-        for k in self.plan.kernels:
-            big = threads > 1 and k.kind in ("loop", "reduce", "rows") and \
-                int(np.prod(k.shape)) >= PARALLEL_MIN and parallel_extent(k) >= 2
-            if k.kind in ("matmul", "extern") or big:
-                if cur:
-                    self.steps.append(("seg", len(self.segments)))
-                    self.segments.append(cur)
-                    cur = []
-                self.steps.append((k.kind, k) if k.kind in ("matmul", "extern") else ("par", k))
-            else:
-                cur.append(k)
-        if cur:
-            self.steps.append(("seg", len(self.segments)))
-            self.segments.append(cur)
+    # -- binding ----------------------------------------------------------------------------
+    def _slot_list(self, slots) -> int:
+        arr = (ctypes.c_int64 * max(len(slots), 1))(*slots)
+        self._keep.append(arr)              # the call tables point at it
+        return ctypes.addressof(arr)
 
     def _bind_functions(self) -> None:
+        runner = llvm_jit.runner()
+        run_calls = _CALLS(runner.address("tj_run_calls"))
+        self._keep: list = []
         self.run_steps = []
-        self.only_seg = None
-        for kind, x in self.steps:
-            if kind == "seg":
-                self.run_steps.append(("seg", _SEG(self.engine.address(f"seg{x}"))))
-            elif kind == "par":
-                fn = _KERN(self.engine.address(x.name))
-                n = parallel_extent(x)
-                t = min(n_threads(), n)
-                bounds = [n * i // t for i in range(t + 1)]
-                self.run_steps.append(("par", (fn, list(zip(bounds[:-1], bounds[1:])))))
-            elif kind == "extern":
-                ins = x.instr
+        for st in self.program.steps:
+            if st.kind == "seg":
+                table = (ctypes.c_uint64 * (CALL_WORDS * len(st.calls)))()
+                for i, c in enumerate(st.calls):
+                    table[CALL_WORDS * i:CALL_WORDS * (i + 1)] = [
+                        self._jit[c.code.symbol].address, self._slot_list(c.slots), 0, c.extent]
+                self._keep.append(table)
+                self.run_steps.append(("seg", (run_calls, ctypes.addressof(table),
+                                               len(st.calls))))
+            elif st.kind == "par":
+                c = st.calls[0]
+                fn = _KERN(self._jit[c.code.symbol].address)
+                self.run_steps.append(("par", (fn, self._slot_list(c.slots), st.chunks)))
+            elif st.kind == "extern":
+                ins = st.kernel.instr
                 self.run_steps.append(("extern", (ins.prim.impl, ins.params,
-                                                  [self.slots[v] for v in ins.inputs],
-                                                  self.slots[ins.out])))
+                                                  [s for s, _ in st.operands], st.out)))
             else:
-                ins = x.instr
-                (ra, va), (rb, vb) = (view_chain(v, self.slots) for v in ins.inputs)
-                self.run_steps.append(("matmul", ((self.slots[ra], va), (self.slots[rb], vb),
-                                                  self.slots[ins.out])))
+                self.run_steps.append(("matmul", (st.operands[0], st.operands[1], st.out)))
+        self.only_seg = None
+        self._header = (0, 0)
         if len(self.run_steps) == 1 and self.run_steps[0][0] == "seg":
-            self.only_seg = self.run_steps[0][1]        # the common case: one native call
+            # the common case: one native call, tj_run(frame), finds its call table in the
+            # frame's header words
+            _, (_, table, n) = self.run_steps[0]
+            self._header = (table, n)
+            self.only_seg = _SEG(runner.address("tj_run"))
+        self._frames: list[_Frame] = [self._new_frame()]
         # with one native call and only new outputs, run() returns them in this order
         # (True: as allocated), without storing anything in the frame
         self._direct = None
@@ -204,7 +163,7 @@ class LLVMExecutable(Executable):
         # here loses the frame, which costs a new one later, nothing else.)
         table = fr.table
         held = []
-        for i, a in enumerate(args):
+        for i, a in enumerate(args, HEADER):
             if not a.flags.c_contiguous:
                 a = np.ascontiguousarray(a)
                 held.append(a)          # the table holds no reference: keep it to the end
@@ -223,7 +182,7 @@ class LLVMExecutable(Executable):
         frames = self._frames
         arrays, table = fr.arrays, fr.table
         try:
-            for i, a in enumerate(args):
+            for i, a in enumerate(args, HEADER):
                 if not a.flags.c_contiguous:
                     a = np.ascontiguousarray(a)
                 arrays[i] = a
@@ -239,7 +198,7 @@ class LLVMExecutable(Executable):
             return [arrays[s].copy() if copy else arrays[s] for s, copy in self.out_plan]
         finally:
             # the frame keeps neither the caller's arrays nor the results alive
-            for i in range(len(args)):
+            for i in range(HEADER, HEADER + len(args)):
                 arrays[i] = None
             for s in self.out_slots:
                 arrays[s] = None
@@ -248,11 +207,12 @@ class LLVMExecutable(Executable):
     def _run_steps(self, arrays, addr: int) -> None:
         for kind, x in self.run_steps:
             if kind == "seg":
-                x(addr)
+                run_calls, table, n = x
+                run_calls(addr, table, n)
             elif kind == "par":
-                fn, chunks = x
-                futs = [_thread_pool().submit(fn, addr, lo, hi) for lo, hi in chunks[1:]]
-                fn(addr, *chunks[0])
+                fn, slots, chunks = x
+                futs = [_thread_pool().submit(fn, addr, slots, lo, hi) for lo, hi in chunks[1:]]
+                fn(addr, slots, *chunks[0])
                 for f in futs:
                     f.result()
             elif kind == "extern":
@@ -268,12 +228,13 @@ class LLVMExecutable(Executable):
     def stage_text(self, stage: str) -> str:
         if stage == "kernels":
             return self.plan.describe()
+        if stage == "program":
+            return self.program.describe()
         if stage == "llvm":
-            return self.llvm_text
+            return self.program.llvm_text()
         if stage == "asm":
-            if self._mod is None:
-                self._mod = llvm_jit.optimize(self.llvm_text, self.speed_level)
-            return llvm_jit.assembly(self._mod)
+            return "\n\n".join(f"; module {c.symbol}\n" + llvm_jit.assembly(
+                llvm_jit.optimize(c.text, c.speed_level)) for c in self.program.codes.values())
         return super().stage_text(stage)
 
 

@@ -1,10 +1,20 @@
-"""llvmlite plumbing: the host target machine, O3, JIT engines, object code."""
+"""llvmlite plumbing: the host target machine, O3, JIT engines, object code, and the
+process-wide registry of compiled kernels.
+
+A kernel (codegen.llvm_program.KernelCode) is compiled once per process however many graphs
+use it: `jit_kernels` finds it in memory (held alive by the executables that use it), else in
+the disk cache, else compiles it. `kernel_counts()` says how often each happened."""
 from __future__ import annotations
 
 import struct
 import threading
+import weakref
+from typing import Iterable
 
 import llvmlite.binding as llvm
+
+from ..codegen.llvm_program import RUNNER, KernelCode
+from . import cache
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -13,7 +23,7 @@ _state: dict = {}
 def _new_target_machine():
     target = llvm.Target.from_default_triple()
     return target.create_target_machine(cpu=_state["cpu"], features=_state["features"], opt=3,
-                                        reloc="pic", codemodel="jitdefault")
+                                        reloc="static", codemodel="jitdefault")
 
 
 def target_machine():
@@ -56,14 +66,15 @@ def object_code(mod) -> bytes:
 class Engine:
     """Holds JIT-compiled code alive and resolves function addresses."""
 
-    def __init__(self, mod=None, obj: bytes | None = None) -> None:
+    def __init__(self, mod=None, obj: bytes | None = None, objs: Iterable[bytes] = ()) -> None:
         target_machine()
         tm = _new_target_machine()      # an engine takes ownership of its TargetMachine
         if mod is None:
             mod = llvm.parse_assembly("")
             self.ee = llvm.create_mcjit_compiler(mod, tm)
-            _check_symbols(obj)
-            self.ee.add_object_file(llvm.ObjectFileRef.from_data(obj))
+            for o in ([obj] if obj is not None else []) + list(objs):
+                _check_symbols(o)
+                self.ee.add_object_file(llvm.ObjectFileRef.from_data(o))
         else:
             self.ee = llvm.create_mcjit_compiler(mod, tm)
         self.ee.finalize_object()
@@ -104,3 +115,86 @@ def _check_symbols(obj: bytes) -> None:
     if missing:
         raise RuntimeError(f"tracejit internal error: generated code calls {', '.join(missing)}, "
                            f"which this process does not provide; please report this graph")
+
+
+# -- the kernel registry ------------------------------------------------------------------------
+class JitKernel:
+    """A compiled kernel: its entry address, and the engine holding its code (shared with the
+    kernels compiled or loaded together with it) alive as long as this object lives."""
+
+    __slots__ = ("code", "engine", "address", "__weakref__")
+
+    def __init__(self, code: KernelCode, engine: Engine) -> None:
+        self.code, self.engine = code, engine
+        self.address = engine.address(code.symbol)
+
+
+_kernels: "weakref.WeakValueDictionary[str, JitKernel]" = weakref.WeakValueDictionary()
+_counts = {"compiled": 0, "loaded": 0, "reused": 0}
+_registry_lock = threading.Lock()
+
+
+def kernel_counts() -> dict[str, int]:
+    """How many kernel modules this process compiled, loaded from the disk cache, and found
+    already in memory (another graph, or an earlier call of this one, uses the same kernel)."""
+    with _registry_lock:
+        return dict(_counts)
+
+
+def cache_key(code: KernelCode) -> str:
+    return cache.key(f"O{code.speed_level}\n{code.text}", target_id())
+
+
+def compile_code(code: KernelCode) -> bytes:
+    """Object code for one kernel module (no caches)."""
+    return object_code(optimize(code.text, code.speed_level))
+
+
+def runner() -> Engine:
+    """The engine holding codegen.llvm_program's runner (tj_run, tj_run_calls): a few dozen
+    instructions, compiled once per process straight from its text, kept for the process."""
+    with _registry_lock:
+        if "runner" not in _state:
+            target_machine()
+            mod = llvm.parse_assembly(RUNNER.text)
+            mod.verify()
+            _state["runner"] = Engine(mod=mod)
+        return _state["runner"]
+
+
+def jit_kernels(codes: Iterable[KernelCode]) -> dict[str, JitKernel]:
+    """The compiled kernels for `codes`, by symbol: from memory, the disk cache, or compiled
+    now. Kernels new to this process are loaded into one engine together."""
+    codes = list({c.symbol: c for c in codes}.values())
+    found: dict[str, JitKernel] = {}
+    with _registry_lock:
+        for c in codes:
+            k = _kernels.get(c.symbol)
+            if k is not None:
+                found[c.symbol] = k
+                _counts["reused"] += 1
+    todo = [c for c in codes if c.symbol not in found]
+    if not todo:
+        return found
+    objs = []
+    for c in todo:
+        key = cache_key(c)
+        obj = cache.load(key)
+        if obj is None:
+            obj = compile_code(c)
+            cache.store(key, obj)
+            what = "compiled"
+        else:
+            what = "loaded"
+        with _registry_lock:
+            _counts[what] += 1
+        objs.append(obj)
+    engine = Engine(objs=objs)
+    with _registry_lock:
+        for c in todo:
+            k = _kernels.get(c.symbol)        # another thread may have made it meanwhile
+            if k is None:
+                k = JitKernel(c, engine)
+                _kernels[c.symbol] = k
+            found[c.symbol] = k
+    return found

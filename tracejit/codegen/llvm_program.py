@@ -1,0 +1,320 @@
+"""The LLVM program: everything codegen decides about running a graph on the CPU, as one artifact
+(the CPU's counterpart of cuda_lower.CudaProgram). The runtime only JITs its kernels, binds
+buffers to its slots and runs its steps.
+
+Buffers. The runtime keeps, per call, a table of 64-bit words (a frame): two header words, then
+one word per slot holding `id(array)` of the NumPy array in that slot, the cheapest handle
+Python has. Generated code finds an array's data pointer `data_offset` bytes into the array
+object; `data_offset` is measured here, once per process, not assumed.
+
+Kernels. Each distinct generated kernel is a module of its own, position independent:
+`@tj_<hash>(ptr %frame, ptr %slots, i64 %begin, i64 %end)` reads the slot numbers of its
+arguments from `%slots`, loads their data pointers and runs the kernel body over [begin, end)
+of its parallel loop. Its symbol is a hash of its text, so the kernels of identical layers are
+one module, compiled once per process and stored once on disk.
+
+Steps. A run is a list of steps: `seg` (several kernel calls in one native call of the runner,
+which walks a table of {function, slot list, begin, end} records), `par` (one large kernel
+whose parallel range is split in chunks across threads), `matmul` (a BLAS call on two operand
+views) and `extern` (a primitive's own implementation)."""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir.core import Value
+from ..ir.printer import value_names
+from .fusion import Kernel, Plan, operand_view
+from .llvm_ipow import ipow_library
+from .llvm_lower import kernel_body, parallel_extent
+from .llvm_math import library
+from .llvm_special import special_library
+
+PARALLEL_MIN = 1 << 17    # elements a kernel needs before it is split across threads
+SMALL_KERNEL = 1 << 15    # below this many elements, compile time matters more than vector code
+HEADER = 2                # frame words before the slots: the only segment's call table, its length
+CALL_WORDS = 4            # a call record: function, slot list, begin, end
+
+
+@functools.lru_cache(maxsize=None)
+def data_offset() -> int:
+    """Where NumPy keeps an array's data pointer inside the array object (PyArrayObject.data,
+    right after the object header in every NumPy so far), found by looking, so that generated
+    code never reads a guessed field."""
+    probes = [np.arange(3.0), np.zeros((2, 5), np.int32), np.empty(0, np.float32)]
+    for off in range(8, 128, 8):
+        if all(ctypes.c_void_p.from_address(id(a) + off).value == a.ctypes.data
+               for a in probes if a.ctypes.data):
+            return off
+    raise RuntimeError("tracejit: cannot find the data pointer in NumPy's array objects; the "
+                       "LLVM backend cannot run here (use backend='interpreter')")
+
+
+@dataclass(frozen=True)
+class KernelCode:
+    """One distinct kernel: a complete LLVM module exporting `symbol`."""
+    symbol: str
+    text: str
+    speed_level: int          # 3: vector code and inlined math; 2: built for compile speed
+
+
+@dataclass
+class Call:
+    """A kernel of the plan run through its (possibly shared) code."""
+    kernel: str                   # the plan's name for it (k3)
+    code: KernelCode
+    slots: tuple[int, ...]        # frame slots of its arguments, in argument order
+    extent: int                   # its parallel loop runs over [0, extent)
+
+
+@dataclass
+class Step:
+    kind: str                                  # "seg" | "par" | "matmul" | "extern"
+    calls: list[Call] = field(default_factory=list)        # seg: in order; par: the one
+    chunks: list[tuple[int, int]] = field(default_factory=list)   # par: one per thread
+    kernel: Kernel | None = None               # matmul / extern
+    operands: list[tuple[int, list]] = field(default_factory=list)  # (slot, view ops)
+    out: int = -1                              # matmul / extern: the result's slot
+
+
+@dataclass
+class LLVMProgram:
+    plan: Plan
+    slots: dict[Value, int]
+    n_words: int                          # frame size: HEADER + slots
+    inputs: list[int]                     # the graph inputs' slots, in order
+    constants: list[tuple[int, Value]]    # shared by every frame (read only)
+    temps: list[tuple[int, Value]]        # intermediates: per frame, kept between calls
+    fresh: list[tuple[int, Value]]        # outputs written by kernels: new arrays per call
+    out_plan: list[tuple[int, bool]]      # per graph output: its slot, and whether to copy it
+    steps: list[Step]
+    codes: dict[str, KernelCode]          # the distinct kernels, by symbol
+    threads: int
+    data_offset: int
+
+    def calls(self) -> list[Call]:
+        return [c for s in self.steps for c in s.calls]
+
+    def llvm_text(self) -> str:
+        """Every distinct kernel's module, each headed by the plan kernels it runs."""
+        users: dict[str, list[str]] = {}
+        for c in self.calls():
+            users.setdefault(c.code.symbol, []).append(c.kernel)
+        return "\n\n".join(f"; module {s} (O{code.speed_level}): kernels "
+                           f"{', '.join(users.get(s, []))}\n{code.text}"
+                           for s, code in self.codes.items())
+
+    def describe(self) -> str:
+        names = value_names(self.plan.graph)
+        n = lambda v: "%" + names.get(v, "?")            # noqa: E731
+        by_slot = {s: v for v, s in self.slots.items()}
+
+        def sl(s: int) -> str:
+            return f"{s}:{n(by_slot[s])}"
+        calls = self.calls()
+        lines = [f"llvm program: {len(self.slots)} slots ({len(self.inputs)} inputs, "
+                 f"{len(self.constants)} constants, {len(self.temps)} intermediates, "
+                 f"{len(self.fresh)} new outputs per call), {len(self.steps)} steps, "
+                 f"{len(calls)} kernel calls of {len(self.codes)} distinct kernels, "
+                 f"{self.threads} threads; array data at byte {self.data_offset} of the "
+                 f"array object"]
+        kinds = (("input", self.inputs), ("constant", [s for s, _ in self.constants]),
+                 ("intermediate", [s for s, _ in self.temps]),
+                 ("output", [s for s, _ in self.fresh]))
+        for what, ss in kinds:
+            for s in ss:
+                v = by_slot[s]
+                lines.append(f"  slot {s} {n(v)}: {what} {v.aval}")
+        for i, st in enumerate(self.steps):
+            if st.kind == "seg":
+                lines.append(f"step {i}: native segment of {len(st.calls)} calls")
+                for c in st.calls:
+                    lines.append(f"  {c.kernel} -> {c.code.symbol} O{c.code.speed_level} "
+                                 f"over [0, {c.extent}) slots({', '.join(map(sl, c.slots))})")
+            elif st.kind == "par":
+                c = st.calls[0]
+                lines.append(f"step {i}: {c.kernel} -> {c.code.symbol} O{c.code.speed_level} "
+                             f"split across threads: "
+                             f"{' '.join(f'[{a}, {b})' for a, b in st.chunks)} "
+                             f"slots({', '.join(map(sl, c.slots))})")
+            else:
+                ops = ", ".join(sl(s) + "".join(f" {name}{list(p.get('perm', p.get('shape')))}"
+                                                for name, p in view)
+                                for s, view in st.operands)
+                how = "BLAS matmul" if st.kind == "matmul" else \
+                    f"extern {st.kernel.instr.prim.name}"
+                lines.append(f"step {i}: {st.kernel.name} {how}({ops}) -> {sl(st.out)}")
+        return "\n".join(lines)
+
+
+# -- building it ------------------------------------------------------------------------------
+def build_program(plan: Plan, threads: int) -> LLVMProgram:
+    g = plan.graph
+    slots: dict[Value, int] = {}
+    written = [v for k in plan.kernels for v in k.outputs]
+    outs = set(g.outputs)
+    order = list(g.inputs) + plan.constants
+    order += [v for v in written if v not in outs] + [v for v in written if v in outs]
+    for v in order:
+        slots.setdefault(v, HEADER + len(slots))
+    fresh = [(slots[v], v) for v in dict.fromkeys(written) if v in outs]
+    temps = [(slots[v], v) for v in dict.fromkeys(written) if v not in outs]
+    # an output that is an input, a constant or a repeated output is a copy
+    new = {s for s, _ in fresh}
+    out_plan, seen = [], set()
+    for v in g.outputs:
+        s = slots[v]
+        out_plan.append((s, s not in new or s in seen))
+        seen.add(s)
+    codes: dict[str, KernelCode] = {}
+    steps: list[Step] = []
+    seg: list[Call] = []
+    for k in plan.kernels:
+        if k.kind in ("matmul", "extern"):
+            if seg:
+                steps.append(Step("seg", seg))
+                seg = []
+            ins = k.instr
+            views = [operand_view(v, slots) if k.kind == "matmul" else (v, [])
+                     for v in ins.inputs]
+            steps.append(Step(k.kind, kernel=k, out=slots[ins.out],
+                              operands=[(slots[b], ops) for b, ops in views]))
+            continue
+        code, args = kernel_code(k)
+        code = codes.setdefault(code.symbol, code)
+        call = Call(k.name, code, tuple(slots[v] for v in args), parallel_extent(k))
+        big = threads > 1 and k.kind in ("loop", "reduce", "rows") and \
+            math.prod(k.shape) >= PARALLEL_MIN and call.extent >= 2
+        if big:
+            if seg:
+                steps.append(Step("seg", seg))
+                seg = []
+            t = min(threads, call.extent)
+            bounds = [call.extent * i // t for i in range(t + 1)]
+            steps.append(Step("par", [call], chunks=list(zip(bounds[:-1], bounds[1:]))))
+        else:
+            seg.append(call)
+    if seg:
+        steps.append(Step("seg", seg))
+    return LLVMProgram(plan, slots, HEADER + max(len(slots), 1), [slots[v] for v in g.inputs],
+                       [(slots[v], v) for v in plan.constants], temps, fresh, out_plan, steps,
+                       codes, threads, data_offset())
+
+
+def kernel_code(k: Kernel) -> tuple[KernelCode, list[Value]]:
+    """The module of one kernel and the values its arguments hold. Small kernels are built for
+    compile speed (O2, math as calls); the others for speed (O3, vector hints, inlined math)."""
+    small = math.prod(k.shape) < SMALL_KERNEL
+    md: list[str] | None = None if small else []
+    args, body = kernel_body(k, "body", md)
+    text = _module(body, md or [], len(args), inline=not small)
+    symbol = "tj_" + hashlib.sha256(text.encode()).hexdigest()[:32]
+    return KernelCode(symbol, text.replace("@KERNEL(", f"@{symbol}("), 2 if small else 3), args
+
+
+def _module(body: str, md: list[str], n_args: int, inline: bool) -> str:
+    wrapper = ["define void @KERNEL(ptr %frame, ptr %slots, i64 %begin, i64 %end) {"]
+    off = data_offset()
+    for i in range(n_args):
+        # frame word slots[i] holds an array object; its data pointer sits `off` bytes in
+        wrapper += [f"  %s{i}p = getelementptr i64, ptr %slots, i64 {i}",
+                    f"  %s{i} = load i64, ptr %s{i}p",
+                    f"  %o{i}p = getelementptr ptr, ptr %frame, i64 %s{i}",
+                    f"  %o{i} = load ptr, ptr %o{i}p",
+                    f"  %d{i} = getelementptr i8, ptr %o{i}, i64 {off}",
+                    f"  %p{i} = load ptr, ptr %d{i}"]
+    args = ", ".join(f"ptr %p{i}" for i in range(n_args))
+    wrapper += [f"  call void @body({args}, i64 %begin, i64 %end)", "  ret void", "}"]
+    code = body + "\n\n" + "\n".join(wrapper)
+    parts = [_prelude(code, inline), code]
+    if md:
+        parts.append("\n".join(md))
+    return "\n\n".join(parts) + "\n"
+
+
+_NAME = re.compile(r"@([A-Za-z_][\w.]*)")
+
+
+@functools.lru_cache(maxsize=None)
+def _library_parts(inline: bool) -> tuple[str, dict[str, str]]:
+    """The math prelude as (declarations, {name: definition}) so that a module takes only the
+    functions it calls (parsing the whole library per kernel would cost more than the kernel)."""
+    text = "\n\n".join([library(inline), special_library(inline), ipow_library(),
+                        "declare i64 @llvm.smax.i64(i64, i64)\n"
+                        "declare i64 @llvm.smin.i64(i64, i64)"])
+    decls, defs, cur = [], {}, None
+    for ln in text.splitlines():
+        if cur is not None:
+            defs[cur].append(ln)
+            if ln == "}":
+                cur = None
+        elif ln.startswith("declare"):
+            decls.append(ln)
+        elif ln.startswith("define"):
+            cur = _NAME.search(ln).group(1)
+            defs[cur] = [ln]
+        elif ln.startswith("@"):
+            defs[_NAME.match(ln).group(1)] = [ln]
+    return "\n".join(dict.fromkeys(decls)), {k: "\n".join(v) for k, v in defs.items()}
+
+
+def _prelude(code: str, inline: bool) -> str:
+    decls, defs = _library_parts(inline)
+    need: list[str] = []
+    todo = [m for m in _NAME.findall(code) if m in defs]
+    while todo:
+        name = todo.pop()
+        if name in need:
+            continue
+        need.append(name)
+        todo += [m for m in _NAME.findall(defs[name]) if m in defs and m not in need]
+    return "\n\n".join([decls] + [defs[name] for name in sorted(need)])
+
+
+# -- the runner -------------------------------------------------------------------------------
+RUNNER_TEXT = f"""define void @tj_run_calls(ptr %frame, ptr %calls, i64 %n) {{
+entry:
+  br label %head
+head:
+  %i = phi i64 [0, %entry], [%next, %body]
+  %more = icmp slt i64 %i, %n
+  br i1 %more, label %body, label %done
+body:
+  %rec = mul i64 %i, {CALL_WORDS}
+  %fp = getelementptr i64, ptr %calls, i64 %rec
+  %fn = load ptr, ptr %fp
+  %sp = getelementptr i64, ptr %fp, i64 1
+  %slots = load ptr, ptr %sp
+  %bp = getelementptr i64, ptr %fp, i64 2
+  %begin = load i64, ptr %bp
+  %ep = getelementptr i64, ptr %fp, i64 3
+  %end = load i64, ptr %ep
+  call void %fn(ptr %frame, ptr %slots, i64 %begin, i64 %end)
+  %next = add i64 %i, 1
+  br label %head
+done:
+  ret void
+}}
+
+define void @tj_run(ptr %frame) {{
+  %calls = load ptr, ptr %frame
+  %np = getelementptr i64, ptr %frame, i64 1
+  %n = load i64, ptr %np
+  call void @tj_run_calls(ptr %frame, ptr %calls, i64 %n)
+  ret void
+}}
+"""
+RUNNER = KernelCode("tj_run", RUNNER_TEXT, 0)
+"""`tj_run(frame)` runs the call table whose address and length are the frame's header words;
+`tj_run_calls(frame, calls, n)` runs any call table against a frame. The same for every
+program: the runtime builds it once per process."""
+
+
+__all__ = ["LLVMProgram", "KernelCode", "Call", "Step", "build_program", "data_offset",
+           "RUNNER", "HEADER", "CALL_WORDS"]
