@@ -260,3 +260,51 @@ def test_bad_axes_and_sizes():
         tj.vmap(lambda a: a, randomness="sometimes")
     with pytest.raises(ValueError, match="chunk_size"):
         tj.vmap(lambda a: a, chunk_size=0)
+
+
+# -- composition with forward mode; in-place updates of mapped arguments ------------------------
+def _f(x):
+    return tj.sin(x) * x.sum()
+
+
+def _tf(x):
+    return torch.sin(x) * x.sum()
+
+
+def test_vmap_of_jvp_and_jvp_of_vmap_match_torch_func():
+    xs, ts = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    want = torch.func.vmap(lambda x, t: torch.func.jvp(_tf, (x,), (t,))[1])(
+        torch.tensor(xs), torch.tensor(ts)).numpy()
+    got = tj.vmap(lambda x, t: tj.jvp(_f, (x,), (t,))[1])(tj.tensor(xs), tj.tensor(ts))
+    np.testing.assert_allclose(_np(got), want, rtol=1e-12)
+    got = tj.compile(tj.vmap(lambda x, t: tj.jvp(_f, (x,), (t,))[1]))(xs, ts)
+    np.testing.assert_allclose(_np(got), want, rtol=1e-12)
+    _, got = tj.jvp(tj.vmap(_f), (tj.tensor(xs),), (tj.tensor(ts),))
+    np.testing.assert_allclose(_np(got), want, rtol=1e-12)
+
+
+def test_vmap_of_jacobians_and_hessians_match_torch_func():
+    xs = rng.standard_normal((4, 3))
+    want = torch.func.vmap(torch.func.jacfwd(_tf))(torch.tensor(xs)).numpy()
+    np.testing.assert_allclose(_np(tj.vmap(tj.jacfwd(_f))(tj.tensor(xs))), want, rtol=1e-12)
+    np.testing.assert_allclose(_np(tj.vmap(tj.jacrev(_f))(tj.tensor(xs))), want, rtol=1e-12)
+    cube = lambda x: (x ** 3).sum()                                        # noqa: E731
+    h = tj.vmap(tj.hessian(cube))(tj.tensor(xs))
+    np.testing.assert_allclose(_np(h), np.stack([np.diag(6 * x) for x in xs]), rtol=1e-12)
+
+
+def test_in_place_update_of_a_mapped_argument_is_written_back():
+    a = np.arange(6.0).reshape(2, 3)
+    x, tx = tj.tensor(a.copy()), torch.tensor(a.copy())
+
+    def f(v):
+        v.mul_(2)
+        return v.sum()
+
+    def tf(v):
+        v.mul_(2)
+        return v.sum()
+    got = tj.vmap(f, in_axes=1)(x)
+    want = torch.func.vmap(tf, in_dims=1)(tx)
+    np.testing.assert_allclose(_np(got), want.numpy())
+    np.testing.assert_allclose(_np(x), tx.numpy())                 # both doubled in place

@@ -14,7 +14,9 @@ batch is multiplied as one matrix: a matmul with one batched side is one GEMM).
 from __future__ import annotations
 
 import functools
+import gc
 import numbers
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -152,11 +154,16 @@ def _placeholder(x, a: int):
 def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
     batched_pos = [i for i, a in enumerate(norm) if a is not None]
 
+    mutated: list[int] = []             # batched arguments f updated in place (x.add_(1))
+
     def per_example(*xs):
         leaves = list(flat)
+        before = [x._data for x in xs]
         for i, x in zip(batched_pos, xs):
             leaves[i] = x
-        return fn(*tree_unflatten(tree, leaves), **kwargs)
+        out = fn(*tree_unflatten(tree, leaves), **kwargs)
+        mutated[:] = [k for k, (x, v) in enumerate(zip(xs, before)) if x._data is not v]
+        return out, tuple(xs[k] for k in mutated)
 
     name = getattr(fn, "__name__", "f")
     outer = current_trace()
@@ -165,9 +172,17 @@ def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
     tr = trace(per_example, [_placeholder(flat[i], norm[i]) for i in batched_pos], {},
                name=name, transform="vmap", **({"device": device} if device else {}))
     g = tr.graph
+    n_user = len(g.outputs) - tr.n_extra     # (then writes, new .grads, escapes, checks)
     if tr.backward_ran or tr.grad_sets:
         raise _err(".backward() inside a vmapped function is not supported; use tj.grad "
                    "(or tj.autograd.grad) on the function instead", RuntimeError)
+    if tr.escapes:
+        # a transform inside f (jacrev's tape) may leave a reference cycle that only the
+        # collector frees: what is still alive after it is a real escape
+        refs = [weakref.ref(t) for t in tr.escapes]
+        tr.escapes.clear()
+        gc.collect()
+        tr.escapes.extend(t for t in (r() for r in refs) if t is not None)
     if tr.escapes:
         raise _err(f"{len(tr.escapes)} tensor(s) made inside the vmapped function were kept "
                    f"outside it (stored on an object or in a global); return them instead",
@@ -177,7 +192,6 @@ def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
     bg, out_b = batch_graph(g, in_batched, BatchAxis(size, randomness), f"vmap_{name}")
     dump("vmap", bg.name, lambda: print_graph(bg))
 
-    n_user = len(g.outputs) - tr.n_extra
     for k, t in enumerate(tr.writes):
         if out_b[n_user + k]:
             loc = g.outputs[n_user + k].producer.loc if g.outputs[n_user + k].producer else "?"
@@ -194,9 +208,19 @@ def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
         with no_grad():
             t.copy_(outs[n_user + k])
 
+    n_mut = len(mutated)
+    for k, v, b in zip(mutated, outs[n_user - n_mut:n_user], out_b[n_user - n_mut:n_user]):
+        i = batched_pos[k]               # write the batch's new values into the argument
+        v = v if b else broadcast(v, (size,) + tuple(v.shape))
+        v = movedim(v, 0, norm[i])
+        if isinstance(flat[i], Tensor):
+            flat[i].copy_(v)
+        else:
+            np.copyto(flat[i], v.numpy())
+    n_user -= n_mut
     results = []
     user_outs = outs[:n_user]
-    out_tree = tr.out_tree
+    out_tree = tr.out_tree[1][0]         # (the result, the updated arguments)
     oaxes = _prefix_axes(out_axes, tree_unflatten(out_tree, list(range(n_user))), "out_axes")
     for v, b, a in zip(user_outs, out_b[:n_user], oaxes):
         if a is None:
