@@ -1,5 +1,5 @@
 """`tracejit.nn` (also `tj.nn`): torch.nn's modules, layers, losses and helpers."""
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .parameter import Parameter
 from .module import Module
 from .container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential

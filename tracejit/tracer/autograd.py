@@ -10,7 +10,7 @@ import numpy as np
 from ..ir.core import Aval, Value, user_location
 from .node_names import node_name, scalar_overload
 from .state import STATE, set_grad_enabled
-from .tensor import Tensor
+from .tensor import Tensor, _RemovableHandle
 
 
 class SavedTensor:
@@ -132,6 +132,9 @@ class AccumulateGrad(Node):
     def __init__(self, variable: Tensor) -> None:
         super().__init__(())
         self.variable = variable
+        # register_post_accumulate_grad_hook: fn(tensor) after .grad is updated (DDP's
+        # "this gradient is ready" signal)
+        self.post_hooks: list | None = None
 
     def apply(self, grads, create_graph):
         return []
@@ -303,6 +306,8 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                 g = grads[0]
                 if g is not None and accumulate:
                     _accumulate_leaf(t, _run_hooks(t._hooks, g), create_graph)
+                    for hook in list(node.post_hooks or ()):
+                        hook(t)
                 continue
             if runs is not None and id(node) not in runs:
                 continue            # an input of autograd.grad whose own inputs are not wanted
@@ -339,7 +344,26 @@ def backward(tensors: Sequence[Tensor], grad_tensors=None, retain_graph=None,
                 else:
                     t._grad = caps[id(t)]
         return
-    run_backward(tensors, grad_tensors, retain, create_graph)
+    frame: list = []                 # queue_callback's list for this backward pass
+    _FINAL_CALLBACKS.append(frame)
+    try:
+        run_backward(tensors, grad_tensors, retain, create_graph)
+    finally:
+        _FINAL_CALLBACKS.pop()
+    while frame:                     # a callback may queue another, as in PyTorch
+        frame.pop(0)()
+
+
+_FINAL_CALLBACKS: list[list] = []
+
+
+def queue_callback(fn) -> None:
+    """Run fn() once the running backward() pass has finished (PyTorch's
+    Variable._execution_engine.queue_callback): DDP finishes its gradient reduction there."""
+    if not _FINAL_CALLBACKS:
+        raise RuntimeError("queue_callback() can only be called while backward() is running "
+                           "(from a hook)")
+    _FINAL_CALLBACKS[-1].append(fn)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bool = False,
@@ -371,3 +395,19 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bo
         res.append(g)
     return tuple(res)
 
+
+def register_post_accumulate_grad_hook(t: Tensor, hook):
+    """PyTorch's Tensor.register_post_accumulate_grad_hook: hook(t) runs after backward() has
+    accumulated into the leaf t's `.grad` (it sees the updated `.grad`; its result is ignored).
+    Returns a handle with `.remove()`."""
+    if not t._requires_grad or t.grad_fn is not None:
+        raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors "
+                           "or on tensors that do not require grad")
+    node = accumulate_node(t)
+    if node.post_hooks is None:
+        node.post_hooks = []
+    node.post_hooks.append(hook)
+    return _RemovableHandle(node.post_hooks, hook)
+
+
+Tensor.register_post_accumulate_grad_hook = register_post_accumulate_grad_hook

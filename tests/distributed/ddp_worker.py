@@ -1,0 +1,180 @@
+"""Run under mpiexec by test_distributed_ddp.py: DDP training on each rank's shard against
+single-process training on the whole batch (computed on every rank, in float64), in eager mode,
+with a compiled model, with a compiled training step, with no_sync accumulation and with
+unused parameters; prints one line per passed check ("ok <name>") for the test to count."""
+import sys
+
+import numpy as np
+
+import tracejit as tj
+import tracejit.distributed as dist
+from tracejit.nn.parallel import DistributedDataParallel as DDP
+
+dist.init_process_group(timeout=60)
+RANK, WORLD = dist.get_rank(), dist.get_world_size()
+B, D, H = 8 * WORLD, 6, 40          # W1 (40x6) fits a bucket of 1 KiB, W2 (40x40) does not
+
+
+class Net(tj.nn.Module):
+    def __init__(self, unused: bool = False):
+        super().__init__()
+        self.fc1 = tj.nn.Linear(D, H, dtype=tj.float64)
+        self.fc2 = tj.nn.Linear(H, H, dtype=tj.float64)
+        self.out = tj.nn.Linear(H, 1, dtype=tj.float64)
+        if unused:
+            self.spare = tj.nn.Linear(H, 3, dtype=tj.float64)
+
+    def forward(self, x):
+        return self.out(tj.tanh(self.fc2(tj.tanh(self.fc1(x)))))
+
+
+def batch(step):
+    rng = np.random.default_rng(100 + step)
+    return rng.standard_normal((B, D)), rng.standard_normal((B, 1))
+
+
+def shard(a):
+    n = a.shape[0] // WORLD
+    return a[RANK * n:(RANK + 1) * n]
+
+
+def loss_fn(model, x, y):
+    return ((model(tj.tensor(x)) - tj.tensor(y)) ** 2).mean()
+
+
+def reference(init_state, steps, accumulate=1, unused=False):
+    """Single process, full batch: the result DDP must reproduce."""
+    model = Net(unused)
+    model.load_state_dict(init_state)
+    opt = tj.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for s in range(steps):
+        opt.zero_grad()
+        for k in range(accumulate):
+            x, y = batch(s * accumulate + k)
+            (loss_fn(model, x, y) / accumulate).backward()
+        opt.step()
+    return model
+
+
+def make_ddp(unused=False, **kw):
+    tj.manual_seed(1000 + RANK)     # different on each rank: DDP must broadcast rank 0's
+    model = Net(unused)
+    ddp = DDP(model, bucket_cap_mb=1 / 1024, **kw)
+    init = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    return ddp, model, init
+
+
+def same(model, ref, what):
+    for (n, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-10,
+                                   atol=1e-12, err_msg=f"{what}: parameter {n}")
+        if p.grad is not None or q.grad is not None:
+            np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{what}: gradient of {n}")
+
+
+def check_broadcast_at_construction():
+    ddp, model, init = make_ddp()
+    gathered = [None] * WORLD
+    dist.all_gather_object(gathered, init["fc1.weight"])
+    for g in gathered:
+        np.testing.assert_array_equal(g, gathered[0])
+    assert len(ddp.reducer.buckets) >= 3, len(ddp.reducer.buckets)
+    # buckets hold the parameters in reverse order: the output layer's first
+    assert ddp.reducer.buckets[0].params[0] is model.out.bias
+    print("ok broadcast", flush=True)
+
+
+def train_eager(compiled_model=False):
+    ddp, model, init = make_ddp()
+    if compiled_model:
+        model.compile()
+    opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    for s in range(5):
+        opt.zero_grad()
+        x, y = batch(s)
+        loss_fn(ddp, shard(x), shard(y)).backward()
+        opt.step()
+    same(model, reference(init, 5), "compiled model" if compiled_model else "eager")
+    print("ok " + ("compiled_model" if compiled_model else "eager"), flush=True)
+
+
+def train_compiled_step():
+    ddp, model, init = make_ddp()
+    opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+
+    @tj.compile
+    def step(x, y):
+        opt.zero_grad()
+        loss = ((ddp(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        return loss
+
+    for s in range(5):
+        x, y = batch(s)
+        step(tj.tensor(shard(x)), tj.tensor(shard(y)))
+    info = step.cache_info()       # the first step creates the momentum buffers: 2 traces
+    assert info.misses <= 2 and info.hits >= 3, info
+    ref = reference(init, 5)
+    for (n, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-10,
+                                   atol=1e-12, err_msg=f"compiled step: parameter {n}")
+    print("ok compiled_step", flush=True)
+
+
+def train_no_sync():
+    ddp, model, init = make_ddp()
+    opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    seq_before = ddp.process_group.seq
+    for s in range(3):
+        opt.zero_grad()
+        for k in range(2):
+            x, y = batch(s * 2 + k)
+            if k == 0:
+                with ddp.no_sync():
+                    (loss_fn(ddp, shard(x), shard(y)) / 2).backward()
+                assert ddp.process_group.seq == seq_before, "no_sync communicated"
+            else:
+                (loss_fn(ddp, shard(x), shard(y)) / 2).backward()
+        seq_before = ddp.process_group.seq
+        opt.step()
+    same(model, reference(init, 3, accumulate=2), "no_sync")
+    print("ok no_sync", flush=True)
+
+
+def train_unused():
+    ddp, model, init = make_ddp(unused=True, find_unused_parameters=True)
+    opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    for s in range(3):
+        opt.zero_grad()
+        x, y = batch(s)
+        loss_fn(ddp, shard(x), shard(y)).backward()
+        opt.step()
+    assert model.spare.weight.grad is None
+    same(model, reference(init, 3, unused=True), "find_unused_parameters")
+    print("ok unused", flush=True)
+
+
+def overlap_order():
+    """Bucket 0's all-reduce starts before backward has produced the last gradient."""
+    ddp, model, init = make_ddp()
+    ddp.reducer.record_events = True
+    x, y = batch(0)
+    loss_fn(ddp, shard(x), shard(y)).backward()
+    ev = ddp.reducer.events
+    first_start = ev.index(("start", 0))
+    last_ready = max(i for i, e in enumerate(ev) if e[0] == "ready")
+    assert first_start < last_ready, ev
+    starts = [b for kind, b in ev if kind == "start"]
+    assert starts == sorted(starts), ev
+    print("ok overlap_order", flush=True)
+
+
+CHECKS = {"broadcast": check_broadcast_at_construction, "eager": train_eager,
+          "compiled_model": lambda: train_eager(True), "compiled_step": train_compiled_step,
+          "no_sync": train_no_sync, "unused": train_unused, "overlap_order": overlap_order}
+
+for name in sys.argv[1:]:
+    CHECKS[name]()
+dist.destroy_process_group()

@@ -1,0 +1,118 @@
+"""A plain `python` run is a world of 1 (no MPI needed): the API, errors for bad arguments,
+DDP equal to plain training, collectives inside compiled functions, the launcher's command."""
+import numpy as np
+import pytest
+
+import tracejit as tj
+import tracejit.distributed as dist
+from tracejit.distributed import ReduceOp
+from tracejit.distributed import run as launcher
+from tracejit.nn.parallel import DistributedDataParallel as DDP
+
+
+@pytest.fixture
+def world1(monkeypatch):
+    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
+                "TRACEJIT_DIST_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    dist.init_process_group()
+    yield
+    dist.destroy_process_group()
+
+
+def test_not_initialized_errors():
+    assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match="Default process group has not been initialized"):
+        dist.get_rank()
+    with pytest.raises(RuntimeError, match="not been initialized"):
+        dist.all_reduce(tj.ones(2))
+
+
+def test_world_of_one(world1):
+    assert dist.is_initialized() and dist.get_rank() == 0 and dist.get_world_size() == 1
+    assert dist.get_local_rank() == 0
+    with pytest.raises(RuntimeError, match="twice"):
+        dist.init_process_group()
+    x = tj.tensor([1.0, 2.0])
+    for op in (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.MAX, ReduceOp.MIN, ReduceOp.PRODUCT):
+        dist.all_reduce(x, op=op)
+    np.testing.assert_array_equal(x.numpy(), [1.0, 2.0])
+    w = dist.all_reduce(x, async_op=True)
+    assert w.wait() and w.is_completed()
+    outs = [tj.zeros(2)]
+    dist.all_gather(outs, x)
+    np.testing.assert_array_equal(outs[0].numpy(), [1.0, 2.0])
+    out = tj.zeros(2)
+    dist.reduce_scatter_tensor(out, x)
+    np.testing.assert_array_equal(out.numpy(), [1.0, 2.0])
+    objs = [{"a": 1}]
+    dist.broadcast_object_list(objs, src=0)
+    assert objs == [{"a": 1}]
+    dist.barrier()
+
+
+def test_bad_arguments_name_the_op_and_shapes(world1):
+    x = tj.tensor([1.0, 2.0])
+    with pytest.raises(TypeError, match=r"all_reduce: ReduceOp.AVG needs a floating-point "
+                                        r"tensor, got i64\[2\].*test_distributed_world1.py"):
+        dist.all_reduce(tj.tensor([1, 2]), op=ReduceOp.AVG)
+    with pytest.raises(TypeError, match="op must be a ReduceOp"):
+        dist.all_reduce(x, op="sum")
+    with pytest.raises(TypeError, match="must be a tracejit Tensor, got ndarray"):
+        dist.all_reduce(np.ones(2))
+    with pytest.raises(ValueError, match=r"broadcast: src=3 is not a rank of a world of 1"):
+        dist.broadcast(x, src=3)
+    with pytest.raises(ValueError, match=r"output_tensor f32\[3\] must have the dtype of "
+                                         r"input_tensor f32\[2\] and world_size \(1\) times"):
+        dist.all_gather_into_tensor(tj.zeros(3), x)
+    with pytest.raises(ValueError, match=r"tensor_list must be a list of world_size \(1\)"):
+        dist.all_gather([tj.zeros(2), tj.zeros(2)], x)
+    with pytest.raises(ValueError, match=r"tensor_list\[0\] is f32\[3\], but tensor is f32\[2\]"):
+        dist.all_gather([tj.zeros(3)], x)
+    with pytest.raises(ValueError, match="reduce_scatter_tensor: input f32\\[2\\] must have"):
+        dist.reduce_scatter_tensor(tj.zeros(3), x)
+    with pytest.raises(ValueError, match="unknown backend 'gloo'"):
+        dist.destroy_process_group()
+        dist.init_process_group("gloo")
+    dist.init_process_group()
+
+
+def test_ddp_in_a_world_of_one_is_plain_training(world1):
+    def net():
+        tj.manual_seed(3)
+        return tj.nn.Sequential(tj.nn.Linear(5, 7, dtype=tj.float64), tj.nn.Tanh(),
+                                tj.nn.Linear(7, 2, dtype=tj.float64))
+    a, b = net(), net()
+    ddp = DDP(a, bucket_cap_mb=1 / 8192)
+    assert ddp.module is a and len(ddp.reducer.buckets) > 1
+    oa = tj.optim.Adam(ddp.parameters(), lr=0.01)
+    ob = tj.optim.Adam(b.parameters(), lr=0.01)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        x = tj.tensor(rng.standard_normal((6, 5)))
+        for model, opt in ((ddp, oa), (b, ob)):
+            opt.zero_grad()
+            (model(x) ** 2).mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-12)
+    assert list(ddp.state_dict()) == ["module." + k for k in b.state_dict()]
+
+
+def test_collectives_inside_a_compiled_function_are_graph_operations(world1):
+    @tj.compile
+    def f(x):
+        y = x * 3
+        dist.all_reduce(y, op=ReduceOp.SUM)
+        return y + 1
+
+    low = f.lower(tj.ones(3))
+    assert "dist_all_reduce" in low.as_text()
+    np.testing.assert_array_equal(f(tj.ones(3)).numpy(), [4.0, 4.0, 4.0])
+
+
+def test_launcher_command_line():
+    cmd, env = launcher.build(3, ["train.py", "--lr", "0.1"], "/x/mpiexec", ["-H", "a,b"], 30)
+    assert cmd[:3] == ["/x/mpiexec", "-n", "3"]
+    assert cmd[-5:] == ["-m", "mpi4py", "train.py", "--lr", "0.1"]
+    assert env["MPIEXEC_TIMEOUT"] == "30"

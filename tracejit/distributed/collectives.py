@@ -1,0 +1,177 @@
+"""The collectives, in PyTorch's names, in place on tensors: validate the arguments (a clear
+error naming the op, the shapes and dtypes, and the caller's file:line), pick the backend from
+where the tensor lives, optionally check that every rank issues the same collective
+(TRACEJIT_DIST_DEBUG=1), and return a Work (async_op=True) or wait for it."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..devices import is_gpu_array
+from ..tracer.state import STATE
+from ..tracer.tensor import Tensor
+from .dispatch import (backend_for, check_op, check_tensor, contiguous, describe, op_err,
+                       start)
+from .group import DistError, ReduceOp, Work, current
+from .traced import traced_all_reduce, traced_broadcast
+
+
+def _in_trace(t: Any) -> bool:
+    """A traced value, or an outside tensor read by the function being traced: the collective
+    becomes an operation of the compiled graph (it runs at every call)."""
+    return isinstance(t, Tensor) and bool(STATE.traces) and (t._traced or t._captured())
+
+
+def _finish(work: Work, async_op: bool) -> Work | None:
+    if async_op:
+        return work
+    work.wait()
+    return None
+
+
+def _in_place(t: Tensor, work_fn) -> Work:
+    arr, copy_back = contiguous(t._data)
+    work = work_fn(arr)
+    if copy_back:
+        target = t._data
+        work.add_finisher(lambda: target.__setitem__(Ellipsis, arr))
+    t._version[0] += 1
+    return work
+
+
+def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None,
+               async_op: bool = False) -> Work | None:
+    if _in_trace(tensor):
+        traced_all_reduce(tensor, check_op("all_reduce", op, tensor))
+        return None
+    t = check_tensor("all_reduce", tensor)
+    op = check_op("all_reduce", op, t)
+    pg = current()
+    be = backend_for(pg, "all_reduce", [t._data])
+    desc = start(pg, "all_reduce", f"({describe(t)}, op={op.name})")
+    return _finish(_in_place(t, lambda a: be.all_reduce(a, op, desc)), async_op)
+
+
+def broadcast(tensor: Tensor, src: int = 0, group: Any = None, async_op: bool = False,
+              group_src: int | None = None) -> Work | None:
+    src = group_src if group_src is not None else src
+    pg = current()
+    if not 0 <= int(src) < pg.size:
+        raise op_err("broadcast", f"src={src} is not a rank of a world of {pg.size}")
+    if _in_trace(tensor):
+        traced_broadcast(tensor, int(src))
+        return None
+    t = check_tensor("broadcast", tensor)
+    be = backend_for(pg, "broadcast", [t._data])
+    desc = start(pg, "broadcast", f"({describe(t)}, src={src})")
+    return _finish(_in_place(t, lambda a: be.broadcast(a, int(src), desc)), async_op)
+
+
+def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor, group: Any = None,
+                           async_op: bool = False) -> Work | None:
+    out = check_tensor("all_gather_into_tensor", output_tensor, "output_tensor")
+    inp = check_tensor("all_gather_into_tensor", input_tensor, "input_tensor")
+    pg = current()
+    if out.dtype != inp.dtype or out.numel() != pg.size * inp.numel():
+        raise op_err("all_gather_into_tensor", f"output_tensor {describe(out)} must have the "
+                   f"dtype of input_tensor {describe(inp)} and world_size ({pg.size}) times "
+                   f"its number of elements")
+    be = backend_for(pg, "all_gather_into_tensor", [out._data, inp._data])
+    desc = start(pg, "all_gather_into_tensor", f"({describe(inp)} -> {describe(out)})")
+    src, _ = contiguous(inp._data)
+    return _finish(_in_place(out, lambda a: be.all_gather(a, src, desc)), async_op)
+
+
+def all_gather(tensor_list: list, tensor: Tensor, group: Any = None,
+               async_op: bool = False) -> Work | None:
+    t = check_tensor("all_gather", tensor)
+    pg = current()
+    if not isinstance(tensor_list, (list, tuple)) or len(tensor_list) != pg.size:
+        raise op_err("all_gather", f"tensor_list must be a list of world_size ({pg.size}) "
+                   f"tensors, got {type(tensor_list).__name__} of "
+                   f"{len(tensor_list) if hasattr(tensor_list, '__len__') else '?'}")
+    for i, o in enumerate(tensor_list):
+        check_tensor("all_gather", o, f"tensor_list[{i}]")
+        if o.shape != t.shape or o.dtype != t.dtype:
+            raise op_err("all_gather", f"tensor_list[{i}] is {describe(o)}, but tensor is "
+                       f"{describe(t)}: every entry must match it")
+    be = backend_for(pg, "all_gather", [t._data] + [o._data for o in tensor_list])
+    desc = start(pg, "all_gather", f"({describe(t)})")
+    xp = type(t._data) if is_gpu_array(t._data) else None
+    src, _ = contiguous(t._data)
+    if xp is None:
+        stacked = np.empty((pg.size,) + t.shape, t._data.dtype)
+    else:
+        import cupy
+        stacked = cupy.empty((pg.size,) + t.shape, t._data.dtype)
+    work = be.all_gather(stacked, src, desc)
+    for i, o in enumerate(tensor_list):
+        work.add_finisher(lambda i=i, o=o: o._data.__setitem__(Ellipsis, stacked[i]))
+        o._version[0] += 1
+    return _finish(work, async_op)
+
+
+def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp = ReduceOp.SUM,  # noqa: A002
+                          group: Any = None, async_op: bool = False) -> Work | None:
+    out = check_tensor("reduce_scatter_tensor", output, "output")
+    inp = check_tensor("reduce_scatter_tensor", input, "input")
+    op = check_op("reduce_scatter_tensor", op, inp)
+    pg = current()
+    if out.dtype != inp.dtype or inp.numel() != pg.size * out.numel():
+        raise op_err("reduce_scatter_tensor", f"input {describe(inp)} must have the dtype of "
+                   f"output {describe(out)} and world_size ({pg.size}) times its number of "
+                   f"elements")
+    be = backend_for(pg, "reduce_scatter_tensor", [out._data, inp._data])
+    desc = start(pg, "reduce_scatter_tensor",
+                  f"({describe(inp)} -> {describe(out)}, op={op.name})")
+    src, _ = contiguous(inp._data)
+    return _finish(_in_place(out, lambda a: be.reduce_scatter(a, src, op, desc)), async_op)
+
+
+def reduce_scatter(output: Tensor, input_list: list, op: ReduceOp = ReduceOp.SUM,
+                   group: Any = None, async_op: bool = False) -> Work | None:
+    """output = the reduction over ranks of input_list[rank]."""
+    from ..tracer.ops import stack
+    pg = current()
+    if not isinstance(input_list, (list, tuple)) or len(input_list) != pg.size:
+        raise op_err("reduce_scatter", f"input_list must hold world_size ({pg.size}) tensors")
+    for i, x in enumerate(input_list):
+        check_tensor("reduce_scatter", x, f"input_list[{i}]")
+        if x.shape != output.shape or x.dtype != output.dtype:
+            raise op_err("reduce_scatter", f"input_list[{i}] is {describe(x)}, output is "
+                       f"{describe(output)}: they must match")
+    return reduce_scatter_tensor(output, stack([x.detach() for x in input_list]), op,
+                                 group, async_op)
+
+
+def barrier(group: Any = None, async_op: bool = False, device_ids: Any = None) -> Work | None:
+    pg = current()
+    desc = start(pg, "barrier", "()")
+    return _finish(pg.backend.barrier(desc), async_op)
+
+
+def broadcast_object_list(object_list: list, src: int = 0, group: Any = None,
+                          device: Any = None, group_src: int | None = None) -> None:
+    """Replace object_list's entries on every rank by src's (pickled; small objects only)."""
+    src = group_src if group_src is not None else src
+    pg = current()
+    if not isinstance(object_list, list):
+        raise op_err("broadcast_object_list", "object_list must be a list", TypeError)
+    if not 0 <= int(src) < pg.size:
+        raise op_err("broadcast_object_list", f"src={src} is not a rank of a world of {pg.size}")
+    desc = start(pg, "broadcast_object_list", f"(len={len(object_list)}, src={src})")
+    objs = pg.backend.broadcast_object(list(object_list), int(src), desc)
+    if len(objs) != len(object_list):
+        raise DistError(f"tracejit.distributed.broadcast_object_list: rank {pg.rank} passed a "
+                        f"list of {len(object_list)} objects, rank {src} sent {len(objs)}")
+    object_list[:] = objs
+
+
+def all_gather_object(object_list: list, obj: Any, group: Any = None) -> None:
+    pg = current()
+    if not isinstance(object_list, list) or len(object_list) != pg.size:
+        raise op_err("all_gather_object", f"object_list must be a list of world_size "
+                   f"({pg.size}) entries")
+    desc = start(pg, "all_gather_object", "()")
+    object_list[:] = pg.backend.all_gather_object(obj, desc)

@@ -1,0 +1,193 @@
+"""The MPI backend: nonblocking mpi4py buffer calls on the NumPy arrays behind CPU tensors,
+each waited with the group's deadline (so a rank that never joins gives an error, not a hang).
+
+Why nonblocking calls polled from Python rather than a communication thread: on a machine
+with one core per rank, a thread blocked in MPI spins on that core and slows the backward
+pass it should overlap with. Open MPI progresses nonblocking collectives inside MPI calls, so
+`progress()` (a Testall on what is in flight) is called by DDP's gradient hooks while backward
+runs, and the all-reduces advance between the backward kernels.
+
+float16/bfloat16 have no MPI type: they are reduced in a float32 copy and cast back (the
+bytes-only collectives, broadcast and all-gather, move them as bytes)."""
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from typing import Any
+
+import numpy as np
+
+from .group import DistError, ProcessGroup, ReduceOp, Work
+
+_MPI: Any = None
+
+
+def _mpi() -> Any:
+    global _MPI
+    if _MPI is None:
+        if not any(v in os.environ for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")):
+            # a singleton (no launcher): skip Open MPI's libfabric probe, ~1 s of start-up
+            os.environ.setdefault("OMPI_MCA_btl", "^ofi")
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise RuntimeError("the MPI backend needs mpi4py: pip install 'tracejit[mpi]' "
+                               "(mpi4py and Open MPI), or mpi4py built against your "
+                               "cluster's MPI") from None
+        _MPI = MPI
+    return _MPI
+
+
+def comm_world() -> Any:
+    """A duplicate of MPI_COMM_WORLD: our collectives never match the user's own MPI calls."""
+    return _mpi().COMM_WORLD.Dup()
+
+
+def local_rank(comm: Any) -> int:
+    for var in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    node = comm.Split_type(_mpi().COMM_TYPE_SHARED)
+    try:
+        return node.Get_rank()
+    finally:
+        node.Free()
+
+
+def abort(code: int) -> None:
+    _mpi().COMM_WORLD.Abort(code)
+
+
+def _mpi_op(MPI: Any, op: ReduceOp, is_bool: bool) -> Any:
+    if is_bool:          # torch's meaning on bool tensors: sum/max = any, prod/min = all
+        return {ReduceOp.SUM: MPI.LOR, ReduceOp.MAX: MPI.LOR,
+                ReduceOp.PRODUCT: MPI.LAND, ReduceOp.MIN: MPI.LAND}[op]
+    return {ReduceOp.SUM: MPI.SUM, ReduceOp.AVG: MPI.SUM, ReduceOp.PRODUCT: MPI.PROD,
+            ReduceOp.MAX: MPI.MAX, ReduceOp.MIN: MPI.MIN}[op]
+
+
+def _mpi_type(MPI: Any, a: np.ndarray) -> Any:
+    return {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE,
+            np.dtype(np.int32): MPI.INT32_T, np.dtype(np.int64): MPI.INT64_T,
+            np.dtype(np.bool_): MPI.C_BOOL}[a.dtype]
+
+
+def _is_half(a: np.ndarray) -> bool:
+    return a.dtype == np.float16 or a.dtype.name == "bfloat16"
+
+
+class MPIBackend:
+    def __init__(self, pg: ProcessGroup) -> None:
+        self.pg = pg
+        self.MPI = _mpi()
+        self.comm = pg.comm
+        self._inflight: list[list] = []     # request lists not yet known to be complete
+
+    # -- waiting ---------------------------------------------------------------------------
+    def _work(self, desc: str, reqs: list) -> Work:
+        MPI = self.MPI
+        start = time.monotonic()
+        self._inflight.append(reqs)
+
+        def test() -> bool:
+            return bool(MPI.Request.Testall(reqs))
+
+        def wait(timeout: float | None) -> None:
+            limit = self.pg.timeout_s if timeout is None else timeout
+            deadline = start + limit
+            spins, nap = 0, 20e-6
+            while not MPI.Request.Testall(reqs):
+                spins += 1
+                if spins < 2000:
+                    continue
+                if time.monotonic() > deadline:
+                    raise DistError(self.timeout_message(desc, limit))
+                time.sleep(nap)             # leave the core to the other ranks
+                nap = min(nap * 2, 1e-3)
+            if reqs in self._inflight:
+                self._inflight.remove(reqs)
+        return Work(desc, wait, test)
+
+    def timeout_message(self, desc: str, limit: float) -> str:
+        pg = self.pg
+        others = [r for r in range(pg.size) if r != pg.rank]
+        return (f"tracejit.distributed: rank {pg.rank} of {pg.size} timed out after "
+                f"{limit:g} s in {desc}: at least one of ranks {others} did not join it (dead, "
+                f"stuck, or issuing a different collective; TRACEJIT_DIST_DEBUG=1 checks each "
+                f"collective's signature across ranks)")
+
+    def progress(self) -> None:
+        """Let in-flight collectives advance (Open MPI progresses them inside MPI calls)."""
+        MPI = self.MPI
+        self._inflight = [r for r in self._inflight if not MPI.Request.Testall(r)]
+
+    # -- collectives on contiguous arrays, in place ------------------------------------------
+    def all_reduce(self, a: np.ndarray, op: ReduceOp, desc: str) -> Work:
+        MPI = self.MPI
+        buf = a.astype(np.float32) if _is_half(a) else a
+        mop = _mpi_op(MPI, op, buf.dtype == np.bool_)
+        req = self.comm.Iallreduce(MPI.IN_PLACE, [buf, _mpi_type(MPI, buf)], mop)
+        w = self._work(desc, [req])
+        if op is ReduceOp.AVG:
+            w.add_finisher(lambda: buf.__itruediv__(self.pg.size))
+        if buf is not a:
+            w.add_finisher(lambda: a.__setitem__(Ellipsis, buf.astype(a.dtype)))
+        return w
+
+    def broadcast(self, a: np.ndarray, src: int, desc: str) -> Work:
+        MPI = self.MPI
+        req = self.comm.Ibcast([a.view(np.uint8).reshape(-1), MPI.BYTE], root=src)
+        return self._work(desc, [req])
+
+    def all_gather(self, out: np.ndarray, a: np.ndarray, desc: str) -> Work:
+        MPI = self.MPI
+        req = self.comm.Iallgather([a.view(np.uint8).reshape(-1), MPI.BYTE],
+                                   [out.view(np.uint8).reshape(-1), MPI.BYTE])
+        return self._work(desc, [req])
+
+    def reduce_scatter(self, out: np.ndarray, a: np.ndarray, op: ReduceOp, desc: str) -> Work:
+        MPI = self.MPI
+        half = _is_half(a)
+        src = a.astype(np.float32) if half else a
+        dst = out.astype(np.float32) if half else out
+        mop = _mpi_op(MPI, op, src.dtype == np.bool_)
+        req = self.comm.Ireduce_scatter_block([src, _mpi_type(MPI, src)],
+                                              [dst, _mpi_type(MPI, dst)], mop)
+        w = self._work(desc, [req])
+        if op is ReduceOp.AVG:
+            w.add_finisher(lambda: dst.__itruediv__(self.pg.size))
+        if half:
+            w.add_finisher(lambda: out.__setitem__(Ellipsis, dst.astype(out.dtype)))
+        return w
+
+    def barrier(self, desc: str) -> Work:
+        return self._work(desc, [self.comm.Ibarrier()])
+
+    # -- small Python objects (off the hot path) ---------------------------------------------
+    def broadcast_object(self, obj: Any, src: int, desc: str) -> Any:
+        data = pickle.dumps(obj) if self.pg.rank == src else b""
+        n = np.array([len(data)], np.int64)
+        self.broadcast(n, src, desc).wait()
+        buf = np.frombuffer(data, np.uint8).copy() if self.pg.rank == src \
+            else np.empty(int(n[0]), np.uint8)
+        self.broadcast(buf, src, desc).wait()
+        return obj if self.pg.rank == src else pickle.loads(buf.tobytes())
+
+    def all_gather_object(self, obj: Any, desc: str) -> list:
+        MPI = self.MPI
+        data = np.frombuffer(pickle.dumps(obj), np.uint8)
+        sizes = np.empty(self.pg.size, np.int64)
+        self.all_gather(sizes, np.array([data.size], np.int64), desc).wait()
+        out = np.empty(int(sizes.sum()), np.uint8)
+        offs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        req = self.comm.Iallgatherv([data, MPI.BYTE], [out, (sizes, offs), MPI.BYTE])
+        self._work(desc, [req]).wait()
+        return [pickle.loads(out[o:o + s].tobytes()) for o, s in zip(offs, sizes)]
+
+    def close(self) -> None:
+        self.progress()
+        try:
+            self.comm.Free()
+        except Exception:       # already finalized at interpreter exit
+            pass

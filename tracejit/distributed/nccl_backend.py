@@ -1,0 +1,146 @@
+"""The NCCL backend: `cupy.cuda.nccl` communicators for GPU tensors.
+
+Bootstrap over MPI: rank 0 makes the NCCL unique id and MPI broadcasts it (a world of 1 needs
+no MPI). Each rank drives the GPU of its local rank (rank r's r-th GPU on its node); two ranks
+of one node on one GPU is an error at start-up, naming both ranks, because NCCL would
+deadlock or fail later with an obscure message.
+
+Ordering without host synchronization: every collective records an event on the caller's
+current stream (after the kernels that produced its input, the gradients), makes the
+dedicated communication stream wait for it, runs on that stream, and records a `done` event.
+`Work.wait()` makes the caller's current stream wait for `done`, so later kernels (the
+optimizer) run after the collective, and the host never blocks, as in PyTorch.
+
+AVG is SUM followed by a scale on the communication stream (ncclAvg needs NCCL 2.10 and
+CuPy does not name it). bool tensors travel as uint8: sum and max are `any`, prod and min
+`all`, as PyTorch."""
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import numpy as np
+
+from ..devices import cupy_module
+from .group import DistError, ProcessGroup, ReduceOp, Work
+
+# ncclDataType_t and ncclRedOp_t values (nccl.h), for names older CuPy lacks
+_NCCL_DT = {"int8": 0, "uint8": 1, "int32": 2, "uint32": 3, "int64": 4, "uint64": 5,
+            "float16": 6, "float32": 7, "float64": 8, "bfloat16": 9}
+_NCCL_OP = {ReduceOp.SUM: 0, ReduceOp.AVG: 0, ReduceOp.PRODUCT: 1, ReduceOp.MAX: 2,
+            ReduceOp.MIN: 3}
+_BOOL_OP = {ReduceOp.SUM: 2, ReduceOp.MAX: 2, ReduceOp.PRODUCT: 3, ReduceOp.MIN: 3}
+
+
+def _ptr(a: Any) -> int:
+    return int(a.__cuda_array_interface__["data"][0])
+
+
+class NCCLBackend:
+    def __init__(self, pg: ProcessGroup) -> None:
+        cp = cupy_module()
+        self.cp, self.pg = cp, pg
+        try:
+            nccl = cp.cuda.nccl
+            nccl.NcclCommunicator       # noqa: B018  (CuPy built without NCCL lacks it)
+        except (AttributeError, ImportError):
+            raise RuntimeError("the NCCL backend needs CuPy with NCCL: pip install "
+                               "'tracejit[cuda]' (cupy and nvidia-nccl)") from None
+        self.nccl = nccl
+        ndev = cp.cuda.runtime.getDeviceCount()
+        self.device = pg.local_rank if pg.local_rank < ndev else pg.local_rank % max(ndev, 1)
+        self._check_one_gpu_per_rank(ndev)
+        uid = nccl.get_unique_id() if pg.rank == 0 else None
+        if pg.size > 1:
+            uid = pg.backend.broadcast_object(uid, 0, "NCCL unique id broadcast")
+        with cp.cuda.Device(self.device):
+            self.comm = nccl.NcclCommunicator(pg.size, uid, pg.rank)
+            self.stream = cp.cuda.Stream(non_blocking=True)
+
+    def _check_one_gpu_per_rank(self, ndev: int) -> None:
+        pg = self.pg
+        me = (socket.gethostname(), self.device)
+        everyone = [me] if pg.size == 1 else \
+            pg.backend.all_gather_object(me, "NCCL device check")
+        seen: dict[tuple, int] = {}
+        for r, key in enumerate(everyone):
+            if key in seen:
+                raise DistError(
+                    f"tracejit.distributed (nccl): ranks {seen[key]} and {r} would both use "
+                    f"GPU {key[1]} of host {key[0]}; NCCL needs one GPU per rank (this node "
+                    f"has {ndev}: start at most that many ranks per node)")
+            seen[key] = r
+
+    # -- ordering ----------------------------------------------------------------------------
+    def _enqueue(self, desc: str, run, keep: list) -> Work:
+        cp = self.cp
+        with cp.cuda.Device(self.device):
+            ready = cp.cuda.Event()
+            ready.record(cp.cuda.get_current_stream())
+            self.stream.wait_event(ready)
+            run(self.stream)
+            done = cp.cuda.Event()
+            done.record(self.stream)
+
+        def wait(timeout: float | None) -> None:
+            cp.cuda.get_current_stream().wait_event(done)
+            keep.clear()            # the arrays are safe once the stream is ordered after it
+
+        return Work(desc, wait, lambda: bool(done.done))
+
+    def _dtype(self, a: Any) -> int:
+        name = "uint8" if a.dtype == np.bool_ else a.dtype.name
+        if name not in _NCCL_DT:
+            raise DistError(f"tracejit.distributed (nccl): dtype {a.dtype} is not supported")
+        return _NCCL_DT[name]
+
+    @staticmethod
+    def _bytes_view(a: Any) -> Any:
+        return a.view(np.uint8) if a.dtype == np.bool_ else a
+
+    # -- collectives (in place on contiguous CuPy arrays) ------------------------------------
+    def progress(self) -> None:
+        pass
+
+    def all_reduce(self, a: Any, op: ReduceOp, desc: str) -> Work:
+        is_bool = a.dtype == np.bool_
+        nop = _BOOL_OP[op] if is_bool else _NCCL_OP[op]
+        buf = self._bytes_view(a)
+        size = self.pg.size
+
+        def run(stream) -> None:
+            self.comm.allReduce(_ptr(buf), _ptr(buf), buf.size, self._dtype(a), nop, stream.ptr)
+            if op is ReduceOp.AVG:      # floats only (collectives.py refuses AVG otherwise)
+                with stream:
+                    buf.__imul__(buf.dtype.type(1.0 / size))
+        return self._enqueue(desc, run, [buf])
+
+    def broadcast(self, a: Any, src: int, desc: str) -> Work:
+        buf = self._bytes_view(a)
+        return self._enqueue(desc, lambda s: self.comm.broadcast(
+            _ptr(buf), _ptr(buf), buf.size, self._dtype(a), src, s.ptr), [buf])
+
+    def all_gather(self, out: Any, a: Any, desc: str) -> Work:
+        src, dst = self._bytes_view(a), self._bytes_view(out)
+        return self._enqueue(desc, lambda s: self.comm.allGather(
+            _ptr(src), _ptr(dst), src.size, self._dtype(a), s.ptr), [src, dst])
+
+    def reduce_scatter(self, out: Any, a: Any, op: ReduceOp, desc: str) -> Work:
+        is_bool = a.dtype == np.bool_
+        nop = _BOOL_OP[op] if is_bool else _NCCL_OP[op]
+        src, dst = self._bytes_view(a), self._bytes_view(out)
+        size = self.pg.size
+
+        def run(stream) -> None:
+            self.comm.reduceScatter(_ptr(src), _ptr(dst), dst.size, self._dtype(a), nop,
+                                    stream.ptr)
+            if op is ReduceOp.AVG:
+                with stream:
+                    dst.__imul__(dst.dtype.type(1.0 / size))
+        return self._enqueue(desc, run, [src, dst])
+
+    def close(self) -> None:
+        try:
+            self.comm.destroy()
+        except Exception:           # already torn down at interpreter exit
+            pass

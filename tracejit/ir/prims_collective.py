@@ -1,0 +1,74 @@
+"""A collective as a graph operation, so that a compiled training step (forward, backward,
+the optimizer in one graph) can average gradients over ranks: `dist_all_reduce` returns the
+reduction over ranks of its operand. (A broadcast inside a compiled function is an all-reduce
+of the value on the source rank and zeros elsewhere: see distributed/traced.py.)
+
+It is an *extern* primitive (see prims_sort.py): the backends call the implementation below
+between native segments, on NumPy arrays (CPU) or CuPy arrays (GPU). The implementation runs
+the collective through a runner that `tracejit.distributed` registers here (the arrow goes
+from distributed to ir, never back). Without a process group the world is this process alone,
+as a plain `python` run of init_process_group() is, and it is the identity (which is also
+what the reference interpreter and the rule tests of every primitive see).
+`op` codes: 0 sum, 1 avg, 2 prod, 3 min, 4 max.
+
+Its second operand, `after`, is never read: it is the previous collective's result (or the
+operand itself for the first), a data dependency that keeps the graph's collectives in trace
+order. Every rank must issue them in the same order, and without it two independent
+collectives could be scheduled in different orders on ranks whose graphs differ slightly (a
+broadcast's operand is a constant on all ranks but the source)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .batching import all_batched
+from .core import Aval
+from .primitives import P, Primitive, bind, op_error
+
+RUNNERS: dict[str, Callable[..., Any]] = {}
+OP_NAMES = ("sum", "avg", "prod", "min", "max")
+
+
+def _run(name: str, *args: Any, **params: Any) -> Any:
+    runner = RUNNERS.get(name)
+    if runner is None:               # tracejit.distributed not imported: a world of 1
+        return args[0].copy()
+    return runner(*args, **params)
+
+
+def _infer_all_reduce(name: str, avals: list[Aval], op: int) -> Aval:
+    if len(avals) != 2:
+        raise op_error(name, f"takes (x, after), got {len(avals)} operands")
+    if not 0 <= op < len(OP_NAMES):
+        raise op_error(name, f"unknown reduce op code {op}")
+    return avals[0]
+
+
+def _linear_in_x(name: str, op: int) -> None:
+    if OP_NAMES[op] not in ("sum", "avg"):
+        raise op_error(name, f"the {OP_NAMES[op]} all-reduce has no derivative here "
+                       f"(only sum and avg are linear)", NotImplementedError)
+
+
+def _vjp_all_reduce(g, ins, out, params, need):
+    # out_r = sum_s x_s on every rank r, so d/dx_s of sum_r <g_r, out_r> = sum_r g_r
+    _linear_in_x("dist_all_reduce", params["op"])
+    return [bind(P.dist_all_reduce, g, g, op=params["op"]), None]
+
+
+def _jvp_all_reduce(tangents, ins, out, params):
+    _linear_in_x("dist_all_reduce", params["op"])
+    t = tangents[0]
+    return None if t is None else bind(P.dist_all_reduce, t, t, op=params["op"])
+
+
+def _batch_all_reduce(prim, ax, args, batched, params):
+    # elementwise across ranks: x's batch axis passes through (x is broadcast along it when
+    # only `after`, which is only an ordering, is batched)
+    x = all_batched(args[:1], batched[:1], ax)[0]
+    return bind(prim, x, args[1], **params), True
+
+
+P.register(Primitive("dist_all_reduce", "extern", _infer_all_reduce,
+                     lambda x, after, op: _run("dist_all_reduce", x, op=op),
+                     vjp=_vjp_all_reduce, jvp=_jvp_all_reduce, params={"op": "int"}, arity=2,
+                     batch=_batch_all_reduce))

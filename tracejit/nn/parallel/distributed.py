@@ -1,0 +1,116 @@
+"""`DistributedDataParallel`: torch.nn.parallel.DistributedDataParallel's semantics.
+
+At construction every rank checks that all ranks hold the same parameters (names, shapes,
+dtypes: a clear error naming the ranks otherwise), then rank 0's parameters and buffers are
+broadcast to all. Each forward broadcasts the buffers again (broadcast_buffers=True) and arms
+the reducer (reducer.py), which averages the gradients over ranks during backward. Under
+`no_sync()` gradients only accumulate locally; the first backward after it averages the
+accumulated `.grad`."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import numpy as np
+
+from ...distributed import collectives as C
+from ...distributed.group import DistError, current
+from ...tracer.state import is_grad_enabled, no_grad
+from ...tracer.tensor import Tensor
+from ..module import Module
+from .reducer import Reducer
+
+
+def _coalesced_broadcast(tensors: list, src: int) -> None:
+    """Broadcast tensors from src, one collective per dtype and device."""
+    groups: dict[tuple, list] = {}
+    for t in tensors:
+        groups.setdefault((t.dtype.name, str(t.device)), []).append(t)
+    for _, ts in sorted(groups.items(), key=lambda kv: kv[0]):
+        if len(ts) == 1 and ts[0]._data.flags.c_contiguous:
+            C.broadcast(ts[0], src)
+            continue
+        xp = np if ts[0].device == "cpu" else __import__("cupy")
+        flat = Tensor(xp.concatenate([t._data.reshape(-1) for t in ts]))
+        C.broadcast(flat, src)
+        off = 0
+        for t in ts:
+            n = t.numel()
+            t._own()[...] = flat._data[off:off + n].reshape(t.shape)
+            t._version[0] += 1
+            off += n
+
+
+class DistributedDataParallel(Module):
+    def __init__(self, module: Module, device_ids: Any = None, output_device: Any = None,
+                 dim: int = 0, broadcast_buffers: bool = True, process_group: Any = None,
+                 bucket_cap_mb: float | None = 25, find_unused_parameters: bool = False,
+                 check_reduction: bool = False, gradient_as_bucket_view: bool = False,
+                 static_graph: bool = False, init_sync: bool = True) -> None:
+        super().__init__()
+        if not isinstance(module, Module):
+            raise TypeError(f"DistributedDataParallel wraps an nn.Module, got "
+                            f"{type(module).__name__}")
+        pg = current()
+        self.module = module
+        self.process_group = pg
+        self.broadcast_buffers = broadcast_buffers
+        self.find_unused_parameters = find_unused_parameters
+        self.require_backward_grad_sync = True
+        cap = 25 if bucket_cap_mb is None else bucket_cap_mb
+        if not cap > 0:
+            raise ValueError(f"bucket_cap_mb must be positive, got {bucket_cap_mb}")
+        self.bucket_bytes_cap = int(cap * 1024 * 1024)
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        self._check_same_parameters(pg, module)
+        if init_sync:
+            with no_grad():
+                _coalesced_broadcast([p for _, p in module.named_parameters()] +
+                                     [b for _, b in module.named_buffers()], 0)
+        self.__dict__["reducer"] = Reducer(named, pg, self.bucket_bytes_cap,
+                                           find_unused_parameters)
+
+    @staticmethod
+    def _check_same_parameters(pg: Any, module: Module) -> None:
+        """Every rank gets the same error if any two ranks' models differ."""
+        mine = [(n, tuple(p.shape), p.dtype.name) for n, p in module.named_parameters()] + \
+               [("buffer " + n, tuple(b.shape), b.dtype.name) for n, b in module.named_buffers()]
+        if pg.size == 1:
+            return
+        allsigs = pg.backend.all_gather_object(mine, "DistributedDataParallel's parameter check")
+        for r, sig in enumerate(allsigs):
+            if sig == allsigs[0]:
+                continue
+            if len(sig) != len(allsigs[0]):
+                raise DistError(
+                    f"DistributedDataParallel: ranks hold different models: rank 0 has "
+                    f"{len(allsigs[0])} parameters and buffers, rank {r} has {len(sig)}")
+            for (n0, s0, d0), (n1, s1, d1) in zip(allsigs[0], sig):
+                if (n0, s0, d0) != (n1, s1, d1):
+                    raise DistError(
+                        f"DistributedDataParallel: ranks hold different models: rank 0 has "
+                        f"{n0}: {d0}{list(s0)}, rank {r} has {n1}: {d1}{list(s1)}")
+
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+        if self.broadcast_buffers and self.process_group.size > 1:
+            bufs = [b for _, b in self.module.named_buffers()]
+            if bufs:
+                with no_grad():
+                    _coalesced_broadcast(bufs, 0)
+        if is_grad_enabled() and self.require_backward_grad_sync:
+            self.reducer.prepare()
+        return self.module(*inputs, **kwargs)
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Gradients of backward passes inside accumulate locally, without communication."""
+        old = self.require_backward_grad_sync
+        self.require_backward_grad_sync = False
+        try:
+            yield
+        finally:
+            self.require_backward_grad_sync = old
+
+    def __getstate__(self) -> dict:
+        raise TypeError("DistributedDataParallel cannot be pickled or copied; save "
+                        "ddp.module.state_dict() instead")

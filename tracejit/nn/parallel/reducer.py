@@ -1,0 +1,225 @@
+"""DDP's gradient reducer: parameters in buckets, gradients averaged over ranks per bucket.
+
+Buckets hold the parameters in reverse registration order (roughly the order backward
+produces their gradients), split by dtype and device, each up to `bucket_cap_mb` (the first
+one up to 1 MiB, as PyTorch, so that communication starts early). A post-accumulate-grad hook
+on each parameter copies its `.grad` into its bucket's flat buffer; when a bucket is full its
+all-reduce (AVG) starts at once, while backward goes on. Buckets start strictly in index order
+on every rank, so the ranks issue the same collectives in the same order even if gradients
+arrive in another order. When backward ends (an engine callback) the reducer starts what is
+left, waits, and writes the averaged gradients back into each `.grad`.
+
+Inside a compiled training step (tj.compile around forward, `loss.backward()` and the
+optimizer) the same hooks see traced gradients: each full bucket becomes a concatenation and
+an all-reduce primitive in the graph (traced.py), placed where its last gradient is produced,
+and the callback writes the split results back as the new `.grad`."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...devices import is_gpu_array
+from ...distributed import collectives as C
+from ...distributed.group import ProcessGroup, ReduceOp
+from ...distributed.traced import traced_all_reduce_value
+from ...tracer.autograd import queue_callback
+from ...tracer.creation import zeros
+from ...tracer.ops import cat, reshape
+from ...tracer.tensor import Tensor
+
+FIRST_BUCKET_BYTES = 1 << 20
+
+
+class Bucket:
+    def __init__(self, index: int, params: list, names: list[str]) -> None:
+        self.index = index
+        self.params = params
+        self.names = names
+        self.numels = [p.numel() for p in params]
+        self.offsets = list(np.cumsum([0] + self.numels[:-1]))
+        self.flat: Any = None               # allocated on first use, on the params' device
+        self.ready = [False] * len(params)
+        self.pending = len(params)
+        self.work: Any = None
+        self.traced: list = [None] * len(params)
+        self.result: Any = None             # the traced all-reduce result
+
+    def reset(self) -> None:
+        self.ready = [False] * len(self.params)
+        self.pending = len(self.params)
+        self.work = None
+        self.traced = [None] * len(self.params)
+        self.result = None
+
+    def alloc(self) -> Any:
+        if self.flat is None:
+            p0 = self.params[0]._data
+            n = int(sum(self.numels))
+            if is_gpu_array(p0):
+                import cupy
+                with cupy.cuda.Device(p0.device.id):
+                    self.flat = cupy.zeros(n, p0.dtype)
+            else:
+                self.flat = np.zeros(n, p0.dtype)
+        return self.flat
+
+
+def make_buckets(named: list[tuple[str, Any]], cap_bytes: int) -> list[Bucket]:
+    buckets: list[Bucket] = []
+    cur: list = []
+    names: list[str] = []
+    size = 0
+    limit = min(cap_bytes, FIRST_BUCKET_BYTES)
+    for name, p in reversed(named):
+        key = (p.dtype, str(p.device))
+        nbytes = p.numel() * p._data.dtype.itemsize
+        if cur and ((cur[0].dtype, str(cur[0].device)) != key or size + nbytes > limit):
+            buckets.append(Bucket(len(buckets), cur, names))
+            cur, names, size, limit = [], [], 0, cap_bytes
+        cur.append(p)
+        names.append(name)
+        size += nbytes
+    if cur:
+        buckets.append(Bucket(len(buckets), cur, names))
+    return buckets
+
+
+class Reducer:
+    def __init__(self, named: list[tuple[str, Any]], pg: ProcessGroup, cap_bytes: int,
+                 find_unused: bool) -> None:
+        self.pg = pg
+        self.find_unused = find_unused
+        self.buckets = make_buckets(named, cap_bytes)
+        self.where: dict[int, tuple[Bucket, int]] = {}
+        for b in self.buckets:
+            for i, p in enumerate(b.params):
+                self.where[id(p)] = (b, i)
+        self.expect = False          # a DDP forward asked for this backward's reduction
+        self.queued = False
+        self.next_launch = 0
+        self.traced_mode = False
+        self.events: list[tuple[str, int]] = []    # ("ready"|"start"|"wait", bucket): tests
+        self.record_events = False
+        self.handles = [p.register_post_accumulate_grad_hook(self._hook)
+                        for _, p in named]
+
+    # -- per iteration ---------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Called by DDP's forward: the next backward's gradients are to be reduced."""
+        if self.expect and self.queued:
+            raise RuntimeError(
+                "DistributedDataParallel: expected to have finished reduction in the prior "
+                "iteration before starting a new one (a backward pass was interrupted)")
+        for b in self.buckets:
+            b.reset()
+        self.expect, self.queued, self.next_launch = True, False, 0
+        self.traced_mode = False
+        self.events.clear()
+
+    def _hook(self, p: Tensor) -> None:
+        if not self.expect:
+            return                   # no_sync(), or the module was called without DDP
+        b, i = self.where[id(p)]
+        if b.ready[i]:
+            if b.work is not None or b.result is not None:
+                raise RuntimeError(
+                    f"DistributedDataParallel: parameter {b.names[i]} got a gradient twice in "
+                    f"one backward pass after its bucket's all-reduce had started (a "
+                    f"reentrant backward, or a parameter shared outside the module)")
+        else:
+            b.ready[i] = True
+            b.pending -= 1
+        g = p._grad
+        if g._traced:
+            self.traced_mode = True
+            b.traced[i] = reshape(g, (-1,))
+        else:
+            off, n = b.offsets[i], b.numels[i]
+            b.alloc()[off:off + n] = g._data.reshape(-1)
+        if self.record_events:
+            self.events.append(("ready", b.index))
+        if not self.queued:
+            queue_callback(self._finish)
+            self.queued = True
+        self._launch_ready()
+        self.pg.backend.progress()
+
+    def _launch_ready(self) -> None:
+        while self.next_launch < len(self.buckets) and \
+                self.buckets[self.next_launch].pending == 0:
+            self._launch(self.buckets[self.next_launch])
+            self.next_launch += 1
+
+    def _launch(self, b: Bucket) -> None:
+        if self.record_events:
+            self.events.append(("start", b.index))
+        if self.traced_mode:
+            b.result = traced_all_reduce_value(cat(b.traced), ReduceOp.AVG)
+            return
+        b.work = C.all_reduce(Tensor(b.alloc()), ReduceOp.AVG, async_op=True)
+
+    # -- end of backward -------------------------------------------------------------------
+    def _finish(self) -> None:
+        self.expect = False
+        missing = [(b, i) for b in self.buckets for i, r in enumerate(b.ready) if not r]
+        used = None
+        if missing:
+            if not self.find_unused:
+                names = [b.names[i] for b, i in missing]
+                raise RuntimeError(
+                    f"DistributedDataParallel: rank {self.pg.rank} of {self.pg.size}: "
+                    f"parameters that received no gradient in this backward pass: {names}. "
+                    f"Every parameter must take part in producing the loss, or construct "
+                    f"DistributedDataParallel(..., find_unused_parameters=True); without it "
+                    f"the other ranks would wait for these gradients forever")
+            used = self._fill_unused(missing)
+        self._launch_ready()
+        if used is not None:
+            used_flags = Tensor(used)
+            C.all_reduce(used_flags, ReduceOp.SUM)
+            used = used_flags._data
+        for b in self.buckets:
+            if b.work is not None:
+                b.work.wait()
+                if self.record_events:
+                    self.events.append(("wait", b.index))
+            self._write_back(b, used)
+        if self.traced_mode:          # hold no traced value after the trace (it would escape)
+            for b in self.buckets:
+                b.reset()
+            self.traced_mode = False
+
+    def _fill_unused(self, missing: list) -> np.ndarray:
+        """find_unused_parameters: zeros stand for the gradients this rank did not produce;
+        a per-parameter count of the ranks that used it decides what `.grad` becomes."""
+        ids = {id(b.params[i]) for b, i in missing}
+        for b, i in missing:
+            b.ready[i] = True
+            b.pending -= 1
+            if self.traced_mode:
+                b.traced[i] = zeros((b.numels[i],), dtype=b.params[i].dtype)
+            else:
+                off, n = b.offsets[i], b.numels[i]
+                b.alloc()[off:off + n] = 0
+        return np.array([0 if id(p) in ids else 1 for b in self.buckets for p in b.params],
+                        np.int32)
+
+    def _write_back(self, b: Bucket, used: np.ndarray | None) -> None:
+        base = sum(len(x.params) for x in self.buckets[:b.index])
+        for i, p in enumerate(b.params):
+            if used is not None and used[base + i] == 0:
+                continue             # no rank used it: .grad stays as it was, as PyTorch
+            off, n = b.offsets[i], b.numels[i]
+            if self.traced_mode:
+                p.grad = reshape(b.result[off:off + n], p.shape)
+                continue
+            avg = b.flat[off:off + n].reshape(p.shape)
+            if p._grad is None:
+                p._grad = Tensor(avg.copy())
+            else:
+                p._grad._own()[...] = avg
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
