@@ -24,6 +24,7 @@ import networkx as nx
 
 from ..ir.core import Graph, Instr, Value
 from ..ir.printer import value_names
+from .fusion_cost import materialize_by_cost
 
 SHARED_EXPR_LIMIT = 64     # a shared expression bigger than this is materialized once
 # scalar ops worth computing once when a loop reads their result: transcendental ones (cheap
@@ -143,6 +144,8 @@ def plan(g: Graph) -> Plan:
         _expr_ops(v, hard, set(), ops)
         if len(ops) > SHARED_EXPR_LIMIT:
             hard.add(v)
+    # large values read by several kernels: materialized where that moves fewer bytes
+    materialize_by_cost(g, hard, uses, _is_fusible, TRANSCENDENTAL)
     # a 0-d expression with transcendental work that a larger loop reads is computed once, in
     # a scalar kernel, not per element (pow(beta, step) of an optimizer step inside a compiled
     # training step made that loop several times slower)

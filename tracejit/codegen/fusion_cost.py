@@ -1,0 +1,106 @@
+"""The fusion cost model: whether a value that several kernels read is recomputed inside each
+of them (fusion's default: no memory traffic for it) or materialized once.
+
+Fusion inlines a value's whole expression into every kernel that reads it. That is free for a
+cheap expression of few inputs, and ruinous for a long one: a transformer's residual stream is
+the sum of the embeddings and every earlier layer's output, and inlined into each layer norm
+and each layer-norm weight/bias gradient reduction it re-reads all of them per element.
+
+The model counts bytes and flops per element. For a value v of W bytes whose expression reads
+R bytes of buffers (each input counted once, at most v's size: a gather or broadcast reads no
+more than it produces) and costs F flops per element, read by n kernels:
+
+    recompute   = n * (R + F * size * FLOP_BYTES)
+    materialize = (R + F * size * FLOP_BYTES) + W + n * W
+
+and v becomes a buffer when materializing is cheaper. A graph output is written anyway, so for
+it materialize = its cost once + n * W. Values are decided consumers first, so a value's
+consumer count is the number of kernels that really read it after the values below it were
+decided. Small values (fewer than MIN_ELEMENTS) are left to fusion: they live in cache."""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..ir.core import Graph, Instr, Value
+
+FLOP_BYTES = 0.25          # memory bytes one arithmetic op per element is worth (CPU and GPU
+                           # both do several flops in the time one byte arrives from memory)
+TRANSCENDENTAL_FLOPS = 16  # exp, log, tanh, erf ...: a polynomial and range reduction
+MIN_ELEMENTS = 4096
+FREE = frozenset({"broadcast", "reshape", "transpose", "slice", "pad", "concatenate",
+                  "constant", "stop_gradient", "iota"})
+
+
+def _expr(v: Value, buffers: set[Value]) -> tuple[list[Instr], list[Value]]:
+    """The instructions of v's inline expression and the buffers it reads."""
+    ops, leaves, seen, stack = [], [], set(), [v]
+    while stack:
+        x = stack.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        if x is not v and (x in buffers or x.producer is None):
+            leaves.append(x)
+            continue
+        if x.producer is None:
+            continue
+        ops.append(x.producer)
+        stack.extend(x.producer.inputs)
+    return ops, leaves
+
+
+def _readers(v: Value, hard: set[Value], outputs: set[Value],
+             uses: dict[Value, list[Instr]]) -> int:
+    """How many kernels evaluate v: the buffers (kernel results) downstream of v that fusion
+    reaches from it without crossing another buffer."""
+    roots, seen, stack = set(), {v}, [v]
+    while stack:
+        x = stack.pop()
+        for ins in uses.get(x, ()):
+            out = ins.out
+            if out in seen:
+                continue
+            seen.add(out)
+            if out in hard:
+                roots.add(out)
+                continue
+            if out in outputs:
+                roots.add(out)           # written by a loop, and later kernels fuse through it
+            stack.append(out)
+    return len(roots)
+
+
+def expression_cost(v: Value, buffers: set[Value],
+                    transcendental: frozenset[str]) -> tuple[float, float]:
+    """(bytes read, flops) of evaluating v's expression over all of v's elements."""
+    ops, leaves = _expr(v, buffers)
+    size = v.aval.size
+    read = sum(min(u.aval.size, size) * u.dtype.np.itemsize for u in leaves)
+    per_elem = sum(TRANSCENDENTAL_FLOPS if op.prim.name in transcendental else
+                   (0 if op.prim.name in FREE else 1) for op in ops)
+    return float(read), float(per_elem * size)
+
+
+def materialize_by_cost(g: Graph, hard: set[Value], uses: dict[Value, list[Instr]],
+                        fusible: Callable[[Instr], bool],
+                        transcendental: frozenset[str]) -> list[Value]:
+    """Values (in graph order) the cost model makes buffers; adds them to `hard`."""
+    outputs = set(g.outputs)
+    chosen = []
+    for ins in reversed(g.instrs):
+        v = ins.out
+        if v in hard or not fusible(ins) or v.aval.size < MIN_ELEMENTS or \
+                ins.prim.kind == "constant":
+            continue
+        n = _readers(v, hard, outputs, uses)
+        if n == 0 or (n == 1 and v not in outputs):
+            continue
+        read, flops = expression_cost(v, hard, transcendental)
+        once = read + flops * FLOP_BYTES
+        w = float(v.aval.size * v.dtype.np.itemsize)
+        # an output is written anyway: its readers then read w bytes each instead of once
+        better = w < once if v in outputs else once + w + n * w < n * once
+        if better:
+            hard.add(v)
+            chosen.append(v)
+    return chosen[::-1]
