@@ -12,7 +12,7 @@ import sys
 logger = logging.getLogger("tracejit")
 _counter = itertools.count()
 # The one list of dump stages: a new stage is added here, and TRACEJIT_DUMP accepts it.
-STAGES = ("ir", "grad", "jvp", "kernels", "program", "llvm", "asm", "cuda", "vmap")
+STAGES = ("ir", "grad", "jvp", "kernels", "loops", "program", "llvm", "asm", "cuda", "vmap")
 LOGS = ("recompiles",)          # what TRACEJIT_LOG can name
 
 

@@ -63,7 +63,7 @@ def test_every_float32_sum_kernel_accumulates_in_double(fn, rows):
     with their finishing kernel, row kernels, column sums) keeps its accumulator in double."""
     src = tj.compile(fn, device="cuda").lower(np.ones((rows, 40_000), np.float32)).cuda_source
     body = src[src.find('extern "C"'):]
-    summed = set(re.findall(r"(acc\w*) = TjSum\(\)", body))
+    summed = set(re.findall(r"(acc\w*) = (?:TjSum\(\)|\1 \+ )", body))
     assert summed
     for acc in summed:
         decl = re.findall(rf"\b(\w+) {acc} = ", body)

@@ -1,38 +1,23 @@
-"""Lowering of the kernel plan (codegen.fusion) to CUDA C: one translation unit, one
-`extern "C" __global__` function per generated kernel, and the launch list that runs them.
+"""The CUDA renderer: the loop IR of every generated kernel (codegen.loops, built by
+codegen.schedule for the "gpu" target) as CUDA C: one translation unit, one `extern "C"
+__global__` function per loop kernel, and the launch list that runs the graph. It translates
+statement by statement and decides nothing about loops (see codegen.schedule for how each
+kernel kind maps to grids, blocks and threads).
 
-Kernel kinds map to CUDA as follows:
-- loop: a grid-stride loop over the flat output index, unflattened into the loop's index vector;
-  big loops move 16 bytes per load and store (same-shape inputs, outputs): each thread takes 16
-  bytes' worth of the narrowest type (4 float32, 8 float16, ...) when the size divides;
-- reduce over trailing axes (and reductions in general): one block per output element, threads
-  stride over the reduced elements, then warp shuffles and a block reduction;
-- reduce over leading axes (a column sum): one thread per output, looping down the column, so
-  neighbouring threads read neighbouring memory;
-- rows (softmax, layer_norm, logsumexp and their backward): one block per row; the stages run
-  in turn, separated by `__syncthreads()`, so a row is read from DRAM once and from cache after;
-- scatter: a zero fill, then atomic adds;
-- scan (cumsum, cumprod): a thread per row walks along the axis, carrying the accumulator;
-- matmul: not generated; the runtime calls cuBLAS (through CuPy) and the epilogue fuses into the
-  next loop kernel, as on the CPU;
-- extern (argsort): not generated; the runtime calls the primitive's implementation on CuPy
-  arrays (CuPy's sort).
-Sums accumulate in double for float32 (as the CPU path does) so they are as accurate as NumPy's
-pairwise sums. Sizes are compile-time constants, so every index division is by a constant."""
+Matmuls are not generated: the runtime calls cuBLAS (through CuPy) and the epilogue fuses into
+the next loop kernel, as on the CPU; extern primitives (argsort) run their implementation on
+CuPy arrays. Sizes are compile-time constants, so every index division is by a constant."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from ..ir import dtypes as dt
-from ..ir.core import Aval, Value
-from ..ir.prims_scan import scan_acc_dtype
+from ..ir.core import Value
+from . import loops as L
 from .cuda_expr import COMPUTE, STORE, CBody, CEmitter, CS, literal
-from .expr import compute_dtype, strides
+from .expr import compute_dtype
 from .fusion import Kernel, Plan
-
-LOOP_BLOCK = 256
-MAX_GRID = 1 << 16           # grid-stride loops cover anything larger
+from .schedule import Scheduler
 
 # The prelude's plain C++ part (bfloat16 conversions in integer code, the reduction functors,
 # atomic adds): it compiles for the host too, given shims for a few CUDA built-ins, and the
@@ -126,383 +111,208 @@ class CudaProgram:
     scratch: list[Value] = field(default_factory=list)   # buffers only the kernels use
 
 
-def _size(shape) -> int:
-    return int(math.prod(shape))
-
-
-def _unflatten(e: CEmitter, flat: str, shape) -> list[str]:
-    """The index vector of flat position `flat` in a C-ordered `shape`."""
-    idx, rest = [], flat
-    for d, (n, s) in enumerate(zip(shape, strides(shape))):
-        if n == 1:
-            idx.append("0")
-            continue
-        q = rest if s == 1 else e.idiv(rest, s)
-        idx.append(q)
-        if s != 1 and d < len(shape) - 1:
-            rest = e.iadd(rest, e.imul(q, -s))
-    return idx
-
-
 _FUNCTOR = {"sum": "TjSum", "max": "TjMax", "min": "TjMin"}     # the prelude's reductions
+_INFIX = {"sum": "+", "prod": "*"}
 
 
-def _acc_type(op: str, d: dt.DType) -> dt.DType:
-    if op == "sum":
-        return dt.f64 if d.is_float else dt.i64
-    return dt.i32 if d is dt.bool_ else compute_dtype(d)
+class _Renderer:
+    """Renders one LoopKernel as a CUDA C function."""
 
-
-def _init(op: str, d: dt.DType) -> str:
-    if op == "sum":
-        return literal(0, d)
-    if d.is_float:
-        return literal(float("-inf") if op == "max" else float("inf"), d)
-    bound = 2 ** (d.bits - 1)
-    return literal(-bound if op == "max" else bound - 1, d)
-
-
-def _block_size(n: int) -> int:
-    """Threads for a block that strides over n elements: a multiple of 32, at most 256."""
-    return max(32, min(256, 32 * -(-n // 32)))
-
-
-class _Writer:
-    """Emits one kernel's C function."""
-
-    def __init__(self, k: Kernel, inputs: list[Value] | None = None,
-                 outputs: list[Value] | None = None) -> None:
-        self.k = k
-        inputs = k.inputs if inputs is None else inputs
-        self.outputs = k.outputs if outputs is None else outputs
-        self.args = inputs + [v for v in self.outputs if v not in inputs]
-        names = {v: f"a{i}" for i, v in enumerate(self.args)}
-        sizes = [_size(v.shape) for v in self.args] + [_size(k.shape)]
-        index = "long long" if max(sizes) >= 2 ** 31 else "int"
+    def __init__(self, lk: L.LoopKernel) -> None:
+        self.lk = lk
+        self.names = {v: f"a{i}" for i, v in enumerate(lk.args)}
         self.b = CBody()
-        self.e = CEmitter(self.b, {v: names[v] for v in inputs},
-                          {v: names[v] for v in self.outputs}, index)
-        self.names = names
+        index = "long long" if lk.index_bits == 64 else "int"
+        self.e = CEmitter(self.b, {v: self.names[v] for v in lk.inputs},
+                          {v: self.names[v] for v in lk.outputs}, index)
+        # a CPU schedule's thread range is the whole range here
+        self.env = {"begin": "0", "end": str(lk.extent)}
+        self.lane_out: dict[Value, str] = {}
 
-    def signature(self, name: str, block: int) -> str:
+    def function(self) -> str:
+        self.body(self.lk.body)
         params = []
-        for v in self.args:
-            const = "" if v in self.outputs else "const "
+        for v in self.lk.args:
+            const = "" if v in self.lk.outputs else "const "
             params.append(f"{const}{STORE[v.dtype.name]}* __restrict__ {self.names[v]}")
-        return (f'extern "C" __global__ void __launch_bounds__({block}) '
-                f'{name}({", ".join(params)})')
+        sig = (f'extern "C" __global__ void __launch_bounds__({self.lk.block}) '
+               f'{self.lk.name}({", ".join(params)})')
+        return "\n".join([sig + " {", *self.b.lines, "}"])
 
-    def function(self, name: str, block: int) -> str:
-        return "\n".join([self.signature(name, block) + " {", *self.b.lines, "}"])
+    # -- index and scalar expressions --------------------------------------------------------
+    def ix(self, x: L.Ix) -> str:
+        e = self.e
+        if isinstance(x, L.Var):
+            return self.env[x.name]
+        if isinstance(x, L.Lit):
+            return str(x.value)
+        if isinstance(x, L.Add):
+            return e.iadd(self.ix(x.a), self.ix(x.b))
+        if isinstance(x, L.Mul):
+            return e.imul(self.ix(x.a), x.k)
+        if isinstance(x, L.Div):
+            return e.idiv(self.ix(x.a), x.k)
+        if isinstance(x, L.Min):
+            return self.b.let(e.index, f"min({self.ix(x.a)}, ({e.index}){self.ix(x.b)})")
+        return e.wrap_index(self.expr(x.value), x.n)
 
-    # -- loops -------------------------------------------------------------------------------
-    def grid_stride(self, n: int, body, per_block: bool = False) -> None:
-        """for each i in [0, n): threads (or, with per_block, whole blocks) take turns."""
-        ix = self.e.index
-        if per_block:
-            self.b.open(f"for ({ix} i = blockIdx.x; i < {n}; i += gridDim.x)")
-        else:
-            self.b.open(f"for ({ix} i = ({ix})blockIdx.x * blockDim.x + threadIdx.x; i < {n}; "
-                        f"i += ({ix})gridDim.x * blockDim.x)")
-        body("i")
+    def acc_ref(self, name: str, at: L.Ix | None) -> str:
+        return name if at is None else f"{name}[{self.ix(at)}]"
+
+    def expr(self, x: L.Expr) -> CS:
+        e = self.e
+        if isinstance(x, L.Eval):
+            return e.emit(x.value, [self.ix(i) for i in x.at])
+        if isinstance(x, L.AccGet):
+            return CS(self.acc_ref(x.acc, x.at), self.lk.accs[x.acc].dtype)
+        if isinstance(x, L.LoadFlat):
+            return e.load(x.buf, self.ix(x.at))
+        if isinstance(x, L.Const):
+            return e.sb.literal(x.value, x.dtype)
+        if isinstance(x, L.Cast):
+            v = self.expr(x.x)
+            return v if v.dtype is compute_dtype(x.dtype) else e.sb.cast(v, x.dtype)
+        vals = [self.expr(i) for i in x.items]
+        sb = e.sb
+        fn = {"sum": sb.add, "prod": sb.mul, "max": sb.max, "min": sb.min}[x.op]
+        while len(vals) > 1:        # a balanced tree
+            vals = [fn(vals[i], vals[i + 1]) if i + 1 < len(vals) else vals[i]
+                    for i in range(0, len(vals), 2)]
+        return vals[0]
+
+    # -- statements --------------------------------------------------------------------------
+    def body(self, stmts: list) -> None:
+        for st in stmts:
+            getattr(self, "st_" + type(st).__name__)(st)
+
+    def block(self, header: str, fn) -> None:
+        self.b.open(header)
+        fn()
         self.b.close()
-        self.e.memo.clear()        # locals of the loop body are out of scope after it
+        self.e.memo.clear()        # locals of the block are out of scope after it
 
-    def block_stride(self, var: str, n: int, body, span: tuple[str, str] | None = None) -> None:
-        ix = self.e.index
-        lo, hi = span or ("0", str(n))
-        start = "threadIdx.x" if lo == "0" else f"{lo} + threadIdx.x"
-        self.b.open(f"for ({ix} {var} = {start}; {var} < {hi}; {var} += blockDim.x)")
-        body(var)
-        self.b.close()
-        self.e.memo.clear()
+    def st_Loop(self, st: L.Loop) -> None:
+        ix, v = self.e.index, st.var + "_"       # never a CBody local's name (t1, t2, ...)
+        lo = self.ix(st.lo)
+        hi = self.e.iadd(lo, self.ix(st.extent))
+        if st.par == "grid":
+            head = (f"for ({ix} {v} = ({ix})blockIdx.x * blockDim.x + threadIdx.x; {v} < {hi}; "
+                    f"{v} += ({ix})gridDim.x * blockDim.x)")
+        elif st.par == "blocks":
+            head = f"for ({ix} {v} = blockIdx.x; {v} < {hi}; {v} += gridDim.x)"
+        elif st.par == "block":
+            start = "threadIdx.x" if lo == "0" else f"{lo} + threadIdx.x"
+            head = f"for ({ix} {v} = {start}; {v} < {hi}; {v} += blockDim.x)"
+        else:                      # serial, and a CPU schedule's thread range
+            head = f"for ({ix} {v} = {lo}; {v} < {hi}; ++{v})"
+        self.env[st.var] = v
+        self.block(head, lambda: self.body(st.body))
 
-    def store_all(self, outputs, idx: list[str]) -> None:
-        for v in outputs:
-            self.e.store(v, self.e.linear(idx, v.shape), self.e.emit(v, idx))
+    def st_Lanes(self, st: L.Lanes) -> None:
+        """Each thread moves its lanes' same-shape inputs and outputs as 16-byte words."""
+        b, e, n = self.b, self.e, st.lanes
+        q = self.ix(st.group)
 
-    # -- reductions --------------------------------------------------------------------------
-    def reduce_at(self, k: Kernel, oidx: list[str], by_block: bool, span: tuple[str, str] |
-                  None = None, partial: tuple[Value, str] | None = None) -> None:
-        """Reduce k's input over its reduced axes at kept index oidx and store the result:
-        cooperatively by the block (by_block) or sequentially by one thread. With `span`
-        (lo, hi) only that range of the flattened reduced elements, and with `partial`
-        (buffer, flat index) the accumulator is stored there, unconverted."""
-        ins = k.instr
-        op, axes = ins.prim.name, ins.params["axes"]
-        x, out = ins.inputs[0], ins.out
-        kept = [d for d in range(len(x.shape)) if d not in axes]
-        acc_dt = _acc_type(op, out.dtype)
-        acc_ty = COMPUTE[acc_dt.name]
-        n = self.b.n = self.b.n + 1
-        acc, init = f"acc{n}", _init(op, acc_dt)
-        fn = _FUNCTOR[op]
-        self.b.line(f"{acc_ty} {acc} = {init};")
-        red_shape = [x.shape[d] for d in axes]
+        def words(v: Value) -> int:          # 16-byte words per `lanes` elements of v
+            return n * v.dtype.np.itemsize // 16
 
-        def inner(r):
-            full: list = [None] * len(x.shape)
-            for d, i in zip(kept, oidx):
-                full[d] = i
-            for d, i in zip(axes, _unflatten(self.e, r, red_shape)):
-                full[d] = i
-            v = self.e.emit(x, full)
-            if v.dtype is not acc_dt:
-                v = self.e.sb.cast(v, acc_dt)
-            self.b.line(f"{acc} = {fn}()({acc}, {v.ref});")
-        r = f"r{n}"
-        if by_block:
-            self.block_stride(r, _size(red_shape), inner, span)
-            self.b.line(f"{acc} = tj_block_reduce<{acc_ty}>({acc}, ({acc_ty}){init}, {fn}());")
-            self.b.open("if (threadIdx.x == 0)")
-        else:
-            self.b.open(f"for ({self.e.index} {r} = 0; {r} < {_size(red_shape)}; ++{r})")
-            inner(r)
-            self.b.close()
-            self.e.memo.clear()
-            self.b.open("")
-        if partial is not None:
-            self.e.store(partial[0], partial[1], CS(acc, acc_dt))
-        else:
-            res = self.e.sb.cast(CS(acc, acc_dt), out.dtype)
-            self.e.store(out, self.e.linear(oidx, out.shape), res)
-        self.b.close()
-
-
-def _kept_shape(k: Kernel) -> list[int]:
-    axes = k.instr.params["axes"]
-    return [n for d, n in enumerate(k.shape) if d not in axes]
-
-
-VEC_MIN = 1 << 12           # below this many elements, one per thread is as good
-
-
-def _vector_plan(k: Kernel) -> tuple[int, list[Value]] | None:
-    """For a loop kernel whose outputs (and the inputs it reads at its own index) are all
-    numbers of 2, 4 or 8 bytes: (lanes, those inputs). Each thread then handles `lanes`
-    consecutive elements (16 bytes of the narrowest type) with 16-byte loads and stores."""
-    n = _size(k.shape)
-    vec_in = [v for v in k.inputs if v.shape == k.shape and v.dtype is not dt.bool_]
-    if n < VEC_MIN or any(v.dtype is dt.bool_ for v in k.outputs):
-        return None
-    lanes = 16 // min(v.dtype.np.itemsize for v in vec_in + k.outputs)
-    return (lanes, vec_in) if n % lanes == 0 else None
-
-
-def _loop_vec(k: Kernel, name: str, lanes: int, vec_in: list[Value]) -> tuple[str, list[Launch]]:
-    w = _Writer(k)
-    n = _size(k.shape)
-    ix = w.e.index
-
-    def words(v: Value) -> int:                 # 16-byte words per `lanes` elements of v
-        return lanes * v.dtype.np.itemsize // 16
-
-    def declare(v: Value, var: str) -> None:    # a register block seen as words or elements
-        w.b.line(f"union {{ uint4 u[{words(v)}]; {STORE[v.dtype.name]} e[{lanes}]; }} {var};")
-
-    def body(q):
-        for v in vec_in:
-            declare(v, f"{w.names[v]}v")
+        def declare(v: Value, var: str) -> None:    # a register block seen as words or elements
+            b.line(f"union {{ uint4 u[{words(v)}]; {STORE[v.dtype.name]} e[{n}]; }} {var};")
+        for v in st.inputs:
+            a = self.names[v]
+            declare(v, f"{a}v")
             for j in range(words(v)):
-                w.b.line(f"{w.names[v]}v.u[{j}] = reinterpret_cast<const uint4*>"
-                         f"({w.names[v]})[{q} * {words(v)} + {j}];")
-        for j, v in enumerate(k.outputs):
+                b.line(f"{a}v.u[{j}] = reinterpret_cast<const uint4*>({a})[{q} * {words(v)} + "
+                       f"{j}];")
+        for j, v in enumerate(st.outputs):
             declare(v, f"o{j}")
-        for u in range(lanes):
-            w.b.open("")
-            w.b.n += 1
-            i = f"t{w.b.n}"
-            w.b.line(f"[[maybe_unused]] const {ix} {i} = {q} * {lanes} + {u};")
-            idx = _unflatten(w.e, i, k.shape)
-            for v in vec_in:              # the element this lane needs is already loaded
-                w.e.memo[(v, tuple(idx))] = w.e.sb.widen(f"{w.names[v]}v.e[{u}]", v.dtype)
-            for j, v in enumerate(k.outputs):
-                w.b.line(f"o{j}.e[{u}] = {w.e.sb.narrow(w.e.emit(v, idx), v.dtype)};")
-            w.b.close()
-            w.e.memo.clear()
-        for j, v in enumerate(k.outputs):
+        for u in range(n):
+            def lane(u=u):
+                self.env[st.var] = str(u)
+                flat = self.env[st.flat_var] = self.ix(st.flat)
+                idx = L.render_unflatten(e, flat, st.shape)
+                for var, i in zip(st.vars, idx):
+                    self.env[var] = i
+                for v in st.inputs:          # the element this lane needs is already loaded
+                    e.memo[(v, tuple(idx))] = e.sb.widen(f"{self.names[v]}v.e[{u}]", v.dtype)
+                self.lane_out = {v: f"o{j}.e[{u}]" for j, v in enumerate(st.outputs)}
+                self.body(st.body)
+                self.lane_out = {}
+            self.block("", lane)
+        for j, v in enumerate(st.outputs):
             for m in range(words(v)):
-                w.b.line(f"reinterpret_cast<uint4*>({w.names[v]})[{q} * {words(v)} + {m}] = "
-                         f"o{j}.u[{m}];")
-    w.grid_stride(n // lanes, body)
-    grid = min(-(-n // (lanes * LOOP_BLOCK)), MAX_GRID)
-    return w.function(name, LOOP_BLOCK), [Launch("kernel", name, grid, LOOP_BLOCK, w.args,
-                                                 aligned=vec_in)]
+                b.line(f"reinterpret_cast<uint4*>({self.names[v]})[{q} * {words(v)} + {m}] = "
+                       f"o{j}.u[{m}];")
 
+    def st_Let(self, st: L.Let) -> None:
+        self.env[st.var] = self.ix(st.expr)
 
-def _loop(k: Kernel, name: str) -> tuple[str, list[Launch]]:
-    vec = _vector_plan(k)
-    if vec is not None:
-        return _loop_vec(k, name, *vec)
-    w = _Writer(k)
-    n = _size(k.shape)
+    def st_Unflatten(self, st: L.Unflatten) -> None:
+        for var, i in zip(st.vars, L.render_unflatten(self.e, self.ix(st.flat), st.shape)):
+            self.env[var] = i
 
-    def body(i):
-        idx = _unflatten(w.e, i, k.shape)
-        for v in k.outputs:                # outputs have the loop's shape: flat index i
-            w.e.store(v, i, w.e.emit(v, idx))
-    w.grid_stride(n, body)
-    grid = min(-(-n // LOOP_BLOCK), MAX_GRID)
-    return w.function(name, LOOP_BLOCK), [Launch("kernel", name, grid, LOOP_BLOCK, w.args)]
+    def _init(self, acc: L.Acc) -> str:
+        return literal(L.identity(acc.op, acc.dtype), acc.dtype)
 
+    def st_Acc(self, st: L.Acc) -> None:
+        ty = COMPUTE[st.dtype.name]
+        if st.size > 1:
+            self.b.line(f"{ty} {st.name}[{st.size}];")
+        else:
+            self.b.line(f"{ty} {st.name} = {self._init(st)};")
 
-SPLIT_OUTPUTS = 256         # fewer outputs than this cannot fill the GPU with one block each
-SPLIT_MIN = 1 << 15         # ... when each has at least this many elements to reduce
-SPLIT_CHUNK = 1 << 13       # elements per block of a split reduction
+    def st_Reset(self, st: L.Reset) -> None:
+        self.b.line(f"{self.acc_ref(st.acc, st.at)} = {self._init(self.lk.accs[st.acc])};")
 
+    def st_Update(self, st: L.Update) -> None:
+        acc = self.lk.accs[st.acc]
+        v = self.expr(st.value)
+        ref = self.acc_ref(st.acc, st.at)
+        if acc.op in _INFIX:
+            self.b.line(f"{ref} = {ref} {_INFIX[acc.op]} {v.ref};")
+        else:
+            self.b.line(f"{ref} = {_FUNCTOR[acc.op]}()({ref}, {v.ref});")
 
-def _split_reduce(k: Kernel, name: str, n_out: int, n_red: int) -> tuple[str, list[Launch],
-                                                                         list[Value]]:
-    """A reduction with few, long outputs (a loss sum): pass 1 reduces chunks of each output's
-    elements in parallel blocks into partials; pass 2 reduces the partials, one block each."""
-    ins = k.instr
-    op, out = ins.prim.name, ins.out
-    acc_dt = _acc_type(op, out.dtype)
-    parts = min(1024, -(-n_red // SPLIT_CHUNK))
-    chunk = -(-n_red // parts)
-    part = Value(Aval((n_out * parts,), acc_dt), None, name=f"{name}_partials")
-    w = _Writer(k, outputs=[part])
-    kept = _kept_shape(k)
+    def st_Store(self, st: L.Store) -> None:
+        value = self.expr(st.value)
+        if st.buf in self.lane_out:
+            self.b.line(f"{self.lane_out[st.buf]} = {self.e.sb.narrow(value, st.buf.dtype)};")
+        else:
+            self.e.store(st.buf, self.ix(st.at), value)
 
-    def block(b):
-        o = w.e.idiv(b, parts) if parts > 1 else b
-        s = w.e.iadd(b, w.e.imul(o, -parts))
-        lo = w.e.imul(s, chunk)
-        hi = w.b.let(w.e.index, f"min({w.e.iadd(lo, str(chunk))}, ({w.e.index}){n_red})")
-        w.reduce_at(k, _unflatten(w.e, o, kept), True, (lo, hi), (part, b))
-    w.grid_stride(n_out * parts, block, per_block=True)
-    block1 = 256
-
-    fin = _Writer(k, inputs=[part], outputs=[out])
-    fn = _FUNCTOR[op]
-    acc_ty, init = COMPUTE[acc_dt.name], _init(op, acc_dt)
-
-    def finish(o):
-        fin.b.line(f"{acc_ty} acc = {init};")
-        fin.block_stride("j", parts, lambda j: fin.b.line(
-            f"acc = {fn}()(acc, {fin.e.load(part, fin.e.iadd(fin.e.imul(o, parts), j)).ref});"))
-        fin.b.line(f"acc = tj_block_reduce<{acc_ty}>(acc, ({acc_ty}){init}, {fn}());")
-        fin.b.open("if (threadIdx.x == 0)")
-        fin.e.store(out, o, fin.e.sb.cast(CS("acc", acc_dt), out.dtype))
-        fin.b.close()
-    fin.grid_stride(n_out, finish, per_block=True)
-    block2 = _block_size(parts)
-    text = w.function(name, block1) + "\n\n" + fin.function(name + "_finish", block2)
-    return text, [Launch("kernel", name, min(n_out * parts, MAX_GRID), block1, w.args),
-                  Launch("kernel", name + "_finish", min(n_out, MAX_GRID), block2, fin.args)], \
-        [part]
-
-
-def _reduce(k: Kernel, name: str) -> tuple[str, list[Launch]]:
-    w = _Writer(k)
-    axes = k.instr.params["axes"]
-    kept = _kept_shape(k)
-    n_out, n_red = _size(kept), _size([k.shape[d] for d in axes])
-    leading = bool(axes) and tuple(axes) == tuple(range(len(axes))) and len(axes) < len(k.shape)
-    if not leading and 0 < n_out < SPLIT_OUTPUTS and n_red >= SPLIT_MIN:
-        return _split_reduce(k, name, n_out, n_red)
-    if leading:                     # a column sum: one thread per output, coalesced
-        block = LOOP_BLOCK
-        w.grid_stride(n_out, lambda o: w.reduce_at(k, _unflatten(w.e, o, kept), False))
-        grid = -(-n_out // block)
-    else:
-        block = _block_size(n_red)
-        w.grid_stride(n_out, lambda o: w.reduce_at(k, _unflatten(w.e, o, kept), True),
-                      per_block=True)
-        grid = n_out
-    return w.function(name, block), [Launch("kernel", name, min(grid, MAX_GRID), block, w.args)]
-
-
-def _rows(k: Kernel, name: str) -> tuple[str, list[Launch]]:
-    w = _Writer(k)
-    j = k.outer
-    rows = k.shape[:j]
-    width = max(_size(st.shape[j:]) for st in k.stages)
-    block = _block_size(width)
-
-    def row(r):
-        oidx = _unflatten(w.e, r, rows)
-        for st in k.stages:
-            if st.kind == "reduce":
-                w.reduce_at(st, oidx, True)
-            else:
-                inner = st.shape[j:]
-                # a later stage may load this stage's outputs; this one must compute them
-                hidden = {v: w.e.buffers.pop(v) for v in st.outputs if v in w.e.buffers}
-                w.block_stride("c", _size(inner), lambda c, st=st, inner=inner: w.store_all(
-                    st.outputs, oidx + _unflatten(w.e, c, inner)))
-                w.e.buffers.update(hidden)
-            w.b.line("__syncthreads();     // the next stage reads what this one wrote")
-    w.grid_stride(_size(rows), row, per_block=True)
-    return w.function(name, block), [Launch("kernel", name, min(_size(rows), MAX_GRID), block,
-                                            w.args)]
-
-
-def _scatter(k: Kernel, name: str) -> tuple[str, list[Launch]]:
-    ins = k.instr
-    ind, upd = ins.inputs
-    out, axis = ins.out, ins.params["axis"]
-    if out.dtype is dt.bool_:
-        raise NotImplementedError("scatter_add: bool outputs have no CUDA atomic add; "
-                                  "cast to an integer type first")
-    zero = _Writer(k, inputs=[], outputs=[out])      # the zero fill reads nothing
-    zero.grid_stride(_size(out.shape), lambda i: zero.e.store(out, i, zero.e.sb.literal(0, out.dtype)))
-    w = _Writer(k)
-    nk, n = len(ind.shape), out.shape[axis]
-
-    def add(i):
-        idx = _unflatten(w.e, i, upd.shape)
-        j = w.e.wrap_index(w.e.emit(ind, idx[axis:axis + nk]), n)
-        flat = w.e.linear(idx[:axis] + [j] + idx[axis + nk:], out.shape)
-        val = w.e.emit(upd, idx)
+    def st_ScatterAdd(self, st: L.ScatterAdd) -> None:
+        out = st.buf
+        if out.dtype is dt.bool_:
+            raise NotImplementedError("scatter_add: bool outputs have no CUDA atomic add; "
+                                      "cast to an integer type first")
         if out.dtype in dt.HALF:         # the backend widens 16-bit scatters (passes.widen_half)
             raise NotImplementedError(f"scatter_add: no CUDA atomic add for {out.dtype}")
-        if val.dtype is not out.dtype:
-            val = w.e.sb.cast(val, out.dtype)
-        w.b.line(f"tj_atomic_add(&{w.e.outputs[out]}[{flat}], {val.ref});")
-    w.grid_stride(_size(upd.shape), add)
-    launches = []
-    if _size(out.shape):
-        launches.append(Launch("kernel", name + "_zero",
-                               min(-(-_size(out.shape) // LOOP_BLOCK), MAX_GRID), LOOP_BLOCK,
-                               zero.args))
-    if _size(upd.shape) and n:
-        launches.append(Launch("kernel", name, min(-(-_size(upd.shape) // LOOP_BLOCK),
-                                                   MAX_GRID), LOOP_BLOCK, w.args))
-    return (zero.function(name + "_zero", LOOP_BLOCK) + "\n\n" +
-            w.function(name, LOOP_BLOCK)), launches
+        flat = self.ix(st.at)
+        val = self.expr(st.value)
+        self.b.line(f"tj_atomic_add(&{self.e.outputs[out]}[{flat}], {val.ref});")
+
+    def st_BlockReduce(self, st: L.BlockReduce) -> None:
+        acc = self.lk.accs[st.acc]
+        ty = COMPUTE[acc.dtype.name]
+        self.b.line(f"{acc.name} = tj_block_reduce<{ty}>({acc.name}, ({ty}){self._init(acc)}, "
+                    f"{_FUNCTOR[acc.op]}());")
+
+    def st_Leader(self, st: L.Leader) -> None:
+        self.block("if (threadIdx.x == 0)", lambda: self.body(st.body))
+
+    def st_Barrier(self, st: L.Barrier) -> None:
+        self.b.line("__syncthreads();     // the next stage reads what this one wrote")
+
+    def st_Compute(self, st: L.Compute) -> None:
+        # a later stage may load these values; this one must compute them
+        hidden = {v: self.e.buffers.pop(v) for v in st.values if v in self.e.buffers}
+        self.body(st.body)
+        self.e.buffers.update(hidden)
 
 
-def _scan(k: Kernel, name: str) -> tuple[str, list[Launch]]:
-    """cumsum/cumprod: a thread per row walks along the axis, carrying the accumulator."""
-    ins = k.instr
-    x, out = ins.inputs[0], ins.out
-    axis, rev, n = ins.params["axis"], ins.params["reverse"], x.shape[ins.params["axis"]]
-    acc_dt = scan_acc_dtype(out.dtype)
-    init, op = (0, "+") if ins.prim.name == "cumsum" else (1, "*")
-    outer = [d for i, d in enumerate(x.shape) if i != axis]
-    w = _Writer(k)
-
-    def row(i):
-        oidx = _unflatten(w.e, i, outer)
-        w.b.line(f"{COMPUTE[acc_dt.name]} acc = {literal(init, acc_dt)};")
-        w.b.open(f"for ({w.e.index} r = 0; r < {n}; ++r)")
-        j = w.e.iadd(str(n - 1), w.e.imul("r", -1)) if rev else "r"
-        full = oidx[:axis] + [j] + oidx[axis:]
-        v = w.e.emit(x, full)
-        if v.dtype is not acc_dt:
-            v = w.e.sb.cast(v, acc_dt)
-        w.b.line(f"acc = acc {op} {v.ref};")
-        w.e.store(out, w.e.linear(full, out.shape), w.e.sb.cast(CS("acc", acc_dt), out.dtype))
-        w.b.close()
-        w.e.memo.clear()
-    m = _size(outer)
-    w.grid_stride(m, row)
-    grid = min(-(-m // LOOP_BLOCK), MAX_GRID) if n else 0
-    return w.function(name, LOOP_BLOCK), [Launch("kernel", name, grid, LOOP_BLOCK, w.args)]
-
-
-_LOWER = {"loop": _loop, "reduce": _reduce, "rows": _rows, "scatter": _scatter, "scan": _scan}
+def render(lk: L.LoopKernel) -> str:
+    """The CUDA C function of one loop kernel (its parameters are lk.args in order)."""
+    return _Renderer(lk).function()
 
 
 def lower_program(plan: Plan, prefix: str = "", prelude: bool = True) -> CudaProgram:
@@ -511,16 +321,19 @@ def lower_program(plan: Plan, prefix: str = "", prelude: bool = True) -> CudaPro
     parts = [PRELUDE] if prelude else []
     launches: list[Launch] = []
     scratch: list[Value] = []
+    sched = Scheduler("gpu")
     for k in plan.kernels:
         if k.kind in ("matmul", "extern"):     # run by the runtime: cuBLAS, CuPy
             launches.append(Launch(k.kind, k.name, kernel=k))
             continue
-        text, ls, *extra = _LOWER[k.kind](k, prefix + k.name)
-        scratch += extra[0] if extra else []
+        s = sched(k, prefix + k.name)
+        scratch += s.scratch
+        text = "\n\n".join(render(lk) for lk in s.kernels)
         parts.append(f"// {k.name}: {k.kind} [{'x'.join(map(str, k.shape)) or 'scalar'}] "
                      f"ops({','.join(dict.fromkeys(i.prim.name for i in k.ops))})\n{text}")
-        launches += [ln for ln in ls if ln.grid > 0]
+        launches += [Launch("kernel", lk.name, lk.grid, lk.block, lk.args, aligned=lk.aligned)
+                     for lk in s.kernels if lk.grid > 0]
     return CudaProgram("\n\n".join(parts) + "\n", launches, scratch)
 
 
-__all__ = ["CudaProgram", "Launch", "lower_program", "PRELUDE"]
+__all__ = ["CudaProgram", "Launch", "lower_program", "render", "PRELUDE", "PORTABLE"]

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..codegen.cuda_lower import lower_program
 from ..codegen.fusion import operand_view, plan as make_plan
+from ..codegen.schedule import describe as describe_loops
 from ..ir.core import Graph
 from ..ir.dtypes import bf16
 from ..ir.matmul_fold import fold_matmuls
@@ -106,6 +107,7 @@ class CudaExecutable(Executable):
         self._bind_lock = threading.Lock()      # threads' first calls build one module per device
         self.compile_s = time.perf_counter() - t0
         dump("kernels", graph.name, lambda: self.plan.describe())
+        dump("loops", graph.name, lambda: self.stage_text("loops"))
         dump("cuda", graph.name, lambda: self.source)
 
     def run(self, args: Sequence[Any]) -> list[Any]:
@@ -145,11 +147,13 @@ class CudaExecutable(Executable):
     def stage_text(self, stage: str) -> str:
         if stage == "kernels":
             return self.plan.describe()
+        if stage == "loops":
+            return describe_loops(self.plan, "gpu")
         if stage == "cuda":
             return self.source
         raise NotImplementedError(f"the cuda backend has no '{stage}' stage (LLVM IR and "
-                                  f"assembly come from the CPU backend); it shows 'kernels' "
-                                  f"and 'cuda'")
+                                  f"assembly come from the CPU backend); it shows 'kernels', "
+                                  f"'loops' and 'cuda'")
 
 
 register_backend("cuda", CudaExecutable)

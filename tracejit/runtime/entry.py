@@ -95,3 +95,5 @@ class Lowered:
     llvm_ir = property(lambda self: self._entry.exe.stage_text("llvm"))
     asm = property(lambda self: self._entry.exe.stage_text("asm"))
     cuda_source = property(lambda self: self._entry.exe.stage_text("cuda"))
+    # the loop IR of every generated kernel (codegen.loops), for the backend's target
+    loops = property(lambda self: self._entry.exe.stage_text("loops"))

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..codegen.fusion import plan as make_plan
 from ..codegen.llvm_program import CALL_WORDS, HEADER, build_program
+from ..codegen.schedule import describe as describe_loops
 from ..ir.core import Graph
 from ..ir.dtypes import HALF
 from ..ir.matmul_fold import fold_matmuls
@@ -71,6 +72,7 @@ class LLVMExecutable(Executable):
         self._bind_functions()
         self.compile_s = time.perf_counter() - t0
         dump("kernels", graph.name, lambda: self.plan.describe())
+        dump("loops", graph.name, lambda: self.stage_text("loops"))
         dump("program", graph.name, lambda: self.program.describe())
         dump("llvm", graph.name, lambda: self.program.llvm_text())
         dump("asm", graph.name, lambda: self.stage_text("asm"))
@@ -228,6 +230,8 @@ class LLVMExecutable(Executable):
     def stage_text(self, stage: str) -> str:
         if stage == "kernels":
             return self.plan.describe()
+        if stage == "loops":
+            return describe_loops(self.plan, "cpu")
         if stage == "program":
             return self.program.describe()
         if stage == "llvm":

@@ -1,0 +1,415 @@
+"""How reductions are scheduled (the reduction half of codegen.schedule), and the helpers
+both halves build loop IR with. See codegen.schedule for the accumulation rule and the order of
+additions that both targets share."""
+from __future__ import annotations
+
+import math
+
+from ..ir import dtypes as dt
+from ..ir.core import Aval, Value
+from . import loops as L
+from .expr import compute_dtype
+from .fusion import Kernel
+
+SMALL_KERNEL = 1 << 15    # below this many elements, compile time matters more than vector code
+VECTOR_WIDTH = 16         # lanes the CPU vectorizer is asked for
+COLUMN_TILE = 512         # accumulators of a CPU column tile (4 KiB of float64, held in L1)
+ROW_UNROLL = 4            # rows a column reduction adds as a tree before updating its accumulator
+SPLIT_ROWS_MIN = 32       # a chunk of a split leading reduction has at least this many rows
+SPLIT_WORK = 1 << 16      # ... and the split aims at this many (chunk, column) work items
+LOOP_BLOCK = 256          # CUDA threads per block of elementwise work
+MAX_GRID = 1 << 16        # grid-stride loops cover anything larger
+VEC_MIN = 1 << 12         # CUDA: below this many elements, one element per thread is as good
+SPLIT_OUTPUTS = 256       # CUDA: fewer outputs than this cannot fill the GPU a block each
+SPLIT_MIN = 1 << 15       # ... when each has at least this many elements to reduce
+SPLIT_CHUNK = 1 << 13     # elements per block of a split trailing reduction
+
+
+
+def is_small(plan) -> bool:
+    """Whether every kernel is small: the module is then built for compile speed."""
+    return all(int(math.prod(k.shape)) < SMALL_KERNEL for k in plan.kernels)
+
+
+def acc_dtype(op: str, d: dt.DType) -> dt.DType:
+    """What a reduction `op` with result dtype d accumulates in (both targets)."""
+    if op == "sum":
+        return dt.f64 if d.is_float else d
+    return dt.i32 if d is dt.bool_ else compute_dtype(d)
+
+
+def is_leading(k: Kernel) -> bool:
+    axes = k.instr.params["axes"]
+    return bool(axes) and tuple(axes) == tuple(range(len(axes))) and len(axes) < len(k.shape)
+
+
+def leading_split(rows: int, cols: int) -> tuple[int, int]:
+    """(chunks, rows per chunk) of a leading-axis reduction of `rows` rows and `cols` columns:
+    one chunk unless the columns alone give too little parallel work. A function of the shape
+    only, so that every target adds in the same order."""
+    if cols == 0 or rows < 2 * SPLIT_ROWS_MIN:
+        return 1, rows
+    chunks = min(rows // SPLIT_ROWS_MIN, -(-SPLIT_WORK // cols))
+    if chunks <= 1:
+        return 1, rows
+    per = -(-rows // chunks)
+    per = -(-per // ROW_UNROLL) * ROW_UNROLL
+    return -(-rows // per), per
+
+
+def parallel_extent(k: Kernel) -> int:
+    """CPU: the size of the loop that threads split (1 when there is none)."""
+    if k.kind in ("loop", "rows"):
+        return k.shape[0] if k.shape else 1
+    if k.kind == "reduce":
+        axes = k.instr.params["axes"]
+        kept = [d for d in range(len(k.shape)) if d not in axes]
+        return k.shape[kept[0]] if kept else 1
+    if k.kind == "scan":
+        outer = [d for i, d in enumerate(k.shape) if i != k.instr.params["axis"]]
+        return outer[0] if outer else 1
+    return 1
+
+
+def _size(shape) -> int:
+    return int(math.prod(shape))
+
+
+class _Names:
+    """Fresh loop-variable and accumulator names within one kernel."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def vars(self, prefix: str, k: int) -> list[str]:
+        return [self(prefix) for _ in range(k)]
+
+
+def _nest(names: _Names, extents, body_fn, first: str = "serial", vector: int = 0,
+          prefix: str = "i") -> list:
+    """Loops over `extents` (outermost first); the first gets `first` as its parallel mapping,
+    the innermost the vector hint. body_fn(index vars) gives the innermost body."""
+    vs = names.vars(prefix, len(extents))
+    body = body_fn([L.Var(v) for v in vs])
+    for d in reversed(range(len(extents))):
+        body = [L.Loop(vs[d], L.Lit(extents[d]) if isinstance(extents[d], int) else extents[d],
+                       body, par=first if d == 0 else "serial",
+                       vector=vector if d == len(extents) - 1 else 0)]
+    return body
+
+
+def _unflatten(names: _Names, flat: L.Ix, shape, prefix: str = "u") -> tuple[L.Unflatten,
+                                                                                 list[L.Ix]]:
+    vs = names.vars(prefix, len(shape))
+    return L.Unflatten(flat, tuple(shape), vs), [L.Var(v) for v in vs]
+
+
+def _cast(e: L.Expr, src: dt.DType, to: dt.DType) -> L.Expr:
+    return e if compute_dtype(src) is compute_dtype(to) else L.Cast(e, to)
+
+
+def _index_bits(lk: L.LoopKernel, loop_sizes) -> int:
+    sizes = [_size(v.shape) for v in lk.args] + list(loop_sizes)
+    return 64 if max(sizes, default=0) >= 2 ** 31 else 32
+
+def _column_tiling(kept: tuple[int, ...]) -> tuple[int, int]:
+    """How a CPU column reduction over kept axes is tiled: (p, block). Axes after p are covered
+    whole, axis p in blocks of `block` indices, so that a tile is at most COLUMN_TILE
+    accumulators and each row's part of it is contiguous. Axis 0 is never covered whole: the
+    threads split it."""
+    p, inner = len(kept) - 1, 1
+    while p > 0 and inner * kept[p] <= COLUMN_TILE:
+        inner *= kept[p]
+        p -= 1
+    return p, max(COLUMN_TILE // max(inner, 1), 1)
+
+
+def _block_size(n: int) -> int:
+    """Threads for a block that strides over n elements: a multiple of 32, at most 256."""
+    return max(32, min(256, 32 * -(-n // 32)))
+
+
+class ReduceScheduler:
+    """The reduction schedules; Scheduler (codegen.schedule) adds the other kernel kinds."""
+
+    target = "cpu"
+    small = False
+
+    @property
+    def gpu(self) -> bool:
+        return self.target == "gpu"
+
+    def _vec(self) -> int:
+        return 0 if self.small else VECTOR_WIDTH
+
+    def _kernel(self, name, inputs, outputs, body, accs, grid=0, block=0, extent=1,
+                loop_sizes=(), aligned=()) -> L.LoopKernel:
+        lk = L.LoopKernel(name, self.target, list(inputs), list(outputs), body, grid, block,
+                          extent, 64, list(aligned), {a.name: a for a in accs})
+        if self.gpu:
+            lk.index_bits = _index_bits(lk, loop_sizes)
+        return lk
+
+    # -- reductions ------------------------------------------------------------------------
+    def reduce_at(self, k: Kernel, names: _Names, oidx: list[L.Ix], accs: list,
+                  by_block: bool, span=None, partial=None) -> list:
+        """Reduce k's input over its reduced axes at kept index oidx, then store: serially, or
+        with the block's threads taking turns (by_block). `span` (lo, hi): only that range of
+        the flattened reduced elements; `partial` (buffer, flat index): store the accumulator
+        there, unconverted."""
+        ins = k.instr
+        op, axes = ins.prim.name, ins.params["axes"]
+        x, out = ins.inputs[0], ins.out
+        kept = [d for d in range(len(x.shape)) if d not in axes]
+        adt = acc_dtype(op, out.dtype)
+        acc = L.Acc(names("acc"), adt, op, reassoc=op == "sum" and adt.is_float and
+                    not by_block and not self.gpu)
+        accs.append(acc)
+
+        def full(ridx):
+            f: list = [None] * len(x.shape)
+            for d, i in zip(kept, oidx):
+                f[d] = i
+            for d, i in zip(axes, ridx):
+                f[d] = i
+            return f
+
+        def update(ridx):
+            return [L.Update(acc.name, _cast(L.Eval(x, full(ridx)), x.dtype, adt))]
+        red = [x.shape[d] for d in axes]
+        if self.gpu:
+            r = names("r")
+            un, ridx = _unflatten(names, L.Var(r), red)
+            lo, hi = span or (L.Lit(0), L.Lit(_size(red)))
+            loop = L.Loop(r, L.add(hi, L.mul(lo, -1)), [un, *update(ridx)], lo=lo,
+                          par="block" if by_block else "serial")
+            if isinstance(lo, L.Lit) and isinstance(hi, L.Lit):
+                loop.extent = L.Lit(hi.value - lo.value)
+            body = [acc, loop]
+        else:
+            # NaN-propagating max/min is not always recognised as a reduction (a masked
+            # softmax row was not), and a failed hinted loop prints a remark: only sums
+            # ask for a width
+            body = [acc, *_nest(names, red, update, vector=self._vec() if op == "sum" else 0,
+                                prefix="r")]
+        if partial is not None:
+            store = L.Store(partial[0], partial[1], L.AccGet(acc.name))
+        else:
+            store = L.Store(out, L.linear(oidx, out.shape),
+                            _cast(L.AccGet(acc.name), adt, out.dtype))
+        if by_block:
+            return body + [L.BlockReduce(acc.name), L.Leader([store])]
+        return body + [store]
+
+    def reduce(self, k: Kernel, name: str) -> L.Scheduled:
+        if is_leading(k):
+            return self.reduce_leading(k, name)
+        names = _Names()
+        axes = k.instr.params["axes"]
+        kept = [k.shape[d] for d in range(len(k.shape)) if d not in axes]
+        accs: list = []
+        if not self.gpu:
+            def body_fn(oidx):
+                return self.reduce_at(k, names, oidx, accs, False)
+            body = _nest(names, kept, body_fn, "threads", prefix="o") if kept else body_fn([])
+            return L.Scheduled(k, [self._kernel(name, k.inputs, k.outputs, body, accs,
+                                                extent=parallel_extent(k))])
+        n_out, n_red = _size(kept), _size([k.shape[d] for d in axes])
+        if 0 < n_out < SPLIT_OUTPUTS and n_red >= SPLIT_MIN:
+            return self.split_reduce(k, name, n_out, n_red)
+        block = _block_size(n_red)
+        o = names("o")
+        un, oidx = _unflatten(names, L.Var(o), kept)
+        body = [L.Loop(o, L.Lit(n_out), [un, *self.reduce_at(k, names, oidx, accs, True)],
+                       par="blocks")]
+        return L.Scheduled(k, [self._kernel(name, k.inputs, k.outputs, body, accs,
+                                            min(n_out, MAX_GRID), block,
+                                            loop_sizes=[_size(k.shape)])],
+                           note="a block per output")
+
+    def split_reduce(self, k: Kernel, name: str, n_out: int, n_red: int) -> L.Scheduled:
+        """Few, long outputs (a loss sum): blocks reduce chunks of each output's elements into
+        partials; a finishing kernel reduces each output's partials, a block per output."""
+        ins = k.instr
+        op, out = ins.prim.name, ins.out
+        adt = acc_dtype(op, out.dtype)
+        parts = min(1024, -(-n_red // SPLIT_CHUNK))
+        chunk = -(-n_red // parts)
+        part = Value(Aval((n_out * parts,), adt), None, name=f"{name}_partials")
+        kept = [n for d, n in enumerate(k.shape) if d not in ins.params["axes"]]
+        names, accs = _Names(), []
+        b = names("b")
+        o = L.Div(L.Var(b), parts) if parts > 1 else L.Var(b)
+        ov = names("o")
+        lo = L.mul(L.add(L.Var(b), L.mul(L.Var(ov), -parts)), chunk)
+        lov, hiv = names("lo"), names("hi")
+        un, oidx = _unflatten(names, L.Var(ov), kept)
+        body = [L.Loop(b, L.Lit(n_out * parts), [
+            L.Let(ov, o), L.Let(lov, lo), L.Let(hiv, L.Min(L.add(L.Var(lov), L.Lit(chunk)),
+                                                           L.Lit(n_red))), un,
+            *self.reduce_at(k, names, oidx, accs, True, (L.Var(lov), L.Var(hiv)),
+                            (part, L.Var(b)))], par="blocks")]
+        first = self._kernel(name, k.inputs, [part], body, accs, min(n_out * parts, MAX_GRID),
+                             256, loop_sizes=[_size(k.shape)])
+        names2 = _Names()
+        acc = L.Acc("acc", adt, op)
+        o2, j = names2("o"), names2("j")
+        body2 = [L.Loop(o2, L.Lit(n_out), [
+            acc, L.Loop(j, L.Lit(parts), [L.Update("acc", L.LoadFlat(
+                part, L.add(L.mul(L.Var(o2), parts), L.Var(j))))], par="block"),
+            L.BlockReduce("acc"),
+            L.Leader([L.Store(out, L.Var(o2), _cast(L.AccGet("acc"), adt, out.dtype))])],
+            par="blocks")]
+        finish = self._kernel(name + "_finish", [part], [out], body2, [acc], min(n_out, MAX_GRID),
+                              _block_size(parts), loop_sizes=[n_out * parts])
+        return L.Scheduled(k, [first, finish], [part],
+                           note=f"two-stage: {parts} partial blocks per output, then a finishing "
+                                f"kernel")
+
+    def _row_groups(self, names: _Names, x: Value, red, lo: L.Ix, count: int | L.Ix,
+                    col: list[L.Ix], upd) -> list:
+        """Rows lo .. lo+count of the flattened reduced axes `red` in groups of ROW_UNROLL added
+        as a balanced tree, then the rest one by one. upd(row index vectors) gives the update;
+        col is the kept index."""
+        def group(base, width):
+            stmts, items = [], []
+            for u in range(width):
+                un, ridx = _unflatten(names, L.add(base, L.Lit(u)), red, "w")
+                stmts.append(un)
+                items.append(ridx)
+            return stmts, items
+        out = []
+        g = names("g")
+        if isinstance(count, int):
+            full, rest = count // ROW_UNROLL, count % ROW_UNROLL
+            if full:
+                stmts, items = group(L.add(lo, L.mul(L.Var(g), ROW_UNROLL)), ROW_UNROLL)
+                out.append(L.Loop(g, L.Lit(full), stmts + upd(items)))
+            for u in range(rest):
+                stmts, items = group(L.add(lo, L.Lit(full * ROW_UNROLL + u)), 1)
+                out += stmts + upd(items)
+            return out
+        # a dynamic count (the last chunk on the GPU): groups, then a loop over the rest
+        cnt = names("n")
+        out.append(L.Let(cnt, count))
+        stmts, items = group(L.add(lo, L.mul(L.Var(g), ROW_UNROLL)), ROW_UNROLL)
+        out.append(L.Loop(g, L.Div(L.Var(cnt), ROW_UNROLL), stmts + upd(items)))
+        r, start = names("r"), names("s")
+        out.append(L.Let(start, L.add(lo, L.mul(L.Div(L.Var(cnt), ROW_UNROLL), ROW_UNROLL))))
+        stmts, items = group(L.add(L.Var(start), L.Var(r)), 1)
+        rest = L.add(L.Var(cnt), L.mul(L.Div(L.Var(cnt), ROW_UNROLL), -ROW_UNROLL))
+        out.append(L.Loop(r, rest, stmts + upd(items)))
+        return out
+
+    def reduce_leading(self, k: Kernel, name: str) -> L.Scheduled:
+        """A reduction over leading axes: rows outer, the kept trailing axes inner and
+        contiguous, in the order the module docstring states for both targets."""
+        ins = k.instr
+        op, m = ins.prim.name, len(ins.params["axes"])
+        x, out = ins.inputs[0], ins.out
+        red, kept = x.shape[:m], x.shape[m:]
+        n_rows, n_cols = _size(red), _size(kept)
+        chunks, per = leading_split(n_rows, n_cols)
+        adt = acc_dtype(op, out.dtype)
+        names: _Names = _Names()
+
+        def tree(items, col):
+            return L.Tree(op, [_cast(L.Eval(x, list(r) + col), x.dtype, adt) for r in items])
+        split = f"two-stage: {chunks} chunks of {per} rows, then a finishing step" \
+            if chunks > 1 else "serial down each column"
+        if self.gpu:
+            return self._leading_gpu(k, name, names, tree, red, kept, chunks, per, adt, split)
+        p, block = _column_tiling(kept)
+        inner = kept[p + 1:]
+        inner_size = _size(inner)
+        tot = L.Acc(names("tot"), adt, op, size=COLUMN_TILE)
+        part = L.Acc(names("part"), adt, op, size=COLUMN_TILE)
+        accs = [tot] + ([part] if chunks > 1 else [])
+
+        def tiles(oidx):
+            lo, hi = (L.BEGIN, L.END) if p == 0 else (L.Lit(0), L.Lit(kept[p]))
+            t, first, width = names("t"), names("first"), names("n")
+            span = L.add(hi, L.mul(lo, -1))
+
+            def cols(fn):
+                return _nest(names, [L.Var(width)] + list(inner),
+                             lambda j: fn(j), vector=self._vec(), prefix="j")
+
+            def at(j):
+                return L.add(L.mul(j[0], inner_size), L.linear(j[1:], inner))
+
+            def col(j):
+                return list(oidx) + [L.add(L.Var(first), j[0])] + list(j[1:])
+
+            def rows(acc, lo_row, count):
+                return self._row_groups(names, x, red, lo_row, count, [], lambda items: cols(
+                    lambda j: [L.Update(acc.name, tree(items, col(j)), at(j))]))
+            body = [L.Let(first, L.add(lo, L.mul(L.Var(t), block))),
+                    L.Let(width, L.Min(L.add(hi, L.mul(L.Var(first), -1)), L.Lit(block))),
+                    *cols(lambda j: [L.Reset(tot.name, at(j))])]
+            if chunks == 1:
+                body += rows(tot, L.Lit(0), n_rows)
+            else:
+                def chunk(base, count):
+                    return [*cols(lambda j: [L.Reset(part.name, at(j))]),
+                            *rows(part, base, count),
+                            *cols(lambda j: [L.Update(tot.name, L.AccGet(part.name, at(j)),
+                                                      at(j))])]
+                full, last = n_rows // per, n_rows % per
+                c = names("c")
+                body.append(L.Loop(c, L.Lit(full), chunk(L.mul(L.Var(c), per), per)))
+                if last:
+                    body += chunk(L.Lit(full * per), last)
+            body += cols(lambda j: [L.Store(out, L.linear(col(j), out.shape),
+                                            _cast(L.AccGet(tot.name, at(j)), adt, out.dtype))])
+            count = L.Div(L.add(span, L.Lit(block - 1)), block)
+            return [L.Loop(t, count, body)]
+        body = _nest(names, kept[:p], tiles, "threads", prefix="o") if p > 0 else tiles([])
+        return L.Scheduled(k, [self._kernel(name, k.inputs, k.outputs, accs + body, accs,
+                                            extent=parallel_extent(k))],
+                           note=f"{split}; column tiles of {block * inner_size}")
+
+    def _leading_gpu(self, k, name, names, tree, red, kept, chunks, per, adt, split):
+        ins = k.instr
+        op, x, out = ins.prim.name, ins.inputs[0], ins.out
+        n_rows, n_cols = _size(red), _size(kept)
+        acc = L.Acc(names("acc"), adt, op)
+
+        def upd(items):
+            return [L.Update(acc.name, tree(items, oidx))]
+        if chunks == 1:           # a thread per output, walking down its column (coalesced)
+            o = names("o")
+            un, oidx = _unflatten(names, L.Var(o), kept)
+            body = [L.Loop(o, L.Lit(n_cols), [
+                un, acc, *self._row_groups(names, x, red, L.Lit(0), n_rows, oidx, upd),
+                L.Store(out, L.Var(o), _cast(L.AccGet(acc.name), adt, out.dtype))], par="grid")]
+            return L.Scheduled(k, [self._kernel(
+                name, k.inputs, k.outputs, body, [acc], min(-(-n_cols // LOOP_BLOCK), MAX_GRID),
+                LOOP_BLOCK, loop_sizes=[_size(x.shape)])], note=split + ", a thread per column")
+        part = Value(Aval((chunks * n_cols,), adt), None, name=f"{name}_partials")
+        t, lo = names("t"), names("lo")
+        un1, (c, o) = _unflatten(names, L.Var(t), (chunks, n_cols))
+        un, oidx = _unflatten(names, o, kept)
+        count = L.Min(L.add(L.Lit(n_rows), L.mul(L.Var(lo), -1)), L.Lit(per))
+        body = [L.Loop(t, L.Lit(chunks * n_cols), [
+            un1, un, L.Let(lo, L.mul(c, per)), acc,
+            *self._row_groups(names, x, red, L.Var(lo), count, oidx, upd),
+            L.Store(part, L.Var(t), L.AccGet(acc.name))], par="grid")]
+        first = self._kernel(name, k.inputs, [part], body, [acc],
+                             min(-(-chunks * n_cols // LOOP_BLOCK), MAX_GRID), LOOP_BLOCK,
+                             loop_sizes=[_size(x.shape)])
+        names2 = _Names()
+        fin = L.Acc(names2("acc"), adt, op)
+        o2, c2 = names2("o"), names2("c")
+        body2 = [L.Loop(o2, L.Lit(n_cols), [
+            fin, L.Loop(c2, L.Lit(chunks), [L.Update(fin.name, L.LoadFlat(
+                part, L.add(L.mul(L.Var(c2), n_cols), L.Var(o2))))]),
+            L.Store(out, L.Var(o2), _cast(L.AccGet(fin.name), adt, out.dtype))], par="grid")]
+        finish = self._kernel(name + "_finish", [part], [out], body2, [fin],
+                              min(-(-n_cols // LOOP_BLOCK), MAX_GRID), LOOP_BLOCK,
+                              loop_sizes=[chunks * n_cols])
+        return L.Scheduled(k, [first, finish], [part], note=split)
