@@ -308,3 +308,26 @@ def test_in_place_update_of_a_mapped_argument_is_written_back():
     want = torch.func.vmap(tf, in_dims=1)(tx)
     np.testing.assert_allclose(_np(got), want.numpy())
     np.testing.assert_allclose(_np(x), tx.numpy())                 # both doubled in place
+
+
+def test_nested_randomness_and_a_module():
+    inner = lambda m: tj.vmap(lambda v: v + tj.rand(()), randomness=m)     # noqa: E731
+    both = tj.vmap(inner("different"), randomness="different")(tj.zeros(3, 4)).numpy()
+    assert len(np.unique(both)) == 12
+    rows = tj.vmap(inner("same"), randomness="different")(tj.zeros(3, 4)).numpy()
+    assert all(len(np.unique(r)) == 1 for r in rows) and len(np.unique(rows)) == 3
+    lin = tj.nn.Linear(4, 3)
+    xs = tj.tensor(rng.standard_normal((5, 2, 4)).astype(np.float32))
+    out = tj.vmap(lin)(xs)
+    np.testing.assert_allclose(out.detach().numpy(), lin(xs).detach().numpy(), rtol=1e-6)
+    out.sum().backward()
+    np.testing.assert_allclose(lin.weight.grad.numpy(),
+                               np.ones((10, 3)).T @ xs.numpy().reshape(10, 4), rtol=1e-5)
+
+
+def test_dump_prints_the_batched_graph(monkeypatch, capsys):
+    monkeypatch.setenv("TRACEJIT_DUMP", "vmap")
+    tj.vmap(lambda x, w: tj.tanh(x @ w), in_axes=(0, None))(
+        tj.tensor(rng.standard_normal((6, 2, 3))), tj.tensor(rng.standard_normal((3, 4))))
+    err = capsys.readouterr().err
+    assert "tracejit vmap" in err and "matmul" in err and "f64[12,3]" in err
