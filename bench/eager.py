@@ -23,7 +23,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-THREADS = {"chain": 1, "models": 1, "ew": 2, "rss": 1}
+THREADS = {"chain": 1, "models": 1, "ew": 2, "rss": 1, "crossover": 2}
 
 
 def _set_threads(n: int) -> None:
@@ -183,6 +183,45 @@ def section_ew(rounds: int) -> dict:
     a, b = _pair(run_tj, run_torch, rounds)
     c = _median_ms(run_np, rounds)
     return {"ew_ms_tj": a, "ew_ms_torch": b, "ew_ms_numpy": c, "ew_ratio": a / b}
+
+
+# -- crossover of the large-tensor kernel path --------------------------------------------------
+def section_crossover(rounds: int) -> dict:
+    """Per op and size: eager time with the compiled-kernel path / with NumPy (2 threads)."""
+    import numpy as np
+
+    import tracejit as tj
+    from tracejit.runtime import eager_kernels as ek
+    rng = np.random.default_rng(0)
+    ops = {"mul": lambda a, b: a * b, "add": lambda a, b: a + b, "div": lambda a, b: a / b,
+           "exp": lambda a, b: tj.exp(a), "log": lambda a, b: tj.log(b), "tanh": lambda a, b: tj.tanh(a),
+           "sin": lambda a, b: tj.sin(a), "sqrt": lambda a, b: tj.sqrt(b),
+           "maximum": lambda a, b: tj.maximum(a, b), "gt": lambda a, b: a > b,
+           "amax": lambda a, b: a.amax(-1)}
+    out = {}
+    old_min = ek.MIN_ELEMENTS
+    ek.MIN_ELEMENTS = 0
+    try:
+        for logn in (14, 16, 18, 20, 22):
+            n = 1 << logn
+            a = tj.tensor(rng.standard_normal((n // 256, 256)).astype(np.float32))
+            b = tj.tensor(rng.random((n // 256, 256)).astype(np.float32) + 0.5)
+            for name, f in ops.items():
+                inner = max(1, (1 << 22) // n)
+
+                def with_kernel(f=f):
+                    ek.enable(True)
+                    return f(a, b)
+
+                def with_numpy(f=f):
+                    ek.enable(False)
+                    return f(a, b)
+                k, m = _pair(with_kernel, with_numpy, rounds, inner)
+                out[f"x_{name}_2^{logn}"] = k / m
+    finally:
+        ek.MIN_ELEMENTS = old_min
+        ek.enable(True)
+    return out
 
 
 # -- peak RSS -----------------------------------------------------------------------------------

@@ -279,8 +279,8 @@ def test_checkpoint_recomputes_and_matches():
 def test_memory_freed_after_backward():
     x = tj.tensor(np.ones(1000), requires_grad=True)
     big = tj.exp(x)
-    ref = weakref.ref(big)
-    loss = (big * 2).sum()          # MulBackward0 saves big
+    ref = weakref.ref(big._data)    # the memory: ExpBackward0 saves its output's array
+    loss = (big * 2).sum()
     del big
     gc.collect()
     assert ref() is not None        # kept alive by the graph until backward

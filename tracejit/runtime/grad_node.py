@@ -34,8 +34,6 @@ class CompiledNode(Node):
         return self._name
 
     def apply(self, grads, create_graph):
-        if self.freed:
-            raise RuntimeError(self._freed_msg)
         ins = [s.unpack(self) if isinstance(s, SavedTensor) else s for s in self.inputs]
         if create_graph:      # differentiate the forward graph again, on the tape
             return self._apply_differentiable(ins, grads)

@@ -7,8 +7,11 @@ from typing import Sequence
 
 import numpy as np
 
+from ..ir import dtypes as dt
 from ..ir.core import Aval, Value, user_location
+from .eager import Arr, quiet_call
 from .node_names import node_name, scalar_overload
+from .forward_ad import FWD
 from .state import STATE, set_grad_enabled
 from .tensor import Tensor, _RemovableHandle
 
@@ -25,19 +28,58 @@ class SavedTensor:
     def unpack(self, node: "Node") -> Tensor:
         t = self.tensor
         if t._version[0] != self.version:
-            raise RuntimeError(
-                f"one of the variables needed for gradient computation has been modified by an "
-                f"inplace operation: [{t.dtype.name}{list(t.shape)}] is at version "
-                f"{t._version[0]}; expected version {self.version} instead. It was saved by "
-                f"{node.name()}.")
+            _modified(t._data, t._version[0], self.version, node)
         return t
+
+    def data(self, node: "Node"):
+        """The saved array (for the array backward), version-checked as unpack."""
+        return self.unpack(node)._data
+
+
+class SavedOutput:
+    """A node's own output saved for its backward: the array and its version counter, not the
+    Tensor, whose grad_fn is the node (saving it would make a reference cycle that keeps the
+    whole graph alive until the garbage collector runs). Unpacked, it is a Tensor again whose
+    grad_fn is the node, so create_graph differentiates through it."""
+
+    __slots__ = ("array", "counter", "version")
+
+    def __init__(self, t: Tensor) -> None:
+        self.array = t._data
+        self.counter = t._version
+        self.version = t._version[0]
+
+    def data(self, node: "Node"):
+        if self.counter[0] != self.version:
+            _modified(self.array, self.counter[0], self.version, node)
+        return self.array
+
+    def unpack(self, node: "Node") -> Tensor:
+        t = Tensor(self.data(node))
+        t._version = self.counter
+        t.grad_fn, t._requires_grad, t._out_idx = node, True, 0
+        return t
+
+
+def _modified(array, now: int, saved: int, node: "Node") -> None:
+    dtype = dt.NP_TO_DTYPE.get(array.dtype, array.dtype)
+    name = getattr(dtype, "name", str(dtype))
+    raise RuntimeError(
+        f"one of the variables needed for gradient computation has been modified by an "
+        f"inplace operation: [{name}{list(array.shape)}] is at version {now}; expected "
+        f"version {saved} instead. It was saved by {node.name()}.")
 
 
 class Node:
     """A backward function of the graph (PyTorch's grad_fn)."""
 
+    __slots__ = ("next_functions", "freed", "out_hooks", "retained", "__weakref__")
+
     n_outputs = 1
     fwd_loc: tuple | None = None     # (graph, file:line) of a traced forward op
+    # whether apply reads values saved in forward, so that running it again after they were
+    # freed is an error (the engine checks, before apply)
+    keeps_saved = True
     _freed_msg = ("Trying to backward through the graph a second time (or directly access saved "
                   "tensors after they have already been freed). Saved intermediate values of the "
                   "graph are freed when you call .backward() or autograd.grad(). Specify "
@@ -51,7 +93,7 @@ class Node:
                 edges.append((t.grad_fn, t._out_idx) if t.grad_fn is not None
                              else (accumulate_node(t), 0))
             else:
-                edges.append((None, 0))
+                edges.append(_NO_EDGE)
         self.next_functions = tuple(edges)
         self.freed = False
         self.out_hooks: dict[int, list] | None = None   # tensor hooks per output index
@@ -70,19 +112,54 @@ class Node:
         self.freed = True
 
 
+_NO_EDGE = (None, 0)
+_SAVES: dict = {}          # (prim, need) -> (inputs its VJP reads, whether it reads the output)
+
+
+def _np_dtype(d) -> dt.DType:
+    return d if type(d) is dt.DType else dt.NP_TO_DTYPE[d]
+
+
 class PrimNode(Node):
-    """The backward of one primitive application: runs the primitive's VJP rule."""
+    """The backward of one primitive application: runs the primitive's VJP rule. It keeps
+    only what the rule reads (prim.saves / prim.save_out for this `need`), and for the other
+    inputs their shape and dtype."""
+
+    __slots__ = ("prim", "params", "in_avals", "need", "saved", "saved_out", "keeps_saved",
+                 "_name", "_scalar_arg", "fwd_loc")
 
     def __init__(self, prim, params, args, out: Tensor) -> None:
-        super().__init__(args)
+        edges = []
+        need = []
+        for t in args:
+            if t._requires_grad:
+                gf = t.grad_fn
+                edges.append((gf, t._out_idx) if gf is not None else (accumulate_node(t), 0))
+                need.append(True)
+            else:
+                edges.append(_NO_EDGE)
+                need.append(False)
+        self.next_functions = tuple(edges)
+        self.freed = False
+        self.out_hooks = None
+        self.retained = None
         self.prim, self.params = prim, params
-        self.in_avals = [(a._data.shape, a.dtype) for a in args]
-        self.need = tuple(a._requires_grad for a in args)
-        if type(out._data) is Value:     # traced: the backward IR gets the op's line
-            self.fwd_loc = (out._data.graph, out._data.producer.loc)
-        saves, save_out = prim.saved_for(self.need)
-        self.saved = [SavedTensor(a) if i in saves else None for i, a in enumerate(args)]
-        self.saved_out = SavedTensor(out) if save_out else None
+        self.need = need = tuple(need)
+        sv = _SAVES.get((prim, need))
+        if sv is None:
+            sv = _SAVES[(prim, need)] = prim.saved_for(need)
+        saves, save_out = sv
+        # (shape, dtype) of every input, for the rule's Avals and the node's name
+        self.in_avals = [(a._data.shape, a._data.dtype) for a in args]
+        traced = type(out._data) is Value
+        self.fwd_loc = (out._data.graph, out._data.producer.loc) if traced else None
+        self.saved = [SavedTensor(a) if i in saves else None for i, a in enumerate(args)] \
+            if saves else [None] * len(args)
+        if not save_out:
+            self.saved_out = None
+        else:   # traced outputs are short-lived: the trace's Tensor itself is kept
+            # (with dual tensors live, the Tensor itself, which carries the output's tangent)
+            self.saved_out = SavedTensor(out) if traced or FWD.levels else SavedOutput(out)
         # a node that keeps nothing alive can run again after backward, as in PyTorch
         self.keeps_saved = bool(saves) or save_out
         self._name = None
@@ -104,31 +181,42 @@ class PrimNode(Node):
         self._scalar_arg = i
         self.next_functions = tuple(e for k, e in enumerate(self.next_functions) if k != i)
 
+    def _avals(self) -> list[Aval]:
+        return [Aval(s, _np_dtype(d)) for s, d in self.in_avals]
+
     def name(self) -> str:
         if self._name is None:
-            self._name = node_name(
-                self.prim.name, self.params, [Aval(s, d) for s, d in self.in_avals], self.need)
+            self._name = node_name(self.prim.name, self.params, self._avals(), self.need)
         return self._name
 
     def apply(self, grads, create_graph):
-        if self.freed and self.keeps_saved:
-            raise RuntimeError(self._freed_msg)
-        ins = [s.unpack(self) if s is not None else Aval(*av)
-               for s, av in zip(self.saved, self.in_avals)]
+        ins = [s.unpack(self) if s is not None else Aval(sh, _np_dtype(d))
+               for s, (sh, d) in zip(self.saved, self.in_avals)]
         out = self.saved_out.unpack(self) if self.saved_out is not None else None
-        res = self.prim.vjp(grads[0], ins, out, self.params, self.need)
+        return self._results(self.prim.vjp(grads[0], ins, out, self.params, self.need))
+
+    def apply_arrays(self, g: Arr) -> list:
+        """The VJP rule run directly on arrays (a backward that records nothing)."""
+        ins = [Arr(s.data(self)) if s is not None else Aval(sh, _np_dtype(d))
+               for s, (sh, d) in zip(self.saved, self.in_avals)]
+        out = Arr(self.saved_out.data(self)) if self.saved_out is not None else None
+        return self._results(self.prim.vjp(g, ins, out, self.params, self.need))
+
+    def _results(self, res) -> list:
         res = [r if n else None for r, n in zip(res, self.need)]
         if self._scalar_arg is not None:
             del res[self._scalar_arg]
         return res
 
     def release(self) -> None:
-        super().release()
+        self.freed = True
         self.saved = [None] * len(self.saved)
         self.saved_out = None
 
 
 class AccumulateGrad(Node):
+    keeps_saved = False
+
     def __init__(self, variable: Tensor) -> None:
         super().__init__(())
         self.variable = variable
@@ -209,6 +297,8 @@ def _prune(order: list[Node], target_nodes: set[int]) -> tuple[set[int], set[int
 def _apply(node: Node, grads: list, create_graph: bool) -> list:
     """node.apply; while tracing, the IR it emits carries the forward op's file:line (as the
     reverse-mode IR transform does), not the line of the call that started the trace."""
+    if node.freed and node.keeps_saved:
+        raise RuntimeError(Node._freed_msg)
     if node.fwd_loc is None:
         return node.apply(grads, create_graph)
     graph, loc = node.fwd_loc
@@ -218,6 +308,23 @@ def _apply(node: Node, grads: list, create_graph: bool) -> list:
         return node.apply(grads, create_graph)
     finally:
         graph.loc_override = prev
+
+
+def _tensor(g):
+    """A gradient as the Tensor users and non-primitive nodes see."""
+    return Tensor(g._data) if type(g) is Arr else g
+
+
+def _arr(g) -> Arr:
+    return g if type(g) is Arr else Arr(g._data)
+
+
+def _sum(a, b):
+    """Two gradients of one value added (never in place: a rule may pass one array on to
+    several inputs)."""
+    if type(a) is Arr and type(b) is Arr:
+        return Arr(quiet_call(np.add, a._data, b._data))
+    return _tensor(a) + _tensor(b)
 
 
 def _run_hooks(hooks, g):
@@ -281,23 +388,29 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
     captured: dict[int, Tensor] = {}
 
     ready = [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
+    # Without create_graph (and outside traces) nothing is recorded: primitive nodes run their
+    # VJP rules straight on arrays (Arr), and gradients become Tensors only where the user can
+    # see them (hooks, retain_grad, .grad, autograd.grad's results) or a node needs them.
+    lean = not create_graph and not STATE.traces
     with set_grad_enabled(create_graph):
         while ready:
             node = ready.pop()
-            grads = buffers.pop(node, [None] * node.n_outputs)
+            grads = buffers.pop(node, None) or [None] * node.n_outputs
             if node.out_hooks:
-                grads = [_run_hooks(node.out_hooks.get(i), g) if g is not None else g
+                grads = [_run_hooks(node.out_hooks.get(i), _tensor(g)) if g is not None else g
                          for i, g in enumerate(grads)]
             if node.retained:
                 for i, g in enumerate(grads):
                     ref = node.retained.get(i)
                     t = ref() if ref is not None else None
                     if t is not None and g is not None:
+                        g = _tensor(g)
                         t._grad = g if t._grad is None else t._grad + g
             for i, g in enumerate(grads):
                 key = (id(node), i)
                 if key in targets and g is not None:
                     t = targets[key]
+                    g = _tensor(g)
                     if isinstance(node, AccumulateGrad):
                         g = _run_hooks(t._hooks, g)
                     captured[id(t)] = g if id(t) not in captured else captured[id(t)] + g
@@ -305,7 +418,7 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                 t = node.variable
                 g = grads[0]
                 if g is not None and accumulate:
-                    _accumulate_leaf(t, _run_hooks(t._hooks, g), create_graph)
+                    _accumulate_leaf(t, _run_hooks(t._hooks, _tensor(g)), create_graph)
                     for hook in list(node.post_hooks or ()):
                         hook(t)
                 continue
@@ -314,15 +427,22 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
             if all(g is None for g in grads):
                 results = [None] * len(node.next_functions)
             else:
-                results = _apply(node, grads, create_graph)
+                if lean and type(node) is PrimNode:
+                    if node.freed and node.keeps_saved:
+                        raise RuntimeError(Node._freed_msg)
+                    results = node.apply_arrays(_arr(grads[0]))
+                else:
+                    results = _apply(node, [_tensor(g) for g in grads], create_graph)
                 if not retain_graph:
                     node.release()
             for (nxt, idx), g in zip(node.next_functions, results):
                 if nxt is None or (runs is not None and id(nxt) not in reach):
                     continue
                 if g is not None:
-                    buf = buffers.setdefault(nxt, [None] * nxt.n_outputs)
-                    buf[idx] = g if buf[idx] is None else buf[idx] + g
+                    buf = buffers.get(nxt)
+                    if buf is None:
+                        buf = buffers[nxt] = [None] * nxt.n_outputs
+                    buf[idx] = g if buf[idx] is None else _sum(buf[idx], g)
                 deps[nxt] -= 1
                 if deps[nxt] == 0:
                     ready.append(nxt)
@@ -394,6 +514,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bo
                                    f"behavior.")
         res.append(g)
     return tuple(res)
+
 
 
 def register_post_accumulate_grad_hook(t: Tensor, hook):

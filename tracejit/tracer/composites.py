@@ -32,8 +32,6 @@ class CompositeNode(Node):
         return self._name
 
     def apply(self, grads, create_graph):
-        if self.freed:
-            raise RuntimeError(self._freed_msg)
         # recomputing reads every input, so each must be unchanged; otherwise the inner graph's
         # own nodes check (they share the inputs' version counters) just what their rules read
         if create_graph:

@@ -52,8 +52,6 @@ class FunctionNode(Node):
         return f"{self.cls.__name__}Backward"
 
     def apply(self, grads, create_graph):
-        if self.freed:
-            raise RuntimeError(self._freed_msg)
         if self.ctx.materialize_grads:
             grads = [g if g is not None else Tensor(to_device(np.zeros(s, d.np), dev))
                      for g, (s, d, dev) in zip(grads, self.out_meta)]
@@ -137,8 +135,6 @@ class CheckpointNode(Node):
         return "CheckpointFunctionBackward"
 
     def apply(self, grads, create_graph):
-        if self.freed:
-            raise RuntimeError(self._freed_msg)
         reads = [s.unpack(self) for s in self.saved]
         if create_graph:                # differentiate through the originals' own history
             inner, stand_ins = reads, {}

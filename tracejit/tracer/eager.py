@@ -1,0 +1,176 @@
+"""The lean eager path: a primitive applied to concrete arrays, with no tracing, no device
+lookups and no per-call shape inference.
+
+Everything here is derived from the one registry: the output type comes from the primitive's
+own `infer` rule (run once per (primitive, params, input shapes and dtypes) and cached), and
+the values from its `impl`. `Arr` is what flows through a backward pass that records nothing
+(no create_graph): the registry's VJP rules bind their primitives to it, which runs them
+straight on the arrays. Large CPU arrays may go to a compiled kernel instead of NumPy when the
+runtime has registered a provider (see `set_kernel_provider`)."""
+from __future__ import annotations
+
+import contextvars
+from typing import Any, Callable
+
+import numpy as np
+
+from ..devices import is_gpu_array, to_device, device_of
+from ..ir import dtypes as dt
+from ..ir.core import Aval, user_location
+
+NP_TO_DTYPE = dt.NP_TO_DTYPE
+
+# NumPy's floating-point error mode lives in a context variable; setting it to "ignore all"
+# costs ~0.1 us, where entering np.errstate costs ~1.5 us (most of a small op's time). The
+# private variable is looked up once; without it (another NumPy) np.errstate is used.
+try:
+    from numpy._core import _ufunc_config as _ufc
+    _ERR_VAR: contextvars.ContextVar | None = _ufc._extobj_contextvar
+    with np.errstate(all="ignore"):
+        _IGNORE = _ERR_VAR.get()
+except (ImportError, AttributeError):       # pragma: no cover - other NumPy versions
+    _ERR_VAR = None
+    _IGNORE = None
+
+
+def quiet_call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs) with NumPy's floating-point warnings off (inf and nan are values)."""
+    if _ERR_VAR is None:                    # pragma: no cover
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+    tok = _ERR_VAR.set(_IGNORE)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _ERR_VAR.reset(tok)
+
+
+# (prim, params items, (shape, np dtype) per operand) -> (normalized params, output np dtype,
+# output is float). Bounded: cleared when full (shapes of a workload repeat, so it refills
+# with the live ones).
+_INFER: dict = {}
+_INFER_MAX = 8192
+
+
+def infer(prim, params: dict, data: list) -> tuple[dict, np.dtype, bool]:
+    """The normalized params, output NumPy dtype and whether it is a float, for `prim` applied
+    to arrays `data`: the registry's infer rule, cached."""
+    # dtype.num: hashing np.dtype objects is slow; the number names the type (byte order
+    # aside, and NumPy computes either byte order right)
+    try:
+        pk = tuple(params.items()) if params else ()
+        if len(data) == 2:
+            a, b = data
+            key = (prim, pk, a.shape, a.dtype.num, b.shape, b.dtype.num)
+        elif len(data) == 1:
+            a = data[0]
+            key = (prim, pk, a.shape, a.dtype.num)
+        else:
+            key = (prim, pk, *[(d.shape, d.dtype.num) for d in data])
+        hit = _INFER.get(key)
+    except TypeError:                       # an unhashable param (a list, an array)
+        key = hit = None
+    if hit is not None:
+        return hit
+    norm = prim.normalize(params)
+    aval = prim.infer([Aval(d.shape, _dtype_of(prim, d)) for d in data], norm)
+    hit = (norm, aval.dtype.np, aval.dtype.is_float)
+    if key is not None:
+        if len(_INFER) >= _INFER_MAX:
+            _INFER.clear()
+        _INFER[key] = hit
+    return hit
+
+
+def _dtype_of(prim, d) -> dt.DType:
+    try:
+        return NP_TO_DTYPE[d.dtype]
+    except KeyError:
+        raise TypeError(f"{prim.name}: unsupported array dtype {d.dtype} "
+                        f"(at {user_location()})") from None
+
+
+def infer_cache_clear() -> None:
+    _INFER.clear()
+
+
+# -- compiled kernels for large arrays --------------------------------------------------------
+# The runtime registers a provider at import (the tracer never imports the runtime):
+# provider(prim, data, params, out_np_dtype) -> the result array, or None to use NumPy.
+_PROVIDER: list = [None]
+
+
+def set_kernel_provider(provider: Callable | None) -> None:
+    """Route large eager CPU ops through `provider` (None: NumPy only)."""
+    _PROVIDER[0] = provider
+
+
+def kernel_provider() -> Callable | None:
+    return _PROVIDER[0]
+
+
+def run_impl(prim, data: list, params: dict, out_np: np.dtype) -> Any:
+    """The primitive's value on `data`: a fresh array, or a read-only view of an input (a
+    lazy copy, copied before anything writes to it)."""
+    provider = _PROVIDER[0]
+    if provider is not None:
+        res = provider(prim, data, params, out_np)
+        if res is not None:
+            return res
+    tok = _ERR_VAR.set(_IGNORE) if _ERR_VAR is not None else None
+    try:
+        res = prim.impl(*data, **params) if tok is not None else \
+            quiet_call(prim.impl, *data, **params)
+    except (IndexError, ValueError, TypeError) as e:
+        # a new exception of the same built-in family, chained: the original may be a
+        # subclass whose constructor takes other arguments
+        base = next(c for c in (IndexError, ValueError, TypeError) if isinstance(e, c))
+        raise base(f"{prim.name}: {e} (at {user_location()})") from e
+    finally:
+        if tok is not None:
+            _ERR_VAR.reset(tok)
+    if type(res) is not np.ndarray:
+        if is_gpu_array(res):                # CuPy results stay on the GPU
+            return res if res.dtype == out_np else res.astype(out_np)
+        res = np.asarray(res)
+    if res.dtype != out_np:
+        res = res.astype(out_np)
+    elif res.base is not None and res.flags.writeable:
+        # a view of an input (reshape, slice, ...) is a lazy copy: read-only, and copied
+        # before anything writes to it or aliases it (see Tensor.detach, inplace)
+        res.flags.writeable = False
+    return res
+
+
+class Arr:
+    """An array flowing through a backward pass that records nothing. VJP rules read its
+    shape and dtype and bind primitives to it, which runs them directly on the array."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Any) -> None:
+        self._data = data
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._data.shape
+
+    @property
+    def dtype(self) -> dt.DType:
+        return NP_TO_DTYPE[self._data.dtype]
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    def __tj_bind__(self, prim, args, params) -> "Arr":
+        data = [a._data for a in args]
+        params, out_np, _ = infer(prim, params, data)
+        return Arr(run_impl(prim, data, params, out_np))
+
+    def __tj_const__(self, array: np.ndarray) -> "Arr":
+        d = self._data
+        return Arr(array if type(d) is np.ndarray else to_device(array, device_of(d)))
+
+    def __repr__(self) -> str:
+        return f"Arr({self.dtype.name}{list(self.shape)})"
