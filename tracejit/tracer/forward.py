@@ -24,6 +24,7 @@ from ..debug import dump
 from ..devices import CPU
 from ..ir.core import Aval, Graph, replay, user_location
 from ..ir.autodiff import split, vjp_graph
+from ..ir.batching import BatchAxis, batch_graph
 from ..ir.forward import jvp_graph, linear_split
 from ..ir.printer import print_graph
 from . import ops
@@ -32,7 +33,7 @@ from .rng import default_generator
 from .state import STATE
 from .tensor import Tensor
 from .trace import TraceContext
-from .vmap import vmap
+from .stacking import movedim
 
 class Pure:
     """A traced function: its graph (inputs: the flat arguments, then what it read from
@@ -92,7 +93,21 @@ def trace_pure(fn: Callable, args: Sequence[Tensor], in_tree, name: str) -> Pure
     g.outputs = outs
     if ctx.rng is not None:
         g.inputs = [v for v in g.inputs if v not in ctx.rng] + list(ctx.rng)
-    return Pure(g, out_tree, ctx.captures, ctx.n_random, device)
+    pure = Pure(g, out_tree, list(ctx.captures), ctx.n_random, device)
+    _release(ctx)
+    return pure
+
+
+def _release(ctx: TraceContext) -> None:
+    """Drop what a finished nested trace holds of outside tensors: its tensors point back at
+    it (their _born_in), so it lives in a reference cycle until a garbage collection, and an
+    enclosing compiled function would take the outside tensors it holds for escapes."""
+    ctx.captures.clear()
+    ctx._cap_index.clear()
+    ctx._leaves.clear()
+    ctx._arrays.clear()
+    ctx.guards.clear()
+    ctx.writes.clear()
 
 
 def _leaf_tensor(x: Any, what: str) -> Tensor:
@@ -218,28 +233,34 @@ def _basis(wrt: list[Tensor]) -> list[Tensor]:
     return out
 
 
+def _batched_run(g: Graph, fixed: list[Tensor], batched: list[Tensor]) -> list[Tensor]:
+    """g (inputs: `fixed`, then one per `batched`) run on every row of the `batched` tensors
+    at once: the batching transform (ir.batching, the graph-level tj.vmap) of g, replayed
+    (no trace of its own: g is already a graph). Outputs carry the batch axis first."""
+    n = batched[0].shape[0]
+    bg, out_b = batch_graph(g, [False] * len(fixed) + [True] * len(batched),
+                            BatchAxis(n, "same"), f"vmap_{g.name}")
+    dump("vmap", bg.name, lambda: print_graph(bg))
+    outs = _run(bg, fixed + batched)
+    return [o if b else ops.broadcast_to(o, (n,) + tuple(o.shape)) for o, b in zip(outs, out_b)]
+
+
 def _columns(tangent_g: Graph, residuals: list[Tensor], wrt: list[Tensor]) -> list[Tensor]:
-    """The tangent graph applied to every basis tangent: per float output a [*out.shape, n]
-    tensor. Built on tj.vmap (one batched run of the tangent graph); a graph that draws random
-    numbers (recomputed from the saved seed, which vmap would replace by fresh streams inside
-    a trace) runs once per basis tangent instead."""
+    """The tangent graph applied to every basis tangent at once: per float output a
+    [*out.shape, n] tensor."""
     basis = _basis(wrt)
     n = basis[0].shape[0] if basis else 0
-
-    def tangent_fn(*ts):
-        return tuple(_run(tangent_g, residuals + list(ts)))
-    if n and not any(ins.prim.name == "random" for ins in tangent_g.instrs):
-        return list(vmap(tangent_fn, in_axes=0, out_axes=-1)(*basis))
-    cols = [tangent_fn(*[b[e] for b in basis]) for e in range(n)]
-    return [ops.stack([c[i] for c in cols], -1) if cols else
-            ops.as_tensor(np.zeros(tuple(v.shape) + (0,), v.dtype.np), const=True)
-            for i, v in enumerate(tangent_g.outputs)]
+    if n == 0:
+        return [ops.as_tensor(np.zeros(tuple(v.shape) + (0,), v.dtype.np), const=True)
+                for v in tangent_g.outputs]
+    return [movedim(c, 0, -1) for c in _batched_run(tangent_g, residuals, basis)]
 
 
 def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     """d fn(*args) / d args[argnums] by forward mode: shape out.shape + arg.shape, the layout of
     tj.jacrev (and JAX's jacfwd). The function is linearized once (its primal part runs once)
-    and the linear part runs on the whole standard basis at once, through tj.vmap."""
+    and the linear part runs on the whole standard basis at once, batched by the vmap
+    transform (ir.batching)."""
     name = f"jacfwd_{getattr(fn, '__name__', 'f')}"
 
     @functools.wraps(fn)
@@ -299,7 +320,7 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     """d fn(*args) / d args[argnums] by reverse mode, shaped out.shape + arg.shape (JAX's
     jacrev): the reverse-mode transform (ir.autodiff) of the traced function, cut into its
     forward part, which runs once, and its backward part, which runs on the whole standard
-    basis of each output's cotangent at once, through tj.vmap."""
+    basis of each output's cotangent at once, batched by the vmap transform (ir.batching)."""
     name = f"jacrev_{getattr(fn, '__name__', 'f')}"
 
     @functools.wraps(fn)
@@ -324,10 +345,7 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
                 continue
             i, fi = fi, fi + 1
 
-            def backward(ct, i=i):
-                cts = zeros[:i] + [ct] + zeros[i + 1:]
-                return tuple(_run(bwd_g, residuals + cts))
-            rows = _rows(backward, bwd_g, o, [flat_args[k] for k in wrt])
+            rows = _rows(bwd_g, residuals, zeros, i, o, [flat_args[k] for k in wrt])
             blocks, pos = [], 0
             for start, leaves, tree in groups:
                 jacs = [ops.reshape(rows[pos + j], o.shape + leaf.shape)
@@ -340,16 +358,21 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     return wrapper
 
 
-def _rows(backward: Callable, bwd_g: Graph, out: Tensor, wrt: list[Tensor]) -> list[Tensor]:
-    """backward applied to every basis cotangent of `out`: per wrt leaf [n, *leaf.shape]."""
+def _rows(bwd_g: Graph, fixed: list[Tensor], zeros: list[Tensor], i: int, out: Tensor,
+          wrt: list[Tensor]) -> list[Tensor]:
+    """The backward graph (inputs: `fixed` residuals, then one cotangent per float output)
+    applied to every basis cotangent of float output i at once (the other cotangents zero):
+    per wrt leaf [n, *leaf.shape]."""
     n = int(np.prod(out.shape, dtype=np.int64))
+    if n == 0:
+        return [ops.as_tensor(np.zeros((0,) + p.shape, p.dtype.np), const=True) for p in wrt]
     basis = ops.as_tensor(np.eye(n, dtype=out.dtype.np).reshape((n,) + out.shape), const=True)
-    if n and not any(ins.prim.name == "random" for ins in bwd_g.instrs):
-        return list(vmap(backward, in_axes=0, out_axes=0)(basis))
-    rows = [backward(basis[e]) for e in range(n)]
-    return [ops.stack([r[j] for r in rows], 0) if rows else
-            ops.as_tensor(np.zeros((0,) + p.shape, p.dtype.np), const=True)
-            for j, p in enumerate(wrt)]
+    # the zero cotangents of the other outputs are inputs that stay unbatched
+    g = Graph(bwd_g.name)
+    g.instrs, g.outputs = bwd_g.instrs, bwd_g.outputs
+    k = len(fixed)
+    g.inputs = bwd_g.inputs[:k + i] + bwd_g.inputs[k + i + 1:] + [bwd_g.inputs[k + i]]
+    return _batched_run(g, fixed + zeros[:i] + zeros[i + 1:], [basis])
 
 
 __all__ = ["Pure", "trace_pure", "check_tangents", "jvp", "linearize", "jacfwd", "jacrev"]
