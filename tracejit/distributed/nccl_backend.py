@@ -16,6 +16,7 @@ CuPy does not name it). bool tensors travel as uint8: sum and max are `any`, pro
 `all`, as PyTorch."""
 from __future__ import annotations
 
+import importlib
 import socket
 from typing import Any
 
@@ -41,7 +42,9 @@ class NCCLBackend:
         cp = cupy_module()
         self.cp, self.pg = cp, pg
         try:
-            nccl = cp.cuda.nccl
+            nccl = getattr(cp.cuda, "nccl", None)
+            if nccl is None:            # a submodule CuPy imports only on request
+                nccl = importlib.import_module("cupy.cuda.nccl")
             nccl.NcclCommunicator       # noqa: B018  (CuPy built without NCCL lacks it)
         except (AttributeError, ImportError):
             raise RuntimeError("the NCCL backend needs CuPy with NCCL: pip install "
