@@ -1,7 +1,7 @@
 """The CUDA backend: the kernel plan lowered to CUDA C (codegen.cuda_lower), compiled by NVRTC
 through CuPy to a CUBIN for the device's architecture, cached in memory (per executable and
 device) and on disk (keyed by the source, the architecture, NVRTC's version and tracejit's),
-and launched through CuPy. Matmuls go to cuBLAS through `cupy.matmul`; extern primitives
+and launched through CuPy. Matmuls go to cuBLAS directly (runtime.cuda_gemm); extern primitives
 (argsort) run their implementation on CuPy arrays; cumsum/cumprod are generated `scan` kernels.
 
 Building an executable needs no GPU: the source is generated eagerly (so `.cuda_source` and
@@ -18,13 +18,13 @@ from ..codegen.cuda_lower import lower_program
 from ..codegen.fusion import operand_view, plan as make_plan
 from ..codegen.schedule import describe as describe_loops
 from ..ir.core import Graph
-from ..ir.dtypes import bf16
 from ..ir.matmul_fold import fold_matmuls
 from ..ir.passes import widen_half
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
-from . import cache
+from . import cache, cuda_gemm, profiler
 from .backend import Executable, apply_view, register_backend
+from ..codegen.dot import plan_dot
 from ..debug import dump
 from ..devices import cupy_module
 
@@ -82,11 +82,10 @@ class _Bound:
 
 
 def prepare(graph: Graph) -> Graph:
-    """The graph the CUDA backend lowers: 16-bit sums accumulate in float32; float16 matmuls
-    stay cuBLAS half GEMMs (float32 accumulation), bfloat16 ones run in float32, which every
-    CuPy version supports."""
+    """The graph the CUDA backend lowers: 16-bit sums accumulate in float32; float16 and
+    bfloat16 matmuls stay 16-bit GEMMs (cuda_gemm: tensor cores, float32 accumulation)."""
     return widen_half(fold_matmuls(expand_arg_reductions(expand_convs(graph))),
-                      matmul_dtypes=(bf16,))
+                      matmul_dtypes=())
 
 
 class CudaExecutable(Executable):
@@ -105,8 +104,12 @@ class CudaExecutable(Executable):
         self.out_plan = [(v, v not in self.written or v in outs[:i]) for i, v in enumerate(outs)]
         self._bound: dict[int, _Bound] = {}
         self._bind_lock = threading.Lock()      # threads' first calls build one module per device
+        # TRACEJIT_PROFILE: each launch timed with a device synchronize after it
+        self._prof_keys = [profiler.launch_key(graph.name, ln.name, ln.kind, ln.kernel)
+                           for ln in self.program.launches] if profiler.enabled() else None
         self.compile_s = time.perf_counter() - t0
         dump("kernels", graph.name, lambda: self.plan.describe())
+        dump("dot", graph.name, lambda: plan_dot(self.plan, "cuda"))
         dump("loops", graph.name, lambda: self.stage_text("loops"))
         dump("cuda", graph.name, lambda: self.source)
 
@@ -132,7 +135,12 @@ class CudaExecutable(Executable):
             env[v] = cp.empty(v.shape, v.dtype.np)
         for v in self.program.scratch:
             env[v] = cp.empty(v.shape, v.dtype.np)
-        for fn, a, b, c in bound.steps:
+        prof = self._prof_keys
+        if prof is not None:
+            cp.cuda.Device().synchronize()
+        for i, (fn, a, b, c) in enumerate(bound.steps):
+            if prof is not None:
+                t0 = time.perf_counter()
             if fn is _EXTERN:
                 ins = a
                 r = ins.prim.impl(*[env[v] for v in ins.inputs], **ins.params)
@@ -141,7 +149,10 @@ class CudaExecutable(Executable):
                 fn(a, b, tuple(env[v] for v in c))
             else:
                 (ra, va), (rb, vb) = a, b
-                cp.matmul(apply_view(env[ra], va), apply_view(env[rb], vb), out=env[c])
+                cuda_gemm.matmul(cp, apply_view(env[ra], va), apply_view(env[rb], vb), env[c])
+            if prof is not None:
+                cp.cuda.Device().synchronize()
+                profiler.record(prof[i], time.perf_counter() - t0)
         return [env[v].copy() if copy else env[v] for v, copy in self.out_plan]
 
     def stage_text(self, stage: str) -> str:

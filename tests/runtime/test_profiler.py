@@ -1,0 +1,46 @@
+"""TRACEJIT_PROFILE (tracejit/runtime/profiler.py): the per-kernel table's bookkeeping, and that
+a compiled function built with the variable set records its kernels and extern calls."""
+import numpy as np
+
+import tracejit as tj
+from tracejit.runtime import profiler
+
+
+def test_table_accumulates_and_sorts():
+    profiler.reset()
+    profiler.record(("f", "k0", "loop", "8x8", "add,mul"), 0.001)
+    profiler.record(("f", "k0", "loop", "8x8", "add,mul"), 0.003)
+    profiler.record(("f", "k1", "matmul", "8x4", "matmul"), 0.010)
+    es = profiler.entries()
+    assert [(e.kernel, e.calls) for e in es] == [("k1", 1), ("k0", 2)]
+    assert abs(es[1].seconds - 0.004) < 1e-12
+    text = profiler.table()
+    assert "| f:k1 | matmul | 8x4 | matmul | 1 | 10.00 |" in text
+    assert "71.4%" in text and "28.6%" in text
+    profiler.reset()
+    assert profiler.entries() == []
+
+
+def test_enabled_reads_the_environment(monkeypatch):
+    monkeypatch.delenv("TRACEJIT_PROFILE", raising=False)
+    assert not profiler.enabled()
+    monkeypatch.setenv("TRACEJIT_PROFILE", "1")
+    assert profiler.enabled()
+    monkeypatch.setenv("TRACEJIT_PROFILE", "0")
+    assert not profiler.enabled()
+
+
+def test_profiled_cuda_launch_keys(fake_gpu, monkeypatch):
+    """The CUDA backend names every launch (kernels and the cuBLAS GEMM) for the table."""
+    monkeypatch.setenv("TRACEJIT_PROFILE", "1")
+    f = tj.compile(lambda x, w: tj.tanh(x @ w).sum())
+    exe = f.lower(tj.ones((4, 8), device="cuda"), tj.ones((8, 3), device="cuda"))._entry.exe
+    kinds = [k[2] for k in exe._prof_keys]
+    assert "matmul" in kinds and len(kinds) == len(exe.program.launches)
+    assert all(k[0] and k[1] for k in exe._prof_keys)
+
+
+def test_unprofiled_cuda_executable_has_no_keys(fake_gpu, monkeypatch):
+    monkeypatch.delenv("TRACEJIT_PROFILE", raising=False)
+    f = tj.compile(lambda x: x * 2)
+    assert f.lower(tj.ones(4, device="cuda"))._entry.exe._prof_keys is None
