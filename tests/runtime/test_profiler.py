@@ -44,3 +44,29 @@ def test_unprofiled_cuda_executable_has_no_keys(fake_gpu, monkeypatch):
     monkeypatch.delenv("TRACEJIT_PROFILE", raising=False)
     f = tj.compile(lambda x: x * 2)
     assert f.lower(tj.ones(4, device="cuda"))._entry.exe._prof_keys is None
+
+
+def test_profiled_llvm_step_times_every_kernel(monkeypatch):
+    """Built with TRACEJIT_PROFILE=1, each kernel and each BLAS call is a timed step of its
+    own; results are unchanged."""
+    monkeypatch.setenv("TRACEJIT_PROFILE", "1")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 8)).astype(np.float32)
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+
+    def f(x, w):
+        h = tj.tanh(x @ w)
+        return (h * h).sum(), h.exp().sum(axis=0)
+    g = tj.compile(f)
+    profiler.reset()
+    a, b = g(x, w)
+    h = np.tanh(x.astype(np.float64) @ w)
+    np.testing.assert_allclose(a.item(), (h * h).sum(), rtol=1e-4)
+    np.testing.assert_allclose(b.numpy(), np.exp(h).sum(0), rtol=1e-4)
+    n_kernels = len(g.lower(x, w).kernels.splitlines())
+    es = profiler.entries()
+    assert len(es) == n_kernels and all(e.calls == 1 for e in es)
+    assert "matmul" in {e.kind for e in es}
+    g(x, w)
+    assert all(e.calls == 2 for e in profiler.entries())
+    profiler.reset()

@@ -114,16 +114,28 @@ class LLVMExecutable(Executable):
         run_calls = _CALLS(runner.address("tj_run_calls"))
         self._keep: list = []
         self.run_steps = []
+        # TRACEJIT_PROFILE: every kernel a native call of its own, each step timed (profiler.py)
+        keys = [] if profiler.enabled() else None
+        by_name = {k.name: k for k in self.plan.kernels}
         for st in self.program.steps:
             if st.kind == "seg":
-                table = (ctypes.c_uint64 * (CALL_WORDS * len(st.calls)))()
-                for i, c in enumerate(st.calls):
-                    table[CALL_WORDS * i:CALL_WORDS * (i + 1)] = [
-                        self._jit[c.code.symbol].address, self._slot_list(c.slots), 0, c.extent]
-                self._keep.append(table)
-                self.run_steps.append(("seg", (run_calls, ctypes.addressof(table),
-                                               len(st.calls))))
-            elif st.kind == "par":
+                groups = [[c] for c in st.calls] if keys is not None else [st.calls]
+                for calls in groups:
+                    table = (ctypes.c_uint64 * (CALL_WORDS * len(calls)))()
+                    for i, c in enumerate(calls):
+                        table[CALL_WORDS * i:CALL_WORDS * (i + 1)] = [
+                            self._jit[c.code.symbol].address, self._slot_list(c.slots), 0,
+                            c.extent]
+                    self._keep.append(table)
+                    self.run_steps.append(("seg", (run_calls, ctypes.addressof(table),
+                                                   len(calls))))
+                    if keys is not None:
+                        keys.append(profiler.key_for(self.graph.name, by_name[calls[0].kernel]))
+                continue
+            if keys is not None:
+                k = st.kernel if st.kind in ("matmul", "extern") else by_name[st.calls[0].kernel]
+                keys.append(profiler.key_for(self.graph.name, k))
+            if st.kind == "par":
                 c = st.calls[0]
                 fn = _KERN(self._jit[c.code.symbol].address)
                 self.run_steps.append(("par", (fn, self._slot_list(c.slots), st.chunks)))
@@ -135,7 +147,8 @@ class LLVMExecutable(Executable):
                 self.run_steps.append(("matmul", (st.operands[0], st.operands[1], st.out)))
         self.only_seg = None
         self._header = (0, 0)
-        if len(self.run_steps) == 1 and self.run_steps[0][0] == "seg":
+        self._prof_keys = keys
+        if len(self.run_steps) == 1 and self.run_steps[0][0] == "seg" and keys is None:
             # the common case: one native call, tj_run(frame), finds its call table in the
             # frame's header words
             _, (_, table, n) = self.run_steps[0]
@@ -207,7 +220,10 @@ class LLVMExecutable(Executable):
             frames.append(fr)
 
     def _run_steps(self, arrays, addr: int) -> None:
-        for kind, x in self.run_steps:
+        keys = self._prof_keys
+        for i, (kind, x) in enumerate(self.run_steps):
+            if keys is not None:
+                t0 = time.perf_counter()
             if kind == "seg":
                 run_calls, table, n = x
                 run_calls(addr, table, n)
@@ -226,6 +242,8 @@ class LLVMExecutable(Executable):
                 (sa, va), (sb, vb), so = x
                 np.matmul(apply_view(arrays[sa], va), apply_view(arrays[sb], vb),
                           out=arrays[so])
+            if keys is not None:
+                profiler.record(keys[i], time.perf_counter() - t0)
 
     def stage_text(self, stage: str) -> str:
         if stage == "kernels":
