@@ -1,0 +1,323 @@
+"""Real models, one training step each (forward, backward, AdamW step, zero_grad), tracejit
+against PyTorch, measured in this one run:
+
+  tracejit      the whole step compiled as one graph: tj.compile(train_step)
+  torch eager   the same step in PyTorch
+  torch.compile torch.compile(model) + a torch.compile'd opt.step() (when it works here)
+
+Workloads (bench/model_defs.py): nanoGPT small (B=8 T=64 C=128, 4 heads, 2 layers), nanoGPT
+12.8M (B=16 T=256 C=512, 8 heads, 4 layers; on the CPU only with --big), makemore's MLP, an
+LSTM unrolled over 20 steps, a small CNN, and on cuda nanoGPT 12.8M under autocast to bfloat16.
+
+Before anything is timed, tracejit and torch eager run two steps from the same weights and must
+give the same losses. Then: the first call of tracejit (trace + compile, empty caches) and of
+torch.compile; the first call in a new process that finds tracejit's disk cache; medians of
+interleaved timed rounds; kernel count and native calls (launches) per step; and, with
+--profile, a per-kernel time table (TRACEJIT_PROFILE, tracejit/runtime/profiler.py).
+Compare ratios, not absolute times: machines are shared and noisy.
+
+    python bench/models.py [--device cpu|cuda] [--quick] [--big] [--only NAME,...]
+                           [--profile] [--threads N] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if __name__ == "__main__":
+    _THREADS = "1"
+    for _i, _a in enumerate(sys.argv):
+        if _a == "--threads" and _i + 1 < len(sys.argv):
+            _THREADS = sys.argv[_i + 1]
+    for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "TRACEJIT_NUM_THREADS"):
+        os.environ[_v] = _THREADS
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import model_defs  # noqa: E402
+
+import tracejit as tj  # noqa: E402
+from tracejit.runtime import profiler  # noqa: E402
+
+try:
+    import torch
+except ImportError:                          # pragma: no cover - the comparison needs torch
+    torch = None
+
+
+# -- one step, either library -------------------------------------------------------------------
+def make_step(lib, w: model_defs.Workload, model, opt, device, call=None):
+    call = model if call is None else call
+
+    def train_step(*batch):
+        if w.autocast:
+            with lib.autocast(device, dtype=lib.bfloat16):
+                loss = w.loss(lib, call, *batch)
+        else:
+            loss = w.loss(lib, call, *batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+    return train_step
+
+
+def to_lib(lib, arrays, device):
+    if lib is torch:
+        return tuple(torch.tensor(a, device=device) for a in arrays)
+    return tuple(tj.tensor(a, device=device) for a in arrays)
+
+
+def loss_value(loss) -> float:
+    return float(loss.detach().float().cpu().item()) if torch is not None and \
+        isinstance(loss, torch.Tensor) else float(loss.item())
+
+
+def reference_state(w: model_defs.Workload, seed: int = 0) -> dict:
+    """The weights every variant starts from: torch's initialisation under a fixed seed."""
+    torch.manual_seed(seed)
+    return {k: v.detach().clone() for k, v in w.build(torch).state_dict().items()}
+
+
+def build_tj(w, state, device, compiled=True):
+    model = w.build(tj)
+    model.load_state_dict({k: v.numpy() for k, v in state.items()})
+    model.to(device)
+    opt = w.optimizer(tj, model, device)
+    step = make_step(tj, w, model, opt, device)
+    return tj.compile(step) if compiled else step
+
+
+def build_torch(w, state, device, compiled):
+    model = w.build(torch)
+    model.load_state_dict(state)
+    model.to(device)
+    opt = w.optimizer(torch, model, device)
+    if not compiled:
+        return make_step(torch, w, model, opt, device)
+    cm = torch.compile(model)
+
+    @torch.compile(fullgraph=False)
+    def opt_step():
+        opt.step()
+
+    class _Opt:
+        step = staticmethod(opt_step)
+        zero_grad = staticmethod(opt.zero_grad)
+    return make_step(torch, w, model, _Opt, device, call=cm)
+
+
+def sync(device):
+    if device == "cuda" and torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+# -- measurements -------------------------------------------------------------------------------
+def first_call_in_new_process(name: str, device: str, big: bool) -> float | None:
+    """The first step in a fresh interpreter, tracejit's disk cache already filled."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--first-call", name, "--device", device,
+           "--threads", os.environ.get("TRACEJIT_NUM_THREADS", "1")] + ["--big"] * big
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith("{"):
+            return json.loads(line)["first_s"]
+    print(f"  (new-process first call of {name} failed: {proc.stderr.strip()[-400:]})")
+    return None
+
+
+def first_call_only(name: str, device: str, big: bool) -> int:
+    w = next(x for x in model_defs.workloads(device, big) if x.name == name)
+    state = reference_state(w)
+    batch_np = w.data(np.random.default_rng(0))
+    step = build_tj(w, state, device)
+    batch = to_lib(tj, batch_np, device)
+    t0 = time.perf_counter()
+    loss_value(step(*batch))
+    print(json.dumps({"first_s": time.perf_counter() - t0}))
+    return 0
+
+
+def kernel_counts(step, batch) -> int:
+    low = step.lower(*batch)
+    return sum(1 for ln in low.kernels.splitlines() if ln.strip())
+
+
+def profile_table(w, state, device, batch_np, steps: int) -> tuple[str, float]:
+    """A tracejit step built with TRACEJIT_PROFILE=1, run `steps` times: the per-kernel table
+    and the native calls (kernels + extern calls) per step."""
+    os.environ["TRACEJIT_PROFILE"] = "1"
+    try:
+        step = build_tj(w, state, device)
+        batch = to_lib(tj, batch_np, device)
+        loss_value(step(*batch))
+        profiler.reset()
+        for _ in range(steps):
+            loss_value(step(*batch))
+        calls = sum(e.calls for e in profiler.entries()) / steps
+        return profiler.table(top=20), calls
+    finally:
+        os.environ.pop("TRACEJIT_PROFILE", None)
+
+
+class Variant:
+    def __init__(self, key, label, build):
+        self.key, self.label, self.build = key, label, build
+        self.ts: list[float] = []
+        self.first_s = self.error = None
+        self.step = None
+
+
+def run_workload(w, a, rounds, per_round, warmup) -> dict:
+    device = a.device
+    state = reference_state(w)
+    batch_np = w.data(np.random.default_rng(0))
+    tol = 3e-2 if w.autocast else 1e-3
+    res = {"name": w.name, "cfg": w.cfg, "device": device}
+    print(f"\n## {w.name} {w.cfg}", flush=True)
+
+    # correctness gate: two steps of tracejit compiled and torch eager from the same weights
+    t0 = time.perf_counter()
+    tj_step = build_tj(w, state, device)
+    tb = to_lib(tj, batch_np, device)
+    lt = [loss_value(tj_step(*tb))]
+    first_tj = time.perf_counter() - t0              # model build + trace + cold compile
+    lt.append(loss_value(tj_step(*tb)))
+    t_step = build_torch(w, state, device, compiled=False)
+    tt = to_lib(torch, batch_np, device)
+    lr = [loss_value(t_step(*tt)) for _ in range(2)]
+    ok = np.allclose(lt, lr, rtol=tol, atol=1e-5)
+    print(f"  losses, 2 steps: tracejit {lt[0]:.6g} {lt[1]:.6g}; torch eager {lr[0]:.6g} "
+          f"{lr[1]:.6g}: {'agree' if ok else 'MISMATCH'} (rtol {tol})")
+    res.update(losses_tracejit=lt, losses_torch=lr, agree=bool(ok))
+    if not ok:
+        res["error"] = "losses disagree: not timed"
+        return res
+    res["kernels"] = kernel_counts(tj_step, tb)
+    res["tracejit_first_call_s"] = first_tj
+
+    variants = [Variant("tj", "tracejit compiled", lambda: (tj_step, tb)),
+                Variant("eager", "torch eager", lambda: (t_step, tt))]
+    if not a.no_torch_compile:
+        variants.append(Variant("tc", "torch.compile",
+                                lambda: (build_torch(w, state, device, True),
+                                         to_lib(torch, batch_np, device))))
+    live = []
+    for v in variants:
+        try:
+            v.step, v.batch = v.build()
+            t0 = time.perf_counter()
+            loss_value(v.step(*v.batch))
+            v.first_s = time.perf_counter() - t0
+            for _ in range(warmup):
+                loss_value(v.step(*v.batch))
+            live.append(v)
+        except Exception as e:                    # torch.compile without a working compiler
+            if v.key != "tc":
+                raise
+            v.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+            print(f"  torch.compile skipped: {v.error}")
+    for _ in range(rounds):                       # interleaved: load falls on all alike
+        for v in live:
+            for _ in range(per_round):
+                sync(device)
+                t = time.perf_counter()
+                loss_value(v.step(*v.batch))
+                v.ts.append(time.perf_counter() - t)
+    by = {v.key: v for v in variants}
+    for v in variants:
+        res[f"{v.key}_ms"] = float(np.median(v.ts)) * 1e3 if v.ts else None
+        if v.key == "tc":
+            res["tc_first_call_s"] = v.first_s
+            res["tc_error"] = v.error
+    res["tracejit_first_call_cached_new_process_s"] = first_call_in_new_process(
+        w.name, device, a.big)
+    if a.profile:
+        table, calls = profile_table(w, state, device, batch_np, steps=max(3, per_round))
+        res["launches_per_step"] = calls
+        res["profile"] = table
+    tjm = res["tj_ms"]
+    print(f"  tracejit {tjm:.3f} ms | torch eager {res['eager_ms']:.3f} ms"
+          + (f" | torch.compile {res['tc_ms']:.3f} ms" if res.get("tc_ms") else "")
+          + f" | kernels {res['kernels']}"
+          + (f" | launches/step {res['launches_per_step']:.0f}" if a.profile else ""))
+    res["ratio_vs_eager"] = tjm / res["eager_ms"]
+    res["ratio_vs_compile"] = tjm / res["tc_ms"] if res.get("tc_ms") else None
+    if a.profile:
+        print(res["profile"])
+    del by
+    return res
+
+
+def summary(results: list[dict], device: str) -> str:
+    lines = [f"| workload ({device}) | tracejit ms | torch eager ms | torch.compile ms | "
+             f"tj/eager | tj/compile | tj first call s (cold / disk cache, new process) | "
+             f"torch.compile first call s | kernels |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    f = lambda x, p=3: "-" if x is None else f"{x:.{p}f}"          # noqa: E731
+    for r in results:
+        if r.get("error"):
+            lines.append(f"| {r['name']} | {r['error']} | | | | | | | |")
+            continue
+        lines.append(f"| {r['name']} | {f(r['tj_ms'])} | {f(r['eager_ms'])} | "
+                     f"{f(r.get('tc_ms'))} | {f(r['ratio_vs_eager'], 2)} | "
+                     f"{f(r.get('ratio_vs_compile'), 2)} | "
+                     f"{f(r['tracejit_first_call_s'], 2)} / "
+                     f"{f(r['tracejit_first_call_cached_new_process_s'], 2)} | "
+                     f"{f(r.get('tc_first_call_s'), 2)} | {r['kernels']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (a few minutes)")
+    ap.add_argument("--big", action="store_true", help="also nanoGPT 12.8M on the CPU")
+    ap.add_argument("--only", default="", help="comma-separated workload names")
+    ap.add_argument("--profile", action="store_true", help="per-kernel time table")
+    ap.add_argument("--threads", default="1", help="CPU threads for every library")
+    ap.add_argument("--no-torch-compile", action="store_true")
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    ap.add_argument("--first-call", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if torch is None:
+        print("torch is not installed: this bench compares against it", file=sys.stderr)
+        return 2
+    torch.set_num_threads(int(a.threads))
+    if a.first_call:
+        return first_call_only(a.first_call, a.device, a.big)
+    tmp = tempfile.mkdtemp(prefix="tj_bench_models_")
+    # empty caches: first calls are cold compiles; the new-process run finds this disk cache
+    os.environ["TRACEJIT_CACHE_DIR"] = os.path.join(tmp, "tracejit")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tmp, "inductor")
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(tmp, "triton"))
+    rounds, per_round, warmup = (3, 3, 2) if a.quick else (8, 5, 3)
+    only = {s for s in a.only.split(",") if s}
+    print(f"bench/models.py: device {a.device}, {a.threads} thread(s), torch {torch.__version__}; "
+          f"median of {rounds * per_round} steps per variant in {rounds} interleaved rounds")
+    results = []
+    try:
+        for w in model_defs.workloads(a.device, a.big):
+            if only and w.name not in only:
+                continue
+            results.append(run_workload(w, a, rounds, per_round, warmup))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\n" + summary(results, a.device))
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+        print(f"wrote {a.json}")
+    return 0 if all(r.get("agree") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
