@@ -12,7 +12,9 @@ import sys
 logger = logging.getLogger("tracejit")
 _counter = itertools.count()
 # The one list of dump stages: a new stage is added here, and TRACEJIT_DUMP accepts it.
-STAGES = ("ir", "grad", "jvp", "kernels", "loops", "program", "llvm", "asm", "cuda", "vmap")
+STAGES = ("ir", "grad", "jvp", "kernels", "dot", "loops", "program", "llvm", "asm", "cuda",
+          "vmap")
+SUFFIXES = {"dot": ".dot"}      # dump files are NAME.STAGE.txt, Graphviz text NAME.dot
 LOGS = ("recompiles",)          # what TRACEJIT_LOG can name
 
 
@@ -48,7 +50,8 @@ def dump(stage: str, name: str, text) -> None:
     out_dir = os.environ.get("TRACEJIT_DUMP_DIR")
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        path = os.path.join(out_dir, f"{next(_counter):04d}_{name}.{stage}.txt")
+        suffix = SUFFIXES.get(stage, f".{stage}.txt")
+        path = os.path.join(out_dir, f"{next(_counter):04d}_{name}{suffix}")
         with open(path, "w") as f:
             f.write(text + "\n")
     else:

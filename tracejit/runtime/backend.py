@@ -19,6 +19,7 @@ class Executable:
     """A compiled graph. Subclasses provide run(); the dumps are optional per backend."""
 
     backend = "?"
+    plan = None        # the fusion plan (codegen.fusion.Plan) of a backend that generates code
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 
+from ..codegen.dot import plan_dot
 from ..ir.printer import print_graph
 from ..tracer.rng import default_generator
 from ..tracer.state import STATE
@@ -97,3 +98,13 @@ class Lowered:
     cuda_source = property(lambda self: self._entry.exe.stage_text("cuda"))
     # the loop IR of every generated kernel (codegen.loops), for the backend's target
     loops = property(lambda self: self._entry.exe.stage_text("loops"))
+
+    def dot(self) -> str:
+        """The fusion plan as Graphviz DOT text: each kernel a cluster of its ops; inputs,
+        outputs, materialized buffers and extern calls marked (render: `dot -Tsvg`)."""
+        exe = self._entry.exe
+        if exe.plan is None:
+            raise NotImplementedError(f"the {exe.backend} backend has no kernel plan to draw: "
+                                      f"it comes from the LLVM backend (the default) or "
+                                      f"device='cuda'")
+        return plan_dot(exe.plan, "cuda" if exe.backend == "cuda" else "llvm")

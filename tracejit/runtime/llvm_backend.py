@@ -34,6 +34,7 @@ from ..ir.prims_select import expand_arg_reductions
 from . import llvm_jit
 from .backend import Executable, apply_view, register_backend
 from .buffers import POOL_MIN_BYTES, OutputPool
+from ..codegen.dot import plan_dot
 from ..debug import dump
 
 _SEG = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -72,6 +73,7 @@ class LLVMExecutable(Executable):
         self._bind_functions()
         self.compile_s = time.perf_counter() - t0
         dump("kernels", graph.name, lambda: self.plan.describe())
+        dump("dot", graph.name, lambda: plan_dot(self.plan, "llvm"))
         dump("loops", graph.name, lambda: self.stage_text("loops"))
         dump("program", graph.name, lambda: self.program.describe())
         dump("llvm", graph.name, lambda: self.program.llvm_text())
