@@ -11,6 +11,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from .autocast import FP32, atomic, autocast_op
 from .autograd import Node, SavedTensor, grad as autograd_grad
+from .forward_ad import FWD
 from .state import STATE, enable_grad
 from .tensor import Tensor
 from . import ops
@@ -80,7 +81,8 @@ def composite(node_name):
         def wrapper(*args, **kwargs):
             ts = _tensors(args, kwargs)
             if (not STATE.grad_enabled or not any(t._requires_grad for t in ts)
-                    or STATE.traces):     # tracing: no eager node (captures are inputs)
+                    or STATE.traces       # tracing: no eager node (captures are inputs)
+                    or FWD.levels):       # dual tensors: tangents go through the inner ops
                 return fn(*args, **kwargs)
             inner_args = [_leaf(a) for a in args]
             inner_kwargs = {k: _leaf(v) for k, v in kwargs.items()}

@@ -8,7 +8,9 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..devices import to_device
+from . import forward_ad
 from .autograd import Node, SavedTensor, grad as autograd_grad
+from .forward_ad import FWD
 from .state import STATE, enable_grad, no_grad, note_reads, recording_reads, substituting
 from .rng import all_states, replaying, trace_rng_position
 from .tensor import Tensor
@@ -106,6 +108,8 @@ class Function:
                 if isinstance(o, Tensor):
                     o2 = Tensor(o._data)
                     o2._version = o._version
+                    if FWD.levels:       # dual tensors: the tangents forward's ops computed
+                        forward_ad.carry_over(o, o2)
                     wrapped.append(o2)
                 else:
                     wrapped.append(o)
@@ -172,6 +176,8 @@ def checkpoint(fn: Callable, *args, use_reentrant: bool | None = None, **kwargs)
     if not isinstance(out, Tensor):
         raise TypeError("checkpoint: fn must return a single Tensor")
     res = Tensor(out._data)
+    if FWD.levels:                      # dual tensors: the tangents fn's ops computed
+        forward_ad.carry_over(out, res)
     res.grad_fn, res._requires_grad = CheckpointNode(fn, args, kwargs, reads), True
     res.grad_fn.rng_states = rng_states
     res.grad_fn.rng_trace = rng_trace

@@ -14,6 +14,7 @@ from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from .autocast import FP32, LOWER, autocast_op
 from .autograd import PrimNode
+from .forward_ad import FWD
 from .state import STATE
 from .tensor import SUBCLASSES, Tensor
 
@@ -438,7 +439,7 @@ def broadcast_to(x, shape) -> Tensor:
     if lead < 0 or any(d not in (1, shape[lead + i]) for i, d in enumerate(x.shape)):
         raise _err("broadcast_to", f"cannot broadcast {_fmt(x)} to {list(shape)}")
     # (a checkpoint listening for the tensors its function reads needs the dispatch too)
-    if type(x._data) is np.ndarray and not x._captured() and not (
+    if type(x._data) is np.ndarray and not x._captured() and not FWD.levels and not (
             x._requires_grad and (STATE.grad_enabled or STATE.reads is not None)):
         return Tensor(np.broadcast_to(x._data, shape))    # eager, no gradient: a read-only view
     return bind(P.broadcast, x, shape=shape)
