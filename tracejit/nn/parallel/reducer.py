@@ -15,6 +15,7 @@ an all-reduce primitive in the graph (traced.py), placed where its last gradient
 and the callback writes the split results back as the new `.grad`."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,7 @@ class Reducer:
         self.traced_mode = False
         self.events: list[tuple[str, int]] = []    # ("ready"|"start"|"wait", bucket): tests
         self.record_events = False
+        self.exposed_s = self.backward_end = 0.0
         self.handles = [p.register_post_accumulate_grad_hook(self._hook)
                         for _, p in named]
 
@@ -161,6 +163,16 @@ class Reducer:
 
     # -- end of backward -------------------------------------------------------------------
     def _finish(self) -> None:
+        # when backward ended and how long the reduction waited after it: on the rank whose
+        # backward ended last, that wait is the communication backward did not hide
+        # (bench/distributed.py); on the others it also holds the wait for that rank
+        self.backward_end = t0 = time.monotonic()
+        try:
+            self._finish_reduction()
+        finally:
+            self.exposed_s = time.monotonic() - t0
+
+    def _finish_reduction(self) -> None:
         self.expect = False
         missing = [(b, i) for b in self.buckets for i, r in enumerate(b.ready) if not r]
         used = None
