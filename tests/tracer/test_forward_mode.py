@@ -3,6 +3,9 @@ plain and compiled functions, nested with grad in every order, against torch.fun
 forms and the reverse mode; the JVP of random programs against their VJP by transposition."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -237,16 +240,47 @@ def test_jvp_is_the_transpose_of_vjp_on_random_programs(prog, seed):
 
 
 # -- backends -------------------------------------------------------------------------------
-def test_compiled_forward_mode_on_the_cuda_backend(fake_gpu):
-    dev = lambda a: tj.tensor(a, device="cuda")                           # noqa: E731
-    cf = tj.compile(f_tj)
-    out, tout = tj.jvp(cf, (dev(X), dev(W)), (dev(TX), dev(TW)))
-    want, want_t = tfunc.jvp(f_torch, (T(X), T(W)), (T(TX), T(TW)))
-    assert tout.device == "cuda:0"
-    close(out.cpu(), want)
-    close(tout.cpu(), want_t)
-    h = tj.hessian(tj.compile(lambda x: (tj.tanh(x) * x).sum()))(dev(X[0]))
-    close(h.cpu(), tfunc.hessian(lambda x: (torch.tanh(x) * x).sum())(T(X[0])))
+def test_compiled_jacobians_are_cached_not_retraced():
+    for transform in (tj.jacfwd, tj.jacrev, tj.hessian):
+        cf = tj.compile(transform(lambda x: (tj.tanh(x) * x).sum() * tj.sin(x)))
+        for _ in range(3):
+            cf(X[0])
+        assert cf.cache_info().misses == 1 and cf.cache_info().hits == 2, transform
+
+
+def _cuda_graphs():
+    """Transformed graphs lowered for the CUDA backend (no GPU needed to lower)."""
+    x32, w32 = X.astype(np.float32), W.astype(np.float32)
+    tx32, tw32 = TX.astype(np.float32), TW.astype(np.float32)
+    from tracejit.runtime.forward import JvpCompiledFunction, LinearizedParts
+    base = tj.compile(f_tj, device="cuda")
+    jvp_fn = JvpCompiledFunction(base)
+    parts = LinearizedParts(base)
+    hess = tj.compile(tj.hessian(lambda x: (tj.tanh(x) * x).sum()), device="cuda")
+    jf = tj.compile(tj.jacfwd(f_tj, argnums=1), device="cuda")
+    return [jvp_fn.lower((x32, w32), (tx32, tw32), ()),
+            parts.primal.lower((x32, w32), ()),
+            parts.tangent.lower([np.zeros(v.shape, v.dtype.np) for v in
+                                 parts.split((x32, w32), (), tj.device("cpu"))[2].inputs[:-2]],
+                                (tx32, tw32), ()),
+            hess.lower(x32[0]), jf.lower(x32, w32)]
+
+
+def test_transformed_graphs_lower_to_cuda(fake_gpu):
+    for low in _cuda_graphs():
+        src = low.cuda_source
+        assert "__global__" in src, low.as_text()
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_transformed_graphs_compile_with_nvcc(fake_gpu, tmp_path):
+    for i, low in enumerate(_cuda_graphs()):
+        cu = tmp_path / f"g{i}.cu"
+        cu.write_text(low.cuda_source)
+        r = subprocess.run([shutil.which("nvcc"), "-ptx", "-arch=sm_90", "-o",
+                            str(tmp_path / f"g{i}.ptx"), str(cu)], capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
 
 
 @pytest.mark.gpu
