@@ -8,6 +8,7 @@ AdamW with decay/no-decay groups, a linear warmup then a cosine schedule, and gr
     python examples/gpt.py                    # eager, CPU, defaults small (about a minute)
     python examples/gpt.py --compile          # the whole training step compiled as one graph
     python examples/gpt.py --device cuda --steps 2000 --n-layer 4 --n-embd 128 --block-size 64
+    python -m tracejit.distributed.run --nproc 2 examples/gpt.py --ddp   # data-parallel, 2 ranks
 
 It prints the loss as it trains, the tokens per second (after the first step, which compiles
 when --compile is given), the validation loss, and a sample generated from the trained model.
@@ -23,6 +24,7 @@ import time
 import numpy as np
 
 import tracejit as tj
+import tracejit.distributed as dist
 import tracejit.nn as nn
 from tracejit.nn import functional as F
 
@@ -174,6 +176,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-interval", type=int, default=50)
     p.add_argument("--sample-tokens", type=int, default=200)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--ddp", action="store_true",
+                   help="data-parallel over the ranks of an MPI job (DistributedDataParallel; "
+                        "start it with python -m tracejit.distributed.run --nproc N)")
     return p.parse_args(argv)
 
 
@@ -181,8 +186,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.device == "cuda" and not tj.cuda_available():
         raise SystemExit("--device cuda needs CuPy and an NVIDIA GPU")
+    rank, world = 0, 1
+    if args.ddp:
+        dist.init_process_group()
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if args.device == "cuda":             # one GPU per rank of a node
+            args.device = f"cuda:{dist.get_local_rank()}"
+    log = print if rank == 0 else (lambda *a, **k: None)
     tj.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.seed + rank)     # each rank draws its own batches
     data, chars = load_text(DATA)
     split = int(0.9 * len(data))
     train_data, val_data = data[:split], data[split:]
@@ -190,8 +202,11 @@ def main(argv: list[str] | None = None) -> None:
     model = GPT(len(chars), args.block_size, args.n_layer, args.n_head, args.n_embd,
                 args.dropout).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{len(data)} characters, vocabulary {len(chars)}, {n_params / 1e3:.1f}K parameters, "
-          f"{'compiled step' if args.compile else 'eager'} on {args.device}")
+    # DDP broadcasts rank 0's parameters, then averages the gradients over the ranks
+    net = nn.parallel.DistributedDataParallel(model) if args.ddp else model
+    log(f"{len(data)} characters, vocabulary {len(chars)}, {n_params / 1e3:.1f}K parameters, "
+          f"{'compiled step' if args.compile else 'eager'} on {args.device}"
+          f"{f', data-parallel over {world} ranks' if args.ddp else ''}")
 
     optimizer = model.configure_optimizers(args.weight_decay, args.lr)
     # linear warmup, then cosine down to min_lr (nanoGPT's get_lr) as a LambdaLR factor; the lr
@@ -207,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     scheduler = tj.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
     def train_step(x: tj.Tensor, y: tj.Tensor) -> tj.Tensor:
-        _, loss = model(x, y)
+        _, loss = net(x, y)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
@@ -215,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         return loss
 
     step = tj.compile(train_step) if args.compile else train_step
-    tokens = args.batch_size * args.block_size
+    tokens = args.batch_size * args.block_size * world     # over all ranks
     t_first = t_rest = 0.0
     for it in range(args.steps):
         x, y = get_batch(train_data, args.batch_size, args.block_size, rng, args.device)
@@ -230,20 +245,22 @@ def main(argv: list[str] | None = None) -> None:
         scheduler.step()
         if it % args.log_interval == 0 or it == args.steps - 1:
             tps = tokens * it / t_rest if t_rest > 0 else float("nan")
-            print(f"step {it:5d}  loss {loss:.4f}  lr {lr:.2e}  "
+            log(f"step {it:5d}  loss {loss:.4f}  lr {lr:.2e}  "
                   f"{tps:,.0f} tokens/s")
 
     model.eval()
     with tj.no_grad():
         val = [model(*get_batch(val_data, args.batch_size, args.block_size, rng,
                                 args.device))[1].item() for _ in range(4)]
-    print(f"first step {t_first:.2f} s"
+    log(f"first step {t_first:.2f} s"
           f"{' (tracing and compiling)' if args.compile else ''}; after it "
           f"{tokens * max(args.steps - 1, 0) / max(t_rest, 1e-9):,.0f} tokens/s")
-    print(f"val loss {np.mean(val):.4f}")
+    log(f"val loss {np.mean(val):.4f}")
     start = tj.tensor(data[None, :1], device=args.device)
     out = model.generate(start, args.sample_tokens, temperature=0.8, top_k=10)
-    print("sample:\n" + "".join(chars[i] for i in out[0].cpu().numpy().tolist()))
+    log("sample:\n" + "".join(chars[i] for i in out[0].cpu().numpy().tolist()))
+    if args.ddp:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
