@@ -453,7 +453,7 @@ class GradCompiledFunction(CompiledFunction):
                       bindings=base.bindings, writes=base.writes,
                       write_counts=base.write_counts, grad_guards=base.grad_guards,
                       grad_sets=base.grad_sets, backward_ran=base.backward_ran,
-                      escapes=base.escapes, attr_guards=base.attr_guards)
+                      escapes=base.escapes, attr_guards=base.attr_guards, checks=base.checks)
 
 
 class CompiledModule:

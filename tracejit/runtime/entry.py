@@ -10,9 +10,11 @@ from ..codegen.dot import plan_dot
 from ..ir.printer import print_graph
 from ..tracer.rng import default_generator
 from ..tracer.state import STATE
+from ..tracer import checks
+from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced
 from . import captures
-from ..devices import CPU, Device
+from ..devices import CPU, Device, is_gpu_array
 
 
 class Entry:
@@ -66,6 +68,12 @@ class Entry:
         """Store the in-place updates of captures and set the `.grad`s the call changed (the
         outputs after the user's); return the user's outputs."""
         traced = self.traced
+        if traced.checks:           # before anything is stored, as the eager op raises first
+            code, outs = outs[-1], outs[:-1]
+            code = code._data if isinstance(code, Tensor) else code
+            err = checks.failure(traced.checks, code.get() if is_gpu_array(code) else code)
+            if err is not None:
+                raise err
         n = self.n_user + len(self.writes)
         captures.store_writes(self.writes, outs[self.n_user:n], traced.write_counts)
         m = n + traced.n_grad_outs

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
-from . import ops
+from . import checks, ops
 from .selection import positions
 from .tensor import Tensor
 
@@ -31,7 +31,8 @@ def _index(op: str, x: Tensor, dim, index) -> tuple[int, Tensor]:
     d = ops._axes(x, dim, None, op)
     d = d[0] if d else 0
     n = x.shape[d] if x.ndim else 1
-    if not idx._traced and not idx._captured() and idx.numel():
+    if not checks.check_index(idx, 0, n, f"{op}: an index is out of bounds for dim {dim} of "
+                              f"size {n} in {ops._fmt(x)}", cls=RuntimeError) and idx.numel():
         vals = idx._host(op)
         if vals.min() < 0 or vals.max() >= n:
             raise ops._err(op, f"index [{int(vals.min())}, {int(vals.max())}] is out of bounds "

@@ -7,7 +7,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
-from . import ops
+from . import checks, ops
 from .tensor import Tensor
 
 
@@ -99,6 +99,11 @@ def getitem(x: Tensor, key) -> Tensor:
 def _norm_index(idx, n: int, like: Tensor) -> Tensor:
     if isinstance(idx, Tensor):
         t = ops.cast(idx, dt.i64)
+        msg = f"index: an index is out of bounds for an axis of size {n}"
+        if not checks.check_index(t, -n, n, msg) and t.numel():
+            # eagerly now: wrapped below, -n-1 would otherwise read row n-1
+            if int(checks.count_outside(t, -n, n).item()):
+                raise _err(msg.split(": ", 1)[1])
         return ops.where(ops.lt(t, 0), ops.add(t, n), t)
     idx = np.asarray(idx, dtype=np.int64)
     if idx.size and (idx.min() < -n or idx.max() >= n):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import dtypes as dt
-from . import ops
+from . import checks, ops
 from .autocast import FP32, autocast_op
 from .composites import composite, log_softmax
 from .selection import positions
@@ -42,10 +42,10 @@ def _node_name(input, target, weight=None, size_average=None, ignore_index=-100,
 
 
 def _check_targets(target: Tensor, classes: int, ignore_index: int) -> None:
-    """Eager targets are checked as PyTorch checks them. Inside a trace they are not: reading
-    them would make their values part of the trace (a retrace per batch), so an out-of-range
-    class index in a compiled function contributes 0 to the loss."""
-    if target._traced or STATE.traces or target.numel() == 0:
+    """Targets are checked as PyTorch checks them: eager ones now, traced ones (and captures)
+    when the compiled call runs (reading them now would make their values part of the trace)."""
+    if checks.check_index(target, 0, classes, f"cross_entropy: a target is out of bounds for "
+                          f"{classes} classes", allowed=ignore_index) or target.numel() == 0:
         return
     t = target._host("cross_entropy")
     bad = t[((t < 0) | (t >= classes)) & (t != ignore_index)]

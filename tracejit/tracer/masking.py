@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from ..ir import dtypes as dt
-from . import creation, ops
+from . import checks, creation, ops
 from .composites import composite
 from .inplace import inplace
 from .selection import positions
@@ -145,9 +145,8 @@ def where(condition, input=_MISSING, other=_MISSING):     # noqa: A002
 # -- one_hot, eye -------------------------------------------------------------------------------
 def one_hot(tensor, num_classes: int = -1) -> Tensor:
     """int64 one-hot vectors along a new last dim. num_classes=-1 means max(tensor) + 1, a
-    value read from the data (so a compiled function must pass num_classes). Eagerly, values
-    outside [0, num_classes) are an error; inside a compiled function they give zero rows
-    (the check would need the data)."""
+    value read from the data (so a compiled function must pass num_classes). Values outside
+    [0, num_classes) are an error, eagerly now and in a compiled function when it runs."""
     t = ops.as_tensor(tensor)
     if t.dtype is not dt.i64:
         raise ops._err("one_hot", f"one_hot is only applicable to index tensor of type int64, "
@@ -161,7 +160,8 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
             or num_classes < 0:
         raise ops._err("one_hot", f"num_classes must be a non-negative int or -1, got "
                        f"{num_classes!r}", RuntimeError)
-    if not t._traced and not t._captured() and t.numel():
+    if not checks.check_index(t, 0, int(num_classes), f"one_hot: class values must be in "
+                              f"[0, {num_classes})", cls=RuntimeError) and t.numel():
         vals = t._host("one_hot")
         if vals.min() < 0 or vals.max() >= num_classes:
             raise ops._err("one_hot", f"Class values must be in [0, {num_classes}), got "

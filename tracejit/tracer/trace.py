@@ -71,7 +71,7 @@ class TraceContext:
         self.attr_guards: list[tuple[Any, str, Any]] = []   # (object, attribute, value seen)
         self.transform: str | None = None    # "vmap": tracing one example for tj.vmap
         self._attr_guarded: set[tuple[int, str]] = set()
-        self.checks: list[tuple[Value, str]] = []   # (count of bad indices, error); checks.py
+        self.checks: list[tuple[Value, tuple]] = []   # (bad index count, (message, class))
         self.checked: set[tuple[int, int]] = set()   # (id(index value), axis length)
 
     def __enter__(self) -> "TraceContext":
@@ -236,7 +236,7 @@ class Traced:
         self.backward_ran = backward_ran   # results are not differentiable by eager autograd
         self.escapes = escapes or []       # see find_escapes: their values are the last outputs
         self.attr_guards = attr_guards or []   # see TraceContext.guard_attr
-        self.checks = checks or []         # error messages; their code is the last output
+        self.checks = checks or []         # (message, class) each; their code is the last output
 
     @property
     def n_extra(self) -> int:
