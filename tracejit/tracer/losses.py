@@ -10,7 +10,6 @@ from . import checks, ops
 from .autocast import FP32, autocast_op
 from .composites import composite, log_softmax
 from .selection import positions
-from .state import STATE
 from .tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
