@@ -66,7 +66,8 @@ _elementwise("cos", lambda x: np.cos(x), lambda g, i, o, p, n: [neg(mul(g, sin(i
              jvp=lambda t, i, o, p: neg(mul(t[0], sin(i[0]))), saves=(0,), float_only=True, arity=1)
 _elementwise("tanh", lambda x: np.tanh(x),
              lambda g, i, o, p, n: [mul(g, sub(1.0, mul(o, o)))],
-             jvp=lambda t, i, o, p: mul(t[0], sub(1.0, mul(o, o))), save_out=True, float_only=True, arity=1)
+             jvp=lambda t, i, o, p: mul(t[0], sub(1.0, mul(o, o))), save_out=True, float_only=True,
+             arity=1)
 _elementwise("sqrt", lambda x: np.sqrt(x), lambda g, i, o, p, n: [div(mul(g, 0.5), o)],
              jvp=lambda t, i, o, p: div(mul(t[0], 0.5), o), save_out=True, float_only=True, arity=1)
 _elementwise("abs", lambda x: np.abs(x), lambda g, i, o, p, n: [mul(g, sign(i[0]))],

@@ -89,11 +89,13 @@ P.register(Primitive("sum", "reduce", _infer_reduce, _in_float32(_impl_sum),
                      rows=_rows_reduce,
                      batch=batch_axes_param("axes")))
 P.register(Primitive("max", "reduce", _infer_reduce, lambda x, axes: np.max(x, axis=axes),
-                     vjp=_vjp_extreme, jvp=_jvp_extreme, saves=(0,), save_out=True, params={"axes": "ints"},
+                     vjp=_vjp_extreme, jvp=_jvp_extreme, saves=(0,), save_out=True,
+                     params={"axes": "ints"},
                      arity=1, rows=_rows_reduce,
                      batch=batch_axes_param("axes")))
 P.register(Primitive("min", "reduce", _infer_reduce, lambda x, axes: np.min(x, axis=axes),
-                     vjp=_vjp_extreme, jvp=_jvp_extreme, saves=(0,), save_out=True, params={"axes": "ints"},
+                     vjp=_vjp_extreme, jvp=_jvp_extreme, saves=(0,), save_out=True,
+                     params={"axes": "ints"},
                      arity=1, rows=_rows_reduce,
                      batch=batch_axes_param("axes")))
 
