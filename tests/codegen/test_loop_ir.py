@@ -411,3 +411,17 @@ def test_format_of_index_expressions():
     assert str(L.linear([i, j], (3, 5))) == "i*5 + j"
     assert str(L.Min(L.Div(i, 2), L.Lit(7))) == "min(i/2, 7)"
     assert L.add(L.Lit(2), L.Lit(3)) == L.Lit(5) and L.mul(i, 0) == L.Lit(0)
+
+
+def test_few_columns_split_rows_across_cpu_threads():
+    """A column sum with few columns (a bias gradient of a narrow layer) splits its rows across
+    CPU threads: partial sums per chunk into a scratch buffer, then a finishing kernel; the
+    result is the float64 sum rounded once."""
+    x = np.random.default_rng(5).standard_normal((100_000, 3)).astype(f32)
+    f = tj.compile(lambda a: (a * 2).sum(0))
+    low = f.lower(x)
+    first, finish = [ln for ln in low.loops.splitlines() if ln.startswith("  kernel ")]
+    assert first == "  kernel k0 (cpu, threads split [0, 3125), i64 indices)"
+    assert finish == "  kernel k0_finish (cpu, threads split [0, 3), i64 indices)"
+    assert "%k0_partials: intermediate f64[9375]" in low.program
+    np.testing.assert_allclose(f(x).numpy(), (x.astype(np.float64) * 2).sum(0), rtol=1e-7)

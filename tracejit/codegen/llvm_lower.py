@@ -234,6 +234,23 @@ def render(lk: L.LoopKernel, name: str, md: list[str] | None = None) -> str:
                       "entry:", *(f"  {a}" for a in r.allocas), *r.b.lines, "  ret void", "}"])
 
 
+def kernel_bodies(k: Kernel, small: bool) -> tuple[list[tuple[list[Value], str, int, list[str]]],
+                                                   list[Value]]:
+    """Every loop kernel that runs plan kernel k on the CPU, in order, each as (its argument
+    values, `define internal void @body(...)`, the extent of its parallel range, its loop
+    metadata), and the scratch buffers they share (partial sums of a split reduction). The
+    text depends on the kernel's structure only, so identical kernels render identically.
+    `small`: scheduled for compile speed (no vector hints)."""
+    s = Scheduler("cpu", small=small)(k, "body")
+    for v in s.scratch:
+        v.name = f"{k.name}_partials"       # "body" keeps the text free of the plan's names
+    out = []
+    for lk in s.kernels:
+        md: list[str] | None = None if small else []
+        out.append((lk.args, render(lk, "body", md), lk.extent, md or []))
+    return out, s.scratch
+
+
 def kernel_body(k: Kernel, name: str, md: list[str] | None = None) -> tuple[list[Value], str]:
     """One generated kernel of the plan, scheduled for the CPU, as `define internal void
     @name(ptr noalias %a0, ..., i64 %begin, i64 %end)` whose parallel loop runs over [begin,
@@ -244,4 +261,4 @@ def kernel_body(k: Kernel, name: str, md: list[str] | None = None) -> tuple[list
     return lk.args, render(lk, name, md)
 
 
-__all__ = ["kernel_body", "render", "parallel_extent", "strides"]
+__all__ = ["kernel_body", "kernel_bodies", "render", "parallel_extent", "strides"]

@@ -32,7 +32,7 @@ from ..ir.core import Value
 from ..ir.printer import value_names
 from .fusion import Kernel, Plan, operand_view
 from .llvm_ipow import ipow_library
-from .llvm_lower import kernel_body, parallel_extent
+from .llvm_lower import kernel_bodies, kernel_body
 from .llvm_math import library
 from .llvm_special import special_library
 
@@ -112,7 +112,7 @@ class LLVMProgram:
 
     def describe(self) -> str:
         names = value_names(self.plan.graph)
-        n = lambda v: "%" + names.get(v, "?")            # noqa: E731
+        n = lambda v: "%" + (names.get(v) or v.name or "?")   # noqa: E731
         by_slot = {s: v for v, s in self.slots.items()}
 
         def sl(s: int) -> str:
@@ -186,25 +186,44 @@ def build_program(plan: Plan, threads: int) -> LLVMProgram:
             steps.append(Step(k.kind, kernel=k, out=slots[ins.out],
                               operands=[(slots[b], ops) for b, ops in views]))
             continue
-        code, args = kernel_code(k)
-        code = codes.setdefault(code.symbol, code)
-        call = Call(k.name, code, tuple(slots[v] for v in args), parallel_extent(k))
-        big = threads > 1 and k.kind in ("loop", "reduce", "rows") and \
-            math.prod(k.shape) >= PARALLEL_MIN and call.extent >= 2
-        if big:
-            if seg:
-                steps.append(Step("seg", seg))
-                seg = []
-            t = min(threads, call.extent)
-            bounds = [call.extent * i // t for i in range(t + 1)]
-            steps.append(Step("par", [call], chunks=list(zip(bounds[:-1], bounds[1:]))))
-        else:
-            seg.append(call)
+        parts, scratch = kernel_codes(k)
+        for v in scratch:             # partial results of a split reduction: per frame
+            slots.setdefault(v, HEADER + len(slots))
+            temps.append((slots[v], v))
+        for code, args, extent in parts:
+            code = codes.setdefault(code.symbol, code)
+            call = Call(k.name, code, tuple(slots[v] for v in args), extent)
+            big = threads > 1 and k.kind in ("loop", "reduce", "rows") and \
+                math.prod(k.shape) >= PARALLEL_MIN and call.extent >= 2
+            if big:
+                if seg:
+                    steps.append(Step("seg", seg))
+                    seg = []
+                t = min(threads, call.extent)
+                bounds = [call.extent * i // t for i in range(t + 1)]
+                steps.append(Step("par", [call], chunks=list(zip(bounds[:-1], bounds[1:]))))
+            else:
+                seg.append(call)
     if seg:
         steps.append(Step("seg", seg))
     return LLVMProgram(plan, slots, HEADER + max(len(slots), 1), [slots[v] for v in g.inputs],
                        [(slots[v], v) for v in plan.constants], temps, fresh, out_plan, steps,
                        codes, threads, data_offset())
+
+
+def kernel_codes(k: Kernel) -> tuple[list[tuple[KernelCode, list[Value], int]], list[Value]]:
+    """The modules of the loop kernels that run plan kernel k (usually one; a split reduction
+    has a partial-sum kernel and a finishing one), each with the values its arguments hold and
+    the extent of its parallel range, and the scratch buffers between them."""
+    small = math.prod(k.shape) < SMALL_KERNEL
+    parts, scratch = kernel_bodies(k, small)
+    out = []
+    for args, body, extent, md in parts:
+        text = _module(body, md, len(args), inline=not small)
+        symbol = "tj_" + hashlib.sha256(text.encode()).hexdigest()[:32]
+        out.append((KernelCode(symbol, text.replace("@KERNEL(", f"@{symbol}("),
+                               2 if small else 3), args, extent))
+    return out, scratch
 
 
 def kernel_code(k: Kernel) -> tuple[KernelCode, list[Value]]:

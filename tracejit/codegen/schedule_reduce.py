@@ -17,6 +17,8 @@ COLUMN_TILE = 512         # accumulators of a CPU column tile (4 KiB of float64,
 ROW_UNROLL = 4            # rows a column reduction adds as a tree before updating its accumulator
 SPLIT_ROWS_MIN = 32       # a chunk of a split leading reduction has at least this many rows
 SPLIT_WORK = 1 << 16      # ... and the split aims at this many (chunk, column) work items
+CPU_SPLIT_COLS = 256      # CPU: fewer columns than this cannot keep threads busy: split rows
+CPU_SPLIT_MIN = 1 << 17   # ... when the input is big enough to be worth several threads
 LOOP_BLOCK = 256          # CUDA threads per block of elementwise work
 MAX_GRID = 1 << 16        # grid-stride loops cover anything larger
 VEC_MIN = 1 << 12         # CUDA: below this many elements, one element per thread is as good
@@ -323,6 +325,9 @@ class ReduceScheduler:
             if chunks > 1 else "serial down each column"
         if self.gpu:
             return self._leading_gpu(k, name, names, tree, red, kept, chunks, per, adt, split)
+        if chunks > 1 and len(kept) == 1 and n_cols < CPU_SPLIT_COLS and \
+                _size(x.shape) >= CPU_SPLIT_MIN:
+            return self._leading_cpu_split(k, name, names, tree, chunks, per, adt, split)
         p, block = _column_tiling(kept)
         inner = kept[p + 1:]
         inner_size = _size(inner)
@@ -372,6 +377,40 @@ class ReduceScheduler:
         return L.Scheduled(k, [self._kernel(name, k.inputs, k.outputs, accs + body, accs,
                                             extent=parallel_extent(k))],
                            note=f"{split}; column tiles of {block * inner_size}")
+
+    def _leading_cpu_split(self, k, name, names, tree, chunks, per, adt, split):
+        """Few columns, many rows: threads take ranges of chunks, each chunk's column sums
+        go to a scratch buffer, then a finishing kernel (threads over columns) adds each
+        column's chunk sums in chunk order, as the GPU's two stages do."""
+        ins = k.instr
+        op, x, out = ins.prim.name, ins.inputs[0], ins.out
+        red = x.shape[:len(ins.params["axes"])]
+        n_rows, n_cols = _size(red), out.aval.size
+        part = Value(Aval((chunks * n_cols,), adt), None, name=f"{name}_partials")
+        acc = L.Acc(names("part"), adt, op, size=COLUMN_TILE)
+        c, lo = names("c"), names("lo")
+
+        def cols(fn):
+            return _nest(names, [n_cols], fn, vector=self._vec(), prefix="j")
+        count = L.Min(L.add(L.Lit(n_rows), L.mul(L.Var(lo), -1)), L.Lit(per))
+        body = [acc, L.Loop(c, L.Lit(chunks), [
+            L.Let(lo, L.mul(L.Var(c), per)),
+            *cols(lambda j: [L.Reset(acc.name, j[0])]),
+            *self._row_groups(names, x, red, L.Var(lo), count, [], lambda items: cols(
+                lambda j: [L.Update(acc.name, tree(items, j), j[0])])),
+            *cols(lambda j: [L.Store(part, L.add(L.mul(L.Var(c), n_cols), j[0]),
+                                     L.AccGet(acc.name, j[0]))])], par="threads")]
+        first = self._kernel(name, k.inputs, [part], body, [acc], extent=chunks)
+        names2 = _Names()
+        fin = L.Acc(names2("acc"), adt, op)
+        o, c2 = names2("o"), names2("c")
+        body2 = [L.Loop(o, L.Lit(n_cols), [
+            fin, L.Loop(c2, L.Lit(chunks), [L.Update(fin.name, L.LoadFlat(
+                part, L.add(L.mul(L.Var(c2), n_cols), L.Var(o))))]),
+            L.Store(out, L.Var(o), _cast(L.AccGet(fin.name), adt, out.dtype))], par="threads")]
+        finish = self._kernel(name + "_finish", [part], [out], body2, [fin], extent=n_cols)
+        return L.Scheduled(k, [first, finish], [part],
+                           note=split + "; threads split the chunks, then the columns")
 
     def _leading_gpu(self, k, name, names, tree, red, kept, chunks, per, adt, split):
         ins = k.instr
