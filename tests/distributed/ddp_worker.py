@@ -143,17 +143,24 @@ def train_no_sync():
     print("ok no_sync", flush=True)
 
 
-def train_unused():
+def train_unused(compiled=False):
     ddp, model, init = make_ddp(unused=True, find_unused_parameters=True)
     opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
-    for s in range(3):
+
+    def step(x, y):
         opt.zero_grad()
-        x, y = batch(s)
-        loss_fn(ddp, shard(x), shard(y)).backward()
+        ((ddp(x) - y) ** 2).mean().backward()
         opt.step()
+    step = tj.compile(step) if compiled else step
+    for s in range(3):
+        x, y = batch(s)
+        step(tj.tensor(shard(x)), tj.tensor(shard(y)))
     assert model.spare.weight.grad is None
-    same(model, reference(init, 3, unused=True), "find_unused_parameters")
-    print("ok unused", flush=True)
+    ref = reference(init, 3, unused=True)
+    for (n, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-10,
+                                   atol=1e-12, err_msg=f"find_unused_parameters: {n}")
+    print("ok unused" + ("_compiled" if compiled else ""), flush=True)
 
 
 def overlap_order():
@@ -171,9 +178,34 @@ def overlap_order():
     print("ok overlap_order", flush=True)
 
 
+def buffers_follow_rank0(compiled):
+    """broadcast_buffers: each forward starts from rank 0's buffers (BatchNorm's running
+    statistics), then updates them with this rank's batch, as torch's DDP."""
+    def net():
+        tj.manual_seed(7)
+        return tj.nn.Sequential(tj.nn.Linear(3, 4, dtype=tj.float64),
+                                tj.nn.BatchNorm1d(4, dtype=tj.float64))
+    model = net()
+    ddp = DDP(model)
+    run = tj.compile(lambda x: ddp(x)) if compiled else ddp
+    xs = [np.random.default_rng(50 + r).standard_normal((6, 3)) for r in range(WORLD)]
+    for _ in range(2):
+        run(tj.tensor(xs[RANK]))
+    ref = net()
+    ref(tj.tensor(xs[0]))                  # rank 0's first forward, broadcast at the second
+    ref(tj.tensor(xs[RANK]))               # then this rank's own batch
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(getattr(model[1], name).numpy(),
+                                   getattr(ref[1], name).numpy(), rtol=1e-12, err_msg=name)
+    print("ok buffers" + ("_compiled" if compiled else ""), flush=True)
+
+
 CHECKS = {"broadcast": check_broadcast_at_construction, "eager": train_eager,
           "compiled_model": lambda: train_eager(True), "compiled_step": train_compiled_step,
-          "no_sync": train_no_sync, "unused": train_unused, "overlap_order": overlap_order}
+          "no_sync": train_no_sync, "unused": train_unused, "overlap_order": overlap_order,
+          "unused_compiled": lambda: train_unused(True),
+          "buffers": lambda: buffers_follow_rank0(False),
+          "buffers_compiled": lambda: buffers_follow_rank0(True)}
 
 for name in sys.argv[1:]:
     CHECKS[name]()

@@ -1,11 +1,12 @@
 """DistributedDataParallel on 2 ranks, each on its shard, against single-process training on
 the full batch (float64), after five optimizer steps: eager, compiled model, compiled step,
-no_sync accumulation, unused parameters; the broadcast at construction; and the order of
+no_sync accumulation, unused parameters; the broadcast at construction; buffers broadcast
+from rank 0 at each forward (eager and compiled); and the order of
 events (bucket 0's all-reduce starts before backward has produced its last gradient)."""
 from dist_launch import launch, oks, report
 
 CHECKS = ["broadcast", "eager", "compiled_model", "compiled_step", "no_sync", "unused",
-          "overlap_order"]
+          "unused_compiled", "overlap_order", "buffers", "buffers_compiled"]
 
 
 def test_ddp_matches_full_batch_training():

@@ -111,6 +111,20 @@ def test_collectives_inside_a_compiled_function_are_graph_operations(world1):
     np.testing.assert_array_equal(f(tj.ones(3)).numpy(), [4.0, 4.0, 4.0])
 
 
+def test_a_collective_of_a_constant_is_not_folded_at_compile_time(world1):
+    """On ranks other than a broadcast's source the operand is a constant (zeros): the
+    collective must still run at every call, on every rank."""
+    @tj.compile
+    def h(x):
+        c = tj.zeros(3)
+        dist.all_reduce(c)
+        return x + c
+
+    text = h.lower(tj.ones(3)).as_text()
+    assert "dist_all_reduce" in text, text
+    np.testing.assert_array_equal(h(tj.ones(3)).numpy(), [1.0, 1.0, 1.0])
+
+
 def test_launcher_command_line():
     cmd, env = launcher.build(3, ["train.py", "--lr", "0.1"], "/x/mpiexec", ["-H", "a,b"], 30)
     assert cmd[:3] == ["/x/mpiexec", "-n", "3"]

@@ -18,9 +18,10 @@ from .traced import traced_all_reduce, traced_broadcast
 
 
 def _in_trace(t: Any) -> bool:
-    """A traced value, or an outside tensor read by the function being traced: the collective
-    becomes an operation of the compiled graph (it runs at every call)."""
-    return isinstance(t, Tensor) and bool(STATE.traces) and (t._traced or t._captured())
+    """Inside a function being traced (a traced value, an outside tensor it reads, or a
+    constant it made) the collective becomes an operation of the compiled graph: it runs at
+    every call, not once while tracing."""
+    return isinstance(t, Tensor) and bool(STATE.traces)
 
 
 def _finish(work: Work, async_op: bool) -> Work | None:

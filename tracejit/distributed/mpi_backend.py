@@ -137,13 +137,13 @@ class MPIBackend:
 
     def broadcast(self, a: np.ndarray, src: int, desc: str) -> Work:
         MPI = self.MPI
-        req = self.comm.Ibcast([a.view(np.uint8).reshape(-1), MPI.BYTE], root=src)
+        req = self.comm.Ibcast([a.reshape(-1).view(np.uint8), MPI.BYTE], root=src)
         return self._work(desc, [req])
 
     def all_gather(self, out: np.ndarray, a: np.ndarray, desc: str) -> Work:
         MPI = self.MPI
-        req = self.comm.Iallgather([a.view(np.uint8).reshape(-1), MPI.BYTE],
-                                   [out.view(np.uint8).reshape(-1), MPI.BYTE])
+        req = self.comm.Iallgather([a.reshape(-1).view(np.uint8), MPI.BYTE],
+                                   [out.reshape(-1).view(np.uint8), MPI.BYTE])
         return self._work(desc, [req])
 
     def reduce_scatter(self, out: np.ndarray, a: np.ndarray, op: ReduceOp, desc: str) -> Work:

@@ -49,6 +49,8 @@ _LAST: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 def _bind(x: Tensor, op: ReduceOp) -> Tensor:
     ctx = STATE.traces[-1]
+    if not x._traced:                # an outside tensor, or a constant made in the trace: a
+        x = Tensor(ctx.capture(x))   # graph value, so the collective runs at every call
     prev = _LAST.get(ctx)
     after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else x
     out = bind(P.dist_all_reduce, x, after, op=OP_CODES[op])

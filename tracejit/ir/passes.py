@@ -64,8 +64,10 @@ def _const_value(v: Value):
 def fold_constants(g: Graph) -> Graph:
     from .primitives import P
     for ins in g.instrs:
-        # a broadcast of a constant stays a splat: cheaper to store and to generate code for
-        if not ins.inputs or ins.out.aval.size > FOLD_LIMIT or ins.prim.name == "broadcast":
+        # a broadcast of a constant stays a splat: cheaper to store and to generate code for;
+        # an effectful op (a collective across processes) runs at every call, never here
+        if not ins.inputs or ins.out.aval.size > FOLD_LIMIT or ins.prim.name == "broadcast" \
+                or getattr(ins.prim, "effectful", False):
             continue
         vals = [_const_value(v) for v in ins.inputs]
         if any(x is None for x in vals):

@@ -68,7 +68,10 @@ def _batch_all_reduce(prim, ax, args, batched, params):
     return bind(prim, x, args[1], **params), True
 
 
-P.register(Primitive("dist_all_reduce", "extern", _infer_all_reduce,
-                     lambda x, after, op: _run("dist_all_reduce", x, op=op),
-                     vjp=_vjp_all_reduce, jvp=_jvp_all_reduce, params={"op": "int"}, arity=2,
-                     batch=_batch_all_reduce))
+_PRIM = P.register(Primitive("dist_all_reduce", "extern", _infer_all_reduce,
+                             lambda x, after, op: _run("dist_all_reduce", x, op=op),
+                             vjp=_vjp_all_reduce, jvp=_jvp_all_reduce, params={"op": "int"},
+                             arity=2, batch=_batch_all_reduce))
+# every rank must run it at every call: constant folding must not evaluate it at compile time
+# (ir/passes.py), even when its operand is a constant (a broadcast's zeros off the source rank)
+_PRIM.effectful = True

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...distributed import collectives as C
 from ...distributed.group import DistError, current
-from ...tracer.state import is_grad_enabled, no_grad
+from ...tracer.state import STATE, is_grad_enabled, no_grad
 from ...tracer.tensor import Tensor
 from ..module import Module
 from .reducer import Reducer
@@ -27,11 +27,13 @@ def _coalesced_broadcast(tensors: list, src: int) -> None:
     for t in tensors:
         groups.setdefault((t.dtype.name, str(t.device)), []).append(t)
     for _, ts in sorted(groups.items(), key=lambda kv: kv[0]):
-        if len(ts) == 1 and ts[0]._data.flags.c_contiguous:
-            C.broadcast(ts[0], src)
+        if STATE.traces or (len(ts) == 1 and ts[0]._data.flags.c_contiguous):
+            # inside a compiled function each one is an operation of the graph, written back
+            # into the tensor after every call (a concatenation here would be a constant)
+            for t in ts:
+                C.broadcast(t, src)
             continue
-        xp = np if ts[0].device == "cpu" else __import__("cupy")
-        flat = Tensor(xp.concatenate([t._data.reshape(-1) for t in ts]))
+        flat = Tensor(np.concatenate([t._data.reshape(-1) for t in ts]))   # NumPy or CuPy
         C.broadcast(flat, src)
         off = 0
         for t in ts:

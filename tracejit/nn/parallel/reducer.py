@@ -22,6 +22,7 @@ import numpy as np
 
 from ...devices import is_gpu_array
 from ...distributed import collectives as C
+from ...distributed.dispatch import start
 from ...distributed.group import ProcessGroup, ReduceOp
 from ...distributed.traced import traced_all_reduce_value
 from ...tracer.autograd import queue_callback
@@ -188,9 +189,10 @@ class Reducer:
             used = self._fill_unused(missing)
         self._launch_ready()
         if used is not None:
-            used_flags = Tensor(used)
-            C.all_reduce(used_flags, ReduceOp.SUM)
-            used = used_flags._data
+            # how many ranks used each parameter; while tracing a compiled step this runs
+            # once, at trace time, like every other Python decision the trace bakes in
+            desc = start(self.pg, "all_reduce", f"(find_unused_parameters, i32[{used.size}])")
+            self.pg.backend.all_reduce(used, ReduceOp.SUM, desc).wait()
         for b in self.buckets:
             if b.work is not None:
                 b.work.wait()
