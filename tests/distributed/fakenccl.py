@@ -16,6 +16,7 @@ import numpy as np
 import fakecupy
 
 LOG: list[tuple] = []
+HANG = False
 _NP = {0: np.int8, 1: np.uint8, 2: np.int32, 3: np.uint32, 4: np.int64, 5: np.uint64,
        6: np.float16, 7: np.float32, 8: np.float64}
 
@@ -68,7 +69,8 @@ class Event:
 
     @property
     def done(self) -> bool:
-        return True
+        # HANG: a collective that never completes (a peer that never joins)
+        return not (HANG and self.stream_ptr in _STREAMS)
 
     def synchronize(self) -> None:
         raise HostSyncError("host synchronization in the NCCL path")
@@ -127,6 +129,9 @@ class NcclCommunicator:
 
     def destroy(self) -> None:
         self.comm.Free()
+
+    def abort(self) -> None:
+        LOG.append(("abort",))
 
 
 def _device_sync() -> None:

@@ -77,13 +77,14 @@ def test_bad_arguments_name_the_op_and_shapes(world1):
     dist.init_process_group()
 
 
-def test_ddp_in_a_world_of_one_is_plain_training(world1):
+@pytest.mark.parametrize("as_view", [False, True])
+def test_ddp_in_a_world_of_one_is_plain_training(world1, as_view):
     def net():
         tj.manual_seed(3)
         return tj.nn.Sequential(tj.nn.Linear(5, 7, dtype=tj.float64), tj.nn.Tanh(),
                                 tj.nn.Linear(7, 2, dtype=tj.float64))
     a, b = net(), net()
-    ddp = DDP(a, bucket_cap_mb=1 / 8192)
+    ddp = DDP(a, bucket_cap_mb=1 / 8192, gradient_as_bucket_view=as_view)
     assert ddp.module is a and len(ddp.reducer.buckets) > 1
     oa = tj.optim.Adam(ddp.parameters(), lr=0.01)
     ob = tj.optim.Adam(b.parameters(), lr=0.01)
@@ -96,6 +97,10 @@ def test_ddp_in_a_world_of_one_is_plain_training(world1):
             opt.step()
     for p, q in zip(a.parameters(), b.parameters()):
         np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-12)
+    (ddp(x) ** 2).mean().backward()
+    flats = [bk.flat for bk in ddp.reducer.buckets]
+    for p in a.parameters():             # gradient_as_bucket_view: .grad is bucket memory
+        assert any(np.shares_memory(p.grad.numpy(), f) for f in flats) == as_view
     assert list(ddp.state_dict()) == ["module." + k for k in b.state_dict()]
 
 

@@ -11,13 +11,22 @@ dedicated communication stream wait for it, runs on that stream, and records a `
 `Work.wait()` makes the caller's current stream wait for `done`, so later kernels (the
 optimizer) run after the collective, and the host never blocks, as in PyTorch.
 
+Never a hang: since the host does not wait, a watchdog thread polls the `done` events of the
+collectives in flight; one not done within the group's timeout (a peer dead or stuck, or
+issuing another collective) prints which operation and rank, aborts the NCCL communicator and
+ends the job (MPI_Abort), as PyTorch's NCCL watchdog does.
+
 AVG is SUM followed by a scale on the communication stream (ncclAvg needs NCCL 2.10 and
 CuPy does not name it). bool tensors travel as uint8: sum and max are `any`, prod and min
 `all`, as PyTorch."""
 from __future__ import annotations
 
 import importlib
+import os
 import socket
+import sys
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -59,6 +68,39 @@ class NCCLBackend:
         with cp.cuda.Device(self.device):
             self.comm = nccl.NcclCommunicator(pg.size, uid, pg.rank)
             self.stream = cp.cuda.Stream(non_blocking=True)
+        self._inflight: list[tuple[Any, str, float]] = []     # (done event, desc, deadline)
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="tracejit-nccl-watchdog",
+                                          daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        period = min(1.0, self.pg.timeout_s / 4)
+        while not self._closed.wait(period):
+            now = time.monotonic()
+            with self._lock:
+                self._inflight = [w for w in self._inflight if not w[0].done]
+                late = [w for w in self._inflight if now > w[2]]
+            if late:
+                self._abort(late[0][1])
+
+    def _abort(self, desc: str) -> None:
+        pg = self.pg
+        sys.stderr.write(
+            f"tracejit.distributed (nccl): rank {pg.rank} of {pg.size}: {desc} did not complete "
+            f"on the GPU within {pg.timeout_s:g} s: another rank is dead, stuck, or issued a "
+            f"different collective (TRACEJIT_DIST_DEBUG=1 checks each collective's signature); "
+            f"aborting the job\n")
+        sys.stderr.flush()
+        try:
+            self.comm.abort()
+        except Exception:           # noqa: BLE001  (ending the job matters more)
+            pass
+        if pg.comm is not None:
+            from . import mpi_backend
+            mpi_backend.abort(1)
+        os._exit(1)
 
     def _check_one_gpu_per_rank(self, ndev: int) -> None:
         pg = self.pg
@@ -84,6 +126,8 @@ class NCCLBackend:
             run(self.stream)
             done = cp.cuda.Event()
             done.record(self.stream)
+        with self._lock:
+            self._inflight.append((done, desc, time.monotonic() + self.pg.timeout_s))
 
         def wait(timeout: float | None) -> None:
             cp.cuda.get_current_stream().wait_event(done)
@@ -143,6 +187,7 @@ class NCCLBackend:
         return self._enqueue(desc, run, [src, dst])
 
     def close(self) -> None:
+        self._closed.set()
         try:
             self.comm.destroy()
         except Exception:           # already torn down at interpreter exit

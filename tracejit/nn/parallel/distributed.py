@@ -69,8 +69,9 @@ class DistributedDataParallel(Module):
             with no_grad():
                 _coalesced_broadcast([p for _, p in module.named_parameters()] +
                                      [b for _, b in module.named_buffers()], 0)
+        self.gradient_as_bucket_view = gradient_as_bucket_view
         self.__dict__["reducer"] = Reducer(named, pg, self.bucket_bytes_cap,
-                                           find_unused_parameters)
+                                           find_unused_parameters, gradient_as_bucket_view)
 
     @staticmethod
     def _check_same_parameters(pg: Any, module: Module) -> None:

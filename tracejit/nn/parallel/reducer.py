@@ -89,8 +89,9 @@ def make_buckets(named: list[tuple[str, Any]], cap_bytes: int) -> list[Bucket]:
 
 class Reducer:
     def __init__(self, named: list[tuple[str, Any]], pg: ProcessGroup, cap_bytes: int,
-                 find_unused: bool) -> None:
+                 find_unused: bool, as_view: bool = False) -> None:
         self.pg = pg
+        self.as_view = as_view
         self.find_unused = find_unused
         self.buckets = make_buckets(named, cap_bytes)
         self.where: dict[int, tuple[Bucket, int]] = {}
@@ -229,7 +230,10 @@ class Reducer:
                 p.grad = reshape(b.result[off:off + n], p.shape)
                 continue
             avg = b.flat[off:off + n].reshape(p.shape)
-            if p._grad is None:
+            if self.as_view:           # .grad is the bucket's memory: no copy, as PyTorch's
+                if p._grad is None or p._grad._data.base is not b.flat:
+                    p._grad = Tensor(avg)
+            elif p._grad is None:
                 p._grad = Tensor(avg.copy())
             else:
                 p._grad._own()[...] = avg
