@@ -31,6 +31,21 @@ def median_ms(fn, reps: int = 20, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def interleaved_ms(fns: dict, rounds: int = 15, warmup: int = 2) -> dict:
+    """Median ms of each function, measured in interleaved rounds (one call of each per
+    round), so that a noisy neighbour slows all of them alike and the ratios stay fair."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 # -- vmap: per-example gradients ------------------------------------------------------------------
 BATCH, D_IN, HIDDEN, D_OUT = 256, 64, 128, 10
 
@@ -52,7 +67,6 @@ def vmap_section() -> dict:
     params = _mlp_params(rng)
     x = rng.standard_normal((BATCH, D_IN)).astype(np.float32)
     y = rng.standard_normal((BATCH, D_OUT)).astype(np.float32)
-    res = {}
 
     batched = tj.compile(tj.grad(_loss))                  # one gradient of the batch's mean
     per_example = tj.compile(tj.vmap(tj.grad(_loss), in_axes=(None, 0, 0)))
@@ -62,12 +76,12 @@ def vmap_section() -> dict:
         for got, want in zip(check, one(params, x[i], y[i])):
             assert np.allclose(got.numpy()[i], want.numpy(), rtol=1e-4, atol=1e-6)
 
-    res["tracejit batched grad"] = median_ms(lambda: batched(params, x, y))
-    res["tracejit compile(vmap(grad))"] = median_ms(lambda: per_example(params, x, y))
-    res["tracejit eager vmap(grad)"] = median_ms(
-        lambda: tj.vmap(tj.grad(_loss), in_axes=(None, 0, 0))(params, x, y), reps=5)
-    res["tracejit loop of compiled grads"] = median_ms(
-        lambda: [one(params, x[i], y[i]) for i in range(BATCH)], reps=3, warmup=1)
+    fns = {"tracejit batched grad": lambda: batched(params, x, y),
+           "tracejit compile(vmap(grad))": lambda: per_example(params, x, y),
+           "tracejit eager vmap(grad)":
+               lambda: tj.vmap(tj.grad(_loss), in_axes=(None, 0, 0))(params, x, y),
+           "tracejit loop of compiled grads":
+               lambda: [one(params, x[i], y[i]) for i in range(BATCH)]}
     try:
         import torch
         from torch.func import grad, vmap
@@ -81,8 +95,9 @@ def vmap_section() -> dict:
             w1, b1, w2 = p
             return ((torch.tanh(xi @ w1 + b1) @ w2 - yi) ** 2).mean()
         tper = vmap(grad(tloss), in_dims=(None, 0, 0))
-        res["torch.func vmap(grad)"] = median_ms(lambda: tper(tp, tx, ty))
-        res["torch batched grad"] = median_ms(lambda: grad(tloss)(tp, tx, ty))
+        fns["torch.func vmap(grad)"] = lambda: tper(tp, tx, ty)
+        fns["torch.func batched grad"] = lambda: grad(tloss)(tp, tx, ty)
+    res = interleaved_ms(fns)
     base = res["tracejit batched grad"]
     print(f"vmap: per-example gradients, MLP {D_IN}-{HIDDEN}-{D_OUT}, batch {BATCH}, float32")
     for k, v in res.items():
