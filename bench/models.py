@@ -12,12 +12,12 @@ LSTM unrolled over 20 steps, a small CNN, and on cuda nanoGPT 12.8M under autoca
 Before anything is timed, tracejit and torch eager run two steps from the same weights and must
 give the same losses. Then: the first call of tracejit (trace + compile, empty caches) and of
 torch.compile; the first call in a new process that finds tracejit's disk cache; medians of
-interleaved timed rounds; kernel count and native calls (launches) per step; and, with
---profile, a per-kernel time table (TRACEJIT_PROFILE, tracejit/runtime/profiler.py).
+interleaved timed rounds; kernel count and native calls (launches) per step; and a per-kernel
+time table (TRACEJIT_PROFILE, tracejit/runtime/profiler.py; --no-profile skips it).
 Compare ratios, not absolute times: machines are shared and noisy.
 
     python bench/models.py [--device cpu|cuda] [--quick] [--big] [--only NAME,...]
-                           [--profile] [--threads N] [--json FILE]
+                           [--no-profile] [--threads N] [--json FILE]
 """
 from __future__ import annotations
 
@@ -42,8 +42,22 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import model_defs  # noqa: E402
+
+
+def _load_model_defs():
+    """bench/model_defs.py, by path: a bench directory on sys.path would make "models" name
+    this file for every later import (the tests' models/ package among them)."""
+    import importlib.util
+    if "bench_model_defs" not in sys.modules:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_defs.py")
+        spec = importlib.util.spec_from_file_location("bench_model_defs", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["bench_model_defs"] = mod          # dataclasses look their module up
+        spec.loader.exec_module(mod)
+    return sys.modules["bench_model_defs"]
+
+
+model_defs = _load_model_defs()
 
 import tracejit as tj  # noqa: E402
 from tracejit.runtime import profiler  # noqa: E402
@@ -163,7 +177,7 @@ def profile_table(w, state, device, batch_np, steps: int) -> tuple[str, float]:
         for _ in range(steps):
             loss_value(step(*batch))
         calls = sum(e.calls for e in profiler.entries()) / steps
-        return profiler.table(top=20), calls
+        return profiler.table(top=15), calls
     finally:
         os.environ.pop("TRACEJIT_PROFILE", None)
 
@@ -282,7 +296,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (a few minutes)")
     ap.add_argument("--big", action="store_true", help="also nanoGPT 12.8M on the CPU")
     ap.add_argument("--only", default="", help="comma-separated workload names")
-    ap.add_argument("--profile", action="store_true", help="per-kernel time table")
+    ap.add_argument("--no-profile", dest="profile", action="store_false",
+                    help="skip the per-kernel time table (TRACEJIT_PROFILE run)")
     ap.add_argument("--threads", default="1", help="CPU threads for every library")
     ap.add_argument("--no-torch-compile", action="store_true")
     ap.add_argument("--json", default=None, help="also write the figures here")

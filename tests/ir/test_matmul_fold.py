@@ -184,3 +184,69 @@ def test_nanogpt_block_gemms_are_2d_and_copy_free():
     shapes = _gemm_shapes(lines)
     assert len(shapes) == 6 and all(s.count("x") == 1 for s in shapes), shapes
     assert _copy_kernels(lines) == []
+
+
+# -- product_sum: the weight gradient of an unrolled RNN ----------------------------------------
+def _rnn_weight_grad_graph(steps, batch, k, n, swapped=True):
+    g = Graph("rnn")
+    xs = [g.add_input(Aval((batch, k), f64)) for _ in range(steps)]
+    gs = [g.add_input(Aval((batch, n), f64)) for _ in range(steps)]
+    acc = None
+    for x, gr in zip(xs, gs):
+        a = swap_last(x) if swapped else bind(P.neg, swap_last(x))
+        term = matmul(a, gr)
+        acc = term if acc is None else bind(P.add, acc, term)
+    g.outputs = [acc]
+    return g
+
+
+@pytest.mark.parametrize("steps,batch,k,n", [(20, 8, 16, 32), (2, 1, 1, 1), (3, 0, 4, 2),
+                                             (5, 4, 0, 3)])
+@pytest.mark.parametrize("swapped", [True, False])
+def test_sum_of_thin_products_is_one_gemm(steps, batch, k, n, swapped):
+    g = _rnn_weight_grad_graph(steps, batch, k, n, swapped)
+    new = fold_matmuls(g)
+    assert len(_matmuls(g)) == steps
+    assert _matmuls(new) == [(k, n)]
+    assert not any(ins.prim.name == "add" for ins in new.instrs)
+    _check_same(g, new)
+
+
+def test_thick_products_and_shared_terms_are_left_alone():
+    g = _rnn_weight_grad_graph(3, 128, 4, 4)            # K = 128 per product: not thin
+    assert fold_matmuls(g) is g
+    g = _rnn_weight_grad_graph(3, 8, 4, 4)
+    g.outputs.append(g.outputs[0].producer.inputs[0])   # a partial sum used elsewhere
+    new = fold_matmuls(g)
+    assert sorted(_matmuls(new)) == [(4, 4), (4, 4)]     # (m1 + m2) joined, + m3 separate
+    _check_same(g, new)
+
+
+def test_lstm_weight_gradients_are_one_gemm_each():
+    """An LSTM cell unrolled over 12 steps: each weight's gradient is one GEMM over all steps
+    (K = steps * batch), values against torch."""
+    torch = pytest.importorskip("torch")
+    steps, batch, n_in, hid = 12, 4, 5, 6
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((steps, batch, n_in)).astype(np.float32)
+    w_ih = rng.standard_normal((4 * hid, n_in)).astype(np.float32) * 0.3
+    w_hh = rng.standard_normal((4 * hid, hid)).astype(np.float32) * 0.3
+
+    def loss(lib, x, w_ih, w_hh):
+        h = c = lib.zeros((batch, hid))
+        total = 0.0
+        for t in range(steps):
+            gates = x[t] @ w_ih.T + h @ w_hh.T
+            i, f, gg, o = gates.chunk(4, 1)
+            c = lib.sigmoid(f) * c + lib.sigmoid(i) * lib.tanh(gg)
+            h = lib.sigmoid(o) * lib.tanh(c)
+            total = total + (h * h).sum()
+        return total
+    g = tj.grad(tj.compile(lambda *a: loss(tj, *a)), argnums=(1, 2))
+    dw_ih, dw_hh = g(x, w_ih, w_hh)
+    tx, t1, t2 = (torch.tensor(a, requires_grad=True) for a in (x, w_ih, w_hh))
+    loss(torch, tx, t1, t2).backward()
+    np.testing.assert_allclose(dw_ih.numpy(), t1.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dw_hh.numpy(), t2.grad.numpy(), rtol=1e-4, atol=1e-5)
+    shapes = _gemm_shapes(_kernels(g, x, w_ih, w_hh))
+    assert shapes.count(f"{4 * hid}x{n_in}") == 1 and shapes.count(f"{4 * hid}x{hid}") == 1, shapes

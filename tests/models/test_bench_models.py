@@ -2,8 +2,8 @@
 compiled by tracejit (forward, backward, AdamW) gives torch eager's losses over three steps from
 the same weights, at tiny sizes. The cuda path of the benchmark traces, fuses and generates CUDA
 source for every workload (fake CuPy: no GPU needed), the bfloat16 nanoGPT included."""
+import importlib.util
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -11,9 +11,13 @@ import pytest
 import tracejit as tj
 
 torch = pytest.importorskip("torch")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "bench"))
-import model_defs  # noqa: E402
-import models as bench  # noqa: E402
+BENCH = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "bench")
+# bench/models.py by path, under its own name: with bench/ on sys.path, "models" would name it
+# instead of this test directory's package
+_spec = importlib.util.spec_from_file_location("bench_models", os.path.join(BENCH, "models.py"))
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+model_defs = bench.model_defs
 
 CPU = {w.name: w for w in model_defs.workloads("cpu", big=True, tiny=True)}
 CUDA = {w.name: w for w in model_defs.workloads("cuda", big=False, tiny=True)}

@@ -12,6 +12,9 @@ Three rules, one job each:
 - `transpose_product`: `transpose(matmul(a, b))` of 2-D operands, when the transpose is the
   product's only use, is `matmul(b^T, a^T)`: a weight gradient of `x @ W.T` comes out in W's
   layout without a transposing loop.
+- `product_sum`: a sum of thin 2-D products `a_1 @ b_1 + a_2 @ b_2 + ...` (the gradient of a
+  weight used at every step of an unrolled RNN) is one GEMM of the concatenated operands,
+  `[a_1 | a_2 | ...] @ [b_1; b_2; ...]`, instead of one small GEMM per step and a chain of adds.
 
 Operands stay views where BLAS takes views: a reshape of a buffer and a transpose of its last
 two axes are free (fusion and the runtime's `view_chain` know both). The weight-gradient GEMM
@@ -25,9 +28,10 @@ import math
 
 from .core import Graph, Instr, Value
 from .passes import cse, dce
-from .primitives import broadcast, matmul, reshape, transpose
+from .primitives import P, bind, broadcast, matmul, reshape, transpose
 
 MAX_ROUNDS = 3      # a weight gradient's GEMM is transposed by the round after it appears
+SMALL_K = 64        # product_sum joins GEMMs only this thin: launches, not flops, dominate them
 
 
 def _is_swap(ins: Instr | None) -> bool:
@@ -106,6 +110,47 @@ def _weight_grad_sums(g: Graph, uses: dict[Value, list[Instr]]) -> dict[Instr, I
     return found
 
 
+def _product_sums(g: Graph, uses: dict[Value, list[Instr]]) -> dict[Instr, list[Instr]]:
+    """Rule `product_sum`: add trees (each node used once) whose leaves are all 2-D matmuls
+    used once, with contractions of at most SMALL_K: the root add -> its matmuls in order."""
+    outs = set(g.outputs)
+    found: dict[Instr, list[Instr]] = {}
+    inner: set[Instr] = set()
+    for root in reversed(g.instrs):                 # roots before their inner adds
+        if root.prim.name != "add" or root in inner or root.out.ndim != 2:
+            continue
+        leaves, adds, ok, stack = [], [], True, [root]
+        while stack and ok:
+            a = stack.pop()
+            adds.append(a)
+            for v in a.inputs[::-1]:
+                p = v.producer
+                once = v not in outs and len(uses.get(v, ())) == 1 and \
+                    v.aval == root.out.aval and p is not None      # (not a graph input)
+                if once and p.prim.name == "add":
+                    stack.append(p)
+                elif once and p.prim.name == "matmul" and p.inputs[0].shape[1] <= SMALL_K:
+                    leaves.append(p)
+                else:
+                    ok = False
+                    break
+        if ok and len(leaves) >= 2:
+            found[root] = leaves
+            inner.update(adds)
+    return found
+
+
+def _product_sum(leaves: list[Instr], env: dict[Value, Value]) -> Value:
+    """sum_i a_i @ b_i = [a_1 | a_2 | ...] @ [b_1; b_2; ...]: one GEMM, K = sum of the K_i."""
+    a_parts = [m.inputs[0] for m in leaves]
+    b = bind(P.concatenate, *[env[m.inputs[1]] for m in leaves], axis=0)
+    if all(_is_swap(x.producer) for x in a_parts):     # x_i^T side by side = (x_1; x_2; ...)^T
+        a = _swap(bind(P.concatenate, *[env[x.producer.inputs[0]] for x in a_parts], axis=0))
+    else:
+        a = bind(P.concatenate, *[env[x] for x in a_parts], axis=1)
+    return matmul(a, b)
+
+
 def fold_matmuls(g: Graph) -> Graph:
     for _ in range(MAX_ROUNDS):
         new = _fold_once(g)
@@ -118,6 +163,7 @@ def fold_matmuls(g: Graph) -> Graph:
 def _fold_once(g: Graph) -> Graph:
     uses = g.users()
     sums = _weight_grad_sums(g, uses)
+    psums = _product_sums(g, uses)
     replaced = set(sums.values())
     folds: dict[Instr, list] = {}
     for ins in g.instrs:
@@ -132,7 +178,7 @@ def _fold_once(g: Graph) -> Graph:
              and ins.inputs[0].producer is not None
              and ins.inputs[0].producer.prim.name == "matmul"
              and len(uses[ins.inputs[0]]) == 1 and ins.inputs[0] not in g.outputs}
-    if not (sums or folds or swaps):
+    if not (sums or folds or swaps or psums):
         return g
 
     new = Graph(g.name)
@@ -143,6 +189,8 @@ def _fold_once(g: Graph) -> Graph:
         new.loc_override = ins.loc
         if ins in sums:
             env[ins.out] = _weight_grad(sums[ins], env)
+        elif ins in psums:
+            env[ins.out] = _product_sum(psums[ins], env)
         elif ins in folds:
             env[ins.out] = _fold_batch(ins, folds[ins], env)
         elif ins in swaps:
