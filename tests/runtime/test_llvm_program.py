@@ -167,3 +167,22 @@ def test_disk_cache_round_trip_in_a_new_process(tmp_path):
     second = _child(tmp_path)
     assert second["counts"]["compiled"] == 0 and second["counts"]["loaded"] == distinct
     assert second["value"] == first["value"]
+
+
+def test_kernels_compiled_in_parallel_threads_are_the_serial_ones(monkeypatch):
+    """Compile threads run LLVM outside llvmlite's lock, each with its own TargetMachine and
+    context: the object code must be byte for byte what one thread makes."""
+    monkeypatch.setenv("TRACEJIT_COMPILE_THREADS", "4")
+
+    def f(x, y):
+        a = tj.exp(x * 0.75) + tj.sin(y)
+        return a.sum(axis=0), (a * y).max(axis=1), tj.log(tj.abs(x) + 1.5) @ y.T, \
+            tj.cumsum(tj.tanh(y), dim=0)
+    x, y = np.random.default_rng(3).standard_normal((2, 40, 33)).astype(np.float32)
+    codes = list(tj.compile(f).lower(x, y)._entry.exe.program.codes.values())
+    assert len(codes) >= 3
+    if llvm_jit.compile_threads() > 1:          # llvmlite's internals as expected
+        assert llvm_jit._compile_all(codes) == [llvm_jit.compile_code(c) for c in codes]
+    want = tj.compile(f, backend="interpreter")(x, y)
+    for got, w in zip(tj.compile(f)(x, y), want):
+        assert_close(got, w.numpy(), 1e-5, 1e-5)

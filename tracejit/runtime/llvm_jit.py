@@ -6,12 +6,16 @@ use it: `jit_kernels` finds it in memory (held alive by the executables that use
 the disk cache, else compiles it. `kernel_counts()` says how often each happened."""
 from __future__ import annotations
 
+import ctypes
+import os
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import weakref
 from typing import Iterable
 
 import llvmlite.binding as llvm
+from llvmlite.binding import ffi
 
 from ..codegen.llvm_program import RUNNER, KernelCode
 from . import cache
@@ -44,14 +48,20 @@ def target_id() -> str:
     return f"{llvm.get_default_triple()}|{_state['cpu']}|{_state['features']}"
 
 
-def optimize(text: str, speed_level: int = 3):
-    """Parse and run the optimization pipeline (O3, or O2 for fast compiles)."""
-    tm = target_machine()
-    mod = llvm.parse_assembly(text)
+def optimize(text: str, speed_level: int = 3, tm=None, unlocked: bool = False):
+    """Parse and run the optimization pipeline (O3, or O2 for fast compiles). With `unlocked`
+    (compile threads: their own TargetMachine `tm`), the module lives in a context of its own
+    and the pipeline runs outside llvmlite's global lock (see `_unlocked`)."""
+    tm = tm or target_machine()
+    mod = llvm.parse_assembly(text, context=llvm.create_context() if unlocked else None)
     mod.verify()
     pto = llvm.create_pipeline_tuning_options(speed_level=speed_level)
     pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
+    mpm = pb.getModulePassManager()
+    if unlocked:
+        _RAW.LLVMPY_RunNewModulePassManager(mpm, mod, pb)
+    else:
+        mpm.run(mod, pb)
     return mod
 
 
@@ -59,8 +69,40 @@ def assembly(mod) -> str:
     return target_machine().emit_assembly(mod)
 
 
-def object_code(mod) -> bytes:
-    return target_machine().emit_object(mod)
+def object_code(mod, tm=None, unlocked: bool = False) -> bytes:
+    tm = tm or target_machine()
+    if not unlocked:
+        return tm.emit_object(mod)
+    with ffi.OutputString() as err:
+        buf = _RAW.LLVMPY_TargetMachineEmitToMemory(tm, mod, 1, err)
+        if not buf:
+            raise RuntimeError(str(err))
+    try:
+        return ctypes.string_at(ffi.lib.LLVMPY_GetBufferStart(buf), ffi.lib.LLVMPY_GetBufferSize(buf))
+    finally:
+        ffi.lib.LLVMPY_DisposeMemoryBuffer(buf)
+
+
+# llvmlite runs every call into LLVM under one process-wide lock (ffi.lib wraps each function),
+# so compile threads that go through its API take turns: measured, two threads compiled no
+# faster than one. The two calls that take the time, the optimization pipeline and code
+# generation, are made here on llvmlite's underlying ctypes functions instead, which release
+# the GIL and take no lock; each thread has its own TargetMachine and each module its own
+# LLVMContext, which is what LLVM needs to compile concurrently. Everything else (parsing,
+# building the pipeline, engines) still goes through the lock.
+_RAW = getattr(ffi.lib, "_lib", None)
+if _RAW is not None and not all(hasattr(_RAW, f) for f in (
+        "LLVMPY_RunNewModulePassManager", "LLVMPY_TargetMachineEmitToMemory")):
+    _RAW = None
+
+
+def compile_threads() -> int:
+    """Threads that compile kernels (TRACEJIT_COMPILE_THREADS; default: one per CPU); 1 where
+    llvmlite's internals are not as expected."""
+    if _RAW is None:
+        return 1
+    n = os.environ.get("TRACEJIT_COMPILE_THREADS")
+    return max(int(n), 1) if n else (os.cpu_count() or 1)
 
 
 class Engine:
@@ -145,9 +187,29 @@ def cache_key(code: KernelCode) -> str:
     return cache.key(f"O{code.speed_level}\n{code.text}", target_id())
 
 
-def compile_code(code: KernelCode) -> bytes:
+def compile_code(code: KernelCode, tm=None, unlocked: bool = False) -> bytes:
     """Object code for one kernel module (no caches)."""
-    return object_code(optimize(code.text, code.speed_level))
+    return object_code(optimize(code.text, code.speed_level, tm, unlocked), tm, unlocked)
+
+
+def _compile_all(todo: list[KernelCode]) -> list[bytes]:
+    """Object code for each kernel, in order; independent kernels compile in parallel threads
+    (each with its own TargetMachine)."""
+    n = min(compile_threads(), len(todo))
+    if n <= 1:
+        return [compile_code(c) for c in todo]
+    target_machine()
+    local = threading.local()
+
+    def one(c: KernelCode) -> bytes:
+        if not hasattr(local, "tm"):
+            local.tm = _new_target_machine()
+        return compile_code(c, local.tm, unlocked=True)
+    # the largest first, so that no thread is left with a big one at the end
+    order = sorted(range(len(todo)), key=lambda i: -len(todo[i].text))
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tracejit-compile") as pool:
+        done = dict(zip(order, pool.map(one, [todo[i] for i in order])))
+    return [done[i] for i in range(len(todo))]
 
 
 def runner() -> Engine:
@@ -176,19 +238,15 @@ def jit_kernels(codes: Iterable[KernelCode]) -> dict[str, JitKernel]:
     todo = [c for c in codes if c.symbol not in found]
     if not todo:
         return found
-    objs = []
-    for c in todo:
-        key = cache_key(c)
-        obj = cache.load(key)
-        if obj is None:
-            obj = compile_code(c)
-            cache.store(key, obj)
-            what = "compiled"
-        else:
-            what = "loaded"
-        with _registry_lock:
-            _counts[what] += 1
-        objs.append(obj)
+    keys = [cache_key(c) for c in todo]
+    objs = [cache.load(k) for k in keys]
+    missing = [i for i, o in enumerate(objs) if o is None]
+    for i, obj in zip(missing, _compile_all([todo[i] for i in missing])):
+        cache.store(keys[i], obj)
+        objs[i] = obj
+    with _registry_lock:
+        _counts["compiled"] += len(missing)
+        _counts["loaded"] += len(todo) - len(missing)
     engine = Engine(objs=objs)
     with _registry_lock:
         for c in todo:
