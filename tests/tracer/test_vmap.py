@@ -331,3 +331,21 @@ def test_dump_prints_the_batched_graph(monkeypatch, capsys):
         tj.tensor(rng.standard_normal((6, 2, 3))), tj.tensor(rng.standard_normal((3, 4))))
     err = capsys.readouterr().err
     assert "tracejit vmap" in err and "matmul" in err and "f64[12,3]" in err
+
+
+def test_vmap_inside_a_compiled_training_step_fills_grad():
+    w0, xs = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
+    w = tj.tensor(w0, requires_grad=True)
+
+    @tj.compile
+    def step(x, scale):
+        loss = tj.vmap(lambda xi, s: tj.tanh(w @ xi).sum() * s, in_axes=(0, None))(x, scale)
+        loss = loss.sum()
+        loss.backward()
+        return loss
+    for _ in range(2):
+        w.grad = None
+        step(xs, 0.5)
+        h = np.tanh(xs @ w0.T)
+        np.testing.assert_allclose(w.grad.numpy(), 0.5 * ((1 - h * h).T @ xs), rtol=1e-10)
+    assert step.cache_info().misses == 1
