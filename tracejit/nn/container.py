@@ -6,6 +6,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Iterator
 
+from ..tracer.state import bump_attr_epoch
 from ..tracer.tensor import Tensor
 from .module import Module, _addindent
 from .parameter import Parameter
@@ -34,6 +35,7 @@ class Sequential(Module):
         return list(self._modules.keys())[_abs_index(idx, len(self))]
 
     def __getitem__(self, idx):
+        self._guard_entries()
         if isinstance(idx, slice):
             return type(self)(OrderedDict(list(self._modules.items())[idx]))
         return self._modules[self._key(idx)]
@@ -42,6 +44,7 @@ class Sequential(Module):
         setattr(self, self._key(idx), module)
 
     def __delitem__(self, idx) -> None:
+        bump_attr_epoch()
         if isinstance(idx, slice):
             for key in list(self._modules.keys())[idx]:
                 delattr(self, key)
@@ -54,9 +57,11 @@ class Sequential(Module):
             self._modules[str(i)] = m
 
     def __len__(self) -> int:
+        self._guard_entries()
         return len(self._modules)
 
     def __iter__(self) -> Iterator[Module]:
+        self._guard_entries()
         return iter(self._modules.values())
 
     def __add__(self, other: "Sequential") -> "Sequential":
@@ -81,6 +86,7 @@ class Sequential(Module):
         return self
 
     def insert(self, index: int, module: Module) -> "Sequential":
+        bump_attr_epoch()
         if not isinstance(module, Module):
             raise AssertionError(f"module should be of type: {Module}")
         n = len(self)
@@ -115,6 +121,7 @@ class ModuleList(Module):
             self.extend(modules)
 
     def __getitem__(self, idx):
+        self._guard_entries()
         if isinstance(idx, slice):
             return type(self)(list(self._modules.values())[idx])
         return self._modules[str(_abs_index(idx, len(self)))]
@@ -123,6 +130,7 @@ class ModuleList(Module):
         setattr(self, str(_abs_index(idx, len(self))), module)
 
     def __delitem__(self, idx) -> None:
+        bump_attr_epoch()
         if isinstance(idx, slice):
             for k in range(len(self))[idx]:
                 delattr(self, str(k))
@@ -134,9 +142,11 @@ class ModuleList(Module):
             self._modules[str(i)] = m
 
     def __len__(self) -> int:
+        self._guard_entries()
         return len(self._modules)
 
     def __iter__(self) -> Iterator[Module]:
+        self._guard_entries()
         return iter(self._modules.values())
 
     def __iadd__(self, modules: Iterable[Module]) -> "ModuleList":
@@ -152,6 +162,7 @@ class ModuleList(Module):
         return [k for k in super().__dir__() if not k.isdigit()]
 
     def insert(self, index: int, module: Module) -> None:
+        bump_attr_epoch()
         for i in range(len(self._modules), index, -1):
             self._modules[str(i)] = self._modules[str(i - 1)]
         self._modules[str(index)] = module
@@ -207,24 +218,30 @@ class ModuleDict(Module):
             self.update(modules)
 
     def __getitem__(self, key: str) -> Module:
+        self._guard_entries()
         return self._modules[key]
 
     def __setitem__(self, key: str, module: Module) -> None:
         self.add_module(key, module)
 
     def __delitem__(self, key: str) -> None:
+        bump_attr_epoch()
         del self._modules[key]
 
     def __len__(self) -> int:
+        self._guard_entries()
         return len(self._modules)
 
     def __iter__(self) -> Iterator[str]:
+        self._guard_entries()
         return iter(self._modules)
 
     def __contains__(self, key: str) -> bool:
+        self._guard_entries()
         return key in self._modules
 
     def clear(self) -> None:
+        bump_attr_epoch()
         self._modules.clear()
 
     def pop(self, key: str) -> Module:
@@ -233,12 +250,15 @@ class ModuleDict(Module):
         return v
 
     def keys(self):
+        self._guard_entries()
         return self._modules.keys()
 
     def items(self):
+        self._guard_entries()
         return self._modules.items()
 
     def values(self):
+        self._guard_entries()
         return self._modules.values()
 
     def update(self, modules: Mapping[str, Module] | Iterable) -> None:
@@ -283,6 +303,7 @@ class ParameterList(Module):
             self += values
 
     def __getitem__(self, idx):
+        self._guard_entries("_parameters")
         if isinstance(idx, slice):
             return type(self)([self[i] for i in range(len(self))[idx]])
         return getattr(self, str(_abs_index(idx, len(self))))
@@ -291,9 +312,11 @@ class ParameterList(Module):
         setattr(self, str(_abs_index(idx, len(self))), _as_parameter(param))
 
     def __len__(self) -> int:
+        self._guard_entries("_parameters")
         return self._size
 
     def __iter__(self) -> Iterator[Any]:
+        self._guard_entries("_parameters")
         return (self[i] for i in range(len(self)))
 
     def __iadd__(self, parameters: Iterable[Any]) -> "ParameterList":
@@ -329,6 +352,7 @@ class ParameterDict(Module):
             self.update(parameters)
 
     def __getitem__(self, key: str) -> Any:
+        self._guard_entries("_parameters")
         return getattr(self, key)
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -336,25 +360,32 @@ class ParameterDict(Module):
         setattr(self, key, _as_parameter(value))
 
     def __delitem__(self, key: str) -> None:
+        bump_attr_epoch()
         del self._keys[key]
         delattr(self, key)
 
     def __len__(self) -> int:
+        self._guard_entries("_parameters")
         return len(self._keys)
 
     def __iter__(self) -> Iterator[str]:
+        self._guard_entries("_parameters")
         return iter(self._keys)
 
     def __contains__(self, key: str) -> bool:
+        self._guard_entries("_parameters")
         return key in self._keys
 
     def keys(self):
+        self._guard_entries("_parameters")
         return self._keys.keys()
 
     def items(self):
+        self._guard_entries("_parameters")
         return ((k, self[k]) for k in self._keys)
 
     def values(self):
+        self._guard_entries("_parameters")
         return (self[k] for k in self._keys)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -366,6 +397,7 @@ class ParameterDict(Module):
         return v
 
     def clear(self) -> None:
+        bump_attr_epoch()
         for k in list(self._keys):
             del self[k]
 

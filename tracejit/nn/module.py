@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 from ..ir import dtypes as dt
 from ..runtime.compile import compile as _tj_compile
 from ..devices import Device, device as as_device
-from ..tracer.state import STATE, no_grad
+from ..tracer.state import STATE, bump_attr_epoch, no_grad
 from ..tracer.tensor import Tensor
 from .parameter import Parameter
 from .state_dict import StateDictMixin
@@ -156,6 +156,7 @@ class Module(StateDictMixin):
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{_typename(tensor)}' object to buffer '{name}' "
                             f"(Tensor or None required)")
+        bump_attr_epoch()
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent_buffers_set.discard(name)
@@ -174,6 +175,7 @@ class Module(StateDictMixin):
                              f"parameters must be created explicitly. To express '{name}' as a "
                              f"function of another Tensor, compute the value in the forward() "
                              f"method.")
+        bump_attr_epoch()
         self._parameters[name] = param
 
     def add_module(self, name: str, module: "Module | None") -> None:
@@ -182,11 +184,13 @@ class Module(StateDictMixin):
         if "_modules" not in self.__dict__:
             raise AttributeError("cannot assign module before Module.__init__() call")
         self._check_name("module", name, self._modules)
+        bump_attr_epoch()
         self._modules[name] = module
 
     register_module = add_module
 
     def __setattr__(self, name: str, value: Any) -> None:
+        bump_attr_epoch()           # compiled calls guarding this module's attributes recheck
         d = self.__dict__
 
         def remove_from(*tables) -> None:
@@ -232,10 +236,21 @@ class Module(StateDictMixin):
         for table in ("_parameters", "_buffers", "_modules"):
             t = d.get(table)
             if t is not None and name in t:
+                if STATE.traces:    # a trace reads this very object: rebinding it retraces
+                    STATE.traces[-1].guard_attr(self, name, identity=True)
                 return t[name]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
+    def _guard_entries(self, table: str = "_modules") -> None:
+        """A trace reading this container's entries depends on which objects are there (its
+        mutators bump the attribute epoch, see tracer/state.py)."""
+        if STATE.traces:
+            t = self.__dict__[table]
+            STATE.traces[-1].guard_value((id(self), table), lambda: (*t.keys(), *t.values()),
+                                         f"the entries of a {type(self).__name__}", True)
+
     def __delattr__(self, name: str) -> None:
+        bump_attr_epoch()
         if name in self._parameters:
             del self._parameters[name]
         elif name in self._buffers:
@@ -412,6 +427,7 @@ class Module(StateDictMixin):
                     new_g = fn(g)
                     if new_g is not g:
                         p._grad = Tensor(new_g._data)
+            bump_attr_epoch()
             for k, b in self._buffers.items():
                 if b is not None:
                     self._buffers[k] = fn(b)

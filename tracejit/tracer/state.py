@@ -19,6 +19,15 @@ class _State(threading.local):
 
 STATE = _State()
 
+# Bumped whenever an attribute of a guarded object changes (nn.Module's parameters, buffers,
+# submodules, flags): compiled calls re-read their attribute guards only after a bump. One
+# counter for all threads: a module changed in one thread is stale in every other.
+ATTR_EPOCH = [0]
+
+
+def bump_attr_epoch() -> None:
+    ATTR_EPOCH[0] += 1
+
 
 def is_grad_enabled() -> bool:
     return STATE.grad_enabled

@@ -16,7 +16,7 @@ from . import checks
 from .autograd import Node, accumulate_node
 from .grad_slots import GradSlots, slot_guards_changed
 from .pytree import tree_flatten, tree_unflatten
-from .state import STATE
+from .state import ATTR_EPOCH, STATE
 from .tensor import Tensor
 
 
@@ -68,9 +68,9 @@ class TraceContext:
         self._leaves: dict[int, Tensor] = {}  # id(capture) -> its traced leaf for autograd
         self.backward_ran = False            # .backward() ran on a traced tensor
         self.born: list = []                 # weakrefs of the tensors made while tracing
-        self.attr_guards: list[tuple[Any, str, Any]] = []   # (object, attribute, value seen)
+        self.attr_guards: list[tuple] = []   # (read, label, value seen, by identity)
         self.transform: str | None = None    # "vmap": tracing one example for tj.vmap
-        self._attr_guarded: set[tuple[int, str]] = set()
+        self._attr_guarded: set[tuple] = set()
         self.checks: list[tuple[Value, tuple]] = []   # (bad index count, (message, class))
         self.checked: set[tuple[int, int]] = set()   # (id(index value), axis length)
 
@@ -158,12 +158,21 @@ class TraceContext:
             a = t._data
             self.guards.append((t, np.array(a.get() if is_gpu_array(a) else a, copy=True)))
 
-    def guard_attr(self, obj: Any, name: str) -> None:
-        """The trace depends on `obj.name` (a module's `training` flag): a call that finds
-        another value there does not reuse it."""
-        if (id(obj), name) not in self._attr_guarded:
-            self._attr_guarded.add((id(obj), name))
-            self.attr_guards.append((obj, name, getattr(obj, name)))
+    def guard_attr(self, obj: Any, name: str, identity: bool = False) -> None:
+        """The trace depends on `obj.name` (a module's `training` flag, or with `identity` the
+        very object there: a parameter, buffer or submodule): a call that finds another value
+        there does not reuse it. `obj` must bump state.ATTR_EPOCH when its attributes change
+        (nn.Module does): calls check the guards only after such a change."""
+        self.guard_value((id(obj), name), lambda: getattr(obj, name, None),
+                         f"{type(obj).__name__}.{name}", identity)
+
+    def guard_value(self, key: Any, read: Callable[[], Any], label: str,
+                    identity: bool = False) -> None:
+        """The general form of guard_attr: the trace depends on what `read()` returns (same
+        epoch rule); with `identity`, sequences compare item by item by identity."""
+        if key not in self._attr_guarded:
+            self._attr_guarded.add(key)
+            self.attr_guards.append((read, label, read(), identity))
 
     def random_stream(self) -> tuple[Value, Value, int]:
         """For a random op: the graph's hidden seed and offset inputs (added on first use)
@@ -204,11 +213,20 @@ def guard_changed(guards: list) -> str | None:
     return None
 
 
+def _same(now: Any, seen: Any, identity: bool) -> bool:
+    if now is seen:
+        return True
+    if not identity:
+        return now == seen
+    return isinstance(now, tuple) and isinstance(seen, tuple) and len(now) == len(seen) and \
+        all(a is b or (type(a) is str and a == b) for a, b in zip(now, seen))
+
+
 def attr_guards_changed(guards: list) -> str | None:
-    for obj, name, seen in guards:
-        now = getattr(obj, name, None)
-        if now is not seen and now != seen:
-            return f"{type(obj).__name__}.{name} changed: {seen!r} -> {now!r}"
+    for read, label, seen, identity in guards:
+        if not _same(read(), seen, identity):
+            what = "was rebound" if identity else f"changed from {seen!r}"
+            return f"{label} {what}"
     return None
 
 
@@ -237,6 +255,7 @@ class Traced:
         self.escapes = escapes or []       # see find_escapes: their values are the last outputs
         self.attr_guards = attr_guards or []   # see TraceContext.guard_attr
         self.checks = checks or []         # (message, class) each; their code is the last output
+        self.attr_epoch = -1               # the epoch its attr_guards last held at
 
     @property
     def n_extra(self) -> int:
@@ -250,7 +269,16 @@ class Traced:
         return (bindings_changed(self.bindings) if self.bindings else None) or \
             (guard_changed(self.guards) if self.guards else None) or \
             (slot_guards_changed(self.grad_guards) if self.grad_guards else None) or \
-            (attr_guards_changed(self.attr_guards) if self.attr_guards else None)
+            (self._attrs_changed() if self.attr_guards else None)
+
+    def _attrs_changed(self) -> str | None:
+        """attr_guards_changed, read only after some guarded object changed (ATTR_EPOCH)."""
+        if self.attr_epoch == ATTR_EPOCH[0]:
+            return None
+        why = attr_guards_changed(self.attr_guards)
+        if why is None:
+            self.attr_epoch = ATTR_EPOCH[0]
+        return why
 
 
 def capture_bindings(fn: Callable, captures: list) -> list[tuple[str, Any, str, Any]]:
