@@ -141,7 +141,7 @@ def check_in_compiled_function():
 
 
 def check_rank_info():
-    assert dist.is_initialized() and dist.get_backend() == "mpi"
+    assert dist.is_initialized() and dist.get_backend() == "cpu:mpi,cuda:nccl"
     assert 0 <= dist.get_local_rank() < W
     print("ok rank_info", flush=True)
 

@@ -82,6 +82,24 @@ def check_ddp():
     print("ok nccl_ddp", flush=True)
 
 
+def check_default_backend_makes_nccl_on_first_gpu_collective():
+    """backend=None: MPI for CPU tensors, NCCL created at the first GPU collective."""
+    from tracejit.distributed.group import current
+    dist.destroy_process_group()
+    dist.init_process_group(timeout=60)
+    assert dist.get_backend() == "cpu:mpi,cuda:nccl" and current().gpu_backend is None
+    c = tj.tensor(np.full(2, float(RANK)))
+    dist.all_reduce(c)
+    assert current().gpu_backend is None
+    t = gpu(np.full(2, float(RANK)))
+    fakenccl.LOG.clear()
+    dist.all_reduce(t)
+    assert current().gpu_backend is not None and [e for e in fakenccl.LOG if e[0] == "nccl"]
+    np.testing.assert_array_equal(host(t), host(gpu(c.numpy())))
+    print("ok nccl_default_backend", flush=True)
+
+
 for name in sys.argv[2:]:
-    {"collectives": check_collectives, "ddp": check_ddp}[name]()
+    {"collectives": check_collectives, "ddp": check_ddp,
+     "default": check_default_backend_makes_nccl_on_first_gpu_collective}[name]()
 dist.destroy_process_group()

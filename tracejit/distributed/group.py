@@ -169,7 +169,8 @@ def init_process_group(backend: str | None = None, init_method: str | None = Non
     if world_size not in (-1, n) or rank not in (-1, r):
         raise ValueError(f"init_process_group(world_size={world_size}, rank={rank}) disagrees "
                          f"with MPI, which says rank {r} of {n}")
-    pg = ProcessGroup(backend or "mpi", comm, r, n, local, timeout_s)
+    # None: MPI carries CPU tensors and NCCL (made at the first GPU collective) GPU tensors
+    pg = ProcessGroup(backend or "cpu:mpi,cuda:nccl", comm, r, n, local, timeout_s)
     env_aware = os.environ.get("TRACEJIT_CUDA_AWARE_MPI", "") not in ("", "0")
     pg.cuda_aware_mpi = env_aware if cuda_aware_mpi is None else bool(cuda_aware_mpi)
     if comm is not None:
