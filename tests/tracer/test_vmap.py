@@ -231,6 +231,16 @@ def test_batched_values_cannot_reach_python(fn, what):
         tj.vmap(fn)(X)
 
 
+def test_values_computed_inside_vmap_but_not_batched():
+    w = tj.tensor(rng.standard_normal(3))
+    with pytest.raises(RuntimeError, match=r"item\(\) needs a concrete value.*computed inside "
+                       r"tj\.vmap \(at test_vmap\.py:\d+\).*in_axes=None"):
+        tj.vmap(lambda v: v * w.sum().item())(X)
+    # a shared argument stays concrete: it is not traced
+    got = tj.vmap(lambda v, s: v * s.item(), in_axes=(0, None))(X, tj.tensor(2.0))
+    np.testing.assert_allclose(_np(got), _np(X) * 2)
+
+
 def test_in_place_write_of_a_batched_value_into_an_unbatched_tensor():
     buf = tj.zeros(3, dtype=tj.float64)
 

@@ -11,12 +11,26 @@ from ..ir import dtypes as dt
 from ..ir.core import Value, user_location
 from ..ir.primitives import P
 from ..devices import CPU, Device, device_of, is_host, to_device
+from .eager import device_const
 from .state import STATE
 
 
 # Tensor's subclasses (nn.Parameter), so that fast paths keyed on `type(x) is Tensor` also
 # take them without an isinstance call for every Python number they meet
 SUBCLASSES: set[type] = set()
+
+
+def _depends_on(v: Value, inputs: set) -> bool:
+    """Whether IR value v is computed from any of `inputs` (a walk up its producers)."""
+    seen, todo = set(), [v]
+    while todo:
+        x = todo.pop()
+        if x in inputs:
+            return True
+        if x.producer is not None and id(x) not in seen:
+            seen.add(id(x))
+            todo.extend(x.producer.inputs)
+    return False
 
 
 class Tensor:
@@ -183,8 +197,15 @@ class Tensor:
                 f"function (at {loc}) and kept outside it, but that trace never ran to give it "
                 f"a value (it failed, or was only lowered) (at {user_location()}); run the "
                 f"compiled function, or make such state outside it")
-        if self._traced and any(c.graph is self._data.graph and c.transform == "vmap"
-                                for c in STATE.traces):
+        vmapping = self._traced and next((c for c in STATE.traces if c.transform == "vmap"
+                                          and c.graph is self._data.graph), None)
+        if vmapping and not _depends_on(self._data, vmapping.batched):
+            raise RuntimeError(
+                f"{what} needs a concrete value, but this tensor {self._data.aval} is computed "
+                f"inside tj.vmap (at {user_location()}), where every tensor is traced: compute "
+                f"it outside the vmapped function and pass it in with in_axes=None, or use "
+                f"tj.where(cond, a, b) for data-dependent choices")
+        if vmapping:
             raise RuntimeError(
                 f"{what} on a batched tensor {self._data.aval} inside tj.vmap (at "
                 f"{user_location()}): the vmapped function runs once for the whole batch, so "
@@ -283,7 +304,7 @@ class Tensor:
     def __tj_const__(self, array: np.ndarray) -> "Tensor":
         if self._traced:
             return Tensor(self._data.graph.emit(P.constant, [], {"value": array}))
-        return Tensor(array if is_host(self._data) else to_device(array, self.device))
+        return Tensor(device_const(array, self._data))
 
     # -- autograd ----------------------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None) -> None:

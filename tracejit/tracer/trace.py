@@ -70,6 +70,7 @@ class TraceContext:
         self.born: list = []                 # weakrefs of the tensors made while tracing
         self.attr_guards: list[tuple] = []   # (read, label, value seen, by identity)
         self.transform: str | None = None    # "vmap": tracing one example for tj.vmap
+        self.batched: set = set()            # (vmap) the inputs that carry the mapped axis
         self._attr_guarded: set[tuple] = set()
         self.checks: list[tuple[Value, tuple]] = []   # (bad index count, (message, class))
         self.checked: set[tuple[int, int]] = set()   # (id(index value), axis length)

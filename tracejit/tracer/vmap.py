@@ -159,6 +159,7 @@ def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
     def per_example(*xs):
         leaves = list(flat)
         before = [x._data for x in xs]
+        current_trace().batched = set(before)
         for i, x in zip(batched_pos, xs):
             leaves[i] = x
         out = fn(*tree_unflatten(tree, leaves), **kwargs)
