@@ -12,6 +12,7 @@ error with the rank and calls MPI_Abort, which ends every rank of the job (what
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import os
 import sys
 import threading
@@ -130,11 +131,7 @@ def is_available() -> bool:
 
 
 def is_mpi_available() -> bool:
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("mpi4py") is not None
 
 
 def init_process_group(backend: str | None = None, init_method: str | None = None,
