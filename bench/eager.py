@@ -23,6 +23,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:            # run as a script from anywhere (PYTHONPATH still wins)
+    sys.path.append(ROOT)
 THREADS = {"chain": 1, "models": 1, "ew": 2, "rss": 1, "crossover": 2}
 
 
@@ -94,7 +96,11 @@ def section_chain(rounds: int) -> dict:
 # -- models -------------------------------------------------------------------------------------
 def _load_test_module(rel: str, name: str):
     import importlib.util
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    tests = os.path.join(ROOT, "tests")
+    sys.path[:] = [tests] + [p for p in sys.path if p not in (tests, os.path.dirname(__file__))]
+    mods = sys.modules.get("models")
+    if mods is not None and not (getattr(mods, "__file__", None) or "").startswith(tests):
+        del sys.modules["models"]          # bench/models.py, not the tests' models package
     spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tests", rel))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -194,13 +200,15 @@ def section_crossover(rounds: int) -> dict:
     from tracejit.runtime import eager_kernels as ek
     rng = np.random.default_rng(0)
     ops = {"mul": lambda a, b: a * b, "add": lambda a, b: a + b, "div": lambda a, b: a / b,
-           "exp": lambda a, b: tj.exp(a), "log": lambda a, b: tj.log(b), "tanh": lambda a, b: tj.tanh(a),
+           "exp": lambda a, b: tj.exp(a), "log": lambda a, b: tj.log(b),
+           "tanh": lambda a, b: tj.tanh(a),
            "sin": lambda a, b: tj.sin(a), "sqrt": lambda a, b: tj.sqrt(b),
            "maximum": lambda a, b: tj.maximum(a, b), "gt": lambda a, b: a > b,
            "amax": lambda a, b: a.amax(-1)}
     out = {}
     old_min = ek.MIN_ELEMENTS
     ek.MIN_ELEMENTS = 0
+    ek.enable(True)
     try:
         for logn in (14, 16, 18, 20, 22):
             n = 1 << logn

@@ -12,6 +12,10 @@ import types
 import numpy as np
 
 _HOST_ERR = "Implicit conversion to a NumPy array is not allowed"
+# what a real GPU would do, counted: "kernels" (ufunc and array-function calls, each at most one
+# kernel launch on CuPy), "to_host" (device-to-host reads: get, item, bool, float, tolist; each
+# makes the host wait for the device), "to_device" (host-to-device copies, also synchronous)
+COUNTS = {"kernels": 0, "to_host": 0, "to_device": 0}
 
 
 def _unwrap(x):
@@ -75,9 +79,11 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         # CuPy's spelling of np.add.at is `a.scatter_add(i, v)` (cupyx.scatter_add)
         if method != "__call__":
             return NotImplemented
+        COUNTS["kernels"] += 1
         return _wrap(ufunc(*_unwrap(inputs), **_unwrap(kwargs)))
 
     def __array_function__(self, func, types, args, kwargs):
+        COUNTS["kernels"] += 1
         return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
 
     def __getattr__(self, name):
@@ -90,6 +96,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         return lambda *a, **k: _wrap(attr(*_unwrap(a), **_unwrap(k)))
 
     def get(self) -> np.ndarray:
+        COUNTS["to_host"] += 1
         return self._a.copy()
 
     def copy(self) -> "ndarray":
@@ -102,9 +109,11 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         return ndarray(self._a.reshape(*shape))
 
     def item(self):
+        COUNTS["to_host"] += 1
         return self._a.item()
 
     def tolist(self):
+        COUNTS["to_host"] += 1
         return self._a.tolist()
 
     def __getitem__(self, key):
@@ -121,9 +130,11 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         return len(self._a)
 
     def __bool__(self) -> bool:
+        COUNTS["to_host"] += 1
         return bool(self._a)
 
     def __float__(self) -> float:
+        COUNTS["to_host"] += 1
         return float(self._a)
 
     def __repr__(self) -> str:
@@ -133,6 +144,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
 def asarray(a, dtype=None) -> ndarray:
     if isinstance(a, ndarray):
         return a if dtype is None else a.astype(dtype)
+    COUNTS["to_device"] += 1
     return ndarray(np.array(a, dtype=dtype))
 
 
@@ -144,10 +156,17 @@ def empty(shape, dtype=float) -> ndarray:
     return ndarray(np.empty(shape, dtype))
 
 
+def full(shape, fill_value, dtype=None) -> ndarray:
+    """A fill kernel on the device (fill_value is a host scalar: no copy)."""
+    COUNTS["kernels"] += 1
+    return ndarray(np.full(shape, fill_value, dtype))
+
+
 def module() -> types.ModuleType:
     """A module object that looks like `import cupy` on a one-GPU machine."""
     m = types.ModuleType("cupy")
     m.ndarray, m.asarray, m.ascontiguousarray, m.empty = ndarray, asarray, ascontiguousarray, empty
+    m.full = full
     m.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
         Device=_Device)

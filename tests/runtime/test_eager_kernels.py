@@ -13,9 +13,11 @@ DTYPES = [np.float16, "bfloat16", np.float32, np.float64, np.int32, np.int64, np
 @pytest.fixture
 def kernels(monkeypatch):
     """Every eligible eager op goes to a kernel (the crossover set to 0 elements)."""
+    least = ek.MIN_ELEMENTS
     monkeypatch.setattr(ek, "MIN_ELEMENTS", 0)
     ek.enable(True)
     yield ek.stats
+    ek.MIN_ELEMENTS = least
     ek.enable(True)
 
 
@@ -118,19 +120,20 @@ def test_autograd_through_kernels(kernels):
                                rtol=1e-12)
 
 
-def test_small_ops_and_disabled_path_stay_numpy(monkeypatch):
-    monkeypatch.setattr(ek, "MIN_ELEMENTS", 1 << 18)
+def test_small_ops_and_disabled_path_stay_numpy():
     before = ek.stats["calls"]
     a = np.arange(100, dtype=np.float32)
     np.testing.assert_array_equal((tj.tensor(a) * 2).numpy(), a * 2)
-    assert ek.stats["calls"] == before
+    assert ek.stats["calls"] == before and ek.MIN_ELEMENTS > 100
+    big = np.arange(ek.MIN_ELEMENTS, dtype=np.float32)
     ek.enable(False)
     try:
-        monkeypatch.setattr(ek, "MIN_ELEMENTS", 0)
-        np.testing.assert_array_equal((tj.tensor(a) + 1).numpy(), a + 1)
+        np.testing.assert_array_equal((tj.tensor(big) + 1).numpy(), big + 1)
         assert ek.stats["calls"] == before
     finally:
         ek.enable(True)
+    np.testing.assert_array_equal((tj.tensor(big) + 1).numpy(), big + 1)
+    assert ek.stats["calls"] == before + 1
 
 
 def test_kernel_shared_across_shapes_of_one_size(kernels):

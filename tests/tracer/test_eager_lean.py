@@ -172,3 +172,18 @@ def test_numpy_warnings_stay_off_and_user_error_state_is_kept():
         assert np.isinf(out.numpy()[0]) and np.isnan(out.numpy()[1])
         with pytest.raises(FloatingPointError):     # the user's own NumPy code still raises
             np.array([1.0]) / np.array([0.0])
+
+
+def test_collector_paused_only_during_backward():
+    import gc as _gc
+    assert _gc.isenabled()
+    x = tj.tensor(np.ones(3), requires_grad=True)
+    states = []
+    x.register_hook(lambda g: states.append(_gc.isenabled()))
+    (x * x).sum().backward()
+    assert states == [False] and _gc.isenabled()
+    y = tj.exp(x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError):          # an error inside the pass re-enables it too
+        y.backward()
+    assert _gc.isenabled()

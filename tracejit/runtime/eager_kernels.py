@@ -126,7 +126,7 @@ def enabled() -> bool:
 
 
 def enable(on: bool = True) -> None:
-    eager.set_kernel_provider(provider if on else None)
+    eager.set_kernel_provider(provider if on else None, MIN_ELEMENTS)
 
 
 enable(os.environ.get("TRACEJIT_EAGER_KERNELS", "1") != "0")

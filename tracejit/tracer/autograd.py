@@ -3,6 +3,7 @@ them. Every node's `apply` runs VJP rules on Tensors, so with create_graph=True 
 pass itself is recorded (higher-order gradients), and on traced tensors it emits IR."""
 from __future__ import annotations
 
+import gc
 from typing import Sequence
 
 import numpy as np
@@ -277,6 +278,22 @@ def _walk(roots: list[Node]) -> tuple[list[Node], dict[Node, int]]:
     return order, deps
 
 
+def _deps(roots: list[Node]) -> dict[Node, int]:
+    """Each node's number of consumers among the nodes reachable from roots (what _walk gives
+    without the post-order, which only autograd.grad's pruning needs)."""
+    deps: dict[Node, int] = {}
+    seen = set(roots)
+    stack = list(seen)
+    while stack:
+        for nxt, _ in stack.pop().next_functions:
+            if nxt is not None:
+                deps[nxt] = deps.get(nxt, 0) + 1
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+    return deps
+
+
 def _prune(order: list[Node], target_nodes: set[int]) -> tuple[set[int], set[int]]:
     """(the nodes on a path to a target, the nodes among them to execute), as node ids.
 
@@ -369,11 +386,12 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
         roots.append(node)
         buf = buffers.setdefault(node, [None] * node.n_outputs)
         buf[idx] = g if buf[idx] is None else buf[idx] + g
-    order, deps = _walk(roots)
-
     targets: dict[tuple[int, int], Tensor] = {}
     runs = None                 # the nodes to execute; None: all of them
-    if inputs is not None:
+    if inputs is None:
+        deps = _deps(roots)
+    else:
+        order, deps = _walk(roots)
         for t in inputs:
             node = t.grad_fn if t.grad_fn is not None else accumulate_node(t)
             targets[(id(node), t._out_idx if t.grad_fn is not None else 0)] = t
@@ -392,60 +410,71 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
     # VJP rules straight on arrays (Arr), and gradients become Tensors only where the user can
     # see them (hooks, retain_grad, .grad, autograd.grad's results) or a node needs them.
     lean = not create_graph and not STATE.traces
-    with set_grad_enabled(create_graph):
-        while ready:
-            node = ready.pop()
-            grads = buffers.pop(node, None) or [None] * node.n_outputs
-            if node.out_hooks:
-                grads = [_run_hooks(node.out_hooks.get(i), _tensor(g)) if g is not None else g
-                         for i, g in enumerate(grads)]
-            if node.retained:
-                for i, g in enumerate(grads):
-                    ref = node.retained.get(i)
-                    t = ref() if ref is not None else None
-                    if t is not None and g is not None:
+    # The pass allocates and frees many small objects, all by reference counting (a saved
+    # output makes no cycle): a full collection of the whole program's objects that one of
+    # those allocations triggers would cost more than the pass itself (PyTorch's engine
+    # allocates no Python objects); the collector runs again as usual afterwards.
+    pause_gc = lean and gc.isenabled()
+    if pause_gc:
+        gc.disable()
+    try:
+        with set_grad_enabled(create_graph):
+            while ready:
+                node = ready.pop()
+                grads = buffers.pop(node, None) or [None] * node.n_outputs
+                if node.out_hooks:
+                    grads = [_run_hooks(node.out_hooks.get(i), _tensor(g)) if g is not None else g
+                             for i, g in enumerate(grads)]
+                if node.retained:
+                    for i, g in enumerate(grads):
+                        ref = node.retained.get(i)
+                        t = ref() if ref is not None else None
+                        if t is not None and g is not None:
+                            g = _tensor(g)
+                            t._grad = g if t._grad is None else t._grad + g
+                for i, g in enumerate(grads) if targets else ():
+                    key = (id(node), i)
+                    if key in targets and g is not None:
+                        t = targets[key]
                         g = _tensor(g)
-                        t._grad = g if t._grad is None else t._grad + g
-            for i, g in enumerate(grads):
-                key = (id(node), i)
-                if key in targets and g is not None:
-                    t = targets[key]
-                    g = _tensor(g)
-                    if isinstance(node, AccumulateGrad):
-                        g = _run_hooks(t._hooks, g)
-                    captured[id(t)] = g if id(t) not in captured else captured[id(t)] + g
-            if isinstance(node, AccumulateGrad):
-                t = node.variable
-                g = grads[0]
-                if g is not None and accumulate:
-                    _accumulate_leaf(t, _run_hooks(t._hooks, _tensor(g)), create_graph)
-                    for hook in list(node.post_hooks or ()):
-                        hook(t)
-                continue
-            if runs is not None and id(node) not in runs:
-                continue            # an input of autograd.grad whose own inputs are not wanted
-            if all(g is None for g in grads):
-                results = [None] * len(node.next_functions)
-            else:
-                if lean and type(node) is PrimNode:
-                    if node.freed and node.keeps_saved:
-                        raise RuntimeError(Node._freed_msg)
-                    results = node.apply_arrays(_arr(grads[0]))
-                else:
-                    results = _apply(node, [_tensor(g) for g in grads], create_graph)
-                if not retain_graph:
-                    node.release()
-            for (nxt, idx), g in zip(node.next_functions, results):
-                if nxt is None or (runs is not None and id(nxt) not in reach):
+                        if isinstance(node, AccumulateGrad):
+                            g = _run_hooks(t._hooks, g)
+                        captured[id(t)] = g if id(t) not in captured else captured[id(t)] + g
+                if isinstance(node, AccumulateGrad):
+                    t = node.variable
+                    g = grads[0]
+                    if g is not None and accumulate:
+                        _accumulate_leaf(t, _run_hooks(t._hooks, _tensor(g)), create_graph)
+                        for hook in list(node.post_hooks or ()):
+                            hook(t)
                     continue
-                if g is not None:
-                    buf = buffers.get(nxt)
-                    if buf is None:
-                        buf = buffers[nxt] = [None] * nxt.n_outputs
-                    buf[idx] = g if buf[idx] is None else _sum(buf[idx], g)
-                deps[nxt] -= 1
-                if deps[nxt] == 0:
-                    ready.append(nxt)
+                if runs is not None and id(node) not in runs:
+                    continue            # an input of autograd.grad whose own inputs are not wanted
+                if grads[0] is None and all(g is None for g in grads):
+                    results = [None] * len(node.next_functions)
+                else:
+                    if lean and type(node) is PrimNode:
+                        if node.freed and node.keeps_saved:
+                            raise RuntimeError(Node._freed_msg)
+                        results = node.apply_arrays(_arr(grads[0]))
+                    else:
+                        results = _apply(node, [_tensor(g) for g in grads], create_graph)
+                    if not retain_graph:
+                        node.release()
+                for (nxt, idx), g in zip(node.next_functions, results):
+                    if nxt is None or (runs is not None and id(nxt) not in reach):
+                        continue
+                    if g is not None:
+                        buf = buffers.get(nxt)
+                        if buf is None:
+                            buf = buffers[nxt] = [None] * nxt.n_outputs
+                        buf[idx] = g if buf[idx] is None else _sum(buf[idx], g)
+                    deps[nxt] -= 1
+                    if deps[nxt] == 0:
+                        ready.append(nxt)
+    finally:
+        if pause_gc:
+            gc.enable()
     return captured
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..devices import is_gpu_array, to_device, device_of
+from ..devices import cupy_module, device_of, is_gpu_array, to_device
 from ..ir import dtypes as dt
 from ..ir.core import Aval, user_location
 
@@ -68,8 +68,15 @@ def infer(prim, params: dict, data: list) -> tuple[dict, np.dtype, bool]:
         else:
             key = (prim, pk, *[(d.shape, d.dtype.num) for d in data])
         hit = _INFER.get(key)
-    except TypeError:                       # an unhashable param (a list, an array)
-        key = hit = None
+    except TypeError:                       # an unhashable param: a list (kept as a tuple)
+        key = hit = None                    # or an array (not cached)
+        if all(type(v) is not np.ndarray for v in params.values()):
+            pk = tuple((k, tuple(v) if type(v) is list else v) for k, v in params.items())
+            try:
+                key = (prim, pk, *[(d.shape, d.dtype.num) for d in data])
+                hit = _INFER.get(key)
+            except TypeError:
+                key = None
     if hit is not None:
         return hit
     norm = prim.normalize(params)
@@ -97,12 +104,14 @@ def infer_cache_clear() -> None:
 # -- compiled kernels for large arrays --------------------------------------------------------
 # The runtime registers a provider at import (the tracer never imports the runtime):
 # provider(prim, data, params, out_np_dtype) -> the result array, or None to use NumPy.
-_PROVIDER: list = [None]
+_PROVIDER: list = [None, 0]      # the provider, and the operand size below which it is not asked
 
 
-def set_kernel_provider(provider: Callable | None) -> None:
-    """Route large eager CPU ops through `provider` (None: NumPy only)."""
+def set_kernel_provider(provider: Callable | None, min_elements: int = 0) -> None:
+    """Route eager CPU ops with an operand of at least `min_elements` elements through
+    `provider` (None: NumPy only)."""
     _PROVIDER[0] = provider
+    _PROVIDER[1] = min_elements
 
 
 def kernel_provider() -> Callable | None:
@@ -114,9 +123,13 @@ def run_impl(prim, data: list, params: dict, out_np: np.dtype) -> Any:
     lazy copy, copied before anything writes to it)."""
     provider = _PROVIDER[0]
     if provider is not None:
-        res = provider(prim, data, params, out_np)
-        if res is not None:
-            return res
+        least = _PROVIDER[1]
+        for d in data:
+            if d.size >= least:
+                res = provider(prim, data, params, out_np)
+                if res is not None:
+                    return res
+                break
     tok = _ERR_VAR.set(_IGNORE) if _ERR_VAR is not None else None
     try:
         res = prim.impl(*data, **params) if tok is not None else \
@@ -140,6 +153,19 @@ def run_impl(prim, data: list, params: dict, out_np: np.dtype) -> Any:
         # before anything writes to it or aliases it (see Tensor.detach, inplace)
         res.flags.writeable = False
     return res
+
+
+def device_const(array: np.ndarray, like: Any) -> Any:
+    """A constant array on `like`'s device. On the GPU a 0-d constant (a VJP rule's 1.0, a
+    Python number) is a fill kernel on the device, not a copy from host memory: such a copy
+    waits for the host, and the autograd engine must never make the host wait."""
+    if type(like) is np.ndarray:
+        return array
+    if array.ndim == 0 and is_gpu_array(like) and array.dtype != dt.bf16.np:
+        cp = cupy_module()
+        with cp.cuda.Device(like.device.id):
+            return cp.full((), array.item(), dtype=array.dtype)
+    return to_device(array, device_of(like))
 
 
 class Arr:
@@ -169,8 +195,7 @@ class Arr:
         return Arr(run_impl(prim, data, params, out_np))
 
     def __tj_const__(self, array: np.ndarray) -> "Arr":
-        d = self._data
-        return Arr(array if type(d) is np.ndarray else to_device(array, device_of(d)))
+        return Arr(device_const(array, self._data))
 
     def __repr__(self) -> str:
         return f"Arr({self.dtype.name}{list(self.shape)})"

@@ -142,13 +142,15 @@ def _binary(op: str, a, b, kind: str):
         d = a.dtype
         ok = d.is_float or (kind != "float" and (d is not dt.bool_ or kind == "any"))
         if ok and tb is Tensor and not b._weak and b.dtype is d and a.shape == b.shape:
-            return bind(P.get(op), a, b)     # the common case: nothing to promote or broadcast
+            # the common case: nothing to promote or broadcast (a Tensor binds it itself)
+            return a.__tj_bind__(P.get(op), (a, b), {})
         if ok and (tb is float and d.is_float or tb is int and d is not dt.bool_):
-            return _scalar_operand(bind(P.get(op), a, _splat_scalar(a, b, d)), 1)
+            return _scalar_operand(a.__tj_bind__(P.get(op), (a, _splat_scalar(a, b, d)), {}), 1)
     elif tb is Tensor and not b._weak and (ta is float or ta is int):
         d = b.dtype
         if d.is_float or (kind != "float" and d is not dt.bool_ and ta is int):
-            return _scalar_operand(bind(P.get(op), _splat_scalar(b, a, d), b), 0)
+            s = _splat_scalar(b, a, d)
+            return _scalar_operand(b.__tj_bind__(P.get(op), (s, b), {}), 0)
     dtype = {"arith": _arith_dtype, "float": _float_dtype, "cmp": _arith_dtype,
              "pow": _pow_dtype, "any": lambda *x: None}[kind](a, b)
     x, y = _operands(op, (a, b), dtype)
