@@ -117,8 +117,10 @@ CASES = [(name, k, mask) for name, samples in sorted(SAMPLES.items())
          and name != "random"]
 
 
-@pytest.mark.parametrize("name,k,mask", CASES, ids=[f"{n}-{k}-{''.join('b' if m else 'u' for m in mask)}"
-                                                     for n, k, mask in CASES])
+IDS = [f"{n}-{k}-{''.join('b' if m else 'u' for m in mask)}" for n, k, mask in CASES]
+
+
+@pytest.mark.parametrize("name,k,mask", CASES, ids=IDS)
 def test_rule_matches_loop(name, k, mask):
     prim = P.get(name)
     ops, params = SAMPLES[name][k]

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
-
 from .core import Aval, Graph, Value
 from .primitives import P, Primitive, bind, broadcast, reshape, transpose
 
@@ -170,14 +168,7 @@ def batch_graph(g: Graph, in_batched: Sequence[bool], ax: BatchAxis,
     return new, [env[v][1] for v in g.outputs]
 
 
-def np_batched(prim: Primitive, args: Sequence[np.ndarray], batched: Sequence[bool],
-               size: int, params: dict) -> tuple[np.ndarray, bool]:
-    """Apply `prim`'s batching rule to NumPy arrays (tests compare it with a loop)."""
-    return prim.batch(prim, BatchAxis(size, "different"), list(args), list(batched), params)
-
-
 __all__ = ["BatchAxis", "RANDOMNESS", "batch_graph", "batch_error", "to_batched",
            "all_batched", "moveaxis", "batch_elementwise", "batch_unbatched",
            "batch_axes_param", "batch_same_params", "batch_prefix", "batch_broadcast",
-           "batch_transpose",
-           "batch_concatenate", "batch_random", "np_batched"]
+           "batch_transpose", "batch_concatenate", "batch_random"]

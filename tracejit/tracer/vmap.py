@@ -94,8 +94,7 @@ def vmap(fn: Callable, in_axes: Any = 0, out_axes: Any = 0, randomness: str = "e
             raise _err(f"in_axes {axes!r} has {len(axes)} entries but the function got "
                        f"{len(args)} positional arguments")
         flat, tree = tree_flatten(tuple(args))
-        leaf_axes = _prefix_axes(axes if isinstance(axes, tuple) else axes, tuple(args),
-                                 "in_axes")
+        leaf_axes = _prefix_axes(axes, tuple(args), "in_axes")
         size, norm = None, []
         for x, a in zip(flat, leaf_axes):
             if a is None:
@@ -107,8 +106,9 @@ def vmap(fn: Callable, in_axes: Any = 0, out_axes: Any = 0, randomness: str = "e
             a = _norm_axis(a, len(x.shape), "in_axes")
             n = x.shape[a]
             if size is not None and n != size:
+                shapes = [tuple(y.shape) for y in flat if hasattr(y, "shape")]
                 raise _err(f"the mapped axes of the arguments have different sizes: {size} "
-                           f"and {n} (shapes {[tuple(y.shape) for y in flat if hasattr(y, 'shape')]})")
+                           f"and {n} (shapes {shapes})")
             size = n
             norm.append(a)
         if size is None:
