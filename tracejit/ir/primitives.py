@@ -57,7 +57,7 @@ class Primitive:
         self.rows = rows                    # (j, in_shapes, out_shape, dep, **params) -> bool
         self.param_types = params or {}     # name -> "ints" | "int" | "dtype" | "array" | "bool"
         self.arity = arity
-        # the batching rule (vmap): (axis, args, batched, params) -> (out, out_batched), where
+        # the batching rule (vmap): (prim, axis, args, batched, params) -> (out, out_batched):
         # a batched operand carries the vmapped axis first (axis 0) and `axis` is a
         # batching.BatchAxis (the axis size and the randomness mode); see ir/batching.py
         self.batch = batch
