@@ -52,14 +52,16 @@ class _Loops:
         # A width hint on a loop that cannot vectorize makes LLVM print "remark: loop not
         # vectorized" to stderr whatever the remark options say (a requested transformation
         # that failed); a scalar library call is the case we know, so such loops get none.
-        vectorizable = not any(_SCALAR_CALL.search(ln) for ln in b.lines[start:])
+        # (checked only where a hint would go: every nest scanning its body was quadratic)
+        vectorizable = self.md is not None and bool(width) and \
+            not any(_SCALAR_CALL.search(ln) for ln in b.lines[start:])
         for d in reversed(range(len(ranges))):
             i = f"%{tag}i{d}"
             b.raw(f"br label %{tag}l{d}")
             b.label(f"{tag}l{d}")
             b.raw(f"{i}n = add nuw nsw i64 {i}, 1")
             hint = ""
-            if self.md is not None and d == len(ranges) - 1 and vectorizable and width:
+            if d == len(ranges) - 1 and vectorizable:
                 n = 1000 + len(self.md)
                 self.md.append(f"!{n} = distinct !{{!{n}, !{n + 1}}}")
                 self.md.append(f'!{n + 1} = !{{!"llvm.loop.vectorize.width", i32 {width}}}')
