@@ -148,6 +148,10 @@ def setitem(x: Tensor, key, value) -> None:
         raise _err(str(e)) from None
     mask = np.zeros(x.numel(), bool)
     mask[pos.reshape(-1)] = True
+    keep = None
+    if pos.size > np.count_nonzero(mask):
+        _, last = np.unique(pos.reshape(-1)[::-1], return_index=True)
+        keep = np.sort(pos.size - 1 - last)
 
     def update(old: Tensor) -> Tensor:
         v = ops.as_tensor(value, old.dtype, like=old)     # a number goes to old's device
@@ -156,8 +160,13 @@ def setitem(x: Tensor, key, value) -> None:
         except ValueError:
             raise _err(f"cannot assign {ops._fmt(v)} to a selection of shape {list(pos.shape)}",
                        ValueError) from None
-        flat_pos = ops.as_tensor(pos.reshape(-1), like=old, const=True)
-        upd = bind(P.scatter_add, flat_pos, ops.reshape(v, (-1,)), axis=0, shape=(x.numel(),))
+        flat = pos.reshape(-1)
+        v = ops.reshape(v, (-1,))
+        if keep is not None:        # a position named twice takes its last value, as torch
+            v = bind(P.gather, v, ops.as_tensor(keep, like=old, const=True), axis=0)
+            flat = flat[keep]
+        flat_pos = ops.as_tensor(flat, like=old, const=True)
+        upd = bind(P.scatter_add, flat_pos, v, axis=0, shape=(x.numel(),))
         m = ops.as_tensor(mask, like=old, const=True)
         return ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), x.shape)
     inplace(x, update, "__setitem__")
