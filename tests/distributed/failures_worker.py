@@ -80,7 +80,7 @@ def symmetric_failures():
 
 if MODE == "symmetric":
     symmetric_failures()
-dist.init_process_group("mpi", timeout=5 if MODE == "never_joins" else 30)
+dist.init_process_group("mpi", timeout=3 if MODE == "never_joins" else 30)
 RANK = dist.get_rank()
 x = tj.tensor(np.ones(4, np.float32))
 

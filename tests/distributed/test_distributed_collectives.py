@@ -20,7 +20,7 @@ def test_collectives_on_four_oversubscribed_ranks_through_the_launcher():
     """`python -m tracejit.distributed.run --nproc 4` on 2 cores: the launcher adds the flags
     (oversubscription, running as root, the timeout)."""
     mpiexec()
-    checks = ["all_reduce", "gathers", "reduce_scatter", "objects_barrier"]
+    checks = ["all_reduce", "gathers", "objects_barrier"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, HERE]))
     for var in ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "OMPI_MCA_btl"):
         env.pop(var, None)

@@ -79,3 +79,33 @@ def test_all_reduce_inside_a_compiled_function_on_gpu(nccl_world1):
 
     x = tj.tensor(np.arange(5.0), device="cuda")
     np.testing.assert_array_equal(f(x).to("cpu").numpy(), np.arange(5.0) * 2 + 1)
+
+
+def test_ddp_compiled_step_on_gpu_world_of_one(nccl_world1):
+    """The whole step compiled on the GPU: each bucket's all-reduce started mid-backward on
+    NCCL's stream and waited for at the end, as graph operations; equal to CPU training."""
+    def net():
+        tj.manual_seed(5)
+        return tj.nn.Sequential(tj.nn.Linear(6, 16, dtype=tj.float64), tj.nn.Tanh(),
+                                tj.nn.Linear(16, 1, dtype=tj.float64))
+    gpu_model, cpu_model = net().to("cuda"), net()
+    ddp = DDP(gpu_model, bucket_cap_mb=1 / 1024)
+    og = tj.optim.SGD(ddp.parameters(), lr=0.1)
+    oc = tj.optim.SGD(cpu_model.parameters(), lr=0.1)
+
+    @tj.compile
+    def step(x, y):
+        og.zero_grad()
+        ((ddp(x) - y) ** 2).mean().backward()
+        og.step()
+
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        x, y = rng.standard_normal((8, 6)), rng.standard_normal((8, 1))
+        step(tj.tensor(x, device="cuda"), tj.tensor(y, device="cuda"))
+        oc.zero_grad()
+        ((cpu_model(tj.tensor(x)) - tj.tensor(y)) ** 2).mean().backward()
+        oc.step()
+    for p, q in zip(gpu_model.parameters(), cpu_model.parameters()):
+        np.testing.assert_allclose(p.detach().to("cpu").numpy(), q.detach().numpy(),
+                                   rtol=1e-9, atol=1e-12)

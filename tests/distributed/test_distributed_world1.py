@@ -130,6 +130,36 @@ def test_a_collective_of_a_constant_is_not_folded_at_compile_time(world1):
     np.testing.assert_array_equal(h(tj.ones(3)).numpy(), [1.0, 1.0, 1.0])
 
 
+def test_compiled_step_starts_each_bucket_during_backward(world1):
+    """In a compiled training step, each bucket's all-reduce starts where its last gradient
+    is made (between the backward GEMMs, in the kernel plan the program runs in order) and is
+    waited for only at the end of backward."""
+    tj.manual_seed(0)
+    m = tj.nn.Sequential(tj.nn.Linear(4, 8), tj.nn.Tanh(), tj.nn.Linear(8, 8), tj.nn.Tanh(),
+                         tj.nn.Linear(8, 1))
+    ddp = DDP(m, bucket_cap_mb=1 / 8192)
+    opt = tj.optim.SGD(ddp.parameters(), lr=0.1)
+
+    @tj.compile
+    def step(x):
+        opt.zero_grad()
+        (ddp(x) ** 2).mean().backward()
+        opt.step()
+
+    plan = step.lower(tj.ones(3, 4)).kernels
+    plan = plan if isinstance(plan, str) else str(plan)
+    lines = plan.splitlines()
+    starts = [i for i, ln in enumerate(lines) if "dist_all_reduce_start" in ln]
+    waits = [i for i, ln in enumerate(lines) if "dist_all_reduce_wait" in ln]
+    gemms = [i for i, ln in enumerate(lines) if "matmul" in ln]
+    assert len(starts) == len(waits) == len(ddp.reducer.buckets) >= 3, plan
+    assert starts[0] < gemms[-1] < waits[0], plan     # bucket 0 starts before backward ends
+    assert max(starts) < min(waits), plan
+    before = [p.detach().numpy().copy() for p in m.parameters()]
+    step(tj.ones(3, 4))
+    assert all((p.detach().numpy() != b).any() for p, b in zip(m.parameters(), before))
+
+
 def test_launcher_command_line():
     cmd, env = launcher.build(3, ["train.py", "--lr", "0.1"], "/x/mpiexec", ["-H", "a,b"], 30)
     assert cmd[:3] == ["/x/mpiexec", "-n", "3"]

@@ -92,6 +92,8 @@ SAMPLES = {
                 {"axis": 1, "reverse": False}),
     "argsort": ([distinct(3, 4)], {"axis": 1, "descending": False}),
     "dist_all_reduce": ([f64(3, 4), f64(3, 4)], {"op": 1}),     # no group: a world of 1
+    "dist_all_reduce_start": ([f64(3, 4), f64(3, 4)], {"op": 1}),
+    "dist_all_reduce_wait": ([f64(3, 4), np.array(0), f64(3, 4)], {"op": 1}),
     "windows": ([f64(2, 5, 6)], {"window": (2, 3), "stride": (1, 2), "dilation": (2, 1)}),
     "conv2d": ([f64(2, 3, 5, 6), f64(4, 3, 2, 3)], CONV),
     "conv2d_input_grad": ([f64(2, 4, 5, 3), f64(4, 3, 2, 3)], dict(CONV, in_hw=(5, 6))),

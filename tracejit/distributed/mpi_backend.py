@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import time
 from typing import Any
 
@@ -83,9 +84,18 @@ class MPIBackend:
         self.MPI = _mpi()
         self.comm = pg.comm
         self._inflight: list[list] = []     # request lists not yet known to be complete
+        # the pump thread, for collectives started inside compiled code (see _pumped_work);
+        # without MPI_THREAD_MULTIPLE they progress when waited for instead
+        self.can_pump = self.MPI.Query_thread() >= self.MPI.THREAD_MULTIPLE
+        self._pumped: list[tuple[list, threading.Event]] = []
+        self._pump: threading.Thread | None = None
+        self._pump_cv = threading.Condition()
+        self._closing = False
 
     # -- waiting ---------------------------------------------------------------------------
-    def _work(self, desc: str, reqs: list) -> Work:
+    def _work(self, desc: str, reqs: list, pumped: bool = False) -> Work:
+        if pumped:
+            return self._pumped_work(desc, reqs)
         MPI = self.MPI
         start = time.monotonic()
         self._inflight.append(reqs)
@@ -109,6 +119,44 @@ class MPIBackend:
                 self._inflight.remove(reqs)
         return Work(desc, wait, test)
 
+    def _pumped_work(self, desc: str, reqs: list) -> Work:
+        """A collective progressed by the pump thread: compiled code makes no MPI calls while
+        it runs, and Open MPI advances nonblocking collectives only inside MPI calls. Only
+        the pump tests these requests (MPI forbids testing one request from two threads)."""
+        start = time.monotonic()
+        done = threading.Event()
+        with self._pump_cv:
+            self._pumped.append((reqs, done))
+            if self._pump is None:
+                self._pump = threading.Thread(target=self._pump_loop, daemon=True,
+                                              name="tracejit-mpi-progress")
+                self._pump.start()
+            self._pump_cv.notify()
+
+        def wait(timeout: float | None) -> None:
+            limit = self.pg.timeout_s if timeout is None else timeout
+            if not done.wait(max(0.0, start + limit - time.monotonic())):
+                raise DistError(self.timeout_message(desc, limit))
+        return Work(desc, wait, done.is_set)
+
+    def _pump_loop(self) -> None:
+        MPI = self.MPI
+        while True:
+            with self._pump_cv:
+                while not self._pumped and not self._closing:
+                    self._pump_cv.wait()
+                if self._closing:
+                    return
+                items = list(self._pumped)
+            finished = [(r, e) for r, e in items if MPI.Request.Testall(r)]
+            if finished:
+                with self._pump_cv:
+                    for item in finished:
+                        self._pumped.remove(item)
+                for _, e in finished:
+                    e.set()
+            time.sleep(20e-6)         # leave the core to the compiled code between tests
+
     def timeout_message(self, desc: str, limit: float) -> str:
         pg = self.pg
         others = [r for r in range(pg.size) if r != pg.rank]
@@ -123,12 +171,12 @@ class MPIBackend:
         self._inflight = [r for r in self._inflight if not MPI.Request.Testall(r)]
 
     # -- collectives on contiguous arrays, in place ------------------------------------------
-    def all_reduce(self, a: np.ndarray, op: ReduceOp, desc: str) -> Work:
+    def all_reduce(self, a: np.ndarray, op: ReduceOp, desc: str, pumped: bool = False) -> Work:
         MPI = self.MPI
         buf = a.astype(np.float32) if _is_half(a) else a
         mop = _mpi_op(MPI, op, buf.dtype == np.bool_)
         req = self.comm.Iallreduce(MPI.IN_PLACE, [buf, _mpi_type(MPI, buf)], mop)
-        w = self._work(desc, [req])
+        w = self._work(desc, [req], pumped and self.can_pump)
         if op is ReduceOp.AVG:
             w.add_finisher(lambda: buf.__itruediv__(self.pg.size))
         if buf is not a:
@@ -185,7 +233,14 @@ class MPIBackend:
         self._work(desc, [req]).wait()
         return [pickle.loads(out[o:o + s].tobytes()) for o, s in zip(offs, sizes)]
 
+    def all_reduce_async(self, a: np.ndarray, op: ReduceOp, desc: str) -> Work:
+        """all_reduce progressed in the background (for compiled code: traced.py)."""
+        return self.all_reduce(a, op, desc, pumped=True)
+
     def close(self) -> None:
+        with self._pump_cv:
+            self._closing = True
+            self._pump_cv.notify()
         self.progress()
         try:
             self.comm.Free()

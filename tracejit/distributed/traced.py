@@ -3,8 +3,11 @@
 it, through the same backends and checks as the eager collectives."""
 from __future__ import annotations
 
+import collections
 import weakref
 from typing import Any
+
+import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.prims_collective import OP_NAMES, RUNNERS
@@ -14,7 +17,7 @@ from ..tracer.creation import zeros_like
 from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor
 from .dispatch import backend_for, contiguous, start
-from .group import ReduceOp, current, is_initialized
+from .group import DistError, ReduceOp, current, is_initialized
 
 OP_CODES = {ReduceOp.SUM: 0, ReduceOp.AVG: 1, ReduceOp.PRODUCT: 2, ReduceOp.MIN: 3,
             ReduceOp.MAX: 4}
@@ -39,7 +42,45 @@ def _run_all_reduce(x: Any, op: int) -> Any:
     return a
 
 
+# collectives started and not yet waited for, in start order (the graph chains the waits in
+# that order: ir/prims_collective.py): (number, work, the array being reduced)
+_PENDING: collections.deque = collections.deque()
+
+
+def _run_start(x: Any, op: int) -> int:
+    if not is_initialized():         # a world of 1: the wait returns x itself
+        return 0
+    pg = current()
+    rop = _BY_NAME[OP_NAMES[op]]
+    a, _ = contiguous(x.copy())
+    be = backend_for(pg, "all_reduce", [a])
+    desc = start(pg, "all_reduce", f"(started in a compiled function, {_spell(a)}, "
+                                   f"op={rop.name})")
+    run = getattr(be, "all_reduce_async", be.all_reduce)
+    _PENDING.append((pg.seq, run(a, rop, desc), a))
+    return pg.seq
+
+
+def _run_wait(x: Any, ticket: Any, op: int) -> Any:
+    if not is_initialized():
+        return x.copy()
+    if not _PENDING:
+        raise DistError("tracejit.distributed: a compiled function waits for an all-reduce it "
+                        "did not start (an earlier call failed between start and wait?)")
+    seq, work, a = _PENDING.popleft()
+    # the ticket is read only where that costs nothing (host memory, not a GPU's)
+    if a.shape != x.shape or (isinstance(ticket, np.ndarray) and int(ticket) != seq):
+        _PENDING.clear()
+        raise DistError(f"tracejit.distributed: all-reduce #{seq} of {_spell(a)} was paired "
+                        f"with a wait for {_spell(x)} (ticket {ticket}): an earlier call of "
+                        f"the compiled function failed between start and wait")
+    work.wait()
+    return a
+
+
 RUNNERS["dist_all_reduce"] = _run_all_reduce
+RUNNERS["dist_all_reduce_start"] = _run_start
+RUNNERS["dist_all_reduce_wait"] = _run_wait
 
 
 # the last collective's result in each active trace (an IR value, not a Tensor: a Tensor made
@@ -55,6 +96,32 @@ def _bind(x: Tensor, op: ReduceOp) -> Tensor:
     after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else x
     out = bind(P.dist_all_reduce, x, after, op=OP_CODES[op])
     _LAST[ctx] = out._data
+    return out
+
+
+_LAST_WAIT: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def traced_all_reduce_start(x: Tensor, op: ReduceOp) -> Tensor:
+    """Start the all-reduce of x inside a trace; returns the ticket for traced_all_reduce_wait
+    (the compiled program runs the rest meanwhile: DDP's buckets in a compiled step)."""
+    ctx = STATE.traces[-1]
+    if not x._traced:
+        x = Tensor(ctx.capture(x))
+    prev = _LAST.get(ctx)
+    after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else x
+    ticket = bind(P.dist_all_reduce_start, x, after, op=OP_CODES[op])
+    _LAST[ctx] = ticket._data
+    return ticket
+
+
+def traced_all_reduce_wait(x: Tensor, ticket: Tensor, op: ReduceOp) -> Tensor:
+    """The reduced value of the x whose all-reduce `ticket` started."""
+    ctx = STATE.traces[-1]
+    prev = _LAST_WAIT.get(ctx)
+    after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else ticket
+    out = bind(P.dist_all_reduce_wait, x, ticket, after, op=OP_CODES[op])
+    _LAST_WAIT[ctx] = out._data
     return out
 
 

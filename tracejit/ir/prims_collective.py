@@ -15,12 +15,22 @@ Its second operand, `after`, is never read: it is the previous collective's resu
 operand itself for the first), a data dependency that keeps the graph's collectives in trace
 order. Every rank must issue them in the same order, and without it two independent
 collectives could be scheduled in different orders on ranks whose graphs differ slightly (a
-broadcast's operand is a constant on all ranks but the source)."""
+broadcast's operand is a constant on all ranks but the source).
+
+`dist_all_reduce_start(x, after)` and `dist_all_reduce_wait(x, ticket, after)` split it in
+two, so that a compiled training step overlaps the all-reduce with the rest of backward:
+the start is placed where a DDP bucket's last gradient is produced and returns a ticket (an
+int64 scalar, the collective's number); the wait, placed at the end of backward, returns the
+reduced value. Waits are chained in start order (`after`), so the runner can pair them first
+in, first out."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
 from .batching import all_batched
+from . import dtypes as dt
 from .core import Aval
 from .primitives import P, Primitive, bind, op_error
 
@@ -75,3 +85,57 @@ _PRIM = P.register(Primitive("dist_all_reduce", "extern", _infer_all_reduce,
 # every rank must run it at every call: constant folding must not evaluate it at compile time
 # (ir/passes.py), even when its operand is a constant (a broadcast's zeros off the source rank)
 _PRIM.effectful = True
+
+
+def _infer_start(name: str, avals: list[Aval], op: int) -> Aval:
+    _infer_all_reduce(name, avals, op)
+    return Aval((), dt.i64)
+
+
+def _infer_wait(name: str, avals: list[Aval], op: int) -> Aval:
+    if len(avals) != 3:
+        raise op_error(name, f"takes (x, ticket, after), got {len(avals)} operands")
+    return _infer_all_reduce(name, avals[:2], op)
+
+
+def _start_impl(x: Any, after: Any, op: int) -> Any:
+    runner = RUNNERS.get("dist_all_reduce_start")
+    seq = 0 if runner is None else runner(x, op=op)
+    return np.full_like(x, seq, dtype=np.int64, shape=())     # on x's device
+
+
+def _wait_impl(x: Any, ticket: Any, after: Any, op: int) -> Any:
+    runner = RUNNERS.get("dist_all_reduce_wait")
+    return x.copy() if runner is None else runner(x, ticket, op=op)
+
+
+def _vjp_wait(g, ins, out, params, need):
+    _linear_in_x("dist_all_reduce_wait", params["op"])
+    return [bind(P.dist_all_reduce, g, g, op=params["op"]), None, None]
+
+
+def _jvp_wait(tangents, ins, out, params):
+    _linear_in_x("dist_all_reduce_wait", params["op"])
+    t = tangents[0]
+    return None if t is None else bind(P.dist_all_reduce, t, t, op=params["op"])
+
+
+def _batch_start(prim, ax, args, batched, params):
+    x = all_batched(args[:1], batched[:1], ax)[0]
+    ticket = bind(prim, x, args[1], **params)
+    return all_batched([ticket], [False], ax)[0], True
+
+
+def _batch_wait(prim, ax, args, batched, params):
+    x = all_batched(args[:1], batched[:1], ax)[0]
+    return bind(prim, x, *args[1:], **params), True
+
+
+_START = P.register(Primitive("dist_all_reduce_start", "extern", _infer_start, _start_impl,
+                              vjp=lambda g, i, o, p, n: [None, None],
+                              jvp=lambda t, i, o, p: None, params={"op": "int"}, arity=2,
+                              batch=_batch_start))
+_WAIT = P.register(Primitive("dist_all_reduce_wait", "extern", _infer_wait, _wait_impl,
+                             vjp=_vjp_wait, jvp=_jvp_wait, params={"op": "int"}, arity=3,
+                             batch=_batch_wait))
+_START.effectful = _WAIT.effectful = True

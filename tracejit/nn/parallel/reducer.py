@@ -24,7 +24,7 @@ from ...devices import is_gpu_array
 from ...distributed import collectives as C
 from ...distributed.dispatch import start
 from ...distributed.group import ProcessGroup, ReduceOp
-from ...distributed.traced import traced_all_reduce_value
+from ...distributed.traced import traced_all_reduce_start, traced_all_reduce_wait
 from ...tracer.autograd import queue_callback
 from ...tracer.creation import zeros
 from ...tracer.ops import cat, reshape
@@ -45,14 +45,15 @@ class Bucket:
         self.pending = len(params)
         self.work: Any = None
         self.traced: list = [None] * len(params)
-        self.result: Any = None             # the traced all-reduce result
+        self.result: Any = None             # traced: the bucket, then its reduced value
+        self.ticket: Any = None             # traced: the started all-reduce
 
     def reset(self) -> None:
         self.ready = [False] * len(self.params)
         self.pending = len(self.params)
         self.work = None
         self.traced = [None] * len(self.params)
-        self.result = None
+        self.result = self.ticket = None
 
     def alloc(self) -> Any:
         if self.flat is None:
@@ -158,8 +159,9 @@ class Reducer:
     def _launch(self, b: Bucket) -> None:
         if self.record_events:
             self.events.append(("start", b.index))
-        if self.traced_mode:
-            b.result = traced_all_reduce_value(cat(b.traced), ReduceOp.AVG)
+        if self.traced_mode:     # start here, where the last gradient is made; wait in _finish
+            b.result = cat(b.traced)
+            b.ticket = traced_all_reduce_start(b.result, ReduceOp.AVG)
             return
         b.work = C.all_reduce(Tensor(b.alloc()), ReduceOp.AVG, async_op=True)
 
@@ -195,6 +197,8 @@ class Reducer:
             desc = start(self.pg, "all_reduce", f"(find_unused_parameters, i32[{used.size}])")
             self.pg.backend.all_reduce(used, ReduceOp.SUM, desc).wait()
         for b in self.buckets:
+            if self.traced_mode:
+                b.result = traced_all_reduce_wait(b.result, b.ticket, ReduceOp.AVG)
             if b.work is not None:
                 b.work.wait()
                 if self.record_events:
