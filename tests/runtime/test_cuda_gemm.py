@@ -8,6 +8,7 @@ import ctypes
 import numpy as np
 import pytest
 
+import tracejit as tj
 from tracejit.ir.dtypes import bf16
 from tracejit.runtime import cuda_gemm
 
@@ -210,3 +211,35 @@ def test_matmul_step_dispatch(blas):
         cuda_gemm.matmul(Cp, HostArray(a), HostArray(b), HostArray(out))
         np.testing.assert_allclose(out, a @ b, rtol=1e-5)
     assert len(blas.calls) == 1 and calls == ["cupy.matmul"]
+
+
+# -- end to end on a real GPU: folded GEMMs, operand views and tensor-core 16-bit GEMMs ----------
+@pytest.mark.gpu
+@pytest.mark.skipif(not tj.cuda_available(), reason="needs an NVIDIA GPU and CuPy")
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("shape", [(4, 16, 32, 24), (2, 1, 8, 1), (3, 5, 1, 7)])
+def test_linear_training_grads_on_gpu(shape, autocast):
+    bsz, t, c, d = shape
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((bsz, t, c)).astype(np.float32)
+    w = (rng.standard_normal((d, c)) * 0.3).astype(np.float32)
+    w2 = (rng.standard_normal((c, d)) * 0.3).astype(np.float32)
+
+    def loss(x, w, w2):
+        if autocast:
+            with tj.autocast("cuda", dtype=tj.bfloat16):
+                y = tj.tanh(x @ w.T) @ w2.T
+        else:
+            y = tj.tanh(x @ w.T) @ w2.T
+        return (y.float() * x).sum()
+    g = tj.grad(tj.compile(loss), argnums=(0, 1, 2))
+    got = g(*(tj.tensor(a, device="cuda") for a in (x, w, w2)))
+    x64, w64, w264 = (a.astype(np.float64) for a in (x, w, w2))
+    h = np.tanh(x64 @ w64.T)
+    gu = (x64 @ w264) * (1 - h * h)                # d loss / d (x @ w.T)
+    want = (gu @ w64 + h @ w264.T, np.einsum("btd,btc->dc", gu, x64),
+            np.einsum("btc,btd->cd", x64, h))
+    tol = 3e-2 if autocast else 1e-4
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.to("cpu").numpy().astype(np.float64), b, rtol=tol,
+                                   atol=tol * max(1.0, float(np.abs(b).max())))
