@@ -359,3 +359,19 @@ def test_vmap_inside_a_compiled_training_step_fills_grad():
         h = np.tanh(xs @ w0.T)
         np.testing.assert_allclose(w.grad.numpy(), 0.5 * ((1 - h * h).T @ xs), rtol=1e-10)
     assert step.cache_info().misses == 1
+
+
+def test_eager_vmap_on_the_cuda_device(fake_gpu):
+    xs, w = rng.standard_normal((4, 3)), rng.standard_normal((3, 2))
+    dev = lambda a: tj.tensor(a, device="cuda")                            # noqa: E731
+    got = tj.vmap(lambda v, m: tj.tanh(v @ m), in_axes=(0, None))(dev(xs), dev(w))
+    assert got.device == "cuda:0"
+    np.testing.assert_allclose(got.cpu().numpy(), np.tanh(xs @ w), rtol=1e-12)
+    tj.manual_seed(5)
+    r = tj.vmap(lambda v: v * 0 + tj.rand(3, dtype=tj.float64), randomness="different")(
+        dev(xs))
+    assert r.device == "cuda:0"
+    tj.manual_seed(5)
+    on_cpu = tj.vmap(lambda v: v * 0 + tj.rand(3, dtype=tj.float64), randomness="different")(
+        tj.tensor(xs))
+    np.testing.assert_array_equal(r.cpu().numpy(), on_cpu.numpy())     # the same stream

@@ -26,6 +26,7 @@ from ..ir.batching import RANDOMNESS, BatchAxis, batch_graph
 from ..ir.core import Value, user_location
 from ..ir.primitives import P, bind, broadcast, const_like
 from ..ir.printer import print_graph
+from ..devices import to_device
 from ..debug import dump
 from . import ops
 from .pytree import tree_flatten, tree_unflatten
@@ -255,6 +256,10 @@ def _replay(g, inputs: list, n_random: int, device) -> list:
             seed, off, stream = ctx.random_stream()
             env[ins.out] = Tensor(ctx.graph.emit(P.random, [seed, off],
                                                  {**ins.params, "stream": stream}, ins.loc))
+        elif ins.prim is P.random:      # eager: drawn on the host, then moved (as tj.rand)
+            arr = bind(P.random, *[env[v]._data for v in ins.inputs], **ins.params)
+            env[ins.out] = Tensor(arr if device is None or device.type == "cpu"
+                                  else to_device(arr, device))
         else:
             env[ins.out] = bind(ins.prim, *[env[v] for v in ins.inputs], **ins.params)
     return [env[v] for v in g.outputs]
