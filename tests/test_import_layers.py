@@ -121,3 +121,22 @@ def test_no_cycle_between_areas():
 def test_leaves(module):
     path = PKG / (module.split(".")[1] + ".py")
     assert {_area(t) for t, _ in _targets(path)} <= {"ir"}
+
+
+def test_transforms_of_compiled_functions_are_chosen_above_the_tracer():
+    # tracer.functional knows nothing of compiled functions (no duck-typed hook): given one, it
+    # differentiates it eagerly; tj.grad, above both layers, returns a compiled gradient
+    import numpy as np
+
+    import tracejit as tj
+    from tracejit.runtime.compile import CompiledFunction
+    from tracejit.tracer import functional
+
+    f = tj.compile(lambda x: (tj.tanh(x) * x).sum())
+    x = np.linspace(-1, 1, 5).astype(np.float32)
+    eager, compiled = functional.grad(f), tj.grad(f)
+    assert not isinstance(eager, CompiledFunction) and isinstance(compiled, CompiledFunction)
+    want = np.tanh(x) + x * (1 - np.tanh(x) ** 2)
+    np.testing.assert_allclose(eager(x).numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(compiled(x).numpy(), want, rtol=1e-5)
+    assert isinstance(tj.hessian(f), CompiledFunction)
