@@ -13,6 +13,7 @@ import numpy as np
 
 from ..ir.core import Graph
 from ..ir.interpret import interpret
+from ..ir.primitives import P
 
 
 class Executable:
@@ -71,13 +72,10 @@ def get_backend(name: str | None = None) -> Backend:
 
 
 def apply_view(arr, ops):
-    """Apply a matmul operand's views (codegen.fusion.operand_view) to an array (NumPy or CuPy: the calls dispatch by NEP 18)."""
+    """Apply a matmul operand's views (codegen.fusion.operand_view) to an array: each view
+    primitive's own implementation from the registry (NumPy or CuPy: the calls dispatch by
+    NEP 18), so a view op needs no branch here."""
     for name, p in ops:
-        if name == "reshape":
-            arr = arr.reshape(p["shape"])
-        elif name == "transpose":
-            arr = np.transpose(arr, p["perm"])
-        else:
-            arr = np.broadcast_to(arr, p["shape"])
+        arr = P.get(name).impl(arr, **p)
     return arr
 
