@@ -31,7 +31,7 @@ from ..ir.matmul_fold import fold_matmuls
 from ..ir.passes import widen_half
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
-from . import llvm_jit
+from . import llvm_jit, profiler
 from .backend import Executable, apply_view, register_backend
 from .buffers import POOL_MIN_BYTES, OutputPool
 from ..codegen.dot import plan_dot
