@@ -48,6 +48,12 @@ def _median_ms(fn, rounds: int, inner: int = 1) -> float:
 def _pair(tj_fn, torch_fn, rounds: int, inner: int = 1) -> tuple[float, float]:
     """Medians of tj_fn and torch_fn, interleaved round by round."""
     tj_fn(), torch_fn()                   # warm
+    if os.environ.get("BENCH_GC_FREEZE") == "1":
+        # an experiment (--gc-freeze): what the cycle collector's full passes over every object
+        # alive (torch's and numpy's included) cost each side
+        import gc
+        gc.collect()
+        gc.freeze()
     a, b = [], []
     for _ in range(rounds):
         a.append(_median_ms(tj_fn, 1, inner))
@@ -281,6 +287,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--only", default="chain,models,ew")
     ap.add_argument("--rss", action="store_true")
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="gc.freeze() before timing (an experiment: the collector's share)")
     ap.add_argument("--child")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -291,6 +299,8 @@ def main() -> None:
         print(json.dumps(res))
         return
     res = {}
+    if args.gc_freeze:
+        os.environ["BENCH_GC_FREEZE"] = "1"
     for sec in args.only.split(","):
         res.update(_child(sec, args.rounds))
     if args.rss:

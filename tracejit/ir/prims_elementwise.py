@@ -130,7 +130,8 @@ _elementwise("cast", _impl_cast, _vjp_cast, jvp=_jvp_cast, infer=_infer_cast,
 # -- binary -----------------------------------------------------------------------------------
 _elementwise("add", lambda x, y: np.add(x, y), lambda g, i, o, p, n: [g, g],
              jvp=lambda t, i, o, p: tangent_sum(t[0], t[1]))
-_elementwise("sub", lambda x, y: np.subtract(x, y), lambda g, i, o, p, n: [g, neg(g)],
+_elementwise("sub", lambda x, y: np.subtract(x, y),
+             lambda g, i, o, p, n: [g, neg(g) if n[1] else None],
              jvp=lambda t, i, o, p: tangent_sum(t[0], None if t[1] is None else neg(t[1])))
 
 

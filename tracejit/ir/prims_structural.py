@@ -153,8 +153,16 @@ def _rows_broadcast(j, ins, out, dep, shape):
     return len(ins[0]) == len(out)      # no new leading axes: the row axes stay the rows
 
 
-P.register(Primitive("broadcast", "shape", _infer_broadcast,
-                     lambda x, shape: np.broadcast_to(x, shape), vjp=_vjp_broadcast,
+def _impl_broadcast(x, shape):
+    """A read-only view, no copy; but a 0-d NumPy array over a small shape (a VJP rule's 1.0)
+    is filled instead: the same values, and np.broadcast_to's Python overhead would be most of
+    a small eager op."""
+    if type(x) is np.ndarray and x.ndim == 0 and math.prod(shape) <= 4096:
+        return np.full(shape, x)
+    return np.broadcast_to(x, shape)
+
+
+P.register(Primitive("broadcast", "shape", _infer_broadcast, _impl_broadcast, vjp=_vjp_broadcast,
                      jvp=lambda t, i, o, p: broadcast(t[0], p["shape"]),
                      params={"shape": "ints"}, arity=1,
                      index_map=_index_broadcast, rows=_rows_broadcast,

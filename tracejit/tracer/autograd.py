@@ -114,6 +114,7 @@ class Node:
 
 
 _NO_EDGE = (None, 0)
+_NONES = [(None,) * n for n in range(8)]      # shared "nothing saved" tuples
 _SAVES: dict = {}          # (prim, need) -> (inputs its VJP reads, whether it reads the output)
 
 
@@ -145,17 +146,17 @@ class PrimNode(Node):
         self.out_hooks = None
         self.retained = None
         self.prim, self.params = prim, params
-        self.need = need = tuple(need)
+        need = tuple(need)
         sv = _SAVES.get((prim, need))
-        if sv is None:
-            sv = _SAVES[(prim, need)] = prim.saved_for(need)
-        saves, save_out = sv
+        if sv is None:          # (one `need` tuple per pattern is kept: fewer objects to track)
+            sv = _SAVES[(prim, need)] = (need, *prim.saved_for(need))
+        self.need, saves, save_out = sv
         # (shape, dtype) of every input, for the rule's Avals and the node's name
-        self.in_avals = [(a._data.shape, a._data.dtype) for a in args]
+        self.in_avals = tuple([(a._data.shape, a._data.dtype) for a in args])
         traced = type(out._data) is Value
         self.fwd_loc = (out._data.graph, out._data.producer.loc) if traced else None
-        self.saved = [SavedTensor(a) if i in saves else None for i, a in enumerate(args)] \
-            if saves else [None] * len(args)
+        self.saved = tuple([SavedTensor(a) if i in saves else None for i, a in enumerate(args)]) \
+            if saves else _NONES[len(args)] if len(args) < 8 else (None,) * len(args)
         if not save_out:
             self.saved_out = None
         else:   # traced outputs are short-lived: the trace's Tensor itself is kept
@@ -211,7 +212,7 @@ class PrimNode(Node):
 
     def release(self) -> None:
         self.freed = True
-        self.saved = [None] * len(self.saved)
+        self.saved = (None,) * len(self.saved)
         self.saved_out = None
 
 
