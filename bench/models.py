@@ -255,7 +255,7 @@ def run_workload(w, a, rounds, per_round, warmup) -> dict:
     res["tracejit_first_call_cached_new_process_s"] = first_call_in_new_process(
         w.name, device, a.big)
     if a.profile:
-        table, calls = profile_table(w, state, device, batch_np, steps=max(3, per_round))
+        table, calls = profile_table(w, state, device, batch_np, steps=max(10, per_round))
         res["launches_per_step"] = calls
         res["profile"] = table
     tjm = res["tj_ms"]

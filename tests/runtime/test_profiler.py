@@ -13,10 +13,12 @@ def test_table_accumulates_and_sorts():
     profiler.record(("f", "k1", "matmul", "8x4", "matmul"), 0.010)
     es = profiler.entries()
     assert [(e.kernel, e.calls) for e in es] == [("k1", 1), ("k0", 2)]
-    assert abs(es[1].seconds - 0.004) < 1e-12
+    assert abs(es[1].seconds - 0.004) < 1e-12 and es[1].median == 0.002
+    profiler.record(("f", "k0", "loop", "8x8", "add,mul"), 0.500)     # an interrupted call
     text = profiler.table()
-    assert "| f:k1 | matmul | 8x4 | matmul | 1 | 10.00 |" in text
-    assert "71.4%" in text and "28.6%" in text
+    # k0's median call is 3 ms (of 1, 3, 500): 3 calls x 3 ms against k1's 10 ms
+    assert "| f:k1 | matmul | 8x4 | matmul | 1 | 10000.0 | 10.00 | 52.6% |" in text
+    assert "| f:k0 | loop | 8x8 | add,mul | 3 | 3000.0 | 504.00 | 47.4% |" in text
     profiler.reset()
     assert profiler.entries() == []
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _lock = threading.Lock()
 
@@ -27,6 +27,14 @@ class Entry:
     ops: str
     calls: int = 0
     seconds: float = 0.0
+    samples: list = field(default_factory=list)      # every call's seconds
+
+    @property
+    def median(self) -> float:
+        """The median call: robust against the odd call another process interrupted."""
+        xs = sorted(self.samples)
+        n = len(xs)
+        return 0.0 if n == 0 else (xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2)
 
 
 _entries: dict[tuple, Entry] = {}
@@ -58,6 +66,7 @@ def record(key: tuple, seconds: float) -> None:
             e = _entries[key] = Entry(*key)
         e.calls += 1
         e.seconds += seconds
+        e.samples.append(seconds)
 
 
 def reset() -> None:
@@ -72,18 +81,19 @@ def entries() -> list[Entry]:
 
 
 def table(top: int = 25, ops_width: int = 60) -> str:
-    """A markdown table of the kernels with the most total time, and the share of each."""
-    es = entries()
-    total = sum(e.seconds for e in es) or 1.0
-    lines = [f"| kernel | kind | shape | ops | calls | total ms | us/call | share |",
+    """A markdown table of the kernels by time: each kernel's median call times its calls (a
+    machine shared with other processes interrupts some calls; the median ignores those), its
+    share of the sum of those, and its total."""
+    es = sorted(entries(), key=lambda e: -e.median * e.calls)
+    total = sum(e.median * e.calls for e in es) or 1.0
+    lines = ["| kernel | kind | shape | ops | calls | median us/call | total ms | share |",
              "|---|---|---|---|---|---|---|---|"]
     for e in es[:top]:
         ops = e.ops if len(e.ops) <= ops_width else e.ops[:ops_width - 3] + "..."
         lines.append(f"| {e.graph}:{e.kernel} | {e.kind} | {e.shape} | {ops} | {e.calls} | "
-                     f"{e.seconds * 1e3:.2f} | {e.seconds / e.calls * 1e6:.1f} | "
-                     f"{e.seconds / total:.1%} |")
+                     f"{e.median * 1e6:.1f} | {e.seconds * 1e3:.2f} | "
+                     f"{e.median * e.calls / total:.1%} |")
     if len(es) > top:
-        rest = sum(e.seconds for e in es[top:])
-        lines.append(f"| ({len(es) - top} more) | | | | | {rest * 1e3:.2f} | | "
-                     f"{rest / total:.1%} |")
+        rest = sum(e.median * e.calls for e in es[top:])
+        lines.append(f"| ({len(es) - top} more) | | | | | | | {rest / total:.1%} |")
     return "\n".join(lines)
