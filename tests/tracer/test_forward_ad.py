@@ -178,3 +178,9 @@ def test_composites_functions_and_checkpoint_carry_tangents(name):
     with fwAD.dual_level():
         t = fwAD.unpack_dual(fn(fwAD.make_dual(x, tj.tensor(TX)))).tangent
     close(t, tj.jvp(fn, (X,), (TX,))[1])
+
+
+def test_pytorch_import_spellings():
+    import tracejit.autograd.forward_ad as fw
+    from tracejit.autograd.forward_ad import dual_level, make_dual, unpack_dual  # noqa: F401
+    assert fw is tj.autograd.forward_ad and fw.dual_level is dual_level
