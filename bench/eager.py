@@ -148,8 +148,11 @@ def section_models(rounds: int) -> dict:
         tm.zero_grad()
         _, loss = tm(torch.tensor(idx), torch.tensor(tgt))
         loss.backward()
-    a, b = _pair(gpt_tj, gpt_torch, rounds)
-    out.update(nanogpt_ms_tj=a, nanogpt_ms_torch=b, nanogpt_ratio=a / b)
+    try:                                  # one model failing does not hide the others
+        a, b = _pair(gpt_tj, gpt_torch, rounds)
+        out.update(nanogpt_ms_tj=a, nanogpt_ms_torch=b, nanogpt_ratio=a / b)
+    except Exception as e:                # noqa: BLE001 - reported, then the next model
+        print(f"[models] nanoGPT failed: {type(e).__name__}: {e}", file=sys.stderr)
 
     for rel, name, tweak in (("models/test_makemore_mlp.py", "makemore", None),
                              ("models/test_lstm.py", "lstm", ("STEPS", 20))):
@@ -164,8 +167,11 @@ def section_models(rounds: int) -> dict:
                              lambda v, g: tj.tensor(v, requires_grad=g))
         torch_step = _loss_step(mod.MODEL, torch, torch.nn.functional, p, d,
                                 lambda v, g: torch.tensor(v, requires_grad=g))
-        a, b = _pair(tj_step, torch_step, rounds, inner=5)
-        out.update({f"{name}_ms_tj": a, f"{name}_ms_torch": b, f"{name}_ratio": a / b})
+        try:
+            a, b = _pair(tj_step, torch_step, rounds, inner=5)
+            out.update({f"{name}_ms_tj": a, f"{name}_ms_torch": b, f"{name}_ratio": a / b})
+        except Exception as e:            # noqa: BLE001
+            print(f"[models] {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
     return out
 
 
@@ -276,6 +282,8 @@ def _child(section: str, rounds: int) -> dict:
         env[v] = str(THREADS.get(section.split(":")[0], 1))
     r = subprocess.run([sys.executable, __file__, "--child", section, "--rounds", str(rounds)],
                        env=env, capture_output=True, text=True)
+    if r.stderr and r.returncode == 0:
+        print(r.stderr[-2000:], file=sys.stderr)
     if r.returncode != 0:
         print(f"[{section}] failed:\n{r.stderr[-3000:]}", file=sys.stderr)
         return {}
