@@ -8,13 +8,15 @@ and each layer-norm weight/bias gradient reduction it re-reads all of them per e
 
 The model counts bytes and flops per element. For a value v of W bytes whose expression reads
 R bytes of buffers (each input counted once, at most v's size: a gather or broadcast reads no
-more than it produces) and costs F flops per element, read by n kernels:
+more than it produces) and costs F flops per element, read by n kernels r:
 
-    recompute   = n * (R + F * size * FLOP_BYTES)
+    recompute   = sum over r of (R_r + F * size * FLOP_BYTES)
     materialize = (R + F * size * FLOP_BYTES) + W + n * W
 
-and v becomes a buffer when materializing is cheaper. A graph output is written anyway, so for
-it materialize = its cost once + n * W. Values are decided consumers first, so a value's
+where R_r counts only the inputs of v that kernel r does not read anyway (the kernels reading
+a relu's mask also read its pre-activation: recomputing the mask costs them no bytes), and v
+becomes a buffer when materializing is cheaper. A graph output is written anyway, so for it
+materialize = n * W. Values are decided consumers first, so a value's
 consumer count is the number of kernels that really read it after the values below it were
 decided. Small values (fewer than MIN_ELEMENTS) are left to fusion: they live in cache."""
 from __future__ import annotations
@@ -50,10 +52,10 @@ def _expr(v: Value, buffers: set[Value]) -> tuple[list[Instr], list[Value]]:
 
 
 def _readers(v: Value, hard: set[Value], outputs: set[Value],
-             uses: dict[Value, list[Instr]]) -> int:
-    """How many kernels evaluate v: the buffers (kernel results) downstream of v that fusion
-    reaches from it without crossing another buffer."""
-    roots, seen, stack = set(), {v}, [v]
+             uses: dict[Value, list[Instr]]) -> list[Value]:
+    """The kernels that evaluate v, by the buffer each writes: the buffers downstream of v
+    that fusion reaches from it without crossing another buffer."""
+    roots, seen, stack = [], {v}, [v]
     while stack:
         x = stack.pop()
         for ins in uses.get(x, ()):
@@ -62,12 +64,18 @@ def _readers(v: Value, hard: set[Value], outputs: set[Value],
                 continue
             seen.add(out)
             if out in hard:
-                roots.add(out)
+                roots.append(out)
                 continue
             if out in outputs:
-                roots.add(out)           # written by a loop, and later kernels fuse through it
+                roots.append(out)        # written by a loop, and later kernels fuse through it
             stack.append(out)
-    return len(roots)
+    return roots
+
+
+def _flops(ops: list[Instr], transcendental: frozenset[str]) -> int:
+    """Flops per element of an expression (view ops are free, transcendentals expensive)."""
+    return sum(TRANSCENDENTAL_FLOPS if op.prim.name in transcendental else
+               (0 if op.prim.name in FREE else 1) for op in ops)
 
 
 def expression_cost(v: Value, buffers: set[Value],
@@ -76,9 +84,7 @@ def expression_cost(v: Value, buffers: set[Value],
     ops, leaves = _expr(v, buffers)
     size = v.aval.size
     read = sum(min(u.aval.size, size) * u.dtype.np.itemsize for u in leaves)
-    per_elem = sum(TRANSCENDENTAL_FLOPS if op.prim.name in transcendental else
-                   (0 if op.prim.name in FREE else 1) for op in ops)
-    return float(read), float(per_elem * size)
+    return float(read), float(_flops(ops, transcendental) * size)
 
 
 def materialize_by_cost(g: Graph, hard: set[Value], uses: dict[Value, list[Instr]],
@@ -92,15 +98,27 @@ def materialize_by_cost(g: Graph, hard: set[Value], uses: dict[Value, list[Instr
         if v in hard or not fusible(ins) or v.aval.size < MIN_ELEMENTS or \
                 ins.prim.kind == "constant":
             continue
-        n = _readers(v, hard, outputs, uses)
+        readers = _readers(v, hard, outputs, uses)
+        n = len(readers)
         if n == 0 or (n == 1 and v not in outputs):
             continue
-        read, flops = expression_cost(v, hard, transcendental)
-        once = read + flops * FLOP_BYTES
-        w = float(v.aval.size * v.dtype.np.itemsize)
-        # an output is written anyway: its readers then read w bytes each instead of once
-        better = w < once if v in outputs else once + w + n * w < n * once
-        if better:
+        ops, leaves = _expr(v, hard)
+        size = v.aval.size
+        leaf_bytes = {u: min(u.aval.size, size) * u.dtype.np.itemsize for u in leaves}
+        flops = _flops(ops, transcendental) * size * FLOP_BYTES
+        once = sum(leaf_bytes.values()) + flops
+        w = float(size * v.dtype.np.itemsize)
+        # recomputing costs a reader only the inputs of v it does not read anyway (a relu
+        # mask's readers read the pre-activation themselves: recomputing the mask is free)
+        hard.add(v)
+        recompute = 0.0
+        for r in readers:
+            own = set(_expr(r, hard)[1])
+            recompute += sum(b for u, b in leaf_bytes.items() if u not in own) + flops
+        hard.discard(v)
+        # an output is written anyway: its readers then read w bytes each instead
+        cost = n * w if v in outputs else once + w + n * w
+        if cost < recompute:
             hard.add(v)
             chosen.append(v)
     return chosen[::-1]
