@@ -80,7 +80,7 @@ def symmetric_failures():
 
 if MODE == "symmetric":
     symmetric_failures()
-dist.init_process_group("mpi", timeout=3 if MODE == "never_joins" else 30)
+dist.init_process_group("mpi", timeout=3 if MODE.startswith("never_joins") else 30)
 RANK = dist.get_rank()
 x = tj.tensor(np.ones(4, np.float32))
 
@@ -97,6 +97,21 @@ elif MODE == "never_joins":
     if RANK == 1:
         time.sleep(600)             # stuck: rank 0's deadline must end the job
     dist.all_reduce(x)
+elif MODE == "never_joins_compiled":
+    # a DDP step compiled whole: rank 0 waits inside the compiled program (the all-reduce
+    # started mid-backward and progressed by MPI's progress thread)
+    model = DDP(tj.nn.Linear(4, 1))
+    opt = tj.optim.SGD(model.parameters(), lr=0.1)
+
+    @tj.compile
+    def step(x):
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+    step(tj.ones(2, 4))
+    if RANK == 1:
+        time.sleep(600)
+    step(tj.ones(2, 4))
 else:
     raise SystemExit(f"unknown mode {MODE}")
 print("unreachable: no error", flush=True)

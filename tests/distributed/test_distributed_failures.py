@@ -43,3 +43,11 @@ def test_failures_every_rank_detects():
             "different_params", "unused_params"]
     assert oks(proc) == {w: 2 for w in want}, report(proc)
     assert "unreachable" not in proc.stdout
+
+
+def test_a_rank_that_never_joins_a_compiled_ddp_step_times_out():
+    """The wait inside a compiled training step has the same deadline as eager collectives."""
+    proc = launch("failures_worker.py", ["never_joins_compiled"], timeout=60)
+    assert proc.returncode != 0, report(proc)
+    assert "rank 0 of 2 timed out after 3 s in all_reduce" in proc.stderr, report(proc)
+    assert "started in a compiled function" in proc.stderr, report(proc)
