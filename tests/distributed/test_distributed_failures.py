@@ -51,3 +51,12 @@ def test_a_rank_that_never_joins_a_compiled_ddp_step_times_out():
     assert proc.returncode != 0, report(proc)
     assert "rank 0 of 2 timed out after 3 s in all_reduce" in proc.stderr, report(proc)
     assert "started in a compiled function" in proc.stderr, report(proc)
+
+
+def test_different_sizes_without_debug_give_an_error_naming_the_operation():
+    """Open MPI notices this truncation (f32[4] against f32[1004]) by itself; the error names
+    the collective. (Other size pairs can pass unnoticed: TRACEJIT_DIST_DEBUG=1 checks all.)"""
+    proc = launch("failures_worker.py", ["different_sizes"], timeout=60)
+    assert proc.returncode != 0, report(proc)
+    assert "MPI failed in all_reduce #1" in proc.stderr, report(proc)
+    assert "TRACEJIT_DIST_DEBUG=1" in proc.stderr, report(proc)

@@ -83,11 +83,11 @@ class MPIBackend:
         self.pg = pg
         self.MPI = _mpi()
         self.comm = pg.comm
-        self._inflight: list[list] = []     # request lists not yet known to be complete
+        self._inflight: list[tuple[list, str]] = []     # (requests, what) not known complete
         # the pump thread, for collectives started inside compiled code (see _pumped_work);
         # without MPI_THREAD_MULTIPLE they progress when waited for instead
         self.can_pump = self.MPI.Query_thread() >= self.MPI.THREAD_MULTIPLE
-        self._pumped: list[tuple[list, threading.Event]] = []
+        self._pumped: list[tuple[list, threading.Event, list]] = []   # (reqs, done, error)
         self._pump: threading.Thread | None = None
         self._pump_cv = threading.Condition()
         self._closing = False
@@ -96,18 +96,18 @@ class MPIBackend:
     def _work(self, desc: str, reqs: list, pumped: bool = False) -> Work:
         if pumped:
             return self._pumped_work(desc, reqs)
-        MPI = self.MPI
         start = time.monotonic()
-        self._inflight.append(reqs)
+        entry = (reqs, desc)
+        self._inflight.append(entry)
 
         def test() -> bool:
-            return bool(MPI.Request.Testall(reqs))
+            return self._test(reqs, desc)
 
         def wait(timeout: float | None) -> None:
             limit = self.pg.timeout_s if timeout is None else timeout
             deadline = start + limit
             spins, nap = 0, 20e-6
-            while not MPI.Request.Testall(reqs):
+            while not self._test(reqs, desc):
                 spins += 1
                 if spins < 2000:
                     continue
@@ -115,18 +115,32 @@ class MPIBackend:
                     raise DistError(self.timeout_message(desc, limit))
                 time.sleep(nap)             # leave the core to the other ranks
                 nap = min(nap * 2, 1e-3)
-            if reqs in self._inflight:
-                self._inflight.remove(reqs)
+            self._inflight = [x for x in self._inflight if x is not entry]
         return Work(desc, wait, test)
+
+    def _test(self, reqs: list, desc: str) -> bool:
+        """Testall, with MPI's own errors (a message truncated because ranks passed different
+        sizes, for instance) turned into an error that names the operation."""
+        try:
+            return bool(self.MPI.Request.Testall(reqs))
+        except self.MPI.Exception as e:
+            self._inflight = [x for x in self._inflight if x[0] is not reqs]
+            raise DistError(self.mpi_error_message(desc, e)) from None
+
+    def mpi_error_message(self, desc: str, e: Exception) -> str:
+        return (f"tracejit.distributed: rank {self.pg.rank} of {self.pg.size}: MPI failed in "
+                f"{desc}: {e.Get_error_string()}; ranks probably passed different shapes or "
+                f"issued different collectives (TRACEJIT_DIST_DEBUG=1 checks each "
+                f"collective's signature)")
 
     def _pumped_work(self, desc: str, reqs: list) -> Work:
         """A collective progressed by the pump thread: compiled code makes no MPI calls while
         it runs, and Open MPI advances nonblocking collectives only inside MPI calls. Only
         the pump tests these requests (MPI forbids testing one request from two threads)."""
         start = time.monotonic()
-        done = threading.Event()
+        done, error = threading.Event(), []
         with self._pump_cv:
-            self._pumped.append((reqs, done))
+            self._pumped.append((reqs, done, error))
             if self._pump is None:
                 self._pump = threading.Thread(target=self._pump_loop, daemon=True,
                                               name="tracejit-mpi-progress")
@@ -137,6 +151,8 @@ class MPIBackend:
             limit = self.pg.timeout_s if timeout is None else timeout
             if not done.wait(max(0.0, start + limit - time.monotonic())):
                 raise DistError(self.timeout_message(desc, limit))
+            if error:
+                raise DistError(self.mpi_error_message(desc, error[0]))
         return Work(desc, wait, done.is_set)
 
     def _pump_loop(self) -> None:
@@ -148,13 +164,20 @@ class MPIBackend:
                 if self._closing:
                     return
                 items = list(self._pumped)
-            finished = [(r, e) for r, e in items if MPI.Request.Testall(r)]
+            finished = []
+            for item in items:
+                try:
+                    if MPI.Request.Testall(item[0]):
+                        finished.append(item)
+                except MPI.Exception as e:    # the waiter raises it, naming the operation
+                    item[2].append(e)
+                    finished.append(item)
             if finished:
                 with self._pump_cv:
                     for item in finished:
                         self._pumped.remove(item)
-                for _, e in finished:
-                    e.set()
+                for item in finished:
+                    item[1].set()
             time.sleep(20e-6)         # leave the core to the compiled code between tests
 
     def timeout_message(self, desc: str, limit: float) -> str:
@@ -167,8 +190,9 @@ class MPIBackend:
 
     def progress(self) -> None:
         """Let in-flight collectives advance (Open MPI progresses them inside MPI calls)."""
-        MPI = self.MPI
-        self._inflight = [r for r in self._inflight if not MPI.Request.Testall(r)]
+        for entry in list(self._inflight):
+            if self._test(*entry):
+                self._inflight = [x for x in self._inflight if x is not entry]
 
     # -- collectives on contiguous arrays, in place ------------------------------------------
     def all_reduce(self, a: np.ndarray, op: ReduceOp, desc: str, pumped: bool = False) -> Work:
@@ -241,8 +265,10 @@ class MPIBackend:
         with self._pump_cv:
             self._closing = True
             self._pump_cv.notify()
-        self.progress()
         try:
+            self.progress()
             self.comm.Free()
-        except Exception:       # already finalized at interpreter exit
+        except DistError:       # a failed collective was reported to whoever waited for it
+            pass
+        except Exception:       # noqa: BLE001  (already finalized at interpreter exit)
             pass
