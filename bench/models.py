@@ -39,6 +39,7 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import traceback  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -323,7 +324,12 @@ def main() -> int:
         for w in model_defs.workloads(a.device, a.big):
             if only and w.name not in only:
                 continue
-            results.append(run_workload(w, a, rounds, per_round, warmup))
+            try:
+                results.append(run_workload(w, a, rounds, per_round, warmup))
+            except Exception as e:        # one broken workload must not hide the others
+                traceback.print_exc()
+                results.append({"name": w.name, "agree": False,
+                                "error": f"{type(e).__name__}: {str(e)[:200]}"})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\n" + summary(results, a.device))

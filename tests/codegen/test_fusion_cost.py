@@ -160,3 +160,16 @@ def test_mask_whose_readers_read_its_input_anyway_is_recomputed():
     assert [k.kind for k in p.kernels] == ["reduce"] * 3
     assert all(set(k.inputs) == {a, z} for k in p.kernels)
     _run_plan_values(g)
+
+
+def test_output_and_same_shape_loop_stay_one_kernel():
+    """An optimizer-style update: m' = a+b+c and p' = d - m' are both outputs of one shape. One
+    loop writes both (reading a, b, c, d once); reading m' back in a second kernel would cost a
+    kernel and m' twice (a byte count that ignored loop merging split every AdamW update)."""
+    g = Graph("update")
+    a, b, c, d = _inputs(g, 4)
+    m = add(add(a, b), c)
+    g.outputs = [m, bind(P.sub, d, m), bind(P.mul, m, m)]
+    p = plan(g)
+    assert [k.kind for k in p.kernels] == ["loop"] and len(p.kernels[0].outputs) == 3
+    _run_plan_values(g)

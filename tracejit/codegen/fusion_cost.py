@@ -13,7 +13,9 @@ more than it produces) and costs F flops per element, read by n kernels r:
     recompute   = sum over r of (R_r + F * size * FLOP_BYTES)
     materialize = (R + F * size * FLOP_BYTES) + W + n * W
 
-where R_r counts only the inputs of v that kernel r does not read anyway (the kernels reading
+where the readers r are kernels (loops of one shape count once: fusion merges them into one
+kernel that evaluates v once, and loops of v's own shape merge with v's kernel when v is an
+output), R_r counts only the inputs of v that kernel r does not read anyway (the kernels reading
 a relu's mask also read its pre-activation: recomputing the mask costs them no bytes), and v
 becomes a buffer when materializing is cheaper. A graph output is written anyway, so for it
 materialize = n * W. Values are decided consumers first, so a value's
@@ -72,6 +74,17 @@ def _readers(v: Value, hard: set[Value], outputs: set[Value],
     return roots
 
 
+def _reader_kernels(readers: list[Value], fusible: Callable[[Instr], bool]) -> dict:
+    """Readers grouped by the kernel that will evaluate v for them: loops of one shape merge
+    into one kernel (which evaluates v once for all its outputs); any other kernel is its own."""
+    groups: dict = {}
+    for r in readers:
+        p = r.producer
+        key = ("loop", r.shape) if p is not None and fusible(p) else ("kernel", id(r))
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
 def _flops(ops: list[Instr], transcendental: frozenset[str]) -> int:
     """Flops per element of an expression (view ops are free, transcendentals expensive)."""
     return sum(TRANSCENDENTAL_FLOPS if op.prim.name in transcendental else
@@ -98,8 +111,10 @@ def materialize_by_cost(g: Graph, hard: set[Value], uses: dict[Value, list[Instr
         if v in hard or not fusible(ins) or v.aval.size < MIN_ELEMENTS or \
                 ins.prim.kind == "constant":
             continue
-        readers = _readers(v, hard, outputs, uses)
-        n = len(readers)
+        groups = _reader_kernels(_readers(v, hard, outputs, uses), fusible)
+        if v in outputs:                 # loops of v's shape merge with the loop writing v
+            groups.pop(("loop", v.shape), None)
+        n = len(groups)
         if n == 0 or (n == 1 and v not in outputs):
             continue
         ops, leaves = _expr(v, hard)
@@ -112,8 +127,8 @@ def materialize_by_cost(g: Graph, hard: set[Value], uses: dict[Value, list[Instr
         # mask's readers read the pre-activation themselves: recomputing the mask is free)
         hard.add(v)
         recompute = 0.0
-        for r in readers:
-            own = set(_expr(r, hard)[1])
+        for members in groups.values():
+            own = {u for r in members for u in _expr(r, hard)[1]}
             recompute += sum(b for u, b in leaf_bytes.items() if u not in own) + flops
         hard.discard(v)
         # an output is written anyway: its readers then read w bytes each instead
