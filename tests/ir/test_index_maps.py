@@ -5,6 +5,8 @@ op declared in a test (one registration, no edit elsewhere) fuses and runs compi
 from __future__ import annotations
 
 import itertools
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -212,3 +214,33 @@ def test_a_view_declared_once_fuses_and_runs_compiled(reverse_prim):
     # its VJP (the reversal again) runs in the compiled backward as a fused view too
     dx = tj.grad(tj.compile(lambda t: (tj.exp(bind(reverse_prim, t)) * 2 + t).sum()))(x)
     np.testing.assert_allclose(dx.numpy(), 2 * np.exp(x) + 1, rtol=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_the_declared_view_lowers_to_cuda_that_nvcc_compiles(reverse_prim, fake_gpu, tmp_path):
+    x = np.zeros((5, 7), np.float32)
+    src = tj.compile(lambda a: tj.softmax(tj.exp(bind(reverse_prim, a)), -1) * 2,
+                     device="cuda").lower(x).cuda_source
+    cu = tmp_path / "k.cu"
+    cu.write_text(src)
+    r = subprocess.run(["nvcc", "-ptx", "-arch=sm_90", "-o", str(tmp_path / "k.ptx"), str(cu)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tj.cuda_available(), reason="needs an NVIDIA GPU and CuPy")
+def test_a_view_declared_once_runs_on_the_gpu(reverse_prim):
+    """The same declaration drives the CUDA kernels: a fused loop, a row softmax and the
+    compiled gradient on the device, against NumPy."""
+    x = np.random.default_rng(1).standard_normal((37, 129)).astype(np.float32)
+    t = tj.tensor(x, device="cuda")
+    f = tj.compile(lambda a: tj.exp(bind(reverse_prim, a)) * 2 + a)
+    np.testing.assert_allclose(f(t).cpu().numpy(), np.exp(x[:, ::-1]) * 2 + x, rtol=1e-5)
+    g = tj.compile(lambda a: tj.softmax(bind(reverse_prim, a) * 3, -1))
+    e = np.exp(3 * x[:, ::-1] - (3 * x).max(-1, keepdims=True))
+    np.testing.assert_allclose(g(t).cpu().numpy(), e / e.sum(-1, keepdims=True), rtol=1e-5,
+                               atol=1e-7)
+    dx = tj.grad(tj.compile(lambda a: (tj.exp(bind(reverse_prim, a)) * 2 + a).sum()))(t)
+    assert dx.device == "cuda:0"
+    np.testing.assert_allclose(dx.cpu().numpy(), 2 * np.exp(x) + 1, rtol=1e-5)
