@@ -75,6 +75,7 @@ def symmetric_failures():
         ddp(tj.ones(2, 3)).sum().backward()
     err = expect(unused_params, f"rank {rank} of 2", "unused.weight",
                  "find_unused_parameters=True")
+    dist.barrier()                  # every rank has printed before the first abort
     raise err
 
 

@@ -3,7 +3,8 @@ PyTorch's names, on MPI (mpi4py; CPU tensors, and the launcher and bootstrap eve
 NCCL (through CuPy; GPU tensors). Start a job with
 `python -m tracejit.distributed.run --nproc N script.py` or `mpiexec -n N python -m mpi4py
 script.py`; a plain `python script.py` is a world of 1."""
-from .group import (DistError, ReduceOp, Work, destroy_process_group, get_backend,
+from .base import DistError, ReduceOp, Work
+from .group import (destroy_process_group, get_backend,
                     get_local_rank, get_rank, get_world_size, init_process_group, is_available,
                     is_initialized, is_mpi_available)
 from .collectives import (all_gather, all_gather_into_tensor, all_gather_object, all_reduce,

@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 
 from ..devices import is_gpu_array
+from ..tracer.ops import stack
 from ..tracer.state import STATE
 from ..tracer.tensor import Tensor
 from .dispatch import (backend_for, check_op, check_tensor, contiguous, describe, op_err,
                        start)
-from .group import DistError, ReduceOp, Work, current
+from .base import DistError, ReduceOp, Work
+from .group import current
 from .traced import traced_all_reduce, traced_broadcast
 
 
@@ -133,7 +135,6 @@ def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp = ReduceOp
 def reduce_scatter(output: Tensor, input_list: list, op: ReduceOp = ReduceOp.SUM,
                    group: Any = None, async_op: bool = False) -> Work | None:
     """output = the reduction over ranks of input_list[rank]."""
-    from ..tracer.ops import stack
     pg = current()
     if not isinstance(input_list, (list, tuple)) or len(input_list) != pg.size:
         raise op_err("reduce_scatter", f"input_list must hold world_size ({pg.size}) tensors")

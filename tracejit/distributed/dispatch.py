@@ -11,7 +11,8 @@ import numpy as np
 from ..devices import is_gpu_array
 from ..ir.core import user_location
 from ..tracer.tensor import Tensor
-from .group import DistError, ProcessGroup, ReduceOp, ensure_gpu_backend
+from .base import DistError, ProcessGroup, ReduceOp
+from .group import ensure_gpu_backend
 
 _DTYPES = ("f16", "bf16", "f32", "f64", "i32", "i64", "bool")
 

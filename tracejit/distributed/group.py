@@ -11,104 +11,22 @@ error with the rank and calls MPI_Abort, which ends every rank of the job (what
 `python -m mpi4py` does)."""
 from __future__ import annotations
 
-import datetime
 import importlib.util
 import os
 import sys
-import threading
-from enum import Enum
-from typing import Any, Callable
+from typing import Any
+
+from . import mpi_backend
+from .base import ProcessGroup, _seconds
+from .local_backend import LocalBackend
+from .nccl_backend import NCCLBackend
 
 DEFAULT_TIMEOUT_S = 1800.0      # PyTorch's default for CPU process groups (30 minutes)
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 
 
-class ReduceOp(Enum):
-    SUM = "sum"
-    AVG = "avg"
-    PRODUCT = "prod"
-    MIN = "min"
-    MAX = "max"
-
-    def __repr__(self) -> str:
-        return f"ReduceOp.{self.name}"
-
-
-ReduceOp.PROD = ReduceOp.PRODUCT     # type: ignore[attr-defined]   (both spellings, as torch)
-
-
-class DistError(RuntimeError):
-    """A collective failed: a timeout, a mismatch between ranks, a refused tensor."""
-
-
-class Work:
-    """What an `async_op=True` collective returns: `wait()` blocks until it is done (on the MPI
-    backend, with the group's deadline); with NCCL it orders the current CUDA stream after the
-    collective without blocking the host, as PyTorch does."""
-
-    def __init__(self, desc: str, wait_fn: Callable[[float | None], None],
-                 test_fn: Callable[[], bool] | None = None) -> None:
-        self.desc = desc
-        self._wait_fn = wait_fn
-        self._test_fn = test_fn
-        self._done = False
-        self._finishers: list[Callable[[], None]] = []
-
-    def add_finisher(self, fn: Callable[[], None]) -> None:
-        """fn runs once after the transfer completes (copy back, divide for AVG, cast back)."""
-        self._finishers.append(fn)
-
-    def wait(self, timeout: Any = None) -> bool:
-        if not self._done:
-            self._wait_fn(_seconds(timeout) if timeout is not None else None)
-            self._done = True
-            for fn in self._finishers:
-                fn()
-            self._finishers = []
-        return True
-
-    def is_completed(self) -> bool:
-        if self._done:
-            return True
-        return self._test_fn() if self._test_fn is not None else False
-
-    def __repr__(self) -> str:
-        return f"<Work {self.desc} {'done' if self._done else 'pending'}>"
-
-
-def done_work(desc: str) -> Work:
-    w = Work(desc, lambda t: None, lambda: True)
-    return w
-
-
-class ProcessGroup:
-    """The state of the default group. `backend` carries CPU tensors, `gpu_backend` (NCCL,
-    created when asked for or at the first GPU collective) carries GPU tensors."""
-
-    def __init__(self, name: str, comm: Any, rank: int, size: int, local_rank: int,
-                 timeout_s: float) -> None:
-        self.name = name
-        self.comm = comm                # mpi4py's COMM_WORLD duplicate, or None in a world of 1
-        self.rank, self.size, self.local_rank = rank, size, local_rank
-        self.timeout_s = timeout_s
-        self.backend: Any = None        # CPU collectives
-        self.gpu_backend: Any = None    # GPU collectives
-        self.cuda_aware_mpi = False
-        self.seq = 0                    # collectives issued so far (same on every rank)
-        self.debug = os.environ.get("TRACEJIT_DIST_DEBUG", "") not in ("", "0")
-
-
 _GROUP: ProcessGroup | None = None
-_prev_hooks: tuple | None = None
-
-
-def _seconds(timeout: Any) -> float:
-    if isinstance(timeout, datetime.timedelta):
-        return timeout.total_seconds()
-    t = float(timeout)
-    if not t > 0:
-        raise ValueError(f"timeout must be positive, got {timeout!r}")
-    return t
+_prev_hook: Any = None
 
 
 def launched_by_mpi() -> bool:
@@ -158,7 +76,6 @@ def init_process_group(backend: str | None = None, init_method: str | None = Non
     timeout_s = _seconds(timeout) if timeout is not None else float(
         os.environ.get("TRACEJIT_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
     if launched_by_mpi() or backend == "mpi":
-        from . import mpi_backend
         comm = mpi_backend.comm_world()
         r, n, local = comm.Get_rank(), comm.Get_size(), mpi_backend.local_rank(comm)
     else:
@@ -171,11 +88,9 @@ def init_process_group(backend: str | None = None, init_method: str | None = Non
     env_aware = os.environ.get("TRACEJIT_CUDA_AWARE_MPI", "") not in ("", "0")
     pg.cuda_aware_mpi = env_aware if cuda_aware_mpi is None else bool(cuda_aware_mpi)
     if comm is not None:
-        from . import mpi_backend
         pg.backend = mpi_backend.MPIBackend(pg)
         _install_abort(pg)
     else:
-        from .local_backend import LocalBackend
         pg.backend = LocalBackend(pg)
     _GROUP = pg
     if backend == "nccl":
@@ -190,7 +105,6 @@ def ensure_gpu_backend(pg: ProcessGroup) -> Any:
     """The NCCL backend, created on first use (a collective call: every rank gets here in the
     same order, because it is reached from the same collective on every rank)."""
     if pg.gpu_backend is None:
-        from .nccl_backend import NCCLBackend
         pg.gpu_backend = NCCLBackend(pg)
     return pg.gpu_backend
 
@@ -224,11 +138,13 @@ def get_backend(group: Any = None) -> str:
 
 
 def _install_abort(pg: ProcessGroup) -> None:
-    """An uncaught exception on any thread of this rank ends the whole job (see module doc)."""
-    global _prev_hooks
-    if _prev_hooks is not None:
+    """An uncaught exception in this rank's main thread ends the whole job (see the module
+    doc), as `python -m mpi4py` does; other threads' exceptions are left alone, as Python
+    leaves them (tracejit's own threads end the job themselves when they must)."""
+    global _prev_hook
+    if _prev_hook is not None:
         return
-    _prev_hooks = (sys.excepthook, threading.excepthook)
+    _prev_hook = sys.excepthook
     rank, size = pg.rank, pg.size
 
     def abort(kind, value, tb, prev=sys.excepthook):
@@ -238,18 +154,13 @@ def _install_abort(pg: ProcessGroup) -> None:
                              f"{kind.__name__}; aborting all {size} ranks of the job\n")
             sys.stderr.flush()
         finally:
-            from . import mpi_backend
             mpi_backend.abort(1)
 
-    def thread_abort(args):
-        abort(args.exc_type, args.exc_value, args.exc_traceback)
-
     sys.excepthook = abort
-    threading.excepthook = thread_abort
 
 
 def _uninstall_abort() -> None:
-    global _prev_hooks
-    if _prev_hooks is not None:
-        sys.excepthook, threading.excepthook = _prev_hooks
-        _prev_hooks = None
+    global _prev_hook
+    if _prev_hook is not None:
+        sys.excepthook = _prev_hook
+        _prev_hook = None

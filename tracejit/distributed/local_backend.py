@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .group import ProcessGroup, ReduceOp, Work, done_work
+from .base import ProcessGroup, ReduceOp, Work, done_work
 
 
 class LocalBackend:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .group import DistError, ProcessGroup, ReduceOp, Work
+from .base import DistError, ProcessGroup, ReduceOp, Work
 
 _MPI: Any = None
 

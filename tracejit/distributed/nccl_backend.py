@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from ..devices import cupy_module
-from .group import DistError, ProcessGroup, ReduceOp, Work
+from . import mpi_backend
+from .base import DistError, ProcessGroup, ReduceOp, Work
 
 # ncclDataType_t and ncclRedOp_t values (nccl.h), for names older CuPy lacks
 _NCCL_DT = {"int8": 0, "uint8": 1, "int32": 2, "uint32": 3, "int64": 4, "uint64": 5,
@@ -98,7 +99,6 @@ class NCCLBackend:
         except Exception:           # noqa: BLE001  (ending the job matters more)
             pass
         if pg.comm is not None:
-            from . import mpi_backend
             mpi_backend.abort(1)
         os._exit(1)
 

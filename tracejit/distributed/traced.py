@@ -17,7 +17,8 @@ from ..tracer.creation import zeros_like
 from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor
 from .dispatch import backend_for, contiguous, start
-from .group import DistError, ReduceOp, current, is_initialized
+from .base import DistError, ReduceOp
+from .group import current, is_initialized
 
 OP_CODES = {ReduceOp.SUM: 0, ReduceOp.AVG: 1, ReduceOp.PRODUCT: 2, ReduceOp.MIN: 3,
             ReduceOp.MAX: 4}

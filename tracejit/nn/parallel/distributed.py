@@ -14,7 +14,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from ...distributed import collectives as C
-from ...distributed.group import DistError, current
+from ...distributed.base import DistError
+from ...distributed.group import current
 from ...tracer.state import STATE, is_grad_enabled, no_grad
 from ...tracer.tensor import Tensor
 from ..module import Module

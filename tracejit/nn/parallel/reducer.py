@@ -23,7 +23,7 @@ import numpy as np
 from ...devices import is_gpu_array
 from ...distributed import collectives as C
 from ...distributed.dispatch import start
-from ...distributed.group import ProcessGroup, ReduceOp
+from ...distributed.base import ProcessGroup, ReduceOp
 from ...distributed.traced import traced_all_reduce_start, traced_all_reduce_wait
 from ...tracer.autograd import queue_callback
 from ...tracer.creation import zeros
