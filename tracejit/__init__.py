@@ -40,6 +40,10 @@ from .tracer.stacking import (atleast_1d, atleast_2d, atleast_3d, column_stack, 
                               dsplit, dstack, hsplit, hstack, index_select, movedim, rot90,
                               rsqrt, select, square, tensor_split, vsplit, vstack)
 from .tracer.stacking import cartesian_prod, repeat_interleave
+# the view ops again, as views of their input (in-place ops write through; see views.py)
+from .tracer.views import (broadcast_to, chunk, diagonal, expand, flatten, movedim,  # noqa: F811
+                           narrow, permute, reshape, select, split, squeeze, swapaxes, t,
+                           transpose, unbind, unflatten, unsqueeze)
 from . import linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")

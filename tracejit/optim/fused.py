@@ -25,6 +25,7 @@ from ..devices import is_host
 from ..tracer import ops
 from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor
+from ..tracer.views import follow_writes
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
 
@@ -69,6 +70,8 @@ def write_back(t: Tensor, new: Any) -> None:
         d = t._data = d.copy()
     d[...] = new
     t._version[0] += 1
+    if getattr(t, "_view", None) is not None:
+        follow_writes(t)            # its views (tracer/views.py) see the new value
 
 
 def _arg(arr: Any) -> Any:

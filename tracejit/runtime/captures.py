@@ -9,6 +9,7 @@ import numpy as np
 
 from ..ir.core import user_location
 from ..tracer.tensor import Tensor
+from ..tracer.views import follow_writes
 from ..devices import CPU, Device, device_of, is_gpu_array, is_host, to_device
 
 
@@ -61,6 +62,8 @@ def store_writes(writes: Sequence[Tensor], new_values: Sequence[Any],
             t._data = t._data.copy()
         t._data[...] = new
         t._version[0] += counts[i] if counts is not None else 1
+        if getattr(t, "_view", None) is not None:
+            follow_writes(t)            # its views (tracer/views.py) see the new value
 
 
 def set_grads(actions: Sequence[tuple], new_values: Sequence[Any]) -> None:

@@ -6,16 +6,28 @@ import numpy as np
 
 from ..ir.core import user_location
 from . import ops
-from . import forward_ad
+from . import forward_ad, views
 from .forward_ad import FWD
 from .state import STATE
 from .tensor import Tensor
 
 
 def inplace(x: Tensor, update, op: str) -> Tensor:
-    """Replace x's value by update(x) in place; autograd sees x's new history."""
+    """Replace x's value by update(x) in place; autograd sees x's new history. On a view the
+    update is written through to its base; a base's live views follow it (views.py)."""
     if FWD.levels and not getattr(update, "dual", False):    # dual tensors: see forward_ad
         return forward_ad.inplace_dual(x, update, op, inplace)
+    rec = getattr(x, "_view", None)
+    if rec is None:
+        return _inplace(x, update, op)
+    if type(rec) is views.ViewOf:
+        return views.inplace_view(x, rec, update, op, inplace)
+    _inplace(x, update, op)
+    views.rederive(x, rec)
+    return x
+
+
+def _inplace(x: Tensor, update, op: str) -> Tensor:
     records = STATE.grad_enabled
     if records and x._requires_grad and x.is_leaf:
         raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an "
@@ -35,6 +47,7 @@ def inplace(x: Tensor, update, op: str) -> Tensor:
                                    f"desired output type {x.dtype.name} (at {user_location()})")
             new = ops.cast(new, x.dtype)
             write_capture(of[0], new)
+            views.follow_writes(of[0])
         x._data, x.grad_fn, x._out_idx = new._data, new.grad_fn, new._out_idx
         x._requires_grad = new._requires_grad
         return x

@@ -6,7 +6,7 @@ from ..devices import Device, device as as_device, to_device
 from . import composites as C
 from . import indexing, inplace, ops, sampling, scans, selection, sorting
 from . import gathering, layout, masking, norms, products, stacking
-from . import fills
+from . import fills, views
 from .function import Function
 from .tensor import Tensor
 
@@ -71,6 +71,7 @@ def install() -> None:
     scans.install(T)
     sorting.install(T)
     sampling.install(T)
+    views.install(T)        # last: wraps the view methods set above
 
 
 # `memory_format=` (torch.preserve_format, channels_last, ...) is accepted and has nothing to

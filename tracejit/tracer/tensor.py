@@ -36,7 +36,9 @@ def _depends_on(v: Value, inputs: set) -> bool:
 class Tensor:
     __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_idx", "_version",
                  "_weak", "_retains_grad", "_hooks", "_accum", "_born_in", "_data_of",
-                 "__weakref__")     # _data_of: set only on `.data` of a capture (see data)
+                 "_view", "__weakref__")
+    # _data_of: set only on `.data` of a capture (see data); _view: set only on views and
+    # their bases (see views.py)
 
     __array_priority__ = 1000        # so `ndarray * Tensor` calls Tensor.__rmul__
 

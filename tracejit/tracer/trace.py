@@ -121,6 +121,11 @@ class TraceContext:
         if leaf is not None:        # what backward saved of the old value is now stale, as
             leaf._version[0] += 1   # eagerly: backward reports the in-place change
 
+    def alias(self, t: Tensor, v: Value) -> None:
+        """Reads of `t`, an outside view of a capture that was updated in place, see `v` (its
+        new value, derived from the capture's) from here on (see tracer/views.py)."""
+        self._cap_index[id(t)] = v
+
     def outer_leaf(self, t: Tensor, v: Value) -> Tensor:
         """The tensor through which ops of this (nested, tj.vmap) trace read `t`, a tensor of
         an enclosing trace that requires grad (value `v` here): a transform inside the nested

@@ -1,0 +1,448 @@
+"""PyTorch's view semantics for the view ops users call (basic indexing, select/narrow/split/
+chunk/unbind, view/reshape when torch's is a view, flatten/unflatten, squeeze/unsqueeze,
+transpose/permute/t/T/mT/movedim/swapaxes, diagonal, expand, detach, .data, view_as).
+
+A view records its root base and `fwd`, a function that recomputes the view from the root
+with the same tracer ops (a chain of views composes its steps, so every view points at the
+root). The root keeps weak references to its live views. Then, in both directions:
+
+- an in-place op on a view writes through: the root's new value is a functional put of the
+  view's new value at the root positions the view reads (torch's CopySlices: differentiable),
+  made by the root's own in-place path (leaf checks, captures of a trace, version counter);
+- after any in-place op on a root, its live views are derived again from its new value (their
+  data and grad_fn follow), eagerly and inside a trace. Eagerly, a view whose array still
+  shares the root's memory and carries no autograd history needs nothing.
+
+The positions a view reads are found lazily, only when an in-place op on it needs them, by
+running `fwd` on an int64 arange of the root's shape (an eager constant, also inside a trace);
+a position read twice is an expanded view, which torch refuses to write to.
+
+Nothing here runs on the ordinary eager path: only the user-level view ops register, and an
+in-place op looks at one slot (`Tensor._view`).
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Callable
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.core import user_location
+from ..ir.primitives import P, bind
+from . import layout, ops, products, stacking
+from .state import STATE
+from .tensor import Tensor, lift
+
+# kinds of views: an autograd view, an output of a function returning several views (torch
+# forbids in-place on those when autograd records), detach() (shares data and version counter,
+# not history), .data (shares data only)
+VIEW, MULTI, DETACH, DATA = "view", "multi", "detach", "data"
+
+
+class ViewOf:
+    """Slot record of a view: its root, how to recompute it from the root, its kind."""
+
+    __slots__ = ("root", "fwd", "kind", "no_grad", "pos", "dup", "ident")
+
+    def __init__(self, root: Tensor, fwd: Callable, kind: str, no_grad: bool) -> None:
+        self.root, self.fwd, self.kind, self.no_grad = root, fwd, kind, no_grad
+        self.pos: np.ndarray | None = None      # root positions read (lazy, see positions)
+        self.dup = False                        # a position read twice (an expanded view)
+        self.ident = False                      # reads every root position in order
+
+
+class Views:
+    """Slot record of a root: weak references to its live views."""
+
+    __slots__ = ("refs", "limit")
+
+    def __init__(self) -> None:
+        self.refs: list = []
+        self.limit = 8
+
+
+def _owner(a):
+    b = getattr(a, "base", None)
+    return a if b is None else b
+
+
+def mark(x: Tensor, out: Tensor, fwd: Callable, kind: str = VIEW) -> Tensor:
+    """Record `out = fwd(x)` as a view of x (of x's root when x is a view)."""
+    if out is x or not isinstance(out, Tensor):
+        return out
+    rec = getattr(x, "_view", None)
+    if type(rec) is ViewOf:
+        root, first = rec.root, rec.fwd
+        step = fwd
+        fwd = lambda r: step(first(r))      # noqa: E731 - composed with the parent's steps
+        kind = DATA if DATA in (kind, rec.kind) else DETACH if DETACH in (kind, rec.kind) \
+            else MULTI if MULTI in (kind, rec.kind) else kind
+        no_grad = rec.no_grad or not STATE.grad_enabled
+    else:
+        root = x
+        no_grad = not STATE.grad_enabled
+        if rec is None:
+            rec = x._view = Views()
+    out._view = ViewOf(root, fwd, kind, no_grad)
+    if kind != DATA:
+        out._version = root._version        # views share their base's version counter
+    views = root._view
+    views.refs.append(weakref.ref(out))
+    if len(views.refs) > views.limit:       # drop dead views, amortized
+        views.refs = [r for r in views.refs if r() is not None]
+        views.limit = max(8, 2 * len(views.refs))
+    return out
+
+
+def viewing(fn: Callable, kind: str = VIEW) -> Callable:
+    """fn (a view op taking the tensor first) that records its result as a view."""
+    def view_op(x, *args, **kwargs):
+        out = fn(x, *args, **kwargs)
+        if isinstance(x, Tensor):
+            mark(x, out, lambda r: fn(r, *args, **kwargs), kind)
+        return out
+    view_op.__name__ = getattr(fn, "__name__", "view_op")
+    view_op.__doc__ = fn.__doc__
+    view_op.__wrapped_view__ = fn
+    return view_op
+
+
+# -- view ops whose result is a view only sometimes ----------------------------------------------
+def _is_basic(key) -> bool:
+    keys = key if isinstance(key, tuple) else (key,)
+    return all(k is None or k is Ellipsis or isinstance(k, slice) or
+               (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))
+               for k in keys)
+
+
+def _getitem(x: Tensor, key) -> Tensor:
+    from .indexing import getitem
+    out = getitem(x, key)
+    if _is_basic(key):
+        mark(x, out, lambda r: getitem(r, key))
+    return out
+
+
+def _layout(rec: ViewOf) -> tuple[np.ndarray, np.ndarray]:
+    """(the view's elements as a NumPy view of a stand-in for its root, the stand-in): the
+    strides torch would give the view, the root being contiguous."""
+    probe = Tensor(np.zeros(rec.root.shape, np.bool_))
+    with _grad(False):
+        return np.asarray(rec.fwd(probe)._data), probe._data
+
+
+def _reshape_is_view(x: Tensor, out: Tensor) -> bool:
+    """Whether torch's reshape of x to out's shape is a view (strides permitting): NumPy makes
+    the same choice on a stand-in with the layout torch would give x. A base (not a view) is
+    contiguous, whatever layout its array happens to have."""
+    rec = getattr(x, "_view", None)
+    if type(rec) is not ViewOf or out.numel() == 0:
+        return True
+    arr, probe = _layout(rec)
+    return np.may_share_memory(arr.reshape(out.shape), probe)
+
+
+def contiguous(x: Tensor, memory_format=None) -> Tensor:
+    """x itself when torch's x is contiguous, else a copy (which is no view of x's base)."""
+    rec = getattr(x, "_view", None)
+    if type(rec) is not ViewOf or x.numel() <= 1:
+        return x
+    arr, probe = _layout(rec)
+    if arr.flags.c_contiguous and np.may_share_memory(arr, probe):
+        return x
+    return ops.add(x, 0) if x.dtype is not dt.bool_ else ops.eq(x, True)
+
+
+def _reshaping(fn: Callable, name: str, strict: bool = False) -> Callable:
+    def reshape_op(x, *args, **kwargs):
+        out = fn(x, *args, **kwargs)
+        if out is x or not isinstance(x, Tensor):
+            return out
+        if _reshape_is_view(x, out):
+            mark(x, out, lambda r: fn(r, *args, **kwargs))
+        elif strict:
+            raise RuntimeError(
+                f"{name}: view size is not compatible with input tensor's size and stride (at "
+                f"least one dimension spans across two contiguous subspaces): {ops._fmt(x)} "
+                f"viewed as {list(out.shape)} (at {user_location()}). Use .reshape(...) "
+                f"instead.")
+        return out
+    reshape_op.__name__ = name
+    reshape_op.__doc__ = fn.__doc__
+    return reshape_op
+
+
+def _unflatten(x, dim: int, sizes) -> Tensor:
+    x = ops.as_tensor(x)
+    d = ops._axes(x, dim, None, "unflatten")[0]
+    sizes = tuple(int(s) for s in sizes)
+    return ops.reshape(x, x.shape[:d] + sizes + x.shape[d + 1:])
+
+
+# -- several views at once: each piece recomputed by its own narrow -------------------------------
+def _pieces(x: Tensor, outs: tuple, d: int, squeeze: bool) -> tuple:
+    if not isinstance(x, Tensor):
+        return outs
+    start = 0
+    for o in outs:
+        size = 1 if squeeze else o.shape[d]
+
+        def fwd(r, s=start, n=size, shape=o.shape):
+            piece = layout._narrow(r, d, s, n)
+            return ops.reshape(piece, shape) if squeeze else piece
+        mark(x, o, fwd, MULTI)
+        start += size
+    return outs
+
+
+def _split(x, split_size_or_sections, dim: int = 0):
+    outs = layout.split(x, split_size_or_sections, dim)
+    return _pieces(x, outs, layout._dim("split", x, dim) if isinstance(x, Tensor) else 0, False)
+
+
+def _chunk(x, chunks: int, dim: int = 0):
+    outs = layout.chunk(x, chunks, dim)
+    return _pieces(x, outs, layout._dim("chunk", x, dim) if isinstance(x, Tensor) else 0, False)
+
+
+def _unbind(x, dim: int = 0):
+    outs = layout.unbind(x, dim)
+    return _pieces(x, outs, layout._dim("unbind", x, dim) if isinstance(x, Tensor) else 0, True)
+
+
+# -- detach and .data ------------------------------------------------------------------------------
+def _detach(x: Tensor) -> Tensor:
+    out = Tensor.detach.__wrapped_view__(x)
+    return mark(x, out, lambda r: Tensor.detach.__wrapped_view__(r), DETACH)
+
+
+def _data_view(get: Callable) -> Callable:
+    def data(self: Tensor) -> Tensor:
+        out = get(self)
+        if getattr(out, "_data_of", None) is not None:
+            out._view = None        # a capture's: written back by inplace.py's own path
+        else:
+            mark(self, out, lambda r: r.detach() if r._traced or r._captured()
+                 else Tensor(r._data), DATA)
+        return out
+    return data
+
+
+def _data_set(put: Callable) -> Callable:
+    def set_data(self: Tensor, other) -> None:
+        if not self._captured():
+            forget(self)    # t.data = other: t takes other storage; its views keep the old one
+        put(self, other)
+    return set_data
+
+
+def forget(t: Tensor) -> None:
+    """t's storage was replaced: its views no longer follow it (nor write into it)."""
+    rec = getattr(t, "_view", None)
+    if type(rec) is Views:
+        for r in rec.refs:
+            v = r()
+            if v is not None:
+                v._view = None
+        t._view = None
+
+
+# -- in-place ops on views -------------------------------------------------------------------------
+class _grad:
+    def __init__(self, mode: bool) -> None:
+        self.mode = mode
+
+    def __enter__(self) -> None:
+        self.prev = STATE.grad_enabled
+        STATE.grad_enabled = self.mode
+
+    def __exit__(self, *exc) -> None:
+        STATE.grad_enabled = self.prev
+
+
+def positions(rec: ViewOf) -> np.ndarray:
+    """The root positions (flat, row-major) the view reads, in the view's shape."""
+    if rec.pos is None:
+        n = rec.root.numel()
+        ar = Tensor(np.arange(n, dtype=np.int64).reshape(rec.root.shape))
+        with _grad(False):
+            p = rec.fwd(ar)._data
+        rec.pos = np.asarray(p)
+        flat = rec.pos.reshape(-1)
+        rec.dup = bool(flat.size) and np.unique(flat).size != flat.size
+        rec.ident = flat.size == n and bool(np.all(flat == np.arange(n)))
+    return rec.pos
+
+
+def _check(x: Tensor, rec: ViewOf, op: str) -> None:
+    root = rec.root
+    if rec.kind in (DETACH, DATA) or not STATE.grad_enabled:
+        return
+    if root._requires_grad and root.is_leaf:
+        raise RuntimeError(f"{op}: a view of a leaf Variable that requires grad is being used "
+                           f"in an in-place operation (at {user_location()})")
+    if rec.kind == MULTI and (root._requires_grad or x._requires_grad):
+        raise RuntimeError(
+            f"{op}: output of a function that returns multiple views (split, chunk, unbind) is "
+            f"a view and is being modified inplace (at {user_location()}). Such functions do "
+            f"not allow the output views to be modified inplace. You should replace the "
+            f"inplace operation by an out-of-place one.")
+    if rec.no_grad and root._requires_grad:
+        raise RuntimeError(
+            f"{op}: a view was created in no_grad mode and is being modified inplace with grad "
+            f"mode enabled (at {user_location()}). Given that this use case is ambiguous and "
+            f"error-prone, it is forbidden. You can clarify your code by moving both the view "
+            f"and the inplace either both inside the no_grad block (if you don't want the "
+            f"inplace to be tracked) or both outside (if you want the inplace to be tracked).")
+
+
+def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
+                 root_inplace: Callable) -> Tensor:
+    """An in-place op on view x: x's new value is put into its root by the root's own in-place
+    path (`root_inplace`, inplace.inplace), after which every live view (x too) follows."""
+    if not _live(rec.root):
+        # the base was made inside a trace that has ended (x escaped it): x stands alone
+        x._view = None
+        return root_inplace(x, update, op)
+    _check(x, rec, op)
+    pos = positions(rec)
+    if rec.dup:
+        raise RuntimeError(
+            f"{op}: unsupported operation: more than one element of the written-to tensor "
+            f"refers to a single memory location (an expanded view {ops._fmt(x)}) (at "
+            f"{user_location()}). Please clone() the tensor before performing the operation.")
+    src = x
+    if STATE.grad_enabled and x._requires_grad and not x._traced and not x._captured():
+        # nodes recorded by `update` may save the old value, which the put overwrites
+        src = Tensor(x._data.copy())
+        src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, True
+    new = update(src)
+    if new.shape != x.shape:
+        raise RuntimeError(f"{op}: output with shape {list(x.shape)} doesn't match the "
+                           f"broadcast shape {list(new.shape)} (at {user_location()})")
+    if new.dtype.is_float and not x.dtype.is_float:
+        raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the desired "
+                           f"output type {x.dtype.name} (at {user_location()})")
+    new = ops.cast(new, x.dtype)
+    root = rec.root
+
+    def put(old: Tensor) -> Tensor:
+        if rec.ident:
+            return ops.reshape(new, root.shape)
+        n = root.numel()
+        flat = pos.reshape(-1)
+        where = ops.as_tensor(flat, like=old, const=True)
+        upd = bind(P.scatter_add, where, ops.reshape(new, (-1,)), axis=0, shape=(n,))
+        mask = np.zeros(n, bool)
+        mask[flat] = True
+        m = ops.as_tensor(mask, like=old, const=True)
+        return ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), root.shape)
+
+    if rec.kind in (DETACH, DATA):
+        # the root's data changes, its autograd history does not (as torch)
+        keep = (root.grad_fn, root._out_idx, root._requires_grad, root._version[0])
+        with _grad(False):
+            root_inplace(root, put, op)
+        root.grad_fn, root._out_idx, root._requires_grad = keep[:3]
+        if rec.kind == DATA:
+            root._version[0] = keep[3]
+        return x
+    root_inplace(root, put, op)
+    return x
+
+
+def rederive(root: Tensor, rec: Views) -> None:
+    """After an in-place op on `root`: its live views take their values (and grad_fn) from
+    its new value."""
+    traces = STATE.traces
+    graph = traces[-1].graph if traces else None
+    alive = []
+    for r in rec.refs:
+        v = r()
+        if v is None or type(getattr(v, "_view", None)) is not ViewOf:
+            continue
+        if v._traced and v._data.graph is not graph:
+            if _live(v):
+                alive.append(r)     # of an enclosing trace (tj.vmap inside a compile)
+            continue                # else made inside a trace that has ended
+        alive.append(r)
+        _follow(root, v, v._view, traces)
+    rec.refs = alive
+
+
+def _live(t: Tensor) -> bool:
+    """t is eager, or traced in an active trace."""
+    return not t._traced or any(c.graph is t._data.graph for c in STATE.traces)
+
+
+def _follow(root: Tensor, v: Tensor, vr: ViewOf, traces: list) -> None:
+    if traces and v._captured():
+        # a view made outside the trace: its reads in the trace see the new value; after the
+        # call the root's write-back reaches it (runtime/captures.py)
+        with _grad(False):
+            new = vr.fwd(lift(root))
+        traces[-1].alias(v, new._data)
+        return
+    if not v._traced and not root._traced and not root._captured() and \
+            _owner(v._data) is _owner(root._data) and \
+            not (v._requires_grad or root._requires_grad):
+        return                      # shares the root's memory, and no history to follow
+    with _grad(v._requires_grad or (STATE.grad_enabled and not vr.no_grad)):
+        new = vr.fwd(root)
+    v._data, v.grad_fn, v._out_idx = new._data, new.grad_fn, new._out_idx
+    v._requires_grad = new._requires_grad
+
+
+def follow_writes(t: Tensor) -> None:
+    """t (a capture) got its new value after a compiled call: its views follow."""
+    rec = getattr(t, "_view", None)
+    if type(rec) is Views:
+        rederive(t, rec)
+
+
+# -- installation -----------------------------------------------------------------------------------
+def install(T: type) -> None:
+    """Wrap Tensor's view methods (after methods.install set them)."""
+    T.__getitem__ = _getitem
+    for name in ("permute", "swapaxes", "transpose", "squeeze", "unsqueeze", "expand",
+                 "broadcast_to", "expand_as", "narrow", "select", "movedim", "moveaxis",
+                 "swapdims", "t", "diagonal"):
+        setattr(T, name, viewing(getattr(T, name)))
+    T.reshape = _reshaping(ops.reshape, "reshape")
+    T.reshape_as = _reshaping(layout.view_as, "reshape_as")
+    T.flatten = _reshaping(ops.flatten, "flatten")
+    T.view = _reshaping(ops.reshape, "view", strict=True)
+    T.view_as = _reshaping(layout.view_as, "view_as", strict=True)
+    T.unflatten = _reshaping(_unflatten, "unflatten")
+    T.split, T.chunk, T.unbind = _split, _chunk, _unbind
+    T.contiguous = contiguous
+    T.T = property(viewing(lambda x: ops.permute(x, tuple(reversed(range(x.ndim))))))
+    T.mT = property(viewing(lambda x: ops.swapaxes(x, -1, -2)))
+    detach = T.detach
+
+    def plain_detach(x):
+        return detach(x)
+    T.detach = _detach
+    T.detach.__wrapped_view__ = plain_detach
+    prop = T.data
+    T.data = property(_data_view(prop.fget), _data_set(prop.fset))
+
+
+# the functional spellings (tj.reshape, tj.narrow, ...), exported by tracejit/__init__.py
+reshape = _reshaping(ops.reshape, "reshape")
+flatten = _reshaping(ops.flatten, "flatten")
+unflatten = _reshaping(_unflatten, "unflatten")
+permute = viewing(ops.permute)
+transpose = viewing(ops.transpose)
+swapaxes = viewing(ops.swapaxes)
+squeeze = viewing(ops.squeeze)
+unsqueeze = viewing(ops.unsqueeze)
+expand = viewing(ops.expand)
+broadcast_to = viewing(ops.broadcast_to)
+narrow = viewing(layout.narrow)
+t = viewing(layout.t)
+select = viewing(stacking.select)
+movedim = viewing(stacking.movedim)
+diagonal = viewing(products.diagonal)
+split, chunk, unbind = _split, _chunk, _unbind
