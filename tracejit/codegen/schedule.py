@@ -198,8 +198,8 @@ GENERATED = ("loop", "reduce", "rows", "scatter", "scan")
 
 def schedule_plan(plan: Plan, target: str, prefix: str = "") -> list[L.Scheduled]:
     """The loop IR of every generated kernel of the plan, in plan order."""
-    sched = Scheduler(target, small=target == "cpu" and is_small(plan))
-    return [sched(k, prefix + k.name) for k in plan.kernels if k.kind in GENERATED]
+    return [Scheduler(target, small=target == "cpu" and is_small(k))(k, prefix + k.name)
+            for k in plan.kernels if k.kind in GENERATED]
 
 
 def describe(plan: Plan, target: str) -> str:

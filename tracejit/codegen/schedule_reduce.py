@@ -28,9 +28,10 @@ SPLIT_CHUNK = 1 << 13     # elements per block of a split trailing reduction
 
 
 
-def is_small(plan) -> bool:
-    """Whether every kernel is small: the module is then built for compile speed."""
-    return all(int(math.prod(k.shape)) < SMALL_KERNEL for k in plan.kernels)
+def is_small(k: Kernel) -> bool:
+    """Whether a kernel is small: on the CPU it is then scheduled for compile speed (no
+    vector hints), as llvm_program builds it."""
+    return int(math.prod(k.shape)) < SMALL_KERNEL
 
 
 def acc_dtype(op: str, d: dt.DType) -> dt.DType:
