@@ -1,8 +1,11 @@
-"""Forward-mode transforms of Python functions: jvp, linearize, jacfwd.
+"""Forward-mode transforms of Python functions, and the Jacobians: jvp, linearize, jacfwd,
+jacrev.
 
-Each one traces the function into a graph (`trace_pure`), applies the IR transform of
-`ir.forward` (`jvp_graph`, and `linear_split` for linearize) and runs the resulting graph by
-replaying it on the caller's tensors. Replaying binds every instruction through the registry,
+Each one traces the function into a graph (`trace_pure`), applies an IR transform
+(`ir.forward.jvp_graph` and `linear_split`; for jacrev `ir.autodiff.vjp_graph` and `split`)
+and runs the resulting graphs by replaying them on the caller's tensors. The Jacobians run the
+linear part (the tangent graph, or the backward graph) once on the whole standard basis, as
+the batched graph that the vmap transform (`ir.batching.batch_graph`) makes of it. Replaying binds every instruction through the registry,
 so the run is eager NumPy outside a trace (and recorded on the eager tape when the arguments
 require grad: `grad` of a `jvp` works), and emits IR inside an enclosing trace (`tj.compile`
 of a function that calls `tj.jvp` works, and so does `jacfwd(jacrev(f))`: the gradient inside
