@@ -296,3 +296,15 @@ def test_compiled_forward_mode_on_a_real_gpu():
     close(jf.cpu(), tfunc.jacfwd(f_torch, argnums=1)(T(X), T(W)), 1e-9)
     h = tj.hessian(tj.compile(lambda x: (tj.tanh(x) * x).sum()))(dev(X[0]))
     close(h.cpu(), tfunc.hessian(lambda x: (torch.tanh(x) * x).sum())(T(X[0])), 1e-9)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_linearize_errors(compiled):
+    f = tj.compile(tj.sin) if compiled else tj.sin
+    with pytest.raises(TypeError, match=r"linearize: primal 0 is i64\[3\]; only floating-point"
+                                        r".*test_forward_mode\.py:\d+"):
+        tj.linearize(f, np.arange(3))
+    _, f_jvp = tj.linearize(f, X)
+    with pytest.raises(ValueError, match=r"linearize: tangent 0 is f64\[4\] but its primal is "
+                                         r"f64\[5, 4\].*test_forward_mode\.py:\d+"):
+        f_jvp(np.zeros(4))

@@ -180,7 +180,6 @@ class _TangentPart(CompiledFunction):
 
 def compiled_jvp(fn: CompiledFunction, primals, tangents) -> tuple[Any, Any]:
     """tj.jvp of a compiled function."""
-    flat_p, _ = tforward._flat_primals("jvp", primals)
     tforward.check_tangents("jvp", primals, tangents)
     f = _JVP.get(fn)
     if f is None:
@@ -190,7 +189,7 @@ def compiled_jvp(fn: CompiledFunction, primals, tangents) -> tuple[Any, Any]:
 
 def compiled_linearize(fn: CompiledFunction, *primals) -> tuple[Any, Callable]:
     """tj.linearize of a compiled function."""
-    tforward._flat_primals("linearize", primals)
+    tforward.check_primals("linearize", primals)
     parts = _LIN.get(fn)
     if parts is None:
         parts = _LIN[fn] = LinearizedParts(fn)

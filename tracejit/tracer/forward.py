@@ -159,6 +159,16 @@ def _transformed(pure: Pure, wrt: Sequence[int], name: str) -> Graph:
     return j
 
 
+def check_primals(name: str, primals) -> list[Tensor]:
+    """The flat primals as Tensors, after checking that each one is floating point."""
+    flat, _ = _flat_primals(name, primals)
+    for i, p in enumerate(flat):
+        if not p.dtype.is_float:
+            raise TypeError(f"{name}: primal {i} is {p.dtype.name}{list(p.shape)}; only "
+                            f"floating-point primals have tangents (at {user_location()})")
+    return flat
+
+
 def check_tangents(name: str, primals, tangents) -> list[Tensor]:
     """The flat tangents as Tensors, after checking them against the primals: the same
     structure, and each one the shape and dtype of its (floating-point) primal."""
@@ -196,10 +206,7 @@ def linearize(fn: Callable, *primals) -> tuple[Any, Callable]:
     on the values (residuals) this call saved."""
     name = f"linearize_{getattr(fn, '__name__', 'f')}"
     flat_p, tree_p = _flat_primals("linearize", primals)
-    for i, p in enumerate(flat_p):
-        if not p.dtype.is_float:
-            raise TypeError(f"linearize: primal {i} is {p.dtype.name}{list(p.shape)}; only "
-                            f"floating-point primals have tangents (at {user_location()})")
+    check_primals("linearize", primals)
     pure = trace_pure(fn, flat_p, tree_p, name)
     j = _transformed(pure, range(len(flat_p)), name)
     n_in, n_out = len(pure.graph.inputs), len(pure.graph.outputs)
@@ -378,4 +385,4 @@ def _rows(bwd_g: Graph, fixed: list[Tensor], zeros: list[Tensor], i: int, out: T
     return _batched_run(g, fixed + zeros[:i] + zeros[i + 1:], [basis])
 
 
-__all__ = ["Pure", "trace_pure", "check_tangents", "jvp", "linearize", "jacfwd", "jacrev"]
+__all__ = ["Pure", "trace_pure", "check_primals", "check_tangents", "jvp", "linearize", "jacfwd", "jacrev"]
