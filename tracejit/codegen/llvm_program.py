@@ -35,6 +35,7 @@ from .llvm_ipow import ipow_library
 from .llvm_lower import kernel_bodies, kernel_body
 from .llvm_math import library
 from .llvm_special import special_library
+from .memplan import MemoryPlan, describe_plan, plan_memory
 
 PARALLEL_MIN = 1 << 17    # elements a kernel needs before it is split across threads
 SMALL_KERNEL = 1 << 15    # below this many elements, compile time matters more than vector code
@@ -102,6 +103,7 @@ class LLVMProgram:
     codes: dict[str, KernelCode]          # the distinct kernels, by symbol
     threads: int
     data_offset: int
+    memory: MemoryPlan | None = None      # the intermediates' offsets in one scratch arena
 
     def calls(self) -> list[Call]:
         return [c for s in self.steps for c in s.calls]
@@ -114,6 +116,14 @@ class LLVMProgram:
         return "\n\n".join(f"; module {s} (O{code.speed_level}): kernels "
                            f"{', '.join(users.get(s, []))}\n{code.text}"
                            for s, code in self.codes.items())
+
+    def describe_memory(self) -> str:
+        """The memory plan of the intermediates (slots and steps as in describe())."""
+        names = value_names(self.plan.graph)
+        labels = {s: f"slot {s} %{names.get(v) or v.name or '?'} {v.aval}" for s, v in self.temps}
+        nb = lambda v: math.prod(v.shape) * v.dtype.np.itemsize   # noqa: E731
+        return describe_plan(self.memory, labels, sum(nb(v) for _, v in self.fresh),
+                             sum(nb(v) for _, v in self.constants))
 
     def describe(self) -> str:
         names = value_names(self.plan.graph)
@@ -213,7 +223,25 @@ def build_program(plan: Plan, threads: int) -> LLVMProgram:
         steps.append(Step("seg", seg))
     return LLVMProgram(plan, slots, HEADER + max(len(slots), 1), [slots[v] for v in g.inputs],
                        [(slots[v], v) for v in plan.constants], temps, fresh, out_plan, steps,
-                       codes, threads, data_offset())
+                       codes, threads, data_offset(), plan_temps(temps, steps))
+
+
+def step_slots(steps: list[Step]) -> list[list[int]]:
+    """The slots each kernel call, matmul or extern call touches, in run order."""
+    out: list[list[int]] = []
+    for st in steps:
+        if st.kind in ("seg", "par"):
+            out += [list(c.slots) for c in st.calls]
+        else:
+            out.append([s for s, _ in st.operands] + [st.out])
+    return out
+
+
+def plan_temps(temps: list[tuple[int, Value]], steps: list[Step],
+               share: bool | None = None) -> MemoryPlan:
+    """The intermediates' memory plan, by slot (codegen.memplan)."""
+    sizes = {s: math.prod(v.shape) * v.dtype.np.itemsize for s, v in temps}
+    return plan_memory(sizes, step_slots(steps), share)
 
 
 def kernel_codes(k: Kernel) -> tuple[list[tuple[KernelCode, list[Value], int]], list[Value]]:

@@ -14,6 +14,7 @@ and for them the bookkeeping would cost more than it saves. Blocks above glibc's
 threshold (32 MiB) are the ones worth keeping: each fresh one costs page faults on every page."""
 from __future__ import annotations
 
+import itertools
 import threading
 import weakref
 
@@ -89,3 +90,70 @@ class OutputPool:
     def live(self) -> int:
         """How many pooled blocks are held by arrays that are still alive."""
         return len(self._live)
+
+
+# -- scratch ---------------------------------------------------------------------------------
+# Intermediates are not held per executable: every executable a thread runs uses that thread's
+# one arena, grown to the largest memory plan the thread has run (codegen.memplan). A call
+# leaves nothing in its intermediates that a later call reads, so executables take turns on
+# one arena. Threads have arenas of their own (calls of two threads overlap), and a call made
+# while the thread's arena is in use (an extern primitive calling a compiled function) gets a
+# private arena for its duration.
+_serials = itertools.count(1)
+_local = threading.local()
+
+
+class ScratchArena:
+    """One block of scratch memory and the views of it bound for each executable's plan."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.block = np.empty(max(nbytes, 1), np.uint8)
+        self.nbytes = nbytes
+        self.serial = next(_serials)    # frames bound to this arena remember it
+        self.busy = False
+        # executable -> [(slot, view)]: dies with the arena or with the executable
+        self.views: "weakref.WeakKeyDictionary[object, list]" = weakref.WeakKeyDictionary()
+
+    def bind(self, owner: object, layout: list[tuple[int, int, tuple[int, ...], np.dtype]]
+             ) -> list[tuple[int, np.ndarray]]:
+        """Views for `layout` ([(slot, offset, shape, dtype)]), made once per owner."""
+        got = self.views.get(owner)
+        if got is None:
+            got = []
+            for slot, off, shape, dtype in layout:
+                n = int(np.prod(shape, dtype=np.int64))
+                got.append((slot, self.block[off:off + n * dtype.itemsize].view(dtype)
+                            .reshape(shape)))
+            self.views[owner] = got
+        return got
+
+
+def take_arena(nbytes: int) -> ScratchArena:
+    """This thread's arena, at least nbytes large, marked busy; a private one if it is busy.
+    Give it back with release_arena."""
+    ar = getattr(_local, "arena", None)
+    if ar is not None and ar.busy:
+        ar = ScratchArena(nbytes)       # re-entered: never the outer call's memory
+        ar.busy = True
+        return ar
+    if ar is None or ar.nbytes < nbytes:
+        ar = _local.arena = ScratchArena(nbytes)
+    ar.busy = True
+    return ar
+
+
+def release_arena(ar: ScratchArena) -> None:
+    ar.busy = False
+
+
+def arena_bytes() -> int:
+    """Bytes of this thread's scratch arena (0 without one)."""
+    ar = getattr(_local, "arena", None)
+    return 0 if ar is None else ar.nbytes
+
+
+def release_scratch() -> None:
+    """Drop this thread's scratch arena (the next call allocates one of the size it needs)."""
+    ar = getattr(_local, "arena", None)
+    if ar is not None and not ar.busy:
+        _local.arena = None

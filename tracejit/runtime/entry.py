@@ -7,6 +7,7 @@ import threading
 import numpy as np
 
 from ..codegen.dot import plan_dot
+from .memory_report import residual_report
 from ..ir.printer import print_graph
 from ..tracer.rng import default_generator
 from ..tracer.state import STATE
@@ -106,6 +107,21 @@ class Lowered:
     cuda_source = property(lambda self: self._entry.exe.stage_text("cuda"))
     # the loop IR of every generated kernel (codegen.loops), for the backend's target
     loops = property(lambda self: self._entry.exe.stage_text("loops"))
+
+    @property
+    def memory(self) -> str:
+        """The executable's memory plan (the intermediates' peak bytes in the shared scratch
+        arena, each buffer's offset and life) and the residuals a call with gradients saves
+        for its backward: which, how many bytes, and which backward operations read them."""
+        entry = self._entry
+        parts = [entry.exe.stage_text("memory")]
+        if not entry.differentiable:
+            parts.append("saved for backward: nothing (the function runs its backward inside)")
+        else:
+            done = list(entry.grad_cache)       # the gradients calls have asked for so far
+            for wrt in done or [None]:
+                parts.append(residual_report(entry.graph, wrt))
+        return "\n".join(parts)
 
     def dot(self) -> str:
         """The fusion plan as Graphviz DOT text: each kernel a cluster of its ops; inputs,

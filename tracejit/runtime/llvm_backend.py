@@ -33,7 +33,7 @@ from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
 from . import llvm_jit, profiler
 from .backend import Executable, apply_view, register_backend
-from .buffers import POOL_MIN_BYTES, OutputPool
+from .buffers import POOL_MIN_BYTES, OutputPool, ScratchArena, release_arena, take_arena
 from ..codegen.dot import plan_dot
 from ..debug import dump
 
@@ -86,7 +86,12 @@ class LLVMExecutable(Executable):
         # every frame shares the constants (read only) and has its own intermediates
         self.constants = [(s, np.ascontiguousarray(v.producer.params["value"], v.dtype.np))
                           for s, v in prog.constants]
-        self.temps = [(s, v.shape, v.dtype.np) for s, v in prog.temps]
+        # intermediates live in the thread's scratch arena at the plan's offsets
+        # (codegen.memplan; runtime.buffers.take_arena)
+        mem = prog.memory
+        self.scratch_layout = [(s, mem.offsets[s], v.shape, np.dtype(v.dtype.np))
+                               for s, v in prog.temps]
+        self.scratch_bytes = mem.arena_bytes
         # outputs written by kernels get new arrays per call (pooled when large)
         self.out_alloc = []
         for s, v in prog.fresh:
@@ -101,9 +106,15 @@ class LLVMExecutable(Executable):
         fr.table[0], fr.table[1] = self._header
         for s, a in self.constants:
             fr.set(s, a)
-        for s, shape, dtype in self.temps:
-            fr.set(s, np.empty(shape, dtype))
         return fr
+
+    def _bind_scratch(self, fr: "_Frame", ar: ScratchArena) -> list:
+        views = ar.bind(self, self.scratch_layout)
+        table = fr.table
+        for s, v in views:
+            table[s] = id(v)        # the arena holds the views; the frame only their ids
+        fr.bound = ar.serial
+        return views
 
     # -- binding ----------------------------------------------------------------------------
     def _slot_list(self, slots) -> int:
@@ -175,6 +186,18 @@ class LLVMExecutable(Executable):
         direct = self._direct
         if direct is None:
             return self._run_frame(fr, args)
+        if self.scratch_layout:
+            ar = take_arena(self.scratch_bytes)
+            try:
+                if fr.bound != ar.serial:
+                    self._bind_scratch(fr, ar)
+                return self._run_direct(fr, args, direct)
+            finally:
+                release_arena(ar)
+        return self._run_direct(fr, args, direct)
+
+    def _run_direct(self, fr: "_Frame", args: Sequence[np.ndarray], direct) -> list[np.ndarray]:
+        frames = self._frames
         # the common case: one native call, every output a new array. Only the table sees
         # the arguments and results, so the frame keeps no reference to either. (An exception
         # here loses the frame, which costs a new one later, nothing else.)
@@ -198,7 +221,13 @@ class LLVMExecutable(Executable):
         """Several steps, or outputs that are copies: the frame's arrays hold this call's."""
         frames = self._frames
         arrays, table = fr.arrays, fr.table
+        ar = take_arena(self.scratch_bytes) if self.scratch_layout else None
         try:
+            if ar is not None:
+                # the frame holds the views for this call only: it must not keep the arena
+                # alive after the thread's arena is replaced
+                for s, v in self._bind_scratch(fr, ar):
+                    arrays[s] = v
             for i, a in enumerate(args, HEADER):
                 if not a.flags.c_contiguous:
                     a = np.ascontiguousarray(a)
@@ -219,6 +248,10 @@ class LLVMExecutable(Executable):
                 arrays[i] = None
             for s in self.out_slots:
                 arrays[s] = None
+            if ar is not None:
+                for s, *_ in self.scratch_layout:
+                    arrays[s] = None
+                release_arena(ar)
             frames.append(fr)
 
     def _run_steps(self, arrays, addr: int) -> None:
@@ -254,6 +287,8 @@ class LLVMExecutable(Executable):
             return describe_loops(self.plan, "cpu")
         if stage == "program":
             return self.program.describe()
+        if stage == "memory":
+            return self.program.describe_memory()
         if stage == "llvm":
             return self.program.llvm_text()
         if stage == "asm":
@@ -267,12 +302,13 @@ class _Frame:
     native code reads (slot i holds id(array i); the code finds the data pointer in the array
     object) and the arrays themselves, which the table does not keep alive."""
 
-    __slots__ = ("table", "addr", "arrays")
+    __slots__ = ("table", "addr", "arrays", "bound")
 
     def __init__(self, n: int) -> None:
         self.table = (ctypes.c_void_p * n)()
         self.addr = ctypes.addressof(self.table)
         self.arrays: list[np.ndarray | None] = [None] * n
+        self.bound = 0          # serial of the scratch arena whose views the table holds
 
     def set(self, slot: int, arr: np.ndarray) -> None:
         self.arrays[slot] = arr
