@@ -452,3 +452,16 @@ def test_contiguous_copies_only_non_contiguous_views():
         else:
             np.testing.assert_array_equal(y.numpy(), want[0])
             np.testing.assert_array_equal(d.numpy(), want[1])
+
+
+def test_views_inside_vmap_match_torch_func():
+    def run(m, vmap):
+        def g(x):
+            y = x * 1
+            v = y[0]
+            y[1:].mul_(3)
+            y.add_(1)
+            return y + v.sum()
+        a = np.arange(12.0).reshape(3, 4)
+        return np_(vmap(g)(torch.tensor(a) if m is torch else tj.tensor(a)))
+    np.testing.assert_array_equal(run(tj, tj.vmap), run(torch, torch.func.vmap))

@@ -43,13 +43,14 @@ VIEW, MULTI, DETACH, DATA = "view", "multi", "detach", "data"
 class ViewOf:
     """Slot record of a view: its root, how to recompute it from the root, its kind."""
 
-    __slots__ = ("root", "fwd", "kind", "no_grad", "pos", "dup", "ident")
+    __slots__ = ("root", "fwd", "kind", "no_grad", "pos", "dup", "ident", "mask")
 
     def __init__(self, root: Tensor, fwd: Callable, kind: str, no_grad: bool) -> None:
         self.root, self.fwd, self.kind, self.no_grad = root, fwd, kind, no_grad
         self.pos: np.ndarray | None = None      # root positions read (lazy, see positions)
         self.dup = False                        # a position read twice (an expanded view)
         self.ident = False                      # reads every root position in order
+        self.mask: np.ndarray | None = None     # which root positions it reads (flat)
 
 
 class Views:
@@ -326,6 +327,20 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
                            f"output type {x.dtype.name} (at {user_location()})")
     new = ops.cast(new, x.dtype)
     root = rec.root
+    if not STATE.traces and type(root._data) is np.ndarray and type(new._data) is np.ndarray \
+            and not (STATE.grad_enabled and (root._requires_grad or new._requires_grad)):
+        # no autograd history to record: store straight into the root's memory
+        d = root._data
+        if not d.flags.writeable:            # a lazy copy: the root gets its own buffer
+            d = root._data = d.copy()
+        if rec.ident:
+            np.copyto(d, new._data.reshape(d.shape))
+        else:
+            np.put(d, pos, new._data)
+        if rec.kind != DATA:
+            root._version[0] += 1
+        rederive(root, root._view)
+        return x
 
     def put(old: Tensor) -> Tensor:
         if rec.ident:
@@ -334,9 +349,10 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
         flat = pos.reshape(-1)
         where = ops.as_tensor(flat, like=old, const=True)
         upd = bind(P.scatter_add, where, ops.reshape(new, (-1,)), axis=0, shape=(n,))
-        mask = np.zeros(n, bool)
-        mask[flat] = True
-        m = ops.as_tensor(mask, like=old, const=True)
+        if rec.mask is None:
+            rec.mask = np.zeros(n, bool)
+            rec.mask[flat] = True
+        m = ops.as_tensor(rec.mask, like=old, const=True)
         return ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), root.shape)
 
     if rec.kind in (DETACH, DATA):
