@@ -9,6 +9,7 @@ the next loop kernel, as on the CPU; extern primitives (argsort) run their imple
 CuPy arrays. Sizes are compile-time constants, so every index division is by a constant."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..ir import dtypes as dt
@@ -16,7 +17,8 @@ from ..ir.core import Value
 from . import loops as L
 from .cuda_expr import COMPUTE, STORE, CBody, CEmitter, CS, literal
 from .expr import compute_dtype
-from .fusion import Kernel, Plan
+from .fusion import Kernel, Plan, operand_view
+from .memplan import MemoryPlan, plan_memory
 from .schedule import Scheduler
 
 # The prelude's plain C++ part (bfloat16 conversions in integer code, the reduction functors,
@@ -109,6 +111,9 @@ class CudaProgram:
     source: str
     launches: list[Launch]
     scratch: list[Value] = field(default_factory=list)   # buffers only the kernels use
+    # where the intermediates (written, not outputs, and scratch) live in one per-call arena
+    memory: MemoryPlan | None = None
+    temps: list[Value] = field(default_factory=list)       # the planned buffers, in order
 
 
 _FUNCTOR = {"sum": "TjSum", "max": "TjMax", "min": "TjMin"}     # the prelude's reductions
@@ -333,7 +338,31 @@ def lower_program(plan: Plan, prefix: str = "", prelude: bool = True) -> CudaPro
                      f"ops({','.join(dict.fromkeys(i.prim.name for i in k.ops))})\n{text}")
         launches += [Launch("kernel", lk.name, lk.grid, lk.block, lk.args, aligned=lk.aligned)
                      for lk in s.kernels if lk.grid > 0]
-    return CudaProgram("\n\n".join(parts) + "\n", launches, scratch)
+    temps, memory = plan_buffers(plan, launches, scratch)
+    return CudaProgram("\n\n".join(parts) + "\n", launches, scratch, memory, temps)
+
+
+def plan_buffers(plan: Plan, launches: list[Launch], scratch: list[Value],
+                 share: bool | None = None) -> tuple[list[Value], MemoryPlan]:
+    """The memory plan (codegen.memplan) of the intermediates: every buffer a kernel writes
+    that is not a graph output, and the kernels' scratch. A matmul touches the buffers under
+    its operand views; launches run in stream order, so the order of `launches` is the order
+    in which the device touches the buffers."""
+    outs = set(plan.graph.outputs)
+    written = [v for k in plan.kernels for v in k.outputs]
+    temps = list(dict.fromkeys([v for v in written if v not in outs] + list(scratch)))
+    buffers = set(plan.graph.inputs) | set(plan.constants) | set(written)
+    touched: list[list[Value]] = []
+    for ln in launches:
+        if ln.kind == "kernel":
+            touched.append(list(ln.args))
+        else:
+            ins = ln.kernel.instr
+            roots = [operand_view(v, buffers)[0] if ln.kind == "matmul" else v
+                     for v in ins.inputs]
+            touched.append(roots + [ins.out])
+    sizes = {v: math.prod(v.shape) * v.dtype.np.itemsize for v in temps}
+    return temps, plan_memory(sizes, touched, share)
 
 
 __all__ = ["CudaProgram", "Launch", "lower_program", "render", "PRELUDE", "PORTABLE"]

@@ -8,6 +8,7 @@ Building an executable needs no GPU: the source is generated eagerly (so `.cuda_
 `TRACEJIT_DUMP=cuda` work anywhere) and compiled on the first run."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any, Sequence
@@ -15,9 +16,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..codegen.cuda_lower import lower_program
+from ..codegen.memplan import describe_plan
 from ..codegen.fusion import operand_view, plan as make_plan
 from ..codegen.schedule import describe as describe_loops
 from ..ir.core import Graph
+from ..ir.printer import value_names
 from ..ir.matmul_fold import fold_matmuls
 from ..ir.passes import widen_half
 from ..ir.prims_conv import expand_convs
@@ -102,6 +105,12 @@ class CudaExecutable(Executable):
         # an output that is an input, a constant or repeated is copied; the rest are fresh
         outs = self.graph.outputs
         self.out_plan = [(v, v not in self.written or v in outs[:i]) for i, v in enumerate(outs)]
+        # outputs handed to the caller get allocations of their own; intermediates share one
+        self.fresh = [v for v in self.written if v in set(outs)]
+        mem = self.program.memory
+        self.scratch_bytes = mem.arena_bytes if self.program.temps else 0
+        self.scratch_layout = [(v, mem.offsets[v], mem.sizes[v], np.dtype(v.dtype.np), v.shape)
+                               for v in self.program.temps]
         self._bound: dict[int, _Bound] = {}
         self._bind_lock = threading.Lock()      # threads' first calls build one module per device
         # TRACEJIT_PROFILE: each launch timed with a device synchronize after it
@@ -131,10 +140,15 @@ class CudaExecutable(Executable):
         # every call has its own buffers (so threads never share one) and hands its outputs to
         # the caller; CuPy's memory pool makes the allocations cheap and reuses a block only
         # after its array is freed
-        for v in self.written:
+        for v in self.fresh:
             env[v] = cp.empty(v.shape, v.dtype.np)
-        for v in self.program.scratch:
-            env[v] = cp.empty(v.shape, v.dtype.np)
+        if self.scratch_layout:
+            # the intermediates: views of one allocation at the memory plan's offsets
+            # (codegen.memplan); launches run in stream order, and CuPy's pool reuses the
+            # arena only after this call has dropped it, in stream order too
+            arena = cp.empty(max(self.scratch_bytes, 1), np.uint8)
+            for v, off, n, dtype, shape in self.scratch_layout:
+                env[v] = arena[off:off + n].view(dtype).reshape(shape)
         prof = self._prof_keys
         if prof is not None:
             cp.cuda.Device().synchronize()
@@ -158,6 +172,12 @@ class CudaExecutable(Executable):
     def stage_text(self, stage: str) -> str:
         if stage == "kernels":
             return self.plan.describe()
+        if stage == "memory":
+            names = value_names(self.graph)
+            labels = {v: f"%{names.get(v) or v.name or '?'} {v.aval}" for v in self.program.temps}
+            nb = lambda v: math.prod(v.shape) * v.dtype.np.itemsize   # noqa: E731
+            return describe_plan(self.program.memory, labels, sum(nb(v) for v in self.fresh),
+                                 sum(nb(v) for v in self.plan.constants))
         if stage == "loops":
             return describe_loops(self.plan, "gpu")
         if stage == "cuda":
