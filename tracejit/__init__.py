@@ -44,6 +44,7 @@ from .tracer.stacking import cartesian_prod, repeat_interleave
 from .tracer.views import (broadcast_to, chunk, diagonal, expand, flatten, movedim,  # noqa: F811
                            narrow, permute, reshape, select, split, squeeze, swapaxes, t,
                            transpose, unbind, unflatten, unsqueeze)
+from .tracer.views import dsplit, hsplit, ravel, tensor_split, vsplit  # noqa: F811
 from . import linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")

@@ -41,8 +41,13 @@ VIEW_OPS = {
     "chain": lambda y: y[1:][:, 1:].t()[0],
     "chain_copy": lambda y: y.t()[1:3].reshape(-1),     # torch's reshape copies here
     "chain_reshape": lambda y: y[1:].reshape(8)[2:6],
+    "tensor_split": lambda y: y.tensor_split(3, dim=1)[1],
+    "hsplit": lambda y: y.hsplit(2)[1],
+    "vsplit": lambda y: y.vsplit([1])[1],
+    "ravel": lambda y: y.ravel(),
+    "ravel_copy": lambda y: y.t().ravel(),
 }
-MULTI = {"split", "chunk", "unbind"}
+MULTI = {"split", "chunk", "unbind"}      # (torch's tensor_split pieces are plain views)
 NAMES = sorted(VIEW_OPS)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
-from . import layout, ops, products, stacking
+from . import gathering, layout, ops, products, stacking
 from .state import STATE
 from .tensor import Tensor, lift
 
@@ -210,6 +210,20 @@ def _chunk(x, chunks: int, dim: int = 0):
 def _unbind(x, dim: int = 0):
     outs = layout.unbind(x, dim)
     return _pieces(x, outs, layout._dim("unbind", x, dim) if isinstance(x, Tensor) else 0, True)
+
+
+def _multi(fn: Callable) -> Callable:
+    """A function returning several views that torch lets in-place ops write to
+    (tensor_split, hsplit, ...): piece i is recomputed as fn(root)[i] (they are few)."""
+    def multi_op(x, *args, **kwargs):
+        outs = fn(x, *args, **kwargs)
+        if isinstance(x, Tensor):
+            for i, o in enumerate(outs):
+                mark(x, o, lambda r, i=i: fn(r, *args, **kwargs)[i])
+        return outs
+    multi_op.__name__ = getattr(fn, "__name__", "multi_op")
+    multi_op.__doc__ = fn.__doc__
+    return multi_op
 
 
 # -- detach and .data ------------------------------------------------------------------------------
@@ -432,6 +446,9 @@ def install(T: type) -> None:
     T.view_as = _reshaping(layout.view_as, "view_as", strict=True)
     T.unflatten = _reshaping(_unflatten, "unflatten")
     T.split, T.chunk, T.unbind = _split, _chunk, _unbind
+    for name in ("tensor_split", "hsplit", "vsplit", "dsplit"):
+        setattr(T, name, _multi(getattr(T, name)))
+    T.ravel = _reshaping(gathering.ravel, "ravel")
     T.contiguous = contiguous
     T.T = property(viewing(lambda x: ops.permute(x, tuple(reversed(range(x.ndim))))))
     T.mT = property(viewing(lambda x: ops.swapaxes(x, -1, -2)))
@@ -462,3 +479,6 @@ select = viewing(stacking.select)
 movedim = viewing(stacking.movedim)
 diagonal = viewing(products.diagonal)
 split, chunk, unbind = _split, _chunk, _unbind
+tensor_split, hsplit = _multi(stacking.tensor_split), _multi(stacking.hsplit)
+vsplit, dsplit = _multi(stacking.vsplit), _multi(stacking.dsplit)
+ravel = _reshaping(gathering.ravel, "ravel")
