@@ -24,14 +24,16 @@ _SCALAR_CALL = re.compile(r"\bcall [^@]*@(?!llvm\.|tj_)")
 
 class _Loops:
     """Nested counted loops with phi induction variables, emitted into a Body. With `md` and a
-    `width`, the innermost loop gets metadata asking the vectorizer for `width` lanes."""
+    `width`, the innermost loop gets metadata asking the vectorizer for `width` lanes (and,
+    with unroll=False, the unroller to leave it alone)."""
 
     def __init__(self, b: Body, prefix: str, md: list[str] | None = None) -> None:
         self.b, self.prefix, self.n = b, prefix, 0
         self.block = "entry"
         self.md = md
 
-    def nest(self, ranges: list[tuple[str, str]], body_fn, width: int = 0) -> None:
+    def nest(self, ranges: list[tuple[str, str]], body_fn, width: int = 0,
+             unroll: bool = True) -> None:
         b = self.b
         tag = f"{self.prefix}{self.n}"
         self.n += 1
@@ -63,8 +65,13 @@ class _Loops:
             hint = ""
             if d == len(ranges) - 1 and vectorizable:
                 n = 1000 + len(self.md)
-                self.md.append(f"!{n} = distinct !{{!{n}, !{n + 1}}}")
+                if unroll:
+                    self.md.append(f"!{n} = distinct !{{!{n}, !{n + 1}}}")
+                else:
+                    self.md.append(f"!{n} = distinct !{{!{n}, !{n + 1}, !{n + 2}}}")
                 self.md.append(f'!{n + 1} = !{{!"llvm.loop.vectorize.width", i32 {width}}}')
+                if not unroll:
+                    self.md.append(f'!{n + 2} = !{{!"llvm.loop.unroll.disable"}}')
                 hint = f", !llvm.loop !{n}"
             b.raw(f"br label %{tag}h{d}{hint}")
             b.label(f"{tag}x{d}")
@@ -153,7 +160,7 @@ class _Renderer:
         def inner(idx):
             self.env[st.var] = idx[0]
             self.body(st.body)
-        self.loops.nest([(lo, hi)], inner, width=st.vector)
+        self.loops.nest([(lo, hi)], inner, width=st.vector, unroll=st.unroll)
         self.e.memo.clear()     # values of the loop body do not dominate what follows
 
     def st_Lanes(self, st: L.Lanes) -> None:

@@ -9,7 +9,8 @@ runtime splits across threads). Statements:
 - `Loop`: a counted loop over [lo, lo + extent). `par` says how its iterations are spread:
   `serial`; `threads` (CPU: the [begin, end) range of one thread); `grid` (CUDA: every thread of
   the grid takes turns); `blocks` (CUDA: one block per iteration); `block` (the threads of a
-  block take turns). `vector` asks the CPU vectorizer for that many lanes.
+  block take turns). `vector` asks the CPU vectorizer for that many lanes; `unroll=False`
+  asks LLVM not to unroll it (a short loop LLVM would unroll fully before vectorizing).
 - `Lanes`: each iteration of the enclosing loop handles `lanes` consecutive elements; the
   listed inputs and outputs move as 16-byte words (CUDA) or element by element (CPU).
 - `Let` / `Unflatten`: index arithmetic (names bound to index expressions).
@@ -185,6 +186,7 @@ class Loop:
     lo: Ix = Lit(0)
     par: str = "serial"        # serial | threads | grid | blocks | block
     vector: int = 0
+    unroll: bool = True
 
 
 @dataclass
@@ -430,7 +432,8 @@ def _fmt_body(body: list, depth: int, n) -> list[str]:
             hi = ex.a if isinstance(ex, Add) and ex.b == mul(st.lo, -1) else add(st.lo, ex)
             how = {"serial": "", "threads": " parallel(cpu threads)", "grid": " parallel(grid)",
                    "blocks": " parallel(a block each)", "block": " parallel(block threads)"}
-            vec = f" vector({st.vector})" if st.vector else ""
+            vec = (f" vector({st.vector})" if st.vector else "") + \
+                ("" if st.unroll else " no-unroll")
             out.append(f"{pad}for {st.var} in [{_ix(st.lo, n)}, {_ix(hi, n)}){how[st.par]}{vec}:")
             out += _fmt_body(st.body, depth + 1, n)
         elif isinstance(st, Lanes):
