@@ -4,6 +4,8 @@ Sections (run all, or name some: `python bench/transforms.py vmap jacfwd hessian
 - vmap: per-example gradients of an MLP with batch 256, `compile(vmap(grad(loss)))`, against
   the batched gradient (one gradient of the mean loss), a Python loop of per-example compiled
   gradients, and torch.func.vmap(grad) / torch's batched gradient where PyTorch is installed.
+  On a shared machine run it with TRACEJIT_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 as well: a
+  loaded machine schedules helper threads late, and the split kernels then wait for them.
 - jacfwd: the Jacobian of a function from R^8 to R^1000 by forward mode against reverse mode
   (tj.jacrev on vmap, and the row-by-row tj.jacobian), plain and compiled, and torch.func.
 - hessian: the Hessian of a scalar function of 100 variables, compiled: tj.hessian (jacfwd of
@@ -11,6 +13,7 @@ Sections (run all, or name some: `python bench/transforms.py vmap jacfwd hessian
 """
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -18,6 +21,7 @@ import time
 import numpy as np
 
 import tracejit as tj
+from tracejit.runtime.llvm_backend import n_threads
 
 
 def median_ms(fn, reps: int = 20, warmup: int = 3) -> float:
@@ -99,7 +103,9 @@ def vmap_section() -> dict:
         fns["torch.func batched grad"] = lambda: grad(tloss)(tp, tx, ty)
     res = interleaved_ms(fns)
     base = res["tracejit batched grad"]
-    print(f"vmap: per-example gradients, MLP {D_IN}-{HIDDEN}-{D_OUT}, batch {BATCH}, float32")
+    print(f"vmap: per-example gradients, MLP {D_IN}-{HIDDEN}-{D_OUT}, batch {BATCH}, float32, "
+          f"TRACEJIT_NUM_THREADS={n_threads()}, "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
     for k, v in res.items():
         print(f"  {k:34s} {v:9.3f} ms   {v / base:7.2f}x the batched gradient")
     return res

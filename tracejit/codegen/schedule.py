@@ -48,7 +48,7 @@ class Scheduler(ReduceScheduler):
             return [L.Store(v, L.linear(idx, v.shape), L.Eval(v, idx)) for v in k.outputs]
         if not self.gpu:
             body = _nest(names, k.shape, stores, "threads") if k.shape else stores([])
-            _scalar_outer_loops(body, k, self.small)
+            _cpu_vector_hints(body, k, self.small)
             return L.Scheduled(k, [self._kernel(name, k.inputs, k.outputs, body, [],
                                                 extent=parallel_extent(k))])
         n = _size(k.shape)
@@ -190,7 +190,7 @@ MAX_INTERLEAVE = 8
 SHORT_INNER = 32
 
 
-def _scalar_outer_loops(body: list, k: Kernel, small: bool) -> None:
+def _cpu_vector_hints(body: list, k: Kernel, small: bool) -> None:
     """The vector hints of a CPU loop nest whose innermost extent is above MAX_INTERLEAVE and
     whose reads all move by 0 or 1 element along it (access_probe): its outer loops
     vector(1), and a short innermost loop vector(VECTOR_WIDTH) without unrolling. Along an
