@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from .core import Graph, Value
+from .partition import choose_saved, recomputable
 from .passes import optimize
 from .primitives import P, add, bind, const_like
 
@@ -68,14 +69,19 @@ def vjp_graph(fwd: Graph, wrt: Sequence[int], name: str | None = None,
     return optimize(j)
 
 
-def split(joint: Graph, n_primal: int, n_outputs: int) -> tuple[Graph, Graph, int]:
+def split(joint: Graph, n_primal: int, n_outputs: int,
+          recompute: bool = False) -> tuple[Graph, Graph, int]:
     """Cut a joint graph (from vjp_graph, optimized) into forward and backward graphs.
 
     forward: primal inputs -> outputs + residuals; backward: residuals + cotangents -> grads.
     Returns (forward, backward, number of residuals). Constant-only instructions are
     recomputed where needed instead of being saved, and so are random numbers (a dropout
     mask): the backward regenerates them from the 0-d seed and offset, which are all it
-    saves of them."""
+    saves of them.
+
+    With `recompute`, the residuals are a minimum cut (ir/partition.py): cheap elementwise and
+    view-like values the backward needs are recomputed in the backward from fewer saved bytes
+    instead of being saved."""
     primal, cts = joint.inputs[:n_primal], joint.inputs[n_primal:]
     uses = joint.users()
     rng = {v for v in primal if v in uses and all(i.prim.name == "random" for i in uses[v])}
@@ -97,6 +103,13 @@ def split(joint: Graph, n_primal: int, n_outputs: int) -> tuple[Graph, Graph, in
             fenv[ins.out] = fwd.emit(ins.prim, [fenv[v] for v in ins.inputs], ins.params, ins.loc)
     residuals: list[Value] = []
     benv: dict[Value, Value] = {}
+    if recompute:
+        needed = [v for ins in joint.instrs if is_bwd(ins.out) for v in ins.inputs
+                  if not is_bwd(v)] + [v for v in grads if not is_bwd(v)]
+        saved = choose_saved(lambda v: not is_bwd(v), needed)
+        again = _recomputed(needed, saved, is_bwd)
+        plain_is_bwd = is_bwd
+        is_bwd = lambda v: plain_is_bwd(v) or v in again   # noqa: E731
 
     def need_in_bwd(v: Value) -> None:
         if v in benv or is_bwd(v):
@@ -120,6 +133,20 @@ def split(joint: Graph, n_primal: int, n_outputs: int) -> tuple[Graph, Graph, in
     # the cotangent inputs sit after the residuals in bwd.inputs
     bwd.inputs = [benv[v] for v in residuals] + bwd_cts
     return optimize(fwd), optimize(bwd), len(residuals)
+
+
+def _recomputed(needed, saved, is_bwd) -> set[Value]:
+    """The forward values the backward recomputes: those it needs that are not saved, and
+    what they are made from, back to saved values and the backward's own."""
+    out: set[Value] = set()
+    todo = list(needed)
+    while todo:
+        v = todo.pop()
+        if v in out or v in saved or is_bwd(v) or not recomputable(v):
+            continue        # (anything not recomputed that the backward reads is saved)
+        out.add(v)
+        todo += v.producer.inputs
+    return out
 
 
 __all__ = ["vjp_graph", "split"]

@@ -373,7 +373,7 @@ class CompiledFunction:
     def _compile_grad(self, entry: Entry, wrt: tuple) -> tuple:
         n_out = len(entry.graph.outputs)
         joint = vjp_graph(entry.graph, wrt, self.name + "_vjp")
-        fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out)
+        fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out, recompute=True)
         dump("grad", self.name, lambda: print_graph(bwd))
         backend = self._backend(entry.device)
         parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)

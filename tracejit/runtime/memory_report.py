@@ -29,7 +29,7 @@ def residual_report(graph: Graph, wrt: Sequence[int] | None = None) -> str:
         return f"saved for backward (gradients of {which}): nothing to differentiate"
     n_out = len(graph.outputs)
     joint = vjp_graph(graph, wrt, graph.name + "_vjp")
-    fwd, bwd, n_res = split(joint, len(graph.inputs), n_out)
+    fwd, bwd, n_res = split(joint, len(graph.inputs), n_out, recompute=True)
     saved = fwd.outputs[n_out:n_out + n_res]
     total = sum(_nbytes(v) for v in saved)
     lines = [f"saved for backward (gradients of {which}): {n_res} residuals, "
