@@ -11,7 +11,7 @@ import numpy as np
 from ..tracer import ops
 from ..tracer.state import STATE
 from ..tracer.tensor import Tensor
-from .fused import Precision, f64, run_update
+from .fused import Precision, f64, masked_copy, run_update
 from .optimizer import Optimizer, as_float, host_scalar, zeros_like_param
 
 
@@ -125,7 +125,7 @@ class Adam(Optimizer):
         eagerly, as torch computes them; traced values inside a trace (the count is state)."""
         if STATE.traces:
             t = step + 1
-            step.copy_(t)
+            masked_copy(step, t)        # a step GradScaler skips does not count
             t = f64(t)
             return 1 - f64(beta1) ** t, (1 - f64(beta2) ** t) ** 0.5
         d = step._data

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import threading
 from collections import namedtuple
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 from ..ir import dtypes as dt
@@ -32,6 +34,28 @@ CacheInfo = namedtuple("CacheInfo", "hits misses entries")
 _CACHE: dict[tuple, CompiledFunction] = {}
 CHUNK_BYTES = 1 << 18           # parameter bytes per compiled call on the host (see _chunks)
 _LOCK = threading.Lock()
+_SKIP = threading.local()       # .found: a traced 0-d bool while GradScaler steps in a trace
+
+
+@contextmanager
+def skipped_if(found_inf: Tensor) -> Iterator[None]:
+    """Inside a trace, every optimizer state write made in this block keeps the old value where
+    `found_inf` (a traced 0-d bool) is true: GradScaler's skipped step without a branch."""
+    outer = getattr(_SKIP, "found", None)
+    _SKIP.found = found_inf
+    try:
+        yield
+    finally:
+        _SKIP.found = outer
+
+
+def masked_copy(t: Tensor, new: Tensor) -> None:
+    """t.copy_(new) inside a trace, or t unchanged where the enclosing `skipped_if` says the
+    step is skipped (the old value is read before the write, so it is this step's input)."""
+    found = getattr(_SKIP, "found", None)
+    if found is not None:
+        new = ops.where(found, t, ops.cast(new, t.dtype))
+    t.copy_(new)
 
 
 class Precision:
@@ -132,7 +156,7 @@ def run_update(name: str, math: Callable, flags: tuple, slots: dict[str, list[Te
         with no_grad():
             for w in written:
                 for t, v in zip(slots[w], new[w]):
-                    t.copy_(v)
+                    masked_copy(t, v)
         return
     for a, b in _chunks(slots["param"]):
         n = b - a
