@@ -395,18 +395,20 @@ class Module(StateDictMixin):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
+            if set_to_none:
+                # assigned without being read: a compiled step that starts with zero_grad()
+                # then does not depend on what .grad held (one trace, see grad_slots.py)
+                p.grad = None
+                continue
             g = p.grad           # (the property: inside a compiled step it notes the slot)
             if g is None:
                 continue
-            if set_to_none:
-                p.grad = None
+            if g.grad_fn is not None:
+                g.detach_()
             else:
-                if g.grad_fn is not None:
-                    g.detach_()
-                else:
-                    g.requires_grad_(False)
-                with no_grad():
-                    g.zero_()
+                g.requires_grad_(False)
+            with no_grad():
+                g.zero_()
 
     # -- conversion --------------------------------------------------------------------------
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "Module":

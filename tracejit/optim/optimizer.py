@@ -267,11 +267,11 @@ class Optimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
                 if set_to_none:
+                    # assigned without being read: a compiled step that starts with
+                    # zero_grad() then does not depend on what .grad held (one trace)
                     p.grad = None
-                else:
+                elif p.grad is not None:
                     g = p.grad
                     if g.grad_fn is not None:
                         g.detach_()

@@ -240,12 +240,15 @@ def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool) -> None:
     if g.shape != t.shape:
         raise RuntimeError(f"gradient of shape {list(g.shape)} does not match leaf of shape "
                            f"{list(t.shape)}")
-    if t._captured():                # inside a trace: see grad_slots.py
+    captured = t._captured()
+    if captured:                     # inside a trace: see grad_slots.py
         STATE.traces[-1].grad_slots.note(t)
     if t._grad is None:
         # a traced value is immutable: a Tensor of its own is enough (in-place ops on it
         # rebind that Tensor only)
         t._grad = g if create_graph else Tensor(g._data if g._traced else g._data.copy())
+        if captured:
+            STATE.traces[-1].grad_slots.assigned(t)
     elif g._traced and not create_graph and t._grad._captured():
         with set_grad_enabled(False):  # the existing .grad updated in place, as eagerly: a
             t._grad.add_(g)            # write of that tensor, stored after each call

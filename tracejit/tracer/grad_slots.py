@@ -15,7 +15,9 @@ the final state into an action applied after every call of the compiled function
   - a traced value or a constant: an extra graph output, set as a new Tensor (what eager leaves);
   - another outside tensor (`p.grad = q`): that same object.
 What the trace assumed of each slot (None, or a tensor; the very tensor if its value was read)
-is a guard: a call that finds it otherwise traces again.
+is a guard: a call that finds it otherwise traces again. A slot the trace overwrote before
+anything saw what it held (`zero_grad(set_to_none=True)` first, then `backward()`) has no guard:
+the trace is the same whether it was None or a tensor, so the usual loop traces once.
 """
 from __future__ import annotations
 
@@ -29,11 +31,20 @@ NONE, NEW, ALIAS = "none", "new", "alias"
 class GradSlots:
     def __init__(self) -> None:
         self._orig: dict[int, tuple[Any, Any]] = {}    # id(t) -> (t, its .grad before the trace)
+        self._seen: set[int] = set()       # slots whose original content the trace looked at
+        self._set: set[int] = set()        # slots assigned in the trace
 
-    def note(self, t) -> None:
-        """`t`'s `.grad` is read or about to change: remember what it was."""
+    def note(self, t, observe: bool = True) -> None:
+        """`t`'s `.grad` is read (observe) or about to be assigned without being read (not
+        observe): remember what it was, and whether the trace saw that."""
         if id(t) not in self._orig:
             self._orig[id(t)] = (t, t._grad)
+        if observe and id(t) not in self._set:
+            self._seen.add(id(t))
+
+    def assigned(self, t) -> None:
+        """`t`'s `.grad` now holds a value set in the trace (after `note`)."""
+        self._set.add(id(t))
 
     def restore(self) -> None:
         """Put every noted slot back as it was (the trace failed)."""
@@ -47,9 +58,12 @@ class GradSlots:
             final = t._grad
             t._grad = orig
             read = orig is not None and id(orig) in ctx.read_ids()
-            guards.append((t, orig, read))
-            if final is orig:
-                continue
+            # overwritten unseen: the action below does not depend on what the slot held
+            free = id(t) in self._set and id(t) not in self._seen and not read
+            if not free:
+                guards.append((t, orig, read))
+                if final is orig:
+                    continue
             if final is None:
                 actions.append((t, NONE, None))
             elif not final._traced and final._born_in is not ctx:

@@ -147,7 +147,9 @@ class Tensor:
             raise RuntimeError(f"assigned grad has shape {list(g.shape)} but the tensor has "
                                f"shape {list(self.shape)}")
         if STATE.traces and self._captured():
-            STATE.traces[-1].grad_slots.note(self)
+            slots = STATE.traces[-1].grad_slots
+            slots.note(self, observe=False)
+            slots.assigned(self)
         self._grad = g
 
     def _own(self) -> np.ndarray:
