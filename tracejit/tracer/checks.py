@@ -42,6 +42,15 @@ def check_operand(ctx, op: str, idx: Value, n: int) -> None:
            f"{op}: an index is out of bounds for an axis of size {n} (at {user_location()})")
 
 
+def in_bounds(idx: Tensor, n: int) -> None:
+    """The library has already checked traced idx against [0, n) (or made it so): a primitive
+    indexing an axis of length n with it adds no check of its own."""
+    if STATE.traces and idx._traced:
+        ctx = next((c for c in reversed(STATE.traces) if c.graph is idx._data.graph), None)
+        if ctx is not None:
+            ctx.checked.add((id(idx._data), n))
+
+
 def check_index(idx: Tensor, lo: int, hi: int, message: str, allowed: int | None = None,
                 cls: type = IndexError) -> bool:
     """Inside a trace, check the values of idx (traced, or an eager tensor the trace captures)

@@ -8,8 +8,9 @@ import numpy as np
 from ..ir import dtypes as dt
 from . import checks, ops
 from .autocast import FP32, autocast_op
+from ..ir.primitives import P, bind
 from .composites import composite, log_softmax
-from .selection import positions
+from .gathering import _flat_positions
 from .tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -126,16 +127,19 @@ def _class_targets(x, logp, target, wb, cdim, ignore_index, reduction, eps):
     n_classes = x.shape[cdim]
     _check_targets(target, n_classes, ignore_index)
     t = ops.cast(target, dt.i64)
-    onehot = ops.eq(ops.unsqueeze(t, cdim), positions(x, x.shape, cdim))
     valid = ops.ne(t, ignore_index)
-    # where, not a product with the one-hot: a -inf log-probability elsewhere must not leak
-    picked = ops.where(valid, ops.sum(ops.where(onehot, logp, 0.0), cdim), 0.0)
+    # a gather of each target's log-probability (its gradient a scatter into the rows), not a
+    # one-hot compare over every class; an ignored target reads class 0, masked by `where` (so
+    # a -inf there does not leak). The targets' bounds were checked above.
+    safe = ops.where(valid, t, 0)
+    picked = ops.where(valid, _pick(logp, safe, cdim), 0.0)
     if wb is None:
         nll = ops.neg(picked)
         wy = ops.cast(valid, x.dtype)
     else:
-        wy = ops.where(valid, ops.sum(ops.where(onehot, ops.broadcast_to(wb, x.shape), 0.0),
-                                      cdim), 0.0)
+        w = ops.reshape(wb, (n_classes,))
+        w_of = ops.reshape(_pick(w, ops.reshape(safe, (safe.numel(),)), 0), want)
+        wy = ops.where(valid, w_of, 0.0)
         nll = ops.neg(ops.mul(wy, picked))
     loss = _reduced(nll, wy, reduction)
     if not eps:
@@ -144,6 +148,17 @@ def _class_targets(x, logp, target, wb, cdim, ignore_index, reduction, eps):
     smooth = ops.where(valid, ops.neg(ops.sum(smooth, cdim)), 0.0)
     return ops.add(ops.mul(loss, 1.0 - eps),
                    ops.mul(_reduced(smooth, wy, reduction), eps / n_classes))
+
+
+def _pick(v: Tensor, idx: Tensor, d: int) -> Tensor:
+    """v's element at idx (in range, v's shape without axis d) along d, for each position of
+    idx. No classes: every target was ignored, and there is nothing to read (a sum over the
+    empty axis gives the zeros, still v's function for autograd)."""
+    if v.shape[d] == 0:
+        return ops.sum(v, d)
+    flat = _flat_positions(v.shape, ops.unsqueeze(idx, d), d)
+    checks.in_bounds(flat, v.numel())      # the targets were checked: no second check
+    return ops.reshape(bind(P.gather, ops.reshape(v, (v.numel(),)), flat, axis=0), idx.shape)
 
 
 def _reduced(loss, wy, reduction):
