@@ -266,8 +266,14 @@ class LLVMExecutable(Executable):
                 fn, slots, chunks = x
                 futs = [_thread_pool().submit(fn, addr, slots, lo, hi) for lo, hi in chunks[1:]]
                 fn(addr, slots, *chunks[0])
-                for f in futs:
-                    f.result()
+                for f, (lo, hi) in zip(futs, chunks[1:]):
+                    # a chunk no helper has started yet is run here: on a loaded machine a
+                    # helper thread is scheduled late (a 256x64x128 kernel of ~100 us waited
+                    # milliseconds for it), and one with all helpers busy would wait for them
+                    if f.cancel():
+                        fn(addr, slots, lo, hi)
+                    else:
+                        f.result()
             elif kind == "extern":
                 impl, params, ins, so = x
                 with np.errstate(all="ignore"):
