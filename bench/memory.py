@@ -4,7 +4,10 @@ process (peak RSS is per process). Reported: RSS after building the model and da
 over the first `--steps` steps (compiling included), RSS held after them, and the ratios of
 tracejit's peak to the others', all measured in this one run.
 
-    python bench/memory.py [--steps N] [--variants tj,eager,tc] [--no-plan]
+    python bench/memory.py [--steps N] [--variants tj,tj-noplan,tj-model,eager,tc] [--no-plan]
+
+tj-model compiles the model only (tj.compile(model): a forward and a backward executable with
+the residuals between them) and runs the optimizer eagerly.
 
 --no-plan sets TRACEJIT_MEMORY_PLAN=off for the tracejit process (one buffer per intermediate,
 as before memory planning), for a before/after comparison in one run."""
@@ -43,6 +46,14 @@ def child(variant: str, steps: int) -> dict:
     if variant == "tj":
         step = bm.build_tj(w, state, "cpu")
         batch = bm.to_lib(bm.tj, batch_np, "cpu")
+    elif variant == "tj-model":
+        # the model compiled (forward and backward executables, residuals between them), the
+        # optimizer eager: what the residual cut (ir/partition.py) changes
+        model = w.build(bm.tj)
+        model.load_state_dict({k: v.numpy() for k, v in state.items()})
+        opt = w.optimizer(bm.tj, model, "cpu")
+        step = bm.make_step(bm.tj, w, model, opt, "cpu", call=bm.tj.compile(model))
+        batch = bm.to_lib(bm.tj, batch_np, "cpu")
     else:
         step = bm.build_torch(w, state, "cpu", compiled=variant == "tc")
         batch = bm.to_lib(bm.torch, batch_np, "cpu")
@@ -63,6 +74,7 @@ def main() -> int:
         print(json.dumps(child(a.child, a.steps)))
         return 0
     names = {"tj": "tracejit compiled", "tj-noplan": "tracejit, no memory plan",
+             "tj-model": "tracejit compiled model",
              "eager": "torch eager", "tc": "torch.compile"}
     res = {}
     for v in a.variants.split(","):
@@ -82,7 +94,7 @@ def main() -> int:
         print(f"{names[key]:28s} RSS before {r['before_mib']:7.1f} MiB, peak {r['peak_mib']:7.1f}"
               f" MiB, after {r['after_mib']:7.1f} MiB (held +{r['after_mib'] - r['before_mib']:.1f}"
               f" MiB); losses {', '.join(f'{x:.4f}' for x in r['losses'][:3])}")
-    for k in ("tj", "tj-noplan"):
+    for k in ("tj", "tj-noplan", "tj-model"):
         for o in ("eager", "tc"):
             if k in res and o in res:
                 print(f"peak RSS {names[k]} / {names[o]}: "

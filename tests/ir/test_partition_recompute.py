@@ -104,3 +104,19 @@ def test_report_is_what_the_call_saves():
                     f"{total} B"]
     rows = [ln for ln in text.splitlines() if ln.startswith("  r")]
     assert [ln.split(" ")[3] for ln in rows] == [str(v.aval) for v in saved]
+
+
+def test_cut_off_saves_what_the_backward_reads(monkeypatch):
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((4, 3)), rng.standard_normal((3, 2))
+    fn = lambda a, b: (tj.tanh(a @ b) ** 2).sum()    # noqa: E731
+    g = _graph(fn, x, w)
+    head = lambda: tj.compile(fn).lower(tj.tensor(x), tj.tensor(w)).memory.splitlines()  # noqa
+    monkeypatch.setenv("TRACEJIT_RESIDUAL_CUT", "off")
+    plain = _saved(g, False)[0]
+    assert f"saved for backward (gradients of %a, %b): {len(plain)} residuals" in \
+        " ".join(head())
+    monkeypatch.setenv("TRACEJIT_RESIDUAL_CUT", "on")
+    cut = _saved(g, True)[0]
+    assert len(cut) < len(plain)
+    assert f"saved for backward (gradients of %a, %b): {len(cut)} residuals" in " ".join(head())

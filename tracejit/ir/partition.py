@@ -11,6 +11,7 @@ operations, which fusion folds into the backward's own kernels."""
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from typing import Callable, Iterable
 
@@ -20,6 +21,11 @@ from .core import Value
 RECOMPUTABLE_KINDS = ("elementwise",)
 RECOMPUTABLE_SHAPE = ("reshape", "broadcast", "transpose", "slice", "iota")
 _INF = 1 << 62
+
+
+def cut_enabled() -> bool:
+    """TRACEJIT_RESIDUAL_CUT=off: save every forward value the backward reads (no cut)."""
+    return os.environ.get("TRACEJIT_RESIDUAL_CUT", "on").lower() not in ("off", "0", "no")
 
 
 def recomputable(v: Value) -> bool:
@@ -115,4 +121,4 @@ def choose_saved(forward: Callable[[Value], bool], needed: Iterable[Value],
     return {v for v in relevant if (v, 0) in side and (v, 1) not in side}
 
 
-__all__ = ["choose_saved", "recomputable", "RECOMPUTABLE_KINDS", "RECOMPUTABLE_SHAPE"]
+__all__ = ["choose_saved", "cut_enabled", "recomputable", "RECOMPUTABLE_KINDS", "RECOMPUTABLE_SHAPE"]

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..ir.autodiff import split, vjp_graph
+from ..ir.partition import cut_enabled
 from ..ir.core import user_location
 from ..ir.passes import optimize
 from ..ir.printer import print_graph
@@ -373,7 +374,7 @@ class CompiledFunction:
     def _compile_grad(self, entry: Entry, wrt: tuple) -> tuple:
         n_out = len(entry.graph.outputs)
         joint = vjp_graph(entry.graph, wrt, self.name + "_vjp")
-        fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out, recompute=True)
+        fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out, recompute=cut_enabled())
         dump("grad", self.name, lambda: print_graph(bwd))
         backend = self._backend(entry.device)
         parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from ..codegen.memplan import fmt_bytes
 from ..ir.autodiff import split, vjp_graph
+from ..ir.partition import cut_enabled
 from ..ir.core import Graph, Value
 from ..ir.printer import value_names
 
@@ -29,7 +30,7 @@ def residual_report(graph: Graph, wrt: Sequence[int] | None = None) -> str:
         return f"saved for backward (gradients of {which}): nothing to differentiate"
     n_out = len(graph.outputs)
     joint = vjp_graph(graph, wrt, graph.name + "_vjp")
-    fwd, bwd, n_res = split(joint, len(graph.inputs), n_out, recompute=True)
+    fwd, bwd, n_res = split(joint, len(graph.inputs), n_out, recompute=cut_enabled())
     saved = fwd.outputs[n_out:n_out + n_res]
     total = sum(_nbytes(v) for v in saved)
     lines = [f"saved for backward (gradients of {which}): {n_res} residuals, "
