@@ -71,7 +71,11 @@ class Body:
 class ScalarBuilder:
     """The vocabulary of the primitives' scalar rules, lowered to LLVM IR."""
 
-    FLAGS = "contract"
+    # No `contract`: fusion recomputes a value in every kernel that reads it, and LLVM fuses a*b+c
+    # into an FMA or not depending on the code around it (vector body or scalar tail), so two
+    # recomputations could differ in the last bit; max/min gradients compare a recomputed input
+    # with the stored maximum (eq) and divide by the tie count, which was then 0: NaN.
+    FLAGS = ""
 
     def __init__(self, body: Body) -> None:
         self.b = body

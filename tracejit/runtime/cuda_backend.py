@@ -36,7 +36,9 @@ def compile_cubin(source: str, arch: str) -> bytes:
     """CUBIN for sm_`arch`, from the disk cache when an entry checks out. CUBIN, not PTX: PTX
     from an NVRTC newer than the driver is rejected at load time."""
     from cupy.cuda import nvrtc
-    target = f"cuda sm_{arch} nvrtc {'.'.join(map(str, nvrtc.getVersion()))}"
+    # no FMA contraction: see llvm_expr.ScalarBuilder.FLAGS (the options are part of the key)
+    options = [f"--gpu-architecture=sm_{arch}", "--std=c++17", "--fmad=false"]
+    target = f"cuda sm_{arch} nvrtc {'.'.join(map(str, nvrtc.getVersion()))} {' '.join(options)}"
     k = cache.key(source, target)
     cubin = cache.load(k)
     if cubin is not None:
@@ -44,7 +46,7 @@ def compile_cubin(source: str, arch: str) -> bytes:
     prog = nvrtc.createProgram(source, "tracejit.cu", [], [])
     try:
         try:
-            nvrtc.compileProgram(prog, [f"--gpu-architecture=sm_{arch}", "--std=c++17"])
+            nvrtc.compileProgram(prog, options)
         except nvrtc.NVRTCError:
             raise RuntimeError(f"NVRTC could not compile the generated CUDA source for sm_{arch}:"
                                f"\n{nvrtc.getProgramLog(prog)}") from None
