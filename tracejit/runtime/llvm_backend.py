@@ -92,6 +92,10 @@ class LLVMExecutable(Executable):
         self.scratch_layout = [(s, mem.offsets[s], v.shape, np.dtype(v.dtype.np))
                                for s, v in prog.temps]
         self.scratch_bytes = mem.arena_bytes
+        # the intermediates Python steps (matmul, extern) read or write: indices in the layout
+        py_slots = {sl for st in prog.steps if st.kind in ("matmul", "extern")
+                    for sl in [s for s, _ in st.operands] + [st.out]}
+        self._py_scratch = [k for k, (s, *_) in enumerate(self.scratch_layout) if s in py_slots]
         # outputs written by kernels get new arrays per call (pooled when large)
         self.out_alloc = []
         for s, v in prog.fresh:
@@ -224,9 +228,14 @@ class LLVMExecutable(Executable):
         ar = take_arena(self.scratch_bytes) if self.scratch_layout else None
         try:
             if ar is not None:
-                # the frame holds the views for this call only: it must not keep the arena
-                # alive after the thread's arena is replaced
-                for s, v in self._bind_scratch(fr, ar):
+                views = ar.bind(self, self.scratch_layout)
+                if fr.bound != ar.serial:
+                    self._bind_scratch(fr, ar)
+                # the Python steps (matmuls, externs) read their intermediates from the frame's
+                # arrays, for this call only: the frame must not keep the arena alive after the
+                # thread's arena is replaced
+                for k in self._py_scratch:
+                    s, v = views[k]
                     arrays[s] = v
             for i, a in enumerate(args, HEADER):
                 if not a.flags.c_contiguous:
@@ -249,8 +258,8 @@ class LLVMExecutable(Executable):
             for s in self.out_slots:
                 arrays[s] = None
             if ar is not None:
-                for s, *_ in self.scratch_layout:
-                    arrays[s] = None
+                for k in self._py_scratch:
+                    arrays[self.scratch_layout[k][0]] = None
                 release_arena(ar)
             frames.append(fr)
 
