@@ -70,6 +70,17 @@ def col2im(cols, hw, stride, dilation):
     kh, kw, oh, ow = cols.shape[-4:]
     (sh, sw), (dh, dw) = stride, dilation
     z = (0,) * len(lead)
+    if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1):
+        # windows that tile the plane (a 2x2 pool of stride 2): every element is in at most
+        # one window, so the adjoint is a transpose back, zero-padded at the uncovered
+        # bottom/right edge; one read per element, not kH*kW bounds-checked padded views
+        n = len(lead)
+        tiled = reshape(transpose(cols, tuple(range(n)) + (n + 2, n, n + 3, n + 1)),
+                        lead + (oh * kh, ow * kw))
+        if (oh * kh, ow * kw) == tuple(hw):
+            return tiled
+        return bind(P.pad, tiled, lo=z + (0, 0), hi=z + (hw[0] - oh * kh, hw[1] - ow * kw),
+                    interior=(0,) * (n + 2))
     total = None
     for i in range(kh):
         for j in range(kw):
