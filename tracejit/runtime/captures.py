@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..ir.core import user_location
+from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor
 from ..tracer.views import follow_writes
 from ..devices import CPU, Device, device_of, is_gpu_array, is_host, to_device
@@ -64,6 +65,33 @@ def store_writes(writes: Sequence[Tensor], new_values: Sequence[Any],
         t._version[0] += counts[i] if counts is not None else 1
         if getattr(t, "_view", None) is not None:
             follow_writes(t)            # its views (tracer/views.py) see the new value
+
+
+def check_arguments(targets: Sequence[Any]) -> None:
+    """Arguments a compiled function updated in place must be able to take the new values."""
+    for t in targets:
+        if isinstance(t, Tensor) and t._requires_grad and STATE.grad_enabled:
+            raise RuntimeError(
+                f"a compiled function updated its argument {t.dtype.name}{list(t.shape)} in "
+                f"place, and that argument requires grad (at {user_location()}): autograd "
+                f"cannot follow an in-place update made inside a compiled call; return the new "
+                f"value instead, or update a tensor that does not require grad")
+        if isinstance(t, np.ndarray) and not t.flags.writeable:
+            raise ValueError(f"a compiled function updated its argument, a read-only NumPy "
+                             f"array {t.dtype}{list(t.shape)}, in place (at {user_location()})")
+
+
+def store_arguments(targets: Sequence[Any], new_values: Sequence[Any]) -> None:
+    """Store the new values of arguments a compiled function updated in place (x.mul_(2),
+    x[0] = 1) into the caller's tensors or NumPy arrays, as torch.compile does."""
+    for t, new in zip(targets, new_values):
+        if isinstance(t, Tensor):
+            # through the tensor's own in-place path: a view argument writes through to its base
+            with no_grad():
+                t.copy_(new if isinstance(new, Tensor) else Tensor(new))
+        else:
+            new = new._data if isinstance(new, Tensor) else new
+            np.copyto(t, new.get() if is_gpu_array(new) else new, casting="unsafe")
 
 
 def set_grads(actions: Sequence[tuple], new_values: Sequence[Any]) -> None:

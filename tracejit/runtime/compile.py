@@ -323,7 +323,7 @@ class CompiledFunction:
                     vals = vals + entry.hidden_inputs()
                 outs = entry.exe.run(vals)
                 if entry.extra:
-                    outs = entry.store_writes(outs)
+                    outs = entry.store_writes(outs, args)
                 if entry.single_out:
                     return Tensor(outs[0])
                 return tree_unflatten(entry.traced.out_tree, [Tensor(o) for o in outs])
@@ -349,7 +349,7 @@ class CompiledFunction:
         else:
             outs = [Tensor(o) for o in entry.exe.run(arrays)]
         if entry.extra:
-            outs = entry.store_writes(outs)
+            outs = entry.store_writes(outs, flat)
         return tree_unflatten(entry.traced.out_tree, outs)
 
     def _call_with_grad(self, entry: Entry, arrays, tensors) -> list[Tensor]:
@@ -454,7 +454,8 @@ class GradCompiledFunction(CompiledFunction):
                       bindings=base.bindings, writes=base.writes,
                       write_counts=base.write_counts, grad_guards=base.grad_guards,
                       grad_sets=base.grad_sets, backward_ran=base.backward_ran,
-                      escapes=base.escapes, attr_guards=base.attr_guards, checks=base.checks)
+                      escapes=base.escapes, attr_guards=base.attr_guards, checks=base.checks,
+                      arg_writes=base.arg_writes)
 
 
 class CompiledModule:

@@ -3,6 +3,7 @@ call must check and store besides running it), and what `.lower()` shows of it."
 from __future__ import annotations
 
 import threading
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -65,9 +66,10 @@ class Entry:
             return None
         return captures.changed(self.watched, self.cap_sig) or self.traced.stale()
 
-    def store_writes(self, outs: list) -> list:
-        """Store the in-place updates of captures and set the `.grad`s the call changed (the
-        outputs after the user's); return the user's outputs."""
+    def store_writes(self, outs: list, flat: Sequence[Any] = ()) -> list:
+        """Store the in-place updates of captures and of the arguments `flat` (the call's
+        flat arguments) and set the `.grad`s the call changed (the outputs after the user's);
+        return the user's outputs."""
         traced = self.traced
         if traced.checks:           # before anything is stored, as the eager op raises first
             code, outs = outs[-1], outs[:-1]
@@ -75,13 +77,18 @@ class Entry:
             err = checks.failure(traced.checks, code.get() if is_gpu_array(code) else code)
             if err is not None:
                 raise err
+        targets = [flat[k] for k in traced.arg_writes]
+        captures.check_arguments(targets)
         n = self.n_user + len(self.writes)
         captures.store_writes(self.writes, outs[self.n_user:n], traced.write_counts)
         m = n + traced.n_grad_outs
         if traced.grad_sets:
             captures.set_grads(traced.grad_sets, outs[n:m])
+        e = m + len(traced.escapes)
         if traced.escapes:
-            captures.settle_escapes(traced.escapes, outs[m:])
+            captures.settle_escapes(traced.escapes, outs[m:e])
+        if targets:
+            captures.store_arguments(targets, outs[e:e + len(targets)])
         return outs[:self.n_user]
 
 

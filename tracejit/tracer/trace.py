@@ -74,6 +74,7 @@ class TraceContext:
         self._attr_guarded: set[tuple] = set()
         self.checks: list[tuple[Value, tuple]] = []   # (bad index count, (message, class))
         self.checked: set[tuple[int, int]] = set()   # (id(index value), axis length)
+        self.arg_writes: list[tuple[int, Value]] = []   # (flat argument position, new value)
 
     def __enter__(self) -> "TraceContext":
         STATE.traces.append(self)
@@ -244,7 +245,8 @@ class Traced:
                  writes: list | None = None, write_counts: list | None = None,
                  grad_guards: list | None = None, grad_sets: list | None = None,
                  backward_ran: bool = False, escapes: list | None = None,
-                 attr_guards: list | None = None, checks: list | None = None) -> None:
+                 attr_guards: list | None = None, checks: list | None = None,
+                 arg_writes: list | None = None) -> None:
         self.n_random = n_random           # random ops: the offset advances by this per call
         self.graph = graph                 # inputs: the flat arguments, then the captures,
         #                                    then the hidden rng seed and offset if n_random
@@ -262,12 +264,14 @@ class Traced:
         self.attr_guards = attr_guards or []   # see TraceContext.guard_attr
         self.checks = checks or []         # (message, class) each; their code is the last output
         self.attr_epoch = -1               # the epoch its attr_guards last held at
+        self.arg_writes = arg_writes or []   # flat argument positions updated in place
 
     @property
     def n_extra(self) -> int:
-        """Graph outputs after the user's: the writes, the new `.grad`s, the escapes, and
-        the checks' code (see checks.py)."""
-        return len(self.writes) + self.n_grad_outs + len(self.escapes) + bool(self.checks)
+        """Graph outputs after the user's: the writes, the new `.grad`s, the escapes, the
+        arguments updated in place, and the checks' code (see checks.py)."""
+        return len(self.writes) + self.n_grad_outs + len(self.escapes) + len(self.arg_writes) \
+            + bool(self.checks)
 
     def stale(self) -> str | None:
         """Why this trace no longer describes the function (its captures were rebound or a
@@ -369,7 +373,7 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
     with ctx:
         code = checks.finish(ctx)
     ctx.graph.outputs = outs + [v for _, v in writes] + grad_outs + [t._data for t in escapes] \
-        + ([code] if code is not None else [])
+        + [v for _, v in ctx.arg_writes] + ([code] if code is not None else [])
     if ctx.rng is not None:       # the hidden inputs go last, after the captures
         ctx.graph.inputs = [v for v in ctx.graph.inputs if v not in ctx.rng] + list(ctx.rng)
     return Traced(ctx.graph, out_tree, ctx.captures, ctx.guards, ctx.n_random,
@@ -378,7 +382,7 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
                   write_counts=[ctx.n_writes.get(id(t), 1) for t, _ in writes],
                   grad_guards=grad_guards, grad_sets=grad_sets, backward_ran=ctx.backward_ran,
                   escapes=escapes, attr_guards=ctx.attr_guards,
-                  checks=[m for _, m in ctx.checks])
+                  checks=[m for _, m in ctx.checks], arg_writes=[k for k, _ in ctx.arg_writes])
 
 
 def find_escapes(ctx: TraceContext) -> list[Tensor]:
@@ -419,7 +423,13 @@ def _run(ctx: TraceContext, fn: Callable, args, kwargs, static, flat, in_tree, n
         it = iter(t_args)
         call_args = [static[i] if i in static else next(it) for i in range(len(args))]
         call_kwargs = {k: static.get(k, t_kwargs.get(k)) for k in kwargs}
+        before = [t._data for t in tracers]
         out = fn(*call_args, **call_kwargs)
+        # arguments updated in place (x.mul_(2), x[0] = 1): their new values are written back
+        # into the caller's tensors or arrays after each call, as torch.compile does
+        ctx.arg_writes = [(k, t._data) for k, (t, v, leaf) in enumerate(zip(tracers, before, flat))
+                          if t._data is not v and isinstance(t._data, Value)
+                          and isinstance(leaf, (Tensor, np.ndarray))]
         out_flat, out_tree = tree_flatten(out)
         outs = []
         for o in out_flat:
