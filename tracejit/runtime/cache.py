@@ -56,9 +56,31 @@ def directory() -> str | None:
     return d
 
 
+def _code_hash() -> str:
+    """A hash of the code that decides what cached objects mean (how kernels are called, the
+    ABI of their arguments): tracejit's codegen and runtime sources. The version alone would
+    let an edited checkout (or an editable install between releases) load objects built for
+    other calling conventions, silently."""
+    global _CODE
+    if _CODE is None:
+        h = hashlib.sha256()
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for sub in ("codegen", "runtime"):
+            d = os.path.join(root, sub)
+            for name in sorted(os.listdir(d)):
+                if name.endswith(".py"):
+                    with open(os.path.join(d, name), "rb") as f:
+                        h.update(name.encode() + b"\0" + f.read())
+        _CODE = h.hexdigest()[:16]
+    return _CODE
+
+
+_CODE: str | None = None
+
+
 def key(module_text: str, target: str) -> str:
     h = hashlib.sha256()
-    for part in (__version__, target, module_text):
+    for part in (__version__, _code_hash(), target, module_text):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
