@@ -365,6 +365,7 @@ class CompiledFunction:
         # as copies of the values it read: the write-back after this call is not a user's
         # in-place change of a saved tensor (small edit by N2)
         written = {id(w) for w in entry.writes}
+        written |= {id(tensors[k]) for k in entry.traced.arg_writes if tensors[k] is not None}
         own = [t is not None and id(t) in written and not t._requires_grad for t in tensors]
         CompiledNode.record(self.name, entry.graph, outs, res[n_out:], bwd_exe,
                             [None if o else t for o, t in zip(own, tensors)],
