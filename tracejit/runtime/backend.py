@@ -78,4 +78,3 @@ def apply_view(arr, ops):
     for name, p in ops:
         arr = P.get(name).impl(arr, **p)
     return arr
-
