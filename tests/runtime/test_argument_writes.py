@@ -58,3 +58,9 @@ def test_unwritable_targets_are_clear_errors():
     h = tj.compile(lambda x: x.mul_(2).sum())
     with pytest.raises(RuntimeError, match="requires grad"):
         h(w * 1)                                # a non-leaf that requires grad
+
+
+def test_jvp_of_a_compiled_function_updating_its_argument_is_refused():
+    f = tj.compile(lambda x: x.mul_(2).sum())
+    with pytest.raises(RuntimeError, match="updates its arguments"):
+        tj.jvp(f, (tj.tensor(np.ones(3)),), (tj.tensor(np.ones(3)),))

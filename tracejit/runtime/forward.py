@@ -48,9 +48,10 @@ def _merge_static(dyn, static: tuple) -> tuple[list, dict]:
 def _base_trace(base: CompiledFunction, dyn, static: tuple, device: Device) -> Traced:
     primals, st = _merge_static(dyn, static)
     traced = base._trace(primals, {}, st, device)
-    if traced.writes or traced.grad_sets or traced.escapes:
-        raise RuntimeError(f"jvp of {base.name}: the function updates tensors from outside it "
-                           f"in place, sets .grad or stores new tensors outside (at "
+    if traced.writes or traced.grad_sets or traced.escapes or traced.arg_writes:
+        raise RuntimeError(f"jvp of {base.name}: the function updates its arguments or tensors "
+                           f"from outside it in place, sets .grad or stores new tensors outside "
+                           f"(at "
                            f"{user_location()}); forward mode needs a function without side "
                            f"effects")
     return traced
