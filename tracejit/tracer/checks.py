@@ -6,7 +6,8 @@ out-of-range index would silently read the wrong row. Instead, every index a tra
 is counted: `record` adds the number of its values outside the allowed range to the trace, and
 `finish` folds all of them into one int32 scalar graph output (0, or 1 + the number of the first
 failing check), which the compiled call reads after running (see runtime/entry.py) and turns
-into the IndexError the eager op raises, naming the op and the user's file:line."""
+into the error the eager op raises (IndexError, or RuntimeError where torch raises that), naming
+the op and the user's file:line."""
 from __future__ import annotations
 
 from ..ir import dtypes as dt
