@@ -9,7 +9,7 @@ from . import ops
 from . import forward_ad, views
 from .forward_ad import FWD
 from .state import STATE
-from .tensor import Tensor
+from .tensor import Tensor, check_inplace_result
 
 
 def inplace(x: Tensor, update, op: str) -> Tensor:
@@ -38,13 +38,7 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
         of = getattr(x, "_data_of", None)
         if of is not None and STATE.traces and of[1] is STATE.traces[-1]:
             # x is `c.data` of a capture c: the update goes into c's storage, as eagerly
-            if new.shape != x.shape:
-                raise RuntimeError(f"{op}: output with shape {list(x.shape)} doesn't match "
-                                   f"the broadcast shape {list(new.shape)} "
-                                   f"(at {user_location()})")
-            if new.dtype.is_float and not x.dtype.is_float:
-                raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the "
-                                   f"desired output type {x.dtype.name} (at {user_location()})")
+            check_inplace_result(x, new, op)
             new = ops.cast(new, x.dtype)
             write_capture(of[0], new)
             views.follow_writes(of[0])
@@ -57,12 +51,7 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
         src = Tensor(x._data.copy())
         src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, True
     new = update(src)
-    if new.shape != x.shape:
-        raise RuntimeError(f"{op}: output with shape {list(x.shape)} doesn't match the "
-                           f"broadcast shape {list(new.shape)} (at {user_location()})")
-    if new.dtype.is_float and not x.dtype.is_float:
-        raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the desired "
-                           f"output type {x.dtype.name} (at {user_location()})")
+    check_inplace_result(x, new, op)
     if x._captured():                 # stored into x after each call of the compiled function,
         ctx = STATE.traces[-1]        # also when the new value is a constant (zero_, fill_)
         new = ops.cast(new, x.dtype)

@@ -390,3 +390,14 @@ def is_tensor(x: Any) -> bool:
 # How Tensor.__tj_bind__ applies a primitive: tracer/dispatch.py (which imports this module)
 # sets it when it loads, so the arrow runs dispatch -> tensor only
 _apply_primitive = None
+
+
+def check_inplace_result(x: Tensor, new: Tensor, op: str) -> None:
+    """The value an in-place op computed for x must fit x: its shape, and no float into an
+    integer tensor (torch's errors)."""
+    if new.shape != x.shape:
+        raise RuntimeError(f"{op}: output with shape {list(x.shape)} doesn't match the "
+                           f"broadcast shape {list(new.shape)} (at {user_location()})")
+    if new.dtype.is_float and not x.dtype.is_float:
+        raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the desired "
+                           f"output type {x.dtype.name} (at {user_location()})")

@@ -32,7 +32,7 @@ from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from . import gathering, layout, ops, products, stacking
 from .state import STATE
-from .tensor import Tensor, lift
+from .tensor import Tensor, check_inplace_result, lift
 
 # kinds of views: an autograd view, an output of a function returning several views (torch
 # forbids in-place on those when autograd records), detach() (shares data and version counter,
@@ -333,12 +333,7 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
         src = Tensor(x._data.copy())
         src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, True
     new = update(src)
-    if new.shape != x.shape:
-        raise RuntimeError(f"{op}: output with shape {list(x.shape)} doesn't match the "
-                           f"broadcast shape {list(new.shape)} (at {user_location()})")
-    if new.dtype.is_float and not x.dtype.is_float:
-        raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the desired "
-                           f"output type {x.dtype.name} (at {user_location()})")
+    check_inplace_result(x, new, op)
     new = ops.cast(new, x.dtype)
     root = rec.root
     if not STATE.traces and type(root._data) is np.ndarray and type(new._data) is np.ndarray \
