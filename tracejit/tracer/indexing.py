@@ -7,6 +7,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
+from ..devices import is_host
 from . import checks, ops
 from .tensor import Tensor
 
@@ -102,15 +103,21 @@ def _norm_index(idx, n: int, like: Tensor) -> Tensor:
         msg = f"index: an index is out of bounds for an axis of size {n}"
         if not checks.check_index(t, -n, n, msg) and t.numel():
             # eagerly now: wrapped below, -n-1 would otherwise read row n-1
-            if int(checks.count_outside(t, -n, n).item()):
+            if is_host(t._data):
+                _check_bounds(t._data, n)
+            elif int(checks.count_outside(t, -n, n).item()):    # one scalar back, not idx
                 raise _err(msg.split(": ", 1)[1])
         return ops.where(ops.lt(t, 0), ops.add(t, n), t)
     idx = np.asarray(idx, dtype=np.int64)
+    _check_bounds(idx, n)
+    # index arrays are constants of a trace: their bounds were checked just above
+    return ops.as_tensor(np.where(idx < 0, idx + n, idx), like=like, const=True)
+
+
+def _check_bounds(idx: np.ndarray, n: int) -> None:
     if idx.size and (idx.min() < -n or idx.max() >= n):
         raise _err(f"index {int(idx.max() if idx.max() >= n else idx.min())} is out of bounds "
                    f"for an axis of size {n}")
-    # index arrays are constants of a trace: their bounds were checked just above
-    return ops.as_tensor(np.where(idx < 0, idx + n, idx), like=like, const=True)
 
 
 def _advanced(y: Tensor, adv) -> Tensor:
