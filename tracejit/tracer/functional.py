@@ -13,6 +13,7 @@ import numpy as np
 from ..ir.core import user_location
 from ..ir.primitives import zeros_like
 from . import forward, forward_ad, ops
+from .forward import _argnums
 from .forward_ad import FWD
 from .autograd import Node, grad as autograd_grad
 from .pytree import tree_flatten, tree_unflatten
@@ -51,14 +52,6 @@ def _fresh(x) -> Tensor:
     if FWD.levels:                  # a dual tensor (forward_ad): the handle keeps its tangents
         forward_ad.carry_over(x, t)
     return t
-
-
-def _argnums(argnums, n: int) -> tuple[int, ...]:
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    for a in nums:
-        if not -n <= a < n:
-            raise ValueError(f"argnums {argnums} out of range for {n} positional arguments")
-    return tuple(a % n for a in nums)
 
 
 def _prepare(args, argnums):
