@@ -12,7 +12,7 @@ from ..ir import dtypes as dt
 from ..ir.core import Aval, Value, user_location
 from .eager import Arr, quiet_call
 from .node_names import node_name, scalar_overload
-from .forward_ad import FWD
+from .forward_ad import FWD, any_dual
 from .state import STATE, set_grad_enabled
 from .tensor import Tensor, _RemovableHandle
 
@@ -254,6 +254,9 @@ def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool) -> None:
             t._grad.add_(g)            # write of that tensor, stored after each call
     elif create_graph or t._grad._traced or g._traced:
         t._grad = t._grad + g
+    elif FWD.levels and any_dual([g]):
+        with set_grad_enabled(False):   # in place, as PyTorch: .grad takes the sum's tangent
+            t._grad.add_(g)
     else:
         np.add(t._grad._data, g._data, out=t._grad._data, casting="unsafe")
 
@@ -413,7 +416,9 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
     # Without create_graph (and outside traces) nothing is recorded: primitive nodes run their
     # VJP rules straight on arrays (Arr), and gradients become Tensors only where the user can
     # see them (hooks, retain_grad, .grad, autograd.grad's results) or a node needs them.
-    lean = not create_graph and not STATE.traces
+    # (with forward-AD levels open the rules run on Tensors too: the dual tensors they read
+    # give the gradients tangents, as PyTorch's forward_ad does through backward)
+    lean = not create_graph and not STATE.traces and not FWD.levels
     # The pass allocates and frees many small objects, all by reference counting (a saved
     # output makes no cycle): a full collection of the whole program's objects that one of
     # those allocations triggers would cost more than the pass itself (PyTorch's engine
