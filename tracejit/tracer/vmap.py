@@ -30,10 +30,10 @@ from ..devices import to_device
 from ..debug import dump
 from . import ops
 from .pytree import tree_flatten, tree_unflatten
-from .rng import _as_i64, default_generator
+from .rng import _as_i64, all_states, default_generator, replaying, trace_rng_position
 from .stacking import movedim
-from .state import current_trace
-from .tensor import Tensor
+from .state import STATE, current_trace
+from .tensor_base import TensorBase as Tensor
 from .trace import trace
 
 
@@ -124,11 +124,16 @@ def vmap(fn: Callable, in_axes: Any = 0, out_axes: Any = 0, randomness: str = "e
 
     def _chunked(call, flat, norm, tree, kwargs, size):
         pieces = []
+        # randomness='same': one set of numbers for the whole batch, so every chunk draws
+        # what the first one drew (as torch.func.vmap does)
+        same = randomness == "same"
+        states, pos = (all_states(), trace_rng_position()) if same else (None, None)
         for lo in range(0, size, chunk_size):
             hi = min(lo + chunk_size, size)
             part = [x if a is None else ops.as_tensor(x).narrow(a, lo, hi - lo)
                     for x, a in zip(flat, norm)]
-            pieces.append(call(part, norm, tree, kwargs, hi - lo))
+            with replaying(states if lo else None, pos if lo else None):
+                pieces.append(call(part, norm, tree, kwargs, hi - lo))
         leaves = [tree_flatten(p) for p in pieces]
         out_tree = leaves[0][1]
         oaxes = _prefix_axes(out_axes, tree_unflatten(out_tree, leaves[0][0]), "out_axes")
@@ -202,7 +207,14 @@ def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
                 f"{t.dtype.name}{list(t.shape)} (at {loc}); each example would overwrite it. "
                 f"Write into a batched tensor, or return the value and reduce it outside vmap")
 
-    inputs = [movedim(ops.as_tensor(flat[i]), norm[i], 0) for i in batched_pos]
+    inputs = []
+    for k, i in enumerate(batched_pos):
+        x = ops.as_tensor(flat[i])
+        if k in mutated and x._requires_grad and STATE.grad_enabled:
+            # the replay's ops save the old value, which the write-back below overwrites:
+            # they read a copy (PyTorch's in-place ops save a clone of the original alike)
+            x = ops.add(x, 0)
+        inputs.append(movedim(x, norm[i], 0))
     inputs += list(tr.captures)
     outs = _replay(bg, inputs, tr.n_random, device)
     for k, t in enumerate(tr.writes):
