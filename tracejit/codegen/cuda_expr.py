@@ -236,6 +236,10 @@ class CEmitter(ExprEmitter):
     def irem(self, a: str, k: int, signed: bool = False) -> str:
         return self.b.let(self.index, f"{a} % {k}")
 
+    def imin(self, a: str, b: str) -> str:
+        # the cast picks one overload of min when b is a literal
+        return self.b.let(self.index, f"min({a}, ({self.index}){b})")
+
     def icmp(self, op: str, a: str, b: str) -> str:
         return self.b.let("bool", f"{a} {_CMP[op]} {b}")
 

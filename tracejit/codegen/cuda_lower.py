@@ -16,7 +16,7 @@ from ..ir import dtypes as dt
 from ..ir.core import Value
 from . import loops as L
 from .cuda_expr import COMPUTE, STORE, CBody, CEmitter, CS, literal
-from .expr import compute_dtype
+from .expr import EmitterIndexTable, compute_dtype
 from .fusion import Kernel, Plan, operand_view
 from .memplan import MemoryPlan, plan_memory
 from .schedule import Scheduler
@@ -132,6 +132,7 @@ class _Renderer:
                           {v: self.names[v] for v in lk.outputs}, index)
         # a CPU schedule's thread range is the whole range here
         self.env = {"begin": "0", "end": str(lk.extent)}
+        self.index_table = EmitterIndexTable(self.e, self.env, self.expr)
         self.lane_out: dict[Value, str] = {}
 
     def function(self) -> str:
@@ -146,20 +147,7 @@ class _Renderer:
 
     # -- index and scalar expressions --------------------------------------------------------
     def ix(self, x: L.Ix) -> str:
-        e = self.e
-        if isinstance(x, L.Var):
-            return self.env[x.name]
-        if isinstance(x, L.Lit):
-            return str(x.value)
-        if isinstance(x, L.Add):
-            return e.iadd(self.ix(x.a), self.ix(x.b))
-        if isinstance(x, L.Mul):
-            return e.imul(self.ix(x.a), x.k)
-        if isinstance(x, L.Div):
-            return e.idiv(self.ix(x.a), x.k)
-        if isinstance(x, L.Min):
-            return self.b.let(e.index, f"min({self.ix(x.a)}, ({e.index}){self.ix(x.b)})")
-        return e.wrap_index(self.expr(x.value), x.n)
+        return L.render_index(x, self.index_table)
 
     def acc_ref(self, name: str, at: L.Ix | None) -> str:
         return name if at is None else f"{name}[{self.ix(at)}]"

@@ -11,8 +11,9 @@ from __future__ import annotations
 from ..ir import dtypes as dt
 from ..ir.core import Instr, Value
 from ..ir.index_maps import Access, Position, Read, Select, Site, Zero, strides
+from . import loops as L
 
-__all__ = ["ExprEmitter", "Scalar", "compute_dtype", "strides"]
+__all__ = ["EmitterIndexTable", "ExprEmitter", "Scalar", "compute_dtype", "strides"]
 
 
 def compute_dtype(d: dt.DType) -> dt.DType:
@@ -138,3 +139,35 @@ class ExprEmitter:
         for sel in reversed(chain):
             r = self.sb.select(self.S(sel.cond, dt.bool_), self._access(ins, v, idx, sel.then), r)
         return r
+
+
+class EmitterIndexTable:
+    """The loop-IR index table (codegen.loops.IndexTable) of a renderer built on an
+    ExprEmitter: names bound by the renderer's loops come from `env`, arithmetic from the
+    emitter (whose `imin` is the one integer operation only loop IR needs), and a gathered
+    index is the renderer's scalar expression `expr` wrapped into range. A renderer on an
+    ExprEmitter writes index expressions with `L.render_index(x, this table)`."""
+
+    def __init__(self, e: ExprEmitter, env: dict[str, str], expr) -> None:
+        self.e, self.env, self.expr = e, env, expr
+
+    def var(self, x: L.Var) -> str:
+        return self.env[x.name]
+
+    def lit(self, x: L.Lit) -> str:
+        return str(x.value)
+
+    def add(self, x: L.Add, a: str, b: str) -> str:
+        return self.e.iadd(a, b)
+
+    def mul(self, x: L.Mul, a: str) -> str:
+        return self.e.imul(a, x.k)
+
+    def div(self, x: L.Div, a: str) -> str:
+        return self.e.idiv(a, x.k)
+
+    def min(self, x: L.Min, a: str, b: str) -> str:
+        return self.e.imin(a, b)             # type: ignore[attr-defined]
+
+    def gathered(self, x: L.Gathered) -> str:
+        return self.e.wrap_index(self.expr(x.value), x.n)

@@ -305,6 +305,9 @@ class Emitter(ExprEmitter):
     def irem(self, a: str, k: int, signed: bool = False) -> str:
         return self.b.op(f"{'srem' if signed else 'urem'} i64 {a}, {k}")
 
+    def imin(self, a: str, b: str) -> str:
+        return self.b.op(f"call i64 @llvm.smin.i64(i64 {a}, i64 {b})")
+
     def icmp(self, op: str, a: str, b: str) -> str:
         return self.b.op(f"icmp {_IPRED[op]} i64 {a}, {b}")
 

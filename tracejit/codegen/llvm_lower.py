@@ -12,7 +12,7 @@ import re
 
 from ..ir.core import Value
 from . import loops as L
-from .expr import compute_dtype, strides
+from .expr import EmitterIndexTable, compute_dtype, strides
 from .fusion import Kernel
 from .llvm_expr import COMPUTE, STORE, Body, Emitter, S, literal
 from .schedule import Scheduler, parallel_extent
@@ -90,24 +90,12 @@ class _Renderer:
         self.loops = _Loops(self.b, "L", md)
         self.allocas: list[str] = []
         self.env = {"begin": "%begin", "end": "%end"}
+        self.index_table = EmitterIndexTable(self.e, self.env, self.expr)
         self.acc_ptr: dict[str, str] = {}
 
     # -- index and scalar expressions --------------------------------------------------------
     def ix(self, x: L.Ix) -> str:
-        e = self.e
-        if isinstance(x, L.Var):
-            return self.env[x.name]
-        if isinstance(x, L.Lit):
-            return str(x.value)
-        if isinstance(x, L.Add):
-            return e.iadd(self.ix(x.a), self.ix(x.b))
-        if isinstance(x, L.Mul):
-            return e.imul(self.ix(x.a), x.k)
-        if isinstance(x, L.Div):
-            return e.idiv(self.ix(x.a), x.k)
-        if isinstance(x, L.Min):
-            return self.b.op(f"call i64 @llvm.smin.i64(i64 {self.ix(x.a)}, i64 {self.ix(x.b)})")
-        return e.wrap_index(self.expr(x.value), x.n)
+        return L.render_index(x, self.index_table)
 
     def acc_at(self, name: str, at: L.Ix | None) -> str:
         ptr = self.acc_ptr[name]

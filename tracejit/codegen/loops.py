@@ -24,79 +24,68 @@ runtime splits across threads). Statements:
 
 Scalar expressions: `Eval` (a value of the graph at an index vector: buffers are loaded, every
 other producer is recomputed inline, see codegen.expr), `AccGet`, `LoadFlat`, `Cast`, `Tree` (a
-balanced tree of one combine)."""
+balanced tree of one combine).
+
+Index expressions (`Var`, `Lit`, `Add`, `Mul`, `Div`, `Min`, `Gathered`) are written by one walk,
+`render_index`, through a backend's `IndexTable`; the text dump of a whole plan is in
+codegen.loop_text."""
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Callable, Protocol, Union
 
 from ..ir import dtypes as dt
 from ..ir.core import Value
 
 
 # -- index expressions -------------------------------------------------------------------------
+class _IxText:
+    """Index expressions print as the loop-IR dump writes them (codegen.loop_text)."""
+
+    def __str__(self) -> str:
+        return index_text(self, lambda v: "%" + (v.name or "?"))     # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class Var:
+class Var(_IxText):
     name: str
 
-    def __str__(self) -> str:
-        return self.name
-
 
 @dataclass(frozen=True)
-class Lit:
+class Lit(_IxText):
     value: int
 
-    def __str__(self) -> str:
-        return str(self.value)
-
 
 @dataclass(frozen=True)
-class Add:
+class Add(_IxText):
     a: "Ix"
     b: "Ix"
 
-    def __str__(self) -> str:
-        return f"{self.a} + {self.b}"
-
 
 @dataclass(frozen=True)
-class Mul:
+class Mul(_IxText):
     a: "Ix"
     k: int
 
-    def __str__(self) -> str:
-        return f"{_atom(self.a)}*{self.k}"
-
 
 @dataclass(frozen=True)
-class Div:
+class Div(_IxText):
     a: "Ix"
     k: int
 
-    def __str__(self) -> str:
-        return f"{_atom(self.a)}/{self.k}"
-
 
 @dataclass(frozen=True)
-class Min:
+class Min(_IxText):
     a: "Ix"
     b: "Ix"
 
-    def __str__(self) -> str:
-        return f"min({self.a}, {self.b})"
-
 
 @dataclass(frozen=True)
-class Gathered:
+class Gathered(_IxText):
     """An index read from memory (a gather's or scatter's index operand): negative counts from
     the end, and it is clamped into [0, n) so that no index reaches outside the buffer."""
     value: "Expr"
     n: int
-
-    def __str__(self) -> str:
-        return _ix(self, lambda v: "%" + (v.name or "?"))
 
 
 Ix = Union[Var, Lit, Add, Mul, Div, Min, Gathered]
@@ -104,8 +93,100 @@ Ix = Union[Var, Lit, Add, Mul, Div, Min, Gathered]
 BEGIN, END = Var("begin"), Var("end")
 
 
-def _atom(x: Ix) -> str:
-    return f"({x})" if isinstance(x, Add) else str(x)
+class IndexTable(Protocol):
+    """How one backend writes each kind of index expression, given the node and its operands
+    already written. `render_index` walks the tree; a new backend supplies only this table."""
+
+    def var(self, x: Var) -> str: ...
+
+    def lit(self, x: Lit) -> str: ...
+
+    def add(self, x: Add, a: str, b: str) -> str: ...
+
+    def mul(self, x: Mul, a: str) -> str: ...
+
+    def div(self, x: Div, a: str) -> str: ...
+
+    def min(self, x: Min, a: str, b: str) -> str: ...
+
+    def gathered(self, x: Gathered) -> str: ...
+
+
+def _operands(x: Ix) -> tuple:
+    if isinstance(x, (Add, Min)):
+        return (x.a, x.b)
+    if isinstance(x, (Mul, Div)):
+        return (x.a,)
+    return ()
+
+
+def render_index(x: Ix, t: IndexTable) -> str:
+    """Index expression x written by table t, operands before the node that uses them (an
+    explicit stack, so the order of emitted instructions is the order of a post-order walk)."""
+    done: dict[int, str] = {}
+    stack: list = [x]
+    while stack:
+        node = stack[-1]
+        if id(node) in done:
+            stack.pop()
+            continue
+        pending = [o for o in _operands(node) if id(o) not in done]
+        if pending:
+            stack += reversed(pending)      # the left operand is written first
+            continue
+        stack.pop()
+        ops = [done[id(o)] for o in _operands(node)]
+        if isinstance(node, Var):
+            done[id(node)] = t.var(node)
+        elif isinstance(node, Lit):
+            done[id(node)] = t.lit(node)
+        elif isinstance(node, Add):
+            done[id(node)] = t.add(node, *ops)
+        elif isinstance(node, Mul):
+            done[id(node)] = t.mul(node, *ops)
+        elif isinstance(node, Div):
+            done[id(node)] = t.div(node, *ops)
+        elif isinstance(node, Min):
+            done[id(node)] = t.min(node, *ops)
+        elif isinstance(node, Gathered):
+            done[id(node)] = t.gathered(node)
+        else:
+            raise TypeError(f"unknown loop IR index expression {node!r}")
+    return done[id(x)]
+
+
+class _TextTable:
+    """The loop-IR dump's spelling of index expressions; gathered indices name their values
+    through `name`."""
+
+    def __init__(self, name: Callable[[Value], str]) -> None:
+        self.name = name
+
+    def var(self, x: Var) -> str:
+        return x.name
+
+    def lit(self, x: Lit) -> str:
+        return str(x.value)
+
+    def add(self, x: Add, a: str, b: str) -> str:
+        return f"{a} + {b}"
+
+    def mul(self, x: Mul, a: str) -> str:
+        return f"({a})*{x.k}" if isinstance(x.a, Add) else f"{a}*{x.k}"
+
+    def div(self, x: Div, a: str) -> str:
+        return f"({a})/{x.k}" if isinstance(x.a, Add) else f"{a}/{x.k}"
+
+    def min(self, x: Min, a: str, b: str) -> str:
+        return f"min({a}, {b})"
+
+    def gathered(self, x: Gathered) -> str:
+        return f"wrap({expr_text(x.value, self.name)}, {x.n})"
+
+
+def index_text(x: Ix, name: Callable[[Value], str]) -> str:
+    """An index expression as text; gathered indices name their values through `name`."""
+    return render_index(x, _TextTable(name))
 
 
 def add(a: Ix, b: Ix) -> Ix:
@@ -175,6 +256,21 @@ class Tree:
 
 
 Expr = Union[Eval, AccGet, LoadFlat, Const, Cast, Tree]
+
+
+def expr_text(e: Expr, name: Callable[[Value], str]) -> str:
+    """A scalar expression as the loop-IR dump writes it."""
+    if isinstance(e, Eval):
+        return f"{name(e.value)}[{', '.join(index_text(i, name) for i in e.at)}]"
+    if isinstance(e, AccGet):
+        return e.acc + ("" if e.at is None else f"[{index_text(e.at, name)}]")
+    if isinstance(e, LoadFlat):
+        return f"{name(e.buf)}.flat[{index_text(e.at, name)}]"
+    if isinstance(e, Const):
+        return f"{e.value!r}:{e.dtype.name}"
+    if isinstance(e, Cast):
+        return f"{e.dtype.name}({expr_text(e.x, name)})"
+    return f"{e.op}(" + ", ".join(expr_text(x, name) for x in e.items) + ")"
 
 
 # -- statements --------------------------------------------------------------------------------
@@ -319,168 +415,6 @@ def identity(op: str, d: dt.DType):
         return op != "max"
     bound = 2 ** (d.bits - 1)
     return -bound if op == "max" else bound - 1
-
-
-# -- printing ----------------------------------------------------------------------------------
-def format_program(scheduled: list[Scheduled], name_of: Callable[[Value], str]) -> str:
-    """Readable text of the loop IR of a whole plan."""
-    out: list[str] = []
-    for s in scheduled:
-        k = s.source
-        shape = "x".join(map(str, k.shape)) or "scalar"
-        out.append(f"{k.name}: {k.kind} [{shape}]" + (f": {s.note}" if s.note else ""))
-        for lk in s.kernels:
-            out += ["  " + ln for ln in format_kernel(lk, name_of)]
-    return "\n".join(out)
-
-
-def format_kernel(lk: LoopKernel, name_of: Callable[[Value], str]) -> list[str]:
-    n = lambda v: "%" + name_of(v)          # noqa: E731
-    where = f"grid {lk.grid} x block {lk.block}" if lk.target == "gpu" else \
-        f"threads split [0, {lk.extent})"
-    lines = [f"kernel {lk.name} ({lk.target}, {where}, i{lk.index_bits} indices)"]
-    ins = ", ".join(f"{n(v)} {v.dtype.name}[{','.join(map(str, v.shape))}]" for v in lk.inputs)
-    outs = ", ".join(f"{n(v)} {v.dtype.name}[{','.join(map(str, v.shape))}]"
-                     for v in lk.outputs)
-    lines.append(f"  loads({ins}) stores({outs})")
-    if lk.aligned:
-        lines.append(f"  16-byte words: {', '.join(n(v) for v in lk.aligned)}")
-    ops = inline_ops(lk)
-    if ops:
-        lines += textwrap.wrap(", ".join(ops), 96, initial_indent="  recomputed, not loaded: ",
-                               subsequent_indent="    ")
-    lines += _fmt_body(lk.body, 1, n)
-    return lines
-
-
-def _ix(x: Ix, n) -> str:
-    """An index expression as text; gathered indices name their values through n."""
-    if isinstance(x, Gathered):
-        return f"wrap({_fmt_expr(x.value, n)}, {x.n})"
-    if isinstance(x, Add):
-        return f"{_ix(x.a, n)} + {_ix(x.b, n)}"
-    if isinstance(x, (Mul, Div)):
-        a = _ix(x.a, n)
-        a = f"({a})" if isinstance(x.a, Add) else a
-        return f"{a}{'*' if isinstance(x, Mul) else '/'}{x.k}"
-    if isinstance(x, Min):
-        return f"min({_ix(x.a, n)}, {_ix(x.b, n)})"
-    return str(x)
-
-
-def inline_ops(lk: LoopKernel) -> list[str]:
-    """The operations a kernel evaluates inline (every producer between what it stores and the
-    buffers it loads), by name, in first-seen order: what fusion chose to recompute rather than
-    materialize."""
-    values: list[Value] = []
-    todo: list = list(lk.body)
-    while todo:
-        x = todo.pop()
-        if isinstance(x, Eval):
-            values.append(x.value)
-            todo += x.at
-        elif isinstance(x, (Cast, Gathered)):
-            todo.append(x.x if isinstance(x, Cast) else x.value)
-        elif isinstance(x, Tree):
-            todo += x.items
-        elif isinstance(x, (Add, Min)):
-            todo += [x.a, x.b]
-        elif isinstance(x, (Mul, Div)):
-            todo.append(x.a)
-        elif isinstance(x, (Loop, Lanes, Leader, Compute)):
-            todo += x.body
-        elif isinstance(x, (Store, ScatterAdd, Update)):
-            todo.append(x.value)
-            todo.append(getattr(x, "at", None))
-    loaded = set(lk.inputs)
-    found: list = []
-    seen: set = set()
-    while values:
-        v = values.pop()
-        if v in seen or v in loaded or v.producer is None:
-            continue
-        seen.add(v)
-        found.append(v.producer)
-        values += v.producer.inputs
-    if not found:
-        return []
-    order = {id(ins): i for i, ins in enumerate(found[0].out.graph.instrs)}
-    found.sort(key=lambda ins: order.get(id(ins), 0))     # graph order: producers first
-    return list(dict.fromkeys(ins.prim.name for ins in found))
-
-
-def _fmt_expr(e: Expr, n) -> str:
-    if isinstance(e, Eval):
-        return f"{n(e.value)}[{', '.join(_ix(i, n) for i in e.at)}]"
-    if isinstance(e, AccGet):
-        return e.acc + ("" if e.at is None else f"[{_ix(e.at, n)}]")
-    if isinstance(e, LoadFlat):
-        return f"{n(e.buf)}.flat[{_ix(e.at, n)}]"
-    if isinstance(e, Const):
-        return f"{e.value!r}:{e.dtype.name}"
-    if isinstance(e, Cast):
-        return f"{e.dtype.name}({_fmt_expr(e.x, n)})"
-    return f"{e.op}(" + ", ".join(_fmt_expr(x, n) for x in e.items) + ")"
-
-
-def _fmt_body(body: list, depth: int, n) -> list[str]:
-    pad = "  " * depth
-    out: list[str] = []
-    for st in body:
-        if isinstance(st, Loop):
-            ex = st.extent       # [lo, hi) is kept as lo + (hi - lo): show hi
-            hi = ex.a if isinstance(ex, Add) and ex.b == mul(st.lo, -1) else add(st.lo, ex)
-            how = {"serial": "", "threads": " parallel(cpu threads)", "grid": " parallel(grid)",
-                   "blocks": " parallel(a block each)", "block": " parallel(block threads)"}
-            vec = (f" vector({st.vector})" if st.vector else "") + \
-                ("" if st.unroll else " no-unroll")
-            out.append(f"{pad}for {st.var} in [{_ix(st.lo, n)}, {_ix(hi, n)}){how[st.par]}{vec}:")
-            out += _fmt_body(st.body, depth + 1, n)
-        elif isinstance(st, Lanes):
-            out.append(f"{pad}lanes {st.var} in [0, {st.lanes}) (words: "
-                       f"{', '.join(n(v) for v in st.inputs + st.outputs)}):")
-            out.append(f"{pad}  {st.flat_var} = {_ix(st.flat, n)}")
-            out.append(f"{pad}  [{', '.join(st.vars)}] = unflatten({st.flat_var}, "
-                       f"[{', '.join(map(str, st.shape))}])")
-            out += _fmt_body(st.body, depth + 1, n)
-        elif isinstance(st, Let):
-            out.append(f"{pad}{st.var} = {_ix(st.expr, n)}")
-        elif isinstance(st, Unflatten):
-            out.append(f"{pad}[{', '.join(st.vars)}] = unflatten({_ix(st.flat, n)}, "
-                       f"[{', '.join(map(str, st.shape))}])")
-        elif isinstance(st, Acc):
-            size = f"[{st.size}]" if st.size > 1 else ""
-            start = "" if st.size > 1 else f" = {identity(st.op, st.dtype)}"
-            out.append(f"{pad}acc {st.name}{size}: {st.dtype.name} {st.op}{start}"
-                       + (" (reassociable)" if st.reassoc else ""))
-        elif isinstance(st, Reset):
-            at = "" if st.at is None else f"[{_ix(st.at, n)}]"
-            out.append(f"{pad}{st.acc}{at} = identity")
-        elif isinstance(st, Update):
-            at = "" if st.at is None else f"[{_ix(st.at, n)}]"
-            line = f"{pad}{st.acc}{at} <- {_fmt_expr(st.value, n)}"
-            if len(line) > 96 and isinstance(st.value, Tree):     # a tree item per line
-                items = [_fmt_expr(x, n) for x in st.value.items]
-                line = f"{pad}{st.acc}{at} <- {st.value.op}(\n{pad}    " + \
-                    f",\n{pad}    ".join(items) + ")"
-            out.append(line)
-        elif isinstance(st, Store):
-            out.append(f"{pad}{n(st.buf)}.flat[{_ix(st.at, n)}] = {_fmt_expr(st.value, n)}")
-        elif isinstance(st, ScatterAdd):
-            out.append(f"{pad}{n(st.buf)}.flat[{_ix(st.at, n)}] += {_fmt_expr(st.value, n)}")
-        elif isinstance(st, BlockReduce):
-            out.append(f"{pad}{st.acc} = combine over the block's threads")
-        elif isinstance(st, Leader):
-            out.append(f"{pad}one thread of the block:")
-            out += _fmt_body(st.body, depth + 1, n)
-        elif isinstance(st, Barrier):
-            out.append(f"{pad}barrier (block)")
-        elif isinstance(st, Compute):
-            out.append(f"{pad}computing {', '.join(n(v) for v in st.values)} (not loaded):")
-            out += _fmt_body(st.body, depth + 1, n)
-        else:
-            raise TypeError(f"unknown loop IR statement {st!r}")
-    return out
 
 
 def render_unflatten(e, flat: str, shape) -> list[str]:

@@ -18,6 +18,7 @@ from ..ir.core import Value
 from ..ir.printer import value_names
 from ..ir.prims_scan import scan_acc_dtype
 from . import loops as L
+from .loop_text import format_program
 from .access_probe import innermost_steps
 from .fusion import Kernel, Plan
 from .schedule_reduce import (  # noqa: F401  (acc_dtype, leading_split: part of this API)
@@ -240,7 +241,7 @@ def schedule_plan(plan: Plan, target: str, prefix: str = "") -> list[L.Scheduled
 def describe(plan: Plan, target: str) -> str:
     """The loop IR of a plan as text (TRACEJIT_DUMP=loops, `.lower(...).loops`)."""
     names = value_names(plan.graph)
-    return L.format_program(schedule_plan(plan, target),
+    return format_program(schedule_plan(plan, target),
                             lambda v: names.get(v) or v.name or "?")
 
 
