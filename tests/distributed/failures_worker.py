@@ -98,7 +98,7 @@ elif MODE == "never_joins":
     if RANK == 1:
         time.sleep(600)             # stuck: rank 0's deadline must end the job
     dist.all_reduce(x)
-elif MODE == "different_sizes":   # without TRACEJIT_DIST_DEBUG: MPI's own truncation error
+elif MODE == "different_sizes":   # without TRACEJIT_DIST_DEBUG: the signature check
     dist.all_reduce(tj.tensor(np.ones(4 + 1000 * RANK, np.float32)))
 elif MODE == "never_joins_compiled":
     # a DDP step compiled whole: rank 0 waits inside the compiled program (the all-reduce

@@ -74,6 +74,7 @@ class ProcessGroup:
                  timeout_s: float) -> None:
         self.name = name
         self.comm = comm                # mpi4py's COMM_WORLD duplicate, or None in a world of 1
+        self.check_comm: Any = None     # another duplicate, for the signature checks
         self.rank, self.size, self.local_rank = rank, size, local_rank
         self.timeout_s = timeout_s
         self.backend: Any = None        # CPU collectives
@@ -81,6 +82,13 @@ class ProcessGroup:
         self.cuda_aware_mpi = False
         self.seq = 0                    # collectives issued so far (same on every rank)
         self.debug = os.environ.get("TRACEJIT_DIST_DEBUG", "") not in ("", "0")
+        # every collective's signature is checked across ranks (sigcheck.py) unless turned off
+        self.check = os.environ.get("TRACEJIT_DIST_CHECK", "1") not in ("", "0")
+        self.pending_check: Any = None  # posted by dispatch.start, taken by the backend's Work
+
+    def take_check(self) -> Any:
+        check, self.pending_check = self.pending_check, None
+        return check
 
 
 def _seconds(timeout: Any) -> float:

@@ -1,18 +1,17 @@
 """What every collective does before it runs: check its tensors (a clear error naming the
 op, the shapes and dtypes and the caller's file:line), pick the backend from where the tensor
-lives, number it, and with TRACEJIT_DIST_DEBUG=1 check that every rank issues the same one."""
+lives, number it, and check that every rank issues the same one (sigcheck.py)."""
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
-import numpy as np
 
 from ..devices import is_gpu_array
 from ..ir.core import user_location
 from ..tracer.tensor import Tensor
-from .base import DistError, ProcessGroup, ReduceOp
+from .base import ProcessGroup, ReduceOp
 from .group import ensure_gpu_backend
+from .sigcheck import post
 
 _DTYPES = ("f16", "bf16", "f32", "f64", "i32", "i64", "bool")
 
@@ -74,24 +73,9 @@ def contiguous(a: Any) -> tuple[Any, bool]:
 
 
 def start(pg: ProcessGroup, name: str, desc: str) -> str:
+    """Number the collective and post the check of its signature across ranks (sigcheck.py),
+    which the backend's Work verifies before it hands back the data."""
     pg.seq += 1
     full = f"{name} #{pg.seq} {desc}"
-    if pg.debug and pg.size > 1:
-        check_same(pg, full, f"{name} {desc}")
+    pg.pending_check = post(pg, full, f"{name} {desc}")
     return full
-
-
-def check_same(pg: ProcessGroup, full: str, signature: str) -> None:
-    """Every rank states `signature`; any difference is an error naming the ranks (the
-    strings are exchanged only when the hashes differ)."""
-    h = np.array([zlib.crc32(signature.encode()), len(signature)], np.int64)
-    allh = np.empty((pg.size, 2), np.int64)
-    pg.backend.all_gather(allh, h, f"signature check of {full}").wait()
-    if (allh == allh[0]).all():
-        return
-    sigs = pg.backend.all_gather_object(signature, f"signature exchange of {full}")
-    lines = "; ".join(f"rank {r}: {s}" for r, s in enumerate(sigs))
-    raise DistError(f"tracejit.distributed: ranks issued different collectives at "
-                    f"collective #{pg.seq} (TRACEJIT_DIST_DEBUG): {lines}")
-
-

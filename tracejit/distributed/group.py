@@ -88,6 +88,7 @@ def init_process_group(backend: str | None = None, init_method: str | None = Non
     env_aware = os.environ.get("TRACEJIT_CUDA_AWARE_MPI", "") not in ("", "0")
     pg.cuda_aware_mpi = env_aware if cuda_aware_mpi is None else bool(cuda_aware_mpi)
     if comm is not None:
+        pg.check_comm = comm.Dup()
         pg.backend = mpi_backend.MPIBackend(pg)
         _install_abort(pg)
     else:

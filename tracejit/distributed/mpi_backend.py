@@ -15,11 +15,12 @@ import os
 import pickle
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .base import DistError, ProcessGroup, ReduceOp, Work
+from .sigcheck import PostQueue, Slot
 
 _MPI: Any = None
 
@@ -83,31 +84,37 @@ class MPIBackend:
         self.pg = pg
         self.MPI = _mpi()
         self.comm = pg.comm
-        self._inflight: list[tuple[list, str]] = []     # (requests, what) not known complete
+        # collectives not known complete (Slot: sigcheck.py)
+        self._inflight: list[Slot] = []
+        # data collectives wait there for their signature check, in program order
+        self.queue = PostQueue()
         # the pump thread, for collectives started inside compiled code (see _pumped_work);
         # without MPI_THREAD_MULTIPLE they progress when waited for instead
         self.can_pump = self.MPI.Query_thread() >= self.MPI.THREAD_MULTIPLE
-        self._pumped: list[tuple[list, threading.Event, list]] = []   # (reqs, done, error)
+        self._pumped: list[tuple[Slot, threading.Event, list]] = []   # (slot, done, error)
         self._pump: threading.Thread | None = None
         self._pump_cv = threading.Condition()
         self._closing = False
 
     # -- waiting ---------------------------------------------------------------------------
-    def _work(self, desc: str, reqs: list, pumped: bool = False) -> Work:
+    def _work(self, desc: str, post: Callable[[], list], pumped: bool = False) -> Work:
+        """post() issues the MPI call(s) and returns their requests: at once, or when the
+        signature check that start() posted has passed (sigcheck.py)."""
+        slot = Slot(post, self.pg.take_check(), desc)
+        self.queue.add(slot)
         if pumped:
-            return self._pumped_work(desc, reqs)
+            return self._pumped_work(desc, slot)
         start = time.monotonic()
-        entry = (reqs, desc)
-        self._inflight.append(entry)
+        self._inflight.append(slot)
 
         def test() -> bool:
-            return self._test(reqs, desc)
+            return self._test(slot)
 
         def wait(timeout: float | None) -> None:
             limit = self.pg.timeout_s if timeout is None else timeout
             deadline = start + limit
             spins, nap = 0, 20e-6
-            while not self._test(reqs, desc):
+            while not self._test(slot):
                 spins += 1
                 if spins < 2000:
                     continue
@@ -115,32 +122,40 @@ class MPIBackend:
                     raise DistError(self.timeout_message(desc, limit))
                 time.sleep(nap)             # leave the core to the other ranks
                 nap = min(nap * 2, 1e-3)
-            self._inflight = [x for x in self._inflight if x is not entry]
+            self._forget(slot)
         return Work(desc, wait, test)
 
-    def _test(self, reqs: list, desc: str) -> bool:
-        """Testall, with MPI's own errors (a message truncated because ranks passed different
-        sizes, for instance) turned into an error that names the operation."""
+    def _forget(self, slot: Slot) -> None:
+        self._inflight = [x for x in self._inflight if x is not slot]
+
+    def _test(self, slot: Slot) -> bool:
+        """Whether the collective is complete: its check's error (ranks disagree) or MPI's own
+        (a message truncated, for instance) becomes an error that names the operation."""
+        self.queue.advance()
+        if slot.error is not None:
+            self._forget(slot)
+            raise slot.error
+        if slot.reqs is None:
+            return False
         try:
-            return bool(self.MPI.Request.Testall(reqs))
+            return bool(self.MPI.Request.Testall(slot.reqs))
         except self.MPI.Exception as e:
-            self._inflight = [x for x in self._inflight if x[0] is not reqs]
-            raise DistError(self.mpi_error_message(desc, e)) from None
+            self._forget(slot)
+            raise DistError(self.mpi_error_message(slot.desc, e)) from None
 
     def mpi_error_message(self, desc: str, e: Exception) -> str:
         return (f"tracejit.distributed: rank {self.pg.rank} of {self.pg.size}: MPI failed in "
                 f"{desc}: {e.Get_error_string()}; ranks probably passed different shapes or "
-                f"issued different collectives (TRACEJIT_DIST_DEBUG=1 checks each "
-                f"collective's signature)")
+                f"issued different collectives")
 
-    def _pumped_work(self, desc: str, reqs: list) -> Work:
+    def _pumped_work(self, desc: str, slot: Slot) -> Work:
         """A collective progressed by the pump thread: compiled code makes no MPI calls while
         it runs, and Open MPI advances nonblocking collectives only inside MPI calls. Only
         the pump tests these requests (MPI forbids testing one request from two threads)."""
         start = time.monotonic()
         done, error = threading.Event(), []
         with self._pump_cv:
-            self._pumped.append((reqs, done, error))
+            self._pumped.append((slot, done, error))
             if self._pump is None:
                 self._pump = threading.Thread(target=self._pump_loop, daemon=True,
                                               name="tracejit-mpi-progress")
@@ -152,6 +167,8 @@ class MPIBackend:
             if not done.wait(max(0.0, start + limit - time.monotonic())):
                 raise DistError(self.timeout_message(desc, limit))
             if error:
+                if isinstance(error[0], DistError):
+                    raise error[0]
                 raise DistError(self.mpi_error_message(desc, error[0]))
         return Work(desc, wait, done.is_set)
 
@@ -164,12 +181,16 @@ class MPIBackend:
                 if self._closing:
                     return
                 items = list(self._pumped)
+            self.queue.advance()
             finished = []
             for item in items:
+                slot = item[0]
                 try:
-                    if MPI.Request.Testall(item[0]):
+                    if slot.error is not None:
+                        raise slot.error
+                    if slot.reqs is not None and MPI.Request.Testall(slot.reqs):
                         finished.append(item)
-                except MPI.Exception as e:    # the waiter raises it, naming the operation
+                except (MPI.Exception, DistError) as e:   # the waiter raises it
                     item[2].append(e)
                     finished.append(item)
             if finished:
@@ -185,22 +206,21 @@ class MPIBackend:
         others = [r for r in range(pg.size) if r != pg.rank]
         return (f"tracejit.distributed: rank {pg.rank} of {pg.size} timed out after "
                 f"{limit:g} s in {desc}: at least one of ranks {others} did not join it (dead, "
-                f"stuck, or issuing a different collective; TRACEJIT_DIST_DEBUG=1 checks each "
-                f"collective's signature across ranks)")
+                f"stuck, or issuing a different collective)")
 
     def progress(self) -> None:
         """Let in-flight collectives advance (Open MPI progresses them inside MPI calls)."""
-        for entry in list(self._inflight):
-            if self._test(*entry):
-                self._inflight = [x for x in self._inflight if x is not entry]
+        for slot in list(self._inflight):
+            if self._test(slot):
+                self._forget(slot)
 
     # -- collectives on contiguous arrays, in place ------------------------------------------
     def all_reduce(self, a: np.ndarray, op: ReduceOp, desc: str, pumped: bool = False) -> Work:
         MPI = self.MPI
         buf = a.astype(np.float32) if _is_half(a) else a
         mop = _mpi_op(MPI, op, buf.dtype == np.bool_)
-        req = self.comm.Iallreduce(MPI.IN_PLACE, [buf, _mpi_type(MPI, buf)], mop)
-        w = self._work(desc, [req], pumped and self.can_pump)
+        w = self._work(desc, lambda: [self.comm.Iallreduce(
+            MPI.IN_PLACE, [buf, _mpi_type(MPI, buf)], mop)], pumped and self.can_pump)
         if op is ReduceOp.AVG:
             w.add_finisher(lambda: buf.__itruediv__(self.pg.size))
         if buf is not a:
@@ -209,14 +229,14 @@ class MPIBackend:
 
     def broadcast(self, a: np.ndarray, src: int, desc: str) -> Work:
         MPI = self.MPI
-        req = self.comm.Ibcast([a.reshape(-1).view(np.uint8), MPI.BYTE], root=src)
-        return self._work(desc, [req])
+        return self._work(desc, lambda: [self.comm.Ibcast(
+            [a.reshape(-1).view(np.uint8), MPI.BYTE], root=src)])
 
     def all_gather(self, out: np.ndarray, a: np.ndarray, desc: str) -> Work:
         MPI = self.MPI
-        req = self.comm.Iallgather([a.reshape(-1).view(np.uint8), MPI.BYTE],
-                                   [out.reshape(-1).view(np.uint8), MPI.BYTE])
-        return self._work(desc, [req])
+        return self._work(desc, lambda: [self.comm.Iallgather(
+            [a.reshape(-1).view(np.uint8), MPI.BYTE],
+            [out.reshape(-1).view(np.uint8), MPI.BYTE])])
 
     def reduce_scatter(self, out: np.ndarray, a: np.ndarray, op: ReduceOp, desc: str) -> Work:
         MPI = self.MPI
@@ -224,9 +244,8 @@ class MPIBackend:
         src = a.astype(np.float32) if half else a
         dst = out.astype(np.float32) if half else out
         mop = _mpi_op(MPI, op, src.dtype == np.bool_)
-        req = self.comm.Ireduce_scatter_block([src, _mpi_type(MPI, src)],
-                                              [dst, _mpi_type(MPI, dst)], mop)
-        w = self._work(desc, [req])
+        w = self._work(desc, lambda: [self.comm.Ireduce_scatter_block(
+            [src, _mpi_type(MPI, src)], [dst, _mpi_type(MPI, dst)], mop)])
         if op is ReduceOp.AVG:
             w.add_finisher(lambda: dst.__itruediv__(self.pg.size))
         if half:
@@ -234,7 +253,7 @@ class MPIBackend:
         return w
 
     def barrier(self, desc: str) -> Work:
-        return self._work(desc, [self.comm.Ibarrier()])
+        return self._work(desc, lambda: [self.comm.Ibarrier()])
 
     # -- small Python objects (off the hot path) ---------------------------------------------
     def broadcast_object(self, obj: Any, src: int, desc: str) -> Any:
@@ -253,8 +272,8 @@ class MPIBackend:
         self.all_gather(sizes, np.array([data.size], np.int64), desc).wait()
         out = np.empty(int(sizes.sum()), np.uint8)
         offs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        req = self.comm.Iallgatherv([data, MPI.BYTE], [out, (sizes, offs), MPI.BYTE])
-        self._work(desc, [req]).wait()
+        self._work(desc, lambda: [self.comm.Iallgatherv(
+            [data, MPI.BYTE], [out, (sizes, offs), MPI.BYTE])]).wait()
         return [pickle.loads(out[o:o + s].tobytes()) for o, s in zip(offs, sizes)]
 
     def all_reduce_async(self, a: np.ndarray, op: ReduceOp, desc: str) -> Work:
@@ -268,6 +287,8 @@ class MPIBackend:
         try:
             self.progress()
             self.comm.Free()
+            if self.pg.check_comm is not None:
+                self.pg.check_comm.Free()
         except DistError:       # a failed collective was reported to whoever waited for it
             pass
         except Exception:       # noqa: BLE001  (already finalized at interpreter exit)

@@ -119,6 +119,9 @@ class NCCLBackend:
     # -- ordering ----------------------------------------------------------------------------
     def _enqueue(self, desc: str, run, keep: list) -> Work:
         cp = self.cp
+        # the signature check (sigcheck.py) goes over MPI; wait() verifies it on the host
+        # before ordering the caller's stream after the collective's result
+        check = self.pg.take_check()
         with cp.cuda.Device(self.device):
             ready = cp.cuda.Event()
             ready.record(cp.cuda.get_current_stream())
@@ -130,10 +133,12 @@ class NCCLBackend:
             self._inflight.append((done, desc, time.monotonic() + self.pg.timeout_s))
 
         def wait(timeout: float | None) -> None:
+            if check is not None:
+                check.wait(self.pg.timeout_s if timeout is None else timeout)
             cp.cuda.get_current_stream().wait_event(done)
             keep.clear()            # the arrays are safe once the stream is ordered after it
 
-        return Work(desc, wait, lambda: bool(done.done))
+        return Work(desc, wait, lambda: (check is None or check.test()) and bool(done.done))
 
     def _dtype(self, a: Any) -> int:
         name = "uint8" if a.dtype == np.bool_ else a.dtype.name
