@@ -26,6 +26,20 @@ POOL_MAX_BYTES = 256 << 20       # free bytes kept per pool (all sizes); more ar
 _POOLS: "weakref.WeakSet[OutputPool]" = weakref.WeakSet()
 
 
+_SHARED: list = []
+
+
+def shared_pool() -> "OutputPool":
+    """The one pool every LLVM executable draws its large outputs from. One per process, not
+    one per executable: free blocks are bounded once (POOL_KEEP per size, POOL_MAX_BYTES in
+    all) however many executables run, and an output freed by one executable is reused by the
+    next. Eager mode compiles a one-op executable per op and layout (runtime/eager_kernels.py):
+    with a pool each, every one of them kept its own free blocks (16 MiB per op on 4M floats)."""
+    if not _SHARED:
+        _SHARED.append(OutputPool())
+    return _SHARED[0]
+
+
 def clear_pools() -> None:
     """Release every pool's free blocks (compile.clear_cache does). Blocks still held by live
     arrays are untouched; they return to their pool when those die, within its caps."""

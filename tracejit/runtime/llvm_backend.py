@@ -33,7 +33,7 @@ from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
 from . import llvm_jit, profiler
 from .backend import Executable, apply_view, register_backend
-from .buffers import POOL_MIN_BYTES, OutputPool, ScratchArena, release_arena, take_arena
+from .buffers import POOL_MIN_BYTES, ScratchArena, release_arena, shared_pool, take_arena
 from ..codegen.dot import plan_dot
 from ..debug import dump
 
@@ -103,7 +103,7 @@ class LLVMExecutable(Executable):
             self.out_alloc.append((s, v.shape, np.dtype(v.dtype.np), nbytes >= POOL_MIN_BYTES))
         self.out_plan = prog.out_plan
         self.out_slots = [s for s, _ in prog.fresh]
-        self._pool = OutputPool()
+        self._pool = shared_pool()
 
     def _new_frame(self) -> "_Frame":
         fr = _Frame(self.n_words)
