@@ -30,7 +30,9 @@ from .backend import get_backend
 from .buffers import clear_pools
 from ..debug import dump, log_enabled, log_recompile
 from ..devices import CPU, Device, device as as_device, device_of, is_gpu_array
+from .compiled_module import CompiledModule
 from .entry import Entry, Lowered
+from .grad_trace import trace_grad
 from .grad_node import CompiledNode
 from .signature import describe, describe_autocast, fast_key, leaf_key
 
@@ -405,108 +407,8 @@ class GradCompiledFunction(CompiledFunction):
         self.base, self.kind, self.argnums, self.has_aux = base, kind, argnums, has_aux
 
     def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:
-        base = trace(self.base.fn, args, kwargs, static, self.name, device)
-        g = base.graph
-        nums = functional._argnums(self.argnums, len(args))
-        dyn_pos = [i for i in range(len(args)) if i not in static]
-        if any(i in static for i in nums):
-            raise ValueError(f"{self.name}: cannot differentiate with respect to a static argument")
-        # flat input ranges of each positional argument
-        starts, off = {}, 0
-        for i in dyn_pos:
-            n = len(tree_flatten(args[i])[0])
-            starts[i] = (off, n, tree_flatten(args[i])[1])
-            off += n
-        wrt = [j for i in nums for j in range(starts[i][0], starts[i][0] + starts[i][1])]
-        for j in wrt:
-            if not g.inputs[j].dtype.is_float:
-                raise TypeError(f"{self.name}: differentiated arguments must be floating point, "
-                                f"got {g.inputs[j].aval}")
-        n_user = len(g.outputs) - base.n_extra     # then in-place updates and new .grads
-        out_leaves = g.outputs[:n_user]
-        loss = out_leaves[0] if out_leaves else None
-        if loss is None or loss.aval.size != 1 or not loss.dtype.is_float or \
-                (not self.has_aux and len(out_leaves) != 1):
-            raise TypeError(f"{self.name}: the function must return a scalar float Tensor"
-                            + (" (and aux)" if self.has_aux else "")
-                            + f", got {[str(v.aval) for v in out_leaves]}")
-        joint = vjp_graph(g, wrt, self.name, seed_first=True)
-        dump("grad", self.name, lambda: print_graph(joint))
-        n_out = len(g.outputs)
-        grads = joint.outputs[n_out:]
-        it = iter(range(len(grads)))
-        grad_trees = [tree_unflatten(starts[i][2], [("g", next(it)) for _ in range(starts[i][1])])
-                      for i in nums]
-        gtree = grad_trees[0] if isinstance(self.argnums, int) else tuple(grad_trees)
-        value = ("v", 0)
-        if self.has_aux:
-            aux = tree_unflatten(base.out_tree, [("v", k) for k in range(n_user)])[1]
-            value = (value, aux)
-        struct = (gtree if self.kind == "grad" else (value, gtree))
-        if self.kind == "grad" and self.has_aux:
-            struct = (gtree, value[1])
-        order = []
-        leaves, out_tree = tree_flatten(struct, leaf=lambda x: isinstance(x, tuple) and
-                                        len(x) == 2 and x[0] in ("g", "v"))
-        for kind, k in leaves:
-            order.append(joint.outputs[n_out + k] if kind == "g" else joint.outputs[k])
-        joint.outputs = order + joint.outputs[n_user:n_out]
-        return Traced(joint, out_tree, base.captures, base.guards, base.n_random,
-                      bindings=base.bindings, writes=base.writes,
-                      write_counts=base.write_counts, grad_guards=base.grad_guards,
-                      grad_sets=base.grad_sets, backward_ran=base.backward_ran,
-                      escapes=base.escapes, attr_guards=base.attr_guards, checks=base.checks,
-                      arg_writes=base.arg_writes)
-
-
-class CompiledModule:
-    """What `tj.compile(module)` returns (torch's OptimizedModule): calling it runs the module
-    (its hooks, then forward) as a compiled function. Parameters and buffers are captures, read
-    afresh by each call, so `loss.backward()` on its result runs the compiled backward and fills
-    their `.grad`; modules guard their traces on their train/eval modes. Everything else is the
-    module's own: attributes read and set, `train()`/`eval()`, `parameters()`, `state_dict()`
-    (the same keys as the module's, without torch's `_orig_mod.` prefix)."""
-
-    def __init__(self, module, static_argnums=(), static_argnames=(), device=None,
-                 backend=None) -> None:
-        def call(*args, **kwargs):
-            return module(*args, **kwargs)
-        call.__name__ = call.__qualname__ = type(module).__name__
-        d = self.__dict__
-        d["_orig_mod"] = d["__wrapped__"] = module
-        d["_compiled"] = CompiledFunction(call, static_argnums, static_argnames, device, backend)
-
-    def __call__(self, *args, **kwargs):
-        return self._compiled(*args, **kwargs)
-
-    forward = __call__
-
-    def lower(self, *args, **kwargs) -> Lowered:
-        return self._compiled.lower(*args, **kwargs)
-
-    def cache_info(self) -> CacheInfo:
-        return self._compiled.cache_info()
-
-    def clear_cache(self) -> None:
-        self._compiled.clear_cache()
-
-    def __getattr__(self, name: str):
-        mod = self.__dict__["_orig_mod"]
-        if name == "module" and not hasattr(mod, "module"):
-            return mod
-        return getattr(mod, name)
-
-    def __setattr__(self, name: str, value) -> None:
-        setattr(self._orig_mod, name, value)
-
-    def __delattr__(self, name: str) -> None:
-        delattr(self._orig_mod, name)
-
-    def __dir__(self):
-        return sorted(set(dir(self._orig_mod)) | set(dir(type(self))))
-
-    def __repr__(self) -> str:
-        return f"CompiledModule({self._orig_mod!r})"
+        return trace_grad(self.base.fn, args, kwargs, static, self.name, device, self.kind,
+                          self.argnums, self.has_aux)
 
 
 def _is_module(fn) -> bool:
@@ -524,7 +426,8 @@ def compile(fn: Callable | None = None, *, static_argnums=(), static_argnames=()
         return lambda f: compile(f, static_argnums=static_argnums,
                                  static_argnames=static_argnames, device=device, backend=backend)
     if _is_module(fn):
-        return CompiledModule(fn, static_argnums, static_argnames, device, backend)
+        return CompiledModule(fn, lambda call: CompiledFunction(call, static_argnums,
+                                                                static_argnames, device, backend))
     return CompiledFunction(fn, static_argnums, static_argnames, device, backend)
 
 
