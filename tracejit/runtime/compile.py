@@ -19,7 +19,7 @@ from ..ir.passes import optimize
 from ..ir.printer import print_graph
 from ..ir.verify import verify
 from ..tracer import autocast as _autocast
-from ..tracer import functional
+from ..tracer import functional, transform_cache
 from ..tracer.forward_ad import FWD, any_dual
 from ..tracer.pytree import tree_flatten, tree_unflatten
 from ..tracer.state import STATE, note_reads
@@ -436,8 +436,10 @@ def jit(fn=None, **kw):
 
 
 def clear_cache() -> None:
-    """Drop every compiled function's in-memory cache, and the free output blocks pooled by
-    executables (see buffers.OutputPool)."""
+    """Drop every compiled function's in-memory cache, the traces kept by the plain
+    transforms (tracer/transform_cache.py), and the free output blocks pooled by executables
+    (see buffers.OutputPool)."""
     for f in list(_ALL):
         f.clear_cache()
+    transform_cache.clear()
     clear_pools()

@@ -11,8 +11,10 @@ require grad: `grad` of a `jvp` works), and emits IR inside an enclosing trace (
 of a function that calls `tj.jvp` works, and so does `jacfwd(jacrev(f))`: the gradient inside
 is traced like any op).
 
-A trace is taken per call (plain functions are not cached; compile the function for that).
-What the function reads from outside (eager tensors, or traced values of an enclosing trace)
+The traced and transformed graphs are kept per function and argument signature
+(tracer/transform_cache.py, with tj.compile's guard rules), so a later call replays them
+without tracing again: as under tj.compile, the function's Python side effects happen when it
+is traced. What the function reads from outside (eager tensors, or traced values of an enclosing trace)
 enters the graph as an extra input and is replayed as the same tensor, so gradients reach it.
 Python control flow on values inside the function raises the tracer's usual error: the
 function is traced, as under tj.compile."""
@@ -34,8 +36,9 @@ from . import ops
 from .pytree import tree_flatten, tree_unflatten
 from .rng import default_generator
 from .state import STATE
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 from .trace import TraceContext
+from . import transform_cache as tcache
 from .stacking import movedim
 
 class Pure:
@@ -43,9 +46,11 @@ class Pure:
     outside, then the random seed and offset if it draws random numbers), the output
     structure, and the outside tensors in graph-input order."""
 
-    def __init__(self, graph: Graph, out_tree, captures: list, n_random: int, device) -> None:
+    def __init__(self, graph: Graph, out_tree, captures: list, n_random: int, device,
+                 guards: "tcache.Guards | None" = None) -> None:
         self.graph, self.out_tree, self.captures = graph, out_tree, captures
         self.n_random, self.device = n_random, device
+        self.guards = guards        # what a cached trace must still find (transform_cache)
 
     def extra_inputs(self) -> list[Tensor]:
         """The tensors for the graph's inputs after the arguments, for one run."""
@@ -96,9 +101,28 @@ def trace_pure(fn: Callable, args: Sequence[Tensor], in_tree, name: str) -> Pure
     g.outputs = outs
     if ctx.rng is not None:
         g.inputs = [v for v in g.inputs if v not in ctx.rng] + list(ctx.rng)
-    pure = Pure(g, out_tree, list(ctx.captures), ctx.n_random, device)
+    caps = list(ctx.captures)
+    guards = tcache.Guards(fn, ctx, caps, tcache.capture_avals(g, len(args), caps))
+    pure = Pure(g, out_tree, caps, ctx.n_random, device, guards)
     _release(ctx)
     return pure
+
+
+def cached(kind: str, fn: Callable, args: list[Tensor], in_tree, name: str,
+           build: Callable[[Pure], dict], extra_key: tuple = ()) -> tcache.Entry:
+    """The kept trace of `kind` of fn for these flat arguments (see transform_cache), or a new
+    one: fn traced (`entry.pure`) and `build(pure)`'s graphs (the entry's other fields)."""
+    key = (in_tree, tuple(tcache.leaf_key(a) for a in args)) + extra_key
+    use = tcache.cacheable()
+    if use:
+        entry = tcache.lookup(kind, fn, key)
+        if entry is not None:
+            return entry
+    pure = trace_pure(fn, args, in_tree, name)
+    entry = tcache.Entry(guards=pure.guards, pure=pure, memo={}, **build(pure))
+    if use:
+        tcache.store(kind, fn, key, entry)
+    return entry
 
 
 def _release(ctx: TraceContext) -> None:
@@ -192,9 +216,10 @@ def jvp(fn: Callable, primals, tangents) -> tuple[Any, Any]:
     name = f"jvp_{getattr(fn, '__name__', 'f')}"
     flat_p, tree_p = _flat_primals("jvp", primals)
     flat_t = check_tangents("jvp", primals, tangents)
-    pure = trace_pure(fn, flat_p, tree_p, name)
-    j = _transformed(pure, range(len(flat_p)), name)
-    res = _run(j, flat_p + pure.extra_inputs() + flat_t)
+    e = cached("jvp", fn, flat_p, tree_p, name,
+               lambda pure: {"j": _transformed(pure, range(len(flat_p)), name)})
+    pure = e.pure
+    res = _run(e.j, flat_p + pure.extra_inputs() + flat_t)
     n = len(pure.graph.outputs)
     outs = res[:n]
     return tree_unflatten(pure.out_tree, outs), _tangent_tree(pure.out_tree, outs, res[n:])
@@ -207,11 +232,11 @@ def linearize(fn: Callable, *primals) -> tuple[Any, Callable]:
     name = f"linearize_{getattr(fn, '__name__', 'f')}"
     flat_p, tree_p = _flat_primals("linearize", primals)
     check_primals("linearize", primals)
-    pure = trace_pure(fn, flat_p, tree_p, name)
-    j = _transformed(pure, range(len(flat_p)), name)
-    n_in, n_out = len(pure.graph.inputs), len(pure.graph.outputs)
-    primal_g, tangent_g, n_res = linear_split(j, n_in, n_out)
-    res = _run(primal_g, flat_p + pure.extra_inputs())
+    e = cached("linearize", fn, flat_p, tree_p, name,
+               lambda pure: _linear_parts(pure, range(len(flat_p)), name))
+    pure, tangent_g = e.pure, e.tangent_g
+    n_out = len(pure.graph.outputs)
+    res = _run(e.primal_g, flat_p + pure.extra_inputs())
     outs, residuals = res[:n_out], res[n_out:]
     out_tree = pure.out_tree
 
@@ -220,6 +245,13 @@ def linearize(fn: Callable, *primals) -> tuple[Any, Callable]:
         return _tangent_tree(out_tree, outs, _run(tangent_g, residuals + flat_t))
     f_jvp.__name__ = f"{name}_jvp"
     return tree_unflatten(out_tree, outs), f_jvp
+
+
+def _linear_parts(pure: Pure, wrt, name: str) -> dict:
+    """The JVP graph of a trace cut into its primal part and its part linear in the tangents."""
+    j = _transformed(pure, wrt, name)
+    primal_g, tangent_g, _ = linear_split(j, len(pure.graph.inputs), len(pure.graph.outputs))
+    return {"primal_g": primal_g, "tangent_g": tangent_g}
 
 
 def _argnums(argnums, n: int) -> tuple[int, ...]:
@@ -243,27 +275,37 @@ def _basis(wrt: list[Tensor]) -> list[Tensor]:
     return out
 
 
-def _batched_run(g: Graph, fixed: list[Tensor], batched: list[Tensor]) -> list[Tensor]:
+def _batched_run(g: Graph, fixed: list[Tensor], batched: list[Tensor],
+                 memo: dict | None = None, tag: Any = None) -> list[Tensor]:
     """g (inputs: `fixed`, then one per `batched`) run on every row of the `batched` tensors
     at once: the batching transform (ir.batching, the graph-level tj.vmap) of g, replayed
-    (no trace of its own: g is already a graph). Outputs carry the batch axis first."""
+    (no trace of its own: g is already a graph). Outputs carry the batch axis first. The
+    batched graph is kept in `memo` (a cached trace's) under `tag`."""
     n = batched[0].shape[0]
-    bg, out_b = batch_graph(g, [False] * len(fixed) + [True] * len(batched),
-                            BatchAxis(n, "same"), f"vmap_{g.name}")
-    dump("vmap", bg.name, lambda: print_graph(bg))
+    made = memo.get(("batched", tag)) if memo is not None else None
+    if made is None:
+        made = batch_graph(g, [False] * len(fixed) + [True] * len(batched),
+                           BatchAxis(n, "same"), f"vmap_{g.name}")
+        dump("vmap", made[0].name, lambda: print_graph(made[0]))
+        if memo is not None:
+            memo[("batched", tag)] = made
+    bg, out_b = made
     outs = _run(bg, fixed + batched)
     return [o if b else ops.broadcast_to(o, (n,) + tuple(o.shape)) for o, b in zip(outs, out_b)]
 
 
-def _columns(tangent_g: Graph, residuals: list[Tensor], wrt: list[Tensor]) -> list[Tensor]:
+def _columns(tangent_g: Graph, residuals: list[Tensor], wrt: list[Tensor],
+             memo: dict) -> list[Tensor]:
     """The tangent graph applied to every basis tangent at once: per float output a
     [*out.shape, n] tensor."""
-    basis = _basis(wrt)
+    basis = memo.get("basis")
+    if basis is None:
+        basis = memo["basis"] = _basis(wrt)
     n = basis[0].shape[0] if basis else 0
     if n == 0:
         return [ops.as_tensor(np.zeros(tuple(v.shape) + (0,), v.dtype.np), const=True)
                 for v in tangent_g.outputs]
-    return [movedim(c, 0, -1) for c in _batched_run(tangent_g, residuals, basis)]
+    return [movedim(c, 0, -1) for c in _batched_run(tangent_g, residuals, basis, memo, "fwd")]
 
 
 def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
@@ -278,13 +320,13 @@ def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
         nums = _argnums(argnums, len(args))
         flat_args, wrt, groups = _wrt_groups(args, nums, "jacfwd")
         _, in_tree = tree_flatten(tuple(args))
-        pure = trace_pure(fn, flat_args, in_tree, name)
-        j = _transformed(pure, wrt, name)
-        n_in, n_out = len(pure.graph.inputs), len(pure.graph.outputs)
-        primal_g, tangent_g, _ = linear_split(j, n_in, n_out)
-        res = _run(primal_g, flat_args + pure.extra_inputs())
+        e = cached("jacfwd", fn, flat_args, in_tree, name,
+                   lambda pure: _linear_parts(pure, wrt, name), (nums,))
+        pure = e.pure
+        n_out = len(pure.graph.outputs)
+        res = _run(e.primal_g, flat_args + pure.extra_inputs())
         outs, residuals = res[:n_out], res[n_out:]
-        columns = _columns(tangent_g, residuals, [flat_args[k] for k in wrt])
+        columns = _columns(e.tangent_g, residuals, [flat_args[k] for k in wrt], e.memo)
         per_out, it_cols = [], iter(columns)    # per float output: [*out.shape, n]
         for o in outs:
             if not o.dtype.is_float:
@@ -338,16 +380,17 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
         nums = _argnums(argnums, len(args))
         flat_args, wrt, groups = _wrt_groups(args, nums, "jacrev")
         _, in_tree = tree_flatten(tuple(args))
-        pure = trace_pure(fn, flat_args, in_tree, name)
-        g = pure.graph
-        joint = vjp_graph(g, wrt, name)
-        dump("grad", name, lambda: print_graph(joint))
-        n_in, n_out = len(g.inputs), len(g.outputs)
-        fwd_g, bwd_g, _ = split(joint, n_in, n_out)
-        res = _run(fwd_g, flat_args + pure.extra_inputs())
+        e = cached("jacrev", fn, flat_args, in_tree, name,
+                   lambda pure: _reverse_parts(pure, wrt, name), (nums,))
+        pure, memo = e.pure, e.memo
+        n_out = len(pure.graph.outputs)
+        res = _run(e.fwd_g, flat_args + pure.extra_inputs())
         outs, residuals = res[:n_out], res[n_out:]
         float_outs = [o for o in outs if o.dtype.is_float]
-        zeros = [ops.as_tensor(np.zeros(o.shape, o.dtype.np), const=True) for o in float_outs]
+        zeros = memo.get("zeros")
+        if zeros is None:
+            zeros = memo["zeros"] = [ops.as_tensor(np.zeros(o.shape, o.dtype.np), const=True)
+                                     for o in float_outs]
         per_out, fi = [], 0
         for o in outs:
             if not o.dtype.is_float:
@@ -355,7 +398,7 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
                 continue
             i, fi = fi, fi + 1
 
-            rows = _rows(bwd_g, residuals, zeros, i, o, [flat_args[k] for k in wrt])
+            rows = _rows(e.bwd_g, residuals, zeros, i, o, [flat_args[k] for k in wrt], memo)
             blocks, pos = [], 0
             for start, leaves, tree in groups:
                 jacs = [ops.reshape(rows[pos + j], o.shape + leaf.shape)
@@ -368,21 +411,35 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     return wrapper
 
 
+def _reverse_parts(pure: Pure, wrt, name: str) -> dict:
+    """The reverse-mode transform of a trace cut into its forward and backward parts."""
+    g = pure.graph
+    joint = vjp_graph(g, wrt, name)
+    dump("grad", name, lambda: print_graph(joint))
+    fwd_g, bwd_g, _ = split(joint, len(g.inputs), len(g.outputs))
+    return {"fwd_g": fwd_g, "bwd_g": bwd_g}
+
+
 def _rows(bwd_g: Graph, fixed: list[Tensor], zeros: list[Tensor], i: int, out: Tensor,
-          wrt: list[Tensor]) -> list[Tensor]:
+          wrt: list[Tensor], memo: dict) -> list[Tensor]:
     """The backward graph (inputs: `fixed` residuals, then one cotangent per float output)
     applied to every basis cotangent of float output i at once (the other cotangents zero):
-    per wrt leaf [n, *leaf.shape]."""
+    per wrt leaf [n, *leaf.shape]. What only depends on the trace is kept in `memo`."""
     n = int(np.prod(out.shape, dtype=np.int64))
     if n == 0:
         return [ops.as_tensor(np.zeros((0,) + p.shape, p.dtype.np), const=True) for p in wrt]
-    basis = ops.as_tensor(np.eye(n, dtype=out.dtype.np).reshape((n,) + out.shape), const=True)
-    # the zero cotangents of the other outputs are inputs that stay unbatched
-    g = Graph(bwd_g.name)
-    g.instrs, g.outputs = bwd_g.instrs, bwd_g.outputs
-    k = len(fixed)
-    g.inputs = bwd_g.inputs[:k + i] + bwd_g.inputs[k + i + 1:] + [bwd_g.inputs[k + i]]
-    return _batched_run(g, fixed + zeros[:i] + zeros[i + 1:], [basis])
+    made = memo.get(("rows", i))
+    if made is None:
+        basis = ops.as_tensor(np.eye(n, dtype=out.dtype.np).reshape((n,) + out.shape),
+                              const=True)
+        # the zero cotangents of the other outputs are inputs that stay unbatched
+        g = Graph(bwd_g.name)
+        g.instrs, g.outputs = bwd_g.instrs, bwd_g.outputs
+        k = len(fixed)
+        g.inputs = bwd_g.inputs[:k + i] + bwd_g.inputs[k + i + 1:] + [bwd_g.inputs[k + i]]
+        made = memo[("rows", i)] = (basis, g)
+    basis, g = made
+    return _batched_run(g, fixed + zeros[:i] + zeros[i + 1:], [basis], memo, ("rows", i))
 
 
 __all__ = ["Pure", "trace_pure", "check_primals", "check_tangents", "jvp", "linearize", "jacfwd", "jacrev"]

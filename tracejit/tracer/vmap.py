@@ -32,9 +32,10 @@ from . import ops
 from .pytree import tree_flatten, tree_unflatten
 from .rng import _as_i64, all_states, default_generator, replaying, trace_rng_position
 from .stacking import movedim
-from .state import STATE, current_trace
+from .state import STATE, current_trace, no_grad
 from .tensor_base import TensorBase as Tensor
 from .trace import trace
+from . import transform_cache as tcache
 
 
 def _err(msg: str, cls: type = ValueError) -> Exception:
@@ -158,8 +159,46 @@ def _placeholder(x, a: int):
 
 
 def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
+    """One (unchunked) call: the batched graph of fn for these arguments, kept per signature
+    (tracer/transform_cache.py) and replayed on them."""
     batched_pos = [i for i, a in enumerate(norm) if a is not None]
+    outer = current_trace()
+    device = outer.device if outer is not None else next(
+        (flat[i].device for i in batched_pos if isinstance(flat[i], Tensor)), None)
+    key = _cache_key(flat, norm, tree, kwargs, size, out_axes, randomness, device) \
+        if tcache.cacheable() else None
+    entry = tcache.lookup("vmap", fn, key) if key is not None else None
+    if entry is None:
+        entry = _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos)
+        if key is not None and entry.cacheable:
+            tcache.store("vmap", fn, key, entry)
+    return _run_batched(entry, flat, norm, size, out_axes, device, batched_pos)
 
+
+def _cache_key(flat, norm, tree, kwargs, size, out_axes, randomness, device) -> tuple | None:
+    """What a kept batched graph depends on besides its guards: the structure, each batched
+    leaf's axis, shape and dtype, each unbatched tensor's shape and dtype (the tensor itself is
+    read afresh), the values of other unbatched leaves and keyword arguments (constants of
+    the trace), the batch size, out_axes and randomness. None: not cacheable (unhashable)."""
+    parts = []
+    for x, a in zip(flat, norm):
+        if isinstance(x, Tensor):
+            parts.append((a, tuple(x.shape), x.dtype, x._weak, str(x.device)))
+        elif isinstance(x, np.ndarray):
+            parts.append((a, x.shape, x.dtype.str, "array"))
+        else:
+            parts.append((a, type(x), x))
+    key = (tree, tuple(parts), tuple(sorted(kwargs.items())), size, out_axes, randomness,
+           str(device))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos):
+    """Trace fn on one example and batch its graph (see the module doc)."""
     mutated: list[int] = []             # batched arguments f updated in place (x.add_(1))
 
     def per_example(*xs):
@@ -173,9 +212,6 @@ def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
         return out, tuple(xs[k] for k in mutated)
 
     name = getattr(fn, "__name__", "f")
-    outer = current_trace()
-    device = outer.device if outer is not None else next(
-        (flat[i].device for i in batched_pos if isinstance(flat[i], Tensor)), None)
     tr = trace(per_example, [_placeholder(flat[i], norm[i]) for i in batched_pos], {},
                name=name, transform="vmap", **({"device": device} if device else {}))
     g = tr.graph
@@ -206,24 +242,59 @@ def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
                 f"vmap: an in-place operation writes a batched value into the unbatched tensor "
                 f"{t.dtype.name}{list(t.shape)} (at {loc}); each example would overwrite it. "
                 f"Write into a batched tensor, or return the value and reduce it outside vmap")
+    # unbatched arguments the trace read are captures: a later call reads its own arguments
+    # there (by position), the other captures (closures, globals) are read afresh
+    caps = [_arg_position(c, flat, norm) for c in tr.captures]
+    outside = [c for c, p in zip(tr.captures, caps) if p is None]
+    first = n_in                        # (the captures follow the batched inputs)
+    guards = tcache.Guards(fn, _TraceFacts(tr), outside,
+                           [(v.shape, v.dtype) for v, p in
+                            zip(g.inputs[first:first + len(caps)], caps) if p is None])
+    return tcache.Entry(guards=guards, bg=bg, out_b=out_b, n_user=n_user, mutated=list(mutated),
+                        captures=list(tr.captures), cap_args=caps, writes=list(tr.writes),
+                        write_args=[_arg_position(t, flat, norm) for t in tr.writes],
+                        n_random=tr.n_random, out_tree=tr.out_tree[1][0],
+                        cacheable=not tr.grad_guards)
+
+
+class _TraceFacts:
+    """The guards of a finished trace (a Traced) in the shape transform_cache reads."""
+
+    def __init__(self, tr) -> None:
+        self.guards, self.attr_guards = tr.guards, tr.attr_guards
+
+
+def _arg_position(t, flat, norm) -> int | None:
+    """The position of the unbatched argument that captured tensor t is (or wraps), if any."""
+    for i, (x, a) in enumerate(zip(flat, norm)):
+        if a is None and (x is t or isinstance(x, np.ndarray) and t._data is x):
+            return i
+    return None
+
+
+def _run_batched(e, flat, norm, size, out_axes, device, batched_pos):
+    """Replay a prepared batched graph on this call's arguments; write back in-place updates;
+    the results with their mapped axes where out_axes puts them."""
+    def current(t, pos):
+        return t if pos is None else ops.as_tensor(flat[pos])
 
     inputs = []
     for k, i in enumerate(batched_pos):
         x = ops.as_tensor(flat[i])
-        if k in mutated and x._requires_grad and STATE.grad_enabled:
+        if k in e.mutated and x._requires_grad and STATE.grad_enabled:
             # the replay's ops save the old value, which the write-back below overwrites:
             # they read a copy (PyTorch's in-place ops save a clone of the original alike)
             x = ops.add(x, 0)
         inputs.append(movedim(x, norm[i], 0))
-    inputs += list(tr.captures)
-    outs = _replay(bg, inputs, tr.n_random, device)
-    for k, t in enumerate(tr.writes):
-        from .state import no_grad
+    inputs += [current(c, p) for c, p in zip(e.captures, e.cap_args)]
+    outs = _replay(e.bg, inputs, e.n_random, device)
+    n_user, out_b = e.n_user, e.out_b
+    for k, (t, p) in enumerate(zip(e.writes, e.write_args)):
         with no_grad():
-            t.copy_(outs[n_user + k])
+            current(t, p).copy_(outs[n_user + k])
 
-    n_mut = len(mutated)
-    for k, v, b in zip(mutated, outs[n_user - n_mut:n_user], out_b[n_user - n_mut:n_user]):
+    n_mut = len(e.mutated)
+    for k, v, b in zip(e.mutated, outs[n_user - n_mut:n_user], out_b[n_user - n_mut:n_user]):
         i = batched_pos[k]               # write the batch's new values into the argument
         v = v if b else broadcast(v, (size,) + tuple(v.shape))
         v = movedim(v, 0, norm[i])
@@ -234,7 +305,7 @@ def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
     n_user -= n_mut
     results = []
     user_outs = outs[:n_user]
-    out_tree = tr.out_tree[1][0]         # (the result, the updated arguments)
+    out_tree = e.out_tree                # (the result, the updated arguments)
     oaxes = _prefix_axes(out_axes, tree_unflatten(out_tree, list(range(n_user))), "out_axes")
     for v, b, a in zip(user_outs, out_b[:n_user], oaxes):
         if a is None:
