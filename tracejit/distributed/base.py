@@ -67,8 +67,11 @@ def done_work(desc: str) -> Work:
 
 
 class ProcessGroup:
-    """The state of the default group. `backend` carries CPU tensors, `gpu_backend` (NCCL,
-    created when asked for or at the first GPU collective) carries GPU tensors."""
+    """The state of a process group (the default one, or one `new_group` made). `backend`
+    carries CPU tensors, `gpu_backend` (NCCL, created when asked for or at the first GPU
+    collective) carries GPU tensors. `ranks` are its members' ranks in the default group
+    (rank and size are within this group); `gid` numbers it for compiled graphs (0 is the
+    default group)."""
 
     def __init__(self, name: str, comm: Any, rank: int, size: int, local_rank: int,
                  timeout_s: float) -> None:
@@ -76,6 +79,8 @@ class ProcessGroup:
         self.comm = comm                # mpi4py's COMM_WORLD duplicate, or None in a world of 1
         self.check_comm: Any = None     # another duplicate, for the signature checks
         self.rank, self.size, self.local_rank = rank, size, local_rank
+        self.ranks: list[int] = list(range(size))
+        self.gid = 0
         self.timeout_s = timeout_s
         self.backend: Any = None        # CPU collectives
         self.gpu_backend: Any = None    # GPU collectives
@@ -85,6 +90,17 @@ class ProcessGroup:
         # every collective's signature is checked across ranks (sigcheck.py) unless turned off
         self.check = os.environ.get("TRACEJIT_DIST_CHECK", "1") not in ("", "0")
         self.pending_check: Any = None  # posted by dispatch.start, taken by the backend's Work
+
+    def group_rank(self, global_rank: int) -> int:
+        """This group's rank of the default group's rank `global_rank` (ValueError if none)."""
+        try:
+            return self.ranks.index(int(global_rank))
+        except ValueError:
+            raise ValueError(f"rank {global_rank} is not a member of the process group of "
+                             f"ranks {self.ranks}") from None
+
+    def __repr__(self) -> str:
+        return f"<ProcessGroup {self.name} ranks={self.ranks} rank={self.rank}>"
 
     def take_check(self) -> Any:
         check, self.pending_check = self.pending_check, None
@@ -98,3 +114,11 @@ def _seconds(timeout: Any) -> float:
     if not t > 0:
         raise ValueError(f"timeout must be positive, got {timeout!r}")
     return t
+
+
+class GroupMember:
+    """torch.distributed.GroupMember: WORLD stands for the default group, and `new_group`
+    returns NON_GROUP_MEMBER on the ranks it leaves out."""
+    WORLD: Any = None
+    NON_GROUP_MEMBER: Any = object.__new__(type("NonGroupMember", (), {
+        "__repr__": lambda self: "GroupMember.NON_GROUP_MEMBER"}))

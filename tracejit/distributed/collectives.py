@@ -15,7 +15,7 @@ from ..tracer.tensor import Tensor
 from .dispatch import (backend_for, check_op, check_tensor, contiguous, describe, op_err,
                        start)
 from .base import DistError, ReduceOp, Work
-from .group import current
+from .group import resolve
 from .traced import traced_all_reduce, traced_broadcast
 
 
@@ -24,6 +24,19 @@ def _in_trace(t: Any) -> bool:
     constant it made) the collective becomes an operation of the compiled graph: it runs at
     every call, not once while tracing."""
     return isinstance(t, Tensor) and bool(STATE.traces)
+
+
+def _group_src(pg: Any, op: str, src: int, group_src: int | None) -> int:
+    """The source's rank within pg: `group_src` is one already; `src`, as in PyTorch, is a
+    rank of the default group."""
+    if group_src is not None:
+        if not 0 <= int(group_src) < pg.size:
+            raise op_err(op, f"group_src={group_src} is not a rank of a group of {pg.size}")
+        return int(group_src)
+    if int(src) not in pg.ranks:
+        raise op_err(op, f"src={src} is not a rank of the group of ranks {pg.ranks}"
+                     if pg.gid else f"src={src} is not a rank of a world of {pg.size}")
+    return pg.ranks.index(int(src))
 
 
 def _finish(work: Work, async_op: bool) -> Work | None:
@@ -45,12 +58,14 @@ def _in_place(t: Tensor, work_fn) -> Work:
 
 def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None,
                async_op: bool = False) -> Work | None:
+    pg = resolve(group, "all_reduce")
+    if pg is None:
+        return None
     if _in_trace(tensor):
-        traced_all_reduce(tensor, check_op("all_reduce", op, tensor))
+        traced_all_reduce(tensor, check_op("all_reduce", op, tensor), pg)
         return None
     t = check_tensor("all_reduce", tensor)
     op = check_op("all_reduce", op, t)
-    pg = current()
     be = backend_for(pg, "all_reduce", [t._data])
     desc = start(pg, "all_reduce", f"({describe(t)}, op={op.name})")
     return _finish(_in_place(t, lambda a: be.all_reduce(a, op, desc)), async_op)
@@ -58,12 +73,12 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None,
 
 def broadcast(tensor: Tensor, src: int = 0, group: Any = None, async_op: bool = False,
               group_src: int | None = None) -> Work | None:
-    src = group_src if group_src is not None else src
-    pg = current()
-    if not 0 <= int(src) < pg.size:
-        raise op_err("broadcast", f"src={src} is not a rank of a world of {pg.size}")
+    pg = resolve(group, "broadcast")
+    if pg is None:
+        return None
+    src = _group_src(pg, "broadcast", src, group_src)
     if _in_trace(tensor):
-        traced_broadcast(tensor, int(src))
+        traced_broadcast(tensor, src, pg)
         return None
     t = check_tensor("broadcast", tensor)
     be = backend_for(pg, "broadcast", [t._data])
@@ -75,7 +90,9 @@ def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor, group: A
                            async_op: bool = False) -> Work | None:
     out = check_tensor("all_gather_into_tensor", output_tensor, "output_tensor")
     inp = check_tensor("all_gather_into_tensor", input_tensor, "input_tensor")
-    pg = current()
+    pg = resolve(group, "all_gather_into_tensor")
+    if pg is None:
+        return None
     if out.dtype != inp.dtype or out.numel() != pg.size * inp.numel():
         raise op_err("all_gather_into_tensor", f"output_tensor {describe(out)} must have the "
                    f"dtype of input_tensor {describe(inp)} and world_size ({pg.size}) times "
@@ -89,7 +106,9 @@ def all_gather_into_tensor(output_tensor: Tensor, input_tensor: Tensor, group: A
 def all_gather(tensor_list: list, tensor: Tensor, group: Any = None,
                async_op: bool = False) -> Work | None:
     t = check_tensor("all_gather", tensor)
-    pg = current()
+    pg = resolve(group, "all_gather")
+    if pg is None:
+        return None
     if not isinstance(tensor_list, (list, tuple)) or len(tensor_list) != pg.size:
         raise op_err("all_gather", f"tensor_list must be a list of world_size ({pg.size}) "
                    f"tensors, got {type(tensor_list).__name__} of "
@@ -120,7 +139,9 @@ def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp = ReduceOp
     out = check_tensor("reduce_scatter_tensor", output, "output")
     inp = check_tensor("reduce_scatter_tensor", input, "input")
     op = check_op("reduce_scatter_tensor", op, inp)
-    pg = current()
+    pg = resolve(group, "reduce_scatter_tensor")
+    if pg is None:
+        return None
     if out.dtype != inp.dtype or inp.numel() != pg.size * out.numel():
         raise op_err("reduce_scatter_tensor", f"input {describe(inp)} must have the dtype of "
                    f"output {describe(out)} and world_size ({pg.size}) times its number of "
@@ -135,7 +156,9 @@ def reduce_scatter_tensor(output: Tensor, input: Tensor, op: ReduceOp = ReduceOp
 def reduce_scatter(output: Tensor, input_list: list, op: ReduceOp = ReduceOp.SUM,
                    group: Any = None, async_op: bool = False) -> Work | None:
     """output = the reduction over ranks of input_list[rank]."""
-    pg = current()
+    pg = resolve(group, "reduce_scatter")
+    if pg is None:
+        return None
     if not isinstance(input_list, (list, tuple)) or len(input_list) != pg.size:
         raise op_err("reduce_scatter", f"input_list must hold world_size ({pg.size}) tensors")
     for i, x in enumerate(input_list):
@@ -148,7 +171,9 @@ def reduce_scatter(output: Tensor, input_list: list, op: ReduceOp = ReduceOp.SUM
 
 
 def barrier(group: Any = None, async_op: bool = False, device_ids: Any = None) -> Work | None:
-    pg = current()
+    pg = resolve(group, "barrier")
+    if pg is None:
+        return None
     desc = start(pg, "barrier", "()")
     return _finish(pg.backend.barrier(desc), async_op)
 
@@ -156,12 +181,12 @@ def barrier(group: Any = None, async_op: bool = False, device_ids: Any = None) -
 def broadcast_object_list(object_list: list, src: int = 0, group: Any = None,
                           device: Any = None, group_src: int | None = None) -> None:
     """Replace object_list's entries on every rank by src's (pickled; small objects only)."""
-    src = group_src if group_src is not None else src
-    pg = current()
+    pg = resolve(group, "broadcast_object_list")
+    if pg is None:
+        return None
     if not isinstance(object_list, list):
         raise op_err("broadcast_object_list", "object_list must be a list", TypeError)
-    if not 0 <= int(src) < pg.size:
-        raise op_err("broadcast_object_list", f"src={src} is not a rank of a world of {pg.size}")
+    src = _group_src(pg, "broadcast_object_list", src, group_src)
     desc = start(pg, "broadcast_object_list", f"(len={len(object_list)}, src={src})")
     objs = pg.backend.broadcast_object(list(object_list), int(src), desc)
     if len(objs) != len(object_list):
@@ -171,7 +196,9 @@ def broadcast_object_list(object_list: list, src: int = 0, group: Any = None,
 
 
 def all_gather_object(object_list: list, obj: Any, group: Any = None) -> None:
-    pg = current()
+    pg = resolve(group, "all_gather_object")
+    if pg is None:
+        return None
     if not isinstance(object_list, list) or len(object_list) != pg.size:
         raise op_err("all_gather_object", f"object_list must be a list of world_size "
                    f"({pg.size}) entries")

@@ -17,7 +17,9 @@ import sys
 from typing import Any
 
 from . import mpi_backend
-from .base import ProcessGroup, _seconds
+import warnings
+
+from .base import GroupMember, ProcessGroup, _seconds
 from .local_backend import LocalBackend
 from .nccl_backend import NCCLBackend
 
@@ -26,6 +28,8 @@ _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRA
 
 
 _GROUP: ProcessGroup | None = None
+# every group alive, by gid (the default group is 0): compiled graphs name groups by gid
+GROUPS: dict[int, ProcessGroup] = {}
 _prev_hook: Any = None
 
 
@@ -38,6 +42,27 @@ def current() -> ProcessGroup:
         raise RuntimeError("Default process group has not been initialized, please make sure "
                            "to call tracejit.distributed.init_process_group()")
     return _GROUP
+
+
+def resolve(group: Any, op: str) -> ProcessGroup | None:
+    """The group a collective runs on: the default one for None (or GroupMember.WORLD),
+    None on a rank that is not a member (the collective is then skipped with a warning, as
+    PyTorch does)."""
+    pg = current()
+    if group is None or group is GroupMember.WORLD or group is pg:
+        return pg
+    if group is GroupMember.NON_GROUP_MEMBER:
+        warnings.warn(f"tracejit.distributed.{op}: this rank (rank {pg.rank}) is not a member "
+                      f"of the group: the collective does nothing here", stacklevel=3)
+        return None
+    if not isinstance(group, ProcessGroup):
+        raise TypeError(f"tracejit.distributed.{op}: group must be a process group from "
+                        f"new_group() (or None for the default group), got "
+                        f"{type(group).__name__}")
+    if GROUPS.get(group.gid) is not group:
+        raise RuntimeError(f"tracejit.distributed.{op}: the process group of ranks "
+                           f"{group.ranks} was destroyed")
+    return group
 
 
 def is_initialized() -> bool:
@@ -87,6 +112,8 @@ def init_process_group(backend: str | None = None, init_method: str | None = Non
     pg = ProcessGroup(backend or "cpu:mpi,cuda:nccl", comm, r, n, local, timeout_s)
     env_aware = os.environ.get("TRACEJIT_CUDA_AWARE_MPI", "") not in ("", "0")
     pg.cuda_aware_mpi = env_aware if cuda_aware_mpi is None else bool(cuda_aware_mpi)
+    GROUPS[0] = pg
+    GroupMember.WORLD = pg
     if comm is not None:
         pg.check_comm = comm.Dup()
         pg.backend = mpi_backend.MPIBackend(pg)
@@ -111,23 +138,56 @@ def ensure_gpu_backend(pg: ProcessGroup) -> Any:
 
 
 def destroy_process_group(group: Any = None) -> None:
+    """Destroy `group`, or with no argument every group and the default one."""
     global _GROUP
+    if group is not None and group is not _GROUP and group is not GroupMember.WORLD:
+        if isinstance(group, ProcessGroup) and GROUPS.get(group.gid) is group:
+            del GROUPS[group.gid]
+            _close(group)
+        return
     pg = _GROUP
     if pg is None:
         return
     _GROUP = None
-    for b in (pg.gpu_backend, pg.backend):
-        if b is not None:
-            b.close()
+    GroupMember.WORLD = None
+    for sub in sorted(GROUPS, reverse=True):
+        _close(GROUPS.pop(sub))
     _uninstall_abort()
 
 
+def _close(pg: ProcessGroup) -> None:
+    for b in (pg.gpu_backend, pg.backend):
+        if b is not None:
+            b.close()
+
+
 def get_rank(group: Any = None) -> int:
+    """This process's rank in `group` (the default group if None); -1 if not a member."""
+    if group is GroupMember.NON_GROUP_MEMBER:
+        return -1
     return current().rank if group is None else group.rank
 
 
 def get_world_size(group: Any = None) -> int:
+    if group is GroupMember.NON_GROUP_MEMBER:
+        return -1
     return current().size if group is None else group.size
+
+
+def get_process_group_ranks(group: Any) -> list[int]:
+    """The default group's ranks of `group`'s members, in group-rank order."""
+    return list(current().ranks if group is None else group.ranks)
+
+
+def get_global_rank(group: Any, group_rank: int) -> int:
+    ranks = get_process_group_ranks(group)
+    if not 0 <= int(group_rank) < len(ranks):
+        raise ValueError(f"group rank {group_rank} is not in a group of {len(ranks)} ranks")
+    return ranks[int(group_rank)]
+
+
+def get_group_rank(group: Any, global_rank: int) -> int:
+    return (current() if group is None else group).group_rank(global_rank)
 
 
 def get_local_rank() -> int:

@@ -17,8 +17,8 @@ from ..tracer.creation import zeros_like
 from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor
 from .dispatch import backend_for, contiguous, start
-from .base import DistError, ReduceOp
-from .group import current, is_initialized
+from .base import DistError, ProcessGroup, ReduceOp
+from .group import GROUPS, is_initialized
 
 OP_CODES = {ReduceOp.SUM: 0, ReduceOp.AVG: 1, ReduceOp.PRODUCT: 2, ReduceOp.MIN: 3,
             ReduceOp.MAX: 4}
@@ -30,10 +30,18 @@ def _spell(a: Any) -> str:
     return f"{d.name if d is not None else a.dtype}{list(a.shape)}"
 
 
-def _run_all_reduce(x: Any, op: int) -> Any:
+def _group(gid: int) -> ProcessGroup:
+    pg = GROUPS.get(gid)
+    if pg is None:
+        raise DistError(f"tracejit.distributed: a compiled function runs a collective on a "
+                        f"process group that was destroyed (group #{gid})")
+    return pg
+
+
+def _run_all_reduce(x: Any, op: int, group: int = 0) -> Any:
     if not is_initialized():         # no group: a world of 1 (ir/prims_collective.py)
         return x.copy()
-    pg = current()
+    pg = _group(group)
     rop = _BY_NAME[OP_NAMES[op]]
     a = x.copy()                     # the runtime owns x: reduce a copy
     a, _ = contiguous(a)
@@ -48,10 +56,10 @@ def _run_all_reduce(x: Any, op: int) -> Any:
 _PENDING: collections.deque = collections.deque()
 
 
-def _run_start(x: Any, op: int) -> int:
+def _run_start(x: Any, op: int, group: int = 0) -> int:
     if not is_initialized():         # a world of 1: the wait returns x itself
         return 0
-    pg = current()
+    pg = _group(group)
     rop = _BY_NAME[OP_NAMES[op]]
     a, _ = contiguous(x.copy())
     be = backend_for(pg, "all_reduce", [a])
@@ -62,7 +70,7 @@ def _run_start(x: Any, op: int) -> int:
     return pg.seq
 
 
-def _run_wait(x: Any, ticket: Any, op: int) -> Any:
+def _run_wait(x: Any, ticket: Any, op: int, group: int = 0) -> Any:
     if not is_initialized():
         return x.copy()
     if not _PENDING:
@@ -89,13 +97,18 @@ RUNNERS["dist_all_reduce_wait"] = _run_wait
 _LAST: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
-def _bind(x: Tensor, op: ReduceOp) -> Tensor:
+def _params(op: ReduceOp, pg: ProcessGroup | None) -> dict:
+    return {"op": OP_CODES[op]} if pg is None or pg.gid == 0 else \
+        {"op": OP_CODES[op], "group": pg.gid}
+
+
+def _bind(x: Tensor, op: ReduceOp, pg: ProcessGroup | None = None) -> Tensor:
     ctx = STATE.traces[-1]
     if not x._traced:                # an outside tensor, or a constant made in the trace: a
         x = Tensor(ctx.capture(x))   # graph value, so the collective runs at every call
     prev = _LAST.get(ctx)
     after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else x
-    out = bind(P.dist_all_reduce, x, after, op=OP_CODES[op])
+    out = bind(P.dist_all_reduce, x, after, **_params(op, pg))
     _LAST[ctx] = out._data
     return out
 
@@ -103,7 +116,7 @@ def _bind(x: Tensor, op: ReduceOp) -> Tensor:
 _LAST_WAIT: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
-def traced_all_reduce_start(x: Tensor, op: ReduceOp) -> Tensor:
+def traced_all_reduce_start(x: Tensor, op: ReduceOp, pg: ProcessGroup | None = None) -> Tensor:
     """Start the all-reduce of x inside a trace; returns the ticket for traced_all_reduce_wait
     (the compiled program runs the rest meanwhile: DDP's buckets in a compiled step)."""
     ctx = STATE.traces[-1]
@@ -111,39 +124,40 @@ def traced_all_reduce_start(x: Tensor, op: ReduceOp) -> Tensor:
         x = Tensor(ctx.capture(x))
     prev = _LAST.get(ctx)
     after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else x
-    ticket = bind(P.dist_all_reduce_start, x, after, op=OP_CODES[op])
+    ticket = bind(P.dist_all_reduce_start, x, after, **_params(op, pg))
     _LAST[ctx] = ticket._data
     return ticket
 
 
-def traced_all_reduce_wait(x: Tensor, ticket: Tensor, op: ReduceOp) -> Tensor:
+def traced_all_reduce_wait(x: Tensor, ticket: Tensor, op: ReduceOp,
+                           pg: ProcessGroup | None = None) -> Tensor:
     """The reduced value of the x whose all-reduce `ticket` started."""
     ctx = STATE.traces[-1]
     prev = _LAST_WAIT.get(ctx)
     after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else ticket
-    out = bind(P.dist_all_reduce_wait, x, ticket, after, op=OP_CODES[op])
+    out = bind(P.dist_all_reduce_wait, x, ticket, after, **_params(op, pg))
     _LAST_WAIT[ctx] = out._data
     return out
 
 
-def traced_all_reduce_value(x: Tensor, op: ReduceOp) -> Tensor:
+def traced_all_reduce_value(x: Tensor, op: ReduceOp, pg: ProcessGroup | None = None) -> Tensor:
     """The all-reduced value of x as a new (traced) tensor."""
-    return _bind(x, op)
+    return _bind(x, op, pg)
 
 
-def traced_all_reduce(t: Tensor, op: ReduceOp) -> None:
+def traced_all_reduce(t: Tensor, op: ReduceOp, pg: ProcessGroup | None = None) -> None:
     """all_reduce(t) in place inside a trace: t holds the reduced value from here on (a
     captured tensor gets it written back after each call)."""
     with no_grad():
-        inplace(t, lambda x: _bind(x, op), "all_reduce")
+        inplace(t, lambda x: _bind(x, op, pg), "all_reduce")
 
 
-def traced_broadcast(t: Tensor, src: int) -> None:
-    """broadcast(t, src) in place inside a trace: the sum over ranks of t on src and zeros
-    elsewhere (exact: x + 0 is x), so one graph operation serves both."""
-    mine = current().rank == src
+def traced_broadcast(t: Tensor, src: int, pg: ProcessGroup) -> None:
+    """broadcast(t, src) in place inside a trace (src: a rank of pg): the sum over ranks of
+    t on src and zeros elsewhere (exact: x + 0 is x), so one graph operation serves both."""
+    mine = pg.rank == src
 
     def update(x: Tensor) -> Tensor:
-        return _bind(x if mine else zeros_like(x), ReduceOp.SUM)
+        return _bind(x if mine else zeros_like(x), ReduceOp.SUM, pg)
     with no_grad():
         inplace(t, update, "broadcast")

@@ -9,7 +9,8 @@ the collective through a runner that `tracejit.distributed` registers here (the 
 from distributed to ir, never back). Without a process group the world is this process alone,
 as a plain `python` run of init_process_group() is, and it is the identity (which is also
 what the reference interpreter and the rule tests of every primitive see).
-`op` codes: 0 sum, 1 avg, 2 prod, 3 min, 4 max.
+`op` codes: 0 sum, 1 avg, 2 prod, 3 min, 4 max. `group` numbers the process group (0, the
+default, when absent; tracejit.distributed's `new_group` numbers the others).
 
 Its second operand, `after`, is never read: it is the previous collective's result (or the
 operand itself for the first), a data dependency that keeps the graph's collectives in trace
@@ -45,7 +46,7 @@ def _run(name: str, *args: Any, **params: Any) -> Any:
     return runner(*args, **params)
 
 
-def _infer_all_reduce(name: str, avals: list[Aval], op: int) -> Aval:
+def _infer_all_reduce(name: str, avals: list[Aval], op: int, group: int = 0) -> Aval:
     if len(avals) != 2:
         raise op_error(name, f"takes (x, after), got {len(avals)} operands")
     if not 0 <= op < len(OP_NAMES):
@@ -62,13 +63,13 @@ def _linear_in_x(name: str, op: int) -> None:
 def _vjp_all_reduce(g, ins, out, params, need):
     # out_r = sum_s x_s on every rank r, so d/dx_s of sum_r <g_r, out_r> = sum_r g_r
     _linear_in_x("dist_all_reduce", params["op"])
-    return [bind(P.dist_all_reduce, g, g, op=params["op"]), None]
+    return [bind(P.dist_all_reduce, g, g, **params), None]
 
 
 def _jvp_all_reduce(tangents, ins, out, params):
     _linear_in_x("dist_all_reduce", params["op"])
     t = tangents[0]
-    return None if t is None else bind(P.dist_all_reduce, t, t, op=params["op"])
+    return None if t is None else bind(P.dist_all_reduce, t, t, **params)
 
 
 def _batch_all_reduce(prim, ax, args, batched, params):
@@ -79,45 +80,47 @@ def _batch_all_reduce(prim, ax, args, batched, params):
 
 
 _PRIM = P.register(Primitive("dist_all_reduce", "extern", _infer_all_reduce,
-                             lambda x, after, op: _run("dist_all_reduce", x, op=op),
-                             vjp=_vjp_all_reduce, jvp=_jvp_all_reduce, params={"op": "int"},
+                             lambda x, after, op, group=0: _run("dist_all_reduce", x, op=op,
+                                                                group=group),
+                             vjp=_vjp_all_reduce, jvp=_jvp_all_reduce,
+                             params={"op": "int", "group": "int"},
                              arity=2, batch=_batch_all_reduce))
 # every rank must run it at every call: constant folding must not evaluate it at compile time
 # (ir/passes.py), even when its operand is a constant (a broadcast's zeros off the source rank)
 _PRIM.effectful = True
 
 
-def _infer_start(name: str, avals: list[Aval], op: int) -> Aval:
+def _infer_start(name: str, avals: list[Aval], op: int, group: int = 0) -> Aval:
     _infer_all_reduce(name, avals, op)
     return Aval((), dt.i64)
 
 
-def _infer_wait(name: str, avals: list[Aval], op: int) -> Aval:
+def _infer_wait(name: str, avals: list[Aval], op: int, group: int = 0) -> Aval:
     if len(avals) != 3:
         raise op_error(name, f"takes (x, ticket, after), got {len(avals)} operands")
     return _infer_all_reduce(name, avals[:2], op)
 
 
-def _start_impl(x: Any, after: Any, op: int) -> Any:
+def _start_impl(x: Any, after: Any, op: int, group: int = 0) -> Any:
     runner = RUNNERS.get("dist_all_reduce_start")
-    seq = 0 if runner is None else runner(x, op=op)
+    seq = 0 if runner is None else runner(x, op=op, group=group)
     return np.full_like(x, seq, dtype=np.int64, shape=())     # on x's device
 
 
-def _wait_impl(x: Any, ticket: Any, after: Any, op: int) -> Any:
+def _wait_impl(x: Any, ticket: Any, after: Any, op: int, group: int = 0) -> Any:
     runner = RUNNERS.get("dist_all_reduce_wait")
-    return x.copy() if runner is None else runner(x, ticket, op=op)
+    return x.copy() if runner is None else runner(x, ticket, op=op, group=group)
 
 
 def _vjp_wait(g, ins, out, params, need):
     _linear_in_x("dist_all_reduce_wait", params["op"])
-    return [bind(P.dist_all_reduce, g, g, op=params["op"]), None, None]
+    return [bind(P.dist_all_reduce, g, g, **params), None, None]
 
 
 def _jvp_wait(tangents, ins, out, params):
     _linear_in_x("dist_all_reduce_wait", params["op"])
     t = tangents[0]
-    return None if t is None else bind(P.dist_all_reduce, t, t, op=params["op"])
+    return None if t is None else bind(P.dist_all_reduce, t, t, **params)
 
 
 def _batch_start(prim, ax, args, batched, params):
@@ -133,9 +136,11 @@ def _batch_wait(prim, ax, args, batched, params):
 
 _START = P.register(Primitive("dist_all_reduce_start", "extern", _infer_start, _start_impl,
                               vjp=lambda g, i, o, p, n: [None, None],
-                              jvp=lambda t, i, o, p: None, params={"op": "int"}, arity=2,
+                              jvp=lambda t, i, o, p: None, params={"op": "int", "group": "int"},
+                              arity=2,
                               batch=_batch_start))
 _WAIT = P.register(Primitive("dist_all_reduce_wait", "extern", _infer_wait, _wait_impl,
-                             vjp=_vjp_wait, jvp=_jvp_wait, params={"op": "int"}, arity=3,
+                             vjp=_vjp_wait, jvp=_jvp_wait, params={"op": "int", "group": "int"},
+                             arity=3,
                              batch=_batch_wait))
 _START.effectful = _WAIT.effectful = True

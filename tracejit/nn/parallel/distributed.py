@@ -15,15 +15,15 @@ import numpy as np
 
 from ...distributed import collectives as C
 from ...distributed.base import DistError
-from ...distributed.group import current
+from ...distributed.group import resolve
 from ...tracer.state import STATE, is_grad_enabled, no_grad
 from ...tracer.tensor import Tensor
 from ..module import Module
 from .reducer import Reducer
 
 
-def _coalesced_broadcast(tensors: list, src: int) -> None:
-    """Broadcast tensors from src, one collective per dtype and device."""
+def _coalesced_broadcast(tensors: list, pg: Any) -> None:
+    """Broadcast tensors from pg's rank 0, one collective per dtype and device."""
     groups: dict[tuple, list] = {}
     for t in tensors:
         groups.setdefault((t.dtype.name, str(t.device)), []).append(t)
@@ -32,10 +32,10 @@ def _coalesced_broadcast(tensors: list, src: int) -> None:
             # inside a compiled function each one is an operation of the graph, written back
             # into the tensor after every call (a concatenation here would be a constant)
             for t in ts:
-                C.broadcast(t, src)
+                C.broadcast(t, group=pg, group_src=0)
             continue
         flat = Tensor(np.concatenate([t._data.reshape(-1) for t in ts]))   # NumPy or CuPy
-        C.broadcast(flat, src)
+        C.broadcast(flat, group=pg, group_src=0)
         off = 0
         for t in ts:
             n = t.numel()
@@ -54,7 +54,10 @@ class DistributedDataParallel(Module):
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel wraps an nn.Module, got "
                             f"{type(module).__name__}")
-        pg = current()
+        pg = resolve(process_group, "DistributedDataParallel")
+        if pg is None:
+            raise ValueError("DistributedDataParallel: this rank is not a member of "
+                             "process_group (new_group() left it out)")
         self.module = module
         self.process_group = pg
         self.broadcast_buffers = broadcast_buffers
@@ -69,7 +72,7 @@ class DistributedDataParallel(Module):
         if init_sync:
             with no_grad():
                 _coalesced_broadcast([p for _, p in module.named_parameters()] +
-                                     [b for _, b in module.named_buffers()], 0)
+                                     [b for _, b in module.named_buffers()], pg)
         self.gradient_as_bucket_view = gradient_as_bucket_view
         self.__dict__["reducer"] = Reducer(named, pg, self.bucket_bytes_cap,
                                            find_unused_parameters, gradient_as_bucket_view)
@@ -100,7 +103,7 @@ class DistributedDataParallel(Module):
             bufs = [b for _, b in self.module.named_buffers()]
             if bufs:
                 with no_grad():
-                    _coalesced_broadcast(bufs, 0)
+                    _coalesced_broadcast(bufs, self.process_group)
         if is_grad_enabled() and self.require_backward_grad_sync:
             self.reducer.prepare()
         return self.module(*inputs, **kwargs)

@@ -161,9 +161,9 @@ class Reducer:
             self.events.append(("start", b.index))
         if self.traced_mode:     # start here, where the last gradient is made; wait in _finish
             b.result = cat(b.traced)
-            b.ticket = traced_all_reduce_start(b.result, ReduceOp.AVG)
+            b.ticket = traced_all_reduce_start(b.result, ReduceOp.AVG, self.pg)
             return
-        b.work = C.all_reduce(Tensor(b.alloc()), ReduceOp.AVG, async_op=True)
+        b.work = C.all_reduce(Tensor(b.alloc()), ReduceOp.AVG, group=self.pg, async_op=True)
 
     # -- end of backward -------------------------------------------------------------------
     def _finish(self) -> None:
@@ -198,7 +198,7 @@ class Reducer:
             self.pg.backend.all_reduce(used, ReduceOp.SUM, desc).wait()
         for b in self.buckets:
             if self.traced_mode:
-                b.result = traced_all_reduce_wait(b.result, b.ticket, ReduceOp.AVG)
+                b.result = traced_all_reduce_wait(b.result, b.ticket, ReduceOp.AVG, self.pg)
             if b.work is not None:
                 b.work.wait()
                 if self.record_events:
