@@ -4,6 +4,7 @@ from .core import Aval, Graph, Instr, Value, replay, user_location
 from .primitives import P, Primitive, bind, const_like
 from . import prims_elementwise as _prims_elementwise  # noqa: F401  (registers primitives)
 from . import prims_structural as _prims_structural    # noqa: F401
+from . import prims_gather as _prims_gather            # noqa: F401
 from . import prims_division as _prims_division        # noqa: F401
 from . import prims_select as _prims_select            # noqa: F401
 from . import prims_random as _prims_random            # noqa: F401

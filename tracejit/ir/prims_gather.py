@@ -1,0 +1,131 @@
+"""gather (an integer-indexed read along one axis) and scatter_add, its adjoint: each
+primitive with its rules (shape, NumPy implementation, vjp/jvp, index map for fusion, batching)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import dtypes as dt
+from .batching import moveaxis, to_batched
+from .core import Aval
+from .index_maps import Read
+from .primitives import P, Primitive, add, bind, cast, ge, lt, mul, ne, op_error, reshape, \
+    transpose, where
+from .prims_structural import in_float32
+
+
+# -- gather and its adjoint -------------------------------------------------------------------
+def _check_index(name, idx: Aval):
+    if not idx.dtype.is_int:
+        raise op_error(name, f"indices must be integers, got {idx}", TypeError)
+
+
+def _infer_gather(name, avals, axis):
+    x, idx = avals
+    _check_index(name, idx)
+    if not 0 <= axis < x.ndim:
+        raise op_error(name, f"invalid axis {axis} for {x}")
+    if x.shape[axis] == 0 and idx.size:
+        raise op_error(name, f"cannot index into an empty axis of {x}", IndexError)
+    return Aval(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)
+
+
+def _impl_gather(x, idx, axis):
+    n = x.shape[axis]
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"gather: index out of range for an axis of size {n}")
+    return np.take(x, idx, axis=axis)
+
+
+def _batch_flat_index(idx, n: int, ax):
+    """Per-example indices into an axis of size n as indices into the batch folded into that
+    axis (B*n rows): valid ones gain b*n; invalid ones become B*n, out of range there too."""
+    if idx.dtype is not dt.i64:
+        idx = cast(idx, dt.i64)
+    idx = where(lt(idx, 0), add(idx, n), idx)
+    bad = ne(lt(idx, 0), ge(idx, n))            # (both cannot hold: this is their "or")
+    rows = mul(bind(P.iota, idx, axis=0), n)
+    return where(bad, ax.size * n, add(idx, rows))
+
+
+def _batch_gather(prim, ax, args, batched, params):
+    x, idx = args
+    axis = params["axis"]
+    if not batched[1]:
+        return bind(P.gather, x, idx, axis=axis + 1), True
+    if not batched[0]:                 # x[:axis] + (B, I...) + rest
+        return moveaxis(bind(P.gather, x, idx, axis=axis), axis, 0), True
+    # both batched: one gather from x with the batch folded into the indexed axis
+    n = x.shape[axis + 1]
+    xt = moveaxis(x, axis + 1, 1)                       # (B, n, a..., rest)
+    flat = reshape(xt, (ax.size * n,) + tuple(xt.shape[2:]))
+    out = bind(P.gather, flat, _batch_flat_index(idx, n, ax), axis=0)   # (B, I..., a..., rest)
+    k = len(idx.shape) - 1
+    perm = ([0] + list(range(1 + k, 1 + k + axis)) + list(range(1, 1 + k))
+            + list(range(1 + k + axis, len(out.shape))))
+    return transpose(out, tuple(perm)), True
+
+
+def _index_gather(ix, idx, site, axis):
+    k = len(site.in_shapes[1])
+    j = ix.wrap_index(site.operand(1, idx[axis:axis + k]), site.in_shapes[0][axis])
+    return Read(0, idx[:axis] + [j] + idx[axis + k:])
+
+
+def _rows_gather(j, ins, out, dep, axis):
+    # indices computed in the same rows would have to be read across rows: not row-local
+    return axis >= j and not dep[1]
+
+
+P.register(Primitive("gather", "index", _infer_gather, _impl_gather,
+                     vjp=lambda g, i, o, p, n: [
+                         bind(P.scatter_add, i[1], g, axis=p["axis"], shape=i[0].shape), None],
+                     jvp=lambda t, i, o, p: bind(P.gather, t[0], i[1], **p),
+                     saves=(1,), params={"axis": "int"}, arity=2,
+                     index_map=_index_gather, rows=_rows_gather,
+                     bounds=lambda avals, p: (1, avals[0].shape[p["axis"]]),
+                     batch=_batch_gather))
+
+
+def _infer_scatter_add(name, avals, axis, shape):
+    idx, upd = avals
+    _check_index(name, idx)
+    want = shape[:axis] + idx.shape + shape[axis + 1:]
+    if not 0 <= axis < len(shape) or upd.shape != tuple(want):
+        raise op_error(name, f"updates {upd} do not fit indices {idx} into {list(shape)} "
+                             f"on axis {axis}")
+    return Aval(shape, upd.dtype)
+
+
+def _impl_scatter_add(idx, upd, axis, shape):
+    out = np.zeros_like(upd, shape=shape)       # on upd's device (NEP 18)
+    where = (slice(None),) * axis + (idx,)
+    if hasattr(out, "scatter_add"):     # a CuPy array: it has no ufunc.at, but this method
+        out.scatter_add(where, upd)     # (what cupyx.scatter_add calls) is np.add.at's twin
+    else:
+        np.add.at(out, where, upd)
+    return out
+
+
+def _batch_scatter_add(prim, ax, args, batched, params):
+    idx, upd = args
+    axis, shape = params["axis"], tuple(params["shape"])
+    if not batched[0]:
+        return bind(P.scatter_add, idx, upd, axis=axis + 1, shape=(ax.size,) + shape), True
+    if not batched[1]:
+        upd = to_batched(upd, ax)
+    # both batched: one scatter into the batch folded into the indexed axis
+    n, k = shape[axis], len(idx.shape) - 1
+    perm = ([0] + list(range(1 + axis, 1 + axis + k)) + list(range(1, 1 + axis))
+            + list(range(1 + axis + k, len(upd.shape))))
+    rest = shape[:axis] + shape[axis + 1:]
+    flat = bind(P.scatter_add, _batch_flat_index(idx, n, ax), transpose(upd, tuple(perm)),
+                axis=0, shape=(ax.size * n,) + rest)
+    return moveaxis(reshape(flat, (ax.size, n) + rest), 1, axis + 1), True
+
+
+P.register(Primitive("scatter_add", "index", _infer_scatter_add, in_float32(_impl_scatter_add),
+                     vjp=lambda g, i, o, p, n: [None, bind(P.gather, g, i[0], axis=p["axis"])],
+                     jvp=lambda t, i, o, p: bind(P.scatter_add, i[0], t[1], **p),
+                     saves=(0,), params={"axis": "int", "shape": "ints"}, arity=2,
+                     bounds=lambda avals, p: (0, p["shape"][p["axis"]]),
+                     batch=_batch_scatter_add))
