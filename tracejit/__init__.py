@@ -2,7 +2,7 @@
 from . import ir
 from .ir import dtypes as _dt
 from .tracer import Tensor
-from .tracer.tensor import is_tensor
+from .tracer.tensor_base import is_tensor
 from . import autograd
 from .tracer.composites import (gelu, layer_norm, log_softmax, logsumexp, mean,
                                 mse, mse_loss, relu, sigmoid, softmax, softplus, var)
@@ -49,6 +49,7 @@ from . import linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")
 from .runtime import eager_kernels as _eager_kernels  # noqa: F401  (large eager ops)
+from .runtime import eager_composites as _eager_composites  # noqa: F401  (hot composites)
 from .devices import Device, cuda_available, device
 from .runtime.compile import clear_cache, compile, jit
 from .transforms import grad, hessian, jacobian, value_and_grad

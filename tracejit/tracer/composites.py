@@ -13,8 +13,8 @@ from .autocast import FP32, atomic, autocast_op
 from .autograd import Node, SavedTensor, grad as autograd_grad
 from .forward_ad import FWD
 from .state import STATE, enable_grad
-from .tensor import Tensor
-from . import ops
+from .tensor_base import TensorBase as Tensor
+from . import fused, ops
 
 
 class CompositeNode(Node):
@@ -84,12 +84,15 @@ def composite(node_name):
                     or STATE.traces       # tracing: no eager node (captures are inputs)
                     or FWD.levels):       # dual tensors: tangents go through the inner ops
                 return fn(*args, **kwargs)
+            name = node_name(*args, **kwargs) if callable(node_name) else node_name
+            out = fused.run(fn, name, args, kwargs)
+            if out is not None:          # one fused op, one node (see fused.py)
+                return out
             inner_args = [_leaf(a) for a in args]
             inner_kwargs = {k: _leaf(v) for k, v in kwargs.items()}
             out = fn(*inner_args, **inner_kwargs)
             if not out._requires_grad:
                 return out
-            name = node_name(*args, **kwargs) if callable(node_name) else node_name
             res = Tensor(out._data)
             res.grad_fn = CompositeNode(name, fn, list(args), kwargs,
                                         _tensors(inner_args, inner_kwargs), out)

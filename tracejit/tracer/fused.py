@@ -1,0 +1,337 @@
+"""Eager composites as one fused op with one backward node, as PyTorch runs its native ops.
+
+A composite (softmax, layer_norm, gelu, cross_entropy, ...) is written once, as a Python
+function of tracejit ops. Eagerly, with gradients, running it op by op would record a node per
+primitive and differentiate them one by one. Instead, per (composite, static arguments, input
+shapes, dtypes and devices, which inputs require grad) its definition is traced once into an IR
+graph, differentiated by the IR's own reverse-mode transform and split (ir/autodiff.py) into
+
+  forward:  inputs -> output + the residuals its VJP reads
+  backward: residuals + output cotangent -> the inputs' gradients,
+
+and cached (a `Plan`). A call runs the forward, and the output gets one `FusedNode` (named as
+PyTorch's: SoftmaxBackward0, NativeLayerNormBackward0, ...) holding the residuals; backward
+runs the backward graph. Nothing is recorded inside.
+
+Two tiers run a plan's graphs. A cold plan is interpreted: each instruction's NumPy (or CuPy)
+implementation from the registry, on arrays, with no Tensor, node or inference per op. A hot
+plan (called `COMPILE_AFTER` times) on the CPU is compiled by the runtime (`set_compiler`; the
+tracer never imports the runtime): one native call per direction, ~2-3 us for small tensors,
+fused loops for large ones (see runtime/eager_composites.py for the measured costs).
+
+create_graph=True (double backward) recomputes the composite on its saved inputs with
+recording on and differentiates that, as before. In-place changes are detected as PyTorch
+does: an input (or the output) whose memory a residual shares is version-checked at backward.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from ..devices import device_of, is_gpu_array
+from ..ir.autodiff import split, vjp_graph
+from ..ir.core import Graph, Value, user_location
+from ..ir.passes import optimize
+from . import checks as _checks
+from .autograd import Node, SavedTensor, _modified, grad as autograd_grad
+from .eager import device_const, quiet_call
+from .state import STATE, enable_grad, note_reads
+from .tensor_base import SUBCLASSES, TensorBase as Tensor
+from .trace import trace
+
+# compile a plan on its COMPILE_AFTER-th call (0: never); see runtime/eager_composites.py
+COMPILE_AFTER = int(os.environ.get("TRACEJIT_FUSED_COMPILE_AFTER", "3"))
+ENABLED = os.environ.get("TRACEJIT_FUSED_COMPOSITES", "1") != "0"
+_PLANS: dict = {}
+_PLANS_MAX = 4096
+_COMPILER: list = [None]         # compiler(fwd graph, bwd graph) -> (fwd run, bwd run)
+stats = {"plans": 0, "interpreted": 0, "compiled_calls": 0, "compiles": 0, "fallbacks": 0}
+_UNFUSABLE = object()            # a plan slot for signatures that record op by op
+
+
+def set_compiler(compiler: Callable | None) -> None:
+    """compiler(fwd, bwd) -> (run_fwd, run_bwd), each run(list of arrays) -> list of arrays;
+    registered by the runtime at import. None: plans are only interpreted."""
+    _COMPILER[0] = compiler
+
+
+def clear() -> None:
+    _PLANS.clear()
+
+
+# -- the interpreter tier ---------------------------------------------------------------------
+class Program:
+    """A graph prepared for running on arrays: slots instead of Values, constants made once,
+    each step the primitive's implementation with its params."""
+
+    __slots__ = ("steps", "template", "n_in", "outs", "consts")
+
+    def __init__(self, g: Graph) -> None:
+        slot: dict[Value, int] = {v: i for i, v in enumerate(g.inputs)}
+        self.n_in = len(g.inputs)
+        self.consts: list[tuple[int, np.ndarray]] = []
+        steps = []
+        for ins in g.instrs:
+            k = slot[ins.out] = len(slot)
+            want = ins.out.dtype.np
+            if ins.prim.name == "constant":
+                self.consts.append((k, np.asarray(ins.params["value"], want)))
+                continue
+            steps.append((ins.prim.impl, tuple(slot[v] for v in ins.inputs), ins.params, k,
+                          want, ins.prim.name))
+        self.steps = steps
+        self.template = [None] * len(slot)
+        for k, c in self.consts:
+            self.template[k] = c
+        self.outs = [slot[v] for v in g.outputs]
+
+    def run(self, inputs: list) -> list:
+        env = self.template.copy()
+        env[:self.n_in] = inputs
+        if self.consts and inputs and type(inputs[0]) is not np.ndarray:
+            for k, c in self.consts:     # on the inputs' device (a 0-d fill there, no copy)
+                env[k] = device_const(c, inputs[0])
+        for impl, ins, params, k, want, name in self.steps:
+            try:
+                if len(ins) == 1:
+                    r = impl(env[ins[0]], **params)
+                elif len(ins) == 2:
+                    r = impl(env[ins[0]], env[ins[1]], **params)
+                else:
+                    r = impl(*[env[i] for i in ins], **params)
+            except (IndexError, ValueError, TypeError) as e:
+                base = next(c for c in (IndexError, ValueError, TypeError) if isinstance(e, c))
+                raise base(f"{name}: {e} (at {user_location()})") from e
+            if type(r) is not np.ndarray:
+                if not is_gpu_array(r):
+                    r = np.asarray(r)
+            if r.dtype != want:
+                r = r.astype(want)
+            env[k] = r
+        return [env[i] for i in self.outs]
+
+
+# -- plans ------------------------------------------------------------------------------------
+class Plan:
+    """One composite at one signature: its forward and backward graphs and how to run them."""
+
+    __slots__ = ("fwd", "bwd", "n_res", "check", "errors", "run_fwd", "run_bwd", "calls",
+                 "compiled", "gpu", "out_meta")
+
+    def __init__(self, fwd: Graph, bwd: Graph, n_res: int, check: Program | None,
+                 errors: list, gpu: bool) -> None:
+        self.fwd, self.bwd, self.n_res = fwd, bwd, n_res
+        self.check, self.errors = check, errors
+        fp, bp = Program(fwd), Program(bwd)
+        self.run_fwd = lambda xs: quiet_call(fp.run, xs)
+        self.run_bwd = lambda xs: quiet_call(bp.run, xs)
+        self.calls = 0
+        self.compiled = False
+        self.gpu = gpu
+        out = fwd.outputs[0]
+        self.out_meta = (out.shape, out.dtype.np)
+
+    def maybe_compile(self) -> None:
+        self.calls += 1
+        if self.calls != COMPILE_AFTER or self.gpu or _COMPILER[0] is None:
+            return
+        try:
+            self.run_fwd, self.run_bwd = _COMPILER[0](self.fwd, self.bwd)
+        except Exception as e:       # noqa: BLE001 - the interpreter keeps running it
+            import warnings
+            warnings.warn(f"fused composite {self.fwd.name}: compiling failed ({type(e).__name__}"
+                          f": {e}); it stays interpreted", RuntimeWarning, stacklevel=4)
+            return
+        self.compiled = True
+        stats["compiles"] += 1
+
+
+def _subgraph(g: Graph, outputs: list[Value], name: str) -> Graph:
+    """g with only `outputs` (what they do not need is dropped)."""
+    h = Graph(name)
+    env = {v: h.add_input(v.aval, v.name) for v in g.inputs}
+    for ins in g.instrs:
+        env[ins.out] = h.emit(ins.prim, [env[v] for v in ins.inputs], ins.params, ins.loc)
+    h.outputs = [env[v] for v in outputs]
+    return optimize(h)
+
+
+def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Tensor],
+           device) -> Plan | object:
+    static = {i: a for i, a in enumerate(args) if not isinstance(a, Tensor)}
+    static.update({k: v for k, v in kwargs.items() if not isinstance(v, Tensor)})
+    try:
+        tr = trace(fn, args, kwargs, static, name=name.replace("Backward", "_"), device=device)
+    except Exception:                # noqa: BLE001 - the op-by-op path raises the user's error
+        return _UNFUSABLE
+    g = tr.graph
+    n_extra = bool(tr.checks)
+    if (tr.captures or tr.n_random or tr.writes or tr.escapes or tr.arg_writes or tr.guards
+            or tr.grad_sets or tr.attr_guards or tr.backward_ran
+            or len(g.outputs) != 1 + n_extra or not g.outputs[0].dtype.is_float
+            or len(g.inputs) != len(tensors)):
+        return _UNFUSABLE
+    check = None
+    if tr.checks:                    # data-dependent index checks run first, as eagerly
+        check = Program(_subgraph(g, [g.outputs[-1]], g.name + "_check"))
+        g = _subgraph(g, [g.outputs[0]], g.name)
+    wrt = tuple(i for i, t in enumerate(tensors) if t._requires_grad)
+    joint = vjp_graph(g, wrt, g.name + "_vjp")
+    fwd, bwd, n_res = split(joint, len(g.inputs), 1)
+    stats["plans"] += 1
+    return Plan(fwd, bwd, n_res, check, tr.checks, not all(
+        type(t._data) is np.ndarray for t in tensors))
+
+
+def _key(fn, args, kwargs, tensors):
+    """The plan's cache key, or None where an argument is not hashable (a list or an array:
+    such calls record op by op)."""
+    parts: list[Any] = [fn]
+    for a in args:
+        if type(a) in SUBCLASSES:
+            d = a._data
+            parts.append((d.shape, d.dtype.num, a._requires_grad, type(d),
+                          None if type(d) is np.ndarray else device_of(d)))
+            tensors.append(a)
+        else:
+            parts.append(a)
+    for k, a in kwargs.items():
+        if type(a) in SUBCLASSES:
+            d = a._data
+            parts.append((k, d.shape, d.dtype.num, a._requires_grad, type(d),
+                          None if type(d) is np.ndarray else device_of(d)))
+            tensors.append(a)
+        else:
+            parts.append((k, a))
+    key = tuple(parts)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def run(fn: Callable, name: str, args: tuple, kwargs: dict) -> Tensor | None:
+    """fn(*args, **kwargs) as one fused op with one backward node named `name`; None when
+    this call must record op by op (create the node the old way)."""
+    if not ENABLED or STATE.subst:
+        return None
+    tensors: list[Tensor] = []
+    key = _key(fn, args, kwargs, tensors)
+    if key is None or any(isinstance(t._data, Value) for t in tensors):
+        return None
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        plan = _PLANS[key] = _build(fn, name, args, kwargs, tensors,
+                                    device_of(tensors[0]._data) if tensors else None)
+    if plan is _UNFUSABLE:
+        stats["fallbacks"] += 1
+        return None
+    if STATE.reads is not None:
+        note_reads(tensors)
+    arrays = [t._data for t in tensors]
+    if plan.check is not None:
+        code = quiet_call(plan.check.run, arrays)[0]
+        err = _checks.failure(plan.errors, code)
+        if err is not None:
+            raise err
+    plan.maybe_compile()
+    if plan.compiled:
+        stats["compiled_calls"] += 1
+    else:
+        stats["interpreted"] += 1
+    res = plan.run_fwd(arrays)
+    y = res[0]
+    if type(y) is np.ndarray and y.base is not None and y.flags.writeable:
+        y.flags.writeable = False    # a view of an input or a residual: a lazy copy
+    out = Tensor(y)
+    out.grad_fn = FusedNode(name, fn, args, kwargs, tensors, res[1:], plan, out)
+    out._requires_grad = True
+    return out
+
+
+# -- the node ---------------------------------------------------------------------------------
+def _root(a):
+    b = a.base
+    return a if b is None else b
+
+
+class FusedNode(Node):
+    """The one backward node of a fused composite: runs its plan's backward graph on the
+    residuals (recomputes and differentiates the composite under create_graph)."""
+
+    __slots__ = ("_name", "fn", "args", "kwargs", "saved", "residuals", "plan", "checked",
+                 "out_counter", "out_version")
+
+    def __init__(self, name, fn, args, kwargs, tensors, residuals, plan, out) -> None:
+        super().__init__(tensors)
+        self._name = name
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.saved = [SavedTensor(t) for t in tensors]
+        self.residuals = residuals
+        self.plan = plan
+        self.out_counter, self.out_version = out._version, out._version[0]
+        self.checked = self._aliased(tensors, residuals, out)
+
+    @staticmethod
+    def _aliased(tensors, residuals, out) -> tuple:
+        """The inputs (their indices) and the output (-1) whose memory some residual shares:
+        an in-place change to them would change what backward reads, so they are checked."""
+        found = set()
+        roots = None
+        for r in residuals:
+            if type(r) is np.ndarray:
+                if r.base is None and all(r is not t._data for t in tensors) and r is not out._data:
+                    continue                  # a fresh array of the forward's own
+                if roots is None:
+                    roots = [_root(t._data) if type(t._data) is np.ndarray else None
+                             for t in tensors] + [_root(out._data)]
+                rr = _root(r)
+                found.update(i for i, x in enumerate(roots) if x is rr)
+            else:                             # a device array: check every input, conservatively
+                found.update(range(len(tensors) + 1))
+        return tuple(sorted(i if i < len(tensors) else -1 for i in found))
+
+    def name(self) -> str:
+        return self._name
+
+    def apply(self, grads, create_graph):
+        g = grads[0]
+        if create_graph or g is None or isinstance(g._data, Value):
+            return self._recompute(grads, create_graph)
+        for i in self.checked:
+            if i < 0:
+                if self.out_counter[0] != self.out_version:
+                    shape, dtype = self.plan.out_meta
+                    _modified(np.broadcast_to(np.zeros((), dtype), shape), self.out_counter[0],
+                              self.out_version, self)
+            else:
+                self.saved[i].unpack(self)
+        gd = g._data
+        if gd.dtype != self.plan.out_meta[1]:
+            gd = gd.astype(self.plan.out_meta[1])
+        res = self.plan.run_bwd(list(self.residuals) + [gd])
+        it = iter(res)
+        return [Tensor(next(it)) if s.tensor._requires_grad else None for s in self.saved]
+
+    def _recompute(self, grads, create_graph):
+        """Run the composite again on the inputs, recording, and differentiate that: a
+        gradient that is differentiable again (create_graph) or traced."""
+        saved = iter([s.unpack(self) for s in self.saved])
+        args = [next(saved) if isinstance(a, Tensor) else a for a in self.args]
+        kwargs = {k: next(saved) if isinstance(v, Tensor) else v for k, v in self.kwargs.items()}
+        ins = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
+        with enable_grad():
+            out = self.fn(*args, **kwargs)
+        wrt = [t for t in ins if t._requires_grad]
+        gs = iter(autograd_grad([out], wrt, [grads[0]], retain_graph=True,
+                                create_graph=create_graph, allow_unused=True))
+        return [next(gs) if t._requires_grad else None for t in ins]
+
+    def release(self) -> None:
+        self.freed = True
+        self.residuals = self.saved = self.args = self.kwargs = None
