@@ -28,6 +28,11 @@ class Executable:
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def reuse_outputs(self, indices: Sequence[int]) -> None:
+        """The caller copies the outputs at `indices` elsewhere before its next call on the same
+        thread (write-backs of in-place updates), so a backend may hand them out in memory it
+        reuses. The default keeps every output new."""
+
     def stage_text(self, stage: str) -> str:
         raise NotImplementedError(f"the {self.backend} backend has no '{stage}' stage: kernels, "
                                   f"LLVM IR and assembly come from the LLVM backend "

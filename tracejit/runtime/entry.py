@@ -48,6 +48,12 @@ class Entry:
         self.has_scalars = any(v.ndim == 0 for v in graph.inputs)
         self.n_random = traced.n_random          # random ops: the graph's last two inputs
         self.n_hidden = 2 if self.n_random else 0  # are the generator's seed and offset
+        # store_writes copies the captures' and arguments' new values into their storage at
+        # once, so the executable may keep those outputs in memory it reuses
+        n = self.n_user + len(self.writes)
+        e = n + traced.n_grad_outs + len(traced.escapes)
+        exe.reuse_outputs(list(range(self.n_user, n)) +
+                          list(range(e, e + len(traced.arg_writes))))
 
     def hidden_inputs(self) -> list[np.ndarray]:
         """This call's seed and offset, advancing the device's generator past them."""

@@ -103,6 +103,7 @@ class LLVMExecutable(Executable):
             self.out_alloc.append((s, v.shape, np.dtype(v.dtype.np), nbytes >= POOL_MIN_BYTES))
         self.out_plan = prog.out_plan
         self.out_slots = [s for s, _ in prog.fresh]
+        self._kept: list[bool] | None = None        # see reuse_outputs
         self._pool = shared_pool()
 
     def _new_frame(self) -> "_Frame":
@@ -180,6 +181,37 @@ class LLVMExecutable(Executable):
             idx = [order[s] for s, _ in self.out_plan]
             self._direct = True if idx == list(range(len(idx))) else idx
 
+    # -- outputs ----------------------------------------------------------------------------
+    def reuse_outputs(self, indices: Sequence[int]) -> None:
+        """Outputs the caller copies away before it calls again on this thread (Entry's
+        write-backs of parameters and optimizer state) are written into arrays kept per thread
+        instead of new ones: a new array of many pages takes a page fault on each page's first
+        write (a nanoGPT-small AdamW step took ~1,100 per call, ~10% of its time). A slot that
+        is also a user's output stays new."""
+        mine = set(indices)
+        users = {s for i, (s, _) in enumerate(self.out_plan) if i not in mine}
+        self._kept = [s not in users for s, *_ in self.out_alloc]
+        self._local = threading.local()
+
+    def _outputs(self) -> list[np.ndarray]:
+        """This call's output arrays, in out_alloc's order."""
+        kept = self._kept_arrays() if self._kept is not None else None
+        outs = []
+        for k, (s, shape, dtype, pooled) in enumerate(self.out_alloc):
+            if kept is not None and kept[k] is not None:
+                outs.append(kept[k])
+            else:
+                outs.append(self._pool.empty(shape, dtype) if pooled else np.empty(shape, dtype))
+        return outs
+
+    def _kept_arrays(self) -> list:
+        arrays = getattr(self._local, "arrays", None)
+        if arrays is None:
+            arrays = self._local.arrays = [np.empty(shape, dtype) if keep else None
+                                           for keep, (_, shape, dtype, _) in
+                                           zip(self._kept, self.out_alloc)]
+        return arrays
+
     # -- running --------------------------------------------------------------------------
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         frames = self._frames
@@ -212,11 +244,9 @@ class LLVMExecutable(Executable):
                 a = np.ascontiguousarray(a)
                 held.append(a)          # the table holds no reference: keep it to the end
             table[i] = id(a)
-        outs = []
-        for s, shape, dtype, pooled in self.out_alloc:
-            o = self._pool.empty(shape, dtype) if pooled else np.empty(shape, dtype)
+        outs = self._outputs()
+        for (s, *_), o in zip(self.out_alloc, outs):
             table[s] = id(o)
-            outs.append(o)
         self.only_seg(fr.addr)
         frames.append(fr)
         return outs if direct is True else [outs[k] for k in direct]
@@ -242,8 +272,7 @@ class LLVMExecutable(Executable):
                     a = np.ascontiguousarray(a)
                 arrays[i] = a
                 table[i] = id(a)
-            for s, shape, dtype, pooled in self.out_alloc:
-                o = self._pool.empty(shape, dtype) if pooled else np.empty(shape, dtype)
+            for (s, *_), o in zip(self.out_alloc, self._outputs()):
                 arrays[s] = o
                 table[s] = id(o)
             if self.only_seg is not None:
