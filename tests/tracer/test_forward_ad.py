@@ -147,12 +147,18 @@ class _Cube(tj.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
         return x * x * x
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         return 3 * x * x * g
+
+    @staticmethod
+    def jvp(ctx, t):        # (forward mode needs it, as in PyTorch: see test_custom_function_jvp)
+        (x,) = ctx.saved_tensors
+        return 3 * x * x * t
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "layer_norm", "gelu", "logsumexp",

@@ -21,6 +21,7 @@ from ..ir.core import Graph, user_location
 from ..ir.printer import print_graph
 from ..tracer import forward as tforward
 from ..tracer.pytree import tree_flatten, tree_unflatten
+from ..tracer.function import TRACED_APPLIES
 from ..tracer.trace import Traced
 from ..devices import Device, CPU
 from .compile import CompiledFunction
@@ -101,7 +102,12 @@ class JvpCompiledFunction(CompiledFunction):
 
     def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:
         dyn, tangents, st = args
+        applies = TRACED_APPLIES[0]
         traced = _base_trace(self.base, dyn, st, device)
+        if TRACED_APPLIES[0] != applies:
+            # custom Functions: the plain tj.jvp traced inside this trace runs their jvp
+            # staticmethods on dual tensors (tracer/forward.py)
+            return super()._trace(args, kwargs, static, device)
         n_primal = len(tree_flatten(dyn)[0])
         j, n_user, _ = _jvp_of(traced, n_primal, self.name)
         user_avals = [v.aval for v in traced.graph.outputs[:n_user]]
@@ -121,7 +127,13 @@ class LinearizedParts:
         self.tangent = _TangentPart(self)
 
     def split(self, dyn, static, device: Device) -> tuple[Traced, Graph, Graph, int, int]:
+        applies = TRACED_APPLIES[0]
         traced = _base_trace(self.base, dyn, static, device)
+        if TRACED_APPLIES[0] != applies:
+            raise NotImplementedError(
+                f"tj.linearize of the compiled {self.base.name}, which applies a custom "
+                f"autograd.Function, is not supported (at {user_location()}); call tj.linearize "
+                f"on the Python function, or tj.jvp on the compiled one")
         n_primal = len(tree_flatten(dyn)[0])
         j, n_user, n_tan = _jvp_of(traced, n_primal, f"linearize_{self.base.name}")
         n_in = len(j.inputs)

@@ -31,8 +31,10 @@ from ..ir.core import Aval, Graph, replay, user_location
 from ..ir.autodiff import split, vjp_graph
 from ..ir.batching import BatchAxis, batch_graph
 from ..ir.forward import jvp_graph, linear_split
+from ..ir.passes import optimize
+from ..ir.primitives import zeros_like
 from ..ir.printer import print_graph
-from . import ops
+from . import forward_ad, ops
 from .pytree import tree_flatten, tree_unflatten
 from .rng import default_generator
 from .state import STATE
@@ -40,6 +42,7 @@ from .tensor_base import TensorBase as Tensor
 from .trace import TraceContext
 from . import transform_cache as tcache
 from .stacking import movedim
+from .function import TRACED_APPLIES
 
 class Pure:
     """A traced function: its graph (inputs: the flat arguments, then what it read from
@@ -51,6 +54,8 @@ class Pure:
         self.graph, self.out_tree, self.captures = graph, out_tree, captures
         self.n_random, self.device = n_random, device
         self.guards = guards        # what a cached trace must still find (transform_cache)
+        self.custom = 0             # custom Functions applied (their jvp: see trace_pure)
+        self.jvp: Graph | None = None   # traced on dual tensors: the JVP graph itself
 
     def extra_inputs(self) -> list[Tensor]:
         """The tensors for the graph's inputs after the arguments, for one run."""
@@ -76,21 +81,43 @@ def _device_of(flat: list) -> Any:
     return STATE.traces[-1].device if STATE.traces else CPU
 
 
-def trace_pure(fn: Callable, args: Sequence[Tensor], in_tree, name: str) -> Pure:
-    """Trace fn(*tree_unflatten(in_tree, args)) into a graph of its own (see the module doc)."""
+def trace_pure(fn: Callable, args: Sequence[Tensor], in_tree, name: str,
+               dual_wrt: Sequence[int] | None = None) -> Pure:
+    """Trace fn(*tree_unflatten(in_tree, args)) into a graph of its own (see the module doc).
+
+    With `dual_wrt` (flat argument positions) fn runs on dual tensors (forward_ad) whose
+    tangents are graph inputs too, so the graph (`pure.jvp`) is fn's JVP in jvp_graph's
+    layout: inputs the arguments, the captures, the random seed/offset, then the tangents;
+    outputs fn's, then one tangent per float output. A custom Function's jvp staticmethod
+    takes part that way, which the IR transform of the plain trace cannot see."""
     device = _device_of(list(args))
     ctx = TraceContext(name, device)
+    touts: list = []
+    applies = TRACED_APPLIES[0]
     try:
         with ctx:
             tracers = [Tensor(ctx.graph.add_input(Aval(a.shape, a.dtype), f"x{i}"),
                               _weak=a._weak) for i, a in enumerate(args)]
-            out = fn(*tree_unflatten(in_tree, tracers))
-            out_flat, out_tree = tree_flatten(out)
-            outs = []
-            for o in out_flat:
-                o = o if isinstance(o, Tensor) else ops.as_tensor(o)
-                outs.append(o._data if o._traced and o._data.graph is ctx.graph
-                            else ctx.capture(o))
+            tangents = [ctx.graph.add_input(Aval(args[k].shape, args[k].dtype), f"t{k}")
+                        for k in dual_wrt or ()]
+            level = forward_ad.enter_dual_level() if dual_wrt is not None else None
+            try:
+                call = list(tracers)
+                for k, t in zip(dual_wrt or (), tangents):
+                    call[k] = forward_ad.make_dual(tracers[k], Tensor(t), level=level)
+                out = fn(*tree_unflatten(in_tree, call))
+                out_flat, out_tree = tree_flatten(out)
+                outs = []
+                for o in out_flat:
+                    o = o if isinstance(o, Tensor) else ops.as_tensor(o)
+                    outs.append(_value_in(ctx, o))
+                    if level is not None and o.dtype.is_float:
+                        t = forward_ad.unpack_dual(o, level=level).tangent
+                        touts.append(_value_in(ctx, t if t is not None
+                                               else zeros_like(o.detach())))
+            finally:
+                if level is not None:
+                    forward_ad.exit_dual_level(level=level)
     finally:
         ctx.grad_slots.restore()       # a traced value must not stay in an outside `.grad`
     if ctx.writes:
@@ -98,20 +125,38 @@ def trace_pure(fn: Callable, args: Sequence[Tensor], in_tree, name: str) -> Pure
                            f"(at {user_location()}); forward-mode transforms need a function "
                            f"without such side effects (return the new value instead)")
     g = ctx.graph
-    g.outputs = outs
+    g.outputs = outs + touts
+    tan_in = g.inputs[len(args):len(args) + len(tangents)]
+    g.inputs = [v for v in g.inputs if v not in tan_in]
     if ctx.rng is not None:
         g.inputs = [v for v in g.inputs if v not in ctx.rng] + list(ctx.rng)
+    g.inputs += tan_in
     caps = list(ctx.captures)
     guards = tcache.Guards(fn, ctx, caps, tcache.capture_avals(g, len(args), caps))
-    pure = Pure(g, out_tree, caps, ctx.n_random, device, guards)
+    if dual_wrt is None:
+        pure = Pure(g, out_tree, caps, ctx.n_random, device, guards)
+        pure.custom = TRACED_APPLIES[0] - applies
+    else:                   # .graph: the primal inputs and outputs only (their counts)
+        primal = Graph(name)
+        primal.inputs, primal.outputs = g.inputs[:len(g.inputs) - len(tan_in)], outs
+        pure = Pure(primal, out_tree, caps, ctx.n_random, device, guards)
+        pure.jvp = optimize(g)
     _release(ctx)
     return pure
 
 
+def _value_in(ctx: TraceContext, t: Tensor):
+    """t's value in ctx's graph (an outside tensor is captured)."""
+    return t._data if t._traced and t._data.graph is ctx.graph else ctx.capture(t)
+
+
 def cached(kind: str, fn: Callable, args: list[Tensor], in_tree, name: str,
-           build: Callable[[Pure], dict], extra_key: tuple = ()) -> tcache.Entry:
+           build: Callable[[Pure], dict], extra_key: tuple = (),
+           dual_wrt: Sequence[int] | None = None) -> tcache.Entry:
     """The kept trace of `kind` of fn for these flat arguments (see transform_cache), or a new
-    one: fn traced (`entry.pure`) and `build(pure)`'s graphs (the entry's other fields)."""
+    one: fn traced (`entry.pure`) and `build(pure)`'s graphs (the entry's other fields). A
+    forward-mode transform (with `dual_wrt`) of a function that applies custom Functions
+    traces it again on dual tensors (see trace_pure)."""
     key = (in_tree, tuple(tcache.leaf_key(a) for a in args)) + extra_key
     use = tcache.cacheable()
     if use:
@@ -119,6 +164,8 @@ def cached(kind: str, fn: Callable, args: list[Tensor], in_tree, name: str,
         if entry is not None:
             return entry
     pure = trace_pure(fn, args, in_tree, name)
+    if dual_wrt is not None and pure.custom:
+        pure = trace_pure(fn, args, in_tree, name, list(dual_wrt))
     entry = tcache.Entry(guards=pure.guards, pure=pure, memo={}, **build(pure))
     if use:
         tcache.store(kind, fn, key, entry)
@@ -178,7 +225,7 @@ def _run(graph: Graph, args: list[Tensor]) -> list[Tensor]:
 
 
 def _transformed(pure: Pure, wrt: Sequence[int], name: str) -> Graph:
-    j = jvp_graph(pure.graph, wrt, name)
+    j = pure.jvp if pure.jvp is not None else jvp_graph(pure.graph, wrt, name)
     dump("jvp", name, lambda: print_graph(j))
     return j
 
@@ -216,8 +263,9 @@ def jvp(fn: Callable, primals, tangents) -> tuple[Any, Any]:
     name = f"jvp_{getattr(fn, '__name__', 'f')}"
     flat_p, tree_p = _flat_primals("jvp", primals)
     flat_t = check_tangents("jvp", primals, tangents)
+    wrt = range(len(flat_p))
     e = cached("jvp", fn, flat_p, tree_p, name,
-               lambda pure: {"j": _transformed(pure, range(len(flat_p)), name)})
+               lambda pure: {"j": _transformed(pure, wrt, name)}, dual_wrt=wrt)
     pure = e.pure
     res = _run(e.j, flat_p + pure.extra_inputs() + flat_t)
     n = len(pure.graph.outputs)
@@ -232,8 +280,9 @@ def linearize(fn: Callable, *primals) -> tuple[Any, Callable]:
     name = f"linearize_{getattr(fn, '__name__', 'f')}"
     flat_p, tree_p = _flat_primals("linearize", primals)
     check_primals("linearize", primals)
+    wrt = range(len(flat_p))
     e = cached("linearize", fn, flat_p, tree_p, name,
-               lambda pure: _linear_parts(pure, range(len(flat_p)), name))
+               lambda pure: _linear_parts(pure, wrt, name), dual_wrt=wrt)
     pure, tangent_g = e.pure, e.tangent_g
     n_out = len(pure.graph.outputs)
     res = _run(e.primal_g, flat_p + pure.extra_inputs())
@@ -321,7 +370,7 @@ def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
         flat_args, wrt, groups = _wrt_groups(args, nums, "jacfwd")
         _, in_tree = tree_flatten(tuple(args))
         e = cached("jacfwd", fn, flat_args, in_tree, name,
-                   lambda pure: _linear_parts(pure, wrt, name), (nums,))
+                   lambda pure: _linear_parts(pure, wrt, name), (nums,), dual_wrt=wrt)
         pure = e.pure
         n_out = len(pure.graph.outputs)
         res = _run(e.primal_g, flat_args + pure.extra_inputs())

@@ -26,8 +26,8 @@ from typing import Any, Callable
 
 from ..ir.core import user_location
 from ..ir.forward import jvp_rule
-from ..ir.primitives import P, bind
-from .tensor import Tensor
+from ..ir.primitives import P, bind, zeros_like
+from .tensor_base import TensorBase as Tensor
 
 UnpackedDualTensor = namedtuple("UnpackedDualTensor", "primal tangent")
 
@@ -207,6 +207,60 @@ def inplace_dual(x: Tensor, update: Callable, op: str, run: Callable) -> Tensor:
                 t = bind(P.cast, t, dtype=x.dtype) if x.dtype.is_float else None
             lvl.set(x, t)
     return out
+
+
+def tangent_levels(args) -> list[int]:
+    """The positions (among the active levels) at which some of `args` has a tangent."""
+    return [k for k, lvl in enumerate(_active())
+            if any(isinstance(a, Tensor) and lvl.get(a) is not None for a in args)]
+
+
+class hidden:
+    """Context manager: the block sees no tangents (a custom Function's forward: its outputs'
+    tangents come from its own jvp)."""
+
+    def __enter__(self) -> None:
+        self.prev = FWD.ceiling
+        FWD.ceiling = 0
+
+    def __exit__(self, *exc) -> bool:
+        FWD.ceiling = self.prev
+        return False
+
+
+def custom_tangents(name: str, jvp: Callable, ctx, args, outs: list, levels: list[int],
+                    skip: set) -> None:
+    """A custom Function's outputs' tangents from its `jvp(ctx, *input tangents)` staticmethod
+    (PyTorch's contract): per level, tensors without a tangent there pass zeros, other
+    arguments None; one tangent (or None) per output, with the output's shape and dtype.
+    Outputs whose id is in `skip` (non-differentiable, or not floating point) get none."""
+    active = _active()
+    prev = FWD.ceiling
+    for k in levels:
+        lvl = active[k]
+        ts = [(lvl.get(a) if lvl.get(a) is not None else zeros_like(a.detach()))
+              if isinstance(a, Tensor) else None for a in args]
+        FWD.ceiling = k
+        try:
+            res = jvp(ctx, *ts)
+        finally:
+            FWD.ceiling = prev
+        res = list(res) if isinstance(res, (tuple, list)) else [res]
+        if len(res) != len(outs):
+            raise RuntimeError(f"{name}.jvp returned {len(res)} tangents for {len(outs)} "
+                               f"outputs of forward (at {user_location()})")
+        for i, (o, t) in enumerate(zip(outs, res)):
+            if t is None or not isinstance(o, Tensor) or id(o) in skip:
+                continue
+            if not isinstance(t, Tensor) or tuple(t.shape) != tuple(o.shape) or \
+                    t.dtype is not o.dtype:
+                got = f"{t.dtype.name}{list(t.shape)}" if isinstance(t, Tensor) else \
+                    type(t).__name__
+                raise RuntimeError(f"{name}.jvp: the tangent of output {i} is {got} but the "
+                                   f"output is {o.dtype.name}{list(o.shape)}; a forward "
+                                   f"gradient must have its tensor's size and dtype "
+                                   f"(at {user_location()})")
+            lvl.set(o, t)
 
 
 def any_dual(xs: Any) -> bool:

@@ -13,7 +13,7 @@ from .autograd import Node, SavedTensor, grad as autograd_grad
 from .forward_ad import FWD
 from .state import STATE, enable_grad, no_grad, note_reads, recording_reads, substituting
 from .rng import all_states, replaying, trace_rng_position
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 class FunctionCtx:
@@ -22,12 +22,20 @@ class FunctionCtx:
         self.needs_input_grad: tuple[bool, ...] = ()
         self.materialize_grads = True
         self._node: Node | None = None
+        self._saved_fwd: tuple = ()
+        self._in_jvp = False
 
     def save_for_backward(self, *tensors) -> None:
         self._saved = [SavedTensor(t) if isinstance(t, Tensor) else t for t in tensors]
 
+    def save_for_forward(self, *tensors) -> None:
+        """Tensors the jvp staticmethod reads as ctx.saved_tensors (PyTorch's contract)."""
+        self._saved_fwd = tensors
+
     @property
     def saved_tensors(self) -> tuple:
+        if self._in_jvp:
+            return tuple(self._saved_fwd)
         if self._saved is None:
             raise RuntimeError(Node._freed_msg)
         return tuple(s.unpack(self._node) if isinstance(s, SavedTensor) else s
@@ -81,24 +89,54 @@ class FunctionNode(Node):
         self.ctx._saved = None
 
 
+# custom Functions applied while tracing, so far: a forward-mode transform that finds this
+# moved while it traced a function traces it again on dual tensors, so that their jvp
+# staticmethods take part (tracer/forward.py, runtime/forward.py)
+TRACED_APPLIES = [0]
+_NO_JVP = ("You must implement the jvp function for custom autograd.Function to use it with "
+           "forward mode AD.")
+
+
 class Function:
-    """Subclass with static `forward(ctx, *args)` and `backward(ctx, *grads)`; call `.apply`."""
+    """Subclass with static `forward(ctx, *args)` and `backward(ctx, *grads)`; call `.apply`.
+    As in PyTorch, forward may instead be `forward(*args)` with a `setup_context(ctx, inputs,
+    output)` staticmethod, and a `jvp(ctx, *tangents)` staticmethod gives forward mode (dual
+    tensors, tj.jvp & co.) the outputs' tangents (it reads what `ctx.save_for_forward` kept);
+    without one, forward mode through the Function is an error, as in PyTorch."""
 
     @staticmethod
     def forward(ctx, *args, **kwargs):
         raise NotImplementedError
 
     @staticmethod
+    def setup_context(ctx, inputs, output):
+        raise NotImplementedError
+
+    @staticmethod
     def backward(ctx, *grads):
         raise NotImplementedError
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise NotImplementedError(_NO_JVP)
 
     @classmethod
     def apply(cls, *args):
         ctx = FunctionCtx()
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a._requires_grad for a in args)
         note_reads([a for a in args if isinstance(a, Tensor)])      # (for a checkpoint)
-        with no_grad():
-            outs = cls.forward(ctx, *args)
+        levels = forward_ad.tangent_levels(args) if FWD.levels else []
+        has_jvp = cls.jvp is not Function.jvp
+        if levels and not has_jvp:
+            raise NotImplementedError(f"{_NO_JVP} ({cls.__name__}, at {user_location()})")
+        if STATE.traces:                # tj.jvp & co. of the trace use the jvp (forward.py)
+            TRACED_APPLIES[0] += 1
+        with no_grad(), forward_ad.hidden():    # forward's own ops carry no tangents
+            if cls.setup_context is not Function.setup_context:
+                outs = cls.forward(*args)
+                cls.setup_context(ctx, args, outs)
+            else:
+                outs = cls.forward(ctx, *args)
         single = not isinstance(outs, tuple)
         outs_t = [outs] if single else list(outs)
         if STATE.grad_enabled and any(ctx.needs_input_grad):
@@ -108,8 +146,6 @@ class Function:
                 if isinstance(o, Tensor):
                     o2 = Tensor(o._data)
                     o2._version = o._version
-                    if FWD.levels:       # dual tensors: the tangents forward's ops computed
-                        forward_ad.carry_over(o, o2)
                     wrapped.append(o2)
                 else:
                     wrapped.append(o)
@@ -119,6 +155,16 @@ class Function:
                 if id(orig) not in non_diff and o.dtype.is_float:
                     o.grad_fn, o._out_idx, o._requires_grad = node, i, True
             outs_t = wrapped
+        if levels:
+            skip = {id(o) for o, orig in zip(outs_t, outs if not single else [outs])
+                    if isinstance(o, Tensor) and (id(orig) in getattr(ctx, "_non_diff", ())
+                                                  or not o.dtype.is_float)}
+            ctx._in_jvp = True
+            try:
+                forward_ad.custom_tangents(cls.__name__, cls.jvp, ctx, args, outs_t, levels,
+                                           skip)
+            finally:
+                ctx._in_jvp = False
         return outs_t[0] if single else tuple(outs_t)
 
 
