@@ -186,3 +186,11 @@ def test_linearize_and_jacfwd_use_the_jvp():
     np.testing.assert_allclose(jac, np.diag(_df(X, Y, np.ones(4), 0)), rtol=1e-12)
     with pytest.raises(NotImplementedError, match="linearize of the compiled"):
         tj.linearize(tj.compile(_f), X, Y)
+
+
+def test_device_copies_carry_the_tangent(fake_gpu):
+    """`.to(device)` is a Function of tracejit's own (ToCopy): it has a jvp too."""
+    with fwAD.dual_level():
+        x = fwAD.make_dual(tj.tensor(X), tj.tensor(T))
+        y = (x * 2).to("cuda").to("cpu")
+        np.testing.assert_allclose(fwAD.unpack_dual(y).tangent.numpy(), 2 * T)

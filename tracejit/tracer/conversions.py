@@ -1,0 +1,64 @@
+"""Tensor's dtype and device conversions: `.float()`, `.to(...)`, `.cpu()`, `.clone()`."""
+from __future__ import annotations
+
+from ..ir import dtypes as dt
+from ..devices import Device, device as as_device, to_device
+from . import ops
+from .function import Function
+from .tensor_base import TensorBase as Tensor
+
+
+# `memory_format=` (torch.preserve_format, channels_last, ...) is accepted and has nothing to
+# do: tracejit tensors are always dense and row-major, and the values are the same either way.
+def converter(dtype: dt.DType):
+    def convert(self, memory_format=None):
+        return ops.cast(self, dtype)
+    convert.__name__ = dtype.np.name
+    return convert
+
+
+def clone(self, memory_format=None):
+    return ops.add(self, 0) if self.dtype is not dt.bool_ else ops.eq(self, True)
+
+
+class ToCopy(Function):
+    """A copy to another device; its gradient is copied back (so `.to` is differentiable)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dev: Device) -> Tensor:
+        ctx.src, ctx.dst = x.device, dev
+        return Tensor(to_device(x._data, dev))
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        return ToCopy.apply(g, ctx.src), None
+
+    @staticmethod
+    def jvp(ctx, t: Tensor, _dev) -> Tensor:     # (forward mode: the tangent moves along)
+        return ToCopy.apply(t, ctx.dst)
+
+
+def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False,
+        memory_format=None):
+    """`t.to("cuda")`, `t.to(tj.float64)`, `t.to("cpu", tj.float16)`, `t.to(other_tensor)`."""
+    for a in args:
+        if isinstance(a, Tensor):
+            device, dtype = a.device, a.dtype
+        elif isinstance(a, Device) or (isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda")):
+            device = a
+        else:
+            dtype = a
+    out = self
+    if device is not None and not (self._traced or self._captured()):   # traced: one device
+        dev = as_device(device)
+        if dev != self.device:
+            out = ToCopy.apply(self, dev)
+    return ops.cast(out, dtype) if dtype is not None else out
+
+
+def cpu(self) -> Tensor:
+    return to(self, device="cpu")
+
+
+def cuda(self, device=None) -> Tensor:
+    return to(self, device=device or "cuda")
