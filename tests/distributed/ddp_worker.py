@@ -99,6 +99,71 @@ def train_eager(compiled_model=False):
     print("ok " + ("compiled_model" if compiled_model else "eager"), flush=True)
 
 
+def train_compiled_model_variants(set_to_none):
+    """A compiled model: with .grad None before each backward, every bucket is all-reduced
+    inside the compiled backward; with zero_grad(set_to_none=False), and for the backward
+    after no_sync() accumulation, the hooks average the accumulated .grad instead. Both match
+    the full-batch reference."""
+    ddp, model, init = make_ddp()
+    model.compile()
+    ddp.reducer.record_events = True
+    opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    nb = len(ddp.reducer.buckets)
+    for s in range(3):
+        opt.zero_grad(set_to_none=set_to_none)
+        for k in range(2):
+            x, y = batch(s * 2 + k)
+            if k == 0:
+                with ddp.no_sync():
+                    (loss_fn(ddp, shard(x), shard(y)) / 2).backward()
+                continue
+            (loss_fn(ddp, shard(x), shard(y)) / 2).backward()
+            inside = [b for kind, b in ddp.reducer.events if kind == "in backward"]
+            # after no_sync every .grad holds the local part: the hooks average it
+            assert inside == [], ddp.reducer.events
+        opt.step()
+    same(model, reference(init, 3, accumulate=2), f"compiled model no_sync {set_to_none}")
+    ddp, model, init = make_ddp()
+    model.compile()
+    ddp.reducer.record_events = True
+    opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    for s in range(5):
+        opt.zero_grad(set_to_none=set_to_none)
+        x, y = batch(s)
+        loss_fn(ddp, shard(x), shard(y)).backward()
+        inside = [b for kind, b in ddp.reducer.events if kind == "in backward"]
+        # (zero_grad(set_to_none=False) leaves a .grad that was never made None)
+        assert inside == (list(range(nb)) if set_to_none or s == 0 else []), \
+            (s, ddp.reducer.events)
+        opt.step()
+    same(model, reference(init, 5), f"compiled model set_to_none={set_to_none}")
+    print(f"ok compiled_model_{'none' if set_to_none else 'zeros'}", flush=True)
+
+
+def compiled_overlap_order():
+    """In the compiled backward, bucket 0's all-reduce starts before the kernels of the later
+    gradients run: the executable's steps have kernels after the first start, and the starts
+    come in bucket order, each before the waits."""
+    from tracejit.runtime import grad_sync
+    ddp, model, init = make_ddp()
+    model.compile()
+    x, y = batch(0)
+    before = set(map(id, grad_sync.all_variants()))
+    loss_fn(ddp, shard(x), shard(y)).backward()
+    new = [e for e in grad_sync.all_variants() if id(e) not in before]
+    assert len(new) == 1, new
+    steps = [(st.kind, st.kernel.instr.prim.name if st.kind == "extern" else "",
+              st.kernel.instr.params.get("op") if st.kind == "extern" else None)
+             for st in new[0].program.steps]
+    kinds = [k if k != "extern" else name for k, name, _ in steps]
+    first = kinds.index("dist_all_reduce_start")
+    assert any(k in ("seg", "par", "matmul") for k in kinds[first + 1:]), kinds
+    assert kinds.count("dist_all_reduce_start") == len(ddp.reducer.buckets), kinds
+    assert max(i for i, k in enumerate(kinds) if k == "dist_all_reduce_start") < \
+        kinds.index("dist_all_reduce_wait"), kinds
+    print("ok compiled_overlap_order", flush=True)
+
+
 def train_compiled_step():
     ddp, model, init = make_ddp()
     opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
@@ -202,6 +267,9 @@ def buffers_follow_rank0(compiled):
 
 CHECKS = {"broadcast": check_broadcast_at_construction, "eager": train_eager,
           "compiled_model": lambda: train_eager(True), "compiled_step": train_compiled_step,
+          "compiled_model_none": lambda: train_compiled_model_variants(True),
+          "compiled_model_zeros": lambda: train_compiled_model_variants(False),
+          "compiled_overlap_order": compiled_overlap_order,
           "no_sync": train_no_sync, "unused": train_unused, "overlap_order": overlap_order,
           "unused_compiled": lambda: train_unused(True),
           "buffers": lambda: buffers_follow_rank0(False),

@@ -98,8 +98,10 @@ def _new_stream(*args, **kwargs) -> Stream:
 class NcclCommunicator:
     def __init__(self, ndev: int, uid, rank: int) -> None:
         from mpi4py import MPI
-        self.mpi, self.comm = MPI, MPI.COMM_WORLD.Dup()
-        assert self.comm.Get_size() == ndev and self.comm.Get_rank() == rank
+        # a communicator of the whole job, or (a group of one from new_group) of this rank
+        self.mpi, self.comm = MPI, (MPI.COMM_SELF if ndev == 1 else MPI.COMM_WORLD).Dup()
+        assert self.comm.Get_size() == ndev and self.comm.Get_rank() == rank, \
+            "the fake NCCL makes communicators of one rank or of every rank only"
         assert uid == self.comm.bcast(uid, root=0), "ranks got different unique ids"
         self.uid = uid
 

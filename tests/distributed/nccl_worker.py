@@ -99,7 +99,39 @@ def check_default_backend_makes_nccl_on_first_gpu_collective():
     print("ok nccl_default_backend", flush=True)
 
 
+def check_groups():
+    """A group from new_group gets its own NCCL communicator (its unique id broadcast over the
+    group's MPI communicator); DDP(process_group=) on "cuda" tensors averages through it."""
+    from tracejit.distributed.group import current
+    pair = dist.new_group([1, 0])
+    solo = [dist.new_group([r]) for r in range(W)][RANK]
+    fakenccl.LOG.clear()
+    t = gpu(np.full(3, RANK + 1.0))
+    dist.all_reduce(t, group=pair)
+    np.testing.assert_array_equal(host(t), np.full(3, W * (W + 1) / 2))
+    assert pair.gpu_backend is not None and pair.gpu_backend is not current().gpu_backend
+    assert [e for e in fakenccl.LOG if e[0] == "nccl"], "no NCCL collective on the group"
+    t = gpu(np.full(2, RANK + 1.0))
+    dist.broadcast(t, src=1, group=pair)
+    np.testing.assert_array_equal(host(t), np.full(2, 2.0))
+    t = gpu(np.full(2, RANK + 1.0))
+    dist.all_reduce(t, group=solo)
+    np.testing.assert_array_equal(host(t), np.full(2, RANK + 1.0))
+    tj.manual_seed(3 + RANK)
+    model = tj.nn.Linear(4, 1, dtype=tj.float64).to("cuda")
+    ddp = DDP(model, process_group=pair)
+    w0 = host(model.weight.detach()).copy()
+    x = gpu(np.full((2, 4), RANK + 1.0))
+    ddp(x).sum().backward()
+    # d/dW of sum(x W^T + b) = column sums of x; averaged over the two ranks: 2 * 1.5
+    np.testing.assert_allclose(host(model.weight.grad), np.full((1, 4), 3.0), rtol=1e-12)
+    everyone = [None] * W
+    dist.all_gather_object(everyone, w0)
+    np.testing.assert_array_equal(everyone[0], everyone[1])    # broadcast from group rank 0
+    print("ok nccl_groups", flush=True)
+
+
 for name in sys.argv[2:]:
-    {"collectives": check_collectives, "ddp": check_ddp,
+    {"collectives": check_collectives, "ddp": check_ddp, "groups": check_groups,
      "default": check_default_backend_makes_nccl_on_first_gpu_collective}[name]()
 dist.destroy_process_group()

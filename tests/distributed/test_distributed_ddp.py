@@ -2,11 +2,13 @@
 the full batch (float64), after five optimizer steps: eager, compiled model, compiled step,
 no_sync accumulation, unused parameters; the broadcast at construction; buffers broadcast
 from rank 0 at each forward (eager and compiled); and the order of
-events (bucket 0's all-reduce starts before backward has produced its last gradient)."""
+events (bucket 0's all-reduce starts before backward has produced its last gradient; in a
+compiled model's backward, before the kernels of the later gradients)."""
 from dist_launch import launch, oks, report
 
 CHECKS = ["broadcast", "eager", "compiled_model", "compiled_step", "no_sync", "unused",
-          "unused_compiled", "overlap_order", "buffers", "buffers_compiled"]
+          "unused_compiled", "overlap_order", "buffers", "buffers_compiled",
+          "compiled_model_none", "compiled_model_zeros", "compiled_overlap_order"]
 
 
 def test_ddp_matches_full_batch_training():

@@ -6,10 +6,10 @@ from dist_launch import launch, oks, report
 
 
 def test_nccl_backend_plumbing_against_a_fake_nccl():
-    proc = launch("nccl_worker.py", ["2", "collectives", "ddp", "default"], nproc=2)
+    proc = launch("nccl_worker.py", ["2", "collectives", "ddp", "groups", "default"], nproc=2)
     assert proc.returncode == 0, report(proc)
-    assert oks(proc) == {"nccl_collectives": 2, "nccl_ddp": 2, "nccl_default_backend": 2}, \
-        report(proc)
+    assert oks(proc) == {"nccl_collectives": 2, "nccl_ddp": 2, "nccl_groups": 2,
+                         "nccl_default_backend": 2}, report(proc)
 
 
 def test_nccl_watchdog_ends_a_job_whose_collective_never_completes():

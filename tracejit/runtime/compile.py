@@ -34,6 +34,7 @@ from .compiled_module import CompiledModule
 from .entry import Entry, Lowered
 from .grad_trace import trace_grad
 from .grad_node import CompiledNode
+from .grad_sync import note_source
 from .signature import describe, describe_autocast, fast_key, leaf_key
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
@@ -381,6 +382,7 @@ class CompiledFunction:
         dump("grad", self.name, lambda: print_graph(bwd))
         backend = self._backend(entry.device)
         parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)
+        note_source(parts[1], bwd)      # DDP rebuilds it with all-reduces inside: grad_sync.py
         entry.grad_cache[wrt] = parts
         return parts
 

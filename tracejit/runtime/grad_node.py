@@ -7,6 +7,7 @@ from ..ir.core import replay
 from ..tracer.autograd import Node, SavedTensor, grad as autograd_grad
 from ..tracer.state import enable_grad
 from ..tracer.tensor import Tensor
+from . import grad_sync
 
 
 class CompiledNode(Node):
@@ -19,6 +20,7 @@ class CompiledNode(Node):
         self.residuals = residuals
         self.bwd_exe = bwd_exe
         self.wrt = wrt
+        self.wrt_tensors = [tensors[i] for i in wrt]     # for a gradient syncer's plan
         # every tensor input is checked for in-place changes, and kept for create_graph
         self.inputs = [SavedTensor(t) if t is not None else Tensor(a)
                        for t, a in zip(tensors, arrays)]
@@ -41,7 +43,11 @@ class CompiledNode(Node):
         for g, (shape, dtype) in zip(grads, self.out_meta):
             if dtype.is_float:
                 cts.append(g._data if g is not None else np.zeros(shape, dtype.np))
-        res = self.bwd_exe.run(list(self.residuals) + cts)
+        plan = grad_sync.plan_for(self.wrt_tensors) if grad_sync.SYNCERS else None
+        if plan is not None:          # DDP: buckets all-reduced inside the backward
+            res = grad_sync.run_synced(self.bwd_exe, plan, list(self.residuals) + cts)
+        else:
+            res = self.bwd_exe.run(list(self.residuals) + cts)
         return [Tensor(r) for r in res]
 
     def _apply_differentiable(self, ins, grads):
@@ -59,3 +65,4 @@ class CompiledNode(Node):
         super().release()
         self.residuals = None
         self.inputs = [None] * len(self.inputs)
+        self.wrt_tensors = []

@@ -12,7 +12,13 @@ left, waits, and writes the averaged gradients back into each `.grad`.
 Inside a compiled training step (tj.compile around forward, `loss.backward()` and the
 optimizer) the same hooks see traced gradients: each full bucket becomes a concatenation and
 an all-reduce primitive in the graph (traced.py), placed where its last gradient is produced,
-and the callback writes the split results back as the new `.grad`."""
+and the callback writes the split results back as the new `.grad`.
+
+A compiled model's backward is one executable: while a backward is expected the reducer is a
+syncer of runtime/grad_sync.py, and offers the buckets made entirely of that executable's
+parameters (whose `.grad` is None, so that the averaged gradient is what `.grad` becomes) to
+be all-reduced inside it, each started where its last gradient is written. Their gradients
+arrive averaged; the hooks only note them."""
 from __future__ import annotations
 
 import time
@@ -24,10 +30,12 @@ from ...devices import is_gpu_array
 from ...distributed import collectives as C
 from ...distributed.dispatch import start
 from ...distributed.base import ProcessGroup, ReduceOp
-from ...distributed.traced import traced_all_reduce_start, traced_all_reduce_wait
+from ...distributed.traced import OP_CODES, traced_all_reduce_start, traced_all_reduce_wait
+from ...runtime import grad_sync
 from ...tracer.autograd import queue_callback
 from ...tracer.creation import zeros
 from ...tracer.ops import cat, reshape
+from ...tracer.state import STATE
 from ...tracer.tensor import Tensor
 
 FIRST_BUCKET_BYTES = 1 << 20
@@ -47,11 +55,13 @@ class Bucket:
         self.traced: list = [None] * len(params)
         self.result: Any = None             # traced: the bucket, then its reduced value
         self.ticket: Any = None             # traced: the started all-reduce
+        self.in_graph = False               # all-reduced inside a compiled backward
 
     def reset(self) -> None:
         self.ready = [False] * len(self.params)
         self.pending = len(self.params)
         self.work = None
+        self.in_graph = False
         self.traced = [None] * len(self.params)
         self.result = self.ticket = None
 
@@ -103,7 +113,9 @@ class Reducer:
         self.queued = False
         self.next_launch = 0
         self.traced_mode = False
-        self.events: list[tuple[str, int]] = []    # ("ready"|"start"|"wait", bucket): tests
+        # ("ready"|"start"|"wait"|"in backward", bucket), for tests; "in backward": the bucket
+        # is all-reduced inside a compiled backward (runtime/grad_sync.py)
+        self.events: list[tuple[str, int]] = []
         self.record_events = False
         self.exposed_s = self.backward_end = 0.0
         self.handles = [p.register_post_accumulate_grad_hook(self._hook)
@@ -121,13 +133,40 @@ class Reducer:
         self.expect, self.queued, self.next_launch = True, False, 0
         self.traced_mode = False
         self.events.clear()
+        if self.pg.size > 1 and self not in grad_sync.SYNCERS:
+            grad_sync.SYNCERS.append(self)
+
+    def compiled_plan(self, tensors: list) -> grad_sync.Plan | None:
+        """The buckets a compiled backward computing the gradients of `tensors` can all-reduce
+        itself (runtime/grad_sync.py): those made only of these tensors, none of them holding
+        a `.grad` (an accumulated one must be averaged with the new part, which the hooks
+        do), and not yet started."""
+        if not self.expect or STATE.traces or self.find_unused:
+            return None
+        where = {id(t): i for i, t in enumerate(tensors)}
+        chosen = []
+        for b in self.buckets:
+            if b.in_graph or b.work is not None or any(b.ready):
+                continue
+            pos = [where.get(id(p)) for p in b.params]
+            if None in pos or any(p._grad is not None for p in b.params):
+                continue
+            chosen.append((b, tuple(pos)))
+        if not chosen:
+            return None
+        for b, _ in chosen:
+            b.in_graph = True
+            if self.record_events:
+                self.events.append(("in backward", b.index))
+        return grad_sync.Plan(tuple(pos for _, pos in chosen), OP_CODES[ReduceOp.AVG],
+                              self.pg.gid)
 
     def _hook(self, p: Tensor) -> None:
         if not self.expect:
             return                   # no_sync(), or the module was called without DDP
         b, i = self.where[id(p)]
         if b.ready[i]:
-            if b.work is not None or b.result is not None:
+            if b.work is not None or b.result is not None or b.in_graph:
                 raise RuntimeError(
                     f"DistributedDataParallel: parameter {b.names[i]} got a gradient twice in "
                     f"one backward pass after its bucket's all-reduce had started (a "
@@ -136,7 +175,9 @@ class Reducer:
             b.ready[i] = True
             b.pending -= 1
         g = p._grad
-        if g._traced:
+        if b.in_graph:
+            pass                     # averaged inside the compiled backward: .grad is final
+        elif g._traced:
             self.traced_mode = True
             b.traced[i] = reshape(g, (-1,))
         else:
@@ -157,6 +198,8 @@ class Reducer:
             self.next_launch += 1
 
     def _launch(self, b: Bucket) -> None:
+        if b.in_graph:
+            return
         if self.record_events:
             self.events.append(("start", b.index))
         if self.traced_mode:     # start here, where the last gradient is made; wait in _finish
@@ -178,6 +221,8 @@ class Reducer:
 
     def _finish_reduction(self) -> None:
         self.expect = False
+        if self in grad_sync.SYNCERS:
+            grad_sync.SYNCERS.remove(self)
         missing = [(b, i) for b in self.buckets for i, r in enumerate(b.ready) if not r]
         used = None
         if missing:
@@ -203,7 +248,8 @@ class Reducer:
                 b.work.wait()
                 if self.record_events:
                     self.events.append(("wait", b.index))
-            self._write_back(b, used)
+            if not b.in_graph:
+                self._write_back(b, used)
         if self.traced_mode:          # hold no traced value after the trace (it would escape)
             for b in self.buckets:
                 b.reset()
