@@ -49,6 +49,12 @@ def skipped_if(found_inf: Tensor) -> Iterator[None]:
         _SKIP.found = outer
 
 
+def in_skipped_step() -> bool:
+    """Whether the state writes made now are masked by GradScaler's `skipped_if` (the step may
+    turn out to be skipped when it runs)."""
+    return getattr(_SKIP, "found", None) is not None
+
+
 def masked_copy(t: Tensor, new: Tensor) -> None:
     """t.copy_(new) inside a trace, or t unchanged where the enclosing `skipped_if` says the
     step is skipped (the old value is read before the write, so it is this step's input)."""
