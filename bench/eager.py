@@ -6,6 +6,9 @@
   ew        the elementwise chain tanh(x*a+b)*sigmoid(x)+0.5*x*x on 4M float32, eager, 2 threads
   rss       peak RSS of one eager nanoGPT step (B=16 T=128 C=256, 4 layers), each library in a
             fresh process (--rss to include it: it takes a while)
+  crossover, crossover1
+            per op and size, the eager time through the compiled kernel over NumPy's, at 2 and
+            at 1 thread, and each op's crossover (runtime/eager_kernels.CROSSOVER records them)
 
 Each section runs in its own process (thread counts are fixed before numpy/torch load), and
 tracejit and torch alternate inside it, so load from other tenants falls on both. Figures are
@@ -25,7 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:            # run as a script from anywhere (PYTHONPATH still wins)
     sys.path.append(ROOT)
-THREADS = {"chain": 1, "models": 1, "ew": 2, "rss": 1, "crossover": 2}
+THREADS = {"chain": 1, "models": 1, "ew": 2, "rss": 1, "crossover": 2, "crossover1": 1}
 
 
 def _set_threads(n: int) -> None:
@@ -204,40 +207,66 @@ def section_ew(rounds: int) -> dict:
 
 
 # -- crossover of the large-tensor kernel path --------------------------------------------------
+CROSS_SIZES = (12, 14, 15, 16, 17, 18, 19, 20, 22)      # log2 of the operand size
+
+
+def _cross_ops():
+    import tracejit as tj
+    from tracejit.ir.primitives import P, bind
+    return {
+        "add": lambda a, b, m: a + b, "sub": lambda a, b, m: a - b, "mul": lambda a, b, m: a * b,
+        "div": lambda a, b, m: a / b, "neg": lambda a, b, m: -a, "abs": lambda a, b, m: abs(a),
+        "maximum": lambda a, b, m: tj.maximum(a, b), "minimum": lambda a, b, m: tj.minimum(a, b),
+        "lt": lambda a, b, m: a < b, "le": lambda a, b, m: a <= b, "gt": lambda a, b, m: a > b,
+        "ge": lambda a, b, m: a >= b, "eq": lambda a, b, m: a == b, "ne": lambda a, b, m: a != b,
+        "where": lambda a, b, m: tj.where(m, a, b), "exp": lambda a, b, m: tj.exp(a),
+        "cast": lambda a, b, m: a.double(), "reciprocal": lambda a, b, m: bind(P.reciprocal, b),
+        "sqrt": lambda a, b, m: tj.sqrt(b), "max": lambda a, b, m: a.amax(-1),
+        "min": lambda a, b, m: a.amin(-1)}
+
+
 def section_crossover(rounds: int) -> dict:
-    """Per op and size: eager time with the compiled-kernel path / with NumPy (2 threads)."""
+    """Per op and size: eager time with the compiled-kernel path / with NumPy, at the thread
+    count the section runs with (crossover1: 1 thread, crossover: 2). Each side's time is the
+    minimum over interleaved rounds, not the median: the crossover is a property of the
+    machine, and on a shared machine the minimum is the figure least disturbed by other
+    tenants. `crossover_<op>` is the smallest size from which the kernel was faster at every
+    larger size measured (0: never), the figure runtime/eager_kernels.CROSSOVER records."""
     import numpy as np
 
     import tracejit as tj
     from tracejit.runtime import eager_kernels as ek
     rng = np.random.default_rng(0)
-    ops = {"mul": lambda a, b: a * b, "add": lambda a, b: a + b, "div": lambda a, b: a / b,
-           "exp": lambda a, b: tj.exp(a), "log": lambda a, b: tj.log(b),
-           "tanh": lambda a, b: tj.tanh(a),
-           "sin": lambda a, b: tj.sin(a), "sqrt": lambda a, b: tj.sqrt(b),
-           "maximum": lambda a, b: tj.maximum(a, b), "gt": lambda a, b: a > b,
-           "amax": lambda a, b: a.amax(-1)}
     out = {}
     old_min = ek.MIN_ELEMENTS
     ek.MIN_ELEMENTS = 0
-    ek.enable(True)
     try:
-        for logn in (14, 16, 18, 20, 22):
+        ratios = {}
+        for logn in CROSS_SIZES:
             n = 1 << logn
             a = tj.tensor(rng.standard_normal((n // 256, 256)).astype(np.float32))
             b = tj.tensor(rng.random((n // 256, 256)).astype(np.float32) + 0.5)
-            for name, f in ops.items():
-                inner = max(1, (1 << 22) // n)
-
-                def with_kernel(f=f):
-                    ek.enable(True)
-                    return f(a, b)
-
-                def with_numpy(f=f):
-                    ek.enable(False)
-                    return f(a, b)
-                k, m = _pair(with_kernel, with_numpy, rounds, inner)
-                out[f"x_{name}_2^{logn}"] = k / m
+            m = a > 0
+            inner = max(1, (1 << 20) // n)
+            for name, f in _cross_ops().items():
+                def run(on, f=f):
+                    ek.enable(on)
+                    t0 = time.perf_counter()
+                    for _ in range(inner):
+                        f(a, b, m)
+                    return (time.perf_counter() - t0) / inner
+                run(True), run(False)             # compile, warm
+                k = min(run(True) for _ in range(rounds))
+                mm = min(run(False) for _ in range(rounds))
+                ratios[(name, logn)] = k / mm
+                out[f"x_{name}_2^{logn}"] = k / mm
+        for name in _cross_ops():
+            cross = 0
+            for logn in reversed(CROSS_SIZES):
+                if ratios[(name, logn)] >= 0.95:  # not clearly faster
+                    break
+                cross = 1 << logn
+            out[f"crossover_{name}"] = cross
     finally:
         ek.MIN_ELEMENTS = old_min
         ek.enable(True)
@@ -303,7 +332,12 @@ def main() -> None:
     if args.child:
         _set_threads(THREADS.get(args.child.split(":")[0], 1))
         sec, _, lib = args.child.partition(":")
+        if sec == "crossover1":          # the same section at 1 thread
+            sec = "crossover"
         res = section_rss_one(lib) if sec == "rss" else globals()["section_" + sec](args.rounds)
+        if args.child == "crossover1":
+            res = {k.replace("x_", "x1_", 1).replace("crossover_", "crossover1_", 1): v
+                   for k, v in res.items()}
         print(json.dumps(res))
         return
     res = {}

@@ -61,3 +61,47 @@ def test_shared_pool_outputs_stay_owned_by_the_caller(monkeypatch):
     np.testing.assert_array_equal(x.numpy(), a * 2)
     np.testing.assert_array_equal(y.numpy(), a + 1)
     np.testing.assert_array_equal(z.numpy(), -a)
+
+
+# -- the measured crossover ---------------------------------------------------------------------
+def test_ops_whose_kernel_lost_stay_numpy_at_every_size(monkeypatch):
+    """The crossover table decides: an op missing from it (its kernel never beat NumPy) is
+    NumPy's at any size; an op in it runs as a kernel from its crossover on."""
+    table = {"exp": 1 << 16}
+    monkeypatch.setattr(ek, "CROSSOVER", {1: table, 2: table})
+    ek.enable(True)
+    try:
+        n = 1 << 20
+        rng = np.random.default_rng(2)
+        a = rng.standard_normal(n).astype(np.float32)
+        before = ek.stats["calls"]
+        got = tj.tensor(a) * tj.tensor(a) + tj.tensor(a)
+        np.testing.assert_array_equal(got.numpy(), a * a + a)
+        assert ek.stats["calls"] == before            # NumPy ran both
+        small = a[: (1 << 16) - 1]
+        np.testing.assert_allclose(tj.exp(tj.tensor(small)).numpy(), np.exp(small), rtol=1e-6)
+        assert ek.stats["calls"] == before            # below the crossover
+        np.testing.assert_allclose(tj.exp(tj.tensor(a)).numpy(), np.exp(a), rtol=1e-6)
+        assert ek.stats["calls"] == before + 1
+    finally:
+        monkeypatch.undo()
+        ek.enable(True)
+
+
+def test_crossover_depends_on_the_thread_count(monkeypatch):
+    monkeypatch.setattr(ek, "CROSSOVER", {1: {"exp": 1 << 16, "max": 1 << 15},
+                                          2: {"exp": 1 << 20}})
+    assert ek.crossover("exp", 1) == 1 << 16 and ek.crossover("max", 1) == 1 << 15
+    assert ek.crossover("exp", 2) == 1 << 20 and ek.crossover("max", 2) is None
+    assert ek.crossover("exp", 64) == 1 << 20      # more threads: the largest count measured
+    assert ek.crossover("tanh", 1) is None         # never a kernel: not in KERNEL_OPS
+    monkeypatch.setattr(ek, "MIN_ELEMENTS", 1000)   # TRACEJIT_EAGER_KERNEL_MIN: one for all
+    assert ek.crossover("add", 1) == 1000 and ek.crossover("tanh", 1) is None
+
+
+def test_measured_table_names_kernel_ops():
+    for threads, table in ek.CROSSOVER.items():
+        assert threads >= 1
+        for name, least in table.items():
+            assert name in ek.KERNEL_OPS or name in ("sum", "max", "min")
+            assert least > 0 and least & (least - 1) == 0     # a measured size: 2^k

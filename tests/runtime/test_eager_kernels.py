@@ -122,17 +122,18 @@ def test_autograd_through_kernels(kernels):
 
 def test_small_ops_and_disabled_path_stay_numpy():
     before = ek.stats["calls"]
-    a = np.arange(100, dtype=np.float32)
-    np.testing.assert_array_equal((tj.tensor(a) * 2).numpy(), a * 2)
-    assert ek.stats["calls"] == before and ek.MIN_ELEMENTS > 100
-    big = np.arange(ek.MIN_ELEMENTS, dtype=np.float32)
+    a = np.linspace(0, 1, 100, dtype=np.float32)
+    np.testing.assert_array_equal(tj.exp(tj.tensor(a)).numpy(), np.exp(a))
+    n = ek.crossover("exp")            # the measured crossover (runtime/eager_kernels.CROSSOVER)
+    assert ek.stats["calls"] == before and n is not None and n > 100
+    big = np.linspace(0, 1, n, dtype=np.float32)
     ek.enable(False)
     try:
-        np.testing.assert_array_equal((tj.tensor(big) + 1).numpy(), big + 1)
+        np.testing.assert_array_equal(tj.exp(tj.tensor(big)).numpy(), np.exp(big))
         assert ek.stats["calls"] == before
     finally:
         ek.enable(True)
-    np.testing.assert_array_equal((tj.tensor(big) + 1).numpy(), big + 1)
+    np.testing.assert_allclose(tj.exp(tj.tensor(big)).numpy(), np.exp(big), rtol=1e-6)
     assert ek.stats["calls"] == before + 1
 
 

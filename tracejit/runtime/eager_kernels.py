@@ -11,9 +11,11 @@ operands of one shape are passed flat, so every shape of the same size shares a 
 operand broadcast by NumPy (a stride of 0, e.g. a Python number splat over a tensor) is passed
 compact with the broadcast done inside the kernel, instead of being copied out first.
 
-The crossover (MIN_ELEMENTS) was measured on the reference machine (2 cores, AVX-512) with
-`python bench/eager.py --only crossover`; below it NumPy is faster. TRACEJIT_EAGER_KERNELS=0
-turns the path off; TRACEJIT_EAGER_KERNEL_MIN sets the crossover.
+Which ops go to a kernel, and from what size, is measured, not guessed: CROSSOVER records per
+primitive and thread count the operand size from which the kernel beat NumPy (`python
+bench/eager.py --only crossover1,crossover` measures it at 1 and at 2 threads). Below it, and
+for ops whose kernel never won, NumPy runs. TRACEJIT_EAGER_KERNELS=0 turns the path off;
+TRACEJIT_EAGER_KERNEL_MIN (or MIN_ELEMENTS) sets one crossover for every kernel op instead.
 
 Float32 sums are left to NumPy: its pairwise summation is more accurate than one serial
 accumulator per thread, and eager results must not get worse by being large."""
@@ -30,8 +32,12 @@ from ..ir.primitives import bind, broadcast, reshape
 from ..tracer import eager
 from ..tracer.state import STATE
 from .compile import compile as _compile
+from .llvm_backend import n_threads
 
-MIN_ELEMENTS = int(os.environ.get("TRACEJIT_EAGER_KERNEL_MIN", 1 << 18))
+# one crossover for every op in KERNEL_OPS and the reductions, overriding CROSSOVER (tests set
+# it to 0 to send every eligible op to a kernel); None: the measured table
+_MIN_ENV = os.environ.get("TRACEJIT_EAGER_KERNEL_MIN")
+MIN_ELEMENTS: int | None = int(_MIN_ENV) if _MIN_ENV else None
 _EXACT_SUM = frozenset("bil")                      # sums of bools/ints: every order is exact
 _CACHE: dict = {}
 _CACHE_MAX = 1024
@@ -39,12 +45,48 @@ _LOCAL = threading.local()
 stats = {"calls": 0, "compiles": 0}                # read by tests and the benchmark
 
 
-# Elementwise ops whose kernel beat NumPy on 4M float32 (bench/eager.py --only crossover): the
-# memory-bound arithmetic, comparisons and selects, and exp (vectorized polynomial). tanh,
-# sin, cos and the special functions are left to NumPy: there its SIMD versions were faster.
+# The elementwise ops a kernel can serve (tanh, sin, cos and the special functions are left
+# to NumPy: its SIMD versions were faster at every size).
 KERNEL_OPS = frozenset(("add", "sub", "mul", "div", "neg", "abs", "maximum", "minimum", "lt",
                         "le", "gt", "ge", "eq", "ne", "where", "exp", "cast", "reciprocal",
                         "sqrt"))
+
+# Measured crossovers (float32 operands of shape (n/256, 256); bench/eager.py's crossover
+# sections, each side the minimum of 7 interleaved rounds): per thread count, per primitive,
+# the operand size in elements from which the kernel beat NumPy by 5% or more at every larger
+# size up to 4M. An op missing here never did, and stays NumPy. Reference machine (2 cores,
+# znver4 with AVX-512, 2026-11-30, shared with other tenants: the 2-thread figures are the
+# noisier). What the figures say: the memory-bound arithmetic and comparisons lose at every
+# size (1.1-1.4x NumPy's time at 4M, more below from the ~10 us call overhead), with one
+# thread and with two: one core already moves about the whole memory bandwidth of this
+# machine. The kernels win where they compute more cheaply than NumPy: exp and sqrt (own
+# vectorized code), max/min reductions along rows, where (1/20 of np.where's time), and a
+# float32 -> float64 cast at 4M (NumPy's fresh 32 MiB output faults in every page).
+CROSSOVER: dict[int, dict[str, int]] = {
+    1: {"exp": 1 << 16, "sqrt": 1 << 16, "reciprocal": 1 << 17, "max": 1 << 15,
+        "min": 1 << 15, "where": 1 << 14, "cast": 1 << 22},
+    2: {"exp": 1 << 20, "sqrt": 1 << 20, "max": 1 << 15, "min": 1 << 18, "where": 1 << 14,
+        "cast": 1 << 22},
+}
+
+
+def crossover(name: str, threads: int | None = None) -> int | None:
+    """The operand size from which primitive `name` runs as a kernel, or None (NumPy always).
+    More threads than were measured use the largest count measured."""
+    if name not in KERNEL_OPS and name not in ("sum", "max", "min"):
+        return None
+    if MIN_ELEMENTS is not None:
+        return MIN_ELEMENTS
+    threads = n_threads() if threads is None else threads
+    table = CROSSOVER[min(max(threads, 1), max(CROSSOVER))]
+    return table.get(name)
+
+
+def _least() -> int:
+    """The smallest crossover of any op: below it the provider is not even asked."""
+    if MIN_ELEMENTS is not None:
+        return MIN_ELEMENTS
+    return min(CROSSOVER[min(max(n_threads(), 1), max(CROSSOVER))].values())
 
 
 def _wanted(prim, data: list) -> bool:
@@ -78,11 +120,14 @@ def provider(prim, data: list, params: dict, out_np: np.dtype) -> Any:
     """The op's result from a compiled kernel, or None to leave it to NumPy."""
     if STATE.traces or getattr(_LOCAL, "busy", False):
         return None
+    least = crossover(prim.name)
+    if least is None:
+        return None
     big = False
     for d in data:
         if type(d) is not np.ndarray or d.dtype not in dt.NP_TO_DTYPE:
             return None
-        if d.size >= MIN_ELEMENTS:
+        if d.size >= least:
             big = True
     if not big or not _wanted(prim, data):
         return None
@@ -126,7 +171,7 @@ def enabled() -> bool:
 
 
 def enable(on: bool = True) -> None:
-    eager.set_kernel_provider(provider if on else None, MIN_ELEMENTS)
+    eager.set_kernel_provider(provider if on else None, _least())
 
 
 enable(os.environ.get("TRACEJIT_EAGER_KERNELS", "1") != "0")
