@@ -188,6 +188,8 @@ def _cache_key(flat, norm, tree, kwargs, size, out_axes, randomness, device) -> 
             parts.append((a, x.shape, x.dtype.str, "array"))
         else:
             parts.append((a, type(x), x))
+    if any(isinstance(v, (Tensor, np.ndarray)) for v in tree_flatten(kwargs)[0]):
+        return None                     # (compared by value, they would be ambiguous)
     key = (tree, tuple(parts), tuple(sorted(kwargs.items())), size, out_axes, randomness,
            str(device))
     try:
