@@ -1,25 +1,32 @@
-"""Data-parallel training of nanoGPT-small on MPI: the samples/s of 2 ranks x 1 thread against
-1 rank x 1 thread, and how much of the gradient all-reduce time backward hides.
+"""Data-parallel training on MPI: the samples/s of 2 ranks x 1 thread against 1 rank x 1
+thread, how much of the gradient all-reduce time backward hides, and what the cross-rank
+signature check of every collective costs.
 
-Model, batch and optimizer as bench/train_step.py (tests/nn/nanogpt_model.py, n_layer=2,
-n_head=4, n_embd=128, block_size=64; batch 8x64 per rank, float32, AdamW, clip_grad_norm_),
-wrapped in DistributedDataParallel (bucket_cap_mb=25, so PyTorch's 1 MiB first bucket and one
-more). Three step kinds: eager, compiled model (Module.compile(), eager optimizer) and the
-whole step compiled (its all-reduces are operations of the graph). Each rank processes its
-own batch of 8 (weak scaling), so the ideal ratio is 2.0.
+Two models, each rank on its own batch (weak scaling, so the ideal ratio is 2.0), float32,
+AdamW, DistributedDataParallel(bucket_cap_mb=25: PyTorch's 1 MiB first bucket, then 25 MiB):
+- `small`: the issue's nanoGPT-small step (tests/nn/nanogpt_model.py, n_layer=2, n_head=4,
+  n_embd=128, block_size=64, batch 8x64 per rank, clip_grad_norm_): its all-reduce is 0.4-2 ms
+  of a 40-60 ms step, too small a share to measure a hidden fraction against noise;
+- `mlp`: a wide MLP (256 -> 1024 -> 1024 -> 1024 -> 256, ReLU, 2.6M parameters, batch 32 per
+  rank, MSE) whose 10.5 MB of gradients take a real share of its step: the hidden fraction is
+  measured there.
+Three step kinds: eager, compiled model (Module.compile(), eager optimizer) and the whole step
+compiled (its all-reduces are operations of the graph).
 
-Hidden all-reduce, in the 2-rank eager and compiled-model runs: DDP's reducer notes when
-backward ended on each rank and how long its end-of-backward callback then waited for the
-all-reduces; on the rank whose backward ended last, that wait (`exposed`) is communication
-alone (the other rank is already waiting). The same buckets all-reduced back to back with
-nothing else running give the full all-reduce time (`full`); hidden = 1 - exposed/full. The
-step with and without communication (no_sync), alternating, is reported beside it.
+Hidden all-reduce (2 ranks), from three variants of the same work, measured in interleaved
+rounds (so that load from elsewhere falls on all alike), medians of per-step times:
+  t_allreduce  the same buckets all-reduced back to back, nothing else running;
+  t_overlap    the DDP step: bucket all-reduces started during backward;
+  t_after      the step with backward under no_sync() and the same buckets all-reduced after
+               it (no overlap);
+  hidden = (t_after - t_overlap) / t_allreduce (1.0: all of it hidden; noise can push it a
+  little outside [0, 1]).
 
-    python bench/distributed.py [--steps N] [--json out.json]
+    python bench/distributed.py [--steps N] [--rounds R] [--configs small,mlp]
+                                [--modes eager,model,whole] [--json out.json]
 
 It starts `mpiexec -n 1` and `mpiexec -n 2` of itself (through tracejit.distributed.run's
-command line); all figures come from this one run (medians over steps). Machines are shared:
-compare the ratios."""
+command line); all figures come from this one run. Machines are shared: compare the ratios."""
 from __future__ import annotations
 
 import os
@@ -41,7 +48,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "tests", "nn", "nanogpt_model.py")
 CFG = dict(n_layer=2, n_head=4, n_embd=128, block_size=64, vocab_size=65, dropout=0.0, bias=True)
 B, T = 8, 64
+MLP_WIDTHS, MLP_BATCH = (256, 1024, 1024, 1024, 256), 32
 MODES = ("eager", "model", "whole")
+CONFIGS = ("small", "mlp")
 
 
 def load_model_module():
@@ -53,97 +62,161 @@ def load_model_module():
     return mod
 
 
-def worker(mode: str, steps: int) -> None:
+def make(config: str, rank: int):
+    """(model, optimizer, batches, loss(module, batch)) of a config, the same on every rank
+    but for the batches."""
+    import tracejit as tj
+    tj.manual_seed(0)
+    rng = np.random.default_rng(rank)
+    if config == "small":
+        jmod = load_model_module()
+        model = jmod.GPT(jmod.GPTConfig(**CFG))
+        opt = model.configure_optimizers(0.1, 3e-4, (0.9, 0.95), "cpu")
+        batches = [(tj.tensor(rng.integers(0, 65, (B, T))), tj.tensor(rng.integers(0, 65, (B, T))))
+                   for _ in range(4)]
+        return model, opt, batches, lambda m, b: m(*b)[1], B
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(MLP_WIDTHS[:-1], MLP_WIDTHS[1:])):
+        layers.append(tj.nn.Linear(n_in, n_out))
+        if i < len(MLP_WIDTHS) - 2:
+            layers.append(tj.nn.ReLU())
+    model = tj.nn.Sequential(*layers)
+    opt = tj.optim.AdamW(model.parameters(), lr=1e-4)
+    batches = [(tj.tensor(rng.standard_normal((MLP_BATCH, MLP_WIDTHS[0])).astype(np.float32)),
+                tj.tensor(rng.standard_normal((MLP_BATCH, MLP_WIDTHS[-1])).astype(np.float32)))
+               for _ in range(4)]
+    return model, opt, batches, lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), MLP_BATCH
+
+
+def allreduce_after(ddp, dist, tj) -> None:
+    """The DDP buckets' all-reduces after backward (the no-overlap variant): eager, or as
+    operations of the graph inside a compiled step."""
+    for b in ddp.reducer.buckets:
+        flat = tj.cat([p.grad.reshape(-1) for p in b.params])
+        dist.all_reduce(flat, op=dist.ReduceOp.AVG)
+        off = 0
+        for p in b.params:
+            n = p.numel()
+            g = flat[off:off + n].reshape(p.shape)
+            # a fresh tensor, as the reducer's own write-back (a view's in-place updates by
+            # the optimizer and clip_grad_norm_ would write through to the flat bucket)
+            p.grad = g if g._traced else g.clone()
+            off += n
+
+
+def worker(config: str, mode: str, steps: int, rounds: int) -> None:
     import tracejit as tj
     import tracejit.distributed as dist
     from tracejit.nn.parallel import DistributedDataParallel as DDP
 
     dist.init_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
-    jmod = load_model_module()
-    tj.manual_seed(0)
-    model = jmod.GPT(jmod.GPTConfig(**CFG))
+    model, opt, batches, loss_of, per_rank = make(config, rank)
     if mode == "model":
         model.compile()
     ddp = DDP(model)
-    opt = model.configure_optimizers(0.1, 3e-4, (0.9, 0.95), "cpu")
 
-    def train_step(idx, tgt):
-        _, loss = ddp(idx, tgt)
-        loss.backward()
-        tj.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    def finish():
+        if config == "small":
+            tj.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+    def overlap_step(*b):
+        loss = loss_of(ddp, b)
+        loss.backward()
+        finish()
         return loss
 
-    step = tj.compile(train_step) if mode == "whole" else train_step
-    rng = np.random.default_rng(rank)
-    batches = [(tj.tensor(rng.integers(0, 65, (B, T))), tj.tensor(rng.integers(0, 65, (B, T))))
-               for _ in range(4)]
-    for i in range(2):                                  # compile, momentum buffers
-        step(*batches[i % 4]).item()
-    times, marks = [], []
+    def after_step(*b):
+        with ddp.no_sync():
+            loss = loss_of(ddp, b)
+            loss.backward()
+        allreduce_after(ddp, dist, tj)
+        finish()
+        return loss
+
+    if mode == "whole":
+        overlap_step, after_step = tj.compile(overlap_step), tj.compile(after_step)
+    for i in range(2):                                  # compile, optimizer state
+        overlap_step(*batches[i % 4]).item()
+        if world > 1:
+            after_step(*batches[i % 4]).item()
+    # samples/s of the DDP step alone
     dist.barrier()
     t_all = time.perf_counter()
     for i in range(steps):
-        t0 = time.perf_counter()
-        step(*batches[i % 4]).item()
-        times.append(time.perf_counter() - t0)
-        marks.append((ddp.reducer.backward_end, ddp.reducer.exposed_s))
+        overlap_step(*batches[i % 4]).item()
     dist.barrier()
     total = time.perf_counter() - t_all
-    # per step, the wait of the rank whose backward ended last (CLOCK_MONOTONIC is one clock
-    # for all processes of a machine): communication that backward did not hide
-    everyone = [None] * world
-    dist.all_gather_object(everyone, marks)
-    exposed = [max((everyone[r][i] for r in range(world)), key=lambda m: m[0])[1]
-               for i in range(steps)]
-    full, synced, local = [], [], []
-    if world > 1 and mode != "whole":
-        # the same step with and without gradient communication, alternating (so that load
-        # from elsewhere falls on both alike), and the same buckets all-reduced back to back
-        for i in range(steps):
-            dist.barrier()
-            t0 = time.perf_counter()
-            step(*batches[i % 4]).item()
-            synced.append(time.perf_counter() - t0)
-            dist.barrier()
-            with ddp.no_sync():
-                t0 = time.perf_counter()
-                step(*batches[i % 4]).item()
-                local.append(time.perf_counter() - t0)
-        red = ddp.reducer
-        for _ in range(steps):
-            dist.barrier()
-            t0 = time.perf_counter()
-            works = [dist.all_reduce(tj.Tensor(b.alloc()), dist.ReduceOp.AVG, async_op=True)
-                     for b in red.buckets]
-            for w in works:
-                w.wait()
-            full.append(time.perf_counter() - t0)
+    out = {"config": config, "mode": mode, "world": world,
+           "params": sum(p.numel() for p in model.parameters()),
+           "samples_per_s": world * per_rank * steps / total,
+           "buckets": len(ddp.reducer.buckets)}
+    if world > 1:
+        out.update(hidden_rounds(ddp, dist, tj, overlap_step, after_step, batches, steps,
+                                 rounds))
+        out.update(check_cost(dist, tj, rounds))
     if rank == 0:
-        nparams = sum(p.numel() for p in model.parameters())
-        print(json.dumps({"mode": mode, "world": world, "params": nparams,
-                          "step_ms": 1e3 * float(np.median(times)),
-                          "samples_per_s": world * B * steps / total,
-                          "exposed_ms": 1e3 * float(np.median(exposed)) if mode != "whole"
-                          else None,
-                          "full_allreduce_ms": 1e3 * float(np.median(full)) if full else None,
-                          "synced_ms": 1e3 * float(np.median(synced)) if synced else None,
-                          "no_sync_ms": 1e3 * float(np.median(local)) if local else None,
-                          "buckets": len(ddp.reducer.buckets)}), flush=True)
+        print(json.dumps(out), flush=True)
     dist.destroy_process_group()
 
 
-def launch(mode: str, nproc: int, steps: int, cache: str) -> dict:
+def hidden_rounds(ddp, dist, tj, overlap_step, after_step, batches, steps, rounds) -> dict:
+    """t_allreduce, t_overlap, t_after in interleaved rounds (see the module doc)."""
+    times: dict[str, list] = {"allreduce": [], "overlap": [], "after": []}
+    bufs = [tj.Tensor(b.alloc()) for b in ddp.reducer.buckets]
+
+    def allreduce_only(*_):
+        works = [dist.all_reduce(t, dist.ReduceOp.AVG, async_op=True) for t in bufs]
+        for w in works:
+            w.wait()
+
+    fns = {"allreduce": allreduce_only, "overlap": lambda *b: overlap_step(*b).item(),
+           "after": lambda *b: after_step(*b).item()}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for i in range(steps):
+                dist.barrier()
+                t0 = time.perf_counter()
+                fn(*batches[i % 4])
+                times[name].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"t_allreduce_ms": 1e3 * med["allreduce"], "t_overlap_ms": 1e3 * med["overlap"],
+            "t_after_ms": 1e3 * med["after"],
+            "hidden": (med["after"] - med["overlap"]) / med["allreduce"]}
+
+
+def check_cost(dist, tj, rounds) -> dict:
+    """A small synchronous all_reduce with and without the cross-rank signature check
+    (tracejit/distributed/sigcheck.py), interleaved."""
+    from tracejit.distributed.group import current
+    pg = current()
+    x = tj.tensor(np.ones(4, np.float32))
+    res: dict[bool, list] = {True: [], False: []}
+    for _ in range(rounds * 4):
+        for on in (True, False):
+            pg.check = on                   # every rank flips it at the same point
+            dist.barrier()
+            t0 = time.perf_counter()
+            for _ in range(100):
+                dist.all_reduce(x)
+            res[on].append((time.perf_counter() - t0) / 100)
+    pg.check = True
+    return {"small_allreduce_us_checked": 1e6 * float(np.median(res[True])),
+            "small_allreduce_us_unchecked": 1e6 * float(np.median(res[False]))}
+
+
+def launch(config: str, mode: str, nproc: int, steps: int, rounds: int, cache: str) -> dict:
     from tracejit.distributed import run as launcher
-    cmd, env = launcher.build(nproc, [os.path.abspath(__file__), "--worker", mode, "--steps",
-                                      str(steps)], launcher.find_mpiexec(), [], 900)
+    cmd, env = launcher.build(nproc, [os.path.abspath(__file__), "--worker", mode, "--config",
+                                      config, "--steps", str(steps), "--rounds", str(rounds)],
+                              launcher.find_mpiexec(), [], 1800)
     env["TRACEJIT_CACHE_DIR"] = cache
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=960)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1860)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        raise SystemExit(f"{mode} on {nproc} rank(s) failed:\n{proc.stdout[-3000:]}\n"
+        raise SystemExit(f"{config} {mode} on {nproc} rank(s) failed:\n{proc.stdout[-3000:]}\n"
                          f"{proc.stderr[-3000:]}")
     return json.loads(lines[-1])
 
@@ -151,39 +224,41 @@ def launch(mode: str, nproc: int, steps: int, cache: str) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--worker", choices=MODES)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--config", choices=CONFIGS, default="small")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--json", default=None)
     a = p.parse_args()
     if a.worker:
-        worker(a.worker, a.steps)
+        worker(a.config, a.worker, a.steps, a.rounds)
         return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="tj_bench_dist_") as cache:
-        for mode in a.modes.split(","):
-            one = launch(mode, 1, a.steps, cache)
-            two = launch(mode, 2, a.steps, cache)
-            rows.append((mode, one, two))
-    print(f"nanoGPT-small {CFG}, {rows[0][1]['params'] / 1e6:.2f}M parameters, batch {B}x{T} "
-          f"per rank, float32, 1 thread per rank, {a.steps} timed steps, "
-          f"{rows[0][2]['buckets']} DDP buckets")
-    print(f"{'step':<16}{'1 rank samples/s':>18}{'2 ranks samples/s':>19}{'ratio':>8}"
-          f"{'synced ms':>11}{'no_sync ms':>12}{'exposed ms':>12}{'all-reduce ms':>15}"
-          f"{'hidden':>8}")
+        for config in a.configs.split(","):
+            for mode in a.modes.split(","):
+                one = launch(config, mode, 1, a.steps, a.rounds, cache)
+                two = launch(config, mode, 2, a.steps, a.rounds, cache)
+                rows.append((config, mode, one, two))
+    print(f"1 thread per rank; {a.steps} steps per variant per round, {a.rounds} interleaved "
+          f"rounds; medians")
+    print(f"{'config':<7}{'step':<16}{'params':>8}{'buckets':>8}{'1 rank /s':>11}"
+          f"{'2 ranks /s':>11}{'ratio':>8}{'allreduce ms':>13}{'overlap ms':>12}"
+          f"{'after ms':>10}{'hidden':>8}")
     out = []
-    for mode, one, two in rows:
+    for config, mode, one, two in rows:
         ratio = two["samples_per_s"] / one["samples_per_s"]
-        hidden = None
-        if two["full_allreduce_ms"]:
-            hidden = min(1.0, max(0.0, 1.0 - two["exposed_ms"] / two["full_allreduce_ms"]))
         label = {"eager": "eager", "model": "compiled model", "whole": "compiled step"}[mode]
-        print(f"{label:<16}{one['samples_per_s']:>18.1f}{two['samples_per_s']:>19.1f}"
-              f"{ratio:>7.2f}x"
-              f"{two['synced_ms'] or float('nan'):>11.2f}{two['no_sync_ms'] or float('nan'):>12.2f}"
-              f"{two['exposed_ms'] if two['exposed_ms'] is not None else float('nan'):>12.2f}"
-              f"{two['full_allreduce_ms'] or float('nan'):>15.2f}"
-              f"{'' if hidden is None else f'{100 * hidden:.0f}%':>8}")
-        out.append({"mode": mode, "one": one, "two": two, "ratio": ratio, "hidden": hidden})
+        print(f"{config:<7}{label:<16}{one['params'] / 1e6:>7.2f}M{two['buckets']:>8}"
+              f"{one['samples_per_s']:>11.1f}{two['samples_per_s']:>11.1f}{ratio:>7.2f}x"
+              f"{two['t_allreduce_ms']:>13.2f}{two['t_overlap_ms']:>12.2f}"
+              f"{two['t_after_ms']:>10.2f}{100 * two['hidden']:>7.0f}%")
+        out.append({"config": config, "mode": mode, "one": one, "two": two, "ratio": ratio})
+    c = rows[0][3]
+    print(f"signature check of every collective (f32[4] all_reduce, 2 ranks): "
+          f"{c['small_allreduce_us_checked']:.1f} us checked, "
+          f"{c['small_allreduce_us_unchecked']:.1f} us unchecked")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
