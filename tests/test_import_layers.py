@@ -140,3 +140,137 @@ def test_transforms_of_compiled_functions_are_chosen_above_the_tracer():
     np.testing.assert_allclose(eager(x).numpy(), want, rtol=1e-5)
     np.testing.assert_allclose(compiled(x).numpy(), want, rtol=1e-5)
     assert isinstance(tj.hessian(f), CompiledFunction)
+
+
+# -- inside the tracer: Tensor's methods are its class's, and no module cycle ------------------
+TENSOR_CLASSES = {"Tensor", "TensorBase"}
+
+
+def _attribute_writes(tree: ast.AST) -> list[tuple[str, int]]:
+    """(what, line) for every write of an attribute onto a Tensor class: `Tensor.x = ...`,
+    `setattr(Tensor, ...)`, through an alias (`T = Tensor`), or onto a class handed to a
+    module-level function (`def install(T): T.x = ...`)."""
+    aliases = set(TENSOR_CLASSES)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name) \
+                and node.value.id in TENSOR_CLASSES:
+            aliases |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    funcs = [f for f in getattr(tree, "body", []) if isinstance(f, ast.FunctionDef)]
+    handed = {(id(f), a.arg) for f in funcs for a in f.args.args
+              if a.arg in ("T", "cls") or (isinstance(a.annotation, ast.Name)
+                                           and a.annotation.id == "type")}
+    scopes = [(tree, aliases)] + [(f, aliases | {a for i, a in handed if i == id(f)})
+                                  for f in funcs]
+    out = []
+    for scope, names in scopes:
+        for node in ast.walk(scope):
+            targets = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                targets = [node.target]
+            todo = list(targets)
+            while todo:
+                t = todo.pop()
+                if isinstance(t, (ast.Tuple, ast.List)):
+                    todo += t.elts
+                elif isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) \
+                        and t.value.id in names:
+                    out.append((f"{t.value.id}.{t.attr} = ...", t.lineno))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in ("setattr", "delattr") and node.args \
+                    and isinstance(node.args[0], ast.Name) and node.args[0].id in names:
+                out.append((f"{node.func.id}({node.args[0].id}, ...)", node.lineno))
+    return sorted(set(out), key=lambda w: w[1])
+
+
+def test_the_attribute_scanner_sees_patching(tmp_path):
+    src = ("from .tensor import Tensor\nT = Tensor\nT.a = 1\nTensor.b, x = 2, 3\n"
+           "setattr(Tensor, 'c', 4)\ndef install(T: type):\n    T.d = 5\n"
+           "def fine(x):\n    x.e = 6\n")
+    found = [line for _, line in _attribute_writes(ast.parse(src))]
+    assert found == [3, 4, 5, 7]
+
+
+def test_no_module_adds_attributes_to_tensor():
+    # Tensor's methods and operators are listed in its class body (tracer/tensor.py), not
+    # attached from outside by some install() function
+    bad = [f"{path.relative_to(PKG.parent)}:{line}: {what}"
+           for path in sorted(PKG.rglob("*.py"))
+           for what, line in _attribute_writes(ast.parse(path.read_text(), str(path)))]
+    assert not bad, "attributes written onto Tensor from outside its class:\n" + "\n".join(bad)
+
+
+def _class_body_names(path: pathlib.Path, name: str) -> set[str]:
+    cls = next(n for n in ast.parse(path.read_text()).body
+               if isinstance(n, ast.ClassDef) and n.name == name)
+    names = set()
+    for node in cls.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        todo = list(targets)
+        while todo:
+            t = todo.pop()
+            if isinstance(t, (ast.Tuple, ast.List)):
+                todo += t.elts
+            elif isinstance(t, ast.Name):
+                names.add(t.id)
+    return names
+
+
+def test_tensor_has_exactly_the_attributes_its_class_bodies_define():
+    # with every module of the package loaded, however a module might patch the class
+    import importlib
+    import pkgutil
+
+    import numpy as np
+
+    from tracejit.tracer.tensor import Tensor
+    from tracejit.tracer.tensor_base import TensorBase
+    for m in pkgutil.walk_packages([str(PKG)], "tracejit."):
+        try:
+            importlib.import_module(m.name)
+        except ImportError:          # an optional dependency (mpi4py, cupy) is missing
+            pass
+    implicit = {"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
+                "__firstlineno__", "__static_attributes__", "__slotnames__"}
+    for cls, path in ((Tensor, PKG / "tracer" / "tensor.py"),
+                      (TensorBase, PKG / "tracer" / "tensor_base.py")):
+        defined = _class_body_names(path, cls.__name__) | set(cls.__slots__)
+        extra = set(vars(cls)) - defined - implicit
+        assert not extra, f"{cls.__name__} has attributes its class body does not define: " \
+                          f"{sorted(extra)}"
+    # the op modules below tensor.py make their results through the base: the final class
+    assert type(TensorBase(np.zeros(2))) is Tensor and type(Tensor(np.zeros(2))) is Tensor
+
+
+def _tracer_module_graph() -> "nx.DiGraph":
+    """tracejit.tracer's modules, an edge for every import of one by another (function-level
+    imports too)."""
+    g = nx.DiGraph()
+    for path in sorted((PKG / "tracer").glob("*.py")):
+        src = _module_name(path)
+        g.add_node(src)
+        for target, line in _targets(path):
+            if target.startswith("tracejit.tracer") and target != src and \
+                    not src.startswith(target + "."):
+                g.add_edge(src, target, line=line)
+    return g
+
+
+def test_no_import_cycle_inside_the_tracer():
+    g = _tracer_module_graph()
+    assert g.has_edge("tracejit.tracer.tensor", "tracejit.tracer.ops")   # the scan sees edges
+    cycles = list(nx.simple_cycles(g))
+    assert not cycles, "import cycles inside tracejit/tracer:\n" + "\n".join(
+        " -> ".join(f"{a.rsplit('.', 1)[1]} (line {g.edges[a, b]['line']})"
+                    for a, b in zip(c, c[1:] + c[:1])) for c in cycles[:20])
+
+
+def test_only_tensor_py_and_the_package_face_import_the_final_class():
+    # the op modules sit below tensor.Tensor and make tensors through TensorBase
+    users = sorted(a.rsplit(".", 1)[1] for a, b in _tracer_module_graph().edges
+                   if b == "tracejit.tracer.tensor")
+    assert users == ["tracer"], users

@@ -18,7 +18,7 @@ import warnings
 from typing import Any, Callable
 
 from ..ir import dtypes as dt
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 LOWER = "lower_precision_fp"
 FP32 = "fp32"

@@ -4,6 +4,7 @@ pass itself is recorded (higher-order gradients), and on traced tensors it emits
 from __future__ import annotations
 
 import gc
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ from .eager import Arr, quiet_call
 from .node_names import node_name, scalar_overload
 from .forward_ad import FWD, any_dual
 from .state import STATE, set_grad_enabled
-from .tensor import Tensor, _RemovableHandle
+from .tensor_base import TensorBase as Tensor, _RemovableHandle
 
 
 class SavedTensor:
@@ -122,6 +123,21 @@ def _np_dtype(d) -> dt.DType:
     return d if type(d) is dt.DType else dt.NP_TO_DTYPE[d]
 
 
+# ((shape, dtype) per input) -> that tuple of Avals, shared by the nodes of the general path
+# (traced or GPU operands); bounded like eager's inference cache
+_AVALS: dict = {}
+
+
+def _avals_of(args) -> tuple:
+    key = tuple([(a._data.shape, a._data.dtype) for a in args])
+    hit = _AVALS.get(key)
+    if hit is None:
+        if len(_AVALS) >= 4096:
+            _AVALS.clear()
+        hit = _AVALS[key] = tuple([Aval(sh, _np_dtype(d)) for sh, d in key])
+    return hit
+
+
 class PrimNode(Node):
     """The backward of one primitive application: runs the primitive's VJP rule. It keeps
     only what the rule reads (prim.saves / prim.save_out for this `need`), and for the other
@@ -130,7 +146,7 @@ class PrimNode(Node):
     __slots__ = ("prim", "params", "in_avals", "need", "saved", "saved_out", "keeps_saved",
                  "_name", "_scalar_arg", "fwd_loc")
 
-    def __init__(self, prim, params, args, out: Tensor) -> None:
+    def __init__(self, prim, params, args, out: Tensor, in_avals: tuple | None = None) -> None:
         edges = []
         need = []
         for t in args:
@@ -151,8 +167,9 @@ class PrimNode(Node):
         if sv is None:          # (one `need` tuple per pattern is kept: fewer objects to track)
             sv = _SAVES[(prim, need)] = (need, *prim.saved_for(need))
         self.need, saves, save_out = sv
-        # (shape, dtype) of every input, for the rule's Avals and the node's name
-        self.in_avals = tuple([(a._data.shape, a._data.dtype) for a in args])
+        # every input's Aval, for the rule (inputs it does not save) and the node's name: the
+        # eager path passes the tuple its inference cache shares between applications
+        self.in_avals = in_avals if in_avals is not None else _avals_of(args)
         traced = type(out._data) is Value
         self.fwd_loc = (out._data.graph, out._data.producer.loc) if traced else None
         self.saved = tuple([SavedTensor(a) if i in saves else None for i, a in enumerate(args)]) \
@@ -168,8 +185,8 @@ class PrimNode(Node):
         self._scalar_arg: int | None = None
 
     @classmethod
-    def record(cls, prim, params, args, out: Tensor) -> None:
-        out.grad_fn = cls(prim, params, args, out)
+    def record(cls, prim, params, args, out: Tensor, in_avals: tuple | None = None) -> None:
+        out.grad_fn = cls(prim, params, args, out, in_avals)
         out._requires_grad = True
         out._out_idx = 0
 
@@ -184,7 +201,7 @@ class PrimNode(Node):
         self.next_functions = tuple(e for k, e in enumerate(self.next_functions) if k != i)
 
     def _avals(self) -> list[Aval]:
-        return [Aval(s, _np_dtype(d)) for s, d in self.in_avals]
+        return list(self.in_avals)
 
     def name(self) -> str:
         if self._name is None:
@@ -192,15 +209,15 @@ class PrimNode(Node):
         return self._name
 
     def apply(self, grads, create_graph):
-        ins = [s.unpack(self) if s is not None else Aval(sh, _np_dtype(d))
-               for s, (sh, d) in zip(self.saved, self.in_avals)]
+        ins = [s.unpack(self) if s is not None else av
+               for s, av in zip(self.saved, self.in_avals)]
         out = self.saved_out.unpack(self) if self.saved_out is not None else None
         return self._results(self.prim.vjp(grads[0], ins, out, self.params, self.need))
 
     def apply_arrays(self, g: Arr) -> list:
         """The VJP rule run directly on arrays (a backward that records nothing)."""
-        ins = [Arr(s.data(self)) if s is not None else Aval(sh, _np_dtype(d))
-               for s, (sh, d) in zip(self.saved, self.in_avals)]
+        ins = [Arr(s.data(self)) if s is not None else av
+               for s, av in zip(self.saved, self.in_avals)]
         out = Arr(self.saved_out.data(self)) if self.saved_out is not None else None
         return self._results(self.prim.vjp(g, ins, out, self.params, self.need))
 
@@ -231,9 +248,19 @@ class AccumulateGrad(Node):
 
 
 def accumulate_node(t: Tensor) -> AccumulateGrad:
-    if t._accum is None:
-        t._accum = AccumulateGrad(t)
-    return t._accum
+    """t's AccumulateGrad node. As in PyTorch, the node holds the tensor and the tensor only a
+    weak reference to the node: a strong one both ways was a reference cycle, which made every
+    leaf of every graph (and its arrays) garbage for the cycle collector instead of freed by
+    reference counting. A node with post-accumulate hooks is held strongly (its hooks must
+    outlive the graphs), as is one a trace's stand-in leaf shares (trace.grad_leaf)."""
+    a = t._accum
+    if a is not None:
+        node = a() if type(a) is weakref.ref else a
+        if node is not None:
+            return node
+    node = AccumulateGrad(t)
+    t._accum = weakref.ref(node)
+    return node
 
 
 def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool) -> None:
@@ -562,11 +589,8 @@ def register_post_accumulate_grad_hook(t: Tensor, hook):
     if not t._requires_grad or t.grad_fn is not None:
         raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors "
                            "or on tensors that do not require grad")
-    node = accumulate_node(t)
+    node = t._accum = accumulate_node(t)      # held strongly from now on: see accumulate_node
     if node.post_hooks is None:
         node.post_hooks = []
     node.post_hooks.append(hook)
     return _RemovableHandle(node.post_hooks, hook)
-
-
-Tensor.register_post_accumulate_grad_hook = register_post_accumulate_grad_hook

@@ -3,7 +3,7 @@ from . import forward_ad
 from .autograd import AccumulateGrad, Node, backward, grad
 from .function import Function, FunctionCtx, GradcheckError, checkpoint, gradcheck
 from .state import enable_grad, inference_mode, no_grad, set_grad_enabled
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 def Variable(data: Tensor, requires_grad: bool = False, volatile: bool = False) -> Tensor:  # noqa: N802

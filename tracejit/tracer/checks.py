@@ -14,7 +14,7 @@ from ..ir import dtypes as dt
 from ..ir.core import Value, user_location
 from . import ops
 from .state import STATE
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 def count_outside(idx: Tensor, lo: int, hi: int, allowed: int | None = None) -> Tensor:

@@ -27,7 +27,7 @@ from ..ir.prims_select import iota
 from . import ops
 from .autocast import LOWER, autocast_op
 from .state import no_grad
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 def _pair(v: Any, op: str, what: str) -> tuple[int, int]:

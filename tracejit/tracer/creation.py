@@ -9,7 +9,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..devices import device as as_device, to_device
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 def _default_dtype(data) -> dt.DType:

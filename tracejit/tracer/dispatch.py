@@ -7,13 +7,12 @@ import numpy as np
 from ..ir.core import Value, user_location
 from ..devices import device_of
 from . import checks
-from . import tensor as _tensor_module
 from .autograd import PrimNode
 from . import eager
 from . import forward_ad
 from .forward_ad import FWD
 from .state import STATE, current_trace, note_reads
-from .tensor import SUBCLASSES, Tensor
+from .tensor_base import SUBCLASSES, TensorBase as Tensor
 
 
 def to_traced(t: Tensor, graph) -> Value:
@@ -53,7 +52,7 @@ def apply_primitive(prim, args, params) -> Tensor:
         requires = False
         for a in args:
             ta = type(a)
-            if ta is not Tensor and ta not in SUBCLASSES:
+            if ta not in SUBCLASSES:      # tensor.Tensor, nn.Parameter
                 break
             d = a._data
             if type(d) is not np.ndarray:
@@ -62,13 +61,13 @@ def apply_primitive(prim, args, params) -> Tensor:
             if a._requires_grad:
                 requires = True
         else:
-            params, out_np, is_float = eager.infer(prim, params, data)
+            params, out_np, is_float, avals = eager.infer(prim, params, data)
             out = Tensor(eager.run_impl(prim, data, params, out_np))
             if requires:
                 if STATE.reads is not None:
                     note_reads(args)
                 if STATE.grad_enabled and is_float and prim.vjp is not None:
-                    PrimNode.record(prim, params, args, out)
+                    PrimNode.record(prim, params, args, out, avals)
             return out
     return _apply_general(prim, args, params)
 
@@ -80,7 +79,7 @@ def _apply_general(prim, args, params) -> Tensor:
     graph = None
     requires = False
     for a in args:
-        if type(a) is not Tensor and not isinstance(a, Tensor):   # nn.Parameter is a subclass
+        if type(a) not in SUBCLASSES and not isinstance(a, Tensor):
             raise TypeError(f"{prim.name}: expected Tensors, got {type(a).__name__} "
                             f"(at {user_location()})")
         requires = requires or a._requires_grad
@@ -115,7 +114,7 @@ def _apply_general(prim, args, params) -> Tensor:
         data = [a._data for a in args]
         if any(type(d) is not np.ndarray for d in data):
             _check_devices(prim, args)
-        params, out_np, _ = eager.infer(prim, params, data)
+        params, out_np, _, _ = eager.infer(prim, params, data)
         out = Tensor(eager.run_impl(prim, data, params, out_np))
     if requires and STATE.reads is not None:
         note_reads(args)
@@ -140,5 +139,3 @@ def _check_devices(prim, args) -> None:
         raise RuntimeError(f"{prim.name}: expected all tensors on the same device, got {desc} "
                            f"(at {user_location()}); move them with .to(device)")
 
-
-_tensor_module._apply_primitive = apply_primitive    # Tensor.__tj_bind__ calls this

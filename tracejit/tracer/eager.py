@@ -17,6 +17,7 @@ import numpy as np
 from ..devices import cupy_module, device_of, is_gpu_array, to_device
 from ..ir import dtypes as dt
 from ..ir.core import Aval, user_location
+from ..ir.primitives import broadcast
 
 NP_TO_DTYPE = dt.NP_TO_DTYPE
 
@@ -46,15 +47,17 @@ def quiet_call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
 
 
 # (prim, params items, (shape, np dtype) per operand) -> (normalized params, output np dtype,
-# output is float). Bounded: cleared when full (shapes of a workload repeat, so it refills
-# with the live ones).
+# output is float, operand Avals). Bounded: cleared when full (shapes of a workload repeat, so
+# it refills with the live ones).
 _INFER: dict = {}
 _INFER_MAX = 8192
 
 
-def infer(prim, params: dict, data: list) -> tuple[dict, np.dtype, bool]:
-    """The normalized params, output NumPy dtype and whether it is a float, for `prim` applied
-    to arrays `data`: the registry's infer rule, cached."""
+def infer(prim, params: dict, data: list) -> tuple[dict, np.dtype, bool, tuple]:
+    """The normalized params, output NumPy dtype, whether it is a float, and the operands'
+    Avals, for `prim` applied to arrays `data`: the registry's infer rule, cached. The Avals
+    tuple is shared by every application with the same key: a backward node keeps it instead
+    of building its own (fewer objects per op for the garbage collector to count)."""
     # dtype.num: hashing np.dtype objects is slow; the number names the type (byte order
     # aside, and NumPy computes either byte order right)
     try:
@@ -80,8 +83,9 @@ def infer(prim, params: dict, data: list) -> tuple[dict, np.dtype, bool]:
     if hit is not None:
         return hit
     norm = prim.normalize(params)
-    aval = prim.infer([Aval(d.shape, _dtype_of(prim, d)) for d in data], norm)
-    hit = (norm, aval.dtype.np, aval.dtype.is_float)
+    avals = tuple([Aval(d.shape, _dtype_of(prim, d)) for d in data])
+    aval = prim.infer(list(avals), norm)
+    hit = (norm, aval.dtype.np, aval.dtype.is_float, avals)
     if key is not None:
         if len(_INFER) >= _INFER_MAX:
             _INFER.clear()
@@ -191,11 +195,21 @@ class Arr:
 
     def __tj_bind__(self, prim, args, params) -> "Arr":
         data = [a._data for a in args]
-        params, out_np, _ = infer(prim, params, data)
+        params, out_np, _, _ = infer(prim, params, data)
         return Arr(run_impl(prim, data, params, out_np))
 
     def __tj_const__(self, array: np.ndarray) -> "Arr":
         return Arr(device_const(array, self._data))
+
+    def __tj_full__(self, value) -> "Arr":
+        """An array of this one's shape and dtype filled with the Python number `value` (a
+        rule's 0.0 or 1.0): one fill, where a constant and a broadcast were two primitives."""
+        d = self._data
+        if type(d) is np.ndarray:
+            return Arr(np.full(d.shape, value, d.dtype))
+        # on the GPU: a device constant (no host wait, see device_const) broadcast by the
+        # registry's primitive, as for any other operand
+        return broadcast(self.__tj_const__(np.array(value, dtype=d.dtype)), d.shape)
 
     def __repr__(self) -> str:
         return f"Arr({self.dtype.name}{list(self.shape)})"

@@ -19,7 +19,7 @@ from typing import Sequence
 from ..ir.primitives import P, bind
 from . import ops
 from .selection import positions
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 

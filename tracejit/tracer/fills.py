@@ -13,7 +13,7 @@ from ..ir.core import user_location
 from . import rng
 from .rng import Generator, rand, randn
 from .state import STATE
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 def draw_like(x: Tensor, normal: bool, generator: Generator | None = None,
@@ -78,7 +78,3 @@ def bernoulli_(self: Tensor, p: float = 0.5, *, generator: Generator | None = No
     return inplace(self, lambda old: ops.cast(ops.lt(draw_like(old, False, generator,
                                                                "bernoulli_"), p),
                                               old.dtype), "bernoulli_")
-
-
-def install(T: type) -> None:
-    T.normal_, T.uniform_, T.bernoulli_ = normal_, uniform_, bernoulli_

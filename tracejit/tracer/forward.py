@@ -417,11 +417,14 @@ def _wrt_groups(args: tuple, nums: tuple[int, ...], what: str):
     return flat_args, wrt, groups
 
 
-def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+def jacrev(fn: Callable, argnums: int | Sequence[int] = 0,
+           custom: Callable | None = None) -> Callable:
     """d fn(*args) / d args[argnums] by reverse mode, shaped out.shape + arg.shape (JAX's
     jacrev): the reverse-mode transform (ir.autodiff) of the traced function, cut into its
     forward part, which runs once, and its backward part, which runs on the whole standard
-    basis of each output's cotangent at once, batched by the vmap transform (ir.batching)."""
+    basis of each output's cotangent at once, batched by the vmap transform (ir.batching).
+    A function that applies custom Functions runs `custom` instead (the eager engine, which
+    calls their backward staticmethods: the IR transform cannot see them)."""
     name = f"jacrev_{getattr(fn, '__name__', 'f')}"
 
     @functools.wraps(fn)
@@ -432,6 +435,8 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
         e = cached("jacrev", fn, flat_args, in_tree, name,
                    lambda pure: _reverse_parts(pure, wrt, name), (nums,))
         pure, memo = e.pure, e.memo
+        if pure.custom and custom is not None:
+            return custom(*args)
         n_out = len(pure.graph.outputs)
         res = _run(e.fwd_g, flat_args + pure.extra_inputs())
         outs, residuals = res[:n_out], res[n_out:]

@@ -18,7 +18,7 @@ from .forward_ad import FWD
 from .autograd import Node, grad as autograd_grad
 from .pytree import tree_flatten, tree_unflatten
 from .state import enable_grad
-from .tensor import Tensor, lift
+from .tensor_base import TensorBase as Tensor, lift
 
 
 class AliasNode(Node):
@@ -197,8 +197,9 @@ def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0):
 
 def jacrev(fn: Callable, argnums: int | Sequence[int] = 0):
     """The Jacobian by reverse mode on vmap (see tracer/forward.py); `jacobian` is the same
-    derivative by the eager engine, row by row, for functions that cannot be traced."""
-    return forward.jacrev(fn, argnums)
+    derivative by the eager engine, row by row, for functions that cannot be traced, and for
+    those that apply custom Functions (their backward staticmethods run there)."""
+    return forward.jacrev(fn, argnums, custom=jacobian(fn, argnums))
 
 
 def hessian(fn: Callable, argnums: int | Sequence[int] = 0):

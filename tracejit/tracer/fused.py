@@ -26,6 +26,7 @@ does: an input (or the output) whose memory a residual shares is version-checked
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -49,6 +50,7 @@ _PLANS_MAX = 4096
 _COMPILER: list = [None]         # compiler(fwd graph, bwd graph) -> (fwd run, bwd run)
 stats = {"plans": 0, "interpreted": 0, "compiled_calls": 0, "compiles": 0, "fallbacks": 0}
 _UNFUSABLE = object()            # a plan slot for signatures that record op by op
+_AT = re.compile(r"\(at [^()]*\)$")
 
 
 def set_compiler(compiler: Callable | None) -> None:
@@ -235,10 +237,11 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict) -> Tensor | None:
         note_reads(tensors)
     arrays = [t._data for t in tensors]
     if plan.check is not None:
-        code = quiet_call(plan.check.run, arrays)[0]
+        # (a device array is read back here: eagerly, as the op-by-op path reads the targets)
+        code = quiet_call(plan.check.run, arrays)[0].item()
         err = _checks.failure(plan.errors, code)
-        if err is not None:
-            raise err
+        if err is not None:          # the message names this call's line, not the traced one's
+            raise type(err)(_AT.sub(f"(at {user_location()})", str(err)))
     plan.maybe_compile()
     if plan.compiled:
         stats["compiled_calls"] += 1

@@ -16,7 +16,7 @@ from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import checks, ops
 from .selection import positions
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 def _index(op: str, x: Tensor, dim, index) -> tuple[int, Tensor]:
@@ -144,8 +144,3 @@ def meshgrid(*tensors, indexing: str | None = None) -> tuple[Tensor, ...]:
 def ravel(x) -> Tensor:
     x = ops.as_tensor(x)
     return ops.reshape(x, (x.numel(),))
-
-
-def install(T: type) -> None:
-    T.gather, T.take_along_dim, T.scatter_add = gather, take_along_dim, scatter_add
-    T.ravel = ravel

@@ -8,8 +8,9 @@ from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from ..devices import is_host
-from . import checks, ops
-from .tensor import Tensor
+from . import checks, ops, views
+from .inplace import inplace
+from .tensor_base import TensorBase as Tensor
 
 
 def _err(msg: str, cls=IndexError) -> Exception:
@@ -144,7 +145,6 @@ def _advanced(y: Tensor, adv) -> Tensor:
 
 def setitem(x: Tensor, key, value) -> None:
     """x[key] = value, as an in-place functional update (recorded for autograd)."""
-    from .inplace import inplace
     keys = key if isinstance(key, tuple) else (key,)
     np_key = tuple(k._host("assignment through a tensor index (use tj.where inside "
                            "@tj.compile)") if isinstance(k, Tensor) else k for k in keys)
@@ -177,3 +177,19 @@ def setitem(x: Tensor, key, value) -> None:
         m = ops.as_tensor(mask, like=old, const=True)
         return ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), x.shape)
     inplace(x, update, "__setitem__")
+
+
+def _is_basic(key) -> bool:
+    keys = key if isinstance(key, tuple) else (key,)
+    return all(k is None or k is Ellipsis or isinstance(k, slice) or
+               (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))
+               for k in keys)
+
+
+def getitem_view(x: Tensor, key) -> Tensor:
+    """x[key] (Tensor.__getitem__): basic indexing (ints, slices, None, ...) makes a view of x
+    (views.py); an integer-array or mask index makes a copy, as torch."""
+    out = getitem(x, key)
+    if _is_basic(key):
+        views.mark(x, out, lambda r: getitem(r, key))
+    return out

@@ -9,7 +9,7 @@ from . import ops
 from . import forward_ad, views
 from .forward_ad import FWD
 from .state import STATE
-from .tensor import Tensor, check_inplace_result
+from .tensor_base import TensorBase as Tensor, check_inplace_result
 
 
 def inplace(x: Tensor, update, op: str) -> Tensor:
@@ -95,7 +95,10 @@ def set_data(t: Tensor, other) -> None:
     write_capture(t, new.detach())
 
 
-def _method(name: str, fn):
+def method(name: str):
+    """The Tensor method `name` (add_, zero_, ...) of the table below."""
+    fn = INPLACE[name]
+
     def method(self, *args, **kwargs):
         return inplace(self, lambda old: fn(old, *args, **kwargs), name)
     method.__name__ = name
@@ -115,12 +118,3 @@ INPLACE = {
     "copy_": lambda x, src: ops.broadcast_to(ops.cast(ops.as_tensor(src), x.dtype), x.shape),
     "exp_": ops.exp, "tanh_": ops.tanh, "neg_": ops.neg, "sqrt_": ops.sqrt, "abs_": ops.abs,
 }
-
-
-def install(cls) -> None:
-    for name, fn in INPLACE.items():
-        setattr(cls, name, _method(name, fn))
-    cls.__iadd__ = lambda self, o: self.add_(o)
-    cls.__isub__ = lambda self, o: self.sub_(o)
-    cls.__imul__ = lambda self, o: self.mul_(o)
-    cls.__itruediv__ = lambda self, o: self.div_(o)

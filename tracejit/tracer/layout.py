@@ -16,7 +16,7 @@ from ..ir.primitives import P, bind
 from . import creation, ops
 from .composites import composite
 from .selection import positions
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 def _dim(op: str, x: Tensor, dim) -> int:
@@ -257,7 +257,7 @@ def _new_full(self: Tensor, size: Sequence[int], fill_value, dtype=None, device=
                          requires_grad, self.device if device is None else device)
 
 
-def _new_filled(value):
+def new_filled(value):
     def new(self: Tensor, *size, dtype=None, device=None, requires_grad: bool = False,
             layout=None, pin_memory: bool = False) -> Tensor:
         return _new_full(self, _sizes(size), value, dtype, device, requires_grad)
@@ -275,14 +275,3 @@ def new_tensor(self: Tensor, data, *, dtype=None, device=None, requires_grad: bo
     unless given."""
     return creation.tensor(data, dtype or self.dtype, requires_grad,
                            self.device if device is None else device)
-
-
-def install(T: type) -> None:
-    T.split, T.chunk, T.unbind, T.narrow = split, chunk, unbind, narrow
-    T.repeat = repeat           # Tensor.repeat(2, 3) and .repeat((2, 3)), as PyTorch
-    T.tile = lambda self, *dims: tile(self, dims[0] if len(dims) == 1 else dims)
-    T.flip, T.fliplr, T.flipud, T.roll = flip, fliplr, flipud, roll
-    T.bmm, T.t = bmm, t
-    T.expand_as, T.view_as, T.reshape_as, T.type_as = expand_as, view_as, view_as, type_as
-    T.new_zeros, T.new_ones, T.new_empty = _new_filled(0), _new_filled(1), _new_filled(0)
-    T.new_full, T.new_tensor = new_full, new_tensor

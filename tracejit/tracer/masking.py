@@ -17,7 +17,7 @@ from . import checks, creation, ops
 from .composites import composite
 from .inplace import inplace
 from .selection import positions
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 # -- masked_fill ----------------------------------------------------------------------------------
@@ -199,9 +199,3 @@ def tril_indices(row: int, col: int, offset: int = 0, *, dtype=None, device=None
 def triu_indices(row: int, col: int, offset: int = 0, *, dtype=None, device=None,
                  layout=None) -> Tensor:
     return _tri_indices("triu_indices", row, col, offset, dtype, device)
-
-
-def install(T: type) -> None:
-    T.masked_fill, T.masked_fill_ = masked_fill, masked_fill_
-    T.tril, T.triu, T.tril_, T.triu_ = tril, triu, tril_, triu_
-    T.nonzero = nonzero

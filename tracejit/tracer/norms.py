@@ -15,7 +15,7 @@ from . import composites as C
 from . import ops
 from .autocast import FP32, autocast_op
 from .composites import composite
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 _var = C.var.__wrapped__        # the plain function: std records one node of its own
 
@@ -142,8 +142,3 @@ def norm(x, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
 def dist(a, b, p=2) -> Tensor:
     """The p-norm of a - b (broadcast)."""
     return vector_norm(ops.sub(a, b), p)
-
-
-def install(T: type) -> None:
-    T.std, T.norm, T.dist = std, norm, dist
-

@@ -16,7 +16,7 @@ from .autocast import FP32, LOWER, autocast_op
 from .autograd import PrimNode
 from .forward_ad import FWD
 from .state import STATE
-from .tensor import SUBCLASSES, Tensor
+from .tensor_base import SUBCLASSES, TensorBase as Tensor
 
 
 

@@ -17,7 +17,7 @@ from ..ir.primitives import P, bind
 from . import ops
 from .layout import bmm
 from .selection import positions
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 def _need(op: str, x: Tensor, ndim: int, what: str) -> None:
@@ -175,9 +175,3 @@ def diag(x, diagonal: int = 0) -> Tensor:
     on = ops.eq(ops.sub(positions(x, (size, size), 1), positions(x, (size, size), 0)), k)
     zero = ops.as_tensor(False if x.dtype is dt.bool_ else 0, x.dtype, like=x)
     return ops.where(on, val, zero)
-
-
-def install(T: type) -> None:
-    T.outer = T.ger = outer
-    T.dot, T.mv, T.addmm, T.baddbmm, T.addbmm = dot, mv, addmm, baddbmm, addbmm
-    T.diagonal, T.trace, T.diag, T.kron = diagonal, trace, diag, kron

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..ir.core import user_location
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 _LEAF = ("leaf",)
 _NONE = ("none",)

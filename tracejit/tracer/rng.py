@@ -24,7 +24,7 @@ from ..ir.primitives import P, bind
 from ..devices import Device, device as as_device, to_device
 from . import ops
 from .state import current_trace
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 DEFAULT_SEED = 67280421310721      # PyTorch's default seed
 _MASK64 = (1 << 64) - 1

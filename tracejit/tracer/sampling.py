@@ -24,7 +24,7 @@ from ..ir.primitives import P, bind
 from . import ops
 from .rng import rand
 from .scans import cumsum
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 def randperm(n: int, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
@@ -88,7 +88,3 @@ def multinomial(probs, num_samples: int, replacement: bool = False, *, generator
         order = bind(P.argsort, keys, axis=1, descending=True)
         out = order[:, :k]
     return ops.reshape(out, (k,)) if single else out
-
-
-def install(T: type) -> None:
-    T.multinomial = multinomial

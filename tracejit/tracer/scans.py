@@ -16,7 +16,7 @@ from ..ir.primitives import P, bind
 from . import ops
 from .autocast import FP32, autocast_op
 from .composites import composite
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 def _int_dim(op: str, x: Tensor, dim) -> int:
@@ -119,9 +119,3 @@ def any(x, dim=None, keepdim: bool = False) -> Tensor:      # noqa: A001
 def all(x, dim=None, keepdim: bool = False) -> Tensor:      # noqa: A001
     """Whether every element over `dim` is nonzero; bool (True for an empty reduction)."""
     return ops.eq(_count(x, dim, keepdim, zero=True), 0)
-
-
-def install(T: type) -> None:
-    """The Tensor methods of this module (called from methods.install)."""
-    T.cumsum, T.cumprod, T.prod = cumsum, cumprod, prod
-    T.any, T.all = any, all

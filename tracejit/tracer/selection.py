@@ -18,7 +18,7 @@ from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import ops
 from .composites import composite
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 class ValuesIndices(NamedTuple):

@@ -14,7 +14,7 @@ from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import ops
 from .selection import positions
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 class SortResult(NamedTuple):
@@ -86,8 +86,3 @@ def topk(x, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) ->
     if k < n:
         idx = idx[(slice(None),) * d + (slice(0, k),)]
     return SortResult(take_along(x, idx, d), idx)
-
-
-def install(T: type) -> None:
-    """The Tensor methods of this module (called from methods.install)."""
-    T.sort, T.argsort, T.topk = sort, argsort, topk

@@ -13,7 +13,7 @@ from ..ir.primitives import P, bind
 from . import ops
 from .gathering import meshgrid
 from .layout import _dim, _narrow, flip
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 # -- atleast_nd, stacks -------------------------------------------------------------------------
@@ -246,13 +246,3 @@ def square(x) -> Tensor:
 
 def rsqrt(x) -> Tensor:
     return ops.div(1.0, ops.sqrt(x))
-
-
-def install(T: type) -> None:
-    T.tensor_split, T.hsplit, T.vsplit, T.dsplit = tensor_split, hsplit, vsplit, dsplit
-    T.movedim = T.moveaxis = movedim
-    T.swapdims = ops.swapaxes
-    T.select, T.index_select, T.rot90 = select, index_select, rot90
-    T.count_nonzero, T.square, T.rsqrt = count_nonzero, square, rsqrt
-    T.repeat_interleave = repeat_interleave
-

@@ -1,403 +1,174 @@
-"""The user-facing Tensor: eager (holds a NumPy array) or traced (holds an IR value)."""
-from __future__ import annotations
+"""`Tensor`, the class users see: TensorBase's data and autograd core (tensor_base.py) plus
+every method and operator, each listed here as a call into the op module that implements it.
 
-import warnings
-import weakref
-from typing import Any
+This module sits above all op modules. They make their results as `TensorBase(data)`, which
+builds an instance of this class: `register(Tensor)` below is the one link from the core up
+to here (as PyTorch registers its Python `torch.Tensor` with the C core). Nothing else adds
+attributes to the class (tests/test_import_layers.py checks it)."""
+from __future__ import annotations
 
 import numpy as np
 
 from ..ir import dtypes as dt
-from ..ir.core import Value, user_location
-from ..ir.primitives import P
-from ..devices import CPU, Device, device_of, is_host, to_device
-from .eager import device_const
-from .state import STATE
+from . import composites as C
+from . import conversions, fills, gathering, indexing, inplace, layout, masking, norms, ops
+from . import products, sampling, scans, selection, sorting, stacking, views
+from .autograd import backward as _backward, register_post_accumulate_grad_hook
+from .dispatch import apply_primitive as _apply_primitive
+from .tensor_base import TensorBase, register
 
 
-# Tensor's subclasses (nn.Parameter), so that fast paths keyed on `type(x) is Tensor` also
-# take them without an isinstance call for every Python number they meet
-SUBCLASSES: set[type] = set()
+def _reflected(f):
+    """`other OP self` for Tensor.__rOP__."""
+    def reflected(self, other):
+        return f(other, self)
+    reflected.__name__ = f"r{f.__name__}"
+    return reflected
 
 
-def _depends_on(v: Value, inputs: set) -> bool:
-    """Whether IR value v is computed from any of `inputs` (a walk up its producers)."""
-    seen, todo = set(), [v]
-    while todo:
-        x = todo.pop()
-        if x in inputs:
-            return True
-        if x.producer is not None and id(x) not in seen:
-            seen.add(id(x))
-            todo.extend(x.producer.inputs)
-    return False
+class Tensor(TensorBase):
+    __slots__ = ()
 
+    # -- the registry's binding protocol: a primitive applied to tensors (dispatch.py) -------
+    def __tj_bind__(self, prim, args, params):
+        return _apply_primitive(prim, args, params)
 
-class Tensor:
-    __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_idx", "_version",
-                 "_weak", "_retains_grad", "_hooks", "_accum", "_born_in", "_data_of",
-                 "_view", "__weakref__")
-    # _data_of: set only on `.data` of a capture (see data); _view: set only on views and
-    # their bases (see views.py)
+    # -- autograd -----------------------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None) -> None:
+        _backward([self], None if gradient is None else [gradient], retain_graph, create_graph,
+                  inputs)
 
-    __array_priority__ = 1000        # so `ndarray * Tensor` calls Tensor.__rmul__
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        SUBCLASSES.add(cls)          # nn.Parameter: hot paths that test `type(x) is Tensor`
-
-    def __init__(self, data: Any, requires_grad: bool = False, *, _weak: bool = False) -> None:
-        self._data = data                   # np.ndarray or ir Value
-        self._requires_grad = False
-        self._grad: Tensor | None = None
-        self.grad_fn = None
-        self._out_idx = 0
-        self._version = [0]                 # shared with detach() aliases
-        self._weak = _weak                  # a traced Python scalar: does not promote
-        self._retains_grad = False
-        self._hooks: list | None = None
-        self._accum = None
-        traces = STATE.traces
-        self._born_in = traces[-1] if traces else None
-        if traces:                          # (to find tensors that escape the trace)
-            traces[-1].born.append(weakref.ref(self))
-        if requires_grad:
-            self.requires_grad_(True)
-
-    # -- basic properties --------------------------------------------------------------------
-    @property
-    def _traced(self) -> bool:
-        return isinstance(self._data, Value)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self._data.shape)
-
-    @property
-    def dtype(self) -> dt.DType:
-        d = self._data.dtype
-        return d if type(d) is dt.DType else dt.NP_TO_DTYPE[d]
-
-    @property
-    def ndim(self) -> int:
-        return len(self._data.shape)
-
-    def dim(self) -> int:
-        return self.ndim
-
-    def size(self, dim: int | None = None):
-        return self.shape if dim is None else self.shape[dim]
-
-    def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    def __len__(self) -> int:
-        if not self.shape:
-            raise TypeError("len() of a 0-d tensor")
-        return self.shape[0]
-
-    @property
-    def device(self) -> Device:
-        if self._traced:          # a compiled function runs on one device: its trace's
-            return getattr(self._born_in, "device", CPU)
-        return device_of(self._data)
-
-    @property
-    def is_cuda(self) -> bool:
-        return self.device.type == "cuda"
-
-    @property
-    def is_leaf(self) -> bool:
-        return self.grad_fn is None
-
-    @property
-    def requires_grad(self) -> bool:
-        return self._requires_grad
-
-    @requires_grad.setter
-    def requires_grad(self, b: bool) -> None:
-        self.requires_grad_(b)
-
-    def requires_grad_(self, b: bool = True) -> "Tensor":
-        if not self.is_leaf:
-            if not b:
-                raise RuntimeError("you can only change requires_grad flags of leaf variables; "
-                                   "use .detach() to get a tensor that does not require grad")
-            return self
-        if b and not self.dtype.is_float:
-            raise RuntimeError(f"only Tensors of floating point dtype can require gradients "
-                               f"(got {self.dtype}) (at {user_location()})")
-        self._requires_grad = bool(b)
-        return self
-
-    @property
-    def grad(self) -> "Tensor | None":
-        if not self.is_leaf and not self._retains_grad and self._requires_grad:
-            warnings.warn("The .grad attribute of a Tensor that is not a leaf Tensor is being "
-                          "accessed. Its .grad attribute won't be populated during backward(). "
-                          "Use .retain_grad() on the non-leaf Tensor if you want its gradient.",
-                          UserWarning, stacklevel=2)
-        if STATE.traces and self._captured():     # see grad_slots.py
-            STATE.traces[-1].grad_slots.note(self)
-        return self._grad
-
-    @grad.setter
-    def grad(self, g: "Tensor | None") -> None:
-        if g is not None and tuple(g.shape) != self.shape:
-            raise RuntimeError(f"assigned grad has shape {list(g.shape)} but the tensor has "
-                               f"shape {list(self.shape)}")
-        if STATE.traces and self._captured():
-            slots = STATE.traces[-1].grad_slots
-            slots.note(self, observe=False)
-            slots.assigned(self)
-        self._grad = g
-
-    def _own(self) -> np.ndarray:
-        """Make the storage writable (a read-only view is a lazy copy) before aliasing it."""
-        if not self._traced and not getattr(self._data.flags, "writeable", True):
-            self._data = self._data.copy()
-        return self._data
+    register_post_accumulate_grad_hook = register_post_accumulate_grad_hook
+    detach = views.detach
 
     @property
     def data(self) -> "Tensor":
         """The same storage, detached, with a version counter of its own (as PyTorch)."""
-        if self._captured():
-            d = self.detach()
-            # in-place ops on d write back into the capture, as they would into shared storage
-            d._data_of = (self, STATE.traces[-1])
-            return d
-        return Tensor(self._own())
+        return views.data_of(self)
 
     @data.setter
-    def data(self, other: "Tensor") -> None:
+    def data(self, other) -> None:
         if self._captured():            # inside a trace: written back after each call
-            from .inplace import set_data
-            set_data(self, other)
+            inplace.set_data(self, other)
             return
-        self._data = other._data if isinstance(other, Tensor) else np.asarray(other)
+        views.forget(self)      # t takes other's storage; its views keep the old one
+        self._data = other._data if isinstance(other, TensorBase) else np.asarray(other)
 
-    def _captured(self) -> bool:
-        """An eager tensor from outside the innermost active trace: the trace reads it as an
-        input (see TraceContext), never as a constant."""
-        traces = STATE.traces
-        return bool(traces) and not self._traced and self._born_in is not traces[-1]
+    # -- operators ----------------------------------------------------------------------------
+    __add__, __radd__ = ops.add, _reflected(ops.add)
+    __sub__, __rsub__ = ops.sub, _reflected(ops.sub)
+    __mul__, __rmul__ = ops.mul, _reflected(ops.mul)
+    __truediv__, __rtruediv__ = ops.div, _reflected(ops.div)
+    __pow__, __rpow__ = ops.pow, _reflected(ops.pow)
+    __matmul__, __rmatmul__ = ops.matmul, _reflected(ops.matmul)
+    __floordiv__, __rfloordiv__ = ops.floor_divide, _reflected(ops.floor_divide)
+    __mod__, __rmod__ = ops.remainder, _reflected(ops.remainder)
+    __neg__, __abs__ = ops.neg, ops.abs
+    __lt__, __le__, __gt__, __ge__ = ops.lt, ops.le, ops.gt, ops.ge
+    __eq__, __ne__ = ops.eq, ops.ne
+    __hash__ = TensorBase.__hash__      # by identity (defining __eq__ would otherwise drop it)
+    __and__ = __rand__ = ops.logical_and
+    __or__ = __ror__ = ops.logical_or
+    __invert__ = ops.logical_not
+    __getitem__ = indexing.getitem_view
+    __setitem__ = indexing.setitem
 
-    @property
-    def T(self) -> "Tensor":
-        from . import ops
-        return ops.permute(self, tuple(reversed(range(self.ndim))))
-
-    @property
-    def mT(self) -> "Tensor":
-        from . import ops
-        return ops.swapaxes(self, -1, -2)
-
-    # -- conversion --------------------------------------------------------------------------
-    def _concrete(self, what: str, guard: bool = True) -> np.ndarray:
-        if self._traced and not any(c.graph is self._data.graph for c in STATE.traces):
-            loc = self._data.producer.loc if self._data.producer is not None else "?"
-            raise RuntimeError(
-                f"{what}: this tensor {self._data.aval} was made while tracing a compiled "
-                f"function (at {loc}) and kept outside it, but that trace never ran to give it "
-                f"a value (it failed, or was only lowered) (at {user_location()}); run the "
-                f"compiled function, or make such state outside it")
-        vmapping = self._traced and next((c for c in STATE.traces if c.transform == "vmap"
-                                          and c.graph is self._data.graph), None)
-        if vmapping and not _depends_on(self._data, vmapping.batched):
-            raise RuntimeError(
-                f"{what} needs a concrete value, but this tensor {self._data.aval} is computed "
-                f"inside tj.vmap (at {user_location()}), where every tensor is traced: compute "
-                f"it outside the vmapped function and pass it in with in_axes=None, or use "
-                f"tj.where(cond, a, b) for data-dependent choices")
-        if vmapping:
-            raise RuntimeError(
-                f"{what} on a batched tensor {self._data.aval} inside tj.vmap (at "
-                f"{user_location()}): the vmapped function runs once for the whole batch, so "
-                f"Python control flow and conversions cannot depend on the values of its "
-                f"tensors; use tj.where(cond, a, b) for data-dependent choices")
-        if self._traced:
-            raise RuntimeError(
-                f"{what} needs a concrete value, but this tensor {self._data.aval} is traced "
-                f"inside @tj.compile (at {user_location()}). Python control flow and conversions "
-                f"cannot depend on traced values: use tj.where(cond, a, b) for data-dependent "
-                f"choices, or mark the argument static (static_argnums / static_argnames).")
-        if guard and STATE.traces:
-            # a capture's value read into Python: the traces it is foreign to depend on it
-            for ctx in reversed(STATE.traces):
-                if self._born_in is ctx:
-                    break
-                ctx.guard_read(self)
-        return self._data
-
-    def numpy(self) -> np.ndarray:
-        if self._requires_grad:
-            raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
-                               "Use tensor.detach().numpy() instead.")
-        self._concrete("numpy()")
-        self._on_host("numpy()")
-        return self._own()
-
-    def _on_host(self, what: str) -> None:
-        if not is_host(self._data):
-            raise TypeError(f"{what}: can't convert a {self.device} tensor to a NumPy array; "
-                            f"use .cpu() to copy it to host memory first")
-
-    def _host(self, what: str) -> np.ndarray:
-        """The value in host memory (copied from the GPU for a cuda tensor)."""
-        a = self._concrete(what)
-        return a if is_host(a) else a.get()
-
-    def __array__(self, dtype=None, copy=None):
-        a = self._concrete("converting to a NumPy array")
-        self._on_host("converting to a NumPy array")
-        return a.astype(dtype) if dtype is not None else a
-
-    def item(self):
-        a = self._host("item()")
-        if a.size != 1:
-            raise ValueError(f"item(): only one-element tensors can be converted to Python "
-                             f"scalars, got shape {list(a.shape)}")
-        return a.reshape(()).item()
-
-    def tolist(self):
-        return self._host("tolist()").tolist()
-
-    def __bool__(self) -> bool:
-        a = self._host("bool() (an `if` or `while` on a tensor)")
-        if a.size != 1:
-            raise RuntimeError(f"Boolean value of Tensor with more than one value "
-                               f"(shape {list(a.shape)}) is ambiguous")
-        return bool(a.reshape(()))
-
-    def __float__(self) -> float:
-        return float(self.item())
-
-    def __int__(self) -> int:
-        return int(self.item())
-
-    def __index__(self) -> int:
-        if not self.dtype.is_int:
-            raise TypeError("only integer tensors can be used as an index")
-        return int(self.item())
-
-    def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __repr__(self) -> str:
-        extra = ""
-        if self.grad_fn is not None:
-            extra = f", grad_fn=<{self.grad_fn.name()}>"
-        elif self._requires_grad:
-            extra = ", requires_grad=True"
-        if self._traced:
-            return f"Tensor(traced {self._data.aval}{extra})"
-        if not is_host(self._data):
-            extra = f", device='{self.device}'" + extra
-        a = self._concrete("repr", guard=False)
-        body = np.array2string(a if is_host(a) else a.get(), separator=", ", prefix="tensor(")
-        return f"tensor({body}, dtype={self.dtype.name}{extra})"
-
-    # -- the registry's binding protocol -----------------------------------------------------
-    def __tj_bind__(self, prim, args, params):
-        return _apply_primitive(prim, args, params)
-
-    def __tj_const__(self, array: np.ndarray) -> "Tensor":
-        if self._traced:
-            return Tensor(self._data.graph.emit(P.constant, [], {"value": array}))
-        return Tensor(device_const(array, self._data))
-
-    # -- autograd ----------------------------------------------------------------------------
-    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None) -> None:
-        from .autograd import backward
-        backward([self], None if gradient is None else [gradient], retain_graph, create_graph,
-                 inputs)
-
-    def detach(self) -> "Tensor":
-        if self._captured():
-            return lift(self).detach()
-        if self._traced:
-            return Tensor(self._data.graph.emit(P.stop_gradient, [self._data], {}))
-        t = Tensor(self._own())
-        t._version = self._version
-        return t
-
-    def detach_(self) -> "Tensor":
-        self.grad_fn = None
-        self._requires_grad = False
+    def __pos__(self) -> "Tensor":
         return self
 
-    def retain_grad(self) -> None:
-        if not self._requires_grad:
-            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
-        if not self.is_leaf and not self._retains_grad:
-            self._retains_grad = True
-            if self.grad_fn.retained is None:
-                self.grad_fn.retained = {}
-            self.grad_fn.retained[self._out_idx] = weakref.ref(self)
+    # -- in place -----------------------------------------------------------------------------
+    add_, sub_, mul_, div_ = (inplace.method(n) for n in ("add_", "sub_", "mul_", "div_"))
+    pow_, clamp_, clip_ = (inplace.method(n) for n in ("pow_", "clamp_", "clip_"))
+    zero_, fill_, copy_ = (inplace.method(n) for n in ("zero_", "fill_", "copy_"))
+    exp_, tanh_, neg_ = (inplace.method(n) for n in ("exp_", "tanh_", "neg_"))
+    sqrt_, abs_ = inplace.method("sqrt_"), inplace.method("abs_")
+    normal_, uniform_, bernoulli_ = fills.normal_, fills.uniform_, fills.bernoulli_
+    masked_fill_, tril_, triu_ = masking.masked_fill_, masking.tril_, masking.triu_
 
-    @property
-    def retains_grad(self) -> bool:
-        return self._retains_grad
+    def __iadd__(self, other) -> "Tensor":
+        return self.add_(other)
 
-    def register_hook(self, hook):
-        """`hook(grad)` runs when this tensor's gradient is computed; a returned tensor
-        replaces the gradient. Returns a handle with `.remove()`."""
-        if not self._requires_grad:
-            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
-        if self.grad_fn is None:
-            if self._hooks is None:
-                self._hooks = []
-            hooks = self._hooks
-        else:
-            if self.grad_fn.out_hooks is None:
-                self.grad_fn.out_hooks = {}
-            hooks = self.grad_fn.out_hooks.setdefault(self._out_idx, [])
-        hooks.append(hook)
-        return _RemovableHandle(hooks, hook)
+    def __isub__(self, other) -> "Tensor":
+        return self.sub_(other)
 
-    @property
-    def _version_count(self) -> int:
-        return self._version[0]
+    def __imul__(self, other) -> "Tensor":
+        return self.mul_(other)
 
-    # in-place helpers, methods and operators are attached in ops.py / inplace.py
+    def __itruediv__(self, other) -> "Tensor":
+        return self.div_(other)
+
+    # -- elementwise --------------------------------------------------------------------------
+    add, sub, mul, div, pow = ops.add, ops.sub, ops.mul, ops.div, ops.pow   # noqa: A003
+    floor_divide, remainder, fmod = ops.floor_divide, ops.remainder, ops.fmod
+    exp, log, sin, cos, tanh, sqrt = ops.exp, ops.log, ops.sin, ops.cos, ops.tanh, ops.sqrt
+    abs, sign, neg, erf, erfc = ops.abs, ops.sign, ops.neg, ops.erf, ops.erfc   # noqa: A003
+    maximum, minimum = ops.maximum, ops.minimum
+    clamp = clip = ops.clip
+    square, rsqrt = stacking.square, stacking.rsqrt
+    sigmoid, relu = C.sigmoid, C.relu
+
+    def where(self, condition, other) -> "Tensor":
+        return ops.where(condition, self, other)
+
+    # -- reductions and scans -----------------------------------------------------------------
+    sum, mean, var, std = ops.sum, C.mean, C.var, norms.std                  # noqa: A003
+    prod, any, all = scans.prod, scans.any, scans.all                           # noqa: A003
+    cumsum, cumprod = scans.cumsum, scans.cumprod
+    max, min = selection.max, selection.min                                     # noqa: A003
+    amax, amin, argmax, argmin = selection.amax, selection.amin, selection.argmax, selection.argmin
+    softmax, log_softmax, logsumexp = C.softmax, C.log_softmax, C.logsumexp
+    norm, dist, count_nonzero = norms.norm, norms.dist, stacking.count_nonzero
+    sort, argsort, topk = sorting.sort, sorting.argsort, sorting.topk
+    nonzero, multinomial = masking.nonzero, sampling.multinomial
+
+    # -- products -----------------------------------------------------------------------------
+    matmul, bmm = ops.matmul, layout.bmm
+    outer = ger = products.outer
+    dot, mv, kron, trace = products.dot, products.mv, products.kron, products.trace
+    addmm, baddbmm, addbmm = products.addmm, products.baddbmm, products.addbmm
+
+    # -- views of the tensor (views.py records them, so in-place ops write through) ----------
+    view, view_as = views.view, views.view_as
+    reshape, reshape_as, flatten, unflatten = (views.reshape, views.reshape_as, views.flatten,
+                                               views.unflatten)
+    ravel = views.ravel
+    permute, transpose, t = views.permute, views.transpose, views.t
+    swapaxes = swapdims = views.swapaxes
+    movedim = moveaxis = views.movedim
+    squeeze, unsqueeze = views.squeeze, views.unsqueeze
+    expand, expand_as, broadcast_to = views.expand, views.expand_as, views.broadcast_to
+    narrow, select, diagonal = views.narrow, views.select, views.diagonal
+    split, chunk, unbind = views.split, views.chunk, views.unbind
+    tensor_split, hsplit, vsplit, dsplit = views.tensor_split, views.hsplit, views.vsplit, \
+        views.dsplit
+    contiguous = views.contiguous
+    T = property(views.full_transpose)
+    mT = property(views.matrix_transpose)
+
+    # -- copies: layout, gathering, masking ----------------------------------------------------
+    repeat, repeat_interleave = layout.repeat, stacking.repeat_interleave
+    flip, fliplr, flipud, roll, rot90 = (layout.flip, layout.fliplr, layout.flipud, layout.roll,
+                                         stacking.rot90)
+    gather, take_along_dim, scatter_add = (gathering.gather, gathering.take_along_dim,
+                                           gathering.scatter_add)
+    index_select, diag = stacking.index_select, products.diag
+    masked_fill, tril, triu = masking.masked_fill, masking.tril, masking.triu
+
+    def tile(self, *dims) -> "Tensor":
+        return layout.tile(self, dims[0] if len(dims) == 1 else dims)
+
+    # -- dtype, device, new tensors ------------------------------------------------------------
+    astype = to_dtype = ops.cast
+    type_as = layout.type_as
+    float, double, half = (conversions.converter(dt.f32), conversions.converter(dt.f64),  # noqa: A003
+                           conversions.converter(dt.f16))
+    bfloat16 = conversions.converter(dt.bf16)
+    int, long, bool = (conversions.converter(dt.i32), conversions.converter(dt.i64),  # noqa: A003
+                       conversions.converter(dt.bool_))
+    clone, to, cpu, cuda = conversions.clone, conversions.to, conversions.cpu, conversions.cuda
+    new_zeros, new_ones = layout.new_filled(0), layout.new_filled(1)
+    new_empty = layout.new_filled(0)
+    new_full, new_tensor = layout.new_full, layout.new_tensor
 
 
-class _RemovableHandle:
-    def __init__(self, hooks: list, hook) -> None:
-        self._hooks, self._hook = hooks, hook
-
-    def remove(self) -> None:
-        if self._hook in self._hooks:
-            self._hooks.remove(self._hook)
-
-
-def lift(t: Tensor) -> Tensor:
-    """`t` as a traced tensor of the innermost trace if it is a capture there (an eager tensor
-    from outside that trace: an input read afresh at every call); `t` itself otherwise."""
-    if not t._captured():
-        return t
-    return Tensor(STATE.traces[-1].capture(t), _weak=t._weak)
-
-
-def is_tensor(x: Any) -> bool:
-    return isinstance(x, Tensor)
-
-
-# How Tensor.__tj_bind__ applies a primitive: tracer/dispatch.py (which imports this module)
-# sets it when it loads, so the arrow runs dispatch -> tensor only
-_apply_primitive = None
-
-
-def check_inplace_result(x: Tensor, new: Tensor, op: str) -> None:
-    """The value an in-place op computed for x must fit x: its shape, and no float into an
-    integer tensor (torch's errors)."""
-    if new.shape != x.shape:
-        raise RuntimeError(f"{op}: output with shape {list(x.shape)} doesn't match the "
-                           f"broadcast shape {list(new.shape)} (at {user_location()})")
-    if new.dtype.is_float and not x.dtype.is_float:
-        raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the desired "
-                           f"output type {x.dtype.name} (at {user_location()})")
+register(Tensor)

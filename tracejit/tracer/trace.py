@@ -17,7 +17,7 @@ from .autograd import Node, accumulate_node
 from .grad_slots import GradSlots, slot_guards_changed
 from .pytree import tree_flatten, tree_unflatten
 from .state import ATTR_EPOCH, STATE
-from .tensor import Tensor
+from .tensor_base import TensorBase as Tensor
 
 
 def leaf_aval(x: Any) -> tuple[Aval, bool]:

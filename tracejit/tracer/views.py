@@ -32,7 +32,7 @@ from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from . import gathering, layout, ops, products, stacking
 from .state import STATE
-from .tensor import Tensor, check_inplace_result, lift
+from .tensor_base import TensorBase as Tensor, check_inplace_result, lift
 
 # kinds of views: an autograd view, an output of a function returning several views (torch
 # forbids in-place on those when autograd records), detach() (shares data and version counter,
@@ -109,22 +109,7 @@ def viewing(fn: Callable, kind: str = VIEW) -> Callable:
     return view_op
 
 
-# -- view ops whose result is a view only sometimes ----------------------------------------------
-def _is_basic(key) -> bool:
-    keys = key if isinstance(key, tuple) else (key,)
-    return all(k is None or k is Ellipsis or isinstance(k, slice) or
-               (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)))
-               for k in keys)
-
-
-def _getitem(x: Tensor, key) -> Tensor:
-    from .indexing import getitem
-    out = getitem(x, key)
-    if _is_basic(key):
-        mark(x, out, lambda r: getitem(r, key))
-    return out
-
-
+# -- view ops whose result is a view only sometimes (x[key]: indexing.getitem_view) --------------
 def _layout(rec: ViewOf) -> tuple[np.ndarray, np.ndarray]:
     """(the view's elements as a NumPy view of a stand-in for its root, the stand-in): the
     strides torch would give the view, the root being contiguous."""
@@ -227,29 +212,21 @@ def _multi(fn: Callable) -> Callable:
 
 
 # -- detach and .data ------------------------------------------------------------------------------
-def _detach(x: Tensor) -> Tensor:
-    out = Tensor.detach.__wrapped_view__(x)
-    return mark(x, out, lambda r: Tensor.detach.__wrapped_view__(r), DETACH)
+def detach(x: Tensor) -> Tensor:
+    """x.detach(): shares x's data and version counter, and follows x's in-place updates."""
+    out = Tensor.detach(x)          # (Tensor here is tensor_base's: the plain detach)
+    return mark(x, out, Tensor.detach, DETACH)
 
 
-def _data_view(get: Callable) -> Callable:
-    def data(self: Tensor) -> Tensor:
-        out = get(self)
-        if getattr(out, "_data_of", None) is not None:
-            out._view = None        # a capture's: written back by inplace.py's own path
-        else:
-            mark(self, out, lambda r: r.detach() if r._traced or r._captured()
-                 else Tensor(r._data), DATA)
-        return out
-    return data
-
-
-def _data_set(put: Callable) -> Callable:
-    def set_data(self: Tensor, other) -> None:
-        if not self._captured():
-            forget(self)    # t.data = other: t takes other storage; its views keep the old one
-        put(self, other)
-    return set_data
+def data_of(x: Tensor) -> Tensor:
+    """x.data: shares x's data only (the setter, `x.data = y`, is tensor.Tensor's)."""
+    out = x._detached_data()
+    if getattr(out, "_data_of", None) is not None:
+        out._view = None            # a capture's: written back by inplace.py's own path
+    else:
+        mark(x, out, lambda r: r.detach() if r._traced or r._captured()
+             else Tensor(r._data), DATA)
+    return out
 
 
 def forget(t: Tensor) -> None:
@@ -426,37 +403,6 @@ def follow_writes(t: Tensor) -> None:
         rederive(t, rec)
 
 
-# -- installation -----------------------------------------------------------------------------------
-def install(T: type) -> None:
-    """Wrap Tensor's view methods (after methods.install set them)."""
-    T.__getitem__ = _getitem
-    for name in ("permute", "swapaxes", "transpose", "squeeze", "unsqueeze", "expand",
-                 "broadcast_to", "expand_as", "narrow", "select", "movedim", "moveaxis",
-                 "swapdims", "t", "diagonal"):
-        setattr(T, name, viewing(getattr(T, name)))
-    T.reshape = _reshaping(ops.reshape, "reshape")
-    T.reshape_as = _reshaping(layout.view_as, "reshape_as")
-    T.flatten = _reshaping(ops.flatten, "flatten")
-    T.view = _reshaping(ops.reshape, "view", strict=True)
-    T.view_as = _reshaping(layout.view_as, "view_as", strict=True)
-    T.unflatten = _reshaping(_unflatten, "unflatten")
-    T.split, T.chunk, T.unbind = _split, _chunk, _unbind
-    for name in ("tensor_split", "hsplit", "vsplit", "dsplit"):
-        setattr(T, name, _multi(getattr(T, name)))
-    T.ravel = _reshaping(gathering.ravel, "ravel")
-    T.contiguous = contiguous
-    T.T = property(viewing(lambda x: ops.permute(x, tuple(reversed(range(x.ndim))))))
-    T.mT = property(viewing(lambda x: ops.swapaxes(x, -1, -2)))
-    detach = T.detach
-
-    def plain_detach(x):
-        return detach(x)
-    T.detach = _detach
-    T.detach.__wrapped_view__ = plain_detach
-    prop = T.data
-    T.data = property(_data_view(prop.fget), _data_set(prop.fset))
-
-
 # the functional spellings (tj.reshape, tj.narrow, ...), exported by tracejit/__init__.py
 reshape = _reshaping(ops.reshape, "reshape")
 flatten = _reshaping(ops.flatten, "flatten")
@@ -477,3 +423,12 @@ split, chunk, unbind = _split, _chunk, _unbind
 tensor_split, hsplit = _multi(stacking.tensor_split), _multi(stacking.hsplit)
 vsplit, dsplit = _multi(stacking.vsplit), _multi(stacking.dsplit)
 ravel = _reshaping(gathering.ravel, "ravel")
+# the method-only spellings (tensor.Tensor lists them)
+view = _reshaping(ops.reshape, "view", strict=True)
+view_as = _reshaping(layout.view_as, "view_as", strict=True)
+reshape_as = _reshaping(layout.view_as, "reshape_as")
+expand_as = viewing(layout.expand_as)
+swapdims = swapaxes
+moveaxis = movedim
+full_transpose = viewing(lambda x: ops.permute(x, tuple(reversed(range(x.ndim)))))  # x.T
+matrix_transpose = viewing(lambda x: ops.swapaxes(x, -1, -2))                      # x.mT
