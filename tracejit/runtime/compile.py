@@ -21,6 +21,7 @@ from ..ir.verify import verify
 from ..tracer import autocast as _autocast
 from ..tracer import functional, transform_cache
 from ..tracer.forward_ad import FWD, any_dual
+from ..tracer.function import TRACED_APPLIES
 from ..tracer.pytree import tree_flatten, tree_unflatten
 from ..tracer.state import STATE, note_reads
 from ..tracer.tensor import Tensor
@@ -235,6 +236,7 @@ class CompiledFunction:
                     log_recompile(self.name, reason)
             t0 = time.perf_counter()
             device = self._device_for(flat)
+            applies = TRACED_APPLIES[0]
             traced = self._trace(args, kwargs, static, device)
             device = captures.call_device(self.name, self.device is not None, flat,
                                           traced.captures, device)
@@ -242,6 +244,9 @@ class CompiledFunction:
             dump("ir", self.name, lambda: print_graph(graph))
             exe = self._backend(device).compile(graph)
             entry = Entry(traced, graph, exe, time.perf_counter() - t0, device)
+            # custom Functions: gradients through a call go by the eager engine, which calls
+            # their backward staticmethods (the IR transform cannot see them)
+            entry.eager_grad = TRACED_APPLIES[0] != applies
             if entry.once:
                 self._escaped(key, traced)
             with self._lock:
@@ -348,6 +353,8 @@ class CompiledFunction:
         note_reads(tensors)
         if entry.differentiable and STATE.grad_enabled and \
                 any(t is not None and t._requires_grad for t in tensors):
+            if entry.eager_grad:
+                return self.fn(*args, **kwargs)
             outs = self._call_with_grad(entry, arrays, tensors)
         else:
             outs = [Tensor(o) for o in entry.exe.run(arrays)]
@@ -409,8 +416,14 @@ class GradCompiledFunction(CompiledFunction):
         self.base, self.kind, self.argnums, self.has_aux = base, kind, argnums, has_aux
 
     def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:
-        return trace_grad(self.base.fn, args, kwargs, static, self.name, device, self.kind,
-                          self.argnums, self.has_aux)
+        applies = TRACED_APPLIES[0]
+        traced = trace_grad(self.base.fn, args, kwargs, static, self.name, device, self.kind,
+                            self.argnums, self.has_aux)
+        if TRACED_APPLIES[0] != applies:
+            # custom Functions: the IR transform cannot see their backward staticmethods; the
+            # eager engine's grad, traced like any function, calls them (small edit by F, #15)
+            return super()._trace(args, kwargs, static, device)
+        return traced
 
 
 def _is_module(fn) -> bool:
