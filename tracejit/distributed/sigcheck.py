@@ -71,9 +71,9 @@ class SigCheck:
             return True
         if not self.req.Test():
             return False
-        heads = self.all[:, :_HEAD].copy().view(np.int64)       # (size, 2): seq, hash
+        heads = self.all[:, :_HEAD]
         if not (heads == heads[0]).all():
-            raise DistError(self.message(heads))
+            raise DistError(self.message(heads.copy().view(np.int64)))   # (size, 2): seq, hash
         self.ok = True
         return True
 
