@@ -78,3 +78,34 @@ def test_hessian_is_forward_over_the_custom_backward(compiled):
     h = tj.compile(h) if compiled else h
     want = np.diag((4 * X + 2 * np.sign(X)) / 3)
     np.testing.assert_allclose(h(X).numpy(), want, rtol=1e-12)
+
+
+XS = np.array([[0.5, -1.0, 2.0], [-0.25, 1.5, -3.0]])
+
+
+def test_vmap_differentiated_from_outside_calls_the_functions():
+    """grad(vmap(f)) and jvp(vmap(f)): each example applies the Function (its backward and jvp
+    run); vmap(grad(f)) and undifferentiated calls batch as usual."""
+    loss = lambda xs: tj.vmap(f)(xs).sum()          # noqa: E731
+    for _ in range(2):
+        np.testing.assert_allclose(tj.grad(loss)(XS).numpy(), XS + np.sign(XS), rtol=1e-12)
+        np.testing.assert_allclose(tj.grad(tj.compile(loss))(XS).numpy(), XS + np.sign(XS),
+                                   rtol=1e-12)
+        out, tan = tj.jvp(tj.vmap(f), (XS,), (np.ones_like(XS),))
+        np.testing.assert_allclose(out.numpy(), np.abs(XS), rtol=1e-12)
+        np.testing.assert_allclose(tan.numpy(), XS + np.sign(XS), rtol=1e-12)
+        np.testing.assert_allclose(tj.vmap(tj.grad(lambda x: f(x).sum()))(XS).numpy(),
+                                   XS + np.sign(XS), rtol=1e-12)
+        np.testing.assert_allclose(tj.vmap(f)(XS).numpy(), np.abs(XS), rtol=1e-12)
+
+
+def test_vmap_with_parameters_that_require_grad():
+    w = tj.tensor(np.array([1.0, 2.0, -1.0]), requires_grad=True)
+    xs = tj.tensor(XS, requires_grad=True)
+    out = tj.vmap(lambda x: f(x * w), in_axes=0, out_axes=1)(xs)
+    assert out.shape == (3, 2)
+    out.sum().backward()
+    z = XS * w.detach().numpy()
+    np.testing.assert_allclose(xs.grad.numpy(), (z + np.sign(z)) * w.detach().numpy(),
+                               rtol=1e-12)
+    np.testing.assert_allclose(w.grad.numpy(), ((z + np.sign(z)) * XS).sum(0), rtol=1e-12)

@@ -35,6 +35,8 @@ from .stacking import movedim
 from .state import STATE, current_trace, no_grad
 from .tensor_base import TensorBase as Tensor
 from .trace import trace
+from .forward_ad import FWD, any_dual
+from .function import TRACED_APPLIES
 from . import transform_cache as tcache
 
 
@@ -172,7 +174,47 @@ def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
         entry = _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos)
         if key is not None and entry.cacheable:
             tcache.store("vmap", fn, key, entry)
+    if entry.custom and _differentiated(entry, flat, batched_pos):
+        return _loop(fn, flat, norm, tree, kwargs, size, out_axes, randomness, entry)
     return _run_batched(entry, flat, norm, size, out_axes, device, batched_pos)
+
+
+def _differentiated(e, flat, batched_pos) -> bool:
+    """Whether autograd or forward mode will differentiate the results from outside the vmap:
+    an input or capture requires grad (grad enabled) or carries a dual tangent."""
+    ts = [flat[i] for i in batched_pos] + [flat[p] if p is not None else c
+                                           for c, p in zip(e.captures, e.cap_args)]
+    ts = [t for t in ts if isinstance(t, Tensor)]
+    return (STATE.grad_enabled and any(t._requires_grad for t in ts)) or \
+        (bool(FWD.levels) and any_dual(ts))
+
+
+def _loop(fn, flat, norm, tree, kwargs, size, out_axes, randomness, e):
+    """vmap as a loop over the examples, for a function that applies custom autograd.Functions
+    whose results are differentiated from outside the vmap (grad(vmap(f)), jvp(vmap(f))): the
+    batched graph holds their forward's ops, whose derivatives are not the Functions' backward
+    and jvp staticmethods; run one by one, each example calls them. Mapped in-place updates
+    write through the examples' views; randomness as the batched run."""
+    states, pos = (all_states(), trace_rng_position()) if randomness == "same" else (None, None)
+    per = []
+    for i in range(size):
+        leaves = [x if a is None else ops.as_tensor(x).select(a, i) for x, a in zip(flat, norm)]
+        with replaying(states if i else None, pos if i else None):
+            per.append(tree_flatten(fn(*tree_unflatten(tree, leaves), **kwargs))[0])
+    n_user = e.n_user - len(e.mutated)
+    oaxes = _prefix_axes(out_axes, tree_unflatten(e.out_tree, list(range(n_user))), "out_axes")
+    results = []
+    for k, (b, a) in enumerate(zip(e.out_b[:n_user], oaxes)):
+        col = [ops.as_tensor(p[k]) for p in per]
+        if a is None:
+            if b:
+                raise _err(f"out_axes=None for a result {col[0].dtype.name}"
+                           f"{list(col[0].shape)} that depends on the mapped inputs: it "
+                           f"differs per example; give it an axis")
+            results.append(col[0])
+            continue
+        results.append(ops.stack(col, _norm_axis(a, col[0].ndim + 1, "out_axes")))
+    return tree_unflatten(e.out_tree, results)
 
 
 def _cache_key(flat, norm, tree, kwargs, size, out_axes, randomness, device) -> tuple | None:
@@ -202,6 +244,7 @@ def _cache_key(flat, norm, tree, kwargs, size, out_axes, randomness, device) -> 
 def _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos):
     """Trace fn on one example and batch its graph (see the module doc)."""
     mutated: list[int] = []             # batched arguments f updated in place (x.add_(1))
+    applies = TRACED_APPLIES[0]
 
     def per_example(*xs):
         leaves = list(flat)
@@ -256,7 +299,7 @@ def _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos
                         captures=list(tr.captures), cap_args=caps, writes=list(tr.writes),
                         write_args=[_arg_position(t, flat, norm) for t in tr.writes],
                         n_random=tr.n_random, out_tree=tr.out_tree[1][0],
-                        cacheable=not tr.grad_guards)
+                        cacheable=not tr.grad_guards, custom=TRACED_APPLIES[0] != applies)
 
 
 class _TraceFacts:
