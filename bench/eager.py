@@ -6,6 +6,9 @@
   ew        the elementwise chain tanh(x*a+b)*sigmoid(x)+0.5*x*x on 4M float32, eager, 2 threads
   rss       peak RSS of one eager nanoGPT step (B=16 T=128 C=256, 4 layers), each library in a
             fresh process (--rss to include it: it takes a while)
+  fused     eager composites (softmax, layer_norm, gelu, cross_entropy, attention) fwd+bwd per
+            call: interpreted plan, compiled plan, torch eager; and a plan's first (compiling)
+            call (--only fused)
   crossover, crossover1
             per op and size, the eager time through the compiled kernel over NumPy's, at 2 and
             at 1 thread, and each op's crossover (runtime/eager_kernels.CROSSOVER records them)
@@ -14,7 +17,7 @@ Each section runs in its own process (thread counts are fixed before numpy/torch
 tracejit and torch alternate inside it, so load from other tenants falls on both. Figures are
 medians; compare the ratios.
 
-    python bench/eager.py [--rss] [--rounds N] [--only chain,models,ew]
+    python bench/eager.py [--rss] [--rounds N] [--only chain,models,ew,fused]
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:            # run as a script from anywhere (PYTHONPATH still wins)
     sys.path.append(ROOT)
-THREADS = {"chain": 1, "models": 1, "ew": 2, "rss": 1, "crossover": 2, "crossover1": 1}
+THREADS = {"chain": 1, "models": 1, "ew": 2, "rss": 1, "crossover": 2, "crossover1": 1,
+           "fused": 1}
 
 
 def _set_threads(n: int) -> None:
@@ -270,6 +274,70 @@ def section_crossover(rounds: int) -> dict:
     finally:
         ek.MIN_ELEMENTS = old_min
         ek.enable(True)
+    return out
+
+
+# -- fused composites ---------------------------------------------------------------------------
+def section_fused(rounds: int) -> dict:
+    """Eager composites (tracer/fused.py), forward+backward per call, 1 thread: the plan
+    interpreted on arrays, compiled, and torch eager; and the time to compile one plan (its
+    forward and backward graphs; in a warm disk cache this is mostly loading)."""
+    import numpy as np
+    import torch
+
+    import tracejit as tj
+    import tracejit.nn.functional as F
+    from tracejit.tracer import fused
+    torch.set_num_threads(1)
+    tgt = np.arange(512) % 65
+    cases = [
+        ("sigmoid_4x8", (4, 8), tj.sigmoid, torch.sigmoid),
+        ("layer_norm_4x8", (4, 8), lambda x: F.layer_norm(x, (8,)),
+         lambda x: torch.nn.functional.layer_norm(x, (8,))),
+        ("softmax_4x8", (4, 8), lambda x: F.softmax(x, -1), lambda x: torch.softmax(x, -1)),
+        ("layer_norm_8x64x128", (8, 64, 128), lambda x: F.layer_norm(x, (128,)),
+         lambda x: torch.nn.functional.layer_norm(x, (128,))),
+        ("gelu_8x64x512", (8, 64, 512), F.gelu, torch.nn.functional.gelu),
+        ("softmax_8x4x64x64", (8, 4, 64, 64), lambda x: F.softmax(x, -1),
+         lambda x: torch.softmax(x, -1)),
+        ("cross_entropy_512x65", (512, 65), lambda x: F.cross_entropy(x, tj.tensor(tgt)),
+         lambda x: torch.nn.functional.cross_entropy(x, torch.tensor(tgt))),
+        ("sdpa_8x4x64x32", (8, 4, 64, 32),
+         lambda x: F.scaled_dot_product_attention(x, x, x, is_causal=True),
+         lambda x: torch.nn.functional.scaled_dot_product_attention(x, x, x, is_causal=True)),
+    ]
+    rng = np.random.default_rng(0)
+    out = {}
+    old = fused.COMPILE_AFTER
+    try:
+        for name, shape, f, tf in cases:
+            xa = rng.standard_normal(shape).astype(np.float32)
+            g = rng.standard_normal(tuple(tf(torch.tensor(xa)).shape)).astype(np.float32)
+
+            def run_tj():
+                x = tj.tensor(xa, requires_grad=True)
+                f(x).backward(tj.tensor(g))
+
+            def run_torch():
+                x = torch.tensor(xa, requires_grad=True)
+                tf(x).backward(torch.tensor(g))
+            fused.COMPILE_AFTER = 0           # interpreted only
+            fused.clear()
+            interp, torch_ms = _pair(run_tj, run_torch, rounds, inner=3)
+            fused.COMPILE_AFTER = 1           # compiled on the first call: time it
+            fused.clear()
+            t0 = time.perf_counter()
+            run_tj()
+            first = (time.perf_counter() - t0) * 1e3
+            comp, torch_ms2 = _pair(run_tj, run_torch, rounds, inner=3)
+            out.update({f"fused_{name}_interp_ms": interp, f"fused_{name}_compiled_ms": comp,
+                        f"fused_{name}_torch_ms": torch_ms2,
+                        f"fused_{name}_first_compiled_call_ms": first,
+                        f"fused_{name}_compiled_ratio": comp / torch_ms2,
+                        f"fused_{name}_interp_ratio": interp / torch_ms})
+    finally:
+        fused.COMPILE_AFTER = old
+        fused.clear()
     return out
 
 

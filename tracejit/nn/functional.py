@@ -10,7 +10,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..tracer import composites as C
 from ..tracer import ops
-from ..tracer.autocast import FP32, LOWER, autocast_op
+from ..tracer.autocast import FP32, LOWER, STATE as _autocast_state, autocast_op
 from ..tracer.composites import composite, log_softmax as _log_softmax, softmax as _softmax
 from ..tracer.conv import (adaptive_avg_pool2d, avg_pool2d, batch_norm,  # noqa: F401
                            conv2d, max_pool2d)
@@ -382,8 +382,19 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     if q.shape[-1] != k.shape[-1]:
         raise ops._err("scaled_dot_product_attention", f"query {ops._fmt(q)} and key "
                        f"{ops._fmt(k)} must have the same last dim")
-    L, S = q.shape[-2], k.shape[-2]
     factor = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    mask = None if attn_mask is None else _t(attn_mask)
+    if dropout_p == 0.0 and not _autocast_state.active:
+        # one op with one backward node, as torch's fused attention (see tracer/fused.py);
+        # under autocast its matmuls and softmax keep their own precisions, op by op
+        return _fused_attention(q, k, v, mask, is_causal, factor)
+    return _attention(q, k, v, mask, is_causal, factor, dropout_p)
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, is_causal: bool,
+               factor: float, dropout_p: float = 0.0) -> Tensor:
+    """softmax(q k^T * factor + mask) v: torch's math reference."""
+    L, S = q.shape[-2], k.shape[-2]
     scores = ops.mul(ops.matmul(q, ops.swapaxes(k, -2, -1)), factor)
     allowed = None
     if is_causal:
@@ -405,6 +416,18 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     if dropout_p > 0.0:
         attn = _dropout(attn, dropout_p, True)
     return ops.matmul(attn, v)
+
+
+def _attention_name(q, *a, **k) -> str:
+    # torch's fused kernels: flash attention on the CPU, memory-efficient attention for
+    # float32/float64 on CUDA (flash there only takes 16-bit floats)
+    if q.device.type == "cpu":
+        return "ScaledDotProductFlashAttentionForCpuBackward0"
+    return "ScaledDotProductFlashAttentionBackward0" if q.dtype in dt.HALF else \
+        "ScaledDotProductEfficientAttentionBackward0"
+
+
+_fused_attention = composite(_attention_name)(_attention)
 
 
 def _repeat_heads(t: Tensor, heads: int) -> Tensor:

@@ -162,6 +162,9 @@ def _subgraph(g: Graph, outputs: list[Value], name: str) -> Graph:
 
 def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Tensor],
            device) -> Plan | object:
+    if len({type(t._data) for t in tensors}) > 1 or \
+            len({device_of(t._data) for t in tensors}) > 1:
+        return _UNFUSABLE            # the op-by-op path names the devices in its error
     static = {i: a for i, a in enumerate(args) if not isinstance(a, Tensor)}
     static.update({k: v for k, v in kwargs.items() if not isinstance(v, Tensor)})
     try:
