@@ -12,7 +12,7 @@ import numpy as np
 
 from ..ir.core import user_location
 from ..ir.primitives import zeros_like
-from . import forward, forward_ad, ops
+from . import forward_ad, jacobians, ops
 from .forward import _argnums
 from .forward_ad import FWD
 from .autograd import Node, grad as autograd_grad
@@ -191,15 +191,15 @@ def jacobian(fn: Callable, argnums: int | Sequence[int] = 0):
 
 
 def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0):
-    """The Jacobian by forward mode on vmap (see tracer/forward.py)."""
-    return forward.jacfwd(fn, argnums)
+    """The Jacobian by forward mode on vmap (see tracer/jacobians.py)."""
+    return jacobians.jacfwd(fn, argnums)
 
 
 def jacrev(fn: Callable, argnums: int | Sequence[int] = 0):
-    """The Jacobian by reverse mode on vmap (see tracer/forward.py); `jacobian` is the same
+    """The Jacobian by reverse mode on vmap (see tracer/jacobians.py); `jacobian` is the same
     derivative by the eager engine, row by row, for functions that cannot be traced, and for
     those that apply custom Functions (their backward staticmethods run there)."""
-    return forward.jacrev(fn, argnums, custom=jacobian(fn, argnums))
+    return jacobians.jacrev(fn, argnums, custom=jacobian(fn, argnums))
 
 
 def hessian(fn: Callable, argnums: int | Sequence[int] = 0):
