@@ -31,7 +31,7 @@ def _basis(wrt: list[Tensor]) -> list[Tensor]:
         b = np.zeros((n, size), p.dtype.np)
         b[off:off + size] = np.eye(size, dtype=p.dtype.np)
         off += size
-        out.append(ops.as_tensor(b.reshape((n,) + p.shape), const=True))
+        out.append(ops.as_tensor(b.reshape((n,) + p.shape), const=True, like=p))  # p's device
     return out
 
 
@@ -63,8 +63,9 @@ def _columns(tangent_g: Graph, residuals: list[Tensor], wrt: list[Tensor],
         basis = memo["basis"] = _basis(wrt)
     n = basis[0].shape[0] if basis else 0
     if n == 0:
-        return [ops.as_tensor(np.zeros(tuple(v.shape) + (0,), v.dtype.np), const=True)
-                for v in tangent_g.outputs]
+        like = wrt[0] if wrt else None
+        return [ops.as_tensor(np.zeros(tuple(v.shape) + (0,), v.dtype.np), const=True,
+                              like=like) for v in tangent_g.outputs]
     return [movedim(c, 0, -1) for c in _batched_run(tangent_g, residuals, basis, memo, "fwd")]
 
 
@@ -154,8 +155,8 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0,
         float_outs = [o for o in outs if o.dtype.is_float]
         zeros = memo.get("zeros")
         if zeros is None:
-            zeros = memo["zeros"] = [ops.as_tensor(np.zeros(o.shape, o.dtype.np), const=True)
-                                     for o in float_outs]
+            zeros = memo["zeros"] = [ops.as_tensor(np.zeros(o.shape, o.dtype.np), const=True,
+                                                   like=o) for o in float_outs]
         per_out, fi = [], 0
         for o in outs:
             if not o.dtype.is_float:
@@ -192,11 +193,12 @@ def _rows(bwd_g: Graph, fixed: list[Tensor], zeros: list[Tensor], i: int, out: T
     per wrt leaf [n, *leaf.shape]. What only depends on the trace is kept in `memo`."""
     n = int(np.prod(out.shape, dtype=np.int64))
     if n == 0:
-        return [ops.as_tensor(np.zeros((0,) + p.shape, p.dtype.np), const=True) for p in wrt]
+        return [ops.as_tensor(np.zeros((0,) + p.shape, p.dtype.np), const=True, like=p)
+                for p in wrt]
     made = memo.get(("rows", i))
     if made is None:
         basis = ops.as_tensor(np.eye(n, dtype=out.dtype.np).reshape((n,) + out.shape),
-                              const=True)
+                              const=True, like=out)
         # the zero cotangents of the other outputs are inputs that stay unbatched
         g = Graph(bwd_g.name)
         g.instrs, g.outputs = bwd_g.instrs, bwd_g.outputs
