@@ -140,6 +140,25 @@ def train_compiled_model_variants(set_to_none):
     print(f"ok compiled_model_{'none' if set_to_none else 'zeros'}", flush=True)
 
 
+def compiled_model_autograd_grad():
+    """autograd.grad through a DDP-wrapped compiled model returns this rank's own gradients
+    (as eagerly: only backward() averages); the next backward() averages again."""
+    ddp, model, init = make_ddp()
+    model.compile()
+    ref = Net()
+    ref.load_state_dict(init)
+    x, y = batch(0)
+    got = tj.autograd.grad(loss_fn(ddp, shard(x), shard(y)), list(model.parameters()))
+    want = tj.autograd.grad(loss_fn(ref, shard(x), shard(y)), list(ref.parameters()))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+    loss_fn(ddp, shard(x), shard(y)).backward()
+    loss_fn(ref, x, y).backward()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-10, atol=1e-12)
+    print("ok compiled_model_autograd_grad", flush=True)
+
+
 def compiled_overlap_order():
     """In the compiled backward, bucket 0's all-reduce starts before the kernels of the later
     gradients run: the executable's steps have kernels after the first start, and the starts
@@ -270,6 +289,7 @@ CHECKS = {"broadcast": check_broadcast_at_construction, "eager": train_eager,
           "compiled_model_none": lambda: train_compiled_model_variants(True),
           "compiled_model_zeros": lambda: train_compiled_model_variants(False),
           "compiled_overlap_order": compiled_overlap_order,
+          "compiled_model_autograd_grad": compiled_model_autograd_grad,
           "no_sync": train_no_sync, "unused": train_unused, "overlap_order": overlap_order,
           "unused_compiled": lambda: train_unused(True),
           "buffers": lambda: buffers_follow_rank0(False),

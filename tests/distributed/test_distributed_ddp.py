@@ -8,7 +8,8 @@ from dist_launch import launch, oks, report
 
 CHECKS = ["broadcast", "eager", "compiled_model", "compiled_step", "no_sync", "unused",
           "unused_compiled", "overlap_order", "buffers", "buffers_compiled",
-          "compiled_model_none", "compiled_model_zeros", "compiled_overlap_order"]
+          "compiled_model_none", "compiled_model_zeros", "compiled_overlap_order",
+          "compiled_model_autograd_grad"]
 
 
 def test_ddp_matches_full_batch_training():

@@ -551,6 +551,12 @@ def queue_callback(fn) -> None:
     _FINAL_CALLBACKS[-1].append(fn)
 
 
+def in_backward_pass() -> bool:
+    """Whether a `backward()` pass that updates leaves' `.grad` is running (not
+    `autograd.grad`): DDP averages gradients inside a compiled backward only then."""
+    return bool(_FINAL_CALLBACKS)
+
+
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bool = False,
          allow_unused: bool = False, materialize_grads: bool = False):
     """Gradients of `outputs` with respect to `inputs`, without touching `.grad`."""

@@ -32,7 +32,7 @@ from ...distributed.dispatch import start
 from ...distributed.base import ProcessGroup, ReduceOp
 from ...distributed.traced import OP_CODES, traced_all_reduce_start, traced_all_reduce_wait
 from ...runtime import grad_sync
-from ...tracer.autograd import queue_callback
+from ...tracer.autograd import in_backward_pass, queue_callback
 from ...tracer.creation import zeros
 from ...tracer.ops import cat, reshape
 from ...tracer.state import STATE
@@ -141,8 +141,8 @@ class Reducer:
         itself (runtime/grad_sync.py): those made only of these tensors, none of them holding
         a `.grad` (an accumulated one must be averaged with the new part, which the hooks
         do), and not yet started."""
-        if not self.expect or STATE.traces or self.find_unused:
-            return None
+        if not self.expect or STATE.traces or self.find_unused or not in_backward_pass():
+            return None            # (autograd.grad returns the local gradients, as eagerly)
         where = {id(t): i for i, t in enumerate(tensors)}
         chosen = []
         for b in self.buckets:
