@@ -1,7 +1,8 @@
 """The collectives, in PyTorch's names, in place on tensors: validate the arguments (a clear
 error naming the op, the shapes and dtypes, and the caller's file:line), pick the backend from
-where the tensor lives, optionally check that every rank issues the same collective
-(TRACEJIT_DIST_DEBUG=1), and return a Work (async_op=True) or wait for it."""
+where the tensor lives and the group it runs on (`group=`: the default one, or one from
+`new_group`), check that every rank issues the same collective (sigcheck.py), and return a
+Work (async_op=True) or wait for it."""
 from __future__ import annotations
 
 from typing import Any

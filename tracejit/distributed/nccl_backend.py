@@ -11,6 +11,12 @@ dedicated communication stream wait for it, runs on that stream, and records a `
 `Work.wait()` makes the caller's current stream wait for `done`, so later kernels (the
 optimizer) run after the collective, and the host never blocks, as in PyTorch.
 
+Mismatched collectives: the signature check of every collective (sigcheck.py) goes over MPI
+and is verified by `Work.wait()` on the host, so ranks that disagree get its error naming each
+rank's collective (and the job ends) instead of a stuck NCCL kernel; unlike on MPI, the NCCL
+kernel is enqueued before the check completes (gating it would block the host on every
+collective).
+
 Never a hang: since the host does not wait, a watchdog thread polls the `done` events of the
 collectives in flight; one not done within the group's timeout (a peer dead or stuck, or
 issuing another collective) prints which operation and rank, aborts the NCCL communicator and
@@ -91,7 +97,7 @@ class NCCLBackend:
         sys.stderr.write(
             f"tracejit.distributed (nccl): rank {pg.rank} of {pg.size}: {desc} did not complete "
             f"on the GPU within {pg.timeout_s:g} s: another rank is dead, stuck, or issued a "
-            f"different collective (TRACEJIT_DIST_DEBUG=1 checks each collective's signature); "
+            f"different collective; "
             f"aborting the job\n")
         sys.stderr.flush()
         try:
