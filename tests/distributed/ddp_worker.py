@@ -159,6 +159,42 @@ def compiled_model_autograd_grad():
     print("ok compiled_model_autograd_grad", flush=True)
 
 
+def compiled_wrappers():
+    """DDP(tj.compile(model)) and ddp.compile() run the wrapped module compiled (DDP's forward
+    stays eager) and match the reference, with the buckets averaged inside the compiled
+    backward; tj.compile(ddp), whose later calls could not arm the reduction, is an error at
+    its first backward instead of silently unaveraged gradients."""
+    for how in ("DDP(tj.compile(model))", "ddp.compile()"):
+        tj.manual_seed(1000 + RANK)
+        model = Net()
+        ddp = DDP(tj.compile(model) if how.startswith("DDP") else model,
+                  bucket_cap_mb=1 / 1024)
+        if how == "ddp.compile()":
+            ddp.compile()
+        assert ddp.module is model and len(list(ddp.parameters())) == 6
+        init = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+        ddp.reducer.record_events = True
+        opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+        for s in range(5):
+            opt.zero_grad()
+            x, y = batch(s)
+            loss_fn(ddp, shard(x), shard(y)).backward()
+            assert ("in backward", 0) in ddp.reducer.events, (how, ddp.reducer.events)
+            opt.step()
+        same(model, reference(init, 5), how)
+    ddp, model, init = make_ddp()
+    run = tj.compile(ddp)
+    x, y = batch(0)
+    try:
+        ((run(tj.tensor(shard(x))) - tj.tensor(shard(y))) ** 2).mean().backward()
+    except RuntimeError as e:
+        assert "forward ran inside a compiled function whose backward runs outside" in str(e)
+        assert "ddp.compile()" in str(e)
+    else:
+        raise AssertionError("tj.compile(ddp) trained without an error")
+    print("ok compiled_wrappers", flush=True)
+
+
 def compiled_overlap_order():
     """In the compiled backward, bucket 0's all-reduce starts before the kernels of the later
     gradients run: the executable's steps have kernels after the first start, and the starts
@@ -290,6 +326,7 @@ CHECKS = {"broadcast": check_broadcast_at_construction, "eager": train_eager,
           "compiled_model_zeros": lambda: train_compiled_model_variants(False),
           "compiled_overlap_order": compiled_overlap_order,
           "compiled_model_autograd_grad": compiled_model_autograd_grad,
+          "compiled_wrappers": compiled_wrappers,
           "no_sync": train_no_sync, "unused": train_unused, "overlap_order": overlap_order,
           "unused_compiled": lambda: train_unused(True),
           "buffers": lambda: buffers_follow_rank0(False),

@@ -9,7 +9,7 @@ from dist_launch import launch, oks, report
 CHECKS = ["broadcast", "eager", "compiled_model", "compiled_step", "no_sync", "unused",
           "unused_compiled", "overlap_order", "buffers", "buffers_compiled",
           "compiled_model_none", "compiled_model_zeros", "compiled_overlap_order",
-          "compiled_model_autograd_grad"]
+          "compiled_model_autograd_grad", "compiled_wrappers"]
 
 
 def test_ddp_matches_full_batch_training():

@@ -18,6 +18,7 @@ from ...distributed.base import DistError
 from ...distributed.group import resolve
 from ...tracer.state import STATE, is_grad_enabled, no_grad
 from ...tracer.tensor import Tensor
+from ...runtime.compiled_module import CompiledModule
 from ..module import Module
 from .reducer import Reducer
 
@@ -51,6 +52,9 @@ class DistributedDataParallel(Module):
                  check_reduction: bool = False, gradient_as_bucket_view: bool = False,
                  static_graph: bool = False, init_sync: bool = True) -> None:
         super().__init__()
+        compiled = None
+        if isinstance(module, CompiledModule):    # DDP(tj.compile(model)): call it compiled
+            compiled, module = module, module._orig_mod
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel wraps an nn.Module, got "
                             f"{type(module).__name__}")
@@ -59,6 +63,7 @@ class DistributedDataParallel(Module):
             raise ValueError("DistributedDataParallel: this rank is not a member of "
                              "process_group (new_group() left it out)")
         self.module = module
+        self.__dict__["_compiled_module"] = compiled
         self.process_group = pg
         self.broadcast_buffers = broadcast_buffers
         self.find_unused_parameters = find_unused_parameters
@@ -106,7 +111,16 @@ class DistributedDataParallel(Module):
                     _coalesced_broadcast(bufs, self.process_group)
         if is_grad_enabled() and self.require_backward_grad_sync:
             self.reducer.prepare()
-        return self.module(*inputs, **kwargs)
+        # a forward traced into a compiled function arms the reducer only while tracing: its
+        # backward must be traced too (a compiled training step), see Reducer._hook
+        self.reducer.traced_forward = bool(STATE.traces)
+        run = self.__dict__["_compiled_module"] or self.module
+        return run(*inputs, **kwargs)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Compile the wrapped module (DDP's own forward, which arms the gradient reduction,
+        stays eager): the same as `ddp.module.compile(...)`."""
+        self.module.compile(*args, **kwargs)
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:

@@ -118,6 +118,7 @@ class Reducer:
         self.events: list[tuple[str, int]] = []
         self.record_events = False
         self.exposed_s = self.backward_end = 0.0
+        self.traced_forward = False  # the last DDP forward ran inside a trace
         self.handles = [p.register_post_accumulate_grad_hook(self._hook)
                         for _, p in named]
 
@@ -162,6 +163,16 @@ class Reducer:
                               self.pg.gid)
 
     def _hook(self, p: Tensor) -> None:
+        if self.traced_forward:      # the first gradient after a DDP forward was traced:
+            self.traced_forward = False          # traced too (a compiled step), or an error
+            if not p._grad._traced:
+                raise RuntimeError(
+                    "DistributedDataParallel: its forward ran inside a compiled function "
+                    "whose backward runs outside it (tj.compile(ddp), or a compiled function "
+                    "returning the loss): the gradients of later calls would not be averaged "
+                    "over ranks. Compile the wrapped module instead (ddp.compile(), "
+                    "ddp.module.compile() or DistributedDataParallel(tj.compile(model))), or "
+                    "compile the whole training step, backward() included")
         if not self.expect:
             return                   # no_sync(), or the module was called without DDP
         b, i = self.where[id(p)]
