@@ -160,17 +160,20 @@ def compiled_model_autograd_grad():
 
 
 def compiled_wrappers():
-    """DDP(tj.compile(model)) and ddp.compile() run the wrapped module compiled (DDP's forward
-    stays eager) and match the reference, with the buckets averaged inside the compiled
-    backward; tj.compile(ddp), whose later calls could not arm the reduction, is an error at
-    its first backward instead of silently unaveraged gradients."""
-    for how in ("DDP(tj.compile(model))", "ddp.compile()"):
+    """DDP(tj.compile(model)), ddp.compile() and tj.compile(ddp) run the wrapped module
+    compiled (DDP's forward stays eager) and match the reference, with the buckets averaged
+    inside the compiled backward; a compiled function that traces a DDP forward but leaves its
+    backward outside (its later calls could not arm the reduction) is an error at its first
+    backward instead of silently unaveraged gradients."""
+    for how in ("DDP(tj.compile(model))", "ddp.compile()", "tj.compile(ddp)"):
         tj.manual_seed(1000 + RANK)
         model = Net()
         ddp = DDP(tj.compile(model) if how.startswith("DDP") else model,
                   bucket_cap_mb=1 / 1024)
         if how == "ddp.compile()":
             ddp.compile()
+        elif how == "tj.compile(ddp)":
+            assert tj.compile(ddp) is ddp
         assert ddp.module is model and len(list(ddp.parameters())) == 6
         init = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
         ddp.reducer.record_events = True
@@ -183,7 +186,7 @@ def compiled_wrappers():
             opt.step()
         same(model, reference(init, 5), how)
     ddp, model, init = make_ddp()
-    run = tj.compile(ddp)
+    run = tj.compile(lambda x: ddp(x))
     x, y = batch(0)
     try:
         ((run(tj.tensor(shard(x))) - tj.tensor(shard(y))) ** 2).mean().backward()
@@ -191,7 +194,7 @@ def compiled_wrappers():
         assert "forward ran inside a compiled function whose backward runs outside" in str(e)
         assert "ddp.compile()" in str(e)
     else:
-        raise AssertionError("tj.compile(ddp) trained without an error")
+        raise AssertionError("a compiled DDP forward trained without an error")
     print("ok compiled_wrappers", flush=True)
 
 

@@ -440,6 +440,10 @@ def compile(fn: Callable | None = None, *, static_argnums=(), static_argnames=()
     if fn is None:
         return lambda f: compile(f, static_argnums=static_argnums,
                                  static_argnames=static_argnames, device=device, backend=backend)
+    own = getattr(type(fn), "__tj_compile__", None)
+    if own is not None:   # a module that compiles itself its own way (DistributedDataParallel)
+        return own(fn, static_argnums=static_argnums, static_argnames=static_argnames,
+                   device=device, backend=backend)
     if _is_module(fn):
         return CompiledModule(fn, lambda call: CompiledFunction(call, static_argnums,
                                                                 static_argnames, device, backend))

@@ -122,6 +122,13 @@ class DistributedDataParallel(Module):
         stays eager): the same as `ddp.module.compile(...)`."""
         self.module.compile(*args, **kwargs)
 
+    def __tj_compile__(self, **kwargs: Any) -> "DistributedDataParallel":
+        """`tj.compile(ddp)` (torch.compile(DDP(model))'s spelling): compiles the wrapped
+        module, as ddp.compile(), and returns this DDP (a compiled DDP forward would arm the
+        reduction only while tracing)."""
+        self.compile(**kwargs)
+        return self
+
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:
         """Gradients of backward passes inside accumulate locally, without communication."""

@@ -168,11 +168,11 @@ class Reducer:
             if not p._grad._traced:
                 raise RuntimeError(
                     "DistributedDataParallel: its forward ran inside a compiled function "
-                    "whose backward runs outside it (tj.compile(ddp), or a compiled function "
-                    "returning the loss): the gradients of later calls would not be averaged "
-                    "over ranks. Compile the wrapped module instead (ddp.compile(), "
-                    "ddp.module.compile() or DistributedDataParallel(tj.compile(model))), or "
-                    "compile the whole training step, backward() included")
+                    "whose backward runs outside it (a compiled function returning the loss, "
+                    "for instance): the gradients of later calls would not be averaged over "
+                    "ranks. Compile the wrapped module instead (ddp.compile(), tj.compile(ddp) "
+                    "or DistributedDataParallel(tj.compile(model))), or compile the whole "
+                    "training step, backward() included")
         if not self.expect:
             return                   # no_sync(), or the module was called without DDP
         b, i = self.where[id(p)]
