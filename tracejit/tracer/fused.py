@@ -281,7 +281,13 @@ class FusedNode(Node):
         self.residuals = residuals
         self.plan = plan
         self.out_counter, self.out_version = out._version, out._version[0]
-        self.checked = self._aliased(tensors, residuals, out)
+        if plan.compiled:
+            # compiled outputs are new arrays (an input passed through is copied); a value that
+            # is both the output and a residual is one array, though
+            y = out._data
+            self.checked = (-1,) if any(r is y for r in residuals) else ()
+        else:
+            self.checked = self._aliased(tensors, residuals, out)
 
     @staticmethod
     def _aliased(tensors, residuals, out) -> tuple:
