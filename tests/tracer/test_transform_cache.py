@@ -249,3 +249,22 @@ def test_captured_tensor_of_another_shape_traces_again(kind):
                                if kind == "jvp" else
                                np.stack([_value(np.full((2, 4), 3.0), X),
                                          _value(np.full((2, 4), 3.0), 2 * X)]), rtol=1e-12)
+
+
+def test_vmap_unbatched_argument_that_a_closure_also_reads():
+    """The same tensor as an unbatched argument and through a closure: a later call with
+    another argument reads the new argument there and the closure's tensor here."""
+    w = tj.tensor(np.array([1.0, 2.0, 3.0]))
+
+    def f(v, x):
+        return x * v + w
+    xs = np.arange(6.0).reshape(2, 3)
+    got = tj.vmap(f, in_axes=(None, 0))(w, xs)
+    np.testing.assert_allclose(got.numpy(), xs * w.numpy() + w.numpy())
+    v = tj.tensor(np.array([5.0, 6.0, 7.0]))
+    got = tj.vmap(f, in_axes=(None, 0))(v, xs)
+    np.testing.assert_allclose(got.numpy(), xs * v.numpy() + w.numpy())
+    a, b = tj.tensor(np.ones(3)), tj.tensor(np.full(3, 2.0))
+    g = lambda p, q, x: x * p + q                            # noqa: E731
+    np.testing.assert_allclose(tj.vmap(g, in_axes=(None, None, 0))(a, a, xs).numpy(), xs + 1)
+    np.testing.assert_allclose(tj.vmap(g, in_axes=(None, None, 0))(a, b, xs).numpy(), xs + 2)

@@ -171,7 +171,8 @@ def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
         if tcache.cacheable() else None
     entry = tcache.lookup("vmap", fn, key) if key is not None else None
     if entry is None:
-        entry = _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos)
+        entry = _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos,
+                         stand_ins=key is not None)
         if key is not None and entry.cacheable:
             tcache.store("vmap", fn, key, entry)
     if entry.custom and _differentiated(entry, flat, batched_pos):
@@ -241,13 +242,20 @@ def _cache_key(flat, norm, tree, kwargs, size, out_axes, randomness, device) -> 
     return key
 
 
-def _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos):
-    """Trace fn on one example and batch its graph (see the module doc)."""
+def _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos,
+             stand_ins: bool):
+    """Trace fn on one example and batch its graph (see the module doc). With `stand_ins`
+    (a trace to keep), f reads a new object for each unbatched tensor or array argument, so
+    what the trace captures through it is that argument (read by position in later calls),
+    never a closure's or global's reference to the same object."""
     mutated: list[int] = []             # batched arguments f updated in place (x.add_(1))
     applies = TRACED_APPLIES[0]
+    given = list(flat)
+    if stand_ins:
+        given = [_stand_in(x) if a is None else x for x, a in zip(flat, norm)]
 
     def per_example(*xs):
-        leaves = list(flat)
+        leaves = list(given)
         before = [x._data for x in xs]
         current_trace().batched = set(before)
         for i, x in zip(batched_pos, xs):
@@ -289,7 +297,7 @@ def _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos
                 f"Write into a batched tensor, or return the value and reduce it outside vmap")
     # unbatched arguments the trace read are captures: a later call reads its own arguments
     # there (by position), the other captures (closures, globals) are read afresh
-    caps = [_arg_position(c, flat, norm) for c in tr.captures]
+    caps = [_arg_position(c, given, norm) for c in tr.captures]
     outside = [c for c, p in zip(tr.captures, caps) if p is None]
     first = n_in                        # (the captures follow the batched inputs)
     guards = tcache.Guards(fn, _TraceFacts(tr), outside,
@@ -297,7 +305,7 @@ def _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos
                             zip(g.inputs[first:first + len(caps)], caps) if p is None])
     return tcache.Entry(guards=guards, bg=bg, out_b=out_b, n_user=n_user, mutated=list(mutated),
                         captures=list(tr.captures), cap_args=caps, writes=list(tr.writes),
-                        write_args=[_arg_position(t, flat, norm) for t in tr.writes],
+                        write_args=[_arg_position(t, given, norm) for t in tr.writes],
                         n_random=tr.n_random, out_tree=tr.out_tree[1][0],
                         cacheable=not tr.grad_guards, custom=TRACED_APPLIES[0] != applies)
 
@@ -307,6 +315,17 @@ class _TraceFacts:
 
     def __init__(self, tr) -> None:
         self.guards, self.attr_guards = tr.guards, tr.attr_guards
+
+
+def _stand_in(x):
+    """A new object with x's value (see _prepare); other leaves as they are."""
+    if isinstance(x, np.ndarray):
+        return x.view()
+    if not isinstance(x, Tensor):
+        return x
+    if x._requires_grad or FWD.levels:      # (autograd and tangents reach x through it)
+        return bind(P.reshape, x, shape=tuple(x.shape))
+    return Tensor(x._data)
 
 
 def _arg_position(t, flat, norm) -> int | None:
