@@ -27,10 +27,13 @@ CASES = {
     "trailing_cpu": (lambda x: x.sum(1), [np.ones((3, 5), f32)], "cpu"),
     "trailing_gpu": (lambda x: x.sum(1), [np.ones((3, 5), f32)], "gpu"),
     "split_gpu": (lambda x: x.sum(), [np.ones(1 << 15, f32)], "gpu"),
-    # leading-axis reductions: column tiles on the CPU, a thread per column (or per chunk of
-    # rows and column) on the GPU; the same order of additions
+    # leading-axis reductions: up to SHORT_ROWS rows, one pass with the rows written out per
+    # column on the CPU; a thread per column (or per chunk of rows and column) on the GPU; the
+    # same order of additions
     "leading_cpu": (lambda x: tj.amax(x, 0), [np.ones((6, 5), f32)], "cpu"),
     "leading_gpu": (lambda x: tj.amax(x, 0), [np.ones((6, 5), f32)], "gpu"),
+    # more rows than SHORT_ROWS: column tiles of accumulators on the CPU, rows in groups of 4
+    "leading_tiles_cpu": (lambda x: tj.amax(x, 0), [np.ones((20, 5), f32)], "cpu"),
     "leading_split_cpu": (lambda x: x.sum(0), [np.ones((70, 3), f32)], "cpu"),
     "leading_split_gpu": (lambda x: x.sum(0), [np.ones((70, 3), f32)], "gpu"),
     # rows (softmax): stages per row; on the GPU a block per row and barriers
@@ -127,34 +130,39 @@ k0: reduce [32768]: two-stage: 4 partial blocks per output, then a finishing ker
         %0.flat[o1] = f32(acc)
 """,
     'leading_cpu': """\
-k0: reduce [6x5]: serial down each column; column tiles of 512
+k0: reduce [6x5]: serial down each column; 6 rows written out per column
   kernel k0 (cpu, threads split [0, 5), i64 indices)
     loads(%x f32[6,5]) stores(%0 f32[5])
+    for o2 in [0, 5) parallel(cpu threads):
+      acc acc1: f32 max = -inf
+      acc1 <- max(%x[0, o2], %x[1, o2], %x[2, o2], %x[3, o2])
+      acc1 <- max(%x[4, o2])
+      acc1 <- max(%x[5, o2])
+      %0.flat[o2] = acc1
+""",
+    'leading_tiles_cpu': """\
+k0: reduce [20x5]: serial down each column; column tiles of 512
+  kernel k0 (cpu, threads split [0, 5), i64 indices)
+    loads(%x f32[20,5]) stores(%0 f32[5])
     acc tot1[512]: f32 max
     for t3 in [0, (end + begin*-1 + 511)/512):
       first4 = begin + t3*512
       n5 = min(end + first4*-1, 512)
       for j6 in [0, n5):
         tot1[j6] = identity
-      for g7 in [0, 1):
-        [w8] = unflatten(g7*4, [6])
-        [w9] = unflatten(g7*4 + 1, [6])
-        [w10] = unflatten(g7*4 + 2, [6])
-        [w11] = unflatten(g7*4 + 3, [6])
+      for g7 in [0, 5):
+        [w8] = unflatten(g7*4, [20])
+        [w9] = unflatten(g7*4 + 1, [20])
+        [w10] = unflatten(g7*4 + 2, [20])
+        [w11] = unflatten(g7*4 + 3, [20])
         for j12 in [0, n5):
           tot1[j12] <- max(
             %x[w8, first4 + j12],
             %x[w9, first4 + j12],
             %x[w10, first4 + j12],
             %x[w11, first4 + j12])
-      [w13] = unflatten(4, [6])
-      for j14 in [0, n5):
-        tot1[j14] <- max(%x[w13, first4 + j14])
-      [w15] = unflatten(5, [6])
-      for j16 in [0, n5):
-        tot1[j16] <- max(%x[w15, first4 + j16])
-      for j17 in [0, n5):
-        %0.flat[first4 + j17] = tot1[j17]
+      for j13 in [0, n5):
+        %0.flat[first4 + j13] = tot1[j13]
 """,
     'leading_gpu': """\
 k0: reduce [6x5]: serial down each column, a thread per column
@@ -163,16 +171,9 @@ k0: reduce [6x5]: serial down each column, a thread per column
     for o2 in [0, 5) parallel(grid):
       [u3] = unflatten(o2, [5])
       acc acc1: f32 max = -inf
-      for g4 in [0, 1):
-        [w5] = unflatten(g4*4, [6])
-        [w6] = unflatten(g4*4 + 1, [6])
-        [w7] = unflatten(g4*4 + 2, [6])
-        [w8] = unflatten(g4*4 + 3, [6])
-        acc1 <- max(%x[w5, u3], %x[w6, u3], %x[w7, u3], %x[w8, u3])
-      [w9] = unflatten(4, [6])
-      acc1 <- max(%x[w9, u3])
-      [w10] = unflatten(5, [6])
-      acc1 <- max(%x[w10, u3])
+      acc1 <- max(%x[0, u3], %x[1, u3], %x[2, u3], %x[3, u3])
+      acc1 <- max(%x[4, u3])
+      acc1 <- max(%x[5, u3])
       %0.flat[o2] = acc1
 """,
     'leading_split_cpu': """\

@@ -76,6 +76,8 @@ SAMPLES = {
     "dist_all_reduce_start": [([f64(3, 4), f64(3, 4)], {"op": 0})],
     "dist_all_reduce_wait": [([f64(3, 4), np.array(0), f64(3, 4)], {"op": 0})],
     "windows": [([f64(2, 6, 5)], {"window": (2, 3), "stride": (2, 1), "dilation": (1, 2)})],
+    "window_taps": [([f64(2, 2, 3, 4, 3)], {"hw": (6, 5), "stride": (2, 1), "dilation": (1, 2),
+                                            "lo": (1, 0)})],
     "conv2d": [([f64(2, 4, 6, 5), f64(6, 2, 3, 2)], _CONV)],
     "conv2d_input_grad": [([f64(2, 6, 5, 3), f64(6, 2, 3, 2)], {"in_hw": (6, 5), **_CONV})],
     "conv2d_weight_grad": [([f64(2, 4, 6, 5), f64(2, 6, 5, 3)], {"kernel": (3, 2), **_CONV})],

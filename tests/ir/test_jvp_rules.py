@@ -95,6 +95,8 @@ SAMPLES = {
     "dist_all_reduce_start": ([f64(3, 4), f64(3, 4)], {"op": 1}),
     "dist_all_reduce_wait": ([f64(3, 4), np.array(0), f64(3, 4)], {"op": 1}),
     "windows": ([f64(2, 5, 6)], {"window": (2, 3), "stride": (1, 2), "dilation": (2, 1)}),
+    "window_taps": ([f64(2, 2, 3, 4, 3)], {"hw": (6, 5), "stride": (2, 1), "dilation": (1, 2),
+                                           "lo": (1, 0)}),
     "conv2d": ([f64(2, 3, 5, 6), f64(4, 3, 2, 3)], CONV),
     "conv2d_input_grad": ([f64(2, 4, 5, 3), f64(4, 3, 2, 3)], dict(CONV, in_hw=(5, 6))),
     "conv2d_weight_grad": ([f64(2, 3, 5, 6), f64(2, 4, 5, 3)], dict(CONV, kernel=(2, 3))),

@@ -21,12 +21,13 @@ from . import loops as L
 from .loop_text import format_program
 from .access_probe import innermost_steps
 from .fusion import Kernel, Plan
-from .schedule_reduce import (  # noqa: F401  (acc_dtype, leading_split: part of this API)
-    LOOP_BLOCK, MAX_GRID, VEC_MIN, VECTOR_WIDTH, ReduceScheduler, _block_size, _cast, _Names,
-    _nest, _size, _unflatten, acc_dtype, is_small, leading_split, parallel_extent)
+from .schedule_leading import LeadingScheduler, leading_split  # noqa: F401  (this API)
+from .schedule_reduce import (  # noqa: F401  (acc_dtype: part of this API)
+    LOOP_BLOCK, MAX_GRID, VEC_MIN, VECTOR_WIDTH, _block_size, _cast, _Names, _nest, _size,
+    _unflatten, acc_dtype, is_small, parallel_extent)
 
 
-class Scheduler(ReduceScheduler):
+class Scheduler(LeadingScheduler):
     """Builds the loop kernels of one plan kernel for one target."""
 
     def __init__(self, target: str, small: bool = False) -> None:

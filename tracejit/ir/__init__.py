@@ -12,6 +12,7 @@ from . import prims_special as _prims_special          # noqa: F401
 from . import prims_scan as _prims_scan                # noqa: F401
 from . import prims_sort as _prims_sort                # noqa: F401
 from . import prims_collective as _prims_collective    # noqa: F401
+from . import prims_windows as _prims_windows          # noqa: F401
 from . import prims_conv as _prims_conv                # noqa: F401
 
 __all__ = ["dtypes", "Aval", "Graph", "Instr", "Value", "replay", "user_location", "P",

@@ -1,13 +1,7 @@
-"""2-D convolution and the window view that convolution and pooling are built on.
+"""2-D convolution (the window view it is built on, `windows`, and its adjoint `col2im` are in
+ir/prims_windows.py).
 
 Primitives:
-- `windows %x {window, stride, dilation}`: x[..., H, W] -> [..., kH, kW, OH, OW], element
-  (i, j, oh, ow) = x[..., oh*sH + i*dH, ow*sW + j*dW] (im2col / unfold). A view: the code
-  generators evaluate its index map inside the consuming kernel, so a pooling reduction reads
-  each window straight from the input and the im2col of a convolution is one fused loop.
-  Its VJP is col2im: the sum, over the kH*kW window offsets, of the cotangent slice placed
-  back with `pad` (interior = stride - 1); a sum of views fuses into one parallel loop (no
-  scatter, no atomics), and differentiates again into `windows`.
 - `conv2d %x, %w {stride, padding, dilation, groups}`: NCHW input, weight [O, C/groups, kH,
   kW], padding (top, bottom, left, right) so that 'same' with an even kernel is asymmetric
   as in torch. Its gradients are primitives too: `conv2d_input_grad %g, %w` (the transposed
@@ -16,111 +10,24 @@ Primitives:
 
 Eager mode and the interpreter run NumPy im2col + matmul (grouped, batched). The code
 generators never see conv2d: before fusion `expand_convs` rewrites the three into windows (a
-fused gather loop) + matmul (the extern BLAS/cuBLAS GEMM) + reshapes, and col2im for the input
-gradient. The IR dumps keep showing conv2d.
+fused gather loop) + matmul (the extern BLAS/cuBLAS GEMM) + reshapes, and col2im (gather form,
+the convolution's padding cropped in the same loop) for the input gradient. The IR dumps keep
+showing conv2d.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import dtypes as dt
-from .batching import all_batched, batch_same_params, to_batched
+from .batching import all_batched, to_batched
 from .core import Aval, Graph
-from .index_maps import Read
-from .primitives import (P, Primitive, add, bind, matmul, op_error, reshape, tangent_sum,
-                         transpose)
+from .primitives import P, Primitive, bind, matmul, op_error, reshape, tangent_sum, transpose
+from .prims_windows import col2im, out_size, windows, windows_array
+
+__all__ = ["CONVS", "col2im", "conv2d", "conv2d_input_grad", "conv2d_weight_grad",
+           "expand_convs", "out_size", "windows"]
 
 CONVS = ("conv2d", "conv2d_input_grad", "conv2d_weight_grad")
-
-
-def out_size(n: int, k: int, s: int, d: int) -> int:
-    """Output length of a window of k taps, dilation d, stride s over n (padded) elements."""
-    return (n - d * (k - 1) - 1) // s + 1
-
-
-# -- windows --------------------------------------------------------------------------------
-def _infer_windows(name: str, avals: list[Aval], window, stride, dilation) -> Aval:
-    a = avals[0]
-    if a.ndim < 2 or not len(window) == len(stride) == len(dilation) == 2:
-        raise op_error(name, f"needs an operand of rank >= 2 and 2-D window/stride/dilation, "
-                       f"got {a}")
-    if min(*window, *stride, *dilation) < 1:
-        raise op_error(name, f"window {window}, stride {stride} and dilation {dilation} "
-                       "must be positive")
-    oh, ow = (out_size(n, k, s, d) for n, k, s, d in zip(a.shape[-2:], window, stride, dilation))
-    if oh < 1 or ow < 1:
-        raise op_error(name, f"window {window} with dilation {dilation} does not fit in the "
-                       f"spatial size {a.shape[-2:]} of {a}")
-    return Aval(a.shape[:-2] + tuple(window) + (oh, ow), a.dtype)
-
-
-def _impl_windows(x, window, stride, dilation):
-    (kh, kw), (sh, sw), (dh, dw) = window, stride, dilation
-    oh, ow = (out_size(n, k, s, d) for n, k, s, d in zip(x.shape[-2:], window, stride, dilation))
-    # one strided slice per tap, stacked: plain slicing, so it runs on NumPy and CuPy alike
-    taps = [x[..., i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
-            for i in range(kh) for j in range(kw)]
-    out = np.stack(taps, axis=-3)
-    return out.reshape(x.shape[:-2] + (kh, kw, oh, ow))
-
-
-def col2im(cols, hw, stride, dilation):
-    """The adjoint of `windows`: cols[..., kH, kW, OH, OW] summed back onto [..., H, W]."""
-    lead = tuple(cols.shape[:-4])
-    kh, kw, oh, ow = cols.shape[-4:]
-    (sh, sw), (dh, dw) = stride, dilation
-    z = (0,) * len(lead)
-    if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1):
-        # windows that tile the plane (a 2x2 pool of stride 2): every element is in at most
-        # one window, so the adjoint is a transpose back, zero-padded at the uncovered
-        # bottom/right edge; one read per element, not kH*kW bounds-checked padded views
-        n = len(lead)
-        tiled = reshape(transpose(cols, tuple(range(n)) + (n + 2, n, n + 3, n + 1)),
-                        lead + (oh * kh, ow * kw))
-        if (oh * kh, ow * kw) == tuple(hw):
-            return tiled
-        return bind(P.pad, tiled, lo=z + (0, 0), hi=z + (hw[0] - oh * kh, hw[1] - ow * kw),
-                    interior=(0,) * (n + 2))
-    total = None
-    for i in range(kh):
-        for j in range(kw):
-            tap = bind(P.slice, cols, starts=z + (i, j, 0, 0), stops=lead + (i + 1, j + 1, oh, ow),
-                       steps=(1,) * (len(lead) + 4))
-            tap = reshape(tap, lead + (oh, ow))
-            lo = z + (i * dh, j * dw)
-            hi = z + (hw[0] - (i * dh + (oh - 1) * sh + 1), hw[1] - (j * dw + (ow - 1) * sw + 1))
-            placed = bind(P.pad, tap, lo=lo, hi=hi, interior=z + (sh - 1, sw - 1))
-            total = placed if total is None else add(total, placed)
-    return total
-
-
-def _vjp_windows(g, ins, out, params, need):
-    return [col2im(g, ins[0].shape[-2:], params["stride"], params["dilation"])]
-
-
-def _index_windows(ix, idx, site, window, stride, dilation):
-    # im2col: [.., i, j, oh, ow] reads x[.., oh*s + i*d, ow*s + j*d]
-    lead = len(site.in_shapes[0]) - 2
-    i, j, oh, ow = idx[lead:]
-    (sh, sw), (dh, dw) = stride, dilation
-    return Read(0, list(idx[:lead]) + [ix.iadd(ix.imul(oh, sh), ix.imul(i, dh)),
-                                       ix.iadd(ix.imul(ow, sw), ix.imul(j, dw))])
-
-
-def _rows_windows(j, ins, out, dep, window, stride, dilation):
-    return j <= len(ins[0]) - 2         # the leading (batch, channel) axes are kept
-
-
-P.register(Primitive("windows", "shape", _infer_windows, _impl_windows, vjp=_vjp_windows,
-                     jvp=lambda t, i, o, p: bind(P.windows, t[0], **p),
-                     params={"window": "ints", "stride": "ints", "dilation": "ints"}, arity=1,
-                     index_map=_index_windows, rows=_rows_windows,
-                     batch=batch_same_params))
-
-
-def windows(x, window, stride, dilation):
-    return bind(P.windows, x, window=tuple(window), stride=tuple(stride),
-                dilation=tuple(dilation))
 
 
 # -- conv2d and its gradients ----------------------------------------------------------------
@@ -198,7 +105,7 @@ def _padded(x, padding):
 
 def _cols(x, kernel, stride, padding, dilation, groups):
     """im2col of x: [N, G, Cg*kH*kW, OH*OW], and (OH, OW)."""
-    c = _impl_windows(_padded(x, padding), kernel, stride, dilation)
+    c = windows_array(_padded(x, padding), kernel, stride, dilation)
     n, ch, kh, kw, oh, ow = c.shape
     return c.reshape(n, groups, ch // groups * kh * kw, oh * ow), (oh, ow)
 
@@ -416,11 +323,7 @@ def _expand_input_grad(g, w, p):
                  (gr, o // gr, n * oh * ow))
     dcols = reshape(_gemm(wm, gm), (gr, cg, kh, kw, n, oh, ow))     # [G, K, N*L]
     dcols = reshape(transpose(dcols, (4, 0, 1, 2, 3, 5, 6)), (n, gr * cg, kh, kw, oh, ow))
-    full = col2im(dcols, (h + t + b, wd + lft + r), p["stride"], p["dilation"])
-    if not any(p["padding"]):
-        return full
-    return bind(P.slice, full, starts=(0, 0, t, lft), stops=(n, gr * cg, t + h, lft + wd),
-                steps=(1, 1, 1, 1))
+    return col2im(dcols, (h, wd), p["stride"], p["dilation"], lo=(t, lft))
 
 
 _EXPAND = {"conv2d": _expand_conv, "conv2d_input_grad": _expand_input_grad,
