@@ -15,6 +15,11 @@ Three rules, one job each:
 - `product_sum`: a sum of thin 2-D products `a_1 @ b_1 + a_2 @ b_2 + ...` (the gradient of a
   weight used at every step of an unrolled RNN) is one GEMM of the concatenated operands,
   `[a_1 | a_2 | ...] @ [b_1; b_2; ...]`, instead of one small GEMM per step and a chain of adds.
+- `shared_transpose`: an operand `transpose(x, P)` that moves batch axes, where the graph also
+  has `transpose(x, Q)` with Q = P with its last two axes swapped, becomes a swap of the latter
+  (a BLAS flag): attention's `k.transpose(-2, -1)` of `k = x.view(B, T, h, d).transpose(1, 2)`
+  folds into one permutation, and with k itself needed by the backward both layouts were
+  written by a kernel.
 
 Operands stay views where BLAS takes views: a reshape of a buffer and a transpose of its last
 two axes are free (fusion and the runtime's `view_chain` know both). The weight-gradient GEMM
@@ -178,7 +183,8 @@ def _fold_once(g: Graph) -> Graph:
              and ins.inputs[0].producer is not None
              and ins.inputs[0].producer.prim.name == "matmul"
              and len(uses[ins.inputs[0]]) == 1 and ins.inputs[0] not in g.outputs}
-    if not (sums or folds or swaps or psums):
+    shared = _shared_transposes(g, set(sums) | set(folds) | replaced)
+    if not (sums or folds or swaps or psums or shared):
         return g
 
     new = Graph(g.name)
@@ -196,6 +202,11 @@ def _fold_once(g: Graph) -> Graph:
         elif ins in swaps:
             a, b = ins.inputs[0].producer.inputs
             env[ins.out] = matmul(_swap(env[b]), _swap(env[a]))
+        elif ins in shared:
+            ops = [env[v] for v in ins.inputs]
+            for k, (x, q) in shared[ins].items():      # cse merges it with the existing one
+                ops[k] = _swap(transpose(env[x], q))
+            env[ins.out] = matmul(*ops)
         else:
             env[ins.out] = new.emit(ins.prim, [env[v] for v in ins.inputs], ins.params, ins.loc)
         new.loc_override = None
@@ -203,6 +214,30 @@ def _fold_once(g: Graph) -> Graph:
     # the same reshape made twice (a saved activation folded for its forward and its weight
     # gradient's GEMM) is written once; dead: swaps whose only users were rewritten
     return dce(cse(new))
+
+
+def _shared_transposes(g: Graph, skip: set) -> dict[Instr, dict[int, tuple[Value, tuple]]]:
+    """Matmuls with an operand transpose(x, P) (P moving batch axes and x's last axis) for
+    which the graph has transpose(x, Q), Q = P with its last two entries swapped, keeping x's
+    last axis last: {matmul: {operand: (x, Q)}}."""
+    have = {(ins.inputs[0], tuple(ins.params["perm"])) for ins in g.instrs
+            if ins.prim.name == "transpose"}
+    out: dict[Instr, dict[int, tuple[Value, tuple]]] = {}
+    for ins in g.instrs:
+        if ins.prim.name != "matmul" or ins in skip:
+            continue
+        for k, v in enumerate(ins.inputs):
+            p = v.producer
+            if p is None or p.prim.name != "transpose" or _is_swap(p):
+                continue
+            perm = tuple(p.params["perm"])
+            n = len(perm)
+            q = perm[:-2] + (perm[-1], perm[-2])
+            # the kept layout is the one that leaves x's last axis last (a contiguous copy)
+            if n > 2 and perm[:-2] != tuple(range(n - 2)) and q[-1] == n - 1 and \
+                    perm[-1] != n - 1 and (p.inputs[0], q) in have:
+                out.setdefault(ins, {})[k] = (p.inputs[0], q)
+    return out
 
 
 def _swap(x: Value) -> Value:
