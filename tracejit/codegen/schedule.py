@@ -19,6 +19,7 @@ from ..ir.printer import value_names
 from ..ir.prims_scan import scan_acc_dtype
 from . import loops as L
 from .loop_text import format_program
+from .schedule_pads import pad_pieces, split_nest
 from .access_probe import innermost_steps
 from .fusion import Kernel, Plan
 from .schedule_leading import LeadingScheduler, leading_split  # noqa: F401  (this API)
@@ -48,6 +49,12 @@ class Scheduler(LeadingScheduler):
 
         def stores(idx):
             return [L.Store(v, L.linear(idx, v.shape), L.Eval(v, idx)) for v in k.outputs]
+        split = pad_pieces(k) if not self.gpu else None
+        if split is not None:
+            return L.Scheduled(k, [self._kernel(name, k.inputs, k.outputs,
+                                                split_nest(k, names, *split), [],
+                                                extent=parallel_extent(k))],
+                               note="split at its operands' ranges")
         if not self.gpu:
             body = _nest(names, k.shape, stores, "threads") if k.shape else stores([])
             _cpu_vector_hints(body, k, self.small)
