@@ -34,6 +34,7 @@ import numpy as np
 from ..devices import device_of, is_gpu_array
 from ..ir.autodiff import split, vjp_graph
 from ..ir.core import Graph, Value, user_location
+from ..ir.partition import cut_enabled
 from ..ir.passes import optimize
 from . import checks as _checks
 from .autograd import Node, SavedTensor, _modified, grad as autograd_grad
@@ -120,7 +121,7 @@ class Plan:
     """One composite at one signature: its forward and backward graphs and how to run them."""
 
     __slots__ = ("fwd", "bwd", "n_res", "check", "errors", "run_fwd", "run_bwd", "calls",
-                 "compiled", "gpu", "out_meta")
+                 "compiled", "gpu", "out_meta", "res_inputs")
 
     def __init__(self, fwd: Graph, bwd: Graph, n_res: int, check: Program | None,
                  errors: list, gpu: bool) -> None:
@@ -132,6 +133,9 @@ class Plan:
         self.calls = 0
         self.compiled = False
         self.gpu = gpu
+        pos = {v: i for i, v in enumerate(fwd.inputs)}
+        # per residual: the input it is, or None
+        self.res_inputs = tuple(pos.get(v) for v in fwd.outputs[1:])
         out = fwd.outputs[0]
         self.out_meta = (out.shape, out.dtype.np)
 
@@ -139,13 +143,30 @@ class Plan:
         self.calls += 1
         if self.calls != COMPILE_AFTER or self.gpu or _COMPILER[0] is None:
             return
+        # residuals that are inputs are not outputs of the compiled forward (which would copy
+        # them): the call passes the input arrays on, version-checked as the interpreter's
+        fwd = self.fwd
+        kept = [fwd.outputs[0]] + [v for v, i in zip(fwd.outputs[1:], self.res_inputs)
+                                   if i is None]
+        if len(kept) < len(fwd.outputs):
+            fwd = _subgraph(fwd, kept, fwd.name)
         try:
-            self.run_fwd, self.run_bwd = _COMPILER[0](self.fwd, self.bwd)
+            run_fwd, self.run_bwd = _COMPILER[0](fwd, self.bwd)
         except Exception as e:       # noqa: BLE001 - the interpreter keeps running it
             import warnings
             warnings.warn(f"fused composite {self.fwd.name}: compiling failed ({type(e).__name__}"
                           f": {e}); it stays interpreted", RuntimeWarning, stacklevel=4)
             return
+        if len(kept) < len(self.fwd.outputs):
+            res_inputs = self.res_inputs
+
+            def run_with_inputs(xs: list) -> list:
+                r = run_fwd(xs)
+                it = iter(r[1:])
+                return [r[0]] + [next(it) if i is None else xs[i] for i in res_inputs]
+            self.run_fwd = run_with_inputs
+        else:
+            self.run_fwd = run_fwd
         self.compiled = True
         stats["compiles"] += 1
 
@@ -184,7 +205,9 @@ def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Ten
         g = _subgraph(g, [g.outputs[0]], g.name)
     wrt = tuple(i for i, t in enumerate(tensors) if t._requires_grad)
     joint = vjp_graph(g, wrt, g.name + "_vjp")
-    fwd, bwd, n_res = split(joint, len(g.inputs), 1)
+    # the residuals are a minimum cut (ir/partition.py), as compiled backward passes save:
+    # gelu keeps its input, not three products of it (PyTorch's memory, not three times it)
+    fwd, bwd, n_res = split(joint, len(g.inputs), 1, recompute=cut_enabled())
     stats["plans"] += 1
     return Plan(fwd, bwd, n_res, check, tr.checks, not all(
         type(t._data) is np.ndarray for t in tensors))
@@ -282,10 +305,11 @@ class FusedNode(Node):
         self.plan = plan
         self.out_counter, self.out_version = out._version, out._version[0]
         if plan.compiled:
-            # compiled outputs are new arrays (an input passed through is copied); a value that
-            # is both the output and a residual is one array, though
+            # compiled outputs are new arrays; residuals that are inputs are the input arrays
+            # (see maybe_compile), and a value both output and residual is one array
             y = out._data
-            self.checked = (-1,) if any(r is y for r in residuals) else ()
+            self.checked = tuple(sorted({i for i in plan.res_inputs if i is not None})) + \
+                ((-1,) if any(r is y for r in residuals) else ())
         else:
             self.checked = self._aliased(tensors, residuals, out)
 
