@@ -161,6 +161,11 @@ def const_like(like: Any, value: Any) -> Any:
 # dtype, except that a Python number is splat to the other operand's type.
 
 def _splat(x: Any, v: float) -> Any:
+    # an operand that can fill an array of its own shape directly (the eager engine's arrays,
+    # tracer.eager.Arr) does: no constant and broadcast applied through the registry
+    h = getattr(x, "__tj_full__", None)
+    if h is not None:
+        return h(v)
     return broadcast(const_like(x, np.array(v, dtype=x.dtype.np)), x.shape)
 
 

@@ -25,17 +25,23 @@ class SavedTensor:
 
     def __init__(self, t: Tensor) -> None:
         self.tensor = t
-        self.version = t._version[0]
+        vc = t._vc                  # (no counter yet: version 0, see TensorBase._version)
+        self.version = vc[0] if vc is not None else 0
 
     def unpack(self, node: "Node") -> Tensor:
         t = self.tensor
-        if t._version[0] != self.version:
-            _modified(t._data, t._version[0], self.version, node)
+        now = t._vc[0] if t._vc is not None else 0
+        if now != self.version:
+            _modified(t._data, now, self.version, node)
         return t
 
     def data(self, node: "Node"):
         """The saved array (for the array backward), version-checked as unpack."""
-        return self.unpack(node)._data
+        t = self.tensor
+        now = t._vc[0] if t._vc is not None else 0
+        if now != self.version:
+            _modified(t._data, now, self.version, node)
+        return t._data
 
 
 class SavedOutput:
@@ -218,8 +224,14 @@ class PrimNode(Node):
         """The VJP rule run directly on arrays (a backward that records nothing)."""
         ins = [Arr(s.data(self)) if s is not None else av
                for s, av in zip(self.saved, self.in_avals)]
-        out = Arr(self.saved_out.data(self)) if self.saved_out is not None else None
-        return self._results(self.prim.vjp(g, ins, out, self.params, self.need))
+        so = self.saved_out
+        need = self.need
+        res = self.prim.vjp(g, ins, Arr(so.data(self)) if so is not None else None,
+                            self.params, need)
+        res = [r if n else None for r, n in zip(res, need)]
+        if self._scalar_arg is not None:
+            del res[self._scalar_arg]
+        return res
 
     def _results(self, res) -> list:
         res = [r if n else None for r, n in zip(res, self.need)]
@@ -229,7 +241,8 @@ class PrimNode(Node):
 
     def release(self) -> None:
         self.freed = True
-        self.saved = (None,) * len(self.saved)
+        n = len(self.saved)
+        self.saved = _NONES[n] if n < 8 else (None,) * n
         self.saved_out = None
 
 
@@ -451,12 +464,44 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
     # those allocations triggers would cost more than the pass itself (PyTorch's engine
     # allocates no Python objects); the collector runs again as usual afterwards.
     pause_gc = lean and gc.isenabled()
+    # a plain backward(): no targets, so most nodes take the short branch below
+    fast = lean and not targets
     if pause_gc:
         gc.disable()
     try:
         with set_grad_enabled(create_graph):
             while ready:
                 node = ready.pop()
+                if fast and type(node) is PrimNode and not node.out_hooks and not node.retained:
+                    # a primitive's node with no hooks and no retain_grad: what the general
+                    # branch below does for it, without the checks that cannot apply
+                    buf = buffers.pop(node, None)
+                    g = buf[0] if buf is not None else None
+                    nexts = node.next_functions
+                    if g is None:           # no gradient reached it: its inputs get none
+                        for nxt, _ in nexts:
+                            if nxt is not None:
+                                deps[nxt] -= 1
+                                if deps[nxt] == 0:
+                                    ready.append(nxt)
+                        continue
+                    if node.freed and node.keeps_saved:
+                        raise RuntimeError(Node._freed_msg)
+                    results = node.apply_arrays(g if type(g) is Arr else Arr(g._data))
+                    if not retain_graph:
+                        node.release()
+                    for (nxt, idx), r in zip(nexts, results):
+                        if nxt is None:
+                            continue
+                        if r is not None:
+                            b = buffers.get(nxt)
+                            if b is None:
+                                b = buffers[nxt] = [None] * nxt.n_outputs
+                            b[idx] = r if b[idx] is None else _sum(b[idx], r)
+                        deps[nxt] -= 1
+                        if deps[nxt] == 0:
+                            ready.append(nxt)
+                    continue
                 grads = buffers.pop(node, None) or [None] * node.n_outputs
                 if node.out_hooks:
                     grads = [_run_hooks(node.out_hooks.get(i), _tensor(g)) if g is not None else g

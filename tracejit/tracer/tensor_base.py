@@ -48,7 +48,7 @@ def _depends_on(v: Value, inputs: set) -> bool:
 
 
 class TensorBase:
-    __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_idx", "_version",
+    __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_idx", "_vc",
                  "_weak", "_retains_grad", "_hooks", "_accum", "_born_in", "_data_of",
                  "_view", "__weakref__")
     # _data_of: set only on `.data` of a capture (see data); _view: set only on views and
@@ -74,7 +74,7 @@ class TensorBase:
         self._grad: TensorBase | None = None
         self.grad_fn = None
         self._out_idx = 0
-        self._version = [0]                 # shared with detach() aliases
+        self._vc = None                     # the version counter, made on first use
         self._weak = _weak                  # a traced Python scalar: does not promote
         self._retains_grad = False
         self._hooks: list | None = None
@@ -358,6 +358,21 @@ class TensorBase:
     @property
     def _version_count(self) -> int:
         return self._version[0]
+
+    @property
+    def _version(self) -> list:
+        """The version counter, [n], shared with detach() aliases and views. Made on first
+        use: most tensors are never changed in place, aliased or saved by an op that checks
+        them, and a list for each was one more object per op for the garbage collector to
+        count (autograd.SavedTensor reads `_vc` itself: None is version 0)."""
+        vc = self._vc
+        if vc is None:
+            vc = self._vc = [0]
+        return vc
+
+    @_version.setter
+    def _version(self, counter: list) -> None:
+        self._vc = counter
 
 
 class _RemovableHandle:
