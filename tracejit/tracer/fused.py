@@ -82,9 +82,20 @@ class Program:
             if ins.prim.name == "constant":
                 self.consts.append((k, np.asarray(ins.params["value"], want)))
                 continue
-            steps.append((ins.prim.impl, tuple(slot[v] for v in ins.inputs), ins.params, k,
-                          want, ins.prim.name))
-        self.steps = steps
+            steps.append([ins.prim.impl, tuple(slot[v] for v in ins.inputs), ins.params, k,
+                          want, ins.prim.name, ()])
+        # each value is dropped after its last reader (not inputs, constants or outputs): a
+        # composite's peak memory is its live values, not all of them
+        keep = set(range(self.n_in)) | {slot[v] for v in g.outputs} | \
+            {k for k, _ in self.consts}
+        last: dict[int, int] = {}
+        for n, st in enumerate(steps):
+            for i in st[1]:
+                last[i] = n
+        for i, n in last.items():
+            if i not in keep:
+                steps[n][6] += (i,)
+        self.steps = [tuple(st) for st in steps]
         self.template = [None] * len(slot)
         for k, c in self.consts:
             self.template[k] = c
@@ -96,7 +107,7 @@ class Program:
         if self.consts and inputs and type(inputs[0]) is not np.ndarray:
             for k, c in self.consts:     # on the inputs' device (a 0-d fill there, no copy)
                 env[k] = device_const(c, inputs[0])
-        for impl, ins, params, k, want, name in self.steps:
+        for impl, ins, params, k, want, name, drop in self.steps:
             try:
                 if len(ins) == 1:
                     r = impl(env[ins[0]], **params)
@@ -113,6 +124,8 @@ class Program:
             if r.dtype != want:
                 r = r.astype(want)
             env[k] = r
+            for i in drop:
+                env[i] = None
         return [env[i] for i in self.outs]
 
 
