@@ -1,9 +1,10 @@
 """The op functions users call (`tj.add`, `tj.sum`, `tj.matmul`, ...): NumPy broadcasting and
-type promotion on top of the strict primitives."""
+type promotion on top of the strict primitives. This module is the one namespace the op
+modules call (`ops.add`, `ops.reshape`, `ops.as_tensor`): elementwise ops, reductions, pad and
+matmul are defined here; how operands are taken and promoted is in operands.py, the shape ops
+are in shape_ops.py."""
 from __future__ import annotations
 
-import builtins
-import math
 import numbers
 from typing import Any, Sequence
 
@@ -14,83 +15,11 @@ from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from .autocast import FP32, LOWER, autocast_op
 from .autograd import PrimNode
-from .forward_ad import FWD
 from .state import STATE
+from .operands import _axes, _err, _fmt, _is_scalar, as_tensor, cast, result_dtype
+from .shape_ops import (broadcast_to, cat, concatenate, expand, flatten,  # noqa: F401
+                        permute, reshape, squeeze, stack, swapaxes, transpose, unsqueeze)
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
-
-
-
-def _err(op: str, msg: str, cls=ValueError) -> Exception:
-    return cls(f"{op}: {msg} (at {user_location()})")
-
-
-def _fmt(t) -> str:
-    return f"{t.dtype.name}{list(t.shape)}" if isinstance(t, Tensor) else repr(t)
-
-
-# -- operands and promotion ---------------------------------------------------------------------
-_CAT = {"b": 0, "i": 1, "f": 2}
-
-
-def _is_scalar(x: Any) -> bool:
-    return isinstance(x, (numbers.Number, np.bool_)) and not isinstance(x, np.ndarray)
-
-
-def _scalar_dtype(x) -> dt.DType:
-    if isinstance(x, (bool, np.bool_)):
-        return dt.bool_
-    if isinstance(x, numbers.Integral):
-        return dt.i64
-    if isinstance(x, numbers.Real):
-        return dt.f32
-    raise TypeError(f"unsupported scalar {x!r}")
-
-
-def result_dtype(*xs: Any) -> dt.DType:
-    """PyTorch/JAX promotion: Python scalars and weak traced scalars only raise the category."""
-    strong = [x.dtype for x in xs if isinstance(x, Tensor) and not x._weak]
-    strong += [dt.as_dtype(x.dtype) for x in xs if isinstance(x, np.ndarray)]
-    weak = [x.dtype if isinstance(x, Tensor) else _scalar_dtype(x)
-            for x in xs if (isinstance(x, Tensor) and x._weak) or _is_scalar(x)]
-    if not strong:
-        return builtins.max(weak, key=lambda d: (_CAT[d.kind], d.bits))
-    best = builtins.max(strong, key=lambda d: (_CAT[d.kind], d.bits))
-    if best in dt.HALF and dt.f16 in strong and dt.bf16 in strong:
-        best = dt.f32                # neither 16-bit float holds the other (PyTorch, JAX agree)
-    wcat = builtins.max((_CAT[d.kind] for d in weak), default=-1)
-    if wcat > _CAT[best.kind]:
-        return dt.f32 if wcat == 2 else dt.i64
-    return best
-
-
-def as_tensor(x: Any, dtype: dt.DType | None = None, like: Tensor | None = None,
-              const: bool = False) -> Tensor:
-    """An operand as a Tensor of `dtype` (a cast is recorded for Tensors).
-
-    While tracing, a user's NumPy array is captured by reference, whatever its size: an input
-    read afresh at every call, and a dtype change is a cast in the graph, so an in-place change
-    of the array is always seen. Python scalars and lists, and arrays the library builds itself
-    (`const=True`), are constants of the trace."""
-    if isinstance(x, Tensor):
-        return cast(x, dtype) if dtype is not None and x.dtype is not dtype else x
-    if isinstance(x, (list, tuple)):
-        x = np.asarray(x)
-        const = True
-    if not (_is_scalar(x) or isinstance(x, np.ndarray)):
-        raise TypeError(f"expected a Tensor, NumPy array or number, got {type(x).__name__} "
-                        f"(at {user_location()})")
-    if isinstance(x, np.ndarray) and dt.from_numpy(x.dtype) is None:
-        raise TypeError(f"unsupported NumPy dtype {x.dtype} (at {user_location()})")
-    if not const and STATE.traces and isinstance(x, np.ndarray):
-        t = STATE.traces[-1].lift_array(x)
-        return cast(t, dtype) if dtype is not None and t.dtype is not dtype else t
-    arr = np.asarray(x, dtype=(dtype or (_scalar_dtype(x) if _is_scalar(x)
-                                         else dt.as_dtype(x.dtype))).np)
-    if like is not None and like._traced:
-        return like.__tj_const__(arr)
-    if like is not None:                # eager: the constant lives on like's device
-        return like.__tj_const__(arr)
-    return Tensor(arr)
 
 
 def _operands(op: str, xs: Sequence[Any], dtype: dt.DType | None = None):
@@ -111,11 +40,32 @@ def _operands(op: str, xs: Sequence[Any], dtype: dt.DType | None = None):
     return [broadcast_to(t, shape) for t in ts]
 
 
+_SPLATS: dict = {}       # (number, dtype, shape) -> read-only constant Tensor (small shapes)
+
+
 def _splat_scalar(x: Tensor, v, d: dt.DType) -> Tensor:
     """A Python number as a tensor of x's shape and dtype d."""
-    if type(x._data) is np.ndarray:
-        a = np.asarray(v, d.np)
-        return Tensor(np.full(x.shape, a) if x._data.size <= 4096 else np.broadcast_to(a, x.shape))
+    data = x._data
+    if type(data) is np.ndarray:
+        if data.size > 4096:
+            return Tensor(np.broadcast_to(np.asarray(v, d.np), data.shape))
+        # a loop's `y * 1.01` gets the same read-only constant each time (no array, Tensor
+        # or fill per op). Not inside a trace (a constant belongs to its trace) and not for
+        # zeros (0.0 == -0.0 as keys); nothing writes to it: it is an op's operand only
+        key = (v, d, data.shape)
+        if v and not STATE.traces:
+            hit = _SPLATS.get(key)
+            if hit is not None:
+                return hit
+        a = np.empty(data.shape, d.np)      # (np.full costs twice an empty array's fill)
+        a.fill(v)
+        t = Tensor(a)
+        if v and not STATE.traces:
+            a.flags.writeable = False
+            if len(_SPLATS) >= 256:
+                _SPLATS.clear()
+            _SPLATS[key] = t
+        return t
     return broadcast_to(as_tensor(v, d, x), x.shape)
 
 
@@ -141,16 +91,18 @@ def _binary(op: str, a, b, kind: str):
     if ta is Tensor and not a._weak:
         d = a.dtype
         ok = d.is_float or (kind != "float" and (d is not dt.bool_ or kind == "any"))
-        if ok and tb is Tensor and not b._weak and b.dtype is d and a.shape == b.shape:
+        if ok and tb is Tensor and not b._weak and b.dtype is d and \
+                a._data.shape == b._data.shape:
             # the common case: nothing to promote or broadcast (a Tensor binds it itself)
-            return a.__tj_bind__(P.get(op), (a, b), {})
+            return a.__tj_bind__(getattr(P, op), (a, b), {})
         if ok and (tb is float and d.is_float or tb is int and d is not dt.bool_):
-            return _scalar_operand(a.__tj_bind__(P.get(op), (a, _splat_scalar(a, b, d)), {}), 1)
+            return _scalar_operand(a.__tj_bind__(getattr(P, op), (a, _splat_scalar(a, b, d)),
+                                                 {}), 1)
     elif tb is Tensor and not b._weak and (ta is float or ta is int):
         d = b.dtype
         if d.is_float or (kind != "float" and d is not dt.bool_ and ta is int):
             s = _splat_scalar(b, a, d)
-            return _scalar_operand(b.__tj_bind__(P.get(op), (s, b), {}), 0)
+            return _scalar_operand(b.__tj_bind__(getattr(P, op), (s, b), {}), 0)
     dtype = {"arith": _arith_dtype, "float": _float_dtype, "cmp": _arith_dtype,
              "pow": _pow_dtype, "any": lambda *x: None}[kind](a, b)
     x, y = _operands(op, (a, b), dtype)
@@ -206,6 +158,8 @@ def _all_bool(a, b) -> bool:
 
 def add(a, b, *, alpha=1):
     """a + alpha * b; on two bools it is logical or and stays bool (PyTorch, NumPy, JAX)."""
+    if type(a) in SUBCLASSES and type(alpha) is int and alpha == 1 and a.dtype is not dt.bool_:
+        return _binary("add", a, b, "arith")         # (not two bools, nothing to scale)
     if _all_bool(a, b):
         _times(b, alpha)           # alpha is still checked; torch ignores it for bools
         return _binary("maximum", a, b, "any")
@@ -214,6 +168,10 @@ def add(a, b, *, alpha=1):
 
 def sub(a, b, *, alpha=1):
     """a - alpha * b. A bool tensor operand is an error, as in PyTorch (use ~ or ^)."""
+    if type(a) in SUBCLASSES and type(alpha) is int and alpha == 1 and \
+            a.dtype is not dt.bool_ and (type(b) is float or type(b) is int or
+                                         type(b) in SUBCLASSES and b.dtype is not dt.bool_):
+        return _binary("sub", a, b, "arith")         # (no bool operand, nothing to scale)
     if any(isinstance(x, Tensor) and x.dtype is dt.bool_ for x in (a, b)):
         raise _err("sub", f"subtraction with a bool tensor is not supported ({_fmt(a)} - "
                    f"{_fmt(b)}); to invert a mask use ~ or logical_not, for two masks ^ or "
@@ -223,6 +181,8 @@ def sub(a, b, *, alpha=1):
 
 def mul(a, b):
     """a * b; on two bools it is logical and and stays bool (PyTorch, NumPy, JAX)."""
+    if type(a) in SUBCLASSES and a.dtype is not dt.bool_:
+        return _binary("mul", a, b, "arith")         # (not two bools)
     if _all_bool(a, b):
         return _binary("minimum", a, b, "any")
     return _binary("mul", a, b, "arith")
@@ -316,15 +276,6 @@ def where(cond, a, b):
     return bind(P.where, broadcast_to(cond, shape), broadcast_to(x, shape), broadcast_to(y, shape))
 
 
-def cast(x, dtype) -> Tensor:
-    dtype = dt.as_dtype(dtype)
-    x = as_tensor(x)
-    if x.dtype is dtype:
-        return x
-    out = bind(P.cast, x, dtype=dtype)
-    return out
-
-
 def logical_not(x): return eq(cast(x, dt.bool_), False)
 def logical_and(a, b): return where(cast(a, dt.bool_), cast(b, dt.bool_), False)
 def logical_or(a, b): return where(cast(a, dt.bool_), True, cast(b, dt.bool_))
@@ -354,22 +305,6 @@ def clip(x, min=None, max=None):     # noqa: A002
 
 
 # -- reductions ---------------------------------------------------------------------------------
-def _axes(x: Tensor, axis, dim=None, op: str = "reduce") -> tuple[int, ...]:
-    if dim is not None:
-        axis = dim
-    if axis is None:
-        return tuple(range(x.ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    out = []
-    for a in axes:
-        if not -builtins.max(x.ndim, 1) <= a < builtins.max(x.ndim, 1):   # 0-d: 0 and -1
-            raise _err(op, f"axis {a} is out of range for {_fmt(x)}", IndexError)
-        out.append(a % x.ndim if x.ndim else 0)
-    if len(set(out)) != len(out):
-        raise _err(op, f"repeated axis in {axes}")
-    return tuple(sorted(out)) if x.ndim else ()
-
-
 def _keep(x: Tensor, r: Tensor, axes, keepdims: bool) -> Tensor:
     if not keepdims:
         return r
@@ -407,135 +342,6 @@ def amax(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
 
 def amin(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
     return _extreme("min", x, axis, keepdims, dim, keepdim)
-
-
-# -- shapes -------------------------------------------------------------------------------------
-def _resolve_shape(x: Tensor, shape) -> tuple[int, ...]:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    shape = tuple(int(s) for s in shape)
-    if shape.count(-1) > 1:
-        raise _err("reshape", f"only one dimension can be -1, got {list(shape)}")
-    if -1 in shape:
-        rest = math.prod(s for s in shape if s != -1)
-        if rest == 0 or x.numel() % rest:
-            raise _err("reshape", f"cannot reshape {_fmt(x)} to {list(shape)}")
-        shape = tuple(x.numel() // rest if s == -1 else s for s in shape)
-    if math.prod(shape) != x.numel() or any(s < 0 for s in shape):
-        raise _err("reshape", f"cannot reshape {_fmt(x)} to {list(shape)}")
-    return shape
-
-
-def reshape(x, *shape) -> Tensor:
-    x = as_tensor(x)
-    shape = _resolve_shape(x, shape)
-    return x if shape == x.shape else bind(P.reshape, x, shape=shape)
-
-
-def broadcast_to(x, shape) -> Tensor:
-    x = as_tensor(x)
-    shape = tuple(shape)
-    if x.shape == shape:
-        return x
-    lead = len(shape) - x.ndim
-    if lead < 0 or any(d not in (1, shape[lead + i]) for i, d in enumerate(x.shape)):
-        raise _err("broadcast_to", f"cannot broadcast {_fmt(x)} to {list(shape)}")
-    # (a checkpoint listening for the tensors its function reads needs the dispatch too)
-    if type(x._data) is np.ndarray and not x._captured() and not FWD.levels and not (
-            x._requires_grad and (STATE.grad_enabled or STATE.reads is not None)):
-        return Tensor(np.broadcast_to(x._data, shape))    # eager, no gradient: a read-only view
-    return bind(P.broadcast, x, shape=shape)
-
-
-def expand(x, *shape) -> Tensor:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    lead = len(shape) - x.ndim
-    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
-    return broadcast_to(x, shape)
-
-
-def permute(x, *perm) -> Tensor:
-    x = as_tensor(x)
-    if len(perm) == 1 and isinstance(perm[0], (tuple, list)):
-        perm = tuple(perm[0])
-    perm = tuple(p % x.ndim if x.ndim else p for p in perm)
-    if sorted(perm) != list(range(x.ndim)):
-        raise _err("permute", f"{list(perm)} is not a permutation of the axes of {_fmt(x)}")
-    return x if perm == tuple(range(x.ndim)) else bind(P.transpose, x, perm=perm)
-
-
-def swapaxes(x, a: int, b: int) -> Tensor:
-    x = as_tensor(x)
-    if x.ndim == 0:             # PyTorch accepts dims 0 and -1 of a 0-d tensor
-        _axes(x, a, None, "transpose"), _axes(x, b, None, "transpose")     # range checks
-        return x
-    a, b = _axes(x, a, None, "transpose")[0], _axes(x, b, None, "transpose")[0]
-    perm = list(range(x.ndim))
-    perm[a], perm[b] = perm[b], perm[a]
-    return permute(x, tuple(perm))
-
-
-def transpose(x, *axes) -> Tensor:
-    """NumPy style `transpose(x, axes=None)` or PyTorch style `transpose(x, dim0, dim1)`."""
-    x = as_tensor(x)
-    if len(axes) == 2 and all(isinstance(a, int) for a in axes):
-        return swapaxes(x, *axes)
-    if not axes or axes[0] is None:
-        return permute(x, tuple(reversed(range(x.ndim))))
-    return permute(x, *axes)
-
-
-def squeeze(x, axis=None, *, dim=None) -> Tensor:
-    x = as_tensor(x)
-    axes = [a for a, d in enumerate(x.shape) if d == 1] if (axis if dim is None else dim) is None \
-        else [a for a in _axes(x, axis, dim, "squeeze") if x.shape[a] == 1]
-    return reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
-
-
-def unsqueeze(x, dim: int) -> Tensor:
-    x = as_tensor(x)
-    if not -(x.ndim + 1) <= dim <= x.ndim:       # (was: wrapped silently to another place)
-        raise _err("unsqueeze", f"dim {dim} is out of range [{-(x.ndim + 1)}, {x.ndim}] for "
-                   f"{_fmt(x)}", IndexError)
-    dim = dim % (x.ndim + 1)
-    return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
-
-
-def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    x = as_tensor(x)
-    if x.ndim == 0:
-        return reshape(x, (1,))
-    s, e = start_dim % x.ndim, end_dim % x.ndim
-    return reshape(x, x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:])
-
-
-def concatenate(xs, axis: int = 0, *, dim=None) -> Tensor:
-    xs = list(xs)
-    if not xs:
-        raise _err("concatenate", "needs at least one tensor")
-    d = result_dtype(*xs)
-    like = next((x for x in xs if isinstance(x, Tensor) and x._traced), None)
-    ts = [as_tensor(x, d, like) for x in xs]
-    axis = (dim if dim is not None else axis)
-    if ts[0].ndim == 0:
-        raise _err("concatenate", "zero-dimensional tensors cannot be concatenated")
-    axis %= ts[0].ndim
-    return bind(P.concatenate, *ts, axis=axis)
-
-
-cat = concatenate
-
-
-def stack(xs, axis: int = 0, *, dim=None) -> Tensor:
-    axis = dim if dim is not None else axis
-    xs = [as_tensor(x) for x in xs]
-    if not xs:
-        raise _err("stack", "needs at least one tensor")
-    if len({x.shape for x in xs}) != 1:
-        raise _err("stack", "all tensors must have the same shape, got "
-                   + ", ".join(_fmt(x) for x in xs))
-    return concatenate([unsqueeze(x, axis) for x in xs], axis % (xs[0].ndim + 1))
 
 
 def pad(x, pad_width, value: float = 0.0) -> Tensor:

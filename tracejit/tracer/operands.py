@@ -1,0 +1,113 @@
+"""How the op functions take their operands: errors that name the op, PyTorch's type
+promotion (Python scalars and weak traced scalars only raise the category), a number, list or
+array as a Tensor, casts, and axis arguments."""
+from __future__ import annotations
+
+import builtins
+import numbers
+from typing import Any
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.core import user_location
+from ..ir.primitives import P, bind
+from .state import STATE
+from .tensor_base import TensorBase as Tensor
+
+
+def _err(op: str, msg: str, cls=ValueError) -> Exception:
+    return cls(f"{op}: {msg} (at {user_location()})")
+
+
+def _fmt(t) -> str:
+    return f"{t.dtype.name}{list(t.shape)}" if isinstance(t, Tensor) else repr(t)
+
+
+_CAT = {"b": 0, "i": 1, "f": 2}
+
+
+def _is_scalar(x: Any) -> bool:
+    return isinstance(x, (numbers.Number, np.bool_)) and not isinstance(x, np.ndarray)
+
+
+def _scalar_dtype(x) -> dt.DType:
+    if isinstance(x, (bool, np.bool_)):
+        return dt.bool_
+    if isinstance(x, numbers.Integral):
+        return dt.i64
+    if isinstance(x, numbers.Real):
+        return dt.f32
+    raise TypeError(f"unsupported scalar {x!r}")
+
+
+def result_dtype(*xs: Any) -> dt.DType:
+    """PyTorch/JAX promotion: Python scalars and weak traced scalars only raise the category."""
+    strong = [x.dtype for x in xs if isinstance(x, Tensor) and not x._weak]
+    strong += [dt.as_dtype(x.dtype) for x in xs if isinstance(x, np.ndarray)]
+    weak = [x.dtype if isinstance(x, Tensor) else _scalar_dtype(x)
+            for x in xs if (isinstance(x, Tensor) and x._weak) or _is_scalar(x)]
+    if not strong:
+        return builtins.max(weak, key=lambda d: (_CAT[d.kind], d.bits))
+    best = builtins.max(strong, key=lambda d: (_CAT[d.kind], d.bits))
+    if best in dt.HALF and dt.f16 in strong and dt.bf16 in strong:
+        best = dt.f32                # neither 16-bit float holds the other (PyTorch, JAX agree)
+    wcat = builtins.max((_CAT[d.kind] for d in weak), default=-1)
+    if wcat > _CAT[best.kind]:
+        return dt.f32 if wcat == 2 else dt.i64
+    return best
+
+
+def as_tensor(x: Any, dtype: dt.DType | None = None, like: Tensor | None = None,
+              const: bool = False) -> Tensor:
+    """An operand as a Tensor of `dtype` (a cast is recorded for Tensors).
+
+    While tracing, a user's NumPy array is captured by reference, whatever its size: an input
+    read afresh at every call, and a dtype change is a cast in the graph, so an in-place change
+    of the array is always seen. Python scalars and lists, and arrays the library builds itself
+    (`const=True`), are constants of the trace."""
+    if isinstance(x, Tensor):
+        return cast(x, dtype) if dtype is not None and x.dtype is not dtype else x
+    if isinstance(x, (list, tuple)):
+        x = np.asarray(x)
+        const = True
+    if not (_is_scalar(x) or isinstance(x, np.ndarray)):
+        raise TypeError(f"expected a Tensor, NumPy array or number, got {type(x).__name__} "
+                        f"(at {user_location()})")
+    if isinstance(x, np.ndarray) and dt.from_numpy(x.dtype) is None:
+        raise TypeError(f"unsupported NumPy dtype {x.dtype} (at {user_location()})")
+    if not const and STATE.traces and isinstance(x, np.ndarray):
+        t = STATE.traces[-1].lift_array(x)
+        return cast(t, dtype) if dtype is not None and t.dtype is not dtype else t
+    arr = np.asarray(x, dtype=(dtype or (_scalar_dtype(x) if _is_scalar(x)
+                                         else dt.as_dtype(x.dtype))).np)
+    if like is not None and like._traced:
+        return like.__tj_const__(arr)
+    if like is not None:                # eager: the constant lives on like's device
+        return like.__tj_const__(arr)
+    return Tensor(arr)
+
+
+def cast(x, dtype) -> Tensor:
+    dtype = dt.as_dtype(dtype)
+    x = as_tensor(x)
+    if x.dtype is dtype:
+        return x
+    out = bind(P.cast, x, dtype=dtype)
+    return out
+
+
+def _axes(x: Tensor, axis, dim=None, op: str = "reduce") -> tuple[int, ...]:
+    if dim is not None:
+        axis = dim
+    if axis is None:
+        return tuple(range(x.ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -builtins.max(x.ndim, 1) <= a < builtins.max(x.ndim, 1):   # 0-d: 0 and -1
+            raise _err(op, f"axis {a} is out of range for {_fmt(x)}", IndexError)
+        out.append(a % x.ndim if x.ndim else 0)
+    if len(set(out)) != len(out):
+        raise _err(op, f"repeated axis in {axes}")
+    return tuple(sorted(out)) if x.ndim else ()
