@@ -131,3 +131,36 @@ def test_constant_fills_in_rules_match_float64_differences():
     num = [(f(tj.tensor(v + eps * e)).item() - f(tj.tensor(v - eps * e)).item()) / (2 * eps)
            for e in np.eye(3)]
     np.testing.assert_allclose(x.grad.numpy(), num, rtol=1e-6)
+
+
+def test_scalar_operands_reused_as_constants_stay_exact():
+    """`t * 1.01` in a loop reuses one read-only constant for the number: results, signed
+    zeros and gradients are those of fresh constants, and in-place ops on results leave it
+    alone."""
+    v = np.array([1.5, -2.0, 0.25], np.float32)
+    x = tj.tensor(v, requires_grad=True)
+    for _ in range(3):
+        np.testing.assert_array_equal((x * 2.0).detach().numpy(), v * np.float32(2.0))
+    neg = (x * -0.0).detach().numpy()
+    pos = (x * 0.0).detach().numpy()
+    np.testing.assert_array_equal(np.signbit(neg), np.signbit(v * np.float32(-0.0)))
+    np.testing.assert_array_equal(np.signbit(pos), np.signbit(v * np.float32(0.0)))
+    d = tj.tensor(v)
+    r = d * 2.0
+    r.mul_(3.0)                               # the result is the caller's, not the constant
+    np.testing.assert_array_equal((d * 2.0).numpy(), v * np.float32(2.0))
+    loss = (x * 1.01 * 1.01 - 0.5).sum() + (2.0 - x).sum()
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.full(3, 1.01 * 1.01 - 1.0), rtol=1e-6)
+    with tj.no_grad():
+        np.testing.assert_array_equal((tj.tensor(v) + 1).numpy(), v + 1)
+
+
+def test_shape_ops_and_overflow_raise_no_numpy_warnings():
+    import warnings
+    a = tj.tensor(np.array([[np.inf, np.nan], [3e38, -1.0]], np.float32), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = a[:, :1].T.reshape(2) * 10.0        # slice, transpose, reshape, then overflow
+        (y * y).sum().backward()
+    assert np.isinf(y.detach().numpy()[1])

@@ -170,12 +170,16 @@ def _splat(x: Any, v: float) -> Any:
 
 
 def _binary(name: str):
+    prim: list = []          # the primitive, looked up on first use (registered later)
+
     def f(a, b):
         if not hasattr(a, "shape"):
             a = _splat(b, a)
         if not hasattr(b, "shape"):
             b = _splat(a, b)
-        return bind(P.get(name), a, b)
+        if not prim:
+            prim.append(P.get(name))
+        return bind(prim[0], a, b)
     f.__name__ = name
     return f
 

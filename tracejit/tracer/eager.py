@@ -134,9 +134,11 @@ def run_impl(prim, data: list, params: dict, out_np: np.dtype) -> Any:
                 if res is not None:
                     return res
                 break
-    tok = _ERR_VAR.set(_IGNORE) if _ERR_VAR is not None else None
+    # shape ops only move data: no floating-point warning to silence (most of a small
+    # slice's or transpose's cost was the error-mode switch)
+    tok = _ERR_VAR.set(_IGNORE) if _ERR_VAR is not None and prim.kind != "shape" else None
     try:
-        res = prim.impl(*data, **params) if tok is not None else \
+        res = prim.impl(*data, **params) if tok is not None or prim.kind == "shape" else \
             quiet_call(prim.impl, *data, **params)
     except (IndexError, ValueError, TypeError) as e:
         # a new exception of the same built-in family, chained: the original may be a
@@ -150,7 +152,8 @@ def run_impl(prim, data: list, params: dict, out_np: np.dtype) -> Any:
         if is_gpu_array(res):                # CuPy results stay on the GPU
             return res if res.dtype == out_np else res.astype(out_np)
         res = np.asarray(res)
-    if res.dtype != out_np:
+    rd = res.dtype
+    if rd is not out_np and rd != out_np:
         res = res.astype(out_np)
     elif res.base is not None and res.flags.writeable:
         # a view of an input (reshape, slice, ...) is a lazy copy: read-only, and copied
@@ -194,7 +197,8 @@ class Arr:
         return self._data.ndim
 
     def __tj_bind__(self, prim, args, params) -> "Arr":
-        data = [a._data for a in args]
+        # (a rule's binary op, spelled out: a list comprehension is a call of its own)
+        data = [args[0]._data, args[1]._data] if len(args) == 2 else [a._data for a in args]
         params, out_np, _, _ = infer(prim, params, data)
         return Arr(run_impl(prim, data, params, out_np))
 
@@ -206,7 +210,9 @@ class Arr:
         rule's 0.0 or 1.0): one fill, where a constant and a broadcast were two primitives."""
         d = self._data
         if type(d) is np.ndarray:
-            return Arr(np.full(d.shape, value, d.dtype))
+            a = np.empty(d.shape, d.dtype)      # (np.full costs twice an empty array's fill)
+            a.fill(value)
+            return Arr(a)
         # on the GPU: a device constant (no host wait, see device_const) broadcast by the
         # registry's primitive, as for any other operand
         return broadcast(self.__tj_const__(np.array(value, dtype=d.dtype)), d.shape)
