@@ -91,9 +91,14 @@ def make(config: str, rank: int):
 def allreduce_after(ddp, dist, tj) -> None:
     """The DDP buckets' all-reduces after backward (the no-overlap variant): eager, or as
     operations of the graph inside a compiled step."""
-    for b in ddp.reducer.buckets:
-        flat = tj.cat([p.grad.reshape(-1) for p in b.params])
-        dist.all_reduce(flat, op=dist.ReduceOp.AVG)
+    flats, works = [], []
+    for b in ddp.reducer.buckets:        # all started, then all waited: one rendezvous, as DDP
+        flats.append(tj.cat([p.grad.reshape(-1) for p in b.params]))
+        works.append(dist.all_reduce(flats[-1], op=dist.ReduceOp.AVG, async_op=True))
+    for w in works:
+        if w is not None:                # (inside a compiled step each is a graph operation)
+            w.wait()
+    for b, flat in zip(ddp.reducer.buckets, flats):
         off = 0
         for p in b.params:
             n = p.numel()
