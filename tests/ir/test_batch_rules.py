@@ -61,6 +61,8 @@ SAMPLES = {
     "gather": [([f64(5, 4), ints(2, 3, lo=-5, hi=5)], {"axis": 0}),
                ([f64(3, 5, 2), ints(4, lo=-5, hi=5)], {"axis": 1}),
                ([f64(3, 4), ints(2, lo=0, hi=4).astype(np.int32)], {"axis": 1})],
+    "take_along": [([f64(3, 5), ints(3, lo=-5, hi=5)], {"axis": 1}),
+                   ([f64(4, 3, 2), ints(3, 2, lo=0, hi=4).astype(np.int32)], {"axis": 0})],
     "scatter_add": [([ints(2, 3, lo=-5, hi=5), f64(2, 3, 4)], {"axis": 0, "shape": (5, 4)}),
                     ([ints(4, lo=0, hi=5), f64(3, 4, 2)], {"axis": 1, "shape": (3, 5, 2)})],
     "matmul": [([f64(3, 4), f64(4, 2)], {}), ([f64(2, 3, 4), f64(2, 4, 5)], {}),

@@ -73,6 +73,7 @@ SAMPLES = {
     "pad": ([f64(2, 3)], {"lo": (1, 0), "hi": (0, 2), "interior": (1, 1)}),
     "concatenate": ([f64(2, 3), f64(1, 3), f64(4, 3)], {"axis": 0}),
     "gather": ([f64(3, 4), IDX], {"axis": 0}),
+    "take_along": ([f64(3, 4), np.array([3, -1, 0], np.int64)], {"axis": 1}),
     "scatter_add": ([IDX, f64(2, 2, 4)], {"axis": 0, "shape": (3, 4)}),
     "matmul": ([f64(2, 3, 4), f64(2, 4, 5)], {}),
     "constant": ([], {"value": np.arange(3.0)}),

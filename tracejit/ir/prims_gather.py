@@ -1,5 +1,8 @@
-"""gather (an integer-indexed read along one axis) and scatter_add, its adjoint: each
-primitive with its rules (shape, NumPy implementation, vjp/jvp, index map for fusion, batching)."""
+"""gather (an integer-indexed read along one axis) and scatter_add, its adjoint, and
+take_along (one element per position along an axis, numpy's take_along_axis with the axis
+dropped: cross_entropy's target log-probabilities), whose adjoint is an elementwise select
+rather than a scatter. Each primitive with its rules (shape, NumPy implementation, vjp/jvp,
+index map for fusion, batching, bounds for compiled index checks)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +11,8 @@ from . import dtypes as dt
 from .batching import moveaxis, to_batched
 from .core import Aval
 from .index_maps import Read
-from .primitives import P, Primitive, add, bind, cast, ge, lt, mul, ne, op_error, reshape, \
-    transpose, where
+from .primitives import (P, Primitive, add, bind, broadcast, cast, eq, ge, lt, mul, ne,
+                         op_error, reshape, transpose, where, zeros_like)
 from .prims_structural import in_float32
 
 
@@ -129,3 +132,59 @@ P.register(Primitive("scatter_add", "index", _infer_scatter_add, in_float32(_imp
                      saves=(0,), params={"axis": "int", "shape": "ints"}, arity=2,
                      bounds=lambda avals, p: (0, p["shape"][p["axis"]]),
                      batch=_batch_scatter_add))
+
+
+# -- take_along: one element per position along an axis ------------------------------------------
+def _infer_take_along(name, avals, axis):
+    x, idx = avals
+    _check_index(name, idx)
+    if not 0 <= axis < x.ndim:
+        raise op_error(name, f"invalid axis {axis} for {x}")
+    want = x.shape[:axis] + x.shape[axis + 1:]
+    if tuple(idx.shape) != tuple(want):
+        raise op_error(name, f"indices {idx} must have the shape {list(want)} of {x} without "
+                             f"axis {axis}")
+    if x.shape[axis] == 0 and idx.size:
+        raise op_error(name, f"cannot index into an empty axis of {x}", IndexError)
+    return Aval(idx.shape, x.dtype)
+
+
+def _impl_take_along(x, idx, axis):
+    n = x.shape[axis]
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"take_along: index out of range for an axis of size {n}")
+    return np.take_along_axis(x, np.expand_dims(idx, axis), axis).squeeze(axis)
+
+
+def _vjp_take_along(g, ins, out, params, need):
+    """The cotangent put back where it was read: where(iota == idx, g, 0), elementwise, so it
+    fuses into whatever consumes it (cross_entropy's log_softmax backward) instead of being a
+    zero-filled scatter buffer of x's size."""
+    x, idx = ins
+    axis = params["axis"]
+    n, shape = x.shape[axis], tuple(x.shape)
+    keep = shape[:axis] + (1,) + shape[axis + 1:]
+    i = cast(idx, dt.i64)
+    i = where(lt(i, 0), add(i, n), i)
+    gb = broadcast(reshape(g, keep), shape)
+    hit = eq(bind(P.iota, gb, axis=axis), broadcast(reshape(i, keep), shape))
+    return [where(hit, gb, zeros_like(gb)), None]
+
+
+def _index_take_along(ix, idx, site, axis):
+    j = ix.wrap_index(site.operand(1, list(idx)), site.in_shapes[0][axis])
+    return Read(0, list(idx[:axis]) + [j] + list(idx[axis:]))
+
+
+def _batch_take_along(prim, ax, args, batched, params):
+    x, idx = (a if b else to_batched(a, ax) for a, b in zip(args, batched))
+    return bind(P.take_along, x, idx, axis=params["axis"] + 1), True
+
+
+P.register(Primitive("take_along", "index", _infer_take_along, _impl_take_along,
+                     vjp=_vjp_take_along,
+                     jvp=lambda t, i, o, p: bind(P.take_along, t[0], i[1], **p),
+                     saves=(1,), params={"axis": "int"}, arity=2,
+                     index_map=_index_take_along, rows=_rows_gather,
+                     bounds=lambda avals, p: (1, avals[0].shape[p["axis"]]),
+                     batch=_batch_take_along))

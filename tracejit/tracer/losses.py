@@ -128,11 +128,13 @@ def _class_targets(x, logp, target, wb, cdim, ignore_index, reduction, eps):
     _check_targets(target, n_classes, ignore_index)
     t = ops.cast(target, dt.i64)
     valid = ops.ne(t, ignore_index)
-    # a gather of each target's log-probability (its gradient a scatter into the rows), not a
-    # one-hot compare over every class; an ignored target reads class 0, masked by `where` (so
-    # a -inf there does not leak). The targets' bounds were checked above.
+    # each target's log-probability read with take_along (not a one-hot compare over every
+    # class); its gradient is a select against the class index inside the log_softmax
+    # backward's loop, not a zero-filled scatter buffer of the logits' size. An ignored target
+    # reads class 0, masked by `where` (so a -inf there does not leak). The targets' bounds
+    # were checked above.
     safe = ops.where(valid, t, 0)
-    picked = ops.where(valid, _pick(logp, safe, cdim), 0.0)
+    picked = ops.where(valid, _take_along(logp, safe, cdim), 0.0)
     if wb is None:
         nll = ops.neg(picked)
         wy = ops.cast(valid, x.dtype)
@@ -148,6 +150,15 @@ def _class_targets(x, logp, target, wb, cdim, ignore_index, reduction, eps):
     smooth = ops.where(valid, ops.neg(ops.sum(smooth, cdim)), 0.0)
     return ops.add(ops.mul(loss, 1.0 - eps),
                    ops.mul(_reduced(smooth, wy, reduction), eps / n_classes))
+
+
+def _take_along(v: Tensor, idx: Tensor, d: int) -> Tensor:
+    """v's element at idx along d, idx having v's shape without axis d (in range). No classes:
+    as in _pick."""
+    if v.shape[d] == 0:
+        return ops.sum(v, d)
+    checks.in_bounds(idx, v.shape[d])      # the targets were checked: no second check
+    return bind(P.take_along, v, idx, axis=d)
 
 
 def _pick(v: Tensor, idx: Tensor, d: int) -> Tensor:
