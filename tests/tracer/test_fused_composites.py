@@ -375,3 +375,21 @@ def test_attention_with_dropout_records_op_by_op():
     # y = A v with v = I, so dL/dv[j, c] = sum_i A[i, j] = sum_i y[i, j] for every c
     want = np.repeat(y.detach().numpy()[0].sum(0)[:, None], 4, 1)
     np.testing.assert_allclose(v.grad.numpy()[0], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("xshape", [(5, 4), (2, 3, 4), (0, 4), (1, 4)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_is_one_node_matching_torch(xshape, bias, tier):
+    rng = np.random.default_rng(14)
+    xv, wv, bv = rng.standard_normal(xshape), rng.standard_normal((6, 4)), rng.standard_normal(6)
+    for _ in range(3):
+        x, w, b = (tj.tensor(v, requires_grad=True) for v in (xv, wv, bv))
+        tx, tw, tb = (torch.tensor(v, requires_grad=True) for v in (xv, wv, bv))
+        y = F.linear(x, w, b if bias else None)
+        ty = TF.linear(tx, tw, tb if bias else None)
+        assert y.grad_fn.name() == ty.grad_fn.name()
+        (y * y).sum().backward()
+        (ty * ty).sum().backward()
+        np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-10)
+        for a, ta in ((x, tx), (w, tw)) + (((b, tb),) if bias else ()):
+            np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy(), rtol=1e-10, atol=1e-12)

@@ -49,6 +49,20 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if x.ndim == 0 or x.shape[-1] != weight.shape[-1]:
         raise ops._err("linear", f"input {ops._fmt(x)} does not match weight "
                        f"{ops._fmt(weight)}: the last dims must agree (in_features)")
+    return _fused_linear(x, weight, bias)
+
+
+def _linear_name(x, weight, bias) -> str:
+    # the last op torch records: addmm/mm for a matrix input, a view of them otherwise
+    if x.ndim == 2 and weight.ndim == 2:
+        return "MmBackward0" if bias is None else "AddmmBackward0"
+    return "UnsafeViewBackward0" if bias is None else "ViewBackward0"
+
+
+@composite(_linear_name)
+def _fused_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """One op with one backward node eagerly (tracer/fused.py); its compiled plan computes a
+    batched input's weight gradient as one GEMM over every row."""
     y = ops.matmul(x, ops.swapaxes(weight, -1, -2) if weight.ndim == 2 else weight)
     return y if bias is None else ops.add(y, bias)
 

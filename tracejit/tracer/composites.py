@@ -1,6 +1,7 @@
-"""Composite ops built from primitives. In eager mode with gradients each shows up as one
-backward node with PyTorch's name (MeanBackward0, SoftmaxBackward0, ...); when traced they
-inline into primitives, which fusion then merges."""
+"""Composite ops built from primitives. In eager mode with gradients each runs as one fused op
+with one backward node with PyTorch's name (MeanBackward0, SoftmaxBackward0, ...), derived
+from this one definition (tracer/fused.py); when traced they inline into primitives, which
+fusion then merges."""
 from __future__ import annotations
 
 import functools
@@ -10,7 +11,8 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from .autocast import FP32, atomic, autocast_op
-from .autograd import Node, SavedTensor, grad as autograd_grad
+from .autograd import grad as autograd_grad
+from .backward_nodes import Node, SavedTensor
 from .forward_ad import FWD
 from .state import STATE, enable_grad
 from .tensor_base import TensorBase as Tensor
@@ -18,7 +20,9 @@ from . import fused, ops
 
 
 class CompositeNode(Node):
-    """Backward of a composite: differentiates the primitives it recorded inside."""
+    """Backward of a composite that fused.py does not run fused (an argument that is not
+    hashable, random numbers inside, a checkpoint recomputing): differentiates the primitives
+    it recorded inside."""
 
     def __init__(self, name, fn, args, kwargs, inner_in, inner_out) -> None:
         super().__init__([a for a in _tensors(args, kwargs)])
