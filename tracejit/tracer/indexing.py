@@ -48,18 +48,20 @@ def _expand_key(x: Tensor, key) -> list:
 
 def getitem(x: Tensor, key) -> Tensor:
     key = _expand_key(x, key)
+    xshape = x.shape                     # (a property making a tuple: read once)
+    ndim = len(xshape)
     starts, stops, steps, shape = [], [], [], []
     adv: list[tuple[int, object]] = []       # (axis in the sliced result, integer array)
     axis = 0
     out_axis = 0
     for k in key:
-        if axis >= x.ndim and k is not None:
+        if axis >= ndim and k is not None:
             break
         if k is None:
             shape.append(1)
             out_axis += 1
             continue
-        n = x.shape[axis]
+        n = xshape[axis]
         if isinstance(k, slice):
             if k.step is not None and k.step <= 0:
                 raise _err("step must be greater than zero (negative steps are not supported)",
@@ -86,13 +88,13 @@ def getitem(x: Tensor, key) -> Tensor:
             shape.append(n)
             out_axis += 1
         axis += 1
-    while axis < x.ndim:
-        starts.append(0), stops.append(x.shape[axis]), steps.append(1)
-        shape.append(x.shape[axis])
+    while axis < ndim:
+        starts.append(0), stops.append(xshape[axis]), steps.append(1)
+        shape.append(xshape[axis])
         axis += 1
         out_axis += 1
     y = x
-    if (tuple(starts), tuple(stops)) != ((0,) * x.ndim, x.shape) or any(s != 1 for s in steps):
+    if (tuple(starts), tuple(stops)) != ((0,) * ndim, xshape) or steps.count(1) != ndim:
         y = bind(P.slice, x, starts=starts, stops=stops, steps=steps)
     y = ops.reshape(y, tuple(shape))
     return _advanced(y, adv) if adv else y

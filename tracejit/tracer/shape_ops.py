@@ -17,7 +17,7 @@ from .tensor_base import TensorBase as Tensor
 def _resolve_shape(x: Tensor, shape) -> tuple[int, ...]:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    shape = tuple(int(s) for s in shape)
+    shape = tuple(map(int, shape))       # (map: a generator here was a third of a reshape)
     if shape.count(-1) > 1:
         raise _err("reshape", f"only one dimension can be -1, got {list(shape)}")
     if -1 in shape:
@@ -25,7 +25,7 @@ def _resolve_shape(x: Tensor, shape) -> tuple[int, ...]:
         if rest == 0 or x.numel() % rest:
             raise _err("reshape", f"cannot reshape {_fmt(x)} to {list(shape)}")
         shape = tuple(x.numel() // rest if s == -1 else s for s in shape)
-    if math.prod(shape) != x.numel() or any(s < 0 for s in shape):
+    if math.prod(shape) != x.numel() or (shape and min(shape) < 0):
         raise _err("reshape", f"cannot reshape {_fmt(x)} to {list(shape)}")
     return shape
 

@@ -11,6 +11,7 @@ would compare with this base, which is never an object's type: they test
 `type(x) in SUBCLASSES` (the final class and its subclasses) instead."""
 from __future__ import annotations
 
+import math
 import warnings
 import weakref
 from typing import Any
@@ -111,7 +112,7 @@ class TensorBase:
         return self.shape if dim is None else self.shape[dim]
 
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self._data.shape)      # (np.prod of a tuple costs ~3 us)
 
     def __len__(self) -> int:
         if not self.shape:
