@@ -393,3 +393,23 @@ def test_linear_is_one_node_matching_torch(xshape, bias, tier):
         np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-10)
         for a, ta in ((x, tx), (w, tw)) + (((b, tb),) if bias else ()):
             np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_fake_gpu_attention_constants_are_made_once(fake_gpu):
+    """The causal mask is an array constant of the plan: copied to the device on the first
+    call only, so later calls (forward and backward) make the host wait for nothing."""
+    import fakecupy
+    fused.clear()
+    rng = np.random.default_rng(15)
+    qv = rng.standard_normal((2, 5, 4))
+    for i in range(3):
+        q = tj.tensor(qv, requires_grad=True, device="cuda")
+        before = dict(fakecupy.COUNTS)
+        y = F.scaled_dot_product_attention(q, q, q, is_causal=True)
+        (gq,) = tj.autograd.grad(y.sum(), q)
+        if i:
+            assert fakecupy.COUNTS["to_device"] == before["to_device"]
+            assert fakecupy.COUNTS["to_host"] == before["to_host"]
+    tq = torch.tensor(qv, requires_grad=True)
+    TF.scaled_dot_product_attention(tq, tq, tq, is_causal=True).sum().backward()
+    np.testing.assert_allclose(gq.cpu().numpy(), tq.grad.numpy(), rtol=1e-10, atol=1e-12)

@@ -37,7 +37,8 @@ from ..ir.core import Graph, Value, user_location
 from ..ir.partition import cut_enabled
 from ..ir.passes import optimize
 from . import checks as _checks
-from .autograd import Node, SavedTensor, _modified, grad as autograd_grad
+from .autograd import grad as autograd_grad
+from .backward_nodes import Node, SavedTensor, _modified
 from .eager import device_const, quiet_call
 from .state import STATE, enable_grad, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
@@ -69,12 +70,13 @@ class Program:
     """A graph prepared for running on arrays: slots instead of Values, constants made once,
     each step the primitive's implementation with its params."""
 
-    __slots__ = ("steps", "template", "n_in", "outs", "consts")
+    __slots__ = ("steps", "template", "n_in", "outs", "consts", "dev_consts")
 
     def __init__(self, g: Graph) -> None:
         slot: dict[Value, int] = {v: i for i, v in enumerate(g.inputs)}
         self.n_in = len(g.inputs)
         self.consts: list[tuple[int, np.ndarray]] = []
+        self.dev_consts: dict = {}
         steps = []
         for ins in g.instrs:
             k = slot[ins.out] = len(slot)
@@ -105,8 +107,15 @@ class Program:
         env = self.template.copy()
         env[:self.n_in] = inputs
         if self.consts and inputs and type(inputs[0]) is not np.ndarray:
-            for k, c in self.consts:     # on the inputs' device (a 0-d fill there, no copy)
-                env[k] = device_const(c, inputs[0])
+            # constants on the inputs' device, made there once (a copy of an array constant,
+            # a causal mask, would make the host wait on every call)
+            dev = device_of(inputs[0])
+            made = self.dev_consts.get(dev)
+            if made is None:
+                made = self.dev_consts[dev] = [(k, device_const(c, inputs[0]))
+                                               for k, c in self.consts]
+            for k, c in made:
+                env[k] = c
         for impl, ins, params, k, want, name, drop in self.steps:
             try:
                 if len(ins) == 1:
