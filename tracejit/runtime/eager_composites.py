@@ -6,13 +6,17 @@ compiler registered here, which builds both graphs with the default CPU backend 
 executables (the kernel cache, memory and disk, applies as for @tj.compile). The tracer never
 imports the runtime: this module fills the slot at import (as eager_kernels.py does).
 
-Measured on the reference machine (2 cores, 1 thread, loaded; /tmp-free script in
-bench/eager.py's `--only fused` section), per call of forward + backward:
-  softmax/layer_norm/sigmoid/gelu on [4, 8]: interpreted ~30-60 us, compiled ~5 us;
-  on [512, 128]: interpreted ~0.3-1 ms, compiled ~0.05-0.3 ms.
-Compiling costs ~50-150 ms per plan cold (a few ms from the disk cache), so a plan is only
-compiled once it repeats (a training loop); the third call is the default
-(TRACEJIT_FUSED_COMPILE_AFTER; 0 never compiles). CUDA plans stay interpreted: each step is
+Measured with `python bench/eager.py --only fused` (1 thread, the 2-core reference machine
+under heavy load from other processes, medians of one run), forward + backward per call:
+sigmoid/softmax/layer_norm on [4, 8]: interpreted 0.10-0.17 ms, compiled 0.04-0.05 ms (torch
+eager 0.04-0.06); layer_norm [8, 64, 128] 0.62 vs 0.16 ms (torch 0.18); gelu [8, 64, 512]
+99 vs 9.2 ms (torch 9.0); cross_entropy [512, 65] 0.76 vs 0.34 ms (torch 0.27). A compiled
+plan was faster at every size measured, so there is no size crossover: the interpreter is
+what runs while a plan is cold. Compiling a plan costs 0.1-1 s cold under that load (~50-150
+ms on a quiet machine; the disk cache makes a later process's compile mostly loading), repaid
+only by a signature that repeats (a training loop): the third call compiles by default
+(TRACEJIT_FUSED_COMPILE_AFTER; 0 never compiles). In the nn, amp and model tests 217 plans
+were made and 78 compiled. CUDA plans stay interpreted: each step is
 one CuPy kernel, none waits for the host."""
 from __future__ import annotations
 
