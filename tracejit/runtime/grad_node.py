@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.core import replay
-from ..tracer.autograd import Node, SavedTensor, grad as autograd_grad
+from ..tracer.autograd import grad as autograd_grad
+from ..tracer.backward_nodes import Node, SavedTensor
 from ..tracer.state import enable_grad
 from ..tracer.tensor import Tensor
 from . import grad_sync

@@ -1,6 +1,7 @@
 """`tj.autograd`: the PyTorch-style autograd namespace."""
 from . import forward_ad
-from .autograd import AccumulateGrad, Node, backward, grad
+from .autograd import backward, grad
+from .backward_nodes import AccumulateGrad, Node
 from .function import Function, FunctionCtx, GradcheckError, checkpoint, gradcheck
 from .state import enable_grad, inference_mode, no_grad, set_grad_enabled
 from .tensor_base import TensorBase as Tensor

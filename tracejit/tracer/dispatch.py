@@ -7,7 +7,7 @@ import numpy as np
 from ..ir.core import Value, user_location
 from ..devices import device_of
 from . import checks
-from .autograd import PrimNode
+from .backward_nodes import PrimNode
 from . import eager
 from . import forward_ad
 from .forward_ad import FWD

@@ -9,7 +9,8 @@ from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..devices import to_device
 from . import forward_ad
-from .autograd import Node, SavedTensor, grad as autograd_grad
+from .autograd import grad as autograd_grad
+from .backward_nodes import Node, SavedTensor
 from .forward_ad import FWD
 from .state import STATE, enable_grad, no_grad, note_reads, recording_reads, substituting
 from .rng import all_states, replaying, trace_rng_position

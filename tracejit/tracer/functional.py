@@ -15,7 +15,8 @@ from ..ir.primitives import zeros_like
 from . import forward_ad, jacobians, ops
 from .forward import _argnums
 from .forward_ad import FWD
-from .autograd import Node, grad as autograd_grad
+from .autograd import grad as autograd_grad
+from .backward_nodes import Node
 from .pytree import tree_flatten, tree_unflatten
 from .state import enable_grad
 from .tensor_base import TensorBase as Tensor, lift

@@ -13,7 +13,7 @@ from ..ir.primitives import P
 from ..ir.printer import INLINE_LIMIT
 from ..devices import CPU, is_gpu_array
 from . import checks
-from .autograd import Node, accumulate_node
+from .backward_nodes import Node, accumulate_node
 from .grad_slots import GradSlots, slot_guards_changed
 from .pytree import tree_flatten, tree_unflatten
 from .state import ATTR_EPOCH, STATE

@@ -1,0 +1,307 @@
+"""The backward graph that ops record: Node (PyTorch's grad_fn), PrimNode (one primitive's VJP
+rule), AccumulateGrad (a leaf's .grad), and the tensors nodes save with their versions. Every
+node's `apply` runs VJP rules on Tensors, so with create_graph=True the backward pass itself is
+recorded (higher-order gradients), and on traced tensors it emits IR. The walk over the graph
+is autograd.py's."""
+from __future__ import annotations
+
+import weakref
+from typing import Sequence
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.core import Aval, Value
+from .eager import Arr
+from .node_names import node_name, scalar_overload
+from .forward_ad import FWD, any_dual
+from .state import STATE, set_grad_enabled
+from .tensor_base import TensorBase as Tensor
+
+
+class SavedTensor:
+    """A tensor saved for backward, with the version it had, checked when it is unpacked."""
+
+    __slots__ = ("tensor", "version")
+
+    def __init__(self, t: Tensor) -> None:
+        self.tensor = t
+        vc = t._vc                  # (no counter yet: version 0, see TensorBase._version)
+        self.version = vc[0] if vc is not None else 0
+
+    def unpack(self, node: "Node") -> Tensor:
+        t = self.tensor
+        now = t._vc[0] if t._vc is not None else 0
+        if now != self.version:
+            _modified(t._data, now, self.version, node)
+        return t
+
+    def data(self, node: "Node"):
+        """The saved array (for the array backward), version-checked as unpack."""
+        t = self.tensor
+        now = t._vc[0] if t._vc is not None else 0
+        if now != self.version:
+            _modified(t._data, now, self.version, node)
+        return t._data
+
+
+class SavedOutput:
+    """A node's own output saved for its backward: the array and its version counter, not the
+    Tensor, whose grad_fn is the node (saving it would make a reference cycle that keeps the
+    whole graph alive until the garbage collector runs). Unpacked, it is a Tensor again whose
+    grad_fn is the node, so create_graph differentiates through it."""
+
+    __slots__ = ("array", "counter", "version")
+
+    def __init__(self, t: Tensor) -> None:
+        self.array = t._data
+        self.counter = t._version
+        self.version = t._version[0]
+
+    def data(self, node: "Node"):
+        if self.counter[0] != self.version:
+            _modified(self.array, self.counter[0], self.version, node)
+        return self.array
+
+    def unpack(self, node: "Node") -> Tensor:
+        t = Tensor(self.data(node))
+        t._version = self.counter
+        t.grad_fn, t._requires_grad, t._out_idx = node, True, 0
+        return t
+
+
+def _modified(array, now: int, saved: int, node: "Node") -> None:
+    dtype = dt.NP_TO_DTYPE.get(array.dtype, array.dtype)
+    name = getattr(dtype, "name", str(dtype))
+    raise RuntimeError(
+        f"one of the variables needed for gradient computation has been modified by an "
+        f"inplace operation: [{name}{list(array.shape)}] is at version {now}; expected "
+        f"version {saved} instead. It was saved by {node.name()}.")
+
+
+class Node:
+    """A backward function of the graph (PyTorch's grad_fn)."""
+
+    __slots__ = ("next_functions", "freed", "out_hooks", "retained", "__weakref__")
+
+    n_outputs = 1
+    fwd_loc: tuple | None = None     # (graph, file:line) of a traced forward op
+    # whether apply reads values saved in forward, so that running it again after they were
+    # freed is an error (the engine checks, before apply)
+    keeps_saved = True
+    _freed_msg = ("Trying to backward through the graph a second time (or directly access saved "
+                  "tensors after they have already been freed). Saved intermediate values of the "
+                  "graph are freed when you call .backward() or autograd.grad(). Specify "
+                  "retain_graph=True if you need to backward through the graph a second time or "
+                  "if you need to access saved tensors after calling backward.")
+
+    def __init__(self, inputs: Sequence) -> None:
+        edges = []
+        for t in inputs:
+            if isinstance(t, Tensor) and t._requires_grad:
+                edges.append((t.grad_fn, t._out_idx) if t.grad_fn is not None
+                             else (accumulate_node(t), 0))
+            else:
+                edges.append(_NO_EDGE)
+        self.next_functions = tuple(edges)
+        self.freed = False
+        self.out_hooks: dict[int, list] | None = None   # tensor hooks per output index
+        self.retained: dict[int, object] | None = None  # weakrefs of retain_grad tensors
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object>"
+
+    def apply(self, grads: list, create_graph: bool) -> list:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        self.freed = True
+
+
+_NO_EDGE = (None, 0)
+_NONES = [(None,) * n for n in range(8)]      # shared "nothing saved" tuples
+_SAVES: dict = {}          # (prim, need) -> (inputs its VJP reads, whether it reads the output)
+
+
+def _np_dtype(d) -> dt.DType:
+    return d if type(d) is dt.DType else dt.NP_TO_DTYPE[d]
+
+
+# ((shape, dtype) per input) -> that tuple of Avals, shared by the nodes of the general path
+# (traced or GPU operands); bounded like eager's inference cache
+_AVALS: dict = {}
+
+
+def _avals_of(args) -> tuple:
+    key = tuple([(a._data.shape, a._data.dtype) for a in args])
+    hit = _AVALS.get(key)
+    if hit is None:
+        if len(_AVALS) >= 4096:
+            _AVALS.clear()
+        hit = _AVALS[key] = tuple([Aval(sh, _np_dtype(d)) for sh, d in key])
+    return hit
+
+
+class PrimNode(Node):
+    """The backward of one primitive application: runs the primitive's VJP rule. It keeps
+    only what the rule reads (prim.saves / prim.save_out for this `need`), and for the other
+    inputs their shape and dtype."""
+
+    __slots__ = ("prim", "params", "in_avals", "need", "saved", "saved_out", "keeps_saved",
+                 "_name", "_scalar_arg", "fwd_loc")
+
+    def __init__(self, prim, params, args, out: Tensor, in_avals: tuple | None = None) -> None:
+        edges = []
+        need = []
+        for t in args:
+            if t._requires_grad:
+                gf = t.grad_fn
+                edges.append((gf, t._out_idx) if gf is not None else (accumulate_node(t), 0))
+                need.append(True)
+            else:
+                edges.append(_NO_EDGE)
+                need.append(False)
+        self.next_functions = tuple(edges)
+        self.freed = False
+        self.out_hooks = None
+        self.retained = None
+        self.prim, self.params = prim, params
+        need = tuple(need)
+        sv = _SAVES.get((prim, need))
+        if sv is None:          # (one `need` tuple per pattern is kept: fewer objects to track)
+            sv = _SAVES[(prim, need)] = (need, *prim.saved_for(need))
+        self.need, saves, save_out = sv
+        # every input's Aval, for the rule (inputs it does not save) and the node's name: the
+        # eager path passes the tuple its inference cache shares between applications
+        self.in_avals = in_avals if in_avals is not None else _avals_of(args)
+        traced = type(out._data) is Value
+        self.fwd_loc = (out._data.graph, out._data.producer.loc) if traced else None
+        self.saved = tuple([SavedTensor(a) if i in saves else None for i, a in enumerate(args)]) \
+            if saves else _NONES[len(args)] if len(args) < 8 else (None,) * len(args)
+        if not save_out:
+            self.saved_out = None
+        else:   # traced outputs are short-lived: the trace's Tensor itself is kept
+            # (with dual tensors live, the Tensor itself, which carries the output's tangent)
+            self.saved_out = SavedTensor(out) if traced or FWD.levels else SavedOutput(out)
+        # a node that keeps nothing alive can run again after backward, as in PyTorch
+        self.keeps_saved = bool(saves) or save_out
+        self._name = None
+        self._scalar_arg: int | None = None
+
+    @classmethod
+    def record(cls, prim, params, args, out: Tensor, in_avals: tuple | None = None) -> None:
+        out.grad_fn = cls(prim, params, args, out, in_avals)
+        out._requires_grad = True
+        out._out_idx = 0
+
+    def scalar_operand(self, i: int) -> None:
+        """Operand i was a Python number. Where PyTorch has a Scalar overload for it (5 - t,
+        t ** 2, 2 ** t), the node takes that overload's name and has no edge for the number."""
+        name = scalar_overload(self.prim.name, i)
+        if name is None:
+            return
+        self._name = name
+        self._scalar_arg = i
+        nf = self.next_functions
+        self.next_functions = nf[:i] + nf[i + 1:]
+
+    def _avals(self) -> list[Aval]:
+        return list(self.in_avals)
+
+    def name(self) -> str:
+        if self._name is None:
+            self._name = node_name(self.prim.name, self.params, self._avals(), self.need)
+        return self._name
+
+    def apply(self, grads, create_graph):
+        ins = [s.unpack(self) if s is not None else av
+               for s, av in zip(self.saved, self.in_avals)]
+        out = self.saved_out.unpack(self) if self.saved_out is not None else None
+        return self._results(self.prim.vjp(grads[0], ins, out, self.params, self.need))
+
+    def apply_arrays(self, g: Arr) -> list:
+        """The VJP rule run directly on arrays (a backward that records nothing)."""
+        ins = [Arr(s.data(self)) if s is not None else av
+               for s, av in zip(self.saved, self.in_avals)]
+        so = self.saved_out
+        need = self.need
+        res = self.prim.vjp(g, ins, Arr(so.data(self)) if so is not None else None,
+                            self.params, need)
+        res = [r if n else None for r, n in zip(res, need)]
+        if self._scalar_arg is not None:
+            del res[self._scalar_arg]
+        return res
+
+    def _results(self, res) -> list:
+        res = [r if n else None for r, n in zip(res, self.need)]
+        if self._scalar_arg is not None:
+            del res[self._scalar_arg]
+        return res
+
+    def release(self) -> None:
+        self.freed = True
+        n = len(self.saved)
+        self.saved = _NONES[n] if n < 8 else (None,) * n
+        self.saved_out = None
+
+
+class AccumulateGrad(Node):
+    keeps_saved = False
+
+    def __init__(self, variable: Tensor) -> None:
+        super().__init__(())
+        self.variable = variable
+        # register_post_accumulate_grad_hook: fn(tensor) after .grad is updated (DDP's
+        # "this gradient is ready" signal)
+        self.post_hooks: list | None = None
+
+    def apply(self, grads, create_graph):
+        return []
+
+
+def accumulate_node(t: Tensor) -> AccumulateGrad:
+    """t's AccumulateGrad node. As in PyTorch, the node holds the tensor and the tensor only a
+    weak reference to the node: a strong one both ways was a reference cycle, which made every
+    leaf of every graph (and its arrays) garbage for the cycle collector instead of freed by
+    reference counting. A node with post-accumulate hooks is held strongly (its hooks must
+    outlive the graphs), as is one a trace's stand-in leaf shares (trace.grad_leaf)."""
+    a = t._accum
+    if a is not None:
+        node = a() if type(a) is weakref.ref else a
+        if node is not None:
+            return node
+    node = AccumulateGrad(t)
+    t._accum = weakref.ref(node)
+    return node
+
+
+def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool) -> None:
+    if g.shape != t.shape:
+        raise RuntimeError(f"gradient of shape {list(g.shape)} does not match leaf of shape "
+                           f"{list(t.shape)}")
+    captured = t._captured()
+    if captured:                     # inside a trace: see grad_slots.py
+        STATE.traces[-1].grad_slots.note(t)
+    if t._grad is None:
+        # a traced value is immutable: a Tensor of its own is enough (in-place ops on it
+        # rebind that Tensor only)
+        t._grad = g if create_graph else Tensor(g._data if g._traced else g._data.copy())
+        if captured:
+            STATE.traces[-1].grad_slots.assigned(t)
+    elif g._traced and not create_graph and t._grad._captured():
+        with set_grad_enabled(False):  # the existing .grad updated in place, as eagerly: a
+            t._grad.add_(g)            # write of that tensor, stored after each call
+    elif create_graph or t._grad._traced or g._traced:
+        t._grad = t._grad + g
+    elif FWD.levels and any_dual([g]):
+        with set_grad_enabled(False):   # in place, as PyTorch: .grad takes the sum's tangent
+            t._grad.add_(g)
+    elif getattr(t._grad, "_view", None) is not None or \
+            not getattr(t._grad._data.flags, "writeable", True):
+        with set_grad_enabled(False):   # a view (of a flat gradient buffer) or a lazy copy:
+            t._grad.add_(g)             # the in-place op writes through to the base
+    else:
+        np.add(t._grad._data, g._data, out=t._grad._data, casting="unsafe")
