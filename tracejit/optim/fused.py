@@ -27,7 +27,7 @@ from ..devices import is_host
 from ..tracer import ops
 from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor
-from ..tracer.views import follow_writes
+from ..tracer.inplace import store
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
 
@@ -94,14 +94,9 @@ def f64(x: Any) -> Any:
 
 
 def write_back(t: Tensor, new: Any) -> None:
-    """Store `new` (an array of t's shape) into t's own storage, as an in-place op does."""
-    d = t._data
-    if not getattr(d.flags, "writeable", True):       # (CuPy's flags have no 'writeable')
-        d = t._data = d.copy()
-    d[...] = new
-    t._version[0] += 1
-    if getattr(t, "_view", None) is not None:
-        follow_writes(t)            # its views (tracer/views.py) see the new value
+    """Store `new` (an array of t's shape) into t's own storage, as an in-place op does: a
+    parameter or state tensor that is a view writes through to its base, and views follow."""
+    store(t, new, "optimizer.step")
 
 
 def _arg(arr: Any) -> Any:

@@ -193,5 +193,8 @@ def getitem_view(x: Tensor, key) -> Tensor:
     (views.py); an integer-array or mask index makes a copy, as torch."""
     out = getitem(x, key)
     if _is_basic(key):
-        views.mark(x, out, lambda r: getitem(r, key))
+        if out is x and x.ndim:         # x[:], x[...]: a new view object, as torch's
+            out = bind(P.slice, x, starts=[0] * x.ndim, stops=list(x.shape),
+                       steps=[1] * x.ndim)
+        out = views.mark(x, out, lambda r: getitem(r, key))
     return out

@@ -75,6 +75,27 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
     return x
 
 
+def store(t: Tensor, value, op: str = "copy_") -> Tensor:
+    """Write `value` (an array of t's shape and dtype, on t's device) into eager tensor t's
+    storage as an in-place op that records no autograd history: t's version counter moves, a
+    view writes through to its base, and the live views of t or of its base follow. For code
+    that computes new values outside the tracer's ops: the optimizers' fused update, DDP's
+    reducer, the in-place collectives (their results written into t._data by hand did none
+    of this)."""
+    rec = getattr(t, "_view", None)
+    if type(rec) is views.ViewOf:
+        with views._grad(False):
+            return views.inplace_view(t, rec, lambda old: Tensor(value), op, inplace)
+    d = t._data
+    if not getattr(d.flags, "writeable", True):     # a lazy copy (CuPy's flags have none)
+        d = t._data = d.copy()
+    d[...] = value
+    t._version[0] += 1
+    if rec is not None:
+        views.rederive(t, rec)
+    return t
+
+
 def write_capture(t: Tensor, new: Tensor) -> None:
     """Store `new` (same shape and dtype as capture `t`) into `t` after each call of the
     compiled function being traced."""

@@ -69,9 +69,13 @@ def _owner(a):
 
 
 def mark(x: Tensor, out: Tensor, fwd: Callable, kind: str = VIEW) -> Tensor:
-    """Record `out = fwd(x)` as a view of x (of x's root when x is a view)."""
-    if out is x or not isinstance(out, Tensor):
+    """Record `out = fwd(x)` as a view of x (of x's root when x is a view). A view op that
+    changed nothing (x.view(x.shape), x.squeeze() without unit axes) still gives a new tensor
+    object, as torch's: an identity reshape (ViewBackward0) sharing x's storage."""
+    if not isinstance(out, Tensor) or not isinstance(x, Tensor):
         return out
+    if out is x:
+        out = bind(P.reshape, x, shape=x.shape)
     rec = getattr(x, "_view", None)
     if type(rec) is ViewOf:
         root, first = rec.root, rec.fwd
@@ -101,7 +105,7 @@ def viewing(fn: Callable, kind: str = VIEW) -> Callable:
     def view_op(x, *args, **kwargs):
         out = fn(x, *args, **kwargs)
         if isinstance(x, Tensor):
-            mark(x, out, lambda r: fn(r, *args, **kwargs), kind)
+            out = mark(x, out, lambda r: fn(r, *args, **kwargs), kind)
         return out
     view_op.__name__ = getattr(fn, "__name__", "view_op")
     view_op.__doc__ = fn.__doc__
@@ -143,10 +147,10 @@ def contiguous(x: Tensor, memory_format=None) -> Tensor:
 def _reshaping(fn: Callable, name: str, strict: bool = False) -> Callable:
     def reshape_op(x, *args, **kwargs):
         out = fn(x, *args, **kwargs)
-        if out is x or not isinstance(x, Tensor):
+        if not isinstance(x, Tensor):
             return out
-        if _reshape_is_view(x, out):
-            mark(x, out, lambda r: fn(r, *args, **kwargs))
+        if out is x or _reshape_is_view(x, out):
+            out = mark(x, out, lambda r: fn(r, *args, **kwargs))
         elif strict:
             raise RuntimeError(
                 f"{name}: view size is not compatible with input tensor's size and stride (at "
@@ -171,15 +175,16 @@ def _pieces(x: Tensor, outs: tuple, d: int, squeeze: bool) -> tuple:
     if not isinstance(x, Tensor):
         return outs
     start = 0
+    marked = []
     for o in outs:
         size = 1 if squeeze else o.shape[d]
 
         def fwd(r, s=start, n=size, shape=o.shape):
             piece = layout._narrow(r, d, s, n)
             return ops.reshape(piece, shape) if squeeze else piece
-        mark(x, o, fwd, MULTI)
+        marked.append(mark(x, o, fwd, MULTI))
         start += size
-    return outs
+    return type(outs)(marked) if isinstance(outs, tuple) else marked
 
 
 def _split(x, split_size_or_sections, dim: int = 0):
@@ -203,8 +208,8 @@ def _multi(fn: Callable) -> Callable:
     def multi_op(x, *args, **kwargs):
         outs = fn(x, *args, **kwargs)
         if isinstance(x, Tensor):
-            for i, o in enumerate(outs):
-                mark(x, o, lambda r, i=i: fn(r, *args, **kwargs)[i])
+            outs = type(outs)(mark(x, o, lambda r, i=i: fn(r, *args, **kwargs)[i])
+                              for i, o in enumerate(outs))
         return outs
     multi_op.__name__ = getattr(fn, "__name__", "multi_op")
     multi_op.__doc__ = fn.__doc__
@@ -262,9 +267,35 @@ def positions(rec: ViewOf) -> np.ndarray:
             p = rec.fwd(ar)._data
         rec.pos = np.asarray(p)
         flat = rec.pos.reshape(-1)
-        rec.dup = bool(flat.size) and np.unique(flat).size != flat.size
-        rec.ident = flat.size == n and bool(np.all(flat == np.arange(n)))
+        # (a mask, not np.unique: put needs it anyway, and hashing every position of a big
+        # root for each view cost milliseconds)
+        rec.mask = np.zeros(n, bool)
+        rec.mask[flat] = True
+        rec.dup = int(np.count_nonzero(rec.mask)) != flat.size
+        rec.ident = flat.size == n and not rec.dup and bool(np.all(flat == np.arange(n)))
     return rec.pos
+
+
+def writable_alias(x: Tensor, root: Tensor) -> np.ndarray | None:
+    """x's elements as a writable NumPy view of its root's memory, when x's array is one
+    (an eager view op gives a read-only view of its input: a lazy copy, to other code); None
+    when the root's array is not its own (a lazy copy itself) or x's array is a copy (after
+    the root took new storage: the root's in-place path derives x again)."""
+    a, r = x._data, root._data
+    if type(a) is not np.ndarray or type(r) is not np.ndarray or not r.flags.writeable or \
+            _owner(a) is not _owner(r) or not np.may_share_memory(a, r):
+        return None
+    w = a.view()
+    try:
+        w.flags.writeable = True
+    except ValueError:              # memory NumPy will not write (a read-only buffer)
+        return None
+    return w
+
+
+def _expanded(a: np.ndarray) -> bool:
+    """Whether the array reads an element twice (a zero stride: expand, broadcast_to)."""
+    return any(s == 0 and n > 1 for s, n in zip(a.strides, a.shape))
 
 
 def _check(x: Tensor, rec: ViewOf, op: str) -> None:
@@ -298,8 +329,15 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
         x._view = None
         return root_inplace(x, update, op)
     _check(x, rec, op)
-    pos = positions(rec)
-    if rec.dup:
+    root = rec.root
+    # eagerly, x's array is usually a view of the root's memory: then a write without
+    # autograd history goes straight there, and the root positions x reads are not needed
+    # (finding them runs x's view ops on an arange of the whole root: an optimizer or
+    # clip_grad_norm_ stepping gradients that are views of one flat buffer paid that per
+    # gradient and step)
+    alias = None if STATE.traces else writable_alias(x, root)
+    pos = positions(rec) if alias is None else None
+    if rec.dup if alias is None else _expanded(alias):
         raise RuntimeError(
             f"{op}: unsupported operation: more than one element of the written-to tensor "
             f"refers to a single memory location (an expanded view {ops._fmt(x)}) (at "
@@ -312,21 +350,27 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
     new = update(src)
     check_inplace_result(x, new, op)
     new = ops.cast(new, x.dtype)
-    root = rec.root
     if not STATE.traces and type(root._data) is np.ndarray and type(new._data) is np.ndarray \
             and not (STATE.grad_enabled and (root._requires_grad or new._requires_grad)):
         # no autograd history to record: store straight into the root's memory
         d = root._data
-        if not d.flags.writeable:            # a lazy copy: the root gets its own buffer
-            d = root._data = d.copy()
-        if rec.ident:
+        if alias is not None:
+            np.copyto(alias, new._data)
+        elif rec.ident:
+            if not d.flags.writeable:        # a lazy copy: the root gets its own buffer
+                d = root._data = d.copy()
             np.copyto(d, new._data.reshape(d.shape))
         else:
+            if not d.flags.writeable:
+                d = root._data = d.copy()
             np.put(d, pos, new._data)
         if rec.kind != DATA:
             root._version[0] += 1
         rederive(root, root._view)
         return x
+
+    if pos is None:
+        pos = positions(rec)
 
     def put(old: Tensor) -> Tensor:
         if rec.ident:
@@ -359,10 +403,20 @@ def rederive(root: Tensor, rec: Views) -> None:
     its new value."""
     traces = STATE.traces
     graph = traces[-1].graph if traces else None
+    # eagerly, a view whose array is a NumPy view of the root's memory and that has no
+    # history needs nothing (_follow's first return, tested here inline: writing each of N
+    # gradients that are views of one buffer walks the N views N times)
+    shared = _owner(root._data) if not traces and type(root._data) is np.ndarray and \
+        not root._requires_grad else None
     alive = []
     for r in rec.refs:
         v = r()
         if v is None or type(getattr(v, "_view", None)) is not ViewOf:
+            continue
+        d = v._data
+        if shared is not None and type(d) is np.ndarray and not v._requires_grad and \
+                (d if d.base is None else d.base) is shared:
+            alive.append(r)
             continue
         if v._traced and v._data.graph is not graph:
             if _live(v):
