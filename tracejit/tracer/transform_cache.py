@@ -11,6 +11,10 @@ runtime/compile.py), so a trace is reused only while it still describes the func
   variable or global the function names that now holds another object, a captured tensor
   whose shape or dtype changed, a value the trace read into Python (`.item()`, `bool()`)
   that changed, or a module attribute the trace read that was rebound, all trace again;
+- unlike tj.compile, whose Python numbers are documented constants of the trace, a plain
+  transform is called like eager code: a closure variable or global that the function's own
+  code names and that holds a Python number, string or None is guarded by value, so
+  `scale = 3.0` between two calls traces again (not one read by a helper it calls);
 - as with jax.jit and tj.compile, the function's Python side effects (print, appending to a
   list) happen while it is traced, that is on the first call of each key, not on every call.
 
@@ -21,6 +25,8 @@ from __future__ import annotations
 import types
 import weakref
 from typing import Any, Callable
+
+import numpy as np
 
 from ..ir.core import Graph
 from .autocast import autocast_key
@@ -42,10 +48,11 @@ class Guards:
     globals), the captured tensors' shapes and dtypes, values read into Python, and module
     attributes read (see tracer/trace.py's TraceContext)."""
 
-    __slots__ = ("bindings", "guards", "attr_guards", "captures", "cap_avals")
+    __slots__ = ("bindings", "guards", "attr_guards", "captures", "cap_avals", "consts")
 
     def __init__(self, fn: Callable, ctx, captures: list, cap_avals: list) -> None:
         self.bindings = capture_bindings(fn, captures)
+        self.consts = const_bindings(fn)
         self.guards = list(ctx.guards)
         self.attr_guards = list(ctx.attr_guards)
         self.captures = captures
@@ -55,9 +62,74 @@ class Guards:
         for t, (shape, dtype) in zip(self.captures, self.cap_avals):
             if t._traced or tuple(t.shape) != tuple(shape) or t.dtype is not dtype:
                 return "a captured tensor changed shape or dtype"
-        return (bindings_changed(self.bindings) if self.bindings else None) or \
+        return (consts_changed(self.consts) if self.consts else None) or \
+            (bindings_changed(self.bindings) if self.bindings else None) or \
             (guard_changed(self.guards) if self.guards else None) or \
             (attr_guards_changed(self.attr_guards) if self.attr_guards else None)
+
+
+_CONSTS = (bool, int, float, complex, str, bytes, type(None), np.generic)
+
+
+def const_key(x: Any) -> tuple:
+    """A Python constant's identity as a trace sees it: its type and value, floats by their
+    bits (0.0 == -0.0 would reuse a trace holding the other zero: 1/(x*s) changes sign)."""
+    if isinstance(x, float):
+        return (type(x), x.hex())
+    if isinstance(x, complex):
+        return (type(x), x.real.hex(), x.imag.hex())
+    if isinstance(x, np.generic):
+        return (type(x), x.tobytes())
+    return (type(x), x)
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """The names fn's code (and the lambdas/comprehensions inside it) may read as globals."""
+    names, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        names.update(c.co_names)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return names
+
+
+def const_bindings(fn: Callable) -> list[tuple[Any, str, Any, tuple]]:
+    """The closure variables and globals fn's own code names that hold Python constants
+    (numbers, strings, None): (cell or globals dict, name, object, const_key). The trace
+    baked their values in (see the module doc)."""
+    while hasattr(fn, "__wrapped__"):
+        fn = fn.__wrapped__
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return []
+    found = []
+    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
+        try:
+            value = cell.cell_contents
+        except ValueError:                 # an empty cell
+            continue
+        if isinstance(value, _CONSTS):
+            found.append((cell, name, value, const_key(value)))
+    glob = getattr(fn, "__globals__", {})
+    for name in _global_names(code):
+        value = glob.get(name)
+        if isinstance(value, _CONSTS) and name in glob:
+            found.append((glob, name, value, const_key(value)))
+    return found
+
+
+def consts_changed(consts: list) -> str | None:
+    for where, name, obj, key in consts:
+        if isinstance(where, dict):
+            now = where.get(name, _CONSTS)
+        else:
+            try:
+                now = where.cell_contents
+            except ValueError:
+                now = _CONSTS
+        if now is not obj and (not isinstance(now, _CONSTS) or const_key(now) != key):
+            return f"'{name}' changed from {obj!r}"
+    return None
 
 
 def cacheable() -> bool:

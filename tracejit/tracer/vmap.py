@@ -230,11 +230,12 @@ def _cache_key(flat, norm, tree, kwargs, size, out_axes, randomness, device) -> 
         elif isinstance(x, np.ndarray):
             parts.append((a, x.shape, x.dtype.str, "array"))
         else:
-            parts.append((a, type(x), x))
-    if any(isinstance(v, (Tensor, np.ndarray)) for v in tree_flatten(kwargs)[0]):
+            parts.append((a, tcache.const_key(x)))
+    kw_leaves, kw_tree = tree_flatten(dict(sorted(kwargs.items())))
+    if any(isinstance(v, (Tensor, np.ndarray)) for v in kw_leaves):
         return None                     # (compared by value, they would be ambiguous)
-    key = (tree, tuple(parts), tuple(sorted(kwargs.items())), size, out_axes, randomness,
-           str(device))
+    key = (tree, tuple(parts), kw_tree, tuple(tcache.const_key(v) for v in kw_leaves), size,
+           out_axes, randomness, str(device))
     try:
         hash(key)
     except TypeError:
