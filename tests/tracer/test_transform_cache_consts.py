@@ -105,3 +105,55 @@ def test_vmap_keyword_signed_zero():
     with np.errstate(divide="ignore"):
         for s in (0.0, -0.0):
             np.testing.assert_array_equal(v(X, s=s).numpy(), 1.0 / (X * s))
+
+
+def test_entry_dropped_by_another_thread_meanwhile():
+    """Two threads that find the same stale entry both drop it: the second must not fail."""
+    from tracejit.tracer import transform_cache as tcache
+
+    def f(x):
+        return tj.sin(x) * 2.0
+
+    tj.jvp(f, (X,), (ONES,))
+    table = tcache._CACHE[f]
+    (full, entry), = table.items()
+
+    class DroppedMeanwhile:
+        def stale(self):
+            table.pop(full, None)           # what the other thread did
+            return "stale"
+
+    entry.guards = DroppedMeanwhile()
+    np.testing.assert_allclose(tj.jvp(f, (X,), (ONES,))[1].numpy(), 2.0 * np.cos(X))
+
+
+def test_threads_share_the_cache():
+    """Threads calling one function's transforms at more shapes than the cache keeps (so
+    they evict each other's entries) all get their own values."""
+    import threading
+
+    def f(x):
+        return tj.sin(x) * 2.0
+
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(40):
+                x = np.linspace(-1.0, 1.0, 1 + (k * 7 + i) % (tj_max_keys() + 4))
+                got = tj.jvp(f, (x,), (np.ones_like(x),))[1].numpy()
+                np.testing.assert_allclose(got, 2.0 * np.cos(x))
+        except Exception as e:              # noqa: BLE001  (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def tj_max_keys() -> int:
+    from tracejit.tracer import transform_cache as tcache
+    return tcache.MAX_KEYS

@@ -172,10 +172,10 @@ def lookup(kind: str, fn: Callable, key: tuple) -> Any:
     if entry is None:
         return None
     if isinstance(fn, types.MethodType) and entry.instance() is not fn.__self__:
-        del table[full]                 # an instance with a reused id
+        table.pop(full, None)           # an instance with a reused id
         return None
     if entry.guards.stale() is not None:
-        del table[full]
+        table.pop(full, None)           # (another thread may have dropped it already)
         return None
     return entry
 
@@ -187,7 +187,9 @@ def store(kind: str, fn: Callable, key: tuple, entry: Any) -> None:
         entry.instance = weakref.ref(fn.__self__) if _weakrefable(fn.__self__) else \
             (lambda s=fn.__self__: s)
     if len(table) >= MAX_KEYS:
-        del table[next(iter(table))]
+        oldest = list(table)[:1]        # (one call: another thread may change the table)
+        if oldest:
+            table.pop(oldest[0], None)
     table[(kind, extra, autocast_key(), key)] = entry
 
 
