@@ -157,3 +157,21 @@ def test_threads_share_the_cache():
 def tj_max_keys() -> int:
     from tracejit.tracer import transform_cache as tcache
     return tcache.MAX_KEYS
+
+
+@pytest.mark.parametrize("jac", [tj.jacfwd, tj.jacrev])
+def test_argnums_out_of_range_names_the_transform_and_line(jac):
+    with pytest.raises(ValueError, match=rf"{jac.__name__}: argnums 3 out of range .*"
+                                         rf"test_transform_cache_consts\.py:\d+"):
+        jac(lambda x: x.sum(), argnums=3)(X)
+
+
+def test_in_place_update_of_an_outside_tensor_names_reverse_mode_too():
+    w = tj.tensor(np.zeros(3))
+
+    def f(x):
+        w.add_(1.0)
+        return x * 2.0
+
+    with pytest.raises(RuntimeError, match=r"jacrev_f: .* in place .*jacrev"):
+        tj.jacrev(f)(X)

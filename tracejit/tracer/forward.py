@@ -117,8 +117,9 @@ def trace_pure(fn: Callable, args: Sequence[Tensor], in_tree, name: str,
         ctx.grad_slots.restore()       # a traced value must not stay in an outside `.grad`
     if ctx.writes:
         raise RuntimeError(f"{name}: the function updates a tensor from outside it in place "
-                           f"(at {user_location()}); forward-mode transforms need a function "
-                           f"without such side effects (return the new value instead)")
+                           f"(at {user_location()}); jvp, linearize, jacfwd, jacrev and "
+                           f"hessian need a function without such side effects (return the new "
+                           f"value instead)")
     g = ctx.graph
     g.outputs = outs + touts
     tan_in = g.inputs[len(args):len(args) + len(tangents)]
@@ -298,11 +299,12 @@ def _linear_parts(pure: Pure, wrt, name: str) -> dict:
     return {"primal_g": primal_g, "tangent_g": tangent_g}
 
 
-def _argnums(argnums, n: int) -> tuple[int, ...]:
+def _argnums(argnums, n: int, what: str = "") -> tuple[int, ...]:
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for a in nums:
         if not -n <= a < n:
-            raise ValueError(f"argnums {argnums} out of range for {n} positional arguments")
+            raise ValueError(f"{what}{': ' if what else ''}argnums {argnums} out of range for "
+                             f"{n} positional arguments (at {user_location()})")
     return tuple(a % n for a in nums)
 
 

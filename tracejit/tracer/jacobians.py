@@ -78,7 +78,7 @@ def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args):
-        nums = _argnums(argnums, len(args))
+        nums = _argnums(argnums, len(args), "jacfwd")
         flat_args, wrt, groups = _wrt_groups(args, nums, "jacfwd")
         _, in_tree = tree_flatten(tuple(args))
         e = cached("jacfwd", fn, flat_args, in_tree, name,
@@ -141,7 +141,7 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0,
 
     @functools.wraps(fn)
     def wrapper(*args):
-        nums = _argnums(argnums, len(args))
+        nums = _argnums(argnums, len(args), "jacrev")
         flat_args, wrt, groups = _wrt_groups(args, nums, "jacrev")
         _, in_tree = tree_flatten(tuple(args))
         e = cached("jacrev", fn, flat_args, in_tree, name,
