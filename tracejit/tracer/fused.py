@@ -237,11 +237,13 @@ def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Ten
 
 def _key(fn, args, kwargs, tensors):
     """The plan's cache key, or None where an argument is not hashable (a list or an array:
-    such calls record op by op)."""
+    such calls record op by op) or a tensor is traced."""
     parts: list[Any] = [fn]
     for a in args:
         if type(a) in SUBCLASSES:
             d = a._data
+            if type(d) is Value:           # a traced tensor: not an eager call
+                return None
             parts.append((d.shape, d.dtype.num, a._requires_grad, type(d),
                           None if type(d) is np.ndarray else device_of(d)))
             tensors.append(a)
@@ -250,6 +252,8 @@ def _key(fn, args, kwargs, tensors):
     for k, a in kwargs.items():
         if type(a) in SUBCLASSES:
             d = a._data
+            if type(d) is Value:
+                return None
             parts.append((k, d.shape, d.dtype.num, a._requires_grad, type(d),
                           None if type(d) is np.ndarray else device_of(d)))
             tensors.append(a)
@@ -270,7 +274,7 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict) -> Tensor | None:
         return None
     tensors: list[Tensor] = []
     key = _key(fn, args, kwargs, tensors)
-    if key is None or any(isinstance(t._data, Value) for t in tensors):
+    if key is None:
         return None
     plan = _PLANS.get(key)
     if plan is None:
