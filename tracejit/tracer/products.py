@@ -147,6 +147,13 @@ def diagonal(x, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
     length = max(0, min(n, m - offset) if offset >= 0 else min(n + offset, m))
     start = offset if offset >= 0 else -offset * m
     flat = ops.reshape(y, y.shape[:-2] + (n * m,))
+    if length:
+        # a strided slice, not a gather: eagerly a NumPy view of x's memory, as torch's
+        # diagonal is a view (its .numpy() and in-place writes reach x's storage directly)
+        k = len(rest)
+        return bind(P.slice, flat, starts=[0] * k + [start],
+                    stops=list(flat.shape[:-1]) + [start + (length - 1) * (m + 1) + 1],
+                    steps=[1] * k + [m + 1])
     idx = ops.add(ops.mul(positions(x, (length,), 0), m + 1), start)
     return bind(P.gather, flat, idx, axis=len(rest))
 

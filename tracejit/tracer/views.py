@@ -147,8 +147,8 @@ def contiguous(x: Tensor, memory_format=None) -> Tensor:
 def _reshaping(fn: Callable, name: str, strict: bool = False) -> Callable:
     def reshape_op(x, *args, **kwargs):
         out = fn(x, *args, **kwargs)
-        if not isinstance(x, Tensor):
-            return out
+        if not isinstance(x, Tensor) or (out is x and name == "flatten"):
+            return out              # (torch's flatten(d, d) returns its input itself)
         if out is x or _reshape_is_view(x, out):
             out = mark(x, out, lambda r: fn(r, *args, **kwargs))
         elif strict:
@@ -219,7 +219,13 @@ def _multi(fn: Callable) -> Callable:
 # -- detach and .data ------------------------------------------------------------------------------
 def detach(x: Tensor) -> Tensor:
     """x.detach(): shares x's data and version counter, and follows x's in-place updates."""
-    out = Tensor.detach(x)          # (Tensor here is tensor_base's: the plain detach)
+    rec = getattr(x, "_view", None)
+    if type(rec) is ViewOf and type(x._data) is np.ndarray and not x._captured():
+        # the view's array (a read-only view of its base's memory) is shared, not made x's
+        # own by a copy (Tensor.detach's _own): x and its detached alias stay in that memory
+        out = Tensor(x._data)
+    else:
+        out = Tensor.detach(x)      # (Tensor here is tensor_base's: the plain detach)
     return mark(x, out, Tensor.detach, DETACH)
 
 
@@ -232,6 +238,34 @@ def data_of(x: Tensor) -> Tensor:
         mark(x, out, lambda r: r.detach() if r._traced or r._captured()
              else Tensor(r._data), DATA)
     return out
+
+
+def numpy_of(x: Tensor) -> np.ndarray:
+    """x.numpy(): x's storage as a writable NumPy array, as torch's (writing into it changes x,
+    its base and the base's other views). A view's is a NumPy view of its base's memory
+    whenever its elements are one there, which every view op but view/reshape/flatten gives
+    (those, when the base's array is laid out as torch's strides say: always, unless the
+    base was made from a non-contiguous NumPy array); otherwise x.numpy() is a copy."""
+    rec = getattr(x, "_view", None)
+    if type(rec) is not ViewOf or x._requires_grad or type(x._data) is not np.ndarray or \
+            not _live(rec.root):
+        own = x._data
+        arr = Tensor.numpy(x)          # (tensor_base's: the errors, and the array made own)
+        if arr is not own and type(rec) is Views:
+            rederive(x, rec)            # x took its own storage: its views follow it there
+        return arr
+    x._concrete("numpy()")
+    root = rec.root
+    own = root._data
+    if type(own) is np.ndarray and not own.flags.writeable:
+        root._own()                     # a lazy copy: the base takes its own storage first
+        rederive(root, root._view)      # (and its views, x too, are derived there again)
+    alias = writable_alias(x, root)
+    if alias is None and type(root._data) is np.ndarray:
+        with _grad(False):              # x's array is a copy: derive it from the base again
+            x._data = rec.fwd(root)._data
+        alias = writable_alias(x, root)
+    return alias if alias is not None else Tensor.numpy(x)
 
 
 def forget(t: Tensor) -> None:
