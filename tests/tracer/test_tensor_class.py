@@ -63,7 +63,7 @@ def test_a_user_subclass_of_tensor_works_with_ops_and_compile():
             super().__init__(np.asarray(data))
             self.tag = tag
 
-    t = Tagged([1.0, 2.0, 3.0], "a")
+    t = Tagged([1.0, 2.0, 3.0], tag="a")
     assert type(t) is Tagged and t.tag == "a" and isinstance(t, tj.Tensor)
     assert type(t) in SUBCLASSES                 # fast paths take it without isinstance
     assert type(t + 1) is tj.Tensor

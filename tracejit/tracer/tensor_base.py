@@ -57,12 +57,12 @@ class TensorBase:
 
     __array_priority__ = 1000        # so `ndarray * Tensor` calls Tensor.__rmul__
 
-    def __new__(cls, data: Any = None, requires_grad: bool = False, *, _weak: bool = False):
+    def __new__(cls, *args, **kwargs):
         # ops below tensor.py make their results as TensorBase(data): an instance of the final
-        # class (a subclass, nn.Parameter, constructs itself). An explicit factory would say
-        # the same at every call site and cost as much; this keeps those sites `Tensor(data)`.
-        # Named parameters, not *args/**kwargs: measured as fast as a class without __new__
-        # (the packing cost about 200 ns per tensor)
+        # class (a subclass, nn.Parameter, constructs itself; *args/**kwargs: whatever its
+        # __init__ takes). An explicit factory would say the same at every call site; this
+        # keeps those sites `Tensor(data)`. The call costs about 2,000 instructions per tensor
+        # (callgrind), so the eager fast path (dispatch.py) skips it.
         return object.__new__(_final if cls is TensorBase else cls)
 
     def __init_subclass__(cls, **kwargs) -> None:
