@@ -175,3 +175,96 @@ def test_in_place_update_of_an_outside_tensor_names_reverse_mode_too():
 
     with pytest.raises(RuntimeError, match=r"jacrev_f: .* in place .*jacrev"):
         tj.jacrev(f)(X)
+
+
+IDX = np.array([0, 1])
+
+
+def _pick(x):
+    return x[IDX] * 2.0
+
+
+@pytest.mark.parametrize("kind", ["jvp", "jacrev", "vmap"])
+def test_global_index_array_rebound_or_updated_traces_again(kind):
+    global IDX
+    x = np.arange(4.0)
+    try:
+        for idx, update in (([0, 1], False), ([2, 3], False), ([3, 0], True)):
+            if update:
+                IDX[:] = idx                # the same array, new values
+            else:
+                IDX = np.array(idx)
+            if kind == "jvp":
+                out, tan = tj.jvp(_pick, (x,), (np.ones(4),))
+                np.testing.assert_array_equal(out.numpy(), 2.0 * x[idx])
+                np.testing.assert_array_equal(tan.numpy(), [2.0, 2.0])
+            elif kind == "jacrev":
+                want = np.zeros((2, 4))
+                want[[0, 1], idx] = 2.0
+                np.testing.assert_array_equal(tj.jacrev(_pick)(x).numpy(), want)
+            else:
+                xs = np.stack([x, x + 10.0])
+                np.testing.assert_array_equal(tj.vmap(_pick)(xs).numpy(), 2.0 * xs[:, idx])
+    finally:
+        IDX = np.array([0, 1])
+
+
+def test_closure_index_list_or_tuple_rebound_traces_again():
+    idx = [0, 1]
+
+    def f(x):
+        return x[idx] * 2.0
+
+    x = np.arange(4.0)
+    np.testing.assert_array_equal(tj.jvp(f, (x,), (np.ones(4),))[0].numpy(), [0.0, 2.0])
+    idx = [3, 2]
+    np.testing.assert_array_equal(tj.jvp(f, (x,), (np.ones(4),))[0].numpy(), [6.0, 4.0])
+    shape = (2, 2)
+
+    def g(x):
+        return x.reshape(shape).sum(0)
+
+    np.testing.assert_array_equal(tj.jvp(g, (x,), (np.ones(4),))[0].numpy(), [2.0, 4.0])
+    shape = (2, 2)                          # another tuple, equal: the trace is kept
+    np.testing.assert_array_equal(tj.jvp(g, (x,), (np.ones(4),))[0].numpy(), [2.0, 4.0])
+    shape = (4, 1)
+    np.testing.assert_array_equal(tj.jvp(g, (x,), (np.ones(4),))[0].numpy(), [6.0])
+
+
+def test_a_list_the_function_appends_to_keeps_the_trace():
+    log = []
+
+    def f(x):
+        log.append(1)
+        return x * 2.0
+
+    for _ in range(3):
+        tj.jvp(f, (np.ones(2),), (np.ones(2),))
+    assert log == [1]
+
+
+def test_vmap_unbatched_index_array_argument():
+    v = tj.vmap(lambda x, i: x[i], in_axes=(0, None))
+    xs = np.arange(12.0).reshape(3, 4)
+    idx = np.array([0, 1])
+    np.testing.assert_array_equal(v(xs, idx).numpy(), xs[:, [0, 1]])
+    np.testing.assert_array_equal(v(xs, np.array([2, 3])).numpy(), xs[:, [2, 3]])
+    idx[:] = [3, 3]                         # the same array object, new values
+    np.testing.assert_array_equal(v(xs, idx).numpy(), xs[:, [3, 3]])
+
+
+def test_captured_data_array_is_not_guarded_by_value():
+    """An array the graph reads as an input is read afresh by each call: updating it in
+    place must not trace again (and must be seen)."""
+    w = np.array([1.0, 2.0, 3.0])
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return x * w
+
+    x = np.ones(3)
+    for k in range(3):
+        w[:] = [1.0 + k, 2.0, 3.0]
+        np.testing.assert_array_equal(tj.jvp(f, (x,), (x,))[0].numpy(), w)
+    assert len(traces) == 1

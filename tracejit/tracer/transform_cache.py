@@ -11,10 +11,13 @@ runtime/compile.py), so a trace is reused only while it still describes the func
   variable or global the function names that now holds another object, a captured tensor
   whose shape or dtype changed, a value the trace read into Python (`.item()`, `bool()`)
   that changed, or a module attribute the trace read that was rebound, all trace again;
-- unlike tj.compile, whose Python numbers are documented constants of the trace, a plain
-  transform is called like eager code: a closure variable or global that the function's own
-  code names and that holds a Python number, string or None is guarded by value, so
-  `scale = 3.0` between two calls traces again (not one read by a helper it calls);
+- unlike tj.compile, whose Python numbers, lists and index arrays are documented constants
+  of the trace, a plain transform is called like eager code: a closure variable or global
+  that the function's own code names and that holds a Python number, string, None, a tuple
+  of those, or a NumPy array the trace did not capture (an index array, whose values the
+  trace holds) is guarded by value, so `scale = 3.0` or `idx[:] = ...` between two calls
+  traces again (not one read only by a helper it calls); a list is guarded by identity
+  only (a function may append to one as a side effect), so its contents stay constants;
 - as with jax.jit and tj.compile, the function's Python side effects (print, appending to a
   list) happen while it is traced, that is on the first call of each key, not on every call.
 
@@ -52,7 +55,7 @@ class Guards:
 
     def __init__(self, fn: Callable, ctx, captures: list, cap_avals: list) -> None:
         self.bindings = capture_bindings(fn, captures)
-        self.consts = const_bindings(fn)
+        self.consts = const_bindings(fn, captures)
         self.guards = list(ctx.guards)
         self.attr_guards = list(ctx.attr_guards)
         self.captures = captures
@@ -93,28 +96,49 @@ def _global_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def const_bindings(fn: Callable) -> list[tuple[Any, str, Any, tuple]]:
-    """The closure variables and globals fn's own code names that hold Python constants
-    (numbers, strings, None): (cell or globals dict, name, object, const_key). The trace
-    baked their values in (see the module doc)."""
+def frozen(x: Any, captured: frozenset = frozenset()) -> tuple | None:
+    """x's value as a trace may have baked it in, comparable with ==: a Python constant, a
+    tuple of such values, or a NumPy array (by its bytes) that is not one of the `captured`
+    arrays (ids; those are graph inputs, read afresh); a list only by identity. None: not a
+    value to guard."""
+    if isinstance(x, _CONSTS):
+        return const_key(x)
+    if isinstance(x, np.ndarray):
+        return None if id(x) in captured else ("array", x.dtype.str, x.shape, x.tobytes())
+    if type(x) is tuple:
+        parts = tuple(frozen(e, captured) for e in x)
+        return None if None in parts else (tuple, parts)
+    if type(x) is list:     # by identity: a list the function appends to (a log, a trace
+        return (list, id(x))    # counter) is no constant; the guard keeps it alive (the id)
+    return None
+
+
+def const_bindings(fn: Callable, captures: list = ()) -> list[tuple[Any, str, Any, tuple]]:
+    """The closure variables and globals fn's own code names whose values the trace may have
+    baked in (see `frozen` and the module doc): (cell or globals dict, name, object, its
+    frozen value)."""
     while hasattr(fn, "__wrapped__"):
         fn = fn.__wrapped__
     code = getattr(fn, "__code__", None)
     if code is None:
         return []
+    captured = frozenset(id(c._data) for c in captures)
     found = []
     for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
         try:
             value = cell.cell_contents
         except ValueError:                 # an empty cell
             continue
-        if isinstance(value, _CONSTS):
-            found.append((cell, name, value, const_key(value)))
+        key = frozen(value, captured)
+        if key is not None:
+            found.append((cell, name, value, key))
     glob = getattr(fn, "__globals__", {})
     for name in _global_names(code):
-        value = glob.get(name)
-        if isinstance(value, _CONSTS) and name in glob:
-            found.append((glob, name, value, const_key(value)))
+        if name in glob:
+            value = glob[name]
+            key = frozen(value, captured)
+            if key is not None:
+                found.append((glob, name, value, key))
     return found
 
 
@@ -127,8 +151,10 @@ def consts_changed(consts: list) -> str | None:
                 now = where.cell_contents
             except ValueError:
                 now = _CONSTS
-        if now is not obj and (not isinstance(now, _CONSTS) or const_key(now) != key):
-            return f"'{name}' changed from {obj!r}"
+        if now is obj and isinstance(obj, _CONSTS):
+            continue                        # (immutable: the same object, the same value)
+        if now is _CONSTS or frozen(now) != key:
+            return f"'{name}' (traced as {obj!r}) changed"
     return None
 
 
@@ -217,4 +243,5 @@ def clear() -> None:
     _STRONG.clear()
 
 
-__all__ = ["Entry", "Guards", "cacheable", "lookup", "store", "leaf_key", "capture_avals", "clear"]
+__all__ = ["Entry", "Guards", "frozen", "const_key", "cacheable", "lookup", "store", "leaf_key",
+           "capture_avals", "clear"]

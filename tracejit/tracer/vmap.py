@@ -170,6 +170,8 @@ def _vmap_call(fn, flat, norm, tree, kwargs, size, out_axes, randomness):
     key = _cache_key(flat, norm, tree, kwargs, size, out_axes, randomness, device) \
         if tcache.cacheable() else None
     entry = tcache.lookup("vmap", fn, key) if key is not None else None
+    if entry is not None and any(tcache.frozen(flat[i]) != v for i, v in entry.arg_values):
+        entry = None                    # an index array argument with other values
     if entry is None:
         entry = _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos,
                          stand_ins=key is not None)
@@ -304,7 +306,12 @@ def _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos
     guards = tcache.Guards(fn, _TraceFacts(tr), outside,
                            [(v.shape, v.dtype) for v, p in
                             zip(g.inputs[first:first + len(caps)], caps) if p is None])
+    # unbatched array arguments the trace did not capture (an index array, say) may be baked
+    # into the graph: a later call must bring the same values
+    arg_values = [(i, tcache.frozen(flat[i])) for i, a in enumerate(norm)
+                  if a is None and isinstance(flat[i], np.ndarray) and i not in caps]
     return tcache.Entry(guards=guards, bg=bg, out_b=out_b, n_user=n_user, mutated=list(mutated),
+                        arg_values=arg_values,
                         captures=list(tr.captures), cap_args=caps, writes=list(tr.writes),
                         write_args=[_arg_position(t, given, norm) for t in tr.writes],
                         n_random=tr.n_random, out_tree=tr.out_tree[1][0],
