@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from ..devices import is_gpu_array
+from ..tracer.inplace import store
 from ..tracer.ops import stack
 from ..tracer.state import STATE
 from ..tracer.tensor import Tensor
+from ..tracer.views import ViewOf, follow_writes
 from .dispatch import (backend_for, check_op, check_tensor, contiguous, describe, op_err,
                        start)
 from .base import DistError, ReduceOp, Work
@@ -48,12 +50,21 @@ def _finish(work: Work, async_op: bool) -> Work | None:
 
 
 def _in_place(t: Tensor, work_fn) -> Work:
+    """Run the collective on t's memory when it is t's own contiguous array; otherwise (a
+    view, whose array is a read-only alias of its base's memory; a non-contiguous tensor) on
+    a contiguous copy, stored into t when it completes as an in-place op stores its result
+    (tracer.inplace.store: version counter, write-through to the base, views follow)."""
+    rec = getattr(t, "_view", None)
     arr, copy_back = contiguous(t._data)
+    if type(rec) is ViewOf and not copy_back:
+        arr, copy_back = arr.copy(), True
     work = work_fn(arr)
     if copy_back:
-        target = t._data
-        work.add_finisher(lambda: target.__setitem__(Ellipsis, arr))
+        work.add_finisher(lambda: store(t, arr, "collective"))
+        return work
     t._version[0] += 1
+    if rec is not None:             # a base: its views follow its new value
+        work.add_finisher(lambda: follow_writes(t))
     return work
 
 
@@ -130,8 +141,7 @@ def all_gather(tensor_list: list, tensor: Tensor, group: Any = None,
         stacked = cupy.empty((pg.size,) + t.shape, t._data.dtype)
     work = be.all_gather(stacked, src, desc)
     for i, o in enumerate(tensor_list):
-        work.add_finisher(lambda i=i, o=o: o._data.__setitem__(Ellipsis, stacked[i]))
-        o._version[0] += 1
+        work.add_finisher(lambda i=i, o=o: store(o, stacked[i], "all_gather"))
     return _finish(work, async_op)
 
 

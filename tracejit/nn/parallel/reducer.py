@@ -34,6 +34,7 @@ from ...distributed.traced import OP_CODES, traced_all_reduce_start, traced_all_
 from ...runtime import grad_sync
 from ...tracer.autograd import in_backward_pass, queue_callback
 from ...tracer.creation import zeros
+from ...tracer.inplace import store
 from ...tracer.ops import cat, reshape
 from ...tracer.state import STATE
 from ...tracer.tensor import Tensor
@@ -296,8 +297,8 @@ class Reducer:
                     p._grad = Tensor(avg)
             elif p._grad is None:
                 p._grad = Tensor(avg.copy())
-            else:
-                p._grad._own()[...] = avg
+            else:               # in place, as an in-place op: a .grad that is a view writes
+                store(p._grad, avg, "DistributedDataParallel")      # through to its base
 
     def remove(self) -> None:
         for h in self.handles:
