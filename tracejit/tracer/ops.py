@@ -286,6 +286,16 @@ def clip(x, min=None, max=None):     # noqa: A002
     min <= x <= max (as torch.clamp). NaN wins, as in NumPy and PyTorch: a NaN in x or in a
     bound gives NaN, and x gets no gradient there."""
     x = as_tensor(x)
+    if x.dtype.is_float and (min is not None or max is not None) and \
+            all(b is None or (type(b) in (float, int) and b == b) for b in (min, max)):
+        # bounds that are Python numbers, not NaN (the common case): compared as numbers,
+        # with no constant tensors and no NaN test of the bounds (two ops each before)
+        y = x
+        if min is not None:
+            y = where(lt(y, min), min, y)
+        if max is not None:
+            y = where(gt(y, max), max, y)
+        return where(ne(x, x), float("nan"), y)
     y = x
     nan_bound = None
     for bound, loses in ((min, lt), (max, gt)):
