@@ -268,3 +268,37 @@ def test_captured_data_array_is_not_guarded_by_value():
         w[:] = [1.0 + k, 2.0, 3.0]
         np.testing.assert_array_equal(tj.jvp(f, (x,), (x,))[0].numpy(), w)
     assert len(traces) == 1
+
+
+OFFSET = 1.0
+W_HELPER = tj.tensor(np.array([1.0, 2.0, 3.0]))
+
+
+def _helper(x):
+    return x * W_HELPER + OFFSET
+
+
+def _uses_helper(x):
+    return tj.sin(_helper(x))
+
+
+def _other_helper(x):
+    return x * 10.0
+
+
+def test_values_read_by_a_helper_of_the_module_trace_again():
+    global OFFSET, W_HELPER, _helper
+    keep = (OFFSET, W_HELPER, _helper)
+    x = np.array([0.1, 0.2, 0.3])
+    try:
+        for offset, w in ((1.0, [1.0, 2.0, 3.0]), (2.0, [1.0, 2.0, 3.0]),
+                          (2.0, [3.0, 2.0, 1.0])):
+            OFFSET, W_HELPER = offset, tj.tensor(np.array(w))
+            out, tan = tj.jvp(_uses_helper, (x,), (ONES,))
+            np.testing.assert_allclose(out.numpy(), np.sin(x * w + offset))
+            np.testing.assert_allclose(tan.numpy(), np.cos(x * w + offset) * w)
+        _helper = _other_helper                 # a rebound helper
+        np.testing.assert_allclose(tj.jvp(_uses_helper, (x,), (ONES,))[0].numpy(),
+                                   np.sin(x * 10.0))
+    finally:
+        OFFSET, W_HELPER, _helper = keep

@@ -16,8 +16,10 @@ runtime/compile.py), so a trace is reused only while it still describes the func
   that the function's own code names and that holds a Python number, string, None, a tuple
   of those, or a NumPy array the trace did not capture (an index array, whose values the
   trace holds) is guarded by value, so `scale = 3.0` or `idx[:] = ...` between two calls
-  traces again (not one read only by a helper it calls); a list is guarded by identity
-  only (a function may append to one as a side effect), so its contents stay constants;
+  traces again; so do those that the helper functions of its module it names (closure or
+  global, followed iteratively) read, and a rebound helper or tensor there; a list is
+  guarded by identity only (a function may append to one as a side effect), so its
+  contents stay constants, as do attributes of plain objects (`self.scale`);
 - as with jax.jit and tj.compile, the function's Python side effects (print, appending to a
   list) happen while it is traced, that is on the first call of each key, not on every call.
 
@@ -34,6 +36,7 @@ import numpy as np
 from ..ir.core import Graph
 from .autocast import autocast_key
 from .state import STATE
+from .tensor_base import TensorBase
 from .trace import attr_guards_changed, bindings_changed, capture_bindings, guard_changed
 
 MAX_KEYS = 16          # traces kept per (transform, function); the oldest goes first
@@ -114,31 +117,45 @@ def frozen(x: Any, captured: frozenset = frozenset()) -> tuple | None:
 
 
 def const_bindings(fn: Callable, captures: list = ()) -> list[tuple[Any, str, Any, tuple]]:
-    """The closure variables and globals fn's own code names whose values the trace may have
-    baked in (see `frozen` and the module doc): (cell or globals dict, name, object, its
-    frozen value)."""
+    """The closure variables and globals whose values the trace may have baked in (see
+    `frozen` and the module doc): (cell or globals dict, name, object, its frozen value).
+    Read from fn's code and from the helper functions of fn's own module that it names
+    (iteratively), which are guarded by identity, as are the tensors they name."""
     while hasattr(fn, "__wrapped__"):
         fn = fn.__wrapped__
-    code = getattr(fn, "__code__", None)
-    if code is None:
+    if getattr(fn, "__code__", None) is None:
         return []
+    home = getattr(fn, "__globals__", None)
     captured = frozenset(id(c._data) for c in captures)
-    found = []
-    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
-        try:
-            value = cell.cell_contents
-        except ValueError:                 # an empty cell
-            continue
-        key = frozen(value, captured)
-        if key is not None:
-            found.append((cell, name, value, key))
-    glob = getattr(fn, "__globals__", {})
-    for name in _global_names(code):
-        if name in glob:
-            value = glob[name]
+    found: list = []
+    todo, seen = [fn], {id(fn)}
+
+    def guard(where: Any, name: str, value: Any) -> None:
+        if isinstance(value, types.FunctionType):
+            key = (types.FunctionType, id(value))
+            if len(seen) < 64 and id(value) not in seen and value.__globals__ is home:
+                seen.add(id(value))
+                todo.append(value)
+        elif isinstance(value, TensorBase):
+            key = (TensorBase, id(value))
+        else:
             key = frozen(value, captured)
-            if key is not None:
-                found.append((glob, name, value, key))
+        if key is not None:
+            found.append((where, name, value, key))
+
+    while todo:
+        f = todo.pop()
+        code = f.__code__
+        for name, cell in zip(code.co_freevars, f.__closure__ or ()):
+            try:
+                value = cell.cell_contents
+            except ValueError:             # an empty cell
+                continue
+            guard(cell, name, value)
+        glob = f.__globals__
+        for name in _global_names(code):
+            if name in glob:
+                guard(glob, name, glob[name])
     return found
 
 
