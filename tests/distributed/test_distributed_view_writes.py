@@ -11,7 +11,7 @@ from tracejit.nn.parallel import DistributedDataParallel as DDP
 
 from dist_launch import launch, oks, report
 
-CHECKS = ["view_all_reduce", "view_broadcast_gather", "ddp_view_grads"]
+CHECKS = ["view_all_reduce", "view_broadcast_gather", "ddp_view_grads", "ddp_view_params"]
 
 
 @pytest.fixture

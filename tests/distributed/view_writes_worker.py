@@ -76,7 +76,18 @@ def check_ddp_view_grads():
     print("ok ddp_view_grads", flush=True)
 
 
+def check_ddp_broadcasts_into_view_parameters():
+    flat = tj.zeros(8) + float(RANK)            # every rank starts from its own values
+    model = tj.nn.Linear(3, 2)
+    model.weight = tj.nn.Parameter(flat[:6].view(2, 3))
+    model.bias = tj.nn.Parameter(flat[6:])
+    DDP(model)                                  # rank 0's parameters, written into flat
+    np.testing.assert_array_equal(flat.numpy(), np.zeros(8))
+    print("ok ddp_view_params", flush=True)
+
+
 CHECKS = {"view_all_reduce": check_view_all_reduce,
+          "ddp_view_params": check_ddp_broadcasts_into_view_parameters,
           "view_broadcast_gather": check_view_broadcast_and_gather,
           "ddp_view_grads": check_ddp_view_grads}
 

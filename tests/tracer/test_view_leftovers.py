@@ -205,3 +205,17 @@ def test_store_into_a_base_makes_views_with_history_follow():
     v.mul_(w)                       # v's array is now its own (it has autograd history)
     store(base, np.arange(4, dtype=np.float32))
     assert v.tolist() == [1, 2] and base._version_count == 2
+
+
+def test_parameter_of_a_view_shares_the_base_storage():
+    out = {}
+    for lib in (torch, tj):
+        flat = lib.zeros(8)
+        p = lib.nn.Parameter(flat[2:8].view(2, 3))
+        opt = lib.optim.SGD([p], lr=0.5)
+        p.grad = lib.ones(2, 3)
+        opt.step()
+        with lib.no_grad():
+            p.mul_(2)
+        out[lib.__name__] = flat.numpy().copy()
+    np.testing.assert_array_equal(out["tracejit"], out["torch"])

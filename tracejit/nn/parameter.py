@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..tracer.tensor import Tensor
+from ..tracer.views import ViewOf, writable_alias
 
 
 class Parameter(Tensor):
@@ -22,7 +23,11 @@ class Parameter(Tensor):
             if data._traced:
                 raise RuntimeError("nn.Parameter: cannot make a parameter from a tensor traced "
                                    "inside @tj.compile; create parameters outside the function")
-            arr = data._own()             # shares storage with `data`, as torch
+            rec = getattr(data, "_view", None)
+            # shares storage with `data`, as torch: a view's array is a read-only alias of
+            # its base's memory (a lazy copy to other code), which the parameter may write
+            alias = writable_alias(data, rec.root) if type(rec) is ViewOf else None
+            arr = alias if alias is not None else data._own()
         else:
             arr = np.asarray(data)
         super().__init__(arr)

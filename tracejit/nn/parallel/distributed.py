@@ -16,6 +16,7 @@ import numpy as np
 from ...distributed import collectives as C
 from ...distributed.base import DistError
 from ...distributed.group import resolve
+from ...tracer.inplace import store
 from ...tracer.state import STATE, is_grad_enabled, no_grad
 from ...tracer.tensor import Tensor
 from ...runtime.compiled_module import CompiledModule
@@ -40,8 +41,8 @@ def _coalesced_broadcast(tensors: list, pg: Any) -> None:
         off = 0
         for t in ts:
             n = t.numel()
-            t._own()[...] = flat._data[off:off + n].reshape(t.shape)
-            t._version[0] += 1
+            # as an in-place op: a parameter that is a view writes through to its base
+            store(t, flat._data[off:off + n].reshape(t.shape), "DistributedDataParallel")
             off += n
 
 
