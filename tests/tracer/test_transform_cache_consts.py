@@ -302,3 +302,26 @@ def test_values_read_by_a_helper_of_the_module_trace_again():
                                    np.sin(x * 10.0))
     finally:
         OFFSET, W_HELPER, _helper = keep
+
+
+@pytest.mark.parametrize("jac", [tj.jacfwd, tj.jacrev])
+def test_repeated_argnums_is_an_error(jac):
+    # (torch.func raises too; the result had one block for two argnums)
+    with pytest.raises(ValueError, match=rf"{jac.__name__}: argnums elements must be unique.*"
+                                         rf"test_transform_cache_consts\.py:\d+"):
+        jac(lambda x, y: x * y, argnums=(0, 1, 0))(X, X)
+
+
+@pytest.mark.parametrize("jac", [tj.jacfwd, tj.jacrev])
+def test_argnums_order_is_the_blocks_order(jac):
+    """argnums=(1, 0) gives d/dy first, as JAX and torch.func (it gave d/dx first)."""
+    x, y = np.array([0.5, 1.5]), np.array([1.0, -2.0, 3.0])
+
+    def f(a, b):
+        return tj.stack([(a * 2.0).sum() * b.sum(), (b * b).sum() + a[0]])
+
+    dy, dx = jac(f, argnums=(1, 0))(x, y)
+    np.testing.assert_allclose(dy.numpy(), [np.full(3, 2.0 * x.sum()), 2.0 * y])
+    np.testing.assert_allclose(dx.numpy(), [np.full(2, 2.0 * y.sum()), [1.0, 0.0]])
+    (dx1,) = jac(f, argnums=(0,))(x, y)
+    np.testing.assert_allclose(dx1.numpy(), dx.numpy())

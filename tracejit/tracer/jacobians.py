@@ -103,15 +103,27 @@ def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
                     pos += n
                     jacs.append(ops.reshape(part, o.shape + leaf.shape))
                 blocks.append(tree_unflatten(tree, jacs))
-            per_out.append(blocks[0] if isinstance(argnums, int) else tuple(blocks))
+            per_out.append(_in_argnums_order(blocks, argnums, nums))
         return tree_unflatten(pure.out_tree, per_out)
     wrapper.__name__ = name
     return wrapper
 
 
+def _in_argnums_order(blocks: list, argnums, nums: tuple[int, ...]) -> Any:
+    """One output's Jacobian blocks (made in argument order) as argnums asks: one block for
+    an int, else a tuple in argnums' own order (argnums=(1, 0): d/d args[1] first)."""
+    if isinstance(argnums, int):
+        return blocks[0]
+    ordered = sorted(nums)
+    return tuple(blocks[ordered.index(a)] for a in nums)
+
+
 def _wrt_groups(args: tuple, nums: tuple[int, ...], what: str):
     """(flat argument tensors, the flat indices to differentiate, per argnum (first flat index,
     leaves, tree))."""
+    if len(set(nums)) != len(nums):     # (one block per argnum: a repeat would be dropped)
+        raise ValueError(f"{what}: argnums elements must be unique, got {nums} "
+                         f"(at {user_location()})")
     groups, flat_args, off = [], [], 0
     for i, a in enumerate(args):
         leaves, tree = tree_flatten(a)
@@ -171,7 +183,7 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0,
                         for j, leaf in enumerate(leaves)]
                 pos += len(leaves)
                 blocks.append(tree_unflatten(tree, jacs))
-            per_out.append(blocks[0] if isinstance(argnums, int) else tuple(blocks))
+            per_out.append(_in_argnums_order(blocks, argnums, nums))
         return tree_unflatten(pure.out_tree, per_out)
     wrapper.__name__ = name
     return wrapper
