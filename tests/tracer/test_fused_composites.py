@@ -413,3 +413,19 @@ def test_fake_gpu_attention_constants_are_made_once(fake_gpu):
     tq = torch.tensor(qv, requires_grad=True)
     TF.scaled_dot_product_attention(tq, tq, tq, is_causal=True).sum().backward()
     np.testing.assert_allclose(gq.cpu().numpy(), tq.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_gradients_follow_the_inputs_as_they_were_at_the_call(tier):
+    """requires_grad changed between the call and backward: each gradient still goes to its
+    own input (the backward graph's outputs are in the call's order)."""
+    rng = np.random.default_rng(16)
+    xv, wv, bv = rng.standard_normal((3, 4)), rng.standard_normal(4), rng.standard_normal(4)
+    tx, tw, tb = (torch.tensor(v, requires_grad=True) for v in (xv, wv, bv))
+    TF.layer_norm(tx, (4,), tw, tb).pow(3).sum().backward()
+    for _ in range(2):
+        x, w, b = (tj.tensor(v, requires_grad=True) for v in (xv, wv, bv))
+        y = F.layer_norm(x, (4,), w, b)
+        x.requires_grad_(False)
+        y.pow(3).sum().backward()
+        np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(b.grad.numpy(), tb.grad.numpy(), rtol=1e-10)

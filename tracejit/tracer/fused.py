@@ -143,11 +143,12 @@ class Plan:
     """One composite at one signature: its forward and backward graphs and how to run them."""
 
     __slots__ = ("fwd", "bwd", "n_res", "check", "errors", "run_fwd", "run_bwd", "calls",
-                 "compiled", "gpu", "out_meta", "res_inputs")
+                 "compiled", "gpu", "out_meta", "res_inputs", "wants")
 
     def __init__(self, fwd: Graph, bwd: Graph, n_res: int, check: Program | None,
-                 errors: list, gpu: bool) -> None:
+                 errors: list, gpu: bool, wants: tuple) -> None:
         self.fwd, self.bwd, self.n_res = fwd, bwd, n_res
+        self.wants = wants           # per tensor input: whether bwd returns its gradient
         self.check, self.errors = check, errors
         fp, bp = Program(fwd), Program(bwd)
         self.run_fwd = lambda xs: quiet_call(fp.run, xs)
@@ -232,7 +233,8 @@ def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Ten
     fwd, bwd, n_res = split(joint, len(g.inputs), 1, recompute=cut_enabled())
     stats["plans"] += 1
     return Plan(fwd, bwd, n_res, check, tr.checks, not all(
-        type(t._data) is np.ndarray for t in tensors))
+        type(t._data) is np.ndarray for t in tensors),
+        tuple(t._requires_grad for t in tensors))
 
 
 def _key(fn, args, kwargs, tensors):
@@ -377,8 +379,8 @@ class FusedNode(Node):
         if gd.dtype != self.plan.out_meta[1]:
             gd = gd.astype(self.plan.out_meta[1])
         res = self.plan.run_bwd(list(self.residuals) + [gd])
-        it = iter(res)
-        return [Tensor(next(it)) if s.tensor._requires_grad else None for s in self.saved]
+        it = iter(res)      # (requires_grad as at the call: the graph's and edges' order)
+        return [Tensor(next(it)) if w else None for w in self.plan.wants]
 
     def _recompute(self, grads, create_graph):
         """Run the composite again on the inputs, recording, and differentiate that: a
