@@ -22,6 +22,11 @@ fused loops for large ones (see runtime/eager_composites.py for the measured cos
 create_graph=True (double backward) recomputes the composite on its saved inputs with
 recording on and differentiates that, as before. In-place changes are detected as PyTorch
 does: an input (or the output) whose memory a residual shares is version-checked at backward.
+
+Calls that record op by op instead (one CompositeNode, see composites.py): an argument that is
+not hashable (a list, an array), random numbers inside (dropout), a checkpoint recomputing,
+inputs on different devices, or a definition that does not trace. TRACEJIT_FUSED_COMPOSITES=0
+turns fusing off; TRACEJIT_FUSED_COMPILE_AFTER=n compiles a plan on its n-th call (0: never).
 """
 from __future__ import annotations
 
