@@ -99,7 +99,7 @@ class Variant:
 
     def __init__(self, key: str, label: str, build):
         self.key, self.label, self.build = key, label, build
-        self.ms = self.first_s = None
+        self.ms = self.cpu_ms = self.first_s = None
         self.error = None
 
 
@@ -137,13 +137,17 @@ def build_torch(tmod, sd, compiled):
 
 
 def time_steps(step, batch, n):
-    """Wall times of n steps, each finished by reading its loss."""
-    ts = []
+    """Wall and process CPU times of n steps, each finished by reading its loss. Every library
+    runs one thread, so a step's CPU time is its own work: another process's load moves it far
+    less than the wall time (a descheduled step's wait is wall time only)."""
+    ts, cpu = [], []
     for _ in range(n):
+        c = time.process_time()
         t = time.perf_counter()
         loss_value(step(*batch))
         ts.append(time.perf_counter() - t)
-    return ts
+        cpu.append(time.process_time() - c)
+    return ts, cpu
 
 
 def main() -> int:
@@ -228,15 +232,18 @@ def run(a, rounds, per_round, warmup) -> int:
             traceback.print_exc(limit=2, file=sys.stderr)
             print(f"  ({v.key}) skipped: {v.error}", flush=True)
             continue
-        v.step, v.batch, v.ts = step, batch, []
+        v.step, v.batch, v.ts, v.cpu = step, batch, [], []
         live.append(v)
         print(f"  ({v.key}) compiled/warmed, first call {v.first_s:.2f} s", flush=True)
     # Timed rounds interleave the variants, so load from other processes falls on all of them.
     for _ in range(rounds):
         for v in live:
-            v.ts += time_steps(v.step, v.batch, per_round)
+            ts, cpu = time_steps(v.step, v.batch, per_round)
+            v.ts += ts
+            v.cpu += cpu
     for v in live:
         v.ms = float(np.median(v.ts)) * 1e3
+        v.cpu_ms = float(np.median(v.cpu)) * 1e3
         if v.key == "a":
             v.misses = v.step.cache_info().misses
 
@@ -264,7 +271,8 @@ def run(a, rounds, per_round, warmup) -> int:
     for k in ("b", "e", "d", "c"):
         if by[k].ms:
             print(f"(a)/({k}) time ratio: {by['a'].ms / by[k].ms:.3f}   "
-                  f"(({k}) is {by[k].ms / by['a'].ms:.2f}x the whole-step time)")
+                  f"(({k}) is {by[k].ms / by['a'].ms:.2f}x the whole-step time); "
+                  f"CPU-time ratio {by['a'].cpu_ms / by[k].cpu_ms:.3f}")
     print(f"first call (compile): (a) {by['a'].first_s:.2f} s"
           + (f", (e) {by['e'].first_s:.2f} s" if by["e"].first_s else f", (e) {by['e'].error}"))
     print(f"(a) compiled once: cache misses after all steps = {getattr(by['a'], 'misses', '?')}")
@@ -273,6 +281,7 @@ def run(a, rounds, per_round, warmup) -> int:
                "torch": torch.__version__, "gate_losses": {"a": la, "d": ld},
                "variants": {v.key: {"label": v.label, "ms": v.ms, "first_call_s": v.first_s,
                                     "steps_ms": [t * 1e3 for t in getattr(v, "ts", [])],
+                                    "cpu_ms": v.cpu_ms,
                                     "error": v.error} for v in variants}}
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
