@@ -325,3 +325,18 @@ def test_argnums_order_is_the_blocks_order(jac):
     np.testing.assert_allclose(dx.numpy(), [np.full(2, 2.0 * y.sum()), [1.0, 0.0]])
     (dx1,) = jac(f, argnums=(0,))(x, y)
     np.testing.assert_allclose(dx1.numpy(), dx.numpy())
+
+
+def test_a_function_naming_helpers_and_tensors_keeps_its_trace():
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return tj.sin(_helper(x)) + _other_helper(x) * W_HELPER
+
+    x = np.array([0.1, 0.2, 0.3])
+    for _ in range(3):
+        out = tj.jvp(f, (x,), (ONES,))[0].numpy()
+        w = W_HELPER.numpy()
+        np.testing.assert_allclose(out, np.sin(x * w + OFFSET) + x * 10.0 * w)
+    assert len(traces) == 1

@@ -159,6 +159,9 @@ def const_bindings(fn: Callable, captures: list = ()) -> list[tuple[Any, str, An
     return found
 
 
+_BY_IDENTITY = (types.FunctionType, TensorBase, list)     # (const_bindings' keys)
+
+
 def consts_changed(consts: list) -> str | None:
     for where, name, obj, key in consts:
         if isinstance(where, dict):
@@ -168,8 +171,11 @@ def consts_changed(consts: list) -> str | None:
                 now = where.cell_contents
             except ValueError:
                 now = _CONSTS
-        if now is obj and isinstance(obj, _CONSTS):
-            continue                        # (immutable: the same object, the same value)
+        if key[0] in _BY_IDENTITY or isinstance(obj, _CONSTS):
+            if now is obj:                  # (or immutable: the same object, the same value)
+                continue
+            if key[0] in _BY_IDENTITY:
+                return f"'{name}' was rebound"
         if now is _CONSTS or frozen(now) != key:
             return f"'{name}' (traced as {obj!r}) changed"
     return None
