@@ -211,17 +211,22 @@ def test_inplace_change_of_a_saved_input_is_detected(op, tier):
             y.pow(2).sum().backward()
 
 
-def test_inplace_change_of_an_unread_input_is_fine(tier):
-    """softmax's backward reads its own results, not its input (as torch's)."""
+@pytest.mark.parametrize("name", ["softmax", "sigmoid", "relu"])
+def test_inplace_change_of_an_unread_input_is_fine(name, tier):
+    """torch's nodes of these keep their results, not their input: changing the input in
+    place after the call is legal, and the gradient is the one at the values the call read
+    (sigmoid's fused node keeps its own copy of the input its backward reads)."""
+    f, tf = {"softmax": (lambda a: F.softmax(a, -1), lambda a: TF.softmax(a, -1)),
+             "sigmoid": (tj.sigmoid, torch.sigmoid), "relu": (tj.relu, torch.relu)}[name]
     xv = np.random.default_rng(7).standard_normal((3, 4))
-    for _ in range(2):
+    for _ in range(3):
         x = tj.tensor(xv, requires_grad=True)
         h = x * 1.0
-        y = F.softmax(h, -1)
+        y = f(h)
         h.mul_(3.0)
         y.backward(tj.tensor(np.arange(12.0).reshape(3, 4)))
         tx = torch.tensor(xv, requires_grad=True)
-        TF.softmax(tx * 1.0, -1).backward(torch.arange(12.0, dtype=torch.float64).reshape(3, 4))
+        tf(tx * 1.0).backward(torch.arange(12.0, dtype=torch.float64).reshape(3, 4))
         np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-12)
 
 

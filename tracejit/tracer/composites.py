@@ -74,10 +74,12 @@ def _leaf(a):
     return leaf
 
 
-def composite(node_name):
+def composite(node_name, keeps_inputs: bool = True):
     """Mark `fn` as a composite whose eager backward node is called `node_name` (a string, or a
     function of the call's arguments). A composite is one op to autocast: its inner ops do
-    not autocast on their own."""
+    not autocast on their own. keeps_inputs=False: PyTorch's node keeps the op's result, not
+    its input, so changing the input in place after the call is legal; the fused node keeps a
+    copy of any input its backward reads (as many bytes as torch's saved result)."""
     def deco(fn):
         fn = atomic(fn)
 
@@ -89,7 +91,7 @@ def composite(node_name):
                     or FWD.levels):       # dual tensors: tangents go through the inner ops
                 return fn(*args, **kwargs)
             name = node_name(*args, **kwargs) if callable(node_name) else node_name
-            out = fused.run(fn, name, args, kwargs)
+            out = fused.run(fn, name, args, kwargs, not keeps_inputs)
             if out is not None:          # one fused op, one node (see fused.py)
                 return out
             inner_args = [_leaf(a) for a in args]
@@ -140,7 +142,7 @@ def var(x, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=None
     return ops.div(ops.sum(ops.mul(d, d), axes, keepdims, keepdim=keepdim), denom)
 
 
-@composite("SigmoidBackward0")
+@composite("SigmoidBackward0", keeps_inputs=False)
 def sigmoid(x):
     x = ops.as_tensor(x)
     if not x.dtype.is_float:          # integers and bools give float32, as PyTorch

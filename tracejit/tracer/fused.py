@@ -148,7 +148,7 @@ class Plan:
     """One composite at one signature: its forward and backward graphs and how to run them."""
 
     __slots__ = ("fwd", "bwd", "n_res", "check", "errors", "run_fwd", "run_bwd", "calls",
-                 "compiled", "gpu", "out_meta", "res_inputs", "wants")
+                 "compiled", "gpu", "out_meta", "res_inputs", "wants", "res_copy")
 
     def __init__(self, fwd: Graph, bwd: Graph, n_res: int, check: Program | None,
                  errors: list, gpu: bool, wants: tuple) -> None:
@@ -164,6 +164,8 @@ class Plan:
         pos = {v: i for i, v in enumerate(fwd.inputs)}
         # per residual: the input it is, or None
         self.res_inputs = tuple(pos.get(v) for v in fwd.outputs[1:])
+        # positions in the forward's results of the residuals that are inputs
+        self.res_copy = tuple(k + 1 for k, i in enumerate(self.res_inputs) if i is not None)
         out = fwd.outputs[0]
         self.out_meta = (out.shape, out.dtype.np)
 
@@ -274,9 +276,12 @@ def _key(fn, args, kwargs, tensors):
     return key
 
 
-def run(fn: Callable, name: str, args: tuple, kwargs: dict) -> Tensor | None:
+def run(fn: Callable, name: str, args: tuple, kwargs: dict,
+        copy_inputs: bool = False) -> Tensor | None:
     """fn(*args, **kwargs) as one fused op with one backward node named `name`; None when
-    this call must record op by op (create the node the old way)."""
+    this call must record op by op (create the node the old way). copy_inputs: the node keeps
+    copies of the inputs its backward reads (where PyTorch's keeps its result, an input
+    changed in place afterwards is legal)."""
     if not ENABLED or STATE.subst:
         return None
     tensors: list[Tensor] = []
@@ -307,11 +312,15 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict) -> Tensor | None:
     else:
         stats["interpreted"] += 1
     res = plan.run_fwd(arrays)
+    if copy_inputs and plan.res_copy:
+        res = list(res)
+        for k in plan.res_copy:
+            res[k] = res[k].copy()
     y = res[0]
     if type(y) is np.ndarray and y.base is not None and y.flags.writeable:
         y.flags.writeable = False    # a view of an input or a residual: a lazy copy
     out = Tensor(y)
-    out.grad_fn = FusedNode(name, fn, args, kwargs, tensors, res[1:], plan, out)
+    out.grad_fn = FusedNode(name, fn, args, kwargs, tensors, res[1:], plan, out, copy_inputs)
     out._requires_grad = True
     return out
 
@@ -329,7 +338,8 @@ class FusedNode(Node):
     __slots__ = ("_name", "fn", "args", "kwargs", "saved", "residuals", "plan", "checked",
                  "out_counter", "out_version")
 
-    def __init__(self, name, fn, args, kwargs, tensors, residuals, plan, out) -> None:
+    def __init__(self, name, fn, args, kwargs, tensors, residuals, plan, out,
+                 copied: bool = False) -> None:
         super().__init__(tensors)
         self._name = name
         self.fn, self.args, self.kwargs = fn, args, kwargs
@@ -341,7 +351,8 @@ class FusedNode(Node):
             # compiled outputs are new arrays; residuals that are inputs are the input arrays
             # (see maybe_compile), and a value both output and residual is one array
             y = out._data
-            self.checked = tuple(sorted({i for i in plan.res_inputs if i is not None})) + \
+            self.checked = tuple(sorted({i for i in plan.res_inputs
+                                         if i is not None and not copied})) + \
                 ((-1,) if any(r is y for r in residuals) else ())
         else:
             self.checked = self._aliased(tensors, residuals, out)
