@@ -209,3 +209,37 @@ def test_clip_nan_and_tensor_bounds_keep_the_general_path():
     b = np.array([0.0, 0.0, 1.0, 0.0], np.float32)
     np.testing.assert_array_equal(tj.clip(tj.tensor(v), tj.tensor(b)).numpy(),
                                   torch.clamp(torch.tensor(v), torch.tensor(b)).numpy())
+
+
+@pytest.mark.parametrize("sa,sb", [((4, 3), (3,)), ((3,), (4, 3)), ((2, 1, 3), (4, 1)),
+                                   ((0, 3), (3,)), ((1,), (5,)), ((), (2, 2)), ((2, 2), ())])
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "maximum"])
+def test_same_dtype_broadcasting_ops_match_numpy_with_gradients(sa, sb, op):
+    """Two tensors of one dtype whose shapes broadcast take a short path (no promotion):
+    values, gradients (summed back to each shape) and the compiled result agree with NumPy."""
+    rng = np.random.default_rng(3)
+    av, bv = rng.standard_normal(sa), rng.random(sb) + 0.5
+    f = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+         "div": lambda a, b: a / b, "maximum": tj.maximum}[op]
+    npf = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+           "maximum": np.maximum}[op]
+    a, b = tj.tensor(av, requires_grad=True), tj.tensor(bv, requires_grad=True)
+    y = f(a, b)
+    np.testing.assert_allclose(y.detach().numpy(), npf(av, bv), rtol=1e-12)
+    y.sum().backward()
+    eps = 1e-6
+    for t, v, other in ((a, av, lambda x: npf(x, bv)), (b, bv, lambda x: npf(av, x))):
+        num = np.zeros(v.shape)
+        for i in np.ndindex(v.shape):
+            e = np.zeros(v.shape)
+            e[i] = eps
+            num[i] = (other(v + e).sum() - other(v - e).sum()) / (2 * eps)
+        np.testing.assert_allclose(t.grad.numpy(), num, rtol=1e-5, atol=1e-8)
+    got = tj.compile(f)(av, bv)
+    np.testing.assert_allclose(got.numpy(), npf(av, bv), rtol=1e-12)
+
+
+def test_shapes_that_do_not_broadcast_are_a_clear_error():
+    a, b = tj.tensor(np.ones((4, 3), np.float32)), tj.tensor(np.ones(2, np.float32))
+    with pytest.raises(ValueError, match=r"add: shapes f32\[4, 3\], f32\[2\] are not broadcastable"):
+        a + b

@@ -94,7 +94,9 @@ def getitem(x: Tensor, key) -> Tensor:
         axis += 1
         out_axis += 1
     y = x
-    if (tuple(starts), tuple(stops)) != ((0,) * ndim, xshape) or steps.count(1) != ndim:
+    starts, stops, steps = tuple(starts), tuple(stops), tuple(steps)
+    if (starts, stops) != ((0,) * ndim, xshape) or steps.count(1) != ndim:
+        # (tuples: hashable params take eager's inference cache without an exception)
         y = bind(P.slice, x, starts=starts, stops=stops, steps=steps)
     y = ops.reshape(y, tuple(shape))
     return _advanced(y, adv) if adv else y

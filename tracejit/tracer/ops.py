@@ -91,10 +91,15 @@ def _binary(op: str, a, b, kind: str):
     if ta is Tensor and not a._weak:
         d = a.dtype
         ok = d.is_float or (kind != "float" and (d is not dt.bool_ or kind == "any"))
-        if ok and tb is Tensor and not b._weak and b.dtype is d and \
-                a._data.shape == b._data.shape:
-            # the common case: nothing to promote or broadcast (a Tensor binds it itself)
-            return a.__tj_bind__(getattr(P, op), (a, b), {})
+        if ok and tb is Tensor and not b._weak and b.dtype is d:
+            sa, sb = a._data.shape, b._data.shape
+            if sa == sb:
+                # the common case: nothing to promote or broadcast (a Tensor binds it itself)
+                return a.__tj_bind__(getattr(P, op), (a, b), {})
+            shape = _broadcast_pair(sa, sb)
+            if shape is not None:       # one dtype, shapes that broadcast (x + bias)
+                return a.__tj_bind__(getattr(P, op), (broadcast_to(a, shape),
+                                                      broadcast_to(b, shape)), {})
         if ok and (tb is float and d.is_float or tb is int and d is not dt.bool_):
             return _scalar_operand(a.__tj_bind__(getattr(P, op), (a, _splat_scalar(a, b, d)),
                                                  {}), 1)
@@ -111,6 +116,22 @@ def _binary(op: str, a, b, kind: str):
         if _is_scalar(v) and not isinstance(v, Tensor):
             _scalar_operand(out, i)
     return out
+
+
+def _broadcast_pair(sa: tuple, sb: tuple) -> tuple | None:
+    """NumPy's broadcast of two shapes, or None where they do not broadcast (the caller's
+    general path then raises its error). np.broadcast_shapes costs ~1.5 us."""
+    if len(sa) < len(sb):
+        sa, sb = sb, sa
+    lead = len(sa) - len(sb)
+    out = list(sa)
+    for i, d in enumerate(sb):
+        o = sa[lead + i]
+        if o == 1:
+            out[lead + i] = d
+        elif d != 1 and d != o:
+            return None
+    return tuple(out)
 
 
 def _scalar_operand(out: Tensor, i: int) -> Tensor:
