@@ -241,9 +241,9 @@ def matmul(a, b): return bind(P.matmul, a, b)
 
 
 def swap_last(x):
-    perm = list(range(len(x.shape)))
-    perm[-1], perm[-2] = perm[-2], perm[-1]
-    return transpose(x, perm)
+    n = len(x.shape)
+    # (a tuple: hashable params take the eager engine's inference cache directly)
+    return transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
 
 
 def sum_to_shape(g, shape: tuple[int, ...]):

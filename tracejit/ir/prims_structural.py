@@ -213,7 +213,7 @@ def _vjp_slice(g, ins, out, params, need):
             lo.append(0), hi.append(d), it.append(0)
         else:
             lo.append(a), hi.append(d - (a + (n - 1) * st + 1)), it.append(st - 1)
-    return [bind(P.pad, g, lo=lo, hi=hi, interior=it)]
+    return [bind(P.pad, g, lo=tuple(lo), hi=tuple(hi), interior=tuple(it))]
 
 
 def _index_slice(ix, idx, site, starts, stops, steps):
