@@ -340,3 +340,26 @@ def test_a_function_naming_helpers_and_tensors_keeps_its_trace():
         w = W_HELPER.numpy()
         np.testing.assert_allclose(out, np.sin(x * w + OFFSET) + x * 10.0 * w)
     assert len(traces) == 1
+
+
+class _Scaled:
+    def __call__(self, x):
+        return tj.sin(x) * SCALE
+
+
+class _ScaledModule(tj.nn.Module):
+    def forward(self, x):
+        return tj.sin(x) * SCALE
+
+
+@pytest.mark.parametrize("make", [_Scaled, _ScaledModule])
+@pytest.mark.parametrize("kind", ["jvp", "vmap"])
+def test_callable_objects_see_a_rebound_global(make, kind):
+    global SCALE
+    f = make()
+    try:
+        for scale in (2.0, 4.0):
+            SCALE = scale
+            np.testing.assert_allclose(_run(kind, f), _expected(kind, scale))
+    finally:
+        SCALE = 2.0

@@ -124,8 +124,13 @@ def const_bindings(fn: Callable, captures: list = ()) -> list[tuple[Any, str, An
     while hasattr(fn, "__wrapped__"):
         fn = fn.__wrapped__
     if getattr(fn, "__code__", None) is None:
-        return []
-    home = getattr(fn, "__globals__", None)
+        # a callable object: its class's forward (an nn.Module's) or __call__
+        fn = next((m for m in (getattr(type(fn), "forward", None),
+                               getattr(type(fn), "__call__", None))
+                   if isinstance(m, types.FunctionType)), None)
+        if fn is None:
+            return []
+    home = fn.__globals__
     captured = frozenset(id(c._data) for c in captures)
     found: list = []
     todo, seen = [fn], {id(fn)}
