@@ -363,3 +363,15 @@ def test_callable_objects_see_a_rebound_global(make, kind):
             np.testing.assert_allclose(_run(kind, f), _expected(kind, scale))
     finally:
         SCALE = 2.0
+
+
+def test_a_large_index_array_updated_in_place_traces_again():
+    big = np.zeros(20000, np.int64)         # (kept as a digest, not a copy)
+
+    def f(x):
+        return x[big].sum() * 2.0
+
+    x = np.arange(4.0)
+    assert tj.jvp(f, (x,), (np.ones(4),))[0].item() == 0.0
+    big[:] = 3
+    assert tj.jvp(f, (x,), (np.ones(4),))[0].item() == 2.0 * 3.0 * 20000

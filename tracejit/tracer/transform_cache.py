@@ -27,6 +27,7 @@ Calls inside an enclosing trace (tj.compile, an outer transform) are not cached:
 enclosing trace records the transform once anyway. Functions are held weakly."""
 from __future__ import annotations
 
+import hashlib
 import types
 import weakref
 from typing import Any, Callable
@@ -107,7 +108,12 @@ def frozen(x: Any, captured: frozenset = frozenset()) -> tuple | None:
     if isinstance(x, _CONSTS):
         return const_key(x)
     if isinstance(x, np.ndarray):
-        return None if id(x) in captured else ("array", x.dtype.str, x.shape, x.tobytes())
+        if id(x) in captured:
+            return None
+        # a large array is kept as a digest: a copy per kept trace could be a dataset's size
+        data = x.tobytes() if x.nbytes <= 65536 else \
+            hashlib.blake2b(np.ascontiguousarray(x).data).digest()
+        return ("array", x.dtype.str, x.shape, data)
     if type(x) is tuple:
         parts = tuple(frozen(e, captured) for e in x)
         return None if None in parts else (tuple, parts)
