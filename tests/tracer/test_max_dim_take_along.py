@@ -84,3 +84,30 @@ def test_second_derivative_and_vmap():
     want = np.zeros_like(x)
     want[np.arange(4), x.argmax(1)] = 1.0
     np.testing.assert_array_equal(batched.numpy(), want)
+
+
+def test_eager_on_the_device_matches_the_cpu(fake_gpu):
+    import fakecupy
+    x = np.random.default_rng(9).standard_normal((4, 6, 3))
+    g = np.random.default_rng(10).standard_normal((4, 3))
+    grads = []
+    for device in ("cpu", "cuda"):
+        xe = tj.tensor(x, device=device, requires_grad=True)
+        r = tj.max(xe, 1)
+        (r.values * tj.tensor(g, device=device)).sum().backward()
+        grads.append(xe.grad)
+        np.testing.assert_array_equal(r.indices.cpu().numpy(), x.argmax(1))
+    assert isinstance(grads[1]._data, fakecupy.ndarray)
+    np.testing.assert_array_equal(grads[1].cpu().numpy(), grads[0].numpy())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tj.cuda_available(), reason="needs an NVIDIA GPU and CuPy")
+def test_compiled_grad_on_the_gpu_matches_torch():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((8, 33, 5))
+    g = rng.standard_normal((8, 5))
+    _, _, gt = _torch(x, "max", 1, False, g)
+    fn = tj.compile(tj.grad(lambda x, g: (tj.max(x, 1).values * g).sum()))
+    got = fn(tj.tensor(x, device="cuda"), tj.tensor(g, device="cuda"))
+    np.testing.assert_array_equal(got.cpu().numpy(), gt)
