@@ -219,3 +219,34 @@ def test_parameter_of_a_view_shares_the_base_storage():
             p.mul_(2)
         out[lib.__name__] = flat.numpy().copy()
     np.testing.assert_array_equal(out["tracejit"], out["torch"])
+
+
+def _device_view_writes(device, optimizer=True):
+    base = tj.tensor(np.arange(12.0, dtype=np.float32), device=device)
+    v = base[2:8].view(2, 3)
+    store(v, tj.tensor(np.full((2, 3), -1, np.float32), device=device)._data)
+    grid = base.view(3, 4)
+    grid.diagonal().mul_(10)
+    p = tj.nn.Parameter(tj.zeros(4, device=device))
+    flat = tj.tensor(np.arange(6, dtype=np.float32), device=device)
+    p.grad = flat[1:5]
+    tj.nn.utils.clip_grad_norm_([p], 1.0)
+    if optimizer:                   # (a compiled update: not on the fake GPU)
+        tj.optim.SGD([p], lr=1.0).step()
+    return base.cpu().numpy(), flat.cpu().numpy(), p.detach().cpu().numpy()
+
+
+def test_view_writes_on_a_fake_gpu_match_the_cpu(fake_gpu):
+    want = _device_view_writes("cpu", optimizer=False)
+    got = _device_view_writes("cuda", optimizer=False)
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(b, a, rtol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tj.cuda_available(), reason="needs an NVIDIA GPU and CuPy")
+def test_view_writes_on_the_gpu_match_the_cpu():
+    want = _device_view_writes("cpu")
+    got = _device_view_writes("cuda")
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(b, a, rtol=1e-6)
