@@ -4,7 +4,8 @@ primitives over the flattened input, plus meshgrid and ravel.
 An index tensor names positions along one dim; every other coordinate is the element's own
 (an iota), so the flat position is `sum(iota_a * stride_a) + index * stride_dim` and one
 primitive does the work. The gradient is the primitives' own: gather's is a scatter-add, and
-scatter_add's (with respect to src) a gather.
+scatter_add's (with respect to src) a gather. An index of one element along dim with x's
+shape elsewhere is the take_along primitive instead (its gradient a select, no scatter).
 """
 from __future__ import annotations
 
@@ -63,6 +64,13 @@ def gather(input, dim: int, index, *, sparse_grad: bool = False) -> Tensor:  # n
     if any(idx.shape[a] > x.shape[a] for a in range(x.ndim) if a != d):
         raise ops._err("gather", f"index {ops._fmt(idx)} is larger than the input "
                        f"{ops._fmt(x)} outside dim {dim}", RuntimeError)
+    if idx.shape == x.shape[:d] + (1,) + x.shape[d + 1:]:
+        # one element per position along d (an NLL's gather(logp, 1, target[:, None])): the
+        # take_along primitive, whose gradient is a select against the index that fuses into
+        # its consumer instead of a zero-filled scatter buffer of x's size
+        one = ops.reshape(idx, x.shape[:d] + x.shape[d + 1:])
+        checks.in_bounds(one, x.shape[d])        # checked against [0, n) by _index
+        return ops.unsqueeze(bind(P.take_along, x, one, axis=d), d)
     flat = _flat_positions(x.shape, idx, d)
     return ops.reshape(bind(P.gather, ops.reshape(x, (x.numel(),)), flat, axis=0), idx.shape)
 
