@@ -1,10 +1,14 @@
-"""Tensor's dtype and device conversions: `.float()`, `.to(...)`, `.cpu()`, `.clone()`."""
+"""Tensor's dtype and device conversions: `.float()`, `.to(...)`, `.cpu()`, `.clone()`,
+`.numpy()`."""
 from __future__ import annotations
+
+import numpy as np
 
 from ..ir import dtypes as dt
 from ..devices import Device, device as as_device, to_device
-from . import ops
+from . import ops, views
 from .function import Function
+from .state import no_grad
 from .tensor_base import TensorBase as Tensor
 
 
@@ -62,3 +66,31 @@ def cpu(self) -> Tensor:
 
 def cuda(self, device=None) -> Tensor:
     return to(self, device=device or "cuda")
+
+
+def numpy(x: Tensor) -> np.ndarray:
+    """x.numpy(): x's storage as a writable NumPy array, as torch's (writing into it changes x,
+    its base and the base's other views). A view's is a NumPy view of its base's memory
+    whenever its elements are one there, which every view op but view/reshape/flatten gives
+    (those, when the base's array is laid out as torch's strides say: always, unless the
+    base was made from a non-contiguous NumPy array); otherwise x.numpy() is a copy."""
+    rec = getattr(x, "_view", None)
+    if type(rec) is not views.ViewOf or x._requires_grad or type(x._data) is not np.ndarray or \
+            not views._live(rec.root):
+        own = x._data
+        arr = Tensor.numpy(x)          # (tensor_base's: the errors, and the array made own)
+        if arr is not own and type(rec) is views.Views:
+            views.rederive(x, rec)      # x took its own storage: its views follow it
+        return arr
+    x._concrete("numpy()")
+    root = rec.root
+    own = root._data
+    if type(own) is np.ndarray and not own.flags.writeable:
+        root._own()                     # a lazy copy: the base takes its own storage first
+        views.rederive(root, root._view)    # (and its views, x too, are derived there)
+    alias = views.writable_alias(x, root)
+    if alias is None and type(root._data) is np.ndarray:
+        with no_grad():                 # x's array is a copy: derive it from the base again
+            x._data = rec.fwd(root)._data
+        alias = views.writable_alias(x, root)
+    return alias if alias is not None else Tensor.numpy(x)

@@ -40,7 +40,7 @@ class Tensor(TensorBase):
 
     register_post_accumulate_grad_hook = register_post_accumulate_grad_hook
     detach = views.detach
-    numpy = views.numpy_of          # a view's shares its base's memory
+    numpy = conversions.numpy       # a view's shares its base's memory
 
     @property
     def data(self) -> "Tensor":

@@ -240,34 +240,6 @@ def data_of(x: Tensor) -> Tensor:
     return out
 
 
-def numpy_of(x: Tensor) -> np.ndarray:
-    """x.numpy(): x's storage as a writable NumPy array, as torch's (writing into it changes x,
-    its base and the base's other views). A view's is a NumPy view of its base's memory
-    whenever its elements are one there, which every view op but view/reshape/flatten gives
-    (those, when the base's array is laid out as torch's strides say: always, unless the
-    base was made from a non-contiguous NumPy array); otherwise x.numpy() is a copy."""
-    rec = getattr(x, "_view", None)
-    if type(rec) is not ViewOf or x._requires_grad or type(x._data) is not np.ndarray or \
-            not _live(rec.root):
-        own = x._data
-        arr = Tensor.numpy(x)          # (tensor_base's: the errors, and the array made own)
-        if arr is not own and type(rec) is Views:
-            rederive(x, rec)            # x took its own storage: its views follow it there
-        return arr
-    x._concrete("numpy()")
-    root = rec.root
-    own = root._data
-    if type(own) is np.ndarray and not own.flags.writeable:
-        root._own()                     # a lazy copy: the base takes its own storage first
-        rederive(root, root._view)      # (and its views, x too, are derived there again)
-    alias = writable_alias(x, root)
-    if alias is None and type(root._data) is np.ndarray:
-        with _grad(False):              # x's array is a copy: derive it from the base again
-            x._data = rec.fwd(root)._data
-        alias = writable_alias(x, root)
-    return alias if alias is not None else Tensor.numpy(x)
-
-
 def forget(t: Tensor) -> None:
     """t's storage was replaced: its views no longer follow it (nor write into it)."""
     rec = getattr(t, "_view", None)
