@@ -13,7 +13,9 @@ root). The root keeps weak references to its live views. Then, in both direction
   data and grad_fn follow), eagerly and inside a trace. Eagerly, a view whose array still
   shares the root's memory and carries no autograd history needs nothing.
 
-The positions a view reads are found lazily, only when an in-place op on it needs them, by
+Eagerly a view's array is a read-only NumPy view of its root's memory (a lazy copy to other
+code): an in-place op recording no history writes its result there directly. Otherwise the
+positions a view reads are found lazily, only when an in-place op on it needs them, by
 running `fwd` on an int64 arange of the root's shape (an eager constant, also inside a trace);
 a position read twice is an expanded view, which torch refuses to write to.
 
