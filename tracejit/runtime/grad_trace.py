@@ -22,7 +22,7 @@ def trace_grad(fn: Callable, args, kwargs, static, name: str, device: Device, ki
     traced at these arguments; `name` names the compiled function in errors."""
     base = trace(fn, args, kwargs, static, name, device)
     g = base.graph
-    nums = functional._argnums(argnums, len(args))
+    nums = functional._argnums(argnums, len(args), name)
     dyn_pos = [i for i in range(len(args)) if i not in static]
     if any(i in static for i in nums):
         raise ValueError(f"{name}: cannot differentiate with respect to a static argument")

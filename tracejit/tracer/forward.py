@@ -305,7 +305,11 @@ def _argnums(argnums, n: int, what: str = "") -> tuple[int, ...]:
         if not -n <= a < n:
             raise ValueError(f"{what}{': ' if what else ''}argnums {argnums} out of range for "
                              f"{n} positional arguments (at {user_location()})")
-    return tuple(a % n for a in nums)
+    nums = tuple(a % n for a in nums)
+    if len(set(nums)) != len(nums):     # one result per argnum: torch.func refuses repeats
+        raise ValueError(f"{what}{': ' if what else ''}argnums elements must be unique, got "
+                         f"{argnums} (at {user_location()})")
+    return nums
 
 
 __all__ = ["Pure", "trace_pure", "cached", "check_primals", "check_tangents", "jvp", "linearize"]

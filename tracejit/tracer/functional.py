@@ -111,7 +111,7 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        nums = _argnums(argnums, len(args))
+        nums = _argnums(argnums, len(args), "grad")
         call_args, wrt, trees = _prepare(args, nums)
         with enable_grad():
             res = fn(*call_args, **kwargs)
@@ -176,7 +176,7 @@ def jacobian(fn: Callable, argnums: int | Sequence[int] = 0):
 
     @functools.wraps(fn)
     def wrapper(*args):
-        nums = _argnums(argnums, len(args))
+        nums = _argnums(argnums, len(args), "jacobian")
         call_args, wrt, trees = _prepare(args, nums)
         flat = [t for g in wrt for t in g]
         with enable_grad():

@@ -121,9 +121,6 @@ def _in_argnums_order(blocks: list, argnums, nums: tuple[int, ...]) -> Any:
 def _wrt_groups(args: tuple, nums: tuple[int, ...], what: str):
     """(flat argument tensors, the flat indices to differentiate, per argnum (first flat index,
     leaves, tree))."""
-    if len(set(nums)) != len(nums):     # (one block per argnum: a repeat would be dropped)
-        raise ValueError(f"{what}: argnums elements must be unique, got {nums} "
-                         f"(at {user_location()})")
     groups, flat_args, off = [], [], 0
     for i, a in enumerate(args):
         leaves, tree = tree_flatten(a)
