@@ -1,8 +1,9 @@
 """Hot eager composites compiled: the runtime's half of tracer/fused.py.
 
-A fused composite's plan (its forward graph with residuals, its backward graph) is interpreted
-on arrays until it has been called `fused.COMPILE_AFTER` times; then the tracer asks the
-compiler registered here, which builds both graphs with the default CPU backend (LLVM) into
+A fused composite's plan (its forward graph with residuals, its backward graph, the graph of
+its data-dependent index checks) is interpreted on arrays until it has been called
+`fused.COMPILE_AFTER` times; then the tracer asks the compiler registered here, which builds
+each graph with the default CPU backend (LLVM) into
 executables (the kernel cache, memory and disk, applies as for @tj.compile). The tracer never
 imports the runtime: this module fills the slot at import (as eager_kernels.py does).
 
@@ -30,11 +31,11 @@ from ..tracer import fused
 from .backend import get_backend
 
 
-def compile_plan(fwd: Graph, bwd: Graph) -> tuple[Callable, Callable]:
-    """(run forward, run backward) of a plan's graphs, compiled by the CPU backend."""
+def compile_graph(graph: Graph) -> Callable:
+    """run(list of arrays) -> list of arrays for one of a plan's graphs (its forward, its
+    backward, its index checks), compiled by the CPU backend."""
     backend = get_backend()      # the default (LLVM), or TRACEJIT_BACKEND's
-    return _arrays_only(backend.compile(verify(fwd)).run), \
-        _arrays_only(backend.compile(verify(bwd)).run)
+    return _arrays_only(backend.compile(verify(graph)).run)
 
 
 def _arrays_only(run: Callable) -> Callable:
@@ -49,4 +50,4 @@ def _arrays_only(run: Callable) -> Callable:
     return run_arrays
 
 
-fused.set_compiler(compile_plan)
+fused.set_compiler(compile_graph)

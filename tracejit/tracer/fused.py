@@ -54,15 +54,15 @@ COMPILE_AFTER = int(os.environ.get("TRACEJIT_FUSED_COMPILE_AFTER", "3"))
 ENABLED = os.environ.get("TRACEJIT_FUSED_COMPOSITES", "1") != "0"
 _PLANS: dict = {}
 _PLANS_MAX = 4096
-_COMPILER: list = [None]         # compiler(fwd graph, bwd graph) -> (fwd run, bwd run)
+_COMPILER: list = [None]         # compiler(graph) -> run(list of arrays) -> list of arrays
 stats = {"plans": 0, "interpreted": 0, "compiled_calls": 0, "compiles": 0, "fallbacks": 0}
 _UNFUSABLE = object()            # a plan slot for signatures that record op by op
 _AT = re.compile(r"\(at [^()]*\)$")
 
 
 def set_compiler(compiler: Callable | None) -> None:
-    """compiler(fwd, bwd) -> (run_fwd, run_bwd), each run(list of arrays) -> list of arrays;
-    registered by the runtime at import. None: plans are only interpreted."""
+    """compiler(graph) -> run(list of arrays) -> list of arrays; registered by the runtime at
+    import. None: plans are only interpreted."""
     _COMPILER[0] = compiler
 
 
@@ -148,13 +148,17 @@ class Plan:
     """One composite at one signature: its forward and backward graphs and how to run them."""
 
     __slots__ = ("fwd", "bwd", "n_res", "check", "errors", "run_fwd", "run_bwd", "calls",
+                 "run_check",
                  "compiled", "gpu", "out_meta", "res_inputs", "wants", "res_copy")
 
-    def __init__(self, fwd: Graph, bwd: Graph, n_res: int, check: Program | None,
+    def __init__(self, fwd: Graph, bwd: Graph, n_res: int, check: Graph | None,
                  errors: list, gpu: bool, wants: tuple) -> None:
         self.fwd, self.bwd, self.n_res = fwd, bwd, n_res
         self.wants = wants           # per tensor input: whether bwd returns its gradient
         self.check, self.errors = check, errors
+        if check is not None:
+            cp = Program(check)
+            self.run_check = lambda xs: quiet_call(cp.run, xs)
         fp, bp = Program(fwd), Program(bwd)
         self.run_fwd = lambda xs: quiet_call(fp.run, xs)
         self.run_bwd = lambda xs: quiet_call(bp.run, xs)
@@ -181,7 +185,10 @@ class Plan:
         if len(kept) < len(fwd.outputs):
             fwd = _subgraph(fwd, kept, fwd.name)
         try:
-            run_fwd, self.run_bwd = _COMPILER[0](fwd, self.bwd)
+            compiler = _COMPILER[0]
+            run_fwd, self.run_bwd = compiler(fwd), compiler(self.bwd)
+            if self.check is not None:
+                self.run_check = compiler(self.check)
         except Exception as e:       # noqa: BLE001 - the interpreter keeps running it
             import warnings
             warnings.warn(f"fused composite {self.fwd.name}: compiling failed ({type(e).__name__}"
@@ -231,7 +238,7 @@ def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Ten
         return _UNFUSABLE
     check = None
     if tr.checks:                    # data-dependent index checks run first, as eagerly
-        check = Program(_subgraph(g, [g.outputs[-1]], g.name + "_check"))
+        check = _subgraph(g, [g.outputs[-1]], g.name + "_check")
         g = _subgraph(g, [g.outputs[0]], g.name)
     wrt = tuple(i for i, t in enumerate(tensors) if t._requires_grad)
     joint = vjp_graph(g, wrt, g.name + "_vjp")
@@ -302,7 +309,7 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict,
     arrays = [t._data for t in tensors]
     if plan.check is not None:
         # (a device array is read back here: eagerly, as the op-by-op path reads the targets)
-        code = quiet_call(plan.check.run, arrays)[0].item()
+        code = plan.run_check(arrays)[0].item()
         err = _checks.failure(plan.errors, code)
         if err is not None:          # the message names this call's line, not the traced one's
             raise type(err)(_AT.sub(f"(at {user_location()})", str(err)))
