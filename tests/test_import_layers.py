@@ -43,13 +43,28 @@ def _is_module(name: str) -> bool:
     return (PKG / rel).with_suffix(".py").is_file() or (PKG / rel / "__init__.py").is_file()
 
 
-def _targets(path: pathlib.Path, mod: str | None = None) -> list[tuple[str, int]]:
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """ids of the nodes under an `if TYPE_CHECKING:` block (imports for annotations only)."""
+    inside = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and \
+                node.test.id == "TYPE_CHECKING":
+            inside |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return inside
+
+
+def _targets(path: pathlib.Path, mod: str | None = None,
+             skip_type_checking: bool = False) -> list[tuple[str, int]]:
     """(module imported, line) for every tracejit import in the file (module `mod`), wherever
     in the file it is."""
     mod = mod or _module_name(path)
     pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
     out = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    skip = _type_checking_nodes(tree) if skip_type_checking else set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             out += [(a.name, node.lineno) for a in node.names if a.name.split(".")[0] == "tracejit"]
         elif isinstance(node, ast.ImportFrom):
@@ -246,27 +261,44 @@ def test_tensor_has_exactly_the_attributes_its_class_bodies_define():
     assert type(TensorBase(np.zeros(2))) is Tensor and type(Tensor(np.zeros(2))) is Tensor
 
 
-def _tracer_module_graph() -> "nx.DiGraph":
-    """tracejit.tracer's modules, an edge for every import of one by another (function-level
-    imports too)."""
+def _module_graph(area: str) -> "nx.DiGraph":
+    """tracejit.<area>'s modules, an edge for every import of one by another (function-level
+    imports too; imports under `if TYPE_CHECKING:` never run and are left out)."""
     g = nx.DiGraph()
-    for path in sorted((PKG / "tracer").glob("*.py")):
+    for path in sorted((PKG / area).rglob("*.py")):
         src = _module_name(path)
         g.add_node(src)
-        for target, line in _targets(path):
-            if target.startswith("tracejit.tracer") and target != src and \
+        for target, line in _targets(path, skip_type_checking=True):
+            if target.startswith(f"tracejit.{area}") and target != src and \
                     not src.startswith(target + "."):
                 g.add_edge(src, target, line=line)
     return g
 
 
-def test_no_import_cycle_inside_the_tracer():
-    g = _tracer_module_graph()
-    assert g.has_edge("tracejit.tracer.tensor", "tracejit.tracer.ops")   # the scan sees edges
+def _tracer_module_graph() -> "nx.DiGraph":
+    return _module_graph("tracer")
+
+
+@pytest.mark.parametrize("area", sorted(p.name for p in PKG.iterdir()
+                                        if (p / "__init__.py").is_file()))
+def test_no_import_cycle_inside_a_package(area):
+    g = _module_graph(area)
     cycles = list(nx.simple_cycles(g))
-    assert not cycles, "import cycles inside tracejit/tracer:\n" + "\n".join(
+    assert not cycles, f"import cycles inside tracejit/{area}:\n" + "\n".join(
         " -> ".join(f"{a.rsplit('.', 1)[1]} (line {g.edges[a, b]['line']})"
                     for a, b in zip(c, c[1:] + c[:1])) for c in cycles[:20])
+
+
+def test_the_tracer_graph_sees_edges():
+    assert _tracer_module_graph().has_edge("tracejit.tracer.tensor", "tracejit.tracer.ops")
+
+
+def test_type_checking_imports_are_not_edges(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                     "    from .core import Graph\nfrom .dtypes import DType\n")
+    targets = {t for t, _ in _targets(probe, "tracejit.ir.probe", skip_type_checking=True)}
+    assert targets == {"tracejit.ir.dtypes"}
 
 
 def test_only_tensor_py_and_the_package_face_import_the_final_class():

@@ -1,7 +1,8 @@
 """The SSA IR: dtypes, the primitive registry, graphs, text form, passes, interpreter."""
 from . import dtypes
-from .core import Aval, Graph, Instr, Value, replay, user_location
+from .core import Aval, Graph, Instr, Value, user_location
 from .primitives import P, Primitive, bind, const_like
+from .replay import replay
 from . import prims_elementwise as _prims_elementwise  # noqa: F401  (registers primitives)
 from . import prims_structural as _prims_structural    # noqa: F401
 from . import prims_gather as _prims_gather            # noqa: F401

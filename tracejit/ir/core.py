@@ -4,11 +4,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .dtypes import DType
+from .printer import print_graph
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,10 +92,6 @@ class Value:
             vals.append(a)
         return self.graph.emit(prim, vals, params)
 
-    def __tj_const__(self, array: np.ndarray) -> "Value":
-        from .primitives import P
-        return self.graph.emit(P.constant, [], {"value": array})
-
 
 class Instr:
     """One instruction: `out = prim(*inputs) {params}`, with the user's source location."""
@@ -139,11 +136,9 @@ class Graph:
         return out
 
     def __repr__(self) -> str:
-        from .printer import print_graph
         return print_graph(self)
 
     def as_text(self) -> str:
-        from .printer import print_graph
         return print_graph(self)
 
     def users(self) -> dict[Value, list[Instr]]:
@@ -156,22 +151,3 @@ class Graph:
     @property
     def in_avals(self) -> list[Aval]:
         return [v.aval for v in self.inputs]
-
-
-def replay(graph: Graph, args: Iterable[Any], bind_fn=None) -> list[Any]:
-    """Run `graph` by binding each instruction on `args` (Tensors, Values, arrays).
-
-    This is how a graph is inlined into another trace or into the eager tape.
-    """
-    from .primitives import bind, const_like
-    env: dict[Value, Any] = dict(zip(graph.inputs, args))
-    like = next(iter(env.values()), None)
-    for ins in graph.instrs:
-        if ins.prim.name == "constant":
-            if like is None:
-                env[ins.out] = ins.params["value"]
-            else:
-                env[ins.out] = const_like(like, ins.params["value"])
-            continue
-        env[ins.out] = (bind_fn or bind)(ins.prim, *[env[v] for v in ins.inputs], **ins.params)
-    return [env[v] for v in graph.outputs]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import dtypes as dt
-from .core import Aval, user_location
+from .core import Aval, Value, user_location
 
 
 def op_error(name: str, msg: str, cls: type = ValueError) -> Exception:
@@ -152,6 +152,8 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
 
 def const_like(like: Any, value: Any) -> Any:
     """A constant array in the same world as `like` (a Tensor, an IR value or an array)."""
+    if isinstance(like, Value):
+        return like.graph.emit(P.constant, [], {"value": np.asarray(value)})
     h = getattr(like, "__tj_const__", None)
     return h(np.asarray(value)) if h is not None else np.asarray(value)
 

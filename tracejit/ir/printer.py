@@ -4,9 +4,12 @@ from __future__ import annotations
 import base64
 import re
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .core import Graph, Value
+if TYPE_CHECKING:          # (annotations only: core imports this module to print graphs)
+    from .core import Graph, Value
 
 # constants with more elements print as base64 of their bytes; the tracer also turns a uniform
 # capture larger than this into a splat (a scalar constant and a broadcast)

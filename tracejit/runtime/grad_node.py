@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.core import replay
+from ..ir.replay import replay
 from ..tracer.autograd import grad as autograd_grad
 from ..tracer.backward_nodes import Node, SavedTensor
 from ..tracer.state import enable_grad

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..debug import dump
 from ..devices import CPU
-from ..ir.core import Aval, Graph, replay, user_location
+from ..ir.core import Aval, Graph, user_location
+from ..ir.replay import replay
 from ..ir.forward import jvp_graph, linear_split
 from ..ir.passes import optimize
 from ..ir.primitives import zeros_like
