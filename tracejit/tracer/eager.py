@@ -144,7 +144,8 @@ def run_impl(prim, data: list, params: dict, out_np: np.dtype) -> Any:
         # a new exception of the same built-in family, chained: the original may be a
         # subclass whose constructor takes other arguments
         base = next(c for c in (IndexError, ValueError, TypeError) if isinstance(e, c))
-        raise base(f"{prim.name}: {e} (at {user_location()})") from e
+        msg = str(e) if str(e).startswith(f"{prim.name}: ") else f"{prim.name}: {e}"
+        raise base(f"{msg} (at {user_location()})") from e
     finally:
         if tok is not None:
             _ERR_VAR.reset(tok)
