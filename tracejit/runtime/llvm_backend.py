@@ -190,7 +190,8 @@ class LLVMExecutable(Executable):
         is also a user's output stays new."""
         mine = set(indices)
         users = {s for i, (s, _) in enumerate(self.out_plan) if i not in mine}
-        self._kept = [s not in users for s, *_ in self.out_alloc]
+        kept = [s not in users for s, *_ in self.out_alloc]
+        self._kept = kept if any(kept) else None        # (None: run()'s fast path)
         self._local = threading.local()
 
     def _outputs(self) -> list[np.ndarray]:
@@ -244,9 +245,16 @@ class LLVMExecutable(Executable):
                 a = np.ascontiguousarray(a)
                 held.append(a)          # the table holds no reference: keep it to the end
             table[i] = id(a)
-        outs = self._outputs()
-        for (s, *_), o in zip(self.out_alloc, outs):
-            table[s] = id(o)
+        if self._kept is None:          # (the cached-call fast path: no kept outputs)
+            outs = []
+            for s, shape, dtype, pooled in self.out_alloc:
+                o = self._pool.empty(shape, dtype) if pooled else np.empty(shape, dtype)
+                table[s] = id(o)
+                outs.append(o)
+        else:
+            outs = self._outputs()
+            for (s, *_), o in zip(self.out_alloc, outs):
+                table[s] = id(o)
         self.only_seg(fr.addr)
         frames.append(fr)
         return outs if direct is True else [outs[k] for k in direct]
