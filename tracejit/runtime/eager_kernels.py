@@ -54,19 +54,24 @@ KERNEL_OPS = frozenset(("add", "sub", "mul", "div", "neg", "abs", "maximum", "mi
 # Measured crossovers (float32 operands of shape (n/256, 256); bench/eager.py's crossover
 # sections, each side the minimum of 7 interleaved rounds): per thread count, per primitive,
 # the operand size in elements from which the kernel beat NumPy by 5% or more at every larger
-# size up to 4M. An op missing here never did, and stays NumPy. Reference machine (2 cores,
-# znver4 with AVX-512, 2026-11-30, shared with other tenants: the 2-thread figures are the
-# noisier). What the figures say: the memory-bound arithmetic and comparisons lose at every
-# size (1.1-1.4x NumPy's time at 4M, more below from the ~10 us call overhead), with one
-# thread and with two: one core already moves about the whole memory bandwidth of this
-# machine. The kernels win where they compute more cheaply than NumPy: exp and sqrt (own
-# vectorized code), max/min reductions along rows, where (1/20 of np.where's time), and a
-# float32 -> float64 cast at 4M (NumPy's fresh 32 MiB output faults in every page).
+# size up to 4M. An op missing here never did, and stays NumPy. Reference machine: 2 cores,
+# znver4 with AVX-512, measured quiet on 2026-11-30 19:31 UTC (an earlier table taken while
+# other tenants loaded the machine kept every arithmetic op on NumPy at 2 threads, and the
+# 4M-float eager chain fell to 1.6x torch's time). What the figures say: with one thread the
+# memory-bound arithmetic and comparisons never win (one core moves about the whole memory
+# bandwidth NumPy needs); with two, they win from 1M (mul, div, sub, maximum, minimum) or 4M
+# elements (add, neg, abs, comparisons). The kernels win much earlier where they compute more
+# cheaply than NumPy: exp, sqrt and reciprocal (own vectorized code), max/min reductions along
+# rows, where (1/20 of np.where's time), and a float32 -> float64 cast at 4M (NumPy's fresh
+# 32 MiB output faults in every page).
 CROSSOVER: dict[int, dict[str, int]] = {
-    1: {"exp": 1 << 16, "sqrt": 1 << 16, "reciprocal": 1 << 17, "max": 1 << 15,
-        "min": 1 << 15, "where": 1 << 14, "cast": 1 << 22},
-    2: {"exp": 1 << 20, "sqrt": 1 << 20, "max": 1 << 15, "min": 1 << 18, "where": 1 << 14,
-        "cast": 1 << 22},
+    1: {"exp": 1 << 16, "sqrt": 1 << 16, "reciprocal": 1 << 16, "max": 1 << 17,
+        "min": 1 << 17, "where": 1 << 14, "cast": 1 << 22},
+    2: {"exp": 1 << 19, "sqrt": 1 << 19, "reciprocal": 1 << 19, "max": 1 << 19,
+        "min": 1 << 19, "where": 1 << 14, "cast": 1 << 22, "mul": 1 << 20, "div": 1 << 20,
+        "sub": 1 << 20, "maximum": 1 << 20, "minimum": 1 << 20, "add": 1 << 22,
+        "neg": 1 << 22, "abs": 1 << 22, "eq": 1 << 22, "ne": 1 << 22, "lt": 1 << 22,
+        "le": 1 << 22, "gt": 1 << 22, "ge": 1 << 22},
 }
 
 
