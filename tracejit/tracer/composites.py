@@ -16,7 +16,7 @@ from .backward_nodes import Node, SavedTensor
 from .forward_ad import FWD
 from .state import STATE, enable_grad
 from .tensor_base import TensorBase as Tensor
-from . import fused, ops
+from . import fused, fused_nograd, ops
 
 
 class CompositeNode(Node):
@@ -86,9 +86,15 @@ def composite(node_name, keeps_inputs: bool = True):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             ts = _tensors(args, kwargs)
-            if (not STATE.grad_enabled or not any(t._requires_grad for t in ts)
-                    or STATE.traces       # tracing: no eager node (captures are inputs)
-                    or FWD.levels):       # dual tensors: tangents go through the inner ops
+            if STATE.traces or FWD.levels:
+                # tracing: no eager node (captures are inputs); dual tensors: tangents go
+                # through the inner ops
+                return fn(*args, **kwargs)
+            if not STATE.grad_enabled or not any(t._requires_grad for t in ts):
+                if fused_nograd.large(ts):      # one compiled loop if elementwise only
+                    out = fused_nograd.run(fn, fn.__name__, args, kwargs)
+                    if out is not None:
+                        return out
                 return fn(*args, **kwargs)
             name = node_name(*args, **kwargs) if callable(node_name) else node_name
             out = fused.run(fn, name, args, kwargs, not keeps_inputs)

@@ -218,8 +218,11 @@ def _subgraph(g: Graph, outputs: list[Value], name: str) -> Graph:
     return optimize(h)
 
 
-def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Tensor],
-           device) -> Plan | object:
+def traced_graph(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Tensor],
+                 device):
+    """The composite's definition traced at this call's signature (the trace and its graph),
+    or _UNFUSABLE where it must run op by op: mixed devices, captures, random numbers, in-place
+    writes, guards, a non-float result, or a definition that does not trace."""
     if len({type(t._data) for t in tensors}) > 1 or \
             len({device_of(t._data) for t in tensors}) > 1:
         return _UNFUSABLE            # the op-by-op path names the devices in its error
@@ -236,6 +239,15 @@ def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Ten
             or len(g.outputs) != 1 + n_extra or not g.outputs[0].dtype.is_float
             or len(g.inputs) != len(tensors)):
         return _UNFUSABLE
+    return tr
+
+
+def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Tensor],
+           device) -> Plan | object:
+    tr = traced_graph(fn, name, args, kwargs, tensors, device)
+    if tr is _UNFUSABLE:
+        return _UNFUSABLE
+    g = tr.graph
     check = None
     if tr.checks:                    # data-dependent index checks run first, as eagerly
         check = _subgraph(g, [g.outputs[-1]], g.name + "_check")
