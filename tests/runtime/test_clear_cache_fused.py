@@ -2,7 +2,7 @@
 import numpy as np
 
 import tracejit as tj
-from tracejit.tracer import fused
+from tracejit.tracer import fused, fused_nograd
 
 
 def test_clear_cache_drops_fused_plans():
@@ -14,3 +14,12 @@ def test_clear_cache_drops_fused_plans():
     x.grad = None
     tj.softmax(x, -1).sum().backward()          # a fresh plan gives the same gradient
     np.testing.assert_allclose(x.grad.numpy(), np.zeros((3, 4)), atol=1e-12)
+
+
+def test_clear_cache_drops_no_grad_plans():
+    x = tj.tensor(np.linspace(-1.0, 1.0, 8192, dtype=np.float32))
+    for _ in range(3):
+        tj.sigmoid(x)
+    assert fused_nograd._PLANS
+    tj.clear_cache()
+    assert not fused_nograd._PLANS

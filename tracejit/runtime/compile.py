@@ -19,7 +19,7 @@ from ..ir.passes import optimize
 from ..ir.printer import print_graph
 from ..ir.verify import verify
 from ..tracer import autocast as _autocast
-from ..tracer import functional, fused, transform_cache
+from ..tracer import functional, fused, fused_nograd, transform_cache
 from ..tracer.forward_ad import FWD, any_dual
 from ..tracer.function import TRACED_APPLIES
 from ..tracer.pytree import tree_flatten, tree_unflatten
@@ -465,10 +465,11 @@ def _result(array) -> Tensor:
 def clear_cache() -> None:
     """Drop every compiled function's in-memory cache, the traces kept by the plain
     transforms (tracer/transform_cache.py), the eager composites' fused plans
-    (tracer/fused.py), and the free output blocks pooled by executables (see
+    (tracer/fused.py, fused_nograd.py), and the free output blocks pooled by executables (see
     buffers.OutputPool)."""
     for f in list(_ALL):
         f.clear_cache()
     transform_cache.clear()
     fused.clear()
+    fused_nograd.clear()
     clear_pools()
