@@ -221,16 +221,23 @@ class LeadingScheduler(ReduceScheduler):
             *cols(lambda j: [L.Store(part, L.add(L.mul(L.Var(c), n_cols), j[0]),
                                      L.AccGet(acc.name, j[0]))])], par="threads")]
         first = self._kernel(name, k.inputs, [part], body, [acc], extent=chunks)
-        names2 = _Names()
-        fin = L.Acc(names2("acc"), adt, op)
-        o, c2 = names2("o"), names2("c")
-        body2 = [L.Loop(o, L.Lit(n_cols), [
-            fin, L.Loop(c2, L.Lit(chunks), [L.Update(fin.name, L.LoadFlat(
-                part, L.add(L.mul(L.Var(c2), n_cols), L.Var(o))))]),
-            L.Store(out, L.Var(o), _cast(L.AccGet(fin.name), adt, out.dtype))], par="threads")]
-        finish = self._kernel(name + "_finish", [part], [out], body2, [fin], extent=n_cols)
+        finish = self._finish(name, part, out, op, adt, chunks, n_cols, "threads",
+                              extent=n_cols)
         return L.Scheduled(k, [first, finish], [part],
                            note=split + "; threads split the chunks, then the columns")
+
+    def _finish(self, name, part, out, op, adt, chunks, n_cols, par, *launch, **kw):
+        """The second stage of a split leading-axis reduction, on either target: each output
+        column combines its `chunks` partials in chunk order (the CPU's and the GPU's order of
+        additions are the same)."""
+        names = _Names()
+        fin = L.Acc(names("acc"), adt, op)
+        o, c = names("o"), names("c")
+        body = [L.Loop(o, L.Lit(n_cols), [
+            fin, L.Loop(c, L.Lit(chunks), [L.Update(fin.name, L.LoadFlat(
+                part, L.add(L.mul(L.Var(c), n_cols), L.Var(o))))]),
+            L.Store(out, L.Var(o), _cast(L.AccGet(fin.name), adt, out.dtype))], par=par)]
+        return self._kernel(name + "_finish", [part], [out], body, [fin], *launch, **kw)
 
     def _leading_gpu(self, k, name, names, tree, red, kept, chunks, per, adt, split):
         ins = k.instr
@@ -261,14 +268,7 @@ class LeadingScheduler(ReduceScheduler):
         first = self._kernel(name, k.inputs, [part], body, [acc],
                              min(-(-chunks * n_cols // LOOP_BLOCK), MAX_GRID), LOOP_BLOCK,
                              loop_sizes=[_size(x.shape)])
-        names2 = _Names()
-        fin = L.Acc(names2("acc"), adt, op)
-        o2, c2 = names2("o"), names2("c")
-        body2 = [L.Loop(o2, L.Lit(n_cols), [
-            fin, L.Loop(c2, L.Lit(chunks), [L.Update(fin.name, L.LoadFlat(
-                part, L.add(L.mul(L.Var(c2), n_cols), L.Var(o2))))]),
-            L.Store(out, L.Var(o2), _cast(L.AccGet(fin.name), adt, out.dtype))], par="grid")]
-        finish = self._kernel(name + "_finish", [part], [out], body2, [fin],
+        finish = self._finish(name, part, out, op, adt, chunks, n_cols, "grid",
                               min(-(-n_cols // LOOP_BLOCK), MAX_GRID), LOOP_BLOCK,
                               loop_sizes=[chunks * n_cols])
         return L.Scheduled(k, [first, finish], [part], note=split)
