@@ -48,6 +48,7 @@ from .tracer.views import dsplit, hsplit, ravel, tensor_split, vsplit  # noqa: F
 from . import linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")
+from .runtime import cuda_graphs as _cuda_graphs  # noqa: F401  (registers "cuda_graphs")
 from .runtime import eager_kernels as _eager_kernels  # noqa: F401  (large eager ops)
 from .runtime import eager_composites as _eager_composites  # noqa: F401  (hot composites)
 from .devices import Device, cuda_available, device

@@ -84,6 +84,6 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, randomness: str = "error", *,
         inner = _vmap.vmap(fn.fn, in_axes, out_axes, randomness, chunk_size=chunk_size,
                            in_dims=in_dims, out_dims=out_dims)
         return CompiledFunction(inner, fn.static_argnums, fn.static_argnames, fn.device,
-                                backend=fn.backend_name)
+                                backend=fn.backend_name, mode=fn.mode)
     return _vmap.vmap(fn, in_axes, out_axes, randomness, chunk_size=chunk_size,
                       in_dims=in_dims, out_dims=out_dims)

@@ -25,6 +25,7 @@ from ..tracer.function import TRACED_APPLIES
 from ..tracer.pytree import tree_flatten, tree_unflatten
 from ..tracer.state import STATE, note_reads
 from ..tracer.tensor import Tensor
+from ..tracer.tensor_base import wrap_array
 from ..tracer.trace import Traced, arg_names, trace
 from . import captures
 from .backend import get_backend
@@ -56,8 +57,9 @@ class _Flight:
 class CompiledFunction:
     def __init__(self, fn: Callable, static_argnums: int | Sequence[int] = (),
                  static_argnames: str | Sequence[str] = (), device: str | None = None,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, mode: str | None = None) -> None:
         functools.update_wrapper(self, fn)
+        self.mode = check_mode(mode)
         self.device = None if device is None else as_device(device)
         self.fn = fn
         self.static_argnums = (static_argnums,) if isinstance(static_argnums, int) \
@@ -110,7 +112,7 @@ class CompiledFunction:
             return found                    # (an explicit __get__ call: the cached one)
         nums = tuple(i - 1 if i > 0 else i for i in self.static_argnums if i != 0)
         bound = CompiledFunction(self.fn.__get__(obj, objtype), nums, self.static_argnames,
-                                 self.device, backend=self.backend_name)
+                                 self.device, backend=self.backend_name, mode=self.mode)
         bound._unbound = self
         if isinstance(d, dict) and name is not None and self._is_attr_of(obj, name):
             bound._attr = name
@@ -202,7 +204,9 @@ class CompiledFunction:
         return next(iter(devs), CPU)
 
     def _backend(self, device: Device):
-        return get_backend("cuda" if device.type == "cuda" else self.backend_name)
+        if device.type == "cuda":       # reduce-overhead: CUDA graphs (runtime/cuda_graphs.py)
+            return get_backend("cuda_graphs" if self.mode == "reduce-overhead" else "cuda")
+        return get_backend(self.backend_name)
 
     def _entry(self, args, kwargs):
         key, flat, static = self._key(args, kwargs)
@@ -333,8 +337,8 @@ class CompiledFunction:
                 if entry.extra:
                     outs = entry.store_writes(outs, args)
                 if entry.single_out:
-                    return _result(outs[0])
-                return tree_unflatten(entry.traced.out_tree, [_result(o) for o in outs])
+                    return wrap_array(outs[0])
+                return tree_unflatten(entry.traced.out_tree, [wrap_array(o) for o in outs])
         entry, flat = self._entry(args, kwargs)
         if key is not None and not entry.once and \
                 len(entry.graph.inputs) == len(args) + len(entry.captures) + entry.n_hidden:
@@ -401,7 +405,7 @@ class CompiledFunction:
             return GradCompiledFunction(self, kind, argnums, has_aux)
         py = getattr(functional, kind)(self.fn, argnums)
         return CompiledFunction(py, self.static_argnums, self.static_argnames, self.device,
-                                backend=self.backend_name)
+                                backend=self.backend_name, mode=self.mode)
 
 
 class GradCompiledFunction(CompiledFunction):
@@ -412,7 +416,7 @@ class GradCompiledFunction(CompiledFunction):
         functools.update_wrapper(py, base.fn)
         py.__name__ = f"{kind}_{base.name}"
         super().__init__(py, base.static_argnums, base.static_argnames, base.device,
-                         backend=base.backend_name)
+                         backend=base.backend_name, mode=base.mode)
         self.base, self.kind, self.argnums, self.has_aux = base, kind, argnums, has_aux
 
     def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:
@@ -434,32 +438,46 @@ def _is_module(fn) -> bool:
 
 
 def compile(fn: Callable | None = None, *, static_argnums=(), static_argnames=(),  # noqa: A001
-            device: str | None = None, backend: str | None = None):
+            device: str | None = None, backend: str | None = None, mode: str | None = None):
     """Compile `fn`: `@tj.compile` or `tj.compile(fn, static_argnums=..., ...)`; a function,
-    a method (also as a decorator in a class body) or a module (see CompiledModule)."""
+    a method (also as a decorator in a class body) or a module (see CompiledModule).
+    `mode`: "default", or "reduce-overhead" (torch.compile's spelling): on a CUDA device each
+    compiled step with static shapes replays its launches from a CUDA graph
+    (runtime/cuda_graphs.py); on the CPU it changes nothing."""
+    check_mode(mode)
     if fn is None:
         return lambda f: compile(f, static_argnums=static_argnums,
-                                 static_argnames=static_argnames, device=device, backend=backend)
+                                 static_argnames=static_argnames, device=device, backend=backend,
+                                 mode=mode)
     own = getattr(type(fn), "__tj_compile__", None)
     if own is not None:   # a module that compiles itself its own way (DistributedDataParallel)
+        extra = {} if mode is None else {"mode": mode}
         return own(fn, static_argnums=static_argnums, static_argnames=static_argnames,
-                   device=device, backend=backend)
+                   device=device, backend=backend, **extra)
     if _is_module(fn):
         return CompiledModule(fn, lambda call: CompiledFunction(call, static_argnums,
-                                                                static_argnames, device, backend))
-    return CompiledFunction(fn, static_argnums, static_argnames, device, backend)
+                                                                static_argnames, device, backend,
+                                                                mode))
+    return CompiledFunction(fn, static_argnums, static_argnames, device, backend, mode)
+
+
+MODES = ("default", "reduce-overhead")
+
+
+def check_mode(mode: str | None) -> str:
+    """tj.compile's `mode`, checked ("default" when None)."""
+    if mode is None:
+        return "default"
+    if mode not in MODES:
+        hint = " (max-autotune is torch's Triton autotuning; tracejit has none)" \
+            if isinstance(mode, str) and mode.startswith("max-autotune") else ""
+        raise ValueError(f"tj.compile: unknown mode {mode!r}{hint}; the modes are "
+                         f"{', '.join(map(repr, MODES))} (at {user_location()})")
+    return mode
 
 
 def jit(fn=None, **kw):
     return compile(fn, **kw)
-
-
-def _result(array) -> Tensor:
-    """Tensor(array) without the base class's Python-level __new__ (tensor_base.py): the
-    cached-call path makes one per output, and the redirect cost ~0.15 us of a ~2.7 us call."""
-    t = object.__new__(Tensor)
-    t.__init__(array)
-    return t
 
 
 def clear_cache() -> None:

@@ -124,8 +124,8 @@ class CudaExecutable(Executable):
         dump("loops", graph.name, lambda: self.stage_text("loops"))
         dump("cuda", graph.name, lambda: self.source)
 
-    def run(self, args: Sequence[Any]) -> list[Any]:
-        cp = cupy_module()
+    def bind(self, cp: Any) -> _Bound:
+        """The compiled module and resolved launches on the current device."""
         dev = cp.cuda.Device().id
         bound = self._bound.get(dev)
         if bound is None:
@@ -133,6 +133,11 @@ class CudaExecutable(Executable):
                 bound = self._bound.get(dev)
                 if bound is None:
                     bound = self._bound[dev] = _Bound(self, cp)
+        return bound
+
+    def run(self, args: Sequence[Any]) -> list[Any]:
+        cp = cupy_module()
+        bound = self.bind(cp)
         env: dict = dict(bound.constants)
         for v, a in zip(self.graph.inputs, args):
             a = cp.ascontiguousarray(cp.asarray(a, v.dtype.np))

@@ -89,9 +89,47 @@ def _operand(cp: Any, x: Any, batch: tuple[int, ...]) -> tuple[Any, int, int, in
     return x, mat[0], mat[1], bs
 
 
-def gemm(cp: Any, a: Any, b: Any, out: Any) -> None:
+def capture_problem(a: Any, b: Any, out: Any) -> str | None:
+    """Why this GEMM cannot be recorded into a CUDA graph (None when it can): only the direct
+    cuBLAS path with operands it describes as they are is free of allocations and of CuPy
+    calls that refuse stream capture (cupy.matmul, copies)."""
+    if not (supported(out.dtype) and a.dtype == b.dtype == out.dtype):
+        return f"a {np.dtype(out.dtype).name} matmul runs through cupy.matmul"
+    if a.shape[-1] == 0:
+        return None                     # a fill of the output (a kernel), no cuBLAS call
+    batch = tuple(out.shape[:-2])
+    for name, x in (("left", a), ("right", b)):
+        if x.ndim - 2 < len(batch):
+            x = x.reshape((1,) * (len(batch) + 2 - x.ndim) + tuple(x.shape))
+        if _matrix(x) is None or _batch_stride(x, batch) is None:
+            return f"the {name} operand {list(x.shape)} (strides {list(x.strides)}) of a " \
+                   f"matmul needs a copy cuBLAS cannot take as a view"
+    return None
+
+
+def graph_handle(cp: Any, workspace: Any) -> int:
+    """A cuBLAS handle of our own for recording GEMMs into CUDA graphs, with `workspace` (a
+    device buffer its owner keeps alive) as its workspace: created outside any capture, so
+    that cuBLAS allocates nothing while a graph records (CuPy's shared handle may be set to
+    another workspace and stream by other code at any time)."""
+    blas = cublas_binding()
+    handle = blas.create()
+    blas.setWorkspace(handle, workspace.data.ptr, workspace.nbytes)
+    return handle
+
+
+def destroy_handle(handle: int) -> None:
+    cublas_binding().destroy(handle)
+
+
+def set_stream(handle: int, stream_ptr: int) -> None:
+    cublas_binding().setStream(handle, stream_ptr)
+
+
+def gemm(cp: Any, a: Any, b: Any, out: Any, handle: int | None = None) -> None:
     """out[..., M, N] = a[..., M, K] @ b[..., K, N] on the current device and stream; `out`
-    is contiguous, a and b are views of one dtype that cuBLAS takes (see `supported`)."""
+    is contiguous, a and b are views of one dtype that cuBLAS takes (see `supported`).
+    `handle`: a handle of the caller's (graph_handle), already set to its stream."""
     m, k = a.shape[-2:]
     n = b.shape[-1]
     batch = tuple(out.shape[:-2])
@@ -102,7 +140,8 @@ def gemm(cp: Any, a: Any, b: Any, out: Any) -> None:
         out[...] = 0
         return
     blas = cublas_binding()
-    handle = cublas_handle(cp)
+    if handle is None:
+        handle = cublas_handle(cp)
     dtype = DATA_TYPES[np.dtype(out.dtype)]
     a, op_a, lda, sa = _operand(cp, a, batch)
     b, op_b, ldb, sb = _operand(cp, b, batch)

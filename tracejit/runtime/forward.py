@@ -91,7 +91,7 @@ class JvpCompiledFunction(CompiledFunction):
             primals, _ = _merge_static(dyn, static)
             return tforward.jvp(base.fn, tuple(primals), tuple(tangents))
         py.__name__ = f"jvp_{base.name}"
-        super().__init__(py, (2,), (), base.device, backend=base.backend_name)
+        super().__init__(py, (2,), (), base.device, backend=base.backend_name, mode=base.mode)
         self.base = base
 
     def call(self, primals, tangents):
@@ -156,7 +156,8 @@ class _PrimalPart(CompiledFunction):
             raise RuntimeError(f"linearize of {parts.base.name} cannot run inside a trace; "
                                f"call tj.linearize on the Python function there")
         py.__name__ = f"linearize_{parts.base.name}"
-        super().__init__(py, (1,), (), parts.base.device, backend=parts.base.backend_name)
+        super().__init__(py, (1,), (), parts.base.device, backend=parts.base.backend_name,
+                         mode=parts.base.mode)
         self.parts = parts
 
     def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:
@@ -181,7 +182,8 @@ class _TangentPart(CompiledFunction):
         def py(residuals, tangents, static):
             raise RuntimeError(f"linearize of {parts.base.name} cannot run inside a trace")
         py.__name__ = f"linearize_{parts.base.name}_jvp"
-        super().__init__(py, (2,), (), parts.base.device, backend=parts.base.backend_name)
+        super().__init__(py, (2,), (), parts.base.device, backend=parts.base.backend_name,
+                         mode=parts.base.mode)
         self.parts = parts
 
     def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:

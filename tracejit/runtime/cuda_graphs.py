@@ -1,0 +1,314 @@
+"""CUDA graphs for compiled calls with static shapes: `tj.compile(fn, mode="reduce-overhead")`
+(torch.compile's spelling) on a CUDA device records the executable's launches into one CUDA
+graph and replays it with one graph launch per call, instead of a Python-issued launch per
+kernel and GEMM. Opt-in: it has not yet run on a GPU (only under the strict fake CuPy of the
+tests), so the default mode keeps plain launches.
+
+One recording per (device, stream, thread): a thread's replays are ordered on its stream, so
+the static buffers of a recording are never used by two calls at once.
+
+- First call of a recording: static buffers are allocated (inputs, outputs, the scratch arena,
+  a cuBLAS workspace with a handle of our own), the launches run one by one on them (the
+  warm-up: CUDA module, cuBLAS handle and workspace all exist before any capture, and this
+  call's results come from it), then they are captured on a private stream. Nothing is
+  allocated while capturing.
+- Every call: arguments are brought into the graph's inputs (below), the graph is launched on
+  the current stream, outputs are handed out (below).
+- Inputs. An argument that is already a contiguous device array of the input's dtype (the
+  parameters and optimizer state of a training step, updated in place so their addresses
+  stay) is read where it is: the graph records its address. A later call that passes another
+  address records the graph again, with that input then copied (so an input causes at most one
+  extra recording). Everything else is copied into static buffers before each replay: host
+  arrays and Python scalars (the learning rate, and the random generator's seed and offset, so
+  dropout draws a new mask every step) are packed into one host-to-device copy; other device
+  arrays (non-contiguous views, other dtypes) get a device copy each.
+- Outputs. Those the caller copies away at once (Entry's write-backs of in-place updates,
+  `reuse_outputs`) are handed out in the static buffers. Every other output is copied out of
+  them after the replay, all in one device copy into one new allocation (the outputs are views
+  of it), so the results of step k are never overwritten by step k+1.
+- Not capturable (extern steps run through CuPy, float64/integer matmuls through
+  cupy.matmul, GEMM operands cuBLAS cannot take as views, TRACEJIT_PROFILE timing each launch,
+  a CuPy without cuBLAS workspace bindings), or a capture that fails: a RuntimeWarning naming
+  the reason, once per executable, and plain launches from then on."""
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..devices import cupy_module
+from . import cuda_gemm
+from .backend import apply_view, register_backend
+from .cuda_backend import _EXTERN, CudaExecutable
+
+ALIGN = 256                      # offsets of the buffers inside one allocation
+WORKSPACE_BYTES = 32 << 20       # cuBLAS's recommended workspace on Hopper
+
+
+def _nbytes(v) -> int:
+    return math.prod(v.shape) * v.dtype.np.itemsize
+
+
+class _Arena:
+    """Device buffers for `values`, laid out in one allocation at aligned offsets (in order:
+    a prefix of them is one contiguous byte range)."""
+
+    def __init__(self, cp: Any, values: Sequence) -> None:
+        self.offsets: list[int] = []
+        n = 0
+        for v in values:
+            self.offsets.append(n)
+            n += -(-_nbytes(v) // ALIGN) * ALIGN
+        self.nbytes = n
+        self.mem = cp.empty(max(n, 1), np.uint8)
+        self.views = {v: self.view(self.mem, v, off) for v, off in zip(values, self.offsets)}
+
+    @staticmethod
+    def view(mem: Any, v, off: int) -> Any:
+        return mem[off:off + _nbytes(v)].view(v.dtype.np).reshape(v.shape)
+
+
+def _contiguous(a: Any) -> bool:
+    """C-contiguous by its strides (size-1 axes may have any stride)."""
+    expect = a.itemsize
+    for n, s in zip(reversed(a.shape), reversed(a.strides)):
+        if n != 1 and s != expect:
+            return False
+        expect *= n
+    return True
+
+
+class _Workspace:
+    """A cuBLAS handle and workspace per (device, stream, thread), shared by every recording
+    replayed there: replays on one stream never overlap."""
+
+    def __init__(self, cp: Any) -> None:
+        self.buffer = cp.empty(WORKSPACE_BYTES, np.uint8)
+        self.handle = cuda_gemm.graph_handle(cp, self.buffer)
+
+    def __del__(self) -> None:
+        try:
+            cuda_gemm.destroy_handle(self.handle)
+        except Exception:       # interpreter shutdown: the CUDA context may be gone
+            pass
+
+
+_WORKSPACES: dict[tuple, _Workspace] = {}
+_WS_LOCK = threading.Lock()
+
+
+def _workspace(cp: Any, key: tuple) -> _Workspace:
+    with _WS_LOCK:
+        ws = _WORKSPACES.get(key)
+        if ws is None:
+            ws = _WORKSPACES[key] = _Workspace(cp)
+        return ws
+
+
+class _Recording:
+    """One CUDA graph of an executable: its static buffers and its launches, resolved."""
+
+    def __init__(self, exe: "CudaGraphExecutable", cp: Any, bound, args: Sequence[Any],
+                 copied: set[int], workspace: _Workspace | None) -> None:
+        ins = exe.graph.inputs
+        dev = cp.cuda.Device().id
+        self.direct: dict[int, int] = {}      # input index -> the address the graph reads
+        host, dcopy = [], []
+        for i, (v, a) in enumerate(zip(ins, args)):
+            if i not in copied and exe.readable_in_place(cp, v, a, dev):
+                self.direct[i] = a.data.ptr
+            elif isinstance(a, cp.ndarray):
+                dcopy.append(i)
+            else:
+                host.append(i)
+        self.inputs = _Arena(cp, [ins[i] for i in host + dcopy])
+        self.dcopy_views = [(i, self.inputs.views[ins[i]]) for i in dcopy]
+        self.host_bytes = (self.inputs.offsets[len(host) - 1] + _nbytes(ins[host[-1]])
+                           if host else 0)
+        self.staging = np.zeros(self.host_bytes, np.uint8)
+        self.host_views = [(i, _Arena.view(self.staging, ins[i], off))
+                           for i, off in zip(host, self.inputs.offsets)]
+        # outputs handed out in place first, then those copied out (one contiguous range)
+        kept = [v for v in exe.fresh if v in exe.kept_values]
+        out = [v for v in exe.fresh if v not in exe.kept_values]
+        self.outputs = _Arena(cp, out + kept)
+        self.out_copy = [(v, off) for v, off in zip(out, self.outputs.offsets)]
+        self.out_bytes = (self.out_copy[-1][1] + _nbytes(out[-1])) if out else 0
+        env: dict = dict(bound.constants)
+        env.update((ins[i], args[i]) for i in self.direct)
+        env.update(self.inputs.views)
+        env.update(self.outputs.views)
+        if exe.scratch_layout:
+            self.scratch = cp.empty(max(exe.scratch_bytes, 1), np.uint8)
+            for v, off, n, dtype, shape in exe.scratch_layout:
+                env[v] = self.scratch[off:off + n].view(dtype).reshape(shape)
+        self.env = env
+        # where each output comes from: an argument read in place (copied, as the plain path
+        # copies an output that is an input), a static buffer copied, or a fresh buffer
+        where = {v: i for i, v in enumerate(ins)}
+        self.sources = [("arg", where[v]) if copy and where.get(v) in self.direct else
+                        ("copy", v) if copy else ("fresh", v) for v, copy in exe.out_plan]
+        self.workspace = workspace
+        self.steps: list[tuple] = []
+        self.problem: str | None = None
+        for fn, a, b, c in bound.steps:
+            if fn is _EXTERN:
+                self.problem = f"'{a.prim.name}' runs through CuPy (an extern step)"
+            elif fn is not None:
+                self.steps.append((fn, a, b, tuple(env[v] for v in c)))
+            else:
+                (ra, va), (rb, vb) = a, b
+                x, y, z = apply_view(env[ra], va), apply_view(env[rb], vb), env[c]
+                self.problem = self.problem or cuda_gemm.capture_problem(x, y, z)
+                self.steps.append((None, x, y, z))
+        if self.problem is None and workspace is None and \
+                any(fn is None for fn, *_ in self.steps):
+            self.problem = "no cuBLAS workspace"
+        self.graph = None
+
+    def matches(self, cp: Any, exe: "CudaGraphExecutable", args: Sequence[Any], dev: int,
+                ) -> list[int]:
+        """The directly read inputs whose argument is not at the recorded address now."""
+        ins = exe.graph.inputs
+        return [i for i, ptr in self.direct.items()
+                if not (exe.readable_in_place(cp, ins[i], args[i], dev)
+                        and args[i].data.ptr == ptr)]
+
+    def load(self, args: Sequence[Any]) -> None:
+        """Copy this call's arguments into the static input buffers (in stream order)."""
+        if self.host_bytes:
+            for i, view in self.host_views:
+                view[...] = np.asarray(args[i], view.dtype)
+            self.inputs.mem[:self.host_bytes].set(self.staging)
+        for i, view in self.dcopy_views:
+            view[...] = args[i]
+
+    def execute(self, cp: Any) -> None:
+        """The launches one by one, on the current stream (the warm-up, and the capture)."""
+        handle = self.workspace.handle if self.workspace is not None else None
+        for fn, a, b, c in self.steps:
+            if fn is None:
+                cuda_gemm.gemm(cp, a, b, c, handle)
+            else:
+                fn(a, b, c)
+
+    def capture(self, cp: Any) -> None:
+        side = cp.cuda.Stream(non_blocking=True)   # the legacy default stream cannot capture
+        if self.workspace is not None:
+            cuda_gemm.set_stream(self.workspace.handle, side.ptr)
+        with side:
+            side.begin_capture()
+            try:
+                self.execute(cp)
+            except BaseException:
+                try:
+                    side.end_capture()
+                except Exception:      # the capture was invalidated: nothing to keep
+                    pass
+                raise
+            self.graph = side.end_capture()
+
+    def results(self, args: Sequence[Any]) -> list[Any]:
+        """The outputs of the work just enqueued: copied-out ones in one new allocation."""
+        copies: dict = {}
+        if self.out_bytes:
+            mem = self.outputs.mem[:self.out_bytes].copy()
+            copies = {v: _Arena.view(mem, v, off) for v, off in self.out_copy}
+        res = []
+        for how, x in self.sources:
+            if how == "arg":
+                res.append(args[x].copy())
+            elif how == "copy":
+                res.append(self.env[x].copy())
+            else:
+                res.append(copies.get(x, self.env[x]))
+        return res
+
+
+class CudaGraphExecutable(CudaExecutable):
+    """A CUDA executable that replays its launches from CUDA graphs (see the module's text)."""
+
+    def __init__(self, graph) -> None:
+        super().__init__(graph)
+        self.kept_values: set = set()
+        self._recordings: dict[tuple, _Recording] = {}
+        self._copied: dict[tuple, set[int]] = {}
+        self._rec_lock = threading.Lock()
+        self.plain_reason: str | None = None
+        self.stats = {"captures": 0, "replays": 0, "warmups": 0}
+
+    def reuse_outputs(self, indices: Sequence[int]) -> None:
+        mine = set(indices)
+        users = {v for j, (v, _) in enumerate(self.out_plan) if j not in mine}
+        self.kept_values = {v for j, (v, copy) in enumerate(self.out_plan)
+                            if j in mine and not copy and v not in users}
+
+    def readable_in_place(self, cp: Any, v, a: Any, dev: int) -> bool:
+        """Whether the graph can read argument `a` of input `v` where it is."""
+        return isinstance(a, cp.ndarray) and a.dtype == v.dtype.np and \
+            tuple(a.shape) == v.shape and a.device.id == dev and _contiguous(a) and \
+            not (v in self.aligned and a.data.ptr % 16)
+
+    def _fall_back(self, reason: str) -> None:
+        if self.plain_reason is None:
+            self.plain_reason = reason
+            warnings.warn(f"tracejit: {self.graph.name}: not replayed from a CUDA graph "
+                          f"(mode='reduce-overhead'): {reason}; its launches run one by one",
+                          RuntimeWarning, stacklevel=4)
+
+    def run(self, args: Sequence[Any]) -> list[Any]:
+        if self.plain_reason is not None or self._prof_keys is not None:
+            return super().run(args)
+        cp = cupy_module()
+        dev = cp.cuda.Device().id
+        key = (dev, cp.cuda.get_current_stream().ptr, threading.get_ident())
+        rec = self._recordings.get(key)
+        if rec is not None:
+            moved = rec.matches(cp, self, args, dev)
+            if not moved:
+                rec.load(args)
+                rec.graph.launch()
+                self.stats["replays"] += 1
+                return rec.results(args)
+            self._copied.setdefault(key, set()).update(moved)   # read from a copy from now
+        return self._record(cp, key, args)
+
+    def _record(self, cp: Any, key: tuple, args: Sequence[Any]) -> list[Any]:
+        bound = self.bind(cp)
+        ws = None
+        if any(fn is None for fn, *_ in bound.steps):
+            try:
+                ws = _workspace(cp, key)
+            except Exception as e:      # e.g. a CuPy whose cuBLAS bindings lack setWorkspace
+                self._fall_back(f"no cuBLAS handle with a workspace of our own "
+                                f"({type(e).__name__}: {e})")
+                return super().run(args)
+        with self._rec_lock:
+            copied = set(self._copied.get(key, ()))
+        rec = _Recording(self, cp, bound, args, copied, ws)
+        if rec.problem is not None:
+            self._fall_back(rec.problem)
+            return super().run(args)
+        with self._rec_lock:
+            self._recordings.pop(key, None)
+        rec.load(args)
+        if ws is not None:
+            cuda_gemm.set_stream(ws.handle, cp.cuda.get_current_stream().ptr)
+        rec.execute(cp)                  # the warm-up: this call's results
+        self.stats["warmups"] += 1
+        out = rec.results(args)
+        try:
+            rec.capture(cp)
+        except Exception as e:
+            self._fall_back(f"the capture failed ({type(e).__name__}: {e})")
+            return out
+        self.stats["captures"] += 1
+        with self._rec_lock:
+            self._recordings[key] = rec
+        return out
+
+
+register_backend("cuda_graphs", CudaGraphExecutable)
