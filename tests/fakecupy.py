@@ -425,6 +425,8 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
             src = _spec(value._a) if isinstance(value, ndarray) else value
             stream.recording.append(("copy", "copy", dst, src))
             return
+        if isinstance(value, ndarray):
+            LOG.append(("copy", self._a[_unwrap(key)].shape))
         self._a[_unwrap(key)] = _unwrap(value)
 
     def __len__(self) -> int:

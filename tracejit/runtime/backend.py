@@ -33,6 +33,12 @@ class Executable:
         thread (write-backs of in-place updates), so a backend may hand them out in memory it
         reuses. The default keeps every output new."""
 
+    def write_back(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """For each (output j, input i): the caller stores output j into the array it passed as
+        input i (a capture updated in place), unless output j *is* that array. So a backend
+        may store it there itself, once the call's work is done, and hand that input back as
+        output j (runtime/cuda_graphs.py does, inside the graph). The default does nothing."""
+
     def stage_text(self, stage: str) -> str:
         raise NotImplementedError(f"the {self.backend} backend has no '{stage}' stage: kernels, "
                                   f"LLVM IR and assembly come from the LLVM backend "

@@ -59,9 +59,10 @@ def store_writes(writes: Sequence[Tensor], new_values: Sequence[Any],
     own storage, as the eager in-place ops would (the version counter moves once per op)."""
     for i, (t, new) in enumerate(zip(writes, new_values)):
         new = to_device(new._data if isinstance(new, Tensor) else new, device_of(t._data))
-        if not getattr(t._data.flags, "writeable", True):      # a read-only lazy view
-            t._data = t._data.copy()
-        t._data[...] = new
+        if new is not t._data:          # (the executable stored it there: Executable.write_back)
+            if not getattr(t._data.flags, "writeable", True):      # a read-only lazy view
+                t._data = t._data.copy()
+            t._data[...] = new
         t._version[0] += counts[i] if counts is not None else 1
         if getattr(t, "_view", None) is not None:
             follow_writes(t)            # its views (tracer/views.py) see the new value

@@ -44,6 +44,7 @@ from . import cuda_gemm
 from .backend import apply_view, register_backend
 from .cuda_backend import _EXTERN, CudaExecutable
 
+_STORE = object()                # a step that stores a new value into a capture
 ALIGN = 256                      # offsets of the buffers inside one allocation
 WORKSPACE_BYTES = 32 << 20       # cuBLAS's recommended workspace on Hopper
 
@@ -116,10 +117,12 @@ class _Recording:
         ins = exe.graph.inputs
         dev = cp.cuda.Device().id
         self.direct: dict[int, int] = {}      # input index -> the address the graph reads
+        self.held: dict[int, Any] = {}        # input index -> the array recorded there
         host, dcopy = [], []
         for i, (v, a) in enumerate(zip(ins, args)):
             if i not in copied and exe.readable_in_place(cp, v, a, dev):
                 self.direct[i] = a.data.ptr
+                self.held[i] = a
             elif isinstance(a, cp.ndarray):
                 dcopy.append(i)
             else:
@@ -167,15 +170,25 @@ class _Recording:
         if self.problem is None and workspace is None and \
                 any(fn is None for fn, *_ in self.steps):
             self.problem = "no cuBLAS workspace"
+        # captures updated in place and read where they are: the graph ends by storing their
+        # new values into them (after every launch that reads them), and hands them back
+        stored: set[int] = set()
+        for j, i in exe.pairs:
+            v, copy = exe.out_plan[j]
+            if i in self.direct and i not in stored and not copy and v in exe.kept_values \
+                    and ins[i].shape == v.shape and ins[i].dtype == v.dtype:
+                stored.add(i)
+                self.steps.append((_STORE, args[i], env[v], None))
+                self.sources[j] = ("inplace", i)
         self.graph = None
 
     def matches(self, cp: Any, exe: "CudaGraphExecutable", args: Sequence[Any], dev: int,
                 ) -> list[int]:
         """The directly read inputs whose argument is not at the recorded address now."""
-        ins = exe.graph.inputs
+        ins, held = exe.graph.inputs, self.held
         return [i for i, ptr in self.direct.items()
-                if not (exe.readable_in_place(cp, ins[i], args[i], dev)
-                        and args[i].data.ptr == ptr)]
+                if args[i] is not held[i] and
+                not (exe.readable_in_place(cp, ins[i], args[i], dev) and args[i].data.ptr == ptr)]
 
     def load(self, args: Sequence[Any]) -> None:
         """Copy this call's arguments into the static input buffers (in stream order)."""
@@ -192,6 +205,8 @@ class _Recording:
         for fn, a, b, c in self.steps:
             if fn is None:
                 cuda_gemm.gemm(cp, a, b, c, handle)
+            elif fn is _STORE:
+                a[...] = b                  # a device copy kernel
             else:
                 fn(a, b, c)
 
@@ -219,7 +234,9 @@ class _Recording:
             copies = {v: _Arena.view(mem, v, off) for v, off in self.out_copy}
         res = []
         for how, x in self.sources:
-            if how == "arg":
+            if how == "inplace":
+                res.append(args[x])
+            elif how == "arg":
                 res.append(args[x].copy())
             elif how == "copy":
                 res.append(self.env[x].copy())
@@ -234,6 +251,7 @@ class CudaGraphExecutable(CudaExecutable):
     def __init__(self, graph) -> None:
         super().__init__(graph)
         self.kept_values: set = set()
+        self.pairs: list[tuple[int, int]] = []
         self._recordings: dict[tuple, _Recording] = {}
         self._copied: dict[tuple, set[int]] = {}
         self._rec_lock = threading.Lock()
@@ -245,6 +263,9 @@ class CudaGraphExecutable(CudaExecutable):
         users = {v for j, (v, _) in enumerate(self.out_plan) if j not in mine}
         self.kept_values = {v for j, (v, copy) in enumerate(self.out_plan)
                             if j in mine and not copy and v not in users}
+
+    def write_back(self, pairs: Sequence[tuple[int, int]]) -> None:
+        self.pairs = list(pairs)
 
     def readable_in_place(self, cp: Any, v, a: Any, dev: int) -> bool:
         """Whether the graph can read argument `a` of input `v` where it is."""

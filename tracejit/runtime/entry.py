@@ -54,6 +54,11 @@ class Entry:
         e = n + traced.n_grad_outs + len(traced.escapes)
         exe.reuse_outputs(list(range(self.n_user, n)) +
                           list(range(e, e + len(traced.arg_writes))))
+        # the captures are the graph's inputs after the arguments (then the hidden ones)
+        first = len(graph.inputs) - len(self.captures) - self.n_hidden
+        where = {id(c): first + i for i, c in enumerate(self.captures)}
+        exe.write_back([(self.n_user + k, where[id(w)]) for k, w in enumerate(self.writes)
+                        if id(w) in where])
 
     def hidden_inputs(self) -> list[np.ndarray]:
         """This call's seed and offset, advancing the device's generator past them."""
