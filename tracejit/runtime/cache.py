@@ -1,9 +1,11 @@
 """The disk cache of compiled object code.
 
-Entries are keyed by a hash of the LLVM module text (which determines the code), the target
-(triple, CPU name and features) and the tracejit version. Each file holds a magic header, the
-full key and a SHA-256 of the payload; anything that does not check out (truncated, corrupted,
-foreign) is ignored and recompiled. Writes go to a temporary file renamed into place, so two
+Two kinds of entries: a kernel's object code (".o"), keyed by a hash of the LLVM module text
+(which determines the code), the target (triple, CPU name and features) and the tracejit
+version; and a whole CPU executable's description (".x", runtime/exe_cache.py), keyed by its
+graph, which names the kernel entries it runs. Each file holds a magic header, the full key and
+a SHA-256 of the payload; anything that does not check out (truncated, corrupted, foreign) is
+ignored with a warning, recompiled and rewritten. Writes go to a temporary file renamed into place, so two
 processes compiling the same function at once both end up with a valid entry. The directory
 is bounded in size: the least recently used entries are evicted.
 
@@ -56,6 +58,25 @@ def directory() -> str | None:
     return d
 
 
+def code_hash(subs: tuple[str, ...]) -> str:
+    """A hash of the sources of tracejit's subpackages `subs` (read once per process)."""
+    h = _HASHES.get(subs)
+    if h is None:
+        sha = hashlib.sha256()
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for sub in subs:
+            d = os.path.join(root, sub)
+            for name in sorted(os.listdir(d)):
+                if name.endswith(".py"):
+                    with open(os.path.join(d, name), "rb") as f:
+                        sha.update(sub.encode() + b"/" + name.encode() + b"\0" + f.read())
+        h = _HASHES[subs] = sha.hexdigest()[:16]
+    return h
+
+
+_HASHES: dict[tuple[str, ...], str] = {}
+
+
 def _code_hash() -> str:
     """A hash of the code that decides what cached objects mean (how kernels are called, the
     ABI of their arguments): tracejit's codegen and runtime sources. The version alone would
@@ -63,15 +84,7 @@ def _code_hash() -> str:
     other calling conventions, silently."""
     global _CODE
     if _CODE is None:
-        h = hashlib.sha256()
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        for sub in ("codegen", "runtime"):
-            d = os.path.join(root, sub)
-            for name in sorted(os.listdir(d)):
-                if name.endswith(".py"):
-                    with open(os.path.join(d, name), "rb") as f:
-                        h.update(name.encode() + b"\0" + f.read())
-        _CODE = h.hexdigest()[:16]
+        _CODE = code_hash(("codegen", "runtime"))
     return _CODE
 
 
@@ -86,9 +99,14 @@ def key(module_text: str, target: str) -> str:
     return h.hexdigest()
 
 
-def _path(k: str) -> str | None:
+OBJ_EXT = ".o"                        # a kernel's object code (llvm_jit)
+RUNNER_EXT = ".rt"                    # the runner's (llvm_jit.runner)
+EXTS = (OBJ_EXT, RUNNER_EXT, ".x")    # and a whole executable's description (exe_cache)
+
+
+def path(k: str, ext: str = OBJ_EXT) -> str | None:
     d = directory()
-    return None if d is None else os.path.join(d, k[:2], k + ".o")
+    return None if d is None else os.path.join(d, k[:2], k + ext)
 
 
 def _untrusted(st: os.stat_result, what: str) -> str | None:
@@ -155,7 +173,27 @@ def _dirs_untrusted(p: str) -> bool:
 
 
 def load(k: str) -> bytes | None:
-    p = _path(k)
+    """A kernel's object code stored under key k, or None."""
+    return load_entry(k, OBJ_EXT)
+
+
+def store(k: str, payload: bytes) -> None:
+    store_entry(k, payload, OBJ_EXT)
+
+
+def _damaged(p: str, why: str) -> None:
+    with _warn_lock:
+        if p in _warned:
+            return
+        _warned.add(p)
+    warnings.warn(f"tracejit: ignoring a damaged disk-cache entry {p} ({why}); compiling "
+                  f"again and rewriting it", RuntimeWarning, stacklevel=3)
+
+
+def load_entry(k: str, ext: str) -> bytes | None:
+    """The payload stored under key k with extension ext, or None: absent, untrusted (see the
+    module's doc) or damaged (truncated, corrupted, another key's: a warning says so)."""
+    p = path(k, ext)
     if p is None or _dirs_untrusted(p):
         return None
     try:
@@ -177,9 +215,12 @@ def load(k: str) -> bytes | None:
             return None
     head = MAGIC + k.encode() + b"\n"
     if not data.startswith(head) or len(data) < len(head) + 64:
+        _damaged(p, "empty" if not data else "truncated" if head.startswith(data) else
+                 "not a tracejit entry for this key")
         return None
     digest, payload = data[len(head):len(head) + 64], data[len(head) + 64:]
     if hashlib.sha256(payload).hexdigest().encode() != digest:
+        _damaged(p, "its checksum does not match: truncated or corrupted")
         return None
     try:
         os.utime(p)                   # recency, for eviction
@@ -188,8 +229,10 @@ def load(k: str) -> bytes | None:
     return payload
 
 
-def store(k: str, payload: bytes) -> None:
-    p = _path(k)
+def store_entry(k: str, payload: bytes, ext: str) -> None:
+    """Store payload under key k with extension ext: written to a private temporary file
+    and renamed into place, so a reader sees the old entry or the whole new one."""
+    p = path(k, ext)
     if p is None:
         return
     try:
@@ -220,7 +263,7 @@ def _evict(root: str) -> None:
     entries = []
     for dirpath, _, files in os.walk(root):
         for f in files:
-            if f.endswith(".o"):
+            if f.endswith(EXTS):
                 fp = os.path.join(dirpath, f)
                 try:
                     st = os.stat(fp)
@@ -244,7 +287,7 @@ def clear() -> None:
         return
     for dirpath, _, files in os.walk(d):
         for f in files:
-            if f.endswith(".o") or f.endswith(".tmp"):
+            if f.endswith(EXTS + (".tmp",)):
                 try:
                     os.remove(os.path.join(dirpath, f))
                 except OSError:

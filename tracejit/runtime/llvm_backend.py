@@ -6,6 +6,11 @@ calls, large kernels split across threads, matmuls as BLAS calls on operand view
 primitives), and the distinct kernel modules. This module compiles those modules (each at most
 once per process: llvm_jit.jit_kernels), builds the call tables, and runs.
 
+What it binds and runs is the program's RunSpec (runtime.exe_cache), which the disk cache keeps
+with the kernels' keys: a graph compiled in an earlier process is bound straight from there,
+without planning or generating code. Its plan and program are then built only if something
+asks for them (`.lower()`'s texts, TRACEJIT_DUMP, the profiler).
+
 Calls may come from several threads at once. Each call takes a frame (the word table the
 native code reads, and the intermediate buffers it writes) from a free list and puts it back
 afterwards, so concurrent calls never share a buffer and are never serialized; a second frame
@@ -18,7 +23,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,9 +34,10 @@ from ..ir.core import Graph
 from ..ir.dtypes import HALF
 from ..ir.matmul_fold import fold_matmuls
 from ..ir.passes import widen_half
+from ..ir.primitives import P
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
-from . import llvm_jit, profiler
+from . import exe_cache, llvm_jit, profiler
 from .backend import Executable, apply_view, register_backend
 from .buffers import POOL_MIN_BYTES, ScratchArena, release_arena, shared_pool, take_arena
 from ..codegen.dot import plan_dot
@@ -62,13 +68,21 @@ class LLVMExecutable(Executable):
     backend = "llvm"
 
     def __init__(self, graph: Graph) -> None:
-        # 16-bit matmuls run as float32 BLAS calls: NumPy has no half-precision BLAS
-        super().__init__(widen_half(fold_matmuls(expand_arg_reductions(expand_convs(graph))),
-                                    matmul_dtypes=HALF))
         t0 = time.perf_counter()
-        self.plan = make_plan(self.graph)
-        self.program = build_program(self.plan, n_threads())
-        self._jit = llvm_jit.jit_kernels(self.program.codes.values())
+        self.source_graph = graph
+        self.threads = n_threads()
+        self._graph = self._plan = self._program = None
+        key = exe_cache.key(graph, self.threads)
+        hit = exe_cache.load(key) if key is not None else None
+        jit = llvm_jit.load_kernels(hit[1]) if hit is not None else None
+        if jit is not None:
+            spec = hit[0]
+        else:
+            spec = exe_cache.spec_of(self.program)
+            jit = llvm_jit.jit_kernels(self.program.codes.values())
+            if key is not None:
+                exe_cache.store(key, spec, {s: jit[s].key for s in self.program.codes})
+        self._jit, self.spec = jit, spec
         self._make_buffers()
         self._bind_functions()
         self.compile_s = time.perf_counter() - t0
@@ -79,30 +93,57 @@ class LLVMExecutable(Executable):
         dump("llvm", graph.name, lambda: self.program.llvm_text())
         dump("asm", graph.name, lambda: self.stage_text("asm"))
 
+    # -- what the run description leaves out, built when asked for --------------------------
+    @property
+    def graph(self) -> Graph:
+        """The graph the plan is made from: the source graph with convolutions and arg
+        reductions expanded, matmuls folded and 16-bit matmuls widened (NumPy has no
+        half-precision BLAS, so they run as float32 BLAS calls)."""
+        if self._graph is None:
+            g = self.source_graph
+            self._graph = widen_half(fold_matmuls(expand_arg_reductions(expand_convs(g))),
+                                     matmul_dtypes=HALF)
+        return self._graph
+
+    @graph.setter
+    def graph(self, g: Graph) -> None:        # (Executable.__init__ is not called: unused)
+        self._graph = g
+
+    @property
+    def plan(self):
+        if self._plan is None:
+            self._plan = make_plan(self.graph)
+        return self._plan
+
+    @property
+    def program(self):
+        if self._program is None:
+            self._program = build_program(self.plan, self.threads)
+        return self._program
+
     # -- buffers ----------------------------------------------------------------------------
     def _make_buffers(self) -> None:
-        prog = self.program
-        self.n_words = prog.n_words
+        spec = self.spec
+        self.n_words = spec.n_words
         # every frame shares the constants (read only) and has its own intermediates
-        self.constants = [(s, np.ascontiguousarray(v.producer.params["value"], v.dtype.np))
-                          for s, v in prog.constants]
+        self.constants = spec.constants
         # intermediates live in the thread's scratch arena at the plan's offsets
         # (codegen.memplan; runtime.buffers.take_arena)
-        mem = prog.memory
-        self.scratch_layout = [(s, mem.offsets[s], v.shape, np.dtype(v.dtype.np))
-                               for s, v in prog.temps]
-        self.scratch_bytes = mem.arena_bytes
+        self.scratch_layout = spec.scratch_layout
+        self.scratch_bytes = spec.scratch_bytes
         # the intermediates Python steps (matmul, extern) read or write: indices in the layout
-        py_slots = {sl for st in prog.steps if st.kind in ("matmul", "extern")
-                    for sl in [s for s, _ in st.operands] + [st.out]}
+        py_slots = set()
+        for st in spec.steps:
+            if st[0] == "matmul":
+                py_slots.update((st[2][0], st[3][0], st[4]))
+            elif st[0] == "extern":
+                py_slots.update(st[4] + [st[5]])
         self._py_scratch = [k for k, (s, *_) in enumerate(self.scratch_layout) if s in py_slots]
         # outputs written by kernels get new arrays per call (pooled when large)
-        self.out_alloc = []
-        for s, v in prog.fresh:
-            nbytes = int(np.prod(v.shape, dtype=np.int64)) * v.dtype.np.itemsize
-            self.out_alloc.append((s, v.shape, np.dtype(v.dtype.np), nbytes >= POOL_MIN_BYTES))
-        self.out_plan = prog.out_plan
-        self.out_slots = [s for s, _ in prog.fresh]
+        self.out_alloc = [(s, shape, dtype, nbytes >= POOL_MIN_BYTES)
+                          for s, shape, dtype, nbytes in spec.out_alloc]
+        self.out_plan = spec.out_plan
+        self.out_slots = [s for s, *_ in spec.out_alloc]
         self._kept: list[bool] | None = None        # see reuse_outputs
         self._pool = shared_pool()
 
@@ -128,41 +169,45 @@ class LLVMExecutable(Executable):
         return ctypes.addressof(arr)
 
     def _bind_functions(self) -> None:
+        spec = self.spec
         runner = llvm_jit.runner()
         run_calls = _CALLS(runner.address("tj_run_calls"))
         self._keep: list = []
         self.run_steps = []
+        self.step_slots: list[set[int]] = []   # the slots each run step reads or writes
         # TRACEJIT_PROFILE: every kernel a native call of its own, each step timed (profiler.py)
         keys = [] if profiler.enabled() else None
-        by_name = {k.name: k for k in self.plan.kernels}
-        for st in self.program.steps:
-            if st.kind == "seg":
-                groups = [[c] for c in st.calls] if keys is not None else [st.calls]
+        by_name = {k.name: k for k in self.plan.kernels} if keys is not None else {}
+        for st in spec.steps:
+            kind = st[0]
+            if kind == "seg":
+                groups = [[c] for c in st[1]] if keys is not None else [st[1]]
                 for calls in groups:
                     table = (ctypes.c_uint64 * (CALL_WORDS * len(calls)))()
-                    for i, c in enumerate(calls):
+                    for i, (_, symbol, slots, extent) in enumerate(calls):
                         table[CALL_WORDS * i:CALL_WORDS * (i + 1)] = [
-                            self._jit[c.code.symbol].address, self._slot_list(c.slots), 0,
-                            c.extent]
+                            self._jit[symbol].address, self._slot_list(slots), 0, extent]
                     self._keep.append(table)
                     self.run_steps.append(("seg", (run_calls, ctypes.addressof(table),
                                                    len(calls))))
+                    self.step_slots.append({s for c in calls for s in c[2]})
                     if keys is not None:
-                        keys.append(profiler.key_for(self.graph.name, by_name[calls[0].kernel]))
+                        keys.append(profiler.key_for(self.graph.name, by_name[calls[0][0]]))
                 continue
             if keys is not None:
-                k = st.kernel if st.kind in ("matmul", "extern") else by_name[st.calls[0].kernel]
-                keys.append(profiler.key_for(self.graph.name, k))
-            if st.kind == "par":
-                c = st.calls[0]
-                fn = _KERN(self._jit[c.code.symbol].address)
-                self.run_steps.append(("par", (fn, self._slot_list(c.slots), st.chunks)))
-            elif st.kind == "extern":
-                ins = st.kernel.instr
-                self.run_steps.append(("extern", (ins.prim.impl, ins.params,
-                                                  [s for s, _ in st.operands], st.out)))
+                keys.append(profiler.key_for(self.graph.name, by_name[st[1]]))
+            if kind == "par":
+                _, _, symbol, slots, chunks = st
+                fn = _KERN(self._jit[symbol].address)
+                self.run_steps.append(("par", (fn, self._slot_list(slots), chunks)))
+                self.step_slots.append(set(slots))
+            elif kind == "extern":
+                _, _, prim, params, ins, out = st
+                self.run_steps.append(("extern", (P.get(prim).impl, params, ins, out)))
+                self.step_slots.append(set(ins) | {out})
             else:
-                self.run_steps.append(("matmul", (st.operands[0], st.operands[1], st.out)))
+                self.run_steps.append(("matmul", st[2:]))
+                self.step_slots.append({st[2][0], st[3][0], st[4]})
         self.only_seg = None
         self._header = (0, 0)
         self._prof_keys = keys
@@ -194,12 +239,14 @@ class LLVMExecutable(Executable):
         self._kept = kept if any(kept) else None        # (None: run()'s fast path)
         self._local = threading.local()
 
-    def _outputs(self) -> list[np.ndarray]:
-        """This call's output arrays, in out_alloc's order."""
+    def _outputs(self, given: dict | None = None) -> list[np.ndarray]:
+        """This call's output arrays, in out_alloc's order (given[k]: the caller's for k)."""
         kept = self._kept_arrays() if self._kept is not None else None
         outs = []
         for k, (s, shape, dtype, pooled) in enumerate(self.out_alloc):
-            if kept is not None and kept[k] is not None:
+            if given and k in given:
+                outs.append(given[k])
+            elif kept is not None and kept[k] is not None:
                 outs.append(kept[k])
             else:
                 outs.append(self._pool.empty(shape, dtype) if pooled else np.empty(shape, dtype))
@@ -259,7 +306,22 @@ class LLVMExecutable(Executable):
         frames.append(fr)
         return outs if direct is True else [outs[k] for k in direct]
 
-    def _run_frame(self, fr: "_Frame", args: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def run_hooked(self, args: Sequence[np.ndarray], outs: dict[int, np.ndarray],
+                   hooks: dict[int, Callable[[], None]]) -> list[np.ndarray]:
+        """run() writing the new outputs out_alloc[k] into the caller's arrays outs[k]
+        (C-contiguous of the output's shape and dtype; views into a larger buffer are fine,
+        since the native code reads each array's own data pointer), calling hooks[i]() after
+        run step i (step_slots[i]: the slots it touches). DDP writes a compiled backward's
+        gradients straight into its bucket buffers this way, and starts a bucket's all-reduce
+        and lets MPI progress between the steps (runtime/grad_sync.py)."""
+        try:
+            fr = self._frames.pop()
+        except IndexError:
+            fr = self._new_frame()
+        return self._run_frame(fr, args, outs, hooks)
+
+    def _run_frame(self, fr: "_Frame", args: Sequence[np.ndarray], outs: dict | None = None,
+                   hooks: dict | None = None) -> list[np.ndarray]:
         """Several steps, or outputs that are copies: the frame's arrays hold this call's."""
         frames = self._frames
         arrays, table = fr.arrays, fr.table
@@ -280,13 +342,15 @@ class LLVMExecutable(Executable):
                     a = np.ascontiguousarray(a)
                 arrays[i] = a
                 table[i] = id(a)
-            for (s, *_), o in zip(self.out_alloc, self._outputs()):
+            for (s, *_), o in zip(self.out_alloc, self._outputs(outs)):
                 arrays[s] = o
                 table[s] = id(o)
             if self.only_seg is not None:
                 self.only_seg(fr.addr)
+                if hooks and 0 in hooks:
+                    hooks[0]()
             else:
-                self._run_steps(arrays, fr.addr)
+                self._run_steps(arrays, fr.addr, hooks)
             return [arrays[s].copy() if copy else arrays[s] for s, copy in self.out_plan]
         finally:
             # the frame keeps neither the caller's arrays nor the results alive
@@ -300,7 +364,7 @@ class LLVMExecutable(Executable):
                 release_arena(ar)
             frames.append(fr)
 
-    def _run_steps(self, arrays, addr: int) -> None:
+    def _run_steps(self, arrays, addr: int, hooks: dict | None = None) -> None:
         keys = self._prof_keys
         for i, (kind, x) in enumerate(self.run_steps):
             if keys is not None:
@@ -331,6 +395,10 @@ class LLVMExecutable(Executable):
                           out=arrays[so])
             if keys is not None:
                 profiler.record(keys[i], time.perf_counter() - t0)
+            if hooks:
+                hook = hooks.get(i)
+                if hook is not None:
+                    hook()
 
     def stage_text(self, stage: str) -> str:
         if stage == "kernels":

@@ -161,14 +161,15 @@ def _check_symbols(obj: bytes) -> None:
 
 # -- the kernel registry ------------------------------------------------------------------------
 class JitKernel:
-    """A compiled kernel: its entry address, and the engine holding its code (shared with the
-    kernels compiled or loaded together with it) alive as long as this object lives."""
+    """A compiled kernel: its entry address, its disk-cache key, and the engine holding its
+    code (shared with the kernels compiled or loaded together with it) alive as long as this
+    object lives."""
 
-    __slots__ = ("code", "engine", "address", "__weakref__")
+    __slots__ = ("symbol", "key", "engine", "address", "__weakref__")
 
-    def __init__(self, code: KernelCode, engine: Engine) -> None:
-        self.code, self.engine = code, engine
-        self.address = engine.address(code.symbol)
+    def __init__(self, symbol: str, key: str, engine: Engine) -> None:
+        self.symbol, self.key, self.engine = symbol, key, engine
+        self.address = engine.address(symbol)
 
 
 _kernels: "weakref.WeakValueDictionary[str, JitKernel]" = weakref.WeakValueDictionary()
@@ -214,13 +215,16 @@ def _compile_all(todo: list[KernelCode]) -> list[bytes]:
 
 def runner() -> Engine:
     """The engine holding codegen.llvm_program's runner (tj_run, tj_run_calls): a few dozen
-    instructions, compiled once per process straight from its text, kept for the process."""
+    instructions, built once per process (its object code from the disk cache, like a
+    kernel's: compiling it took ~10 ms of a cached first call), kept for the process."""
     with _registry_lock:
         if "runner" not in _state:
-            target_machine()
-            mod = llvm.parse_assembly(RUNNER.text)
-            mod.verify()
-            _state["runner"] = Engine(mod=mod)
+            k = cache_key(RUNNER)
+            obj = cache.load_entry(k, cache.RUNNER_EXT)
+            if obj is None:
+                obj = compile_code(RUNNER)
+                cache.store_entry(k, obj, cache.RUNNER_EXT)
+            _state["runner"] = Engine(objs=[obj])
         return _state["runner"]
 
 
@@ -247,12 +251,43 @@ def jit_kernels(codes: Iterable[KernelCode]) -> dict[str, JitKernel]:
     with _registry_lock:
         _counts["compiled"] += len(missing)
         _counts["loaded"] += len(todo) - len(missing)
+    return _register(found, [c.symbol for c in todo], keys, objs)
+
+
+def _register(found: dict[str, JitKernel], symbols: list[str], keys: list[str],
+              objs: list[bytes]) -> dict[str, JitKernel]:
+    """Load `objs` (the object code of kernels `symbols`) into one engine and register them."""
     engine = Engine(objs=objs)
     with _registry_lock:
-        for c in todo:
-            k = _kernels.get(c.symbol)        # another thread may have made it meanwhile
+        for sym, key in zip(symbols, keys):
+            k = _kernels.get(sym)             # another thread may have made it meanwhile
             if k is None:
-                k = JitKernel(c, engine)
-                _kernels[c.symbol] = k
-            found[c.symbol] = k
+                k = JitKernel(sym, key, engine)
+                _kernels[sym] = k
+            found[sym] = k
     return found
+
+
+def load_kernels(keys: dict[str, str]) -> dict[str, JitKernel] | None:
+    """The kernels {symbol: disk-cache key} of a cached executable (runtime.exe_cache), from
+    memory or the disk cache; None if any is in neither (evicted, damaged, untrusted): then
+    the caller compiles the graph as if nothing were cached."""
+    found: dict[str, JitKernel] = {}
+    with _registry_lock:
+        for sym in keys:
+            k = _kernels.get(sym)
+            if k is not None:
+                found[sym] = k
+    todo = [sym for sym in keys if sym not in found]
+    objs = []
+    for sym in todo:
+        obj = cache.load(keys[sym])
+        if obj is None:
+            return None
+        objs.append(obj)
+    with _registry_lock:
+        _counts["reused"] += len(found)
+        _counts["loaded"] += len(todo)
+    if not todo:
+        return found
+    return _register(found, todo, [keys[s] for s in todo], objs)

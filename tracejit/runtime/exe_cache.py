@@ -1,0 +1,214 @@
+"""The disk cache of whole CPU executables: a graph's run description and its object code.
+
+The kernel cache (runtime/cache.py, runtime/llvm_jit.py) saves LLVM's time, but a hit there
+still needs every kernel's module text, so a new process ran matmul folding, the fusion plan,
+scheduling and LLVM text generation for the whole graph again before it could look anything
+up: most of a cached first call. This cache is keyed on the graph itself, as the backend
+receives it, so a hit skips all of that: it holds what the runtime binds and runs (frame size,
+constants, the scratch layout, outputs, the steps with their slots) and the kernel-cache key of
+every distinct kernel, whose object code llvm_jit loads from there. A kernel entry that is gone
+(evicted), damaged or untrusted makes the whole hit a miss: the graph is compiled as before.
+
+The key covers everything that decides that description or that code: the graph (every
+instruction's primitive, operands, parameters and type, constants by their bytes; not its
+source locations), the thread count, the memory-plan switch, the target (triple, CPU name and
+features), the LLVM, llvmlite and NumPy versions, where NumPy keeps an array's data pointer,
+tracejit's version and a hash of its ir, codegen and runtime sources. A graph holding a
+parameter the key cannot describe exactly is not cached (it is compiled, as before).
+
+Files live beside the kernel entries (cache.load_entry/store_entry with EXT: the same header,
+checksum, atomic rename, ownership checks and eviction). The payload is a pickle read back by an
+unpickler that builds only plain data, NumPy arrays and dtypes, and tracejit dtypes, so an
+entry can hold nothing else. A payload that fails to read is ignored with a warning and
+rebuilt."""
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import warnings
+from dataclasses import dataclass
+
+import llvmlite
+import llvmlite.binding as llvm
+import numpy as np
+
+from ..codegen.llvm_program import LLVMProgram, data_offset
+from ..codegen.memplan import sharing_enabled
+from ..ir.core import Graph
+from ..ir.dtypes import DType
+from .._version import __version__
+from . import cache
+from .llvm_jit import target_id
+
+EXT = ".x"
+FORMAT = b"tj-exe-1"
+
+
+@dataclass
+class RunSpec:
+    """What LLVMExecutable binds and runs; built from an LLVMProgram or read from the cache.
+    Steps are tuples: ("seg", [(kernel, symbol, slots, extent), ...]), ("par", kernel,
+    symbol, slots, chunks), ("matmul", kernel, (slot, views), (slot, views), out) and
+    ("extern", kernel, primitive name, params, input slots, out)."""
+    n_words: int
+    constants: list                 # (slot, array), read only, shared by every frame
+    scratch_layout: list            # (slot, byte offset, shape, numpy dtype)
+    scratch_bytes: int
+    out_alloc: list                 # (slot, shape, numpy dtype, nbytes)
+    out_plan: list                  # per graph output: (slot, whether to copy it)
+    steps: list
+
+
+def spec_of(prog: LLVMProgram) -> RunSpec:
+    mem = prog.memory
+    steps: list[tuple] = []
+    for st in prog.steps:
+        if st.kind == "seg":
+            steps.append(("seg", [(c.kernel, c.code.symbol, c.slots, c.extent)
+                                  for c in st.calls]))
+        elif st.kind == "par":
+            c = st.calls[0]
+            steps.append(("par", c.kernel, c.code.symbol, c.slots, list(st.chunks)))
+        elif st.kind == "extern":
+            ins = st.kernel.instr
+            steps.append(("extern", st.kernel.name, ins.prim.name, dict(ins.params),
+                          [s for s, _ in st.operands], st.out))
+        else:
+            (sa, va), (sb, vb) = st.operands
+            steps.append(("matmul", st.kernel.name, (sa, list(va)), (sb, list(vb)), st.out))
+    out_alloc = [(s, v.shape, np.dtype(v.dtype.np),
+                  int(np.prod(v.shape, dtype=np.int64)) * v.dtype.np.itemsize)
+                 for s, v in prog.fresh]
+    return RunSpec(
+        n_words=prog.n_words,
+        constants=[(s, np.ascontiguousarray(v.producer.params["value"], v.dtype.np))
+                   for s, v in prog.constants],
+        scratch_layout=[(s, mem.offsets[s], v.shape, np.dtype(v.dtype.np))
+                        for s, v in prog.temps],
+        scratch_bytes=mem.arena_bytes, out_alloc=out_alloc, out_plan=list(prog.out_plan),
+        steps=steps)
+
+
+# -- the key ------------------------------------------------------------------------------------
+class _Unkeyable(Exception):
+    pass
+
+
+def _param(v, out: list) -> None:
+    """Append an exact description of parameter value v (or raise _Unkeyable)."""
+    t = type(v)
+    if v is None or t in (bool, int, float, str):
+        out.append(f"{t.__name__}:{v!r}")
+    elif t in (tuple, list):
+        out.append(f"{t.__name__}({len(v)}")
+        for x in v:
+            _param(x, out)
+        out.append(")")
+    elif t is dict:
+        out.append(f"dict({len(v)}")
+        for k in sorted(v, key=repr):
+            _param(k, out)
+            _param(v[k], out)
+        out.append(")")
+    elif isinstance(v, DType):
+        out.append(f"dtype:{v.name}")
+    elif isinstance(v, np.ndarray):
+        a = np.ascontiguousarray(v)
+        out.append(f"array:{a.dtype.str}:{a.shape}:{hashlib.sha256(a.tobytes()).hexdigest()}")
+    elif isinstance(v, np.generic):
+        out.append(f"scalar:{v.dtype.str}:{v.tobytes().hex()}")
+    elif isinstance(v, np.dtype):
+        out.append(f"npdtype:{v.str}:{v.name}")
+    elif t is slice:
+        out.append("slice")
+        for x in (v.start, v.stop, v.step):
+            _param(x, out)
+    else:
+        raise _Unkeyable(t.__name__)
+
+
+def graph_text(g: Graph) -> str | None:
+    """An exact text of what the graph computes, or None when a parameter has no exact text.
+    Unlike printer.print_graph it keeps every parameter whole (a NumPy array's str elides)."""
+    ids = {v: i for i, v in enumerate(g.inputs)}
+    out = [f"graph {g.name!r}", ";".join(str(v.aval) for v in g.inputs)]
+    n = len(ids)
+    try:
+        for ins in g.instrs:
+            parts = [ins.prim.name, str(ins.out.aval), ",".join(str(ids[v]) for v in ins.inputs)]
+            for k in sorted(ins.params):
+                parts.append(k)
+                _param(ins.params[k], parts)
+            out.append(" ".join(parts))
+            ids[ins.out] = n
+            n += 1
+        out.append("return " + ",".join(str(ids[v]) for v in g.outputs))
+    except (_Unkeyable, KeyError):
+        return None
+    return "\n".join(out)
+
+
+def environment() -> str:
+    """Everything besides the graph and the thread count that decides the cached program."""
+    return "|".join([
+        __version__, cache.code_hash(("ir", "codegen", "runtime")), target_id(),
+        "llvm %d.%d.%d" % tuple(llvm.llvm_version_info), f"llvmlite {llvmlite.__version__}",
+        f"numpy {np.__version__}", f"data@{data_offset()}",
+        f"memplan {sharing_enabled()}"])
+
+
+def key(g: Graph, threads: int) -> str | None:
+    text = graph_text(g)
+    if text is None:
+        return None
+    return cache.key(f"{FORMAT.decode()}\nthreads {threads}\n{text}", environment())
+
+
+# -- the file -----------------------------------------------------------------------------------
+_ALLOWED = {
+    ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
+    ("tracejit.ir.dtypes", "dtype_from_name"),
+    ("builtins", "slice"), ("builtins", "complex"), ("builtins", "frozenset"), ("builtins", "set"),
+}
+
+
+class _Reader(pickle.Unpickler):
+    """Builds plain data, NumPy arrays and dtypes (ml_dtypes' too) and tracejit dtypes only."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED or (module == "ml_dtypes" and not name.startswith("_")
+                                          and name[:1].islower()):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a cache entry")
+
+
+def store(k: str, spec: RunSpec, kernels: dict[str, str]) -> None:
+    """Store the spec and the kernel-cache keys of its kernels ({symbol: key})."""
+    try:
+        payload = pickle.dumps((FORMAT, spec.__dict__, kernels), protocol=5)
+    except Exception:               # a parameter that does not pickle: not cached
+        return
+    cache.store_entry(k, payload, EXT)
+
+
+def load(k: str) -> tuple[RunSpec, dict[str, str]] | None:
+    payload = cache.load_entry(k, EXT)
+    if payload is None:
+        return None
+    try:
+        fmt, fields, kernels = _Reader(io.BytesIO(payload)).load()
+        if fmt != FORMAT:
+            raise ValueError(f"format {fmt!r}")
+        spec = RunSpec(**fields)
+        if not all(type(s) is str and type(o) is str for s, o in kernels.items()):
+            raise ValueError("kernel keys of the wrong type")
+        return spec, kernels
+    except Exception as e:          # the checksum held, yet it does not read
+        warnings.warn(f"tracejit: ignoring an unreadable disk-cache entry {cache.path(k, EXT)} "
+                      f"({type(e).__name__}: {e}); compiling again", RuntimeWarning,
+                      stacklevel=2)
+        return None
