@@ -277,8 +277,9 @@ class Cublas:
             b = _colmajor(off(B, sb), dt, *((k, n) if tb == 0 else (n, k)), ldb)
             a, b = (a if ta == 0 else a.T), (b if tb == 0 else b.T)
             c = _colmajor(off(C, sc), dt, m, n, ldc)
-            c[...] = (alpha * (a.astype(np.float32) @ b.astype(np.float32))
-                      + beta * c.astype(np.float32)).astype(dt)
+            ab = alpha * (a.astype(np.float32) @ b.astype(np.float32))
+            # beta == 0: C is not read (it may hold NaN garbage), as cuBLAS documents
+            c[...] = (ab if beta == 0 else ab + beta * c.astype(np.float32)).astype(dt)
 
 
 CUBLAS = Cublas()
@@ -453,7 +454,11 @@ def asarray(a, dtype=None) -> ndarray:
 
 
 def ascontiguousarray(a, dtype=None) -> ndarray:
-    return asarray(a, dtype)
+    a = asarray(a, dtype)
+    if not a._a.flags.c_contiguous:
+        _no_capture("an allocation (cupy.ascontiguousarray)")
+        a = ndarray(np.ascontiguousarray(a._a))
+    return a
 
 
 def empty(shape, dtype=float) -> ndarray:

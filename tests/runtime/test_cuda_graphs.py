@@ -315,3 +315,35 @@ def test_gemms_are_recorded_through_a_handle_of_our_own(gpu):
     handle = fakecupy.CUBLAS.handles[rec.workspace.handle]
     assert handle["workspace"] == (rec.workspace.buffer.data.ptr, cuda_graphs.WORKSPACE_BYTES)
     assert [op[0] for op in rec.graph.ops].count("gemm") == 1
+
+
+def test_nanogpt_adamw_step_replays_as_the_plain_launches(gpu):
+    """A real model's training step (embedding gathers, layer norms, attention, AdamW) through
+    the graph path: every step's loss and the parameters are the plain launches'."""
+    from nanogpt_helpers import load_nanogpt
+    mod = load_nanogpt("tracejit", "nanogpt_graphs_fake")
+    cfg = mod.GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=2, n_embd=16)
+    models = [mod.GPT(cfg) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    steps = []
+    for m, mode in zip(models, ("default", "reduce-overhead")):
+        m.to("cuda")
+        opt = tj.optim.AdamW(m.parameters(), lr=1e-2)
+
+        def step(idx, tgt, m=m, opt=opt):
+            _, loss = m(idx, tgt)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return loss
+        steps.append(tj.compile(step, mode=mode))
+    rng = np.random.default_rng(12)
+    for _ in range(4):
+        idx, tgt = rng.integers(0, 16, (2, 8)), rng.integers(0, 16, (2, 8))
+        la, lb = (s(tj.tensor(idx, device="cuda"), tj.tensor(tgt, device="cuda"))
+                  for s in steps)
+        assert_close(lb.cpu(), la.cpu(), rtol=1e-6)
+    for p, q in zip(models[0].parameters(), models[1].parameters()):
+        assert_close(q.detach().cpu(), p.detach().cpu(), rtol=1e-6)
+    exe = _exe(steps[1], tj.tensor(idx, device="cuda"), tj.tensor(tgt, device="cuda"))
+    assert exe.plain_reason is None and exe.stats["replays"] >= 2

@@ -190,12 +190,15 @@ class _Recording:
                 if args[i] is not held[i] and
                 not (exe.readable_in_place(cp, ins[i], args[i], dev) and args[i].data.ptr == ptr)]
 
-    def load(self, args: Sequence[Any]) -> None:
-        """Copy this call's arguments into the static input buffers (in stream order)."""
+    def load(self, args: Sequence[Any], stream: Any) -> None:
+        """Copy this call's arguments into the static input buffers, on `stream` (the current
+        one: an older CuPy's set() without a stream copies on the legacy default stream, which
+        a non-blocking stream does not wait for). The staging buffer may be refilled at once:
+        a copy from pageable host memory returns once the driver has staged it."""
         if self.host_bytes:
             for i, view in self.host_views:
                 view[...] = np.asarray(args[i], view.dtype)
-            self.inputs.mem[:self.host_bytes].set(self.staging)
+            self.inputs.mem[:self.host_bytes].set(self.staging, stream)
         for i, view in self.dcopy_views:
             view[...] = args[i]
 
@@ -290,8 +293,9 @@ class CudaGraphExecutable(CudaExecutable):
         if rec is not None:
             moved = rec.matches(cp, self, args, dev)
             if not moved:
-                rec.load(args)
-                rec.graph.launch()
+                stream = cp.cuda.get_current_stream()
+                rec.load(args, stream)
+                rec.graph.launch(stream)
                 self.stats["replays"] += 1
                 return rec.results(args)
             self._copied.setdefault(key, set()).update(moved)   # read from a copy from now
@@ -315,9 +319,10 @@ class CudaGraphExecutable(CudaExecutable):
             return super().run(args)
         with self._rec_lock:
             self._recordings.pop(key, None)
-        rec.load(args)
+        stream = cp.cuda.get_current_stream()
+        rec.load(args, stream)
         if ws is not None:
-            cuda_gemm.set_stream(ws.handle, cp.cuda.get_current_stream().ptr)
+            cuda_gemm.set_stream(ws.handle, stream.ptr)
         rec.execute(cp)                  # the warm-up: this call's results
         self.stats["warmups"] += 1
         out = rec.results(args)
