@@ -137,7 +137,7 @@ def test_compiled_step_starts_each_bucket_during_backward(world1):
     tj.manual_seed(0)
     m = tj.nn.Sequential(tj.nn.Linear(4, 8), tj.nn.Tanh(), tj.nn.Linear(8, 8), tj.nn.Tanh(),
                          tj.nn.Linear(8, 1))
-    ddp = DDP(m, bucket_cap_mb=1 / 8192)
+    ddp = DDP(m, bucket_cap_mb=1 / 32768)       # 32 bytes: five buckets
     opt = tj.optim.SGD(ddp.parameters(), lr=0.1)
 
     @tj.compile

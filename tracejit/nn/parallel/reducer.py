@@ -1,8 +1,10 @@
 """DDP's gradient reducer: parameters in buckets, gradients averaged over ranks per bucket.
 
 Buckets hold the parameters in reverse registration order (roughly the order backward
-produces their gradients), split by dtype and device, each up to `bucket_cap_mb` (the first
-one up to 1 MiB, as PyTorch, so that communication starts early). A post-accumulate-grad hook
+produces their gradients), split by dtype and device, each closed once it reaches
+`bucket_cap_mb` (the first one at 1 MiB), as PyTorch's: so the first bucket holds at least
+1 MiB of the last layers' gradients, whose all-reduce then travels while backward goes on
+(closed *before* 1 MiB, a wide model's first bucket was just its last bias). A post-accumulate-grad hook
 on each parameter copies its `.grad` into its bucket's flat buffer; when a bucket is full its
 all-reduce (AVG) starts at once, while backward goes on. Buckets start strictly in index order
 on every rank, so the ranks issue the same collectives in the same order even if gradients
@@ -87,13 +89,15 @@ def make_buckets(named: list[tuple[str, Any]], cap_bytes: int) -> list[Bucket]:
     limit = min(cap_bytes, FIRST_BUCKET_BYTES)
     for name, p in reversed(named):
         key = (p.dtype, str(p.device))
-        nbytes = p.numel() * p._data.dtype.itemsize
-        if cur and ((cur[0].dtype, str(cur[0].device)) != key or size + nbytes > limit):
+        if cur and (cur[0].dtype, str(cur[0].device)) != key:
             buckets.append(Bucket(len(buckets), cur, names))
             cur, names, size, limit = [], [], 0, cap_bytes
         cur.append(p)
         names.append(name)
-        size += nbytes
+        size += p.numel() * p._data.dtype.itemsize
+        if size >= limit:       # closed once it reaches its limit, as PyTorch's buckets
+            buckets.append(Bucket(len(buckets), cur, names))
+            cur, names, size, limit = [], [], 0, cap_bytes
     if cur:
         buckets.append(Bucket(len(buckets), cur, names))
     return buckets
@@ -119,6 +123,7 @@ class Reducer:
         self.events: list[tuple[str, int]] = []
         self.record_events = False
         self.exposed_s = self.backward_end = 0.0
+        self._to_start: list[Bucket] = []    # buckets a compiled backward starts, in order
         self.traced_forward = False  # the last DDP forward ran inside a trace
         self.handles = [p.register_post_accumulate_grad_hook(self._hook)
                         for _, p in named]
@@ -160,8 +165,20 @@ class Reducer:
             b.in_graph = True
             if self.record_events:
                 self.events.append(("in backward", b.index))
+        self._to_start = [b for b, _ in chosen]
         return grad_sync.Plan(tuple(pos for _, pos in chosen), OP_CODES[ReduceOp.AVG],
-                              self.pg.gid)
+                              self.pg.gid, self)
+
+    def start_bucket(self, flat: np.ndarray) -> Any:
+        """A CPU compiled backward's next bucket (its gradients written into `flat`) is
+        complete: its all-reduce starts in place (runtime/grad_sync.py waits for it)."""
+        b = self._to_start.pop(0)
+        if self.record_events:
+            self.events.append(("start", b.index))
+        return C.all_reduce(Tensor(flat), ReduceOp.AVG, group=self.pg, async_op=True)
+
+    def progress(self) -> None:
+        self.pg.backend.progress()
 
     def _hook(self, p: Tensor) -> None:
         if self.traced_forward:      # the first gradient after a DDP forward was traced:
