@@ -5,6 +5,8 @@ rather than a scatter. Each primitive with its rules (shape, NumPy implementatio
 index map for fusion, batching, bounds for compiled index checks)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import dtypes as dt
@@ -100,13 +102,37 @@ def _infer_scatter_add(name, avals, axis, shape):
 
 
 def _impl_scatter_add(idx, upd, axis, shape):
-    out = np.zeros_like(upd, shape=shape)       # on upd's device (NEP 18)
-    where = (slice(None),) * axis + (idx,)
+    # on upd's device (NEP 18); C order whatever upd's, so that the flat view below is one
+    out = np.zeros_like(upd, shape=shape, order="C")
     if hasattr(out, "scatter_add"):     # a CuPy array: it has no ufunc.at, but this method
-        out.scatter_add(where, upd)     # (what cupyx.scatter_add calls) is np.add.at's twin
+        where = (slice(None),) * axis + (idx,)  # (what cupyx.scatter_add calls) is np.add.at's
+        out.scatter_add(where, upd)             # twin
     else:
-        np.add.at(out, where, upd)
+        _add_at_flat(out, idx, upd, axis)
     return out
+
+
+def _add_at_flat(out: np.ndarray, idx: np.ndarray, upd: np.ndarray, axis: int) -> None:
+    """np.add.at(out, (:,)*axis + (idx,), upd) through one flat index into the flat `out`:
+    NumPy's fast path of ufunc.at is a 1-D operand with a 1-D index; a row index into a 2-D
+    array runs its generic loop (an embedding's gradient, 159 rows of 10: 17 -> 8 us; 4096 rows
+    of 64: 7.4 -> 3.1 ms). Each output element still sums its updates in index order."""
+    n = out.shape[axis]
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < -n or hi >= n:          # (a flat index out of its row could land in another)
+            raise IndexError(f"scatter_add: index {hi if hi >= n else lo} is out of range for "
+                             f"an axis of size {n}")
+        if lo < 0:
+            idx = np.where(idx < 0, idx + n, idx)
+    pre = math.prod(out.shape[:axis])
+    post = math.prod(out.shape[axis + 1:])
+    flat = idx.reshape(1, -1, 1).astype(np.intp, copy=False)
+    if pre != 1:
+        flat = flat + (np.arange(pre, dtype=np.intp) * n).reshape(-1, 1, 1)
+    if post != 1:
+        flat = flat * post + np.arange(post, dtype=np.intp).reshape(1, 1, -1)
+    np.add.at(out.reshape(-1), flat.reshape(-1), upd.reshape(-1))
 
 
 def _batch_scatter_add(prim, ax, args, batched, params):

@@ -2,13 +2,15 @@
 `__setitem__` expressed as a functional update."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from ..devices import is_host
-from . import checks, ops, views
+from . import checks, eager_views, ops, views
 from .inplace import inplace
 from .tensor_base import TensorBase as Tensor
 
@@ -109,7 +111,10 @@ def _norm_index(idx, n: int, like: Tensor) -> Tensor:
         if not checks.check_index(t, -n, n, msg) and t.numel():
             # eagerly now: wrapped below, -n-1 would otherwise read row n-1
             if is_host(t._data):
-                _check_bounds(t._data, n)
+                if _check_bounds(t._data, n) >= 0:
+                    return t        # outside traces, nothing to wrap: no where/lt/add ops
+                # (an integer index has no gradient: its wrapped copy needs no node)
+                return Tensor(np.where(t._data < 0, t._data + n, t._data))
             elif int(checks.count_outside(t, -n, n).item()):    # one scalar back, not idx
                 raise _err(msg.split(": ", 1)[1])
         return ops.where(ops.lt(t, 0), ops.add(t, n), t)
@@ -119,10 +124,14 @@ def _norm_index(idx, n: int, like: Tensor) -> Tensor:
     return ops.as_tensor(np.where(idx < 0, idx + n, idx), like=like, const=True)
 
 
-def _check_bounds(idx: np.ndarray, n: int) -> None:
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        raise _err(f"index {int(idx.max() if idx.max() >= n else idx.min())} is out of bounds "
-                   f"for an axis of size {n}")
+def _check_bounds(idx: np.ndarray, n: int) -> int:
+    """Raise if an index lies outside [-n, n); return the smallest index (0 if none)."""
+    if not idx.size:
+        return 0
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < -n or hi >= n:
+        raise _err(f"index {hi if hi >= n else lo} is out of bounds for an axis of size {n}")
+    return lo
 
 
 def _advanced(y: Tensor, adv) -> Tensor:
@@ -143,7 +152,7 @@ def _advanced(y: Tensor, adv) -> Tensor:
         i = ops.broadcast_to(i, bshape)
         flat = i if flat is None else ops.add(ops.mul(flat, n), i)
     sizes = [y.shape[a] for a in axes]
-    merged = ops.reshape(y, y.shape[:first] + (int(np.prod(sizes)),) + y.shape[first + len(axes):])
+    merged = ops.reshape(y, y.shape[:first] + (math.prod(sizes),) + y.shape[first + len(axes):])
     return bind(P.gather, merged, flat, axis=first)
 
 
@@ -193,6 +202,10 @@ def _is_basic(key) -> bool:
 def getitem_view(x: Tensor, key) -> Tensor:
     """x[key] (Tensor.__getitem__): basic indexing (ints, slices, None, ...) makes a view of x
     (views.py); an integer-array or mask index makes a copy, as torch."""
+    if eager_views.eager_host(x):
+        spec = eager_views.basic_index(x, key)
+        if spec is not None:        # ints and slices: NumPy's view, or one primitive
+            return eager_views.index_view(x, spec, lambda r: getitem(r, key))
     out = getitem(x, key)
     if _is_basic(key):
         if out is x and x.ndim:         # x[:], x[...]: a new view object, as torch's
