@@ -25,6 +25,7 @@ from ..tracer.function import TRACED_APPLIES
 from ..tracer.pytree import tree_flatten, tree_unflatten
 from ..tracer.state import STATE, note_reads
 from ..tracer.tensor import Tensor
+from ..tracer.tensor_base import wrap_array
 from ..tracer.trace import Traced, arg_names, trace
 from . import captures
 from .backend import get_backend
@@ -336,8 +337,8 @@ class CompiledFunction:
                 if entry.extra:
                     outs = entry.store_writes(outs, args)
                 if entry.single_out:
-                    return _result(outs[0])
-                return tree_unflatten(entry.traced.out_tree, [_result(o) for o in outs])
+                    return wrap_array(outs[0])
+                return tree_unflatten(entry.traced.out_tree, [wrap_array(o) for o in outs])
         entry, flat = self._entry(args, kwargs)
         if key is not None and not entry.once and \
                 len(entry.graph.inputs) == len(args) + len(entry.captures) + entry.n_hidden:

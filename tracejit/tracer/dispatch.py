@@ -7,15 +7,12 @@ import numpy as np
 from ..ir.core import Value, user_location
 from ..devices import device_of
 from . import checks
-from . import tensor_base as _tensor_base
 from .backward_nodes import PrimNode
 from . import eager
 from . import forward_ad
 from .forward_ad import FWD
 from .state import STATE, current_trace, note_reads
-from .tensor_base import SUBCLASSES, TensorBase as Tensor
-
-_new_object = object.__new__
+from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
 
 
 def to_traced(t: Tensor, graph) -> Value:
@@ -65,10 +62,7 @@ def apply_primitive(prim, args, params) -> Tensor:
                 requires = True
         else:
             params, out_np, is_float, avals = eager.infer(prim, params, data)
-            # what Tensor(...) makes (the registered tensor.Tensor, see TensorBase.__new__)
-            # without the Python-level __new__ call: about 1,300 fewer instructions per op
-            out = _new_object(_tensor_base._final)
-            out.__init__(eager.run_impl(prim, data, params, out_np))
+            out = wrap_array(eager.run_impl(prim, data, params, out_np))
             if requires:
                 if STATE.reads is not None:
                     note_reads(args)

@@ -62,7 +62,7 @@ class TensorBase:
         # class (a subclass, nn.Parameter, constructs itself; *args/**kwargs: whatever its
         # __init__ takes). An explicit factory would say the same at every call site; this
         # keeps those sites `Tensor(data)`. The call costs about 2,000 instructions per tensor
-        # (callgrind), so the eager fast path (dispatch.py) skips it.
+        # (callgrind), so the hot paths make their tensors with wrap_array (below).
         return object.__new__(_final if cls is TensorBase else cls)
 
     def __init_subclass__(cls, **kwargs) -> None:
@@ -395,6 +395,19 @@ def lift(t: TensorBase) -> TensorBase:
 
 def is_tensor(x: Any) -> bool:
     return isinstance(x, TensorBase)
+
+
+_new_object = object.__new__
+
+
+def wrap_array(data: Any) -> TensorBase:
+    """`Tensor(data)` (an instance of the registered final class) without TensorBase's
+    Python-level __new__ (see there, ~1,300-2,000 instructions): the eager fast path
+    (dispatch.py) makes one per op and a cached compiled call (runtime/compile.py) one per
+    output."""
+    t = _new_object(_final)
+    t.__init__(data)
+    return t
 
 
 def register(cls: type) -> None:
