@@ -221,6 +221,15 @@ def _run(graph: Graph, args: list[Tensor]) -> list[Tensor]:
     return [o if isinstance(o, Tensor) else Tensor(np.asarray(o)) for o in outs]
 
 
+def _run_primal(graph: Graph, pure: Pure,
+                args: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """The primal (or forward) part of a transformed trace run on the flat arguments:
+    (the function's outputs, the residuals kept for its linear part)."""
+    res = _run(graph, args + pure.extra_inputs())
+    n_out = len(pure.graph.outputs)
+    return res[:n_out], res[n_out:]
+
+
 def _transformed(pure: Pure, wrt: Sequence[int], name: str) -> Graph:
     j = pure.jvp if pure.jvp is not None else jvp_graph(pure.graph, wrt, name)
     dump("jvp", name, lambda: print_graph(j))
@@ -281,9 +290,7 @@ def linearize(fn: Callable, *primals) -> tuple[Any, Callable]:
     e = cached("linearize", fn, flat_p, tree_p, name,
                lambda pure: _linear_parts(pure, wrt, name), dual_wrt=wrt)
     pure, tangent_g = e.pure, e.tangent_g
-    n_out = len(pure.graph.outputs)
-    res = _run(e.primal_g, flat_p + pure.extra_inputs())
-    outs, residuals = res[:n_out], res[n_out:]
+    outs, residuals = _run_primal(e.primal_g, pure, flat_p)
     out_tree = pure.out_tree
 
     def f_jvp(*tangents):

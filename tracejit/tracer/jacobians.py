@@ -6,7 +6,7 @@ linear part on the whole standard basis at once, as the batched graph that the v
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from ..ir.batching import BatchAxis, batch_graph
 from ..ir.core import Graph, user_location
 from ..ir.printer import print_graph
 from . import ops
-from .forward import Pure, _argnums, _leaf_tensor, _linear_parts, _run, cached
+from .forward import Pure, _argnums, _leaf_tensor, _linear_parts, _run, _run_primal, cached
 from .pytree import tree_flatten, tree_unflatten
 from .stacking import movedim
 from .tensor_base import TensorBase as Tensor
@@ -78,35 +78,62 @@ def jacfwd(fn: Callable, argnums: int | Sequence[int] = 0) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args):
-        nums = _argnums(argnums, len(args), "jacfwd")
-        flat_args, wrt, groups = _wrt_groups(args, nums, "jacfwd")
-        _, in_tree = tree_flatten(tuple(args))
-        e = cached("jacfwd", fn, flat_args, in_tree, name,
-                   lambda pure: _linear_parts(pure, wrt, name), (nums,), dual_wrt=wrt)
-        pure = e.pure
-        n_out = len(pure.graph.outputs)
-        res = _run(e.primal_g, flat_args + pure.extra_inputs())
-        outs, residuals = res[:n_out], res[n_out:]
-        columns = _columns(e.tangent_g, residuals, [flat_args[k] for k in wrt], e.memo)
-        per_out, it_cols = [], iter(columns)    # per float output: [*out.shape, n]
-        for o in outs:
-            if not o.dtype.is_float:
-                per_out.append(None)
-                continue
-            col = next(it_cols)
-            blocks, pos = [], 0
-            for start, leaves, tree in groups:
-                jacs = []
-                for leaf in leaves:
-                    n = int(np.prod(leaf.shape, dtype=np.int64))
-                    part = col.narrow(-1, pos, n) if n != col.shape[-1] else col
-                    pos += n
-                    jacs.append(ops.reshape(part, o.shape + leaf.shape))
-                blocks.append(tree_unflatten(tree, jacs))
-            per_out.append(_in_argnums_order(blocks, argnums, nums))
-        return tree_unflatten(pure.out_tree, per_out)
+        call = _prepare("jacfwd", fn, name, args, argnums, _linear_parts, dual=True)
+        e = call.entry
+        outs, residuals = _run_primal(e.primal_g, e.pure, call.flat_args)
+        wrt = [call.flat_args[k] for k in call.wrt]
+        columns = iter(_columns(e.tangent_g, residuals, wrt, e.memo))
+
+        def leaf_jacobians(i: int, o: Tensor) -> list[Tensor]:
+            col, pos, jacs = next(columns), 0, []     # col: [*o.shape, n]
+            for leaf in wrt:
+                n = int(np.prod(leaf.shape, dtype=np.int64))
+                part = col.narrow(-1, pos, n) if n != col.shape[-1] else col
+                pos += n
+                jacs.append(ops.reshape(part, o.shape + leaf.shape))
+            return jacs
+        return _assemble(call, argnums, e.pure.out_tree, outs, leaf_jacobians)
     wrapper.__name__ = name
     return wrapper
+
+
+class _Call(NamedTuple):
+    """One call of a Jacobian transform: what it differentiates and the kept trace."""
+    nums: tuple[int, ...]         # the argnums, normalized
+    flat_args: list[Tensor]       # every argument's leaves, flat
+    wrt: list[int]                # the flat indices to differentiate
+    groups: list                  # per argnum: (first flat index, leaves, tree)
+    entry: Any                    # the kept trace (forward.cached) and its graphs
+
+
+def _prepare(kind: str, fn: Callable, name: str, args: tuple, argnums,
+             parts: Callable, dual: bool) -> _Call:
+    """Check and flatten the arguments of a jacfwd/jacrev call and find (or make) its kept
+    trace, whose graphs `parts(pure, wrt, name)` builds."""
+    nums = _argnums(argnums, len(args), kind)
+    flat_args, wrt, groups = _wrt_groups(args, nums, kind)
+    _, in_tree = tree_flatten(tuple(args))
+    e = cached(kind, fn, flat_args, in_tree, name, lambda pure: parts(pure, wrt, name),
+               (nums,), dual_wrt=wrt if dual else None)
+    return _Call(nums, flat_args, wrt, groups, e)
+
+
+def _assemble(call: _Call, argnums, out_tree, outs: list[Tensor],
+              leaf_jacobians: Callable[[int, Tensor], list[Tensor]]) -> Any:
+    """The Jacobians in the outputs' structure: for float output number i (None for integer
+    and bool outputs) `leaf_jacobians(i, out)`, one [*out.shape, *leaf.shape] per
+    differentiated leaf, regrouped into each argument's structure in argnums' order."""
+    per_out, fi = [], 0
+    for o in outs:
+        if not o.dtype.is_float:
+            per_out.append(None)
+            continue
+        jacs = iter(leaf_jacobians(fi, o))
+        fi += 1
+        blocks = [tree_unflatten(tree, [next(jacs) for _ in leaves])
+                  for _, leaves, tree in call.groups]
+        per_out.append(_in_argnums_order(blocks, argnums, call.nums))
+    return tree_unflatten(out_tree, per_out)
 
 
 def _in_argnums_order(blocks: list, argnums, nums: tuple[int, ...]) -> Any:
@@ -150,38 +177,22 @@ def jacrev(fn: Callable, argnums: int | Sequence[int] = 0,
 
     @functools.wraps(fn)
     def wrapper(*args):
-        nums = _argnums(argnums, len(args), "jacrev")
-        flat_args, wrt, groups = _wrt_groups(args, nums, "jacrev")
-        _, in_tree = tree_flatten(tuple(args))
-        e = cached("jacrev", fn, flat_args, in_tree, name,
-                   lambda pure: _reverse_parts(pure, wrt, name), (nums,))
+        call = _prepare("jacrev", fn, name, args, argnums, _reverse_parts, dual=False)
+        e = call.entry
         pure, memo = e.pure, e.memo
         if pure.custom and custom is not None:
             return custom(*args)
-        n_out = len(pure.graph.outputs)
-        res = _run(e.fwd_g, flat_args + pure.extra_inputs())
-        outs, residuals = res[:n_out], res[n_out:]
-        float_outs = [o for o in outs if o.dtype.is_float]
+        outs, residuals = _run_primal(e.fwd_g, pure, call.flat_args)
         zeros = memo.get("zeros")
         if zeros is None:
             zeros = memo["zeros"] = [ops.as_tensor(np.zeros(o.shape, o.dtype.np), const=True,
-                                                   like=o) for o in float_outs]
-        per_out, fi = [], 0
-        for o in outs:
-            if not o.dtype.is_float:
-                per_out.append(None)
-                continue
-            i, fi = fi, fi + 1
+                                                   like=o) for o in outs if o.dtype.is_float]
+        wrt = [call.flat_args[k] for k in call.wrt]
 
-            rows = _rows(e.bwd_g, residuals, zeros, i, o, [flat_args[k] for k in wrt], memo)
-            blocks, pos = [], 0
-            for start, leaves, tree in groups:
-                jacs = [ops.reshape(rows[pos + j], o.shape + leaf.shape)
-                        for j, leaf in enumerate(leaves)]
-                pos += len(leaves)
-                blocks.append(tree_unflatten(tree, jacs))
-            per_out.append(_in_argnums_order(blocks, argnums, nums))
-        return tree_unflatten(pure.out_tree, per_out)
+        def leaf_jacobians(i: int, o: Tensor) -> list[Tensor]:
+            rows = _rows(e.bwd_g, residuals, zeros, i, o, wrt, memo)
+            return [ops.reshape(r, o.shape + leaf.shape) for r, leaf in zip(rows, wrt)]
+        return _assemble(call, argnums, pure.out_tree, outs, leaf_jacobians)
     wrapper.__name__ = name
     return wrapper
 
