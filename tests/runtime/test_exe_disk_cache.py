@@ -43,9 +43,15 @@ vg = tj.compile(tj.value_and_grad(loss, argnums=(0, 1)))
 v, (gw, gb) = vg(w, b, x, y)
 f = tj.compile(lambda x: (tj.exp(x * 0.5).sum(axis=0), x.max(axis=1), tj.cumsum(x, dim=1)))
 outs = f(x)
+# a compiled call with gradients: its backward is built from the optimized graph
+wt = tj.tensor(w, requires_grad=True)
+tape = tj.compile(loss)(wt, b, x, y)
+tape.backward()
 print(json.dumps({"v": float(v.numpy()), "gw": gw.numpy().tolist(), "gb": gb.numpy().tolist(),
                   "f": [o.numpy().tolist() for o in outs], "plans": len(plans),
-                  "counts": llvm_jit.kernel_counts(), "program": f.lower(x).program}))
+                  "tape": [float(tape.detach().numpy()), wt.grad.numpy().tolist()],
+                  "counts": llvm_jit.kernel_counts(), "program": f.lower(x).program,
+                  "ir": vg.lower(w, b, x, y).as_text()}))
 """
 
 
@@ -84,12 +90,16 @@ def test_a_new_process_hits_and_computes_the_cold_numbers(tmp_path):
     hit = _child(tmp_path)
     # nothing planned, nothing compiled: every executable came whole from the disk cache
     assert hit["plans"] == 0 and hit["counts"]["compiled"] == 0 and hit["counts"]["loaded"] > 0
-    for k in ("v", "gw", "gb", "f"):
+    for k in ("v", "gw", "gb", "f", "tape"):
         assert hit[k] == cold[k], k                  # bit for bit the cold compile's numbers
-    assert hit["program"] == cold["program"]         # .lower() describes what runs
+    # .lower() describes what runs: the optimized graph (its passes skipped by the hit, run
+    # when asked for) and the program
+    assert hit["program"] == cold["program"] and hit["ir"] == cold["ir"]
     v, gw, x = _reference()
     np.testing.assert_allclose(hit["v"], v, rtol=1e-5)
     np.testing.assert_allclose(hit["gw"], gw, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(hit["tape"][0], v, rtol=1e-5)
+    np.testing.assert_allclose(hit["tape"][1], gw, rtol=1e-3, atol=1e-5)
     s, m, c = (np.array(a, np.float32) for a in hit["f"])
     np.testing.assert_allclose(s, np.exp(x * 0.5).sum(axis=0), rtol=1e-5)
     np.testing.assert_array_equal(m, x.max(axis=1))
@@ -148,6 +158,21 @@ def test_in_process_hit_skips_planning(plans, tmp_path):
     assert len(plans) == 1 and len(_entries(tmp_path)) == 1
     compile_and_check()
     assert len(plans) == 1
+
+
+def test_a_hit_leaves_the_graph_passes_until_asked(plans):
+    def fn(x):
+        return (x * 1.0 + 0.0) * 3.0 + (x * 3.0)       # identities and a common subexpression
+    cold = tj.compile(fn)
+    np.testing.assert_allclose(cold(X).numpy(), X * 6.0, rtol=1e-6)
+    text = cold.lower(X).as_text()
+    hit = tj.compile(fn)
+    np.testing.assert_allclose(hit(X).numpy(), X * 6.0, rtol=1e-6)
+    assert len(plans) == 1
+    (entry,) = hit._cache.values()
+    assert entry.passes.pending                     # ran without them
+    assert hit.lower(X).as_text() == text           # shown optimized, as after a cold compile
+    assert not entry.passes.pending
 
 
 @pytest.mark.parametrize("change", ["dtype", "shape", "constant", "threads", "memory plan",

@@ -7,7 +7,8 @@ A backend turns a Graph into an Executable: `run(list of arrays) -> list of arra
 from __future__ import annotations
 
 import os
-from typing import Sequence
+import threading
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -24,6 +25,13 @@ class Executable:
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
+
+    @classmethod
+    def from_traced(cls, graph: Graph, passes: "PendingPasses") -> "Executable":
+        """The executable of a traced graph whose standard passes have not run yet: they run
+        now, unless the backend can do without them (the LLVM backend's disk cache)."""
+        passes()
+        return cls(graph)
 
     def run(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
@@ -59,8 +67,37 @@ class Backend:
         self.name = name
         self.executable = executable
 
-    def compile(self, graph: Graph) -> Executable:
-        return self.executable(graph)
+    def compile(self, graph: Graph, passes: "PendingPasses | None" = None) -> Executable:
+        """Build the executable of `graph`; with `passes`, graph is as traced and the passes
+        that optimize it in place are left to the backend (see Executable.from_traced)."""
+        if passes is None:
+            return self.executable(graph)
+        return self.executable.from_traced(graph, passes)
+
+
+class PendingPasses:
+    """The graph passes a traced graph still needs (optimization, verification), which rewrite
+    it in place: run at most once, by whoever first needs the optimized graph (thread safe).
+    A disk-cache hit needs no optimized graph to run, so these wait until something reads its
+    instructions (`.lower()`, a gradient, TRACEJIT_DUMP)."""
+
+    def __init__(self, graph: Graph, passes: Callable[[Graph], Graph]) -> None:
+        self.graph = graph
+        self._passes: Callable[[Graph], Graph] | None = passes
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> bool:
+        return self._passes is not None
+
+    def __call__(self) -> Graph:
+        if self._passes is not None:
+            with self._lock:
+                if self._passes is not None:
+                    out = self._passes(self.graph)
+                    assert out is self.graph, "the standard passes rewrite the graph in place"
+                    self._passes = None
+        return self.graph
 
 
 _BACKENDS: dict[str, Backend] = {}

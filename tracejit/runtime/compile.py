@@ -28,7 +28,7 @@ from ..tracer.tensor import Tensor
 from ..tracer.tensor_base import wrap_array
 from ..tracer.trace import Traced, arg_names, trace
 from . import captures
-from .backend import get_backend
+from .backend import PendingPasses, get_backend
 from .buffers import clear_pools
 from ..debug import dump, log_enabled, log_recompile
 from ..devices import CPU, Device, device as as_device, device_of, is_gpu_array
@@ -42,6 +42,10 @@ from .signature import describe, describe_autocast, fast_key, leaf_key
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
 MAX_VARIANTS = 8              # traces kept per signature (see CompiledFunction._variants)
 _ALL: "weakref.WeakSet[CompiledFunction]" = weakref.WeakSet()
+
+
+def _standard_passes(g):
+    return verify(optimize(g))
 
 
 class _Flight:
@@ -244,10 +248,12 @@ class CompiledFunction:
             traced = self._trace(args, kwargs, static, device)
             device = captures.call_device(self.name, self.device is not None, flat,
                                           traced.captures, device)
-            graph = verify(optimize(traced.graph))
-            dump("ir", self.name, lambda: print_graph(graph))
-            exe = self._backend(device).compile(graph)
-            entry = Entry(traced, graph, exe, time.perf_counter() - t0, device)
+            # the passes rewrite the graph in place; a disk-cache hit runs without them
+            graph = traced.graph
+            passes = PendingPasses(graph, _standard_passes)
+            dump("ir", self.name, lambda: print_graph(passes()))
+            exe = self._backend(device).compile(graph, passes)
+            entry = Entry(traced, graph, exe, time.perf_counter() - t0, device, passes)
             # custom Functions: gradients through a call go by the eager engine, which calls
             # their backward staticmethods (the IR transform cannot see them)
             entry.eager_grad = TRACED_APPLIES[0] != applies
@@ -387,6 +393,7 @@ class CompiledFunction:
         return outs
 
     def _compile_grad(self, entry: Entry, wrt: tuple) -> tuple:
+        entry.optimized_graph()
         n_out = len(entry.graph.outputs)
         joint = vjp_graph(entry.graph, wrt, self.name + "_vjp")
         fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out, recompute=cut_enabled())

@@ -22,10 +22,14 @@ from ..devices import CPU, Device, is_gpu_array
 class Entry:
     """One compiled signature."""
 
-    def __init__(self, traced: Traced, graph, exe, compile_s: float, device: Device = CPU) -> None:
+    def __init__(self, traced: Traced, graph, exe, compile_s: float, device: Device = CPU,
+                 passes=None) -> None:
         self.traced = traced
         self.device = device
+        # the graph, possibly before its standard passes (`passes`, a backend.PendingPasses:
+        # a disk-cache hit runs without them); optimized_graph() runs them in place
         self.graph = graph
+        self.passes = passes
         self.exe = exe
         self.captures = traced.captures
         self.writes = traced.writes             # captures updated in place, then `.grad`s
@@ -59,6 +63,14 @@ class Entry:
         where = {id(c): first + i for i, c in enumerate(self.captures)}
         exe.write_back([(self.n_user + k, where[id(w)]) for k, w in enumerate(self.writes)
                         if id(w) in where])
+
+    def optimized_graph(self):
+        """The graph after the standard passes (run now if they were left pending): what
+        gradients are built from and `.lower()` shows. Its inputs and outputs are the same
+        before and after."""
+        if self.passes is not None:
+            self.passes()
+        return self.graph
 
     def hidden_inputs(self) -> list[np.ndarray]:
         """This call's seed and offset, advancing the device's generator past them."""
@@ -108,7 +120,7 @@ class Lowered:
 
     def __init__(self, entry: Entry) -> None:
         self._entry = entry
-        self.graph = entry.graph
+        self.graph = entry.optimized_graph()
         self.compile_time_s = entry.compile_s
 
     def as_text(self) -> str:

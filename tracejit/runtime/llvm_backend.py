@@ -38,7 +38,7 @@ from ..ir.primitives import P
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
 from . import exe_cache, llvm_jit, profiler
-from .backend import Executable, apply_view, register_backend
+from .backend import Executable, PendingPasses, apply_view, register_backend
 from .buffers import POOL_MIN_BYTES, ScratchArena, release_arena, shared_pool, take_arena
 from ..codegen.dot import plan_dot
 from ..debug import dump
@@ -67,12 +67,16 @@ def _thread_pool() -> ThreadPoolExecutor:
 class LLVMExecutable(Executable):
     backend = "llvm"
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, passes: PendingPasses | None = None) -> None:
         t0 = time.perf_counter()
         self.source_graph = graph
+        self._passes = passes       # graph's standard passes, if still pending (from_traced)
         self.threads = n_threads()
         self._graph = self._plan = self._program = None
         key = exe_cache.key(graph, self.threads)
+        if key is None and passes is not None:
+            passes()                # (the optimized graph may have a key the traced one lacks)
+            key = exe_cache.key(graph, self.threads)
         hit = exe_cache.load(key) if key is not None else None
         jit = llvm_jit.load_kernels(hit[1]) if hit is not None else None
         if jit is not None:
@@ -94,12 +98,19 @@ class LLVMExecutable(Executable):
         dump("asm", graph.name, lambda: self.stage_text("asm"))
 
     # -- what the run description leaves out, built when asked for --------------------------
+    @classmethod
+    def from_traced(cls, graph: Graph, passes: PendingPasses) -> "LLVMExecutable":
+        """Keyed on the graph as traced, so a disk-cache hit skips its passes too."""
+        return cls(graph, passes)
+
     @property
     def graph(self) -> Graph:
-        """The graph the plan is made from: the source graph with convolutions and arg
-        reductions expanded, matmuls folded and 16-bit matmuls widened (NumPy has no
-        half-precision BLAS, so they run as float32 BLAS calls)."""
+        """The graph the plan is made from: the source graph (after its standard passes)
+        with convolutions and arg reductions expanded, matmuls folded and 16-bit matmuls
+        widened (NumPy has no half-precision BLAS, so they run as float32 BLAS calls)."""
         if self._graph is None:
+            if self._passes is not None:
+                self._passes()
             g = self.source_graph
             self._graph = widen_half(fold_matmuls(expand_arg_reductions(expand_convs(g))),
                                      matmul_dtypes=HALF)
