@@ -11,11 +11,15 @@ dedicated communication stream wait for it, runs on that stream, and records a `
 `Work.wait()` makes the caller's current stream wait for `done`, so later kernels (the
 optimizer) run after the collective, and the host never blocks, as in PyTorch.
 
-Mismatched collectives: the signature check of every collective (sigcheck.py) goes over MPI
-and is verified by `Work.wait()` on the host, so ranks that disagree get its error naming each
-rank's collective (and the job ends) instead of a stuck NCCL kernel; unlike on MPI, the NCCL
-kernel is enqueued before the check completes (gating it would block the host on every
-collective).
+Mismatched collectives: the signature check of every collective (sigcheck.py) goes over MPI,
+and the NCCL kernel is enqueued only once it has passed, so ranks that disagree get its error
+naming each rank's collective and no mismatched kernel ever reaches NCCL (which would hang on
+the GPU or write garbage). Gating does not block the host: as on MPI, a collective whose check
+has not completed waits in a first-in-first-out queue (sigcheck.PostQueue, which keeps the
+NCCL calls in program order, as NCCL requires) that later collectives, `progress()` (DDP's
+gradient hooks), `Work.wait()` and the watchdog advance. Its input is fixed at the call all
+the same: the event the communication stream will wait for is recorded on the caller's
+stream then, after the kernels that made the input.
 
 Never a hang: since the host does not wait, a watchdog thread polls the `done` events of the
 collectives in flight; one not done within the group's timeout (a peer dead or stuck, or
@@ -40,6 +44,7 @@ import numpy as np
 from ..devices import cupy_module
 from . import mpi_backend
 from .base import DistError, ProcessGroup, ReduceOp, Work
+from .sigcheck import PostQueue, Slot
 
 # ncclDataType_t and ncclRedOp_t values (nccl.h), for names older CuPy lacks
 _NCCL_DT = {"int8": 0, "uint8": 1, "int32": 2, "uint32": 3, "int64": 4, "uint64": 5,
@@ -76,6 +81,9 @@ class NCCLBackend:
             self.comm = nccl.NcclCommunicator(pg.size, uid, pg.rank)
             self.stream = cp.cuda.Stream(non_blocking=True)
         self._inflight: list[tuple[Any, str, float]] = []     # (done event, desc, deadline)
+        # collectives waiting for their signature check, in program order
+        self.queue = PostQueue()
+        self._queued: list[tuple[Slot, float]] = []            # (slot, deadline)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="tracejit-nccl-watchdog",
@@ -85,12 +93,17 @@ class NCCLBackend:
     def _watch(self) -> None:
         period = min(1.0, self.pg.timeout_s / 4)
         while not self._closed.wait(period):
+            # a collective the host never waits for is still enqueued once its check passes
+            self.queue.advance()
             now = time.monotonic()
             with self._lock:
                 self._inflight = [w for w in self._inflight if not w[0].done]
-                late = [w for w in self._inflight if now > w[2]]
+                self._queued = [q for q in self._queued if q[0].reqs is None and
+                                q[0].error is None]
+                late = [w[1] for w in self._inflight if now > w[2]] + \
+                    [f"the signature check of {q[0].desc}" for q in self._queued if now > q[1]]
             if late:
-                self._abort(late[0][1])
+                self._abort(late[0])
 
     def _abort(self, desc: str) -> None:
         pg = self.pg
@@ -125,26 +138,50 @@ class NCCLBackend:
     # -- ordering ----------------------------------------------------------------------------
     def _enqueue(self, desc: str, run, keep: list) -> Work:
         cp = self.cp
-        # the signature check (sigcheck.py) goes over MPI; wait() verifies it on the host
-        # before ordering the caller's stream after the collective's result
-        check = self.pg.take_check()
         with cp.cuda.Device(self.device):
-            ready = cp.cuda.Event()
+            ready = cp.cuda.Event()             # the input as the caller's stream makes it
             ready.record(cp.cuda.get_current_stream())
-            self.stream.wait_event(ready)
-            run(self.stream)
-            done = cp.cuda.Event()
-            done.record(self.stream)
-        with self._lock:
-            self._inflight.append((done, desc, time.monotonic() + self.pg.timeout_s))
+        done = cp.cuda.Event()
+
+        def post() -> list:
+            """Enqueue the collective (its check passed): returns no MPI requests."""
+            with cp.cuda.Device(self.device):
+                self.stream.wait_event(ready)
+                run(self.stream)
+                done.record(self.stream)
+            with self._lock:
+                self._inflight.append((done, desc, time.monotonic() + self.pg.timeout_s))
+            return []
+
+        slot = Slot(post, self.pg.take_check(), desc)
+        self.queue.add(slot)
+        if slot.reqs is None and slot.error is None:
+            with self._lock:
+                self._queued.append((slot, time.monotonic() + self.pg.timeout_s))
+
+        def posted() -> bool:
+            self.queue.advance()
+            if slot.error is not None:
+                raise slot.error
+            return slot.reqs is not None
 
         def wait(timeout: float | None) -> None:
-            if check is not None:
-                check.wait(self.pg.timeout_s if timeout is None else timeout)
+            limit = self.pg.timeout_s if timeout is None else timeout
+            deadline, nap = time.monotonic() + limit, 20e-6
+            while not posted():         # the check over MPI: the host waits for the ranks'
+                if time.monotonic() > deadline:          # records, never for the GPU
+                    pg = self.pg
+                    raise DistError(
+                        f"tracejit.distributed (nccl): rank {pg.rank} of {pg.size} timed out "
+                        f"after {limit:g} s in the signature check of {desc}: at least one of "
+                        f"ranks {[r for r in range(pg.size) if r != pg.rank]} did not join it "
+                        f"(dead, stuck, or issuing fewer collectives)")
+                time.sleep(nap)
+                nap = min(nap * 2, 1e-3)
             cp.cuda.get_current_stream().wait_event(done)
             keep.clear()            # the arrays are safe once the stream is ordered after it
 
-        return Work(desc, wait, lambda: (check is None or check.test()) and bool(done.done))
+        return Work(desc, wait, lambda: posted() and bool(done.done))
 
     def _dtype(self, a: Any) -> int:
         name = "uint8" if a.dtype == np.bool_ else a.dtype.name
@@ -158,7 +195,7 @@ class NCCLBackend:
 
     # -- collectives (in place on contiguous CuPy arrays) ------------------------------------
     def progress(self) -> None:
-        pass
+        self.queue.advance()
 
     def all_reduce(self, a: Any, op: ReduceOp, desc: str) -> Work:
         is_bool = a.dtype == np.bool_
