@@ -95,58 +95,58 @@ class _Unkeyable(Exception):
     pass
 
 
-def _param(v, out: list) -> None:
-    """Append an exact description of parameter value v (or raise _Unkeyable)."""
+_PLAIN = frozenset((int, float, bool, str, type(None)))
+
+
+def _param(v):
+    """An exact, comparable description of parameter value v (or raise _Unkeyable). Plain
+    values and tuples of ints stand for themselves (their repr is exact: floats repr to the
+    shortest string that reads back the same number); everything else is a tagged tuple."""
     t = type(v)
-    if v is None or t in (bool, int, float, str):
-        out.append(f"{t.__name__}:{v!r}")
-    elif t in (tuple, list):
-        out.append(f"{t.__name__}({len(v)}")
-        for x in v:
-            _param(x, out)
-        out.append(")")
-    elif t is dict:
-        out.append(f"dict({len(v)}")
-        for k in sorted(v, key=repr):
-            _param(k, out)
-            _param(v[k], out)
-        out.append(")")
-    elif isinstance(v, DType):
-        out.append(f"dtype:{v.name}")
-    elif isinstance(v, np.ndarray):
+    if t in _PLAIN:
+        return v
+    if t is tuple or t is list:
+        if t is tuple and all(type(x) is int for x in v):
+            return v
+        return (t.__name__, tuple(_param(x) for x in v))
+    if t is dict:
+        return ("dict", tuple(sorted(((_param(k), _param(x)) for k, x in v.items()), key=repr)))
+    if isinstance(v, DType):
+        return ("dtype", v.name)
+    if isinstance(v, np.ndarray):
         a = np.ascontiguousarray(v)
-        out.append(f"array:{a.dtype.str}:{a.shape}:{hashlib.sha256(a.tobytes()).hexdigest()}")
-    elif isinstance(v, np.generic):
-        out.append(f"scalar:{v.dtype.str}:{v.tobytes().hex()}")
-    elif isinstance(v, np.dtype):
-        out.append(f"npdtype:{v.str}:{v.name}")
-    elif t is slice:
-        out.append("slice")
-        for x in (v.start, v.stop, v.step):
-            _param(x, out)
-    else:
-        raise _Unkeyable(t.__name__)
+        data = a.tobytes()
+        return ("array", a.dtype.str, a.shape,
+                data if len(data) <= 64 else hashlib.sha256(data).hexdigest())
+    if isinstance(v, np.generic):
+        return ("scalar", v.dtype.str, v.tobytes())
+    if isinstance(v, np.dtype):
+        return ("npdtype", v.str, v.name)
+    if t is slice:
+        return ("slice", _param(v.start), _param(v.stop), _param(v.step))
+    raise _Unkeyable(t.__name__)
 
 
 def graph_text(g: Graph) -> str | None:
-    """An exact text of what the graph computes, or None when a parameter has no exact text.
-    Unlike printer.print_graph it keeps every parameter whole (a NumPy array's str elides)."""
+    """An exact text of what the graph computes, or None when a parameter has no exact text:
+    every instruction's primitive, result type, operands (by number) and parameters, whole (a
+    NumPy array's str would elide elements; printer.print_graph prints params by str)."""
     ids = {v: i for i, v in enumerate(g.inputs)}
-    out = [f"graph {g.name!r}", ";".join(str(v.aval) for v in g.inputs)]
     n = len(ids)
+    body = []
     try:
         for ins in g.instrs:
-            parts = [ins.prim.name, str(ins.out.aval), ",".join(str(ids[v]) for v in ins.inputs)]
-            for k in sorted(ins.params):
-                parts.append(k)
-                _param(ins.params[k], parts)
-            out.append(" ".join(parts))
+            a = ins.out.aval
+            p = ins.params
+            body.append((ins.prim.name, a.shape, a.dtype.name, tuple([ids[v] for v in ins.inputs]),
+                         tuple([(k, _param(p[k])) for k in sorted(p)]) if p else ()))
             ids[ins.out] = n
             n += 1
-        out.append("return " + ",".join(str(ids[v]) for v in g.outputs))
+        outs = tuple([ids[v] for v in g.outputs])
     except (_Unkeyable, KeyError):
         return None
-    return "\n".join(out)
+    ins_t = tuple([(v.aval.shape, v.aval.dtype.name) for v in g.inputs])
+    return repr((g.name, ins_t, body, outs))
 
 
 def environment() -> str:
