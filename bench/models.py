@@ -2,6 +2,8 @@
 against PyTorch, measured in this one run:
 
   tracejit      the whole step compiled as one graph: tj.compile(train_step)
+  tracejit graphs  on cuda, the same with mode="reduce-overhead": the step replayed from a
+                CUDA graph (runtime/cuda_graphs.py; --no-cuda-graphs leaves it out)
   torch eager   the same step in PyTorch
   torch.compile torch.compile(model) + a torch.compile'd opt.step() (when it works here)
 
@@ -105,13 +107,23 @@ def reference_state(w: model_defs.Workload, seed: int = 0) -> dict:
     return {k: v.detach().clone() for k, v in w.build(torch).state_dict().items()}
 
 
-def build_tj(w, state, device, compiled=True):
+def build_tj(w, state, device, compiled=True, mode=None):
     model = w.build(tj)
     model.load_state_dict({k: v.numpy() for k, v in state.items()})
     model.to(device)
     opt = w.optimizer(tj, model, device)
     step = make_step(tj, w, model, opt, device)
-    return tj.compile(step) if compiled else step
+    return tj.compile(step, mode=mode) if compiled else step
+
+
+def graphs_variant(w, state, device, batch_np, losses, tol):
+    """(step, batch) of the CUDA-graph step, after its first two losses matched torch's."""
+    step = build_tj(w, state, device, mode="reduce-overhead")
+    batch = to_lib(tj, batch_np, device)
+    lg = [loss_value(step(*batch)) for _ in range(2)]
+    if not np.allclose(lg, losses, rtol=tol, atol=1e-5):
+        raise RuntimeError(f"CUDA-graph step losses {lg} disagree with torch eager's {losses}")
+    return step, batch
 
 
 def build_torch(w, state, device, compiled):
@@ -228,6 +240,9 @@ def run_workload(w, a, rounds, per_round, warmup) -> dict:
 
     variants = [Variant("tj", "tracejit compiled", lambda: (tj_step, tb)),
                 Variant("eager", "torch eager", lambda: (t_step, tt))]
+    if device == "cuda" and a.cuda_graphs:
+        variants.append(Variant("tjg", "tracejit reduce-overhead (CUDA graphs)",
+                                lambda: graphs_variant(w, state, device, batch_np, lr, tol)))
     if not a.no_torch_compile:
         variants.append(Variant("tc", "torch.compile",
                                 lambda: (build_torch(w, state, device, True),
@@ -243,10 +258,10 @@ def run_workload(w, a, rounds, per_round, warmup) -> dict:
                 loss_value(v.step(*v.batch))
             live.append(v)
         except Exception as e:                    # torch.compile without a working compiler
-            if v.key != "tc":
+            if v.key not in ("tc", "tjg"):
                 raise
             v.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-            print(f"  torch.compile skipped: {v.error}")
+            print(f"  {v.label} skipped: {v.error}")
     for _ in range(rounds):                       # interleaved: load falls on all alike
         for v in live:
             for _ in range(per_round):
@@ -275,6 +290,21 @@ def run_workload(w, a, rounds, per_round, warmup) -> dict:
           + f" | kernels {res['kernels']}"
           + (f" | launches/step {res['launches_per_step']:.0f}" if a.profile else ""))
     res["ratio_vs_eager"] = tjm / res["eager_ms"]
+    if "tjg" in by:
+        g = by["tjg"]
+        exe = getattr(g.step, "lower", None) and g.step.lower(*g.batch)._entry.exe
+        res["graphs_error"] = g.error
+        res["graphs_fallback"] = getattr(exe, "plain_reason", None)
+        res["graphs_stats"] = getattr(exe, "stats", None)
+        if res.get("tjg_ms"):
+            res["graphs_ratio_vs_compile"] = res["tjg_ms"] / res["tc_ms"] if res.get("tc_ms") \
+                else None
+            print(f"  tracejit CUDA graphs {res['tjg_ms']:.3f} ms: "
+                  f"{res['tjg_ms'] / tjm:.2f}x tracejit's plain launches"
+                  + (f", {res['graphs_ratio_vs_compile']:.2f}x torch.compile"
+                     if res["graphs_ratio_vs_compile"] else "")
+                  + (f"; FELL BACK to plain launches: {res['graphs_fallback']}"
+                     if res["graphs_fallback"] else f"; {res['graphs_stats']}"))
     res["ratio_vs_compile"] = tjm / res["tc_ms"] if res.get("tc_ms") else None
     if device == "cpu" and str(a.threads) == "1" and res.get("tc_cpu_ms"):
         res["cpu_ratio_vs_compile"] = res["tj_cpu_ms"] / res["tc_cpu_ms"]
@@ -304,6 +334,13 @@ def summary(results: list[dict], device: str) -> str:
                      f"{f(r['tracejit_first_call_s'], 2)} / "
                      f"{f(r['tracejit_first_call_cached_new_process_s'], 2)} | "
                      f"{f(r.get('tc_first_call_s'), 2)} | {r['kernels']} |")
+    for r in results:
+        if r.get("tjg_ms") or r.get("graphs_error"):
+            lines.append(f"CUDA graphs, {r['name']}: " + (
+                f"{f(r['tjg_ms'])} ms, {f(r['tjg_ms'] / r['tj_ms'], 2)}x plain launches, "
+                f"{f(r.get('graphs_ratio_vs_compile'), 2)}x torch.compile"
+                + (f" (fell back: {r['graphs_fallback']})" if r.get("graphs_fallback") else "")
+                if r.get("tjg_ms") else f"failed: {r['graphs_error']}"))
     return "\n".join(lines)
 
 
@@ -317,6 +354,8 @@ def main() -> int:
                     help="skip the per-kernel time table (TRACEJIT_PROFILE run)")
     ap.add_argument("--threads", default="1", help="CPU threads for every library")
     ap.add_argument("--no-torch-compile", action="store_true")
+    ap.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                    help="on cuda, leave out the tj.compile(mode='reduce-overhead') row")
     ap.add_argument("--json", default=None, help="also write the figures here")
     ap.add_argument("--first-call", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()

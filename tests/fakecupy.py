@@ -73,10 +73,11 @@ def _resolve(spec) -> np.ndarray:
     ptr, shape, strides, dtype = spec
     if 0 in shape:
         return np.empty(shape, dtype)
-    extent = sum((n - 1) * st for n, st in zip(shape, strides) if st > 0) + dtype.itemsize
-    root, off = _memory(ptr, extent)
+    low = sum((n - 1) * st for n, st in zip(shape, strides) if st < 0)
+    high = sum((n - 1) * st for n, st in zip(shape, strides) if st > 0) + dtype.itemsize
+    root, off = _memory(ptr + low, high - low)
     flat = root.reshape(-1).view(np.uint8)
-    return np.lib.stride_tricks.as_strided(flat[off:].view(dtype), shape, strides)
+    return np.lib.stride_tricks.as_strided(flat[off - low:].view(dtype), shape, strides)
 
 
 # -- streams and graphs ----------------------------------------------------------------------------

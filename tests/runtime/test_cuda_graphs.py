@@ -347,3 +347,21 @@ def test_nanogpt_adamw_step_replays_as_the_plain_launches(gpu):
         assert_close(q.detach().cpu(), p.detach().cpu(), rtol=1e-6)
     exe = _exe(steps[1], tj.tensor(idx, device="cuda"), tj.tensor(tgt, device="cuda"))
     assert exe.plain_reason is None and exe.stats["replays"] >= 2
+
+
+def test_a_gemm_operand_cublas_cannot_read_is_copied_inside_the_graph(gpu):
+    """A row broadcast has no leading dimension: the plain path copies it inside gemm (an
+    allocation, refused during capture); the recording copies it into a buffer of its own
+    with a copy kernel recorded before the GEMM."""
+    rng = np.random.default_rng(13)
+    w = rng.standard_normal((6, 3)).astype(np.float32)
+    f = tj.compile(lambda v, w: tj.broadcast_to(v, (4, 6)) @ w, mode="reduce-overhead")
+    wc = tj.tensor(w, device="cuda")
+    for _ in range(4):
+        v = rng.standard_normal(6).astype(np.float32)
+        assert_close(f(tj.tensor(v, device="cuda"), wc).cpu(), np.broadcast_to(v, (4, 6)) @ w,
+                     rtol=1e-5)
+    exe = _exe(f, tj.tensor(v, device="cuda"), wc)
+    assert exe.plain_reason is None and exe.stats["replays"] >= 2
+    (rec,) = exe._recordings.values()
+    assert [op[0] for op in rec.graph.ops] == ["copy", "gemm"]

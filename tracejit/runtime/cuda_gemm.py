@@ -91,20 +91,19 @@ def _operand(cp: Any, x: Any, batch: tuple[int, ...]) -> tuple[Any, int, int, in
 
 def capture_problem(a: Any, b: Any, out: Any) -> str | None:
     """Why this GEMM cannot be recorded into a CUDA graph (None when it can): only the direct
-    cuBLAS path with operands it describes as they are is free of allocations and of CuPy
-    calls that refuse stream capture (cupy.matmul, copies)."""
+    cuBLAS path is free of CuPy calls that refuse stream capture (cupy.matmul). Operands
+    cuBLAS cannot take as views (`takes_view`) must be made contiguous before the capture."""
     if not (supported(out.dtype) and a.dtype == b.dtype == out.dtype):
         return f"a {np.dtype(out.dtype).name} matmul runs through cupy.matmul"
-    if a.shape[-1] == 0:
-        return None                     # a fill of the output (a kernel), no cuBLAS call
-    batch = tuple(out.shape[:-2])
-    for name, x in (("left", a), ("right", b)):
-        if x.ndim - 2 < len(batch):
-            x = x.reshape((1,) * (len(batch) + 2 - x.ndim) + tuple(x.shape))
-        if _matrix(x) is None or _batch_stride(x, batch) is None:
-            return f"the {name} operand {list(x.shape)} (strides {list(x.strides)}) of a " \
-                   f"matmul needs a copy cuBLAS cannot take as a view"
     return None
+
+
+def takes_view(x: Any, out: Any) -> bool:
+    """Whether cuBLAS reads operand x of a GEMM into `out` as it is (else gemm copies it)."""
+    batch = tuple(out.shape[:-2])
+    if x.ndim - 2 < len(batch):
+        x = x.reshape((1,) * (len(batch) + 2 - x.ndim) + tuple(x.shape))
+    return _matrix(x) is not None and _batch_stride(x, batch) is not None
 
 
 def graph_handle(cp: Any, workspace: Any) -> int:

@@ -166,6 +166,9 @@ class _Recording:
                 (ra, va), (rb, vb) = a, b
                 x, y, z = apply_view(env[ra], va), apply_view(env[rb], vb), env[c]
                 self.problem = self.problem or cuda_gemm.capture_problem(x, y, z)
+                # an operand cuBLAS cannot read as it is (a broadcast zero state): a copy
+                # kernel into a buffer of the recording's, recorded before the GEMM
+                x, y = (self._contiguous_copy(cp, o, z) for o in (x, y))
                 self.steps.append((None, x, y, z))
         if self.problem is None and workspace is None and \
                 any(fn is None for fn, *_ in self.steps):
@@ -181,6 +184,13 @@ class _Recording:
                 self.steps.append((_STORE, args[i], env[v], None))
                 self.sources[j] = ("inplace", i)
         self.graph = None
+
+    def _contiguous_copy(self, cp: Any, x: Any, out: Any) -> Any:
+        if x.size == 0 or cuda_gemm.takes_view(x, out):
+            return x
+        buf = cp.empty(x.shape, x.dtype)
+        self.steps.append((_STORE, buf, x, None))
+        return buf
 
     def matches(self, cp: Any, exe: "CudaGraphExecutable", args: Sequence[Any], dev: int,
                 ) -> list[int]:
