@@ -365,3 +365,29 @@ def test_a_gemm_operand_cublas_cannot_read_is_copied_inside_the_graph(gpu):
     assert exe.plain_reason is None and exe.stats["replays"] >= 2
     (rec,) = exe._recordings.values()
     assert [op[0] for op in rec.graph.ops] == ["copy", "gemm"]
+
+
+def test_an_argument_that_moves_between_host_and_device_is_recorded_again(gpu):
+    rng = np.random.default_rng(14)
+    w, b = _params(rng)
+    wc = tj.tensor(w, device="cuda")
+    f = tj.compile(_mlp, mode="reduce-overhead")
+    for k in range(6):
+        x = rng.standard_normal((5, 8)).astype(np.float32)
+        xa = tj.tensor(x, device="cuda") if k % 3 else x       # host, device, device, host...
+        ba = b if k % 2 else tj.tensor(b, device="cuda")
+        assert_close(f(xa, wc, ba, 1.0).cpu(), np.tanh(x @ w + b).sum(axis=1))
+
+
+def test_a_cupy_without_cublas_workspace_bindings_falls_back(gpu, monkeypatch):
+    def missing(*a):
+        raise AttributeError("module 'cupy_backends.cuda.libs.cublas' has no attribute "
+                             "'setWorkspace'")
+    monkeypatch.setattr(fakecupy.CUBLAS, "setWorkspace", missing)
+    rng = np.random.default_rng(15)
+    w, b = _params(rng)
+    f = tj.compile(_mlp, mode="reduce-overhead")
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="no cuBLAS handle with a workspace.*setWorkspace"):
+        got = f(tj.tensor(x, device="cuda"), w, b, 1.0)
+    assert_close(got.cpu(), np.tanh(x @ w + b).sum(axis=1))

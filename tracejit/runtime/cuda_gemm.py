@@ -113,7 +113,11 @@ def graph_handle(cp: Any, workspace: Any) -> int:
     another workspace and stream by other code at any time)."""
     blas = cublas_binding()
     handle = blas.create()
-    blas.setWorkspace(handle, workspace.data.ptr, workspace.nbytes)
+    try:
+        blas.setWorkspace(handle, workspace.data.ptr, workspace.nbytes)
+    except BaseException:
+        blas.destroy(handle)
+        raise
     return handle
 
 

@@ -22,19 +22,31 @@ the static buffers of a recording are never used by two calls at once.
   arrays and Python scalars (the learning rate, and the random generator's seed and offset, so
   dropout draws a new mask every step) are packed into one host-to-device copy; other device
   arrays (non-contiguous views, other dtypes) get a device copy each.
-- Outputs. Those the caller copies away at once (Entry's write-backs of in-place updates,
-  `reuse_outputs`) are handed out in the static buffers. Every other output is copied out of
+- Outputs. A capture updated in place (a parameter, an optimizer moment: `write_back`) that
+  the graph reads where it is gets its new value stored into it by the graph itself, as its
+  last steps (a device copy each, after every launch that reads it), and that array is handed
+  back, so the caller copies nothing. Other outputs the caller copies away at once
+  (`reuse_outputs`) are handed out in the static buffers. Every other output is copied out of
   them after the replay, all in one device copy into one new allocation (the outputs are views
-  of it), so the results of step k are never overwritten by step k+1.
+  of it: one output kept alive keeps the others' bytes), so the results of step k are never
+  overwritten by step k+1. An output that is an input is a copy, as with plain launches.
+- GEMMs: cuBLAS directly (runtime/cuda_gemm.py), on our handle set to the capturing stream; an
+  operand cuBLAS cannot read as a view (a broadcast row) is copied by a recorded copy kernel
+  into a buffer of the recording's, as gemm would copy it with an allocation.
 - Not capturable (extern steps run through CuPy, float64/integer matmuls through
-  cupy.matmul, GEMM operands cuBLAS cannot take as views, TRACEJIT_PROFILE timing each launch,
-  a CuPy without cuBLAS workspace bindings), or a capture that fails: a RuntimeWarning naming
-  the reason, once per executable, and plain launches from then on."""
+  cupy.matmul, TRACEJIT_PROFILE timing each launch, a CuPy without cuBLAS workspace
+  bindings), or a capture that fails: a RuntimeWarning naming the reason, once per
+  executable, and plain launches from then on.
+
+Memory: each recording holds its buffers (inputs copied, outputs, the scratch arena) for the
+executable's life, where plain launches take the scratch from CuPy's pool per call; the cuBLAS
+workspaces (32 MiB) are kept per (device, stream, thread) for the process's life."""
 from __future__ import annotations
 
 import math
 import threading
 import warnings
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -97,15 +109,18 @@ class _Workspace:
             pass
 
 
-_WORKSPACES: dict[tuple, _Workspace] = {}
+# per CuPy module (the tests' fake ones come and go; a handle of one is nothing to another)
+_WORKSPACES: "weakref.WeakKeyDictionary[Any, dict[tuple, _Workspace]]" = \
+    weakref.WeakKeyDictionary()
 _WS_LOCK = threading.Lock()
 
 
 def _workspace(cp: Any, key: tuple) -> _Workspace:
     with _WS_LOCK:
-        ws = _WORKSPACES.get(key)
+        mine = _WORKSPACES.setdefault(cp, {})
+        ws = mine.get(key)
         if ws is None:
-            ws = _WORKSPACES[key] = _Workspace(cp)
+            ws = mine[key] = _Workspace(cp)
         return ws
 
 
@@ -127,6 +142,7 @@ class _Recording:
                 dcopy.append(i)
             else:
                 host.append(i)
+        self.host, self.dcopy = host, dcopy
         self.inputs = _Arena(cp, [ins[i] for i in host + dcopy])
         self.dcopy_views = [(i, self.inputs.views[ins[i]]) for i in dcopy]
         self.host_bytes = (self.inputs.offsets[len(host) - 1] + _nbytes(ins[host[-1]])
@@ -194,11 +210,17 @@ class _Recording:
 
     def matches(self, cp: Any, exe: "CudaGraphExecutable", args: Sequence[Any], dev: int,
                 ) -> list[int]:
-        """The directly read inputs whose argument is not at the recorded address now."""
+        """The inputs this recording cannot take as they come now: read in place but not at
+        the recorded address, or copied from the host but now on the device, or the reverse
+        (each copy is made its own way)."""
         ins, held = exe.graph.inputs, self.held
-        return [i for i, ptr in self.direct.items()
-                if args[i] is not held[i] and
-                not (exe.readable_in_place(cp, ins[i], args[i], dev) and args[i].data.ptr == ptr)]
+        moved = [i for i, ptr in self.direct.items()
+                 if args[i] is not held[i] and
+                 not (exe.readable_in_place(cp, ins[i], args[i], dev) and args[i].data.ptr == ptr)]
+        nd = cp.ndarray
+        moved += [i for i in self.host if isinstance(args[i], nd)]
+        moved += [i for i in self.dcopy if not isinstance(args[i], nd)]
+        return moved
 
     def load(self, args: Sequence[Any], stream: Any) -> None:
         """Copy this call's arguments into the static input buffers, on `stream` (the current
@@ -308,7 +330,8 @@ class CudaGraphExecutable(CudaExecutable):
                 rec.graph.launch(stream)
                 self.stats["replays"] += 1
                 return rec.results(args)
-            self._copied.setdefault(key, set()).update(moved)   # read from a copy from now
+            with self._rec_lock:            # read from a copy from now on
+                self._copied.setdefault(key, set()).update(moved)
         return self._record(cp, key, args)
 
     def _record(self, cp: Any, key: tuple, args: Sequence[Any]) -> list[Any]:
