@@ -51,7 +51,8 @@ def _narrow(x: Tensor, d: int, start: int, length: int) -> Tensor:
     starts = [0] * x.ndim
     stops = list(x.shape)
     starts[d], stops[d] = start, start + length
-    return bind(P.slice, x, starts=starts, stops=stops, steps=[1] * x.ndim)
+    # (tuples: hashable params take eager's inference cache without an exception)
+    return bind(P.slice, x, starts=tuple(starts), stops=tuple(stops), steps=(1,) * x.ndim)
 
 
 # -- split, chunk, unbind, narrow -----------------------------------------------------------------

@@ -401,6 +401,13 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
 # -- matmul -------------------------------------------------------------------------------------
 @autocast_op(LOWER)
 def matmul(a, b) -> Tensor:
+    if type(a) in SUBCLASSES and type(b) in SUBCLASSES:
+        da, db = a._data, b._data
+        if type(da) is np.ndarray and type(db) is np.ndarray and da.ndim == 2 == db.ndim and \
+                da.dtype == db.dtype and da.dtype.kind != "b" and da.shape[1] == db.shape[0]:
+            # two host matrices of one dtype (an RNN's x @ W.T): nothing to promote, reshape
+            # or broadcast, and the shapes align; the lean eager path applies the primitive
+            return a.__tj_bind__(P.matmul, (a, b), {})
     d = result_dtype(a, b)
     if d is dt.bool_:
         d = dt.i64

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from . import composites as C
-from . import conversions, fills, gathering, indexing, inplace, layout, masking, norms, ops
+from . import conversions, eager_views, fills, gathering, indexing, inplace, layout, masking
+from . import norms, ops
 from . import products, sampling, scans, selection, sorting, stacking, views
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
 from .dispatch import apply_primitive as _apply_primitive
@@ -133,7 +134,7 @@ class Tensor(TensorBase):
     reshape, reshape_as, flatten, unflatten = (views.reshape, views.reshape_as, views.flatten,
                                                views.unflatten)
     ravel = views.ravel
-    permute, transpose, t = views.permute, views.transpose, views.t
+    permute, transpose, t = views.permute, views.transpose, eager_views.t
     swapaxes = swapdims = views.swapaxes
     movedim = moveaxis = views.movedim
     squeeze, unsqueeze = views.squeeze, views.unsqueeze
@@ -143,8 +144,8 @@ class Tensor(TensorBase):
     tensor_split, hsplit, vsplit, dsplit = views.tensor_split, views.hsplit, views.vsplit, \
         views.dsplit
     contiguous = views.contiguous
-    T = property(views.full_transpose)
-    mT = property(views.matrix_transpose)
+    T = property(eager_views.full_transpose)
+    mT = property(eager_views.matrix_transpose)
 
     # -- copies: layout, gathering, masking ----------------------------------------------------
     repeat, repeat_interleave = layout.repeat, stacking.repeat_interleave

@@ -1,0 +1,178 @@
+"""Eager views straight from NumPy (#14, the LSTM step): basic indexing and transposes of a host
+tensor without gradient apply no primitive (a read-only NumPy view of the base's memory), with
+gradient exactly the primitives they applied before; values, errors, view semantics and
+gradients as torch's."""
+import numpy as np
+import pytest
+
+import tracejit as tj
+from tracejit.tracer import tensor as tensor_mod
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture
+def count_prims(monkeypatch):
+    """The names of the primitives applied to Tensors while the test runs."""
+    seen = []
+    real = tensor_mod._apply_primitive
+
+    def counting(prim, args, params):
+        seen.append(prim.name)
+        return real(prim, args, params)
+    monkeypatch.setattr(tensor_mod, "_apply_primitive", counting)
+    return seen
+
+
+KEYS = [3, -1, (1, 2), (slice(None), slice(None, 2)), (0, slice(1, 4, 2)),
+        (slice(2, 1),), slice(None), (slice(None), 0, slice(3, None)), (slice(-3, None, 2),)]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=repr)
+def test_basic_index_without_grad_is_a_numpy_view(key, count_prims):
+    a = np.arange(5 * 4 * 6, dtype=np.float32).reshape(5, 4, 6)
+    x = tj.tensor(a)
+    y = x[key]
+    assert count_prims == []
+    np.testing.assert_array_equal(y.numpy(), a[key])
+    assert y.shape == a[key].shape and y.dtype == x.dtype
+    if y.numel():
+        assert np.shares_memory(y._data, x._data)
+
+
+def test_transposes_without_grad_are_numpy_views(count_prims):
+    a = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    x = tj.tensor(a)
+    m = tj.tensor(a[0])
+    np.testing.assert_array_equal(x.T.numpy(), a.T)
+    np.testing.assert_array_equal(x.mT.numpy(), np.swapaxes(a, -1, -2))
+    np.testing.assert_array_equal(m.t().numpy(), a[0].T)
+    assert count_prims == []
+
+
+def test_int_index_of_a_vector_is_a_0d_tensor():
+    x = tj.tensor(np.arange(5.0))
+    y = x[2]
+    assert y.shape == () and float(y) == 2.0
+    x.add_(1.0)                              # the view follows its base
+    assert float(y) == 3.0
+
+
+def test_views_write_through_and_follow():
+    x = tj.tensor(np.zeros((3, 4), np.float32))
+    row, col, tr = x[1], x[:, 2], x.T
+    row.add_(1.0)
+    col.mul_(0.0).add_(5.0)
+    want = np.zeros((3, 4), np.float32)
+    want[1] += 1.0
+    want[:, 2] = 5.0
+    np.testing.assert_array_equal(x.numpy(), want)
+    np.testing.assert_array_equal(row.numpy(), want[1])
+    np.testing.assert_array_equal(tr.numpy(), want.T)
+    assert row._version == x._version and tr._version == x._version
+    x.zero_()
+    assert not row.numpy().any() and not tr.numpy().any()
+
+
+def test_view_arrays_are_read_only_lazy_copies():
+    x = tj.tensor(np.ones((2, 3)))
+    for v in (x[0], x[:, 1:], x.T):
+        assert not v._data.flags.writeable
+    y = x[0].clone()
+    y.add_(1.0)                              # a copy, not the base's memory
+    assert x.numpy()[0, 0] == 1.0
+
+
+@pytest.mark.parametrize("key, prims", [((slice(None), slice(None, 8)), ["slice"]),
+                                        (1, ["slice", "reshape"]),
+                                        ((slice(None),), ["slice"])], ids=repr)
+def test_basic_index_with_grad_records_the_same_primitives(key, prims, count_prims):
+    x = tj.tensor(np.ones((4, 32), np.float32), requires_grad=True) * 2.0
+    del count_prims[:]
+    y = x[key]
+    assert count_prims == prims
+    assert y._requires_grad and y.grad_fn is not None
+
+
+def test_transpose_with_grad_records_one_primitive(count_prims):
+    w = tj.tensor(np.ones((3, 4), np.float32), requires_grad=True)
+    for t in (w.T, w.t(), w.mT):
+        assert t.grad_fn.name() == "PermuteBackward0"
+    assert count_prims == ["transpose"] * 3
+
+
+def test_lstm_gate_slices_gradients_match_torch():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 5)).astype(np.float64)
+    w = rng.standard_normal((16, 5)).astype(np.float64)
+    xs, ws = tj.tensor(a), tj.tensor(w, requires_grad=True)
+    xt, wt = torch.tensor(a), torch.tensor(w, requires_grad=True)
+    outs = []
+    for lib, x, W in ((tj, xs, ws), (torch, xt, wt)):
+        g = x @ W.T
+        i, f, c, o = g[:, :4], g[:, 4:8], g[:, 8:12], g[:, 12:]
+        y = (lib.sigmoid(i) * lib.tanh(c) + f * o[1] - x[2, :4].sum()).sum()
+        y.backward()
+        outs.append(float(y.detach()))
+    assert outs[0] == pytest.approx(outs[1], rel=1e-12)
+    np.testing.assert_allclose(ws.grad.numpy(), wt.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_errors_name_the_index():
+    x = tj.tensor(np.ones((3, 4)))
+    with pytest.raises(IndexError, match="index 3 is out of bounds for axis 0 with size 3"):
+        x[3]
+    with pytest.raises(IndexError, match="index -5 is out of bounds for axis 1 with size 4"):
+        x[0, -5]
+    with pytest.raises(ValueError, match="step must be greater than zero"):
+        x[::-1]
+    with pytest.raises(IndexError, match="too many indices"):
+        x[0, 0, 0]
+
+
+def test_other_keys_keep_the_general_path():
+    a = np.arange(12.0).reshape(3, 4)
+    x = tj.tensor(a)
+    np.testing.assert_array_equal(x[None, 1].numpy(), a[None, 1])
+    np.testing.assert_array_equal(x[..., 1].numpy(), a[..., 1])
+    np.testing.assert_array_equal(x[np.int64(1)].numpy(), a[1])
+    np.testing.assert_array_equal(x[[0, 2]].numpy(), a[[0, 2]])
+    np.testing.assert_array_equal(x[x > 5].numpy(), a[a > 5])
+
+
+def test_non_contiguous_base_and_empty_and_unit_sizes():
+    a = np.arange(30.0).reshape(5, 6)[:, ::2]           # non-contiguous base array
+    x = tj.tensor(a)
+    np.testing.assert_array_equal(x[1].numpy(), a[1])
+    np.testing.assert_array_equal(x.T[2, 1:].numpy(), a.T[2, 1:])
+    e = tj.tensor(np.zeros((0, 3)))
+    assert e[:, 1].shape == (0,) and e.T.shape == (3, 0)
+    one = tj.tensor(np.ones((1, 1)), requires_grad=True)
+    y = one[0]
+    assert y.shape == (1,)
+    y.sum().backward()
+    np.testing.assert_array_equal(one.grad.numpy(), [[1.0]])
+
+
+def test_inside_compile_the_same_values():
+    a = np.arange(12.0).reshape(3, 4)
+
+    @tj.compile
+    def f(x):
+        return x[1] * 2.0 + x.T[2, 0] + x[:, 1:3].sum()
+    want = a[1] * 2.0 + a.T[2, 0] + a[:, 1:3].sum()
+    np.testing.assert_allclose(f(tj.tensor(a)).numpy(), want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_matmul_of_two_matrices(dtype):
+    rng = np.random.default_rng(1)
+    a = (rng.standard_normal((4, 5)) * 3).astype(dtype)
+    b = (rng.standard_normal((6, 5)) * 3).astype(dtype)
+    got = tj.tensor(a) @ tj.tensor(b).T              # a transposed (non-contiguous) operand
+    np.testing.assert_allclose(got.numpy(), a @ b.T, rtol=1e-6)
+    assert got.dtype == tj.tensor(a).dtype
+    z = tj.tensor(np.ones((0, 3), dtype)) @ tj.tensor(np.ones((3, 1), dtype))
+    assert z.shape == (0, 1)
+    with pytest.raises(ValueError, match="shapes do not align"):
+        tj.tensor(a) @ tj.tensor(b)

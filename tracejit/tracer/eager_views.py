@@ -1,0 +1,130 @@
+"""Views made straight from NumPy on the eager path: basic indexing (`x[t]`, `x[:, a:b]`) and
+transposes (`x.T`, `x.t()`, `x.mT`) of a host tensor outside any trace.
+
+Such a view of a tensor that records no gradient is a read-only NumPy view of its base's
+memory, exactly what the slice/reshape/transpose primitives give eagerly, so it is made
+without dispatching them (an LSTM step slices its inputs and its gates per time step, and
+dispatching a slice and a reshape cost ~10x the NumPy view). A tensor that requires grad
+applies one primitive (one backward node, as torch's SliceBackward0/TBackward0). Either way
+the result is recorded as a view (views.mark), so in-place ops write through and follow as
+before. Everything else (traces, checkpoint recomputation, dual tensors, devices other than
+the host, keys NumPy reads differently from torch) takes the general path."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..ir.primitives import P
+from . import views
+from .forward_ad import FWD
+from .state import STATE
+from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
+
+
+def eager_host(x) -> bool:
+    """x is a host tensor and its view ops may take the NumPy shortcut (no trace, no
+    checkpoint recomputing, no dual tensors)."""
+    return type(x) in SUBCLASSES and type(x._data) is np.ndarray and not STATE.traces and \
+        not STATE.subst and not FWD.levels
+
+
+def host_view(arr: np.ndarray) -> Tensor:
+    """A Tensor of `arr`, a NumPy view of another tensor's array: read-only (a lazy copy to
+    other code, as run_impl makes a view result)."""
+    if arr.flags.writeable:
+        arr.flags.writeable = False
+    return wrap_array(arr)
+
+
+def basic_index(x: Tensor, key) -> tuple | None:
+    """For a key of Python ints and slices (positive steps), at most one per axis of x: the
+    slice primitive's (starts, stops, steps), whether an int dropped an axis, and the result's
+    shape. None for any other key (the general path reads it, and raises its errors)."""
+    shape = x._data.shape
+    keys = key if type(key) is tuple else (key,)
+    if not keys or len(keys) > len(shape):
+        return None
+    starts, stops, steps, out = [], [], [], []
+    dropped = False
+    for k, n in zip(keys, shape):
+        tk = type(k)
+        if tk is slice:
+            st = k.step
+            if st is not None and (type(st) is not int or st <= 0):
+                return None
+            a, b, s = k.indices(n)
+            if b < a:
+                b = a
+            starts.append(a), stops.append(b), steps.append(s)
+            out.append(-(-(b - a) // s))
+        elif tk is int:
+            if not -n <= k < n:
+                return None                 # the general path's IndexError
+            k %= n
+            starts.append(k), stops.append(k + 1), steps.append(1)
+            dropped = True
+        else:
+            return None
+    for n in shape[len(keys):]:
+        starts.append(0), stops.append(n), steps.append(1)
+        out.append(n)
+    # (the trailing Ellipsis: NumPy gives a 0-d view, not a scalar, for a 1-D x[i])
+    return tuple(starts), tuple(stops), tuple(steps), dropped, tuple(out), keys + (Ellipsis,)
+
+
+def index_view(x: Tensor, spec: tuple, fwd: Callable) -> Tensor:
+    """x[key] for an eager host tensor (eager_host) and its basic_index `spec`, recorded as a
+    view of x recomputed by `fwd`."""
+    starts, stops, steps, dropped, shape, np_key = spec
+    if not x._requires_grad:
+        out = host_view(x._data[np_key])
+    else:
+        out = x
+        if steps.count(1) != len(steps) or starts != (0,) * len(starts) or \
+                stops != x._data.shape:
+            out = x.__tj_bind__(P.slice, (x,), {"starts": starts, "stops": stops,
+                                                "steps": steps})
+        if dropped:
+            out = out.__tj_bind__(P.reshape, (out,), {"shape": shape})
+        elif out is x:          # x[:]: a new view object (a full slice), as torch's
+            out = x.__tj_bind__(P.slice, (x,), {"starts": starts, "stops": stops,
+                                              "steps": steps})
+    return views.mark(x, out, fwd)
+
+
+# how each view is recomputed from its base (views.py's ViewOf.fwd): the plain ops, which
+# record no view themselves
+_reversed_axes = views.full_transpose.__wrapped_view__
+_swap_last = views.matrix_transpose.__wrapped_view__
+_t_fwd = views.t.__wrapped_view__
+
+
+def _transposed(x: Tensor, perm: tuple, fwd: Callable) -> Tensor:
+    if x._requires_grad:
+        out = x.__tj_bind__(P.transpose, (x,), {"perm": perm})
+    else:
+        out = host_view(x._data.transpose(perm))
+    return views.mark(x, out, fwd)
+
+
+def full_transpose(x: Tensor) -> Tensor:
+    """x.T: the axes reversed."""
+    if x.ndim >= 2 and eager_host(x):
+        return _transposed(x, tuple(range(x._data.ndim - 1, -1, -1)), _reversed_axes)
+    return views.full_transpose(x)
+
+
+def matrix_transpose(x: Tensor) -> Tensor:
+    """x.mT: the last two axes swapped."""
+    n = x.ndim
+    if n >= 2 and eager_host(x):
+        return _transposed(x, (*range(n - 2), n - 1, n - 2), _swap_last)
+    return views.matrix_transpose(x)
+
+
+def t(x: Tensor) -> Tensor:
+    """x.t(): a 2-D tensor's transpose (0-D and 1-D as they are, through views.t)."""
+    if type(x) in SUBCLASSES and x.ndim == 2 and eager_host(x):
+        return _transposed(x, (1, 0), _t_fwd)
+    return views.t(x)
