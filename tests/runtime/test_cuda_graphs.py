@@ -397,3 +397,19 @@ def test_a_cupy_without_cublas_workspace_bindings_falls_back(gpu, monkeypatch):
     with pytest.warns(RuntimeWarning, match="no cuBLAS handle with a workspace.*setWorkspace"):
         got = f(tj.tensor(x, device="cuda"), w, b, 1.0)
     assert_close(got.cpu(), np.tanh(x @ w + b).sum(axis=1))
+
+
+def test_a_new_recording_is_logged_with_tracejit_log_recompiles(gpu, monkeypatch, capsys,
+                                                                caplog):
+    monkeypatch.setenv("TRACEJIT_LOG", "recompiles")
+    rng = np.random.default_rng(16)
+    w, b = _params(rng)
+    wc = tj.tensor(w, device="cuda")
+    f = tj.compile(_mlp, mode="reduce-overhead")
+    xs = [tj.tensor(rng.standard_normal((5, 8)).astype(np.float32), device="cuda")
+          for _ in range(3)]
+    for x in xs:
+        f(x, wc, b, 1.0)
+    err = capsys.readouterr().err + caplog.text       # (logging when it has a handler)
+    assert err.count("CUDA graph is recorded again") == 1
+    assert "input(s) 0 (f32[5, 8]) moved" in err

@@ -51,6 +51,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..debug import log_enabled, log_recompile
 from ..devices import cupy_module
 from . import cuda_gemm
 from .backend import apply_view, register_backend
@@ -332,6 +333,13 @@ class CudaGraphExecutable(CudaExecutable):
                 return rec.results(args)
             with self._rec_lock:            # read from a copy from now on
                 self._copied.setdefault(key, set()).update(moved)
+            if log_enabled("recompiles"):
+                ins = self.graph.inputs
+                log_recompile(self.graph.name, "its CUDA graph is recorded again: input(s) " +
+                              ", ".join(f"{i} ({ins[i].dtype.name}{list(ins[i].shape)})"
+                                        for i in moved) +
+                              " moved (a new address, or between host and device); they are "
+                              "copied into the graph's own buffers from now on")
         return self._record(cp, key, args)
 
     def _record(self, cp: Any, key: tuple, args: Sequence[Any]) -> list[Any]:
