@@ -413,3 +413,15 @@ def test_a_new_recording_is_logged_with_tracejit_log_recompiles(gpu, monkeypatch
     err = capsys.readouterr().err + caplog.text       # (logging when it has a handler)
     assert err.count("CUDA graph is recorded again") == 1
     assert "input(s) 0 (f32[5, 8]) moved" in err
+
+
+def test_plain_gemms_run_on_the_current_stream(gpu):
+    """CuPy's shared cuBLAS handle keeps whatever stream it was last set to: each GEMM sets
+    it to the current stream (on a non-blocking stream a GEMM left elsewhere would race)."""
+    rng = np.random.default_rng(17)
+    w, b = _params(rng)
+    f = tj.compile(_mlp)
+    x = tj.tensor(rng.standard_normal((5, 8)).astype(np.float32), device="cuda")
+    with fakecupy.Stream(non_blocking=True) as s:
+        f(x, w, b, 1.0)
+    assert fakecupy.CUBLAS.handles[fakecupy._SHARED_HANDLE]["stream"] == s.ptr

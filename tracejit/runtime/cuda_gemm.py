@@ -39,7 +39,12 @@ def cublas_binding() -> Any:
 
 
 def cublas_handle(cp: Any) -> int:
-    return cp.cuda.device.get_cublas_handle()
+    """CuPy's cuBLAS handle of the current device, set to the current stream: the handle is
+    shared, CuPy sets its stream only for its own calls, and a GEMM left on another stream
+    would race with the kernels around it (a non-blocking stream does not wait for it)."""
+    handle = cp.cuda.device.get_cublas_handle()
+    cublas_binding().setStream(handle, cp.cuda.get_current_stream().ptr)
+    return handle
 
 
 def supported(dtype) -> bool:
