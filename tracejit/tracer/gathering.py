@@ -17,6 +17,7 @@ from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import checks, ops
 from .selection import positions
+from .state import STATE
 from .tensor_base import TensorBase as Tensor
 
 
@@ -44,6 +45,16 @@ def _index(op: str, x: Tensor, dim, index) -> tuple[int, Tensor]:
 def _flat_positions(x_shape: tuple, idx: Tensor, d: int) -> Tensor:
     """Row-major positions in x of the elements named by idx along d."""
     strides = [math.prod(x_shape[a + 1:]) for a in range(len(x_shape))]
+    if type(idx._data) is np.ndarray and not STATE.traces and not STATE.subst:
+        # an eager host index (no gradient): one NumPy expression, not an op (and its node
+        # checks) per axis
+        pos = idx._data.astype(np.int64, copy=False) * strides[d]
+        for a in range(len(x_shape)):
+            if a != d and idx.shape[a] > 1:
+                along_a = [1] * idx.ndim
+                along_a[a] = idx.shape[a]
+                pos = pos + (np.arange(idx.shape[a], dtype=np.int64) * strides[a]).reshape(along_a)
+        return Tensor(np.ascontiguousarray(pos).reshape(idx.numel()))
     pos = ops.mul(idx, strides[d]) if strides[d] != 1 else idx
     for a in range(len(x_shape)):
         if a != d and idx.shape[a] > 1:
@@ -64,14 +75,25 @@ def gather(input, dim: int, index, *, sparse_grad: bool = False) -> Tensor:  # n
     if any(idx.shape[a] > x.shape[a] for a in range(x.ndim) if a != d):
         raise ops._err("gather", f"index {ops._fmt(idx)} is larger than the input "
                        f"{ops._fmt(x)} outside dim {dim}", RuntimeError)
+    return along(x, idx, d)                     # checked against [0, n) by _index
+
+
+def along(x: Tensor, idx: Tensor, d: int) -> Tensor:
+    """torch.gather's read, out[..., j, ...] = x[..., idx[..., j, ...], ...] along d, for an
+    int64 idx (x's ndim >= 1, idx no larger than x outside d) whose values the caller has
+    checked against [0, n) or made so (argsort's): no run-time check of its own.
+
+    One element per position along d (an NLL's gather(logp, 1, target[:, None]), topk(k=1))
+    reads with the take_along primitive, whose gradient is a select against the index that
+    fuses into its consumer. More read from the flattened x at the flat positions, in x's own
+    layout (no transpose of x for a leading d, nor of the gradient back): the gradient is one
+    scatter-add into zeros of x's size, accumulating repeated indices (torch's)."""
     if idx.shape == x.shape[:d] + (1,) + x.shape[d + 1:]:
-        # one element per position along d (an NLL's gather(logp, 1, target[:, None])): the
-        # take_along primitive, whose gradient is a select against the index that fuses into
-        # its consumer instead of a zero-filled scatter buffer of x's size
         one = ops.reshape(idx, x.shape[:d] + x.shape[d + 1:])
-        checks.in_bounds(one, x.shape[d])        # checked against [0, n) by _index
+        checks.in_bounds(one, x.shape[d])
         return ops.unsqueeze(bind(P.take_along, x, one, axis=d), d)
     flat = _flat_positions(x.shape, idx, d)
+    checks.in_bounds(flat, x.numel())
     return ops.reshape(bind(P.gather, ops.reshape(x, (x.numel(),)), flat, axis=0), idx.shape)
 
 

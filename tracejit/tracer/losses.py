@@ -10,7 +10,7 @@ from . import checks, ops
 from .autocast import FP32, autocast_op
 from ..ir.primitives import P, bind
 from .composites import composite, log_softmax
-from .gathering import _flat_positions
+from .gathering import along
 from .tensor_base import TensorBase as Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -167,9 +167,8 @@ def _pick(v: Tensor, idx: Tensor, d: int) -> Tensor:
     empty axis gives the zeros, still v's function for autograd)."""
     if v.shape[d] == 0:
         return ops.sum(v, d)
-    flat = _flat_positions(v.shape, ops.unsqueeze(idx, d), d)
-    checks.in_bounds(flat, v.numel())      # the targets were checked: no second check
-    return ops.reshape(bind(P.gather, ops.reshape(v, (v.numel(),)), flat, axis=0), idx.shape)
+    # the targets were checked: along adds no second check
+    return ops.reshape(along(v, ops.unsqueeze(idx, d), d), idx.shape)
 
 
 def _reduced(loss, wy, reduction):

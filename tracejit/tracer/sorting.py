@@ -1,19 +1,19 @@
 """Sorting in PyTorch's spelling: `sort` and `topk` return (values, indices), `argsort` the
 indices. All are stable (equal elements keep their order, in both directions) and NaN sorts as
 the largest value, as PyTorch. The indices come from the argsort primitive
-(ir/prims_sort.py); the values are a gather at them, so their gradient goes back to the
-selected elements through the gather's adjoint (a scatter-add).
+(ir/prims_sort.py); the values are read at them with gathering.along (torch.gather's read),
+so their gradient is one scatter into zeros of the input's size, as torch's sort/topk
+backward (a select for topk with k=1).
 """
 from __future__ import annotations
 
-import math
 import operator
 from typing import NamedTuple
 
 from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import ops
-from .selection import positions
+from .gathering import along
 from .tensor_base import TensorBase as Tensor
 
 
@@ -28,20 +28,6 @@ def _dim(op: str, x: Tensor, dim) -> int:
         raise ops._err(op, f"dim must be an int, got {dim!r}", TypeError)
     axes = ops._axes(x, int(dim), None, op)
     return axes[0] if axes else 0
-
-
-def take_along(x: Tensor, idx: Tensor, d: int) -> Tensor:
-    """x[..., idx[..., j, ...], ...] along axis d, where idx has x's shape except (maybe) on d:
-    a gather from the rows, so the gradient reaches the selected elements only."""
-    order = [a for a in range(x.ndim) if a != d] + [d]
-    inverse = [order.index(a) for a in range(x.ndim)]
-    xm, im = ops.permute(x, order), ops.permute(idx, order)
-    n, k = x.shape[d], idx.shape[d]
-    rows = math.prod(im.shape[:-1])
-    base = ops.mul(positions(x, (rows, k), 0), n)
-    flat = ops.add(base, ops.reshape(ops.cast(im, dt.i64), (rows, k)))
-    picked = bind(P.gather, ops.reshape(xm, (rows * n,)), ops.reshape(flat, (rows * k,)), axis=0)
-    return ops.permute(ops.reshape(picked, im.shape), inverse)
 
 
 def _argsort(op: str, x: Tensor, d: int, descending: bool) -> Tensor:
@@ -64,7 +50,7 @@ def sort(x, dim: int = -1, descending: bool = False, stable: bool = False) -> So
     if x.ndim == 0:
         return SortResult(x, ops.as_tensor(0, dt.i64, like=x))
     idx = _argsort("sort", x, d, descending)
-    return SortResult(take_along(x, idx, d), idx)
+    return SortResult(along(x, idx, d), idx)
 
 
 def topk(x, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> SortResult:  # noqa: A002
@@ -85,4 +71,4 @@ def topk(x, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) ->
     idx = _argsort("topk", x, d, largest)
     if k < n:
         idx = idx[(slice(None),) * d + (slice(0, k),)]
-    return SortResult(take_along(x, idx, d), idx)
+    return SortResult(along(x, idx, d), idx)
