@@ -29,6 +29,32 @@ def assert_close(a, b, rtol=1e-5, atol=1e-6):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
 
 
+# what makes tracejit.distributed think it runs under an MPI launcher (or debug its checks)
+LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
+                "TRACEJIT_DIST_DEBUG")
+
+
+def _world_of_one(monkeypatch, *backend: str):
+    import tracejit.distributed as dist
+    for var in LAUNCHER_ENV:
+        monkeypatch.delenv(var, raising=False)
+    dist.init_process_group(*backend)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.fixture
+def world_of_one(monkeypatch):
+    """The default process group of a plain `python` run: this process alone (no MPI)."""
+    yield from _world_of_one(monkeypatch)
+
+
+@pytest.fixture
+def nccl_world_of_one(monkeypatch):
+    """A world of one whose GPU collectives go through NCCL (needs a GPU)."""
+    yield from _world_of_one(monkeypatch, "nccl")
+
+
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """A "cuda" device through the strict CuPy stand-in (tests/fakecupy.py); returns the module."""

@@ -9,17 +9,7 @@ from tracejit.distributed import GroupMember, ReduceOp
 from tracejit.nn.parallel import DistributedDataParallel as DDP
 
 
-@pytest.fixture
-def world1(monkeypatch):
-    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
-                "TRACEJIT_DIST_DEBUG"):
-        monkeypatch.delenv(var, raising=False)
-    dist.init_process_group()
-    yield
-    dist.destroy_process_group()
-
-
-def test_groups_in_a_world_of_one(world1):
+def test_groups_in_a_world_of_one(world_of_one):
     g = dist.new_group([0])
     assert dist.get_rank(g) == 0 and dist.get_world_size(g) == 1
     assert dist.get_process_group_ranks(g) == [0] and dist.get_global_rank(g, 0) == 0
@@ -44,7 +34,7 @@ def test_groups_in_a_world_of_one(world1):
     assert GroupMember.WORLD is not None and dist.get_rank(GroupMember.WORLD) == 0
 
 
-def test_group_argument_errors(world1):
+def test_group_argument_errors(world_of_one):
     with pytest.raises(ValueError, match=r"ranks \[0, 1\] must be a non-empty list of ranks"):
         dist.new_group([0, 1])
     with pytest.raises(ValueError, match="must be a non-empty list"):
@@ -64,7 +54,7 @@ def test_group_argument_errors(world1):
         assert dist.all_reduce(tj.ones(2), group=GroupMember.NON_GROUP_MEMBER) is None
 
 
-def test_ddp_compile_spellings_world_of_one(world1):
+def test_ddp_compile_spellings_world_of_one(world_of_one):
     """ddp.compile(), tj.compile(ddp) and DDP(tj.compile(model)) train like the plain model."""
     def run(make):
         tj.manual_seed(2)

@@ -13,16 +13,7 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not tj.cuda_available(), reason="needs an NVIDIA GPU and CuPy")]
 
 
-@pytest.fixture
-def nccl_world1(monkeypatch):
-    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"):
-        monkeypatch.delenv(var, raising=False)
-    dist.init_process_group("nccl")
-    yield
-    dist.destroy_process_group()
-
-
-def test_nccl_collectives_world_of_one(nccl_world1):
+def test_nccl_collectives_world_of_one(nccl_world_of_one):
     from tracejit.distributed.group import current
     assert current().gpu_backend is not None       # a real NcclCommunicator was made
     for dtype in (np.float32, np.float64, np.float16, np.int32, np.int64):
@@ -47,7 +38,7 @@ def test_nccl_collectives_world_of_one(nccl_world1):
     np.testing.assert_array_equal(b.to("cpu").numpy(), [True, False])
 
 
-def test_ddp_on_gpu_world_of_one_matches_cpu_training(nccl_world1):
+def test_ddp_on_gpu_world_of_one_matches_cpu_training(nccl_world_of_one):
     def net():
         tj.manual_seed(4)
         return tj.nn.Sequential(tj.nn.Linear(6, 16, dtype=tj.float64), tj.nn.Tanh(),
@@ -70,7 +61,7 @@ def test_ddp_on_gpu_world_of_one_matches_cpu_training(nccl_world1):
                                    rtol=1e-9, atol=1e-12)
 
 
-def test_all_reduce_inside_a_compiled_function_on_gpu(nccl_world1):
+def test_all_reduce_inside_a_compiled_function_on_gpu(nccl_world_of_one):
     @tj.compile
     def f(x):
         y = x * 2
@@ -81,7 +72,7 @@ def test_all_reduce_inside_a_compiled_function_on_gpu(nccl_world1):
     np.testing.assert_array_equal(f(x).to("cpu").numpy(), np.arange(5.0) * 2 + 1)
 
 
-def test_ddp_compiled_step_on_gpu_world_of_one(nccl_world1):
+def test_ddp_compiled_step_on_gpu_world_of_one(nccl_world_of_one):
     """The whole step compiled on the GPU: each bucket's all-reduce started mid-backward on
     NCCL's stream and waited for at the end, as graph operations; equal to CPU training."""
     def net():
@@ -111,7 +102,7 @@ def test_ddp_compiled_step_on_gpu_world_of_one(nccl_world1):
                                    rtol=1e-9, atol=1e-12)
 
 
-def test_nccl_on_a_new_group_world_of_one(nccl_world1):
+def test_nccl_on_a_new_group_world_of_one(nccl_world_of_one):
     """new_group([0]) gets its own NCCL communicator; DDP(process_group=) averages on it."""
     from tracejit.distributed.group import current
     g = dist.new_group([0])
@@ -125,7 +116,7 @@ def test_nccl_on_a_new_group_world_of_one(nccl_world1):
     np.testing.assert_array_equal(model.weight.grad.to("cpu").numpy(), np.full((1, 3), 2.0))
 
 
-def test_compiled_backward_with_nccl_all_reduces_inside(nccl_world1):
+def test_compiled_backward_with_nccl_all_reduces_inside(nccl_world_of_one):
     """A compiled model's backward rebuilt with bucket all-reduces inside (runtime/grad_sync.py)
     running real NCCL on the GPU: gradients equal the plain compiled backward's."""
     from tracejit.runtime import grad_sync

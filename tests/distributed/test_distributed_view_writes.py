@@ -2,7 +2,6 @@
 a view's new value reaches its base, the shared version counter moves, the base's other views
 follow. A world of 1 in this process; 2 ranks under mpiexec (view_writes_worker.py)."""
 import numpy as np
-import pytest
 
 import tracejit as tj
 import tracejit.distributed as dist
@@ -10,18 +9,9 @@ from tracejit.distributed import ReduceOp
 from tracejit.nn.parallel import DistributedDataParallel as DDP
 
 from dist_launch import launch, oks, report
+from view_grads import flat_grads, grads_as_views
 
 CHECKS = ["view_all_reduce", "view_broadcast_gather", "ddp_view_grads", "ddp_view_params"]
-
-
-@pytest.fixture
-def world_of_one(monkeypatch):
-    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
-                "TRACEJIT_DIST_DEBUG"):
-        monkeypatch.delenv(var, raising=False)
-    dist.init_process_group()
-    yield
-    dist.destroy_process_group()
 
 
 def test_all_reduce_of_a_view_in_a_world_of_one(world_of_one):
@@ -50,18 +40,13 @@ def test_ddp_writes_averaged_gradients_into_view_grads_in_a_world_of_one(world_o
     model = tj.nn.Linear(3, 2)
     ddp = DDP(model)
     params = list(model.parameters())
-    flat = tj.zeros(8)
-    off = 0
-    for p in params:
-        p.grad = flat[off:off + p.numel()].view(p.shape)
-        off += p.numel()
+    flat = grads_as_views(params)
     x = tj.tensor(np.arange(12, dtype=np.float32).reshape(4, 3))
     ddp(x).pow(2).sum().backward()
     ref = tj.nn.Linear(3, 2)
     ref.load_state_dict(model.state_dict())
     ref(x).pow(2).sum().backward()
-    want = np.concatenate([p.grad.numpy().ravel() for p in ref.parameters()])
-    np.testing.assert_allclose(flat.numpy(), want, rtol=1e-6)
+    np.testing.assert_allclose(flat.numpy(), flat_grads(ref), rtol=1e-6)
     assert all(p.grad._view.root is flat for p in params)
 
 

@@ -10,16 +10,6 @@ from tracejit.distributed import run as launcher
 from tracejit.nn.parallel import DistributedDataParallel as DDP
 
 
-@pytest.fixture
-def world1(monkeypatch):
-    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
-                "TRACEJIT_DIST_DEBUG"):
-        monkeypatch.delenv(var, raising=False)
-    dist.init_process_group()
-    yield
-    dist.destroy_process_group()
-
-
 def test_not_initialized_errors():
     assert not dist.is_initialized()
     with pytest.raises(RuntimeError, match="Default process group has not been initialized"):
@@ -28,7 +18,7 @@ def test_not_initialized_errors():
         dist.all_reduce(tj.ones(2))
 
 
-def test_world_of_one(world1):
+def test_world_of_one(world_of_one):
     assert dist.is_initialized() and dist.get_rank() == 0 and dist.get_world_size() == 1
     assert dist.get_local_rank() == 0
     with pytest.raises(RuntimeError, match="twice"):
@@ -51,7 +41,7 @@ def test_world_of_one(world1):
     dist.barrier()
 
 
-def test_bad_arguments_name_the_op_and_shapes(world1):
+def test_bad_arguments_name_the_op_and_shapes(world_of_one):
     x = tj.tensor([1.0, 2.0])
     with pytest.raises(TypeError, match=r"all_reduce: ReduceOp.AVG needs a floating-point "
                                         r"tensor, got i64\[2\].*test_distributed_world1.py"):
@@ -78,7 +68,7 @@ def test_bad_arguments_name_the_op_and_shapes(world1):
 
 
 @pytest.mark.parametrize("as_view", [False, True])
-def test_ddp_in_a_world_of_one_is_plain_training(world1, as_view):
+def test_ddp_in_a_world_of_one_is_plain_training(world_of_one, as_view):
     def net():
         tj.manual_seed(3)
         return tj.nn.Sequential(tj.nn.Linear(5, 7, dtype=tj.float64), tj.nn.Tanh(),
@@ -104,7 +94,7 @@ def test_ddp_in_a_world_of_one_is_plain_training(world1, as_view):
     assert list(ddp.state_dict()) == ["module." + k for k in b.state_dict()]
 
 
-def test_collectives_inside_a_compiled_function_are_graph_operations(world1):
+def test_collectives_inside_a_compiled_function_are_graph_operations(world_of_one):
     @tj.compile
     def f(x):
         y = x * 3
@@ -116,7 +106,7 @@ def test_collectives_inside_a_compiled_function_are_graph_operations(world1):
     np.testing.assert_array_equal(f(tj.ones(3)).numpy(), [4.0, 4.0, 4.0])
 
 
-def test_a_collective_of_a_constant_is_not_folded_at_compile_time(world1):
+def test_a_collective_of_a_constant_is_not_folded_at_compile_time(world_of_one):
     """On ranks other than a broadcast's source the operand is a constant (zeros): the
     collective must still run at every call, on every rank."""
     @tj.compile
@@ -130,7 +120,7 @@ def test_a_collective_of_a_constant_is_not_folded_at_compile_time(world1):
     np.testing.assert_array_equal(h(tj.ones(3)).numpy(), [1.0, 1.0, 1.0])
 
 
-def test_compiled_step_starts_each_bucket_during_backward(world1):
+def test_compiled_step_starts_each_bucket_during_backward(world_of_one):
     """In a compiled training step, each bucket's all-reduce starts where its last gradient
     is made (between the backward GEMMs, in the kernel plan the program runs in order) and is
     waited for only at the end of backward."""

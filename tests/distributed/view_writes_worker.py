@@ -9,6 +9,7 @@ import tracejit as tj
 import tracejit.distributed as dist
 from tracejit.distributed import ReduceOp
 from tracejit.nn.parallel import DistributedDataParallel as DDP
+from view_grads import flat_grads, grads_as_views
 
 dist.init_process_group(timeout=60)
 RANK, W = dist.get_rank(), dist.get_world_size()
@@ -60,17 +61,13 @@ def check_ddp_view_grads():
     ref.load_state_dict(model.state_dict())
     ddp = DDP(model)
     params = list(model.parameters())
-    flat = tj.zeros(sum(p.numel() for p in params))
-    off = 0
-    for p in params:
-        p.grad = flat[off:off + p.numel()].view(p.shape)
-        off += p.numel()
+    flat = grads_as_views(params)
     ddp(tj.tensor(_data(RANK))).pow(2).sum().backward()
     want = []
     for r in range(W):                  # every rank's local gradient, averaged
         ref.zero_grad()
         ref(tj.tensor(_data(r))).pow(2).sum().backward()
-        want.append(np.concatenate([p.grad.numpy().ravel() for p in ref.parameters()]))
+        want.append(flat_grads(ref))
     np.testing.assert_allclose(flat.numpy(), np.mean(want, axis=0), rtol=1e-5, atol=1e-6)
     assert all(p.grad._view.root is flat for p in params)
     print("ok ddp_view_grads", flush=True)
