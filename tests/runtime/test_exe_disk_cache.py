@@ -215,6 +215,22 @@ def test_each_key_component_makes_a_miss(plans, tmp_path, monkeypatch, change):
     assert len(plans) == 2
 
 
+def test_profiling_and_dumps_of_a_hit(plans, monkeypatch, capsys):
+    """A hit's plan and program are built when asked for: the profiler's per-kernel table
+    and TRACEJIT_DUMP name the kernels that run."""
+    from tracejit.runtime import profiler
+    compile_and_check()
+    monkeypatch.setenv("TRACEJIT_PROFILE", "1")
+    monkeypatch.setenv("TRACEJIT_DUMP", "kernels")
+    profiler.reset()
+    compile_and_check()                             # a hit, bound kernel by kernel
+    assert len(plans) == 2                          # (the plan, for the names only)
+    names = {e.kernel for e in profiler.entries()}
+    assert names and all(n.startswith("k") for n in names)
+    assert "tracejit kernels" in capsys.readouterr().err
+    profiler.reset()
+
+
 def test_graph_text_keeps_every_element_of_a_large_parameter():
     def graph(arr):
         g = Graph("f")
@@ -238,6 +254,18 @@ def test_a_parameter_without_an_exact_text_is_not_cached():
     assert exe_cache.graph_text(g) is not None
     g.instrs[0].params = {"opaque": Opaque()}
     assert exe_cache.graph_text(g) is None and exe_cache.key(g, 1) is None
+
+
+def test_a_primitive_registered_outside_tracejit_is_not_cached():
+    from tracejit.ir.primitives import Primitive
+    mine = Primitive("q_test_twice", "elementwise", lambda avals, params: avals[0],
+                     lambda x: x * 2)             # rules defined here, not in tracejit
+    g = Graph("f")
+    a = g.add_input(Aval((3,), dtypes.f32))
+    g.outputs = [g.emit(P.exp, [a], {})]
+    assert exe_cache.graph_text(g) is not None
+    g.outputs = [g.emit(mine, [g.outputs[0]], {})]
+    assert exe_cache.graph_text(g) is None
 
 
 # -- damaged entries ----------------------------------------------------------------------------

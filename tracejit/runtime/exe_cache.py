@@ -14,7 +14,8 @@ instruction's primitive, operands, parameters and type, constants by their bytes
 source locations), the thread count, the memory-plan switch, the target (triple, CPU name and
 features), the LLVM, llvmlite and NumPy versions, where NumPy keeps an array's data pointer,
 tracejit's version and a hash of its ir, codegen and runtime sources. A graph holding a
-parameter the key cannot describe exactly is not cached (it is compiled, as before).
+parameter the key cannot describe exactly, or a primitive registered from outside tracejit
+(whose rules are not in the key), is not cached here (its kernels still are).
 
 Files live beside the kernel entries (cache.load_entry/store_entry with EXT: the same header,
 checksum, atomic rename, ownership checks and eviction). The payload is a pickle read back by an
@@ -23,6 +24,7 @@ entry can hold nothing else. A payload that fails to read is ignored with a warn
 rebuilt."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import pickle
@@ -127,15 +129,33 @@ def _param(v):
     raise _Unkeyable(t.__name__)
 
 
+_OURS: dict = {}                      # Primitive -> whether tracejit defines all its rules
+
+
+def _ours(prim) -> bool:
+    """Whether every rule of `prim` is tracejit's own code (its sources are in the key). A
+    primitive registered from outside could be registered again with other rules under the
+    same name in another process: graphs that use one are not cached."""
+    ok = _OURS.get(prim)
+    if ok is None:
+        mods = [getattr(f.func if isinstance(f, functools.partial) else f, "__module__", None)
+                for f in vars(prim).values() if callable(f)]
+        ok = _OURS[prim] = all(isinstance(m, str) and m.startswith("tracejit.") for m in mods)
+    return ok
+
+
 def graph_text(g: Graph) -> str | None:
-    """An exact text of what the graph computes, or None when a parameter has no exact text:
-    every instruction's primitive, result type, operands (by number) and parameters, whole (a
-    NumPy array's str would elide elements; printer.print_graph prints params by str)."""
+    """An exact text of what the graph computes, or None when it has none (a parameter
+    without an exact text, a primitive defined outside tracejit): every instruction's
+    primitive, result type, operands (by number) and parameters, whole (a NumPy array's str
+    would elide elements; printer.print_graph prints params by str)."""
     ids = {v: i for i, v in enumerate(g.inputs)}
     n = len(ids)
     body = []
     try:
         for ins in g.instrs:
+            if not _ours(ins.prim):
+                return None
             a = ins.out.aval
             p = ins.params
             body.append((ins.prim.name, a.shape, a.dtype.name, tuple([ids[v] for v in ins.inputs]),
