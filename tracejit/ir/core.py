@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -151,3 +151,25 @@ class Graph:
     @property
     def in_avals(self) -> list[Aval]:
         return [v.aval for v in self.inputs]
+
+
+def expand(g: Graph, rules: dict[str, Callable[[list[Value], dict], Value]]) -> Graph:
+    """g with each instruction whose primitive has a rule replaced by what the rule emits from
+    the new inputs and the params (at the instruction's own file:line), the others copied; g
+    itself when no instruction has a rule, so that the IR dumps keep showing the originals.
+    How the backends lower composite primitives (conv2d, argmax) before fusion."""
+    if not any(ins.prim.name in rules for ins in g.instrs):
+        return g
+    new = Graph(g.name)
+    env = {v: new.add_input(v.aval, v.name) for v in g.inputs}
+    for ins in g.instrs:
+        args = [env[v] for v in ins.inputs]
+        rule = rules.get(ins.prim.name)
+        if rule is None:
+            env[ins.out] = new.emit(ins.prim, args, ins.params, ins.loc)
+            continue
+        new.loc_override = ins.loc
+        env[ins.out] = rule(args, ins.params)
+        new.loc_override = None
+    new.outputs = [env[v] for v in g.outputs]
+    return new

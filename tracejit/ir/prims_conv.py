@@ -20,7 +20,7 @@ import numpy as np
 
 from . import dtypes as dt
 from .batching import all_batched, to_batched
-from .core import Aval, Graph
+from .core import Aval, Graph, expand
 from .primitives import P, Primitive, bind, matmul, op_error, reshape, tangent_sum, transpose
 from .prims_windows import col2im, out_size, windows, windows_array
 
@@ -333,17 +333,5 @@ _EXPAND = {"conv2d": _expand_conv, "conv2d_input_grad": _expand_input_grad,
 def expand_convs(g: Graph) -> Graph:
     """A graph without conv2d and its gradient ops (the backends run this before fusion);
     `g` itself when it has none, so the IR dumps keep showing them."""
-    if not any(ins.prim.name in CONVS for ins in g.instrs):
-        return g
-    new = Graph(g.name)
-    env = {v: new.add_input(v.aval, v.name) for v in g.inputs}
-    for ins in g.instrs:
-        args = [env[v] for v in ins.inputs]
-        if ins.prim.name in CONVS:
-            new.loc_override = ins.loc
-            env[ins.out] = _EXPAND[ins.prim.name](*args, ins.params)
-            new.loc_override = None
-        else:
-            env[ins.out] = new.emit(ins.prim, args, ins.params, ins.loc)
-    new.outputs = [env[v] for v in g.outputs]
-    return new
+    return expand(g, {name: lambda args, params, f=f: f(*args, params)
+                      for name, f in _EXPAND.items()})

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import dtypes as dt
 from .batching import batch_axes_param
-from .core import Aval, Graph
+from .core import Aval, Graph, expand
 from .index_maps import Position
 from .primitives import (P, Primitive, bind, broadcast, const_like, eq, ne, op_error, reshape,
                          where)
@@ -98,17 +98,6 @@ def _expand(name: str, x, axis: int):
 def expand_arg_reductions(g: Graph) -> Graph:
     """A graph without argmax/argmin (the backends run this before fusion); `g` itself when
     it has none, so the IR dumps keep showing them."""
-    if not any(ins.prim.name in ARG_REDUCTIONS for ins in g.instrs):
-        return g
-    new = Graph(g.name)
-    env = {v: new.add_input(v.aval, v.name) for v in g.inputs}
-    for ins in g.instrs:
-        args = [env[v] for v in ins.inputs]
-        if ins.prim.name in ARG_REDUCTIONS:
-            new.loc_override = ins.loc
-            env[ins.out] = _expand(ins.prim.name, args[0], ins.params["axis"])
-            new.loc_override = None
-        else:
-            env[ins.out] = new.emit(ins.prim, args, ins.params, ins.loc)
-    new.outputs = [env[v] for v in g.outputs]
-    return new
+    rules = {name: (lambda args, params, name=name: _expand(name, args[0], params["axis"]))
+             for name in ARG_REDUCTIONS}
+    return expand(g, rules)
