@@ -134,3 +134,27 @@ def test_per_example_gradients_sit_on_huge_pages():
     want1 = x[:, :, None] * ((1 - h * h) * params[1].sum(1))[:, None, :]
     np.testing.assert_allclose(g2.numpy(), want2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(g1.numpy(), want1, rtol=1e-4, atol=1e-6)
+
+
+def test_a_live_output_keeps_its_mapping_through_clear():
+    pool = buffers.OutputPool()
+    n = (3 << 20) // 4
+    a = pool.empty((n,), np.float32)
+    a[:] = np.arange(n, dtype=np.float32)
+    pool.clear()
+    buffers.clear_pools()
+    gc.collect()
+    np.testing.assert_array_equal(a[::4096], np.arange(0, n, 4096, dtype=np.float32))
+    del a
+    gc.collect()
+    assert pool.free_bytes() == n * 4            # back in the pool once it died
+
+
+def test_without_huge_pages_blocks_still_start_on_a_cache_line(monkeypatch):
+    monkeypatch.setattr(buffers, "_HUGE", False)
+    pool = buffers.OutputPool()
+    for k in range(4):
+        a = pool.empty((buffers.POOL_MIN_BYTES // 4 + 7 + k,), np.float32)
+        assert a.ctypes.data % LINE == 0
+        a[:] = k
+        assert a[-1] == k
