@@ -19,7 +19,36 @@ def _abs_index(idx: Any, n: int) -> int:
     return idx + n if idx < 0 else idx
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: length, iteration over the modules, and deletion
+    that renumbers the rest."""
+
+    def __len__(self) -> int:
+        self._guard_entries()
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        self._guard_entries()
+        return iter(self._modules.values())
+
+    def __delitem__(self, idx) -> None:
+        bump_attr_epoch()
+        keys = list(self._modules.keys())
+        if isinstance(idx, slice):
+            for key in keys[idx]:
+                delattr(self, key)
+        else:
+            delattr(self, keys[_abs_index(idx, len(self))])
+        self._renumber(list(self._modules.values()))
+
+    def _renumber(self, modules: list[Module]) -> None:
+        """Register `modules` under the keys 0..n-1 (as torch keeps them after a change)."""
+        self._modules.clear()
+        for i, m in enumerate(modules):
+            self._modules[str(i)] = m
+
+
+class Sequential(_ModuleSequence):
     """Modules run one after another: Sequential(m0, m1, ...) or Sequential(OrderedDict)."""
 
     def __init__(self, *args: Module) -> None:
@@ -42,27 +71,6 @@ class Sequential(Module):
 
     def __setitem__(self, idx: int, module: Module) -> None:
         setattr(self, self._key(idx), module)
-
-    def __delitem__(self, idx) -> None:
-        bump_attr_epoch()
-        if isinstance(idx, slice):
-            for key in list(self._modules.keys())[idx]:
-                delattr(self, key)
-        else:
-            delattr(self, self._key(idx))
-        # keep the keys 0..n-1, as torch does
-        items = list(self._modules.items())
-        self._modules.clear()
-        for i, (_, m) in enumerate(items):
-            self._modules[str(i)] = m
-
-    def __len__(self) -> int:
-        self._guard_entries()
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        self._guard_entries()
-        return iter(self._modules.values())
 
     def __add__(self, other: "Sequential") -> "Sequential":
         if not isinstance(other, Sequential):
@@ -96,9 +104,7 @@ class Sequential(Module):
             index += n
         mods = list(self._modules.values())
         mods.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(mods):
-            self._modules[str(i)] = m
+        self._renumber(mods)
         return self
 
     def pop(self, key) -> Module:
@@ -112,7 +118,7 @@ class Sequential(Module):
         return input
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules, registered under the names "0", "1", ..."""
 
     def __init__(self, modules: Iterable[Module] | None = None) -> None:
@@ -128,26 +134,6 @@ class ModuleList(Module):
 
     def __setitem__(self, idx: int, module: Module) -> None:
         setattr(self, str(_abs_index(idx, len(self))), module)
-
-    def __delitem__(self, idx) -> None:
-        bump_attr_epoch()
-        if isinstance(idx, slice):
-            for k in range(len(self))[idx]:
-                delattr(self, str(k))
-        else:
-            delattr(self, str(_abs_index(idx, len(self))))
-        mods = list(self._modules.values())
-        self._modules.clear()
-        for i, m in enumerate(mods):
-            self._modules[str(i)] = m
-
-    def __len__(self) -> int:
-        self._guard_entries()
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        self._guard_entries()
-        return iter(self._modules.values())
 
     def __iadd__(self, modules: Iterable[Module]) -> "ModuleList":
         return self.extend(modules)
