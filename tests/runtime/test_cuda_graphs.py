@@ -261,7 +261,8 @@ def test_threads_get_graphs_of_their_own(gpu):
 def test_an_extern_step_falls_back_to_plain_launches_with_a_warning(gpu):
     f = tj.compile(lambda x: tj.argsort(x * 2.0, dim=-1), mode="reduce-overhead")
     x = np.array([[3.0, 1.0, 2.0]], np.float32)
-    with pytest.warns(RuntimeWarning, match="not replayed from a CUDA graph.*argsort"):
+    with pytest.warns(RuntimeWarning, match=r"called at test_cuda_graphs.py:\d+\): not "
+                                            r"replayed from a CUDA graph.*argsort"):
         got = f(tj.tensor(x, device="cuda"))
     np.testing.assert_array_equal(got.cpu().numpy(), [[1, 2, 0]])
     with warnings.catch_warnings():

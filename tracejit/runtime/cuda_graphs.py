@@ -53,6 +53,7 @@ import numpy as np
 
 from ..debug import log_enabled, log_recompile
 from ..devices import cupy_module
+from ..ir.core import user_location
 from . import cuda_gemm
 from .backend import apply_view, register_backend
 from .cuda_backend import _EXTERN, CudaExecutable
@@ -312,9 +313,9 @@ class CudaGraphExecutable(CudaExecutable):
     def _fall_back(self, reason: str) -> None:
         if self.plain_reason is None:
             self.plain_reason = reason
-            warnings.warn(f"tracejit: {self.graph.name}: not replayed from a CUDA graph "
-                          f"(mode='reduce-overhead'): {reason}; its launches run one by one",
-                          RuntimeWarning, stacklevel=4)
+            warnings.warn(f"tracejit: {self.graph.name} (called at {user_location()}): not "
+                          f"replayed from a CUDA graph (mode='reduce-overhead'): {reason}; its "
+                          f"launches run one by one", RuntimeWarning, stacklevel=4)
 
     def run(self, args: Sequence[Any]) -> list[Any]:
         if self.plain_reason is not None or self._prof_keys is not None:
