@@ -176,3 +176,35 @@ def test_matmul_of_two_matrices(dtype):
     assert z.shape == (0, 1)
     with pytest.raises(ValueError, match="shapes do not align"):
         tj.tensor(a) @ tj.tensor(b)
+
+
+@pytest.mark.parametrize("src, shape", [((32,), (4, 32)), ((1, 5), (3, 5)), ((), (2, 3)),
+                                        ((3, 1), (0, 3, 4)), ((64, 1), (64, 128)),
+                                        ((2,), (2,))], ids=repr)
+def test_broadcast_primitive_values(src, shape):
+    """Small host results are filled copies, large ones read-only views: NumPy's values."""
+    from tracejit.ir.primitives import P, bind
+    a = np.arange(int(np.prod(src)), dtype=np.float32).reshape(src)
+    x = tj.tensor(a, requires_grad=True)
+    y = bind(P.broadcast, x, shape=shape)
+    np.testing.assert_array_equal(y.detach().numpy(), np.broadcast_to(a, shape))
+    y.sum().backward()
+    copies = int(np.prod(shape)) // a.size         # how often each element is read
+    np.testing.assert_array_equal(x.grad.numpy(), np.full(src, copies, np.float32))
+
+
+def test_expanded_view_with_grad_still_refuses_in_place():
+    x = tj.tensor(np.ones((1, 4), np.float32), requires_grad=True) * 1.0
+    e = x.expand(3, 4)
+    with pytest.raises(RuntimeError, match="more than one element"):
+        e.add_(1.0)
+
+
+def test_slice_gradients_are_pads_of_the_right_dtype():
+    for dtype in (np.float32, np.float64):
+        w = tj.tensor(np.ones((3, 8), dtype), requires_grad=True)
+        (w[:, 2:5] * 2.0).sum().backward()
+        want = np.zeros((3, 8), dtype)
+        want[:, 2:5] = 2.0
+        assert w.grad.dtype == w.dtype
+        np.testing.assert_array_equal(w.grad.numpy(), want)

@@ -152,11 +152,17 @@ def _rows_broadcast(j, ins, out, dep, shape):
 
 
 def _impl_broadcast(x, shape):
-    """A read-only view, no copy; but a 0-d NumPy array over a small shape (a VJP rule's 1.0)
-    is filled instead: the same values, and np.broadcast_to's Python overhead would be most of
-    a small eager op."""
-    if type(x) is np.ndarray and x.ndim == 0 and math.prod(shape) <= 4096:
-        return np.full(shape, x)
+    """A read-only view, no copy; but a small result on the host (a VJP rule's 1.0, a bias
+    row over a batch) is filled instead: the same values, and np.broadcast_to's Python
+    overhead would be most of a small eager op."""
+    if type(x) is np.ndarray and math.prod(shape) <= 4096:
+        if x.ndim == 0:
+            return np.full(shape, x)
+        # a small operand (a bias row over a batch): a copy costs less than broadcast_to's
+        # Python layer, and its values are the same
+        out = np.empty(shape, x.dtype)
+        np.copyto(out, x)
+        return out
     return np.broadcast_to(x, shape)
 
 
@@ -245,7 +251,9 @@ def _infer_pad(name, avals, lo, hi, interior):
 
 def _impl_pad(x, lo, hi, interior):
     shape = [l + h + n + max(n - 1, 0) * i for n, l, h, i in zip(x.shape, lo, hi, interior)]
-    out = np.zeros_like(x, shape=shape)      # *_like: stays on x's device (NEP 18)
+    # *_like keeps a device array on its device (NEP 18); on the host np.zeros is the same
+    # buffer without zeros_like's Python layer (a slice's gradient is a pad, per slice)
+    out = np.zeros(shape, x.dtype) if type(x) is np.ndarray else np.zeros_like(x, shape=shape)
     out[tuple(slice(l, l + (n - 1) * (i + 1) + 1, i + 1)
               for n, l, i in zip(x.shape, lo, interior))] = x
     return out

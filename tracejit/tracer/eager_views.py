@@ -32,64 +32,71 @@ def eager_host(x) -> bool:
 def host_view(arr: np.ndarray) -> Tensor:
     """A Tensor of `arr`, a NumPy view of another tensor's array: read-only (a lazy copy to
     other code, as run_impl makes a view result)."""
-    if arr.flags.writeable:
-        arr.flags.writeable = False
+    arr.setflags(write=False)       # (reading .flags first made a flags object per view)
     return wrap_array(arr)
 
 
-def basic_index(x: Tensor, key) -> tuple | None:
-    """For a key of Python ints and slices (positive steps), at most one per axis of x: the
-    slice primitive's (starts, stops, steps), whether an int dropped an axis, and the result's
-    shape. None for any other key (the general path reads it, and raises its errors)."""
+def numpy_key(x: Tensor, key) -> tuple | None:
+    """NumPy's key for x[key] when the key is Python ints (in range) and slices (positive
+    steps), at most one per axis of x: NumPy then reads the same elements as torch. None for
+    any other key (the general path reads it, and raises its errors)."""
     shape = x._data.shape
-    keys = key if type(key) is tuple else (key,)
-    if not keys or len(keys) > len(shape):
+    if type(key) is int:            # x[t]: the common case, checked without a loop
+        if not shape or not -shape[0] <= key < shape[0]:
+            return None
+        return key, Ellipsis
+    if type(key) is slice:
+        key = (key,)
+    elif type(key) is not tuple or not key or len(key) > len(shape):
         return None
-    starts, stops, steps, out = [], [], [], []
-    dropped = False
-    for k, n in zip(keys, shape):
+    for k, n in zip(key, shape):
         tk = type(k)
         if tk is slice:
             st = k.step
             if st is not None and (type(st) is not int or st <= 0):
                 return None
+        elif tk is not int or not -n <= k < n:
+            return None
+    # (the trailing Ellipsis: NumPy gives a 0-d view, not a scalar, for a 1-D x[i])
+    return key + (Ellipsis,)
+
+
+def _slice_params(shape: tuple, key: tuple) -> tuple:
+    """The slice primitive's (starts, stops, steps) for a numpy_key, whether an int dropped an
+    axis, and the result's shape."""
+    starts, stops, steps, out = [], [], [], []
+    dropped = False
+    for k, n in zip(key[:-1], shape):
+        if type(k) is slice:
             a, b, s = k.indices(n)
             if b < a:
                 b = a
             starts.append(a), stops.append(b), steps.append(s)
             out.append(-(-(b - a) // s))
-        elif tk is int:
-            if not -n <= k < n:
-                return None                 # the general path's IndexError
+        else:
             k %= n
             starts.append(k), stops.append(k + 1), steps.append(1)
             dropped = True
-        else:
-            return None
-    for n in shape[len(keys):]:
+    for n in shape[len(key) - 1:]:
         starts.append(0), stops.append(n), steps.append(1)
         out.append(n)
-    # (the trailing Ellipsis: NumPy gives a 0-d view, not a scalar, for a 1-D x[i])
-    return tuple(starts), tuple(stops), tuple(steps), dropped, tuple(out), keys + (Ellipsis,)
+    return tuple(starts), tuple(stops), tuple(steps), dropped, tuple(out)
 
 
-def index_view(x: Tensor, spec: tuple, fwd: Callable) -> Tensor:
-    """x[key] for an eager host tensor (eager_host) and its basic_index `spec`, recorded as a
-    view of x recomputed by `fwd`."""
-    starts, stops, steps, dropped, shape, np_key = spec
+def index_view(x: Tensor, np_key: tuple, fwd: Callable) -> Tensor:
+    """x[key] for an eager host tensor (eager_host) and its numpy_key, recorded as a view of x
+    recomputed by `fwd`."""
     if not x._requires_grad:
-        out = host_view(x._data[np_key])
-    else:
-        out = x
-        if steps.count(1) != len(steps) or starts != (0,) * len(starts) or \
-                stops != x._data.shape:
-            out = x.__tj_bind__(P.slice, (x,), {"starts": starts, "stops": stops,
-                                                "steps": steps})
-        if dropped:
-            out = out.__tj_bind__(P.reshape, (out,), {"shape": shape})
-        elif out is x:          # x[:]: a new view object (a full slice), as torch's
-            out = x.__tj_bind__(P.slice, (x,), {"starts": starts, "stops": stops,
-                                              "steps": steps})
+        return views.mark(x, host_view(x._data[np_key]), fwd)
+    shape = x._data.shape
+    starts, stops, steps, dropped, out_shape = _slice_params(shape, np_key)
+    out = x
+    if steps.count(1) != len(steps) or starts != (0,) * len(starts) or stops != shape:
+        out = x.__tj_bind__(P.slice, (x,), {"starts": starts, "stops": stops, "steps": steps})
+    if dropped:
+        out = out.__tj_bind__(P.reshape, (out,), {"shape": out_shape})
+    elif out is x:              # x[:]: a new view object (a full slice), as torch's
+        out = x.__tj_bind__(P.slice, (x,), {"starts": starts, "stops": stops, "steps": steps})
     return views.mark(x, out, fwd)
 
 

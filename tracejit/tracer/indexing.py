@@ -143,6 +143,8 @@ def _advanced(y: Tensor, adv) -> Tensor:
         axes = list(range(len(axes)))
     first = axes[0]
     idxs = [_norm_index(i, n, y) for _, i, n in adv]
+    if len(idxs) == 1:          # an embedding lookup: nothing to broadcast or linearize
+        return bind(P.gather, y, idxs[0], axis=first)
     try:
         bshape = np.broadcast_shapes(*(i.shape for i in idxs))
     except ValueError:
@@ -203,9 +205,9 @@ def getitem_view(x: Tensor, key) -> Tensor:
     """x[key] (Tensor.__getitem__): basic indexing (ints, slices, None, ...) makes a view of x
     (views.py); an integer-array or mask index makes a copy, as torch."""
     if eager_views.eager_host(x):
-        spec = eager_views.basic_index(x, key)
-        if spec is not None:        # ints and slices: NumPy's view, or one primitive
-            return eager_views.index_view(x, spec, lambda r: getitem(r, key))
+        np_key = eager_views.numpy_key(x, key)
+        if np_key is not None:      # ints and slices: NumPy's view, or one primitive
+            return eager_views.index_view(x, np_key, lambda r: getitem(r, key))
     out = getitem(x, key)
     if _is_basic(key):
         if out is x and x.ndim:         # x[:], x[...]: a new view object, as torch's
