@@ -305,3 +305,17 @@ def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool) -> None:
             t._grad.add_(g)             # the in-place op writes through to the base
     else:
         np.add(t._grad._data, g._data, out=t._grad._data, casting="unsafe")
+
+
+class AliasNode(Node):
+    """Identity with a node of its own: a handle that a transform differentiates with respect
+    to (functional._fresh), or a nested trace's view of an enclosing trace's tensor
+    (TraceContext.outer_leaf), connected to the tensor it stands for."""
+
+    keeps_saved = False
+
+    def name(self) -> str:
+        return "AliasBackward0"
+
+    def apply(self, grads, create_graph):
+        return [grads[0]]

@@ -16,22 +16,10 @@ from . import forward_ad, jacobians, ops
 from .forward import _argnums
 from .forward_ad import FWD
 from .autograd import grad as autograd_grad
-from .backward_nodes import Node
+from .backward_nodes import AliasNode
 from .pytree import tree_flatten, tree_unflatten
 from .state import enable_grad
 from .tensor_base import TensorBase as Tensor, lift
-
-
-class AliasNode(Node):
-    """Identity with a node of its own, so a transform differentiates w.r.t. its own handle."""
-
-    keeps_saved = False
-
-    def name(self) -> str:
-        return "AliasBackward0"
-
-    def apply(self, grads, create_graph):
-        return [grads[0]]
 
 
 def _fresh(x) -> Tensor:

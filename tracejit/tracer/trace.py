@@ -13,7 +13,7 @@ from ..ir.primitives import P
 from ..ir.printer import INLINE_LIMIT
 from ..devices import CPU, is_gpu_array
 from . import checks
-from .backward_nodes import Node, accumulate_node
+from .backward_nodes import AliasNode, accumulate_node
 from .grad_slots import GradSlots, slot_guards_changed
 from .pytree import tree_flatten, tree_unflatten
 from .state import ATTR_EPOCH, STATE
@@ -134,7 +134,7 @@ class TraceContext:
         leaf = self._leaves.get(id(t))
         if leaf is None or leaf._data is not v:
             leaf = Tensor(v, _weak=t._weak)
-            leaf.grad_fn, leaf._requires_grad = _OuterAlias([t]), True
+            leaf.grad_fn, leaf._requires_grad = AliasNode([t]), True
             self._leaves[id(t)] = leaf
         return leaf
 
@@ -189,18 +189,6 @@ class TraceContext:
                         self.graph.add_input(Aval((), dt.i64), "rng_offset"))
         self.n_random += 1
         return self.rng[0], self.rng[1], self.n_random - 1
-
-
-class _OuterAlias(Node):
-    """Identity from a nested trace's view of an enclosing trace's tensor to that tensor."""
-
-    keeps_saved = False
-
-    def name(self) -> str:
-        return "AliasBackward0"
-
-    def apply(self, grads, create_graph):
-        return [grads[0]]
 
 
 def guard_changed(guards: list) -> str | None:
