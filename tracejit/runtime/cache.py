@@ -59,21 +59,29 @@ def directory() -> str | None:
 
 
 def code_hash(subs: tuple[str, ...]) -> str:
-    """A hash of the sources of tracejit's subpackages `subs` (read once per process)."""
+    """A hash of the sources of tracejit's subpackages `subs` (each read once per process)."""
     h = _HASHES.get(subs)
     if h is None:
-        sha = hashlib.sha256()
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        for sub in subs:
-            d = os.path.join(root, sub)
-            for name in sorted(os.listdir(d)):
-                if name.endswith(".py"):
-                    with open(os.path.join(d, name), "rb") as f:
-                        sha.update(sub.encode() + b"/" + name.encode() + b"\0" + f.read())
-        h = _HASHES[subs] = sha.hexdigest()[:16]
+        h = _HASHES[subs] = hashlib.sha256(
+            "".join(_sub_hash(sub) for sub in subs).encode()).hexdigest()[:16]
     return h
 
 
+def _sub_hash(sub: str) -> str:
+    h = _SUB_HASHES.get(sub)
+    if h is None:
+        sha = hashlib.sha256()
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        d = os.path.join(root, sub)
+        for name in sorted(os.listdir(d)):
+            if name.endswith(".py"):
+                with open(os.path.join(d, name), "rb") as f:
+                    sha.update(sub.encode() + b"/" + name.encode() + b"\0" + f.read())
+        h = _SUB_HASHES[sub] = sha.hexdigest()
+    return h
+
+
+_SUB_HASHES: dict[str, str] = {}
 _HASHES: dict[tuple[str, ...], str] = {}
 
 
