@@ -16,6 +16,7 @@ is a ValueError naming the file."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -24,7 +25,7 @@ import sys
 import zipfile
 import zlib
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -178,20 +179,27 @@ def save(obj: Any, f: Any) -> None:
     w = _Writer()
     root = w.node(obj, "obj")
     index = {"format": FORMAT, "version": VERSION, "root": root, "arrays": w.entries}
-    own = isinstance(f, (str, os.PathLike))
-    fh = open(f, "wb") if own else f
-    if not hasattr(fh, "write"):
-        raise TypeError(f"tj.save: f must be a path or a writable binary file object, got "
+    with _binary_file(f, "wb", "tj.save") as fh, \
+            zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        zf.writestr(INDEX, json.dumps(index, separators=(",", ":")))
+        for entry, arr in zip(w.entries, w.arrays):
+            with zf.open(entry["member"], "w", force_zip64=arr.nbytes >= 2 ** 31) as out:
+                out.write(memoryview(arr.reshape(-1).view(np.uint8)))
+
+
+@contextlib.contextmanager
+def _binary_file(f: Any, mode: str, op: str) -> Iterator[Any]:
+    """The file at path `f` opened in `mode` (closed after), or `f` itself, a binary file
+    object that must have the method the mode needs (left open: it is the caller's)."""
+    if isinstance(f, (str, os.PathLike)):
+        with open(f, mode) as fh:
+            yield fh
+        return
+    method, kind = ("write", "writable") if "w" in mode else ("read", "readable")
+    if not hasattr(f, method):
+        raise TypeError(f"{op}: f must be a path or a {kind} binary file object, got "
                         f"{type(f).__name__}")
-    try:
-        with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            zf.writestr(INDEX, json.dumps(index, separators=(",", ":")))
-            for entry, arr in zip(w.entries, w.arrays):
-                with zf.open(entry["member"], "w", force_zip64=arr.nbytes >= 2 ** 31) as out:
-                    out.write(memoryview(arr.reshape(-1).view(np.uint8)))
-    finally:
-        if own:
-            fh.close()
+    yield f
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -372,12 +380,7 @@ def load(f: Any, map_location: Any = None, *, weights_only: bool = True) -> Any:
         if target is not None:
             as_device(target)              # a bad spelling is the caller's error, said now
     name = _name(f)
-    own = isinstance(f, (str, os.PathLike))
-    fh = open(f, "rb") if own else f
-    if not hasattr(fh, "read"):
-        raise TypeError(f"tj.load: f must be a path or a readable binary file object, got "
-                        f"{type(f).__name__}")
-    try:
+    with _binary_file(f, "rb", "tj.load") as fh:
         size = None
         if hasattr(fh, "seek") and hasattr(fh, "tell"):
             start = fh.tell()
@@ -412,6 +415,3 @@ def load(f: Any, map_location: Any = None, *, weights_only: bool = True) -> Any:
         except _Corrupt as e:
             raise ValueError(f"tj.load: {name} is not a valid tracejit save file (corrupted?): "
                              f"{e}") from None
-    finally:
-        if own:
-            fh.close()
