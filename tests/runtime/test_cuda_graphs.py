@@ -258,6 +258,30 @@ def test_threads_get_graphs_of_their_own(gpu):
     assert len(_exe(f, tj.tensor(x0, device="cuda"), wc, bc, 1.0)._recordings) == 3
 
 
+def test_threads_that_come_and_go_keep_a_bounded_number_of_graphs(gpu):
+    rng = np.random.default_rng(18)
+    w, b = _params(rng)
+    f = tj.compile(_mlp, mode="reduce-overhead")
+    xs = [rng.standard_normal((5, 8)).astype(np.float32) for _ in range(12)]
+    got = [None] * len(xs)
+    done = threading.Barrier(len(xs))
+    turn = threading.Lock()
+
+    def work(k):
+        with turn:
+            got[k] = f(tj.tensor(xs[k], device="cuda"), w, b, 1.0).cpu().numpy()
+        done.wait()                          # all alive at once: twelve distinct threads
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for x, g in zip(xs, got):
+        np.testing.assert_allclose(g, np.tanh(x @ w + b).sum(axis=1), rtol=1e-5, atol=1e-6)
+    exe = _exe(f, tj.tensor(xs[0], device="cuda"), w, b, 1.0)
+    assert len(exe._recordings) <= cuda_graphs.MAX_RECORDINGS
+
+
 def test_an_extern_step_falls_back_to_plain_launches_with_a_warning(gpu):
     f = tj.compile(lambda x: tj.argsort(x * 2.0, dim=-1), mode="reduce-overhead")
     x = np.array([[3.0, 1.0, 2.0]], np.float32)

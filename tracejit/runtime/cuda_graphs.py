@@ -61,6 +61,9 @@ from .cuda_backend import _EXTERN, CudaExecutable
 _STORE = object()                # a step that stores a new value into a capture
 ALIGN = 256                      # offsets of the buffers inside one allocation
 WORKSPACE_BYTES = 32 << 20       # cuBLAS's recommended workspace on Hopper
+# recordings kept per executable (one per device, stream and thread): threads that come and
+# go must not pile up static buffers; the oldest is dropped (its thread records again)
+MAX_RECORDINGS = 8
 
 
 def _nbytes(v) -> int:
@@ -375,6 +378,10 @@ class CudaGraphExecutable(CudaExecutable):
             return out
         self.stats["captures"] += 1
         with self._rec_lock:
+            while len(self._recordings) >= MAX_RECORDINGS:
+                old = next(iter(self._recordings))
+                del self._recordings[old]
+                self._copied.pop(old, None)
             self._recordings[key] = rec
         return out
 
