@@ -160,3 +160,26 @@ def test_eager_gather_with_a_host_index_runs_no_index_arithmetic(monkeypatch):
     y.backward(tj.tensor(np.ones(DUP3.shape)))
     _, want_g = _torch(lambda a: torch.gather(a, 1, torch.tensor(DUP3)), X3, np.ones(DUP3.shape))
     np.testing.assert_array_equal(x.grad.numpy(), want_g)
+
+
+@pytest.mark.parametrize("dim", [1, None])
+def test_take_along_dim_errors_name_it_and_the_users_index(dim):
+    """Along a dim, indices in [-n, n) (negative from the end); of the flat input (dim=None)
+    in [0, n), as torch. Errors name take_along_dim and the index as the user gave it."""
+    x = tj.tensor(np.arange(12.0).reshape(4, 3))
+    xt = torch.arange(12.0).reshape(4, 3)
+    n, lo = (3, -3) if dim == 1 else (12, 0)
+    for bad in (lo - 1, n):
+        with pytest.raises(RuntimeError, match=rf"take_along_dim: index \[{bad}, {bad}\] is "
+                                               rf"out of bounds for dim {dim or 0} of size {n}"):
+            tj.take_along_dim(x, tj.tensor([[bad]]), dim)
+    f = tj.compile(lambda x, i: tj.take_along_dim(x, i, dim))
+    with pytest.raises(RuntimeError, match=r"take_along_dim: an index is out of bounds"):
+        f(x, tj.tensor([[lo - 1]]))
+    if dim is None:
+        with pytest.raises(RuntimeError, match="out of bounds"):
+            torch.take_along_dim(xt, torch.tensor([-1]), dim)
+    want = torch.take_along_dim(xt, torch.tensor([[lo, n - 1]]), dim)
+    np.testing.assert_array_equal(f(x, tj.tensor([[lo, n - 1]])).numpy(), want.numpy())
+    np.testing.assert_array_equal(tj.take_along_dim(x, tj.tensor([[lo, n - 1]]), dim).numpy(),
+                                  want.numpy())

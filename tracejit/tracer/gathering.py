@@ -21,8 +21,9 @@ from .state import STATE
 from .tensor_base import TensorBase as Tensor
 
 
-def _index(op: str, x: Tensor, dim, index) -> tuple[int, Tensor]:
-    """The dim (checked) and the int64 index (same ndim as x; values checked when eager)."""
+def _index(op: str, x: Tensor, dim, index, negative: bool = False) -> tuple[int, Tensor]:
+    """The dim (checked) and the int64 index (same ndim as x), its values checked against
+    [0, n) ([-n, n) with `negative`): now when eager, when the compiled call runs otherwise."""
     idx = index if isinstance(index, Tensor) else ops.as_tensor(index, like=x if x._traced
                                                                 else None)
     if not idx.dtype.is_int:
@@ -33,10 +34,11 @@ def _index(op: str, x: Tensor, dim, index) -> tuple[int, Tensor]:
     d = ops._axes(x, dim, None, op)
     d = d[0] if d else 0
     n = x.shape[d] if x.ndim else 1
-    if not checks.check_index(idx, 0, n, f"{op}: an index is out of bounds for dim {dim} of "
+    lo = -n if negative else 0
+    if not checks.check_index(idx, lo, n, f"{op}: an index is out of bounds for dim {dim} of "
                               f"size {n} in {ops._fmt(x)}", cls=RuntimeError) and idx.numel():
         vals = idx._host(op)
-        if vals.min() < 0 or vals.max() >= n:
+        if vals.min() < lo or vals.max() >= n:
             raise ops._err(op, f"index [{int(vals.min())}, {int(vals.max())}] is out of bounds "
                            f"for dim {dim} of size {n} in {ops._fmt(x)}", RuntimeError)
     return d, ops.cast(idx, dt.i64)
@@ -66,16 +68,22 @@ def gather(input, dim: int, index, *, sparse_grad: bool = False) -> Tensor:  # n
     """out[..., j, ...] = input[..., index[..., j, ...], ...] along dim (index's shape)."""
     x = ops.as_tensor(input)
     d, idx = _index("gather", x, dim, index)
+    return _gather_checked("gather", x, d, idx, dim)
+
+
+def _gather_checked(op: str, x: Tensor, d: int, idx: Tensor, dim) -> Tensor:
+    """gather along d with an int64 index whose values _index has checked (in [0, n))."""
     if idx.numel() == 0:
         return ops.reshape(bind(P.gather, ops.reshape(x, (x.numel(),)),
                                 ops.reshape(idx, (0,)), axis=0), idx.shape)
     if x.ndim == 0:
-        return ops.reshape(gather(ops.reshape(x, (1,)), 0, ops.reshape(idx, (idx.numel(),))),
-                           idx.shape)
+        flat = _gather_checked(op, ops.reshape(x, (1,)), 0, ops.reshape(idx, (idx.numel(),)),
+                               dim)
+        return ops.reshape(flat, idx.shape)
     if any(idx.shape[a] > x.shape[a] for a in range(x.ndim) if a != d):
-        raise ops._err("gather", f"index {ops._fmt(idx)} is larger than the input "
+        raise ops._err(op, f"index {ops._fmt(idx)} is larger than the input "
                        f"{ops._fmt(x)} outside dim {dim}", RuntimeError)
-    return along(x, idx, d)                     # checked against [0, n) by _index
+    return along(x, idx, d)
 
 
 def along(x: Tensor, idx: Tensor, d: int) -> Tensor:
@@ -98,12 +106,13 @@ def along(x: Tensor, idx: Tensor, d: int) -> Tensor:
 
 
 def take_along_dim(input, indices, dim=None) -> Tensor:  # noqa: A002
-    """gather after broadcasting input and indices against each other outside dim; with
-    dim=None, of the flattened input."""
+    """gather after broadcasting input and indices against each other outside dim, negative
+    indices counting from the end; with dim=None, of the flattened input."""
     x, idx = ops.as_tensor(input), ops.as_tensor(indices)
-    if dim is None:
-        return gather(ops.reshape(x, (x.numel(),)), 0,
-                      _wrap_negative(ops.reshape(idx, (idx.numel(),)), x.numel()))
+    if dim is None:         # a gather from the flat input: negative indices are errors (torch)
+        x, idx = ops.reshape(x, (x.numel(),)), ops.reshape(idx, (idx.numel(),))
+        d, idx = _index("take_along_dim", x, 0, idx)
+        return _gather_checked("take_along_dim", x, d, idx, 0)
     if x.ndim != idx.ndim:
         raise ops._err("take_along_dim", f"input {ops._fmt(x)} and indices {ops._fmt(idx)} "
                        f"must have the same number of dims", RuntimeError)
@@ -116,7 +125,9 @@ def take_along_dim(input, indices, dim=None) -> Tensor:  # noqa: A002
                        f"do not broadcast outside dim {dim}", RuntimeError) from None
     x = ops.broadcast_to(x, rest[:d] + (x.shape[d],) + rest[d + 1:])
     idx = ops.broadcast_to(idx, rest[:d] + (idx.shape[d],) + rest[d + 1:])
-    return gather(x, d, _wrap_negative(idx, x.shape[d]))
+    # the user's indices checked against [-n, n) (torch reads others silently modulo n)
+    d, idx = _index("take_along_dim", x, dim, idx, negative=True)
+    return _gather_checked("take_along_dim", x, d, _wrap_negative(idx, x.shape[d]), dim)
 
 
 def _wrap_negative(idx: Tensor, n: int) -> Tensor:
