@@ -12,7 +12,8 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import Aval, Value
-from .eager import Arr
+from . import vjp_plans
+from .eager import Arr, SharedAvals
 from .node_names import node_name, scalar_overload
 from .forward_ad import FWD, any_dual
 from .state import STATE, set_grad_enabled
@@ -179,8 +180,16 @@ class PrimNode(Node):
         self.in_avals = in_avals if in_avals is not None else _avals_of(args)
         traced = type(out._data) is Value
         self.fwd_loc = (out._data.graph, out._data.producer.loc) if traced else None
-        self.saved = tuple([SavedTensor(a) if i in saves else None for i, a in enumerate(args)]) \
-            if saves else _NONES[len(args)] if len(args) < 8 else (None,) * len(args)
+        n = len(args)
+        if not saves:
+            self.saved = _NONES[n] if n < 8 else (None,) * n
+        elif n == 2:            # (most ops: no list comprehension's call)
+            a, b = args
+            self.saved = (SavedTensor(a) if 0 in saves else None,
+                          SavedTensor(b) if 1 in saves else None)
+        else:
+            self.saved = tuple([SavedTensor(a) if i in saves else None
+                                for i, a in enumerate(args)])
         if not save_out:
             self.saved_out = None
         else:   # traced outputs are short-lived: the trace's Tensor itself is kept
@@ -223,11 +232,18 @@ class PrimNode(Node):
         return self._results(self.prim.vjp(grads[0], ins, out, self.params, self.need))
 
     def apply_arrays(self, g: Arr) -> list:
-        """The VJP rule run directly on arrays (a backward that records nothing)."""
+        """The VJP rule run directly on arrays (a backward that records nothing): through
+        its plan where the eager path's shared Avals hold one (vjp_plans.py)."""
+        if type(self.in_avals) is SharedAvals:
+            res = vjp_plans.apply(self, g)      # (None where an input needs no gradient)
+            if res is not None:
+                if self._scalar_arg is not None:
+                    del res[self._scalar_arg]
+                return res
+        need = self.need
         ins = [Arr(s.data(self)) if s is not None else av
                for s, av in zip(self.saved, self.in_avals)]
         so = self.saved_out
-        need = self.need
         res = self.prim.vjp(g, ins, Arr(so.data(self)) if so is not None else None,
                             self.params, need)
         res = [r if n else None for r, n in zip(res, need)]

@@ -83,14 +83,25 @@ def infer(prim, params: dict, data: list) -> tuple[dict, np.dtype, bool, tuple]:
     if hit is not None:
         return hit
     norm = prim.normalize(params)
-    avals = tuple([Aval(d.shape, _dtype_of(prim, d)) for d in data])
+    avals = [Aval(d.shape, _dtype_of(prim, d)) for d in data]
     aval = prim.infer(list(avals), norm)
+    # shared by the cache entry's applications: a tuple that also holds their VJP plans
+    avals = SharedAvals(avals) if key is not None else tuple(avals)
     hit = (norm, aval.dtype.np, aval.dtype.is_float, avals)
     if key is not None:
         if len(_INFER) >= _INFER_MAX:
             _INFER.clear()
         _INFER[key] = hit
     return hit
+
+
+class SharedAvals(tuple):
+    """The operands' Avals of one inference-cache entry (one primitive, params, operand shapes
+    and dtypes), shared by every node recorded from it; `plans` holds the VJP plans traced for
+    them per `need` pattern (vjp_plans.py)."""
+
+    def __init__(self, avals) -> None:
+        self.plans: dict = {}
 
 
 def _dtype_of(prim, d) -> dt.DType:
@@ -112,8 +123,10 @@ _PROVIDER: list = [None, 0]      # the provider, and the operand size below whic
 
 
 def set_kernel_provider(provider: Callable | None, min_elements: int = 0) -> None:
-    """Route eager CPU ops with an operand of at least `min_elements` elements through
-    `provider` (None: NumPy only)."""
+    """Route eager CPU ops whose first operand has at least `min_elements` elements through
+    `provider` (None: NumPy only). The first operand only: the ops a kernel serves are
+    elementwise (operands of one shape) and reductions (one operand), and one size test per
+    op is what every small op pays."""
     _PROVIDER[0] = provider
     _PROVIDER[1] = min_elements
 
@@ -126,20 +139,18 @@ def run_impl(prim, data: list, params: dict, out_np: np.dtype) -> Any:
     """The primitive's value on `data`: a fresh array, or a read-only view of an input (a
     lazy copy, copied before anything writes to it)."""
     provider = _PROVIDER[0]
-    if provider is not None:
-        least = _PROVIDER[1]
-        for d in data:
-            if d.size >= least:
-                res = provider(prim, data, params, out_np)
-                if res is not None:
-                    return res
-                break
+    if provider is not None and data and data[0].size >= _PROVIDER[1]:
+        res = provider(prim, data, params, out_np)
+        if res is not None:
+            return res
     # shape ops only move data: no floating-point warning to silence (most of a small
     # slice's or transpose's cost was the error-mode switch)
     tok = _ERR_VAR.set(_IGNORE) if _ERR_VAR is not None and prim.kind != "shape" else None
     try:
-        res = prim.impl(*data, **params) if tok is not None or prim.kind == "shape" else \
-            quiet_call(prim.impl, *data, **params)
+        if tok is None and prim.kind != "shape":
+            res = quiet_call(prim.impl, *data, **params)
+        else:       # (most VJP-rule ops have no params: no empty ** to unpack)
+            res = prim.impl(*data, **params) if params else prim.impl(*data)
     except (IndexError, ValueError, TypeError) as e:
         # a new exception of the same built-in family, chained: the original may be a
         # subclass whose constructor takes other arguments

@@ -254,6 +254,11 @@ def fmod(a, b):
 
 
 def _unary(op: str, x, float_only: bool = False):
+    if type(x) in SUBCLASSES:
+        d = x.dtype
+        if d.is_float or (not float_only and d is not dt.bool_):
+            # the common case: nothing to cast or refuse (the Tensor binds it itself)
+            return x.__tj_bind__(getattr(P, op), (x,), {})
     x = as_tensor(x)
     if float_only and not x.dtype.is_float:
         x = cast(x, dt.f32)
