@@ -12,6 +12,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.prims_collective import OP_NAMES, RUNNERS
 from ..ir.primitives import P, bind
+from ..runtime.backend import STEP_HOOKS
 from ..tracer.inplace import inplace
 from ..tracer.creation import zeros_like
 from ..tracer.state import STATE, no_grad
@@ -52,8 +53,24 @@ def _run_all_reduce(x: Any, op: int, group: int = 0) -> Any:
 
 
 # collectives started and not yet waited for, in start order (the graph chains the waits in
-# that order: ir/prims_collective.py): (number, work, the array being reduced)
+# that order: ir/prims_collective.py): (number, work, the array being reduced, its backend)
 _PENDING: collections.deque = collections.deque()
+
+
+def _progress() -> None:
+    """Run after each step of the executing program while collectives are pending (runtime
+    STEP_HOOKS): MPI advances a nonblocking collective only inside MPI calls."""
+    seen: set = set()
+    for *_, be in _PENDING:
+        if id(be) not in seen:
+            seen.add(id(be))
+            be.progress()
+
+
+def _forget_pending() -> None:
+    _PENDING.clear()
+    if _progress in STEP_HOOKS.fns:
+        STEP_HOOKS.fns.remove(_progress)
 
 
 def _run_start(x: Any, op: int, group: int = 0) -> int:
@@ -65,8 +82,12 @@ def _run_start(x: Any, op: int, group: int = 0) -> int:
     be = backend_for(pg, "all_reduce", [a])
     desc = start(pg, "all_reduce", f"(started in a compiled function, {_spell(a)}, "
                                    f"op={rop.name})")
-    run = getattr(be, "all_reduce_async", be.all_reduce)
-    _PENDING.append((pg.seq, run(a, rop, desc), a))
+    if getattr(be, "pump", False):      # a progress thread where a core is free for it
+        _PENDING.append((pg.seq, be.all_reduce_async(a, rop, desc), a, be))
+        return pg.seq
+    _PENDING.append((pg.seq, be.all_reduce(a, rop, desc), a, be))
+    if _progress not in STEP_HOOKS.fns:
+        STEP_HOOKS.fns.append(_progress)
     return pg.seq
 
 
@@ -76,10 +97,12 @@ def _run_wait(x: Any, ticket: Any, op: int, group: int = 0) -> Any:
     if not _PENDING:
         raise DistError("tracejit.distributed: a compiled function waits for an all-reduce it "
                         "did not start (an earlier call failed between start and wait?)")
-    seq, work, a = _PENDING.popleft()
+    seq, work, a, _ = _PENDING.popleft()
+    if not _PENDING and _progress in STEP_HOOKS.fns:
+        STEP_HOOKS.fns.remove(_progress)
     # the ticket is read only where that costs nothing (host memory, not a GPU's)
     if a.shape != x.shape or (isinstance(ticket, np.ndarray) and int(ticket) != seq):
-        _PENDING.clear()
+        _forget_pending()
         raise DistError(f"tracejit.distributed: all-reduce #{seq} of {_spell(a)} was paired "
                         f"with a wait for {_spell(x)} (ticket {ticket}): an earlier call of "
                         f"the compiled function failed between start and wait")

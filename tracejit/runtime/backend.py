@@ -17,6 +17,18 @@ from ..ir.interpret import interpret
 from ..ir.primitives import P
 
 
+class _StepHooks(threading.local):
+    def __init__(self) -> None:
+        self.fns: list[Callable[[], None]] = []
+
+
+# Callables run after every Python-driven step of an executable running on this thread, while
+# the list is not empty: an MPI collective started inside a compiled step advances only inside
+# MPI calls, so its runner puts its backend's progress here until it is waited for
+# (distributed/traced.py) instead of a progress thread competing for the core.
+STEP_HOOKS = _StepHooks()
+
+
 class Executable:
     """A compiled graph. Subclasses provide run(); the dumps are optional per backend."""
 

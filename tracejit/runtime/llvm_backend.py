@@ -38,7 +38,7 @@ from ..ir.primitives import P
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
 from . import exe_cache, llvm_jit, profiler
-from .backend import Executable, PendingPasses, apply_view, register_backend
+from .backend import STEP_HOOKS, Executable, PendingPasses, apply_view, register_backend
 from .buffers import POOL_MIN_BYTES, ScratchArena, release_arena, shared_pool, take_arena
 from ..codegen.dot import plan_dot
 from ..debug import dump
@@ -377,6 +377,7 @@ class LLVMExecutable(Executable):
 
     def _run_steps(self, arrays, addr: int, hooks: dict | None = None) -> None:
         keys = self._prof_keys
+        between = STEP_HOOKS.fns            # (filled by a step of this run: see backend.py)
         for i, (kind, x) in enumerate(self.run_steps):
             if keys is not None:
                 t0 = time.perf_counter()
@@ -410,6 +411,9 @@ class LLVMExecutable(Executable):
                 hook = hooks.get(i)
                 if hook is not None:
                     hook()
+            if between:
+                for fn in tuple(between):
+                    fn()
 
     def stage_text(self, stage: str) -> str:
         if stage == "kernels":

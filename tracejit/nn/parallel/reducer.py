@@ -175,7 +175,12 @@ class Reducer:
         b = self._to_start.pop(0)
         if self.record_events:
             self.events.append(("start", b.index))
-        return C.all_reduce(Tensor(flat), ReduceOp.AVG, group=self.pg, async_op=True)
+        be = self.pg.backend
+        desc = start(self.pg, "all_reduce", f"(bucket {b.index} in a compiled backward, "
+                                            f"{b.params[0].dtype.name}[{flat.size}], op=AVG)")
+        if getattr(be, "pump", False):      # a progress thread where a core is free for it
+            return be.all_reduce_async(flat, ReduceOp.AVG, desc)
+        return be.all_reduce(flat, ReduceOp.AVG, desc)
 
     def progress(self) -> None:
         self.pg.backend.progress()
