@@ -180,6 +180,9 @@ def environment() -> str:
 
 
 def key(g: Graph, threads: int) -> str | None:
+    """The entry's key, or None: no disk cache, or a graph the key cannot describe."""
+    if cache.directory() is None:
+        return None
     text = graph_text(g)
     if text is None:
         return None

@@ -116,10 +116,6 @@ class LLVMExecutable(Executable):
                                      matmul_dtypes=HALF)
         return self._graph
 
-    @graph.setter
-    def graph(self, g: Graph) -> None:        # (Executable.__init__ is not called: unused)
-        self._graph = g
-
     @property
     def plan(self):
         if self._plan is None:
