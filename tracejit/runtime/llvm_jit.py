@@ -3,7 +3,9 @@ process-wide registry of compiled kernels.
 
 A kernel (codegen.llvm_program.KernelCode) is compiled once per process however many graphs
 use it: `jit_kernels` finds it in memory (held alive by the executables that use it), else in
-the disk cache, else compiles it. `kernel_counts()` says how often each happened."""
+the disk cache, else compiles it. An executable found whole in the disk cache (exe_cache)
+names its kernels by symbol and cache key, without their text: `load_kernels` finds those in
+memory or on disk, or reports a miss. `kernel_counts()` says how often each happened."""
 from __future__ import annotations
 
 import ctypes
