@@ -5,6 +5,7 @@ matmul are defined here; how operands are taken and promoted is in operands.py, 
 are in shape_ops.py."""
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Sequence
 
@@ -13,6 +14,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
+from . import broadcast_add
 from .autocast import FP32, LOWER, autocast_op
 from .backward_nodes import PrimNode
 from .state import STATE
@@ -72,6 +74,7 @@ def _splat_scalar(x: Tensor, v, d: dt.DType) -> Tensor:
 # PyTorch's graph for an op with a Python number: the tensor comes first in `5 * t` and
 # `5 + t` (they are t.__rmul__(5), t.__radd__(5)), and `5 / t` is t.reciprocal() * 5
 _COMMUTATIVE = frozenset(("add", "mul"))
+_BROADCAST_ADD = frozenset(("add", "sub"))
 
 
 def _binary(op: str, a, b, kind: str):
@@ -97,6 +100,9 @@ def _binary(op: str, a, b, kind: str):
                 # the common case: nothing to promote or broadcast (a Tensor binds it itself)
                 return a.__tj_bind__(getattr(P, op), (a, b), {})
             shape = _broadcast_pair(sa, sb)
+            if shape is not None and op in _BROADCAST_ADD and \
+                    broadcast_add.applies(a, b, math.prod(shape)):
+                return broadcast_add.apply(op, a, b)        # one op, one node
             if shape is not None:       # one dtype, shapes that broadcast (x + bias)
                 return a.__tj_bind__(getattr(P, op), (broadcast_to(a, shape),
                                                       broadcast_to(b, shape)), {})

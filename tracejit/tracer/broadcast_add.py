@@ -1,0 +1,96 @@
+"""`x + bias` on the eager path as one op with one backward node (torch's AddBackward0/
+SubBackward0), where the registry's add reads operands of one shape: an explicit broadcast
+primitive (a node of its own, ExpandBackward0) and the add (AddBackward0) were two.
+
+For small host tensors of one float dtype outside any trace, NumPy's add broadcasts the
+operands itself, and the node's backward is the registry's rules composed: add's VJP (the
+gradient to both operands, negated for sub's second) followed by broadcast's VJP for an
+operand that was broadcast (`sum_to_shape`, the float32-accumulating reduction). Without
+create_graph that runs on arrays; with it (or traced, or on a device) it records, like any
+rule. The node saves nothing: add's and sub's gradients read no operand."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.primitives import P, neg, sum_to_shape
+from .backward_nodes import Node
+from .eager import Arr, quiet_call
+from .forward_ad import FWD
+from .state import STATE, note_reads
+from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
+
+# the broadcast result size up to which this path is taken: above it, eager's compiled-kernel
+# path (runtime/eager_kernels.py) may beat NumPy, and it sees only same-shape operands
+MAX_ELEMENTS = 1 << 14
+_FLOATS = frozenset((np.dtype(np.float32).num, np.dtype(np.float64).num))
+_UFUNCS = {"add": np.add, "sub": np.subtract}
+
+
+def applies(a, b, size: int) -> bool:
+    """Whether a (op) b, two tensors whose shapes differ but broadcast to `size` elements, takes
+    this path: host arrays of one float dtype, no trace, checkpoint recomputation or dual
+    tensors."""
+    da, db = a._data, b._data
+    return size <= MAX_ELEMENTS and type(da) is np.ndarray and type(db) is np.ndarray and \
+        da.dtype.num in _FLOATS and da.dtype == db.dtype and not STATE.traces and \
+        not STATE.subst and not FWD.levels and type(a) in SUBCLASSES and type(b) in SUBCLASSES
+
+
+def apply(op: str, a: Tensor, b: Tensor) -> Tensor:
+    """a + b or a - b (op), for operands that `applies` accepted."""
+    out = wrap_array(quiet_call(_UFUNCS[op], a._data, b._data))
+    if a._requires_grad or b._requires_grad:
+        if STATE.reads is not None:
+            note_reads((a, b))
+        if STATE.grad_enabled:
+            out.grad_fn = BroadcastAddNode(op, a, b)
+            out._requires_grad = True
+    return out
+
+
+class BroadcastAddNode(Node):
+    """The backward of a broadcasting add or sub: the gradient, summed back to each operand's
+    shape (negated for sub's second operand)."""
+
+    __slots__ = ("op", "shapes")
+    keeps_saved = False              # nothing saved: it can run again, as torch's
+
+    def __init__(self, op: str, a: Tensor, b: Tensor) -> None:
+        super().__init__((a, b))
+        self.op = op
+        self.shapes = (a._data.shape, b._data.shape)
+
+    def name(self) -> str:
+        return "AddBackward0" if self.op == "add" else "SubBackward0"
+
+    def apply(self, grads: list, create_graph: bool) -> list:
+        g = grads[0]
+        if g is None:
+            return [None, None]
+        (na, _), (nb, _) = self.next_functions
+        if not create_graph and type(g._data) is np.ndarray and not STATE.traces:
+            # recording nothing: the registry's implementations straight on the arrays, as
+            # a replayed VJP plan runs them (vjp_plans.py), not bound op by op
+            d = g._data
+            ga = Arr(_sum_to(d, self.shapes[0])) if na is not None else None
+            gb = None
+            if nb is not None:
+                gb = _sum_to(d, self.shapes[1])
+                gb = Arr(quiet_call(np.negative, gb) if self.op == "sub" else gb)
+            return [ga, gb]
+        ga = sum_to_shape(g, self.shapes[0]) if na is not None else None
+        gb = sum_to_shape(g, self.shapes[1]) if nb is not None else None
+        if gb is not None and self.op == "sub":
+            gb = neg(gb)
+        return [ga, gb]
+
+
+def _sum_to(g: np.ndarray, shape: tuple) -> np.ndarray:
+    """primitives.sum_to_shape on an array: the sum primitive's implementation (its
+    accumulation rule) over the broadcast axes, then the reshape."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape)
+                                      if d == 1 and g.shape[lead + i] != 1)
+    return P.sum.impl(g, axes=axes).reshape(shape)
