@@ -20,7 +20,7 @@ kernel that streams a large output, like the per-example weight gradient of #15'
 (256x64x128 float32, 8 MiB written once by one outer-product kernel): malloc's large blocks
 start 16 bytes past a page, so every 64-byte vector store straddled two cache lines (140 us at
 that offset, 101 us aligned, with the block in cache); and on 4 KiB pages a store stream out of
-cache misses the TLB and loses the hardware prefetcher at every page (~500 vs ~300 us for
+cache misses the TLB and loses the hardware prefetcher at every page (~500 vs ~300 us, in C, for
 those 8 MiB written to memory). NumPy asks for huge pages itself only from 4 MiB, and only
 for the aligned middle of a block, so a 1.3 MiB gradient from np.empty stayed on small pages."""
 from __future__ import annotations
@@ -103,7 +103,7 @@ class OutputPool:
     POOL_KEEP free blocks of a size and POOL_MAX_BYTES free bytes in all."""
 
     def __init__(self, max_bytes: int | None = None) -> None:
-        self._free: dict[int, list[np.ndarray]] = {}
+        self._free: dict[int, list[memoryview]] = {}
         self._free_bytes = 0
         self.max_bytes = POOL_MAX_BYTES if max_bytes is None else max_bytes
         self._live: dict[int, weakref.ref] = {}     # by id: a ref hashes as its array
