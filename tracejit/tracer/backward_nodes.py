@@ -155,22 +155,34 @@ class PrimNode(Node):
                  "_name", "_scalar_arg", "fwd_loc")
 
     def __init__(self, prim, params, args, out: Tensor, in_avals: tuple | None = None) -> None:
-        edges = []
-        need = []
-        for t in args:
-            if t._requires_grad:
-                gf = t.grad_fn
-                edges.append((gf, t._out_idx) if gf is not None else (accumulate_node(t), 0))
-                need.append(True)
-            else:
-                edges.append(_NO_EDGE)
-                need.append(False)
-        self.next_functions = tuple(edges)
+        if len(args) == 2:      # most ops: the loop below, unrolled (no list appends)
+            a, b = args
+            ra, rb = bool(a._requires_grad), bool(b._requires_grad)
+            ga, gb = a.grad_fn, b.grad_fn
+            self.next_functions = (
+                ((ga, a._out_idx) if ga is not None else (accumulate_node(a), 0))
+                if ra else _NO_EDGE,
+                ((gb, b._out_idx) if gb is not None else (accumulate_node(b), 0))
+                if rb else _NO_EDGE)
+            need = (ra, rb)
+        else:
+            edges = []
+            need = []
+            for t in args:
+                if t._requires_grad:
+                    gf = t.grad_fn
+                    edges.append((gf, t._out_idx) if gf is not None else
+                                 (accumulate_node(t), 0))
+                    need.append(True)
+                else:
+                    edges.append(_NO_EDGE)
+                    need.append(False)
+            self.next_functions = tuple(edges)
+            need = tuple(need)
         self.freed = False
         self.out_hooks = None
         self.retained = None
         self.prim, self.params = prim, params
-        need = tuple(need)
         sv = _SAVES.get((prim, need))
         if sv is None:          # (one `need` tuple per pattern is kept: fewer objects to track)
             sv = _SAVES[(prim, need)] = (need, *prim.saved_for(need))

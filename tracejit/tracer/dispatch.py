@@ -48,26 +48,35 @@ def apply_primitive(prim, args, params) -> Tensor:
     if FWD.levels:                      # forward-mode dual tensors are live: see forward_ad
         return forward_ad.apply_dual(_apply_general, prim, args, params)
     if not STATE.traces and not STATE.subst:
-        data = []
-        requires = False
-        for a in args:
-            ta = type(a)
-            if ta not in SUBCLASSES:      # tensor.Tensor, nn.Parameter
-                break
-            d = a._data
-            if type(d) is not np.ndarray:
-                break
-            data.append(d)
-            if a._requires_grad:
-                requires = True
+        data = None             # the operands' host arrays, if every one is a plain Tensor's
+        if len(args) == 2:      # most ops: the loop below, unrolled
+            a, b = args
+            if type(a) in SUBCLASSES and type(b) in SUBCLASSES:     # (Tensor, Parameter)
+                da, db = a._data, b._data
+                if type(da) is np.ndarray and type(db) is np.ndarray:
+                    data = [da, db]
+                    requires = a._requires_grad or b._requires_grad
         else:
+            data = []
+            requires = False
+            for a in args:
+                d = a._data if type(a) in SUBCLASSES else None
+                if type(d) is not np.ndarray:
+                    data = None
+                    break
+                data.append(d)
+                if a._requires_grad:
+                    requires = True
+        if data is not None:
             params, out_np, is_float, avals = eager.infer(prim, params, data)
             out = wrap_array(eager.run_impl(prim, data, params, out_np))
             if requires:
                 if STATE.reads is not None:
                     note_reads(args)
                 if STATE.grad_enabled and is_float and prim.vjp is not None:
-                    PrimNode.record(prim, params, args, out, avals)
+                    # (PrimNode.record, inlined: the new tensor's _out_idx is already 0)
+                    out.grad_fn = PrimNode(prim, params, args, out, avals)
+                    out._requires_grad = True
             return out
     return _apply_general(prim, args, params)
 
