@@ -23,7 +23,15 @@ rounds (so that load from elsewhere falls on all alike), medians of per-step tim
   little outside [0, 1]).
 
     python bench/distributed.py [--steps N] [--rounds R] [--configs small,mlp]
-                                [--modes eager,model,whole] [--json out.json]
+                                [--modes eager,model,whole] [--bucket-cap-mb MB] [--json out.json]
+
+`--bucket-cap-mb` (default 25, PyTorch's) sets DDP's bucket_cap_mb: with 25 the wide MLP has
+two buckets, its last layer (1 MiB, as PyTorch's first bucket) and the other 9.5 MB, which is
+complete only when backward's last GEMM (the first layer's weight gradient) is, so at most the
+first bucket's share can overlap; smaller buckets (2) let more of it travel during backward.
+"cpu ms" is rank 0's CPU time per DDP step (all its threads), less sensitive than wall time to
+other load on a shared machine; `TRACEJIT_MPI_PROGRESS_THREAD=1` forces the MPI progress
+thread for collectives started in compiled code (by default only where a core is free for it).
 
 It starts `mpiexec -n 1` and `mpiexec -n 2` of itself (through tracejit.distributed.run's
 command line); all figures come from this one run. Machines are shared: compare the ratios."""
@@ -109,7 +117,7 @@ def allreduce_after(ddp, dist, tj) -> None:
             off += n
 
 
-def worker(config: str, mode: str, steps: int, rounds: int) -> None:
+def worker(config: str, mode: str, steps: int, rounds: int, cap_mb: float) -> None:
     import tracejit as tj
     import tracejit.distributed as dist
     from tracejit.nn.parallel import DistributedDataParallel as DDP
@@ -119,7 +127,7 @@ def worker(config: str, mode: str, steps: int, rounds: int) -> None:
     model, opt, batches, loss_of, per_rank = make(config, rank)
     if mode == "model":
         model.compile()
-    ddp = DDP(model)
+    ddp = DDP(model, bucket_cap_mb=cap_mb)
 
     def finish():
         if config == "small":
@@ -149,14 +157,16 @@ def worker(config: str, mode: str, steps: int, rounds: int) -> None:
             after_step(*batches[i % 4]).item()
     # samples/s of the DDP step alone
     dist.barrier()
-    t_all = time.perf_counter()
+    t_all, cpu = time.perf_counter(), time.process_time()
     for i in range(steps):
         overlap_step(*batches[i % 4]).item()
+    cpu = time.process_time() - cpu
     dist.barrier()
     total = time.perf_counter() - t_all
     out = {"config": config, "mode": mode, "world": world,
            "params": sum(p.numel() for p in model.parameters()),
            "samples_per_s": world * per_rank * steps / total,
+           "cpu_ms_per_step": 1e3 * cpu / steps,
            "buckets": len(ddp.reducer.buckets)}
     if world > 1:
         out.update(hidden_rounds(ddp, dist, tj, overlap_step, after_step, batches, steps,
@@ -212,10 +222,12 @@ def check_cost(dist, tj, rounds) -> dict:
             "small_allreduce_us_unchecked": 1e6 * float(np.median(res[False]))}
 
 
-def launch(config: str, mode: str, nproc: int, steps: int, rounds: int, cache: str) -> dict:
+def launch(config: str, mode: str, nproc: int, steps: int, rounds: int, cache: str,
+           cap_mb: float) -> dict:
     from tracejit.distributed import run as launcher
     cmd, env = launcher.build(nproc, [os.path.abspath(__file__), "--worker", mode, "--config",
-                                      config, "--steps", str(steps), "--rounds", str(rounds)],
+                                      config, "--steps", str(steps), "--rounds", str(rounds),
+                                      "--bucket-cap-mb", str(cap_mb)],
                               launcher.find_mpiexec(), [], 1800)
     env["TRACEJIT_CACHE_DIR"] = cache
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1860)
@@ -234,29 +246,31 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--bucket-cap-mb", type=float, default=25.0)
     p.add_argument("--json", default=None)
     a = p.parse_args()
     if a.worker:
-        worker(a.config, a.worker, a.steps, a.rounds)
+        worker(a.config, a.worker, a.steps, a.rounds, a.bucket_cap_mb)
         return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="tj_bench_dist_") as cache:
         for config in a.configs.split(","):
             for mode in a.modes.split(","):
-                one = launch(config, mode, 1, a.steps, a.rounds, cache)
-                two = launch(config, mode, 2, a.steps, a.rounds, cache)
+                one = launch(config, mode, 1, a.steps, a.rounds, cache, a.bucket_cap_mb)
+                two = launch(config, mode, 2, a.steps, a.rounds, cache, a.bucket_cap_mb)
                 rows.append((config, mode, one, two))
     print(f"1 thread per rank; {a.steps} steps per variant per round, {a.rounds} interleaved "
-          f"rounds; medians")
+          f"rounds; medians; bucket_cap_mb={a.bucket_cap_mb:g}")
     print(f"{'config':<7}{'step':<16}{'params':>8}{'buckets':>8}{'1 rank /s':>11}"
-          f"{'2 ranks /s':>11}{'ratio':>8}{'allreduce ms':>13}{'overlap ms':>12}"
-          f"{'after ms':>10}{'hidden':>8}")
+          f"{'2 ranks /s':>11}{'ratio':>8}{'cpu ms 1r':>10}{'cpu ms 2r':>10}"
+          f"{'allreduce ms':>13}{'overlap ms':>12}{'after ms':>10}{'hidden':>8}")
     out = []
     for config, mode, one, two in rows:
         ratio = two["samples_per_s"] / one["samples_per_s"]
         label = {"eager": "eager", "model": "compiled model", "whole": "compiled step"}[mode]
         print(f"{config:<7}{label:<16}{one['params'] / 1e6:>7.2f}M{two['buckets']:>8}"
               f"{one['samples_per_s']:>11.1f}{two['samples_per_s']:>11.1f}{ratio:>7.2f}x"
+              f"{one['cpu_ms_per_step']:>10.1f}{two['cpu_ms_per_step']:>10.1f}"
               f"{two['t_allreduce_ms']:>13.2f}{two['t_overlap_ms']:>12.2f}"
               f"{two['t_after_ms']:>10.2f}{100 * two['hidden']:>7.0f}%")
         out.append({"config": config, "mode": mode, "one": one, "two": two, "ratio": ratio})

@@ -1,9 +1,9 @@
 """Run under mpiexec (2 ranks) by test_distributed_progress.py, with
 TRACEJIT_MPI_PROGRESS_THREAD=0 or 1 (argv[1]): how all-reduces started inside compiled code
-advance. Without a progress thread (cores all taken), a compiled training step's program lets
-MPI progress after each of its steps (runtime/backend.py STEP_HOOKS) while its buckets are in
-flight, and so does a compiled model's backward (runtime/grad_sync.py); with one, no step
-polls and the MPI backend's pump thread advances them. Both average exactly as the
+advance. With the progress thread (the default) no step polls and the MPI backend's pump
+thread advances them; without it, a compiled training step's program lets MPI progress after
+each of its steps (runtime/backend.py STEP_HOOKS) while its buckets are in flight, and so does
+a compiled model's backward (runtime/grad_sync.py). Both average exactly as the
 single-process full-batch reference."""
 import sys
 import threading

@@ -82,7 +82,7 @@ def _run_start(x: Any, op: int, group: int = 0) -> int:
     be = backend_for(pg, "all_reduce", [a])
     desc = start(pg, "all_reduce", f"(started in a compiled function, {_spell(a)}, "
                                    f"op={rop.name})")
-    if getattr(be, "pump", False):      # a progress thread where a core is free for it
+    if getattr(be, "pump", False):      # advanced by the progress thread (mpi_backend.py)
         _PENDING.append((pg.seq, be.all_reduce_async(a, rop, desc), a, be))
         return pg.seq
     _PENDING.append((pg.seq, be.all_reduce(a, rop, desc), a, be))
