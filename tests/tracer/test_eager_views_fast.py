@@ -208,3 +208,29 @@ def test_slice_gradients_are_pads_of_the_right_dtype():
         want[:, 2:5] = 2.0
         assert w.grad.dtype == w.dtype
         np.testing.assert_array_equal(w.grad.numpy(), want)
+
+
+def test_device_view_ops_launch_no_kernel(fake_gpu):
+    """A reshape, transpose or slice of a device tensor is a view there (the array's own
+    methods: np.reshape/np.transpose went through NumPy's function dispatch, which the strict
+    fake CuPy counts as a kernel)."""
+    import fakecupy
+    a = np.arange(24.0).reshape(4, 6)
+    x = tj.tensor(a, requires_grad=True).to("cuda")
+    for op, want in ((lambda: x.reshape(6, 4), a.reshape(6, 4)), (lambda: x.T, a.T),
+                     (lambda: x.permute(1, 0), a.T), (lambda: x[1:3, ::2], a[1:3, ::2])):
+        before = fakecupy.COUNTS["kernels"]
+        out = op()
+        assert fakecupy.COUNTS["kernels"] == before
+        np.testing.assert_array_equal(out.detach().cpu().numpy(), want)
+
+
+def test_structural_impls_on_numpy_scalars():
+    """NumPy reductions may hand a VJP rule a scalar (np.float32): the impls still apply."""
+    from tracejit.ir.primitives import P
+    s = np.float32(2.5)
+    assert P.reshape.impl(s, shape=(1, 1)).shape == (1, 1)
+    assert np.asarray(P.transpose.impl(s, perm=())).shape == ()
+    a = np.arange(12).reshape(3, 4)
+    np.testing.assert_array_equal(P.slice.impl(a, starts=(1, 0), stops=(3, 4), steps=(1, 3)),
+                                  a[1:3, 0:4:3])
