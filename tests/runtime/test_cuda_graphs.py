@@ -450,3 +450,25 @@ def test_plain_gemms_run_on_the_current_stream(gpu):
     with fakecupy.Stream(non_blocking=True) as s:
         f(x, w, b, 1.0)
     assert fakecupy.CUBLAS.handles[fakecupy._SHARED_HANDLE]["stream"] == s.ptr
+
+
+def test_modules_take_the_mode_too(gpu):
+    """tj.compile(module, mode=...) and module.compile(mode=...) (torch's spellings)."""
+    rng = np.random.default_rng(19)
+    x = tj.tensor(rng.standard_normal((3, 4)).astype(np.float32), device="cuda")
+    for how in ("tj.compile", "module.compile"):
+        m = tj.nn.Linear(4, 2).to("cuda")
+        if how == "tj.compile":
+            f = tj.compile(m, mode="reduce-overhead")
+        else:
+            m.compile(mode="reduce-overhead")
+            f = m
+        with tj.no_grad():
+            want = (x.cpu() @ m.weight.cpu().T + m.bias.cpu()).numpy()
+            for _ in range(3):
+                assert_close(f(x).cpu(), want, rtol=1e-5)
+            low = (m._compiled_call if how == "module.compile" else f).lower(x)
+        assert isinstance(low._entry.exe, CudaGraphExecutable)
+        assert low._entry.exe.stats["replays"] == 2
+    with pytest.raises(ValueError, match="unknown mode 'turbo'"):
+        tj.nn.Linear(4, 2).compile(mode="turbo")
