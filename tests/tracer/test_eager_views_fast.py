@@ -234,3 +234,37 @@ def test_structural_impls_on_numpy_scalars():
     a = np.arange(12).reshape(3, 4)
     np.testing.assert_array_equal(P.slice.impl(a, starts=(1, 0), stops=(3, 4), steps=(1, 3)),
                                   a[1:3, 0:4:3])
+
+
+@pytest.mark.parametrize("op, want", [
+    (lambda x: x.chunk(4, 1), lambda a: np.split(a, 4, 1)),
+    (lambda x: x.chunk(3, 0), lambda a: np.array_split(a, [2, 4], 0)),
+    (lambda x: x.split([1, 5, 2], 1), lambda a: np.split(a, [1, 6], 1)),
+    (lambda x: x.unbind(1), lambda a: [a[:, i] for i in range(a.shape[1])]),
+    (lambda x: x.unbind(0), lambda a: list(a)),
+    (lambda x: (x.narrow(1, 2, 3),), lambda a: [a[:, 2:5]])], ids=range(6))
+def test_pieces_without_grad_are_numpy_views(op, want, count_prims):
+    a = np.arange(5 * 8, dtype=np.float32).reshape(5, 8)
+    x = tj.tensor(a)
+    got = op(x)
+    assert count_prims == []
+    assert len(got) == len(want(a))
+    for g, w in zip(got, want(a)):
+        np.testing.assert_array_equal(g.numpy(), w)
+        assert np.shares_memory(g._data, x._data)
+    x.mul_(2.0)                                     # the pieces follow their base
+    for g, w in zip(got, want(a)):
+        np.testing.assert_array_equal(g.numpy(), 2 * w)
+
+
+def test_pieces_with_grad_match_torch():
+    a = np.random.default_rng(3).standard_normal((4, 8))
+    res = []
+    for lib in (tj, torch):
+        x = lib.tensor(a, requires_grad=True)
+        i, f, g, o = x.chunk(4, 1)
+        u = x.unbind(0)
+        y = (i * f.sigmoid() + g.tanh() * o).sum() + (u[1] * u[3]).sum()
+        y.backward()
+        res.append(x.grad.numpy())
+    np.testing.assert_allclose(res[0], res[1], rtol=1e-12)

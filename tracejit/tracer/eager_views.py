@@ -17,23 +17,8 @@ import numpy as np
 
 from ..ir.primitives import P
 from . import views
-from .forward_ad import FWD
-from .state import STATE
-from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
-
-
-def eager_host(x) -> bool:
-    """x is a host tensor and its view ops may take the NumPy shortcut (no trace, no
-    checkpoint recomputing, no dual tensors)."""
-    return type(x) in SUBCLASSES and type(x._data) is np.ndarray and not STATE.traces and \
-        not STATE.subst and not FWD.levels
-
-
-def host_view(arr: np.ndarray) -> Tensor:
-    """A Tensor of `arr`, a NumPy view of another tensor's array: read-only (a lazy copy to
-    other code, as run_impl makes a view result)."""
-    arr.setflags(write=False)       # (reading .flags first made a flags object per view)
-    return wrap_array(arr)
+from .host_views import eager_host, host_view  # noqa: F401 - indexing reads eager_host here
+from .tensor_base import SUBCLASSES, TensorBase as Tensor
 
 
 def numpy_key(x: Tensor, key) -> tuple | None:

@@ -15,6 +15,7 @@ from typing import Sequence
 from ..ir.primitives import P, bind
 from . import creation, ops
 from .composites import composite
+from .host_views import eager_host, host_view
 from .selection import positions
 from .tensor_base import TensorBase as Tensor
 
@@ -48,6 +49,8 @@ def _sizes(args) -> tuple[int, ...]:
 
 
 def _narrow(x: Tensor, d: int, start: int, length: int) -> Tensor:
+    if not x._requires_grad and eager_host(x):      # NumPy's view: no primitive to apply
+        return host_view(x._data[(slice(None),) * d + (slice(start, start + length),)])
     starts = [0] * x.ndim
     stops = list(x.shape)
     starts[d], stops[d] = start, start + length
@@ -100,6 +103,9 @@ def unbind(x, dim: int = 0) -> tuple[Tensor, ...]:
     """The slices along dim, with dim removed."""
     x = ops.as_tensor(x)
     d = _dim("unbind", x, dim)
+    if not x._requires_grad and eager_host(x):      # NumPy's views: no primitive to apply
+        a = x._data
+        return tuple(host_view(a[(slice(None),) * d + (i, Ellipsis)]) for i in range(a.shape[d]))
     keep = x.shape[:d] + x.shape[d + 1:]
     return tuple(ops.reshape(_narrow(x, d, i, 1), keep) for i in range(x.shape[d]))
 
