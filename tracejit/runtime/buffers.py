@@ -107,7 +107,12 @@ class OutputPool:
         self._free_bytes = 0
         self.max_bytes = POOL_MAX_BYTES if max_bytes is None else max_bytes
         self._live: dict[int, weakref.ref] = {}     # by id: a ref hashes as its array
-        self._lock = threading.Lock()
+        # reentrant: a garbage collection can start while this thread holds the lock (an
+        # allocation under it) and free a cycle holding a pooled output, whose return then
+        # runs in this same thread; a plain Lock deadlocked there. A return nested inside
+        # another pool operation leaves the free lists consistent (a cap may be passed by one
+        # block).
+        self._lock = threading.RLock()
         _POOLS.add(self)
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
