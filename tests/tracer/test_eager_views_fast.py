@@ -268,3 +268,13 @@ def test_pieces_with_grad_match_torch():
         y.backward()
         res.append(x.grad.numpy())
     np.testing.assert_allclose(res[0], res[1], rtol=1e-12)
+
+
+def test_keys_the_shortcut_leaves_to_the_general_path():
+    s = tj.tensor(np.float64(2.0))
+    with pytest.raises(IndexError, match="index: too many indices"):
+        s[:]
+    a = np.arange(12.0).reshape(3, 4)
+    x = tj.tensor(a)
+    np.testing.assert_array_equal(x[np.int64(1):3, :np.int32(2)].numpy(), a[1:3, :2])
+    np.testing.assert_array_equal(x[tj.tensor(1):].numpy(), a[1:])

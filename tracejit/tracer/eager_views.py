@@ -5,9 +5,9 @@ Such a view of a tensor that records no gradient is a read-only NumPy view of it
 memory, exactly what the slice/reshape/transpose primitives give eagerly, so it is made
 without dispatching them (an LSTM step slices its inputs and its gates per time step, and
 dispatching a slice and a reshape cost ~10x the NumPy view). A tensor that requires grad
-applies one primitive (one backward node, as torch's SliceBackward0/TBackward0). Either way
-the result is recorded as a view (views.mark), so in-place ops write through and follow as
-before. Everything else (traces, checkpoint recomputation, dual tensors, devices other than
+applies the primitives it applied before (a slice, and a reshape for an int index, or a
+transpose: one backward node each). Either way the result is recorded as a view
+(views.mark), so in-place ops write through and follow as before. Everything else (traces, checkpoint recomputation, dual tensors, devices other than
 the host, keys NumPy reads differently from torch) takes the general path."""
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ from .host_views import eager_host, host_view  # noqa: F401 - indexing reads eag
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
 
 
+_BOUND = frozenset((int, type(None)))
+
+
 def numpy_key(x: Tensor, key) -> tuple | None:
     """NumPy's key for x[key] when the key is Python ints (in range) and slices (positive
     steps), at most one per axis of x: NumPy then reads the same elements as torch. None for
@@ -32,13 +35,17 @@ def numpy_key(x: Tensor, key) -> tuple | None:
         return key, Ellipsis
     if type(key) is slice:
         key = (key,)
-    elif type(key) is not tuple or not key or len(key) > len(shape):
+    elif type(key) is not tuple or not key:
+        return None
+    if len(key) > len(shape):
         return None
     for k, n in zip(key, shape):
         tk = type(k)
         if tk is slice:
+            # Python ints or None only: other bounds (tensors, NumPy ints) the general path reads
             st = k.step
-            if st is not None and (type(st) is not int or st <= 0):
+            if st is not None and (type(st) is not int or st <= 0) or \
+                    type(k.start) not in _BOUND or type(k.stop) not in _BOUND:
                 return None
         elif tk is not int or not -n <= k < n:
             return None
