@@ -278,3 +278,22 @@ def test_keys_the_shortcut_leaves_to_the_general_path():
     x = tj.tensor(a)
     np.testing.assert_array_equal(x[np.int64(1):3, :np.int32(2)].numpy(), a[1:3, :2])
     np.testing.assert_array_equal(x[tj.tensor(1):].numpy(), a[1:])
+
+
+@pytest.mark.parametrize("shape, lo, hi, interior", [((2, 3), (0, 1), (1, 0), (0, 0)),
+                                                     ((2, 3), (1, 0), (0, 2), (1, 2)),
+                                                     ((0, 3), (1, 1), (0, 0), (0, 0)),
+                                                     ((1,), (0,), (0,), (3,))], ids=repr)
+def test_pad_and_sum_implementations(shape, lo, hi, interior):
+    from tracejit.ir.primitives import P
+    a = np.arange(1, int(np.prod(shape)) + 1, dtype=np.float32).reshape(shape)
+    got = P.pad.impl(a, lo=lo, hi=hi, interior=interior)
+    want = np.zeros([l + h + n + max(n - 1, 0) * i
+                     for n, l, h, i in zip(shape, lo, hi, interior)], np.float32)
+    want[tuple(slice(l, l + (n - 1) * (i + 1) + 1, i + 1)
+               for n, l, i in zip(shape, lo, interior))] = a
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == a.dtype
+    s = P.sum.impl(got, axes=(0,))
+    np.testing.assert_array_equal(s, want.sum(0, dtype=np.float64).astype(np.float32))
+    assert s.dtype == np.float32

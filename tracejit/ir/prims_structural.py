@@ -75,10 +75,12 @@ def in_float32(fn):
 def _impl_sum(x, axes):
     """The accumulation rule, the same on every axis and every backend: float32 sums accumulate
     in float64 and round once (16-bit floats reach here as float32, see `in_float32`); float64
-    and integer sums accumulate in their own type."""
+    and integer sums accumulate in their own type. (On the host np.add.reduce: np.sum's own
+    call, without its Python layer, ~1.5 us of a small eager reduction.)"""
+    total = np.add.reduce if type(x) is np.ndarray else np.sum
     if x.dtype == np.float32:
-        return np.sum(x, axis=axes, dtype=np.float64).astype(np.float32)
-    return np.sum(x, axis=axes, dtype=x.dtype)
+        return total(x, axis=axes, dtype=np.float64).astype(np.float32)
+    return total(x, axis=axes, dtype=x.dtype)
 
 
 P.register(Primitive("sum", "reduce", _infer_reduce, in_float32(_impl_sum),
@@ -255,8 +257,11 @@ def _impl_pad(x, lo, hi, interior):
     # *_like keeps a device array on its device (NEP 18); on the host np.zeros is the same
     # buffer without zeros_like's Python layer (a slice's gradient is a pad, per slice)
     out = np.zeros(shape, x.dtype) if type(x) is np.ndarray else np.zeros_like(x, shape=shape)
-    out[tuple(slice(l, l + (n - 1) * (i + 1) + 1, i + 1)
-              for n, l, i in zip(x.shape, lo, interior))] = x
+    if not any(interior):           # (a slice's gradient: no interior padding)
+        out[tuple(map(slice, lo, [l + n for l, n in zip(lo, x.shape)]))] = x
+    else:
+        out[tuple(slice(l, l + (n - 1) * (i + 1) + 1, i + 1)
+                  for n, l, i in zip(x.shape, lo, interior))] = x
     return out
 
 
