@@ -66,7 +66,9 @@ class _Rec(Arr):
     def __tj_const__(self, array: np.ndarray) -> "_Rec":
         if type(array) is not np.ndarray:
             raise _NoPlan
-        self.rec.steps.append((None, "const", array, None, None))
+        kept = array.view()     # one array for every replay: read-only, so no replay's
+        kept.flags.writeable = False    # result can change a later one's
+        self.rec.steps.append((None, "const", kept, None, None))
         return self.rec.new(array)
 
     def __tj_full__(self, value) -> "_Rec":
