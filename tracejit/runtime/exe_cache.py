@@ -1,10 +1,11 @@
-"""The disk cache of whole CPU executables: a graph's run description and its object code.
+"""The disk cache of whole CPU executables: a graph's run description and its kernels' keys.
 
 The kernel cache (runtime/cache.py, runtime/llvm_jit.py) saves LLVM's time, but a hit there
 still needs every kernel's module text, so a new process ran matmul folding, the fusion plan,
 scheduling and LLVM text generation for the whole graph again before it could look anything
 up: most of a cached first call. This cache is keyed on the graph itself, as the backend
-receives it, so a hit skips all of that: it holds what the runtime binds and runs (frame size,
+receives it (from tj.compile: as traced, before its standard passes, which a hit then skips
+too: backend.PendingPasses), so a hit skips all of that: it holds what the runtime binds and runs (frame size,
 constants, the scratch layout, outputs, the steps with their slots) and the kernel-cache key of
 every distinct kernel, whose object code llvm_jit loads from there. A kernel entry that is gone
 (evicted), damaged or untrusted makes the whole hit a miss: the graph is compiled as before.
