@@ -36,6 +36,7 @@ import numpy as np
 from ..ir.core import Graph, Value
 from ..ir.primitives import P
 from ..ir.verify import verify
+from .buffers import shared_pool
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,9 @@ class Layout:
     """Where a backward executable's gradients go in the plan's flat buckets."""
     sizes: list[int]                  # per bucket: its number of elements
     dtypes: list[np.dtype]
-    # per bucket: (gradient position, offset, shape, out_alloc index or -1: copied in after
-    # the run, because the output is not an array of its own that the program writes)
-    places: list[list[tuple[int, int, tuple, int]]]
+    # per bucket: (gradient position, offset, size, shape, out_alloc index or -1: copied in
+    # after the run, because the output is not an array of its own that the program writes)
+    places: list[list[tuple[int, int, int, tuple, int]]]
     ready: list[int]                  # per bucket: the run step after which it starts
     n_steps: int
 
@@ -198,7 +199,7 @@ def _make_layout(exe: Any, plan: Plan) -> Layout:
                 k, at = -1, n_steps
             else:
                 at = max(at, last.get(s, n_steps))
-            rows.append((i, off, tuple(aval.shape), k))
+            rows.append((i, off, aval.size, tuple(aval.shape), k))
             off += aval.size
         sizes.append(off)
         dtypes.append(dtype)
@@ -213,12 +214,15 @@ def run_in_buckets(exe: Any, plan: Plan, args: list) -> list:
     after every later step, all waited at the end."""
     lay = layout(exe, plan)
     syncer = plan.syncer
-    flats = [np.empty(n, dt) for n, dt in zip(lay.sizes, lay.dtypes)]
+    # (from the output pool: a bucket freed after the step is reused by the next one, not
+    # page-faulted in again)
+    pool = shared_pool()
+    flats = [pool.empty((n,), dt) for n, dt in zip(lay.sizes, lay.dtypes)]
     given = {}
     for flat, rows in zip(flats, lay.places):
-        for _, off, shape, k in rows:
+        for _, off, n, shape, k in rows:
             if k >= 0:
-                given[k] = flat[off:off + int(np.prod(shape, dtype=np.int64))].reshape(shape)
+                given[k] = flat[off:off + n].reshape(shape)
     works: list = []
 
     def start_ready(step: int) -> None:
@@ -233,8 +237,8 @@ def run_in_buckets(exe: Any, plan: Plan, args: list) -> list:
         res = exe.run_hooked(args, given, hooks)
         grads = list(res)
         for flat, rows in zip(flats, lay.places):
-            for i, off, shape, k in rows:
-                view = flat[off:off + int(np.prod(shape, dtype=np.int64))].reshape(shape)
+            for i, off, n, shape, k in rows:
+                view = flat[off:off + n].reshape(shape)
                 if k < 0:
                     np.copyto(view, res[i])
                 grads[i] = view
