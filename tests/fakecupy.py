@@ -228,6 +228,7 @@ class Cublas:
     def __init__(self) -> None:
         self.handles: dict[int, dict] = {}
         self._ids = itertools.count(1)
+        self.captured_workspaces: list = []
 
     def create(self) -> int:
         h = next(self._ids)
@@ -238,7 +239,9 @@ class Cublas:
         self.handles.pop(handle, None)
 
     def setStream(self, handle: int, stream_ptr: int) -> None:
+        # cuBLAS documents that cublasSetStream resets the handle's workspace to its own pool
         self.handles[handle]["stream"] = stream_ptr
+        self.handles[handle]["workspace"] = None
 
     def setWorkspace(self, handle: int, ptr: int, nbytes: int) -> None:
         _memory(ptr, nbytes)
@@ -251,6 +254,8 @@ class Cublas:
         stream = _STREAMS.get(self.handles[handle]["stream"])
         if stream is not None and stream.recording is not None:
             stream.recording.append(op)
+            # the workspace each recorded GEMM ran with (None: cuBLAS's own pool)
+            self.captured_workspaces.append(self.handles[handle]["workspace"])
         else:
             self.run(op)
 

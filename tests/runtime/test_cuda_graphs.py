@@ -239,10 +239,13 @@ def test_threads_get_graphs_of_their_own(gpu):
     x0 = rng.standard_normal((5, 8)).astype(np.float32)
     f(tj.tensor(x0, device="cuda"), wc, bc, 1.0)
     errors = []
+    # both threads alive together: a thread that has ended may pass its id on to the next
+    both = threading.Barrier(2, timeout=60)
 
     def work(seed):
         r = np.random.default_rng(seed)
         try:
+            both.wait()
             for _ in range(3):
                 x = r.standard_normal((5, 8)).astype(np.float32)
                 assert_close(f(tj.tensor(x, device="cuda"), wc, bc, 1.0).cpu(),

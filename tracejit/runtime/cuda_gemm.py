@@ -130,8 +130,13 @@ def destroy_handle(handle: int) -> None:
     cublas_binding().destroy(handle)
 
 
-def set_stream(handle: int, stream_ptr: int) -> None:
-    cublas_binding().setStream(handle, stream_ptr)
+def set_stream(handle: int, stream_ptr: int, workspace: Any = None) -> None:
+    """Set a handle's stream. cublasSetStream resets the handle's workspace to cuBLAS's own
+    pool (cuBLAS documents it), so a graph_handle's `workspace` is set again after it."""
+    blas = cublas_binding()
+    blas.setStream(handle, stream_ptr)
+    if workspace is not None:
+        blas.setWorkspace(handle, workspace.data.ptr, workspace.nbytes)
 
 
 def gemm(cp: Any, a: Any, b: Any, out: Any, handle: int | None = None) -> None:

@@ -99,6 +99,12 @@ def _contiguous(a: Any) -> bool:
     return True
 
 
+def _overlap(a: Any, b: Any) -> bool:
+    """Whether two device arrays share bytes (by their address ranges)."""
+    pa, pb = a.data.ptr, b.data.ptr
+    return pa < pb + b.nbytes and pb < pa + a.nbytes
+
+
 class _Workspace:
     """A cuBLAS handle and workspace per (device, stream, thread), shared by every recording
     replayed there: replays on one stream never overlap."""
@@ -106,6 +112,9 @@ class _Workspace:
     def __init__(self, cp: Any) -> None:
         self.buffer = cp.empty(WORKSPACE_BYTES, np.uint8)
         self.handle = cuda_gemm.graph_handle(cp, self.buffer)
+
+    def set_stream(self, stream_ptr: int) -> None:
+        cuda_gemm.set_stream(self.handle, stream_ptr, self.buffer)
 
     def __del__(self) -> None:
         try:
@@ -195,12 +204,16 @@ class _Recording:
                 any(fn is None for fn, *_ in self.steps):
             self.problem = "no cuBLAS workspace"
         # captures updated in place and read where they are: the graph ends by storing their
-        # new values into them (after every launch that reads them), and hands them back
+        # new values into them (after every launch that reads them), and hands them back.
+        # Not one whose old value is an output ("arg": `old = p.clone(); p.add_(x)`): that copy
+        # is taken after the replay, so the caller stores the new value after it, as plainly
+        handed = [args[x] for how, x in self.sources if how == "arg"]
         stored: set[int] = set()
         for j, i in exe.pairs:
             v, copy = exe.out_plan[j]
             if i in self.direct and i not in stored and not copy and v in exe.kept_values \
-                    and ins[i].shape == v.shape and ins[i].dtype == v.dtype:
+                    and ins[i].shape == v.shape and ins[i].dtype == v.dtype \
+                    and not any(_overlap(args[i], a) for a in handed):
                 stored.add(i)
                 self.steps.append((_STORE, args[i], env[v], None))
                 self.sources[j] = ("inplace", i)
@@ -253,7 +266,7 @@ class _Recording:
     def capture(self, cp: Any) -> None:
         side = cp.cuda.Stream(non_blocking=True)   # the legacy default stream cannot capture
         if self.workspace is not None:
-            cuda_gemm.set_stream(self.workspace.handle, side.ptr)
+            self.workspace.set_stream(side.ptr)
         with side:
             side.begin_capture()
             try:
@@ -367,7 +380,7 @@ class CudaGraphExecutable(CudaExecutable):
         stream = cp.cuda.get_current_stream()
         rec.load(args, stream)
         if ws is not None:
-            cuda_gemm.set_stream(ws.handle, stream.ptr)
+            ws.set_stream(stream.ptr)
         rec.execute(cp)                  # the warm-up: this call's results
         self.stats["warmups"] += 1
         out = rec.results(args)
