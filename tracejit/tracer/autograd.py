@@ -182,6 +182,7 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
     fast = lean and not targets
     if pause_gc:
         gc.disable()
+    _PASSES.append((deps, buffers, accumulate))
     try:
         with set_grad_enabled(create_graph):
             while ready:
@@ -268,6 +269,7 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                     if deps[nxt] == 0:
                         ready.append(nxt)
     finally:
+        _PASSES.pop()
         if pause_gc:
             gc.enable()
     return captured
@@ -308,6 +310,23 @@ def queue_callback(fn) -> None:
         raise RuntimeError("queue_callback() can only be called while backward() is running "
                            "(from a hook)")
     _FINAL_CALLBACKS[-1].append(fn)
+
+
+# the passes of run_backward running (innermost last): (deps, buffers, accumulate), for
+# gradient_only_from_running_node
+_PASSES: list[tuple] = []
+
+
+def gradient_only_from_running_node(t: Tensor) -> bool:
+    """Whether leaf t's gradient in the innermost pass (one that accumulates into `.grad`)
+    comes from the node running now alone: nothing reached t yet and that node's edge is the
+    only one left. DDP averages a compiled backward's gradients inside it only then: a term
+    from elsewhere (`loss + (w ** 2).sum()`) would be added to the average unaveraged."""
+    if not _PASSES:
+        return False
+    deps, buffers, accumulate = _PASSES[-1]
+    node = accumulate_node(t)
+    return accumulate and deps.get(node, 0) == 1 and node not in buffers
 
 
 def in_backward_pass() -> bool:

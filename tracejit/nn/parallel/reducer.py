@@ -34,7 +34,8 @@ from ...distributed.dispatch import start
 from ...distributed.base import ProcessGroup, ReduceOp
 from ...distributed.traced import OP_CODES, traced_all_reduce_start, traced_all_reduce_wait
 from ...runtime import grad_sync
-from ...tracer.autograd import in_backward_pass, queue_callback
+from ...tracer.autograd import (gradient_only_from_running_node, in_backward_pass,
+                                queue_callback)
 from ...tracer.creation import zeros
 from ...tracer.inplace import store
 from ...tracer.ops import cat, reshape
@@ -147,7 +148,9 @@ class Reducer:
         """The buckets a compiled backward computing the gradients of `tensors` can all-reduce
         itself (runtime/grad_sync.py): those made only of these tensors, none of them holding
         a `.grad` (an accumulated one must be averaged with the new part, which the hooks
-        do), and not yet started."""
+        do), nor a gradient hook (it sees the local gradient, as torch's), nor getting a
+        gradient from another node of this backward (a term outside the compiled model), and
+        not yet started."""
         if not self.expect or STATE.traces or self.find_unused or not in_backward_pass():
             return None            # (autograd.grad returns the local gradients, as eagerly)
         where = {id(t): i for i, t in enumerate(tensors)}
@@ -156,7 +159,8 @@ class Reducer:
             if b.in_graph or b.work is not None or any(b.ready):
                 continue
             pos = [where.get(id(p)) for p in b.params]
-            if None in pos or any(p._grad is not None for p in b.params):
+            if None in pos or any(p._grad is not None or p._hooks or
+                                  not gradient_only_from_running_node(p) for p in b.params):
                 continue
             chosen.append((b, tuple(pos)))
         if not chosen:
