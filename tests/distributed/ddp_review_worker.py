@@ -1,8 +1,12 @@
 """Run under mpiexec by test_distributed_ddp_review.py: a compiled model under DDP whose
 parameter also gets a gradient from outside the compiled backward (an eager penalty term) or
-has a gradient hook; the gradients must be those of eager DDP (every contribution averaged,
-hooks on the local gradient), checked against a single-process reference. Prints
-"ok <name>" per passed check."""
+has a gradient hook, or a DDP dropped between its forward and a backward; the gradients must
+be those of eager DDP (every contribution averaged, hooks on the local gradient) or, once DDP
+is dropped, the rank's own, checked against a single-process reference. Prints "ok <name>"
+per passed check."""
+import gc
+import weakref
+
 import numpy as np
 
 import tracejit as tj
@@ -73,6 +77,28 @@ def gradient_hook(compiled):
     check(m, ref, f"hook_{'compiled' if compiled else 'eager'}")
 
 
+def dropped_between_forward_and_backward(compiled):
+    """A DDP whose forward ran (grad enabled) and that was then dropped: the module's own
+    backward afterwards gives this rank's gradients (PyTorch's reducer removes its hooks
+    when destroyed); the reducer is not kept alive."""
+    m = net()
+    if compiled:
+        m.compile()
+    ddp = DDP(m)
+    ddp(shard(RANK))
+    reducer = weakref.ref(ddp.reducer)
+    del ddp
+    gc.collect()
+    assert reducer() is None
+    for p in m.parameters():
+        p.grad = None
+    (m(shard(RANK)) ** 2).mean().backward()
+    ref = net()
+    (ref(shard(RANK)) ** 2).mean().backward()
+    check(m, ref, f"dropped_{'compiled' if compiled else 'eager'}")
+
+
 for compiled in (False, True):
     penalty_outside_the_compiled_model(compiled)
     gradient_hook(compiled)
+    dropped_between_forward_and_backward(compiled)

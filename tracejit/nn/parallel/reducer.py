@@ -24,7 +24,8 @@ arrive averaged; the hooks only note them."""
 from __future__ import annotations
 
 import time
-from typing import Any
+import weakref
+from typing import Any, Callable
 
 import numpy as np
 
@@ -104,6 +105,40 @@ def make_buckets(named: list[tuple[str, Any]], cap_bytes: int) -> list[Bucket]:
     return buckets
 
 
+class _WeakSyncer:
+    """What runtime/grad_sync.SYNCERS holds of a reducer: a weak reference, so that a DDP
+    dropped between its forward and a backward neither stays alive nor averages gradients."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, reducer: "Reducer") -> None:
+        self.ref = weakref.ref(reducer)
+
+    def compiled_plan(self, tensors: list) -> grad_sync.Plan | None:
+        r = self.ref()
+        return None if r is None else r.compiled_plan(tensors)
+
+
+def _weak_hook(reducer: "Reducer") -> Callable[[Tensor], None]:
+    """The reducer's post-accumulate-grad hook, holding it weakly: the parameters outlive a
+    dropped DDP, whose hooks then do nothing (and are removed: Reducer's finalizer), as
+    PyTorch's reducer removes its autograd hooks when destroyed."""
+    ref = weakref.ref(reducer)
+
+    def hook(p: Tensor) -> None:
+        r = ref()
+        if r is not None:
+            r._hook(p)
+    return hook
+
+
+def _drop(handles: list, syncer: _WeakSyncer) -> None:
+    for h in handles:
+        h.remove()
+    if syncer in grad_sync.SYNCERS:
+        grad_sync.SYNCERS.remove(syncer)
+
+
 class Reducer:
     def __init__(self, named: list[tuple[str, Any]], pg: ProcessGroup, cap_bytes: int,
                  find_unused: bool, as_view: bool = False) -> None:
@@ -126,8 +161,10 @@ class Reducer:
         self.exposed_s = self.backward_end = 0.0
         self._to_start: list[Bucket] = []    # buckets a compiled backward starts, in order
         self.traced_forward = False  # the last DDP forward ran inside a trace
-        self.handles = [p.register_post_accumulate_grad_hook(self._hook)
+        self.handles = [p.register_post_accumulate_grad_hook(_weak_hook(self))
                         for _, p in named]
+        self._syncer = _WeakSyncer(self)
+        weakref.finalize(self, _drop, self.handles, self._syncer)
 
     # -- per iteration ---------------------------------------------------------------------
     def prepare(self) -> None:
@@ -141,8 +178,8 @@ class Reducer:
         self.expect, self.queued, self.next_launch = True, False, 0
         self.traced_mode = False
         self.events.clear()
-        if self.pg.size > 1 and self not in grad_sync.SYNCERS:
-            grad_sync.SYNCERS.append(self)
+        if self.pg.size > 1 and self._syncer not in grad_sync.SYNCERS:
+            grad_sync.SYNCERS.append(self._syncer)
 
     def compiled_plan(self, tensors: list) -> grad_sync.Plan | None:
         """The buckets a compiled backward computing the gradients of `tensors` can all-reduce
@@ -259,8 +296,8 @@ class Reducer:
 
     def _finish_reduction(self) -> None:
         self.expect = False
-        if self in grad_sync.SYNCERS:
-            grad_sync.SYNCERS.remove(self)
+        if self._syncer in grad_sync.SYNCERS:
+            grad_sync.SYNCERS.remove(self._syncer)
         missing = [(b, i) for b in self.buckets for i, r in enumerate(b.ready) if not r]
         used = None
         if missing:
