@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..devices import is_gpu_array
 from ..ir import dtypes as dt
 from ..ir.prims_collective import OP_NAMES, RUNNERS
 from ..ir.primitives import P, bind
@@ -53,8 +54,13 @@ def _run_all_reduce(x: Any, op: int, group: int = 0) -> Any:
 
 
 # collectives started and not yet waited for, in start order (the graph chains the waits in
-# that order: ir/prims_collective.py): (number, work, the array being reduced, its backend)
+# that order: ir/prims_collective.py): (number, work, the array being reduced, (the program's
+# array it was copied from, held so that its address names it: _address), its backend)
 _PENDING: collections.deque = collections.deque()
+
+
+def _address(x: Any) -> int:
+    return x.data.ptr if is_gpu_array(x) else x.__array_interface__["data"][0]
 
 
 def _progress() -> None:
@@ -83,9 +89,9 @@ def _run_start(x: Any, op: int, group: int = 0) -> int:
     desc = start(pg, "all_reduce", f"(started in a compiled function, {_spell(a)}, "
                                    f"op={rop.name})")
     if getattr(be, "pump", False):      # advanced by the progress thread (mpi_backend.py)
-        _PENDING.append((pg.seq, be.all_reduce_async(a, rop, desc), a, be))
+        _PENDING.append((pg.seq, be.all_reduce_async(a, rop, desc), a, (x, _address(x)), be))
         return pg.seq
-    _PENDING.append((pg.seq, be.all_reduce(a, rop, desc), a, be))
+    _PENDING.append((pg.seq, be.all_reduce(a, rop, desc), a, (x, _address(x)), be))
     if _progress not in STEP_HOOKS.fns:
         STEP_HOOKS.fns.append(_progress)
     return pg.seq
@@ -97,11 +103,14 @@ def _run_wait(x: Any, ticket: Any, op: int, group: int = 0) -> Any:
     if not _PENDING:
         raise DistError("tracejit.distributed: a compiled function waits for an all-reduce it "
                         "did not start (an earlier call failed between start and wait?)")
-    seq, work, a, _ = _PENDING.popleft()
+    seq, work, a, (_, addr), _ = _PENDING.popleft()
     if not _PENDING and _progress in STEP_HOOKS.fns:
         STEP_HOOKS.fns.remove(_progress)
-    # the ticket is read only where that costs nothing (host memory, not a GPU's)
-    if a.shape != x.shape or (isinstance(ticket, np.ndarray) and int(ticket) != seq):
+    # the ticket is read only where that costs nothing (host memory, not a GPU's); the start
+    # of this call read x where this wait reads it (a start left by a call that failed before
+    # its wait holds its own x, so no later x is at that address)
+    if a.shape != x.shape or _address(x) != addr or \
+            (isinstance(ticket, np.ndarray) and int(ticket) != seq):
         _forget_pending()
         raise DistError(f"tracejit.distributed: all-reduce #{seq} of {_spell(a)} was paired "
                         f"with a wait for {_spell(x)} (ticket {ticket}): an earlier call of "
