@@ -35,9 +35,14 @@ def _infer_gather(name, avals, axis):
 
 
 def _impl_gather(x, idx, axis):
+    # the one bounds check of an eager lookup (the tracer leaves a host index to it; the eager
+    # path adds the user's file:line): NumPy's take wraps a negative index in [-n, 0) itself
     n = x.shape[axis]
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        raise IndexError(f"gather: index out of range for an axis of size {n}")
+    if idx.size:
+        lo, hi = idx.min(), idx.max()
+        if lo < -n or hi >= n:
+            raise IndexError(f"gather: index {int(hi) if hi >= n else int(lo)} is out of "
+                             f"bounds for an axis of size {n}")
     return np.take(x, idx, axis=axis)
 
 

@@ -12,7 +12,7 @@ from ..ir.primitives import P, bind
 from ..devices import is_host
 from . import checks, eager_views, ops, views
 from .inplace import inplace
-from .tensor_base import TensorBase as Tensor
+from .tensor_base import SUBCLASSES, TensorBase as Tensor
 
 
 def _err(msg: str, cls=IndexError) -> Exception:
@@ -205,6 +205,12 @@ def getitem_view(x: Tensor, key) -> Tensor:
     """x[key] (Tensor.__getitem__): basic indexing (ints, slices, None, ...) makes a view of x
     (views.py); an integer-array or mask index makes a copy, as torch."""
     if eager_views.eager_host(x):
+        if type(key) in SUBCLASSES and type(key._data) is np.ndarray and \
+                key._data.dtype.kind == "i" and x._data.ndim:
+            # an embedding lookup C[X]: one gather. Its impl is the lookup's one bounds check
+            # (eager errors name the op and the user's file:line) and NumPy's take wraps
+            # negative indices, as the gradient's scatter-add does: nothing to do here
+            return bind(P.gather, x, key, axis=0)
         np_key = eager_views.numpy_key(x, key)
         if np_key is not None:      # ints and slices: NumPy's view, or one primitive
             return eager_views.index_view(x, np_key, lambda r: getitem(r, key))
