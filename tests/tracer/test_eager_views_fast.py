@@ -83,9 +83,9 @@ def test_view_arrays_are_read_only_lazy_copies():
     assert x.numpy()[0, 0] == 1.0
 
 
-@pytest.mark.parametrize("key, prims", [((slice(None), slice(None, 8)), ["slice"]),
+@pytest.mark.parametrize("key, prims", [((slice(None), slice(None, 8)), []),
                                         (1, ["slice", "reshape"]),
-                                        ((slice(None),), ["slice"])], ids=repr)
+                                        ((slice(None),), [])], ids=repr)
 def test_basic_index_with_grad_records_the_same_primitives(key, prims, count_prims):
     x = tj.tensor(np.ones((4, 32), np.float32), requires_grad=True) * 2.0
     del count_prims[:]
@@ -98,7 +98,7 @@ def test_transpose_with_grad_records_one_primitive(count_prims):
     w = tj.tensor(np.ones((3, 4), np.float32), requires_grad=True)
     for t in (w.T, w.t(), w.mT):
         assert t.grad_fn.name() == "PermuteBackward0"
-    assert count_prims == ["transpose"] * 3
+    assert count_prims == []        # recorded without dispatch (eager_views._recorded_view)
 
 
 def test_lstm_gate_slices_gradients_match_torch():

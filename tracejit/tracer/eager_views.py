@@ -5,8 +5,10 @@ Such a view of a tensor that records no gradient is a read-only NumPy view of it
 memory, exactly what the slice/reshape/transpose primitives give eagerly, so it is made
 without dispatching them (an LSTM step slices its inputs and its gates per time step, and
 dispatching a slice and a reshape cost ~10x the NumPy view). A tensor that requires grad
-applies the primitives it applied before (a slice, and a reshape for an int index, or a
-transpose: one backward node each). Either way the result is recorded as a view
+gets the nodes it got before (a slice, and a reshape for an int index, or a transpose: one
+backward node each); a key of slices only and a transpose record their one node on NumPy's
+view without dispatching the primitive (_recorded_view), an int index dispatches both. Either
+way the result is recorded as a view
 (views.mark), so in-place ops write through and follow as before. Everything else (traces, checkpoint recomputation, dual tensors, devices other than
 the host, keys NumPy reads differently from torch) takes the general path."""
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Callable
 import numpy as np
 
 from ..ir.primitives import P
-from . import views
+from . import eager, views
+from .backward_nodes import PrimNode
 from .host_views import eager_host, host_view  # noqa: F401 - indexing reads eager_host here
+from .state import STATE, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
 
 
@@ -82,14 +86,33 @@ def index_view(x: Tensor, np_key: tuple, fwd: Callable) -> Tensor:
         return views.mark(x, host_view(x._data[np_key]), fwd)
     shape = x._data.shape
     starts, stops, steps, dropped, out_shape = _slice_params(shape, np_key)
+    if not dropped:
+        # one slice (an LSTM's gate x[:, a:b]; x[:] too, a new view object as torch's): NumPy's
+        # view and the slice's node, recorded here as dispatch would
+        params = {"starts": starts, "stops": stops, "steps": steps}
+        return views.mark(x, _recorded_view(P.slice, x, params, x._data[np_key]), fwd)
+    # an int dropped an axis: a slice (unless it keeps everything) and a reshape, one node each
     out = x
     if steps.count(1) != len(steps) or starts != (0,) * len(starts) or stops != shape:
         out = x.__tj_bind__(P.slice, (x,), {"starts": starts, "stops": stops, "steps": steps})
-    if dropped:
-        out = out.__tj_bind__(P.reshape, (out,), {"shape": out_shape})
-    elif out is x:              # x[:]: a new view object (a full slice), as torch's
-        out = x.__tj_bind__(P.slice, (x,), {"starts": starts, "stops": stops, "steps": steps})
+    out = out.__tj_bind__(P.reshape, (out,), {"shape": out_shape})
     return views.mark(x, out, fwd)
+
+
+def _recorded_view(prim, x: Tensor, params: dict, arr: np.ndarray) -> Tensor:
+    """`prim` (a view primitive: slice, transpose) applied to x, a host tensor that requires
+    grad, whose value is `arr`, NumPy's view of x's array: what dispatch.apply_primitive
+    records (the cached inference's params and Avals, one PrimNode), without running the
+    primitive's implementation to make the view again (a gate slice's cost was mostly that)."""
+    norm, _, is_float, avals = eager.infer(prim, params, [x._data])
+    out = host_view(arr)
+    if STATE.reads is not None:
+        note_reads((x,))
+    if STATE.grad_enabled and is_float:
+        # (PrimNode.record, inlined: the new tensor's _out_idx is already 0)
+        out.grad_fn = PrimNode(prim, norm, (x,), out, avals)
+        out._requires_grad = True
+    return out
 
 
 # how each view is recomputed from its base (views.py's ViewOf.fwd): the plain ops, which
@@ -101,7 +124,7 @@ _t_fwd = views.t.__wrapped_view__
 
 def _transposed(x: Tensor, perm: tuple, fwd: Callable) -> Tensor:
     if x._requires_grad:
-        out = x.__tj_bind__(P.transpose, (x,), {"perm": perm})
+        out = _recorded_view(P.transpose, x, {"perm": perm}, x._data.transpose(perm))
     else:
         out = host_view(x._data.transpose(perm))
     return views.mark(x, out, fwd)
