@@ -148,7 +148,7 @@ class Plan:
     """One composite at one signature: its forward and backward graphs and how to run them."""
 
     __slots__ = ("fwd", "bwd", "n_res", "check", "errors", "run_fwd", "run_bwd", "calls",
-                 "run_check",
+                 "run_check", "check_in_fwd",
                  "compiled", "gpu", "out_meta", "res_inputs", "wants", "res_copy")
 
     def __init__(self, fwd: Graph, bwd: Graph, n_res: int, check: Graph | None,
@@ -164,6 +164,7 @@ class Plan:
         self.run_bwd = lambda xs: quiet_call(bp.run, xs)
         self.calls = 0
         self.compiled = False
+        self.check_in_fwd = False    # compiled: the check's code is run_fwd's last result
         self.gpu = gpu
         pos = {v: i for i, v in enumerate(fwd.inputs)}
         # per residual: the input it is, or None
@@ -184,10 +185,16 @@ class Plan:
                                    if i is None]
         if len(kept) < len(fwd.outputs):
             fwd = _subgraph(fwd, kept, fwd.name)
+        # the index checks join the compiled forward (one native call, not two: cross_entropy's
+        # targets): compiled reads clamp an index, so running the forward before its check
+        # reads nothing outside the arrays, and its results are dropped when the check fails
+        merged = self.check is not None and _same_inputs(fwd, self.check)
+        if merged:
+            fwd = _with_check(fwd, self.check)
         try:
             compiler = _COMPILER[0]
             run_fwd, self.run_bwd = compiler(fwd), compiler(self.bwd)
-            if self.check is not None:
+            if self.check is not None and not merged:
                 self.run_check = compiler(self.check)
         except Exception as e:       # noqa: BLE001 - the interpreter keeps running it
             import warnings
@@ -200,10 +207,14 @@ class Plan:
             def run_with_inputs(xs: list) -> list:
                 r = run_fwd(xs)
                 it = iter(r[1:])
-                return [r[0]] + [next(it) if i is None else xs[i] for i in res_inputs]
+                out = [r[0]] + [next(it) if i is None else xs[i] for i in res_inputs]
+                if merged:
+                    out.append(r[-1])
+                return out
             self.run_fwd = run_with_inputs
         else:
             self.run_fwd = run_fwd
+        self.check_in_fwd = merged
         self.compiled = True
         stats["compiles"] += 1
 
@@ -215,6 +226,26 @@ def _subgraph(g: Graph, outputs: list[Value], name: str) -> Graph:
     for ins in g.instrs:
         env[ins.out] = h.emit(ins.prim, [env[v] for v in ins.inputs], ins.params, ins.loc)
     h.outputs = [env[v] for v in outputs]
+    return optimize(h)
+
+
+def _same_inputs(a: Graph, b: Graph) -> bool:
+    return len(a.inputs) == len(b.inputs) and \
+        all(u.aval == v.aval for u, v in zip(a.inputs, b.inputs))
+
+
+def _with_check(fwd: Graph, check: Graph) -> Graph:
+    """fwd with check's one output (its failure code) as a last output; both read the same
+    inputs in the same order."""
+    h = Graph(fwd.name)
+    ins = [h.add_input(v.aval, v.name) for v in fwd.inputs]
+    outs = []
+    for g in (fwd, check):
+        env = dict(zip(g.inputs, ins))
+        for i in g.instrs:
+            env[i.out] = h.emit(i.prim, [env[v] for v in i.inputs], i.params, i.loc)
+        outs += [env[v] for v in g.outputs]
+    h.outputs = outs
     return optimize(h)
 
 
@@ -319,18 +350,18 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict,
     if STATE.reads is not None:
         note_reads(tensors)
     arrays = [t._data for t in tensors]
-    if plan.check is not None:
-        # (a device array is read back here: eagerly, as the op-by-op path reads the targets)
-        code = plan.run_check(arrays)[0].item()
-        err = _checks.failure(plan.errors, code)
-        if err is not None:          # the message names this call's line, not the traced one's
-            raise type(err)(_AT.sub(f"(at {user_location()})", str(err)))
     plan.maybe_compile()
+    if plan.check is not None and not plan.check_in_fwd:
+        # (a device array is read back here: eagerly, as the op-by-op path reads the targets)
+        _raise_failed(plan, plan.run_check(arrays)[0])
     if plan.compiled:
         stats["compiled_calls"] += 1
     else:
         stats["interpreted"] += 1
     res = plan.run_fwd(arrays)
+    if plan.check_in_fwd:
+        _raise_failed(plan, res[-1])
+        res = res[:-1]
     if copy_inputs and plan.res_copy:
         res = list(res)
         for k in plan.res_copy:
@@ -342,6 +373,12 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict,
     out.grad_fn = FusedNode(name, fn, args, kwargs, tensors, res[1:], plan, out, copy_inputs)
     out._requires_grad = True
     return out
+
+
+def _raise_failed(plan: Plan, code) -> None:
+    err = _checks.failure(plan.errors, code.item())
+    if err is not None:          # the message names this call's line, not the traced one's
+        raise type(err)(_AT.sub(f"(at {user_location()})", str(err)))
 
 
 # -- the node ---------------------------------------------------------------------------------
