@@ -18,14 +18,17 @@ def _resolve_shape(x: Tensor, shape) -> tuple[int, ...]:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     shape = tuple(map(int, shape))       # (map: a generator here was a third of a reshape)
-    if shape.count(-1) > 1:
-        raise _err("reshape", f"only one dimension can be -1, got {list(shape)}")
-    if -1 in shape:
-        rest = math.prod(s for s in shape if s != -1)
-        if rest == 0 or x.numel() % rest:
+    n = x.numel()                        # (once: a product over the shape each time)
+    holes = shape.count(-1)
+    if holes:
+        if holes > 1:
+            raise _err("reshape", f"only one dimension can be -1, got {list(shape)}")
+        rest = -math.prod(shape)         # the other sizes' product (the -1 flips its sign)
+        if rest <= 0 or n % rest:
             raise _err("reshape", f"cannot reshape {_fmt(x)} to {list(shape)}")
-        shape = tuple(x.numel() // rest if s == -1 else s for s in shape)
-    if math.prod(shape) != x.numel() or (shape and min(shape) < 0):
+        i = shape.index(-1)
+        shape = shape[:i] + (n // rest,) + shape[i + 1:]
+    if math.prod(shape) != n or (shape and min(shape) < 0):
         raise _err("reshape", f"cannot reshape {_fmt(x)} to {list(shape)}")
     return shape
 
