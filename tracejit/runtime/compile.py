@@ -29,6 +29,7 @@ from ..tracer.tensor_base import wrap_array
 from ..tracer.trace import Traced, arg_names, trace
 from . import captures
 from .backend import PendingPasses, get_backend
+from .gc_pause import gc_paused
 from .buffers import clear_pools
 from ..debug import dump, log_enabled, log_recompile
 from ..devices import CPU, Device, device as as_device, device_of, is_gpu_array
@@ -245,14 +246,15 @@ class CompiledFunction:
             t0 = time.perf_counter()
             device = self._device_for(flat)
             applies = TRACED_APPLIES[0]
-            traced = self._trace(args, kwargs, static, device)
-            device = captures.call_device(self.name, self.device is not None, flat,
-                                          traced.captures, device)
-            # the passes rewrite the graph in place; a disk-cache hit runs without them
-            graph = traced.graph
-            passes = PendingPasses(graph, _standard_passes)
-            dump("ir", self.name, lambda: print_graph(passes()))
-            exe = self._backend(device).compile(graph, passes)
+            with gc_paused():       # no full collection mid-compile (runtime/gc_pause.py)
+                traced = self._trace(args, kwargs, static, device)
+                device = captures.call_device(self.name, self.device is not None, flat,
+                                              traced.captures, device)
+                # the passes rewrite the graph in place; a disk-cache hit runs without them
+                graph = traced.graph
+                passes = PendingPasses(graph, _standard_passes)
+                dump("ir", self.name, lambda: print_graph(passes()))
+                exe = self._backend(device).compile(graph, passes)
             entry = Entry(traced, graph, exe, time.perf_counter() - t0, device, passes)
             # custom Functions: gradients through a call go by the eager engine, which calls
             # their backward staticmethods (the IR transform cannot see them)
