@@ -72,3 +72,16 @@ def test_compiled_lookup_is_still_checked_when_it_runs():
     with pytest.raises(IndexError, match="out of bounds for an axis of size 4") as info:
         f(C, tj.tensor(np.array([0, 4])))
     assert HERE in str(info.value)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("bad", [3, -4, 100])
+def test_gather_impl_names_the_bad_index_on_any_axis(axis, bad):
+    from tracejit.ir.prims_gather import _impl_gather
+    x = np.arange(9.0).reshape(3, 3)
+    good = np.array([[0, -3], [2, -1]], np.int32)
+    np.testing.assert_array_equal(_impl_gather(x, good, axis), np.take(x, good, axis=axis))
+    idx = np.array([[0, 1], [bad, 2]])[:, ::-1]              # non-contiguous
+    with pytest.raises(IndexError, match=f"gather: index {bad} is out of bounds for an axis of "
+                                         f"size 3"):
+        _impl_gather(x, idx, axis)

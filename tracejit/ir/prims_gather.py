@@ -37,6 +37,11 @@ def _infer_gather(name, avals, axis):
 def _impl_gather(x, idx, axis):
     # the one bounds check of an eager lookup (the tracer leaves a host index to it; the eager
     # path adds the user's file:line): NumPy's take wraps a negative index in [-n, 0) itself
+    if type(x) is np.ndarray and type(idx) is np.ndarray:
+        try:    # (mode "raise": NumPy checks each index as it copies; a min and a max cost 2x)
+            return np.take(x, idx, axis=axis)
+        except IndexError:
+            pass            # raised below, naming the index as the other arrays' check does
     n = x.shape[axis]
     if idx.size:
         lo, hi = idx.min(), idx.max()
