@@ -9,7 +9,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..tracer import composites as C
-from ..tracer import ops
+from ..tracer import checks as _checks, ops
 from ..tracer.autocast import FP32, LOWER, STATE as _autocast_state, autocast_op
 from ..tracer.composites import composite, log_softmax as _log_softmax, softmax as _softmax
 from ..tracer.conv import (adaptive_avg_pool2d, avg_pool2d, batch_norm,  # noqa: F401
@@ -80,6 +80,15 @@ def embedding(input, weight: Tensor, padding_idx: int | None = None,   # noqa: A
                        TypeError)
     if weight.ndim != 2:
         raise ops._err("embedding", f"weight must be 2-D, got {ops._fmt(weight)}")
+    n = weight.shape[0]
+    # negative indices are errors, as in torch (indexing alone would count them from the end)
+    if not _checks.check_index(idx, 0, n, f"embedding: index out of range in self "
+                                          f"(num_embeddings {n})") and idx.numel():
+        vals = idx._host("embedding")
+        if vals.min() < 0 or vals.max() >= n:
+            raise ops._err("embedding", f"index out of range in self: indices "
+                           f"[{int(vals.min())}, {int(vals.max())}] for num_embeddings {n}",
+                           IndexError)
     out = weight[idx]
     if padding_idx is not None:
         n = weight.shape[0]
