@@ -80,15 +80,8 @@ def embedding(input, weight: Tensor, padding_idx: int | None = None,   # noqa: A
                        TypeError)
     if weight.ndim != 2:
         raise ops._err("embedding", f"weight must be 2-D, got {ops._fmt(weight)}")
-    n = weight.shape[0]
-    # negative indices are errors, as in torch (indexing alone would count them from the end)
-    if not _checks.check_index(idx, 0, n, f"embedding: index out of range in self "
-                                          f"(num_embeddings {n})") and idx.numel():
-        vals = idx._host("embedding")
-        if vals.min() < 0 or vals.max() >= n:
-            raise ops._err("embedding", f"index out of range in self: indices "
-                           f"[{int(vals.min())}, {int(vals.max())}] for num_embeddings {n}",
-                           IndexError)
+    _checks.rows_in_range(idx, weight.shape[0], "embedding",
+                          f"num_embeddings {weight.shape[0]}")
     out = weight[idx]
     if padding_idx is not None:
         n = weight.shape[0]

@@ -74,6 +74,18 @@ def check_index(idx: Tensor, lo: int, hi: int, message: str, allowed: int | None
     return True
 
 
+def rows_in_range(idx: Tensor, n: int, op: str, axis: str) -> None:
+    """torch's lookups (index_select, embedding) refuse negative indices, where indexing and
+    the gather primitive count them from the end: idx must lie in [0, n), checked now for an
+    eager index or when the compiled call runs. `axis` names the indexed axis in the error."""
+    if check_index(idx, 0, n, f"{op}: index out of range in self for {axis}") or not idx.numel():
+        return
+    vals = idx._host(op)
+    if vals.min() < 0 or vals.max() >= n:
+        raise ops._err(op, f"index out of range in self: indices [{int(vals.min())}, "
+                           f"{int(vals.max())}] for {axis}", IndexError)
+
+
 def finish(ctx) -> Value | None:
     """The one output standing for all of ctx's checks, or None if it has none."""
     if not ctx.checks:

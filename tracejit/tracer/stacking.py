@@ -165,15 +165,7 @@ def index_select(x, dim: int, index) -> Tensor:
         return ops.reshape(index_select(x1, 0, idx), ())
     d = ops._axes(x, dim, None, "index_select")[0]
     n = x.shape[d]
-    # negative indices are errors, as in torch: compiled too (the gather primitive alone would
-    # accept [-n, 0) and count from the end)
-    if not checks.check_index(idx, 0, n, f"index_select: index out of range in self for dim "
-                                         f"{dim} of size {n}") and idx.numel():
-        vals = idx._host("index_select")
-        if vals.min() < 0 or vals.max() >= n:
-            raise ops._err("index_select", f"index out of range in self: indices "
-                           f"[{int(vals.min())}, {int(vals.max())}] for dim {dim} of size {n}",
-                           IndexError)
+    checks.rows_in_range(idx, n, "index_select", f"dim {dim} of size {n}")
     flat = ops.reshape(ops.cast(idx, dt.i64), (idx.numel(),))
     checks.in_bounds(flat, n)
     return bind(P.gather, x, flat, axis=d)
