@@ -21,6 +21,21 @@ def _fresh_state(monkeypatch):
     yield
 
 
+@pytest.fixture
+def applied_primitives(monkeypatch):
+    """The names of the primitives applied to Tensors while the test runs (every eager op
+    reaches tracer.dispatch through Tensor's one call site, tensor._apply_primitive)."""
+    from tracejit.tracer import tensor as tensor_mod
+    seen = []
+    real = tensor_mod._apply_primitive
+
+    def counting(prim, args, params):
+        seen.append(prim.name)
+        return real(prim, args, params)
+    monkeypatch.setattr(tensor_mod, "_apply_primitive", counting)
+    return seen
+
+
 def assert_close(a, b, rtol=1e-5, atol=1e-6):
     a = a.detach().numpy() if isinstance(a, tj.Tensor) else np.asarray(a)
     b = b.detach().numpy() if isinstance(b, tj.Tensor) else np.asarray(b)

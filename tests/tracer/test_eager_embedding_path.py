@@ -9,28 +9,14 @@ import tracejit as tj
 from tracejit.ir.prims_gather import _impl_scatter_add
 
 
-def _count_primitives(monkeypatch):
-    from tracejit.tracer import dispatch
-    from tracejit.tracer import tensor as tensor_mod
-    calls = []
-    real = dispatch.apply_primitive
-
-    def counting(prim, args, params):
-        calls.append(prim.name)
-        return real(prim, args, params)
-    monkeypatch.setattr(dispatch, "apply_primitive", counting)
-    monkeypatch.setattr(tensor_mod, "_apply_primitive", counting, raising=False)
-    return calls
-
-
 @pytest.mark.parametrize("negative", [False, True])
-def test_lookup_is_one_gather_and_matches_numpy(monkeypatch, negative):
+def test_lookup_is_one_gather_and_matches_numpy(applied_primitives, negative):
     rng = np.random.default_rng(0)
     table = rng.standard_normal((27, 10))
     X = rng.integers(-27 if negative else 0, 27, (53, 3))
     C = tj.tensor(table, requires_grad=True)
     idx = tj.tensor(X)
-    calls = _count_primitives(monkeypatch)
+    calls = applied_primitives
     emb = C[idx]
     assert calls == ["gather"], calls
     np.testing.assert_array_equal(emb.detach().numpy(), table[X])

@@ -166,26 +166,12 @@ def test_shape_ops_and_overflow_raise_no_numpy_warnings():
     assert np.isinf(y.detach().numpy()[1])
 
 
-def _count_primitives(monkeypatch):
-    from tracejit.tracer import dispatch
-    calls = []
-    real = dispatch.apply_primitive
-
-    def counting(prim, args, params):
-        calls.append(prim.name)
-        return real(prim, args, params)
-    monkeypatch.setattr(dispatch, "apply_primitive", counting)
-    from tracejit.tracer import tensor as tensor_mod
-    monkeypatch.setattr(tensor_mod, "_apply_primitive", counting, raising=False)
-    return calls
-
-
 @pytest.mark.parametrize("bounds", [(-0.5, 0.5), (-0.5, None), (None, 1), (0.25, -0.25)])
-def test_clip_with_number_bounds_is_few_ops_and_matches_torch(monkeypatch, bounds):
+def test_clip_with_number_bounds_is_few_ops_and_matches_torch(applied_primitives, bounds):
     torch = pytest.importorskip("torch")
     lo, hi = bounds
     v = np.array([-1.0, -0.5, 0.0, 0.3, 0.5, 2.0, np.nan, np.inf], np.float32)
-    calls = _count_primitives(monkeypatch)
+    calls = applied_primitives
     x = tj.tensor(v, requires_grad=True)
     y = tj.clip(x, lo, hi)
     n_ops = len([c for c in calls if c != "broadcast"])
