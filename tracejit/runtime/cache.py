@@ -128,11 +128,18 @@ def _untrusted(st: os.stat_result, what: str) -> str | None:
     return None
 
 
-def _warn_once(path: str, reason: str) -> None:
+def _first_warning(path: str) -> bool:
+    """Whether this process has not warned about `path` yet (and now counts it as warned)."""
     with _warn_lock:
         if path in _warned:
-            return
+            return False
         _warned.add(path)
+        return True
+
+
+def _warn_once(path: str, reason: str) -> None:
+    if not _first_warning(path):
+        return
     warnings.warn(f"tracejit: not loading compiled code from the disk cache: {path}: {reason}; "
                   f"compiling in memory instead. The cache must be yours and private (chmod 700 "
                   f"its directories, chmod 600 its entries), or set TRACEJIT_CACHE_DIR elsewhere.",
@@ -190,10 +197,8 @@ def store(k: str, payload: bytes) -> None:
 
 
 def _damaged(p: str, why: str) -> None:
-    with _warn_lock:
-        if p in _warned:
-            return
-        _warned.add(p)
+    if not _first_warning(p):
+        return
     warnings.warn(f"tracejit: ignoring a damaged disk-cache entry {p} ({why}); compiling "
                   f"again and rewriting it", RuntimeWarning, stacklevel=3)
 
