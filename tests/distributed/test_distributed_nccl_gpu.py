@@ -119,6 +119,7 @@ def test_nccl_on_a_new_group_world_of_one(nccl_world_of_one):
 def test_compiled_backward_with_nccl_all_reduces_inside(nccl_world_of_one):
     """A compiled model's backward rebuilt with bucket all-reduces inside (runtime/grad_sync.py)
     running real NCCL on the GPU: gradients equal the plain compiled backward's."""
+    from grad_sync_helpers import grads
     from tracejit.runtime import grad_sync
 
     class Buckets:
@@ -136,18 +137,7 @@ def test_compiled_backward_with_nccl_all_reduces_inside(nccl_world_of_one):
     model.compile()
     x = tj.tensor(np.random.default_rng(3).standard_normal((8, 6)), device="cuda")
 
-    def grads(syncer):
-        for p in model.parameters():
-            p.grad = None
-        if syncer is not None:
-            grad_sync.SYNCERS.append(syncer)
-        try:
-            (model(x) ** 2).sum().backward()
-        finally:
-            if syncer is not None:
-                grad_sync.SYNCERS.remove(syncer)
-        return [p.grad.to("cpu").numpy() for p in model.parameters()]
-    plain = grads(None)
-    synced = grads(Buckets(list(model.parameters())[::-1]))
+    plain = grads(model, x)
+    synced = grads(model, x, Buckets(list(model.parameters())[::-1]))
     for a, b in zip(plain, synced):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

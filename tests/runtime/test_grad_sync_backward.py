@@ -8,6 +8,8 @@ import pytest
 import tracejit as tj
 from tracejit.runtime import grad_sync
 
+from grad_sync_helpers import grads
+
 
 class AllInBuckets:
     """A syncer that puts the given parameters, in that order, into buckets of `per` each."""
@@ -28,19 +30,6 @@ def mlp(device="cpu"):
     return tj.nn.Sequential(tj.nn.Linear(5, 32, dtype=tj.float64), tj.nn.Tanh(),
                             tj.nn.Linear(32, 32, dtype=tj.float64), tj.nn.Tanh(),
                             tj.nn.Linear(32, 1, dtype=tj.float64)).to(device)
-
-
-def grads(model, x, syncer=None):
-    for p in model.parameters():
-        p.grad = None
-    if syncer is not None:
-        grad_sync.SYNCERS.append(syncer)
-    try:
-        (model(x) ** 2).sum().backward()
-    finally:
-        if syncer is not None:
-            grad_sync.SYNCERS.remove(syncer)
-    return [p.grad.to("cpu").numpy().copy() for p in model.parameters()]
 
 
 def check(device):
