@@ -43,3 +43,26 @@ def torch_twin(name: str = "nanogpt", flash: bool | None = None, double: bool = 
         m = m.double()
     m.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
     return tm, m
+
+
+def compiled_training_steps(mod: types.ModuleType, cfg, lr: float, modes: tuple) -> tuple:
+    """(models, steps): one copy of `mod`'s GPT(cfg) per tj.compile mode, all with the first's
+    weights and on "cuda", each with its AdamW training step (forward, backward, step,
+    zero_grad; returns the loss) compiled in that mode."""
+    import tracejit as tj
+    models = [mod.GPT(cfg) for _ in modes]
+    for m in models[1:]:
+        m.load_state_dict(models[0].state_dict())
+    steps = []
+    for m, mode in zip(models, modes):
+        m.to("cuda")
+        opt = tj.optim.AdamW(m.parameters(), lr=lr)
+
+        def step(idx, tgt, m=m, opt=opt):
+            _, loss = m(idx, tgt)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return loss
+        steps.append(tj.compile(step, mode=mode))
+    return models, steps

@@ -348,23 +348,10 @@ def test_gemms_are_recorded_through_a_handle_of_our_own(gpu):
 def test_nanogpt_adamw_step_replays_as_the_plain_launches(gpu):
     """A real model's training step (embedding gathers, layer norms, attention, AdamW) through
     the graph path: every step's loss and the parameters are the plain launches'."""
-    from nanogpt_helpers import load_nanogpt
+    from nanogpt_helpers import compiled_training_steps, load_nanogpt
     mod = load_nanogpt("tracejit", "nanogpt_graphs_fake")
     cfg = mod.GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=2, n_embd=16)
-    models = [mod.GPT(cfg) for _ in range(2)]
-    models[1].load_state_dict(models[0].state_dict())
-    steps = []
-    for m, mode in zip(models, ("default", "reduce-overhead")):
-        m.to("cuda")
-        opt = tj.optim.AdamW(m.parameters(), lr=1e-2)
-
-        def step(idx, tgt, m=m, opt=opt):
-            _, loss = m(idx, tgt)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            return loss
-        steps.append(tj.compile(step, mode=mode))
+    models, steps = compiled_training_steps(mod, cfg, 1e-2, ("default", "reduce-overhead"))
     rng = np.random.default_rng(12)
     for _ in range(4):
         idx, tgt = rng.integers(0, 16, (2, 8)), rng.integers(0, 16, (2, 8))

@@ -9,7 +9,7 @@ import pytest
 
 import tracejit as tj
 from conftest import assert_close
-from nanogpt_helpers import load_nanogpt
+from nanogpt_helpers import compiled_training_steps, load_nanogpt
 from tracejit.runtime.cuda_graphs import CudaGraphExecutable
 
 pytestmark = [pytest.mark.gpu,
@@ -90,20 +90,7 @@ def test_nanogpt_training_step_replays_as_the_plain_launches():
     cfg = mod.GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=4, n_embd=64,
                         dropout=0.0)
     tj.manual_seed(4)
-    models = [mod.GPT(cfg) for _ in range(2)]
-    models[1].load_state_dict(models[0].state_dict())
-    steps = []
-    for m, mode in zip(models, ("default", "reduce-overhead")):
-        m.to("cuda")
-        opt = tj.optim.AdamW(m.parameters(), lr=1e-3)
-
-        def step(idx, tgt, m=m, opt=opt):
-            _, loss = m(idx, tgt)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            return loss
-        steps.append(tj.compile(step, mode=mode))
+    models, steps = compiled_training_steps(mod, cfg, 1e-3, ("default", "reduce-overhead"))
     rng = np.random.default_rng(5)
     for _ in range(4):
         idx = rng.integers(0, 64, (4, 32))
