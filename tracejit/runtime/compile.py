@@ -12,8 +12,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..ir.autodiff import split, vjp_graph
-from ..ir.partition import cut_enabled
 from ..ir.core import user_location
 from ..ir.passes import optimize
 from ..ir.printer import print_graph
@@ -28,16 +26,15 @@ from ..tracer.tensor import Tensor
 from ..tracer.tensor_base import wrap_array
 from ..tracer.trace import Traced, arg_names, trace
 from . import captures
-from .backend import PendingPasses, get_backend
+from .backend import get_backend
 from .gc_pause import gc_paused
 from .buffers import clear_pools
 from ..debug import dump, log_enabled, log_recompile
 from ..devices import CPU, Device, device as as_device, device_of, is_gpu_array
 from .compiled_module import CompiledModule
 from .entry import Entry, Lowered
-from .grad_trace import trace_grad
-from .grad_node import CompiledNode
-from .grad_sync import note_source
+from .grad_trace import pending_passes, trace_grad
+from .grad_node import call_with_grad
 from .signature import describe, describe_autocast, fast_key, leaf_key
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
@@ -252,7 +249,7 @@ class CompiledFunction:
                                               traced.captures, device)
                 # the passes rewrite the graph in place; a disk-cache hit runs without them
                 graph = traced.graph
-                passes = PendingPasses(graph, _standard_passes)
+                passes = pending_passes(traced, _standard_passes)
                 dump("ir", self.name, lambda: print_graph(passes()))
                 exe = self._backend(device).compile(graph, passes)
             entry = Entry(traced, graph, exe, time.perf_counter() - t0, device, passes)
@@ -367,44 +364,12 @@ class CompiledFunction:
                 any(t is not None and t._requires_grad for t in tensors):
             if entry.eager_grad:
                 return self.fn(*args, **kwargs)
-            outs = self._call_with_grad(entry, arrays, tensors)
+            outs = call_with_grad(self.name, entry, arrays, tensors, self._backend)
         else:
             outs = [Tensor(o) for o in entry.exe.run(arrays)]
         if entry.extra:
             outs = entry.store_writes(outs, flat)
         return tree_unflatten(entry.traced.out_tree, outs)
-
-    def _call_with_grad(self, entry: Entry, arrays, tensors) -> list[Tensor]:
-        wrt = tuple(i for i, t in enumerate(tensors) if t is not None and t._requires_grad)
-        parts = entry.grad_cache.get(wrt)
-        if parts is None:
-            with entry.grad_lock:       # one thread compiles; the others find its result
-                parts = entry.grad_cache.get(wrt) or self._compile_grad(entry, wrt)
-        fwd_exe, bwd_exe, n_out = parts
-        res = fwd_exe.run(arrays)
-        outs = [Tensor(o) for o in res[:n_out]]
-        # captures the call itself updates in place (BatchNorm's running statistics) are kept
-        # as copies of the values it read: the write-back after this call is not a user's
-        # in-place change of a saved tensor (small edit by N2)
-        written = {id(w) for w in entry.writes}
-        written |= {id(tensors[k]) for k in entry.traced.arg_writes if tensors[k] is not None}
-        own = [t is not None and id(t) in written and not t._requires_grad for t in tensors]
-        CompiledNode.record(self.name, entry.graph, outs, res[n_out:], bwd_exe,
-                            [None if o else t for o, t in zip(own, tensors)],
-                            [a.copy() if o else a for o, a in zip(own, arrays)], wrt)
-        return outs
-
-    def _compile_grad(self, entry: Entry, wrt: tuple) -> tuple:
-        entry.optimized_graph()
-        n_out = len(entry.graph.outputs)
-        joint = vjp_graph(entry.graph, wrt, self.name + "_vjp")
-        fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out, recompute=cut_enabled())
-        dump("grad", self.name, lambda: print_graph(bwd))
-        backend = self._backend(entry.device)
-        parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)
-        note_source(parts[1], bwd)      # DDP rebuilds it with all-reduces inside: grad_sync.py
-        entry.grad_cache[wrt] = parts
-        return parts
 
     # -- transforms (tj.grad & co. of a compiled function) -----------------------------------------
     def transform(self, kind: str, argnums=0, has_aux: bool = False) -> "CompiledFunction":

@@ -1,14 +1,25 @@
-"""The eager backward node of a compiled function: runs its compiled backward graph."""
+"""Gradients through a compiled call made with autograd on: the forward and backward
+executables from the IR's VJP (compiled once per set of inputs that need grad), and the eager
+backward node that runs the backward one."""
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
+from ..debug import dump
+from ..ir.autodiff import split, vjp_graph
+from ..ir.partition import cut_enabled
+from ..ir.printer import print_graph
 from ..ir.replay import replay
+from ..ir.verify import verify
 from ..tracer.autograd import grad as autograd_grad
 from ..tracer.backward_nodes import Node, SavedTensor
 from ..tracer.state import enable_grad
 from ..tracer.tensor import Tensor
+from ..devices import Device
 from . import grad_sync
+from .entry import Entry
 
 
 class CompiledNode(Node):
@@ -67,3 +78,41 @@ class CompiledNode(Node):
         self.residuals = None
         self.inputs = [None] * len(self.inputs)
         self.wrt_tensors = []
+
+
+def call_with_grad(fn_name: str, entry: Entry, arrays: list, tensors: list,
+                   backend_for: Callable[[Device], object]) -> list[Tensor]:
+    """Run a compiled call whose inputs need grad: its forward executable (outputs and the
+    residuals the backward reads), recorded on the tape as one CompiledNode."""
+    wrt = tuple(i for i, t in enumerate(tensors) if t is not None and t._requires_grad)
+    parts = entry.grad_cache.get(wrt)
+    if parts is None:
+        with entry.grad_lock:       # one thread compiles; the others find its result
+            parts = entry.grad_cache.get(wrt) or _compile_grad(fn_name, entry, wrt, backend_for)
+    fwd_exe, bwd_exe, n_out = parts
+    res = fwd_exe.run(arrays)
+    outs = [Tensor(o) for o in res[:n_out]]
+    # captures the call itself updates in place (BatchNorm's running statistics) are kept
+    # as copies of the values it read: the write-back after this call is not a user's
+    # in-place change of a saved tensor (small edit by N2)
+    written = {id(w) for w in entry.writes}
+    written |= {id(tensors[k]) for k in entry.traced.arg_writes if tensors[k] is not None}
+    own = [t is not None and id(t) in written and not t._requires_grad for t in tensors]
+    CompiledNode.record(fn_name, entry.graph, outs, res[n_out:], bwd_exe,
+                        [None if o else t for o, t in zip(own, tensors)],
+                        [a.copy() if o else a for o, a in zip(own, arrays)], wrt)
+    return outs
+
+
+def _compile_grad(fn_name: str, entry: Entry, wrt: tuple,
+                  backend_for: Callable[[Device], object]) -> tuple:
+    entry.optimized_graph()
+    n_out = len(entry.graph.outputs)
+    joint = vjp_graph(entry.graph, wrt, fn_name + "_vjp")
+    fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out, recompute=cut_enabled())
+    dump("grad", fn_name, lambda: print_graph(bwd))
+    backend = backend_for(entry.device)
+    parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)
+    grad_sync.note_source(parts[1], bwd)   # DDP rebuilds it with all-reduces inside: grad_sync.py
+    entry.grad_cache[wrt] = parts
+    return parts
