@@ -17,14 +17,27 @@ from .primitives import P, add, bind, const_like
 
 
 def vjp_graph(fwd: Graph, wrt: Sequence[int], name: str | None = None,
-              seed_first: bool = False) -> Graph:
+              seed_first: bool = False, into: Graph | None = None) -> Graph:
     """Joint graph with inputs fwd.inputs + one cotangent per float output, and outputs
     fwd.outputs + the gradient of each input in `wrt` (zeros where it is unused).
 
     With seed_first, the first output (a scalar loss) gets the cotangent 1 and no cotangent
-    inputs are added: the graph of `grad`."""
-    j = Graph(name or f"{fwd.name}_vjp")
-    env: dict[Value, Value] = {v: j.add_input(v.aval, v.name) for v in fwd.inputs}
+    inputs are added: the graph of `grad`. With `into`, an empty graph that already has those
+    inputs (the runtime made it before building its contents: runtime/grad_trace.py), the
+    joint graph is built there and returned."""
+    if into is None:
+        j = Graph(name or f"{fwd.name}_vjp")
+        env: dict[Value, Value] = {v: j.add_input(v.aval, v.name) for v in fwd.inputs}
+    else:
+        n_in = len(fwd.inputs) + (0 if seed_first else
+                                  sum(v.dtype.is_float for v in fwd.outputs))
+        same = all((a.shape, a.dtype) == (v.shape, v.dtype)
+                   for a, v in zip(into.inputs, fwd.inputs))
+        if into.instrs or len(into.inputs) != n_in or not same:
+            raise ValueError(f"vjp_graph: {into.name} is not an empty graph with the inputs of "
+                             f"{fwd.name}'s joint graph")
+        j = into
+        env = dict(zip(fwd.inputs, into.inputs))
     for ins in fwd.instrs:
         env[ins.out] = j.emit(ins.prim, [env[v] for v in ins.inputs], ins.params, ins.loc)
     if seed_first:
@@ -33,7 +46,8 @@ def vjp_graph(fwd: Graph, wrt: Sequence[int], name: str | None = None,
         cts = [const_like(env[out0], np.ones(out0.shape, out0.dtype.np))]
     else:
         float_outs = [i for i, v in enumerate(fwd.outputs) if v.dtype.is_float]
-        cts = [j.add_input(fwd.outputs[i].aval, f"ct{i}") for i in float_outs]
+        cts = [j.add_input(fwd.outputs[i].aval, f"ct{i}") for i in float_outs] if into is None \
+            else into.inputs[len(fwd.inputs):]
 
     active = {fwd.inputs[i] for i in wrt}          # values that depend on a wrt input
     for ins in fwd.instrs:

@@ -93,10 +93,14 @@ class PendingPasses:
     A disk-cache hit needs no optimized graph to run, so these wait until something reads its
     instructions (`.lower()`, a gradient, TRACEJIT_DUMP)."""
 
-    def __init__(self, graph: Graph, passes: Callable[[Graph], Graph]) -> None:
+    def __init__(self, graph: Graph, passes: Callable[[Graph], Graph],
+                 text: Callable[[], str | None] | None = None) -> None:
         self.graph = graph
         self._passes: Callable[[Graph], Graph] | None = passes
         self._lock = threading.Lock()
+        # where the passes also build the graph's instructions (runtime/grad_trace.py's shell
+        # of a reverse-mode graph): an exact text of what it computes, for cache keys
+        self.text = text
 
     @property
     def pending(self) -> bool:

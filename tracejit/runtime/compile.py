@@ -394,12 +394,12 @@ class GradCompiledFunction(CompiledFunction):
         self.base, self.kind, self.argnums, self.has_aux = base, kind, argnums, has_aux
 
     def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:
-        applies = TRACED_APPLIES[0]
+        applies, off = TRACED_APPLIES[0], STATE.grad_off
         traced = trace_grad(self.base.fn, args, kwargs, static, self.name, device, self.kind,
                             self.argnums, self.has_aux)
-        if TRACED_APPLIES[0] != applies:
-            # custom Functions: the IR transform cannot see their backward staticmethods; the
-            # eager engine's grad, traced like any function, calls them (small edit by F, #15)
+        if TRACED_APPLIES[0] != applies or STATE.grad_off != off:
+            # custom Functions: the IR transform cannot see their backward staticmethods, nor
+            # no_grad blocks; the eager engine's grad, traced like any function, can
             return super()._trace(args, kwargs, static, device)
         return traced
 

@@ -180,11 +180,12 @@ def environment() -> str:
         f"memplan {sharing_enabled()}"])
 
 
-def key(g: Graph, threads: int) -> str | None:
-    """The entry's key, or None: no disk cache, or a graph the key cannot describe."""
+def key(g: Graph, threads: int, passes=None) -> str | None:
+    """The entry's key, or None: no disk cache, or a graph the key cannot describe. With
+    `passes` (a backend.PendingPasses) that knows the text of a graph it builds, that text."""
     if cache.directory() is None:
         return None
-    text = graph_text(g)
+    text = passes.text() if passes is not None and passes.text is not None else graph_text(g)
     if text is None:
         return None
     return cache.key(f"{FORMAT.decode()}\nthreads {threads}\n{text}", environment())

@@ -15,6 +15,9 @@ class _State(threading.local):
         # id(tensor) -> stand-in leaf while a checkpointed function is recomputed (or None)
         self.subst: dict | None = None
         self.inference = False          # inside tj.inference_mode()
+        # times grad mode was turned off: a compiled gradient built by the IR transform, which
+        # cannot see grad mode, is traced by the eager engine instead if its function did
+        self.grad_off = 0
 
 
 STATE = _State()
@@ -49,6 +52,8 @@ class _GradMode:
     def __enter__(self):
         self._prev = STATE.grad_enabled
         STATE.grad_enabled = self.mode
+        if not self.mode:
+            STATE.grad_off += 1
 
     def __exit__(self, *exc):
         STATE.grad_enabled = self._prev
@@ -82,9 +87,13 @@ class set_grad_enabled(_GradMode):
         self.mode = bool(mode)
         self._prev = STATE.grad_enabled
         STATE.grad_enabled = self.mode
+        if not self.mode:
+            STATE.grad_off += 1
 
     def __enter__(self):
         STATE.grad_enabled = self.mode
+        if not self.mode:
+            STATE.grad_off += 1
 
     def _fresh(self) -> "_GradMode":
         return set_grad_enabled(self.mode)
@@ -111,6 +120,7 @@ class inference_mode(_GradMode):
         self._prev = STATE.grad_enabled, STATE.inference
         if self.enabled:
             STATE.grad_enabled, STATE.inference = False, True
+            STATE.grad_off += 1
 
     def __exit__(self, *exc):
         STATE.grad_enabled, STATE.inference = self._prev
