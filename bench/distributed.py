@@ -17,8 +17,10 @@ Hidden all-reduce (2 ranks), from three variants of the same work, measured in i
 rounds (so that load from elsewhere falls on all alike), medians of per-step times:
   t_allreduce  the same buckets all-reduced back to back, nothing else running;
   t_overlap    the DDP step: bucket all-reduces started during backward;
-  t_after      the step with backward under no_sync() and the same buckets all-reduced after
-               it (no overlap);
+  t_after      the same DDP step with every bucket's all-reduce started only once backward has
+               ended (`ddp.reducer.overlap = False`): the same buckets, copies and waits, in
+               every mode (a compiled step traces its starts after the last gradient), so the
+               two differ only in where the starts are;
   hidden = (t_after - t_overlap) / t_allreduce (1.0: all of it hidden; noise can push it a
   little outside [0, 1]).
 
@@ -96,27 +98,6 @@ def make(config: str, rank: int):
     return model, opt, batches, lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), MLP_BATCH
 
 
-def allreduce_after(ddp, dist, tj) -> None:
-    """The DDP buckets' all-reduces after backward (the no-overlap variant): eager, or as
-    operations of the graph inside a compiled step."""
-    flats, works = [], []
-    for b in ddp.reducer.buckets:        # all started, then all waited: one rendezvous, as DDP
-        flats.append(tj.cat([p.grad.reshape(-1) for p in b.params]))
-        works.append(dist.all_reduce(flats[-1], op=dist.ReduceOp.AVG, async_op=True))
-    for w in works:
-        if w is not None:                # (inside a compiled step each is a graph operation)
-            w.wait()
-    for b, flat in zip(ddp.reducer.buckets, flats):
-        off = 0
-        for p in b.params:
-            n = p.numel()
-            g = flat[off:off + n].reshape(p.shape)
-            # a fresh tensor, as the reducer's own write-back (a view's in-place updates by
-            # the optimizer and clip_grad_norm_ would write through to the flat bucket)
-            p.grad = g if g._traced else g.clone()
-            off += n
-
-
 def worker(config: str, mode: str, steps: int, rounds: int, cap_mb: float) -> None:
     import tracejit as tj
     import tracejit.distributed as dist
@@ -142,10 +123,12 @@ def worker(config: str, mode: str, steps: int, rounds: int, cap_mb: float) -> No
         return loss
 
     def after_step(*b):
-        with ddp.no_sync():
+        ddp.reducer.overlap = False      # (read while tracing, in a compiled step)
+        try:
             loss = loss_of(ddp, b)
             loss.backward()
-        allreduce_after(ddp, dist, tj)
+        finally:
+            ddp.reducer.overlap = True
         finish()
         return loss
 

@@ -139,8 +139,8 @@ def test_compiled_step_starts_each_bucket_during_backward(world_of_one):
     plan = step.lower(tj.ones(3, 4)).kernels
     plan = plan if isinstance(plan, str) else str(plan)
     lines = plan.splitlines()
-    starts = [i for i, ln in enumerate(lines) if "dist_all_reduce_start" in ln]
-    waits = [i for i, ln in enumerate(lines) if "dist_all_reduce_wait" in ln]
+    starts = [i for i, ln in enumerate(lines) if "dist_bucket_start" in ln]
+    waits = [i for i, ln in enumerate(lines) if "dist_bucket_wait" in ln]
     gemms = [i for i, ln in enumerate(lines) if "matmul" in ln]
     assert len(starts) == len(waits) == len(ddp.reducer.buckets) >= 3, plan
     assert starts[0] < gemms[-1] < waits[0], plan     # bucket 0 starts before backward ends

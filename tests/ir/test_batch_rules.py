@@ -77,6 +77,8 @@ SAMPLES = {
     "dist_all_reduce": [([f64(3, 4), f64(3, 4)], {"op": 0})],   # no group: a world of 1
     "dist_all_reduce_start": [([f64(3, 4), f64(3, 4)], {"op": 0})],
     "dist_all_reduce_wait": [([f64(3, 4), np.array(0), f64(3, 4)], {"op": 0})],
+    "dist_bucket_start": [([f64(3, 4), f64(5), f64(3, 4)], {"op": 0})],
+    "dist_bucket_wait": [([np.array(0), f64(2), f64(3, 4), f64(5)], {"op": 0})],
     "windows": [([f64(2, 6, 5)], {"window": (2, 3), "stride": (2, 1), "dilation": (1, 2)})],
     "window_taps": [([f64(2, 2, 3, 4, 3)], {"hw": (6, 5), "stride": (2, 1), "dilation": (1, 2),
                                             "lo": (1, 0)})],

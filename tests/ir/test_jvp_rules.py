@@ -95,6 +95,8 @@ SAMPLES = {
     "dist_all_reduce": ([f64(3, 4), f64(3, 4)], {"op": 1}),     # no group: a world of 1
     "dist_all_reduce_start": ([f64(3, 4), f64(3, 4)], {"op": 1}),
     "dist_all_reduce_wait": ([f64(3, 4), np.array(0), f64(3, 4)], {"op": 1}),
+    "dist_bucket_start": ([f64(3, 4), f64(5), f64(3, 4)], {"op": 1}),
+    "dist_bucket_wait": ([np.array(0), f64(2), f64(3, 4), f64(5)], {"op": 1}),
     "windows": ([f64(2, 5, 6)], {"window": (2, 3), "stride": (1, 2), "dilation": (2, 1)}),
     "window_taps": ([f64(2, 2, 3, 4, 3)], {"hw": (6, 5), "stride": (2, 1), "dilation": (1, 2),
                                            "lo": (1, 0)}),

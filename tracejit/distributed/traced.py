@@ -79,14 +79,13 @@ def _forget_pending() -> None:
         STEP_HOOKS.fns.remove(_progress)
 
 
-def _run_start(x: Any, op: int, group: int = 0) -> int:
-    if not is_initialized():         # a world of 1: the wait returns x itself
-        return 0
+def _start_pending(a: Any, x: Any, op: int, group: int, what: str) -> int:
+    """Start the all-reduce of a (which the runner owns from here on) in place; x is the
+    program's array that names it (its address pairs the wait with this start)."""
     pg = _group(group)
     rop = _BY_NAME[OP_NAMES[op]]
-    a, _ = contiguous(x.copy())
     be = backend_for(pg, "all_reduce", [a])
-    desc = start(pg, "all_reduce", f"(started in a compiled function, {_spell(a)}, "
+    desc = start(pg, "all_reduce", f"({what} in a compiled function, {_spell(a)}, "
                                    f"op={rop.name})")
     if getattr(be, "pump", False):      # advanced by the progress thread (mpi_backend.py)
         _PENDING.append((pg.seq, be.all_reduce_async(a, rop, desc), a, (x, _address(x)), be))
@@ -97,9 +96,23 @@ def _run_start(x: Any, op: int, group: int = 0) -> int:
     return pg.seq
 
 
-def _run_wait(x: Any, ticket: Any, op: int, group: int = 0) -> Any:
-    if not is_initialized():
-        return x.copy()
+def _run_start(x: Any, op: int, group: int = 0) -> int:
+    if not is_initialized():         # a world of 1: the wait returns x itself
+        return 0
+    a, _ = contiguous(x.copy())      # the runtime owns x: reduce a copy
+    return _start_pending(a, x, op, group, "started")
+
+
+def _run_bucket_start(flat: Any, pieces: list, op: int, group: int = 0) -> int:
+    """A DDP bucket: flat holds pieces end to end and is the runner's (no copy)."""
+    if not is_initialized():         # a world of 1: the wait concatenates the pieces
+        return 0
+    return _start_pending(flat, pieces[0], op, group, "bucket started")
+
+
+def _pop_pending(x: Any, size: int, ticket: Any) -> Any:
+    """The oldest started all-reduce, checked to be the one this wait (of x's, or the
+    pieces' starting with x, `size` elements) pairs with; waited for."""
     if not _PENDING:
         raise DistError("tracejit.distributed: a compiled function waits for an all-reduce it "
                         "did not start (an earlier call failed between start and wait?)")
@@ -109,8 +122,8 @@ def _run_wait(x: Any, ticket: Any, op: int, group: int = 0) -> Any:
     # the ticket is read only where that costs nothing (host memory, not a GPU's); the start
     # of this call read x where this wait reads it (a start left by a call that failed before
     # its wait holds its own x, so no later x is at that address)
-    if a.shape != x.shape or _address(x) != addr or \
-            (isinstance(ticket, np.ndarray) and int(ticket) != seq):
+    if a.size != size or _address(x) != addr or \
+            (isinstance(ticket, np.ndarray) and int(ticket.reshape(-1)[0]) != seq):
         _forget_pending()
         raise DistError(f"tracejit.distributed: all-reduce #{seq} of {_spell(a)} was paired "
                         f"with a wait for {_spell(x)} (ticket {ticket}): an earlier call of "
@@ -119,9 +132,24 @@ def _run_wait(x: Any, ticket: Any, op: int, group: int = 0) -> Any:
     return a
 
 
+def _run_wait(x: Any, ticket: Any, op: int, group: int = 0) -> Any:
+    if not is_initialized():
+        return x.copy()
+    a = _pop_pending(x, x.size, ticket)
+    return a.reshape(x.shape)
+
+
+def _run_bucket_wait(ticket: Any, pieces: list, op: int, group: int = 0) -> Any:
+    if not is_initialized():
+        return np.concatenate([p.reshape(-1) for p in pieces])
+    return _pop_pending(pieces[0], sum(p.size for p in pieces), ticket)
+
+
 RUNNERS["dist_all_reduce"] = _run_all_reduce
 RUNNERS["dist_all_reduce_start"] = _run_start
 RUNNERS["dist_all_reduce_wait"] = _run_wait
+RUNNERS["dist_bucket_start"] = _run_bucket_start
+RUNNERS["dist_bucket_wait"] = _run_bucket_wait
 
 
 # the last collective's result in each active trace (an IR value, not a Tensor: a Tensor made
@@ -168,6 +196,30 @@ def traced_all_reduce_wait(x: Tensor, ticket: Tensor, op: ReduceOp,
     prev = _LAST_WAIT.get(ctx)
     after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else ticket
     out = bind(P.dist_all_reduce_wait, x, ticket, after, **_params(op, pg))
+    _LAST_WAIT[ctx] = out._data
+    return out
+
+
+def traced_bucket_start(pieces: list, op: ReduceOp, pg: ProcessGroup | None = None) -> Tensor:
+    """Start the all-reduce of a DDP bucket (the pieces end to end) inside a trace; returns
+    the ticket for traced_bucket_wait. The CPU backend lays the pieces out in one flat array
+    as the program makes them and reduces it in place (ir/prims_collective.py)."""
+    ctx = STATE.traces[-1]
+    pieces = [x if x._traced else Tensor(ctx.capture(x)) for x in pieces]
+    prev = _LAST.get(ctx)
+    after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else pieces[0]
+    ticket = bind(P.dist_bucket_start, *pieces, after, **_params(op, pg))
+    _LAST[ctx] = ticket._data
+    return ticket
+
+
+def traced_bucket_wait(pieces: list, ticket: Tensor, op: ReduceOp,
+                       pg: ProcessGroup | None = None) -> Tensor:
+    """The reduced bucket (1-D) whose all-reduce `ticket` started."""
+    ctx = STATE.traces[-1]
+    prev = _LAST_WAIT.get(ctx)
+    after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else ticket
+    out = bind(P.dist_bucket_wait, ticket, after, *pieces, **_params(op, pg))
     _LAST_WAIT[ctx] = out._data
     return out
 

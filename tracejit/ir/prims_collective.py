@@ -26,6 +26,7 @@ reduced value. Waits are chained in start order (`after`), so the runner can pai
 in, first out."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -33,7 +34,7 @@ import numpy as np
 from .batching import all_batched
 from . import dtypes as dt
 from .core import Aval
-from .primitives import P, Primitive, bind, op_error
+from .primitives import P, Primitive, bind, op_error, tangent_or_zeros
 
 RUNNERS: dict[str, Callable[..., Any]] = {}
 OP_NAMES = ("sum", "avg", "prod", "min", "max")
@@ -144,3 +145,125 @@ _WAIT = P.register(Primitive("dist_all_reduce_wait", "extern", _infer_wait, _wai
                              arity=3,
                              batch=_batch_wait))
 _START.effectful = _WAIT.effectful = True
+
+
+# -- a DDP bucket: the all-reduce of several gradients laid end to end ---------------------------
+# `dist_bucket_start(x_1, ..., x_n, after)` starts the all-reduce of the concatenation of the
+# flattened x_i (one dtype) and returns a ticket; `dist_bucket_wait(ticket, after, x_1, ...,
+# x_n)` returns that reduction, a 1-D array. Unlike a concatenation followed by
+# dist_all_reduce_start, the bucket is not a value of the graph: a backend may lay the x_i out
+# back to back in one flat array from the start, so that the kernels producing them write the
+# bucket in place and the all-reduce runs on it without a copy (runtime/flat_inputs.py: the
+# CPU backend does, for operands that nothing reads after the start); `start_flat` is the
+# implementation it calls then. The wait's x_i are read for their shapes only (and to pair the
+# wait with its start); `after` orders the collectives as above.
+def _bucket_dtype(name: str, avals: list[Aval]) -> dt.DType:
+    d = avals[0].dtype
+    if any(a.dtype is not d for a in avals):
+        raise op_error(name, "a bucket holds one dtype, got " + ", ".join(map(str, avals)),
+                       TypeError)
+    return d
+
+
+def _infer_bucket_start(name: str, avals: list[Aval], op: int, group: int = 0) -> Aval:
+    if len(avals) < 2:
+        raise op_error(name, f"takes (x_1, ..., x_n, after), got {len(avals)} operands")
+    _bucket_dtype(name, avals[:-1])
+    _infer_all_reduce(name, avals[:2], op)
+    return Aval((), dt.i64)
+
+
+def _infer_bucket_wait(name: str, avals: list[Aval], op: int, group: int = 0) -> Aval:
+    if len(avals) < 3:
+        raise op_error(name, f"takes (ticket, after, x_1, ..., x_n), got {len(avals)} operands")
+    if not 0 <= op < len(OP_NAMES):
+        raise op_error(name, f"unknown reduce op code {op}")
+    return Aval((sum(a.size for a in avals[2:]),), _bucket_dtype(name, avals[2:]))
+
+
+def _flat(pieces: Any) -> Any:
+    """The x_i flattened end to end, as a new array (on their device: NumPy dispatches a
+    CuPy array's concatenate to CuPy)."""
+    return np.concatenate([p.reshape(-1) for p in pieces])
+
+
+def _bucket_start_flat(flat: Any, pieces: Any, op: int, group: int = 0) -> Any:
+    """Start the all-reduce of `flat`, which holds `pieces` end to end and which the runner
+    then owns, in place."""
+    runner = RUNNERS.get("dist_bucket_start")
+    seq = 0 if runner is None else runner(flat, list(pieces), op=op, group=group)
+    return np.full_like(flat, seq, dtype=np.int64, shape=())
+
+
+def _bucket_start_impl(*args: Any, op: int, group: int = 0) -> Any:
+    pieces = args[:-1]
+    return _bucket_start_flat(_flat(pieces), pieces, op=op, group=group)
+
+
+def _bucket_wait_impl(ticket: Any, after: Any, *pieces: Any, op: int, group: int = 0) -> Any:
+    runner = RUNNERS.get("dist_bucket_wait")
+    return _flat(pieces) if runner is None else runner(ticket, list(pieces), op=op,
+                                                       group=group)
+
+
+def _split_like(flat, ins):
+    """flat's segments, shaped as ins (the inverse of _flat, on graph values)."""
+    res, off = [], 0
+    for x in ins:
+        n = math.prod(x.shape)
+        seg = bind(P.slice, flat, starts=[off], stops=[off + n], steps=[1])
+        res.append(bind(P.reshape, seg, shape=tuple(x.shape)))
+        off += n
+    return res
+
+
+def _vjp_bucket_wait(g, ins, out, params, need):
+    _linear_in_x("dist_bucket_wait", params["op"])
+    return [None, None] + _split_like(bind(P.dist_all_reduce, g, g, **params), ins[2:])
+
+
+def _jvp_bucket_wait(tangents, ins, out, params):
+    _linear_in_x("dist_bucket_wait", params["op"])
+    ts = tangents[2:]
+    if all(t is None for t in ts):
+        return None
+    parts = [bind(P.reshape, tangent_or_zeros(t, x), shape=(math.prod(x.shape),))
+             for t, x in zip(ts, ins[2:])]
+    flat = parts[0] if len(parts) == 1 else bind(P.concatenate, *parts, axis=0)
+    return bind(P.dist_all_reduce, flat, flat, **params)
+
+
+def _batch_bucket_start(prim, ax, args, batched, params):
+    pieces = all_batched(args[:-1], batched[:-1], ax)
+    ticket = bind(prim, *pieces, args[-1], **params)
+    return all_batched([ticket], [False], ax)[0], True         # one ticket for the batch
+
+
+def _batch_bucket_wait(prim, ax, args, batched, params):
+    # the batched x_i end to end, reduced, then regrouped per example: row e of the result
+    # is example e's bucket
+    pieces = all_batched(args[2:], batched[2:], ax)
+    flat = bind(prim, args[0], args[1], *pieces, **params)
+    rows, off = [], 0
+    for x in pieces:
+        n = math.prod(x.shape)
+        seg = bind(P.slice, flat, starts=[off], stops=[off + n], steps=[1])
+        rows.append(bind(P.reshape, seg, shape=(ax.size, n // ax.size if ax.size else 0)))
+        off += n
+    return (rows[0] if len(rows) == 1 else bind(P.concatenate, *rows, axis=1)), True
+
+
+_BUCKET_START = P.register(Primitive("dist_bucket_start", "extern", _infer_bucket_start,
+                                     _bucket_start_impl, vjp=lambda g, i, o, p, n:
+                                     [None] * len(i), jvp=lambda t, i, o, p: None,
+                                     params={"op": "int", "group": "int"},
+                                     batch=_batch_bucket_start))
+_BUCKET_START.start_flat = _bucket_start_flat
+_BUCKET_WAIT = P.register(Primitive("dist_bucket_wait", "extern", _infer_bucket_wait,
+                                    _bucket_wait_impl, vjp=_vjp_bucket_wait,
+                                    jvp=_jvp_bucket_wait, params={"op": "int", "group": "int"},
+                                    batch=_batch_bucket_wait))
+# its result is an array of its own that nothing else writes: a backend may keep it as the
+# result instead of copying it into a buffer of its own
+_BUCKET_WAIT.new_result = True
+_BUCKET_START.effectful = _BUCKET_WAIT.effectful = True

@@ -232,7 +232,8 @@ def run_in_buckets(exe: Any, plan: Plan, args: list) -> list:
             syncer.progress()
 
     first = min(lay.ready)
-    hooks = {i: (lambda i=i: start_ready(i)) for i in range(max(first, 0), lay.n_steps)}
+    hooks = {i: (lambda i=i: start_ready(i)) for i in range(max(first, 0), lay.n_steps)} \
+        if getattr(syncer, "overlap", True) else {}       # (else all start at the end)
     try:
         res = exe.run_hooked(args, given, hooks)
         grads = list(res)

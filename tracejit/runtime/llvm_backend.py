@@ -37,7 +37,7 @@ from ..ir.passes import widen_half
 from ..ir.primitives import P
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
-from . import exe_cache, llvm_jit, profiler
+from . import exe_cache, flat_inputs, llvm_jit, profiler
 from .backend import STEP_HOOKS, Executable, PendingPasses, apply_view, register_backend
 from .buffers import POOL_MIN_BYTES, ScratchArena, release_arena, shared_pool, take_arena
 from ..codegen.dot import plan_dot
@@ -153,6 +153,11 @@ class LLVMExecutable(Executable):
         self.out_slots = [s for s, *_ in spec.out_alloc]
         self._kept: list[bool] | None = None        # see reuse_outputs
         self._pool = shared_pool()
+        # DDP buckets written in place by the program (runtime/flat_inputs.py)
+        self._scratch_pos = {s: k for k, (s, *_) in enumerate(self.scratch_layout)}
+        self._flat_steps = flat_inputs.plan(spec.steps, {s: (shape, dtype) for s, _, shape, dtype
+                                                         in self.scratch_layout})
+        self._new_results = flat_inputs.new_result_steps(spec.steps)
 
     def _new_frame(self) -> "_Frame":
         fr = _Frame(self.n_words)
@@ -333,6 +338,7 @@ class LLVMExecutable(Executable):
         frames = self._frames
         arrays, table = fr.arrays, fr.table
         ar = take_arena(self.scratch_bytes) if self.scratch_layout else None
+        rebound: list[int] = []         # slots bound to arrays of this call's own
         try:
             if ar is not None:
                 views = ar.bind(self, self.scratch_layout)
@@ -357,9 +363,20 @@ class LLVMExecutable(Executable):
                 if hooks and 0 in hooks:
                     hooks[0]()
             else:
-                self._run_steps(arrays, fr.addr, hooks)
+                # this call's flat buckets, the program writing their pieces in place
+                flats = {i: self._pool.empty((fs.size,), fs.dtype)
+                         for i, fs in self._flat_steps.items()}
+                for i, fs in self._flat_steps.items():
+                    rebound += fs.bind(flats[i], arrays, table)
+                self._run_steps(arrays, fr.addr, hooks, flats, rebound, table)
             return [arrays[s].copy() if copy else arrays[s] for s, copy in self.out_plan]
         finally:
+            if rebound:     # the frame's table points at the arena's views again
+                for s in rebound:
+                    k = self._scratch_pos.get(s)
+                    if k is not None:
+                        table[s] = id(views[k][1])
+                        arrays[s] = None
             # the frame keeps neither the caller's arrays nor the results alive
             for i in range(HEADER, HEADER + len(args)):
                 arrays[i] = None
@@ -371,7 +388,13 @@ class LLVMExecutable(Executable):
                 release_arena(ar)
             frames.append(fr)
 
-    def _run_steps(self, arrays, addr: int, hooks: dict | None = None) -> None:
+    def _run_steps(self, arrays, addr: int, hooks: dict | None = None,
+                   flats: dict | None = None, rebound: list | None = None,
+                   frame_table=None) -> None:
+        """The run steps in order; flats: this call's flat buckets by step, rebound: collects
+        the slots whose arrays are this call's own (runtime/flat_inputs.py), frame_table:
+        the frame's table of array ids (None: extern results are always copied)."""
+        flats = flats or {}
         keys = self._prof_keys
         between = STEP_HOOKS.fns            # (filled by a step of this run: see backend.py)
         for i, (kind, x) in enumerate(self.run_steps):
@@ -395,8 +418,21 @@ class LLVMExecutable(Executable):
             elif kind == "extern":
                 impl, params, ins, so = x
                 with np.errstate(all="ignore"):
-                    r = impl(*[arrays[s] for s in ins], **params)
-                np.copyto(arrays[so], r, casting="unsafe")
+                    if i in flats:      # a bucket (runtime/flat_inputs.py)
+                        flat = flats[i]
+                        pieces = self._flat_steps[i].complete(flat, arrays)
+                        r = P.get(self.spec.steps[i][2]).start_flat(flat, pieces, **params)
+                    else:
+                        r = impl(*[arrays[s] for s in ins], **params)
+                out = arrays[so]
+                if frame_table is not None and i in self._new_results and \
+                        isinstance(r, np.ndarray) and r.dtype == out.dtype and \
+                        r.shape == out.shape and r.flags.c_contiguous:
+                    arrays[so] = r      # the result's own array: kept, not copied
+                    frame_table[so] = id(r)
+                    rebound.append(so)
+                else:
+                    np.copyto(out, r, casting="unsafe")
             else:
                 (sa, va), (sb, vb), so = x
                 np.matmul(apply_view(arrays[sa], va), apply_view(arrays[sb], vb),

@@ -12,9 +12,12 @@ arrive in another order. When backward ends (an engine callback) the reducer sta
 left, waits, and writes the averaged gradients back into each `.grad`.
 
 Inside a compiled training step (tj.compile around forward, `loss.backward()` and the
-optimizer) the same hooks see traced gradients: each full bucket becomes a concatenation and
-an all-reduce primitive in the graph (traced.py), placed where its last gradient is produced,
-and the callback writes the split results back as the new `.grad`.
+optimizer) the same hooks see traced gradients: each full bucket becomes a
+`dist_bucket_start` of its gradients in the graph (traced.py, ir/prims_collective.py), placed
+where its last gradient is produced, and the callback a `dist_bucket_wait` whose segments
+become the new `.grad`, which the optimizer's compiled update then reads. On the CPU the
+program writes the bucket's gradients straight into one flat array and reduces it in place
+(runtime/flat_inputs.py): no concatenation, no copy.
 
 A compiled model's backward is one executable: while a backward is expected the reducer is a
 syncer of runtime/grad_sync.py, and offers the buckets made entirely of that executable's
@@ -33,13 +36,13 @@ from ...devices import is_gpu_array
 from ...distributed import collectives as C
 from ...distributed.dispatch import start
 from ...distributed.base import ProcessGroup, ReduceOp
-from ...distributed.traced import OP_CODES, traced_all_reduce_start, traced_all_reduce_wait
+from ...distributed.traced import OP_CODES, traced_bucket_start, traced_bucket_wait
 from ...runtime import grad_sync
 from ...tracer.autograd import (gradient_only_from_running_node, in_backward_pass,
                                 queue_callback)
 from ...tracer.creation import zeros
 from ...tracer.inplace import store
-from ...tracer.ops import cat, reshape
+from ...tracer.ops import reshape
 from ...tracer.state import STATE
 from ...tracer.tensor import Tensor
 
@@ -58,7 +61,7 @@ class Bucket:
         self.pending = len(params)
         self.work: Any = None
         self.traced: list = [None] * len(params)
-        self.result: Any = None             # traced: the bucket, then its reduced value
+        self.result: Any = None             # traced: the reduced bucket
         self.ticket: Any = None             # traced: the started all-reduce
         self.in_graph = False               # all-reduced inside a compiled backward
 
@@ -158,6 +161,9 @@ class Reducer:
         # is all-reduced inside a compiled backward (runtime/grad_sync.py)
         self.events: list[tuple[str, int]] = []
         self.record_events = False
+        # False: every bucket's all-reduce starts only once backward has ended (the same
+        # work without overlap: bench/distributed.py's reference for the hidden share)
+        self.overlap = True
         self.exposed_s = self.backward_end = 0.0
         self._to_start: list[Bucket] = []    # buckets a compiled backward starts, in order
         self.traced_forward = False  # the last DDP forward ran inside a trace
@@ -229,7 +235,7 @@ class Reducer:
     def _hook(self, p: Tensor) -> None:
         if self.traced_forward:      # the first gradient after a DDP forward was traced:
             self.traced_forward = False          # traced too (a compiled step), or an error
-            if not p._grad._traced:
+            if not (p._grad._traced or p._grad._captured()):
                 raise RuntimeError(
                     "DistributedDataParallel: its forward ran inside a compiled function "
                     "whose backward runs outside it (a compiled function returning the loss, "
@@ -252,9 +258,10 @@ class Reducer:
         g = p._grad
         if b.in_graph:
             pass                     # averaged inside the compiled backward: .grad is final
-        elif g._traced:
-            self.traced_mode = True
-            b.traced[i] = reshape(g, (-1,))
+        elif g._traced or g._captured():     # in a trace; captured: a .grad from before the
+            self.traced_mode = True            # call, the new part added in place (no_sync)
+            # this gradient value (a later in-place change of .grad must not reach the bucket)
+            b.traced[i] = Tensor(g._data if g._traced else STATE.traces[-1].capture(g))
         else:
             off, n = b.offsets[i], b.numels[i]
             b.alloc()[off:off + n] = g._data.reshape(-1)
@@ -263,7 +270,8 @@ class Reducer:
         if not self.queued:
             queue_callback(self._finish)
             self.queued = True
-        self._launch_ready()
+        if self.overlap:
+            self._launch_ready()
         self.pg.backend.progress()
 
     def _launch_ready(self) -> None:
@@ -278,8 +286,7 @@ class Reducer:
         if self.record_events:
             self.events.append(("start", b.index))
         if self.traced_mode:     # start here, where the last gradient is made; wait in _finish
-            b.result = cat(b.traced)
-            b.ticket = traced_all_reduce_start(b.result, ReduceOp.AVG, self.pg)
+            b.ticket = traced_bucket_start(b.traced, ReduceOp.AVG, self.pg)
             return
         b.work = C.all_reduce(Tensor(b.alloc()), ReduceOp.AVG, group=self.pg, async_op=True)
 
@@ -318,7 +325,7 @@ class Reducer:
             self.pg.backend.all_reduce(used, ReduceOp.SUM, desc).wait()
         for b in self.buckets:
             if self.traced_mode:
-                b.result = traced_all_reduce_wait(b.result, b.ticket, ReduceOp.AVG, self.pg)
+                b.result = traced_bucket_wait(b.traced, b.ticket, ReduceOp.AVG, self.pg)
             if b.work is not None:
                 b.work.wait()
                 if self.record_events:
@@ -338,7 +345,7 @@ class Reducer:
             b.ready[i] = True
             b.pending -= 1
             if self.traced_mode:
-                b.traced[i] = zeros((b.numels[i],), dtype=b.params[i].dtype)
+                b.traced[i] = zeros(tuple(b.params[i].shape), dtype=b.params[i].dtype)
             else:
                 off, n = b.offsets[i], b.numels[i]
                 b.alloc()[off:off + n] = 0
