@@ -14,6 +14,7 @@ from .autocast import FP32, atomic, autocast_op
 from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor
 from .forward_ad import FWD
+from .lazy_copies import fresh
 from .state import STATE, enable_grad
 from .tensor_base import TensorBase as Tensor
 from . import fused, fused_nograd, ops
@@ -62,6 +63,15 @@ class CompositeNode(Node):
         self.args = self.kwargs = self.inner_in = self.inner_out = None
 
 
+def _own_result(out, ts: list) -> Tensor:
+    """A composite's result that is one of its inputs or reads their memory, as a new tensor
+    of its own (see lazy_copies.fresh)."""
+    if not isinstance(out, Tensor):
+        return out
+    d = fresh(out._data, [t._data for t in ts])
+    return out if d is out._data and all(out is not t for t in ts) else Tensor(d)
+
+
 def _tensors(args, kwargs) -> list[Tensor]:
     return [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
 
@@ -95,7 +105,7 @@ def composite(node_name, keeps_inputs: bool = True):
                     out = fused_nograd.run(fn, fn.__name__, args, kwargs)
                     if out is not None:
                         return out
-                return fn(*args, **kwargs)
+                return _own_result(fn(*args, **kwargs), ts)
             name = node_name(*args, **kwargs) if callable(node_name) else node_name
             out = fused.run(fn, name, args, kwargs, not keeps_inputs)
             if out is not None:          # one fused op, one node (see fused.py)
@@ -104,8 +114,8 @@ def composite(node_name, keeps_inputs: bool = True):
             inner_kwargs = {k: _leaf(v) for k, v in kwargs.items()}
             out = fn(*inner_args, **inner_kwargs)
             if not out._requires_grad:
-                return out
-            res = Tensor(out._data)
+                return _own_result(out, ts)
+            res = Tensor(fresh(out._data, [t._data for t in ts]))
             res.grad_fn = CompositeNode(name, fn, list(args), kwargs,
                                         _tensors(inner_args, inner_kwargs), out)
             res._requires_grad = True

@@ -10,6 +10,7 @@ from . import checks
 from .backward_nodes import PrimNode
 from . import eager
 from . import forward_ad
+from .lazy_copies import link
 from .forward_ad import FWD
 from .state import STATE, current_trace, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
@@ -69,7 +70,10 @@ def apply_primitive(prim, args, params) -> Tensor:
                     requires = True
         if data is not None:
             params, out_np, is_float, avals = eager.infer(prim, params, data)
-            out = wrap_array(eager.run_impl(prim, data, params, out_np))
+            res = eager.run_impl(prim, data, params, out_np)
+            out = wrap_array(res)
+            if res.base is not None:        # a lazy copy of an operand: see lazy_copies
+                link(out, res, args, data)
             if requires:
                 if STATE.reads is not None:
                     note_reads(args)
@@ -124,7 +128,10 @@ def _apply_general(prim, args, params) -> Tensor:
         if any(type(d) is not np.ndarray for d in data):
             _check_devices(prim, args)
         params, out_np, _, _ = eager.infer(prim, params, data)
-        out = Tensor(eager.run_impl(prim, data, params, out_np))
+        res = eager.run_impl(prim, data, params, out_np)
+        out = Tensor(res)
+        if type(res) is np.ndarray and res.base is not None:
+            link(out, res, args, data)
     if requires and STATE.reads is not None:
         note_reads(args)
     if requires and STATE.grad_enabled and prim.vjp is not None and out.dtype.is_float:

@@ -45,6 +45,7 @@ from . import checks as _checks
 from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor, _modified
 from .eager import device_const, quiet_call
+from .lazy_copies import fresh
 from .state import STATE, enable_grad, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
 from .trace import trace
@@ -366,7 +367,7 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict,
         res = list(res)
         for k in plan.res_copy:
             res[k] = res[k].copy()
-    y = res[0]
+    y = fresh(res[0], arrays)               # (a composite is a copy, never its input)
     if type(y) is np.ndarray and y.base is not None and y.flags.writeable:
         y.flags.writeable = False    # a view of an input or a residual: a lazy copy
     out = Tensor(y)

@@ -8,6 +8,7 @@ from ..ir.core import user_location
 from . import ops
 from . import forward_ad, views
 from .forward_ad import FWD
+from .lazy_copies import take_storage
 from .state import STATE
 from .tensor_base import TensorBase as Tensor, check_inplace_result
 
@@ -63,7 +64,7 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
         x._requires_grad = new._requires_grad
         return x
     if not getattr(x._data.flags, "writeable", True):    # CuPy's flags have no writeable
-        x._data = x._data.copy()
+        take_storage(x)
     np.copyto(x._data, new._data, casting="unsafe")
     x._version[0] += 1
     if records and new._requires_grad:
@@ -88,7 +89,7 @@ def store(t: Tensor, value, op: str = "copy_") -> Tensor:
             return views.inplace_view(t, rec, lambda old: Tensor(value), op, inplace)
     d = t._data
     if not getattr(d.flags, "writeable", True):     # a lazy copy (CuPy's flags have none)
-        d = t._data = d.copy()
+        d = take_storage(t)
     d[...] = value
     t._version[0] += 1
     if rec is not None:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..ir.primitives import P, bind
 from .forward_ad import FWD
+from .lazy_copies import LinkedCounter
 from .operands import _axes, _err, _fmt, as_tensor, result_dtype
 from .state import STATE
 from .tensor_base import TensorBase as Tensor
@@ -50,7 +51,9 @@ def broadcast_to(x, shape) -> Tensor:
     # (a checkpoint listening for the tensors its function reads needs the dispatch too)
     if type(x._data) is np.ndarray and not x._captured() and not FWD.levels and not (
             x._requires_grad and (STATE.grad_enabled or STATE.reads is not None)):
-        return Tensor(np.broadcast_to(x._data, shape))    # eager, no gradient: a read-only view
+        out = Tensor(np.broadcast_to(x._data, shape))     # eager, no gradient: a read-only view
+        out._vc = LinkedCounter(x._version)     # (of x's memory: see lazy_copies)
+        return out
     return bind(P.broadcast, x, shape=shape)
 
 

@@ -24,6 +24,7 @@ from ..ir.primitives import P
 from ..devices import CPU, Device, device_of, is_host
 from .eager import device_const
 from .state import STATE
+from .lazy_copies import take_storage
 
 
 # Every concrete tensor type: tensor.Tensor and its subclasses (nn.Parameter). Fast paths test
@@ -178,7 +179,7 @@ class TensorBase:
     def _own(self) -> np.ndarray:
         """Make the storage writable (a read-only view is a lazy copy) before aliasing it."""
         if not self._traced and not getattr(self._data.flags, "writeable", True):
-            self._data = self._data.copy()
+            take_storage(self)
         return self._data
 
     def _detached_data(self) -> "TensorBase":

@@ -33,6 +33,7 @@ from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from . import gathering, layout, ops, products, stacking
+from .lazy_copies import take_storage
 from .state import STATE
 from .tensor_base import TensorBase as Tensor, check_inplace_result, lift
 
@@ -366,11 +367,11 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
             np.copyto(alias, new._data)
         elif rec.ident:
             if not d.flags.writeable:        # a lazy copy: the root gets its own buffer
-                d = root._data = d.copy()
+                d = take_storage(root)
             np.copyto(d, new._data.reshape(d.shape))
         else:
             if not d.flags.writeable:
-                d = root._data = d.copy()
+                d = take_storage(root)
             np.put(d, pos, new._data)
         if rec.kind != DATA:
             root._version[0] += 1
