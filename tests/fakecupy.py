@@ -488,5 +488,7 @@ def module() -> types.ModuleType:
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
         Device=_Device, Stream=Stream, get_current_stream=get_current_stream,
         function=types.SimpleNamespace(Module=Module),
+        # (whole CUDA executables are cached on disk keyed by it: runtime/cuda_exe_cache.py)
+        nvrtc=types.SimpleNamespace(getVersion=lambda: (13, 0)),
         device=types.SimpleNamespace(get_cublas_handle=lambda: _SHARED_HANDLE))
     return m

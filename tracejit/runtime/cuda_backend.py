@@ -25,11 +25,20 @@ from ..ir.matmul_fold import fold_matmuls
 from ..ir.passes import widen_half
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
-from . import cache, cuda_gemm, profiler
-from .backend import Executable, apply_view, register_backend
+from ..ir.primitives import P
+from . import cache, cuda_exe_cache, cuda_gemm, profiler
+from .backend import Executable, PendingPasses, apply_view, register_backend
+from .cuda_exe_cache import Extern
 from ..codegen.dot import plan_dot
 from ..debug import dump
 from ..devices import cupy_module
+
+
+def _cupy_or_none():
+    try:
+        return cupy_module()
+    except Exception:               # no CuPy: the source is still generated (.cuda_source)
+        return None
 
 
 def compile_cubin(source: str, arch: str) -> bytes:
@@ -67,23 +76,35 @@ class _Bound:
         dev = cp.cuda.Device()
         self.module = cp.cuda.function.Module()
         self.module.load(compile_cubin(exe.source, str(dev.compute_capability)))
-        plan, graph = exe.plan, exe.graph
-        self.constants = {v: cp.asarray(np.ascontiguousarray(v.producer.params["value"],
-                                                             v.dtype.np))
-                          for v in plan.constants}
-        buffers = set(graph.inputs) | set(plan.constants) | \
-            {v for k in plan.kernels for v in k.outputs}
+        self.constants = {v: cp.asarray(a) for v, a in exe.constants}
         self.steps: list[tuple] = []
-        for ln in exe.program.launches:
-            if ln.kind == "kernel":
-                self.steps.append((self.module.get_function(ln.name), (ln.grid,), (ln.block,),
-                                   ln.args))
-            elif ln.kind == "extern":
-                self.steps.append((_EXTERN, ln.kernel.instr, None, None))
+        for ln in exe.launches:
+            if ln[0] == "kernel":
+                _, name, grid, block, args = ln
+                self.steps.append((self.module.get_function(name), (grid,), (block,), args))
+            elif ln[0] == "extern":
+                self.steps.append((_EXTERN, ln[1], None, None))
             else:
-                ins = ln.kernel.instr
-                self.steps.append((None, operand_view(ins.inputs[0], buffers),
-                                   operand_view(ins.inputs[1], buffers), ins.out))
+                self.steps.append((None,) + ln[1:])
+
+
+def _launches(graph: Graph, plan, program) -> list[tuple]:
+    """A program's launches as the runtime runs them: ("kernel", name, grid, block, buffer
+    arguments), ("extern", Extern) or ("matmul", (buffer, views), (buffer, views), out)."""
+    buffers = set(graph.inputs) | set(plan.constants) | \
+        {v for k in plan.kernels for v in k.outputs}
+    out: list[tuple] = []
+    for ln in program.launches:
+        if ln.kind == "kernel":
+            out.append(("kernel", ln.name, ln.grid, ln.block, list(ln.args)))
+        elif ln.kind == "extern":
+            ins = ln.kernel.instr
+            out.append(("extern", Extern(ins.prim, list(ins.inputs), ins.params, ins.out)))
+        else:
+            ins = ln.kernel.instr
+            out.append(("matmul", operand_view(ins.inputs[0], buffers),
+                        operand_view(ins.inputs[1], buffers), ins.out))
+    return out
 
 
 def prepare(graph: Graph) -> Graph:
@@ -94,25 +115,54 @@ def prepare(graph: Graph) -> Graph:
 
 
 class CudaExecutable(Executable):
+    """A graph's launches on the GPU. Built from the fusion plan and the CUDA program, or, on a
+    hit in the disk cache of whole executables (runtime/cuda_exe_cache.py), from the entry,
+    without planning or rendering: the plan and program are then built only if something asks
+    for them (`.lower()`'s texts, TRACEJIT_DUMP). Either way it runs from the same fields:
+    `launches`, `constants`, `source` and the buffer lists, keyed by the graph's Values."""
     backend = "cuda"
 
-    def __init__(self, graph: Graph) -> None:
-        super().__init__(prepare(graph))
+    def __init__(self, graph: Graph, passes: PendingPasses | None = None) -> None:
         t0 = time.perf_counter()
-        self.plan = make_plan(self.graph)
-        self.program = lower_program(self.plan)
-        self.source = self.program.source
-        self.written = list(dict.fromkeys(v for k in self.plan.kernels for v in k.outputs))
-        self.aligned = {v for ln in self.program.launches for v in ln.aligned}
-        # an output that is an input, a constant or repeated is copied; the rest are fresh
-        outs = self.graph.outputs
-        self.out_plan = [(v, v not in self.written or v in outs[:i]) for i, v in enumerate(outs)]
-        # outputs handed to the caller get allocations of their own; intermediates share one
-        self.fresh = [v for v in self.written if v in set(outs)]
-        mem = self.program.memory
-        self.scratch_bytes = mem.arena_bytes if self.program.temps else 0
-        self.scratch_layout = [(v, mem.offsets[v], mem.sizes[v], np.dtype(v.dtype.np), v.shape)
-                               for v in self.program.temps]
+        self.source_graph, self._passes = graph, passes
+        self._plan = self._program = self._full = None
+        k = fields = None
+        if not profiler.enabled():          # (profiling keys each launch by its kernel)
+            cp = _cupy_or_none()
+            k = cuda_exe_cache.key(graph, passes, cp) if cp is not None else None
+            if k is None and passes is not None and passes.text is None and cp is not None:
+                passes()            # (the optimized graph may have a key the traced one lacks)
+                k = cuda_exe_cache.key(graph, None, cp)
+            fields = cuda_exe_cache.load(k, P.get) if k is not None else None
+        self.cached = fields is not None
+        if fields is None:
+            if passes is not None:
+                passes()
+            super().__init__(prepare(graph))
+            self._plan = make_plan(self.graph)
+            self._program = lower_program(self._plan)
+            prog = self._program
+            mem = prog.memory
+            fields = dict(
+                constants=[(v, np.ascontiguousarray(v.producer.params["value"], v.dtype.np))
+                           for v in self._plan.constants],
+                source=prog.source, launches=_launches(self.graph, self._plan, prog),
+                written=list(dict.fromkeys(v for k in self._plan.kernels for v in k.outputs)),
+                aligned={v for ln in prog.launches for v in ln.aligned},
+                scratch_bytes=mem.arena_bytes if prog.temps else 0,
+                scratch_layout=[(v, mem.offsets[v], mem.sizes[v], np.dtype(v.dtype.np),
+                                 v.shape) for v in prog.temps])
+            # an output that is an input, a constant or repeated is copied; the rest are fresh
+            outs = self.graph.outputs
+            fields["out_plan"] = [(v, v not in fields["written"] or v in outs[:i])
+                                  for i, v in enumerate(outs)]
+            # outputs handed to the caller get allocations of their own; intermediates share
+            fields["fresh"] = [v for v in fields["written"] if v in set(outs)]
+            self.__dict__.update(fields)
+            if k is not None:
+                cuda_exe_cache.store(k, cuda_exe_cache.spec_of(self))
+        else:
+            self.__dict__.update(fields)
         self._bound: dict[int, _Bound] = {}
         self._bind_lock = threading.Lock()      # threads' first calls build one module per device
         # TRACEJIT_PROFILE: each launch timed with a device synchronize after it
@@ -123,6 +173,36 @@ class CudaExecutable(Executable):
         dump("dot", graph.name, lambda: plan_dot(self.plan, "cuda"))
         dump("loops", graph.name, lambda: self.stage_text("loops"))
         dump("cuda", graph.name, lambda: self.source)
+
+    @classmethod
+    def from_traced(cls, graph: Graph, passes: PendingPasses) -> "CudaExecutable":
+        """Keyed on the graph as traced, so a disk-cache hit skips its passes too."""
+        return cls(graph, passes)
+
+    # -- what a disk-cache hit leaves out, built when asked for ----------------------------
+    def _built(self) -> "CudaExecutable":
+        """This executable built from its graph (itself, unless it came from the disk)."""
+        if not self.cached:
+            return self
+        if self._full is None:
+            if self._passes is not None:
+                self._passes()
+            full = CudaExecutable.__new__(CudaExecutable)
+            full.cached, full._passes = False, None
+            full.source_graph = self.source_graph
+            Executable.__init__(full, prepare(self.source_graph))
+            full._plan = make_plan(full.graph)
+            full._program = lower_program(full._plan)
+            self._full = full
+        return self._full
+
+    @property
+    def plan(self):
+        return self._built()._plan
+
+    @property
+    def program(self):
+        return self._built()._program
 
     def bind(self, cp: Any) -> _Bound:
         """The compiled module and resolved launches on the current device."""
@@ -177,16 +257,24 @@ class CudaExecutable(Executable):
         return [env[v].copy() if copy else env[v] for v, copy in self.out_plan]
 
     def stage_text(self, stage: str) -> str:
+        if self.cached and stage != "cuda":
+            return self._built()._stage_text(stage)
+        return self._stage_text(stage)
+
+    def _stage_text(self, stage: str) -> str:
         if stage == "kernels":
-            return self.plan.describe()
+            return self._plan.describe()
         if stage == "memory":
             names = value_names(self.graph)
-            labels = {v: f"%{names.get(v) or v.name or '?'} {v.aval}" for v in self.program.temps}
+            prog = self._program
+            labels = {v: f"%{names.get(v) or v.name or '?'} {v.aval}" for v in prog.temps}
             nb = lambda v: math.prod(v.shape) * v.dtype.np.itemsize   # noqa: E731
-            return describe_plan(self.program.memory, labels, sum(nb(v) for v in self.fresh),
-                                 sum(nb(v) for v in self.plan.constants))
+            fresh = [v for v in dict.fromkeys(v for k in self._plan.kernels for v in k.outputs)
+                     if v in set(self.graph.outputs)]
+            return describe_plan(prog.memory, labels, sum(nb(v) for v in fresh),
+                                 sum(nb(v) for v in self._plan.constants))
         if stage == "loops":
-            return describe_loops(self.plan, "gpu")
+            return describe_loops(self._plan, "gpu")
         if stage == "cuda":
             return self.source
         raise NotImplementedError(f"the cuda backend has no '{stage}' stage (LLVM IR and "

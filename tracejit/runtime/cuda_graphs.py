@@ -301,8 +301,8 @@ class _Recording:
 class CudaGraphExecutable(CudaExecutable):
     """A CUDA executable that replays its launches from CUDA graphs (see the module's text)."""
 
-    def __init__(self, graph) -> None:
-        super().__init__(graph)
+    def __init__(self, graph, passes=None) -> None:
+        super().__init__(graph, passes)
         self.kept_values: set = set()
         self.pairs: list[tuple[int, int]] = []
         self._recordings: dict[tuple, _Recording] = {}

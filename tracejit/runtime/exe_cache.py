@@ -212,6 +212,9 @@ class _Reader(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a cache entry")
 
 
+Reader = _Reader                    # (runtime/cuda_exe_cache.py reads its entries with it too)
+
+
 def store(k: str, spec: RunSpec, kernels: dict[str, str]) -> None:
     """Store the spec and the kernel-cache keys of its kernels ({symbol: key})."""
     try:
