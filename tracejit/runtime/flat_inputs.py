@@ -65,13 +65,14 @@ def _touches(step: tuple) -> list[int]:
     return [step[2][0], step[3][0], step[4]]
 
 
-def plan(steps: list[tuple], scratch: dict[int, tuple[tuple, np.dtype]]) -> dict[int, FlatStep]:
+def plan(steps: list[tuple], scratch_layout: list[tuple]) -> dict[int, FlatStep]:
     """The flat layouts of a run description's extern steps that can have one (the module
-    doc), by step index. `scratch`: the intermediates' slots -> (shape, dtype)."""
+    doc), by step index. `scratch_layout`: the intermediates, (slot, offset, shape, dtype)."""
     flat_steps = {i: st for i, st in enumerate(steps)
                   if st[0] == "extern" and hasattr(P.get(st[2]), "start_flat")}
     if not flat_steps:
         return {}
+    scratch = {s: (shape, dtype) for s, _, shape, dtype in scratch_layout}
     touches = [_touches(st) for st in steps]
     out: dict[int, FlatStep] = {}
     taken: set[int] = set()

@@ -155,8 +155,7 @@ class LLVMExecutable(Executable):
         self._pool = shared_pool()
         # DDP buckets written in place by the program (runtime/flat_inputs.py)
         self._scratch_pos = {s: k for k, (s, *_) in enumerate(self.scratch_layout)}
-        self._flat_steps = flat_inputs.plan(spec.steps, {s: (shape, dtype) for s, _, shape, dtype
-                                                         in self.scratch_layout})
+        self._flat_steps = flat_inputs.plan(spec.steps, self.scratch_layout)
         self._new_results = flat_inputs.new_result_steps(spec.steps)
 
     def _new_frame(self) -> "_Frame":
