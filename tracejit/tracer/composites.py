@@ -14,6 +14,7 @@ from .autocast import FP32, atomic, autocast_op
 from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor
 from .forward_ad import FWD
+from .grad_handles import handle
 from .lazy_copies import fresh
 from .state import STATE, enable_grad
 from .tensor_base import TensorBase as Tensor
@@ -40,8 +41,9 @@ class CompositeNode(Node):
     def apply(self, grads, create_graph):
         # recomputing reads every input, so each must be unchanged; otherwise the inner graph's
         # own nodes check (they share the inputs' version counters) just what their rules read
-        if create_graph:
-            unpack = (lambda a: a.unpack(self) if isinstance(a, SavedTensor) else a)
+        if create_graph:        # (handles: the inner grad must not run the inputs' hooks)
+            unpack = (lambda a: (lambda t: handle(t) if t._requires_grad else t)(a.unpack(self))
+                      if isinstance(a, SavedTensor) else a)
         else:
             unpack = (lambda a: a.tensor if isinstance(a, SavedTensor) else a)
         args = [unpack(a) for a in self.args]

@@ -12,6 +12,7 @@ from . import forward_ad
 from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor
 from .forward_ad import FWD
+from .grad_handles import handle
 from .state import STATE, enable_grad, no_grad, note_reads, recording_reads, substituting
 from .rng import all_states, replaying, trace_rng_position
 from .tensor_base import TensorBase as Tensor
@@ -187,11 +188,11 @@ class CheckpointNode(Node):
 
     def apply(self, grads, create_graph):
         reads = [s.unpack(self) for s in self.saved]
-        if create_graph:                # differentiate through the originals' own history
-            inner, stand_ins = reads, {}
+        if create_graph:    # handles onto the originals: differentiable through their history,
+            inner = [handle(t) for t in reads]      # without running their hooks twice
         else:                           # fresh leaves stop the recomputed graph at fn's inputs
             inner = [Tensor(t._data, requires_grad=True) for t in reads]
-            stand_ins = {id(t): s for t, s in zip(reads, inner)}
+        stand_ins = {id(t): s for t, s in zip(reads, inner)}
         args = [stand_ins.get(id(a), a) if isinstance(a, Tensor) else a for a in self.args]
         if self.outer_subst:          # original -> the enclosing stand-in -> ours
             stand_ins = {**{k: stand_ins.get(id(v), v) for k, v in self.outer_subst.items()},

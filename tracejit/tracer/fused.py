@@ -45,6 +45,7 @@ from . import checks as _checks
 from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor, _modified
 from .eager import device_const, quiet_call
+from .grad_handles import handle
 from .lazy_copies import fresh
 from .state import STATE, enable_grad, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
@@ -458,7 +459,9 @@ class FusedNode(Node):
     def _recompute(self, grads, create_graph):
         """Run the composite again on the inputs, recording, and differentiate that: a
         gradient that is differentiable again (create_graph) or traced."""
-        saved = iter([s.unpack(self) for s in self.saved])
+        # (handles: the inner grad must not run the inputs' hooks or retain_grad, see there)
+        saved = iter([handle(t) if t._requires_grad else t
+                      for t in (s.unpack(self) for s in self.saved)])
         args = [next(saved) if isinstance(a, Tensor) else a for a in self.args]
         kwargs = {k: next(saved) if isinstance(v, Tensor) else v for k, v in self.kwargs.items()}
         ins = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
