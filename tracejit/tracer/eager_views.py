@@ -99,6 +99,100 @@ def index_view(x: Tensor, np_key: tuple, fwd: Callable) -> Tensor:
     return views.mark(x, out, fwd)
 
 
+# (x's shape, dtype number, the key's signature) -> _IndexPlan (or _NO_PLAN where numpy_key
+# refuses the key): what numpy_key, _slice_params, the inference cache and torch's node name
+# give for that key, all functions of the shape, dtype and key only. An LSTM slices its gates
+# the same way at every step; deriving them per call was about half of a gate slice's cost.
+_INDEX: dict = {}
+_INDEX_MAX = 4096
+_NO_PLAN = object()
+
+
+class _IndexPlan:
+    __slots__ = ("np_key", "norm", "avals", "is_float", "name")
+
+    def __init__(self, np_key: tuple, node_name: str | None) -> None:
+        self.np_key = np_key
+        self.norm = self.avals = None       # (an int drops an axis: slice and reshape applied)
+        self.is_float = False
+        self.name = node_name
+
+
+def _signature(key):
+    """A hashable stand-in for a key of Python ints and slices with int or None bounds (3.11's
+    slices do not hash), or None for any other key. Exact types: True == 1 as a dict key, but a
+    bool is not an index here (numpy_key refuses it; the general path reads it as a mask)."""
+    tk = type(key)
+    if tk is int:
+        return key
+    if tk is slice:         # (not (k,)'s signature: torch names x[:] and x[:,] differently)
+        sig = _signature((key,))
+        return None if sig is None else (slice, sig)
+    if tk is not tuple:
+        return None
+    sig = []
+    for k in key:
+        t = type(k)
+        if t is slice:
+            a, b, s = k.start, k.stop, k.step
+            if type(a) not in _BOUND or type(b) not in _BOUND or type(s) not in _BOUND:
+                return None
+            sig.append((a, b, s))
+        elif t is int:
+            sig.append(k)
+        else:
+            return None
+    return tuple(sig)
+
+
+def _index_plan(x: Tensor, key, name_of: Callable | None):
+    np_key = numpy_key(x, key)
+    if np_key is None:
+        return _NO_PLAN
+    d = x._data
+    plan = _IndexPlan(np_key, None if name_of is None else name_of(key, d.shape))
+    starts, stops, steps, dropped, _ = _slice_params(d.shape, np_key)
+    if not dropped:
+        params = {"starts": starts, "stops": stops, "steps": steps}
+        plan.norm, _, plan.is_float, plan.avals = eager.infer(P.slice, params, [d])
+    return plan
+
+
+def cached_index(x: Tensor, key, getitem: Callable,
+                 name_of: Callable | None = None) -> Tensor | None:
+    """x[key] for an eager host tensor (eager_host) and a key of ints and slices that numpy_key
+    takes, as index_view makes it (its new node named `name_of(key, shape)`, if given), from the plan cached for x's shape and dtype and the key; None for
+    any other key (the caller's general path). `getitem(r, key)` recomputes the view."""
+    sig = _signature(key)
+    if sig is None:
+        return None
+    d = x._data
+    ck = (d.shape, d.dtype.num, sig)
+    plan = _INDEX.get(ck)
+    if plan is None:
+        if len(_INDEX) >= _INDEX_MAX:
+            _INDEX.clear()
+        plan = _INDEX[ck] = _index_plan(x, key, name_of)
+    if plan is _NO_PLAN:
+        return None
+    fwd = lambda r: getitem(r, key)     # noqa: E731
+    if not x._requires_grad:
+        return views.mark(x, host_view(d[plan.np_key]), fwd)
+    if plan.norm is None:
+        out = index_view(x, plan.np_key, fwd)
+    else:
+        out = host_view(d[plan.np_key])
+        if STATE.reads is not None:
+            note_reads((x,))
+        if STATE.grad_enabled and plan.is_float:
+            out.grad_fn = PrimNode(P.slice, plan.norm, (x,), out, plan.avals)
+            out._requires_grad = True
+        out = views.mark(x, out, fwd)
+    if plan.name is not None and out.grad_fn is not None:
+        out.grad_fn._name = plan.name       # (a node of its own, never x's: see node_names)
+    return out
+
+
 def _recorded_view(prim, x: Tensor, params: dict, arr: np.ndarray) -> Tensor:
     """`prim` (a view primitive: slice, transpose) applied to x, a host tensor that requires
     grad, whose value is `arr`, NumPy's view of x's array: what dispatch.apply_primitive

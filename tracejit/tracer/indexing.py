@@ -211,6 +211,9 @@ def getitem_view(x: Tensor, key) -> Tensor:
             # (eager errors name the op and the user's file:line) and NumPy's take wraps
             # negative indices, as the gradient's scatter-add does: nothing to do here
             return bind(P.gather, x, key, axis=0)
+        out = eager_views.cached_index(x, key, getitem)
+        if out is not None:         # (a repeated key: what the lines below derive, cached)
+            return out
         np_key = eager_views.numpy_key(x, key)
         if np_key is not None:      # ints and slices: NumPy's view, or one primitive
             return eager_views.index_view(x, np_key, lambda r: getitem(r, key))
