@@ -9,11 +9,16 @@ from typing import Sequence
 import numpy as np
 
 from ..ir.core import user_location
+from ..ir.primitives import P
 from .backward_nodes import AccumulateGrad, Node, PrimNode, _accumulate_leaf, accumulate_node
 from .eager import Arr, quiet_call
 from .forward_ad import FWD
+from .grad_buffers import Owned, add_into, slice_into
 from .state import STATE, set_grad_enabled
 from .tensor_base import TensorBase as Tensor, _RemovableHandle
+
+
+_SLICE = P.slice
 
 
 def _walk(roots: list[Node]) -> tuple[list[Node], dict[Node, int]]:
@@ -202,7 +207,19 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                         continue
                     if node.freed and node.keeps_saved:
                         raise RuntimeError(Node._freed_msg)
-                    results = node.apply_arrays(g if type(g) is Arr else Arr(g._data))
+                    if type(g) is not Arr:      # (an Owned sum: the node's from now on)
+                        g = Arr(g._data)
+                    if node.prim is _SLICE and type(g._data) is np.ndarray and \
+                            slice_into(buffers, node, g._data):
+                        # its gradient added into its region of the input's buffer
+                        if not retain_graph:
+                            node.release()
+                        nxt = nexts[0][0]
+                        deps[nxt] -= 1
+                        if deps[nxt] == 0:
+                            ready.append(nxt)
+                        continue
+                    results = node.apply_arrays(g)
                     if not retain_graph:
                         node.release()
                     for (nxt, idx), r in zip(nexts, results):
@@ -212,12 +229,24 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                             b = buffers.get(nxt)
                             if b is None:
                                 b = buffers[nxt] = [None] * nxt.n_outputs
-                            b[idx] = r if b[idx] is None else _sum(b[idx], r)
+                                b[idx] = r
+                            elif b[idx] is None:
+                                b[idx] = r
+                            else:
+                                add_into(b, idx, r, _sum)
                         deps[nxt] -= 1
                         if deps[nxt] == 0:
                             ready.append(nxt)
                     continue
-                grads = buffers.pop(node, None) or [None] * node.n_outputs
+                grads = buffers.pop(node, None)
+                owned = False           # whether grads[0] is a sum only this pass held
+                if grads is None:
+                    grads = [None] * node.n_outputs
+                elif lean:
+                    for i, g in enumerate(grads):
+                        if type(g) is Owned:
+                            grads[i] = Arr(g._data)
+                            owned = owned or i == 0
                 if node.out_hooks:
                     grads = [_run_hooks(node.out_hooks.get(i), _tensor(g)) if g is not None else g
                              for i, g in enumerate(grads)]
@@ -240,7 +269,10 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                     t = node.variable
                     g = grads[0]
                     if g is not None and accumulate:
-                        _accumulate_leaf(t, _run_hooks(t._hooks, _tensor(g)), create_graph)
+                        # an Owned sum becomes .grad itself, where another term is copied
+                        # (unless a hook saw it: the hook may keep its argument)
+                        _accumulate_leaf(t, _run_hooks(t._hooks, _tensor(g)), create_graph,
+                                         own=owned and not t._hooks and not targets)
                         for hook in list(node.post_hooks or ()):
                             hook(t)
                     continue
@@ -264,7 +296,12 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                         buf = buffers.get(nxt)
                         if buf is None:
                             buf = buffers[nxt] = [None] * nxt.n_outputs
-                        buf[idx] = g if buf[idx] is None else _sum(buf[idx], g)
+                        if buf[idx] is None:
+                            buf[idx] = g
+                        elif lean:
+                            add_into(buf, idx, g, _sum)
+                        else:
+                            buf[idx] = _sum(buf[idx], g)
                     deps[nxt] -= 1
                     if deps[nxt] == 0:
                         ready.append(nxt)

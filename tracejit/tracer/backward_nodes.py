@@ -13,7 +13,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import Aval, Value
 from . import vjp_plans
-from .eager import Arr, SharedAvals
+from .eager import Arr, SharedAvals, quiet_call
 from .node_names import node_name, scalar_overload
 from .forward_ad import FWD, any_dual
 from .state import STATE, set_grad_enabled
@@ -306,7 +306,10 @@ def accumulate_node(t: Tensor) -> AccumulateGrad:
     return node
 
 
-def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool) -> None:
+def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool, own: bool = False) -> None:
+    """g added to the leaf t's `.grad`. `own`: g's array is the engine's own sum, which no
+    one else references (grad_buffers.Owned), so a `.grad` that is None takes it as it is;
+    any other g is copied, as it may be a rule's result another gradient shares."""
     if g.shape != t.shape:
         raise RuntimeError(f"gradient of shape {list(g.shape)} does not match leaf of shape "
                            f"{list(t.shape)}")
@@ -316,7 +319,8 @@ def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool) -> None:
     if t._grad is None:
         # a traced value is immutable: a Tensor of its own is enough (in-place ops on it
         # rebind that Tensor only)
-        t._grad = g if create_graph else Tensor(g._data if g._traced else g._data.copy())
+        t._grad = g if create_graph else \
+            Tensor(g._data if g._traced or own else g._data.copy())
         if captured:
             STATE.traces[-1].grad_slots.assigned(t)
     elif g._traced and not create_graph and t._grad._captured():
@@ -332,7 +336,8 @@ def _accumulate_leaf(t: Tensor, g: Tensor, create_graph: bool) -> None:
         with set_grad_enabled(False):   # a view (of a flat gradient buffer) or a lazy copy:
             t._grad.add_(g)             # the in-place op writes through to the base
     else:
-        np.add(t._grad._data, g._data, out=t._grad._data, casting="unsafe")
+        # (inf is a value: no floating-point warning, as every eager op)
+        quiet_call(np.add, t._grad._data, g._data, out=t._grad._data, casting="unsafe")
 
 
 class AliasNode(Node):
