@@ -22,7 +22,13 @@ def converter(dtype: dt.DType):
 
 
 def clone(self, memory_format=None):
-    return ops.add(self, 0) if self.dtype is not dt.bool_ else ops.eq(self, True)
+    return ops.add(self, _keep_zero(self)) if self.dtype is not dt.bool_ else ops.eq(self, True)
+
+
+def _keep_zero(x) -> float | int:
+    """The addend of an exact copy: x + (-0.0) is x for every float, -0.0 and NaN included
+    (x + 0 turns -0.0 into 0.0, and 1 / x.clone() from -inf into inf); 0 for other dtypes."""
+    return -0.0 if x.dtype.is_float else 0
 
 
 class ToCopy(Function):

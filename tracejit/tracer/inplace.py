@@ -127,6 +127,17 @@ def method(name: str):
     return method
 
 
+def _copy(x: Tensor, src) -> Tensor:
+    new = ops.broadcast_to(ops.cast(ops.as_tensor(src), x.dtype), x.shape)
+    if new is src and new._requires_grad:
+        # src itself (same shape and dtype): x needs a node of its own onto src's history
+        # (torch's CopyBackwards). Taking src's own node made a hook or retain_grad on x see
+        # src's other gradients too, and for a leaf src (no node) x became a leaf of its own:
+        # its gradient stopped there and src got none, silently. (x + -0.0 is x exactly.)
+        new = ops.add(new, -0.0)
+    return new
+
+
 INPLACE = {
     "add_": lambda x, y, alpha=1: ops.add(x, ops.mul(y, alpha) if alpha != 1 else y),
     "sub_": lambda x, y, alpha=1: ops.sub(x, ops.mul(y, alpha) if alpha != 1 else y),
@@ -137,6 +148,6 @@ INPLACE = {
     "clip_": ops.clip,
     "zero_": lambda x: ops.as_tensor(np.zeros(x.shape, x.dtype.np), like=x, const=True),
     "fill_": lambda x, v: ops.broadcast_to(ops.as_tensor(v, x.dtype, like=x), x.shape),
-    "copy_": lambda x, src: ops.broadcast_to(ops.cast(ops.as_tensor(src), x.dtype), x.shape),
+    "copy_": lambda x, src: _copy(x, src),
     "exp_": ops.exp, "tanh_": ops.tanh, "neg_": ops.neg, "sqrt_": ops.sqrt, "abs_": ops.abs,
 }

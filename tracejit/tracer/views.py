@@ -144,7 +144,9 @@ def contiguous(x: Tensor, memory_format=None) -> Tensor:
     arr, probe = _layout(rec)
     if arr.flags.c_contiguous and np.may_share_memory(arr, probe):
         return x
-    return ops.add(x, 0) if x.dtype is not dt.bool_ else ops.eq(x, True)
+    if x.dtype is dt.bool_:
+        return ops.eq(x, True)
+    return ops.add(x, -0.0 if x.dtype.is_float else 0)      # (x + -0.0: -0.0 stays -0.0)
 
 
 def _reshaping(fn: Callable, name: str, strict: bool = False) -> Callable:
