@@ -17,7 +17,7 @@ from .forward_ad import FWD
 from .grad_handles import handle
 from .lazy_copies import fresh
 from .state import STATE, enable_grad
-from .tensor_base import TensorBase as Tensor
+from .tensor_base import SUBCLASSES, TensorBase as Tensor
 from . import fused, fused_nograd, ops
 
 
@@ -97,7 +97,9 @@ def composite(node_name, keeps_inputs: bool = True):
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            ts = _tensors(args, kwargs)
+            # (sigmoid(x): one tensor argument, _tensors without its generic walk)
+            ts = list(args) if not kwargs and len(args) == 1 and type(args[0]) in SUBCLASSES \
+                else _tensors(args, kwargs)
             if STATE.traces or FWD.levels:
                 # tracing: no eager node (captures are inputs); dual tensors: tangents go
                 # through the inner ops

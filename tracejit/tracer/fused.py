@@ -43,12 +43,12 @@ from ..ir.partition import cut_enabled
 from ..ir.passes import optimize
 from . import checks as _checks
 from .autograd import grad as autograd_grad
-from .backward_nodes import Node, SavedTensor, _modified
+from .backward_nodes import _NO_EDGE, Node, SavedTensor, _modified, accumulate_node
 from .eager import device_const, quiet_call
 from .grad_handles import handle
 from .lazy_copies import fresh
 from .state import STATE, enable_grad, note_reads
-from .tensor_base import SUBCLASSES, TensorBase as Tensor
+from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
 from .trace import trace
 
 # compile a plan on its COMPILE_AFTER-th call (0: never); see runtime/eager_composites.py
@@ -151,7 +151,8 @@ class Plan:
 
     __slots__ = ("fwd", "bwd", "n_res", "check", "errors", "run_fwd", "run_bwd", "calls",
                  "run_check", "check_in_fwd",
-                 "compiled", "gpu", "out_meta", "res_inputs", "wants", "res_copy")
+                 "compiled", "gpu", "out_meta", "res_inputs", "wants", "res_copy",
+                 "checked_inputs")
 
     def __init__(self, fwd: Graph, bwd: Graph, n_res: int, check: Graph | None,
                  errors: list, gpu: bool, wants: tuple) -> None:
@@ -173,6 +174,9 @@ class Plan:
         self.res_inputs = tuple(pos.get(v) for v in fwd.outputs[1:])
         # positions in the forward's results of the residuals that are inputs
         self.res_copy = tuple(k + 1 for k, i in enumerate(self.res_inputs) if i is not None)
+        # compiled: the inputs a node checks for in-place changes, (not copied, copied)
+        self.checked_inputs = (tuple(sorted({i for i in self.res_inputs if i is not None})),
+                               ())
         out = fwd.outputs[0]
         self.out_meta = (out.shape, out.dtype.np)
 
@@ -299,6 +303,14 @@ def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Ten
 def _key(fn, args, kwargs, tensors):
     """The plan's cache key, or None where an argument is not hashable (a list or an array:
     such calls record op by op) or a tensor is traced."""
+    if not kwargs and len(args) == 1 and type(args[0]) in SUBCLASSES:
+        a = args[0]             # (sigmoid(x), relu(x): the loop below for one tensor)
+        d = a._data
+        if type(d) is Value:
+            return None
+        tensors.append(a)
+        return (fn, (d.shape, d.dtype.num, a._requires_grad, type(d),
+                     None if type(d) is np.ndarray else device_of(d)))
     parts: list[Any] = [fn]
     for a in args:
         if type(a) in SUBCLASSES:
@@ -371,7 +383,7 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict,
     y = fresh(res[0], arrays)               # (a composite is a copy, never its input)
     if type(y) is np.ndarray and y.base is not None and y.flags.writeable:
         y.flags.writeable = False    # a view of an input or a residual: a lazy copy
-    out = Tensor(y)
+    out = wrap_array(y)
     out.grad_fn = FusedNode(name, fn, args, kwargs, tensors, res[1:], plan, out, copy_inputs)
     out._requires_grad = True
     return out
@@ -398,20 +410,34 @@ class FusedNode(Node):
 
     def __init__(self, name, fn, args, kwargs, tensors, residuals, plan, out,
                  copied: bool = False) -> None:
-        super().__init__(tensors)
+        # (Node.__init__ for inputs that are all Tensors, written out: one per eager call)
+        edges = []
+        for t in tensors:
+            if t._requires_grad:
+                gf = t.grad_fn
+                edges.append((gf, t._out_idx) if gf is not None else (accumulate_node(t), 0))
+            else:
+                edges.append(_NO_EDGE)
+        self.next_functions = tuple(edges)
+        self.freed = False
+        self.out_hooks = self.retained = None
         self._name = name
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.saved = [SavedTensor(t) for t in tensors]
         self.residuals = residuals
         self.plan = plan
-        self.out_counter, self.out_version = out._version, out._version[0]
+        vc = out._version
+        self.out_counter, self.out_version = vc, vc[0]
         if plan.compiled:
             # compiled outputs are new arrays; residuals that are inputs are the input arrays
             # (see maybe_compile), and a value both output and residual is one array
             y = out._data
-            self.checked = tuple(sorted({i for i in plan.res_inputs
-                                         if i is not None and not copied})) + \
-                ((-1,) if any(r is y for r in residuals) else ())
+            checked = plan.checked_inputs[bool(copied)]
+            for r in residuals:
+                if r is y:
+                    checked += (-1,)
+                    break
+            self.checked = checked
         else:
             self.checked = self._aliased(tensors, residuals, out)
 

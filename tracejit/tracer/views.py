@@ -457,6 +457,8 @@ def _follow(root: Tensor, v: Tensor, vr: ViewOf, traces: list) -> None:
         return                      # shares the root's memory, and no history to follow
     with _grad(v._requires_grad or (STATE.grad_enabled and not vr.no_grad)):
         new = vr.fwd(root)
+        if new is root:     # an identity view (x[:]): a node of its own, as mark gives it; the
+            new = bind(P.reshape, root, shape=root.shape)   # root's (a leaf: none) cut it off
     v._data, v.grad_fn, v._out_idx = new._data, new.grad_fn, new._out_idx
     v._requires_grad = new._requires_grad
 
