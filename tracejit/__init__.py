@@ -34,7 +34,7 @@ from .tracer.masking import (eye, masked_fill, nonzero, one_hot, tril, tril_indi
 from .tracer.norms import dist, norm, std
 from .tracer.einsum import einsum
 from .tracer.gathering import gather, meshgrid, ravel, scatter_add, take_along_dim
-from .tracer.products import (addbmm, addmm, baddbmm, diag, diagonal, dot, kron, mv, outer,
+from .tracer.products import (addbmm, addmm, baddbmm, diag, diagonal, dot, kron, mm, mv, outer,
                               tensordot, trace)
 from .tracer.stacking import (atleast_1d, atleast_2d, atleast_3d, column_stack, count_nonzero,
                               dsplit, dstack, hsplit, hstack, index_select, movedim, rot90,

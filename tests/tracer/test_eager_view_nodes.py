@@ -24,9 +24,8 @@ def test_slice_with_grad_dispatches_nothing_and_is_one_torch_node(key, applied_p
     x, xt = _pair(a)
     y, yt = x[key], xt[key]
     assert applied_primitives == []
-    assert y.grad_fn.name() == "SliceBackward0"
-    if key != (slice(None),):         # (torch names x[:]'s node AliasBackward0)
-        assert yt.grad_fn.name() == "SliceBackward0"
+    # (torch names a tuple key of whole slices, x[:, :] or x[(slice(None),)], AliasBackward0)
+    assert y.grad_fn.name() == yt.grad_fn.name()
     np.testing.assert_array_equal(y.detach().numpy(), yt.detach().numpy())
     assert y.shape == tuple(yt.shape) and y.dtype == x.dtype
     assert y._version == x._version
@@ -45,7 +44,7 @@ def test_transposes_with_grad_are_torch_nodes(applied_primitives):
     assert applied_primitives == []
     for y, yt in pairs:
         np.testing.assert_array_equal(y.detach().numpy(), yt.detach().numpy())
-        assert y.grad_fn.name() == "PermuteBackward0"
+        assert y.grad_fn.name() == yt.grad_fn.name()    # Permute, T, Transpose
     sum(((y * y).sum() for y, _ in pairs), tj.tensor(0.0)).backward()
     sum(((yt * yt).sum() for _, yt in pairs), torch.tensor(0.0)).backward()
     np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy())

@@ -52,15 +52,18 @@ class BroadcastAddNode(Node):
     """The backward of a broadcasting add or sub: the gradient, summed back to each operand's
     shape (negated for sub's second operand)."""
 
-    __slots__ = ("op", "shapes")
+    __slots__ = ("op", "shapes", "_name")
     keeps_saved = False              # nothing saved: it can run again, as torch's
 
     def __init__(self, op: str, a: Tensor, b: Tensor) -> None:
         super().__init__((a, b))
         self.op = op
         self.shapes = (a._data.shape, b._data.shape)
+        self._name = None            # (set when it ends a composite: addmm's AddmmBackward0)
 
     def name(self) -> str:
+        if self._name is not None:
+            return self._name
         return "AddBackward0" if self.op == "add" else "SubBackward0"
 
     def apply(self, grads: list, create_graph: bool) -> list:

@@ -8,6 +8,7 @@ from ..ir import dtypes as dt
 from ..devices import Device, device as as_device, to_device
 from . import ops, views
 from .function import Function
+from .node_names import rename
 from .state import no_grad
 from .tensor_base import TensorBase as Tensor
 
@@ -22,7 +23,8 @@ def converter(dtype: dt.DType):
 
 
 def clone(self, memory_format=None):
-    return ops.add(self, _keep_zero(self)) if self.dtype is not dt.bool_ else ops.eq(self, True)
+    return rename(ops.add(self, _keep_zero(self)), "CloneBackward0") if self.dtype is not dt.bool_ \
+        else ops.eq(self, True)
 
 
 def _keep_zero(x) -> float | int:

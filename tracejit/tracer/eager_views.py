@@ -20,6 +20,7 @@ import numpy as np
 from ..ir.primitives import P
 from . import eager, views
 from .backward_nodes import PrimNode
+from .node_names import rename
 from .host_views import eager_host, host_view  # noqa: F401 - indexing reads eager_host here
 from .state import STATE, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
@@ -216,9 +217,10 @@ _swap_last = views.matrix_transpose.__wrapped_view__
 _t_fwd = views.t.__wrapped_view__
 
 
-def _transposed(x: Tensor, perm: tuple, fwd: Callable) -> Tensor:
+def _transposed(x: Tensor, perm: tuple, fwd: Callable, name: str) -> Tensor:
     if x._requires_grad:
-        out = _recorded_view(P.transpose, x, {"perm": perm}, x._data.transpose(perm))
+        out = rename(_recorded_view(P.transpose, x, {"perm": perm}, x._data.transpose(perm)),
+                     name)
     else:
         out = host_view(x._data.transpose(perm))
     return views.mark(x, out, fwd)
@@ -227,7 +229,8 @@ def _transposed(x: Tensor, perm: tuple, fwd: Callable) -> Tensor:
 def full_transpose(x: Tensor) -> Tensor:
     """x.T: the axes reversed."""
     if x.ndim >= 2 and eager_host(x):
-        return _transposed(x, tuple(range(x._data.ndim - 1, -1, -1)), _reversed_axes)
+        return _transposed(x, tuple(range(x._data.ndim - 1, -1, -1)), _reversed_axes,
+                           "PermuteBackward0")
     return views.full_transpose(x)
 
 
@@ -235,12 +238,12 @@ def matrix_transpose(x: Tensor) -> Tensor:
     """x.mT: the last two axes swapped."""
     n = x.ndim
     if n >= 2 and eager_host(x):
-        return _transposed(x, (*range(n - 2), n - 1, n - 2), _swap_last)
+        return _transposed(x, (*range(n - 2), n - 1, n - 2), _swap_last, "TransposeBackward0")
     return views.matrix_transpose(x)
 
 
 def t(x: Tensor) -> Tensor:
     """x.t(): a 2-D tensor's transpose (0-D and 1-D as they are, through views.t)."""
     if type(x) in SUBCLASSES and x.ndim == 2 and eager_host(x):
-        return _transposed(x, (1, 0), _t_fwd)
+        return _transposed(x, (1, 0), _t_fwd, "TBackward0")
     return views.t(x)

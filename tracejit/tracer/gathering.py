@@ -16,6 +16,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import checks, ops
+from .node_names import rename
 from .selection import positions
 from .state import STATE
 from .tensor_base import TensorBase as Tensor
@@ -68,7 +69,7 @@ def gather(input, dim: int, index, *, sparse_grad: bool = False) -> Tensor:  # n
     """out[..., j, ...] = input[..., index[..., j, ...], ...] along dim (index's shape)."""
     x = ops.as_tensor(input)
     d, idx = _index("gather", x, dim, index)
-    return _gather_checked("gather", x, d, idx, dim)
+    return rename(_gather_checked("gather", x, d, idx, dim), "GatherBackward0", x)
 
 
 def _gather_checked(op: str, x: Tensor, d: int, idx: Tensor, dim) -> Tensor:
@@ -112,7 +113,7 @@ def take_along_dim(input, indices, dim=None) -> Tensor:  # noqa: A002
     if dim is None:         # a gather from the flat input: negative indices are errors (torch)
         x, idx = ops.reshape(x, (x.numel(),)), ops.reshape(idx, (idx.numel(),))
         d, idx = _index("take_along_dim", x, 0, idx)
-        return _gather_checked("take_along_dim", x, d, idx, 0)
+        return rename(_gather_checked("take_along_dim", x, d, idx, 0), "GatherBackward0")
     if x.ndim != idx.ndim:
         raise ops._err("take_along_dim", f"input {ops._fmt(x)} and indices {ops._fmt(idx)} "
                        f"must have the same number of dims", RuntimeError)
@@ -127,7 +128,8 @@ def take_along_dim(input, indices, dim=None) -> Tensor:  # noqa: A002
     idx = ops.broadcast_to(idx, rest[:d] + (idx.shape[d],) + rest[d + 1:])
     # the user's indices checked against [-n, n) (torch reads others silently modulo n)
     d, idx = _index("take_along_dim", x, dim, idx, negative=True)
-    return _gather_checked("take_along_dim", x, d, _wrap_negative(idx, x.shape[d]), dim)
+    return rename(_gather_checked("take_along_dim", x, d, _wrap_negative(idx, x.shape[d]), dim),
+                  "GatherBackward0", x)
 
 
 def _wrap_negative(idx: Tensor, n: int) -> Tensor:

@@ -12,6 +12,7 @@ from ..ir.primitives import P, bind
 from ..devices import is_host
 from . import checks, eager_views, ops, views
 from .inplace import inplace
+from .node_names import index_node_name, rename
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
 
 
@@ -210,17 +211,25 @@ def getitem_view(x: Tensor, key) -> Tensor:
             # an embedding lookup C[X]: one gather. Its impl is the lookup's one bounds check
             # (eager errors name the op and the user's file:line) and NumPy's take wraps
             # negative indices, as the gradient's scatter-add does: nothing to do here
-            return bind(P.gather, x, key, axis=0)
-        out = eager_views.cached_index(x, key, getitem)
+            out = bind(P.gather, x, key, axis=0)
+            return out if out.grad_fn is None or key._data.ndim else \
+                rename(out, "SelectBackward0")      # (x[tensor(i)] selects, as torch)
+        out = eager_views.cached_index(x, key, getitem, index_node_name)
         if out is not None:         # (a repeated key: what the lines below derive, cached)
             return out
         np_key = eager_views.numpy_key(x, key)
         if np_key is not None:      # ints and slices: NumPy's view, or one primitive
-            return eager_views.index_view(x, np_key, lambda r: getitem(r, key))
+            out = eager_views.index_view(x, np_key, lambda r: getitem(r, key))
+            return out if out.grad_fn is None else _named(out, x, key)
     out = getitem(x, key)
     if _is_basic(key):
         if out is x and x.ndim:         # x[:], x[...]: a new view object, as torch's
             out = bind(P.slice, x, starts=[0] * x.ndim, stops=list(x.shape),
                        steps=[1] * x.ndim)
         out = views.mark(x, out, lambda r: getitem(r, key))
-    return out
+    return out if out.grad_fn is None else _named(out, x, key)
+
+
+def _named(out: Tensor, x: Tensor, key) -> Tensor:
+    """out = x[key] with torch's node name (its indexing takes other steps than ours)."""
+    return rename(out, index_node_name(key, x.shape), x)

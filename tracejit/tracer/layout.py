@@ -16,6 +16,7 @@ from ..ir.primitives import P, bind
 from . import creation, ops
 from .composites import composite
 from .host_views import eager_host, host_view
+from .node_names import rename
 from .selection import positions
 from .tensor_base import TensorBase as Tensor
 
@@ -79,9 +80,11 @@ def split(x, split_size_or_sections, dim: int = 0) -> tuple[Tensor, ...]:
             raise ops._err("split", f"split_size must be positive (0 only for an empty dim), "
                            f"got {s} for dim {dim} of {ops._fmt(x)}", RuntimeError)
         sizes = [min(s, n - a) for a in range(0, n, s)] if n else [0]
+    # torch's one node for all the pieces has the name of its overload
+    name = "SplitWithSizesBackward0" if isinstance(s, (tuple, list)) else "SplitBackward0"
     out, start = [], 0
     for size in sizes:
-        out.append(_narrow(x, d, start, size))
+        out.append(rename(_narrow(x, d, start, size), name, x))
         start += size
     return tuple(out)
 
@@ -107,7 +110,8 @@ def unbind(x, dim: int = 0) -> tuple[Tensor, ...]:
         a = x._data
         return tuple(host_view(a[(slice(None),) * d + (i, Ellipsis)]) for i in range(a.shape[d]))
     keep = x.shape[:d] + x.shape[d + 1:]
-    return tuple(ops.reshape(_narrow(x, d, i, 1), keep) for i in range(x.shape[d]))
+    return tuple(rename(ops.reshape(_narrow(x, d, i, 1), keep), "UnbindBackward0", x)
+                 for i in range(x.shape[d]))
 
 
 def narrow(x, dim: int, start: int, length: int) -> Tensor:
@@ -232,7 +236,7 @@ def bmm(a, b) -> Tensor:
     if a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
         raise ops._err("bmm", f"shapes {ops._fmt(a)} and {ops._fmt(b)} do not match "
                        f"(batch sizes must be equal and a.shape[2] == b.shape[1])", RuntimeError)
-    return ops.matmul(a, b)
+    return rename(ops.matmul(a, b), "BmmBackward0")
 
 
 def t(x) -> Tensor:
@@ -241,7 +245,7 @@ def t(x) -> Tensor:
     if x.ndim > 2:
         raise ops._err("t", f"expects a tensor with <= 2 dimensions, got {ops._fmt(x)}",
                        RuntimeError)
-    return ops.swapaxes(x, 0, 1) if x.ndim == 2 else x
+    return rename(ops.swapaxes(x, 0, 1), "TBackward0", x) if x.ndim == 2 else x
 
 
 # -- Tensor conveniences ------------------------------------------------------------------------

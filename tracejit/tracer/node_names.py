@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence, Union
 
+import numpy as np
+
 from ..ir.core import Aval
 
 NameRule = Union[str, Callable[[dict, list[Aval], Sequence[bool]], str]]
@@ -63,3 +65,89 @@ def node_name(prim_name: str, params: dict, in_avals: list[Aval],
 def scalar_overload(prim_name: str, operand: int) -> str | None:
     """The node name when `operand` of `prim_name` is a Python number, if torch has one."""
     return SCALAR_OVERLOADS.get(prim_name, {}).get(operand)
+
+
+# -- names of ops built here of several primitives ------------------------------------------------
+# The functions above name a node by its primitive. A user-facing op made of primitives (x[0]
+# is a slice and a reshape, x.unsqueeze(0) a reshape) renames its last node to what torch
+# calls its one node. Names are presentation only: nothing reads them but name() and errors.
+
+def rename(out, name: str, x=None):
+    """Give the node that made `out` the name `name`; nothing when out has no node, when its
+    node is x's own (the op made no node: it returned x or a view with x's history) or when
+    the node's class names itself. Returns out."""
+    node = getattr(out, "grad_fn", None)
+    if node is not None and (x is None or node is not getattr(x, "grad_fn", None)) and \
+            hasattr(node, "_name"):
+        node._name = name
+    return out
+
+
+def _whole(k: slice, n: int) -> bool:
+    """Whether torch's indexing skips slice k of an axis of size n inside a tuple key: start
+    0 (as given, not wrapped), step 1 and a stop at or past the end."""
+    start, stop, step = k.start, k.stop, k.step
+    return (start is None or start.__class__ is int and start == 0) and \
+        (step is None or step.__class__ is int and step == 1) and \
+        (stop is None or stop.__class__ is int and stop >= n)
+
+
+def _is_int(k) -> bool:
+    """A key element torch reads as one position (a select): an int, a NumPy integer or a 0-d
+    integer tensor."""
+    if isinstance(k, bool):
+        return False
+    if isinstance(k, (int, np.integer)):
+        return True
+    dtype = getattr(k, "dtype", None)
+    return getattr(k, "ndim", None) == 0 and dtype is not None and \
+        np.dtype(getattr(dtype, "np", dtype)).kind in "iu"
+
+
+def index_node_name(key, shape: tuple) -> str:
+    """torch's node name for x[key]: its indexing takes one step per key element (an int
+    selects, a slice slices, None unsqueezes) and names its result by the last one; in a tuple
+    key, slices that keep a whole axis take no step, and no step at all is an alias. An
+    integer array or mask anywhere makes it an IndexBackward0."""
+    if type(key) is not tuple:
+        if key is None:
+            return "UnsqueezeBackward0"
+        if key is Ellipsis:
+            return "AliasBackward0"
+        if type(key) is slice:
+            return "SliceBackward0"         # (a lone slice: a step even when it is whole)
+        return "SelectBackward0" if _is_int(key) else "IndexBackward0"
+    name = "AliasBackward0"
+    axis = 0
+    for k in key:
+        tk = type(k)
+        if tk is slice:         # (first: an LSTM's gate x[:, a:b] is named on every step)
+            if axis >= len(shape) or not _whole(k, shape[axis]):
+                name = "SliceBackward0"
+            axis += 1
+        elif tk is int:
+            name = "SelectBackward0"
+            axis += 1
+        elif k is None:
+            name = "UnsqueezeBackward0"
+        elif k is Ellipsis:
+            axis += len(shape) - sum(1 for k in key if k is not None and k is not Ellipsis)
+        elif _is_int(k):
+            name = "SelectBackward0"
+            axis += 1
+        else:
+            return "IndexBackward0"
+    return name
+
+
+def matmul_node_name(a_ndim: int, b_ndim: int, a_requires_grad: bool) -> str:
+    """torch's node name for a @ b: dot, mv and mm have their own; a vector times a matrix
+    ends in a squeeze; every batched product ends in torch's reshape of its bmm's result
+    (UnsafeViewBackward0), but a matrix times a batch whose matrix requires grad is computed
+    as the transposed product, ending in a copy (CloneBackward0)."""
+    if a_ndim <= 2 and b_ndim <= 2:
+        return ("DotBackward0", "SqueezeBackward4", "MvBackward0", "MmBackward0")[
+            2 * (a_ndim - 1) + b_ndim - 1]
+    if a_ndim == 2 and a_requires_grad:
+        return "CloneBackward0"
+    return "UnsafeViewBackward0"

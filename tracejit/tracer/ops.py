@@ -17,6 +17,7 @@ from ..ir.primitives import P, bind
 from . import broadcast_add
 from .autocast import FP32, LOWER, autocast_op
 from .backward_nodes import PrimNode
+from .node_names import matmul_node_name, rename
 from .state import STATE
 from .operands import _axes, _err, _fmt, _is_scalar, as_tensor, cast, result_dtype
 from .shape_ops import (broadcast_to, cat, concatenate, expand, flatten,  # noqa: F401
@@ -327,7 +328,7 @@ def clip(x, min=None, max=None):     # noqa: A002
             y = where(lt(y, min), min, y)
         if max is not None:
             y = where(gt(y, max), max, y)
-        return where(ne(x, x), float("nan"), y)
+        return rename(where(ne(x, x), float("nan"), y), "ClampBackward1")
     y = x
     nan_bound = None
     for bound, loses in ((min, lt), (max, gt)):
@@ -343,7 +344,9 @@ def clip(x, min=None, max=None):     # noqa: A002
     # the comparisons above are false for NaN, which would pass x's NaN through as if it were
     # in range (with its gradient) and ignore a NaN bound
     nan = ne(x, x) if nan_bound is None else logical_or(ne(x, x), nan_bound)
-    return where(nan, float("nan"), y)
+    # torch's overloads: clamp(Tensor, Tensor) and clamp(Scalar, Scalar)
+    return rename(where(nan, float("nan"), y), "ClampBackward0" if any(
+        isinstance(b, Tensor) for b in (min, max)) else "ClampBackward1")
 
 
 # -- reductions ---------------------------------------------------------------------------------
@@ -443,12 +446,15 @@ def matmul(a, b) -> Tensor:
         x = broadcast_to(x, batch + x.shape[-2:])
         y = broadcast_to(y, batch + y.shape[-2:])
         out = bind(P.matmul, x, y)
-    if not (va or vb):
-        return out
-    shape = out.shape
-    if va:
-        shape = shape[:-2] + shape[-1:]
-    if vb:
-        shape = shape[:-1]
-    return reshape(out, shape)
+    if va or vb:
+        shape = out.shape
+        if va:
+            shape = shape[:-2] + shape[-1:]
+        if vb:
+            shape = shape[:-1]
+        out = reshape(out, shape)
+    if out.grad_fn is not None and (a.ndim > 2 or b.ndim > 2 or va or vb):
+        # torch names a @ b by the way it computes it (DotBackward0, MvBackward0, ...)
+        rename(out, matmul_node_name(a.ndim, b.ndim, a._requires_grad))
+    return out
 

@@ -16,6 +16,7 @@ from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import ops
 from .layout import bmm
+from .node_names import rename
 from .selection import positions
 from .tensor_base import TensorBase as Tensor
 
@@ -48,6 +49,16 @@ def dot(a, b) -> Tensor:
     return ops.matmul(a, b)
 
 
+def mm(a, b) -> Tensor:
+    """The product of two matrices (torch.mm: 2-d operands only, nothing broadcast)."""
+    a, b = ops.as_tensor(a), ops.as_tensor(b)
+    _need("mm", a, 2, "self"), _need("mm", b, 2, "mat2")
+    if a.shape[1] != b.shape[0]:
+        raise ops._err("mm", f"{ops._fmt(a)} and {ops._fmt(b)} cannot be multiplied "
+                       f"({a.shape[1]} != {b.shape[0]})", RuntimeError)
+    return ops.matmul(a, b)
+
+
 def mv(m, v) -> Tensor:
     m, v = ops.as_tensor(m), ops.as_tensor(v)
     _need("mv", m, 2, "input"), _need("mv", v, 1, "vec")
@@ -76,7 +87,8 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1) -> Tensor:  # noqa: A002
     """beta * input + alpha * (mat1 @ mat2)."""
     mat1, mat2 = ops.as_tensor(mat1), ops.as_tensor(mat2)
     _need("addmm", mat1, 2, "mat1"), _need("addmm", mat2, 2, "mat2")
-    return _scaled_sum("addmm", input, ops.matmul(mat1, mat2), beta, alpha)
+    return rename(_scaled_sum("addmm", input, ops.matmul(mat1, mat2), beta, alpha),
+                  "AddmmBackward0")
 
 
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1) -> Tensor:  # noqa: A002

@@ -17,6 +17,7 @@ from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import checks, ops
 from .composites import composite
+from .node_names import rename
 from .tensor_base import TensorBase as Tensor
 
 
@@ -102,8 +103,11 @@ def _extreme(op: str, x, dim, keepdim, axis, keepdims):
     if isinstance(dim, (Tensor, np.ndarray)):          # torch.max(a, b): the elementwise max
         return ops.maximum(x, dim) if op == "max" else ops.minimum(x, dim)
     if axis is not None or dim is None:                # NumPy/JAX spelling: values only
-        return ops.amax(x, axis, keepdims or keepdim) if op == "max" \
+        out = ops.amax(x, axis, keepdims or keepdim) if op == "max" \
             else ops.amin(x, axis, keepdims or keepdim)
+        # torch's max() and min() of all elements (with axis=, NumPy's amax keeps its name)
+        return out if axis is not None else rename(out, "MaxBackward1" if op == "max"
+                                                   else "MinBackward1", x)
     return _with_indices(op, x, dim, bool(keepdim if keepdims is None else keepdims))
 
 

@@ -9,8 +9,9 @@ import numpy as np
 
 from ..ir.primitives import P, bind
 from .forward_ad import FWD
-from .lazy_copies import LinkedCounter
 from .operands import _axes, _err, _fmt, as_tensor, result_dtype
+from .lazy_copies import LinkedCounter
+from .node_names import rename
 from .state import STATE
 from .tensor_base import TensorBase as Tensor
 
@@ -83,7 +84,7 @@ def swapaxes(x, a: int, b: int) -> Tensor:
     a, b = _axes(x, a, None, "transpose")[0], _axes(x, b, None, "transpose")[0]
     perm = list(range(x.ndim))
     perm[a], perm[b] = perm[b], perm[a]
-    return permute(x, tuple(perm))
+    return rename(permute(x, tuple(perm)), "TransposeBackward0", x)
 
 
 def transpose(x, *axes) -> Tensor:
@@ -98,9 +99,13 @@ def transpose(x, *axes) -> Tensor:
 
 def squeeze(x, axis=None, *, dim=None) -> Tensor:
     x = as_tensor(x)
-    axes = [a for a, d in enumerate(x.shape) if d == 1] if (axis if dim is None else dim) is None \
+    given = axis if dim is None else dim
+    axes = [a for a, d in enumerate(x.shape) if d == 1] if given is None \
         else [a for a in _axes(x, axis, dim, "squeeze") if x.shape[a] == 1]
-    return reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
+    out = reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
+    # torch's overloads: squeeze(), squeeze(dim), squeeze(dims)
+    return rename(out, "SqueezeBackward0" if given is None else "SqueezeBackward2"
+                  if isinstance(given, (tuple, list)) else "SqueezeBackward1", x)
 
 
 def unsqueeze(x, dim: int) -> Tensor:
@@ -109,7 +114,7 @@ def unsqueeze(x, dim: int) -> Tensor:
         raise _err("unsqueeze", f"dim {dim} is out of range [{-(x.ndim + 1)}, {x.ndim}] for "
                    f"{_fmt(x)}", IndexError)
     dim = dim % (x.ndim + 1)
-    return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
+    return rename(reshape(x, x.shape[:dim] + (1,) + x.shape[dim:]), "UnsqueezeBackward0", x)
 
 
 def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
@@ -145,4 +150,5 @@ def stack(xs, axis: int = 0, *, dim=None) -> Tensor:
     if len({x.shape for x in xs}) != 1:
         raise _err("stack", "all tensors must have the same shape, got "
                    + ", ".join(_fmt(x) for x in xs))
-    return concatenate([unsqueeze(x, axis) for x in xs], axis % (xs[0].ndim + 1))
+    return rename(concatenate([unsqueeze(x, axis) for x in xs], axis % (xs[0].ndim + 1)),
+                  "StackBackward0")

@@ -13,6 +13,7 @@ from ..ir.primitives import P, bind
 from . import checks, ops
 from .gathering import meshgrid
 from .layout import _dim, _narrow, flip
+from .node_names import rename
 from .tensor_base import TensorBase as Tensor
 
 
@@ -149,7 +150,8 @@ def select(x, dim: int, index: int) -> Tensor:
     if not -n <= i < n:
         raise ops._err("select", f"index {i} is out of range for dim {dim} of size {n} in "
                        f"{ops._fmt(x)}", IndexError)
-    return ops.reshape(_narrow(x, d, i % n, 1), x.shape[:d] + x.shape[d + 1:])
+    return rename(ops.reshape(_narrow(x, d, i % n, 1), x.shape[:d] + x.shape[d + 1:]),
+                  "SelectBackward0", x)
 
 
 def index_select(x, dim: int, index) -> Tensor:
@@ -162,13 +164,13 @@ def index_select(x, dim: int, index) -> Tensor:
     if x.ndim == 0:
         ops._axes(x, dim, None, "index_select")
         x1 = ops.reshape(x, (1,))
-        return ops.reshape(index_select(x1, 0, idx), ())
+        return rename(ops.reshape(index_select(x1, 0, idx), ()), "IndexSelectBackward0", x)
     d = ops._axes(x, dim, None, "index_select")[0]
     n = x.shape[d]
     checks.rows_in_range(idx, n, "index_select", f"dim {dim} of size {n}")
     flat = ops.reshape(ops.cast(idx, dt.i64), (idx.numel(),))
     checks.in_bounds(flat, n)
-    return bind(P.gather, x, flat, axis=d)
+    return rename(bind(P.gather, x, flat, axis=d), "IndexSelectBackward0")
 
 
 def rot90(x, k: int = 1, dims=(0, 1)) -> Tensor:

@@ -127,6 +127,7 @@ class Tensor(TensorBase):
     matmul, bmm = ops.matmul, layout.bmm
     outer = ger = products.outer
     dot, mv, kron, trace = products.dot, products.mv, products.kron, products.trace
+    mm = products.mm
     addmm, baddbmm, addbmm = products.addmm, products.baddbmm, products.addbmm
 
     # -- views of the tensor (views.py records them, so in-place ops write through) ----------

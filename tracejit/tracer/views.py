@@ -34,6 +34,7 @@ from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from . import gathering, layout, ops, products, stacking
 from .lazy_copies import take_storage
+from .node_names import rename
 from .state import STATE
 from .tensor_base import TensorBase as Tensor, check_inplace_result, lift
 
@@ -146,7 +147,8 @@ def contiguous(x: Tensor, memory_format=None) -> Tensor:
         return x
     if x.dtype is dt.bool_:
         return ops.eq(x, True)
-    return ops.add(x, -0.0 if x.dtype.is_float else 0)      # (x + -0.0: -0.0 stays -0.0)
+    # (x + -0.0: -0.0 stays -0.0; torch's copy is a CloneBackward0)
+    return rename(ops.add(x, -0.0 if x.dtype.is_float else 0), "CloneBackward0")
 
 
 def _reshaping(fn: Callable, name: str, strict: bool = False) -> Callable:
@@ -162,6 +164,8 @@ def _reshaping(fn: Callable, name: str, strict: bool = False) -> Callable:
                 f"least one dimension spans across two contiguous subspaces): {ops._fmt(x)} "
                 f"viewed as {list(out.shape)} (at {user_location()}). Use .reshape(...) "
                 f"instead.")
+        elif name != "ravel":        # torch's reshape of a copy ends in its _unsafe_view
+            rename(out, "UnsafeViewBackward0", x)
         return out
     reshape_op.__name__ = name
     reshape_op.__doc__ = fn.__doc__
