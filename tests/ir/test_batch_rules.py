@@ -74,6 +74,8 @@ SAMPLES = {
     "cumsum": [([f64(3, 4)], {"axis": 1, "reverse": True})],
     "cumprod": [([f64(3, 4)], {"axis": 0, "reverse": False})],
     "argsort": [([ints(3, 4)], {"axis": 1, "descending": True})],
+    "argtopk": [([ints(3, 4)], {"axis": 1, "k": 2, "descending": True}),
+                ([ints(3, 200)], {"axis": 1, "k": 5, "descending": False})],   # partitioned
     "dist_all_reduce": [([f64(3, 4), f64(3, 4)], {"op": 0})],   # no group: a world of 1
     "dist_all_reduce_start": [([f64(3, 4), f64(3, 4)], {"op": 0})],
     "dist_all_reduce_wait": [([f64(3, 4), np.array(0), f64(3, 4)], {"op": 0})],

@@ -92,6 +92,7 @@ SAMPLES = {
     "cumprod": ([np.array([[0.5, 0.0, 2.0, -1.5], [1.1, 0.9, 0.0, 0.0], [2.0, -0.7, 1.3, 0.4]])],
                 {"axis": 1, "reverse": False}),
     "argsort": ([distinct(3, 4)], {"axis": 1, "descending": False}),
+    "argtopk": ([distinct(3, 4)], {"axis": 1, "k": 2, "descending": True}),
     "dist_all_reduce": ([f64(3, 4), f64(3, 4)], {"op": 1}),     # no group: a world of 1
     "dist_all_reduce_start": ([f64(3, 4), f64(3, 4)], {"op": 1}),
     "dist_all_reduce_wait": ([f64(3, 4), np.array(0), f64(3, 4)], {"op": 1}),

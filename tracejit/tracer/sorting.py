@@ -1,9 +1,12 @@
 """Sorting in PyTorch's spelling: `sort` and `topk` return (values, indices), `argsort` the
 indices. All are stable (equal elements keep their order, in both directions) and NaN sorts as
-the largest value, as PyTorch. The indices come from the argsort primitive
-(ir/prims_sort.py); the values are read at them with gathering.along (torch.gather's read),
-so their gradient is one scatter into zeros of the input's size, as torch's sort/topk
-backward (a select for topk with k=1).
+the largest value, as PyTorch. The indices come from the argsort and argtopk primitives
+(ir/prims_sort.py: topk's are argsort's first k, selected without a full sort on long rows);
+the values are read at them with gathering.along (torch.gather's read), so their gradient is
+one scatter into zeros of the input's size, as torch's sort/topk backward (a select for topk
+with k=1). PyTorch's own CPU topk returns tied values in an order of its algorithm's (not by
+position: the top 3 of [1, 3, 3, 2, 3, 0, 3] are at 1, 6, 4 there, at 1, 2, 4 here); the
+values are the same, and the gradient goes to the positions each returns.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import ops
 from .gathering import along
+from .node_names import rename
 from .tensor_base import TensorBase as Tensor
 
 
@@ -50,7 +54,7 @@ def sort(x, dim: int = -1, descending: bool = False, stable: bool = False) -> So
     if x.ndim == 0:
         return SortResult(x, ops.as_tensor(0, dt.i64, like=x))
     idx = _argsort("sort", x, d, descending)
-    return SortResult(along(x, idx, d), idx)
+    return SortResult(rename(along(x, idx, d), "SortBackward0"), idx)
 
 
 def topk(x, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> SortResult:  # noqa: A002
@@ -68,7 +72,5 @@ def topk(x, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) ->
                        f"({ops._fmt(x)})", IndexError)
     if x.ndim == 0:
         return SortResult(x, ops.as_tensor(0, dt.i64, like=x))
-    idx = _argsort("topk", x, d, largest)
-    if k < n:
-        idx = idx[(slice(None),) * d + (slice(0, k),)]
-    return SortResult(along(x, idx, d), idx)
+    idx = bind(P.argtopk, x, axis=d, k=k, descending=bool(largest))
+    return SortResult(rename(along(x, idx, d), "TopkBackward0"), idx)
