@@ -134,7 +134,7 @@ def test_float32_transcendentals_are_inline_vector_code(fn):
 
 
 def test_lowered_stages_are_readable():
-    x = np.ones((8, 16), np.float32)
+    x = np.ones((32, 32), np.float32)          # above TINY_KERNEL: an O2 module
     low = tj.compile(lambda a: tj.softmax(a, -1)).lower(x)
     # softmax is one row-wise kernel: max, sum and the normalization run per row
     assert low.kernels.splitlines()[0].startswith("k0: rows stages(max, sum, loop)")

@@ -44,6 +44,12 @@ SMALL_KERNEL = 1 << 15    # below this many elements, compile time matters more 
 # tanh/exp in a 16K-element kernel ran 10x faster than libm calls for ~10 ms more compile
 # time, and cost nothing measurable in an LSTM's tiny kernels.
 SPEED_LEVEL = 2
+# A kernel over at most this many elements (a scalar optimizer step, an index check of 512
+# token ids, a loss's final division) is built without optimization and with LLVM's fast
+# code generator: its run time is a few microseconds either way, and O2 spent most of a cold
+# compile's LLVM time on such kernels (nanoGPT small's 11 tiny modules: 281 ms of 1.4 s CPU at
+# O2, 24 ms at O0). Vector code pays from a few hundred elements on.
+TINY_KERNEL = 512
 HEADER = 2                # frame words before the slots: the only segment's call table, its length
 CALL_WORDS = 4            # a call record: function, slot list, begin, end
 
@@ -249,14 +255,24 @@ def kernel_codes(k: Kernel) -> tuple[list[tuple[KernelCode, list[Value], int]], 
     has a partial-sum kernel and a finishing one), each with the values its arguments hold and
     the extent of its parallel range, and the scratch buffers between them."""
     small = math.prod(k.shape) < SMALL_KERNEL
+    level = speed_level(k)
     parts, scratch = kernel_bodies(k, small)
     out = []
     for args, body, extent, md in parts:
-        text = _module(body, md, len(args), inline=True)
-        symbol = "tj_" + hashlib.sha256(text.encode()).hexdigest()[:32]
-        out.append((KernelCode(symbol, text.replace("@KERNEL(", f"@{symbol}("), SPEED_LEVEL),
-                    args, extent))
+        out.append((_code(_module(body, md, len(args), inline=True), level), args, extent))
     return out, scratch
+
+
+def speed_level(k: Kernel) -> int:
+    """The LLVM level of kernel k's modules: 0 for a tiny kernel (TINY_KERNEL), else O2."""
+    return 0 if math.prod(k.shape) <= TINY_KERNEL else SPEED_LEVEL
+
+
+def _code(text: str, level: int) -> KernelCode:
+    """The module `text` (its entry still @KERNEL) built at `level`, named by both: the same
+    loops built at two levels (a kernel called on 128 and on 4096 elements) are two modules."""
+    symbol = "tj_" + hashlib.sha256(f"O{level}\n{text}".encode()).hexdigest()[:32]
+    return KernelCode(symbol, text.replace("@KERNEL(", f"@{symbol}("), level)
 
 
 def kernel_code(k: Kernel) -> tuple[KernelCode, list[Value]]:
@@ -265,9 +281,7 @@ def kernel_code(k: Kernel) -> tuple[KernelCode, list[Value]]:
     small = math.prod(k.shape) < SMALL_KERNEL
     md: list[str] | None = None if small else []
     args, body = kernel_body(k, "body", md)
-    text = _module(body, md or [], len(args), inline=True)
-    symbol = "tj_" + hashlib.sha256(text.encode()).hexdigest()[:32]
-    return KernelCode(symbol, text.replace("@KERNEL(", f"@{symbol}("), SPEED_LEVEL), args
+    return _code(_module(body, md or [], len(args), inline=True), speed_level(k)), args
 
 
 def _module(body: str, md: list[str], n_args: int, inline: bool) -> str:

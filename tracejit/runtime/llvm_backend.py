@@ -459,7 +459,8 @@ class LLVMExecutable(Executable):
             return self.program.llvm_text()
         if stage == "asm":
             return "\n\n".join(f"; module {c.symbol}\n" + llvm_jit.assembly(
-                llvm_jit.optimize(c.text, c.speed_level)) for c in self.program.codes.values())
+                llvm_jit.optimize(c.text, c.speed_level), c.speed_level)
+                for c in self.program.codes.values())
         return super().stage_text(stage)
 
 

@@ -26,10 +26,31 @@ _lock = threading.Lock()
 _state: dict = {}
 
 
-def _new_target_machine():
+def _new_target_machine(opt: int = 3):
     target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=_state["cpu"], features=_state["features"], opt=3,
+    return target.create_target_machine(cpu=_state["cpu"], features=_state["features"], opt=opt,
                                         reloc="static", codemodel="jitdefault")
+
+
+def codegen_level(speed_level: int) -> int:
+    """The code generator's level for a module optimized at `speed_level`: a module built
+    without optimization (a tiny kernel, codegen.llvm_program.TINY_KERNEL) also gets the fast
+    instruction selector and register allocator, which is where most of its compile time went
+    (a scalar AdamW bias-correction kernel: 80 ms at O2, 9 ms at O0); everything else O3."""
+    return 0 if speed_level == 0 else 3
+
+
+def _machine_for(speed_level: int):
+    """This process's shared TargetMachine for the code of modules of `speed_level`."""
+    tm = target_machine()
+    level = codegen_level(speed_level)
+    if level == 3:
+        return tm
+    with _lock:
+        key = f"tm{level}"
+        if key not in _state:
+            _state[key] = _new_target_machine(level)
+        return _state[key]
 
 
 def target_machine():
@@ -67,8 +88,9 @@ def optimize(text: str, speed_level: int = 3, tm=None, unlocked: bool = False):
     return mod
 
 
-def assembly(mod) -> str:
-    return target_machine().emit_assembly(mod)
+def assembly(mod, speed_level: int = 2) -> str:
+    """The assembly of `mod` as the module's level builds it (see `codegen_level`)."""
+    return _machine_for(speed_level).emit_assembly(mod)
 
 
 def object_code(mod, tm=None, unlocked: bool = False) -> bytes:
@@ -191,7 +213,10 @@ def cache_key(code: KernelCode) -> str:
 
 
 def compile_code(code: KernelCode, tm=None, unlocked: bool = False) -> bytes:
-    """Object code for one kernel module (no caches)."""
+    """Object code for one kernel module (no caches). `tm`: a compile thread's own
+    TargetMachine for the module's codegen level (see `codegen_level`)."""
+    if tm is None:
+        tm = _machine_for(code.speed_level)
     return object_code(optimize(code.text, code.speed_level, tm, unlocked), tm, unlocked)
 
 
@@ -205,9 +230,12 @@ def _compile_all(todo: list[KernelCode]) -> list[bytes]:
     local = threading.local()
 
     def one(c: KernelCode) -> bytes:
-        if not hasattr(local, "tm"):
-            local.tm = _new_target_machine()
-        return compile_code(c, local.tm, unlocked=True)
+        level = codegen_level(c.speed_level)
+        if not hasattr(local, "tms"):
+            local.tms = {}
+        if level not in local.tms:
+            local.tms[level] = _new_target_machine(level)
+        return compile_code(c, local.tms[level], unlocked=True)
     # the largest first, so that no thread is left with a big one at the end
     order = sorted(range(len(todo)), key=lambda i: -len(todo[i].text))
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tracejit-compile") as pool:

@@ -1,0 +1,128 @@
+"""Tiny kernels (at most codegen.llvm_program.TINY_KERNEL elements) are built at O0 with LLVM's
+fast code generator, for compile time; larger ones at O2. The decision is pinned here, and the
+O0 code is checked against the reference interpreter and against the same graphs built at O2
+on random programs: every op family, reductions with their float64 accumulators, integers,
+casts, empty and one-element shapes, broadcasts, non-contiguous inputs and gradients."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import tracejit as tj
+from tracejit.codegen import llvm_program
+from tracejit.runtime import llvm_jit
+
+
+def _levels(program: str) -> list[str]:
+    return re.findall(r"-> tj_[0-9a-f]{32} (O\d) over", program)
+
+
+def test_tiny_kernels_are_built_at_o0_and_the_rest_at_o2(monkeypatch):
+    monkeypatch.setenv("TRACEJIT_NUM_THREADS", "1")
+    f = tj.compile(lambda x: tj.exp(x) * 2.0 + 1.0)
+    n = llvm_program.TINY_KERNEL
+    assert _levels(f.lower(np.ones(n, np.float32)).program) == ["O0"]
+    assert _levels(f.lower(np.ones(n + 1, np.float32)).program) == ["O2"]
+    assert _levels(f.lower(np.float32(3.0)).program) == ["O0"]          # a scalar kernel
+    assert "(O0): kernels k0\n" in f.lower(np.ones(n, np.float32)).llvm_ir
+    # O0 modules get the fast code generator as well, O2 ones the full one
+    assert llvm_jit.codegen_level(0) == 0 and llvm_jit.codegen_level(2) == 3
+
+
+def test_the_same_loops_at_two_levels_are_two_modules(monkeypatch):
+    """A kernel whose rows are its parallel range has the same text for 4 and for 8 rows; on
+    512 elements it is tiny and on 1024 it is not: two modules, each right."""
+    monkeypatch.setenv("TRACEJIT_NUM_THREADS", "1")
+
+    def f(a, b):
+        return tj.tanh(a) * 3.0 - a, tj.tanh(b) * 3.0 - b
+    a = np.linspace(-2, 2, 512, dtype=np.float32).reshape(4, 128)
+    b = np.linspace(-3, 3, 1024, dtype=np.float32).reshape(8, 128)
+    cf = tj.compile(f)
+    prog = cf.lower(a, b).program
+    symbols = re.findall(r"-> (tj_[0-9a-f]{32}) (O\d)", prog)
+    assert sorted(lv for _, lv in symbols) == ["O0", "O2"]
+    assert len({s for s, _ in symbols}) == 2
+    ra, rb = cf(a, b)
+    np.testing.assert_allclose(ra.numpy(), np.tanh(a) * 3 - a, rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(rb.numpy(), np.tanh(b) * 3 - b, rtol=2e-6, atol=2e-6)
+
+
+def _program(x, y, k, w):
+    """One of every op family that a kernel lowers, on tiny shapes."""
+    s = tj.sin(x) * tj.cos(y) + tj.exp(-x * x) - tj.log(tj.abs(y) + 1.5)
+    t = tj.tanh(s) + tj.erf(x) + tj.sqrt(tj.abs(x)) + (tj.abs(y) + 0.5) ** x
+    rows = tj.softmax(t, -1).sum(0) + t.max(1, keepdims=True).values.sum()
+    m = tj.where(x > y, x, y * 2.0).mean(0)
+    ints = (k * 3 - 1).sum() + (k % 5).max()
+    casts = (x * 100.0).to(tj.int32).to(tj.float32) + (y > 0).to(tj.float32)
+    half = (x * 0.25).to(tj.float16).to(tj.float32)
+    dbl = (w * w).sum(0) + tj.exp(w).mean()
+    return rows, m, ints, casts, half, dbl, t.T * 1.0
+
+
+SHAPES = [(1, 1), (2, 3), (3, 1), (7, 5), (8, 64), (16, 32)]
+
+
+def _inputs(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = rng.standard_normal((shape[1], shape[0])).astype(np.float32).T   # not contiguous
+    k = rng.integers(-50, 50, shape).astype(np.int64)
+    w = rng.standard_normal(shape)                                         # float64
+    return x, y, k, w
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_o0_kernels_match_the_interpreter_and_o2(shape, monkeypatch):
+    monkeypatch.setenv("TRACEJIT_NUM_THREADS", "1")
+    args = _inputs(shape, sum(shape))
+    tiny = tj.compile(_program)
+    ref = tj.compile(_program, backend="interpreter")(*args)
+    got = tiny(*args)
+    assert "O0" in _levels(tiny.lower(*args).program)
+    monkeypatch.setattr(llvm_program, "TINY_KERNEL", 0)        # the same graph, all at O2
+    full = tj.compile(_program)
+    assert "O0" not in _levels(full.lower(*args).program)
+    o2 = full(*args)
+    for g, r, o in zip(got, ref, o2):
+        assert g.dtype == r.dtype and g.shape == r.shape
+        if g.dtype in (tj.int32, tj.int64):
+            np.testing.assert_array_equal(g.numpy(), r.numpy())
+            np.testing.assert_array_equal(g.numpy(), o.numpy())
+        else:
+            np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=3e-6, atol=3e-6)
+            np.testing.assert_allclose(g.numpy(), o.numpy(), rtol=3e-6, atol=3e-6)
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 4), (1,), (5,)], ids=str)
+def test_o0_kernels_on_empty_and_single_element_shapes(shape):
+    x = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape) - 1.5
+    f = tj.compile(lambda a: (tj.exp(a) + a.sum(), a.max(-1).values if a.shape[-1] else a.sum(-1)))
+    e, m = f(x)
+    np.testing.assert_allclose(e.numpy(), np.exp(x) + x.sum(), rtol=1e-6)
+    want = x.max(-1) if x.shape[-1] else x.sum(-1)
+    np.testing.assert_allclose(m.numpy(), want, rtol=1e-6)
+
+
+def test_gradients_through_o0_kernels_match_float64_differences():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4))
+    w = rng.standard_normal((4, 2))
+
+    def loss(x, w):
+        return (tj.tanh(x @ w) ** 2).sum() + tj.exp(x * 0.1).mean()
+    gx, gw = tj.grad(tj.compile(loss), argnums=(0, 1))(x, w)
+
+    def num(f, a, eps=1e-6):
+        g = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            d = np.zeros_like(a)
+            d[i] = eps
+            g[i] = (f(a + d) - f(a - d)) / (2 * eps)
+        return g
+    ref = lambda x, w: (np.tanh(x @ w) ** 2).sum() + np.exp(x * 0.1).mean()   # noqa: E731
+    np.testing.assert_allclose(gx.numpy(), num(lambda a: ref(a, w), x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gw.numpy(), num(lambda a: ref(x, a), w), rtol=1e-6, atol=1e-8)
