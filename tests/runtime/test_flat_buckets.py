@@ -68,7 +68,11 @@ def _loss(m, x, y):
     return ((m(x) - y) ** 2).mean()
 
 
-def test_the_program_writes_each_bucket_in_place_and_the_optimizer_reads_it_reduced(doubling):
+@pytest.mark.parametrize("profile", ["", "1"])
+def test_the_program_writes_each_bucket_in_place_and_the_optimizer_reads_it_reduced(
+        doubling, monkeypatch, profile):
+    # (TRACEJIT_PROFILE runs each kernel of a segment as a step of its own: other indices)
+    monkeypatch.setenv("TRACEJIT_PROFILE", profile)
     model, ref = _net(), _net()
     ddp = DDP(model, bucket_cap_mb=300 / 2 ** 20)      # 300 bytes: several buckets
     buckets = ddp.reducer.buckets

@@ -21,6 +21,7 @@ bucket is what the optimizer's kernels then read)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -34,6 +35,7 @@ class FlatStep:
     dtype: np.dtype
     # per piece: (slot, offset, size, shape, written in place)
     pieces: list[tuple[int, int, int, tuple, bool]]
+    start: Callable                    # the primitive's start_flat(flat, pieces, **params)
 
     def bind(self, flat: np.ndarray, arrays: list, table) -> list[int]:
         """Point the in-place pieces' slots at their views of flat; returns those slots."""
@@ -99,7 +101,7 @@ def plan(steps: list[tuple], scratch_layout: list[tuple]) -> dict[int, FlatStep]
                 taken.add(s)
             pieces.append((s, off, n, shape, in_place))
             off += n
-        out[i] = FlatStep(off, dtype, pieces)
+        out[i] = FlatStep(off, dtype, pieces, P.get(st[2]).start_flat)
     return out
 
 

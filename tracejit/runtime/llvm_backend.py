@@ -189,8 +189,10 @@ class LLVMExecutable(Executable):
         # TRACEJIT_PROFILE: every kernel a native call of its own, each step timed (profiler.py)
         keys = [] if profiler.enabled() else None
         by_name = {k.name: k for k in self.plan.kernels} if keys is not None else {}
-        for st in spec.steps:
+        run_index = {}                          # spec.steps index -> run_steps index
+        for j, st in enumerate(spec.steps):
             kind = st[0]
+            run_index[j] = len(self.run_steps)
             if kind == "seg":
                 groups = [[c] for c in st[1]] if keys is not None else [st[1]]
                 for calls in groups:
@@ -228,6 +230,9 @@ class LLVMExecutable(Executable):
             _, (_, table, n) = self.run_steps[0]
             self._header = (table, n)
             self.only_seg = _SEG(runner.address("tj_run"))
+        # (TRACEJIT_PROFILE splits segments into more run steps: keyed by run step from here)
+        self._flat_steps = {run_index[j]: fs for j, fs in self._flat_steps.items()}
+        self._new_results = {run_index[j] for j in self._new_results}
         self._frames: list[_Frame] = [self._new_frame()]
         # with one native call and only new outputs, run() returns them in this order
         # (True: as allocated), without storing anything in the frame
@@ -420,7 +425,7 @@ class LLVMExecutable(Executable):
                     if i in flats:      # a bucket (runtime/flat_inputs.py)
                         flat = flats[i]
                         pieces = self._flat_steps[i].complete(flat, arrays)
-                        r = P.get(self.spec.steps[i][2]).start_flat(flat, pieces, **params)
+                        r = self._flat_steps[i].start(flat, pieces, **params)
                     else:
                         r = impl(*[arrays[s] for s in ins], **params)
                 out = arrays[so]
