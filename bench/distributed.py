@@ -23,6 +23,10 @@ rounds (so that load from elsewhere falls on all alike), medians of per-step tim
                two differ only in where the starts are;
   hidden = (t_after - t_overlap) / t_allreduce (1.0: all of it hidden; noise can push it a
   little outside [0, 1]).
+A second estimate reads the time each step spends blocked in the all-reduces' waits (every
+`Work.wait`, the same in all modes), which compute noise does not move:
+  wait ms      median per step, DDP step (overlap) / the same step without overlap (after);
+  hidden(waits) = 1 - wait_overlap / wait_after.
 
     python bench/distributed.py [--steps N] [--rounds R] [--configs small,mlp]
                                 [--modes eager,model,whole] [--bucket-cap-mb MB] [--json out.json]
@@ -160,9 +164,29 @@ def worker(config: str, mode: str, steps: int, rounds: int, cap_mb: float) -> No
     dist.destroy_process_group()
 
 
+WAITED = [0.0]          # seconds spent in Work.wait so far (timed_waits)
+
+
+def timed_waits() -> None:
+    """Count the time every collective's wait() blocks (DDP's and compiled code's alike)."""
+    from tracejit.distributed import base
+    wait = base.Work.wait
+
+    def timed(self, timeout=None):
+        t0 = time.perf_counter()
+        try:
+            return wait(self, timeout)
+        finally:
+            WAITED[0] += time.perf_counter() - t0
+    base.Work.wait = timed
+
+
 def hidden_rounds(ddp, dist, tj, overlap_step, after_step, batches, steps, rounds) -> dict:
-    """t_allreduce, t_overlap, t_after in interleaved rounds (see the module doc)."""
+    """t_allreduce, t_overlap, t_after in interleaved rounds (see the module doc), and the
+    time blocked in waits per step."""
     times: dict[str, list] = {"allreduce": [], "overlap": [], "after": []}
+    waits: dict[str, list] = {"overlap": [], "after": []}
+    timed_waits()
     bufs = [tj.Tensor(b.alloc()) for b in ddp.reducer.buckets]
 
     def allreduce_only(*_):
@@ -176,13 +200,19 @@ def hidden_rounds(ddp, dist, tj, overlap_step, after_step, batches, steps, round
         for name, fn in fns.items():
             for i in range(steps):
                 dist.barrier()
+                w0 = WAITED[0]
                 t0 = time.perf_counter()
                 fn(*batches[i % 4])
                 times[name].append(time.perf_counter() - t0)
+                if name in waits:
+                    waits[name].append(WAITED[0] - w0)
     med = {k: float(np.median(v)) for k, v in times.items()}
+    wmed = {k: float(np.median(v)) for k, v in waits.items()}
     return {"t_allreduce_ms": 1e3 * med["allreduce"], "t_overlap_ms": 1e3 * med["overlap"],
             "t_after_ms": 1e3 * med["after"],
-            "hidden": (med["after"] - med["overlap"]) / med["allreduce"]}
+            "hidden": (med["after"] - med["overlap"]) / med["allreduce"],
+            "wait_overlap_ms": 1e3 * wmed["overlap"], "wait_after_ms": 1e3 * wmed["after"],
+            "hidden_waits": 1 - wmed["overlap"] / wmed["after"] if wmed["after"] else 0.0}
 
 
 def check_cost(dist, tj, rounds) -> dict:
@@ -246,7 +276,8 @@ def main() -> int:
           f"rounds; medians; bucket_cap_mb={a.bucket_cap_mb:g}")
     print(f"{'config':<7}{'step':<16}{'params':>8}{'buckets':>8}{'1 rank /s':>11}"
           f"{'2 ranks /s':>11}{'ratio':>8}{'cpu ms 1r':>10}{'cpu ms 2r':>10}"
-          f"{'allreduce ms':>13}{'overlap ms':>12}{'after ms':>10}{'hidden':>8}")
+          f"{'allreduce ms':>13}{'overlap ms':>12}{'after ms':>10}{'hidden':>8}"
+          f"{'wait ms':>14}{'hidden(waits)':>15}")
     out = []
     for config, mode, one, two in rows:
         ratio = two["samples_per_s"] / one["samples_per_s"]
@@ -255,7 +286,9 @@ def main() -> int:
               f"{one['samples_per_s']:>11.1f}{two['samples_per_s']:>11.1f}{ratio:>7.2f}x"
               f"{one['cpu_ms_per_step']:>10.1f}{two['cpu_ms_per_step']:>10.1f}"
               f"{two['t_allreduce_ms']:>13.2f}{two['t_overlap_ms']:>12.2f}"
-              f"{two['t_after_ms']:>10.2f}{100 * two['hidden']:>7.0f}%")
+              f"{two['t_after_ms']:>10.2f}{100 * two['hidden']:>7.0f}%"
+              f"{two['wait_overlap_ms']:>7.2f}/{two['wait_after_ms']:<6.2f}"
+              f"{100 * two['hidden_waits']:>14.0f}%")
         out.append({"config": config, "mode": mode, "one": one, "two": two, "ratio": ratio})
     c = rows[0][3]
     print(f"signature check of every collective (f32[4] all_reduce, 2 ranks): "
