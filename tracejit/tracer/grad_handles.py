@@ -24,3 +24,21 @@ def handle(t: Tensor) -> Tensor:
     h._requires_grad = True
     h._version = t._version
     return h
+
+
+def follow_retained(t: Tensor, old_fn, old_idx: int) -> None:
+    """t's history changed from (old_fn, old_idx) to its grad_fn now (an in-place op, or a
+    view following its base): a retain_grad on t moves along, as torch's, whose `.grad` is
+    then the gradient of t's latest version (it stayed with the old node: the gradient of the
+    value before the in-place op, silently)."""
+    if not t._retains_grad or old_fn is None or old_fn is t.grad_fn or not old_fn.retained:
+        return
+    ref = old_fn.retained.get(old_idx)
+    if ref is None or ref() is not t:
+        return
+    del old_fn.retained[old_idx]
+    node = t.grad_fn
+    if node is not None:
+        if node.retained is None:
+            node.retained = {}
+        node.retained[t._out_idx] = ref

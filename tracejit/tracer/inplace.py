@@ -8,6 +8,7 @@ from ..ir.core import user_location
 from . import ops
 from . import forward_ad, views
 from .forward_ad import FWD
+from .grad_handles import follow_retained
 from .lazy_copies import take_storage
 from .state import STATE
 from .tensor_base import TensorBase as Tensor, check_inplace_result
@@ -20,10 +21,17 @@ def inplace(x: Tensor, update, op: str) -> Tensor:
         return forward_ad.inplace_dual(x, update, op, inplace)
     rec = getattr(x, "_view", None)
     if rec is None:
-        return _inplace(x, update, op)
+        if not x._retains_grad:
+            return _inplace(x, update, op)
+        old = (x.grad_fn, x._out_idx)
+        _inplace(x, update, op)
+        follow_retained(x, *old)
+        return x
     if type(rec) is views.ViewOf:
-        return views.inplace_view(x, rec, update, op, inplace)
+        return views.inplace_view(x, rec, update, op, inplace)      # (_follow: retain_grad)
+    old = (x.grad_fn, x._out_idx)
     _inplace(x, update, op)
+    follow_retained(x, *old)
     views.rederive(x, rec)
     return x
 

@@ -33,6 +33,7 @@ from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from . import gathering, layout, ops, products, stacking
+from .grad_handles import follow_retained
 from .lazy_copies import take_storage
 from .node_names import rename
 from .state import STATE
@@ -463,8 +464,10 @@ def _follow(root: Tensor, v: Tensor, vr: ViewOf, traces: list) -> None:
         new = vr.fwd(root)
         if new is root:     # an identity view (x[:]): a node of its own, as mark gives it; the
             new = bind(P.reshape, root, shape=root.shape)   # root's (a leaf: none) cut it off
+    old = (v.grad_fn, v._out_idx)
     v._data, v.grad_fn, v._out_idx = new._data, new.grad_fn, new._out_idx
     v._requires_grad = new._requires_grad
+    follow_retained(v, *old)
 
 
 def follow_writes(t: Tensor) -> None:
