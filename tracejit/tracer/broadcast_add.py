@@ -96,4 +96,7 @@ def _sum_to(g: np.ndarray, shape: tuple) -> np.ndarray:
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape)
                                       if d == 1 and g.shape[lead + i] != 1)
-    return P.sum.impl(g, axes=axes).reshape(shape)
+    s = P.sum.impl(g, axes=axes)
+    # (a sum over every axis is a NumPy scalar, not an array: it became a leaf's .grad,
+    # whose next in-place accumulation crashed in np.copyto)
+    return (s if type(s) is np.ndarray else np.asarray(s)).reshape(shape)
