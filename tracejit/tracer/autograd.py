@@ -148,6 +148,9 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                                f"grad_fn (at {user_location()})")
         g = _make_grad(t, None if grad_outputs is None else grad_outputs[i])
         node = t.grad_fn if t.grad_fn is not None else accumulate_node(t)
+        if node is None:        # (a view requiring grad through its base alone, as torch)
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not have "
+                               f"a grad_fn (at {user_location()})")
         idx = t._out_idx if t.grad_fn is not None else 0
         roots.append(node)
         buf = buffers.setdefault(node, [None] * node.n_outputs)
@@ -410,7 +413,10 @@ def register_post_accumulate_grad_hook(t: Tensor, hook):
     if not t._requires_grad or t.grad_fn is not None:
         raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors "
                            "or on tensors that do not require grad")
-    node = t._accum = accumulate_node(t)      # held strongly from now on: see accumulate_node
+    node = accumulate_node(t)
+    if node is None:            # a view requiring grad through its base alone: no gradient
+        return _RemovableHandle([hook], hook)
+    t._accum = node             # held strongly from now on: see accumulate_node
     if node.post_hooks is None:
         node.post_hooks = []
     node.post_hooks.append(hook)

@@ -290,17 +290,31 @@ class AccumulateGrad(Node):
         return []
 
 
-def accumulate_node(t: Tensor) -> AccumulateGrad:
-    """t's AccumulateGrad node. As in PyTorch, the node holds the tensor and the tensor only a
-    weak reference to the node: a strong one both ways was a reference cycle, which made every
-    leaf of every graph (and its arrays) garbage for the cycle collector instead of freed by
-    reference counting. A node with post-accumulate hooks is held strongly (its hooks must
-    outlive the graphs), as is one a trace's stand-in leaf shares (trace.grad_leaf)."""
+class _Gone:
+    pass
+
+
+# the _accum of a view that requires grad through its base alone (made before the base's
+# requires_grad_(): view_grad.py): a reference that reads None, so the hot path below takes
+# it as a dead one; such a view has no AccumulateGrad, so the edges of the ops that read it
+# lead nowhere (torch's (None, 0)) and it gets no gradient
+UNTRACKED = weakref.ref(_Gone())
+
+
+def accumulate_node(t: Tensor) -> AccumulateGrad | None:
+    """t's AccumulateGrad node (None for an UNTRACKED view). As in PyTorch, the node holds the
+    tensor and the tensor only a weak reference to the node: a strong one both ways was a
+    reference cycle, which made every leaf of every graph (and its arrays) garbage for the
+    cycle collector instead of freed by reference counting. A node with post-accumulate hooks
+    is held strongly (its hooks must outlive the graphs), as is one a trace's stand-in leaf
+    shares (trace.grad_leaf)."""
     a = t._accum
     if a is not None:
         node = a() if type(a) is weakref.ref else a
         if node is not None:
             return node
+        if a is UNTRACKED:
+            return None
     node = AccumulateGrad(t)
     t._accum = weakref.ref(node)
     return node

@@ -94,6 +94,8 @@ def slice_into(buffers: dict, node, gd: np.ndarray) -> bool:
     nothing done, when gd or the slot's term is not a host array of the input's dtype and
     the slice's (the rule runs then, as for any node)."""
     nxt, idx = node.next_functions[0]
+    if nxt is None:     # an edge to nowhere (a view requiring grad via its base: view_grad.py)
+        return False
     key, shape, in_shape, dtype = slice_region(node)
     if gd.shape != shape or gd.dtype != dtype:
         return False

@@ -13,7 +13,7 @@ from ..ir import dtypes as dt
 from . import composites as C
 from . import conversions, eager_views, fills, gathering, indexing, inplace, layout, masking
 from . import norms, ops
-from . import products, sampling, scans, selection, sorting, stacking, views
+from . import products, sampling, scans, selection, sorting, stacking, view_grad, views
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
 from .dispatch import apply_primitive as _apply_primitive
 from .tensor_base import TensorBase, register
@@ -40,6 +40,7 @@ class Tensor(TensorBase):
                   inputs)
 
     register_post_accumulate_grad_hook = register_post_accumulate_grad_hook
+    requires_grad_ = view_grad.requires_grad_    # (a base's views made before follow it)
     detach = views.detach
     numpy = conversions.numpy       # a view's shares its base's memory
 

@@ -13,7 +13,7 @@ from ..ir.primitives import P
 from ..ir.printer import INLINE_LIMIT
 from ..devices import CPU, is_gpu_array
 from . import checks
-from .backward_nodes import AliasNode, accumulate_node
+from .backward_nodes import UNTRACKED, AliasNode, accumulate_node
 from .grad_slots import GradSlots, slot_guards_changed
 from .pytree import tree_flatten, tree_unflatten
 from .state import ATTR_EPOCH, STATE
@@ -145,7 +145,7 @@ class TraceContext:
         if leaf is None or leaf._data is not v:
             leaf = Tensor(v, _weak=t._weak)
             leaf._requires_grad = True
-            leaf._accum = accumulate_node(t)
+            leaf._accum = accumulate_node(t) or UNTRACKED     # (None: view_grad.py)
             self._leaves[id(t)] = leaf
         return leaf
 
