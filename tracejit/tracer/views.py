@@ -409,6 +409,10 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
         root.grad_fn, root._out_idx, root._requires_grad = keep[:3]
         if rec.kind == DATA:
             root._version[0] = keep[3]
+        if STATE.grad_enabled and new._requires_grad:
+            # torch's detach()/.data is no autograd view of its base: x itself takes the new
+            # value's history (d.add_(b): b's gradient flows through d; it was dropped)
+            x.grad_fn, x._out_idx, x._requires_grad = new.grad_fn, new._out_idx, True
         return x
     root_inplace(root, put, op)
     return x
@@ -464,6 +468,9 @@ def _follow(root: Tensor, v: Tensor, vr: ViewOf, traces: list) -> None:
         new = vr.fwd(root)
         if new is root:     # an identity view (x[:]): a node of its own, as mark gives it; the
             new = bind(P.reshape, root, shape=root.shape)   # root's (a leaf: none) cut it off
+    if vr.kind in (DETACH, DATA) and v.grad_fn is not None:
+        v._data = new._data     # a history of its own (inplace_view): its base's is not its
+        return
     old = (v.grad_fn, v._out_idx)
     v._data, v.grad_fn, v._out_idx = new._data, new.grad_fn, new._out_idx
     v._requires_grad = new._requires_grad
