@@ -41,13 +41,13 @@ class Tensor(TensorBase):
 
     register_post_accumulate_grad_hook = register_post_accumulate_grad_hook
     requires_grad_ = view_grad.requires_grad_    # (a base's views made before follow it)
-    detach = views.detach
+    detach = view_grad.detach
     numpy = conversions.numpy       # a view's shares its base's memory
 
     @property
     def data(self) -> "Tensor":
         """The same storage, detached, with a version counter of its own (as PyTorch)."""
-        return views.data_of(self)
+        return view_grad.data_of(self)
 
     @data.setter
     def data(self, other) -> None:

@@ -1,4 +1,6 @@
-"""Views made while their base required no gradient, after `base.requires_grad_()`.
+"""The autograd standing of aliases of a tensor's memory: detach() and .data (views.py
+records them, of the kinds DETACH and DATA: no history of their base's), and views made
+while their base required no gradient, after `base.requires_grad_()`.
 
 As torch's (a view's requires_grad is its base's), such a view then requires grad, yet has no
 history of its own and is a leaf: the nodes of the ops that read it have no edge for it (its
@@ -9,9 +11,34 @@ with the base's history (views.rederive), as torch regenerates a view's grad_fn 
 leaf of its own (its `.grad` fills), as torch's."""
 from __future__ import annotations
 
+import numpy as np
+
 from .backward_nodes import UNTRACKED
 from .tensor_base import TensorBase
-from .views import MULTI, VIEW, ViewOf, Views
+from .views import DATA, DETACH, MULTI, VIEW, ViewOf, Views, mark
+
+
+def detach(x: TensorBase) -> TensorBase:
+    """x.detach(): shares x's data and version counter, and follows x's in-place updates."""
+    rec = getattr(x, "_view", None)
+    if type(rec) is ViewOf and type(x._data) is np.ndarray and not x._captured():
+        # the view's array (a read-only view of its base's memory) is shared, not made x's
+        # own by a copy (Tensor.detach's _own): x and its detached alias stay in that memory
+        out = TensorBase(x._data)
+    else:
+        out = TensorBase.detach(x)      # (the plain detach)
+    return mark(x, out, TensorBase.detach, DETACH)
+
+
+def data_of(x: TensorBase) -> TensorBase:
+    """x.data: shares x's data only (the setter, `x.data = y`, is tensor.Tensor's)."""
+    out = x._detached_data()
+    if getattr(out, "_data_of", None) is not None:
+        out._view = None            # a capture's: written back by inplace.py's own path
+    else:
+        mark(x, out, lambda r: r.detach() if r._traced or r._captured()
+             else TensorBase(r._data), DATA)
+    return out
 
 
 def requires_grad_(x: TensorBase, b: bool = True) -> TensorBase:

@@ -1,6 +1,7 @@
 """PyTorch's view semantics for the view ops users call (basic indexing, select/narrow/split/
 chunk/unbind, view/reshape when torch's is a view, flatten/unflatten, squeeze/unsqueeze,
-transpose/permute/t/T/mT/movedim/swapaxes, diagonal, expand, detach, .data, view_as).
+transpose/permute/t/T/mT/movedim/swapaxes, diagonal, expand, view_as; detach and .data, made in
+view_grad.py).
 
 A view records its root base and `fwd`, a function that recomputes the view from the root
 with the same tracer ops (a chain of views composes its steps, so every view points at the
@@ -226,30 +227,7 @@ def _multi(fn: Callable) -> Callable:
     return multi_op
 
 
-# -- detach and .data ------------------------------------------------------------------------------
-def detach(x: Tensor) -> Tensor:
-    """x.detach(): shares x's data and version counter, and follows x's in-place updates."""
-    rec = getattr(x, "_view", None)
-    if type(rec) is ViewOf and type(x._data) is np.ndarray and not x._captured():
-        # the view's array (a read-only view of its base's memory) is shared, not made x's
-        # own by a copy (Tensor.detach's _own): x and its detached alias stay in that memory
-        out = Tensor(x._data)
-    else:
-        out = Tensor.detach(x)      # (Tensor here is tensor_base's: the plain detach)
-    return mark(x, out, Tensor.detach, DETACH)
-
-
-def data_of(x: Tensor) -> Tensor:
-    """x.data: shares x's data only (the setter, `x.data = y`, is tensor.Tensor's)."""
-    out = x._detached_data()
-    if getattr(out, "_data_of", None) is not None:
-        out._view = None            # a capture's: written back by inplace.py's own path
-    else:
-        mark(x, out, lambda r: r.detach() if r._traced or r._captured()
-             else Tensor(r._data), DATA)
-    return out
-
-
+# -- detach and .data: view_grad.py ---------------------------------------------------------------
 def forget(t: Tensor) -> None:
     """t's storage was replaced: its views no longer follow it (nor write into it)."""
     rec = getattr(t, "_view", None)
