@@ -80,7 +80,7 @@ class _Bound:
         self.steps: list[tuple] = []
         for ln in exe.launches:
             if ln[0] == "kernel":
-                _, name, grid, block, args = ln
+                _, name, grid, block, args, _ = ln
                 self.steps.append((self.module.get_function(name), (grid,), (block,), args))
             elif ln[0] == "extern":
                 self.steps.append((_EXTERN, ln[1], None, None))
@@ -90,13 +90,17 @@ class _Bound:
 
 def _launches(graph: Graph, plan, program) -> list[tuple]:
     """A program's launches as the runtime runs them: ("kernel", name, grid, block, buffer
-    arguments), ("extern", Extern) or ("matmul", (buffer, views), (buffer, views), out)."""
+    arguments, the buffers it writes), ("extern", Extern) or ("matmul", (buffer, views),
+    (buffer, views), out)."""
     buffers = set(graph.inputs) | set(plan.constants) | \
         {v for k in plan.kernels for v in k.outputs}
+    scratch = set(program.scratch)
     out: list[tuple] = []
     for ln in program.launches:
-        if ln.kind == "kernel":
-            out.append(("kernel", ln.name, ln.grid, ln.block, list(ln.args)))
+        if ln.kind == "kernel":        # (what it writes: its kernel's outputs, or scratch)
+            outs = set(launch_kernel(plan, ln).outputs) | scratch
+            out.append(("kernel", ln.name, ln.grid, ln.block, list(ln.args),
+                        [v for v in ln.args if v in outs]))
         elif ln.kind == "extern":
             ins = ln.kernel.instr
             out.append(("extern", Extern(ins.prim, list(ins.inputs), ins.params, ins.out)))
@@ -104,6 +108,62 @@ def _launches(graph: Graph, plan, program) -> list[tuple]:
             ins = ln.kernel.instr
             out.append(("matmul", operand_view(ins.inputs[0], buffers),
                         operand_view(ins.inputs[1], buffers), ins.out))
+    return out
+
+
+def launch_kernel(plan, ln):
+    """The fusion kernel a generated launch belongs to: the scheduler names its launches
+    after it (k3, k3_zero, k3_finish)."""
+    by_name = {k.name: k for k in plan.kernels}
+    k = by_name.get(ln.name) or by_name.get(ln.name.rsplit("_", 1)[0])
+    if k is None:
+        raise AssertionError(f"launch {ln.name} of no kernel of the plan")
+    return k
+
+
+def same_index_inputs(plan, program) -> dict:
+    """{output: [inputs]}: for each output of a generated elementwise kernel (one launch), the
+    inputs of that kernel whose memory may hold the output instead (cuda_graphs stores a
+    parameter's new value over the old one this way). Each thread reads such an input only at
+    the elements it writes (every operation the input reaches is elementwise over the loop's
+    shape), and the output's value depends on every operation that reads the input, so the
+    renderer's one load of each element (it memoizes loads per element) comes before the
+    store of that element, in any compilation of the kernel."""
+    launches: dict[int, int] = {}
+    for ln in program.launches:
+        if ln.kind == "kernel":
+            k = id(launch_kernel(plan, ln))
+            launches[k] = launches.get(k, 0) + 1
+    out: dict = {}
+    for k in plan.kernels:
+        if k.kind != "loop" or launches.get(id(k)) != 1:
+            continue
+        made = {op.out: op for op in k.ops}
+        for x in k.inputs:
+            if x.shape != k.shape:
+                continue
+            tainted, users, ok = {x}, [], True
+            for op in k.ops:
+                if any(i in tainted for i in op.inputs):
+                    if op.prim.kind != "elementwise" or op.out.shape != k.shape:
+                        ok = False
+                        break
+                    tainted.add(op.out)
+                    if x in op.inputs:
+                        users.append(op.out)
+            if not ok:
+                continue
+            for v in k.outputs:
+                if v.shape != x.shape or v.dtype != x.dtype or v not in made:
+                    continue
+                feeds, todo = set(), [v]        # the kernel's values v is computed from
+                while todo:
+                    y = todo.pop()
+                    if y not in feeds and y in made:
+                        feeds.add(y)
+                        todo.extend(made[y].inputs)
+                if all(u in feeds for u in users):
+                    out.setdefault(v, []).append(x)
     return out
 
 
@@ -147,6 +207,7 @@ class CudaExecutable(Executable):
                 constants=[(v, np.ascontiguousarray(v.producer.params["value"], v.dtype.np))
                            for v in self._plan.constants],
                 source=prog.source, launches=_launches(self.graph, self._plan, prog),
+                same_index=same_index_inputs(self._plan, prog),
                 written=list(dict.fromkeys(v for k in self._plan.kernels for v in k.outputs)),
                 aligned={v for ln in prog.launches for v in ln.aligned},
                 scratch_bytes=mem.arena_bytes if prog.temps else 0,

@@ -32,7 +32,7 @@ from .._version import __version__
 from . import cache, exe_cache
 
 EXT = ".cx"
-FORMAT = b"tj-cuda-exe-1"
+FORMAT = b"tj-cuda-exe-2"
 
 
 @dataclass
@@ -53,14 +53,16 @@ class CudaSpec:
     outputs: list          # slots of the graph's outputs
     constants: list        # (slot, array)
     source: str
-    launches: list         # ("kernel", name, grid, block, slots) | ("extern", primitive name,
-    #                        params, slots, slot) | ("matmul", (slot, views), (slot, views), slot)
+    launches: list         # ("kernel", name, grid, block, slots, written slots) | ("extern",
+    #                        primitive name, params, slots, slot) | ("matmul", (slot, views),
+    #                        (slot, views), slot)
     written: list
     aligned: list
     out_plan: list         # (slot, whether to copy it)
     fresh: list
     scratch_bytes: int
     scratch_layout: list   # (slot, offset, bytes, numpy dtype, shape)
+    same_index: list       # (slot, [slots]): cuda_backend.same_index_inputs
 
 
 def device_target(cp: Any) -> str | None:
@@ -103,8 +105,9 @@ def spec_of(exe) -> CudaSpec:
     launches: list[tuple] = []
     for ln in exe.launches:
         if ln[0] == "kernel":
-            _, name, grid, block, args = ln
-            launches.append(("kernel", name, grid, block, [s(v) for v in args]))
+            _, name, grid, block, args, writes = ln
+            launches.append(("kernel", name, grid, block, [s(v) for v in args],
+                             [s(v) for v in writes]))
         elif ln[0] == "extern":
             e = ln[1]
             launches.append(("extern", e.prim.name, dict(e.params), [s(v) for v in e.inputs],
@@ -121,7 +124,8 @@ def spec_of(exe) -> CudaSpec:
         aligned=[s(v) for v in exe.aligned], out_plan=[(s(v), c) for v, c in exe.out_plan],
         fresh=[s(v) for v in exe.fresh], scratch_bytes=exe.scratch_bytes,
         scratch_layout=[(s(v), off, n, dt, shape) for v, off, n, dt, shape in
-                        exe.scratch_layout])
+                        exe.scratch_layout],
+        same_index=[(s(v), [s(x) for x in xs]) for v, xs in exe.same_index.items()])
 
 
 def values_of(spec: CudaSpec, prims) -> dict:
@@ -134,8 +138,9 @@ def values_of(spec: CudaSpec, prims) -> dict:
     launches: list[tuple] = []
     for ln in spec.launches:
         if ln[0] == "kernel":
-            _, name, grid, block, args = ln
-            launches.append(("kernel", name, grid, block, [vals[k] for k in args]))
+            _, name, grid, block, args, writes = ln
+            launches.append(("kernel", name, grid, block, [vals[k] for k in args],
+                             [vals[k] for k in writes]))
         elif ln[0] == "extern":
             _, prim, params, ins, out = ln
             launches.append(("extern", Extern(prims(prim), [vals[k] for k in ins], params,
@@ -150,7 +155,8 @@ def values_of(spec: CudaSpec, prims) -> dict:
         out_plan=[(vals[k], c) for k, c in spec.out_plan], fresh=[vals[k] for k in spec.fresh],
         scratch_bytes=spec.scratch_bytes,
         scratch_layout=[(vals[k], off, n, np.dtype(dt), tuple(shape))
-                        for k, off, n, dt, shape in spec.scratch_layout])
+                        for k, off, n, dt, shape in spec.scratch_layout],
+        same_index={vals[k]: [vals[x] for x in xs] for k, xs in spec.same_index})
 
 
 def store(k: str, spec: CudaSpec) -> None:
