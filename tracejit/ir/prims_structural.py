@@ -69,6 +69,9 @@ def in_float32(fn):
         if d not in dt.HALF_NP:
             return fn(*xs, **params)
         return fn(*(x.astype(np.float32) if x.dtype == d else x for x in xs), **params).astype(d)
+    # what impl runs when the data is not a 16-bit float: a replayed VJP plan, whose dtypes
+    # are fixed when it is recorded, calls it directly (tracer/vjp_plans.py)
+    impl.unwrapped = fn
     return impl
 
 

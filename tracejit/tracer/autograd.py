@@ -195,9 +195,11 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
         with set_grad_enabled(create_graph):
             while ready:
                 node = ready.pop()
-                if fast and type(node) is PrimNode and not node.out_hooks and not node.retained:
-                    # a primitive's node with no hooks and no retain_grad: what the general
-                    # branch below does for it, without the checks that cannot apply
+                if fast and not node.out_hooks and not node.retained and \
+                        node.apply_arrays is not None:
+                    # a node that runs on arrays (a primitive's, a fused composite's, ...) with
+                    # no hooks and no retain_grad: what the general branch below does for it,
+                    # without the checks that cannot apply
                     buf = buffers.pop(node, None)
                     g = buf[0] if buf is not None else None
                     nexts = node.next_functions
@@ -212,8 +214,8 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                         raise RuntimeError(Node._freed_msg)
                     if type(g) is not Arr:      # (an Owned sum: the node's from now on)
                         g = Arr(g._data)
-                    if node.prim is _SLICE and type(g._data) is np.ndarray and \
-                            slice_into(buffers, node, g._data):
+                    if type(node) is PrimNode and node.prim is _SLICE and \
+                            type(g._data) is np.ndarray and slice_into(buffers, node, g._data):
                         # its gradient added into its region of the input's buffer
                         if not retain_graph:
                             node.release()
@@ -284,7 +286,7 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                 if grads[0] is None and all(g is None for g in grads):
                     results = [None] * len(node.next_functions)
                 else:
-                    if lean and type(node) is PrimNode:
+                    if lean and node.apply_arrays is not None:
                         if node.freed and node.keeps_saved:
                             raise RuntimeError(Node._freed_msg)
                         results = node.apply_arrays(_arr(grads[0]))

@@ -118,6 +118,11 @@ class Node:
     def apply(self, grads: list, create_graph: bool) -> list:
         raise NotImplementedError
 
+    # apply_arrays(g: Arr) -> list: the node's backward in a pass that records nothing, for
+    # the gradient of its one output as an array; None for nodes whose `apply` needs Tensors
+    # (user code: custom Functions, hooks), which the engine then gives Tensors
+    apply_arrays = None
+
     def release(self) -> None:
         self.freed = True
 
@@ -246,8 +251,12 @@ class PrimNode(Node):
     def apply_arrays(self, g: Arr) -> list:
         """The VJP rule run directly on arrays (a backward that records nothing): through
         its plan where the eager path's shared Avals hold one (vjp_plans.py)."""
-        if type(self.in_avals) is SharedAvals:
-            res = vjp_plans.apply(self, g)      # (None where an input needs no gradient)
+        avals = self.in_avals
+        if type(avals) is SharedAvals:
+            # (None where an input needs no gradient; the recorded plan's function called
+            # here directly, vjp_plans.apply records one or finds there is none)
+            plan = avals.plans.get(self.need)
+            res = plan.run(self, g._data) if plan is not None else vjp_plans.apply(self, g)
             if res is not None:
                 if self._scalar_arg is not None:
                     del res[self._scalar_arg]

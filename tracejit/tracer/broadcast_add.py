@@ -87,6 +87,11 @@ class BroadcastAddNode(Node):
             gb = neg(gb)
         return [ga, gb]
 
+    def apply_arrays(self, g: Arr) -> list:
+        """The backward on an Arr (a pass that records nothing): `apply`'s array branch, or
+        the rules bound to the Arr for a device array."""
+        return self.apply([g], False)
+
 
 def _sum_to(g: np.ndarray, shape: tuple) -> np.ndarray:
     """primitives.sum_to_shape on an array: the sum primitive's implementation (its

@@ -44,7 +44,7 @@ from ..ir.passes import optimize
 from . import checks as _checks
 from .autograd import grad as autograd_grad
 from .backward_nodes import _NO_EDGE, Node, SavedTensor, _modified, accumulate_node
-from .eager import device_const, quiet_call
+from .eager import Arr, device_const, quiet_call
 from .grad_handles import handle
 from .lazy_copies import fresh
 from .state import STATE, enable_grad, note_reads
@@ -480,7 +480,12 @@ class FusedNode(Node):
             gd = gd.astype(self.plan.out_meta[1])
         res = self.plan.run_bwd(list(self.residuals) + [gd])
         it = iter(res)      # (requires_grad as at the call: the graph's and edges' order)
-        return [Tensor(next(it)) if w else None for w in self.plan.wants]
+        wrap = Arr if type(g) is Arr else Tensor    # (Arr: a pass that records nothing)
+        return [wrap(next(it)) if w else None for w in self.plan.wants]
+
+    def apply_arrays(self, g: Arr) -> list:
+        """The backward in a pass that records nothing: the plan's on the Arr's array."""
+        return self.apply([g], False)
 
     def _recompute(self, grads, create_graph):
         """Run the composite again on the inputs, recording, and differentiate that: a

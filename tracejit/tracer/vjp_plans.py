@@ -9,16 +9,20 @@ applications are recorded as (impl, operand slots, params, output dtype); each l
 that key replays them straight on the arrays: no `bind`, no inference-cache lookup, no
 wrapper objects between the ops, one floating-point error-mode switch per node. The rule stays
 the one definition (the registry's); a plan is its trace, as `@tj.compile` traces a function.
+A plan is replayed by one Python function written for it (`_compile`): its steps as
+straight-line code, which costs a node a fraction of a loop that interprets the steps.
 
 A rule that steps outside what a plan can replay (an operand that is not one of the node's
 arrays, an array large enough for the compiled-kernel path, a GPU array) keeps running
 through `bind` for that key."""
 from __future__ import annotations
 
-from typing import Any
+import keyword
+from typing import Any, Callable
 
 import numpy as np
 
+from ..ir import dtypes as dt
 from . import eager
 from .eager import Arr, infer, run_impl
 
@@ -30,12 +34,82 @@ class _NoPlan(Exception):
 
 
 class _Plan:
-    __slots__ = ("steps", "results", "checks")
+    __slots__ = ("steps", "results", "checks", "run")
 
-    def __init__(self, steps: list, results: list, checks: tuple) -> None:
+    def __init__(self, steps: list, results: list, checks: tuple, saved: tuple,
+                 has_out: bool) -> None:
         self.steps = steps          # (impl, operand slots, params, out dtype, kind) per op
         self.results = results      # per rule result: its slot, or None
         self.checks = checks        # (shape, dtype) per input slot: g, saved inputs, output
+        # run(node, g's array) -> the rule's results as Arrs, or None when an array is not
+        # the shape and dtype the plan was recorded for (the rule runs through bind then)
+        self.run = _compile(self, saved, has_out)
+
+
+def _compile(plan: _Plan, saved: tuple, has_out: bool) -> Callable:
+    """The plan as one Python function, its steps written out as straight-line code: what the
+    loop over `plan.steps` did per step (unpack the step, gather its operands, dispatch on its
+    kind, append its value) is done here once. `saved`: the indices of the node's saved
+    inputs (the same for every node of the plan's key: they follow from the primitive and
+    `need`); `has_out`: whether the node saves its output. The checks and conversions are
+    the ones each replayed op always had (a NumPy scalar made an array, a result of another
+    dtype cast, a view of an operand made read-only: a lazy copy, see eager.run_impl)."""
+    env: dict[str, Any] = {"ndarray": np.ndarray, "asarray": np.asarray, "empty": np.empty,
+                           "Arr": Arr, "ERR": eager._ERR_VAR, "IGNORE": eager._IGNORE}
+    src = ["def run(node, v0):"]
+    if saved:
+        src.append("    s = node.saved")
+    slot = 1
+    for i in saved:             # (version-checked, as the rule's unpacking)
+        src.append(f"    v{slot} = s[{i}].data(node)")
+        slot += 1
+    if has_out:
+        src.append(f"    v{slot} = node.saved_out.data(node)")
+    for k, (shape, dtype) in enumerate(plan.checks):
+        env[f"S{k}"], env[f"D{k}"] = shape, dtype
+        src.append(f"    if type(v{k}) is not ndarray or v{k}.shape != S{k} or "
+                   f"v{k}.dtype is not D{k}:")
+        src.append("        return None")
+    body: list[str] = []                    # the steps, under NumPy's "ignore all" errors
+    v = len(plan.checks)
+    for impl, slots, params, out_np, kind in plan.steps:
+        if impl is None and slots == "const":
+            env[f"C{v}"] = params
+            body.append(f"v{v} = C{v}")
+        elif impl is None:                  # a fill: a fresh array per node
+            env[f"F{v}"] = (kind, out_np, params)
+            body.append(f"v{v} = empty(F{v}[0], F{v}[1])")
+            body.append(f"v{v}.fill(F{v}[2])")
+        else:
+            env[f"f{v}"], env[f"O{v}"] = impl, out_np
+            args = [f"v{i}" for i in slots]
+            if all(k.isidentifier() and not keyword.iskeyword(k) for k in params):
+                for j, (name, value) in enumerate(params.items()):
+                    env[f"p{v}_{j}"] = value
+                    args.append(f"{name}=p{v}_{j}")
+            elif params:
+                env[f"P{v}"] = params
+                args.append(f"**P{v}")
+            body += [f"v{v} = f{v}({', '.join(args)})",
+                     f"if type(v{v}) is not ndarray:",
+                     f"    v{v} = asarray(v{v})",
+                     f"if v{v}.dtype is not O{v} and v{v}.dtype != O{v}:",
+                     f"    v{v} = v{v}.astype(O{v})",
+                     f"elif v{v}.base is not None and v{v}.flags.writeable:",
+                     f"    v{v}.flags.writeable = False"]
+        v += 1
+    if body and env["ERR"] is not None:
+        src += ["    tok = ERR.set(IGNORE)", "    try:"]
+        src += ["        " + line for line in body]
+        src += ["    finally:", "        ERR.reset(tok)"]
+    elif body:                              # (another NumPy: its errstate context)
+        env["errstate"] = np.errstate
+        src.append("    with errstate(all='ignore'):")
+        src += ["        " + line for line in body]
+    src.append("    return [" + ", ".join("None" if r is None else f"Arr(v{r})"
+                                          for r in plan.results) + "]")
+    exec(compile("\n".join(src), "<vjp plan>", "exec"), env)
+    return env["run"]
 
 
 class _Rec(Arr):
@@ -60,7 +134,11 @@ class _Rec(Arr):
         res = run_impl(prim, data, params, out_np)
         if type(res) is not np.ndarray:
             raise _NoPlan
-        rec.steps.append((prim.impl, tuple(a.slot for a in args), params, out_np, prim.kind))
+        impl = prim.impl
+        if data and getattr(impl, "unwrapped", None) is not None and \
+                data[-1].dtype not in dt.HALF_NP:
+            impl = impl.unwrapped       # (in_float32's wrapper, decided once for the plan)
+        rec.steps.append((impl, tuple(a.slot for a in args), params, out_np, prim.kind))
         return rec.new(res)
 
     def __tj_const__(self, array: np.ndarray) -> "_Rec":
@@ -102,51 +180,18 @@ def apply(node, g: Arr) -> list | None:
     plan = plans.get(node.need, _MISSING)
     if plan is None:
         return None
-    gd = g._data
-    if type(gd) is not np.ndarray:
-        return None
-    vals = [gd]
+    if plan is not _MISSING:
+        return plan.run(node, g._data)
+    if type(g._data) is not np.ndarray:
+        return None                 # (a device array: a later host one records the plan)
+    vals = [g._data]
     for s in node.saved:
         if s is not None:
             vals.append(s.data(node))           # (version-checked, as the rule's unpacking)
     so = node.saved_out
     if so is not None:
         vals.append(so.data(node))
-    if plan is _MISSING:
-        return _record(node, plans, vals)
-    checks = plan.checks
-    for v, (shape, dtype) in zip(vals, checks):
-        if type(v) is not np.ndarray or v.shape != shape or v.dtype is not dtype:
-            return None
-    tok = eager._ERR_VAR.set(eager._IGNORE) if eager._ERR_VAR is not None else None
-    try:
-        for impl, slots, params, out_np, kind in plan.steps:
-            if impl is None:
-                if slots == "const":
-                    vals.append(params)
-                else:                           # a fill: a fresh array per node
-                    a = np.empty(kind, out_np)
-                    a.fill(params)
-                    vals.append(a)
-                continue
-            if len(slots) == 2:
-                args = (vals[slots[0]], vals[slots[1]])
-            elif len(slots) == 1:
-                args = (vals[slots[0]],)
-            else:
-                args = tuple([vals[i] for i in slots])
-            r = impl(*args, **params) if params else impl(*args)
-            if type(r) is not np.ndarray:
-                r = np.asarray(r)
-            if r.dtype is not out_np and r.dtype != out_np:
-                r = r.astype(out_np)
-            elif r.base is not None and r.flags.writeable:
-                r.flags.writeable = False       # a view of an operand: a lazy copy (run_impl)
-            vals.append(r)
-    finally:
-        if tok is not None:
-            eager._ERR_VAR.reset(tok)
-    return [None if i is None else Arr(vals[i]) for i in plan.results]
+    return _record(node, plans, vals)
 
 
 def _record(node, plans: dict, vals: list) -> list | None:
@@ -180,6 +225,7 @@ def _record(node, plans: dict, vals: list) -> list | None:
     except _NoPlan:
         plans[key] = None
         return None
-    plans[key] = _Plan(rec.steps, results,
-                       tuple((v.shape, v.dtype) for v in vals))
+    plans[key] = _Plan(rec.steps, results, tuple((v.shape, v.dtype) for v in vals),
+                       tuple(i for i, s in enumerate(node.saved) if s is not None),
+                       node.saved_out is not None)
     return [None if r is None else Arr(r._data) for r in res]
