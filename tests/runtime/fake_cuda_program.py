@@ -74,6 +74,15 @@ def install(monkeypatch) -> None:
         return program
 
     monkeypatch.setattr(cuda_backend, "lower_program", lower)
+    real_bind = cuda_backend.CudaExecutable.bind
+
+    def bind(exe, cp):
+        # an executable from the disk cache (runtime/cuda_exe_cache.py) rendered no source in
+        # this process: its stand-ins come from its plan and program, built again
+        if exe.source.encode() not in fakecupy.KERNELS:
+            fakecupy.KERNELS[exe.source.encode()] = kernel_table(exe.plan, exe.program)
+        return real_bind(exe, cp)
+    monkeypatch.setattr(cuda_backend.CudaExecutable, "bind", bind)
     monkeypatch.setattr(cuda_backend, "compile_cubin", lambda source, arch: source.encode())
     monkeypatch.setattr(cuda_gemm, "cublas_binding", lambda: fakecupy.CUBLAS)
     fakecupy.LOG.clear()

@@ -217,3 +217,12 @@ def test_damaged_entry_warns_and_is_rebuilt(gpu, tmp_path, damage):
     _same(got, _want(), exact=False)
     _call()                                          # rewritten: a hit again
     assert gpu["plans"] == 2
+
+
+def test_a_hit_of_an_earlier_process_runs_on_the_fake(gpu, tmp_path):
+    """(The fake's kernel stand-ins of a hit whose source this process never rendered: built
+    from the executable's plan and program, as a later test session sharing a cache finds.)"""
+    _, cold, _ = _call()
+    fakecupy.KERNELS.clear()
+    _, hit, _ = _call()
+    _same(hit, cold)
