@@ -9,13 +9,14 @@ import tracejit as tj
 torch = pytest.importorskip("torch")
 
 
+@pytest.mark.parametrize("op", ["add", "sub"])
 @pytest.mark.parametrize("shape", [(), (1,), (1, 1)])
-def test_gradient_of_a_fully_broadcast_operand_accumulates_over_two_backwards(shape):
+def test_gradient_of_a_fully_broadcast_operand_accumulates_over_two_backwards(shape, op):
     got = []
     for lib in (tj, torch):
         s = lib.tensor(np.full(shape, 0.5, np.float32), requires_grad=True)
         v = lib.tensor(np.array([0.3, -0.1], np.float32), requires_grad=True)
-        a = s + v * 2.0
+        a = v * 2.0 + s if op == "add" else v * 2.0 - s
         loss = (a * 3.0).sum() + (a * 5.0).sum()
         loss.backward(retain_graph=True)
         first = s.grad.numpy().copy()

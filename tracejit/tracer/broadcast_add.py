@@ -79,7 +79,9 @@ class BroadcastAddNode(Node):
             gb = None
             if nb is not None:
                 gb = _sum_to(d, self.shapes[1])
-                gb = Arr(quiet_call(np.negative, gb) if self.op == "sub" else gb)
+                if self.op == "sub":        # (of a 0-d array, a ufunc gives a NumPy scalar)
+                gb = np.asarray(quiet_call(np.negative, gb))
+            gb = Arr(gb)
             return [ga, gb]
         ga = sum_to_shape(g, self.shapes[0]) if na is not None else None
         gb = sum_to_shape(g, self.shapes[1]) if nb is not None else None
