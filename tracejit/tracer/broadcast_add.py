@@ -70,19 +70,9 @@ class BroadcastAddNode(Node):
         g = grads[0]
         if g is None:
             return [None, None]
-        (na, _), (nb, _) = self.next_functions
         if not create_graph and type(g._data) is np.ndarray and not STATE.traces:
-            # recording nothing: the registry's implementations straight on the arrays, as
-            # a replayed VJP plan runs them (vjp_plans.py), not bound op by op
-            d = g._data
-            ga = Arr(_sum_to(d, self.shapes[0])) if na is not None else None
-            gb = None
-            if nb is not None:
-                gb = _sum_to(d, self.shapes[1])
-                if self.op == "sub":        # (of a 0-d array, a ufunc gives a NumPy scalar)
-                gb = np.asarray(quiet_call(np.negative, gb))
-            gb = Arr(gb)
-            return [ga, gb]
+            return self.apply_arrays(g)
+        (na, _), (nb, _) = self.next_functions
         ga = sum_to_shape(g, self.shapes[0]) if na is not None else None
         gb = sum_to_shape(g, self.shapes[1]) if nb is not None else None
         if gb is not None and self.op == "sub":
@@ -90,20 +80,43 @@ class BroadcastAddNode(Node):
         return [ga, gb]
 
     def apply_arrays(self, g: Arr) -> list:
-        """The backward on an Arr (a pass that records nothing): `apply`'s array branch, or
-        the rules bound to the Arr for a device array."""
-        return self.apply([g], False)
+        """The backward on an Arr (a pass that records nothing): on a host array the
+        registry's implementations straight on the arrays, as a replayed VJP plan runs them
+        (vjp_plans.py), not bound op by op; on a device array the rules bound to the Arr."""
+        d = g._data
+        if type(d) is not np.ndarray:
+            return self.apply([g], False)
+        (na, _), (nb, _) = self.next_functions
+        ga = Arr(_sum_to(d, self.shapes[0])) if na is not None else None
+        gb = None
+        if nb is not None:
+            gb = _sum_to(d, self.shapes[1])
+            if self.op == "sub":        # (of a 0-d array, a ufunc gives a NumPy scalar)
+                gb = np.asarray(quiet_call(np.negative, gb))
+            gb = Arr(gb)
+        return [ga, gb]
+
+
+_AXES: dict = {}        # (gradient's shape, operand's shape) -> the axes summed; bounded
 
 
 def _sum_to(g: np.ndarray, shape: tuple) -> np.ndarray:
     """primitives.sum_to_shape on an array: the sum primitive's implementation (its
     accumulation rule) over the broadcast axes, then the reshape."""
-    if g.shape == shape:
+    gs = g.shape
+    if gs == shape:
         return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape)
-                                      if d == 1 and g.shape[lead + i] != 1)
-    s = P.sum.impl(g, axes=axes)
+    axes = _AXES.get((gs, shape))
+    if axes is None:
+        lead = g.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape)
+                                          if d == 1 and gs[lead + i] != 1)
+        if len(_AXES) >= 4096:
+            _AXES.clear()
+        _AXES[(gs, shape)] = axes
+    impl = P.sum.impl
+    # (float32/64: the accumulation rule itself, without in_float32's check for 16-bit floats)
+    s = (impl.unwrapped if g.dtype.num in _FLOATS else impl)(g, axes=axes)
     # (a sum over every axis is a NumPy scalar, not an array: it became a leaf's .grad,
     # whose next in-place accumulation crashed in np.copyto)
     return (s if type(s) is np.ndarray else np.asarray(s)).reshape(shape)
