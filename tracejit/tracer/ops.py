@@ -82,6 +82,18 @@ def _binary(op: str, a, b, kind: str):
     """kind: "arith" (bool computes as int64), "float" (true division), "pow" (integers stay
     integers), "any", "cmp"."""
     ta, tb = type(a), type(b)
+    if ta in SUBCLASSES and tb in SUBCLASSES:
+        da, db = a._data, b._data
+        if type(da) is np.ndarray and type(db) is np.ndarray and da.dtype is db.dtype and \
+                da.dtype.kind == "f" and not (a._weak or b._weak):
+            # host floats of one dtype (most ops of a model): what the checks below conclude
+            # for them, without the dtype lookups
+            sa, sb = da.shape, db.shape
+            if sa == sb:
+                return a.__tj_bind__(getattr(P, op), (a, b), {})
+            out = _one_dtype(op, a, b, sa, sb)
+            if out is not None:
+                return out
     if ta in SUBCLASSES:
         ta = Tensor
     if tb in SUBCLASSES:
@@ -100,13 +112,9 @@ def _binary(op: str, a, b, kind: str):
             if sa == sb:
                 # the common case: nothing to promote or broadcast (a Tensor binds it itself)
                 return a.__tj_bind__(getattr(P, op), (a, b), {})
-            shape = _broadcast_pair(sa, sb)
-            if shape is not None and op in _BROADCAST_ADD and \
-                    broadcast_add.applies(a, b, math.prod(shape)):
-                return broadcast_add.apply(op, a, b)        # one op, one node
-            if shape is not None:       # one dtype, shapes that broadcast (x + bias)
-                return a.__tj_bind__(getattr(P, op), (broadcast_to(a, shape),
-                                                      broadcast_to(b, shape)), {})
+            out = _one_dtype(op, a, b, sa, sb)
+            if out is not None:
+                return out
         if ok and (tb is float and d.is_float or tb is int and d is not dt.bool_):
             return _scalar_operand(a.__tj_bind__(getattr(P, op), (a, _splat_scalar(a, b, d)),
                                                  {}), 1)
@@ -123,6 +131,17 @@ def _binary(op: str, a, b, kind: str):
         if _is_scalar(v) and not isinstance(v, Tensor):
             _scalar_operand(out, i)
     return out
+
+
+def _one_dtype(op: str, a: Tensor, b: Tensor, sa: tuple, sb: tuple) -> Tensor | None:
+    """a op b for tensors of one dtype that op takes and of shapes sa != sb that broadcast
+    (x + bias); None where they do not (the caller's general path raises the error)."""
+    shape = _broadcast_pair(sa, sb)
+    if shape is None:
+        return None
+    if op in _BROADCAST_ADD and broadcast_add.applies(a, b, math.prod(shape)):
+        return broadcast_add.apply(op, a, b)        # one op, one node
+    return a.__tj_bind__(getattr(P, op), (broadcast_to(a, shape), broadcast_to(b, shape)), {})
 
 
 def _broadcast_pair(sa: tuple, sb: tuple) -> tuple | None:
@@ -186,7 +205,8 @@ def _all_bool(a, b) -> bool:
 
 def add(a, b, *, alpha=1):
     """a + alpha * b; on two bools it is logical or and stays bool (PyTorch, NumPy, JAX)."""
-    if type(a) in SUBCLASSES and type(alpha) is int and alpha == 1 and a.dtype is not dt.bool_:
+    if type(a) in SUBCLASSES and type(alpha) is int and alpha == 1 and (
+            type(a._data) is np.ndarray and a._data.dtype.kind == "f" or a.dtype is not dt.bool_):
         return _binary("add", a, b, "arith")         # (not two bools, nothing to scale)
     if _all_bool(a, b):
         _times(b, alpha)           # alpha is still checked; torch ignores it for bools
@@ -209,7 +229,8 @@ def sub(a, b, *, alpha=1):
 
 def mul(a, b):
     """a * b; on two bools it is logical and and stays bool (PyTorch, NumPy, JAX)."""
-    if type(a) in SUBCLASSES and a.dtype is not dt.bool_:
+    if type(a) in SUBCLASSES and (type(a._data) is np.ndarray and a._data.dtype.kind == "f" or
+                                  a.dtype is not dt.bool_):
         return _binary("mul", a, b, "arith")         # (not two bools)
     if _all_bool(a, b):
         return _binary("minimum", a, b, "any")
@@ -262,6 +283,9 @@ def fmod(a, b):
 
 def _unary(op: str, x, float_only: bool = False):
     if type(x) in SUBCLASSES:
+        dx = x._data
+        if type(dx) is np.ndarray and dx.dtype.kind == "f":        # (host floats: no lookup)
+            return x.__tj_bind__(getattr(P, op), (x,), {})
         d = x.dtype
         if d.is_float or (not float_only and d is not dt.bool_):
             # the common case: nothing to cast or refuse (the Tensor binds it itself)

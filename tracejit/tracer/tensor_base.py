@@ -406,8 +406,26 @@ def wrap_array(data: Any) -> TensorBase:
     Python-level __new__ (see there, ~1,300-2,000 instructions): the eager fast path
     (dispatch.py) makes one per op and a cached compiled call (runtime/compile.py) one per
     output."""
+    # TensorBase.__init__(data) written out (a call with its keyword defaults and the
+    # requires_grad test costs ~1,500 instructions per op); test_wrap_array_init checks that
+    # two make the same tensor
     t = _new_object(_final)
-    t.__init__(data)
+    t._data = data
+    t._requires_grad = False
+    t._grad = None
+    t.grad_fn = None
+    t._out_idx = 0
+    t._vc = None
+    t._weak = False
+    t._retains_grad = False
+    t._hooks = None
+    t._accum = None
+    traces = STATE.traces
+    if traces:
+        t._born_in = traces[-1]
+        traces[-1].born.append(weakref.ref(t))
+    else:
+        t._born_in = None
     return t
 
 
