@@ -150,8 +150,11 @@ class Program:
         return cands[int(self.rng.integers(len(cands)))]
 
     # -- running one op on both sides --------------------------------------------------------
-    def apply(self, desc: str, fn, add: bool = True):
-        """fn(side) on both sides; both raise or neither; results compared and pooled."""
+    def apply(self, desc: str, fn, add: bool = True, leaf_quirk: bool = False):
+        """fn(side) on both sides; both raise or neither; results compared and pooled.
+        leaf_quirk: torch's 'a leaf Variable that requires grad' error is inconclusive (the
+        written tensor's base was a leaf without grad that an earlier in-place op gave a
+        history; torch still reads the view's old leaf status)."""
         res, errs = [], []
         for side in (TJ, TH):
             try:
@@ -164,6 +167,9 @@ class Program:
                 errs.append(e)
         self.steps.append(desc + ("" if errs == [None, None] else f"  -> raised {errs}"))
         if errs[0] is None and errs[1] is not None and any(m in str(errs[1]) for m in _MULTI_VIEW):
+            raise Inconclusive(desc)
+        if errs[0] is None and errs[1] is not None and leaf_quirk and \
+                "a leaf Variable that requires grad" in str(errs[1]):
             raise Inconclusive(desc)
         if (errs[0] is None) != (errs[1] is None):
             raise Mismatch(f"{desc}: tracejit {'raised ' + repr(errs[0]) if errs[0] else 'ran'}"
@@ -497,8 +503,12 @@ class Program:
                 return t.div_(2.0)
             with s.lib.no_grad():
                 return t.add_(1.0)
+        rec = getattr(x, "_view", None)
+        root = getattr(rec, "root", x)
+        quirk = not (root.is_leaf and root.requires_grad) and not (x.is_leaf and x.requires_grad)
         res = self.apply(f"{d}.{name}({d2 or key or val})",
-                         lambda s: f(s, x, x2) if s is TJ else f(s, y, y2), add=False)
+                         lambda s: f(s, x, x2) if s is TJ else f(s, y, y2), add=False,
+                         leaf_quirk=quirk)
         if res is not None and res[0] is not x:
             raise Mismatch(f"{name} on {d} returned a new tensor, not its input")
 
