@@ -10,6 +10,10 @@ constants, the scratch layout, outputs, the steps with their slots) and the kern
 every distinct kernel, whose object code llvm_jit loads from there. A kernel entry that is gone
 (evicted), damaged or untrusted makes the whole hit a miss: the graph is compiled as before.
 
+The graph of tj.grad / tj.value_and_grad of a compiled function is keyed before it exists:
+by the traced primal graph's text and the transform (runtime/grad_trace.py's JointBuild, the
+`text` of its PendingPasses), so a hit skips the reverse-mode transform too.
+
 The key covers everything that decides that description or that code: the graph (every
 instruction's primitive, operands, parameters and type, constants by their bytes; not its
 source locations), the thread count, the memory-plan switch, the target (triple, CPU name and
