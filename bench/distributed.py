@@ -36,8 +36,9 @@ two buckets, its last layer (1 MiB, as PyTorch's first bucket) and the other 9.5
 complete only when backward's last GEMM (the first layer's weight gradient) is, so at most the
 first bucket's share can overlap; smaller buckets (2) let more of it travel during backward.
 "cpu ms" is rank 0's CPU time per DDP step (all its threads), less sensitive than wall time to
-other load on a shared machine; `TRACEJIT_MPI_PROGRESS_THREAD=1` forces the MPI progress
-thread for collectives started in compiled code (by default only where a core is free for it).
+other load on a shared machine; collectives started in compiled code are advanced by MPI's
+progress thread (`TRACEJIT_MPI_PROGRESS_THREAD=0`: polled between the program's steps instead;
+distributed/mpi_backend.py's wants_progress_thread).
 
 It starts `mpiexec -n 1` and `mpiexec -n 2` of itself (through tracejit.distributed.run's
 command line); all figures come from this one run. Machines are shared: compare the ratios."""
