@@ -129,3 +129,29 @@ def test_vmap_of_topk_on_long_rows():
     f = tj.vmap(lambda r: tj.topk(r, 5, 1)[1])
     np.testing.assert_array_equal(f(tj.tensor(a)).numpy(),
                                   np.argsort(-a, axis=2, kind="stable")[:, :, :5])
+
+
+def _device_rows(compiled: bool) -> None:
+    rng = np.random.default_rng(7)
+    for shape, k, dim in (((4, 300), 7, 1), ((300, 3), 2, 0), ((3, 5), 2, 1)):
+        a = rng.integers(0, 6, shape).astype(np.float32)
+        for largest in (True, False):
+            want = tj.topk(tj.tensor(a), k, dim, largest=largest)
+            f = (lambda x: tj.topk(x, k, dim, largest=largest))
+            got = (tj.compile(f) if compiled else f)(tj.tensor(a, device="cuda"))
+            assert got.indices.device.type == "cuda"
+            np.testing.assert_array_equal(got.indices.cpu().numpy(), want.indices.numpy())
+            np.testing.assert_array_equal(got.values.cpu().numpy(), want.values.numpy())
+
+
+def test_topk_on_the_fake_gpu_is_argsorts_first_k(fake_gpu):
+    """Device rows take CuPy's sort (the partition is for host arrays): long and short rows,
+    both directions, against the host's positions (the stand-in compiles nothing)."""
+    _device_rows(compiled=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tj.cuda_available(), reason="needs an NVIDIA GPU and CuPy")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_topk_on_a_real_gpu(compiled):
+    _device_rows(compiled)

@@ -86,7 +86,7 @@ def _impl_topk(x, axis, k, descending):
     if type(x) is not np.ndarray or n < PARTITION_MIN_ROW or 4 * k > n or k == 0:
         # (device arrays: CuPy's stable sort, as before)
         first = _impl(x, axis, descending)
-        return np.ascontiguousarray(first[(slice(None),) * axis + (slice(0, k),)])
+        return first[(slice(None),) * axis + (slice(0, k),)].copy()     # (C order)
     if x.dtype in dt.HALF_NP:          # (as _impl: every 16-bit value is exact in float32)
         x = x.astype(np.float32)
     key = np.moveaxis(_order_key(x, descending), axis, -1)
