@@ -123,7 +123,7 @@ class Stream:
 
     def synchronize(self) -> None:
         _no_capture("a stream synchronize")
-        _settle(self.ptr)
+        fakecupy_pinned.settle(self.ptr)
 
 
 Stream.null = Stream(null=True)
@@ -151,57 +151,6 @@ def _no_capture(what: str) -> None:
     if s is not None:
         raise RuntimeError(f"fake CuPy: {what} while stream {s.ptr:#x} is capturing a CUDA "
                            f"graph (operation not permitted when stream is capturing)")
-
-
-# -- page-locked host memory and events: a copy from pinned memory on a stream is asynchronous,
-# so its source must not be reused for another copy before an event recorded after it (or the
-# stream) was synchronized: the fake refuses the second copy, as a GPU would copy wrong bytes
-class _Pinned(bytearray):
-    """cupy.cuda.alloc_pinned_memory's memory (np.frombuffer reads it)."""
-
-
-# id(pinned memory) -> (a weak reference to it, stream, sequence): ids are reused once freed
-_IN_FLIGHT: dict[int, tuple[weakref.ref, int, int]] = {}
-_SEQ = itertools.count()
-
-
-def alloc_pinned_memory(nbytes: int) -> _Pinned:
-    COUNTS["pinned_allocs"] = COUNTS.get("pinned_allocs", 0) + 1
-    return _Pinned(nbytes)
-
-
-def _pinned_of(a) -> "_Pinned | None":
-    while a is not None:
-        if isinstance(a, _Pinned):
-            return a
-        a = a.obj if isinstance(a, memoryview) else getattr(a, "base", None)
-    return None
-
-
-def _settle(stream_ptr: int | None, before: int | None = None) -> None:
-    """Copies from pinned memory on `stream_ptr` (every stream: None) enqueued before sequence
-    number `before` (all: None) are done."""
-    for k, (_, ptr, seq) in list(_IN_FLIGHT.items()):
-        if (stream_ptr is None or ptr == stream_ptr) and (before is None or seq < before):
-            del _IN_FLIGHT[k]
-
-
-class Event:
-    def __init__(self, block: bool = False, disable_timing: bool = False,
-                 interprocess: bool = False) -> None:
-        self.mark: tuple[int, int] | None = None
-
-    def record(self, stream=None) -> None:
-        _no_capture("an event record (tracejit records none in a graph)")
-        s = stream if stream is not None else get_current_stream()
-        self.mark = (s.ptr, next(_SEQ))
-        LOG.append(("event record",))
-
-    def synchronize(self) -> None:
-        _no_capture("an event synchronize")
-        if self.mark is not None:
-            _settle(*self.mark)
-        LOG.append(("event wait",))
 
 
 class Graph:
@@ -372,7 +321,7 @@ class _Device:
 
     def synchronize(self) -> None:
         _no_capture("a device synchronize")
-        _settle(None)
+        fakecupy_pinned.settle(None)
 
     def __enter__(self):
         return self
@@ -399,15 +348,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         COUNTS["to_device"] += 1
         if not isinstance(arr, np.ndarray) or arr.dtype != self.dtype or arr.size != self.size:
             raise TypeError("ndarray.set: a host array of the same dtype and size is required")
-        pinned = _pinned_of(arr)
-        if pinned is not None and stream is not None:      # asynchronous
-            entry = _IN_FLIGHT.get(id(pinned))
-            if entry is not None and entry[0]() is pinned:
-                raise RuntimeError("fake CuPy: a copy from pinned host memory whose previous "
-                                   "copy to the device may still be running (synchronize an "
-                                   "event recorded after it first)")
-            _IN_FLIGHT[id(pinned)] = (weakref.ref(pinned), stream.ptr, next(_SEQ))
-            LOG.append(("h2d pinned", arr.nbytes))
+        fakecupy_pinned.copy_starts(arr, stream)
         self._a[...] = arr.reshape(self.shape)
 
     shape = property(lambda self: self._a.shape)
@@ -548,10 +489,13 @@ def module() -> types.ModuleType:
     m.full = full
     m.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
-        Device=_Device, Stream=Stream, get_current_stream=get_current_stream, Event=Event,
-        alloc_pinned_memory=alloc_pinned_memory,
+        Device=_Device, Stream=Stream, get_current_stream=get_current_stream,
+        Event=fakecupy_pinned.Event, alloc_pinned_memory=fakecupy_pinned.alloc_pinned_memory,
         function=types.SimpleNamespace(Module=Module),
         # (whole CUDA executables are cached on disk keyed by it: runtime/cuda_exe_cache.py)
         nvrtc=types.SimpleNamespace(getVersion=lambda: (13, 0)),
         device=types.SimpleNamespace(get_cublas_handle=lambda: _SHARED_HANDLE))
     return m
+
+
+import fakecupy_pinned  # noqa: E402  (it reads this module's streams and LOG)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fakecupy
+import fakecupy_pinned
 import fake_cuda_program
 import tracejit as tj
 from conftest import assert_close
@@ -60,7 +61,7 @@ def test_the_fake_refuses_a_refill_before_the_copy_was_waited_for(gpu, monkeypat
     rng = np.random.default_rng(1)
     w = tj.tensor(rng.standard_normal((4, 2)).astype(np.float32), device="cuda")
     f = tj.compile(_f, mode="reduce-overhead")
-    monkeypatch.setattr(fakecupy.Event, "synchronize", lambda self: None)
+    monkeypatch.setattr(fakecupy_pinned.Event, "synchronize", lambda self: None)
     _run(f, w, 1, rng)
     with pytest.raises(RuntimeError, match="previous copy to the device may still be running"):
         _run(f, w, 1, rng)
