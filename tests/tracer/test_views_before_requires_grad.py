@@ -146,3 +146,35 @@ def test_a_compiled_call_on_such_a_view():
     y.backward()
     assert v.grad is None and x.grad is None
     np.testing.assert_allclose(y.detach().numpy(), 2 * np.arange(4.0).sum())
+
+
+def _state_no_grad(lib, name):
+    """The same standing for a view made under no_grad of a base that requires grad."""
+    x = _base(lib).requires_grad_()
+    with (torch.no_grad() if lib is torch else tj.no_grad()):
+        v = VIEWS[name](x)
+    z = v * 2
+    out = {"requires_grad": v.requires_grad, "is_leaf": v.is_leaf,
+           "grad_fn": v.grad_fn is None, "z requires_grad": z.requires_grad}
+    if z.requires_grad:
+        out["edges"] = [n is None for n, _ in z.grad_fn.next_functions]
+        (z.sum() + x.sum()).backward()
+        out["x.grad"] = x.grad.tolist()
+    return out
+
+
+@pytest.mark.parametrize("name", list(VIEWS), ids=str)
+def test_view_made_under_no_grad_is_torchs(name):
+    assert _state_no_grad(tj, name) == _state_no_grad(torch, name)
+
+
+@pytest.mark.parametrize("lib", [tj, torch], ids=["tracejit", "torch"])
+def test_no_grad_view_writes_in_no_grad_and_refuses_with_grad(lib):
+    x = _base(lib).requires_grad_()
+    no_grad = torch.no_grad if lib is torch else tj.no_grad
+    with no_grad():
+        v = x[0]
+        v.mul_(2)                   # (an optimizer's step through a view)
+    assert x.detach()[0].tolist() == [0.0, 2.0, 4.0, 6.0]
+    with pytest.raises(RuntimeError):
+        v.mul_(2)

@@ -1,6 +1,7 @@
 """The autograd standing of aliases of a tensor's memory: detach() and .data (views.py
 records them, of the kinds DETACH and DATA: no history of their base's), and views made
-while their base required no gradient, after `base.requires_grad_()`.
+while their base required no gradient, after `base.requires_grad_()` (and, alike, views made
+under no_grad of a base that requires grad: views.mark gives them this standing).
 
 As torch's (a view's requires_grad is its base's), such a view then requires grad, yet has no
 history of its own and is a leaf: the nodes of the ops that read it have no edge for it (its

@@ -34,6 +34,7 @@ from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from . import gathering, layout, ops, products, stacking
+from .backward_nodes import UNTRACKED
 from .grad_handles import follow_retained
 from .lazy_copies import take_storage
 from .node_names import rename
@@ -96,6 +97,8 @@ def mark(x: Tensor, out: Tensor, fwd: Callable, kind: str = VIEW) -> Tensor:
         if rec is None:
             rec = x._view = Views()
     out._view = ViewOf(root, fwd, kind, no_grad)
+    if no_grad and root._requires_grad and not out._requires_grad and kind in (VIEW, MULTI):
+        out._requires_grad, out._accum = True, UNTRACKED    # torch's flag: see view_grad.py
     if kind != DATA:
         out._version = root._version        # views share their base's version counter
     views = root._view
