@@ -44,12 +44,17 @@ SMALL_KERNEL = 1 << 15    # below this many elements, compile time matters more 
 # tanh/exp in a 16K-element kernel ran 10x faster than libm calls for ~10 ms more compile
 # time, and cost nothing measurable in an LSTM's tiny kernels.
 SPEED_LEVEL = 2
-# A kernel over at most this many elements (a scalar optimizer step, an index check of 512
-# token ids, a loss's final division) is built without optimization and with LLVM's fast
-# code generator: its run time is a few microseconds either way, and O2 spent most of a cold
-# compile's LLVM time on such kernels (nanoGPT small's 11 tiny modules: 281 ms of 1.4 s CPU at
-# O2, 24 ms at O0). Vector code pays from a few hundred elements on.
-TINY_KERNEL = 512
+# A tiny kernel is built without optimization and with LLVM's fast code generator: a scalar
+# kernel (an optimizer's bias corrections, a loss's last division), or one whose elements times
+# ops (a transcendental counting SLOW_OP) is at most TINY_KERNEL (an index check of 512 token
+# ids). Its run time is a few microseconds either way, and O2 spent much of a cold compile on
+# such kernels (nanoGPT small: 281 ms of 1.4 s LLVM CPU at O2, 24 ms at O0). A kernel of a few
+# hundred elements with real work stays O2: an LSTM cell's [8, 32] gates at O0 made its
+# compiled step 3x slower.
+TINY_KERNEL = 8192
+SLOW_OP = 16
+_SLOW = frozenset({"exp", "log", "tanh", "erf", "erfc", "sin", "cos", "pow", "log1p", "expm1",
+                   "atan2", "lgamma", "digamma"})
 HEADER = 2                # frame words before the slots: the only segment's call table, its length
 CALL_WORDS = 4            # a call record: function, slot list, begin, end
 
@@ -264,8 +269,13 @@ def kernel_codes(k: Kernel) -> tuple[list[tuple[KernelCode, list[Value], int]], 
 
 
 def speed_level(k: Kernel) -> int:
-    """The LLVM level of kernel k's modules: 0 for a tiny kernel (TINY_KERNEL), else O2."""
-    return 0 if math.prod(k.shape) <= TINY_KERNEL else SPEED_LEVEL
+    """The LLVM level of kernel k's modules: 0 for a tiny kernel (see TINY_KERNEL), else O2."""
+    n = math.prod(k.shape)
+    if n == 1:
+        return 0
+    work = sum(SLOW_OP if op.prim.name in _SLOW else
+               len(op.inputs) if op.prim.name == "concatenate" else 1 for op in k.ops)
+    return 0 if n * work <= TINY_KERNEL else SPEED_LEVEL
 
 
 def _code(text: str, level: int) -> KernelCode:
