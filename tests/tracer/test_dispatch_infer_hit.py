@@ -50,3 +50,26 @@ def test_new_shapes_dtypes_and_errors_still_infer(infer_calls):
     assert infer_calls
     with pytest.raises(ValueError, match="matmul"):
         tj.tensor(np.ones((2, 3), np.float32)) @ tj.tensor(np.ones((4, 2), np.float32))
+
+
+def test_repeated_transposes_make_no_infer_call_and_keep_their_names(infer_calls):
+    torch = pytest.importorskip("torch")
+    a = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    w, wt = tj.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    for rep in range(3):
+        if rep == 1:
+            infer_calls.clear()
+        ys = [w.T, w.t(), w.mT]
+        yts = [wt.T, wt.t(), wt.mT]
+        assert [y.grad_fn.name() for y in ys] == [y.grad_fn.name() for y in yts]
+        for y, yt in zip(ys, yts):
+            np.testing.assert_array_equal(y.detach().numpy(), yt.detach().numpy())
+    assert "transpose" not in infer_calls
+    g = np.arange(6.0, dtype=np.float32).reshape(3, 2)
+    (w.T * tj.tensor(g)).sum().backward()
+    (wt.T * torch.tensor(g)).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), wt.grad.numpy())
+    with tj.no_grad():
+        assert w.T.grad_fn is None
+    b = tj.tensor(np.ones((2, 3, 4)), requires_grad=True)
+    assert b.T.shape == (4, 3, 2) and b.mT.shape == (2, 4, 3)

@@ -20,7 +20,6 @@ import numpy as np
 from ..ir.primitives import P
 from . import eager, views
 from .backward_nodes import PrimNode
-from .node_names import rename
 from .host_views import eager_host, host_view  # noqa: F401 - indexing reads eager_host here
 from .state import STATE, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
@@ -217,12 +216,30 @@ _swap_last = views.matrix_transpose.__wrapped_view__
 _t_fwd = views.t.__wrapped_view__
 
 
+# (shape, dtype number, perm) -> the transpose's (normalized params, whether a float, Avals)
+# from the inference cache: a weight's `.T` at every step of a loop finds them here without
+# building the params and infer's key
+_TRANSPOSES: dict = {}
+
+
 def _transposed(x: Tensor, perm: tuple, fwd: Callable, name: str) -> Tensor:
+    d = x._data
+    out = host_view(d.transpose(perm))
     if x._requires_grad:
-        out = rename(_recorded_view(P.transpose, x, {"perm": perm}, x._data.transpose(perm)),
-                     name)
-    else:
-        out = host_view(x._data.transpose(perm))
+        key = (d.shape, d.dtype.num, perm)
+        hit = _TRANSPOSES.get(key)
+        if hit is None:
+            if len(_TRANSPOSES) >= 1024:
+                _TRANSPOSES.clear()
+            norm, _, is_float, avals = eager.infer(P.transpose, {"perm": perm}, [d])
+            hit = _TRANSPOSES[key] = (norm, is_float, avals)
+        # (_recorded_view with the entry found here)
+        if STATE.reads is not None:
+            note_reads((x,))
+        if STATE.grad_enabled and hit[1]:
+            node = out.grad_fn = PrimNode(P.transpose, hit[0], (x,), out, hit[2])
+            out._requires_grad = True
+            node._name = name           # (torch's name: a node of its own, see rename)
     return views.mark(x, out, fwd)
 
 
