@@ -226,3 +226,24 @@ def test_a_hit_of_an_earlier_process_runs_on_the_fake(gpu, tmp_path):
     fakecupy.KERNELS.clear()
     _, hit, _ = _call()
     _same(hit, cold)
+
+
+def test_a_compiled_gradient_hits_without_its_reverse_mode_graph(gpu, monkeypatch):
+    """tj.grad of a compiled function on the GPU: keyed by the primal graph and the transform
+    (runtime/grad_trace.py), so a hit builds neither the reverse-mode graph nor a plan."""
+    from tracejit.runtime import grad_trace
+    built = []
+    real = grad_trace.vjp_graph
+    monkeypatch.setattr(grad_trace, "vjp_graph", lambda *a, **k: (built.append(1),
+                                                                   real(*a, **k))[1])
+
+    def loss(w, x):
+        return (tj.tanh(x @ w) ** 2).sum()
+    wc, xc = tj.tensor(W, device="cuda"), tj.tensor(X, device="cuda")
+    cold = tj.grad(tj.compile(loss))(wc, xc).cpu().numpy()
+    assert built == [1] and gpu["plans"] == 1
+    hit = tj.grad(tj.compile(loss))(wc, xc).cpu().numpy()
+    assert built == [1] and gpu["plans"] == 1
+    np.testing.assert_array_equal(hit, cold)
+    h = np.tanh(X.astype(np.float64) @ W)
+    np.testing.assert_allclose(hit, X.T @ (2 * h * (1 - h * h)), rtol=1e-4, atol=1e-5)
