@@ -53,7 +53,7 @@ class TensorBase:
     __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_idx", "_vc",
                  "_weak", "_retains_grad", "_hooks", "_accum", "_born_in", "_data_of",
                  "_view", "__weakref__")
-    # _data_of: set only on `.data` of a capture (see data); _view: set only on views and
+    # _data_of: set only on `.data` of a capture (see data); _view: None but on views and
     # their bases (see views.py)
 
     __array_priority__ = 1000        # so `ndarray * Tensor` calls Tensor.__rmul__
@@ -81,6 +81,9 @@ class TensorBase:
         self._retains_grad = False
         self._hooks: list | None = None
         self._accum = None
+        # set (not left unset) though only views and their bases use it: readers take it with
+        # getattr(t, "_view", None), which costs ~3,000 instructions on an unset slot
+        self._view = None
         traces = STATE.traces
         self._born_in = traces[-1] if traces else None
         if traces:                          # (to find tensors that escape the trace)
@@ -420,6 +423,7 @@ def wrap_array(data: Any) -> TensorBase:
     t._retains_grad = False
     t._hooks = None
     t._accum = None
+    t._view = None
     traces = STATE.traces
     if traces:
         t._born_in = traces[-1]

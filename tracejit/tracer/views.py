@@ -99,8 +99,11 @@ def mark(x: Tensor, out: Tensor, fwd: Callable, kind: str = VIEW) -> Tensor:
     out._view = ViewOf(root, fwd, kind, no_grad)
     if no_grad and root._requires_grad and not out._requires_grad and kind in (VIEW, MULTI):
         out._requires_grad, out._accum = True, UNTRACKED    # torch's flag: see view_grad.py
-    if kind != DATA:
-        out._version = root._version        # views share their base's version counter
+    if kind != DATA:        # views share their base's version counter (root._version, read
+        vc = root._vc       # without the property: a view per gate slice pays for it)
+        if vc is None:
+            vc = root._vc = [0]
+        out._vc = vc
     views = root._view
     views.refs.append(weakref.ref(out))
     if len(views.refs) > views.limit:       # drop dead views, amortized
