@@ -123,6 +123,27 @@ CASES = {
     "cross_entropy": (lambda L, F, x: F.cross_entropy(x, _idx(L, [0, 1, 2])), [(3, 4)]),
     "layer_norm": (lambda L, F, x: F.layer_norm(x, (4,)), [(3, 4)]),
     "einsum": (lambda L, F, x, y: L.einsum("ij,jk->ik", x, y), [(3, 4), (4, 5)]),
+    "sum keepdim": (lambda L, F, x: x.sum(0, keepdim=True), [(3, 4)]),
+    "sum of all dims named": (lambda L, F, x: x.sum((0, 1)), [(3, 4)]),
+    "square": (lambda L, F, x: x.square(), [(3, 4)]),
+    "rsqrt": (lambda L, F, x: (x * x + 1).rsqrt(), [(3, 4)]),
+    "roll flat": (lambda L, F, x: x.roll(1), [(3, 4)]),
+    "roll dim": (lambda L, F, x: x.roll(1, 0), [(3, 4)]),
+    "diagonal": (lambda L, F, x: x.diagonal(), [(3, 4)]),
+    "diagonal of dims 1, 2": (lambda L, F, x: L.diagonal(x, 0, 1, 2), [(2, 3, 4)]),
+    "baddbmm": (lambda L, F, b, x, y: L.baddbmm(b, x, y), [(2, 3, 5), (2, 3, 4), (2, 4, 5)]),
+    "addbmm": (lambda L, F, b, x, y: L.addbmm(b, x, y), [(3, 5), (2, 3, 4), (2, 4, 5)]),
+    "kron": (lambda L, F, x, y: L.kron(x, y), [(2, 2), (2, 3)]),
+    "embedding": (lambda L, F, w: F.embedding(_idx(L, [0, 2, 2]), w), [(4, 3)]),
+    "embedding padding": (lambda L, F, w: F.embedding(_idx(L, [[0, 2]]), w, padding_idx=0),
+                          [(4, 3)]),
+    "bce with logits": (lambda L, F, x, y: F.binary_cross_entropy_with_logits(x, y.sigmoid()),
+                        [(3, 4), (3, 4)]),
+    "bce with logits none": (lambda L, F, x, y: F.binary_cross_entropy_with_logits(
+        x, y.sigmoid(), reduction="none"), [(3, 4), (3, 4)]),
+    "pad reflect 1-d": (lambda L, F, x: F.pad(x, (1, 2), mode="reflect"), [(2, 3, 4)]),
+    "pad replicate 2-d": (lambda L, F, x: F.pad(x, (1, 1, 2, 0), mode="replicate"),
+                          [(1, 2, 3, 4)]),
 }
 
 

@@ -18,6 +18,7 @@ from ..tracer.losses import _class_targets, _legacy_reduction, cross_entropy  # 
 from ..tracer.inplace import inplace as _inplace
 from ..tracer.norms import vector_norm as _vector_norm
 from ..tracer.masking import one_hot  # noqa: F401  (tj.one_hot: iota classes, no constant)
+from ..tracer.node_names import rename
 from ..tracer.rng import dropout as _dropout
 from ..tracer.tensor import Tensor
 
@@ -91,7 +92,7 @@ def embedding(input, weight: Tensor, padding_idx: int | None = None,   # noqa: A
         pad_at = ops.unsqueeze(ops.eq(idx, padding_idx % n), -1)
         # same values; lookups of the padding row pass no gradient to it (as torch)
         out = ops.where(pad_at, ops.stop_gradient(out), out)
-    return out
+    return rename(out, "EmbeddingBackward0", weight)
 
 
 # -- normalization ---------------------------------------------------------------------------
@@ -330,7 +331,8 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,  # noqa: A00
         loss = ops.add(ops.mul(ops.sub(1.0, y), x), ops.mul(coef, sp))
     if weight is not None:
         loss = ops.mul(loss, weight)
-    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
+    return rename(_reduce(loss, reduction, "binary_cross_entropy_with_logits"),
+                  "BinaryCrossEntropyWithLogitsBackward0")
 
 
 # -- one_hot, pad ----------------------------------------------------------------------------
@@ -375,6 +377,8 @@ def pad(input: Tensor, pad: tuple[int, ...], mode: str = "constant",  # noqa: A0
             src = np.where(m < n, m, period - m)
         key = (slice(None),) * axis + (ops.as_tensor(src.astype(np.int64), like=x, const=True),)
         x = x[key]
+    if mode != "circular":          # (torch's circular padding ends in a CopySlices)
+        rename(x, f"{'Reflection' if mode == 'reflect' else 'Replication'}Pad{k}DBackward0", input)
     return x
 
 

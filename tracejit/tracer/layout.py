@@ -213,7 +213,8 @@ def roll(x, shifts, dims=None) -> Tensor:
             raise ops._err("roll", f"shifts {list(shifts)} need dims (one per shift)",
                            RuntimeError)
         flat = ops.reshape(x, (x.numel(),))
-        return ops.reshape(_roll(flat, (int(shifts[0]),), (0,)), x.shape)
+        return rename(ops.reshape(_roll(flat, (int(shifts[0]),), (0,)), x.shape),
+                      "RollBackward0", x)
     dims = (dims,) if isinstance(dims, numbers.Integral) else tuple(dims)
     if len(shifts) != len(dims):
         raise ops._err("roll", f"shifts {list(shifts)} and dims {list(dims)} must have the "

@@ -392,7 +392,10 @@ def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=None, dtype=None):  #
     elif not x.dtype.is_float:
         x = cast(x, dt.i64)
     axes = _axes(x, axis, dim, "sum")
-    return _keep(x, bind(P.sum, x, axes=axes), axes, _kd(keepdims, keepdim))
+    out = _keep(x, bind(P.sum, x, axes=axes), axes, _kd(keepdims, keepdim))
+    if out.grad_fn is not None and (axis is not None or dim is not None):
+        rename(out, "SumBackward1", x)      # torch's sum(dim) overload, all dims or keepdim too
+    return out
 
 
 def _extreme(op: str, x, axis, keepdims, dim, keepdim):

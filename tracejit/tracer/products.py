@@ -93,12 +93,14 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1) -> Tensor:  # noqa: A002
 
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1) -> Tensor:  # noqa: A002
     """beta * input + alpha * bmm(batch1, batch2)."""
-    return _scaled_sum("baddbmm", input, bmm(batch1, batch2), beta, alpha)
+    return rename(_scaled_sum("baddbmm", input, bmm(batch1, batch2), beta, alpha),
+                  "BaddbmmBackward0")
 
 
 def addbmm(input, batch1, batch2, *, beta=1, alpha=1) -> Tensor:  # noqa: A002
     """beta * input + alpha * (the sum over the batch of batch1[i] @ batch2[i])."""
-    return _scaled_sum("addbmm", input, ops.sum(bmm(batch1, batch2), 0), beta, alpha)
+    return rename(_scaled_sum("addbmm", input, ops.sum(bmm(batch1, batch2), 0), beta, alpha),
+                  "AddbmmBackward0")
 
 
 def tensordot(a, b, dims=2) -> Tensor:
@@ -141,7 +143,8 @@ def kron(a, b) -> Tensor:
     sa, sb = (1,) * (n - a.ndim) + a.shape, (1,) * (n - b.ndim) + b.shape
     x = ops.reshape(a, tuple(v for s in sa for v in (s, 1)))
     y = ops.reshape(b, tuple(v for s in sb for v in (1, s)))
-    return ops.reshape(_times(x, y), tuple(p * q for p, q in zip(sa, sb)))
+    return rename(ops.reshape(_times(x, y), tuple(p * q for p, q in zip(sa, sb))),
+                  "UnsafeViewBackward0")
 
 
 # -- diagonals ----------------------------------------------------------------------------------
@@ -163,11 +166,11 @@ def diagonal(x, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
         # a strided slice, not a gather: eagerly a NumPy view of x's memory, as torch's
         # diagonal is a view (its .numpy() and in-place writes reach x's storage directly)
         k = len(rest)
-        return bind(P.slice, flat, starts=[0] * k + [start],
-                    stops=list(flat.shape[:-1]) + [start + (length - 1) * (m + 1) + 1],
-                    steps=[1] * k + [m + 1])
+        return rename(bind(P.slice, flat, starts=[0] * k + [start],
+                           stops=list(flat.shape[:-1]) + [start + (length - 1) * (m + 1) + 1],
+                           steps=[1] * k + [m + 1]), "DiagonalBackward0")
     idx = ops.add(ops.mul(positions(x, (length,), 0), m + 1), start)
-    return bind(P.gather, flat, idx, axis=len(rest))
+    return rename(bind(P.gather, flat, idx, axis=len(rest)), "DiagonalBackward0")
 
 
 _diagonal = diagonal          # diag's argument is called `diagonal`, as in torch

@@ -239,8 +239,8 @@ def square(x) -> Tensor:
     x = ops.as_tensor(x)
     if x.dtype is dt.bool_:        # PyTorch: int64 (bool * bool alone stays bool)
         x = ops.cast(x, dt.i64)
-    return ops.mul(x, x)
+    return rename(ops.mul(x, x), "PowBackward0", x)       # (torch's square is x ** 2)
 
 
 def rsqrt(x) -> Tensor:
-    return ops.div(1.0, ops.sqrt(x))
+    return rename(ops.div(1.0, ops.sqrt(x)), "RsqrtBackward0", x)
