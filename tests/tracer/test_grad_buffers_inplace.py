@@ -229,3 +229,46 @@ def test_grad_accumulation_that_overflows_warns_nothing():
         res.append(x.grad.numpy() if lib is tj else x.grad.detach().numpy())
     np.testing.assert_array_equal(res[0], res[1])
     assert np.isinf(res[0]).all()
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (0, 3), (2, 3)])
+def test_sums_of_every_size_and_layout(shape):
+    """0-d terms (NumPy adds them to a scalar), empty ones, and transposed ones: the sum is
+    an array of the leaf's shape, C-ordered, and right, over three steps."""
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal(shape)
+    x, xt = _pair(a)
+    for _ in range(3):
+        for lib, v in ((tj, x), (torch, xt)):
+            y = v * 2.0
+            z = (y * y).sum() + (y * 3.0).sum() + lib.exp(y).sum() + (v * v).sum()
+            if len(shape) == 2:
+                z = z + (v.T @ lib.ones((shape[0], 2), dtype=v.dtype)).sum()
+            z.backward()
+        _close(x.grad, xt.grad)
+        assert type(x.grad.numpy()) is np.ndarray and x.grad.numpy().flags.c_contiguous
+
+
+def test_transposed_weight_matmul_backward_copies_no_operand():
+    """x @ w.T: both gradients are one GEMM each on NumPy's transposed views (BLAS transpose
+    flags): the backward allocates w's gradient and its .grad, never a copy of w or w.T."""
+    import tracemalloc
+    n = 384
+    rng = np.random.default_rng(9)
+    w = tj.tensor(rng.standard_normal((n, n)), requires_grad=True)
+    x = tj.tensor(rng.standard_normal((2, n)), requires_grad=True)
+    for _ in range(2):                      # (the second time with the plans recorded)
+        w.grad = x.grad = None
+        loss = (x @ w.T).sum()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            loss.backward()
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    assert peak < 2.5 * n * n * 8, peak / (n * n * 8)
+    np.testing.assert_allclose(w.grad.numpy(), np.ones((2, n)).T @ x.detach().numpy(),
+                               rtol=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), np.ones((2, n)) @ w.detach().numpy(),
+                               rtol=1e-12)

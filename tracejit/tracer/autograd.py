@@ -216,17 +216,16 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                         g = Arr(g._data)
                     if type(node) is PrimNode and node.prim is _SLICE and \
                             type(g._data) is np.ndarray and slice_into(buffers, node, g._data):
-                        # its gradient added into its region of the input's buffer
-                        if not retain_graph:
-                            node.release()
+                        # its gradient added into its region of the input's buffer (a slice
+                        # keeps nothing: nothing to release)
                         nxt = nexts[0][0]
                         deps[nxt] -= 1
                         if deps[nxt] == 0:
                             ready.append(nxt)
                         continue
                     results = node.apply_arrays(g)
-                    if not retain_graph:
-                        node.release()
+                    if not retain_graph and node.keeps_saved:
+                        node.release()      # (a node that keeps nothing can run again anyway)
                     for (nxt, idx), r in zip(nexts, results):
                         if nxt is None:
                             continue
@@ -239,8 +238,8 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                                 b[idx] = r
                             else:
                                 add_into(b, idx, r, _sum)
-                        deps[nxt] -= 1
-                        if deps[nxt] == 0:
+                        deps[nxt] = left = deps[nxt] - 1
+                        if not left:
                             ready.append(nxt)
                     continue
                 grads = buffers.pop(node, None)

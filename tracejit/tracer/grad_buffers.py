@@ -22,6 +22,7 @@ from ..ir.primitives import P
 from .eager import Arr, _ERR_VAR, _IGNORE, quiet_call
 
 _SLICE = P.slice
+_NDARRAY, _ADD, _EMPTY = np.ndarray, np.add, np.empty
 
 
 class Owned:
@@ -42,19 +43,18 @@ def add_into(b: list, idx: int, r, add_general) -> None:
         b[idx] = r
         return
     ad, rd = a._data, r._data
-    if type(ad) is np.ndarray and type(rd) is np.ndarray and ad.shape == rd.shape and \
-            ad.dtype == rd.dtype:
-        if type(a) is Owned:
-            out = ad                    # the engine's own sum: add in place
-        else:                           # a term someone else may hold: a new sum
-            out = np.empty(ad.shape, ad.dtype)
-            b[idx] = Owned(out)
-        tok = _ERR_VAR.set(_IGNORE) if _ERR_VAR is not None else None
+    if type(ad) is _NDARRAY and type(rd) is _NDARRAY and ad.shape == rd.shape and \
+            ad.dtype == rd.dtype and _ERR_VAR is not None:
+        tok = _ERR_VAR.set(_IGNORE)
         try:
-            np.add(ad, rd, out=out)
+            if type(a) is Owned:        # the engine's own sum: add in place
+                _ADD(ad, rd, out=ad)
+            else:                       # a term someone else may hold: a new sum (C order,
+                out = _EMPTY(ad.shape, ad.dtype)    # and an array for 0-d terms too)
+                _ADD(ad, rd, out=out)
+                b[idx] = Owned(out)
         finally:
-            if tok is not None:
-                _ERR_VAR.reset(tok)
+            _ERR_VAR.reset(tok)
         return
     if type(a) is Owned:
         a = Arr(ad)
@@ -96,7 +96,9 @@ def slice_into(buffers: dict, node, gd: np.ndarray) -> bool:
     nxt, idx = node.next_functions[0]
     if nxt is None:     # an edge to nowhere (a view requiring grad via its base: view_grad.py)
         return False
-    key, shape, in_shape, dtype = slice_region(node)
+    plans = getattr(node.in_avals, "plans", None)
+    hit = plans.get(_REGION) if plans is not None else None
+    key, shape, in_shape, dtype = hit if hit is not None else slice_region(node)
     if gd.shape != shape or gd.dtype != dtype:
         return False
     b = buffers.get(nxt)
@@ -114,5 +116,12 @@ def slice_into(buffers: dict, node, gd: np.ndarray) -> bool:
             return False
         a = b[idx] = Owned(ad.copy())   # (a term someone else may hold: never written)
     region = a._data[key]
-    quiet_call(np.add, region, gd, out=region)
+    if _ERR_VAR is None:                # pragma: no cover - other NumPy versions
+        quiet_call(_ADD, region, gd, out=region)
+        return True
+    tok = _ERR_VAR.set(_IGNORE)
+    try:
+        _ADD(region, gd, out=region)
+    finally:
+        _ERR_VAR.reset(tok)
     return True

@@ -53,7 +53,8 @@ def _compile(plan: _Plan, saved: tuple, has_out: bool) -> Callable:
     inputs (the same for every node of the plan's key: they follow from the primitive and
     `need`); `has_out`: whether the node saves its output. The checks and conversions are
     the ones each replayed op always had (a NumPy scalar made an array, a result of another
-    dtype cast, a view of an operand made read-only: a lazy copy, see eager.run_impl)."""
+    dtype cast, a view of an operand made read-only: a lazy copy, see eager.run_impl), the
+    last for the rule's results only: the intermediate values never leave the function."""
     env: dict[str, Any] = {"ndarray": np.ndarray, "asarray": np.asarray, "empty": np.empty,
                            "Arr": Arr, "ERR": eager._ERR_VAR, "IGNORE": eager._IGNORE}
     src = ["def run(node, v0):"]
@@ -71,6 +72,7 @@ def _compile(plan: _Plan, saved: tuple, has_out: bool) -> Callable:
                    f"v{k}.dtype is not D{k}:")
         src.append("        return None")
     body: list[str] = []                    # the steps, under NumPy's "ignore all" errors
+    returned = set(plan.results)            # (only these leave the plan: see below)
     v = len(plan.checks)
     for impl, slots, params, out_np, kind in plan.steps:
         if impl is None and slots == "const":
@@ -94,9 +96,10 @@ def _compile(plan: _Plan, saved: tuple, has_out: bool) -> Callable:
                      f"if type(v{v}) is not ndarray:",
                      f"    v{v} = asarray(v{v})",
                      f"if v{v}.dtype is not O{v} and v{v}.dtype != O{v}:",
-                     f"    v{v} = v{v}.astype(O{v})",
-                     f"elif v{v}.base is not None and v{v}.flags.writeable:",
-                     f"    v{v}.flags.writeable = False"]
+                     f"    v{v} = v{v}.astype(O{v})"]
+            if v in returned:       # a result that is a view of an operand: a lazy copy
+                body += [f"elif v{v}.base is not None and v{v}.flags.writeable:",
+                         f"    v{v}.flags.writeable = False"]
         v += 1
     if body and env["ERR"] is not None:
         src += ["    tok = ERR.set(IGNORE)", "    try:"]
