@@ -1,9 +1,11 @@
 """Tiny kernels (a scalar kernel, or elements x ops at most codegen.llvm_program.TINY_KERNEL,
 a transcendental op counting SLOW_OP) are built at O0 with LLVM's fast code generator, for
-compile time; the rest at O2. The decision is pinned here, and the O0 code is checked against
-the reference interpreter and against the same graphs built at O2 on random programs: every op
-family, reductions with their float64 accumulators, integers, casts, empty and one-element
-shapes, broadcasts, non-contiguous inputs and gradients."""
+compile time, as long as a program's O0 work stays within 1/O0_BUDGET of its estimated work
+(so a GEMM-heavy step has room, a program of small kernels has little); the rest at O2. The
+decision is pinned here, and the O0 code is checked against the reference interpreter and
+against the same graphs built at O2 on random programs: every op family, reductions with their
+float64 accumulators, integers, casts, empty and one-element shapes, broadcasts,
+non-contiguous inputs and gradients."""
 from __future__ import annotations
 
 import re
@@ -20,24 +22,39 @@ def _levels(program: str) -> list[str]:
     return re.findall(r"-> tj_[0-9a-f]{32} (O\d) over", program)
 
 
+M = np.ones((256, 256), np.float32)      # a GEMM in the program: room in the O0 budget
+
+
 def test_tiny_kernels_are_built_at_o0_and_the_rest_at_o2(monkeypatch):
     monkeypatch.setenv("TRACEJIT_NUM_THREADS", "1")
-    cheap = tj.compile(lambda x: x * 2.0 + 1.0)
-    assert _levels(cheap.lower(np.ones(256, np.float32)).program) == ["O0"]
-    assert _levels(cheap.lower(np.ones(8192, np.float32)).program) == ["O2"]
-    assert "(O0): kernels k0\n" in cheap.lower(np.ones(256, np.float32)).llvm_ir
+    cheap = tj.compile(lambda x, m: (x * 2.0 + 1.0, m @ m))
+    assert _levels(cheap.lower(np.ones(256, np.float32), M).program) == ["O0"]
+    assert _levels(cheap.lower(np.ones(8192, np.float32), M).program) == ["O2"]
+    assert "(O0): kernels k0\n" in cheap.lower(np.ones(256, np.float32), M).llvm_ir
     # a scalar kernel is tiny however many ops it has; transcendental work on a few hundred
     # elements is not (an LSTM's gates)
-    assert _levels(tj.compile(lambda x: tj.exp(tj.tanh(x) + 1.0) * 3.0).lower(
-        np.float32(3.0)).program) == ["O0"]
-    assert _levels(tj.compile(lambda x: tj.tanh(x) * 3.0 - x).lower(
-        np.ones((8, 64), np.float32)).program) == ["O2"]
+    assert _levels(tj.compile(lambda x, m: (tj.exp(tj.tanh(x) + 1.0) * 3.0, m @ m)).lower(
+        np.float32(3.0), M).program) == ["O0"]
+    assert _levels(tj.compile(lambda x, m: (tj.tanh(x) * 3.0 - x, m @ m)).lower(
+        np.ones((8, 64), np.float32), M).program) == ["O2"]
     # a concatenation costs a select per piece and element
-    cat = tj.compile(lambda *xs: tj.cat(xs, 0) * 1.0)
-    assert _levels(cat.lower(*[np.ones((8, 16), np.float32)] * 2).program) == ["O0"]
-    assert _levels(cat.lower(*[np.ones((8, 16), np.float32)] * 40).program) == ["O2"]
+    cat = tj.compile(lambda m, *xs: (tj.cat(xs, 0) * 1.0, m @ m))
+    assert _levels(cat.lower(M, *[np.ones((8, 16), np.float32)] * 2).program) == ["O0"]
+    assert _levels(cat.lower(M, *[np.ones((8, 16), np.float32)] * 40).program) == ["O2"]
     # O0 modules get the fast code generator as well, O2 ones the full one
     assert llvm_jit.codegen_level(0) == 0 and llvm_jit.codegen_level(2) == 3
+
+
+def test_the_o0_budget_follows_the_programs_work(monkeypatch):
+    """The same tiny kernel is O0 beside a GEMM and O2 alone (at O0 it would be a large part of
+    the call); of several, the smallest fill the budget first."""
+    monkeypatch.setenv("TRACEJIT_NUM_THREADS", "1")
+    x = np.ones(256, np.float32)
+    assert _levels(tj.compile(lambda x: x * 2.0 + 1.0).lower(x).program) == ["O2"]
+    m = np.ones((32, 32), np.float32)           # room for the 4-element kernel, not the other
+    two = tj.compile(lambda a, b, m: (a * 2.0 + 1.0, b * 2.0 + 1.0, m @ m))
+    prog = two.lower(np.ones(4, np.float32), np.ones(1024, np.float32), m).program
+    assert re.findall(r"(k\d+) -> tj_[0-9a-f]{32} (O\d)", prog) == [("k0", "O0"), ("k1", "O2")]
 
 
 def test_the_same_loops_at_two_levels_are_two_modules(monkeypatch):
@@ -45,16 +62,16 @@ def test_the_same_loops_at_two_levels_are_two_modules(monkeypatch):
     512 elements it is tiny and on 4096 it is not: two modules, each right."""
     monkeypatch.setenv("TRACEJIT_NUM_THREADS", "1")
 
-    def f(a, b):
-        return a * 3.0 - a * a, b * 3.0 - b * b
+    def f(a, b, m):
+        return a * 3.0 - a * a, b * 3.0 - b * b, m @ m
     a = np.linspace(-2, 2, 512, dtype=np.float32).reshape(4, 128)
     b = np.linspace(-3, 3, 4096, dtype=np.float32).reshape(32, 128)
     cf = tj.compile(f)
-    prog = cf.lower(a, b).program
+    prog = cf.lower(a, b, M).program
     symbols = re.findall(r"-> (tj_[0-9a-f]{32}) (O\d)", prog)
     assert sorted(lv for _, lv in symbols) == ["O0", "O2"]
     assert len({s for s, _ in symbols}) == 2
-    ra, rb = cf(a, b)
+    ra, rb, _ = cf(a, b, M)
     np.testing.assert_allclose(ra.numpy(), a * 3 - a * a, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(rb.numpy(), b * 3 - b * b, rtol=1e-6, atol=1e-6)
 
@@ -69,7 +86,8 @@ def _program(x, y, k, w):
     casts = (x * 100.0).to(tj.int32).to(tj.float32) + (y > 0).to(tj.float32)
     half = (x * 0.25).to(tj.float16).to(tj.float32)
     dbl = (w * w).sum(0) + tj.exp(w).mean()
-    return rows, m, ints, casts, half, dbl, t.T * 1.0
+    big = tj.tensor(np.ones((256, 256), np.float32))
+    return rows, m, ints, casts, half, dbl, t.T * 1.0, (big @ big).sum()
 
 
 SHAPES = [(1, 1), (2, 3), (3, 1), (7, 5), (8, 64), (16, 32)]

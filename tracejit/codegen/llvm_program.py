@@ -53,6 +53,15 @@ SPEED_LEVEL = 2
 # compiled step 3x slower.
 TINY_KERNEL = 8192
 SLOW_OP = 16
+# O0 code runs ~10x slower than O2's vector code (an index check of 512 ids: ~3 us vs 0.3), so
+# a program's O0 kernels also stay within a budget: their work at most 1/O0_BUDGET of the
+# program's estimated work, a GEMM flop counting MATMUL_OP of an element-op (BLAS at ~100
+# GFLOP/s, vector loops at ~20 G element-ops/s) and the call itself CALL_WORK (~5 us): about
+# 1% more run time at most. nanoGPT small's GEMMs leave room for its optimizer scalars and
+# small AdamW updates; a makemore MLP's do not (all its tiny kernels at O0: a 7% longer step).
+O0_BUDGET = 900
+MATMUL_OP = 0.2
+CALL_WORK = 100_000
 _SLOW = frozenset({"exp", "log", "tanh", "erf", "erfc", "sin", "cos", "pow", "log1p", "expm1",
                    "atan2", "lgamma", "digamma"})
 HEADER = 2                # frame words before the slots: the only segment's call table, its length
@@ -199,6 +208,7 @@ def build_program(plan: Plan, threads: int) -> LLVMProgram:
         out_plan.append((s, s not in new or s in seen))
         seen.add(s)
     codes: dict[str, KernelCode] = {}
+    levels = kernel_levels(plan)
     steps: list[Step] = []
     seg: list[Call] = []
     for k in plan.kernels:
@@ -212,7 +222,7 @@ def build_program(plan: Plan, threads: int) -> LLVMProgram:
             steps.append(Step(k.kind, kernel=k, out=slots[ins.out],
                               operands=[(slots[b], ops) for b, ops in views]))
             continue
-        parts, scratch = kernel_codes(k)
+        parts, scratch = kernel_codes(k, levels[k.name])
         for v in scratch:             # partial results of a split reduction: per frame
             slots.setdefault(v, HEADER + len(slots))
             temps.append((slots[v], v))
@@ -255,12 +265,13 @@ def plan_temps(temps: list[tuple[int, Value]], steps: list[Step],
     return plan_memory(sizes, step_slots(steps), share)
 
 
-def kernel_codes(k: Kernel) -> tuple[list[tuple[KernelCode, list[Value], int]], list[Value]]:
+def kernel_codes(k: Kernel, level: int | None = None
+                 ) -> tuple[list[tuple[KernelCode, list[Value], int]], list[Value]]:
     """The modules of the loop kernels that run plan kernel k (usually one; a split reduction
     has a partial-sum kernel and a finishing one), each with the values its arguments hold and
     the extent of its parallel range, and the scratch buffers between them."""
     small = math.prod(k.shape) < SMALL_KERNEL
-    level = speed_level(k)
+    level = speed_level(k) if level is None else level
     parts, scratch = kernel_bodies(k, small)
     out = []
     for args, body, extent, md in parts:
@@ -268,14 +279,35 @@ def kernel_codes(k: Kernel) -> tuple[list[tuple[KernelCode, list[Value], int]], 
     return out, scratch
 
 
+def work(k: Kernel) -> float:
+    """Kernel k's estimated work in element-ops (a transcendental op counting SLOW_OP, a
+    concatenation its pieces; a matmul its flops times MATMUL_OP)."""
+    if k.kind == "matmul":
+        a = k.instr.inputs[0]
+        return 2.0 * math.prod(k.instr.out.shape) * (a.shape[-1] if a.shape else 1) * MATMUL_OP
+    ops = sum(SLOW_OP if op.prim.name in _SLOW else
+              len(op.inputs) if op.prim.name == "concatenate" else 1 for op in k.ops)
+    return float(math.prod(k.shape) * max(ops, 1))
+
+
 def speed_level(k: Kernel) -> int:
-    """The LLVM level of kernel k's modules: 0 for a tiny kernel (see TINY_KERNEL), else O2."""
-    n = math.prod(k.shape)
-    if n == 1:
-        return 0
-    work = sum(SLOW_OP if op.prim.name in _SLOW else
-               len(op.inputs) if op.prim.name == "concatenate" else 1 for op in k.ops)
-    return 0 if n * work <= TINY_KERNEL else SPEED_LEVEL
+    """The LLVM level of kernel k's modules on its own: 0 for a tiny kernel (see TINY_KERNEL),
+    else O2 (kernel_levels also holds a program's O0 kernels to its budget)."""
+    return 0 if math.prod(k.shape) == 1 or work(k) <= TINY_KERNEL else SPEED_LEVEL
+
+
+def kernel_levels(plan: Plan) -> dict[str, int]:
+    """The level of each generated kernel of the plan, by name: the tiny ones at O0, smallest
+    work first, while their work stays within 1/O0_BUDGET of the plan's (see O0_BUDGET)."""
+    gen = [k for k in plan.kernels if k.kind not in ("matmul", "extern")]
+    budget = (CALL_WORK + sum(work(k) for k in plan.kernels if k.kind != "extern")) / O0_BUDGET
+    levels = {k.name: SPEED_LEVEL for k in gen}
+    for k in sorted((k for k in gen if speed_level(k) == 0), key=work):
+        if work(k) > budget:
+            break
+        budget -= work(k)
+        levels[k.name] = 0
+    return levels
 
 
 def _code(text: str, level: int) -> KernelCode:
