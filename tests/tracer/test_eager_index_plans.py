@@ -113,7 +113,9 @@ def test_no_grad_and_non_float():
     for _ in range(2):
         np.testing.assert_array_equal(x[2:5].numpy(), [2, 3, 4])
     w = tj.tensor(np.ones((3, 4)), requires_grad=True)
-    with tj.no_grad():
+    wt = torch.ones(3, 4, requires_grad=True)
+    with tj.no_grad(), torch.no_grad():
         for _ in range(2):
-            y = w[:, 1:]
-            assert y.grad_fn is None and not y.requires_grad
+            y, yt = w[:, 1:], wt[:, 1:]
+            assert y.grad_fn is None and yt.grad_fn is None
+            assert y.requires_grad == yt.requires_grad
