@@ -56,8 +56,8 @@ class SavedOutput:
 
     def __init__(self, t: Tensor) -> None:
         self.array = t._data
-        self.counter = t._version
-        self.version = t._version[0]
+        vc = self.counter = t._version
+        self.version = vc[0]
 
     def data(self, node: "Node"):
         if self.counter[0] != self.version:
@@ -128,6 +128,7 @@ class Node:
 
 
 _NO_EDGE = (None, 0)
+_NEED_1, _NO_NEED_1 = (True,), (False,)       # a unary op's `need` patterns
 _NONES = [(None,) * n for n in range(8)]      # shared "nothing saved" tuples
 _SAVES: dict = {}          # (prim, need) -> (inputs its VJP reads, whether it reads the output)
 
@@ -170,6 +171,16 @@ class PrimNode(Node):
                 ((gb, b._out_idx) if gb is not None else (accumulate_node(b), 0))
                 if rb else _NO_EDGE)
             need = (ra, rb)
+        elif len(args) == 1:    # a unary op, a view (tanh, x.T, a gate slice): the same
+            a = args[0]
+            ga = a.grad_fn
+            if a._requires_grad:
+                self.next_functions = ((ga, a._out_idx) if ga is not None else
+                                       (accumulate_node(a), 0),)
+                need = _NEED_1
+            else:
+                self.next_functions = (_NO_EDGE,)
+                need = _NO_NEED_1
         else:
             edges = []
             need = []
