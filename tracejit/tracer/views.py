@@ -139,8 +139,8 @@ def _reshape_is_view(x: Tensor, out: Tensor) -> bool:
     the same choice on a stand-in with the layout torch would give x. A base (not a view) is
     contiguous, whatever layout its array happens to have."""
     rec = getattr(x, "_view", None)
-    if type(rec) is not ViewOf or out.numel() == 0:
-        return True
+    if type(rec) is not ViewOf or out.numel() <= 1:
+        return True                 # (one element or none: any shape is a view of it)
     arr, probe = _layout(rec)
     return np.may_share_memory(arr.reshape(out.shape), probe)
 
