@@ -68,3 +68,22 @@ def test_input_without_grad_has_no_edge():
         assert y.requires_grad
         y2 = tj.sigmoid(c)
         assert y2.grad_fn is None and not y2.requires_grad
+
+
+def test_a_compiled_plan_is_not_compiled_again(monkeypatch):
+    """Calls after the compiling one do not count towards compiling again (raising
+    TRACEJIT_FUSED_COMPILE_AFTER's value later compiled a compiled plan a second time)."""
+    if fused.COMPILE_AFTER == 0:
+        pytest.skip("compiling fused composites is off (TRACEJIT_FUSED_COMPILE_AFTER=0)")
+    x = tj.tensor(np.ones((3, 7), np.float32), requires_grad=True)
+    for _ in range(fused.COMPILE_AFTER):
+        tj.sigmoid(x)
+    assert tj.sigmoid(x).grad_fn.plan.compiled
+    before = fused.stats["compiles"]
+    monkeypatch.setattr(fused, "COMPILE_AFTER", fused.COMPILE_AFTER + 2)
+    for _ in range(4):
+        y = tj.sigmoid(x)
+    assert fused.stats["compiles"] == before
+    y.sum().backward()
+    s = 1 / (1 + np.exp(-1.0))
+    np.testing.assert_allclose(x.grad.numpy(), np.full((3, 7), s * (1 - s)), rtol=1e-6)

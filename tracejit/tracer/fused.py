@@ -293,7 +293,8 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict,
     if STATE.reads is not None:
         note_reads(tensors)
     arrays = [t._data for t in tensors]
-    plan.maybe_compile()
+    if not plan.compiled:           # (counts calls up to the one that compiles)
+        plan.maybe_compile()
     if plan.check is not None and not plan.check_in_fwd:
         # (a device array is read back here: eagerly, as the op-by-op path reads the targets)
         _raise_failed(plan, plan.run_check(arrays)[0])
