@@ -87,9 +87,12 @@ _elementwise("sign", _impl_sign, lambda g, i, o, p, n: [None],
                                                       sb.const(-1, x), sb.const(0, x))))
 
 
-_elementwise("stop_gradient", lambda x: x, lambda g, i, o, p, n: [None],
-             jvp=lambda t, i, o, p: None, arity=1,
-             scalar=lambda sb, x: x)
+# no_grad=True: an op traced under no_grad (tracer/dispatch.py): no reverse-mode gradient, but
+# forward mode passes the tangent through, as PyTorch's forward AD ignores no_grad
+_elementwise("stop_gradient", lambda x, no_grad=False: x, lambda g, i, o, p, n: [None],
+             jvp=lambda t, i, o, p: t[0] if p.get("no_grad") else None, arity=1,
+             scalar=lambda sb, x, no_grad=False: x, params={"no_grad": "bool"},
+             infer=lambda name, avals, no_grad=False: _same(name, avals))
 
 
 def _infer_cast(name, avals, dtype):

@@ -12,6 +12,7 @@ from . import eager
 from .eager import _INFER
 from . import forward_ad
 from .lazy_copies import link
+from .no_grad_ir import barrier, differentiable
 from .forward_ad import FWD
 from .state import STATE, current_trace, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
@@ -139,7 +140,11 @@ def _apply_general(prim, args, params) -> Tensor:
             if STATE.subst:              # a checkpoint recomputing: its stand-ins for the leaves
                 args = [STATE.subst.get(id(a), a) for a in args]
             requires = any(a._requires_grad for a in args)
-        out = Tensor(graph.emit(prim, vals, params), _weak=bool(args) and all(a._weak for a in args))
+        out_v = graph.emit(prim, vals, params)
+        if not STATE.grad_enabled and STATE.user_off and out_v.dtype.is_float and \
+                differentiable(vals):       # a constant to the IR's reverse mode: no_grad_ir
+            out_v = barrier(out_v)
+        out = Tensor(out_v, _weak=bool(args) and all(a._weak for a in args))
         if prim.bounds is not None and traces:
             _check_bounds(prim, vals, params, graph, traces)
     else:

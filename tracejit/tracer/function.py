@@ -13,7 +13,7 @@ from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor
 from .forward_ad import FWD
 from .grad_handles import handle
-from .state import STATE, enable_grad, no_grad, note_reads, recording_reads, substituting
+from .state import STATE, enable_grad, internal_no_grad, no_grad, note_reads, recording_reads, substituting
 from .rng import all_states, replaying, trace_rng_position
 from .tensor_base import TensorBase as Tensor
 
@@ -216,7 +216,7 @@ def checkpoint(fn: Callable, *args, use_reentrant: bool | None = None, **kwargs)
     fn's arguments and to the tensors it reads from its closure, as in PyTorch."""
     rng_states = all_states()           # the recomputation draws the same random numbers
     rng_trace = trace_rng_position()    # (inside a trace: from the same random streams)
-    with no_grad(), recording_reads() as rec:
+    with internal_no_grad(), recording_reads() as rec:
         out = fn(*args, **kwargs)
     reads = list({id(t): t for t in rec.tensors}.values())
     if not STATE.grad_enabled or not reads:

@@ -10,7 +10,9 @@ from . import forward_ad, views
 from .forward_ad import FWD
 from .grad_handles import follow_retained
 from .lazy_copies import take_storage
-from .state import STATE
+from ..ir.primitives import P
+from .no_grad_ir import straight_through
+from .state import STATE, internal_no_grad
 from .tensor_base import TensorBase as Tensor, check_inplace_result
 
 
@@ -51,6 +53,19 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
             new = ops.cast(new, x.dtype)
             write_capture(of[0], new)
             views.follow_writes(of[0])
+        if not records and STATE.user_off and x.dtype.is_float:
+            # under no_grad x keeps its history, as eagerly; to the IR's reverse mode the new
+            # value carries the old one's gradient (no_grad_ir.straight_through)
+            if not new._traced:         # a constant folded eagerly (zero_, fill_)
+                value = np.broadcast_to(np.asarray(new._data, x.dtype.np), tuple(x.shape))
+                new_v = x._data.graph.emit(P.constant, [], {"value": value.copy()})
+            else:
+                if new.dtype is not x.dtype:
+                    with internal_no_grad():
+                        new = ops.cast(new, x.dtype)
+                new_v = new._data
+            x._data = straight_through(x._data, new_v)
+            return x
         x._data, x.grad_fn, x._out_idx = new._data, new.grad_fn, new._out_idx
         x._requires_grad = new._requires_grad
         return x

@@ -18,6 +18,9 @@ class _State(threading.local):
         # times grad mode was turned off: a compiled gradient built by the IR transform, which
         # cannot see grad mode, is traced by the eager engine instead if its function did
         self.grad_off = 0
+        # grad mode is off by the user's choice (no_grad & co.), not by the tracer's own
+        # bookkeeping (checkpoint's forward): ops traced then are stop_gradient barriers
+        self.user_off = False
 
 
 STATE = _State()
@@ -49,14 +52,19 @@ class _GradMode:
 
     mode = True
 
+    user = True         # a user's grad mode (see _State.user_off)
+
     def __enter__(self):
         self._prev = STATE.grad_enabled
+        self._prev_user = STATE.user_off
         STATE.grad_enabled = self.mode
         if not self.mode:
             STATE.grad_off += 1
+            STATE.user_off = self.user
 
     def __exit__(self, *exc):
         STATE.grad_enabled = self._prev
+        STATE.user_off = self._prev_user
         return False
 
     def _fresh(self) -> "_GradMode":
@@ -74,6 +82,13 @@ class no_grad(_GradMode):
     mode = False
 
 
+class internal_no_grad(no_grad):
+    """no_grad for the tracer's own bookkeeping (checkpoint's forward, whose gradient flows
+    through its recomputation): ops traced inside are not stop_gradient barriers."""
+
+    user = False
+
+
 class enable_grad(_GradMode):
     mode = True
 
@@ -86,20 +101,24 @@ class set_grad_enabled(_GradMode):
     def __init__(self, mode: bool) -> None:
         self.mode = bool(mode)
         self._prev = STATE.grad_enabled
+        self._prev_user = STATE.user_off
         STATE.grad_enabled = self.mode
         if not self.mode:
             STATE.grad_off += 1
+            STATE.user_off = True
 
     def __enter__(self):
         STATE.grad_enabled = self.mode
         if not self.mode:
             STATE.grad_off += 1
+            STATE.user_off = True
 
     def _fresh(self) -> "_GradMode":
         return set_grad_enabled(self.mode)
 
     def __call__(self, fn):
         STATE.grad_enabled = self._prev       # decorating must not change the mode now
+        STATE.user_off = self._prev_user
         return super().__call__(fn)
 
 
@@ -117,13 +136,14 @@ class inference_mode(_GradMode):
         self.enabled = bool(mode)
 
     def __enter__(self):
-        self._prev = STATE.grad_enabled, STATE.inference
+        self._prev = STATE.grad_enabled, STATE.inference, STATE.user_off
         if self.enabled:
             STATE.grad_enabled, STATE.inference = False, True
             STATE.grad_off += 1
+            STATE.user_off = True
 
     def __exit__(self, *exc):
-        STATE.grad_enabled, STATE.inference = self._prev
+        STATE.grad_enabled, STATE.inference, STATE.user_off = self._prev
         return False
 
     def _fresh(self) -> "inference_mode":

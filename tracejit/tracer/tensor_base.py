@@ -193,6 +193,8 @@ class TensorBase:
             # in-place ops on d write back into the capture, as they would into shared storage
             d._data_of = (self, STATE.traces[-1])
             return d
+        if self._traced:        # a new value the IR's reverse mode cannot differentiate
+            return self.detach()
         return TensorBase(self._own())
 
     def _captured(self) -> bool:

@@ -78,10 +78,15 @@ class TraceContext:
 
     def __enter__(self) -> "TraceContext":
         STATE.traces.append(self)
+        # the caller's no_grad is not the traced function's: its ops are no stop_gradient
+        # barriers (tracer/no_grad_ir.py), or a graph first traced under no_grad would have
+        # no gradient when later called with grad on
+        self._user_off, STATE.user_off = STATE.user_off, False
         return self
 
     def __exit__(self, *exc) -> bool:
         STATE.traces.pop()
+        STATE.user_off = self._user_off
         return False
 
     def capture(self, t: Tensor) -> Value:

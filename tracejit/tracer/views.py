@@ -38,7 +38,7 @@ from .backward_nodes import UNTRACKED
 from .grad_handles import follow_retained
 from .lazy_copies import take_storage
 from .node_names import rename
-from .state import STATE
+from .state import STATE, no_grad
 from .tensor_base import TensorBase as Tensor, check_inplace_result, lift
 
 # kinds of views: an autograd view, an output of a function returning several views (torch
@@ -388,7 +388,7 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
     if rec.kind in (DETACH, DATA):
         # the root's data changes, its autograd history does not (as torch)
         keep = (root.grad_fn, root._out_idx, root._requires_grad, root._version[0])
-        with _grad(False):
+        with no_grad():     # (traced: the root's new value keeps its gradient, no_grad_ir.py)
             root_inplace(root, put, op)
         root.grad_fn, root._out_idx, root._requires_grad = keep[:3]
         if rec.kind == DATA:
@@ -452,6 +452,9 @@ def _follow(root: Tensor, v: Tensor, vr: ViewOf, traces: list) -> None:
         new = vr.fwd(root)
         if new is root:     # an identity view (x[:]): a node of its own, as mark gives it; the
             new = bind(P.reshape, root, shape=root.shape)   # root's (a leaf: none) cut it off
+    if vr.kind in (DETACH, DATA) and v.grad_fn is not None:
+        v._data = new._data     # a history of its own (inplace_view): its base's is not its
+        return
     if vr.kind in (DETACH, DATA) and v.grad_fn is not None:
         v._data = new._data     # a history of its own (inplace_view): its base's is not its
         return

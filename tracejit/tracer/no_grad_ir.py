@@ -1,0 +1,48 @@
+"""What grad mode means to a traced graph. The IR's reverse mode (ir.autodiff) cannot see grad
+mode, so ops traced under the user's no_grad (and friends) are made explicit in the graph:
+
+- an op's float result becomes `stop_gradient(no_grad=True)`: a constant to reverse mode, as
+  the eager engine records no node for it; forward mode still passes its tangent through,
+  as PyTorch's forward AD ignores no_grad (tj.jvp/jacfwd of a compiled function match torch);
+- an in-place update of a traced tensor under no_grad keeps the tensor's history, as eagerly:
+  its new value `new` is written as `new` to every value but with the old value's gradient
+  (straight through): where(old finite, sg(new) - (sg(old) - old), sg(new)). The difference
+  sg(old) - old is exactly 0 wherever old is finite, so the value is `new` bit for bit."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.core import Value
+from ..ir.primitives import P
+
+# producers whose results no gradient reaches
+_NO_GRAD_SOURCES = frozenset({"constant", "stop_gradient", "iota"})
+
+
+def differentiable(vals) -> bool:
+    """Some float operand that a gradient could reach: not a constant nor stop_gradient's."""
+    for v in vals:
+        ins = v.producer
+        if v.dtype.is_float and (ins is None or ins.prim.name not in _NO_GRAD_SOURCES):
+            return True
+    return False
+
+
+def barrier(v: Value) -> Value:
+    """v as a constant to reverse mode (an op's result under no_grad)."""
+    return v.graph.emit(P.stop_gradient, [v], {"no_grad": True})
+
+
+def straight_through(old: Value, new: Value) -> Value:
+    """`new`'s value with `old`'s gradient (an in-place update under no_grad); `new` has old's
+    shape and dtype."""
+    if not differentiable([old]):
+        return new
+    g = old.graph
+    sg_new = barrier(new)
+    diff = g.emit(P.sub, [barrier(old), old], {})
+    zero = g.emit(P.constant, [], {"value": np.zeros((), old.dtype.np)})
+    if old.shape:
+        zero = g.emit(P.broadcast, [zero], {"shape": tuple(old.shape)})
+    finite = g.emit(P.eq, [barrier(diff), zero], {})
+    return g.emit(P.where, [finite, g.emit(P.sub, [sg_new, diff], {}), sg_new], {})
