@@ -61,12 +61,6 @@ def add_into(b: list, idx: int, r, add_general) -> None:
     b[idx] = add_general(a, r)
 
 
-def taken(g):
-    """A buffer's entry as the node that consumes it sees it: an Owned array in a new Arr
-    (from now on the engine does not write to it), anything else as it is."""
-    return Arr(g._data) if type(g) is Owned else g
-
-
 def slice_region(node) -> tuple | None:
     """(the index of node's slice in its input, the slice's shape, the input's shape and NumPy
     dtype) for a SliceBackward0 node of the eager host path; None for any other node."""
