@@ -14,7 +14,8 @@ from ..tracer.inplace import store
 from ..tracer.ops import stack
 from ..tracer.state import STATE
 from ..tracer.tensor import Tensor
-from ..tracer.views import ViewOf, follow_writes
+from ..tracer.view_writes import follow_writes
+from ..tracer.views import ViewOf
 from .dispatch import (backend_for, check_op, check_tensor, contiguous, describe, op_err,
                        start)
 from .base import DistError, ReduceOp, Work

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from ..tracer.tensor import Tensor
-from ..tracer.views import ViewOf, writable_alias
+from ..tracer.view_writes import writable_alias
+from ..tracer.views import ViewOf
 
 
 class Parameter(Tensor):

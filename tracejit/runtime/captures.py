@@ -10,7 +10,7 @@ import numpy as np
 from ..ir.core import user_location
 from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor
-from ..tracer.views import follow_writes
+from ..tracer.view_writes import follow_writes
 from ..devices import CPU, Device, device_of, is_gpu_array, is_host, to_device
 
 

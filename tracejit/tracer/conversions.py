@@ -6,7 +6,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..devices import Device, device as as_device, to_device
-from . import ops, views
+from . import ops, view_writes, views
 from .function import Function
 from .node_names import rename
 from .state import no_grad
@@ -84,21 +84,21 @@ def numpy(x: Tensor) -> np.ndarray:
     base was made from a non-contiguous NumPy array); otherwise x.numpy() is a copy."""
     rec = getattr(x, "_view", None)
     if type(rec) is not views.ViewOf or x._requires_grad or type(x._data) is not np.ndarray or \
-            not views._live(rec.root):
+            not view_writes._live(rec.root):
         own = x._data
         arr = Tensor.numpy(x)          # (tensor_base's: the errors, and the array made own)
         if arr is not own and type(rec) is views.Views:
-            views.rederive(x, rec)      # x took its own storage: its views follow it
+            view_writes.rederive(x, rec)      # x took its own storage: its views follow it
         return arr
     x._concrete("numpy()")
     root = rec.root
     own = root._data
     if type(own) is np.ndarray and not own.flags.writeable:
         root._own()                     # a lazy copy: the base takes its own storage first
-        views.rederive(root, root._view)    # (and its views, x too, are derived there)
-    alias = views.writable_alias(x, root)
+        view_writes.rederive(root, root._view)    # (and its views, x too, are derived there)
+    alias = view_writes.writable_alias(x, root)
     if alias is None and type(root._data) is np.ndarray:
         with no_grad():                 # x's array is a copy: derive it from the base again
             x._data = rec.fwd(root)._data
-        alias = views.writable_alias(x, root)
+        alias = view_writes.writable_alias(x, root)
     return alias if alias is not None else Tensor.numpy(x)

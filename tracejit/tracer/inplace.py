@@ -6,7 +6,7 @@ import numpy as np
 
 from ..ir.core import user_location
 from . import ops
-from . import forward_ad, views
+from . import forward_ad, view_writes, views
 from .forward_ad import FWD
 from .grad_handles import follow_retained
 from .lazy_copies import take_storage
@@ -18,7 +18,7 @@ from .tensor_base import TensorBase as Tensor, check_inplace_result
 
 def inplace(x: Tensor, update, op: str) -> Tensor:
     """Replace x's value by update(x) in place; autograd sees x's new history. On a view the
-    update is written through to its base; a base's live views follow it (views.py)."""
+    update is written through to its base; a base's live views follow it (view_writes.py)."""
     if FWD.levels and not getattr(update, "dual", False):    # dual tensors: see forward_ad
         return forward_ad.inplace_dual(x, update, op, inplace)
     rec = getattr(x, "_view", None)
@@ -30,11 +30,11 @@ def inplace(x: Tensor, update, op: str) -> Tensor:
         follow_retained(x, *old)
         return x
     if type(rec) is views.ViewOf:
-        return views.inplace_view(x, rec, update, op, inplace)      # (_follow: retain_grad)
+        return view_writes.inplace_view(x, rec, update, op, inplace)      # (_follow: retain_grad)
     old = (x.grad_fn, x._out_idx)
     _inplace(x, update, op)
     follow_retained(x, *old)
-    views.rederive(x, rec)
+    view_writes.rederive(x, rec)
     return x
 
 
@@ -52,7 +52,7 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
             check_inplace_result(x, new, op)
             new = ops.cast(new, x.dtype)
             write_capture(of[0], new)
-            views.follow_writes(of[0])
+            view_writes.follow_writes(of[0])
         if not records and STATE.user_off and x.dtype.is_float:
             # under no_grad x keeps its history, as eagerly; to the IR's reverse mode the new
             # value carries the old one's gradient (no_grad_ir.straight_through)
@@ -109,14 +109,14 @@ def store(t: Tensor, value, op: str = "copy_") -> Tensor:
     rec = getattr(t, "_view", None)
     if type(rec) is views.ViewOf:
         with views._grad(False):
-            return views.inplace_view(t, rec, lambda old: Tensor(value), op, inplace)
+            return view_writes.inplace_view(t, rec, lambda old: Tensor(value), op, inplace)
     d = t._data
     if not getattr(d.flags, "writeable", True):     # a lazy copy (CuPy's flags have none)
         d = take_storage(t)
     d[...] = value
     t._version[0] += 1
     if rec is not None:
-        views.rederive(t, rec)
+        view_writes.rederive(t, rec)
     return t
 
 

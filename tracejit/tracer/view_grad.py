@@ -7,7 +7,7 @@ As torch's (a view's requires_grad is its base's), such a view then requires gra
 history of its own and is a leaf: the nodes of the ops that read it have no edge for it (its
 `_accum` is backward_nodes.UNTRACKED), so it gets no gradient and its base none through it
 (torch's edge (None, 0)). An in-place write to the base afterwards re-derives it from the base
-with the base's history (views.rederive), as torch regenerates a view's grad_fn then.
+with the base's history (view_writes.rederive), as torch regenerates a view's grad_fn then.
 `base.requires_grad_(False)` takes it back; the view's own `requires_grad_(True)` makes it a
 leaf of its own (its `.grad` fills), as torch's."""
 from __future__ import annotations

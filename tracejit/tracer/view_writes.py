@@ -1,0 +1,235 @@
+"""In-place ops on views, and views following in-place ops on their root (views.py records
+the views): an in-place op on a view writes through as a functional put into its root (torch's
+CopySlices), and after any in-place op on a root its live views are derived again from its new
+value (their data and grad_fn follow), eagerly and inside a trace. The positions a view reads
+are found lazily, only when an in-place op on it needs them (see views.py's docstring)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..ir.core import user_location
+from ..ir.primitives import P, bind
+from . import ops
+from .grad_handles import follow_retained
+from .lazy_copies import take_storage
+from .state import STATE, no_grad
+from .tensor_base import TensorBase as Tensor, check_inplace_result, lift
+from .views import DATA, DETACH, MULTI, ViewOf, Views, _grad, _owner
+
+
+def positions(rec: ViewOf) -> np.ndarray:
+    """The root positions (flat, row-major) the view reads, in the view's shape."""
+    if rec.pos is None:
+        n = rec.root.numel()
+        ar = Tensor(np.arange(n, dtype=np.int64).reshape(rec.root.shape))
+        with _grad(False):
+            p = rec.fwd(ar)._data
+        rec.pos = np.asarray(p)
+        flat = rec.pos.reshape(-1)
+        # (a mask, not np.unique: put needs it anyway, and hashing every position of a big
+        # root for each view cost milliseconds)
+        rec.mask = np.zeros(n, bool)
+        rec.mask[flat] = True
+        rec.dup = int(np.count_nonzero(rec.mask)) != flat.size
+        rec.ident = flat.size == n and not rec.dup and bool(np.all(flat == np.arange(n)))
+    return rec.pos
+
+
+def writable_alias(x: Tensor, root: Tensor) -> np.ndarray | None:
+    """x's elements as a writable NumPy view of its root's memory, when x's array is one
+    (an eager view op gives a read-only view of its input: a lazy copy, to other code); None
+    when the root's array is not its own (a lazy copy itself) or x's array is a copy (after
+    the root took new storage: the root's in-place path derives x again)."""
+    a, r = x._data, root._data
+    if type(a) is not np.ndarray or type(r) is not np.ndarray or not r.flags.writeable or \
+            _owner(a) is not _owner(r) or not np.may_share_memory(a, r):
+        return None
+    w = a.view()
+    try:
+        w.flags.writeable = True
+    except ValueError:              # memory NumPy will not write (a read-only buffer)
+        return None
+    return w
+
+
+def _expanded(a: np.ndarray) -> bool:
+    """Whether the array reads an element twice (a zero stride: expand, broadcast_to)."""
+    return any(s == 0 and n > 1 for s, n in zip(a.strides, a.shape))
+
+
+def _check(x: Tensor, rec: ViewOf, op: str) -> None:
+    root = rec.root
+    if rec.kind in (DETACH, DATA) or not STATE.grad_enabled:
+        return
+    if root._requires_grad and root.is_leaf:
+        raise RuntimeError(f"{op}: a view of a leaf Variable that requires grad is being used "
+                           f"in an in-place operation (at {user_location()})")
+    if rec.kind == MULTI and (root._requires_grad or x._requires_grad):
+        raise RuntimeError(
+            f"{op}: output of a function that returns multiple views (split, chunk, unbind) is "
+            f"a view and is being modified inplace (at {user_location()}). Such functions do "
+            f"not allow the output views to be modified inplace. You should replace the "
+            f"inplace operation by an out-of-place one.")
+    if rec.no_grad and root._requires_grad:
+        raise RuntimeError(
+            f"{op}: a view was created in no_grad mode and is being modified inplace with grad "
+            f"mode enabled (at {user_location()}). Given that this use case is ambiguous and "
+            f"error-prone, it is forbidden. You can clarify your code by moving both the view "
+            f"and the inplace either both inside the no_grad block (if you don't want the "
+            f"inplace to be tracked) or both outside (if you want the inplace to be tracked).")
+
+
+def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
+                 root_inplace: Callable) -> Tensor:
+    """An in-place op on view x: x's new value is put into its root by the root's own in-place
+    path (`root_inplace`, inplace.inplace), after which every live view (x too) follows."""
+    if not _live(rec.root):
+        # the base was made inside a trace that has ended (x escaped it): x stands alone
+        x._view = None
+        return root_inplace(x, update, op)
+    _check(x, rec, op)
+    root = rec.root
+    # eagerly, x's array is usually a view of the root's memory: then a write without
+    # autograd history goes straight there, and the root positions x reads are not needed
+    # (finding them runs x's view ops on an arange of the whole root: an optimizer or
+    # clip_grad_norm_ stepping gradients that are views of one flat buffer paid that per
+    # gradient and step)
+    alias = None if STATE.traces else writable_alias(x, root)
+    pos = positions(rec) if alias is None else None
+    if rec.dup if alias is None else _expanded(alias):
+        raise RuntimeError(
+            f"{op}: unsupported operation: more than one element of the written-to tensor "
+            f"refers to a single memory location (an expanded view {ops._fmt(x)}) (at "
+            f"{user_location()}). Please clone() the tensor before performing the operation.")
+    src = x
+    if STATE.grad_enabled and x._requires_grad and not x._traced and not x._captured():
+        # nodes recorded by `update` may save the old value, which the put overwrites
+        src = Tensor(x._data.copy())
+        src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, True
+    new = update(src)
+    check_inplace_result(x, new, op)
+    new = ops.cast(new, x.dtype)
+    if not STATE.traces and type(root._data) is np.ndarray and type(new._data) is np.ndarray \
+            and not (STATE.grad_enabled and (root._requires_grad or new._requires_grad)):
+        # no autograd history to record: store straight into the root's memory
+        d = root._data
+        if alias is not None:
+            np.copyto(alias, new._data)
+        elif rec.ident:
+            if not d.flags.writeable:        # a lazy copy: the root gets its own buffer
+                d = take_storage(root)
+            np.copyto(d, new._data.reshape(d.shape))
+        else:
+            if not d.flags.writeable:
+                d = take_storage(root)
+            np.put(d, pos, new._data)
+        if rec.kind != DATA:
+            root._version[0] += 1
+        rederive(root, root._view)
+        return x
+
+    if pos is None:
+        pos = positions(rec)
+
+    def put(old: Tensor) -> Tensor:
+        if rec.ident:
+            return ops.reshape(new, root.shape)
+        n = root.numel()
+        flat = pos.reshape(-1)
+        where = ops.as_tensor(flat, like=old, const=True)
+        upd = bind(P.scatter_add, where, ops.reshape(new, (-1,)), axis=0, shape=(n,))
+        if rec.mask is None:
+            rec.mask = np.zeros(n, bool)
+            rec.mask[flat] = True
+        m = ops.as_tensor(rec.mask, like=old, const=True)
+        return ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), root.shape)
+
+    if rec.kind in (DETACH, DATA):
+        # the root's data changes, its autograd history does not (as torch)
+        keep = (root.grad_fn, root._out_idx, root._requires_grad, root._version[0])
+        with no_grad():     # (traced: the root's new value keeps its gradient, no_grad_ir.py)
+            root_inplace(root, put, op)
+        root.grad_fn, root._out_idx, root._requires_grad = keep[:3]
+        if rec.kind == DATA:
+            root._version[0] = keep[3]
+        if STATE.grad_enabled and new._requires_grad:
+            # torch's detach()/.data is no autograd view of its base: x itself takes the new
+            # value's history (d.add_(b): b's gradient flows through d; it was dropped)
+            x.grad_fn, x._out_idx, x._requires_grad = new.grad_fn, new._out_idx, True
+        return x
+    root_inplace(root, put, op)
+    return x
+
+
+def rederive(root: Tensor, rec: Views) -> None:
+    """After an in-place op on `root`: its live views take their values (and grad_fn) from
+    its new value."""
+    traces = STATE.traces
+    graph = traces[-1].graph if traces else None
+    # eagerly, a view whose array is a NumPy view of the root's memory and that has no
+    # history needs nothing (_follow's first return, tested here inline: writing each of N
+    # gradients that are views of one buffer walks the N views N times)
+    shared = _owner(root._data) if not traces and type(root._data) is np.ndarray and \
+        not root._requires_grad else None
+    alive = []
+    for r in rec.refs:
+        v = r()
+        if v is None or type(getattr(v, "_view", None)) is not ViewOf:
+            continue
+        d = v._data
+        if shared is not None and type(d) is np.ndarray and not v._requires_grad and \
+                (d if d.base is None else d.base) is shared:
+            alive.append(r)
+            continue
+        if v._traced and v._data.graph is not graph:
+            if _live(v):
+                alive.append(r)     # of an enclosing trace (tj.vmap inside a compile)
+            continue                # else made inside a trace that has ended
+        alive.append(r)
+        _follow(root, v, v._view, traces)
+    rec.refs = alive
+
+
+def _live(t: Tensor) -> bool:
+    """t is eager, or traced in an active trace."""
+    return not t._traced or any(c.graph is t._data.graph for c in STATE.traces)
+
+
+def _follow(root: Tensor, v: Tensor, vr: ViewOf, traces: list) -> None:
+    if traces and v._captured():
+        # a view made outside the trace: its reads in the trace see the new value; after the
+        # call the root's write-back reaches it (runtime/captures.py)
+        with _grad(False):
+            new = vr.fwd(lift(root))
+        traces[-1].alias(v, new._data)
+        return
+    if not v._traced and not root._traced and not root._captured() and \
+            _owner(v._data) is _owner(root._data) and \
+            not (v._requires_grad or root._requires_grad):
+        return                      # shares the root's memory, and no history to follow
+    with _grad(v._requires_grad or (STATE.grad_enabled and not vr.no_grad)):
+        new = vr.fwd(root)
+        if new is root:     # an identity view (x[:]): a node of its own, as mark gives it; the
+            new = bind(P.reshape, root, shape=root.shape)   # root's (a leaf: none) cut it off
+    if vr.kind in (DETACH, DATA) and v.grad_fn is not None:
+        v._data = new._data     # a history of its own (inplace_view): its base's is not its
+        return
+    if vr.kind in (DETACH, DATA) and v.grad_fn is not None:
+        v._data = new._data     # a history of its own (inplace_view): its base's is not its
+        return
+    old = (v.grad_fn, v._out_idx)
+    v._data, v.grad_fn, v._out_idx = new._data, new.grad_fn, new._out_idx
+    v._requires_grad = new._requires_grad
+    follow_retained(v, *old)
+
+
+def follow_writes(t: Tensor) -> None:
+    """t (a capture) got its new value after a compiled call: its views follow."""
+    rec = getattr(t, "_view", None)
+    if type(rec) is Views:
+        rederive(t, rec)
+
+
+# the functional spellings (tj.reshape, tj.narrow, ...), exported by tracejit/__init__.py
