@@ -241,3 +241,20 @@ def test_item_inside_compiled_is_a_clear_error():
         return x.sum() * float((x * x).sum().item())
     with pytest.raises(RuntimeError, match=r"item\(\) needs a concrete value"):
         tj.compile(f)(tj.tensor(X, requires_grad=True))
+
+
+def hessian_rows_torch(x):
+    h = lambda a: (a.sin() * a).sum()       # noqa: E731
+    return torch.func.jacrev(torch.func.grad(h))(torch.tensor(x)).numpy()
+
+
+def test_gradient_traced_inside_a_graph_is_differentiated():
+    # a tj.grad traced into a graph: the graph's own reverse mode (jacrev, the backward of a
+    # compiled call) differentiates the gradient, as torch.func's composable grad
+    h = lambda a: (a.sin() * a).sum()       # noqa: E731
+    expected = hessian_rows_torch(X)
+    np.testing.assert_allclose(tj.jacrev(tj.grad(h))(tj.tensor(X)).numpy(), expected,
+                               rtol=1e-12, atol=1e-14)
+    x = tj.tensor(X, requires_grad=True)
+    tj.compile(lambda a: tj.grad(h)(a).sum())(x).backward()
+    np.testing.assert_allclose(x.grad.numpy(), expected.sum(0), rtol=1e-12)

@@ -18,7 +18,7 @@ from .forward_ad import FWD
 from .autograd import grad as autograd_grad
 from .backward_nodes import AliasNode
 from .pytree import tree_flatten, tree_unflatten
-from .state import enable_grad
+from .state import STATE, enable_grad
 from .tensor_base import TensorBase as Tensor, lift
 
 
@@ -74,7 +74,10 @@ def _zeros(t: Tensor) -> Tensor:
 def _grads(out: Tensor, wrt, trees, ct=None):
     flat = [t for group in wrt for t in group]
     # dual tensors: the backward ops run on Tensors and are recorded, so tangents flow through
-    nested = any(t.grad_fn is not None for t in flat) or bool(FWD.levels)
+    # traced: the backward ops stay differentiable (no no_grad barriers: tracer/no_grad_ir.py),
+    # so a transform of the traced graph (jacrev, a compiled call's backward) differentiates it
+    nested = any(t.grad_fn is not None for t in flat) or bool(FWD.levels) or \
+        bool(STATE.traces)
     if not out._requires_grad:
         gs = [None] * len(flat)
     else:
