@@ -13,7 +13,8 @@ from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor
 from .forward_ad import FWD
 from .grad_handles import handle
-from .state import STATE, enable_grad, internal_no_grad, no_grad, note_reads, recording_reads, substituting
+from .state import (STATE, enable_grad, internal_no_grad, no_grad, note_reads, recording_reads,
+                    substituting)
 from .rng import all_states, replaying, trace_rng_position
 from .tensor_base import TensorBase as Tensor
 
