@@ -1,20 +1,16 @@
 """The disk cache of whole CUDA executables (runtime/cuda_exe_cache.py) on a real GPU: a new
 process finds the executable, builds no plan or source, and computes bit for bit the cold
 process's numbers, which match NumPy. Marked `gpu`; skipped cleanly without CuPy and a GPU."""
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import tracejit as tj
+from child_process import run_child
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not tj.cuda_available(), reason="needs an NVIDIA GPU and CuPy")]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _CHILD = """
 import json
@@ -48,11 +44,7 @@ print(json.dumps({"outs": outs, "plans": len(plans)}))
 
 
 def _child(cache_dir):
-    env = dict(os.environ, TRACEJIT_CACHE_DIR=str(cache_dir), PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
-                         text=True, timeout=300, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.splitlines()[-1])
+    return run_child(_CHILD, cache_dir)
 
 
 def test_a_new_process_loads_the_whole_executable(tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
+from child_process import run_child
 from tracejit.ir import dtypes
 from tracejit.ir.core import Aval, Graph
 from tracejit.ir.primitives import P
@@ -56,11 +57,7 @@ print(json.dumps({"v": float(v.numpy()), "gw": gw.numpy().tolist(), "gb": gb.num
 
 
 def _child(cache_dir, **env):
-    env = dict(os.environ, TRACEJIT_CACHE_DIR=str(cache_dir), PYTHONPATH=ROOT, **env)
-    out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
-                         text=True, timeout=300, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.splitlines()[-1])
+    return run_child(_CHILD, cache_dir, **env)
 
 
 def _reference():

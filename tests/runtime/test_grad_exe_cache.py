@@ -3,19 +3,15 @@ executable is keyed by the traced primal graph and the transform, so a hit (in a
 or a new compiled function) builds neither the reverse-mode graph nor its optimization; every
 part of the transform is in the key (no stale hit); and whatever needs the joint graph later
 (.lower(), TRACEJIT_DUMP=grad, a gradient of the gradient) builds it then."""
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import tracejit as tj
+from child_process import run_child
 from tracejit.ir import autodiff
 from tracejit.runtime import cache, exe_cache, grad_trace, llvm_backend
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _CHILD = """
 import json
@@ -42,11 +38,7 @@ print(json.dumps({"gw": gw.numpy().tolist(), "gb": gb.numpy().tolist(), "v": flo
 
 
 def _child(cache_dir):
-    env = dict(os.environ, TRACEJIT_CACHE_DIR=str(cache_dir), PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
-                         text=True, timeout=300, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.splitlines()[-1])
+    return run_child(_CHILD, cache_dir)
 
 
 def _loss64(w, b, x):

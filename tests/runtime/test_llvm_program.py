@@ -2,21 +2,18 @@
 kernels are one module, compiled once per process (within a graph and across graphs) and
 stored once on disk; results stay those of the interpreter."""
 import ctypes
-import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import tracejit as tj
+from child_process import run_child
 from conftest import assert_close
 from tracejit.codegen.llvm_program import data_offset
 from tracejit.runtime import llvm_jit
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _delta(before: dict) -> dict:
@@ -149,11 +146,7 @@ print(json.dumps({"value": v, "counts": llvm_jit.kernel_counts(),
 
 
 def _child(cache_dir):
-    env = dict(os.environ, TRACEJIT_CACHE_DIR=str(cache_dir), PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
-                         text=True, timeout=300, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.splitlines()[-1])
+    return run_child(_CHILD, cache_dir)
 
 
 def test_disk_cache_round_trip_in_a_new_process(tmp_path):
