@@ -157,6 +157,12 @@ RUNNERS["dist_bucket_wait"] = _run_bucket_wait
 _LAST: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
+def _after(last: "weakref.WeakKeyDictionary[Any, Any]", ctx: Any, default: Tensor) -> Tensor:
+    """The `after` operand that orders a collective behind the trace's previous one."""
+    prev = last.get(ctx)
+    return Tensor(prev) if prev is not None and prev.graph is ctx.graph else default
+
+
 def _params(op: ReduceOp, pg: ProcessGroup | None) -> dict:
     return {"op": OP_CODES[op]} if pg is None or pg.gid == 0 else \
         {"op": OP_CODES[op], "group": pg.gid}
@@ -166,8 +172,7 @@ def _bind(x: Tensor, op: ReduceOp, pg: ProcessGroup | None = None) -> Tensor:
     ctx = STATE.traces[-1]
     if not x._traced:                # an outside tensor, or a constant made in the trace: a
         x = Tensor(ctx.capture(x))   # graph value, so the collective runs at every call
-    prev = _LAST.get(ctx)
-    after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else x
+    after = _after(_LAST, ctx, x)
     out = bind(P.dist_all_reduce, x, after, **_params(op, pg))
     _LAST[ctx] = out._data
     return out
@@ -182,8 +187,7 @@ def traced_all_reduce_start(x: Tensor, op: ReduceOp, pg: ProcessGroup | None = N
     ctx = STATE.traces[-1]
     if not x._traced:
         x = Tensor(ctx.capture(x))
-    prev = _LAST.get(ctx)
-    after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else x
+    after = _after(_LAST, ctx, x)
     ticket = bind(P.dist_all_reduce_start, x, after, **_params(op, pg))
     _LAST[ctx] = ticket._data
     return ticket
@@ -193,8 +197,7 @@ def traced_all_reduce_wait(x: Tensor, ticket: Tensor, op: ReduceOp,
                            pg: ProcessGroup | None = None) -> Tensor:
     """The reduced value of the x whose all-reduce `ticket` started."""
     ctx = STATE.traces[-1]
-    prev = _LAST_WAIT.get(ctx)
-    after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else ticket
+    after = _after(_LAST_WAIT, ctx, ticket)
     out = bind(P.dist_all_reduce_wait, x, ticket, after, **_params(op, pg))
     _LAST_WAIT[ctx] = out._data
     return out
@@ -206,8 +209,7 @@ def traced_bucket_start(pieces: list, op: ReduceOp, pg: ProcessGroup | None = No
     as the program makes them and reduces it in place (ir/prims_collective.py)."""
     ctx = STATE.traces[-1]
     pieces = [x if x._traced else Tensor(ctx.capture(x)) for x in pieces]
-    prev = _LAST.get(ctx)
-    after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else pieces[0]
+    after = _after(_LAST, ctx, pieces[0])
     ticket = bind(P.dist_bucket_start, *pieces, after, **_params(op, pg))
     _LAST[ctx] = ticket._data
     return ticket
@@ -217,8 +219,7 @@ def traced_bucket_wait(pieces: list, ticket: Tensor, op: ReduceOp,
                        pg: ProcessGroup | None = None) -> Tensor:
     """The reduced bucket (1-D) whose all-reduce `ticket` started."""
     ctx = STATE.traces[-1]
-    prev = _LAST_WAIT.get(ctx)
-    after = Tensor(prev) if prev is not None and prev.graph is ctx.graph else ticket
+    after = _after(_LAST_WAIT, ctx, ticket)
     out = bind(P.dist_bucket_wait, ticket, after, *pieces, **_params(op, pg))
     _LAST_WAIT[ctx] = out._data
     return out
