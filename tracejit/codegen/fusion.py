@@ -24,7 +24,7 @@ import networkx as nx
 
 from ..ir.core import Graph, Instr, Value
 from ..ir.printer import value_names
-from .fusion_cost import materialize_by_cost
+from .fusion_cost import MIN_ELEMENTS, materialize_by_cost
 
 SHARED_EXPR_LIMIT = 64     # a shared expression bigger than this is materialized once
 # scalar ops worth computing once when a loop reads their result: transcendental ones (cheap
@@ -135,15 +135,25 @@ def plan(g: Graph) -> Plan:
                         hard.add(_view_base(v))
             elif ins.prim.kind == "extern":     # NumPy/CuPy read its operands from memory
                 hard.update(ins.inputs)
-    # expressions shared by several kernels are recomputed, unless they are big
+    # expressions shared by several kernels are recomputed, unless they are big. An expression
+    # is counted up to the large shared values the cost model below decides on its own: counted
+    # through them, a transformer's residual stream (each layer's input, the sum of all earlier
+    # layers' outputs) crossed the limit every few layers, at places that shift with depth, so
+    # layers doing the same work fused differently (an 8-layer nanoGPT compiled 45 distinct
+    # kernels, a 4-layer one 37)
+    by_cost = {ins.out for ins in g.instrs
+               if ins.out not in hard and _is_fusible(ins) and ins.prim.kind != "constant"
+               and ins.out.aval.size >= MIN_ELEMENTS and len(uses.get(ins.out, ())) >= 2}
+    stops = hard | by_cost
     for ins in g.instrs:
         v = ins.out
         if v in hard or len(uses.get(v, ())) < 2:
             continue
         ops: list[Instr] = []
-        _expr_ops(v, hard, set(), ops)
+        _expr_ops(v, stops, set(), ops, root=True)
         if len(ops) > SHARED_EXPR_LIMIT:
             hard.add(v)
+            stops.add(v)
     # large values read by several kernels: materialized where that moves fewer bytes
     materialize_by_cost(g, hard, uses, _is_fusible, TRANSCENDENTAL)
     # a 0-d expression with transcendental work that a larger loop reads is computed once, in
