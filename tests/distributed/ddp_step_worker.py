@@ -12,6 +12,8 @@ from tracejit.ir.prims_collective import RUNNERS
 from tracejit.nn.parallel import DistributedDataParallel as DDP
 from tracejit.runtime import llvm_backend
 
+from mse_steps import mse_step
+
 dist.init_process_group(timeout=60)
 RANK, WORLD = dist.get_rank(), dist.get_world_size()
 ROWS, D, H = 6, 5, 24          # fc2.weight (24x24 float64, 4.6 KB) is larger than a 1 KiB bucket
@@ -83,13 +85,7 @@ def train(kind, cap_mb, what, hook=False):
     init = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     opt = optimizer(kind, ddp.parameters())
 
-    @tj.compile
-    def step(x, y):
-        opt.zero_grad()
-        loss = ((ddp(x) - y) ** 2).mean()
-        loss.backward()
-        opt.step()
-        return loss
+    step = tj.compile(mse_step(ddp, opt))
 
     for s in range(5):
         x, y = full_batch(s)

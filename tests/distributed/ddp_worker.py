@@ -10,6 +10,8 @@ import tracejit as tj
 import tracejit.distributed as dist
 from tracejit.nn.parallel import DistributedDataParallel as DDP
 
+from mse_steps import mse_step
+
 dist.init_process_group(timeout=60)
 RANK, WORLD = dist.get_rank(), dist.get_world_size()
 B, D, H = 8 * WORLD, 6, 40          # W1 (40x6) fits a bucket of 1 KiB, W2 (40x40) does not
@@ -243,13 +245,7 @@ def train_compiled_step():
     ddp, model, init = make_ddp()
     opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
 
-    @tj.compile
-    def step(x, y):
-        opt.zero_grad()
-        loss = ((ddp(x) - y) ** 2).mean()
-        loss.backward()
-        opt.step()
-        return loss
+    step = tj.compile(mse_step(ddp, opt))
 
     for s in range(5):
         x, y = batch(s)

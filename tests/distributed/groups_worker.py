@@ -11,6 +11,8 @@ import tracejit.distributed as dist
 from tracejit.distributed import GroupMember, ReduceOp
 from tracejit.nn.parallel import DistributedDataParallel as DDP
 
+from mse_steps import mse_step
+
 dist.init_process_group("mpi", timeout=60)
 RANK, W = dist.get_rank(), dist.get_world_size()
 assert W == 4, W
@@ -158,12 +160,7 @@ def ddp_on_groups(compiled_step):
     np.testing.assert_array_equal(owners[0], owners[1])
     opt = tj.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = ((ddp(x) - y) ** 2).mean()
-        loss.backward()
-        opt.step()
-        return loss
+    step = mse_step(ddp, opt)
     run = tj.compile(step) if compiled_step else step
     for s in range(4):
         x, y = group_batch(gi, s)
