@@ -33,24 +33,14 @@ import numpy as np
 import tracejit as tj
 from tracejit.runtime import llvm_jit
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from nanogpt_helpers import load_nanogpt
+from nanogpt_helpers import load_nanogpt, value_and_grad_step
 t_import = time.perf_counter() - t0
 mod = load_nanogpt("tracejit", "bench_compile")
 cfg = mod.GPTConfig(n_layer=LAYERS, n_head=4, n_embd=128, block_size=64, vocab_size=65,
                     dropout=0.0, bias=True)
 tj.manual_seed(0)
 model = mod.GPT(cfg)
-params = list(model.parameters())
-
-def step(idx, tgt):
-    _, loss = model(idx, tgt)
-    loss.backward()
-    grads = [p.grad for p in params]
-    for p in params:
-        p.grad = None
-    return loss, grads
-
-step = tj.compile(step)
+step = tj.compile(value_and_grad_step(model))
 rng = np.random.default_rng(0)
 idx = tj.tensor(rng.integers(0, 65, (8, 64)))
 tgt = tj.tensor(rng.integers(0, 65, (8, 64)))

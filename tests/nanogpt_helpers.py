@@ -66,3 +66,18 @@ def compiled_training_steps(mod: types.ModuleType, cfg, lr: float, modes: tuple)
             return loss
         steps.append(tj.compile(step, mode=mode))
     return models, steps
+
+
+def value_and_grad_step(model):
+    """A step returning (loss, the parameters' gradients) of `model`'s GPT on (idx, tgt), leaving
+    every .grad None (to compile or run eagerly)."""
+    params = list(model.parameters())
+
+    def step(idx, tgt):
+        _, loss = model(idx, tgt)
+        loss.backward()
+        grads = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        return loss, grads
+    return step

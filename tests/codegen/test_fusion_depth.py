@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from nanogpt_helpers import load_nanogpt
+from nanogpt_helpers import load_nanogpt, value_and_grad_step
 
 
 def _step(layers: int):
@@ -19,16 +19,7 @@ def _step(layers: int):
                         dropout=0.0, bias=True)
     tj.manual_seed(0)
     model = mod.GPT(cfg)
-    params = list(model.parameters())
-
-    def step(idx, tgt):
-        _, loss = model(idx, tgt)
-        loss.backward()
-        grads = [p.grad for p in params]
-        for p in params:
-            p.grad = None
-        return loss, grads
-
+    step = value_and_grad_step(model)
     rng = np.random.default_rng(layers)
     idx = tj.tensor(rng.integers(0, 17, (4, 32)))
     tgt = tj.tensor(rng.integers(0, 17, (4, 32)))
