@@ -130,6 +130,9 @@ def _binary(op: str, a, b, kind: str):
     for i, v in enumerate((a, b)):
         if _is_scalar(v) and not isinstance(v, Tensor):
             _scalar_operand(out, i)
+    if (ta is Tensor and a._weak or tb is Tensor and b._weak) and \
+            all(t is not Tensor or v._weak for t, v in ((ta, a), (tb, b))):
+        out._weak = True        # a traced Python scalar with a number: still weak (s * 2)
     return out
 
 
