@@ -29,12 +29,31 @@ from .sigcheck import PostQueue, Slot
 _MPI: Any = None
 
 
+def mca_defaults(env: Any) -> None:
+    """Open MPI settings tracejit picks, read by MPI_Init from the environment (so set before
+    mpi4py initializes MPI); a value the user set is kept.
+
+    A singleton (no launcher) skips the libfabric probe, ~1 s of start-up. Under a launcher
+    the nonblocking all-reduce uses recursive doubling: libnbc's default for any in-place call
+    (all of ours: DDP's buckets are reduced in place) is a binomial reduce to rank 0 followed
+    by a broadcast, 2 log2(p) transfers of the whole buffer one after the other, where
+    recursive doubling makes log2(p) exchanges, both ways at once: on 2 ranks, one. Measured
+    between 2 ranks on 2 cores (busy machine, spin-waited, medians of 41): 1 MiB of float32
+    0.32-0.37 ms against 0.79-1.04 ms, 0.6 MB 0.16 ms against 0.49-0.51 ms. Every rank ends
+    with the same values (checked on 2-4 ranks, NaN under MAX included), as DDP needs.
+    On many ranks a ring (`OMPI_MCA_coll_libnbc_iallreduce_algorithm=1`) moves less data per
+    rank; it is not measured here."""
+    launched = any(v in env for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
+    if not launched:
+        env.setdefault("OMPI_MCA_btl", "^ofi")
+    else:
+        env.setdefault("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "4")
+
+
 def _mpi() -> Any:
     global _MPI
     if _MPI is None:
-        if not any(v in os.environ for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")):
-            # a singleton (no launcher): skip Open MPI's libfabric probe, ~1 s of start-up
-            os.environ.setdefault("OMPI_MCA_btl", "^ofi")
+        mca_defaults(os.environ)
         try:
             from mpi4py import MPI
         except ImportError:
