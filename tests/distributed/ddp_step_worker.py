@@ -79,9 +79,9 @@ def same(model, ref, what):
                                    atol=1e-12, err_msg=f"{what}: parameter {n}")
 
 
-def train(kind, cap_mb, what, hook=False):
+def train(kind, cap_mb, what, hook=False, as_view=False):
     model, ref = start_models(hook)
-    ddp = DDP(model, bucket_cap_mb=cap_mb)
+    ddp = DDP(model, bucket_cap_mb=cap_mb, gradient_as_bucket_view=as_view)
     init = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     opt = optimizer(kind, ddp.parameters())
 
@@ -92,6 +92,41 @@ def train(kind, cap_mb, what, hook=False):
         step(tj.tensor(mine(x)), tj.tensor(mine(y)))
     same(model, reference(ref, init, kind, 5), what)
     print(f"ok {what}", flush=True)
+
+
+def check_clip():
+    """clip_grad_norm_ between backward and AdamW (the gradients' norm over all buckets, then
+    an in-place scale of each .grad), clipping at every step, against the full batch."""
+    model, ref = start_models()
+    ddp = DDP(model, bucket_cap_mb=1 / 1024)
+    init = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+    def run(net, params, step_of):
+        opt = optimizer("adamw", params)
+
+        def step(x, y):
+            opt.zero_grad()
+            ((net(x) - y) ** 2).mean().backward()
+            norm = tj.nn.utils.clip_grad_norm_(net.parameters(), 0.1)
+            opt.step()
+            return norm
+        step = step_of(step)
+        norms = []
+        for s in range(5):
+            x, y = full_batch(s)
+            if net is ddp:
+                x, y = mine(x), mine(y)
+            norms.append(float(step(tj.tensor(x), tj.tensor(y))))
+        return norms
+    got = run(ddp, ddp.parameters(), tj.compile)
+    ref.load_state_dict(init)
+    want = run(ref, ref.parameters(), lambda f: f)
+    assert min(want) > 0.1, want                # every step clips
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    same(model, ref, "clip")
+    for p, q in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-10, atol=1e-12)
+    print("ok clip", flush=True)
 
 
 def check_no_sync():
@@ -153,8 +188,9 @@ def check_unused():
 def check_order():
     """At run time: bucket 0's all-reduce starts on the flat array the program wrote its
     gradients into (this rank's gradients at that moment), with backward GEMMs still to run,
-    and every wait comes after backward's last GEMM; what the optimizer then read is the
-    average over ranks."""
+    and every wait comes after backward's last GEMM; the flat array then holds the sum over
+    ranks (the division by the world size is the optimizer's, as it reads), and the
+    parameters are those of one full-batch step."""
     model, ref = start_models()
     ddp = DDP(model, bucket_cap_mb=1 / 1024)
     init = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
@@ -210,7 +246,7 @@ def check_order():
             assert np.shares_memory(piece, flat), name
             np.testing.assert_allclose(at_start[off:off + n], local[name].ravel(),
                                        rtol=1e-10, atol=1e-12, err_msg=name)
-            np.testing.assert_allclose(flat[off:off + n], average[name].ravel(),
+            np.testing.assert_allclose(flat[off:off + n], WORLD * average[name].ravel(),
                                        rtol=1e-10, atol=1e-12, err_msg=name)
     same(model, reference(ref, init, "sgd", 1), "order")
     print("ok order", flush=True)
@@ -220,7 +256,9 @@ CHECKS = {"sgd": lambda: train("sgd", 1 / 1024, "sgd"),
           "adamw": lambda: train("adamw", 1 / 1024, "adamw"),
           "one_bucket": lambda: train("adamw", 25, "one_bucket"),
           "hook": lambda: train("sgd", 1 / 1024, "hook", hook=True),
-          "no_sync": check_no_sync, "unused": check_unused, "order": check_order}
+          "no_sync": check_no_sync, "unused": check_unused, "order": check_order,
+          "clip": check_clip,
+          "as_view": lambda: train("adamw", 1 / 1024, "as_view", as_view=True)}
 
 for name in sys.argv[1:]:
     CHECKS[name]()

@@ -286,7 +286,7 @@ class Reducer:
         if self.record_events:
             self.events.append(("start", b.index))
         if self.traced_mode:     # start here, where the last gradient is made; wait in _finish
-            b.ticket = traced_bucket_start(b.traced, ReduceOp.AVG, self.pg)
+            b.ticket = traced_bucket_start(b.traced, self._traced_op(b), self.pg)
             return
         b.work = C.all_reduce(Tensor(b.alloc()), ReduceOp.AVG, group=self.pg, async_op=True)
 
@@ -325,7 +325,7 @@ class Reducer:
             self.pg.backend.all_reduce(used, ReduceOp.SUM, desc).wait()
         for b in self.buckets:
             if self.traced_mode:
-                b.result = traced_bucket_wait(b.traced, b.ticket, ReduceOp.AVG, self.pg)
+                b.result = traced_bucket_wait(b.traced, b.ticket, self._traced_op(b), self.pg)
             if b.work is not None:
                 b.work.wait()
                 if self.record_events:
@@ -336,6 +336,28 @@ class Reducer:
             for b in self.buckets:
                 b.reset()
             self.traced_mode = False
+
+    def _traced_op(self, b: Bucket) -> ReduceOp:
+        """A compiled step's bucket is all-reduced as a SUM where its `.grad` is a new value
+        (not gradient_as_bucket_view) of float32 or float64: the division by the world size
+        is then an operation of the graph, which the kernels reading `.grad` (the gradient
+        clipping's norms, the optimizer's update) do as they read, where AVG divides the
+        whole bucket in a pass of its own after MPI wrote it. float16 keeps AVG: the sum of
+        two large values could overflow where their average does not."""
+        if self.as_view or b.params[0]._data.dtype not in (np.float32, np.float64):
+            return ReduceOp.AVG
+        return ReduceOp.SUM
+
+    def _traced_grad(self, b: Bucket, seg: Tensor) -> Tensor:
+        """A compiled step's `.grad` from its segment of the reduced bucket. A view of the
+        bucket only with gradient_as_bucket_view (as eagerly, where `.grad` is otherwise a
+        copy): an in-place change of a view writes its base, so each `.grad.mul_(c)` of
+        clip_grad_norm_ became a pass over the whole bucket."""
+        if self.as_view:
+            return seg
+        if self._traced_op(b) is ReduceOp.SUM:
+            return seg / self.pg.size
+        return seg.clone()
 
     def _fill_unused(self, missing: list) -> np.ndarray:
         """find_unused_parameters: zeros stand for the gradients this rank did not produce;
@@ -359,7 +381,7 @@ class Reducer:
                 continue             # no rank used it: .grad stays as it was, as PyTorch
             off, n = b.offsets[i], b.numels[i]
             if self.traced_mode:
-                p.grad = reshape(b.result[off:off + n], p.shape)
+                p.grad = self._traced_grad(b, reshape(b.result[off:off + n], p.shape))
                 continue
             avg = b.flat[off:off + n].reshape(p.shape)
             if self.as_view:           # .grad is the bucket's memory: no copy, as PyTorch's
