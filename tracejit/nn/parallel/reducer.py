@@ -14,8 +14,9 @@ left, waits, and writes the averaged gradients back into each `.grad`.
 Inside a compiled training step (tj.compile around forward, `loss.backward()` and the
 optimizer) the same hooks see traced gradients: each full bucket becomes a
 `dist_bucket_start` of its gradients in the graph (traced.py, ir/prims_collective.py), placed
-where its last gradient is produced, and the callback a `dist_bucket_wait` whose segments
-become the new `.grad`, which the optimizer's compiled update then reads. On the CPU the
+where its last gradient is produced, and the callback a `dist_bucket_wait` whose segments,
+divided by the world size, become the new `.grad` (a SUM all-reduce: the kernels reading
+`.grad`, the optimizer's compiled update, divide as they read; see _traced_op). On the CPU the
 program writes the bucket's gradients straight into one flat array and reduces it in place
 (runtime/flat_inputs.py): no concatenation, no copy.
 
