@@ -83,6 +83,9 @@ class CompiledFunction:
         self._attr: str | None = None       # the class attribute it is (set by __set_name__)
         self._unbound: CompiledFunction | None = None   # a per-instance one: the class's
         self._warned_slots = False
+        # a trace turned grad mode on (enable_grad): the caller's grad mode is part of the key
+        # from then on, and a caller under no_grad gets a trace of its own (see _trace)
+        self._grad_keyed = False
         # a module's method: its own `training` flag shapes the trace (dropout), so it is part
         # of the key (modules it calls guard the trace on their modes themselves)
         owner = getattr(fn, "__self__", None)
@@ -165,8 +168,10 @@ class CompiledFunction:
                             f"{[type(v).__name__ for v in static.values()]}") from None
         # the autocast state changes the traced graph (its casts): part of the key
         mode = self._mode_owner.training if self._mode_owner is not None else None
-        return (tree, tuple(leaf_key(x) for x in flat), skey, _autocast.autocast_key(), mode), \
-            flat, static
+        grad = None if not self._grad_keyed else "inference" if STATE.inference else \
+            STATE.grad_enabled
+        return (tree, tuple(leaf_key(x) for x in flat), skey, _autocast.autocast_key(), mode,
+                grad), flat, static
 
     def _explain(self, old, new, names) -> str:
         if old[0] != new[0]:
@@ -175,6 +180,8 @@ class CompiledFunction:
             return f"autocast state: {describe_autocast(old[3])} -> {describe_autocast(new[3])}"
         if old[4] != new[4]:
             return f"training mode: {old[4]} -> {new[4]}"
+        if old[5] != new[5]:
+            return f"grad mode: {old[5]} -> {new[5]}"
         if old[2] != new[2]:
             a, b = dict(old[2]), dict(new[2])
             k = next(k for k in b if a.get(k) != b[k])
@@ -185,8 +192,25 @@ class CompiledFunction:
         return "unknown"
 
     # -- tracing and compiling -------------------------------------------------------------------
+    # whether the caller's grad mode can change what the function computes (tj.grad of a
+    # compiled function ignores it, as torch.func.grad does)
+    _grad_mode_matters = True
+
     def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:
-        return trace(self.fn, args, kwargs, static, self.name, device)
+        """Trace the function. One that turns grad mode on itself (enable_grad inside) is
+        traced for the caller's grad mode: under no_grad, its ops outside its enable_grad
+        blocks are constants to reverse mode, as they record nothing eagerly."""
+        off = self._grad_mode_matters and self._grad_keyed and not STATE.grad_enabled
+        traced = trace(self.fn, args, kwargs, static, self.name, device, outer_off=off)
+        if traced.grad_keyed and self._grad_mode_matters and not self._grad_keyed:
+            self._grad_keyed = True
+            self._fast.clear()          # (its fast key omits grad mode)
+            if not STATE.grad_enabled:  # found out now: trace again for this caller
+                traced = trace(self.fn, args, kwargs, static, self.name, device,
+                               outer_off=True)
+        if not self._grad_mode_matters:
+            traced.grad_keyed = False
+        return traced
 
     def _device_for(self, flat) -> Device:
         """The device this call runs on: `device=` if given, else where the arguments live
@@ -253,19 +277,22 @@ class CompiledFunction:
                 dump("ir", self.name, lambda: print_graph(passes()))
                 exe = self._backend(device).compile(graph, passes)
             entry = Entry(traced, graph, exe, time.perf_counter() - t0, device, passes)
+            store = key
+            if traced.grad_keyed and key[5] is None:    # (found out by this trace)
+                store = key[:5] + ("inference" if STATE.inference else STATE.grad_enabled,)
             # custom Functions: gradients through a call go by the eager engine, which calls
             # their backward staticmethods (the IR transform cannot see them)
             entry.eager_grad = TRACED_APPLIES[0] != applies
             if entry.once:
-                self._escaped(key, traced)
+                self._escaped(store, traced)
             with self._lock:
                 if not entry.once:
-                    old = self._cache.get(key)
+                    old = self._cache.get(store)
                     if old is not None:
-                        self._variants.setdefault(key, []).insert(0, old)
-                        del self._variants[key][MAX_VARIANTS - 1:]
-                    self._cache[key] = entry
-                self._last_key = key
+                        self._variants.setdefault(store, []).insert(0, old)
+                        del self._variants[store][MAX_VARIANTS - 1:]
+                    self._cache[store] = entry
+                self._last_key = store
         finally:
             with self._lock:
                 if self._inflight.get(key) is flight:
@@ -345,7 +372,7 @@ class CompiledFunction:
                     return wrap_array(outs[0])
                 return tree_unflatten(entry.traced.out_tree, [wrap_array(o) for o in outs])
         entry, flat = self._entry(args, kwargs)
-        if key is not None and not entry.once and \
+        if key is not None and not entry.once and not entry.traced.grad_keyed and \
                 len(entry.graph.inputs) == len(args) + len(entry.captures) + entry.n_hidden:
             self._fast[key] = entry
         arrays = []
@@ -360,7 +387,8 @@ class CompiledFunction:
         if STATE.subst:
             tensors = [STATE.subst.get(id(t), t) for t in tensors]
         note_reads(tensors)
-        if entry.differentiable and STATE.grad_enabled and \
+        # (traced for a caller under no_grad, its enable_grad blocks still record: outer_off)
+        if entry.differentiable and (STATE.grad_enabled or entry.traced.outer_off) and \
                 any(t is not None and t._requires_grad for t in tensors):
             if entry.eager_grad:
                 return self.fn(*args, **kwargs)
@@ -384,6 +412,8 @@ class CompiledFunction:
 
 class GradCompiledFunction(CompiledFunction):
     """grad / value_and_grad of a compiled function, built by the reverse-mode IR transform."""
+
+    _grad_mode_matters = False
 
     def __init__(self, base: CompiledFunction, kind: str, argnums, has_aux: bool) -> None:
         py = getattr(functional, kind)(base.fn, argnums, has_aux)

@@ -46,6 +46,7 @@ class Entry:
                           traced.attr_guards)          # nothing to check per call
         self.in_avals = graph.in_avals
         self.grad_cache: dict[tuple, tuple] = {}
+        self.grad_active: dict[tuple, list] = {}   # wrt -> which outputs depend on them
         self.grad_lock = threading.Lock()
         self.compile_s = compile_s
         self.single_out = traced.out_tree == ("leaf",)

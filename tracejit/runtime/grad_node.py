@@ -14,7 +14,8 @@ from ..ir.printer import print_graph
 from ..ir.replay import replay
 from ..ir.verify import verify
 from ..tracer.autograd import grad as autograd_grad
-from ..tracer.backward_nodes import Node, SavedTensor
+from ..ir.primitives import P
+from ..tracer.backward_nodes import AliasNode, Node, SavedTensor
 from ..tracer.state import enable_grad
 from ..tracer.tensor import Tensor
 from ..devices import Device
@@ -23,7 +24,8 @@ from .entry import Entry
 
 
 class CompiledNode(Node):
-    def __init__(self, fn_name, graph, outs, residuals, bwd_exe, tensors, arrays, wrt) -> None:
+    def __init__(self, fn_name, graph, outs, residuals, bwd_exe, tensors, arrays, wrt,
+                 copied=()) -> None:
         super().__init__([tensors[i] for i in wrt])
         self._name = f"CompiledFunctionBackward<{fn_name}>"
         self.graph = graph
@@ -33,15 +35,19 @@ class CompiledNode(Node):
         self.bwd_exe = bwd_exe
         self.wrt = wrt
         self.wrt_tensors = [tensors[i] for i in wrt]     # for a gradient syncer's plan
-        # every tensor input is checked for in-place changes, and kept for create_graph
-        self.inputs = [SavedTensor(t) if t is not None else Tensor(a)
-                       for t, a in zip(tensors, arrays)]
+        # every tensor input is checked for in-place changes, and kept for create_graph; one
+        # the call itself updates in place (`copied`) as a copy of the value it read
+        self.inputs = [_read_copy(t, a) if i in copied else
+                       SavedTensor(t) if t is not None else Tensor(a)
+                       for i, (t, a) in enumerate(zip(tensors, arrays))]
 
     @classmethod
-    def record(cls, fn_name, graph, outs, residuals, bwd_exe, tensors, arrays, wrt) -> None:
-        node = cls(fn_name, graph, outs, residuals, bwd_exe, tensors, arrays, wrt)
+    def record(cls, fn_name, graph, outs, residuals, bwd_exe, tensors, arrays, wrt,
+               active=None, copied=()) -> None:
+        node = cls(fn_name, graph, outs, residuals, bwd_exe, tensors, arrays, wrt, copied)
         for k, o in enumerate(outs):
-            if o.dtype.is_float:
+            # (as torch, an output no gradient reaches does not require grad)
+            if o.dtype.is_float and (active is None or active[k]):
                 o.grad_fn, o._out_idx, o._requires_grad = node, k, True
 
     def name(self) -> str:
@@ -80,6 +86,26 @@ class CompiledNode(Node):
         self.wrt_tensors = []
 
 
+def _read_copy(t: Tensor | None, a) -> Tensor:
+    """A copy of array `a` that input `t` held when the call read it (the call then updated t
+    in place); differentiable onto t's history when t requires grad (for create_graph)."""
+    c = Tensor(a.copy())
+    if t is not None and t._requires_grad:
+        c.grad_fn, c._requires_grad = AliasNode([t]), True
+    return c
+
+
+def active_outputs(graph, wrt: tuple) -> list[bool]:
+    """For each output of `graph`: whether it depends on an input in `wrt` through ops a
+    gradient passes (not stop_gradient: detach, or an op traced under no_grad)."""
+    active = {graph.inputs[i] for i in wrt}
+    for ins in graph.instrs:
+        if ins.out.dtype.is_float and ins.prim is not P.stop_gradient and \
+                any(v in active for v in ins.inputs):
+            active.add(ins.out)
+    return [v in active for v in graph.outputs]
+
+
 def call_with_grad(fn_name: str, entry: Entry, arrays: list, tensors: list,
                    backend_for: Callable[[Device], object]) -> list[Tensor]:
     """Run a compiled call whose inputs need grad: its forward executable (outputs and the
@@ -87,20 +113,31 @@ def call_with_grad(fn_name: str, entry: Entry, arrays: list, tensors: list,
     wrt = tuple(i for i, t in enumerate(tensors) if t is not None and t._requires_grad)
     parts = entry.grad_cache.get(wrt)
     if parts is None:
+        active = entry.grad_active.get(wrt)
+        if active is None:
+            active = entry.grad_active[wrt] = active_outputs(entry.optimized_graph(), wrt)
+        if not any(active[:entry.n_user]):
+            # no result the caller gets depends on those inputs (a compiled optimizer step, a
+            # function under no_grad inside): as torch, nothing to record
+            return [Tensor(o) for o in entry.exe.run(arrays)]
+    if parts is None:
         with entry.grad_lock:       # one thread compiles; the others find its result
             parts = entry.grad_cache.get(wrt) or _compile_grad(fn_name, entry, wrt, backend_for)
-    fwd_exe, bwd_exe, n_out = parts
+    fwd_exe, bwd_exe, n_out, active = parts
     res = fwd_exe.run(arrays)
     outs = [Tensor(o) for o in res[:n_out]]
-    # captures the call itself updates in place (BatchNorm's running statistics) are kept
-    # as copies of the values it read: the write-back after this call is not a user's
-    # in-place change of a saved tensor (small edit by N2)
+    # captures the call itself updates in place (BatchNorm's running statistics, a parameter
+    # changed under no_grad) are kept as copies of the values it read: the write-back after
+    # this call is not a user's in-place change of a saved tensor (small edit by N2)
     written = {id(w) for w in entry.writes}
     written |= {id(tensors[k]) for k in entry.traced.arg_writes if tensors[k] is not None}
-    own = [t is not None and id(t) in written and not t._requires_grad for t in tensors]
-    CompiledNode.record(fn_name, entry.graph, outs, res[n_out:], bwd_exe,
-                        [None if o else t for o, t in zip(own, tensors)],
-                        [a.copy() if o else a for o, a in zip(own, arrays)], wrt)
+    copied = {i for i, t in enumerate(tensors) if t is not None and id(t) in written}
+    residuals = res[n_out:]
+    if copied:          # a residual that is such an input's own array would see the write
+        mine = {id(arrays[i]) for i in copied}
+        residuals = [r.copy() if id(r) in mine else r for r in residuals]
+    CompiledNode.record(fn_name, entry.graph, outs, residuals, bwd_exe, tensors, arrays, wrt,
+                        active, copied)
     return outs
 
 
@@ -112,7 +149,8 @@ def _compile_grad(fn_name: str, entry: Entry, wrt: tuple,
     fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out, recompute=cut_enabled())
     dump("grad", fn_name, lambda: print_graph(bwd))
     backend = backend_for(entry.device)
-    parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)
+    parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out,
+             active_outputs(entry.graph, wrt))
     grad_sync.note_source(parts[1], bwd)   # DDP rebuilds it with all-reduces inside: grad_sync.py
     entry.grad_cache[wrt] = parts
     return parts

@@ -18,7 +18,7 @@ from .forward_ad import FWD
 from .autograd import grad as autograd_grad
 from .backward_nodes import AliasNode
 from .pytree import tree_flatten, tree_unflatten
-from .state import STATE, enable_grad
+from .state import STATE, internal_enable_grad
 from .tensor_base import TensorBase as Tensor, lift
 
 
@@ -104,7 +104,7 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
     def wrapper(*args, **kwargs):
         nums = _argnums(argnums, len(args), "grad")
         call_args, wrt, trees = _prepare(args, nums)
-        with enable_grad():
+        with internal_enable_grad():
             res = fn(*call_args, **kwargs)
         out, aux = (res[0], res[1]) if has_aux else (res, None)
         out = _scalar_out(out, "grad")
@@ -130,7 +130,7 @@ def vjp(fn: Callable, *primals, has_aux: bool = False):
     """(fn(*primals), vjp_fn) where vjp_fn(cotangent) returns one gradient per primal."""
     nums = tuple(range(len(primals)))
     call_args, wrt, trees = _prepare(primals, nums)
-    with enable_grad():
+    with internal_enable_grad():
         res = fn(*call_args)
     out, aux = (res[0], res[1]) if has_aux else (res, None)
 
@@ -170,7 +170,7 @@ def jacobian(fn: Callable, argnums: int | Sequence[int] = 0):
         nums = _argnums(argnums, len(args), "jacobian")
         call_args, wrt, trees = _prepare(args, nums)
         flat = [t for g in wrt for t in g]
-        with enable_grad():
+        with internal_enable_grad():
             outs, out_tree = tree_flatten(fn(*call_args))
         nested = any(t.grad_fn is not None for t in flat)
         per_out = []

@@ -49,7 +49,25 @@ def _expand_key(x: Tensor, key) -> list:
     return out
 
 
+def _scalar_mask(key) -> bool | None:
+    """The value of a 0-d boolean index that is the whole key (x[True], x[t > 0] for a 0-d
+    t), or None for any other key."""
+    k = key[0] if isinstance(key, tuple) and len(key) == 1 else key
+    if isinstance(k, (bool, np.bool_)):
+        return bool(k)
+    if isinstance(k, Tensor) and k.dtype is dt.bool_ and k.ndim == 0:
+        return bool(k._concrete("boolean mask indexing (its result shape depends on the "
+                                "data; use tj.where(mask, x, 0) instead)"))
+    if isinstance(k, np.ndarray) and k.dtype == np.bool_ and k.ndim == 0:
+        return bool(k)
+    return None
+
+
 def getitem(x: Tensor, key) -> Tensor:
+    m = _scalar_mask(key)
+    if m is not None:
+        # as torch (and NumPy): a new leading axis of length 1 (True) or 0 (False)
+        return getitem(ops.reshape(x, (1, *x.shape)), np.array([m]))
     key = _expand_key(x, key)
     xshape = x.shape                     # (a property making a tuple: read once)
     ndim = len(xshape)
@@ -83,6 +101,8 @@ def getitem(x: Tensor, key) -> Tensor:
             starts.append(i), stops.append(i + 1), steps.append(1)
         else:
             idx = k if isinstance(k, Tensor) else np.asarray(k)
+            if idx.size == 0 and not isinstance(k, (Tensor, np.ndarray)):
+                idx = idx.astype(np.int64)      # x[[]]: an empty list indexes nothing (torch)
             if not (idx.dtype.is_int if isinstance(idx, Tensor) else idx.dtype.kind in "iu"):
                 raise _err(f"indices must be integers, slices, None, ... or integer/boolean "
                            f"arrays, got {type(k).__name__}", TypeError)

@@ -10,7 +10,8 @@ from . import forward_ad, view_writes, views
 from .forward_ad import FWD
 from .grad_handles import follow_retained
 from .lazy_copies import take_storage
-from ..ir.primitives import P
+from ..ir.primitives import P, zeros_like
+from .backward_nodes import Node
 from .no_grad_ir import straight_through
 from .state import STATE, internal_no_grad
 from .tensor_base import TensorBase as Tensor, check_inplace_result
@@ -66,20 +67,31 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
                 new_v = new._data
             x._data = straight_through(x._data, new_v)
             return x
+        if records and x._requires_grad and not new._requires_grad:
+            x._data = new._data
+            OverwriteNode.take(x, x, op)
+            return x
         x._data, x.grad_fn, x._out_idx = new._data, new.grad_fn, new._out_idx
         x._requires_grad = new._requires_grad
         return x
     src = x
-    if records and x._requires_grad:
-        # nodes recorded by `update` may save the old value: give them a snapshot of it
+    if records and (x._requires_grad or getattr(update, "reads_grad", False)):
+        # nodes recorded by `update` may save the old value: give them a snapshot of it (also
+        # when only the other operand requires grad: t.mul_(b) saves t for b's gradient)
         src = Tensor(x._data.copy())
-        src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, True
+        src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, x._requires_grad
     new = update(src)
     check_inplace_result(x, new, op)
     if x._captured():                 # stored into x after each call of the compiled function,
         ctx = STATE.traces[-1]        # also when the new value is a constant (zero_, fill_)
         new = ops.cast(new, x.dtype)
-        ctx.write(x, new._data if new._traced else ctx.capture(new))
+        new_v = new._data if new._traced else ctx.capture(new)
+        if not records and STATE.user_off and x._requires_grad and not ctx.backward_ran:
+            # under no_grad a captured parameter stays what later reads differentiate (its
+            # gradient accumulates into it, as eagerly): the new value carries the old one's
+            # (not after a backward inside the trace: an optimizer's step, never differentiated)
+            new_v = straight_through(ctx.capture(x), new_v)
+        ctx.write(x, new_v)
         return x
     if new._traced:                   # tracing, and x is an eager tensor
         # a constant made inside the trace: from here on it holds the traced value
@@ -95,8 +107,34 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
             new = ops.cast(new, x.dtype)
         x.grad_fn, x._out_idx, x._requires_grad = new.grad_fn, new._out_idx, True
     elif records and x._requires_grad:      # the new value no longer depends on the old history
-        x.grad_fn, x._requires_grad = None, False
+        OverwriteNode.take(x, src, op)
     return x
+
+
+class OverwriteNode(Node):
+    """The history of a tensor that requires grad overwritten by a value that does not
+    (zero_, fill_, copy_ of a constant): as torch's ZeroBackward0/FillBackward0/CopyBackwards,
+    it still requires grad, and its old history gets a zero gradient."""
+
+    __slots__ = ("_name",)
+    keeps_saved = False
+    NAMES = {"zero_": "ZeroBackward0", "fill_": "FillBackward2"}     # (torch 2.13's)
+
+    def __init__(self, old: Tensor, op: str) -> None:
+        super().__init__([old])
+        self._name = self.NAMES.get(op, "CopyBackwards")
+
+    @classmethod
+    def take(cls, x: Tensor, old: Tensor, op: str) -> None:
+        """x (overwritten) takes the node onto `old`, a tensor with x's previous history."""
+        x.grad_fn, x._out_idx, x._requires_grad = cls(old, op), 0, True
+
+    def name(self) -> str:
+        return self._name
+
+    def apply(self, grads: list, create_graph: bool) -> list:
+        g = grads[0]
+        return [None if g is None else zeros_like(g.detach())]
 
 
 def store(t: Tensor, value, op: str = "copy_") -> Tensor:
@@ -145,7 +183,12 @@ def method(name: str):
     fn = INPLACE[name]
 
     def method(self, *args, **kwargs):
-        return inplace(self, lambda old: fn(old, *args, **kwargs), name)
+        def update(old):
+            return fn(old, *args, **kwargs)
+        # (an operand that requires grad: its node may save the old value, see _inplace)
+        update.reads_grad = STATE.grad_enabled and \
+            any(getattr(a, "_requires_grad", False) for a in (*args, *kwargs.values()))
+        return inplace(self, update, name)
     method.__name__ = name
     return method
 

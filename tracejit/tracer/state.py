@@ -21,6 +21,9 @@ class _State(threading.local):
         # grad mode is off by the user's choice (no_grad & co.), not by the tracer's own
         # bookkeeping (checkpoint's forward): ops traced then are stop_gradient barriers
         self.user_off = False
+        # times the user turned grad mode on (enable_grad, set_grad_enabled(True)): a compiled
+        # function whose trace did has results that depend on the caller's grad mode
+        self.grad_on = 0
 
 
 STATE = _State()
@@ -57,10 +60,15 @@ class _GradMode:
     def __enter__(self):
         self._prev = STATE.grad_enabled
         self._prev_user = STATE.user_off
+        if self.mode and self.user:
+            STATE.grad_on += 1
+        if self.mode and STATE.inference:
+            return          # inference_mode records nothing, enable_grad or not (as torch)
         STATE.grad_enabled = self.mode
         if not self.mode:
             STATE.grad_off += 1
-            STATE.user_off = self.user
+            # (the tracer's own no_grad inside the user's keeps it the user's: barriers)
+            STATE.user_off = self.user or (not self._prev and self._prev_user)
 
     def __exit__(self, *exc):
         STATE.grad_enabled = self._prev
@@ -93,6 +101,13 @@ class enable_grad(_GradMode):
     mode = True
 
 
+class internal_enable_grad(enable_grad):
+    """enable_grad for the tracer's own work (a function transform computing its gradient):
+    not a user's grad mode, so a compiled function using it does not depend on the caller's."""
+
+    user = False
+
+
 class set_grad_enabled(_GradMode):
     """As PyTorch: `set_grad_enabled(False)` called on its own sets the mode at once; used as a
     context manager it restores the previous mode on exit; as a decorator it sets the mode only
@@ -102,12 +117,18 @@ class set_grad_enabled(_GradMode):
         self.mode = bool(mode)
         self._prev = STATE.grad_enabled
         self._prev_user = STATE.user_off
+        if self.mode:
+            STATE.grad_on += 1
+        if self.mode and STATE.inference:
+            return          # (as enable_grad)
         STATE.grad_enabled = self.mode
         if not self.mode:
             STATE.grad_off += 1
             STATE.user_off = True
 
     def __enter__(self):
+        if self.mode and STATE.inference:
+            return
         STATE.grad_enabled = self.mode
         if not self.mode:
             STATE.grad_off += 1

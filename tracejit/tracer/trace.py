@@ -75,13 +75,16 @@ class TraceContext:
         self.checks: list[tuple[Value, tuple]] = []   # (bad index count, (message, class))
         self.checked: set[tuple[int, int]] = set()   # (id(index value), axis length)
         self.arg_writes: list[tuple[int, Value]] = []   # (flat argument position, new value)
+        self.outer_off = False               # traced for a caller under no_grad (__enter__)
 
     def __enter__(self) -> "TraceContext":
         STATE.traces.append(self)
         # the caller's no_grad is not the traced function's: its ops are no stop_gradient
         # barriers (tracer/no_grad_ir.py), or a graph first traced under no_grad would have
-        # no gradient when later called with grad on
-        self._user_off, STATE.user_off = STATE.user_off, False
+        # no gradient when later called with grad on. A function that turns grad mode on
+        # itself is traced apart for callers under no_grad (`outer_off`): there the ops it
+        # runs in the caller's mode are barriers, those under its enable_grad are not
+        self._user_off, STATE.user_off = STATE.user_off, self.outer_off
         return self
 
     def __exit__(self, *exc) -> bool:
@@ -258,6 +261,10 @@ class Traced:
         self.checks = checks or []         # (message, class) each; their code is the last output
         self.attr_epoch = -1               # the epoch its attr_guards last held at
         self.arg_writes = arg_writes or []   # flat argument positions updated in place
+        # the function turned grad mode on (enable_grad): its graph depends on the caller's
+        # grad mode, and `outer_off` says which (True: traced for a caller under no_grad)
+        self.grad_keyed = False
+        self.outer_off = False
 
     @property
     def n_extra(self) -> int:
@@ -346,8 +353,11 @@ def arg_names(fn: Callable, args: Sequence, kwargs: dict) -> list[str]:
 
 
 def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, Any] | None = None,
-          name: str | None = None, device=CPU, transform: str | None = None) -> Traced:
-    """Trace fn(*args, **kwargs); entries of `static` (by position or name) are passed as is."""
+          name: str | None = None, device=CPU, transform: str | None = None,
+          outer_off: bool = False) -> Traced:
+    """Trace fn(*args, **kwargs); entries of `static` (by position or name) are passed as is.
+    With `outer_off`, ops run in the caller's grad mode are constants to reverse mode (a
+    caller under no_grad; see TraceContext.__enter__)."""
     static = static or {}
     dyn_args = [a for i, a in enumerate(args) if i not in static]
     dyn_kwargs = {k: v for k, v in kwargs.items() if k not in static}
@@ -355,6 +365,8 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
     names = arg_names(fn, dyn_args, dyn_kwargs)
     ctx = TraceContext(name or getattr(fn, "__name__", "f"), device)
     ctx.transform = transform
+    ctx.outer_off = outer_off
+    grad_on = STATE.grad_on
     try:
         out_tree, outs = _run(ctx, fn, args, kwargs, static, flat, in_tree, names)
     except BaseException:
@@ -369,13 +381,16 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
         + [v for _, v in ctx.arg_writes] + ([code] if code is not None else [])
     if ctx.rng is not None:       # the hidden inputs go last, after the captures
         ctx.graph.inputs = [v for v in ctx.graph.inputs if v not in ctx.rng] + list(ctx.rng)
-    return Traced(ctx.graph, out_tree, ctx.captures, ctx.guards, ctx.n_random,
+    traced = Traced(ctx.graph, out_tree, ctx.captures, ctx.guards, ctx.n_random,
                   bindings=capture_bindings(fn, ctx.captures),
                   writes=[t for t, _ in writes],
                   write_counts=[ctx.n_writes.get(id(t), 1) for t, _ in writes],
                   grad_guards=grad_guards, grad_sets=grad_sets, backward_ran=ctx.backward_ran,
                   escapes=escapes, attr_guards=ctx.attr_guards,
                   checks=[m for _, m in ctx.checks], arg_writes=[k for k, _ in ctx.arg_writes])
+    traced.grad_keyed = STATE.grad_on != grad_on
+    traced.outer_off = outer_off
+    return traced
 
 
 def find_escapes(ctx: TraceContext) -> list[Tensor]:

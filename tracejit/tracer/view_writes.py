@@ -104,10 +104,12 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
             f"refers to a single memory location (an expanded view {ops._fmt(x)}) (at "
             f"{user_location()}). Please clone() the tensor before performing the operation.")
     src = x
-    if STATE.grad_enabled and x._requires_grad and not x._traced and not x._captured():
-        # nodes recorded by `update` may save the old value, which the put overwrites
+    if STATE.grad_enabled and (x._requires_grad or getattr(update, "reads_grad", False)) \
+            and not x._traced and not x._captured():
+        # nodes recorded by `update` may save the old value, which the put overwrites (also
+        # when only the other operand requires grad: v.mul_(b) saves v for b's gradient)
         src = Tensor(x._data.copy())
-        src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, True
+        src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, x._requires_grad
     new = update(src)
     check_inplace_result(x, new, op)
     new = ops.cast(new, x.dtype)
