@@ -160,9 +160,32 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
             # torch's detach()/.data is no autograd view of its base: x itself takes the new
             # value's history (d.add_(b): b's gradient flows through d; it was dropped)
             x.grad_fn, x._out_idx, x._requires_grad = new.grad_fn, new._out_idx, True
+            if rec.via is not None:
+                _base_history(rec, new)
         return x
     root_inplace(root, put, op)
     return x
+
+
+def _base_history(rec: ViewOf, new: Tensor) -> None:
+    """View x of d = t.detach() (rec.via) took `new`, a value with history: d, x's base to
+    torch, takes it too, as a put of `new` into d's old value (torch's CopySlices on d).
+    d's data already holds the new value (it shares its root's storage)."""
+    d = rec.via
+    n = d.numel()
+    with _grad(False):
+        pos = np.asarray(rec.via_fwd(Tensor(np.arange(n, dtype=np.int64).reshape(d.shape)))
+                         ._data).reshape(-1)
+    mask = np.zeros(n, bool)
+    mask[pos] = True
+    old = Tensor(d._data)       # (the put reads old's values only where x is not)
+    if d._requires_grad:
+        old.grad_fn, old._out_idx, old._requires_grad = d.grad_fn, d._out_idx, True
+    upd = bind(P.scatter_add, ops.as_tensor(pos, like=old, const=True),
+               ops.reshape(new, (-1,)), axis=0, shape=(n,))
+    m = ops.as_tensor(mask, like=old, const=True)
+    put = ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), d.shape)
+    d.grad_fn, d._out_idx, d._requires_grad = put.grad_fn, put._out_idx, True
 
 
 def rederive(root: Tensor, rec: Views) -> None:

@@ -49,10 +49,15 @@ VIEW, MULTI, DETACH, DATA = "view", "multi", "detach", "data"
 class ViewOf:
     """Slot record of a view: its root, how to recompute it from the root, its kind."""
 
-    __slots__ = ("root", "fwd", "kind", "no_grad", "pos", "dup", "ident", "mask")
+    __slots__ = ("root", "fwd", "kind", "no_grad", "pos", "dup", "ident", "mask", "via",
+                 "via_fwd")
 
     def __init__(self, root: Tensor, fwd: Callable, kind: str, no_grad: bool) -> None:
         self.root, self.fwd, self.kind, self.no_grad = root, fwd, kind, no_grad
+        # an autograd view of a detach()/.data tensor d: d (torch's base of the view: an
+        # in-place op on the view gives d its history) and how to get the view from d
+        self.via: Tensor | None = None
+        self.via_fwd: Callable | None = None
         self.pos: np.ndarray | None = None      # root positions read (lazy, see positions)
         self.dup = False                        # a position read twice (an expanded view)
         self.ident = False                      # reads every root position in order
@@ -83,10 +88,14 @@ def mark(x: Tensor, out: Tensor, fwd: Callable, kind: str = VIEW) -> Tensor:
     if out is x:
         out = bind(P.reshape, x, shape=x.shape)
     rec = getattr(x, "_view", None)
+    via = None
     if type(rec) is ViewOf:
         root, first = rec.root, rec.fwd
         step = fwd
         fwd = lambda r: step(first(r))      # noqa: E731 - composed with the parent's steps
+        if rec.kind in (DETACH, DATA) and kind in (VIEW, MULTI):
+            via, via_fwd = (x, step) if rec.via is None else \
+                (rec.via, lambda r, f=rec.via_fwd: step(f(r)))
         kind = DATA if DATA in (kind, rec.kind) else DETACH if DETACH in (kind, rec.kind) \
             else MULTI if MULTI in (kind, rec.kind) else kind
         no_grad = rec.no_grad or not STATE.grad_enabled
@@ -96,6 +105,8 @@ def mark(x: Tensor, out: Tensor, fwd: Callable, kind: str = VIEW) -> Tensor:
         if rec is None:
             rec = x._view = Views()
     out._view = ViewOf(root, fwd, kind, no_grad)
+    if via is not None:
+        out._view.via, out._view.via_fwd = via, via_fwd
     if no_grad and root._requires_grad and not out._requires_grad and kind in (VIEW, MULTI):
         out._requires_grad, out._accum = True, UNTRACKED    # torch's flag: see view_grad.py
     if kind != DATA:        # views share their base's version counter (root._version, read

@@ -1,0 +1,164 @@
+"""In-place ops and indexing corners the eager fuzzer found differing from torch: overwrites
+of a tensor that requires grad (zero_/fill_/copy_), an in-place op whose other operand alone
+requires grad, a detached tensor's view written with a value that has history, empty list and
+0-d boolean indices; and a captured parameter updated under no_grad inside a compiled
+function, then read again."""
+import numpy as np
+import pytest
+import torch
+
+import tracejit as tj
+
+A = np.array([[0.5, -1.0, 2.0], [1.5, 3.0, -0.25]])
+B = np.array([1.25, -0.5, 2.0])
+
+
+def _both(fn):
+    """fn(T) for tracejit and torch."""
+    return fn(tj), fn(torch)
+
+
+def _np(t):
+    return t.detach().numpy()
+
+
+@pytest.mark.parametrize("op", ["zero_", "fill_", "copy_", "copy_same"])
+def test_overwrite_keeps_requires_grad_and_gives_zero_gradient(op):
+    def run(T):
+        x = T.tensor(A, requires_grad=True)
+        y = (x * 2).clone()
+        if op == "zero_":
+            y.zero_()
+        elif op == "fill_":
+            y.fill_(3.0)
+        elif op == "copy_":
+            y.copy_(T.tensor(B))
+        else:
+            y.copy_(T.tensor(A + 1))
+        loss = (y * y).sum() + x.sum()
+        loss.backward()
+        return y.requires_grad, y.grad_fn is not None, _np(y), _np(x.grad)
+    (r, g, v, gx), (tr, tg, tv, tgx) = _both(run)
+    assert (r, g) == (tr, tg) == (True, True)
+    np.testing.assert_array_equal(v, tv)
+    np.testing.assert_array_equal(gx, tgx)
+
+
+def test_overwrite_only_path_gives_zeros_not_none():
+    def run(T):
+        x = T.tensor(A, requires_grad=True)
+        y = x.sin()             # (saves x, not its output, which zero_ overwrites)
+        y.zero_()
+        y.sum().backward()
+        return _np(x.grad)
+    a, b = _both(run)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, np.zeros_like(A))
+
+
+@pytest.mark.parametrize("op", ["mul_", "div_", "pow_"])
+def test_inplace_with_only_the_other_operand_requiring_grad(op):
+    def run(T):
+        b = T.tensor(B, requires_grad=True)
+        t = T.tensor(A + 3.0)
+        getattr(t, op)(b)
+        (t * T.tensor(A)).sum().backward()
+        return _np(t), _np(b.grad)
+    (v, g), (tv, tg) = _both(run)
+    np.testing.assert_allclose(v, tv, rtol=1e-13)
+    np.testing.assert_allclose(g, tg, rtol=1e-13)
+
+
+def test_inplace_on_a_view_with_only_the_other_operand_requiring_grad():
+    def run(T):
+        b = T.tensor(B, requires_grad=True)
+        t = T.tensor(A + 3.0)
+        t[1].mul_(b)
+        (t * t).sum().backward()
+        return _np(t), _np(b.grad)
+    (v, g), (tv, tg) = _both(run)
+    np.testing.assert_allclose(v, tv, rtol=1e-13)
+    np.testing.assert_allclose(g, tg, rtol=1e-13)
+
+
+def test_view_of_detached_tensor_gives_the_detached_tensor_history():
+    def run(T):
+        x = T.tensor(np.eye(3) * 2.0, requires_grad=True)
+        b = T.tensor(B, requires_grad=True)
+        d = x.detach()
+        v = d.diagonal()
+        v.add_(b)
+        flags = (v.requires_grad, d.requires_grad, x.requires_grad)
+        (d * T.tensor(np.arange(9.0).reshape(3, 3))).sum().backward()
+        return flags, _np(d), _np(b.grad), x.grad
+    (f, d, g, xg), (tf, td, tgb, txg) = _both(run)
+    assert f == tf == (True, True, True)
+    np.testing.assert_array_equal(d, td)
+    np.testing.assert_array_equal(g, tgb)
+    assert xg is None and txg is None
+
+
+def test_empty_list_index():
+    (a, b) = _both(lambda T: T.tensor(A)[[]])
+    assert tuple(a.shape) == tuple(b.shape) == (0, 3)
+    assert a.dtype.name == "f64"
+
+
+@pytest.mark.parametrize("value", [1.5, -2.0])
+def test_boolean_mask_on_a_zero_dim_tensor(value):
+    def run(T):
+        s = T.tensor(value, requires_grad=True, dtype=T.float64)
+        y = s[s > 0]
+        z = T.tensor(A)[T.tensor(value > 0)]
+        (y * 3).sum().backward()
+        return tuple(y.shape), _np(y), tuple(z.shape), _np(s.grad)
+    (sh, v, zs, g), (tsh, tv, tzs, tg) = _both(run)
+    assert (sh, zs) == (tsh, tzs)
+    np.testing.assert_array_equal(v, tv)
+    np.testing.assert_array_equal(g, tg)
+
+
+def test_python_bool_index():
+    for key in (True, False):
+        a, b = _both(lambda T: T.tensor(A)[key])
+        assert tuple(a.shape) == tuple(b.shape)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_compiled_parameter_updated_under_no_grad_then_read_again():
+    """torch computes this (the first product saved only x); tracejit raised a version error:
+    the gradient reaches the parameter through both reads."""
+    def run(T, compile_):
+        p = T.nn.Parameter(T.tensor(B))
+        x = T.tensor(A)
+
+        def f(x):
+            y = (p * x).sum()
+            with T.no_grad():
+                p.mul_(0.5)
+            return y + (p * x * p).sum()
+        out = (compile_(f) if compile_ else f)(x)
+        out.backward()
+        return out.item(), _np(p.grad), _np(p)
+    got = run(tj, tj.compile)
+    want = run(torch, None)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-13)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-13)
+    np.testing.assert_array_equal(got[2], want[2])
+
+
+def test_compiled_parameter_update_when_its_old_value_is_saved():
+    """The product before the update saved the old value (torch raises here); the compiled
+    gradient uses the value the call read, not the one written back after it."""
+    p = tj.nn.Parameter(tj.tensor(B))
+    x = tj.tensor(B * 2)
+
+    @tj.compile
+    def f(x):
+        y = (p * p).sum()
+        with tj.no_grad():
+            p.mul_(0.5)
+        return y + (p * x).sum()
+    f(x).backward()
+    np.testing.assert_allclose(p.grad.numpy(), 2 * B + 2 * B, rtol=1e-13)
+    np.testing.assert_array_equal(p.detach().numpy(), B * 0.5)
