@@ -46,7 +46,17 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
                            f"in-place operation (at {user_location()}); wrap it in "
                            f"`with tj.no_grad():` or operate on x.detach()")
     if x._traced:
-        new = update(x)
+        src = x
+        if records and (x._requires_grad or getattr(update, "reads_grad", False)):
+            # as eagerly: nodes recorded by `update` save the old value, not x, whose value
+            # changes now (a Value is immutable: no copy)
+            src = Tensor(x._data)
+            src.grad_fn, src._out_idx = x.grad_fn, x._out_idx
+            src._requires_grad = x._requires_grad
+        new = update(src)
+        # as eagerly, a value saved for backward before this write is stale: unpacking it
+        # raises rather than reading the new value
+        x._version[0] += 1
         of = getattr(x, "_data_of", None)
         if of is not None and STATE.traces and of[1] is STATE.traces[-1]:
             # x is `c.data` of a capture c: the update goes into c's storage, as eagerly
