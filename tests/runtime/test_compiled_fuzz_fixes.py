@@ -58,3 +58,26 @@ def test_saved_value_changed_in_place_inside_a_traced_grad_raises_as_eagerly(way
          "grad": tj.grad(f)}[way]
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         g(tj.tensor(A0), tj.tensor(A2))
+
+
+def _write_through_detach(L, a):
+    with L.no_grad():
+        a.detach().add_(1.0)    # writes into the differentiated argument itself
+    return (a * a).sum()
+
+
+@pytest.mark.parametrize("way", ["compile(grad)", "grad(compile)", "grad"])
+def test_differentiated_argument_written_through_detach_is_written_back(way):
+    # compile(grad(f)) and grad(compile(f)) returned the gradient at the new value but left
+    # the caller's argument unchanged (torch and eager tj.grad change it)
+    A = np.array([1.0, 2.0])
+    t = torch.tensor(A, requires_grad=True)
+    want = torch.autograd.grad(_write_through_detach(torch, t), t)[0]
+    f = lambda a: _write_through_detach(tj, a)           # noqa: E731
+    g = {"compile(grad)": tj.compile(tj.grad(f)), "grad(compile)": tj.grad(tj.compile(f)),
+         "grad": tj.grad(f)}[way]
+    for _ in range(2):          # the first call traces, the second runs the cached program
+        a = tj.tensor(A)
+        got = g(a)
+        np.testing.assert_allclose(got.numpy(), want.numpy())
+        np.testing.assert_allclose(a.numpy(), t.detach().numpy())

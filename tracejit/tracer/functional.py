@@ -18,7 +18,7 @@ from .forward_ad import FWD
 from .autograd import grad as autograd_grad
 from .backward_nodes import AliasNode
 from .pytree import tree_flatten, tree_unflatten
-from .state import STATE, internal_enable_grad
+from .state import STATE, internal_enable_grad, internal_no_grad
 from .tensor_base import TensorBase as Tensor, lift
 
 
@@ -43,16 +43,29 @@ def _fresh(x) -> Tensor:
     return t
 
 
-def _prepare(args, argnums):
+def _prepare(args, argnums, writes: list | None = None):
+    """The arguments with differentiable handles in argnums. With `writes` (a list), inside a
+    trace: (argument, handle, its value) for each tensor argument, for _write_back."""
     args = list(args)
     wrt, trees = [], []
     for i in argnums:
         leaves, tree = tree_flatten(args[i])
         fresh = [_fresh(l) for l in leaves]
+        if writes is not None and STATE.traces:
+            writes += [(l, t, t._data) for l, t in zip(leaves, fresh) if isinstance(l, Tensor)]
         wrt.append(fresh)
         trees.append(tree)
         args[i] = tree_unflatten(tree, fresh)
     return args, wrt, trees
+
+
+def _write_back(writes: list) -> None:
+    """A handle written in place (through its .detach(), as torch.func allows) writes into its
+    argument: eagerly they share the array; in a trace the handle holds a new value."""
+    for arg, t, before in writes:
+        if t._data is not before:
+            with internal_no_grad():
+                arg.copy_(t.detach())
 
 
 def _scalar_out(out, name: str) -> Tensor:
@@ -103,12 +116,14 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         nums = _argnums(argnums, len(args), "grad")
-        call_args, wrt, trees = _prepare(args, nums)
+        writes: list = []
+        call_args, wrt, trees = _prepare(args, nums, writes)
         with internal_enable_grad():
             res = fn(*call_args, **kwargs)
         out, aux = (res[0], res[1]) if has_aux else (res, None)
         out = _scalar_out(out, "grad")
         gs = _grads(out, wrt, trees)
+        _write_back(writes)
         gs = gs[0] if isinstance(argnums, int) else tuple(gs)
         value = out if any(t.grad_fn is not None for g in wrt for t in g) else out.detach()
         return ((value, aux) if has_aux else value), gs
