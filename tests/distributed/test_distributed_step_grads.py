@@ -3,7 +3,9 @@
 - In a compiled step, `.grad` is a new value computed from the reduced bucket (a copy, as
   DistributedDataParallel's default eagerly), not a view of it: an in-place change of a view
   writes its base, and each `p.grad.mul_(c)` of clip_grad_norm_ was a pass over the whole
-  bucket. The division by the world size is done by the kernels reading `.grad`.
+  bucket. The division by the world size is done by the kernels reading `.grad` (eagerly,
+  by the copy into `.grad`: the bucket is summed over ranks, not averaged in a pass of its
+  own).
 - Under a launcher, Open MPI's nonblocking all-reduce uses recursive doubling (one exchange on
   2 ranks) instead of libnbc's in-place default, a reduce then a broadcast."""
 import re
@@ -91,3 +93,33 @@ def test_compiled_ddp_step_grads_are_not_views_of_the_bucket(world_of_one):
     whole = [ln for ln in kernels.splitlines()
              if "scatter" in ln and int(re.search(r"\[(\d+)\]", ln).group(1)) in sizes]
     assert not whole, "\n".join(whole)
+
+
+@pytest.mark.parametrize("as_view, dtype, op", [(False, tj.float32, "SUM"),
+                                                 (True, tj.float32, "AVG"),
+                                                 (False, tj.float16, "AVG")])
+def test_eager_buckets_sum_and_the_write_back_divides(world_of_one, monkeypatch, as_view,
+                                                      dtype, op):
+    """Eagerly a float32/float64 bucket is summed over ranks and `.grad` is its copy divided
+    by the world size (one pass where AVG made two); gradient_as_bucket_view (`.grad` is the
+    bucket) and float16 (the sum could overflow) keep AVG."""
+    from tracejit.distributed import collectives
+    from tracejit.nn.parallel import reducer
+    ops = []
+    real = collectives.all_reduce
+
+    def logged(t, op=None, **kw):
+        ops.append(op.name)
+        return real(t, op, **kw)
+    monkeypatch.setattr(reducer.C, "all_reduce", logged)
+    tj.manual_seed(1)
+    model = tj.nn.Linear(4, 3, dtype=dtype)
+    ref = tj.nn.Linear(4, 3, dtype=dtype)
+    ref.load_state_dict(model.state_dict())
+    ddp = DDP(model, bucket_cap_mb=1 / 8192, gradient_as_bucket_view=as_view)
+    x = tj.tensor(np.random.default_rng(0).standard_normal((5, 4))).to(dtype)
+    (ddp(x) ** 2).sum().backward()
+    (ref(x) ** 2).sum().backward()
+    assert ops and set(ops) == {op}, ops
+    for p, q in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy())
