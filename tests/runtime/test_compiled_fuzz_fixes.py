@@ -81,3 +81,29 @@ def test_differentiated_argument_written_through_detach_is_written_back(way):
         got = g(a)
         np.testing.assert_allclose(got.numpy(), want.numpy())
         np.testing.assert_allclose(a.numpy(), t.detach().numpy())
+
+
+def _bump_global():
+    G_C1.add_(G_C0[0] * 2)
+    return G_C1 * 1
+
+
+def _calls_helper():
+    return _bump_global()
+
+
+@pytest.mark.parametrize("fn", [_bump_global, _calls_helper])
+@pytest.mark.parametrize("grad", [False, True])
+def test_global_capture_written_in_place_and_rebound(fn, grad):
+    # a capture read only inside a helper was not guarded (rebinding it read the old object);
+    # written with a value that requires grad, its array was copied into the trace as a
+    # constant (every later call, and a rebound global, read the first call's value)
+    global G_C0, G_C1
+    G_C0 = tj.tensor(np.array([0.5, -1.0, 2.0]), requires_grad=grad)
+    G_C1 = tj.tensor(np.array(0.25))
+    f = tj.compile(fn)
+    np.testing.assert_allclose(f().detach().numpy(), 1.25)
+    np.testing.assert_allclose(f().detach().numpy(), 2.25)
+    G_C1 = tj.tensor(np.array(0.25))            # rebound: traced again, the new one written
+    np.testing.assert_allclose(f().detach().numpy(), 1.25)
+    np.testing.assert_allclose(G_C1.detach().numpy(), 1.25)

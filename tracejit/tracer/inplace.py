@@ -87,8 +87,13 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
     src = x
     if records and (x._requires_grad or getattr(update, "reads_grad", False)):
         # nodes recorded by `update` may save the old value: give them a snapshot of it (also
-        # when only the other operand requires grad: t.mul_(b) saves t for b's gradient)
-        src = Tensor(x._data.copy())
+        # when only the other operand requires grad: t.mul_(b) saves t for b's gradient);
+        # of a capture in a trace, its current traced value (a copy of its array would be a
+        # constant of the trace, stale at the next call)
+        if x._captured() and not x._requires_grad:
+            src = Tensor(STATE.traces[-1].capture(x))
+        else:
+            src = Tensor(x._data.copy())
         src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, x._requires_grad
     new = update(src)
     check_inplace_result(x, new, op)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import types
 import weakref
 from typing import Any, Callable, Sequence
 
@@ -292,30 +293,65 @@ class Traced:
 
 
 def capture_bindings(fn: Callable, captures: list) -> list[tuple[str, Any, str, Any]]:
-    """Where fn itself names a captured object, in a closure variable or a global:
-    (kind, cell or globals dict, name, object). A call that finds one of these names bound to
-    another object traces again instead of reading the old object."""
-    while hasattr(fn, "__wrapped__"):
-        fn = fn.__wrapped__
-    code = getattr(fn, "__code__", None)
-    if code is None or not captures:
+    """Where fn, or a Python function it names (a helper it calls, followed to any depth),
+    names a captured object in a closure variable or a global: (kind, cell or globals dict,
+    name, object). A call that finds one of these names bound to another object traces again
+    instead of reading the old object."""
+    if not captures:
         return []
     objs = {id(c): c for c in captures}
     objs.update((id(c._data), c._data) for c in captures)     # a captured NumPy array
-    found = []
-    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
-        try:
-            value = cell.cell_contents
-        except ValueError:                 # an empty cell
+    found: list = []
+    seen: set = set()
+    todo = [fn]
+    while todo and len(seen) < _MAX_HELPERS:
+        f = todo.pop()
+        while hasattr(f, "__wrapped__"):
+            f = f.__wrapped__
+        code = getattr(f, "__code__", None)
+        if code is None or id(f) in seen:
             continue
-        if id(value) in objs:
-            found.append(("closure variable", cell, name, value))
-    glob = getattr(fn, "__globals__", {})
-    for name in code.co_names:
-        value = glob.get(name)
-        if value is not None and id(value) in objs:
-            found.append(("global", glob, name, value))
+        seen.add(id(f))
+        for name, cell in zip(code.co_freevars, getattr(f, "__closure__", None) or ()):
+            try:
+                value = cell.cell_contents
+            except ValueError:             # an empty cell
+                continue
+            if id(value) in objs:
+                found.append(("closure variable", cell, name, value))
+            elif _is_helper(value):
+                todo.append(value)
+        glob = getattr(f, "__globals__", {})
+        for name in _names(code):
+            value = glob.get(name)
+            if value is None:
+                continue
+            if id(value) in objs:
+                found.append(("global", glob, name, value))
+            elif _is_helper(value):
+                todo.append(value)
     return found
+
+
+_MAX_HELPERS = 256      # functions followed per trace (a bound on the walk, not on programs)
+
+
+def _is_helper(value: Any) -> bool:
+    """A user's Python function that a traced function may call (not tracejit's own)."""
+    return isinstance(value, types.FunctionType) and \
+        not (value.__module__ or "").startswith("tracejit")
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """The global names a code object and the code nested in it (comprehensions, lambdas,
+    inner functions) read."""
+    names: set[str] = set()
+    todo = [code]
+    while todo:
+        c = todo.pop()
+        names.update(c.co_names)
+        todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+    return names
 
 
 def bindings_changed(bindings: list) -> str | None:
