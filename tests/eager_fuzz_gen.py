@@ -384,14 +384,14 @@ class Program:
             i = int(r.integers(-shape[ax], shape[ax]))
             self.apply(f"{d}.select({ax},{i})", lambda s: (x if s is TJ else y).select(ax, i))
         elif kind == "adv" and nd and shape[0]:
-            idx = r.integers(-shape[0], shape[0], int(r.integers(1, 5)))
+            idx = r.integers(-shape[0], shape[0], int(r.integers(0, 5)))   # (0: x[[]])
             if r.random() < 0.5:
                 self.apply(f"{d}[{idx.tolist()}]", lambda s: (x if s is TJ else y)[s.index(idx)])
             else:
                 lst = idx.tolist()
                 self.apply(f"{d}[:, list]" if nd > 1 and shape[1] else f"{d}[list {lst}]",
                            lambda s: (x if s is TJ else y)[lst])
-        elif kind == "mask" and nd:
+        elif kind == "mask":        # (a 0-d tensor too: shape (0,) or (1,))
             self.apply(f"{d}[{d} > 0]", lambda s: (x if s is TJ else y)[(x if s is TJ else y) > 0])
         elif kind == "detach":
             self.apply(f"{d}.detach()", lambda s: (x if s is TJ else y).detach())
@@ -451,18 +451,16 @@ class Program:
             return
         x, y, d = p
         r = self.rng
-        names = ["add_s", "mul_s", "add_t", "sub_t", "zero", "fill", "copy", "setitem",
-                 "clamp", "nograd_add", "iadd"]
+        names = ["add_s", "mul_s", "add_t", "sub_t", "mul_t", "zero", "fill", "copy",
+                 "setitem", "clamp", "nograd_add", "iadd"]
         if self.float:
             names += ["tanh_", "exp_", "sigmoid_div"]
         name = str(r.choice(names))
         shape = tuple(y.shape)
-        if name in ("zero", "fill", "copy") and y.requires_grad:
-            return      # known: tracejit's result stops requiring grad (torch: ZeroBackward0)
         if any(st == 0 and n > 1 for st, n in zip(y.stride(), y.shape)):
             return      # known: tracejit refuses any write to an expanded view, torch only
             #             writes that reach one element twice
-        if name in ("add_t", "sub_t", "copy", "iadd"):
+        if name in ("add_t", "sub_t", "mul_t", "copy", "iadd"):
             x2, y2, d2 = self.other_for(shape)
             if y2.untyped_storage().data_ptr() == y.untyped_storage().data_ptr():
                 return  # torch refuses an operand overlapping the written tensor
@@ -481,6 +479,8 @@ class Program:
                 return t.add_(o)
             if name == "sub_t":
                 return t.sub_(o)
+            if name == "mul_t":         # (only o requiring grad: t is saved for o's gradient)
+                return t.mul_(o)
             if name == "iadd":
                 t += o
                 return t

@@ -20,10 +20,8 @@ def _fresh_fused_plans():
     yield
     fused.clear()
 
-# seeds 25 and 647 show the two differences still open (see the report of this session):
-# float32 double backward through a 2-element layer_norm differs from torch by ~2e-3
-# relative (rounding); an in-place op on a view of x.detach() gives the view, not the
-# detached tensor itself, the new history
+# seed 25 shows a difference still open: float32 double backward through a 2-element
+# layer_norm differs from torch by ~2e-3 relative (rounding)
 SEEDS = range(1000, 1400)
 
 

@@ -120,36 +120,44 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
     if records and new._requires_grad:
         if new.dtype is not x.dtype:
             new = ops.cast(new, x.dtype)
-        x.grad_fn, x._out_idx, x._requires_grad = new.grad_fn, new._out_idx, True
+        if x._requires_grad and op in OverwriteNode.REPLACING:
+            # (torch's CopyBackwards: the old history gets a zero gradient, not none)
+            OverwriteNode.take(x, src, op, new)
+        else:
+            x.grad_fn, x._out_idx, x._requires_grad = new.grad_fn, new._out_idx, True
     elif records and x._requires_grad:      # the new value no longer depends on the old history
         OverwriteNode.take(x, src, op)
     return x
 
 
 class OverwriteNode(Node):
-    """The history of a tensor that requires grad overwritten by a value that does not
-    (zero_, fill_, copy_ of a constant): as torch's ZeroBackward0/FillBackward0/CopyBackwards,
-    it still requires grad, and its old history gets a zero gradient."""
+    """The history of a tensor that requires grad overwritten by a value that does not depend
+    on it (zero_, fill_, copy_): as torch's ZeroBackward0/FillBackward2/CopyBackwards, it
+    still requires grad, its old history gets a zero gradient and the new value (`src`, if
+    it requires grad) the gradient itself."""
 
     __slots__ = ("_name",)
     keeps_saved = False
     NAMES = {"zero_": "ZeroBackward0", "fill_": "FillBackward2"}     # (torch 2.13's)
+    REPLACING = ("copy_", "fill_")      # in-place ops whose new value ignores the old one
 
-    def __init__(self, old: Tensor, op: str) -> None:
-        super().__init__([old])
+    def __init__(self, old: Tensor, op: str, src: Tensor | None = None) -> None:
+        super().__init__([old] if src is None else [old, src])
         self._name = self.NAMES.get(op, "CopyBackwards")
 
     @classmethod
-    def take(cls, x: Tensor, old: Tensor, op: str) -> None:
-        """x (overwritten) takes the node onto `old`, a tensor with x's previous history."""
-        x.grad_fn, x._out_idx, x._requires_grad = cls(old, op), 0, True
+    def take(cls, x: Tensor, old: Tensor, op: str, src: Tensor | None = None) -> None:
+        """x (overwritten) takes the node onto `old`, a tensor with x's previous history, and
+        `src`, its new value."""
+        x.grad_fn, x._out_idx, x._requires_grad = cls(old, op, src), 0, True
 
     def name(self) -> str:
         return self._name
 
     def apply(self, grads: list, create_graph: bool) -> list:
         g = grads[0]
-        return [None if g is None else zeros_like(g.detach())]
+        zero = None if g is None else zeros_like(g.detach())
+        return [zero] if len(self.next_functions) == 1 else [zero, g]
 
 
 def store(t: Tensor, value, op: str = "copy_") -> Tensor:

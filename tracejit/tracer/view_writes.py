@@ -136,7 +136,9 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
         pos = positions(rec)
 
     def put(old: Tensor) -> Tensor:
-        if rec.ident:
+        if rec.ident and not (old._requires_grad and STATE.grad_enabled):
+            # (with history, the put below: its where gives the old value a zero gradient,
+            # as torch's CopySlices, where the new value alone would give it none)
             return ops.reshape(new, root.shape)
         n = root.numel()
         flat = pos.reshape(-1)
@@ -162,6 +164,7 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
             x.grad_fn, x._out_idx, x._requires_grad = new.grad_fn, new._out_idx, True
             if rec.via is not None:
                 _base_history(rec, new)
+            _follow_base(root, x if rec.via is None else rec.via, x)
         return x
     root_inplace(root, put, op)
     return x
@@ -186,6 +189,23 @@ def _base_history(rec: ViewOf, new: Tensor) -> None:
     m = ops.as_tensor(mask, like=old, const=True)
     put = ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), d.shape)
     d.grad_fn, d._out_idx, d._requires_grad = put.grad_fn, put._out_idx, True
+
+
+def _follow_base(root: Tensor, d: Tensor, written: Tensor) -> None:
+    """d (a detach()/.data tensor, `root`'s) took a history in place: its live autograd views
+    but `written` derive theirs from it, as torch regenerates a view's grad_fn from its base."""
+    views = getattr(root, "_view", None)
+    if type(views) is not Views:
+        return
+    for r in views.refs:
+        v = r()
+        rec = getattr(v, "_view", None) if v is not None else None
+        if v is written or type(rec) is not ViewOf or rec.via is not d:
+            continue
+        new = rec.via_fwd(d)
+        if v._traced:
+            v._data = new._data
+        v.grad_fn, v._out_idx, v._requires_grad = new.grad_fn, new._out_idx, new._requires_grad
 
 
 def rederive(root: Tensor, rec: Views) -> None:
