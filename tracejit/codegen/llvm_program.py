@@ -31,6 +31,7 @@ import numpy as np
 from ..ir.core import Value
 from ..ir.printer import value_names
 from .fusion import Kernel, Plan, operand_view
+from .kernel_key import check_keys_enabled, kernel_key
 from .llvm_ipow import ipow_library
 from .llvm_lower import kernel_bodies, kernel_body
 from .llvm_math import library
@@ -189,7 +190,10 @@ class LLVMProgram:
 
 
 # -- building it ------------------------------------------------------------------------------
-def build_program(plan: Plan, threads: int) -> LLVMProgram:
+def build_program(plan: Plan, threads: int, check_keys: bool | None = None) -> LLVMProgram:
+    """The program of `plan` on `threads` threads. Kernels with one structural key
+    (codegen.kernel_key) are rendered once; `check_keys` (default: TRACEJIT_CHECK_KERNEL_KEYS)
+    renders every kernel and raises if two with one key differ."""
     g = plan.graph
     slots: dict[Value, int] = {}
     written = [v for k in plan.kernels for v in k.outputs]
@@ -209,6 +213,8 @@ def build_program(plan: Plan, threads: int) -> LLVMProgram:
         seen.add(s)
     codes: dict[str, KernelCode] = {}
     levels = kernel_levels(plan)
+    check = check_keys_enabled() if check_keys is None else check_keys
+    built: dict[tuple, tuple | None] = {}
     steps: list[Step] = []
     seg: list[Call] = []
     for k in plan.kernels:
@@ -222,7 +228,7 @@ def build_program(plan: Plan, threads: int) -> LLVMProgram:
             steps.append(Step(k.kind, kernel=k, out=slots[ins.out],
                               operands=[(slots[b], ops) for b, ops in views]))
             continue
-        parts, scratch = kernel_codes(k, levels[k.name])
+        parts, scratch = _shared_codes(k, levels[k.name], built, check)
         for v in scratch:             # partial results of a split reduction: per frame
             slots.setdefault(v, HEADER + len(slots))
             temps.append((slots[v], v))
@@ -277,6 +283,47 @@ def kernel_codes(k: Kernel, level: int | None = None
     for args, body, extent, md in parts:
         out.append((_code(_module(body, md, len(args), inline=True), level), args, extent))
     return out, scratch
+
+
+def _shared_codes(k: Kernel, level: int, built: dict[tuple, tuple | None], check: bool
+                  ) -> tuple[list[tuple[KernelCode, list[Value], int]], list[Value]]:
+    """kernel_codes(k, level), rendered only for the first kernel of each structural key
+    (kernel_key) in `built`: a later one takes that code, with its own values in the argument
+    positions (the key numbers them) and new scratch buffers of the same types."""
+    kk = kernel_key(k)
+    if kk is None:
+        return kernel_codes(k, level)
+    key, vals = kk
+    key = (level, key)
+    hit = built.get(key)
+    if hit is None or check:
+        parts, scratch = kernel_codes(k, level)
+        pos = {v: i for i, v in enumerate(vals)}
+        pos.update({v: -1 - j for j, v in enumerate(scratch)})   # scratch: negative numbers
+        if any(a not in pos for _, args, _ in parts for a in args):
+            built[key] = None       # an argument the key does not reach: never shared
+            return parts, scratch   # (unreachable while args are the kernel's inputs/outputs)
+        mine = ([(code, [pos[a] for a in args], extent) for code, args, extent in parts],
+                [v.aval for v in scratch])
+        if key not in built:
+            built[key] = mine
+        elif hit is not None and _summary(hit) != _summary(mine):
+            raise RuntimeError(f"tracejit internal error: kernel {k.name} has the structural "
+                               f"key of an earlier kernel but other code "
+                               f"({_summary(hit)} vs {_summary(mine)}); please report this "
+                               f"graph (TRACEJIT_CHECK_KERNEL_KEYS)")
+        return parts, scratch
+    shared, avals = hit
+    scratch = [Value(a, None, name=f"{k.name}_partials") for a in avals]
+    return [(code, [vals[i] if i >= 0 else scratch[-1 - i] for i in refs], extent)
+            for code, refs, extent in shared], scratch
+
+
+def _summary(built: tuple) -> list:
+    """What a kernel's code must agree on within one key: module symbols (hashes of the
+    text), argument numbers, extents and scratch types."""
+    shared, avals = built
+    return [(c.symbol, refs, extent) for c, refs, extent in shared] + [str(a) for a in avals]
 
 
 def work(k: Kernel) -> float:

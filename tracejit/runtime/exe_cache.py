@@ -30,7 +30,6 @@ rebuilt."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import pickle
 import warnings
@@ -43,7 +42,7 @@ import numpy as np
 from ..codegen.llvm_program import LLVMProgram, data_offset
 from ..codegen.memplan import sharing_enabled
 from ..ir.core import Graph
-from ..ir.dtypes import DType
+from ..ir.exact_params import Inexact, exact_param
 from .._version import __version__
 from . import cache
 from .llvm_jit import target_id
@@ -98,42 +97,6 @@ def spec_of(prog: LLVMProgram) -> RunSpec:
 
 
 # -- the key ------------------------------------------------------------------------------------
-class _Unkeyable(Exception):
-    pass
-
-
-_PLAIN = frozenset((int, float, bool, str, type(None)))
-
-
-def _param(v):
-    """An exact, comparable description of parameter value v (or raise _Unkeyable). Plain
-    values and tuples of ints stand for themselves (their repr is exact: floats repr to the
-    shortest string that reads back the same number); everything else is a tagged tuple."""
-    t = type(v)
-    if t in _PLAIN:
-        return v
-    if t is tuple or t is list:
-        if t is tuple and all(type(x) is int for x in v):
-            return v
-        return (t.__name__, tuple(_param(x) for x in v))
-    if t is dict:
-        return ("dict", tuple(sorted(((_param(k), _param(x)) for k, x in v.items()), key=repr)))
-    if isinstance(v, DType):
-        return ("dtype", v.name)
-    if isinstance(v, np.ndarray):
-        a = np.ascontiguousarray(v)
-        data = a.tobytes()
-        return ("array", a.dtype.str, a.shape,
-                data if len(data) <= 64 else hashlib.sha256(data).hexdigest())
-    if isinstance(v, np.generic):
-        return ("scalar", v.dtype.str, v.tobytes())
-    if isinstance(v, np.dtype):
-        return ("npdtype", v.str, v.name)
-    if t is slice:
-        return ("slice", _param(v.start), _param(v.stop), _param(v.step))
-    raise _Unkeyable(t.__name__)
-
-
 _OURS: dict = {}                      # Primitive -> whether tracejit defines all its rules
 
 
@@ -165,11 +128,11 @@ def graph_text(g: Graph) -> str | None:
                 return None
             a = out.aval
             add((prim.name, a.shape, a.dtype.name, tuple([ids[v] for v in ins.inputs]),
-                 tuple([(k, _param(p[k])) for k in sorted(p)]) if p else ()))
+                 tuple([(k, exact_param(p[k])) for k in sorted(p)]) if p else ()))
             ids[out] = n
             n += 1
         outs = tuple([ids[v] for v in g.outputs])
-    except (_Unkeyable, KeyError):
+    except (Inexact, KeyError):
         return None
     ins_t = tuple([(v.aval.shape, v.aval.dtype.name) for v in g.inputs])
     return repr((g.name, ins_t, body, outs))
