@@ -13,6 +13,7 @@ The plan is codegen's decision; the runtimes bind views of one arena (runtime/bu
 ScratchArena on the CPU, one CuPy allocation per call on the GPU) at the planned offsets."""
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass
 from typing import Hashable, Sequence
@@ -82,22 +83,27 @@ def plan_memory(sizes: dict[Hashable, int], steps: Sequence[Sequence[Hashable]],
             offsets[k] = off
             off += aligned[k]
         return MemoryPlan(offsets, dict(sizes), lives, off, off, False)
-    placed: list[Hashable] = []
+    # (offset, end, birth, death) of each buffer placed so far that takes space, in offset
+    # order: a new buffer walks them up to the first gap that fits it among those alive with
+    # it (the gaps of a deep model's hundreds of intermediates: no sort, no full scan each)
+    placed: list[tuple[int, int, int, int]] = []
     # largest first; ties by earlier birth, then by key order, so that a plan is reproducible
     order = sorted(range(len(keys)), key=lambda i: (-aligned[keys[i]], lives[keys[i]][0], i))
     for i in order:
         k = keys[i]
         size = aligned[k]
         b0, b1 = lives[k]
-        busy = sorted((offsets[p], offsets[p] + aligned[p]) for p in placed
-                      if aligned[p] and lives[p][0] <= b1 and b0 <= lives[p][1])
         off = 0
-        for lo, hi in busy:          # the first gap that fits, in offset order
+        for lo, hi, p0, p1 in placed:       # the first gap that fits, in offset order
+            if p0 > b1 or p1 < b0:
+                continue                    # not alive at the same time
             if lo - off >= size:
                 break
-            off = max(off, hi)
+            if hi > off:
+                off = hi
         offsets[k] = off
-        placed.append(k)
+        if size:
+            bisect.insort(placed, (off, off + size, b0, b1))
     peak = max((offsets[k] + aligned[k] for k in keys), default=0)
     return MemoryPlan(offsets, dict(sizes), lives, peak, sum(aligned.values()), True)
 
