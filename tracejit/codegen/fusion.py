@@ -104,6 +104,23 @@ def _expr_ops(v: Value, buffers: set[Value], seen: set[Value], out: list[Instr],
             stack.append((i, False))
 
 
+def _expr_exceeds(v: Value, buffers: set[Value], limit: int) -> bool:
+    """Whether the expression for v (as _expr_ops(v, buffers, set(), ops, root=True) lists it)
+    has more than `limit` instructions. The walk stops there: every value of a deep model's
+    residual stream is shared, and walking each one's whole expression was quadratic."""
+    seen: set[Value] = set()
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if x in seen or x.producer is None or (x in buffers and x is not v):
+            continue
+        seen.add(x)             # each value seen is one instruction of the expression
+        if len(seen) > limit:
+            return True
+        stack += x.producer.inputs
+    return False
+
+
 def _kernel_inputs(k: Kernel, buffers: set[Value]) -> list[Value]:
     ins = []
     for op in k.ops:
@@ -149,9 +166,7 @@ def plan(g: Graph) -> Plan:
         v = ins.out
         if v in hard or len(uses.get(v, ())) < 2:
             continue
-        ops: list[Instr] = []
-        _expr_ops(v, stops, set(), ops, root=True)
-        if len(ops) > SHARED_EXPR_LIMIT:
+        if _expr_exceeds(v, stops, SHARED_EXPR_LIMIT):
             hard.add(v)
             stops.add(v)
     # large values read by several kernels: materialized where that moves fewer bytes

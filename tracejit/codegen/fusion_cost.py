@@ -100,6 +100,20 @@ def expression_cost(v: Value, buffers: set[Value],
     return float(read), float(_flops(ops, transcendental) * size)
 
 
+def _recompute(v: Value, groups: dict, leaf_bytes: dict[Value, int], flops: float,
+               hard: set[Value]) -> float:
+    """What recomputing v costs its reader kernels `groups`: the flops, and only the inputs of v
+    a kernel does not read anyway (a relu mask's readers read the pre-activation themselves:
+    recomputing the mask costs them no bytes)."""
+    hard.add(v)
+    recompute = 0.0
+    for members in groups.values():
+        own = {u for r in members for u in _expr(r, hard)[1]}
+        recompute += sum(b for u, b in leaf_bytes.items() if u not in own) + flops
+    hard.discard(v)
+    return recompute
+
+
 def materialize_by_cost(g: Graph, hard: set[Value], uses: dict[Value, list[Instr]],
                         fusible: Callable[[Instr], bool],
                         transcendental: frozenset[str]) -> list[Value]:
@@ -123,17 +137,19 @@ def materialize_by_cost(g: Graph, hard: set[Value], uses: dict[Value, list[Instr
         flops = _flops(ops, transcendental) * size * FLOP_BYTES
         once = sum(leaf_bytes.values()) + flops
         w = float(size * v.dtype.np.itemsize)
-        # recomputing costs a reader only the inputs of v it does not read anyway (a relu
-        # mask's readers read the pre-activation themselves: recomputing the mask is free)
-        hard.add(v)
-        recompute = 0.0
-        for members in groups.values():
-            own = {u for r in members for u in _expr(r, hard)[1]}
-            recompute += sum(b for u, b in leaf_bytes.items() if u not in own) + flops
-        hard.discard(v)
         # an output is written anyway: its readers then read w bytes each instead
         cost = n * w if v in outputs else once + w + n * w
-        if cost < recompute:
+        # recomputing costs each reader kernel the flops and at most every input of v: when
+        # those bounds decide, the readers' own inputs need not be found (walking their
+        # expressions for every value was quadratic in a deep model). Every term is a whole
+        # number of bytes or of quarter bytes, so the sums and bounds are exact.
+        if cost < n * flops:            # below the least recomputing can cost
+            cheaper = True
+        elif cost >= n * once:          # at least the most it can cost
+            cheaper = False
+        else:
+            cheaper = cost < _recompute(v, groups, leaf_bytes, flops, hard)
+        if cheaper:
             hard.add(v)
             chosen.append(v)
     return chosen[::-1]
