@@ -135,6 +135,20 @@ class Graph:
         self.instrs.append(ins)
         return out
 
+    def emit_copy(self, ins: Instr, inputs: list[Value]) -> Value:
+        """Append a copy of `ins` (of any graph) on `inputs`. On operands of its operands'
+        types its parameters (normalized) and result type carry over without inference: a
+        rewrite that copies a deep model's graph copies thousands of instructions."""
+        if len(inputs) != len(ins.inputs) or \
+                any(a.aval != b.aval for a, b in zip(inputs, ins.inputs)):
+            return self.emit(ins.prim, inputs, ins.params, ins.loc)
+        out = Value(ins.out.aval, self)
+        new = Instr(ins.prim, list(inputs), ins.params, out,
+                    ins.loc or self.loc_override or user_location())
+        out.producer = new
+        self.instrs.append(new)
+        return out
+
     def __repr__(self) -> str:
         return print_graph(self)
 
@@ -166,7 +180,7 @@ def expand(g: Graph, rules: dict[str, Callable[[list[Value], dict], Value]]) -> 
         args = [env[v] for v in ins.inputs]
         rule = rules.get(ins.prim.name)
         if rule is None:
-            env[ins.out] = new.emit(ins.prim, args, ins.params, ins.loc)
+            env[ins.out] = new.emit_copy(ins, args)
             continue
         new.loc_override = ins.loc
         env[ins.out] = rule(args, ins.params)

@@ -181,7 +181,7 @@ def _without_stop_gradients(g: Graph) -> Graph:
         if ins.prim.name == "stop_gradient":
             env[ins.out] = env[ins.inputs[0]]
         else:
-            env[ins.out] = new.emit(ins.prim, [env[v] for v in ins.inputs], ins.params, ins.loc)
+            env[ins.out] = new.emit_copy(ins, [env[v] for v in ins.inputs])
     new.outputs = [env[v] for v in g.outputs]
     return optimize(new)
 
@@ -229,7 +229,7 @@ def _fold_once(g: Graph) -> Graph:
                 ops[k] = _swap(transpose(env[x], q))
             env[ins.out] = matmul(*ops)
         else:
-            env[ins.out] = new.emit(ins.prim, [env[v] for v in ins.inputs], ins.params, ins.loc)
+            env[ins.out] = new.emit_copy(ins, [env[v] for v in ins.inputs])
         new.loc_override = None
     new.outputs = [env[v] for v in g.outputs]
     # the same reshape made twice (a saved activation folded for its forward and its weight

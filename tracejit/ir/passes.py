@@ -29,9 +29,17 @@ def dce(g: Graph) -> Graph:
     return g
 
 
+_PLAIN = frozenset({int, float, bool, str, tuple, type(None)})
+
+
 def _param_key(params: dict) -> tuple:
+    if not params:                  # most instructions: elementwise ops
+        return ()
     items = []
-    for k, v in sorted(params.items()):
+    for k, v in sorted(params.items()) if len(params) > 1 else params.items():
+        if type(v) in _PLAIN:       # (what the general case below leaves as it is)
+            items.append((k, v))
+            continue
         if isinstance(v, np.ndarray):
             v = (v.dtype.str, v.shape, v.tobytes())
         items.append((k, v if not hasattr(v, "kind") else v.name))
@@ -44,7 +52,7 @@ def cse(g: Graph) -> Graph:
     kept = []
     for ins in g.instrs:
         ins.inputs = [subst.get(v, v) for v in ins.inputs]
-        key = (ins.prim.name, tuple(id(v) for v in ins.inputs), _param_key(ins.params),
+        key = (ins.prim.name, tuple(map(id, ins.inputs)), _param_key(ins.params),
                ins.out.aval)
         if key in seen:
             subst[ins.out] = seen[key]
@@ -161,6 +169,6 @@ def widen_half(g: Graph, matmul_dtypes: tuple = ()) -> Graph:
             res = new.emit(ins.prim, wide, ins.params, ins.loc)
             env[ins.out] = new.emit(P.cast, [res], {"dtype": ins.out.dtype}, ins.loc)
         else:
-            env[ins.out] = new.emit(ins.prim, args, ins.params, ins.loc)
+            env[ins.out] = new.emit_copy(ins, args)
     new.outputs = [env[v] for v in g.outputs]
     return new
