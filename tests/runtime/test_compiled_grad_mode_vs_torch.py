@@ -40,10 +40,23 @@ def _body(kind, T, x, w):
         return b, a * w
     if kind == "plain":
         return (x * w).tanh(), x.exp()
+    if kind == "inference_inside":
+        with T.inference_mode():
+            a = x * 2
+            with T.enable_grad():       # (records nothing inside inference_mode)
+                c = x * w
+        return a + w, c
+    if kind == "set_false_inside":
+        with T.set_grad_enabled(False):
+            a = x * w
+        with T.enable_grad():
+            b = a * x
+        return b, a + x
     raise AssertionError(kind)
 
 
-KINDS = ["enable_inside", "no_grad_then_enable", "set_grad_enabled_true", "nested", "plain"]
+KINDS = ["enable_inside", "no_grad_then_enable", "set_grad_enabled_true", "nested", "plain",
+         "inference_inside", "set_false_inside"]
 
 
 def _outer(kind, T):
@@ -184,3 +197,23 @@ def test_checkpoint_under_no_grad_inside_compiled_gets_no_gradient():
     tj.compile(body)(x, w2).backward()
     np.testing.assert_allclose(w2.grad.numpy(), w1.grad.numpy(), rtol=1e-12)
     np.testing.assert_allclose(w1.grad.numpy(), np.exp(X * W), rtol=1e-12)
+
+
+def test_repeated_calls_with_plain_arrays_alternating_grad_mode():
+    """Calls with NumPy arguments take the fast path (a cheaper cache key without grad mode):
+    a function that turns grad on inside must still see each caller's grad mode."""
+    w = tj.nn.Parameter(tj.tensor(W))
+
+    @tj.compile
+    def f(x):
+        with tj.enable_grad():
+            h = x * w
+        return h, x * 2
+
+    for mode in ("no_grad", "none", "no_grad", "no_grad", "none", "none", "no_grad"):
+        w.grad = None
+        with _outer(mode, tj):
+            h, d = f(X)
+        assert h.requires_grad and not d.requires_grad
+        (h * 3).sum().backward()
+        np.testing.assert_allclose(w.grad.numpy(), 3 * X, rtol=1e-12)
