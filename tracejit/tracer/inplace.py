@@ -101,12 +101,15 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
         ctx = STATE.traces[-1]        # also when the new value is a constant (zero_, fill_)
         new = ops.cast(new, x.dtype)
         new_v = new._data if new._traced else ctx.capture(new)
+        read_as = None
         if not records and STATE.user_off and x._requires_grad and not ctx.backward_ran:
             # under no_grad a captured parameter stays what later reads differentiate (its
-            # gradient accumulates into it, as eagerly): the new value carries the old one's
-            # (not after a backward inside the trace: an optimizer's step, never differentiated)
-            new_v = straight_through(ctx.capture(x), new_v)
-        ctx.write(x, new_v)
+            # gradient accumulates into it, as eagerly): those reads see the new value with
+            # the old one's gradient (not after a backward inside the trace: an optimizer's
+            # step, never differentiated; the value stored back is new_v itself, so the
+            # extra ops are dead code when nothing reads it again)
+            read_as = straight_through(ctx.capture(x), new_v)
+        ctx.write(x, new_v, read_as)
         return x
     if new._traced:                   # tracing, and x is an eager tensor
         # a constant made inside the trace: from here on it holds the traced value

@@ -17,7 +17,7 @@ from . import checks
 from .backward_nodes import UNTRACKED, AliasNode, accumulate_node
 from .grad_slots import GradSlots, slot_guards_changed
 from .pytree import tree_flatten, tree_unflatten
-from .state import ATTR_EPOCH, STATE
+from .state import ATTR_EPOCH, STATE, special_mode
 from .tensor_base import TensorBase as Tensor
 
 
@@ -79,6 +79,7 @@ class TraceContext:
         self.outer_off = False               # traced for a caller under no_grad (__enter__)
 
     def __enter__(self) -> "TraceContext":
+        special_mode(1)
         STATE.traces.append(self)
         # the caller's no_grad is not the traced function's: its ops are no stop_gradient
         # barriers (tracer/no_grad_ir.py), or a graph first traced under no_grad would have
@@ -91,6 +92,7 @@ class TraceContext:
     def __exit__(self, *exc) -> bool:
         STATE.traces.pop()
         STATE.user_off = self._user_off
+        special_mode(-1)
         return False
 
     def capture(self, t: Tensor) -> Value:
@@ -122,10 +124,11 @@ class TraceContext:
             self._arrays[id(arr)] = t     # also keeps arr alive, so its id stays unique
         return t
 
-    def write(self, t: Tensor, v: Value) -> None:
-        """An in-place update of capture `t` to `v` (see the class doc)."""
+    def write(self, t: Tensor, v: Value, read_as: Value | None = None) -> None:
+        """An in-place update of capture `t` to `v` (see the class doc); later reads in the
+        trace see `read_as` if given (v's value with another gradient: no_grad_ir.py)."""
         self.writes[id(t)] = (t, v)
-        self._cap_index[id(t)] = v
+        self._cap_index[id(t)] = v if read_as is None else read_as
         self.n_writes[id(t)] = self.n_writes.get(id(t), 0) + 1
         leaf = self._leaves.get(id(t))
         if leaf is not None:        # what backward saved of the old value is now stale, as
