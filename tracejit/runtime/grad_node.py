@@ -123,7 +123,8 @@ def call_with_grad(fn_name: str, entry: Entry, arrays: list, tensors: list,
     if parts is None:
         with entry.grad_lock:       # one thread compiles; the others find its result
             parts = entry.grad_cache.get(wrt) or _compile_grad(fn_name, entry, wrt, backend_for)
-    fwd_exe, bwd_exe, n_out, active = parts
+    fwd_exe, bwd_exe, n_out = parts
+    active = entry.grad_active[wrt]
     res = fwd_exe.run(arrays)
     outs = [Tensor(o) for o in res[:n_out]]
     # captures the call itself updates in place (BatchNorm's running statistics, a parameter
@@ -149,8 +150,7 @@ def _compile_grad(fn_name: str, entry: Entry, wrt: tuple,
     fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out, recompute=cut_enabled())
     dump("grad", fn_name, lambda: print_graph(bwd))
     backend = backend_for(entry.device)
-    parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out,
-             active_outputs(entry.graph, wrt))
+    parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)
     grad_sync.note_source(parts[1], bwd)   # DDP rebuilds it with all-reduces inside: grad_sync.py
     entry.grad_cache[wrt] = parts
     return parts
