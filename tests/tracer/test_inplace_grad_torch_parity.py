@@ -217,3 +217,32 @@ def test_copy_into_a_detached_tensor_reaches_its_earlier_views():
     (f, g), (tf, tg) = _both(run)
     assert f == tf
     np.testing.assert_array_equal(g, tg)
+
+
+def test_compiled_outputs_overwritten_in_place_require_grad_as_torch():
+    """fill_/zero_/copy_ of a traced value with history: the compiled output still requires
+    grad (torch: FillBackward2 & co.), its old history gets zeros; values exact also where the
+    old value is inf and the new one -0.0."""
+    def body(T, a, b):
+        y = a.abs()
+        y.fill_(3.0)
+        z = a * 2
+        z.zero_()
+        w = a + 1
+        w.copy_(b)
+        return y, z, w, y * a
+
+    def run(T, compile_):
+        a = T.tensor(np.array([1.0, -2.0, np.inf]), requires_grad=True)
+        b = T.tensor(np.array([5.0, -0.0, 2.0]), requires_grad=True)
+        f = compile_(lambda a, b: body(T, a, b)) if compile_ else (lambda a, b: body(T, a, b))
+        outs = f(a, b)
+        sum((o * (i + 1)).sum() for i, o in enumerate(outs)).backward()
+        return [o.requires_grad for o in outs], [_np(o) for o in outs], _np(a.grad), _np(b.grad)
+    got, want = run(tj, tj.compile), run(torch, None)
+    assert got[0] == want[0]
+    for g, w in zip(got[1], want[1]):
+        np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(np.signbit(g), np.signbit(w))
+    np.testing.assert_array_equal(got[2], want[2])
+    np.testing.assert_array_equal(got[3], want[3])

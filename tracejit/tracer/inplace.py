@@ -12,7 +12,7 @@ from .grad_handles import follow_retained
 from .lazy_copies import take_storage
 from ..ir.primitives import P, zeros_like
 from .backward_nodes import Node
-from .no_grad_ir import straight_through
+from .no_grad_ir import differentiable, straight_through, zero_gradient
 from .state import STATE, internal_no_grad
 from .tensor_base import TensorBase as Tensor, check_inplace_result
 
@@ -67,21 +67,18 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
         if not records and STATE.user_off and x.dtype.is_float:
             # under no_grad x keeps its history, as eagerly; to the IR's reverse mode the new
             # value carries the old one's gradient (no_grad_ir.straight_through)
-            if not new._traced:         # a constant folded eagerly (zero_, fill_)
-                value = np.broadcast_to(np.asarray(new._data, x.dtype.np), tuple(x.shape))
-                new_v = x._data.graph.emit(P.constant, [], {"value": value.copy()})
-            else:
-                if new.dtype is not x.dtype:
-                    with internal_no_grad():
-                        new = ops.cast(new, x.dtype)
-                new_v = new._data
-            x._data = straight_through(x._data, new_v)
+            x._data = straight_through(x._data, _traced_value(new, x))
             return x
+        new_data = new._data
+        if records and op in OverwriteNode.OVERWRITES and x.dtype.is_float and \
+                differentiable([x._data]):
+            # the graph keeps a zero-gradient link to the old value (no_grad_ir.zero_gradient)
+            new_data = zero_gradient(x._data, _traced_value(new, x))
         if records and x._requires_grad and not new._requires_grad:
-            x._data = new._data
+            x._data = new_data
             OverwriteNode.take(x, x, op)
             return x
-        x._data, x.grad_fn, x._out_idx = new._data, new.grad_fn, new._out_idx
+        x._data, x.grad_fn, x._out_idx = new_data, new.grad_fn, new._out_idx
         x._requires_grad = new._requires_grad
         return x
     src = x
@@ -133,6 +130,17 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
     return x
 
 
+def _traced_value(new: Tensor, x: Tensor):
+    """`new` (an in-place op's result for traced x) as a Value of x's graph and dtype."""
+    if not new._traced:         # a constant folded eagerly (zero_, fill_)
+        value = np.broadcast_to(np.asarray(new._data, x.dtype.np), tuple(x.shape))
+        return x._data.graph.emit(P.constant, [], {"value": value.copy()})
+    if new.dtype is not x.dtype:
+        with internal_no_grad():
+            new = ops.cast(new, x.dtype)
+    return new._data
+
+
 class OverwriteNode(Node):
     """The history of a tensor that requires grad overwritten by a value that does not depend
     on it (zero_, fill_, copy_): as torch's ZeroBackward0/FillBackward2/CopyBackwards, it
@@ -143,6 +151,7 @@ class OverwriteNode(Node):
     keeps_saved = False
     NAMES = {"zero_": "ZeroBackward0", "fill_": "FillBackward2"}     # (torch 2.13's)
     REPLACING = ("copy_", "fill_")      # in-place ops whose new value ignores the old one
+    OVERWRITES = ("zero_", "copy_", "fill_")
 
     def __init__(self, old: Tensor, op: str, src: Tensor | None = None) -> None:
         super().__init__([old] if src is None else [old, src])

@@ -46,3 +46,20 @@ def straight_through(old: Value, new: Value) -> Value:
         zero = g.emit(P.broadcast, [zero], {"shape": tuple(old.shape)})
     finite = g.emit(P.eq, [barrier(diff), zero], {})
     return g.emit(P.where, [finite, g.emit(P.sub, [sg_new, diff], {}), sg_new], {})
+
+
+def zero_gradient(old: Value, new: Value) -> Value:
+    """`new`'s value, linked to `old` with a zero gradient (an overwrite of a value with
+    history: zero_, fill_, copy_): reverse mode still sees the link, so a compiled output
+    overwritten so requires grad, as torch's (ZeroBackward0 & co.) does. The link is
+    new - (sg(old) - old) * 0, exactly `new` where old is finite (and `new` elsewhere)."""
+    if not differentiable([old]):
+        return new
+    g = old.graph
+    diff = g.emit(P.sub, [barrier(old), old], {})
+    zero = g.emit(P.constant, [], {"value": np.zeros((), old.dtype.np)})
+    if old.shape:
+        zero = g.emit(P.broadcast, [zero], {"shape": tuple(old.shape)})
+    finite = g.emit(P.eq, [barrier(diff), zero], {})
+    linked = g.emit(P.sub, [new, g.emit(P.mul, [diff, zero], {})], {})
+    return g.emit(P.where, [finite, linked, new], {})
