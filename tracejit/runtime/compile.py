@@ -278,7 +278,7 @@ class CompiledFunction:
                 exe = self._backend(device).compile(graph, passes)
             entry = Entry(traced, graph, exe, time.perf_counter() - t0, device, passes)
             store = key
-            if traced.grad_keyed and key[5] is None:    # (found out by this trace)
+            if self._grad_keyed and key[5] is None:    # (found out by this trace)
                 store = key[:5] + ("inference" if STATE.inference else STATE.grad_enabled,)
             # custom Functions: gradients through a call go by the eager engine, which calls
             # their backward staticmethods (the IR transform cannot see them)
@@ -431,6 +431,7 @@ class GradCompiledFunction(CompiledFunction):
             # custom Functions: the IR transform cannot see their backward staticmethods, nor
             # no_grad blocks; the eager engine's grad, traced like any function, can
             return super()._trace(args, kwargs, static, device)
+        traced.grad_keyed = False           # (see _grad_mode_matters)
         return traced
 
 
