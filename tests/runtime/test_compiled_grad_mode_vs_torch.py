@@ -160,6 +160,7 @@ def test_grad_of_compiled_function_ignores_outer_no_grad_as_torch_func():
             tr = tg(tx)
         assert r.requires_grad == tr.requires_grad
         np.testing.assert_allclose(r.detach().numpy(), tr.detach().numpy(), rtol=1e-12)
+    assert g.cache_info().misses == 1       # one trace, whatever the caller's grad mode
 
 
 def test_enable_grad_part_of_a_larger_loss_gets_its_gradient():
