@@ -33,6 +33,18 @@ def test_mca_defaults_keep_the_users_choice():
     assert env[ALG] == "1"
 
 
+def test_the_launcher_sets_recursive_doubling_for_mpiexec(monkeypatch):
+    """The setting goes into mpiexec's environment too (a script importing mpi4py.MPI before
+    init_process_group initializes MPI before mca_defaults runs); a user's value is kept."""
+    from tracejit.distributed import run as launcher
+    monkeypatch.setattr(launcher, "is_open_mpi", lambda mpiexec: True)
+    monkeypatch.delenv(ALG, raising=False)
+    cmd, env = launcher.build(2, ["train.py"], "mpiexec", [], None)
+    assert cmd[-3:] == ["-m", "mpi4py", "train.py"] and env[ALG] == "4"
+    monkeypatch.setenv(ALG, "1")
+    assert launcher.build(2, ["train.py"], "mpiexec", [], None)[1][ALG] == "1"
+
+
 def test_mca_defaults_of_a_singleton_skip_the_network_probe_only():
     env: dict = {}
     mca_defaults(env)

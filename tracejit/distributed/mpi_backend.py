@@ -29,9 +29,15 @@ from .sigcheck import PostQueue, Slot
 _MPI: Any = None
 
 
+# Open MPI's nonblocking all-reduce algorithm under a launcher: recursive doubling (mca_defaults)
+IALLREDUCE_RDBL = ("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "4")
+
+
 def mca_defaults(env: Any) -> None:
     """Open MPI settings tracejit picks, read by MPI_Init from the environment (so set before
-    mpi4py initializes MPI); a value the user set is kept.
+    mpi4py initializes MPI); a value the user set is kept. A script that imports mpi4py.MPI
+    itself before init_process_group has initialized MPI already, too early for this:
+    tracejit's launcher (run.py) also sets the all-reduce algorithm in mpiexec's environment.
 
     A singleton (no launcher) skips the libfabric probe, ~1 s of start-up. Under a launcher
     the nonblocking all-reduce uses recursive doubling: libnbc's default for any in-place call
@@ -47,7 +53,7 @@ def mca_defaults(env: Any) -> None:
     if not launched:
         env.setdefault("OMPI_MCA_btl", "^ofi")
     else:
-        env.setdefault("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "4")
+        env.setdefault(*IALLREDUCE_RDBL)
 
 
 def _mpi() -> Any:

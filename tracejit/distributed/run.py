@@ -7,7 +7,9 @@ forever). With --timeout (or MPIEXEC_TIMEOUT), mpiexec ends a job that runs long
 launcher kills it a few seconds after that if mpiexec itself is stuck. For Open MPI it adds
 --oversubscribe when N exceeds the cores, allows running as root when that is who runs it (as
 in containers), and on one machine skips the libfabric network probe (OMPI_MCA_btl=^ofi, about
-1 s of start-up). Arguments after the script go to the script; `--mpiexec-args "..."` passes
+1 s of start-up), and picks recursive doubling for the nonblocking all-reduce
+(OMPI_MCA_coll_libnbc_iallreduce_algorithm=4: distributed/mpi_backend.py's mca_defaults says
+why). Arguments after the script go to the script; `--mpiexec-args "..."` passes
 more to mpiexec (a hostfile, for instance, on a cluster)."""
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import shutil
 import signal
 import subprocess
 import sys
+
+from .mpi_backend import IALLREDUCE_RDBL
 
 
 def find_mpiexec(explicit: str | None = None) -> str:
@@ -53,6 +57,9 @@ def build(nproc: int, script: list[str], mpiexec: str, extra: list[str],
         if not any(a.startswith(("--host", "-H", "--hostfile", "-hostfile", "--machinefile"))
                    for a in extra):
             env.setdefault("OMPI_MCA_btl", "^ofi")
+        # read by MPI_Init, which the script may run before init_process_group sets it
+        # (importing mpi4py.MPI itself): mpi_backend.mca_defaults
+        env.setdefault(*IALLREDUCE_RDBL)
     if timeout is not None:
         env["MPIEXEC_TIMEOUT"] = str(max(1, int(timeout + 0.999)))
     cmd += extra + [sys.executable, "-m", "mpi4py"] + script
