@@ -190,8 +190,10 @@ def hidden_rounds(ddp, dist, tj, overlap_step, after_step, batches, steps, round
     timed_waits()
     bufs = [tj.Tensor(b.alloc()) for b in ddp.reducer.buckets]
 
+    ops = [ddp.reducer.bucket_op(b) for b in ddp.reducer.buckets]     # as the step's buckets
+
     def allreduce_only(*_):
-        works = [dist.all_reduce(t, dist.ReduceOp.AVG, async_op=True) for t in bufs]
+        works = [dist.all_reduce(t, op, async_op=True) for t, op in zip(bufs, ops)]
         for w in works:
             w.wait()
 

@@ -10,14 +10,14 @@ all-reduce starts at once, while backward goes on. Buckets start strictly in ind
 on every rank, so the ranks issue the same collectives in the same order even if gradients
 arrive in another order. When backward ends (an engine callback) the reducer starts what is
 left, waits, and writes the averaged gradients back into each `.grad` (the all-reduce sums,
-and the write-back's copy divides by the world size: _bucket_op).
+and the write-back's copy divides by the world size: bucket_op).
 
 Inside a compiled training step (tj.compile around forward, `loss.backward()` and the
 optimizer) the same hooks see traced gradients: each full bucket becomes a
 `dist_bucket_start` of its gradients in the graph (traced.py, ir/prims_collective.py), placed
 where its last gradient is produced, and the callback a `dist_bucket_wait` whose segments,
 divided by the world size, become the new `.grad` (a SUM all-reduce: the kernels reading
-`.grad`, the optimizer's compiled update, divide as they read; see _bucket_op). On the CPU the
+`.grad`, the optimizer's compiled update, divide as they read; see bucket_op). On the CPU the
 program writes the bucket's gradients straight into one flat array and reduces it in place
 (runtime/flat_inputs.py): no concatenation, no copy.
 
@@ -288,9 +288,9 @@ class Reducer:
         if self.record_events:
             self.events.append(("start", b.index))
         if self.traced_mode:     # start here, where the last gradient is made; wait in _finish
-            b.ticket = traced_bucket_start(b.traced, self._bucket_op(b), self.pg)
+            b.ticket = traced_bucket_start(b.traced, self.bucket_op(b), self.pg)
             return
-        b.work = C.all_reduce(Tensor(b.alloc()), self._bucket_op(b), group=self.pg,
+        b.work = C.all_reduce(Tensor(b.alloc()), self.bucket_op(b), group=self.pg,
                               async_op=True)
 
     # -- end of backward -------------------------------------------------------------------
@@ -328,7 +328,7 @@ class Reducer:
             self.pg.backend.all_reduce(used, ReduceOp.SUM, desc).wait()
         for b in self.buckets:
             if self.traced_mode:
-                b.result = traced_bucket_wait(b.traced, b.ticket, self._bucket_op(b), self.pg)
+                b.result = traced_bucket_wait(b.traced, b.ticket, self.bucket_op(b), self.pg)
             if b.work is not None:
                 b.work.wait()
                 if self.record_events:
@@ -340,7 +340,7 @@ class Reducer:
                 b.reset()
             self.traced_mode = False
 
-    def _bucket_op(self, b: Bucket) -> ReduceOp:
+    def bucket_op(self, b: Bucket) -> ReduceOp:
         """A bucket is all-reduced as a SUM where its `.grad` is a new value (not
         gradient_as_bucket_view) of float32 or float64, and divided by the world size where
         `.grad` is made: in a compiled step by the kernels reading `.grad` (the gradient
@@ -358,7 +358,7 @@ class Reducer:
         clip_grad_norm_ became a pass over the whole bucket."""
         if self.as_view:
             return seg
-        if self._bucket_op(b) is ReduceOp.SUM:
+        if self.bucket_op(b) is ReduceOp.SUM:
             return seg / self.pg.size
         return seg.clone()
 
@@ -391,7 +391,7 @@ class Reducer:
                 if p._grad is None or p._grad._data.base is not b.flat:
                     p._grad = Tensor(seg)
                 continue
-            summed = self._bucket_op(b) is ReduceOp.SUM
+            summed = self.bucket_op(b) is ReduceOp.SUM
             avg = seg / self.pg.size if summed else seg          # a new array if summed
             if p._grad is None:
                 p._grad = Tensor(avg if summed else avg.copy())
