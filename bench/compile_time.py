@@ -5,13 +5,17 @@
   depth      cold first calls of 1-, 2-, 4- and 8-layer models: compile cost should grow with
              the number of distinct kernels, not with depth
 
+With --phases, each cold run also reports where its first call went, in CPU seconds of the
+process (LLVM's compile threads included): tracing, the graph passes, matmul folding, the fusion
+plan, build_program (keys, rendering, memory plan), LLVM, and the first run itself.
+
 Model: tests/nn/nanogpt_model.py, n_head=4, n_embd=128, block_size=64, vocab 65, no dropout,
 batch 8x64; the step is `loss.backward()` inside tj.compile, returning the loss and every
 parameter's gradient (one graph). Each measurement runs in its own subprocess; figures are
 medians over --repeat runs (the machine may be shared: compare ratios from one run). Also
 printed: kernel calls per step, distinct kernel modules, and how many were compiled / loaded.
 
-    python bench/compile_time.py [--repeat 3] [--layers 1,2,4,8] [--json out.json]
+    python bench/compile_time.py [--repeat 3] [--layers 1,2,4,8] [--phases] [--json out.json]
 """
 from __future__ import annotations
 
@@ -35,6 +39,26 @@ from tracejit.runtime import llvm_jit
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from nanogpt_helpers import load_nanogpt, value_and_grad_step
 t_import = time.perf_counter() - t0
+phases = {}
+if PHASES:
+    from tracejit.runtime import compile as cm, llvm_backend as lb
+
+    def timed(owner, name, label):
+        fn = getattr(owner, name)
+
+        def wrapper(*a, **k):
+            c0 = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                phases[label] = phases.get(label, 0.0) + time.process_time() - c0
+        setattr(owner, name, wrapper)
+    for owner, name, label in [(cm.CompiledFunction, "_trace", "trace"),
+                               (cm, "_standard_passes", "passes"),
+                               (lb, "fold_matmuls", "fold"), (lb, "make_plan", "plan"),
+                               (lb, "build_program", "build"), (llvm_jit, "jit_kernels", "llvm"),
+                               (lb.LLVMExecutable, "run", "run")]:
+        timed(owner, name, label)
 mod = load_nanogpt("tracejit", "bench_compile")
 cfg = mod.GPTConfig(n_layer=LAYERS, n_head=4, n_embd=128, block_size=64, vocab_size=65,
                     dropout=0.0, bias=True)
@@ -47,6 +71,7 @@ tgt = tj.tensor(rng.integers(0, 65, (8, 64)))
 c0, w0 = time.process_time(), time.perf_counter()
 loss, grads = step(idx, tgt)
 first, first_cpu = time.perf_counter() - w0, time.process_time() - c0
+first_phases = dict(phases)         # (the calls below add to phases)
 w0 = time.perf_counter()
 step(idx, tgt)
 second = time.perf_counter() - w0
@@ -54,15 +79,18 @@ prog = step.lower(idx, tgt).program
 calls, distinct = map(int, re.search(r"(\d+) kernel calls of (\d+) distinct", prog).groups())
 print(json.dumps(dict(import_s=t_import, first_s=first, first_cpu_s=first_cpu, second_s=second,
                       loss=float(loss.item()), calls=calls, distinct=distinct,
-                      counts=llvm_jit.kernel_counts())))
+                      counts=llvm_jit.kernel_counts(), phases=first_phases)))
 """
 
 
-def run_child(layers: int, cache_dir: str) -> dict:
+PHASES = ("trace", "passes", "fold", "plan", "build", "llvm", "run")
+
+
+def run_child(layers: int, cache_dir: str, phases: bool = False) -> dict:
     env = dict(os.environ, TRACEJIT_CACHE_DIR=cache_dir, PYTHONPATH=ROOT,
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                TRACEJIT_NUM_THREADS="1")
-    code = f"ROOT = {ROOT!r}\nLAYERS = {layers}\n" + CHILD
+    code = f"ROOT = {ROOT!r}\nLAYERS = {layers}\nPHASES = {phases}\n" + CHILD
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          cwd=ROOT, timeout=1200)
     if out.returncode != 0:
@@ -74,6 +102,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--layers", default="1,2,4,8")
+    ap.add_argument("--phases", action="store_true",
+                    help="also time each phase of the cold first calls (CPU s)")
     ap.add_argument("--json")
     args = ap.parse_args()
     depths = [int(x) for x in args.layers.split(",")]
@@ -84,7 +114,7 @@ def main() -> None:
         for r in range(args.repeat):
             for n in depths:
                 d = os.path.join(tmp, f"L{n}_{r}")
-                runs.setdefault(f"cold L={n}", []).append(run_child(n, d))
+                runs.setdefault(f"cold L={n}", []).append(run_child(n, d, args.phases))
                 if n == 2:
                     runs.setdefault("warm disk L=2", []).append(run_child(n, d))
                 shutil.rmtree(d, ignore_errors=True)
@@ -103,6 +133,15 @@ def main() -> None:
               f"{med[k]['second_s'] * 1e3:>13.1f}{med[k]['import_s']:>10.2f}{last['calls']:>7}"
               f"{last['distinct']:>10}{last['counts']['compiled']:>10}"
               f"{last['counts']['loaded']:>8}")
+    if args.phases:
+        print(f"\ncold first call by phase, CPU s (medians; 'other': the rest of the call)")
+        print(f"{'run':<16}" + "".join(f"{p:>8}" for p in PHASES + ("other",)))
+        for k, v in runs.items():
+            if not k.startswith("cold"):
+                continue
+            ph = {p: statistics.median(r["phases"].get(p, 0.0) for r in v) for p in PHASES}
+            other = med[k]["first_cpu_s"] - sum(ph.values())
+            print(f"{k:<16}" + "".join(f"{ph[p]:>8.3f}" for p in PHASES) + f"{other:>8.3f}")
     goals = []
     if "cold L=2" in med:
         goals.append(("cold first call, 2 layers", med["cold L=2"]["first_s"], "<= 1.0 s"))

@@ -35,7 +35,7 @@ def _every_kernel_rendered(plan, threads):
 
 
 def _assert_same_program(plan, threads=2):
-    shared = llvm_program.build_program(plan, threads)
+    shared = llvm_program.build_program(plan, threads, check_keys=False)
     full = _every_kernel_rendered(plan, threads)
     assert shared.describe() == full.describe()
     assert shared.llvm_text() == full.llvm_text()
@@ -66,7 +66,7 @@ def test_a_deep_model_renders_each_distinct_kernel_once(monkeypatch):
     orig = llvm_program.kernel_codes
     monkeypatch.setattr(llvm_program, "kernel_codes",
                         lambda k, level=None: rendered.append(k.name) or orig(k, level))
-    prog = llvm_program.build_program(plan, 1)
+    prog = llvm_program.build_program(plan, 1, check_keys=False)
     # (each layer's kernels share the first layer's; the key tells apart a few kernels whose
     # texts agree, such as a sum of a reshaped operand and the same sum of a buffer)
     assert len(rendered) == len(keys) < len(gen)

@@ -52,8 +52,9 @@ def cse(g: Graph) -> Graph:
     kept = []
     for ins in g.instrs:
         ins.inputs = [subst.get(v, v) for v in ins.inputs]
-        key = (ins.prim.name, tuple(map(id, ins.inputs)), _param_key(ins.params),
-               ins.out.aval)
+        a = ins.out.aval        # (its shape and dtype: hashing the Aval costs a Python call)
+        key = (ins.prim.name, tuple(map(id, ins.inputs)), _param_key(ins.params), a.shape,
+               a.dtype)
         if key in seen:
             subst[ins.out] = seen[key]
         else:
