@@ -107,3 +107,23 @@ def test_global_capture_written_in_place_and_rebound(fn, grad):
     G_C1 = tj.tensor(np.array(0.25))            # rebound: traced again, the new one written
     np.testing.assert_allclose(f().detach().numpy(), 1.25)
     np.testing.assert_allclose(G_C1.detach().numpy(), 1.25)
+
+
+def test_backward_inside_with_an_argument_that_requires_grad_is_refused():
+    # backward() inside a compiled step never filled an argument's .grad (torch does): with a
+    # parameter in the loss the argument's .grad silently stayed None
+    p = tj.nn.Parameter(tj.tensor(np.ones(3)))
+
+    def step(x):
+        loss = (x * p).sum()
+        loss.backward()
+        return loss
+    f = tj.compile(step)
+    f(tj.tensor(np.ones(3)))                    # traced with an argument without grad
+    x = tj.tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(RuntimeError, match="requires grad, and the compiled function runs "
+                                           "backward"):
+        f(x)
+    assert x.grad is None
+    np.testing.assert_allclose(f(x.detach()).numpy(), 3.0)
+    np.testing.assert_allclose(p.grad.numpy(), [2.0, 2.0, 2.0])

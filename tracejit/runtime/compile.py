@@ -372,6 +372,8 @@ class CompiledFunction:
                     return wrap_array(outs[0])
                 return tree_unflatten(entry.traced.out_tree, [wrap_array(o) for o in outs])
         entry, flat = self._entry(args, kwargs)
+        if entry.traced.backward_ran and STATE.grad_enabled:
+            _no_grad_arguments(flat, self.name)
         if key is not None and not entry.once and not entry.traced.grad_keyed and \
                 len(entry.graph.inputs) == len(args) + len(entry.captures) + entry.n_hidden:
             self._fast[key] = entry
@@ -408,6 +410,20 @@ class CompiledFunction:
         py = getattr(functional, kind)(self.fn, argnums)
         return CompiledFunction(py, self.static_argnums, self.static_argnames, self.device,
                                 backend=self.backend_name, mode=self.mode)
+
+
+def _no_grad_arguments(flat: list, name: str) -> None:
+    """A function that runs backward() inside fills the .grad of the tensors it captures
+    (parameters, globals), never of its arguments: one that requires grad is refused rather
+    than left without its gradient."""
+    for x in flat:
+        if isinstance(x, Tensor) and x._requires_grad:
+            raise RuntimeError(
+                f"{name}: an argument {x.dtype.name}{list(x.shape)} requires grad, and the "
+                f"compiled function runs backward() inside (at {user_location()}): backward "
+                f"inside a compiled function fills the .grad of the tensors it reads from its "
+                f"closure, globals or modules, not of its arguments. Pass that tensor as a "
+                f"capture, or call the function with x.detach()")
 
 
 class GradCompiledFunction(CompiledFunction):
