@@ -50,27 +50,28 @@ def _elementwise(name: str, impl, vjp=None, *, jvp=None, saves=(), save_out=Fals
         name, "elementwise", infer or _infer(float_only), impl, vjp=vjp, jvp=jvp, saves=saves,
         save_out=save_out, scalar=scalar or default_scalar, params=params,
         batch=batch_elementwise,
-        arity=arity if arity is not None else impl.__code__.co_argcount if hasattr(impl, "__code__") else None))
+        arity=arity if arity is not None else impl.nin if isinstance(impl, np.ufunc)
+        else impl.__code__.co_argcount if hasattr(impl, "__code__") else None))
 
 
 # -- unary ------------------------------------------------------------------------------------
-_elementwise("neg", lambda x: np.negative(x), lambda g, i, o, p, n: [neg(g)],
+_elementwise("neg", np.negative, lambda g, i, o, p, n: [neg(g)],
              jvp=lambda t, i, o, p: neg(t[0]), arity=1)
-_elementwise("exp", lambda x: np.exp(x), lambda g, i, o, p, n: [mul(g, o)],
+_elementwise("exp", np.exp, lambda g, i, o, p, n: [mul(g, o)],
              jvp=lambda t, i, o, p: mul(t[0], o), save_out=True, float_only=True, arity=1)
-_elementwise("log", lambda x: np.log(x), lambda g, i, o, p, n: [div(g, i[0])],
+_elementwise("log", np.log, lambda g, i, o, p, n: [div(g, i[0])],
              jvp=lambda t, i, o, p: div(t[0], i[0]), saves=(0,), float_only=True, arity=1)
-_elementwise("sin", lambda x: np.sin(x), lambda g, i, o, p, n: [mul(g, cos(i[0]))],
+_elementwise("sin", np.sin, lambda g, i, o, p, n: [mul(g, cos(i[0]))],
              jvp=lambda t, i, o, p: mul(t[0], cos(i[0])), saves=(0,), float_only=True, arity=1)
-_elementwise("cos", lambda x: np.cos(x), lambda g, i, o, p, n: [neg(mul(g, sin(i[0])))],
+_elementwise("cos", np.cos, lambda g, i, o, p, n: [neg(mul(g, sin(i[0])))],
              jvp=lambda t, i, o, p: neg(mul(t[0], sin(i[0]))), saves=(0,), float_only=True, arity=1)
-_elementwise("tanh", lambda x: np.tanh(x),
+_elementwise("tanh", np.tanh,
              lambda g, i, o, p, n: [mul(g, sub(1.0, mul(o, o)))],
              jvp=lambda t, i, o, p: mul(t[0], sub(1.0, mul(o, o))), save_out=True, float_only=True,
              arity=1)
-_elementwise("sqrt", lambda x: np.sqrt(x), lambda g, i, o, p, n: [div(mul(g, 0.5), o)],
+_elementwise("sqrt", np.sqrt, lambda g, i, o, p, n: [div(mul(g, 0.5), o)],
              jvp=lambda t, i, o, p: div(mul(t[0], 0.5), o), save_out=True, float_only=True, arity=1)
-_elementwise("abs", lambda x: np.abs(x), lambda g, i, o, p, n: [mul(g, sign(i[0]))],
+_elementwise("abs", np.abs, lambda g, i, o, p, n: [mul(g, sign(i[0]))],
              jvp=lambda t, i, o, p: mul(t[0], sign(i[0])), saves=(0,), arity=1)
 def _impl_sign(x):
     """PyTorch's sign: NaN and -0.0 give +0.0 (NumPy's gives NaN and -0.0), so abs'(NaN) = 0."""
@@ -131,9 +132,9 @@ _elementwise("cast", _impl_cast, _vjp_cast, jvp=_jvp_cast, infer=_infer_cast,
              scalar=lambda sb, x, dtype: sb.cast(x, dtype))
 
 # -- binary -----------------------------------------------------------------------------------
-_elementwise("add", lambda x, y: np.add(x, y), lambda g, i, o, p, n: [g, g],
+_elementwise("add", np.add, lambda g, i, o, p, n: [g, g],
              jvp=lambda t, i, o, p: tangent_sum(t[0], t[1]))
-_elementwise("sub", lambda x, y: np.subtract(x, y),
+_elementwise("sub", np.subtract,
              lambda g, i, o, p, n: [g, neg(g) if n[1] else None],
              jvp=lambda t, i, o, p: tangent_sum(t[0], None if t[1] is None else neg(t[1])))
 
@@ -143,7 +144,7 @@ def _saves_other(need):
     return (1,) * need[0] + (0,) * need[1]
 
 
-_elementwise("mul", lambda x, y: np.multiply(x, y),
+_elementwise("mul", np.multiply,
              lambda g, i, o, p, n: [mul(g, i[1]) if n[0] else None,
                                     mul(g, i[0]) if n[1] else None], saves=_saves_other,
              jvp=lambda t, i, o, p: tangent_sum(None if t[0] is None else mul(t[0], i[1]),
@@ -165,10 +166,10 @@ def _jvp_div(t, ins, out, params):
     return div(num, ins[1])
 
 
-_elementwise("div", lambda x, y: np.divide(x, y), _vjp_div, jvp=_jvp_div,
+_elementwise("div", np.divide, _vjp_div, jvp=_jvp_div,
              saves=lambda need: (0, 1) if need[1] else (1,), float_only=True)
 # 1 / x; `s / t` for a Python number s is reciprocal(t) * s, PyTorch's spelling (and rounding)
-_elementwise("reciprocal", lambda x: np.reciprocal(x),
+_elementwise("reciprocal", np.reciprocal,
              lambda g, i, o, p, n: [neg(mul(g, mul(o, o)))], save_out=True, float_only=True,
              jvp=lambda t, i, o, p: neg(mul(t[0], mul(o, o))),
              arity=1, scalar=lambda sb, x: sb.div(sb.const(1, x), x))
@@ -245,10 +246,10 @@ def _jvp_minmax(loses):
     return jvp
 
 
-_elementwise("maximum", lambda x, y: np.maximum(x, y), _vjp_minmax(lt), jvp=_jvp_minmax(lt),
+_elementwise("maximum", np.maximum, _vjp_minmax(lt), jvp=_jvp_minmax(lt),
              saves=(0, 1),
              scalar=lambda sb, x, y: sb.max(x, y))
-_elementwise("minimum", lambda x, y: np.minimum(x, y), _vjp_minmax(gt), jvp=_jvp_minmax(gt),
+_elementwise("minimum", np.minimum, _vjp_minmax(gt), jvp=_jvp_minmax(gt),
              saves=(0, 1),
              scalar=lambda sb, x, y: sb.min(x, y))
 

@@ -18,6 +18,7 @@ import warnings
 from typing import Any, Callable
 
 from ..ir import dtypes as dt
+from .state import SPECIAL_MODES, special_mode
 from .tensor_base import TensorBase as Tensor
 
 LOWER = "lower_precision_fp"
@@ -88,6 +89,7 @@ class autocast:
         self._saved: list[tuple] = []
 
     def __enter__(self) -> "autocast":
+        special_mode(1)
         self._saved.append(STATE.active)
         rest = tuple(p for p in STATE.active if p[0] != self.device_type)
         if self._enabled:
@@ -98,6 +100,7 @@ class autocast:
 
     def __exit__(self, *exc) -> bool:
         STATE.active = self._saved.pop()
+        special_mode(-1)
         return False
 
     def __call__(self, fn: Callable) -> Callable:
@@ -134,6 +137,8 @@ def atomic(fn: Callable) -> Callable:
     or var is one kernel in PyTorch, so its inner pow or sum keep the operands' dtype)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if not SPECIAL_MODES[0]:        # (no autocast region in any thread)
+            return fn(*args, **kwargs)
         active = STATE.active
         if not active:
             return fn(*args, **kwargs)
@@ -147,13 +152,16 @@ def atomic(fn: Callable) -> Callable:
 
 def autocast_op(policy: str) -> Callable[[Callable], Callable]:
     """Mark an op function as following autocast with `policy` (LOWER or FP32). Costs one
-    thread-local read when autocast is off."""
+    thread-local read when autocast is off in this thread but some mode is open (see
+    state.SPECIAL_MODES), none when no thread has one."""
     if policy not in (LOWER, FP32):
         raise ValueError(f"autocast_op: unknown policy {policy!r}")
 
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            if not SPECIAL_MODES[0]:    # (no autocast region in any thread)
+                return fn(*args, **kwargs)
             active = STATE.active
             if not active:
                 return fn(*args, **kwargs)

@@ -155,84 +155,37 @@ def _avals_of(args) -> tuple:
 class PrimNode(Node):
     """The backward of one primitive application: runs the primitive's VJP rule. It keeps
     only what the rule reads (prim.saves / prim.save_out for this `need`), and for the other
-    inputs their shape and dtype."""
+    inputs their shape and dtype. Made by `prim_node` (there is no __init__).
 
-    __slots__ = ("prim", "params", "in_avals", "need", "saved", "saved_out", "keeps_saved",
-                 "_name", "_scalar_arg", "fwd_loc")
+    `saved` holds, per input, the input tensor itself where the rule reads it (None
+    elsewhere), and `versions` the version each saved tensor had when the node was recorded
+    (None when nothing is saved): a tensor saved with no version counter yet was at 0. The
+    version is checked when the value is read (`saved_data`), as torch's SavedVariable. A
+    SavedTensor object per saved input was one more object per operand to allocate, count
+    for the garbage collector and free."""
 
-    def __init__(self, prim, params, args, out: Tensor, in_avals: tuple | None = None) -> None:
-        if len(args) == 2:      # most ops: the loop below, unrolled (no list appends)
-            a, b = args
-            ra, rb = bool(a._requires_grad), bool(b._requires_grad)
-            ga, gb = a.grad_fn, b.grad_fn
-            self.next_functions = (
-                ((ga, a._out_idx) if ga is not None else (accumulate_node(a), 0))
-                if ra else _NO_EDGE,
-                ((gb, b._out_idx) if gb is not None else (accumulate_node(b), 0))
-                if rb else _NO_EDGE)
-            need = (ra, rb)
-        elif len(args) == 1:    # a unary op, a view (tanh, x.T, a gate slice): the same
-            a = args[0]
-            ga = a.grad_fn
-            if a._requires_grad:
-                self.next_functions = ((ga, a._out_idx) if ga is not None else
-                                       (accumulate_node(a), 0),)
-                need = _NEED_1
-            else:
-                self.next_functions = (_NO_EDGE,)
-                need = _NO_NEED_1
-        else:
-            edges = []
-            need = []
-            for t in args:
-                if t._requires_grad:
-                    gf = t.grad_fn
-                    edges.append((gf, t._out_idx) if gf is not None else
-                                 (accumulate_node(t), 0))
-                    need.append(True)
-                else:
-                    edges.append(_NO_EDGE)
-                    need.append(False)
-            self.next_functions = tuple(edges)
-            need = tuple(need)
-        self.freed = False
-        self.out_hooks = None
-        self.retained = None
-        self.prim, self.params = prim, params
-        sv = _SAVES.get((prim, need))
-        if sv is None:          # (one `need` tuple per pattern is kept: fewer objects to track)
-            sv = _SAVES[(prim, need)] = (need, *prim.saved_for(need))
-        self.need, saves, save_out = sv
-        # every input's Aval, for the rule (inputs it does not save) and the node's name: the
-        # eager path passes the tuple its inference cache shares between applications
-        self.in_avals = in_avals if in_avals is not None else _avals_of(args)
-        traced = type(out._data) is Value
-        self.fwd_loc = (out._data.graph, out._data.producer.loc) if traced else None
-        n = len(args)
-        if not saves:
-            self.saved = _NONES[n] if n < 8 else (None,) * n
-        elif n == 2:            # (most ops: no list comprehension's call)
-            a, b = args
-            self.saved = (SavedTensor(a) if 0 in saves else None,
-                          SavedTensor(b) if 1 in saves else None)
-        else:
-            self.saved = tuple([SavedTensor(a) if i in saves else None
-                                for i, a in enumerate(args)])
-        if not save_out:
-            self.saved_out = None
-        else:   # traced outputs are short-lived: the trace's Tensor itself is kept
-            # (with dual tensors live, the Tensor itself, which carries the output's tangent)
-            self.saved_out = SavedTensor(out) if traced or FWD.levels else SavedOutput(out)
-        # a node that keeps nothing alive can run again after backward, as in PyTorch
-        self.keeps_saved = bool(saves) or save_out
-        self._name = None
-        self._scalar_arg: int | None = None
+    __slots__ = ("prim", "params", "in_avals", "need", "saved", "versions", "saved_out",
+                 "keeps_saved", "_name", "_scalar_arg", "fwd_loc")
 
     @classmethod
     def record(cls, prim, params, args, out: Tensor, in_avals: tuple | None = None) -> None:
-        out.grad_fn = cls(prim, params, args, out, in_avals)
+        out.grad_fn = prim_node(prim, params, args, out, in_avals)
         out._requires_grad = True
         out._out_idx = 0
+
+    def saved_data(self, i: int):
+        """Input i's saved array, version-checked (the rule reads it)."""
+        t = self.saved[i]
+        vc = t._vc                  # (no counter yet: version 0, see TensorBase._version)
+        now = vc[0] if vc is not None else 0
+        if now != self.versions[i]:
+            _modified(t._data, now, self.versions[i], self)
+        return t._data
+
+    def saved_tensor(self, i: int) -> Tensor:
+        """Input i's saved tensor, version-checked as saved_data."""
+        self.saved_data(i)
+        return self.saved[i]
 
     def scalar_operand(self, i: int) -> None:
         """Operand i was a Python number. Where PyTorch has a Scalar overload for it (5 - t,
@@ -254,8 +207,8 @@ class PrimNode(Node):
         return self._name
 
     def apply(self, grads, create_graph):
-        ins = [s.unpack(self) if s is not None else av
-               for s, av in zip(self.saved, self.in_avals)]
+        ins = [self.saved_tensor(i) if s is not None else av
+               for i, (s, av) in enumerate(zip(self.saved, self.in_avals))]
         out = self.saved_out.unpack(self) if self.saved_out is not None else None
         return self._results(self.prim.vjp(grads[0], ins, out, self.params, self.need))
 
@@ -273,8 +226,8 @@ class PrimNode(Node):
                     del res[self._scalar_arg]
                 return res
         need = self.need
-        ins = [Arr(s.data(self)) if s is not None else av
-               for s, av in zip(self.saved, self.in_avals)]
+        ins = [Arr(self.saved_data(i)) if s is not None else av
+               for i, (s, av) in enumerate(zip(self.saved, self.in_avals))]
         so = self.saved_out
         res = self.prim.vjp(g, ins, Arr(so.data(self)) if so is not None else None,
                             self.params, need)
@@ -294,6 +247,117 @@ class PrimNode(Node):
         n = len(self.saved)
         self.saved = _NONES[n] if n < 8 else (None,) * n
         self.saved_out = None
+
+
+_new = object.__new__
+
+
+def prim_node(prim, params, args, out: Tensor, in_avals: tuple | None = None) -> PrimNode:
+    """The PrimNode of `out = prim(*args, **params)`: its edges, `need`, what the rule reads.
+    Built with object.__new__ and its slots set here: a class call running a Python __init__
+    cost ~2,000 instructions more per node, and an eager op's node is most of its recording.
+    `in_avals`: the operands' Avals, which the eager path shares between applications."""
+    node = _new(PrimNode)
+    n = len(args)
+    if n == 2:              # most ops: the loop below, unrolled (no list appends)
+        a, b = args
+        ra, rb = a._requires_grad, b._requires_grad
+        ea = eb = _NO_EDGE
+        if ra:
+            ga = a.grad_fn
+            ea = (ga, a._out_idx) if ga is not None else (accumulate_node(a), 0)
+        if rb:
+            gb = b.grad_fn
+            eb = (gb, b._out_idx) if gb is not None else (accumulate_node(b), 0)
+        node.next_functions = (ea, eb)
+        sv = _SAVES2.get((prim, ra, rb))
+        if sv is None:      # (one `need` tuple per pattern is kept: fewer objects to track)
+            need = (bool(ra), bool(rb))
+            sv = _SAVES2[(prim, ra, rb)] = _saves_entry(prim, need)
+    elif n == 1:            # a unary op, a view (tanh, x.T, a gate slice): the same
+        a = args[0]
+        if a._requires_grad:
+            ga = a.grad_fn
+            node.next_functions = ((ga, a._out_idx) if ga is not None else
+                                   (accumulate_node(a), 0),)
+            need = _NEED_1
+        else:
+            node.next_functions = (_NO_EDGE,)
+            need = _NO_NEED_1
+        sv = _SAVES.get((prim, need))
+        if sv is None:
+            sv = _SAVES[(prim, need)] = _saves_entry(prim, need)
+    else:
+        edges = []
+        need = []
+        for t in args:
+            if t._requires_grad:
+                gf = t.grad_fn
+                edges.append((gf, t._out_idx) if gf is not None else (accumulate_node(t), 0))
+                need.append(True)
+            else:
+                edges.append(_NO_EDGE)
+                need.append(False)
+        node.next_functions = tuple(edges)
+        need = tuple(need)
+        sv = _SAVES.get((prim, need))
+        if sv is None:
+            sv = _SAVES[(prim, need)] = _saves_entry(prim, need)
+    node.need, saves, save_out, keeps = sv
+    node.freed = False
+    node.out_hooks = None
+    node.retained = None
+    node.prim = prim
+    node.params = params
+    # every input's Aval, for the rule (inputs it does not save) and the node's name: the
+    # eager path passes the tuple its inference cache shares between applications
+    node.in_avals = in_avals if in_avals is not None else _avals_of(args)
+    if not saves:
+        node.saved = _NONES[n] if n < 8 else (None,) * n
+        node.versions = None
+    elif n == 2:            # (most ops: no list comprehension's call)
+        a, b = args
+        va = a._vc
+        vb = b._vc
+        if len(saves) == 2:
+            node.saved = args if type(args) is tuple else (a, b)
+            node.versions = _ZEROS2 if va is None and vb is None else \
+                (va[0] if va is not None else 0, vb[0] if vb is not None else 0)
+        elif 0 in saves:
+            node.saved = (a, None)
+            node.versions = (va[0] if va is not None else 0, 0)
+        else:
+            node.saved = (None, b)
+            node.versions = (0, vb[0] if vb is not None else 0)
+    else:
+        node.saved = tuple([a if i in saves else None for i, a in enumerate(args)])
+        node.versions = tuple([a._vc[0] if i in saves and a._vc is not None else 0
+                               for i, a in enumerate(args)])
+    if type(out._data) is Value:
+        node.fwd_loc = (out._data.graph, out._data.producer.loc)
+        # traced outputs are short-lived: the trace's Tensor itself is kept
+        node.saved_out = SavedTensor(out) if save_out else None
+    else:
+        node.fwd_loc = None
+        # (with dual tensors live, the Tensor itself, which carries the output's tangent)
+        node.saved_out = None if not save_out else \
+            SavedTensor(out) if FWD.levels else SavedOutput(out)
+    # a node that keeps nothing alive can run again after backward, as in PyTorch
+    node.keeps_saved = keeps
+    node._name = None
+    node._scalar_arg = None
+    return node
+
+
+_SAVES2: dict = {}         # (prim, first input needs a gradient, second does) -> _SAVES entry
+_ZEROS2 = (0, 0)           # the versions of two operands without counters (most): shared
+
+
+def _saves_entry(prim, need: tuple) -> tuple:
+    """(need, inputs the VJP reads, whether it reads the output, whether the node keeps
+    anything alive) for prim and the `need` pattern."""
+    saves, save_out = prim.saved_for(need)
+    return need, saves, save_out, bool(saves) or save_out
 
 
 class AccumulateGrad(Node):

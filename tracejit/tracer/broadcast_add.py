@@ -16,7 +16,7 @@ from ..ir.primitives import P, neg, sum_to_shape
 from .backward_nodes import Node
 from .eager import Arr, quiet_call
 from .forward_ad import FWD
-from .state import STATE, note_reads
+from .state import SPECIAL_MODES, STATE, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
 
 # the broadcast result size up to which this path is taken: above it, eager's compiled-kernel
@@ -32,15 +32,16 @@ def applies(a, b, size: int) -> bool:
     tensors."""
     da, db = a._data, b._data
     return size <= MAX_ELEMENTS and type(da) is np.ndarray and type(db) is np.ndarray and \
-        da.dtype.num in _FLOATS and da.dtype == db.dtype and not STATE.traces and \
-        not STATE.subst and not FWD.levels and type(a) in SUBCLASSES and type(b) in SUBCLASSES
+        da.dtype.num in _FLOATS and da.dtype == db.dtype and type(a) in SUBCLASSES and \
+        type(b) in SUBCLASSES and (not SPECIAL_MODES[0] or not STATE.traces and
+                                   not STATE.subst and not FWD.levels)
 
 
 def apply(op: str, a: Tensor, b: Tensor) -> Tensor:
     """a + b or a - b (op), for operands that `applies` accepted."""
     out = wrap_array(quiet_call(_UFUNCS[op], a._data, b._data))
     if a._requires_grad or b._requires_grad:
-        if STATE.reads is not None:
+        if SPECIAL_MODES[0] and STATE.reads is not None:
             note_reads((a, b))
         if STATE.grad_enabled:
             out.grad_fn = BroadcastAddNode(op, a, b)

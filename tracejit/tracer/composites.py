@@ -16,7 +16,7 @@ from .backward_nodes import Node, SavedTensor
 from .forward_ad import FWD
 from .grad_handles import handle
 from .lazy_copies import fresh
-from .state import STATE, enable_grad
+from .state import SPECIAL_MODES, STATE, enable_grad
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
 from . import fused, fused_nograd, ops
 
@@ -100,7 +100,7 @@ def composite(node_name, keeps_inputs: bool = True):
             # (sigmoid(x): one tensor argument, _tensors without its generic walk)
             ts = list(args) if not kwargs and len(args) == 1 and type(args[0]) in SUBCLASSES \
                 else _tensors(args, kwargs)
-            if STATE.traces or FWD.levels:
+            if SPECIAL_MODES[0] and (STATE.traces or FWD.levels):
                 # tracing: no eager node (captures are inputs); dual tensors: tangents go
                 # through the inner ops
                 return fn(*args, **kwargs)

@@ -7,14 +7,14 @@ import numpy as np
 from ..ir.core import Value, user_location
 from ..devices import device_of
 from . import checks
-from .backward_nodes import PrimNode
+from .backward_nodes import PrimNode, prim_node
 from . import eager
 from .eager import _INFER
 from . import forward_ad
 from .lazy_copies import link
 from .no_grad_ir import barrier, differentiable
 from .forward_ad import FWD
-from .state import STATE, current_trace, note_reads
+from .state import SPECIAL_MODES, STATE, current_trace, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
 
 
@@ -48,60 +48,65 @@ def _enclosing(outer, inner) -> bool:
 def apply_primitive(prim, args, params) -> Tensor:
     """Apply `prim` to Tensors: the lean eager path for host arrays outside any trace, the
     general path (traces, captures, checkpoint stand-ins, GPU arrays) otherwise."""
-    if FWD.levels:                      # forward-mode dual tensors are live: see forward_ad
-        return forward_ad.apply_dual(_apply_general, prim, args, params)
-    # the per-thread state's dict read once for its four flags (each STATE.x is a lookup of
-    # the thread's dict first: ~700 instructions, a small op's 2%)
-    st = STATE.__dict__
-    if not st["traces"] and not st["subst"]:
-        data = None             # the operands' host arrays, if every one is a plain Tensor's
-        hit = None              # the inference cache's entry (eager.infer), looked up here
-        n = len(args)           # for the common keys: infer's own key, without its call
-        if n == 2:              # most ops: the loop below, unrolled
-            a, b = args
-            if type(a) in SUBCLASSES and type(b) in SUBCLASSES:     # (Tensor, Parameter)
-                da, db = a._data, b._data
-                if type(da) is np.ndarray and type(db) is np.ndarray:
-                    data = [da, db]
-                    requires = a._requires_grad or b._requires_grad
-                    if not params:
-                        hit = _INFER.get((prim, (), da.shape, da.dtype.num, db.shape,
-                                          db.dtype.num))
-        elif n == 1:
-            a = args[0]
-            if type(a) in SUBCLASSES:
-                da = a._data
-                if type(da) is np.ndarray:
-                    data = [da]
-                    requires = a._requires_grad
-                    if not params:
-                        hit = _INFER.get((prim, (), da.shape, da.dtype.num))
-        else:
-            data = []
-            requires = False
-            for a in args:
-                d = a._data if type(a) in SUBCLASSES else None
-                if type(d) is not np.ndarray:
-                    data = None
-                    break
-                data.append(d)
-                if a._requires_grad:
-                    requires = True
-        if data is not None:
-            params, out_np, is_float, avals = hit if hit is not None else \
-                eager.infer(prim, params, data)
-            res = eager.run_impl(prim, data, params, out_np)
-            out = wrap_array(res)
-            if res.base is not None:        # a lazy copy of an operand: see lazy_copies
-                link(out, res, args, data)
-            if requires:
-                if st["reads"] is not None:
-                    note_reads(args)
-                if st["grad_enabled"] and is_float and prim.vjp is not None:
-                    # (PrimNode.record, inlined: the new tensor's _out_idx is already 0)
-                    out.grad_fn = PrimNode(prim, params, args, out, avals)
-                    out._requires_grad = True
-            return out
+    if SPECIAL_MODES[0]:                # a trace, dual level, checkpoint... in some thread
+        if FWD.levels:                  # forward-mode dual tensors are live: see forward_ad
+            return forward_ad.apply_dual(_apply_general, prim, args, params)
+        # the per-thread state's dict read once for its flags (each STATE.x is a lookup of
+        # the thread's dict first: ~700 instructions, a small op's 2%)
+        st = STATE.__dict__
+        if st["traces"] or st["subst"]:
+            return _apply_general(prim, args, params)
+        reads = st["reads"]
+    else:
+        reads = None
+    data = None             # the operands' host arrays, if every one is a plain Tensor's
+    hit = None              # the inference cache's entry (eager.infer), looked up here
+    n = len(args)           # for the common keys: infer's own key, without its call
+    if n == 2:              # most ops: the loop below, unrolled
+        a, b = args
+        if type(a) in SUBCLASSES and type(b) in SUBCLASSES:     # (Tensor, Parameter)
+            da, db = a._data, b._data
+            if type(da) is np.ndarray and type(db) is np.ndarray:
+                data = [da, db]
+                requires = a._requires_grad or b._requires_grad
+                if not params:
+                    hit = _INFER.get((prim, (), da.shape, da.dtype.num, db.shape,
+                                      db.dtype.num))
+    elif n == 1:
+        a = args[0]
+        if type(a) in SUBCLASSES:
+            da = a._data
+            if type(da) is np.ndarray:
+                data = [da]
+                requires = a._requires_grad
+                if not params:
+                    hit = _INFER.get((prim, (), da.shape, da.dtype.num))
+    else:
+        data = []
+        requires = False
+        for a in args:
+            d = a._data if type(a) in SUBCLASSES else None
+            if type(d) is not np.ndarray:
+                data = None
+                break
+            data.append(d)
+            if a._requires_grad:
+                requires = True
+    if data is not None:
+        params, out_np, is_float, avals = hit if hit is not None else \
+            eager.infer(prim, params, data)
+        res = eager.run_impl(prim, data, params, out_np)
+        out = wrap_array(res)
+        if res.base is not None:        # a lazy copy of an operand: see lazy_copies
+            link(out, res, args, data)
+        if requires:
+            if reads is not None:
+                note_reads(args)
+            if STATE.grad_enabled and is_float and prim.vjp is not None:
+                # (PrimNode.record, inlined: the new tensor's _out_idx is already 0)
+                out.grad_fn = prim_node(prim, params, args, out, avals)
+                out._requires_grad = True
+        return out
     return _apply_general(prim, args, params)
 
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from ..ir.primitives import P
 from . import eager, views
-from .backward_nodes import PrimNode
+from .backward_nodes import prim_node
 from .host_views import eager_host, host_view  # noqa: F401 - indexing reads eager_host here
-from .state import STATE, note_reads
+from .state import SPECIAL_MODES, STATE, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
 
 
@@ -175,19 +175,22 @@ def cached_index(x: Tensor, key, getitem: Callable,
         plan = _INDEX[ck] = _index_plan(x, key, name_of)
     if plan is _NO_PLAN:
         return None
-    fwd = lambda r: getitem(r, key)     # noqa: E731
+    # (the view is recomputed as x[np_key]: the key with a trailing Ellipsis, which selects
+    # the same; the plan's tuple is shared, where the user's key was three objects per view)
     if not x._requires_grad:
-        return views.mark(x, host_view(d[plan.np_key]), fwd)
+        return views.mark_host(x, host_view(d[plan.np_key]), getitem, plan.np_key,
+                               STATE.grad_enabled)
     if plan.norm is None:
-        out = index_view(x, plan.np_key, fwd)
+        out = index_view(x, plan.np_key, lambda r: getitem(r, key))
     else:
         out = host_view(d[plan.np_key])
-        if STATE.reads is not None:
+        if SPECIAL_MODES[0] and STATE.reads is not None:
             note_reads((x,))
-        if STATE.grad_enabled and plan.is_float:
-            out.grad_fn = PrimNode(P.slice, plan.norm, (x,), out, plan.avals)
+        grad_on = STATE.grad_enabled
+        if grad_on and plan.is_float:
+            out.grad_fn = prim_node(P.slice, plan.norm, (x,), out, plan.avals)
             out._requires_grad = True
-        out = views.mark(x, out, fwd)
+        out = views.mark_host(x, out, getitem, plan.np_key, grad_on)
     if plan.name is not None and out.grad_fn is not None:
         out.grad_fn._name = plan.name       # (a node of its own, never x's: see node_names)
     return out
@@ -200,11 +203,11 @@ def _recorded_view(prim, x: Tensor, params: dict, arr: np.ndarray) -> Tensor:
     primitive's implementation to make the view again (a gate slice's cost was mostly that)."""
     norm, _, is_float, avals = eager.infer(prim, params, [x._data])
     out = host_view(arr)
-    if STATE.reads is not None:
+    if SPECIAL_MODES[0] and STATE.reads is not None:
         note_reads((x,))
     if STATE.grad_enabled and is_float:
         # (PrimNode.record, inlined: the new tensor's _out_idx is already 0)
-        out.grad_fn = PrimNode(prim, norm, (x,), out, avals)
+        out.grad_fn = prim_node(prim, norm, (x,), out, avals)
         out._requires_grad = True
     return out
 
@@ -234,13 +237,15 @@ def _transposed(x: Tensor, perm: tuple, fwd: Callable, name: str) -> Tensor:
             norm, _, is_float, avals = eager.infer(P.transpose, {"perm": perm}, [d])
             hit = _TRANSPOSES[key] = (norm, is_float, avals)
         # (_recorded_view with the entry found here)
-        if STATE.reads is not None:
+        if SPECIAL_MODES[0] and STATE.reads is not None:
             note_reads((x,))
-        if STATE.grad_enabled and hit[1]:
-            node = out.grad_fn = PrimNode(P.transpose, hit[0], (x,), out, hit[2])
+        grad_on = STATE.grad_enabled
+        if grad_on and hit[1]:
+            node = out.grad_fn = prim_node(P.transpose, hit[0], (x,), out, hit[2])
             out._requires_grad = True
             node._name = name           # (torch's name: a node of its own, see rename)
-    return views.mark(x, out, fwd)
+        return views.mark_host(x, out, fwd, grad_on=grad_on)
+    return views.mark_host(x, out, fwd, grad_on=STATE.grad_enabled)
 
 
 def full_transpose(x: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from ..ir.core import user_location
 from ..ir.forward import jvp_rule
 from ..ir.primitives import P, bind, zeros_like
+from .state import special_mode
 from .tensor_base import TensorBase as Tensor
 
 UnpackedDualTensor = namedtuple("UnpackedDualTensor", "primal tangent")
@@ -75,6 +76,7 @@ def _active() -> list[_Level]:
 def enter_dual_level() -> int:
     """Open a new (innermost) level; returns its index."""
     lvl = _Level(len(FWD.levels))
+    special_mode(1)
     FWD.levels.append(lvl)
     return lvl.index
 
@@ -87,6 +89,7 @@ def exit_dual_level(*, level: int | None = None) -> None:
         raise RuntimeError(f"exit_dual_level: level {idx} is not the innermost open level "
                            f"({FWD.levels[-1].index}); close levels in reverse order")
     FWD.levels.pop().tangents.clear()
+    special_mode(-1)
 
 
 class dual_level:

@@ -7,15 +7,19 @@ from __future__ import annotations
 import numpy as np
 
 from .forward_ad import FWD
-from .state import STATE
+from .state import SPECIAL_MODES, STATE
 from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
 
 
 def eager_host(x) -> bool:
     """x is a host tensor and its view ops may take the NumPy shortcut (no trace, no
     checkpoint recomputing, no dual tensors)."""
-    return type(x) in SUBCLASSES and type(x._data) is np.ndarray and not STATE.traces and \
-        not STATE.subst and not FWD.levels
+    if type(x) not in SUBCLASSES or type(x._data) is not np.ndarray:
+        return False
+    if not SPECIAL_MODES[0]:        # no trace, checkpoint or dual level in any thread
+        return True
+    st = STATE.__dict__
+    return not st["traces"] and not st["subst"] and not FWD.levels
 
 
 def host_view(arr: np.ndarray) -> Tensor:

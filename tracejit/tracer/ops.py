@@ -18,7 +18,7 @@ from . import broadcast_add
 from .autocast import FP32, LOWER, autocast_op
 from .backward_nodes import PrimNode
 from .node_names import matmul_node_name, rename
-from .state import STATE
+from .state import SPECIAL_MODES, STATE
 from .operands import _axes, _err, _fmt, _is_scalar, as_tensor, cast, result_dtype
 from .shape_ops import (broadcast_to, cat, concatenate, expand, flatten,  # noqa: F401
                         permute, reshape, squeeze, stack, swapaxes, transpose, unsqueeze)
@@ -443,8 +443,19 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
 
 
 # -- matmul -------------------------------------------------------------------------------------
-@autocast_op(LOWER)
 def matmul(a, b) -> Tensor:
+    """a @ b. Host matrices of one dtype that align, no autocast (nor other mode) open
+    anywhere (state.SPECIAL_MODES): the primitive, without autocast's wrapper; else _matmul."""
+    if not SPECIAL_MODES[0] and type(a) in SUBCLASSES and type(b) in SUBCLASSES:
+        da, db = a._data, b._data
+        if type(da) is np.ndarray and type(db) is np.ndarray and da.ndim == 2 == db.ndim and \
+                da.dtype == db.dtype and da.dtype.kind != "b" and da.shape[1] == db.shape[0]:
+            return a.__tj_bind__(P.matmul, (a, b), {})
+    return _matmul(a, b)
+
+
+@autocast_op(LOWER)
+def _matmul(a, b) -> Tensor:
     if type(a) in SUBCLASSES and type(b) in SUBCLASSES:
         da, db = a._data, b._data
         if type(da) is np.ndarray and type(db) is np.ndarray and da.ndim == 2 == db.ndim and \

@@ -28,6 +28,22 @@ class _State(threading.local):
 
 STATE = _State()
 
+# How many traces, forward-AD levels, checkpoint recomputations (`substituting`), read
+# recordings (`recording_reads`) and autocast regions are open, over all threads. While it is
+# 0 no thread has one, and the eager fast paths skip reading them from the thread's state: a
+# thread-local attribute read costs ~600 instructions, and a small op made several. When it
+# is not 0 they read the thread's own state, as before (a mode open in another thread only
+# costs this one those reads). Changed under a lock (a lost update could leave it at 0 while
+# a mode is open); read without one.
+SPECIAL_MODES = [0]
+_MODES_LOCK = threading.Lock()
+
+
+def special_mode(delta: int) -> None:
+    """Count one special mode opened (+1) or closed (-1): see SPECIAL_MODES."""
+    with _MODES_LOCK:
+        SPECIAL_MODES[0] += delta
+
 # Bumped whenever an attribute of a guarded object changes (nn.Module's parameters, buffers,
 # submodules, flags): compiled calls re-read their attribute guards only after a bump. One
 # counter for all threads: a module changed in one thread is stale in every other.
@@ -183,6 +199,7 @@ class recording_reads:
     enclosing recording also sees them."""
 
     def __enter__(self) -> "recording_reads":
+        special_mode(1)
         self._outer = STATE.reads
         self.tensors: list = []
         STATE.reads = self.tensors
@@ -190,6 +207,7 @@ class recording_reads:
 
     def __exit__(self, *exc) -> bool:
         STATE.reads = self._outer
+        special_mode(-1)
         if self._outer is not None:
             self._outer.extend(self.tensors)
         return False
@@ -203,10 +221,12 @@ class substituting:
         self.mapping = mapping
 
     def __enter__(self) -> "substituting":
+        special_mode(1)
         self._outer = STATE.subst
         STATE.subst = {**self._outer, **self.mapping} if self._outer else self.mapping
         return self
 
     def __exit__(self, *exc) -> bool:
         STATE.subst = self._outer
+        special_mode(-1)
         return False

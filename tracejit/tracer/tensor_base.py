@@ -23,7 +23,7 @@ from ..ir.core import Value, user_location
 from ..ir.primitives import P
 from ..devices import CPU, Device, device_of, is_host
 from .eager import device_const
-from .state import STATE
+from .state import SPECIAL_MODES, STATE
 from .lazy_copies import take_storage
 
 
@@ -426,12 +426,12 @@ def wrap_array(data: Any) -> TensorBase:
     t._hooks = None
     t._accum = None
     t._view = None
-    traces = STATE.traces
-    if traces:
-        t._born_in = traces[-1]
-        traces[-1].born.append(weakref.ref(t))
-    else:
-        t._born_in = None
+    t._born_in = None
+    if SPECIAL_MODES[0]:        # (no trace open in any thread: no thread-local read)
+        traces = STATE.traces
+        if traces:
+            t._born_in = traces[-1]
+            traces[-1].born.append(weakref.ref(t))
     return t
 
 

@@ -60,9 +60,14 @@ def _compile(plan: _Plan, saved: tuple, has_out: bool) -> Callable:
     src = ["def run(node, v0):"]
     if saved:
         src.append("    s = node.saved")
+        src.append("    vs = node.versions")
     slot = 1
-    for i in saved:             # (version-checked, as the rule's unpacking)
-        src.append(f"    v{slot} = s[{i}].data(node)")
+    for i in saved:             # (version-checked, as the rule's unpacking: saved_data raises)
+        src += [f"    t = s[{i}]",
+                "    c = t._vc",
+                f"    if (c[0] if c is not None else 0) != vs[{i}]:",
+                f"        node.saved_data({i})",
+                f"    v{slot} = t._data"]
         slot += 1
     if has_out:
         src.append(f"    v{slot} = node.saved_out.data(node)")
@@ -188,9 +193,9 @@ def apply(node, g: Arr) -> list | None:
     if type(g._data) is not np.ndarray:
         return None                 # (a device array: a later host one records the plan)
     vals = [g._data]
-    for s in node.saved:
+    for i, s in enumerate(node.saved):
         if s is not None:
-            vals.append(s.data(node))           # (version-checked, as the rule's unpacking)
+            vals.append(node.saved_data(i))     # (version-checked, as the rule's unpacking)
     so = node.saved_out
     if so is not None:
         vals.append(so.data(node))
