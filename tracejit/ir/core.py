@@ -139,9 +139,11 @@ class Graph:
         """Append a copy of `ins` (of any graph) on `inputs`. On operands of its operands'
         types its parameters (normalized) and result type carry over without inference: a
         rewrite that copies a deep model's graph copies thousands of instructions."""
-        if len(inputs) != len(ins.inputs) or \
-                any(a.aval != b.aval for a, b in zip(inputs, ins.inputs)):
+        if len(inputs) != len(ins.inputs):
             return self.emit(ins.prim, inputs, ins.params, ins.loc)
+        for a, b in zip(inputs, ins.inputs):
+            if a.aval is not b.aval and a.aval != b.aval:   # (copies share their Aval)
+                return self.emit(ins.prim, inputs, ins.params, ins.loc)
         out = Value(ins.out.aval, self)
         new = Instr(ins.prim, list(inputs), ins.params, out,
                     ins.loc or self.loc_override or user_location())
