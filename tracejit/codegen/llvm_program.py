@@ -11,7 +11,9 @@ Kernels. Each distinct generated kernel is a module of its own, position indepen
 `@tj_<hash>(ptr %frame, ptr %slots, i64 %begin, i64 %end)` reads the slot numbers of its
 arguments from `%slots`, loads their data pointers and runs the kernel body over [begin, end)
 of its parallel loop. Its symbol is a hash of its text, so the kernels of identical layers are
-one module, compiled once per process and stored once on disk.
+one module, compiled once per process and stored once on disk. They are also rendered once:
+plan kernels with one structural key (codegen/kernel_key.py) share the first one's code, so a
+deep model's code generation costs its distinct kernels, not its depth.
 
 Steps. A run is a list of steps: `seg` (several kernel calls in one native call of the runner,
 which walks a table of {function, slot list, begin, end} records), `par` (one large kernel
