@@ -14,7 +14,7 @@ from .backward_nodes import AccumulateGrad, Node, PrimNode, _accumulate_leaf, ac
 from .eager import Arr, quiet_call
 from .forward_ad import FWD
 from .grad_buffers import Owned, add_into, slice_into
-from .state import STATE, set_grad_enabled
+from .state import STATE, engine_grad_mode
 from .tensor_base import TensorBase as Tensor, _RemovableHandle
 
 
@@ -192,7 +192,7 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
         gc.disable()
     _PASSES.append((deps, buffers, accumulate))
     try:
-        with set_grad_enabled(create_graph):
+        with engine_grad_mode(create_graph):
             while ready:
                 node = ready.pop()
                 if fast and not node.out_hooks and not node.retained and \

@@ -159,6 +159,27 @@ class set_grad_enabled(_GradMode):
         return super().__call__(fn)
 
 
+class engine_grad_mode(set_grad_enabled):
+    """set_grad_enabled for the autograd engine's own passes (create_graph): not a user's
+    grad mode, so a compiled function running a backward does not depend on the caller's
+    (STATE.grad_on), and not subject to inference_mode."""
+
+    def __init__(self, mode: bool) -> None:
+        self.mode = bool(mode)
+        self._prev = STATE.grad_enabled
+        self._prev_user = STATE.user_off
+        self.__enter__()
+
+    def __enter__(self):
+        STATE.grad_enabled = self.mode
+        if not self.mode:
+            STATE.grad_off += 1
+            STATE.user_off = True
+
+    def _fresh(self) -> "_GradMode":
+        return engine_grad_mode(self.mode)
+
+
 class inference_mode(_GradMode):
     """PyTorch's inference_mode: no_grad for a block or a function (tensors made inside do
     not require grad). `inference_mode(False)` changes nothing; `@inference_mode` works with
