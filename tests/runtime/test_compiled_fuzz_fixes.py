@@ -127,3 +127,15 @@ def test_backward_inside_with_an_argument_that_requires_grad_is_refused():
     assert x.grad is None
     np.testing.assert_allclose(f(x.detach()).numpy(), 3.0)
     np.testing.assert_allclose(p.grad.numpy(), [2.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float32, np.bool_])
+def test_flip_over_unit_axes_is_not_its_input_inside_a_trace(dtype):
+    # flip of a size-1 axis returned its input itself in a trace: the fill_ after it showed
+    def body(a):
+        b = a.flip(0)
+        a.fill_(0)
+        return b
+    x = np.array([[[1]]]).astype(dtype)
+    want = body(torch.tensor(x)).numpy()
+    np.testing.assert_array_equal(tj.compile(body)(tj.tensor(x)).numpy(), want)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numbers
 from typing import Sequence
 
+from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import creation, ops
 from .composites import composite
@@ -160,12 +161,17 @@ def tile(x, dims) -> Tensor:
 # -- flip, roll ---------------------------------------------------------------------------------
 @composite("FlipBackward0")
 def _flip(x: Tensor, axes: tuple[int, ...]) -> Tensor:
+    y = x
     for d in axes:
         n = x.shape[d]
         if n > 1:
             rev = ops.sub(n - 1, positions(x, (n,), 0))
-            x = bind(P.gather, x, rev, axis=d)
-    return x
+            y = bind(P.gather, y, rev, axis=d)
+    if y is x:      # nothing to reverse: still a new tensor, never x itself (torch copies; in a
+        #            trace x itself would follow x's later in-place ops)
+        y = ops.eq(x, True) if x.dtype is dt.bool_ else \
+            ops.add(x, -0.0 if x.dtype.is_float else 0)
+    return y
 
 
 def flip(x, *args, dims=None) -> Tensor:
