@@ -145,9 +145,9 @@ class Program:
         t0 = self.env[i]
         if not self.float:
             name = str(r.choice(["neg", "abs", "square", "mul2", "clone"]))
-            f = {"neg": lambda t: -t, "abs": lambda t: t.abs(), "square": lambda t: t * t,
+            g = {"neg": lambda t: -t, "abs": lambda t: t.abs(), "square": lambda t: t * t,
                  "mul2": lambda t: t * 2 + 1, "clone": lambda t: t.clone()}[name]
-            self.record(f"{name}({d})", lambda s, e: f(e[i]))
+            self.record(f"{name}({d})", lambda s, e: g(e[i]))
             return
         name = str(r.choice(["exp", "tanh", "sigmoid", "relu", "neg", "abs", "sin", "square",
                              "sqrt", "log", "gelu", "softmax", "log_softmax", "layer_norm",

@@ -29,7 +29,7 @@ import torch
 
 import tracejit as tj
 
-from compiled_fuzz_gen import FLOATS, THS, TJS, Program, make_value
+from compiled_fuzz_gen import THS, TJS, Program, make_value
 from eager_fuzz_gen import Mismatch, close, npv
 
 CLEAR = (RuntimeError, ValueError, TypeError, NotImplementedError)
@@ -45,22 +45,48 @@ def _saving_copies():
 
 def build(prog: Program, side, caps: dict, result: str = "outputs", module: bool = False):
     """The program as a Python function (or a module's forward) of its argument leaves,
-    reading its captures as globals; returns (function, its globals)."""
+    reading its captures as globals, or for a third of the seeds as closure variables;
+    returns (function, its captures: a dict or a `Cells`, to read, update and rebind)."""
     params = [lf.name for lf in prog.leaves if lf.role in ("arg", "np", "scalar")]
     env = [f"self.{lf.name}" if lf.role == "param" else lf.name for lf in prog.leaves]
     head = ", ".join((["self"] if module else []) + params)
-    src = (f"def body({head}):\n"
-           f"    env = _replay(_side, [{', '.join(env)}])\n"
-           f"    return _result(_side, env)\n")
+    closure = bool(caps) and prog.seed % 3 == 1
+    pad = "    " if closure else ""
+    src = (f"{pad}def body({head}):\n"
+           f"{pad}    env = _replay(_side, [{', '.join(env)}])\n"
+           f"{pad}    return _result(_side, env)\n")
+    if closure:
+        src = f"def outer({', '.join(caps)}):\n{src}    return body\n"
     outs = prog.outputs()
     if result == "outputs":
         res = lambda s, env: tuple(env[k] for k in outs)   # noqa: E731
     else:
         res = result
     g = {"_replay": prog.replay, "_side": side, "_result": res, "__name__": "fuzzbody"}
-    g.update(caps)
+    if not closure:
+        g.update(caps)
     exec(compile(src, f"<compiled fuzz {prog.seed}>", "exec"), g)
-    return g["body"], g
+    if not closure:
+        return g["body"], g
+    body = g["outer"](*caps.values())
+    return body, Cells(body)
+
+
+class Cells:
+    """A closure's captured variables by name, as a dict of its globals would be."""
+
+    def __init__(self, fn) -> None:
+        self.cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+
+    def __getitem__(self, name: str):
+        return self.cells[name].cell_contents
+
+    def __setitem__(self, name: str, value) -> None:
+        self.cells[name].cell_contents = value
+
+    def update(self, values: dict) -> None:
+        for k, v in values.items():
+            self[k] = v
 
 
 def leaf_values(prog: Program, side, rng, dtype=None) -> dict:
