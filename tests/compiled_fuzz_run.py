@@ -340,10 +340,11 @@ def _grad_phases(prog: Program) -> None:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         gf(*call_args(prog, vt))
-                except RuntimeError as e:
+                except CLEAR as e:
                     if "modified by an inplace operation" in str(e):
                         continue
-                    raise
+                    raise Refused(f"{way} call {call}: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:160]}") from e
                 vt = values_for(prog, new, TJS)
                 _refill_caps(prog, g_tj, new, TJS)
             got = _tj(f"{way} call {call}", lambda: gf(*call_args(prog, vt)))

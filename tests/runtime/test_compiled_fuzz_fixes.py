@@ -139,3 +139,18 @@ def test_flip_over_unit_axes_is_not_its_input_inside_a_trace(dtype):
     x = np.array([[[1]]]).astype(dtype)
     want = body(torch.tensor(x)).numpy()
     np.testing.assert_array_equal(tj.compile(body)(tj.tensor(x)).numpy(), want)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_setitem_value_with_leading_unit_axes(compiled):
+    # x[1] = v with v of shape [1, 4] was refused ("cannot assign"); torch and NumPy drop the
+    # leading unit axes
+    def body(L, x, v):
+        x[1] = v
+        x[0, 1:3] = v[..., :2] * 3
+        return x
+    want = body(torch, torch.zeros(3, 4), torch.arange(4.0).reshape(1, 1, 4))
+    f = (lambda x, v: body(tj, x, v))
+    f = tj.compile(f) if compiled else f
+    got = f(tj.zeros(3, 4), tj.tensor(np.arange(4.0, dtype=np.float32).reshape(1, 1, 4)))
+    np.testing.assert_array_equal(got.numpy(), want.numpy())

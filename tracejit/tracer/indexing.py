@@ -198,6 +198,9 @@ def setitem(x: Tensor, key, value) -> None:
 
     def update(old: Tensor) -> Tensor:
         v = ops.as_tensor(value, old.dtype, like=old)     # a number goes to old's device
+        extra = v.ndim - pos.ndim
+        if extra > 0 and all(n == 1 for n in v.shape[:extra]):
+            v = ops.reshape(v, v.shape[extra:])    # (leading unit axes drop, as torch's)
         try:
             v = ops.broadcast_to(ops.cast(v, old.dtype), pos.shape)
         except ValueError:
