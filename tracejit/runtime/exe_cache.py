@@ -103,11 +103,12 @@ _OURS: dict = {}                      # Primitive -> whether tracejit defines al
 def _ours(prim) -> bool:
     """Whether every rule of `prim` is tracejit's own code (its sources are in the key). A
     primitive registered from outside could be registered again with other rules under the
-    same name in another process: graphs that use one are not cached."""
+    same name in another process: graphs that use one are not cached. A NumPy ufunc used as a
+    rule itself (an elementwise impl) counts as ours: NumPy's version is in the key."""
     ok = _OURS.get(prim)
     if ok is None:
         mods = [getattr(f.func if isinstance(f, functools.partial) else f, "__module__", None)
-                for f in vars(prim).values() if callable(f)]
+                for f in vars(prim).values() if callable(f) and not isinstance(f, np.ufunc)]
         ok = _OURS[prim] = all(isinstance(m, str) and m.startswith("tracejit.") for m in mods)
     return ok
 
