@@ -137,8 +137,10 @@ class Graph:
 
     def emit_copy(self, ins: Instr, inputs: list[Value]) -> Value:
         """Append a copy of `ins` (of any graph) on `inputs`. On operands of its operands'
-        types its parameters (normalized) and result type carry over without inference: a
-        rewrite that copies a deep model's graph copies thousands of instructions."""
+        types its parameters (normalized; the dict is shared, as passes replace an
+        instruction's params and never change them in place) and result type carry over
+        without inference: a rewrite that copies a deep model's graph copies thousands of
+        instructions."""
         if len(inputs) != len(ins.inputs):
             return self.emit(ins.prim, inputs, ins.params, ins.loc)
         for a, b in zip(inputs, ins.inputs):
