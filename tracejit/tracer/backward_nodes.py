@@ -265,10 +265,10 @@ def prim_node(prim, params, args, out: Tensor, in_avals: tuple | None = None) ->
         ea = eb = _NO_EDGE
         if ra:
             ga = a.grad_fn
-            ea = (ga, a._out_idx) if ga is not None else (accumulate_node(a), 0)
+            ea = (ga, a._out_idx) if ga is not None else leaf_edge(a)
         if rb:
             gb = b.grad_fn
-            eb = (gb, b._out_idx) if gb is not None else (accumulate_node(b), 0)
+            eb = (gb, b._out_idx) if gb is not None else leaf_edge(b)
         node.next_functions = (ea, eb)
         sv = _SAVES2.get((prim, ra, rb))
         if sv is None:      # (one `need` tuple per pattern is kept: fewer objects to track)
@@ -278,8 +278,7 @@ def prim_node(prim, params, args, out: Tensor, in_avals: tuple | None = None) ->
         a = args[0]
         if a._requires_grad:
             ga = a.grad_fn
-            node.next_functions = ((ga, a._out_idx) if ga is not None else
-                                   (accumulate_node(a), 0),)
+            node.next_functions = ((ga, a._out_idx) if ga is not None else leaf_edge(a),)
             need = _NEED_1
         else:
             node.next_functions = (_NO_EDGE,)
@@ -350,6 +349,20 @@ def prim_node(prim, params, args, out: Tensor, in_avals: tuple | None = None) ->
 
 
 _SAVES2: dict = {}         # (prim, first input needs a gradient, second does) -> _SAVES entry
+
+
+def leaf_edge(t: Tensor) -> tuple:
+    """The edge to a leaf's AccumulateGrad: its live node found here (a parameter read at
+    every step of a loop), accumulate_node otherwise."""
+    a = t._accum
+    if type(a) is _WEAKREF:
+        node = a()
+        if node is not None:
+            return (node, 0)
+    return (accumulate_node(t), 0)
+
+
+_WEAKREF = weakref.ref
 _ZEROS2 = (0, 0)           # the versions of two operands without counters (most): shared
 
 

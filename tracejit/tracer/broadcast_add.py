@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.primitives import P, neg, sum_to_shape
-from .backward_nodes import Node
+from .backward_nodes import _NO_EDGE, Node, leaf_edge
 from .eager import Arr, quiet_call
 from .forward_ad import FWD
 from .state import SPECIAL_MODES, STATE, note_reads
@@ -40,13 +40,26 @@ def applies(a, b, size: int) -> bool:
 def apply(op: str, a: Tensor, b: Tensor) -> Tensor:
     """a + b or a - b (op), for operands that `applies` accepted."""
     out = wrap_array(quiet_call(_UFUNCS[op], a._data, b._data))
-    if a._requires_grad or b._requires_grad:
+    ra, rb = a._requires_grad, b._requires_grad
+    if ra or rb:
         if SPECIAL_MODES[0] and STATE.reads is not None:
             note_reads((a, b))
         if STATE.grad_enabled:
-            out.grad_fn = BroadcastAddNode(op, a, b)
+            # (BroadcastAddNode((a, b)) made without its __init__ call: x + bias per step)
+            node = out.grad_fn = _new(BroadcastAddNode)
+            ga, gb = a.grad_fn, b.grad_fn
+            node.next_functions = (
+                ((ga, a._out_idx) if ga is not None else leaf_edge(a)) if ra else _NO_EDGE,
+                ((gb, b._out_idx) if gb is not None else leaf_edge(b)) if rb else _NO_EDGE)
+            node.freed = False
+            node.out_hooks = node.retained = node._name = None
+            node.op = op
+            node.shapes = (a._data.shape, b._data.shape)
             out._requires_grad = True
     return out
+
+
+_new = object.__new__
 
 
 class BroadcastAddNode(Node):

@@ -32,6 +32,10 @@ try:
 except (ImportError, AttributeError):       # pragma: no cover - other NumPy versions
     _ERR_VAR = None
     _IGNORE = None
+_NO_VAR = object()          # _ERR_SET's token without the context variable: use np.errstate
+# (the bound methods, looked up once: an eager op sets and resets the mode)
+_ERR_SET = _ERR_VAR.set if _ERR_VAR is not None else lambda value: _NO_VAR
+_ERR_RESET = _ERR_VAR.reset if _ERR_VAR is not None else None
 
 
 def quiet_call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -145,12 +149,15 @@ def run_impl(prim, data: list, params: dict, out_np: np.dtype) -> Any:
             return res
     # shape ops only move data: no floating-point warning to silence (most of a small
     # slice's or transpose's cost was the error-mode switch)
-    tok = _ERR_VAR.set(_IGNORE) if _ERR_VAR is not None and prim.kind != "shape" else None
+    impl = prim.impl
+    tok = _ERR_SET(_IGNORE) if prim.kind != "shape" else None
     try:
-        if tok is None and prim.kind != "shape":
-            res = quiet_call(prim.impl, *data, **params)
-        else:       # (most VJP-rule ops have no params: no empty ** to unpack)
-            res = prim.impl(*data, **params) if params else prim.impl(*data)
+        if tok is _NO_VAR:      # (another NumPy: its errstate context)
+            res = quiet_call(impl, *data, **params)
+        elif len(data) == 2 and not params:     # (most ops: no * or ** to unpack)
+            res = impl(data[0], data[1])
+        else:
+            res = impl(*data, **params) if params else impl(*data)
     except (IndexError, ValueError, TypeError) as e:
         # a new exception of the same built-in family, chained: the original may be a
         # subclass whose constructor takes other arguments
@@ -158,8 +165,8 @@ def run_impl(prim, data: list, params: dict, out_np: np.dtype) -> Any:
         msg = str(e) if str(e).startswith(f"{prim.name}: ") else f"{prim.name}: {e}"
         raise base(f"{msg} (at {user_location()})") from e
     finally:
-        if tok is not None:
-            _ERR_VAR.reset(tok)
+        if tok is not None and tok is not _NO_VAR:
+            _ERR_RESET(tok)
     if type(res) is not np.ndarray:
         if is_gpu_array(res):                # CuPy results stay on the GPU
             return res if res.dtype == out_np else res.astype(out_np)

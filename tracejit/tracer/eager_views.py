@@ -133,11 +133,15 @@ def _signature(key):
     sig = []
     for k in key:
         t = type(k)
-        if t is slice:
-            a, b, s = k.start, k.stop, k.step
-            if type(a) not in _BOUND or type(b) not in _BOUND or type(s) not in _BOUND:
+        if t is slice:      # (bounds None or exact ints; tested without a set lookup)
+            a = k.start
+            b = k.stop
+            s = k.step
+            if (a is None or type(a) is int) and (b is None or type(b) is int) and \
+                    (s is None or type(s) is int):
+                sig.append((a, b, s))
+            else:
                 return None
-            sig.append((a, b, s))
         elif t is int:
             sig.append(k)
         else:
