@@ -154,3 +154,25 @@ def test_setitem_value_with_leading_unit_axes(compiled):
     f = tj.compile(f) if compiled else f
     got = f(tj.zeros(3, 4), tj.tensor(np.arange(4.0, dtype=np.float32).reshape(1, 1, 4)))
     np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def _view_then_base_under_no_grad(L, a):
+    m = a * 2
+    u = m[0]                    # a view of m, made with grad on
+    with L.no_grad():
+        m.add_(-1.0)            # u follows and keeps its history (torch: AsStridedBackward)
+    return u, m
+
+
+def test_view_of_a_value_changed_under_no_grad_keeps_its_gradient_when_compiled():
+    # the compiled call's u did not require grad and gave no gradient (its rederived value sat
+    # behind a no_grad barrier: traced values from arguments do not require grad on the tape)
+    grads = []
+    for L, f in ((torch, lambda a: _view_then_base_under_no_grad(torch, a)),
+                 (tj, tj.compile(lambda a: _view_then_base_under_no_grad(tj, a)))):
+        a = L.tensor(np.ones((2, 3)), requires_grad=True)
+        u, m = f(a)
+        assert u.requires_grad
+        (u.sum() * 3 + m.sum()).backward()
+        grads.append(a.grad.numpy())
+    np.testing.assert_allclose(grads[1], grads[0])

@@ -254,7 +254,9 @@ def _follow(root: Tensor, v: Tensor, vr: ViewOf, traces: list) -> None:
             _owner(v._data) is _owner(root._data) and \
             not (v._requires_grad or root._requires_grad):
         return                      # shares the root's memory, and no history to follow
-    with _grad(v._requires_grad or (STATE.grad_enabled and not vr.no_grad)):
+    # (a traced view made with grad on stays differentiable to the IR's reverse mode: in a
+    # trace, values that derive from arguments do not require grad on the tape)
+    with _grad(v._requires_grad or (not vr.no_grad and (STATE.grad_enabled or v._traced))):
         new = vr.fwd(root)
         if new is root:     # an identity view (x[:]): a node of its own, as mark gives it; the
             new = bind(P.reshape, root, shape=root.shape)   # root's (a leaf: none) cut it off
