@@ -1,0 +1,162 @@
+"""The MPI backend's pump (the progress thread for all-reduces started inside compiled code),
+against a fake MPI whose requests complete when the test says: a bucket started while others
+are in flight does not wake the pump (on 2 ranks sharing 2 cores the wake-up took the core
+from the compute thread), and a waiter tests the requests itself in its own thread while the
+pump stays parked. The waiter still has its deadline, and an MPI error reaches it."""
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+
+from tracejit.distributed import mpi_backend
+from tracejit.distributed.base import DistError, ReduceOp
+
+
+class MPIError(RuntimeError):
+    def Get_error_string(self):                    # noqa: N802
+        return str(self)
+
+
+class FakeRequests:
+    """mpi4py's Request.Testall over requests that complete when `done` is set; it records
+    which thread made each test, and refuses two threads testing at once (MPI forbids it)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.threads: list = []
+        self.completed_by: list = []
+        self.busy = threading.Lock()
+        self.overlapped = False
+        self.fail = False
+
+    def Testall(self, reqs):          # noqa: N802  (mpi4py's spelling)
+        if not self.busy.acquire(blocking=False):
+            self.overlapped = True
+            return False
+        try:
+            time.sleep(20e-6)          # (a window for a second tester to collide in)
+            me = threading.current_thread()
+            self.threads.append(me)
+            if self.fail:
+                raise MPIError("message truncated")
+            if self.done.is_set():
+                self.completed_by.append(me)
+                return True
+            return False
+        finally:
+            self.busy.release()
+
+
+class FakeComm:
+    def Iallreduce(self, sendbuf, recvbuf, op):    # noqa: N802
+        return object()
+
+    def Free(self):                                # noqa: N802
+        pass
+
+
+def make_backend(monkeypatch):
+    requests = FakeRequests()
+    mpi = types.SimpleNamespace(
+        THREAD_MULTIPLE=3, Query_thread=lambda: 3, Request=requests, Exception=MPIError,
+        IN_PLACE=None, SUM="sum", PROD="prod", MAX="max", MIN="min", LOR="lor", LAND="land",
+        FLOAT="f32", DOUBLE="f64", INT32_T="i32", INT64_T="i64", C_BOOL="bool")
+    monkeypatch.setattr(mpi_backend, "_mpi", lambda: mpi)
+    monkeypatch.setenv("TRACEJIT_MPI_PROGRESS_THREAD", "1")
+    pg = types.SimpleNamespace(rank=0, size=2, timeout_s=30.0, comm=FakeComm(),
+                               check_comm=None, take_check=lambda: None)
+    be = mpi_backend.MPIBackend(pg)
+    assert be.pump
+    return be, requests
+
+
+def count_notifies(be):
+    calls = []
+    notify = be._pump_cv.notify
+
+    def counted(n=1):
+        calls.append(n)
+        notify(n)
+    be._pump_cv.notify = counted
+    return calls
+
+
+def test_a_bucket_started_while_others_are_in_flight_does_not_wake_the_pump(monkeypatch):
+    be, requests = make_backend(monkeypatch)
+    notified = count_notifies(be)
+    try:
+        w1 = be.all_reduce_async(np.ones(4, np.float32), ReduceOp.SUM, "all_reduce (b0)")
+        assert len(notified) == 1          # the pump had nothing in flight: it must look
+        w2 = be.all_reduce_async(np.ones(4, np.float32), ReduceOp.SUM, "all_reduce (b1)")
+        w3 = be.all_reduce_async(np.ones(4, np.float32), ReduceOp.SUM, "all_reduce (b2)")
+        assert len(notified) == 1, notified
+        requests.done.set()
+        for w in (w1, w2, w3):
+            w.wait(timeout=20)
+        assert be._pumped == []
+    finally:
+        requests.done.set()
+        be.close()
+
+
+def test_a_waiter_tests_the_requests_itself_and_the_pump_stays_parked(monkeypatch):
+    be, requests = make_backend(monkeypatch)
+    a = np.full(4, 6.0, np.float32)
+    work = be.all_reduce_async(a, ReduceOp.AVG, "all_reduce (test)")
+    try:
+        time.sleep(0.05)                          # the pump has tested it and backed off
+        pump = next(t for t in threading.enumerate() if t.name == "tracejit-mpi-progress")
+        assert pump in requests.threads
+        threading.Timer(0.1, requests.done.set).start()
+        before = len(requests.threads)
+        work.wait(timeout=20)
+        np.testing.assert_array_equal(a, np.full(4, 3.0, np.float32))   # AVG over 2 ranks
+        during = requests.threads[before:]
+        me = threading.current_thread()
+        assert requests.completed_by == [me]
+        # the pump makes at most the one test it may have begun as the wait began
+        assert sum(t is pump for t in during) <= 1, len(during)
+        assert sum(t is me for t in during) > 1
+        assert not requests.overlapped
+        assert be._pump_waiters == 0
+    finally:
+        requests.done.set()
+        be.close()
+
+
+def test_the_pump_resumes_for_the_others_after_a_waiter_returns(monkeypatch):
+    be, requests = make_backend(monkeypatch)
+    w1 = be.all_reduce_async(np.ones(2, np.float32), ReduceOp.SUM, "all_reduce (b0)")
+    w2 = be.all_reduce_async(np.ones(2, np.float32), ReduceOp.SUM, "all_reduce (b1)")
+    try:
+        with pytest.raises(DistError, match=r"timed out after 0.05 s in all_reduce \(b0\)"):
+            w1.wait(timeout=0.05)
+        assert be._pump_waiters == 0
+        pump = next(t for t in threading.enumerate() if t.name == "tracejit-mpi-progress")
+        requests.done.set()
+        for _ in range(2000):                     # nobody waits: only the pump can finish them
+            if w2.is_completed():
+                break
+            time.sleep(0.005)
+        assert w1.is_completed() and w2.is_completed()
+        assert requests.completed_by[-1] is pump
+        assert not requests.overlapped
+    finally:
+        requests.done.set()
+        be.close()
+
+
+def test_an_mpi_error_reaches_the_waiter_that_drives(monkeypatch):
+    be, requests = make_backend(monkeypatch)
+    work = be.all_reduce_async(np.ones(2, np.float32), ReduceOp.SUM, "all_reduce (bad)")
+    try:
+        requests.fail = True
+        with pytest.raises(DistError, match=r"rank 0 of 2: MPI failed in all_reduce \(bad\): "
+                                            r"message truncated"):
+            work.wait(timeout=20)
+        assert be._pump_waiters == 0
+    finally:
+        requests.done.set()
+        be.close()
