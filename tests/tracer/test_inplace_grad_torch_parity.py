@@ -246,3 +246,28 @@ def test_compiled_outputs_overwritten_in_place_require_grad_as_torch():
         np.testing.assert_array_equal(np.signbit(g), np.signbit(w))
     np.testing.assert_array_equal(got[2], want[2])
     np.testing.assert_array_equal(got[3], want[3])
+
+
+@pytest.mark.parametrize("how", ["iadd", "setitem", "view"])
+def test_compiled_detached_tensor_written_with_a_parameter_passes_its_gradient(how):
+    """d = x.detach() written in place with a value that requires grad, returned from a
+    compiled call: the parameter gets its gradient (the graph read d as x's stop_gradient)."""
+    def run(T, compile_):
+        p = T.nn.Parameter(T.tensor(B))
+        x = T.tensor(A)
+
+        def f(x):
+            d = x.detach()
+            if how == "iadd":
+                d += p
+            elif how == "setitem":
+                d[1] = p * 2
+            else:
+                d[0].mul_(p)
+            return d * 3
+        out = (compile_(f) if compile_ else f)(x)
+        out.sum().backward()
+        return _np(out), _np(p.grad)
+    got, want = run(tj, tj.compile), run(torch, None)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-13)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-13)

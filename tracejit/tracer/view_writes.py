@@ -162,6 +162,9 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
             # torch's detach()/.data is no autograd view of its base: x itself takes the new
             # value's history (d.add_(b): b's gradient flows through d; it was dropped)
             x.grad_fn, x._out_idx, x._requires_grad = new.grad_fn, new._out_idx, True
+            if x._traced and new._traced:
+                # (traced: x's value is the IR's too, not its root's stop_gradient'd detach)
+                x._data = new._data
             if rec.via is not None:
                 _base_history(rec, new)
             _follow_base(root, x if rec.via is None else rec.via, x)
@@ -189,6 +192,8 @@ def _base_history(rec: ViewOf, new: Tensor) -> None:
     m = ops.as_tensor(mask, like=old, const=True)
     put = ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), d.shape)
     d.grad_fn, d._out_idx, d._requires_grad = put.grad_fn, put._out_idx, True
+    if d._traced and put._traced:
+        d._data = put._data
 
 
 def _follow_base(root: Tensor, d: Tensor, written: Tensor) -> None:
