@@ -1,8 +1,8 @@
 """The MPI backend's pump (the progress thread for all-reduces started inside compiled code),
 against a fake MPI whose requests complete when the test says: a bucket started while others
 are in flight does not wake the pump (on 2 ranks sharing 2 cores the wake-up took the core
-from the compute thread), and a waiter tests the requests itself in its own thread while the
-pump stays parked. The waiter still has its deadline, and an MPI error reaches it."""
+from the compute thread); after a waiter timed out the pump still finishes the others; an MPI
+error reaches the waiter."""
 import threading
 import time
 import types
@@ -101,31 +101,6 @@ def test_a_bucket_started_while_others_are_in_flight_does_not_wake_the_pump(monk
         be.close()
 
 
-def test_a_waiter_tests_the_requests_itself_and_the_pump_stays_parked(monkeypatch):
-    be, requests = make_backend(monkeypatch)
-    a = np.full(4, 6.0, np.float32)
-    work = be.all_reduce_async(a, ReduceOp.AVG, "all_reduce (test)")
-    try:
-        time.sleep(0.05)                          # the pump has tested it and backed off
-        pump = next(t for t in threading.enumerate() if t.name == "tracejit-mpi-progress")
-        assert pump in requests.threads
-        threading.Timer(0.1, requests.done.set).start()
-        before = len(requests.threads)
-        work.wait(timeout=20)
-        np.testing.assert_array_equal(a, np.full(4, 3.0, np.float32))   # AVG over 2 ranks
-        during = requests.threads[before:]
-        me = threading.current_thread()
-        assert requests.completed_by == [me]
-        # the pump makes at most the one test it may have begun as the wait began
-        assert sum(t is pump for t in during) <= 1, len(during)
-        assert sum(t is me for t in during) > 1
-        assert not requests.overlapped
-        assert be._pump_waiters == 0
-    finally:
-        requests.done.set()
-        be.close()
-
-
 def test_the_pump_resumes_for_the_others_after_a_waiter_returns(monkeypatch):
     be, requests = make_backend(monkeypatch)
     w1 = be.all_reduce_async(np.ones(2, np.float32), ReduceOp.SUM, "all_reduce (b0)")
@@ -134,7 +109,7 @@ def test_the_pump_resumes_for_the_others_after_a_waiter_returns(monkeypatch):
         with pytest.raises(DistError, match=r"timed out after 0.05 s in all_reduce \(b0\)"):
             w1.wait(timeout=0.05)
         assert be._pump_waiters == 0
-        pump = next(t for t in threading.enumerate() if t.name == "tracejit-mpi-progress")
+        pump = be._pump                            # (other tests may have left theirs)
         requests.done.set()
         for _ in range(2000):                     # nobody waits: only the pump can finish them
             if w2.is_completed():

@@ -7,8 +7,7 @@ pass it should overlap with. Open MPI progresses nonblocking collectives inside 
 `progress()` (a Testall on what is in flight) is called by DDP's gradient hooks while backward
 runs, and the all-reduces advance between the backward kernels. Compiled code makes no MPI
 calls while a kernel or GEMM runs, so the collectives it starts are advanced by a progress
-thread (the pump) that tests them with a backoff from 20 us to 1 ms while nobody waits for
-them; a thread waiting for one tests them itself, with the pump parked (_pumped_work). With
+thread (the pump) that tests them every few tens of microseconds; with
 TRACEJIT_MPI_PROGRESS_THREAD=0 the compiled code calls progress() between its steps instead
 (runtime/backend.py's STEP_HOOKS, runtime/grad_sync.py): see `wants_progress_thread`.
 
@@ -101,12 +100,6 @@ def wants_progress_thread() -> bool:
 # the pump thread's shortest and longest pause between tests of its collectives (_pump_loop)
 PUMP_NAP_MIN_S = 20e-6
 PUMP_NAP_MAX_S = 1e-3
-# a waiter testing the pumped collectives itself (MPIBackend._drive): tests back to back, then
-# the pause between tests, kept short for the first WAITER_FAST_S (then it doubles)
-WAITER_SPINS = 20
-WAITER_NAP_S = 20e-6
-WAITER_FAST_S = 0.02
-WAITER_NAP_MAX_S = 1e-3
 
 
 def abort(code: int) -> None:
@@ -149,12 +142,10 @@ class MPIBackend:
         self._pump: threading.Thread | None = None
         self._pump_cv = threading.Condition()
         self._closing = False
-        # threads in a pumped Work.wait: they test the pumped collectives themselves (their
-        # core is idle then) and the pump is parked meanwhile
+        # threads blocked in a pumped Work.wait, and whether a collective was added since the
+        # pump's last look: either makes the pump test at once and then at its shortest nap
         self._pump_waiters = 0
-        # held while testing the pumped requests: MPI forbids testing one request from two
-        # threads at once, and the pump and a waiter both test them
-        self._pump_testing = threading.Lock()
+        self._pump_kick = False
 
     # -- waiting ---------------------------------------------------------------------------
     def _work(self, desc: str, post: Callable[[], list], pumped: bool = False) -> Work:
@@ -210,13 +201,12 @@ class MPIBackend:
 
     def _pumped_work(self, desc: str, slot: Slot) -> Work:
         """A collective progressed by the pump thread: compiled code makes no MPI calls while
-        it runs, and Open MPI advances nonblocking collectives only inside MPI calls.
+        it runs, and Open MPI advances nonblocking collectives only inside MPI calls. Only
+        the pump tests these requests (MPI forbids testing one request from two threads).
 
-        Starting one wakes the pump only when it had nothing in flight (it then naps before
-        its first test): on 2 ranks sharing 2 cores, a pump woken at every bucket start took
-        the core from the compute thread that had just posted the bucket, when the peer had
-        usually not posted its own yet. A waiter tests the requests itself, in its own
-        thread, while the pump stays parked: no hand-over between two threads per wait."""
+        Starting one wakes the pump only when it had nothing in flight: a pump woken at every
+        bucket start takes the core (2 ranks x 2 threads on 2 cores) from the compute thread
+        that has just posted the bucket, usually before the peer has posted its own."""
         start = time.monotonic()
         done, error = threading.Event(), []
         with self._pump_cv:
@@ -227,6 +217,7 @@ class MPIBackend:
                                               name="tracejit-mpi-progress")
                 self._pump.start()
             if idle:
+                self._pump_kick = True
                 self._pump_cv.notify()
 
         def wait(timeout: float | None) -> None:
@@ -234,13 +225,13 @@ class MPIBackend:
             if not done.is_set():
                 with self._pump_cv:
                     self._pump_waiters += 1
+                    self._pump_cv.notify()
                 try:
-                    self._drive(done, start + limit)
+                    finished = done.wait(max(0.0, start + limit - time.monotonic()))
                 finally:
                     with self._pump_cv:
                         self._pump_waiters -= 1
-                        self._pump_cv.notify()
-                if not done.is_set():
+                if not finished:
                     raise DistError(self.timeout_message(desc, limit))
             if error:
                 if isinstance(error[0], DistError):
@@ -248,36 +239,25 @@ class MPIBackend:
                 raise DistError(self.mpi_error_message(desc, error[0]))
         return Work(desc, wait, done.is_set)
 
-    def _drive(self, done: threading.Event, deadline: float) -> None:
-        """Test the pumped collectives from the waiting thread until `done` or the deadline:
-        at once a few times, then with WAITER_NAP_S pauses that leave the core to the other
-        rank (whose progress this one needs), longer ones after WAITER_FAST_S."""
-        first = time.monotonic()
-        spins = 0
-        nap = WAITER_NAP_S
-        while True:
-            self._test_pumped()
-            if done.is_set():
-                return
-            now = time.monotonic()
-            if now > deadline:
-                return
-            spins += 1
-            if spins < WAITER_SPINS:
-                continue
-            time.sleep(nap)
-            if now - first > WAITER_FAST_S:
-                nap = min(nap * 2, WAITER_NAP_MAX_S)
-
-    def _test_pumped(self) -> None:
-        """One test of every pumped collective; the finished ones are marked done (an error
-        is kept for the waiter to raise)."""
+    def _pump_loop(self) -> None:
+        """Test the pumped collectives until they complete. Every 20 us while someone waits
+        for one (its core is idle then) or just after one was added or completed; otherwise
+        the nap doubles up to PUMP_NAP_MAX_S: a test costs tens of microseconds of CPU (the
+        GIL handed over, MPI's progress engine), and on 2 ranks sharing 2 cores a pump
+        testing every 20 us through a whole compiled backward took ~2 ms of CPU a step from
+        the kernels it was overlapping with, while MPI needs only a few tests per
+        collective to move it on."""
         MPI = self.MPI
-        with self._pump_testing:
+        nap = PUMP_NAP_MIN_S
+        while True:
             with self._pump_cv:
+                while not self._pumped and not self._closing:
+                    self._pump_cv.wait()
+                if self._closing:
+                    return
                 items = list(self._pumped)
-            if not items:
-                return
+                if self._pump_kick:
+                    self._pump_kick, nap = False, PUMP_NAP_MIN_S
             self.queue.advance()
             finished = []
             for item in items:
@@ -296,31 +276,17 @@ class MPIBackend:
                         self._pumped.remove(item)
                 for item in finished:
                     item[1].set()
-
-    def _pump_loop(self) -> None:
-        """Test the pumped collectives until they complete, while nobody waits for them (a
-        waiter tests them itself: _drive). The first test comes PUMP_NAP_MIN_S after the
-        pump finds work, and the nap doubles up to PUMP_NAP_MAX_S: a test costs tens of
-        microseconds of CPU (the GIL handed over, MPI's progress engine), and on 2 ranks
-        sharing 2 cores a pump testing every 20 us through a whole compiled backward took
-        ~2 ms of CPU a step from the kernels it was overlapping with, while MPI needs only a
-        few tests per collective to move it on."""
-        nap = PUMP_NAP_MIN_S
-        while True:
+                nap = PUMP_NAP_MIN_S
             with self._pump_cv:
-                while (not self._pumped or self._pump_waiters) and not self._closing:
-                    if not self._pumped:
-                        nap = PUMP_NAP_MIN_S
-                    self._pump_cv.wait()
-                if self._closing:
-                    return
-                self._pump_cv.wait(nap)     # woken early by a returning waiter or close
-                if self._closing:
-                    return
-                if self._pump_waiters:
-                    continue
-            self._test_pumped()
-            nap = min(nap * 2, PUMP_NAP_MAX_S)
+                if self._pump_waiters or self._pump_kick or self._closing:
+                    hurry = True
+                else:       # woken early by a new collective or a waiter (notify)
+                    self._pump_cv.wait(nap)
+                    hurry = False
+            if hurry:
+                time.sleep(PUMP_NAP_MIN_S)      # leave the core to the other rank's work
+            else:
+                nap = min(nap * 2, PUMP_NAP_MAX_S)
 
     def timeout_message(self, desc: str, limit: float) -> str:
         pg = self.pg
