@@ -23,7 +23,7 @@ import torch.nn.functional as thF
 import tracejit as tj
 import tracejit.nn.functional as tjF
 
-from eager_fuzz_gen import _broadcasts, _factor
+from eager_fuzz_gen import _broadcasts, _factor, random_basic_key
 
 FLOATS = (np.float32, np.float64)
 
@@ -229,24 +229,7 @@ class Program:
         self.record(f"{name}({d}, {d2})", f)
 
     def basic_key(self, shape: tuple):
-        r = self.rng
-        key = []
-        for n in shape[:int(r.integers(0, len(shape) + 1))]:
-            c = r.random()
-            if c < 0.3 and n > 0:
-                key.append(int(r.integers(-n, n)))
-            elif c < 0.4:
-                key += [None, slice(None)]
-            else:
-                a = int(r.integers(-n - 1, n + 2)) if r.random() < 0.6 else None
-                b = int(r.integers(-n - 1, n + 2)) if r.random() < 0.6 else None
-                st = int(r.choice([1, 1, 2, 3])) if r.random() < 0.5 else None
-                key.append(slice(a, b, st))
-        if r.random() < 0.1:
-            key.insert(int(r.integers(len(key) + 1)), Ellipsis)
-        if len(key) == 1 and r.random() < 0.5:
-            return key[0]
-        return tuple(key)
+        return random_basic_key(self.rng, shape)
 
     def op_view(self):
         p = self.pick()

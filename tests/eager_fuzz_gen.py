@@ -31,6 +31,28 @@ TOL = {np.dtype(np.float32): (1e-3, 2e-5), np.dtype(np.float64): (1e-9, 1e-11),
        np.dtype(np.int64): (0, 0), np.dtype(np.bool_): (0, 0)}
 
 
+def random_basic_key(r: np.random.Generator, shape: tuple):
+    """A random basic index (ints, slices with steps, None, Ellipsis) for a tensor of `shape`."""
+    key = []
+    nd = int(r.integers(0, len(shape) + 1))
+    for n in shape[:nd]:
+        c = r.random()
+        if c < 0.3 and n > 0:
+            key.append(int(r.integers(-n, n)))
+        elif c < 0.4:
+            key += [None, slice(None)]
+        else:
+            a = int(r.integers(-n - 1, n + 2)) if r.random() < 0.6 else None
+            b = int(r.integers(-n - 1, n + 2)) if r.random() < 0.6 else None
+            st = int(r.choice([1, 1, 2, 3])) if r.random() < 0.5 else None
+            key.append(slice(a, b, st))
+    if r.random() < 0.1:
+        key.insert(int(r.integers(len(key) + 1)), Ellipsis)
+    if len(key) == 1 and r.random() < 0.5:
+        return key[0]
+    return tuple(key)
+
+
 class Mismatch(AssertionError):
     pass
 
@@ -282,26 +304,7 @@ class Program:
         self.apply(f"{name}({d}, {d2})", lambda s: f(s, *((x, x2) if s is TJ else (y, y2))))
 
     def basic_key(self, shape: tuple):
-        r = self.rng
-        key = []
-        nd = int(r.integers(0, len(shape) + 1))
-        for n in shape[:nd]:
-            c = r.random()
-            if c < 0.3 and n > 0:
-                key.append(int(r.integers(-n, n)))
-            elif c < 0.4:
-                key.append(None)
-                key.append(slice(None))
-            else:
-                a = int(r.integers(-n - 1, n + 2)) if r.random() < 0.6 else None
-                b = int(r.integers(-n - 1, n + 2)) if r.random() < 0.6 else None
-                st = int(r.choice([1, 1, 2, 3])) if r.random() < 0.5 else None
-                key.append(slice(a, b, st))
-        if r.random() < 0.1:
-            key.insert(int(r.integers(len(key) + 1)), Ellipsis)
-        if len(key) == 1 and r.random() < 0.5:
-            return key[0]
-        return tuple(key)
+        return random_basic_key(self.rng, shape)
 
     def op_view(self):
         p = self.pick()
