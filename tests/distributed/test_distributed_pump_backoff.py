@@ -5,13 +5,14 @@ the kernels it overlaps with; a waiter is answered once the request completes, a
 waiter leaves the pump as it found it."""
 import threading
 import time
-import types
 
 import numpy as np
 import pytest
 
 from tracejit.distributed import mpi_backend
 from tracejit.distributed.base import DistError, ReduceOp
+
+from fake_mpi_pump import pumped_backend
 
 
 class FakeRequests:
@@ -26,27 +27,9 @@ class FakeRequests:
         return self.done.is_set()
 
 
-class FakeComm:
-    def Iallreduce(self, sendbuf, recvbuf, op):    # noqa: N802
-        return object()
-
-    def Free(self):                                # noqa: N802
-        pass
-
-
 def make_backend(monkeypatch):
     requests = FakeRequests()
-    mpi = types.SimpleNamespace(
-        THREAD_MULTIPLE=3, Query_thread=lambda: 3, Request=requests, Exception=RuntimeError,
-        IN_PLACE=None, SUM="sum", PROD="prod", MAX="max", MIN="min", LOR="lor", LAND="land",
-        FLOAT="f32", DOUBLE="f64", INT32_T="i32", INT64_T="i64", C_BOOL="bool")
-    monkeypatch.setattr(mpi_backend, "_mpi", lambda: mpi)
-    monkeypatch.setenv("TRACEJIT_MPI_PROGRESS_THREAD", "1")
-    pg = types.SimpleNamespace(rank=0, size=2, timeout_s=30.0, comm=FakeComm(),
-                               check_comm=None, take_check=lambda: None)
-    be = mpi_backend.MPIBackend(pg)
-    assert be.pump
-    return be, requests
+    return pumped_backend(monkeypatch, requests), requests
 
 
 def test_pump_backs_off_while_nobody_waits(monkeypatch):
