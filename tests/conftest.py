@@ -1,3 +1,4 @@
+import gc
 import os
 import sys
 import tempfile
@@ -79,3 +80,14 @@ def fake_gpu(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(devices, "_cupy", None)
     return fake
+
+
+@pytest.fixture
+def no_gc():
+    """Freed means freed by reference counting: the cycle collector is off for the test."""
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    yield
+    if was:
+        gc.enable()

@@ -1,7 +1,6 @@
 """The lean eager path (tracer/eager.py, dispatch.py, autograd.py): the cached shape/dtype
 inference, the backward that runs VJP rules on arrays, saved values freed by reference counting,
 and exceptions from NumPy chained rather than rebuilt."""
-import gc
 import weakref
 
 import numpy as np
@@ -9,21 +8,9 @@ import pytest
 
 import tracejit as tj
 from tracejit.ir.primitives import P
-from tracejit.tracer import autograd as engine
 from tracejit.tracer import backward_nodes
 from tracejit.tracer import eager
 from tracejit.tracer import tensor as tensor_module
-
-
-@pytest.fixture
-def no_gc():
-    """Freed means freed by reference counting: the cycle collector is off."""
-    was = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    yield
-    if was:
-        gc.enable()
 
 
 # -- the inference cache --------------------------------------------------------------------

@@ -11,17 +11,6 @@ import pytest
 import tracejit as tj
 
 
-@pytest.fixture
-def no_gc():
-    """The cycle collector off, so only reference counting frees anything."""
-    was = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    yield
-    if was:
-        gc.enable()
-
-
 def _step(x, w):
     # primitives only: a composite's first calls build (and compile) its fused plan, work
     # done once whose garbage is not the engine's

@@ -12,16 +12,6 @@ import pytest
 import tracejit as tj
 
 
-@pytest.fixture
-def no_gc():
-    was = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    yield
-    if was:
-        gc.enable()
-
-
 def _tracked_per_op(make, n_ops: int) -> float:
     keep = []
     make(keep)                  # first-use caches (inference, index plans) outside the count
