@@ -20,6 +20,9 @@ from .state import STATE, set_grad_enabled
 from .tensor_base import TensorBase as Tensor
 
 
+_new = object.__new__
+
+
 class SavedTensor:
     """A tensor saved for backward, with the version it had, checked when it is unpacked."""
 
@@ -69,6 +72,15 @@ class SavedOutput:
         t._version = self.counter
         t.grad_fn, t._requires_grad, t._out_idx = node, True, 0
         return t
+
+
+def saved_output(t: Tensor) -> SavedOutput:
+    """SavedOutput(t) without a class call's __init__ (one per node that saves its output)."""
+    s = _new(SavedOutput)
+    s.array = t._data
+    vc = s.counter = t._version
+    s.version = vc[0]
+    return s
 
 
 def _modified(array, now: int, saved: int, node: "Node") -> None:
@@ -249,8 +261,6 @@ class PrimNode(Node):
         self.saved_out = None
 
 
-_new = object.__new__
-
 
 def prim_node(prim, params, args, out: Tensor, in_avals: tuple | None = None) -> PrimNode:
     """The PrimNode of `out = prim(*args, **params)`: its edges, `need`, what the rule reads.
@@ -340,7 +350,7 @@ def prim_node(prim, params, args, out: Tensor, in_avals: tuple | None = None) ->
         node.fwd_loc = None
         # (with dual tensors live, the Tensor itself, which carries the output's tangent)
         node.saved_out = None if not save_out else \
-            SavedTensor(out) if FWD.levels else SavedOutput(out)
+            SavedTensor(out) if FWD.levels else saved_output(out)
     # a node that keeps nothing alive can run again after backward, as in PyTorch
     node.keeps_saved = keeps
     node._name = None

@@ -44,7 +44,7 @@ from ..ir.partition import cut_enabled
 from ..ir.passes import optimize
 from . import checks as _checks
 from .autograd import grad as autograd_grad
-from .backward_nodes import _NO_EDGE, Node, SavedTensor, _modified, accumulate_node
+from .backward_nodes import _NO_EDGE, Node, _modified, leaf_edge
 from .eager import Arr, quiet_call
 from .graph_program import Program
 from .grad_handles import handle
@@ -314,7 +314,7 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict,
     if type(y) is np.ndarray and y.base is not None and y.flags.writeable:
         y.flags.writeable = False    # a view of an input or a residual: a lazy copy
     out = wrap_array(y)
-    out.grad_fn = FusedNode(name, fn, args, kwargs, tensors, res[1:], plan, out, copy_inputs)
+    out.grad_fn = fused_node(name, fn, args, kwargs, tensors, res[1:], plan, out, copy_inputs)
     out._requires_grad = True
     return out
 
@@ -333,43 +333,23 @@ def _root(a):
 
 class FusedNode(Node):
     """The one backward node of a fused composite: runs its plan's backward graph on the
-    residuals (recomputes and differentiates the composite under create_graph)."""
+    residuals (recomputes and differentiates the composite under create_graph). Made by
+    `fused_node` (there is no __init__), as PrimNode: it keeps the input tensors themselves
+    (`tensors`) and the versions they had (`versions`), checked where a value is read, not a
+    SavedTensor per input; `checked` names the inputs (and the output, -1) whose memory a
+    residual shares, and the output's version counter is read only when it is one of them."""
 
-    __slots__ = ("_name", "fn", "args", "kwargs", "saved", "residuals", "plan", "checked",
-                 "out_counter", "out_version")
+    __slots__ = ("_name", "fn", "args", "kwargs", "tensors", "versions", "residuals", "plan",
+                 "checked", "out_counter", "out_version")
 
-    def __init__(self, name, fn, args, kwargs, tensors, residuals, plan, out,
-                 copied: bool = False) -> None:
-        # (Node.__init__ for inputs that are all Tensors, written out: one per eager call)
-        edges = []
-        for t in tensors:
-            if t._requires_grad:
-                gf = t.grad_fn
-                edges.append((gf, t._out_idx) if gf is not None else (accumulate_node(t), 0))
-            else:
-                edges.append(_NO_EDGE)
-        self.next_functions = tuple(edges)
-        self.freed = False
-        self.out_hooks = self.retained = None
-        self._name = name
-        self.fn, self.args, self.kwargs = fn, args, kwargs
-        self.saved = [SavedTensor(t) for t in tensors]
-        self.residuals = residuals
-        self.plan = plan
-        vc = out._version
-        self.out_counter, self.out_version = vc, vc[0]
-        if plan.compiled:
-            # compiled outputs are new arrays; residuals that are inputs are the input arrays
-            # (see maybe_compile), and a value both output and residual is one array
-            y = out._data
-            checked = plan.checked_inputs[bool(copied)]
-            for r in residuals:
-                if r is y:
-                    checked += (-1,)
-                    break
-            self.checked = checked
-        else:
-            self.checked = self._aliased(tensors, residuals, out)
+    def saved_tensor(self, i: int) -> Tensor:
+        """Input i, version-checked (an in-place change since the call is an error)."""
+        t = self.tensors[i]
+        vc = t._vc                  # (no counter yet: version 0, see TensorBase._version)
+        now = vc[0] if vc is not None else 0
+        if now != self.versions[i]:
+            _modified(t._data, now, self.versions[i], self)
+        return t
 
     @staticmethod
     def _aliased(tensors, residuals, out) -> tuple:
@@ -404,7 +384,7 @@ class FusedNode(Node):
                     _modified(np.broadcast_to(np.zeros((), dtype), shape), self.out_counter[0],
                               self.out_version, self)
             else:
-                self.saved[i].unpack(self)
+                self.saved_tensor(i)
         gd = g._data
         if gd.dtype != self.plan.out_meta[1]:
             gd = gd.astype(self.plan.out_meta[1])
@@ -422,7 +402,7 @@ class FusedNode(Node):
         gradient that is differentiable again (create_graph) or traced."""
         # (handles: the inner grad must not run the inputs' hooks or retain_grad, see there)
         saved = iter([handle(t) if t._requires_grad else t
-                      for t in (s.unpack(self) for s in self.saved)])
+                      for t in (self.saved_tensor(i) for i in range(len(self.tensors)))])
         args = [next(saved) if isinstance(a, Tensor) else a for a in self.args]
         kwargs = {k: next(saved) if isinstance(v, Tensor) else v for k, v in self.kwargs.items()}
         ins = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
@@ -435,4 +415,57 @@ class FusedNode(Node):
 
     def release(self) -> None:
         self.freed = True
-        self.residuals = self.saved = self.args = self.kwargs = None
+        self.residuals = self.tensors = self.args = self.kwargs = None
+
+
+_new = object.__new__
+_ZEROS = [(0,) * n for n in range(8)]      # the versions of inputs without counters: shared
+
+
+def fused_node(name: str, fn: Callable, args: tuple, kwargs: dict, tensors: list[Tensor],
+               residuals, plan: Plan, out: Tensor, copied: bool = False) -> FusedNode:
+    """The FusedNode of `out`, a fused call of `fn`. Built with object.__new__ and its slots
+    set here: a class call running __init__, a SavedTensor per input and the output's version
+    counter made for every call were most of a small fused op's recording."""
+    node = _new(FusedNode)
+    edges = []
+    vers = None
+    for k, t in enumerate(tensors):
+        if t._requires_grad:
+            gf = t.grad_fn
+            edges.append((gf, t._out_idx) if gf is not None else leaf_edge(t))
+        else:
+            edges.append(_NO_EDGE)
+        vc = t._vc
+        if vc is not None and vc[0]:
+            if vers is None:
+                vers = [0] * len(tensors)
+            vers[k] = vc[0]
+    node.next_functions = tuple(edges)
+    n = len(tensors)
+    node.versions = tuple(vers) if vers is not None else _ZEROS[n] if n < 8 else (0,) * n
+    node.tensors = tensors
+    node.freed = False
+    node.out_hooks = node.retained = None
+    node._name = name
+    node.fn, node.args, node.kwargs = fn, args, kwargs
+    node.residuals = residuals
+    node.plan = plan
+    if plan.compiled:
+        # compiled outputs are new arrays; residuals that are inputs are the input arrays
+        # (see maybe_compile), and a value both output and residual is one array
+        y = out._data
+        checked = plan.checked_inputs[bool(copied)]
+        for r in residuals:
+            if r is y:
+                checked += (-1,)
+                break
+    else:
+        checked = FusedNode._aliased(tensors, residuals, out)
+    node.checked = checked
+    if -1 in checked:              # (the output is checked: its counter, made now)
+        vc = out._version
+        node.out_counter, node.out_version = vc, vc[0]
+    else:
+        node.out_counter = node.out_version = None
+    return node
