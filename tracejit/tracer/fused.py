@@ -428,22 +428,32 @@ def fused_node(name: str, fn: Callable, args: tuple, kwargs: dict, tensors: list
     set here: a class call running __init__, a SavedTensor per input and the output's version
     counter made for every call were most of a small fused op's recording."""
     node = _new(FusedNode)
-    edges = []
-    vers = None
-    for k, t in enumerate(tensors):
+    n = len(tensors)
+    if n == 1:                  # (sigmoid(x), tanh(x): the loop below for one tensor)
+        t = tensors[0]
         if t._requires_grad:
             gf = t.grad_fn
-            edges.append((gf, t._out_idx) if gf is not None else leaf_edge(t))
+            node.next_functions = ((gf, t._out_idx) if gf is not None else leaf_edge(t),)
         else:
-            edges.append(_NO_EDGE)
+            node.next_functions = (_NO_EDGE,)
         vc = t._vc
-        if vc is not None and vc[0]:
-            if vers is None:
-                vers = [0] * len(tensors)
-            vers[k] = vc[0]
-    node.next_functions = tuple(edges)
-    n = len(tensors)
-    node.versions = tuple(vers) if vers is not None else _ZEROS[n] if n < 8 else (0,) * n
+        node.versions = (vc[0],) if vc is not None and vc[0] else _ZEROS[1]
+    else:
+        edges = []
+        vers = None
+        for k, t in enumerate(tensors):
+            if t._requires_grad:
+                gf = t.grad_fn
+                edges.append((gf, t._out_idx) if gf is not None else leaf_edge(t))
+            else:
+                edges.append(_NO_EDGE)
+            vc = t._vc
+            if vc is not None and vc[0]:
+                if vers is None:
+                    vers = [0] * n
+                vers[k] = vc[0]
+        node.next_functions = tuple(edges)
+        node.versions = tuple(vers) if vers is not None else _ZEROS[n] if n < 8 else (0,) * n
     node.tensors = tensors
     node.freed = False
     node.out_hooks = node.retained = None
