@@ -34,33 +34,29 @@ class SavedTensor:
         self.version = vc[0] if vc is not None else 0
 
     def unpack(self, node: "Node") -> Tensor:
-        t = self.tensor
-        now = t._vc[0] if t._vc is not None else 0
-        if now != self.version:
-            _modified(t._data, now, self.version, node)
-        return t
+        return check_saved(self.tensor, self.version, node)
 
     def data(self, node: "Node"):
         """The saved array (for the array backward), version-checked as unpack."""
-        t = self.tensor
-        now = t._vc[0] if t._vc is not None else 0
-        if now != self.version:
-            _modified(t._data, now, self.version, node)
-        return t._data
+        return check_saved(self.tensor, self.version, node)._data
+
+
+def check_saved(t: Tensor, version: int, node: "Node") -> Tensor:
+    """t, saved for node's backward at `version`: torch's error if it changed in place since."""
+    vc = t._vc                      # (no counter yet: version 0, see TensorBase._version)
+    now = vc[0] if vc is not None else 0
+    if now != version:
+        _modified(t._data, now, version, node)
+    return t
 
 
 class SavedOutput:
     """A node's own output saved for its backward: the array and its version counter, not the
     Tensor, whose grad_fn is the node (saving it would make a reference cycle that keeps the
     whole graph alive until the garbage collector runs). Unpacked, it is a Tensor again whose
-    grad_fn is the node, so create_graph differentiates through it."""
+    grad_fn is the node, so create_graph differentiates through it. Made by `saved_output`."""
 
     __slots__ = ("array", "counter", "version")
-
-    def __init__(self, t: Tensor) -> None:
-        self.array = t._data
-        vc = self.counter = t._version
-        self.version = vc[0]
 
     def data(self, node: "Node"):
         if self.counter[0] != self.version:
@@ -187,17 +183,11 @@ class PrimNode(Node):
 
     def saved_data(self, i: int):
         """Input i's saved array, version-checked (the rule reads it)."""
-        t = self.saved[i]
-        vc = t._vc                  # (no counter yet: version 0, see TensorBase._version)
-        now = vc[0] if vc is not None else 0
-        if now != self.versions[i]:
-            _modified(t._data, now, self.versions[i], self)
-        return t._data
+        return check_saved(self.saved[i], self.versions[i], self)._data
 
     def saved_tensor(self, i: int) -> Tensor:
         """Input i's saved tensor, version-checked as saved_data."""
-        self.saved_data(i)
-        return self.saved[i]
+        return check_saved(self.saved[i], self.versions[i], self)
 
     def scalar_operand(self, i: int) -> None:
         """Operand i was a Python number. Where PyTorch has a Scalar overload for it (5 - t,
@@ -259,7 +249,6 @@ class PrimNode(Node):
         n = len(self.saved)
         self.saved = _NONES[n] if n < 8 else (None,) * n
         self.saved_out = None
-
 
 
 def prim_node(prim, params, args, out: Tensor, in_avals: tuple | None = None) -> PrimNode:

@@ -44,7 +44,7 @@ from ..ir.partition import cut_enabled
 from ..ir.passes import optimize
 from . import checks as _checks
 from .autograd import grad as autograd_grad
-from .backward_nodes import _NO_EDGE, Node, _modified, leaf_edge
+from .backward_nodes import _NO_EDGE, Node, _modified, check_saved, leaf_edge
 from .eager import Arr, quiet_call
 from .graph_program import Program
 from .grad_handles import handle
@@ -344,12 +344,7 @@ class FusedNode(Node):
 
     def saved_tensor(self, i: int) -> Tensor:
         """Input i, version-checked (an in-place change since the call is an error)."""
-        t = self.tensors[i]
-        vc = t._vc                  # (no counter yet: version 0, see TensorBase._version)
-        now = vc[0] if vc is not None else 0
-        if now != self.versions[i]:
-            _modified(t._data, now, self.versions[i], self)
-        return t
+        return check_saved(self.tensors[i], self.versions[i], self)
 
     @staticmethod
     def _aliased(tensors, residuals, out) -> tuple:
