@@ -133,18 +133,13 @@ class set_grad_enabled(_GradMode):
         self.mode = bool(mode)
         self._prev = STATE.grad_enabled
         self._prev_user = STATE.user_off
-        if self.mode:
+        if self.mode and self.user:
             STATE.grad_on += 1
-        if self.mode and STATE.inference:
-            return          # (as enable_grad)
-        STATE.grad_enabled = self.mode
-        if not self.mode:
-            STATE.grad_off += 1
-            STATE.user_off = True
+        self.__enter__()
 
     def __enter__(self):
-        if self.mode and STATE.inference:
-            return
+        if self.mode and self.user and STATE.inference:
+            return          # (as enable_grad; the engine's own passes are not subject to it)
         STATE.grad_enabled = self.mode
         if not self.mode:
             STATE.grad_off += 1
@@ -164,17 +159,7 @@ class engine_grad_mode(set_grad_enabled):
     grad mode, so a compiled function running a backward does not depend on the caller's
     (STATE.grad_on), and not subject to inference_mode."""
 
-    def __init__(self, mode: bool) -> None:
-        self.mode = bool(mode)
-        self._prev = STATE.grad_enabled
-        self._prev_user = STATE.user_off
-        self.__enter__()
-
-    def __enter__(self):
-        STATE.grad_enabled = self.mode
-        if not self.mode:
-            STATE.grad_off += 1
-            STATE.user_off = True
+    user = False
 
     def _fresh(self) -> "_GradMode":
         return engine_grad_mode(self.mode)
