@@ -444,18 +444,13 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
 
 # -- matmul -------------------------------------------------------------------------------------
 def matmul(a, b) -> Tensor:
-    """a @ b. Host matrices of one dtype that align, no autocast (nor other mode) open
-    anywhere (state.SPECIAL_MODES): the primitive, without autocast's wrapper; else _matmul."""
-    if not SPECIAL_MODES[0] and type(a) in SUBCLASSES and type(b) in SUBCLASSES:
-        da, db = a._data, b._data
-        if type(da) is np.ndarray and type(db) is np.ndarray and da.ndim == 2 == db.ndim and \
-                da.dtype == db.dtype and da.dtype.kind != "b" and da.shape[1] == db.shape[0]:
-            return a.__tj_bind__(P.matmul, (a, b), {})
-    return _matmul(a, b)
+    """a @ b. With no autocast region (nor other mode) open anywhere (state.SPECIAL_MODES),
+    without autocast's wrapper, which would only pass the call through (one frame less for
+    an RNN's x @ W.T)."""
+    return _matmul(a, b) if SPECIAL_MODES[0] else _matmul_body(a, b)
 
 
-@autocast_op(LOWER)
-def _matmul(a, b) -> Tensor:
+def _matmul_body(a, b) -> Tensor:
     if type(a) in SUBCLASSES and type(b) in SUBCLASSES:
         da, db = a._data, b._data
         if type(da) is np.ndarray and type(db) is np.ndarray and da.ndim == 2 == db.ndim and \
@@ -498,4 +493,7 @@ def _matmul(a, b) -> Tensor:
         # torch names a @ b by the way it computes it (DotBackward0, MvBackward0, ...)
         rename(out, matmul_node_name(a.ndim, b.ndim, a._requires_grad))
     return out
+
+
+_matmul = autocast_op(LOWER)(_matmul_body)
 
