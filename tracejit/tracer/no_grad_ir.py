@@ -40,11 +40,7 @@ def straight_through(old: Value, new: Value) -> Value:
         return new
     g = old.graph
     sg_new = barrier(new)
-    diff = g.emit(P.sub, [barrier(old), old], {})
-    zero = g.emit(P.constant, [], {"value": np.zeros((), old.dtype.np)})
-    if old.shape:
-        zero = g.emit(P.broadcast, [zero], {"shape": tuple(old.shape)})
-    finite = g.emit(P.eq, [barrier(diff), zero], {})
+    diff, _, finite = _link(old)
     return g.emit(P.where, [finite, g.emit(P.sub, [sg_new, diff], {}), sg_new], {})
 
 
@@ -56,10 +52,18 @@ def zero_gradient(old: Value, new: Value) -> Value:
     if not differentiable([old]):
         return new
     g = old.graph
+    diff, zero, finite = _link(old)
+    linked = g.emit(P.sub, [new, g.emit(P.mul, [diff, zero], {})], {})
+    return g.emit(P.where, [finite, linked, new], {})
+
+
+def _link(old: Value) -> tuple[Value, Value, Value]:
+    """(sg(old) - old: 0 in value with old's gradient negated, zeros of old's shape, where
+    that difference is 0, i.e. old is finite) for the two links above."""
+    g = old.graph
     diff = g.emit(P.sub, [barrier(old), old], {})
     zero = g.emit(P.constant, [], {"value": np.zeros((), old.dtype.np)})
     if old.shape:
         zero = g.emit(P.broadcast, [zero], {"shape": tuple(old.shape)})
     finite = g.emit(P.eq, [barrier(diff), zero], {})
-    linked = g.emit(P.sub, [new, g.emit(P.mul, [diff, zero], {})], {})
-    return g.emit(P.where, [finite, linked, new], {})
+    return diff, zero, finite
