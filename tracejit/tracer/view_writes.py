@@ -22,19 +22,33 @@ from .views import DATA, DETACH, MULTI, ViewOf, Views, _grad, _owner
 def positions(rec: ViewOf) -> np.ndarray:
     """The root positions (flat, row-major) the view reads, in the view's shape."""
     if rec.pos is None:
-        n = rec.root.numel()
-        ar = Tensor(np.arange(n, dtype=np.int64).reshape(rec.root.shape))
-        with _grad(False):
-            p = rec.fwd(ar)._data
-        rec.pos = np.asarray(p)
-        flat = rec.pos.reshape(-1)
-        # (a mask, not np.unique: put needs it anyway, and hashing every position of a big
-        # root for each view cost milliseconds)
-        rec.mask = np.zeros(n, bool)
-        rec.mask[flat] = True
+        rec.pos, rec.mask = _read_positions(rec.root.shape, rec.fwd)
+        n, flat = rec.mask.size, rec.pos.reshape(-1)
         rec.dup = int(np.count_nonzero(rec.mask)) != flat.size
         rec.ident = flat.size == n and not rec.dup and bool(np.all(flat == np.arange(n)))
     return rec.pos
+
+
+def _read_positions(shape: tuple, fwd: Callable) -> tuple[np.ndarray, np.ndarray]:
+    """(the positions, flat and row-major, of a base of `shape` that the view fwd(base)
+    reads, in the view's shape; a mask of them over the base's positions). A mask, not
+    np.unique: the put needs it anyway, and hashing every position of a big base for each
+    view cost milliseconds."""
+    n = int(np.prod(shape))
+    with _grad(False):
+        pos = np.asarray(fwd(Tensor(np.arange(n, dtype=np.int64).reshape(shape)))._data)
+    mask = np.zeros(n, bool)
+    mask[pos.reshape(-1)] = True
+    return pos, mask
+
+
+def _put(old: Tensor, new: Tensor, flat: np.ndarray, mask: np.ndarray) -> Tensor:
+    """old with new's elements written at its flat positions `flat` (`mask` marks them): a
+    differentiable functional put (torch's CopySlices), old's gradient zero where written."""
+    upd = bind(P.scatter_add, ops.as_tensor(flat, like=old, const=True),
+               ops.reshape(new, (-1,)), axis=0, shape=(mask.size,))
+    m = ops.as_tensor(mask, like=old, const=True)
+    return ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), old.shape)
 
 
 def writable_alias(x: Tensor, root: Tensor) -> np.ndarray | None:
@@ -140,15 +154,11 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
             # (with history, the put below: its where gives the old value a zero gradient,
             # as torch's CopySlices, where the new value alone would give it none)
             return ops.reshape(new, root.shape)
-        n = root.numel()
         flat = pos.reshape(-1)
-        where = ops.as_tensor(flat, like=old, const=True)
-        upd = bind(P.scatter_add, where, ops.reshape(new, (-1,)), axis=0, shape=(n,))
         if rec.mask is None:
-            rec.mask = np.zeros(n, bool)
+            rec.mask = np.zeros(root.numel(), bool)
             rec.mask[flat] = True
-        m = ops.as_tensor(rec.mask, like=old, const=True)
-        return ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), root.shape)
+        return _put(old, new, flat, rec.mask)
 
     if rec.kind in (DETACH, DATA):
         # the root's data changes, its autograd history does not (as torch)
@@ -178,19 +188,11 @@ def _base_history(rec: ViewOf, new: Tensor) -> None:
     torch, takes it too, as a put of `new` into d's old value (torch's CopySlices on d).
     d's data already holds the new value (it shares its root's storage)."""
     d = rec.via
-    n = d.numel()
-    with _grad(False):
-        pos = np.asarray(rec.via_fwd(Tensor(np.arange(n, dtype=np.int64).reshape(d.shape)))
-                         ._data).reshape(-1)
-    mask = np.zeros(n, bool)
-    mask[pos] = True
+    pos, mask = _read_positions(tuple(d.shape), rec.via_fwd)
     old = Tensor(d._data)       # (the put reads old's values only where x is not)
     if d._requires_grad:
         old.grad_fn, old._out_idx, old._requires_grad = d.grad_fn, d._out_idx, True
-    upd = bind(P.scatter_add, ops.as_tensor(pos, like=old, const=True),
-               ops.reshape(new, (-1,)), axis=0, shape=(n,))
-    m = ops.as_tensor(mask, like=old, const=True)
-    put = ops.reshape(ops.where(m, upd, ops.reshape(old, (-1,))), d.shape)
+    put = _put(old, new, pos.reshape(-1), mask)
     d.grad_fn, d._out_idx, d._requires_grad = put.grad_fn, put._out_idx, True
     if d._traced and put._traced:
         d._data = put._data
