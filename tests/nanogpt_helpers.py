@@ -81,3 +81,20 @@ def value_and_grad_step(model):
             p.grad = None
         return loss, grads
     return step
+
+
+def lowered_gpt_step(name: str, n_layer: int, n_head: int, n_embd: int, vocab_size: int,
+                     batch: int, block_size: int):
+    """The executable of tj.compile(value_and_grad_step(model)) lowered for a fresh tracejit
+    GPT of that shape (seeded) on random tokens: its .graph and .plan for codegen tests."""
+    import numpy as np
+    import tracejit as tj
+    mod = load_nanogpt("tracejit", name)
+    cfg = mod.GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                        vocab_size=vocab_size, dropout=0.0, bias=True)
+    tj.manual_seed(0)
+    model = mod.GPT(cfg)
+    rng = np.random.default_rng(0)
+    idx = tj.tensor(rng.integers(0, vocab_size, (batch, block_size)))
+    tgt = tj.tensor(rng.integers(0, vocab_size, (batch, block_size)))
+    return tj.compile(value_and_grad_step(model)).lower(idx, tgt)._entry.exe

@@ -8,21 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import tracejit as tj
 from tracejit.codegen import fusion, fusion_cost as fc
-from nanogpt_helpers import load_nanogpt, value_and_grad_step
+from nanogpt_helpers import lowered_gpt_step
 
 
 def _gpt_graph(layers: int = 2):
-    mod = load_nanogpt("tracejit", f"fusion_walks_{layers}")
-    cfg = mod.GPTConfig(n_layer=layers, n_head=4, n_embd=128, block_size=64, vocab_size=65,
-                        dropout=0.0, bias=True)
-    tj.manual_seed(0)
-    model = mod.GPT(cfg)
-    rng = np.random.default_rng(0)
-    idx = tj.tensor(rng.integers(0, 65, (8, 64)))
-    tgt = tj.tensor(rng.integers(0, 65, (8, 64)))
-    return tj.compile(value_and_grad_step(model)).lower(idx, tgt)._entry.exe.graph
+    return lowered_gpt_step(f"fusion_walks_{layers}", layers, n_head=4, n_embd=128,
+                            vocab_size=65, batch=8, block_size=64).graph
 
 
 def _reference_choice(g, hard, uses, fusible, transcendental):

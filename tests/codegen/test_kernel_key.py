@@ -15,7 +15,7 @@ import pytest
 import tracejit as tj
 from tracejit.codegen import llvm_program
 from tracejit.codegen.kernel_key import kernel_key
-from nanogpt_helpers import load_nanogpt, value_and_grad_step
+from nanogpt_helpers import lowered_gpt_step
 
 GENERATED = ("loop", "reduce", "rows", "scatter", "scan")
 
@@ -46,15 +46,8 @@ def _assert_same_program(plan, threads=2):
 
 
 def _gpt_plan(layers: int):
-    mod = load_nanogpt("tracejit", f"kernel_key_{layers}")
-    cfg = mod.GPTConfig(n_layer=layers, n_head=2, n_embd=32, block_size=16, vocab_size=11,
-                        dropout=0.0, bias=True)
-    tj.manual_seed(0)
-    model = mod.GPT(cfg)
-    rng = np.random.default_rng(0)
-    idx = tj.tensor(rng.integers(0, 11, (2, 16)))
-    tgt = tj.tensor(rng.integers(0, 11, (2, 16)))
-    return _plan(value_and_grad_step(model), idx, tgt)
+    return lowered_gpt_step(f"kernel_key_{layers}", layers, n_head=2, n_embd=32,
+                            vocab_size=11, batch=2, block_size=16).plan
 
 
 def test_a_deep_model_renders_each_distinct_kernel_once(monkeypatch):
