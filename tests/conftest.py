@@ -91,3 +91,25 @@ def no_gc():
     yield
     if was:
         gc.enable()
+
+
+@pytest.fixture
+def fresh_fused_plans():
+    """No eager fused-composite plan from earlier tests, none left after: a plan compiles on its
+    n-th call, and a test running many programs must not move another test's calls across that
+    line (interpreted and compiled results may differ in the last bit)."""
+    from tracejit.tracer import fused
+    fused.clear()
+    yield
+    fused.clear()
+
+
+@pytest.fixture(params=["interpreted", "compiled"])
+def tier(request, monkeypatch):
+    """Eager fused-composite plans interpreted (never compiled), or compiled on their first
+    call; the test gets the tier's name."""
+    from tracejit.tracer import fused
+    monkeypatch.setattr(fused, "COMPILE_AFTER", 0 if request.param == "interpreted" else 1)
+    fused.clear()
+    yield request.param
+    fused.clear()

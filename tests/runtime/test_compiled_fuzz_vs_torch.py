@@ -15,15 +15,9 @@ pytest.importorskip("torch")
 
 import compiled_fuzz_run as R  # noqa: E402
 from compiled_fuzz_module import run_module  # noqa: E402
-from tracejit.tracer import fused  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _fresh_fused_plans():
-    # (the many programs here must not move another test's fused plans to their compiled tier)
-    fused.clear()
-    yield
-    fused.clear()
+pytestmark = pytest.mark.usefixtures("fresh_fused_plans")
 
 
 def _check(runner, seeds) -> None:

@@ -8,17 +8,9 @@ import pytest
 pytest.importorskip("torch")
 
 import eager_fuzz_gen as G  # noqa: E402
-from tracejit.tracer import fused  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _fresh_fused_plans():
-    # a fused composite's plan compiles on its n-th call: the many programs here must not
-    # move another test's calls across that line (its interpreted and compiled results may
-    # differ in the last bit)
-    fused.clear()
-    yield
-    fused.clear()
+pytestmark = pytest.mark.usefixtures("fresh_fused_plans")
 
 # seed 25 shows a difference still open: float32 double backward through a 2-element
 # layer_norm differs from torch by ~2e-3 relative (rounding)

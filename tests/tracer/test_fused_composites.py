@@ -16,15 +16,6 @@ torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
 
-@pytest.fixture(params=["interpreted", "compiled"])
-def tier(request, monkeypatch):
-    """Plans interpreted (never compiled), or compiled on their first call."""
-    monkeypatch.setattr(fused, "COMPILE_AFTER", 0 if request.param == "interpreted" else 1)
-    fused.clear()
-    yield request.param
-    fused.clear()
-
-
 def _w(shape, rng, dtype):
     return rng.standard_normal(shape).astype(dtype)
 

@@ -14,14 +14,6 @@ from tracejit.tracer import backward_nodes, fused
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(params=["interpreted", "compiled"])
-def tier(request, monkeypatch):
-    monkeypatch.setattr(fused, "COMPILE_AFTER", 0 if request.param == "interpreted" else 1)
-    fused.clear()
-    yield request.param
-    fused.clear()
-
-
 def _count(cls) -> int:
     return sum(1 for o in gc.get_objects() if type(o) is cls)
 
