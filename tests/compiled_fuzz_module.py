@@ -11,9 +11,8 @@ import torch
 import tracejit as tj
 
 from compiled_fuzz_gen import THS, TJS, Program, make_value
-from compiled_fuzz_run import (Mismatch, _guard, _th, _tj, build, call_args, close,
-                               compare_outputs, leaf_values, loss_weights, values_for,
-                               weighted_loss)
+from compiled_fuzz_run import (Mismatch, _guard, _th, _tj, build, close, leaf_values,
+                               loss_weights, outputs_and_backward, values_for, weighted_loss)
 
 ROLES = {"param": 3, "arg": 1.5, "np": 0.5, "scalar": 0.7}
 
@@ -70,13 +69,7 @@ def _module_phases(prog: Program) -> None:
                 else:
                     vt[lf.name] = make_value(lf, new[lf.name], TJS)
                     vh[lf.name] = make_value(lf, new[lf.name], THS)
-        outs_th = _th(lambda: mh(*call_args(prog, vh)))
-        outs_tj = _tj(f"compiled model ({phase})", lambda: cm(*call_args(prog, vt)))
-        compare_outputs(outs_tj, outs_th, f"model outputs ({phase})")
-        ws = loss_weights(prog, outs_th, rng)
-        if any(w is not None for w in ws):
-            _th(lambda: weighted_loss(torch, outs_th, ws).backward())
-            _tj(f"model backward ({phase})", lambda: weighted_loss(tj, outs_tj, ws).backward())
+        outputs_and_backward(prog, mh, cm, vh, vt, f"compiled model ({phase})", rng)
         compare_params(prog, mt, mh, f"after the model's {phase} and backward")
 
 

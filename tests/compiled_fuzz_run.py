@@ -217,6 +217,19 @@ def _guard(prog: Program, fn) -> str:
 
 # -- tj.compile of a function ----------------------------------------------------------------
 
+def outputs_and_backward(prog: Program, f_th, f_tj, vh: dict, vt: dict, what: str,
+                         rng) -> None:
+    """Call torch's f_th and tracejit's f_tj on their values, compare the outputs, and run
+    backward of one random weighted loss of them on both sides."""
+    outs_th = _th(lambda: f_th(*call_args(prog, vh)))
+    outs_tj = _tj(what, lambda: f_tj(*call_args(prog, vt)))
+    compare_outputs(outs_tj, outs_th, f"outputs of the {what}")
+    ws = loss_weights(prog, outs_th, rng)
+    if any(w is not None for w in ws):
+        _th(lambda: weighted_loss(torch, outs_th, ws).backward())
+        _tj(f"backward of the {what}", lambda: weighted_loss(tj, outs_tj, ws).backward())
+
+
 def run_compiled(seed: int) -> str:
     prog = Program(seed, {"arg": 4, "np": 1, "cap": 2.5, "scalar": 1})
     return _guard(prog, lambda: _compiled_phases(prog))
@@ -245,13 +258,7 @@ def _compiled_phases(prog: Program) -> None:
                 else:
                     vt[lf.name] = make_value(lf, new[lf.name], TJS)
                     vh[lf.name] = make_value(lf, new[lf.name], THS)
-        outs_th = _th(lambda: f_th(*call_args(prog, vh)))
-        outs_tj = _tj(f"compiled call ({phase})", lambda: cf(*call_args(prog, vt)))
-        compare_outputs(outs_tj, outs_th, f"outputs ({phase})")
-        ws = loss_weights(prog, outs_th, rng)
-        if any(w is not None for w in ws):
-            _th(lambda: weighted_loss(torch, outs_th, ws).backward())
-            _tj(f"backward ({phase})", lambda: weighted_loss(tj, outs_tj, ws).backward())
+        outputs_and_backward(prog, f_th, cf, vh, vt, f"compiled call ({phase})", rng)
         compare_leaves(prog, {**vt, **caps_of(prog, g_tj)}, {**vh, **caps_of(prog, g_th)},
                        f"after the {phase} and backward")
     # under no_grad: the same values, nothing requires grad
