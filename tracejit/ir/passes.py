@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from .core import Graph, Instr, Value
+from .defer_waits import defer_waits
+from .exact_params import Inexact, exact_param
 
 FOLD_LIMIT = 64   # constant results larger than this stay as instructions (no blow-up)
 
@@ -29,21 +31,20 @@ def dce(g: Graph) -> Graph:
     return g
 
 
-_PLAIN = frozenset({int, float, bool, str, tuple, type(None)})
-
-
-def _param_key(params: dict) -> tuple:
+def _param_key(params: dict) -> tuple | None:
+    """The instruction's parameters in ir/exact_params.py's exact form (the same rule as the
+    disk cache's and the kernel keys'), or None where a parameter has no exact form: two
+    instructions may merge only if their parameters mean the same thing, and plain equality
+    would merge x*0.0 with x*-0.0, a fill of True with one of 1, or 1 with 1.0."""
     if not params:                  # most instructions: elementwise ops
         return ()
-    items = []
-    for k, v in sorted(params.items()) if len(params) > 1 else params.items():
-        if type(v) in _PLAIN:       # (what the general case below leaves as it is)
-            items.append((k, v))
-            continue
-        if isinstance(v, np.ndarray):
-            v = (v.dtype.str, v.shape, v.tobytes())
-        items.append((k, v if not hasattr(v, "kind") else v.name))
-    return tuple(items)
+    try:
+        if len(params) == 1:
+            (k, v), = params.items()
+            return ((k, exact_param(v)),)
+        return tuple([(k, exact_param(params[k])) for k in sorted(params)])
+    except Inexact:
+        return None
 
 
 def cse(g: Graph) -> Graph:
@@ -53,8 +54,11 @@ def cse(g: Graph) -> Graph:
     for ins in g.instrs:
         ins.inputs = [subst.get(v, v) for v in ins.inputs]
         a = ins.out.aval        # (its shape and dtype: hashing the Aval costs a Python call)
-        key = (ins.prim.name, tuple(map(id, ins.inputs)), _param_key(ins.params), a.shape,
-               a.dtype)
+        pkey = _param_key(ins.params)
+        if pkey is None:            # (parameters without an exact form: never merged)
+            kept.append(ins)
+            continue
+        key = (ins.prim.name, tuple(map(id, ins.inputs)), pkey, a.shape, a.dtype)
         if key in seen:
             subst[ins.out] = seen[key]
         else:
@@ -142,8 +146,9 @@ def simplify(g: Graph) -> Graph:
 
 
 def optimize(g: Graph) -> Graph:
-    """The standard pipeline run on every traced graph."""
-    return dce(cse(simplify(fold_constants(cse(g)))))
+    """The standard pipeline run on every traced graph (defer_waits: a collective's wait
+    after the work that does not need its result)."""
+    return defer_waits(dce(cse(simplify(fold_constants(cse(g))))))
 
 
 def widen_half(g: Graph, matmul_dtypes: tuple = ()) -> Graph:
