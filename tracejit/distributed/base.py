@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from enum import Enum
 from typing import Any, Callable
 
@@ -38,6 +39,11 @@ class Work:
         self._test_fn = test_fn
         self._done = False
         self._finishers: list[Callable[[], None]] = []
+        # time.perf_counter() when the collective was started, and when its transfer was seen
+        # complete (the MPI progress thread records when its test succeeded; otherwise when
+        # wait() returned): its interval, which bench/distributed.py compares with backward's
+        self.started_at = time.perf_counter()
+        self.done_at: float | None = None
 
     def add_finisher(self, fn: Callable[[], None]) -> None:
         """fn runs once after the transfer completes (copy back, divide for AVG, cast back)."""
@@ -47,6 +53,8 @@ class Work:
         if not self._done:
             self._wait_fn(_seconds(timeout) if timeout is not None else None)
             self._done = True
+            if self.done_at is None:
+                self.done_at = time.perf_counter()
             for fn in self._finishers:
                 fn()
             self._finishers = []

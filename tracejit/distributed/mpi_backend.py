@@ -237,7 +237,9 @@ class MPIBackend:
                 if isinstance(error[0], DistError):
                     raise error[0]
                 raise DistError(self.mpi_error_message(desc, error[0]))
-        return Work(desc, wait, done.is_set)
+            work.done_at = getattr(done, "at", None)       # (set by the pump: _pump_loop)
+        work = Work(desc, wait, done.is_set)
+        return work
 
     def _pump_loop(self) -> None:
         """Test the pumped collectives until they complete. Every 20 us while someone waits
@@ -274,7 +276,9 @@ class MPIBackend:
                 with self._pump_cv:
                     for item in finished:
                         self._pumped.remove(item)
+                now = time.perf_counter()
                 for item in finished:
+                    item[1].at = now           # when the transfer was seen complete
                     item[1].set()
                 nap = PUMP_NAP_MIN_S
             with self._pump_cv:
