@@ -27,6 +27,16 @@ A second estimate reads the time each step spends blocked in the all-reduces' wa
 `Work.wait`, the same in all modes), which compute noise does not move:
   wait ms      median per step, DDP step (overlap) / the same step without overlap (after);
   hidden(waits) = 1 - wait_overlap / wait_after.
+A third reads timestamps on each rank, which load elsewhere moves least: each all-reduce's
+interval from its start (Work.started_at) to the moment it was seen complete (Work.done_at:
+the MPI progress thread's successful test, or the end of a blocking wait), per DDP step:
+  span ms          the intervals' total per step;
+  before bwd end   the share of that total lying before backward ended (taken as the last
+                   bucket's start, since its last gradient is backward's last): the issue's
+                   "hidden behind backward";
+  unblocked        the share during which the rank was not blocked in the wait (hidden
+                   behind backward or behind the optimizer work that does not need that
+                   bucket: ir/defer_waits.py).
 
     python bench/distributed.py [--steps N] [--rounds R] [--configs small,mlp]
                                 [--modes eager,model,whole] [--bucket-cap-mb MB] [--json out.json]
@@ -36,7 +46,8 @@ two buckets, its last layer (1 MiB, as PyTorch's first bucket) and the other 9.5
 complete only when backward's last GEMM (the first layer's weight gradient) is, so at most the
 first bucket's share can overlap; smaller buckets (2) let more of it travel during backward.
 "cpu ms" is rank 0's CPU time per DDP step (all its threads), less sensitive than wall time to
-other load on a shared machine; collectives started in compiled code are advanced by MPI's
+other load on a shared machine, and "main ms 2r" that of its main thread alone (the rest is
+MPI's progress thread); collectives started in compiled code are advanced by MPI's
 progress thread (`TRACEJIT_MPI_PROGRESS_THREAD=0`: polled between the program's steps instead;
 distributed/mpi_backend.py's wants_progress_thread).
 
@@ -145,16 +156,17 @@ def worker(config: str, mode: str, steps: int, rounds: int, cap_mb: float) -> No
             after_step(*batches[i % 4]).item()
     # samples/s of the DDP step alone
     dist.barrier()
-    t_all, cpu = time.perf_counter(), time.process_time()
+    t_all, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
     for i in range(steps):
         overlap_step(*batches[i % 4]).item()
-    cpu = time.process_time() - cpu
+    cpu, main = time.process_time() - cpu, time.thread_time() - main
     dist.barrier()
     total = time.perf_counter() - t_all
     out = {"config": config, "mode": mode, "world": world,
            "params": sum(p.numel() for p in model.parameters()),
            "samples_per_s": world * per_rank * steps / total,
            "cpu_ms_per_step": 1e3 * cpu / steps,
+           "main_cpu_ms_per_step": 1e3 * main / steps,
            "buckets": len(ddp.reducer.buckets)}
     if world > 1:
         out.update(hidden_rounds(ddp, dist, tj, overlap_step, after_step, batches, steps,
@@ -166,20 +178,46 @@ def worker(config: str, mode: str, steps: int, rounds: int, cap_mb: float) -> No
 
 
 WAITED = [0.0]          # seconds spent in Work.wait so far (timed_waits)
+# (started, wait called, seen complete) of each collective waited for (timed_waits)
+INTERVALS: list[tuple[float, float, float]] = []
 
 
 def timed_waits() -> None:
-    """Count the time every collective's wait() blocks (DDP's and compiled code's alike)."""
+    """Count the time every collective's wait() blocks (DDP's and compiled code's alike), and
+    note each one's interval (Work.started_at, the wait, Work.done_at)."""
     from tracejit.distributed import base
     wait = base.Work.wait
 
     def timed(self, timeout=None):
         t0 = time.perf_counter()
+        fresh = not self._done
         try:
             return wait(self, timeout)
         finally:
             WAITED[0] += time.perf_counter() - t0
+            if fresh and self.done_at is not None:
+                INTERVALS.append((self.started_at, t0, self.done_at))
     base.Work.wait = timed
+
+
+def interval_shares(steps: list[list[tuple[float, float, float]]]) -> tuple[float, float]:
+    """From each step's all-reduce intervals (timestamps on this rank, so other load on the
+    machine moves them far less than it moves step times): the share of all-reduce time that
+    lies before backward ended, and the share during which the rank was not blocked in a wait.
+    Backward's end is taken as the last bucket's start: its last gradient is backward's last
+    (in every mode; with overlap off every start is there, so that share is 0)."""
+    total = before = blocked = 0.0
+    for ivs in steps:
+        if not ivs:
+            continue
+        end = max(s for s, _, _ in ivs)
+        for s, w, d in ivs:
+            total += d - s
+            before += max(0.0, min(d, end) - s)
+            blocked += max(0.0, d - max(w, s))
+    if total <= 0:
+        return 0.0, 0.0
+    return before / total, 1 - blocked / total
 
 
 def hidden_rounds(ddp, dist, tj, overlap_step, after_step, batches, steps, rounds) -> dict:
@@ -187,6 +225,7 @@ def hidden_rounds(ddp, dist, tj, overlap_step, after_step, batches, steps, round
     time blocked in waits per step."""
     times: dict[str, list] = {"allreduce": [], "overlap": [], "after": []}
     waits: dict[str, list] = {"overlap": [], "after": []}
+    spans: dict[str, list] = {"overlap": [], "after": []}
     timed_waits()
     bufs = [tj.Tensor(b.alloc()) for b in ddp.reducer.buckets]
 
@@ -204,18 +243,25 @@ def hidden_rounds(ddp, dist, tj, overlap_step, after_step, batches, steps, round
             for i in range(steps):
                 dist.barrier()
                 w0 = WAITED[0]
+                INTERVALS.clear()
                 t0 = time.perf_counter()
                 fn(*batches[i % 4])
                 times[name].append(time.perf_counter() - t0)
                 if name in waits:
                     waits[name].append(WAITED[0] - w0)
+                    spans[name].append(list(INTERVALS))
     med = {k: float(np.median(v)) for k, v in times.items()}
     wmed = {k: float(np.median(v)) for k, v in waits.items()}
+    behind_bwd, unblocked = interval_shares(spans["overlap"])
+    ar = [d - s for ivs in spans["overlap"] for s, _, d in ivs]
     return {"t_allreduce_ms": 1e3 * med["allreduce"], "t_overlap_ms": 1e3 * med["overlap"],
             "t_after_ms": 1e3 * med["after"],
             "hidden": (med["after"] - med["overlap"]) / med["allreduce"],
             "wait_overlap_ms": 1e3 * wmed["overlap"], "wait_after_ms": 1e3 * wmed["after"],
-            "hidden_waits": 1 - wmed["overlap"] / wmed["after"] if wmed["after"] else 0.0}
+            "hidden_waits": 1 - wmed["overlap"] / wmed["after"] if wmed["after"] else 0.0,
+            "hidden_behind_backward": behind_bwd, "hidden_unblocked": unblocked,
+            "allreduce_span_ms": 1e3 * sum(ar) / max(1, len(spans["overlap"])),
+            "after_behind_backward": interval_shares(spans["after"])[0]}
 
 
 def check_cost(dist, tj, rounds) -> dict:
@@ -279,8 +325,10 @@ def main() -> int:
           f"rounds; medians; bucket_cap_mb={a.bucket_cap_mb:g}")
     print(f"{'config':<7}{'step':<16}{'params':>8}{'buckets':>8}{'1 rank /s':>11}"
           f"{'2 ranks /s':>11}{'ratio':>8}{'cpu ms 1r':>10}{'cpu ms 2r':>10}"
+          f"{'main ms 2r':>11}"
           f"{'allreduce ms':>13}{'overlap ms':>12}{'after ms':>10}{'hidden':>8}"
-          f"{'wait ms':>14}{'hidden(waits)':>15}")
+          f"{'wait ms':>14}{'hidden(waits)':>15}{'span ms':>9}{'before bwd end':>16}"
+          f"{'unblocked':>11}")
     out = []
     for config, mode, one, two in rows:
         ratio = two["samples_per_s"] / one["samples_per_s"]
@@ -288,10 +336,13 @@ def main() -> int:
         print(f"{config:<7}{label:<16}{one['params'] / 1e6:>7.2f}M{two['buckets']:>8}"
               f"{one['samples_per_s']:>11.1f}{two['samples_per_s']:>11.1f}{ratio:>7.2f}x"
               f"{one['cpu_ms_per_step']:>10.1f}{two['cpu_ms_per_step']:>10.1f}"
+              f"{two['main_cpu_ms_per_step']:>11.1f}"
               f"{two['t_allreduce_ms']:>13.2f}{two['t_overlap_ms']:>12.2f}"
               f"{two['t_after_ms']:>10.2f}{100 * two['hidden']:>7.0f}%"
               f"{two['wait_overlap_ms']:>7.2f}/{two['wait_after_ms']:<6.2f}"
-              f"{100 * two['hidden_waits']:>14.0f}%")
+              f"{100 * two['hidden_waits']:>14.0f}%{two['allreduce_span_ms']:>9.2f}"
+              f"{100 * two['hidden_behind_backward']:>15.0f}%"
+              f"{100 * two['hidden_unblocked']:>10.0f}%")
         out.append({"config": config, "mode": mode, "one": one, "two": two, "ratio": ratio})
     c = rows[0][3]
     print(f"signature check of every collective (f32[4] all_reduce, 2 ranks): "
