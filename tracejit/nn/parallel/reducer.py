@@ -19,7 +19,9 @@ where its last gradient is produced, and the callback a `dist_bucket_wait` whose
 divided by the world size, become the new `.grad` (a SUM all-reduce: the kernels reading
 `.grad`, the optimizer's compiled update, divide as they read; see bucket_op). On the CPU the
 program writes the bucket's gradients straight into one flat array and reduces it in place
-(runtime/flat_inputs.py): no concatenation, no copy.
+(runtime/flat_inputs.py): no concatenation, no copy. The waits are traced at the end of
+backward; ir/defer_waits.py then moves each one past the work that does not need it (bucket
+0's updates, or with gradient clipping its norms, run while bucket 1 travels).
 
 A compiled model's backward is one executable: while a backward is expected the reducer is a
 syncer of runtime/grad_sync.py, and offers the buckets made entirely of that executable's
