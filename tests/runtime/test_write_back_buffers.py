@@ -16,9 +16,9 @@ def _spy_new_values(monkeypatch) -> list:
     seen: list = []
     real = captures.store_writes
 
-    def spy(writes, new_values, counts=None):
+    def spy(writes, new_values, *rest):
         seen.append([v._data if isinstance(v, tj.Tensor) else v for v in new_values])
-        return real(writes, new_values, counts)
+        return real(writes, new_values, *rest)
     monkeypatch.setattr(captures, "store_writes", spy)
     return seen
 

@@ -8,7 +8,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..ir.core import user_location
-from ..tracer.state import STATE, no_grad
+from ..tracer.inplace import OverwriteNode
+from ..tracer.state import STATE, internal_enable_grad, no_grad
 from ..tracer.tensor import Tensor
 from ..tracer.view_writes import follow_writes
 from ..devices import CPU, Device, device_of, is_gpu_array, is_host, to_device
@@ -53,11 +54,29 @@ def call_device(name: str, explicit: bool, flat: Sequence[Any], captures: Sequen
     return device
 
 
+def check_history_writes(writes: Sequence[Tensor], history: Sequence[bool]) -> None:
+    """A capture written by an op that records history must be able to take it: as eagerly,
+    a leaf that requires grad cannot (checked before anything is stored)."""
+    for t, hist in zip(writes, history):
+        if hist and t._requires_grad and t.is_leaf:
+            raise RuntimeError(
+                f"a compiled function updated a captured leaf tensor {t.dtype.name}"
+                f"{list(t.shape)} that requires grad in place (at {user_location()}): a leaf "
+                f"Variable that requires grad is being used in an in-place operation; wrap the "
+                f"update in `with tj.no_grad():` or write into t.detach()")
+
+
 def store_writes(writes: Sequence[Tensor], new_values: Sequence[Any],
-                 counts: Sequence[int] | None = None) -> None:
+                 counts: Sequence[int] | None = None,
+                 history: Sequence[bool] | None = None) -> None:
     """Store the new values of the captures a compiled function updated in place into their
-    own storage, as the eager in-place ops would (the version counter moves once per op)."""
+    own storage, as the eager in-place ops would (the version counter moves once per op).
+    Where `history` says an op that records autograd history wrote the capture (a call with
+    grad on), the capture takes the new value's history, as eagerly: `buf.copy_(w * 2)` makes
+    buf require grad with a gradient path to w (storing the value alone lost that path)."""
     for i, (t, new) in enumerate(zip(writes, new_values)):
+        if history is not None and history[i]:
+            _take_history(t, new)
         new = to_device(new._data if isinstance(new, Tensor) else new, device_of(t._data))
         if new is not t._data:          # (the executable stored it there: Executable.write_back)
             if not getattr(t._data.flags, "writeable", True):      # a read-only lazy view
@@ -66,6 +85,20 @@ def store_writes(writes: Sequence[Tensor], new_values: Sequence[Any],
         t._version[0] += counts[i] if counts is not None else 1
         if getattr(t, "_view", None) is not None:
             follow_writes(t)            # its views (tracer/views.py) see the new value
+
+
+def _take_history(t: Tensor, new: Any) -> None:
+    """Capture t's history after an in-place write of `new` (an output of the compiled call,
+    recorded on the tape by runtime/grad_node.py where a gradient reaches it)."""
+    if isinstance(new, Tensor) and new._requires_grad:
+        t.grad_fn, t._out_idx, t._requires_grad = new.grad_fn, new._out_idx, True
+    elif t._requires_grad:
+        # the new value does not depend on t's old history: that history gets a zero
+        # gradient, as torch's CopyBackwards/ZeroBackward0 (keeping t's old node would send
+        # later gradients into it as if the value were unchanged)
+        old = Tensor(t._data)
+        old.grad_fn, old._out_idx, old._requires_grad = t.grad_fn, t._out_idx, True
+        OverwriteNode.take(t, old, "copy_")
 
 
 def check_arguments(targets: Sequence[Any]) -> None:
@@ -88,7 +121,9 @@ def store_arguments(targets: Sequence[Any], new_values: Sequence[Any]) -> None:
     for t, new in zip(targets, new_values):
         if isinstance(t, Tensor):
             # through the tensor's own in-place path: a view argument writes through to its base
-            with no_grad():
+            # (and its base takes the history); a new value that requires grad (an output of
+            # the call's tape node) gives t its history, as the eager op would
+            with internal_enable_grad() if getattr(new, "_requires_grad", False) else no_grad():
                 t.copy_(new if isinstance(new, Tensor) else Tensor(new))
         else:
             new = new._data if isinstance(new, Tensor) else new
@@ -114,4 +149,6 @@ def settle_escapes(escaped: Sequence[Tensor], values: Sequence[Any]) -> None:
         t._data = v._data if isinstance(v, Tensor) else v
         t._born_in = None
         t.grad_fn, t._out_idx, t._requires_grad = None, 0, False
+        if isinstance(v, Tensor) and v._requires_grad:     # (an output of the call's tape node)
+            t.grad_fn, t._out_idx, t._requires_grad = v.grad_fn, v._out_idx, True
 

@@ -9,6 +9,8 @@ import numpy as np
 
 from ..codegen.dot import plan_dot
 from .memory_report import residual_report
+from ..ir.core import user_location
+from ..ir.primitives import P
 from ..ir.printer import print_graph
 from ..tracer.rng import default_generator
 from ..tracer.state import STATE
@@ -65,6 +67,49 @@ class Entry:
         exe.write_back([(self.n_user + k, where[id(w)]) for k, w in enumerate(self.writes)
                         if id(w) in where])
 
+    def active(self, wrt: tuple) -> list[bool]:
+        """For each graph output: whether it depends on an input in `wrt` through ops a
+        gradient passes (not stop_gradient: detach, or an op traced under no_grad)."""
+        found = self.grad_active.get(wrt)
+        if found is None:
+            graph = self.optimized_graph()
+            active = {graph.inputs[i] for i in wrt}
+            for ins in graph.instrs:
+                if ins.out.dtype.is_float and ins.prim is not P.stop_gradient and \
+                        any(v in active for v in ins.inputs):
+                    active.add(ins.out)
+            found = self.grad_active[wrt] = [v in active for v in graph.outputs]
+        return found
+
+    def _refuse_lost_history(self) -> None:
+        """A function that runs backward() inside gives plain results: a capture it writes
+        with a value that requires grad (a gradient path to a captured tensor that requires
+        grad) would lose that history, which torch keeps; refused before anything is stored."""
+        first = len(self.graph.inputs) - len(self.captures) - self.n_hidden
+        wrt = tuple(first + i for i, c in enumerate(self.captures) if c._requires_grad)
+        if not wrt:
+            return
+        active = self.active(wrt)
+        for k, (t, hist) in enumerate(zip(self.writes, self.traced.write_history)):
+            if hist and active[self.n_user + k]:
+                raise RuntimeError(
+                    f"a compiled function that runs backward() inside wrote a value that "
+                    f"requires grad into the captured tensor {t.dtype.name}{list(t.shape)} "
+                    f"(at {user_location()}): its results carry no autograd history, so that "
+                    f"tensor would silently lose its gradient path; write it under "
+                    f"`with tj.no_grad():` or write a detach()ed value")
+
+    def recorded_outputs(self) -> list[int]:
+        """The graph outputs whose history a call with grad on hands to the caller: the
+        user's, the captures written by ops that record (captures.store_writes), the tensors
+        that escaped the trace, and the arguments updated in place."""
+        traced = self.traced
+        n = self.n_user + len(self.writes)
+        e = n + traced.n_grad_outs
+        return list(range(self.n_user)) + \
+            [self.n_user + k for k, hist in enumerate(traced.write_history) if hist] + \
+            list(range(e, e + len(traced.escapes) + len(traced.arg_writes)))
+
     def optimized_graph(self):
         """The graph after the standard passes (run now if they were left pending): what
         gradients are built from and `.lower()` shows. Its inputs and outputs are the same
@@ -103,8 +148,15 @@ class Entry:
                 raise err
         targets = [flat[k] for k in traced.arg_writes]
         captures.check_arguments(targets)
+        # (a call that records: its writes take their history, see captures.store_writes)
+        history = traced.write_history if self.differentiable and \
+            (STATE.grad_enabled or traced.outer_off) and any(traced.write_history) else None
+        if history is not None:
+            captures.check_history_writes(self.writes, history)
+        elif not self.differentiable and STATE.grad_enabled and any(traced.write_history):
+            self._refuse_lost_history()
         n = self.n_user + len(self.writes)
-        captures.store_writes(self.writes, outs[self.n_user:n], traced.write_counts)
+        captures.store_writes(self.writes, outs[self.n_user:n], traced.write_counts, history)
         m = n + traced.n_grad_outs
         if traced.grad_sets:
             captures.set_grads(traced.grad_sets, outs[n:m])

@@ -14,7 +14,6 @@ from ..ir.printer import print_graph
 from ..ir.replay import replay
 from ..ir.verify import verify
 from ..tracer.autograd import grad as autograd_grad
-from ..ir.primitives import P
 from ..tracer.backward_nodes import AliasNode, Node, SavedTensor
 from ..tracer.state import enable_grad
 from ..tracer.tensor import Tensor
@@ -95,17 +94,6 @@ def _read_copy(t: Tensor | None, a) -> Tensor:
     return c
 
 
-def active_outputs(graph, wrt: tuple) -> list[bool]:
-    """For each output of `graph`: whether it depends on an input in `wrt` through ops a
-    gradient passes (not stop_gradient: detach, or an op traced under no_grad)."""
-    active = {graph.inputs[i] for i in wrt}
-    for ins in graph.instrs:
-        if ins.out.dtype.is_float and ins.prim is not P.stop_gradient and \
-                any(v in active for v in ins.inputs):
-            active.add(ins.out)
-    return [v in active for v in graph.outputs]
-
-
 def call_with_grad(fn_name: str, entry: Entry, arrays: list, tensors: list,
                    backend_for: Callable[[Device], object]) -> list[Tensor]:
     """Run a compiled call whose inputs need grad: its forward executable (outputs and the
@@ -113,12 +101,11 @@ def call_with_grad(fn_name: str, entry: Entry, arrays: list, tensors: list,
     wrt = tuple(i for i, t in enumerate(tensors) if t is not None and t._requires_grad)
     parts = entry.grad_cache.get(wrt)
     if parts is None:
-        active = entry.grad_active.get(wrt)
-        if active is None:
-            active = entry.grad_active[wrt] = active_outputs(entry.optimized_graph(), wrt)
-        if not any(active[:entry.n_user]):
-            # no result the caller gets depends on those inputs (a compiled optimizer step, a
-            # function under no_grad inside): as torch, nothing to record
+        active = entry.active(wrt)
+        if not any(active[k] for k in entry.recorded_outputs()):
+            # no result the caller gets, nor a tensor the call writes with history, depends on
+            # those inputs (a compiled optimizer step, a function under no_grad inside): as
+            # torch, nothing to record
             return [Tensor(o) for o in entry.exe.run(arrays)]
     if parts is None:
         with entry.grad_lock:       # one thread compiles; the others find its result

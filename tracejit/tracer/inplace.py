@@ -106,7 +106,9 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
             # step, never differentiated; the value stored back is new_v itself, so the
             # extra ops are dead code when nothing reads it again)
             read_as = straight_through(ctx.capture(x), new_v)
-        ctx.write(x, new_v, read_as)
+        # (a trace for a caller under no_grad records as one with grad on, unless the
+        # function's own no_grad is on: user_off)
+        ctx.write(x, new_v, read_as, history=records or not STATE.user_off)
         return x
     if new._traced:                   # tracing, and x is an eager tensor
         # a constant made inside the trace: from here on it holds the traced value

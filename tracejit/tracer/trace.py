@@ -65,6 +65,10 @@ class TraceContext:
         self._guarded: set[int] = set()
         self.writes: dict[int, tuple[Tensor, Value]] = {}   # id -> (capture, its new value)
         self.n_writes: dict[int, int] = {}   # id -> in-place ops on it (its version's steps)
+        # ids of captures written by an op that recorded autograd history (not under no_grad,
+        # not through .data or detach()): after a call with grad on, such a capture takes the
+        # new value's history, as the eager in-place op gives it (runtime/captures.py)
+        self.history_writes: set[int] = set()
         self.grad_slots = GradSlots()
         self._leaves: dict[int, Tensor] = {}  # id(capture) -> its traced leaf for autograd
         self.backward_ran = False            # .backward() ran on a traced tensor
@@ -124,10 +128,14 @@ class TraceContext:
             self._arrays[id(arr)] = t     # also keeps arr alive, so its id stays unique
         return t
 
-    def write(self, t: Tensor, v: Value, read_as: Value | None = None) -> None:
+    def write(self, t: Tensor, v: Value, read_as: Value | None = None,
+              history: bool = False) -> None:
         """An in-place update of capture `t` to `v` (see the class doc); later reads in the
-        trace see `read_as` if given (v's value with another gradient: no_grad_ir.py)."""
+        trace see `read_as` if given (v's value with another gradient: no_grad_ir.py).
+        `history`: the op recorded autograd history, which `t` then takes (see __init__)."""
         self.writes[id(t)] = (t, v)
+        if history:
+            self.history_writes.add(id(t))
         self._cap_index[id(t)] = v if read_as is None else read_as
         self.n_writes[id(t)] = self.n_writes.get(id(t), 0) + 1
         leaf = self._leaves.get(id(t))
@@ -265,6 +273,8 @@ class Traced:
         self.checks = checks or []         # (message, class) each; their code is the last output
         self.attr_epoch = -1               # the epoch its attr_guards last held at
         self.arg_writes = arg_writes or []   # flat argument positions updated in place
+        # per write: an op that recorded history wrote it (TraceContext.history_writes)
+        self.write_history = [False] * len(self.writes)
         # the function turned grad mode on (enable_grad): its graph depends on the caller's
         # grad mode, and `outer_off` says which (True: traced for a caller under no_grad)
         self.grad_keyed = False
@@ -429,6 +439,7 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
                   checks=[m for _, m in ctx.checks], arg_writes=[k for k, _ in ctx.arg_writes])
     traced.grad_keyed = STATE.grad_on != grad_on
     traced.outer_off = outer_off
+    traced.write_history = [id(t) in ctx.history_writes for t, _ in writes]
     return traced
 
 
