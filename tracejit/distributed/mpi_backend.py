@@ -260,7 +260,13 @@ class MPIBackend:
                 items = list(self._pumped)
                 if self._pump_kick:
                     self._pump_kick, nap = False, PUMP_NAP_MIN_S
+            waiting_check = [item for item in items if item[0].reqs is None]
             self.queue.advance()
+            # a check that just passed posted its data: the peers are in this collective now,
+            # so test again at the shortest nap (MPI needs only a few tests to move it on)
+            # rather than after the long nap the wait for the check had grown to
+            if any(item[0].reqs is not None for item in waiting_check):
+                nap = PUMP_NAP_MIN_S
             finished = []
             for item in items:
                 slot = item[0]
