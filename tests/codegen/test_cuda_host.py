@@ -60,6 +60,26 @@ template <class T> static T atomicAdd(T* p, T v) { T old = *p; *p += v; return o
 """
 
 
+def host_launch(function: str, grid: int, block: int, args: list, slots: dict) -> list[str]:
+    """C++ lines running one launch on the host: every thread of every block in turn, with
+    argument v at a[slots[v]] of the `void** a` in scope."""
+    params = ", ".join(f"({STORE[v.dtype.name]}*)a[{slots[v]}]" for v in args)
+    return [f"  gridDim.x = {grid}; blockDim.x = {block};",
+            f"  for (unsigned b = 0; b < {grid}; b++)",
+            f"    for (unsigned t = 0; t < {block}; t++) {{",
+            f"      blockIdx.x = b; threadIdx.x = t; {function}({params});", "    }"]
+
+
+def build_host(source: str, tmp_path, name: str = "k") -> ctypes.CDLL:
+    """The C++ source built by g++ as a shared library and loaded."""
+    src, lib = tmp_path / f"{name}.cpp", tmp_path / f"{name}.so"
+    src.write_text(source)
+    r = subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-o",
+                        str(lib), str(src)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return ctypes.CDLL(str(lib))
+
+
 class HostBuild:
     """Compiled programs lowered for CUDA, built together into one host library."""
 
@@ -80,23 +100,14 @@ class HostBuild:
             v for ln in prog.launches for v in ln.args))}
         lines = [prog.source, f'extern "C" void run{n}(void** a) {{']
         for ln in prog.launches:
-            params = ", ".join(f"({STORE[v.dtype.name]}*)a[{slots[v]}]" for v in ln.args)
-            lines += [f"  gridDim.x = {ln.grid}; blockDim.x = {ln.block};",
-                      f"  for (unsigned b = 0; b < {ln.grid}; b++)",
-                      f"    for (unsigned t = 0; t < {ln.block}; t++) {{",
-                      f"      blockIdx.x = b; threadIdx.x = t; {ln.name}({params});", "    }"]
+            lines += host_launch(ln.function, ln.grid, ln.block, ln.args, slots)
         self.parts.append("\n".join(lines + ["}"]))
         self.jobs.append((graph, plan, slots, args))
         return True
 
     def run(self, tmp_path):
         """[(graph, args, outputs)] for every program added."""
-        src, lib = tmp_path / "k.cpp", tmp_path / "k.so"
-        src.write_text("\n".join(self.parts))
-        r = subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-o",
-                            str(lib), str(src)], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr[-3000:]
-        dll = ctypes.CDLL(str(lib))
+        dll = build_host("\n".join(self.parts), tmp_path)
         results = []
         for n, (graph, plan, slots, args) in enumerate(self.jobs):
             env = dict(zip(graph.inputs, args))

@@ -144,7 +144,7 @@ def test_launches_cover_the_plan():
     for ln in exe.program.launches:
         if ln.kind == "kernel":
             assert ln.grid >= 1 and ln.block % 32 == 0 and ln.block <= 1024
-            assert f"void __launch_bounds__({ln.block}) {ln.name}(" in exe.source
+            assert f"void __launch_bounds__({ln.block}) {ln.function}(" in exe.source
 
 
 def test_cuda_dump_and_llvm_stage_errors(capsys, monkeypatch):

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 import tracejit as tj
-from test_cuda_host import SHIMS, HostBuild
+from test_cuda_host import SHIMS, HostBuild, build_host, host_launch
 from tracejit.codegen import cuda_lower, llvm_lower
-from tracejit.codegen.cuda_expr import STORE
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.codegen.llvm_ipow import ipow_library
 from tracejit.codegen.llvm_math import library
@@ -81,18 +79,9 @@ def run_cuda_on_host(jobs: list[Job], tmp_path) -> list[list[np.ndarray]]:
         lines = ["\n\n".join(cuda_lower.render(lk) for lk in job.kernels),
                  f'extern "C" void run{n}(void** a) {{']
         for lk in job.kernels:
-            params = ", ".join(f"({STORE[v.dtype.name]}*)a[{job.slots[v]}]" for v in lk.args)
-            lines += [f"  gridDim.x = {lk.grid}; blockDim.x = {lk.block};",
-                      f"  for (unsigned b = 0; b < {lk.grid}; b++)",
-                      f"    for (unsigned t = 0; t < {lk.block}; t++) {{",
-                      f"      blockIdx.x = b; threadIdx.x = t; {lk.name}({params});", "    }"]
+            lines += host_launch(lk.name, lk.grid, lk.block, lk.args, job.slots)
         parts.append("\n".join(lines + ["}"]))
-    src, lib = tmp_path / "agree.cpp", tmp_path / "agree.so"
-    src.write_text("\n".join(parts))
-    r = subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-o", str(lib),
-                        str(src)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    dll = ctypes.CDLL(str(lib))
+    dll = build_host("\n".join(parts), tmp_path, "agree")
     results = []
     for n, job in enumerate(jobs):
         env, ptrs = job.arrays()

@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 import tracejit as tj
-from tracejit.codegen.cuda_expr import STORE
 from tracejit.codegen.cuda_lower import PORTABLE, lower_program
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.ir.interpret import interpret
 from tracejit.runtime.cuda_backend import prepare
 
-from test_cuda_host import SHIMS
+from test_cuda_host import SHIMS, build_host, host_launch
 
 HOST_FNS = {
     # several launches of column sums and elementwise loops; each intermediate is read by the
@@ -54,16 +52,8 @@ def test_host_run_in_one_planned_arena(name, tmp_path):
     slots = {v: i for i, v in enumerate(order)}
     lines = [SHIMS + PORTABLE, prog.source, 'extern "C" void run(void** a) {']
     for ln in prog.launches:
-        params = ", ".join(f"({STORE[v.dtype.name]}*)a[{slots[v]}]" for v in ln.args)
-        lines += [f"  gridDim.x = {ln.grid}; blockDim.x = {ln.block};",
-                  f"  for (unsigned b = 0; b < {ln.grid}; b++)",
-                  f"    for (unsigned t = 0; t < {ln.block}; t++) {{",
-                  f"      blockIdx.x = b; threadIdx.x = t; {ln.name}({params});", "    }"]
-    src, lib = tmp_path / "k.cpp", tmp_path / "k.so"
-    src.write_text("\n".join(lines + ["}"]))
-    r = subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-o", str(lib),
-                        str(src)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
+        lines += host_launch(ln.function, ln.grid, ln.block, ln.args, slots)
+    dll = build_host("\n".join(lines + ["}"]), tmp_path)
     arena = np.full(mem.arena_bytes, 0x7f, np.uint8)     # garbage until written
     env = dict(zip(graph.inputs, args))
     for v in plan.constants:
@@ -75,7 +65,7 @@ def test_host_run_in_one_planned_arena(name, tmp_path):
         if v not in env:                                   # outputs: their own memory
             env[v] = np.full(v.shape, 7, v.dtype.np)
     ptrs = [env[v].ctypes.data for v in order]
-    ctypes.CDLL(str(lib)).run((ctypes.c_void_p * len(ptrs))(*ptrs))
+    dll.run((ctypes.c_void_p * len(ptrs))(*ptrs))
     for g, w in zip([env[v] for v in graph.outputs], interpret(graph, args)):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
 

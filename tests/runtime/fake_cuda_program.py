@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 import fakecupy
-from tracejit.codegen.schedule import Scheduler
 from tracejit.runtime import cuda_backend, cuda_gemm
 
 
@@ -49,18 +48,21 @@ class _Group:
 
 
 def kernel_table(plan, program) -> dict:
-    """{launch name: host stand-in} for a program lowered from `plan`."""
-    sched = Scheduler("gpu")
+    """{CUDA function: host stand-in} for a program lowered from `plan`. Kernels of one
+    structural key launch the same functions (codegen/cuda_lower.py): a function's stand-in
+    computes the instructions of the first kernel that launches it, on whatever buffers each
+    launch passes, so a later kernel's numbers are right only if sharing its code is."""
+    launches: dict = {}
+    for ln in program.launches:
+        if ln.kind == "kernel":
+            launches.setdefault(id(cuda_backend.launch_kernel(plan, ln)), []).append(ln)
     table = {}
     for k in plan.kernels:
-        if k.kind in ("matmul", "extern"):
-            continue
-        lks = [lk for lk in sched(k, k.name).kernels if lk.grid > 0]
+        lns = launches.get(id(k), [])
         group = _Group(k)
-        for j, lk in enumerate(lks):
-            table[lk.name] = group.function(list(lk.args), j == len(lks) - 1)
-    names = [ln.name for ln in program.launches if ln.kind == "kernel"]
-    assert set(names) == set(table), (names, list(table))
+        for j, ln in enumerate(lns):
+            if ln.function not in table:
+                table[ln.function] = group.function(list(ln.args), j == len(lns) - 1)
     return table
 
 

@@ -89,9 +89,9 @@ class _Bound:
 
 
 def _launches(graph: Graph, plan, program) -> list[tuple]:
-    """A program's launches as the runtime runs them: ("kernel", name, grid, block, buffer
+    """A program's launches as the runtime runs them: ("kernel", function, grid, block, buffer
     arguments, the buffers it writes), ("extern", Extern) or ("matmul", (buffer, views),
-    (buffer, views), out)."""
+    (buffer, views), out). Kernels of one structural key launch one function."""
     buffers = set(graph.inputs) | set(plan.constants) | \
         {v for k in plan.kernels for v in k.outputs}
     scratch = set(program.scratch)
@@ -99,7 +99,7 @@ def _launches(graph: Graph, plan, program) -> list[tuple]:
     for ln in program.launches:
         if ln.kind == "kernel":        # (what it writes: its kernel's outputs, or scratch)
             outs = set(launch_kernel(plan, ln).outputs) | scratch
-            out.append(("kernel", ln.name, ln.grid, ln.block, list(ln.args),
+            out.append(("kernel", ln.function, ln.grid, ln.block, list(ln.args),
                         [v for v in ln.args if v in outs]))
         elif ln.kind == "extern":
             ins = ln.kernel.instr
