@@ -118,6 +118,8 @@ class Graph:
         self.instrs: list[Instr] = []
         self.outputs: list[Value] = []
         self.loc_override: str | None = None   # set while replaying instructions elsewhere
+        # values no gradient reaches, found while tracing under no_grad (tracer/no_grad_ir.py)
+        self.gradless: set[Value] = set()
 
     def add_input(self, aval: Aval, name: str | None = None) -> Value:
         v = Value(aval, self, None, name)

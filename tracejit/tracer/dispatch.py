@@ -12,7 +12,7 @@ from . import eager
 from .eager import _INFER
 from . import forward_ad
 from .lazy_copies import link
-from .no_grad_ir import barrier, differentiable
+from .no_grad_ir import no_grad_result
 from .forward_ad import FWD
 from .state import SPECIAL_MODES, STATE, current_trace, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
@@ -146,9 +146,8 @@ def _apply_general(prim, args, params) -> Tensor:
                 args = [STATE.subst.get(id(a), a) for a in args]
             requires = any(a._requires_grad for a in args)
         out_v = graph.emit(prim, vals, params)
-        if not STATE.grad_enabled and STATE.user_off and out_v.dtype.is_float and \
-                differentiable(vals):       # a constant to the IR's reverse mode: no_grad_ir
-            out_v = barrier(out_v)
+        if not STATE.grad_enabled and STATE.user_off and out_v.dtype.is_float:
+            out_v = no_grad_result(out_v, vals)     # a constant to the IR's reverse mode
         out = Tensor(out_v, _weak=bool(args) and all(a._weak for a in args))
         if prim.bounds is not None and traces:
             _check_bounds(prim, vals, params, graph, traces)

@@ -20,10 +20,12 @@ _NO_GRAD_SOURCES = frozenset({"constant", "stop_gradient", "iota"})
 
 
 def differentiable(vals) -> bool:
-    """Some float operand that a gradient could reach: not a constant nor stop_gradient's."""
+    """Some float operand that a gradient could reach: not a constant, nor stop_gradient's,
+    nor a result `no_grad_result` found no gradient reaches."""
     for v in vals:
         ins = v.producer
-        if v.dtype.is_float and (ins is None or ins.prim.name not in _NO_GRAD_SOURCES):
+        if v.dtype.is_float and (ins is None or ins.prim.name not in _NO_GRAD_SOURCES) and \
+                v not in v.graph.gradless:
             return True
     return False
 
@@ -31,6 +33,18 @@ def differentiable(vals) -> bool:
 def barrier(v: Value) -> Value:
     """v as a constant to reverse mode (an op's result under no_grad)."""
     return v.graph.emit(P.stop_gradient, [v], {"no_grad": True})
+
+
+def no_grad_result(out: Value, vals) -> Value:
+    """`out`, the float result of an op on `vals` traced under the user's no_grad, as a
+    constant to reverse mode: a barrier where a gradient could reach an operand; else `out`
+    itself, recorded as a value no gradient reaches, so that the ops on it need no barrier
+    either. (An optimizer step barriered nearly every op: nanoGPT's AdamW step traced 931
+    stop_gradients, each read from a state tensor or a hyperparameter's cast.)"""
+    if differentiable(vals):
+        return barrier(out)
+    out.graph.gradless.add(out)
+    return out
 
 
 def straight_through(old: Value, new: Value) -> Value:
