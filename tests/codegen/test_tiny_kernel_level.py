@@ -154,3 +154,24 @@ def test_gradients_through_o0_kernels_match_float64_differences():
     ref = lambda x, w: (np.tanh(x @ w) ** 2).sum() + np.exp(x * 0.1).mean()   # noqa: E731
     np.testing.assert_allclose(gx.numpy(), num(lambda a: ref(a, w), x), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(gw.numpy(), num(lambda a: ref(x, a), w), rtol=1e-6, atol=1e-8)
+
+
+def test_a_few_thousand_element_ops_are_tiny_beside_a_large_gemm(monkeypatch):
+    """Elements x ops up to TINY_KERNEL (32768): 512 elements through 12 ops (their constants count too), beside a
+    512^3 GEMM, is an O0 module; the same kernel beside a small GEMM stays O2 (the budget)."""
+    monkeypatch.setenv("TRACEJIT_NUM_THREADS", "1")
+
+    def f(a, x):
+        y = x
+        for i in range(8):
+            y = y * 1.5 + 0.25 if i % 2 else y - 0.5
+        return a @ a, y
+    x = np.linspace(-1, 1, 512, dtype=np.float32)
+    cf = tj.compile(f)
+    big = np.full((512, 512), 0.5, np.float32)
+    assert _levels(cf.lower(big, x).program) == ["O0"]
+    assert _levels(cf.lower(M, x).program) == ["O2"]
+    want = x.astype(np.float64)
+    for i in range(8):
+        want = want * 1.5 + 0.25 if i % 2 else want - 0.5
+    np.testing.assert_allclose(cf(big, x)[1].numpy(), want, rtol=1e-6, atol=1e-6)
