@@ -78,7 +78,33 @@ def _targets(path: pathlib.Path, mod: str | None = None,
             for a in node.names:      # `from . import x` names a submodule, or an attribute
                 sub = f"{base_name}.{a.name}"
                 out.append((sub if _is_module(sub) else base_name, node.lineno))
+        else:
+            name = _named_by_string(node)
+            if name is not None:
+                out.append((name, node.lineno))
     return out
+
+
+def _named_by_string(node: ast.AST) -> str | None:
+    """The tracejit module an import by name reaches, a lazy import the statements above miss:
+    `importlib.import_module("tracejit.x")`, `__import__("tracejit.x")`,
+    `sys.modules["tracejit.x"]` or `sys.modules.get("tracejit.x")`."""
+    arg = None
+    if isinstance(node, ast.Call) and node.args:
+        f = node.func
+        name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) \
+            else ""
+        on_modules = isinstance(f, ast.Attribute) and isinstance(f.value, ast.Attribute) and \
+            f.value.attr == "modules"
+        if name in ("import_module", "__import__") or (name == "get" and on_modules):
+            arg = node.args[0]
+    elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and \
+            node.value.attr == "modules":
+        arg = node.slice
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and \
+            arg.value.split(".")[0] == "tracejit":
+        return arg.value
+    return None
 
 
 def _area(module: str) -> str:
@@ -107,6 +133,20 @@ def test_the_scanner_sees_lazy_and_relative_imports(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from ..runtime import compile\n    return compile\n")
     assert ("tracejit.runtime.compile", 2) in _targets(probe, "tracejit.tracer.probe")
+
+
+def test_the_scanner_sees_imports_by_name(tmp_path):
+    # a module fetched by its name at run time is an import too
+    probe = tmp_path / "probe.py"
+    probe.write_text("import importlib, sys\n"
+                     "def f():\n    return importlib.import_module('tracejit.runtime.compile')\n"
+                     "def g():\n    return sys.modules['tracejit.nn.module']\n"
+                     "def h():\n    return sys.modules.get('tracejit.optim')\n"
+                     "def i():\n    return __import__('tracejit.distributed')\n"
+                     "def j():\n    return importlib.import_module('cupy.cuda.nvrtc')\n")
+    targets = sorted(_targets(probe, "tracejit.ir.probe"), key=lambda t: t[1])
+    assert targets == [("tracejit.runtime.compile", 3), ("tracejit.nn.module", 5),
+                       ("tracejit.optim", 7), ("tracejit.distributed", 9)]
 
 
 def test_lower_areas_import_only_what_they_may():

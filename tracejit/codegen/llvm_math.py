@@ -8,6 +8,7 @@ the C library, and so do sin, cos and pow in small modules built for compile spe
 from __future__ import annotations
 
 import functools
+import math
 import struct
 
 
@@ -205,7 +206,6 @@ def _dpoly(var: str, coeffs: list[float], prefix: str) -> tuple[list[str], str]:
 
 def _trigf() -> str:
     """@tj_trigf(x, q0): sin(x) for q0 = 0, cos(x) for q0 = 1 (cos x = sin(x + pi/2))."""
-    import math
     sp, spr = _dpoly("%z", [1 / math.factorial(n) * (-1) ** ((n - 1) // 2)
                             for n in (13, 11, 9, 7, 5, 3)], "sp")
     cp, cpr = _dpoly("%z", [1 / math.factorial(n) * (-1) ** (n // 2)
@@ -297,7 +297,6 @@ def _trigf() -> str:
 # exp(y * log|x|) in double precision (log by atanh series around the mantissa, exp by Taylor
 # after a two-part ln2 reduction), rounded once to float32; IEEE's special cases by selects.
 def _powf() -> str:
-    import math
     lp, lpr = _dpoly("%s2", [2 / (2 * n + 1) for n in range(9, -1, -1)], "lp")
     ep, epr = _dpoly("%r", [1 / math.factorial(n) for n in range(13, -1, -1)], "ep")
     ln2_hi = float.fromhex("0x1.62e42fee00000p-1")       # few bits: n * ln2_hi is exact

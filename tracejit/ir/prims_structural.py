@@ -11,8 +11,8 @@ from .batching import (batch_axes_param, batch_broadcast, batch_concatenate,
 from .core import Aval
 from .index_maps import Read, Select, Zero, reshape_index
 from .primitives import (P, Primitive, bind, broadcast, cast, div, eq, matmul, mul, op_error,
-                         reduce_sum, reshape, swap_last, tangent_or_zeros, tangent_sum,
-                         transpose)
+                         reduce_sum, reshape, sum_to_shape, swap_last, tangent_or_zeros,
+                         tangent_sum, transpose)
 
 
 def _check_axes(name: str, a: Aval, axes: tuple[int, ...]) -> None:
@@ -144,7 +144,6 @@ def _infer_broadcast(name, avals, shape):
 
 
 def _vjp_broadcast(g, ins, out, params, need):
-    from .primitives import sum_to_shape
     return [sum_to_shape(g, ins[0].shape)]
 
 

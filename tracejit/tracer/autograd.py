@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from ..ir.core import user_location
-from ..ir.primitives import P
+from ..ir.primitives import P, full_like, zeros_like
 from .backward_nodes import AccumulateGrad, Node, PrimNode, _accumulate_leaf, accumulate_node
 from .eager import Arr, quiet_call
 from .forward_ad import FWD
@@ -125,7 +125,6 @@ def _make_grad(t: Tensor, g) -> Tensor:
                                f"got an output of shape {list(t.shape)} (at {user_location()}). "
                                f"Pass gradient= (or grad_outputs=) explicitly.")
         if t._traced:
-            from ..ir.primitives import full_like
             return full_like(t, 1.0)
         return Tensor(np.ones_like(t._data))     # on t's device
     g = g if isinstance(g, Tensor) else Tensor(np.asarray(g, dtype=t.dtype.np))
@@ -395,7 +394,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bo
         g = caps.get(id(t))
         if g is None:
             if materialize_grads:
-                from ..ir.primitives import zeros_like
                 g = zeros_like(t.detach())
             elif not allow_unused:
                 raise RuntimeError(f"One of the differentiated Tensors (input {i}, "
