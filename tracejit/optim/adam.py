@@ -27,30 +27,40 @@ def adam_math(flags: tuple, slots: dict, per_param: dict, sc: dict) -> dict:
     lr, beta1, beta2 = f64(sc["lr"]), f64(sc["beta1"]), f64(sc["beta2"])
     eps, wd = f64(sc["eps"]), f64(sc["weight_decay"])
     out: dict[str, list] = {"param": [], "exp_avg": [], "exp_avg_sq": [], "max_exp_avg_sq": []}
+    # the hyperparameters' operands, made once per parameter dtype (traced, each is an op or
+    # a few, and a model has hundreds of parameters: tracing cost of a compiled step)
+    hyper: dict = {}
     for i, (p, grad) in enumerate(zip(slots["param"], slots["grad"])):
-        P = Precision(p.dtype)
+        h = hyper.get(p.dtype)
+        if h is None:
+            P = Precision(p.dtype)
+            # torch's lerp: start + w * (end - start) for |w| < 0.5, else
+            # end - (1 - w)(end - start)
+            w = P.scalar(1 - beta1)
+            small = ops.lt(ops.abs(w), 0.5)
+            decay = (P.scalar(1 - lr * wd) if decoupled else P.scalar(wd)) if has_wd else None
+            h = hyper[p.dtype] = (P, decay, small, ops.where(small, w, w - 1),
+                                  P.scalar(beta2), P.scalar(1 - beta2), P.scalar(eps))
+        P, decay, small, lerp_w, b2, one_minus_b2, eps_op = h
         pm, g = P.load(p), P.load(grad)
         m, v = P.load(slots["exp_avg"][i]), P.load(slots["exp_avg_sq"][i])
         if maximize:
             g = -g
         if has_wd:
             if decoupled:
-                pm = P.round(pm * P.scalar(1 - lr * wd))
+                pm = P.round(pm * decay)
             else:
-                g = P.round(g + P.scalar(wd) * pm)
-        # torch's lerp: start + w * (end - start) for |w| < 0.5, else end - (1 - w)(end - start)
-        w = P.scalar(1 - beta1)
-        small = ops.lt(ops.abs(w), 0.5)
-        m = P.round(ops.where(small, m, g) + ops.where(small, w, w - 1) * (g - m))
-        v = P.round(v * P.scalar(beta2))
-        v = P.round(v + P.scalar(1 - beta2) * g * g)
+                g = P.round(g + decay * pm)
+        m = P.round(ops.where(small, m, g) + lerp_w * (g - m))
+        v = P.round(v * b2)
+        v = P.round(v + one_minus_b2 * g * g)
         step_size = lr / f64(per_param["bc1"][i])
         vv = v
         if amsgrad:
             vv = P.round(ops.maximum(P.load(slots["max_exp_avg_sq"][i]), v))
             out["max_exp_avg_sq"].append(P.out(vv))
         denom = P.round(P.round(ops.sqrt(vv)) / P.scalar(per_param["bc2_sqrt"][i]))
-        denom = P.round(denom + P.scalar(eps))
+        denom = P.round(denom + eps_op)
         out["param"].append(P.out(pm + P.scalar(-step_size) * m / denom))
         out["exp_avg"].append(P.out(m))
         out["exp_avg_sq"].append(P.out(v))
