@@ -26,6 +26,7 @@ import tracejit.nn.functional as tjF
 from eager_fuzz_gen import _broadcasts, _factor, random_basic_key
 
 FLOATS = (np.float32, np.float64)
+VIEW_LAYOUTS = ("tview", "sview", "bview")
 
 
 class Side:
@@ -42,7 +43,10 @@ TJS, THS = Side(tj, tjF), Side(torch, thF)
 class Leaf:
     """role: arg (a Tensor argument), np (a NumPy argument), cap (a captured global),
     param (an nn.Parameter of the module), scalar (a Python float argument).
-    layout: contiguous, strided (every other element of a wider array) or transposed."""
+    layout: contiguous, strided (every other element of a wider array) or transposed; for
+    arguments and captures also a view of an eager base (VIEW_LAYOUTS: a transposed view, a
+    strided slice, or for arguments an expand (a broadcast, stride 0) of the base's first
+    column), which a compiled in-place write reaches through the view."""
 
     def __init__(self, name: str, role: str, array, grad: bool, layout: str) -> None:
         self.name, self.role, self.array, self.grad, self.layout = name, role, array, grad, layout
@@ -93,6 +97,14 @@ class Program:
             role = "arg"
         grad = self.float and role != "np" and (role == "param" or r.random() < 0.8)
         layout = str(r.choice(["contiguous", "strided", "transposed"], p=[.6, .25, .15]))
+        if layout == "contiguous" and role in ("arg", "cap") and shape:
+            # (a generator of its own: the main one's draws, and so the older seeds'
+            # programs, stay as they were)
+            side = np.random.default_rng([self.seed, len(self.leaves), 17])
+            if side.random() < 0.4:
+                # (a capture's new values are copied into it between calls: not expanded)
+                layout = str(side.choice(VIEW_LAYOUTS if role == "arg" else VIEW_LAYOUTS[:2]))
+                grad = False        # (written in place: a view that requires grad is refused)
         lf = Leaf(f"{role[0]}{len(self.leaves)}", role, self.array(shape), grad, layout)
         return self._add_leaf(lf)
 
@@ -481,6 +493,8 @@ def make_value(lf: Leaf, a, side: Side):
     if lf.role == "scalar":
         return float(a)
     a = np.asarray(a)
+    if lf.layout in VIEW_LAYOUTS and a.ndim:
+        return _view_value(lf.layout, a, side)
     if lf.layout == "strided" and a.ndim:
         big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
         big[..., ::2] = a
@@ -501,3 +515,15 @@ def make_value(lf: Leaf, a, side: Side):
     if lf.role == "param":
         return tj.nn.Parameter(tj.Tensor(arr))
     return tj.Tensor(arr, requires_grad=lf.grad)
+
+
+def _view_value(layout: str, a: np.ndarray, side: Side):
+    """A view of a new eager base, of a's shape (see Leaf): a's values for tview and sview,
+    a broadcast of a's first column for bview."""
+    if layout == "tview" and a.ndim >= 2:
+        return side.const(np.ascontiguousarray(np.swapaxes(a, -1, -2))).transpose(-1, -2)
+    if layout == "bview" and a.shape[-1] > 1:
+        return side.const(a[..., :1].copy()).expand(*a.shape)
+    big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    big[..., ::2] = a
+    return side.const(big)[..., ::2]
