@@ -29,13 +29,15 @@ from ..ir.core import Graph
 from ..ir.verify import verify
 from ..tracer import fused
 from .backend import get_backend
+from .small_call import small_runner
 
 
 def compile_graph(graph: Graph) -> Callable:
     """run(list of arrays) -> list of arrays for one of a plan's graphs (its forward, its
     backward, its index checks), compiled by the CPU backend."""
     backend = get_backend()      # the default (LLVM), or TRACEJIT_BACKEND's
-    return _arrays_only(backend.compile(verify(graph)).run)
+    exe = backend.compile(verify(graph))
+    return small_runner(exe, _arrays_only(exe.run))
 
 
 def _arrays_only(run: Callable) -> Callable:

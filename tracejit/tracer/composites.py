@@ -86,32 +86,41 @@ def _leaf(a):
     return leaf
 
 
-def composite(node_name, keeps_inputs: bool = True):
+def composite(node_name, keeps_inputs: bool = True, out_vjp=None):
     """Mark `fn` as a composite whose eager backward node is called `node_name` (a string, or a
     function of the call's arguments). A composite is one op to autocast: its inner ops do
     not autocast on their own. keeps_inputs=False: PyTorch's node keeps the op's result, not
     its input, so changing the input in place after the call is legal; the fused node keeps a
-    copy of any input its backward reads (as many bytes as torch's saved result)."""
+    copy of any input its backward reads (as many bytes as torch's saved result), or, given
+    out_vjp(y, g) (the gradient of the one tensor input, from the output y and its cotangent
+    g, in tracejit ops), the output itself: no copy, and an in-place change of the output
+    before backward is an error, as in PyTorch."""
+    named = callable(node_name)
+
     def deco(fn):
         fn = atomic(fn)
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            # (sigmoid(x): one tensor argument, _tensors without its generic walk)
-            ts = list(args) if not kwargs and len(args) == 1 and type(args[0]) in SUBCLASSES \
-                else _tensors(args, kwargs)
+            # (sigmoid(x): one tensor argument, _tensors and any() without their generic walks)
+            if not kwargs and len(args) == 1 and type(args[0]) in SUBCLASSES:
+                ts = args
+                wants = args[0]._requires_grad
+            else:
+                ts = _tensors(args, kwargs)
+                wants = any(t._requires_grad for t in ts)
             if SPECIAL_MODES[0] and (STATE.traces or FWD.levels):
                 # tracing: no eager node (captures are inputs); dual tensors: tangents go
                 # through the inner ops
                 return fn(*args, **kwargs)
-            if not STATE.grad_enabled or not any(t._requires_grad for t in ts):
+            if not wants or not STATE.grad_enabled:
                 if fused_nograd.large(ts):      # one compiled loop if elementwise only
                     out = fused_nograd.run(fn, fn.__name__, args, kwargs)
                     if out is not None:
                         return out
                 return _own_result(fn(*args, **kwargs), ts)
-            name = node_name(*args, **kwargs) if callable(node_name) else node_name
-            out = fused.run(fn, name, args, kwargs, not keeps_inputs)
+            name = node_name(*args, **kwargs) if named else node_name
+            out = fused.run(fn, name, args, kwargs, not keeps_inputs, out_vjp)
             if out is not None:          # one fused op, one node (see fused.py)
                 return out
             inner_args = [_leaf(a) for a in args]
@@ -162,7 +171,19 @@ def var(x, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=None
     return ops.div(ops.sum(ops.mul(d, d), axes, keepdims, keepdim=keepdim), denom)
 
 
-@composite("SigmoidBackward0", keeps_inputs=False)
+def _sigmoid_vjp(y, g):
+    """PyTorch's sigmoid_backward, g (1 - y) y, in its order; 16-bit floats in float32 (its
+    opmath), rounded once."""
+    low = y.dtype in dt.HALF
+    if low:
+        y32, g = ops.cast(y, dt.f32), ops.cast(g, dt.f32)
+    else:
+        y32 = y
+    gx = ops.mul(ops.mul(g, ops.sub(1.0, y32)), y32)
+    return ops.cast(gx, y.dtype) if low else gx
+
+
+@composite("SigmoidBackward0", keeps_inputs=False, out_vjp=_sigmoid_vjp)
 def sigmoid(x):
     x = ops.as_tensor(x)
     if not x.dtype.is_float:          # integers and bools give float32, as PyTorch

@@ -81,7 +81,7 @@ class Plan:
     __slots__ = ("fwd", "bwd", "n_res", "check", "errors", "run_fwd", "run_bwd", "calls",
                  "run_check", "check_in_fwd",
                  "compiled", "gpu", "out_meta", "res_inputs", "wants", "res_copy",
-                 "checked_inputs")
+                 "checked_inputs", "out_saved", "out_vjp")
 
     def __init__(self, fwd: Graph, bwd: Graph, n_res: int, check: Graph | None,
                  errors: list, gpu: bool, wants: tuple) -> None:
@@ -108,6 +108,9 @@ class Plan:
                                ())
         out = fwd.outputs[0]
         self.out_meta = (out.shape, out.dtype.np)
+        # the output is the one residual (a composite's out_vjp: bwd reads (output, cotangent))
+        self.out_saved = False
+        self.out_vjp = None
 
     def maybe_compile(self) -> None:
         self.calls += 1
@@ -209,11 +212,20 @@ def traced_graph(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: li
 
 
 def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Tensor],
-           device) -> Plan | object:
+           device, out_vjp: Callable | None = None) -> Plan | object:
     tr = traced_graph(fn, name, args, kwargs, tensors, device)
     if tr is _UNFUSABLE:
         return _UNFUSABLE
     g = tr.graph
+    gpu = not all(type(t._data) is np.ndarray for t in tensors)
+    if out_vjp is not None and len(tensors) == 1 and not tr.checks:
+        # the backward reads the output, as PyTorch's node keeps its result: no residual of
+        # the input (nor a copy of it), and the output's in-place changes are version-checked
+        stats["plans"] += 1
+        plan = Plan(optimize(g), _out_vjp_graph(out_vjp, g, device), 0, None, [], gpu,
+                    (True,))
+        plan.out_saved, plan.out_vjp = True, out_vjp
+        return plan
     check = None
     if tr.checks:                    # data-dependent index checks run first, as eagerly
         check = _subgraph(g, [g.outputs[-1]], g.name + "_check")
@@ -224,9 +236,16 @@ def _build(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: list[Ten
     # gelu keeps its input, not three products of it (PyTorch's memory, not three times it)
     fwd, bwd, n_res = split(joint, len(g.inputs), 1, recompute=cut_enabled())
     stats["plans"] += 1
-    return Plan(fwd, bwd, n_res, check, tr.checks, not all(
-        type(t._data) is np.ndarray for t in tensors),
-        tuple(t._requires_grad for t in tensors))
+    return Plan(fwd, bwd, n_res, check, tr.checks, gpu, tuple(t._requires_grad for t in tensors))
+
+
+def _out_vjp_graph(out_vjp: Callable, g: Graph, device) -> Graph:
+    """The backward graph (output, cotangent) -> input gradient of a composite with one
+    tensor input whose gradient `out_vjp(y, g)` computes (in tracejit ops) from its output."""
+    aval = g.outputs[0].aval
+    y, ct = (wrap_array(np.zeros(aval.shape, aval.dtype.np)) for _ in range(2))
+    tr = trace(out_vjp, (y, ct), {}, {}, name=g.name + "_out_vjp", device=device)
+    return optimize(tr.graph)
 
 
 def _key(fn, args, kwargs, tensors):
@@ -270,11 +289,12 @@ def _key(fn, args, kwargs, tensors):
 
 
 def run(fn: Callable, name: str, args: tuple, kwargs: dict,
-        copy_inputs: bool = False) -> Tensor | None:
+        copy_inputs: bool = False, out_vjp: Callable | None = None) -> Tensor | None:
     """fn(*args, **kwargs) as one fused op with one backward node named `name`; None when
     this call must record op by op (create the node the old way). copy_inputs: the node keeps
     copies of the inputs its backward reads (where PyTorch's keeps its result, an input
-    changed in place afterwards is legal)."""
+    changed in place afterwards is legal). out_vjp(y, g): the input's gradient from the
+    output (one tensor input only): the node keeps the output, not the input."""
     if not ENABLED or STATE.subst:
         return None
     tensors: list[Tensor] = []
@@ -286,7 +306,7 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict,
         if len(_PLANS) >= _PLANS_MAX:
             _PLANS.clear()
         plan = _PLANS[key] = _build(fn, name, args, kwargs, tensors,
-                                    device_of(tensors[0]._data) if tensors else None)
+                                    device_of(tensors[0]._data) if tensors else None, out_vjp)
     if plan is _UNFUSABLE:
         stats["fallbacks"] += 1
         return None
@@ -310,11 +330,13 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict,
         res = list(res)
         for k in plan.res_copy:
             res[k] = res[k].copy()
-    y = fresh(res[0], arrays)               # (a composite is a copy, never its input)
+    # (a composite is a copy, never its input; compiled outputs never alias an input)
+    y = res[0] if plan.compiled else fresh(res[0], arrays)
     if type(y) is np.ndarray and y.base is not None and y.flags.writeable:
         y.flags.writeable = False    # a view of an input or a residual: a lazy copy
     out = wrap_array(y)
-    out.grad_fn = fused_node(name, fn, args, kwargs, tensors, res[1:], plan, out, copy_inputs)
+    out.grad_fn = fused_node(name, fn, args, kwargs, tensors, (y,) if plan.out_saved else res[1:],
+                             plan, out, copy_inputs)
     out._requires_grad = True
     return out
 
@@ -371,7 +393,20 @@ class FusedNode(Node):
     def apply(self, grads, create_graph):
         g = grads[0]
         if create_graph or g is None or isinstance(g._data, Value):
+            if self.plan.out_saved and g is not None and not isinstance(g._data, Value):
+                return self._from_output(g)
             return self._recompute(grads, create_graph)
+        self._check()
+        gd = g._data
+        if gd.dtype != self.plan.out_meta[1]:
+            gd = gd.astype(self.plan.out_meta[1])
+        res = self.plan.run_bwd(list(self.residuals) + [gd])
+        it = iter(res)      # (requires_grad as at the call: the graph's and edges' order)
+        wrap = Arr if type(g) is Arr else Tensor    # (Arr: a pass that records nothing)
+        return [wrap(next(it)) if w else None for w in self.plan.wants]
+
+    def _check(self) -> None:
+        """Raise if an input or the output whose memory a residual shares changed in place."""
         for i in self.checked:
             if i < 0:
                 if self.out_counter[0] != self.out_version:
@@ -380,13 +415,16 @@ class FusedNode(Node):
                               self.out_version, self)
             else:
                 self.saved_tensor(i)
-        gd = g._data
-        if gd.dtype != self.plan.out_meta[1]:
-            gd = gd.astype(self.plan.out_meta[1])
-        res = self.plan.run_bwd(list(self.residuals) + [gd])
-        it = iter(res)      # (requires_grad as at the call: the graph's and edges' order)
-        wrap = Arr if type(g) is Arr else Tensor    # (Arr: a pass that records nothing)
-        return [wrap(next(it)) if w else None for w in self.plan.wants]
+
+    def _from_output(self, g: Tensor) -> list:
+        """create_graph: the plan's out_vjp run with recording on the saved output, as a
+        tensor whose grad_fn is this node (as PyTorch unpacks a saved result), so that the
+        gradient is differentiable again through the output and the cotangent."""
+        self._check()
+        y = wrap_array(self.residuals[0])
+        y._requires_grad, y.grad_fn, y._vc = True, self, self.out_counter
+        with enable_grad():
+            return [self.plan.out_vjp(y, g)]
 
     def apply_arrays(self, g: Arr) -> list:
         """The backward in a pass that records nothing: the plan's on the Arr's array."""
@@ -415,6 +453,7 @@ class FusedNode(Node):
 
 _new = object.__new__
 _ZEROS = [(0,) * n for n in range(8)]      # the versions of inputs without counters: shared
+_OUT_ONLY = (-1,)
 
 
 def fused_node(name: str, fn: Callable, args: tuple, kwargs: dict, tensors: list[Tensor],
@@ -456,6 +495,12 @@ def fused_node(name: str, fn: Callable, args: tuple, kwargs: dict, tensors: list
     node.fn, node.args, node.kwargs = fn, args, kwargs
     node.residuals = residuals
     node.plan = plan
+    if plan.out_saved:
+        # the one residual is the output, a new tensor: only its version is checked, from 0
+        node.checked = _OUT_ONLY
+        vc = out._vc = [0]
+        node.out_counter, node.out_version = vc, 0
+        return node
     if plan.compiled:
         # compiled outputs are new arrays; residuals that are inputs are the input arrays
         # (see maybe_compile), and a value both output and residual is one array
