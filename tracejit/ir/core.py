@@ -14,13 +14,26 @@ from .printer import print_graph
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# code objects of tracejit (and importlib) seen by user_location, and the short names of the
+# users' files: every traced instruction records its location, walking a dozen frames of ours
+_OWN_CODE: set = set()
+_BASENAMES: dict[str, str] = {}
+
+
 def user_location() -> str:
     """file:line of the innermost stack frame outside the tracejit package."""
     f = sys._getframe(1)
+    own = _OWN_CODE
     while f is not None:
-        fn = f.f_code.co_filename
-        if not fn.startswith(_PKG_DIR) and "importlib" not in fn:
-            return f"{os.path.basename(fn)}:{f.f_lineno}"
+        code = f.f_code
+        if code not in own:
+            fn = code.co_filename
+            if not fn.startswith(_PKG_DIR) and "importlib" not in fn:
+                name = _BASENAMES.get(fn)
+                if name is None:
+                    name = _BASENAMES[fn] = os.path.basename(fn)
+                return f"{name}:{f.f_lineno}"
+            own.add(code)
         f = f.f_back
     return "<unknown>:0"
 
