@@ -17,7 +17,8 @@ import pytest
 import tracejit as tj
 from cases import CASES, bits_sweep, make_inputs
 from tracejit.codegen.cuda_expr import STORE
-from tracejit.codegen.cuda_lower import PORTABLE, lower_program
+from tracejit.codegen.cuda_lower import PORTABLE
+from tracejit.codegen.cuda_program import lower_program
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.ir.interpret import interpret
 from tracejit.runtime.cuda_backend import prepare

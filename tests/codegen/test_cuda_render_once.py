@@ -1,4 +1,4 @@
-"""The CUDA renderer renders each structural kernel once (codegen/cuda_lower.py): plan kernels
+"""The CUDA program renders each structural kernel once (codegen/cuda_program.py): plan kernels
 with one structural key (codegen/kernel_key.py) launch the same CUDA functions with their own
 buffers, the translation unit defines each function once, and a later program with the same
 kernels renders nothing again. The shared code is run on the host (g++, as
@@ -15,8 +15,9 @@ import pytest
 
 import tracejit as tj
 from test_cuda_host import SHIMS, build_host, host_launch
-from tracejit.codegen import cuda_lower
-from tracejit.codegen.cuda_lower import PORTABLE, lower_program
+from tracejit.codegen import cuda_program
+from tracejit.codegen.cuda_lower import PORTABLE
+from tracejit.codegen.cuda_program import lower_program
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.ir.interpret import interpret
 from tracejit.runtime.cuda_backend import prepare
@@ -51,14 +52,14 @@ def _functions(source: str) -> list[str]:
 @pytest.fixture
 def empty_table(monkeypatch):
     """No structural kernel rendered by an earlier test, and renders counted."""
-    monkeypatch.setattr(cuda_lower, "_RENDERED", {})
+    monkeypatch.setattr(cuda_program, "_RENDERED", {})
     count = [0]
-    real = cuda_lower.render
+    real = cuda_program.render
 
     def render(lk):
         count[0] += 1
         return real(lk)
-    monkeypatch.setattr(cuda_lower, "render", render)
+    monkeypatch.setattr(cuda_program, "render", render)
     return count
 
 

@@ -14,7 +14,8 @@ import pytest
 
 import tracejit as tj
 from cases import CASES, float_positions, make_inputs
-from tracejit.codegen.cuda_lower import PRELUDE, lower_program
+from tracejit.codegen.cuda_lower import PRELUDE
+from tracejit.codegen.cuda_program import lower_program
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.runtime.cuda_backend import prepare
 

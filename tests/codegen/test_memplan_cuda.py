@@ -1,4 +1,4 @@
-"""The CUDA program's memory plan (codegen/cuda_lower.plan_buffers): the same planner as the
+"""The CUDA program's memory plan (codegen/cuda_program.plan_buffers): the same planner as the
 CPU's, over the launches in stream order. Generated kernels are run on the host (g++, every
 thread of every launch in turn, as tests/codegen/test_cuda_host.py does) with every
 intermediate bound to the planned offsets of ONE arena, and must match the interpreter; the
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from tracejit.codegen.cuda_lower import PORTABLE, lower_program
+from tracejit.codegen.cuda_lower import PORTABLE
+from tracejit.codegen.cuda_program import lower_program
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.ir.interpret import interpret
 from tracejit.runtime.cuda_backend import prepare

@@ -10,7 +10,7 @@ import pytest
 import tracejit as tj
 from test_cuda_host import HostBuild
 from test_cuda_source import _nvcc, _source, needs_nvcc
-from tracejit.codegen.cuda_lower import lower_program
+from tracejit.codegen.cuda_program import lower_program
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.ir.interpret import interpret
 from tracejit.runtime.cuda_backend import prepare

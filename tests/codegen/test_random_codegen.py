@@ -12,7 +12,8 @@ import pytest
 
 import tracejit as tj
 from test_cuda_host import HostBuild
-from tracejit.codegen.cuda_lower import PRELUDE, lower_program
+from tracejit.codegen.cuda_lower import PRELUDE
+from tracejit.codegen.cuda_program import lower_program
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.ir.interpret import interpret
 from tracejit.runtime.cuda_backend import prepare

@@ -49,7 +49,7 @@ class _Group:
 
 def kernel_table(plan, program) -> dict:
     """{CUDA function: host stand-in} for a program lowered from `plan`. Kernels of one
-    structural key launch the same functions (codegen/cuda_lower.py): a function's stand-in
+    structural key launch the same functions (codegen/cuda_program.py): a function's stand-in
     computes the instructions of the first kernel that launches it, on whatever buffers each
     launch passes, so a later kernel's numbers are right only if sharing its code is."""
     launches: dict = {}

@@ -1,4 +1,4 @@
-"""Kernels of one structural key launch one CUDA function (codegen/cuda_lower.py), each with
+"""Kernels of one structural key launch one CUDA function (codegen/cuda_program.py), each with
 its own buffers: compiled programs with repeated layers on the strict fake CuPy, whose host
 stand-in for a shared function computes the instructions of the FIRST kernel that launches it
 on whatever buffers a launch passes (fake_cuda_program.py), so a later layer is right only if

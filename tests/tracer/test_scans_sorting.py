@@ -241,7 +241,8 @@ def test_cuda_source_around_extern_steps_compiles_with_nvcc(tmp_path):
     (which CuPy runs) compile with nvcc, and the launch list has the extern steps in order."""
     import subprocess
 
-    from tracejit.codegen.cuda_lower import PRELUDE, lower_program
+    from tracejit.codegen.cuda_lower import PRELUDE
+    from tracejit.codegen.cuda_program import lower_program
     from tracejit.codegen.fusion import plan as make_plan
     from tracejit.runtime.cuda_backend import prepare
 

@@ -1,5 +1,5 @@
 """The LLVM program: everything codegen decides about running a graph on the CPU, as one artifact
-(the CPU's counterpart of cuda_lower.CudaProgram). The runtime only JITs its kernels, binds
+(the CPU's counterpart of cuda_program.CudaProgram). The runtime only JITs its kernels, binds
 buffers to its slots and runs its steps.
 
 Buffers. The runtime keeps, per call, a table of 64-bit words (a frame): two header words, then

@@ -1,4 +1,4 @@
-"""The CUDA backend: the kernel plan lowered to CUDA C (codegen.cuda_lower), compiled by NVRTC
+"""The CUDA backend: the kernel plan lowered to CUDA C (codegen.cuda_program), compiled by NVRTC
 through CuPy to a CUBIN for the device's architecture, cached in memory (per executable and
 device) and on disk (keyed by the source, the architecture, NVRTC's version and tracejit's),
 and launched through CuPy. Matmuls go to cuBLAS directly (runtime.cuda_gemm); extern primitives
@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..codegen.cuda_lower import lower_program
+from ..codegen.cuda_program import lower_program
 from ..codegen.memplan import describe_plan
 from ..codegen.fusion import operand_view, plan as make_plan
 from ..codegen.schedule import describe as describe_loops
