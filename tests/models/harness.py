@@ -127,24 +127,14 @@ def sgd_losses(model: Model, params: Arrays, data: Arrays, how: str, steps: int,
     """The loss before each of `steps` plain SGD steps (p -= lr * p.grad), the way each library
     is used for it."""
     losses = []
-    if how == "torch":
-        p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-        d = {k: torch.tensor(v) for k, v in data.items()}
+    if how in ("torch", "eager"):        # the same loop, on torch or on tracejit's eager tensors
+        lib, F = (torch, torch.nn.functional) if how == "torch" else (tj, tj)
+        p = {k: lib.tensor(v, requires_grad=True) for k, v in params.items()}
+        d = {k: lib.tensor(v) for k, v in data.items()}
         for _ in range(steps):
-            loss = model.loss(torch, torch.nn.functional, p, d)
+            loss = model.loss(lib, F, p, d)
             loss.backward()
-            with torch.no_grad():
-                for t in p.values():
-                    t -= lr * t.grad
-                    t.grad = None
-            losses.append(loss.item())
-    elif how == "eager":
-        p = {k: tj.tensor(v, requires_grad=True) for k, v in params.items()}
-        d = {k: tj.tensor(v) for k, v in data.items()}
-        for _ in range(steps):
-            loss = model.loss(tj, tj, p, d)
-            loss.backward()
-            with tj.no_grad():
+            with lib.no_grad():
                 for t in p.values():
                     t -= lr * t.grad
                     t.grad = None
@@ -159,3 +149,13 @@ def sgd_losses(model: Model, params: Arrays, data: Arrays, how: str, steps: int,
     else:
         raise ValueError(how)
     return losses
+
+
+def check_sgd_trajectory(model: Model, how: str, steps: int, lr: float = 0.5) -> None:
+    """`steps` float32 SGD steps run `how` ("eager" or "compiled") lose what torch's lose, and
+    torch's losses fall (the model trains)."""
+    p, d = instance(model, np.float32)
+    want = sgd_losses(model, p, d, "torch", steps=steps, lr=lr)
+    got = sgd_losses(model, p, d, how, steps=steps, lr=lr)
+    assert want[-1] < want[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4)

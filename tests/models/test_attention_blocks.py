@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models.harness import (MODES, Model, check_against_torch, check_finite_differences,
-                            instance, sgd_losses, torch)
+                            check_sgd_trajectory, torch)
 
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
 N_LAYER, N_HEAD, N_EMBD, BLOCK, BATCH, VOCAB = 2, 2, 16, 8, 2, 11
@@ -91,8 +91,4 @@ def test_grads_match_finite_differences(mode):
 @needs_torch
 @pytest.mark.parametrize("how", ["eager", "compiled"])
 def test_sgd_trajectory_matches_torch(how):
-    p, d = instance(MODEL, np.float32)
-    want = sgd_losses(MODEL, p, d, "torch", steps=5, lr=0.5)
-    got = sgd_losses(MODEL, p, d, how, steps=5, lr=0.5)
-    assert want[-1] < want[0]
-    np.testing.assert_allclose(got, want, rtol=1e-4)
+    check_sgd_trajectory(MODEL, how, steps=5)
