@@ -46,32 +46,29 @@ def _data(seed=0, shapes=SHAPES, steps=STEPS):
     return init, grads
 
 
-def _torch_run(name, kw, init, grads, lrs=None):
-    ps = [torch.tensor(a, requires_grad=True) for a in init]
-    opt = getattr(torch.optim, name)(ps, foreach=False, **kw)
+def _run(lib, name, kw, init, grads, lrs=None):
+    """(each step's parameters, the optimizer): optimizer `name` of `lib` (torch or tracejit)
+    stepped once per list of gradients in `grads`, with the learning rate lrs[t] at step t."""
+    ps = [lib.tensor(a, requires_grad=True) for a in init]
+    extra = {"foreach": False} if lib is torch else {}
+    opt = getattr(lib.optim, name)(ps, **extra, **kw)
     traj = []
     for t, gs in enumerate(grads):
         if lrs is not None:
             opt.param_groups[0]["lr"] = lrs[t]
         for p, g in zip(ps, gs):
-            p.grad = torch.tensor(g)
+            p.grad = lib.tensor(g)
         opt.step()
         traj.append([p.detach().numpy().copy() for p in ps])
     return traj, opt
+
+
+def _torch_run(name, kw, init, grads, lrs=None):
+    return _run(torch, name, kw, init, grads, lrs)
 
 
 def _tj_run(name, kw, init, grads, lrs=None):
-    ps = [tj.tensor(a, requires_grad=True) for a in init]
-    opt = getattr(tj.optim, name)(ps, **kw)
-    traj = []
-    for t, gs in enumerate(grads):
-        if lrs is not None:
-            opt.param_groups[0]["lr"] = lrs[t]
-        for p, g in zip(ps, gs):
-            p.grad = tj.tensor(g)
-        opt.step()
-        traj.append([p.detach().numpy().copy() for p in ps])
-    return traj, opt
+    return _run(tj, name, kw, init, grads, lrs)
 
 
 def _assert_traj(a, b, tol=1e-10):
