@@ -48,6 +48,21 @@ def build(prog):
     return f
 
 
+def mixed_steps(mix: dict):
+    """A strategy of one step over `mix` ({(kind, name): fn}, kind "u" unary or "b" binary):
+    the op and two operand indices (taken modulo the values so far)."""
+    return st.tuples(st.sampled_from(sorted(mix)), st.integers(0, 30), st.integers(0, 30))
+
+
+def run_mixed(mix: dict, prog, vals: list) -> list:
+    """`vals` with each step's result of `prog` (steps of mixed_steps(mix)) appended."""
+    vals = list(vals)
+    for (kind, name), i, j in prog:
+        a, b = vals[i % len(vals)], vals[j % len(vals)]
+        vals.append(mix[kind, name](a) if kind == "u" else mix[kind, name](a, b))
+    return vals
+
+
 def inputs(seed: int, dtype=np.float64):
     rng = np.random.default_rng(seed)
     return [rng.standard_normal((3, 4)).astype(dtype) for _ in range(3)]

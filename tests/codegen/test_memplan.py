@@ -4,13 +4,12 @@ memory equal the reference interpreter's on random graphs."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st
 
 import tracejit as tj
 from tracejit.codegen.memplan import ALIGN, plan_memory
 
-from randgraph import BINARY, UNARY
+from randgraph import BINARY, UNARY, mixed_steps, run_mixed
 
 
 def _check_plan(sizes, steps, mp):
@@ -62,15 +61,12 @@ def test_zero_size_buffers():
 MIX = {**{("u", k): v for k, v in UNARY.items()}, **{("b", k): v for k, v in BINARY.items()},
        ("b", "mm"): lambda a, b: (a @ b.T) @ a * 0.1,
        ("b", "rowsoft"): lambda a, b: tj.softmax(a, axis=1) * b}
-step = st.tuples(st.sampled_from(sorted(MIX)), st.integers(0, 30), st.integers(0, 30))
+step = mixed_steps(MIX)
 
 
 def _build(prog):
     def f(x, y, z):
-        vals = [x, y, z]
-        for (kind, name), i, j in prog:
-            a, b = vals[i % len(vals)], vals[j % len(vals)]
-            vals.append(MIX[kind, name](a) if kind == "u" else MIX[kind, name](a, b))
+        vals = run_mixed(MIX, prog, [x, y, z])
         return vals[-1], (vals[-1] * vals[len(vals) // 2]).sum(axis=1), vals[-2] @ vals[-3].T
     return f
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 import tracejit as tj
 from tracejit.ir.autodiff import split, vjp_graph
 
-from randgraph import BINARY, UNARY
+from randgraph import BINARY, UNARY, mixed_steps, run_mixed
 
 
 def _graph(fn, *arrays):
@@ -54,15 +54,12 @@ def test_cut_never_costs_more_than_saving_everything():
 MIX = {**{("u", k): v for k, v in UNARY.items()}, **{("b", k): v for k, v in BINARY.items()},
        ("b", "mm"): lambda a, b: (a @ b.T) @ a * 0.1,
        ("u", "soft"): lambda a: tj.softmax(a, axis=1)}
-step = st.tuples(st.sampled_from(sorted(MIX)), st.integers(0, 30), st.integers(0, 30))
+step = mixed_steps(MIX)
 
 
 def _build(prog):
     def f(x, y, z):
-        vals = [x, y, z]
-        for (kind, name), i, j in prog:
-            a, b = vals[i % len(vals)], vals[j % len(vals)]
-            vals.append(MIX[kind, name](a) if kind == "u" else MIX[kind, name](a, b))
+        vals = run_mixed(MIX, prog, [x, y, z])
         return (vals[-1] * vals[len(vals) // 2]).sum() + (vals[-2] ** 2).sum()
     return f
 
