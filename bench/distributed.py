@@ -6,7 +6,8 @@ Two models, each rank on its own batch (weak scaling, so the ideal ratio is 2.0)
 AdamW, DistributedDataParallel(bucket_cap_mb=25: PyTorch's 1 MiB first bucket, then 25 MiB):
 - `small`: the issue's nanoGPT-small step (tests/nn/nanogpt_model.py, n_layer=2, n_head=4,
   n_embd=128, block_size=64, batch 8x64 per rank, clip_grad_norm_): its all-reduce is 0.4-2 ms
-  of a 40-60 ms step, too small a share to measure a hidden fraction against noise;
+  of a 20-60 ms step, too small a share to measure a hidden fraction from step times against
+  noise (the timestamps below measure it);
 - `mlp`: a wide MLP (256 -> 1024 -> 1024 -> 1024 -> 256, ReLU, 2.6M parameters, batch 32 per
   rank, MSE) whose 10.5 MB of gradients take a real share of its step: the hidden fraction is
   measured there.
