@@ -81,6 +81,33 @@ def build_host(source: str, tmp_path, name: str = "k") -> ctypes.CDLL:
     return ctypes.CDLL(str(lib))
 
 
+def run_in_one_arena(graph, plan, prog, args: list, tmp_path) -> list[np.ndarray]:
+    """The outputs of CUDA program `prog` (lowered from `plan` without the prelude) run on the
+    host, with every intermediate at its memory-plan offset in ONE arena of poisoned bytes (a
+    launch reading what no launch wrote, or a plan overlapping two live buffers, shows in the
+    numbers) and the outputs in memory of their own."""
+    mem = prog.memory
+    order = list(dict.fromkeys(v for ln in prog.launches for v in ln.args))
+    slots = {v: i for i, v in enumerate(order)}
+    lines = [SHIMS + PORTABLE, prog.source, 'extern "C" void run(void** a) {']
+    for ln in prog.launches:
+        lines += host_launch(ln.function, ln.grid, ln.block, ln.args, slots)
+    dll = build_host("\n".join(lines + ["}"]), tmp_path)
+    arena = np.full(max(mem.arena_bytes, 1), 0x7f, np.uint8)      # garbage until written
+    env = dict(zip(graph.inputs, args))
+    for v in plan.constants:
+        env[v] = np.ascontiguousarray(v.producer.params["value"])
+    for v in prog.temps:
+        off, n = mem.offsets[v], mem.sizes[v]
+        env[v] = arena[off:off + n].view(v.dtype.np).reshape(v.shape)
+    for v in order + list(graph.outputs):
+        if v not in env:                # outputs (of a size-0 graph too, never written)
+            env[v] = np.full(v.shape, 7, v.dtype.np)
+    ptrs = [env[v].ctypes.data for v in order]
+    dll.run((ctypes.c_void_p * len(ptrs))(*ptrs))
+    return [env[v] for v in graph.outputs]
+
+
 class HostBuild:
     """Compiled programs lowered for CUDA, built together into one host library."""
 

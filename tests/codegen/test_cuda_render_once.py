@@ -6,7 +6,6 @@ tests/codegen/test_cuda_host.py does) against the reference interpreter, with ev
 intermediate in one poisoned arena, so a launch handed another kernel's buffers shows."""
 from __future__ import annotations
 
-import ctypes
 import re
 import shutil
 
@@ -14,9 +13,8 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from test_cuda_host import SHIMS, build_host, host_launch
+from test_cuda_host import run_in_one_arena
 from tracejit.codegen import cuda_program
-from tracejit.codegen.cuda_lower import PORTABLE
 from tracejit.codegen.cuda_program import lower_program
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.ir.interpret import interpret
@@ -123,27 +121,9 @@ def test_shared_functions_compute_each_layer_on_the_host(shape, empty_table, tmp
     graph, plan, prog = _lower(layers, args)
     assert all(ln.kind == "kernel" for ln in prog.launches)
     assert not any(t in prog.source for t in ("tj_block_reduce", "__syncthreads", "__shfl"))
-    mem = prog.memory
-    order = list(dict.fromkeys(v for ln in prog.launches for v in ln.args))
-    slots = {v: i for i, v in enumerate(order)}
-    lines = [SHIMS + PORTABLE, prog.source, 'extern "C" void run(void** a) {']
-    for ln in prog.launches:
-        lines += host_launch(ln.function, ln.grid, ln.block, ln.args, slots)
-    dll = build_host("\n".join(lines + ["}"]), tmp_path)
-    arena = np.full(max(mem.arena_bytes, 1), 0x7f, np.uint8)      # garbage until written
-    env = dict(zip(graph.inputs, args))
-    for v in plan.constants:
-        env[v] = np.ascontiguousarray(v.producer.params["value"])
-    for v in prog.temps:
-        off, n = mem.offsets[v], mem.sizes[v]
-        env[v] = arena[off:off + n].view(v.dtype.np).reshape(v.shape)
-    for v in order + list(graph.outputs):
-        if v not in env:                      # outputs (of a size-0 graph, never written)
-            env[v] = np.full(v.shape, 7, v.dtype.np)
-    ptrs = [env[v].ctypes.data for v in order]
-    dll.run((ctypes.c_void_p * len(ptrs))(*ptrs))
+    got = run_in_one_arena(graph, plan, prog, args, tmp_path)
     want = interpret(graph, args)
-    for g, w, w_np in zip([env[v] for v in graph.outputs], want, _numpy_layers(args)):
+    for g, w, w_np in zip(got, want, _numpy_layers(args)):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(g, w_np, rtol=1e-10, atol=1e-12)
 

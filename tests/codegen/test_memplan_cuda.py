@@ -5,20 +5,18 @@ intermediate bound to the planned offsets of ONE arena, and must match the inter
 CUDA executable binds its intermediates as views of one allocation per call (fake CuPy)."""
 from __future__ import annotations
 
-import ctypes
 import shutil
 
 import numpy as np
 import pytest
 
 import tracejit as tj
-from tracejit.codegen.cuda_lower import PORTABLE
 from tracejit.codegen.cuda_program import lower_program
 from tracejit.codegen.fusion import plan as make_plan
 from tracejit.ir.interpret import interpret
 from tracejit.runtime.cuda_backend import prepare
 
-from test_cuda_host import SHIMS, build_host, host_launch
+from test_cuda_host import run_in_one_arena
 
 HOST_FNS = {
     # several launches of column sums and elementwise loops; each intermediate is read by the
@@ -49,25 +47,8 @@ def test_host_run_in_one_planned_arena(name, tmp_path):
     assert len(prog.launches) >= 3 and len(prog.temps) >= 2
     assert mem.overlapping_pairs() == []
     assert mem.arena_bytes < mem.separate_bytes        # something is shared
-    order = list(dict.fromkeys(v for ln in prog.launches for v in ln.args))
-    slots = {v: i for i, v in enumerate(order)}
-    lines = [SHIMS + PORTABLE, prog.source, 'extern "C" void run(void** a) {']
-    for ln in prog.launches:
-        lines += host_launch(ln.function, ln.grid, ln.block, ln.args, slots)
-    dll = build_host("\n".join(lines + ["}"]), tmp_path)
-    arena = np.full(mem.arena_bytes, 0x7f, np.uint8)     # garbage until written
-    env = dict(zip(graph.inputs, args))
-    for v in plan.constants:
-        env[v] = np.ascontiguousarray(v.producer.params["value"])
-    for v in prog.temps:
-        off, n = mem.offsets[v], mem.sizes[v]
-        env[v] = arena[off:off + n].view(v.dtype.np).reshape(v.shape)
-    for v in order:
-        if v not in env:                                   # outputs: their own memory
-            env[v] = np.full(v.shape, 7, v.dtype.np)
-    ptrs = [env[v].ctypes.data for v in order]
-    dll.run((ctypes.c_void_p * len(ptrs))(*ptrs))
-    for g, w in zip([env[v] for v in graph.outputs], interpret(graph, args)):
+    got = run_in_one_arena(graph, plan, prog, args, tmp_path)
+    for g, w in zip(got, interpret(graph, args)):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
 
 
