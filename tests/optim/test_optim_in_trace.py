@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
+from mlp_twin import mlp_twin
 
 torch = pytest.importorskip("torch")
 
@@ -155,15 +156,7 @@ def test_optimizer_hyperparameters_are_graph_inputs():
 def test_whole_training_step_compiled_with_a_schedule(name, kw, traces):
     """forward, backward, step and zero_grad in one compiled graph, the lr from a scheduler:
     the same losses and parameters as torch's eager loop."""
-    from tracejit import nn
-    torch.manual_seed(0)
-    tm = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(),
-                             torch.nn.Linear(16, 1)).double()
-    m = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1)).double()
-    m.load_state_dict({k: tj.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((32, 4))
-    y = np.sin(x.sum(1, keepdims=True))
+    tm, m, x, y = mlp_twin()
     opt = getattr(tj.optim, name)(m.parameters(), **kw)
     topt = getattr(torch.optim, name)(tm.parameters(), foreach=False, **kw)
     sched = tj.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)

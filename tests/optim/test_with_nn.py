@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from tracejit import nn
+from mlp_twin import mlp_twin
 
 torch = pytest.importorskip("torch")
 
@@ -15,14 +15,7 @@ torch = pytest.importorskip("torch")
     ("Adam", dict(lr=0.01, amsgrad=True), "LinearLR", dict(start_factor=0.2, total_iters=10)),
 ])
 def test_module_training_matches_torch(opt_name, kw, sched, skw):
-    torch.manual_seed(0)
-    tm = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(),
-                             torch.nn.Linear(16, 1)).double()
-    m = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1)).double()
-    m.load_state_dict({k: tj.tensor(v.detach().numpy()) for k, v in tm.state_dict().items()})
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((32, 4))
-    y = np.sin(x.sum(1, keepdims=True))
+    tm, m, x, y = mlp_twin()
     runs = []
     for lib, model in ((torch, tm), (tj, m)):
         opt = getattr(lib.optim, opt_name)(model.parameters(), **kw)
