@@ -187,10 +187,35 @@ def viewing(fn: Callable, kind: str = VIEW) -> Callable:
 # -- view ops whose result is a view only sometimes (x[key]: indexing.getitem_view) --------------
 def _layout(rec: ViewOf) -> tuple[np.ndarray, np.ndarray]:
     """(the view's elements as a NumPy view of a stand-in for its root, the stand-in): the
-    strides torch would give the view, the root being contiguous."""
-    probe = Tensor(np.zeros(rec.root.shape, np.bool_))
+    strides torch would give the view, the root being contiguous. Where the view ops return a
+    copy of the stand-in (detach() of a view owns its storage), it is rebuilt from the root
+    positions the view reads (its ops run on an arange): taking the copy for the layout made
+    x[2].detach() look non-contiguous, so its contiguous() and reshape() copied where torch's
+    alias, and an in-place write through them missed the base."""
+    stand_in = Tensor(np.zeros(rec.root.shape, np.bool_))
     with _grad(False):
-        return np.asarray(rec.fwd(probe)._data), probe._data
+        arr = np.asarray(rec.fwd(stand_in)._data)
+    if arr.size <= 1 or np.may_share_memory(arr, stand_in._data):
+        return arr, stand_in._data
+    n = rec.root.numel()
+    with _grad(False):
+        pos = np.asarray(rec.fwd(Tensor(np.arange(n, dtype=np.int64).reshape(rec.root.shape)))
+                         ._data)
+    probe = np.zeros(max(n, 1), np.bool_)
+    if pos.size == 0:
+        return np.zeros(pos.shape, np.bool_), probe
+    start = int(pos.flat[0])
+    steps = []
+    for k, size in enumerate(pos.shape):
+        at = [0] * pos.ndim
+        at[k] = 1
+        steps.append(int(pos[tuple(at)]) - start if size > 1 else 0)
+    grid = start + sum((np.indices(pos.shape, sparse=True)[k] * s
+                        for k, s in enumerate(steps)), np.zeros((), np.int64))
+    if not np.array_equal(grid, pos):
+        return pos.astype(np.bool_), probe      # (no strided view reads these: a copy)
+    arr = np.lib.stride_tricks.as_strided(probe[start:], pos.shape, steps, writeable=False)
+    return arr, probe
 
 
 def _reshape_is_view(x: Tensor, out: Tensor) -> bool:
