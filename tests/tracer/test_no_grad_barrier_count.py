@@ -74,3 +74,25 @@ def test_adamw_step_traces_few_barriers():
     n = _barriers(cf, x)
     # 4 parameters; the old rule put a barrier after nearly every op of the update (~33 each)
     assert n <= 12 * 4, n
+
+
+def test_the_record_holds_no_value_alive():
+    """The graph's record of values no gradient reaches is weak: values a pass drops from the
+    graph are freed with their instructions."""
+    import gc
+    import weakref
+    from tracejit.ir import dtypes
+    from tracejit.ir.core import Aval, Graph
+    from tracejit.ir.primitives import P
+    from tracejit.tracer.no_grad_ir import no_grad_result
+    g = Graph("f")
+    x = g.add_input(Aval((3,), dtypes.f32))
+    c = g.emit(P.constant, [], {"value": np.float32(2.0)})
+    y = no_grad_result(g.emit(P.mul, [c, c], {}), [c, c])
+    assert y in g.gradless
+    ref = weakref.ref(y)
+    g.instrs.clear()
+    del y, c
+    gc.collect()
+    assert ref() is None
+    assert x.graph is g

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -131,8 +132,9 @@ class Graph:
         self.instrs: list[Instr] = []
         self.outputs: list[Value] = []
         self.loc_override: str | None = None   # set while replaying instructions elsewhere
-        # values no gradient reaches, found while tracing under no_grad (tracer/no_grad_ir.py)
-        self.gradless: set[Value] = set()
+        # values no gradient reaches, found while tracing under no_grad (tracer/no_grad_ir.py);
+        # weak, so that the values a pass drops from the graph are freed
+        self.gradless: "weakref.WeakSet[Value]" = weakref.WeakSet()
 
     def add_input(self, aval: Aval, name: str | None = None) -> Value:
         v = Value(aval, self, None, name)
