@@ -1,5 +1,5 @@
-"""A fused composite whose node keeps its OUTPUT (sigmoid: `composite(..., out_vjp=)`, as
-torch's SigmoidBackward0 keeps its result): values and gradients against torch in both tiers,
+"""A fused composite whose node keeps its OUTPUT (sigmoid and relu: `composite(..., out_vjp=)`,
+as torch's SigmoidBackward0 and ReluBackward0 keep their results): values and gradients against torch in both tiers,
 the output changed in place before backward is an error as in torch (it was allowed), the input
 changed in place is legal, double backward through the saved output, 16-bit floats, the fake
 GPU, and the saved output freed after backward."""
@@ -209,3 +209,34 @@ def test_real_gpu_saved_output():
     s = 1 / (1 + np.exp(-xv))
     np.testing.assert_allclose(x.grad.cpu().numpy(), s * (1 - s), rtol=1e-12)
     gc.collect()
+
+
+def test_relu_keeps_its_output_as_torch(tier):
+    """relu's node keeps its result (torch's threshold_backward on it): the gradient at 0, -0.0
+    and NaN as torch's, the output changed in place raises, the input changed is legal,
+    in-place relu and double backward agree."""
+    xv = np.array([[-1.0, 0.0, 2.0, np.nan], [3.0, -0.0, -5.0, 0.5]])
+    gv = np.arange(8.0).reshape(2, 4)
+    for _ in range(3):
+        x, tx = _pair(xv)
+        y, ty = tj.relu(x), torch.relu(tx)
+        assert y.grad_fn.residuals[0] is y._data
+        y.backward(tj.tensor(gv))
+        ty.backward(torch.tensor(gv))
+        np.testing.assert_array_equal(x.grad.numpy(), tx.grad.numpy())
+        for lib, v in ((tj, _pair(xv)[0]), (torch, _pair(xv)[1])):
+            y = lib.relu(v * 1.0)
+            with lib.no_grad():
+                y.mul_(2.0)
+            with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+                y.sum().backward()
+        res = []
+        for lib, F, v in ((tj, tj.nn.functional, _pair(xv[:, :3])[0]),
+                          (torch, torch.nn.functional, _pair(xv[:, :3])[1])):
+            h = v * 2.0
+            y = F.relu(h, inplace=True)
+            (y * y).sum().backward()
+            g, = lib.autograd.grad((lib.relu(v) ** 2).sum(), [v], create_graph=True)
+            res += [v.grad.numpy().copy(), g.detach().numpy()]
+        for a, b in zip(res[:2], res[2:]):
+            np.testing.assert_array_equal(a, b)
