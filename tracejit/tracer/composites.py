@@ -196,7 +196,12 @@ def sigmoid(x):
     return ops.where(pos, r, ops.mul(z, r))
 
 
-@composite("ReluBackward0")
+def _relu_vjp(y, g):
+    """PyTorch's threshold_backward on the saved result: g where y > 0 (and where y is NaN)."""
+    return ops.where(ops.le(y, 0), 0, g)
+
+
+@composite("ReluBackward0", out_vjp=_relu_vjp)
 def relu(x):
     """max(x, 0) with relu'(0) = 0; NaN stays NaN, with relu'(NaN) = 1 (as PyTorch)."""
     x = ops.as_tensor(x)
