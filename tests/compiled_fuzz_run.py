@@ -137,6 +137,10 @@ def compare_leaves(prog: Program, got: dict, want: dict, what: str, grads: bool 
             continue
         a, b = got[lf.name], want[lf.name]
         close(a, b, f"{lf.name} {what}")
+        if grads and lf.role != "np" and bool(a.requires_grad) != bool(b.requires_grad):
+            # (a tensor written with a value that requires grad takes its history)
+            raise Mismatch(f"{lf.name} {what}: requires_grad {a.requires_grad} vs torch "
+                           f"{b.requires_grad}")
         if not grads or lf.role == "np" or b.grad_fn is not None:
             continue
         ga, gb = a.grad, b.grad

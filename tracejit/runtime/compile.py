@@ -17,7 +17,7 @@ from ..ir.passes import optimize
 from ..ir.printer import print_graph
 from ..ir.verify import verify
 from ..tracer import autocast as _autocast
-from ..tracer import functional, fused, fused_nograd, transform_cache
+from ..tracer import functional, fused, fused_nograd, transform_cache, views
 from ..tracer.forward_ad import FWD, any_dual
 from ..tracer.function import TRACED_APPLIES
 from ..tracer.pytree import tree_flatten, tree_unflatten
@@ -201,13 +201,14 @@ class CompiledFunction:
         traced for the caller's grad mode: under no_grad, its ops outside its enable_grad
         blocks are constants to reverse mode, as they record nothing eagerly."""
         off = self._grad_mode_matters and self._grad_keyed and not STATE.grad_enabled
-        traced = trace(self.fn, args, kwargs, static, self.name, device, outer_off=off)
+        traced = trace(self.fn, args, kwargs, static, self.name, device, outer_off=off,
+                       arg_layout=views.arg_layout)
         if traced.grad_keyed and self._grad_mode_matters and not self._grad_keyed:
             self._grad_keyed = True
             self._fast.clear()          # (its fast key omits grad mode)
             if not STATE.grad_enabled:  # found out now: trace again for this caller
                 traced = trace(self.fn, args, kwargs, static, self.name, device,
-                               outer_off=True)
+                               outer_off=True, arg_layout=views.arg_layout)
         if not self._grad_mode_matters:
             traced.grad_keyed = False
         return traced

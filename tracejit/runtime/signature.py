@@ -10,15 +10,23 @@ from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..tracer.state import STATE
 from ..tracer.tensor import Tensor
+from ..tracer.views import arg_layout
 from ..devices import device_of, is_gpu_array
 
 
 def leaf_key(x: Any):
-    """What a leaf contributes to the cache key: its shape and dtype (weak scalars: a kind)."""
+    """What a leaf contributes to the cache key: its shape and dtype (weak scalars: a kind);
+    a tensor that is a non-contiguous view also its strides (views.arg_layout: the trace's
+    contiguous() and reshape() of it depend on them)."""
     if isinstance(x, Tensor):
         d = x._data
-        return (x.shape, x.dtype) if type(d) is np.ndarray or x._traced else \
+        key = (x.shape, x.dtype) if type(d) is np.ndarray or x._traced else \
             (x.shape, x.dtype, str(device_of(d)))
+        if x._view is not None and not x._traced:
+            strides = arg_layout(x)
+            if strides is not None:
+                key += (("strides", strides),)
+        return key
     if is_gpu_array(x):
         return (x.shape, dt.from_numpy(x.dtype), str(device_of(x)))
     if isinstance(x, bool):
@@ -39,7 +47,10 @@ def describe(k) -> str:
     if isinstance(k, str):
         return {"b": "bool", "i": "int", "f": "float"}[k]
     shape, d = k[:2]
-    return f"{d.name}[{','.join(map(str, shape))}]" + (f" on {k[2]}" if len(k) > 2 else "")
+    text = f"{d.name}[{','.join(map(str, shape))}]"
+    for extra in k[2:]:
+        text += f" strides {extra[1]}" if isinstance(extra, tuple) else f" on {extra}"
+    return text
 
 
 def fast_key(args) -> tuple | None:
@@ -55,7 +66,10 @@ def fast_key(args) -> tuple | None:
             d = a._data
             if (a._requires_grad and STATE.grad_enabled) or type(d) is not np.ndarray:
                 return None
-            key.append((d.shape, d.dtype))
+            if a._view is not None:         # (a view: its strides too, see leaf_key)
+                key.append((d.shape, d.dtype, arg_layout(a)))
+            else:
+                key.append((d.shape, d.dtype))
             vals.append(d)
         elif t is float or t is int or t is bool:
             key.append(t)

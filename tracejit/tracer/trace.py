@@ -81,6 +81,11 @@ class TraceContext:
         self.checked: set[tuple[int, int]] = set()   # (id(index value), axis length)
         self.arg_writes: list[tuple[int, Value]] = []   # (flat argument position, new value)
         self.outer_off = False               # traced for a caller under no_grad (__enter__)
+        # id(traced argument) -> the element strides torch gives the caller's tensor, a view
+        # that is not C-contiguous: its contiguous() and reshape() copy as torch's (views.py);
+        # `arg_layout` finds them (views.arg_layout, given by tj.compile)
+        self.arg_layouts: dict[int, tuple] = {}
+        self.arg_layout: Callable | None = None
 
     def __enter__(self) -> "TraceContext":
         special_mode(1)
@@ -403,10 +408,10 @@ def arg_names(fn: Callable, args: Sequence, kwargs: dict) -> list[str]:
 
 def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, Any] | None = None,
           name: str | None = None, device=CPU, transform: str | None = None,
-          outer_off: bool = False) -> Traced:
+          outer_off: bool = False, arg_layout: Callable | None = None) -> Traced:
     """Trace fn(*args, **kwargs); entries of `static` (by position or name) are passed as is.
     With `outer_off`, ops run in the caller's grad mode are constants to reverse mode (a
-    caller under no_grad; see TraceContext.__enter__)."""
+    caller under no_grad; see TraceContext.__enter__). `arg_layout`: see TraceContext."""
     static = static or {}
     dyn_args = [a for i, a in enumerate(args) if i not in static]
     dyn_kwargs = {k: v for k, v in kwargs.items() if k not in static}
@@ -415,6 +420,7 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
     ctx = TraceContext(name or getattr(fn, "__name__", "f"), device)
     ctx.transform = transform
     ctx.outer_off = outer_off
+    ctx.arg_layout = arg_layout
     grad_on = STATE.grad_on
     try:
         out_tree, outs = _run(ctx, fn, args, kwargs, static, flat, in_tree, names)
@@ -477,6 +483,11 @@ def _run(ctx: TraceContext, fn: Callable, args, kwargs, static, flat, in_tree, n
             aval, weak = leaf_aval(leaf)
             tracers.append(Tensor(ctx.graph.add_input(aval, nm.replace("<", "").replace(">", "")),
                                   _weak=weak))
+            if ctx.arg_layout is not None and isinstance(leaf, Tensor) and \
+                    leaf._view is not None:
+                strides = ctx.arg_layout(leaf)          # (also in the call's cache key)
+                if strides is not None:
+                    ctx.arg_layouts[id(tracers[-1])] = strides
         t_args, t_kwargs = tree_unflatten(in_tree, tracers)
         it = iter(t_args)
         call_args = [static[i] if i in static else next(it) for i in range(len(args))]

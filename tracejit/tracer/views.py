@@ -185,6 +185,44 @@ def viewing(fn: Callable, kind: str = VIEW) -> Callable:
 
 
 # -- view ops whose result is a view only sometimes (x[key]: indexing.getitem_view) --------------
+def _stand_in(root: Tensor, offsets: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(an array of root's shape laid out as torch's root is, the buffer it views): root is
+    contiguous unless it is a traced argument with a layout (arg_layout); with `offsets`,
+    each element holds its offset in the buffer, else the buffer is booleans."""
+    shape = tuple(root.shape)
+    strides = _given_layout(root)
+    if strides is None:
+        n = int(np.prod(shape))
+        buf = np.arange(n, dtype=np.int64) if offsets else np.zeros(n, np.bool_)
+        return buf.reshape(shape), buf
+    size = 1 + sum((d - 1) * st for d, st in zip(shape, strides)) if all(shape) else 1
+    buf = np.arange(size, dtype=np.int64) if offsets else np.zeros(size, np.bool_)
+    return np.lib.stride_tricks.as_strided(buf, shape, [st * buf.itemsize for st in strides]), \
+        buf
+
+
+def arg_layout(x: Tensor) -> tuple | None:
+    """For an eager tensor passed to a compiled function: the element strides torch gives it
+    when it is a view that is not C-contiguous (x.t(), x[:, ::2]), else None. Part of the
+    call's cache key; the trace's tensor for x then has that layout (_given_layout)."""
+    rec = x._view
+    if type(rec) is not ViewOf or x.numel() <= 1:
+        return None
+    arr, probe = _layout(rec)
+    if not np.may_share_memory(arr, probe) or arr.flags.c_contiguous:
+        return None
+    return arr.strides          # (booleans: bytes are elements)
+
+
+def _given_layout(t: Tensor) -> tuple | None:
+    """The strides of traced argument t when the caller's tensor is a non-contiguous view
+    (trace.TraceContext.arg_layouts): its contiguous() and reshape() copy where torch's do,
+    so an in-place write through them does not reach the argument (it wrote into the
+    caller's tensor)."""
+    traces = STATE.traces
+    return traces[-1].arg_layouts.get(id(t)) if traces and t._traced else None
+
+
 def _layout(rec: ViewOf) -> tuple[np.ndarray, np.ndarray]:
     """(the view's elements as a NumPy view of a stand-in for its root, the stand-in): the
     strides torch would give the view, the root being contiguous. Where the view ops return a
@@ -192,16 +230,15 @@ def _layout(rec: ViewOf) -> tuple[np.ndarray, np.ndarray]:
     positions the view reads (its ops run on an arange): taking the copy for the layout made
     x[2].detach() look non-contiguous, so its contiguous() and reshape() copied where torch's
     alias, and an in-place write through them missed the base."""
-    stand_in = Tensor(np.zeros(rec.root.shape, np.bool_))
+    stand_in, buf = _stand_in(rec.root, False)
     with _grad(False):
-        arr = np.asarray(rec.fwd(stand_in)._data)
-    if arr.size <= 1 or np.may_share_memory(arr, stand_in._data):
-        return arr, stand_in._data
-    n = rec.root.numel()
+        arr = np.asarray(rec.fwd(Tensor(stand_in))._data)
+    if arr.size <= 1 or np.may_share_memory(arr, buf):
+        return arr, buf
+    stand_in, offsets = _stand_in(rec.root, True)
     with _grad(False):
-        pos = np.asarray(rec.fwd(Tensor(np.arange(n, dtype=np.int64).reshape(rec.root.shape)))
-                         ._data)
-    probe = np.zeros(max(n, 1), np.bool_)
+        pos = np.asarray(rec.fwd(Tensor(stand_in))._data)
+    probe = np.zeros(max(offsets.size, 1), np.bool_)
     if pos.size == 0:
         return np.zeros(pos.shape, np.bool_), probe
     start = int(pos.flat[0])
@@ -223,18 +260,26 @@ def _reshape_is_view(x: Tensor, out: Tensor) -> bool:
     the same choice on a stand-in with the layout torch would give x. A base (not a view) is
     contiguous, whatever layout its array happens to have."""
     rec = getattr(x, "_view", None)
-    if type(rec) is not ViewOf or out.numel() <= 1:
-        return True                 # (one element or none: any shape is a view of it)
-    arr, probe = _layout(rec)
+    if type(rec) is ViewOf:
+        if out.numel() <= 1:
+            return True             # (one element or none: any shape is a view of it)
+        arr, probe = _layout(rec)
+    elif out.numel() > 1 and _given_layout(x) is not None:
+        arr, probe = _stand_in(x, False)
+    else:
+        return True
     return np.may_share_memory(arr.reshape(out.shape), probe)
 
 
 def contiguous(x: Tensor, memory_format=None) -> Tensor:
     """x itself when torch's x is contiguous, else a copy (which is no view of x's base)."""
     rec = getattr(x, "_view", None)
-    if type(rec) is not ViewOf or x.numel() <= 1:
+    if type(rec) is ViewOf and x.numel() > 1:
+        arr, probe = _layout(rec)
+    elif x.numel() > 1 and _given_layout(x) is not None:
+        arr, probe = _stand_in(x, False)
+    else:
         return x
-    arr, probe = _layout(rec)
     if arr.flags.c_contiguous and np.may_share_memory(arr, probe):
         return x
     if x.dtype is dt.bool_:
