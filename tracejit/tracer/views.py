@@ -208,6 +208,10 @@ def arg_layout(x: Tensor) -> tuple | None:
     rec = x._view
     if type(rec) is not ViewOf or x.numel() <= 1:
         return None
+    d, r = x._data, rec.root._data
+    if type(d) is np.ndarray and type(r) is np.ndarray and d.flags.c_contiguous and \
+            r.flags.c_contiguous and np.may_share_memory(d, r):
+        return None     # (NumPy's view of a C-ordered root has torch's strides: no stand-in)
     arr, probe = _layout(rec)
     if not np.may_share_memory(arr, probe) or arr.flags.c_contiguous:
         return None
