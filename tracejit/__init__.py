@@ -45,6 +45,7 @@ from .tracer.views import (broadcast_to, chunk, diagonal, expand, flatten, moved
                            narrow, permute, reshape, select, split, squeeze, swapaxes, t,
                            transpose, unbind, unflatten, unsqueeze)
 from .tracer.views import dsplit, hsplit, ravel, tensor_split, vsplit  # noqa: F811
+from .tracer.shape_views import atleast_1d, atleast_2d, atleast_3d  # noqa: F811
 from . import linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")

@@ -265,7 +265,9 @@ def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
 
 
 @autocast_op(FP32)
-@composite("SoftmaxBackward0")
+# keeps_inputs=False: PyTorch keeps the result only; the fused backward keeps a copy of the
+# input where the cut saves it (a size-0 input, or a 16-bit input with dtype=float32)
+@composite("SoftmaxBackward0", keeps_inputs=False)
 def softmax(x, axis: int = -1, *, dim=None, dtype=None):
     """Softmax over an axis; `dtype` casts the input first (as torch)."""
     x = ops.as_tensor(x) if dtype is None else ops.cast(x, dtype)
@@ -276,7 +278,7 @@ def softmax(x, axis: int = -1, *, dim=None, dtype=None):
 
 
 @autocast_op(FP32)
-@composite("LogSoftmaxBackward0")
+@composite("LogSoftmaxBackward0", keeps_inputs=False)   # (as softmax)
 def log_softmax(x, axis: int = -1, *, dim=None, dtype=None):
     x = ops.as_tensor(x) if dtype is None else ops.cast(x, dtype)
     return ops.sub(x, logsumexp(x, axis, True, dim=dim))

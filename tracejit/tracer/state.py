@@ -15,6 +15,9 @@ class _State(threading.local):
         # id(tensor) -> stand-in leaf while a checkpointed function is recomputed (or None)
         self.subst: dict | None = None
         self.inference = False          # inside tj.inference_mode()
+        # the grad mode the user set inside inference_mode (enable_grad, set_grad_enabled):
+        # what is_grad_enabled() says there, as torch; nothing records either way
+        self.inference_grad = False
         # times grad mode was turned off: a compiled gradient built by the IR transform, which
         # cannot see grad mode, is traced by the eager engine instead if its function did
         self.grad_off = 0
@@ -55,6 +58,8 @@ def bump_attr_epoch() -> None:
 
 
 def is_grad_enabled() -> bool:
+    if STATE.inference:
+        return STATE.grad_enabled or STATE.inference_grad
     return STATE.grad_enabled
 
 
@@ -76,8 +81,11 @@ class _GradMode:
     def __enter__(self):
         self._prev = STATE.grad_enabled
         self._prev_user = STATE.user_off
+        self._prev_shown = STATE.inference_grad
         if self.mode and self.user:
             STATE.grad_on += 1
+        if self.user and STATE.inference:
+            STATE.inference_grad = self.mode
         if self.mode and STATE.inference:
             return          # inference_mode records nothing, enable_grad or not (as torch)
         STATE.grad_enabled = self.mode
@@ -89,6 +97,7 @@ class _GradMode:
     def __exit__(self, *exc):
         STATE.grad_enabled = self._prev
         STATE.user_off = self._prev_user
+        STATE.inference_grad = self._prev_shown
         return False
 
     def _fresh(self) -> "_GradMode":
@@ -133,11 +142,14 @@ class set_grad_enabled(_GradMode):
         self.mode = bool(mode)
         self._prev = STATE.grad_enabled
         self._prev_user = STATE.user_off
+        self._prev_shown = STATE.inference_grad
         if self.mode and self.user:
             STATE.grad_on += 1
         self.__enter__()
 
     def __enter__(self):
+        if self.user and STATE.inference:
+            STATE.inference_grad = self.mode
         if self.mode and self.user and STATE.inference:
             return          # (as enable_grad; the engine's own passes are not subject to it)
         STATE.grad_enabled = self.mode
@@ -151,6 +163,7 @@ class set_grad_enabled(_GradMode):
     def __call__(self, fn):
         STATE.grad_enabled = self._prev       # decorating must not change the mode now
         STATE.user_off = self._prev_user
+        STATE.inference_grad = self._prev_shown
         return super().__call__(fn)
 
 
@@ -179,14 +192,15 @@ class inference_mode(_GradMode):
         self.enabled = bool(mode)
 
     def __enter__(self):
-        self._prev = STATE.grad_enabled, STATE.inference, STATE.user_off
+        self._prev = STATE.grad_enabled, STATE.inference, STATE.user_off, STATE.inference_grad
         if self.enabled:
-            STATE.grad_enabled, STATE.inference = False, True
+            STATE.grad_enabled, STATE.inference, STATE.inference_grad = False, True, False
             STATE.grad_off += 1
             STATE.user_off = True
 
     def __exit__(self, *exc):
-        STATE.grad_enabled, STATE.inference, STATE.user_off = self._prev
+        (STATE.grad_enabled, STATE.inference, STATE.user_off,
+         STATE.inference_grad) = self._prev
         return False
 
     def _fresh(self) -> "inference_mode":

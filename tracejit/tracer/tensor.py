@@ -14,6 +14,7 @@ from . import composites as C
 from . import conversions, eager_views, fills, gathering, indexing, inplace, layout, masking
 from . import norms, ops
 from . import products, sampling, scans, selection, sorting, stacking, view_grad, views
+from . import shape_views
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
 from .dispatch import apply_primitive as _apply_primitive
 from .tensor_base import TensorBase, register
@@ -146,6 +147,7 @@ class Tensor(TensorBase):
     tensor_split, hsplit, vsplit, dsplit = views.tensor_split, views.hsplit, views.vsplit, \
         views.dsplit
     contiguous = views.contiguous
+    unfold = shape_views.unfold
     T = property(eager_views.full_transpose)
     mT = property(eager_views.matrix_transpose)
 
