@@ -52,7 +52,9 @@ def test_outputs_are_new_arrays_each_call():
     assert not np.shares_memory(a[0], x)
 
 
-def test_non_contiguous_and_scalar_arguments_take_the_general_run():
+def test_non_contiguous_and_numpy_scalar_arguments():
+    """A transposed view goes to the general run (which copies it); a NumPy scalar (a scalar
+    loss's gradient is one) is made a 0-d array."""
     rng = np.random.default_rng(1)
     base = rng.standard_normal((8, 4))
     x = base.T                                  # non-contiguous
@@ -62,8 +64,10 @@ def test_non_contiguous_and_scalar_arguments_take_the_general_run():
         np.testing.assert_allclose(a, c, rtol=1e-14)
     s = np.float64(0.5)                         # a NumPy scalar for a 0-d input
     run0 = compile_graph(_graph(_sig, np.array(0.5), np.array(2.0)))
-    for a, c in zip(run0([s, np.array(2.0)]), _want(0.5, 2.0)):
-        np.testing.assert_allclose(a, c, rtol=1e-14)
+    for args in ([s, np.array(2.0)], [s, np.float64(2.0)], [np.array(0.5), np.float64(2.0)]):
+        for a, c in zip(run0(args), _want(0.5, 2.0)):
+            assert type(a) is np.ndarray and a.shape == ()
+            np.testing.assert_allclose(a, c, rtol=1e-14)
 
 
 def test_size_zero_intermediates_are_bound():

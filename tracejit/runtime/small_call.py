@@ -10,8 +10,9 @@ machine under load, one run: 9.0 vs 3.0 us). Everything the general path decides
 depends only on the executable (one native segment, every output a new unpooled array in the
 order returned, the scratch size) is decided here once.
 
-Arguments that are not C-contiguous NumPy arrays (a transposed view, a NumPy scalar) take the
-general path, which copies or converts them. Frames are taken and put back as `run` does, so
+NumPy scalars (what NumPy returns for many 0-d results, such as a scalar loss's gradient) are
+made 0-d arrays; arguments that are not C-contiguous (a transposed view) take the general path,
+which copies them. Frames are taken and put back as `run` does, so
 calls from several threads never share one."""
 from __future__ import annotations
 
@@ -36,12 +37,12 @@ def small_runner(exe, general: Callable) -> Callable:
     # (a layout of size-0 intermediates has 0 bytes, and its slots must be bound all the same)
     scratch, nbytes = bool(exe.scratch_layout), exe.scratch_bytes
     bind_scratch = exe._bind_scratch
-    empty, ndarray = np.empty, np.ndarray
+    empty, ndarray, asarray = np.empty, np.ndarray, np.asarray
 
     def run_small(args: list) -> list:
         for a in args:
             if type(a) is not ndarray or not a.flags.c_contiguous:
-                return general(args)
+                return other(args)
         try:
             fr = frames.pop()           # atomic: two threads never get the same frame
         except IndexError:
@@ -68,4 +69,12 @@ def small_runner(exe, general: Callable) -> Callable:
             seg(fr.addr)
         frames.append(fr)
         return res
+
+    def other(args: list) -> list:
+        # a NumPy scalar (NumPy's result for many 0-d operations: the gradient of a scalar
+        # loss) as a 0-d array; non-contiguous arrays to the general run, which copies them
+        args = [a if type(a) is ndarray else asarray(a) for a in args]
+        if all(a.flags.c_contiguous for a in args):
+            return run_small(args)
+        return general(args)
     return run_small
