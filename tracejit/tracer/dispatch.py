@@ -2,6 +2,8 @@
 tracing, and a backward node on the tape when gradients are being recorded."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from ..ir.core import Value, user_location
@@ -108,6 +110,75 @@ def apply_primitive(prim, args, params) -> Tensor:
                 out._requires_grad = True
         return out
     return _apply_general(prim, args, params)
+
+
+_ndarray = np.ndarray
+
+
+def fast_binary(prim, general: Callable, broadcast: Callable | None = None,
+                matrices: bool = False) -> Callable:
+    """`general` (ops.add & co, what `a + b` calls) with a front for its hot case: two host
+    tensors of one float dtype and one shape, outside every trace and special mode, whose
+    inference is cached. There it runs what general -> _binary -> __tj_bind__ ->
+    apply_primitive -> run_impl would, in one frame (each layer re-tested the operands and
+    cost a call: ~a third of a small op's instructions). Everything else, and a first
+    application (it fills the inference cache), goes to `general`. `broadcast(a, b, sa, sb)`:
+    general's own step for such operands of shapes sa != sb (x + bias), or None where it
+    has none (then general, which raises the shapes' error). `matrices`: prim is matmul, whose
+    hot case is two 2-D operands (an RNN's x @ W.T) whose shapes align."""
+    if eager._ERR_VAR is None:              # pragma: no cover - another NumPy: no shortcut
+        return general
+    impl = prim.impl
+    infer_get = _INFER.get
+    err_set, err_reset, ignore = eager._ERR_SET, eager._ERR_RESET, eager._IGNORE
+    provider = eager._PROVIDER
+    has_vjp = prim.vjp is not None
+    asarray = np.asarray
+
+    def binary(a, b):
+        if not SPECIAL_MODES[0] and type(a) in SUBCLASSES and type(b) in SUBCLASSES:
+            da = a._data
+            db = b._data
+            if type(da) is _ndarray and type(db) is _ndarray:
+                dta = da.dtype
+                sa = da.shape
+                sb = db.shape
+                if dta is db.dtype and dta.kind == "f" and not (a._weak or b._weak):
+                    if matrices:
+                        if len(sa) != 2 or len(sb) != 2:    # (torch names those otherwise)
+                            return general(a, b)
+                    elif sa != sb:
+                        out = broadcast(a, b, sa, sb) if broadcast is not None else None
+                        return out if out is not None else general(a, b)
+                    if provider[0] is not None and da.size >= provider[1]:
+                        return general(a, b)        # (a large array: maybe a kernel)
+                    num = dta.num
+                    # (a hit: shapes the primitive's inference took, so the impl takes them)
+                    hit = infer_get((prim, (), sa, num, sb, num))
+                    if hit is not None:
+                        tok = err_set(ignore)
+                        try:
+                            res = impl(da, db)
+                        finally:
+                            err_reset(tok)
+                        if type(res) is not _ndarray:       # a 0-d result: a NumPy scalar
+                            res = asarray(res)
+                        out_np = hit[1]
+                        if res.dtype is not out_np and res.dtype != out_np:
+                            res = res.astype(out_np)
+                        out = wrap_array(res)
+                        if (a._requires_grad or b._requires_grad) and hit[2] and has_vjp \
+                                and STATE.grad_enabled:
+                            out.grad_fn = prim_node(prim, hit[0], (a, b), out, hit[3])
+                            out._requires_grad = True
+                        return out
+        return general(a, b)
+
+    binary.__name__ = getattr(general, "__name__", prim.name)
+    binary.__qualname__ = binary.__name__
+    binary.__doc__ = general.__doc__
+    binary.__wrapped__ = general
+    return binary
 
 
 def _apply_general(prim, args, params) -> Tensor:

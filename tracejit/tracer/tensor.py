@@ -7,16 +7,19 @@ to here (as PyTorch registers its Python `torch.Tensor` with the C core). Nothin
 attributes to the class (tests/test_import_layers.py checks it)."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..ir.primitives import P
 from . import composites as C
 from . import conversions, eager_views, fills, gathering, indexing, inplace, layout, masking
 from . import norms, ops
 from . import products, sampling, scans, selection, sorting, stacking, view_grad, views
 from . import shape_views
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
-from .dispatch import apply_primitive as _apply_primitive
+from .dispatch import apply_primitive as _apply_primitive, fast_binary as _fast_binary
 from .tensor_base import TensorBase, register
 
 
@@ -59,12 +62,17 @@ class Tensor(TensorBase):
         self._data = other._data if isinstance(other, TensorBase) else np.asarray(other)
 
     # -- operators ----------------------------------------------------------------------------
-    __add__, __radd__ = ops.add, _reflected(ops.add)
-    __sub__, __rsub__ = ops.sub, _reflected(ops.sub)
-    __mul__, __rmul__ = ops.mul, _reflected(ops.mul)
-    __truediv__, __rtruediv__ = ops.div, _reflected(ops.div)
+    # (a + b of two host tensors of one float dtype and shape: dispatch.fast_binary's one frame)
+    # (and of such tensors of two shapes that broadcast, ops._one_dtype straight away)
+    __add__ = _fast_binary(P.add, ops.add, partial(ops._one_dtype, "add"))
+    __sub__ = _fast_binary(P.sub, ops.sub, partial(ops._one_dtype, "sub"))
+    __mul__ = _fast_binary(P.mul, ops.mul, partial(ops._one_dtype, "mul"))
+    __truediv__ = _fast_binary(P.div, ops.div, partial(ops._one_dtype, "div"))
+    __radd__, __rsub__ = _reflected(ops.add), _reflected(ops.sub)
+    __rmul__, __rtruediv__ = _reflected(ops.mul), _reflected(ops.div)
     __pow__, __rpow__ = ops.pow, _reflected(ops.pow)
-    __matmul__, __rmatmul__ = ops.matmul, _reflected(ops.matmul)
+    __matmul__ = _fast_binary(P.matmul, ops.matmul, matrices=True)
+    __rmatmul__ = _reflected(ops.matmul)
     __floordiv__, __rfloordiv__ = ops.floor_divide, _reflected(ops.floor_divide)
     __mod__, __rmod__ = ops.remainder, _reflected(ops.remainder)
     __neg__, __abs__ = ops.neg, ops.abs
