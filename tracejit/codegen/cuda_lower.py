@@ -88,7 +88,7 @@ _FUNCTOR = {"sum": "TjSum", "max": "TjMax", "min": "TjMin"}     # the prelude's 
 _INFIX = {"sum": "+", "prod": "*"}
 
 
-class _Renderer:
+class _Renderer(L.StatementRenderer):
     """Renders one LoopKernel as a CUDA C function."""
 
     def __init__(self, lk: L.LoopKernel) -> None:
@@ -114,9 +114,6 @@ class _Renderer:
         return "\n".join([sig + " {", *self.b.lines, "}"])
 
     # -- index and scalar expressions --------------------------------------------------------
-    def ix(self, x: L.Ix) -> str:
-        return L.render_index(x, self.index_table)
-
     def acc_ref(self, name: str, at: L.Ix | None) -> str:
         return name if at is None else f"{name}[{self.ix(at)}]"
 
@@ -142,10 +139,6 @@ class _Renderer:
         return vals[0]
 
     # -- statements --------------------------------------------------------------------------
-    def body(self, stmts: list) -> None:
-        for st in stmts:
-            getattr(self, "st_" + type(st).__name__)(st)
-
     def block(self, header: str, fn) -> None:
         self.b.open(header)
         fn()
@@ -204,13 +197,6 @@ class _Renderer:
             for m in range(words(v)):
                 b.line(f"reinterpret_cast<uint4*>({self.names[v]})[{q} * {words(v)} + {m}] = "
                        f"o{j}.u[{m}];")
-
-    def st_Let(self, st: L.Let) -> None:
-        self.env[st.var] = self.ix(st.expr)
-
-    def st_Unflatten(self, st: L.Unflatten) -> None:
-        for var, i in zip(st.vars, L.render_unflatten(self.e, self.ix(st.flat), st.shape)):
-            self.env[var] = i
 
     def _init(self, acc: L.Acc) -> str:
         return literal(L.identity(acc.op, acc.dtype), acc.dtype)

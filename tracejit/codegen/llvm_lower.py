@@ -78,7 +78,7 @@ class _Loops:
             self.block = f"{tag}x{d}"
 
 
-class _Renderer:
+class _Renderer(L.StatementRenderer):
     """Renders one LoopKernel into LLVM IR lines."""
 
     def __init__(self, lk: L.LoopKernel, md: list[str] | None) -> None:
@@ -94,9 +94,6 @@ class _Renderer:
         self.acc_ptr: dict[str, str] = {}
 
     # -- index and scalar expressions --------------------------------------------------------
-    def ix(self, x: L.Ix) -> str:
-        return L.render_index(x, self.index_table)
-
     def acc_at(self, name: str, at: L.Ix | None) -> str:
         ptr = self.acc_ptr[name]
         if at is None:
@@ -134,10 +131,6 @@ class _Renderer:
         return vals[0]
 
     # -- statements --------------------------------------------------------------------------
-    def body(self, stmts: list) -> None:
-        for st in stmts:
-            getattr(self, "st_" + type(st).__name__)(st)
-
     def st_Loop(self, st: L.Loop) -> None:
         if st.par == "threads":
             lo, hi = "%begin", "%end"
@@ -160,13 +153,6 @@ class _Renderer:
             self.body(st.body)
         self.loops.nest([("0", str(st.lanes))], inner)
         self.e.memo.clear()
-
-    def st_Let(self, st: L.Let) -> None:
-        self.env[st.var] = self.ix(st.expr)
-
-    def st_Unflatten(self, st: L.Unflatten) -> None:
-        for var, i in zip(st.vars, L.render_unflatten(self.e, self.ix(st.flat), st.shape)):
-            self.env[var] = i
 
     def st_Acc(self, st: L.Acc) -> None:
         ty = COMPUTE[st.dtype.name]

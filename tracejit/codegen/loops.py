@@ -435,3 +435,26 @@ def render_unflatten(e, flat: str, shape) -> list[str]:
         if s != 1 and d < len(shape) - 1:
             rest = e.iadd(rest, e.imul(q, -s))
     return idx
+
+
+class StatementRenderer:
+    """What the LLVM and CUDA renderers share: each statement goes to its `st_<Type>` method,
+    and index expressions are written through `index_table` with `env` naming the variables in
+    scope (a subclass sets index_table, env and its emitter `e`)."""
+
+    index_table: IndexTable
+    env: dict[str, str]
+
+    def ix(self, x: Ix) -> str:
+        return render_index(x, self.index_table)
+
+    def body(self, stmts: list) -> None:
+        for st in stmts:
+            getattr(self, "st_" + type(st).__name__)(st)
+
+    def st_Let(self, st: Let) -> None:
+        self.env[st.var] = self.ix(st.expr)
+
+    def st_Unflatten(self, st: Unflatten) -> None:
+        for var, i in zip(st.vars, render_unflatten(self.e, self.ix(st.flat), st.shape)):
+            self.env[var] = i
