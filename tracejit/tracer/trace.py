@@ -143,9 +143,19 @@ class TraceContext:
             self.history_writes.add(id(t))
         self._cap_index[id(t)] = v if read_as is None else read_as
         self.n_writes[id(t)] = self.n_writes.get(id(t), 0) + 1
+        # views of t made in the trace share its version counter: what backward saved of
+        # them is stale now, as eagerly (it read the new value: a NaN gradient from amax's
+        # tie mask); undone when the trace ends (restore_versions), as the call that stores
+        # the new value moves the counter itself (runtime/captures.py)
+        t._version[0] += 1
         leaf = self._leaves.get(id(t))
         if leaf is not None:        # what backward saved of the old value is now stale, as
             leaf._version[0] += 1   # eagerly: backward reports the in-place change
+
+    def restore_versions(self) -> None:
+        """Undo write()'s moves of the captures' version counters (see write)."""
+        for t, _ in self.writes.values():
+            t._version[0] -= self.n_writes.get(id(t), 0)
 
     def alias(self, t: Tensor, v: Value) -> None:
         """Reads of `t`, an outside view of a capture that was updated in place, see `v` (its
@@ -427,6 +437,8 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
     except BaseException:
         ctx.grad_slots.restore()        # no traced value may stay in an outside `.grad`
         raise
+    finally:
+        ctx.restore_versions()
     grad_guards, grad_sets, grad_outs = ctx.grad_slots.finish(ctx)
     escapes = find_escapes(ctx)
     writes = list(ctx.writes.values())
