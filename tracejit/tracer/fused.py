@@ -47,7 +47,7 @@ from .eager import quiet_call
 from .fused_node import FusedNode, fused_node  # noqa: F401  (fused.FusedNode: the node's class)
 from .graph_program import Program
 from .lazy_copies import fresh
-from .state import STATE, note_reads
+from .state import SPECIAL_MODES, STATE, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
 from .trace import trace
 
@@ -293,7 +293,9 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict,
     copies of the inputs its backward reads (where PyTorch's keeps its result, an input
     changed in place afterwards is legal). out_vjp(y, g): the input's gradient from the
     output (one tensor input only): the node keeps the output, not the input."""
-    if not ENABLED or STATE.subst:
+    # (SPECIAL_MODES: while no thread has a checkpoint or read recording open, neither
+    # thread-local read is made, ~600 instructions each)
+    if not ENABLED or (SPECIAL_MODES[0] and STATE.subst):
         return None
     tensors: list[Tensor] = []
     key = _key(fn, args, kwargs, tensors)
@@ -308,7 +310,7 @@ def run(fn: Callable, name: str, args: tuple, kwargs: dict,
     if plan is _UNFUSABLE:
         stats["fallbacks"] += 1
         return None
-    if STATE.reads is not None:
+    if SPECIAL_MODES[0] and STATE.reads is not None:
         note_reads(tensors)
     arrays = [t._data for t in tensors]
     if not plan.compiled:           # (counts calls up to the one that compiles)
