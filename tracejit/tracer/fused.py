@@ -11,7 +11,10 @@ graph, differentiated by the IR's own reverse-mode transform and split (ir/autod
 
 and cached (a `Plan`). A call runs the forward, and the output gets one `FusedNode` (named as
 PyTorch's: SoftmaxBackward0, NativeLayerNormBackward0, ...) holding the residuals; backward
-runs the backward graph. Nothing is recorded inside.
+runs the backward graph. Nothing is recorded inside. A composite declared with
+`out_vjp(y, g)` (sigmoid, relu: torch's nodes keep their results) has instead the forward
+graph alone and out_vjp's graph (output, cotangent) -> gradient as its backward: the node
+keeps the output, so the input may change in place after the call and the output may not.
 
 Two tiers run a plan's graphs. A cold plan is interpreted (graph_program.py): each
 instruction's NumPy (or CuPy) implementation from the registry, on arrays, with no Tensor, node
@@ -21,7 +24,8 @@ runtime (`set_compiler`; the tracer never imports the runtime): one native call 
 measured costs).
 
 create_graph=True (double backward) recomputes the composite on its saved inputs with
-recording on and differentiates that, as before. In-place changes are detected as PyTorch
+recording on and differentiates that (an out_vjp composite runs out_vjp with recording on its
+saved output, whose grad_fn is the node itself, as torch unpacks a saved result). In-place changes are detected as PyTorch
 does: an input (or the output) whose memory a residual shares is version-checked at backward.
 
 Calls that record op by op instead (one CompositeNode, see composites.py): an argument that is
