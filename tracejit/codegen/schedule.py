@@ -6,11 +6,12 @@ reduction is split and what it accumulates in. The renderers only translate.
 The accumulation rule (README, "One accumulation rule"): a float sum accumulates in float64 and
 rounds once to its dtype, an integer sum in its own type (wrapping); max/min in the compute type.
 A reduction over leading axes (a column sum, a bias gradient) has the same order of additions on
-both targets: rows in groups of ROW_UNROLL added as a balanced tree, and, when the rows are
-split into chunks (`leading_split`), each chunk summed on its own and the chunk sums added in
-chunk order. So CPU and GPU column sums agree bit for bit. On the GPU the chunks run in parallel
-(a partial-sum kernel, then a finishing kernel); on the CPU a thread takes a range of columns and
-runs the chunks of each column tile in turn."""
+both targets: rows in groups (schedule_leading.row_unroll: four rows, or one under a long row
+expression) added as a balanced tree, and, when the rows are split into chunks
+(`leading_split`), each chunk summed on its own and the chunk sums added in chunk order. So
+CPU and GPU column sums agree bit for bit. On the GPU the chunks run in parallel (a partial-sum
+kernel, then a finishing kernel); on the CPU a thread takes a range of columns and runs the
+chunks of each column tile in turn."""
 from __future__ import annotations
 
 from ..ir import dtypes as dt

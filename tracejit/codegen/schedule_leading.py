@@ -1,7 +1,8 @@
 """How reductions over leading axes are scheduled (a column sum, a bias gradient, col2im's sum
 over its taps): rows outer, the kept trailing axes inner and contiguous. The order of additions
-is the same on both targets (codegen.schedule states it): rows in groups of ROW_UNROLL added as
-a balanced tree, and chunks of rows (`leading_split`) summed on their own, then in chunk order."""
+is the same on both targets (codegen.schedule states it): rows in groups of `row_unroll` (four,
+or one under a long row expression) added as a balanced tree, and chunks of rows
+(`leading_split`) summed on their own, then in chunk order."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from ..ir.core import Aval, Value
 from . import loops as L
 from .fusion import Kernel
+from .fusion_cost import FREE
 from .schedule_reduce import (LOOP_BLOCK, MAX_GRID, ReduceScheduler, _cast, _Names, _nest,
                               _size, _unflatten, acc_dtype, parallel_extent)
 
@@ -19,6 +21,7 @@ SPLIT_ROWS_MIN = 32       # a chunk of a split leading reduction has at least th
 SPLIT_WORK = 1 << 16      # ... and the split aims at this many (chunk, column) work items
 CPU_SPLIT_COLS = 256      # CPU: fewer columns than this cannot keep threads busy: split rows
 CPU_SPLIT_MIN = 1 << 17   # ... when the input is big enough to be worth several threads
+LONG_ROW_OPS = 12         # a row expression of more arithmetic ops than this: rows one by one
 
 
 def is_leading(k: Kernel) -> bool:
@@ -38,6 +41,18 @@ def leading_split(rows: int, cols: int) -> tuple[int, int]:
     per = -(-rows // chunks)
     per = -(-per // ROW_UNROLL) * ROW_UNROLL
     return -(-rows // per), per
+
+
+def row_unroll(k: Kernel) -> int:
+    """Rows a group adds as a tree before updating its accumulator: ROW_UNROLL for a short row
+    expression (a column sum or a bias gradient, whose cost is the accumulator's loads and
+    stores), one for a long fused expression (LONG_ROW_OPS), whose row already has its own
+    instruction-level parallelism. Written out four times, such an expression was the heaviest
+    module LLVM compiled for a nanoGPT step (its layer-0 layer-norm weight gradient, which
+    recomputes the embeddings: ~100 ms of LLVM, a plain column sum ~55 ms). A function of the
+    kernel alone, so that both targets add in the same order."""
+    ops = sum(op.prim.name not in FREE for op in k.ops)
+    return 1 if ops > LONG_ROW_OPS else ROW_UNROLL
 
 
 def _column_tiling(kept: tuple[int, ...]) -> tuple[int, int]:
@@ -62,13 +77,13 @@ class LeadingScheduler(ReduceScheduler):
         return super().reduce(k, name)
 
     def _row_groups(self, names: _Names, x: Value, red, lo: L.Ix, count: int | L.Ix,
-                    col: list[L.Ix], upd) -> list:
-        """Rows lo .. lo+count of the flattened reduced axes `red` in groups of ROW_UNROLL added
-        as a balanced tree, then the rest one by one. upd(row index vectors) gives the update;
-        col is the kept index."""
-        def group(base, width):
+                    col: list[L.Ix], upd, width: int) -> list:
+        """Rows lo .. lo+count of the flattened reduced axes `red` in groups of `width`
+        (`row_unroll`) added as a balanced tree, then the rest one by one. upd(row index
+        vectors) gives the update; col is the kept index."""
+        def group(base, n):
             stmts, items = [], []
-            for u in range(width):
+            for u in range(n):
                 un, ridx = _unflatten(names, L.add(base, L.Lit(u)), red, "w")
                 stmts.append(un)
                 items.append(ridx)
@@ -80,30 +95,32 @@ class LeadingScheduler(ReduceScheduler):
             # that the index arithmetic of every row folds (a tap's bounds checks included)
             rows = [[L.Lit(int(i)) for i in np.unravel_index(lo.value + r, red)]
                     for r in range(count)]
-            cut = count - count % ROW_UNROLL
-            for b in range(0, cut, ROW_UNROLL):
-                out += upd(rows[b:b + ROW_UNROLL])
+            cut = count - count % width
+            for b in range(0, cut, width):
+                out += upd(rows[b:b + width])
             for r in rows[cut:]:
                 out += upd([r])
             return out
         if isinstance(count, int):
-            full, rest = count // ROW_UNROLL, count % ROW_UNROLL
+            full, rest = count // width, count % width
             if full:
-                stmts, items = group(L.add(lo, L.mul(L.Var(g), ROW_UNROLL)), ROW_UNROLL)
+                stmts, items = group(L.add(lo, L.mul(L.Var(g), width)), width)
                 out.append(L.Loop(g, L.Lit(full), stmts + upd(items)))
             for u in range(rest):
-                stmts, items = group(L.add(lo, L.Lit(full * ROW_UNROLL + u)), 1)
+                stmts, items = group(L.add(lo, L.Lit(full * width + u)), 1)
                 out += stmts + upd(items)
             return out
         # a dynamic count (the last chunk on the GPU): groups, then a loop over the rest
         cnt = names("n")
         out.append(L.Let(cnt, count))
-        stmts, items = group(L.add(lo, L.mul(L.Var(g), ROW_UNROLL)), ROW_UNROLL)
-        out.append(L.Loop(g, L.Div(L.Var(cnt), ROW_UNROLL), stmts + upd(items)))
+        stmts, items = group(L.add(lo, L.mul(L.Var(g), width)), width)
+        out.append(L.Loop(g, L.Div(L.Var(cnt), width), stmts + upd(items)))
+        if width == 1:
+            return out
         r, start = names("r"), names("s")
-        out.append(L.Let(start, L.add(lo, L.mul(L.Div(L.Var(cnt), ROW_UNROLL), ROW_UNROLL))))
+        out.append(L.Let(start, L.add(lo, L.mul(L.Div(L.Var(cnt), width), width))))
         stmts, items = group(L.add(L.Var(start), L.Var(r)), 1)
-        rest = L.add(L.Var(cnt), L.mul(L.Div(L.Var(cnt), ROW_UNROLL), -ROW_UNROLL))
+        rest = L.add(L.Var(cnt), L.mul(L.Div(L.Var(cnt), width), -width))
         out.append(L.Loop(r, rest, stmts + upd(items)))
         return out
 
@@ -154,7 +171,7 @@ class LeadingScheduler(ReduceScheduler):
 
             def rows(acc, lo_row, count):
                 return self._row_groups(names, x, red, lo_row, count, [], lambda items: cols(
-                    lambda j: [L.Update(acc.name, tree(items, col(j)), at(j))]))
+                    lambda j: [L.Update(acc.name, tree(items, col(j)), at(j))]), row_unroll(k))
             body = [L.Let(first, L.add(lo, L.mul(L.Var(t), block))),
                     L.Let(width, L.Min(L.add(hi, L.mul(L.Var(first), -1)), L.Lit(block))),
                     *cols(lambda j: [L.Reset(tot.name, at(j))])]
@@ -190,7 +207,7 @@ class LeadingScheduler(ReduceScheduler):
         def column(oidx):
             upd = lambda items: [L.Update(acc.name, tree(items, oidx))]     # noqa: E731
             return [acc, *self._row_groups(names, k.instr.inputs[0], red, L.Lit(0),
-                                           _size(red), oidx, upd),
+                                           _size(red), oidx, upd, row_unroll(k)),
                     L.Store(out, L.linear(oidx, out.shape),
                             _cast(L.AccGet(acc.name), adt, out.dtype))]
         body = _nest(names, kept, column, "threads", vector=self._vec(), prefix="o")
@@ -217,7 +234,7 @@ class LeadingScheduler(ReduceScheduler):
             L.Let(lo, L.mul(L.Var(c), per)),
             *cols(lambda j: [L.Reset(acc.name, j[0])]),
             *self._row_groups(names, x, red, L.Var(lo), count, [], lambda items: cols(
-                lambda j: [L.Update(acc.name, tree(items, j), j[0])])),
+                lambda j: [L.Update(acc.name, tree(items, j), j[0])]), row_unroll(k)),
             *cols(lambda j: [L.Store(part, L.add(L.mul(L.Var(c), n_cols), j[0]),
                                      L.AccGet(acc.name, j[0]))])], par="threads")]
         first = self._kernel(name, k.inputs, [part], body, [acc], extent=chunks)
@@ -251,7 +268,8 @@ class LeadingScheduler(ReduceScheduler):
             o = names("o")
             un, oidx = _unflatten(names, L.Var(o), kept)
             body = [L.Loop(o, L.Lit(n_cols), [
-                un, acc, *self._row_groups(names, x, red, L.Lit(0), n_rows, oidx, upd),
+                un, acc, *self._row_groups(names, x, red, L.Lit(0), n_rows, oidx, upd,
+                                           row_unroll(k)),
                 L.Store(out, L.Var(o), _cast(L.AccGet(acc.name), adt, out.dtype))], par="grid")]
             return L.Scheduled(k, [self._kernel(
                 name, k.inputs, k.outputs, body, [acc], min(-(-n_cols // LOOP_BLOCK), MAX_GRID),
@@ -263,7 +281,7 @@ class LeadingScheduler(ReduceScheduler):
         count = L.Min(L.add(L.Lit(n_rows), L.mul(L.Var(lo), -1)), L.Lit(per))
         body = [L.Loop(t, L.Lit(chunks * n_cols), [
             un1, un, L.Let(lo, L.mul(c, per)), acc,
-            *self._row_groups(names, x, red, L.Var(lo), count, oidx, upd),
+            *self._row_groups(names, x, red, L.Var(lo), count, oidx, upd, row_unroll(k)),
             L.Store(part, L.Var(t), L.AccGet(acc.name))], par="grid")]
         first = self._kernel(name, k.inputs, [part], body, [acc],
                              min(-(-chunks * n_cols // LOOP_BLOCK), MAX_GRID), LOOP_BLOCK,
