@@ -63,25 +63,11 @@ def _loss(s):
     return parts
 
 
-def _torch_run(kind):
-    s = _state(torch, lambda a: torch.tensor(a))
-    w = torch.tensor(W, requires_grad=True)
-    x = torch.tensor(X)
-    out = _body(kind, torch, s, w, x)
-    flags = {k: t.requires_grad for k, t in s.items()}
-    parts = _loss(s)
-    total = sum(parts) if parts else None
-    if out.requires_grad:
-        total = out.sum() if total is None else total + out.sum()
-    if total is not None:
-        total.backward()
-    return out.detach().numpy(), {k: t.detach().numpy() for k, t in s.items()}, flags, \
-        None if w.grad is None else w.grad.numpy()
-
-
-def _tj_run(kind, f, s):
-    w = tj.tensor(W, requires_grad=True)
-    x = tj.tensor(X)
+def _run(lib, f, s):
+    """f(w, x) with torch's or tracejit's w and x, then the loss over every outside tensor that
+    requires grad afterwards: (out, outside values, their requires_grad flags, w.grad)."""
+    w = lib.tensor(W, requires_grad=True)
+    x = lib.tensor(X)
     out = f(w, x)
     flags = {k: t.requires_grad for k, t in s.items()}
     parts = _loss(s)
@@ -92,6 +78,11 @@ def _tj_run(kind, f, s):
         total.backward()
     return out.detach().numpy(), {k: t.detach().numpy() for k, t in s.items()}, flags, \
         None if w.grad is None else w.grad.numpy()
+
+
+def _torch_run(kind):
+    s = _state(torch, lambda a: torch.tensor(a))
+    return _run(torch, lambda w, x: _body(kind, torch, s, w, x), s)
 
 
 def _check(got, want):
@@ -123,7 +114,7 @@ def test_compiled_write_keeps_history_like_torch(kind):
             t.detach_()
             with tj.no_grad():
                 t.copy_(tj.tensor(start[k]))
-        _check(_tj_run(kind, f, s), want)
+        _check(_run(tj, f, s), want)
 
 
 def test_written_argument_takes_history():
