@@ -29,11 +29,11 @@ def leaf_key(x: Any):
         return key
     if is_gpu_array(x):
         return (x.shape, dt.from_numpy(x.dtype), str(device_of(x)))
-    if isinstance(x, bool):
+    if isinstance(x, (bool, np.bool_)):       # (NumPy scalars are weak too: trace.leaf_aval)
         return "b"
-    if isinstance(x, int):
+    if isinstance(x, (int, np.signedinteger)):
         return "i"
-    if isinstance(x, float):
+    if isinstance(x, (float, np.floating)):
         return "f"
     a = np.asarray(x)
     d = dt.from_numpy(a.dtype)

@@ -41,17 +41,43 @@ def _scalar_dtype(x) -> dt.DType:
     raise TypeError(f"unsupported scalar {x!r}")
 
 
-def result_dtype(*xs: Any) -> dt.DType:
-    """PyTorch/JAX promotion: Python scalars and weak traced scalars only raise the category."""
-    strong = [x.dtype for x in xs if isinstance(x, Tensor) and not x._weak]
-    strong += [dt.as_dtype(x.dtype) for x in xs if isinstance(x, np.ndarray)]
-    weak = [x.dtype if isinstance(x, Tensor) else _scalar_dtype(x)
-            for x in xs if (isinstance(x, Tensor) and x._weak) or _is_scalar(x)]
-    if not strong:
-        return builtins.max(weak, key=lambda d: (_CAT[d.kind], d.bits))
-    best = builtins.max(strong, key=lambda d: (_CAT[d.kind], d.bits))
-    if best in dt.HALF and dt.f16 in strong and dt.bf16 in strong:
+def _group_dtype(ds: list) -> dt.DType | None:
+    """The promoted dtype of operands of one priority group (the highest category, then the
+    most bits)."""
+    if not ds:
+        return None
+    best = builtins.max(ds, key=lambda d: (_CAT[d.kind], d.bits))
+    if best in dt.HALF and dt.f16 in ds and dt.bf16 in ds:
         best = dt.f32                # neither 16-bit float holds the other (PyTorch, JAX agree)
+    return best
+
+
+def result_dtype(*xs: Any) -> dt.DType:
+    """torch.result_type: operands fall in three groups, tensors with dimensions (and NumPy
+    arrays of any rank: torch hands a Tensor-with-ndarray op to NumPy, whose 0-d arrays are
+    strong), then 0-d tensors, then Python/NumPy scalars and weak traced scalars. A lower
+    group takes part only where its category (bool < integer < float) is higher than the
+    result so far: a 0-d tensor then with its own dtype, a scalar with the default dtype."""
+    has_array = any(isinstance(x, np.ndarray) for x in xs)
+    dims, zero, weak = [], [], []
+    for x in xs:
+        if isinstance(x, Tensor):
+            if x._weak:
+                weak.append(x.dtype)
+            elif x.ndim or has_array:
+                dims.append(x.dtype)
+            else:
+                zero.append(x.dtype)
+        elif isinstance(x, np.ndarray):
+            dims.append(dt.as_dtype(x.dtype))
+        elif _is_scalar(x):
+            weak.append(_scalar_dtype(x))
+    best = _group_dtype(dims)
+    lower = _group_dtype(zero)
+    if best is None or lower is not None and _CAT[lower.kind] > _CAT[best.kind]:
+        best = lower
+    if best is None:
+        return _group_dtype(weak)
     wcat = builtins.max((_CAT[d.kind] for d in weak), default=-1)
     if wcat > _CAT[best.kind]:
         return dt.f32 if wcat == 2 else dt.i64

@@ -218,13 +218,14 @@ def add(a, b, *, alpha=1):
 
 
 def sub(a, b, *, alpha=1):
-    """a - alpha * b. A bool tensor operand is an error, as in PyTorch (use ~ or ^)."""
+    """a - alpha * b. A bool tensor or Python bool operand is an error, as in PyTorch (use ~
+    or ^); a NumPy bool scalar or array is a number (torch hands those to NumPy)."""
     if type(a) in SUBCLASSES and type(alpha) is int and alpha == 1 and \
             a.dtype is not dt.bool_ and (type(b) is float or type(b) is int or
                                          type(b) in SUBCLASSES and b.dtype is not dt.bool_):
         return _binary("sub", a, b, "arith")         # (no bool operand, nothing to scale)
-    if any(isinstance(x, Tensor) and x.dtype is dt.bool_ for x in (a, b)):
-        raise _err("sub", f"subtraction with a bool tensor is not supported ({_fmt(a)} - "
+    if any(isinstance(x, Tensor) and x.dtype is dt.bool_ or type(x) is bool for x in (a, b)):
+        raise _err("sub", f"subtraction with a bool tensor or bool is not supported ({_fmt(a)} - "
                    f"{_fmt(b)}); to invert a mask use ~ or logical_not, for two masks ^ or "
                    f"logical_xor", TypeError)
     return _binary("sub", a, _times(b, alpha), "arith")
@@ -248,9 +249,10 @@ def pow(a, b):       # noqa: A001
     """a ** b, PyTorch's dtypes: integers (and bools, as int64) give an integer power that
     wraps on overflow; a negative integer exponent gives 0 except for bases 1 and -1, and a
     negative Python int exponent of an integer tensor is an error. Floats give a float."""
-    if _all_bool(a, b) and isinstance(a, Tensor) and isinstance(b, Tensor):
-        raise _err("pow", f"not implemented for two bool tensors ({_fmt(a)} ** {_fmt(b)})",
-                   TypeError)
+    if _all_bool(a, b) and isinstance(b, Tensor) and not b._weak:
+        # (torch: a bool tensor to a Python bool power is fine, a bool exponent tensor not)
+        raise _err("pow", f"not implemented for two bool tensors or a bool to a bool tensor "
+                   f"power ({_fmt(a)} ** {_fmt(b)})", TypeError)
     if isinstance(b, numbers.Integral) and not isinstance(b, (bool, np.bool_)) and b < 0 \
             and isinstance(a, Tensor) and not _pow_dtype(a, b).is_float:
         raise _err("pow", f"Integers to negative integer powers are not allowed "

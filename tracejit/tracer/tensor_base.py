@@ -445,11 +445,12 @@ def register(cls: type) -> None:
 
 
 def check_inplace_result(x: TensorBase, new: TensorBase, op: str) -> None:
-    """The value an in-place op computed for x must fit x: its shape, and no float into an
-    integer tensor (torch's errors)."""
+    """The value an in-place op computed for x must fit x: its shape, and its dtype must cast
+    to x's as torch allows (no float into an integer tensor, no number into a bool one)."""
     if new.shape != x.shape:
         raise RuntimeError(f"{op}: output with shape {list(x.shape)} doesn't match the "
                            f"broadcast shape {list(new.shape)} (at {user_location()})")
-    if new.dtype.is_float and not x.dtype.is_float:
+    if new.dtype.is_float and not x.dtype.is_float or \
+            x.dtype.kind == "b" and new.dtype.kind != "b":
         raise RuntimeError(f"{op}: result type {new.dtype.name} can't be cast to the desired "
                            f"output type {x.dtype.name} (at {user_location()})")

@@ -22,15 +22,16 @@ from .tensor_base import TensorBase as Tensor
 
 
 def leaf_aval(x: Any) -> tuple[Aval, bool]:
-    """The abstract value of an argument leaf, and whether it is a weak Python scalar."""
+    """The abstract value of an argument leaf, and whether it is a weak scalar: Python and
+    NumPy scalars both (as eagerly, and as torch takes them), NumPy 0-d arrays are not."""
     if isinstance(x, Tensor):
         x._concrete("passing a tensor to a compiled function", guard=False)
         return Aval(x.shape, x.dtype), False
     if isinstance(x, (bool, np.bool_)):
-        return Aval((), dt.bool_), isinstance(x, bool)
-    if isinstance(x, int):
+        return Aval((), dt.bool_), True
+    if isinstance(x, (int, np.signedinteger)):
         return Aval((), dt.i64), True
-    if isinstance(x, float):
+    if isinstance(x, (float, np.floating)):
         return Aval((), dt.f64), True
     a = x if is_gpu_array(x) else np.asarray(x)      # a CuPy array stays where it is
     d = dt.from_numpy(a.dtype)
