@@ -38,7 +38,7 @@ from ..ir.core import Graph
 from .autocast import autocast_key
 from .state import STATE
 from .tensor_base import TensorBase
-from .trace import attr_guards_changed, bindings_changed, capture_bindings, guard_changed
+from .trace_guards import attr_guards_changed, bindings_changed, capture_bindings, guard_changed
 
 MAX_KEYS = 16          # traces kept per (transform, function); the oldest goes first
 
