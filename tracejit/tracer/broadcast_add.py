@@ -10,11 +10,13 @@ create_graph that runs on arrays; with it (or traced, or on a device) it records
 rule. The node saves nothing: add's and sub's gradients read no operand."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from ..ir.primitives import P, neg, sum_to_shape
 from .backward_nodes import _NO_EDGE, Node, leaf_edge
-from .eager import Arr, quiet_call
+from .eager import _ERR_VAR, _IGNORE, Arr, quiet_call
 from .forward_ad import FWD
 from .state import SPECIAL_MODES, STATE, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
@@ -37,9 +39,37 @@ def applies(a, b, size: int) -> bool:
                                    not STATE.subst and not FWD.levels)
 
 
+def front(op: str, fallback: Callable) -> Callable:
+    """dispatch.fast_binary's step for `a op b` (add or sub) of two shapes: `apply` reached
+    in one frame for a shape that is a trailing part of the other's (x + bias, bias + x),
+    where fallback(op, a, b, sa, sb) (ops._one_dtype, given every other pair) built the
+    broadcast shape in a Python loop and `applies` re-tested what fast_binary had tested
+    (host arrays of one float dtype, no trace, checkpoint or dual tensors: no special mode)."""
+    def broadcast(a: Tensor, b: Tensor, sa: tuple, sb: tuple) -> Tensor | None:
+        na, nb = len(sa), len(sb)
+        if na > nb and sa[na - nb:] == sb:
+            size = a._data.size
+        elif nb > na and sb[nb - na:] == sa:
+            size = b._data.size
+        else:
+            return fallback(op, a, b, sa, sb)
+        if size <= MAX_ELEMENTS and a._data.dtype.num in _FLOATS:
+            return apply(op, a, b)
+        return fallback(op, a, b, sa, sb)
+    return broadcast
+
+
 def apply(op: str, a: Tensor, b: Tensor) -> Tensor:
     """a + b or a - b (op), for operands that `applies` accepted."""
-    out = wrap_array(quiet_call(_UFUNCS[op], a._data, b._data))
+    if _ERR_VAR is None:                    # pragma: no cover - other NumPy versions
+        res = quiet_call(_UFUNCS[op], a._data, b._data)
+    else:
+        tok = _ERR_VAR.set(_IGNORE)         # (quiet_call's error mode, without its frame)
+        try:
+            res = _UFUNCS[op](a._data, b._data)
+        finally:
+            _ERR_VAR.reset(tok)
+    out = wrap_array(res)
     ra, rb = a._requires_grad, b._requires_grad
     if ra or rb:
         if SPECIAL_MODES[0] and STATE.reads is not None:

@@ -254,10 +254,17 @@ def _transposed(x: Tensor, perm: tuple, fwd: Callable, name: str) -> Tensor:
 
 def full_transpose(x: Tensor) -> Tensor:
     """x.T: the axes reversed."""
-    if x.ndim >= 2 and eager_host(x):
-        return _transposed(x, tuple(range(x._data.ndim - 1, -1, -1)), _reversed_axes,
-                           "PermuteBackward0")
+    if eager_host(x):
+        n = x._data.ndim
+        if n == 2:              # (W.T per RNN step: the perm without building it)
+            return _transposed(x, _REVERSED_2, _reversed_axes, "PermuteBackward0")
+        if n > 2:
+            return _transposed(x, tuple(range(n - 1, -1, -1)), _reversed_axes,
+                               "PermuteBackward0")
     return views.full_transpose(x)
+
+
+_REVERSED_2 = (1, 0)
 
 
 def matrix_transpose(x: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from ..ir import dtypes as dt
 from ..ir.primitives import P
 from . import composites as C
 from . import conversions, eager_views, fills, gathering, indexing, inplace, layout, masking
-from . import norms, ops
+from . import broadcast_add, norms, ops
 from . import products, sampling, scans, selection, sorting, stacking, view_grad, views
 from . import shape_views
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
@@ -63,9 +63,10 @@ class Tensor(TensorBase):
 
     # -- operators ----------------------------------------------------------------------------
     # (a + b of two host tensors of one float dtype and shape: dispatch.fast_binary's one frame)
-    # (and of such tensors of two shapes that broadcast, ops._one_dtype straight away)
-    __add__ = _fast_binary(P.add, ops.add, partial(ops._one_dtype, "add"))
-    __sub__ = _fast_binary(P.sub, ops.sub, partial(ops._one_dtype, "sub"))
+    # (and of such tensors of two shapes that broadcast, ops._one_dtype straight away; x + bias
+    # straight to broadcast_add's one op)
+    __add__ = _fast_binary(P.add, ops.add, broadcast_add.front("add", ops._one_dtype))
+    __sub__ = _fast_binary(P.sub, ops.sub, broadcast_add.front("sub", ops._one_dtype))
     __mul__ = _fast_binary(P.mul, ops.mul, partial(ops._one_dtype, "mul"))
     __truediv__ = _fast_binary(P.div, ops.div, partial(ops._one_dtype, "div"))
     __radd__, __rsub__ = _reflected(ops.add), _reflected(ops.sub)
