@@ -1,7 +1,7 @@
 """The lean small-array call of a compiled graph (runtime/small_call.py), which the eager fused
-composites run: it agrees with the executable's general run and with NumPy, hands arguments it
-does not take (non-contiguous, NumPy scalars) to the general run, binds size-0 intermediates,
-and is safe from several threads at once."""
+composites run: it agrees with the executable's general run and with NumPy, copies
+non-contiguous arguments and makes NumPy scalars 0-d arrays as the general run does, binds size-0
+intermediates, and is safe from several threads at once."""
 import threading
 
 import numpy as np
@@ -53,7 +53,7 @@ def test_outputs_are_new_arrays_each_call():
 
 
 def test_non_contiguous_and_numpy_scalar_arguments():
-    """A transposed view goes to the general run (which copies it); a NumPy scalar (a scalar
+    """A transposed view is copied (as the general run copies it); a NumPy scalar (a scalar
     loss's gradient is one) is made a 0-d array."""
     rng = np.random.default_rng(1)
     base = rng.standard_normal((8, 4))
@@ -68,6 +68,32 @@ def test_non_contiguous_and_numpy_scalar_arguments():
         for a, c in zip(run0(args), _want(0.5, 2.0)):
             assert type(a) is np.ndarray and a.shape == ()
             np.testing.assert_allclose(a, c, rtol=1e-14)
+
+
+@pytest.mark.parametrize("make", [
+    lambda g: g[:, :8],                          # an LSTM's gate slice: rows strided
+    lambda g: g[:, 8:16],
+    lambda g: g[::2, :8][:2],                    # rows and columns strided
+    lambda g: g[:, ::4],
+    lambda g: g[:0, :8],                         # size 0
+    lambda g: g[:1, 24:],                        # one row
+    lambda g: np.broadcast_to(g[0, :8], (4, 8)),  # stride 0, read-only
+])
+def test_strided_views_take_the_lean_call_with_a_copy(make):
+    """The lean call copies a non-contiguous argument and runs natively, never reading past
+    the view (values against NumPy; the view's base and the arguments are left unchanged)."""
+    rng = np.random.default_rng(2)
+    gates = rng.standard_normal((4, 32)).astype(np.float32)
+    keep = gates.copy()
+    x = make(gates)
+    y = rng.standard_normal(x.shape).astype(np.float32)
+    run = compile_graph(_graph(_sig, np.ascontiguousarray(x), y))
+    assert run.__name__ == "run_small"
+    for _ in range(2):
+        for a, c in zip(run([x, y]), _want(x, y)):
+            assert a.shape == x.shape and a.flags.c_contiguous
+            np.testing.assert_allclose(a, c, rtol=1e-6)
+    np.testing.assert_array_equal(gates, keep)
 
 
 def test_size_zero_intermediates_are_bound():

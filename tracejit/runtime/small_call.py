@@ -11,8 +11,8 @@ depends only on the executable (one native segment, every output a new unpooled 
 order returned, the scratch size) is decided here once.
 
 NumPy scalars (what NumPy returns for many 0-d results, such as a scalar loss's gradient) are
-made 0-d arrays; arguments that are not C-contiguous (a transposed view) take the general path,
-which copies them. Frames are taken and put back as `run` does, so
+made 0-d arrays; arguments that are not C-contiguous (a gate slice, a transposed view) are
+copied, as the general path copies them. Frames are taken and put back as `run` does, so
 calls from several threads never share one."""
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ from .llvm_backend import LLVMExecutable
 
 def small_runner(exe, general: Callable) -> Callable:
     """run(list of arrays) -> list of arrays for `exe`, lean where its program is one native
-    segment writing new outputs; `general` (the full run, given any arguments) otherwise and
-    for arguments the lean call does not take."""
+    segment writing new outputs; `general` (the full run, given any arguments) otherwise."""
     if type(exe) is not LLVMExecutable or exe._direct is not True or exe._kept is not None \
             or exe.only_seg is None or any(pooled for *_, pooled in exe.out_alloc):
         return general
@@ -37,7 +36,8 @@ def small_runner(exe, general: Callable) -> Callable:
     # (a layout of size-0 intermediates has 0 bytes, and its slots must be bound all the same)
     scratch, nbytes = bool(exe.scratch_layout), exe.scratch_bytes
     bind_scratch = exe._bind_scratch
-    empty, ndarray, asarray = np.empty, np.ndarray, np.asarray
+    empty, ndarray, asarray, ascontiguousarray = np.empty, np.ndarray, np.asarray, \
+        np.ascontiguousarray
 
     def run_small(args: list) -> list:
         for a in args:
@@ -72,9 +72,8 @@ def small_runner(exe, general: Callable) -> Callable:
 
     def other(args: list) -> list:
         # a NumPy scalar (NumPy's result for many 0-d operations: the gradient of a scalar
-        # loss) as a 0-d array; non-contiguous arrays to the general run, which copies them
+        # loss) as a 0-d array; a non-contiguous array (an LSTM's gate slice gates[:, :H]) as
+        # a C-contiguous copy, the copy the general run makes for it too
         args = [a if type(a) is ndarray else asarray(a) for a in args]
-        if all(a.flags.c_contiguous for a in args):
-            return run_small(args)
-        return general(args)
+        return run_small([a if a.flags.c_contiguous else ascontiguousarray(a) for a in args])
     return run_small
