@@ -75,7 +75,7 @@ def apply(op: str, a: Tensor, b: Tensor) -> Tensor:
         if SPECIAL_MODES[0] and STATE.reads is not None:
             note_reads((a, b))
         if STATE.grad_enabled:
-            # (BroadcastAddNode((a, b)) made without its __init__ call: x + bias per step)
+            # (the node made without an __init__ call: x + bias at every step of a model)
             node = out.grad_fn = _new(BroadcastAddNode)
             ga, gb = a.grad_fn, b.grad_fn
             node.next_functions = (
@@ -94,16 +94,10 @@ _new = object.__new__
 
 class BroadcastAddNode(Node):
     """The backward of a broadcasting add or sub: the gradient, summed back to each operand's
-    shape (negated for sub's second operand)."""
+    shape (negated for sub's second operand). Made by `apply` without an __init__ call."""
 
-    __slots__ = ("op", "shapes", "_name")
+    __slots__ = ("op", "shapes", "_name")   # (_name: set when it ends a composite: addmm's)
     keeps_saved = False              # nothing saved: it can run again, as torch's
-
-    def __init__(self, op: str, a: Tensor, b: Tensor) -> None:
-        super().__init__((a, b))
-        self.op = op
-        self.shapes = (a._data.shape, b._data.shape)
-        self._name = None            # (set when it ends a composite: addmm's AddmmBackward0)
 
     def name(self) -> str:
         if self._name is not None:
