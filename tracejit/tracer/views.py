@@ -259,31 +259,37 @@ def _layout(rec: ViewOf) -> tuple[np.ndarray, np.ndarray]:
     return arr, probe
 
 
+def _torch_layout(x: Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """(x's elements laid out as torch's x is, as a NumPy view of a stand-in for its root, the
+    stand-in), or None where torch's x is contiguous whatever its array's layout: one element
+    or none, or a base that is not a traced argument with a layout (_given_layout)."""
+    if x.numel() <= 1:
+        return None
+    rec = getattr(x, "_view", None)
+    if type(rec) is ViewOf:
+        return _layout(rec)
+    if _given_layout(x) is not None:
+        return _stand_in(x, False)
+    return None
+
+
 def _reshape_is_view(x: Tensor, out: Tensor) -> bool:
     """Whether torch's reshape of x to out's shape is a view (strides permitting): NumPy makes
     the same choice on a stand-in with the layout torch would give x. A base (not a view) is
     contiguous, whatever layout its array happens to have."""
-    rec = getattr(x, "_view", None)
-    if type(rec) is ViewOf:
-        if out.numel() <= 1:
-            return True             # (one element or none: any shape is a view of it)
-        arr, probe = _layout(rec)
-    elif out.numel() > 1 and _given_layout(x) is not None:
-        arr, probe = _stand_in(x, False)
-    else:
+    found = _torch_layout(x)
+    if found is None:
         return True
+    arr, probe = found
     return np.may_share_memory(arr.reshape(out.shape), probe)
 
 
 def contiguous(x: Tensor, memory_format=None) -> Tensor:
     """x itself when torch's x is contiguous, else a copy (which is no view of x's base)."""
-    rec = getattr(x, "_view", None)
-    if type(rec) is ViewOf and x.numel() > 1:
-        arr, probe = _layout(rec)
-    elif x.numel() > 1 and _given_layout(x) is not None:
-        arr, probe = _stand_in(x, False)
-    else:
+    found = _torch_layout(x)
+    if found is None:
         return x
+    arr, probe = found
     if arr.flags.c_contiguous and np.may_share_memory(arr, probe):
         return x
     if x.dtype is dt.bool_:
