@@ -192,6 +192,14 @@ def store(k: str, spec: RunSpec, kernels: dict[str, str]) -> None:
     cache.store_entry(k, payload, EXT)
 
 
+def _own_dtype(d: np.dtype) -> np.dtype:
+    """NumPy's own object for a dtype read back from a pickle, which is a new object equal to
+    it: the arrays the executable allocates carry it, and the eager hot paths test dtypes with
+    `is` first (a VJP plan's check failed on every output of a cached fused composite)."""
+    own = np.dtype(d.type)
+    return own if own == d else d
+
+
 def load(k: str) -> tuple[RunSpec, dict[str, str]] | None:
     payload = cache.load_entry(k, EXT)
     if payload is None:
@@ -201,6 +209,8 @@ def load(k: str) -> tuple[RunSpec, dict[str, str]] | None:
         if fmt != FORMAT:
             raise ValueError(f"format {fmt!r}")
         spec = RunSpec(**fields)
+        spec.out_alloc = [(s, sh, _own_dtype(d), n) for s, sh, d, n in spec.out_alloc]
+        spec.scratch_layout = [(s, o, sh, _own_dtype(d)) for s, o, sh, d in spec.scratch_layout]
         if not all(type(s) is str and type(o) is str for s, o in kernels.items()):
             raise ValueError("kernel keys of the wrong type")
         return spec, kernels

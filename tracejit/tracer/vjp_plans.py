@@ -73,8 +73,9 @@ def _compile(plan: _Plan, saved: tuple, has_out: bool) -> Callable:
         src.append(f"    v{slot} = node.saved_out.data(node)")
     for k, (shape, dtype) in enumerate(plan.checks):
         env[f"S{k}"], env[f"D{k}"] = shape, dtype
+        # (an equal dtype that is another object, such as one read from a pickle, passes)
         src.append(f"    if type(v{k}) is not ndarray or v{k}.shape != S{k} or "
-                   f"v{k}.dtype is not D{k}:")
+                   f"(v{k}.dtype is not D{k} and v{k}.dtype != D{k}):")
         src.append("        return None")
     body: list[str] = []                    # the steps, under NumPy's "ignore all" errors
     returned = set(plan.results)            # (only these leave the plan: see below)

@@ -1,0 +1,65 @@
+"""A dtype equal to NumPy's own but another object (what unpickling makes: the disk cache of
+compiled executables) must not push an eager backward off its VJP plans, and executables read
+from the disk cache allocate their outputs with NumPy's own dtype objects."""
+import pickle
+
+import numpy as np
+import pytest
+
+import tracejit as tj
+from tracejit.runtime import exe_cache
+from tracejit.tracer import eager
+
+torch = pytest.importorskip("torch")
+
+F32 = np.dtype("float32")
+
+
+def _other_f32() -> np.dtype:
+    d = pickle.loads(pickle.dumps(F32))
+    assert d == F32 and d is not F32        # (what the test is about)
+    return d
+
+
+def test_backward_runs_plans_on_an_equal_dtype_object(monkeypatch):
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((4, 8)).astype(np.float32)
+    ys = rng.standard_normal((4, 8)).astype(np.float32)
+
+    def step(x_np, y_np):
+        x = tj.tensor(x_np, requires_grad=True)
+        y = tj.tensor(y_np, requires_grad=True)
+        (tj.tanh(x) * y).sum().backward()
+        return x.grad.numpy(), y.grad.numpy()
+
+    step(xs, ys)                # records the plans (canonical dtypes)
+    binds = []
+    real = eager.Arr.__tj_bind__
+    monkeypatch.setattr(eager.Arr, "__tj_bind__",
+                        lambda self, prim, args, params: (binds.append(prim.name),
+                                                          real(self, prim, args, params))[1])
+    other = _other_f32()
+    # the same values, as arrays whose dtype is the pickled object (as a cached fused
+    # composite's outputs were)
+    gx, gy = step(xs.view(other), ys.view(other))
+    assert binds == []          # every rule replayed its plan
+    tx = torch.tensor(xs, requires_grad=True)
+    ty = torch.tensor(ys, requires_grad=True)
+    (torch.tanh(tx) * ty).sum().backward()
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(gy, ty.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_exe_cache_entries_read_back_with_numpys_dtypes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(tmp_path))
+    spec = exe_cache.RunSpec(n_words=4, constants=[], scratch_layout=[(3, 0, (2,), F32)],
+                             scratch_bytes=8, out_alloc=[(2, (4, 8), F32, 128)],
+                             out_plan=[(2, False)], steps=[])
+    key = "e5" + "0" * 62
+    exe_cache.store(key, spec, {})
+    got = exe_cache.load(key)
+    assert got is not None
+    spec2, _ = got
+    (_, shape, d, nbytes), = spec2.out_alloc
+    assert (shape, nbytes) == ((4, 8), 128) and d is F32
+    assert spec2.scratch_layout[0][3] is F32
