@@ -68,6 +68,7 @@ from .tracer.ops import cast as astype
 float16, bfloat16, float32, float64 = _dt.f16, _dt.bf16, _dt.f32, _dt.f64
 int32, int64, bool_ = _dt.i32, _dt.i64, _dt.bool_
 half, float, double, long = _dt.f16, _dt.f32, _dt.f64, _dt.i64       # noqa: A001
+bool, int = _dt.bool_, _dt.i32                # noqa: A001  (torch.bool, torch.int)
 clamp = clip
 detach = stop_gradient
 from ._version import __version__

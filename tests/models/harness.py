@@ -159,3 +159,17 @@ def check_sgd_trajectory(model: Model, how: str, steps: int, lr: float = 0.5) ->
     got = sgd_losses(model, p, d, how, steps=steps, lr=lr)
     assert want[-1] < want[0]
     np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+# -- a module's training step, as a PyTorch loop writes it --------------------------------------
+def clipped_training_step(lib, model, opt, loss_of: Callable, compiled: bool) -> Callable:
+    """step(x, y) -> loss: zero_grad, backward, clip_grad_norm_(1.0), opt.step(); with
+    `compiled` the whole step is one tj.compile graph. loss_of(model, x, y) is the model's loss."""
+    def step(x, y):
+        loss = loss_of(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        lib.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss
+    return tj.compile(step) if compiled else step

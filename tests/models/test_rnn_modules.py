@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
+from models.harness import clipped_training_step
 
 torch = pytest.importorskip("torch")
 
@@ -213,19 +214,12 @@ def make_char_model(lib, cell: str, vocab: int = 11, emb: int = 6, hidden: int =
 
 
 def _train_char(lib, model, cell, xs, ys, compiled):
-    opt = lib.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    F = lib.nn.functional
-
-    def step(x, y):
+    def loss_of(model, x, y):
         logits, _ = model(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        lib.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return loss
-    if compiled:
-        step = tj.compile(step)
+        return lib.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                               y.reshape(-1))
+    opt = lib.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    step = clipped_training_step(lib, model, opt, loss_of, compiled)
     losses = [step(lib.tensor(x), lib.tensor(y)).item() for x, y in zip(xs, ys)]
     model.eval()
     with lib.no_grad():                     # sampling-style use: one token, carried state
