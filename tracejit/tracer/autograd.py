@@ -11,7 +11,7 @@ import numpy as np
 from ..ir.core import user_location
 from ..ir.primitives import P, full_like, zeros_like
 from .backward_nodes import AccumulateGrad, Node, PrimNode, _accumulate_leaf, accumulate_node
-from .eager import Arr, quiet_call
+from .eager import _ERR_VAR, _IGNORE, Arr, quiet_call
 from .forward_ad import FWD
 from .grad_buffers import Owned, add_into, slice_into
 from .state import STATE, engine_grad_mode
@@ -48,15 +48,21 @@ def _deps(roots: list[Node]) -> dict[Node, int]:
     """Each node's number of consumers among the nodes reachable from roots (what _walk gives
     without the post-order, which only autograd.grad's pruning needs)."""
     deps: dict[Node, int] = {}
-    seen = set(roots)
-    stack = list(seen)
+    get = deps.get
+    # a node is walked when its first edge enters it in deps (one dict lookup per edge, no
+    # set of seen nodes); a root is walked from the start, so an edge into it does not again
+    firsts = set(roots)
+    stack = list(firsts)
     while stack:
         for nxt, _ in stack.pop().next_functions:
             if nxt is not None:
-                deps[nxt] = deps.get(nxt, 0) + 1
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append(nxt)
+                c = get(nxt)
+                if c is None:
+                    deps[nxt] = 1
+                    if nxt not in firsts:
+                        stack.append(nxt)
+                else:
+                    deps[nxt] = c + 1
     return deps
 
 
@@ -190,15 +196,22 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
     if pause_gc:
         gc.disable()
     _PASSES.append((deps, buffers, accumulate))
+    # NumPy's floating-point errors are ignored while nodes of the branch below run in a row
+    # (each of their ops ignores them anyway: VJP plans, buffer sums and slices only check the
+    # mode then, where switching it per op cost as much as a small ufunc); user code (hooks,
+    # custom Functions: the general branch) runs under the user's mode. The switch's token:
+    quiet = None
     try:
         with engine_grad_mode(create_graph):
             while ready:
                 node = ready.pop()
                 if fast and not node.out_hooks and not node.retained and \
-                        node.apply_arrays is not None:
+                        (apply_arrays := node.apply_arrays) is not None:
                     # a node that runs on arrays (a primitive's, a fused composite's, ...) with
                     # no hooks and no retain_grad: what the general branch below does for it,
-                    # without the checks that cannot apply
+                    # without the checks that cannot apply (the bound method looked up once)
+                    if quiet is None and _ERR_VAR is not None:
+                        quiet = _ERR_VAR.set(_IGNORE)
                     buf = buffers.pop(node, None)
                     g = buf[0] if buf is not None else None
                     nexts = node.next_functions
@@ -222,7 +235,7 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                         if deps[nxt] == 0:
                             ready.append(nxt)
                         continue
-                    results = node.apply_arrays(g)
+                    results = apply_arrays(g)
                     if not retain_graph and node.keeps_saved:
                         node.release()      # (a node that keeps nothing can run again anyway)
                     for (nxt, idx), r in zip(nexts, results):
@@ -241,6 +254,9 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                         if not left:
                             ready.append(nxt)
                     continue
+                if quiet is not None:
+                    _ERR_VAR.reset(quiet)
+                    quiet = None
                 grads = buffers.pop(node, None)
                 owned = False           # whether grads[0] is a sum only this pass held
                 if grads is None:
@@ -309,6 +325,8 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                     if deps[nxt] == 0:
                         ready.append(nxt)
     finally:
+        if quiet is not None:
+            _ERR_VAR.reset(quiet)
         _PASSES.pop()
         if pause_gc:
             gc.enable()
