@@ -6,9 +6,10 @@ from .container import ModuleDict, ModuleList, ParameterDict, ParameterList, Seq
 from .linear import Flatten, Identity, Linear, Unflatten
 from .activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish, ReLU,
                          ReLU6, SiLU, Sigmoid, Softmax, Softplus, Tanh)
-from .normalization import LayerNorm, RMSNorm
-from .conv import Conv2d
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .normalization import GroupNorm, LayerNorm, RMSNorm
+from .conv import Conv1d, Conv2d
+from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d,
+                      MaxPool2d)
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .dropout import Dropout
 from .sparse import Embedding

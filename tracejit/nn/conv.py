@@ -1,4 +1,4 @@
-"""Conv2d: torch.nn.Conv2d's signature, defaults and initialization."""
+"""Conv1d and Conv2d: torch.nn's signatures, defaults, reprs and initialization."""
 from __future__ import annotations
 
 import math
@@ -11,33 +11,40 @@ from .linear import new_parameter
 from .module import Module
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+def _ntuple(v: Any, n: int) -> tuple[int, ...]:
+    if not isinstance(v, (tuple, list)):
+        return (int(v),) * n
+    if len(v) != n:
+        raise ValueError(f"Conv{n}d: expected an int or {n} ints, got {v!r}")
+    return tuple(int(e) for e in v)
 
 
-class Conv2d(Module):
-    """2-D convolution over (N, C, H, W); weight [out, in/groups, kH, kW] from
+class _ConvNd(Module):
+    """An n-D convolution layer; weight [out, in/groups, *kernel] from
     kaiming_uniform_(a=sqrt(5)), bias from U(+-1/sqrt(fan_in)), as torch."""
+    _n = 2
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
                  padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
         super().__init__()
+        name, n = type(self).__name__, self._n
         if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
+            raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
         if padding_mode != "zeros":
-            raise NotImplementedError(f"Conv2d: padding_mode={padding_mode!r} is not supported "
-                                      "(only 'zeros')")
+            raise NotImplementedError(f"{name}: padding_mode={padding_mode!r} is not "
+                                      "supported (only 'zeros')")
         if isinstance(padding, str) and padding not in ("same", "valid"):
-            raise ValueError(f"Conv2d: invalid padding string {padding!r}, should be one of "
+            raise ValueError(f"{name}: invalid padding string {padding!r}, should be one of "
                              "{'valid', 'same'}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
-        self.dilation, self.groups, self.padding_mode = _pair(dilation), groups, padding_mode
-        if padding == "same" and self.stride != (1, 1):
-            raise ValueError("Conv2d: padding='same' is not supported for strided convolutions")
+        self.kernel_size, self.stride = _ntuple(kernel_size, n), _ntuple(stride, n)
+        self.padding = padding if isinstance(padding, str) else _ntuple(padding, n)
+        self.dilation, self.groups, self.padding_mode = _ntuple(dilation, n), groups, padding_mode
+        if padding == "same" and self.stride != (1,) * n:
+            raise ValueError(f"{name}: padding='same' is not supported for strided "
+                             "convolutions")
         self.weight = new_parameter((out_channels, in_channels // groups) + self.kernel_size,
                                     device, dtype)
         if bias:
@@ -55,18 +62,29 @@ class Conv2d(Module):
                 init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+        conv = F.conv1d if self._n == 1 else F.conv2d
+        return conv(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                    self.groups)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
-        if self.padding != (0, 0):
+        if self.padding != (0,) * self._n:
             s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
+        if self.dilation != (1,) * self._n:
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
         return s
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution over (N, C, L); weight [out, in/groups, k]."""
+    _n = 1
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution over (N, C, H, W); weight [out, in/groups, kH, kW]."""
+    _n = 2

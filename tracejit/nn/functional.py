@@ -21,13 +21,16 @@ from ..tracer.masking import one_hot  # noqa: F401  (tj.one_hot: iota classes, n
 from ..tracer.node_names import rename
 from ..tracer.rng import dropout as _dropout
 from ..tracer.tensor import Tensor
+from .functional_1d import (adaptive_avg_pool1d, avg_pool1d, conv1d,  # noqa: F401
+                            group_norm, max_pool1d)
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "relu", "relu6",
            "leaky_relu", "elu", "silu", "mish", "softplus", "hardtanh", "tanh", "sigmoid",
            "logsigmoid", "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss",
            "l1_loss", "binary_cross_entropy_with_logits", "one_hot", "pad", "normalize",
            "scaled_dot_product_attention", "conv2d", "max_pool2d", "avg_pool2d",
-           "adaptive_avg_pool2d", "batch_norm"]
+           "adaptive_avg_pool2d", "batch_norm", "conv1d", "max_pool1d", "avg_pool1d",
+           "adaptive_avg_pool1d", "group_norm"]
 
 
 def _t(x) -> Tensor:

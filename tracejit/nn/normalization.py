@@ -1,4 +1,4 @@
-"""LayerNorm and RMSNorm (BatchNorm lives in batchnorm.py)."""
+"""LayerNorm, RMSNorm and GroupNorm (BatchNorm lives in batchnorm.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -77,3 +77,33 @@ class RMSNorm(Module):
     def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}")
+
+
+class GroupNorm(Module):
+    """Normalise each sample's channels in num_groups groups (F.group_norm), then a per-channel
+    weight (ones) and bias (zeros) when affine."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True, bias: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__()
+        if num_groups <= 0 or num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by "
+                             f"num_groups ({num_groups})")
+        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self.affine = affine
+        self.register_parameter("weight", new_parameter((num_channels,), device, dtype)
+                                if affine else None)
+        self.register_parameter("bias", new_parameter((num_channels,), device, dtype)
+                                if affine and bias else None)
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "
+                f"affine={self.affine}, bias={self.bias is not None}")

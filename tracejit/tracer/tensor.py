@@ -116,6 +116,7 @@ class Tensor(TensorBase):
     exp, log, sin, cos, tanh, sqrt = ops.exp, ops.log, ops.sin, ops.cos, ops.tanh, ops.sqrt
     abs, sign, neg, erf, erfc = ops.abs, ops.sign, ops.neg, ops.erf, ops.erfc   # noqa: A003
     maximum, minimum = ops.maximum, ops.minimum
+    eq, ne, lt, le, gt, ge = ops.eq, ops.ne, ops.lt, ops.le, ops.gt, ops.ge
     clamp = clip = ops.clip
     square, rsqrt = stacking.square, stacking.rsqrt
     sigmoid, relu = C.sigmoid, C.relu
