@@ -105,3 +105,32 @@ def test_lean_backward_restores_the_mode_after_an_error():
         assert np.geterr()["divide"] == "warn"
     loss.backward()
     np.testing.assert_allclose(x.grad.numpy(), 2 * np.exp(2 * np.array([1.0, 2.0])))
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 0, 2), (1, 2, 0)])
+def test_a_plan_result_shared_by_two_buffers_is_never_written(order):
+    # u = x2 + y2's rule passes one gradient array on to both inputs, and each input gets a
+    # second term from a node that runs later or earlier (tanh(x2), tanh(y2): which one first
+    # depends on the order of the factors): a sum made in place in the shared array would
+    # change the other input's gradient
+    rng = np.random.default_rng(5)
+    xv = rng.standard_normal((3, 8)).astype(np.float32)
+    yv = rng.standard_normal((3, 8)).astype(np.float32)
+
+    def loss(lib, x, y):
+        x2, y2 = x * 1.5, y * 0.5
+        u = x2 + y2
+        factors = [u, lib.tanh(x2), lib.tanh(y2)]
+        s = factors[order[0]] * factors[order[1]] * factors[order[2]]
+        return s.sum()
+
+    x = tj.tensor(xv, requires_grad=True)
+    y = tj.tensor(yv, requires_grad=True)
+    for _ in range(3):          # (the plans recorded, then replayed)
+        x.grad = y.grad = None
+        loss(tj, x, y).backward()
+    tx = torch.tensor(xv, requires_grad=True)
+    ty = torch.tensor(yv, requires_grad=True)
+    loss(torch, tx, ty).backward()
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y.grad.numpy(), ty.grad.numpy(), rtol=1e-5, atol=1e-6)

@@ -11,7 +11,7 @@ import numpy as np
 from ..ir.core import user_location
 from ..ir.primitives import P, full_like, zeros_like
 from .backward_nodes import AccumulateGrad, Node, PrimNode, _accumulate_leaf, accumulate_node
-from .eager import _ERR_VAR, _IGNORE, Arr, quiet_call
+from .eager import _ERR_VAR, _IGNORE, Arr, SharedAvals, quiet_call
 from .forward_ad import FWD
 from .grad_buffers import Owned, add_into, slice_into
 from .state import STATE, engine_grad_mode
@@ -19,6 +19,7 @@ from .tensor_base import TensorBase as Tensor, _RemovableHandle
 
 
 _SLICE = P.slice
+_NDARRAY = np.ndarray
 
 
 def _walk(roots: list[Node]) -> tuple[list[Node], dict[Node, int]]:
@@ -224,18 +225,31 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                         continue
                     if node.freed and node.keeps_saved:
                         raise RuntimeError(Node._freed_msg)
-                    if type(g) is not Arr:      # (an Owned sum: the node's from now on)
-                        g = Arr(g._data)
-                    if type(node) is PrimNode and node.prim is _SLICE and \
-                            type(g._data) is np.ndarray and slice_into(buffers, node, g._data):
-                        # its gradient added into its region of the input's buffer (a slice
-                        # keeps nothing: nothing to release)
-                        nxt = nexts[0][0]
-                        deps[nxt] -= 1
-                        if deps[nxt] == 0:
-                            ready.append(nxt)
-                        continue
-                    results = apply_arrays(g)
+                    # the gradient's array: a VJP plan's result as it is, an Owned sum's (the
+                    # node's from now on), an Arr's or a Tensor's
+                    gd = g if type(g) is _NDARRAY else g._data
+                    results = None
+                    if type(node) is PrimNode:
+                        if node.prim is _SLICE and type(gd) is _NDARRAY and \
+                                slice_into(buffers, node, gd):
+                            # its gradient added into its region of the input's buffer (a
+                            # slice keeps nothing: nothing to release)
+                            nxt = nexts[0][0]
+                            deps[nxt] -= 1
+                            if deps[nxt] == 0:
+                                ready.append(nxt)
+                            continue
+                        # its recorded VJP plan called here (PrimNode.apply_arrays' first
+                        # branch without its frame): the results stay arrays, no Arr each
+                        avals = node.in_avals
+                        if type(avals) is SharedAvals:
+                            plan = avals.plans.get(node.need)
+                            if plan is not None:
+                                results = plan.run(node, gd)
+                                if results is not None and node._scalar_arg is not None:
+                                    del results[node._scalar_arg]
+                    if results is None:
+                        results = apply_arrays(g if type(g) is Arr else Arr(gd))
                     if not retain_graph and node.keeps_saved:
                         node.release()      # (a node that keeps nothing can run again anyway)
                     for (nxt, idx), r in zip(nexts, results):
@@ -266,6 +280,8 @@ def run_backward(outputs: Sequence[Tensor], grad_outputs, retain_graph: bool,
                         if type(g) is Owned:
                             grads[i] = Arr(g._data)
                             owned = owned or i == 0
+                        elif type(g) is _NDARRAY:   # (a VJP plan's result, see above)
+                            grads[i] = Arr(g)
                 if node.out_hooks:
                     grads = [_run_hooks(node.out_hooks.get(i), _tensor(g)) if g is not None else g
                              for i, g in enumerate(grads)]

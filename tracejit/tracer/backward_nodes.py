@@ -222,11 +222,12 @@ class PrimNode(Node):
             # (None where an input needs no gradient; the recorded plan's function called
             # here directly, vjp_plans.apply records one or finds there is none)
             plan = avals.plans.get(self.need)
-            res = plan.run(self, g._data) if plan is not None else vjp_plans.apply(self, g)
-            if res is not None:
+            gd = g._data
+            res = plan.run(self, gd) if plan is not None else vjp_plans.apply(self, gd)
+            if res is not None:         # (arrays: the engine's fast branch takes them so)
                 if self._scalar_arg is not None:
                     del res[self._scalar_arg]
-                return res
+                return [None if r is None else Arr(r) for r in res]
         need = self.need
         ins = [Arr(self.saved_data(i)) if s is not None else av
                for i, (s, av) in enumerate(zip(self.saved, self.in_avals))]

@@ -7,7 +7,8 @@ array is referenced by its buffer slot alone. It never leaves the buffers: when 
 the engine hands the node a new wrapper (`Arr`) of the array and never writes to it again, so
 whatever the node, a hook, `retain_grad` or `.grad` then does with it is theirs. A term that
 arrives first is kept as it is (a rule's result, which another slot or a hook may share) and
-is never written to: the second term makes the Owned sum.
+is never written to: the second term makes the Owned sum. A term is a NumPy array as a VJP
+plan returned it (most), an Arr or a Tensor (user-visible values: never written either).
 
 A slice's gradient (SliceBackward0: an LSTM's four gate slices of one tensor, each piece of a
 chunk or split) is added straight into its region of the input's buffer, where the rule's
@@ -35,14 +36,15 @@ class Owned:
 
 
 def add_into(b: list, idx: int, r, add_general) -> None:
-    """b[idx] += r in a lean pass (b: a node's buffer; r: an Arr or a Tensor, not None).
-    `add_general(a, r)`: the sum as a new value, for terms the in-place path does not take
-    (device or traced arrays, other shapes or dtypes)."""
+    """b[idx] += r in a lean pass (b: a node's buffer; r: a NumPy array, an Arr or a Tensor,
+    not None). `add_general(a, r)`: the sum of two Arrs or Tensors as a new value, for terms
+    the in-place path does not take (device or traced arrays, other shapes or dtypes)."""
     a = b[idx]
     if a is None:
         b[idx] = r
         return
-    ad, rd = a._data, r._data
+    ad = a if type(a) is _NDARRAY else a._data
+    rd = r if type(r) is _NDARRAY else r._data
     if type(ad) is _NDARRAY and type(rd) is _NDARRAY and ad.shape == rd.shape and \
             ad.dtype == rd.dtype and _ERR_VAR is not None:
         # (ignored already across the engine's lean pass: then no switch)
@@ -58,9 +60,9 @@ def add_into(b: list, idx: int, r, add_general) -> None:
             if tok is not None:
                 _ERR_VAR.reset(tok)
         return
-    if type(a) is Owned:
+    if type(a) is Owned or type(a) is _NDARRAY:
         a = Arr(ad)
-    b[idx] = add_general(a, r)
+    b[idx] = add_general(a, Arr(rd) if type(r) is _NDARRAY else r)
 
 
 def slice_region(node) -> tuple | None:
@@ -107,7 +109,7 @@ def slice_into(buffers: dict, node, gd: np.ndarray) -> bool:
         b[idx] = Owned(full)
         return True
     if type(a) is not Owned:
-        ad = a._data
+        ad = a if type(a) is _NDARRAY else a._data
         if type(ad) is not np.ndarray or ad.shape != in_shape or ad.dtype != dtype:
             return False
         a = b[idx] = Owned(ad.copy())   # (a term someone else may hold: never written)

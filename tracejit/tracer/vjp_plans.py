@@ -41,7 +41,9 @@ class _Plan:
         self.steps = steps          # (impl, operand slots, params, out dtype, kind) per op
         self.results = results      # per rule result: its slot, or None
         self.checks = checks        # (shape, dtype) per input slot: g, saved inputs, output
-        # run(node, g's array) -> the rule's results as Arrs, or None when an array is not
+        # run(node, g's array) -> the rule's results as NumPy arrays (None where an input
+        # needs no gradient: the engine keeps them in its buffers unwrapped, see
+        # grad_buffers), or None when an array is not
         # the shape and dtype the plan was recorded for (the rule runs through bind then)
         self.run = _compile(self, saved, has_out)
 
@@ -56,7 +58,7 @@ def _compile(plan: _Plan, saved: tuple, has_out: bool) -> Callable:
     dtype cast, a view of an operand made read-only: a lazy copy, see eager.run_impl), the
     last for the rule's results only: the intermediate values never leave the function."""
     env: dict[str, Any] = {"ndarray": np.ndarray, "asarray": np.asarray, "empty": np.empty,
-                           "Arr": Arr, "ERR": eager._ERR_VAR, "IGNORE": eager._IGNORE}
+                           "ERR": eager._ERR_VAR, "IGNORE": eager._IGNORE}
     src = ["def run(node, v0):"]
     if saved:
         src.append("    s = node.saved")
@@ -117,7 +119,7 @@ def _compile(plan: _Plan, saved: tuple, has_out: bool) -> Callable:
         env["errstate"] = np.errstate
         src.append("    with errstate(all='ignore'):")
         src += ["        " + line for line in body]
-    src.append("    return [" + ", ".join("None" if r is None else f"Arr(v{r})"
+    src.append("    return [" + ", ".join("None" if r is None else f"v{r}"
                                           for r in plan.results) + "]")
     exec(compile("\n".join(src), "<vjp plan>", "exec"), env)
     return env["run"]
@@ -183,19 +185,19 @@ class _Recorder:
         return r
 
 
-def apply(node, g: Arr) -> list | None:
-    """node's VJP rule on host arrays through its plan (recorded on first use): the rule's
-    results as Arrs (None where the input needs no gradient), or None when the node has no
-    usable plan."""
+def apply(node, gd: Any) -> list | None:
+    """node's VJP rule on the host array `gd` (its output's gradient) through its plan
+    (recorded on first use): the rule's results as arrays (None where the input needs no
+    gradient), or None when the node has no usable plan."""
     plans = node.in_avals.plans
     plan = plans.get(node.need, _MISSING)
     if plan is None:
         return None
     if plan is not _MISSING:
-        return plan.run(node, g._data)
-    if type(g._data) is not np.ndarray:
+        return plan.run(node, gd)
+    if type(gd) is not np.ndarray:
         return None                 # (a device array: a later host one records the plan)
-    vals = [g._data]
+    vals = [gd]
     for i, s in enumerate(node.saved):
         if s is not None:
             vals.append(node.saved_data(i))     # (version-checked, as the rule's unpacking)
@@ -239,4 +241,4 @@ def _record(node, plans: dict, vals: list) -> list | None:
     plans[key] = _Plan(rec.steps, results, tuple((v.shape, v.dtype) for v in vals),
                        tuple(i for i, s in enumerate(node.saved) if s is not None),
                        node.saved_out is not None)
-    return [None if r is None else Arr(r._data) for r in res]
+    return [None if r is None else r._data for r in res]
