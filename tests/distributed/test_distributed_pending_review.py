@@ -29,6 +29,7 @@ class _Backend:
 
 class _Group:
     seq = 0
+    size = 2                        # (a world of 1 reduces nothing: no backend call)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""How all-reduces started inside compiled code advance (progress_worker.py, 2 ranks): by the
-MPI backend's progress thread (the default), or polled between the program's steps
-(TRACEJIT_MPI_PROGRESS_THREAD=0)."""
+"""How all-reduces started inside compiled code advance (progress_worker.py, 2 ranks): polled
+between the program's steps (the default), or by the MPI backend's progress thread
+(TRACEJIT_MPI_PROGRESS_THREAD=1)."""
 import pytest
 
 from dist_launch import launch, oks, report
@@ -17,8 +17,8 @@ def test_compiled_code_progresses_its_all_reduces(thread):
         report(proc)
 
 
-@pytest.mark.parametrize("value,want", [(None, True), ("1", True), ("0", False), ("", False)])
-def test_the_progress_thread_is_the_default(monkeypatch, value, want):
+@pytest.mark.parametrize("value,want", [(None, False), ("1", True), ("0", False), ("", False)])
+def test_polling_is_the_default(monkeypatch, value, want):
     if value is None:
         monkeypatch.delenv("TRACEJIT_MPI_PROGRESS_THREAD", raising=False)
     else:

@@ -6,10 +6,10 @@ with one core per rank, a thread blocked in MPI spins on that core and slows the
 pass it should overlap with. Open MPI progresses nonblocking collectives inside MPI calls, so
 `progress()` (a Testall on what is in flight) is called by DDP's gradient hooks while backward
 runs, and the all-reduces advance between the backward kernels. Compiled code makes no MPI
-calls while a kernel or GEMM runs, so the collectives it starts are advanced by a progress
-thread (the pump) that tests them every few tens of microseconds; with
-TRACEJIT_MPI_PROGRESS_THREAD=0 the compiled code calls progress() between its steps instead
-(runtime/backend.py's STEP_HOOKS, runtime/grad_sync.py): see `wants_progress_thread`.
+calls while a kernel or GEMM runs: it calls progress() between its steps (runtime/backend.py's
+STEP_HOOKS, runtime/grad_sync.py's hooks) and its waits test in a loop, then between short
+sleeps. TRACEJIT_MPI_PROGRESS_THREAD=1 advances them by a progress thread (the pump) that
+tests them every few tens of microseconds instead: see `wants_progress_thread`.
 
 float16/bfloat16 have no MPI type: they are reduced in a float32 copy and cast back (the
 bytes-only collectives, broadcast and all-gather, move them as bytes)."""
@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .base import DistError, ProcessGroup, ReduceOp, Work
+from .base import DistError, ProcessGroup, ReduceOp, Work, done_work
 from .sigcheck import PostQueue, Slot
 
 _MPI: Any = None
@@ -87,14 +87,18 @@ def local_rank(comm: Any) -> int:
 
 
 def wants_progress_thread() -> bool:
-    """Whether collectives started inside compiled code get a progress thread (the pump), or
-    the compiled code lets MPI progress between its steps (runtime/backend.py STEP_HOOKS;
-    TRACEJIT_MPI_PROGRESS_THREAD=0). The thread is the default: measured with 2 ranks x 1
-    thread on 2 cores (a compiled model's wide-MLP DDP step, rank 0, loaded machine), the
-    backward took 52-65 ms with it against 130-136 ms polled between steps, at less CPU time
-    (29-30 against 34-37 ms a step): a GEMM step lasts milliseconds, during which nothing
-    polls, and the wait at the end spins on the core while the peer needs it."""
-    return os.environ.get("TRACEJIT_MPI_PROGRESS_THREAD", "1").strip() not in ("", "0")
+    """Whether collectives started inside compiled code get a progress thread (the pump,
+    TRACEJIT_MPI_PROGRESS_THREAD=1), or the compiled code lets MPI progress between its steps
+    (runtime/backend.py STEP_HOOKS; the default). Polling is the default since waits stop
+    spinning once a wait outlasts WAIT_SPIN_S: with 2 ranks x 1 thread on 2 cores the pump's
+    CPU competes with the two ranks' compute, while a poll between steps does only the
+    transfer's own work. Measured (CPU time per step and rank, all threads, loaded 2-core
+    machine, interleaved runs) on bench/distributed.py's nanoGPT-small compiled step: 22.4-23.8
+    ms polled against 22.5-27.1 ms with the pump; wide MLP compiled step 22.0-22.6 against
+    21.6-28.7, compiled model 22.4-32.4 against 24.5-34.0. (Before that change, with a wait
+    that spun 2000 tests, the pump was the default: polling then took 34-37 ms a step on the
+    wide MLP, the spinning waits taking the core from the peer.)"""
+    return os.environ.get("TRACEJIT_MPI_PROGRESS_THREAD", "0").strip() not in ("", "0")
 
 
 # the pump thread's shortest and longest pause between tests of its collectives (_pump_loop)
@@ -102,26 +106,60 @@ PUMP_NAP_MIN_S = 20e-6
 PUMP_NAP_MAX_S = 1e-3
 
 
+# A blocking wait (`_work`) tests its collective in a loop for WAIT_SPIN_S, then between
+# sleeps: WAIT_NAP_S while the wait is younger than WAIT_SHORT_S, then doubling up to
+# PUMP_NAP_MAX_S. Why time, not a count of tests: a test that moves data costs tens of
+# microseconds, so the 2000 tests spun before the first sleep took 2-4 ms of CPU a step
+# from a peer on the same cores whenever it was late (a loaded machine, or ranks > cores);
+# a sleep of 20 us wakes within ~80 us, a few tenths of a percent of a training step.
+WAIT_SPIN_S = 100e-6
+WAIT_NAP_S = 20e-6
+WAIT_SHORT_S = 5e-3
+
+
+def wait_nap(waited_s: float) -> float:
+    """How long a wait that has lasted waited_s sleeps before its next test."""
+    if waited_s < WAIT_SHORT_S:
+        return WAIT_NAP_S
+    return min(PUMP_NAP_MAX_S, WAIT_NAP_S * 2 ** min(16, (waited_s - WAIT_SHORT_S) / 1e-3))
+
+
 def abort(code: int) -> None:
     _mpi().COMM_WORLD.Abort(code)
 
 
+# per mpi4py module (tests run a fake one): built once, where each of a DDP step's bucket
+# starts built both tables anew
+_TABLES: dict[int, tuple[Any, dict, dict]] = {}
+
+
+def _tables(MPI: Any) -> tuple[dict, dict]:
+    t = _TABLES.get(id(MPI))
+    if t is None or t[0] is not MPI:
+        ops = {(ReduceOp.SUM, False): MPI.SUM, (ReduceOp.AVG, False): MPI.SUM,
+               (ReduceOp.PRODUCT, False): MPI.PROD, (ReduceOp.MAX, False): MPI.MAX,
+               (ReduceOp.MIN, False): MPI.MIN,
+               # torch's meaning on bool tensors: sum/max = any, prod/min = all
+               (ReduceOp.SUM, True): MPI.LOR, (ReduceOp.MAX, True): MPI.LOR,
+               (ReduceOp.PRODUCT, True): MPI.LAND, (ReduceOp.MIN, True): MPI.LAND}
+        types = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE,
+                 np.dtype(np.int32): MPI.INT32_T, np.dtype(np.int64): MPI.INT64_T,
+                 np.dtype(np.bool_): MPI.C_BOOL}
+        t = _TABLES[id(MPI)] = (MPI, ops, types)
+    return t[1], t[2]
+
+
 def _mpi_op(MPI: Any, op: ReduceOp, is_bool: bool) -> Any:
-    if is_bool:          # torch's meaning on bool tensors: sum/max = any, prod/min = all
-        return {ReduceOp.SUM: MPI.LOR, ReduceOp.MAX: MPI.LOR,
-                ReduceOp.PRODUCT: MPI.LAND, ReduceOp.MIN: MPI.LAND}[op]
-    return {ReduceOp.SUM: MPI.SUM, ReduceOp.AVG: MPI.SUM, ReduceOp.PRODUCT: MPI.PROD,
-            ReduceOp.MAX: MPI.MAX, ReduceOp.MIN: MPI.MIN}[op]
+    return _tables(MPI)[0][op, is_bool]
 
 
 def _mpi_type(MPI: Any, a: np.ndarray) -> Any:
-    return {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE,
-            np.dtype(np.int32): MPI.INT32_T, np.dtype(np.int64): MPI.INT64_T,
-            np.dtype(np.bool_): MPI.C_BOOL}[a.dtype]
+    return _tables(MPI)[1][a.dtype]
 
 
 def _is_half(a: np.ndarray) -> bool:
-    return a.dtype == np.float16 or a.dtype.name == "bfloat16"
+    d = a.dtype        # (dtype.name is slow: asked only of 2-byte types)
+    return d.itemsize == 2 and (d == np.float16 or d.name == "bfloat16")
 
 
 class MPIBackend:
@@ -164,15 +202,14 @@ class MPIBackend:
         def wait(timeout: float | None) -> None:
             limit = self.pg.timeout_s if timeout is None else timeout
             deadline = start + limit
-            spins, nap = 0, 20e-6
+            began = time.monotonic()
             while not self._test(slot):
-                spins += 1
-                if spins < 2000:
+                now = time.monotonic()
+                if now - began < WAIT_SPIN_S:
                     continue
-                if time.monotonic() > deadline:
+                if now > deadline:
                     raise DistError(self.timeout_message(desc, limit))
-                time.sleep(nap)             # leave the core to the other ranks
-                nap = min(nap * 2, 1e-3)
+                time.sleep(wait_nap(now - began))   # leave the core to the other ranks
             self._forget(slot)
         return Work(desc, wait, test)
 
@@ -313,6 +350,8 @@ class MPIBackend:
 
     # -- collectives on contiguous arrays, in place ------------------------------------------
     def all_reduce(self, a: np.ndarray, op: ReduceOp, desc: str, pumped: bool = False) -> Work:
+        if self.pg.size == 1:       # every op is the identity on one rank (AVG: divide by 1)
+            return done_work(desc)
         MPI = self.MPI
         buf = a.astype(np.float32) if _is_half(a) else a
         mop = _mpi_op(MPI, op, buf.dtype == np.bool_)
