@@ -13,7 +13,8 @@ from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .dropout import Dropout
 from .sparse import Embedding
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from .loss import (BCELoss, BCEWithLogitsLoss, CosineSimilarity, CrossEntropyLoss, HuberLoss,
+                   KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss)
 from .attention import MultiheadAttention
 from .transformer import TransformerEncoder, TransformerEncoderLayer
 from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase

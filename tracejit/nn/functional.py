@@ -23,6 +23,8 @@ from ..tracer.rng import dropout as _dropout
 from ..tracer.tensor import Tensor
 from .functional_1d import (adaptive_avg_pool1d, avg_pool1d, conv1d,  # noqa: F401
                             group_norm, max_pool1d)
+from .functional_losses import (_reduce, binary_cross_entropy, cosine_similarity,  # noqa: F401
+                                huber_loss, kl_div, smooth_l1_loss)
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "relu", "relu6",
            "leaky_relu", "elu", "silu", "mish", "softplus", "hardtanh", "tanh", "sigmoid",
@@ -30,7 +32,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "
            "l1_loss", "binary_cross_entropy_with_logits", "one_hot", "pad", "normalize",
            "scaled_dot_product_attention", "conv2d", "max_pool2d", "avg_pool2d",
            "adaptive_avg_pool2d", "batch_norm", "conv1d", "max_pool1d", "avg_pool1d",
-           "adaptive_avg_pool1d", "group_norm"]
+           "adaptive_avg_pool1d", "group_norm", "binary_cross_entropy", "smooth_l1_loss",
+           "huber_loss", "kl_div", "cosine_similarity"]
 
 
 def _t(x) -> Tensor:
@@ -296,16 +299,6 @@ def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,  # n
                       f"size ({list(x.shape)}). This will likely lead to incorrect results due "
                       f"to broadcasting. Please ensure they have the same size.", stacklevel=2)
     return C.mse_loss(x, y, reduction=reduction)
-
-
-def _reduce(loss: Tensor, reduction: str, op: str) -> Tensor:
-    if reduction == "mean":
-        return C.mean(loss)
-    if reduction == "sum":
-        return ops.sum(loss)
-    if reduction == "none":
-        return loss
-    raise ops._err(op, f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 @autocast_op(FP32)
