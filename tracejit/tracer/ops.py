@@ -17,6 +17,7 @@ from ..ir.primitives import P, bind
 from . import broadcast_add
 from .autocast import FP32, LOWER, autocast_op
 from .backward_nodes import PrimNode
+from .matmul_saves import saved_copies
 from .node_names import matmul_node_name, rename
 from .state import SPECIAL_MODES, STATE
 from .operands import _axes, _err, _fmt, _is_scalar, as_tensor, cast, result_dtype
@@ -481,6 +482,8 @@ def _matmul_body(a, b) -> Tensor:
         except ValueError:
             raise _err("matmul", f"batch dimensions do not broadcast: {_fmt(a)} @ {_fmt(b)}") \
                 from None
+        if like is None:    # eager: save copies where torch's reshapes copy (matmul_saves)
+            x, y = saved_copies(x, y, a.ndim, b.ndim, batch)
         x = broadcast_to(x, batch + x.shape[-2:])
         y = broadcast_to(y, batch + y.shape[-2:])
         out = bind(P.matmul, x, y)
