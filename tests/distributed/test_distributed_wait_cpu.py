@@ -153,3 +153,32 @@ def test_wait_naps_grow_after_the_short_phase():
     later = [nap(mpi_backend.WAIT_SHORT_S + k * 1e-3) for k in range(12)]
     assert later == sorted(later) and later[-1] == mpi_backend.PUMP_NAP_MAX_S
     assert nap(1e6) == mpi_backend.PUMP_NAP_MAX_S
+
+
+class FlagRequests:
+    def __init__(self):
+        self.done = False
+
+    def Testall(self, reqs):                       # noqa: N802
+        return self.done
+
+
+def test_a_polled_collective_is_timed_when_a_poll_saw_it_complete(monkeypatch):
+    """Work.done_at (bench/distributed.py's hidden-share timestamps) is the poll that saw the
+    transfer complete, not the later wait."""
+    import time
+    requests = FlagRequests()
+    monkeypatch.setenv("TRACEJIT_MPI_PROGRESS_THREAD", "0")
+    be = backend(monkeypatch, 2, Comm(), requests)
+    try:
+        w = be.all_reduce(np.ones(4, np.float32), ReduceOp.SUM, "all_reduce #1 (test)")
+        be.progress()                  # a poll between compiled steps: still in flight
+        requests.done = True
+        t0 = time.perf_counter()
+        be.progress()                  # this poll sees it complete
+        t1 = time.perf_counter()
+        time.sleep(0.02)
+        w.wait()
+        assert w.started_at <= t0 <= w.done_at <= t1, (w.started_at, t0, w.done_at, t1)
+    finally:
+        be.close()

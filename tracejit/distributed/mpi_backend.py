@@ -211,7 +211,11 @@ class MPIBackend:
                     raise DistError(self.timeout_message(desc, limit))
                 time.sleep(wait_nap(now - began))   # leave the core to the other ranks
             self._forget(slot)
-        return Work(desc, wait, test)
+            # when a poll between compiled steps (or DDP's hooks) saw the transfer complete:
+            # bench/distributed.py compares it with backward's end
+            work.done_at = slot.done_at
+        work = Work(desc, wait, test)
+        return work
 
     def _forget(self, slot: Slot) -> None:
         self._inflight = [x for x in self._inflight if x is not slot]
@@ -226,10 +230,13 @@ class MPIBackend:
         if slot.reqs is None:
             return False
         try:
-            return bool(self.MPI.Request.Testall(slot.reqs))
+            done = bool(self.MPI.Request.Testall(slot.reqs))
         except self.MPI.Exception as e:
             self._forget(slot)
             raise DistError(self.mpi_error_message(slot.desc, e)) from None
+        if done and slot.done_at is None:
+            slot.done_at = time.perf_counter()
+        return done
 
     def mpi_error_message(self, desc: str, e: Exception) -> str:
         return (f"tracejit.distributed: rank {self.pg.rank} of {self.pg.size}: MPI failed in "

@@ -116,14 +116,16 @@ def post(pg: ProcessGroup, full: str, signature: str) -> Any:
 
 class Slot:
     """One data collective waiting for its check: `post()` issues its MPI call(s) and returns
-    the requests, which land in `reqs`; `error` is the check's failure."""
+    the requests, which land in `reqs`; `error` is the check's failure; `done_at`: the
+    time.perf_counter() of the test that first saw the requests complete."""
 
-    __slots__ = ("post", "check", "desc", "reqs", "error")
+    __slots__ = ("post", "check", "desc", "reqs", "error", "done_at")
 
     def __init__(self, post: Any, check: Any, desc: str) -> None:
         self.post, self.check, self.desc = post, check, desc
         self.reqs: list | None = None
         self.error: DistError | None = None
+        self.done_at: float | None = None
 
 
 class PostQueue:
