@@ -23,10 +23,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..ir.primitives import P
 from . import eager
-from .eager import Arr, infer, run_impl
+from .eager import Arr, infer, quiet_call, run_impl
 
 _MISSING = object()
+_TRANSPOSE = P.transpose.impl
 
 
 class _NoPlan(Exception):
@@ -38,7 +40,10 @@ class _Plan:
 
     def __init__(self, steps: list, results: list, checks: tuple, saved: tuple,
                  has_out: bool) -> None:
-        self.steps = steps          # (impl, operand slots, params, out dtype, kind) per op
+        # per op: (impl, operand slots, params, out dtype, whether impl's own result is an
+        # array of that dtype); a constant: (None, "const", array, None, None); a fill:
+        # (None, "full", value, dtype, shape)
+        self.steps = steps
         self.results = results      # per rule result: its slot, or None
         self.checks = checks        # (shape, dtype) per input slot: g, saved inputs, output
         # run(node, g's array) -> the rule's results as NumPy arrays (None where an input
@@ -82,7 +87,7 @@ def _compile(plan: _Plan, saved: tuple, has_out: bool) -> Callable:
     body: list[str] = []                    # the steps, under NumPy's "ignore all" errors
     returned = set(plan.results)            # (only these leave the plan: see below)
     v = len(plan.checks)
-    for impl, slots, params, out_np, kind in plan.steps:
+    for impl, slots, params, out_np, kind in plan.steps:     # (kind: see _Plan.steps)
         if impl is None and slots == "const":
             env[f"C{v}"] = params
             body.append(f"v{v} = C{v}")
@@ -90,6 +95,11 @@ def _compile(plan: _Plan, saved: tuple, has_out: bool) -> Callable:
             env[f"F{v}"] = (kind, out_np, params)
             body.append(f"v{v} = empty(F{v}[0], F{v}[1])")
             body.append(f"v{v}.fill(F{v}[2])")
+        elif impl is _TRANSPOSE and kind:     # (the impl's lambda written out: one call less)
+            env[f"p{v}"] = params["perm"]
+            body.append(f"v{v} = v{slots[0]}.transpose(p{v})")
+            if v in returned:       # a view of an operand: a lazy copy (see below)
+                body.append(f"v{v}.flags.writeable = False")
         else:
             env[f"f{v}"], env[f"O{v}"] = impl, out_np
             args = [f"v{i}" for i in slots]
@@ -100,13 +110,15 @@ def _compile(plan: _Plan, saved: tuple, has_out: bool) -> Callable:
             elif params:
                 env[f"P{v}"] = params
                 args.append(f"**P{v}")
-            body += [f"v{v} = f{v}({', '.join(args)})",
-                     f"if type(v{v}) is not ndarray:",
-                     f"    v{v} = asarray(v{v})",
-                     f"if v{v}.dtype is not O{v} and v{v}.dtype != O{v}:",
-                     f"    v{v} = v{v}.astype(O{v})"]
+            body.append(f"v{v} = f{v}({', '.join(args)})")
+            if not kind:            # (a NumPy scalar, another dtype: made what bind makes)
+                body += [f"if type(v{v}) is not ndarray:",
+                         f"    v{v} = asarray(v{v})",
+                         f"if v{v}.dtype is not O{v} and v{v}.dtype != O{v}:",
+                         f"    v{v} = v{v}.astype(O{v})"]
             if v in returned:       # a result that is a view of an operand: a lazy copy
-                body += [f"elif v{v}.base is not None and v{v}.flags.writeable:",
+                body += [f"if v{v}.base is not None and v{v}.flags.writeable:" if kind else
+                         f"elif v{v}.base is not None and v{v}.flags.writeable:",
                          f"    v{v}.flags.writeable = False"]
         v += 1
     if body and env["ERR"] is not None:
@@ -151,7 +163,12 @@ class _Rec(Arr):
         if data and getattr(impl, "unwrapped", None) is not None and \
                 data[-1].dtype not in dt.HALF_NP:
             impl = impl.unwrapped       # (in_float32's wrapper, decided once for the plan)
-        rec.steps.append((impl, tuple(a.slot for a in args), params, out_np, prim.kind))
+        # whether impl itself gives an array of the output's dtype, as it then does on every
+        # replay (NumPy's result type follows from the shapes and dtypes a plan checks): the
+        # replay then writes no conversion
+        own = quiet_call(impl, *data, **params)
+        exact = type(own) is np.ndarray and own.dtype == out_np
+        rec.steps.append((impl, tuple(a.slot for a in args), params, out_np, exact))
         return rec.new(res)
 
     def __tj_const__(self, array: np.ndarray) -> "_Rec":
