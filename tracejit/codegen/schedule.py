@@ -211,7 +211,11 @@ def _cpu_vector_hints(body: list, k: Kernel, small: bool) -> None:
     with the innermost loop vectorized (masked tail). Left to LLVM: strides up to
     MAX_INTERLEAVE (shuffles beat scalar code: [65536, 2] 94 us vectorized, 720 us scalar),
     and reads that jump along the innermost axis (a transpose's [32768, 10]: 150 us as LLVM
-    chose, with contiguous loads along the outer loop; 240 us with gathers inside)."""
+    chose, with contiguous loads along the outer loop; 240 us with gathers inside).
+    The outer loops are also kept from the unroller: unrolled around a vectorized inner loop,
+    they cost LLVM time and bought nothing measured (a transformer's head transposes,
+    [8,64,4,32] -> [8,4,64,32]: 50 -> 20 ms of LLVM each, run time the same; no kernel of
+    bench/models.py's CPU workloads ran slower)."""
     shape = k.shape
     if small or len(shape) < 2 or shape[-1] <= MAX_INTERLEAVE:
         return
@@ -220,7 +224,7 @@ def _cpu_vector_hints(body: list, k: Kernel, small: bool) -> None:
         return
     loop = body[0]
     for _ in range(len(shape) - 1):
-        loop.vector = 1
+        loop.vector, loop.unroll = 1, False
         loop = loop.body[0]
     if shape[-1] < SHORT_INNER:
         loop.vector, loop.unroll = VECTOR_WIDTH, False
