@@ -390,7 +390,12 @@ def _module(body: str, md: list[str], n_args: int, inline: bool) -> str:
                     f"  %d{i} = getelementptr i8, ptr %o{i}, i64 {off}",
                     f"  %p{i} = load ptr, ptr %d{i}"]
     args = ", ".join(f"ptr %p{i}" for i in range(n_args))
-    wrapper += [f"  call void @body({args}, i64 %begin, i64 %end)", "  ret void", "}"]
+    # The call stays a call: inlined, the body's loops went through LLVM's function
+    # simplification twice (in @body, then again in the wrapper), 14% of an O2 module's LLVM
+    # time (nanoGPT small's 31 O2 modules: 1131 -> 976 ms CPU); the call costs nanoseconds
+    # per kernel call, and @body is the same optimized code either way.
+    wrapper += [f"  call void @body({args}, i64 %begin, i64 %end) #0", "  ret void", "}",
+                "attributes #0 = { noinline }"]
     code = body + "\n\n" + "\n".join(wrapper)
     parts = [_prelude(code, inline), code]
     if md:
