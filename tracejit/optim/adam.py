@@ -11,7 +11,7 @@ import numpy as np
 from ..tracer import ops
 from ..tracer.state import STATE
 from ..tracer.tensor import Tensor
-from .fused import Precision, f64, masked_copy, run_update
+from .fused import Precision, count_step, f64, run_update
 from .optimizer import Optimizer, as_float, host_scalar, zeros_like_param
 
 
@@ -133,15 +133,9 @@ class Adam(Optimizer):
     def _bias_corrections(self, step: Tensor, beta1: Any, beta2: Any) -> tuple[Any, Any]:
         """Count one more step and return (1 - beta1^t, sqrt(1 - beta2^t)): Python floats
         eagerly, as torch computes them; traced values inside a trace (the count is state)."""
+        t = count_step(step)
         if STATE.traces:
-            t = step + 1
-            masked_copy(step, t)        # a step GradScaler skips does not count
-            t = f64(t)
             return 1 - f64(beta1) ** t, (1 - f64(beta2) ** t) ** 0.5
-        d = step._data
-        np.add(d, 1, out=d)
-        step._version[0] += 1
-        t = float(d)
         return 1 - beta1 ** t, (1 - beta2 ** t) ** 0.5
 
     def _step_group(self, group: dict, params: list) -> None:

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
 
+import numpy as np
+
 from ..ir import dtypes as dt
 from ..runtime.compile import CompiledFunction, compile as tj_compile
 from ..devices import is_host
@@ -62,6 +64,20 @@ def masked_copy(t: Tensor, new: Tensor) -> None:
     if found is not None:
         new = ops.where(found, t, ops.cast(new, t.dtype))
     t.copy_(new)
+
+
+def count_step(step: Tensor) -> Any:
+    """Count one more step in a parameter's float32 `step` state and return the new count: a
+    Python float eagerly, a traced value inside a trace (where a step GradScaler skips does
+    not count)."""
+    if STATE.traces:
+        t = step + 1
+        masked_copy(step, t)
+        return f64(t)
+    d = step._data
+    np.add(d, 1, out=d)
+    step._version[0] += 1
+    return float(d)
 
 
 class Precision:
