@@ -162,14 +162,17 @@ def check_sgd_trajectory(model: Model, how: str, steps: int, lr: float = 0.5) ->
 
 
 # -- a module's training step, as a PyTorch loop writes it --------------------------------------
-def clipped_training_step(lib, model, opt, loss_of: Callable, compiled: bool) -> Callable:
-    """step(x, y) -> loss: zero_grad, backward, clip_grad_norm_(1.0), opt.step(); with
-    `compiled` the whole step is one tj.compile graph. loss_of(model, x, y) is the model's loss."""
-    def step(x, y):
-        loss = loss_of(model, x, y)
+def training_step(lib, model, opt, loss_of: Callable, compiled: bool,
+                          clip: float | None = 1.0) -> Callable:
+    """step(*batch) -> loss: zero_grad, backward, clip_grad_norm_(clip) unless clip is None,
+    opt.step(); with `compiled` the whole step is one tj.compile graph. loss_of(model, *batch)
+    is the model's loss."""
+    def step(*batch):
+        loss = loss_of(model, *batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        lib.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if clip is not None:
+            lib.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         return loss
     return tj.compile(step) if compiled else step

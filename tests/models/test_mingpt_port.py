@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from models.harness import clipped_training_step
+from models.harness import training_step
 
 torch = pytest.importorskip("torch")
 
@@ -147,8 +147,8 @@ def _batch():
 
 
 def _train(lib, model, x, y, compiled):
-    step = clipped_training_step(lib, model, model.configure_optimizers(),
-                                 lambda m, x, y: m(x, y)[1], compiled)
+    step = training_step(lib, model, model.configure_optimizers(),
+                         lambda m, x, y: m(x, y)[1], compiled)
     model.train()
     losses = [step(lib.tensor(x), lib.tensor(y)).item() for _ in range(3)]
     return losses, {k: p.grad.numpy().copy() for k, p in model.named_parameters()}, _sd(model)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
+from models.harness import training_step
 
 torch = pytest.importorskip("torch")
 
@@ -48,15 +49,9 @@ def _run(lib, model, batches, test_batch, compiled):
     optimizer = lib.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = lib.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
 
-    def train_step(data, target):
-        optimizer.zero_grad()
-        output = model(data)
-        loss = F.nll_loss(output, target)
-        loss.backward()
-        optimizer.step()
-        return loss
-    if compiled:
-        train_step = tj.compile(train_step)
+    train_step = training_step(lib, model, optimizer,
+                               lambda m, data, target: F.nll_loss(m(data), target),
+                               compiled, clip=None)
     model.train()
     losses = []
     for data, target in batches:

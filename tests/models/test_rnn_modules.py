@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from models.harness import clipped_training_step
+from models.harness import training_step
 
 torch = pytest.importorskip("torch")
 
@@ -183,7 +183,8 @@ def test_bad_arguments_raise_clear_errors():
         lstm(tj.zeros(2, 4, IN), (tj.zeros(2, HID), tj.zeros(2, HID)))
     with pytest.raises(RuntimeError, match="sequence length"):
         lstm(tj.zeros(2, 0, IN))
-    with pytest.raises(RuntimeError, match=r"GRUCell: input.size\(-1\) must be equal to input_size"):
+    with pytest.raises(RuntimeError,
+                       match=r"GRUCell: input.size\(-1\) must be equal to input_size"):
         tj.nn.GRUCell(IN, HID)(tj.zeros(2, IN + 2))
     with pytest.raises(ValueError, match="dropout should be a number in range"):
         tj.nn.LSTM(IN, HID, dropout=1.5)
@@ -219,7 +220,7 @@ def _train_char(lib, model, cell, xs, ys, compiled):
         return lib.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                y.reshape(-1))
     opt = lib.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    step = clipped_training_step(lib, model, opt, loss_of, compiled)
+    step = training_step(lib, model, opt, loss_of, compiled)
     losses = [step(lib.tensor(x), lib.tensor(y)).item() for x, y in zip(xs, ys)]
     model.eval()
     with lib.no_grad():                     # sampling-style use: one token, carried state

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
+from models.harness import training_step
 
 torch = pytest.importorskip("torch")
 D, H, Z, BATCH = 16, 12, 3, 5
@@ -70,15 +71,10 @@ def _torch_with_noise(noise):
 def _train(lib, model, loss_function, xs, compiled):
     optimizer = lib.optim.Adam(model.parameters(), lr=1e-2)
 
-    def train_step(data):
-        optimizer.zero_grad()
-        recon_batch, mu, logvar = model(data)
-        loss = loss_function(recon_batch, data, mu, logvar)
-        loss.backward()
-        optimizer.step()
-        return loss
-    if compiled:
-        train_step = tj.compile(train_step)
+    def loss_of(m, data):
+        recon_batch, mu, logvar = m(data)
+        return loss_function(recon_batch, data, mu, logvar)
+    train_step = training_step(lib, model, optimizer, loss_of, compiled, clip=None)
     model.train()
     losses = []
     for i, x in enumerate(xs):
