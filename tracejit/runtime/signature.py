@@ -40,7 +40,11 @@ def leaf_key(x: Any):
     if d is None:
         raise TypeError(f"unsupported array dtype {a.dtype} for a compiled function argument "
                         f"(at {user_location()})")
-    return (a.shape, d)
+    # a 0-d array promotes as a tensor with dimensions, a 0-d tensor does not: apart
+    return (a.shape, d) if a.ndim or not isinstance(x, np.ndarray) else (a.shape, d, _ARRAY0)
+
+
+_ARRAY0 = ("0-d array",)       # the key's mark of a 0-d NumPy array argument (leaf_key)
 
 
 def describe(k) -> str:
@@ -49,7 +53,8 @@ def describe(k) -> str:
     shape, d = k[:2]
     text = f"{d.name}[{','.join(map(str, shape))}]"
     for extra in k[2:]:
-        text += f" strides {extra[1]}" if isinstance(extra, tuple) else f" on {extra}"
+        text += " (a NumPy array)" if extra == _ARRAY0 else f" strides {extra[1]}" \
+            if isinstance(extra, tuple) else f" on {extra}"
     return text
 
 
@@ -60,7 +65,7 @@ def fast_key(args) -> tuple | None:
     for a in args:
         t = type(a)
         if t is np.ndarray:
-            key.append((a.shape, a.dtype))
+            key.append((a.shape, a.dtype) if a.ndim else ((), a.dtype, _ARRAY0))
             vals.append(a)
         elif t is Tensor:
             d = a._data

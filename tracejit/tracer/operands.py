@@ -66,6 +66,10 @@ def result_dtype(*xs: Any) -> dt.DType:
                 weak.append(x.dtype)
             elif x.ndim or has_array:
                 dims.append(x.dtype)
+            elif STATE.traces and _array_argument(x):
+                has_array = True            # (and the 0-d tensors before it: strong too)
+                dims += zero + [x.dtype]
+                zero = []
             else:
                 zero.append(x.dtype)
         elif isinstance(x, np.ndarray):
@@ -82,6 +86,12 @@ def result_dtype(*xs: Any) -> dt.DType:
     if wcat > _CAT[best.kind]:
         return dt.f32 if wcat == 2 else dt.i64
     return best
+
+
+def _array_argument(x: Tensor) -> bool:
+    """Whether a 0-d traced tensor is a compiled function's 0-d NumPy array argument, strong
+    as the array is eagerly (trace.py's `array_args`)."""
+    return any(id(x) in tr.array_args for tr in STATE.traces)
 
 
 def as_tensor(x: Any, dtype: dt.DType | None = None, like: Tensor | None = None,

@@ -86,6 +86,9 @@ class TraceContext:
         # `arg_layout` finds them (views.arg_layout, given by tj.compile)
         self.arg_layouts: dict[int, tuple] = {}
         self.arg_layout: Callable | None = None
+        # ids of the tracers of 0-d NumPy array arguments: strong in promotion as eagerly,
+        # where an op with a NumPy array promotes as NumPy (operands.result_dtype)
+        self.array_args: set[int] = set()
 
     def __enter__(self) -> "TraceContext":
         special_mode(1)
@@ -388,6 +391,8 @@ def _run(ctx: TraceContext, fn: Callable, args, kwargs, static, flat, in_tree, n
             aval, weak = leaf_aval(leaf)
             tracers.append(Tensor(ctx.graph.add_input(aval, nm.replace("<", "").replace(">", "")),
                                   _weak=weak))
+            if isinstance(leaf, np.ndarray) and not leaf.ndim:
+                ctx.array_args.add(id(tracers[-1]))
             if ctx.arg_layout is not None and isinstance(leaf, Tensor) and \
                     leaf._view is not None:
                 strides = ctx.arg_layout(leaf)          # (also in the call's cache key)
