@@ -4,14 +4,16 @@ from .parameter import Parameter
 from .module import Module
 from .container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .linear import Flatten, Identity, Linear, Unflatten
-from .activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish, ReLU,
-                         ReLU6, SiLU, Sigmoid, Softmax, Softplus, Tanh)
+from .activation import (CELU, ELU, GELU, GLU, SELU, Hardsigmoid, Hardswish, Hardtanh,
+                         LeakyReLU, LogSigmoid, LogSoftmax, Mish, PReLU, ReLU, ReLU6, SiLU,
+                         Sigmoid, Softmax, Softmin, Softplus, Softsign, Tanh, Tanhshrink,
+                         Threshold)
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .conv import Conv1d, Conv2d
 from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d,
                       MaxPool2d)
 from .batchnorm import BatchNorm1d, BatchNorm2d
-from .dropout import Dropout
+from .dropout import Dropout, Dropout1d, Dropout2d
 from .sparse import Embedding
 from .loss import (BCELoss, BCEWithLogitsLoss, CosineSimilarity, CrossEntropyLoss, HuberLoss,
                    KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss)

@@ -1,4 +1,5 @@
-"""Dropout: zeroes elements with probability p in training mode, the identity in eval mode."""
+"""Dropout, and Dropout1d/2d (whole channels): zeroes with probability p in training mode,
+the identity in eval mode."""
 from __future__ import annotations
 
 from ..tracer.tensor import Tensor
@@ -19,3 +20,13 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout1d(Dropout):
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.dropout1d(input, self.p, self.training, self.inplace)
+
+
+class Dropout2d(Dropout):
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.dropout2d(input, self.p, self.training, self.inplace)

@@ -23,6 +23,9 @@ from ..tracer.rng import dropout as _dropout
 from ..tracer.tensor import Tensor
 from .functional_1d import (adaptive_avg_pool1d, avg_pool1d, conv1d,  # noqa: F401
                             group_norm, max_pool1d)
+from .functional_activations import (celu, dropout1d, dropout2d, glu,  # noqa: F401
+                                     hardsigmoid, hardswish, prelu, selu, softsign,
+                                     tanhshrink, threshold)
 from .functional_losses import (_reduce, binary_cross_entropy, cosine_similarity,  # noqa: F401
                                 huber_loss, kl_div, smooth_l1_loss)
 
@@ -33,7 +36,9 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "
            "scaled_dot_product_attention", "conv2d", "max_pool2d", "avg_pool2d",
            "adaptive_avg_pool2d", "batch_norm", "conv1d", "max_pool1d", "avg_pool1d",
            "adaptive_avg_pool1d", "group_norm", "binary_cross_entropy", "smooth_l1_loss",
-           "huber_loss", "kl_div", "cosine_similarity"]
+           "huber_loss", "kl_div", "cosine_similarity", "softmin", "celu", "dropout1d",
+           "dropout2d", "glu", "hardsigmoid", "hardswish", "prelu", "selu", "softsign",
+           "tanhshrink", "threshold"]
 
 
 def _t(x) -> Tensor:
@@ -249,6 +254,12 @@ def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,  # noqa
             dtype=None) -> Tensor:
     x = _t(input)
     return _softmax(x, _softmax_dim(x, dim, "softmax"), dtype=dtype)
+
+
+def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3,  # noqa: A002
+            dtype=None) -> Tensor:
+    x = _t(input)
+    return _softmax(ops.neg(x), _softmax_dim(x, dim, "softmin"), dtype=dtype)
 
 
 def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,  # noqa: A002
