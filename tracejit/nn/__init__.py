@@ -14,6 +14,7 @@ from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d
                       MaxPool2d)
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .dropout import Dropout, Dropout1d, Dropout2d
+from .interpolate import Upsample
 from .sparse import Embedding
 from .loss import (BCELoss, BCEWithLogitsLoss, CosineSimilarity, CrossEntropyLoss, HuberLoss,
                    KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss)

@@ -26,6 +26,7 @@ from .functional_1d import (adaptive_avg_pool1d, avg_pool1d, conv1d,  # noqa: F4
 from .functional_activations import (celu, dropout1d, dropout2d, glu,  # noqa: F401
                                      hardsigmoid, hardswish, prelu, selu, softsign,
                                      tanhshrink, threshold)
+from .interpolate import interpolate, upsample  # noqa: F401
 from .functional_losses import (_reduce, binary_cross_entropy, cosine_similarity,  # noqa: F401
                                 huber_loss, kl_div, smooth_l1_loss)
 
@@ -38,7 +39,7 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "
            "adaptive_avg_pool1d", "group_norm", "binary_cross_entropy", "smooth_l1_loss",
            "huber_loss", "kl_div", "cosine_similarity", "softmin", "celu", "dropout1d",
            "dropout2d", "glu", "hardsigmoid", "hardswish", "prelu", "selu", "softsign",
-           "tanhshrink", "threshold"]
+           "tanhshrink", "threshold", "interpolate", "upsample"]
 
 
 def _t(x) -> Tensor:
