@@ -168,13 +168,17 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
         root.grad_fn, root._out_idx, root._requires_grad = keep[:3]
         if rec.kind == DATA:
             root._version[0] = keep[3]
+        if x._traced and new._traced and STATE.grad_enabled:
+            # (traced: x's value is the IR's too, not its root's stop_gradient'd detach; also
+            # where `new` has no tape history: a compiled function's arguments have none, the
+            # IR's reverse mode differentiates them through x)
+            x._data = new._data
+            if rec.via is not None and not new._requires_grad:
+                _base_history(rec, new, tape=False)
         if STATE.grad_enabled and new._requires_grad:
             # torch's detach()/.data is no autograd view of its base: x itself takes the new
             # value's history (d.add_(b): b's gradient flows through d; it was dropped)
             x.grad_fn, x._out_idx, x._requires_grad = new.grad_fn, new._out_idx, True
-            if x._traced and new._traced:
-                # (traced: x's value is the IR's too, not its root's stop_gradient'd detach)
-                x._data = new._data
             if rec.via is not None:
                 _base_history(rec, new)
             _follow_base(root, x if rec.via is None else rec.via, x)
@@ -183,17 +187,20 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
     return x
 
 
-def _base_history(rec: ViewOf, new: Tensor) -> None:
+def _base_history(rec: ViewOf, new: Tensor, tape: bool = True) -> None:
     """View x of d = t.detach() (rec.via) took `new`, a value with history: d, x's base to
     torch, takes it too, as a put of `new` into d's old value (torch's CopySlices on d).
-    d's data already holds the new value (it shares its root's storage)."""
+    d's data already holds the new value (it shares its root's storage). tape=False: traced
+    `new` without tape history (from a compiled function's arguments): d's traced value
+    alone becomes the put, which the IR's reverse mode differentiates."""
     d = rec.via
     pos, mask = _read_positions(tuple(d.shape), rec.via_fwd)
     old = Tensor(d._data)       # (the put reads old's values only where x is not)
     if d._requires_grad:
         old.grad_fn, old._out_idx, old._requires_grad = d.grad_fn, d._out_idx, True
     put = _put(old, new, pos.reshape(-1), mask)
-    d.grad_fn, d._out_idx, d._requires_grad = put.grad_fn, put._out_idx, True
+    if tape:
+        d.grad_fn, d._out_idx, d._requires_grad = put.grad_fn, put._out_idx, True
     if d._traced and put._traced:
         d._data = put._data
 
