@@ -48,9 +48,10 @@ complete only when backward's last GEMM (the first layer's weight gradient) is, 
 first bucket's share can overlap; smaller buckets (2) let more of it travel during backward.
 "cpu ms" is rank 0's CPU time per DDP step (all its threads), less sensitive than wall time to
 other load on a shared machine, and "main ms 2r" that of its main thread alone (the rest is
-MPI's progress thread, when on); collectives started in compiled code are polled between
-the program's steps (`TRACEJIT_MPI_PROGRESS_THREAD=1`: advanced by a progress thread instead;
-distributed/mpi_backend.py's wants_progress_thread).
+MPI's progress thread); collectives started in compiled code are advanced by MPI's
+progress thread (`TRACEJIT_MPI_PROGRESS_THREAD=0`: polled between the program's steps instead,
+and with `TRACEJIT_MPI_PUMP_MIN_BYTES=N` those under N bytes; distributed/mpi_backend.py's
+wants_progress_thread).
 
 It starts `mpiexec -n 1` and `mpiexec -n 2` of itself (through tracejit.distributed.run's
 command line); all figures come from this one run. Machines are shared: compare the ratios."""

@@ -1,7 +1,8 @@
 """Run under mpiexec (2 ranks) by test_distributed_progress.py, with
-TRACEJIT_MPI_PROGRESS_THREAD=0 or 1 (argv[1]): how all-reduces started inside compiled code
-advance. With the progress thread (the default) no step polls and the MPI backend's pump
-thread advances them; without it, a compiled training step's program lets MPI progress after
+argv[1] 0, 1 or small (TRACEJIT_MPI_PROGRESS_THREAD=0, 1, or 1 with the buckets under
+TRACEJIT_MPI_PUMP_MIN_BYTES): how all-reduces started inside compiled code advance. With
+the progress thread (the default) no step polls and the MPI backend's pump thread advances
+them; without it, a compiled training step's program lets MPI progress after
 each of its steps (runtime/backend.py STEP_HOOKS) while its buckets are in flight, and so does
 a compiled model's backward (runtime/grad_sync.py). Both average exactly as the
 single-process full-batch reference."""
@@ -18,9 +19,9 @@ from tracejit.runtime.backend import STEP_HOOKS
 
 dist.init_process_group(timeout=60)
 RANK, WORLD = dist.get_rank(), dist.get_world_size()
-THREAD = sys.argv[1] == "1"
+THREAD = sys.argv[1] == "1"       # "small": the thread is on, but these buckets are polled
 BE = current().backend
-assert BE.pump == THREAD, (BE.pump, THREAD)
+assert BE.pump == (sys.argv[1] != "0"), (BE.pump, sys.argv[1])
 CALLS = []
 _progress = BE.progress
 BE.progress = lambda: (CALLS.append(1), _progress())[1]

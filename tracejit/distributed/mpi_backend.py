@@ -6,10 +6,11 @@ with one core per rank, a thread blocked in MPI spins on that core and slows the
 pass it should overlap with. Open MPI progresses nonblocking collectives inside MPI calls, so
 `progress()` (a Testall on what is in flight) is called by DDP's gradient hooks while backward
 runs, and the all-reduces advance between the backward kernels. Compiled code makes no MPI
-calls while a kernel or GEMM runs: it calls progress() between its steps (runtime/backend.py's
-STEP_HOOKS, runtime/grad_sync.py's hooks) and its waits test in a loop, then between short
-sleeps. TRACEJIT_MPI_PROGRESS_THREAD=1 advances them by a progress thread (the pump) that
-tests them every few tens of microseconds instead: see `wants_progress_thread`.
+calls while a kernel or GEMM runs, so the collectives it starts are advanced by a progress
+thread (the pump) that tests them every few tens of microseconds; with
+TRACEJIT_MPI_PROGRESS_THREAD=0 (or below TRACEJIT_MPI_PUMP_MIN_BYTES) the compiled code calls
+progress() between its steps instead (runtime/backend.py's STEP_HOOKS, runtime/grad_sync.py)
+and its waits test in a loop, then between short sleeps: see `wants_progress_thread`.
 
 float16/bfloat16 have no MPI type: they are reduced in a float32 copy and cast back (the
 bytes-only collectives, broadcast and all-gather, move them as bytes)."""
@@ -87,18 +88,22 @@ def local_rank(comm: Any) -> int:
 
 
 def wants_progress_thread() -> bool:
-    """Whether collectives started inside compiled code get a progress thread (the pump,
-    TRACEJIT_MPI_PROGRESS_THREAD=1), or the compiled code lets MPI progress between its steps
-    (runtime/backend.py STEP_HOOKS; the default). Polling is the default since waits stop
-    spinning once a wait outlasts WAIT_SPIN_S: with 2 ranks x 1 thread on 2 cores the pump's
-    CPU competes with the two ranks' compute, while a poll between steps does only the
-    transfer's own work. Measured (CPU time per step and rank, all threads, loaded 2-core
-    machine, interleaved runs) on bench/distributed.py's nanoGPT-small compiled step: 22.4-23.8
-    ms polled against 22.5-27.1 ms with the pump; wide MLP compiled step 22.0-22.6 against
-    21.6-28.7, compiled model 22.4-32.4 against 24.5-34.0. (Before that change, with a wait
-    that spun 2000 tests, the pump was the default: polling then took 34-37 ms a step on the
-    wide MLP, the spinning waits taking the core from the peer.)"""
-    return os.environ.get("TRACEJIT_MPI_PROGRESS_THREAD", "0").strip() not in ("", "0")
+    """Whether collectives started inside compiled code get a progress thread (the pump), or
+    the compiled code lets MPI progress between its steps (runtime/backend.py STEP_HOOKS;
+    TRACEJIT_MPI_PROGRESS_THREAD=0). With the thread on, those under `pump_min_bytes()` are
+    polled all the same. The thread is the default: measured (CPU time per step and rank, all
+    threads, 2 ranks x 1 thread on a loaded 2-core machine, interleaved runs) polling cost the
+    wide-MLP compiled step (buckets of 1 and 9.5 MB) 37-47 ms against 23-29 ms with the
+    thread, a large transfer moved by the waiting main thread; on the nanoGPT-small compiled
+    step (1.1 and 0.6 MB) the two were within the machine's noise (polled 22.1-27.9 ms, thread
+    22.4-25.3 ms, over 9 rounds each, the sign of the difference changing between rounds)."""
+    return os.environ.get("TRACEJIT_MPI_PROGRESS_THREAD", "1").strip() not in ("", "0")
+
+
+def pump_min_bytes() -> int:
+    """The smallest collective the pump advances (TRACEJIT_MPI_PUMP_MIN_BYTES; default 0: all);
+    smaller ones are polled between the compiled program's steps."""
+    return int(os.environ.get("TRACEJIT_MPI_PUMP_MIN_BYTES", "0"))
 
 
 # the pump thread's shortest and longest pause between tests of its collectives (_pump_loop)
@@ -176,6 +181,7 @@ class MPIBackend:
         self.can_pump = self.MPI.Query_thread() >= self.MPI.THREAD_MULTIPLE
         # whether callers should use all_reduce_async (the pump) or progress() themselves
         self.pump = self.can_pump and pg.size > 1 and wants_progress_thread()
+        self.pump_min_bytes = pump_min_bytes()
         self._pumped: list[tuple[Slot, threading.Event, list]] = []   # (slot, done, error)
         self._pump: threading.Thread | None = None
         self._pump_cv = threading.Condition()

@@ -94,7 +94,8 @@ def _start_pending(a: Any, x: Any, op: int, group: int, what: str) -> int:
         return pg.seq
     desc = start(pg, "all_reduce", f"({what} in a compiled function, {_spell(a)}, "
                                    f"op={rop.name})")
-    if getattr(be, "pump", False):      # advanced by the progress thread (mpi_backend.py)
+    # advanced by the progress thread (mpi_backend.py), unless polled (a small one)
+    if getattr(be, "pump", False) and a.nbytes >= be.pump_min_bytes:
         _PENDING.append((pg.seq, be.all_reduce_async(a, rop, desc), a, (x, _address(x)), be))
         return pg.seq
     _PENDING.append((pg.seq, be.all_reduce(a, rop, desc), a, (x, _address(x)), be))

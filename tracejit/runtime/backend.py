@@ -24,8 +24,8 @@ class _StepHooks(threading.local):
 
 # Callables run after every Python-driven step of an executable running on this thread, while
 # the list is not empty: an MPI collective started inside a compiled step advances only inside
-# MPI calls, so its runner puts its backend's progress here until it is waited for
-# (distributed/traced.py; unless a progress thread does: TRACEJIT_MPI_PROGRESS_THREAD=1).
+# MPI calls, so where no progress thread advances it (TRACEJIT_MPI_PROGRESS_THREAD=0) its runner
+# puts its backend's progress here until it is waited for (distributed/traced.py).
 STEP_HOOKS = _StepHooks()
 
 

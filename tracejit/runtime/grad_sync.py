@@ -11,9 +11,9 @@ executable runs as it is, with two changes made at run time. Each bucket is one 
 and the kernels and BLAS calls that produce its gradients write straight into their places
 in it (its outputs are bound to views of the flat array: no concatenation, no copy). Right
 after the step that last touches a bucket's gradients, the syncer starts the bucket's
-all-reduce in place on the flat array, and after every later step the syncer polls it (its
-`progress`: Open MPI advances a nonblocking collective only inside MPI calls; with
-TRACEJIT_MPI_PROGRESS_THREAD=1 a progress thread advances it instead). The waits come after the
+all-reduce in place on the flat array (MPI's progress thread advances it: Open MPI advances
+a nonblocking collective only inside MPI calls), and after every later step the syncer may
+poll it too (its `progress`; the only progress without that thread). The waits come after the
 last step, in start order; the gradients returned are views of the reduced buckets.
 
 Elsewhere (the GPU) the backward graph is rebuilt with, in the graph's own order, right after

@@ -229,7 +229,8 @@ class Reducer:
         be = self.pg.backend
         desc = start(self.pg, "all_reduce", f"(bucket {b.index} in a compiled backward, "
                                             f"{b.params[0].dtype.name}[{flat.size}], op=AVG)")
-        if getattr(be, "pump", False):      # advanced by the progress thread (mpi_backend.py)
+        # advanced by the progress thread (mpi_backend.py), unless polled (a small one)
+        if getattr(be, "pump", False) and flat.nbytes >= be.pump_min_bytes:
             return be.all_reduce_async(flat, ReduceOp.AVG, desc)
         return be.all_reduce(flat, ReduceOp.AVG, desc)
 
