@@ -29,11 +29,11 @@ def leaf_key(x: Any):
         return key
     if is_gpu_array(x):
         return (x.shape, dt.from_numpy(x.dtype), str(device_of(x)))
-    if isinstance(x, (bool, np.bool_)):       # (NumPy scalars are weak too: trace.leaf_aval)
+    if isinstance(x, bool):                   # (NumPy scalars are weak too: trace.leaf_aval)
         return "b"
     if isinstance(x, (int, np.signedinteger)):
         return "i"
-    if isinstance(x, (float, np.floating)):
+    if isinstance(x, (float, np.floating, np.bool_)):     # (a NumPy bool: a float to torch)
         return "f"
     a = np.asarray(x)
     d = dt.from_numpy(a.dtype)

@@ -32,11 +32,12 @@ def _is_scalar(x: Any) -> bool:
 
 
 def _scalar_dtype(x) -> dt.DType:
-    if isinstance(x, (bool, np.bool_)):
+    if isinstance(x, bool):
         return dt.bool_
     if isinstance(x, numbers.Integral):
         return dt.i64
-    if isinstance(x, numbers.Real):
+    if isinstance(x, (numbers.Real, np.bool_)):
+        # (torch reads a NumPy bool as a float number: int_t + np.bool_(True) is float32)
         return dt.f32
     raise TypeError(f"unsupported scalar {x!r}")
 

@@ -200,7 +200,7 @@ def _is_bool(x) -> bool:
     """A bool tensor, bool array or Python/NumPy bool."""
     if isinstance(x, (Tensor, np.ndarray)):
         return x.dtype is dt.bool_ if isinstance(x, Tensor) else x.dtype == np.bool_
-    return isinstance(x, (bool, np.bool_))
+    return isinstance(x, bool)         # (torch reads a NumPy bool as a float number)
 
 
 def _all_bool(a, b) -> bool:
@@ -258,6 +258,10 @@ def pow(a, b):       # noqa: A001
             and isinstance(a, Tensor) and not _pow_dtype(a, b).is_float:
         raise _err("pow", f"Integers to negative integer powers are not allowed "
                    f"({_fmt(a)} ** {b}); use a float base or exponent")
+    if isinstance(a, Tensor) and a.dtype is dt.bool_ and (
+            type(b) is bool or isinstance(b, Tensor) and b._weak and b.dtype is dt.bool_):
+        # torch: a bool tensor to a Python bool power stays bool (computed as int64)
+        return cast(_binary("pow", a, b, "pow"), dt.bool_)
     return _binary("pow", a, b, "pow")
 
 

@@ -26,11 +26,11 @@ def leaf_aval(x: Any) -> tuple[Aval, bool]:
     if isinstance(x, Tensor):
         x._concrete("passing a tensor to a compiled function", guard=False)
         return Aval(x.shape, x.dtype), False
-    if isinstance(x, (bool, np.bool_)):
+    if isinstance(x, bool):
         return Aval((), dt.bool_), True
     if isinstance(x, (int, np.signedinteger)):
         return Aval((), dt.i64), True
-    if isinstance(x, (float, np.floating)):
+    if isinstance(x, (float, np.floating, np.bool_)):     # (a NumPy bool: a float to torch)
         return Aval((), dt.f64), True
     a = x if is_gpu_array(x) else np.asarray(x)      # a CuPy array stays where it is
     d = dt.from_numpy(a.dtype)
