@@ -18,7 +18,7 @@ from ..ir.primitives import P, neg, sum_to_shape
 from .backward_nodes import _NO_EDGE, Node, leaf_edge
 from .eager import _ERR_VAR, _IGNORE, Arr, quiet_call
 from .forward_ad import FWD
-from .state import SPECIAL_MODES, STATE, note_reads
+from .state import GRAD_OFF, SPECIAL_MODES, STATE, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
 
 # the broadcast result size up to which this path is taken: above it, eager's compiled-kernel
@@ -74,7 +74,7 @@ def apply(op: str, a: Tensor, b: Tensor) -> Tensor:
     if ra or rb:
         if SPECIAL_MODES[0] and STATE.reads is not None:
             note_reads((a, b))
-        if STATE.grad_enabled:
+        if not GRAD_OFF[0] or STATE.grad_enabled:
             # (the node made without an __init__ call: x + bias at every step of a model)
             node = out.grad_fn = _new(BroadcastAddNode)
             ga, gb = a.grad_fn, b.grad_fn

@@ -16,7 +16,7 @@ from . import forward_ad
 from .lazy_copies import link
 from .no_grad_ir import no_grad_result
 from .forward_ad import FWD
-from .state import SPECIAL_MODES, STATE, current_trace, note_reads
+from .state import GRAD_OFF, SPECIAL_MODES, STATE, current_trace, note_reads
 from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
 
 
@@ -104,7 +104,7 @@ def apply_primitive(prim, args, params) -> Tensor:
         if requires:
             if reads is not None:
                 note_reads(args)
-            if STATE.grad_enabled and is_float and prim.vjp is not None:
+            if is_float and prim.vjp is not None and (not GRAD_OFF[0] or STATE.grad_enabled):
                 # (PrimNode.record, inlined: the new tensor's _out_idx is already 0)
                 out.grad_fn = prim_node(prim, params, args, out, avals)
                 out._requires_grad = True
@@ -129,6 +129,12 @@ def fast_binary(prim, general: Callable, broadcast: Callable | None = None,
     if eager._ERR_VAR is None:              # pragma: no cover - another NumPy: no shortcut
         return general
     impl = prim.impl
+    # what impl runs on data that is not a 16-bit float, where impl is a wrapper that rounds
+    # those through float32 (matmul's: in_float32); 16-bit operands here are float16, the
+    # one 2-byte float kind "f" (the wrapper's frame, *args and dtype test: ~1,500
+    # instructions of an RNN step's x @ W.T)
+    full = getattr(impl, "unwrapped", impl)
+    wrapped = full is not impl
     infer_get = _INFER.get
     err_set, err_reset, ignore = eager._ERR_SET, eager._ERR_RESET, eager._IGNORE
     provider = eager._PROVIDER
@@ -158,7 +164,8 @@ def fast_binary(prim, general: Callable, broadcast: Callable | None = None,
                     if hit is not None:
                         tok = err_set(ignore)
                         try:
-                            res = impl(da, db)
+                            res = impl(da, db) if wrapped and dta.itemsize == 2 else \
+                                full(da, db)
                         finally:
                             err_reset(tok)
                         if type(res) is not _ndarray:       # a 0-d result: a NumPy scalar
@@ -168,7 +175,7 @@ def fast_binary(prim, general: Callable, broadcast: Callable | None = None,
                             res = res.astype(out_np)
                         out = wrap_array(res)
                         if (a._requires_grad or b._requires_grad) and hit[2] and has_vjp \
-                                and STATE.grad_enabled:
+                                and (not GRAD_OFF[0] or STATE.grad_enabled):
                             out.grad_fn = prim_node(prim, hit[0], (a, b), out, hit[3])
                             out._requires_grad = True
                         return out

@@ -21,8 +21,8 @@ from ..ir.primitives import P
 from . import eager, views
 from .backward_nodes import prim_node
 from .host_views import eager_host, host_view  # noqa: F401 - indexing reads eager_host here
-from .state import SPECIAL_MODES, STATE, note_reads
-from .tensor_base import SUBCLASSES, TensorBase as Tensor
+from .state import GRAD_OFF, SPECIAL_MODES, STATE, note_reads
+from .tensor_base import SUBCLASSES, TensorBase as Tensor, wrap_array
 
 
 _BOUND = frozenset((int, type(None)))
@@ -167,7 +167,7 @@ def cached_index(x: Tensor, key, getitem: Callable,
     """x[key] for an eager host tensor (eager_host) and a key of ints and slices that numpy_key
     takes, as index_view makes it (its new node named `name_of(key, shape)`, if given), from the plan cached for x's shape and dtype and the key; None for
     any other key (the caller's general path). `getitem(r, key)` recomputes the view."""
-    sig = _signature(key)
+    sig = key if type(key) is int else _signature(key)      # (x[t]: no call)
     if sig is None:
         return None
     d = x._data
@@ -182,15 +182,19 @@ def cached_index(x: Tensor, key, getitem: Callable,
     # (the view is recomputed as x[np_key]: the key with a trailing Ellipsis, which selects
     # the same; the plan's tuple is shared, where the user's key was three objects per view)
     if not x._requires_grad:
-        return views.mark_host(x, host_view(d[plan.np_key]), getitem, plan.np_key,
-                               STATE.grad_enabled)
+        arr = d[plan.np_key]
+        arr.setflags(False)         # (host_view, without its frame: x[t] of a model's inputs)
+        return views.mark_host(x, wrap_array(arr), getitem, plan.np_key,
+                               not GRAD_OFF[0] or STATE.grad_enabled)
     if plan.norm is None:
         out = index_view(x, plan.np_key, lambda r: getitem(r, key))
     else:
-        out = host_view(d[plan.np_key])
+        arr = d[plan.np_key]
+        arr.setflags(False)         # (host_view, without its frame: an LSTM's gate slices)
+        out = wrap_array(arr)
         if SPECIAL_MODES[0] and STATE.reads is not None:
             note_reads((x,))
-        grad_on = STATE.grad_enabled
+        grad_on = not GRAD_OFF[0] or STATE.grad_enabled
         if grad_on and plan.is_float:
             out.grad_fn = prim_node(P.slice, plan.norm, (x,), out, plan.avals)
             out._requires_grad = True
@@ -209,7 +213,7 @@ def _recorded_view(prim, x: Tensor, params: dict, arr: np.ndarray) -> Tensor:
     out = host_view(arr)
     if SPECIAL_MODES[0] and STATE.reads is not None:
         note_reads((x,))
-    if STATE.grad_enabled and is_float:
+    if is_float and (not GRAD_OFF[0] or STATE.grad_enabled):
         # (PrimNode.record, inlined: the new tensor's _out_idx is already 0)
         out.grad_fn = prim_node(prim, norm, (x,), out, avals)
         out._requires_grad = True
@@ -243,13 +247,13 @@ def _transposed(x: Tensor, perm: tuple, fwd: Callable, name: str) -> Tensor:
         # (_recorded_view with the entry found here)
         if SPECIAL_MODES[0] and STATE.reads is not None:
             note_reads((x,))
-        grad_on = STATE.grad_enabled
+        grad_on = not GRAD_OFF[0] or STATE.grad_enabled
         if grad_on and hit[1]:
             node = out.grad_fn = prim_node(P.transpose, hit[0], (x,), out, hit[2])
             out._requires_grad = True
             node._name = name           # (torch's name: a node of its own, see rename)
         return views.mark_host(x, out, fwd, grad_on=grad_on)
-    return views.mark_host(x, out, fwd, grad_on=STATE.grad_enabled)
+    return views.mark_host(x, out, fwd, grad_on=not GRAD_OFF[0] or STATE.grad_enabled)
 
 
 def full_transpose(x: Tensor) -> Tensor:

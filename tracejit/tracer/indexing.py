@@ -13,6 +13,7 @@ from ..devices import is_host
 from . import checks, eager_views, ops, views
 from .inplace import inplace
 from .node_names import index_node_name, rename
+from .state import SPECIAL_MODES
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
 
 
@@ -228,7 +229,9 @@ def _is_basic(key) -> bool:
 def getitem_view(x: Tensor, key) -> Tensor:
     """x[key] (Tensor.__getitem__): basic indexing (ints, slices, None, ...) makes a view of x
     (views.py); an integer-array or mask index makes a copy, as torch."""
-    if eager_views.eager_host(x):
+    # (eager_views.eager_host(x), its first tests without its frame: every x[t] and gate slice)
+    if type(x) in SUBCLASSES and type(x._data) is np.ndarray and \
+            (not SPECIAL_MODES[0] or eager_views.eager_host(x)):
         if type(key) in SUBCLASSES and type(key._data) is np.ndarray and \
                 key._data.dtype.kind == "i" and x._data.ndim:
             # an embedding lookup C[X]: one gather. Its impl is the lookup's one bounds check

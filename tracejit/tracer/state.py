@@ -8,7 +8,7 @@ import threading
 
 class _State(threading.local):
     def __init__(self) -> None:
-        self.grad_enabled = True
+        self.grad_enabled = True        # written only by set_grad_mode (see GRAD_OFF)
         self.traces: list = []          # active TraceContexts, innermost last
         # tensors that require grad read by ops while a checkpointed function runs (or None)
         self.reads: list | None = None
@@ -57,6 +57,24 @@ def bump_attr_epoch() -> None:
     ATTR_EPOCH[0] += 1
 
 
+# How many threads have grad mode off (no_grad, inference_mode, set_grad_enabled(False), the
+# tracer's own no_grad). While it is 0 grad mode is on in every thread, and the eager fast
+# paths take it as on without reading the thread's state (`not GRAD_OFF[0] or
+# STATE.grad_enabled`: the thread-local read cost ~550 instructions per recorded op). Kept by
+# set_grad_mode, the one writer of STATE.grad_enabled, under the lock; a thread that ends with
+# grad mode off leaves it above 0, which only makes the others read their own state.
+GRAD_OFF = [0]
+
+
+def set_grad_mode(mode: bool) -> None:
+    """Set this thread's grad mode (STATE.grad_enabled), counted in GRAD_OFF."""
+    mode = bool(mode)
+    if STATE.grad_enabled != mode:
+        with _MODES_LOCK:
+            GRAD_OFF[0] += -1 if mode else 1
+    STATE.grad_enabled = mode
+
+
 def is_grad_enabled() -> bool:
     if STATE.inference:
         return STATE.grad_enabled or STATE.inference_grad
@@ -88,14 +106,14 @@ class _GradMode:
             STATE.inference_grad = self.mode
         if self.mode and STATE.inference:
             return          # inference_mode records nothing, enable_grad or not (as torch)
-        STATE.grad_enabled = self.mode
+        set_grad_mode(self.mode)
         if not self.mode:
             STATE.grad_off += 1
             # (the tracer's own no_grad inside the user's keeps it the user's: barriers)
             STATE.user_off = self.user or (not self._prev and self._prev_user)
 
     def __exit__(self, *exc):
-        STATE.grad_enabled = self._prev
+        set_grad_mode(self._prev)
         STATE.user_off = self._prev_user
         STATE.inference_grad = self._prev_shown
         return False
@@ -152,7 +170,7 @@ class set_grad_enabled(_GradMode):
             STATE.inference_grad = self.mode
         if self.mode and self.user and STATE.inference:
             return          # (as enable_grad; the engine's own passes are not subject to it)
-        STATE.grad_enabled = self.mode
+        set_grad_mode(self.mode)
         if not self.mode:
             STATE.grad_off += 1
             STATE.user_off = True
@@ -161,7 +179,7 @@ class set_grad_enabled(_GradMode):
         return set_grad_enabled(self.mode)
 
     def __call__(self, fn):
-        STATE.grad_enabled = self._prev       # decorating must not change the mode now
+        set_grad_mode(self._prev)             # decorating must not change the mode now
         STATE.user_off = self._prev_user
         STATE.inference_grad = self._prev_shown
         return super().__call__(fn)
@@ -194,13 +212,14 @@ class inference_mode(_GradMode):
     def __enter__(self):
         self._prev = STATE.grad_enabled, STATE.inference, STATE.user_off, STATE.inference_grad
         if self.enabled:
-            STATE.grad_enabled, STATE.inference, STATE.inference_grad = False, True, False
+            set_grad_mode(False)
+            STATE.inference, STATE.inference_grad = True, False
             STATE.grad_off += 1
             STATE.user_off = True
 
     def __exit__(self, *exc):
-        (STATE.grad_enabled, STATE.inference, STATE.user_off,
-         STATE.inference_grad) = self._prev
+        grad, STATE.inference, STATE.user_off, STATE.inference_grad = self._prev
+        set_grad_mode(grad)
         return False
 
     def _fresh(self) -> "inference_mode":

@@ -37,7 +37,7 @@ from ..ir.primitives import P, bind
 from . import gathering, layout, ops, products, stacking
 from .backward_nodes import UNTRACKED
 from .node_names import rename
-from .state import STATE
+from .state import STATE, set_grad_mode
 from .tensor_base import TensorBase as Tensor
 
 # kinds of views: an autograd view, an output of a function returning several views (torch
@@ -139,6 +139,7 @@ def mark(x: Tensor, out: Tensor, fwd: Callable, kind: str = VIEW) -> Tensor:
 
 
 _new = object.__new__
+_weakref = weakref.ref
 
 
 def mark_host(x: Tensor, out: Tensor, fn: Callable, arg=_NO_ARG, grad_on: bool = True) -> Tensor:
@@ -150,8 +151,10 @@ def mark_host(x: Tensor, out: Tensor, fn: Callable, arg=_NO_ARG, grad_on: bool =
     rec = x._view
     if rec is not None and type(rec) is not Views:
         return mark(x, out, fn if arg is _NO_ARG else lambda r: fn(r, arg))
-    if rec is None:
-        rec = x._view = Views()
+    if rec is None:         # (Views() without its __init__ call: a new base per RNN step)
+        rec = x._view = _new(Views)
+        rec.refs = []
+        rec.limit = 8
     v = _new(ViewOf)
     v.root, v._fn, v._arg, v.kind, v.no_grad = x, fn, arg, VIEW, not grad_on
     v.pos = v.mask = v.via = v.via_fwd = None
@@ -164,7 +167,7 @@ def mark_host(x: Tensor, out: Tensor, fn: Callable, arg=_NO_ARG, grad_on: bool =
         vc = x._vc = [0]
     out._vc = vc
     refs = rec.refs
-    refs.append(weakref.ref(out))
+    refs.append(_weakref(out))
     if len(refs) > rec.limit:               # drop dead views, amortized
         rec.refs = [r for r in refs if r() is not None]
         rec.limit = max(8, 2 * len(rec.refs))
@@ -391,10 +394,10 @@ class _grad:
 
     def __enter__(self) -> None:
         self.prev = STATE.grad_enabled
-        STATE.grad_enabled = self.mode
+        set_grad_mode(self.mode)
 
     def __exit__(self, *exc) -> None:
-        STATE.grad_enabled = self.prev
+        set_grad_mode(self.prev)
 
 
 # -- in-place ops on views: view_writes.py ---------------------------------------------------------
