@@ -270,22 +270,22 @@ def prim_node(prim, params, args, out: Tensor, in_avals: tuple | None = None) ->
             gb = b.grad_fn
             eb = (gb, b._out_idx) if gb is not None else leaf_edge(b)
         node.next_functions = (ea, eb)
-        sv = _SAVES2.get((prim, ra, rb))
+        by_prim = _SAVES2[ra][rb]
+        sv = by_prim.get(prim)
         if sv is None:      # (one `need` tuple per pattern is kept: fewer objects to track)
-            need = (bool(ra), bool(rb))
-            sv = _SAVES2[(prim, ra, rb)] = _saves_entry(prim, need)
+            sv = by_prim[prim] = _saves_entry(prim, (bool(ra), bool(rb)))
     elif n == 1:            # a unary op, a view (tanh, x.T, a gate slice): the same
         a = args[0]
         if a._requires_grad:
             ga = a.grad_fn
             node.next_functions = ((ga, a._out_idx) if ga is not None else leaf_edge(a),)
-            need = _NEED_1
+            by_prim = _SAVES1_NEED
         else:
             node.next_functions = (_NO_EDGE,)
-            need = _NO_NEED_1
-        sv = _SAVES.get((prim, need))
+            by_prim = _SAVES1_NO_NEED
+        sv = by_prim.get(prim)
         if sv is None:
-            sv = _SAVES[(prim, need)] = _saves_entry(prim, need)
+            sv = by_prim[prim] = _saves_entry(prim, _NEED_1 if a._requires_grad else _NO_NEED_1)
     else:
         edges = []
         need = []
@@ -348,7 +348,12 @@ def prim_node(prim, params, args, out: Tensor, in_avals: tuple | None = None) ->
     return node
 
 
-_SAVES2: dict = {}         # (prim, first input needs a gradient, second does) -> _SAVES entry
+# prim -> its _SAVES entry, per `need` pattern of one or two operands: _SAVES2[ra][rb] for
+# whether the first and the second need a gradient (a dict keyed by the primitive alone: a
+# (prim, need) key was a tuple built, hashed and compared per node)
+_SAVES1_NEED: dict = {}
+_SAVES1_NO_NEED: dict = {}
+_SAVES2 = (({}, {}), ({}, {}))
 
 
 def leaf_edge(t: Tensor) -> tuple:
