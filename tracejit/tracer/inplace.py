@@ -14,7 +14,7 @@ from ..ir.primitives import P, zeros_like
 from .backward_nodes import Node
 from .no_grad_ir import differentiable, straight_through, zero_gradient
 from .state import STATE, internal_no_grad
-from .tensor_base import TensorBase as Tensor, check_inplace_result
+from .tensor_base import TensorBase as Tensor, check_inplace_result, lift
 
 
 def inplace(x: Tensor, update, op: str) -> Tensor:
@@ -231,14 +231,26 @@ def method(name: str):
 
 
 def _copy(x: Tensor, src) -> Tensor:
-    new = ops.broadcast_to(ops.cast(ops.as_tensor(src), x.dtype), x.shape)
+    return _not_itself(ops.broadcast_to(ops.cast(ops.as_tensor(src), x.dtype), x.shape), src)
+
+
+def _fill(x: Tensor, v) -> Tensor:
+    return _not_itself(ops.broadcast_to(ops.as_tensor(v, x.dtype, like=x), x.shape), v)
+
+
+def _not_itself(new: Tensor, src) -> Tensor:
+    """The new value of copy_/fill_, which is `src` itself (or the tensor lifting a NumPy
+    `src`) when of x's shape and dtype."""
     if new is src and new._requires_grad:
-        # src itself (same shape and dtype): x needs a node of its own onto src's history
-        # (torch's CopyBackwards). Taking src's own node made a hook or retain_grad on x see
-        # src's other gradients too, and for a leaf src (no node) x became a leaf of its own:
-        # its gradient stopped there and src got none, silently. (x + -0.0 is x exactly.)
-        new = ops.add(new, -0.0)
-    return new
+        # x needs a node of its own onto src's history (torch's CopyBackwards,
+        # FillBackward3). Taking src's own node made a hook or retain_grad on x see src's
+        # other gradients too, and for a leaf src (no node) x became a leaf of its own: its
+        # gradient stopped there and src got none, silently. (x + -0.0 is x exactly.)
+        return ops.add(new, -0.0)
+    # a capture of the trace (a tensor or array from outside it) is read as one of its
+    # inputs: taken as it is, its value now became a constant of the graph, stale at the
+    # next call (compiled fuzzer seed 3309)
+    return lift(new)
 
 
 INPLACE = {
@@ -250,7 +262,7 @@ INPLACE = {
     "clamp_": ops.clip,
     "clip_": ops.clip,
     "zero_": lambda x: ops.as_tensor(np.zeros(x.shape, x.dtype.np), like=x, const=True),
-    "fill_": lambda x, v: ops.broadcast_to(ops.as_tensor(v, x.dtype, like=x), x.shape),
-    "copy_": lambda x, src: _copy(x, src),
+    "fill_": _fill,
+    "copy_": _copy,
     "exp_": ops.exp, "tanh_": ops.tanh, "neg_": ops.neg, "sqrt_": ops.sqrt, "abs_": ops.abs,
 }
