@@ -130,6 +130,15 @@ def _signature(key):
         return None if sig is None else (slice, sig)
     if tk is not tuple:
         return None
+    if len(key) == 2:       # x[:, a:b] (an LSTM's gate slices): the loop below, unrolled
+        k0, k1 = key
+        if type(k0) is slice and type(k1) is slice:
+            a0, b0, s0, a1, b1, s1 = k0.start, k0.stop, k0.step, k1.start, k1.stop, k1.step
+            if (a0 is None or type(a0) is int) and (b0 is None or type(b0) is int) and \
+                    (s0 is None or type(s0) is int) and (a1 is None or type(a1) is int) and \
+                    (b1 is None or type(b1) is int) and (s1 is None or type(s1) is int):
+                return ((a0, b0, s0), (a1, b1, s1))
+            return None
     sig = []
     for k in key:
         t = type(k)

@@ -57,20 +57,23 @@ class ViewOf:
     its cells and their tuple: four more objects per gate slice for the garbage collector),
     as `fwd` is needed only when an in-place op reaches the view."""
 
-    __slots__ = ("root", "_fn", "_arg", "kind", "no_grad", "pos", "dup", "ident", "mask", "via",
-                 "via_fwd")
+    # The fields below the slots are set on few views (an in-place op reaching one, a view of
+    # a detach()ed tensor): class defaults until then, then in an instance dict made only for
+    # those (six slot stores per view were ~a tenth of recording a gate slice's view)
+    __slots__ = ("root", "_fn", "_arg", "kind", "no_grad", "__dict__")
+
+    # an autograd view of a detach()/.data tensor d: d (torch's base of the view: an
+    # in-place op on the view gives d its history) and how to get the view from d
+    via: Tensor | None = None
+    via_fwd: Callable | None = None
+    pos: np.ndarray | None = None       # root positions read (lazy, see positions)
+    dup = False                         # a position read twice (an expanded view)
+    ident = False                       # reads every root position in order
+    mask: np.ndarray | None = None      # which root positions it reads (flat)
 
     def __init__(self, root: Tensor, fwd: Callable, kind: str, no_grad: bool) -> None:
         self.root, self._fn, self._arg = root, fwd, _NO_ARG
         self.kind, self.no_grad = kind, no_grad
-        # an autograd view of a detach()/.data tensor d: d (torch's base of the view: an
-        # in-place op on the view gives d its history) and how to get the view from d
-        self.via: Tensor | None = None
-        self.via_fwd: Callable | None = None
-        self.pos: np.ndarray | None = None      # root positions read (lazy, see positions)
-        self.dup = False                        # a position read twice (an expanded view)
-        self.ident = False                      # reads every root position in order
-        self.mask: np.ndarray | None = None     # which root positions it reads (flat)
 
     @property
     def fwd(self) -> Callable:
@@ -157,8 +160,6 @@ def mark_host(x: Tensor, out: Tensor, fn: Callable, arg=_NO_ARG, grad_on: bool =
         rec.limit = 8
     v = _new(ViewOf)
     v.root, v._fn, v._arg, v.kind, v.no_grad = x, fn, arg, VIEW, not grad_on
-    v.pos = v.mask = v.via = v.via_fwd = None
-    v.dup = v.ident = False
     out._view = v
     if not grad_on and x._requires_grad and not out._requires_grad:
         out._requires_grad, out._accum = True, UNTRACKED    # torch's flag: see view_grad.py
