@@ -77,11 +77,17 @@ def store_writes(writes: Sequence[Tensor], new_values: Sequence[Any],
     for i, (t, new) in enumerate(zip(writes, new_values)):
         if history is not None and history[i]:
             _take_history(t, new)
-        new = to_device(new._data if isinstance(new, Tensor) else new, device_of(t._data))
-        if new is not t._data:          # (the executable stored it there: Executable.write_back)
-            if not getattr(t._data.flags, "writeable", True):      # a read-only lazy view
-                t._data = t._data.copy()
-            t._data[...] = new
+        if isinstance(new, Tensor):
+            new = new._data
+        data = t._data
+        # two NumPy arrays need no device look-up (~1.5 us of a write: a nanoGPT-small AdamW
+        # step stores 112 per call)
+        if type(new) is not np.ndarray or type(data) is not np.ndarray:
+            new = to_device(new, device_of(data))
+        if new is not data:             # (the executable stored it there: Executable.write_back)
+            if not getattr(data.flags, "writeable", True):      # a read-only lazy view
+                data = t._data = data.copy()
+            data[...] = new
         t._version[0] += counts[i] if counts is not None else 1
         if getattr(t, "_view", None) is not None:
             follow_writes(t)            # its views (tracer/views.py) see the new value
