@@ -10,7 +10,7 @@ import numpy as np
 from ..tracer import ops
 from ..tracer.state import STATE
 from ..tracer.tensor import Tensor
-from .fused import Precision, count_step, f64, run_update
+from .fused import Precision, count_step, f64, load_grad, run_update
 from .optimizer import Optimizer, as_float, host_scalar, zeros_like_param
 
 
@@ -19,15 +19,6 @@ def _lerp(P: Precision, start: Tensor, end: Tensor, weight: Any) -> Tensor:
     w = P.scalar(weight)
     small = ops.lt(ops.abs(w), 0.5)
     return P.round(ops.where(small, start, end) + ops.where(small, w, w - 1) * (end - start))
-
-
-def _grad(P: Precision, p: Tensor, grad: Tensor, maximize: bool, wd: Any) -> tuple:
-    pm, g = P.load(p), P.load(grad)
-    if maximize:
-        g = -g
-    if wd is not None:
-        g = P.round(g + P.scalar(wd) * pm)
-    return pm, g
 
 
 def rmsprop_math(flags: tuple, slots: dict, per_param: dict, sc: dict) -> dict:
@@ -40,7 +31,7 @@ def rmsprop_math(flags: tuple, slots: dict, per_param: dict, sc: dict) -> dict:
     out: dict[str, list] = {"param": [], "square_avg": [], "grad_avg": [], "momentum_buffer": []}
     for i, (p, grad) in enumerate(zip(slots["param"], slots["grad"])):
         P = Precision(p.dtype)
-        pm, g = _grad(P, p, grad, maximize, wd)
+        pm, g = load_grad(P, p, grad, maximize, wd)
         v = P.round(P.load(slots["square_avg"][i]) * P.scalar(alpha))
         v = P.round(v + P.scalar(1 - alpha) * g * g)
         out["square_avg"].append(P.out(v))
@@ -70,7 +61,7 @@ def adagrad_math(flags: tuple, slots: dict, per_param: dict, sc: dict) -> dict:
     out: dict[str, list] = {"param": [], "sum": []}
     for i, (p, grad) in enumerate(zip(slots["param"], slots["grad"])):
         P = Precision(p.dtype)
-        pm, g = _grad(P, p, grad, maximize, wd)
+        pm, g = load_grad(P, p, grad, maximize, wd)
         clr = lr / (1 + (f64(per_param["step"][i]) - 1) * lr_decay)
         s = P.round(P.load(slots["sum"][i]) + g * g)
         std = P.round(P.round(ops.sqrt(s)) + P.scalar(eps))
@@ -88,7 +79,7 @@ def adadelta_math(flags: tuple, slots: dict, per_param: dict, sc: dict) -> dict:
     out: dict[str, list] = {"param": [], "square_avg": [], "acc_delta": []}
     for i, (p, grad) in enumerate(zip(slots["param"], slots["grad"])):
         P = Precision(p.dtype)
-        pm, g = _grad(P, p, grad, maximize, wd)
+        pm, g = load_grad(P, p, grad, maximize, wd)
         v = P.round(P.load(slots["square_avg"][i]) * P.scalar(rho))
         v = P.round(v + P.scalar(1 - rho) * g * g)
         u = P.load(slots["acc_delta"][i])

@@ -104,6 +104,17 @@ class Precision:
         return ops.cast(t, self.store)
 
 
+def load_grad(P: Precision, p: Tensor, grad: Tensor, maximize: bool, wd: Any) -> tuple:
+    """(the parameter, its gradient) in P's math dtype as torch's SGD/RMSprop/Adagrad/Adadelta
+    read them: the gradient negated under maximize, plus wd * p when wd is not None."""
+    pm, g = P.load(p), P.load(grad)
+    if maximize:
+        g = -g
+    if wd is not None:
+        g = P.round(g + P.scalar(wd) * pm)
+    return pm, g
+
+
 def f64(x: Any) -> Any:
     """A scalar in float64 (a Python float stays one)."""
     return ops.cast(x, dt.f64) if isinstance(x, Tensor) else float(x)

@@ -9,7 +9,7 @@ import numpy as np
 from ..tracer import ops
 from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor
-from .fused import Precision, f64, in_skipped_step, masked_copy, run_update
+from .fused import Precision, f64, in_skipped_step, load_grad, masked_copy, run_update
 from .optimizer import Optimizer, as_float, host_scalar, zeros_like_param
 
 # How a parameter's momentum buffer enters an update (a static flag per parameter):
@@ -30,11 +30,7 @@ def sgd_math(flags: tuple, slots: dict, per_param: dict, sc: dict) -> dict:
     new_p, new_buf = [], []
     for i, (p, grad) in enumerate(zip(slots["param"], slots["grad"])):
         P = Precision(p.dtype)
-        pm, g = P.load(p), P.load(grad)
-        if maximize:
-            g = -g
-        if has_wd:
-            g = P.round(g + P.scalar(wd) * pm)
+        pm, g = load_grad(P, p, grad, maximize, wd if has_wd else None)
         if has_momentum:
             if has_buf[i] == NO_BUFFER:
                 buf = g
