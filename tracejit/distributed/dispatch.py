@@ -72,6 +72,13 @@ def contiguous(a: Any) -> tuple[Any, bool]:
     return a.copy(order="C") if hasattr(a, "copy") else a.copy(), True
 
 
+def pumped(be: Any, a: Any) -> bool:
+    """Whether a collective on `a` started inside compiled code is advanced by the backend's
+    progress thread (mpi_backend.py's pump), or polled between the program's steps (no pump,
+    or `a` under TRACEJIT_MPI_PUMP_MIN_BYTES)."""
+    return getattr(be, "pump", False) and a.nbytes >= be.pump_min_bytes
+
+
 def start(pg: ProcessGroup, name: str, desc: str) -> str:
     """Number the collective and post the check of its signature across ranks (sigcheck.py),
     which the backend's Work verifies before it hands back the data."""

@@ -18,7 +18,7 @@ from ..tracer.inplace import inplace
 from ..tracer.creation import zeros_like
 from ..tracer.state import STATE, no_grad
 from ..tracer.tensor import Tensor
-from .dispatch import backend_for, contiguous, start
+from .dispatch import backend_for, contiguous, pumped, start
 from .base import DistError, ProcessGroup, ReduceOp, done_work
 from .group import GROUPS, is_initialized
 
@@ -94,8 +94,7 @@ def _start_pending(a: Any, x: Any, op: int, group: int, what: str) -> int:
         return pg.seq
     desc = start(pg, "all_reduce", f"({what} in a compiled function, {_spell(a)}, "
                                    f"op={rop.name})")
-    # advanced by the progress thread (mpi_backend.py), unless polled (a small one)
-    if getattr(be, "pump", False) and a.nbytes >= be.pump_min_bytes:
+    if pumped(be, a):
         _PENDING.append((pg.seq, be.all_reduce_async(a, rop, desc), a, (x, _address(x)), be))
         return pg.seq
     _PENDING.append((pg.seq, be.all_reduce(a, rop, desc), a, (x, _address(x)), be))

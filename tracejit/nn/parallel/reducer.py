@@ -38,7 +38,7 @@ import numpy as np
 
 from ...devices import is_gpu_array
 from ...distributed import collectives as C
-from ...distributed.dispatch import start
+from ...distributed.dispatch import pumped, start
 from ...distributed.base import ProcessGroup, ReduceOp
 from ...distributed.traced import OP_CODES, traced_bucket_start, traced_bucket_wait
 from ...runtime import grad_sync
@@ -229,8 +229,7 @@ class Reducer:
         be = self.pg.backend
         desc = start(self.pg, "all_reduce", f"(bucket {b.index} in a compiled backward, "
                                             f"{b.params[0].dtype.name}[{flat.size}], op=AVG)")
-        # advanced by the progress thread (mpi_backend.py), unless polled (a small one)
-        if getattr(be, "pump", False) and flat.nbytes >= be.pump_min_bytes:
+        if pumped(be, flat):
             return be.all_reduce_async(flat, ReduceOp.AVG, desc)
         return be.all_reduce(flat, ReduceOp.AVG, desc)
 
