@@ -40,6 +40,11 @@ from .tracer.stacking import (atleast_1d, atleast_2d, atleast_3d, column_stack, 
                               dsplit, dstack, hsplit, hstack, index_select, movedim, rot90,
                               rsqrt, select, square, tensor_split, vsplit, vstack)
 from .tracer.stacking import cartesian_prod, repeat_interleave
+from .tracer.index_ops import (index_add, masked_select, scatter, scatter_reduce)
+from .tracer.search_ops import (allclose, bucketize, isclose, kthvalue, median, searchsorted,
+                                unique)
+from .tracer.series_ops import (cdist, cross, diff, isfinite, isinf, isnan, logaddexp,
+                                logcumsumexp)
 # the view ops again, as views of their input (in-place ops write through; see views.py)
 from .tracer.views import (broadcast_to, chunk, diagonal, expand, flatten, movedim,  # noqa: F811
                            narrow, permute, reshape, select, split, squeeze, swapaxes, t,

@@ -18,6 +18,7 @@ from . import conversions, eager_views, fills, gathering, indexing, inplace, lay
 from . import broadcast_add, norms, ops
 from . import products, sampling, scans, selection, sorting, stacking, view_grad, views
 from . import shape_views
+from . import index_ops, search_ops, series_ops
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
 from .dispatch import apply_primitive as _apply_primitive, fast_binary as _fast_binary
 from .tensor_base import TensorBase, register
@@ -97,6 +98,9 @@ class Tensor(TensorBase):
     sqrt_, abs_ = inplace.method("sqrt_"), inplace.method("abs_")
     normal_, uniform_, bernoulli_ = fills.normal_, fills.uniform_, fills.bernoulli_
     masked_fill_, tril_, triu_ = masking.masked_fill_, masking.tril_, masking.triu_
+    index_add_, scatter_, scatter_add_ = (index_ops.index_add_, index_ops.scatter_,
+                                          index_ops.scatter_add_)
+    scatter_reduce_ = index_ops.scatter_reduce_
 
     def __iadd__(self, other) -> "Tensor":
         return self.add_(other)
@@ -169,6 +173,14 @@ class Tensor(TensorBase):
                                            gathering.scatter_add)
     index_select, diag = stacking.index_select, products.diag
     masked_fill, tril, triu = masking.masked_fill, masking.tril, masking.triu
+    index_add, scatter, scatter_reduce = (index_ops.index_add, index_ops.scatter,
+                                          index_ops.scatter_reduce)
+    masked_select = index_ops.masked_select
+    kthvalue, median, unique = search_ops.kthvalue, search_ops.median, search_ops.unique
+    isclose, allclose = search_ops.isclose, search_ops.allclose
+    logcumsumexp, diff, cross = series_ops.logcumsumexp, series_ops.diff, series_ops.cross
+    isnan, isinf, isfinite = series_ops.isnan, series_ops.isinf, series_ops.isfinite
+    logaddexp = series_ops.logaddexp
 
     def tile(self, *dims) -> "Tensor":
         return layout.tile(self, dims[0] if len(dims) == 1 else dims)
