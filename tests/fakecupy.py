@@ -222,9 +222,10 @@ def _colmajor(ptr: int, dtype, rows: int, cols: int, ld: int) -> np.ndarray:
 
 
 class Cublas:
-    """cuBLAS's handle, stream, workspace and GEMM calls (CuPy's binding names): a GEMM on a
-    handle set to a capturing stream is recorded; float32 accumulation, one rounding."""
-    TYPES = {0: np.dtype(np.float32), 2: np.dtype(np.float16)}
+    """The cuBLAS library: handle, stream, workspace and GEMM calls (with CuPy's binding
+    names, as runtime/cublas_ctypes.py names them): a GEMM on a handle set to a capturing
+    stream is recorded; float32 accumulation, one rounding."""
+    TYPES = {0: np.dtype(np.float32), 2: np.dtype(np.float16)}      # + 14: bfloat16 (below)
 
     def __init__(self) -> None:
         self.handles: dict[int, dict] = {}
@@ -289,7 +290,58 @@ class Cublas:
             c[...] = (ab if beta == 0 else ab + beta * c.astype(np.float32)).astype(dt)
 
 
-CUBLAS = Cublas()
+class CupyCublas:
+    """CuPy 14's binding of that library (cupy_backends.cuda.libs.cublas), as strict as it is:
+    it has no setWorkspace; its setStream raises NotImplementedError while the stream captures
+    (CuPy refuses cuBLAS calls during capture); its gemmEx and gemmStridedBatchedEx first set
+    the handle to CuPy's current stream (CuPy's _setStream), so they refuse capture too.
+    tracejit's graph path calls the library directly (CUBLAS_LIB: runtime/cublas_ctypes.py)."""
+
+    def __init__(self, lib: Cublas) -> None:
+        self.lib = lib
+
+    handles = property(lambda self: self.lib.handles)
+    captured_workspaces = property(lambda self: self.lib.captured_workspaces)
+
+    def create(self) -> int:
+        return self.lib.create()
+
+    def destroy(self, handle: int) -> None:
+        self.lib.destroy(handle)
+
+    def setPointerMode(self, handle: int, mode: int) -> None:
+        self.lib.setPointerMode(handle, mode)
+
+    def setStream(self, handle: int, stream: int) -> None:
+        s = _STREAMS.get(stream)
+        if s is not None and s.recording is not None:
+            raise NotImplementedError("calling cuBLAS API during stream capture is currently "
+                                      "unsupported")
+        self.lib.setStream(handle, stream)
+
+    def gemmEx(self, handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb,
+               beta, C, Ctype, ldc, computeType, algo):
+        self.setStream(handle, get_current_stream().ptr)
+        self.lib.gemmEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb,
+                        beta, C, Ctype, ldc, computeType, algo)
+
+    def gemmStridedBatchedEx(self, handle, transa, transb, m, n, k, alpha, A, Atype, lda,
+                             strideA, B, Btype, ldb, strideB, beta, C, Ctype, ldc, strideC,
+                             batchCount, computeType, algo):
+        self.setStream(handle, get_current_stream().ptr)
+        self.lib.gemmStridedBatchedEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda,
+                                      strideA, B, Btype, ldb, strideB, beta, C, Ctype, ldc,
+                                      strideC, batchCount, computeType, algo)
+
+    def run(self, op: tuple) -> None:
+        self.lib.run(op)
+
+
+from tracejit.ir.dtypes import bf16 as _bf16  # noqa: E402
+
+Cublas.TYPES[14] = np.dtype(_bf16.np)
+CUBLAS_LIB = Cublas()                      # the library (tracejit's ctypes binding of it)
+CUBLAS = CupyCublas(CUBLAS_LIB)            # CuPy's binding of it
 _SHARED_HANDLE = CUBLAS.create()           # CuPy's own handle per device
 
 

@@ -87,4 +87,5 @@ def install(monkeypatch) -> None:
     monkeypatch.setattr(cuda_backend.CudaExecutable, "bind", bind)
     monkeypatch.setattr(cuda_backend, "compile_cubin", lambda source, arch: source.encode())
     monkeypatch.setattr(cuda_gemm, "cublas_binding", lambda: fakecupy.CUBLAS)
+    monkeypatch.setattr(cuda_gemm, "graph_binding", lambda: fakecupy.CUBLAS_LIB)
     fakecupy.LOG.clear()

@@ -13,7 +13,7 @@ import fakecupy
 import fake_cuda_program
 import tracejit as tj
 from conftest import assert_close
-from tracejit.runtime import cuda_graphs
+from tracejit.runtime import cublas_ctypes, cuda_gemm, cuda_graphs
 from tracejit.runtime.cuda_graphs import CudaGraphExecutable
 
 
@@ -401,16 +401,16 @@ def test_an_argument_that_moves_between_host_and_device_is_recorded_again(gpu):
                                    atol=1e-6)
 
 
-def test_a_cupy_without_cublas_workspace_bindings_falls_back(gpu, monkeypatch):
-    def missing(*a):
-        raise AttributeError("module 'cupy_backends.cuda.libs.cublas' has no attribute "
-                             "'setWorkspace'")
-    monkeypatch.setattr(fakecupy.CUBLAS, "setWorkspace", missing)
+def test_no_loadable_libcublas_falls_back(gpu, monkeypatch):
+    def missing():
+        raise cublas_ctypes.CublasError("tracejit: libcublas not found (libcublas.so.13: "
+                                        "cannot open shared object file)")
+    monkeypatch.setattr(cuda_gemm, "graph_binding", missing)
     rng = np.random.default_rng(15)
     w, b = _params(rng)
     f = tj.compile(_mlp, mode="reduce-overhead")
     x = rng.standard_normal((5, 8)).astype(np.float32)
-    with pytest.warns(RuntimeWarning, match="no cuBLAS handle with a workspace.*setWorkspace"):
+    with pytest.warns(RuntimeWarning, match="no cuBLAS handle with a workspace.*libcublas"):
         got = f(tj.tensor(x, device="cuda"), w, b, 1.0)
     assert_close(got.cpu(), np.tanh(x @ w + b).sum(axis=1))
 

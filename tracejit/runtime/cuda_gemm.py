@@ -33,9 +33,17 @@ _ZERO = np.zeros(1, np.float32)
 
 
 def cublas_binding() -> Any:
-    """CuPy's cuBLAS module (a seam: tests put a strict host emulation here)."""
+    """CuPy's cuBLAS module (a seam: tests put a strict host emulation here). Not usable while
+    a stream captures: CuPy's setStream raises then, and its gemmEx calls setStream."""
     from cupy_backends.cuda.libs import cublas
     return cublas
+
+
+def graph_binding() -> Any:
+    """The cuBLAS calls of the CUDA-graph path: the library itself through ctypes
+    (runtime/cublas_ctypes.py), with setWorkspace and no capture check (a seam too)."""
+    from . import cublas_ctypes
+    return cublas_ctypes.binding()
 
 
 def cublas_handle(cp: Any) -> int:
@@ -116,7 +124,7 @@ def graph_handle(cp: Any, workspace: Any) -> int:
     device buffer its owner keeps alive) as its workspace: created outside any capture, so
     that cuBLAS allocates nothing while a graph records (CuPy's shared handle may be set to
     another workspace and stream by other code at any time)."""
-    blas = cublas_binding()
+    blas = graph_binding()
     handle = blas.create()
     try:
         blas.setWorkspace(handle, workspace.data.ptr, workspace.nbytes)
@@ -127,13 +135,13 @@ def graph_handle(cp: Any, workspace: Any) -> int:
 
 
 def destroy_handle(handle: int) -> None:
-    cublas_binding().destroy(handle)
+    graph_binding().destroy(handle)
 
 
 def set_stream(handle: int, stream_ptr: int, workspace: Any = None) -> None:
     """Set a handle's stream. cublasSetStream resets the handle's workspace to cuBLAS's own
     pool (cuBLAS documents it), so a graph_handle's `workspace` is set again after it."""
-    blas = cublas_binding()
+    blas = graph_binding()
     blas.setStream(handle, stream_ptr)
     if workspace is not None:
         blas.setWorkspace(handle, workspace.data.ptr, workspace.nbytes)
@@ -142,7 +150,8 @@ def set_stream(handle: int, stream_ptr: int, workspace: Any = None) -> None:
 def gemm(cp: Any, a: Any, b: Any, out: Any, handle: int | None = None) -> None:
     """out[..., M, N] = a[..., M, K] @ b[..., K, N] on the current device and stream; `out`
     is contiguous, a and b are views of one dtype that cuBLAS takes (see `supported`).
-    `handle`: a handle of the caller's (graph_handle), already set to its stream."""
+    `handle`: a handle of the caller's (graph_handle), already set to its stream, called
+    through graph_binding (CuPy's binding refuses calls while a stream captures)."""
     m, k = a.shape[-2:]
     n = b.shape[-1]
     batch = tuple(out.shape[:-2])
@@ -152,9 +161,11 @@ def gemm(cp: Any, a: Any, b: Any, out: Any, handle: int | None = None) -> None:
     if k == 0:
         out[...] = 0
         return
-    blas = cublas_binding()
     if handle is None:
+        blas = cublas_binding()
         handle = cublas_handle(cp)
+    else:
+        blas = graph_binding()
     dtype = DATA_TYPES[np.dtype(out.dtype)]
     a, op_a, lda, sa = _operand(cp, a, batch)
     b, op_b, ldb, sb = _operand(cp, b, batch)

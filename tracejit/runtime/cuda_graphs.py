@@ -35,12 +35,14 @@ the static buffers of a recording are never used by two calls at once.
   them after the replay, all in one device copy into one new allocation (the outputs are views
   of it: one output kept alive keeps the others' bytes), so the results of step k are never
   overwritten by step k+1. An output that is an input is a copy, as with plain launches.
-- GEMMs: cuBLAS directly (runtime/cuda_gemm.py), on our handle set to the capturing stream; an
+- GEMMs: cuBLAS directly (runtime/cuda_gemm.py) through our ctypes binding of the library
+  (runtime/cublas_ctypes.py: CuPy 14's binding raises NotImplementedError for any cuBLAS call
+  while a stream captures, and has no setWorkspace), on our handle set to the capturing stream; an
   operand cuBLAS cannot read as a view (a broadcast row) is copied by a recorded copy kernel
   into a buffer of the recording's, as gemm would copy it with an allocation.
 - Not capturable (extern steps run through CuPy, float64/integer matmuls through
-  cupy.matmul, TRACEJIT_PROFILE timing each launch, a CuPy without cuBLAS workspace
-  bindings), or a capture that fails: a RuntimeWarning naming the reason, once per
+  cupy.matmul, TRACEJIT_PROFILE timing each launch, no loadable libcublas for the ctypes
+  binding), or a capture that fails: a RuntimeWarning naming the reason, once per
   executable, and plain launches from then on.
 
 Memory: each recording holds its buffers (inputs copied, outputs, the scratch arena) for the
@@ -451,7 +453,7 @@ class CudaGraphExecutable(CudaExecutable):
         if any(fn is None for fn, *_ in bound.steps):
             try:
                 ws = _workspace(cp, key)
-            except Exception as e:      # e.g. a CuPy whose cuBLAS bindings lack setWorkspace
+            except Exception as e:      # e.g. no libcublas found for the ctypes binding
                 self._fall_back(f"no cuBLAS handle with a workspace of our own "
                                 f"({type(e).__name__}: {e})")
                 return super().run(args)
