@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The checks and figures of one GPU session, prepared for a machine with an NVIDIA GPU (the
-# H200 of issue 12: PyTorch, CuPy, nvcc there; nothing can be installed). It runs, in about
-# 9 minutes, everything writing into $OUT (default ./gpu_session_out):
+# H200 of issue 12: PyTorch, CuPy, nvcc there; nothing can be installed). It runs, in at most
+# 9.5 minutes (one device call's limit is 10), everything writing into $OUT (default ./gpu_session_out):
 #   1. env.txt          the GPU, driver, CUDA/CuPy/torch/llvmlite versions
-#   2. pytest_gpu.log   pytest -m gpu -x -q, each test limited to $TJ_TEST_TIMEOUT s
-#                       (bench/pytest_plugins/tj_per_test_timeout.py), the whole run to 270 s; junit XML too
+#   2. pytest_gpu.log   pytest -m gpu -q (all of them, no -x), each test limited to $TJ_TEST_TIMEOUT s
+#                       (bench/pytest_plugins/tj_per_test_timeout.py), the whole run to 180 s; junit XML too
 #   3. models.log/json  bench/models.py --device cuda --quick (nanoGPT f32/bf16/CUDA graphs,
-#                       makemore, LSTM, CNN vs torch eager and torch.compile), at most 200 s
+#                       makemore, LSTM, CNN vs torch eager and torch.compile), at most 300 s; the table and JSON are
+#                       rewritten after each workload, the 12.8M f32/bf16 ones first
 #   4. gpu.log          bench/gpu.py --quick (elementwise, gradients, softmax vs floors), 60 s
 #   summary.txt         each step's command, exit status and seconds
 # Each step has its own time limit (coreutils timeout), so a hang costs only that step.
@@ -54,7 +55,7 @@ done
 note "gpu_session: root $ROOT, out $OUT, python $PY, cache ${TRACEJIT_CACHE_DIR:-(fresh)}," \
      "$(date -u)$( (( DRY )) && echo ', dry run: nothing is run')"
 
-step env 30 bash -c "nvidia-smi; nvcc --version; $PY -c '
+step env 20 bash -c "nvidia-smi; nvcc --version; $PY -c '
 import platform, numpy, llvmlite
 print(\"python\", platform.python_version(), \"numpy\", numpy.__version__, \"llvmlite\", llvmlite.__version__)
 for m in (\"cupy\", \"torch\"):
@@ -65,8 +66,8 @@ for m in (\"cupy\", \"torch\"):
 import tracejit as tj
 print(\"tracejit cuda available:\", tj.cuda_available())
 '"
-step pytest_gpu 270 "$PY" -m pytest -m gpu -x -q -p no:cacheprovider -p tj_per_test_timeout \
+step pytest_gpu 180 "$PY" -m pytest -m gpu -q -p no:cacheprovider -p tj_per_test_timeout \
     -o faulthandler_timeout=60 --junitxml="$OUT/pytest_gpu.xml" tests
-step models 200 "$PY" bench/models.py --device cuda --quick --json "$OUT/models.json"
+step models 300 "$PY" bench/models.py --device cuda --quick --json "$OUT/models.json"
 step gpu 60 "$PY" bench/gpu.py --quick
 note "done $(date -u)"

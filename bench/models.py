@@ -391,12 +391,14 @@ def main() -> int:
                 traceback.print_exc()
                 results.append({"name": w.name, "agree": False,
                                 "error": f"{type(e).__name__}: {str(e)[:200]}"})
+            # after each workload, so a run stopped by a time limit keeps what it measured
+            print("\n" + summary(results, a.device), flush=True)
+            if a.json:
+                with open(a.json, "w") as fh:
+                    json.dump(results, fh, indent=1, default=str)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("\n" + summary(results, a.device))
     if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(results, fh, indent=1)
         print(f"wrote {a.json}")
     return 0 if all(r.get("agree") for r in results) else 1
 
