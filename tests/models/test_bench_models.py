@@ -4,6 +4,8 @@ the same weights, at tiny sizes. The cuda path of the benchmark traces, fuses an
 source for every workload (fake CuPy: no GPU needed), the bfloat16 nanoGPT included."""
 import importlib.util
 import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -48,7 +50,7 @@ def test_cuda_workloads_cover_the_issue():
 
 
 @pytest.mark.parametrize("name", sorted(CUDA))
-def test_cuda_step_lowers_to_cuda_source(name, fake_gpu):
+def test_cuda_step_lowers_to_cuda_source(name, fake_gpu, tmp_path):
     w = CUDA[name]
     state = bench.reference_state(w)
     batch = w.data(np.random.default_rng(0))
@@ -60,3 +62,13 @@ def test_cuda_step_lowers_to_cuda_source(name, fake_gpu):
     assert ": matmul [" in kernels or name == "lstm_20_steps" or "matmul" in kernels
     if w.autocast:                                  # 16-bit GEMMs stay 16-bit (tensor cores)
         assert "bf16" in low.as_text()
+    nvcc = shutil.which("nvcc")
+    if nvcc:            # what the GPU's NVRTC will be given compiles (sm_90: the H200)
+        cu = tmp_path / f"{name}.cu"
+        cu.write_text(src)
+        r = subprocess.run([nvcc, "-ptx", "-arch=sm_90", "--fmad=false", "-o",
+                            str(tmp_path / f"{name}.ptx"), str(cu)],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-4000:]
+        ptx = (tmp_path / f"{name}.ptx").read_text()
+        assert ptx.count(".entry ") == src.count('extern "C" __global__') > 0
