@@ -267,6 +267,10 @@ def test_unique(rng):
     f = np.array([2.5, 1.0, 2.5], np.float32)
     _close(tj.unique(tj.tensor(f)), torch.unique(torch.tensor(f)), np.float32)
     _close(tj.unique(tj.zeros(0)), torch.unique(torch.zeros(0)), np.float32)
+    nan = np.array([1.0, np.nan, np.nan, 2.0, 1.0])          # each NaN its own element, as torch
+    for a, b in zip(tj.unique(tj.tensor(nan), return_inverse=True, return_counts=True),
+                    torch.unique(torch.tensor(nan), return_inverse=True, return_counts=True)):
+        _close(a, b, np.float64)
     with pytest.raises(RuntimeError, match="unique.*eagerly"):
         tj.compile(lambda x: tj.unique(x))(tj.ones(3))
 

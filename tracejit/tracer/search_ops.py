@@ -197,7 +197,8 @@ def unique(input, sorted: bool = True, return_inverse: bool = False,  # noqa: A0
     x = ops.as_tensor(input)
     arr = x._host("unique (the result's size depends on the data; it runs eagerly only)")
     if dim is None:
-        u, inv, cnt = np.unique(arr.reshape(-1), return_inverse=True, return_counts=True)
+        u, inv, cnt = np.unique(arr.reshape(-1), return_inverse=True, return_counts=True,
+                                 equal_nan=False)    # each NaN its own, as torch
         inv = inv.reshape(x.shape)
     else:
         d = _dim("unique", x, dim)
