@@ -441,6 +441,9 @@ class ReduceLROnPlateau(LRScheduler):
 
 _LRScheduler = LRScheduler
 
+from .lr_scheduler_cyclic import (CosineAnnealingWarmRestarts, CyclicLR,  # noqa: E402
+                                  PolynomialLR)
+
 __all__ = ["LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR",
            "ExponentialLR", "CosineAnnealingLR", "SequentialLR", "OneCycleLR",
-           "ReduceLROnPlateau"]
+           "ReduceLROnPlateau", "CyclicLR", "CosineAnnealingWarmRestarts", "PolynomialLR"]
