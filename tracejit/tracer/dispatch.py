@@ -216,10 +216,7 @@ def _apply_general(prim, args, params) -> Tensor:
             # differentiates the graph w.r.t. the capture inputs, see runtime/compile.py)
             ctx = traces[-1]
             args = [a if isinstance(a._data, Value) and a._data.graph is graph else
-                    ctx.grad_leaf(a, v) if a._requires_grad and a._born_in is not ctx
-                    and not isinstance(a._data, Value) else
-                    ctx.outer_leaf(a, v) if a._requires_grad and isinstance(a._data, Value) else
-                    Tensor(v) for a, v in zip(args, vals)]
+                    _capture_read(ctx, a, v) for a, v in zip(args, vals)]
             if STATE.subst:              # a checkpoint recomputing: its stand-ins for the leaves
                 args = [STATE.subst.get(id(a), a) for a in args]
             requires = any(a._requires_grad for a in args)
@@ -243,6 +240,21 @@ def _apply_general(prim, args, params) -> Tensor:
     if requires and STATE.grad_enabled and prim.vjp is not None and out.dtype.is_float:
         PrimNode.record(prim, params, args, out)
     return out
+
+
+def _capture_read(ctx, a: Tensor, v: Value) -> Tensor:
+    """The traced tensor through which an op reads `a`, a tensor from outside the trace
+    (value `v` there)."""
+    tape = ctx.tape_read(a, v)
+    if tape is not None:        # written in the trace by a value with tape history: that value
+        return tape
+    if a._requires_grad:
+        if not isinstance(a._data, Value):
+            if a._born_in is not ctx:
+                return ctx.grad_leaf(a, v)
+        else:
+            return ctx.outer_leaf(a, v)
+    return Tensor(v)
 
 
 def _check_bounds(prim, vals, params, graph, traces) -> None:

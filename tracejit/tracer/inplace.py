@@ -87,11 +87,16 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
         # when only the other operand requires grad: t.mul_(b) saves t for b's gradient);
         # of a capture in a trace, its current traced value (a copy of its array would be a
         # constant of the trace, stale at the next call)
+        tape = None
         if x._captured() and not x._requires_grad:
-            src = Tensor(STATE.traces[-1].capture(x))
+            v = STATE.traces[-1].capture(x)
+            # (written before in the trace with tape history: that value, trace.py's write)
+            tape = STATE.traces[-1].tape_read(x, v)
+            src = Tensor(v)
         else:
             src = Tensor(x._data.copy())
         src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, x._requires_grad
+        src = src if tape is None else tape
     new = update(src)
     check_inplace_result(x, new, op)
     if x._captured():                 # stored into x after each call of the compiled function,
@@ -108,7 +113,8 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
             read_as = straight_through(ctx.capture(x), new_v)
         # (a trace for a caller under no_grad records as one with grad on, unless the
         # function's own no_grad is on: user_off)
-        ctx.write(x, new_v, read_as, history=records or not STATE.user_off)
+        ctx.write(x, new_v, read_as, history=records or not STATE.user_off,
+                  tape=new if records else None)
         return x
     if new._traced:                   # tracing, and x is an eager tensor
         # a constant made inside the trace: from here on it holds the traced value
@@ -249,8 +255,10 @@ def _not_itself(new: Tensor, src) -> Tensor:
         return ops.add(new, -0.0)
     # a capture of the trace (a tensor or array from outside it) is read as one of its
     # inputs: taken as it is, its value now became a constant of the graph, stale at the
-    # next call (compiled fuzzer seed 3309)
-    return lift(new)
+    # next call (compiled fuzzer seed 3309); one written in the trace with tape history is
+    # read with it (trace.py's write): x then needs a node of its own, as above
+    lifted = lift(new)
+    return ops.add(lifted, -0.0) if lifted is not new and lifted._requires_grad else lifted
 
 
 INPLACE = {

@@ -396,7 +396,10 @@ def lift(t: TensorBase) -> TensorBase:
     from outside that trace: an input read afresh at every call); `t` itself otherwise."""
     if not t._captured():
         return t
-    return TensorBase(STATE.traces[-1].capture(t), _weak=t._weak)
+    ctx = STATE.traces[-1]
+    v = ctx.capture(t)
+    tape = ctx.tape_read(t, v)      # written in the trace with tape history (trace.py)
+    return TensorBase(v, _weak=t._weak) if tape is None else tape
 
 
 def is_tensor(x: Any) -> bool:

@@ -69,6 +69,12 @@ class TraceContext:
         # not through .data or detach()): after a call with grad on, such a capture takes the
         # new value's history, as the eager in-place op gives it (runtime/captures.py)
         self.history_writes: set[int] = set()
+        # id(capture) -> its new value as a traced tensor with the autograd history of the op
+        # that wrote it (a value requiring grad on the tape: a tj.grad handle, a captured
+        # parameter); later reads take it, so a tj.grad or backward() inside the trace reaches
+        # the written value through the capture (it was read without history: a zero
+        # gradient, compiled fuzzer seed 70343)
+        self._tapes: dict[int, Tensor] = {}
         self.grad_slots = GradSlots()
         self._leaves: dict[int, Tensor] = {}  # id(capture) -> its traced leaf for autograd
         self.backward_ran = False            # .backward() ran on a traced tensor
@@ -137,11 +143,13 @@ class TraceContext:
         return t
 
     def write(self, t: Tensor, v: Value, read_as: Value | None = None,
-              history: bool = False) -> None:
+              history: bool = False, tape: Tensor | None = None) -> None:
         """An in-place update of capture `t` to `v` (see the class doc); later reads in the
         trace see `read_as` if given (v's value with another gradient: no_grad_ir.py).
-        `history`: the op recorded autograd history, which `t` then takes (see __init__)."""
+        `history`: the op recorded autograd history, which `t` then takes (see __init__).
+        `tape`: the traced tensor of value `v` with that history, which reads then take."""
         self.writes[id(t)] = (t, v)
+        self._keep_tape(t, v if read_as is None else read_as, tape)
         if history:
             self.history_writes.add(id(t))
         self._cap_index[id(t)] = v if read_as is None else read_as
@@ -160,10 +168,24 @@ class TraceContext:
         for t, _ in self.writes.values():
             t._version[0] -= self.n_writes.get(id(t), 0)
 
-    def alias(self, t: Tensor, v: Value) -> None:
+    def alias(self, t: Tensor, v: Value, tape: Tensor | None = None) -> None:
         """Reads of `t`, an outside view of a capture that was updated in place, see `v` (its
-        new value, derived from the capture's) from here on (see tracer/views.py)."""
+        new value, derived from the capture's) from here on (see tracer/views.py); `tape`
+        as for write()."""
         self._cap_index[id(t)] = v
+        self._keep_tape(t, v, tape)
+
+    def _keep_tape(self, t: Tensor, v: Value, tape: Tensor | None) -> None:
+        if tape is not None and tape._requires_grad and tape._data is v:
+            self._tapes[id(t)] = tape
+        else:
+            self._tapes.pop(id(t), None)
+
+    def tape_read(self, t: Tensor, v: Value) -> Tensor | None:
+        """The tensor through which ops read capture `t` (value `v`) after a write with
+        autograd history (see write), or None."""
+        tape = self._tapes.get(id(t))
+        return tape if tape is not None and tape._data is v else None
 
     def outer_leaf(self, t: Tensor, v: Value) -> Tensor:
         """The tensor through which ops of this (nested, tj.vmap) trace read `t`, a tensor of

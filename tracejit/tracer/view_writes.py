@@ -119,10 +119,12 @@ def inplace_view(x: Tensor, rec: ViewOf, update: Callable, op: str,
             f"{user_location()}). Please clone() the tensor before performing the operation.")
     src = x
     if STATE.grad_enabled and (x._requires_grad or getattr(update, "reads_grad", False)) \
-            and not x._traced and not x._captured():
+            and not x._captured():
         # nodes recorded by `update` may save the old value, which the put overwrites (also
-        # when only the other operand requires grad: v.mul_(b) saves v for b's gradient)
-        src = Tensor(x._data.copy())
+        # when only the other operand requires grad: v.mul_(b) saves v for b's gradient);
+        # traced, a tensor of its own (a Value is immutable: no copy), as inplace._inplace's:
+        # x's version counter moves with the put
+        src = Tensor(x._data if x._traced else x._data.copy())
         src.grad_fn, src._out_idx, src._requires_grad = x.grad_fn, x._out_idx, x._requires_grad
     new = update(src)
     check_inplace_result(x, new, op)
@@ -260,9 +262,15 @@ def _follow(root: Tensor, v: Tensor, vr: ViewOf, traces: list) -> None:
     if traces and v._captured():
         # a view made outside the trace: its reads in the trace see the new value; after the
         # call the root's write-back reaches it (runtime/captures.py)
-        with _grad(False):
-            new = vr.fwd(lift(root))
-        traces[-1].alias(v, new._data)
+        ctx = traces[-1]
+        base = lift(root)
+        # the root written by a value with tape history (TraceContext.write): v's reads take
+        # their view of it, as eagerly the view's grad_fn derives from its base's
+        tape = base is ctx.tape_read(root, base._data) and not vr.no_grad and \
+            STATE.grad_enabled
+        with _grad(tape):
+            new = vr.fwd(base)
+        ctx.alias(v, new._data, new if tape else None)
         return
     if not v._traced and not root._traced and not root._captured() and \
             _owner(v._data) is _owner(root._data) and \
