@@ -66,6 +66,7 @@ from . import nn
 from . import distributed
 from . import optim
 from . import amp
+from . import utils
 from .tracer.autocast import autocast, get_autocast_dtype, is_autocast_enabled
 from .serialization import load, save
 from .tracer.ops import cast as astype

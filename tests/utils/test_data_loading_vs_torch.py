@@ -344,3 +344,11 @@ def test_compiled_training_over_loader_batches_trains_as_torch():
         runs.append(losses)
     assert len(runs[1]) == 6
     np.testing.assert_allclose(runs[1], runs[0], rtol=1e-12)
+
+
+def test_tj_utils_data_is_there_after_import_tracejit(tmp_path):
+    # as torch.utils.data after `import torch`: no import of the subpackage needed
+    from child_process import run_child
+    out = run_child("import json, tracejit as tj\n"
+                    "print(json.dumps(tj.utils.data.DataLoader.__module__))", tmp_path)
+    assert out == "tracejit.utils.data.dataloader"
