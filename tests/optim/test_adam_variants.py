@@ -178,3 +178,65 @@ def test_defaults_as_torch(name):
     t = getattr(torch.optim, name)([torch.zeros(2, requires_grad=True)])
     o = getattr(tj.optim, name)([tj.nn.Parameter(tj.zeros(2))])
     assert o.defaults == t.defaults
+
+
+@pytest.mark.parametrize("name,kw", [CONFIGS[1], CONFIGS[5], CONFIGS[7]],
+                         ids=[IDS[1], IDS[5], IDS[7]])
+def test_compiled_grad_scaler_step_skips_as_torch(name, kw):
+    """A compiled float32 step through GradScaler: steps with an inf or NaN gradient leave the
+    parameters, moments, step counts and NAdam's mu_product as they were (the state writes
+    are masked, not branched), the others match torch's; one trace."""
+    bad = {2, 3, 6}
+    runs = []
+    for lib in (torch, tj):
+        params, loss_fn = _problem(lib, np.float32)
+        opt = getattr(lib.optim, name)(params, **kw, foreach=False)
+        scaler = lib.amp.GradScaler("cpu", init_scale=2.0 ** 8, growth_interval=2)
+
+        def step(poison):
+            opt.zero_grad()
+            scaler.scale(loss_fn() * poison).backward()
+            scaler.step(opt)
+            scaler.update()
+        run = tj.compile(step) if lib is tj else step
+        for t in range(9):
+            poison = lib.tensor(np.float32(np.inf if t in bad else 1.0))
+            before = {k: v.clone() for k, v in opt.state[params[0]].items()}
+            run(poison)
+            if t in bad and before:
+                for k, v in opt.state[params[0]].items():
+                    np.testing.assert_array_equal(v.numpy(), before[k].numpy())
+        runs.append(([p.detach().numpy().copy() for p in params],
+                     {k: v.numpy().copy() for k, v in opt.state[params[0]].items()},
+                     scaler.get_scale()))
+        if lib is tj:
+            assert run.cache_info().misses == 1
+    (want, tstate, tscale), (got, state, scale) = runs
+    assert scale == tscale
+    assert state["step"] == tstate["step"] == 9 - len(bad)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    for k in tstate:
+        np.testing.assert_allclose(state[k], tstate[k], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["NAdam", "RAdam", "Adamax"])
+def test_state_lives_on_the_device_and_the_group_is_one_call(name, fake_gpu, monkeypatch):
+    from tracejit.runtime.cuda_backend import CudaExecutable
+    ps = [tj.tensor(np.ones((30, 30)), requires_grad=True, device="cuda") for _ in range(3)]
+    for p in ps:
+        p.grad = tj.ones(30, 30, dtype=tj.float64, device="cuda")
+    calls = []
+
+    def fake_run(self, args):             # the stand-in cannot launch kernels: record the call
+        calls.append(self)
+        return [a for a in args[:len(self.graph.outputs)]]
+
+    monkeypatch.setattr(CudaExecutable, "run", fake_run)
+    opt = getattr(tj.optim, name)(ps, lr=0.1)
+    opt.step()
+    assert len(calls) == 1 and isinstance(calls[0], CudaExecutable)
+    st = opt.state[ps[0]]
+    for k, v in st.items():
+        # the moments on the device; the step count (and mu_product) on the host, as torch's
+        assert v.device == ("cpu" if k in ("step", "mu_product") else "cuda:0"), k
