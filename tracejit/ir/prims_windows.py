@@ -23,8 +23,8 @@ import numpy as np
 from .batching import batch_same_params, moveaxis
 from .core import Aval
 from .index_maps import Read, Select, Zero
-from .primitives import (P, Primitive, bind, op_error, reduce_sum, reshape, transpose,
-                         zeros_like)
+from .primitives import (P, Primitive, bind, broadcast, const_like, op_error, reduce_sum,
+                         reshape, transpose)
 
 
 def out_size(n: int, k: int, s: int, d: int) -> int:
@@ -148,11 +148,13 @@ def _index_taps(ix, idx, site, hw, stride, dilation, lo):
 
 def _vjp_taps(g, ins, out, params, need):
     """Each tap's window read back from the cotangent [kH, kW, ..., H, W]: a strided slice per
-    tap, zero-padded where the tap falls outside the plane. Only a double backward gets here
-    (col2im's own VJP is `windows`, through reduce_sum's broadcast)."""
+    tap, zero-padded where the tap falls outside the plane. F.fold's backward and a double
+    backward get here (col2im's own VJP is `windows`, through reduce_sum's broadcast)."""
     cols = ins[0]
     if 0 in cols.shape:
-        return [zeros_like(cols)]
+        # built from g: the rule does not save cols, so ins[0] may be its Aval, and zeros of
+        # an Aval would be a bare array outside the engine's (or the trace's) world
+        return [broadcast(const_like(g, np.zeros((), cols.dtype.np)), tuple(cols.shape))]
     kh, kw, oh, ow = cols.shape[-4:]
     lead = tuple(cols.shape[:-4])
     n = len(lead)

@@ -1,4 +1,5 @@
-"""Conv1d and Conv2d: torch.nn's signatures, defaults, reprs and initialization."""
+"""Conv1d, Conv2d, ConvTranspose1d and ConvTranspose2d: torch.nn's signatures, defaults, reprs
+and initialization."""
 from __future__ import annotations
 
 import math
@@ -23,6 +24,7 @@ class _ConvNd(Module):
     """An n-D convolution layer; weight [out, in/groups, *kernel] from
     kaiming_uniform_(a=sqrt(5)), bias from U(+-1/sqrt(fan_in)), as torch."""
     _n = 2
+    _transposed = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
@@ -45,8 +47,16 @@ class _ConvNd(Module):
         if padding == "same" and self.stride != (1,) * n:
             raise ValueError(f"{name}: padding='same' is not supported for strided "
                              "convolutions")
-        self.weight = new_parameter((out_channels, in_channels // groups) + self.kernel_size,
-                                    device, dtype)
+        if self._transposed:
+            if isinstance(padding, str):
+                raise ValueError(f"{name}: padding={padding!r} is not supported for "
+                                 "transposed convolutions (an int or a tuple)")
+            self.output_padding = _ntuple(self._output_padding_arg, n)
+            # torch's transposed weight: [in, out/groups, *kernel]
+            shape = (in_channels, out_channels // groups) + self.kernel_size
+        else:
+            shape = (out_channels, in_channels // groups) + self.kernel_size
+        self.weight = new_parameter(shape, device, dtype)
         if bias:
             self.bias = new_parameter((out_channels,), device, dtype)
         else:
@@ -73,6 +83,8 @@ class _ConvNd(Module):
             s += f", padding={self.padding}"
         if self.dilation != (1,) * self._n:
             s += f", dilation={self.dilation}"
+        if getattr(self, "output_padding", (0,) * self._n) != (0,) * self._n:
+            s += f", output_padding={self.output_padding}"
         if self.groups != 1:
             s += f", groups={self.groups}"
         if self.bias is None:
@@ -87,4 +99,58 @@ class Conv1d(_ConvNd):
 
 class Conv2d(_ConvNd):
     """2-D convolution over (N, C, H, W); weight [out, in/groups, kH, kW]."""
+    _n = 2
+
+
+class _ConvTransposeNd(_ConvNd):
+    """A transposed convolution layer; weight [in, out/groups, *kernel], initialised as
+    torch's (kaiming_uniform_(a=sqrt(5)) with fan_in = out/groups * prod(kernel))."""
+    _transposed = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None,
+                 dtype: Any = None) -> None:
+        self._output_padding_arg = output_padding
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device, dtype)
+        del self._output_padding_arg
+
+    def _output_padding(self, input: Tensor, output_size: Any) -> tuple[int, ...]:  # noqa: A002
+        """torch's rule: the output_padding that makes the output exactly output_size (the
+        trailing n entries of it), which must lie within [min, min + stride - 1]."""
+        if output_size is None:
+            return self.output_padding
+        n = self._n
+        size = [int(v) for v in output_size]
+        lead = 2 if input.ndim == n + 2 else 1      # batch and channel, or channel only
+        if len(size) == n + lead:
+            size = size[lead:]
+        if len(size) != n:
+            raise ValueError(f"{type(self).__name__}: output_size must have {n} or {n + lead} "
+                             f"elements (got {len(size)})")
+        spatial = list(input.shape[input.ndim - n:])
+        lo = [(spatial[d] - 1) * self.stride[d] - 2 * self.padding[d] +
+              self.dilation[d] * (self.kernel_size[d] - 1) + 1 for d in range(n)]
+        hi = [lo[d] + self.stride[d] - 1 for d in range(n)]
+        if any(not lo[d] <= size[d] <= hi[d] for d in range(n)):
+            raise ValueError(f"{type(self).__name__}: requested an output size of {size}, but "
+                             f"valid sizes range from {lo} to {hi} (for an input of "
+                             f"{spatial})")
+        pads = [size[d] - lo[d] for d in range(n)]
+        return tuple(pads)
+
+    def forward(self, input: Tensor, output_size: Any = None) -> Tensor:  # noqa: A002
+        conv = F.conv_transpose1d if self._n == 1 else F.conv_transpose2d
+        return conv(input, self.weight, self.bias, self.stride, self.padding,
+                    self._output_padding(input, output_size), self.groups, self.dilation)
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """1-D transposed convolution over (N, C, L); weight [in, out/groups, k]."""
+    _n = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """2-D transposed convolution over (N, C, H, W); weight [in, out/groups, kH, kW]."""
     _n = 2
