@@ -15,17 +15,23 @@ from ..tracer.view_writes import follow_writes
 from ..devices import CPU, Device, device_of, is_gpu_array, is_host, to_device
 
 
-def signature(tensors: Sequence[Tensor]) -> list[tuple]:
-    """What a trace assumed of each captured tensor: shape, dtype and device."""
-    return [(t.shape, t.dtype, device_of(t._data)) for t in tensors]
+def signature(tensors: Sequence[Tensor], backward_ran: bool = False) -> list[tuple]:
+    """What a trace assumed of each captured tensor: shape, dtype, device and, for a trace
+    that ran backward() inside, whether it requires grad (such a step differentiates exactly
+    the captures that did when traced: `p.requires_grad_(False)` between calls must not keep
+    updating p). Other traces take requires_grad from each call (None: not keyed on it)."""
+    return [(t.shape, t.dtype, device_of(t._data), t._requires_grad if backward_ran else None)
+            for t in tensors]
 
 
 def changed(tensors: Sequence[Tensor], sig: list[tuple]) -> str | None:
     """Why the captured tensors no longer match the trace's signature of them, or None."""
-    for i, (t, (shape, dtype, dev)) in enumerate(zip(tensors, sig)):
+    for i, (t, (shape, dtype, dev, rg)) in enumerate(zip(tensors, sig)):
         if t._traced or t.shape != shape or t.dtype is not dtype:
             return f"captured tensor cap{i} changed: {dtype.name}{list(shape)} -> " \
                    f"{t.dtype.name}{list(t.shape)}"
+        if rg is not None and t._requires_grad != rg:
+            return f"captured tensor cap{i} changed: requires_grad {rg} -> {t._requires_grad}"
         if type(t._data) is np.ndarray:
             if dev != CPU:
                 return f"captured tensor cap{i} moved: {dev} -> cpu"

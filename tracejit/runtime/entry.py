@@ -43,7 +43,7 @@ class Entry:
         self.once = bool(traced.escapes)
         ids = {id(c) for c in self.captures}
         self.watched = self.captures + [w for w in self.writes if id(w) not in ids]
-        self.cap_sig = captures.signature(self.watched)
+        self.cap_sig = captures.signature(self.watched, traced.backward_ran)
         self.plain = not (self.watched or traced.guards or traced.grad_guards or
                           traced.attr_guards)          # nothing to check per call
         self.in_avals = graph.in_avals
