@@ -10,6 +10,7 @@ from ..runtime.compile import compile as _tj_compile
 from ..devices import Device, device as as_device
 from ..tracer.state import STATE, bump_attr_epoch, no_grad
 from ..tracer.tensor import Tensor
+from .module_guards import call_traced
 from .parameter import Parameter
 from .state_dict import StateDictMixin
 
@@ -39,6 +40,7 @@ class RemovableHandle:
         RemovableHandle._next_id += 1
 
     def remove(self) -> None:
+        bump_attr_epoch()           # compiled calls guarding the hooks recheck
         self._hooks.pop(self.id, None)
 
     def __enter__(self) -> "RemovableHandle":
@@ -111,8 +113,14 @@ class Module(StateDictMixin):
         self.__dict__["_compile_args"] = (args, kwargs)     # to recompile a copy: __setstate__
 
     def _call_impl(self, *args, **kwargs):
-        if STATE.traces:     # the trace depends on the mode: a call in the other one retraces
-            STATE.traces[-1].guard_attr(self, "training")
+        if STATE.traces:
+            return call_traced(self, args, kwargs)     # (module_guards.py)
+        if not self._forward_hooks and not self._forward_pre_hooks:    # the eager hot path
+            return self.forward(*args, **kwargs)
+        return self._run_hooked(args, kwargs)
+
+    def _run_hooked(self, args: tuple, kwargs: dict):
+        """The forward pre-hooks, forward and the forward hooks (eager, or inside a trace)."""
         if not self._forward_hooks and not self._forward_pre_hooks:
             return self.forward(*args, **kwargs)
         for hook in list(self._forward_pre_hooks.values()):
@@ -128,12 +136,14 @@ class Module(StateDictMixin):
 
     def register_forward_pre_hook(self, hook: Callable) -> RemovableHandle:
         """hook(module, args) -> None or new args, run before forward."""
+        bump_attr_epoch()           # compiled calls guarding this module's hooks recheck
         h = RemovableHandle(self._forward_pre_hooks)
         self._forward_pre_hooks[h.id] = hook
         return h
 
     def register_forward_hook(self, hook: Callable) -> RemovableHandle:
         """hook(module, args, output) -> None or a new output, run after forward."""
+        bump_attr_epoch()
         h = RemovableHandle(self._forward_hooks)
         self._forward_hooks[h.id] = hook
         return h
