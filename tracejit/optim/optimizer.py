@@ -33,6 +33,7 @@ from ..devices import is_host, to_device
 from ..tracer.state import STATE, enable_grad, no_grad
 from ..tracer.tensor import Tensor
 from .fused import cache_info
+from .state import OptimizerState
 
 
 class _RequiredParameter:
@@ -104,10 +105,10 @@ class Optimizer:
             raise TypeError("params argument given to the optimizer should be an iterable of "
                             f"Tensors or dicts, but got {type(params).__name__}")
         self.defaults = defaults
-        self.state: defaultdict[Tensor, dict] = defaultdict(dict)
-        self.param_groups: list[dict[str, Any]] = []
         # bumped whenever a compiled whole step must trace again (see the module doc)
         self._structure = host_scalar(0, np.int64)
+        self.state: defaultdict[Tensor, dict] = defaultdict(dict)    # (watched: __setattr__)
+        self.param_groups: list[dict[str, Any]] = []
         self._used: dict = {}             # the compiled updates this optimizer has called
         groups = list(params)
         if len(groups) == 0:
@@ -189,6 +190,24 @@ class Optimizer:
 
     def _restructured(self) -> None:
         self._structure._data[...] += 1
+
+    def _state_changed(self) -> None:
+        """The state mapping changed (state.py). Outside a trace, the user's doing (a reset,
+        a loaded or replaced entry): retrace. The optimizer's own lazy state made inside a
+        trace is read as captures from then on; where it changes the update's form, the
+        step says so itself (SGD's first momentum buffer)."""
+        if not STATE.traces:
+            self._restructured()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `opt.state = defaultdict(dict)` (a reset) or a new param_groups list: the next
+        # compiled step traces again; the state is kept as a watched mapping (state.py)
+        if name == "state" and (type(value) is not OptimizerState or
+                                value._changed != self._state_changed):    # (another's)
+            value = OptimizerState(self._state_changed, value)
+        object.__setattr__(self, name, value)
+        if name in ("state", "param_groups") and "_structure" in self.__dict__:
+            self._restructured()
 
     # -- hyperparameters as runtime values -------------------------------------------------------
     def _hyper_values(self, group: dict) -> dict[str, Any]:
@@ -296,7 +315,9 @@ class Optimizer:
             return packed
 
         groups = [pack(g) for g in self.param_groups]
-        state = {(index[id(k)] if isinstance(k, Tensor) else k): v for k, v in self.state.items()}
+        # (plain dicts holding the optimizer's own tensors)
+        state = {(index[id(k)] if isinstance(k, Tensor) else k):
+                 dict(v) if isinstance(v, dict) else v for k, v in self.state.items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -339,6 +360,7 @@ class Optimizer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._structure = host_scalar(0, np.int64)
+        self.state = self.__dict__["state"]     # watched again (state.py)
         self._used = {}
         groups = [ParamGroup(g) for g in self.param_groups]
         for g in groups:
