@@ -367,3 +367,32 @@ def test_on_transposed_views(rng, dtype):
         _run(jf, tf, [x], dtype)
     _run(lambda a, b: tj.cross(a.t()[:3], b.t()[:3], dim=0),
          lambda a, b: torch.linalg.cross(a.t()[:3], b.t()[:3], dim=0), [x, y], dtype)
+
+
+# -- an op that changes nothing still returns a new tensor (fuzz seed 70050) ---------------------
+@pytest.mark.parametrize("op", ["scatter", "scatter_value", "scatter_add", "scatter_reduce",
+                                "index_add", "diff0", "diff_empty"])
+def test_ops_that_write_nothing_return_a_new_tensor(op):
+    def run(lib):
+        x = lib.tensor(np.ones((3, 5)) if op != "diff_empty" else np.ones((3, 0)),
+                       requires_grad=True)
+        src = lib.tensor(np.ones((0, 5)), requires_grad=True)
+        idx = lib.tensor(np.zeros((0, 5), np.int64))
+        base = x * 1.0
+        out = {"scatter": lambda: base.scatter(1, idx, src),
+               "scatter_value": lambda: base.scatter(1, idx, value=2.0),
+               "scatter_add": lambda: base.scatter_add(1, idx, src),
+               "scatter_reduce": lambda: base.scatter_reduce(1, idx, src, "sum"),
+               "index_add": lambda: base.index_add(0, lib.tensor(np.zeros(0, np.int64)), src),
+               "diff0": lambda: lib.diff(base, n=0),
+               "diff_empty": lambda: lib.diff(base, dim=1)}[op]()
+        assert out is not base or lib is torch    # (torch.diff of an empty dim returns it)
+        (out * 2).sum().backward()
+        with lib.no_grad():
+            base.mul_(3)            # must not reach out
+        return out, x.grad, src.grad
+    got, want = run(tj), run(torch)
+    for a, b in zip(got, want):
+        assert (a is None) == (b is None)
+        if a is not None:
+            _close(a, b, np.float64)

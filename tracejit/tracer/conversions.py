@@ -7,6 +7,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..devices import Device, device as as_device, to_device
 from . import ops, view_writes, views
+from .copies import clone
 from .function import Function
 from .node_names import rename
 from .state import no_grad
@@ -20,17 +21,6 @@ def converter(dtype: dt.DType):
         return ops.cast(self, dtype)
     convert.__name__ = dtype.np.name
     return convert
-
-
-def clone(self, memory_format=None):
-    return rename(ops.add(self, _keep_zero(self)), "CloneBackward0") if self.dtype is not dt.bool_ \
-        else ops.eq(self, True)
-
-
-def _keep_zero(x) -> float | int:
-    """The addend of an exact copy: x + (-0.0) is x for every float, -0.0 and NaN included
-    (x + 0 turns -0.0 into 0.0, and 1 / x.clone() from -inf into inf); 0 for other dtypes."""
-    return -0.0 if x.dtype.is_float else 0
 
 
 class ToCopy(Function):

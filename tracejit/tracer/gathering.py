@@ -16,6 +16,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import checks, ops
+from .copies import unchanged
 from .node_names import rename
 from .selection import positions
 from .state import STATE
@@ -149,7 +150,8 @@ def scatter_add(input, dim: int, index, src) -> Tensor:  # noqa: A002
         raise ops._err("scatter_add", f"src {ops._fmt(s)} must have the index's dims and be "
                        f"at least as large as index {ops._fmt(idx)}", RuntimeError)
     if x.ndim == 0 or idx.numel() == 0:
-        return x if idx.numel() == 0 else ops.add(x, ops.sum(s))
+        # (no index: a new tensor all the same, x itself would alias the input)
+        return unchanged(x, s) if idx.numel() == 0 else ops.add(x, ops.sum(s))
     if any(idx.shape[a] > x.shape[a] for a in range(x.ndim) if a != d):
         raise ops._err("scatter_add", f"index {ops._fmt(idx)} is larger than the input "
                        f"{ops._fmt(x)} outside dim {dim}", RuntimeError)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from . import checks, gathering, ops
+from .copies import clone, unchanged
 from .inplace import inplace
 from .node_names import rename
 from .state import STATE
@@ -64,7 +65,7 @@ def index_add(input, dim: int, index, source, *, alpha=1) -> Tensor:  # noqa: A0
     idx_b = ops.broadcast_to(ops.reshape(idx, tuple(view)), ss)
     if s1.numel() == 0:
         # nothing added; source still gets its (empty) zero gradient, as torch's
-        out = ops.add(x1, ops.mul(ops.sum(s1), 0)) if s1._requires_grad else x1
+        out = unchanged(x1, s1)
     else:
         out = gathering.scatter_add(x1, d, idx_b, s1)
     return rename(ops.reshape(out, x.shape), "IndexAddBackward0", x)
@@ -128,8 +129,8 @@ def scatter(input, dim: int, index, src=None, *, value=None, reduce=None) -> Ten
              if src is None else _src("scatter", x, idx, src))
         return scatter_reduce(x, dim, idx, s, "sum" if reduce == "add" else "prod")
     d, idx = gathering._index("scatter", x, dim, index)
-    if idx.numel() == 0:
-        return x
+    if idx.numel() == 0:        # a new tensor, as always (x itself would alias the input)
+        return clone(x) if src is None else unchanged(x, ops.as_tensor(src))
     if x.ndim == 0:
         x1 = ops.reshape(x, (1,))
         i1 = ops.reshape(idx, (1,))
@@ -177,7 +178,7 @@ def scatter_reduce(input, dim: int, index, src, reduce: str, *,  # noqa: A002
     d, idx = gathering._index("scatter_reduce", x, dim, index)
     s = _src("scatter_reduce", x, idx, src)
     if idx.numel() == 0:
-        return x
+        return unchanged(x, s)
     if x.ndim == 0:
         return ops.reshape(scatter_reduce(ops.reshape(x, (1,)), 0, ops.reshape(idx, (1,)),
                                           ops.reshape(s, (1,)), reduce,

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from . import ops
+from .copies import clone
 from .layout import narrow as _narrow
 from .node_names import rename
 from .norms import norm
@@ -98,6 +99,7 @@ def diff(input, n: int = 1, dim: int = -1, prepend=None, append=None) -> Tensor:
             raise ops._err("diff", f"{name} {ops._fmt(e)} must match the input {ops._fmt(x)} "
                            f"outside dim {dim}", RuntimeError)
         parts.append(e)
+    x0 = x
     seq = [t for t in (parts[0], x, parts[1]) if t is not None]
     if len(seq) > 1:
         x = ops.cat(seq, d)
@@ -108,7 +110,7 @@ def diff(input, n: int = 1, dim: int = -1, prepend=None, append=None) -> Tensor:
         x = ops.sub(_narrow(x, d, 1, m - 1), _narrow(x, d, 0, m - 1))
         if x.dtype is dt.bool_:
             break
-    return x
+    return clone(x) if x is x0 else x      # (n=0, or an empty dim: a new tensor, as torch)
 
 
 def cross(input, other, dim=None) -> Tensor:  # noqa: A002
