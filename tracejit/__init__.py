@@ -20,6 +20,7 @@ from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, c
                          permute, pow, reshape, sign, sin, sqrt, squeeze, stack, stop_gradient,
                          sub, sum, swapaxes, tanh, transpose, unsqueeze)
 from .tracer.ops import floor_divide, fmod, remainder
+from .tracer.bitwise import bitwise_and, bitwise_not, bitwise_or, bitwise_xor, logical_xor
 from .tracer.ops import erf, erfc
 from .tracer.scans import all, any, cumprod, cumsum, prod  # noqa: A004
 from .tracer.sorting import argsort, sort, topk

@@ -14,7 +14,8 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.primitives import P
 from . import composites as C
-from . import conversions, eager_views, fills, gathering, indexing, inplace, layout, masking
+from . import bitwise, conversions, eager_views, fills, gathering, indexing, inplace, layout
+from . import masking
 from . import broadcast_add, norms, ops
 from . import products, sampling, scans, selection, sorting, stacking, view_grad, views
 from . import shape_views
@@ -81,9 +82,12 @@ class Tensor(TensorBase):
     __lt__, __le__, __gt__, __ge__ = ops.lt, ops.le, ops.gt, ops.ge
     __eq__, __ne__ = ops.eq, ops.ne
     __hash__ = TensorBase.__hash__      # by identity (defining __eq__ would otherwise drop it)
-    __and__ = __rand__ = ops.logical_and
-    __or__ = __ror__ = ops.logical_or
-    __invert__ = ops.logical_not
+    __and__ = __rand__ = bitwise_and = bitwise.bitwise_and
+    __or__ = __ror__ = bitwise_or = bitwise.bitwise_or
+    __xor__ = __rxor__ = bitwise_xor = bitwise.bitwise_xor
+    __invert__ = bitwise_not = bitwise.bitwise_not
+    logical_and, logical_or, logical_not = ops.logical_and, ops.logical_or, ops.logical_not
+    logical_xor = bitwise.logical_xor
     __getitem__ = indexing.getitem_view
     __setitem__ = indexing.setitem
 
