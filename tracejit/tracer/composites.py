@@ -143,8 +143,12 @@ def _reduce_name(base):
 
 
 @composite(_reduce_name("Mean"))
-def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
+def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=None, dtype=None):
+    """The mean; `dtype=` casts first (torch's). Integer and bool tensors give float32 (torch
+    raises for them)."""
     x = ops.as_tensor(x)
+    if dtype is not None:
+        x = ops.cast(x, dtype)
     if not x.dtype.is_float:
         x = ops.cast(x, dt.f32)
     axes = ops._axes(x, axis, dim, "mean")
