@@ -205,6 +205,9 @@ ERRORS = [  # call, the exception type torch raises too, a pattern of our messag
     (lambda f, t: f.conv_transpose2d(t(2, 5, 5, 3), t(4, 3, 3, 2)), RuntimeError,
      r"conv_transpose2d: input f64\[2, 5, 5, 3\] has 5 channels but weight "
      r"f64\[4, 3, 3, 2\] expects 4"),
+    (lambda f, t: f.conv_transpose1d(t(2, 5, 7), t(4, 3, 3)), RuntimeError,
+     r"conv_transpose1d: input f64\[2, 5, 7\] has 5 channels but weight f64\[4, 3, 3\] "
+     r"expects 4"),
     (lambda f, t: f.conv_transpose2d(t(2, 4, 5, 3), t(4, 3, 3, 2), stride=2,
                                      output_padding=2), RuntimeError,
      r"conv_transpose2d: output padding must be smaller than either stride or dilation, but "
@@ -238,6 +241,17 @@ ERRORS = [  # call, the exception type torch raises too, a pattern of our messag
     (lambda f, t: f.fold(t(1, 2, 8, 8), (4, 4), 2), RuntimeError,
      r"fold: expected a 2-D \(C\*kH\*kW, L\) or 3-D .* got f64\[1, 2, 8, 8\]"),
 ]
+
+
+def test_dtype_mismatch_is_refused_as_conv2d_does():
+    x = tj.zeros(1, 4, 3, 3, dtype=tj.float64)
+    with pytest.raises(TypeError, match=r"conv_transpose2d: input f64\[1, 4, 3, 3\] and "
+                       r"weight f32\[4, 2, 3, 3\] must have the same floating dtype.*" + HERE):
+        F.conv_transpose2d(x, tj.zeros(4, 2, 3, 3))
+    with pytest.raises(TypeError, match=r"conv_transpose1d: bias f32\[2\] must have the "
+                       r"dtype of input f64\[1, 4, 3\].*" + HERE):
+        F.conv_transpose1d(tj.zeros(1, 4, 3, dtype=tj.float64),
+                           tj.zeros(4, 2, 3, dtype=tj.float64), tj.zeros(2))
 
 
 @pytest.mark.parametrize("i", range(len(ERRORS)))
@@ -283,3 +297,27 @@ def test_dcgan_generator_trains_as_torch(compiled):
     np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-10)
     for k, want in runs[0][1].items():
         np.testing.assert_allclose(runs[1][1][k], want, err_msg=k, rtol=1e-9, atol=1e-11)
+
+
+def test_on_a_cuda_device_matches_torch(fake_gpu):
+    """ConvTranspose2d, Unfold and Fold on a "cuda" device (the strict CuPy stand-in): the
+    eager CuPy implementations agree with torch, forward and backward, and stay on the device."""
+    torch.manual_seed(0)
+    tnet = torch.nn.Sequential(torch.nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1,
+                                                        output_padding=1, groups=1),
+                               torch.nn.Unfold(2, stride=2), torch.nn.Fold((8, 8), 2, stride=2))
+    net = tj.nn.Sequential(tj.nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1),
+                           tj.nn.Unfold(2, stride=2), tj.nn.Fold((8, 8), 2, stride=2)).to("cuda")
+    net.load_state_dict({k: v.detach().numpy() for k, v in tnet.state_dict().items()})
+    x = np.random.default_rng(7).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    tx, X = torch.tensor(x, requires_grad=True), tj.tensor(x, device="cuda", requires_grad=True)
+    ty, y = tnet(tx), net(X)
+    assert y.device == "cuda:0"
+    (ty ** 2).sum().backward()
+    (y ** 2).sum().backward()
+    tol = TOL[np.float32]
+    np.testing.assert_allclose(y.detach().cpu().numpy(), ty.detach().numpy(), **tol)
+    np.testing.assert_allclose(X.grad.cpu().numpy(), tx.grad.numpy(), **tol)
+    for (name, p), q in zip(net.named_parameters(), tnet.parameters()):
+        assert p.grad.device == "cuda:0", name
+        np.testing.assert_allclose(p.grad.cpu().numpy(), q.grad.numpy(), err_msg=name, **tol)

@@ -41,23 +41,24 @@ def _tuple(v: Any, n: int, op: str, what: str) -> tuple[int, ...]:
 
 
 def _transpose_2d(op: str, x: Tensor, w: Tensor, bias, stride, padding, output_padding,
-                  groups: int, dilation, n_spatial: int) -> Tensor:
+                  groups: int, dilation, n_spatial: int, shown: tuple[Tensor, Tensor]) -> Tensor:
     """x (N, C_in, H, W) and w (C_in, C_out/groups, kH, kW), already 4-D."""
-    xs = ops._fmt(x)
+    # errors show the user's input and weight (a 1-D op's are seen here as height-1 views)
+    xs, ws = ops._fmt(shown[0]), ops._fmt(shown[1])
     if w.ndim != 4:
         raise ops._err(op, f"weight must be {n_spatial + 2}-D (C_in, C_out/groups, "
-                       f"*kernel), got {ops._fmt(w)}", RuntimeError)
+                       f"*kernel), got {ws}", RuntimeError)
     groups = int(groups)
     if groups < 1:
         raise ops._err(op, f"non-positive groups is not supported, got groups={groups}")
     if x.shape[1] != w.shape[0]:
-        raise ops._err(op, f"input {xs} has {x.shape[1]} channels but weight {ops._fmt(w)} "
+        raise ops._err(op, f"input {xs} has {x.shape[1]} channels but weight {ws} "
                        f"expects {w.shape[0]} (C_in is the weight's first dim)", RuntimeError)
     if w.shape[0] % groups:
         raise ops._err(op, f"in_channels ({w.shape[0]}) must be divisible by groups "
                        f"({groups})", RuntimeError)
     if not x.dtype.is_float or x.dtype is not w.dtype:
-        raise ops._err(op, f"input {xs} and weight {ops._fmt(w)} must have the same floating "
+        raise ops._err(op, f"input {xs} and weight {ws} must have the same floating "
                        "dtype", TypeError)
     s, p, op_, d = stride, padding, output_padding, dilation
     if min(*s, *d) < 1 or min(p) < 0 or min(op_) < 0:
@@ -73,7 +74,7 @@ def _transpose_2d(op: str, x: Tensor, w: Tensor, bias, stride, padding, output_p
             for n, si, pi, di, k, oi in zip(x.shape[2:], s, p, d, (kh, kw), op_)]
     if min(outs) < 1:
         raise ops._err(op, f"the output size {tuple(outs[-n_spatial:])} of input {xs} with "
-                       f"weight {ops._fmt(w)}, stride {s[-n_spatial:]}, padding "
+                       f"weight {ws}, stride {s[-n_spatial:]}, padding "
                        f"{p[-n_spatial:]} is too small (non-positive)", RuntimeError)
     # the forward convolution's bottom/right padding p - op; what goes below 0 is zero rows
     # appended after the op (no tap reaches them)
@@ -91,6 +92,9 @@ def _transpose_2d(op: str, x: Tensor, w: Tensor, bias, stride, padding, output_p
         if tuple(b.shape) != (cout,):
             raise ops._err(op, f"bias must have shape ({cout},), got {ops._fmt(b)}",
                            RuntimeError)
+        if b.dtype is not x.dtype:      # (an add would promote: torch refuses it)
+            raise ops._err(op, f"bias {ops._fmt(b)} must have the dtype of input {xs}",
+                           TypeError)
         y = ops.add(y, ops.reshape(b, (1, -1, 1, 1)))
     return y
 
@@ -112,7 +116,7 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
     y = _transpose_2d(op, x4, ops.as_tensor(weight), bias, _tuple(stride, 2, op, "stride"),
                       _tuple(padding, 2, op, "padding"),
                       _tuple(output_padding, 2, op, "output_padding"), groups,
-                      _tuple(dilation, 2, op, "dilation"), 2)
+                      _tuple(dilation, 2, op, "dilation"), 2, (x, ops.as_tensor(weight)))
     return ops.squeeze(y, 0) if unbatched else y
 
 
@@ -137,7 +141,7 @@ def conv_transpose1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
     y = _transpose_2d(op, x4, ops.unsqueeze(w, -2), bias, one(stride, "stride"),
                       (0,) + _tuple(padding, 1, op, "padding"),
                       (0,) + _tuple(output_padding, 1, op, "output_padding"), groups,
-                      one(dilation, "dilation"), 1)
+                      one(dilation, "dilation"), 1, (x, w))
     y = ops.squeeze(y, -2)
     return ops.squeeze(y, 0) if unbatched else y
 
