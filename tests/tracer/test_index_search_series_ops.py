@@ -121,6 +121,20 @@ def test_scatter_repeated_index_eager_last_write_wins():
     out = tj.scatter(x, 0, tj.tensor([1, 1, 2]), tj.tensor([5.0, 7.0, 1.0]))
     ref = torch.zeros(3).scatter(0, torch.tensor([1, 1, 2]), torch.tensor([5.0, 7.0, 1.0]))
     np.testing.assert_array_equal(out.numpy(), ref.numpy())
+    # compiled, the index known only at run time: the last write wins too (was the mean), and
+    # a losing inf adds nothing
+    idx = np.array([[0, 1, 0, 2], [2, 2, 2, 0], [0, 1, 0, 2]])
+    src = np.arange(12.0).reshape(3, 4)
+    src[0, 0] = np.inf
+    for d in (0, 1):
+        for i in (idx, idx[:1, :1], idx[:0]):
+            f = tj.compile(lambda a, j, b: tj.scatter(a, d, j, b))
+            want = torch.zeros(3, 4, dtype=torch.float64).scatter(d, torch.tensor(i),
+                                                                    torch.tensor(src))
+            np.testing.assert_array_equal(f(np.zeros((3, 4)), i, src).numpy(), want.numpy())
+            np.testing.assert_array_equal(tj.scatter(tj.zeros(3, 4, dtype=tj.float64), d,
+                                                     tj.tensor(i), tj.tensor(src)).numpy(),
+                                          want.numpy())
     t = tj.zeros(2, 2)
     t.scatter_(1, tj.tensor([[1], [0]]), 3.0)
     np.testing.assert_array_equal(t.numpy(), [[0, 3], [3, 0]])

@@ -5,8 +5,9 @@ with their in-place forms, and `masked_select`.
 Each is a sum of scatter-adds and `where`s, so gradients, compile and fusion are the
 primitives' own. A position some index names is "hit": `scatter` replaces it, so the gradient
 to the input is zero there. Where an index names one position twice, torch leaves `scatter`'s
-answer undefined (its CPU kernel keeps the last write); eagerly the last write wins here too,
-and inside a compiled function (index values unknown at trace time) duplicates get their mean.
+answer undefined (its CPU kernel keeps the last write); the last write wins here too, eagerly
+(from the index's values) and inside a compiled function (a stable sort of the positions at run
+time, see _last_writes_traced).
 scatter_reduce's 'amax'/'amin'/'prod' have no scatter primitive under them: they run eagerly
 (NumPy's ufunc.at) with torch's gradient (split evenly among the elements equal to the result
 for amax/amin, the product of the others for prod) and raise a clear error inside a trace.
@@ -19,7 +20,7 @@ import numbers
 import numpy as np
 
 from ..ir import dtypes as dt
-from . import checks, gathering, ops
+from . import checks, gathering, ops, sorting
 from .copies import clone, unchanged
 from .inplace import inplace
 from .node_names import rename
@@ -84,11 +85,12 @@ def _hits(x: Tensor, d: int, idx: Tensor) -> Tensor:
     return gathering.scatter_add(zeros, d, idx, ones)
 
 
-def _last_writes(x_shape: tuple, idx: Tensor, d: int) -> np.ndarray | None:
-    """For an eager host index: a bool mask over idx of the entries whose write wins (the last
-    one naming each position, torch's CPU kernel's); None when no position is named twice."""
+def _last_writes(x_shape: tuple, idx: Tensor, d: int) -> np.ndarray | Tensor | None:
+    """A bool mask over idx of the entries whose write wins (the last one naming each
+    position, torch's CPU kernel's). For an eager host index, a NumPy mask, or None when no
+    position is named twice; for a traced one, a traced mask (see _last_writes_traced)."""
     if STATE.traces or idx._traced:
-        return None
+        return _last_writes_traced(x_shape, idx, d)
     pos = gathering._flat_positions(x_shape, idx, d)._host("scatter")
     rev = pos[::-1]
     _, first = np.unique(rev, return_index=True)
@@ -97,6 +99,21 @@ def _last_writes(x_shape: tuple, idx: Tensor, d: int) -> np.ndarray | None:
     keep = np.zeros(pos.shape[0], bool)
     keep[pos.shape[0] - 1 - first] = True
     return keep.reshape(idx.shape)
+
+
+def _last_writes_traced(x_shape: tuple, idx: Tensor, d: int) -> Tensor:
+    """The last-write mask from index values known only at run time: a stable sort of the
+    entries' flat positions puts each position's writers together in order, and an entry wins
+    where the next sorted entry names another position; the sorted mask is scattered back to
+    the entries' own places (a permutation: no two land together)."""
+    pos = gathering._flat_positions(x_shape, idx, d)
+    n = pos.shape[0]
+    order = sorting._argsort("scatter", pos, 0, False)
+    spos = gathering.gather(pos, 0, order)
+    nxt = ops.cat([spos[1:], ops.add(ops.mul(spos[:1], 0), -1)], 0)
+    last = ops.cast(ops.ne(spos, nxt), dt.i64)
+    keep = gathering.scatter_add(ops.mul(last, 0), 0, order, last)
+    return ops.reshape(ops.gt(keep, 0), idx.shape) if n else ops.reshape(keep, idx.shape)
 
 
 def _src(op: str, x: Tensor, idx: Tensor, src) -> Tensor:
@@ -145,12 +162,10 @@ def scatter(input, dim: int, index, src=None, *, value=None, reduce=None) -> Ten
                       "ScatterBackward1", x)
     s = _src("scatter", x, idx, src)
     keep = _last_writes(x.shape, idx, d)
-    if keep is not None:
-        s = ops.where(ops.as_tensor(keep, like=s, const=True), s, ops.mul(s, 0))
+    if keep is not None:        # (a literal 0, not s * 0: a losing inf would add a NaN)
+        m = keep if isinstance(keep, Tensor) else ops.as_tensor(keep, like=s, const=True)
+        s = ops.where(m, s, 0)
     placed = gathering.scatter_add(ops.mul(ops.stop_gradient(x), 0), d, idx, s)
-    if keep is None and (STATE.traces or idx._traced):     # duplicates unknown: their mean
-        cnt = ops.cast(ops.maximum(hits, 1), x.dtype)
-        placed = ops.div(placed, cnt) if x.dtype.is_float else ops.floor_divide(placed, cnt)
     return rename(ops.where(hit, placed, x), "ScatterBackward0", x)
 
 
