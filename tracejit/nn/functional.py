@@ -28,6 +28,7 @@ from .functional_activations import (celu, dropout1d, dropout2d, glu,  # noqa: F
                                      tanhshrink, threshold)
 from .interpolate import interpolate, upsample  # noqa: F401
 from .functional_conv_t import conv_transpose1d, conv_transpose2d, fold, unfold  # noqa: F401
+from .functional_norm_more import instance_norm, pixel_shuffle, pixel_unshuffle  # noqa: F401
 from .functional_losses import (_reduce, binary_cross_entropy, cosine_similarity,  # noqa: F401
                                 huber_loss, kl_div, smooth_l1_loss)
 
@@ -41,7 +42,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "
            "huber_loss", "kl_div", "cosine_similarity", "softmin", "celu", "dropout1d",
            "dropout2d", "glu", "hardsigmoid", "hardswish", "prelu", "selu", "softsign",
            "tanhshrink", "threshold", "interpolate", "upsample", "conv_transpose1d",
-           "conv_transpose2d", "fold", "unfold"]
+           "conv_transpose2d", "fold", "unfold", "instance_norm", "pixel_shuffle",
+           "pixel_unshuffle"]
 
 
 def _t(x) -> Tensor:
