@@ -15,6 +15,7 @@ from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .dropout import Dropout, Dropout1d, Dropout2d
 from .fold import Fold, Unfold
+from .adaptive_max import AdaptiveMaxPool1d, AdaptiveMaxPool2d
 from .instancenorm import InstanceNorm1d, InstanceNorm2d, PixelShuffle, PixelUnshuffle
 from .interpolate import Upsample
 from .sparse import Embedding

@@ -29,6 +29,7 @@ from .functional_activations import (celu, dropout1d, dropout2d, glu,  # noqa: F
 from .interpolate import interpolate, upsample  # noqa: F401
 from .functional_conv_t import conv_transpose1d, conv_transpose2d, fold, unfold  # noqa: F401
 from .functional_norm_more import instance_norm, pixel_shuffle, pixel_unshuffle  # noqa: F401
+from .adaptive_max import adaptive_max_pool1d, adaptive_max_pool2d  # noqa: F401
 from .functional_losses import (_reduce, binary_cross_entropy, cosine_similarity,  # noqa: F401
                                 huber_loss, kl_div, smooth_l1_loss)
 
@@ -43,7 +44,7 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "
            "dropout2d", "glu", "hardsigmoid", "hardswish", "prelu", "selu", "softsign",
            "tanhshrink", "threshold", "interpolate", "upsample", "conv_transpose1d",
            "conv_transpose2d", "fold", "unfold", "instance_norm", "pixel_shuffle",
-           "pixel_unshuffle"]
+           "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d"]
 
 
 def _t(x) -> Tensor:
