@@ -321,3 +321,26 @@ def test_on_a_cuda_device_matches_torch(fake_gpu):
     for (name, p), q in zip(net.named_parameters(), tnet.parameters()):
         assert p.grad.device == "cuda:0", name
         np.testing.assert_allclose(p.grad.cpu().numpy(), q.grad.numpy(), err_msg=name, **tol)
+
+
+def test_vmap_and_jvp_match_torch():
+    """The ops are conv2d's and the window primitives, so their batching and forward-mode
+    rules apply: tj.vmap over an extra leading axis and tj.jvp agree with torch."""
+    rng = np.random.default_rng(8)
+    xs, w = rng.standard_normal((3, 2, 4, 5, 3)), rng.standard_normal((4, 3, 3, 2))
+    kw = dict(stride=2, padding=1, output_padding=1)
+    y = tj.vmap(lambda x: F.conv_transpose2d(x, tj.tensor(w), **kw))(tj.tensor(xs))
+    want = torch.stack([TF.conv_transpose2d(torch.tensor(x), torch.tensor(w), **kw)
+                        for x in xs])
+    np.testing.assert_allclose(y.numpy(), want.numpy(), **TOL[np.float64])
+    y = tj.vmap(lambda x: F.fold(F.unfold(x, 2, padding=1), (5, 3), 2, padding=1))(
+        tj.tensor(xs))
+    want = torch.stack([TF.fold(TF.unfold(torch.tensor(x), 2, padding=1), (5, 3), 2, padding=1)
+                        for x in xs])
+    np.testing.assert_allclose(y.numpy(), want.numpy(), **TOL[np.float64])
+    t = rng.standard_normal(xs[0].shape)
+    _, got = tj.jvp(lambda x: F.conv_transpose2d(x, tj.tensor(w), **kw), (tj.tensor(xs[0]),),
+                    (tj.tensor(t),))
+    _, want = torch.func.jvp(lambda x: TF.conv_transpose2d(x, torch.tensor(w), **kw),
+                             (torch.tensor(xs[0]),), (torch.tensor(t),))
+    np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL[np.float64])
