@@ -109,6 +109,10 @@ def pump_min_bytes() -> int:
 # the pump thread's shortest and longest pause between tests of its collectives (_pump_loop)
 PUMP_NAP_MIN_S = 20e-6
 PUMP_NAP_MAX_S = 1e-3
+# while a thread waits, the pump tests at its shortest pause for PUMP_HURRY_S after the wait
+# began or after its last news (a check passed, a collective completed), then backs off
+# (pump_hurry_nap)
+PUMP_HURRY_S = 1e-3
 
 
 # A blocking wait (`_work`) tests its collective in a loop for WAIT_SPIN_S, then between
@@ -127,6 +131,18 @@ def wait_nap(waited_s: float) -> float:
     if waited_s < WAIT_SHORT_S:
         return WAIT_NAP_S
     return min(PUMP_NAP_MAX_S, WAIT_NAP_S * 2 ** min(16, (waited_s - WAIT_SHORT_S) / 1e-3))
+
+
+def pump_hurry_nap(quiet_s: float) -> float:
+    """The pump's pause between tests while a thread waits, quiet_s after the wait began or
+    the pump last saw news. Why not always the shortest: a peer that is late (a loaded
+    machine, or ranks > cores) kept the pump testing every 20 us for the whole wait, each
+    test tens of microseconds of CPU (a thread woken, the GIL, Python), ~5 ms of CPU a step
+    on the nanoGPT-small compiled step at load ~7; MPI needs only a few tests once the peer
+    is there, and the peer's arrival (its check passing) resets the clock."""
+    if quiet_s < PUMP_HURRY_S:
+        return PUMP_NAP_MIN_S
+    return min(PUMP_NAP_MAX_S, PUMP_NAP_MIN_S * 2 ** min(16, (quiet_s - PUMP_HURRY_S) / 1e-3))
 
 
 def abort(code: int) -> None:
@@ -193,6 +209,8 @@ class MPIBackend:
         # pump's last look: either makes the pump test at once and then at its shortest nap
         self._pump_waiters = 0
         self._pump_kick = False
+        # time.monotonic() when the first of the current waiters began (pump_hurry_nap)
+        self._wait_began = 0.0
 
     # -- waiting ---------------------------------------------------------------------------
     def _work(self, desc: str, post: Callable[[], list], pumped: bool = False) -> Work:
@@ -277,6 +295,8 @@ class MPIBackend:
             limit = self.pg.timeout_s if timeout is None else timeout
             if not done.is_set():
                 with self._pump_cv:
+                    if not self._pump_waiters:
+                        self._wait_began = time.monotonic()
                     self._pump_waiters += 1
                     self._pump_cv.notify()
                 try:
@@ -295,8 +315,9 @@ class MPIBackend:
         return work
 
     def _pump_loop(self) -> None:
-        """Test the pumped collectives until they complete. Every 20 us while someone waits
-        for one (its core is idle then) or just after one was added or completed; otherwise
+        """Test the pumped collectives until they complete. Every 20 us just after one was
+        added or completed, and while someone waits for one (its core is idle then) until
+        the wait has had no news for PUMP_HURRY_S (pump_hurry_nap: a late peer); otherwise
         the nap doubles up to PUMP_NAP_MAX_S: a test costs tens of microseconds of CPU (the
         GIL handed over, MPI's progress engine), and on 2 ranks sharing 2 cores a pump
         testing every 20 us through a whole compiled backward took ~2 ms of CPU a step from
@@ -304,6 +325,7 @@ class MPIBackend:
         collective to move it on."""
         MPI = self.MPI
         nap = PUMP_NAP_MIN_S
+        news_at = 0.0           # time.monotonic() of the last check passed or completion seen
         while True:
             with self._pump_cv:
                 while not self._pumped and not self._closing:
@@ -320,6 +342,7 @@ class MPIBackend:
             # rather than after the long nap the wait for the check had grown to
             if any(item[0].reqs is not None for item in waiting_check):
                 nap = PUMP_NAP_MIN_S
+                news_at = time.monotonic()
             finished = []
             for item in items:
                 slot = item[0]
@@ -340,14 +363,17 @@ class MPIBackend:
                     item[1].at = now           # when the transfer was seen complete
                     item[1].set()
                 nap = PUMP_NAP_MIN_S
+                news_at = time.monotonic()
             with self._pump_cv:
-                if self._pump_waiters or self._pump_kick or self._closing:
-                    hurry = True
+                hurry = None
+                if self._pump_waiters:
+                    hurry = pump_hurry_nap(time.monotonic() - max(news_at, self._wait_began))
+                elif self._pump_kick or self._closing:
+                    hurry = PUMP_NAP_MIN_S
                 else:       # woken early by a new collective or a waiter (notify)
                     self._pump_cv.wait(nap)
-                    hurry = False
-            if hurry:
-                time.sleep(PUMP_NAP_MIN_S)      # leave the core to the other rank's work
+            if hurry is not None:
+                time.sleep(hurry)               # leave the core to the other rank's work
             else:
                 nap = min(nap * 2, PUMP_NAP_MAX_S)
 
