@@ -197,6 +197,24 @@ def test_default_initialisation_follows_torchs_rules():
         tj.nn.ConvTranspose2d(3, 4, 3, groups=2)
     with pytest.raises(ValueError, match="ConvTranspose2d: padding='same' is not supported"):
         tj.nn.ConvTranspose2d(3, 4, 3, padding="same")
+    for nn in (torch.nn, tj.nn):
+        with pytest.raises(ValueError, match='Only "zeros" padding mode is supported for '
+                           "ConvTranspose1d"):
+            nn.ConvTranspose1d(3, 4, 3, padding_mode="reflect")
+
+
+def test_autocast_runs_in_bfloat16_as_torch():
+    torch.manual_seed(0)
+    tm, m = torch.nn.ConvTranspose2d(4, 3, 3, stride=2), tj.nn.ConvTranspose2d(4, 3, 3, stride=2)
+    m.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = tm(torch.tensor(x))
+    with tj.autocast("cpu", dtype=tj.bfloat16):
+        got = m(tj.tensor(x))
+    assert got.dtype == tj.bfloat16 and want.dtype == torch.bfloat16
+    np.testing.assert_allclose(got.float().detach().numpy(), want.float().detach().numpy(),
+                               rtol=2e-2, atol=2e-2)
 
 
 # -- errors ----------------------------------------------------------------------------------
