@@ -351,8 +351,14 @@ def logical_or(a, b): return where(cast(a, dt.bool_), True, cast(b, dt.bool_))
 def clip(x, min=None, max=None):     # noqa: A002
     """Clamp to [min, max] (max wins if min > max); the gradient passes where
     min <= x <= max (as torch.clamp). NaN wins, as in NumPy and PyTorch: a NaN in x or in a
-    bound gives NaN, and x gets no gradient there."""
+    bound gives NaN, and x gets no gradient there. The result has torch's promoted dtype of x
+    and the bounds (bool x with int bounds is int64, int x with float bounds float32): bounds
+    cast to x's dtype made clamp(bool_t, -3, 3) all True and clamp(int_t, -1.5, 1.5) round
+    the bounds, and clamp_ then raises as torch where the promoted type is not x's."""
     x = as_tensor(x)
+    promoted = result_dtype(x, *(b for b in (min, max) if b is not None))
+    if promoted is not x.dtype:
+        x = cast(x, promoted)
     if x.dtype.is_float and (min is not None or max is not None) and \
             all(b is None or (type(b) in (float, int) and b == b) for b in (min, max)):
         # bounds that are Python numbers, not NaN (the common case): compared as numbers,
