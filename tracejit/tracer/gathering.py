@@ -142,6 +142,10 @@ def scatter_add(input, dim: int, index, src) -> Tensor:  # noqa: A002
     """input with src[..., j, ...] added at index[..., j, ...] along dim (src may be larger
     than index: its leading part is used, as torch)."""
     x = ops.as_tensor(input)
+    if isinstance(src, Tensor) and src.dtype is not x.dtype:
+        # torch refuses; casting src to x's dtype truncated float sources into an int input
+        raise ops._err("scatter_add", f"self {ops._fmt(x)} and src {ops._fmt(src)} must have "
+                       f"the same scalar type", RuntimeError)
     if x.dtype is dt.bool_:         # bools add as a logical or (torch's answer)
         return ops.ne(scatter_add(ops.cast(x, dt.i64), dim, index, ops.cast(src, dt.i64)), 0)
     d, idx = _index("scatter_add", x, dim, index)
