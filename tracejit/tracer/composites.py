@@ -303,6 +303,13 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps: float = 1e
                        f"the trailing dims of {ops._fmt(x)}")
     axes = tuple(range(x.ndim - k, x.ndim))
     n = float(math.prod(normalized_shape))
+    low = x.dtype if x.dtype in dt.HALF else None
+    if low is not None:
+        # torch's kernel computes 16-bit inputs in float32 and rounds once; in float16 the
+        # gradient of 1/sqrt(v + eps) overflowed where v is 0 (one element: NaN, torch 0)
+        x = ops.cast(x, dt.f32)
+        weight = None if weight is None else ops.cast(ops.as_tensor(weight), dt.f32)
+        bias = None if bias is None else ops.cast(ops.as_tensor(bias), dt.f32)
     d = ops.sub(x, ops.div(ops.sum(x, axes, True), n))
     v = ops.div(ops.sum(ops.mul(d, d), axes, True), n)
     y = ops.mul(d, ops.div(1.0, ops.sqrt(ops.add(v, eps))))   # a division per row only
@@ -310,7 +317,7 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps: float = 1e
         y = ops.mul(y, weight)
     if bias is not None:
         y = ops.add(y, bias)
-    return y
+    return y if low is None else ops.cast(y, low)
 
 
 def _reduce(loss, reduction: str, op: str):

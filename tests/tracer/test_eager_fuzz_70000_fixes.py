@@ -1,0 +1,92 @@
+"""Differences from torch eager found by the eager fuzzer's seeds 70000-70600
+(tests/eager_fuzz_more.py), each checked against torch: clamp's result dtype with bounds of a
+higher type category, scatter_add's dtype check, and float16 layer_norm's gradient."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import tracejit as tj  # noqa: E402
+import tracejit.nn.functional as F  # noqa: E402
+
+
+def _same(a, b) -> None:
+    a = a.detach().numpy()
+    b = b.detach().numpy()
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("data, lo, hi", [
+    ([True, False, True], -3, 3),           # bool with int bounds: int64 (was all True, bool)
+    ([True, False], 0, 1),
+    ([1, -3, 5], -1.5, 1.5),                # int with float bounds: float32 (bounds rounded)
+    ([1, -3, 5], -1, None),
+    ([1, -3, 5], None, 2.5),
+])
+def test_clamp_promotes_as_torch(data, lo, hi):
+    _same(tj.tensor(data).clamp(lo, hi), torch.tensor(data).clamp(lo, hi))
+
+
+@pytest.mark.parametrize("data, lo, hi", [([True, False], -3, 3), ([1, -3], -1.5, 1.5)])
+def test_clamp_inplace_refuses_a_promoted_result(data, lo, hi):
+    # seed 70342: clamp_ on a bool comparison result wrote True everywhere
+    with pytest.raises(RuntimeError):
+        torch.tensor(data).clamp_(lo, hi)
+    x = tj.tensor(data)
+    with pytest.raises(RuntimeError, match="clamp_"):
+        x.clamp_(lo, hi)
+    _same(x, torch.tensor(data))             # unchanged
+
+
+def test_clamp_float_with_tensor_bounds_keeps_torch_dtype():
+    x = np.array([1.0, -3.0, 0.25], np.float32)
+    lo64 = np.array([0.5, 0.5, 0.5])
+    _same(tj.tensor(x).clamp(tj.tensor(lo64)), torch.tensor(x).clamp(torch.tensor(lo64)))
+    _same(tj.tensor(x).clamp(tj.tensor(0.5, dtype=tj.float64)),
+          torch.tensor(x).clamp(torch.tensor(0.5, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("self_dtype, src_dtype", [("int64", "float32"), ("float32", "int64"),
+                                                   ("float32", "float64")])
+def test_scatter_add_refuses_a_source_of_another_dtype(self_dtype, src_dtype):
+    # seeds 70201, 70327, 70547, 70550: a float source was truncated into int64 indices
+    def run(lib):
+        x = lib.zeros(3, dtype=getattr(lib, self_dtype))
+        return x.scatter_add(0, lib.tensor([0, 1]), lib.tensor([1.5, 2.5]).to(
+            getattr(lib, src_dtype)))
+    with pytest.raises(RuntimeError):
+        run(torch)
+    with pytest.raises(RuntimeError, match="scatter_add"):
+        run(tj)
+    with pytest.raises(RuntimeError, match="scatter_add"):
+        tj.scatter_add(tj.zeros(3, dtype=tj.int64), 0, tj.tensor([0]), tj.tensor([1.5]))
+
+
+def test_scatter_add_same_dtype_still_matches_torch():
+    idx = np.array([[0, 1, 0], [2, 2, 1]])
+    src = np.arange(6, dtype=np.int64).reshape(2, 3)
+    _same(tj.zeros((3, 3), dtype=tj.int64).scatter_add(0, tj.tensor(idx), tj.tensor(src)),
+          torch.zeros((3, 3), dtype=torch.int64).scatter_add(0, torch.tensor(idx),
+                                                             torch.tensor(src)))
+
+
+@pytest.mark.parametrize("shape", [(5, 1), (4, 3), (2, 8), (3, 1, 1)])
+def test_float16_layer_norm_value_and_gradient(shape):
+    # seed 70303: one normalized element gave a NaN gradient (1/sqrt(v + eps)'s gradient
+    # overflowed float16); torch computes float16 layer_norm in float32
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(shape).astype(np.float16)
+    w = rng.standard_normal(shape).astype(np.float16)
+    x = tj.tensor(a, requires_grad=True)
+    y = F.layer_norm(x, shape[-1:])
+    (y * tj.tensor(w)).sum().backward()
+    xt = torch.tensor(a, requires_grad=True)
+    yt = torch.nn.functional.layer_norm(xt, shape[-1:])
+    (yt * torch.tensor(w)).sum().backward()
+    assert y.dtype == tj.float16 and x.grad.dtype == tj.float16
+    np.testing.assert_allclose(y.detach().numpy().astype(np.float32),
+                               yt.detach().numpy().astype(np.float32), rtol=2e-3, atol=2e-3)
+    g, gt = x.grad.numpy().astype(np.float32), xt.grad.numpy().astype(np.float32)
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, gt, rtol=1e-2, atol=1e-2 * max(1.0, np.abs(gt).max()))
