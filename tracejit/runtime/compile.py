@@ -80,6 +80,7 @@ class CompiledFunction:
         self._lock = threading.Lock()
         self._inflight: dict[tuple, _Flight] = {}
         self._escape_keys: dict = {}        # signature -> traces that stored new tensors
+        self._value_retraces = 0            # traces again because a Python value changed
         self._attr: str | None = None       # the class attribute it is (set by __set_name__)
         self._unbound: CompiledFunction | None = None   # a per-instance one: the class's
         self._warned_slots = False
@@ -251,6 +252,8 @@ class CompiledFunction:
                     if entry is not None:
                         self.hits += 1
                         return entry, flat
+                    if reason.startswith("the Python value"):
+                        self._value_changed(reason)
                 flight = self._inflight.get(key)
                 if flight is None or flight.owner == me:   # the same thread again: no waiting
                     flight = self._inflight[key] = _Flight(me)
@@ -311,6 +314,17 @@ class CompiledFunction:
                 self._cache[key] = entry
                 return entry
         return None
+
+    def _value_changed(self, reason: str) -> None:
+        """A Python number (or string, tuple, index array) the function reads from a global
+        or closure changed, so it traces again (a trace bakes such values in). Said once, at
+        the 8th time: a value that changes every call (a step counter) belongs in the
+        arguments, where it is a traced 0-d input and never retraces."""
+        self._value_retraces += 1
+        if self._value_retraces == 8:
+            warnings.warn(f"{self.name} traced again 8 times because Python values it reads "
+                          f"from outside changed ({reason}); pass such a value as an argument "
+                          f"instead", stacklevel=4)
 
     def _escaped(self, key, traced: Traced) -> None:
         """This trace stored tensors it made into outside state: its call stores their values

@@ -22,6 +22,7 @@ class CompiledModule:
         def call(*args, **kwargs):
             return module(*args, **kwargs)
         call.__name__ = call.__qualname__ = type(module).__name__
+        call.__wrapped__ = module       # (whose forward's globals a trace guards)
         d = self.__dict__
         d["_orig_mod"] = d["__wrapped__"] = module
         d["_compiled"] = compile_call(call)

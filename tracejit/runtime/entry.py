@@ -45,7 +45,7 @@ class Entry:
         self.watched = self.captures + [w for w in self.writes if id(w) not in ids]
         self.cap_sig = captures.signature(self.watched, traced.backward_ran)
         self.plain = not (self.watched or traced.guards or traced.grad_guards or
-                          traced.attr_guards)          # nothing to check per call
+                          traced.attr_guards or traced.consts)     # nothing to check per call
         self.in_avals = graph.in_avals
         self.grad_cache: dict[tuple, tuple] = {}
         self.grad_active: dict[tuple, list] = {}   # wrt -> which outputs depend on them
@@ -133,7 +133,8 @@ class Entry:
     def stale_capture(self) -> str | None:
         if self.plain:
             return None
-        return captures.changed(self.watched, self.cap_sig) or self.traced.stale()
+        return (captures.changed(self.watched, self.cap_sig) if self.watched else None) or \
+            self.traced.stale()
 
     def store_writes(self, outs: list, flat: Sequence[Any] = ()) -> list:
         """Store the in-place updates of captures and of the arguments `flat` (the call's

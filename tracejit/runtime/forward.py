@@ -115,7 +115,8 @@ class JvpCompiledFunction(CompiledFunction):
         user_avals = [v.aval for v in traced.graph.outputs[:n_user]]
         out_tree = ("tuple", (traced.out_tree, _tangent_tree(traced.out_tree, user_avals)))
         return Traced(j, out_tree, traced.captures, traced.guards, traced.n_random,
-                      bindings=traced.bindings, attr_guards=traced.attr_guards,
+                      bindings=traced.bindings, consts=traced.consts,
+                      attr_guards=traced.attr_guards,
                       checks=traced.checks)
 
 
@@ -171,7 +172,8 @@ class _PrimalPart(CompiledFunction):
         primal_g.outputs = outs[:n_user] + outs[n_user + n_checks:] + outs[n_user:n_user + n_checks]
         out_tree = ("tuple", (traced.out_tree, ("list", (("leaf",),) * n_res)))
         return Traced(primal_g, out_tree, traced.captures, traced.guards, traced.n_random,
-                      bindings=traced.bindings, attr_guards=traced.attr_guards,
+                      bindings=traced.bindings, consts=traced.consts,
+                      attr_guards=traced.attr_guards,
                       checks=traced.checks)
 
 

@@ -123,7 +123,7 @@ def trace_grad(fn: Callable, args, kwargs, static, name: str, device: Device, ki
     build = JointBuild(g, wrt, order, shell)
     dump("grad", name, lambda: print_graph(build()))
     traced = Traced(shell, out_tree, base.captures, base.guards, base.n_random,
-                  bindings=base.bindings, writes=base.writes,
+                  bindings=base.bindings, consts=base.consts, writes=base.writes,
                   write_counts=base.write_counts, grad_guards=base.grad_guards,
                   grad_sets=base.grad_sets, backward_ran=base.backward_ran,
                   escapes=base.escapes, attr_guards=base.attr_guards, checks=base.checks,

@@ -17,6 +17,7 @@ from .grad_slots import GradSlots, slot_guards_changed
 from .pytree import tree_flatten, tree_unflatten
 from .state import ATTR_EPOCH, STATE, special_mode
 from .tensor_base import TensorBase as Tensor
+from .const_guards import const_bindings, consts_changed
 from .trace_guards import attr_guards_changed, bindings_changed, capture_bindings, guard_changed
 
 
@@ -260,7 +261,7 @@ class Traced:
                  grad_guards: list | None = None, grad_sets: list | None = None,
                  backward_ran: bool = False, escapes: list | None = None,
                  attr_guards: list | None = None, checks: list | None = None,
-                 arg_writes: list | None = None) -> None:
+                 arg_writes: list | None = None, consts: list | None = None) -> None:
         self.n_random = n_random           # random ops: the offset advances by this per call
         self.graph = graph                 # inputs: the flat arguments, then the captures,
         #                                    then the hidden rng seed and offset if n_random
@@ -268,6 +269,7 @@ class Traced:
         self.captures = captures
         self.guards = guards or []         # see TraceContext.guard_read
         self.bindings = bindings or []     # see capture_bindings
+        self.consts = consts or []         # Python values baked in (see const_guards.py)
         self.writes = writes or []         # captures whose new values follow the user's outputs
         self.write_counts = write_counts or [1] * len(self.writes)   # in-place ops on each
         self.grad_guards = grad_guards or []   # see grad_slots.py: `.grad` slots assumed,
@@ -297,6 +299,7 @@ class Traced:
         """Why this trace no longer describes the function (its captures were rebound or a
         value it read changed), or None. Captures' shapes and dtypes are the caller's check."""
         return (bindings_changed(self.bindings) if self.bindings else None) or \
+            (consts_changed(self.consts) if self.consts else None) or \
             (guard_changed(self.guards) if self.guards else None) or \
             (slot_guards_changed(self.grad_guards) if self.grad_guards else None) or \
             (self._attrs_changed() if self.attr_guards else None)
@@ -334,6 +337,16 @@ def arg_names(fn: Callable, args: Sequence, kwargs: dict) -> list[str]:
     return names
 
 
+def _consts(fn: Callable, captures: list) -> list:
+    """const_bindings for a user's function; tracejit's own compiled helpers (the optimizers'
+    fused updates) never rebind their module constants, and are called in hot loops."""
+    inner = fn
+    while hasattr(inner, "__wrapped__"):
+        inner = inner.__wrapped__
+    module = getattr(inner, "__module__", None) or type(inner).__module__ or ""
+    return [] if module.startswith("tracejit.") else const_bindings(fn, captures)
+
+
 def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, Any] | None = None,
           name: str | None = None, device=CPU, transform: str | None = None,
           outer_off: bool = False, arg_layout: Callable | None = None) -> Traced:
@@ -368,6 +381,7 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
         ctx.graph.inputs = [v for v in ctx.graph.inputs if v not in ctx.rng] + list(ctx.rng)
     traced = Traced(ctx.graph, out_tree, ctx.captures, ctx.guards, ctx.n_random,
                   bindings=capture_bindings(fn, ctx.captures),
+                  consts=_consts(fn, ctx.captures),
                   writes=[t for t, _ in writes],
                   write_counts=[ctx.n_writes.get(id(t), 1) for t, _ in writes],
                   grad_guards=grad_guards, grad_sets=grad_sets, backward_ran=ctx.backward_ran,

@@ -1,0 +1,134 @@
+"""The Python values a trace may have baked in as constants, and the check that they still
+hold: the numbers, strings, None, tuples of those and NumPy arrays (not read as graph inputs)
+that the traced function names as closure variables or globals, and those named by the helper
+functions of its own module that it calls (followed iteratively; helpers, tensors and lists by
+identity). `scale = 3.0` between two calls then traces again instead of reusing a trace that
+multiplied by 2.0. Used by tj.compile (tracer/trace.py) and the plain transforms' cache
+(transform_cache.py)."""
+from __future__ import annotations
+
+import hashlib
+import types
+from typing import Any, Callable
+
+import numpy as np
+
+from .tensor_base import TensorBase
+from .trace_guards import _names
+
+
+_CONSTS = (bool, int, float, complex, str, bytes, type(None), np.generic)
+
+
+def const_key(x: Any) -> tuple:
+    """A Python constant's identity as a trace sees it: its type and value, floats by their
+    bits (0.0 == -0.0 would reuse a trace holding the other zero: 1/(x*s) changes sign)."""
+    if isinstance(x, float):
+        return (type(x), x.hex())
+    if isinstance(x, complex):
+        return (type(x), x.real.hex(), x.imag.hex())
+    if isinstance(x, np.generic):
+        return (type(x), x.tobytes())
+    return (type(x), x)
+
+
+def frozen(x: Any, captured: frozenset = frozenset()) -> tuple | None:
+    """x's value as a trace may have baked it in, comparable with ==: a Python constant, a
+    tuple of such values, or a NumPy array (by its bytes) that is not one of the `captured`
+    arrays (ids; those are graph inputs, read afresh); a list only by identity. None: not a
+    value to guard."""
+    if isinstance(x, _CONSTS):
+        return const_key(x)
+    if isinstance(x, np.ndarray):
+        if id(x) in captured:
+            return None
+        # a large array is kept as a digest: a copy per kept trace could be a dataset's size
+        data = x.tobytes() if x.nbytes <= 65536 else \
+            hashlib.blake2b(np.ascontiguousarray(x).data).digest()
+        return ("array", x.dtype.str, x.shape, data)
+    if type(x) is tuple:
+        parts = tuple(frozen(e, captured) for e in x)
+        return None if None in parts else (tuple, parts)
+    if type(x) is list:     # by identity: a list the function appends to (a log, a trace
+        return (list, id(x))    # counter) is no constant; the guard keeps it alive (the id)
+    return None
+
+
+def const_bindings(fn: Callable, captures: list = ()) -> list[tuple[Any, str, Any, tuple]]:
+    """The closure variables and globals whose values the trace may have baked in (see
+    `frozen` and the module doc): (cell or globals dict, name, object, its frozen value).
+    Read from fn's code and from the helper functions of fn's own module that it names
+    (iteratively), which are guarded by identity, as are the tensors they name."""
+    while hasattr(fn, "__wrapped__"):
+        fn = fn.__wrapped__
+    if getattr(fn, "__code__", None) is None:
+        # a callable object: its class's forward (an nn.Module's) or __call__
+        fn = next((m for m in (getattr(type(fn), "forward", None),
+                               getattr(type(fn), "__call__", None))
+                   if isinstance(m, types.FunctionType)), None)
+        if fn is None:
+            return []
+    home = fn.__globals__
+    captured = frozenset(id(c._data) for c in captures)
+    found: list = []
+    todo, seen = [fn], {id(fn)}
+
+    def guard(where: Any, name: str, value: Any) -> None:
+        if isinstance(value, types.FunctionType):
+            key = (types.FunctionType, id(value))
+            if len(seen) < 64 and id(value) not in seen and value.__globals__ is home:
+                seen.add(id(value))
+                todo.append(value)
+        elif isinstance(value, TensorBase):
+            key = (TensorBase, id(value))
+        else:
+            key = frozen(value, captured)
+        if key is not None:
+            found.append((where, name, value, key))
+
+    while todo:
+        f = todo.pop()
+        code = f.__code__
+        for name, cell in zip(code.co_freevars, f.__closure__ or ()):
+            try:
+                value = cell.cell_contents
+            except ValueError:             # an empty cell
+                continue
+            guard(cell, name, value)
+        glob = f.__globals__
+        for name in _names(code):
+            if name in glob:
+                guard(glob, name, glob[name])
+    return found
+
+
+_BY_IDENTITY = (types.FunctionType, TensorBase, list)     # (const_bindings' keys)
+
+
+def consts_changed(consts: list) -> str | None:
+    """Why a baked-in value no longer holds (see const_bindings), or None. Per call of a
+    compiled function: the same object is the common case and costs one lookup."""
+    for where, name, obj, key in consts:
+        if type(where) is dict:
+            now = where.get(name, _CONSTS)
+        else:
+            try:
+                now = where.cell_contents
+            except ValueError:
+                now = _CONSTS
+        if now is obj:      # immutable, or guarded by identity: unchanged (arrays: see below)
+            if type(obj) in _IMMUTABLE or key[0] in _BY_IDENTITY:
+                continue
+        elif key[0] in _BY_IDENTITY:
+            return f"the Python value '{name}' was rebound"
+        if now is _CONSTS or frozen(now) != key:
+            return f"the Python value '{name}' (traced as {_short(obj)}) changed"
+    return None
+
+
+_IMMUTABLE = frozenset((bool, int, float, complex, str, bytes, type(None)))
+
+
+def _short(x: Any) -> str:
+    text = repr(x) if not isinstance(x, np.ndarray) else f"an array {x.dtype}{list(x.shape)}"
+    return text if len(text) <= 60 else text[:57] + "..."
