@@ -335,6 +335,7 @@ def test_steady_training_loop_does_not_retrace():
         step(tj.tensor(RNG.random((5, 3))), tj.tensor(RNG.random((5, 1))))
         m[0].weight.requires_grad_(True)     # unchanged: no retrace either
         m[3].momentum = 0.1                  # the same value again (bumps the epoch only)
+        m.train()                            # already training
     assert step.cache_info().misses == 1
     m[3].momentum = 0.2                      # a real change: one more trace, then steady
     for _ in range(3):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from typing import Any, Callable, Iterator
 
 from ..ir import dtypes as dt
@@ -200,8 +201,12 @@ class Module(StateDictMixin):
     register_module = add_module
 
     def __setattr__(self, name: str, value: Any) -> None:
-        bump_attr_epoch()           # compiled calls guarding this module's attributes recheck
         d = self.__dict__
+        if d.get(name, d) is value:
+            # the very object again (train() on a module already training): nothing a trace
+            # read changed, and the epoch stays, so compiled calls skip rechecking guards
+            return
+        bump_attr_epoch()           # compiled calls guarding this module's attributes recheck
 
         def remove_from(*tables) -> None:
             for t in tables:
@@ -247,7 +252,11 @@ class Module(StateDictMixin):
             t = d.get(table)
             if t is not None and name in t:
                 if STATE.traces:    # a trace reads this very object: rebinding it retraces
-                    STATE.traces[-1].guard_attr(self, name, identity=True)
+                    # (read from the table itself: getattr would come back through here,
+                    # ~2 us a guard each compiled call rechecks after an epoch bump; moving
+                    # the name to another table reads None here, which retraces too)
+                    STATE.traces[-1].guard_value((id(self), name), partial(t.get, name),
+                                                 f"{type(self).__name__}.{name}", True)
                 return t[name]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 

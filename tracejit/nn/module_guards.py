@@ -6,7 +6,8 @@ registrations and RemovableHandle.remove bump the attribute epoch (tracer/state.
 compiled calls re-read these guards only after such a change."""
 from __future__ import annotations
 
-from typing import Any
+from operator import itemgetter
+from typing import Any, Callable
 
 from ..tracer.state import STATE
 
@@ -27,11 +28,21 @@ def _same_scalar(a: Any, b: Any) -> bool:
     return a is b or (type(a) is type(b) and a == b)
 
 
-def _read_scalars(d: dict, names: tuple) -> tuple:
-    """What a trace guards of a module's attributes `names`: their values and types (a
-    deleted one reads as the dict itself, which equals nothing it was)."""
-    vals = tuple(d.get(k, d) for k in names)
-    return vals + tuple(map(type, vals))
+def _reader(module: Any, names: tuple) -> Callable[[], Any]:
+    """What a trace guards of `module`, in one cheap read (compiled calls re-read it after
+    every epoch bump): the ids of its forward hooks (new ones get new ids) and the values and
+    types of its attributes `names` (None once one is deleted: that equals nothing read)."""
+    d, pre, post = module.__dict__, module._forward_pre_hooks, module._forward_hooks
+    get = itemgetter(*names) if names else None
+    one = len(names) == 1
+
+    def read() -> tuple | None:
+        try:
+            vals = (get(d),) if one else get(d) if get is not None else ()
+        except KeyError:
+            return None
+        return (*pre, None, *post, None, *vals, *map(type, vals))
+    return read
 
 
 def call_traced(module: Any, args: tuple, kwargs: dict) -> Any:
@@ -39,16 +50,15 @@ def call_traced(module: Any, args: tuple, kwargs: dict) -> Any:
     forward (inlined into the trace)."""
     ctx = STATE.traces[-1]
     ctx.guard_attr(module, "training")
-    pre, post = module._forward_pre_hooks, module._forward_hooks
-    ctx.guard_value((id(module), "_hooks"), lambda: (*pre.values(), "|", *post.values()),
-                    f"the forward hooks of a {type(module).__name__}", True)
     d = module.__dict__
     before = _scalars(d)
     out = module._run_hooked(args, kwargs)
     # an attribute the forward itself set to a new value (a counter, a cached shape) is its
     # state, not an input: the compiled call does not run that Python, so guarding it would
-    # only retrace (every call, for a module called twice in one trace)
+    # only retrace (every call, for a module called twice in one trace). (The hooks guarded
+    # are those that ran: ones registered after this point retrace the next call.)
     names = tuple(k for k, v in _scalars(d).items() if k in before and _same_scalar(before[k], v))
-    ctx.guard_value((id(module), "_scalars"), lambda: _read_scalars(d, names),
-                    f"the Python attributes {list(names)} of a {type(module).__name__}")
+    ctx.guard_value((id(module), "_hooks_scalars"), _reader(module, names),
+                    f"the forward hooks or the Python attributes {list(names)} of a "
+                    f"{type(module).__name__}")
     return out
