@@ -35,7 +35,7 @@ from .compiled_module import CompiledModule
 from .entry import Entry, Lowered
 from .grad_trace import pending_passes, trace_grad
 from .grad_node import call_with_grad
-from .signature import describe, describe_autocast, fast_key, leaf_key
+from .signature import explain, fast_key, leaf_key
 
 CacheInfo = namedtuple("CacheInfo", "hits misses entries")
 MAX_VARIANTS = 8              # traces kept per signature (see CompiledFunction._variants)
@@ -174,24 +174,6 @@ class CompiledFunction:
         return (tree, tuple(leaf_key(x) for x in flat), skey, _autocast.autocast_key(), mode,
                 grad), flat, static
 
-    def _explain(self, old, new, names) -> str:
-        if old[0] != new[0]:
-            return "the structure of the arguments changed"
-        if old[3] != new[3]:
-            return f"autocast state: {describe_autocast(old[3])} -> {describe_autocast(new[3])}"
-        if old[4] != new[4]:
-            return f"training mode: {old[4]} -> {new[4]}"
-        if old[5] != new[5]:
-            return f"grad mode: {old[5]} -> {new[5]}"
-        if old[2] != new[2]:
-            a, b = dict(old[2]), dict(new[2])
-            k = next(k for k in b if a.get(k) != b[k])
-            return f"static argument {k}: {a.get(k)!r} -> {b[k]!r}"
-        for n, a, b in zip(names, old[1], new[1]):
-            if a != b:
-                return f"{n}: {describe(a)} -> {describe(b)}"
-        return "unknown"
-
     # -- tracing and compiling -------------------------------------------------------------------
     # whether the caller's grad mode can change what the function computes (tj.grad of a
     # compiled function ignores it, as torch.func.grad does)
@@ -265,7 +247,7 @@ class CompiledFunction:
                 if reason is None and self._last_key is not None:
                     names = arg_names(self.fn, [a for i, a in enumerate(args) if i not in static],
                                       {k: v for k, v in kwargs.items() if k not in static})
-                    reason = self._explain(self._last_key, key, names)
+                    reason = explain(self._last_key, key, names)
                 if reason is not None:
                     log_recompile(self.name, reason)
             t0 = time.perf_counter()

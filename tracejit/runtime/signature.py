@@ -86,3 +86,25 @@ def fast_key(args) -> tuple | None:
 
 def describe_autocast(key: tuple) -> str:
     return ", ".join(f"{d}:{t.name}" for d, t in key) or "off"
+
+
+def explain(old: tuple, new: tuple, names: list) -> str:
+    """What differs between two keys of CompiledFunction._key (for TRACEJIT_LOG=recompiles):
+    the arguments' structure, autocast, training or grad mode, a static argument, or the
+    first argument (by its name) whose signature changed."""
+    if old[0] != new[0]:
+        return "the structure of the arguments changed"
+    if old[3] != new[3]:
+        return f"autocast state: {describe_autocast(old[3])} -> {describe_autocast(new[3])}"
+    if old[4] != new[4]:
+        return f"training mode: {old[4]} -> {new[4]}"
+    if old[5] != new[5]:
+        return f"grad mode: {old[5]} -> {new[5]}"
+    if old[2] != new[2]:
+        a, b = dict(old[2]), dict(new[2])
+        k = next(k for k in b if a.get(k) != b[k])
+        return f"static argument {k}: {a.get(k)!r} -> {b[k]!r}"
+    for n, a, b in zip(names, old[1], new[1]):
+        if a != b:
+            return f"{n}: {describe(a)} -> {describe(b)}"
+    return "unknown"
