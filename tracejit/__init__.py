@@ -71,6 +71,7 @@ from . import utils
 from .tracer.autocast import autocast, get_autocast_dtype, is_autocast_enabled
 from .serialization import load, save
 from .tracer.ops import cast as astype
+from .ir.dtype_info import finfo, iinfo
 
 float16, bfloat16, float32, float64 = _dt.f16, _dt.bf16, _dt.f32, _dt.f64
 int32, int64, bool_ = _dt.i32, _dt.i64, _dt.bool_
