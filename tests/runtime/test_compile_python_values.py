@@ -158,3 +158,20 @@ def test_containers_contents_stay_constants_as_documented(value):
     else:
         value["a"] = 7.0
     np.testing.assert_array_equal(cf(X).numpy(), X)
+
+
+def test_python_and_numpy_random_numbers_are_named_when_traced():
+    import random
+    from numpy.random import default_rng
+    rng = default_rng(0)
+    fns = {"np": lambda x: x + np.random.rand(), "random": lambda x: x * random.random(),
+           "rng": lambda x: x + rng.normal()}
+    for name, fn in fns.items():
+        with pytest.warns(UserWarning, match=rf"random numbers \({name}\).*draws them once") \
+                as seen:
+            tj.compile(fn)(X)
+        assert seen[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")             # tracejit's own random numbers: no warning
+        tj.compile(lambda x: x + tj.rand(4))(X)
+        tj.compile(indexed)(X)                      # numpy without its random module

@@ -39,6 +39,16 @@ def user_location() -> str:
     return "<unknown>:0"
 
 
+def user_stacklevel() -> int:
+    """warnings.warn's stacklevel, called where this is, that names the user's line: the
+    innermost frame outside the tracejit package."""
+    f, level = sys._getframe(1), 1
+    while f is not None and (f.f_code.co_filename.startswith(_PKG_DIR) or
+                             "importlib" in f.f_code.co_filename):
+        f, level = f.f_back, level + 1
+    return level
+
+
 class Aval:
     """The static type of a value: a shape and a dtype."""
 

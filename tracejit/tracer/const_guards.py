@@ -8,6 +8,7 @@ multiplied by 2.0. Used by tj.compile (tracer/trace.py) and the plain transforms
 from __future__ import annotations
 
 import hashlib
+import random as _pyrandom
 import types
 from typing import Any, Callable
 
@@ -54,11 +55,14 @@ def frozen(x: Any, captured: frozenset = frozenset()) -> tuple | None:
     return None
 
 
-def const_bindings(fn: Callable, captures: list = ()) -> list[tuple[Any, str, Any, tuple]]:
+def const_bindings(fn: Callable, captures: list = (),
+                   random_names: list | None = None) -> list[tuple[Any, str, Any, tuple]]:
     """The closure variables and globals whose values the trace may have baked in (see
     `frozen` and the module doc): (cell or globals dict, name, object, its frozen value).
     Read from fn's code and from the helper functions of fn's own module that it names
-    (iteratively), which are guarded by identity, as are the tensors they name."""
+    (iteratively), which are guarded by identity, as are the tensors they name.
+    `random_names`, when given, receives the names through which that code reaches Python's or
+    NumPy's random generators (whose numbers a trace would draw once and bake in)."""
     while hasattr(fn, "__wrapped__"):
         fn = fn.__wrapped__
     if getattr(fn, "__code__", None) is None:
@@ -89,14 +93,19 @@ def const_bindings(fn: Callable, captures: list = ()) -> list[tuple[Any, str, An
     while todo:
         f = todo.pop()
         code = f.__code__
+        names = _names(code)
         for name, cell in zip(code.co_freevars, f.__closure__ or ()):
             try:
                 value = cell.cell_contents
             except ValueError:             # an empty cell
                 continue
+            if random_names is not None and _random_source(value, names):
+                random_names.append(name)
             guard(cell, name, value)
         glob = f.__globals__
-        for name in _names(code):
+        if random_names is not None:
+            random_names += [n for n in names if n in glob and _random_source(glob[n], names)]
+        for name in names:
             if name in glob:
                 guard(glob, name, glob[name])
     return found
@@ -132,3 +141,14 @@ _IMMUTABLE = frozenset((bool, int, float, complex, str, bytes, type(None)))
 def _short(x: Any) -> str:
     text = repr(x) if not isinstance(x, np.ndarray) else f"an array {x.dtype}{list(x.shape)}"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _random_source(value: Any, names: set) -> bool:
+    """Whether a global reaches Python's or NumPy's random numbers: the modules, a generator
+    object, one of their bound methods (`from numpy.random import rand`), or numpy itself
+    when the code also names `random` (`np.random.rand()`)."""
+    if isinstance(value, types.ModuleType):
+        return value.__name__ in ("random", "numpy.random") or \
+            (value.__name__ == "numpy" and "random" in names)
+    gens = (_pyrandom.Random, np.random.RandomState, np.random.Generator)
+    return isinstance(value, gens) or isinstance(getattr(value, "__self__", None), gens)

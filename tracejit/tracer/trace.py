@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..ir import dtypes as dt
-from ..ir.core import Aval, Graph, Value, user_location
+from ..ir.core import Aval, Graph, Value, user_location, user_stacklevel
 from ..ir.primitives import P
 from ..ir.printer import INLINE_LIMIT
 from ..devices import CPU, is_gpu_array
@@ -344,7 +345,17 @@ def _consts(fn: Callable, captures: list) -> list:
     while hasattr(inner, "__wrapped__"):
         inner = inner.__wrapped__
     module = getattr(inner, "__module__", None) or type(inner).__module__ or ""
-    return [] if module.startswith("tracejit.") else const_bindings(fn, captures)
+    if module.startswith("tracejit."):
+        return []
+    random_names: list = []
+    found = const_bindings(fn, captures, random_names)
+    if random_names:
+        warnings.warn(f"{getattr(inner, '__qualname__', type(inner).__name__)} reaches Python's "
+                      f"or NumPy's random numbers ({', '.join(sorted(set(random_names)))}): "
+                      f"a compiled function draws them once, when traced, and every call reuses "
+                      f"them; use tj.rand/tj.randn/tj.randint (a new draw each call)",
+                      stacklevel=user_stacklevel())
+    return found
 
 
 def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, Any] | None = None,
