@@ -173,16 +173,18 @@ def test_batchnorm_momentum_changed(momentum):
 
 
 def _scaled_class(nn):
-    """The same user module for both libraries: a float and a string attribute forward reads."""
+    """The same user module for both libraries: a float, a string and a function attribute
+    that forward reads."""
     class Scaled(nn.Module):
         def __init__(self):
             super().__init__()
             self.lin = nn.Linear(3, 3).double()
             self.scale = 2.0
             self.act = "tanh"
+            self.fn = nn.functional.softplus
 
         def forward(self, x):
-            y = self.lin(x) * self.scale
+            y = self.fn(self.lin(x) * self.scale)
             return y.tanh() if self.act == "tanh" else y.sigmoid()
     return Scaled
 
@@ -195,6 +197,8 @@ def test_user_attributes_changed():
     x = RNG.random((2, 3))
     _run_pair(m, tm, f, tm, x, lambda mod: setattr(mod, "scale", -3.0))
     _run_pair(m, tm, f, tm, x, lambda mod: setattr(mod, "act", "sigmoid"))
+    m.fn, tm.fn = tnn.functional.gelu, torch.nn.functional.gelu
+    _close(f(tj.tensor(x)), tm(torch.tensor(x)))
 
 
 class _Times(tnn.Module):

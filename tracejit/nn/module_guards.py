@@ -1,17 +1,21 @@
 """What a trace of a module call depends on besides its tensors, so that a change between
 compiled calls traces again instead of reusing a stale trace: the module's `training` flag,
 which forward hooks run, and its plain Python attributes (eps, momentum, p, flags, a user's
-`self.scale`), which the trace bakes in as constants. Module.__setattr__, the hook
-registrations and RemovableHandle.remove bump the attribute epoch (tracer/state.py), so the
-compiled calls re-read these guards only after such a change."""
+`self.scale`, an activation function), which the trace bakes in as constants.
+Module.__setattr__, the hook registrations and RemovableHandle.remove bump the attribute epoch
+(tracer/state.py), so compiled calls re-read these guards only after such a change."""
 from __future__ import annotations
 
+import types
 from operator import itemgetter
 from typing import Any, Callable
 
 from ..tracer.state import STATE
 
-_SCALARS = (bool, int, float, complex, str, type(None))
+# what a forward bakes in: plain values (compared by value and type) and functions (by
+# identity: TransformerEncoderLayer.activation = F.gelu)
+_SCALARS = (bool, int, float, complex, str, type(None), types.FunctionType,
+            types.BuiltinFunctionType)
 
 
 def _is_scalar(v: Any) -> bool:
@@ -19,7 +23,8 @@ def _is_scalar(v: Any) -> bool:
 
 
 def _scalars(d: dict) -> dict:
-    """A module's plain Python attributes (numbers, strings, None, tuples of them)."""
+    """A module's plain Python attributes (numbers, strings, None, functions, tuples of
+    them)."""
     return {k: v for k, v in d.items() if _is_scalar(v)}
 
 
