@@ -62,7 +62,9 @@ def call_traced(module: Any, args: tuple, kwargs: dict) -> Any:
     # state, not an input: the compiled call does not run that Python, so guarding it would
     # only retrace (every call, for a module called twice in one trace). (The hooks guarded
     # are those that ran: ones registered after this point retrace the next call.)
-    names = tuple(k for k, v in _scalars(d).items() if k in before and _same_scalar(before[k], v))
+    # (`training` has its own guard above, by value: train/eval toggles reuse kept traces)
+    names = tuple(k for k, v in _scalars(d).items()
+                  if k in before and k != "training" and _same_scalar(before[k], v))
     ctx.guard_value((id(module), "_hooks_scalars"), _reader(module, names),
                     f"the forward hooks or the Python attributes {list(names)} of a "
                     f"{type(module).__name__}")
