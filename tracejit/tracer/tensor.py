@@ -20,6 +20,7 @@ from . import broadcast_add, norms, ops
 from . import products, sampling, scans, selection, sorting, stacking, view_grad, views
 from . import shape_views
 from . import index_ops, search_ops, series_ops
+from . import math_ops
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
 from .dispatch import apply_primitive as _apply_primitive, fast_binary as _fast_binary
 from .tensor_base import TensorBase, register
@@ -185,6 +186,15 @@ class Tensor(TensorBase):
     logcumsumexp, diff, cross = series_ops.logcumsumexp, series_ops.diff, series_ops.cross
     isnan, isinf, isfinite = series_ops.isnan, series_ops.isinf, series_ops.isfinite
     logaddexp = series_ops.logaddexp
+    M = math_ops   # (math_ops.py: torch's everyday elementwise math)
+    round, floor, ceil, trunc, fix = M.round, M.floor, M.ceil, M.trunc, M.fix  # noqa: A003
+    frac, log1p, expm1, hypot, lerp = M.frac, M.log1p, M.expm1, M.hypot, M.lerp
+    addcmul, addcdiv, nan_to_num, fmax, fmin = M.addcmul, M.addcdiv, M.nan_to_num, M.fmax, M.fmin
+    aminmax, diag_embed, logit, xlogy, sinc = M.aminmax, M.diag_embed, M.logit, M.xlogy, M.sinc
+    deg2rad, rad2deg, heaviside = M.deg2rad, M.rad2deg, M.heaviside
+    clamp_min, clamp_max = M.clamp_min, M.clamp_max
+    float_power, true_divide = M.float_power, M.true_divide
+    del M
 
     def tile(self, *dims) -> "Tensor":
         return layout.tile(self, dims[0] if len(dims) == 1 else dims)
