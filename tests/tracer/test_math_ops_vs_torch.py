@@ -218,24 +218,33 @@ def test_integer_inputs_and_result_dtypes():
                                      torch.tensor([0.5], dtype=torch.float64)).numpy())
 
 
-def test_errors_as_torch():
-    f, i = tj.tensor(np.array([1.0, 2.0])), tj.tensor(np.array([1, 2]))
-    with pytest.raises(RuntimeError, match=r"frac.*i64\[2\].*test_math_ops_vs_torch.py"):
-        tj.frac(i)
-    with pytest.raises(RuntimeError, match="addcdiv"):
-        tj.addcdiv(f, i, i)
-    with pytest.raises(RuntimeError, match="lerp"):
-        tj.lerp(f, f.float(), 0.5)
-    with pytest.raises(RuntimeError, match="heaviside"):
-        tj.heaviside(f, tj.tensor(np.array([1.0], np.float32)))
-    with pytest.raises(RuntimeError, match="hypot"):
-        tj.hypot(i, i)
-    with pytest.raises(RuntimeError, match="aminmax"):
-        tj.aminmax(tj.zeros((0, 3)))
-    with pytest.raises(RuntimeError):
-        torch.frac(torch.tensor([1, 2]))
-    with pytest.raises(RuntimeError):
-        torch.aminmax(torch.zeros((0, 3)))
+ERRORS = {
+    "frac_int": lambda m, f, i, b: m.frac(i),
+    "frac_bool": lambda m, f, i, b: m.frac(b),
+    "floor_bool": lambda m, f, i, b: m.floor(b),
+    "round_bool": lambda m, f, i, b: m.round(b),
+    "round_decimals_int": lambda m, f, i, b: m.round(i, decimals=1),
+    "addcdiv_int": lambda m, f, i, b: m.addcdiv(f, i, i),
+    "lerp_dtypes": lambda m, f, i, b: m.lerp(f, f.float(), 0.5),
+    "lerp_int": lambda m, f, i, b: m.lerp(i, i, 0.5),
+    "lerp_weight_dtype": lambda m, f, i, b: m.lerp(f, f, i),
+    "heaviside_dtypes": lambda m, f, i, b: m.heaviside(f, f.float()),
+    "hypot_int": lambda m, f, i, b: m.hypot(i, i),
+    "aminmax_empty": lambda m, f, i, b: m.aminmax(m.zeros((0, 3))),
+    "diag_embed_same_dims": lambda m, f, i, b: m.diag_embed(f, 0, 1, 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_errors_as_torch(case):
+    """The same exception class as torch, naming the op and the user's line."""
+    def args(m, tensor):
+        return (m, tensor(np.array([1.0, 2.0])), tensor(np.array([1, 2])),
+                tensor(np.array([True, False])))
+    with pytest.raises(Exception) as want:
+        ERRORS[case](*args(torch, torch.tensor))
+    with pytest.raises(want.type, match=case.split("_")[0] + r".*test_math_ops_vs_torch.py"):
+        ERRORS[case](*args(tj, tj.tensor))
 
 
 @pytest.mark.parametrize("compiled", [False, True])

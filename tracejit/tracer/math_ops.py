@@ -79,8 +79,11 @@ def _rounding(mode: str, node: str):
     @composite(node)
     def op(input):  # noqa: A002
         x = ops.as_tensor(input)
+        if x.dtype is dt.bool_:
+            raise ops._err(mode, f"not implemented for bool input {ops._fmt(x)}",
+                           NotImplementedError)
         if not x.dtype.is_float:          # integers round to themselves (a copy, as torch)
-            return ops.add(x, 0) if x.dtype is not dt.bool_ else ops.eq(x, True)
+            return ops.add(x, 0)
         return _grad_as(_round_core(sg(x), mode), (x, 0.0))
     op.__name__ = op.__qualname__ = mode
     op.__doc__ = f"torch.{mode}: exact, with a zero gradient."
@@ -102,7 +105,7 @@ def round(input, *, decimals: int = 0) -> Tensor:  # noqa: A001, A002
     x = ops.as_tensor(input)
     if not x.dtype.is_float:
         raise ops._err("round", f"decimals= is not implemented for integer input {ops._fmt(x)}",
-                       RuntimeError)
+                       NotImplementedError)
     return _round_decimals(x, int(decimals))
 
 
@@ -120,7 +123,8 @@ def frac(input) -> Tensor:  # noqa: A002
     """x - trunc(x), with x's sign; the gradient passes (as torch)."""
     x = ops.as_tensor(input)
     if not x.dtype.is_float:
-        raise ops._err("frac", f"not implemented for integer input {ops._fmt(x)}", RuntimeError)
+        raise ops._err("frac", f"not implemented for integer input {ops._fmt(x)}",
+                       NotImplementedError)
     return ops.sub(x, trunc(x))
 
 
@@ -172,7 +176,7 @@ def hypot(input, other) -> Tensor:  # noqa: A002
     a, b = ops.as_tensor(input), ops.as_tensor(other)
     if not (a.dtype.is_float and b.dtype.is_float):
         raise ops._err("hypot", f"expects floating point inputs, got {ops._fmt(a)} and "
-                       f"{ops._fmt(b)}", RuntimeError)
+                       f"{ops._fmt(b)}", NotImplementedError)
     a, b = _promote_float("hypot", a, b)
     sa, sb = ops.abs(sg(a)), ops.abs(sg(b))
     m, n = ops.maximum(sa, sb), ops.minimum(sa, sb)
@@ -196,7 +200,7 @@ def lerp(input, end, weight) -> Tensor:  # noqa: A002
         raise ops._err("lerp", f"expected dtype {s.dtype.name} for `end` but got dtype "
                        f"{e.dtype.name}", RuntimeError)
     if not s.dtype.is_float:
-        raise ops._err("lerp", f"not implemented for {ops._fmt(s)}", RuntimeError)
+        raise ops._err("lerp", f"not implemented for {ops._fmt(s)}", NotImplementedError)
     if isinstance(weight, Tensor) and weight.dtype is not s.dtype:
         raise ops._err("lerp", f"expected dtype {s.dtype.name} for `weight` but got dtype "
                        f"{weight.dtype.name}", RuntimeError)
