@@ -90,3 +90,24 @@ def test_float16_layer_norm_value_and_gradient(shape):
     g, gt = x.grad.numpy().astype(np.float32), xt.grad.numpy().astype(np.float32)
     assert np.all(np.isfinite(g))
     np.testing.assert_allclose(g, gt, rtol=1e-2, atol=1e-2 * max(1.0, np.abs(gt).max()))
+
+
+@pytest.mark.parametrize("op", ["mean", "var", "std"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_mean_var_std_in_float32_as_torch(op, dtype):
+    # a float16 row of 40000 twos: its sum overflows float16, so mean/var/std were inf
+    a = np.full((2, 40000), 2.0, np.float32)
+    a[1, ::3] = 1.5
+    x = tj.tensor(a).to(getattr(tj, dtype)).requires_grad_()
+    xt = torch.tensor(a).to(getattr(torch, dtype)).requires_grad_()
+    y, yt = getattr(x, op)(1), getattr(xt, op)(1)
+    assert y.dtype == getattr(tj, dtype) and yt.dtype == getattr(torch, dtype)
+    np.testing.assert_allclose(y.detach().float().numpy(), yt.detach().float().numpy(),
+                               rtol=1e-2, atol=1e-3)
+    y.sum().backward()
+    yt.sum().backward()
+    g, gt = x.grad.float().numpy(), xt.grad.float().numpy()
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, gt, rtol=2e-2, atol=1e-6)
+    m, mt = x.mean(), xt.mean()                                     # all elements
+    np.testing.assert_allclose(float(m.detach().float().numpy()), float(mt.detach().float()), rtol=1e-2)

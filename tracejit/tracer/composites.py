@@ -151,9 +151,13 @@ def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=None, dtype=None):
         x = ops.cast(x, dtype)
     if not x.dtype.is_float:
         x = ops.cast(x, dt.f32)
+    low = x.dtype if x.dtype in dt.HALF else None
+    if low is not None:         # torch sums and divides in float32 and rounds once: the
+        x = ops.cast(x, dt.f32)  # float16 sum of 40000 twos was inf, so was their mean
     axes = ops._axes(x, axis, dim, "mean")
     n = math.prod(x.shape[a] for a in axes)
-    return ops.div(ops.sum(x, axes, keepdims, keepdim=keepdim), float(n) if n else float("nan"))
+    m = ops.div(ops.sum(x, axes, keepdims, keepdim=keepdim), float(n) if n else float("nan"))
+    return m if low is None else ops.cast(m, low)
 
 
 @composite("VarBackward0")
@@ -162,6 +166,9 @@ def var(x, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=None
     """Variance; like PyTorch the default is unbiased (correction=1); ddof= as NumPy."""
     x = ops.as_tensor(x)
     if not x.dtype.is_float:
+        x = ops.cast(x, dt.f32)
+    low = x.dtype if x.dtype in dt.HALF else None
+    if low is not None:         # in float32 as torch (float16 sums overflowed), rounded once
         x = ops.cast(x, dt.f32)
     corr = 1 if correction is None else correction
     if unbiased is not None:
@@ -172,7 +179,8 @@ def var(x, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=None
     n = math.prod(x.shape[a] for a in axes)
     d = ops.sub(x, ops.div(ops.sum(x, axes, True), float(n) if n else float("nan")))
     denom = float(n - corr) if n - corr > 0 else float("nan")
-    return ops.div(ops.sum(ops.mul(d, d), axes, keepdims, keepdim=keepdim), denom)
+    v = ops.div(ops.sum(ops.mul(d, d), axes, keepdims, keepdim=keepdim), denom)
+    return v if low is None else ops.cast(v, low)
 
 
 def _sigmoid_vjp(y, g):

@@ -29,8 +29,12 @@ def _safe_pow(a: Tensor, p: float, at_zero: float) -> Tensor:
 # -- std ----------------------------------------------------------------------------------------
 @composite(lambda x, dim=None, *a, **k: "StdBackward0")
 def _std(x: Tensor, dim, keepdim: bool, correction) -> Tensor:
+    low = x.dtype if x.dtype in dt.HALF else None
+    if low is not None:         # (torch: float32 throughout, one rounding; see var)
+        x = ops.cast(x, dt.f32)
     v = _var(x, dim=dim, keepdim=keepdim, correction=correction)
-    return _safe_pow(v, 0.5, 0.0)
+    s = _safe_pow(v, 0.5, 0.0)
+    return s if low is None else ops.cast(s, low)
 
 
 def std(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None, axis=None,
