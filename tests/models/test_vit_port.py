@@ -277,3 +277,32 @@ def test_vit_trains_with_adamw_warmup_cosine_as_torch(cfg, mode, dtype):
     got = _run(tj, model, mode, xs, ys, dtype)
     assert want[0][-1] < want[0][0]
     _compare(got, want, dtype)
+
+
+@pytest.mark.slow           # three trainings and two compilations per case (~35 s here)
+@pytest.mark.parametrize("cfg", CONFIGS[:2], ids=lambda c: "-".join(c.values()))
+def test_vit_with_dropout_draws_one_seeded_stream_eagerly_and_compiled(cfg):
+    """With dropout on (torch's masks come from another generator, so no torch comparison),
+    the same tj.manual_seed gives the same training eagerly, with tj.compile(model) and with
+    the compiled step: each compiled call draws fresh masks from the one stream rather than
+    baking the first call's. Without the seed (or without dropout) the run differs."""
+    xs, ys = _data()
+    runs = []
+    for mode in ("eager", "compiled_model", "compiled_step"):
+        _, model = _pair("float64", dropout=0.2, **cfg)
+        tj.manual_seed(123)
+        runs.append(_run(tj, model, mode, xs, ys, "float64"))
+    for got in runs[1:]:
+        np.testing.assert_allclose(got[0], runs[0][0], rtol=1e-12)
+        for name, want in runs[0][3].items():
+            np.testing.assert_allclose(got[3][name], want, rtol=1e-9, atol=1e-12, err_msg=name)
+    _, model = _pair("float64", dropout=0.0, **cfg)
+    assert not np.allclose(_run(tj, model, "eager", xs, ys, "float64")[0], runs[0][0])
+    # a compiled forward in train mode draws new masks each call; eval mode draws none
+    _, model = _pair("float64", dropout=0.2, **cfg)
+    forward, x = tj.compile(model), tj.tensor(xs[0])
+    first, second = forward(x).detach().numpy(), forward(x).detach().numpy()
+    assert not np.allclose(first, second)
+    model.eval()
+    with tj.no_grad():
+        np.testing.assert_array_equal(forward(x).numpy(), forward(x).numpy())
