@@ -46,6 +46,10 @@ SAMPLES = {
     "remainder": [([f64(3, 4), pos(3, 4)], {}), ([ints(3, 4), ints(3, 4)], {})],
     "fmod": [([f64(3, 4), pos(3, 4)], {}), ([ints(3, 4), ints(3, 4)], {})],
     **{c: [([ints(3, 4), ints(3, 4)], {})] for c in ("lt", "le", "gt", "ge", "eq", "ne")},
+    **{c: [([ints(3, 4, lo=-9, hi=9), ints(3, 4, lo=-9, hi=9)], {}),
+           ([f64(3, 4) > 0, f64(3, 4) > 0], {})]
+       for c in ("bitwise_and", "bitwise_or", "bitwise_xor")},
+    "bitwise_not": [([ints(3, 4, lo=-9, hi=9)], {}), ([f64(3, 4) > 0], {})],
     "where": [([f64(3, 4) > 0, f64(3, 4), f64(3, 4)], {})],
     "sum": [([f64(3, 4)], {"axes": (1,)}), ([f64(3, 4)], {"axes": (0, 1)}),
             ([f64(3, 4)], {"axes": ()})],

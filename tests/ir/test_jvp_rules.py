@@ -63,6 +63,11 @@ SAMPLES = {
     "eq": ([f64(3, 4), f64(3, 4)], {}),
     "ne": ([f64(3, 4), f64(3, 4)], {}),
     "where": ([f64(3, 4) > 0, f64(3, 4), f64(3, 4)], {}),
+    # integer operands: no tangents (and nothing to differentiate with respect to)
+    "bitwise_and": ([np.arange(-6, 6).reshape(3, 4), np.arange(12).reshape(3, 4)], {}),
+    "bitwise_or": ([np.arange(-6, 6).reshape(3, 4), np.arange(12).reshape(3, 4)], {}),
+    "bitwise_xor": ([np.arange(-6, 6).reshape(3, 4), np.arange(12).reshape(3, 4)], {}),
+    "bitwise_not": ([f64(3, 4) > 0], {}),
     "sum": ([f64(3, 4, 2)], {"axes": (0, 2)}),
     "max": ([distinct(3, 4)], {"axes": (1,)}),
     "min": ([distinct(3, 4)], {"axes": (0,)}),

@@ -73,6 +73,7 @@ _UNARY = {"exp": ("expf", "exp"), "log": ("logf", "log"), "sin": ("sinf", "sin")
           "cos": ("cosf", "cos"), "tanh": ("tanhf", "tanh"), "sqrt": ("sqrtf", "sqrt"),
           "pow": ("powf", "pow"), "erf": ("erff", "erf"), "erfc": ("erfcf", "erfc")}
 _CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+_BITWISE = {"and": "&", "or": "|", "xor": "^"}
 
 
 class CScalarBuilder:
@@ -138,6 +139,12 @@ class CScalarBuilder:
 
     def select(self, c: CS, a: CS, b: CS) -> CS:
         return self._let(a.dtype, f"{c.ref} ? {a.ref} : {b.ref}")
+
+    def bitwise(self, op: str, a: CS, b: CS | None = None) -> CS:
+        """and/or/xor of two integers or bools, or not of one (`!` for a C bool)."""
+        if b is None:
+            return self._let(a.dtype, f"{'!' if a.dtype is dt.bool_ else '~'}{a.ref}")
+        return self._let(a.dtype, f"({a.ref} {_BITWISE[op]} {b.ref})")
 
     def _extreme(self, a: CS, b: CS, op: str) -> CS:
         if a.dtype.is_float:       # NaN in either operand wins, as in NumPy

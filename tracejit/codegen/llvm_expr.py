@@ -163,6 +163,11 @@ class ScalarBuilder:
     def select(self, c: S, a: S, b: S) -> S:
         return S(self.b.op(f"select i1 {c.ref}, {a.ty} {a.ref}, {b.ty} {b.ref}"), a.dtype)
 
+    def bitwise(self, op: str, a: S, b: S | None = None) -> S:
+        """and/or/xor of two integers or bools, or not of one (xor with all ones)."""
+        other = b.ref if b is not None else "true" if a.dtype is dt.bool_ else "-1"
+        return S(self.b.op(f"{'xor' if op == 'not' else op} {a.ty} {a.ref}, {other}"), a.dtype)
+
     def _extreme(self, a: S, b: S, pick: str) -> S:
         if not a.dtype.is_float:
             return self.select(self.cmp(pick, a, b), a, b)

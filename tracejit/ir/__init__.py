@@ -7,6 +7,7 @@ from . import prims_elementwise as _prims_elementwise  # noqa: F401  (registers 
 from . import prims_structural as _prims_structural    # noqa: F401
 from . import prims_gather as _prims_gather            # noqa: F401
 from . import prims_division as _prims_division        # noqa: F401
+from . import prims_bitwise as _prims_bitwise          # noqa: F401
 from . import prims_select as _prims_select            # noqa: F401
 from . import prims_random as _prims_random            # noqa: F401
 from . import prims_special as _prims_special          # noqa: F401

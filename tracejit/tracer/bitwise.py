@@ -1,53 +1,43 @@
-"""`&`, `|`, `^` and `~` on tensors, and `logical_xor`. On bools they are the logical ops (torch's
-answer too). On integers torch computes them bit by bit; tracejit has no bitwise primitives yet,
-so integer and float operands raise naming the op rather than give a logical answer silently
-(`tj.tensor([6]) & 3` is 2 in torch, and was True here)."""
+"""`&`, `|`, `^` and `~` on tensors (torch's bitwise_and/or/xor/not), and `logical_xor`.
+
+Integer operands are computed bit by bit (two's complement), bool ones logically, by the
+bitwise primitives (ir/prims_bitwise.py); operands promote as torch's (`bool & int64` is int64,
+`int32 & int64` int64, a Python int keeps the tensor's dtype). Floats raise, as in torch."""
 from __future__ import annotations
 
-import numpy as np
-
 from ..ir import dtypes as dt
+from ..ir.primitives import P, bind
 from . import ops
-from .operands import _err, _fmt
+from .operands import _err, _fmt, as_tensor
 from .tensor_base import TensorBase as Tensor
 
 
-def _is_bool(x) -> bool:
-    return x.dtype is dt.bool_ if isinstance(x, Tensor) else isinstance(x, (bool, np.bool_))
-
-
-def _bools(op: str, *xs) -> None:
-    if all(_is_bool(x) for x in xs):
-        return
-    kinds = ", ".join(_fmt(x) for x in xs)
+def _no_floats(op: str, *xs) -> None:
     if any(isinstance(x, Tensor) and x.dtype.is_float or isinstance(x, float) for x in xs):
-        raise _err(op, f"is not defined for floating-point operands ({kinds}), as in torch",
-                   TypeError)
-    raise _err(op, f"on integer operands ({kinds}) would be bitwise, which tracejit does not "
-               f"support yet; on bool tensors it is the logical op (compare first, e.g. "
-               f"(x > 0) & (y > 0))", NotImplementedError)
+        raise _err(op, "is not defined for floating-point operands ("
+                   + ", ".join(_fmt(x) for x in xs) + "), as in torch", TypeError)
 
 
 def bitwise_and(a, b) -> Tensor:
-    _bools("bitwise_and (&)", a, b)
-    return ops.logical_and(a, b)
+    _no_floats("bitwise_and (&)", a, b)
+    return ops._binary("bitwise_and", a, b, "any")
 
 
 def bitwise_or(a, b) -> Tensor:
-    _bools("bitwise_or (|)", a, b)
-    return ops.logical_or(a, b)
+    _no_floats("bitwise_or (|)", a, b)
+    return ops._binary("bitwise_or", a, b, "any")
 
 
 def bitwise_xor(a, b) -> Tensor:
-    _bools("bitwise_xor (^)", a, b)
-    return logical_xor(a, b)
+    _no_floats("bitwise_xor (^)", a, b)
+    return ops._binary("bitwise_xor", a, b, "any")
 
 
 def bitwise_not(x) -> Tensor:
-    _bools("bitwise_not (~)", x)
-    return ops.logical_not(x)
+    _no_floats("bitwise_not (~)", x)
+    return bind(P.bitwise_not, as_tensor(x))
 
 
 def logical_xor(a, b) -> Tensor:
     """True where exactly one of a, b is nonzero (any dtypes, as torch)."""
-    return ops.ne(ops.cast(ops.as_tensor(a), dt.bool_), ops.cast(ops.as_tensor(b), dt.bool_))
+    return ops.ne(ops.cast(as_tensor(a), dt.bool_), ops.cast(as_tensor(b), dt.bool_))
