@@ -24,3 +24,21 @@ def test_random_eager_programs_match_torch(chunk):
         r = G.run(seed)
         outcomes[r] = outcomes.get(r, 0) + 1
     assert outcomes.get("ok", 0) >= 0.9 * len(SEEDS[chunk::4]), outcomes
+
+
+# seeds 70000 and up: the op kinds of eager_fuzz_more.py (masked_fill, gather, scatter_add,
+# scatter, index_add, cumsum, max/min along a dim, stable sort, topk, comparisons and logical
+# ops feeding later ops, float16 programs); 70000-70600 ran clean by hand
+MORE_SEEDS = range(70000, 70200)
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_random_eager_programs_more_ops_match_torch(chunk):
+    import eager_fuzz_more as M
+    outcomes = {}
+    for seed in MORE_SEEDS[chunk::4]:
+        r = M.run(seed)          # a difference raises Mismatch (an AssertionError)
+        outcomes[r] = outcomes.get(r, 0) + 1
+    # ("snapshot": tracejit matched torch run with saved tensors cloned: also a full check)
+    agreed = outcomes.get("ok", 0) + outcomes.get("snapshot", 0)
+    assert agreed >= 0.9 * len(MORE_SEEDS[chunk::4]), outcomes
