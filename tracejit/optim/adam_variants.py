@@ -184,7 +184,20 @@ def _pow(base: Any, t: Any) -> Any:
     return f64(base) ** t
 
 
-class NAdam(_AdamFamily):
+class _DecoupledDecay(_AdamFamily):
+    """NAdam's and RAdam's `decoupled_weight_decay` (AdamW's decay when set): part of the
+    update's form, and absent from state dicts saved before torch had it."""
+
+    def _fix_loaded_group(self, group: dict) -> None:
+        super()._fix_loaded_group(group)
+        group.setdefault("decoupled_weight_decay", False)
+
+    def _signature(self, group: dict) -> tuple:
+        return (bool(group["maximize"]), bool(group["decoupled_weight_decay"]),
+                as_float(group["weight_decay"]) != 0)
+
+
+class NAdam(_DecoupledDecay):
     """torch.optim.NAdam: `NAdam(params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
     weight_decay=0, momentum_decay=4e-3, decoupled_weight_decay=False, *, maximize=False)`."""
     _name, _math = "nadam", nadam_math
@@ -206,14 +219,6 @@ class NAdam(_AdamFamily):
                                   "maximize": maximize, "foreach": foreach,
                                   "capturable": capturable, "differentiable": differentiable})
 
-    def _fix_loaded_group(self, group: dict) -> None:
-        super()._fix_loaded_group(group)
-        group.setdefault("decoupled_weight_decay", False)
-
-    def _signature(self, group: dict) -> tuple:
-        return (bool(group["maximize"]), bool(group["decoupled_weight_decay"]),
-                as_float(group["weight_decay"]) != 0)
-
     def _per_param(self, states: list[dict], hyper: dict, group: dict) -> dict[str, list]:
         # momentum_decay is a Python constant of the group (torch reads it as one)
         md = float(group["momentum_decay"])
@@ -230,7 +235,7 @@ class NAdam(_AdamFamily):
         return pp
 
 
-class RAdam(_AdamFamily):
+class RAdam(_DecoupledDecay):
     """torch.optim.RAdam: `RAdam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
     weight_decay=0, decoupled_weight_decay=False, *, maximize=False)`."""
     _name, _math = "radam", radam_math
@@ -247,14 +252,6 @@ class RAdam(_AdamFamily):
                                   "decoupled_weight_decay": decoupled_weight_decay,
                                   "maximize": maximize, "foreach": foreach,
                                   "capturable": capturable, "differentiable": differentiable})
-
-    def _fix_loaded_group(self, group: dict) -> None:
-        super()._fix_loaded_group(group)
-        group.setdefault("decoupled_weight_decay", False)
-
-    def _signature(self, group: dict) -> tuple:
-        return (bool(group["maximize"]), bool(group["decoupled_weight_decay"]),
-                as_float(group["weight_decay"]) != 0)
 
     def _per_param(self, states: list[dict], hyper: dict, group: dict) -> dict[str, list]:
         pp: dict[str, list] = {"bc1": [], "bc2": [], "rect": [], "use_rect": []}
