@@ -23,4 +23,5 @@ from .loss import (BCELoss, BCEWithLogitsLoss, CosineSimilarity, CrossEntropyLos
                    KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss)
 from .attention import MultiheadAttention
 from .transformer import TransformerEncoder, TransformerEncoderLayer
+from .transformer_decoder import Transformer, TransformerDecoder, TransformerDecoderLayer
 from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase
