@@ -10,6 +10,7 @@ recipe: AdamW with decay / no-decay groups, a warmup + cosine LambdaLR, clip_gra
 F.cross_entropy(label_smoothing=0.1). Four steps agree with torch (losses, gradients,
 parameters, learning rates, eval logits) eagerly, with `tj.compile(model)` and with the whole
 step compiled."""
+import copy
 import math
 
 import numpy as np
@@ -306,3 +307,52 @@ def test_vit_with_dropout_draws_one_seeded_stream_eagerly_and_compiled(cfg):
     model.eval()
     with tj.no_grad():
         np.testing.assert_array_equal(forward(x).numpy(), forward(x).numpy())
+
+
+def _run_mixup_ema(lib, model, mode, xs, ys, lams):
+    """timm's train loop extras: Mixup blending the batch in place (x.flip(0).mul_(1 - lam),
+    x.mul_(lam).add_(...)) with smoothed one-hot targets built by scatter_, SoftTargetCrossEntropy,
+    and ModelEmaV2 (a deepcopy updated through state_dict().values() copy_ under no_grad)."""
+    F = lib.nn.functional
+    tensor = torch.tensor if lib is torch else tj.tensor
+    ema = copy.deepcopy(model)
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    forward = tj.compile(model) if mode == "compiled_model" else model
+    optimizer = lib.optim.AdamW(model.parameters(), lr=1e-2)
+
+    def step(x, y, lam):
+        x_flipped = x.flip(0).mul_(1.0 - lam)
+        x = x.mul_(lam).add_(x_flipped)
+        off, on = 0.1 / CLASSES, 1.0 - 0.1 + 0.1 / CLASSES
+        y1 = lib.full((y.size(0), CLASSES), off, dtype=x.dtype).scatter_(1, y.view(-1, 1), on)
+        target = y1 * lam + y1.flip(0) * (1.0 - lam)
+        loss = lib.sum(-target * F.log_softmax(forward(x), dim=-1), dim=-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with lib.no_grad():
+            for ema_v, model_v in zip(ema.state_dict().values(), model.state_dict().values()):
+                ema_v.copy_(ema_v * 0.9 + (1.0 - 0.9) * model_v)
+        return loss
+    if mode == "compiled_step":
+        step = tj.compile(step)
+    model.train()
+    losses = [step(tensor(x.copy()), tensor(y), lam).item() for x, y, lam in zip(xs, ys, lams)]
+    return losses, _state(model), _state(ema)
+
+
+@pytest.mark.parametrize("mode", ["eager", "compiled_model", "compiled_step"])
+def test_vit_mixup_soft_targets_and_ema_as_torch(mode):
+    tmodel, model = _pair("float64", patch="conv", attn="hand", pool="cls")
+    xs, ys = _data()
+    lams = [0.7, 0.6, 0.8, 0.55]                # a new lam each call: no retrace, no stale one
+    want = _run_mixup_ema(torch, tmodel, "eager", xs, ys, lams)
+    got = _run_mixup_ema(tj, model, mode, xs, ys, lams)
+    tol = TOL["float64"]
+    np.testing.assert_allclose(got[0], want[0], **tol)
+    for g, w in zip(got[1:], want[1:]):
+        assert list(g) == list(w)
+        for name in w:
+            np.testing.assert_allclose(g[name], w[name], err_msg=name, **tol)
+    assert not np.allclose(want[2]["mlp_head.1.weight"], want[1]["mlp_head.1.weight"])
