@@ -297,3 +297,34 @@ def test_logit_eps_and_sinc_at_zero_gradient():
     x = np.array([0.0, 1e-8, 0.3, 0.99999, 1.0])
     _check_grads(lambda t: tj.logit(t, eps=1e-6), lambda t: torch.logit(t, eps=1e-6), [x])
     _check_grads(tj.sinc, torch.sinc, [np.array([0.0, 0.25, -1.0])])
+
+
+DOUBLE = {"log1p": (1, [np.array([1e-8, 0.3, -0.7, 2.0])]),
+          "expm1": (1, [np.array([1e-8, 0.3, -0.7, 2.0])]),
+          "sinc": (1, [np.array([0.3, -0.7, 2.2])]),
+          "logit": (1, [np.array([0.1, 0.3, 0.8])]),
+          "hypot": (2, [np.array([0.3, -0.7, 2.0]), np.array([1.5, 0.7, -0.1])]),
+          "xlogy": (2, [np.array([0.3, -0.7, 2.0]), np.array([1.5, 0.7, 0.1])]),
+          "lerp": (3, [np.array([0.3, -0.7, 2.0]), np.array([1.5, 0.7, 0.1]),
+                       np.array([0.2, 0.5, 0.9])])}
+
+
+@pytest.mark.parametrize("name", sorted(DOUBLE))
+def test_double_backward_and_hessian(name):
+    """create_graph=True gradients of the gradient, and tj.hessian, as torch's."""
+    n, arrays = DOUBLE[name]
+    def tf(m, *xs):
+        return getattr(m, name)(*xs)
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    gs = torch.autograd.grad(tf(torch, *ts).sum(), ts, create_graph=True)
+    want = torch.autograd.grad(sum((g * g).sum() for g in gs), ts)
+    xs = [tj.tensor(a, requires_grad=True) for a in arrays]
+    gs2 = tj.autograd.grad(tf(tj, *xs).sum(), xs, create_graph=True)
+    got = tj.autograd.grad(sum((g * g).sum() for g in gs2), xs)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-14)
+    if n == 1:
+        h = tj.hessian(lambda v: tf(tj, v).sum())(tj.tensor(arrays[0]))
+        wh = torch.autograd.functional.hessian(lambda v: tf(torch, v).sum(),
+                                               torch.tensor(arrays[0]))
+        np.testing.assert_allclose(h.numpy(), wh.numpy(), rtol=1e-12, atol=1e-14)

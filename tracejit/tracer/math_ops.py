@@ -34,21 +34,36 @@ def _float(x, op: str) -> Tensor:
     return x if x.dtype.is_float else ops.cast(x, dt.f32)
 
 
-def _grad_as(value: Tensor, *pairs) -> Tensor:
-    """`value` (computed from stop_gradient inputs) with gradient sum(g * d) to each x of the
-    (x, d) pairs. Forward the added term is exactly +0 (so value keeps its sign of zero); the
-    term is masked where x or d is not finite (the gradient is 0 there: torch's is inf/NaN
-    at such poles)."""
-    out = value
-    for x, d in pairs:
-        if not isinstance(x, Tensor):
-            continue
+def _grad_as(value: Tensor, xs, dfn=None) -> Tensor:
+    """`value` (computed from stop_gradient inputs) with the gradient g * d_i to each xs[i],
+    where (d_1, ...) = dfn(y_1, ...) are torch's derivative formulas (dfn None: 0).
+
+    value - t_i d_i(y) with t_i = sx_i - x_i: forward t_i is exactly +0 (so value keeps its
+    sign of zero) and dF/dx_i = d_i. The d_i read y_i = x_i + t_i / 2 (= x_i), not x_i: the
+    product's own term t d'(y) then adds half of d' to the second derivative and the chain
+    through y the other half, so double backward and hessians are right too. Where x_i or d_i
+    is not finite the term is masked: the gradient there is 0 (torch's is inf or NaN at such
+    poles)."""
+    if dfn is None:
+        return value
+    ts, ys = [], []
+    for x in xs:
         sx = sg(x)
-        ok = ops.logical_and(isfinite(sx), isfinite(sg(d)) if isinstance(d, Tensor) else True)
-        t = ops.sub(ops.where(ok, sx, 0.0), ops.where(ok, x, 0.0))   # 0, with gradient -g
-        z = ops.add(ops.mul(t, ops.where(ok, d, 0.0)), 0.0)            # +0, even when d < 0
+        ok = isfinite(sx)
+        t = ops.sub(ops.where(ok, sx, 0.0), ops.where(ok, x, 0.0))    # +0, gradient -g
+        ts.append(t)
+        ys.append(ops.add(x, ops.mul(t, 0.5)))
+    out = value
+    for t, d in zip(ts, dfn(*ys)):
+        if isinstance(d, Tensor):
+            d = ops.where(isfinite(sg(d)), d, 0.0)
+        z = ops.add(ops.mul(t, d), 0.0)                               # +0, even when d < 0
         out = ops.sub(out, z)
     return out
+
+
+def _ZERO(*ys) -> list:
+    return [0.0] * len(ys)
 
 
 # -- rounding -----------------------------------------------------------------------------------
@@ -84,7 +99,7 @@ def _rounding(mode: str, node: str):
                            NotImplementedError)
         if not x.dtype.is_float:          # integers round to themselves (a copy, as torch)
             return ops.add(x, 0)
-        return _grad_as(_round_core(sg(x), mode), (x, 0.0))
+        return _grad_as(_round_core(sg(x), mode), [x], _ZERO)
     op.__name__ = op.__qualname__ = mode
     op.__doc__ = f"torch.{mode}: exact, with a zero gradient."
     return op
@@ -115,7 +130,7 @@ def _round_decimals(x, decimals: int):
     s = sg(x)
     r = ops.div(_round_core(ops.mul(s, p), "round"), p) if decimals > 0 else \
         ops.mul(_round_core(ops.div(s, p), "round"), p)
-    return _grad_as(r, (x, 0.0))
+    return _grad_as(r, [x], _ZERO)
 
 
 @composite("FracBackward0")
@@ -140,7 +155,7 @@ def log1p(input) -> Tensor:  # noqa: A002
     den = ops.where(one, 1.0, ops.sub(u, 1.0))
     v = ops.where(one, s, ops.mul(ops.log(u), ops.div(s, den)))
     v = ops.where(ops.eq(s, np.inf), s, v)            # inf * inf / inf
-    return _grad_as(v, (x, ops.div(1.0, ops.add(x, 1.0))))
+    return _grad_as(v, [x], lambda y: [ops.div(1.0, ops.add(y, 1.0))])
 
 
 @composite("Expm1Backward0")
@@ -156,7 +171,7 @@ def expm1(input) -> Tensor:  # noqa: A002
     v = ops.mul(um1, ops.div(s, ops.where(one, 1.0, lu)))
     v = ops.where(one, s, ops.where(ops.eq(um1, -1.0), -1.0, v))
     v = ops.where(ops.eq(u, np.inf), u, v)            # inf * x / inf
-    return _grad_as(v, (x, ops.add(sg(v), 1.0)))
+    return _grad_as(v, [x], lambda y: [ops.exp(y)])      # = result + 1
 
 
 # -- binary math --------------------------------------------------------------------------------
@@ -178,13 +193,18 @@ def hypot(input, other) -> Tensor:  # noqa: A002
         raise ops._err("hypot", f"expects floating point inputs, got {ops._fmt(a)} and "
                        f"{ops._fmt(b)}", NotImplementedError)
     a, b = _promote_float("hypot", a, b)
-    sa, sb = ops.abs(sg(a)), ops.abs(sg(b))
+    r = _hypot_value(sg(a), sg(b))
+    return _grad_as(r, [a, b], lambda ya, yb: [ops.div(ya, _hypot_value(ya, yb)),
+                                               ops.div(yb, _hypot_value(ya, yb))])
+
+
+def _hypot_value(a: Tensor, b: Tensor) -> Tensor:
+    sa, sb = ops.abs(a), ops.abs(b)
     m, n = ops.maximum(sa, sb), ops.minimum(sa, sb)
     big = ops.logical_and(ops.gt(m, 0), isfinite(m))
     q = ops.div(n, ops.where(big, m, 1.0))
     r = ops.where(big, ops.mul(m, ops.sqrt(ops.add(ops.mul(q, q), 1.0))), ops.add(m, n))
-    r = ops.where(ops.logical_or(ops.eq(sa, np.inf), ops.eq(sb, np.inf)), np.inf, r)
-    return _grad_as(r, (a, ops.div(a, r)), (b, ops.div(b, r)))
+    return ops.where(ops.logical_or(ops.eq(sa, np.inf), ops.eq(sb, np.inf)), np.inf, r)
 
 
 def _lerp_name(start, end, weight):
@@ -316,8 +336,13 @@ def xlogy(input, other) -> Tensor:  # noqa: A002
     ys = ops.where(zero, 1.0, y)              # no -inf * 0 in the unused branch's gradient
     r = ops.where(zero, 0.0, ops.mul(sx, ops.log(ys)))
     r = ops.where(isnan(y), float("nan"), r)
-    sy = sg(y)
-    return _grad_as(r, (x, ops.where(ops.logical_and(zero, ops.eq(sy, 0)), 0.0, ops.log(sy))))
+    return _grad_as(r, [x], lambda yx: [_xlogy_dx(yx, y)])
+
+
+def _xlogy_dx(x: Tensor, y: Tensor) -> Tensor:
+    """torch's d/dx xlogy: log(y), 0 where x and y are both 0."""
+    both = ops.logical_and(ops.eq(sg(x), 0), ops.eq(sg(y), 0))
+    return ops.where(both, 0.0, ops.log(ops.where(both, 1.0, y)))
 
 
 @composite("SincBackward0")
@@ -329,9 +354,16 @@ def sinc(input) -> Tensor:  # noqa: A002
     zero = ops.eq(s, 0)
     px = ops.mul(ops.where(zero, 1.0, s), math.pi)
     v = ops.where(zero, 1.0, ops.div(ops.sin(px), px))
-    d = ops.div(ops.sub(ops.mul(px, ops.cos(px)), ops.sin(px)),
-                ops.mul(px, ops.where(zero, 1.0, s)))
-    return _grad_as(v, (x, ops.where(zero, 0.0, d)))
+    return _grad_as(v, [x], lambda y: [_sinc_dx(y)])
+
+
+def _sinc_dx(x: Tensor) -> Tensor:
+    """torch's formula, (pi x cos(pi x) - sin(pi x)) / (pi x^2), 0 at 0."""
+    zero = ops.eq(sg(x), 0)
+    xs = ops.where(zero, 1.0, x)
+    px = ops.mul(xs, math.pi)
+    d = ops.div(ops.sub(ops.mul(px, ops.cos(px)), ops.sin(px)), ops.mul(px, xs))
+    return ops.where(zero, 0.0, d)
 
 
 def deg2rad(input) -> Tensor:  # noqa: A002
