@@ -80,6 +80,21 @@ class Program(G.Program):
                    lambda s: f(s, x if s is TJ else y))
         return None
 
+    def op_matmul(self):
+        """eager_fuzz_gen's op_matmul of a tensor of the program's dtype: torch refuses a
+        bool or int64 (indices) operand with a float weight, where tracejit promotes (an
+        inconclusive program, ended there)."""
+        p = self.pick(lambda t: t.ndim in (1, 2, 3) and t.dtype == G.torch.tensor(
+            np.zeros(0, self.dtype)).dtype)
+        if p is None:
+            return
+        x, y, d = p
+        k = y.shape[-1]
+        n = int(self.rng.integers(1, 4))
+        x2, y2 = self.leaf((k, n) if self.rng.random() < 0.8 else (k,), "w")
+        d2 = self.leaves[-1][2]
+        self.apply(f"{d} @ {d2}", lambda s: (x @ x2) if s is TJ else (y @ y2))
+
     # -- helpers ---------------------------------------------------------------------------
     def numeric(self):
         """A pooled tensor that is not bool (the float and integer op kinds' operand)."""
