@@ -328,3 +328,19 @@ def test_double_backward_and_hessian(name):
         wh = torch.autograd.functional.hessian(lambda v: tf(torch, v).sum(),
                                                torch.tensor(arrays[0]))
         np.testing.assert_allclose(h.numpy(), wh.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["round", "floor", "log1p", "expm1", "sinc", "logit", "frac",
+                                  "nan_to_num", "deg2rad", "hypot", "xlogy"])
+def test_float16_as_torch(name):
+    """float16 bit-exact: sinc, hypot, log1p, expm1 in float32 and rounded once (torch's
+    opmath; sinc(60000) would overflow pi x in float16), the others in float16 as torch;
+    logit in float32 too, one rounding (torch's float16 kernel rounds twice: 1 ulp off)."""
+    x = np.array([1e-4, 1e-3, 0.3, -0.7, 2.0, 2.5, -3.5, 60000, 0.0, -0.0, 0.9, np.inf],
+                 np.float16)
+    args = (x, x[::-1].copy()) if name in ("hypot", "xlogy") else (x,)
+    with np.errstate(all="ignore"):
+        want = getattr(torch, name)(*[torch.tensor(a) for a in args]).numpy()
+    ulps = 1 if name == "logit" else 0
+    _same(getattr(tj, name)(*[tj.tensor(a) for a in args]).numpy(), want, ulps)
+    _same(tj.compile(getattr(tj, name))(*[tj.tensor(a) for a in args]).numpy(), want, ulps)

@@ -9,6 +9,7 @@ be inexact or NaN (log1p's x log(u) / (u - 1)), `_grad_as` gives the value compu
 gradient the derivative torch's formula states."""
 from __future__ import annotations
 
+import functools
 import math
 from collections import namedtuple
 
@@ -32,6 +33,21 @@ def _float(x, op: str) -> Tensor:
     """x as a float tensor: integers and bools give float32, as torch's unary float ops."""
     x = ops.as_tensor(x)
     return x if x.dtype.is_float else ops.cast(x, dt.f32)
+
+
+def _opmath(fn):
+    """Compute float16/bfloat16 inputs in float32 and round the result once (torch's opmath:
+    sinc(f16 60000) would overflow pi x, hypot lose a bit)."""
+    @functools.wraps(fn)
+    def f(*args, **kwargs):
+        low = next((a.dtype for a in args if isinstance(a, Tensor) and a.dtype in dt.HALF),
+                   None)
+        if low is None:
+            return fn(*args, **kwargs)
+        up = [ops.cast(a, dt.f32) if isinstance(a, Tensor) and a.dtype in dt.HALF else a
+              for a in args]
+        return ops.cast(fn(*up, **kwargs), low)
+    return f
 
 
 def _grad_as(value: Tensor, xs, dfn=None) -> Tensor:
@@ -144,6 +160,7 @@ def frac(input) -> Tensor:  # noqa: A002
 
 
 # -- log1p, expm1 -------------------------------------------------------------------------------
+@_opmath
 @composite("Log1PBackward0")
 def log1p(input) -> Tensor:  # noqa: A002
     """log(1 + x), accurate for tiny x: with u = 1 + x rounded, log(u) * (x / (u - 1)) (exact
@@ -158,6 +175,7 @@ def log1p(input) -> Tensor:  # noqa: A002
     return _grad_as(v, [x], lambda y: [ops.div(1.0, ops.add(y, 1.0))])
 
 
+@_opmath
 @composite("Expm1Backward0")
 def expm1(input) -> Tensor:  # noqa: A002
     """exp(x) - 1, accurate for tiny x: with u = exp(x), (u - 1) * (x / log(u)) (x where
@@ -184,6 +202,7 @@ def _promote_float(op: str, *xs) -> list:
             for x in xs]
 
 
+@_opmath
 @composite("HypotBackward0")
 def hypot(input, other) -> Tensor:  # noqa: A002
     """sqrt(a^2 + b^2) without overflow or underflow: m sqrt(1 + (n/m)^2), m = max(|a|, |b|);
@@ -313,6 +332,7 @@ def diag_embed(input, offset: int = 0, dim1: int = -2, dim2: int = -1) -> Tensor
 
 
 # -- one-liners ---------------------------------------------------------------------------------
+@_opmath
 @composite("LogitBackward0")
 def logit(input, eps=None) -> Tensor:  # noqa: A002
     """log(x / (1 - x)), x clamped to [eps, 1 - eps] first when eps is given (gradient 0
@@ -345,6 +365,7 @@ def _xlogy_dx(x: Tensor, y: Tensor) -> Tensor:
     return ops.where(both, 0.0, ops.log(ops.where(both, 1.0, y)))
 
 
+@_opmath
 @composite("SincBackward0")
 def sinc(input) -> Tensor:  # noqa: A002
     """sin(pi x) / (pi x), 1 at 0; torch's gradient formula (pi x cos(pi x) - sin(pi x)) /
