@@ -146,9 +146,9 @@ def test_a_steady_loop_traces_once_and_a_counter_warns():
 
 
 @pytest.mark.parametrize("value", [[1.0], {"a": 1.0}])
-def test_containers_contents_stay_constants_as_documented(value):
-    # lists and dicts are guarded by identity only (a function may append to a log): their
-    # contents are constants of the trace (README, "Captured tensors and arrays")
+def test_containers_contents_read_by_constant_key_are_guarded(value):
+    # a list or dict is guarded by identity (a function may append to a log), and the items it
+    # reads by a constant index or key by value: value[0] = 7.0 traces again
     def f(x):
         return x * (value[0] if isinstance(value, list) else value["a"])
     cf = tj.compile(f)
@@ -157,7 +157,8 @@ def test_containers_contents_stay_constants_as_documented(value):
         value[0] = 7.0
     else:
         value["a"] = 7.0
-    np.testing.assert_array_equal(cf(X).numpy(), X)
+    _check(cf, f)
+    assert cf.cache_info().misses == 2
 
 
 def test_python_and_numpy_random_numbers_are_named_when_traced():
@@ -175,3 +176,165 @@ def test_python_and_numpy_random_numbers_are_named_when_traced():
         warnings.simplefilter("error")             # tracejit's own random numbers: no warning
         tj.compile(lambda x: x + tj.rand(4))(X)
         tj.compile(indexed)(X)                      # numpy without its random module
+
+
+# --- values read through global or closure objects: cfg.lr, CFG["scale"], SCALES[0] ---
+
+class Cfg:
+    eps = 1e-3                      # a class-level constant
+
+    def __init__(self, lr, **more):
+        self.lr = lr
+        self.__dict__.update(more)
+
+
+CFG = Cfg(2.0, sub=Cfg(0.5))
+TABLE = {"scale": 3.0, "names": ("a", "b")}
+SCALES = [1.5, -2.0]
+
+
+def through_objects(x):
+    return x * CFG.lr + CFG.sub.lr + TABLE["scale"] * SCALES[-1] + Cfg.eps
+
+
+def test_an_attribute_of_a_global_object_changed_traces_again():
+    cf = tj.compile(through_objects)
+    try:
+        _check(cf, through_objects)
+        for change in (lambda: setattr(CFG, "lr", 3.0), lambda: setattr(CFG.sub, "lr", 4.0),
+                       lambda: TABLE.update(scale=-1.0), lambda: SCALES.__setitem__(1, 8.0),
+                       lambda: setattr(Cfg, "eps", 0.25)):
+            misses = cf.cache_info().misses
+            change()
+            _check(cf, through_objects)             # each was baked in silently before
+            assert cf.cache_info().misses == misses + 1
+        for _ in range(3):                         # unchanged: the trace is reused
+            _check(cf, through_objects)
+        assert cf.cache_info().misses == 6
+    finally:
+        CFG.lr, CFG.sub.lr, TABLE["scale"], SCALES[1], Cfg.eps = 2.0, 0.5, 3.0, -2.0, 1e-3
+
+
+def test_nested_attributes_and_items_of_a_closure_object():
+    import argparse
+    args = argparse.Namespace(model=argparse.Namespace(eps=0.5, sizes=(2, 3)),
+                              opts={"t": 2.0})
+
+    def f(x):
+        return x / args.opts["t"] + args.model.eps * args.model.sizes[1]
+    cf = tj.compile(f)
+    _check(cf, f)
+    args.model.eps = 7.0
+    _check(cf, f)
+    args.model.sizes = (1, 5)
+    _check(cf, f)
+    args.opts["t"] = 4.0
+    _check(cf, f)
+    args.model = argparse.Namespace(eps=1.0, sizes=(0, 1))     # an intermediate rebound
+    _check(cf, f)
+    assert cf.cache_info().misses == 5
+
+
+def test_a_method_call_is_not_a_guarded_value_and_its_receiver_is():
+    class Opts:
+        def __init__(self):
+            self.name, self.lr = "double", 2.0
+
+        def factor(self):
+            return 3.0
+
+    opts = Opts()
+
+    def f(x):
+        k = 2.0 if opts.name.upper() == "DOUBLE" else 1.0       # guards opts.name
+        return x * k * opts.factor() + opts.lr                   # opts.factor: not a value
+    cf = tj.compile(f)
+    _check(cf, f)
+    _check(cf, f)
+    assert cf.cache_info().misses == 1
+    opts.name = "single"
+    _check(cf, f)
+    opts.lr = -1.0
+    _check(cf, f)
+    assert cf.cache_info().misses == 3
+
+
+def test_a_property_is_never_run_by_a_guard_and_one_that_raises_is_fine():
+    class C:
+        calls = 0
+
+        def __init__(self):
+            self.scale = 2.0
+
+        @property
+        def broken(self):
+            C.calls += 1
+            raise RuntimeError("no")
+
+        @property
+        def double(self):
+            C.calls += 1
+            return self.scale * 2
+
+    c = C()
+
+    def f(x):
+        try:
+            extra = c.broken
+        except RuntimeError:
+            extra = 1.0
+        return x * c.scale + extra + c.double
+    cf = tj.compile(f)
+    _check(cf, f)
+    seen = C.calls
+    for _ in range(5):
+        cf(X)
+    assert C.calls == seen              # cached calls run no user code
+    c.scale = 5.0                       # the plain attribute is guarded
+    _check(cf, f)
+    assert cf.cache_info().misses == 2
+
+
+def test_a_steady_loop_over_object_values_traces_once_then_a_change_retraces():
+    cfg = Cfg(0.5, steps=(1, 2))
+
+    def f(x):
+        for s in cfg.steps:
+            x = x * cfg.lr + s
+        return x
+    cf = tj.compile(f)
+    for _ in range(6):
+        _check(cf, f)
+    assert cf.cache_info().misses == 1
+    cfg.steps = (1, 2, 3)
+    _check(cf, f)
+    assert cf.cache_info().misses == 2
+
+
+def test_gradients_and_plain_transforms_see_the_new_attribute():
+    cfg = Cfg(2.0)
+    loss = lambda x: (x * x * cfg.lr).sum()       # noqa: E731
+    g_compiled = tj.grad(tj.compile(loss))
+    g_plain = tj.grad(loss)                        # the plain transforms' cache
+    for lr in (2.0, 5.0, -1.0):
+        cfg.lr = lr
+        np.testing.assert_array_equal(g_compiled(X).numpy(), 2 * X * lr)
+        np.testing.assert_array_equal(g_plain(X).numpy(), 2 * X * lr)
+
+
+def test_a_namedtuple_field_and_a_counter_attribute_are_named_when_it_retraces():
+    from collections import namedtuple
+    P = namedtuple("P", "lr step")
+    state = [P(2.0, 0)]
+    p = state[0]
+
+    def f(x):
+        return x * p.lr + p.step
+    cf = tj.compile(f)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for step in range(10):
+            p = P(2.0, step)
+            np.testing.assert_array_equal(cf(X).numpy(), X * 2.0 + step)
+    said = [w for w in seen if "traced again 8 times" in str(w.message)]
+    assert len(said) == 1 and "'p.step'" in str(said[0].message), [str(w.message) for w in seen]

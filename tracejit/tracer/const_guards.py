@@ -2,8 +2,9 @@
 hold: the numbers, strings, None, tuples of those and NumPy arrays (not read as graph inputs)
 that the traced function names as closure variables or globals, and those named by the helper
 functions of its own module that it calls (followed iteratively; helpers, tensors and lists by
-identity). `scale = 3.0` between two calls then traces again instead of reusing a trace that
-multiplied by 2.0. Used by tj.compile (tracer/trace.py) and the plain transforms' cache
+identity), and the constants read through such objects (`cfg.lr`, `CFG["scale"]`, `L[0]`;
+const_chains.py). `scale = 3.0` (or `cfg.lr = 3.0`) between two calls then traces again
+instead of reusing a trace that multiplied by 2.0. Used by tj.compile (tracer/trace.py) and the plain transforms' cache
 (transform_cache.py)."""
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .const_chains import MAX_CHAINS, MISSING, Chain, follow, read_paths
 from .tensor_base import TensorBase
 from .trace_guards import _names
 
@@ -61,6 +63,8 @@ def const_bindings(fn: Callable, captures: list = (),
     `frozen` and the module doc): (cell or globals dict, name, object, its frozen value).
     Read from fn's code and from the helper functions of fn's own module that it names
     (iteratively), which are guarded by identity, as are the tensors they name.
+    Also the constants that code reads through a global or closure object (`cfg.lr`,
+    `CFG["scale"]`), with a Chain in place of the cell or dict (see _guard_paths).
     `random_names`, when given, receives the names through which that code reaches Python's or
     NumPy's random generators (whose numbers a trace would draw once and bake in)."""
     while hasattr(fn, "__wrapped__"):
@@ -76,6 +80,7 @@ def const_bindings(fn: Callable, captures: list = (),
     captured = frozenset(id(c._data) for c in captures)
     found: list = []
     todo, seen = [fn], {id(fn)}
+    chains: list = [0, set()]       # paths guarded (count, keys), see _guard_paths
 
     def guard(where: Any, name: str, value: Any) -> None:
         if isinstance(value, types.FunctionType):
@@ -108,7 +113,58 @@ def const_bindings(fn: Callable, captures: list = (),
         for name in names:
             if name in glob:
                 guard(glob, name, glob[name])
+        if chains[0] < MAX_CHAINS:
+            _guard_paths(f, captured, found, chains)
     return found
+
+
+def _guard_paths(f: types.FunctionType, captured: frozenset, found: list,
+                 chains: list) -> None:
+    """Append to `found` the values f's code (and the code nested in it) reads through a
+    global or closure object (`cfg.lr`, `CFG["scale"]`; see const_chains.py): the longest
+    plain-data prefix of each path whose value is a constant (a tuple, a number, a string,
+    an index array), as a Chain re-read each call. A root that is itself such a value is
+    guarded already; tensors, functions, classes and modules are never values here."""
+    cells = dict(zip(f.__code__.co_freevars, f.__closure__ or ()))
+    glob = f.__globals__
+    todo = [f.__code__]
+    while todo:
+        code = todo.pop()
+        todo += [k for k in code.co_consts if isinstance(k, types.CodeType)]
+        own = set(code.co_cellvars) | set(code.co_varnames)  # a nested code's own variables
+        for op, root, steps in read_paths(code):
+            if op == "LOAD_GLOBAL":
+                where = glob if root in glob else None
+            else:       # a cell: f's closure variable (nested code reaches it through f's)
+                where = cells.get(root) if (code is f.__code__ or root not in own) else None
+            if where is None:
+                continue
+            key = (id(where), root, steps)
+            if key in chains[1]:
+                continue
+            chains[1].add(key)
+            try:
+                base = where[root] if where is glob else where.cell_contents
+            except ValueError:          # an empty cell
+                continue
+            whole = None if isinstance(base, TensorBase) else frozen(base, captured)
+            if isinstance(base, TensorBase) or (whole is not None and whole[0] is not list):
+                continue                # guarded as itself (by value), or not followed
+            values = follow(base, steps)
+            for n, value in enumerate(values):     # not into a tensor (its own guards)
+                if isinstance(value, TensorBase):
+                    del values[n:]
+                    break
+            for n in range(len(values), 0, -1):
+                value = values[n - 1]
+                k = None if isinstance(value, TensorBase) else frozen(value, captured)
+                if k is not None and k[0] is not list:
+                    chain = Chain(where, root, steps[:n])
+                    found.append((chain, chain.text, value, k))
+                    chains[0] += 1
+                    break
+            if chains[0] >= MAX_CHAINS:
+                return
 
 
 _BY_IDENTITY = (types.FunctionType, TensorBase, list)     # (const_bindings' keys)
@@ -120,6 +176,8 @@ def consts_changed(consts: list) -> str | None:
     for where, name, obj, key in consts:
         if type(where) is dict:
             now = where.get(name, _CONSTS)
+        elif type(where) is Chain:
+            now = where.read()
         else:
             try:
                 now = where.cell_contents
@@ -130,7 +188,7 @@ def consts_changed(consts: list) -> str | None:
                 continue
         elif key[0] in _BY_IDENTITY:
             return f"the Python value '{name}' was rebound"
-        if now is _CONSTS or frozen(now) != key:
+        if now is _CONSTS or now is MISSING or frozen(now) != key:
             return f"the Python value '{name}' (traced as {_short(obj)}) changed"
     return None
 
