@@ -111,3 +111,37 @@ def test_half_mean_var_std_in_float32_as_torch(op, dtype):
     np.testing.assert_allclose(g, gt, rtol=2e-2, atol=1e-6)
     m, mt = x.mean(), xt.mean()                                     # all elements
     np.testing.assert_allclose(float(m.detach().float().numpy()), float(mt.detach().float()), rtol=1e-2)
+
+
+_NONFINITE = np.array([[1.0, -np.inf], [np.inf, 2.0], [np.nan, 3.0]])
+_IDX = np.array([[1, 0], [0, 1], [1, 0]])
+_SRC = np.arange(6.0).reshape(3, 2)
+
+
+@pytest.mark.parametrize("call", [
+    lambda lib, x, i, s: x.scatter(1, i, s),
+    lambda lib, x, i, s: x.scatter(1, i[:, :1], s[:, :1]),
+    lambda lib, x, i, s: x.scatter(1, i[:, :1], 7.0),
+    lambda lib, x, i, s: x.scatter_reduce(1, i, s, "sum", include_self=False),
+    lambda lib, x, i, s: x.scatter_reduce(1, i, s, "mean", include_self=False),
+], ids=["scatter", "scatter_part", "scatter_value", "reduce_sum", "reduce_mean"])
+def test_scatter_over_inf_and_nan_positions(call):
+    # seed 70800: a masked_fill(-inf) then scatter kept the -inf (x * 0 is NaN there, so the
+    # position did not count as written)
+    got = call(tj, tj.tensor(_NONFINITE), tj.tensor(_IDX), tj.tensor(_SRC))
+    want = call(torch, torch.tensor(_NONFINITE), torch.tensor(_IDX), torch.tensor(_SRC))
+    _same(got, want)
+
+
+def test_scatter_over_inf_gradient_and_compiled():
+    x = tj.tensor(_NONFINITE, requires_grad=True)
+    s = tj.tensor(_SRC, requires_grad=True)
+    x.scatter(1, tj.tensor(_IDX), s).sum().backward()
+    xt = torch.tensor(_NONFINITE, requires_grad=True)
+    st = torch.tensor(_SRC, requires_grad=True)
+    xt.scatter(1, torch.tensor(_IDX), st).sum().backward()
+    _same(x.grad, xt.grad)
+    _same(s.grad, st.grad)
+    f = tj.compile(lambda a, i, b: a.scatter(1, i, b))
+    _same(f(tj.tensor(_NONFINITE), tj.tensor(_IDX), tj.tensor(_SRC)),
+          torch.tensor(_NONFINITE).scatter(1, torch.tensor(_IDX), torch.tensor(_SRC)))

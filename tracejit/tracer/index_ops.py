@@ -77,12 +77,16 @@ def index_add_(x: Tensor, dim: int, index, source, *, alpha=1) -> Tensor:
 
 
 # -- scatter -------------------------------------------------------------------------------------
+def _zeros(x: Tensor, dtype=None) -> Tensor:
+    """Zeros of x's shape, with no gradient (x * 0 is NaN where x is inf or NaN: scatter then
+    missed the hits on such positions and kept them)."""
+    return ops.broadcast_to(ops.as_tensor(0, dtype or x.dtype, like=x), x.shape)
+
+
 def _hits(x: Tensor, d: int, idx: Tensor) -> Tensor:
     """How many index entries name each position of x (float64 counts; exact)."""
-    zeros = ops.cast(ops.mul(ops.stop_gradient(x), 0), dt.f64) if x.dtype.is_float else \
-        ops.cast(ops.mul(ops.cast(ops.stop_gradient(x), dt.f64), 0), dt.f64)
     ones = ops.add(ops.mul(ops.cast(idx, dt.f64), 0), 1.0)
-    return gathering.scatter_add(zeros, d, idx, ones)
+    return gathering.scatter_add(_zeros(x, dt.f64), d, idx, ones)
 
 
 def _last_writes(x_shape: tuple, idx: Tensor, d: int) -> np.ndarray | Tensor | None:
@@ -165,7 +169,7 @@ def scatter(input, dim: int, index, src=None, *, value=None, reduce=None) -> Ten
     if keep is not None:        # (a literal 0, not s * 0: a losing inf would add a NaN)
         m = keep if isinstance(keep, Tensor) else ops.as_tensor(keep, like=s, const=True)
         s = ops.where(m, s, 0)
-    placed = gathering.scatter_add(ops.mul(ops.stop_gradient(x), 0), d, idx, s)
+    placed = gathering.scatter_add(_zeros(x), d, idx, s)
     return rename(ops.where(hit, placed, x), "ScatterBackward0", x)
 
 
@@ -200,7 +204,7 @@ def scatter_reduce(input, dim: int, index, src, reduce: str, *,  # noqa: A002
                                           include_self=include_self), ())
     hits = _hits(x, d, idx)
     hit = ops.gt(hits, 0)
-    base = x if include_self else ops.where(hit, ops.mul(x, 0), x)
+    base = x if include_self else ops.where(hit, _zeros(x), x)
     if reduce in ("sum", "mean"):
         tot = gathering.scatter_add(base, d, idx, s)
         if reduce == "sum":
