@@ -338,3 +338,24 @@ def test_a_namedtuple_field_and_a_counter_attribute_are_named_when_it_retraces()
             np.testing.assert_array_equal(cf(X).numpy(), X * 2.0 + step)
     said = [w for w in seen if "traced again 8 times" in str(w.message)]
     assert len(said) == 1 and "'p.step'" in str(said[0].message), [str(w.message) for w in seen]
+
+
+def test_a_settings_module_attribute_is_guarded_and_paths_are_bounded():
+    import types
+    from tracejit.tracer.const_chains import MAX_CHAINS
+    from tracejit.tracer.const_guards import const_bindings
+    settings = types.ModuleType("settings")        # `import settings; settings.SCALE`
+    settings.SCALE = 2.0
+
+    def f(x):
+        return x * settings.SCALE
+    cf = tj.compile(f)
+    _check(cf, f)
+    settings.SCALE = -3.0
+    _check(cf, f)
+    wide = types.SimpleNamespace(**{f"a{i}": float(i) for i in range(MAX_CHAINS + 6)})
+    src = "def g(x):\n    return x + " + " + ".join(f"wide.a{i}" for i in range(MAX_CHAINS + 6))
+    scope = {"wide": wide}
+    exec(src, scope)
+    paths = [name for _, name, _, _ in const_bindings(scope["g"]) if name.startswith("wide.")]
+    assert len(paths) == MAX_CHAINS

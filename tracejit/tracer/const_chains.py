@@ -4,15 +4,18 @@ trace bakes in like the names themselves (const_guards.py): `cfg.lr`, `args.mode
 or LOAD_DEREF followed by LOAD_ATTRs and constant subscripts), kept as a `Chain` that re-reads
 the same path each call. Only plain data is followed, so that a guard never runs user code: an
 instance's or a class's own attributes, a module's, `__slots__` and namedtuple fields, items of
-exact dicts, lists and tuples; not properties or other descriptors, nor `__getattr__` objects."""
+exact dicts, lists and tuples; not properties or other descriptors, nor `__getattr__` objects
+(when a guarded path's root is later rebound to such an object, the re-read may run them, as
+the function itself would)."""
 from __future__ import annotations
 
 import dis
 import types
+from functools import partial
 from operator import attrgetter
 from typing import Any, Callable, Iterator
 
-MISSING = object()          # what a read that fails gives (never equal to a frozen value)
+MISSING = object()          # what plain_attr/plain_item give for what is not plain data
 
 MAX_CHAINS = 64             # chains guarded per trace (a bound on the work, not on programs)
 
@@ -30,14 +33,21 @@ _FIELD_DESCRIPTORS = (types.MemberDescriptorType, _tuplegetter_type())
 
 class Chain:
     """A path `root.attr[key]...` from a globals dict or a closure cell; `read()` follows it
-    now (MISSING when a step fails: a changed value to its guard)."""
+    now, raising when a step fails (a changed value to its guard). A path of attributes only
+    is read by one C-level attrgetter (from the cell, or from the module whose globals these
+    are): about 0.1 us a guard per call, against 0.5 us through Python steps."""
 
-    __slots__ = ("where", "root", "steps", "text", "_getters")
+    __slots__ = ("text", "read")
 
-    def __init__(self, where: Any, root: str, steps: tuple) -> None:
-        self.where, self.root, self.steps = where, root, steps
+    def __init__(self, where: Any, root: str, steps: tuple, module: Any = None) -> None:
         self.text = root + "".join(f".{k}" if kind == "attr" else f"[{k!r}]"
                                    for kind, k in steps)
+        if all(kind == "attr" for kind, _ in steps) and (type(where) is not dict or
+                                                         module is not None):
+            path = ".".join(k for _, k in steps)
+            self.read = partial(attrgetter(f"{root}.{path}"), module) \
+                if type(where) is dict else partial(attrgetter(f"cell_contents.{path}"), where)
+            return
         getters: list = []
         run: list = []
         for kind, k in steps + (("end", None),):
@@ -49,19 +59,16 @@ class Chain:
                 run = []
             if kind == "item":
                 getters.append(_item_getter(k))
-        self._getters = tuple(getters)
+        self.read = _reader(where, root, tuple(getters))
 
-    def read(self) -> Any:
-        where = self.where
-        try:
-            x = where.get(self.root, MISSING) if type(where) is dict else where.cell_contents
-            if x is MISSING:
-                return MISSING
-            for get in self._getters:
-                x = get(x)
-            return x
-        except Exception:       # a missing attribute or key, an empty cell: not the same value
-            return MISSING
+
+def _reader(where: Any, root: str, getters: tuple) -> Callable[[], Any]:
+    def read() -> Any:
+        x = where[root] if type(where) is dict else where.cell_contents
+        for get in getters:
+            x = get(x)
+        return x
+    return read
 
 
 def _item_getter(key: Any) -> Callable[[Any], Any]:

@@ -4,18 +4,19 @@ that the traced function names as closure variables or globals, and those named 
 functions of its own module that it calls (followed iteratively; helpers, tensors and lists by
 identity), and the constants read through such objects (`cfg.lr`, `CFG["scale"]`, `L[0]`;
 const_chains.py). `scale = 3.0` (or `cfg.lr = 3.0`) between two calls then traces again
-instead of reusing a trace that multiplied by 2.0. Used by tj.compile (tracer/trace.py) and the plain transforms' cache
-(transform_cache.py)."""
+instead of reusing a trace that multiplied by 2.0. Used by tj.compile (tracer/trace.py) and
+the plain transforms' cache (transform_cache.py)."""
 from __future__ import annotations
 
 import hashlib
 import random as _pyrandom
+import sys
 import types
 from typing import Any, Callable
 
 import numpy as np
 
-from .const_chains import MAX_CHAINS, MISSING, Chain, follow, read_paths
+from .const_chains import MAX_CHAINS, Chain, follow, read_paths
 from .tensor_base import TensorBase
 from .trace_guards import _names
 
@@ -127,6 +128,8 @@ def _guard_paths(f: types.FunctionType, captured: frozenset, found: list,
     guarded already; tensors, functions, classes and modules are never values here."""
     cells = dict(zip(f.__code__.co_freevars, f.__closure__ or ()))
     glob = f.__globals__
+    module = sys.modules.get(f.__module__ or "")     # its attributes are these globals
+    module = module if getattr(module, "__dict__", None) is glob else None
     todo = [f.__code__]
     while todo:
         code = todo.pop()
@@ -159,7 +162,7 @@ def _guard_paths(f: types.FunctionType, captured: frozenset, found: list,
                 value = values[n - 1]
                 k = None if isinstance(value, TensorBase) else frozen(value, captured)
                 if k is not None and k[0] is not list:
-                    chain = Chain(where, root, steps[:n])
+                    chain = Chain(where, root, steps[:n], module)
                     found.append((chain, chain.text, value, k))
                     chains[0] += 1
                     break
@@ -177,7 +180,10 @@ def consts_changed(consts: list) -> str | None:
         if type(where) is dict:
             now = where.get(name, _CONSTS)
         elif type(where) is Chain:
-            now = where.read()
+            try:
+                now = where.read()
+            except Exception:   # a missing attribute or key, an empty cell: a changed value
+                now = _CONSTS
         else:
             try:
                 now = where.cell_contents
@@ -188,7 +194,7 @@ def consts_changed(consts: list) -> str | None:
                 continue
         elif key[0] in _BY_IDENTITY:
             return f"the Python value '{name}' was rebound"
-        if now is _CONSTS or now is MISSING or frozen(now) != key:
+        if now is _CONSTS or frozen(now) != key:
             return f"the Python value '{name}' (traced as {_short(obj)}) changed"
     return None
 
