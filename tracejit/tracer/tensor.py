@@ -20,7 +20,7 @@ from . import broadcast_add, norms, ops
 from . import products, sampling, scans, selection, sorting, stacking, view_grad, views
 from . import shape_views
 from . import index_ops, search_ops, series_ops
-from . import math_ops
+from . import math_inplace, math_ops
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
 from .dispatch import apply_primitive as _apply_primitive, fast_binary as _fast_binary
 from .tensor_base import TensorBase, register
@@ -194,6 +194,13 @@ class Tensor(TensorBase):
     deg2rad, rad2deg, heaviside = M.deg2rad, M.rad2deg, M.heaviside
     clamp_min, clamp_max = M.clamp_min, M.clamp_max
     float_power, true_divide = M.float_power, M.true_divide
+    M = math_inplace   # (their in-place forms)
+    round_, floor_, ceil_, trunc_, fix_ = M.round_, M.floor_, M.ceil_, M.trunc_, M.fix_
+    frac_, log1p_, expm1_, hypot_, lerp_ = M.frac_, M.log1p_, M.expm1_, M.hypot_, M.lerp_
+    addcmul_, addcdiv_, nan_to_num_, logit_ = M.addcmul_, M.addcdiv_, M.nan_to_num_, M.logit_
+    xlogy_, sinc_, deg2rad_, rad2deg_ = M.xlogy_, M.sinc_, M.deg2rad_, M.rad2deg_
+    clamp_min_, clamp_max_, float_power_ = M.clamp_min_, M.clamp_max_, M.float_power_
+    true_divide_, heaviside_ = M.true_divide_, M.heaviside_
     del M
 
     def tile(self, *dims) -> "Tensor":
