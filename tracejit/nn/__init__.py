@@ -24,4 +24,9 @@ from .loss import (BCELoss, BCEWithLogitsLoss, CosineSimilarity, CrossEntropyLos
 from .attention import MultiheadAttention
 from .transformer import TransformerEncoder, TransformerEncoderLayer
 from .transformer_decoder import Transformer, TransformerDecoder, TransformerDecoderLayer
+from .padding import (CircularPad1d, CircularPad2d, ConstantPad1d, ConstantPad2d,
+                      ReflectionPad1d, ReflectionPad2d, ReplicationPad1d, ReplicationPad2d,
+                      ZeroPad1d, ZeroPad2d)
+from .channel_layers import (ChannelShuffle, Softmax2d, UpsamplingBilinear2d,
+                             UpsamplingNearest2d)
 from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase

@@ -30,6 +30,8 @@ from .interpolate import interpolate, upsample  # noqa: F401
 from .functional_conv_t import conv_transpose1d, conv_transpose2d, fold, unfold  # noqa: F401
 from .functional_norm_more import instance_norm, pixel_shuffle, pixel_unshuffle  # noqa: F401
 from .adaptive_max import adaptive_max_pool1d, adaptive_max_pool2d  # noqa: F401
+from .functional_extra import *  # noqa: F401,F403  (channel_shuffle, losses, ...)
+from .functional_extra import __all__ as _extra_all
 from .functional_losses import (_reduce, binary_cross_entropy, cosine_similarity,  # noqa: F401
                                 huber_loss, kl_div, smooth_l1_loss)
 
@@ -44,7 +46,7 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "
            "dropout2d", "glu", "hardsigmoid", "hardswish", "prelu", "selu", "softsign",
            "tanhshrink", "threshold", "interpolate", "upsample", "conv_transpose1d",
            "conv_transpose2d", "fold", "unfold", "instance_norm", "pixel_shuffle",
-           "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d"]
+           "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d"] + _extra_all
 
 
 def _t(x) -> Tensor:
@@ -374,16 +376,19 @@ def pad(input: Tensor, pad: tuple[int, ...], mode: str = "constant",  # noqa: A0
         if mode == "reflect" and (lo >= n or hi >= n):
             raise ops._err("pad", f"padding ({lo}, {hi}) should be less than the input size "
                            f"{n} of dim {axis} in reflect mode")
-        if mode == "circular" and (lo > n or hi > n):
+        kept = n - max(-lo, 0) - max(-hi, 0)        # what is left after negative pads crop
+        if mode == "circular" and (lo > kept or hi > kept):
             raise ops._err("pad", f"padding ({lo}, {hi}) can wrap around at most once (input "
-                           f"size {n} of dim {axis})")
+                           f"size {n} of dim {axis}, {kept} after cropping)")
         if n == 0:
             raise ops._err("pad", f"cannot pad an empty dim {axis} in {mode} mode")
         pos = np.arange(-lo, n + hi)
         if mode == "replicate":
             src = np.clip(pos, 0, n - 1)
         elif mode == "circular":
-            src = pos % n
+            # torch crops the negative sides first and wraps within what is left
+            c0, m = max(-lo, 0), n - max(-lo, 0) - max(-hi, 0)
+            src = c0 + np.arange(-max(lo, 0), m + max(hi, 0)) % max(m, 1)
         else:
             period = 2 * (n - 1) if n > 1 else 1
             m = np.abs(pos) % period
