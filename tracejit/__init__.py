@@ -73,6 +73,14 @@ from .tracer.autocast import autocast, get_autocast_dtype, is_autocast_enabled
 from .serialization import load, save
 from .tracer.ops import cast as astype
 from .ir.dtype_info import finfo, iinfo
+from .ir.dtypes import DType as dtype  # noqa: A001  (torch.dtype: hints, isinstance)
+from .tracer.creation import empty_like
+
+
+def get_default_dtype() -> _dt.DType:
+    """torch.get_default_dtype(): the dtype of Python floats and of tj.zeros() & co.: float32
+    (there is no set_default_dtype)."""
+    return _dt.f32
 
 float16, bfloat16, float32, float64 = _dt.f16, _dt.bf16, _dt.f32, _dt.f64
 int32, int64, bool_ = _dt.i32, _dt.i64, _dt.bool_

@@ -118,16 +118,96 @@ def make_vit(lib, patch="conv", attn="hand", pool="cls", dim=16, depth=2, heads=
             x = self.norm(x)
             return self.attn(x, x, x, need_weights=False)[0]
 
-    attention = {"hand": Attention, "sdpa": SdpaAttention, "mha": MhaAttention}[attn]
+    def drop_path(x, drop_prob: float = 0.0, training: bool = False):    # timm.layers.drop
+        if drop_prob == 0.0 or not training:
+            return x
+        keep_prob = 1 - drop_prob
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        random_tensor = x.new_empty(shape).bernoulli_(keep_prob)
+        if keep_prob > 0.0:
+            random_tensor.div_(keep_prob)
+        return x * random_tensor
+
+    class DropPath(nn.Module):
+        def __init__(self, drop_prob):
+            super().__init__()
+            self.drop_prob = drop_prob
+
+        def forward(self, x):
+            return drop_path(x, self.drop_prob, self.training)
+
+    class LayerScale(nn.Module):
+        def __init__(self, init_values=0.5, inplace=True):
+            super().__init__()
+            self.inplace = inplace
+            self.gamma = nn.Parameter(init_values * lib.ones(dim))
+
+        def forward(self, x):
+            return x.mul_(self.gamma) if self.inplace else x * self.gamma
+
+    class TimmAttention(nn.Module):             # timm's, with its TorchScript annotations
+        fused_attn: lib.jit.Final[bool]
+
+        def __init__(self, fused_attn):
+            super().__init__()
+            self.num_heads = heads
+            self.head_dim = dim // heads
+            self.scale = self.head_dim ** -0.5
+            self.fused_attn = fused_attn
+            self.qkv = nn.Linear(dim, dim * 3, bias=True)
+            self.q_norm, self.k_norm = nn.Identity(), nn.Identity()
+            self.attn_drop = nn.Dropout(dropout)
+            self.proj = nn.Linear(dim, dim)
+            self.proj_drop = nn.Dropout(dropout)
+
+        def forward(self, x):
+            B, N, C = x.shape
+            qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3,
+                                                                                     1, 4)
+            q, k, v = qkv.unbind(0)
+            q, k = self.q_norm(q), self.k_norm(k)
+            if self.fused_attn:
+                x = F.scaled_dot_product_attention(
+                    q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+            else:
+                q = q * self.scale
+                attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)
+                x = self.attn_drop(attn) @ v
+            return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+
+    class TimmBlock(nn.Module):
+        def __init__(self, i):
+            super().__init__()
+            self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+            self.attn = TimmAttention(fused_attn=i % 2 == 0)
+            self.ls1 = LayerScale()
+            self.drop_path1 = DropPath(dropout) if dropout > 0.0 else nn.Identity()
+            self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+            self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(approximate="tanh"),
+                                     nn.Dropout(dropout), nn.Linear(mlp_dim, dim))
+            self.ls2 = LayerScale()
+            self.drop_path2 = DropPath(dropout) if dropout > 0.0 else nn.Identity()
+
+        def forward(self, x):
+            x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+            return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
     class Transformer(nn.Module):
         def __init__(self):
             super().__init__()
             self.norm = nn.LayerNorm(dim)
+            if attn == "timm":
+                self.layers = nn.Sequential(*[TimmBlock(i) for i in range(depth)])
+                return
+            attention = {"hand": Attention, "sdpa": SdpaAttention, "mha": MhaAttention}[attn]
             self.layers = nn.ModuleList([nn.ModuleList([attention(), FeedForward()])
                                          for _ in range(depth)])
 
         def forward(self, x):
+            if attn == "timm":
+                if not lib.jit.is_scripting():
+                    x = self.layers(x)
+                return self.norm(x)
             for attn_, ff in self.layers:
                 x = attn_(x) + x
                 x = ff(x) + x
@@ -148,6 +228,10 @@ def make_vit(lib, patch="conv", attn="hand", pool="cls", dim=16, depth=2, heads=
             nn.init.trunc_normal_(self.pos_embedding, std=0.02)
             nn.init.normal_(self.cls_token, std=1e-6)
             self.apply(self._init_weights)
+
+        @lib.jit.ignore
+        def no_weight_decay(self):
+            return {"pos_embedding", "cls_token"}
 
         def _init_weights(self, m):
             if isinstance(m, nn.Linear):
@@ -178,7 +262,7 @@ def param_groups(model, weight_decay=0.05):
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith(".bias") or name in ("cls_token", "pos_embedding"):
+        if p.ndim <= 1 or name.endswith(".bias") or name in model.no_weight_decay():
             no_decay.append(p)
         else:
             decay.append(p)
@@ -258,13 +342,18 @@ def _compare(got, want, dtype):
                 # (to ~lr * 1e-9 in float64, to +-lr in float32); compare the query and value
                 third = b.shape[0] // 3
                 a, b = (np.delete(t, np.s_[third:2 * third]) for t in (a, b))
-            np.testing.assert_allclose(a, b, err_msg=f"{what} {name}", **tol)
+            # (float32 parameters: Adam divides each gradient by its own scale, so an element
+            # whose gradient is near 0 moves by rounding noise of up to ~lr * 1e-3)
+            atol = 1e-5 if what == "state" and dtype == "float32" else tol["atol"]
+            np.testing.assert_allclose(a, b, err_msg=f"{what} {name}", rtol=tol["rtol"],
+                                       atol=atol)
     np.testing.assert_allclose(got[4], want[4], **tol)
 
 
 CONFIGS = [dict(patch="conv", attn="hand", pool="cls"),
            dict(patch="linear", attn="sdpa", pool="mean"),
-           dict(patch="conv", attn="mha", pool="mean")]
+           dict(patch="conv", attn="mha", pool="mean"),
+           dict(patch="conv", attn="timm", pool="cls")]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(c.values()))
@@ -281,7 +370,7 @@ def test_vit_trains_with_adamw_warmup_cosine_as_torch(cfg, mode, dtype):
 
 
 @pytest.mark.slow           # three trainings and two compilations per case (~35 s here)
-@pytest.mark.parametrize("cfg", CONFIGS[:2], ids=lambda c: "-".join(c.values()))
+@pytest.mark.parametrize("cfg", [CONFIGS[1], CONFIGS[3]], ids=lambda c: "-".join(c.values()))
 def test_vit_with_dropout_draws_one_seeded_stream_eagerly_and_compiled(cfg):
     """With dropout on (torch's masks come from another generator, so no torch comparison),
     the same tj.manual_seed gives the same training eagerly, with tj.compile(model) and with

@@ -5,6 +5,7 @@ import functools
 import threading
 import time
 import types
+import typing
 import warnings
 import weakref
 from collections import namedtuple
@@ -496,6 +497,19 @@ def check_mode(mode: str | None) -> str:
 
 def jit(fn=None, **kw):
     return compile(fn, **kw)
+
+
+# TorchScript's helpers, so model code written against torch.jit runs (timm's Attention has
+# `fused_attn: torch.jit.Final[bool]`, `@torch.jit.ignore def no_weight_decay`, `if not
+# torch.jit.is_scripting()`): tracejit never scripts, so they change nothing / say False.
+def _jit_ignore(fn=None, **_kw):
+    """`@tj.jit.ignore`, `@tj.jit.ignore(drop=True)`, `@tj.jit.unused`, `@tj.jit.export`."""
+    return fn if fn is not None else (lambda f: f)
+
+
+jit.ignore = jit.unused = jit.export = _jit_ignore
+jit.Final = typing.Final
+jit.is_scripting = jit.is_tracing = lambda: False
 
 
 def clear_cache() -> None:

@@ -76,6 +76,11 @@ def zeros_like(x, dtype=None, requires_grad=False, device=None):
     return _like(x, 0, dtype, requires_grad, device)
 
 
+def empty_like(x, dtype=None, requires_grad=False, device=None):
+    """Like torch.empty_like; its values are unspecified there, zeros here."""
+    return _like(x, 0, dtype, requires_grad, device)
+
+
 def ones_like(x, dtype=None, requires_grad=False, device=None):
     return _like(x, 1, dtype, requires_grad, device)
 
