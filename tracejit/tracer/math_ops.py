@@ -35,17 +35,26 @@ def _float(x, op: str) -> Tensor:
     return x if x.dtype.is_float else ops.cast(x, dt.f32)
 
 
-def _opmath(fn):
+def _opmath(fn=None, *, wide: bool = False):
     """Compute float16/bfloat16 inputs in float32 and round the result once (torch's opmath:
-    sinc(f16 60000) would overflow pi x, hypot lose a bit)."""
+    sinc(f16 60000) would overflow pi x, hypot lose a bit). wide=True: float32 too, in
+    float64 (log1p/expm1's compensated formulas are ~2 ulp; rounded from float64 they are
+    within half an ulp, as torch's float32 kernels)."""
+    if fn is None:
+        return functools.partial(_opmath, wide=wide)
+    narrow = (*dt.HALF, dt.f32) if wide else dt.HALF
+    to = dt.f64 if wide else dt.f32
+
+    def low_of(a):      # (wide: integer inputs give float32, computed in float64 too)
+        return a.dtype if a.dtype in narrow else dt.f32 if wide and not a.dtype.is_float \
+            else None
+
     @functools.wraps(fn)
     def f(*args, **kwargs):
-        low = next((a.dtype for a in args if isinstance(a, Tensor) and a.dtype in dt.HALF),
-                   None)
+        low = next((low_of(a) for a in args if isinstance(a, Tensor) and low_of(a)), None)
         if low is None:
             return fn(*args, **kwargs)
-        up = [ops.cast(a, dt.f32) if isinstance(a, Tensor) and a.dtype in dt.HALF else a
-              for a in args]
+        up = [ops.cast(a, to) if isinstance(a, Tensor) and low_of(a) else a for a in args]
         return ops.cast(fn(*up, **kwargs), low)
     return f
 
@@ -160,7 +169,7 @@ def frac(input) -> Tensor:  # noqa: A002
 
 
 # -- log1p, expm1 -------------------------------------------------------------------------------
-@_opmath
+@_opmath(wide=True)
 @composite("Log1PBackward0")
 def log1p(input) -> Tensor:  # noqa: A002
     """log(1 + x), accurate for tiny x: with u = 1 + x rounded, log(u) * (x / (u - 1)) (exact
@@ -175,7 +184,7 @@ def log1p(input) -> Tensor:  # noqa: A002
     return _grad_as(v, [x], lambda y: [ops.div(1.0, ops.add(y, 1.0))])
 
 
-@_opmath
+@_opmath(wide=True)
 @composite("Expm1Backward0")
 def expm1(input) -> Tensor:  # noqa: A002
     """exp(x) - 1, accurate for tiny x: with u = exp(x), (u - 1) * (x / log(u)) (x where
