@@ -359,3 +359,31 @@ def test_a_settings_module_attribute_is_guarded_and_paths_are_bounded():
     exec(src, scope)
     paths = [name for _, name, _, _ in const_bindings(scope["g"]) if name.startswith("wide.")]
     assert len(paths) == MAX_CHAINS
+
+
+factor = 0          # a global named like the method below: `for factor in ...` at top level
+
+
+class _Opt:
+    def factor(self):
+        return 3.0
+
+
+OPT = _Opt()
+
+
+def calls_a_method(x):
+    return x * OPT.factor()
+
+
+def test_a_global_named_like_an_attribute_is_not_guarded():
+    # an attribute name is no read of the global of that name: a module-level training loop
+    # `for step in ...` calling `opt.step()` traced again every step
+    global factor
+    cf = tj.compile(calls_a_method)
+    try:
+        for factor in range(10):
+            _check(cf, calls_a_method)
+        assert cf.cache_info().misses == 1
+    finally:
+        factor = 0

@@ -137,16 +137,20 @@ def plain_item(obj: Any, key: Any) -> Any:
     return MISSING
 
 
+_ROOTS = ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF")
+
+
 def read_paths(code: types.CodeType) -> Iterator[tuple[str, str, tuple]]:
-    """(LOAD_GLOBAL or LOAD_DEREF, name, steps) for each attribute/constant-subscript path the
-    code reads from a global or a cell variable; steps are ("attr", name) or ("item", key).
-    A LOAD_METHOD ends a path (what it calls is not a value; what it is called on may be)."""
+    """(LOAD_GLOBAL, LOAD_NAME or LOAD_DEREF, name, steps) for each global or cell variable
+    the code reads, with the attribute/constant-subscript path read from it right after
+    (steps: ("attr", name) or ("item", key), maybe none). A LOAD_METHOD ends a path (what it
+    calls is not a value; what it is called on may be)."""
     ins = list(dis.get_instructions(code))
     n, i = len(ins), 0
     while i < n:
         op = ins[i]
         i += 1
-        if op.opname not in ("LOAD_GLOBAL", "LOAD_DEREF"):
+        if op.opname not in _ROOTS:
             continue
         steps: list = []
         while i < n:
@@ -160,8 +164,7 @@ def read_paths(code: types.CodeType) -> Iterator[tuple[str, str, tuple]]:
                 i += 2
             else:
                 break
-        if steps:
-            yield op.opname, op.argval, tuple(steps)
+        yield op.opname, op.argval, tuple(steps)
 
 
 def follow(root: Any, steps: tuple) -> list:

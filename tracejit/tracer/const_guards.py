@@ -111,15 +111,28 @@ def const_bindings(fn: Callable, captures: list = (),
         glob = f.__globals__
         if random_names is not None:
             random_names += [n for n in names if n in glob and _random_source(glob[n], names)]
-        for name in names:
+        # the globals the code loads: not `names`, which holds attribute names too (a global
+        # `step` is no value of `opt.step()`, and guarding it retraced a loop's every step)
+        paths = [(c, *p) for c in _codes(code) for p in read_paths(c)]
+        for name in {root for _, op, root, _ in paths if op != "LOAD_DEREF"}:
             if name in glob:
                 guard(glob, name, glob[name])
         if chains[0] < MAX_CHAINS:
-            _guard_paths(f, captured, found, chains)
+            _guard_paths(f, paths, captured, found, chains)
     return found
 
 
-def _guard_paths(f: types.FunctionType, captured: frozenset, found: list,
+def _codes(code: types.CodeType) -> list[types.CodeType]:
+    """code and the code nested in it (comprehensions, lambdas, inner functions)."""
+    out, todo = [], [code]
+    while todo:
+        c = todo.pop()
+        out.append(c)
+        todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+    return out
+
+
+def _guard_paths(f: types.FunctionType, paths: list, captured: frozenset, found: list,
                  chains: list) -> None:
     """Append to `found` the values f's code (and the code nested in it) reads through a
     global or closure object (`cfg.lr`, `CFG["scale"]`; see const_chains.py): the longest
@@ -130,44 +143,45 @@ def _guard_paths(f: types.FunctionType, captured: frozenset, found: list,
     glob = f.__globals__
     module = sys.modules.get(f.__module__ or "")     # its attributes are these globals
     module = module if getattr(module, "__dict__", None) is glob else None
-    todo = [f.__code__]
-    while todo:
-        code = todo.pop()
-        todo += [k for k in code.co_consts if isinstance(k, types.CodeType)]
-        own = set(code.co_cellvars) | set(code.co_varnames)  # a nested code's own variables
-        for op, root, steps in read_paths(code):
-            if op == "LOAD_GLOBAL":
-                where = glob if root in glob else None
-            else:       # a cell: f's closure variable (nested code reaches it through f's)
-                where = cells.get(root) if (code is f.__code__ or root not in own) else None
-            if where is None:
-                continue
-            key = (id(where), root, steps)
-            if key in chains[1]:
-                continue
-            chains[1].add(key)
-            try:
-                base = where[root] if where is glob else where.cell_contents
-            except ValueError:          # an empty cell
-                continue
-            whole = None if isinstance(base, TensorBase) else frozen(base, captured)
-            if isinstance(base, TensorBase) or (whole is not None and whole[0] is not list):
-                continue                # guarded as itself (by value), or not followed
-            values = follow(base, steps)
-            for n, value in enumerate(values):     # not into a tensor (its own guards)
-                if isinstance(value, TensorBase):
-                    del values[n:]
-                    break
-            for n in range(len(values), 0, -1):
-                value = values[n - 1]
-                k = None if isinstance(value, TensorBase) else frozen(value, captured)
-                if k is not None and k[0] is not list:
-                    chain = Chain(where, root, steps[:n], module)
-                    found.append((chain, chain.text, value, k))
-                    chains[0] += 1
-                    break
-            if chains[0] >= MAX_CHAINS:
-                return
+    owns: dict = {}
+    for code, op, root, steps in paths:
+        if not steps:
+            continue
+        if id(code) not in owns:    # a nested code's own variables
+            owns[id(code)] = set(code.co_cellvars) | set(code.co_varnames)
+        own = owns[id(code)]
+        if op != "LOAD_DEREF":
+            where = glob if root in glob else None
+        else:       # a cell: f's closure variable (nested code reaches it through f's)
+            where = cells.get(root) if (code is f.__code__ or root not in own) else None
+        if where is None:
+            continue
+        key = (id(where), root, steps)
+        if key in chains[1]:
+            continue
+        chains[1].add(key)
+        try:
+            base = where[root] if where is glob else where.cell_contents
+        except ValueError:          # an empty cell
+            continue
+        whole = None if isinstance(base, TensorBase) else frozen(base, captured)
+        if isinstance(base, TensorBase) or (whole is not None and whole[0] is not list):
+            continue                # guarded as itself (by value), or not followed
+        values = follow(base, steps)
+        for n, value in enumerate(values):     # not into a tensor (its own guards)
+            if isinstance(value, TensorBase):
+                del values[n:]
+                break
+        for n in range(len(values), 0, -1):
+            value = values[n - 1]
+            k = None if isinstance(value, TensorBase) else frozen(value, captured)
+            if k is not None and k[0] is not list:
+                chain = Chain(where, root, steps[:n], module)
+                found.append((chain, chain.text, value, k))
+                chains[0] += 1
+                break
+        if chains[0] >= MAX_CHAINS:
+            return
 
 
 _BY_IDENTITY = (types.FunctionType, TensorBase, list)     # (const_bindings' keys)
