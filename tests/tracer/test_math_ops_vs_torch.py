@@ -262,7 +262,7 @@ def test_sizes_zero_one_and_noncontiguous(compiled):
 def test_nan_to_num_arguments():
     for dtype in FLOATS:
         x = np.array([np.nan, np.inf, -np.inf, 1.0], dtype)
-        for kw in ({}, {"nan": 2.0}, {"posinf": 7.0, "neginf": -9.0}):
+        for kw in ({}, {"nan": 2.0}, {"posinf": 7.0, "neginf": -9.0}, {"nan": None}):
             _same(tj.nan_to_num(tj.tensor(x), **kw).numpy(),
                   torch.nan_to_num(torch.tensor(x), **kw).numpy())
 

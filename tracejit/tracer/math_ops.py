@@ -274,7 +274,7 @@ def addcdiv(input, tensor1, tensor2, *, value=1) -> Tensor:  # noqa: A002
     return ops.add(input, ops.div(ops.mul(t1, value) if value != 1 else t1, t2))
 
 
-def nan_to_num(input, nan: float = 0.0, posinf=None, neginf=None) -> Tensor:  # noqa: A002
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None) -> Tensor:  # noqa: A002
     """NaN -> nan, inf -> posinf, -inf -> neginf (defaults: the dtype's largest and smallest
     finite values); integers unchanged. The gradient passes where x is finite."""
     x = ops.as_tensor(input)
@@ -285,7 +285,7 @@ def nan_to_num(input, nan: float = 0.0, posinf=None, neginf=None) -> Tensor:  # 
         fi = type("bf16", (), {"max": 3.3895313892515355e38, "min": -3.3895313892515355e38})
     hi = float(fi.max) if posinf is None else posinf
     lo = float(fi.min) if neginf is None else neginf
-    y = ops.where(isnan(x), float(nan), x)
+    y = ops.where(isnan(x), 0.0 if nan is None else float(nan), x)
     y = ops.where(ops.eq(x, np.inf), hi, y)
     return ops.where(ops.eq(x, -np.inf), lo, y)
 
