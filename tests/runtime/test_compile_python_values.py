@@ -387,3 +387,29 @@ def test_a_global_named_like_an_attribute_is_not_guarded():
         assert cf.cache_info().misses == 1
     finally:
         factor = 0
+
+
+def test_a_compiled_modules_config_object_is_guarded():
+    import types
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = types.SimpleNamespace(eps=0.5, sizes=(1, 2))
+            self.w = nn.Parameter(tj.ones(4))
+            self.scale = 2.0                  # the module's own attribute: module_guards.py
+
+        def forward(self, x):
+            return (x * self.w * self.scale + self.config.eps * self.config.sizes[1]).sum()
+    m = M()
+    cm = tj.compile(m)
+    for change in (None, lambda: setattr(m.config, "eps", 3.0),
+                   lambda: setattr(m.config, "sizes", (4, 5)), lambda: setattr(m, "scale", -1.0),
+                   lambda: setattr(m, "config", types.SimpleNamespace(eps=1.0, sizes=(0, 7)))):
+        if change is not None:
+            change()
+        m.w.grad = None
+        out = cm(tj.tensor(X))
+        out.backward()
+        assert out.item() == (X * m.scale + m.config.eps * m.config.sizes[1]).sum()
+        np.testing.assert_array_equal(m.w.grad.numpy(), X * m.scale)

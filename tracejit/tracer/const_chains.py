@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dis
 import types
+import weakref
 from functools import partial
 from operator import attrgetter
 from typing import Any, Callable, Iterator
@@ -32,18 +33,18 @@ _FIELD_DESCRIPTORS = (types.MemberDescriptorType, _tuplegetter_type())
 
 
 class Chain:
-    """A path `root.attr[key]...` from a globals dict or a closure cell; `read()` follows it
-    now, raising when a step fails (a changed value to its guard). A path of attributes only
-    is read by one C-level attrgetter (from the cell, or from the module whose globals these
-    are): about 0.1 us a guard per call, against 0.5 us through Python steps."""
+    """A path `root.attr[key]...` from a globals dict, a closure cell or a weak reference (a
+    compiled object's `self`); `read()` follows it now, raising when a step fails (a changed
+    value to its guard). A path of attributes only from a cell or a module's globals is read
+    by one C-level attrgetter: about 0.1 us a guard per call, against 0.5 us in Python."""
 
     __slots__ = ("text", "read")
 
     def __init__(self, where: Any, root: str, steps: tuple, module: Any = None) -> None:
         self.text = root + "".join(f".{k}" if kind == "attr" else f"[{k!r}]"
                                    for kind, k in steps)
-        if all(kind == "attr" for kind, _ in steps) and (type(where) is not dict or
-                                                         module is not None):
+        if all(kind == "attr" for kind, _ in steps) and type(where) is not weakref.ref and \
+                (type(where) is not dict or module is not None):
             path = ".".join(k for _, k in steps)
             self.read = partial(attrgetter(f"{root}.{path}"), module) \
                 if type(where) is dict else partial(attrgetter(f"cell_contents.{path}"), where)
@@ -64,7 +65,14 @@ class Chain:
 
 def _reader(where: Any, root: str, getters: tuple) -> Callable[[], Any]:
     def read() -> Any:
-        x = where[root] if type(where) is dict else where.cell_contents
+        if type(where) is dict:
+            x = where[root]
+        elif type(where) is weakref.ref:
+            x = where()
+            if x is None:
+                raise ReferenceError(root)
+        else:
+            x = where.cell_contents
         for get in getters:
             x = get(x)
         return x
@@ -140,17 +148,22 @@ def plain_item(obj: Any, key: Any) -> Any:
 _ROOTS = ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF")
 
 
-def read_paths(code: types.CodeType) -> Iterator[tuple[str, str, tuple]]:
+def read_paths(code: types.CodeType, this: str | None = None) \
+        -> Iterator[tuple[str, str, tuple]]:
     """(LOAD_GLOBAL, LOAD_NAME or LOAD_DEREF, name, steps) for each global or cell variable
     the code reads, with the attribute/constant-subscript path read from it right after
     (steps: ("attr", name) or ("item", key), maybe none). A LOAD_METHOD ends a path (what it
-    calls is not a value; what it is called on may be)."""
+    calls is not a value; what it is called on may be). With `this` (a forward's `self`), also
+    the LOAD_FAST paths from that argument, unless the code rebinds it."""
     ins = list(dis.get_instructions(code))
+    if this is not None and any(i.opname in ("STORE_FAST", "DELETE_FAST") and
+                                i.argval == this for i in ins):
+        this = None
     n, i = len(ins), 0
     while i < n:
         op = ins[i]
         i += 1
-        if op.opname not in _ROOTS:
+        if op.opname not in _ROOTS and not (op.opname == "LOAD_FAST" and op.argval == this):
             continue
         steps: list = []
         while i < n:

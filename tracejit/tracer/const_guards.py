@@ -12,6 +12,7 @@ import hashlib
 import random as _pyrandom
 import sys
 import types
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -70,8 +71,10 @@ def const_bindings(fn: Callable, captures: list = (),
     NumPy's random generators (whose numbers a trace would draw once and bake in)."""
     while hasattr(fn, "__wrapped__"):
         fn = fn.__wrapped__
+    owner = None
     if getattr(fn, "__code__", None) is None:
         # a callable object: its class's forward (an nn.Module's) or __call__
+        owner = fn
         fn = next((m for m in (getattr(type(fn), "forward", None),
                                getattr(type(fn), "__call__", None))
                    if isinstance(m, types.FunctionType)), None)
@@ -113,12 +116,16 @@ def const_bindings(fn: Callable, captures: list = (),
             random_names += [n for n in names if n in glob and _random_source(glob[n], names)]
         # the globals the code loads: not `names`, which holds attribute names too (a global
         # `step` is no value of `opt.step()`, and guarding it retraced a loop's every step)
-        paths = [(c, *p) for c in _codes(code) for p in read_paths(c)]
-        for name in {root for _, op, root, _ in paths if op != "LOAD_DEREF"}:
+        # and a compiled object's forward reads `self.config.eps` through its first argument
+        this = code.co_varnames[0] if owner is not None and f is fn and code.co_argcount \
+            else None
+        paths = [(c, *p) for c in _codes(code) for p in read_paths(c, this if c is code
+                                                                    else None)]
+        for name in {root for _, op, root, _ in paths if op in ("LOAD_GLOBAL", "LOAD_NAME")}:
             if name in glob:
                 guard(glob, name, glob[name])
         if chains[0] < MAX_CHAINS:
-            _guard_paths(f, paths, captured, found, chains)
+            _guard_paths(f, paths, captured, found, chains, owner if this else None)
     return found
 
 
@@ -133,12 +140,14 @@ def _codes(code: types.CodeType) -> list[types.CodeType]:
 
 
 def _guard_paths(f: types.FunctionType, paths: list, captured: frozenset, found: list,
-                 chains: list) -> None:
+                 chains: list, owner: Any = None) -> None:
     """Append to `found` the values f's code (and the code nested in it) reads through a
     global or closure object (`cfg.lr`, `CFG["scale"]`; see const_chains.py): the longest
     plain-data prefix of each path whose value is a constant (a tuple, a number, a string,
     an index array), as a Chain re-read each call. A root that is itself such a value is
-    guarded already; tensors, functions, classes and modules are never values here."""
+    guarded already; tensors, functions, classes and modules are never values here.
+    `owner`: the object whose forward f is, the root of its `self.x.y` paths (by a weak
+    reference; one step, `self.eps`, is a module's own attribute: module_guards.py's)."""
     cells = dict(zip(f.__code__.co_freevars, f.__closure__ or ()))
     glob = f.__globals__
     module = sys.modules.get(f.__module__ or "")     # its attributes are these globals
@@ -150,18 +159,26 @@ def _guard_paths(f: types.FunctionType, paths: list, captured: frozenset, found:
         if id(code) not in owns:    # a nested code's own variables
             owns[id(code)] = set(code.co_cellvars) | set(code.co_varnames)
         own = owns[id(code)]
-        if op != "LOAD_DEREF":
+        if op == "LOAD_FAST":
+            if owner is None or len(steps) < 2:
+                continue
+            try:
+                where = weakref.ref(owner)
+            except TypeError:
+                continue
+        elif op != "LOAD_DEREF":
             where = glob if root in glob else None
         else:       # a cell: f's closure variable (nested code reaches it through f's)
             where = cells.get(root) if (code is f.__code__ or root not in own) else None
         if where is None:
             continue
-        key = (id(where), root, steps)
+        key = (id(where) if op != "LOAD_FAST" else id(owner), root, steps)
         if key in chains[1]:
             continue
         chains[1].add(key)
         try:
-            base = where[root] if where is glob else where.cell_contents
+            base = where[root] if where is glob else where() if op == "LOAD_FAST" else \
+                where.cell_contents
         except ValueError:          # an empty cell
             continue
         whole = None if isinstance(base, TensorBase) else frozen(base, captured)
@@ -172,7 +189,7 @@ def _guard_paths(f: types.FunctionType, paths: list, captured: frozenset, found:
             if isinstance(value, TensorBase):
                 del values[n:]
                 break
-        for n in range(len(values), 0, -1):
+        for n in range(len(values), 1 if op == "LOAD_FAST" else 0, -1):
             value = values[n - 1]
             k = None if isinstance(value, TensorBase) else frozen(value, captured)
             if k is not None and k[0] is not list:
