@@ -7,7 +7,10 @@ from __future__ import annotations
 from ..tracer import ops
 from ..tracer.tensor import Tensor
 
-__all__ = ["channel_shuffle"]
+from . import functional_losses_more as _losses
+from .functional_losses_more import *  # noqa: F401,F403
+
+__all__ = ["channel_shuffle"] + _losses.__all__
 
 
 def channel_shuffle(input: Tensor, groups: int) -> Tensor:  # noqa: A002
