@@ -78,6 +78,12 @@ def _tensors(args, kwargs) -> list[Tensor]:
     return [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
 
 
+def _substituted(args, kwargs, subst: dict) -> tuple[tuple, dict]:
+    def sub(a):
+        return subst.get(id(a), a) if isinstance(a, Tensor) else a
+    return tuple(sub(a) for a in args), {k: sub(v) for k, v in kwargs.items()}
+
+
 def _leaf(a):
     if not isinstance(a, Tensor):
         return a
@@ -113,6 +119,13 @@ def composite(node_name, keeps_inputs: bool = True, out_vjp=None):
                 # tracing: no eager node (captures are inputs); dual tensors: tangents go
                 # through the inner ops
                 return fn(*args, **kwargs)
+            if SPECIAL_MODES[0] and STATE.subst:
+                # a checkpoint recomputing: the node must hang off its stand-ins for the tensors
+                # it differentiates (the inner ops substitute too late: _leaf cuts the graph
+                # at the originals, and a parameter read by F.linear got no gradient)
+                args, kwargs = _substituted(args, kwargs, STATE.subst)
+                ts = _tensors(args, kwargs)
+                wants = any(t._requires_grad for t in ts)
             if not wants or not STATE.grad_enabled:
                 if fused_nograd.large(ts):      # one compiled loop if elementwise only
                     out = fused_nograd.run(fn, fn.__name__, args, kwargs)

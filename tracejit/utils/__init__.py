@@ -1,4 +1,4 @@
-"""tracejit.utils: torch.utils's counterparts (data loading)."""
-from . import data
+"""tracejit.utils: torch.utils's counterparts (data loading, activation checkpointing)."""
+from . import checkpoint, data
 
-__all__ = ["data"]
+__all__ = ["checkpoint", "data"]
