@@ -6,7 +6,9 @@ activation="gelu", norm_first=False or True)) fed a src_key_padding_mask (bool `
 0`, or a float 0/-inf mask from masked_fill), or HF's hand-written BertSelfAttention with the
 extended additive mask `(1.0 - mask[:, None, None, :]) * finfo.min` or scores.masked_fill(~mask,
 -inf); HF's prediction head (dense, GELU, LayerNorm) and a decoder tied to the word embeddings plus
-its own bias; F.cross_entropy(ignore_index=-100) over the masked positions. Training as HF's
+its own bias; F.cross_entropy(ignore_index=-100) over the masked positions; optionally HF's
+gradient checkpointing (torch.utils.checkpoint.checkpoint(layer, x, mask, use_reentrant=False)
+per layer in training). Training as HF's
 run_mlm: AdamW with no decay for biases and LayerNorm weights, a linear warmup/decay LambdaLR,
 clip_grad_norm_. Four steps agree with torch (losses, gradients, parameters, learning rates, eval
 logits at real tokens) eagerly, with `tj.compile(model)` and with the whole step compiled."""
@@ -22,7 +24,8 @@ VOCAB, MAX_POS, HIDDEN, HEADS, LAYERS = 17, 12, 16, 2, 2
 TOL = {"float32": dict(rtol=2e-4, atol=2e-6), "float64": dict(rtol=1e-9, atol=1e-12)}
 
 
-def make_bert(lib, encoder="torch", norm_first=False, mask="bool", dropout=0.0):
+def make_bert(lib, encoder="torch", norm_first=False, mask="bool", dropout=0.0,
+              checkpointing=False):
     nn = lib.nn
     F = lib.nn.functional
 
@@ -110,6 +113,7 @@ def make_bert(lib, encoder="torch", norm_first=False, mask="bool", dropout=0.0):
             self.decoder = nn.Linear(HIDDEN, VOCAB, bias=False)
             self.bias = nn.Parameter(lib.zeros(VOCAB))
             self.decoder.weight = self.embeddings.word_embeddings.weight      # tied
+            self.gradient_checkpointing = checkpointing
             self.apply(self._init_weights)
 
         def _init_weights(self, module):
@@ -141,7 +145,10 @@ def make_bert(lib, encoder="torch", norm_first=False, mask="bool", dropout=0.0):
                     ext = attention_mask[:, None, None, :].to(dtype=x.dtype)
                     ext = (1.0 - ext) * lib.finfo(x.dtype).min
                 for layer in self.encoder:
-                    x = layer(x, ext)
+                    if self.gradient_checkpointing and self.training:
+                        x = lib.utils.checkpoint.checkpoint(layer, x, ext, use_reentrant=False)
+                    else:
+                        x = layer(x, ext)
             logits = self.decoder(self.transform(x)) + self.bias
             loss = None
             if labels is not None:
@@ -257,7 +264,8 @@ def _compare(got, want, dtype):
 CONFIGS = [dict(encoder="torch", norm_first=False, mask="bool"),
            dict(encoder="torch", norm_first=True, mask="float"),
            dict(encoder="hand", mask="bool"),
-           dict(encoder="hand", mask="float")]
+           dict(encoder="hand", mask="float"),
+           dict(encoder="hand", mask="float", checkpointing=True)]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(map(str, c.values())))
