@@ -32,4 +32,5 @@ from .channel_layers import (ChannelShuffle, Softmax2d, UpsamplingBilinear2d,
 from .loss_more import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss,
                         MarginRankingLoss, MultiLabelSoftMarginLoss, MultiMarginLoss,
                         PairwiseDistance, PoissonNLLLoss, SoftMarginLoss, TripletMarginLoss)
+from .activation_shrink import Hardshrink, Softshrink
 from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..tracer import composites as C
 from ..tracer import ops
 from ..tracer.creation import ones
+from ..tracer.inplace import inplace as _inplace
 from ..tracer.layout import chunk
 from ..tracer.rng import dropout as _dropout
 from ..tracer.tensor import Tensor
@@ -40,14 +41,21 @@ def _elu_part(x: Tensor, alpha: float, inner_scale: float) -> Tensor:
     return ops.where(pos, x, neg)
 
 
+def _maybe_inplace(fn, x, inplace: bool, name: str) -> Tensor:
+    # inplace=True writes into x's storage (was silently ignored: torch's F.selu_ and co.)
+    x = ops.as_tensor(x)
+    return _inplace(x, fn, name) if inplace else fn(x)
+
+
 def selu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
-    return ops.mul(_elu_part(ops.as_tensor(input), _SELU_ALPHA, 1.0), _SELU_SCALE)
+    return _maybe_inplace(lambda x: ops.mul(_elu_part(x, _SELU_ALPHA, 1.0), _SELU_SCALE),
+                          input, inplace, "selu_")
 
 
 def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:  # noqa: A002
     if alpha == 0:
         raise ops._err("celu", "ZeroDivisionError: alpha cannot be 0 for CELU", RuntimeError)
-    return _elu_part(ops.as_tensor(input), alpha, 1.0 / alpha)
+    return _maybe_inplace(lambda x: _elu_part(x, alpha, 1.0 / alpha), input, inplace, "celu_")
 
 
 def glu(input: Tensor, dim: int = -1) -> Tensor:  # noqa: A002
@@ -72,8 +80,8 @@ def tanhshrink(input: Tensor) -> Tensor:  # noqa: A002
 
 def threshold(input: Tensor, threshold: float, value: float,  # noqa: A002
               inplace: bool = False) -> Tensor:
-    x = ops.as_tensor(input)
-    return ops.where(ops.gt(x, threshold), x, ops.cast(value, x.dtype))
+    return _maybe_inplace(lambda x: ops.where(ops.gt(x, threshold), x, ops.cast(value, x.dtype)),
+                          input, inplace, "threshold_")
 
 
 def prelu(input: Tensor, weight: Tensor) -> Tensor:  # noqa: A002

@@ -7,10 +7,11 @@ from __future__ import annotations
 from ..tracer import ops
 from ..tracer.tensor import Tensor
 
-from . import functional_losses_more as _losses
+from . import functional_activations_more as _acts, functional_losses_more as _losses
+from .functional_activations_more import *  # noqa: F401,F403
 from .functional_losses_more import *  # noqa: F401,F403
 
-__all__ = ["channel_shuffle"] + _losses.__all__
+__all__ = ["channel_shuffle"] + _losses.__all__ + _acts.__all__
 
 
 def channel_shuffle(input: Tensor, groups: int) -> Tensor:  # noqa: A002
