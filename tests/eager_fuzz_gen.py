@@ -130,6 +130,29 @@ def close(a, b, what: str) -> None:
                        f"{b.ravel()[:6]}")
 
 
+UNARY_FLOAT = ["exp", "tanh", "sigmoid", "relu", "neg", "abs", "sin", "square", "sqrt", "log",
+               "gelu", "softmax", "log_softmax", "layer_norm", "scale", "rsub", "pow", "clone",
+               "silu", "gelu_tanh", "div_s"]
+
+
+def unary_float(s: "_Side", t, name: str, dim: int | None):
+    """The unary op `name` of a float program on side s (dim: softmax's)."""
+    F = s.F
+    return {
+        "exp": lambda: t.clamp(-4, 4).exp(), "tanh": lambda: t.tanh(),
+        "sigmoid": lambda: t.sigmoid(), "relu": lambda: F.relu(t), "neg": lambda: -t,
+        "abs": lambda: t.abs(), "sin": lambda: t.sin(), "square": lambda: t * t,
+        "sqrt": lambda: (t.abs() + 0.1).sqrt(), "log": lambda: (t.abs() + 0.5).log(),
+        "gelu": lambda: F.gelu(t), "gelu_tanh": lambda: F.gelu(t, approximate="tanh"),
+        "silu": lambda: F.silu(t),
+        "softmax": lambda: F.softmax(t, dim=dim),
+        "log_softmax": lambda: F.log_softmax(t, dim=dim),
+        "layer_norm": lambda: F.layer_norm(t, t.shape[-1:]),
+        "scale": lambda: t * 1.5 + 0.25, "rsub": lambda: 2.0 - t,
+        "pow": lambda: t ** 2, "clone": lambda: t.clone(), "div_s": lambda: t / 3.0,
+    }[name]()
+
+
 class Program:
     """One random program: a pool of (tracejit, torch) pairs grown op by op."""
 
@@ -240,30 +263,12 @@ class Program:
                  "mul2": lambda t: t * 2 + 1, "clone": lambda t: t.clone()}[name]
             self.apply(f"{name}({d})", lambda s: f(x if s is TJ else y))
             return
-        name = str(r.choice(["exp", "tanh", "sigmoid", "relu", "neg", "abs", "sin", "square",
-                             "sqrt", "log", "gelu", "softmax", "log_softmax", "layer_norm",
-                             "scale", "rsub", "pow", "clone", "silu", "gelu_tanh", "div_s"]))
+        name = str(r.choice(UNARY_FLOAT))
         dim = int(r.integers(-x.ndim, x.ndim)) if x.ndim else None
-
-        def f(s, t):
-            F = s.F
-            return {
-                "exp": lambda: t.clamp(-4, 4).exp(), "tanh": lambda: t.tanh(),
-                "sigmoid": lambda: t.sigmoid(), "relu": lambda: F.relu(t), "neg": lambda: -t,
-                "abs": lambda: t.abs(), "sin": lambda: t.sin(), "square": lambda: t * t,
-                "sqrt": lambda: (t.abs() + 0.1).sqrt(), "log": lambda: (t.abs() + 0.5).log(),
-                "gelu": lambda: F.gelu(t), "gelu_tanh": lambda: F.gelu(t, approximate="tanh"),
-                "silu": lambda: F.silu(t),
-                "softmax": lambda: F.softmax(t, dim=dim),
-                "log_softmax": lambda: F.log_softmax(t, dim=dim),
-                "layer_norm": lambda: F.layer_norm(t, t.shape[-1:]),
-                "scale": lambda: t * 1.5 + 0.25, "rsub": lambda: 2.0 - t,
-                "pow": lambda: t ** 2, "clone": lambda: t.clone(), "div_s": lambda: t / 3.0,
-            }[name]()
         if name in ("softmax", "log_softmax", "layer_norm") and x.ndim == 0:
             return
         self.apply(f"{name}({d}{'' if dim is None else ', dim=%d' % dim})",
-                   lambda s: f(s, x if s is TJ else y))
+                   lambda s: unary_float(s, x if s is TJ else y, name, dim))
 
     def other_for(self, shape: tuple):
         """A second operand for a broadcasting binary op with `shape`: a pooled tensor of a

@@ -50,34 +50,16 @@ class Program(G.Program):
             return None
         x, y, d = p
         r = self.rng
-        names = ["exp", "tanh", "sigmoid", "relu", "neg", "abs", "sin", "square", "sqrt",
-                 "log", "gelu", "softmax", "log_softmax", "layer_norm", "scale", "rsub", "pow",
-                 "clone", "silu", "gelu_tanh", "div_s"]
+        names = G.UNARY_FLOAT
         if not y.dtype.is_floating_point:           # (torch: no relu of bool either)
             names = [n for n in names if n not in self.FLOAT_ONLY and
                      (n != "relu" or y.dtype is not G.torch.bool)]
         name = str(r.choice(names))
         dim = int(r.integers(-x.ndim, x.ndim)) if x.ndim else None
-
-        def f(s, t):
-            F = s.F
-            return {
-                "exp": lambda: t.clamp(-4, 4).exp(), "tanh": lambda: t.tanh(),
-                "sigmoid": lambda: t.sigmoid(), "relu": lambda: F.relu(t), "neg": lambda: -t,
-                "abs": lambda: t.abs(), "sin": lambda: t.sin(), "square": lambda: t * t,
-                "sqrt": lambda: (t.abs() + 0.1).sqrt(), "log": lambda: (t.abs() + 0.5).log(),
-                "gelu": lambda: F.gelu(t), "gelu_tanh": lambda: F.gelu(t, approximate="tanh"),
-                "silu": lambda: F.silu(t),
-                "softmax": lambda: F.softmax(t, dim=dim),
-                "log_softmax": lambda: F.log_softmax(t, dim=dim),
-                "layer_norm": lambda: F.layer_norm(t, t.shape[-1:]),
-                "scale": lambda: t * 1.5 + 0.25, "rsub": lambda: 2.0 - t,
-                "pow": lambda: t ** 2, "clone": lambda: t.clone(), "div_s": lambda: t / 3.0,
-            }[name]()
         if name in ("softmax", "log_softmax", "layer_norm") and x.ndim == 0:
             return None
         self.apply(f"{name}({d}{'' if dim is None else ', dim=%d' % dim})",
-                   lambda s: f(s, x if s is TJ else y))
+                   lambda s: G.unary_float(s, x if s is TJ else y, name, dim))
         return None
 
     def op_matmul(self):
