@@ -33,4 +33,5 @@ from .loss_more import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss
                         MarginRankingLoss, MultiLabelSoftMarginLoss, MultiMarginLoss,
                         PairwiseDistance, PoissonNLLLoss, SoftMarginLoss, TripletMarginLoss)
 from .activation_shrink import Hardshrink, Softshrink
+from .bilinear_unpool import Bilinear, MaxUnpool1d, MaxUnpool2d
 from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase

@@ -10,8 +10,10 @@ from ..tracer.tensor import Tensor
 from . import functional_activations_more as _acts, functional_losses_more as _losses
 from .functional_activations_more import *  # noqa: F401,F403
 from .functional_losses_more import *  # noqa: F401,F403
+from . import functional_layers_more as _layers
+from .functional_layers_more import *  # noqa: F401,F403
 
-__all__ = ["channel_shuffle"] + _losses.__all__ + _acts.__all__
+__all__ = ["channel_shuffle"] + _losses.__all__ + _acts.__all__ + _layers.__all__
 
 
 def channel_shuffle(input: Tensor, groups: int) -> Tensor:  # noqa: A002
