@@ -34,4 +34,5 @@ from .loss_more import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss
                         PairwiseDistance, PoissonNLLLoss, SoftMarginLoss, TripletMarginLoss)
 from .activation_shrink import Hardshrink, Softshrink
 from .bilinear_unpool import Bilinear, MaxUnpool1d, MaxUnpool2d
+from .embedding_bag import EmbeddingBag
 from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase

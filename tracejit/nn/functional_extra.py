@@ -1,19 +1,20 @@
-"""Functional ops added with channel_layers.py, losses_more.py, activations_more.py,
-bilinear.py, embedding_bag.py and unpool.py (channel_shuffle here, the others re-exported from
+"""Functional ops added with channel_layers.py, loss_more.py, activation_shrink.py,
+bilinear_unpool.py and embedding_bag.py (channel_shuffle here, the others re-exported from
 their functional_* files). nn/functional.py imports this module, so nothing here may import
 nn/functional.py (tests/test_import_layers.py forbids the cycle)."""
 from __future__ import annotations
 
 from ..tracer import ops
 from ..tracer.tensor import Tensor
-
 from . import functional_activations_more as _acts, functional_losses_more as _losses
 from .functional_activations_more import *  # noqa: F401,F403
 from .functional_losses_more import *  # noqa: F401,F403
 from . import functional_layers_more as _layers
 from .functional_layers_more import *  # noqa: F401,F403
+from .functional_embedding_bag import embedding_bag  # noqa: F401
 
-__all__ = ["channel_shuffle"] + _losses.__all__ + _acts.__all__ + _layers.__all__
+__all__ = ["channel_shuffle", "embedding_bag"] + _losses.__all__ + _acts.__all__ + \
+    _layers.__all__
 
 
 def channel_shuffle(input: Tensor, groups: int) -> Tensor:  # noqa: A002
