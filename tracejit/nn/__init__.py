@@ -35,4 +35,5 @@ from .loss_more import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss
 from .activation_shrink import Hardshrink, Softshrink
 from .bilinear_unpool import Bilinear, MaxUnpool1d, MaxUnpool2d
 from .embedding_bag import EmbeddingBag
+from .lazy import LazyLinear, UninitializedParameter
 from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase
