@@ -16,16 +16,11 @@ def _plain(items: dict) -> defaultdict:
     return d
 
 
-class ParamState(dict):
-    """One parameter's state entries (torch: a plain dict), telling the optimizer of changes."""
+class _Watched:
+    """The mutations both mappings below share: each tells the optimizer (`_changed`); their
+    own __setitem__ and update say how an entry is stored."""
 
-    def __init__(self, changed: Callable[[], None], *args: Any) -> None:
-        super().__init__(*args)
-        self._changed = changed
-
-    def __setitem__(self, key, value) -> None:
-        super().__setitem__(key, value)
-        self._changed()
+    _changed: Callable[[], None]
 
     def __delitem__(self, key) -> None:
         super().__delitem__(key)
@@ -47,10 +42,6 @@ class ParamState(dict):
         self._changed()
         return out
 
-    def update(self, *args, **kwargs) -> None:       # type: ignore[override]
-        super().update(*args, **kwargs)
-        self._changed()
-
     def setdefault(self, key, default=None):
         if key not in self:
             self[key] = default
@@ -60,11 +51,27 @@ class ParamState(dict):
         self.update(other)
         return self
 
+
+class ParamState(_Watched, dict):
+    """One parameter's state entries (torch: a plain dict), telling the optimizer of changes."""
+
+    def __init__(self, changed: Callable[[], None], *args: Any) -> None:
+        super().__init__(*args)
+        self._changed = changed
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self._changed()
+
+    def update(self, *args, **kwargs) -> None:       # type: ignore[override]
+        super().update(*args, **kwargs)
+        self._changed()
+
     def __reduce_ex__(self, protocol):               # copies and pickles are plain dicts
         return (dict, (dict(self),))
 
 
-class OptimizerState(defaultdict):
+class OptimizerState(_Watched, defaultdict):
     """parameter -> ParamState, a defaultdict(dict) to its users, telling the optimizer of
     changes (an entry added, replaced or removed, or the whole state cleared)."""
 
@@ -85,38 +92,9 @@ class OptimizerState(defaultdict):
         super().__setitem__(key, self._wrap(value))
         self._changed()
 
-    def __delitem__(self, key) -> None:
-        super().__delitem__(key)
-        self._changed()
-
-    def clear(self) -> None:
-        super().clear()
-        self._changed()
-
-    def pop(self, *args):
-        had = args[0] in self
-        out = super().pop(*args)
-        if had:
-            self._changed()
-        return out
-
-    def popitem(self):
-        out = super().popitem()
-        self._changed()
-        return out
-
     def update(self, *args, **kwargs) -> None:       # type: ignore[override]
         for k, v in dict(*args, **kwargs).items():
             self[k] = v
-
-    def setdefault(self, key, default=None):
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def __ior__(self, other):
-        self.update(other)
-        return self
 
     def copy(self) -> defaultdict:                   # (defaultdict.copy would build this class)
         return _plain(dict(self))
