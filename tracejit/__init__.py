@@ -75,6 +75,7 @@ from .tracer.ops import cast as astype
 from .ir.dtype_info import finfo, iinfo
 from .ir.dtypes import DType as dtype  # noqa: A001  (torch.dtype: hints, isinstance)
 from .tracer.creation import empty_like
+from .tracer.numpy_share import as_tensor, from_numpy
 
 
 def get_default_dtype() -> _dt.DType:
