@@ -29,6 +29,7 @@ def ints(*shape, lo=-4, hi=5):
 
 
 _CONV = dict(stride=(1, 2), padding=(1, 0, 1, 1), dilation=(1, 1), groups=2)
+_CONV3 = dict(stride=(1, 2, 1), padding=(1, 0, 1, 1, 0, 0), dilation=(1, 1, 1), groups=2)
 
 # name -> [(operands (one example each), params)]
 SAMPLES = {
@@ -85,12 +86,21 @@ SAMPLES = {
     "dist_all_reduce_wait": [([f64(3, 4), np.array(0), f64(3, 4)], {"op": 0})],
     "dist_bucket_start": [([f64(3, 4), f64(5), f64(3, 4)], {"op": 0})],
     "dist_bucket_wait": [([np.array(0), f64(2), f64(3, 4), f64(5)], {"op": 0})],
-    "windows": [([f64(2, 6, 5)], {"window": (2, 3), "stride": (2, 1), "dilation": (1, 2)})],
+    "windows": [([f64(2, 6, 5)], {"window": (2, 3), "stride": (2, 1), "dilation": (1, 2)}),
+                ([f64(2, 4, 5, 3)], {"window": (2, 2, 1), "stride": (1, 2, 1),
+                                     "dilation": (2, 1, 1)})],
     "window_taps": [([f64(2, 2, 3, 4, 3)], {"hw": (6, 5), "stride": (2, 1), "dilation": (1, 2),
-                                            "lo": (1, 0)})],
+                                            "lo": (1, 0)}),
+                    ([f64(2, 2, 1, 2, 3, 2, 3)], {"hw": (4, 5, 3), "stride": (1, 2, 1),
+                                                  "dilation": (2, 1, 1), "lo": (0, 1, 0)})],
     "conv2d": [([f64(2, 4, 6, 5), f64(6, 2, 3, 2)], _CONV)],
     "conv2d_input_grad": [([f64(2, 6, 5, 3), f64(6, 2, 3, 2)], {"in_hw": (6, 5), **_CONV})],
     "conv2d_weight_grad": [([f64(2, 4, 6, 5), f64(2, 6, 5, 3)], {"kernel": (3, 2), **_CONV})],
+    "conv3d": [([f64(2, 4, 3, 5, 3), f64(4, 2, 2, 3, 2)], _CONV3)],
+    "conv3d_input_grad": [([f64(2, 4, 3, 3, 2), f64(4, 2, 2, 3, 2)],
+                           {"in_hw": (3, 5, 3), **_CONV3})],
+    "conv3d_weight_grad": [([f64(2, 4, 3, 5, 3), f64(2, 4, 3, 3, 2)],
+                            {"kernel": (2, 3, 2), **_CONV3})],
 }
 
 

@@ -34,6 +34,7 @@ def away_from_zero(*shape):
 
 IDX = np.array([[2, 0], [1, 2]], np.int64)
 CONV = dict(stride=(1, 2), padding=(1, 0, 0, 1), dilation=(1, 1), groups=1)
+CONV3 = dict(stride=(1, 2, 1), padding=(1, 0, 0, 1, 0, 0), dilation=(1, 1, 2), groups=1)
 
 # name -> (operands, params); the float64 operands get tangents
 SAMPLES = {
@@ -109,6 +110,10 @@ SAMPLES = {
     "conv2d": ([f64(2, 3, 5, 6), f64(4, 3, 2, 3)], CONV),
     "conv2d_input_grad": ([f64(2, 4, 5, 3), f64(4, 3, 2, 3)], dict(CONV, in_hw=(5, 6))),
     "conv2d_weight_grad": ([f64(2, 3, 5, 6), f64(2, 4, 5, 3)], dict(CONV, kernel=(2, 3))),
+    "conv3d": ([f64(2, 3, 3, 5, 4), f64(2, 3, 2, 3, 2)], CONV3),
+    "conv3d_input_grad": ([f64(2, 2, 3, 2, 2), f64(2, 3, 2, 3, 2)], dict(CONV3, in_hw=(3, 5, 4))),
+    "conv3d_weight_grad": ([f64(2, 3, 3, 5, 4), f64(2, 2, 3, 2, 2)],
+                           dict(CONV3, kernel=(2, 3, 2))),
 }
 NAMES = [p.name for p in P]
 

@@ -1,22 +1,25 @@
-"""The window view that convolution and pooling are built on, and its adjoint.
+"""The window view that convolution and pooling are built on, and its adjoint, over any number
+n >= 1 of trailing spatial axes (2 for conv2d and the 2-D pools, 3 for the 3-D ones).
 
 Primitives:
-- `windows %x {window, stride, dilation}`: x[..., H, W] -> [..., kH, kW, OH, OW], element
-  (i, j, oh, ow) = x[..., oh*sH + i*dH, ow*sW + j*dW] (im2col / unfold). A view: the code
-  generators evaluate its index map inside the consuming kernel, so a pooling reduction reads
-  each window straight from the input and the im2col of a convolution is one fused loop.
+- `windows %x {window, stride, dilation}`: x[..., S1..Sn] -> [..., k1..kn, O1..On], element
+  (t1..tn, o1..on) = x[..., o1*s1 + t1*d1, ..., on*sn + tn*dn] (im2col / unfold). A view: the
+  code generators evaluate its index map inside the consuming kernel, so a pooling reduction
+  reads each window straight from the input and the im2col of a convolution is one fused loop.
 - `window_taps %cols {hw, stride, dilation, lo}`: the gather form of windows' adjoint.
-  cols[..., kH, kW, OH, OW] -> [kH, kW, ..., H, W]; element (i, j, ..., h, w) is the window
-  element that tap (i, j) places on position (h + lo_h, w + lo_w) of the (padded) plane, or 0
-  where that tap does not reach it. Also a view.
+  cols[..., k1..kn, O1..On] -> [k1..kn, ..., S1..Sn] (`hw` is the n spatial sizes); element
+  (t, ..., p) is the window element that tap t places on position p + lo of the (padded)
+  space, or 0 where that tap does not reach it. Also a view.
 
 `col2im` (windows' VJP, and a convolution's input gradient) is the sum of window_taps over its
-two leading tap axes: a leading-axis reduction, so each output element is computed once, by
-one thread or vector lane, from the kH*kW taps that can reach it; no scatter, no atomics, no
-kH*kW-fold intermediate, and `lo` crops a convolution's padding in the same loop. Windows that
-tile the plane (a 2x2 pool of stride 2) are a transpose back instead.
+n leading tap axes: a leading-axis reduction, so each output element is computed once, by one
+thread or vector lane, from the prod(k) taps that can reach it; no scatter, no atomics, no
+prod(k)-fold intermediate, and `lo` crops a convolution's padding in the same loop. Windows
+that tile the space (a 2x2 pool of stride 2) are a transpose back instead.
 """
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -35,45 +38,50 @@ def out_size(n: int, k: int, s: int, d: int) -> int:
 # -- windows: im2col as a view --------------------------------------------------------------------------------
 def _infer_windows(name: str, avals: list[Aval], window, stride, dilation) -> Aval:
     a = avals[0]
-    if a.ndim < 2 or not len(window) == len(stride) == len(dilation) == 2:
-        raise op_error(name, f"needs an operand of rank >= 2 and 2-D window/stride/dilation, "
-                       f"got {a}")
+    nd = len(window)
+    if not nd or a.ndim < nd or not len(stride) == len(dilation) == nd:
+        raise op_error(name, f"needs an operand of rank >= len(window) and window/stride/"
+                       f"dilation of one common length >= 1, got {a} with window {window}, "
+                       f"stride {stride}, dilation {dilation}")
     if min(*window, *stride, *dilation) < 1:
         raise op_error(name, f"window {window}, stride {stride} and dilation {dilation} "
                        "must be positive")
-    oh, ow = (out_size(n, k, s, d) for n, k, s, d in zip(a.shape[-2:], window, stride, dilation))
-    if oh < 1 or ow < 1:
+    outs = tuple(out_size(n, k, s, d) for n, k, s, d in zip(a.shape[-nd:], window, stride,
+                                                            dilation))
+    if min(outs) < 1:
         raise op_error(name, f"window {window} with dilation {dilation} does not fit in the "
-                       f"spatial size {a.shape[-2:]} of {a}")
-    return Aval(a.shape[:-2] + tuple(window) + (oh, ow), a.dtype)
+                       f"spatial size {a.shape[-nd:]} of {a}")
+    return Aval(a.shape[:-nd] + tuple(window) + outs, a.dtype)
 
 
 def windows_array(x, window, stride, dilation):
     """windows on an array (NumPy or CuPy): eager mode's and the interpreter's im2col."""
-    (kh, kw), (sh, sw), (dh, dw) = window, stride, dilation
-    oh, ow = (out_size(n, k, s, d) for n, k, s, d in zip(x.shape[-2:], window, stride, dilation))
+    nd = len(window)
+    outs = [out_size(n, k, s, d) for n, k, s, d in zip(x.shape[-nd:], window, stride, dilation)]
     # one strided slice per tap, stacked: plain slicing, so it runs on NumPy and CuPy alike
-    taps = [x[..., i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
-            for i in range(kh) for j in range(kw)]
-    out = np.stack(taps, axis=-3)
-    return out.reshape(x.shape[:-2] + (kh, kw, oh, ow))
+    taps = [x[(Ellipsis,) + tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                                  for t, d, o, s in zip(tap, dilation, outs, stride))]
+            for tap in itertools.product(*(range(k) for k in window))]
+    out = np.stack(taps, axis=-(nd + 1))
+    return out.reshape(x.shape[:-nd] + tuple(window) + tuple(outs))
 
 
 def _vjp_windows(g, ins, out, params, need):
-    return [col2im(g, ins[0].shape[-2:], params["stride"], params["dilation"])]
+    nd = len(params["window"])
+    return [col2im(g, ins[0].shape[-nd:], params["stride"], params["dilation"])]
 
 
 def _index_windows(ix, idx, site, window, stride, dilation):
-    # im2col: [.., i, j, oh, ow] reads x[.., oh*s + i*d, ow*s + j*d]
-    lead = len(site.in_shapes[0]) - 2
-    i, j, oh, ow = idx[lead:]
-    (sh, sw), (dh, dw) = stride, dilation
-    return Read(0, list(idx[:lead]) + [ix.iadd(ix.imul(oh, sh), ix.imul(i, dh)),
-                                       ix.iadd(ix.imul(ow, sw), ix.imul(j, dw))])
+    # im2col: [.., t1..tn, o1..on] reads x[.., o1*s1 + t1*d1, ...]
+    nd = len(window)
+    lead = len(site.in_shapes[0]) - nd
+    taps, outs = idx[lead:lead + nd], idx[lead + nd:]
+    return Read(0, list(idx[:lead]) + [ix.iadd(ix.imul(o, s), ix.imul(t, d))
+                                       for t, o, s, d in zip(taps, outs, stride, dilation)])
 
 
 def _rows_windows(j, ins, out, dep, window, stride, dilation):
-    return j <= len(ins[0]) - 2         # the leading (batch, channel) axes are kept
+    return j <= len(ins[0]) - len(window)   # the leading (batch, channel) axes are kept
 
 
 P.register(Primitive("windows", "shape", _infer_windows, windows_array, vjp=_vjp_windows,
@@ -98,30 +106,42 @@ def _tap_range(i: int, n_out: int, n: int, s: int, d: int, lo: int) -> tuple[int
     return a0, max(a0, a1)
 
 
+def _tap_slices(tap, outs, hw, stride, dilation, lo):
+    """For one tap: per axis the window range (a0, a1) and the first position it lands on;
+    None when it lands nowhere."""
+    spans = []
+    for i, o, n, s, d, l0 in zip(tap, outs, hw, stride, dilation, lo):
+        a0, a1 = _tap_range(i, o, n, s, d, l0)
+        if a0 == a1:
+            return None
+        spans.append((a0, a1, a0 * s + i * d - l0))
+    return spans
+
+
 def _infer_taps(name: str, avals: list[Aval], hw, stride, dilation, lo) -> Aval:
     a = avals[0]
-    if a.ndim < 4 or not len(hw) == len(stride) == len(dilation) == len(lo) == 2:
-        raise op_error(name, f"needs an operand [..., kH, kW, OH, OW] and 2-D hw/stride/"
-                       f"dilation/lo, got {a}")
+    nd = len(hw)
+    if not nd or a.ndim < 2 * nd or not len(stride) == len(dilation) == len(lo) == nd:
+        raise op_error(name, f"needs an operand [..., kH, kW, OH, OW] (n tap axes, then n "
+                       f"window axes) and hw/stride/dilation/lo of n entries each, got {a}")
     if min(*stride, *dilation) < 1 or min(*hw, *lo) < 0:
         raise op_error(name, f"stride {stride} and dilation {dilation} must be positive, hw "
                        f"{hw} and lo {lo} not negative")
-    return Aval(tuple(a.shape[-4:-2]) + tuple(a.shape[:-4]) + tuple(hw), a.dtype)
+    return Aval(tuple(a.shape[-2 * nd:-nd]) + tuple(a.shape[:-2 * nd]) + tuple(hw), a.dtype)
 
 
 def _impl_taps(cols, hw, stride, dilation, lo):
-    kh, kw, oh, ow = cols.shape[-4:]
-    out = np.zeros_like(cols, shape=(kh, kw) + cols.shape[:-4] + tuple(hw))  # cols' device
-    (sh, sw), (dh, dw) = stride, dilation
-    for i in range(kh):
-        a0, a1 = _tap_range(i, oh, hw[0], sh, dh, lo[0])
-        for j in range(kw):
-            b0, b1 = _tap_range(j, ow, hw[1], sw, dw, lo[1])
-            if a0 == a1 or b0 == b1:
-                continue
-            h0, w0 = a0 * sh + i * dh - lo[0], b0 * sw + j * dw - lo[1]
-            out[i, j, ..., h0:h0 + (a1 - a0 - 1) * sh + 1:sh,
-                w0:w0 + (b1 - b0 - 1) * sw + 1:sw] = cols[..., i, j, a0:a1, b0:b1]
+    nd = len(hw)
+    window, outs = cols.shape[-2 * nd:-nd], cols.shape[-nd:]
+    out = np.zeros_like(cols, shape=tuple(window) + cols.shape[:-2 * nd] + tuple(hw))  # cols' device
+    for tap in itertools.product(*(range(k) for k in window)):
+        spans = _tap_slices(tap, outs, hw, stride, dilation, lo)
+        if spans is None:
+            continue
+        dst = tuple(slice(p0, p0 + (a1 - a0 - 1) * s + 1, s)
+                    for (a0, a1, p0), s in zip(spans, stride))
+        out[tap + (Ellipsis,) + dst] = cols[(Ellipsis,) + tap +
+                                            tuple(slice(a0, a1) for a0, a1, _ in spans)]
     return out
 
 
@@ -129,11 +149,11 @@ def _index_taps(ix, idx, site, hw, stride, dilation, lo):
     shape = site.in_shapes[0]
     if 0 in shape:
         return Zero()
-    i, j, *lead, h, w = idx
+    nd = len(hw)
+    taps, lead, pos = idx[:nd], idx[nd:-nd], idx[-nd:]
     ok, src = None, []
-    for pos, tap, n, s, d, start in ((h, i, shape[-2], stride[0], dilation[0], lo[0]),
-                                     (w, j, shape[-1], stride[1], dilation[1], lo[1])):
-        q = ix.iadd(ix.iadd(pos, str(start)), ix.imul(tap, -d))      # window index * s
+    for p, tap, n, s, d, start in zip(pos, taps, shape[-nd:], stride, dilation, lo):
+        q = ix.iadd(ix.iadd(p, str(start)), ix.imul(tap, -d))      # window index * s
         conds = [ix.icmp("ge", q, "0")]
         a = q
         if s > 1:               # only every s-th position starts a window
@@ -143,49 +163,48 @@ def _index_taps(ix, idx, site, hw, stride, dilation, lo):
         for c in conds:
             ok = c if ok is None else ix.iand(ok, c)
         src.append(ix.clamp(a, n))          # in range even where the tap does not reach
-    return Select(ok, Read(0, list(lead) + [i, j] + src), Zero())
+    return Select(ok, Read(0, list(lead) + list(taps) + src), Zero())
 
 
 def _vjp_taps(g, ins, out, params, need):
-    """Each tap's window read back from the cotangent [kH, kW, ..., H, W]: a strided slice per
-    tap, zero-padded where the tap falls outside the plane. F.fold's backward and a double
+    """Each tap's window read back from the cotangent [k1..kn, ..., S1..Sn]: a strided slice
+    per tap, zero-padded where the tap falls outside the space. F.fold's backward and a double
     backward get here (col2im's own VJP is `windows`, through reduce_sum's broadcast)."""
     cols = ins[0]
     if 0 in cols.shape:
         # built from g: the rule does not save cols, so ins[0] may be its Aval, and zeros of
         # an Aval would be a bare array outside the engine's (or the trace's) world
         return [broadcast(const_like(g, np.zeros((), cols.dtype.np)), tuple(cols.shape))]
-    kh, kw, oh, ow = cols.shape[-4:]
-    lead = tuple(cols.shape[:-4])
+    hw, lo, stride = params["hw"], params["lo"], params["stride"]
+    nd = len(hw)
+    window, outs = tuple(cols.shape[-2 * nd:-nd]), tuple(cols.shape[-nd:])
+    lead = tuple(cols.shape[:-2 * nd])
     n = len(lead)
-    hw, lo = params["hw"], params["lo"]
-    (sh, sw), (dh, dw) = params["stride"], params["dilation"]
-    z = (0,) * n
-    rows = []
-    for i in range(kh):
-        a0, a1 = _tap_range(i, oh, hw[0], sh, dh, lo[0])
-        row = []
-        for j in range(kw):
-            b0, b1 = _tap_range(j, ow, hw[1], sw, dw, lo[1])
-            if a0 == a1 or b0 == b1:                    # this tap never lands: zeros
-                (h0, h1, w0, w1), (a0_, a1_, b0_, b1_) = (0, 0, 0, 0), (0, 0, 0, 0)
-            else:
-                h0, w0 = a0 * sh + i * dh - lo[0], b0 * sw + j * dw - lo[1]
-                h1, w1 = h0 + (a1 - a0 - 1) * sh + 1, w0 + (b1 - b0 - 1) * sw + 1
-                a0_, a1_, b0_, b1_ = a0, a1, b0, b1
-            tap = bind(P.slice, g, starts=(i, j) + z + (h0, w0),
-                       stops=(i + 1, j + 1) + lead + (h1, w1), steps=(1, 1) + (1,) * n + (sh, sw))
-            row.append(bind(P.pad, tap, lo=(0, 0) + z + (a0_, b0_),
-                            hi=(0, 0) + z + (oh - a1_, ow - b1_), interior=(0,) * (n + 4)))
-        rows.append(row[0] if kw == 1 else bind(P.concatenate, *row, axis=1))
-    taps = rows[0] if kh == 1 else bind(P.concatenate, *rows, axis=0)
-    perm = tuple(range(2, 2 + n)) + (0, 1, n + 2, n + 3)
+    z, one = (0,) * n, (1,) * nd
+    pieces = []
+    for tap in itertools.product(*(range(k) for k in window)):
+        spans = _tap_slices(tap, outs, hw, stride, params["dilation"], lo)
+        if spans is None:                       # this tap never lands: zeros
+            spans = [(0, 0, 0)] * nd
+            stops = (0,) * nd
+        else:
+            stops = tuple(p0 + (a1 - a0 - 1) * s + 1 for (a0, a1, p0), s in zip(spans, stride))
+        piece = bind(P.slice, g, starts=tap + z + tuple(p0 for _, _, p0 in spans),
+                     stops=tuple(t + 1 for t in tap) + lead + stops,
+                     steps=one + (1,) * n + tuple(stride))
+        piece = bind(P.pad, piece, lo=(0,) * nd + z + tuple(a0 for a0, _, _ in spans),
+                     hi=(0,) * nd + z + tuple(o - a1 for o, (_, a1, _) in zip(outs, spans)),
+                     interior=(0,) * (n + 2 * nd))
+        pieces.append(reshape(piece, (1,) + lead + outs))
+    taps = pieces[0] if len(pieces) == 1 else bind(P.concatenate, *pieces, axis=0)
+    taps = reshape(taps, window + lead + outs)
+    perm = tuple(range(nd, nd + n)) + tuple(range(nd)) + tuple(range(nd + n, 2 * nd + n))
     return [transpose(taps, perm)]
 
 
 def _batch_taps(prim, ax, args, batched, params):
-    # the batch axis follows the two tap axes in the result
-    return moveaxis(bind(P.window_taps, args[0], **params), 2, 0), True
+    # the batch axis follows the tap axes in the result
+    return moveaxis(bind(P.window_taps, args[0], **params), len(params["hw"]), 0), True
 
 
 P.register(Primitive("window_taps", "shape", _infer_taps, _impl_taps, vjp=_vjp_taps,
@@ -196,24 +215,26 @@ P.register(Primitive("window_taps", "shape", _infer_taps, _impl_taps, vjp=_vjp_t
                      batch=_batch_taps))
 
 
-def col2im(cols, hw, stride, dilation, lo=(0, 0)):
-    """The adjoint of `windows`: cols[..., kH, kW, OH, OW] summed back onto [..., H, W], the
-    part of the plane from (lo_h, lo_w) on (a convolution's padding cropped)."""
-    lead = tuple(cols.shape[:-4])
-    kh, kw, oh, ow = cols.shape[-4:]
-    (sh, sw), (dh, dw) = stride, dilation
-    if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1) and tuple(lo) == (0, 0):
-        # windows that tile the plane (a 2x2 pool of stride 2): every element is in at most
+def col2im(cols, hw, stride, dilation, lo=None):
+    """The adjoint of `windows`: cols[..., k1..kn, O1..On] summed back onto [..., S1..Sn]
+    (n = len(hw)), the part of the space from `lo` on (a convolution's padding cropped)."""
+    nd = len(hw)
+    lo = (0,) * nd if lo is None else tuple(lo)
+    lead = tuple(cols.shape[:-2 * nd])
+    window, outs = tuple(cols.shape[-2 * nd:-nd]), tuple(cols.shape[-nd:])
+    if tuple(stride) == window and tuple(dilation) == (1,) * nd and lo == (0,) * nd:
+        # windows that tile the space (a 2x2 pool of stride 2): every element is in at most
         # one window, so the adjoint is a transpose back, zero-padded at the uncovered
-        # bottom/right edge; one read per element
+        # far edges; one read per element
         n = len(lead)
-        z = (0,) * n
-        tiled = reshape(transpose(cols, tuple(range(n)) + (n + 2, n, n + 3, n + 1)),
-                        lead + (oh * kh, ow * kw))
-        if (oh * kh, ow * kw) == tuple(hw):
+        perm = tuple(range(n)) + tuple(a for i in range(nd) for a in (n + nd + i, n + i))
+        covered = tuple(o * k for o, k in zip(outs, window))
+        tiled = reshape(transpose(cols, perm), lead + covered)
+        if covered == tuple(hw):
             return tiled
-        return bind(P.pad, tiled, lo=z + (0, 0), hi=z + (hw[0] - oh * kh, hw[1] - ow * kw),
-                    interior=(0,) * (n + 2))
+        return bind(P.pad, tiled, lo=(0,) * (n + nd),
+                    hi=(0,) * n + tuple(h - c for h, c in zip(hw, covered)),
+                    interior=(0,) * (n + nd))
     taps = bind(P.window_taps, cols, hw=tuple(hw), stride=tuple(stride),
-                dilation=tuple(dilation), lo=tuple(lo))
-    return reduce_sum(taps, (0, 1))
+                dilation=tuple(dilation), lo=lo)
+    return reduce_sum(taps, tuple(range(nd)))

@@ -42,6 +42,9 @@ NODE_NAMES: dict[str, NameRule] = {
     "conv2d": "ConvolutionBackward0",
     "conv2d_input_grad": "ConvolutionBackwardBackward0",
     "conv2d_weight_grad": "ConvolutionBackwardBackward0",
+    "conv3d": "ConvolutionBackward0",
+    "conv3d_input_grad": "ConvolutionBackwardBackward0",
+    "conv3d_weight_grad": "ConvolutionBackwardBackward0",
 }
 
 # primitive -> {operand index: node name} when that operand is a Python number: torch then
