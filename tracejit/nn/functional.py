@@ -369,6 +369,7 @@ def pad(input: Tensor, pad: tuple[int, ...], mode: str = "constant",  # noqa: A0
     if mode not in ("reflect", "replicate", "circular"):
         raise ops._err("pad", f"mode must be 'constant', 'reflect', 'replicate' or 'circular', "
                        f"got {mode!r}", NotImplementedError)
+    x0 = x
     for axis, (lo, hi) in enumerate(widths):
         if lo == 0 and hi == 0:
             continue
@@ -395,6 +396,8 @@ def pad(input: Tensor, pad: tuple[int, ...], mode: str = "constant",  # noqa: A0
             src = np.where(m < n, m, period - m)
         key = (slice(None),) * axis + (ops.as_tensor(src.astype(np.int64), like=x, const=True),)
         x = x[key]
+    if x is x0:
+        x = x.clone()               # (all widths 0: still a new tensor, as torch, not x)
     if mode != "circular":          # (torch's circular padding ends in a CopySlices)
         rename(x, f"{'Reflection' if mode == 'reflect' else 'Replication'}Pad{k}DBackward0", input)
     return x

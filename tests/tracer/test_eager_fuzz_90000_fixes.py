@@ -1,0 +1,37 @@
+"""Differences from torch eager found by the extended eager fuzzer (tests/eager_fuzz_ext.py,
+seeds 90000 and up), each checked against torch."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import tracejit as tj  # noqa: E402
+import tracejit.nn.functional as F  # noqa: E402
+
+
+def _same(a, b) -> None:
+    a = a.detach().numpy()
+    b = b.detach().numpy()
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
+def test_pad_with_zero_widths_is_a_new_tensor(mode):
+    # seed 90270: F.pad(x, (0, 0), mode="reflect") returned x itself, so an in-place op on
+    # the result changed x (and a leaf's fill_ was refused as torch's is not)
+    data = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    outs = []
+    for lib, fn in ((tj, F), (torch, torch.nn.functional)):
+        x = lib.tensor(data, requires_grad=True)
+        y = fn.pad(x, (0, 0), mode=mode)
+        assert y is not x
+        y2 = y * 1
+        y2.sum().backward()
+        with lib.no_grad():
+            y.add_(10)
+        outs.append((x, y))
+    (xt, yt), (xh, yh) = outs
+    _same(xt, xh)                   # unchanged by the write into the result
+    _same(yt, yh)
+    _same(xt.grad, xh.grad)
