@@ -35,3 +35,21 @@ def test_pad_with_zero_widths_is_a_new_tensor(mode):
     _same(xt, xh)                   # unchanged by the write into the result
     _same(yt, yh)
     _same(xt.grad, xh.grad)
+
+
+@pytest.mark.parametrize("shape, dim, sizes", [
+    ((0, 1), -1, (1, -1)),                  # seed 90182: -1 was read against the whole (empty)
+    ((0, 4), -1, (2, -1)),                  # tensor, so reshape refused it
+    ((3, 0), 1, (2, -1)),
+    ((2, 6), 1, (-1, 3)),
+])
+def test_unflatten_infers_minus_one_from_its_dim(shape, dim, sizes):
+    _same(tj.zeros(*shape).unflatten(dim, sizes), torch.zeros(*shape).unflatten(dim, sizes))
+
+
+@pytest.mark.parametrize("sizes", [(4, -1), (2, 2), (-1, -1)])
+def test_unflatten_refuses_sizes_that_do_not_fit(sizes):
+    with pytest.raises(RuntimeError):
+        torch.zeros(2, 6).unflatten(1, sizes)
+    with pytest.raises(RuntimeError, match="unflatten"):
+        tj.zeros(2, 6).unflatten(1, sizes)

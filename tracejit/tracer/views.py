@@ -327,6 +327,15 @@ def _unflatten(x, dim: int, sizes) -> Tensor:
     x = ops.as_tensor(x)
     d = ops._axes(x, dim, None, "unflatten")[0]
     sizes = tuple(int(s) for s in sizes)
+    n, given = x.shape[d], list(sizes)
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if sizes.count(-1) == 1 and known:
+        # -1 stands for what is left of dim d, not of the whole tensor (which may be empty)
+        sizes = tuple(n // known if s == -1 else s for s in sizes)
+    if sizes.count(-1) > 1 or (-1 not in sizes and int(np.prod(sizes)) != n) or \
+            any(s < -1 for s in sizes):
+        raise ops._err("unflatten", f"sizes {given} don't multiply up to the size {n} of "
+                       f"dim {dim} of {ops._fmt(x)}", RuntimeError)
     return ops.reshape(x, x.shape[:d] + sizes + x.shape[d + 1:])
 
 
