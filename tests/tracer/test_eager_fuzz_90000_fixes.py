@@ -53,3 +53,11 @@ def test_unflatten_refuses_sizes_that_do_not_fit(sizes):
         torch.zeros(2, 6).unflatten(1, sizes)
     with pytest.raises(RuntimeError, match="unflatten"):
         tj.zeros(2, 6).unflatten(1, sizes)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_diff_of_bools_is_xor_at_every_order(n):
+    # seed 90262: diff of a bool tensor raised (bool subtraction is refused); torch xors
+    a = np.array([[True, False, False, True, True], [False, False, True, True, False]])
+    for dim in (0, 1):
+        _same(tj.tensor(a).diff(n=n, dim=dim), torch.tensor(a).diff(n=n, dim=dim))

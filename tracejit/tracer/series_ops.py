@@ -107,9 +107,9 @@ def diff(input, n: int = 1, dim: int = -1, prepend=None, append=None) -> Tensor:
         m = x.shape[d]
         if m == 0:
             break
-        x = ops.sub(_narrow(x, d, 1, m - 1), _narrow(x, d, 0, m - 1))
-        if x.dtype is dt.bool_:
-            break
+        a, b = _narrow(x, d, 1, m - 1), _narrow(x, d, 0, m - 1)
+        # (bools: torch's difference is logical xor, at every order)
+        x = ops.ne(a, b) if x.dtype is dt.bool_ else ops.sub(a, b)
     return clone(x) if x is x0 else x      # (n=0, or an empty dim: a new tensor, as torch)
 
 
