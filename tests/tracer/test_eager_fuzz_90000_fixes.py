@@ -61,3 +61,19 @@ def test_diff_of_bools_is_xor_at_every_order(n):
     a = np.array([[True, False, False, True, True], [False, False, True, True, False]])
     for dim in (0, 1):
         _same(tj.tensor(a).diff(n=n, dim=dim), torch.tensor(a).diff(n=n, dim=dim))
+
+
+def test_sign_gives_a_zero_gradient_as_torch():
+    # seed 90228: x.sign() gave x.grad None where torch gives zeros (floor already gave zeros):
+    # an optimizer skips a parameter whose grad is None, so weight decay then differed
+    data = np.array([0.5, -1.5, 0.0], np.float32)
+    grads = []
+    for lib in (tj, torch):
+        x = lib.tensor(data, requires_grad=True)
+        (x.sign() * 2 + x.floor()).sum().backward()
+        grads.append(x.grad)
+    _same(*grads)
+    w = tj.nn.Parameter(tj.tensor(data))
+    f = tj.compile(lambda w: (w.sign() * 3).sum())
+    f(w).backward()
+    _same(w.grad, torch.zeros(3))

@@ -15,7 +15,8 @@ from . import dtypes as dt
 from .batching import batch_elementwise
 from .core import Aval
 from .primitives import (P, Primitive, cast, cos, div, eq, ge, gt, log, lt, mul, neg,
-                         op_error, pow_, sign, sin, sub, tangent_or_zeros, tangent_sum, where)
+                         op_error, pow_, sign, sin, sub, tangent_or_zeros, tangent_sum, where,
+                         zeros_like)
 
 
 def _same(name: str, avals: list[Aval], float_only: bool = False) -> Aval:
@@ -81,7 +82,9 @@ def _impl_sign(x):
     return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
 
 
-_elementwise("sign", _impl_sign, lambda g, i, o, p, n: [None],
+# (a zero gradient, not none: torch's sign gives x.grad zeros, which an optimizer's weight decay
+# and momentum then act on, as for floor)
+_elementwise("sign", _impl_sign, lambda g, i, o, p, n: [zeros_like(g)],
              jvp=lambda t, i, o, p: None, arity=1,
              scalar=lambda sb, x: sb.select(sb.gt(x, sb.const(0, x)), sb.const(1, x),
                                             sb.select(sb.lt(x, sb.const(0, x)),
