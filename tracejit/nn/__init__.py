@@ -9,14 +9,15 @@ from .activation import (CELU, ELU, GELU, GLU, SELU, Hardsigmoid, Hardswish, Har
                          Sigmoid, Softmax, Softmin, Softplus, Softsign, Tanh, Tanhshrink,
                          Threshold)
 from .normalization import GroupNorm, LayerNorm, RMSNorm
-from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
-from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d,
-                      MaxPool2d)
-from .batchnorm import BatchNorm1d, BatchNorm2d
+from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, AvgPool1d,
+                      AvgPool2d, AvgPool3d, MaxPool1d, MaxPool2d, MaxPool3d)
+from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .dropout import Dropout, Dropout1d, Dropout2d
 from .fold import Fold, Unfold
 from .adaptive_max import AdaptiveMaxPool1d, AdaptiveMaxPool2d
-from .instancenorm import InstanceNorm1d, InstanceNorm2d, PixelShuffle, PixelUnshuffle
+from .instancenorm import (InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, PixelShuffle,
+                           PixelUnshuffle)
 from .interpolate import Upsample
 from .sparse import Embedding
 from .loss import (BCELoss, BCEWithLogitsLoss, CosineSimilarity, CrossEntropyLoss, HuberLoss,

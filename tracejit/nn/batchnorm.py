@@ -1,4 +1,4 @@
-"""BatchNorm1d and BatchNorm2d: torch's running statistics, momentum and eval behaviour."""
+"""BatchNorm1d, BatchNorm2d and BatchNorm3d: torch's running statistics, momentum and eval behaviour."""
 from __future__ import annotations
 
 from typing import Any
@@ -92,3 +92,8 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     """Batch norm over (N, C, H, W) input."""
     _dims = (4,)
+
+
+class BatchNorm3d(_BatchNorm):
+    """Batch norm over (N, C, D, H, W) input."""
+    _dims = (5,)

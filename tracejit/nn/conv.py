@@ -1,4 +1,4 @@
-"""Conv1d, Conv2d, ConvTranspose1d and ConvTranspose2d: torch.nn's signatures, defaults, reprs
+"""Conv1d/2d/3d and ConvTranspose1d/2d/3d: torch.nn's signatures, defaults, reprs
 and initialization."""
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class _ConvNd(Module):
                 init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
-        conv = F.conv1d if self._n == 1 else F.conv2d
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self._n - 1]
         return conv(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
                     self.groups)
 
@@ -100,6 +100,11 @@ class Conv1d(_ConvNd):
 class Conv2d(_ConvNd):
     """2-D convolution over (N, C, H, W); weight [out, in/groups, kH, kW]."""
     _n = 2
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution over (N, C, D, H, W); weight [out, in/groups, kD, kH, kW]."""
+    _n = 3
 
 
 class _ConvTransposeNd(_ConvNd):
@@ -144,7 +149,7 @@ class _ConvTransposeNd(_ConvNd):
         return tuple(pads)
 
     def forward(self, input: Tensor, output_size: Any = None) -> Tensor:  # noqa: A002
-        conv = F.conv_transpose1d if self._n == 1 else F.conv_transpose2d
+        conv = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[self._n - 1]
         return conv(input, self.weight, self.bias, self.stride, self.padding,
                     self._output_padding(input, output_size), self.groups, self.dilation)
 
@@ -157,3 +162,8 @@ class ConvTranspose1d(_ConvTransposeNd):
 class ConvTranspose2d(_ConvTransposeNd):
     """2-D transposed convolution over (N, C, H, W); weight [in, out/groups, kH, kW]."""
     _n = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """3-D transposed convolution over (N, C, D, H, W); weight [in, out/groups, kD, kH, kW]."""
+    _n = 3

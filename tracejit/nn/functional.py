@@ -12,8 +12,9 @@ from ..tracer import composites as C
 from ..tracer import checks as _checks, ops
 from ..tracer.autocast import FP32, LOWER, STATE as _autocast_state, autocast_op
 from ..tracer.composites import composite, log_softmax as _log_softmax, softmax as _softmax
-from ..tracer.conv import (adaptive_avg_pool2d, avg_pool2d, batch_norm,  # noqa: F401
-                           conv2d, max_pool2d)
+from ..tracer.conv import (adaptive_avg_pool2d, adaptive_avg_pool3d,  # noqa: F401
+                           avg_pool2d, avg_pool3d, batch_norm, conv2d, conv3d, max_pool2d,
+                           max_pool3d)
 from ..tracer.losses import _class_targets, _legacy_reduction, cross_entropy  # noqa: F401
 from ..tracer.inplace import inplace as _inplace
 from ..tracer.norms import vector_norm as _vector_norm
@@ -27,7 +28,8 @@ from .functional_activations import (celu, dropout1d, dropout2d, glu,  # noqa: F
                                      hardsigmoid, hardswish, prelu, selu, softsign,
                                      tanhshrink, threshold)
 from .interpolate import interpolate, upsample  # noqa: F401
-from .functional_conv_t import conv_transpose1d, conv_transpose2d, fold, unfold  # noqa: F401
+from .functional_conv_t import (conv_transpose1d, conv_transpose2d,  # noqa: F401
+                                conv_transpose3d, fold, unfold)
 from .functional_norm_more import instance_norm, pixel_shuffle, pixel_unshuffle  # noqa: F401
 from .adaptive_max import adaptive_max_pool1d, adaptive_max_pool2d  # noqa: F401
 from .functional_extra import *  # noqa: F401,F403  (channel_shuffle, losses, ...)
@@ -46,7 +48,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "
            "dropout2d", "glu", "hardsigmoid", "hardswish", "prelu", "selu", "softsign",
            "tanhshrink", "threshold", "interpolate", "upsample", "conv_transpose1d",
            "conv_transpose2d", "fold", "unfold", "instance_norm", "pixel_shuffle",
-           "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d"] + _extra_all
+           "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d", "conv3d",
+           "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "conv_transpose3d"] + _extra_all
 
 
 def _t(x) -> Tensor:

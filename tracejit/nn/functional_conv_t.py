@@ -1,4 +1,4 @@
-"""torch.nn.functional's transposed convolutions (conv_transpose1d/2d) and the sliding-window
+"""torch.nn.functional's transposed convolutions (conv_transpose1d/2d/3d) and the sliding-window
 pair unfold/fold, built on the convolution primitives of ir/prims_conv.py and
 ir/prims_windows.py, so their gradients (every order), compiled form and fusion are those ops'.
 
@@ -11,7 +11,8 @@ ir/prims_windows.py, so their gradients (every order), compiled form and fusion 
 - unfold is the `windows` view (im2col) of the zero-padded input, reshaped to
   (N, C*kH*kW, L); fold is its adjoint `col2im` (a gather per output element), the padding
   cropped in the same loop.
-1-D forms run the 2-D op on a height-1 view.
+conv_transpose3d is conv3d's input gradient in the same way. 1-D forms run the 2-D op on a
+height-1 view.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from ..tracer.autocast import LOWER, autocast_op
 from ..tracer.node_names import rename
 from ..tracer.tensor import Tensor
 
-__all__ = ["conv_transpose1d", "conv_transpose2d", "unfold", "fold"]
+__all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "unfold", "fold"]
 
 
 def _tuple(v: Any, n: int, op: str, what: str) -> tuple[int, ...]:
@@ -40,12 +41,14 @@ def _tuple(v: Any, n: int, op: str, what: str) -> tuple[int, ...]:
     return (int(v),) * n
 
 
-def _transpose_2d(op: str, x: Tensor, w: Tensor, bias, stride, padding, output_padding,
+def _transpose_nd(op: str, x: Tensor, w: Tensor, bias, stride, padding, output_padding,
                   groups: int, dilation, n_spatial: int, shown: tuple[Tensor, Tensor]) -> Tensor:
-    """x (N, C_in, H, W) and w (C_in, C_out/groups, kH, kW), already 4-D."""
+    """x (N, C_in, *S) and w (C_in, C_out/groups, *kernel), S 2-D (1-D ops' a height-1 view)
+    or 3-D."""
+    nd = x.ndim - 2
     # errors show the user's input and weight (a 1-D op's are seen here as height-1 views)
     xs, ws = ops._fmt(shown[0]), ops._fmt(shown[1])
-    if w.ndim != 4:
+    if w.ndim != nd + 2:
         raise ops._err(op, f"weight must be {n_spatial + 2}-D (C_in, C_out/groups, "
                        f"*kernel), got {ws}", RuntimeError)
     groups = int(groups)
@@ -64,14 +67,13 @@ def _transpose_2d(op: str, x: Tensor, w: Tensor, bias, stride, padding, output_p
     if min(*s, *d) < 1 or min(p) < 0 or min(op_) < 0:
         raise ops._err(op, f"stride {s} and dilation {d} must be positive, padding {p} and "
                        f"output_padding {op_} non-negative")
-    for i in range(2):
+    for i in range(nd):
         if op_[i] >= s[i] and op_[i] >= d[i]:
             raise ops._err(op, f"output padding must be smaller than either stride or "
                            f"dilation, but got output_padding {op_[-n_spatial:]}, stride "
                            f"{s[-n_spatial:]}, dilation {d[-n_spatial:]}", RuntimeError)
-    kh, kw = w.shape[2:]
     outs = [(n - 1) * si - 2 * pi + di * (k - 1) + oi + 1
-            for n, si, pi, di, k, oi in zip(x.shape[2:], s, p, d, (kh, kw), op_)]
+            for n, si, pi, di, k, oi in zip(x.shape[2:], s, p, d, w.shape[2:], op_)]
     if min(outs) < 1:
         raise ops._err(op, f"the output size {tuple(outs[-n_spatial:])} of input {xs} with "
                        f"weight {ws}, stride {s[-n_spatial:]}, padding "
@@ -81,11 +83,13 @@ def _transpose_2d(op: str, x: Tensor, w: Tensor, bias, stride, padding, output_p
     hi = [pi - oi for pi, oi in zip(p, op_)]
     extra = [max(0, -v) for v in hi]
     in_hw = tuple(o - e for o, e in zip(outs, extra))
-    y = bind(P.conv2d_input_grad, x, w, in_hw=in_hw, stride=s,
-             padding=(p[0], max(hi[0], 0), p[1], max(hi[1], 0)), dilation=d, groups=groups)
+    y = bind(P.get(f"conv{nd}d_input_grad"), x, w, in_hw=in_hw, stride=s,
+             padding=tuple(v for i in range(nd) for v in (p[i], max(hi[i], 0))), dilation=d,
+             groups=groups)
     rename(y, "ConvolutionBackward0", x)
     if any(extra):
-        y = bind(P.pad, y, lo=(0, 0, 0, 0), hi=(0, 0, extra[0], extra[1]), interior=(0,) * 4)
+        y = bind(P.pad, y, lo=(0,) * (nd + 2), hi=(0, 0) + tuple(extra),
+                 interior=(0,) * (nd + 2))
     if bias is not None:
         b = ops.as_tensor(bias)
         cout = w.shape[1] * groups
@@ -95,7 +99,7 @@ def _transpose_2d(op: str, x: Tensor, w: Tensor, bias, stride, padding, output_p
         if b.dtype is not x.dtype:      # (an add would promote: torch refuses it)
             raise ops._err(op, f"bias {ops._fmt(b)} must have the dtype of input {xs}",
                            TypeError)
-        y = ops.add(y, ops.reshape(b, (1, -1, 1, 1)))
+        y = ops.add(y, ops.reshape(b, (1, -1) + (1,) * nd))
     return y
 
 
@@ -113,10 +117,30 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
                        f"{ops._fmt(x)}", RuntimeError)
     unbatched = x.ndim == 3
     x4 = ops.unsqueeze(x, 0) if unbatched else x
-    y = _transpose_2d(op, x4, ops.as_tensor(weight), bias, _tuple(stride, 2, op, "stride"),
+    y = _transpose_nd(op, x4, ops.as_tensor(weight), bias, _tuple(stride, 2, op, "stride"),
                       _tuple(padding, 2, op, "padding"),
                       _tuple(output_padding, 2, op, "output_padding"), groups,
                       _tuple(dilation, 2, op, "dilation"), 2, (x, ops.as_tensor(weight)))
+    return ops.squeeze(y, 0) if unbatched else y
+
+
+@autocast_op(LOWER)
+def conv_transpose3d(input: Tensor, weight: Tensor, bias: Tensor | None = None,  # noqa: A002
+                     stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+                     groups: int = 1, dilation: Any = 1) -> Tensor:
+    """3-D transposed convolution of an (N, C_in, D, H, W) or (C_in, D, H, W) input with a
+    (C_in, C_out/groups, kD, kH, kW) weight: the gradient of conv3d w.r.t. its input."""
+    op = "conv_transpose3d"
+    x = ops.as_tensor(input)
+    if x.ndim not in (4, 5):
+        raise ops._err(op, f"expects a 4-D (C, D, H, W) or 5-D (N, C, D, H, W) input, got "
+                       f"{ops._fmt(x)}", RuntimeError)
+    unbatched = x.ndim == 4
+    x5 = ops.unsqueeze(x, 0) if unbatched else x
+    y = _transpose_nd(op, x5, ops.as_tensor(weight), bias, _tuple(stride, 3, op, "stride"),
+                      _tuple(padding, 3, op, "padding"),
+                      _tuple(output_padding, 3, op, "output_padding"), groups,
+                      _tuple(dilation, 3, op, "dilation"), 3, (x, ops.as_tensor(weight)))
     return ops.squeeze(y, 0) if unbatched else y
 
 
@@ -138,7 +162,7 @@ def conv_transpose1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
     unbatched = x.ndim == 2
     x4 = ops.unsqueeze(ops.unsqueeze(x, 0) if unbatched else x, -2)
     one = lambda v, what: (1,) + _tuple(v, 1, op, what)    # noqa: E731
-    y = _transpose_2d(op, x4, ops.unsqueeze(w, -2), bias, one(stride, "stride"),
+    y = _transpose_nd(op, x4, ops.unsqueeze(w, -2), bias, one(stride, "stride"),
                       (0,) + _tuple(padding, 1, op, "padding"),
                       (0,) + _tuple(output_padding, 1, op, "output_padding"), groups,
                       one(dilation, "dilation"), 1, (x, w))

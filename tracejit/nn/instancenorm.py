@@ -1,4 +1,4 @@
-"""InstanceNorm1d/2d (torch's defaults: no affine, no running statistics) and PixelShuffle /
+"""InstanceNorm1d/2d/3d (torch's defaults: no affine, no running statistics) and PixelShuffle /
 PixelUnshuffle."""
 from __future__ import annotations
 
@@ -50,6 +50,11 @@ class InstanceNorm1d(_InstanceNorm):
 class InstanceNorm2d(_InstanceNorm):
     """Instance norm over (N, C, H, W) or (C, H, W) input."""
     _unbatched = 3
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Instance norm over (N, C, D, H, W) or (C, D, H, W) input."""
+    _unbatched = 4
 
 
 class PixelShuffle(Module):

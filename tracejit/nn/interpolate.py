@@ -1,7 +1,8 @@
-"""F.interpolate (modes 'nearest', 'linear', 'bilinear') and nn.Upsample, with torch's index
-and weight rules. Each spatial axis is resampled on its own: the source indices and weights
-depend only on the sizes, so they are computed here with NumPy and enter as index_select
-indices and constant weights (gradients scatter back through index_select)."""
+"""F.interpolate (modes 'nearest', 'linear', 'bilinear', 'trilinear'; 3-D to 5-D input) and
+nn.Upsample, with torch's index and weight rules. Each spatial axis is resampled on its own:
+the source indices and weights depend only on the sizes, so they are computed here with NumPy
+and enter as index_select indices and constant weights (gradients scatter back through
+index_select)."""
 from __future__ import annotations
 
 import math
@@ -15,7 +16,7 @@ from ..tracer.tensor import Tensor
 from .module import Module
 
 __all__ = ["interpolate", "upsample", "Upsample"]
-_MODES = {"nearest": None, "linear": 1, "bilinear": 2}
+_MODES = {"nearest": None, "linear": 1, "bilinear": 2, "trilinear": 3}
 
 
 def _nearest_index(n_in: int, n_out: int, scale: float) -> np.ndarray:
@@ -52,8 +53,8 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,  # no
     if _MODES[mode] is not None and spatial != _MODES[mode]:
         raise ops._err("interpolate", f"mode {mode!r} expects a {_MODES[mode] + 2}-D input, got "
                        f"{ops._fmt(x)}", NotImplementedError)
-    if spatial not in (1, 2):
-        raise ops._err("interpolate", f"expects a 3-D or 4-D input, got {ops._fmt(x)}",
+    if spatial not in (1, 2, 3):
+        raise ops._err("interpolate", f"expects a 3-D, 4-D or 5-D input, got {ops._fmt(x)}",
                        NotImplementedError)
     if align_corners is not None and mode == "nearest":
         raise ValueError("align_corners option can only be set with the interpolating modes: "
