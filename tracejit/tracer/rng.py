@@ -36,10 +36,11 @@ def _as_i64(u: int) -> np.ndarray:
 
 
 class Generator:
-    """The Philox state of one device: a 64-bit seed and a 64-bit offset."""
+    """The Philox state of one device: a 64-bit seed and a 64-bit offset. `tj.Generator()`
+    (torch's spelling, for `generator=` arguments) is a CPU generator of its own."""
 
-    def __init__(self, device: Device, seed: int = DEFAULT_SEED) -> None:
-        self.device = device
+    def __init__(self, device: Device | str = "cpu", seed: int = DEFAULT_SEED) -> None:
+        self.device = as_device(device)
         self._lock = threading.Lock()
         self._seed, self._offset = seed & _MASK64, 0
 
@@ -190,14 +191,37 @@ def _float_dtype(op: str, dtype) -> dt.DType:
     return d
 
 
+def own_generator(op: str, generator: Generator | None) -> Generator | None:
+    """`generator=` of a random op: None for a device's default generator (what traced draws
+    read), the generator itself for one of the user's own, which a trace cannot read."""
+    if generator is None or any(generator is g for g in _GENERATORS.values()):
+        return None
+    if not isinstance(generator, Generator):
+        raise TypeError(f"{op}: generator must be a tj.Generator, got "
+                        f"{type(generator).__name__} (at {user_location()})")
+    if current_trace() is not None:
+        # its numbers would be drawn once, at trace time, and baked into the compiled function
+        raise RuntimeError(
+            f"{op}(generator=...) inside a @tj.compile'd function (at {user_location()}): a "
+            f"compiled function can only draw from the default generator (tj.manual_seed); "
+            f"drop generator=, or draw outside the compiled function")
+    return generator
+
+
 def _draw(shape: tuple[int, ...], d: dt.DType, normal: bool, device,
-          requires_grad: bool = False) -> Tensor:
+          requires_grad: bool = False, generator: Generator | None = None) -> Tensor:
     """Uniform [0, 1) or standard normal numbers: an instruction of the active trace, else
-    eager numbers from the device's generator. 16-bit dtypes are drawn in float32 and rounded."""
+    eager numbers from the device's generator (or `generator`, a user's own, see
+    own_generator). 16-bit dtypes are drawn in float32 and rounded."""
     gen_d = d if d in (dt.f32, dt.f64) else dt.f32
     params = {"shape": shape, "dtype": gen_d, "normal": normal}
     ctx = current_trace()
-    if ctx is not None:
+    if generator is not None:
+        dev = as_device(device)
+        seed, offset = generator.hidden_inputs(1)
+        arr = bind(P.random, seed, offset, stream=0, **params)
+        out = Tensor(arr if dev.type == "cpu" else to_device(arr, dev))
+    elif ctx is not None:
         seed, offset, stream = ctx.random_stream()
         out = Tensor(ctx.graph.emit(P.random, [seed, offset], {**params, "stream": stream}))
     else:
@@ -214,14 +238,18 @@ def _draw(shape: tuple[int, ...], d: dt.DType, normal: bool, device,
     return out
 
 
-def rand(*size, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
+def rand(*size, dtype=None, requires_grad: bool = False, device=None,
+         generator: Generator | None = None) -> Tensor:
     """Uniform numbers in [0, 1) (float32 unless `dtype` says otherwise)."""
-    return _draw(_size("rand", size), _float_dtype("rand", dtype), False, device, requires_grad)
+    return _draw(_size("rand", size), _float_dtype("rand", dtype), False, device, requires_grad,
+                 own_generator("rand", generator))
 
 
-def randn(*size, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
+def randn(*size, dtype=None, requires_grad: bool = False, device=None,
+          generator: Generator | None = None) -> Tensor:
     """Standard normal numbers (Box-Muller on two Philox words)."""
-    return _draw(_size("randn", size), _float_dtype("randn", dtype), True, device, requires_grad)
+    return _draw(_size("randn", size), _float_dtype("randn", dtype), True, device, requires_grad,
+                 own_generator("randn", generator))
 
 
 def _like_device(x: Tensor, device):
@@ -240,7 +268,8 @@ def randn_like(x: Tensor, dtype=None, requires_grad: bool = False, device=None) 
     return _draw(tuple(x.shape), d, True, _like_device(x, device), requires_grad)
 
 
-def randint(low: int, high=None, size=None, *, dtype=None, device=None) -> Tensor:
+def randint(low: int, high=None, size=None, *, dtype=None, device=None,
+            generator: Generator | None = None) -> Tensor:
     """Integers uniform in [low, high): `randint(high, size)` or `randint(low, high, size)`.
     floor(u * (high - low)) + low with a 53-bit uniform u, so the range is at most 2**53."""
     if size is None:
@@ -255,19 +284,21 @@ def randint(low: int, high=None, size=None, *, dtype=None, device=None) -> Tenso
                          f"{high}) (at {user_location()})")
     d = dt.as_dtype(dtype) if dtype is not None else dt.i64
     shape = _size("randint", size if isinstance(size, (tuple, list)) else (size,))
-    u = _draw(shape, dt.f64, False, device)
+    u = _draw(shape, dt.f64, False, device, generator=own_generator("randint", generator))
     k = ops.minimum(ops.cast(ops.mul(u, float(n)), dt.i64), n - 1)   # u * n rounds up at most
     return ops.cast(ops.add(k, low), d)
 
 
-def bernoulli(input, p: float | None = None) -> Tensor:
+def bernoulli(input, p: float | None = None, *, generator: Generator | None = None) -> Tensor:
     """0/1 draws with probabilities `input` (or the scalar `p`), in input's dtype, as
     torch.bernoulli: one uniform u per element, 1 where u < probability."""
     x = input if isinstance(input, Tensor) else ops.as_tensor(input)
     if not x.dtype.is_float:
         raise TypeError(f"bernoulli: needs floating-point probabilities, got {x.dtype.name}"
                         f"{list(x.shape)} (at {user_location()})")
-    u = rand_like(x, dtype=dt.f64 if x.dtype is dt.f64 else dt.f32)
+    gen = own_generator("bernoulli", generator)
+    u = _draw(tuple(x.shape), dt.f64 if x.dtype is dt.f64 else dt.f32, False,
+              _like_device(x, None), generator=gen)
     prob = float(p) if p is not None else x
     return ops.cast(ops.lt(u, prob), x.dtype)
 
