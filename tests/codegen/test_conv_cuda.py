@@ -58,3 +58,37 @@ def test_pooling_and_im2col_kernels_run_like_the_interpreter(tmp_path):
     for graph, args, got in build.run(tmp_path):
         for g, w in zip(got, interpret(graph, args)):
             np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-5, err_msg=graph.as_text())
+
+
+def _pool3d_loss(x):
+    return (F.max_pool3d(x, 3, 2, 1) ** 2).sum() + \
+        F.avg_pool3d(x, (2, 3, 2), (1, 2, 1), count_include_pad=False, padding=1).sum()
+
+
+@needs_nvcc
+def test_conv3d_and_pool3d_graphs_compile_with_nvcc(tmp_path):
+    """The 3-D family (conv3d and its gradients expanded to 3-D windows + GEMM + 3-D
+    window_taps, the 3-D pools) renders to CUDA that nvcc accepts."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 5, 4, 3)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 2, 3, 2)).astype(np.float32)
+
+    def conv(x, w):
+        return (F.conv3d(x, w, stride=(2, 1, 1), padding=1, groups=2) ** 2).sum()
+
+    graphs = [("conv3d_grad", tj.grad(tj.compile(conv, device="cuda"), argnums=(0, 1))
+               .lower(x, w).graph),
+              ("pool3d_grad", tj.grad(tj.compile(_pool3d_loss, device="cuda")).lower(x).graph)]
+    ptx = _nvcc(_source(graphs), tmp_path)
+    assert ptx.count(".entry") > 5
+
+
+def test_pool3d_and_col2im_3d_kernels_run_like_the_interpreter(tmp_path):
+    x = np.random.default_rng(2).standard_normal((2, 2, 5, 4, 6)).astype(np.float32)
+    build = HostBuild()
+    assert build.add(tj.grad(_pool3d_loss), [x])
+    assert build.add(lambda v: col2im(windows(v, (2, 1, 3), (1, 2, 2), (2, 1, 1)) * 2.0,
+                                      (5, 4, 6), (1, 2, 2), (2, 1, 1), lo=(1, 0, 1)), [x])
+    for graph, args, got in build.run(tmp_path):
+        for g, w in zip(got, interpret(graph, args)):
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-5, err_msg=graph.as_text())
