@@ -77,3 +77,21 @@ def test_sign_gives_a_zero_gradient_as_torch():
     f = tj.compile(lambda w: (w.sign() * 3).sum())
     f(w).backward()
     _same(w.grad, torch.zeros(3))
+
+
+@pytest.mark.parametrize("self_dtype, src_dtype", [("int64", "float16"), ("float32", "float64")])
+def test_scatter_with_an_empty_index_still_checks_the_source_dtype(self_dtype, src_dtype):
+    # eager fuzzer seeds 82514, 82939: an empty index skipped the dtype check torch makes
+    def run(lib, inplace):
+        x = lib.zeros(3, dtype=getattr(lib, self_dtype))
+        idx, src = lib.zeros(0, dtype=lib.int64), lib.zeros(0, dtype=getattr(lib, src_dtype))
+        return x.scatter_(0, idx, src) if inplace else x.scatter(0, idx, src)
+    for inplace in (False, True):
+        with pytest.raises(RuntimeError):
+            run(torch, inplace)
+        with pytest.raises(RuntimeError, match="scatter"):
+            run(tj, inplace)
+    x = np.arange(3.0)
+    _same(tj.tensor(x).scatter(0, tj.zeros(0, dtype=tj.int64), tj.zeros(0, dtype=tj.float64)),
+          torch.tensor(x).scatter(0, torch.zeros(0, dtype=torch.int64),
+                                  torch.zeros(0, dtype=torch.float64)))

@@ -151,7 +151,11 @@ def scatter(input, dim: int, index, src=None, *, value=None, reduce=None) -> Ten
         return scatter_reduce(x, dim, idx, s, "sum" if reduce == "add" else "prod")
     d, idx = gathering._index("scatter", x, dim, index)
     if idx.numel() == 0:        # a new tensor, as always (x itself would alias the input)
-        return clone(x) if src is None else unchanged(x, ops.as_tensor(src))
+        if src is None:
+            return clone(x)
+        s = ops.as_tensor(src)
+        _same_dtype("scatter", x, s)    # (torch checks the dtypes of an empty index's src too)
+        return unchanged(x, s)
     if x.ndim == 0:
         x1 = ops.reshape(x, (1,))
         i1 = ops.reshape(idx, (1,))
