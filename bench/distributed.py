@@ -40,7 +40,14 @@ the MPI progress thread's successful test, or the end of a blocking wait), per D
                    bucket: ir/defer_waits.py).
 
     python bench/distributed.py [--steps N] [--rounds R] [--configs small,mlp]
-                                [--modes eager,model,whole] [--bucket-cap-mb MB] [--json out.json]
+                                [--modes eager,model,whole] [--bucket-cap-mb MB] [--repeat K]
+                                [--json out.json]
+
+`--repeat K` (default 1) launches 1 rank and 2 ranks K times each, alternating (1, 2, 1, 2, ...),
+and reports the median of the K ratios of adjacent pairs (with their range), so that a load
+change on a shared machine between two launches skews one pair, not the figure; the CPU
+columns are medians over the K launches, and the hidden-share columns come from the first
+2-rank launch (the later ones time the DDP step only).
 
 `--bucket-cap-mb` (default 25, PyTorch's) sets DDP's bucket_cap_mb: with 25 the wide MLP has
 two buckets, its last layer (1 MiB, as PyTorch's first bucket) and the other 9.5 MB, which is
@@ -116,7 +123,8 @@ def make(config: str, rank: int):
     return model, opt, batches, lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), MLP_BATCH
 
 
-def worker(config: str, mode: str, steps: int, rounds: int, cap_mb: float) -> None:
+def worker(config: str, mode: str, steps: int, rounds: int, cap_mb: float,
+           hidden: bool = True) -> None:
     import tracejit as tj
     import tracejit.distributed as dist
     from tracejit.nn.parallel import DistributedDataParallel as DDP
@@ -170,7 +178,7 @@ def worker(config: str, mode: str, steps: int, rounds: int, cap_mb: float) -> No
            "cpu_ms_per_step": 1e3 * cpu / steps,
            "main_cpu_ms_per_step": 1e3 * main / steps,
            "buckets": len(ddp.reducer.buckets)}
-    if world > 1:
+    if world > 1 and hidden:
         out.update(hidden_rounds(ddp, dist, tj, overlap_step, after_step, batches, steps,
                                  rounds))
         out.update(check_cost(dist, tj, rounds))
@@ -287,11 +295,12 @@ def check_cost(dist, tj, rounds) -> dict:
 
 
 def launch(config: str, mode: str, nproc: int, steps: int, rounds: int, cache: str,
-           cap_mb: float) -> dict:
+           cap_mb: float, hidden: bool = True) -> dict:
     from tracejit.distributed import run as launcher
     cmd, env = launcher.build(nproc, [os.path.abspath(__file__), "--worker", mode, "--config",
                                       config, "--steps", str(steps), "--rounds", str(rounds),
-                                      "--bucket-cap-mb", str(cap_mb)],
+                                      "--bucket-cap-mb", str(cap_mb)]
+                              + ([] if hidden else ["--no-hidden"]),
                               launcher.find_mpiexec(), [], 1800)
     env["TRACEJIT_CACHE_DIR"] = cache
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1860)
@@ -311,20 +320,32 @@ def main() -> int:
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--bucket-cap-mb", type=float, default=25.0)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="launch 1 and 2 ranks this many times each, alternating; report the "
+                        "median ratio of adjacent pairs")
+    p.add_argument("--no-hidden", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
     a = p.parse_args()
     if a.worker:
-        worker(a.config, a.worker, a.steps, a.rounds, a.bucket_cap_mb)
+        worker(a.config, a.worker, a.steps, a.rounds, a.bucket_cap_mb, not a.no_hidden)
         return 0
+    if a.repeat < 1:
+        p.error("--repeat must be at least 1")
     rows = []
     with tempfile.TemporaryDirectory(prefix="tj_bench_dist_") as cache:
         for config in a.configs.split(","):
             for mode in a.modes.split(","):
-                one = launch(config, mode, 1, a.steps, a.rounds, cache, a.bucket_cap_mb)
-                two = launch(config, mode, 2, a.steps, a.rounds, cache, a.bucket_cap_mb)
-                rows.append((config, mode, one, two))
+                pairs = []
+                for k in range(a.repeat):       # 1, 2, 1, 2, ...: one load change skews a pair
+                    one = launch(config, mode, 1, a.steps, a.rounds, cache, a.bucket_cap_mb)
+                    two = launch(config, mode, 2, a.steps, a.rounds, cache, a.bucket_cap_mb,
+                                 hidden=k == 0)
+                    pairs.append((one, two))
+                rows.append((config, mode, pairs))
     print(f"1 thread per rank; {a.steps} steps per variant per round, {a.rounds} interleaved "
-          f"rounds; medians; bucket_cap_mb={a.bucket_cap_mb:g}")
+          f"rounds; medians; bucket_cap_mb={a.bucket_cap_mb:g}"
+          + (f"; {a.repeat} alternating launches of 1 and 2 ranks, median ratio of adjacent "
+             f"pairs [range]" if a.repeat > 1 else ""))
     print(f"{'config':<7}{'step':<16}{'params':>8}{'buckets':>8}{'1 rank /s':>11}"
           f"{'2 ranks /s':>11}{'ratio':>8}{'cpu ms 1r':>10}{'cpu ms 2r':>10}"
           f"{'main ms 2r':>11}"
@@ -332,21 +353,32 @@ def main() -> int:
           f"{'wait ms':>14}{'hidden(waits)':>15}{'span ms':>9}{'before bwd end':>16}"
           f"{'unblocked':>11}")
     out = []
-    for config, mode, one, two in rows:
-        ratio = two["samples_per_s"] / one["samples_per_s"]
+    for config, mode, pairs in rows:
+        ratios = [t["samples_per_s"] / o["samples_per_s"] for o, t in pairs]
+        ratio = float(np.median(ratios))
+        one, two = pairs[0]             # (the hidden-share figures: the first 2-rank launch)
+
+        def med(k: str, i: int) -> float:
+            return float(np.median([p[i][k] for p in pairs]))
         label = {"eager": "eager", "model": "compiled model", "whole": "compiled step"}[mode]
         print(f"{config:<7}{label:<16}{one['params'] / 1e6:>7.2f}M{two['buckets']:>8}"
-              f"{one['samples_per_s']:>11.1f}{two['samples_per_s']:>11.1f}{ratio:>7.2f}x"
-              f"{one['cpu_ms_per_step']:>10.1f}{two['cpu_ms_per_step']:>10.1f}"
-              f"{two['main_cpu_ms_per_step']:>11.1f}"
+              f"{med('samples_per_s', 0):>11.1f}{med('samples_per_s', 1):>11.1f}"
+              f"{ratio:>7.2f}x"
+              f"{med('cpu_ms_per_step', 0):>10.1f}{med('cpu_ms_per_step', 1):>10.1f}"
+              f"{med('main_cpu_ms_per_step', 1):>11.1f}"
               f"{two['t_allreduce_ms']:>13.2f}{two['t_overlap_ms']:>12.2f}"
               f"{two['t_after_ms']:>10.2f}{100 * two['hidden']:>7.0f}%"
               f"{two['wait_overlap_ms']:>7.2f}/{two['wait_after_ms']:<6.2f}"
               f"{100 * two['hidden_waits']:>14.0f}%{two['allreduce_span_ms']:>9.2f}"
               f"{100 * two['hidden_behind_backward']:>15.0f}%"
               f"{100 * two['hidden_unblocked']:>10.0f}%")
-        out.append({"config": config, "mode": mode, "one": one, "two": two, "ratio": ratio})
-    c = rows[0][3]
+        if len(ratios) > 1:
+            print(f"{'':<23}ratios of the {len(ratios)} pairs: "
+                  + ", ".join(f"{r:.2f}x" for r in ratios)
+                  + f" [{min(ratios):.2f}-{max(ratios):.2f}]")
+        out.append({"config": config, "mode": mode, "one": one, "two": two, "ratio": ratio,
+                    "ratios": ratios, "pairs": pairs})
+    c = rows[0][2][0][1]
     print(f"signature check of every collective (f32[4] all_reduce, 2 ranks): "
           f"{c['small_allreduce_us_checked']:.1f} us checked, "
           f"{c['small_allreduce_us_unchecked']:.1f} us unchecked")
