@@ -20,7 +20,8 @@ from .tracer.ops import (abs, add, broadcast_to, cast, cat, clip, concatenate, c
                          permute, pow, reshape, sign, sin, sqrt, squeeze, stack, stop_gradient,
                          sub, sum, swapaxes, tanh, transpose, unsqueeze)
 from .tracer.ops import floor_divide, fmod, remainder
-from .tracer.bitwise import bitwise_and, bitwise_not, bitwise_or, bitwise_xor, logical_xor
+from .tracer.bitwise import (bitwise_and, bitwise_left_shift, bitwise_not, bitwise_or,
+                             bitwise_right_shift, bitwise_xor, logical_xor)
 from .tracer.ops import erf, erfc
 from .tracer.scans import all, any, cumprod, cumsum, prod  # noqa: A004
 from .tracer.sorting import argsort, sort, topk
@@ -85,6 +86,7 @@ def get_default_dtype() -> _dt.DType:
 
 float16, bfloat16, float32, float64 = _dt.f16, _dt.bf16, _dt.f32, _dt.f64
 int32, int64, bool_ = _dt.i32, _dt.i64, _dt.bool_
+uint8, int8, int16, short = _dt.u8, _dt.i8, _dt.i16, _dt.i16
 half, float, double, long = _dt.f16, _dt.f32, _dt.f64, _dt.i64       # noqa: A001
 bool, int = _dt.bool_, _dt.i32                # noqa: A001  (torch.bool, torch.int)
 clamp = clip

@@ -51,6 +51,9 @@ SAMPLES = {
            ([f64(3, 4) > 0, f64(3, 4) > 0], {})]
        for c in ("bitwise_and", "bitwise_or", "bitwise_xor")},
     "bitwise_not": [([ints(3, 4, lo=-9, hi=9)], {}), ([f64(3, 4) > 0], {})],
+    **{c: [([ints(3, 4, lo=-9, hi=9), ints(3, 4, lo=-2, hi=70)], {}),
+           ([ints(3, 4).astype(np.uint8), ints(3, 4, lo=0, hi=10).astype(np.uint8)], {})]
+       for c in ("bitwise_left_shift", "bitwise_right_shift")},
     "where": [([f64(3, 4) > 0, f64(3, 4), f64(3, 4)], {})],
     "sum": [([f64(3, 4)], {"axes": (1,)}), ([f64(3, 4)], {"axes": (0, 1)}),
             ([f64(3, 4)], {"axes": ()})],
@@ -114,7 +117,7 @@ def _batched_operand(x, rs):
     """B examples: x itself and perturbations of it (integers stay in their range)."""
     if x.dtype == bool:
         return np.stack([x ^ (rs.random(x.shape) < 0.3) for _ in range(B)])
-    if x.dtype.kind == "i":
+    if x.dtype.kind in "iu":
         return np.stack([rs.permutation(x.reshape(-1)).reshape(x.shape) for _ in range(B)])
     return np.stack([x * rs.uniform(0.5, 1.5, x.shape) for _ in range(B)])
 

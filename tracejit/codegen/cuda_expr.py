@@ -12,10 +12,14 @@ from .expr import ExprEmitter, Scalar, compute_dtype
 # storage type in memory (16-bit floats as raw bits: no cuda_fp16.h/cuda_bf16.h needed),
 # compute type in registers
 STORE = {"f16": "unsigned short", "bf16": "unsigned short", "f32": "float", "f64": "double",
-         "i32": "int", "i64": "long long", "bool": "unsigned char"}
+         "u8": "unsigned char", "i8": "signed char", "i16": "short", "i32": "int",
+         "i64": "long long", "bool": "unsigned char"}
 _WIDEN = {"f16": "tj_h2f", "bf16": "tj_bf2f"}      # prelude functions: bits <-> float
 _NARROW = {"f16": "tj_f2h", "bf16": "tj_f2bf"}
-COMPUTE = {"f32": "float", "f64": "double", "i32": "int", "i64": "long long", "bool": "bool"}
+# (C computes uint8, int8 and int16 in int; each const local of the narrow type wraps the
+# result as torch's arithmetic does)
+COMPUTE = {"f32": "float", "f64": "double", "u8": "unsigned char", "i8": "signed char",
+           "i16": "short", "i32": "int", "i64": "long long", "bool": "bool"}
 
 
 def literal(value, d: dt.DType) -> str:
@@ -128,8 +132,23 @@ class CScalarBuilder:
     def erfc(self, a): return self._call("erfc", a)
 
     def abs(self, a):
-        fn = {"f32": "fabsf", "f64": "fabs", "i32": "abs", "i64": "llabs"}[a.dtype.name]
+        if not a.dtype.signed:
+            return a
+        fn = {"f32": "fabsf", "f64": "fabs", "i64": "llabs"}.get(a.dtype.name, "abs")
         return self._let(a.dtype, f"{fn}({a.ref})")
+
+    def shift(self, op: str, a: CS, b: CS) -> CS:
+        """a << b or a >> b with torch's rule for counts outside [0, bits): left gives 0,
+        right the sign fill. Shifted as unsigned long long to the left (a negative value's
+        left shift is undefined in C++), arithmetic to the right for signed types."""
+        w = a.dtype.bits
+        ok = self.b.let("bool", f"(unsigned long long)({b.ref}) < {w}ull")
+        if op == "left":
+            return self._let(a.dtype, f"{ok} ? ({COMPUTE[a.dtype.name]})((unsigned long long)"
+                                      f"({a.ref}) << {b.ref}) : 0")
+        if a.dtype.signed:
+            return self._let(a.dtype, f"{a.ref} >> ({ok} ? (int)({b.ref}) : {w - 1})")
+        return self._let(a.dtype, f"{ok} ? {a.ref} >> (int)({b.ref}) : 0")
 
     def cmp(self, op: str, a: CS, b: CS) -> CS:
         return self._let(dt.bool_, f"{a.ref} {_CMP[op]} {b.ref}")
@@ -210,6 +229,13 @@ class CScalarBuilder:
             return a
         if to is dt.bool_:
             return self._let(to, f"{a.ref} != 0")
+        if src.is_float and to in dt.SMALL_INT:
+            # torch converts through int32 and keeps the low bits (-1.0 -> uint8 255); outside
+            # int32's range (and NaN) x86 gives int32's min, whose low bits are 0
+            i = self.cast(a, dt.i64)
+            w = self._let(dt.i64, f"(unsigned long long)({i.ref} + 2147483648LL) < "
+                                  f"4294967296ull ? {i.ref} : 0LL")
+            return self.cast(w, to)
         if src.is_float and to.is_int:
             # cvt.rzi saturates to the integer range and maps NaN to 0, like the CPU path
             fn = ("__float2" if src is dt.f32 else "__double2") + \

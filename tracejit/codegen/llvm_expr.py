@@ -13,10 +13,12 @@ from .llvm_math import CALLS
 
 # storage type in memory, compute type in registers
 # (bfloat16 as raw bits: LLVM's bfloat type needs compiler-rt helpers on most x86 CPUs)
-STORE = {"f16": "half", "bf16": "i16", "f32": "float", "f64": "double", "i32": "i32",
-         "i64": "i64", "bool": "i8"}
-COMPUTE = {"f16": "float", "bf16": "float", "f32": "float", "f64": "double", "i32": "i32",
-           "i64": "i64", "bool": "i1"}
+# (uint8, int8 and int16 compute in their own width, so arithmetic wraps as torch's; LLVM's
+# integer types carry no sign: uint8 takes the unsigned compare, divide, shift and extend)
+STORE = {"f16": "half", "bf16": "i16", "f32": "float", "f64": "double", "u8": "i8", "i8": "i8",
+         "i16": "i16", "i32": "i32", "i64": "i64", "bool": "i8"}
+COMPUTE = {"f16": "float", "bf16": "float", "f32": "float", "f64": "double", "u8": "i8",
+           "i8": "i8", "i16": "i16", "i32": "i32", "i64": "i64", "bool": "i1"}
 
 
 def literal(value, d: dt.DType) -> str:
@@ -29,7 +31,11 @@ def literal(value, d: dt.DType) -> str:
         return "0x%016X" % struct.unpack("<Q", struct.pack("<d", v))[0]
     if d is dt.bool_:
         return "true" if bool(value) else "false"
-    return str(int(value))
+    v = int(value)
+    if d.bits < 32:        # two's complement in the type's width (uint8's 255 is i8 -1)
+        v &= (1 << d.bits) - 1
+        v -= (1 << d.bits) if v >> (d.bits - 1) else 0
+    return str(v)
 
 
 def _i32(k: int) -> str:
@@ -99,8 +105,28 @@ class ScalarBuilder:
         return S(self.b.op(f"fdiv {a.ty} {a.ref}, {b.ref}"), a.dtype)
 
     # integer division truncating toward zero (the caller keeps the divisor off 0 and -1)
-    def tdiv(self, a, b): return S(self.b.op(f"sdiv {a.ty} {a.ref}, {b.ref}"), a.dtype)
-    def trem(self, a, b): return S(self.b.op(f"srem {a.ty} {a.ref}, {b.ref}"), a.dtype)
+    def tdiv(self, a, b):
+        return S(self.b.op(f"{'s' if a.dtype.signed else 'u'}div {a.ty} {a.ref}, {b.ref}"),
+                 a.dtype)
+
+    def trem(self, a, b):
+        return S(self.b.op(f"{'s' if a.dtype.signed else 'u'}rem {a.ty} {a.ref}, {b.ref}"),
+                 a.dtype)
+
+    def shift(self, op: str, a: S, b: S) -> S:
+        """a << b or a >> b (arithmetic for signed, logical for uint8) with torch's rule for
+        counts outside [0, bits): left gives 0, right the sign fill (LLVM leaves those
+        undefined, so the count is clamped and the result selected)."""
+        w = a.dtype.bits
+        ok = self.b.op(f"icmp ult {a.ty} {b.ref}, {w}")     # (negative counts: huge, unsigned)
+        cnt = self.b.op(f"select i1 {ok}, {a.ty} {b.ref}, {a.ty} {w - 1}")
+        if op == "left":
+            r = self.b.op(f"shl {a.ty} {a.ref}, {cnt}")
+            return S(self.b.op(f"select i1 {ok}, {a.ty} {r}, {a.ty} 0"), a.dtype)
+        r = self.b.op(f"{'ashr' if a.dtype.signed else 'lshr'} {a.ty} {a.ref}, {cnt}")
+        if a.dtype.signed:          # ashr by bits-1 is already the sign fill
+            return S(r, a.dtype)
+        return S(self.b.op(f"select i1 {ok}, {a.ty} {r}, {a.ty} 0"), a.dtype)
 
     def fmod(self, a, b):
         return S(self.b.op(f"frem {a.ty} {a.ref}, {b.ref}"), a.dtype)   # C's fmod, exact
@@ -131,8 +157,8 @@ class ScalarBuilder:
         if a.dtype.is_float:
             return self._call("pow", a, b)
         # integers: llvm_ipow.py's square-and-multiply (PyTorch's semantics)
-        return S(self.b.op(f"call {a.ty} @tj_ipow_{a.ty}({a.ty} {a.ref}, {b.ty} {b.ref})"),
-                 a.dtype)
+        return S(self.b.op(f"call {a.ty} @tj_ipow_{a.dtype.name}({a.ty} {a.ref}, {b.ty} "
+                           f"{b.ref})"), a.dtype)
     def erfc(self, a): return self._call("erfc", a)
 
     def sqrt(self, a):
@@ -143,6 +169,8 @@ class ScalarBuilder:
         if a.dtype.is_float:
             suf = "f32" if a.dtype is dt.f32 else "f64"
             return S(self.b.op(f"call {a.ty} @llvm.fabs.{suf}({a.ty} {a.ref})"), a.dtype)
+        if not a.dtype.signed:
+            return a
         return S(self.b.op(f"call {a.ty} @llvm.abs.{a.ty}({a.ty} {a.ref}, i1 false)"), a.dtype)
 
     def cmp(self, op: str, a: S, b: S) -> S:
@@ -150,7 +178,7 @@ class ScalarBuilder:
             pred = {"lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge", "eq": "oeq",
                     "ne": "une"}[op]
             return S(self.b.op(f"fcmp {pred} {a.ty} {a.ref}, {b.ref}"), dt.bool_)
-        if a.dtype is dt.bool_:     # as a signed i1, true is -1: bools compare unsigned
+        if not a.dtype.signed:      # uint8; and as a signed i1, true is -1: bools too
             pred = {"lt": "ult", "le": "ule", "gt": "ugt", "ge": "uge", "eq": "eq", "ne": "ne"}[op]
         else:
             pred = {"lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge", "eq": "eq",
@@ -273,6 +301,13 @@ class ScalarBuilder:
             return S(self.b.op(f"{op} {a.ty} {a.ref} to {ty}"), to)
         if src.is_float and to is dt.bool_:
             return S(self.b.op(f"fcmp une {a.ty} {a.ref}, 0.0"), to)
+        if src.is_float and to in dt.SMALL_INT:
+            # torch converts through int32 and keeps the low bits (-1.0 -> uint8 255); outside
+            # int32's range (and NaN) x86 gives int32's min, whose low bits are 0
+            i = self.cast(a, dt.i64)
+            ok = self.b.op(f"icmp ult i64 {self.b.op(f'add i64 {i.ref}, 2147483648')}, "
+                           f"4294967296")
+            return self.cast(S(self.b.op(f"select i1 {ok}, i64 {i.ref}, i64 0"), dt.i64), to)
         if src.is_float:
             sf = "f32" if src is dt.f32 else "f64"
             return S(self.b.op(f"call {ty} @llvm.fptosi.sat.{ty}.{sf}({a.ty} {a.ref})"), to)
@@ -282,8 +317,11 @@ class ScalarBuilder:
         if to is dt.bool_:
             return S(self.b.op(f"icmp ne {a.ty} {a.ref}, 0"), to)
         if to.is_float:
-            return S(self.b.op(f"sitofp {a.ty} {a.ref} to {ty}"), to)
-        op = "sext" if to.bits > src.bits else "trunc"
+            op = "sitofp" if src.signed else "uitofp"
+            return S(self.b.op(f"{op} {a.ty} {a.ref} to {ty}"), to)
+        if to.bits == src.bits:     # uint8 <-> int8: the same bits
+            return S(a.ref, to)
+        op = ("sext" if src.signed else "zext") if to.bits > src.bits else "trunc"
         return S(self.b.op(f"{op} {a.ty} {a.ref} to {ty}"), to)
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 
 
-def _ipow(ty: str) -> str:
+def _ipow(name: str, ty: str) -> str:
+    # (uint8's exponent is never negative: `ult 0` is false)
+    lt = "ult" if name.startswith("u") else "slt"
     return "\n".join([
-        f"define internal {ty} @tj_ipow_{ty}({ty} %x, {ty} %y) {{",
+        f"define internal {ty} @tj_ipow_{name}({ty} %x, {ty} %y) {{",
         "entry:",
-        f"  %neg = icmp slt {ty} %y, 0",
+        f"  %neg = icmp {lt} {ty} %y, 0",
         "  br i1 %neg, label %negative, label %loop",
         "negative:",
         f"  %one = icmp eq {ty} %x, 1",
@@ -46,7 +48,8 @@ def _ipow(ty: str) -> str:
 @functools.lru_cache(maxsize=None)
 def ipow_library() -> str:
     """The integer power functions for the module prelude."""
-    return "\n\n".join(_ipow(ty) for ty in ("i32", "i64"))
+    return "\n\n".join(_ipow(name, ty) for name, ty in (
+        ("u8", "i8"), ("i8", "i8"), ("i16", "i16"), ("i32", "i32"), ("i64", "i64")))
 
 
 __all__ = ["ipow_library"]

@@ -413,6 +413,8 @@ def identity(op: str, d: dt.DType):
         return float("-inf") if op == "max" else float("inf")
     if d is dt.bool_:
         return op != "max"
+    if not d.signed:                    # uint8
+        return 0 if op == "max" else 2 ** d.bits - 1
     bound = 2 ** (d.bits - 1)
     return -bound if op == "max" else bound - 1
 

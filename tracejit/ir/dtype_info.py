@@ -8,7 +8,8 @@ import numpy as np
 from . import dtypes as dt
 
 _TORCH_NAME = {dt.f16: "float16", dt.bf16: "bfloat16", dt.f32: "float32", dt.f64: "float64",
-               dt.i32: "int32", dt.i64: "int64"}
+               dt.u8: "uint8", dt.i8: "int8", dt.i16: "int16", dt.i32: "int32",
+               dt.i64: "int64"}
 
 
 class finfo:                                 # noqa: N801  (torch's name)

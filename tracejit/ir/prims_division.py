@@ -42,8 +42,9 @@ def _int_parts(sb, a, b):
     """Truncated quotient and remainder with a divisor that can never trap (0 and -1 become
     1), and whether Python's rule moves them (remainder nonzero, signs differ)."""
     zero, one = sb.const(0, b), sb.const(1, b)
-    bad = sb.select(sb.cmp("eq", b, zero), sb.literal(True, dt.bool_),
-                    sb.cmp("eq", b, sb.const(-1, b)))
+    bad = sb.cmp("eq", b, zero)
+    if b.dtype.signed:                  # (uint8 has no -1: its 255 divides as 255)
+        bad = sb.select(bad, sb.literal(True, dt.bool_), sb.cmp("eq", b, sb.const(-1, b)))
     safe = sb.select(bad, one, b)
     q, r = sb.tdiv(a, safe), sb.trem(a, safe)
     fix = _and(sb, sb.cmp("ne", r, zero), sb.cmp("ne", sb.lt(r, zero), sb.lt(b, zero)))
@@ -75,7 +76,8 @@ def _floor_divide_scalar(sb, a, b):
         return _float_divmod(sb, a, b)[0]
     q, _, fix = _int_parts(sb, a, b)
     q = sb.select(fix, sb.sub(q, sb.const(1, a)), q)
-    q = sb.select(sb.cmp("eq", b, sb.const(-1, b)), sb.neg(a), q)     # int_min wraps
+    if a.dtype.signed:
+        q = sb.select(sb.cmp("eq", b, sb.const(-1, b)), sb.neg(a), q)     # int_min wraps
     return sb.select(sb.cmp("eq", b, sb.const(0, b)), sb.const(0, a), q)
 
 

@@ -114,8 +114,14 @@ def _jvp_cast(t, ins, out, params):
 
 
 def _impl_cast(x, dtype):
-    """Float to int saturates and maps NaN to 0 (defined behaviour on every backend)."""
+    """Float to int32/int64 saturates and maps NaN to 0 (defined behaviour on every backend);
+    to uint8, int8, int16 through int32, keeping the low bits as torch (0 outside int32)."""
     x = x if hasattr(x, "astype") else np.asarray(x)
+    if dtype in dt.SMALL_INT and (x.dtype.kind == "f" or x.dtype in dt.HALF_NP):
+        # torch converts through int32 and keeps the low bits (-1.0 -> uint8 255, 300.0 ->
+        # 44); outside int32's range (and NaN) x86 gives int32's min: low bits 0
+        i = _impl_cast(x, dt.i64)
+        return np.where((i >= -2 ** 31) & (i < 2 ** 31), i, 0).astype(dtype.np)
     if x.dtype in dt.HALF_NP and dtype.is_int:
         x = x.astype(np.float32)
     if x.dtype.kind == "f" and dtype.is_int:

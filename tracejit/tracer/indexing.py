@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -25,6 +26,30 @@ def _is_bool_index(k) -> bool:
     if isinstance(k, Tensor):
         return k.dtype is dt.bool_
     return isinstance(k, (np.ndarray, list)) and np.asarray(k).dtype == np.bool_
+
+
+def _small_int_key(key):
+    """torch's rule for uint8, int8 and int16 index tensors (and arrays): a uint8 one is a
+    mask (deprecated in torch, with a warning: use bool), int8/int16 ones are refused."""
+    ks = key if isinstance(key, tuple) else (key,)
+    if not any(isinstance(k, (Tensor, np.ndarray)) and k.dtype in _SMALL for k in ks):
+        return key
+    out = []
+    for k in ks:
+        d = k.dtype if isinstance(k, (Tensor, np.ndarray)) else None
+        if d is dt.u8 or d == np.uint8:
+            warnings.warn(f"index: indexing with a uint8 tensor is deprecated, as in torch "
+                          f"(it is a mask: use a bool tensor) (at {user_location()})",
+                          UserWarning, stacklevel=3)
+            k = ops.ne(k, 0) if isinstance(k, Tensor) else k != 0
+        elif d in _SMALL:
+            raise _err(f"tensors used as indices must be int64, int32, uint8 or bool, got "
+                       f"{d.name if isinstance(d, dt.DType) else d} (as torch)")
+        out.append(k)
+    return tuple(out) if isinstance(key, tuple) else out[0]
+
+
+_SMALL = (dt.u8, dt.i8, dt.i16, np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.int16))
 
 
 def _expand_key(x: Tensor, key) -> list:
@@ -65,6 +90,7 @@ def _scalar_mask(key) -> bool | None:
 
 
 def getitem(x: Tensor, key) -> Tensor:
+    key = _small_int_key(key)
     m = _scalar_mask(key)
     if m is not None:
         # as torch (and NumPy): a new leading axis of length 1 (True) or 0 (False)
@@ -182,6 +208,7 @@ def _advanced(y: Tensor, adv) -> Tensor:
 
 def setitem(x: Tensor, key, value) -> None:
     """x[key] = value, as an in-place functional update (recorded for autograd)."""
+    key = _small_int_key(key)
     keys = key if isinstance(key, tuple) else (key,)
     np_key = tuple(k._host("assignment through a tensor index (use tj.where inside "
                            "@tj.compile)") if isinstance(k, Tensor) else k for k in keys)
@@ -233,13 +260,15 @@ def getitem_view(x: Tensor, key) -> Tensor:
     if type(x) in SUBCLASSES and type(x._data) is np.ndarray and \
             (not SPECIAL_MODES[0] or eager_views.eager_host(x)):
         if type(key) in SUBCLASSES and type(key._data) is np.ndarray and \
-                key._data.dtype.kind == "i" and x._data.ndim:
+                key._data.dtype.kind == "i" and key._data.dtype.itemsize >= 4 and \
+                x._data.ndim:
             # an embedding lookup C[X]: one gather. Its impl is the lookup's one bounds check
             # (eager errors name the op and the user's file:line) and NumPy's take wraps
             # negative indices, as the gradient's scatter-add does: nothing to do here
             out = bind(P.gather, x, key, axis=0)
             return out if out.grad_fn is None or key._data.ndim else \
                 rename(out, "SelectBackward0")      # (x[tensor(i)] selects, as torch)
+        key = _small_int_key(key)
         out = eager_views.cached_index(x, key, getitem, index_node_name)
         if out is not None:         # (a repeated key: what the lines below derive, cached)
             return out

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..ir.core import user_location
 from . import ops
-from . import forward_ad, view_writes, views
+from . import bitwise, forward_ad, view_writes, views
 from .forward_ad import FWD
 from .grad_handles import follow_retained
 from .lazy_copies import take_storage
@@ -273,4 +273,6 @@ INPLACE = {
     "fill_": _fill,
     "copy_": _copy,
     "exp_": ops.exp, "tanh_": ops.tanh, "neg_": ops.neg, "sqrt_": ops.sqrt, "abs_": ops.abs,
+    "bitwise_left_shift_": bitwise.bitwise_left_shift,
+    "bitwise_right_shift_": bitwise.bitwise_right_shift,
 }

@@ -50,7 +50,19 @@ def _group_dtype(ds: list) -> dt.DType | None:
     best = builtins.max(ds, key=lambda d: (_CAT[d.kind], d.bits))
     if best in dt.HALF and dt.f16 in ds and dt.bf16 in ds:
         best = dt.f32                # neither 16-bit float holds the other (PyTorch, JAX agree)
+    elif best.bits == 8 and dt.u8 in ds and dt.i8 in ds:
+        best = dt.i16                # neither 8-bit integer holds the other (as torch)
     return best
+
+
+def wrap_int(v, d: dt.DType):
+    """A Python int as d's value, wrapped modulo 2**bits as torch converts a scalar operand
+    (`uint8_t + -1` adds 255, `int32_t + 2**40` adds 0); other values pass through."""
+    if d.kind != "i" or type(v) is not int or d is dt.i64:
+        return v
+    m = 1 << d.bits
+    v %= m
+    return v - m if d.signed and v >= m >> 1 else v
 
 
 def result_dtype(*xs: Any) -> dt.DType:
@@ -116,6 +128,8 @@ def as_tensor(x: Any, dtype: dt.DType | None = None, like: Tensor | None = None,
     if not const and STATE.traces and isinstance(x, np.ndarray):
         t = STATE.traces[-1].lift_array(x)
         return cast(t, dtype) if dtype is not None and t.dtype is not dtype else t
+    if dtype is not None and type(x) is int:
+        x = wrap_int(x, dtype)
     arr = np.asarray(x, dtype=(dtype or (_scalar_dtype(x) if _is_scalar(x)
                                          else dt.as_dtype(x.dtype))).np)
     if like is not None and like._traced:

@@ -20,7 +20,7 @@ from .backward_nodes import PrimNode
 from .matmul_saves import saved_copies
 from .node_names import matmul_node_name, rename
 from .state import SPECIAL_MODES, STATE
-from .operands import _axes, _err, _fmt, _is_scalar, as_tensor, cast, result_dtype
+from .operands import _axes, _err, _fmt, _is_scalar, as_tensor, cast, result_dtype, wrap_int
 from .shape_ops import (broadcast_to, cat, concatenate, expand, flatten,  # noqa: F401
                         permute, reshape, squeeze, stack, swapaxes, transpose, unsqueeze)
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
@@ -49,6 +49,8 @@ _SPLATS: dict = {}       # (number, dtype, shape) -> read-only constant Tensor (
 
 def _splat_scalar(x: Tensor, v, d: dt.DType) -> Tensor:
     """A Python number as a tensor of x's shape and dtype d."""
+    if type(v) is int and d.kind == "i":
+        v = wrap_int(v, d)
     data = x._data
     if type(data) is np.ndarray:
         if data.size > 4096:

@@ -87,6 +87,9 @@ class Tensor(TensorBase):
     __or__ = __ror__ = bitwise_or = bitwise.bitwise_or
     __xor__ = __rxor__ = bitwise_xor = bitwise.bitwise_xor
     __invert__ = bitwise_not = bitwise.bitwise_not
+    __lshift__ = bitwise_left_shift = bitwise.bitwise_left_shift
+    __rshift__ = bitwise_right_shift = bitwise.bitwise_right_shift
+    __rlshift__, __rrshift__ = bitwise.rlshift, bitwise.rrshift
     logical_and, logical_or, logical_not = ops.logical_and, ops.logical_or, ops.logical_not
     logical_xor = bitwise.logical_xor
     __getitem__ = indexing.getitem_view
@@ -98,6 +101,9 @@ class Tensor(TensorBase):
     # -- in place -----------------------------------------------------------------------------
     add_, sub_, mul_, div_ = (inplace.method(n) for n in ("add_", "sub_", "mul_", "div_"))
     pow_, clamp_, clip_ = (inplace.method(n) for n in ("pow_", "clamp_", "clip_"))
+    bitwise_left_shift_, bitwise_right_shift_ = (
+        inplace.method(n) for n in ("bitwise_left_shift_", "bitwise_right_shift_"))
+    __ilshift__, __irshift__ = bitwise_left_shift_, bitwise_right_shift_
     zero_, fill_, copy_ = (inplace.method(n) for n in ("zero_", "fill_", "copy_"))
     exp_, tanh_, neg_ = (inplace.method(n) for n in ("exp_", "tanh_", "neg_"))
     sqrt_, abs_ = inplace.method("sqrt_"), inplace.method("abs_")
@@ -214,6 +220,8 @@ class Tensor(TensorBase):
     bfloat16 = conversions.converter(dt.bf16)
     int, long, bool = (conversions.converter(dt.i32), conversions.converter(dt.i64),  # noqa: A003
                        conversions.converter(dt.bool_))
+    byte, char, short = (conversions.converter(dt.u8), conversions.converter(dt.i8),  # noqa: A003
+                         conversions.converter(dt.i16))
     clone, to, cpu, cuda = conversions.clone, conversions.to, conversions.cpu, conversions.cuda
     new_zeros, new_ones = layout.new_filled(0), layout.new_filled(1)
     new_empty = layout.new_filled(0)
