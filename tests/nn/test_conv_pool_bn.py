@@ -152,8 +152,8 @@ def test_conv2d_default_init_is_torchs():
     assert m.weight.shape == (16, 8, 3, 3) and m.weight.dtype == tj.float32
     with pytest.raises(ValueError, match="divisible by groups"):
         nn.Conv2d(3, 4, 3, groups=2)
-    with pytest.raises(NotImplementedError, match="padding_mode"):
-        nn.Conv2d(3, 4, 3, padding_mode="reflect")
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        nn.Conv2d(3, 4, 3, padding_mode="reflection")   # (reflect: test_conv_padding_modes.py)
 
 
 # -- BatchNorm ---------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ def _ntuple(v: Any, n: int) -> tuple[int, ...]:
     return tuple(int(e) for e in v)
 
 
+_PADDING_MODES = {"zeros", "reflect", "replicate", "circular"}
+
+
 class _ConvNd(Module):
     """An n-D convolution layer; weight [out, in/groups, *kernel] from
     kaiming_uniform_(a=sqrt(5)), bias from U(+-1/sqrt(fan_in)), as torch."""
@@ -34,9 +37,9 @@ class _ConvNd(Module):
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
-        if padding_mode != "zeros":
-            raise NotImplementedError(f"{name}: padding_mode={padding_mode!r} is not "
-                                      "supported (only 'zeros')")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"{name}: padding_mode must be one of {sorted(_PADDING_MODES)}, "
+                             f"but got padding_mode={padding_mode!r}")
         if isinstance(padding, str) and padding not in ("same", "valid"):
             raise ValueError(f"{name}: invalid padding string {padding!r}, should be one of "
                              "{'valid', 'same'}")
@@ -71,8 +74,28 @@ class _ConvNd(Module):
                 bound = 1 / math.sqrt(fan_in)
                 init.uniform_(self.bias, -bound, bound)
 
+    def _edge_padding(self) -> tuple[int, ...]:
+        """F.pad's pad (last dim first) giving what `padding` adds on each side ('same': the
+        odd one out on the right, as torch)."""
+        if self.padding == "valid":
+            return (0, 0) * self._n
+        if self.padding == "same":
+            pads = []
+            for d, k in zip(self.dilation, self.kernel_size):
+                total = d * (k - 1)
+                pads.append((total // 2, total - total // 2))
+        else:
+            pads = [(p, p) for p in self.padding]
+        return tuple(e for pair in reversed(pads) for e in pair)
+
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
         conv = (F.conv1d, F.conv2d, F.conv3d)[self._n - 1]
+        if self.padding_mode != "zeros":
+            # reflect/replicate/circular: pad the input that way, then a convolution without
+            # padding (torch's Conv layers do the same)
+            input = F.pad(input, self._edge_padding(), mode=self.padding_mode)
+            return conv(input, self.weight, self.bias, self.stride, 0, self.dilation,
+                        self.groups)
         return conv(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
                     self.groups)
 
@@ -89,6 +112,8 @@ class _ConvNd(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         return s
 
 
