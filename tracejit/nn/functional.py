@@ -28,6 +28,7 @@ from .functional_activations import (celu, dropout1d, dropout2d, glu,  # noqa: F
                                      hardsigmoid, hardswish, prelu, selu, softsign,
                                      tanhshrink, threshold)
 from .interpolate import interpolate, upsample  # noqa: F401
+from .functional_grid import affine_grid, grid_sample  # noqa: F401
 from .functional_conv_t import (conv_transpose1d, conv_transpose2d,  # noqa: F401
                                 conv_transpose3d, fold, unfold)
 from .functional_norm_more import instance_norm, pixel_shuffle, pixel_unshuffle  # noqa: F401
@@ -49,7 +50,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "
            "tanhshrink", "threshold", "interpolate", "upsample", "conv_transpose1d",
            "conv_transpose2d", "fold", "unfold", "instance_norm", "pixel_shuffle",
            "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d", "conv3d",
-           "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "conv_transpose3d"] + _extra_all
+           "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "conv_transpose3d",
+           "affine_grid", "grid_sample"] + _extra_all
 
 
 def _t(x) -> Tensor:
