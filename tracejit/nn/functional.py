@@ -16,6 +16,7 @@ from ..tracer.conv import (adaptive_avg_pool2d, adaptive_avg_pool3d,  # noqa: F4
                            avg_pool2d, avg_pool3d, batch_norm, conv2d, conv3d, max_pool2d,
                            max_pool3d)
 from ..tracer.losses import _class_targets, _legacy_reduction, cross_entropy  # noqa: F401
+from ..tracer.float_only import float_only, no_bool
 from ..tracer.inplace import inplace as _inplace
 from ..tracer.norms import vector_norm as _vector_norm
 from ..tracer.masking import one_hot  # noqa: F401  (tj.one_hot: iota classes, no constant)
@@ -133,6 +134,7 @@ def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,  # n
              eps: float | None = None) -> Tensor:
     """x / sqrt(mean(x**2) + eps) over the trailing dims; eps None -> the dtype's epsilon."""
     x = _t(input)
+    float_only("rms_norm", x)
     shape = _shape_arg(normalized_shape)
     k = len(shape)
     if tuple(x.shape[x.ndim - k:]) != shape:
@@ -187,6 +189,9 @@ def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0,  # noqa
 def _hardtanh(x: Tensor, min_val: float, max_val: float) -> Tensor:
     # torch's derivative is 0 at the bounds themselves (clip would pass it there)
     x = _t(x)
+    no_bool("hardtanh", x)
+    if x.dtype.is_int:          # torch: integer bounds (truncated), an integer result
+        min_val, max_val = int(min_val), int(max_val)
     return ops.where(ops.le(x, min_val), min_val, ops.where(ops.ge(x, max_val), max_val, x))
 
 
@@ -203,6 +208,7 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01,  # noqa: A002
 @composite("LeakyReluBackward0")
 def _leaky_relu(x: Tensor, negative_slope: float) -> Tensor:
     x = _t(x)
+    float_only("leaky_relu", x)
     return ops.where(ops.gt(x, 0), x, ops.mul(x, negative_slope))
 
 
@@ -213,6 +219,7 @@ def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:  # 
 @composite("EluBackward0")
 def _elu(x: Tensor, alpha: float) -> Tensor:
     x = _t(x)
+    float_only("elu", x)
     # exp of the clamped input: the branch not taken must not overflow into a NaN gradient
     pos = ops.gt(x, 0)
     neg = ops.mul(ops.sub(ops.exp(ops.where(pos, 0.0, x)), 1.0), alpha)
@@ -226,6 +233,7 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
 @composite("SiluBackward0")
 def _silu(x: Tensor) -> Tensor:
     x = _t(x)
+    float_only("silu", x)
     return ops.mul(x, C.sigmoid(x))
 
 
@@ -236,6 +244,7 @@ def mish(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
 @composite("MishBackward0")
 def _mish(x: Tensor) -> Tensor:
     x = _t(x)
+    float_only("mish", x)
     return ops.mul(x, ops.tanh(C.softplus(x)))
 
 
@@ -244,7 +253,9 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
 
 
 def logsigmoid(input: Tensor) -> Tensor:  # noqa: A002
-    return ops.neg(C.softplus(ops.neg(_t(input))))
+    x = _t(input)
+    float_only("logsigmoid", x)
+    return ops.neg(C.softplus(ops.neg(x)))
 
 
 def tanh(input: Tensor) -> Tensor:  # noqa: A002
@@ -272,6 +283,8 @@ def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,  # noqa
 def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3,  # noqa: A002
             dtype=None) -> Tensor:
     x = _t(input)
+    if dtype is None:
+        float_only("softmin", x)
     return _softmax(ops.neg(x), _softmax_dim(x, dim, "softmin"), dtype=dtype)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..tracer import composites as C
 from ..tracer import ops
+from ..tracer.float_only import float_only
 from ..tracer.conv import adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d
 from ..tracer.tensor import Tensor
 
@@ -91,6 +92,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,  # 
     the group's channels and all positions), then scales and shifts each channel: layer_norm
     over an (N, G, C/G * positions) view, so it inherits that op's float32 rule under autocast."""
     x = ops.as_tensor(input)
+    float_only("group_norm", x)
     if x.ndim < 2:
         raise ops._err("group_norm", f"expects an (N, C, *) input, got {ops._fmt(x)}",
                        RuntimeError)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..tracer import composites as C
 from ..tracer import ops
 from ..tracer.creation import ones
+from ..tracer.float_only import float_only, no_bool
 from ..tracer.inplace import inplace as _inplace
 from ..tracer.layout import chunk
 from ..tracer.rng import dropout as _dropout
@@ -22,6 +23,7 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
     """relu6(x + 3) / 6; gradient 1/6 strictly inside (-3, 3)."""
     x = ops.as_tensor(input)
+    float_only("hardsigmoid", x)
     inner = ops.div(ops.add(x, 3.0), 6.0)
     return ops.where(ops.le(x, -3.0), 0.0, ops.where(ops.ge(x, 3.0), 1.0, inner))
 
@@ -30,11 +32,13 @@ def hardswish(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
     """x relu6(x + 3) / 6; gradient x / 3 + 1/2 strictly inside (-3, 3), 0 up to -3, 1 from
     3 on (torch's backward)."""
     x = ops.as_tensor(input)
+    float_only("hardswish", x)
     inner = ops.div(ops.mul(x, ops.add(x, 3.0)), 6.0)
     return ops.where(ops.le(x, -3.0), 0.0, ops.where(ops.ge(x, 3.0), x, inner))
 
 
-def _elu_part(x: Tensor, alpha: float, inner_scale: float) -> Tensor:
+def _elu_part(x: Tensor, alpha: float, inner_scale: float, op: str = "elu") -> Tensor:
+    float_only(op, x)
     # exp of the clamped input: the branch not taken must not overflow into a NaN gradient
     pos = ops.gt(x, 0)
     neg = ops.mul(ops.sub(ops.exp(ops.mul(ops.where(pos, 0.0, x), inner_scale)), 1.0), alpha)
@@ -48,19 +52,22 @@ def _maybe_inplace(fn, x, inplace: bool, name: str) -> Tensor:
 
 
 def selu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
-    return _maybe_inplace(lambda x: ops.mul(_elu_part(x, _SELU_ALPHA, 1.0), _SELU_SCALE),
+    return _maybe_inplace(lambda x: ops.mul(_elu_part(x, _SELU_ALPHA, 1.0, "selu"),
+                                            _SELU_SCALE),
                           input, inplace, "selu_")
 
 
 def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:  # noqa: A002
     if alpha == 0:
         raise ops._err("celu", "ZeroDivisionError: alpha cannot be 0 for CELU", RuntimeError)
-    return _maybe_inplace(lambda x: _elu_part(x, alpha, 1.0 / alpha), input, inplace, "celu_")
+    return _maybe_inplace(lambda x: _elu_part(x, alpha, 1.0 / alpha, "celu"), input, inplace,
+                          "celu_")
 
 
 def glu(input: Tensor, dim: int = -1) -> Tensor:  # noqa: A002
     """a * sigmoid(b) of the two halves of `dim`."""
     x = ops.as_tensor(input)
+    float_only("glu", x)
     if x.ndim == 0 or x.shape[dim] % 2:
         raise ops._err("glu", f"halving dimension must be even, but dimension {dim} of "
                        f"{ops._fmt(x)} is odd", RuntimeError)

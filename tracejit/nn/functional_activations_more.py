@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..tracer import composites as C
 from ..tracer import ops
+from ..tracer.float_only import float_only, no_bool
 from ..tracer.inplace import inplace as _inplace
 from ..tracer.masking import one_hot
 from ..tracer.rng import rand_like
@@ -24,6 +25,7 @@ def _zero(x):
 def hardshrink(input, lambd: float = 0.5):  # noqa: A002
     """x where |x| > lambd, else 0 (gradient 0 on [-lambd, lambd], as torch's)."""
     x = ops.as_tensor(input)
+    float_only("hardshrink", x)
     return ops.where(ops.gt(ops.abs(x), lambd), x, _zero(x))
 
 
@@ -33,6 +35,7 @@ def softshrink(input, lambd: float = 0.5):  # noqa: A002
         raise ops._err("softshrink", f"lambda must be greater or equal to 0, but found to be "
                        f"{lambd}.", RuntimeError)
     x = ops.as_tensor(input)
+    float_only("softshrink", x)
     return ops.where(ops.gt(x, lambd), ops.sub(x, lambd),
                      ops.where(ops.lt(x, -lambd), ops.add(x, lambd), _zero(x)))
 
@@ -42,13 +45,14 @@ def relu_(input):  # noqa: A002
 
 
 def elu_(input, alpha: float = 1.0):  # noqa: A002
-    return _inplace(ops.as_tensor(input), lambda x: _elu_part(x, alpha, 1.0), "elu_")
+    return _inplace(ops.as_tensor(input), lambda x: _elu_part(x, alpha, 1.0, "elu_"), "elu_")
 
 
 def leaky_relu_(input, negative_slope: float = 0.01):  # noqa: A002
     # slope at 0 too, as torch's backward (x > 0 ? 1 : slope)
-    return _inplace(ops.as_tensor(input),
-                    lambda x: ops.where(ops.gt(x, 0), x, ops.mul(x, negative_slope)),
+    x = ops.as_tensor(input)
+    float_only("leaky_relu_", x)
+    return _inplace(x, lambda x: ops.where(ops.gt(x, 0), x, ops.mul(x, negative_slope)),
                     "leaky_relu_")
 
 
@@ -58,10 +62,15 @@ def hardtanh_(input, min_val: float = -1.0, max_val: float = 1.0):  # noqa: A002
         raise ops._err("hardtanh_", f"min_val {min_val} cannot be greater than max_val "
                        f"{max_val}", ValueError)
 
+    x = ops.as_tensor(input)
+    no_bool("hardtanh_", x)
+    if x.dtype.is_int:          # torch: integer bounds (truncated), an integer result
+        min_val, max_val = int(min_val), int(max_val)
+
     def fn(x):
         inside = ops.logical_and(ops.gt(x, min_val), ops.lt(x, max_val))
         return ops.where(inside, x, ops.stop_gradient(ops.clip(x, min_val, max_val)))
-    return _inplace(ops.as_tensor(input), fn, "hardtanh_")
+    return _inplace(x, fn, "hardtanh_")
 
 
 def threshold_(input, threshold_: float, value: float):  # noqa: A002

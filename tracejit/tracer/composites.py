@@ -13,6 +13,7 @@ from ..ir import dtypes as dt
 from .autocast import FP32, atomic, autocast_op
 from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor
+from .float_only import float_only, no_bool
 from .forward_ad import FWD
 from .grad_handles import handle
 from .lazy_copies import fresh
@@ -230,6 +231,7 @@ def _relu_vjp(y, g):
 def relu(x):
     """max(x, 0) with relu'(0) = 0; NaN stays NaN, with relu'(NaN) = 1 (as PyTorch)."""
     x = ops.as_tensor(x)
+    no_bool("relu", x)
     return ops.where(ops.le(x, 0), 0, x)
 
 
@@ -238,6 +240,7 @@ def relu(x):
 def softplus(x, beta: float = 1.0, threshold: float = 20.0):
     """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as torch)."""
     x = ops.as_tensor(x)
+    float_only("softplus", x)
     z = ops.mul(x, beta) if beta != 1 else x
     pos = ops.gt(z, 0)
     # each branch sees a clamped input (no overflow, finite gradients) and is smooth at 0
@@ -257,6 +260,7 @@ def gelu(x, approximate: str = "none"):
     if approximate not in ("none", "tanh"):
         raise ops._err("gelu", f"approximate must be 'none' or 'tanh', got {approximate!r}")
     x = ops.as_tensor(x)
+    float_only("gelu", x)
     if approximate == "none":
         return ops.mul(ops.mul(x, 0.5), ops.add(ops.erf(ops.mul(x, math.sqrt(0.5))), 1.0))
     inner = ops.mul(ops.add(x, ops.mul(ops.mul(ops.mul(x, x), x), 0.044715)),
@@ -296,6 +300,7 @@ def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
 def softmax(x, axis: int = -1, *, dim=None, dtype=None):
     """Softmax over an axis; `dtype` casts the input first (as torch)."""
     x = ops.as_tensor(x) if dtype is None else ops.cast(x, dtype)
+    float_only("softmax", x)
     axes = ops._axes(x, axis, dim, "softmax")
     e = ops.exp(ops.sub(x, _row_shift(x, axes)))
     # one division per row, a multiply per element
@@ -306,6 +311,7 @@ def softmax(x, axis: int = -1, *, dim=None, dtype=None):
 @composite("LogSoftmaxBackward0", keeps_inputs=False)   # (as softmax)
 def log_softmax(x, axis: int = -1, *, dim=None, dtype=None):
     x = ops.as_tensor(x) if dtype is None else ops.cast(x, dtype)
+    float_only("log_softmax", x)
     return ops.sub(x, logsumexp(x, axis, True, dim=dim))
 
 
@@ -314,6 +320,7 @@ def log_softmax(x, axis: int = -1, *, dim=None, dtype=None):
 def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps: float = 1e-5):
     """Normalize over the trailing `normalized_shape` dims (default: the last one)."""
     x = ops.as_tensor(x)
+    float_only("layer_norm", x)
     if normalized_shape is None:
         normalized_shape = x.shape[-1:]
     if isinstance(normalized_shape, int):
