@@ -31,7 +31,8 @@ def _ops(a, b, m):
             m.maximum(a, b), a * 3 + 200, a - 1000, a.amax(1), a.amin(0), a.sum(), a.prod(1),
             a ** 3, a.sign(), a / b, a.float() * 0.5, (a.float() * 3.7 - 100).to(a.dtype),
             a.long() + 1, a.byte() + 1, a.char() - 1, a.short() * 2, a & b, a | 5, ~a,
-            m.where(a > 3, a, -1), a.cumsum(1))
+            m.where(a > 3, a, -1), a.cumsum(1), a.any(1), a.all(0), a.sort(1)[0], a.argmax(0),
+            a.clamp(-3, 100), m.cat([a, b]))
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -79,6 +80,17 @@ def test_promotion_and_wrapping_as_torch(compiled):
         np.testing.assert_array_equal(g.numpy(), w.numpy())
     # (a Python int wraps into int32 as torch: 2**40 adds 0)
     assert (tj.tensor(np.array([1], np.int32)) + 2 ** 40).numpy().tolist() == [1]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.bool_])
+def test_mean_of_integers_raises_as_torch(dtype):
+    x = np.array([1, 0, 1], dtype)
+    with pytest.raises(TypeError, match=r"mean.*floating point.*test_small_int_dtypes.py"):
+        tj.tensor(x).mean()
+    with pytest.raises(RuntimeError):
+        torch.tensor(x).mean()
+    assert tj.tensor(x).mean(dtype=tj.float32).item() == torch.tensor(x).mean(
+        dtype=torch.float32).item()
 
 
 @pytest.mark.parametrize("compiled", [False, True])

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..ir.core import user_location
 from .autocast import FP32, atomic, autocast_op
 from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor
@@ -158,13 +159,15 @@ def _reduce_name(base):
 
 @composite(_reduce_name("Mean"))
 def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=None, dtype=None):
-    """The mean; `dtype=` casts first (torch's). Integer and bool tensors give float32 (torch
-    raises for them)."""
+    """The mean; `dtype=` casts first (torch's). Integer and bool tensors raise without a
+    float `dtype=`, as torch (their mean has no dtype to be computed in)."""
     x = ops.as_tensor(x)
     if dtype is not None:
         x = ops.cast(x, dtype)
     if not x.dtype.is_float:
-        x = ops.cast(x, dt.f32)
+        raise TypeError(f"mean: could not infer the output dtype of {ops._fmt(x)}: the input "
+                        f"must be floating point, as in torch; pass dtype=tj.float32 or call "
+                        f".float() first (at {user_location()})")
     low = x.dtype if x.dtype in dt.HALF else None
     if low is not None:         # torch sums and divides in float32 and rounds once: the
         x = ops.cast(x, dt.f32)  # float16 sum of 40000 twos was inf, so was their mean
@@ -246,8 +249,10 @@ def softplus(x, beta: float = 1.0, threshold: float = 20.0):
     # each branch sees a clamped input (no overflow, finite gradients) and is smooth at 0
     zp = ops.where(pos, z, 0.0)
     zn = ops.where(pos, 0.0, z)
-    up = ops.add(zp, ops.log(ops.add(ops.exp(ops.neg(zp)), 1.0)))
-    down = ops.log(ops.add(ops.exp(zn), 1.0))
+    # (log1p, not log(1 + e): that rounds exp(z) < 6e-8 away, softplus(-25) was 0, not 1.4e-11)
+    from .math_ops import log1p         # (math_ops imports this module)
+    up = ops.add(zp, log1p(ops.exp(ops.neg(zp))))
+    down = log1p(ops.exp(zn))
     sp = ops.where(pos, up, down)
     if beta != 1:
         sp = ops.div(sp, beta)

@@ -112,10 +112,16 @@ def _count(x, dim, keepdim, zero: bool) -> Tensor:
 
 
 def any(x, dim=None, keepdim: bool = False) -> Tensor:      # noqa: A001
-    """Whether any element over `dim` is nonzero (NaN is); bool."""
-    return ops.gt(_count(x, dim, keepdim, zero=False), 0)
+    """Whether any element over `dim` is nonzero (NaN is); bool (uint8 for uint8 x, as
+    torch)."""
+    return _as_uint8_of(x, ops.gt(_count(x, dim, keepdim, zero=False), 0))
 
 
 def all(x, dim=None, keepdim: bool = False) -> Tensor:      # noqa: A001
-    """Whether every element over `dim` is nonzero; bool (True for an empty reduction)."""
-    return ops.eq(_count(x, dim, keepdim, zero=True), 0)
+    """Whether every element over `dim` is nonzero; bool (True for an empty reduction;
+    uint8 for uint8 x, as torch)."""
+    return _as_uint8_of(x, ops.eq(_count(x, dim, keepdim, zero=True), 0))
+
+
+def _as_uint8_of(x, r: Tensor) -> Tensor:
+    return ops.cast(r, dt.u8) if isinstance(x, Tensor) and x.dtype is dt.u8 else r
