@@ -12,6 +12,7 @@ from . import forward_ad
 from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor
 from .forward_ad import FWD
+from .pytree import tree_flatten, tree_unflatten
 from .grad_handles import handle
 from .state import (STATE, enable_grad, internal_no_grad, no_grad, note_reads, recording_reads,
                     substituting)
@@ -174,13 +175,16 @@ class Function:
 class CheckpointNode(Node):
     """Backward of `checkpoint(fn, *args)`: runs fn again with gradients, then differentiates
     with respect to every tensor needing grad that fn read: its arguments and what it reads
-    from its closure (parameters), found while the forward ran."""
+    from its closure (parameters), found while the forward ran. One output per differentiable
+    tensor fn returned: `positions` are their places among its flattened results."""
 
-    def __init__(self, fn, args, kwargs, reads: list[Tensor]) -> None:
+    def __init__(self, fn, args, kwargs, reads: list[Tensor], positions: list[int]) -> None:
         super().__init__(reads)
         self.fn, self.kwargs = fn, kwargs
         self.args = args
         self.saved = [SavedTensor(t) for t in reads]
+        self.positions = positions
+        self.n_outputs = len(positions)
         # made while an enclosing checkpoint recomputed: its stand-ins must apply again
         self.outer_subst = STATE.subst
 
@@ -201,9 +205,20 @@ class CheckpointNode(Node):
         with enable_grad(), substituting(stand_ins), \
                 replaying(getattr(self, "rng_states", None), getattr(self, "rng_trace", None)):
             out = self.fn(*args, **self.kwargs)
-        if not out._requires_grad:
+        leaves = tree_flatten(out, _output_leaf)[0]
+        outs, cots = [], []
+        for pos, g in zip(self.positions, grads):
+            o = leaves[pos] if pos < len(leaves) else None
+            if not isinstance(o, Tensor):
+                raise RuntimeError(f"checkpoint: the recomputation of {_name(self.fn)} returned "
+                                   f"{type(o).__name__} where the forward returned a tensor "
+                                   f"(output {pos}); fn must return the same structure")
+            if g is not None and o._requires_grad:
+                outs.append(o)
+                cots.append(g)
+        if not outs:
             return [None] * len(inner)
-        return list(autograd_grad([out], inner, [grads[0]], create_graph=create_graph,
+        return list(autograd_grad(outs, inner, cots, create_graph=create_graph,
                                   allow_unused=True))
 
     def release(self) -> None:
@@ -212,9 +227,24 @@ class CheckpointNode(Node):
         self.rng_trace = None
 
 
+def _name(fn) -> str:
+    return getattr(fn, "__qualname__", type(fn).__name__)
+
+
+def _output_leaf(x) -> bool:
+    """What checkpoint's output walk does not open: anything but plain tuples, lists, named
+    tuples and dicts (a dict subclass such as HF's ModelOutput stays whole, its tensors
+    untracked)."""
+    return not (type(x) in (tuple, list, dict) or
+                isinstance(x, tuple) and hasattr(x, "_fields"))
+
+
 def checkpoint(fn: Callable, *args, use_reentrant: bool | None = None, **kwargs):
     """Run fn without keeping its activations; backward recomputes them. Gradients flow to
-    fn's arguments and to the tensors it reads from its closure, as in PyTorch."""
+    fn's arguments and to the tensors it reads from its closure, as in PyTorch. fn may return
+    a tensor or tuples/lists/dicts of tensors and other values (as torch's use_reentrant=False):
+    each floating-point tensor it makes requires grad; integer and bool tensors, tensors it
+    was given or read, and other values come back as they are."""
     rng_states = all_states()           # the recomputation draws the same random numbers
     rng_trace = trace_rng_position()    # (inside a trace: from the same random streams)
     with internal_no_grad(), recording_reads() as rec:
@@ -222,15 +252,23 @@ def checkpoint(fn: Callable, *args, use_reentrant: bool | None = None, **kwargs)
     reads = list({id(t): t for t in rec.tensors}.values())
     if not STATE.grad_enabled or not reads:
         return out
-    if not isinstance(out, Tensor):
-        raise TypeError("checkpoint: fn must return a single Tensor")
-    res = Tensor(out._data)
-    if FWD.levels:                      # dual tensors: the tangents fn's ops computed
-        forward_ad.carry_over(out, res)
-    res.grad_fn, res._requires_grad = CheckpointNode(fn, args, kwargs, reads), True
-    res.grad_fn.rng_states = rng_states
-    res.grad_fn.rng_trace = rng_trace
-    return res
+    leaves, tree = tree_flatten(out, _output_leaf)
+    given = {id(t) for t in reads} | {id(a) for a in args} | {id(v) for v in kwargs.values()}
+    positions = [i for i, o in enumerate(leaves) if isinstance(o, Tensor) and
+                 o.dtype.is_float and id(o) not in given]
+    if not positions:
+        return out
+    node = CheckpointNode(fn, args, kwargs, reads, positions)
+    node.rng_states = rng_states
+    node.rng_trace = rng_trace
+    for k, i in enumerate(positions):
+        o = leaves[i]
+        res = Tensor(o._data)
+        if FWD.levels:                      # dual tensors: the tangents fn's ops computed
+            forward_ad.carry_over(o, res)
+        res.grad_fn, res._out_idx, res._requires_grad = node, k, True
+        leaves[i] = res
+    return tree_unflatten(tree, leaves)
 
 
 class GradcheckError(RuntimeError):

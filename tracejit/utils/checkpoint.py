@@ -1,6 +1,7 @@
 """torch.utils.checkpoint's spelling of tj.checkpoint (activation checkpointing), for model code
 that calls `torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)` as HF's
-gradient checkpointing does. fn must return one Tensor (tj.checkpoint's limit)."""
+gradient checkpointing does. fn may return a tensor or tuples/lists/dicts of tensors and
+other values (HF layers return tuples)."""
 from __future__ import annotations
 
 from typing import Callable
