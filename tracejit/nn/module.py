@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator
 from ..ir import dtypes as dt
 from ..runtime.compile import compile as _tj_compile
 from ..devices import Device, device as as_device
+from ..tracer.attr_slots import note_store
 from ..tracer.state import STATE, bump_attr_epoch, no_grad
 from ..tracer.tensor import Tensor
 from .module_guards import call_traced
@@ -243,6 +244,8 @@ class Module(StateDictMixin):
                                 f"(Tensor or None expected)")
             self._buffers[name] = value
         else:
+            if isinstance(value, Tensor) and value._born_in is not None:
+                note_store(self, name, value)    # a traced tensor: maybe a slot (attr_slots)
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:

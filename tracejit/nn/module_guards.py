@@ -7,10 +7,12 @@ Module.__setattr__, the hook registrations and RemovableHandle.remove bump the a
 from __future__ import annotations
 
 import types
+from functools import partial
 from operator import itemgetter
 from typing import Any, Callable
 
 from ..tracer.state import STATE
+from ..tracer.tensor_base import TensorBase
 
 # what a forward bakes in: plain values (compared by value and type) and functions (by
 # identity: TransformerEncoderLayer.activation = F.gelu)
@@ -57,7 +59,16 @@ def call_traced(module: Any, args: tuple, kwargs: dict) -> Any:
     ctx.guard_attr(module, "training")
     d = module.__dict__
     before = _scalars(d)
+    tensors = [(k, v) for k, v in d.items() if isinstance(v, TensorBase)]
     out = module._run_hooked(args, kwargs)
+    # a plain tensor attribute the trace read (`self.total`, not a buffer: those guard in
+    # Module.__getattr__) is that very tensor in the trace: rebinding it, as a forward that
+    # sets `self.total = self.total + x` does each call (attr_slots.py), traces again
+    read = ctx.read_ids()
+    for k, v in tensors:
+        if id(v) in read:
+            ctx.guard_value((id(module), k), partial(d.get, k), f"{type(module).__name__}.{k}",
+                            True, seen=v)
     # an attribute the forward itself set to a new value (a counter, a cached shape) is its
     # state, not an input: the compiled call does not run that Python, so guarding it would
     # only retrace (every call, for a module called twice in one trace). (The hooks guarded

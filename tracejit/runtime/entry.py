@@ -15,6 +15,7 @@ from ..ir.printer import print_graph
 from ..tracer.rng import default_generator
 from ..tracer.state import STATE
 from ..tracer import checks
+from ..tracer.attr_slots import fill_slots
 from ..tracer.tensor import Tensor
 from ..tracer.trace import Traced
 from . import captures
@@ -58,7 +59,7 @@ class Entry:
         # store_writes copies the captures' and arguments' new values into their storage at
         # once, so the executable may keep those outputs in memory it reuses
         n = self.n_user + len(self.writes)
-        e = n + traced.n_grad_outs + len(traced.escapes)
+        e = n + traced.n_grad_outs + len(traced.escapes) + len(traced.slots)
         exe.reuse_outputs(list(range(self.n_user, n)) +
                           list(range(e, e + len(traced.arg_writes))))
         # the captures are the graph's inputs after the arguments (then the hidden ones)
@@ -102,13 +103,14 @@ class Entry:
     def recorded_outputs(self) -> list[int]:
         """The graph outputs whose history a call with grad on hands to the caller: the
         user's, the captures written by ops that record (captures.store_writes), the tensors
-        that escaped the trace, and the arguments updated in place."""
+        that escaped the trace or fill module attributes, and the arguments updated in
+        place."""
         traced = self.traced
         n = self.n_user + len(self.writes)
         e = n + traced.n_grad_outs
         return list(range(self.n_user)) + \
             [self.n_user + k for k, hist in enumerate(traced.write_history) if hist] + \
-            list(range(e, e + len(traced.escapes) + len(traced.arg_writes)))
+            list(range(e, e + len(traced.escapes) + len(traced.slots) + len(traced.arg_writes)))
 
     def optimized_graph(self):
         """The graph after the standard passes (run now if they were left pending): what
@@ -164,6 +166,9 @@ class Entry:
         e = m + len(traced.escapes)
         if traced.escapes:
             captures.settle_escapes(traced.escapes, outs[m:e])
+        if traced.slots:
+            fill_slots(traced.slots, outs[e:e + len(traced.slots)])
+            e += len(traced.slots)
         if targets:
             captures.store_arguments(targets, outs[e:e + len(targets)])
         return outs[:self.n_user]

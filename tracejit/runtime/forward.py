@@ -51,7 +51,7 @@ def _base_trace(base: CompiledFunction, dyn, static: tuple, device: Device) -> T
     traced = base._trace(primals, {}, st, device)
     if getattr(traced, "joint_build", None) is not None:
         traced.joint_build()        # (a gradient's trace: its graph built, runtime/grad_trace)
-    if traced.writes or traced.grad_sets or traced.escapes or traced.arg_writes:
+    if traced.writes or traced.grad_sets or traced.escapes or traced.arg_writes or traced.slots:
         raise RuntimeError(f"jvp of {base.name}: the function updates its arguments or tensors "
                            f"from outside it in place, sets .grad or stores new tensors outside "
                            f"(at "

@@ -127,6 +127,6 @@ def trace_grad(fn: Callable, args, kwargs, static, name: str, device: Device, ki
                   write_counts=base.write_counts, grad_guards=base.grad_guards,
                   grad_sets=base.grad_sets, backward_ran=base.backward_ran,
                   escapes=base.escapes, attr_guards=base.attr_guards, checks=base.checks,
-                  arg_writes=base.arg_writes)
+                  arg_writes=base.arg_writes, slots=base.slots)
     traced.joint_build = build
     return traced

@@ -205,8 +205,8 @@ def traced_graph(fn: Callable, name: str, args: tuple, kwargs: dict, tensors: li
         return _UNFUSABLE
     g = tr.graph
     n_extra = bool(tr.checks)
-    if (tr.captures or tr.n_random or tr.writes or tr.escapes or tr.arg_writes or tr.guards
-            or tr.grad_sets or tr.attr_guards or tr.backward_ran
+    if (tr.captures or tr.n_random or tr.writes or tr.escapes or tr.slots or tr.arg_writes
+            or tr.guards or tr.grad_sets or tr.attr_guards or tr.backward_ran
             or len(g.outputs) != 1 + n_extra or not g.outputs[0].dtype.is_float
             or len(g.inputs) != len(tensors)):
         return _UNFUSABLE

@@ -14,6 +14,7 @@ from ..ir.printer import INLINE_LIMIT
 from ..devices import CPU, is_gpu_array
 from . import checks
 from .backward_nodes import UNTRACKED, AliasNode, accumulate_node
+from .attr_slots import take_slots
 from .grad_slots import GradSlots, slot_guards_changed
 from .pytree import tree_flatten, tree_unflatten
 from .state import ATTR_EPOCH, STATE, special_mode
@@ -39,6 +40,9 @@ def leaf_aval(x: Any) -> tuple[Aval, bool]:
     if d is None:
         raise TypeError(f"unsupported array dtype {a.dtype} for a compiled function argument")
     return Aval(a.shape, d), False
+
+
+_UNREAD = object()
 
 
 class TraceContext:
@@ -88,6 +92,7 @@ class TraceContext:
         self.checks: list[tuple[Value, tuple]] = []   # (bad index count, (message, class))
         self.checked: set[tuple[int, int]] = set()   # (id(index value), axis length)
         self.arg_writes: list[tuple[int, Value]] = []   # (flat argument position, new value)
+        self.attr_stores: list[tuple[Any, str]] = []   # module attributes set to traced tensors
         self.outer_off = False               # traced for a caller under no_grad (__enter__)
         # id(traced argument) -> the element strides torch gives the caller's tensor, a view
         # that is not C-contiguous: its contiguous() and reshape() copy as torch's (views.py);
@@ -236,12 +241,14 @@ class TraceContext:
                          f"{type(obj).__name__}.{name}", identity)
 
     def guard_value(self, key: Any, read: Callable[[], Any], label: str,
-                    identity: bool = False) -> None:
+                    identity: bool = False, seen: Any = _UNREAD) -> None:
         """The general form of guard_attr: the trace depends on what `read()` returns (same
-        epoch rule); with `identity`, sequences compare item by item by identity."""
+        epoch rule), or on `seen` (what it returned when the trace read it, before the trace
+        changed it); with `identity`, sequences compare item by item by identity."""
         if key not in self._attr_guarded:
             self._attr_guarded.add(key)
-            self.attr_guards.append((read, label, read(), identity))
+            self.attr_guards.append((read, label, read() if seen is _UNREAD else seen,
+                                     identity))
 
     def random_stream(self) -> tuple[Value, Value, int]:
         """For a random op: the graph's hidden seed and offset inputs (added on first use)
@@ -262,7 +269,8 @@ class Traced:
                  grad_guards: list | None = None, grad_sets: list | None = None,
                  backward_ran: bool = False, escapes: list | None = None,
                  attr_guards: list | None = None, checks: list | None = None,
-                 arg_writes: list | None = None, consts: list | None = None) -> None:
+                 arg_writes: list | None = None, consts: list | None = None,
+                 slots: list | None = None) -> None:
         self.n_random = n_random           # random ops: the offset advances by this per call
         self.graph = graph                 # inputs: the flat arguments, then the captures,
         #                                    then the hidden rng seed and offset if n_random
@@ -278,6 +286,7 @@ class Traced:
         self.n_grad_outs = sum(kind == "new" for _, kind, _ in self.grad_sets)
         self.backward_ran = backward_ran   # results are not differentiable by eager autograd
         self.escapes = escapes or []       # see find_escapes: their values are the last outputs
+        self.slots = slots or []           # module attributes set after each call: attr_slots
         self.attr_guards = attr_guards or []   # see TraceContext.guard_attr
         self.checks = checks or []         # (message, class) each; their code is the last output
         self.attr_epoch = -1               # the epoch its attr_guards last held at
@@ -292,9 +301,9 @@ class Traced:
     @property
     def n_extra(self) -> int:
         """Graph outputs after the user's: the writes, the new `.grad`s, the escapes, the
-        arguments updated in place, and the checks' code (see checks.py)."""
-        return len(self.writes) + self.n_grad_outs + len(self.escapes) + len(self.arg_writes) \
-            + bool(self.checks)
+        attribute slots, the arguments updated in place, and the checks' code (checks.py)."""
+        return len(self.writes) + self.n_grad_outs + len(self.escapes) + len(self.slots) \
+            + len(self.arg_writes) + bool(self.checks)
 
     def stale(self) -> str | None:
         """Why this trace no longer describes the function (its captures were rebound or a
@@ -382,12 +391,12 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
     finally:
         ctx.restore_versions()
     grad_guards, grad_sets, grad_outs = ctx.grad_slots.finish(ctx)
-    escapes = find_escapes(ctx)
+    escapes, slots = find_escapes(ctx)
     writes = list(ctx.writes.values())
     with ctx:
         code = checks.finish(ctx)
     ctx.graph.outputs = outs + [v for _, v in writes] + grad_outs + [t._data for t in escapes] \
-        + [v for _, v in ctx.arg_writes] + ([code] if code is not None else [])
+        + [v for v, _ in slots] + [v for _, v in ctx.arg_writes] + ([code] if code is not None else [])
     if ctx.rng is not None:       # the hidden inputs go last, after the captures
         ctx.graph.inputs = [v for v in ctx.graph.inputs if v not in ctx.rng] + list(ctx.rng)
     traced = Traced(ctx.graph, out_tree, ctx.captures, ctx.guards, ctx.n_random,
@@ -397,21 +406,23 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
                   write_counts=[ctx.n_writes.get(id(t), 1) for t, _ in writes],
                   grad_guards=grad_guards, grad_sets=grad_sets, backward_ran=ctx.backward_ran,
                   escapes=escapes, attr_guards=ctx.attr_guards,
-                  checks=[m for _, m in ctx.checks], arg_writes=[k for k, _ in ctx.arg_writes])
+                  checks=[m for _, m in ctx.checks], arg_writes=[k for k, _ in ctx.arg_writes],
+                  slots=[where for _, where in slots])
     traced.grad_keyed = STATE.grad_on != grad_on
     traced.outer_off = outer_off
     traced.write_history = [id(t) in ctx.history_writes for t, _ in writes]
     return traced
 
 
-def find_escapes(ctx: TraceContext) -> list[Tensor]:
+def find_escapes(ctx: TraceContext) -> tuple[list[Tensor], list]:
     """Traced tensors made during the trace that outlive it: stored into outside state (an
     optimizer creating its state on its first step, a hook keeping an activation, a global).
     A cached graph would never update them again, so the call that traced them stores their
     values into them as eager tensors and the next call traces again (then they are captures
     like any outside tensor; see runtime/compile.py). Found without a garbage collection: the
     trace's own references are dropped and the autograd tape's cycles (tensor -> grad_fn ->
-    saved output -> tensor) cut, so what is still alive is held from outside."""
+    saved output -> tensor) cut, so what is still alive is held from outside. Those held only
+    by module attributes are slots instead (attr_slots.py): (escapes, slots)."""
     ctx._leaves.clear()
     refs, ctx.born = ctx.born, []
     for r in refs:
@@ -422,12 +433,13 @@ def find_escapes(ctx: TraceContext) -> list[Tensor]:
             t.grad_fn = None
             t._accum = None
     t = None
+    slots = take_slots(ctx) if ctx.attr_stores else []
     found = []
     for r in refs:
         t = r()
         if t is not None and t._traced and t._born_in is ctx and t._data.graph is ctx.graph:
             found.append(t)
-    return found
+    return found, slots
 
 
 def _run(ctx: TraceContext, fn: Callable, args, kwargs, static, flat, in_tree, names):

@@ -282,8 +282,9 @@ def _prepare(fn, flat, norm, tree, kwargs, size, randomness, device, batched_pos
         tr.escapes.clear()
         gc.collect()
         tr.escapes.extend(t for t in (r() for r in refs) if t is not None)
-    if tr.escapes:
-        raise _err(f"{len(tr.escapes)} tensor(s) made inside the vmapped function were kept "
+    if tr.escapes or tr.slots:
+        raise _err(f"{len(tr.escapes) + len(tr.slots)} tensor(s) made inside the vmapped "
+                   f"function were kept "
                    f"outside it (stored on an object or in a global); return them instead",
                    RuntimeError)
     n_in = len(batched_pos)
