@@ -33,7 +33,11 @@ from .tracer.layout import (bmm, chunk, flip, fliplr, flipud, narrow, repeat, ro
                             tile, unbind)
 from .tracer.masking import (eye, masked_fill, nonzero, one_hot, tril, tril_indices, triu,
                              triu_indices, where)
-from .tracer.norms import dist, norm, std
+from .tracer.norms import dist, norm, std, std_mean, var_mean
+from .tracer.memory_format import (channels_last, channels_last_3d, contiguous_format,
+                                   is_complex, is_floating_point, memory_format,
+                                   preserve_format)
+from .tracer.stacking import reciprocal
 from .tracer.einsum import einsum
 from .tracer.gathering import gather, meshgrid, ravel, scatter_add, take_along_dim
 from .tracer.products import (addbmm, addmm, baddbmm, diag, diagonal, dot, kron, mm, mv, outer,

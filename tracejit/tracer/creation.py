@@ -9,6 +9,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..devices import device as as_device, to_device
+from .operands import wrap_int
 from .tensor_base import TensorBase as Tensor
 
 
@@ -52,7 +53,8 @@ def _shape(shape) -> tuple[int, ...]:
 def full(shape, fill_value, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
     shape = shape if isinstance(shape, (tuple, list)) else (shape,)
     d = dt.as_dtype(dtype) if dtype is not None else _default_dtype(fill_value)
-    return _new(np.full(tuple(shape), fill_value, d.np), device, requires_grad)
+    # (an int fill wraps into the dtype as torch's: full((2,), -1, dtype=uint8) is 255s)
+    return _new(np.full(tuple(shape), wrap_int(fill_value, d), d.np), device, requires_grad)
 
 
 def zeros(*shape, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
@@ -67,25 +69,26 @@ def empty(*shape, dtype=None, requires_grad: bool = False, device=None) -> Tenso
     return zeros(*shape, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
+# (memory_format= of the *_like constructors: accepted, nothing to do; see memory_format.py)
 def _like(x, value, dtype, requires_grad, device):
     return full(x.shape, value, dtype or x.dtype, requires_grad,
                 device if device is not None else x.device)
 
 
-def zeros_like(x, dtype=None, requires_grad=False, device=None):
+def zeros_like(x, dtype=None, requires_grad=False, device=None, memory_format=None):
     return _like(x, 0, dtype, requires_grad, device)
 
 
-def empty_like(x, dtype=None, requires_grad=False, device=None):
+def empty_like(x, dtype=None, requires_grad=False, device=None, memory_format=None):
     """Like torch.empty_like; its values are unspecified there, zeros here."""
     return _like(x, 0, dtype, requires_grad, device)
 
 
-def ones_like(x, dtype=None, requires_grad=False, device=None):
+def ones_like(x, dtype=None, requires_grad=False, device=None, memory_format=None):
     return _like(x, 1, dtype, requires_grad, device)
 
 
-def full_like(x, v, dtype=None, requires_grad=False, device=None):
+def full_like(x, v, dtype=None, requires_grad=False, device=None, memory_format=None):
     return _like(x, v, dtype, requires_grad, device)
 
 

@@ -1,9 +1,12 @@
-"""The in-place Tensor methods of math_ops.py (round_, lerp_, addcmul_, addcdiv_, ...): each
+"""The in-place Tensor methods of math_ops.py (round_, lerp_, addcmul_, addcdiv_, ...) and of a
+few everyday ops defined elsewhere (sigmoid_, relu_, log_, reciprocal_, ...): each
 is its op's value written into the tensor by inplace.py (views write through, version
 counters and autograd as for add_)."""
 from __future__ import annotations
 
+from . import composites as C
 from . import math_ops as M
+from . import ops, stacking
 from .inplace import inplace
 from .operands import _err, _fmt
 from .state import STATE
@@ -12,7 +15,8 @@ from ..ir import dtypes as dt
 __all__ = ["round_", "floor_", "ceil_", "trunc_", "fix_", "frac_", "log1p_", "expm1_",
            "hypot_", "lerp_", "addcmul_", "addcdiv_", "nan_to_num_", "logit_", "xlogy_",
            "sinc_", "deg2rad_", "rad2deg_", "clamp_min_", "clamp_max_", "float_power_",
-           "true_divide_", "heaviside_"]
+           "true_divide_", "heaviside_", "sigmoid_", "relu_", "log_", "sin_", "cos_", "erf_",
+           "sign_", "rsqrt_", "square_", "reciprocal_"]
 
 
 def _method(name: str, fn):
@@ -35,7 +39,11 @@ def _float_power(x, exponent):
     return M.float_power(x, exponent)
 
 
-_FNS = {n: getattr(M, n[:-1]) for n in __all__}
+# (the ones after heaviside_ are the in-place forms of ops defined elsewhere)
+_ELSEWHERE = {"sigmoid_": C.sigmoid, "relu_": C.relu, "log_": ops.log, "sin_": ops.sin,
+              "cos_": ops.cos, "erf_": ops.erf, "sign_": ops.sign, "rsqrt_": stacking.rsqrt,
+              "square_": stacking.square, "reciprocal_": stacking.reciprocal}
+_FNS = {n: _ELSEWHERE.get(n) or getattr(M, n[:-1]) for n in __all__}
 _FNS["float_power_"] = _float_power
 for _n, _f in _FNS.items():
     globals()[_n] = _method(_n, _f)

@@ -146,3 +146,24 @@ def norm(x, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
 def dist(a, b, p=2) -> Tensor:
     """The p-norm of a - b (broadcast)."""
     return vector_norm(ops.sub(a, b), p)
+
+
+# -- std_mean, var_mean -------------------------------------------------------------------------
+def std_mean(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None
+             ) -> tuple[Tensor, Tensor]:
+    """(std, mean) over dim, as torch.std_mean (unbiased by default; `std_mean(x, False)` is
+    `unbiased=False`)."""
+    if isinstance(dim, bool):
+        dim, unbiased = None, dim
+    return (std(x, dim, unbiased, keepdim, correction=correction),
+            C.mean(x, dim=dim, keepdim=keepdim))
+
+
+def var_mean(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None
+             ) -> tuple[Tensor, Tensor]:
+    """(var, mean) over dim, as torch.var_mean."""
+    if isinstance(dim, bool):
+        dim, unbiased = None, dim
+    dim = tuple(dim) if isinstance(dim, list) else dim
+    return (C.var(x, dim=dim, keepdim=keepdim, correction=correction, unbiased=unbiased),
+            C.mean(x, dim=dim, keepdim=keepdim))

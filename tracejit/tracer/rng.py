@@ -258,12 +258,14 @@ def _like_device(x: Tensor, device):
     return None if x._traced else x.device
 
 
-def rand_like(x: Tensor, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
+def rand_like(x: Tensor, dtype=None, requires_grad: bool = False, device=None,
+              memory_format=None) -> Tensor:
     d = _float_dtype("rand_like", dtype if dtype is not None else x.dtype)
     return _draw(tuple(x.shape), d, False, _like_device(x, device), requires_grad)
 
 
-def randn_like(x: Tensor, dtype=None, requires_grad: bool = False, device=None) -> Tensor:
+def randn_like(x: Tensor, dtype=None, requires_grad: bool = False, device=None,
+               memory_format=None) -> Tensor:
     d = _float_dtype("randn_like", dtype if dtype is not None else x.dtype)
     return _draw(tuple(x.shape), d, True, _like_device(x, device), requires_grad)
 

@@ -244,3 +244,8 @@ def square(x) -> Tensor:
 
 def rsqrt(x) -> Tensor:
     return rename(ops.div(1.0, ops.sqrt(x)), "RsqrtBackward0", x)
+
+
+def reciprocal(x) -> Tensor:
+    """1 / x; integer and bool tensors give float32, as torch."""
+    return rename(ops.div(1.0, ops.as_tensor(x)), "ReciprocalBackward0", x)

@@ -20,7 +20,7 @@ from . import broadcast_add, norms, ops
 from . import products, sampling, scans, selection, sorting, stacking, view_grad, views
 from . import shape_views
 from . import index_ops, search_ops, series_ops
-from . import math_inplace, math_ops
+from . import math_inplace, math_ops, memory_format
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
 from .dispatch import apply_primitive as _apply_primitive, fast_binary as _fast_binary
 from .tensor_base import TensorBase, register
@@ -172,6 +172,7 @@ class Tensor(TensorBase):
     tensor_split, hsplit, vsplit, dsplit = views.tensor_split, views.hsplit, views.vsplit, \
         views.dsplit
     contiguous = views.contiguous
+    is_contiguous = memory_format.is_contiguous
     unfold = shape_views.unfold
     T = property(eager_views.full_transpose)
     mT = property(eager_views.matrix_transpose)
@@ -207,13 +208,20 @@ class Tensor(TensorBase):
     xlogy_, sinc_, deg2rad_, rad2deg_ = M.xlogy_, M.sinc_, M.deg2rad_, M.rad2deg_
     clamp_min_, clamp_max_, float_power_ = M.clamp_min_, M.clamp_max_, M.float_power_
     true_divide_, heaviside_ = M.true_divide_, M.heaviside_
+    sigmoid_, relu_, log_, sin_, cos_ = M.sigmoid_, M.relu_, M.log_, M.sin_, M.cos_
+    erf_, sign_, rsqrt_, square_, reciprocal_ = M.erf_, M.sign_, M.rsqrt_, M.square_, \
+        M.reciprocal_
     del M
+    reciprocal = stacking.reciprocal
 
     def tile(self, *dims) -> "Tensor":
         return layout.tile(self, dims[0] if len(dims) == 1 else dims)
 
     # -- dtype, device, new tensors ------------------------------------------------------------
     astype = to_dtype = ops.cast
+    is_floating_point, is_complex = memory_format.is_floating_point, memory_format.is_complex
+    element_size = memory_format.element_size
+    nelement, ndimension = TensorBase.numel, TensorBase.dim
     type_as = layout.type_as
     float, double, half = (conversions.converter(dt.f32), conversions.converter(dt.f64),  # noqa: A003
                            conversions.converter(dt.f16))
