@@ -95,3 +95,26 @@ def test_scatter_with_an_empty_index_still_checks_the_source_dtype(self_dtype, s
     _same(tj.tensor(x).scatter(0, tj.zeros(0, dtype=tj.int64), tj.zeros(0, dtype=tj.float64)),
           torch.tensor(x).scatter(0, torch.zeros(0, dtype=torch.int64),
                                   torch.zeros(0, dtype=torch.float64)))
+
+
+_EDGE = np.array([-88.0, -25.0, -18.0, -10.0, -1e-5, -3e-7, 0.0, 1e-6, 0.5, 19.9, 30.0])
+
+
+@pytest.mark.parametrize("name", ["elu", "celu", "selu"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_activations_keep_relative_accuracy_at_small_and_large_inputs(name, dtype):
+    # seed 91180: elu computed exp(x) - 1, which cancels near 0 (elu(-3e-7) was -3.6e-7)
+    a = _EDGE.astype(dtype)
+    got = []
+    for lib in (tj, torch):
+        x = lib.tensor(a, requires_grad=True)
+        y = getattr(lib.nn.functional, name)(x)
+        (g,) = lib.autograd.grad(y.sum(), x)
+        got.append((y.detach().numpy(), g.numpy()))
+    eps = 1e-6 if dtype == "float32" else 1e-14
+    for mine, ref in zip(got[0], got[1]):
+        rel = np.abs(np.asarray(mine) - ref) / np.maximum(np.abs(ref), np.finfo(dtype).tiny)
+        assert rel.max() < eps, (name, rel)
+    compiled = tj.compile(lambda x: getattr(tj.nn.functional, name)(x))(tj.tensor(a)).numpy()
+    ref = got[1][0]
+    assert (np.abs(compiled - ref) / np.maximum(np.abs(ref), np.finfo(dtype).tiny)).max() < eps

@@ -18,6 +18,7 @@ from ..tracer.conv import (adaptive_avg_pool2d, adaptive_avg_pool3d,  # noqa: F4
 from ..tracer.losses import _class_targets, _legacy_reduction, cross_entropy  # noqa: F401
 from ..tracer.float_only import float_only, no_bool
 from ..tracer.inplace import inplace as _inplace
+from ..tracer.math_ops import expm1 as _expm1
 from ..tracer.norms import vector_norm as _vector_norm
 from ..tracer.masking import one_hot  # noqa: F401  (tj.one_hot: iota classes, no constant)
 from ..tracer.node_names import rename
@@ -222,7 +223,8 @@ def _elu(x: Tensor, alpha: float) -> Tensor:
     float_only("elu", x)
     # exp of the clamped input: the branch not taken must not overflow into a NaN gradient
     pos = ops.gt(x, 0)
-    neg = ops.mul(ops.sub(ops.exp(ops.where(pos, 0.0, x)), 1.0), alpha)
+    # (expm1, not exp - 1: that cancels for small negative x, elu(-3e-7) was -3.6e-7)
+    neg = ops.mul(_expm1(ops.where(pos, 0.0, x)), alpha)
     return ops.where(pos, x, neg)
 
 

@@ -10,6 +10,7 @@ from ..tracer.creation import ones
 from ..tracer.float_only import float_only, no_bool
 from ..tracer.inplace import inplace as _inplace
 from ..tracer.layout import chunk
+from ..tracer.math_ops import expm1 as _expm1
 from ..tracer.rng import dropout as _dropout
 from ..tracer.tensor import Tensor
 
@@ -41,7 +42,8 @@ def _elu_part(x: Tensor, alpha: float, inner_scale: float, op: str = "elu") -> T
     float_only(op, x)
     # exp of the clamped input: the branch not taken must not overflow into a NaN gradient
     pos = ops.gt(x, 0)
-    neg = ops.mul(ops.sub(ops.exp(ops.mul(ops.where(pos, 0.0, x), inner_scale)), 1.0), alpha)
+    # (expm1, not exp - 1: that cancels for small negative x)
+    neg = ops.mul(_expm1(ops.mul(ops.where(pos, 0.0, x), inner_scale)), alpha)
     return ops.where(pos, x, neg)
 
 
