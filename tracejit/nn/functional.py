@@ -257,7 +257,8 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
 def logsigmoid(input: Tensor) -> Tensor:  # noqa: A002
     x = _t(input)
     float_only("logsigmoid", x)
-    return ops.neg(C.softplus(ops.neg(x)))
+    # (no threshold: softplus's returns x itself from 20 on, logsigmoid(-25) lost its -1.4e-11)
+    return ops.neg(C.softplus(ops.neg(x), 1.0, np.inf))
 
 
 def tanh(input: Tensor) -> Tensor:  # noqa: A002
