@@ -188,6 +188,13 @@ def _guard_paths(f: types.FunctionType, paths: list, captured: frozenset, found:
         for n, value in enumerate(values):     # not into a tensor (its own guards)
             if isinstance(value, TensorBase):
                 del values[n:]
+                if id(value._data) in captured:
+                    # the trace reads this very tensor (`m.c` of a global module): the path
+                    # rebound to another one (`m.c = new`) traces again, as a name would
+                    chain = Chain(where, root, steps[:n + 1], module)
+                    found.append((chain, chain.text, value, (TensorBase, id(value))))
+                    chains[0] += 1
+                    values = []
                 break
         for n in range(len(values), 1 if op == "LOAD_FAST" else 0, -1):
             value = values[n - 1]
