@@ -120,3 +120,20 @@ def test_activations_keep_relative_accuracy_at_small_and_large_inputs(name, dtyp
     compiled = tj.compile(lambda x: getattr(tj.nn.functional, name)(x))(tj.tensor(a)).numpy()
     ref = got[1][0]
     assert (np.abs(compiled - ref) / np.maximum(np.abs(ref), np.finfo(dtype).tiny)).max() < eps
+
+
+@pytest.mark.parametrize("shape2, dim", [((1, 1), -1), ((1, 4), 0), ((4,), 1), ((3, 1), 1)])
+def test_cosine_similarity_broadcasts_before_the_norms(shape2, dim):
+    # seed 91897: an operand of size 1 along dim was normalized before broadcasting, so the
+    # result was sqrt(n) times torch's (cosine_similarity(x[3, 4], y[1, 1]) was 2x)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    b = rng.standard_normal(shape2).astype(np.float32)
+    outs = []
+    for lib in (tj, torch):
+        x, y = lib.tensor(a, requires_grad=True), lib.tensor(b, requires_grad=True)
+        r = lib.nn.functional.cosine_similarity(x, y, dim=dim)
+        (r * lib.tensor(np.arange(r.numel(), dtype=np.float32).reshape(r.shape))).sum().backward()
+        outs.append((r.detach().numpy(), x.grad.numpy(), y.grad.numpy()))
+    for mine, ref in zip(*outs):
+        np.testing.assert_allclose(mine, ref, rtol=1e-5, atol=1e-6)

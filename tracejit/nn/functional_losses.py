@@ -119,7 +119,9 @@ def kl_div(input: Tensor, target: Tensor, size_average=None, reduce=None,  # noq
 
 def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
     """sum(x1 / max(|x1|, eps) * x2 / max(|x2|, eps)) along dim, after broadcasting."""
-    a, b = ops.as_tensor(x1), ops.as_tensor(x2)
+    # (broadcast first: a norm along a size-1 dim of x2 that broadcasts is that of the
+    # repeated values, as torch; it was taken before, so the result was off by sqrt(n))
+    a, b = ops._operands("cosine_similarity", [x1, x2])
     na = ops.clip(vector_norm(a, 2, dim, keepdim=True), eps)
     nb = ops.clip(vector_norm(b, 2, dim, keepdim=True), eps)
     return ops.sum(ops.mul(ops.div(a, na), ops.div(b, nb)), dim)
