@@ -22,12 +22,48 @@ from . import captures
 from ..devices import CPU, Device, is_gpu_array
 
 
+def empty_output_sources(graph) -> dict[int, int]:
+    """The gradient paths of a graph as traced that the passes may cut: they fold a size-0 op
+    into a constant (a scatter_add of an empty source), where torch's result still requires
+    grad. For each floating-point output, a bit mask of the inputs it is computed from through
+    ops a gradient passes: all of them for an empty output, the empty inputs for another;
+    Entry.active reads these too. Nothing to walk without an empty input or output."""
+    ins, outs = graph.inputs, graph.outputs
+    empty_in = 0
+    for i, v in enumerate(ins):
+        if v.dtype.is_float and 0 in v.shape:
+            empty_in |= 1 << i
+    if not empty_in and not any(v.dtype.is_float and 0 in v.shape for v in outs):
+        return {}
+    gradless = graph.gradless
+    bits = {id(v): 1 << i for i, v in enumerate(ins) if v.dtype.is_float}
+    for instr in graph.instrs:
+        out = instr.out
+        if out.dtype.is_float and instr.prim is not P.stop_gradient and out not in gradless:
+            m = 0
+            for v in instr.inputs:
+                m |= bits.get(id(v), 0)
+            if m:
+                bits[id(out)] = m
+    found = {}
+    for k, v in enumerate(outs):
+        m = bits.get(id(v), 0) if v.dtype.is_float else 0
+        if 0 not in v.shape:
+            m &= empty_in
+        if m:
+            found[k] = m
+    return found
+
+
 class Entry:
     """One compiled signature."""
 
     def __init__(self, traced: Traced, graph, exe, compile_s: float, device: Device = CPU,
-                 passes=None) -> None:
+                 passes=None, empty_sources: dict | None = None) -> None:
         self.traced = traced
+        # empty outputs -> the inputs they were computed from, before the passes folded
+        # their size-0 ops away (see empty_output_sources)
+        self.empty_sources = empty_sources or {}
         self.device = device
         # the graph, possibly before its standard passes (`passes`, a backend.PendingPasses:
         # a disk-cache hit runs without them); optimized_graph() runs them in place
@@ -79,7 +115,13 @@ class Entry:
                 if ins.out.dtype.is_float and ins.prim is not P.stop_gradient and \
                         any(v in active for v in ins.inputs):
                     active.add(ins.out)
-            found = self.grad_active[wrt] = [v in active for v in graph.outputs]
+            found = [v in active for v in graph.outputs]
+            if self.empty_sources:
+                mask = sum(1 << i for i in wrt)
+                for k, sources in self.empty_sources.items():
+                    if sources & mask:
+                        found[k] = True     # (along the folded path the gradients are empty)
+            self.grad_active[wrt] = found
         return found
 
     def _refuse_lost_history(self) -> None:

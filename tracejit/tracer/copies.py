@@ -24,6 +24,8 @@ def _keep_zero(x) -> float | int:
 def unchanged(x: Tensor, src: Tensor) -> Tensor:
     """x copied, for an op that writes nothing of src into x (an empty index): an empty src
     that requires grad still gets its (empty) zero gradient, as torch's."""
-    if src._requires_grad and src.numel() == 0:     # (-0.0: x + it is x exactly)
+    # (-0.0: x + it is x exactly; traced, as a trace does not know which inputs will require
+    # grad: the compiled call reads the path before the passes fold it, entry.py)
+    if (src._requires_grad or src._traced and src.dtype.is_float) and src.numel() == 0:
         return ops.add(x, ops.mul(ops.sum(src), -0.0))
     return clone(x)
