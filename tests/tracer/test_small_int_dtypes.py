@@ -65,6 +65,16 @@ def test_names_aliases_and_numpy_round_trip():
     for conv in ("byte", "char", "short"):
         assert getattr(x, conv)().dtype.np == getattr(torch.tensor([1.0]), conv)().numpy().dtype
     assert x.to(tj.uint8).dtype is tj.uint8
+    # an int fill wraps as torch's; a list value out of range is refused as torch
+    assert (tj.full((2,), -1, dtype=tj.uint8).numpy() ==
+            torch.full((2,), -1, dtype=torch.uint8).numpy()).all()
+    assert tj.tensor([-1, -255, 3], dtype=tj.uint8).numpy().tolist() == \
+        torch.tensor([-1, -255, 3], dtype=torch.uint8).tolist()
+    for d, td, v in ((tj.uint8, torch.uint8, 300), (tj.int8, torch.int8, -129)):
+        with pytest.raises(OverflowError, match=f"tensor.*{d.name}.*test_small_int_dtypes"):
+            tj.tensor([v, 3], dtype=d)
+        with pytest.raises(RuntimeError):
+            torch.tensor([v, 3], dtype=td)
 
 
 @pytest.mark.parametrize("compiled", [False, True])

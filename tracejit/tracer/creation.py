@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..ir.core import user_location
 from ..devices import device as as_device, to_device
 from .operands import wrap_int
 from .tensor_base import TensorBase as Tensor
@@ -41,7 +42,16 @@ def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor
         device = data.device if device is None else device
         data = data._host("tensor()")
     d = dt.as_dtype(dtype) if dtype is not None else _default_dtype(data)
-    return _new(np.array(data, dtype=d.np, copy=True), device, requires_grad)
+    try:
+        array = np.array(data, dtype=d.np, copy=True)
+    except OverflowError as e:        # (torch refuses these too: tensor([300], dtype=uint8))
+        wide = np.asarray(data) if d is dt.u8 else None
+        wide = wide if wide is not None and wide.dtype.kind == "i" else None
+        if wide is None or not ((wide >= -255) & (wide <= 255)).all():
+            raise OverflowError(f"tensor(): a value cannot be converted to {d.name} without "
+                                f"overflow ({e}) (at {user_location()})") from None
+        array = wide.astype(np.uint8)    # torch's uint8 takes -255..-1 and wraps them
+    return _new(array, device, requires_grad)
 
 
 def _shape(shape) -> tuple[int, ...]:
