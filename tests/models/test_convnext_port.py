@@ -8,6 +8,11 @@ is written by hand (mean, pow, sqrt over dim 1 with keepdim, weight[:, None, Non
 rates from `torch.linspace(...).item()`; `self.apply(_init_weights)` with trunc_normal_;
 global average pooling `x.mean([-2, -1])`, a LayerNorm and a Linear head.
 
+A second version is ConvNeXt V2's block (GRN: torch.norm(p=2, dim=(1, 2), keepdim=True)) with
+timm's pieces (LayerNorm2d subclassing nn.LayerNorm, the floor_ drop_path, a keepdim-mean head),
+run channels-last (`model.to(memory_format=torch.channels_last)`, `x.contiguous(memory_format=
+...)`).
+
 Checked against torch: the loss, the gradients of every parameter and of the input, eagerly and
 with `tj.compile(model)`; three AdamW steps eagerly; and the stochastic depth path in training
 mode (eager and compiled) draws from tracejit's seeded stream."""
@@ -23,7 +28,10 @@ TOL = {"float32": dict(rtol=2e-4, atol=2e-6), "float64": dict(rtol=1e-9, atol=1e
 
 
 def make_convnext(lib, dims=(8, 16), depths=(2, 1), drop_path_rate=0.0,
-                  layer_scale_init_value=0.5, head_init_scale=1.0):
+                  layer_scale_init_value=0.5, head_init_scale=1.0, version="v1"):
+    """version "v1": facebookresearch's ConvNeXt; "v2": ConvNeXt V2's block (GRN instead of
+    layer scale) with timm's pieces (LayerNorm2d subclassing nn.LayerNorm, timm's older
+    drop_path with floor_, a keepdim mean + LayerNorm2d + flatten head)."""
     nn = lib.nn
     F = lib.nn.functional
 
@@ -37,13 +45,45 @@ def make_convnext(lib, dims=(8, 16), depths=(2, 1), drop_path_rate=0.0,
             random_tensor.div_(keep_prob)
         return x * random_tensor
 
+    def drop_path_floor(x, drop_prob: float = 0.0, training: bool = False):
+        if drop_prob == 0.0 or not training:
+            return x
+        keep_prob = 1 - drop_prob
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        random_tensor = keep_prob + lib.rand(shape, dtype=x.dtype, device=x.device)
+        random_tensor.floor_()                          # binarize
+        return x.div(keep_prob) * random_tensor
+
     class DropPath(nn.Module):
         def __init__(self, drop_prob=None):
             super().__init__()
             self.drop_prob = drop_prob
 
         def forward(self, x):
+            if version == "v2":
+                return drop_path_floor(x, self.drop_prob, self.training)
             return drop_path(x, self.drop_prob, self.training)
+
+    class LayerNorm2d(nn.LayerNorm):
+        """timm's: a LayerNorm over the channels of an NCHW tensor."""
+
+        def forward(self, x):
+            x = x.permute(0, 2, 3, 1)
+            x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+            return x.permute(0, 3, 1, 2)
+
+    class GRN(nn.Module):
+        """ConvNeXt V2's global response normalization, channels last."""
+
+        def __init__(self, dim):
+            super().__init__()
+            self.gamma = nn.Parameter(lib.zeros(1, 1, 1, dim))
+            self.beta = nn.Parameter(lib.zeros(1, 1, 1, dim))
+
+        def forward(self, x):
+            Gx = lib.norm(x, p=2, dim=(1, 2), keepdim=True)
+            Nx = Gx / (Gx.mean(dim=-1, keepdim=True) + 1e-6)
+            return self.gamma * (x * Nx) + self.beta + x
 
     class LayerNorm(nn.Module):
         """channels_last: F.layer_norm over the last dim; channels_first: by hand over dim 1."""
@@ -73,9 +113,12 @@ def make_convnext(lib, dims=(8, 16), depths=(2, 1), drop_path_rate=0.0,
             self.norm = LayerNorm(dim, eps=1e-6)
             self.pwconv1 = nn.Linear(dim, 4 * dim)       # a 1x1 conv, as a Linear
             self.act = nn.GELU()
+            if version == "v2":
+                self.grn = GRN(4 * dim)
             self.pwconv2 = nn.Linear(4 * dim, dim)
             self.gamma = nn.Parameter(layer_scale_init_value * lib.ones((dim)),
-                                      requires_grad=True) if layer_scale_init_value > 0 else None
+                                      requires_grad=True) \
+                if layer_scale_init_value > 0 and version == "v1" else None
             self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
         def forward(self, x):
@@ -85,6 +128,8 @@ def make_convnext(lib, dims=(8, 16), depths=(2, 1), drop_path_rate=0.0,
             x = self.norm(x)
             x = self.pwconv1(x)
             x = self.act(x)
+            if version == "v2":
+                x = self.grn(x)
             x = self.pwconv2(x)
             if self.gamma is not None:
                 x = self.gamma * x
@@ -95,13 +140,17 @@ def make_convnext(lib, dims=(8, 16), depths=(2, 1), drop_path_rate=0.0,
         def __init__(self):
             super().__init__()
             self.downsample_layers = nn.ModuleList()
+
+            def norm2d(d):
+                if version == "v2":
+                    return LayerNorm2d(d, eps=1e-6)
+                return LayerNorm(d, eps=1e-6, data_format="channels_first")
             stem = nn.Sequential(nn.Conv2d(IN_CH, dims[0], kernel_size=4, stride=4),
-                                 LayerNorm(dims[0], eps=1e-6, data_format="channels_first"))
+                                 norm2d(dims[0]))
             self.downsample_layers.append(stem)
             for i in range(len(dims) - 1):
                 self.downsample_layers.append(nn.Sequential(
-                    LayerNorm(dims[i], eps=1e-6, data_format="channels_first"),
-                    nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2)))
+                    norm2d(dims[i]), nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2)))
             self.stages = nn.ModuleList()
             dp_rates = [x.item() for x in lib.linspace(0, drop_path_rate, sum(depths))]
             cur = 0
@@ -109,7 +158,7 @@ def make_convnext(lib, dims=(8, 16), depths=(2, 1), drop_path_rate=0.0,
                 self.stages.append(nn.Sequential(
                     *[Block(dim=dims[i], drop_path=dp_rates[cur + j]) for j in range(depths[i])]))
                 cur += depths[i]
-            self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
+            self.norm = (LayerNorm2d if version == "v2" else nn.LayerNorm)(dims[-1], eps=1e-6)
             self.head = nn.Linear(dims[-1], CLASSES)
             self.apply(self._init_weights)
             self.head.weight.data.mul_(head_init_scale)
@@ -119,11 +168,15 @@ def make_convnext(lib, dims=(8, 16), depths=(2, 1), drop_path_rate=0.0,
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, std=0.2)
                 nn.init.constant_(m.bias, 0)
+            elif isinstance(m, GRN):        # (zeros in V2; nonzero so GRN's gradient shows)
+                nn.init.normal_(m.gamma, std=0.5)
 
         def forward_features(self, x):
             for i in range(len(self.stages)):
                 x = self.downsample_layers[i](x)
                 x = self.stages[i](x)
+            if version == "v2":                          # timm's head: pool, norm, flatten
+                return self.norm(x.mean((2, 3), keepdim=True)).flatten(1)
             return self.norm(x.mean([-2, -1]))          # global average pooling, (N, C)
 
         def forward(self, x):
@@ -151,24 +204,28 @@ def _data(dtype, seed=0):
             rng.integers(0, CLASSES, BATCH))
 
 
-def _loss_and_grads(lib, model, compiled, x, y):
+def _loss_and_grads(lib, model, compiled, x, y, channels_last=False):
     tensor = torch.tensor if lib is torch else tj.tensor
+    if channels_last:               # (the usual speed recipe; values are the same)
+        model = model.to(memory_format=lib.channels_last)
     forward = tj.compile(model) if compiled else model
     x = tensor(x, requires_grad=True)
-    logits = forward(x)
+    inp = x.contiguous(memory_format=lib.channels_last) if channels_last else x
+    logits = forward(inp)
     loss = lib.nn.functional.cross_entropy(logits, tensor(y))
     loss.backward()
     grads = {k: p.grad.numpy().copy() for k, p in model.named_parameters()}
     return logits.detach().numpy(), loss.item(), grads, x.grad.numpy().copy()
 
 
-@pytest.mark.parametrize("compiled,dtype", [(False, "float64"), (False, "float32"),
-                                            (True, "float64")])
-def test_convnext_forward_and_gradients_as_torch(compiled, dtype):
-    tmodel, model = _pair(dtype)
+@pytest.mark.parametrize("compiled,dtype,version", [
+    (False, "float64", "v1"), (False, "float32", "v1"), (False, "float64", "v2"),
+    (True, "float64", "v2")])
+def test_convnext_forward_and_gradients_as_torch(compiled, dtype, version):
+    tmodel, model = _pair(dtype, version=version)
     x, y = _data(dtype)
-    want = _loss_and_grads(torch, tmodel, False, x, y)
-    got = _loss_and_grads(tj, model, compiled, x, y)
+    want = _loss_and_grads(torch, tmodel, False, x, y, channels_last=version == "v2")
+    got = _loss_and_grads(tj, model, compiled, x, y, channels_last=version == "v2")
     tol = TOL[dtype]
     np.testing.assert_allclose(got[0], want[0], err_msg="logits", **tol)
     np.testing.assert_allclose(got[1], want[1], **tol)
@@ -205,11 +262,12 @@ def test_convnext_trains_with_adamw_as_torch():
         np.testing.assert_allclose(got[1][name], w, err_msg=name, rtol=1e-8, atol=1e-10)
 
 
-def test_convnext_stochastic_depth_trains_eagerly_and_compiled_from_one_seed():
+@pytest.mark.parametrize("version", ["v2"])     # (v1's bernoulli_ drop_path: test_vit_port.py)
+def test_convnext_stochastic_depth_trains_eagerly_and_compiled_from_one_seed(version):
     """With drop_path_rate > 0 in training mode (torch draws from another generator, so no
     torch comparison), the same tj.manual_seed gives the same outputs eagerly and compiled, and
     a second call draws new masks; eval mode is deterministic and equals drop_path_rate=0."""
-    _, model = _pair("float64", drop_path_rate=0.5)
+    _, model = _pair("float64", drop_path_rate=0.5, version=version)
     x = tj.tensor(_data("float64")[0])
     model.train()
     outs = []
@@ -219,7 +277,7 @@ def test_convnext_stochastic_depth_trains_eagerly_and_compiled_from_one_seed():
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-9, atol=1e-12)
     assert not all(np.allclose(o, outs[0][0]) for o in outs[0][1:])
     model.eval()
-    _, plain = _pair("float64", drop_path_rate=0.0)
+    _, plain = _pair("float64", drop_path_rate=0.0, version=version)
     plain.eval()
     with tj.no_grad():
         np.testing.assert_allclose(model(x).numpy(), plain(x).numpy(), rtol=1e-12)
