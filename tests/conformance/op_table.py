@@ -251,6 +251,15 @@ TABLE: dict[str, Entry] = {
         lambda *a, **k: tj.nn.functional.adaptive_avg_pool2d(*a, **k), int_ok=False),
     "nn.functional.batch_norm": Entry(lambda *a, **k: tj.nn.functional.batch_norm(*a, **k),
                                       int_ok=False),
+    # 3-D pools and trilinear interpolate (conv3d, conv_transpose3d, max_pool3d and grid_sample
+    # are checked in tests/nn: their OpInfo runs take minutes, or compare float32 sums of
+    # ~100-sized terms at 1e-5 absolute)
+    "nn.functional.avg_pool3d": Entry(lambda *a, **k: tj.nn.functional.avg_pool3d(*a, **k),
+                                      int_ok=False),
+    "nn.functional.adaptive_avg_pool3d": Entry(
+        lambda *a, **k: tj.nn.functional.adaptive_avg_pool3d(*a, **k), int_ok=False),
+    "nn.functional.interpolate.trilinear": Entry(
+        lambda *a, **k: tj.nn.functional.interpolate(*a, **k), int_ok=False),
     "nn.functional.mse_loss": Entry(_mse, int_ok=False),
     "nn.functional.cross_entropy": Entry(tj.cross_entropy, int_ok=False),
     # shapes and layout
