@@ -10,8 +10,13 @@ nn.ModuleList built in loops. The loss is DDPM's: a noise schedule in buffers (l
 x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps with abar_t gathered at the batch's timesteps and
 eps passed in (so both libraries see the same noise), and F.mse_loss(model(x_t, t), eps).
 
+A second style is lucidrains' denoising-diffusion-pytorch: weight-standardized convs (an
+nn.Conv2d subclass calling F.conv2d with torch.var_mean'd weights), FiLM scale/shift from the time
+embedding via chunk, linear attention with einsum and an RMSNorm by F.normalize, PixelUnshuffle
+down and nn.Upsample up, with the min-SNR-weighted per-sample loss (reduction="none").
+
 Checked against torch: the loss, the gradients of every parameter and of x_0, eagerly and with
-`tj.compile(model)`; and three eager AdamW steps."""
+`tj.compile(model)`; three eager AdamW steps; and three DDPM sampling steps under no_grad."""
 import math
 
 import numpy as np
@@ -26,7 +31,10 @@ TOL = {"float32": dict(rtol=2e-4, atol=2e-6), "float64": dict(rtol=1e-9, atol=1e
 
 
 def make_unet(lib, ch=8, ch_mult=(1, 2), attn_levels=(1,), dropout=0.0, upsample="interp",
-              attention="bmm", temb_dtype="float32"):
+              attention="bmm", temb_dtype="float32", style="ddpm"):
+    """style "ddpm": ho's blocks; "lucid": lucidrains' denoising-diffusion-pytorch blocks
+    (weight-standardized convs, FiLM scale/shift from the time embedding, linear attention
+    with einsum and an RMSNorm by F.normalize, PixelUnshuffle down, nn.Upsample up)."""
     nn = lib.nn
     F = lib.nn.functional
 
@@ -99,12 +107,90 @@ def make_unet(lib, ch=8, ch_mult=(1, 2), attn_levels=(1,), dropout=0.0, upsample
                 return self.conv(x)
             return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
+    class WeightStandardizedConv2d(nn.Conv2d):
+        def forward(self, x):
+            eps = 1e-5 if x.dtype == lib.float32 else 1e-3
+            var, mean = lib.var_mean(self.weight, dim=(1, 2, 3), keepdim=True, unbiased=False)
+            weight = (self.weight - mean) * (var + eps).rsqrt()
+            return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation,
+                            self.groups)
+
+    class LucidBlock(nn.Module):
+        def __init__(self, dim, dim_out, groups=4):
+            super().__init__()
+            self.proj = WeightStandardizedConv2d(dim, dim_out, 3, padding=1)
+            self.norm = nn.GroupNorm(groups, dim_out)
+            self.act = nn.SiLU()
+
+        def forward(self, x, scale_shift=None):
+            x = self.norm(self.proj(x))
+            if scale_shift is not None:
+                scale, shift = scale_shift
+                x = x * (scale + 1) + shift
+            return self.act(x)
+
+    class LucidResBlock(nn.Module):
+        def __init__(self, dim, dim_out, tdim):
+            super().__init__()
+            self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(tdim, dim_out * 2))
+            self.block1 = LucidBlock(dim, dim_out)
+            self.block2 = LucidBlock(dim_out, dim_out)
+            self.res_conv = nn.Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
+
+        def forward(self, x, time_emb):
+            time_emb = self.mlp(time_emb)[:, :, None, None]        # 'b c -> b c 1 1'
+            h = self.block1(x, scale_shift=time_emb.chunk(2, dim=1))
+            h = self.block2(h)
+            return h + self.res_conv(x)
+
+    class RMSNorm(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.g = nn.Parameter(lib.ones(1, dim, 1, 1))
+
+        def forward(self, x):
+            return F.normalize(x, dim=1) * self.g * (x.shape[1] ** 0.5)
+
+    class LinearAttention(nn.Module):
+        def __init__(self, dim, heads=2, dim_head=4):
+            super().__init__()
+            self.scale = dim_head ** -0.5
+            self.heads = heads
+            hidden = dim_head * heads
+            self.norm = RMSNorm(dim)
+            self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
+            self.to_out = nn.Sequential(nn.Conv2d(hidden, dim, 1), RMSNorm(dim))
+
+        def forward(self, x):
+            b, c, h, w = x.shape
+            qkv = self.to_qkv(self.norm(x)).chunk(3, dim=1)
+            q, k, v = map(lambda t: t.reshape(b, self.heads, -1, h * w), qkv)
+            q = q.softmax(dim=-2) * self.scale
+            k = k.softmax(dim=-1)
+            context = lib.einsum("b h d n, b h e n -> b h d e", k, v)
+            out = lib.einsum("b h d e, b h d n -> b h e n", context, q)
+            return self.to_out(out.reshape(b, -1, h, w)) + x
+
+    def lucid_down(c):          # Rearrange('b c (h p1) (w p2) -> b (c p1 p2) h w') + 1x1 conv
+        return nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(c * 4, c, 1))
+
+    def lucid_up(c):
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                             nn.Conv2d(c, c, 3, padding=1))
+
+    if style == "lucid":
+        ResBlock, LevelAttn, Downsample, Upsample = (  # noqa: F811
+            LucidResBlock, LinearAttention, lucid_down, lucid_up)
+    else:
+        LevelAttn = AttnBlock
+
     class UNet(nn.Module):
         def __init__(self):
             super().__init__()
             self.ch = ch
             tdim = ch * 4
-            self.time_mlp = nn.Sequential(nn.Linear(ch, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+            act = nn.GELU() if style == "lucid" else nn.SiLU()
+            self.time_mlp = nn.Sequential(nn.Linear(ch, tdim), act, nn.Linear(tdim, tdim))
             self.conv_in = nn.Conv2d(IN_CH, ch, 3, padding=1)
             self.downs = nn.ModuleList()
             chans, cur = [ch], ch
@@ -112,7 +198,7 @@ def make_unet(lib, ch=8, ch_mult=(1, 2), attn_levels=(1,), dropout=0.0, upsample
                 out = ch * mult
                 blocks = nn.ModuleList([ResBlock(cur, out, tdim)])
                 if level in attn_levels:
-                    blocks.append(AttnBlock(out))
+                    blocks.append(LevelAttn(out))
                 cur = out
                 chans.append(cur)
                 down = Downsample(cur) if level != len(ch_mult) - 1 else nn.Identity()
@@ -124,7 +210,7 @@ def make_unet(lib, ch=8, ch_mult=(1, 2), attn_levels=(1,), dropout=0.0, upsample
                 out = ch * mult
                 blocks = nn.ModuleList([ResBlock(cur + chans.pop(), out, tdim)])
                 if level in attn_levels:
-                    blocks.append(AttnBlock(out))
+                    blocks.append(LevelAttn(out))
                 cur = out
                 up = Upsample(cur) if level != 0 else nn.Identity()
                 self.ups.append(nn.ModuleList([blocks, up]))
@@ -153,8 +239,10 @@ def make_unet(lib, ch=8, ch_mult=(1, 2), attn_levels=(1,), dropout=0.0, upsample
     return UNet()
 
 
-def make_diffusion(lib, model):
-    """DDPM's forward process and loss around `model`; the schedule lives in buffers."""
+def make_diffusion(lib, model, loss="mse"):
+    """DDPM's forward process, loss and sampling step around `model`; the schedule lives in
+    buffers. loss "mse": F.mse_loss; "weighted": lucidrains' per-sample mean of
+    F.mse_loss(reduction="none") times a min-SNR weight gathered at t."""
     nn = lib.nn
     F = lib.nn.functional
 
@@ -168,9 +256,17 @@ def make_diffusion(lib, model):
             super().__init__()
             self.model = model
             betas = lib.linspace(1e-4, 0.02, T_STEPS, dtype=lib.float64)
-            alphas_cumprod = lib.cumprod(1.0 - betas, dim=0)
+            alphas = 1.0 - betas
+            alphas_cumprod = lib.cumprod(alphas, dim=0)
+            alphas_cumprod_prev = F.pad(alphas_cumprod[:-1], (1, 0), value=1.0)
+            self.register_buffer("betas", betas)
             self.register_buffer("sqrt_alphas_cumprod", alphas_cumprod.sqrt())
             self.register_buffer("sqrt_one_minus_alphas_cumprod", (1.0 - alphas_cumprod).sqrt())
+            self.register_buffer("sqrt_recip_alphas", lib.sqrt(1.0 / alphas))
+            self.register_buffer("posterior_variance",
+                                 betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod))
+            snr = alphas_cumprod / (1 - alphas_cumprod)
+            self.register_buffer("loss_weight", snr.clamp(max=5.0) / snr)
 
         def q_sample(self, x0, t, noise):
             return (extract(self.sqrt_alphas_cumprod, t, x0.shape) * x0
@@ -178,7 +274,24 @@ def make_diffusion(lib, model):
 
         def forward(self, x0, t, noise):
             x_t = self.q_sample(x0, t, noise).to(x0.dtype)
-            return F.mse_loss(self.model(x_t, t), noise)
+            if loss == "mse":
+                return F.mse_loss(self.model(x_t, t), noise)
+            per = F.mse_loss(self.model(x_t, t), noise, reduction="none")
+            per = per.reshape(per.shape[0], -1).mean(dim=1)           # 'b ... -> b'
+            return (per * extract(self.loss_weight, t, per.shape)).mean()
+
+        @lib.no_grad()
+        def p_sample(self, x, t_index, noise):
+            """One step of DDPM's Algorithm 2 at t_index for the whole batch."""
+            t = lib.full((x.shape[0],), t_index, dtype=lib.long)
+            betas_t = extract(self.betas, t, x.shape)
+            sqrt_one_minus_t = extract(self.sqrt_one_minus_alphas_cumprod, t, x.shape)
+            model_mean = extract(self.sqrt_recip_alphas, t, x.shape) * (
+                x - betas_t * self.model(x, t) / sqrt_one_minus_t)
+            if t_index == 0:
+                return model_mean.to(x.dtype)
+            var_t = extract(self.posterior_variance, t, x.shape)
+            return (model_mean + lib.sqrt(var_t) * noise).to(x.dtype)
 
     return GaussianDiffusion()
 
@@ -187,11 +300,11 @@ def _state(model) -> dict:
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
 
-def _pair(dtype, **kw):
+def _pair(dtype, loss="mse", **kw):
     kw.setdefault("temb_dtype", dtype)
     torch.manual_seed(0)
-    tmodel = make_diffusion(torch, make_unet(torch, **kw)).to(getattr(torch, dtype))
-    model = make_diffusion(tj, make_unet(tj, **kw)).to(getattr(tj, dtype))
+    tmodel = make_diffusion(torch, make_unet(torch, **kw), loss).to(getattr(torch, dtype))
+    model = make_diffusion(tj, make_unet(tj, **kw), loss).to(getattr(tj, dtype))
     assert list(_state(model)) == list(_state(tmodel))
     model.load_state_dict(_state(tmodel))
     return tmodel, model
@@ -226,8 +339,10 @@ def _assert_grads(got, want, tol):
 @pytest.mark.parametrize("compiled,dtype,cfg", [
     (False, "float64", dict(upsample="convT", attention="bmm")),
     (False, "float32", dict(upsample="interp", attention="sdpa")),
+    (False, "float64", dict(style="lucid", loss="weighted")),
     (True, "float64", dict(upsample="interp", attention="sdpa"))],
-    ids=["eager-f64-convT-bmm", "eager-f32-interp-sdpa", "compiled-f64-interp-sdpa"])
+    ids=["eager-f64-convT-bmm", "eager-f32-interp-sdpa", "eager-f64-lucid",
+         "compiled-f64-interp-sdpa"])
 def test_unet_ddpm_loss_and_gradients_as_torch(compiled, dtype, cfg):
     tmodel, model = _pair(dtype, **cfg)
     x0, t, noise = _data(dtype)
@@ -276,3 +391,22 @@ def test_unet_with_dropout_runs_in_train_mode_and_is_deterministic_in_eval():
     model.eval()
     with tj.no_grad():
         assert model(x0, t, noise).item() == model(x0, t, noise).item()
+
+
+def test_unet_ddpm_sampling_steps_as_torch():
+    """Three steps of DDPM's sampler under no_grad (t = 2, 1, 0), the noise of each step
+    passed in, then clamp to [-1, 1]."""
+    tmodel, model = _pair("float64", style="lucid")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((BATCH, IN_CH, IMG, IMG))
+    noises = [rng.standard_normal(x.shape) for _ in range(3)]
+
+    def run(lib, m):
+        tensor = torch.tensor if lib is torch else tj.tensor
+        m.eval()
+        img = tensor(x)
+        for i, noise in zip(reversed(range(3)), noises):
+            img = m.p_sample(img, i, tensor(noise))
+            assert not img.requires_grad
+        return img.clamp(-1.0, 1.0).numpy()
+    np.testing.assert_allclose(run(tj, model), run(torch, tmodel), **TOL["float64"])
