@@ -7,7 +7,7 @@ pass it should overlap with. Open MPI progresses nonblocking collectives inside 
 `progress()` (a Testall on what is in flight) is called by DDP's gradient hooks while backward
 runs, and the all-reduces advance between the backward kernels. Compiled code makes no MPI
 calls while a kernel or GEMM runs, so the collectives it starts are advanced by a progress
-thread (the pump) that tests them every few tens of microseconds; with
+thread (the pump) that tests them after naps of 20 us doubling to 1 ms (_pump_loop); with
 TRACEJIT_MPI_PROGRESS_THREAD=0 (or below TRACEJIT_MPI_PUMP_MIN_BYTES) the compiled code calls
 progress() between its steps instead (runtime/backend.py's STEP_HOOKS, runtime/grad_sync.py)
 and its waits test in a loop, then between short sleeps: see `wants_progress_thread`.
@@ -106,13 +106,11 @@ def pump_min_bytes() -> int:
     return int(os.environ.get("TRACEJIT_MPI_PUMP_MIN_BYTES", "0"))
 
 
-# the pump thread's shortest and longest pause between tests of its collectives (_pump_loop)
+# the pump thread's shortest and longest pause between tests of its collectives (_pump_loop):
+# it starts at the shortest after news (a collective added, a wait begun, a check passed, a
+# collective completed) and doubles at every test without news
 PUMP_NAP_MIN_S = 20e-6
 PUMP_NAP_MAX_S = 1e-3
-# while a thread waits, the pump tests at its shortest pause for PUMP_HURRY_S after the wait
-# began or after its last news (a check passed, a collective completed), then backs off
-# (pump_hurry_nap)
-PUMP_HURRY_S = 1e-3
 
 
 # A blocking wait (`_work`) tests its collective in a loop for WAIT_SPIN_S, then between
@@ -131,18 +129,6 @@ def wait_nap(waited_s: float) -> float:
     if waited_s < WAIT_SHORT_S:
         return WAIT_NAP_S
     return min(PUMP_NAP_MAX_S, WAIT_NAP_S * 2 ** min(16, (waited_s - WAIT_SHORT_S) / 1e-3))
-
-
-def pump_hurry_nap(quiet_s: float) -> float:
-    """The pump's pause between tests while a thread waits, quiet_s after the wait began or
-    the pump last saw news. Why not always the shortest: a peer that is late (a loaded
-    machine, or ranks > cores) kept the pump testing every 20 us for the whole wait, each
-    test tens of microseconds of CPU (a thread woken, the GIL, Python), ~5 ms of CPU a step
-    on the nanoGPT-small compiled step at load ~7; MPI needs only a few tests once the peer
-    is there, and the peer's arrival (its check passing) resets the clock."""
-    if quiet_s < PUMP_HURRY_S:
-        return PUMP_NAP_MIN_S
-    return min(PUMP_NAP_MAX_S, PUMP_NAP_MIN_S * 2 ** min(16, (quiet_s - PUMP_HURRY_S) / 1e-3))
 
 
 def abort(code: int) -> None:
@@ -205,12 +191,11 @@ class MPIBackend:
         self._pump: threading.Thread | None = None
         self._pump_cv = threading.Condition()
         self._closing = False
-        # threads blocked in a pumped Work.wait, and whether a collective was added since the
-        # pump's last look: either makes the pump test at once and then at its shortest nap
+        # threads blocked in a pumped Work.wait, and whether a collective was added or a wait
+        # begun since the pump's last look: the pump then tests at once and its naps start
+        # again from the shortest
         self._pump_waiters = 0
         self._pump_kick = False
-        # time.monotonic() when the first of the current waiters began (pump_hurry_nap)
-        self._wait_began = 0.0
 
     # -- waiting ---------------------------------------------------------------------------
     def _work(self, desc: str, post: Callable[[], list], pumped: bool = False) -> Work:
@@ -296,7 +281,7 @@ class MPIBackend:
             if not done.is_set():
                 with self._pump_cv:
                     if not self._pump_waiters:
-                        self._wait_began = time.monotonic()
+                        self._pump_kick = True
                     self._pump_waiters += 1
                     self._pump_cv.notify()
                 try:
@@ -315,17 +300,24 @@ class MPIBackend:
         return work
 
     def _pump_loop(self) -> None:
-        """Test the pumped collectives until they complete. Every 20 us just after one was
-        added or completed, and while someone waits for one (its core is idle then) until
-        the wait has had no news for PUMP_HURRY_S (pump_hurry_nap: a late peer); otherwise
-        the nap doubles up to PUMP_NAP_MAX_S: a test costs tens of microseconds of CPU (the
-        GIL handed over, MPI's progress engine), and on 2 ranks sharing 2 cores a pump
-        testing every 20 us through a whole compiled backward took ~2 ms of CPU a step from
-        the kernels it was overlapping with, while MPI needs only a few tests per
-        collective to move it on."""
+        """Test the pumped collectives until they complete. After news (a collective added, a
+        wait begun, a check passed, a collective completed) at once and then after a nap that
+        starts at PUMP_NAP_MIN_S and doubles at every test without news, up to PUMP_NAP_MAX_S:
+        MPI needs only a few tests per collective once the peers are in it, and every test
+        costs CPU (on this project's 2-core VM a sleep alone costs 16-26 us of CPU however
+        short, a test with its thread woken and the GIL taken ~50 us), taken from the kernels
+        the collectives overlap with or from a peer rank sharing the core.
+
+        Why the nap grows per test and not per millisecond: with 20 us naps for the first
+        millisecond of a wait and of each news, and then doubling every millisecond (before
+        this), a peer late by a few milliseconds (a loaded machine, or ranks > cores) kept the
+        pump testing 40-70 times a step on the nanoGPT-small compiled step (2 buckets), 2-4 ms
+        of CPU a step and rank; doubling per test reaches the longest nap after 7 tests and
+        halved that count (bench figures: README, issue 16). While nobody waits, the nap is a
+        wait on the condition, so a new collective or a waiter wakes the pump early; while a
+        thread waits (its core is idle then) it is a sleep."""
         MPI = self.MPI
         nap = PUMP_NAP_MIN_S
-        news_at = 0.0           # time.monotonic() of the last check passed or completion seen
         while True:
             with self._pump_cv:
                 while not self._pumped and not self._closing:
@@ -342,7 +334,6 @@ class MPIBackend:
             # rather than after the long nap the wait for the check had grown to
             if any(item[0].reqs is not None for item in waiting_check):
                 nap = PUMP_NAP_MIN_S
-                news_at = time.monotonic()
             finished = []
             for item in items:
                 slot = item[0]
@@ -363,19 +354,17 @@ class MPIBackend:
                     item[1].at = now           # when the transfer was seen complete
                     item[1].set()
                 nap = PUMP_NAP_MIN_S
-                news_at = time.monotonic()
             with self._pump_cv:
-                hurry = None
-                if self._pump_waiters:
-                    hurry = pump_hurry_nap(time.monotonic() - max(news_at, self._wait_began))
-                elif self._pump_kick or self._closing:
-                    hurry = PUMP_NAP_MIN_S
+                pause = None
+                if self._pump_kick or self._closing:
+                    pause = PUMP_NAP_MIN_S
+                elif self._pump_waiters:
+                    pause = nap
                 else:       # woken early by a new collective or a waiter (notify)
                     self._pump_cv.wait(nap)
-            if hurry is not None:
-                time.sleep(hurry)               # leave the core to the other rank's work
-            else:
-                nap = min(nap * 2, PUMP_NAP_MAX_S)
+            if pause:
+                time.sleep(pause)               # leave the core to the other rank's work
+            nap = min(nap * 2, PUMP_NAP_MAX_S)
 
     def timeout_message(self, desc: str, limit: float) -> str:
         pg = self.pg
