@@ -133,7 +133,8 @@ def _infer_taps(name: str, avals: list[Aval], hw, stride, dilation, lo) -> Aval:
 def _impl_taps(cols, hw, stride, dilation, lo):
     nd = len(hw)
     window, outs = cols.shape[-2 * nd:-nd], cols.shape[-nd:]
-    out = np.zeros_like(cols, shape=tuple(window) + cols.shape[:-2 * nd] + tuple(hw))  # cols' device
+    # zeros_like: on cols' device (NumPy or CuPy)
+    out = np.zeros_like(cols, shape=tuple(window) + cols.shape[:-2 * nd] + tuple(hw))
     for tap in itertools.product(*(range(k) for k in window)):
         spans = _tap_slices(tap, outs, hw, stride, dilation, lo)
         if spans is None:
