@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 
 from ..debug import dump
+from ..ir.absent_cotangents import without_cotangents
 from ..ir.autodiff import split, vjp_graph
 from ..ir.partition import cut_enabled
 from ..ir.printer import print_graph
@@ -24,7 +25,7 @@ from .entry import Entry
 
 class CompiledNode(Node):
     def __init__(self, fn_name, graph, outs, residuals, bwd_exe, tensors, arrays, wrt,
-                 copied=()) -> None:
+                 copied=(), partial=None) -> None:
         super().__init__([tensors[i] for i in wrt])
         self._name = f"CompiledFunctionBackward<{fn_name}>"
         self.graph = graph
@@ -32,6 +33,7 @@ class CompiledNode(Node):
         self.out_meta = [(o.shape, o.dtype) for o in outs]
         self.residuals = residuals
         self.bwd_exe = bwd_exe
+        self.partial = partial    # absent cotangents -> a backward without them (see apply)
         self.wrt = wrt
         self.wrt_tensors = [tensors[i] for i in wrt]     # for a gradient syncer's plan
         # every tensor input is checked for in-place changes, and kept for create_graph; one
@@ -42,8 +44,9 @@ class CompiledNode(Node):
 
     @classmethod
     def record(cls, fn_name, graph, outs, residuals, bwd_exe, tensors, arrays, wrt,
-               active=None, copied=()) -> None:
-        node = cls(fn_name, graph, outs, residuals, bwd_exe, tensors, arrays, wrt, copied)
+               active=None, copied=(), partial=None) -> None:
+        node = cls(fn_name, graph, outs, residuals, bwd_exe, tensors, arrays, wrt, copied,
+                   partial)
         for k, o in enumerate(outs):
             # (as torch, an output no gradient reaches does not require grad)
             if o.dtype.is_float and (active is None or active[k]):
@@ -56,15 +59,20 @@ class CompiledNode(Node):
         ins = [s.unpack(self) if isinstance(s, SavedTensor) else s for s in self.inputs]
         if create_graph:      # differentiate the forward graph again, on the tape
             return self._apply_differentiable(ins, grads)
-        cts = []
+        cts, absent = [], []
         for g, (shape, dtype) in zip(grads, self.out_meta):
             if dtype.is_float:
+                if g is None:
+                    absent.append(len(cts))
                 cts.append(g._data if g is not None else np.zeros(shape, dtype.np))
+        # outputs no gradient reached contribute nothing, as in torch (fed as zeros to the full
+        # backward, a formula with an infinite local derivative gave 0 * inf = NaN)
+        exe = self.partial(tuple(absent)) if absent and self.partial else self.bwd_exe
         plan = grad_sync.plan_for(self.wrt_tensors) if grad_sync.SYNCERS else None
         if plan is not None:          # DDP: buckets all-reduced inside the backward
-            res = grad_sync.run_synced(self.bwd_exe, plan, list(self.residuals) + cts)
+            res = grad_sync.run_synced(exe, plan, list(self.residuals) + cts)
         else:
-            res = self.bwd_exe.run(list(self.residuals) + cts)
+            res = exe.run(list(self.residuals) + cts)
         return [Tensor(r) for r in res]
 
     def _apply_differentiable(self, ins, grads):
@@ -110,7 +118,7 @@ def call_with_grad(fn_name: str, entry: Entry, arrays: list, tensors: list,
     if parts is None:
         with entry.grad_lock:       # one thread compiles; the others find its result
             parts = entry.grad_cache.get(wrt) or _compile_grad(fn_name, entry, wrt, backend_for)
-    fwd_exe, bwd_exe, n_out = parts
+    fwd_exe, bwd_exe, n_out = parts[:3]
     active = entry.grad_active[wrt]
     res = fwd_exe.run(arrays)
     outs = [Tensor(o) for o in res[:n_out]]
@@ -125,7 +133,7 @@ def call_with_grad(fn_name: str, entry: Entry, arrays: list, tensors: list,
         mine = {id(arrays[i]) for i in copied}
         residuals = [r.copy() if id(r) in mine else r for r in residuals]
     CompiledNode.record(fn_name, entry.graph, outs, residuals, bwd_exe, tensors, arrays, wrt,
-                        active, copied)
+                        active, copied, parts[3])
     return outs
 
 
@@ -137,7 +145,21 @@ def _compile_grad(fn_name: str, entry: Entry, wrt: tuple,
     fwd, bwd, _ = split(joint, len(entry.graph.inputs), n_out, recompute=cut_enabled())
     dump("grad", fn_name, lambda: print_graph(bwd))
     backend = backend_for(entry.device)
-    parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out)
+    n_res = len(bwd.inputs) - sum(v.dtype.is_float for v in entry.graph.outputs)
+    partials: dict[tuple, object] = {}
+
+    def partial(absent: tuple):
+        """The backward without the cotangents numbered in `absent` (compiled once each)."""
+        exe = partials.get(absent)
+        if exe is None:
+            with entry.grad_lock:
+                exe = partials.get(absent)
+                if exe is None:
+                    g = without_cotangents(bwd, [n_res + k for k in absent], n_res)
+                    exe = partials[absent] = backend.compile(verify(g))
+                    grad_sync.note_source(exe, g)
+        return exe
+    parts = (backend.compile(verify(fwd)), backend.compile(verify(bwd)), n_out, partial)
     grad_sync.note_source(parts[1], bwd)   # DDP rebuilds it with all-reduces inside: grad_sync.py
     entry.grad_cache[wrt] = parts
     return parts
