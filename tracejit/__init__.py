@@ -38,6 +38,7 @@ from .tracer.memory_format import (channels_last, channels_last_3d, contiguous_f
                                    is_complex, is_floating_point, memory_format,
                                    preserve_format)
 from .tracer.stacking import reciprocal
+from .tracer.foreach import *  # noqa: F401,F403 (torch's _foreach_* list ops)
 from .tracer.einsum import einsum
 from .tracer.gathering import gather, meshgrid, ravel, scatter_add, take_along_dim
 from .tracer.products import (addbmm, addmm, baddbmm, diag, diagonal, dot, kron, mm, mv, outer,
