@@ -186,3 +186,16 @@ def test_errors_name_the_op_and_shapes():
         nn.Conv3d(4, 6, 3, groups=3)
     with pytest.raises(ValueError, match=r"BatchNorm3d: expected 5-D input"):
         nn.BatchNorm3d(4)(tj.tensor(np.zeros((1, 4, 3, 3), np.float32)))
+
+
+def test_adaptive_max_pool3d_matches_torch():
+    x = R.standard_normal((2, 2, 3, 5, 4))
+    x[0, 0, 0, 0, :2] = 7.0                         # a tie inside one window: the first wins
+    for size in [(2, 3, 3), (3, 1, 2)]:             # uneven windows; tiling windows
+        _check(lambda x: F.adaptive_max_pool3d(x, size),
+               lambda x: TF.adaptive_max_pool3d(x, size), [x], compiled=size == (2, 3, 3))
+        _, idx = F.adaptive_max_pool3d(tj.tensor(x), size, return_indices=True)
+        _, tidx = TF.adaptive_max_pool3d(torch.tensor(x), size, return_indices=True)
+        np.testing.assert_array_equal(idx.numpy(), tidx.numpy())
+    _close(nn.AdaptiveMaxPool3d((1, None, 2))(tj.tensor(x[0])),
+           torch.nn.AdaptiveMaxPool3d((1, None, 2))(torch.tensor(x[0])))

@@ -15,7 +15,7 @@ from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, A
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .dropout import Dropout, Dropout1d, Dropout2d
 from .fold import Fold, Unfold
-from .adaptive_max import AdaptiveMaxPool1d, AdaptiveMaxPool2d
+from .adaptive_max import AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d
 from .instancenorm import (InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, PixelShuffle,
                            PixelUnshuffle)
 from .interpolate import Upsample
