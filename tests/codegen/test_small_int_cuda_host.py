@@ -1,7 +1,7 @@
 """The CUDA C of uint8, int8 and int16 kernels, run on the host (test_cuda_host.py's g++ build
 of the generated source): wrapping arithmetic in `unsigned char` / `signed char` / `short`
-locals, uint8's unsigned compare and divide, float -> small int casts and the shifts with
-counts outside [0, bits), against the reference interpreter and torch, on the 16-byte vector
+locals, uint8's unsigned compare and divide, float -> small int casts, the shifts with
+counts outside [0, bits) and scatter-adds (widened to int32 by the backend), against the reference interpreter and torch, on the 16-byte vector
 path and the scalar one."""
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not 
 
 def _f(x, n, m):
     return (x * 3 + 200, x // (x | 1), x % 7, x < n, -x, abs(x), x << n, x >> n, x >> 2,
-            (x.float() * 2.7 - 50).to(x.dtype), m.maximum(x, n), x.long() - 1)
+            (x.float() * 2.7 - 50).to(x.dtype), m.maximum(x, n), x.long() - 1,
+            x.index_add(0, m.tensor([1, 3, 1]), x[:3] * 50))      # (scatter-add in int32)
 
 
 def _counts(dtype, shape, rng):

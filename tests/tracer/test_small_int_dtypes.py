@@ -175,10 +175,14 @@ def test_uint8_index_is_a_mask_and_int8_index_raises():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
 def test_cuda_source_compiles(tmp_path, fake_gpu):
-    def f(u, i, s):
+    def f(u, i, s, idx):
         return (u // (u | 1) + (u >> 2) - (u << i.byte()), (i >> 9) * abs(i) + i.float().char(),
-                s.amax(0), (s << 3) % 7, u < i, u.short() + s, (u.float() * 0.5).byte())
-    args = (_rand(np.uint8, (4, 8)), _rand(np.int8, (4, 8)), _rand(np.int16, (4, 8)))
+                s.amax(0), (s << 3) % 7, u < i, u.short() + s, (u.float() * 0.5).byte(),
+                # block reductions (warp shuffles of chars and shorts) and scatter-adds
+                u.amax(1), i.amin(1), s.sum(1, dtype=tj.int16), u.sum(dtype=tj.uint8),
+                i.argmax(1), u.index_add(0, idx, u[:2]), s.index_add(0, idx, s[:2]))
+    args = (_rand(np.uint8, (4, 4096)), _rand(np.int8, (4, 4096)), _rand(np.int16, (4, 4096)),
+            np.array([1, 3]))
     src = tj.compile(f, device="cuda").lower(*args).cuda_source
     assert "unsigned char" in src and "signed char" in src and "short" in src
     cu = tmp_path / "small_ints.cu"

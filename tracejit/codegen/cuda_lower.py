@@ -69,13 +69,14 @@ template <class T, class Op>
 __device__ __forceinline__ T tj_block_reduce(T v, T init, Op op) {
   __shared__ T part[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
+  // ((T): a char or short shuffles as int)
+  for (int o = 16; o > 0; o >>= 1) v = op(v, (T)__shfl_down_sync(0xffffffffu, v, o));
   __syncthreads();                       // part[] may still be read by the last reduction
   if (lane == 0) part[warp] = v;
   __syncthreads();
   if (warp == 0) {
     v = lane < (int)(blockDim.x >> 5) ? part[lane] : init;
-    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1) v = op(v, (T)__shfl_down_sync(0xffffffffu, v, o));
     if (lane == 0) part[0] = v;
   }
   __syncthreads();
@@ -232,7 +233,8 @@ class _Renderer(L.StatementRenderer):
         if out.dtype is dt.bool_:
             raise NotImplementedError("scatter_add: bool outputs have no CUDA atomic add; "
                                       "cast to an integer type first")
-        if out.dtype in dt.HALF:         # the backend widens 16-bit scatters (passes.widen_half)
+        if out.dtype in dt.HALF or out.dtype in dt.SMALL_INT:
+            # the backend widens these scatters (passes.widen_half)
             raise NotImplementedError(f"scatter_add: no CUDA atomic add for {out.dtype}")
         flat = self.ix(st.at)
         val = self.expr(st.value)

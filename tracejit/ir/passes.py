@@ -151,18 +151,21 @@ def optimize(g: Graph) -> Graph:
     return defer_waits(dce(cse(simplify(fold_constants(cse(g))))))
 
 
-def widen_half(g: Graph, matmul_dtypes: tuple = ()) -> Graph:
+def widen_half(g: Graph, matmul_dtypes: tuple = (), int_scatters: bool = False) -> Graph:
     """Sums and scatter-adds of 16-bit floats (and matmuls of `matmul_dtypes`) become
     cast(op(cast(x, f32)), x.dtype): they accumulate in float32 and round once, as the
-    interpreter's rules say. The casts fuse into the neighbouring kernels. Returns `g` itself
-    when nothing needs widening, else a new graph, so the graph IR dumps show keeps its ops."""
-    from .dtypes import HALF, f32
+    interpreter's rules say. With `int_scatters` (CUDA: no 8/16-bit atomic add), scatter-adds
+    of uint8/int8/int16 accumulate in int32 likewise (the same low bits: addition wraps). The
+    casts fuse into the neighbouring kernels. Returns `g` itself when nothing needs widening,
+    else a new graph, so the graph IR dumps show keeps its ops."""
+    from .dtypes import HALF, SMALL_INT, f32, i32
     from .primitives import P
 
     def needs(ins: Instr) -> bool:
         d = ins.out.dtype
         return (ins.prim.name in ("sum", "scatter_add") and d in HALF) or \
-            (ins.prim.name == "matmul" and d in matmul_dtypes)
+            (ins.prim.name == "matmul" and d in matmul_dtypes) or \
+            (int_scatters and ins.prim.name == "scatter_add" and d in SMALL_INT)
     if not any(needs(ins) for ins in g.instrs):
         return g
     new = Graph(g.name)
@@ -170,7 +173,8 @@ def widen_half(g: Graph, matmul_dtypes: tuple = ()) -> Graph:
     for ins in g.instrs:
         args = [env[v] for v in ins.inputs]
         if needs(ins):
-            wide = [new.emit(P.cast, [a], {"dtype": f32}, ins.loc) if a.dtype in HALF else a
+            wide = [new.emit(P.cast, [a], {"dtype": f32}, ins.loc) if a.dtype in HALF else
+                    new.emit(P.cast, [a], {"dtype": i32}, ins.loc) if a.dtype in SMALL_INT else a
                     for a in args]
             res = new.emit(ins.prim, wide, ins.params, ins.loc)
             env[ins.out] = new.emit(P.cast, [res], {"dtype": ins.out.dtype}, ins.loc)

@@ -169,9 +169,10 @@ def same_index_inputs(plan, program) -> dict:
 
 def prepare(graph: Graph) -> Graph:
     """The graph the CUDA backend lowers: 16-bit sums accumulate in float32; float16 and
-    bfloat16 matmuls stay 16-bit GEMMs (cuda_gemm: tensor cores, float32 accumulation)."""
+    bfloat16 matmuls stay 16-bit GEMMs (cuda_gemm: tensor cores, float32 accumulation);
+    8/16-bit integer scatter-adds run in int32 (CUDA has no atomic add of their width)."""
     return widen_half(fold_matmuls(expand_arg_reductions(expand_convs(graph))),
-                      matmul_dtypes=())
+                      matmul_dtypes=(), int_scatters=True)
 
 
 class CudaExecutable(Executable):
