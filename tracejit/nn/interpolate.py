@@ -1,4 +1,5 @@
-"""F.interpolate (modes 'nearest', 'linear', 'bilinear', 'trilinear'; 3-D to 5-D input) and
+"""F.interpolate (modes 'nearest', 'nearest-exact', 'linear', 'bilinear', 'bicubic',
+'trilinear'; 3-D to 5-D input) and
 nn.Upsample, with torch's index and weight rules. Each spatial axis is resampled on its own:
 the source indices and weights depend only on the sizes, so they are computed here with NumPy
 and enter as index_select indices and constant weights (gradients scatter back through
@@ -16,13 +17,37 @@ from ..tracer.tensor import Tensor
 from .module import Module
 
 __all__ = ["interpolate", "upsample", "Upsample"]
-_MODES = {"nearest": None, "linear": 1, "bilinear": 2, "trilinear": 3}
+_MODES = {"nearest": None, "nearest-exact": None, "linear": 1, "bilinear": 2, "bicubic": 2,
+          "trilinear": 3}
+_CUBIC_A = -0.75            # torch's (and OpenCV's) cubic convolution coefficient
 
 
-def _nearest_index(n_in: int, n_out: int, scale: float) -> np.ndarray:
-    # torch computes the source index in float32 arithmetic
-    src = np.floor(np.arange(n_out, dtype=np.float32) * np.float32(scale))
+def _nearest_index(n_in: int, n_out: int, scale: float, exact: bool = False) -> np.ndarray:
+    # torch computes the source index in float32 arithmetic; nearest-exact samples at pixel
+    # centres (dst + 0.5) * scale, nearest at dst * scale
+    dst = np.arange(n_out, dtype=np.float32)
+    src = np.floor((dst + np.float32(0.5) if exact else dst) * np.float32(scale))
     return np.minimum(src.astype(np.int64), n_in - 1)
+
+
+def _cubic_weights(n_in: int, n_out: int, scale: float, align_corners: bool):
+    """The four source indices (clamped to the edge) and cubic-convolution weights of each
+    output index, as torch's bicubic: the source coordinate is not clamped at 0, unlike
+    linear's."""
+    dst = np.arange(n_out, dtype=np.float64)
+    src = dst * scale if align_corners else (dst + 0.5) * scale - 0.5
+    base = np.floor(src)
+    t = src - base
+    a = _CUBIC_A
+
+    def near(d):            # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):             # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    weights = [far(t + 1), near(t), near(1 - t), far(2 - t)]
+    idx = [np.clip(base.astype(np.int64) + k, 0, n_in - 1) for k in (-1, 0, 1, 2)]
+    return idx, weights
 
 
 def _linear_weights(n_in: int, n_out: int, scale: float, align_corners: bool):
@@ -56,7 +81,7 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,  # no
     if spatial not in (1, 2, 3):
         raise ops._err("interpolate", f"expects a 3-D, 4-D or 5-D input, got {ops._fmt(x)}",
                        NotImplementedError)
-    if align_corners is not None and mode == "nearest":
+    if align_corners is not None and mode in ("nearest", "nearest-exact"):
         raise ValueError("align_corners option can only be set with the interpolating modes: "
                          "linear | bilinear | bicubic | trilinear")
     if (size is None) == (scale_factor is None):
@@ -77,23 +102,35 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,  # no
         raise ValueError(f"Input and output must have the same number of spatial dimensions, "
                          f"but got input with spatial dimensions of {n_in} and output size of "
                          f"{n_out}.")
-    linear = mode != "nearest"
+    linear = not mode.startswith("nearest")
     for axis, (a, b, f) in enumerate(zip(n_in, n_out, factors)):
         dim = 2 + axis
         if a == b and (f is None or f == 1.0):
             continue
         scale = _scale(a, b, f, bool(align_corners), linear)
         if not linear:
-            x = index_select(x, dim, ops.as_tensor(_nearest_index(a, b, scale)))
+            idx = _nearest_index(a, b, scale, exact=mode == "nearest-exact")
+            x = index_select(x, dim, ops.as_tensor(idx))
             continue
-        i0, i1, w0, w1 = _linear_weights(a, b, scale, bool(align_corners))
-        shape = [1] * x.ndim
-        shape[dim] = b
-        w0t = ops.reshape(ops.as_tensor(w0.astype(x.dtype.np), like=x), tuple(shape))
-        w1t = ops.reshape(ops.as_tensor(w1.astype(x.dtype.np), like=x), tuple(shape))
-        x = ops.add(ops.mul(w0t, index_select(x, dim, ops.as_tensor(i0))),
-                    ops.mul(w1t, index_select(x, dim, ops.as_tensor(i1))))
+        if mode == "bicubic":
+            idx, weights = _cubic_weights(a, b, scale, bool(align_corners))
+        else:
+            i0, i1, w0, w1 = _linear_weights(a, b, scale, bool(align_corners))
+            idx, weights = [i0, i1], [w0, w1]
+        x = _weighted_taps(x, dim, b, idx, weights)
     return x
+
+
+def _weighted_taps(x: Tensor, dim: int, n_out: int, idx: list, weights: list) -> Tensor:
+    """sum_k weights[k] * x gathered at idx[k] along dim (constant weights, broadcast)."""
+    shape = [1] * x.ndim
+    shape[dim] = n_out
+    out = None
+    for i, w in zip(idx, weights):
+        wt = ops.reshape(ops.as_tensor(w.astype(x.dtype.np), like=x), tuple(shape))
+        term = ops.mul(wt, index_select(x, dim, ops.as_tensor(i)))
+        out = term if out is None else ops.add(out, term)
+    return out
 
 
 def upsample(input: Tensor, size: Any = None, scale_factor: Any = None,  # noqa: A002
