@@ -238,6 +238,18 @@ def relu(x):
     return ops.where(ops.le(x, 0), 0, x)
 
 
+def _log1p01(e):
+    """log(1 + e) for e in [0, 1], exact for tiny e: with u = 1 + e rounded, log(u) * e / (u - 1)
+    (e where u == 1; tracer/math_ops.log1p's compensation, which imports this module), with the
+    gradient of log(1 + e): its term t - stop_gradient(t) is exactly 0 forward."""
+    s = ops.stop_gradient(e)
+    u = ops.add(s, 1.0)
+    one = ops.eq(u, 1.0)
+    v = ops.where(one, s, ops.mul(ops.log(u), ops.div(s, ops.where(one, 1.0, ops.sub(u, 1.0)))))
+    t = ops.log(ops.add(e, 1.0))
+    return ops.add(v, ops.sub(t, ops.stop_gradient(t)))
+
+
 @autocast_op(FP32)
 @composite("SoftplusBackward0")
 def softplus(x, beta: float = 1.0, threshold: float = 20.0):
@@ -250,9 +262,8 @@ def softplus(x, beta: float = 1.0, threshold: float = 20.0):
     zp = ops.where(pos, z, 0.0)
     zn = ops.where(pos, 0.0, z)
     # (log1p, not log(1 + e): that rounds exp(z) < 6e-8 away, softplus(-25) was 0, not 1.4e-11)
-    from .math_ops import log1p         # (math_ops imports this module)
-    up = ops.add(zp, log1p(ops.exp(ops.neg(zp))))
-    down = log1p(ops.exp(zn))
+    up = ops.add(zp, _log1p01(ops.exp(ops.neg(zp))))
+    down = _log1p01(ops.exp(zn))
     sp = ops.where(pos, up, down)
     if beta != 1:
         sp = ops.div(sp, beta)
