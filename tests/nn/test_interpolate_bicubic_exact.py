@@ -1,5 +1,5 @@
-"""F.interpolate's 'bicubic' (timm's position-embedding resize, super-resolution nets) and
-'nearest-exact' modes against torch: values and input gradients, float64 and float32, up and
+"""F.interpolate's 'bicubic' (timm's position-embedding resize, super-resolution nets),
+'nearest-exact' and 'area' (adaptive average pooling) modes against torch: values and input gradients, float64 and float32, up and
 down, by scale_factor and by size, with and without align_corners, eagerly and compiled; and
 nn.Upsample with them."""
 import numpy as np
@@ -16,7 +16,10 @@ CASES = [((2, 3, 5, 7), dict(scale_factor=2, mode="bicubic")),
          ((1, 2, 7, 6), dict(size=(2, 2), mode="bicubic", align_corners=True)),
          ((2, 3, 5), dict(size=8, mode="nearest-exact")),
          ((1, 2, 5, 7), dict(scale_factor=0.5, mode="nearest-exact")),
-         ((1, 2, 3, 4, 5), dict(scale_factor=(2, 1.5, 0.6), mode="nearest-exact"))]
+         ((1, 2, 3, 4, 5), dict(scale_factor=(2, 1.5, 0.6), mode="nearest-exact")),
+         ((2, 3, 7), dict(size=3, mode="area")),
+         ((1, 2, 6, 7), dict(scale_factor=(0.5, 1.0), mode="area")),
+         ((1, 2, 4, 5, 6), dict(size=(2, 3, 4), mode="area"))]
 
 
 def _run(lib, x, kw, compiled=False):
@@ -52,5 +55,7 @@ def test_upsample_module_bicubic_and_errors():
     with pytest.raises(ValueError, match="align_corners"):
         tj.nn.functional.interpolate(tj.tensor(x), scale_factor=2, mode="nearest-exact",
                                      align_corners=False)
+    with pytest.raises(ValueError, match="align_corners"):
+        tj.nn.functional.interpolate(tj.tensor(x), size=2, mode="area", align_corners=True)
     with pytest.raises(NotImplementedError, match="bicubic"):
         tj.nn.functional.interpolate(tj.tensor(x[0]), scale_factor=2, mode="bicubic")

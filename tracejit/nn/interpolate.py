@@ -1,5 +1,5 @@
 """F.interpolate (modes 'nearest', 'nearest-exact', 'linear', 'bilinear', 'bicubic',
-'trilinear'; 3-D to 5-D input) and
+'trilinear', and 'area', which is adaptive average pooling; 3-D to 5-D input) and
 nn.Upsample, with torch's index and weight rules. Each spatial axis is resampled on its own:
 the source indices and weights depend only on the sizes, so they are computed here with NumPy
 and enter as index_select indices and constant weights (gradients scatter back through
@@ -12,13 +12,15 @@ from typing import Any
 import numpy as np
 
 from ..tracer import ops
+from ..tracer.conv import adaptive_avg_pool2d, adaptive_avg_pool3d
 from ..tracer.stacking import index_select
 from ..tracer.tensor import Tensor
+from .functional_1d import adaptive_avg_pool1d
 from .module import Module
 
 __all__ = ["interpolate", "upsample", "Upsample"]
 _MODES = {"nearest": None, "nearest-exact": None, "linear": 1, "bilinear": 2, "bicubic": 2,
-          "trilinear": 3}
+          "trilinear": 3, "area": None}
 _CUBIC_A = -0.75            # torch's (and OpenCV's) cubic convolution coefficient
 
 
@@ -81,7 +83,7 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,  # no
     if spatial not in (1, 2, 3):
         raise ops._err("interpolate", f"expects a 3-D, 4-D or 5-D input, got {ops._fmt(x)}",
                        NotImplementedError)
-    if align_corners is not None and mode in ("nearest", "nearest-exact"):
+    if align_corners is not None and mode in ("nearest", "nearest-exact", "area"):
         raise ValueError("align_corners option can only be set with the interpolating modes: "
                          "linear | bilinear | bicubic | trilinear")
     if (size is None) == (scale_factor is None):
@@ -102,6 +104,9 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,  # no
         raise ValueError(f"Input and output must have the same number of spatial dimensions, "
                          f"but got input with spatial dimensions of {n_in} and output size of "
                          f"{n_out}.")
+    if mode == "area":              # (torch: adaptive average pooling to the output size)
+        pool = (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d)[spatial - 1]
+        return pool(x, tuple(n_out) if spatial > 1 else n_out[0])
     linear = not mode.startswith("nearest")
     for axis, (a, b, f) in enumerate(zip(n_in, n_out, factors)):
         dim = 2 + axis
@@ -118,6 +123,8 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,  # no
             i0, i1, w0, w1 = _linear_weights(a, b, scale, bool(align_corners))
             idx, weights = [i0, i1], [w0, w1]
         x = _weighted_taps(x, dim, b, idx, weights)
+    if x is input:                  # (sizes unchanged: still a new tensor, as torch, not input)
+        x = x.clone()
     return x
 
 
