@@ -137,3 +137,21 @@ def test_cosine_similarity_broadcasts_before_the_norms(shape2, dim):
         outs.append((r.detach().numpy(), x.grad.numpy(), y.grad.numpy()))
     for mine, ref in zip(*outs):
         np.testing.assert_allclose(mine, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("call", [
+    lambda lib, x: x.rot90(0, (0, 1)),          # seed 93254: k % 4 == 0 returned x itself
+    lambda lib, x: x.rot90(4, (0, 1)),
+    lambda lib, x: lib.nn.functional.interpolate(x[None], scale_factor=1.0)[0],
+    lambda lib, x: lib.nn.functional.interpolate(x[None], size=2, mode="linear")[0],
+])
+def test_identity_cases_return_a_new_tensor(call):
+    data = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    ends = []
+    for lib in (tj, torch):
+        x = lib.tensor(data)
+        y = call(lib, x)
+        y.add_(100)                 # must not reach x
+        ends.append((x, y))
+    _same(ends[0][0], ends[1][0])
+    _same(ends[0][1], ends[1][1])

@@ -190,7 +190,7 @@ def rot90(x, k: int = 1, dims=(0, 1)) -> Tensor:
         return flip(x, (d0, d1))
     if k == 3:
         return ops.swapaxes(flip(x, (d0,)), d0, d1)
-    return x
+    return x.clone()                # (k % 4 == 0: a new tensor, as torch, not x itself)
 
 
 def repeat_interleave(x, repeats, dim=None, *, output_size=None) -> Tensor:
