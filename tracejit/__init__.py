@@ -66,7 +66,8 @@ from .runtime import cuda_graphs as _cuda_graphs  # noqa: F401  (registers "cuda
 from .runtime import eager_kernels as _eager_kernels  # noqa: F401  (large eager ops)
 from .runtime import eager_composites as _eager_composites  # noqa: F401  (hot composites)
 from .devices import Device, cuda_available, device
-from .runtime.compile import clear_cache, compile, jit
+from .runtime.compile import clear_cache, compile
+from .runtime.jit_spelling import jit
 from .transforms import grad, hessian, jacobian, value_and_grad
 from .transforms import jacfwd, jacrev, jvp, linearize
 from .transforms import vmap

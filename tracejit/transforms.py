@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from .runtime.compile import CompiledFunction
+from .runtime.grad_compiled import GradCompiledFunction
 from .runtime import forward as runtime_forward
 from .tracer import forward, functional
 from .tracer import vmap as _vmap
@@ -18,14 +19,14 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0,
                    has_aux: bool = False) -> Callable:
     """fn(*args) -> ((value[, aux]), grads) where grads match argnums' structure."""
     if isinstance(fn, CompiledFunction):
-        return fn.transform("value_and_grad", argnums=argnums, has_aux=has_aux)
+        return GradCompiledFunction(fn, "value_and_grad", argnums, has_aux)
     return functional.value_and_grad(fn, argnums, has_aux)
 
 
 def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
     """The gradient of scalar-valued fn with respect to the arguments in argnums."""
     if isinstance(fn, CompiledFunction):
-        return fn.transform("grad", argnums=argnums, has_aux=has_aux)
+        return GradCompiledFunction(fn, "grad", argnums, has_aux)
     return functional.grad(fn, argnums, has_aux)
 
 

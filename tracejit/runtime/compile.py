@@ -5,7 +5,6 @@ import functools
 import threading
 import time
 import types
-import typing
 import warnings
 import weakref
 from collections import namedtuple
@@ -34,7 +33,7 @@ from ..debug import dump, log_enabled, log_recompile
 from ..devices import CPU, Device, device as as_device, device_of, is_gpu_array
 from .compiled_module import CompiledModule
 from .entry import Entry, Lowered, empty_output_sources
-from .grad_trace import pending_passes, trace_grad
+from .grad_trace import pending_passes
 from .grad_node import call_with_grad
 from .signature import explain, fast_key, leaf_key
 
@@ -402,11 +401,10 @@ class CompiledFunction:
         return tree_unflatten(entry.traced.out_tree, outs)
 
     # -- transforms (tj.grad & co. of a compiled function) -----------------------------------------
-    def transform(self, kind: str, argnums=0, has_aux: bool = False) -> "CompiledFunction":
-        """`kind` ("grad", "value_and_grad", "jacobian", "hessian") of this function, compiled
-        (tracejit.transforms calls this for the public tj.grad & co.)."""
-        if kind in ("grad", "value_and_grad"):
-            return GradCompiledFunction(self, kind, argnums, has_aux)
+    def transform(self, kind: str, argnums=0) -> "CompiledFunction":
+        """`kind` ("jacobian", "hessian", "jacfwd", "jacrev") of this function, compiled
+        (tracejit.transforms calls this for the public tj.jacobian & co.; grad and
+        value_and_grad are built by the reverse-mode IR transform: grad_compiled.py)."""
         py = getattr(functional, kind)(self.fn, argnums)
         return CompiledFunction(py, self.static_argnums, self.static_argnames, self.device,
                                 backend=self.backend_name, mode=self.mode)
@@ -424,31 +422,6 @@ def _no_grad_arguments(flat: list, name: str) -> None:
                 f"inside a compiled function fills the .grad of the tensors it reads from its "
                 f"closure, globals or modules, not of its arguments. Pass that tensor as a "
                 f"capture, or call the function with x.detach()")
-
-
-class GradCompiledFunction(CompiledFunction):
-    """grad / value_and_grad of a compiled function, built by the reverse-mode IR transform."""
-
-    _grad_mode_matters = False
-
-    def __init__(self, base: CompiledFunction, kind: str, argnums, has_aux: bool) -> None:
-        py = getattr(functional, kind)(base.fn, argnums, has_aux)
-        functools.update_wrapper(py, base.fn)
-        py.__name__ = f"{kind}_{base.name}"
-        super().__init__(py, base.static_argnums, base.static_argnames, base.device,
-                         backend=base.backend_name, mode=base.mode)
-        self.base, self.kind, self.argnums, self.has_aux = base, kind, argnums, has_aux
-
-    def _trace(self, args, kwargs, static, device: Device = CPU) -> Traced:
-        applies, off = TRACED_APPLIES[0], STATE.grad_off
-        traced = trace_grad(self.base.fn, args, kwargs, static, self.name, device, self.kind,
-                            self.argnums, self.has_aux)
-        if TRACED_APPLIES[0] != applies or STATE.grad_off != off:
-            # custom Functions: the IR transform cannot see their backward staticmethods, nor
-            # no_grad blocks; the eager engine's grad, traced like any function, can
-            return super()._trace(args, kwargs, static, device)
-        traced.grad_keyed = False           # (see _grad_mode_matters)
-        return traced
 
 
 def _is_module(fn) -> bool:
@@ -495,23 +468,6 @@ def check_mode(mode: str | None) -> str:
         raise ValueError(f"tj.compile: unknown mode {mode!r}{hint}; the modes are "
                          f"{', '.join(map(repr, MODES))} (at {user_location()})")
     return mode
-
-
-def jit(fn=None, **kw):
-    return compile(fn, **kw)
-
-
-# TorchScript's helpers, so model code written against torch.jit runs (timm's Attention has
-# `fused_attn: torch.jit.Final[bool]`, `@torch.jit.ignore def no_weight_decay`, `if not
-# torch.jit.is_scripting()`): tracejit never scripts, so they change nothing / say False.
-def _jit_ignore(fn=None, **_kw):
-    """`@tj.jit.ignore`, `@tj.jit.ignore(drop=True)`, `@tj.jit.unused`, `@tj.jit.export`."""
-    return fn if fn is not None else (lambda f: f)
-
-
-jit.ignore = jit.unused = jit.export = _jit_ignore
-jit.Final = typing.Final
-jit.is_scripting = jit.is_tracing = lambda: False
 
 
 def clear_cache() -> None:
