@@ -71,10 +71,35 @@ def test_names_aliases_and_numpy_round_trip():
     assert tj.tensor([-1, -255, 3], dtype=tj.uint8).numpy().tolist() == \
         torch.tensor([-1, -255, 3], dtype=torch.uint8).tolist()
     for d, td, v in ((tj.uint8, torch.uint8, 300), (tj.int8, torch.int8, -129)):
-        with pytest.raises(OverflowError, match=f"tensor.*{d.name}.*test_small_int_dtypes"):
+        with pytest.raises(RuntimeError, match=f"tensor.*{d.name}.*test_small_int_dtypes"):
             tj.tensor([v, 3], dtype=d)
         with pytest.raises(RuntimeError):
             torch.tensor([v, 3], dtype=td)
+
+
+STORES = {"full": lambda m, x, v: m.full((2,), v, dtype=x.dtype),
+          "fill_": lambda m, x, v: x.fill_(v),
+          "masked_fill": lambda m, x, v: x.masked_fill(x == 0, v),
+          "setitem": lambda m, x, v: x.__setitem__(0, v)}
+
+
+@pytest.mark.parametrize("store", sorted(STORES))
+def test_stored_python_ints_are_range_checked_as_torch(store):
+    """Arithmetic wraps a Python int (u8 + 300 adds 44); a store of one checks its range
+    (uint8 takes -255..255), as torch."""
+    f = STORES[store]
+    for d, v in ((np.uint8, -1), (np.uint8, -255), (np.uint8, 256), (np.int8, 200),
+                 (np.int8, -128), (np.int16, 40000), (np.int32, 2 ** 40)):
+        t, x = torch.zeros(2, dtype=torch.tensor(np.zeros(1, d)).dtype), tj.tensor(np.zeros(2, d))
+        try:
+            w = f(torch, t, v)
+        except RuntimeError:
+            with pytest.raises(RuntimeError, match="without overflow"):
+                f(tj, x, v)
+            continue
+        g = f(tj, x, v)
+        np.testing.assert_array_equal((x if g is None else g).numpy(),
+                                      (t if w is None else w).numpy())
 
 
 @pytest.mark.parametrize("compiled", [False, True])

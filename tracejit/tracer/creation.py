@@ -10,7 +10,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..devices import device as as_device, to_device
-from .operands import wrap_int
+from .operands import check_store, wrap_int
 from .tensor_base import TensorBase as Tensor
 
 
@@ -48,8 +48,8 @@ def tensor(data, dtype=None, requires_grad: bool = False, device=None) -> Tensor
         wide = np.asarray(data) if d is dt.u8 else None
         wide = wide if wide is not None and wide.dtype.kind == "i" else None
         if wide is None or not ((wide >= -255) & (wide <= 255)).all():
-            raise OverflowError(f"tensor(): a value cannot be converted to {d.name} without "
-                                f"overflow ({e}) (at {user_location()})") from None
+            raise RuntimeError(f"tensor(): a value cannot be converted to {d.name} without "
+                               f"overflow, as in torch ({e}) (at {user_location()})") from None
         array = wide.astype(np.uint8)    # torch's uint8 takes -255..-1 and wraps them
     return _new(array, device, requires_grad)
 
@@ -64,6 +64,7 @@ def full(shape, fill_value, dtype=None, requires_grad: bool = False, device=None
     shape = shape if isinstance(shape, (tuple, list)) else (shape,)
     d = dt.as_dtype(dtype) if dtype is not None else _default_dtype(fill_value)
     # (an int fill wraps into the dtype as torch's: full((2,), -1, dtype=uint8) is 255s)
+    check_store("full", fill_value, d)
     return _new(np.full(tuple(shape), wrap_int(fill_value, d), d.np), device, requires_grad)
 
 

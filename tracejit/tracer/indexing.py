@@ -14,6 +14,7 @@ from ..devices import is_host
 from . import checks, eager_views, ops, views
 from .inplace import inplace
 from .node_names import index_node_name, rename
+from .operands import check_store
 from .state import SPECIAL_MODES
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
 
@@ -209,6 +210,7 @@ def _advanced(y: Tensor, adv) -> Tensor:
 def setitem(x: Tensor, key, value) -> None:
     """x[key] = value, as an in-place functional update (recorded for autograd)."""
     key = _small_int_key(key)
+    check_store("__setitem__", value, x.dtype)
     keys = key if isinstance(key, tuple) else (key,)
     np_key = tuple(k._host("assignment through a tensor index (use tj.where inside "
                            "@tj.compile)") if isinstance(k, Tensor) else k for k in keys)

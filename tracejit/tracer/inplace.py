@@ -10,6 +10,7 @@ from . import bitwise, forward_ad, view_writes, views
 from .forward_ad import FWD
 from .grad_handles import follow_retained
 from .lazy_copies import take_storage
+from .operands import check_store
 from ..ir.primitives import P, zeros_like
 from .backward_nodes import Node
 from .no_grad_ir import differentiable, straight_through, zero_gradient
@@ -241,6 +242,7 @@ def _copy(x: Tensor, src) -> Tensor:
 
 
 def _fill(x: Tensor, v) -> Tensor:
+    check_store("fill_", v, x.dtype)
     return _not_itself(ops.broadcast_to(ops.as_tensor(v, x.dtype, like=x), x.shape), v)
 
 

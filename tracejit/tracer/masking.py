@@ -18,6 +18,7 @@ from .composites import composite
 from .inplace import inplace
 from .selection import positions
 from .tensor_base import TensorBase as Tensor
+from .operands import check_store
 
 
 # -- masked_fill ----------------------------------------------------------------------------------
@@ -34,6 +35,7 @@ def _fill_value(x: Tensor, value) -> Tensor:
     if x.dtype.is_int and isinstance(value, float) and not np.isfinite(value):
         raise ops._err("masked_fill", f"value {value} cannot be converted to {x.dtype.name} "
                        f"without overflow", RuntimeError)
+    check_store("masked_fill", value, x.dtype)
     return ops.as_tensor(value, x.dtype, like=x)
 
 

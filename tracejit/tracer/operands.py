@@ -55,6 +55,18 @@ def _group_dtype(ds: list) -> dt.DType | None:
     return best
 
 
+def check_store(op: str, v, d: dt.DType) -> None:
+    """torch's range check of a Python int stored into an integer tensor (full, fill_,
+    masked_fill, x[i] = v), where arithmetic would wrap it: [min, max] of d, and -255..255
+    for uint8 (whose negative values wrap)."""
+    if type(v) is not int or d.kind != "i":
+        return
+    lo, hi = (-255, 255) if d is dt.u8 else (-(1 << d.bits - 1), (1 << d.bits - 1) - 1)
+    if not lo <= v <= hi:
+        raise _err(op, f"value {v} cannot be converted to {d.name} without overflow (as "
+                   f"torch)", RuntimeError)
+
+
 def wrap_int(v, d: dt.DType):
     """A Python int as d's value, wrapped modulo 2**bits as torch converts a scalar operand
     (`uint8_t + -1` adds 255, `int32_t + 2**40` adds 0); other values pass through."""
