@@ -1,0 +1,82 @@
+"""`nn.utils.weight_norm` / `remove_weight_norm` (torch's original API, as WaveNet/HiFi-GAN-style
+vocoders and many GAN and diffusion conv nets call it): the parameter `weight` is replaced by a
+magnitude `weight_g` (its norm over every dim but `dim`, kept as size-1 dims) and a direction
+`weight_v`, and a forward pre-hook sets `module.weight = weight_v * (weight_g / ||weight_v||)`
+before each call, so gradients reach g and v (eagerly and inside @tj.compile, where the hook
+runs in the trace)."""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ..ir.core import user_location
+from ..tracer.norms import vector_norm
+from ..tracer.state import no_grad
+from ..tracer.tensor import Tensor
+from .module import Module
+from .parameter import Parameter
+
+__all__ = ["weight_norm", "remove_weight_norm", "norm_except_dim"]
+
+
+def norm_except_dim(v: Tensor, pow: float = 2, dim: int | None = 0) -> Tensor:  # noqa: A002
+    """The `pow`-norm of v over every dim but `dim` (all of them for None or -1), with v's
+    rank (the reduced dims kept as 1), as torch._weight_norm's g."""
+    if dim is None or dim == -1:
+        return vector_norm(v, pow)
+    d = dim % v.ndim
+    return vector_norm(v, pow, dim=tuple(i for i in range(v.ndim) if i != d), keepdim=True)
+
+
+class WeightNorm:
+    """The forward pre-hook that recomputes `name` from `name_g` and `name_v`."""
+
+    def __init__(self, name: str, dim: int | None) -> None:
+        self.name, self.dim = name, -1 if dim is None else dim
+
+    def compute_weight(self, module: Module) -> Tensor:
+        g = getattr(module, self.name + "_g")
+        v = getattr(module, self.name + "_v")
+        return v * (g / norm_except_dim(v, 2, self.dim))
+
+    def __call__(self, module: Module, inputs: Any) -> None:
+        setattr(module, self.name, self.compute_weight(module))
+
+
+def weight_norm(module: Module, name: str = "weight", dim: int | None = 0) -> Module:
+    """Reparametrize `module.<name>` as g * v / ||v|| (norm over all dims but `dim`)."""
+    warnings.warn("torch.nn.utils.weight_norm is deprecated in favor of "
+                  "torch.nn.utils.parametrizations.weight_norm (tracejit has only this one).",
+                  FutureWarning, stacklevel=2)
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, WeightNorm) and hook.name == name:
+            raise RuntimeError(f"weight_norm: cannot register two weight_norm hooks on the same "
+                               f"parameter {name} (at {user_location()})")
+    weight = module._parameters.get(name)
+    if not isinstance(weight, Parameter):
+        raise ValueError(f"weight_norm: the module has no parameter {name!r} "
+                         f"(at {user_location()})")
+    fn = WeightNorm(name, dim)
+    del module._parameters[name]
+    with no_grad():
+        g = norm_except_dim(weight, 2, fn.dim)
+    module.register_parameter(name + "_g", Parameter(g.detach()))
+    module.register_parameter(name + "_v", Parameter(weight.detach()))
+    setattr(module, name, fn.compute_weight(module))
+    module.register_forward_pre_hook(fn)
+    return module
+
+
+def remove_weight_norm(module: Module, name: str = "weight") -> Module:
+    """Fold g and v back into one parameter `name` and drop the hook."""
+    for key, hook in list(module._forward_pre_hooks.items()):
+        if isinstance(hook, WeightNorm) and hook.name == name:
+            weight = hook.compute_weight(module)
+            delattr(module, name)
+            del module._parameters[name + "_g"]
+            del module._parameters[name + "_v"]
+            setattr(module, name, Parameter(weight.detach()))
+            del module._forward_pre_hooks[key]
+            return module
+    raise ValueError(f"weight_norm of '{name}' not found in {type(module).__name__} "
+                     f"(at {user_location()})")
