@@ -37,7 +37,7 @@ from ..ir.passes import widen_half
 from ..ir.primitives import P
 from ..ir.prims_conv import expand_convs
 from ..ir.prims_select import expand_arg_reductions
-from . import exe_cache, flat_inputs, llvm_jit, profiler
+from . import blas_threads, exe_cache, flat_inputs, llvm_jit, profiler
 from .backend import STEP_HOOKS, Executable, PendingPasses, apply_view, register_backend
 from .buffers import POOL_MIN_BYTES, ScratchArena, release_arena, shared_pool, take_arena
 from ..codegen.dot import plan_dot
@@ -224,6 +224,8 @@ class LLVMExecutable(Executable):
         self.only_seg = None
         self._header = (0, 0)
         self._prof_keys = keys
+        # GEMMs (and NumPy externs) run on TRACEJIT_NUM_THREADS BLAS threads (blas_threads.py)
+        self._blas = any(kind in ("matmul", "extern") for kind, _ in self.run_steps)
         if len(self.run_steps) == 1 and self.run_steps[0][0] == "seg" and keys is None:
             # the common case: one native call, tj_run(frame), finds its call table in the
             # frame's header words
@@ -392,9 +394,20 @@ class LLVMExecutable(Executable):
                 release_arena(ar)
             frames.append(fr)
 
-    def _run_steps(self, arrays, addr: int, hooks: dict | None = None,
-                   flats: dict | None = None, rebound: list | None = None,
-                   frame_table=None) -> None:
+    def _run_steps(self, *args) -> None:
+        """The run steps (`_steps`) with this thread's BLAS calls on self.threads threads."""
+        if not self._blas:
+            self._steps(*args)
+            return
+        prev = blas_threads.limit(self.threads)
+        try:
+            self._steps(*args)
+        finally:
+            blas_threads.restore(prev)
+
+    def _steps(self, arrays, addr: int, hooks: dict | None = None,
+               flats: dict | None = None, rebound: list | None = None,
+               frame_table=None) -> None:
         """The run steps in order; flats: this call's flat buckets by step, rebound: collects
         the slots whose arrays are this call's own (runtime/flat_inputs.py), frame_table:
         the frame's table of array ids (None: extern results are always copied)."""
