@@ -1,8 +1,8 @@
 """The op functions users call (`tj.add`, `tj.sum`, `tj.matmul`, ...): NumPy broadcasting and
 type promotion on top of the strict primitives. This module is the one namespace the op
-modules call (`ops.add`, `ops.reshape`, `ops.as_tensor`): elementwise ops, reductions, pad and
-matmul are defined here; how operands are taken and promoted is in operands.py, the shape ops
-are in shape_ops.py."""
+modules call (`ops.add`, `ops.reshape`, `ops.as_tensor`): elementwise ops, reductions and pad
+are defined here; how operands are taken and promoted is in operands.py, the shape ops are in
+shape_ops.py, matmul in matmul_op.py."""
 from __future__ import annotations
 
 import math
@@ -15,15 +15,15 @@ from ..ir import dtypes as dt
 from ..ir.core import user_location
 from ..ir.primitives import P, bind
 from . import broadcast_add
-from .autocast import FP32, LOWER, autocast_op
+from .autocast import FP32, autocast_op
 from .backward_nodes import PrimNode
-from .matmul_saves import saved_copies
-from .node_names import matmul_node_name, rename
-from .state import SPECIAL_MODES, STATE
+from .node_names import rename
+from .state import STATE
 from .operands import _axes, _err, _fmt, _is_scalar, as_tensor, cast, result_dtype, wrap_int
 from .shape_ops import (broadcast_to, cat, concatenate, expand, flatten,  # noqa: F401
                         permute, reshape, squeeze, stack, swapaxes, transpose, unsqueeze)
 from .tensor_base import SUBCLASSES, TensorBase as Tensor
+from .matmul_op import matmul  # noqa: F401  (a @ b: matmul_op.py; op modules call ops.matmul)
 
 
 def _operands(op: str, xs: Sequence[Any], dtype: dt.DType | None = None):
@@ -455,62 +455,3 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
         # the fill takes the input's dtype (as torch), never promotes it
         out = where(mask, out, as_tensor(value, out.dtype, like=out))
     return out
-
-
-# -- matmul -------------------------------------------------------------------------------------
-def matmul(a, b) -> Tensor:
-    """a @ b. With no autocast region (nor other mode) open anywhere (state.SPECIAL_MODES),
-    without autocast's wrapper, which would only pass the call through (one frame less for
-    an RNN's x @ W.T)."""
-    return _matmul(a, b) if SPECIAL_MODES[0] else _matmul_body(a, b)
-
-
-def _matmul_body(a, b) -> Tensor:
-    if type(a) in SUBCLASSES and type(b) in SUBCLASSES:
-        da, db = a._data, b._data
-        if type(da) is np.ndarray and type(db) is np.ndarray and da.ndim == 2 == db.ndim and \
-                da.dtype == db.dtype and da.dtype.kind != "b" and da.shape[1] == db.shape[0]:
-            # two host matrices of one dtype (an RNN's x @ W.T): nothing to promote, reshape
-            # or broadcast, and the shapes align; the lean eager path applies the primitive
-            return a.__tj_bind__(P.matmul, (a, b), {})
-    d = result_dtype(a, b)
-    if d is dt.bool_:
-        d = dt.i64
-    like = next((x for x in (a, b) if isinstance(x, Tensor) and x._traced), None)
-    a, b = as_tensor(a, d, like), as_tensor(b, d, like)
-    if a.ndim == 0 or b.ndim == 0:
-        raise _err("matmul", f"both operands need at least one dimension: {_fmt(a)} @ {_fmt(b)}")
-    va, vb = a.ndim == 1, b.ndim == 1
-    x = reshape(a, (1,) + a.shape) if va else a
-    y = reshape(b, b.shape + (1,)) if vb else b
-    if x.shape[-1] != y.shape[-2]:
-        raise _err("matmul", f"shapes do not align: {_fmt(a)} @ {_fmt(b)} "
-                   f"({x.shape[-1]} != {y.shape[-2]})")
-    if x.ndim == 2 and y.ndim == 2:      # no batch (np.broadcast_shapes costs ~5 us)
-        out = bind(P.matmul, x, y)
-    else:
-        try:
-            batch = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
-        except ValueError:
-            raise _err("matmul", f"batch dimensions do not broadcast: {_fmt(a)} @ {_fmt(b)}") \
-                from None
-        if like is None:    # eager: save copies where torch's reshapes copy (matmul_saves)
-            x, y = saved_copies(x, y, a.ndim, b.ndim, batch)
-        x = broadcast_to(x, batch + x.shape[-2:])
-        y = broadcast_to(y, batch + y.shape[-2:])
-        out = bind(P.matmul, x, y)
-    if va or vb:
-        shape = out.shape
-        if va:
-            shape = shape[:-2] + shape[-1:]
-        if vb:
-            shape = shape[:-1]
-        out = reshape(out, shape)
-    if out.grad_fn is not None and (a.ndim > 2 or b.ndim > 2 or va or vb):
-        # torch names a @ b by the way it computes it (DotBackward0, MvBackward0, ...)
-        rename(out, matmul_node_name(a.ndim, b.ndim, a._requires_grad))
-    return out
-
-
-_matmul = autocast_op(LOWER)(_matmul_body)
-
