@@ -24,6 +24,7 @@ import tracejit as tj
 import tracejit.nn.functional as tjF
 
 from eager_fuzz_gen import _broadcasts, _factor, random_basic_key
+from fuzz_ops_ext import EXT_SEED, draw
 
 FLOATS = (np.float32, np.float64)
 VIEW_LAYOUTS = ("tview", "sview", "bview")
@@ -456,12 +457,38 @@ class Program:
                 return d
         return f"env{k}"
 
+    def op_ext(self):
+        """An op of tests/fuzz_ops_ext.py's families (seeds >= EXT_SEED only)."""
+        p = self.pick()
+        if p is None:
+            return
+        i, d = p
+        t0 = self.env[i]
+        op = draw(self.rng, t0, self.float)
+        if op is None:
+            return
+        j, d2 = (None, "")
+        if op.other:
+            j, d2 = self.other_for(tuple(t0.shape))
+        if op.inplace:
+            if any(st == 0 and n > 1 for st, n in zip(t0.stride(), t0.shape)):
+                return      # (a write into an expanded view: refused by tracejit, see README)
+            if j is not None and self.env[j].untyped_storage().data_ptr() == \
+                    t0.untyped_storage().data_ptr():
+                return      # torch refuses an operand overlapping the written tensor
+        self.record(f"{d}.{op.desc}({d2})",
+                    lambda s, e: op.fn(s.lib, s.F, s.const, e[i], None if j is None else e[j]),
+                    inplace=op.inplace)
+
     def _generate(self) -> None:
         for _ in range(int(self.rng.integers(1, 4))):
             self.leaf()
         ops = [self.op_unary, self.op_binary, self.op_view, self.op_view, self.op_reduce,
                self.op_matmul, self.op_cat, self.op_inplace, self.op_inplace, self.op_scalar]
         w = np.array([3, 3, 4, 3, 1.5, 0.7, 0.7, 2, 1, 0.8 if self.float else 0])
+        if self.seed >= EXT_SEED:           # (older seeds keep their programs)
+            ops.append(self.op_ext)
+            w = np.append(w, 7)
         for _ in range(self.n_ops):
             ops[self.rng.choice(len(ops), p=w / w.sum())]()
 

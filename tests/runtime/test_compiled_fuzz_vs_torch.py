@@ -33,6 +33,11 @@ def test_random_compiled_functions_match_torch(chunk):
     _check(R.run_compiled, range(5000 + chunk, 5020, 2))
 
 
+def test_random_compiled_functions_ext_ops_match_torch():
+    # seeds >= 90000 also draw tests/fuzz_ops_ext.py's op families
+    _check(R.run_compiled, range(90000, 90005))
+
+
 def test_random_grad_transforms_match_torch():
     _check(R.run_grad, range(6000, 6010))
 
