@@ -19,6 +19,7 @@ from .adaptive_max import AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3
 from .instancenorm import (InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, PixelShuffle,
                            PixelUnshuffle)
 from .interpolate import Upsample
+from .local_norm_pool import LocalResponseNorm, LPPool1d, LPPool2d
 from .sparse import Embedding
 from .loss import (BCELoss, BCEWithLogitsLoss, CosineSimilarity, CrossEntropyLoss, HuberLoss,
                    KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss)

@@ -34,6 +34,7 @@ from .functional_grid import affine_grid, grid_sample  # noqa: F401
 from .functional_conv_t import (conv_transpose1d, conv_transpose2d,  # noqa: F401
                                 conv_transpose3d, fold, unfold)
 from .functional_norm_more import instance_norm, pixel_shuffle, pixel_unshuffle  # noqa: F401
+from .local_norm_pool import local_response_norm, lp_pool1d, lp_pool2d  # noqa: F401
 from .adaptive_max import (adaptive_max_pool1d, adaptive_max_pool2d,  # noqa: F401
                            adaptive_max_pool3d)
 from .functional_extra import *  # noqa: F401,F403  (channel_shuffle, losses, ...)
@@ -54,7 +55,8 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "
            "conv_transpose2d", "fold", "unfold", "instance_norm", "pixel_shuffle",
            "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d", "conv3d",
            "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "conv_transpose3d",
-           "affine_grid", "grid_sample", "adaptive_max_pool3d"] + _extra_all
+           "affine_grid", "grid_sample", "adaptive_max_pool3d", "local_response_norm",
+           "lp_pool1d", "lp_pool2d"] + _extra_all
 
 
 def _t(x) -> Tensor:

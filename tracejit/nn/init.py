@@ -155,6 +155,23 @@ def eye_(tensor: Tensor) -> Tensor:
     return _write(tensor, Tensor(np.eye(*tensor.shape, dtype=tensor.dtype.np)))
 
 
+def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
+    """The identity convolution (3-5 D weights): 1 at the kernel centre where, within each of
+    `groups` groups, output channel d meets input channel d."""
+    _check(tensor, "dirac_")
+    if tensor.ndim not in (3, 4, 5):
+        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
+    out_per_group = tensor.shape[0] // groups
+    if tensor.shape[0] % groups:
+        raise ValueError("dim 0 must be divisible by groups")
+    value = np.zeros(tensor.shape, dtype=tensor.dtype.np)
+    centre = tuple(k // 2 for k in tensor.shape[2:])
+    for g in range(groups):
+        for d in range(min(out_per_group, tensor.shape[1])):
+            value[(g * out_per_group + d, d) + centre] = 1
+    return _write(tensor, Tensor(value))
+
+
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0,
                     generator: Generator | None = None) -> Tensor:
     """U(±gain * sqrt(6 / (fan_in + fan_out)))."""
