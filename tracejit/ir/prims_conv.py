@@ -306,18 +306,27 @@ def _gemm(a, b):
     return reshape(matmul(reshape(a, a.shape[1:]), reshape(b, b.shape[1:])), (1, m, p))
 
 
+def _cols_kl(x, kernel, p):
+    """The im2col of x as [G, K, N*L] (K = C/G * prod(kernel), L the output positions) and
+    the output's spatial size. The forward and the weight gradient build it from the same
+    ops, so CSE (run by fold_matmuls) leaves one im2col loop for both."""
+    n, gr = x.shape[0], p["groups"]
+    k = x.shape[1] // gr * math.prod(kernel)
+    cols = _im2col(x, kernel, p)
+    outs = tuple(cols.shape[-len(kernel):])
+    ell = math.prod(outs)
+    return reshape(transpose(reshape(cols, (n, gr, k, ell)), (1, 2, 0, 3)), (gr, k, n * ell)), outs
+
+
 def _expand_conv(x, w, p):
     # one GEMM per group with batch and positions side by side, [Og, K] @ [K, N*L]: the weight
     # is read as it is (no copy per batch element) and the im2col loop writes [G, K, N*L]
     n = x.shape[0]
     o, kernel = w.shape[0], tuple(w.shape[2:])
     gr = p["groups"]
-    k = w.shape[1] * math.prod(kernel)
-    cols = _im2col(x, kernel, p)
-    outs = tuple(cols.shape[-len(kernel):])
+    cols, outs = _cols_kl(x, kernel, p)
     ell = math.prod(outs)
-    cols = reshape(transpose(reshape(cols, (n, gr, k, ell)), (1, 2, 0, 3)), (gr, k, n * ell))
-    out = _gemm(reshape(w, (gr, o // gr, k)), cols)                 # [G, Og, N*L]
+    out = _gemm(reshape(w, (gr, o // gr, cols.shape[1])), cols)     # [G, Og, N*L]
     out = transpose(reshape(out, (gr, o // gr, n, ell)), (2, 0, 1, 3))
     return reshape(out, (n, o) + outs)
 
@@ -327,13 +336,17 @@ def _expand_weight_grad(x, g, p):
     gr = p["groups"]
     kernel = tuple(p["kernel"])
     o, ell = g.shape[1], math.prod(g.shape[2:])
-    k = c // gr * math.prod(kernel)
-    # one GEMM per group contracting over batch and positions together: [Og, N*L] @ [N*L, K]
-    cols = reshape(_im2col(x, kernel, p), (n, gr, k, ell))
-    cols = reshape(transpose(cols, (1, 0, 3, 2)), (gr, n * ell, k))
+    # one GEMM per group contracting over batch and positions together, [Og, N*L] @ [N*L, K],
+    # its right operand the forward's [G, K, N*L] im2col with the last two axes swapped (a
+    # BLAS transpose flag, no loop writes it)
+    cols, _ = _cols_kl(x, kernel, p)
     gm = reshape(transpose(reshape(g, (n, gr, o // gr, ell)), (1, 2, 0, 3)),
                  (gr, o // gr, n * ell))
-    return reshape(_gemm(gm, cols), (o, c // gr) + kernel)
+    if gr == 1:     # 2-D, so that the swapped operand stays a view of the im2col buffer
+        dw = matmul(reshape(gm, gm.shape[1:]), transpose(reshape(cols, cols.shape[1:]), (1, 0)))
+    else:
+        dw = matmul(gm, transpose(cols, (0, 2, 1)))
+    return reshape(dw, (o, c // gr) + kernel)
 
 
 def _expand_input_grad(g, w, p):
