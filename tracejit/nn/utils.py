@@ -13,6 +13,8 @@ from ..tracer.norms import vector_norm
 from ..tracer.state import no_grad
 from ..tracer.tensor import Tensor
 
+from . import parametrize
+from . import parametrize as parametrizations    # (its weight_norm; torch's two modules)
 from .spectral_norm import remove_spectral_norm, spectral_norm
 from .weight_norm import remove_weight_norm, weight_norm
 
