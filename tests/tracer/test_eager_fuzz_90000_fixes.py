@@ -155,3 +155,15 @@ def test_identity_cases_return_a_new_tensor(call):
         ends.append((x, y))
     _same(ends[0][0], ends[1][0])
     _same(ends[0][1], ends[1][1])
+
+
+def test_sub_inplace_with_alpha_refuses_a_bool_operand():
+    # seed 93430: x.sub_(mask, alpha=3) scaled the mask to int64 first and ran
+    for lib in (torch, tj):
+        x = lib.tensor([1.0, 2.0])
+        with pytest.raises((RuntimeError, TypeError), match="ub"):
+            x.sub_(lib.tensor([True, False]), alpha=3)
+    x, y = tj.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])
+    _same(x.sub_(tj.tensor([0.5, 1.0]), alpha=3), y.sub_(torch.tensor([0.5, 1.0]), alpha=3))
+    xi, yi = tj.tensor([1, 2]), torch.tensor([1, 2])
+    _same(xi.sub_(tj.tensor([4, 1]), alpha=2), yi.sub_(torch.tensor([4, 1]), alpha=2))

@@ -265,7 +265,9 @@ def _not_itself(new: Tensor, src) -> Tensor:
 
 INPLACE = {
     "add_": lambda x, y, alpha=1: ops.add(x, ops.mul(y, alpha) if alpha != 1 else y),
-    "sub_": lambda x, y, alpha=1: ops.sub(x, ops.mul(y, alpha) if alpha != 1 else y),
+    # (alpha through sub itself: a bool operand scaled first became an int64 one, and ran
+    # where torch refuses bool subtraction)
+    "sub_": lambda x, y, alpha=1: ops.sub(x, y, alpha=alpha),
     "mul_": ops.mul,
     "div_": ops.div,
     "pow_": ops.pow,
