@@ -300,6 +300,8 @@ def inplace(rng, t, is_float: bool) -> Op | None:
             return x
     names = ["masked_fill_", "index_add_", "mul_b", "copy_b", "setitem_idx", "setitem_mask",
              "iadd_b", "fill_", "neg_", "abs_", "clamp_max_"]
+    if t.dtype is torch_bool():
+        names.remove("index_add_")      # (tracejit refuses a bool index_add_: README)
     if _float(t):
         names += ["clamp_t_", "addcmul_", "lerp_", "pow_", "floor_", "div_t", "sub_alpha",
                   "sqrt_", "addcdiv_", "round_", "trunc_", "exp_", "sub_alpha"]
@@ -422,6 +424,8 @@ def nn(rng, t, is_float: bool) -> Op | None:
                   lambda L, F, mk, x, o: F.binary_cross_entropy_with_logits(
                       x, o.to(x.dtype).sigmoid().expand_as(x), reduction=red), other=True)
     if kind == "rms_norm":
+        if nd == 0:
+            return None     # (torch refuses an empty normalized_shape; tracejit computes)
         return Op("rms_norm(last)", lambda L, F, mk, x, o: F.rms_norm(x, x.shape[-1:]))
     if kind == "softmin":
         return Op(f"softmin({ax})", lambda L, F, mk, x, o: F.softmin(x, ax))
