@@ -151,7 +151,8 @@ _CAST = {
     "to_int32": lambda L, x: x.nan_to_num(0.0, 3e4, -3e4).clamp(-3e4, 3e4).to(L.int32),
     "to_bool": lambda L, x: x.bool(), "mask_mul": lambda L, x: (x > 0).to(x.dtype) * x,
     # (no float32 -> float64 cast: it would compare float32 rounding at float64 tolerance)
-    "to_half": lambda L, x: x.half() * 2,
+    # (detached: a float16 gradient flowing back into float64 compares float16 rounding)
+    "to_half": lambda L, x: x.detach().half() * 2,
     "bool_sum": lambda L, x: (x > 0).sum(-1) if x.ndim else (x > 0).sum(),
     # (detached: torch has no derivative for floor_divide, tracejit's is zero like floor's)
     "floor_div": lambda L, x: x.detach() // 0.7, "int_trunc_grad": lambda L, x: x * x.long(),
