@@ -27,6 +27,7 @@ import numpy as np
 from . import dtypes as dt
 from .batching import all_batched, to_batched
 from .core import Aval, Graph, expand
+from .passes import cse
 from .primitives import P, Primitive, bind, matmul, op_error, reshape, tangent_sum, transpose
 from .prims_windows import col2im, out_size, windows, windows_array
 
@@ -371,5 +372,8 @@ _EXPAND = {f"conv{n}d{r}": f for n in _NDIMS for r, f in
 def expand_convs(g: Graph) -> Graph:
     """A graph without convolutions and their gradient ops (the backends run this before
     fusion); `g` itself when it has none, so the IR dumps keep showing them."""
-    return expand(g, {name: lambda args, params, f=f: f(*args, params)
-                      for name, f in _EXPAND.items()})
+    out = expand(g, {name: lambda args, params, f=f: f(*args, params)
+                     for name, f in _EXPAND.items()})
+    # a forward and its gradients expand to the same im2col of x and the same [Og, N*L] rows
+    # of the cotangent: merged here, else fusion writes each twice (one loop, two stores)
+    return out if out is g else cse(out)
