@@ -167,3 +167,14 @@ def test_sub_inplace_with_alpha_refuses_a_bool_operand():
     _same(x.sub_(tj.tensor([0.5, 1.0]), alpha=3), y.sub_(torch.tensor([0.5, 1.0]), alpha=3))
     xi, yi = tj.tensor([1, 2]), torch.tensor([1, 2])
     _same(xi.sub_(tj.tensor([4, 1]), alpha=2), yi.sub_(torch.tensor([4, 1]), alpha=2))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_round_with_decimals_computes_in_float32(dtype):
+    # seed 95906: float16 x * 10 was rounded to float16 first (1.6504 -> 16.5 -> 1.6; torch 1.7)
+    a = (np.random.default_rng(0).standard_normal(4000) * 30).astype(np.float32)
+    for d in (1, -1):
+        want = torch.tensor(a).to(getattr(torch, dtype)).round(decimals=d).float().numpy()
+        got = tj.tensor(a).to(getattr(tj, dtype)).round(decimals=d)
+        assert got.dtype is getattr(tj, dtype)
+        np.testing.assert_array_equal(np.asarray(got.float().numpy()), want)

@@ -139,7 +139,7 @@ _round0 = _rounding("round", "RoundBackward0")
 
 def round(input, *, decimals: int = 0) -> Tensor:  # noqa: A001, A002
     """torch.round: half to even (as NumPy); decimals=d rounds x * 10^d (x / 10^-d for d < 0)
-    in x's dtype, as torch's kernel."""
+    in x's dtype, float16/bfloat16 in float32, as torch's kernel."""
     if decimals == 0:
         return _round0(input)
     x = ops.as_tensor(input)
@@ -149,6 +149,7 @@ def round(input, *, decimals: int = 0) -> Tensor:  # noqa: A001, A002
     return _round_decimals(x, int(decimals))
 
 
+@_opmath       # (in float16, 1.6504 * 10 rounded to 16.5 and then to 1.6; torch: 1.7)
 @composite("RoundBackward1")
 def _round_decimals(x, decimals: int):
     p = float(10.0 ** abs(decimals))
