@@ -51,6 +51,7 @@ from .tracer.index_ops import (index_add, masked_select, scatter, scatter_reduce
 from .tracer.search_ops import (allclose, bucketize, isclose, kthvalue, median, searchsorted,
                                 unique)
 from .tracer.math_ops import *  # noqa: F401,F403,A001  (round, log1p, hypot, lerp, ...)
+from .tracer.trig_ops import *  # noqa: F401,F403  (tan, atan2, log2, copysign, arcsin, ...)
 from .tracer.series_ops import (cdist, cross, diff, isfinite, isinf, isnan, logaddexp,
                                 logcumsumexp)
 # the view ops again, as views of their input (in-place ops write through; see views.py)

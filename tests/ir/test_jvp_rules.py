@@ -96,6 +96,12 @@ SAMPLES = {
                {"shape": (3,), "stream": 0, "dtype": dt.f64, "normal": False}),
     "erf": ([f64(3, 4)], {}),
     "erfc": ([f64(3, 4)], {}),
+    # ir/prims_libm.py: inside each function's domain, away from poles
+    **{n: ([np.tanh(f64(3, 4)) * 0.9], {}) for n in ("tan", "asin", "acos", "atanh")},
+    **{n: ([f64(3, 4)], {}) for n in ("atan", "sinh", "cosh", "asinh", "exp2")},
+    **{n: ([f64(3, 4, lo=0.3)], {}) for n in ("log2", "log10")},
+    "acosh": ([f64(3, 4, lo=1.2)], {}),
+    "atan2": ([f64(3, 4), f64(3, 4)], {}),
     "cumsum": ([f64(3, 4)], {"axis": 1, "reverse": True}),
     # zeros (one and two in a row) exercise the exact formula past the first zero
     "cumprod": ([np.array([[0.5, 0.0, 2.0, -1.5], [1.1, 0.9, 0.0, 0.0], [2.0, -0.7, 1.3, 0.4]])],

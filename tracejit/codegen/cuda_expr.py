@@ -7,6 +7,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import Value
+from ..ir.prims_libm import NAMES as LIBM
 from .expr import ExprEmitter, Scalar, compute_dtype
 
 # storage type in memory (16-bit floats as raw bits: no cuda_fp16.h/cuda_bf16.h needed),
@@ -75,7 +76,9 @@ class CBody:
 
 _UNARY = {"exp": ("expf", "exp"), "log": ("logf", "log"), "sin": ("sinf", "sin"),
           "cos": ("cosf", "cos"), "tanh": ("tanhf", "tanh"), "sqrt": ("sqrtf", "sqrt"),
-          "pow": ("powf", "pow"), "erf": ("erff", "erf"), "erfc": ("erfcf", "erfc")}
+          "pow": ("powf", "pow"), "erf": ("erff", "erf"), "erfc": ("erfcf", "erfc"),
+          # ir/prims_libm.py: the C function of the same name
+          **{n: (n + "f", n) for n in LIBM}}
 _CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 _BITWISE = {"and": "&", "or": "|", "xor": "^"}
 
@@ -130,6 +133,7 @@ class CScalarBuilder:
             return self._call("pow", a, b)
         return self._let(a.dtype, f"tj_ipow({a.ref}, {b.ref})")   # the prelude's integer power
     def erfc(self, a): return self._call("erfc", a)
+    def libm(self, name, *a): return self._call(name, *a)   # ir/prims_libm.py
 
     def abs(self, a):
         if not a.dtype.signed:

@@ -160,6 +160,7 @@ class ScalarBuilder:
         return S(self.b.op(f"call {a.ty} @tj_ipow_{a.dtype.name}({a.ty} {a.ref}, {b.ty} "
                            f"{b.ref})"), a.dtype)
     def erfc(self, a): return self._call("erfc", a)
+    def libm(self, name, *a): return self._call(name, *a)   # ir/prims_libm.py
 
     def sqrt(self, a):
         suf = "f32" if a.dtype is dt.f32 else "f64"

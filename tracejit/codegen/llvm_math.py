@@ -11,6 +11,8 @@ import functools
 import math
 import struct
 
+from ..ir.prims_libm import NAMES as LIBM
+
 
 def f64(v: float) -> str:
     return "0x%016X" % struct.unpack("<Q", struct.pack("<d", v))[0]
@@ -449,4 +451,6 @@ CALLS = {
     # erf and erfc: llvm_special.py (tj_erff vectorizes; erfc calls the C library)
     ("f32", "erf"): "tj_erff", ("f64", "erf"): "erf",
     ("f32", "erfc"): "erfcf", ("f64", "erfc"): "erfc",
+    # ir/prims_libm.py: the C library's function of the same name (declared in llvm_special)
+    **{(d, n): n + ("f" if d == "f32" else "") for n in LIBM for d in ("f32", "f64")},
 }

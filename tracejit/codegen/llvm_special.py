@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 from ..ir import prims_special as _ps
+from ..ir.prims_libm import UNARY
 from .llvm_math import f32
 
 
@@ -76,6 +77,10 @@ def _erff() -> str:
 _DECLS = """declare double @erf(double)
 declare float @erfcf(float)
 declare double @erfc(double)"""
+# ir/prims_libm.py's functions: the C library's, both widths
+_DECLS += "".join(f"\ndeclare float @{n}f({', '.join(['float'] * k)})"
+                  f"\ndeclare double @{n}({', '.join(['double'] * k)})"
+                  for n, k in [(n, 1) for n in UNARY] + [("atan2", 2)])
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,6 +21,7 @@ from . import products, sampling, scans, selection, sorting, stacking, view_grad
 from . import shape_views
 from . import index_ops, search_ops, series_ops
 from . import math_inplace, math_ops, memory_format
+from . import trig_ops
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
 from .dispatch import apply_primitive as _apply_primitive, fast_binary as _fast_binary
 from .tensor_base import TensorBase, register
@@ -212,6 +213,24 @@ class Tensor(TensorBase):
     erf_, sign_, rsqrt_, square_, reciprocal_ = M.erf_, M.sign_, M.rsqrt_, M.square_, \
         M.reciprocal_
     del M
+    R = trig_ops   # (trig_ops.py: tan, atan2, log2, copysign, the NumPy-style aliases)
+    tan, atan, asin, acos, sinh, cosh = R.tan, R.atan, R.asin, R.acos, R.sinh, R.cosh
+    asinh, acosh, atanh, log2, log10, exp2 = R.asinh, R.acosh, R.atanh, R.log2, R.log10, R.exp2
+    arctan, arcsin, arccos, arcsinh, arccosh, arctanh = R.arctan, R.arcsin, R.arccos, \
+        R.arcsinh, R.arccosh, R.arctanh
+    atan2, arctan2, logaddexp2, copysign = R.atan2, R.arctan2, R.logaddexp2, R.copysign
+    signbit, sgn = R.signbit, R.sgn
+    multiply, subtract, divide, negative = R.multiply, R.subtract, R.divide, R.negative
+    tan_, atan_, asin_, acos_, sinh_, cosh_ = R.tan_, R.atan_, R.asin_, R.acos_, R.sinh_, \
+        R.cosh_
+    asinh_, acosh_, atanh_, log2_, log10_, exp2_ = R.asinh_, R.acosh_, R.atanh_, R.log2_, \
+        R.log10_, R.exp2_
+    arctan_, arcsin_, arccos_, arcsinh_, arccosh_, arctanh_ = R.arctan_, R.arcsin_, \
+        R.arccos_, R.arcsinh_, R.arccosh_, R.arctanh_
+    atan2_, arctan2_, copysign_, sgn_, negative_ = R.atan2_, R.arctan2_, R.copysign_, \
+        R.sgn_, R.negative_
+    multiply_, subtract_, divide_ = mul_, sub_, div_
+    del R
     reciprocal = stacking.reciprocal
 
     def tile(self, *dims) -> "Tensor":

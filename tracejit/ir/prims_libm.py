@@ -1,0 +1,82 @@
+"""C-library transcendentals as elementwise primitives: tan, atan, asin, acos, sinh, cosh,
+asinh, acosh, atanh, log2, log10, exp2 (unary) and atan2 (binary). Each is a call to the C
+math function of the same name in every backend (NumPy's ufunc eagerly, libm's tanf/tan ...
+in LLVM code, CUDA's tanf/tan ...), so it is as accurate as the C library (within an ulp or
+two) with no cancellation of a composition. float16/bfloat16 compute in float32 (codegen's
+compute dtype; NumPy's half loops call the float32 function).
+
+Derivatives are torch's formulas; atan2's is 0 at (0, 0) (torch masks that point)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .primitives import P, add, bind, div, eq, mul, neg, sqrt, sub, tangent_sum, where
+from .prims_elementwise import _elementwise
+
+
+def _u(name: str):
+    return lambda x: bind(P.get(name), x)
+
+
+def _d_tan(x, o): return add(mul(o, o), 1.0)                       # 1 + tan^2
+def _d_atan(x, o): return div(1.0, add(mul(x, x), 1.0))
+def _d_asin(x, o): return div(1.0, sqrt(sub(1.0, mul(x, x))))
+def _d_acos(x, o): return neg(div(1.0, sqrt(sub(1.0, mul(x, x)))))
+def _d_sinh(x, o): return _u("cosh")(x)
+def _d_cosh(x, o): return _u("sinh")(x)
+def _d_asinh(x, o): return div(1.0, sqrt(add(mul(x, x), 1.0)))
+def _d_acosh(x, o): return div(1.0, sqrt(sub(mul(x, x), 1.0)))
+def _d_atanh(x, o): return div(1.0, sub(1.0, mul(x, x)))
+def _d_log2(x, o): return div(1.0, mul(x, math.log(2.0)))
+def _d_log10(x, o): return div(1.0, mul(x, math.log(10.0)))
+def _d_exp2(x, o): return mul(o, math.log(2.0))
+
+
+# name -> (NumPy ufunc, derivative from (input, output), whether the derivative reads out)
+UNARY = {"tan": (np.tan, _d_tan, True), "atan": (np.arctan, _d_atan, False),
+         "asin": (np.arcsin, _d_asin, False), "acos": (np.arccos, _d_acos, False),
+         "sinh": (np.sinh, _d_sinh, False), "cosh": (np.cosh, _d_cosh, False),
+         "asinh": (np.arcsinh, _d_asinh, False), "acosh": (np.arccosh, _d_acosh, False),
+         "atanh": (np.arctanh, _d_atanh, False), "log2": (np.log2, _d_log2, False),
+         "log10": (np.log10, _d_log10, False), "exp2": (np.exp2, _d_exp2, True)}
+
+
+def _register_unary(name: str, impl, d, uses_out: bool) -> None:
+    _elementwise(name, impl,
+                 lambda g, i, o, p, n: [mul(g, d(i[0], o))],
+                 jvp=lambda t, i, o, p: mul(t[0], d(i[0], o)),
+                 saves=() if uses_out else (0,), save_out=uses_out, float_only=True, arity=1,
+                 scalar=lambda sb, x: sb.libm(name, x))
+
+
+for _n, (_f, _d, _o) in UNARY.items():
+    _register_unary(_n, _f, _d, _o)
+
+
+def _atan2_parts(y, x):
+    """(x / r, y / r) with r = x^2 + y^2; both 0 where x = y = 0 (torch's mask)."""
+    r = add(mul(x, x), mul(y, y))
+    # |x| + |y| == 0 exactly when both are 0 (r itself underflows to 0 for tiny x, y)
+    zero = eq(add(bind(P.abs, x), bind(P.abs, y)), 0.0)
+    den = where(zero, 1.0, r)
+    return where(zero, 0.0, div(x, den)), where(zero, 0.0, div(y, den))
+
+
+def _vjp_atan2(g, ins, out, params, need):
+    a, b = _atan2_parts(*ins)
+    return [mul(g, a) if need[0] else None, neg(mul(g, b)) if need[1] else None]
+
+
+def _jvp_atan2(t, ins, out, params):
+    a, b = _atan2_parts(*ins)
+    return tangent_sum(None if t[0] is None else mul(t[0], a),
+                       None if t[1] is None else neg(mul(t[1], b)))
+
+
+_elementwise("atan2", np.arctan2, _vjp_atan2, jvp=_jvp_atan2, saves=(0, 1), float_only=True,
+             arity=2, scalar=lambda sb, y, x: sb.libm("atan2", y, x))
+
+NAMES = (*UNARY, "atan2")
+__all__ = ["UNARY", "NAMES"]
