@@ -11,6 +11,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from . import ops
+from .autocast import FP32, autocast_op
 from .math_inplace import _method
 from .math_ops import _grad_as, _opmath, log1p
 from .series_ops import isinf
@@ -19,13 +20,16 @@ from .tensor_base import TensorBase as Tensor
 _UNARY = ("tan", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "log2",
           "log10", "exp2")
 
+_AUTOCAST_FP32 = ("acos", "asin", "cosh", "sinh", "tan", "log2", "log10")
+
 
 def _unary(name: str):
     def f(input) -> Tensor:  # noqa: A002
         return ops._unary(name, input, True)
     f.__name__ = f.__qualname__ = name
     f.__doc__ = f"torch.{name}: the C library's {name} (integers compute in float32)."
-    return f
+    # (torch's autocast runs these in float32, as exp and log)
+    return autocast_op(FP32)(f) if name in _AUTOCAST_FP32 else f
 
 
 tan, atan, asin, acos, sinh, cosh, asinh, acosh, atanh, log2, log10, exp2 = \
