@@ -102,6 +102,7 @@ SAMPLES = {
     **{n: ([f64(3, 4, lo=0.3)], {}) for n in ("log2", "log10")},
     "acosh": ([f64(3, 4, lo=1.2)], {}),
     "atan2": ([f64(3, 4), f64(3, 4)], {}),
+    "signbit": ([np.array([[0.5, -0.0, 0.0, -np.nan], [-2.0, np.nan, -np.inf, 3.0]])], {}),
     "cumsum": ([f64(3, 4)], {"axis": 1, "reverse": True}),
     # zeros (one and two in a row) exercise the exact formula past the first zero
     "cumprod": ([np.array([[0.5, 0.0, 2.0, -1.5], [1.1, 0.9, 0.0, 0.0], [2.0, -0.7, 1.3, 0.4]])],

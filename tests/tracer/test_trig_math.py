@@ -98,8 +98,9 @@ def test_atan2_broadcasting_promotion_and_gradient_at_origin():
 
 
 def test_logaddexp2_copysign_signbit_sgn():
-    a = np.array([0.0, 1.0, -3.0, 200.0, -np.inf, np.inf, np.inf, 5.0, -0.0, np.nan])
-    b = np.array([0.0, 1.0, 2.0, -200.0, -np.inf, np.inf, 1.0, -0.5, 2.0, 1.0])
+    a = np.array([0.0, 1.0, -3.0, 200.0, -np.inf, np.inf, np.inf, 5.0, -0.0, np.nan, -np.nan,
+                  2.0])
+    b = np.array([0.0, 1.0, 2.0, -200.0, -np.inf, np.inf, 1.0, -0.5, 2.0, 1.0, 1.0, -np.nan])
     for dtype in (np.float32, np.float64):
         ta, tb = torch.tensor(a.astype(dtype)), torch.tensor(b.astype(dtype))
         ja, jb = tj.tensor(a.astype(dtype)), tj.tensor(b.astype(dtype))
@@ -108,8 +109,9 @@ def test_logaddexp2_copysign_signbit_sgn():
             np.testing.assert_array_equal(np.signbit(fn(ja, jb).numpy()),
                                           np.signbit(tfn(ta, tb).numpy()))
             np.testing.assert_array_equal(fn(ja, jb).numpy(), tfn(ta, tb).numpy())
-        # (a NaN's own sign bit is not read: tracejit has no bit cast, see trig_ops.signbit)
-        np.testing.assert_array_equal(tj.signbit(ja).numpy()[:-1], torch.signbit(ta).numpy()[:-1])
+        for x, tx in ((ja, ta), (jb, tb)):          # -0.0 and -NaN included
+            for fn in (tj.signbit, tj.compile(tj.signbit)):
+                np.testing.assert_array_equal(fn(x).numpy(), torch.signbit(tx).numpy())
         np.testing.assert_array_equal(tj.sgn(ja).numpy(), torch.sgn(ta).numpy())
     ti = torch.tensor([3, -4, 0])
     assert tj.copysign(tj.tensor([3, -4, 0]), -1.0).dtype == tj.float32
@@ -161,15 +163,16 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
 
     def f(*xs):
         out = sum(getattr(tj, n)(x) for n, x in zip(sorted(DOMAINS), xs))
-        return (out + tj.atan2(xs[0], xs[1]) + tj.copysign(xs[2], xs[3])).sum()
+        return (out + tj.atan2(xs[0], xs[1]) + tj.copysign(xs[2], xs[3])).sum() + \
+            tj.signbit(xs[4]).sum()
     parts = [PRELUDE]
-    for i, dtype in enumerate((np.float32, np.float64, np.float16)):
+    for i, dtype in enumerate((np.float32, np.float64, np.float16, tj.bfloat16.np)):
         xs = [np.ones((8, 5), dtype) for _ in DOMAINS]
         g = tj.value_and_grad(tj.compile(f, device="cuda"), argnums=tuple(range(len(xs)))).lower(
             *xs).graph
         parts.append(lower_program(make_plan(prepare(g)), prefix=f"g{i}_", prelude=False).source)
     source = "\n".join(parts)
-    for fn in ("tanf(", "atan2(", "acoshf(", "log10(", "exp2f("):
+    for fn in ("tanf(", "atan2(", "acoshf(", "log10(", "exp2f(", "signbit("):
         assert fn in source, fn
     cu = tmp_path / "trig.cu"
     cu.write_text(source)

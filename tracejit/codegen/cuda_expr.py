@@ -134,6 +134,7 @@ class CScalarBuilder:
         return self._let(a.dtype, f"tj_ipow({a.ref}, {b.ref})")   # the prelude's integer power
     def erfc(self, a): return self._call("erfc", a)
     def libm(self, name, *a): return self._call(name, *a)   # ir/prims_libm.py
+    def signbit(self, a): return self._let(dt.bool_, f"signbit({a.ref}) != 0")
 
     def abs(self, a):
         if not a.dtype.signed:

@@ -162,6 +162,12 @@ class ScalarBuilder:
     def erfc(self, a): return self._call("erfc", a)
     def libm(self, name, *a): return self._call(name, *a)   # ir/prims_libm.py
 
+    def signbit(self, a: S) -> S:
+        """The sign bit of a float (16-bit floats compute widened, which keeps it)."""
+        it = "i32" if a.ty == "float" else "i64"
+        bits = self.b.op(f"bitcast {a.ty} {a.ref} to {it}")
+        return S(self.b.op(f"icmp slt {it} {bits}, 0"), dt.bool_)
+
     def sqrt(self, a):
         suf = "f32" if a.dtype is dt.f32 else "f64"
         return S(self.b.op(f"call {a.ty} @llvm.sqrt.{suf}({a.ty} {a.ref})"), a.dtype)

@@ -1,5 +1,6 @@
 """C-library transcendentals as elementwise primitives: tan, atan, asin, acos, sinh, cosh,
-asinh, acosh, atanh, log2, log10, exp2 (unary) and atan2 (binary). Each is a call to the C
+asinh, acosh, atanh, log2, log10, exp2 (unary) and atan2 (binary);
+signbit, the sign bit (a bit test, not a C-library call). Each is a call to the C
 math function of the same name in every backend (NumPy's ufunc eagerly, libm's tanf/tan ...
 in LLVM code, CUDA's tanf/tan ...), so it is as accurate as the C library (within an ulp or
 two) with no cancellation of a composition. float16/bfloat16 compute in float32 (codegen's
@@ -12,7 +13,9 @@ import math
 
 import numpy as np
 
-from .primitives import P, add, bind, div, eq, mul, neg, sqrt, sub, tangent_sum, where
+from . import dtypes as dt
+from .core import Aval
+from .primitives import P, op_error, add, bind, div, eq, mul, neg, sqrt, sub, tangent_sum, where
 from .prims_elementwise import _elementwise
 
 
@@ -77,6 +80,20 @@ def _jvp_atan2(t, ins, out, params):
 
 _elementwise("atan2", np.arctan2, _vjp_atan2, jvp=_jvp_atan2, saves=(0, 1), float_only=True,
              arity=2, scalar=lambda sb, y, x: sb.libm("atan2", y, x))
+
+
+
+def _infer_signbit(name, avals):
+    a = avals[0]
+    if not a.dtype.is_float:
+        raise op_error(name, f"needs a floating-point operand, got {a}", TypeError)
+    return Aval(a.shape, dt.bool_)
+
+
+# signbit: the IEEE sign bit (set for -0.0 and a negative NaN, which no comparison sees); no
+# gradient, as a comparison
+_elementwise("signbit", np.signbit, lambda g, i, o, p, n: [None], jvp=lambda t, i, o, p: None,
+             infer=_infer_signbit, arity=1, scalar=lambda sb, x: sb.signbit(x))
 
 NAMES = (*UNARY, "atan2")
 __all__ = ["UNARY", "NAMES"]

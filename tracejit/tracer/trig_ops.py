@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..ir.primitives import P
 from . import ops
 from .autocast import FP32, autocast_op
 from .math_inplace import _method
@@ -62,15 +63,13 @@ def logaddexp2(input, other) -> Tensor:  # noqa: A002
 
 
 def signbit(input) -> Tensor:  # noqa: A002
-    """True where the sign bit is set: negatives and -0.0 (a NaN reads as positive: tracejit
-    has no bit cast to see a NaN's sign)."""
-    x = ops.stop_gradient(ops.as_tensor(input))
+    """True where the sign bit is set: negatives, -0.0 and negative NaNs (integers: x < 0)."""
+    x = ops.as_tensor(input)
     if x.dtype is dt.bool_:
         return ops.ne(x, x)
-    neg = ops.lt(x, 0)
     if not x.dtype.is_float:
-        return neg
-    return ops.logical_or(neg, ops.logical_and(ops.eq(x, 0), ops.lt(ops.div(1.0, x), 0)))
+        return ops.lt(x, 0)
+    return ops.bind(P.signbit, ops.stop_gradient(x))
 
 
 def copysign(input, other) -> Tensor:  # noqa: A002
