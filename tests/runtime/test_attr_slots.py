@@ -158,3 +158,34 @@ def test_a_plain_tensor_attribute_rebound_between_calls_of_a_kept_trace():
     model.c.add_(1)                   # updated in place: the same tensor, read each call
     np.testing.assert_array_equal(forward(x).numpy(), np.full(3, 6.0))
     assert forward.cache_info().misses == 2
+
+
+class Cache(tj.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cache = tj.zeros(4)
+
+    def forward(self, x):
+        self.cache[:2] = x                  # Meta's KV cache: written in place
+        return self.cache.sum()
+
+
+class Block(tj.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = Cache()
+
+    def forward(self, x):
+        return self.inner.forward(x) * 2    # a child's forward called directly (llama2.c)
+
+
+def test_a_submodule_cache_written_in_place_and_rebound_between_calls():
+    model = Block()
+    forward = tj.compile(model)
+    x = tj.ones(2)
+    assert forward(x).item() == 4.0 and forward(x).item() == 4.0
+    assert forward.cache_info().misses == 1
+    np.testing.assert_array_equal(model.inner.cache.numpy(), [1, 1, 0, 0])
+    model.inner.cache = tj.full((4,), 10.0)      # a fresh cache: read afresh, not the old one
+    assert forward(x).item() == 2 * (1 + 1 + 10 + 10)
+    np.testing.assert_array_equal(model.inner.cache.numpy(), [1, 1, 10, 10])

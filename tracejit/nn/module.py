@@ -220,7 +220,7 @@ class Module(StateDictMixin, ConversionMixin):
             self._buffers[name] = value
         else:
             if isinstance(value, Tensor) and value._born_in is not None:
-                note_store(self, name, value)    # a traced tensor: maybe a slot (attr_slots)
+                note_store(self, name, value, d.get(name))   # maybe a slot (attr_slots)
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:

@@ -52,6 +52,32 @@ def _reader(module: Any, names: tuple) -> Callable[[], Any]:
     return read
 
 
+class TensorAttributes:
+    """At the end of a trace: the plain tensor attributes the graph reads or writes of the
+    modules called and of their submodules (children reached by `self.attention.forward(x)`,
+    not through __call__: llama2.c's blocks; Meta's KV caches `self.cache_k`, written in
+    place) are guarded by identity, so rebinding one between calls traces again."""
+
+    def __init__(self) -> None:
+        self.roots: dict[int, Any] = {}
+
+    def __call__(self, ctx: Any) -> None:
+        read = ctx.read_ids()
+        todo, seen = list(self.roots.values()), set()
+        self.roots = {}
+        while todo:
+            m = todo.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            d = m.__dict__
+            todo += [c for c in d.get("_modules", {}).values() if c is not None]
+            for k, v in d.items():
+                if isinstance(v, TensorBase) and not v._traced and id(v) in read:
+                    ctx.guard_value((id(m), k), partial(d.get, k), f"{type(m).__name__}.{k}",
+                                    True, seen=v)
+
+
 def call_traced(module: Any, args: tuple, kwargs: dict) -> Any:
     """Module.__call__ inside a trace: record the guards above, then run the hooks and
     forward (inlined into the trace)."""
@@ -69,6 +95,10 @@ def call_traced(module: Any, args: tuple, kwargs: dict) -> Any:
         if id(v) in read:
             ctx.guard_value((id(module), k), partial(d.get, k), f"{type(module).__name__}.{k}",
                             True, seen=v)
+    scan = ctx.finishers.get("nn.tensor_attributes")
+    if scan is None:
+        scan = ctx.finishers["nn.tensor_attributes"] = TensorAttributes()
+    scan.roots[id(module)] = module
     # an attribute the forward itself set to a new value (a counter, a cached shape) is its
     # state, not an input: the compiled call does not run that Python, so guarding it would
     # only retrace (every call, for a module called twice in one trace). (The hooks guarded

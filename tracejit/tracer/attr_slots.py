@@ -17,12 +17,12 @@ from .tensor_base import TensorBase
 Slots = list[tuple[weakref.ref, str]]
 
 
-def note_store(obj: Any, name: str, value: TensorBase) -> None:
-    """`obj.name = value` stored a plain attribute (Module.__setattr__): a traced value's
-    trace remembers where."""
+def note_store(obj: Any, name: str, value: TensorBase, old: Any) -> None:
+    """`obj.name = value` stored a plain attribute (Module.__setattr__) in place of `old`: a
+    traced value's trace remembers where."""
     stores = getattr(value._born_in, "attr_stores", None)
     if stores is not None and value._traced:
-        stores.append((obj, name))
+        stores.append((obj, name, old if isinstance(old, TensorBase) else None))
 
 
 def take_slots(ctx: Any) -> list[tuple[Value, Slots]]:
@@ -32,8 +32,11 @@ def take_slots(ctx: Any) -> list[tuple[Value, Slots]]:
     groups: dict[int, tuple[weakref.ref, list]] = {}
     seen: set = set()
     stores, ctx.attr_stores = ctx.attr_stores, []
-    for obj, name in stores:
-        if (id(obj), name) in seen or (id(obj), name) in ctx._attr_guarded:
+    read = ctx.read_ids()
+    replaced_read = {(id(obj), name) for obj, name, old in stores if id(old) in read}
+    for obj, name, _ in stores:
+        if (id(obj), name) in seen or (id(obj), name) in replaced_read or \
+                (id(obj), name) in ctx._attr_guarded:
             # (the trace read the tensor it replaced: `self.total = self.total + x` depends on
             # the last call's value, a new trace each call: it stays an escape, which says so)
             continue
@@ -46,7 +49,7 @@ def take_slots(ctx: Any) -> list[tuple[Value, Slots]]:
             except TypeError:
                 continue
             groups.setdefault(id(t), (weakref.ref(t), []))[1].append((obj, where, name))
-    t = stores = None
+    t = stores = old = None
     found = []
     for ref, slots in groups.values():
         value = ref()._data

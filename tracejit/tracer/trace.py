@@ -92,7 +92,9 @@ class TraceContext:
         self.checks: list[tuple[Value, tuple]] = []   # (bad index count, (message, class))
         self.checked: set[tuple[int, int]] = set()   # (id(index value), axis length)
         self.arg_writes: list[tuple[int, Value]] = []   # (flat argument position, new value)
-        self.attr_stores: list[tuple[Any, str]] = []   # module attributes set to traced tensors
+        self.attr_stores: list[tuple] = []   # module attributes set to traced tensors (attr_slots)
+        # run with this context when the function returned (nn's guards of module attributes)
+        self.finishers: dict[str, Callable[["TraceContext"], None]] = {}
         self.outer_off = False               # traced for a caller under no_grad (__enter__)
         # id(traced argument) -> the element strides torch gives the caller's tensor, a view
         # that is not C-contiguous: its contiguous() and reshape() copy as torch's (views.py);
@@ -385,6 +387,8 @@ def trace(fn: Callable, args: Sequence, kwargs: dict, static: dict[int | str, An
     grad_on = STATE.grad_on
     try:
         out_tree, outs = _run(ctx, fn, args, kwargs, static, flat, in_tree, names)
+        for finish in ctx.finishers.values():
+            finish(ctx)
     except BaseException:
         ctx.grad_slots.restore()        # no traced value may stay in an outside `.grad`
         raise
