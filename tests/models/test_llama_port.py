@@ -12,8 +12,10 @@ nn.init.normal_/zeros_ and the scaled init of wo/w3; F.cross_entropy(ignore_inde
 
 Checked against torch: eager logits, loss and the gradients of every parameter; AdamW steps
 with nanoGPT's configure_optimizers groups (decay for p.dim() >= 2); the same with
-`tj.compile(model)` and with the whole training step compiled; and a greedy generation loop
-whose KV cache grows by cat, eagerly.
+`tj.compile(model)` and with the whole training step compiled; a greedy generation loop
+whose KV cache grows by cat, eagerly; and Meta's decoding, whose preallocated caches (plain
+attributes) are written in place at [start_pos, start_pos + seqlen), compiled with start_pos
+static (a traced int cannot bound a slice in tracejit: one trace per position).
 
 Not portable: Meta's complex-number rotary variant (torch.polar, view_as_complex,
 view_as_real); tracejit has no complex dtype, so the real cos/sin form is used here."""
@@ -45,6 +47,7 @@ class ModelArgs:
     multiple_of: int = 16
     norm_eps: float = 1e-5
     max_seq_len: int = 16
+    max_batch_size: int = 4         # Meta's preallocated KV cache
     dropout: float = 0.0
     flash: bool = True              # F.scaled_dot_product_attention, else the mask buffer
     repeat: str = "expand"          # "expand" (llama2.c) or "interleave" (Meta)
@@ -138,8 +141,12 @@ def make_llama(lib, args: ModelArgs):
                 mask = lib.full((1, 1, args.max_seq_len, args.max_seq_len), float("-inf"))
                 mask = lib.triu(mask, diagonal=1)
                 self.register_buffer("mask", mask)
+            # Meta's KV cache: plain attributes (not buffers), written in place each step
+            shape = (args.max_batch_size, args.max_seq_len, self.n_local_kv_heads, self.head_dim)
+            self.cache_k = lib.zeros(shape)
+            self.cache_v = lib.zeros(shape)
 
-        def forward(self, x, freqs_cos, freqs_sin, kv_cache=None):
+        def forward(self, x, freqs_cos, freqs_sin, kv_cache=None, start_pos=None, mask=None):
             bsz, seqlen, _ = x.shape
             xq, xk, xv = self.wq(x), self.wk(x), self.wv(x)
             xq = xq.view(bsz, seqlen, self.n_local_heads, self.head_dim)
@@ -152,21 +159,31 @@ def make_llama(lib, args: ModelArgs):
                     xk = lib.cat([past_k, xk], dim=1)
                     xv = lib.cat([past_v, xv], dim=1)
                 new_cache = (xk, xv)
+            if start_pos is not None:           # Meta's: written into the preallocated cache
+                self.cache_k = self.cache_k.to(xq)
+                self.cache_v = self.cache_v.to(xq)
+                self.cache_k[:bsz, start_pos: start_pos + seqlen] = xk
+                self.cache_v[:bsz, start_pos: start_pos + seqlen] = xv
+                xk = self.cache_k[:bsz, : start_pos + seqlen]
+                xv = self.cache_v[:bsz, : start_pos + seqlen]
             keys = repeat_kv(xk, self.n_rep)
             values = repeat_kv(xv, self.n_rep)
             xq = xq.transpose(1, 2)
             keys = keys.transpose(1, 2)
             values = values.transpose(1, 2)
-            causal = seqlen > 1              # one new query attends to every cached key
+            # one new query attends to every cached key; Meta's path passes its own mask
+            causal = seqlen > 1 and start_pos is None
             if self.flash:
                 output = F.scaled_dot_product_attention(
-                    xq, keys, values, attn_mask=None,
+                    xq, keys, values, attn_mask=mask,
                     dropout_p=self.dropout if self.training else 0.0, is_causal=causal)
             else:
                 scores = lib.matmul(xq, keys.transpose(2, 3)) / math.sqrt(self.head_dim)
                 if causal:
                     assert hasattr(self, "mask")
                     scores = scores + self.mask[:, :, :seqlen, :seqlen]
+                if mask is not None:
+                    scores = scores + mask      # (bs, n_local_heads, seqlen, cache_len + seqlen)
                 scores = F.softmax(up(scores), dim=-1).type_as(xq)
                 scores = self.attn_dropout(scores)
                 output = lib.matmul(scores, values)
@@ -202,9 +219,9 @@ def make_llama(lib, args: ModelArgs):
             self.attention_norm = norm(args.dim)
             self.ffn_norm = norm(args.dim)
 
-        def forward(self, x, freqs_cos, freqs_sin, kv_cache=None):
+        def forward(self, x, freqs_cos, freqs_sin, kv_cache=None, start_pos=None, mask=None):
             attn = self.attention.forward(self.attention_norm(x), freqs_cos, freqs_sin,
-                                          kv_cache)
+                                          kv_cache, start_pos, mask)
             if kv_cache is not None:
                 attn, kv_cache = attn
             h = x + attn
@@ -303,6 +320,38 @@ def make_llama(lib, args: ModelArgs):
                 if idx.size(1) >= self.params.max_seq_len:
                     break
                 logits, caches = self.forward_cached(idx_next, pos, caches)
+            return idx
+
+        @lib.inference_mode()
+        def forward_meta(self, tokens, start_pos: int):
+            """Meta's: the logits of `tokens` at positions start_pos..., against the cache."""
+            _bsz, seqlen = tokens.shape
+            h = self.tok_embeddings(tokens)
+            freqs_cos = self.freqs_cos[start_pos: start_pos + seqlen]
+            freqs_sin = self.freqs_sin[start_pos: start_pos + seqlen]
+            mask = None
+            if seqlen > 1:
+                mask = lib.full((seqlen, seqlen), float("-inf"), device=tokens.device)
+                mask = lib.triu(mask, diagonal=1)
+                # (the cached positions are all visible: zeros before the causal block)
+                mask = lib.hstack([lib.zeros((seqlen, start_pos), device=tokens.device),
+                                   mask]).type_as(h)
+            for layer in self.layers:
+                h = layer(h, freqs_cos, freqs_sin, start_pos=start_pos, mask=mask)
+            h = self.norm(h)
+            return self.output(h).float()
+
+        @lib.inference_mode()
+        def generate_meta(self, idx, max_new_tokens, forward=None):
+            """Greedy decoding through forward_meta (or `forward`, e.g. it compiled)."""
+            forward = forward or self.forward_meta
+            logits = forward(idx, start_pos=0)
+            for i in range(max_new_tokens):
+                idx_next = lib.argmax(logits[:, -1], dim=-1, keepdim=True)
+                pos = idx.size(1)
+                idx = lib.cat((idx, idx_next), dim=1)
+                if i < max_new_tokens - 1:
+                    logits = forward(idx_next, start_pos=pos)
             return idx
 
         @lib.inference_mode()
@@ -456,3 +505,19 @@ def test_llama_greedy_generation_with_a_kv_cache_as_torch(cfg):
     np.testing.assert_array_equal(got.numpy(), want)
     # the cache changes nothing: the uncached loop picks the same tokens
     np.testing.assert_array_equal(model.generate_uncached(tj.tensor(prompt), 6).numpy(), want)
+
+
+def test_llama_meta_kv_cache_written_in_place_compiled_per_position_as_torch():
+    """Meta's decoding: plain-attribute caches written in place at [start_pos, start_pos +
+    seqlen), the prompt's mask hstacked after zeros; compiled with start_pos static (a traced
+    int cannot bound a slice: one trace per position, kept for the next generation)."""
+    tmodel, model = _pair("float64", **VARIANTS[0])
+    prompt = np.random.default_rng(2).integers(0, 50, (2, 5))
+    want = tmodel.generate_greedy(torch.tensor(prompt), 3).numpy()
+    np.testing.assert_array_equal(tmodel.generate_meta(torch.tensor(prompt), 3).numpy(), want)
+    forward = tj.compile(model.forward_meta, static_argnames=("start_pos",))
+    for _ in range(2):           # the second generation overwrites the cache, reusing traces
+        got = model.generate_meta(tj.tensor(prompt), 3, forward=forward)
+        np.testing.assert_array_equal(got.numpy(), want)
+    assert model.layers[0].attention.cache_k.dtype == tj.float64
+    assert forward.cache_info().hits >= 2, forward.cache_info()
