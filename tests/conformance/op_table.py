@@ -166,6 +166,14 @@ def _eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
     return tj.eye(n, m, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
+def _copysign_nonfinite(s) -> str | None:
+    """copysign's gradient is math_ops._grad_as's: 0 where the input is inf or NaN (torch's is
+    NaN there, from inf / inf); the values there are checked in tests/tracer/test_trig_math.py."""
+    if s.input.requires_grad and not s.input.detach().isfinite().all():
+        return "an inf or NaN input: tracejit's composed gradient is 0 there, torch's NaN"
+    return None
+
+
 TABLE: dict[str, Entry] = {
     # elementwise unary
     "abs": Entry(tj.abs),
@@ -299,6 +307,15 @@ TABLE: dict[str, Entry] = {
     "topk": Entry(tj.topk, unsupported=_unspecified_order),
     "erf": Entry(tj.erf),
     "erfc": Entry(tj.erfc),
+    # tracer/trig_ops.py
+    **{n: Entry(getattr(tj, n)) for n in ("tan", "atan", "asin", "acos", "sinh", "cosh", "asinh",
+                                           "acosh", "atanh", "log2", "log10", "exp2", "atan2",
+                                           "logaddexp2")},
+    "copysign": Entry(tj.copysign, unsupported=_copysign_nonfinite),
+    # (torch's gradient of a real sgn is a ZeroTensor, which has no NumPy form to compare;
+    # tracejit's is sign's zeros, which "sign" checks)
+    "sgn": Entry(tj.sgn, grad=False),
+    "signbit": Entry(tj.signbit, grad=False),
     # creation (forward only: nothing to differentiate)
     "arange": Entry(_creation(lambda start, end=None, step=1, dtype=None:
                               tj.arange(start, end, step, dtype=dtype))),
