@@ -495,9 +495,8 @@ def test_llama_trains_with_adamw_decay_groups_as_torch(mode, dtype, cfg):
                     atol=PARAM_ATOL[dtype])
 
 
-@pytest.mark.parametrize("cfg", VARIANTS, ids=_ids)
-def test_llama_greedy_generation_with_a_kv_cache_as_torch(cfg):
-    tmodel, model = _pair("float64", **cfg)
+def test_llama_greedy_generation_with_a_kv_cache_as_torch():
+    tmodel, model = _pair("float64", **VARIANTS[1])
     prompt = np.random.default_rng(1).integers(0, 50, (2, 5))
     want = tmodel.generate_greedy(torch.tensor(prompt), 6).numpy()
     got = model.generate_greedy(tj.tensor(prompt), 6)
