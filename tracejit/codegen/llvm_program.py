@@ -38,7 +38,7 @@ from .kernel_key import check_keys_enabled, kernel_key
 from .llvm_ipow import ipow_library
 from .llvm_lower import kernel_bodies, kernel_body
 from .llvm_math import library
-from .llvm_special import special_library
+from .llvm_special import LIBM_DECLS, special_library
 from .memplan import MemoryPlan, describe_plan, plan_memory
 
 PARALLEL_MIN = 1 << 17    # elements a kernel needs before it is split across threads
@@ -433,7 +433,11 @@ def _library_parts(inline: bool) -> tuple[str, dict[str, str]]:
 def _prelude(code: str, inline: bool) -> str:
     decls, defs = _library_parts(inline)
     need: list[str] = []
-    todo = [m for m in _NAME.findall(code) if m in defs]
+    called = _NAME.findall(code)
+    libm = [LIBM_DECLS[m] for m in dict.fromkeys(called) if m in LIBM_DECLS]
+    if libm:
+        decls = "\n".join([decls, *libm])
+    todo = [m for m in called if m in defs]
     while todo:
         name = todo.pop()
         if name in need:

@@ -77,10 +77,12 @@ def _erff() -> str:
 _DECLS = """declare double @erf(double)
 declare float @erfcf(float)
 declare double @erfc(double)"""
-# ir/prims_libm.py's functions: the C library's, both widths
-_DECLS += "".join(f"\ndeclare float @{n}f({', '.join(['float'] * k)})"
-                  f"\ndeclare double @{n}({', '.join(['double'] * k)})"
-                  for n, k in [(n, 1) for n in UNARY] + [("atan2", 2)])
+# ir/prims_libm.py's functions, the C library's at both widths: name -> declaration, added
+# to a module only when its code calls them (llvm_program._prelude; parsing all 26 per kernel
+# would cost ~55 us each)
+LIBM_DECLS = {f"{n}{s}": f"declare {t} @{n}{s}({', '.join([t] * k)})"
+              for n, k in [(n, 1) for n in UNARY] + [("atan2", 2)]
+              for s, t in (("f", "float"), ("", "double"))}
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,4 +93,4 @@ def special_library(inline: bool = True) -> str:
     return text if inline else text.replace("alwaysinline", "noinline")
 
 
-__all__ = ["special_library"]
+__all__ = ["special_library", "LIBM_DECLS"]
