@@ -92,7 +92,7 @@ def test_report_is_what_the_call_saves():
     xs = [tj.tensor(x, requires_grad=True), tj.tensor(w, requires_grad=True)]
     cf(*xs).backward()
     lo = cf.lower(*xs)
-    (wrt, (fwd_exe, _, n_out)), = lo._entry.grad_cache.items()
+    (wrt, (fwd_exe, _, n_out, _)), = lo._entry.grad_cache.items()
     saved = fwd_exe.graph.outputs[n_out:]
     text = lo.memory
     head = [ln for ln in text.splitlines() if ln.startswith("saved for backward")]
