@@ -103,6 +103,22 @@ def _transpose_nd(op: str, x: Tensor, w: Tensor, bias, stride, padding, output_p
     return y
 
 
+def _transpose_public(op: str, nd: int, dims: str, input, weight, bias, stride, padding,
+                      output_padding, groups, dilation) -> Tensor:
+    """conv_transpose{nd}d's checks and batching around _transpose_nd."""
+    x = ops.as_tensor(input)
+    if x.ndim not in (nd + 1, nd + 2):
+        raise ops._err(op, f"expects a {nd + 1}-D (C, {dims}) or {nd + 2}-D (N, C, {dims}) "
+                       f"input, got {ops._fmt(x)}", RuntimeError)
+    unbatched = x.ndim == nd + 1
+    xb = ops.unsqueeze(x, 0) if unbatched else x
+    y = _transpose_nd(op, xb, ops.as_tensor(weight), bias, _tuple(stride, nd, op, "stride"),
+                      _tuple(padding, nd, op, "padding"),
+                      _tuple(output_padding, nd, op, "output_padding"), groups,
+                      _tuple(dilation, nd, op, "dilation"), nd, (x, ops.as_tensor(weight)))
+    return ops.squeeze(y, 0) if unbatched else y
+
+
 @autocast_op(LOWER)
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None,  # noqa: A002
                      stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
@@ -110,18 +126,8 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
     """2-D transposed convolution ("deconvolution") of an (N, C_in, H, W) or (C_in, H, W)
     input with a (C_in, C_out/groups, kH, kW) weight: the gradient of conv2d w.r.t. its input.
     Output size (H - 1)*stride - 2*padding + dilation*(kH - 1) + output_padding + 1."""
-    op = "conv_transpose2d"
-    x = ops.as_tensor(input)
-    if x.ndim not in (3, 4):
-        raise ops._err(op, f"expects a 3-D (C, H, W) or 4-D (N, C, H, W) input, got "
-                       f"{ops._fmt(x)}", RuntimeError)
-    unbatched = x.ndim == 3
-    x4 = ops.unsqueeze(x, 0) if unbatched else x
-    y = _transpose_nd(op, x4, ops.as_tensor(weight), bias, _tuple(stride, 2, op, "stride"),
-                      _tuple(padding, 2, op, "padding"),
-                      _tuple(output_padding, 2, op, "output_padding"), groups,
-                      _tuple(dilation, 2, op, "dilation"), 2, (x, ops.as_tensor(weight)))
-    return ops.squeeze(y, 0) if unbatched else y
+    return _transpose_public("conv_transpose2d", 2, "H, W", input, weight, bias, stride,
+                             padding, output_padding, groups, dilation)
 
 
 @autocast_op(LOWER)
@@ -130,18 +136,8 @@ def conv_transpose3d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
                      groups: int = 1, dilation: Any = 1) -> Tensor:
     """3-D transposed convolution of an (N, C_in, D, H, W) or (C_in, D, H, W) input with a
     (C_in, C_out/groups, kD, kH, kW) weight: the gradient of conv3d w.r.t. its input."""
-    op = "conv_transpose3d"
-    x = ops.as_tensor(input)
-    if x.ndim not in (4, 5):
-        raise ops._err(op, f"expects a 4-D (C, D, H, W) or 5-D (N, C, D, H, W) input, got "
-                       f"{ops._fmt(x)}", RuntimeError)
-    unbatched = x.ndim == 4
-    x5 = ops.unsqueeze(x, 0) if unbatched else x
-    y = _transpose_nd(op, x5, ops.as_tensor(weight), bias, _tuple(stride, 3, op, "stride"),
-                      _tuple(padding, 3, op, "padding"),
-                      _tuple(output_padding, 3, op, "output_padding"), groups,
-                      _tuple(dilation, 3, op, "dilation"), 3, (x, ops.as_tensor(weight)))
-    return ops.squeeze(y, 0) if unbatched else y
+    return _transpose_public("conv_transpose3d", 3, "D, H, W", input, weight, bias, stride,
+                             padding, output_padding, groups, dilation)
 
 
 @autocast_op(LOWER)
