@@ -15,6 +15,7 @@ from ..tracer.tensor import Tensor
 from . import functional as F
 from .module import Module
 from .parameter import Parameter
+from .weight_norm import hooked_parameter
 
 __all__ = ["spectral_norm", "remove_spectral_norm"]
 
@@ -58,14 +59,7 @@ class SpectralNorm:
 def spectral_norm(module: Module, name: str = "weight", n_power_iterations: int = 1,
                   eps: float = 1e-12, dim: int | None = None) -> Module:
     """Divide `module.<name>` by its largest singular value, estimated by power iteration."""
-    for hook in module._forward_pre_hooks.values():
-        if isinstance(hook, SpectralNorm) and hook.name == name:
-            raise RuntimeError(f"spectral_norm: cannot register two spectral_norm hooks on the "
-                               f"same parameter {name} (at {user_location()})")
-    weight = module._parameters.get(name)
-    if not isinstance(weight, Parameter):
-        raise ValueError(f"spectral_norm: the module has no parameter {name!r} "
-                         f"(at {user_location()})")
+    weight = hooked_parameter(module, name, SpectralNorm, "spectral_norm")
     if dim is None:       # (torch: the output channels of a transposed convolution are dim 1)
         dim = 1 if type(module).__name__.startswith("ConvTranspose") else 0
     fn = SpectralNorm(name, n_power_iterations, dim, eps)

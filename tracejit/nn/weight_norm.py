@@ -43,19 +43,25 @@ class WeightNorm:
         setattr(module, self.name, self.compute_weight(module))
 
 
+def hooked_parameter(module: Module, name: str, hook_type: type, op: str) -> Parameter:
+    """`module`'s parameter `name`, which a `hook_type` pre-hook is about to take over: refused
+    when one already has it or when there is no such parameter (torch's errors)."""
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, hook_type) and hook.name == name:
+            raise RuntimeError(f"{op}: cannot register two {op} hooks on the same parameter "
+                               f"{name} (at {user_location()})")
+    weight = module._parameters.get(name)
+    if not isinstance(weight, Parameter):
+        raise ValueError(f"{op}: the module has no parameter {name!r} (at {user_location()})")
+    return weight
+
+
 def weight_norm(module: Module, name: str = "weight", dim: int | None = 0) -> Module:
     """Reparametrize `module.<name>` as g * v / ||v|| (norm over all dims but `dim`)."""
     warnings.warn("torch.nn.utils.weight_norm is deprecated in favor of "
                   "torch.nn.utils.parametrizations.weight_norm (tracejit has only this one).",
                   FutureWarning, stacklevel=2)
-    for hook in module._forward_pre_hooks.values():
-        if isinstance(hook, WeightNorm) and hook.name == name:
-            raise RuntimeError(f"weight_norm: cannot register two weight_norm hooks on the same "
-                               f"parameter {name} (at {user_location()})")
-    weight = module._parameters.get(name)
-    if not isinstance(weight, Parameter):
-        raise ValueError(f"weight_norm: the module has no parameter {name!r} "
-                         f"(at {user_location()})")
+    weight = hooked_parameter(module, name, WeightNorm, "weight_norm")
     fn = WeightNorm(name, dim)
     del module._parameters[name]
     with no_grad():
