@@ -178,3 +178,19 @@ def test_half_round_with_decimals_computes_in_float32(dtype):
         got = tj.tensor(a).to(getattr(tj, dtype)).round(decimals=d)
         assert got.dtype is getattr(tj, dtype)
         np.testing.assert_array_equal(np.asarray(got.float().numpy()), want)
+
+
+@pytest.mark.parametrize("k, d, shape", [(3, 1, (2, 3)), (0, 0, (2, 3)), (6, None, (2, 3)),
+                                         (1, None, ()), (2, 0, (2, 2))])
+def test_roll_that_moves_nothing_is_a_copy_when_compiled(k, d, shape):
+    # compiled seed 90402: a roll by a multiple of the size returned its input inside
+    # tj.compile, so a later in-place change of the input in the same call showed through
+    def f(lib, p):
+        r = p.roll(k, d) if d is not None else p.roll(k)
+        with lib.no_grad():
+            p.add_(1)
+        return r
+    data = np.arange(6.0)[:int(np.prod(shape))].reshape(shape)
+    want = f(torch, torch.tensor(data))
+    _same(f(tj, tj.tensor(data)), want)
+    _same(tj.compile(lambda p: f(tj, p))(tj.tensor(data)), want)

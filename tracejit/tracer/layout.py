@@ -16,6 +16,7 @@ from ..ir import dtypes as dt
 from ..ir.primitives import P, bind
 from . import creation, ops
 from .composites import composite
+from .copies import clone
 from .host_views import eager_host, host_view
 from .node_names import rename
 from .selection import positions
@@ -201,13 +202,16 @@ def flipud(x) -> Tensor:
 
 @composite("RollBackward0")
 def _roll(x: Tensor, shifts: tuple[int, ...], axes: tuple[int, ...]) -> Tensor:
+    x0 = x
     for s, d in zip(shifts, axes):
         n = x.shape[d]
         if n == 0 or s % n == 0:
             continue
         s %= n
         x = ops.concatenate([_narrow(x, d, n - s, s), _narrow(x, d, 0, n - s)], d)
-    return x
+    # (a roll that moves nothing is still a copy, as torch's: an in-place op on either side
+    # must not reach the other)
+    return clone(x) if x is x0 else x
 
 
 def roll(x, shifts, dims=None) -> Tensor:
@@ -227,7 +231,7 @@ def roll(x, shifts, dims=None) -> Tensor:
                        f"same length", RuntimeError)
     if x.ndim == 0:
         _dims("roll", x, dims)
-        return x
+        return clone(x)
     # unlike flip, roll may name a dim twice (the shifts add up)
     axes = tuple(ops._axes(x, int(d), None, "roll")[0] for d in dims)
     return _roll(x, tuple(int(s) for s in shifts), axes)
