@@ -13,7 +13,9 @@ from tracejit.distributed import ReduceOp
 dist.init_process_group(timeout=60)
 RANK, W = dist.get_rank(), dist.get_world_size()
 DTYPES = {"f16": np.float16, "bf16": ml_dtypes.bfloat16, "f32": np.float32,
-          "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
+          "f64": np.float64, "u8": np.uint8, "i8": np.int8, "i16": np.int16, "i32": np.int32,
+          "i64": np.int64, "bool": np.bool_}
+INTS = ("u8", "i8", "i16", "i32", "i64")
 OPS = [ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PRODUCT, ReduceOp.MIN, ReduceOp.MAX]
 
 
@@ -21,7 +23,7 @@ def data(rank, name, shape=(3, 5)):
     rng = np.random.default_rng(rank * 7 + len(name))
     if name == "bool":
         return rng.random(shape) < 0.5
-    if name in ("i32", "i64"):
+    if name in INTS:        # (negatives wrap in uint8: sums and products then wrap too)
         return rng.integers(-4, 5, shape).astype(DTYPES[name])
     # small halves of integers: sums and products stay exact in every float type
     return (rng.integers(-4, 5, shape) / 2).astype(DTYPES[name])
@@ -30,7 +32,8 @@ def data(rank, name, shape=(3, 5)):
 def expected(name, op, xs):
     if name == "bool":
         return (np.any if op in (ReduceOp.SUM, ReduceOp.MAX) else np.all)(xs, axis=0)
-    wide = np.stack([x.astype(np.float64) for x in xs])
+    # (integers in int64, whose low bits are the wrapped result of every narrower type)
+    wide = np.stack([x.astype(np.int64 if name in INTS else np.float64) for x in xs])
     r = {ReduceOp.SUM: wide.sum(0), ReduceOp.AVG: wide.mean(0), ReduceOp.PRODUCT: wide.prod(0),
          ReduceOp.MIN: wide.min(0), ReduceOp.MAX: wide.max(0)}[op]
     return r.astype(DTYPES[name])
@@ -44,7 +47,7 @@ def as_np(t):
 def check_all_reduce():
     for name in DTYPES:
         for op in OPS:
-            if op is ReduceOp.AVG and name in ("i32", "i64", "bool"):
+            if op is ReduceOp.AVG and name in (*INTS, "bool"):
                 continue
             t = tj.tensor(data(RANK, name))
             dist.all_reduce(t, op=op)
@@ -93,7 +96,7 @@ def check_gathers():
 def check_reduce_scatter():
     for name in DTYPES:
         for op in OPS:
-            if op is ReduceOp.AVG and name in ("i32", "i64", "bool"):
+            if op is ReduceOp.AVG and name in (*INTS, "bool"):
                 continue
             xs = [data(r, name, (W * 2, 3)) for r in range(W)]
             out = tj.tensor(np.zeros((2, 3), DTYPES[name]))

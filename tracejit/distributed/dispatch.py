@@ -13,7 +13,7 @@ from .base import ProcessGroup, ReduceOp
 from .group import ensure_gpu_backend
 from .sigcheck import post
 
-_DTYPES = ("f16", "bf16", "f32", "f64", "i32", "i64", "bool")
+_DTYPES = ("f16", "bf16", "f32", "f64", "u8", "i8", "i16", "i32", "i64", "bool")
 
 
 def op_err(op: str, msg: str, kind: type = ValueError) -> Exception:

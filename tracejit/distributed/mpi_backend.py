@@ -151,7 +151,8 @@ def _tables(MPI: Any) -> tuple[dict, dict]:
                (ReduceOp.PRODUCT, True): MPI.LAND, (ReduceOp.MIN, True): MPI.LAND}
         types = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE,
                  np.dtype(np.int32): MPI.INT32_T, np.dtype(np.int64): MPI.INT64_T,
-                 np.dtype(np.bool_): MPI.C_BOOL}
+                 np.dtype(np.bool_): MPI.C_BOOL, np.dtype(np.uint8): MPI.UINT8_T,
+                 np.dtype(np.int8): MPI.INT8_T, np.dtype(np.int16): MPI.INT16_T}
         t = _TABLES[id(MPI)] = (MPI, ops, types)
     return t[1], t[2]
 
