@@ -215,3 +215,15 @@ def test_cuda_source_compiles(tmp_path, fake_gpu):
     r = subprocess.run(["nvcc", "-ptx", "-arch=sm_90", "-o", str(tmp_path / "s.ptx"), str(cu)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint8", "bool"])
+def test_var_of_integers_raises_as_torch(dtype):
+    # var computed integers in float32 where torch (and tracejit's std) refuse them
+    data = np.array([1, 0, 1], dtype=dtype)
+    with pytest.raises(RuntimeError):
+        torch.tensor(data).var()
+    with pytest.raises(TypeError, match="var"):
+        tj.tensor(data).var()
+    with pytest.raises(TypeError, match="var"):
+        tj.compile(lambda t: t.var())(tj.tensor(data))

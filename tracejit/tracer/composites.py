@@ -182,8 +182,7 @@ def var(x, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=None
         ddof=None):
     """Variance; like PyTorch the default is unbiased (correction=1); ddof= as NumPy."""
     x = ops.as_tensor(x)
-    if not x.dtype.is_float:
-        x = ops.cast(x, dt.f32)
+    float_only("var", x)        # (as torch: std and var have no integer or bool kernels)
     low = x.dtype if x.dtype in dt.HALF else None
     if low is not None:         # in float32 as torch (float16 sums overflowed), rounded once
         x = ops.cast(x, dt.f32)
