@@ -15,7 +15,7 @@ from ..tracer.tensor import Tensor
 from . import functional as F
 from .module import Module
 from .parameter import Parameter
-from .weight_norm import hooked_parameter
+from .weight_norm import hook_of, hooked_parameter
 
 __all__ = ["spectral_norm", "remove_spectral_norm"]
 
@@ -79,16 +79,17 @@ def spectral_norm(module: Module, name: str = "weight", n_power_iterations: int 
 
 def remove_spectral_norm(module: Module, name: str = "weight") -> Module:
     """Fold the current normalized weight back into one parameter `name`."""
-    for key, hook in list(module._forward_pre_hooks.items()):
-        if isinstance(hook, SpectralNorm) and hook.name == name:
-            with no_grad():
-                weight = hook.compute_weight(module, do_power_iteration=False)
-            delattr(module, name)
-            del module._parameters[name + "_orig"]
-            del module._buffers[name + "_u"]
-            del module._buffers[name + "_v"]
-            setattr(module, name, Parameter(weight.detach()))
-            del module._forward_pre_hooks[key]
-            return module
-    raise ValueError(f"spectral_norm of '{name}' not found in {type(module).__name__} "
-                     f"(at {user_location()})")
+    found = hook_of(module, name, SpectralNorm)
+    if found is None:
+        raise ValueError(f"spectral_norm of '{name}' not found in {type(module).__name__} "
+                         f"(at {user_location()})")
+    key, hook = found
+    with no_grad():
+        weight = hook.compute_weight(module, do_power_iteration=False)
+    delattr(module, name)
+    del module._parameters[name + "_orig"]
+    del module._buffers[name + "_u"]
+    del module._buffers[name + "_v"]
+    setattr(module, name, Parameter(weight.detach()))
+    del module._forward_pre_hooks[key]
+    return module

@@ -43,13 +43,20 @@ class WeightNorm:
         setattr(module, self.name, self.compute_weight(module))
 
 
+def hook_of(module: Module, name: str, hook_type: type) -> tuple[Any, Any] | None:
+    """(key, hook) of `module`'s `hook_type` pre-hook on parameter `name`, or None."""
+    for key, hook in module._forward_pre_hooks.items():
+        if isinstance(hook, hook_type) and hook.name == name:
+            return key, hook
+    return None
+
+
 def hooked_parameter(module: Module, name: str, hook_type: type, op: str) -> Parameter:
     """`module`'s parameter `name`, which a `hook_type` pre-hook is about to take over: refused
     when one already has it or when there is no such parameter (torch's errors)."""
-    for hook in module._forward_pre_hooks.values():
-        if isinstance(hook, hook_type) and hook.name == name:
-            raise RuntimeError(f"{op}: cannot register two {op} hooks on the same parameter "
-                               f"{name} (at {user_location()})")
+    if hook_of(module, name, hook_type) is not None:
+        raise RuntimeError(f"{op}: cannot register two {op} hooks on the same parameter "
+                           f"{name} (at {user_location()})")
     weight = module._parameters.get(name)
     if not isinstance(weight, Parameter):
         raise ValueError(f"{op}: the module has no parameter {name!r} (at {user_location()})")
@@ -75,14 +82,15 @@ def weight_norm(module: Module, name: str = "weight", dim: int | None = 0) -> Mo
 
 def remove_weight_norm(module: Module, name: str = "weight") -> Module:
     """Fold g and v back into one parameter `name` and drop the hook."""
-    for key, hook in list(module._forward_pre_hooks.items()):
-        if isinstance(hook, WeightNorm) and hook.name == name:
-            weight = hook.compute_weight(module)
-            delattr(module, name)
-            del module._parameters[name + "_g"]
-            del module._parameters[name + "_v"]
-            setattr(module, name, Parameter(weight.detach()))
-            del module._forward_pre_hooks[key]
-            return module
-    raise ValueError(f"weight_norm of '{name}' not found in {type(module).__name__} "
-                     f"(at {user_location()})")
+    found = hook_of(module, name, WeightNorm)
+    if found is None:
+        raise ValueError(f"weight_norm of '{name}' not found in {type(module).__name__} "
+                         f"(at {user_location()})")
+    key, hook = found
+    weight = hook.compute_weight(module)
+    delattr(module, name)
+    del module._parameters[name + "_g"]
+    del module._parameters[name + "_v"]
+    setattr(module, name, Parameter(weight.detach()))
+    del module._forward_pre_hooks[key]
+    return module

@@ -237,14 +237,18 @@ def relu(x):
     return ops.where(ops.le(x, 0), 0, x)
 
 
-def _log1p01(e):
-    """log(1 + e) for e in [0, 1], exact for tiny e: with u = 1 + e rounded, log(u) * e / (u - 1)
-    (e where u == 1; tracer/math_ops.log1p's compensation, which imports this module), with the
-    gradient of log(1 + e): its term t - stop_gradient(t) is exactly 0 forward."""
-    s = ops.stop_gradient(e)
+def log1p_value(s):
+    """log(1 + s) of a value without gradient, exact for tiny s: with u = 1 + s rounded,
+    log(u) * s / (u - 1) (s where u == 1). Shared with tracer/math_ops.log1p."""
     u = ops.add(s, 1.0)
     one = ops.eq(u, 1.0)
-    v = ops.where(one, s, ops.mul(ops.log(u), ops.div(s, ops.where(one, 1.0, ops.sub(u, 1.0)))))
+    return ops.where(one, s, ops.mul(ops.log(u), ops.div(s, ops.where(one, 1.0, ops.sub(u, 1.0)))))
+
+
+def _log1p01(e):
+    """log(1 + e) for e in [0, 1] (log1p_value), with the gradient of log(1 + e): its term
+    t - stop_gradient(t) is exactly 0 forward."""
+    v = log1p_value(ops.stop_gradient(e))
     t = ops.log(ops.add(e, 1.0))
     return ops.add(v, ops.sub(t, ops.stop_gradient(t)))
 

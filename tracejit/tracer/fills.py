@@ -9,7 +9,6 @@ from ..ir.primitives import P, bind
 from ..devices import to_device
 from . import ops
 from .inplace import inplace
-from ..ir.core import user_location
 from . import rng
 from .rng import Generator, rand, randn
 from .state import STATE
@@ -22,15 +21,8 @@ def draw_like(x: Tensor, normal: bool, generator: Generator | None = None,
     float64 tensors and float32 otherwise (16-bit tensors round the float32 draw)."""
     d = dt.f64 if x.dtype is dt.f64 else dt.f32
     if generator is not None and STATE.traces:
-        # an explicit generator's numbers would be drawn once, at trace time, and baked into
-        # the compiled function; a device's default generator is what traced draws read
-        if not any(generator is g for g in rng._GENERATORS.values()):
-            raise RuntimeError(
-                f"{op}(generator=...) inside a "
-                f"@tj.compile'd function (at {user_location()}): a compiled function can only "
-                f"draw from the default generator (tj.manual_seed); drop generator=, or "
-                f"initialise outside the compiled function")
-        generator = None
+        # (a device's default generator is what traced draws read; a user's own raises)
+        generator = rng.own_generator(op, generator)
     if generator is None or x._traced:
         fn = randn if normal else rand
         return fn(*x.shape, dtype=d, device=None if x._traced else x.device)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from . import ops, selection
-from .composites import composite
+from .composites import composite, log1p_value
 from .series_ops import isfinite, isnan
 from .tensor_base import TensorBase as Tensor
 
@@ -177,11 +177,7 @@ def log1p(input) -> Tensor:  # noqa: A002
     compensation; x where u == 1). Gradient g / (1 + x), as torch."""
     x = _float(input, "log1p")
     s = sg(x)
-    u = ops.add(s, 1.0)
-    one = ops.eq(u, 1.0)
-    den = ops.where(one, 1.0, ops.sub(u, 1.0))
-    v = ops.where(one, s, ops.mul(ops.log(u), ops.div(s, den)))
-    v = ops.where(ops.eq(s, np.inf), s, v)            # inf * inf / inf
+    v = ops.where(ops.eq(s, np.inf), s, log1p_value(s))       # inf * inf / inf
     return _grad_as(v, [x], lambda y: [ops.div(1.0, ops.add(y, 1.0))])
 
 
