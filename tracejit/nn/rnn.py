@@ -22,6 +22,8 @@ from . import functional as F
 from . import init
 from .linear import new_parameter
 from .module import Module
+from .rnn_packed import run_packed
+from .utils.rnn import PackedSequence
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
@@ -158,6 +160,8 @@ class RNNBase(_UniformInit):
     # -- forward ------------------------------------------------------------------------------
     def _run(self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None  # noqa: A002
              ) -> tuple[Tensor, Any]:
+        if isinstance(input, PackedSequence):
+            return run_packed(self, input, hx)
         op = "LSTM" if self.mode == "LSTM" else self.mode.split("_")[0]
         batched = _check_input(op, input, 3, self.input_size)
         x = input if batched else unsqueeze(input, 1)
@@ -222,14 +226,18 @@ class RNNBase(_UniformInit):
         steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
         outs: list[Tensor] = [None] * x.shape[0]            # type: ignore[list-item]
         for t in steps:
-            if self.mode == "LSTM":
-                h, c = _lstm_step(gi[t], h, c, w_hh, b_hh, w_hr)
-            elif self.mode == "GRU":
-                h = _gru_step(gi[t], h, w_hh, b_hh)
-            else:
-                h = _rnn_step(gi[t], h, w_hh, b_hh, self.mode == "RNN_RELU")
+            h, c = self._cell(gi[t], h, c, w_hh, b_hh, w_hr)
             outs[t] = h
         return stack(outs), h, c
+
+    def _cell(self, gi: Tensor, h: Tensor, c: Tensor | None, w_hh: Tensor,
+              b_hh: Tensor | None, w_hr: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """One step of this layer's cell; (h, c), c None but for LSTM."""
+        if self.mode == "LSTM":
+            return _lstm_step(gi, h, c, w_hh, b_hh, w_hr)
+        if self.mode == "GRU":
+            return _gru_step(gi, h, w_hh, b_hh), None
+        return _rnn_step(gi, h, w_hh, b_hh, self.mode == "RNN_RELU"), None
 
 
 class RNN(RNNBase):
