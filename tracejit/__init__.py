@@ -60,6 +60,7 @@ from .tracer.views import (broadcast_to, chunk, diagonal, expand, flatten, moved
                            transpose, unbind, unflatten, unsqueeze)
 from .tracer.views import dsplit, hsplit, ravel, tensor_split, vsplit  # noqa: F811
 from .tracer.shape_views import atleast_1d, atleast_2d, atleast_3d  # noqa: F811
+from .tracer.linalg_ops import cholesky_legacy as cholesky, det, inverse, logdet, slogdet
 from . import linalg
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")
@@ -75,6 +76,7 @@ from .transforms import vmap
 from . import nn
 from . import distributed
 from . import optim
+from . import func
 from . import amp
 from . import utils
 from .tracer.autocast import autocast, get_autocast_dtype, is_autocast_enabled

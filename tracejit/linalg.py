@@ -1,7 +1,10 @@
-"""`tracejit.linalg` (also `tj.linalg`), PyTorch's torch.linalg spelling for what tracejit
-composes from its primitives: vector, matrix (not the SVD ones) and combined norms
-(decompositions are out of scope)."""
+"""`tracejit.linalg` (also `tj.linalg`), PyTorch's torch.linalg: vector, matrix and combined
+norms, and the factorizations and solvers (tracer/linalg_ops.py on ir/prims_linalg.py), eager
+and inside tj.compile (LAPACK through NumPy, called between the compiled kernels)."""
 from .tracer.norms import vector_norm
 from .tracer.math_norms import matrix_norm, norm
+from .tracer.linalg_ops import (LinAlgError, cholesky, cholesky_ex, det, inv, inv_ex, slogdet,
+                                solve, solve_triangular)
 
-__all__ = ["vector_norm", "matrix_norm", "norm"]
+__all__ = ["vector_norm", "matrix_norm", "norm", "LinAlgError", "inv", "inv_ex", "solve",
+           "solve_triangular", "cholesky", "cholesky_ex", "det", "slogdet"]
