@@ -63,8 +63,9 @@ def sync_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor 
         with no_grad():
             m = ops.cast(momentum, acc) if isinstance(momentum, Tensor) else float(momentum)
             unbiased = ops.mul(var, ops.div(count, ops.sub(count, 1.0)))
+            keep_old = ops.sub(1.0, m) if isinstance(m, Tensor) else 1.0 - m
             for run, batch in ((running_mean, mean), (running_var, unbiased)):
-                new = ops.add(ops.mul(ops.cast(run, acc), ops.sub(1.0, m)),
+                new = ops.add(ops.mul(ops.cast(run, acc), keep_old),
                               ops.mul(ops.stop_gradient(batch), m))
                 run.copy_(ops.cast(new, run.dtype))
     y = ops.mul(centered, ops.reshape(ops.div(1.0, ops.sqrt(ops.add(var, eps))), keep))
