@@ -79,6 +79,7 @@ from . import optim
 from . import func
 from . import amp
 from . import utils
+from . import distributions
 from .tracer.autocast import autocast, get_autocast_dtype, is_autocast_enabled
 from .serialization import load, save
 from .tracer.ops import cast as astype
