@@ -41,13 +41,20 @@ the MPI progress thread's successful test, or the end of a blocking wait), per D
 
     python bench/distributed.py [--steps N] [--rounds R] [--configs small,mlp]
                                 [--modes eager,model,whole] [--bucket-cap-mb MB] [--repeat K]
-                                [--json out.json]
+                                [--floor] [--json out.json]
 
 `--repeat K` (default 1) launches 1 rank and 2 ranks K times each, alternating (1, 2, 1, 2, ...),
 and reports the median of the K ratios of adjacent pairs (with their range), so that a load
 change on a shared machine between two launches skews one pair, not the figure; the CPU
 columns are medians over the K launches, and the hidden-share columns come from the first
 2-rank launch (the later ones time the DDP step only).
+
+`--floor` adds, in each repeat, the hardware floor: two independent 1-rank processes (no MPI
+between them) pinned to cores 0 and 1, as mpiexec binds 2 ranks, timed over the same steps at
+the same time; their summed samples/s against the 1-rank launch before them is the ratio this
+machine permits without any communication (on a 2-core machine, below 2.0: caches, memory
+bandwidth and other jobs are shared), and "2 ranks reach N% of the floor's ratio" is what the
+communication itself costs.
 
 `--bucket-cap-mb` (default 25, PyTorch's) sets DDP's bucket_cap_mb: with 25 the wide MLP has
 two buckets, its last layer (1 MiB, as PyTorch's first bucket) and the other 9.5 MB, which is
@@ -123,8 +130,21 @@ def make(config: str, rank: int):
     return model, opt, batches, lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), MLP_BATCH
 
 
+def start_together(sync_dir: str, n: int) -> None:
+    """Wait until n independent processes (the hardware floor's) have reached this point, so
+    that their timed steps run at the same time: each leaves a file in sync_dir."""
+    open(os.path.join(sync_dir, f"ready.{os.getpid()}"), "w").close()
+    deadline = time.monotonic() + 600
+    while len([f for f in os.listdir(sync_dir) if f.startswith("ready.")]) < n:
+        if time.monotonic() > deadline:
+            raise SystemExit("the other floor process never got ready")
+        time.sleep(1e-3)
+
+
 def worker(config: str, mode: str, steps: int, rounds: int, cap_mb: float,
-           hidden: bool = True) -> None:
+           hidden: bool = True, pin: int | None = None, sync_dir: str | None = None) -> None:
+    if pin is not None:       # the floor's processes: one core each, as mpiexec binds 2 ranks
+        os.sched_setaffinity(0, {pin})
     import tracejit as tj
     import tracejit.distributed as dist
     from tracejit.nn.parallel import DistributedDataParallel as DDP
@@ -165,6 +185,8 @@ def worker(config: str, mode: str, steps: int, rounds: int, cap_mb: float,
         if world > 1:
             after_step(*batches[i % 4]).item()
     # samples/s of the DDP step alone
+    if sync_dir is not None:
+        start_together(sync_dir, 2)
     dist.barrier()
     t_all, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
     for i in range(steps):
@@ -294,21 +316,49 @@ def check_cost(dist, tj, rounds) -> dict:
             "small_allreduce_us_unchecked": 1e6 * float(np.median(res[False]))}
 
 
-def launch(config: str, mode: str, nproc: int, steps: int, rounds: int, cache: str,
-           cap_mb: float, hidden: bool = True) -> dict:
+def command(config: str, mode: str, nproc: int, steps: int, rounds: int, cache: str,
+            cap_mb: float, hidden: bool = True, extra: list | None = None) -> tuple:
     from tracejit.distributed import run as launcher
     cmd, env = launcher.build(nproc, [os.path.abspath(__file__), "--worker", mode, "--config",
                                       config, "--steps", str(steps), "--rounds", str(rounds),
                                       "--bucket-cap-mb", str(cap_mb)]
-                              + ([] if hidden else ["--no-hidden"]),
+                              + ([] if hidden else ["--no-hidden"]) + (extra or []),
                               launcher.find_mpiexec(), [], 1800)
     env["TRACEJIT_CACHE_DIR"] = cache
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1860)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"{config} {mode} on {nproc} rank(s) failed:\n{proc.stdout[-3000:]}\n"
-                         f"{proc.stderr[-3000:]}")
+    return cmd, env
+
+
+def result(what: str, returncode: int, stdout: str, stderr: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    if returncode != 0 or not lines:
+        raise SystemExit(f"{what} failed:\n{stdout[-3000:]}\n{stderr[-3000:]}")
     return json.loads(lines[-1])
+
+
+def launch(config: str, mode: str, nproc: int, steps: int, rounds: int, cache: str,
+           cap_mb: float, hidden: bool = True) -> dict:
+    cmd, env = command(config, mode, nproc, steps, rounds, cache, cap_mb, hidden)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1860)
+    return result(f"{config} {mode} on {nproc} rank(s)", proc.returncode, proc.stdout,
+                  proc.stderr)
+
+
+def launch_floor(config: str, mode: str, steps: int, rounds: int, cache: str,
+                 cap_mb: float) -> list[dict]:
+    """The hardware floor: two independent 1-rank processes (no MPI between them) on cores 0
+    and 1, as mpiexec binds 2 ranks, their timed steps started together. What they lose
+    against one process alone is what sharing the machine (caches, memory bandwidth, the
+    other jobs on it) costs, with no communication: the best a 2-rank run can reach."""
+    with tempfile.TemporaryDirectory(prefix="tj_bench_floor_") as sync:
+        procs = []
+        for core in (0, 1):
+            cmd, env = command(config, mode, 1, steps, rounds, cache, cap_mb, False,
+                               ["--pin", str(core), "--sync-dir", sync])
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+        outs = [p.communicate(timeout=1860) for p in procs]
+    return [result(f"{config} {mode} floor process {i}", p.returncode, o, e)
+            for i, (p, (o, e)) in enumerate(zip(procs, outs))]
 
 
 def main() -> int:
@@ -323,11 +373,17 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1,
                    help="launch 1 and 2 ranks this many times each, alternating; report the "
                         "median ratio of adjacent pairs")
+    p.add_argument("--floor", action="store_true",
+                   help="also run two independent 1-rank processes at once (one per core) in "
+                        "each repeat: the ratio the machine permits without communication")
     p.add_argument("--no-hidden", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--pin", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sync-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
     a = p.parse_args()
     if a.worker:
-        worker(a.config, a.worker, a.steps, a.rounds, a.bucket_cap_mb, not a.no_hidden)
+        worker(a.config, a.worker, a.steps, a.rounds, a.bucket_cap_mb, not a.no_hidden,
+               a.pin, a.sync_dir)
         return 0
     if a.repeat < 1:
         p.error("--repeat must be at least 1")
@@ -335,13 +391,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tj_bench_dist_") as cache:
         for config in a.configs.split(","):
             for mode in a.modes.split(","):
-                pairs = []
+                pairs, floors = [], []
                 for k in range(a.repeat):       # 1, 2, 1, 2, ...: one load change skews a pair
                     one = launch(config, mode, 1, a.steps, a.rounds, cache, a.bucket_cap_mb)
                     two = launch(config, mode, 2, a.steps, a.rounds, cache, a.bucket_cap_mb,
                                  hidden=k == 0)
                     pairs.append((one, two))
-                rows.append((config, mode, pairs))
+                    if a.floor:     # (1, 2, floor), each against the 1-rank launch before it
+                        floors.append(launch_floor(config, mode, a.steps, a.rounds, cache,
+                                                   a.bucket_cap_mb))
+                rows.append((config, mode, pairs, floors))
     print(f"1 thread per rank; {a.steps} steps per variant per round, {a.rounds} interleaved "
           f"rounds; medians; bucket_cap_mb={a.bucket_cap_mb:g}"
           + (f"; {a.repeat} alternating launches of 1 and 2 ranks, median ratio of adjacent "
@@ -353,7 +412,7 @@ def main() -> int:
           f"{'wait ms':>14}{'hidden(waits)':>15}{'span ms':>9}{'before bwd end':>16}"
           f"{'unblocked':>11}")
     out = []
-    for config, mode, pairs in rows:
+    for config, mode, pairs, floors in rows:
         ratios = [t["samples_per_s"] / o["samples_per_s"] for o, t in pairs]
         ratio = float(np.median(ratios))
         one, two = pairs[0]             # (the hidden-share figures: the first 2-rank launch)
@@ -376,8 +435,19 @@ def main() -> int:
             print(f"{'':<23}ratios of the {len(ratios)} pairs: "
                   + ", ".join(f"{r:.2f}x" for r in ratios)
                   + f" [{min(ratios):.2f}-{max(ratios):.2f}]")
-        out.append({"config": config, "mode": mode, "one": one, "two": two, "ratio": ratio,
-                    "ratios": ratios, "pairs": pairs})
+        entry = {"config": config, "mode": mode, "one": one, "two": two, "ratio": ratio,
+                 "ratios": ratios, "pairs": pairs}
+        if floors:
+            fr = [sum(f["samples_per_s"] for f in fl) / o["samples_per_s"]
+                  for (o, _), fl in zip(pairs, floors)]
+            fcpu = float(np.median([f["cpu_ms_per_step"] for fl in floors for f in fl]))
+            print(f"{'':<23}hardware floor (two independent 1-rank processes at once, one per "
+                  f"core): {float(np.median(fr)):.2f}x one alone [" +
+                  ", ".join(f"{r:.2f}x" for r in fr) + f"], cpu ms/step {fcpu:.1f}; 2 ranks "
+                  f"reach {ratio / float(np.median(fr)):.0%} of the floor's ratio")
+            entry.update(floor_ratio=float(np.median(fr)), floor_ratios=fr, floor_cpu_ms=fcpu,
+                         floors=floors)
+        out.append(entry)
     c = rows[0][2][0][1]
     print(f"signature check of every collective (f32[4] all_reduce, 2 ranks): "
           f"{c['small_allreduce_us_checked']:.1f} us checked, "
