@@ -52,6 +52,8 @@ from .tracer.search_ops import (allclose, bucketize, isclose, kthvalue, median, 
                                 unique)
 from .tracer.math_ops import *  # noqa: F401,F403,A001  (round, log1p, hypot, lerp, ...)
 from .tracer.trig_ops import *  # noqa: F401,F403  (tan, atan2, log2, copysign, arcsin, ...)
+from .tracer.special_ops import (digamma, erfinv, frexp, i0, ldexp, lgamma, mvlgamma,
+                                 nextafter, polygamma)
 from .tracer.series_ops import (cdist, cross, diff, isfinite, isinf, isnan, logaddexp,
                                 logcumsumexp)
 # the view ops again, as views of their input (in-place ops write through; see views.py)
@@ -62,6 +64,7 @@ from .tracer.views import dsplit, hsplit, ravel, tensor_split, vsplit  # noqa: F
 from .tracer.shape_views import atleast_1d, atleast_2d, atleast_3d  # noqa: F811
 from .tracer.linalg_ops import cholesky_legacy as cholesky, det, inverse, logdet, slogdet
 from . import linalg
+from . import special
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)
 from .runtime import cuda_backend as _cuda_backend  # noqa: F401  (registers "cuda")
 from .runtime import cuda_graphs as _cuda_graphs  # noqa: F401  (registers "cuda_graphs")

@@ -81,7 +81,7 @@ declare double @erfc(double)"""
 # to a module only when its code calls them (llvm_program._prelude; parsing all 26 per kernel
 # would cost ~55 us each)
 LIBM_DECLS = {f"{n}{s}": f"declare {t} @{n}{s}({', '.join([t] * k)})"
-              for n, k in [(n, 1) for n in UNARY] + [("atan2", 2)]
+              for n, k in [(n, 1) for n in UNARY] + [("atan2", 2), ("nextafter", 2)]
               for s, t in (("f", "float"), ("", "double"))}
 
 

@@ -12,6 +12,7 @@ from . import prims_select as _prims_select            # noqa: F401
 from . import prims_random as _prims_random            # noqa: F401
 from . import prims_special as _prims_special          # noqa: F401
 from . import prims_libm as _prims_libm                # noqa: F401
+from . import prims_gamma as _prims_gamma              # noqa: F401
 from . import prims_scan as _prims_scan                # noqa: F401
 from . import prims_sort as _prims_sort                # noqa: F401
 from . import prims_collective as _prims_collective    # noqa: F401

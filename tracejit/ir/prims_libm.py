@@ -1,5 +1,5 @@
 """C-library transcendentals as elementwise primitives: tan, atan, asin, acos, sinh, cosh,
-asinh, acosh, atanh, log2, log10, exp2 (unary) and atan2 (binary);
+asinh, acosh, atanh, log2, log10, exp2, lgamma (unary) and atan2 (binary);
 signbit, the sign bit (a bit test, not a C-library call). Each is a call to the C
 math function of the same name in every backend (NumPy's ufunc eagerly, libm's tanf/tan ...
 in LLVM code, CUDA's tanf/tan ...), so it is as accurate as the C library (within an ulp or
@@ -35,6 +35,24 @@ def _d_atanh(x, o): return div(1.0, sub(1.0, mul(x, x)))
 def _d_log2(x, o): return div(1.0, mul(x, math.log(2.0)))
 def _d_log10(x, o): return div(1.0, mul(x, math.log(10.0)))
 def _d_exp2(x, o): return mul(o, math.log(2.0))
+def _d_lgamma(x, o): return bind(P.get("digamma"), x)     # ir/prims_gamma.py
+
+
+def _lgamma_one(v: float) -> float:
+    try:
+        return math.lgamma(v)
+    except ValueError:                     # the poles: 0 and the negative integers
+        return math.inf
+
+
+def _lgamma(x):
+    """The C library's lgamma (log |gamma(x)|, +inf at the poles) element by element (NumPy
+    has none; float32 arrive widened by _wide); CuPy arrays through cupyx."""
+    if not isinstance(x, (np.ndarray, np.generic)):
+        import cupyx.scipy.special as sp
+        return sp.gammaln(x)
+    x = np.asarray(x)
+    return np.asarray(np.frompyfunc(_lgamma_one, 1, 1)(x), np.float64).astype(x.dtype)
 
 
 # name -> (NumPy ufunc, derivative from (input, output), whether the derivative reads out)
@@ -43,7 +61,8 @@ UNARY = {"tan": (np.tan, _d_tan, True), "atan": (np.arctan, _d_atan, False),
          "sinh": (np.sinh, _d_sinh, False), "cosh": (np.cosh, _d_cosh, False),
          "asinh": (np.arcsinh, _d_asinh, False), "acosh": (np.arccosh, _d_acosh, False),
          "atanh": (np.arctanh, _d_atanh, False), "log2": (np.log2, _d_log2, False),
-         "log10": (np.log10, _d_log10, False), "exp2": (np.exp2, _d_exp2, True)}
+         "log10": (np.log10, _d_log10, False), "exp2": (np.exp2, _d_exp2, True),
+         "lgamma": (_lgamma, _d_lgamma, False)}
 
 
 def _wide(f):
@@ -108,5 +127,11 @@ def _infer_signbit(name, avals):
 _elementwise("signbit", np.signbit, lambda g, i, o, p, n: [None], jvp=lambda t, i, o, p: None,
              infer=_infer_signbit, arity=1, scalar=lambda sb, x: sb.signbit(x))
 
-NAMES = (*UNARY, "atan2")
+# nextafter: the C library's nextafterf/nextafter (exact at each width: the tracer admits
+# float32 and float64 only); no gradient, as torch's
+_elementwise("nextafter", np.nextafter, lambda g, i, o, p, n: [None, None],
+             jvp=lambda t, i, o, p: None, float_only=True, arity=2,
+             scalar=lambda sb, x, y: sb.libm("nextafter", x, y))
+
+NAMES = (*UNARY, "atan2", "nextafter")
 __all__ = ["UNARY", "NAMES"]

@@ -22,6 +22,7 @@ from . import shape_views
 from . import index_ops, search_ops, series_ops
 from . import math_inplace, math_ops, memory_format
 from . import trig_ops
+from . import special_ops
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
 from .dispatch import apply_primitive as _apply_primitive, fast_binary as _fast_binary
 from .tensor_base import TensorBase, register
@@ -231,6 +232,17 @@ class Tensor(TensorBase):
         R.sgn_, R.negative_
     multiply_, subtract_, divide_ = mul_, sub_, div_
     del R
+    Z = special_ops   # (special_ops.py: lgamma, digamma, polygamma, erfinv, the Bessel i0 ...)
+    lgamma, digamma, erfinv, i0, mvlgamma = Z.lgamma, Z.digamma, Z.erfinv, Z.i0, Z.mvlgamma
+    ldexp, frexp, nextafter = Z.ldexp, Z.frexp, Z.nextafter
+    lgamma_, digamma_, erfinv_, i0_, mvlgamma_ = Z.lgamma_, Z.digamma_, Z.erfinv_, Z.i0_, \
+        Z.mvlgamma_
+    ldexp_, nextafter_, polygamma_ = Z.ldexp_, Z.nextafter_, Z.polygamma_
+
+    def polygamma(self, n: int):
+        """x.polygamma(n): torch.polygamma(n, x)."""
+        return special_ops.polygamma(n, self)
+    del Z
     reciprocal = stacking.reciprocal
 
     def tile(self, *dims) -> "Tensor":

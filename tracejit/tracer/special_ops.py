@@ -1,0 +1,130 @@
+"""torch's gamma-family and Bessel functions and a few float-format helpers: lgamma, digamma,
+polygamma, mvlgamma, erfinv, i0, i0e, i1, i1e (ir/prims_gamma.py's and prims_libm.py's
+primitives), ldexp, frexp, nextafter, and their in-place forms. Integer and bool inputs
+compute in float32, as torch's."""
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+from ..ir import dtypes as dt
+from ..ir.primitives import P
+from . import ops
+from .math_ops import floor
+from .trig_ops import exp2, log2
+from .math_inplace import _method
+from .tensor_base import TensorBase as Tensor
+
+_UNARY = ("lgamma", "digamma", "erfinv", "i0", "i0e", "i1", "i1e")
+_DOCS = {"lgamma": "log |gamma(x)| (the C library's lgamma; +inf at 0 and the negative "
+                   "integers)",
+         "digamma": "the logarithmic derivative of gamma (-inf at +0, NaN at the negative "
+                    "integers)",
+         "erfinv": "the inverse error function (+-inf at +-1, NaN outside [-1, 1])",
+         "i0": "the modified Bessel function of the first kind, order 0",
+         "i0e": "exp(-|x|) i0(x)",
+         "i1": "the modified Bessel function of the first kind, order 1",
+         "i1e": "exp(-|x|) i1(x)"}
+
+
+def _unary(name: str):
+    def f(input) -> Tensor:  # noqa: A002
+        return ops._unary(name, input, True)
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = f"torch.{name}: {_DOCS[name]}."
+    return f
+
+
+lgamma, digamma, erfinv, i0, i0e, i1, i1e = (_unary(n) for n in _UNARY)
+
+
+def polygamma(n: int, input) -> Tensor:  # noqa: A002
+    """torch.polygamma(n, input): the n-th derivative of digamma (n = 0: digamma)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ops._err("polygamma", f"n must be a Python int, got {type(n).__name__}",
+                       TypeError)
+    if n < 0:
+        raise ops._err("polygamma", f"polygamma(n, x) does not support negative n (got {n})")
+    x = ops.as_tensor(input)
+    x = x if x.dtype.is_float else ops.cast(x, dt.f32)
+    if n == 0:
+        return digamma(x)
+    return ops.bind(P.polygamma, x, n=n)
+
+
+def mvlgamma(input, p: int) -> Tensor:  # noqa: A002
+    """The multivariate log-gamma of dimension p: p(p-1)/4 log(pi) + sum_j lgamma(x - j/2).
+    torch refuses x <= (p-1)/2; where the values are known (eager) so does this; in a trace
+    such elements give NaN."""
+    if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+        raise ops._err("mvlgamma", f"p has to be greater than or equal to 1, got {p!r}")
+    x = ops.as_tensor(input)
+    if not x.dtype.is_float:
+        raise ops._err("mvlgamma", f"needs a floating-point input, got {ops._fmt(x)}",
+                       TypeError)
+    ok = ops.gt(x, (p - 1) / 2)
+    data = getattr(ok, "_data", None)
+    if data is not None and hasattr(data, "all") and not bool(data.all()):
+        raise ops._err("mvlgamma", "All elements must be greater than (p-1)/2")
+    r = ops.add(lgamma(x), p * (p - 1) / 4 * math.log(math.pi))
+    for j in range(1, p):
+        r = ops.add(r, lgamma(ops.sub(x, j / 2)))
+    return ops.where(ok, r, math.nan)
+
+
+def ldexp(input, other) -> Tensor:  # noqa: A002
+    """input * 2^other (torch's formula, with its promotion: integers give float32)."""
+    x, e = ops.as_tensor(input), ops.as_tensor(other)
+    d = ops.result_dtype(x, e)
+    d = d if d.is_float else dt.f32
+    return ops.mul(ops.cast(x, d), ops.pow(2.0, ops.cast(e, d)))
+
+
+Frexp = namedtuple("frexp", ["mantissa", "exponent"])
+
+
+def frexp(input) -> Frexp:  # noqa: A002
+    """(mantissa, exponent) with input = mantissa * 2^exponent, |mantissa| in [0.5, 1) (0,
+    inf and NaN: themselves with exponent 0); exponent is int32. No gradient (torch has
+    none)."""
+    x = ops.stop_gradient(ops.as_tensor(input))
+    if not x.dtype.is_float:
+        raise ops._err("frexp", f"only supports floating-point dtypes, got {ops._fmt(x)}",
+                       TypeError)
+    w = ops.cast(x, dt.f64) if x.dtype is not dt.f64 else x
+    a = ops.abs(w)
+    regular = ops.logical_and(ops.gt(a, 0.0), ops.lt(a, math.inf))
+    safe = ops.where(regular, a, 1.0)
+    e = ops.add(floor(log2(safe)), 1.0)
+    # two factors: 2^-e alone overflows for subnormal a (e down to -1073)
+    h = floor(ops.mul(e, 0.5))
+    m = ops.mul(ops.mul(safe, exp2(ops.neg(h))), exp2(ops.neg(ops.sub(e, h))))
+    # log2's rounding can leave m just outside [0.5, 1): one step fixes it
+    hi, lo = ops.ge(m, 1.0), ops.lt(m, 0.5)
+    m = ops.where(hi, ops.mul(m, 0.5), ops.where(lo, ops.mul(m, 2.0), m))
+    e = ops.where(hi, ops.add(e, 1.0), ops.where(lo, ops.sub(e, 1.0), e))
+    m = ops.where(regular, ops.where(ops.lt(w, 0.0), ops.neg(m), m), w)
+    e = ops.where(regular, e, 0.0)
+    return Frexp(ops.cast(m, x.dtype), ops.cast(e, dt.i32))
+
+
+def nextafter(input, other) -> Tensor:  # noqa: A002
+    """The next representable value after input toward other (float32 and float64, as the
+    C library's nextafterf/nextafter); no gradient."""
+    x, y = ops.as_tensor(input), ops.as_tensor(other)
+    d = ops.result_dtype(x, y)
+    if d not in (dt.f32, dt.f64):
+        raise ops._err("nextafter", f"supports float32 and float64, got {ops._fmt(x)} and "
+                       f"{ops._fmt(y)}", TypeError)
+    x, y = ops.stop_gradient(ops.cast(x, d)), ops.stop_gradient(ops.cast(y, d))
+    return ops._binary("nextafter", x, y, "float")
+
+
+_METHODS = ("lgamma", "digamma", "erfinv", "i0", "ldexp", "nextafter")
+INPLACE = {n + "_": globals()[n] for n in _METHODS}
+INPLACE["polygamma_"] = lambda x, n: polygamma(n, x)
+INPLACE["mvlgamma_"] = mvlgamma
+for _n, _f in INPLACE.items():
+    globals()[_n] = _method(_n, _f)
+
+__all__ = [*_UNARY, "polygamma", "mvlgamma", "ldexp", "frexp", "nextafter", *INPLACE]
