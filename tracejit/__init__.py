@@ -63,6 +63,7 @@ from .tracer.views import (broadcast_to, chunk, diagonal, expand, flatten, moved
 from .tracer.views import dsplit, hsplit, ravel, tensor_split, vsplit  # noqa: F811
 from .tracer.shape_views import atleast_1d, atleast_2d, atleast_3d  # noqa: F811
 from .tracer.linalg_ops import cholesky_legacy as cholesky, det, inverse, logdet, slogdet
+from .tracer.linalg_spectral import pinverse
 from . import linalg
 from . import special
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)

@@ -69,14 +69,19 @@ def test_linalg_norm_2d_and_1d_and_noncontiguous(ord):
                                    torch.linalg.norm(torch.tensor(x), ord).numpy(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("ord", [2, -2, "nuc"])
-def test_svd_norms_raise_not_implemented(ord):
-    with pytest.raises(NotImplementedError, match=r"linalg.matrix_norm.*singular value.*"
-                                                  r"test_math_norms_vs_torch.py"):
-        tj.linalg.matrix_norm(tj.tensor(A), ord)
-    with pytest.raises(NotImplementedError, match="singular value"):
-        tj.linalg.norm(tj.tensor(A[0]), ord)
-    torch.linalg.matrix_norm(torch.tensor(A), ord)        # (torch has them)
+def test_svd_norms_match_torch():
+    for ord in (2, -2, "nuc"):
+        for keepdim in (False, True):
+            np.testing.assert_allclose(
+                tj.linalg.matrix_norm(tj.tensor(A), ord, keepdim=keepdim).numpy(),
+                torch.linalg.matrix_norm(torch.tensor(A), ord, keepdim=keepdim).numpy(),
+                rtol=1e-12)
+        np.testing.assert_allclose(
+            tj.linalg.matrix_norm(tj.tensor(A), ord, dim=(0, -1)).numpy(),
+            torch.linalg.matrix_norm(torch.tensor(A), ord, dim=(0, -1)).numpy(), rtol=1e-12)
+        np.testing.assert_allclose(tj.linalg.norm(tj.tensor(A[0]), ord).numpy(),
+                                   torch.linalg.norm(torch.tensor(A[0]), ord).numpy(),
+                                   rtol=1e-12)
 
 
 @pytest.mark.parametrize("call", [

@@ -19,6 +19,7 @@ from . import prims_collective as _prims_collective    # noqa: F401
 from . import prims_windows as _prims_windows          # noqa: F401
 from . import prims_conv as _prims_conv                # noqa: F401
 from . import prims_linalg as _prims_linalg            # noqa: F401
+from . import prims_linalg_spectral as _prims_linalg_spectral  # noqa: F401
 
 __all__ = ["dtypes", "Aval", "Graph", "Instr", "Value", "replay", "user_location", "P",
            "Primitive", "bind", "const_like"]

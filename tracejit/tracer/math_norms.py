@@ -1,12 +1,13 @@
 """torch.linalg.matrix_norm and torch.linalg.norm, composed from reductions: 'fro', 1, -1,
-inf, -inf. The spectral norms (ord 2, -2) and the nuclear norm need a singular value
-decomposition, which tracejit does not have: they raise NotImplementedError."""
+inf, -inf; the spectral norms (ord 2, -2: the largest and smallest singular value) and the
+nuclear norm (their sum) from linalg.svdvals."""
 from __future__ import annotations
 
 import math
 import numbers
 
 from . import ops
+from .linalg_spectral import svdvals
 from .norms import vector_norm
 from .tensor_base import TensorBase as Tensor
 
@@ -43,16 +44,26 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim: bool = False, *,  # noqa: A
     if any(ord == s and type(ord) is type(s) or (not isinstance(ord, str) and
                                                  not isinstance(s, str) and ord == s)
            for s in _SVD):
-        raise ops._err("linalg.matrix_norm", f"ord={ord!r} needs a singular value "
-                       "decomposition, which tracejit does not have", NotImplementedError)
+        return _svd_norm(x, ord, d0, d1, keepdim)
     if isinstance(ord, str) or isinstance(ord, bool) or ord not in (1, -1, math.inf, -math.inf):
         raise ops._err("linalg.matrix_norm", f"order {ord!r} not supported (1, -1, inf, -inf, "
-                       "'fro'; 2, -2 and 'nuc' need an SVD)", RuntimeError)
+                       "'fro', 2, -2, 'nuc')", RuntimeError)
     # 1-norms: the largest column sum (over rows d0); inf-norms: the largest row sum
     inner, outer = (d0, d1) if abs(ord) == 1 else (d1, d0)
     s = ops.sum(ops.abs(x), inner, True)
     r = ops.amax(s, outer, True) if ord > 0 else ops.amin(s, outer, True)
     return r if keepdim else ops.squeeze(r, tuple(sorted((d0, d1))))
+
+
+def _svd_norm(x: Tensor, ord, d0: int, d1: int, keepdim: bool) -> Tensor:
+    # the two dims last (a batch of matrices), then the singular values reduced
+    rest = [d for d in range(x.ndim) if d not in (d0, d1)]
+    s = svdvals(ops.permute(x, rest + [d0, d1]))
+    r = ops.sum(s, -1) if ord == "nuc" else ops.amax(s, -1) if ord == 2 else ops.amin(s, -1)
+    if keepdim:
+        for d in sorted((d0, d1)):
+            r = ops.unsqueeze(r, d)
+    return r
 
 
 def norm(A, ord=None, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:  # noqa: A002

@@ -1,0 +1,88 @@
+"""tj.linalg's QR, eigh, SVD, pinv, lstsq and matrix_rank against torch: values and
+(gauge-invariant) gradients, eager and tj.compile, tall/square/wide, batched, errors."""
+import numpy as np
+import pytest
+import torch
+
+import tracejit as tj
+from test_linalg_solvers import check
+
+RNG = np.random.default_rng(11)
+
+
+def test_qr_svd_pinv_tall_square_wide():
+    for shape in ((2, 4, 3), (3, 3), (2, 3, 5)):
+        a = RNG.standard_normal(shape)
+        check(lambda x: tj.linalg.qr(x).Q, lambda x: torch.linalg.qr(x).Q, a)
+        check(lambda x: tj.linalg.qr(x).R, lambda x: torch.linalg.qr(x).R, a, compiled=False)
+        check(tj.linalg.svdvals, torch.linalg.svdvals, a)
+        # |U|, |Vh| and U Vh do not depend on the singular vectors' signs
+        check(lambda x: tj.linalg.svd(x, full_matrices=False).U.abs(),
+              lambda x: torch.linalg.svd(x, full_matrices=False).U.abs(), a, compiled=False)
+        check(lambda x: (lambda r: r.U @ r.Vh)(tj.linalg.svd(x, full_matrices=False)),
+              lambda x: (lambda r: r.U @ r.Vh)(torch.linalg.svd(x, full_matrices=False)), a)
+        check(tj.linalg.pinv, torch.linalg.pinv, a, tol=1e-9)
+    a = RNG.standard_normal((4, 2))
+    for mode in ("reduced", "complete", "r"):
+        q, r = tj.linalg.qr(a, mode=mode)
+        tq, tr = torch.linalg.qr(torch.tensor(a), mode=mode)
+        assert tuple(q.shape) == tuple(tq.shape)
+        np.testing.assert_allclose(r.numpy(), tr.numpy(), atol=1e-12)
+    u, s, vh = tj.linalg.svd(a)                                   # full_matrices=True
+    tu, ts, tvh = torch.linalg.svd(torch.tensor(a))
+    assert tuple(u.shape) == tuple(tu.shape) and tuple(vh.shape) == tuple(tvh.shape)
+    np.testing.assert_allclose(np.abs(u.numpy()), np.abs(tu.numpy()), atol=1e-12)
+    check(lambda x: tj.pinverse(x), lambda x: torch.pinverse(x), np.swapaxes(a, 0, 1))
+
+
+def test_eigh_and_eigvalsh():
+    s = RNG.standard_normal((2, 4, 4))
+    s = s + np.swapaxes(s, -1, -2)
+    check(lambda x: tj.linalg.eigh(x).eigenvalues, lambda x: torch.linalg.eigh(x).eigenvalues, s)
+    check(lambda x: tj.linalg.eigh(x).eigenvectors.abs(),
+          lambda x: torch.linalg.eigh(x).eigenvectors.abs(), s)
+    raw = RNG.standard_normal((3, 3))                                # only one triangle read
+    check(lambda x: tj.linalg.eigh(x, UPLO="U").eigenvectors.abs(),
+          lambda x: torch.linalg.eigh(x, UPLO="U").eigenvectors.abs(), raw, compiled=False)
+    check(tj.linalg.eigvalsh, torch.linalg.eigvalsh, raw)
+    check(tj.linalg.eigvalsh, torch.linalg.eigvalsh,
+          (s[0] + 8 * np.eye(4)).astype(np.float32), tol=2e-4, compiled=False)
+    # repeated eigenvalues: the eigenvalue gradient is still defined
+    check(tj.linalg.eigvalsh, torch.linalg.eigvalsh, np.eye(3))
+    check(tj.linalg.svdvals, torch.linalg.svdvals, np.eye(3)[:, :2])
+
+
+def test_lstsq_rank_norms():
+    a = RNG.standard_normal((2, 5, 3))
+    b = RNG.standard_normal((2, 5, 2))
+    check(lambda x, y: tj.linalg.lstsq(x, y).solution,
+          lambda x, y: torch.linalg.lstsq(x, y).solution, a, b, tol=1e-9)
+    for driver in ("gelsy", "gelsd", "gels"):
+        r1 = tj.linalg.lstsq(a, b, driver=driver)
+        r2 = torch.linalg.lstsq(torch.tensor(a), torch.tensor(b), driver=driver)
+        for x, y in zip(r1, r2):
+            np.testing.assert_allclose(x.numpy(), y.numpy(), atol=1e-10)
+    low = RNG.standard_normal((3, 4, 2)) @ RNG.standard_normal((3, 2, 5))
+    for m in (low, np.zeros((2, 2)), np.eye(3)):
+        np.testing.assert_array_equal(tj.linalg.matrix_rank(m).numpy(),
+                                      torch.linalg.matrix_rank(torch.tensor(m)).numpy())
+    for ord in (2, -2, "nuc"):
+        check(lambda x: tj.linalg.matrix_norm(x, ord), lambda x: torch.linalg.matrix_norm(x, ord),
+              a, compiled=ord == "nuc")
+
+
+def test_spectral_sizes_and_errors():
+    assert tuple(tj.linalg.svdvals(np.zeros((0, 3, 2))).shape) == (0, 2)
+    assert tuple(tj.linalg.eigh(np.zeros((0, 2, 2))).eigenvectors.shape) == (0, 2, 2)
+    check(tj.linalg.eigvalsh, torch.linalg.eigvalsh, np.array([[3.0]]))
+    check(lambda x: tj.linalg.qr(x).Q, lambda x: torch.linalg.qr(x).Q, np.array([[-2.0]]))
+    with pytest.raises(ValueError, match=r"linalg\.eigh: .*square.*test_linalg_spectral"):
+        tj.linalg.eigh(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"linalg\.qr: .*unrecognized mode"):
+        tj.linalg.qr(np.zeros((2, 3)), mode="x")
+    with pytest.raises(TypeError, match=r"linalg\.svd: .*float32 or float64"):
+        tj.linalg.svd(np.zeros((2, 3), np.int32))
+    x = tj.tensor(RNG.standard_normal((4, 2)), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"linalg\.qr: .*not differentiable.*complete"):
+        tj.linalg.qr(x, mode="complete").Q.sum().backward()
+    assert not tj.linalg.qr(x, mode="r").R.requires_grad
