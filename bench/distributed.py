@@ -41,7 +41,7 @@ the MPI progress thread's successful test, or the end of a blocking wait), per D
 
     python bench/distributed.py [--steps N] [--rounds R] [--configs small,mlp]
                                 [--modes eager,model,whole] [--bucket-cap-mb MB] [--repeat K]
-                                [--floor] [--json out.json]
+                                [--floor] [--mpiexec-args ARGS] [--json out.json]
 
 `--repeat K` (default 1) launches 1 rank and 2 ranks K times each, alternating (1, 2, 1, 2, ...),
 and reports the median of the K ratios of adjacent pairs (with their range), so that a load
@@ -78,6 +78,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TRACEJ
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import shlex  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -316,6 +317,10 @@ def check_cost(dist, tj, rounds) -> dict:
             "small_allreduce_us_unchecked": 1e6 * float(np.median(res[False]))}
 
 
+# more mpiexec arguments for every launch (--mpiexec-args), e.g. "--bind-to none"
+MPIEXEC_ARGS: list[str] = []
+
+
 def command(config: str, mode: str, nproc: int, steps: int, rounds: int, cache: str,
             cap_mb: float, hidden: bool = True, extra: list | None = None) -> tuple:
     from tracejit.distributed import run as launcher
@@ -323,7 +328,7 @@ def command(config: str, mode: str, nproc: int, steps: int, rounds: int, cache: 
                                       config, "--steps", str(steps), "--rounds", str(rounds),
                                       "--bucket-cap-mb", str(cap_mb)]
                               + ([] if hidden else ["--no-hidden"]) + (extra or []),
-                              launcher.find_mpiexec(), [], 1800)
+                              launcher.find_mpiexec(), MPIEXEC_ARGS, 1800)
     env["TRACEJIT_CACHE_DIR"] = cache
     return cmd, env
 
@@ -376,6 +381,10 @@ def main() -> int:
     p.add_argument("--floor", action="store_true",
                    help="also run two independent 1-rank processes at once (one per core) in "
                         "each repeat: the ratio the machine permits without communication")
+    p.add_argument("--mpiexec-args", default="",
+                   help="more mpiexec arguments for every launch, e.g. '--bind-to none' (Open "
+                        "MPI binds 1 or 2 ranks to one core each: a rank's progress thread "
+                        "then shares its core with the rank's own compute thread)")
     p.add_argument("--no-hidden", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--pin", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--sync-dir", default=None, help=argparse.SUPPRESS)
@@ -385,6 +394,7 @@ def main() -> int:
         worker(a.config, a.worker, a.steps, a.rounds, a.bucket_cap_mb, not a.no_hidden,
                a.pin, a.sync_dir)
         return 0
+    MPIEXEC_ARGS[:] = shlex.split(a.mpiexec_args)
     if a.repeat < 1:
         p.error("--repeat must be at least 1")
     rows = []
