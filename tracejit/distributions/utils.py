@@ -12,6 +12,7 @@ from ..ir.dtype_info import finfo
 from ..tracer import composites as C
 from ..tracer import rng
 from ..tracer.creation import tensor as _tensor
+from ..tracer.state import enable_grad
 from ..tracer.tensor import Tensor
 
 
@@ -84,7 +85,8 @@ def tiny_uniform(shape, like: Tensor, generator=None) -> Tensor:
 
 
 class lazy_property:                       # noqa: N801  (torch's name)
-    """computed on first use and then kept on the instance (probs from logits, ...)."""
+    """computed on first use and then kept on the instance (probs from logits, ...); with
+    gradients on, as the first use may be under no_grad (sample) and later ones not."""
 
     def __init__(self, fn) -> None:
         self.fn = fn
@@ -93,6 +95,7 @@ class lazy_property:                       # noqa: N801  (torch's name)
     def __get__(self, obj, cls=None):
         if obj is None:
             return self
-        value = self.fn(obj)
+        with enable_grad():
+            value = self.fn(obj)
         obj.__dict__[self.fn.__name__] = value
         return value
