@@ -3,7 +3,8 @@ results, then the checks): SyncBatchNorm with each rank on its shard of the batc
 different sizes, one of them empty) against BatchNorm on the full batch (torch's, from the
 .npz, and tracejit's, float64, computed on every rank): outputs, running stats, eval outputs,
 the input gradient and the weight/bias gradients summed over ranks; eagerly, inside
-tj.compile, and converted with convert_sync_batchnorm under DDP. "ok <check>" per rank."""
+tj.compile, and converted with convert_sync_batchnorm under DDP (eager, and a compiled
+training step). "ok <check>" per rank."""
 import sys
 
 import numpy as np
@@ -108,7 +109,44 @@ def convert_ddp():
     print("ok convert_ddp", flush=True)
 
 
-CHECKS = {"sync_eager": sync_eager, "sync_compiled": sync_compiled, "convert_ddp": convert_ddp}
+def ddp_compiled_step():
+    """A compiled DDP training step (SGD) of a converted net with two SyncBatchNorm layers and
+    two gradient buckets: its backward interleaves SyncBatchNorm's all-reduces with the
+    buckets'. Three steps on the shards equal tracejit's BatchNorm net on the full batch."""
+    def build():
+        tj.manual_seed(1)
+        return tj.nn.Sequential(tj.nn.Conv2d(2, 3, 3, dtype=tj.float64),
+                                tj.nn.BatchNorm2d(3, dtype=tj.float64), tj.nn.ReLU(),
+                                tj.nn.Flatten(), tj.nn.Linear(27, 4, dtype=tj.float64),
+                                tj.nn.BatchNorm1d(4, dtype=tj.float64))
+    net, ref = tj.nn.SyncBatchNorm.convert_sync_batchnorm(build()), build()
+    ddp = DDP(net, bucket_cap_mb=1e-4)
+    opt, ref_opt = tj.optim.SGD(net.parameters(), lr=0.1), tj.optim.SGD(ref.parameters(), lr=0.1)
+
+    @tj.compile
+    def step(x):
+        loss = (ddp(x) ** 2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    for s in range(3):
+        x = np.random.default_rng(s).standard_normal((4, 2, 5, 5))
+        step(tj.tensor(split(x, [2, 2])))
+        (ref(tj.tensor(x)) ** 2).mean().backward()
+        ref_opt.step()
+        ref_opt.zero_grad()
+    assert len(ddp.reducer.buckets) == 2, len(ddp.reducer.buckets)
+    for p, q in zip(net.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), **TOL)
+    for i in (1, 5):
+        np.testing.assert_allclose(net[i].running_var.numpy(), ref[i].running_var.numpy(), **TOL)
+    print("ok ddp_compiled_step", flush=True)
+
+
+CHECKS = {"sync_eager": sync_eager, "sync_compiled": sync_compiled, "convert_ddp": convert_ddp,
+          "ddp_compiled_step": ddp_compiled_step}
 for check in sys.argv[2:]:
     CHECKS[check]()
 dist.destroy_process_group()

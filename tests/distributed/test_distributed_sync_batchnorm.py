@@ -1,5 +1,6 @@
 """SyncBatchNorm: on 2 ranks (one launch: sync_batchnorm_worker.py) its shards equal BatchNorm on
-the full batch, eagerly, compiled and converted under DDP; in one process (no process group) it
+the full batch, eagerly, compiled and converted under DDP
+(eager and a compiled training step); in one process (no process group) it
 is BatchNorm, as torch's is, and its errors are torch's."""
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import tracejit as tj
 from dist_launch import launch, oks, report
 from sync_bn_cases import torch_refs
 
-CHECKS = ["sync_eager", "sync_compiled", "convert_ddp"]
+CHECKS = ["sync_eager", "sync_compiled", "convert_ddp", "ddp_compiled_step"]
 
 
 def test_sync_batchnorm_on_two_ranks(tmp_path):
