@@ -64,6 +64,14 @@ from .tracer.views import dsplit, hsplit, ravel, tensor_split, vsplit  # noqa: F
 from .tracer.shape_views import atleast_1d, atleast_2d, atleast_3d  # noqa: F811
 from .tracer.linalg_ops import cholesky_legacy as cholesky, det, inverse, logdet, slogdet
 from .tracer.linalg_spectral import pinverse
+from .tracer.stats_ops import (corrcoef, cov, cummax, cummin, mode, nanmean, nanquantile,
+                               nansum, quantile)
+from .tracer.hist_ops import bincount, histc, histogram
+from .tracer.scatter_ops import (as_strided, diagonal_scatter, index_put, masked_scatter, put,
+                                 select_scatter, slice_scatter, take)
+from .tracer.assorted_ops import (block_diag, broadcast_shapes, broadcast_tensors, chain_matmul,
+                                  combinations, cumulative_trapezoid, inner, isin, renorm,
+                                  trapezoid, trapz, unravel_index, vander, vdot)
 from . import linalg
 from . import special
 from .runtime import llvm_backend as _llvm_backend  # noqa: F401  (registers the default backend)

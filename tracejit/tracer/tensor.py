@@ -23,6 +23,7 @@ from . import index_ops, search_ops, series_ops
 from . import math_inplace, math_ops, memory_format
 from . import trig_ops
 from . import special_ops
+from . import assorted_ops, hist_ops, scatter_ops, stats_ops
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
 from .dispatch import apply_primitive as _apply_primitive, fast_binary as _fast_binary
 from .tensor_base import TensorBase, register
@@ -247,6 +248,20 @@ class Tensor(TensorBase):
 
     def tile(self, *dims) -> "Tensor":
         return layout.tile(self, dims[0] if len(dims) == 1 else dims)
+
+    X = stats_ops   # (stats_ops/hist_ops/scatter_ops/assorted_ops: torch's extra functions)
+    cummax, cummin, nansum, nanmean, mode = X.cummax, X.cummin, X.nansum, X.nanmean, X.mode
+    quantile, nanquantile, cov, corrcoef = X.quantile, X.nanquantile, X.cov, X.corrcoef
+    bincount, histc, histogram = hist_ops.bincount, hist_ops.histc, hist_ops.histogram
+    X = scatter_ops
+    take, put, put_, index_put, index_put_ = X.take, X.put, X.put_, X.index_put, X.index_put_
+    masked_scatter, masked_scatter_, as_strided = X.masked_scatter, X.masked_scatter_, \
+        X.as_strided
+    diagonal_scatter, select_scatter, slice_scatter = X.diagonal_scatter, X.select_scatter, \
+        X.slice_scatter
+    X = assorted_ops
+    renorm, renorm_, inner, vdot = X.renorm, X.renorm_, X.inner, X.vdot
+    del X
 
     # -- dtype, device, new tensors ------------------------------------------------------------
     astype = to_dtype = ops.cast
