@@ -4,7 +4,8 @@ from .adam import Adam, AdamW
 from .adam_variants import NAdam, RAdam, Adamax
 from .adaptive import Adadelta, Adagrad, RMSprop
 from .optimizer import Optimizer
+from .lbfgs import LBFGS
 from .sgd import SGD
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "RMSprop",
-           "Adagrad", "Adadelta", "lr_scheduler"]
+           "Adagrad", "Adadelta", "LBFGS", "lr_scheduler"]
