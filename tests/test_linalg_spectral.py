@@ -13,15 +13,17 @@ RNG = np.random.default_rng(11)
 def test_qr_svd_pinv_tall_square_wide():
     for shape in ((2, 4, 3), (3, 3), (2, 3, 5)):
         a = RNG.standard_normal(shape)
-        check(lambda x: tj.linalg.qr(x).Q, lambda x: torch.linalg.qr(x).Q, a)
+        c = shape == (2, 3, 5)                      # (compiled once: the same externs)
+        check(lambda x: tj.linalg.qr(x).Q, lambda x: torch.linalg.qr(x).Q, a, compiled=c)
         check(lambda x: tj.linalg.qr(x).R, lambda x: torch.linalg.qr(x).R, a, compiled=False)
-        check(tj.linalg.svdvals, torch.linalg.svdvals, a)
+        check(tj.linalg.svdvals, torch.linalg.svdvals, a, compiled=c)
         # |U|, |Vh| and U Vh do not depend on the singular vectors' signs
         check(lambda x: tj.linalg.svd(x, full_matrices=False).U.abs(),
               lambda x: torch.linalg.svd(x, full_matrices=False).U.abs(), a, compiled=False)
         check(lambda x: (lambda r: r.U @ r.Vh)(tj.linalg.svd(x, full_matrices=False)),
-              lambda x: (lambda r: r.U @ r.Vh)(torch.linalg.svd(x, full_matrices=False)), a)
-        check(tj.linalg.pinv, torch.linalg.pinv, a, tol=1e-9)
+              lambda x: (lambda r: r.U @ r.Vh)(torch.linalg.svd(x, full_matrices=False)), a,
+              compiled=c)
+        check(tj.linalg.pinv, torch.linalg.pinv, a, tol=1e-9, compiled=c)
     a = RNG.standard_normal((4, 2))
     for mode in ("reduced", "complete", "r"):
         q, r = tj.linalg.qr(a, mode=mode)
@@ -86,3 +88,40 @@ def test_spectral_sizes_and_errors():
     with pytest.raises(RuntimeError, match=r"linalg\.qr: .*not differentiable.*complete"):
         tj.linalg.qr(x, mode="complete").Q.sum().backward()
     assert not tj.linalg.qr(x, mode="r").R.requires_grad
+
+
+def test_forward_mode_and_hessians():
+    def jvp_both(f, tf, a, d):
+        _, t1 = tj.jvp(f, (tj.tensor(a),), (tj.tensor(d),))
+        _, t2 = torch.func.jvp(tf, (torch.tensor(a),), (torch.tensor(d),))
+        np.testing.assert_allclose(t1.numpy(), t2.numpy(), atol=1e-12)
+    s = RNG.standard_normal((2, 4, 4))
+    s = s + np.swapaxes(s, -1, -2)
+    ds = s[::-1] * 0.5
+    jvp_both(tj.linalg.eigvalsh, torch.linalg.eigvalsh, s, ds)
+    jvp_both(lambda x: tj.linalg.eigh(x)[1].abs(), lambda x: torch.linalg.eigh(x)[1].abs(), s, ds)
+    for shape in ((2, 5, 3), (3, 4)):
+        a, d = RNG.standard_normal(shape), RNG.standard_normal(shape)
+        jvp_both(tj.linalg.svdvals, torch.linalg.svdvals, a, d)
+        jvp_both(lambda x: (lambda r: r[0].abs().sum(-2) + r[2].abs().sum(-1))(
+                     tj.linalg.svd(x, False)),
+                 lambda x: (lambda r: r[0].abs().sum(-2) + r[2].abs().sum(-1))(
+                     torch.linalg.svd(x, False)), a, d)
+        jvp_both(tj.linalg.pinv, torch.linalg.pinv, a, d)
+    a, d = RNG.standard_normal((2, 5, 3)), RNG.standard_normal((2, 5, 3))
+    for i in (0, 1):
+        jvp_both(lambda x: tj.linalg.qr(x)[i], lambda x: torch.linalg.qr(x)[i], a, d)
+    p = s[0, :3, :3] @ s[0, :3, :3].T + np.eye(3)
+    # reverse over reverse as torch.autograd.functional.hessian; forward over reverse (tj.hessian)
+    # agrees with it where the function reads the whole matrix (det, svdvals); for cholesky and
+    # eigvalsh, which read one triangle, it agrees with torch.func.hessian instead (not run: slow)
+    for f, tf, fwd in [(tj.linalg.det, torch.linalg.det, True),
+                       (lambda x: tj.linalg.svdvals(x).pow(3).sum(),
+                        lambda x: torch.linalg.svdvals(x).pow(3).sum(), True),
+                       (lambda x: tj.linalg.cholesky(x).sum(),
+                        lambda x: torch.linalg.cholesky(x).sum(), False),
+                       (lambda x: tj.linalg.eigvalsh(x).pow(3).sum(),
+                        lambda x: torch.linalg.eigvalsh(x).pow(3).sum(), False)]:
+        want = torch.autograd.functional.hessian(tf, torch.tensor(p)).numpy()
+        got = (tj.hessian(f) if fwd else tj.jacrev(tj.grad(f)))(tj.tensor(p))
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-9)

@@ -287,9 +287,21 @@ def _cofactor_vjp(g, ins, out, params, need):
     return [mul(as_matrix_scale(d, xt), sub(mul(inner, xt), matmul(matmul(xt, mT(g)), xt)))]
 
 
+def _cofactor_jvp(t, ins, out, params):
+    # dC = det (tr(X dA) X^T - X^T dA^T X^T) (A invertible)
+    if t[0] is None:
+        return None
+    a, da = ins[0], t[0]
+    xt = mT(inv(a))
+    d = as_matrix_scale(bind(P.linalg_det, a), xt)
+    tr = as_matrix_scale(trace_of_product(xt, da), xt)
+    return mul(d, sub(mul(tr, xt), matmul(matmul(xt, mT(da)), xt)))
+
+
 P.register(Primitive("linalg_cofactor", "extern", _infer_square,
                      lapack("linalg.det (gradient)", _cofactor_impl, "has no SVD"),
-                     vjp=_cofactor_vjp, saves=(0,), arity=1, batch=_batch_all))
+                     vjp=_cofactor_vjp, jvp=_cofactor_jvp, saves=(0,), arity=1,
+                     batch=_batch_all))
 
 
 def _det_vjp(g, ins, out, params, need):

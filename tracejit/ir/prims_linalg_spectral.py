@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from .core import Aval
-from .prims_linalg import (_batch_all, check_matrix, diag_embed, lapack, mT, solve_triangular,
-                           triangle)
+from .prims_linalg import (_batch_all, check_matrix, diag_embed, diagonal, eye_like, lapack, mT,
+                           solve_triangular, triangle)
 from .primitives import (P, Primitive, add, bind, broadcast, const_like, div, matmul, mul, neg,
                          op_error, reshape, sub)
 
@@ -129,11 +129,34 @@ def _qr_vjp(part: int):
     return vjp
 
 
+def _qr_jvp(part: int):
+    # A = QR: C = Q^T dA R^-1 = Q^T dQ + dR R^-1 with Q^T dQ skew and dR R^-1 upper, so
+    # W = Q^T dQ = tril(C, -1) - tril(C, -1)^T, dR = (C - W) R, dQ = Q W + (I - Q Q^T) dA R^-1
+    def jvp(t, ins, out, params):
+        if t[0] is None:
+            return None
+        a, da = ins[0], t[0]
+        if a.shape[-2] < a.shape[-1] or (params["complete"] and a.shape[-2] > a.shape[-1]):
+            raise op_error("linalg.qr", "forward-mode derivatives are implemented for "
+                           "reduced QR of matrices with at least as many rows as columns, got "
+                           f"{list(a.shape)}", NotImplementedError)
+        q = bind(P.linalg_qr_q, a, complete=False)
+        r = bind(P.linalg_qr_r, a, complete=False)
+        dar = mT(solve_triangular(mT(r), mT(da), False))              # dA R^-1
+        c = matmul(mT(q), dar)
+        low = triangle(c, False, -1)
+        w = sub(low, mT(low))
+        if part == 1:
+            return matmul(sub(c, w), r)
+        return add(matmul(q, w), sub(dar, matmul(q, c)))
+    return jvp
+
+
 for _i, _name in enumerate(("linalg_qr_q", "linalg_qr_r")):
     P.register(Primitive(_name, "extern", _infer_qr(_i),
                          (lambda i: lambda a, complete: _qr(a, complete)[i])(_i),
-                         vjp=_qr_vjp(_i), saves=(0,), params={"complete": "bool"}, arity=1,
-                         batch=_batch_all))
+                         vjp=_qr_vjp(_i), jvp=_qr_jvp(_i), saves=(0,),
+                         params={"complete": "bool"}, arity=1, batch=_batch_all))
 
 
 # -- symmetric eigendecomposition -------------------------------------------------------------
@@ -175,12 +198,31 @@ def _eigh_vjp(part: int):
     return vjp
 
 
+def _offdiag(x):
+    return sub(x, mul(x, eye_like(x)))
+
+
+def _eigh_jvp(part: int):
+    # P = V^T dA V: dL = diag(P), dV = V (P / (l_j - l_i)), zero diagonal
+    def jvp(t, ins, out, params):
+        if t[0] is None:
+            return None
+        a, lo = ins[0], params["lower"]
+        vecs = bind(P.linalg_eigh_vecs, a, lower=lo)
+        pm = matmul(matmul(mT(vecs), t[0]), vecs)
+        if part == 0:
+            return diagonal(pm)
+        vals = bind(P.linalg_eigh_vals, a, lower=lo)
+        return matmul(vecs, _offdiag(div(pm, _gaps(vals))))
+    return jvp
+
+
 for _i, _name in enumerate(("linalg_eigh_vals", "linalg_eigh_vecs")):
     P.register(Primitive(_name, "extern", _infer_eigh(_i),
                          (lambda i: lapack("linalg.eigh", lambda a, lower: _eigh(a, lower)[i],
                                            "did not converge"))(_i),
-                         vjp=_eigh_vjp(_i), saves=(0,), params={"lower": "bool"}, arity=1,
-                         batch=_batch_all))
+                         vjp=_eigh_vjp(_i), jvp=_eigh_jvp(_i), saves=(0,),
+                         params={"lower": "bool"}, arity=1, batch=_batch_all))
 
 
 # -- SVD --------------------------------------------------------------------------------------
@@ -245,12 +287,47 @@ def _col(s, shape):
     return broadcast(reshape(s, lead + (k, 1)), tuple(shape))
 
 
+def _svd_jvp(part: int):
+    # dP = U^T dA V: dS = diag(dP); dU = U (F o (dP S + S dP^T)) + (I - U U^T) dA V S^-1;
+    # dV = V (F o (S dP + dP^T S)) + (I - V V^T) dA^T U S^-1, F_ij = 1/(s_j^2 - s_i^2)
+    def jvp(t, ins, out, params):
+        if t[0] is None:
+            return None
+        a, da = ins[0], t[0]
+        m, n = a.shape[-2], a.shape[-1]
+        if part != 1 and params["full"] and m != n:
+            raise op_error("linalg.svd", "forward-mode derivatives of U and Vh need "
+                           "full_matrices=False for non-square input, got "
+                           f"{list(a.shape)}", NotImplementedError)
+        u = bind(P.linalg_svd_u, a, full=False)
+        s = bind(P.linalg_svd_s, a, full=False)
+        vh = bind(P.linalg_svd_vh, a, full=False)
+        v = mT(vh)
+        dp = matmul(matmul(mT(u), da), v)
+        if part == 1:
+            return diagonal(dp)
+        gaps = _gaps(mul(s, s))
+        srow, scol = _row(s, dp.shape), _col(s, dp.shape)
+        if part == 0:
+            d = matmul(u, _offdiag(div(add(mul(dp, srow), mul(scol, mT(dp))), gaps)))
+            if m > n:
+                dav = matmul(da, v)
+                d = add(d, div(sub(dav, matmul(u, matmul(mT(u), dav))), _row(s, dav.shape)))
+            return d
+        d = matmul(v, _offdiag(div(add(mul(scol, dp), mul(mT(dp), srow)), gaps)))
+        if n > m:
+            dau = matmul(mT(da), u)
+            d = add(d, div(sub(dau, matmul(v, matmul(vh, dau))), _row(s, dau.shape)))
+        return mT(d)
+    return jvp
+
+
 for _i, _name in enumerate(("linalg_svd_u", "linalg_svd_s", "linalg_svd_vh")):
     P.register(Primitive(_name, "extern", _infer_svd(_i),
                          (lambda i: lapack("linalg.svd", lambda a, full: _svd(a, full)[i],
                                            "did not converge"))(_i),
-                         vjp=_svd_vjp(_i), saves=(0,), params={"full": "bool"}, arity=1,
-                         batch=_batch_all))
+                         vjp=_svd_vjp(_i), jvp=_svd_jvp(_i), saves=(0,),
+                         params={"full": "bool"}, arity=1, batch=_batch_all))
 
 
 # -- pseudo-inverse ---------------------------------------------------------------------------
@@ -281,7 +358,18 @@ def _pinv_vjp(g, ins, out, params, need):
     return [add(add(t1, t2), t3)]
 
 
+def _pinv_jvp(t, ins, out, params):
+    if t[0] is None:
+        return None
+    a, x, da = ins[0], out, t[0]
+    xda = matmul(x, da)
+    t1 = neg(matmul(xda, x))
+    t2 = matmul(matmul(x, mT(x)), sub(mT(da), matmul(matmul(mT(da), a), x)))
+    t3 = matmul(sub(mT(da), matmul(matmul(x, a), mT(da))), matmul(mT(x), x))
+    return add(add(t1, t2), t3)
+
+
 P.register(Primitive("linalg_pinv", "extern", _infer_pinv,
                      lapack("linalg.pinv", _pinv_impl, "has no SVD (did not converge)"),
-                     vjp=_pinv_vjp, saves=(0,), save_out=True,
+                     vjp=_pinv_vjp, jvp=_pinv_jvp, saves=(0,), save_out=True,
                      params={"rtol": "float", "atol": "float"}, arity=1, batch=_batch_all))
