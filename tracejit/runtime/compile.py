@@ -32,7 +32,7 @@ from .buffers import clear_pools
 from ..debug import dump, log_enabled, log_recompile
 from ..devices import CPU, Device, device as as_device, device_of, is_gpu_array
 from .compiled_module import CompiledModule
-from .entry import Entry, Lowered, empty_output_sources
+from .entry import Entry, Lowered, TracedSources
 from .grad_trace import pending_passes
 from .grad_node import call_with_grad
 from .signature import explain, fast_key, leaf_key
@@ -259,12 +259,13 @@ class CompiledFunction:
                                               traced.captures, device)
                 # the passes rewrite the graph in place; a disk-cache hit runs without them
                 graph = traced.graph
-                empty_sources = empty_output_sources(graph)   # (before the passes fold them)
-                passes = pending_passes(traced, _standard_passes)
+                # (what the graph as traced reads, before the passes fold a path away)
+                sources = TracedSources(_standard_passes)
+                passes = pending_passes(traced, sources)
                 dump("ir", self.name, lambda: print_graph(passes()))
                 exe = self._backend(device).compile(graph, passes)
             entry = Entry(traced, graph, exe, time.perf_counter() - t0, device, passes,
-                          empty_sources)
+                          sources)
             store = key
             if self._grad_keyed and key[5] is None:    # (found out by this trace)
                 store = key[:5] + ("inference" if STATE.inference else STATE.grad_enabled,)

@@ -22,48 +22,57 @@ from . import captures
 from ..devices import CPU, Device, is_gpu_array
 
 
-def empty_output_sources(graph) -> dict[int, int]:
-    """The gradient paths of a graph as traced that the passes may cut: they fold a size-0 op
-    into a constant (a scatter_add of an empty source), where torch's result still requires
-    grad. For each floating-point output, a bit mask of the inputs it is computed from through
-    ops a gradient passes: all of them for an empty output, the empty inputs for another;
-    Entry.active reads these too. Nothing to walk without an empty input or output."""
+def output_sources(graph) -> dict[int, int]:
+    """For each floating-point output of a graph as traced, a bit mask of the inputs it is
+    computed from through ops a gradient passes (not stop_gradient, nor a value traced as
+    gradless). Entry.active reads these: the passes may cut such a path where torch's result
+    still requires grad (they fold a size-0 op into a constant, or `zero_()` of a tensor with
+    history into zeros), and torch's requires_grad follows the program as written."""
     ins, outs = graph.inputs, graph.outputs
-    empty_in = 0
-    for i, v in enumerate(ins):
-        if v.dtype.is_float and 0 in v.shape:
-            empty_in |= 1 << i
-    if not empty_in and not any(v.dtype.is_float and 0 in v.shape for v in outs):
+    bits = {id(v): 1 << i for i, v in enumerate(ins) if v.dtype.is_float}
+    if not bits:
         return {}
     gradless = graph.gradless
-    bits = {id(v): 1 << i for i, v in enumerate(ins) if v.dtype.is_float}
+    stop = P.stop_gradient
+    get = bits.get
     for instr in graph.instrs:
         out = instr.out
-        if out.dtype.is_float and instr.prim is not P.stop_gradient and out not in gradless:
+        if out.dtype.is_float and instr.prim is not stop:
             m = 0
             for v in instr.inputs:
-                m |= bits.get(id(v), 0)
-            if m:
+                m |= get(id(v), 0)
+            if m and out not in gradless:
                 bits[id(out)] = m
     found = {}
     for k, v in enumerate(outs):
-        m = bits.get(id(v), 0) if v.dtype.is_float else 0
-        if 0 not in v.shape:
-            m &= empty_in
+        m = get(id(v), 0) if v.dtype.is_float else 0
         if m:
             found[k] = m
     return found
+
+
+class TracedSources:
+    """The standard passes, recording output_sources of the graph as traced (a gradient
+    shell's joint graph once built) just before they rewrite it."""
+
+    def __init__(self, passes) -> None:
+        self.passes = passes
+        self.found: dict[int, int] | None = None
+
+    def __call__(self, graph):
+        self.found = output_sources(graph)
+        return self.passes(graph)
 
 
 class Entry:
     """One compiled signature."""
 
     def __init__(self, traced: Traced, graph, exe, compile_s: float, device: Device = CPU,
-                 passes=None, empty_sources: dict | None = None) -> None:
+                 passes=None, sources: TracedSources | None = None) -> None:
         self.traced = traced
-        # empty outputs -> the inputs they were computed from, before the passes folded
-        # their size-0 ops away (see empty_output_sources)
-        self.empty_sources = empty_sources or {}
+        # outputs -> the inputs they are computed from as traced, before the passes could
+        # fold a path away (see output_sources), found when the passes run
+        self.sources = sources
         self.device = device
         # the graph, possibly before its standard passes (`passes`, a backend.PendingPasses:
         # a disk-cache hit runs without them); optimized_graph() runs them in place
@@ -106,21 +115,23 @@ class Entry:
 
     def active(self, wrt: tuple) -> list[bool]:
         """For each graph output: whether it depends on an input in `wrt` through ops a
-        gradient passes (not stop_gradient: detach, or an op traced under no_grad)."""
+        gradient passes (not stop_gradient: detach, or an op traced under no_grad), in the
+        program as traced (torch's requires_grad rule), even where the passes folded that
+        path away."""
         found = self.grad_active.get(wrt)
         if found is None:
             graph = self.optimized_graph()
-            active = {graph.inputs[i] for i in wrt}
-            for ins in graph.instrs:
-                if ins.out.dtype.is_float and ins.prim is not P.stop_gradient and \
-                        any(v in active for v in ins.inputs):
-                    active.add(ins.out)
-            found = [v in active for v in graph.outputs]
-            if self.empty_sources:
+            sources = None if self.sources is None else self.sources.found
+            if sources is not None:
                 mask = sum(1 << i for i in wrt)
-                for k, sources in self.empty_sources.items():
-                    if sources & mask:
-                        found[k] = True     # (along the folded path the gradients are empty)
+                found = [bool(sources.get(k, 0) & mask) for k in range(len(graph.outputs))]
+            else:
+                active = {graph.inputs[i] for i in wrt}
+                for ins in graph.instrs:
+                    if ins.out.dtype.is_float and ins.prim is not P.stop_gradient and \
+                            any(v in active for v in ins.inputs):
+                        active.add(ins.out)
+                found = [v in active for v in graph.outputs]
             self.grad_active[wrt] = found
         return found
 

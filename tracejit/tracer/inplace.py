@@ -104,6 +104,9 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
         ctx = STATE.traces[-1]        # also when the new value is a constant (zero_, fill_)
         new = ops.cast(new, x.dtype)
         new_v = new._data if new._traced else ctx.capture(new)
+        if records and op in OverwriteNode.OVERWRITES and x.dtype.is_float and \
+                not new._requires_grad:
+            new_v = _overwrite_capture(ctx, x, new_v)
         read_as = None
         if not records and STATE.user_off and x._requires_grad and not ctx.backward_ran:
             # under no_grad a captured parameter stays what later reads differentiate (its
@@ -137,6 +140,18 @@ def _inplace(x: Tensor, update, op: str) -> Tensor:
     elif records and x._requires_grad:      # the new value no longer depends on the old history
         OverwriteNode.take(x, src, op)
     return x
+
+
+def _overwrite_capture(ctx, x: Tensor, new_v):
+    """zero_/fill_/copy_ (of a value without history) of capture `x` that this trace read or
+    wrote before: as torch's ZeroBackward0 & co., the result keeps the old value's gradient
+    path (with a zero gradient; no_grad_ir.zero_gradient), so a compiled call's outputs read
+    from it require grad whenever that old value did (a copy_ of an argument that requires
+    grad, then zero_). The passes fold the link away where no gradient is taken."""
+    cur = ctx.read_ids().get(id(x))
+    if cur is None or not differentiable([cur]):
+        return new_v
+    return zero_gradient(cur, new_v)
 
 
 def _traced_value(new: Tensor, x: Tensor):
