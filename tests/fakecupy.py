@@ -351,7 +351,7 @@ def _unwrap(x):
     if isinstance(x, np.ndarray) and x.ndim > 0:
         raise TypeError(f"Unsupported type {type(x)} (a host array mixed with device arrays)")
     if isinstance(x, (list, tuple)):
-        return type(x)(_unwrap(v) for v in x)
+        return _same_sequence(x, [_unwrap(v) for v in x])
     if isinstance(x, dict):
         return {k: _unwrap(v) for k, v in x.items()}
     return x
@@ -361,8 +361,13 @@ def _wrap(x):
     if isinstance(x, (np.ndarray, np.generic)):
         return ndarray(np.asarray(x))
     if isinstance(x, (list, tuple)):
-        return type(x)(_wrap(v) for v in x)
+        return _same_sequence(x, [_wrap(v) for v in x])
     return x
+
+
+def _same_sequence(x, items: list):
+    # a named tuple (np.linalg.svd's SVDResult) takes its fields as arguments
+    return type(x)(*items) if hasattr(x, "_fields") else type(x)(items)
 
 
 class _Device:

@@ -267,13 +267,17 @@ def _infer_det(name: str, avals: list[Aval]) -> Aval:
 
 def _cofactor_impl(a):
     """The cofactor matrix det(A) A^-T, from the SVD A = U S Vh so that it is right (and
-    finite) for singular A: det(U) det(Vh) U diag(prod_{j != i} s_j) Vh."""
+    finite) for singular A: det(U) det(Vh) U diag(prod_{j != i} s_j) Vh. (Array functions
+    only, no host constants: the same code runs on CuPy arrays.)"""
     n = a.shape[-1]
     if n == 0:
         return a.copy()
     u, s, vh = np.linalg.svd(a)
-    others = np.where(np.eye(n, dtype=bool), 1, s[..., None, :])     # row i: s with s_i -> 1
-    p = np.prod(others, axis=-1)
+    one = np.ones_like(s[..., :1])
+    before = np.concatenate([one, np.cumprod(s, axis=-1)[..., :-1]], axis=-1)
+    after = np.flip(np.concatenate([one, np.cumprod(np.flip(s, -1), axis=-1)[..., :-1]],
+                                   axis=-1), -1)
+    p = before * after                                  # prod_{j != i} s_j, no division
     sign = np.linalg.det(u) * np.linalg.det(vh)
     return (sign[..., None, None] * (u * p[..., None, :])) @ vh
 

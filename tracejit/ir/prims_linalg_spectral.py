@@ -340,7 +340,7 @@ def _infer_pinv(name, avals, rtol, atol):
 def _pinv_impl(a, rtol, atol):
     m, n = a.shape[-2], a.shape[-1]
     if m == 0 or n == 0:
-        return np.zeros(a.shape[:-2] + (n, m), a.dtype)
+        return np.swapaxes(a, -1, -2).copy()            # (empty; no host array for CuPy)
     u, s, vh = np.linalg.svd(a, full_matrices=False)
     cut = np.maximum(atol, rtol * s[..., :1])
     sinv = np.where(s > cut, 1 / np.where(s > cut, s, 1), 0).astype(a.dtype)
