@@ -42,7 +42,7 @@ def test_inv_solve_det_f64_batched_and_transposed():
     g = RNG.standard_normal((2, 4, 4))
     check(tj.linalg.inv, torch.linalg.inv, a)
     check(tj.inverse, torch.inverse, np.swapaxes(g, -1, -2))                 # transposed view
-    b = RNG.standard_normal((3, 2))                                          # broadcast over A's batch
+    b = RNG.standard_normal((3, 2))                        # broadcast over A's batch
     check(tj.linalg.solve, torch.linalg.solve, a, b)
     check(lambda x, y: tj.linalg.solve(x, y, left=False),
           lambda x, y: torch.linalg.solve(x, y, left=False), a, RNG.standard_normal((1, 5, 3)))
@@ -118,7 +118,8 @@ def test_forward_mode_and_vmap():
     cases = [(tj.linalg.inv, torch.linalg.inv), (tj.linalg.det, torch.linalg.det),
              (tj.linalg.cholesky, torch.linalg.cholesky),
              (lambda x: tj.linalg.slogdet(x)[1], lambda x: torch.linalg.slogdet(x)[1]),
-             (lambda x: tj.linalg.solve(x, tj.tensor(b)), lambda x: torch.linalg.solve(x, torch.tensor(b))),
+             (lambda x: tj.linalg.solve(x, tj.tensor(b)),
+              lambda x: torch.linalg.solve(x, torch.tensor(b))),
              (lambda x: tj.linalg.solve_triangular(x, tj.tensor(b), upper=False),
               lambda x: torch.linalg.solve_triangular(x, torch.tensor(b), upper=False))]
     for f, tf in cases:
@@ -134,7 +135,8 @@ def test_forward_mode_and_vmap():
 
 
 def test_errors_name_op_shape_and_line():
-    with pytest.raises(tj.linalg.LinAlgError, match=r"linalg\.inv: .*singular.*test_linalg_solvers"):
+    with pytest.raises(tj.linalg.LinAlgError,
+                       match=r"linalg\.inv: .*singular.*test_linalg_solvers"):
         tj.linalg.inv(np.zeros((2, 3, 3)))
     with pytest.raises(RuntimeError, match=r"linalg\.cholesky: .*positive-definite"):
         tj.compile(tj.linalg.cholesky)(-np.eye(3))
@@ -152,3 +154,13 @@ def test_errors_name_op_shape_and_line():
         tj.linalg.solve_triangular(np.eye(3)[None].repeat(2, 0), np.ones((3, 3, 1)), upper=True)
     with pytest.raises(ValueError, match=r"at least 2 dimensions"):
         tj.linalg.det(np.ones(3))
+
+
+def test_tensor_methods():
+    a = spd(2, 3, 3)
+    x, t = tj.tensor(a), torch.tensor(a)
+    for name in ("inverse", "det", "logdet", "cholesky", "pinverse"):
+        np.testing.assert_allclose(getattr(x, name)().numpy(), getattr(t, name)().numpy(),
+                                   atol=1e-12)
+    np.testing.assert_allclose(x.cholesky(True).numpy(), t.cholesky(True).numpy(), atol=1e-12)
+    np.testing.assert_allclose(x.slogdet()[1].numpy(), t.slogdet()[1].numpy(), atol=1e-12)

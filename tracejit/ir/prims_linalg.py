@@ -22,8 +22,9 @@ import numpy as np
 from . import dtypes as dt
 from .batching import batch_elementwise
 from .core import Aval
-from .primitives import (P, Primitive, add, bind, broadcast, const_like, matmul, mul, neg, op_error,
-                         reduce_sum, reshape, sub, swap_last, tangent_or_zeros, where)
+from .primitives import (P, Primitive, add, bind, broadcast, const_like, matmul, mul, neg,
+                         op_error, reduce_sum, reshape, sub, swap_last, tangent_or_zeros,
+                         where)
 
 
 class LinAlgError(RuntimeError):

@@ -24,6 +24,7 @@ from . import math_inplace, math_ops, memory_format
 from . import trig_ops
 from . import special_ops
 from . import assorted_ops, hist_ops, scatter_ops, stats_ops
+from . import linalg_ops, linalg_spectral
 from .autograd import backward as _backward, register_post_accumulate_grad_hook
 from .dispatch import apply_primitive as _apply_primitive, fast_binary as _fast_binary
 from .tensor_base import TensorBase, register
@@ -261,6 +262,10 @@ class Tensor(TensorBase):
         X.slice_scatter
     X = assorted_ops
     renorm, renorm_, inner, vdot = X.renorm, X.renorm_, X.inner, X.vdot
+    X = linalg_ops
+    inverse, det, logdet, slogdet = X.inv, X.det, X.logdet, X.slogdet
+    cholesky = X.cholesky_legacy
+    pinverse = linalg_spectral.pinverse
     del X
 
     # -- dtype, device, new tensors ------------------------------------------------------------
