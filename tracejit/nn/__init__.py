@@ -32,6 +32,7 @@ from .padding import (CircularPad1d, CircularPad2d, ConstantPad1d, ConstantPad2d
                       ZeroPad1d, ZeroPad2d)
 from .channel_layers import (ChannelShuffle, Softmax2d, UpsamplingBilinear2d,
                              UpsamplingNearest2d)
+from .loss_more import CTCLoss
 from .loss_more import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss,
                         MarginRankingLoss, MultiLabelSoftMarginLoss, MultiMarginLoss,
                         PairwiseDistance, PoissonNLLLoss, SoftMarginLoss, TripletMarginLoss)

@@ -41,6 +41,7 @@ from .functional_extra import *  # noqa: F401,F403  (channel_shuffle, losses, ..
 from .functional_extra import __all__ as _extra_all
 from .functional_losses import (_reduce, binary_cross_entropy, cosine_similarity,  # noqa: F401
                                 huber_loss, kl_div, smooth_l1_loss)
+from .functional_ctc import ctc_loss  # noqa: F401
 
 __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "relu", "relu6",
            "leaky_relu", "elu", "silu", "mish", "softplus", "hardtanh", "tanh", "sigmoid",
@@ -56,7 +57,7 @@ __all__ = ["linear", "embedding", "layer_norm", "rms_norm", "dropout", "gelu", "
            "pixel_unshuffle", "adaptive_max_pool1d", "adaptive_max_pool2d", "conv3d",
            "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "conv_transpose3d",
            "affine_grid", "grid_sample", "adaptive_max_pool3d", "local_response_norm",
-           "lp_pool1d", "lp_pool2d"] + _extra_all
+           "lp_pool1d", "lp_pool2d", "ctc_loss"] + _extra_all
 
 
 def _t(x) -> Tensor:
