@@ -111,3 +111,5 @@ def vector_to_parameters(vec: Tensor, parameters: Iterable[Tensor]) -> None:
             offset += n
 
 
+# (after the functions above: prune uses parameters_to_vector)
+from . import prune, stateless  # noqa: E402
