@@ -164,3 +164,23 @@ def test_tensor_methods():
                                    atol=1e-12)
     np.testing.assert_allclose(x.cholesky(True).numpy(), t.cholesky(True).numpy(), atol=1e-12)
     np.testing.assert_allclose(x.slogdet()[1].numpy(), t.slogdet()[1].numpy(), atol=1e-12)
+
+
+def test_ex_forms_report_info_as_torch():
+    a = np.stack([2 * np.eye(3), np.diag([1.0, -1.0, 2.0]),
+                  np.array([[1.0, 2, 3], [2, 1, 0], [3, 0, 1]])])
+    s = np.stack([np.eye(3), np.array([[1.0, 2, 3], [2, 4, 6], [1, 1, 1]]),
+                  np.array([[0.0, 0, 0], [1, 2, 3], [4, 5, 6]])])
+    for fn, tfn, m in ((tj.linalg.cholesky_ex, torch.linalg.cholesky_ex, a),
+                       (tj.linalg.inv_ex, torch.linalg.inv_ex, s)):
+        want = tfn(torch.tensor(m))
+        for got in (fn(m), tj.compile(fn)(m)):
+            np.testing.assert_array_equal(got.info.numpy(), want.info.numpy())
+            assert got.info.dtype == tj.int32
+            np.testing.assert_allclose(got[0].numpy()[0], want[0].numpy()[0], atol=1e-12)
+            assert np.isnan(got[0].numpy()[1:]).all()
+    assert tj.linalg.cholesky_ex(a[:1]).L.shape == (1, 3, 3)
+    assert tj.linalg.inv_ex(s[:1]).inverse.shape == (1, 3, 3)
+    with pytest.raises(tj.linalg.LinAlgError, match="positive-definite"):
+        tj.linalg.cholesky_ex(a, check_errors=True)
+    check(lambda x: tj.linalg.cholesky_ex(x).L, lambda x: torch.linalg.cholesky_ex(x).L, a[:1])

@@ -59,6 +59,36 @@ def lapack(name: str, fn, what: str):
     return impl
 
 
+def per_matrix(fn, a, fill: bool):
+    """fn over a batch, trying it per matrix when the batch fails: NaN results where it
+    fails (fill=True, the *_ex forms' outputs), or the failure flags (fill=False)."""
+    flat = a.reshape((-1,) + a.shape[-2:])
+    ok = np.ones(flat.shape[0], dtype=bool)
+    out = []
+    for i in range(flat.shape[0]):
+        try:
+            out.append(fn(flat[i]))
+        except np.linalg.LinAlgError:
+            ok[i] = False
+            out.append(flat[i] * np.nan)
+    if not fill:
+        return ok.reshape(a.shape[:-2])
+    return (np.stack(out) if out else flat.copy()).reshape(a.shape)
+
+
+def forgiving(fn):
+    """fn(a), or with ex=True fn per matrix with NaN where it fails (no error)."""
+    def impl(a, ex=False):
+        try:
+            with np.errstate(all="ignore"):
+                return fn(a)
+        except np.linalg.LinAlgError:
+            if not ex:
+                raise
+        return per_matrix(fn, a, True)
+    return impl
+
+
 # -- helpers the rules are written in (any world: eager arrays, Tensors, IR values) -----------
 def mT(x):
     return swap_last(x)
@@ -131,8 +161,10 @@ def inv(a):
 
 
 P.register(Primitive("linalg_inv", "extern", _infer_square,
-                     lapack("linalg.inv", np.linalg.inv, "is singular: it has no inverse"),
-                     vjp=_inv_vjp, jvp=_inv_jvp, save_out=True, arity=1, batch=_batch_all))
+                     lapack("linalg.inv", forgiving(np.linalg.inv),
+                            "is singular: it has no inverse"),
+                     vjp=_inv_vjp, jvp=_inv_jvp, save_out=True, arity=1, batch=_batch_all,
+                     params={"ex": "bool"}))
 
 
 # -- solve: A X = B, B a batch of matrices with A's batch shape -------------------------------
@@ -254,10 +286,11 @@ def cholesky(a):
 
 
 P.register(Primitive("linalg_cholesky", "extern", _infer_square,
-                     lapack("linalg.cholesky", np.linalg.cholesky,
+                     lapack("linalg.cholesky", forgiving(np.linalg.cholesky),
                             "is not positive-definite: the factorization could not be "
                             "completed"),
-                     vjp=_chol_vjp, jvp=_chol_jvp, save_out=True, arity=1, batch=_batch_all))
+                     vjp=_chol_vjp, jvp=_chol_jvp, save_out=True, arity=1, batch=_batch_all,
+                     params={"ex": "bool"}))
 
 
 # -- determinants -----------------------------------------------------------------------------
@@ -354,3 +387,58 @@ P.register(Primitive("linalg_logabsdet", "extern", _infer_det,
                      lapack("linalg.slogdet", _logabsdet_impl, "has no determinant"),
                      vjp=_logabsdet_vjp, jvp=_logabsdet_jvp, saves=(0,), arity=1,
                      batch=_batch_all))
+
+
+# -- the info of cholesky_ex / inv_ex: 0 where the factorization succeeds ---------------------
+def _infer_info(name: str, avals: list[Aval]) -> Aval:
+    check_matrix(name, avals[0])
+    return Aval(avals[0].shape[:-2], dt.i32)
+
+
+def _chol_order(m) -> int:
+    # LAPACK's info: the order of the first leading minor that is not positive-definite
+    for k in range(1, m.shape[-1] + 1):
+        try:
+            np.linalg.cholesky(m[:k, :k])
+        except np.linalg.LinAlgError:
+            return k
+    return 0
+
+
+def _zero_pivot(m) -> int:
+    # LAPACK's getrf info: the 1-based position of the first exactly zero pivot of an LU with
+    # partial pivoting (here unblocked; LAPACK's blocked one may round differently)
+    m = m.astype(m.dtype, copy=True)
+    n = m.shape[-1]
+    for k in range(n):
+        p = k + int(np.argmax(np.abs(m[k:, k])))
+        if m[p, k] == 0:
+            return k + 1
+        m[[k, p]] = m[[p, k]]
+        m[k + 1:, k:] -= np.outer(m[k + 1:, k] / m[k, k], m[k, k:])
+    return 0
+
+
+def _info(name: str, fn, order):
+    def impl(a):
+        if type(a) is not np.ndarray:
+            raise op_error(name, "the info of the *_ex forms is computed on the CPU only; "
+                           "move the input to the CPU", NotImplementedError)
+        try:
+            with np.errstate(all="ignore"):
+                fn(a)
+            return np.zeros(a.shape[:-2], np.int32)
+        except np.linalg.LinAlgError:
+            pass
+        flat = a.reshape((-1,) + a.shape[-2:])
+        ok = per_matrix(fn, flat, False)
+        info = [0 if good else max(1, order(m)) for good, m in zip(ok, flat)]
+        return np.array(info, np.int32).reshape(a.shape[:-2])
+    return impl
+
+
+for _name, _fn, _order in (("linalg_cholesky_info", np.linalg.cholesky, _chol_order),
+                           ("linalg_inv_info", np.linalg.inv, _zero_pivot)):
+    P.register(Primitive(_name, "extern", _infer_info, _info(_name, _fn, _order),
+                         vjp=lambda g, i, o, p, n: [None], jvp=lambda t, i, o, p: None,
+                         arity=1, batch=_batch_all))

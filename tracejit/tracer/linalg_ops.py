@@ -26,9 +26,18 @@ class SlogdetResult(NamedTuple):
 
 
 class ExResult(NamedTuple):
-    """(result, info) of cholesky_ex and inv_ex: info is 0 per matrix where it succeeded."""
+    """(L or inverse, info) of cholesky_ex and inv_ex: info is 0 per matrix where it
+    succeeded (torch names the first field L for cholesky_ex and inverse for inv_ex)."""
     result: Tensor
     info: Tensor
+
+    @property
+    def L(self) -> Tensor:
+        return self.result
+
+    @property
+    def inverse(self) -> Tensor:
+        return self.result
 
 
 def matrices(op: str, a, square: bool = True, name: str = "A") -> Tensor:
@@ -131,22 +140,30 @@ def cholesky_legacy(A, upper: bool = False) -> Tensor:
     return cholesky(A, upper=upper)
 
 
-def _ex(op: str, fn, a: Tensor, **kw) -> ExResult:
-    # info 0 for success; where a factorization fails the whole call raises instead (the
-    # failing matrix's order is what torch reports, which LAPACK through NumPy does not give)
-    out = fn(a, **kw)
-    return ExResult(out, ops.as_tensor(np.zeros(a.shape[:-2], np.int32), like=a))
+def _ex(op: str, prim, info_prim, a: Tensor, check_errors: bool) -> tuple[Tensor, Tensor]:
+    out = bind(prim, a, ex=not check_errors)
+    return out, bind(info_prim, a)
 
 
 def cholesky_ex(A, *, upper: bool = False, check_errors: bool = False) -> ExResult:
-    """(L, info): info is zeros; a non-positive-definite input raises LinAlgError (torch
-    reports it in info instead when check_errors=False)."""
-    return _ex("linalg.cholesky_ex", cholesky, matrices("linalg.cholesky_ex", A), upper=upper)
+    """(L, info): info is 0 where the matrix is positive-definite, else the order of its
+    first leading minor that is not (LAPACK's); L is NaN there. With check_errors=True a
+    failure raises LinAlgError instead."""
+    op = "linalg.cholesky_ex"
+    a = matrices(op, A)
+    lo, info = _ex(op, P.linalg_cholesky, P.linalg_cholesky_info, a, check_errors)
+    lo = rename(lo, "LinalgCholeskyExBackward0")
+    return ExResult(mT(lo) if upper else lo, info)
 
 
 def inv_ex(A, *, check_errors: bool = False) -> ExResult:
-    """(inverse, info): as cholesky_ex, a singular input raises LinAlgError."""
-    return _ex("linalg.inv_ex", inv, matrices("linalg.inv_ex", A))
+    """(inverse, info): info is 0 where the matrix is invertible, else the 1-based position
+    of the first zero pivot of its LU (the inverse is NaN there). With check_errors=True a
+    singular matrix raises LinAlgError instead."""
+    op = "linalg.inv_ex"
+    a = matrices(op, A)
+    x, info = _ex(op, P.linalg_inv, P.linalg_inv_info, a, check_errors)
+    return ExResult(rename(x, "LinalgInvExBackward0"), info)
 
 
 def det(A) -> Tensor:
