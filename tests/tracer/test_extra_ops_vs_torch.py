@@ -71,6 +71,11 @@ def test_stats_values_and_grads():
     same(tuple(T(xi).T.mode()), tuple(t(xi).T.mode()))                 # non-contiguous
     check_grad(lambda a: tj.mode(a, 1).values, lambda a: torch.mode(a, 1).values,
                np.round(x))
+    long = RNG.integers(0, 4, (3, 40))        # torch's index is some occurrence here: ours last
+    got, want = tj.mode(T(long), 1), torch.mode(t(long), 1)
+    same(got.values, want.values)
+    assert [row.nonzero()[0][-1] for row in long == want.values.numpy()[:, None]] == \
+        list(got.indices.numpy())
     same(tj.nansum(T(xn), 1), torch.nansum(t(xn), 1))
     same(tj.nansum(T(xi)), torch.nansum(t(xi)))
     same(T(xn).nanmean(0, keepdim=True), t(xn).nanmean(0, keepdim=True))
@@ -188,6 +193,8 @@ def test_scatter_family_values_and_grads():
                lambda a, s: torch.select_scatter(a, s, 1, -1), x, RNG.standard_normal(3))
     check_grad(lambda a, s: tj.slice_scatter(a, s, 1, 0, 4, 2),
                lambda a, s: torch.slice_scatter(a, s, 1, 0, 4, 2), x, RNG.standard_normal((3, 2)))
+    same(tj.slice_scatter(T(x.astype(np.float32)), T(np.ones((1, 4))), 0, 1, 2),   # src cast
+         torch.slice_scatter(t(x.astype(np.float32)), t(np.ones((1, 4))), 0, 1, 2))
     check_grad(lambda a: tj.as_strided(a, (3, 3), (1, 2), 1),
                lambda a: torch.as_strided(a, (3, 3), (1, 2), 1), x)       # overlapping reads
     with pytest.raises(RuntimeError, match="out of bounds"):

@@ -3,7 +3,8 @@ them): `isin`, `broadcast_tensors`, `broadcast_shapes`, `block_diag`, `vander`, 
 (`trapz`), `cumulative_trapezoid`, `unravel_index`, `combinations`, `renorm`, `inner`, `vdot`,
 `chain_matmul`.
 
-isin compares every element with every test element (O(n*m) work, no sort). combinations
+isin compares every element with every test element inside tj.compile (O(n*m) work, no
+sort); eagerly it is NumPy's isin in the promoted dtype. combinations
 gathers by index arrays made when called (itertools), so its gradient is a scatter-add.
 """
 from __future__ import annotations
@@ -17,7 +18,9 @@ import numpy as np
 from ..ir import dtypes as dt
 from . import checks, ops
 from .node_names import rename
+from .state import STATE
 from .products import tensordot
+from .creation import _new
 from .layout import flip
 from .scans import any as any_, cumprod, cumsum
 from .stacking import index_select, movedim
@@ -33,6 +36,11 @@ def isin(elements, test_elements, *, assume_unique: bool = False,
     like = elements if isinstance(elements, Tensor) else test_elements
     like = like if like._traced else None
     e, t = ops.as_tensor(elements, like=like), ops.as_tensor(test_elements, like=like)
+    if not STATE.traces and not e._traced and not t._traced:
+        # eager: NumPy's sort-based isin in the promoted dtype, not an n x m comparison
+        d = ops.result_dtype(e, t)
+        ea, ta = (v._host("isin").astype(d.np, copy=False) for v in (e, t))
+        return _new(np.isin(ea, ta, invert=invert), e.device, False)
     flat = ops.reshape(t, (t.numel(),))
     if t.numel() == 0:
         hit = ops.ne(ops.mul(ops.cast(e, dt.i64), 0), 0)

@@ -208,7 +208,8 @@ def masked_scatter_(x: Tensor, mask, source) -> Tensor:
 # -- diagonal/select/slice_scatter: positions known when called ---------------------------------
 def _scatter_at(op: str, x: Tensor, pos: np.ndarray, src, name: str) -> Tensor:
     s = ops.as_tensor(src, like=x if x._traced else None)
-    _same_dtype(op, x, s)
+    if s.dtype is not x.dtype:      # (torch casts src here, where put/index_put refuse)
+        s = ops.cast(s, x.dtype)
     if tuple(s.shape) != tuple(pos.shape):
         raise ops._err(op, f"expected src to have a size equal to the slice of self: src "
                        f"{ops._fmt(s)}, slice shape {list(pos.shape)}", RuntimeError)

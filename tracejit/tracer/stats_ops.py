@@ -6,8 +6,9 @@ cummax/cummin are a log-depth (Hillis-Steele) scan of (value, index) pairs with 
 a later element wins a tie, and a NaN wins and then stays (the index moves to each later NaN);
 the values are then read from the input at those indices, so the gradient goes to the
 element each running extreme came from, as torch's. `mode` counts each element's equals in
-its row (O(n^2) work per row): the most frequent value, the smallest on a tie, at the index
-of its last occurrence. quantile sorts (NaN last) and interpolates between the two order
+its row inside tj.compile (O(n^2) work per row; eagerly a sort finds them): the most frequent value, the smallest on a tie, at the index
+of its last occurrence (torch's too for rows of up to 16 elements; for longer rows torch's
+unstable sort returns some occurrence). quantile sorts (NaN last) and interpolates between the two order
 statistics around q*(n-1) (nanquantile: around q*(count of non-NaN - 1)); the gradient flows
 through the sort to the elements read.
 """
@@ -25,6 +26,7 @@ from .math_ops import ceil, floor, lerp, round as rnd
 from .node_names import rename
 from .series_ops import isnan
 from .sorting import sort
+from .state import STATE
 from .stacking import movedim
 from .tensor_base import TensorBase as Tensor
 
@@ -107,6 +109,24 @@ def nanmean(input, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:  #
 
 
 # -- mode ----------------------------------------------------------------------------------------
+def _mode_index(a: np.ndarray) -> np.ndarray:
+    """Eagerly, by sorting (O(n log n) per row): the index (keepdim) of the last occurrence
+    of each row's most frequent value, the smallest of equally frequent ones."""
+    rows = a.reshape(-1, a.shape[-1])
+    srt = np.sort(rows, -1)
+    n = srt.shape[1]
+    at = np.broadcast_to(np.arange(n), srt.shape)
+    new_run = np.ones(srt.shape, bool)
+    new_run[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    end_run = np.ones(srt.shape, bool)
+    end_run[:, :-1] = new_run[:, 1:]
+    start = np.maximum.accumulate(np.where(new_run, at, 0), 1)
+    end = np.minimum.accumulate(np.where(end_run, at, n)[:, ::-1], 1)[:, ::-1]
+    best = srt[np.arange(len(srt)), np.argmax(end - start, 1)][:, None]
+    last = n - 1 - np.argmax((rows == best)[:, ::-1], 1)
+    return last.astype(np.int64).reshape(a.shape[:-1] + (1,))
+
+
 def mode(input, dim: int = -1, keepdim: bool = False) -> ValuesIndices:  # noqa: A002
     """The most frequent value along dim (the smallest of equally frequent ones) and the index
     of its last occurrence."""
@@ -117,14 +137,17 @@ def mode(input, dim: int = -1, keepdim: bool = False) -> ValuesIndices:  # noqa:
     if x.shape[d] == 0:
         raise ops._err("mode", f"expected a non-empty dim {dim} in {ops._fmt(x)}", IndexError)
     xm = movedim(x, d, -1)
-    v = ops.stop_gradient(xm)
-    v = ops.cast(v, dt.i64) if v.dtype is dt.bool_ else v
-    same = ops.eq(ops.unsqueeze(v, -1), ops.unsqueeze(v, -2))
-    counts = ops.sum(ops.cast(same, dt.i64), -1)
-    top = ops.eq(counts, ops.amax(counts, -1, keepdims=True))
-    best = ops.amin(ops.where(top, v, ops.amax(v, -1, keepdims=True)), -1, keepdims=True)
-    pos = _positions(xm.shape, x)
-    idx = ops.amax(ops.where(ops.eq(v, best), pos, -1), -1, keepdims=True)
+    if not STATE.traces and not x._traced:
+        idx = ops.as_tensor(_mode_index(xm._host("mode")), like=x, const=True)
+    else:
+        v = ops.stop_gradient(xm)
+        v = ops.cast(v, dt.i64) if v.dtype is dt.bool_ else v
+        same = ops.eq(ops.unsqueeze(v, -1), ops.unsqueeze(v, -2))
+        counts = ops.sum(ops.cast(same, dt.i64), -1)
+        top = ops.eq(counts, ops.amax(counts, -1, keepdims=True))
+        best = ops.amin(ops.where(top, v, ops.amax(v, -1, keepdims=True)), -1, keepdims=True)
+        pos = _positions(xm.shape, x)
+        idx = ops.amax(ops.where(ops.eq(v, best), pos, -1), -1, keepdims=True)
     vals = rename(along(xm, idx, xm.ndim - 1), "ModeBackward0", x)
     vals, idx = movedim(vals, -1, d), movedim(idx, -1, d)
     if not keepdim:
