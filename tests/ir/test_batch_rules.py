@@ -43,6 +43,12 @@ SAMPLES = {
     **{n: [([f64(3, 4)], {})] for n in ("atan", "sinh", "cosh", "asinh", "exp2")},
     "acosh": [([pos(3, 4) + 1.0], {})], "atan2": [([f64(3, 4), f64(3, 4)], {})],
     "signbit": [([f64(3, 4)], {})],
+    # ir/prims_gamma.py (and lgamma, nextafter of prims_libm.py)
+    **{n: [([pos(3, 4)], {})] for n in ("lgamma", "digamma", "i0", "i0e", "i1", "i1e",
+                                        "erfcx")},
+    "polygamma": [([pos(3, 4)], {"n": 1})],
+    **{n: [([pos(3, 4) * 0.45], {})] for n in ("erfinv", "ndtri")},
+    "nextafter": [([f64(3, 4), f64(3, 4)], {})],
     "cast": [([f64(3, 4)], {"dtype": dt.i32}), ([ints(3, 4)], {"dtype": dt.f32})],
     "add": [([f64(3, 4), f64(3, 4)], {})], "sub": [([f64(3, 4), f64(3, 4)], {})],
     "mul": [([f64(3, 4), f64(3, 4)], {})], "div": [([f64(3, 4), pos(3, 4)], {})],

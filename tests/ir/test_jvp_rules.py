@@ -103,6 +103,12 @@ SAMPLES = {
     "acosh": ([f64(3, 4, lo=1.2)], {}),
     "atan2": ([f64(3, 4), f64(3, 4)], {}),
     "signbit": ([np.array([[0.5, -0.0, 0.0, -np.nan], [-2.0, np.nan, -np.inf, 3.0]])], {}),
+    # ir/prims_gamma.py (and lgamma, nextafter of prims_libm.py)
+    **{n: ([f64(3, 4, lo=0.2)], {}) for n in ("lgamma", "digamma", "i0", "i0e", "i1", "i1e",
+                                              "erfcx")},
+    "polygamma": ([f64(3, 4, lo=0.2)], {"n": 2}),
+    **{n: ([np.tanh(f64(3, 4)) * 0.45 + 0.5], {}) for n in ("erfinv", "ndtri")},
+    "nextafter": ([f64(3, 4), f64(3, 4)], {}),
     "cumsum": ([f64(3, 4)], {"axis": 1, "reverse": True}),
     # zeros (one and two in a row) exercise the exact formula past the first zero
     "cumprod": ([np.array([[0.5, 0.0, 2.0, -1.5], [1.1, 0.9, 0.0, 0.0], [2.0, -0.7, 1.3, 0.4]])],

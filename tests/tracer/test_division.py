@@ -79,17 +79,25 @@ def test_operators_and_reflected_operators():
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
-def test_integer_division_by_zero_gives_zero_and_never_traps(dtype):
-    """NumPy's answer (torch's CPU kernel raises): 0 for //, % and fmod, eagerly and compiled.
-    The hardware would trap (SIGFPE) on a division by 0 and on int_min / -1."""
+def test_integer_division_by_zero_raises_eagerly_and_never_traps(dtype):
+    """Eagerly torch's RuntimeError (ZeroDivisionError) for //, %, fmod and div(trunc);
+    compiled code cannot raise and gives NumPy's 0. The hardware would trap (SIGFPE) on a
+    division by 0 and on int_min / -1 (which wraps)."""
     lo = np.iinfo(dtype).min
     a = np.array([5, -5, 0, lo, lo, 7], dtype)
     b = np.array([0, 0, 0, 0, -1, -1], dtype)
     want = {"floor_divide": [0, 0, 0, 0, lo, -7], "remainder": [0] * 6, "fmod": [0] * 6}
     for name in OPS:
-        eager = getattr(tj, name)(tj.tensor(a), tj.tensor(b)).numpy()
         compiled = tj.compile(getattr(tj, name))(a, b).numpy()
-        assert eager.tolist() == compiled.tolist() == want[name], name
+        assert compiled.tolist() == want[name], name
+        with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+            getattr(tj, name)(tj.tensor(a), tj.tensor(b))
+        with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+            getattr(tj, name)(tj.tensor(a), 0)
+        eager = getattr(tj, name)(tj.tensor(a[4:]), tj.tensor(b[4:])).numpy()
+        assert eager.tolist() == want[name][4:], name
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        tj.div(tj.tensor(a), tj.tensor(b), rounding_mode="trunc")
 
 
 def test_float_division_by_zero_follows_ieee():

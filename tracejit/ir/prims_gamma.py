@@ -1,12 +1,13 @@
 """torch.special's gamma-family and Bessel functions as elementwise primitives: digamma,
-polygamma (param n >= 1), erfinv, i0, i0e, i1, i1e. (lgamma is prims_libm.py's: a call to
-the C library's lgamma.)
+polygamma (param n >= 1), erfinv, ndtri, erfcx, i0, i0e, i1, i1e. (lgamma is prims_libm.py's:
+a call to the C library's lgamma.)
 
 Each computes in float64 (float32 and the 16-bit floats widen and round once at the end) by
 special_series.py's straight-line algorithms, which the same code runs on NumPy arrays for
 eager mode and the interpreter and renders through the LLVM and CUDA scalar builders, so
 compiled and eager results agree. Derivatives are torch's:
 digamma' = polygamma(1), polygamma(n)' = polygamma(n + 1), erfinv' = sqrt(pi)/2 exp(erfinv^2),
+ndtri' = sqrt(2 pi) exp(ndtri^2 / 2), erfcx' = 2 x erfcx - 2/sqrt(pi),
 i0' = i1, i0e' = i1e - sign(x) i0e, i1' = i0 - i1/x, i1e' = i0e - i1e (sign(x) + 1/x)
 (i1' and i1e' are 0.5 at x = 0)."""
 from __future__ import annotations
@@ -85,10 +86,14 @@ _register("polygamma", _polygamma, lambda x, o, p: _u("polygamma", x, n=p["n"] +
           params={"n": "int"})
 _register("erfinv", S.erfinv, lambda x, o, p: mul(exp(mul(o, o)), math.sqrt(math.pi) / 2),
           uses_out=True)
+_register("ndtri", S.ndtri, lambda x, o, p: mul(exp(mul(mul(o, o), 0.5)),
+                                                 math.sqrt(2.0 * math.pi)), uses_out=True)
+_register("erfcx", S.erfcx, lambda x, o, p: sub(mul(mul(x, _u("erfcx", x)), 2.0),
+                                                2.0 / math.sqrt(math.pi)))
 _register("i0", _bessel(0, False), lambda x, o, p: _u("i1", x))
 _register("i0e", _bessel(0, True), lambda x, o, p: sub(_u("i1e", x), mul(sign(x), _u("i0e", x))))
 _register("i1", _bessel(1, False), _d_i1)
 _register("i1e", _bessel(1, True), _d_i1e)
 
-NAMES = ("digamma", "polygamma", "erfinv", "i0", "i0e", "i1", "i1e")
+NAMES = ("digamma", "polygamma", "erfinv", "ndtri", "erfcx", "i0", "i0e", "i1", "i1e")
 __all__ = ["NAMES"]

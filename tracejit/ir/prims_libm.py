@@ -128,9 +128,10 @@ _elementwise("signbit", np.signbit, lambda g, i, o, p, n: [None], jvp=lambda t, 
              infer=_infer_signbit, arity=1, scalar=lambda sb, x: sb.signbit(x))
 
 # nextafter: the C library's nextafterf/nextafter (exact at each width: the tracer admits
-# float32 and float64 only); no gradient, as torch's
-_elementwise("nextafter", np.nextafter, lambda g, i, o, p, n: [None, None],
-             jvp=lambda t, i, o, p: None, float_only=True, arity=2,
+# float32 and float64 only). Its derivative is 1 in x and 0 in y (a step of one ulp); the
+# tracer's nextafter does not differentiate (torch has no derivative for it)
+_elementwise("nextafter", np.nextafter, lambda g, i, o, p, n: [g, None],
+             jvp=lambda t, i, o, p: t[0], float_only=True, arity=2,
              scalar=lambda sb, x, y: sb.libm("nextafter", x, y))
 
 NAMES = (*UNARY, "atan2", "nextafter")

@@ -18,7 +18,9 @@ Methods (all standard, coefficients derived here at import time, nothing tabulat
   y >= 10 + n and Euler-Maclaurin's tail (twelve Bernoulli terms) after; x < 0 through the
   reflection formula with the n-th derivative of pi cot(pi x) as a polynomial in cot.
 - erfinv: Winitzki's closed-form estimate refined by three Halley steps on erf(x) = a (on
-  erfc(x) = 1 - a for a > 0.5, where erf(x) - a would cancel).
+  erfc(x) = 1 - a for a > 0.5, where erf(x) - a would cancel); ndtri the same core as
+  erfcinv(2p), so both tails keep their relative accuracy.
+- erfcx: exp(x^2) erfc(x) with x^2 split exactly for x < 26, the asymptotic series beyond.
 - i0, i1: the power series in x^2/4 (no cancellation: all terms positive) for |x| <= 20; the
   large-argument asymptotic series exp(x)/sqrt(2 pi x) * sum c_k / x^k beyond (its smallest
   term there is below 1e-17).
@@ -132,7 +134,7 @@ def _zeta_pos(b, s: int, x):
         y = b.select(small, b.add(y, c(1.0)), y)
     w = b.div(c(1.0), y)
     ws = _ipow(b, w, s)                                       # y^-s
-    head = b.add(b.div(b.mul(ws, y), c(s - 1.0)), b.mul(ws, c(0.5)))
+    head = b.add(b.div(_ipow(b, w, s - 1), c(s - 1.0)), b.mul(ws, c(0.5)))
     # sum_j B_2j/(2j)! (s)_(2j-1) y^(-s-2j+1): term j is term j-1 * (s+2j-3)(s+2j-2) / y^2
     w2, coeffs, rising = b.mul(w, w), [], float(s)
     for j, e in enumerate(_EM, start=1):
@@ -159,19 +161,21 @@ def polygamma(b, n: int, x):
                                                              _cot_derivative(n)], x)))
     out = b.select(neg, refl, pos)
     pole = _and(b, b.cmp("le", x, c(0.0)), b.cmp("eq", b.floor(x), x), x)
-    return b.select(pole, c(math.copysign(math.inf, fact)), out)
+    out = b.select(pole, c(math.copysign(math.inf, fact)), out)
+    # -inf: no limit (torch's answers there vary with n)
+    return b.select(b.cmp("eq", x, c(-math.inf)), c(math.nan), out)
 
 
-def erfinv(b, y):
-    c = lambda v: b.const(v, y)  # noqa: E731
-    a = b.abs(y)
+def _erfinv_core(b, a, one_minus, like):
+    """x >= 0 with erf(x) = a, given a in [0, 1] and one_minus = 1 - a (exact where a > 0.5,
+    so that erfc's residual keeps the tail's relative accuracy)."""
+    c = lambda v: b.const(v, like)  # noqa: E731
     # Winitzki's estimate (relative error ~2e-3); log((1-a)(1+a)) keeps 1-a exact
-    ln = b.log(b.mul(b.sub(c(1.0), a), b.add(c(1.0), a)))
+    ln = b.log(b.mul(one_minus, b.add(c(1.0), a)))
     k = 0.147
     t = b.add(c(2.0 / (math.pi * k)), b.mul(ln, c(0.5)))
     x = b.sqrt(b.max(b.sub(b.sqrt(b.sub(b.mul(t, t), b.div(ln, c(k)))), t), c(0.0)))
-    x = b.select(b.lt(a, c(1.0)), x, c(0.0))                # keep the steps finite
-    one_minus = b.sub(c(1.0), a)
+    x = b.select(b.gt(one_minus, c(0.0)), x, c(0.0))        # keep the steps finite
     upper = b.gt(a, c(0.5))
     for _ in range(3):
         # u = f / f' with f = erf(x) - a; Halley: x -= u / (1 + x u)
@@ -179,11 +183,56 @@ def erfinv(b, y):
         fp = b.mul(c(2.0 / math.sqrt(math.pi)), b.exp(b.neg(b.mul(x, x))))
         u = b.div(f, fp)
         x = b.sub(x, b.div(u, b.add(c(1.0), b.mul(x, u))))
-    x = b.select(b.cmp("eq", a, c(1.0)), c(math.inf), x)
+    return b.select(b.cmp("eq", one_minus, c(0.0)), c(math.inf), x)
+
+
+def erfinv(b, y):
+    c = lambda v: b.const(v, y)  # noqa: E731
+    a = b.abs(y)
+    x = _erfinv_core(b, a, b.sub(c(1.0), a), y)
     x = b.select(b.gt(a, c(1.0)), c(math.nan), x)
     x = b.select(b.cmp("ne", a, a), a, x)                   # NaN stays NaN
     # the sign of y (-0.0 too): x is >= 0 (or NaN) here
     return b.select(b.signbit(y), b.neg(x), x)
+
+
+def ndtri(b, p):
+    """The standard normal quantile: -sqrt(2) erfcinv(2p), with erfcinv(q) for q in (0, 2)
+    from r = min(q, 2 - q) (2 - q exact) so both tails keep their relative accuracy."""
+    c = lambda v: b.const(v, p)  # noqa: E731
+    q = b.mul(p, c(2.0))
+    lower = b.lt(q, c(1.0))
+    r = b.select(lower, q, b.sub(c(2.0), q))
+    x = _erfinv_core(b, b.sub(c(1.0), r), r, p)             # erfcinv(r) >= 0
+    x = b.mul(x, c(math.sqrt(2.0)))
+    x = b.select(lower, b.neg(x), x)
+    bad = b.cmp("ne", b.select(b.lt(p, c(0.0)), c(1.0), b.select(b.gt(p, c(1.0)), c(1.0), p)),
+                p)                                           # outside [0, 1], or NaN
+    return b.select(bad, c(math.nan), x)
+
+
+# erfcx's asymptotic series 1/(x sqrt(pi)) sum (-1)^k (2k-1)!! / (2x^2)^k, in t = 1/x^2
+_ERFCX_ASYM = [(-1.0) ** k * math.prod(range(1, 2 * k, 2)) / 2.0 ** k for k in range(12)]
+_ERFCX_SPLIT = 26.0
+
+
+def erfcx(b, x):
+    """exp(x^2) erfc(x): for x < 26 the product, x^2 split exactly (Dekker) into hi + lo so
+    exp(x^2) = exp(hi)(1 + lo) carries no x^2-sized error; beyond, the asymptotic series."""
+    c = lambda v: b.const(v, x)  # noqa: E731
+    xs = b.select(b.lt(x, c(_ERFCX_SPLIT)), x, c(0.0))
+    m = b.mul(xs, c(134217729.0))                          # 2^27 + 1
+    xh = b.sub(m, b.sub(m, xs))
+    xl = b.sub(xs, xh)
+    hi = b.mul(xs, xs)
+    lo = b.add(b.add(b.sub(b.mul(xh, xh), hi), b.mul(b.mul(xh, xl), c(2.0))), b.mul(xl, xl))
+    near = b.mul(b.mul(b.exp(hi), b.add(c(1.0), lo)), b.erfc(xs))
+    big = b.max(x, c(_ERFCX_SPLIT))
+    far = b.div(_horner(b, b.div(c(1.0), b.mul(big, big)), _ERFCX_ASYM, x),
+                b.mul(big, c(math.sqrt(math.pi))))
+    r = b.select(b.lt(x, c(_ERFCX_SPLIT)), near, far)
+    r = b.select(b.cmp("eq", x, c(-math.inf)), c(math.inf), r)
+    return b.select(b.cmp("ne", x, x), x, r)
 
 
 def bessel_i(b, nu: int, x, scaled: bool):
@@ -245,4 +294,4 @@ class NumpyBuilder:
         return {"tan": np.tan}[name](*a)
 
 
-__all__ = ["digamma", "polygamma", "erfinv", "bessel_i", "NumpyBuilder"]
+__all__ = ["digamma", "polygamma", "erfinv", "ndtri", "erfcx", "bessel_i", "NumpyBuilder"]

@@ -244,7 +244,40 @@ def mul(a, b):
     return _binary("mul", a, b, "arith")
 
 
-def div(a, b): return _binary("div", a, b, "float")
+def div(a, b, *, rounding_mode: str | None = None):
+    """a / b (true division: integers give float32); rounding_mode="floor" is floor_divide,
+    "trunc" rounds toward 0 (integers stay integers), both with a zero gradient, as torch."""
+    if rounding_mode is None:
+        return _binary("div", a, b, "float")
+    if rounding_mode == "floor":
+        return floor_divide(a, b)
+    if rounding_mode != "trunc":
+        raise _err("div", f"div expected rounding_mode to be one of None, 'trunc', or 'floor' "
+                   f"but found {rounding_mode!r}", RuntimeError)
+    _int_divisor_check("div", a, b)
+    if not (_float_operand(a) or _float_operand(b)):
+        # a - fmod(a, b) is an exact multiple of b (never past a): its floor quotient is a/b's
+        # truncation
+        return floor_divide(sub(a, fmod(a, b)), b)
+    q = div(a, b)
+    t = sub(q, fmod(q, 1.0))        # exact; its gradient g - g is torch's zero
+    t = where(eq(t, 0), mul(q, 0.0), t)                 # -0.3 truncates to -0.0
+    return where(eq(abs(q), math.inf), q, t)
+
+
+def _float_operand(x) -> bool:
+    return isinstance(x, float) or isinstance(x, Tensor) and x.dtype.is_float
+
+
+def _int_divisor_check(op: str, a, b) -> None:
+    """torch's CPU kernels raise on an integer division by zero; eagerly, so does tracejit
+    (in a trace the values are unknown and the generated code gives 0, NumPy's answer)."""
+    if _float_operand(a) or _float_operand(b) or isinstance(a, Tensor) and 0 in a.shape:
+        return                    # (an empty dividend divides nothing)
+    data = b._data if isinstance(b, Tensor) else b
+    if isinstance(data, (np.ndarray, numbers.Integral)) and not np.all(data):
+        raise _err(op, f"ZeroDivisionError: integer division by zero ({_fmt(a)} by "
+                   f"{_fmt(b)})", RuntimeError)
 
 
 @autocast_op(FP32)
@@ -278,18 +311,23 @@ def ne(a, b): return _binary("ne", a, b, "any")
 
 
 def floor_divide(a, b):
-    """a // b rounded toward -inf (Python's rule, as torch); integer division by zero gives 0
-    (NumPy's answer: torch's CPU kernel raises) and int_min // -1 wraps. No gradient."""
+    """a // b rounded toward -inf (Python's rule, as torch); integer division by zero raises
+    eagerly (torch's CPU kernel's RuntimeError) and gives 0 in compiled code; int_min // -1
+    wraps. No gradient."""
+    _int_divisor_check("floor_divide", a, b)
     return _binary("floor_divide", a, b, "arith")
 
 
 def remainder(a, b):
-    """a % b with the sign of b (Python's rule, as torch.remainder); integer % 0 gives 0."""
+    """a % b with the sign of b (Python's rule, as torch.remainder); integer % 0 raises
+    eagerly, as torch, and gives 0 in compiled code."""
+    _int_divisor_check("remainder", a, b)
     return _binary("remainder", a, b, "arith")
 
 
 def fmod(a, b):
     """C's fmod: the remainder of the truncated division, with the sign of a."""
+    _int_divisor_check("fmod", a, b)
     return _binary("fmod", a, b, "arith")
 
 

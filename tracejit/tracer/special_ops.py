@@ -1,6 +1,7 @@
 """torch's gamma-family and Bessel functions and a few float-format helpers: lgamma, digamma,
-polygamma, mvlgamma, erfinv, i0, i0e, i1, i1e (ir/prims_gamma.py's and prims_libm.py's
-primitives), ldexp, frexp, nextafter, and their in-place forms. Integer and bool inputs
+polygamma, mvlgamma, erfinv, i0, i0e, i1, i1e, ndtri, erfcx (ir/prims_gamma.py's and
+prims_libm.py's primitives), ndtr, log_ndtr, xlog1py, entr, ldexp, frexp, nextafter, and the
+in-place forms torch has. Integer and bool inputs
 compute in float32, as torch's."""
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from collections import namedtuple
 from ..ir import dtypes as dt
 from ..ir.primitives import P
 from . import ops
-from .math_ops import floor
+from .math_ops import _grad_as, _opmath, _promote_float, floor, log1p
+from .series_ops import isnan
 from .trig_ops import exp2, log2
 from .math_inplace import _method
 from .tensor_base import TensorBase as Tensor
 
-_UNARY = ("lgamma", "digamma", "erfinv", "i0", "i0e", "i1", "i1e")
+_UNARY = ("lgamma", "digamma", "erfinv", "i0", "i0e", "i1", "i1e", "ndtri", "erfcx")
 _DOCS = {"lgamma": "log |gamma(x)| (the C library's lgamma; +inf at 0 and the negative "
                    "integers)",
          "digamma": "the logarithmic derivative of gamma (-inf at +0, NaN at the negative "
@@ -24,7 +26,9 @@ _DOCS = {"lgamma": "log |gamma(x)| (the C library's lgamma; +inf at 0 and the ne
          "i0": "the modified Bessel function of the first kind, order 0",
          "i0e": "exp(-|x|) i0(x)",
          "i1": "the modified Bessel function of the first kind, order 1",
-         "i1e": "exp(-|x|) i1(x)"}
+         "i1e": "exp(-|x|) i1(x)",
+         "ndtri": "the standard normal quantile (inverse of ndtr; +-inf at 1 and 0)",
+         "erfcx": "the scaled complementary error function exp(x^2) erfc(x)"}
 
 
 def _unary(name: str):
@@ -35,7 +39,58 @@ def _unary(name: str):
     return f
 
 
-lgamma, digamma, erfinv, i0, i0e, i1, i1e = (_unary(n) for n in _UNARY)
+lgamma, digamma, erfinv, i0, i0e, i1, i1e, ndtri, erfcx = (_unary(n) for n in _UNARY)
+
+
+def ndtr(input) -> Tensor:  # noqa: A002
+    """The standard normal CDF, erfc(-x / sqrt(2)) / 2."""
+    x = _float(input)
+    return ops.mul(ops.erfc(ops.mul(x, -math.sqrt(0.5))), 0.5)
+
+
+@_opmath
+def log_ndtr(input) -> Tensor:  # noqa: A002
+    """log(ndtr(x)) without underflow: log(erfcx(-x/sqrt 2) / 2) - x^2/2 for x < -1 (torch's
+    split), log1p(-erfc(x/sqrt 2) / 2) otherwise; each branch sees only its own inputs, so
+    the other's gradient stays finite."""
+    x = _float(input)
+    left = ops.lt(x, -1.0)
+    xa = ops.where(left, x, -1.0)          # (where, not minimum: a tie would halve the grad)
+    a = ops.sub(ops.log(ops.mul(erfcx(ops.mul(xa, -math.sqrt(0.5))), 0.5)),
+                ops.mul(ops.mul(xa, xa), 0.5))
+    xb = ops.where(left, -1.0, x)
+    bb = log1p(ops.mul(ops.erfc(ops.mul(xb, math.sqrt(0.5))), -0.5))
+    return ops.where(left, a, bb)
+
+
+def xlog1py(input, other) -> Tensor:  # noqa: A002
+    """x * log1p(y), 0 where x == 0 (NaN where y is NaN), as torch; torch's gradients:
+    log1p(y) to x (0 where x == 0), x / (1 + y) to y."""
+    x, y = _promote_float("xlog1py", input, other)
+    sx = ops.stop_gradient(x)
+    zero = ops.eq(sx, 0)
+    ys = ops.where(zero, 0.0, y)              # no -inf * 0 in the unused branch's gradient
+    r = ops.where(zero, 0.0, ops.mul(sx, log1p(ys)))
+    r = ops.where(isnan(y), math.nan, r)
+    return _grad_as(r, [x], lambda yx: [ops.where(ops.eq(ops.stop_gradient(yx), 0), 0.0,
+                                                  log1p(ys))])
+
+
+@_opmath
+def entr(input) -> Tensor:  # noqa: A002
+    """-x log x for x > 0, 0 at 0, -inf for x < 0 (NaN stays); torch's gradient -(1 + log x)
+    (0 where that is not finite, as this project's other poles)."""
+    x = _float(input)
+    sx = ops.stop_gradient(x)
+    pos = ops.gt(sx, 0.0)
+    v = ops.where(pos, ops.neg(ops.mul(sx, ops.log(ops.where(pos, sx, 1.0)))),
+                  ops.where(ops.eq(sx, 0.0), 0.0, ops.where(isnan(sx), sx, -math.inf)))
+    return _grad_as(v, [x], lambda y: [ops.neg(ops.add(ops.log(y), 1.0))])
+
+
+def _float(x) -> Tensor:
+    x = ops.as_tensor(x)
+    return x if x.dtype.is_float else ops.cast(x, dt.f32)
 
 
 def polygamma(n: int, input) -> Tensor:  # noqa: A002
@@ -127,4 +182,5 @@ INPLACE["mvlgamma_"] = mvlgamma
 for _n, _f in INPLACE.items():
     globals()[_n] = _method(_n, _f)
 
-__all__ = [*_UNARY, "polygamma", "mvlgamma", "ldexp", "frexp", "nextafter", *INPLACE]
+__all__ = [*_UNARY, "ndtr", "log_ndtr", "xlog1py", "entr", "polygamma", "mvlgamma", "ldexp",
+           "frexp", "nextafter", *INPLACE]
