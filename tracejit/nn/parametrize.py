@@ -42,9 +42,13 @@ class ParametrizationList(ModuleList):
     def __init__(self, modules: list[Module], original: Tensor) -> None:
         super().__init__(modules)
         first = modules[0]
+        new = original
         with no_grad():
-            new = first.right_inverse(original) if hasattr(first, "right_inverse") \
-                else original
+            if hasattr(first, "right_inverse"):
+                try:
+                    new = first.right_inverse(original)
+                except NotImplementedError:     # (torch: then the original is kept as is)
+                    pass
         self.is_tensor = isinstance(new, Tensor)
         if self.is_tensor:
             self.ntensors = 1

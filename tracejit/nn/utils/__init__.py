@@ -14,7 +14,6 @@ from ...tracer.state import no_grad
 from ...tracer.tensor import Tensor
 
 from .. import parametrize
-from .. import parametrize as parametrizations    # (its weight_norm; torch's two modules)
 from ..spectral_norm import remove_spectral_norm, spectral_norm
 from ..weight_norm import remove_weight_norm, weight_norm
 from . import rnn
@@ -112,4 +111,4 @@ def vector_to_parameters(vec: Tensor, parameters: Iterable[Tensor]) -> None:
 
 
 # (after the functions above: prune uses parameters_to_vector)
-from . import prune, stateless  # noqa: E402
+from . import parametrizations, prune, stateless  # noqa: E402
