@@ -201,6 +201,9 @@ def test_scatter_family_values_and_grads():
         tj.as_strided(T(x), (4, 4), (4, 1))
     with pytest.raises(NotImplementedError, match="contiguous"):
         tj.as_strided(T(x).T, (2,), (1,))
+    with pytest.raises(NotImplementedError, match="storage_offset"):
+        tj.as_strided(T(x)[1:], (2,), (1,), 0)
+    same(T(x)[1:].as_strided((2, 2), (1, 1)), t(x)[1:].as_strided((2, 2), (1, 1)))
     with pytest.raises(IndexError, match="out of range"):
         tj.take(T(x), T(np.array([12])))
     y = T(x.copy())
@@ -220,6 +223,8 @@ def test_assorted():
     same(tj.isin(T(a).T, 2, invert=True), torch.isin(t(a).T, 2, invert=True))
     same(tj.isin(T(a), T(b[:0])), torch.isin(t(a), t(b[:0])))
     same(tj.isin(T(a), T(b * 1.5)), torch.isin(t(a), t(b * 1.5)))
+    with pytest.raises(RuntimeError, match="bool"):
+        tj.isin(T(a), T(np.array([True])))
     same(tj.broadcast_shapes((3, 1), (4,), 1), torch.broadcast_shapes((3, 1), (4,), 1))
     same(tj.broadcast_tensors(T(a[:, :1]), T(b[:1])), torch.broadcast_tensors(t(a[:, :1]), t(b[:1])))
     with pytest.raises(RuntimeError, match="broadcast"):

@@ -36,6 +36,9 @@ def isin(elements, test_elements, *, assume_unique: bool = False,
     like = elements if isinstance(elements, Tensor) else test_elements
     like = like if like._traced else None
     e, t = ops.as_tensor(elements, like=like), ops.as_tensor(test_elements, like=like)
+    if e.dtype is dt.bool_ or t.dtype is dt.bool_:
+        raise ops._err("isin", f"unsupported input type bool (torch's too): elements "
+                       f"{ops._fmt(e)}, test_elements {ops._fmt(t)}", RuntimeError)
     if not STATE.traces and not e._traced and not t._traced:
         # eager: NumPy's sort-based isin in the promoted dtype, not an n x m comparison
         d = ops.result_dtype(e, t)

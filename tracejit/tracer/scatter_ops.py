@@ -9,7 +9,8 @@ positions when called (a NumPy array of row-major positions); `take`/`put`/`inde
 their indices now when eager and when a compiled call runs. `as_strided` reads the input as a
 row-major (contiguous) buffer: it refuses a non-contiguous view, whose torch storage order
 tracejit does not keep, rather than answer differently; `storage_offset` counts from the
-tensor's first element.
+tensor's first element (an explicit one on a view is refused: torch counts it from the base's
+storage).
 """
 from __future__ import annotations
 
@@ -283,6 +284,11 @@ def as_strided(input, size, stride, storage_offset=None) -> Tensor:  # noqa: A00
         raise ops._err("as_strided", f"the input {ops._fmt(x)} is a non-contiguous view; "
                        "tracejit reads as_strided's input as a row-major buffer: call "
                        ".contiguous() first", NotImplementedError)
+    if storage_offset is not None and getattr(x, "_view", None) is not None:
+        raise ops._err("as_strided", f"an explicit storage_offset on a view {ops._fmt(x)}: "
+                       "torch counts it from the start of the view's base storage, which "
+                       "tracejit does not keep; call .clone() first (the offset then counts "
+                       "from its first element)", NotImplementedError)
     off = int(storage_offset or 0)
     pos = np.full(size, off, np.int64)
     for k, (n, st) in enumerate(zip(size, stride)):
