@@ -64,6 +64,7 @@ from .tracer.views import dsplit, hsplit, ravel, tensor_split, vsplit  # noqa: F
 from .tracer.shape_views import atleast_1d, atleast_2d, atleast_3d  # noqa: F811
 from .tracer.linalg_ops import cholesky_legacy as cholesky, det, inverse, logdet, slogdet
 from .tracer.linalg_spectral import pinverse
+from .tracer.linalg_compose import cholesky_inverse, cholesky_solve, matrix_power
 from .tracer.stats_ops import (corrcoef, cov, cummax, cummin, mode, nanmean, nanquantile,
                                nansum, quantile)
 from .tracer.hist_ops import bincount, histc, histogram

@@ -5,9 +5,11 @@ from .tracer.norms import vector_norm
 from .tracer.math_norms import matrix_norm, norm
 from .tracer.linalg_ops import (LinAlgError, cholesky, cholesky_ex, det, inv, inv_ex, slogdet,
                                 solve, solve_triangular)
+from .tracer.linalg_compose import cond, matrix_power, multi_dot, vecdot
 from .tracer.linalg_spectral import (eigh, eigvalsh, lstsq, matrix_rank, pinv, qr, svd,
                                      svdvals)
 
 __all__ = ["vector_norm", "matrix_norm", "norm", "LinAlgError", "inv", "inv_ex", "solve",
            "solve_triangular", "cholesky", "cholesky_ex", "det", "slogdet", "qr", "eigh",
-           "eigvalsh", "svd", "svdvals", "pinv", "lstsq", "matrix_rank"]
+           "eigvalsh", "svd", "svdvals", "pinv", "lstsq", "matrix_rank", "cond",
+           "matrix_power", "multi_dot", "vecdot"]
