@@ -165,19 +165,18 @@ def test_scatter_family_values_and_grads():
     same(tj.take(T(x), T(np.zeros(0, np.int64))), torch.take(t(x), t(np.zeros(0, np.int64))))
     src = RNG.standard_normal(3)
     for acc in (False, True):
-        # (a position written twice: accumulate adds; without, the last write wins, and only
-        # it gets a gradient, where torch's gives every write one)
-        pos = [0, -1, 0] if acc else [0, -1, 3]
-        j1 = i1 if acc else np.array([1, -1, 2])
+        # (a position written twice: accumulate adds; without, the last write wins, and every
+        # write gets its position's gradient, as torch's)
+        pos, j1 = [0, -1, 0], i1
         check_grad(lambda a, s: tj.put(a, T(np.array(pos)), s, acc),
                    lambda a, s: torch.put(a, t(np.array(pos)), s, acc), x, src)
         check_grad(lambda a, v: tj.index_put(a, (T(i0), T(j1)), v, acc),
                    lambda a, v: torch.index_put(a, (t(i0), t(j1)), v, acc), x, src)
-        rows = i0 if acc else i0[:2]
+        rows = i0
         check_grad(lambda a, v: a.index_put((T(rows),), v, acc),
                    lambda a, v: a.index_put((t(rows),), v, acc), x, RNG.standard_normal(4))
-    same(tj.put(T(x), T(np.array([0, 0])), T(np.array([1.0, 2.0]))),
-         torch.put(t(x), t(np.array([0, 0])), t(np.array([1.0, 2.0]))))
+    same(tj.put(T(x), T(np.array([0, 0])), T(np.array([np.inf, 2.0]))),
+         torch.put(t(x), t(np.array([0, 0])), t(np.array([np.inf, 2.0]))))
     same(tj.index_put(T(x), (T(x > 0),), T(np.float64(1.0))),
          torch.index_put(t(x), (t(x > 0),), t(np.float64(1.0))))
     m = x > 0.2
@@ -275,6 +274,7 @@ def test_compiled():
                 lib.quantile(a, T_(q), 1), lib.nanquantile(a, 0.3, 0), lib.mode(a, 1).values,
                 lib.cov(a, fweights=T_(fw)), lib.take(a, T_(np.array([0, -1, 7]))),
                 lib.index_put(a, (T_(np.array([1, 1])),), T_(np.array(2.0)), accumulate=True),
+                lib.index_put(a, (T_(np.array([2, 0, 2])),), a[1:4] * 3.0),
                 lib.masked_scatter(a, T_(m), a.flip(1)), lib.slice_scatter(a, a[:, :2] * 2, 1, 3),
                 lib.diagonal_scatter(a, a[0, :4], 0), lib.as_strided(a * 1.0, (3, 3), (2, 1)),
                 lib.renorm(a, 2, 0, 1.0), lib.inner(a, a),

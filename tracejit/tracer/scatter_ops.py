@@ -2,8 +2,9 @@
 `index_put`, `masked_scatter` (with their in-place forms), `diagonal_scatter`,
 `select_scatter`, `slice_scatter` and `as_strided`.
 
-Each becomes index_ops.scatter (replace, the last write winning where a position repeats) or
-gathering.scatter_add (accumulate) on the flattened input, or a gather from it, so gradients,
+Each becomes a replacing write (the last write winning where a position repeats, every write
+getting its position's gradient, as torch's backward) or gathering.scatter_add (accumulate) on
+the flattened input, or a gather from it, so gradients,
 compile and fusion are those ops' own. The `*_scatter` ops and `as_strided` know their
 positions when called (a NumPy array of row-major positions); `take`/`put`/`index_put` check
 their indices now when eager and when a compiled call runs. `as_strided` reads the input as a
@@ -26,6 +27,7 @@ from .masking import nonzero
 from .memory_format import is_contiguous
 from .node_names import rename
 from .scans import cumsum
+from .series_ops import isfinite
 from .tensor_base import TensorBase as Tensor
 
 
@@ -55,6 +57,25 @@ def _same_dtype(op: str, x: Tensor, s: Tensor) -> None:
                        f"dtype", RuntimeError)
 
 
+def _replace(x: Tensor, d: int, idx: Tensor, s: Tensor) -> Tensor:
+    """x with s written at idx along d, the last write winning a position named twice (as
+    index_ops.scatter), but every write getting the incoming gradient at its position, as
+    torch's put/index_put backward (grad.take(index)) gives it."""
+    hit = ops.gt(index_ops._hits(x, d, idx), 0)
+    keep = index_ops._last_writes(x.shape, idx, d)
+    if keep is not None:
+        m = keep if isinstance(keep, Tensor) else ops.as_tensor(keep, like=s, const=True)
+        if s.dtype.is_float:
+            # a losing write adds s - s: exactly 0 for a finite s (a plain 0 otherwise, where
+            # inf - inf would be NaN), yet passes its gradient on
+            lose = ops.where(isfinite(s), ops.sub(s, ops.stop_gradient(s)), 0)
+            s = ops.where(m, s, lose)
+        else:
+            s = ops.where(m, s, 0)
+    placed = gathering.scatter_add(index_ops._zeros(x), d, idx, s)
+    return ops.where(hit, placed, x)
+
+
 def _write(x_flat: Tensor, pos: Tensor, vals: Tensor, accumulate: bool) -> Tensor:
     """x_flat (1-d) with vals (1-d, as pos) written (or added) at positions pos."""
     if pos.numel() == 0:
@@ -62,7 +83,7 @@ def _write(x_flat: Tensor, pos: Tensor, vals: Tensor, accumulate: bool) -> Tenso
             ops.add(x_flat, 0)
     if accumulate:
         return gathering.scatter_add(x_flat, 0, pos, vals)
-    return index_ops.scatter(x_flat, 0, pos, vals)
+    return _replace(x_flat, 0, pos, vals)
 
 
 # -- take, put ----------------------------------------------------------------------------------
@@ -157,7 +178,7 @@ def index_put(input, indices, values, accumulate: bool = False) -> Tensor:  # no
     else:
         pos = ops.broadcast_to(ops.reshape(row, (m, 1)), (m, r))
         out = (gathering.scatter_add(x2, 0, pos, v2) if accumulate
-               else index_ops.scatter(x2, 0, pos, v2))
+               else _replace(x2, 0, pos, v2))
     return rename(ops.reshape(out, x.shape), "IndexPutBackward0", x)
 
 
