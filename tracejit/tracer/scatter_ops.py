@@ -244,7 +244,8 @@ def _grid(x: Tensor) -> np.ndarray:
     return np.arange(x.numel(), dtype=np.int64).reshape(x.shape)
 
 
-def diagonal_scatter(input, src, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:  # noqa: A002
+def diagonal_scatter(input, src, offset: int = 0, dim1: int = 0,  # noqa: A002
+                     dim2: int = 1) -> Tensor:
     """input with its diagonal (as torch.diagonal(input, offset, dim1, dim2)) replaced by src."""
     x = ops.as_tensor(input)
     if x.ndim < 2:
@@ -274,7 +275,8 @@ def select_scatter(input, src, dim: int, index: int) -> Tensor:  # noqa: A002
     return _scatter_at("select_scatter", x, pos, src, "SelectScatterBackward0")
 
 
-def slice_scatter(input, src, dim: int = 0, start=None, end=None, step: int = 1) -> Tensor:  # noqa: A002
+def slice_scatter(input, src, dim: int = 0, start=None, end=None,  # noqa: A002
+                  step: int = 1) -> Tensor:
     """input with input[..., start:end:step, ...] (along dim) replaced by src."""
     x = ops.as_tensor(input)
     if x.ndim == 0:

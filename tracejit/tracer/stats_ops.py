@@ -6,10 +6,11 @@ cummax/cummin are a log-depth (Hillis-Steele) scan of (value, index) pairs with 
 a later element wins a tie, and a NaN wins and then stays (the index moves to each later NaN);
 the values are then read from the input at those indices, so the gradient goes to the
 element each running extreme came from, as torch's. `mode` counts each element's equals in
-its row inside tj.compile (O(n^2) work per row; eagerly a sort finds them): the most frequent value, the smallest on a tie, at the index
-of its last occurrence (torch's too for rows of up to 16 elements; for longer rows torch's
-unstable sort returns some occurrence). quantile sorts (NaN last) and interpolates between the two order
-statistics around q*(n-1) (nanquantile: around q*(count of non-NaN - 1)); the gradient flows
+its row inside tj.compile (O(n^2) work per row; eagerly a sort finds them): the most frequent
+value, the smallest on a tie, at the index of its last occurrence (torch's too for rows of up
+to 16 elements; for longer rows torch's unstable sort returns some occurrence). quantile
+sorts (NaN last) and interpolates between the two order statistics around q*(n-1)
+(nanquantile: around q*(count of non-NaN - 1)); the gradient flows
 through the sort to the elements read.
 """
 from __future__ import annotations
