@@ -9,7 +9,6 @@ aux alongside); vjp's vjp_fn takes cotangents shaped as the output, which may be
 jvp takes has_aux."""
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 from . import transforms as _t
@@ -17,6 +16,7 @@ from .nn.utils.stateless import functional_call
 from .tracer import functional as _functional
 from .tracer import ops as _ops
 from .tracer.autograd import grad as _autograd_grad
+from .tracer.functional import _named
 from .tracer.forward_ad import FWD
 from .tracer.pytree import tree_flatten, tree_unflatten
 from .tracer.state import STATE, internal_enable_grad
@@ -36,11 +36,10 @@ def grad_and_value(func: Callable, argnums: int | Sequence[int] = 0,
     """torch.func.grad_and_value: (grad, value), or (grad, (value, aux)) with has_aux."""
     vg = _t.value_and_grad(func, argnums, has_aux)
 
-    @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> tuple:
         value, g = vg(*args, **kwargs)
         return g, value
-    return wrapper
+    return _named(wrapper, "grad_and_value", func)
 
 
 def vmap(func: Callable, in_dims: Any = 0, out_dims: Any = 0, randomness: str = "error", *,
@@ -63,7 +62,6 @@ def _detached(tree: Any, args: tuple) -> Any:
 
 def _jacobian_with_aux(func: Callable, argnums: int | Sequence[int]) -> Callable:
     """The Jacobian of func's first result by the eager engine, and its second result."""
-    @functools.wraps(func)
     def wrapper(*args: Any) -> tuple:
         box: list = []
 
@@ -76,7 +74,7 @@ def _jacobian_with_aux(func: Callable, argnums: int | Sequence[int]) -> Callable
             return res[0]
         jac = _functional.jacobian(first, argnums)(*args)
         return jac, _detached(box[-1], args)
-    return wrapper
+    return _named(wrapper, "jacobian", func)
 
 
 def jacrev(func: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = False,
