@@ -1,11 +1,15 @@
 """Gamma, Beta and Dirichlet (torch.distributions' formulas, with lgamma/digamma), and their
 KL pairs. Draws: Marsaglia and Tsang's method for the standard gamma, with a fixed number of
 proposals per element so it is a plain tensor program (also inside tj.compile); Beta and
-Dirichlet normalize gamma draws. Not reparametrized: torch's rsample for these uses an
-implicit gradient of the gamma CDF, which is not built here, so rsample raises."""
+Dirichlet normalize gamma draws. rsample is reparametrized by the implicit gradient of the
+gamma CDF, dx/dalpha = -(dF/dalpha) / f(x), from the CDF's power series (see
+_dx_dalpha), attached to the draw as x + (alpha - stop_gradient(alpha)) * dx/dalpha."""
 from __future__ import annotations
 
 from ..ir.dtype_info import finfo
+from ..ir import dtypes as dt
+from ..tracer import ops
+from ..tracer.creation import arange
 from ..tracer.masking import one_hot, where
 from ..tracer.math_ops import xlogy
 from ..tracer.shape_ops import stack
@@ -44,10 +48,42 @@ def standard_gamma(alpha: Tensor, shape: tuple[int, ...], generator=None) -> Ten
         return out.clamp(min=finfo(a.dtype).tiny)
 
 
+# series terms under tj.compile, where the draws are not known when the trace is made: enough
+# for concentrations up to ~300 (eagerly the count follows the draws)
+_TRACED_TERMS = 320
+
+
+def _dx_dalpha(x: Tensor, a: Tensor) -> Tensor:
+    """d x / d alpha of a standard gamma draw x at fixed CDF value: with
+    r_n = x^(n+1) Gamma(a) / Gamma(a+n+1) (the series of P(a, x) over the density),
+    dx/da = -sum_n r_n (log x - digamma(a + n + 1)). Computed in float64, no graph."""
+    with no_grad():
+        x64, a64 = x.to(dt.f64), a.to(dt.f64)
+        if x._traced or a._traced:
+            terms = _TRACED_TERMS
+        else:
+            xs, as_ = x64.numpy(), a64.numpy()
+            terms = int(max(float((xs - as_).max(initial=0)), 0) +
+                        12 * float(xs.max(initial=0)) ** 0.5 + 40)
+        n = arange(terms, dtype=dt.f64).reshape((terms,) + (1,) * x.ndim)
+        lx = x64.log()
+        log_r = (n + 1) * lx + lgamma(a64) - lgamma(a64 + n + 1)
+        d = -(log_r.exp() * (lx - digamma(a64 + n + 1))).sum(0)
+        return where(d.isfinite(), d, 0.0).to(x.dtype)
+
+
+def reparametrized_gamma(alpha: Tensor, shape: tuple[int, ...], generator=None) -> Tensor:
+    """standard gamma draws whose gradient to alpha is the implicit one."""
+    x = standard_gamma(alpha, shape, generator)
+    a = alpha.expand(shape)
+    return x + (a - ops.stop_gradient(a)) * _dx_dalpha(x, a.detach())
+
+
 class Gamma(Distribution):
     """Gamma(concentration, rate): density rate^c x^(c-1) exp(-rate x) / Gamma(c)."""
     arg_constraints = {"concentration": constraints.positive, "rate": constraints.positive}
     support = constraints.nonnegative
+    has_rsample = True
 
     def __init__(self, concentration, rate, validate_args=None):
         self.concentration, self.rate = broadcast_all(concentration, rate, op="Gamma")
@@ -68,6 +104,11 @@ class Gamma(Distribution):
             return (standard_gamma(self.concentration, shape, generator) /
                     self.rate.detach()).clamp(min=finfo(self.rate.dtype).tiny)
 
+    def rsample(self, sample_shape=(), generator=None):
+        shape = self._extended_shape(sample_shape)
+        x = reparametrized_gamma(self.concentration, shape, generator)
+        return (x / self.rate).clamp(min=finfo(self.rate.dtype).tiny)
+
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
@@ -83,6 +124,7 @@ class Dirichlet(Distribution):
     """Dirichlet(concentration) over the simplex of the last dim."""
     arg_constraints = {"concentration": constraints.independent(constraints.positive, 1)}
     support = constraints.simplex
+    has_rsample = True
 
     def __init__(self, concentration, validate_args=None):
         c = as_param(concentration, name="Dirichlet")
@@ -121,6 +163,12 @@ class Dirichlet(Distribution):
             eps = finfo(x.dtype).eps
             return x.clamp(min=finfo(x.dtype).tiny, max=1 - eps)
 
+    def rsample(self, sample_shape=(), generator=None):
+        g = reparametrized_gamma(self.concentration, self._extended_shape(sample_shape),
+                                 generator)
+        x = g / g.sum(-1, keepdim=True)
+        return x.clamp(min=finfo(x.dtype).tiny, max=1 - finfo(x.dtype).eps)
+
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
@@ -139,6 +187,7 @@ class Beta(Distribution):
     arg_constraints = {"concentration1": constraints.positive,
                        "concentration0": constraints.positive}
     support = constraints.unit_interval
+    has_rsample = True
 
     def __init__(self, concentration1, concentration0, validate_args=None):
         a, b = broadcast_all(concentration1, concentration0, op="Beta")
@@ -166,6 +215,9 @@ class Beta(Distribution):
 
     def sample(self, sample_shape=(), generator=None):
         return self._dirichlet.sample(sample_shape, generator)[..., 0]
+
+    def rsample(self, sample_shape=(), generator=None):
+        return self._dirichlet.rsample(sample_shape, generator)[..., 0]
 
     def log_prob(self, value):
         if self._validate_args:
