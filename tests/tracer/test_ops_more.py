@@ -337,8 +337,14 @@ def test_linalg_vector_norm(dtype, ord_, dim):
 def test_norm_empty_and_errors():
     check(lambda a: a.norm(), lambda a: a.norm(), np.zeros((0, 3)))
     check(lambda a: a.norm(dim=1), lambda a: a.norm(dim=1), np.zeros((0, 3)))
-    with pytest.raises(NotImplementedError, match=r"norm: the nuclear norm"):
-        tj.norm(tj.tensor(rand(2, 2)), "nuc")
+    m = rand(2, 3, 4)
+    np.testing.assert_allclose(tj.norm(tj.tensor(m[0]), "nuc").numpy(),
+                               torch.norm(torch.tensor(m[0]), "nuc").numpy(), rtol=1e-6)
+    np.testing.assert_allclose(tj.norm(tj.tensor(m), "nuc", dim=(2, 0), keepdim=True).numpy(),
+                               torch.norm(torch.tensor(m), "nuc", dim=(2, 0),
+                                          keepdim=True).numpy(), rtol=1e-6)
+    with pytest.raises(RuntimeError, match=r"norm: the nuclear norm needs dim to be a 2-tuple"):
+        tj.norm(tj.tensor(m), "nuc")
     with pytest.raises(TypeError, match=r"vector_norm: expects a floating point"):
         tj.norm(tj.tensor([1, 2]))
     with pytest.raises(IndexError, match=r"vector_norm.*empty"):

@@ -15,6 +15,7 @@ from . import composites as C
 from . import ops
 from .autocast import FP32, autocast_op
 from .composites import composite
+from .linalg_spectral import svdvals
 from .tensor_base import TensorBase as Tensor
 
 _var = C.var.__wrapped__        # the plain function: std records one node of its own
@@ -130,17 +131,34 @@ def vector_norm(x, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Ten
 @autocast_op(FP32)
 def norm(x, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     """torch.norm: 'fro' (or None) is the 2-norm of the elements over dim; a number p is the
-    vector p-norm over dim (all elements when None). 'nuc' needs an SVD: not supported."""
+    vector p-norm over dim (all elements when None); 'nuc' the sum of the singular values of
+    the matrices over the two dims dim (the whole of a 2-D x when None)."""
     x = ops.as_tensor(x)
     if isinstance(p, str):
         if p == "nuc":
-            raise ops._err("norm", "the nuclear norm needs a singular value decomposition, "
-                           "which tracejit does not have", NotImplementedError)
+            return _nuclear(x, dim, keepdim, dtype)
         if p != "fro":
             raise ops._err("norm", f"only valid string values are 'fro' and 'nuc', found {p}",
                            RuntimeError)
         p = 2
     return vector_norm(x, 2 if p is None else p, dim, keepdim, dtype=dtype)
+
+
+def _nuclear(x: Tensor, dim, keepdim: bool, dtype) -> Tensor:
+    if dtype is not None:
+        x = ops.cast(x, dtype)
+    dims = tuple(range(x.ndim)) if dim is None else \
+        (dim,) if isinstance(dim, numbers.Integral) else tuple(dim)
+    if len(dims) != 2:
+        raise ops._err("norm", f"the nuclear norm needs dim to be a 2-tuple, got {dims} for "
+                       f"{ops._fmt(x)}", RuntimeError)
+    d0, d1 = (d % x.ndim if x.ndim else d for d in dims)
+    rest = [d for d in range(x.ndim) if d not in (d0, d1)]
+    r = ops.sum(svdvals(ops.permute(x, rest + [d0, d1])), -1)
+    if keepdim:
+        for d in sorted((d0, d1)):
+            r = ops.unsqueeze(r, d)
+    return r
 
 
 def dist(a, b, p=2) -> Tensor:
