@@ -133,6 +133,18 @@ def _rounding(mode: str, node: str):
 floor = _rounding("floor", "FloorBackward0")
 ceil = _rounding("ceil", "CeilBackward0")
 trunc = _rounding("trunc", "TruncBackward0")
+
+
+def _trunc_division(a, b) -> Tensor:
+    """torch.div(a, b, rounding_mode="trunc") with a float result: trunc(a / b) from the
+    values, zero gradients to both operands (torch's; a chain through a / b would give
+    0 * inf = NaN where b is 0)."""
+    q = ops.div(*(sg(v) if isinstance(v, Tensor) else v for v in (a, b)))
+    return _grad_as(_round_core(q, "trunc"),
+                    [v for v in (a, b) if isinstance(v, Tensor) and v.dtype.is_float], _ZERO)
+
+
+ops.trunc_division = _trunc_division
 fix = trunc
 _round0 = _rounding("round", "RoundBackward0")
 

@@ -259,10 +259,13 @@ def div(a, b, *, rounding_mode: str | None = None):
         # a - fmod(a, b) is an exact multiple of b (never past a): its floor quotient is a/b's
         # truncation
         return floor_divide(sub(a, fmod(a, b)), b)
-    q = div(a, b)
-    t = sub(q, fmod(q, 1.0))        # exact; its gradient g - g is torch's zero
-    t = where(eq(t, 0), mul(q, 0.0), t)                 # -0.3 truncates to -0.0
-    return where(eq(abs(q), math.inf), q, t)
+    return trunc_division(a, b)
+
+
+def trunc_division(a, b):
+    """trunc(a / b) with torch's zero gradients: math_ops.py installs it (it needs trunc and
+    the exact-gradient helper there, and math_ops imports this module)."""
+    raise NotImplementedError("tracer.math_ops installs trunc_division")
 
 
 def _float_operand(x) -> bool:
