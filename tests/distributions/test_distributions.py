@@ -50,6 +50,8 @@ def test_univariate_against_torch(name, make):
     lp, lpt = d.log_prob(x), t.log_prob(xt)
     close(lp, lpt)
     close(d.cdf(x), t.cdf(xt))
+    q = tj.tensor(RS.rand(5, 2, 3))
+    close(d.icdf(q), t.icdf(torch.tensor(q.numpy())), 1e-9)
     close(d.entropy(), t.entropy())
     for m in ("mean", "variance", "stddev"):
         close(getattr(d, m), getattr(t, m))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..ir.dtype_info import finfo
+from ..tracer.special_ops import erfinv
 from ..tracer.tensor import Tensor
 from . import constraints
 from .distribution import Distribution
@@ -52,6 +53,9 @@ class Normal(Distribution):
         return 0.5 * (1 + ((value - self.loc) * self.scale.reciprocal() /
                            math.sqrt(2)).erf())
 
+    def icdf(self, value):
+        return self.loc + self.scale * erfinv(2 * value - 1) * math.sqrt(2)
+
     def entropy(self):
         return 0.5 + 0.5 * math.log(2 * math.pi) + self.scale.log()
 
@@ -93,6 +97,10 @@ class Laplace(Distribution):
             self._validate_sample(value)
         return 0.5 - 0.5 * (value - self.loc).sign() * \
             (-(value - self.loc).abs() / self.scale).expm1()
+
+    def icdf(self, value):
+        t = value - 0.5
+        return self.loc - self.scale * t.sign() * (-2 * t.abs()).log1p()
 
     def entropy(self):
         return 1 + (2 * self.scale).log()

@@ -10,10 +10,12 @@ known target lengths (to pad them)."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..ir.core import user_location
 from ..tracer import ops
 from ..tracer.creation import arange, full, tensor
 from ..tracer.masking import where
@@ -21,6 +23,7 @@ from ..tracer.operands import _err, _fmt
 from ..tracer.tensor import Tensor
 
 _OP = "ctc_loss"
+_UNROLL_WARN = 32
 _NEG = -math.inf
 
 
@@ -146,6 +149,11 @@ def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths, target_lengths,
     prev2 = ops.concatenate([full((N, 2), -1, dtype=dt.i64), ext[:, :L - 2]], 1)
     skip = (s_idx % 2 == 1) & (s_idx >= 2) & (ext != prev2)                  # (N, L)
 
+    if log_probs._traced and T > _UNROLL_WARN:
+        warnings.warn(f"ctc_loss inside tj.compile unrolls its recursion over T={T} frames "
+                      f"into the trace; compiling takes about a second per frame. For long "
+                      f"inputs call ctc_loss outside the compiled function "
+                      f"(at {user_location()})", stacklevel=2)
     lp = log_probs.gather(2, ext.unsqueeze(0).expand(T, N, L))                # (T, N, L)
     neg = full((N, L), _NEG, dtype=log_probs.dtype)
     start = s_idx < 2
