@@ -15,9 +15,12 @@ from .printer import print_graph
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# code objects of tracejit (and importlib) seen by user_location, and the short names of the
-# users' files: every traced instruction records its location, walking a dozen frames of ours
-_OWN_CODE: set = set()
+# code objects of tracejit (and importlib) seen by user_location, by id (the dict holds each
+# one, so its id is never reused), and the short names of the users' files: every traced
+# instruction records its location, walking a dozen frames of ours. By id, not by the code
+# object: CPython 3.11 hashes a code object afresh each time, over its bytecode and constants
+# (~17 us for dispatch._apply_general), and that was most of a first call's tracing time.
+_OWN_CODE: dict = {}
 _BASENAMES: dict[str, str] = {}
 
 
@@ -27,14 +30,14 @@ def user_location() -> str:
     own = _OWN_CODE
     while f is not None:
         code = f.f_code
-        if code not in own:
+        if id(code) not in own:
             fn = code.co_filename
             if not fn.startswith(_PKG_DIR) and "importlib" not in fn:
                 name = _BASENAMES.get(fn)
                 if name is None:
                     name = _BASENAMES[fn] = os.path.basename(fn)
                 return f"{name}:{f.f_lineno}"
-            own.add(code)
+            own[id(code)] = code
         f = f.f_back
     return "<unknown>:0"
 
