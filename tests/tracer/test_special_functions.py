@@ -4,6 +4,8 @@ inf, NaN), float64 and float32, eagerly and compiled, with gradients; ldexp, fre
 nextafter; the CUDA lowering compiles with nvcc."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -245,3 +247,19 @@ def test_cuda_lowering_compiles_with_nvcc(tmp_path):
         graphs.append((f"special_{np.dtype(dtype).name}",
                        tj.compile(tj.grad(f), device="cuda").lower(x).graph))
     assert _nvcc(_source(graphs), tmp_path).count(".entry") >= 2
+
+
+def test_large_eager_inputs_run_as_kernels_and_agree():
+    """From 64K elements eager mode runs these as compiled kernels (runtime/eager_kernels.py):
+    the same values as the NumPy path, within an ulp or two of the true ones."""
+    from tracejit.runtime import eager_kernels
+    x = np.linspace(0.05, 0.95, 1 << 16).astype(np.float32)
+    calls = eager_kernels.stats["calls"]
+    for f, tf in ((tj.erfinv, torch.erfinv), (tj.lgamma, torch.lgamma),
+                  (tj.digamma, torch.digamma), (tj.special.i1e, torch.special.i1e)):
+        want = tf(torch.tensor(x.astype(np.float64))).numpy().astype(np.float32)
+        np.testing.assert_allclose(f(tj.tensor(x)).numpy(), want, rtol=3e-7,
+                                   err_msg=f.__name__)
+        np.testing.assert_allclose(f(tj.tensor(x[:100])).numpy(), want[:100], rtol=3e-7)
+    if eager_kernels.MIN_ELEMENTS is None and os.environ.get("TRACEJIT_EAGER_KERNELS") != "0":
+        assert eager_kernels.stats["calls"] - calls == 4
