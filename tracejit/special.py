@@ -8,7 +8,7 @@ from .tracer import math_ops as _M
 from .tracer import ops as _ops
 from .tracer import trig_ops as _T
 from .tracer.special_ops import (digamma, entr, erfcx, erfinv, i0, i0e, i1, i1e, log_ndtr,
-                                 ndtr, ndtri, polygamma, xlog1py)
+                                 ndtr, ndtri, polygamma, xlog1py, zeta)
 from .tracer.special_ops import lgamma as gammaln
 from .tracer.special_ops import mvlgamma as _mvlgamma
 from .tracer.tensor_base import TensorBase as _Tensor
@@ -44,4 +44,4 @@ def log_softmax(input, dim: int, dtype=None) -> _Tensor:  # noqa: A002
 __all__ = ["digamma", "psi", "polygamma", "gammaln", "multigammaln", "erf", "erfc", "erfcx",
            "erfinv", "ndtr", "ndtri", "log_ndtr", "expit", "logit", "xlogy", "xlog1py", "entr",
            "sinc", "i0", "i0e", "i1", "i1e", "logsumexp", "softmax", "log_softmax", "round",
-           "expm1", "exp2", "log1p"]
+           "expm1", "exp2", "log1p", "zeta"]

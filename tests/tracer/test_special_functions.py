@@ -240,7 +240,8 @@ def test_cuda_lowering_compiles_with_nvcc(tmp_path):
     def f(x):
         return (tj.lgamma(x) + tj.digamma(x) + tj.polygamma(2, x) + tj.erfinv(x * 0.1)
                 + tj.special.i0e(x) + tj.special.i1(x) + tj.special.ndtri(x * 0.1)
-                + tj.special.erfcx(x) + tj.nextafter(x, x * 2)).sum()
+                + tj.special.erfcx(x) + tj.nextafter(x, x * 2)
+                + tj.special.zeta(tj.stop_gradient(x) + 1.5, x)).sum()
     graphs = []
     for dtype in (np.float32, np.float64):
         x = np.linspace(0.1, 0.9, 8).astype(dtype)
@@ -263,3 +264,23 @@ def test_large_eager_inputs_run_as_kernels_and_agree():
         np.testing.assert_allclose(f(tj.tensor(x[:100])).numpy(), want[:100], rtol=3e-7)
     if eager_kernels.MIN_ELEMENTS is None and os.environ.get("TRACEJIT_EAGER_KERNELS") != "0":
         assert eager_kernels.stats["calls"] - calls == 4
+
+
+def test_zeta_values_domain_and_gradient_in_q():
+    s = np.array([1.0, 0.5, 1.5, 2.0, 3.0, 4.5, 10.0, 60.0, 3.0, 2.5, 2.0, 3.0, np.nan, 2.0])
+    q = np.array([1.0, 1.0, 1.0, 1.0, 0.3, 2.0, 1.0, 15.0, -2.5, -2.5, 0.0, 1e6, 1.0, np.nan])
+    for dtype, rtol in ((np.float64, 1e-12), (np.float32, 4e-7)):
+        want = torch.special.zeta(torch.tensor(s), torch.tensor(q)).numpy().astype(dtype)
+        a, b = tj.tensor(s.astype(dtype)), tj.tensor(q.astype(dtype))
+        for got in (tj.special.zeta(a, b), tj.compile(tj.special.zeta)(a, b)):
+            _close(got.numpy(), want, rtol, "zeta")
+    np.testing.assert_allclose(tj.special.zeta(2.0, tj.tensor([1.0, 2.0])).numpy(),
+                               torch.special.zeta(2.0, torch.tensor([1.0, 2.0])).numpy())
+    s2, q2 = np.array([2.0, 3.5, 5.0]), np.array([0.5, 2.0, 7.0])
+    tq = torch.tensor(q2, requires_grad=True)
+    torch.special.zeta(torch.tensor(s2), tq).sum().backward()
+    g = tj.grad(lambda v: tj.special.zeta(tj.tensor(s2), v).sum())
+    for f in (g, tj.compile(g)):
+        np.testing.assert_allclose(f(tj.tensor(q2)).numpy(), tq.grad.numpy(), rtol=1e-12)
+    with pytest.raises(NotImplementedError, match="zeta.*first argument"):
+        tj.special.zeta(tj.tensor([2.0], requires_grad=True), 1.0)

@@ -1,6 +1,6 @@
 """torch.special's gamma-family and Bessel functions as elementwise primitives: digamma,
-polygamma (param n >= 1), erfinv, ndtri, erfcx, i0, i0e, i1, i1e. (lgamma is prims_libm.py's:
-a call to the C library's lgamma.)
+polygamma (param n >= 1), erfinv, ndtri, erfcx, i0, i0e, i1, i1e and the binary Hurwitz
+zeta(s, q). (lgamma is prims_libm.py's: a call to the C library's lgamma.)
 
 Each computes in float64 (float32 and the 16-bit floats widen and round once at the end) by
 special_series.py's straight-line algorithms, which the same code runs on NumPy arrays for
@@ -18,7 +18,7 @@ import numpy as np
 
 from . import dtypes as dt
 from . import special_series as S
-from .primitives import P, add, bind, div, eq, exp, mul, sign, sub, where
+from .primitives import P, add, bind, div, eq, exp, mul, neg, sign, sub, where
 from .prims_elementwise import _elementwise, _same
 from .prims_special import _impl_erf, _impl_erfc
 
@@ -32,6 +32,14 @@ def _numpy(algo):
         with np.errstate(all="ignore"):     # every branch is evaluated; selects drop the rest
             r = algo(_NP, x.astype(np.float64), **params)
         return r.astype(d)
+    return impl
+
+
+def _numpy2(algo):
+    """A binary algo on NumPy/CuPy arrays, as _numpy."""
+    def impl(a, b):
+        with np.errstate(all="ignore"):
+            return algo(_NP, a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
     return impl
 
 
@@ -95,5 +103,18 @@ _register("i0e", _bessel(0, True), lambda x, o, p: sub(_u("i1e", x), mul(sign(x)
 _register("i1", _bessel(1, False), _d_i1)
 _register("i1e", _bessel(1, True), _d_i1e)
 
-NAMES = ("digamma", "polygamma", "erfinv", "ndtri", "erfcx", "i0", "i0e", "i1", "i1e")
+def _vjp_zeta(g, ins, out, params, need):
+    # d/dq zeta(s, q) = -s zeta(s + 1, q); none in s (torch has none; the tracer refuses it)
+    s, q = ins
+    return [None, mul(g, mul(neg(s), bind(P.zeta, add(s, 1.0), q))) if need[1] else None]
+
+
+_elementwise("zeta", lambda s, q: _numpy2(S.zeta)(s, q), _vjp_zeta,
+             jvp=lambda t, i, o, p: None if t[1] is None else
+             mul(t[1], mul(neg(i[0]), bind(P.zeta, add(i[0], 1.0), i[1]))),
+             saves=(0, 1), float_only=True, arity=2,
+             scalar=lambda sb, s, q: sb.cast(S.zeta(sb, sb.cast(s, dt.f64), sb.cast(q, dt.f64)),
+                                             s.dtype))
+
+NAMES = ("digamma", "polygamma", "erfinv", "ndtri", "erfcx", "i0", "i0e", "i1", "i1e", "zeta")
 __all__ = ["NAMES"]

@@ -260,6 +260,40 @@ def bessel_i(b, nu: int, x, scaled: bool):
     return r
 
 
+def zeta(b, s, q):
+    """Hurwitz zeta(s, q) for a tensor s (torch.special.zeta): sixteen direct terms
+    (q + k)^-s, then Euler-Maclaurin at y = q + 16 (twelve Bernoulli terms, the rising
+    factorials of s formed as it goes). Where s approaches 2 pi y and the series stops
+    converging, the tail's weight against the direct terms, (q / y)^s, is below 1e-40.
+    torch's domain: s = 1 gives inf, s < 1 NaN; q <= 0 gives inf at the integers and NaN for
+    a non-integer s; q < -15 is outside the sixteen terms' reach and gives NaN."""
+    c = lambda v: b.const(v, q)  # noqa: E731
+    acc, y = c(0.0), q
+    ns = b.neg(s)
+    for _ in range(16):
+        acc = b.add(acc, b.pow(y, ns))
+        y = b.add(y, c(1.0))
+    ws = b.pow(y, ns)
+    w = b.div(c(1.0), y)
+    head = b.add(b.div(b.mul(ws, y), b.sub(s, c(1.0))), b.mul(ws, c(0.5)))
+    w2, term, rising, tail = b.mul(w, w), b.mul(ws, w), s, c(0.0)
+    for j, e in enumerate(_EM, start=1):
+        if j > 1:
+            rising = b.mul(rising, b.mul(b.add(s, c(2 * j - 3.0)), b.add(s, c(2 * j - 2.0))))
+            term = b.mul(term, w2)
+        tail = b.add(tail, b.mul(b.mul(term, rising), c(e)))
+    r = b.add(acc, b.add(head, tail))
+    q_int = b.cmp("eq", b.floor(q), q)
+    s_int = b.cmp("eq", b.floor(s), s)
+    nonpos = b.cmp("le", q, c(0.0))
+    # (s_int == q_int here: neither is an integer)
+    r = b.select(_and(b, nonpos, b.cmp("eq", s_int, q_int), q), c(math.nan), r)
+    r = b.select(_and(b, nonpos, q_int, q), c(math.inf), r)
+    r = b.select(b.lt(q, c(-15.0)), c(math.nan), r)
+    r = b.select(b.lt(s, c(1.0)), c(math.nan), r)
+    return b.select(b.cmp("eq", s, c(1.0)), c(math.inf), r)
+
+
 class NumpyBuilder:
     """The scalar-builder vocabulary on float64 NumPy arrays (or CuPy's, through their
     NumPy-compatible ufuncs): eager mode's and the interpreter's implementation."""
@@ -279,6 +313,7 @@ class NumpyBuilder:
     def exp(self, a): return np.exp(a)
     def sqrt(self, a): return np.sqrt(a)
     def max(self, a, b): return np.maximum(a, b)
+    def pow(self, a, b): return np.power(a, b)
     def signbit(self, a): return np.signbit(a)
     def select(self, c, a, b): return np.where(c, a, b)
     def lt(self, a, b): return a < b
@@ -294,4 +329,5 @@ class NumpyBuilder:
         return {"tan": np.tan}[name](*a)
 
 
-__all__ = ["digamma", "polygamma", "erfinv", "ndtri", "erfcx", "bessel_i", "NumpyBuilder"]
+__all__ = ["digamma", "polygamma", "erfinv", "ndtri", "erfcx", "bessel_i", "zeta",
+           "NumpyBuilder"]

@@ -15,6 +15,7 @@ from .math_ops import _grad_as, _opmath, _promote_float, floor, log1p
 from .series_ops import isnan
 from .trig_ops import exp2, log2
 from .math_inplace import _method
+from .state import STATE
 from .tensor_base import TensorBase as Tensor
 
 _UNARY = ("lgamma", "digamma", "erfinv", "i0", "i0e", "i1", "i1e", "ndtri", "erfcx")
@@ -127,6 +128,18 @@ def mvlgamma(input, p: int) -> Tensor:  # noqa: A002
     return ops.where(ok, r, math.nan)
 
 
+def zeta(input, other) -> Tensor:  # noqa: A002
+    """torch.special.zeta(x, q): the Hurwitz zeta function sum_k (q + k)^-x, with torch's
+    domain (inf at x = 1 and at integer q <= 0; NaN for x < 1) and its gradient in q,
+    -x zeta(x + 1, q). torch has no derivative in x: an x that requires grad is refused here.
+    q < -15 (reachable by torch's direct sum for integer x) gives NaN."""
+    x, q = ops.as_tensor(input), ops.as_tensor(other)
+    if STATE.grad_enabled and getattr(x, "_requires_grad", False):
+        raise ops._err("zeta", f"the derivative in the first argument ({ops._fmt(x)}) is "
+                       f"not implemented, as torch's; detach it", NotImplementedError)
+    return ops._binary("zeta", x, q, "float")
+
+
 def ldexp(input, other) -> Tensor:  # noqa: A002
     """input * 2^other (torch's formula, with its promotion: integers give float32)."""
     x, e = ops.as_tensor(input), ops.as_tensor(other)
@@ -182,5 +195,5 @@ INPLACE["mvlgamma_"] = mvlgamma
 for _n, _f in INPLACE.items():
     globals()[_n] = _method(_n, _f)
 
-__all__ = [*_UNARY, "ndtr", "log_ndtr", "xlog1py", "entr", "polygamma", "mvlgamma", "ldexp",
+__all__ = [*_UNARY, "ndtr", "log_ndtr", "xlog1py", "entr", "zeta", "polygamma", "mvlgamma", "ldexp",
            "frexp", "nextafter", *INPLACE]
