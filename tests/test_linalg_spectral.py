@@ -125,3 +125,14 @@ def test_forward_mode_and_hessians():
         want = torch.autograd.functional.hessian(tf, torch.tensor(p)).numpy()
         got = (tj.hessian(f) if fwd else tj.jacrev(tj.grad(f)))(tj.tensor(p))
         np.testing.assert_allclose(got.numpy(), want, atol=1e-9)
+
+
+def test_ir_text_round_trip():
+    from tracejit.ir.parser import parse_graph
+    from tracejit.ir.printer import print_graph
+    a = RNG.standard_normal((3, 4))
+    f = tj.compile(lambda m: tj.linalg.pinv(m, rtol=0.1).sum() + tj.linalg.qr(m)[1].sum()
+                   + tj.linalg.eigh(m[:, :3], UPLO="U")[1].sum())
+    txt = f.lower(a).as_text()
+    assert "rtol=0.1" in txt and "linalg_eigh_vecs" in txt
+    assert print_graph(parse_graph(txt)) == txt

@@ -87,6 +87,8 @@ def _param(kind: str, text: str, aval: Aval):
         return int(text)
     if kind == "bool":
         return text == "true"
+    if kind == "float":
+        return float(text)
     if kind == "dtype":
         return dt.dtype_from_name(text)
     if kind == "array":

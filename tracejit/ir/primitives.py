@@ -55,7 +55,8 @@ class Primitive:
         # keeps rows (see ir/index_maps.py); a fused kernel evaluates them, any backend alike
         self.index_map = index_map          # (ix, idx, site, **params) -> index_maps.Access
         self.rows = rows                    # (j, in_shapes, out_shape, dep, **params) -> bool
-        self.param_types = params or {}     # name -> "ints" | "int" | "dtype" | "array" | "bool"
+        # name -> "ints" | "int" | "float" | "dtype" | "array" | "bool"
+        self.param_types = params or {}
         self.arity = arity
         # the batching rule (vmap): (prim, axis, args, batched, params) -> (out, out_batched):
         # a batched operand carries the vmapped axis first (axis 0) and `axis` is a
@@ -80,6 +81,8 @@ class Primitive:
                 v = int(v)
             elif t == "bool":
                 v = bool(v)
+            elif t == "float":
+                v = float(v)
             elif t == "dtype":
                 v = dt.as_dtype(v)
             elif t == "array":
