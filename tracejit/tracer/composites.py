@@ -11,6 +11,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import user_location
+from ..ir.primitives import P, bind
 from .autocast import FP32, atomic, autocast_op
 from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor
@@ -177,6 +178,32 @@ def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=None, dtype=None):
     return m if low is None else ops.cast(m, low)
 
 
+def centered(x, axes: tuple, n: int):
+    """x minus its mean over `axes` (n elements each), with every element of a constant row
+    exactly 0, as torch's Welford-based var/layer_norm/batch_norm kernels give (see
+    centered_mean)."""
+    return centered_mean(x, axes, n)[0]
+
+
+def centered_mean(x, axes: tuple, n: int):
+    """(x minus its mean over `axes`, that mean kept over `axes`), n elements per row. The
+    mean is taken of x shifted by the row's first element p (a constant to the gradient):
+    (x - p) - mean(x - p), so a constant row centers to exact zeros. Plain sum(x) / n of a
+    float32 row of three 1000.1s is an ulp off, and layer_norm divides that by sqrt(eps):
+    0.019 where torch gives 0."""
+    if n == 0:
+        m = ops.div(ops.sum(x, axes, True), float("nan"))
+        return ops.sub(x, m), m
+    first = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
+    if first == tuple(x.shape):
+        return ops.sub(x, x), x         # (one element per row: exactly 0, NaN where x is)
+    p = ops.stop_gradient(bind(P.slice, x, starts=(0,) * x.ndim, stops=first,
+                               steps=(1,) * x.ndim))
+    s = ops.sub(x, p)
+    m = ops.div(ops.sum(s, axes, True), float(n))
+    return ops.sub(s, m), ops.add(m, p)
+
+
 @composite("VarBackward0")
 def var(x, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=None, unbiased=None,
         ddof=None):
@@ -193,7 +220,7 @@ def var(x, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=None
         corr = ddof
     axes = ops._axes(x, axis, dim, "var")
     n = math.prod(x.shape[a] for a in axes)
-    d = ops.sub(x, ops.div(ops.sum(x, axes, True), float(n) if n else float("nan")))
+    d = centered(x, axes, n)
     denom = float(n - corr) if n - corr > 0 else float("nan")
     v = ops.div(ops.sum(ops.mul(d, d), axes, keepdims, keepdim=keepdim), denom)
     return v if low is None else ops.cast(v, low)
@@ -291,12 +318,17 @@ def _finite_or_zero(m):
     return ops.where(ops.eq(ops.sub(m, m), 0), m, 0)      # inf - inf and nan are not 0
 
 
-def _row_shift(x, axes):
+def _row_shift(x, axes, inf_rows_nan: bool = False):
     """The row maximum that keeps exp() from overflowing; 0 for empty rows, which have none
-    (their softmax is empty and their logsumexp -inf, as torch)."""
+    (their softmax is empty and their logsumexp -inf, as torch). `inf_rows_nan` (softmax,
+    log_softmax): a maximum of +inf is kept, so that row comes out all NaN as torch's
+    (x - inf: -inf or NaN); else 0 for any infinite or NaN maximum (logsumexp's inf)."""
     if any(x.shape[a] == 0 for a in axes):
         return 0.0
-    return _finite_or_zero(ops.stop_gradient(ops.amax(x, axes, True)))
+    m = ops.stop_gradient(ops.amax(x, axes, True))
+    if inf_rows_nan:
+        return ops.where(ops.eq(m, float("-inf")), 0, m)
+    return _finite_or_zero(m)
 
 
 @autocast_op(FP32)
@@ -321,7 +353,7 @@ def softmax(x, axis: int = -1, *, dim=None, dtype=None):
     x = ops.as_tensor(x) if dtype is None else ops.cast(x, dtype)
     float_only("softmax", x)
     axes = ops._axes(x, axis, dim, "softmax")
-    e = ops.exp(ops.sub(x, _row_shift(x, axes)))
+    e = ops.exp(ops.sub(x, _row_shift(x, axes, inf_rows_nan=True)))
     # one division per row, a multiply per element
     return ops.mul(e, ops.div(1.0, ops.sum(e, axes, True)))
 
@@ -331,7 +363,10 @@ def softmax(x, axis: int = -1, *, dim=None, dtype=None):
 def log_softmax(x, axis: int = -1, *, dim=None, dtype=None):
     x = ops.as_tensor(x) if dtype is None else ops.cast(x, dtype)
     float_only("log_softmax", x)
-    return ops.sub(x, logsumexp(x, axis, True, dim=dim))
+    axes = ops._axes(x, axis, dim, "log_softmax")
+    # (x - m) - log(sum(exp(x - m))): a row holding +inf is all NaN, as torch's
+    s = ops.sub(x, _row_shift(x, axes, inf_rows_nan=True))
+    return ops.sub(s, ops.log(ops.sum(ops.exp(s), axes, True)))
 
 
 @autocast_op(FP32)
@@ -357,7 +392,7 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps: float = 1e
         x = ops.cast(x, dt.f32)
         weight = None if weight is None else ops.cast(ops.as_tensor(weight), dt.f32)
         bias = None if bias is None else ops.cast(ops.as_tensor(bias), dt.f32)
-    d = ops.sub(x, ops.div(ops.sum(x, axes, True), n))
+    d = centered(x, axes, int(n))
     v = ops.div(ops.sum(ops.mul(d, d), axes, True), n)
     y = ops.mul(d, ops.div(1.0, ops.sqrt(ops.add(v, eps))))   # a division per row only
     if weight is not None:

@@ -26,6 +26,7 @@ import numpy as np
 from ..ir.primitives import P, bind
 from ..ir.prims_conv import out_size, windows
 from ..ir.prims_select import iota
+from . import composites as C
 from . import ops
 from .autocast import LOWER, autocast_op
 from .state import no_grad
@@ -333,8 +334,8 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         if count <= 1:
             raise ops._err("batch_norm", f"Expected more than 1 value per channel when "
                            f"training, got input size {list(x.shape)}")
-        mean = ops.div(ops.sum(x, axis=axes, keepdims=True), count)
-        centered = ops.sub(x, mean)
+        # (shifted by a first element: a constant channel centers to exact zeros, as torch)
+        centered, mean = C.centered_mean(x, axes, count)
         var = ops.div(ops.sum(ops.mul(centered, centered), axis=axes, keepdims=True), count)
         if running_mean is not None and running_var is not None:
             _update_running(running_mean, running_var, mean, var, count, momentum)
