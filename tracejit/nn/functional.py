@@ -371,6 +371,10 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,  # noqa: A00
         loss = ops.add(ops.mul(ops.sub(1.0, y), x), ops.mul(coef, sp))
     if weight is not None:
         loss = ops.mul(loss, weight)
+    if y.dtype.is_float and loss.dtype is not y.dtype and loss.dtype.is_float:
+        # torch computes in place into `1 - target`: the loss has the target's dtype (a
+        # float64 input with a float32 target gives float32)
+        loss = ops.cast(loss, y.dtype)
     return rename(_reduce(loss, reduction, "binary_cross_entropy_with_logits"),
                   "BinaryCrossEntropyWithLogitsBackward0")
 

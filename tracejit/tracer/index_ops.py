@@ -59,7 +59,8 @@ def index_add(input, dim: int, index, source, *, alpha=1) -> Tensor:  # noqa: A0
     checks.rows_in_range(idx, xs[d], "index_add", f"dim {dim} of size {xs[d]}")
     x1 = ops.reshape(x, xs)
     s1 = ops.reshape(s, ss)
-    if alpha != 1:
+    logical = x.dtype is dt.bool_
+    if alpha != 1 and not logical:
         s1 = ops.mul(s1, alpha)
     view = [1] * len(xs)
     view[d] = m
@@ -67,6 +68,12 @@ def index_add(input, dim: int, index, source, *, alpha=1) -> Tensor:  # noqa: A0
     if s1.numel() == 0:
         # nothing added; source still gets its (empty) zero gradient, as torch's
         out = unchanged(x1, s1)
+    elif logical:
+        # torch adds bools as a logical or (alpha counts as a bool): counts of the Trues
+        if not alpha:
+            s1 = ops.logical_and(s1, False)
+        counts = gathering.scatter_add(ops.cast(x1, dt.i64), d, idx_b, ops.cast(s1, dt.i64))
+        out = ops.ne(counts, 0)
     else:
         out = gathering.scatter_add(x1, d, idx_b, s1)
     return rename(ops.reshape(out, x.shape), "IndexAddBackward0", x)

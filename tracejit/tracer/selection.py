@@ -125,6 +125,9 @@ def min(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noq
 
 def _argextreme(op: str, x, dim, keepdim, axis, keepdims) -> Tensor:
     x = ops.as_tensor(x)
+    if x.dtype is dt.bool_:         # (as torch; max/min of bools are fine)
+        raise ops._err(op, f"does not support bool input, got {ops._fmt(x)}; cast it first "
+                       f"(x.int().{op}(...))", RuntimeError)
     dim = dim if axis is None else axis
     kd = bool(keepdim if keepdims is None else keepdims)
     if dim is None:                 # over the flattened tensor, as PyTorch and NumPy
