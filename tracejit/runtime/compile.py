@@ -166,7 +166,8 @@ class CompiledFunction:
             hash(skey)
         except TypeError:
             raise TypeError(f"{self.name}: static arguments must be hashable, got "
-                            f"{[type(v).__name__ for v in static.values()]}") from None
+                            f"{[type(v).__name__ for v in static.values()]}; pass a tuple "
+                            f"where you have a list (e.g. sequence lengths)") from None
         # the autocast state changes the traced graph (its casts): part of the key
         mode = self._mode_owner.training if self._mode_owner is not None else None
         grad = None if not self._grad_keyed else "inference" if STATE.inference else \
