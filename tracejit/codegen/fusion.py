@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from ..ir.core import Graph, Instr, Value
+from ..ir.prims_gamma import NAMES as GAMMA
 from ..ir.prims_libm import NAMES as LIBM
 from ..ir.printer import value_names
 from .fusion_cost import MIN_ELEMENTS, materialize_by_cost
@@ -30,7 +31,8 @@ from .fusion_cost import MIN_ELEMENTS, materialize_by_cost
 SHARED_EXPR_LIMIT = 64     # a shared expression bigger than this is materialized once
 # scalar ops worth computing once when a loop reads their result: transcendental ones (cheap
 # arithmetic stays in the loop, where LLVM hoists it and reading a buffer would cost more)
-TRANSCENDENTAL = frozenset({"pow", "exp", "log", "sin", "cos", "tanh", "erf", "erfc", *LIBM})
+TRANSCENDENTAL = frozenset({"pow", "exp", "log", "sin", "cos", "tanh", "erf", "erfc", *LIBM,
+                            *GAMMA})
 
 
 @dataclass

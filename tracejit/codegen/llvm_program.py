@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir.core import Value
+from ..ir.prims_gamma import NAMES as GAMMA
 from ..ir.prims_libm import NAMES as LIBM
 from ..ir.printer import value_names
 from .fusion import Kernel, Plan, operand_view
@@ -70,7 +71,7 @@ O0_BUDGET = 900
 MATMUL_OP = 0.2
 CALL_WORK = 100_000
 _SLOW = frozenset({"exp", "log", "tanh", "erf", "erfc", "sin", "cos", "pow", "log1p", "expm1",
-                   "atan2", "lgamma", "digamma", *LIBM})
+                   "atan2", *LIBM, *GAMMA})
 HEADER = 2                # frame words before the slots: the only segment's call table, its length
 CALL_WORDS = 4            # a call record: function, slot list, begin, end
 
