@@ -28,6 +28,13 @@ def ints(*shape, lo=-4, hi=5):
     return rng.integers(lo, hi, shape).astype(np.int64)
 
 
+def well_posed(*shape):
+    """Diagonally dominant (so positive definite read from either triangle), well separated
+    diagonal: invertible and factorable after the +-50% perturbations of the batch."""
+    n = shape[-1]
+    return 0.2 * rng.standard_normal(shape) + np.eye(shape[-2], n) * np.arange(1.0, n + 1.0) * 2.0
+
+
 _CONV = dict(stride=(1, 2), padding=(1, 0, 1, 1), dilation=(1, 1), groups=2)
 _CONV3 = dict(stride=(1, 2, 1), padding=(1, 0, 1, 1, 0, 0), dilation=(1, 1, 1), groups=2)
 
@@ -50,6 +57,19 @@ SAMPLES = {
     **{n: [([pos(3, 4) * 0.45], {})] for n in ("erfinv", "ndtri")},
     "nextafter": [([f64(3, 4), f64(3, 4)], {})],
     "zeta": [([pos(3, 4) + 1.0, pos(3, 4)], {})],
+    # ir/prims_linalg.py, prims_linalg_spectral.py: a leading batch axis of matrices
+    **{n: [([well_posed(2, 3, 3)], {})] for n in (
+        "linalg_cofactor", "linalg_det", "linalg_detsign", "linalg_logabsdet",
+        "linalg_inv_info", "linalg_cholesky_info")},
+    **{n: [([well_posed(2, 3, 3)], {"ex": False})] for n in ("linalg_inv", "linalg_cholesky")},
+    **{n: [([well_posed(2, 3, 3)], {"lower": True})]
+       for n in ("linalg_eigh_vals", "linalg_eigh_vecs")},
+    "linalg_solve": [([well_posed(2, 3, 3), f64(2, 3, 2)], {})],
+    "linalg_trisolve": [([well_posed(2, 3, 3), f64(2, 3, 2)], {"upper": True, "unit": False})],
+    **{n: [([well_posed(4, 3)], {"complete": True})] for n in ("linalg_qr_q", "linalg_qr_r")},
+    **{n: [([well_posed(2, 4, 3)], {"full": False})]
+       for n in ("linalg_svd_u", "linalg_svd_s", "linalg_svd_vh")},
+    "linalg_pinv": [([well_posed(3, 4)], {"rtol": 1e-12, "atol": 0.0})],
     "cast": [([f64(3, 4)], {"dtype": dt.i32}), ([ints(3, 4)], {"dtype": dt.f32})],
     "add": [([f64(3, 4), f64(3, 4)], {})], "sub": [([f64(3, 4), f64(3, 4)], {})],
     "mul": [([f64(3, 4), f64(3, 4)], {})], "div": [([f64(3, 4), pos(3, 4)], {})],

@@ -32,6 +32,13 @@ def away_from_zero(*shape):
     return np.where(np.abs(a) < 0.2, 0.5, a)
 
 
+def well_posed(*shape):
+    """Diagonally dominant matrices (symmetric positive definite read from either triangle)
+    with well separated diagonal entries: invertible, factorable, distinct eigenvalues."""
+    n = shape[-1]
+    return 0.2 * R.standard_normal(shape) + np.eye(shape[-2], n) * np.arange(1.0, n + 1.0) * 2.0
+
+
 IDX = np.array([[2, 0], [1, 2]], np.int64)
 CONV = dict(stride=(1, 2), padding=(1, 0, 0, 1), dilation=(1, 1), groups=1)
 CONV3 = dict(stride=(1, 2, 1), padding=(1, 0, 0, 1, 0, 0), dilation=(1, 1, 2), groups=1)
@@ -39,6 +46,14 @@ CONV3 = dict(stride=(1, 2, 1), padding=(1, 0, 0, 1, 0, 0), dilation=(1, 1, 2), g
 # name -> (operands, params); the float64 operands get tangents
 # operands a primitive has no derivative for (as torch): no tangent is sent there
 NO_DERIVATIVE = {"zeta": (0,)}
+# ops defined on symmetric matrices that read one triangle: their rules (as torch's) take the
+# tangent to be symmetric too, so the tangents and the cotangent's partner are symmetrized
+SYMMETRIC_INPUT = {"linalg_cholesky", "linalg_eigh_vals", "linalg_eigh_vecs"}
+
+
+def tangent(name, shape):
+    t = R.standard_normal(shape)
+    return (t + np.swapaxes(t, -1, -2)) / 2 if name in SYMMETRIC_INPUT else t
 
 SAMPLES = {
     "neg": ([f64(3, 4)], {}),
@@ -113,6 +128,19 @@ SAMPLES = {
     **{n: ([np.tanh(f64(3, 4)) * 0.45 + 0.5], {}) for n in ("erfinv", "ndtri")},
     "nextafter": ([f64(3, 4), f64(3, 4)], {}),
     "zeta": ([f64(3, 4, lo=1.5), f64(3, 4, lo=0.3)], {}),
+    # ir/prims_linalg.py, prims_linalg_spectral.py (extern steps: LAPACK through NumPy)
+    **{n: ([well_posed(2, 3, 3)], {}) for n in (
+        "linalg_cofactor", "linalg_det", "linalg_detsign", "linalg_logabsdet",
+        )},
+    **{n: ([well_posed(2, 3, 3)], {"lower": True}) for n in ("linalg_eigh_vals", "linalg_eigh_vecs")},
+    **{n: ([well_posed(2, 3, 3)], {"ex": False}) for n in ("linalg_inv", "linalg_cholesky")},
+    **{n: ([well_posed(2, 3, 3)], {}) for n in ("linalg_inv_info", "linalg_cholesky_info")},
+    "linalg_solve": ([well_posed(2, 3, 3), f64(2, 3, 2)], {}),
+    "linalg_trisolve": ([well_posed(2, 3, 3), f64(2, 3, 2)], {"upper": False, "unit": False}),
+    **{n: ([well_posed(2, 4, 3)], {"complete": False}) for n in ("linalg_qr_q", "linalg_qr_r")},
+    **{n: ([well_posed(2, 4, 3)], {"full": False})
+       for n in ("linalg_svd_u", "linalg_svd_s", "linalg_svd_vh")},
+    "linalg_pinv": ([well_posed(2, 4, 3)], {"rtol": 0.0, "atol": 0.0}),
     "cumsum": ([f64(3, 4)], {"axis": 1, "reverse": True}),
     # zeros (one and two in a row) exercise the exact formula past the first zero
     "cumprod": ([np.array([[0.5, 0.0, 2.0, -1.5], [1.1, 0.9, 0.0, 0.0], [2.0, -0.7, 1.3, 0.4]])],
@@ -158,7 +186,7 @@ def test_every_primitive_has_a_jvp_rule_and_sample(name):
 def test_jvp_matches_central_differences(name):
     g, args, wrt = one_op_graph(name)
     j = jvp_graph(g, wrt)
-    ts = [R.standard_normal(args[i].shape) for i in wrt]
+    ts = [tangent(name, args[i].shape) for i in wrt]
     out, *touts = interpret(j, args + ts)
     np.testing.assert_allclose(out, interpret(g, args)[0])
     if not g.outputs[0].dtype.is_float:
@@ -183,7 +211,7 @@ def test_jvp_is_the_transpose_of_vjp(name):
     g, args, wrt = one_op_graph(name)
     if not wrt or not g.outputs[0].dtype.is_float:
         return
-    v = [R.standard_normal(args[i].shape) for i in wrt]
+    v = [tangent(name, args[i].shape) for i in wrt]
     u = R.standard_normal(g.outputs[0].shape)
     jv = interpret(jvp_graph(g, wrt), args + v)[1]
     jtu = interpret(vjp_graph(g, wrt), args + [u])[1:]
