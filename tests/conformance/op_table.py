@@ -157,11 +157,6 @@ def _tensor_arg(i: int, why: str) -> Callable[[Any], str | None]:
     return rule
 
 
-def _norm_nuc(s) -> str | None:
-    return "the nuclear norm needs an SVD (NotImplementedError by design)" \
-        if "nuc" in s.args or s.kwargs.get("p") == "nuc" else None
-
-
 def _eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
     return tj.eye(n, m, dtype=dtype, device=device, requires_grad=requires_grad)
 
@@ -351,7 +346,7 @@ TABLE: dict[str, Entry] = {
     "roll": Entry(tj.roll),
     "std": Entry(tj.std, int_ok=False),
     "std.unbiased": Entry(tj.std, int_ok=False),
-    "norm": Entry(tj.norm, int_ok=False, unsupported=_norm_nuc),
+    "norm": Entry(tj.norm, int_ok=False),
     "norm.fro": Entry(tj.norm, int_ok=False),
     "norm.inf": Entry(tj.norm, int_ok=False),
     "linalg.vector_norm": Entry(tj.linalg.vector_norm, int_ok=False),
