@@ -11,7 +11,6 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.core import user_location
-from ..ir.primitives import P, bind
 from .autocast import FP32, atomic, autocast_op
 from .autograd import grad as autograd_grad
 from .backward_nodes import Node, SavedTensor
@@ -186,22 +185,21 @@ def centered(x, axes: tuple, n: int):
 
 
 def centered_mean(x, axes: tuple, n: int):
-    """(x minus its mean over `axes`, that mean kept over `axes`), n elements per row. The
-    mean is taken of x shifted by the row's first element p (a constant to the gradient):
-    (x - p) - mean(x - p), so a constant row centers to exact zeros. Plain sum(x) / n of a
-    float32 row of three 1000.1s is an ulp off, and layer_norm divides that by sqrt(eps):
-    0.019 where torch gives 0."""
+    """(x minus its mean over `axes`, that mean kept over `axes`), n elements per row, with a
+    constant row centered to exact zeros. Plain sum(x) / n of a float32 row of three 1000.1s
+    is an ulp off, and layer_norm divides that by sqrt(eps): 0.019 where torch gives 0. One
+    refinement pass fixes it: m' = m + mean(x - m) (x - m is exact for a constant row, so m'
+    is x itself). The correction is a constant to the gradient (its derivative is 0 in exact
+    arithmetic). A shift by the row's first element did the same, but that slice let fusion
+    recompute a transformer's whole residual stream inside each layer's kernel (kernels that
+    grow with depth)."""
     if n == 0:
         m = ops.div(ops.sum(x, axes, True), float("nan"))
         return ops.sub(x, m), m
-    first = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
-    if first == tuple(x.shape):
-        return ops.sub(x, x), x         # (one element per row: exactly 0, NaN where x is)
-    p = ops.stop_gradient(bind(P.slice, x, starts=(0,) * x.ndim, stops=first,
-                               steps=(1,) * x.ndim))
-    s = ops.sub(x, p)
-    m = ops.div(ops.sum(s, axes, True), float(n))
-    return ops.sub(s, m), ops.add(m, p)
+    m = ops.div(ops.sum(x, axes, True), float(n))
+    fix = ops.stop_gradient(ops.div(ops.sum(ops.sub(x, m), axes, True), float(n)))
+    m = ops.add(m, fix)
+    return ops.sub(x, m), m
 
 
 @composite("VarBackward0")

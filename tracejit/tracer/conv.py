@@ -334,7 +334,7 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         if count <= 1:
             raise ops._err("batch_norm", f"Expected more than 1 value per channel when "
                            f"training, got input size {list(x.shape)}")
-        # (shifted by a first element: a constant channel centers to exact zeros, as torch)
+        # (refined once: a constant channel centers to exact zeros, as torch)
         centered, mean = C.centered_mean(x, axes, count)
         var = ops.div(ops.sum(ops.mul(centered, centered), axis=axes, keepdims=True), count)
         if running_mean is not None and running_var is not None:
