@@ -259,8 +259,8 @@ k0: reduce [70x3]: two-stage: 2 chunks of 36 rows, then a finishing step
     'rows_cpu': """\
 k0: rows [2x3]
   kernel k0 (cpu, threads split [0, 2), i64 indices)
-    loads(%x f32[2,3], %0 f32[2], %10 f32[2]) stores(%0 f32[2], %10 f32[2], %14 f32[2,3])
-    recomputed, not loaded: reshape, sub, constant, broadcast, eq, where, exp, reciprocal, mul
+    loads(%x f32[2,3], %0 f32[2], %11 f32[2]) stores(%0 f32[2], %11 f32[2], %15 f32[2,3])
+    recomputed, not loaded: reshape, constant, broadcast, eq, where, sub, exp, reciprocal, mul
     for o1 in [0, 2) parallel(cpu threads):
       acc acc2: f32 max = -inf
       for r3 in [0, 3):
@@ -268,17 +268,17 @@ k0: rows [2x3]
       %0.flat[o1] = acc2
       acc acc4: f64 sum = 0 (reassociable)
       for r5 in [0, 3):
-        acc4 <- f64(%9[o1, r5])
-      %10.flat[o1] = f32(acc4)
-      computing %14 (not loaded):
+        acc4 <- f64(%10[o1, r5])
+      %11.flat[o1] = f32(acc4)
+      computing %15 (not loaded):
         for c6 in [0, 3):
-          %14.flat[o1*3 + c6] = %14[o1, c6]
+          %15.flat[o1*3 + c6] = %15[o1, c6]
 """,
     'rows_gpu': """\
 k0: rows [2x3]: a block per row; stages separated by barriers
   kernel k0 (gpu, grid 2 x block 32, i32 indices)
-    loads(%x f32[2,3], %0 f32[2], %10 f32[2]) stores(%0 f32[2], %10 f32[2], %14 f32[2,3])
-    recomputed, not loaded: reshape, sub, constant, broadcast, eq, where, exp, reciprocal, mul
+    loads(%x f32[2,3], %0 f32[2], %11 f32[2]) stores(%0 f32[2], %11 f32[2], %15 f32[2,3])
+    recomputed, not loaded: reshape, constant, broadcast, eq, where, sub, exp, reciprocal, mul
     for r1 in [0, 2) parallel(a block each):
       [u2] = unflatten(r1, [2])
       acc acc3: f32 max = -inf
@@ -292,15 +292,15 @@ k0: rows [2x3]: a block per row; stages separated by barriers
       acc acc6: f64 sum = 0
       for r7 in [0, 3) parallel(block threads):
         [u8] = unflatten(r7, [3])
-        acc6 <- f64(%9[u2, u8])
+        acc6 <- f64(%10[u2, u8])
       acc6 = combine over the block's threads
       one thread of the block:
-        %10.flat[u2] = f32(acc6)
+        %11.flat[u2] = f32(acc6)
       barrier (block)
-      computing %14 (not loaded):
+      computing %15 (not loaded):
         for c9 in [0, 3) parallel(block threads):
           [u10] = unflatten(c9, [3])
-          %14.flat[u2*3 + u10] = %14[u2, u10]
+          %15.flat[u2*3 + u10] = %15[u2, u10]
       barrier (block)
 """,
     'scatter_cpu': """\
