@@ -21,7 +21,10 @@ torch = pytest.importorskip("torch")
 
 STEPS = 4
 VOCAB, MAX_POS, HIDDEN, HEADS, LAYERS = 17, 12, 16, 2, 2
-TOL = {"float32": dict(rtol=2e-4, atol=2e-6), "float64": dict(rtol=1e-9, atol=1e-12)}
+# float32: AdamW's normalized update scales the rounding noise of a near-zero gradient up to
+# ~lr-sized steps; after the steps one weight of 1024 sat 2.5e-6 from torch's on one machine
+# (the session-start tree too), against 2e-6 allowed before
+TOL = {"float32": dict(rtol=2e-4, atol=5e-6), "float64": dict(rtol=1e-9, atol=1e-12)}
 
 
 def make_bert(lib, encoder="torch", norm_first=False, mask="bool", dropout=0.0,
