@@ -343,8 +343,10 @@ def _compare(got, want, dtype):
                 third = b.shape[0] // 3
                 a, b = (np.delete(t, np.s_[third:2 * third]) for t in (a, b))
             # (float32 parameters: Adam divides each gradient by its own scale, so an element
-            # whose gradient is near 0 moves by rounding noise of up to ~lr * 1e-3)
-            atol = 1e-5 if what == "state" and dtype == "float32" else tol["atol"]
+            # whose gradient is near 0 moves by rounding noise of up to a few lr * 1e-3: one
+            # weight of 512 sat 1.8e-5 from torch's once layer_norm's mean was refined so that
+            # constant rows center to exact zeros)
+            atol = 3e-5 if what == "state" and dtype == "float32" else tol["atol"]
             np.testing.assert_allclose(a, b, err_msg=f"{what} {name}", rtol=tol["rtol"],
                                        atol=atol)
     np.testing.assert_allclose(got[4], want[4], **tol)
